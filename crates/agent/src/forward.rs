@@ -1,0 +1,251 @@
+//! One forwarded request: take the offer, check the destination, call it,
+//! and stream the reply back, stopping as soon as the relay cancels or the
+//! deadline passes.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use borealis_egress::headers::end_to_end;
+use borealis_egress::reqwest;
+use borealis_protocol::MAX_CHUNK_BYTES;
+use borealis_protocol::v1::{self, ErrorCode, agent_frame, relay_frame};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::Agent;
+use crate::session::SessionLink;
+
+type Frames = mpsc::Sender<v1::AgentFrame>;
+
+fn frame(request_id: &str, frame: agent_frame::Frame) -> v1::AgentFrame {
+    v1::AgentFrame { request_id: request_id.to_owned(), frame: Some(frame) }
+}
+
+fn failure(request_id: &str, code: ErrorCode, message: impl Into<String>) -> v1::AgentFrame {
+    frame(request_id, agent_frame::Frame::Failure(v1::Failure::new(code, message)))
+}
+
+pub async fn handle_offer(agent: Arc<Agent>, link: Arc<SessionLink>, offer: v1::Offer, cancel: CancellationToken) {
+    let request_id = offer.request_id.clone();
+    let started = Instant::now();
+    agent.metrics.in_flight.inc();
+    let outcome = forward(&agent, &link, offer, cancel).await;
+    agent.metrics.in_flight.dec();
+    agent.idle.notify_waiters();
+    link.cancels.lock().expect("cancels lock").remove(&request_id);
+    agent.metrics.count(outcome.clone());
+    tracing::debug!(request = %request_id, %outcome, elapsed = ?started.elapsed(), "request done");
+}
+
+/// Returns the outcome label: a status class or a failure code.
+async fn forward(agent: &Arc<Agent>, link: &SessionLink, offer: v1::Offer, cancel: CancellationToken) -> String {
+    let request_id = offer.request_id;
+    let deadline =
+        (offer.timeout_ms > 0).then(|| tokio::time::Instant::now() + Duration::from_millis(offer.timeout_ms));
+    let until_deadline = || async move {
+        match deadline {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    };
+
+    // Take the offer: open this request's own call.
+    let (frames, outbound) = mpsc::channel::<v1::AgentFrame>(16);
+    let accept = frame(&request_id, agent_frame::Frame::Accept(v1::Accept { session_id: link.session_id.clone() }));
+    let _ = frames.send(accept).await;
+    let mut call = tonic::Request::new(ReceiverStream::new(outbound));
+    link.authorize(&mut call);
+    let mut inbound = match link.client().forward(call).await {
+        Ok(response) => response.into_inner(),
+        Err(status) => {
+            tracing::debug!(request = %request_id, %status, "relay refused the forward call");
+            return "refused".into();
+        }
+    };
+    let head = match inbound.message().await {
+        Ok(Some(v1::RelayFrame { frame: Some(relay_frame::Frame::RequestHead(head)), .. })) => head,
+        _ => return "relay-gone".into(),
+    };
+
+    // Request body: fed from the relay's frames by a reader that also
+    // watches for cancel, so a cancel arriving mid-response is seen at once.
+    let (body_tx, body_rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(8);
+    let finished = CancellationToken::new();
+    let reader =
+        tokio::spawn(read_relay_frames(inbound, head.has_body.then_some(body_tx), cancel.clone(), finished.clone()));
+    let reader = tokio_util::task::AbortOnDropHandle::new(reader);
+    let outcome = exchange(agent, &request_id, head, &frames, body_rx, &cancel, &finished, until_deadline).await;
+    // Close our side and let the relay end the call: dropping it instead
+    // would reset the stream and could discard our last frames unread.
+    finished.cancel();
+    drop(frames);
+    let _ = tokio::time::timeout(CLOSE_WAIT, reader).await;
+    outcome
+}
+
+/// How long to wait for the relay to close a finished call.
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
+
+#[allow(clippy::too_many_arguments)]
+async fn exchange<D: std::future::Future<Output = ()>>(
+    agent: &Arc<Agent>,
+    request_id: &str,
+    head: v1::RequestHead,
+    frames: &Frames,
+    body_rx: mpsc::Receiver<Result<Bytes, std::io::Error>>,
+    cancel: &CancellationToken,
+    finished: &CancellationToken,
+    until_deadline: impl Fn() -> D,
+) -> String {
+    let fail = |code: ErrorCode, message: String| async move {
+        let _ = frames.send(failure(request_id, code, message)).await;
+        code.slug().to_owned()
+    };
+
+    let url = match agent.egress.check_url(&head.url) {
+        Ok(url) => url,
+        Err(err) => {
+            tracing::info!(request = %request_id, url = %head.url, error = %err, "refused");
+            return fail(err.code(), err.to_string()).await;
+        }
+    };
+    let Ok(method) = http::Method::from_bytes(head.method.as_bytes()) else {
+        return fail(ErrorCode::InvalidRequest, format!("invalid method {:?}", head.method)).await;
+    };
+    let mut headers = HeaderMap::with_capacity(head.headers.len());
+    for header in &head.headers {
+        match (HeaderName::from_bytes(header.name.as_bytes()), HeaderValue::from_bytes(&header.value)) {
+            (Ok(name), Ok(value)) => {
+                headers.append(name, value);
+            }
+            _ => return fail(ErrorCode::InvalidRequest, format!("invalid header {:?}", header.name)).await,
+        }
+    }
+    let headers = end_to_end(&headers);
+
+    let _permit = tokio::select! {
+        permit = agent.limiter.clone().acquire_owned() => permit.expect("the limiter is never closed"),
+        () = cancel.cancelled() => return "cancelled".into(),
+        () = until_deadline() => return fail(ErrorCode::Timeout, "the agent was at --max-concurrency until the deadline".into()).await,
+    };
+
+    let body = head.has_body.then(|| reqwest::Body::wrap_stream(ReceiverStream::new(body_rx)));
+    let started = Instant::now();
+    let response = tokio::select! {
+        response = agent.egress.send(method, url.clone(), headers, body) => response,
+        () = cancel.cancelled() => return "cancelled".into(),
+        () = until_deadline() => {
+            let destination = borealis_egress::client::destination(&url);
+            return fail(ErrorCode::Timeout, format!("{destination} did not answer before the deadline")).await;
+        }
+    };
+    let mut response = match response {
+        Ok(response) => response,
+        Err(err) => return fail(err.code(), err.to_string()).await,
+    };
+    agent.metrics.latency.observe(started.elapsed().as_secs_f64());
+    let status = response.status().as_u16();
+    let reply_head = v1::ResponseHead {
+        status: u32::from(status),
+        headers: end_to_end(response.headers())
+            .iter()
+            .map(|(name, value)| v1::Header { name: name.to_string(), value: Bytes::copy_from_slice(value.as_bytes()) })
+            .collect(),
+    };
+    if frames.send(frame(request_id, agent_frame::Frame::ResponseHead(reply_head))).await.is_err() {
+        return "relay-gone".into();
+    }
+
+    let limit = if head.max_response_bytes == 0 {
+        agent.config.max_body_bytes
+    } else {
+        head.max_response_bytes.min(agent.config.max_body_bytes)
+    };
+    let mut sent = 0u64;
+    loop {
+        let chunk = tokio::select! {
+            chunk = response.chunk() => chunk,
+            () = cancel.cancelled() => return "cancelled".into(),
+            () = until_deadline() => return fail(ErrorCode::Timeout, "the response did not finish before the deadline".into()).await,
+        };
+        let chunk = match chunk {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => break,
+            Err(err) => {
+                return fail(
+                    ErrorCode::UpstreamFailed,
+                    format!("the destination broke off the response: {}", borealis_egress::client::root_cause(&err)),
+                )
+                .await;
+            }
+        };
+        sent += chunk.len() as u64;
+        if sent > limit {
+            return fail(ErrorCode::BodyTooLarge, format!("the response body is larger than {limit} bytes")).await;
+        }
+        if !send_chunks(frames, request_id, chunk, cancel).await {
+            return "cancelled".into();
+        }
+    }
+    finished.cancel();
+    let _ = frames.send(frame(request_id, agent_frame::Frame::ResponseEnd(v1::End {}))).await;
+    format!("{}xx", status / 100)
+}
+
+/// Sends a body chunk as frames of at most [`MAX_CHUNK_BYTES`]. False when
+/// the relay is gone or cancelled.
+async fn send_chunks(frames: &Frames, request_id: &str, chunk: Bytes, cancel: &CancellationToken) -> bool {
+    let mut offset = 0;
+    while offset < chunk.len() {
+        let end = (offset + MAX_CHUNK_BYTES).min(chunk.len());
+        let piece =
+            frame(request_id, agent_frame::Frame::ResponseBody(v1::BodyChunk { data: chunk.slice(offset..end) }));
+        tokio::select! {
+            sent = frames.send(piece) => if sent.is_err() { return false },
+            () = cancel.cancelled() => return false,
+        }
+        offset = end;
+    }
+    true
+}
+
+/// Reads the relay's side of the call: body chunks into `body`, and cancel
+/// (explicit, or the relay's stream ending before we finished).
+async fn read_relay_frames(
+    mut inbound: tonic::Streaming<v1::RelayFrame>,
+    mut body: Option<mpsc::Sender<Result<Bytes, std::io::Error>>>,
+    cancel: CancellationToken,
+    finished: CancellationToken,
+) {
+    loop {
+        let frame = tokio::select! {
+            frame = inbound.message() => frame,
+            () = cancel.cancelled() => return,
+        };
+        match frame {
+            Ok(Some(v1::RelayFrame { frame: Some(relay_frame::Frame::RequestBody(chunk)), .. })) => {
+                if let Some(tx) = &body
+                    && tx.send(Ok(chunk.data)).await.is_err()
+                {
+                    body = None;
+                }
+            }
+            Ok(Some(v1::RelayFrame { frame: Some(relay_frame::Frame::RequestEnd(_)), .. })) => body = None,
+            Ok(Some(v1::RelayFrame { frame: Some(relay_frame::Frame::Cancel(_)), .. })) => break,
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => {
+                if finished.is_cancelled() {
+                    return;
+                }
+                if let Some(tx) = body.take() {
+                    let _ = tx.send(Err(std::io::Error::other("the relay broke off the request body"))).await;
+                }
+                break;
+            }
+        }
+    }
+    cancel.cancel();
+}

@@ -1,0 +1,173 @@
+//! The Borealis agent.
+//!
+//! The agent runs inside a private network. It dials out to the relay, holds
+//! one control stream, and for every request the relay offers opens a call of
+//! its own, performs the HTTP request against the private destination (only
+//! if its allow-list permits), and streams the reply back.
+//!
+//! Layout:
+//! - [`config`]: settings and their validation.
+//! - [`run`]: the reconnect loop (jittered exponential backoff, capped).
+//! - [`connect`]: the channel to the relay (TLS, proxy) and its token.
+//! - [`session`]: one session: hello, welcome, heartbeats, offers, drain.
+//! - [`forward`]: one forwarded request.
+//! - [`health`]: `/healthz`, `/readyz` and `/metrics` on `--health-listen`.
+
+pub mod config;
+pub mod connect;
+pub mod forward;
+pub mod health;
+pub mod metrics;
+pub mod session;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use backon::BackoffBuilder;
+use borealis_egress::{Egress, EgressOptions, Policy};
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+pub use config::AgentConfig;
+
+use crate::metrics::Metrics;
+use crate::session::SessionEnd;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// Our identity was refused: retrying cannot help.
+    #[error("credentials rejected: {0}")]
+    Rejected(String),
+    /// A token the relay no longer takes (expired, or the credential revoked).
+    #[error("token rejected: {0}")]
+    TokenRejected(String),
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("relay unreachable: {0}")]
+    Unreachable(String),
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+impl AgentError {
+    /// Whether reconnecting may help.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, AgentError::Unreachable(_) | AgentError::TokenRejected(_) | AgentError::Internal(_))
+    }
+}
+
+/// What every part of a running agent shares.
+pub struct Agent {
+    pub config: AgentConfig,
+    pub egress: Egress,
+    pub metrics: Metrics,
+    pub limiter: Arc<Semaphore>,
+    idle: Notify,
+}
+
+impl Agent {
+    /// Waits until no request is in flight, or `grace` passes.
+    pub async fn wait_idle(&self, grace: Duration) {
+        let idle = async {
+            loop {
+                let notified = self.idle.notified();
+                if self.metrics.in_flight.get() == 0 {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        let _ = tokio::time::timeout(grace, idle).await;
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.metrics.connected.get() == 1
+    }
+}
+
+/// A session that lasted this long resets the backoff.
+const STABLE_SESSION: Duration = Duration::from_secs(10);
+
+fn backoff(cap: Duration) -> impl Iterator<Item = Duration> {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(cap)
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+/// Runs the agent until `shutdown` completes or the relay refuses its
+/// credentials (an error: the process should exit non-zero).
+pub async fn run(
+    config: AgentConfig,
+    health: Option<TcpListener>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), AgentError> {
+    config.validate().map_err(|e| AgentError::Config(e.0))?;
+    borealis_egress::client::install_crypto_provider();
+    let egress = Egress::new(Policy::AllowList(config.allow_list()), EgressOptions::default())
+        .map_err(|e| AgentError::Internal(e.to_string()))?;
+    let endpoint = connect::endpoint(&config)?;
+    let agent = Arc::new(Agent {
+        limiter: Arc::new(Semaphore::new(config.max_concurrency)),
+        config,
+        egress,
+        metrics: Metrics::default(),
+        idle: Notify::new(),
+    });
+    let stop = CancellationToken::new();
+    let health_task = health.map(|listener| tokio::spawn(health::serve(listener, agent.clone(), stop.clone())));
+
+    let relay = agent.config.relay.clone();
+    let stopper = stop.clone();
+    let sessions = async {
+        let mut delays = backoff(agent.config.max_backoff);
+        let mut token_retry = false;
+        loop {
+            let started = Instant::now();
+            let result = match connect::connect(&endpoint).await {
+                Ok(channel) => session::run_session(&agent, channel, &stop).await,
+                Err(err) => {
+                    Err(AgentError::Unreachable(format!("{relay}: {}", borealis_egress::client::root_cause(&err))))
+                }
+            };
+            match result {
+                Ok(SessionEnd::Shutdown) => return Ok(()),
+                Ok(SessionEnd::Drained) => delays = backoff(agent.config.max_backoff),
+                Err(AgentError::TokenRejected(reason)) if !token_retry => {
+                    // A fresh token settles it: the next attempt fetches one,
+                    // and a revoked credential is refused at that point.
+                    tracing::warn!(%reason, "the relay refused our token; fetching a new one");
+                    token_retry = true;
+                    continue;
+                }
+                Err(AgentError::TokenRejected(reason)) => return Err(AgentError::Rejected(reason)),
+                Err(err) if !err.is_retryable() => return Err(err),
+                Err(err) => tracing::warn!(error = %err, "session ended"),
+            }
+            if started.elapsed() > STABLE_SESSION {
+                delays = backoff(agent.config.max_backoff);
+                token_retry = false;
+            }
+            let delay = delays.next().unwrap_or(agent.config.max_backoff);
+            tracing::info!(retry_in = ?delay, "reconnecting");
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = stop.cancelled() => return Ok(()),
+            }
+        }
+    };
+    let result = tokio::select! {
+        result = sessions => result,
+        () = async { shutdown.await; stopper.cancel(); std::future::pending::<()>().await } => Ok(()),
+    };
+    stop.cancel();
+    if let Some(task) = health_task {
+        let _ = task.await;
+    }
+    result
+}

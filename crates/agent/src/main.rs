@@ -1,0 +1,137 @@
+//! `borealis-agent`: flags, logging, signals. The work is in the library.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use borealis_agent::{AgentConfig, AgentError};
+use borealis_egress::AllowRule;
+use clap::Parser;
+
+/// The Borealis agent: dials out to the relay and forwards its webhook calls
+/// to destinations inside this network that --allow permits.
+#[derive(Parser, Debug)]
+#[command(name = "borealis-agent", version)]
+struct Flags {
+    /// The relay's agent listener, e.g. https://relay.example.com:9090.
+    #[arg(long, env = "BOREALIS_RELAY", value_name = "URL")]
+    relay: url::Url,
+    /// Client id from `borealis agents create ID`.
+    #[arg(long, env = "BOREALIS_CLIENT_ID", value_name = "ID")]
+    client_id: String,
+    /// Client secret from `borealis agents create ID`.
+    #[arg(long, env = "BOREALIS_CLIENT_SECRET", value_name = "SECRET", hide_env_values = true)]
+    client_secret: String,
+    /// The agent identifier to serve [default: the credential's].
+    #[arg(long, env = "BOREALIS_AGENT_ID", value_name = "ID")]
+    agent_id: Option<String>,
+    /// A destination this agent may call (repeatable): host, host:port, *.domain, or a CIDR.
+    #[arg(long, env = "BOREALIS_ALLOW", value_name = "RULE", value_delimiter = ',')]
+    allow: Vec<AllowRule>,
+    /// Forward to any destination.
+    #[arg(long, env = "BOREALIS_ALLOW_ANY")]
+    allow_any: bool,
+    /// PEM CA bundle to trust for the relay's certificate.
+    #[arg(long, env = "BOREALIS_CA_FILE", value_name = "FILE")]
+    ca_file: Option<PathBuf>,
+    /// Most requests forwarded at once.
+    #[arg(long, env = "BOREALIS_MAX_CONCURRENCY", default_value_t = 256)]
+    max_concurrency: usize,
+    /// Largest response body forwarded, in bytes.
+    #[arg(long, env = "BOREALIS_MAX_BODY_BYTES", default_value_t = 1 << 30)]
+    max_body_bytes: u64,
+    /// Name shown to operators in `borealis agents list` [default: host name].
+    #[arg(long, env = "BOREALIS_INSTANCE")]
+    instance: Option<String>,
+    /// Address for /healthz, /readyz and /metrics.
+    #[arg(long, env = "BOREALIS_HEALTH_LISTEN", value_name = "ADDR")]
+    health_listen: Option<SocketAddr>,
+    /// Longest wait between reconnect attempts.
+    #[arg(long, env = "BOREALIS_MAX_BACKOFF", default_value = "30s", value_parser = parse_duration)]
+    max_backoff: std::time::Duration,
+    /// On SIGTERM, how long in-flight requests may still run.
+    #[arg(long, env = "BOREALIS_SHUTDOWN_GRACE", default_value = "30s", value_parser = parse_duration)]
+    shutdown_grace: std::time::Duration,
+}
+
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    borealis_core::duration::parse(text).map_err(|e| e.to_string())
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("BOREALIS_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "agent".into())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let flags = Flags::parse();
+    init_logging();
+    let config = AgentConfig {
+        relay: flags.relay,
+        client_id: flags.client_id,
+        client_secret: flags.client_secret.into(),
+        agent_id: flags.agent_id,
+        allow: flags.allow,
+        allow_any: flags.allow_any,
+        ca_file: flags.ca_file,
+        max_concurrency: flags.max_concurrency,
+        max_body_bytes: flags.max_body_bytes,
+        instance: flags.instance.unwrap_or_else(host_name),
+        max_backoff: flags.max_backoff.min(std::time::Duration::from_secs(30)),
+        shutdown_grace: flags.shutdown_grace,
+        health_listen: flags.health_listen,
+    };
+    if let Err(err) = config.validate() {
+        eprintln!("borealis-agent: {err}");
+        return ExitCode::from(2);
+    }
+    let health = match config.health_listen {
+        Some(addr) => match tokio::net::TcpListener::bind(addr).await {
+            Ok(listener) => {
+                tracing::info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "health listener ready");
+                Some(listener)
+            }
+            Err(err) => {
+                eprintln!("borealis-agent: cannot listen on {addr} (--health-listen): {err}");
+                return ExitCode::from(2);
+            }
+        },
+        None => None,
+    };
+    match borealis_agent::run(config, health, shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err @ AgentError::Rejected(_)) => {
+            eprintln!(
+                "borealis-agent: {err}. Check --client-id and --client-secret; a revoked or unknown credential needs `borealis agents create`."
+            );
+            ExitCode::FAILURE
+        }
+        Err(err) => {
+            eprintln!("borealis-agent: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

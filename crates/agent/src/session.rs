@@ -1,0 +1,177 @@
+//! One session with the relay: hello, welcome, heartbeats, offers, drain.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use borealis_protocol::v1::{self, agent_control, relay_control, tunnel_client::TunnelClient};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+use crate::connect::{Token, fetch_token};
+use crate::{Agent, AgentError};
+
+/// How a session ended, when it was not an error.
+#[derive(Debug)]
+pub enum SessionEnd {
+    /// The agent is shutting down.
+    Shutdown,
+    /// The relay asked agents to go elsewhere (it is shutting down).
+    Drained,
+}
+
+/// What the forwarding tasks of a session share.
+pub struct SessionLink {
+    pub channel: Channel,
+    pub session_id: String,
+    pub token: RwLock<Token>,
+    /// Requests of this session by id, to cancel them on the relay's word.
+    pub cancels: Mutex<HashMap<String, CancellationToken>>,
+}
+
+impl SessionLink {
+    pub fn client(&self) -> TunnelClient<Channel> {
+        tunnel_client(self.channel.clone())
+    }
+
+    pub fn authorize<T>(&self, request: &mut tonic::Request<T>) {
+        authorize(request, &self.token.read().expect("token lock").value);
+    }
+}
+
+fn tunnel_client(channel: Channel) -> TunnelClient<Channel> {
+    TunnelClient::new(channel)
+        .max_decoding_message_size(borealis_protocol::MAX_FRAME_BYTES)
+        .max_encoding_message_size(borealis_protocol::MAX_FRAME_BYTES)
+}
+
+fn authorize<T>(request: &mut tonic::Request<T>, token: &borealis_core::Secret) {
+    if let Ok(value) = format!("Bearer {}", token.expose()).parse() {
+        request.metadata_mut().insert(borealis_protocol::AUTHORIZATION, value);
+    }
+}
+
+/// Maps a failed call to the relay: a refusal of who we are is final, the
+/// rest is worth another try.
+pub fn status_error(status: tonic::Status) -> AgentError {
+    use tonic::Code;
+    match status.code() {
+        Code::Unauthenticated => AgentError::TokenRejected(status.message().to_owned()),
+        Code::PermissionDenied | Code::FailedPrecondition => AgentError::Rejected(status.message().to_owned()),
+        _ => AgentError::Unreachable(format!("{}: {}", status.code(), status.message())),
+    }
+}
+
+fn control(msg: agent_control::Msg) -> v1::AgentControl {
+    v1::AgentControl { msg: Some(msg) }
+}
+
+/// Runs one session on a connected channel until it ends.
+pub async fn run_session(
+    agent: &Arc<Agent>,
+    channel: Channel,
+    stop: &CancellationToken,
+) -> Result<SessionEnd, AgentError> {
+    let config = &agent.config;
+    let token = fetch_token(&channel, &config.client_id, &config.client_secret).await?;
+    let (to_relay, outbound) = mpsc::channel(64);
+    let hello = v1::Hello {
+        agent_id: config.agent_id.clone().unwrap_or_default(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        capacity: config.max_concurrency as u32,
+        instance: config.instance.clone(),
+        protocol_version: borealis_protocol::PROTOCOL_VERSION,
+    };
+    to_relay
+        .send(control(agent_control::Msg::Hello(hello)))
+        .await
+        .map_err(|_| AgentError::Internal("control queue closed".into()))?;
+    let mut request = tonic::Request::new(ReceiverStream::new(outbound));
+    authorize(&mut request, &token.value);
+    let mut inbound = tunnel_client(channel.clone()).control(request).await.map_err(status_error)?.into_inner();
+
+    let welcome = match inbound.message().await.map_err(status_error)? {
+        Some(v1::RelayControl { msg: Some(relay_control::Msg::Welcome(welcome)) }) => welcome,
+        _ => return Err(AgentError::Unreachable("the relay did not send welcome".into())),
+    };
+    let link = Arc::new(SessionLink {
+        channel,
+        session_id: welcome.session_id.clone(),
+        token: RwLock::new(token),
+        cancels: Mutex::default(),
+    });
+    let interval = Duration::from_millis(u64::from(welcome.heartbeat_interval_ms.max(100)));
+    tracing::info!(agent = %welcome.agent_id, session = %welcome.session_id, relay = %welcome.relay_instance_id, "connected to the relay");
+    agent.metrics.connected.set(1);
+    agent.metrics.sessions.inc();
+    let _connected = scopeguard(|| {
+        agent.metrics.connected.set(0);
+    });
+
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_heard = Instant::now();
+    let mut sequence = 0u64;
+    loop {
+        tokio::select! {
+            msg = inbound.message() => {
+                last_heard = Instant::now();
+                match msg.map_err(status_error)? {
+                    Some(v1::RelayControl { msg: Some(relay_control::Msg::Offer(offer)) }) => {
+                        let cancel = CancellationToken::new();
+                        link.cancels.lock().expect("cancels lock").insert(offer.request_id.clone(), cancel.clone());
+                        tokio::spawn(crate::forward::handle_offer(agent.clone(), link.clone(), offer, cancel));
+                    }
+                    Some(v1::RelayControl { msg: Some(relay_control::Msg::Cancel(cancel)) }) => {
+                        if let Some(token) = link.cancels.lock().expect("cancels lock").get(&cancel.request_id) {
+                            token.cancel();
+                        }
+                    }
+                    Some(v1::RelayControl { msg: Some(relay_control::Msg::Drain(drain)) }) => {
+                        tracing::info!(reason = %drain.reason, "relay is draining; requests in flight finish, then reconnecting");
+                        agent.metrics.drains.inc();
+                        return Ok(SessionEnd::Drained);
+                    }
+                    Some(_) => {}
+                    None => return Err(AgentError::Unreachable("the relay closed the session".into())),
+                }
+            }
+            _ = ticker.tick() => {
+                if last_heard.elapsed() > interval * 3 {
+                    return Err(AgentError::Unreachable("the relay stopped answering heartbeats".into()));
+                }
+                sequence += 1;
+                let beat = v1::Heartbeat { sequence, in_flight: agent.metrics.in_flight.get() as u32 };
+                if to_relay.send(control(agent_control::Msg::Heartbeat(beat))).await.is_err() {
+                    return Err(AgentError::Unreachable("control stream closed".into()));
+                }
+                let due = Instant::now() >= link.token.read().expect("token lock").refresh_at;
+                if due {
+                    let fresh = fetch_token(&link.channel, &config.client_id, &config.client_secret).await?;
+                    *link.token.write().expect("token lock") = fresh;
+                }
+            }
+            () = stop.cancelled() => {
+                let drain = v1::Drain { reason: "agent shutting down".into(), grace_ms: config.shutdown_grace.as_millis() as u32 };
+                let _ = to_relay.send(control(agent_control::Msg::Drain(drain))).await;
+                agent.wait_idle(config.shutdown_grace).await;
+                return Ok(SessionEnd::Shutdown);
+            }
+        }
+    }
+}
+
+/// Runs `f` when dropped.
+fn scopeguard(f: impl FnOnce()) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+    Guard(Some(f))
+}

@@ -1,0 +1,323 @@
+//! `borealis`: the operator CLI. Every command is one or two calls to the
+//! relay's HTTP API; the relay does the work.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use futures_util::StreamExt;
+use serde_json::Value;
+
+/// Operate a Borealis relay: agents, credentials, requests through agents.
+#[derive(Parser, Debug)]
+#[command(name = "borealis", version)]
+struct Cli {
+    /// The relay's HTTP API.
+    #[arg(long, global = true, env = "BOREALIS_RELAY", default_value = "http://127.0.0.1:8080")]
+    relay: url::Url,
+    /// Admin token [default: read ./borealis-data/admin-token].
+    #[arg(long, global = true, env = "BOREALIS_ADMIN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// PEM CA bundle to trust for an https:// relay with a private CA.
+    #[arg(long, global = true, env = "BOREALIS_CA_FILE", value_name = "FILE")]
+    ca_file: Option<PathBuf>,
+    /// Print the relay's JSON instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Register, list and revoke agents.
+    #[command(subcommand)]
+    Agents(AgentsCommand),
+    /// Credentials for external systems that call back.
+    #[command(subcommand)]
+    Clients(ClientsCommand),
+    /// Send one request, through an agent or direct, and print the reply.
+    Proxy(ProxyArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum AgentsCommand {
+    /// Register an agent identifier; prints its client id and secret, once.
+    Create { id: String },
+    /// Show agents and their connected instances.
+    List,
+    /// Revoke an agent's credentials and disconnect its instances.
+    Revoke { id: String },
+}
+
+#[derive(Subcommand, Debug)]
+enum ClientsCommand {
+    /// Create credentials for an external system's callbacks; printed once.
+    Create { name: String },
+}
+
+#[derive(Args, Debug)]
+struct ProxyArgs {
+    /// Send through this agent (remote network); without it, direct.
+    #[arg(long)]
+    agent: Option<String>,
+    /// HTTP method.
+    #[arg(short = 'X', long = "request", default_value = "GET")]
+    method: String,
+    /// Request body; @FILE reads a file, @- reads stdin.
+    #[arg(short = 'd', long = "data")]
+    data: Option<String>,
+    /// A request header, "Name: value" (repeatable).
+    #[arg(short = 'H', long = "header")]
+    headers: Vec<String>,
+    /// Print the status line and headers before the body.
+    #[arg(short = 'i', long = "include")]
+    include: bool,
+    /// Time limit for the whole request, e.g. 30s.
+    #[arg(long)]
+    timeout: Option<String>,
+    /// The destination URL.
+    url: String,
+}
+
+/// A failure, with the exit code it deserves: 1 failed, 2 bad input.
+struct Failure {
+    code: u8,
+    message: String,
+}
+
+impl Failure {
+    fn failed(message: impl Into<String>) -> Self {
+        Self { code: 1, message: message.into() }
+    }
+
+    fn bad_input(message: impl Into<String>) -> Self {
+        Self { code: 2, message: message.into() }
+    }
+}
+
+struct Relay {
+    http: reqwest::Client,
+    base: url::Url,
+    token: String,
+}
+
+impl Relay {
+    fn new(cli: &Cli) -> Result<Self, Failure> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let token = match &cli.token {
+            Some(token) => token.clone(),
+            None => std::fs::read_to_string("borealis-data/admin-token").map(|t| t.trim().to_owned()).map_err(|_| {
+                Failure::bad_input(
+                    "no admin token: pass --token, set BOREALIS_ADMIN_TOKEN, or run where ./borealis-data/admin-token is",
+                )
+            })?,
+        };
+        let mut builder = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none());
+        if let Some(path) = &cli.ca_file {
+            let pem =
+                std::fs::read(path).map_err(|e| Failure::bad_input(format!("--ca-file {}: {e}", path.display())))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| Failure::bad_input(format!("--ca-file {}: {e}", path.display())))?;
+            builder = builder.tls_certs_only(certs);
+        }
+        let http = builder.build().map_err(|e| Failure::failed(format!("HTTP client: {e}")))?;
+        Ok(Self { http, base: cli.relay.clone(), token })
+    }
+
+    fn url(&self, path: &str) -> url::Url {
+        let mut url = self.base.clone();
+        let base_path = url.path().trim_end_matches('/').to_owned();
+        url.set_path(&format!("{base_path}{path}"));
+        url
+    }
+
+    fn unreachable(&self, err: reqwest::Error) -> Failure {
+        let mut cause: &dyn std::error::Error = &err;
+        while let Some(next) = cause.source() {
+            cause = next;
+        }
+        Failure::failed(format!("cannot reach the relay at {}: {cause}", self.base))
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<Value, Failure> {
+        let mut request = self.http.request(method, self.url(path)).bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.map_err(|e| self.unreachable(e))?;
+        let status = response.status();
+        let bytes = response.bytes().await.map_err(|e| self.unreachable(e))?;
+        if status.is_success() {
+            return serde_json::from_slice(&bytes)
+                .map_err(|e| Failure::failed(format!("the relay sent invalid JSON: {e}")));
+        }
+        Err(problem_failure(status, &bytes))
+    }
+}
+
+/// Turns a problem+json reply into a failure; 400-class input errors exit 2.
+fn problem_failure(status: reqwest::StatusCode, body: &[u8]) -> Failure {
+    let detail = serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| v.get("detail").and_then(Value::as_str).map(str::to_owned))
+        .unwrap_or_else(|| String::from_utf8_lossy(body).trim().to_owned());
+    let message = format!("{detail} ({status})");
+    match status.as_u16() {
+        400 | 404 | 409 | 413 | 422 => Failure::bad_input(message),
+        _ => Failure::failed(message),
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(&cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("borealis: {}", failure.message);
+            ExitCode::from(failure.code)
+        }
+    }
+}
+
+async fn run(cli: &Cli) -> Result<(), Failure> {
+    let relay = Relay::new(cli)?;
+    match &cli.command {
+        Command::Agents(AgentsCommand::Create { id }) => {
+            let reply =
+                relay.call(reqwest::Method::POST, "/api/v1/agents", Some(serde_json::json!({ "id": id }))).await?;
+            print_credentials(cli.json, &reply, &["agent_id", "client_id", "client_secret"]);
+        }
+        Command::Agents(AgentsCommand::List) => {
+            let reply = relay.call(reqwest::Method::GET, "/api/v1/agents", None).await?;
+            if cli.json {
+                println!("{reply:#}");
+            } else {
+                print_agents(&reply);
+            }
+        }
+        Command::Agents(AgentsCommand::Revoke { id }) => {
+            let path = format!("/api/v1/agents/{}", urlencode(id));
+            let reply = relay.call(reqwest::Method::DELETE, &path, None).await?;
+            if cli.json {
+                println!("{reply:#}");
+            } else {
+                println!("revoked agent {id}; {} live session(s) closed", reply["sessions_closed"]);
+            }
+        }
+        Command::Clients(ClientsCommand::Create { name }) => {
+            let reply =
+                relay.call(reqwest::Method::POST, "/api/v1/clients", Some(serde_json::json!({ "name": name }))).await?;
+            print_credentials(cli.json, &reply, &["name", "client_id", "client_secret"]);
+        }
+        Command::Proxy(args) => proxy(&relay, args).await?,
+    }
+    Ok(())
+}
+
+fn urlencode(text: &str) -> String {
+    url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}
+
+fn print_credentials(json: bool, reply: &Value, keys: &[&str]) {
+    if json {
+        println!("{reply:#}");
+        return;
+    }
+    for key in keys {
+        println!("{key}: {}", reply[*key].as_str().unwrap_or_default());
+    }
+    eprintln!("Keep the client secret now: it is not shown again.");
+}
+
+fn print_agents(reply: &Value) {
+    let mut rows = vec![
+        ["AGENT", "CONNECTED", "INSTANCE", "VERSION", "REMOTE", "CONNECTED SINCE", "LAST HEARTBEAT"].map(String::from),
+    ];
+    for agent in reply["agents"].as_array().into_iter().flatten() {
+        let id = agent["agent_id"].as_str().unwrap_or_default().to_owned();
+        let instances = agent["instances"].as_array().cloned().unwrap_or_default();
+        if instances.is_empty() {
+            rows.push([id.clone(), "no".into(), "-".into(), "-".into(), "-".into(), "-".into(), "-".into()]);
+        }
+        for instance in instances {
+            let text = |key: &str| instance[key].as_str().unwrap_or("-").to_owned();
+            let state = if instance["draining"].as_bool() == Some(true) { "draining" } else { "yes" };
+            rows.push([
+                id.clone(),
+                state.into(),
+                text("instance"),
+                text("version"),
+                text("remote_addr"),
+                text("connected_since"),
+                text("last_heartbeat"),
+            ]);
+        }
+    }
+    let widths: Vec<usize> = (0..7).map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0)).collect();
+    for row in rows {
+        let line: Vec<String> = row.iter().zip(&widths).map(|(cell, width)| format!("{cell:width$}")).collect();
+        println!("{}", line.join("  ").trim_end());
+    }
+}
+
+async fn proxy(relay: &Relay, args: &ProxyArgs) -> Result<(), Failure> {
+    let method = reqwest::Method::from_bytes(args.method.as_bytes())
+        .map_err(|_| Failure::bad_input(format!("invalid method {:?}", args.method)))?;
+    let mut url = relay.url("/api/v1/proxy");
+    {
+        let mut query = url.query_pairs_mut();
+        query.append_pair("url", &args.url);
+        if let Some(agent) = &args.agent {
+            query.append_pair("agent", agent);
+        }
+        if let Some(timeout) = &args.timeout {
+            query.append_pair("timeout", timeout);
+        }
+    }
+    // The admin token rides in Proxy-Authorization so that -H 'Authorization: ...' reaches the destination.
+    let mut request = relay.http.request(method, url).header("proxy-authorization", format!("Bearer {}", relay.token));
+    for header in &args.headers {
+        let (name, value) = header
+            .split_once(':')
+            .ok_or_else(|| Failure::bad_input(format!("invalid header {header:?}: expected \"Name: value\"")))?;
+        request = request.header(name.trim(), value.trim());
+    }
+    if let Some(data) = &args.data {
+        let body = match data.strip_prefix('@') {
+            Some("-") => {
+                let mut buffer = Vec::new();
+                std::io::Read::read_to_end(&mut std::io::stdin(), &mut buffer)
+                    .map_err(|e| Failure::bad_input(format!("stdin: {e}")))?;
+                buffer
+            }
+            Some(path) => std::fs::read(path).map_err(|e| Failure::bad_input(format!("-d @{path}: {e}")))?,
+            None => data.clone().into_bytes(),
+        };
+        request = request.body(body);
+    }
+    let response = request.send().await.map_err(|e| relay.unreachable(e))?;
+    if response.headers().contains_key("borealis-error") {
+        let status = response.status();
+        let body = response.bytes().await.map_err(|e| relay.unreachable(e))?;
+        return Err(problem_failure(status, &body));
+    }
+    let mut stdout = std::io::stdout().lock();
+    let write_failed = |e: std::io::Error| Failure::failed(format!("stdout: {e}"));
+    if args.include {
+        writeln!(stdout, "{:?} {}", response.version(), response.status()).map_err(write_failed)?;
+        for (name, value) in response.headers() {
+            writeln!(stdout, "{name}: {}", String::from_utf8_lossy(value.as_bytes())).map_err(write_failed)?;
+        }
+        writeln!(stdout).map_err(write_failed)?;
+    }
+    let mut body = response.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| Failure::failed(format!("the reply broke off: {e}")))?;
+        stdout.write_all(&chunk).map_err(write_failed)?;
+    }
+    stdout.flush().map_err(write_failed)?;
+    Ok(())
+}

@@ -1,0 +1,69 @@
+//! A secret value that cannot leak through formatting or serialization.
+
+use std::fmt;
+
+/// What every masked secret prints as.
+pub const MASK: &str = "********";
+
+/// A secret string. `Debug`, `Display` and `Serialize` print [`MASK`];
+/// only [`Secret::expose`] gives the value, so each use is easy to audit.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl From<String> for Secret {
+    fn from(value: String) -> Self {
+        Self(value)
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(MASK)
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(MASK)
+    }
+}
+
+impl serde::Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(MASK)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(Self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formatting_never_shows_the_value() {
+        let secret = Secret::new("hunter2");
+        assert_eq!(format!("{secret:?}"), MASK);
+        assert_eq!(format!("{secret}"), MASK);
+        assert_eq!(format!("{:?}", Some(&secret)), format!("Some({MASK})"));
+        assert_eq!(secret.expose(), "hunter2");
+    }
+}

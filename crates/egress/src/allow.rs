@@ -1,0 +1,245 @@
+//! The agent's allow-list: the only destinations it forwards to.
+//!
+//! Rules: `host` (any port), `host:port`, `*.domain` (any subdomain, optionally
+//! with `:port`), and a CIDR or bare IP (matched against the resolved address).
+
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use ipnet::IpNet;
+
+use crate::{NameDecision, Refusal};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AllowRule {
+    Host { host: String, port: Option<u16> },
+    Subdomains { domain: String, port: Option<u16> },
+    Network(IpNet),
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid allow rule {rule:?}: {reason} (forms: host, host:port, *.domain, 10.0.0.0/8)")]
+pub struct RuleError {
+    rule: String,
+    reason: &'static str,
+}
+
+impl FromStr for AllowRule {
+    type Err = RuleError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let fail = |reason| RuleError { rule: text.to_owned(), reason };
+        let rule = text.trim();
+        if rule.is_empty() {
+            return Err(fail("it is empty"));
+        }
+        if rule.contains('/') {
+            return rule.parse().map(AllowRule::Network).map_err(|_| fail("not a valid CIDR"));
+        }
+        if let Ok(ip) = rule.trim_matches(['[', ']']).parse::<IpAddr>() {
+            return Ok(AllowRule::Network(IpNet::from(ip)));
+        }
+        let (host, port) = split_port(rule).ok_or_else(|| fail("the port is not a number from 1 to 65535"))?;
+        let host = normalize(host);
+        if host.is_empty() || host.contains(['/', '@', '?', '#', ' ']) {
+            return Err(fail("not a host name"));
+        }
+        if let Some(domain) = host.strip_prefix("*.") {
+            if domain.is_empty() || domain.contains('*') {
+                return Err(fail("a wildcard needs a domain after '*.'"));
+            }
+            return Ok(AllowRule::Subdomains { domain: domain.to_owned(), port });
+        }
+        if host.contains('*') {
+            return Err(fail("'*' is only allowed as a leading '*.'"));
+        }
+        Ok(AllowRule::Host { host, port })
+    }
+}
+
+/// Splits `host:port` and `[v6]:port`; `None` for a bad port.
+fn split_port(rule: &str) -> Option<(&str, Option<u16>)> {
+    let (host, port) = match rule.rsplit_once(':') {
+        Some((host, port)) if !host.contains(':') || host.ends_with(']') => (host, Some(port)),
+        _ => (rule, None),
+    };
+    match port {
+        None => Some((host, None)),
+        Some(port) => match port.parse::<u16>() {
+            Ok(0) | Err(_) => None,
+            Ok(port) => Some((host.trim_matches(['[', ']']), Some(port))),
+        },
+    }
+}
+
+fn normalize(host: &str) -> String {
+    host.trim_end_matches('.').to_ascii_lowercase()
+}
+
+impl fmt::Display for AllowRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AllowRule::Host { host, port: None } => write!(f, "{host}"),
+            AllowRule::Host { host, port: Some(p) } => write!(f, "{host}:{p}"),
+            AllowRule::Subdomains { domain, port: None } => write!(f, "*.{domain}"),
+            AllowRule::Subdomains { domain, port: Some(p) } => write!(f, "*.{domain}:{p}"),
+            AllowRule::Network(net) => write!(f, "{net}"),
+        }
+    }
+}
+
+impl AllowRule {
+    /// Whether this name rule covers `host`, ignoring ports.
+    fn names(&self, host: &str) -> bool {
+        match self {
+            AllowRule::Host { host: h, .. } => h == host,
+            AllowRule::Subdomains { domain, .. } => {
+                host.strip_suffix(domain.as_str()).is_some_and(|prefix| prefix.len() > 1 && prefix.ends_with('.'))
+            }
+            AllowRule::Network(_) => false,
+        }
+    }
+
+    fn port_matches(&self, port: u16) -> bool {
+        match self {
+            AllowRule::Host { port: p, .. } | AllowRule::Subdomains { port: p, .. } => p.is_none_or(|p| p == port),
+            AllowRule::Network(_) => true,
+        }
+    }
+}
+
+/// The rules an agent forwards under. Empty and not `any`: nothing passes.
+#[derive(Debug, Clone, Default)]
+pub struct AllowList {
+    rules: Vec<AllowRule>,
+    any: bool,
+}
+
+impl AllowList {
+    pub fn new(rules: Vec<AllowRule>) -> Self {
+        Self { rules, any: false }
+    }
+
+    /// Every destination passes (`--allow-any`).
+    pub fn any() -> Self {
+        Self { rules: Vec::new(), any: true }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty() && !self.any
+    }
+
+    pub fn rules(&self) -> &[AllowRule] {
+        &self.rules
+    }
+
+    pub(crate) fn check_name(&self, host: &url::Host<&str>, port: u16) -> Result<NameDecision, Refusal> {
+        if self.any {
+            return Ok(NameDecision::Allowed);
+        }
+        let name = match host {
+            url::Host::Domain(name) => normalize(name),
+            url::Host::Ipv4(ip) => return self.check_literal(IpAddr::V4(*ip), port),
+            url::Host::Ipv6(ip) => return self.check_literal(IpAddr::V6(*ip), port),
+        };
+        let naming: Vec<&AllowRule> = self.rules.iter().filter(|r| r.names(&name)).collect();
+        if naming.iter().any(|r| r.port_matches(port)) {
+            return Ok(NameDecision::Allowed);
+        }
+        if !naming.is_empty() {
+            let listed: Vec<String> = naming.iter().map(|r| r.to_string()).collect();
+            return Err(self.refuse(
+                format!("{name}:{port}"),
+                format!("port {port} is not allowed (rules: {})", listed.join(", ")),
+            ));
+        }
+        if self.rules.iter().any(|r| matches!(r, AllowRule::Network(_))) {
+            return Ok(NameDecision::CheckAddresses);
+        }
+        Err(self.refuse(format!("{name}:{port}"), "no allow rule names this host".into()))
+    }
+
+    fn check_literal(&self, ip: IpAddr, port: u16) -> Result<NameDecision, Refusal> {
+        let by_network = self.rules.iter().any(|r| matches!(r, AllowRule::Network(net) if net.contains(&ip)));
+        let text = ip.to_string();
+        let by_name = self.rules.iter().any(|r| r.names(&text) && r.port_matches(port));
+        if by_network || by_name {
+            Ok(NameDecision::Allowed)
+        } else {
+            Err(self.refuse(format!("{ip}:{port}"), "no allow rule covers this address".into()))
+        }
+    }
+
+    pub(crate) fn check_address(&self, host: &str, ip: IpAddr) -> Result<(), Refusal> {
+        if self.any || self.rules.iter().any(|r| matches!(r, AllowRule::Network(net) if net.contains(&ip))) {
+            return Ok(());
+        }
+        Err(self.refuse(format!("{host} ({ip})"), "it resolves to an address no allow rule covers".into()))
+    }
+
+    pub(crate) fn allows_name_on_some_port(&self, host: &str) -> bool {
+        let name = normalize(host);
+        self.any || self.rules.iter().any(|r| r.names(&name))
+    }
+
+    fn refuse(&self, destination: String, reason: String) -> Refusal {
+        Refusal { destination, reason: format!("{reason}; this agent allows only: {}", self.describe()) }
+    }
+
+    fn describe(&self) -> String {
+        let rules: Vec<String> = self.rules.iter().map(|r| r.to_string()).collect();
+        rules.join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn list(rules: &[&str]) -> AllowList {
+        AllowList::new(rules.iter().map(|r| r.parse().unwrap()).collect())
+    }
+
+    fn decide(list: &AllowList, url: &str) -> Result<NameDecision, Refusal> {
+        let url = url::Url::parse(url).unwrap();
+        list.check_name(&url.host().unwrap(), url.port_or_known_default().unwrap())
+    }
+
+    #[test]
+    fn parses_every_form() {
+        assert_eq!(
+            "Api.Internal.".parse::<AllowRule>().unwrap(),
+            AllowRule::Host { host: "api.internal".into(), port: None }
+        );
+        assert_eq!("ci:8443".parse::<AllowRule>().unwrap(), AllowRule::Host { host: "ci".into(), port: Some(8443) });
+        assert_eq!("*.corp".parse::<AllowRule>().unwrap(), AllowRule::Subdomains { domain: "corp".into(), port: None });
+        assert_eq!("10.0.0.0/8".parse::<AllowRule>().unwrap(), AllowRule::Network("10.0.0.0/8".parse().unwrap()));
+        assert_eq!("[::1]:80".parse::<AllowRule>().unwrap(), AllowRule::Host { host: "::1".into(), port: Some(80) });
+        for bad in ["", "host:0", "host:99999", "a*b", "*.", "10.0.0.0/99", "http://x/"] {
+            let err = bad.parse::<AllowRule>().unwrap_err().to_string();
+            assert!(err.contains("invalid allow rule"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn names_ports_and_subdomains() {
+        let rules = list(&["ci.internal:8443", "*.corp", "127.0.0.1:9000"]);
+        assert_eq!(decide(&rules, "https://ci.internal:8443/x").unwrap(), NameDecision::Allowed);
+        assert!(decide(&rules, "https://ci.internal/x").unwrap_err().reason.contains("port 443"));
+        assert_eq!(decide(&rules, "http://a.b.corp/").unwrap(), NameDecision::Allowed);
+        assert!(decide(&rules, "http://corp/").is_err());
+        assert!(decide(&rules, "http://evilcorp/").is_err());
+        assert_eq!(decide(&rules, "http://127.0.0.1:9000/").unwrap(), NameDecision::Allowed);
+        assert!(decide(&rules, "http://127.0.0.1:9001/").is_err());
+    }
+
+    #[test]
+    fn networks_defer_names_to_their_addresses() {
+        let rules = list(&["10.0.0.0/8"]);
+        assert_eq!(decide(&rules, "http://db.internal/").unwrap(), NameDecision::CheckAddresses);
+        assert!(rules.check_address("db.internal", "10.1.2.3".parse().unwrap()).is_ok());
+        assert!(rules.check_address("db.internal", "192.168.1.1".parse().unwrap()).is_err());
+        assert_eq!(decide(&rules, "http://10.9.9.9/").unwrap(), NameDecision::Allowed);
+    }
+}

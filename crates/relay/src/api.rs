@@ -1,0 +1,307 @@
+//! The HTTP API under `/api/v1`, the token endpoint, and health and
+//! metrics. Errors are `application/problem+json` (RFC 9457).
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use axum::extract::{Path, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use axum::{Json, Router};
+use borealis_store::CredentialKind;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::auth::{self, AuthError, TOKEN_TTL};
+use crate::proxy::{self, ProxyQuery};
+use crate::state::AppState;
+
+/// Header that marks an error the relay produced (not the destination).
+pub const ERROR_HEADER: &str = "borealis-error";
+
+/// An RFC 9457 problem. `slug` is stable and also sent as `Borealis-Error`.
+#[derive(Debug)]
+pub struct Problem {
+    pub status: StatusCode,
+    pub slug: &'static str,
+    pub detail: String,
+}
+
+impl Problem {
+    pub fn new(status: StatusCode, slug: &'static str, detail: impl Into<String>) -> Self {
+        Self { status, slug, detail: detail.into() }
+    }
+
+    pub fn bad_request(slug: &'static str, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, slug, detail)
+    }
+
+    pub fn internal(err: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %err, "internal error");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the relay's log")
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let body = json!({
+            "type": format!("urn:borealis:problem:{}", self.slug),
+            "title": self.status.canonical_reason().unwrap_or("error"),
+            "status": self.status.as_u16(),
+            "detail": self.detail,
+        });
+        (
+            self.status,
+            [
+                (header::CONTENT_TYPE, "application/problem+json"),
+                (header::HeaderName::from_static(ERROR_HEADER), self.slug),
+            ],
+            body.to_string(),
+        )
+            .into_response()
+    }
+}
+
+impl From<AuthError> for Problem {
+    fn from(err: AuthError) -> Self {
+        match err {
+            AuthError::Store(borealis_store::StoreError::Conflict(msg)) => {
+                Problem::new(StatusCode::CONFLICT, "conflict", msg)
+            }
+            AuthError::Store(err) => Problem::internal(err),
+            other => Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", other.to_string()),
+        }
+    }
+}
+
+/// The relay's HTTP listener.
+pub fn http_router(state: Arc<AppState>) -> Router {
+    let admin = Router::new()
+        .route("/api/v1/agents", post(create_agent).get(list_agents))
+        .route("/api/v1/agents/{id}", axum::routing::delete(revoke_agent))
+        .route("/api/v1/clients", post(create_client))
+        .route("/api/v1/proxy", any(proxy))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
+    Router::new()
+        .merge(admin)
+        .route(borealis_protocol::TOKEN_PATH, post(token))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "not-found", "no such route") })
+        .with_state(state)
+}
+
+/// The agents' listener: the tunnel and its token endpoint.
+pub fn agent_router(state: Arc<AppState>, tunnel: Router) -> Router {
+    tunnel.route(borealis_protocol::TOKEN_PATH, post(token).with_state(state))
+}
+
+/// Admin routes take `Authorization: Bearer <admin token>`, or on the proxy
+/// `Proxy-Authorization`, so that `Authorization` can go to the destination.
+/// The header that carried the admin token is removed before the handler.
+async fn require_admin(State(state): State<Arc<AppState>>, mut request: Request, next: Next) -> Response {
+    for name in [header::AUTHORIZATION, header::PROXY_AUTHORIZATION] {
+        if auth::bearer(request.headers().get(&name)).is_some_and(|token| state.auth.is_admin(token)) {
+            request.headers_mut().remove(&name);
+            return next.run(request).await;
+        }
+    }
+    Problem::new(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "this route needs the admin token: Authorization: Bearer <token>",
+    )
+    .into_response()
+}
+
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    if state.hub.is_draining() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response();
+    }
+    match state.store.ping().await {
+        Ok(()) => "ready\n".into_response(),
+        Err(err) => (StatusCode::SERVICE_UNAVAILABLE, format!("store unavailable: {err}\n")).into_response(),
+    }
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], state.metrics.encode())
+        .into_response()
+}
+
+#[derive(Deserialize)]
+struct CreateAgent {
+    id: String,
+}
+
+fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Problem> {
+    serde_json::from_slice(body).map_err(|e| Problem::bad_request("invalid-body", format!("invalid JSON body: {e}")))
+}
+
+async fn create_agent(State(state): State<Arc<AppState>>, body: axum::body::Bytes) -> Result<Response, Problem> {
+    let CreateAgent { id } = json_body(&body)?;
+    auth::validate_name("agent identifier", &id).map_err(|e| Problem::bad_request("invalid-agent-id", e))?;
+    let (client_id, secret) = state.auth.create_credential(CredentialKind::Agent, &id).await?;
+    tracing::info!(agent = %id, %client_id, "agent registered");
+    let body = json!({ "agent_id": id, "client_id": client_id, "client_secret": secret.expose() });
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+#[derive(Deserialize)]
+struct CreateClient {
+    name: String,
+}
+
+async fn create_client(State(state): State<Arc<AppState>>, body: axum::body::Bytes) -> Result<Response, Problem> {
+    let CreateClient { name } = json_body(&body)?;
+    auth::validate_name("client name", &name).map_err(|e| Problem::bad_request("invalid-client-name", e))?;
+    let (client_id, secret) = state.auth.create_credential(CredentialKind::Callback, &name).await?;
+    tracing::info!(client = %name, %client_id, "callback client registered");
+    let body = json!({ "name": name, "client_id": client_id, "client_secret": secret.expose() });
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+fn rfc3339(time: SystemTime) -> String {
+    humantime::format_rfc3339_millis(time).to_string()
+}
+
+async fn list_agents(State(state): State<Arc<AppState>>) -> Result<Response, Problem> {
+    let credentials = state.store.active_credentials(CredentialKind::Agent).await.map_err(Problem::internal)?;
+    let sessions = state.hub.sessions();
+    let agents: Vec<serde_json::Value> = credentials
+        .iter()
+        .map(|credential| {
+            let instances: Vec<serde_json::Value> = sessions
+                .get(&credential.subject)
+                .into_iter()
+                .flatten()
+                .map(|s| {
+                    json!({
+                        "session_id": s.id,
+                        "instance": s.instance,
+                        "version": s.version,
+                        "remote_addr": s.remote_addr.map(|a| a.to_string()),
+                        "connected_since": rfc3339(s.connected_at),
+                        "last_heartbeat": rfc3339(s.last_heartbeat()),
+                        "in_flight": s.in_flight(),
+                        "capacity": s.capacity,
+                        "draining": s.is_draining(),
+                    })
+                })
+                .collect();
+            json!({
+                "agent_id": credential.subject,
+                "client_id": credential.client_id,
+                "created_at": rfc3339(credential.created_at),
+                "connected": !instances.is_empty(),
+                "instances": instances,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "agents": agents })).into_response())
+}
+
+async fn revoke_agent(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Response, Problem> {
+    let revoked = state.store.revoke(CredentialKind::Agent, &id).await.map_err(Problem::internal)?;
+    if !revoked {
+        return Err(Problem::new(StatusCode::NOT_FOUND, "unknown-agent", format!("agent {id:?} is not registered")));
+    }
+    let closed = state.hub.disconnect(&id, tonic::Status::unauthenticated("the credential was revoked"));
+    tracing::info!(agent = %id, sessions_closed = closed, "agent revoked");
+    Ok(Json(json!({ "agent_id": id, "revoked": true, "sessions_closed": closed })).into_response())
+}
+
+async fn proxy(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    let query = match axum::extract::Query::<ProxyQuery>::try_from_uri(request.uri()) {
+        Ok(query) => query.0,
+        Err(err) => {
+            return Problem::bad_request(
+                "invalid-query",
+                format!("{}; expected ?url=URL[&agent=ID][&timeout=30s]", err.body_text()),
+            )
+            .into_response();
+        }
+    };
+    proxy::handle(state, query, request).await
+}
+
+/// The OAuth 2.0 client-credentials grant (RFC 6749 §4.4).
+///
+/// Takes the form body, or the client in HTTP Basic auth. Also takes the body
+/// exactly as the callback guide's curl sends it, with a leading `data=`.
+async fn token(State(state): State<Arc<AppState>>, headers: http::HeaderMap, body: axum::body::Bytes) -> Response {
+    let oauth_error = |status: StatusCode, error: &str, description: &str| {
+        (status, Json(json!({ "error": error, "error_description": description }))).into_response()
+    };
+    let mut grant_type = None;
+    let mut client_id = None;
+    let mut client_secret = None;
+    for (key, value) in url::form_urlencoded::parse(&body) {
+        // `data=audience=...&grant_type=...`: the first pair is `data` = `audience=...`.
+        let (key, value) = match (key.as_ref(), value.split_once('=')) {
+            ("data", Some((inner_key, inner_value))) => (inner_key.to_owned(), inner_value.to_owned()),
+            _ => (key.into_owned(), value.into_owned()),
+        };
+        match key.as_str() {
+            "grant_type" => grant_type = Some(value),
+            "client_id" => client_id = Some(value),
+            "client_secret" => client_secret = Some(value),
+            _ => {}
+        }
+    }
+    if let Some((id, secret)) = basic_credentials(&headers) {
+        client_id.get_or_insert(id);
+        client_secret.get_or_insert(secret);
+    }
+    match grant_type.as_deref() {
+        Some("client_credentials") => {}
+        Some(other) => {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "unsupported_grant_type",
+                &format!("grant_type {other:?} is not supported; use client_credentials"),
+            );
+        }
+        None => {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "grant_type is missing; send grant_type=client_credentials",
+            );
+        }
+    }
+    let (Some(client_id), Some(client_secret)) = (client_id, client_secret) else {
+        return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "client_id and client_secret are required");
+    };
+    match state.auth.issue_token(&client_id, &borealis_core::Secret::new(client_secret)).await {
+        Ok((token, credential)) => {
+            let scope = match credential.kind {
+                CredentialKind::Agent => "agent:tunnel",
+                CredentialKind::Callback => "webhook:callback",
+            };
+            Json(json!({ "access_token": token, "token_type": "Bearer", "expires_in": TOKEN_TTL.as_secs(), "scope": scope })).into_response()
+        }
+        Err(AuthError::InvalidClient) => {
+            oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "unknown client or wrong secret")
+        }
+        Err(AuthError::Revoked) => {
+            oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "the credential was revoked")
+        }
+        Err(err) => Problem::internal(err).into_response(),
+    }
+}
+
+fn basic_credentials(headers: &http::HeaderMap) -> Option<(String, String)> {
+    use base64::Engine;
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, encoded) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
+    let (id, secret) = std::str::from_utf8(&decoded).ok()?.split_once(':')?;
+    Some((id.to_owned(), secret.to_owned()))
+}

@@ -1,0 +1,214 @@
+//! Who may do what: client credentials, the bearer tokens issued for them,
+//! and the admin token.
+//!
+//! Secrets are random 256-bit strings, stored only as SHA-256 hashes (a slow
+//! password hash adds nothing for secrets this long). Tokens are stateless:
+//! a JSON claim set signed with HMAC-SHA256 under a key kept in the store, so
+//! every relay replica accepts every other's tokens.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use borealis_core::Secret;
+use borealis_store::{Credential, CredentialKind, Store, StoreError};
+use ring::rand::SecureRandom;
+use ring::{digest, hmac, rand};
+use serde::{Deserialize, Serialize};
+
+/// Tokens live this long, as the callback contract says.
+pub const TOKEN_TTL: Duration = Duration::from_secs(86_400);
+
+const SIGNING_KEY_SETTING: &str = "token_signing_key";
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("missing bearer token")]
+    Missing,
+    #[error("malformed token")]
+    Malformed,
+    #[error("token signature does not verify")]
+    BadSignature,
+    #[error("token expired")]
+    Expired,
+    #[error("unknown client or wrong secret")]
+    InvalidClient,
+    #[error("the credential was revoked")]
+    Revoked,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What a verified token says about its bearer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claims {
+    /// "agent" or "callback".
+    pub kind: String,
+    /// The agent identifier, or the callback client's name.
+    pub sub: String,
+    pub client_id: String,
+    /// Expiry, seconds since the epoch.
+    pub exp: u64,
+}
+
+impl Claims {
+    pub fn is_agent(&self) -> bool {
+        self.kind == CredentialKind::Agent.as_str()
+    }
+}
+
+pub struct Authority {
+    store: Store,
+    signing: hmac::Key,
+    /// HMAC of the admin token under a per-process key: comparing tags with
+    /// `hmac::verify` is constant-time.
+    admin_check: hmac::Key,
+    admin_tag: hmac::Tag,
+}
+
+impl Authority {
+    pub async fn new(store: Store, admin_token: &Secret) -> Result<Self, AuthError> {
+        let key = store.setting_or_init(SIGNING_KEY_SETTING, || random_bytes(32)).await?;
+        let admin_check = hmac::Key::new(hmac::HMAC_SHA256, &random_bytes(32));
+        let admin_tag = hmac::sign(&admin_check, admin_token.expose().as_bytes());
+        Ok(Self { store, signing: hmac::Key::new(hmac::HMAC_SHA256, &key), admin_check, admin_tag })
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn is_admin(&self, presented: &str) -> bool {
+        hmac::verify(&self.admin_check, presented.as_bytes(), self.admin_tag.as_ref()).is_ok()
+    }
+
+    /// Creates a credential; the secret is returned once and never stored.
+    pub async fn create_credential(&self, kind: CredentialKind, subject: &str) -> Result<(String, Secret), AuthError> {
+        let prefix = match kind {
+            CredentialKind::Agent => "agt",
+            CredentialKind::Callback => "cbk",
+        };
+        let client_id = format!("{prefix}_{}", B64.encode(random_bytes(12)));
+        let secret = Secret::new(format!("bsk_{}", B64.encode(random_bytes(32))));
+        self.store.create_credential(kind, subject, &client_id, &hash_secret(&secret)).await?;
+        Ok((client_id, secret))
+    }
+
+    /// Checks client credentials and issues a token for them.
+    pub async fn issue_token(&self, client_id: &str, secret: &Secret) -> Result<(String, Credential), AuthError> {
+        let credential = self.store.credential(client_id).await?.ok_or(AuthError::InvalidClient)?;
+        let presented = hash_secret(secret);
+        // Constant-time comparison of the two digests.
+        let ok = hmac::verify(&self.signing, &credential.secret_hash, hmac::sign(&self.signing, &presented).as_ref())
+            .is_ok();
+        if !ok {
+            return Err(AuthError::InvalidClient);
+        }
+        if !credential.is_active() {
+            return Err(AuthError::Revoked);
+        }
+        let claims = Claims {
+            kind: credential.kind.as_str().to_owned(),
+            sub: credential.subject.clone(),
+            client_id: credential.client_id.clone(),
+            exp: unix_secs(SystemTime::now() + TOKEN_TTL),
+        };
+        Ok((self.sign(&claims), credential))
+    }
+
+    fn sign(&self, claims: &Claims) -> String {
+        let payload = B64.encode(serde_json::to_vec(claims).expect("claims serialize"));
+        let tag = hmac::sign(&self.signing, payload.as_bytes());
+        format!("{payload}.{}", B64.encode(tag.as_ref()))
+    }
+
+    /// Verifies signature and expiry. Revocation is checked by the caller
+    /// where it matters (session start), via [`Authority::ensure_active`].
+    pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
+        let (payload, tag) = token.split_once('.').ok_or(AuthError::Malformed)?;
+        let tag = B64.decode(tag).map_err(|_| AuthError::Malformed)?;
+        hmac::verify(&self.signing, payload.as_bytes(), &tag).map_err(|_| AuthError::BadSignature)?;
+        let claims: Claims = serde_json::from_slice(&B64.decode(payload).map_err(|_| AuthError::Malformed)?)
+            .map_err(|_| AuthError::Malformed)?;
+        if claims.exp <= unix_secs(SystemTime::now()) {
+            return Err(AuthError::Expired);
+        }
+        Ok(claims)
+    }
+
+    /// Fails unless the token's credential is still live.
+    pub async fn ensure_active(&self, claims: &Claims) -> Result<(), AuthError> {
+        match self.store.credential(&claims.client_id).await? {
+            Some(credential) if credential.is_active() => Ok(()),
+            Some(_) => Err(AuthError::Revoked),
+            None => Err(AuthError::InvalidClient),
+        }
+    }
+}
+
+/// `Bearer <token>` from a header value.
+pub fn bearer(value: Option<&http::HeaderValue>) -> Option<&str> {
+    let value = value?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+fn hash_secret(secret: &Secret) -> Vec<u8> {
+    digest::digest(&digest::SHA256, secret.expose().as_bytes()).as_ref().to_vec()
+}
+
+pub fn random_bytes(n: usize) -> Vec<u8> {
+    let mut bytes = vec![0u8; n];
+    rand::SystemRandom::new().fill(&mut bytes).expect("the system random source works");
+    bytes
+}
+
+fn unix_secs(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// The admin token: from configuration, else `<data-dir>/admin-token`,
+/// created (mode 0600) on first start.
+pub fn load_or_create_admin_token(data_dir: &Path, configured: Option<&Secret>) -> std::io::Result<Secret> {
+    if let Some(token) = configured {
+        return Ok(token.clone());
+    }
+    let path = data_dir.join("admin-token");
+    match std::fs::read_to_string(&path) {
+        Ok(text) if !text.trim().is_empty() => return Ok(Secret::new(text.trim())),
+        Ok(_) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+        Err(err) => return Err(err),
+    }
+    let token = Secret::new(format!("bat_{}", B64.encode(random_bytes(32))));
+    write_private(&path, token.expose().as_bytes())?;
+    tracing::info!(path = %path.display(), "created the admin token");
+    Ok(token)
+}
+
+/// Writes a file only its owner can read.
+pub fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+    file.write_all(contents)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Agent identifiers and client names: 1 to 63 of letters, digits, `.`, `_`, `-`.
+pub fn validate_name(what: &str, name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric());
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid {what} {name:?}: use 1 to 63 letters, digits, '.', '_' or '-', starting with a letter or digit"
+        ))
+    }
+}

@@ -1,0 +1,237 @@
+//! The relay's configuration, layered: defaults, then a TOML file
+//! (`--config`), then `BOREALIS_*` environment variables, then flags, then
+//! [`RelayConfig::validate`].
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use borealis_core::Secret;
+use borealis_core::duration::serde_human;
+use ipnet::IpNet;
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RelayConfig {
+    /// Where the relay keeps its state: database, admin token, secrets.
+    pub data_dir: PathBuf,
+    /// HTTP API, token endpoint and callbacks.
+    pub listen: SocketAddr,
+    /// The agents' gRPC listener (and its token endpoint).
+    pub agent_listen: SocketAddr,
+    /// Base URL the outside world reaches the relay at, for callback URIs.
+    pub public_url: Option<url::Url>,
+    /// Database URL; default: SQLite in the data dir.
+    pub database_url: Option<Secret>,
+    /// Ranges direct mode may reach despite the address guard.
+    pub direct_allow: Vec<IpNet>,
+    /// How long a webhook waits for its callback.
+    #[serde(with = "serde_human")]
+    pub callback_timeout: Duration,
+    /// PEM certificate chain; with `tls_key`, both listeners serve TLS.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// The admin token; default: `<data-dir>/admin-token`, created on first start.
+    pub admin_token: Option<Secret>,
+    /// Largest request or response body a forwarded request may carry.
+    pub max_body_bytes: u64,
+    /// Default time limit of one forwarded request.
+    #[serde(with = "serde_human")]
+    pub request_timeout: Duration,
+    /// Heartbeat interval the relay asks agents for.
+    #[serde(with = "serde_human")]
+    pub heartbeat_interval: Duration,
+    /// On shutdown, how long in-flight requests may still run.
+    #[serde(with = "serde_human")]
+    pub shutdown_grace: Duration,
+}
+
+/// Every key a config file may set, for the unknown-key check.
+const KEYS: &[&str] = &[
+    "data_dir",
+    "listen",
+    "agent_listen",
+    "public_url",
+    "database_url",
+    "direct_allow",
+    "callback_timeout",
+    "tls_cert",
+    "tls_key",
+    "admin_token",
+    "max_body_bytes",
+    "request_timeout",
+    "heartbeat_interval",
+    "shutdown_grace",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {path}: {reason}")]
+    File { path: PathBuf, reason: String },
+    #[error("configuration: {0}")]
+    Invalid(String),
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./borealis-data"),
+            listen: ([127, 0, 0, 1], 8080).into(),
+            agent_listen: ([127, 0, 0, 1], 9090).into(),
+            public_url: None,
+            database_url: None,
+            direct_allow: Vec::new(),
+            callback_timeout: Duration::from_secs(24 * 3600),
+            tls_cert: None,
+            tls_key: None,
+            admin_token: None,
+            max_body_bytes: 1 << 30,
+            request_timeout: Duration::from_secs(300),
+            heartbeat_interval: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+impl RelayConfig {
+    /// Layers a file, the environment and `overrides` (flags, as key/value)
+    /// over the defaults, then validates.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        overrides: &[(&str, config::Value)],
+    ) -> Result<Self, ConfigError> {
+        let defaults = RelayConfig::default();
+        let mut builder = config::Config::builder()
+            .set_default("data_dir", defaults.data_dir.display().to_string())
+            .and_then(|b| b.set_default("listen", defaults.listen.to_string()))
+            .and_then(|b| b.set_default("agent_listen", defaults.agent_listen.to_string()))
+            .and_then(|b| b.set_default("direct_allow", Vec::<String>::new()))
+            .and_then(|b| b.set_default("callback_timeout", "24h"))
+            .and_then(|b| b.set_default("max_body_bytes", defaults.max_body_bytes))
+            .and_then(|b| b.set_default("request_timeout", "5m"))
+            .and_then(|b| b.set_default("heartbeat_interval", "10s"))
+            .and_then(|b| b.set_default("shutdown_grace", "30s"))
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        if let Some(path) = file {
+            check_file_keys(path)?;
+            builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml).required(true));
+        }
+        let env: config::Map<String, String> = env.into_iter().filter(|(k, _)| k.starts_with("BOREALIS_")).collect();
+        builder = builder.add_source(
+            config::Environment::with_prefix("BOREALIS")
+                .prefix_separator("_")
+                .try_parsing(true)
+                .list_separator(",")
+                .with_list_parse_key("direct_allow")
+                .source(Some(env)),
+        );
+        for (key, value) in overrides {
+            builder = builder.set_override(*key, value.clone()).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        }
+        let built = builder.build().map_err(|e| match file {
+            Some(path) => ConfigError::File { path: path.to_owned(), reason: e.to_string() },
+            None => ConfigError::Invalid(e.to_string()),
+        })?;
+        let config: RelayConfig = built.try_deserialize().map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |msg: &str| Err(ConfigError::Invalid(msg.to_owned()));
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) => return invalid("tls_cert is set but tls_key is not; give both or neither"),
+            (None, Some(_)) => return invalid("tls_key is set but tls_cert is not; give both or neither"),
+            _ => {}
+        }
+        if let Some(url) = &self.public_url
+            && !matches!(url.scheme(), "http" | "https")
+        {
+            return invalid("public_url must be an http:// or https:// URL");
+        }
+        if self.callback_timeout.is_zero() {
+            return invalid("callback_timeout must be longer than 0");
+        }
+        if self.heartbeat_interval < Duration::from_millis(100) {
+            return invalid("heartbeat_interval must be at least 100ms");
+        }
+        if self.max_body_bytes == 0 {
+            return invalid("max_body_bytes must be larger than 0");
+        }
+        if self.admin_token.as_ref().is_some_and(|t| t.expose().len() < 16) {
+            return invalid("the admin token must be at least 16 characters long");
+        }
+        Ok(())
+    }
+
+    pub fn tls_enabled(&self) -> bool {
+        self.tls_cert.is_some()
+    }
+}
+
+fn check_file_keys(path: &Path) -> Result<(), ConfigError> {
+    let fail = |reason: String| ConfigError::File { path: path.to_owned(), reason };
+    let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
+    let table: config::Map<String, config::Value> = config::Config::builder()
+        .add_source(config::File::from_str(&text, config::FileFormat::Toml))
+        .build()
+        .and_then(|c| c.try_deserialize())
+        .map_err(|e| fail(e.to_string()))?;
+    for key in table.keys() {
+        if !KEYS.contains(&key.as_str()) {
+            return Err(fail(format!("unknown setting {key:?}; known settings: {}", KEYS.join(", "))));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_then_file_then_env_then_flags() {
+        let dir = std::env::temp_dir().join(format!("borealis-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("relay.toml");
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:1000\"\nagent_listen = \"127.0.0.1:2000\"\ncallback_timeout = \"2h\"\n",
+        )
+        .unwrap();
+        let config = RelayConfig::load(
+            Some(&file),
+            env(&[
+                ("BOREALIS_AGENT_LISTEN", "127.0.0.1:3000"),
+                ("BOREALIS_DIRECT_ALLOW", "127.0.0.0/8,10.0.0.0/8"),
+                ("HOME", "/x"),
+            ]),
+            &[("callback_timeout", "5m".into())],
+        )
+        .unwrap();
+        assert_eq!(config.listen.port(), 1000);
+        assert_eq!(config.agent_listen.port(), 3000);
+        assert_eq!(config.direct_allow.len(), 2);
+        assert_eq!(config.callback_timeout, Duration::from_secs(300));
+        assert_eq!(config.data_dir, PathBuf::from("./borealis-data"));
+    }
+
+    #[test]
+    fn unknown_file_keys_and_bad_values_are_named() {
+        let dir = std::env::temp_dir().join(format!("borealis-config-bad-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("relay.toml");
+        std::fs::write(&file, "lisen = \"127.0.0.1:1000\"\n").unwrap();
+        let err = RelayConfig::load(Some(&file), env(&[]), &[]).unwrap_err().to_string();
+        assert!(err.contains("unknown setting \"lisen\""), "{err}");
+        let err = RelayConfig::load(None, env(&[("BOREALIS_CALLBACK_TIMEOUT", "soon")]), &[]).unwrap_err().to_string();
+        assert!(err.contains("invalid duration \"soon\""), "{err}");
+        let err = RelayConfig::load(None, env(&[]), &[("tls_cert", "/x.pem".into())]).unwrap_err().to_string();
+        assert!(err.contains("tls_key is not"), "{err}");
+    }
+}

@@ -1,0 +1,335 @@
+//! Live agent sessions, grouped into pools by identifier, and the offers
+//! waiting for an agent to take them.
+//!
+//! To forward a request the relay picks the least-loaded live instance of the
+//! identifier, sends it an `Offer` on its control stream, and waits for the
+//! agent to open a `Forward` call for it. An offer whose instance dies before
+//! taking it goes to another instance: nothing was sent upstream yet.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use borealis_protocol::v1::{self, relay_control};
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tonic::{Status, Streaming};
+
+use crate::metrics::{AgentLabels, Metrics};
+
+pub type ControlSender = mpsc::Sender<Result<v1::RelayControl, Status>>;
+pub type FrameSender = mpsc::Sender<Result<v1::RelayFrame, Status>>;
+
+/// One connected agent instance.
+pub struct Session {
+    pub id: String,
+    pub agent_id: String,
+    pub client_id: String,
+    pub instance: String,
+    pub version: String,
+    pub remote_addr: Option<SocketAddr>,
+    pub capacity: u32,
+    pub connected_at: SystemTime,
+    last_heartbeat_ms: AtomicI64,
+    in_flight: AtomicUsize,
+    draining: AtomicBool,
+    control: ControlSender,
+    /// Fires when the session ends, for whatever reason.
+    pub closed: CancellationToken,
+}
+
+pub struct NewSession {
+    pub agent_id: String,
+    pub client_id: String,
+    pub instance: String,
+    pub version: String,
+    pub remote_addr: Option<SocketAddr>,
+    pub capacity: u32,
+    pub control: ControlSender,
+}
+
+impl Session {
+    pub fn heartbeat(&self) {
+        self.last_heartbeat_ms.store(borealis_store::unix_ms(SystemTime::now()), Ordering::Relaxed);
+    }
+
+    pub fn last_heartbeat(&self) -> SystemTime {
+        borealis_store::from_unix_ms(self.last_heartbeat_ms.load(Ordering::Relaxed))
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    fn available(&self) -> bool {
+        !self.is_draining() && !self.closed.is_cancelled()
+    }
+
+    /// Ends the session, telling the agent why with a gRPC status.
+    pub fn kick(&self, status: Status) {
+        let _ = self.control.try_send(Err(status));
+        self.closed.cancel();
+    }
+
+    pub async fn send(&self, msg: relay_control::Msg) -> bool {
+        self.control.send(Ok(v1::RelayControl { msg: Some(msg) })).await.is_ok()
+    }
+}
+
+/// The agent's side of one forwarded request, once it has taken the offer.
+pub struct ForwardCall {
+    pub inbound: Streaming<v1::AgentFrame>,
+    pub outbound: FrameSender,
+}
+
+struct Pending {
+    session: Arc<Session>,
+    accept: oneshot::Sender<ForwardCall>,
+}
+
+/// Counts a request against its session (and the relay) while it lives.
+pub struct Lease {
+    session: Arc<Session>,
+    hub: Arc<Hub>,
+}
+
+impl Lease {
+    pub fn session(&self) -> &Arc<Session> {
+        &self.session
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.session.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if self.hub.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.hub.idle.notify_waiters();
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DispatchError {
+    #[error("no instance of agent {0:?} is connected")]
+    NoInstance(String),
+    #[error("agent {0:?} did not take the request in time")]
+    NotTaken(String),
+    #[error("the relay is shutting down")]
+    Draining,
+}
+
+pub struct Hub {
+    pub relay_instance_id: String,
+    pools: Mutex<HashMap<String, Vec<Arc<Session>>>>,
+    pending: Mutex<HashMap<String, Pending>>,
+    rotation: AtomicUsize,
+    in_flight: AtomicUsize,
+    idle: Notify,
+    draining: AtomicBool,
+    metrics: Arc<Metrics>,
+}
+
+impl Hub {
+    pub fn new(metrics: Arc<Metrics>) -> Arc<Self> {
+        Arc::new(Self {
+            relay_instance_id: uuid::Uuid::new_v4().to_string(),
+            pools: Mutex::default(),
+            pending: Mutex::default(),
+            rotation: AtomicUsize::new(0),
+            in_flight: AtomicUsize::new(0),
+            idle: Notify::new(),
+            draining: AtomicBool::new(false),
+            metrics,
+        })
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    pub fn register(&self, new: NewSession) -> Arc<Session> {
+        let session = Arc::new(Session {
+            id: uuid::Uuid::new_v4().to_string(),
+            agent_id: new.agent_id,
+            client_id: new.client_id,
+            instance: new.instance,
+            version: new.version,
+            remote_addr: new.remote_addr,
+            capacity: new.capacity,
+            connected_at: SystemTime::now(),
+            last_heartbeat_ms: AtomicI64::new(borealis_store::unix_ms(SystemTime::now())),
+            in_flight: AtomicUsize::new(0),
+            draining: AtomicBool::new(false),
+            control: new.control,
+            closed: CancellationToken::new(),
+        });
+        let mut pools = self.pools.lock().expect("hub lock");
+        let pool = pools.entry(session.agent_id.clone()).or_default();
+        pool.push(session.clone());
+        self.gauge(&session.agent_id).set(pool.len() as i64);
+        session
+    }
+
+    pub fn unregister(&self, session: &Arc<Session>) {
+        session.closed.cancel();
+        let mut pools = self.pools.lock().expect("hub lock");
+        if let Some(pool) = pools.get_mut(&session.agent_id) {
+            pool.retain(|s| !Arc::ptr_eq(s, session));
+            self.gauge(&session.agent_id).set(pool.len() as i64);
+            if pool.is_empty() {
+                pools.remove(&session.agent_id);
+            }
+        }
+    }
+
+    fn gauge(&self, agent_id: &str) -> prometheus_client::metrics::gauge::Gauge {
+        self.metrics.agent_sessions.get_or_create(&AgentLabels { agent: agent_id.to_owned() }).clone()
+    }
+
+    /// All live sessions, by identifier.
+    pub fn sessions(&self) -> HashMap<String, Vec<Arc<Session>>> {
+        self.pools.lock().expect("hub lock").clone()
+    }
+
+    /// Ends every session of `agent_id` (revocation). Returns how many.
+    pub fn disconnect(&self, agent_id: &str, status: Status) -> usize {
+        let sessions = self.pools.lock().expect("hub lock").remove(agent_id).unwrap_or_default();
+        self.gauge(agent_id).set(0);
+        for session in &sessions {
+            session.kick(status.clone());
+        }
+        sessions.len()
+    }
+
+    /// Picks the least-loaded available instance, rotating among equals so
+    /// that a pool shares even a sequential load.
+    fn pick(&self, agent_id: &str, skip: &[String]) -> Option<Arc<Session>> {
+        let pools = self.pools.lock().expect("hub lock");
+        let pool = pools.get(agent_id)?;
+        let start = self.rotation.fetch_add(1, Ordering::Relaxed);
+        let mut best: Option<&Arc<Session>> = None;
+        for i in 0..pool.len() {
+            let candidate = &pool[(start + i) % pool.len()];
+            if !candidate.available() || skip.contains(&candidate.id) {
+                continue;
+            }
+            if best.is_none_or(|b| candidate.in_flight() < b.in_flight()) {
+                best = Some(candidate);
+            }
+        }
+        best.cloned()
+    }
+
+    /// Offers a request to an instance of `agent_id` and waits until one
+    /// takes it, trying the next instance when one is lost on the way.
+    pub async fn dispatch(
+        self: &Arc<Self>,
+        agent_id: &str,
+        timeout_ms: u64,
+        take_within: Duration,
+    ) -> Result<(String, Lease, ForwardCall), DispatchError> {
+        if self.is_draining() {
+            return Err(DispatchError::Draining);
+        }
+        let deadline = tokio::time::Instant::now() + take_within;
+        let mut tried = Vec::new();
+        loop {
+            let session = self.pick(agent_id, &tried).ok_or_else(|| DispatchError::NoInstance(agent_id.to_owned()))?;
+            session.in_flight.fetch_add(1, Ordering::Relaxed);
+            self.in_flight.fetch_add(1, Ordering::AcqRel);
+            let lease = Lease { session: session.clone(), hub: self.clone() };
+            let request_id = uuid::Uuid::new_v4().to_string();
+            let (accept, taken) = oneshot::channel();
+            self.pending
+                .lock()
+                .expect("hub lock")
+                .insert(request_id.clone(), Pending { session: session.clone(), accept });
+            let offer = relay_control::Msg::Offer(v1::Offer { request_id: request_id.clone(), timeout_ms });
+            let outcome = tokio::select! {
+                sent = session.send(offer) => if sent {
+                    tokio::select! {
+                        call = taken => call.ok(),
+                        () = session.closed.cancelled() => None,
+                        () = tokio::time::sleep_until(deadline) => {
+                            self.pending.lock().expect("hub lock").remove(&request_id);
+                            return Err(DispatchError::NotTaken(agent_id.to_owned()));
+                        }
+                    }
+                } else { None },
+                () = tokio::time::sleep_until(deadline) => {
+                    self.pending.lock().expect("hub lock").remove(&request_id);
+                    return Err(DispatchError::NotTaken(agent_id.to_owned()));
+                }
+            };
+            match outcome {
+                Some(call) => return Ok((request_id, lease, call)),
+                None => {
+                    self.pending.lock().expect("hub lock").remove(&request_id);
+                    tracing::debug!(agent = agent_id, session = %session.id, "instance lost before taking an offer; trying another");
+                    tried.push(session.id.clone());
+                }
+            }
+        }
+    }
+
+    /// Hands an agent's `Forward` call to the request waiting for it, if the
+    /// offer is still open and was made to this agent's session.
+    pub fn take(&self, request_id: &str, session_id: &str, agent_id: &str, call: ForwardCall) -> Result<(), Status> {
+        let mut pending = self.pending.lock().expect("hub lock");
+        match pending.get(request_id) {
+            None => return Err(Status::not_found(format!("no open offer {request_id}: it expired or was taken"))),
+            Some(p) if p.session.id != session_id || p.session.agent_id != agent_id => {
+                return Err(Status::permission_denied(format!("offer {request_id} was not made to this session")));
+            }
+            Some(_) => {}
+        }
+        let waiting = pending.remove(request_id).expect("checked above");
+        drop(pending);
+        waiting.accept.send(call).map_err(|_| Status::cancelled("the request was abandoned before it was taken"))
+    }
+
+    /// Shutdown, first half: refuse new work, tell agents to drain, and wait
+    /// up to `grace` for requests in flight.
+    pub async fn drain(&self, grace: Duration) {
+        self.draining.store(true, Ordering::Relaxed);
+        let sessions: Vec<Arc<Session>> = self.sessions().into_values().flatten().collect();
+        let drain = v1::Drain { reason: "relay shutting down".into(), grace_ms: grace.as_millis() as u32 };
+        for session in &sessions {
+            let _ =
+                session.control.try_send(Ok(v1::RelayControl { msg: Some(relay_control::Msg::Drain(drain.clone())) }));
+        }
+        let idle = async {
+            loop {
+                let notified = self.idle.notified();
+                if self.in_flight.load(Ordering::Acquire) == 0 {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        if tokio::time::timeout(grace, idle).await.is_err() {
+            tracing::warn!(
+                in_flight = self.in_flight.load(Ordering::Acquire),
+                "shutdown grace period over with requests in flight"
+            );
+        }
+    }
+
+    /// Shutdown, second half: end every session.
+    pub fn close_all(&self) {
+        for session in self.sessions().into_values().flatten() {
+            session.kick(Status::unavailable("relay shut down"));
+            self.unregister(&session);
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! The Borealis relay.
+//!
+//! The relay runs centrally. Agents inside private networks dial out to it
+//! and hold a gRPC tunnel; operators and webhooks reach it over HTTP.
+//!
+//! Layout:
+//! - [`config`]: layered configuration (defaults, file, env, flags, validate).
+//! - [`run`]: starts everything on listeners the caller bound, until shutdown.
+//! - [`serve`]: the accept loop both listeners share (TLS, HTTP/1.1, HTTP/2).
+//! - [`api`]: the HTTP API, token endpoint, health and metrics.
+//! - [`tunnel`]: the `Tunnel` gRPC service agents call.
+//! - [`hub`]: live agent sessions, pools, offers and drain.
+//! - [`proxy`]: forwarding one request, direct or through an agent.
+//! - [`auth`]: credentials, tokens and the admin token.
+//!
+//! The binary (`main.rs`) only parses flags, binds, and waits for a signal;
+//! tests call [`run`] with listeners on port 0.
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod hub;
+pub mod metrics;
+pub mod proxy;
+pub mod serve;
+pub mod state;
+pub mod tls;
+pub mod tunnel;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use borealis_egress::{AddressGuard, Egress, EgressOptions, Policy};
+use borealis_protocol::v1::tunnel_server::TunnelServer;
+use borealis_store::Store;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use config::RelayConfig;
+
+use crate::hub::Hub;
+use crate::metrics::Metrics;
+use crate::state::AppState;
+
+/// The relay's two listeners, bound by the caller.
+pub struct Listeners {
+    /// HTTP API, token endpoint and callbacks.
+    pub http: TcpListener,
+    /// Agents' gRPC.
+    pub agents: TcpListener,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error("data directory {path}: {source}")]
+    DataDir { path: std::path::PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Store(#[from] borealis_store::StoreError),
+    #[error("{0}")]
+    Auth(#[from] auth::AuthError),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error("direct-mode client: {0}")]
+    Egress(#[from] borealis_egress::EgressError),
+}
+
+/// Runs the relay until `shutdown` completes, then drains agents, lets
+/// in-flight requests finish (up to the grace period) and returns.
+pub async fn run(
+    config: RelayConfig,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RelayError> {
+    borealis_egress::client::install_crypto_provider();
+    let data_dir = config.data_dir.clone();
+    let dir_error = |source| RelayError::DataDir { path: data_dir.clone(), source };
+    create_private_dir(&data_dir).map_err(dir_error)?;
+    let store = match &config.database_url {
+        Some(url) => Store::open(url.expose()).await?,
+        None => Store::open_in(&data_dir).await?,
+    };
+    let admin_token = auth::load_or_create_admin_token(&data_dir, config.admin_token.as_ref()).map_err(dir_error)?;
+    let auth = auth::Authority::new(store.clone(), &admin_token).await?;
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Some(tls::server_config(cert, key)?),
+        _ => None,
+    };
+    let egress =
+        Egress::new(Policy::Guarded(AddressGuard::new(config.direct_allow.clone())), EgressOptions::default())?;
+    let metrics = Arc::new(Metrics::default());
+    let hub = Hub::new(metrics.clone());
+    let grace = config.shutdown_grace;
+    let state = Arc::new(AppState { config, store: store.clone(), auth, hub: hub.clone(), egress, metrics });
+
+    let tunnel = TunnelServer::new(tunnel::TunnelService { state: state.clone() })
+        .max_decoding_message_size(borealis_protocol::MAX_FRAME_BYTES)
+        .max_encoding_message_size(borealis_protocol::MAX_FRAME_BYTES);
+    let tunnel_router = tonic::service::Routes::new(tunnel).prepare().into_axum_router();
+    let http_addr = listeners.http.local_addr().ok();
+    let agents_addr = listeners.agents.local_addr().ok();
+    let stop = CancellationToken::new();
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let servers = [
+        tokio::spawn(serve::serve(
+            "http",
+            listeners.http,
+            tls.clone(),
+            api::http_router(state.clone()),
+            stop.clone(),
+            grace,
+        )),
+        tokio::spawn(serve::serve(
+            "agents",
+            listeners.agents,
+            tls,
+            api::agent_router(state.clone(), tunnel_router),
+            stop.clone(),
+            grace,
+        )),
+    ];
+    tracing::info!(
+        http = %format!("{scheme}://{}", addr_text(http_addr)),
+        agents = %format!("{scheme}://{}", addr_text(agents_addr)),
+        data_dir = %data_dir.display(),
+        "relay ready"
+    );
+
+    shutdown.await;
+    tracing::info!(grace = ?grace, "shutting down: draining agents");
+    hub.drain(grace).await;
+    hub.close_all();
+    stop.cancel();
+    for server in servers {
+        let _ = server.await;
+    }
+    store.close().await;
+    tracing::info!("relay stopped");
+    Ok(())
+}
+
+fn addr_text(addr: Option<std::net::SocketAddr>) -> String {
+    addr.map(|a| a.to_string()).unwrap_or_else(|| "?".into())
+}
+
+fn create_private_dir(path: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    match std::fs::DirBuilder::new().recursive(true).mode(0o700).create(path) {
+        Ok(()) => Ok(()),
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(err) => Err(err),
+    }
+}

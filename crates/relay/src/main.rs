@@ -1,0 +1,120 @@
+//! `borealis-relay`: flags, logging, listeners, signals. The work is in the library.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use borealis_relay::{Listeners, RelayConfig};
+use clap::Parser;
+
+/// The Borealis relay: runs webhook-gated deployments and the agents' tunnel.
+///
+/// Every option can also be set in the TOML file given to --config, and as a
+/// BOREALIS_* environment variable (for example BOREALIS_DATA_DIR). Flags win
+/// over the environment, which wins over the file.
+#[derive(Parser, Debug)]
+#[command(name = "borealis-relay", version)]
+struct Flags {
+    /// TOML configuration file.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Where the relay keeps its state [default: ./borealis-data].
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Address for the HTTP API, token endpoint and callbacks [default: 127.0.0.1:8080].
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+    /// Address for the agents' gRPC tunnel [default: 127.0.0.1:9090].
+    #[arg(long, value_name = "ADDR")]
+    agent_listen: Option<String>,
+    /// Base URL the outside world reaches this relay at, for callback URIs.
+    #[arg(long, value_name = "URL")]
+    public_url: Option<String>,
+    /// Database URL [default: SQLite in the data dir].
+    #[arg(long, value_name = "URL")]
+    database_url: Option<String>,
+    /// A range direct mode may reach despite the address guard (repeatable).
+    #[arg(long, value_name = "CIDR")]
+    direct_allow: Vec<String>,
+    /// How long a webhook waits for its callback [default: 24h].
+    #[arg(long, value_name = "DURATION")]
+    callback_timeout: Option<String>,
+    /// PEM certificate chain for TLS on both listeners.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Largest body a forwarded request or reply may carry, in bytes [default: 1 GiB].
+    #[arg(long, value_name = "BYTES")]
+    max_body_bytes: Option<u64>,
+    /// Default time limit of one forwarded request [default: 5m].
+    #[arg(long, value_name = "DURATION")]
+    request_timeout: Option<String>,
+    /// Heartbeat interval asked of agents [default: 10s].
+    #[arg(long, value_name = "DURATION")]
+    heartbeat_interval: Option<String>,
+    /// On SIGTERM, how long in-flight requests may still run [default: 30s].
+    #[arg(long, value_name = "DURATION")]
+    shutdown_grace: Option<String>,
+}
+
+impl Flags {
+    fn overrides(&self) -> Vec<(&'static str, config::Value)> {
+        let mut set: Vec<(&'static str, config::Value)> = Vec::new();
+        let mut put = |key, value: Option<String>| {
+            if let Some(value) = value {
+                set.push((key, value.into()));
+            }
+        };
+        put("data_dir", self.data_dir.as_ref().map(|p| p.display().to_string()));
+        put("listen", self.listen.clone());
+        put("agent_listen", self.agent_listen.clone());
+        put("public_url", self.public_url.clone());
+        put("database_url", self.database_url.clone());
+        put("callback_timeout", self.callback_timeout.clone());
+        put("tls_cert", self.tls_cert.as_ref().map(|p| p.display().to_string()));
+        put("tls_key", self.tls_key.as_ref().map(|p| p.display().to_string()));
+        put("max_body_bytes", self.max_body_bytes.map(|n| n.to_string()));
+        put("request_timeout", self.request_timeout.clone());
+        put("heartbeat_interval", self.heartbeat_interval.clone());
+        put("shutdown_grace", self.shutdown_grace.clone());
+        if !self.direct_allow.is_empty() {
+            set.push(("direct_allow", self.direct_allow.clone().into()));
+        }
+        set
+    }
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("BOREALIS_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let flags = Flags::parse();
+    init_logging();
+    let config = RelayConfig::load(flags.config.as_deref(), std::env::vars(), &flags.overrides())?;
+    let http = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (--listen)", config.listen))?;
+    let agents = tokio::net::TcpListener::bind(config.agent_listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (--agent-listen)", config.agent_listen))?;
+    borealis_relay::run(config, Listeners { http, agents }, shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

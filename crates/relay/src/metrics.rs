@@ -1,0 +1,70 @@
+//! The relay's Prometheus metrics, served at `GET /metrics`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AgentLabels {
+    pub agent: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ForwardLabels {
+    /// "direct" or "agent".
+    pub mode: &'static str,
+    /// A status class ("2xx") or a failure code ("connect-failed").
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModeLabels {
+    pub mode: &'static str,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub agent_sessions: Family<AgentLabels, Gauge>,
+    pub forwarded: Family<ForwardLabels, Counter>,
+    pub forward_latency: Family<ModeLabels, Histogram>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("borealis");
+        let agent_sessions = Family::<AgentLabels, Gauge>::default();
+        registry.register("agent_sessions", "Connected agent instances per identifier", agent_sessions.clone());
+        let forwarded = Family::<ForwardLabels, Counter>::default();
+        registry.register("forwarded_requests", "Forwarded requests by mode and outcome", forwarded.clone());
+        let forward_latency = Family::<ModeLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
+        });
+        registry.register(
+            "forward_latency_seconds",
+            "Time from a forwarded request's arrival to its response head",
+            forward_latency.clone(),
+        );
+        Self { registry, agent_sessions, forwarded, forward_latency }
+    }
+}
+
+impl Metrics {
+    pub fn record(&self, mode: &'static str, outcome: String, seconds: f64) {
+        self.forwarded.get_or_create(&ForwardLabels { mode, outcome }).inc();
+        self.forward_latency.get_or_create(&ModeLabels { mode }).observe(seconds);
+    }
+
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry).expect("writing to a String cannot fail");
+        text
+    }
+}
+
+/// "2xx" for 204 and so on.
+pub fn status_class(status: u16) -> String {
+    format!("{}xx", status / 100)
+}

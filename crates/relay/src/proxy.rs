@@ -1,0 +1,336 @@
+//! `ANY /api/v1/proxy?url=U[&agent=ID][&timeout=D]`: one request, sent
+//! direct (under the address guard) or through an agent, with the reply
+//! streamed back. Bodies flow in bounded chunks both ways.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use borealis_egress::headers::end_to_end;
+use borealis_protocol::v1::{self, ErrorCode, agent_frame, relay_frame};
+use borealis_protocol::{MAX_CHUNK_BYTES, v1::Failure};
+use borealis_store::CredentialKind;
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use tokio_util::task::AbortOnDropHandle;
+use tonic::Streaming;
+
+use crate::api::Problem;
+use crate::hub::{DispatchError, FrameSender, Lease};
+use crate::state::AppState;
+
+/// How long an agent may take to pick up an offer.
+const TAKE_WITHIN: Duration = Duration::from_secs(10);
+
+#[derive(Debug, serde::Deserialize)]
+pub struct ProxyQuery {
+    pub url: String,
+    pub agent: Option<String>,
+    pub timeout: Option<String>,
+}
+
+/// A failure of a forwarded request, in the tunnel's terms.
+pub fn failure_problem(code: ErrorCode, detail: String) -> Problem {
+    let status = match code {
+        ErrorCode::DestinationNotAllowed => StatusCode::FORBIDDEN,
+        ErrorCode::InvalidRequest => StatusCode::BAD_REQUEST,
+        ErrorCode::Timeout => StatusCode::GATEWAY_TIMEOUT,
+        ErrorCode::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorCode::ConnectFailed | ErrorCode::UpstreamFailed | ErrorCode::Cancelled => StatusCode::BAD_GATEWAY,
+        ErrorCode::Internal | ErrorCode::Unspecified => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    Problem::new(status, code.slug(), detail)
+}
+
+pub async fn handle(state: Arc<AppState>, query: ProxyQuery, request: axum::extract::Request) -> Response {
+    let started = Instant::now();
+    let mode = if query.agent.is_some() { "agent" } else { "direct" };
+    let result = forward(&state, query, request).await;
+    let outcome = match &result {
+        Ok(response) => crate::metrics::status_class(response.status().as_u16()),
+        Err(problem) => problem.slug.to_owned(),
+    };
+    state.metrics.record(mode, outcome, started.elapsed().as_secs_f64());
+    match result {
+        Ok(response) => response,
+        Err(problem) => problem.into_response(),
+    }
+}
+
+async fn forward(
+    state: &Arc<AppState>,
+    query: ProxyQuery,
+    request: axum::extract::Request,
+) -> Result<Response, Problem> {
+    let timeout = match &query.timeout {
+        Some(text) => {
+            borealis_core::duration::parse(text).map_err(|e| Problem::bad_request("invalid-timeout", e.to_string()))?
+        }
+        None => state.config.request_timeout,
+    };
+    let limit = state.config.max_body_bytes;
+    let (parts, body) = request.into_parts();
+    if let Some(length) =
+        parts.headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        && length > limit
+    {
+        return Err(too_large("request", limit));
+    }
+    let headers = end_to_end(&parts.headers);
+    match query.agent {
+        None => direct(state, parts.method, &query.url, headers, body, timeout, limit).await,
+        Some(agent) => via_agent(state, &agent, parts.method, &query.url, headers, body, timeout, limit).await,
+    }
+}
+
+fn too_large(what: &str, limit: u64) -> Problem {
+    failure_problem(
+        ErrorCode::BodyTooLarge,
+        format!("the {what} body is larger than the limit of {limit} bytes (max_body_bytes)"),
+    )
+}
+
+async fn direct(
+    state: &AppState,
+    method: http::Method,
+    url: &str,
+    headers: HeaderMap,
+    body: Body,
+    timeout: Duration,
+    limit: u64,
+) -> Result<Response, Problem> {
+    let url = state.egress.check_url(url).map_err(|e| failure_problem(e.code(), e.to_string()))?;
+    let over = Arc::new(AtomicBool::new(false));
+    let upload = (!http_body::Body::is_end_stream(&body))
+        .then(|| borealis_egress::reqwest::Body::wrap_stream(limited(body.into_data_stream(), limit, over.clone())));
+    let sent = tokio::time::timeout(timeout, state.egress.send(method, url.clone(), headers, upload)).await;
+    let response = match sent {
+        Err(_) => {
+            let destination = borealis_egress::client::destination(&url);
+            return Err(failure_problem(
+                ErrorCode::Timeout,
+                format!("{destination} did not answer within {timeout:?}"),
+            ));
+        }
+        Ok(Err(_)) if over.load(Ordering::Relaxed) => return Err(too_large("request", limit)),
+        Ok(Err(err)) => return Err(failure_problem(err.code(), err.to_string())),
+        Ok(Ok(response)) => response,
+    };
+    let mut reply = Response::builder().status(response.status());
+    if let Some(map) = reply.headers_mut() {
+        *map = end_to_end(response.headers());
+    }
+    let download = limited(response.bytes_stream(), limit, Arc::new(AtomicBool::new(false)));
+    Ok(reply.body(Body::from_stream(download)).expect("status and headers come from a valid response"))
+}
+
+/// Passes chunks through until more than `limit` bytes went by, then fails.
+fn limited<E: std::fmt::Display>(
+    stream: impl Stream<Item = Result<Bytes, E>> + Send + 'static,
+    limit: u64,
+    over: Arc<AtomicBool>,
+) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
+    let mut seen = 0u64;
+    stream.map(move |chunk| {
+        let chunk = chunk.map_err(|e| std::io::Error::other(e.to_string()))?;
+        seen += chunk.len() as u64;
+        if seen > limit {
+            over.store(true, Ordering::Relaxed);
+            return Err(std::io::Error::other(format!("body larger than {limit} bytes")));
+        }
+        Ok(chunk)
+    })
+}
+
+fn frame(request_id: &str, frame: relay_frame::Frame) -> Result<v1::RelayFrame, tonic::Status> {
+    Ok(v1::RelayFrame { request_id: request_id.to_owned(), frame: Some(frame) })
+}
+
+/// Tells the agent to stop unless the exchange finished: dropped with the
+/// response body when the caller goes away.
+struct CancelGuard {
+    outbound: FrameSender,
+    request_id: String,
+    finished: bool,
+}
+
+impl Drop for CancelGuard {
+    fn drop(&mut self) {
+        if !self.finished {
+            let cancel = v1::Cancel { request_id: self.request_id.clone(), reason: ErrorCode::Cancelled as i32 };
+            let _ = self.outbound.try_send(frame(&self.request_id, relay_frame::Frame::Cancel(cancel)));
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn via_agent(
+    state: &Arc<AppState>,
+    agent_id: &str,
+    method: http::Method,
+    url: &str,
+    headers: HeaderMap,
+    body: Body,
+    timeout: Duration,
+    limit: u64,
+) -> Result<Response, Problem> {
+    let parsed = url::Url::parse(url)
+        .map_err(|e| failure_problem(ErrorCode::InvalidRequest, format!("invalid URL {url:?}: {e}")))?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
+        return Err(failure_problem(
+            ErrorCode::InvalidRequest,
+            format!("invalid URL {url:?}: it must be an http or https URL with a host"),
+        ));
+    }
+    let registered = state.store.active_credential(CredentialKind::Agent, agent_id).await.map_err(Problem::internal)?;
+    if registered.is_none() {
+        return Err(Problem::new(
+            StatusCode::NOT_FOUND,
+            "unknown-agent",
+            format!("agent {agent_id:?} is not registered (borealis agents create {agent_id})"),
+        ));
+    }
+    let deadline = tokio::time::Instant::now() + timeout;
+    let (request_id, lease, call) =
+        state.hub.dispatch(agent_id, timeout.as_millis() as u64, TAKE_WITHIN.min(timeout)).await.map_err(|err| {
+            match err {
+                DispatchError::NoInstance(_) | DispatchError::Draining => {
+                    Problem::new(StatusCode::SERVICE_UNAVAILABLE, "agent-unavailable", err.to_string())
+                }
+                DispatchError::NotTaken(_) => {
+                    Problem::new(StatusCode::GATEWAY_TIMEOUT, "agent-unavailable", err.to_string())
+                }
+            }
+        })?;
+    let mut inbound = call.inbound;
+    let mut guard = CancelGuard { outbound: call.outbound.clone(), request_id: request_id.clone(), finished: false };
+    let head = v1::RequestHead {
+        method: method.to_string(),
+        url: url.to_owned(),
+        headers: headers
+            .iter()
+            .map(|(name, value)| v1::Header { name: name.to_string(), value: Bytes::copy_from_slice(value.as_bytes()) })
+            .collect(),
+        timeout_ms: timeout.as_millis() as u64,
+        max_response_bytes: limit,
+        has_body: !http_body::Body::is_end_stream(&body),
+    };
+    let lost = || failure_problem(ErrorCode::Internal, format!("agent {agent_id:?} went away before answering"));
+    call.outbound.send(frame(&request_id, relay_frame::Frame::RequestHead(head))).await.map_err(|_| lost())?;
+
+    let (upload_failed, mut upload_error) = tokio::sync::oneshot::channel();
+    let upload = AbortOnDropHandle::new(tokio::spawn(upload_body(
+        body,
+        call.outbound,
+        request_id.clone(),
+        limit,
+        upload_failed,
+    )));
+
+    let first = tokio::select! {
+        frame = inbound.message() => frame,
+        Ok(problem) = &mut upload_error => return Err(problem),
+        () = tokio::time::sleep_until(deadline) => {
+            return Err(failure_problem(ErrorCode::Timeout, format!("agent {agent_id:?} did not answer within {timeout:?}")));
+        }
+    };
+    let head = match first.ok().flatten().and_then(|f| f.frame) {
+        Some(agent_frame::Frame::ResponseHead(head)) => head,
+        Some(agent_frame::Frame::Failure(failure)) => {
+            guard.finished = true;
+            return Err(failure_problem(failure.error_code(), format!("agent {agent_id:?}: {}", failure.message)));
+        }
+        _ => return Err(lost()),
+    };
+    let status = StatusCode::from_u16(head.status as u16)
+        .map_err(|_| Problem::internal(format!("agent sent status {}", head.status)))?;
+    let mut reply = Response::builder().status(status);
+    if let Some(map) = reply.headers_mut() {
+        for header in head.headers {
+            if let (Ok(name), Ok(value)) =
+                (HeaderName::from_bytes(header.name.as_bytes()), HeaderValue::from_bytes(&header.value))
+            {
+                map.append(name, value);
+            }
+        }
+        *map = end_to_end(map);
+    }
+    let body = ResponseBody { inbound, guard, _lease: lease, _upload: upload, received: 0, limit };
+    Ok(reply.body(Body::from_stream(body.into_stream())).expect("status and headers were validated"))
+}
+
+async fn upload_body(
+    body: Body,
+    outbound: FrameSender,
+    request_id: String,
+    limit: u64,
+    failed: tokio::sync::oneshot::Sender<Problem>,
+) {
+    let mut chunks = body.into_data_stream();
+    let mut sent = 0u64;
+    while let Some(chunk) = chunks.next().await {
+        let Ok(chunk) = chunk else {
+            // The caller broke off its upload: the request cannot complete.
+            let _ = failed.send(failure_problem(ErrorCode::Cancelled, "the request body was cut off".into()));
+            return;
+        };
+        sent += chunk.len() as u64;
+        if sent > limit {
+            let _ = failed.send(too_large("request", limit));
+            return;
+        }
+        let mut offset = 0;
+        while offset < chunk.len() {
+            let end = (offset + MAX_CHUNK_BYTES).min(chunk.len());
+            let piece = v1::BodyChunk { data: chunk.slice(offset..end) };
+            if outbound.send(frame(&request_id, relay_frame::Frame::RequestBody(piece))).await.is_err() {
+                return;
+            }
+            offset = end;
+        }
+    }
+    let _ = outbound.send(frame(&request_id, relay_frame::Frame::RequestEnd(v1::End {}))).await;
+}
+
+/// The agent's response body, read frame by frame as the caller reads.
+struct ResponseBody {
+    inbound: Streaming<v1::AgentFrame>,
+    guard: CancelGuard,
+    _lease: Lease,
+    _upload: AbortOnDropHandle<()>,
+    received: u64,
+    limit: u64,
+}
+
+impl ResponseBody {
+    fn into_stream(self) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
+        futures_util::stream::unfold(Some(self), |state| async move {
+            let mut body = state?;
+            let broken = |msg: String| Some((Err(std::io::Error::other(msg)), None));
+            match body.inbound.message().await {
+                Ok(Some(v1::AgentFrame { frame: Some(agent_frame::Frame::ResponseBody(chunk)), .. })) => {
+                    body.received += chunk.data.len() as u64;
+                    if body.received > body.limit {
+                        return broken(format!("response body larger than {} bytes", body.limit));
+                    }
+                    Some((Ok(chunk.data), Some(body)))
+                }
+                Ok(Some(v1::AgentFrame { frame: Some(agent_frame::Frame::ResponseEnd(_)), .. })) => {
+                    body.guard.finished = true;
+                    None
+                }
+                Ok(Some(v1::AgentFrame {
+                    frame: Some(agent_frame::Frame::Failure(Failure { message, .. })), ..
+                })) => {
+                    body.guard.finished = true;
+                    broken(format!("agent broke off the response: {message}"))
+                }
+                Ok(Some(_)) => broken("agent sent an unexpected frame".into()),
+                Ok(None) | Err(_) => broken("agent went away mid-response".into()),
+            }
+        })
+    }
+}

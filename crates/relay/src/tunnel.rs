@@ -1,0 +1,184 @@
+//! The `Tunnel` gRPC service that agents call.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use borealis_protocol::v1::{self, agent_control, agent_frame, relay_control, tunnel_server::Tunnel};
+use futures_util::Stream;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::auth::{self, AuthError, Claims};
+use crate::hub::{ForwardCall, NewSession};
+use crate::serve::RemoteAddr;
+use crate::state::AppState;
+
+/// How long an agent has to say hello, or to name the offer it takes.
+const FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(10);
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+pub struct TunnelService {
+    pub state: Arc<AppState>,
+}
+
+impl TunnelService {
+    fn claims<T>(&self, request: &Request<T>) -> Result<Claims, Status> {
+        let token = auth::bearer(
+            request
+                .metadata()
+                .get(borealis_protocol::AUTHORIZATION)
+                .map(|v| {
+                    // tonic metadata values are http header values underneath.
+                    http::HeaderValue::from_bytes(v.as_bytes()).unwrap_or(http::HeaderValue::from_static(""))
+                })
+                .as_ref(),
+        )
+        .ok_or_else(|| Status::unauthenticated("missing bearer token: get one from POST /oauth/token"))?
+        .to_owned();
+        let claims = self.state.auth.verify(&token).map_err(|e| Status::unauthenticated(e.to_string()))?;
+        if !claims.is_agent() {
+            return Err(Status::permission_denied("this token was not issued to an agent credential"));
+        }
+        Ok(claims)
+    }
+}
+
+async fn first_frame<T>(inbound: &mut Streaming<T>, what: &str) -> Result<T, Status> {
+    match tokio::time::timeout(FIRST_FRAME_TIMEOUT, inbound.message()).await {
+        Ok(Ok(Some(frame))) => Ok(frame),
+        Ok(Ok(None)) => Err(Status::invalid_argument(format!("stream ended before {what}"))),
+        Ok(Err(status)) => Err(status),
+        Err(_) => Err(Status::deadline_exceeded(format!("no {what} within {FIRST_FRAME_TIMEOUT:?}"))),
+    }
+}
+
+#[tonic::async_trait]
+impl Tunnel for TunnelService {
+    type ControlStream = BoxStream<v1::RelayControl>;
+    type ForwardStream = BoxStream<v1::RelayFrame>;
+
+    async fn control(
+        &self,
+        request: Request<Streaming<v1::AgentControl>>,
+    ) -> Result<Response<Self::ControlStream>, Status> {
+        let claims = self.claims(&request)?;
+        let state = &self.state;
+        if state.hub.is_draining() {
+            return Err(Status::unavailable("relay is shutting down; reconnect later"));
+        }
+        match state.auth.ensure_active(&claims).await {
+            Ok(()) => {}
+            Err(err @ (AuthError::Revoked | AuthError::InvalidClient)) => {
+                return Err(Status::unauthenticated(err.to_string()));
+            }
+            Err(err) => return Err(Status::unavailable(err.to_string())),
+        }
+        let remote_addr = request.extensions().get::<RemoteAddr>().map(|r| r.0);
+        let mut inbound = request.into_inner();
+        let hello = match first_frame(&mut inbound, "hello").await?.msg {
+            Some(agent_control::Msg::Hello(hello)) => hello,
+            _ => return Err(Status::invalid_argument("the first control message must be hello")),
+        };
+        if !hello.agent_id.is_empty() && hello.agent_id != claims.sub {
+            return Err(Status::permission_denied(format!(
+                "this credential belongs to agent {:?}; it cannot serve agent {:?}",
+                claims.sub, hello.agent_id
+            )));
+        }
+        if hello.protocol_version != borealis_protocol::PROTOCOL_VERSION {
+            return Err(Status::failed_precondition(format!(
+                "agent speaks tunnel protocol {}, this relay speaks {}",
+                hello.protocol_version,
+                borealis_protocol::PROTOCOL_VERSION
+            )));
+        }
+
+        let (control, outbound) = mpsc::channel(256);
+        let session = state.hub.register(NewSession {
+            agent_id: claims.sub.clone(),
+            client_id: claims.client_id.clone(),
+            instance: hello.instance.clone(),
+            version: hello.version.clone(),
+            remote_addr,
+            capacity: hello.capacity,
+            control,
+        });
+        tracing::info!(agent = %session.agent_id, session = %session.id, instance = %session.instance, version = %session.version,
+            remote = ?remote_addr, "agent connected");
+        let interval = state.config.heartbeat_interval;
+        session
+            .send(relay_control::Msg::Welcome(v1::Welcome {
+                session_id: session.id.clone(),
+                relay_instance_id: state.hub.relay_instance_id.clone(),
+                heartbeat_interval_ms: interval.as_millis() as u32,
+                agent_id: session.agent_id.clone(),
+            }))
+            .await;
+
+        let hub = state.hub.clone();
+        let watched = session.clone();
+        tokio::spawn(async move {
+            let session = watched;
+            let mut watchdog = tokio::time::interval(interval);
+            let reason = loop {
+                tokio::select! {
+                    msg = inbound.message() => match msg {
+                        Ok(Some(v1::AgentControl { msg: Some(agent_control::Msg::Heartbeat(beat)) })) => {
+                            session.heartbeat();
+                            let reply = v1::Heartbeat { sequence: beat.sequence, in_flight: session.in_flight() as u32 };
+                            session.send(relay_control::Msg::Heartbeat(reply)).await;
+                        }
+                        Ok(Some(v1::AgentControl { msg: Some(agent_control::Msg::Drain(_)) })) => {
+                            tracing::info!(agent = %session.agent_id, session = %session.id, "agent is draining");
+                            session.set_draining();
+                        }
+                        Ok(Some(_)) => {}
+                        Ok(None) => break "agent closed the session",
+                        Err(_) => break "connection lost",
+                    },
+                    _ = watchdog.tick() => {
+                        let silent = SystemTime::now().duration_since(session.last_heartbeat()).unwrap_or_default();
+                        if silent > interval * 3 {
+                            session.kick(Status::deadline_exceeded("no heartbeat for three intervals"));
+                            break "heartbeats stopped";
+                        }
+                    }
+                    () = session.closed.cancelled() => break "session ended by the relay",
+                }
+            };
+            hub.unregister(&session);
+            tracing::info!(agent = %session.agent_id, session = %session.id, reason, "agent disconnected");
+        });
+
+        // Deliver what is queued (a final status from `kick` included), and
+        // end the stream once the session is closed and nothing is left.
+        let stream =
+            futures_util::stream::unfold((outbound, session.closed.clone()), |(mut queue, closed)| async move {
+                let item = tokio::select! {
+                    biased;
+                    item = queue.recv() => item,
+                    () = closed.cancelled() => queue.try_recv().ok(),
+                };
+                item.map(|item| (item, (queue, closed)))
+            });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn forward(
+        &self,
+        request: Request<Streaming<v1::AgentFrame>>,
+    ) -> Result<Response<Self::ForwardStream>, Status> {
+        let claims = self.claims(&request)?;
+        let mut inbound = request.into_inner();
+        let first = first_frame(&mut inbound, "accept").await?;
+        let Some(agent_frame::Frame::Accept(accept)) = first.frame else {
+            return Err(Status::invalid_argument("the first forward frame must be accept"));
+        };
+        let (outbound, frames) = mpsc::channel(16);
+        self.state.hub.take(&first.request_id, &accept.session_id, &claims.sub, ForwardCall { inbound, outbound })?;
+        Ok(Response::new(Box::pin(ReceiverStream::new(frames))))
+    }
+}
