@@ -108,7 +108,10 @@ impl Store {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(5))
             .foreign_keys(true);
-        let pool = SqlitePoolOptions::new().max_connections(8).connect_with(options).await?;
+        // Each connection to `:memory:` is its own database: keep one.
+        let in_memory = options.get_filename() == std::path::Path::new(":memory:");
+        let pool =
+            SqlitePoolOptions::new().max_connections(if in_memory { 1 } else { 8 }).connect_with(options).await?;
         MIGRATIONS.run(&pool).await?;
         Ok(Self { pool })
     }

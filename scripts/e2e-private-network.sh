@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# A private network for real: a network namespace holds an HTTP server (on
+# the namespace's own 127.0.0.1) and an agent; the relay runs outside it.
+# Direct mode cannot reach the server; the agent can. Needs root.
+#
+# Traffic goes only to the loopback interfaces and to the two veth addresses
+# this script creates (10.213.77.1 and 10.213.77.2).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+BIN=${BOREALIS_BIN_DIR:-target/debug}
+if [ "$(id -u)" != 0 ]; then
+  echo "e2e-private-network: must run as root (it creates a network namespace)" >&2
+  exit 1
+fi
+cargo build --workspace --bins --quiet
+
+ID=$$
+NS="borealis-e2e-$ID"
+HOST_IF="bre${ID}h"
+NS_IF="bre${ID}n"
+HOST_ADDR=10.213.77.1
+NS_ADDR=10.213.77.2
+WORK=$(mktemp -d)
+PIDS=()
+passed=0
+failed=0
+
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  ip netns del "$NS" 2>/dev/null || true
+  ip link del "$HOST_IF" 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+check() { # name, then a command that must succeed
+  local name=$1
+  shift
+  if "$@"; then
+    echo "PASS $name"
+    passed=$((passed + 1))
+  else
+    echo "FAIL $name"
+    failed=$((failed + 1))
+  fi
+}
+
+wait_for() { # file, pattern, seconds
+  for _ in $(seq 1 $(($3 * 10))); do
+    grep -q "$2" "$1" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "timed out waiting for '$2' in $1:" >&2
+  cat "$1" >&2
+  return 1
+}
+
+ip netns add "$NS"
+ip link add "$HOST_IF" type veth peer name "$NS_IF"
+ip link set "$NS_IF" netns "$NS"
+ip addr add "$HOST_ADDR/30" dev "$HOST_IF"
+ip link set "$HOST_IF" up
+ip netns exec "$NS" ip addr add "$NS_ADDR/30" dev "$NS_IF"
+ip netns exec "$NS" ip link set "$NS_IF" up
+ip netns exec "$NS" ip link set lo up
+
+# The private server: on the namespace's own loopback, at a port that is
+# free on the host too, so direct mode finds nothing there.
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+NONCE="private-$ID-$RANDOM"
+mkdir -p "$WORK/www"
+echo "$NONCE" > "$WORK/www/nonce.txt"
+ip netns exec "$NS" python3 -m http.server "$PORT" --bind 127.0.0.1 --directory "$WORK/www" > "$WORK/server.log" 2>&1 &
+PIDS+=($!)
+
+# The relay outside. Direct mode may try loopback and the veth range, so a
+# failure below is the network's doing, not the address guard's.
+"$BIN/borealis-relay" --data-dir "$WORK/relay" --listen 127.0.0.1:0 --agent-listen "$HOST_ADDR:0" \
+  --direct-allow 127.0.0.0/8 --direct-allow 10.213.77.0/30 > "$WORK/relay.log" 2>&1 &
+PIDS+=($!)
+wait_for "$WORK/relay.log" "relay ready" 20
+HTTP_URL=$(grep -o 'http=[^ ]*' "$WORK/relay.log" | head -1 | cut -d= -f2)
+AGENTS_URL=$(grep -o 'agents=[^ ]*' "$WORK/relay.log" | head -1 | cut -d= -f2)
+export BOREALIS_RELAY="$HTTP_URL"
+BOREALIS_ADMIN_TOKEN=$(cat "$WORK/relay/admin-token")
+export BOREALIS_ADMIN_TOKEN
+
+"$BIN/borealis" agents create e2e > "$WORK/creds.txt" 2>/dev/null
+CLIENT_ID=$(awk '/^client_id:/ {print $2}' "$WORK/creds.txt")
+CLIENT_SECRET=$(awk '/^client_secret:/ {print $2}' "$WORK/creds.txt")
+ip netns exec "$NS" "$BIN/borealis-agent" --relay "$AGENTS_URL" --client-id "$CLIENT_ID" --client-secret "$CLIENT_SECRET" \
+  --allow "127.0.0.1:$PORT" > "$WORK/agent.log" 2>&1 &
+PIDS+=($!)
+wait_for "$WORK/agent.log" "connected to the relay" 20
+
+direct_cannot_reach() {
+  local url out
+  for url in "http://127.0.0.1:$PORT/nonce.txt" "http://$NS_ADDR:$PORT/nonce.txt"; do
+    if out=$("$BIN/borealis" proxy --timeout 5s "$url" 2>&1); then
+      echo "direct mode reached $url: $out" >&2
+      return 1
+    fi
+    echo "  direct $url -> $out"
+    grep -q "could not connect" <<< "$out" || return 1
+  done
+}
+
+agent_reaches() {
+  local out
+  out=$("$BIN/borealis" proxy --agent e2e "http://127.0.0.1:$PORT/nonce.txt") || return 1
+  echo "  via agent -> $out"
+  [ "$out" = "$NONCE" ]
+}
+
+agent_listed() {
+  "$BIN/borealis" agents list | grep -E '^e2e +yes'
+}
+
+check "the agent inside the namespace is connected" agent_listed
+check "borealis proxy (direct) cannot reach the private server" direct_cannot_reach
+check "borealis proxy --agent e2e reaches it" agent_reaches
+
+echo "e2e-private-network: $passed passed, $failed failed"
+[ "$failed" = 0 ]

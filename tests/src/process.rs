@@ -1,0 +1,355 @@
+//! The Borealis binaries as child processes.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::TempDir;
+
+/// Path of a workspace binary, built next to the test executable.
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let path = dir.join(name);
+    assert!(path.exists(), "{} is missing: build the binaries first (scripts/test.sh does)", path.display());
+    path
+}
+
+/// A child whose stderr is collected line by line (and never blocks it).
+struct Logged {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+    name: String,
+}
+
+impl Logged {
+    fn spawn(name: &str, mut command: Command) -> Self {
+        command.stdout(Stdio::null()).stderr(Stdio::piped()).stdin(Stdio::null());
+        let mut child = command.spawn().unwrap_or_else(|e| panic!("spawn {name}: {e}"));
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().expect("piped stderr");
+        let sink = lines.clone();
+        let tag = name.to_owned();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[{tag}] {line}");
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Self { child, lines, name: name.to_owned() }
+    }
+
+    /// Waits for a log line containing `needle` and returns it.
+    fn wait_for_line(&mut self, needle: &str, within: Duration) -> String {
+        let start = Instant::now();
+        loop {
+            if let Some(line) = self.lines.lock().unwrap().iter().find(|l| l.contains(needle)) {
+                return line.clone();
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("{} exited with {status} before logging {needle:?}", self.name);
+            }
+            assert!(start.elapsed() < within, "{} did not log {needle:?} within {within:?}", self.name);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn log(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+
+    fn signal(&self, signal: &str) {
+        let status =
+            Command::new("kill").arg(format!("-{signal}")).arg(self.child.id().to_string()).status().expect("kill");
+        assert!(status.success(), "kill -{signal} {}", self.child.id());
+    }
+}
+
+impl Drop for Logged {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `key=value` from a log line.
+fn field(line: &str, key: &str) -> String {
+    let start = line.find(&format!("{key}=")).unwrap_or_else(|| panic!("no {key}= in {line:?}")) + key.len() + 1;
+    line[start..].split_whitespace().next().unwrap().to_owned()
+}
+
+#[derive(Clone, Default)]
+pub struct RelayOptions {
+    pub direct_allow: Vec<String>,
+    pub extra_args: Vec<String>,
+}
+
+pub struct RelayProcess {
+    process: Logged,
+    pub data_dir: TempDir,
+    /// `http://127.0.0.1:PORT` (or https) of the HTTP API.
+    pub http_url: String,
+    /// `http://127.0.0.1:PORT` (or https) of the agents' listener.
+    pub agents_url: String,
+    options: RelayOptions,
+}
+
+impl RelayProcess {
+    pub fn start(options: RelayOptions) -> Self {
+        let data_dir = TempDir::new("relay");
+        Self::start_in(data_dir, "127.0.0.1:0", "127.0.0.1:0", options)
+    }
+
+    fn start_in(data_dir: TempDir, listen: &str, agent_listen: &str, options: RelayOptions) -> Self {
+        crate::install_crypto();
+        let mut command = Command::new(binary("borealis-relay"));
+        command
+            .arg("--data-dir")
+            .arg(data_dir.path())
+            .args([
+                "--listen",
+                listen,
+                "--agent-listen",
+                agent_listen,
+                "--heartbeat-interval",
+                "1s",
+                "--shutdown-grace",
+                "10s",
+            ])
+            .env("BOREALIS_LOG", "info,borealis_relay=debug")
+            .env_remove("BOREALIS_ADMIN_TOKEN");
+        for range in &options.direct_allow {
+            command.args(["--direct-allow", range]);
+        }
+        command.args(&options.extra_args);
+        let mut process = Logged::spawn("relay", command);
+        let ready = process.wait_for_line("relay ready", Duration::from_secs(20));
+        let http_url = field(&ready, "http");
+        let agents_url = field(&ready, "agents");
+        Self { process, data_dir, http_url, agents_url, options }
+    }
+
+    pub fn admin_token(&self) -> String {
+        std::fs::read_to_string(self.data_dir.path().join("admin-token")).expect("admin token").trim().to_owned()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.process.child.id()
+    }
+
+    pub fn log(&self) -> String {
+        self.process.log()
+    }
+
+    /// A `borealis` command aimed at this relay with its admin token.
+    pub fn cli(&self) -> Cli {
+        Cli::new().env("BOREALIS_RELAY", &self.http_url).env("BOREALIS_ADMIN_TOKEN", &self.admin_token())
+    }
+
+    /// Registers an agent identifier; returns (client_id, client_secret).
+    pub fn create_agent(&self, id: &str) -> (String, String) {
+        let out = self.cli().args(["agents", "create", id]).run();
+        assert!(out.status.success(), "agents create {id}: {}", out.stderr_text());
+        let text = out.stdout_text();
+        let value = |key: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(&format!("{key}: ")))
+                .unwrap_or_else(|| panic!("no {key} in {text:?}"))
+                .to_owned()
+        };
+        (value("client_id"), value("client_secret"))
+    }
+
+    /// SIGKILL, then a new relay on the same ports and data dir.
+    pub fn kill_and_restart(self) -> Self {
+        let RelayProcess { mut process, data_dir, http_url, agents_url, options } = self;
+        process.signal("KILL");
+        let _ = process.child.wait();
+        drop(process);
+        let host = |url: &str| url.split("://").nth(1).unwrap().to_owned();
+        Self::start_in(data_dir, &host(&http_url), &host(&agents_url), options)
+    }
+
+    /// SIGTERM; returns the exit status.
+    pub fn terminate(&mut self, within: Duration) -> std::process::ExitStatus {
+        self.process.signal("TERM");
+        wait_exit(&mut self.process.child, within).expect("relay exits after SIGTERM")
+    }
+}
+
+fn wait_exit(child: &mut Child, within: Duration) -> Option<std::process::ExitStatus> {
+    let start = Instant::now();
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        if start.elapsed() > within {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub struct AgentProcess {
+    process: Logged,
+    /// `http://127.0.0.1:PORT` of its health listener.
+    pub health_url: String,
+}
+
+impl AgentProcess {
+    /// Starts an agent; `args` adds `--allow` and the like.
+    pub fn start(relay_agents_url: &str, client_id: &str, secret: &str, args: &[&str]) -> Self {
+        Self::start_with_env(relay_agents_url, client_id, secret, args, &[])
+    }
+
+    pub fn start_with_env(
+        relay_agents_url: &str,
+        client_id: &str,
+        secret: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
+        crate::install_crypto();
+        let mut command = Command::new(binary("borealis-agent"));
+        command
+            .args(["--relay", relay_agents_url, "--client-id", client_id, "--client-secret", secret])
+            .args(["--health-listen", "127.0.0.1:0"])
+            .args(args)
+            .env("BOREALIS_LOG", "info,borealis_agent=debug");
+        for var in
+            ["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy"]
+        {
+            command.env_remove(var);
+        }
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let mut process = Logged::spawn("agent", command);
+        let line = process.wait_for_line("health listener ready", Duration::from_secs(20));
+        let health_url = format!("http://{}", field(&line, "addr"));
+        Self { process, health_url }
+    }
+
+    /// Waits until the agent's /readyz says it holds a session.
+    pub async fn wait_connected(&self, within: Duration) {
+        let url = format!("{}/readyz", self.health_url);
+        crate::eventually("agent connected", within, || {
+            let url = url.clone();
+            async move { reqwest::get(&url).await.ok().filter(|r| r.status().is_success()).map(|_| ()) }
+        })
+        .await;
+    }
+
+    /// The value of a metric line (`name{labels}`), 0 when absent.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let text = reqwest::get(format!("{}/metrics", self.health_url)).await.unwrap().text().await.unwrap();
+        text.lines()
+            .find_map(|line| line.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+            .map(|v| v.trim().parse().unwrap())
+            .unwrap_or(0.0)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.process.child.id()
+    }
+
+    pub fn kill(self) {
+        self.process.signal("KILL");
+    }
+
+    pub fn log(&self) -> String {
+        self.process.log()
+    }
+
+    /// Waits for the agent to exit by itself; returns its status.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        wait_exit(&mut self.process.child, within)
+    }
+}
+
+/// Runs the agent binary to completion (for the refusal cases).
+pub fn run_agent_to_exit(args: &[&str], within: Duration) -> (std::process::ExitStatus, String) {
+    let mut child = Command::new(binary("borealis-agent"))
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn agent");
+    let status = wait_exit(&mut child, within);
+    if status.is_none() {
+        let _ = child.kill();
+    }
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    (status.unwrap_or_else(|| panic!("agent did not exit within {within:?}; stderr: {stderr}")), stderr)
+}
+
+/// A `borealis` CLI invocation.
+pub struct Cli {
+    command: Command,
+}
+
+pub fn cli() -> Cli {
+    Cli::new()
+}
+
+impl Cli {
+    pub fn new() -> Self {
+        let mut command = Command::new(binary("borealis"));
+        command.env_remove("BOREALIS_RELAY").env_remove("BOREALIS_ADMIN_TOKEN");
+        Self { command }
+    }
+
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.command.env(key, value);
+        self
+    }
+
+    pub fn args<I: IntoIterator<Item = S>, S: AsRef<std::ffi::OsStr>>(mut self, args: I) -> Self {
+        self.command.args(args);
+        self
+    }
+
+    pub fn run(mut self) -> Output {
+        self.command.stdin(Stdio::null());
+        self.command.output().expect("run borealis")
+    }
+
+    /// Runs on a blocking thread, so a test's servers keep running meanwhile.
+    pub async fn run_async(self) -> Output {
+        tokio::task::spawn_blocking(move || self.run()).await.unwrap()
+    }
+}
+
+impl Default for Cli {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+pub trait OutputText {
+    fn stdout_text(&self) -> String;
+    fn stderr_text(&self) -> String;
+}
+
+impl OutputText for Output {
+    fn stdout_text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+
+    fn stderr_text(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).into_owned()
+    }
+}
+
+/// Resident memory of a process, in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}

@@ -1,0 +1,169 @@
+//! HTTP servers that stand for the systems behind the relay and the agent.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// Serves `router` on 127.0.0.1:0 until the test's runtime ends.
+pub async fn serve(router: Router) -> SocketAddr {
+    crate::install_crypto();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    addr
+}
+
+/// A server that counts every request it gets.
+#[derive(Clone, Default)]
+pub struct Upstream {
+    pub hits: Arc<AtomicUsize>,
+}
+
+impl Upstream {
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+}
+
+/// Starts the test upstream. Routes:
+/// - `ANY /echo`: 200, echoes the body; `x-echo-method`, `x-echo-authorization`.
+/// - `GET /status/{code}`: that status, `x-test: yes`, body `status {code}`.
+/// - `GET /fast`: `fast`. `GET /stall`: answers after 10 s.
+/// - `GET /bytes/{n}`: `n` bytes, streamed in 64 KiB chunks.
+pub async fn upstream() -> (SocketAddr, Upstream) {
+    let state = Upstream::default();
+    let router = Router::new()
+        .route("/echo", any(echo))
+        .route("/status/{code}", get(status))
+        .route("/fast", get(|| async { "fast" }))
+        .route(
+            "/stall",
+            get(|| async {
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                "late"
+            }),
+        )
+        .route("/bytes/{n}", get(bytes))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), count))
+        .with_state(state.clone());
+    (serve(router).await, state)
+}
+
+async fn count(State(state): State<Upstream>, request: Request, next: axum::middleware::Next) -> Response {
+    state.hits.fetch_add(1, Ordering::SeqCst);
+    next.run(request).await
+}
+
+async fn echo(method: axum::http::Method, headers: HeaderMap, body: Bytes) -> Response {
+    let auth = headers.get("authorization").map(|v| v.to_str().unwrap_or("").to_owned()).unwrap_or_default();
+    ([("x-echo-method", method.to_string()), ("x-echo-authorization", auth)], body).into_response()
+}
+
+async fn status(Path(code): Path<u16>) -> Response {
+    let status = StatusCode::from_u16(code).unwrap();
+    (status, [("x-test", "yes")], format!("status {code}")).into_response()
+}
+
+async fn bytes(Path(n): Path<u64>) -> Response {
+    const CHUNK: usize = 64 * 1024;
+    let chunk = Bytes::from(vec![b'x'; CHUNK]);
+    let stream = futures_util::stream::unfold(n, move |left| {
+        let chunk = chunk.clone();
+        async move {
+            if left == 0 {
+                return None;
+            }
+            let take = left.min(CHUNK as u64);
+            Some((Ok::<_, std::io::Error>(chunk.slice(..take as usize)), left - take))
+        }
+    });
+    ([("content-length", n.to_string())], Body::from_stream(stream)).into_response()
+}
+
+/// A raw HTTP/1.1 endpoint that sends a response head, then one chunk every
+/// 100 ms, forever; it reports through the returned receiver when the
+/// client closes the connection.
+pub async fn drip() -> (SocketAddr, tokio::sync::mpsc::Receiver<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (closed, observed) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(async move {
+        loop {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let closed = closed.clone();
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ntransfer-encoding: chunked\r\n\r\n";
+                if socket.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                loop {
+                    tokio::select! {
+                        read = socket.read(&mut buf) => if matches!(read, Ok(0) | Err(_)) { break },
+                        () = tokio::time::sleep(Duration::from_millis(100)) => {
+                            if socket.write_all(b"5\r\ndrip\n\r\n").await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
+                let _ = closed.send(()).await;
+            });
+        }
+    });
+    (addr, observed)
+}
+
+/// A minimal HTTP CONNECT proxy; counts the tunnels it opened.
+pub async fn connect_proxy() -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let tunnels = Arc::new(AtomicUsize::new(0));
+    let count = tunnels.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut client, _) = listener.accept().await.unwrap();
+            let count = count.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if client.read_exact(&mut byte).await.is_err() {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let text = String::from_utf8_lossy(&head);
+                let Some(target) = text.strip_prefix("CONNECT ").and_then(|rest| rest.split_whitespace().next()) else {
+                    let _ = client.write_all(b"HTTP/1.1 405 Method Not Allowed\r\n\r\n").await;
+                    return;
+                };
+                let Ok(mut upstream) = tokio::net::TcpStream::connect(target).await else {
+                    let _ = client.write_all(b"HTTP/1.1 502 Bad Gateway\r\n\r\n").await;
+                    return;
+                };
+                count.fetch_add(1, Ordering::SeqCst);
+                let _ = client.write_all(b"HTTP/1.1 200 Connection Established\r\n\r\n").await;
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+            });
+        }
+    });
+    (addr, tunnels)
+}

@@ -1,0 +1,105 @@
+//! Bad input gets a clear error that names the problem, and nothing breaks.
+
+use std::time::Duration;
+
+use borealis_tests::process::OutputText;
+use borealis_tests::{AgentProcess, RelayOptions, RelayProcess, servers};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn proxy_calls_name_what_is_wrong() {
+    let (upstream, _) = servers::upstream().await;
+    let relay = RelayProcess::start(RelayOptions {
+        direct_allow: vec!["127.0.0.0/8".into()],
+        extra_args: vec!["--max-body-bytes".into(), "1024".into()],
+    });
+    let (client_id, secret) = relay.create_agent("test-rna");
+    relay.create_agent("idle");
+
+    let out = relay.cli().args(["proxy", "--agent", "test-rna", "not a url"]).run_async().await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stderr_text().contains("invalid URL \"not a url\""), "{}", out.stderr_text());
+    let out = relay.cli().args(["proxy", "ftp://example.com/x"]).run_async().await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stderr_text().contains("only http and https"), "{}", out.stderr_text());
+
+    let out = relay.cli().args(["proxy", "--agent", "ghost", &format!("http://{upstream}/fast")]).run_async().await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stderr_text().contains("agent \"ghost\" is not registered"), "{}", out.stderr_text());
+
+    let out = relay.cli().args(["proxy", "--agent", "idle", &format!("http://{upstream}/fast")]).run_async().await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stderr_text().contains("no instance of agent \"idle\" is connected"), "{}", out.stderr_text());
+
+    let agent = AgentProcess::start(&relay.agents_url, &client_id, &secret, &["--allow", &upstream.to_string()]);
+    agent.wait_connected(Duration::from_secs(10)).await;
+    let big = "x".repeat(4096);
+    for args in
+        [vec!["proxy", "-X", "POST", "-d", &big], vec!["proxy", "--agent", "test-rna", "-X", "POST", "-d", &big]]
+    {
+        let url = format!("http://{upstream}/echo");
+        let out = relay.cli().args(&args).args([&url]).run_async().await;
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(out.stderr_text().contains("larger than the limit of 1024 bytes"), "{}", out.stderr_text());
+    }
+    let out =
+        relay.cli().args(["proxy", "--agent", "test-rna", &format!("http://{upstream}/bytes/4096")]).run_async().await;
+    assert_eq!(out.status.code(), Some(1), "an oversize reply is cut off, not delivered whole");
+    assert!(out.stdout.len() <= 1024, "at most the limit was passed on: {}", out.stdout.len());
+
+    let out = relay.cli().args(["agents", "create", "bad id!"]).run_async().await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stderr_text().contains("invalid agent identifier \"bad id!\""), "{}", out.stderr_text());
+    let out = relay.cli().args(["agents", "create", "test-rna"]).run_async().await;
+    assert!(out.stderr_text().contains("already has credentials"), "{}", out.stderr_text());
+    let out =
+        relay.cli().env("BOREALIS_ADMIN_TOKEN", "wrong-token-wrong-token").args(["agents", "list"]).run_async().await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stderr_text().contains("admin token"), "{}", out.stderr_text());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn garbage_on_either_port_neither_crashes_nor_wedges_the_relay() {
+    let (upstream, _) = servers::upstream().await;
+    let relay = RelayProcess::start(RelayOptions::default());
+    let (client_id, secret) = relay.create_agent("test-rna");
+    let agent = AgentProcess::start(&relay.agents_url, &client_id, &secret, &["--allow", &upstream.to_string()]);
+    agent.wait_connected(Duration::from_secs(10)).await;
+
+    let garbage: Vec<u8> = (0..64 * 1024u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    for base in [&relay.agents_url, &relay.http_url] {
+        let addr = base.trim_start_matches("http://");
+        for payload in [
+            &garbage[..],
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x04\xff\xff\xff\xff\xff",
+            b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n",
+        ] {
+            let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let _ = socket.write_all(payload).await;
+            let mut sink = Vec::new();
+            let _ = tokio::time::timeout(Duration::from_secs(2), socket.read_to_end(&mut sink)).await;
+        }
+    }
+    // The relay still serves, and the agent's session is untouched.
+    let health = reqwest::get(format!("{}/healthz", relay.http_url)).await.unwrap();
+    assert_eq!(health.status(), 200);
+    let out = relay.cli().args(["proxy", "--agent", "test-rna", &format!("http://{upstream}/fast")]).run_async().await;
+    assert_eq!(out.stdout_text(), "fast", "{}", out.stderr_text());
+    assert_eq!(agent.metric("borealis_agent_sessions_total").await, 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_with_nothing_allowed_refuses_to_start_and_says_how_to_fix_it() {
+    let (status, stderr) = borealis_tests::process::run_agent_to_exit(
+        &["--relay", "http://127.0.0.1:9", "--client-id", "x", "--client-secret", "y"],
+        Duration::from_secs(10),
+    );
+    assert_eq!(status.code(), Some(2));
+    assert!(stderr.contains("--allow RULE") && stderr.contains("--allow-any"), "{stderr}");
+    let (status, stderr) = borealis_tests::process::run_agent_to_exit(
+        &["--relay", "http://127.0.0.1:9", "--client-id", "x", "--client-secret", "y", "--allow", "*.", "--allow-any"],
+        Duration::from_secs(10),
+    );
+    assert_eq!(status.code(), Some(2));
+    assert!(stderr.contains("invalid allow rule \"*.\""), "{stderr}");
+}

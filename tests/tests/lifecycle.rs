@@ -1,0 +1,117 @@
+//! Tokens, readiness, metrics and graceful shutdown.
+
+use std::time::Duration;
+
+use borealis_tests::process::OutputText;
+use borealis_tests::{AgentProcess, RelayOptions, RelayProcess, servers};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_token_endpoint_speaks_client_credentials_including_the_guides_curl_form() {
+    let relay = RelayProcess::start(RelayOptions::default());
+    let out = relay.cli().args(["clients", "create", "ci-system"]).run_async().await;
+    assert!(out.status.success(), "{}", out.stderr_text());
+    let text = out.stdout_text();
+    let field = |key: &str| text.lines().find_map(|l| l.strip_prefix(&format!("{key}: "))).unwrap().to_owned();
+    let (id, secret) = (field("client_id"), field("client_secret"));
+    let client = reqwest::Client::new();
+    let token_url = format!("{}/oauth/token", relay.http_url);
+    let form = |body: String| {
+        client.post(&token_url).header("content-type", "application/x-www-form-urlencoded").body(body).send()
+    };
+
+    for body in [
+        format!("grant_type=client_credentials&client_id={id}&client_secret={secret}&audience=https://api.example"),
+        // Exactly as the callback guide's curl sends it.
+        format!(
+            "data=audience=https://api.cloud.armory.io&grant_type=client_credentials&client_id={id}&client_secret={secret}"
+        ),
+    ] {
+        let reply = form(body).await.unwrap();
+        assert_eq!(reply.status(), 200);
+        let json: serde_json::Value = reply.json().await.unwrap();
+        assert_eq!(json["token_type"], "Bearer");
+        assert_eq!(json["expires_in"], 86400);
+        assert!(json["access_token"].as_str().unwrap().len() > 40);
+        assert!(json["scope"].is_string());
+    }
+    let reply = form(format!("grant_type=client_credentials&client_id={id}&client_secret=nope")).await.unwrap();
+    assert_eq!(reply.status(), 401);
+    assert_eq!(reply.json::<serde_json::Value>().await.unwrap()["error"], "invalid_client");
+    let reply = form(format!("grant_type=password&client_id={id}&client_secret={secret}")).await.unwrap();
+    assert_eq!(reply.status(), 400);
+    assert_eq!(reply.json::<serde_json::Value>().await.unwrap()["error"], "unsupported_grant_type");
+
+    // A callback client's token does not open the agents' tunnel.
+    let (upstream, _) = servers::upstream().await;
+    let (status, stderr) = borealis_tests::process::run_agent_to_exit(
+        &[
+            "--relay",
+            &relay.agents_url,
+            "--client-id",
+            &id,
+            "--client-secret",
+            &secret,
+            "--allow",
+            &upstream.to_string(),
+        ],
+        Duration::from_secs(15),
+    );
+    assert!(!status.success());
+    assert!(stderr.contains("not issued to an agent"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn health_readiness_and_metrics_on_both_sides() {
+    let (upstream, _) = servers::upstream().await;
+    let relay = RelayProcess::start(RelayOptions::default());
+    let (client_id, secret) = relay.create_agent("test-rna");
+    assert_eq!(reqwest::get(format!("{}/healthz", relay.http_url)).await.unwrap().status(), 200);
+    assert_eq!(reqwest::get(format!("{}/readyz", relay.http_url)).await.unwrap().status(), 200);
+
+    // Pointed at nothing, the agent is alive but not ready.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let nowhere = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let lost = AgentProcess::start(&nowhere, &client_id, &secret, &["--allow-any"]);
+    assert_eq!(reqwest::get(format!("{}/healthz", lost.health_url)).await.unwrap().status(), 200);
+    assert_eq!(reqwest::get(format!("{}/readyz", lost.health_url)).await.unwrap().status(), 503);
+
+    let agent = AgentProcess::start(&relay.agents_url, &client_id, &secret, &["--allow", &upstream.to_string()]);
+    agent.wait_connected(Duration::from_secs(10)).await;
+    relay.cli().args(["proxy", "--agent", "test-rna", &format!("http://{upstream}/fast")]).run_async().await;
+    let metrics = reqwest::get(format!("{}/metrics", relay.http_url)).await.unwrap().text().await.unwrap();
+    for series in [
+        "borealis_agent_sessions{agent=\"test-rna\"} 1",
+        "borealis_forwarded_requests_total{mode=\"agent\",outcome=\"2xx\"} 1",
+        "borealis_forward_latency_seconds_count{mode=\"agent\"} 1",
+    ] {
+        assert!(metrics.contains(series), "{series} missing from:\n{metrics}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_drains_agents_and_lets_requests_in_flight_finish() {
+    use axum::routing::get;
+    let slow = servers::serve(axum::Router::new().route(
+        "/slow",
+        get(|| async {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            "finished"
+        }),
+    ))
+    .await;
+    let mut relay = RelayProcess::start(RelayOptions::default());
+    let (client_id, secret) = relay.create_agent("test-rna");
+    let agent = AgentProcess::start(&relay.agents_url, &client_id, &secret, &["--allow", &slow.to_string()]);
+    agent.wait_connected(Duration::from_secs(10)).await;
+
+    let request = relay.cli().args(["proxy", "--agent", "test-rna", &format!("http://{slow}/slow")]).run_async();
+    let in_flight = tokio::spawn(request);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let status = relay.terminate(Duration::from_secs(15));
+    assert!(status.success(), "relay exits cleanly after SIGTERM: {status}");
+    let out = in_flight.await.unwrap();
+    assert_eq!(out.stdout_text(), "finished", "the request in flight completed: {}", out.stderr_text());
+    assert_eq!(agent.metric("borealis_agent_drains_total").await, 1.0, "the agent was told to drain");
+    assert!(relay.log().contains("draining agents"), "{}", relay.log());
+}

@@ -1,0 +1,132 @@
+//! Concurrency, cancellation and bounded memory through the tunnel.
+
+use std::time::{Duration, Instant};
+
+use borealis_tests::{AgentProcess, RelayOptions, RelayProcess, rss_kib, servers};
+use futures_util::StreamExt;
+
+async fn relay_with_agent(allow: &str, agent_args: &[&str]) -> (RelayProcess, AgentProcess) {
+    let relay = RelayProcess::start(RelayOptions::default());
+    let (client_id, secret) = relay.create_agent("test-rna");
+    let mut args = vec!["--allow", allow];
+    args.extend_from_slice(agent_args);
+    let agent = AgentProcess::start(&relay.agents_url, &client_id, &secret, &args);
+    agent.wait_connected(Duration::from_secs(10)).await;
+    (relay, agent)
+}
+
+fn via_agent(relay: &RelayProcess, client: &reqwest::Client, url: &str) -> reqwest::RequestBuilder {
+    client
+        .get(format!("{}/api/v1/proxy", relay.http_url))
+        .query(&[("url", url), ("agent", "test-rna")])
+        .header("proxy-authorization", format!("Bearer {}", relay.admin_token()))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_request_does_not_delay_a_hundred_others() {
+    let (upstream, _) = servers::upstream().await;
+    let (relay, _agent) = relay_with_agent(&upstream.to_string(), &[]).await;
+    let client = reqwest::Client::new();
+
+    let stalled = tokio::spawn(via_agent(&relay, &client, &format!("http://{upstream}/stall")).send());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!stalled.is_finished());
+
+    let started = Instant::now();
+    let fast: Vec<_> = (0..100)
+        .map(|_| {
+            let request = via_agent(&relay, &client, &format!("http://{upstream}/fast"));
+            tokio::spawn(async move { request.send().await.unwrap().text().await.unwrap() })
+        })
+        .collect();
+    for task in fast {
+        assert_eq!(task.await.unwrap(), "fast");
+    }
+    let elapsed = started.elapsed();
+    println!("100 requests beside a stalled one took {elapsed:?}");
+    // The stalled call holds its stream for 10 s; the others must not wait on it.
+    assert!(elapsed < Duration::from_secs(2), "100 requests took {elapsed:?}");
+    assert!(!stalled.is_finished(), "the stalled request is still waiting");
+    stalled.abort();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cancelling_a_proxied_request_closes_the_upstream_connection() {
+    let (drip, mut closed) = servers::drip().await;
+    let (relay, agent) = relay_with_agent(&drip.to_string(), &[]).await;
+    let client = reqwest::Client::new();
+
+    let response = via_agent(&relay, &client, &format!("http://{drip}/")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let mut body = response.bytes_stream();
+    let first = body.next().await.unwrap().unwrap();
+    assert!(first.starts_with(b"drip"), "{first:?}");
+    assert!(closed.try_recv().is_err(), "the endpoint is still streaming");
+
+    drop(body);
+    let observed = Instant::now();
+    tokio::time::timeout(Duration::from_secs(5), closed.recv())
+        .await
+        .expect("the endpoint sees its connection closed after the caller cancels")
+        .unwrap();
+    println!("upstream saw the close {:?} after the cancel", observed.elapsed());
+    borealis_tests::eventually("agent has nothing in flight", Duration::from_secs(5), || async {
+        (agent.metric("borealis_agent_in_flight").await == 0.0).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_256_mib_body_streams_with_flat_memory() {
+    const SIZE: u64 = 256 * 1024 * 1024;
+    const LIMIT_KIB: u64 = 64 * 1024;
+    let (upstream, _) = servers::upstream().await;
+    let (relay, agent) = relay_with_agent(&upstream.to_string(), &[]).await;
+    let client = reqwest::Client::new();
+
+    // Warm up both processes (pools, buffers) before the baseline.
+    let warm = via_agent(&relay, &client, &format!("http://{upstream}/bytes/1048576")).send().await.unwrap();
+    assert_eq!(warm.bytes().await.unwrap().len(), 1 << 20);
+    let (relay_pid, agent_pid) = (relay.pid(), agent.pid());
+    let baseline = (rss_kib(relay_pid), rss_kib(agent_pid));
+
+    let sampling = tokio_util::sync::CancellationToken::new();
+    let sampler = {
+        let stop = sampling.clone();
+        tokio::spawn(async move {
+            let mut peak = (0u64, 0u64);
+            while !stop.is_cancelled() {
+                peak = (peak.0.max(rss_kib(relay_pid)), peak.1.max(rss_kib(agent_pid)));
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            peak
+        })
+    };
+    let started = Instant::now();
+    let response = via_agent(&relay, &client, &format!("http://{upstream}/bytes/{SIZE}")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let mut received = 0u64;
+    let mut body = response.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.unwrap();
+        assert!(chunk.iter().all(|&b| b == b'x'));
+        received += chunk.len() as u64;
+    }
+    let elapsed = started.elapsed();
+    sampling.cancel();
+    let peak = sampler.await.unwrap();
+    assert_eq!(received, SIZE);
+    let growth = (peak.0.saturating_sub(baseline.0), peak.1.saturating_sub(baseline.1));
+    println!(
+        "256 MiB in {elapsed:?} ({:.0} MiB/s); relay RSS {} -> {} KiB (+{} KiB), agent RSS {} -> {} KiB (+{} KiB)",
+        256.0 / elapsed.as_secs_f64(),
+        baseline.0,
+        peak.0,
+        growth.0,
+        baseline.1,
+        peak.1,
+        growth.1
+    );
+    assert!(growth.0 < LIMIT_KIB, "relay grew by {} KiB", growth.0);
+    assert!(growth.1 < LIMIT_KIB, "agent grew by {} KiB", growth.1);
+}

@@ -1,0 +1,204 @@
+//! The outbound tunnel end to end: real relay, agent and CLI processes,
+//! real HTTP servers behind them.
+
+use std::time::{Duration, Instant};
+
+use borealis_tests::process::{OutputText, run_agent_to_exit};
+use borealis_tests::{AgentProcess, RelayOptions, RelayProcess, eventually, servers};
+
+/// A relay with agent `test-rna` connected, allowed to reach `allow`.
+async fn relay_with_agent(allow: &[String]) -> (RelayProcess, AgentProcess) {
+    let relay = RelayProcess::start(RelayOptions::default());
+    let (client_id, secret) = relay.create_agent("test-rna");
+    let mut args: Vec<&str> = Vec::new();
+    for rule in allow {
+        args.extend(["--allow", rule.as_str()]);
+    }
+    let agent = AgentProcess::start(&relay.agents_url, &client_id, &secret, &args);
+    agent.wait_connected(Duration::from_secs(10)).await;
+    (relay, agent)
+}
+
+fn proxy_request(
+    relay: &RelayProcess,
+    client: &reqwest::Client,
+    agent: Option<&str>,
+    url: &str,
+) -> reqwest::RequestBuilder {
+    let mut query = vec![("url", url.to_owned())];
+    if let Some(agent) = agent {
+        query.push(("agent", agent.to_owned()));
+    }
+    client
+        .get(format!("{}/api/v1/proxy", relay.http_url))
+        .query(&query)
+        .header("proxy-authorization", format!("Bearer {}", relay.admin_token()))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn registration_shows_the_agent_connected_within_two_seconds() {
+    let relay = RelayProcess::start(RelayOptions::default());
+    let (client_id, secret) = relay.create_agent("test-rna");
+    let started = Instant::now();
+    let _agent = AgentProcess::start(&relay.agents_url, &client_id, &secret, &["--allow", "127.0.0.1"]);
+    let listing = eventually("agents list shows test-rna connected", Duration::from_secs(2), || async {
+        let out = relay.cli().args(["agents", "list"]).run_async().await;
+        assert!(out.status.success(), "{}", out.stderr_text());
+        let text = out.stdout_text();
+        text.lines().any(|l| l.starts_with("test-rna") && l.split_whitespace().nth(1) == Some("yes")).then_some(text)
+    })
+    .await;
+    println!("connected after {:?}:\n{listing}", started.elapsed());
+    assert!(listing.contains("0.1.0"), "version column: {listing}");
+    assert!(listing.contains("127.0.0.1:"), "remote address column: {listing}");
+
+    let json = relay.cli().args(["--json", "agents", "list"]).run_async().await.stdout_text();
+    let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let instance = &value["agents"][0]["instances"][0];
+    for key in ["session_id", "remote_addr", "version", "connected_since", "last_heartbeat"] {
+        assert!(instance[key].is_string(), "{key} missing in {instance}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn forwarding_returns_the_private_endpoints_status_headers_and_body() {
+    let (upstream, _) = servers::upstream().await;
+    let (relay, _agent) = relay_with_agent(&[upstream.to_string()]).await;
+
+    let out = relay
+        .cli()
+        .args(["proxy", "--agent", "test-rna", "-i", &format!("http://{upstream}/status/418")])
+        .run_async()
+        .await;
+    assert!(out.status.success(), "{}", out.stderr_text());
+    let text = out.stdout_text();
+    assert!(text.starts_with("HTTP/1.1 418"), "{text}");
+    assert!(text.contains("x-test: yes"), "{text}");
+    assert!(text.ends_with("status 418"), "{text}");
+
+    let out = relay
+        .cli()
+        .args(["proxy", "--agent", "test-rna", "-i", "-X", "PUT", "-d", "payload-123"])
+        .args(["-H", "Authorization: Bearer upstream-secret", &format!("http://{upstream}/echo")])
+        .run_async()
+        .await;
+    assert!(out.status.success(), "{}", out.stderr_text());
+    let text = out.stdout_text();
+    assert!(text.contains("x-echo-method: PUT"), "{text}");
+    // The destination gets the caller's Authorization, never the admin token.
+    assert!(text.contains("x-echo-authorization: Bearer upstream-secret"), "{text}");
+    assert!(text.ends_with("payload-123"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_cannot_claim_another_identifier_and_revocation_locks_it_out() {
+    let (upstream, _) = servers::upstream().await;
+    let relay = RelayProcess::start(RelayOptions::default());
+    let (id_a, secret_a) = relay.create_agent("agent-a");
+    relay.create_agent("agent-b");
+
+    let (status, stderr) = run_agent_to_exit(
+        &[
+            "--relay",
+            &relay.agents_url,
+            "--client-id",
+            &id_a,
+            "--client-secret",
+            &secret_a,
+            "--agent-id",
+            "agent-b",
+            "--allow-any",
+        ],
+        Duration::from_secs(15),
+    );
+    assert!(!status.success());
+    assert!(stderr.contains("belongs to agent \"agent-a\"") && stderr.contains("\"agent-b\""), "{stderr}");
+
+    let (status, stderr) = run_agent_to_exit(
+        &["--relay", &relay.agents_url, "--client-id", &id_a, "--client-secret", "wrong", "--allow-any"],
+        Duration::from_secs(15),
+    );
+    assert!(!status.success());
+    assert!(stderr.contains("unknown client or wrong secret"), "{stderr}");
+
+    let mut agent = AgentProcess::start(&relay.agents_url, &id_a, &secret_a, &["--allow", &upstream.to_string()]);
+    agent.wait_connected(Duration::from_secs(10)).await;
+    let out = relay.cli().args(["agents", "revoke", "agent-a"]).run_async().await;
+    assert!(out.status.success(), "{}", out.stderr_text());
+    assert!(out.stdout_text().contains("1 live session(s) closed"), "{}", out.stdout_text());
+    let status = agent.wait_exit(Duration::from_secs(10)).expect("a revoked agent exits by itself");
+    assert!(!status.success());
+    assert!(agent.log().contains("revoked"), "{}", agent.log());
+
+    let (status, stderr) = run_agent_to_exit(
+        &["--relay", &relay.agents_url, "--client-id", &id_a, "--client-secret", &secret_a, "--allow-any"],
+        Duration::from_secs(15),
+    );
+    assert!(!status.success(), "a revoked credential cannot come back");
+    assert!(stderr.contains("revoked"), "{stderr}");
+    let out = relay.cli().args(["proxy", "--agent", "agent-a", &format!("http://{upstream}/fast")]).run_async().await;
+    assert_eq!(out.status.code(), Some(2), "{}", out.stderr_text());
+    assert!(out.stderr_text().contains("not registered"), "{}", out.stderr_text());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_allow_list_refuses_a_destination_outside_it_and_sends_nothing() {
+    let (allowed, _) = servers::upstream().await;
+    let (forbidden, forbidden_hits) = servers::upstream().await;
+    let (relay, agent) = relay_with_agent(&[allowed.to_string()]).await;
+
+    let out = relay.cli().args(["proxy", "--agent", "test-rna", &format!("http://{forbidden}/fast")]).run_async().await;
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = out.stderr_text();
+    assert!(stderr.contains("not allowed") && stderr.contains("403"), "{stderr}");
+    assert_eq!(forbidden_hits.hits(), 0, "nothing may reach a refused destination");
+    assert_eq!(agent.metric("borealis_agent_requests_total{outcome=\"destination-not-allowed\"}").await, 1.0);
+
+    let out = relay.cli().args(["proxy", "--agent", "test-rna", &format!("http://{allowed}/fast")]).run_async().await;
+    assert_eq!(out.stdout_text(), "fast");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pool_shares_requests_and_survives_losing_an_instance() {
+    let (upstream, _) = servers::upstream().await;
+    let relay = RelayProcess::start(RelayOptions::default());
+    let (client_id, secret) = relay.create_agent("test-rna");
+    let allow = upstream.to_string();
+    let first = AgentProcess::start(&relay.agents_url, &client_id, &secret, &["--allow", &allow, "--instance", "one"]);
+    let second = AgentProcess::start(&relay.agents_url, &client_id, &secret, &["--allow", &allow, "--instance", "two"]);
+    first.wait_connected(Duration::from_secs(10)).await;
+    second.wait_connected(Duration::from_secs(10)).await;
+
+    let client = reqwest::Client::new();
+    let url = format!("http://{upstream}/fast");
+    for _ in 0..20 {
+        let response = proxy_request(&relay, &client, Some("test-rna"), &url).send().await.unwrap();
+        assert_eq!(response.text().await.unwrap(), "fast");
+    }
+    const SERVED: &str = "borealis_agent_requests_total{outcome=\"2xx\"}";
+    let (one, two) = (first.metric(SERVED).await, second.metric(SERVED).await);
+    println!("instance one served {one}, instance two served {two}");
+    assert!(one > 0.0 && two > 0.0, "both instances receive requests: {one} and {two}");
+    assert_eq!(one + two, 20.0);
+
+    first.kill();
+    for i in 0..20 {
+        let response = proxy_request(&relay, &client, Some("test-rna"), &url).send().await.unwrap();
+        assert_eq!(response.status(), 200, "request {i} after losing an instance");
+    }
+    assert_eq!(second.metric(SERVED).await, two + 20.0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn after_a_relay_restart_the_agent_reconnects_and_forwarding_works() {
+    let (upstream, _) = servers::upstream().await;
+    let (relay, agent) = relay_with_agent(&[upstream.to_string()]).await;
+    let relay = relay.kill_and_restart();
+    let restarted = Instant::now();
+    agent.wait_connected(Duration::from_secs(10)).await;
+    println!("agent back {:?} after the relay restarted", restarted.elapsed());
+    let out = relay.cli().args(["proxy", "--agent", "test-rna", &format!("http://{upstream}/fast")]).run_async().await;
+    assert!(out.status.success(), "{}", out.stderr_text());
+    assert_eq!(out.stdout_text(), "fast");
+    assert!(agent.metric("borealis_agent_sessions_total").await >= 2.0);
+}
