@@ -27,18 +27,25 @@ pub async fn serve(router: Router) -> SocketAddr {
 #[derive(Clone, Default)]
 pub struct Upstream {
     pub hits: Arc<AtomicUsize>,
+    active: Arc<AtomicUsize>,
+    most_active: Arc<AtomicUsize>,
 }
 
 impl Upstream {
     pub fn hits(&self) -> usize {
         self.hits.load(Ordering::SeqCst)
     }
+
+    /// The most requests this server was ever working on at once.
+    pub fn most_active(&self) -> usize {
+        self.most_active.load(Ordering::SeqCst)
+    }
 }
 
 /// Starts the test upstream. Routes:
 /// - `ANY /echo`: 200, echoes the body; `x-echo-method`, `x-echo-authorization`.
 /// - `GET /status/{code}`: that status, `x-test: yes`, body `status {code}`.
-/// - `GET /fast`: `fast`. `GET /stall`: answers after 10 s.
+/// - `GET /fast`: `fast`. `GET /slow`: after 300 ms. `GET /stall`: after 10 s.
 /// - `GET /bytes/{n}`: `n` bytes, streamed in 64 KiB chunks.
 pub async fn upstream() -> (SocketAddr, Upstream) {
     let state = Upstream::default();
@@ -46,6 +53,13 @@ pub async fn upstream() -> (SocketAddr, Upstream) {
         .route("/echo", any(echo))
         .route("/status/{code}", get(status))
         .route("/fast", get(|| async { "fast" }))
+        .route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                "slow"
+            }),
+        )
         .route(
             "/stall",
             get(|| async {
@@ -61,7 +75,11 @@ pub async fn upstream() -> (SocketAddr, Upstream) {
 
 async fn count(State(state): State<Upstream>, request: Request, next: axum::middleware::Next) -> Response {
     state.hits.fetch_add(1, Ordering::SeqCst);
-    next.run(request).await
+    let now = state.active.fetch_add(1, Ordering::SeqCst) + 1;
+    state.most_active.fetch_max(now, Ordering::SeqCst);
+    let response = next.run(request).await;
+    state.active.fetch_sub(1, Ordering::SeqCst);
+    response
 }
 
 async fn echo(method: axum::http::Method, headers: HeaderMap, body: Bytes) -> Response {

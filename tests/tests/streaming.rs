@@ -130,3 +130,24 @@ async fn a_256_mib_body_streams_with_flat_memory() {
     assert!(growth.0 < LIMIT_KIB, "relay grew by {} KiB", growth.0);
     assert!(growth.1 < LIMIT_KIB, "agent grew by {} KiB", growth.1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn max_concurrency_bounds_what_the_agent_sends_at_once() {
+    let (upstream, counts) = servers::upstream().await;
+    let (relay, _agent) = relay_with_agent(&upstream.to_string(), &["--max-concurrency", "2"]).await;
+    let client = reqwest::Client::new();
+    let requests: Vec<_> = (0..6)
+        .map(|_| {
+            let request = via_agent(&relay, &client, &format!("http://{upstream}/slow"));
+            tokio::spawn(async move {
+                let response = request.send().await.unwrap();
+                format!("{} {}", response.status(), response.text().await.unwrap())
+            })
+        })
+        .collect();
+    for request in requests {
+        assert_eq!(request.await.unwrap(), "200 OK slow", "requests over the limit wait, then succeed");
+    }
+    assert_eq!(counts.hits(), 6);
+    assert_eq!(counts.most_active(), 2, "the destination never saw more than --max-concurrency at once");
+}

@@ -1,10 +1,16 @@
 //! Pure logic shared by every Borealis component. No I/O lives here.
 //!
+//! - [`deployment`]: the deployment file (webhooks, targets, strategies,
+//!   context) and its parser, whose errors carry a field path and a position.
+//! - [`template`]: placeholders and the escaping that keeps substituted values
+//!   from changing a request's shape.
 //! - [`secret`]: [`Secret`], a string whose `Debug`, `Display` and
 //!   serialization never show its value.
 //! - [`duration`]: parsing of human durations such as `24h` or `500ms`.
 
+pub mod deployment;
 pub mod duration;
 pub mod secret;
+pub mod template;
 
 pub use secret::Secret;

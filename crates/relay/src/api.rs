@@ -137,30 +137,40 @@ struct CreateAgent {
     id: String,
 }
 
+#[derive(Deserialize)]
+struct CreateClient {
+    name: String,
+}
+
 fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Problem> {
     serde_json::from_slice(body).map_err(|e| Problem::bad_request("invalid-body", format!("invalid JSON body: {e}")))
 }
 
 async fn create_agent(State(state): State<Arc<AppState>>, body: axum::body::Bytes) -> Result<Response, Problem> {
     let CreateAgent { id } = json_body(&body)?;
-    auth::validate_name("agent identifier", &id).map_err(|e| Problem::bad_request("invalid-agent-id", e))?;
-    let (client_id, secret) = state.auth.create_credential(CredentialKind::Agent, &id).await?;
-    tracing::info!(agent = %id, %client_id, "agent registered");
-    let body = json!({ "agent_id": id, "client_id": client_id, "client_secret": secret.expose() });
-    Ok((StatusCode::CREATED, Json(body)).into_response())
-}
-
-#[derive(Deserialize)]
-struct CreateClient {
-    name: String,
+    create_credential(&state, CredentialKind::Agent, "agent_id", &id).await
 }
 
 async fn create_client(State(state): State<Arc<AppState>>, body: axum::body::Bytes) -> Result<Response, Problem> {
     let CreateClient { name } = json_body(&body)?;
-    auth::validate_name("client name", &name).map_err(|e| Problem::bad_request("invalid-client-name", e))?;
-    let (client_id, secret) = state.auth.create_credential(CredentialKind::Callback, &name).await?;
-    tracing::info!(client = %name, %client_id, "callback client registered");
-    let body = json!({ "name": name, "client_id": client_id, "client_secret": secret.expose() });
+    create_credential(&state, CredentialKind::Callback, "name", &name).await
+}
+
+/// Validates the name, creates the credential, and returns the secret once.
+async fn create_credential(
+    state: &AppState,
+    kind: CredentialKind,
+    key: &str,
+    subject: &str,
+) -> Result<Response, Problem> {
+    let (what, slug) = match kind {
+        CredentialKind::Agent => ("agent identifier", "invalid-agent-id"),
+        CredentialKind::Callback => ("client name", "invalid-client-name"),
+    };
+    auth::validate_name(what, subject).map_err(|e| Problem::bad_request(slug, e))?;
+    let (client_id, secret) = state.auth.create_credential(kind, subject).await?;
+    tracing::info!(kind = kind.as_str(), subject, %client_id, "credential created");
+    let body = json!({ key: subject, "client_id": client_id, "client_secret": secret.expose() });
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
@@ -181,13 +191,13 @@ async fn list_agents(State(state): State<Arc<AppState>>) -> Result<Response, Pro
                 .map(|s| {
                     json!({
                         "session_id": s.id,
-                        "instance": s.instance,
-                        "version": s.version,
-                        "remote_addr": s.remote_addr.map(|a| a.to_string()),
+                        "instance": s.info.instance,
+                        "version": s.info.version,
+                        "remote_addr": s.info.remote_addr.map(|a| a.to_string()),
                         "connected_since": rfc3339(s.connected_at),
                         "last_heartbeat": rfc3339(s.last_heartbeat()),
                         "in_flight": s.in_flight(),
-                        "capacity": s.capacity,
+                        "capacity": s.info.capacity,
                         "draining": s.is_draining(),
                     })
                 })

@@ -25,12 +25,7 @@ pub type FrameSender = mpsc::Sender<Result<v1::RelayFrame, Status>>;
 /// One connected agent instance.
 pub struct Session {
     pub id: String,
-    pub agent_id: String,
-    pub client_id: String,
-    pub instance: String,
-    pub version: String,
-    pub remote_addr: Option<SocketAddr>,
-    pub capacity: u32,
+    pub info: SessionInfo,
     pub connected_at: SystemTime,
     last_heartbeat_ms: AtomicI64,
     in_flight: AtomicUsize,
@@ -40,14 +35,14 @@ pub struct Session {
     pub closed: CancellationToken,
 }
 
-pub struct NewSession {
+/// What an agent instance said about itself, and where it came from.
+pub struct SessionInfo {
     pub agent_id: String,
     pub client_id: String,
     pub instance: String,
     pub version: String,
     pub remote_addr: Option<SocketAddr>,
     pub capacity: u32,
-    pub control: ControlSender,
 }
 
 impl Session {
@@ -157,37 +152,32 @@ impl Hub {
         self.draining.load(Ordering::Relaxed)
     }
 
-    pub fn register(&self, new: NewSession) -> Arc<Session> {
+    pub fn register(&self, info: SessionInfo, control: ControlSender) -> Arc<Session> {
         let session = Arc::new(Session {
             id: uuid::Uuid::new_v4().to_string(),
-            agent_id: new.agent_id,
-            client_id: new.client_id,
-            instance: new.instance,
-            version: new.version,
-            remote_addr: new.remote_addr,
-            capacity: new.capacity,
+            info,
             connected_at: SystemTime::now(),
             last_heartbeat_ms: AtomicI64::new(borealis_store::unix_ms(SystemTime::now())),
             in_flight: AtomicUsize::new(0),
             draining: AtomicBool::new(false),
-            control: new.control,
+            control,
             closed: CancellationToken::new(),
         });
         let mut pools = self.pools.lock().expect("hub lock");
-        let pool = pools.entry(session.agent_id.clone()).or_default();
+        let pool = pools.entry(session.info.agent_id.clone()).or_default();
         pool.push(session.clone());
-        self.gauge(&session.agent_id).set(pool.len() as i64);
+        self.gauge(&session.info.agent_id).set(pool.len() as i64);
         session
     }
 
     pub fn unregister(&self, session: &Arc<Session>) {
         session.closed.cancel();
         let mut pools = self.pools.lock().expect("hub lock");
-        if let Some(pool) = pools.get_mut(&session.agent_id) {
+        if let Some(pool) = pools.get_mut(&session.info.agent_id) {
             pool.retain(|s| !Arc::ptr_eq(s, session));
-            self.gauge(&session.agent_id).set(pool.len() as i64);
+            self.gauge(&session.info.agent_id).set(pool.len() as i64);
             if pool.is_empty() {
-                pools.remove(&session.agent_id);
+                pools.remove(&session.info.agent_id);
             }
         }
     }
@@ -288,7 +278,7 @@ impl Hub {
         let mut pending = self.pending.lock().expect("hub lock");
         match pending.get(request_id) {
             None => return Err(Status::not_found(format!("no open offer {request_id}: it expired or was taken"))),
-            Some(p) if p.session.id != session_id || p.session.agent_id != agent_id => {
+            Some(p) if p.session.id != session_id || p.session.info.agent_id != agent_id => {
                 return Err(Status::permission_denied(format!("offer {request_id} was not made to this session")));
             }
             Some(_) => {}

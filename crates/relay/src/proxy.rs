@@ -79,11 +79,23 @@ async fn forward(
     {
         return Err(too_large("request", limit));
     }
-    let headers = end_to_end(&parts.headers);
+    let outbound =
+        Outbound { method: parts.method, url: query.url, headers: end_to_end(&parts.headers), body, timeout, limit };
     match query.agent {
-        None => direct(state, parts.method, &query.url, headers, body, timeout, limit).await,
-        Some(agent) => via_agent(state, &agent, parts.method, &query.url, headers, body, timeout, limit).await,
+        None => direct(state, outbound).await,
+        Some(agent) => via_agent(state, &agent, outbound).await,
     }
+}
+
+/// One request on its way out, direct or through an agent.
+struct Outbound {
+    method: http::Method,
+    url: String,
+    headers: HeaderMap,
+    body: Body,
+    timeout: Duration,
+    /// Largest body either way, in bytes.
+    limit: u64,
 }
 
 fn too_large(what: &str, limit: u64) -> Problem {
@@ -93,16 +105,9 @@ fn too_large(what: &str, limit: u64) -> Problem {
     )
 }
 
-async fn direct(
-    state: &AppState,
-    method: http::Method,
-    url: &str,
-    headers: HeaderMap,
-    body: Body,
-    timeout: Duration,
-    limit: u64,
-) -> Result<Response, Problem> {
-    let url = state.egress.check_url(url).map_err(|e| failure_problem(e.code(), e.to_string()))?;
+async fn direct(state: &AppState, outbound: Outbound) -> Result<Response, Problem> {
+    let Outbound { method, url, headers, body, timeout, limit } = outbound;
+    let url = state.egress.check_url(&url).map_err(|e| failure_problem(e.code(), e.to_string()))?;
     let over = Arc::new(AtomicBool::new(false));
     let upload = (!http_body::Body::is_end_stream(&body))
         .then(|| borealis_egress::reqwest::Body::wrap_stream(limited(body.into_data_stream(), limit, over.clone())));
@@ -166,17 +171,9 @@ impl Drop for CancelGuard {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn via_agent(
-    state: &Arc<AppState>,
-    agent_id: &str,
-    method: http::Method,
-    url: &str,
-    headers: HeaderMap,
-    body: Body,
-    timeout: Duration,
-    limit: u64,
-) -> Result<Response, Problem> {
+async fn via_agent(state: &Arc<AppState>, agent_id: &str, outbound: Outbound) -> Result<Response, Problem> {
+    let Outbound { method, url, headers, body, timeout, limit } = outbound;
+    let url = url.as_str();
     let parsed = url::Url::parse(url)
         .map_err(|e| failure_problem(ErrorCode::InvalidRequest, format!("invalid URL {url:?}: {e}")))?;
     if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {

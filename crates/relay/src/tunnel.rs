@@ -11,7 +11,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::{self, AuthError, Claims};
-use crate::hub::{ForwardCall, NewSession};
+use crate::hub::{ForwardCall, SessionInfo};
 use crate::serve::RemoteAddr;
 use crate::state::AppState;
 
@@ -97,16 +97,16 @@ impl Tunnel for TunnelService {
         }
 
         let (control, outbound) = mpsc::channel(256);
-        let session = state.hub.register(NewSession {
+        let info = SessionInfo {
             agent_id: claims.sub.clone(),
             client_id: claims.client_id.clone(),
             instance: hello.instance.clone(),
             version: hello.version.clone(),
             remote_addr,
             capacity: hello.capacity,
-            control,
-        });
-        tracing::info!(agent = %session.agent_id, session = %session.id, instance = %session.instance, version = %session.version,
+        };
+        let session = state.hub.register(info, control);
+        tracing::info!(agent = %session.info.agent_id, session = %session.id, instance = %session.info.instance, version = %session.info.version,
             remote = ?remote_addr, "agent connected");
         let interval = state.config.heartbeat_interval;
         session
@@ -114,7 +114,7 @@ impl Tunnel for TunnelService {
                 session_id: session.id.clone(),
                 relay_instance_id: state.hub.relay_instance_id.clone(),
                 heartbeat_interval_ms: interval.as_millis() as u32,
-                agent_id: session.agent_id.clone(),
+                agent_id: session.info.agent_id.clone(),
             }))
             .await;
 
@@ -132,7 +132,7 @@ impl Tunnel for TunnelService {
                             session.send(relay_control::Msg::Heartbeat(reply)).await;
                         }
                         Ok(Some(v1::AgentControl { msg: Some(agent_control::Msg::Drain(_)) })) => {
-                            tracing::info!(agent = %session.agent_id, session = %session.id, "agent is draining");
+                            tracing::info!(agent = %session.info.agent_id, session = %session.id, "agent is draining");
                             session.set_draining();
                         }
                         Ok(Some(_)) => {}
@@ -150,7 +150,7 @@ impl Tunnel for TunnelService {
                 }
             };
             hub.unregister(&session);
-            tracing::info!(agent = %session.agent_id, session = %session.id, reason, "agent disconnected");
+            tracing::info!(agent = %session.info.agent_id, session = %session.id, reason, "agent disconnected");
         });
 
         // Deliver what is queued (a final status from `kick` included), and

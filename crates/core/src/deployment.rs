@@ -1,0 +1,934 @@
+//! The deployment file: its model, and a parser whose every complaint names
+//! a field path and a `line:column`.
+//!
+//! The parser walks a YAML tree that keeps positions (marked-yaml) instead
+//! of deserializing blindly, so that a wrong value is reported where it
+//! stands, unknown fields are warnings, and every error is found in one pass.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use marked_yaml::types::{MarkedMappingNode, MarkedScalarNode};
+use marked_yaml::{LoaderOptions, Node};
+
+use crate::template;
+
+/// Where something stands in the file.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct Location {
+    /// A field path such as `webhooks[2].networkMode`.
+    pub path: String,
+    pub line: usize,
+    pub column: usize,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.line, self.column)
+    }
+}
+
+/// An error or warning about the file.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Diagnostic {
+    pub path: String,
+    pub message: String,
+    pub line: usize,
+    pub column: usize,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            write!(f, "{} at {}:{}", self.message, self.line, self.column)
+        } else {
+            write!(f, "{}: {} at {}:{}", self.path, self.message, self.line, self.column)
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum NetworkMode {
+    Direct,
+    RemoteNetworkAgent,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HeaderTemplate {
+    pub key: String,
+    pub value: String,
+}
+
+/// One entry of the top-level `webhooks` list.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Webhook {
+    pub name: String,
+    pub method: String,
+    pub uri_template: String,
+    pub network_mode: NetworkMode,
+    pub agent_identifier: Option<String>,
+    pub headers: Vec<HeaderTemplate>,
+    pub body_template: Option<String>,
+    pub retry_count: u32,
+    pub disable_callback: bool,
+    pub location: Location,
+}
+
+/// `- runWebhook: {name, context}`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RunWebhook {
+    pub name: String,
+    pub context: BTreeMap<String, String>,
+    pub location: Location,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Pause {
+    /// Waits for an operator's approval.
+    UntilApproved,
+    /// Waits this many seconds.
+    Seconds(u64),
+}
+
+/// One item of a constraint list or a strategy's steps.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Step {
+    RunWebhook(RunWebhook),
+    Pause {
+        pause: Pause,
+        location: Location,
+    },
+    SetWeight {
+        weight: u32,
+        location: Location,
+    },
+    /// A step this version parses but does not run (`analysis`, `exposeServices`, ...).
+    Unsupported {
+        kind: String,
+        location: Location,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Constraints {
+    pub depends_on: Vec<String>,
+    pub before_deployment: Vec<Step>,
+    pub after_deployment: Vec<Step>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Target {
+    pub name: String,
+    pub account: Option<String>,
+    pub namespace: Option<String>,
+    pub strategy: Option<String>,
+    pub constraints: Constraints,
+    pub location: Location,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum StrategyKind {
+    Canary {
+        steps: Vec<Step>,
+    },
+    #[serde(rename_all = "camelCase")]
+    BlueGreen {
+        active_service: Option<String>,
+        preview_service: Option<String>,
+        redirect_traffic_after: Vec<Step>,
+        shut_down_old_version_after: Vec<Step>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Strategy {
+    pub name: String,
+    pub kind: StrategyKind,
+    pub location: Location,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct DeploymentFile {
+    pub application: Option<String>,
+    pub targets: Vec<Target>,
+    pub strategies: Vec<Strategy>,
+    pub webhooks: Vec<Webhook>,
+    pub context: BTreeMap<String, String>,
+}
+
+impl DeploymentFile {
+    pub fn webhook(&self, name: &str) -> Option<&Webhook> {
+        self.webhooks.iter().find(|w| w.name == name)
+    }
+
+    pub fn target(&self, name: &str) -> Option<&Target> {
+        self.targets.iter().find(|t| t.name == name)
+    }
+
+    pub fn strategy(&self, name: &str) -> Option<&Strategy> {
+        self.strategies.iter().find(|s| s.name == name)
+    }
+
+    /// Every step of a target, its strategy's included, with where it runs.
+    fn steps_of<'a>(&'a self, target: &'a Target) -> impl Iterator<Item = &'a Step> + 'a {
+        let strategy = target.strategy.as_deref().and_then(|s| self.strategy(s));
+        let strategy_steps: Vec<&Step> = match strategy.map(|s| &s.kind) {
+            Some(StrategyKind::Canary { steps }) => steps.iter().collect(),
+            Some(StrategyKind::BlueGreen { redirect_traffic_after, shut_down_old_version_after, .. }) => {
+                redirect_traffic_after.iter().chain(shut_down_old_version_after).collect()
+            }
+            None => Vec::new(),
+        };
+        target.constraints.before_deployment.iter().chain(&target.constraints.after_deployment).chain(strategy_steps)
+    }
+
+    /// All `runWebhook` steps anywhere in the file.
+    pub fn run_webhooks(&self) -> Vec<&RunWebhook> {
+        let constraint_steps = self
+            .targets
+            .iter()
+            .flat_map(|t| t.constraints.before_deployment.iter().chain(&t.constraints.after_deployment));
+        let strategy_steps = self.strategies.iter().flat_map(|s| match &s.kind {
+            StrategyKind::Canary { steps } => steps.iter().collect::<Vec<_>>(),
+            StrategyKind::BlueGreen { redirect_traffic_after, shut_down_old_version_after, .. } => {
+                redirect_traffic_after.iter().chain(shut_down_old_version_after).collect()
+            }
+        });
+        constraint_steps
+            .chain(strategy_steps)
+            .filter_map(|step| match step {
+                Step::RunWebhook(run) => Some(run),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// A file that parsed, with what was noticed on the way.
+#[derive(Debug)]
+pub struct Parsed {
+    pub file: DeploymentFile,
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// Parses and validates a deployment file. On failure every error found is
+/// returned, in file order.
+pub fn parse(text: &str) -> Result<Parsed, Vec<Diagnostic>> {
+    let prepared = quote_bare_placeholders(text);
+    let options = LoaderOptions::default().error_on_duplicate_keys(true);
+    let root = match marked_yaml::parse_yaml_with_options(0, &prepared, options) {
+        Ok(root) => root,
+        Err(err) => return Err(vec![load_error(err)]),
+    };
+    let mut reader = Reader::default();
+    let file = reader.file(&root);
+    validate(&file, &mut reader);
+    if reader.errors.is_empty() {
+        Ok(Parsed { file, warnings: reader.warnings })
+    } else {
+        reader.errors.sort_by_key(|d| (d.line, d.column));
+        Err(reader.errors)
+    }
+}
+
+/// The seed documents write `value: {{armory.callbackUri}}/callback`
+/// unquoted, which YAML reads as a flow mapping. Such a value is quoted
+/// before parsing; lines stay where they are.
+fn quote_bare_placeholders(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 16);
+    for line in text.split_inclusive('\n') {
+        let (body, newline) = match line.strip_suffix('\n') {
+            Some(body) => (body.strip_suffix('\r').unwrap_or(body), &line[body.len()..]),
+            None => (line, ""),
+        };
+        let value_start = body
+            .find(": {{")
+            .map(|i| i + 2)
+            .or_else(|| body.trim_start().starts_with("- {{").then(|| body.find("- {{").unwrap() + 2));
+        match value_start {
+            Some(start) if !body[..start].contains('#') => {
+                let value = body[start..].trim_end();
+                out.push_str(&body[..start]);
+                out.push('\'');
+                out.push_str(&value.replace('\'', "''"));
+                out.push('\'');
+            }
+            _ => out.push_str(body),
+        }
+        out.push_str(newline);
+    }
+    out
+}
+
+fn load_error(err: marked_yaml::LoadError) -> Diagnostic {
+    use marked_yaml::LoadError::*;
+    let at = |m: &marked_yaml::Marker| (m.line(), m.column());
+    let ((line, column), message) = match &err {
+        TopLevelMustBeMapping(m) => {
+            (at(m), "the file must be a YAML mapping (application:, targets:, webhooks:, ...)".to_owned())
+        }
+        TopLevelMustBeSequence(m) => (at(m), "unexpected top level".to_owned()),
+        UnexpectedAnchor(m) => (at(m), "YAML anchors and aliases are not supported".to_owned()),
+        MappingKeyMustBeScalar(m) => (at(m), "a mapping key must be a plain value".to_owned()),
+        UnexpectedTag(m) => (at(m), "YAML tags are not supported".to_owned()),
+        ScanError(m, scan) => (at(m), format!("invalid YAML: {}", scan.info())),
+        DuplicateKey(inner) => (scalar_position(&inner.key), format!("duplicate key {:?}", inner.key.as_str())),
+    };
+    Diagnostic { path: String::new(), message, line, column }
+}
+
+#[derive(Default)]
+struct Reader {
+    errors: Vec<Diagnostic>,
+    warnings: Vec<Diagnostic>,
+}
+
+fn position(node: &Node) -> (usize, usize) {
+    node.span().start().map(|m| (m.line(), m.column())).unwrap_or((0, 0))
+}
+
+fn scalar_position(node: &MarkedScalarNode) -> (usize, usize) {
+    node.span().start().map(|m| (m.line(), m.column())).unwrap_or((0, 0))
+}
+
+fn location(path: &str, node: &Node) -> Location {
+    let (line, column) = position(node);
+    Location { path: path.to_owned(), line, column }
+}
+
+fn kind_of(node: &Node) -> &'static str {
+    match node {
+        Node::Scalar(_) => "a value",
+        Node::Mapping(_) => "a mapping",
+        Node::Sequence(_) => "a list",
+    }
+}
+
+impl Reader {
+    fn error(&mut self, path: &str, node: &Node, message: impl Into<String>) {
+        let (line, column) = position(node);
+        self.errors.push(Diagnostic { path: path.to_owned(), message: message.into(), line, column });
+    }
+
+    fn error_at(&mut self, at: &Location, message: impl Into<String>) {
+        self.errors.push(Diagnostic {
+            path: at.path.clone(),
+            message: message.into(),
+            line: at.line,
+            column: at.column,
+        });
+    }
+
+    fn warn(&mut self, path: &str, line: usize, column: usize, message: impl Into<String>) {
+        self.warnings.push(Diagnostic { path: path.to_owned(), message: message.into(), line, column });
+    }
+
+    /// A mapping, warning about keys outside `known`.
+    fn mapping<'n>(&mut self, path: &str, node: &'n Node, known: &[&str]) -> Option<&'n MarkedMappingNode> {
+        let Some(map) = node.as_mapping() else {
+            self.error(path, node, format!("expected a mapping, found {}", kind_of(node)));
+            return None;
+        };
+        for key in map.keys() {
+            if !known.contains(&key.as_str()) {
+                let (line, column) = scalar_position(key);
+                let field = join(path, key.as_str());
+                self.warn(&field, line, column, format!("unknown field, ignored (known here: {})", known.join(", ")));
+            }
+        }
+        Some(map)
+    }
+
+    fn list<'n>(&mut self, path: &str, node: &'n Node) -> Option<&'n [Node]> {
+        match node {
+            Node::Sequence(seq) => Some(seq.as_slice()),
+            // An empty value where a list may stand.
+            Node::Scalar(s) if s.as_str().is_empty() || s.as_str() == "~" || s.as_str() == "null" => Some(&[]),
+            _ => {
+                self.error(path, node, format!("expected a list, found {}", kind_of(node)));
+                None
+            }
+        }
+    }
+
+    fn string(&mut self, path: &str, node: &Node) -> Option<String> {
+        match node.as_scalar() {
+            Some(s) => Some(s.as_str().to_owned()),
+            None => {
+                self.error(path, node, format!("expected a value, found {}", kind_of(node)));
+                None
+            }
+        }
+    }
+
+    fn required_string(&mut self, path: &str, map: &MarkedMappingNode, parent: &Node, key: &str) -> Option<String> {
+        match map.get_node(key) {
+            Some(node) => match self.string(&join(path, key), node) {
+                Some(text) if text.trim().is_empty() => {
+                    self.error(&join(path, key), node, "must not be empty");
+                    None
+                }
+                other => other,
+            },
+            None => {
+                self.error(&join(path, key), parent, format!("{key} is required"));
+                None
+            }
+        }
+    }
+
+    fn optional_string(&mut self, path: &str, map: &MarkedMappingNode, key: &str) -> Option<String> {
+        let node = map.get_node(key)?;
+        self.string(&join(path, key), node).filter(|s| !s.is_empty())
+    }
+
+    fn bool(&mut self, path: &str, node: &Node) -> Option<bool> {
+        match node.as_scalar().map(|s| s.as_str()) {
+            Some("true") => Some(true),
+            Some("false") => Some(false),
+            Some(other) => {
+                self.error(path, node, format!("expected true or false, found {other:?}"));
+                None
+            }
+            None => {
+                self.error(path, node, format!("expected true or false, found {}", kind_of(node)));
+                None
+            }
+        }
+    }
+
+    fn number(&mut self, path: &str, node: &Node, max: u64) -> Option<u64> {
+        let text = node.as_scalar().map(|s| s.as_str().to_owned()).unwrap_or_default();
+        match text.parse::<u64>() {
+            Ok(n) if n <= max => Some(n),
+            _ => {
+                self.error(path, node, format!("expected a whole number from 0 to {max}, found {text:?}"));
+                None
+            }
+        }
+    }
+
+    /// A string-to-string dictionary (`context`). An empty list counts as empty.
+    fn dictionary(&mut self, path: &str, node: &Node) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        match node {
+            Node::Mapping(map) => {
+                for (key, value) in map.iter() {
+                    if let Some(value) = self.string(&join(path, key.as_str()), value) {
+                        out.insert(key.as_str().to_owned(), value);
+                    }
+                }
+            }
+            Node::Sequence(seq) if seq.is_empty() => {}
+            Node::Scalar(s) if s.as_str().is_empty() => {}
+            _ => self.error(path, node, format!("expected a mapping of names to values, found {}", kind_of(node))),
+        }
+        out
+    }
+
+    fn file(&mut self, root: &Node) -> DeploymentFile {
+        const KNOWN: &[&str] = &[
+            "version",
+            "kind",
+            "application",
+            "targets",
+            "strategies",
+            "webhooks",
+            "context",
+            "manifests",
+            "analysis",
+            "trafficManagement",
+        ];
+        let mut file = DeploymentFile::default();
+        let Some(map) = self.mapping("", root, KNOWN) else { return file };
+        file.application = self.optional_string("", map, "application");
+        if let Some(node) = map.get_node("context") {
+            file.context = self.dictionary("context", node);
+        }
+        if let Some(node) = map.get_node("webhooks")
+            && let Some(items) = self.list("webhooks", node)
+        {
+            for (i, item) in items.iter().enumerate() {
+                if let Some(webhook) = self.webhook(&format!("webhooks[{i}]"), item) {
+                    file.webhooks.push(webhook);
+                }
+            }
+        }
+        if let Some(node) = map.get_node("targets")
+            && let Some(targets) = self.mapping_of_named("targets", node)
+        {
+            for (name, value) in targets {
+                if let Some(target) = self.target(&join("targets", &name), &name, value) {
+                    file.targets.push(target);
+                }
+            }
+        }
+        if let Some(node) = map.get_node("strategies")
+            && let Some(strategies) = self.mapping_of_named("strategies", node)
+        {
+            for (name, value) in strategies {
+                if let Some(strategy) = self.strategy(&join("strategies", &name), &name, value) {
+                    file.strategies.push(strategy);
+                }
+            }
+        }
+        file
+    }
+
+    fn mapping_of_named<'n>(&mut self, path: &str, node: &'n Node) -> Option<Vec<(String, &'n Node)>> {
+        match node.as_mapping() {
+            Some(map) => Some(map.iter().map(|(k, v)| (k.as_str().to_owned(), v)).collect()),
+            None => {
+                self.error(path, node, format!("expected a mapping of names, found {}", kind_of(node)));
+                None
+            }
+        }
+    }
+
+    fn webhook(&mut self, path: &str, node: &Node) -> Option<Webhook> {
+        const KNOWN: &[&str] = &[
+            "name",
+            "method",
+            "uriTemplate",
+            "networkMode",
+            "agentIdentifier",
+            "headers",
+            "bodyTemplate",
+            "retryCount",
+            "disableCallback",
+        ];
+        let map = self.mapping(path, node, KNOWN)?;
+        let name = self.required_string(path, map, node, "name");
+        let method = self.required_string(path, map, node, "method").and_then(|m| {
+            let upper = m.to_ascii_uppercase();
+            if upper.bytes().all(|b| b.is_ascii_alphabetic()) {
+                Some(upper)
+            } else {
+                let at = map.get_node("method").unwrap_or(node);
+                self.error(&join(path, "method"), at, format!("{m:?} is not an HTTP method"));
+                None
+            }
+        });
+        let uri_template = self.required_string(path, map, node, "uriTemplate");
+        let network_mode = match map.get_node("networkMode") {
+            Some(mode_node) => match self.string(&join(path, "networkMode"), mode_node).as_deref() {
+                Some("direct") => Some(NetworkMode::Direct),
+                Some("remoteNetworkAgent") => Some(NetworkMode::RemoteNetworkAgent),
+                Some(other) => {
+                    self.error(
+                        &join(path, "networkMode"),
+                        mode_node,
+                        format!("expected direct or remoteNetworkAgent, found {other:?}"),
+                    );
+                    None
+                }
+                None => None,
+            },
+            None => {
+                self.error(&join(path, "networkMode"), node, "networkMode is required: direct or remoteNetworkAgent");
+                None
+            }
+        };
+        let agent_identifier = self.optional_string(path, map, "agentIdentifier");
+        let mut headers = Vec::new();
+        if let Some(list) = map.get_node("headers")
+            && let Some(items) = self.list(&join(path, "headers"), list)
+        {
+            for (i, item) in items.iter().enumerate() {
+                let header_path = format!("{path}.headers[{i}]");
+                let Some(header) = self.mapping(&header_path, item, &["key", "value"]) else { continue };
+                let key = self.required_string(&header_path, header, item, "key");
+                let value = match header.get_node("value") {
+                    Some(v) => self.string(&join(&header_path, "value"), v),
+                    None => {
+                        self.error(&join(&header_path, "value"), item, "value is required");
+                        None
+                    }
+                };
+                if let Some(key) = &key {
+                    let key_node = header.get_node("key").unwrap_or(item);
+                    if key.contains("{{") {
+                        self.error(
+                            &join(&header_path, "key"),
+                            key_node,
+                            "templating is not supported in header keys, only in values",
+                        );
+                    } else if http_token(key).is_err() {
+                        self.error(&join(&header_path, "key"), key_node, format!("{key:?} is not a valid header name"));
+                    }
+                }
+                if let (Some(key), Some(value)) = (key, value) {
+                    headers.push(HeaderTemplate { key, value });
+                }
+            }
+        }
+        let body_template = match map.get_node("bodyTemplate") {
+            Some(body) => {
+                let body_path = join(path, "bodyTemplate");
+                self.mapping(&body_path, body, &["inline"]).and_then(|m| self.optional_string(&body_path, m, "inline"))
+            }
+            None => None,
+        };
+        let retry_count = match map.get_node("retryCount") {
+            Some(n) => self.number(&join(path, "retryCount"), n, 100).map(|n| n as u32),
+            None => Some(0),
+        };
+        let disable_callback = match map.get_node("disableCallback") {
+            Some(b) => self.bool(&join(path, "disableCallback"), b),
+            None => Some(false),
+        };
+        // Check placeholders now, so that a typo fails before anything runs.
+        let mut templates: Vec<(String, &Node, &str)> = Vec::new();
+        if let (Some(n), Some(t)) = (map.get_node("uriTemplate"), uri_template.as_deref()) {
+            templates.push((join(path, "uriTemplate"), n, t));
+        }
+        for (i, h) in headers.iter().enumerate() {
+            let at = map.get_node("headers").and_then(|l| l.as_sequence()).and_then(|s| s.get(i)).unwrap_or(node);
+            templates.push((format!("{path}.headers[{i}].value"), at, h.value.as_str()));
+        }
+        if let (Some(b), Some(t)) = (map.get_node("bodyTemplate"), body_template.as_deref()) {
+            templates.push((join(path, "bodyTemplate.inline"), b, t));
+        }
+        for (field, at, text) in templates {
+            if let Err(err) = template::check(text) {
+                self.error(&field, at, err.to_string());
+            }
+        }
+        Some(Webhook {
+            name: name?,
+            method: method?,
+            uri_template: uri_template?,
+            network_mode: network_mode?,
+            agent_identifier,
+            headers,
+            body_template,
+            retry_count: retry_count?,
+            disable_callback: disable_callback?,
+            location: location(path, node),
+        })
+    }
+
+    fn steps(&mut self, path: &str, node: &Node) -> Vec<Step> {
+        let Some(items) = self.list(path, node) else { return Vec::new() };
+        let mut steps = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let step_path = format!("{path}[{i}]");
+            let Some(map) = item.as_mapping() else {
+                self.error(&step_path, item, format!("expected a step such as runWebhook, found {}", kind_of(item)));
+                continue;
+            };
+            if map.len() != 1 {
+                self.error(&step_path, item, "a step has exactly one kind (runWebhook, pause, setWeight, ...)");
+                continue;
+            }
+            let (kind, value) = map.iter().next().expect("one entry");
+            let kind_path = join(&step_path, kind.as_str());
+            let at = location(&kind_path, value);
+            match kind.as_str() {
+                "runWebhook" => {
+                    let Some(run) = self.mapping(&kind_path, value, &["name", "context"]) else { continue };
+                    let Some(name) = self.required_string(&kind_path, run, value, "name") else { continue };
+                    let context = run
+                        .get_node("context")
+                        .map(|c| self.dictionary(&join(&kind_path, "context"), c))
+                        .unwrap_or_default();
+                    steps.push(Step::RunWebhook(RunWebhook { name, context, location: location(&kind_path, value) }));
+                }
+                "pause" => {
+                    if let Some(pause) = self.pause(&kind_path, value) {
+                        steps.push(Step::Pause { pause, location: at });
+                    }
+                }
+                "setWeight" => {
+                    let Some(weight) = self.mapping(&kind_path, value, &["weight"]) else { continue };
+                    match weight.get_node("weight") {
+                        Some(w) => {
+                            if let Some(weight) = self.number(&join(&kind_path, "weight"), w, 100) {
+                                steps.push(Step::SetWeight { weight: weight as u32, location: at });
+                            }
+                        }
+                        None => self.error(&join(&kind_path, "weight"), value, "weight is required"),
+                    }
+                }
+                other => steps.push(Step::Unsupported { kind: other.to_owned(), location: at }),
+            }
+        }
+        steps
+    }
+
+    fn pause(&mut self, path: &str, node: &Node) -> Option<Pause> {
+        let map =
+            self.mapping(path, node, &["untilApproved", "duration", "unit", "approvalExpiration", "requiresRoles"])?;
+        if let Some(approved) = map.get_node("untilApproved") {
+            return match self.bool(&join(path, "untilApproved"), approved)? {
+                true => Some(Pause::UntilApproved),
+                false => {
+                    self.error(
+                        &join(path, "untilApproved"),
+                        approved,
+                        "untilApproved: false pauses nothing; remove it or give a duration",
+                    );
+                    None
+                }
+            };
+        }
+        let Some(duration) = map.get_node("duration") else {
+            self.error(path, node, "a pause needs untilApproved: true, or a duration and a unit");
+            return None;
+        };
+        let amount = self.number(&join(path, "duration"), duration, u32::MAX as u64)?;
+        let unit = match map.get_node("unit") {
+            Some(unit) => match self.string(&join(path, "unit"), unit)?.as_str() {
+                "seconds" | "SECONDS" => 1,
+                "minutes" | "MINUTES" => 60,
+                "hours" | "HOURS" => 3600,
+                other => {
+                    self.error(
+                        &join(path, "unit"),
+                        unit,
+                        format!("expected seconds, minutes or hours, found {other:?}"),
+                    );
+                    return None;
+                }
+            },
+            None => {
+                self.error(&join(path, "unit"), node, "unit is required with duration: seconds, minutes or hours");
+                return None;
+            }
+        };
+        Some(Pause::Seconds(amount * unit))
+    }
+
+    fn target(&mut self, path: &str, name: &str, node: &Node) -> Option<Target> {
+        let map = self.mapping(path, node, &["account", "namespace", "strategy", "constraints"])?;
+        let mut constraints = Constraints::default();
+        if let Some(c) = map.get_node("constraints") {
+            let c_path = join(path, "constraints");
+            if let Some(cmap) = self.mapping(&c_path, c, &["dependsOn", "beforeDeployment", "afterDeployment"]) {
+                if let Some(deps) = cmap.get_node("dependsOn")
+                    && let Some(items) = self.list(&join(&c_path, "dependsOn"), deps)
+                {
+                    for (i, item) in items.iter().enumerate() {
+                        if let Some(dep) = self.string(&format!("{c_path}.dependsOn[{i}]"), item) {
+                            constraints.depends_on.push(dep);
+                        }
+                    }
+                }
+                if let Some(steps) = cmap.get_node("beforeDeployment") {
+                    constraints.before_deployment = self.steps(&join(&c_path, "beforeDeployment"), steps);
+                }
+                if let Some(steps) = cmap.get_node("afterDeployment") {
+                    constraints.after_deployment = self.steps(&join(&c_path, "afterDeployment"), steps);
+                }
+            }
+        }
+        Some(Target {
+            name: name.to_owned(),
+            account: self.optional_string(path, map, "account"),
+            namespace: self.optional_string(path, map, "namespace"),
+            strategy: self.optional_string(path, map, "strategy"),
+            constraints,
+            location: location(path, node),
+        })
+    }
+
+    fn strategy(&mut self, path: &str, name: &str, node: &Node) -> Option<Strategy> {
+        let map = self.mapping(path, node, &["canary", "blueGreen"])?;
+        let kind = if let Some(canary) = map.get_node("canary") {
+            let c_path = join(path, "canary");
+            let cmap = self.mapping(&c_path, canary, &["steps"])?;
+            let steps = cmap.get_node("steps").map(|s| self.steps(&join(&c_path, "steps"), s)).unwrap_or_default();
+            StrategyKind::Canary { steps }
+        } else if let Some(bg) = map.get_node("blueGreen") {
+            let b_path = join(path, "blueGreen");
+            let known = ["activeService", "previewService", "redirectTrafficAfter", "shutDownOldVersionAfter"];
+            let bmap = self.mapping(&b_path, bg, &known)?;
+            StrategyKind::BlueGreen {
+                active_service: self.optional_string(&b_path, bmap, "activeService"),
+                preview_service: self.optional_string(&b_path, bmap, "previewService"),
+                redirect_traffic_after: bmap
+                    .get_node("redirectTrafficAfter")
+                    .map(|s| self.steps(&join(&b_path, "redirectTrafficAfter"), s))
+                    .unwrap_or_default(),
+                shut_down_old_version_after: bmap
+                    .get_node("shutDownOldVersionAfter")
+                    .map(|s| self.steps(&join(&b_path, "shutDownOldVersionAfter"), s))
+                    .unwrap_or_default(),
+            }
+        } else {
+            self.error(path, node, "a strategy needs canary or blueGreen");
+            return None;
+        };
+        Some(Strategy { name: name.to_owned(), kind, location: location(path, node) })
+    }
+}
+
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() { key.to_owned() } else { format!("{path}.{key}") }
+}
+
+/// RFC 9110 token characters, for header names.
+fn http_token(name: &str) -> Result<(), ()> {
+    let ok = !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    if ok { Ok(()) } else { Err(()) }
+}
+
+/// Checks across the whole file, after every part parsed.
+fn validate(file: &DeploymentFile, reader: &mut Reader) {
+    let mut seen: BTreeMap<&str, &Location> = BTreeMap::new();
+    for webhook in &file.webhooks {
+        if let Some(first) = seen.insert(&webhook.name, &webhook.location) {
+            reader.error_at(
+                &Location { path: format!("{}.name", webhook.location.path), ..webhook.location.clone() },
+                format!("duplicate webhook name {:?} (first defined at {first})", webhook.name),
+            );
+        }
+        if webhook.network_mode == NetworkMode::Direct && webhook.agent_identifier.is_some() {
+            let at = &webhook.location;
+            reader.warn(&format!("{}.agentIdentifier", at.path), at.line, at.column, "ignored: networkMode is direct");
+        }
+    }
+    for run in file.run_webhooks() {
+        if file.webhook(&run.name).is_none() {
+            let defined: Vec<&str> = file.webhooks.iter().map(|w| w.name.as_str()).collect();
+            let known = if defined.is_empty() {
+                "none is defined".to_owned()
+            } else {
+                format!("defined: {}", defined.join(", "))
+            };
+            reader.error_at(
+                &run.location,
+                format!("runWebhook names webhook {:?}, which is not defined ({known})", run.name),
+            );
+        }
+    }
+    for target in &file.targets {
+        if let Some(strategy) = &target.strategy
+            && file.strategy(strategy).is_none()
+            && !file.strategies.is_empty()
+        {
+            reader.error_at(&target.location, format!("strategy {strategy:?} is not defined under strategies"));
+        }
+        for step in file.steps_of(target) {
+            let Step::RunWebhook(run) = step else { continue };
+            let Some(webhook) = file.webhook(&run.name) else { continue };
+            if webhook.network_mode == NetworkMode::RemoteNetworkAgent
+                && webhook.agent_identifier.is_none()
+                && target.account.is_none()
+            {
+                reader.error_at(
+                    &run.location,
+                    format!(
+                        "webhook {:?} uses remoteNetworkAgent with no agentIdentifier, and target {:?} has no account to take it from",
+                        webhook.name, target.name
+                    ),
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors(text: &str) -> Vec<String> {
+        parse(text).unwrap_err().iter().map(|d| d.to_string()).collect()
+    }
+
+    #[test]
+    fn names_the_field_the_value_and_the_position() {
+        let text = "webhooks:\n  - name: a\n    method: POST\n    uriTemplate: https://x/\n    networkMode: remote\n";
+        assert_eq!(
+            errors(text),
+            ["webhooks[0].networkMode: expected direct or remoteNetworkAgent, found \"remote\" at 5:18"]
+        );
+    }
+
+    #[test]
+    fn finds_every_error_in_one_pass() {
+        let text = "\
+webhooks:
+  - name: a
+    method: POST
+    uriTemplate: https://x/
+    networkMode: direct
+  - name: a
+    uriTemplate: https://y/{{armory.nope}}
+    networkMode: remoteNetworkAgent
+    retryCount: many
+targets:
+  dev:
+    constraints:
+      beforeDeployment:
+        - runWebhook:
+            name: missing
+";
+        let found = errors(text);
+        assert!(found.iter().any(|e| e.starts_with("webhooks[1].method: method is required")), "{found:?}");
+        assert!(
+            found.iter().any(|e| e.contains("retryCount: expected a whole number") && e.contains("\"many\"")),
+            "{found:?}"
+        );
+        assert!(found.iter().any(|e| e.contains("unknown placeholder {{armory.nope}}")), "{found:?}");
+        assert!(
+            found.iter().any(|e| e.starts_with(
+                "targets.dev.constraints.beforeDeployment[0].runWebhook: runWebhook names webhook \"missing\""
+            )),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn duplicate_names_and_agentless_remote_webhooks_are_errors() {
+        let text = "\
+webhooks:
+  - {name: a, method: POST, uriTemplate: 'https://x/', networkMode: direct}
+  - {name: a, method: POST, uriTemplate: 'https://x/', networkMode: direct}
+  - {name: r, method: POST, uriTemplate: 'https://x/', networkMode: remoteNetworkAgent}
+targets:
+  dev:
+    constraints:
+      afterDeployment:
+        - runWebhook: {name: r}
+";
+        let found = errors(text);
+        assert!(found.iter().any(|e| e.contains("duplicate webhook name \"a\" (first defined at 2:5)")), "{found:?}");
+        assert!(found.iter().any(|e| e.contains("target \"dev\" has no account")), "{found:?}");
+    }
+
+    #[test]
+    fn unknown_fields_are_warnings() {
+        let text =
+            "webhooks:\n  - {name: a, method: get, uriTemplate: 'https://x/', networkMode: direct, colour: blue}\n";
+        let parsed = parse(text).unwrap();
+        assert_eq!(parsed.file.webhooks[0].method, "GET");
+        assert_eq!(parsed.warnings.len(), 1);
+        assert!(
+            parsed.warnings[0].to_string().starts_with("webhooks[0].colour: unknown field, ignored"),
+            "{}",
+            parsed.warnings[0]
+        );
+    }
+
+    #[test]
+    fn yaml_syntax_errors_have_a_position() {
+        let found = errors("webhooks:\n  - name: [unclosed\n");
+        assert!(found[0].starts_with("invalid YAML"), "{found:?}");
+        assert!(found[0].contains(" at 3:"), "{found:?}");
+    }
+
+    #[test]
+    fn bare_placeholders_are_quoted_in_place() {
+        assert_eq!(
+            quote_bare_placeholders("  value: {{a.b}}/x\n  - {{c.d}}\n# value: {{e}}\n"),
+            "  value: '{{a.b}}/x'\n  - '{{c.d}}'\n# value: {{e}}\n"
+        );
+    }
+}
