@@ -39,6 +39,58 @@ enum Command {
     Clients(ClientsCommand),
     /// Send one request, through an agent or direct, and print the reply.
     Proxy(ProxyArgs),
+    /// Secrets for {{secrets.NAME}} placeholders.
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
+    /// Run webhooks from a deployment file.
+    #[command(subcommand)]
+    Webhook(WebhookCommand),
+    /// Webhook runs: their state, attempts and messages.
+    #[command(subcommand)]
+    Runs(RunsCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum SecretsCommand {
+    /// Store a secret; the value is read from standard input.
+    Set { name: String },
+    /// List secret names (never values).
+    List,
+    /// Delete a secret.
+    Delete { name: String },
+}
+
+#[derive(Subcommand, Debug)]
+enum WebhookCommand {
+    /// Start a webhook run. With --wait: exit 0 on success, 1 on failure or timeout.
+    Run(WebhookRunArgs),
+}
+
+#[derive(Args, Debug)]
+struct WebhookRunArgs {
+    /// The deployment file.
+    #[arg(short = 'f', long = "file")]
+    file: PathBuf,
+    /// The webhook's name.
+    #[arg(long)]
+    name: String,
+    /// The target (environment) whose account, namespace and context apply.
+    #[arg(long)]
+    environment: Option<String>,
+    /// A context value, KEY=VALUE (repeatable).
+    #[arg(long = "context", value_name = "KEY=VALUE")]
+    context: Vec<String>,
+    /// Wait until the run ends and print its message.
+    #[arg(long)]
+    wait: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum RunsCommand {
+    /// The newest webhook runs.
+    List,
+    /// One run with its attempts.
+    Show { id: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -126,10 +178,13 @@ impl Relay {
         Ok(Self { http, base: cli.relay.clone(), token })
     }
 
+    /// The relay's URL for `path`, which may carry a `?query`.
     fn url(&self, path: &str) -> url::Url {
+        let (path, query) = path.split_once('?').map_or((path, None), |(p, q)| (p, Some(q)));
         let mut url = self.base.clone();
         let base_path = url.path().trim_end_matches('/').to_owned();
         url.set_path(&format!("{base_path}{path}"));
+        url.set_query(query);
         url
     }
 
@@ -146,6 +201,10 @@ impl Relay {
         if let Some(body) = body {
             request = request.json(&body);
         }
+        self.send(request).await
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> Result<Value, Failure> {
         let response = request.send().await.map_err(|e| self.unreachable(e))?;
         let status = response.status();
         let bytes = response.bytes().await.map_err(|e| self.unreachable(e))?;
@@ -213,8 +272,197 @@ async fn run(cli: &Cli) -> Result<(), Failure> {
             print_credentials(cli.json, &reply, &["name", "client_id", "client_secret"]);
         }
         Command::Proxy(args) => proxy(&relay, args).await?,
+        Command::Secrets(SecretsCommand::Set { name }) => {
+            let mut value = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut value)
+                .map_err(|e| Failure::bad_input(format!("reading the secret from stdin: {e}")))?;
+            let value = value.strip_suffix('\n').map(|v| v.strip_suffix('\r').unwrap_or(v)).unwrap_or(&value);
+            if value.is_empty() {
+                return Err(Failure::bad_input(
+                    "no secret value on standard input (try: printf %s VALUE | borealis secrets set NAME)",
+                ));
+            }
+            let path = format!("/api/v1/secrets/{}", urlencode(name));
+            let request = relay.http.put(relay.url(&path)).bearer_auth(&relay.token).body(value.to_owned());
+            relay.send(request).await?;
+            println!("stored secret {name}");
+        }
+        Command::Secrets(SecretsCommand::List) => {
+            let reply = relay.call(reqwest::Method::GET, "/api/v1/secrets", None).await?;
+            if cli.json {
+                println!("{reply:#}");
+            } else {
+                for secret in reply["secrets"].as_array().into_iter().flatten() {
+                    println!(
+                        "{}  {}",
+                        secret["name"].as_str().unwrap_or_default(),
+                        secret["updatedAt"].as_str().unwrap_or_default()
+                    );
+                }
+            }
+        }
+        Command::Secrets(SecretsCommand::Delete { name }) => {
+            relay.call(reqwest::Method::DELETE, &format!("/api/v1/secrets/{}", urlencode(name)), None).await?;
+            println!("deleted secret {name}");
+        }
+        Command::Webhook(WebhookCommand::Run(args)) => webhook_run(&relay, cli.json, args).await?,
+        Command::Runs(RunsCommand::List) => {
+            let reply = relay.call(reqwest::Method::GET, "/api/v1/webhook-runs", None).await?;
+            if cli.json {
+                println!("{reply:#}");
+            } else {
+                print_runs(&reply);
+            }
+        }
+        Command::Runs(RunsCommand::Show { id }) => {
+            let reply =
+                relay.call(reqwest::Method::GET, &format!("/api/v1/webhook-runs/{}", urlencode(id)), None).await?;
+            if cli.json {
+                println!("{reply:#}");
+            } else {
+                print_run(&reply);
+            }
+        }
     }
     Ok(())
+}
+
+async fn webhook_run(relay: &Relay, json: bool, args: &WebhookRunArgs) -> Result<(), Failure> {
+    let file =
+        std::fs::read_to_string(&args.file).map_err(|e| Failure::bad_input(format!("{}: {e}", args.file.display())))?;
+    let mut context = serde_json::Map::new();
+    for pair in &args.context {
+        let (key, value) = pair
+            .split_once('=')
+            .ok_or_else(|| Failure::bad_input(format!("--context {pair:?}: expected KEY=VALUE")))?;
+        context.insert(key.to_owned(), Value::String(value.to_owned()));
+    }
+    let body = serde_json::json!({
+        "file": file,
+        "name": args.name,
+        "environment": args.environment,
+        "context": context,
+    });
+    let created = relay.call(reqwest::Method::POST, "/api/v1/webhook-runs", Some(body)).await?;
+    for warning in created["warnings"].as_array().into_iter().flatten() {
+        eprintln!("warning: {}", warning.as_str().unwrap_or_default());
+    }
+    let id = created["id"].as_str().unwrap_or_default().to_owned();
+    if !args.wait {
+        if json {
+            println!("{created:#}");
+        } else {
+            println!("run {id} started ({})", created["state"].as_str().unwrap_or_default());
+        }
+        return Ok(());
+    }
+    eprintln!("run {id} started; waiting for it to finish");
+    let path = format!("/api/v1/webhook-runs/{}?wait=30s", urlencode(&id));
+    let run = loop {
+        let run = relay.call(reqwest::Method::GET, &path, None).await?;
+        if matches!(run["state"].as_str(), Some("succeeded" | "failed" | "timed_out" | "cancelled")) {
+            break run;
+        }
+    };
+    if json {
+        println!("{run:#}");
+    } else {
+        let state = run["state"].as_str().unwrap_or_default();
+        println!("run {id}: {state}");
+        if let Some(message) = run["mdMessage"].as_str() {
+            println!("{message}");
+        } else if let Some(reason) = run["reason"].as_str() {
+            println!("{reason}");
+        }
+    }
+    match run["state"].as_str() {
+        Some("succeeded") => Ok(()),
+        Some(state) => Err(Failure { code: 1, message: format!("webhook run {id} {}", state.replace('_', " ")) }),
+        None => Err(Failure::failed("the relay sent a run without a state")),
+    }
+}
+
+fn print_runs(reply: &Value) {
+    let mut rows = vec![["RUN", "WEBHOOK", "ENVIRONMENT", "STATE", "ATTEMPTS", "CREATED", "MESSAGE"].map(String::from)];
+    for run in reply["runs"].as_array().into_iter().flatten() {
+        let text = |key: &str| run[key].as_str().unwrap_or("-").to_owned();
+        let message = run["mdMessage"]
+            .as_str()
+            .or(run["reason"].as_str())
+            .unwrap_or("-")
+            .lines()
+            .next()
+            .unwrap_or("-")
+            .to_owned();
+        rows.push([
+            text("id"),
+            text("webhook"),
+            text("environment"),
+            text("state"),
+            run["attempts"].to_string(),
+            text("createdAt"),
+            message,
+        ]);
+    }
+    print_table(rows);
+}
+
+fn print_run(run: &Value) {
+    let text = |key: &str| run[key].as_str().unwrap_or("-").to_owned();
+    for (label, key) in [
+        ("run", "id"),
+        ("webhook", "webhook"),
+        ("environment", "environment"),
+        ("state", "state"),
+        ("agent", "agent"),
+        ("callback URI", "callbackUri"),
+        ("created", "createdAt"),
+        ("next attempt", "nextAttemptAt"),
+        ("deadline", "deadlineAt"),
+        ("finished", "finishedAt"),
+        ("reason", "reason"),
+    ] {
+        if run[key].is_string() {
+            println!("{label:>13}: {}", text(key));
+        }
+    }
+    if let Some(request) = run["request"].as_object() {
+        println!(
+            "{:>13}: {} {}",
+            "request",
+            request["method"].as_str().unwrap_or_default(),
+            request["url"].as_str().unwrap_or_default()
+        );
+    }
+    let attempts = run["attemptLog"].as_array().cloned().unwrap_or_default();
+    if !attempts.is_empty() {
+        println!();
+        let mut rows = vec![["ATTEMPT", "STARTED", "LATENCY", "STATUS", "RESULT"].map(String::from)];
+        for attempt in attempts {
+            let result = attempt["error"].as_str().or(attempt["reply"].as_str()).unwrap_or("").replace('\n', " ");
+            let result: String = result.chars().take(100).collect();
+            rows.push([
+                attempt["number"].to_string(),
+                attempt["startedAt"].as_str().unwrap_or("-").to_owned(),
+                format!("{}ms", attempt["latencyMs"]),
+                attempt["status"].as_u64().map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
+                result,
+            ]);
+        }
+        print_table(rows);
+    }
+    if let Some(message) = run["mdMessage"].as_str() {
+        println!();
+        println!("{message}");
+    }
+}
+
+fn print_table<const N: usize>(rows: Vec<[String; N]>) {
+    let widths: Vec<usize> = (0..N).map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
+    for row in rows {
+        let line: Vec<String> = row.iter().zip(&widths).map(|(cell, width)| format!("{cell:width$}")).collect();
+        println!("{}", line.join("  ").trim_end());
+    }
 }
 
 fn urlencode(text: &str) -> String {
@@ -256,11 +504,7 @@ fn print_agents(reply: &Value) {
             ]);
         }
     }
-    let widths: Vec<usize> = (0..7).map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0)).collect();
-    for row in rows {
-        let line: Vec<String> = row.iter().zip(&widths).map(|(cell, width)| format!("{cell:width$}")).collect();
-        println!("{}", line.join("  ").trim_end());
-    }
+    print_table(rows);
 }
 
 async fn proxy(relay: &Relay, args: &ProxyArgs) -> Result<(), Failure> {

@@ -16,6 +16,7 @@ use serde_json::json;
 
 use crate::auth::{self, AuthError, TOKEN_TTL};
 use crate::proxy::{self, ProxyQuery};
+use crate::runs::api as runs;
 use crate::state::AppState;
 
 /// Header that marks an error the relay produced (not the destination).
@@ -27,11 +28,18 @@ pub struct Problem {
     pub status: StatusCode,
     pub slug: &'static str,
     pub detail: String,
+    /// One line per problem, when there are several (a file's validation errors).
+    pub errors: Vec<String>,
 }
 
 impl Problem {
     pub fn new(status: StatusCode, slug: &'static str, detail: impl Into<String>) -> Self {
-        Self { status, slug, detail: detail.into() }
+        Self { status, slug, detail: detail.into(), errors: Vec::new() }
+    }
+
+    pub fn with_errors(mut self, errors: Vec<String>) -> Self {
+        self.errors = errors;
+        self
     }
 
     pub fn bad_request(slug: &'static str, detail: impl Into<String>) -> Self {
@@ -46,12 +54,15 @@ impl Problem {
 
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
-        let body = json!({
+        let mut body = json!({
             "type": format!("urn:borealis:problem:{}", self.slug),
             "title": self.status.canonical_reason().unwrap_or("error"),
             "status": self.status.as_u16(),
             "detail": self.detail,
         });
+        if !self.errors.is_empty() {
+            body["errors"] = json!(self.errors);
+        }
         (
             self.status,
             [
@@ -83,10 +94,15 @@ pub fn http_router(state: Arc<AppState>) -> Router {
         .route("/api/v1/agents/{id}", axum::routing::delete(revoke_agent))
         .route("/api/v1/clients", post(create_client))
         .route("/api/v1/proxy", any(proxy))
+        .route("/api/v1/webhook-runs", post(runs::create_run).get(runs::list_runs))
+        .route("/api/v1/webhook-runs/{id}", get(runs::show_run))
+        .route("/api/v1/secrets", get(runs::list_secrets))
+        .route("/api/v1/secrets/{name}", axum::routing::put(runs::put_secret).delete(runs::delete_secret))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
     Router::new()
         .merge(admin)
         .route(borealis_protocol::TOKEN_PATH, post(token))
+        .route("/callbacks/{callback_id}/callback", post(runs::callback))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -142,7 +158,7 @@ struct CreateClient {
     name: String,
 }
 
-fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Problem> {
+pub(crate) fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Problem> {
     serde_json::from_slice(body).map_err(|e| Problem::bad_request("invalid-body", format!("invalid JSON body: {e}")))
 }
 

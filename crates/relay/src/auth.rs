@@ -12,6 +12,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use borealis_core::Secret;
+use std::sync::Arc;
+
 use borealis_store::{Credential, CredentialKind, Store, StoreError};
 use ring::rand::SecureRandom;
 use ring::{digest, hmac, rand};
@@ -59,7 +61,7 @@ impl Claims {
 }
 
 pub struct Authority {
-    store: Store,
+    store: Arc<dyn Store>,
     signing: hmac::Key,
     /// HMAC of the admin token under a per-process key: comparing tags with
     /// `hmac::verify` is constant-time.
@@ -68,15 +70,11 @@ pub struct Authority {
 }
 
 impl Authority {
-    pub async fn new(store: Store, admin_token: &Secret) -> Result<Self, AuthError> {
-        let key = store.setting_or_init(SIGNING_KEY_SETTING, || random_bytes(32)).await?;
+    pub async fn new(store: Arc<dyn Store>, admin_token: &Secret) -> Result<Self, AuthError> {
+        let key = store.setting_or_init(SIGNING_KEY_SETTING, random_bytes(32)).await?;
         let admin_check = hmac::Key::new(hmac::HMAC_SHA256, &random_bytes(32));
         let admin_tag = hmac::sign(&admin_check, admin_token.expose().as_bytes());
         Ok(Self { store, signing: hmac::Key::new(hmac::HMAC_SHA256, &key), admin_check, admin_tag })
-    }
-
-    pub fn store(&self) -> &Store {
-        &self.store
     }
 
     pub fn is_admin(&self, presented: &str) -> bool {

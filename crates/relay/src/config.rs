@@ -44,6 +44,14 @@ pub struct RelayConfig {
     /// On shutdown, how long in-flight requests may still run.
     #[serde(with = "serde_human")]
     pub shutdown_grace: Duration,
+    /// Key for stored secrets (base64 of 32 bytes); default: `<data-dir>/secret-key`.
+    pub secret_key: Option<Secret>,
+    /// Time limit of one webhook call.
+    #[serde(with = "serde_human")]
+    pub webhook_timeout: Duration,
+    /// First delay between webhook retries; it doubles, with jitter.
+    #[serde(with = "serde_human")]
+    pub retry_base_delay: Duration,
 }
 
 /// Every key a config file may set, for the unknown-key check.
@@ -89,6 +97,9 @@ impl Default for RelayConfig {
             request_timeout: Duration::from_secs(300),
             heartbeat_interval: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(30),
+            secret_key: None,
+            webhook_timeout: Duration::from_secs(60),
+            retry_base_delay: Duration::from_secs(1),
         }
     }
 }
@@ -112,6 +123,8 @@ impl RelayConfig {
             .and_then(|b| b.set_default("request_timeout", "5m"))
             .and_then(|b| b.set_default("heartbeat_interval", "10s"))
             .and_then(|b| b.set_default("shutdown_grace", "30s"))
+            .and_then(|b| b.set_default("webhook_timeout", "60s"))
+            .and_then(|b| b.set_default("retry_base_delay", "1s"))
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         if let Some(path) = file {
             check_file_keys(path)?;

@@ -11,6 +11,8 @@
 //! - [`tunnel`]: the `Tunnel` gRPC service agents call.
 //! - [`hub`]: live agent sessions, pools, offers and drain.
 //! - [`proxy`]: forwarding one request, direct or through an agent.
+//! - [`runs`]: webhook runs: calls, retries, callbacks, deadlines, resume.
+//! - [`vault`]: secrets, encrypted at rest.
 //! - [`auth`]: credentials, tokens and the admin token.
 //!
 //! The binary (`main.rs`) only parses flags, binds, and waits for a signal;
@@ -22,17 +24,19 @@ pub mod config;
 pub mod hub;
 pub mod metrics;
 pub mod proxy;
+pub mod runs;
 pub mod serve;
 pub mod state;
 pub mod tls;
 pub mod tunnel;
+pub mod vault;
 
 use std::future::Future;
 use std::sync::Arc;
 
 use borealis_egress::{AddressGuard, Egress, EgressOptions, Policy};
 use borealis_protocol::v1::tunnel_server::TunnelServer;
-use borealis_store::Store;
+use borealis_store::{SqliteStore, Store};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -62,6 +66,8 @@ pub enum RelayError {
     Tls(#[from] tls::TlsError),
     #[error("direct-mode client: {0}")]
     Egress(#[from] borealis_egress::EgressError),
+    #[error(transparent)]
+    Vault(#[from] vault::VaultError),
 }
 
 /// Runs the relay until `shutdown` completes, then drains agents, lets
@@ -75,9 +81,9 @@ pub async fn run(
     let data_dir = config.data_dir.clone();
     let dir_error = |source| RelayError::DataDir { path: data_dir.clone(), source };
     create_private_dir(&data_dir).map_err(dir_error)?;
-    let store = match &config.database_url {
-        Some(url) => Store::open(url.expose()).await?,
-        None => Store::open_in(&data_dir).await?,
+    let store: Arc<dyn Store> = match &config.database_url {
+        Some(url) => Arc::new(SqliteStore::open(url.expose()).await?),
+        None => Arc::new(SqliteStore::open_in(&data_dir).await?),
     };
     let admin_token = auth::load_or_create_admin_token(&data_dir, config.admin_token.as_ref()).map_err(dir_error)?;
     let auth = auth::Authority::new(store.clone(), &admin_token).await?;
@@ -90,7 +96,24 @@ pub async fn run(
     let metrics = Arc::new(Metrics::default());
     let hub = Hub::new(metrics.clone());
     let grace = config.shutdown_grace;
-    let state = Arc::new(AppState { config, store: store.clone(), auth, hub: hub.clone(), egress, metrics });
+    let vault = vault::Vault::open(store.clone(), &data_dir, config.secret_key.as_ref())?;
+    let (engine, engine_task) = runs::engine::Engine::new();
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let public_base = match &config.public_url {
+        Some(url) => url.to_string(),
+        None => format!("{scheme}://{}", addr_text(listeners.http.local_addr().ok())),
+    };
+    let state = Arc::new(AppState {
+        config,
+        store: store.clone(),
+        auth,
+        hub: hub.clone(),
+        egress,
+        metrics,
+        vault,
+        engine,
+        public_base,
+    });
 
     let tunnel = TunnelServer::new(tunnel::TunnelService { state: state.clone() })
         .max_decoding_message_size(borealis_protocol::MAX_FRAME_BYTES)
@@ -99,7 +122,7 @@ pub async fn run(
     let http_addr = listeners.http.local_addr().ok();
     let agents_addr = listeners.agents.local_addr().ok();
     let stop = CancellationToken::new();
-    let scheme = if tls.is_some() { "https" } else { "http" };
+    let engine = tokio::spawn(runs::engine::run(state.clone(), engine_task, stop.clone()));
     let servers = [
         tokio::spawn(serve::serve(
             "http",
@@ -133,6 +156,7 @@ pub async fn run(
     for server in servers {
         let _ = server.await;
     }
+    let _ = engine.await;
     store.close().await;
     tracing::info!("relay stopped");
     Ok(())

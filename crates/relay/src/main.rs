@@ -56,6 +56,12 @@ struct Flags {
     /// On SIGTERM, how long in-flight requests may still run [default: 30s].
     #[arg(long, value_name = "DURATION")]
     shutdown_grace: Option<String>,
+    /// Time limit of one webhook call [default: 60s].
+    #[arg(long, value_name = "DURATION")]
+    webhook_timeout: Option<String>,
+    /// First delay between webhook retries; it doubles, with jitter [default: 1s].
+    #[arg(long, value_name = "DURATION")]
+    retry_base_delay: Option<String>,
 }
 
 impl Flags {
@@ -78,6 +84,8 @@ impl Flags {
         put("request_timeout", self.request_timeout.clone());
         put("heartbeat_interval", self.heartbeat_interval.clone());
         put("shutdown_grace", self.shutdown_grace.clone());
+        put("webhook_timeout", self.webhook_timeout.clone());
+        put("retry_base_delay", self.retry_base_delay.clone());
         if !self.direct_allow.is_empty() {
             set.push(("direct_allow", self.direct_allow.clone().into()));
         }

@@ -81,21 +81,34 @@ async fn forward(
     }
     let outbound =
         Outbound { method: parts.method, url: query.url, headers: end_to_end(&parts.headers), body, timeout, limit };
-    match query.agent {
-        None => direct(state, outbound).await,
-        Some(agent) => via_agent(state, &agent, outbound).await,
-    }
+    send(state, query.agent.as_deref(), outbound).await
 }
 
 /// One request on its way out, direct or through an agent.
-struct Outbound {
-    method: http::Method,
-    url: String,
-    headers: HeaderMap,
-    body: Body,
-    timeout: Duration,
+pub struct Outbound {
+    pub method: http::Method,
+    pub url: String,
+    pub headers: HeaderMap,
+    pub body: Body,
+    pub timeout: Duration,
     /// Largest body either way, in bytes.
-    limit: u64,
+    pub limit: u64,
+}
+
+/// Sends a request direct (`agent` is `None`) or through an agent.
+pub async fn send(state: &Arc<AppState>, agent: Option<&str>, mut outbound: Outbound) -> Result<Response, Problem> {
+    // A body of known size goes out with its length, not chunked: not every
+    // destination reads chunked requests.
+    if !outbound.headers.contains_key(http::header::CONTENT_LENGTH)
+        && let Some(length) = http_body::Body::size_hint(&outbound.body).exact()
+        && length > 0
+    {
+        outbound.headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(length));
+    }
+    match agent {
+        None => direct(state, outbound).await,
+        Some(agent) => via_agent(state, agent, outbound).await,
+    }
 }
 
 fn too_large(what: &str, limit: u64) -> Problem {

@@ -9,13 +9,19 @@ use crate::auth::Authority;
 use crate::config::RelayConfig;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
+use crate::runs::engine::Engine;
+use crate::vault::Vault;
 
 pub struct AppState {
     pub config: RelayConfig,
-    pub store: Store,
+    pub store: Arc<dyn Store>,
     pub auth: Authority,
     pub hub: Arc<Hub>,
     /// Direct mode: public destinations plus `direct_allow`.
     pub egress: Egress,
     pub metrics: Arc<Metrics>,
+    pub vault: Vault,
+    pub engine: Engine,
+    /// Base of callback URIs: `public_url`, else this relay's HTTP address.
+    pub public_base: String,
 }

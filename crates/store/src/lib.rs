@@ -1,15 +1,18 @@
-//! Durable state of the relay.
+//! Durable state of the relay, behind the [`Store`] trait.
 //!
-//! SQLite in the data directory by default (WAL mode, schema by migrations in
-//! `migrations/`). Everything a relay must not forget across a restart lives
-//! here: credentials (secrets only as hashes) and shared settings.
+//! [`SqliteStore`] keeps it in the data directory (WAL mode, schema by
+//! migrations in `migrations/`). Everything a relay must not forget across a
+//! restart lives here: credentials (secrets only as hashes), shared
+//! settings, encrypted secrets, and webhook runs with their attempts.
+//!
+//! Runs change state only by compare-and-set on their current state, so a
+//! callback racing an attempt, a deadline or a restart never applies twice.
 
-use std::path::Path;
-use std::str::FromStr;
+mod sqlite;
+
+pub use sqlite::SqliteStore;
+
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -53,7 +56,7 @@ impl CredentialKind {
         }
     }
 
-    fn parse(text: &str) -> Self {
+    pub(crate) fn parse(text: &str) -> Self {
         if text == "agent" { CredentialKind::Agent } else { CredentialKind::Callback }
     }
 }
@@ -74,158 +77,171 @@ impl Credential {
     }
 }
 
-#[derive(Clone)]
-pub struct Store {
-    pool: SqlitePool,
+/// Where a webhook run stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunState {
+    /// Waiting for its first attempt, or for a retry.
+    Pending,
+    /// An attempt is under way.
+    Calling,
+    AwaitingCallback,
+    Succeeded,
+    Failed,
+    TimedOut,
+    Cancelled,
 }
 
-static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+impl RunState {
+    pub const UNFINISHED: [RunState; 3] = [RunState::Pending, RunState::Calling, RunState::AwaitingCallback];
 
-impl Store {
-    /// Opens (creating if needed) the SQLite database in `data_dir`.
-    pub async fn open_in(data_dir: &Path) -> Result<Self, StoreError> {
-        let path = data_dir.join("borealis.db");
-        Self::open_sqlite(SqliteConnectOptions::new().filename(path)).await
-    }
-
-    /// Opens a database by URL (`sqlite://PATH` or `sqlite::memory:`).
-    pub async fn open(url: &str) -> Result<Self, StoreError> {
-        if !url.starts_with("sqlite:") {
-            return Err(StoreError::InvalidUrl {
-                url: url.to_owned(),
-                reason: "only sqlite: URLs are supported by this build".into(),
-            });
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunState::Pending => "pending",
+            RunState::Calling => "calling",
+            RunState::AwaitingCallback => "awaiting_callback",
+            RunState::Succeeded => "succeeded",
+            RunState::Failed => "failed",
+            RunState::TimedOut => "timed_out",
+            RunState::Cancelled => "cancelled",
         }
-        let options = SqliteConnectOptions::from_str(url)
-            .map_err(|e| StoreError::InvalidUrl { url: url.to_owned(), reason: e.to_string() })?;
-        Self::open_sqlite(options).await
     }
 
-    async fn open_sqlite(options: SqliteConnectOptions) -> Result<Self, StoreError> {
-        let options = options
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(5))
-            .foreign_keys(true);
-        // Each connection to `:memory:` is its own database: keep one.
-        let in_memory = options.get_filename() == std::path::Path::new(":memory:");
-        let pool =
-            SqlitePoolOptions::new().max_connections(if in_memory { 1 } else { 8 }).connect_with(options).await?;
-        MIGRATIONS.run(&pool).await?;
-        Ok(Self { pool })
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "pending" => RunState::Pending,
+            "calling" => RunState::Calling,
+            "awaiting_callback" => RunState::AwaitingCallback,
+            "succeeded" => RunState::Succeeded,
+            "failed" => RunState::Failed,
+            "timed_out" => RunState::TimedOut,
+            "cancelled" => RunState::Cancelled,
+            _ => return None,
+        })
     }
 
-    /// Reads a setting, first storing `init()` if it is absent. Safe when
-    /// several relays start at once: the first writer wins, all read it.
-    pub async fn setting_or_init(&self, key: &str, init: impl FnOnce() -> Vec<u8>) -> Result<Vec<u8>, StoreError> {
-        sqlx::query("INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING")
-            .bind(key)
-            .bind(init())
-            .execute(&self.pool)
-            .await?;
-        let row = sqlx::query("SELECT value FROM settings WHERE key = ?").bind(key).fetch_one(&self.pool).await?;
-        Ok(row.get("value"))
+    pub fn is_finished(self) -> bool {
+        !Self::UNFINISHED.contains(&self)
     }
+}
+
+/// A webhook run as stored.
+#[derive(Debug, Clone)]
+pub struct RunRecord {
+    pub id: String,
+    pub callback_id: String,
+    pub webhook: String,
+    pub environment: Option<String>,
+    /// JSON; the relay's business.
+    pub spec: String,
+    /// JSON of the last rendered request, secrets masked.
+    pub request: Option<String>,
+    pub state: RunState,
+    pub attempts: u32,
+    pub next_attempt_at: Option<SystemTime>,
+    pub deadline_at: Option<SystemTime>,
+    /// The callback's verdict (or a 2xx when callbacks are off).
+    pub success: Option<bool>,
+    pub md_message: Option<String>,
+    /// Why the run ended as it did, for operators.
+    pub reason: Option<String>,
+    /// When a callback decided the run.
+    pub callback_at: Option<SystemTime>,
+    pub created_at: SystemTime,
+    pub updated_at: SystemTime,
+    pub finished_at: Option<SystemTime>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewRun {
+    pub id: String,
+    pub callback_id: String,
+    pub webhook: String,
+    pub environment: Option<String>,
+    pub spec: String,
+}
+
+/// One try at calling the webhook.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Attempt {
+    pub number: u32,
+    #[serde(serialize_with = "serialize_time")]
+    pub started_at: SystemTime,
+    pub latency_ms: u64,
+    pub status: Option<u16>,
+    pub error: Option<String>,
+    /// The start of the reply body.
+    pub reply: Option<String>,
+}
+
+fn serialize_time<S: serde::Serializer>(time: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_i64(unix_ms(*time))
+}
+
+/// How a run ends.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub state: RunState,
+    pub success: Option<bool>,
+    pub md_message: Option<String>,
+    pub reason: Option<String>,
+    /// Set when a callback decided it.
+    pub by_callback: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct EncryptedSecret {
+    pub name: String,
+    pub nonce: Vec<u8>,
+    pub ciphertext: Vec<u8>,
+    pub updated_at: SystemTime,
+}
+
+/// Everything the relay keeps. One implementation per database.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Reads a setting, first storing `init` if it is absent; the first writer wins.
+    async fn setting_or_init(&self, key: &str, init: Vec<u8>) -> Result<Vec<u8>, StoreError>;
 
     /// Stores a new credential. Fails with `Conflict` while `subject` has a live one.
-    pub async fn create_credential(
+    async fn create_credential(
         &self,
         kind: CredentialKind,
         subject: &str,
         client_id: &str,
         secret_hash: &[u8],
-    ) -> Result<Credential, StoreError> {
-        let now = SystemTime::now();
-        let result = sqlx::query(
-            "INSERT INTO credentials (client_id, kind, subject, secret_hash, created_at) VALUES (?, ?, ?, ?, ?)",
-        )
-        .bind(client_id)
-        .bind(kind.as_str())
-        .bind(subject)
-        .bind(secret_hash)
-        .bind(unix_ms(now))
-        .execute(&self.pool)
-        .await;
-        match result {
-            Ok(_) => Ok(Credential {
-                client_id: client_id.to_owned(),
-                kind,
-                subject: subject.to_owned(),
-                secret_hash: secret_hash.to_vec(),
-                created_at: now,
-                revoked_at: None,
-            }),
-            Err(sqlx::Error::Database(db)) if db.is_unique_violation() => Err(StoreError::Conflict(format!(
-                "{} {subject:?} already has credentials; revoke them first",
-                kind.as_str()
-            ))),
-            Err(err) => Err(err.into()),
-        }
-    }
-
-    pub async fn credential(&self, client_id: &str) -> Result<Option<Credential>, StoreError> {
-        let row = sqlx::query("SELECT * FROM credentials WHERE client_id = ?")
-            .bind(client_id)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.map(|row| credential_from(&row)))
-    }
-
-    /// The live credential of `subject`, if any.
-    pub async fn active_credential(
-        &self,
-        kind: CredentialKind,
-        subject: &str,
-    ) -> Result<Option<Credential>, StoreError> {
-        let row = sqlx::query("SELECT * FROM credentials WHERE kind = ? AND subject = ? AND revoked_at IS NULL")
-            .bind(kind.as_str())
-            .bind(subject)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.map(|row| credential_from(&row)))
-    }
-
-    pub async fn active_credentials(&self, kind: CredentialKind) -> Result<Vec<Credential>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM credentials WHERE kind = ? AND revoked_at IS NULL ORDER BY subject")
-            .bind(kind.as_str())
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows.iter().map(credential_from).collect())
-    }
-
+    ) -> Result<Credential, StoreError>;
+    async fn credential(&self, client_id: &str) -> Result<Option<Credential>, StoreError>;
+    async fn active_credential(&self, kind: CredentialKind, subject: &str) -> Result<Option<Credential>, StoreError>;
+    async fn active_credentials(&self, kind: CredentialKind) -> Result<Vec<Credential>, StoreError>;
     /// Revokes the live credential of `subject`. Returns whether there was one.
-    pub async fn revoke(&self, kind: CredentialKind, subject: &str) -> Result<bool, StoreError> {
-        let done =
-            sqlx::query("UPDATE credentials SET revoked_at = ? WHERE kind = ? AND subject = ? AND revoked_at IS NULL")
-                .bind(unix_ms(SystemTime::now()))
-                .bind(kind.as_str())
-                .bind(subject)
-                .execute(&self.pool)
-                .await?;
-        Ok(done.rows_affected() > 0)
-    }
+    async fn revoke(&self, kind: CredentialKind, subject: &str) -> Result<bool, StoreError>;
+
+    async fn put_secret(&self, name: &str, nonce: &[u8], ciphertext: &[u8]) -> Result<(), StoreError>;
+    async fn secrets(&self) -> Result<Vec<EncryptedSecret>, StoreError>;
+    async fn delete_secret(&self, name: &str) -> Result<bool, StoreError>;
+
+    async fn insert_run(&self, run: &NewRun) -> Result<(), StoreError>;
+    async fn run(&self, id: &str) -> Result<Option<RunRecord>, StoreError>;
+    async fn run_by_callback(&self, callback_id: &str) -> Result<Option<RunRecord>, StoreError>;
+    /// The newest runs first.
+    async fn runs(&self, limit: u32) -> Result<Vec<RunRecord>, StoreError>;
+    async fn unfinished_runs(&self) -> Result<Vec<RunRecord>, StoreError>;
+    async fn attempts(&self, run_id: &str) -> Result<Vec<Attempt>, StoreError>;
+
+    /// pending -> calling, counting attempt `number`. False if the run moved on.
+    async fn start_attempt(&self, id: &str, number: u32, request: &str) -> Result<bool, StoreError>;
+    async fn record_attempt(&self, run_id: &str, attempt: &Attempt) -> Result<(), StoreError>;
+    /// calling -> pending, to try again at `at`.
+    async fn retry_at(&self, id: &str, at: SystemTime, reason: &str) -> Result<bool, StoreError>;
+    /// calling -> awaiting_callback until `deadline`.
+    async fn await_callback(&self, id: &str, deadline: SystemTime) -> Result<bool, StoreError>;
+    /// Any of `from` -> a finished state. False if the run was not in `from`.
+    async fn finish(&self, id: &str, from: &[RunState], outcome: &Outcome) -> Result<bool, StoreError>;
 
     /// A cheap round trip, for readiness.
-    pub async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
-    }
-
-    pub async fn close(&self) {
-        self.pool.close().await;
-    }
-}
-
-fn credential_from(row: &sqlx::sqlite::SqliteRow) -> Credential {
-    Credential {
-        client_id: row.get("client_id"),
-        kind: CredentialKind::parse(row.get("kind")),
-        subject: row.get("subject"),
-        secret_hash: row.get("secret_hash"),
-        created_at: from_unix_ms(row.get("created_at")),
-        revoked_at: row.get::<Option<i64>, _>("revoked_at").map(from_unix_ms),
-    }
+    async fn ping(&self) -> Result<(), StoreError>;
+    async fn close(&self);
 }
 
 pub fn unix_ms(time: SystemTime) -> i64 {
@@ -242,7 +258,7 @@ mod tests {
 
     #[tokio::test]
     async fn one_live_credential_per_subject_and_revocation() {
-        let store = Store::open("sqlite::memory:").await.unwrap();
+        let store = SqliteStore::open("sqlite::memory:").await.unwrap();
         store.create_credential(CredentialKind::Agent, "rna", "c1", b"h1").await.unwrap();
         let err = store.create_credential(CredentialKind::Agent, "rna", "c2", b"h2").await.unwrap_err();
         assert!(matches!(err, StoreError::Conflict(ref m) if m.contains("\"rna\"")), "{err}");
@@ -254,8 +270,8 @@ mod tests {
 
     #[tokio::test]
     async fn settings_keep_the_first_value() {
-        let store = Store::open("sqlite::memory:").await.unwrap();
-        assert_eq!(store.setting_or_init("k", || b"one".to_vec()).await.unwrap(), b"one");
-        assert_eq!(store.setting_or_init("k", || b"two".to_vec()).await.unwrap(), b"one");
+        let store = SqliteStore::open("sqlite::memory:").await.unwrap();
+        assert_eq!(store.setting_or_init("k", b"one".to_vec()).await.unwrap(), b"one");
+        assert_eq!(store.setting_or_init("k", b"two".to_vec()).await.unwrap(), b"one");
     }
 }

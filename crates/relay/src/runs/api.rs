@@ -1,0 +1,208 @@
+//! Routes for runs, secrets and callbacks.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use borealis_core::Secret;
+use borealis_store::{Outcome, RunState};
+use serde_json::json;
+
+use super::create::{self, CreateRun};
+use super::engine::describe;
+use crate::api::{Problem, json_body};
+use crate::auth::{self, AuthError};
+use crate::state::AppState;
+use crate::vault;
+
+/// The longest a `GET ...?wait=` holds the request.
+const MAX_WAIT: Duration = Duration::from_secs(60);
+
+pub async fn create_run(State(state): State<Arc<AppState>>, body: axum::body::Bytes) -> Result<Response, Problem> {
+    let request: CreateRun = json_body(&body)?;
+    let created = create::create(&state, request).await?;
+    let run = state
+        .store
+        .run(&created.id)
+        .await
+        .map_err(Problem::internal)?
+        .ok_or_else(|| Problem::internal("run vanished"))?;
+    let mut value = describe(&state, &run, false).await.map_err(Problem::internal)?;
+    value["warnings"] = json!(created.warnings);
+    Ok((StatusCode::CREATED, Json(value)).into_response())
+}
+
+pub async fn list_runs(State(state): State<Arc<AppState>>) -> Result<Response, Problem> {
+    let runs = state.store.runs(200).await.map_err(Problem::internal)?;
+    let mut items = Vec::with_capacity(runs.len());
+    for run in &runs {
+        items.push(describe(&state, run, false).await.map_err(Problem::internal)?);
+    }
+    Ok(Json(json!({ "runs": items })).into_response())
+}
+
+#[derive(serde::Deserialize)]
+pub struct WaitQuery {
+    /// Hold the request until the run finishes, up to this long (e.g. 30s).
+    wait: Option<String>,
+}
+
+pub async fn show_run(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    Query(query): Query<WaitQuery>,
+) -> Result<Response, Problem> {
+    let wait = match &query.wait {
+        Some(text) => borealis_core::duration::parse(text)
+            .map_err(|e| Problem::bad_request("invalid-wait", e.to_string()))?
+            .min(MAX_WAIT),
+        None => Duration::ZERO,
+    };
+    let mut events = state.engine.subscribe();
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let run = state
+            .store
+            .run(&id)
+            .await
+            .map_err(Problem::internal)?
+            .ok_or_else(|| Problem::new(StatusCode::NOT_FOUND, "unknown-run", format!("no webhook run {id:?}")))?;
+        if run.state.is_finished() || tokio::time::Instant::now() >= deadline {
+            return Ok(Json(describe(&state, &run, true).await.map_err(Problem::internal)?).into_response());
+        }
+        // Wake on a change to this run, or re-read at the deadline.
+        let changed = async {
+            loop {
+                match events.recv().await {
+                    Ok(changed) if changed == id => return,
+                    Ok(_) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => std::future::pending().await,
+                }
+            }
+        };
+        let _ = tokio::time::timeout_at(deadline, changed).await;
+    }
+}
+
+pub async fn put_secret(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, Problem> {
+    vault::validate_name(&name).map_err(|e| Problem::bad_request("invalid-secret-name", e))?;
+    let value = String::from_utf8(body.to_vec())
+        .map_err(|_| Problem::bad_request("invalid-secret", "the secret value must be UTF-8 text"))?;
+    if value.is_empty() {
+        return Err(Problem::bad_request("invalid-secret", "the secret value is empty"));
+    }
+    state.vault.set(&name, &Secret::new(value)).await.map_err(Problem::internal)?;
+    tracing::info!(secret = %name, "secret stored");
+    Ok(Json(json!({ "name": name, "stored": true })).into_response())
+}
+
+pub async fn list_secrets(State(state): State<Arc<AppState>>) -> Result<Response, Problem> {
+    let names = state.vault.names().await.map_err(Problem::internal)?;
+    let items: Vec<serde_json::Value> = names
+        .into_iter()
+        .map(|(name, at)| json!({ "name": name, "updatedAt": humantime::format_rfc3339_millis(at).to_string() }))
+        .collect();
+    Ok(Json(json!({ "secrets": items })).into_response())
+}
+
+pub async fn delete_secret(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Result<Response, Problem> {
+    if state.vault.delete(&name).await.map_err(Problem::internal)? {
+        Ok(Json(json!({ "name": name, "deleted": true })).into_response())
+    } else {
+        Err(Problem::new(StatusCode::NOT_FOUND, "unknown-secret", format!("no secret named {name:?}")))
+    }
+}
+
+fn unauthorized(detail: impl Into<String>) -> Problem {
+    Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", detail)
+}
+
+/// `POST <callbackUri>/callback`: the external system's verdict.
+pub async fn callback(
+    State(state): State<Arc<AppState>>,
+    Path(callback_id): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, Problem> {
+    let token = auth::bearer(headers.get(header::AUTHORIZATION)).ok_or_else(|| {
+        unauthorized("missing bearer token: get one from POST /oauth/token with your client credentials")
+    })?;
+    let claims = state.auth.verify(token).map_err(|e| unauthorized(format!("invalid token: {e}")))?;
+    if claims.is_agent() {
+        return Err(unauthorized(
+            "this token was issued to an agent credential; callbacks need a client credential (borealis clients create NAME)",
+        ));
+    }
+    match state.auth.ensure_active(&claims).await {
+        Ok(()) => {}
+        Err(AuthError::Store(err)) => return Err(Problem::internal(err)),
+        Err(err) => return Err(unauthorized(format!("invalid token: {err}"))),
+    }
+    let verdict: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
+        Problem::bad_request(
+            "invalid-callback",
+            format!("the body is not JSON: {e}; send {{\"success\": true|false, \"mdMessage\": \"...\"}}"),
+        )
+    })?;
+    let success = match verdict.get("success") {
+        Some(serde_json::Value::Bool(success)) => *success,
+        Some(other) => {
+            return Err(Problem::bad_request(
+                "invalid-callback",
+                format!("success must be true or false, found {other}"),
+            ));
+        }
+        None => {
+            return Err(Problem::bad_request("invalid-callback", "success is required: send {\"success\": true|false}"));
+        }
+    };
+    let md_message = match verdict.get("mdMessage") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(text)) => Some(text.clone()),
+        Some(other) => {
+            return Err(Problem::bad_request("invalid-callback", format!("mdMessage must be a string, found {other}")));
+        }
+    };
+    let run =
+        state.store.run_by_callback(&callback_id).await.map_err(Problem::internal)?.ok_or_else(|| {
+            Problem::new(StatusCode::NOT_FOUND, "unknown-run", "no webhook run has this callback URI")
+        })?;
+    let outcome = Outcome {
+        state: if success { RunState::Succeeded } else { RunState::Failed },
+        success: Some(success),
+        md_message: md_message.clone(),
+        reason: Some(format!("callback from {:?}", claims.sub)),
+        by_callback: true,
+    };
+    // Durable before the reply: `finish` commits with synchronous=FULL.
+    if state.store.finish(&run.id, &RunState::UNFINISHED, &outcome).await.map_err(Problem::internal)? {
+        state.engine.changed(&run.id);
+        tracing::info!(run = %run.id, success, md_message = ?md_message, "callback accepted");
+        return Ok(Json(json!({ "runId": run.id, "state": outcome.state })).into_response());
+    }
+    let now =
+        state.store.run(&run.id).await.map_err(Problem::internal)?.ok_or_else(|| Problem::internal("run vanished"))?;
+    match (now.callback_at, now.success) {
+        (Some(_), Some(first)) if first == success => {
+            Ok(Json(json!({ "runId": now.id, "state": now.state, "repeat": true })).into_response())
+        }
+        (Some(_), Some(first)) => Err(Problem::new(
+            StatusCode::CONFLICT,
+            "callback-conflict",
+            format!("run {} was already decided by a callback with success: {first}", now.id),
+        )),
+        _ => Err(Problem::new(
+            StatusCode::CONFLICT,
+            "run-finished",
+            format!("run {} already ended as {}: {}", now.id, now.state.as_str(), now.reason.unwrap_or_default()),
+        )),
+    }
+}

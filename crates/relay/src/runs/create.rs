@@ -1,0 +1,147 @@
+//! Turning a deployment file and a webhook name into a stored run.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use base64::Engine;
+use borealis_core::deployment::{self, DeploymentFile, NetworkMode, Step};
+use borealis_core::template::{self, Values};
+use borealis_store::{CredentialKind, NewRun};
+
+use super::RunSpec;
+use crate::api::Problem;
+use crate::state::AppState;
+
+#[derive(Debug, serde::Deserialize)]
+pub struct CreateRun {
+    /// The deployment file's text.
+    pub file: String,
+    /// The webhook to run.
+    pub name: String,
+    pub environment: Option<String>,
+    #[serde(default)]
+    pub context: BTreeMap<String, String>,
+}
+
+pub struct Created {
+    pub id: String,
+    pub callback_uri: String,
+    pub warnings: Vec<String>,
+}
+
+fn invalid(detail: impl Into<String>) -> Problem {
+    Problem::new(StatusCode::BAD_REQUEST, "invalid-webhook-run", detail)
+}
+
+/// The context a run sees: the file's, then the `runWebhook` that names
+/// this webhook in the environment's target, then the caller's.
+fn context_for(
+    file: &DeploymentFile,
+    name: &str,
+    environment: Option<&str>,
+    caller: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    let mut context = file.context.clone();
+    if let Some(target) = environment.and_then(|e| file.target(e)) {
+        let steps = target.constraints.before_deployment.iter().chain(&target.constraints.after_deployment);
+        let strategy_steps: Vec<&Step> =
+            match target.strategy.as_deref().and_then(|s| file.strategy(s)).map(|s| &s.kind) {
+                Some(deployment::StrategyKind::Canary { steps }) => steps.iter().collect(),
+                Some(deployment::StrategyKind::BlueGreen { redirect_traffic_after, .. }) => {
+                    redirect_traffic_after.iter().collect()
+                }
+                None => Vec::new(),
+            };
+        if let Some(run) = steps.chain(strategy_steps).find_map(|s| match s {
+            Step::RunWebhook(run) if run.name == name => Some(run),
+            _ => None,
+        }) {
+            context.extend(run.context.clone());
+        }
+    }
+    context.extend(caller.clone());
+    context
+}
+
+pub async fn create(state: &Arc<AppState>, request: CreateRun) -> Result<Created, Problem> {
+    let parsed = deployment::parse(&request.file).map_err(|errors| {
+        let lines: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        invalid(format!("the deployment file is invalid:\n{}", lines.join("\n"))).with_errors(lines)
+    })?;
+    let file = parsed.file;
+    let warnings: Vec<String> = parsed.warnings.iter().map(|w| w.to_string()).collect();
+    let Some(webhook) = file.webhook(&request.name).cloned() else {
+        let names: Vec<&str> = file.webhooks.iter().map(|w| w.name.as_str()).collect();
+        return Err(invalid(format!(
+            "no webhook named {:?} in the file (defined: {})",
+            request.name,
+            names.join(", ")
+        )));
+    };
+    let target = match &request.environment {
+        Some(env) => Some(file.target(env).ok_or_else(|| {
+            let names: Vec<&str> = file.targets.iter().map(|t| t.name.as_str()).collect();
+            invalid(format!("no target named {env:?} in the file (targets: {})", names.join(", ")))
+        })?),
+        None => None,
+    };
+    let agent = match webhook.network_mode {
+        NetworkMode::Direct => None,
+        NetworkMode::RemoteNetworkAgent => Some(
+            webhook
+                .agent_identifier
+                .clone()
+                .or_else(|| target.and_then(|t| t.account.clone()))
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "webhook {:?} uses remoteNetworkAgent with no agentIdentifier; give --environment with a target that has an account",
+                        webhook.name
+                    ))
+                })?,
+        ),
+    };
+    if let Some(agent) = &agent {
+        let registered =
+            state.store.active_credential(CredentialKind::Agent, agent).await.map_err(Problem::internal)?;
+        if registered.is_none() {
+            return Err(invalid(format!("agent {agent:?} is not registered (borealis agents create {agent})")));
+        }
+    }
+
+    let id = uuid::Uuid::new_v4().to_string();
+    let callback_id = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(crate::auth::random_bytes(18));
+    let callback_uri = format!("{}/callbacks/{callback_id}", state.public_base.trim_end_matches('/'));
+    let mut armory =
+        BTreeMap::from([("callbackUri".to_owned(), callback_uri.clone()), ("deploymentId".to_owned(), id.clone())]);
+    let mut put = |key: &str, value: Option<&String>| {
+        if let Some(value) = value {
+            armory.insert(key.to_owned(), value.clone());
+        }
+    };
+    put("applicationName", file.application.as_ref());
+    put("environmentName", request.environment.as_ref());
+    put("accountName", target.and_then(|t| t.account.as_ref()));
+    put("namespace", target.and_then(|t| t.namespace.as_ref()));
+    let context = context_for(&file, &webhook.name, request.environment.as_deref(), &request.context);
+
+    // Render once now, so that bad input is refused before anything is sent.
+    let secrets = state.vault.all().await.map_err(Problem::internal)?;
+    let values = Values { armory: armory.clone(), context: context.clone(), secrets };
+    if let Err(errors) = template::render_webhook(&webhook, &values, false) {
+        let lines: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        return Err(invalid(format!("the webhook cannot be rendered:\n{}", lines.join("\n"))).with_errors(lines));
+    }
+
+    let spec = RunSpec { webhook, armory, context, agent };
+    let run = NewRun {
+        id: id.clone(),
+        callback_id,
+        webhook: request.name,
+        environment: request.environment,
+        spec: serde_json::to_string(&spec).expect("the spec serializes"),
+    };
+    state.store.insert_run(&run).await.map_err(Problem::internal)?;
+    state.engine.attempt_now(&id);
+    Ok(Created { id, callback_uri, warnings })
+}

@@ -1,0 +1,439 @@
+//! The run engine: one scheduler task keeps a timeline of attempts and
+//! callback deadlines; attempts run as their own tasks, bounded in number.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use axum::body::Body;
+use backon::BackoffBuilder;
+use borealis_core::template::{self, Values};
+use borealis_store::{Attempt, Outcome, RunRecord, RunState, unix_ms};
+use futures_util::StreamExt;
+use http::{HeaderMap, HeaderName, HeaderValue};
+use tokio::sync::{Semaphore, broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use super::RunSpec;
+use crate::proxy::{self, Outbound};
+use crate::state::AppState;
+use crate::vault::scrub;
+
+/// How much of a reply body an attempt keeps.
+const REPLY_LIMIT: usize = 2048;
+/// Attempts running at once.
+const CONCURRENT_ATTEMPTS: usize = 256;
+/// The longest wait between attempts, `Retry-After` included.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(600);
+
+#[derive(Debug)]
+enum Wake {
+    Attempt(String, SystemTime),
+    Deadline(String, SystemTime),
+}
+
+/// The handle handlers use: schedule work, and hear of changes.
+pub struct Engine {
+    wake: mpsc::UnboundedSender<Wake>,
+    events: broadcast::Sender<String>,
+}
+
+pub struct EngineTask(mpsc::UnboundedReceiver<Wake>);
+
+impl Engine {
+    pub fn new() -> (Self, EngineTask) {
+        let (wake, wakes) = mpsc::unbounded_channel();
+        let (events, _) = broadcast::channel(1024);
+        (Self { wake, events }, EngineTask(wakes))
+    }
+
+    pub fn attempt_now(&self, id: &str) {
+        self.attempt_at(id, SystemTime::now());
+    }
+
+    fn attempt_at(&self, id: &str, at: SystemTime) {
+        let _ = self.wake.send(Wake::Attempt(id.to_owned(), at));
+    }
+
+    fn deadline_at(&self, id: &str, at: SystemTime) {
+        let _ = self.wake.send(Wake::Deadline(id.to_owned(), at));
+    }
+
+    /// Tells waiters (`GET ...?wait=`) that run `id` changed.
+    pub fn changed(&self, id: &str) {
+        let _ = self.events.send(id.to_owned());
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<String> {
+        self.events.subscribe()
+    }
+}
+
+/// Picks up every unfinished run after a start, then runs the timeline
+/// until `stop`.
+pub async fn run(state: Arc<AppState>, task: EngineTask, stop: CancellationToken) {
+    if let Err(err) = resume(&state).await {
+        tracing::error!(error = %err, "could not resume webhook runs");
+    }
+    let EngineTask(mut wakes) = task;
+    let limiter = Arc::new(Semaphore::new(CONCURRENT_ATTEMPTS));
+    // (when, kind, run id): kind 0 is an attempt, 1 a deadline.
+    let mut timeline: BTreeSet<(i64, u8, String)> = BTreeSet::new();
+    loop {
+        let next = timeline.first().map(|(at, _, _)| *at);
+        let sleep = async {
+            match next {
+                Some(at) => {
+                    let wait = (at - unix_ms(SystemTime::now())).max(0) as u64;
+                    tokio::time::sleep(Duration::from_millis(wait)).await
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            wake = wakes.recv() => match wake {
+                Some(Wake::Attempt(id, at)) => { timeline.insert((unix_ms(at), 0, id)); }
+                Some(Wake::Deadline(id, at)) => { timeline.insert((unix_ms(at), 1, id)); }
+                None => return,
+            },
+            () = sleep => {
+                let now = unix_ms(SystemTime::now());
+                while let Some(first) = timeline.first().cloned() {
+                    if first.0 > now {
+                        break;
+                    }
+                    timeline.remove(&first);
+                    let (_, kind, id) = first;
+                    let state = state.clone();
+                    let limiter = limiter.clone();
+                    tokio::spawn(async move {
+                        let _permit = limiter.acquire_owned().await;
+                        let result = if kind == 0 { attempt(&state, &id).await } else { deadline(&state, &id).await };
+                        if let Err(err) = result {
+                            tracing::error!(run = %id, error = %err, "webhook run step failed");
+                        }
+                    });
+                }
+            }
+            () = stop.cancelled() => return,
+        }
+    }
+}
+
+type StepResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+async fn resume(state: &Arc<AppState>) -> StepResult {
+    let runs = state.store.unfinished_runs().await?;
+    if !runs.is_empty() {
+        tracing::info!(count = runs.len(), "resuming unfinished webhook runs");
+    }
+    for run in runs {
+        match run.state {
+            RunState::Pending => state.engine.attempt_at(&run.id, run.next_attempt_at.unwrap_or_else(SystemTime::now)),
+            RunState::AwaitingCallback => {
+                state.engine.deadline_at(&run.id, run.deadline_at.unwrap_or_else(SystemTime::now))
+            }
+            RunState::Calling => {
+                // Whether the interrupted call arrived is unknown: it counts as
+                // a failed attempt, retried if retries are left.
+                let spec: RunSpec = serde_json::from_str(&run.spec)?;
+                let reason = format!("the relay restarted during attempt {}", run.attempts);
+                if run.attempts <= spec.webhook.retry_count {
+                    state.store.retry_at(&run.id, SystemTime::now(), &reason).await?;
+                    state.engine.attempt_now(&run.id);
+                } else {
+                    fail(state, &run.id, RunState::Calling, format!("{reason}, and no retries were left")).await?;
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+async fn fail(state: &AppState, id: &str, from: RunState, reason: String) -> StepResult {
+    let outcome =
+        Outcome { state: RunState::Failed, success: None, md_message: None, reason: Some(reason), by_callback: false };
+    if state.store.finish(id, &[from], &outcome).await? {
+        state.engine.changed(id);
+    }
+    Ok(())
+}
+
+async fn deadline(state: &Arc<AppState>, id: &str) -> StepResult {
+    let Some(run) = state.store.run(id).await? else { return Ok(()) };
+    if run.state != RunState::AwaitingCallback {
+        return Ok(());
+    }
+    if run.deadline_at.is_some_and(|d| d > SystemTime::now()) {
+        // Moved later since this wake-up was scheduled.
+        state.engine.deadline_at(id, run.deadline_at.expect("checked"));
+        return Ok(());
+    }
+    let timeout = humantime::format_duration(state.config.callback_timeout);
+    let outcome = Outcome {
+        state: RunState::TimedOut,
+        success: None,
+        md_message: None,
+        reason: Some(format!("no callback within {timeout}")),
+        by_callback: false,
+    };
+    if state.store.finish(id, &[RunState::AwaitingCallback], &outcome).await? {
+        tracing::info!(run = %id, "webhook run timed out waiting for its callback");
+        state.engine.changed(id);
+    }
+    Ok(())
+}
+
+/// What one call produced.
+enum Answer {
+    Status { status: u16, retry_after: Option<Duration>, reply: String },
+    Failed { slug: &'static str, detail: String },
+}
+
+fn retryable(slug: &str) -> bool {
+    matches!(slug, "connect-failed" | "timeout" | "upstream-failed" | "agent-unavailable" | "cancelled" | "internal")
+}
+
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get(http::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(SystemTime::now()).unwrap_or_default())
+}
+
+async fn call(state: &Arc<AppState>, spec: &RunSpec, request: &template::RenderedRequest) -> Answer {
+    let mut headers = HeaderMap::new();
+    for (name, value) in &request.headers {
+        match (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
+            (Ok(name), Ok(value)) => {
+                headers.append(name, value);
+            }
+            _ => return Answer::Failed { slug: "invalid-request", detail: format!("header {name:?} cannot be sent") },
+        }
+    }
+    let Ok(method) = http::Method::from_bytes(request.method.as_bytes()) else {
+        return Answer::Failed { slug: "invalid-request", detail: format!("invalid method {:?}", request.method) };
+    };
+    let timeout = state.config.webhook_timeout;
+    let outbound = Outbound {
+        method,
+        url: request.url.clone(),
+        headers,
+        body: request.body.clone().map(Body::from).unwrap_or_else(Body::empty),
+        timeout,
+        limit: state.config.max_body_bytes,
+    };
+    let exchange = async {
+        match proxy::send(state, spec.agent.as_deref(), outbound).await {
+            Err(problem) => Answer::Failed { slug: problem.slug, detail: problem.detail },
+            Ok(response) => {
+                let status = response.status().as_u16();
+                let retry_after = retry_after(response.headers());
+                let mut body = response.into_body().into_data_stream();
+                let mut reply = Vec::new();
+                while reply.len() < REPLY_LIMIT {
+                    match body.next().await {
+                        Some(Ok(chunk)) => reply.extend_from_slice(&chunk),
+                        _ => break,
+                    }
+                }
+                reply.truncate(REPLY_LIMIT);
+                Answer::Status { status, retry_after, reply: String::from_utf8_lossy(&reply).into_owned() }
+            }
+        }
+    };
+    match tokio::time::timeout(timeout, exchange).await {
+        Ok(answer) => answer,
+        Err(_) => Answer::Failed {
+            slug: "timeout",
+            detail: format!("no complete answer within {}", humantime::format_duration(timeout)),
+        },
+    }
+}
+
+async fn attempt(state: &Arc<AppState>, id: &str) -> StepResult {
+    let Some(run) = state.store.run(id).await? else { return Ok(()) };
+    if run.state != RunState::Pending {
+        return Ok(());
+    }
+    if run.next_attempt_at.is_some_and(|at| at > SystemTime::now() + Duration::from_millis(5)) {
+        state.engine.attempt_at(id, run.next_attempt_at.expect("checked"));
+        return Ok(());
+    }
+    let spec: RunSpec = serde_json::from_str(&run.spec)?;
+    let secrets = state.vault.all().await?;
+    let values = Values { armory: spec.armory.clone(), context: spec.context.clone(), secrets };
+    let rendered = match template::render_webhook(&spec.webhook, &values, false) {
+        Ok(rendered) => rendered,
+        Err(errors) => {
+            let lines: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+            return fail(state, id, RunState::Pending, format!("the webhook cannot be rendered: {}", lines.join("; ")))
+                .await;
+        }
+    };
+    let masked = template::render_webhook(&spec.webhook, &values, true).ok();
+    let number = run.attempts + 1;
+    let masked_json = serde_json::to_string(&masked)?;
+    if !state.store.start_attempt(id, number, &masked_json).await? {
+        return Ok(());
+    }
+    state.engine.changed(id);
+    let started_at = SystemTime::now();
+    let started = tokio::time::Instant::now();
+    let answer = call(state, &spec, &rendered).await;
+    let latency_ms = started.elapsed().as_millis() as u64;
+    let record = match &answer {
+        Answer::Status { status, reply, .. } => Attempt {
+            number,
+            started_at,
+            latency_ms,
+            status: Some(*status),
+            error: None,
+            reply: Some(scrub(reply, &values.secrets)),
+        },
+        Answer::Failed { detail, .. } => Attempt {
+            number,
+            started_at,
+            latency_ms,
+            status: None,
+            error: Some(scrub(detail, &values.secrets)),
+            reply: None,
+        },
+    };
+    state.store.record_attempt(id, &record).await?;
+    tracing::info!(run = %id, webhook = %spec.webhook.name, attempt = number, status = ?record.status, error = ?record.error, latency_ms, "webhook attempt");
+
+    let (retry_reason, wait_at_least) = match answer {
+        Answer::Status { status, .. } if (200..300).contains(&status) => {
+            if spec.webhook.disable_callback {
+                let outcome = Outcome {
+                    state: RunState::Succeeded,
+                    success: Some(true),
+                    md_message: None,
+                    reason: Some(format!("HTTP {status}; callbacks are disabled, so the reply decides")),
+                    by_callback: false,
+                };
+                state.store.finish(id, &[RunState::Calling], &outcome).await?;
+            } else {
+                let deadline = SystemTime::now() + state.config.callback_timeout;
+                if state.store.await_callback(id, deadline).await? {
+                    state.engine.deadline_at(id, deadline);
+                }
+            }
+            state.engine.changed(id);
+            return Ok(());
+        }
+        Answer::Status { status, retry_after, .. } if status == 408 || status == 429 || status >= 500 => {
+            (format!("attempt {number}: HTTP {status}"), retry_after)
+        }
+        Answer::Status { status, .. } => {
+            return fail(
+                state,
+                id,
+                RunState::Calling,
+                format!("attempt {number}: HTTP {status}; a 4xx other than 408 and 429 is not retried"),
+            )
+            .await;
+        }
+        Answer::Failed { slug, detail } if retryable(slug) => {
+            (format!("attempt {number}: {}", scrub(&detail, &values.secrets)), None)
+        }
+        Answer::Failed { detail, .. } => {
+            return fail(
+                state,
+                id,
+                RunState::Calling,
+                format!("attempt {number}: {}", scrub(&detail, &values.secrets)),
+            )
+            .await;
+        }
+    };
+    if number > spec.webhook.retry_count {
+        let reason = if spec.webhook.retry_count == 0 {
+            format!("{retry_reason} (retryCount is 0)")
+        } else {
+            format!("{retry_reason}; gave up after {number} attempts (retryCount {})", spec.webhook.retry_count)
+        };
+        return fail(state, id, RunState::Calling, reason).await;
+    }
+    let backoff = backon::ExponentialBuilder::default()
+        .with_min_delay(state.config.retry_base_delay)
+        .with_max_delay(MAX_RETRY_DELAY)
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times()
+        .build()
+        .nth(number as usize - 1)
+        .unwrap_or(state.config.retry_base_delay);
+    let delay = backoff.max(wait_at_least.unwrap_or_default()).min(MAX_RETRY_DELAY);
+    let at = SystemTime::now() + delay;
+    if state
+        .store
+        .retry_at(
+            id,
+            at,
+            &format!(
+                "{retry_reason}; retrying in {}",
+                humantime::format_duration(Duration::from_millis(delay.as_millis() as u64))
+            ),
+        )
+        .await?
+    {
+        state.engine.attempt_at(id, at);
+    }
+    state.engine.changed(id);
+    Ok(())
+}
+
+/// A run as the API shows it.
+pub async fn describe(
+    state: &AppState,
+    run: &RunRecord,
+    with_attempts: bool,
+) -> Result<serde_json::Value, borealis_store::StoreError> {
+    let time = |t: Option<SystemTime>| t.map(|t| humantime::format_rfc3339_millis(t).to_string());
+    let spec: Option<RunSpec> = serde_json::from_str(&run.spec).ok();
+    let mut value = serde_json::json!({
+        "id": run.id,
+        "webhook": run.webhook,
+        "environment": run.environment,
+        "state": run.state,
+        "success": run.success,
+        "mdMessage": run.md_message,
+        "reason": run.reason,
+        "attempts": run.attempts,
+        "networkMode": spec.as_ref().map(|s| s.webhook.network_mode),
+        "agent": spec.as_ref().and_then(|s| s.agent.clone()),
+        "callbackUri": spec.as_ref().and_then(|s| s.armory.get("callbackUri").cloned()),
+        "createdAt": time(Some(run.created_at)),
+        "updatedAt": time(Some(run.updated_at)),
+        "nextAttemptAt": time(run.next_attempt_at),
+        "deadlineAt": time(run.deadline_at),
+        "callbackAt": time(run.callback_at),
+        "finishedAt": time(run.finished_at),
+    });
+    if with_attempts {
+        let attempts = state.store.attempts(&run.id).await?;
+        value["attemptLog"] = serde_json::to_value(
+            attempts
+                .iter()
+                .map(|a| {
+                    serde_json::json!({
+                        "number": a.number,
+                        "startedAt": time(Some(a.started_at)),
+                        "latencyMs": a.latency_ms,
+                        "status": a.status,
+                        "error": a.error,
+                        "reply": a.reply,
+                    })
+                })
+                .collect::<Vec<_>>(),
+        )
+        .expect("json");
+        value["request"] = run.request.as_deref().and_then(|r| serde_json::from_str(r).ok()).unwrap_or_default();
+    }
+    Ok(value)
+}

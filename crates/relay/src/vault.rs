@@ -1,0 +1,112 @@
+//! Secrets for `{{secrets.NAME}}`: encrypted with AES-256-GCM under a key
+//! that is not in the database: `<data-dir>/secret-key` (mode 0600) or the
+//! `secret_key` setting. The secret's name is bound in as associated data, so
+//! a ciphertext cannot be moved to another name.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use borealis_core::Secret;
+use borealis_store::{Store, StoreError};
+use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+
+#[derive(Debug, thiserror::Error)]
+pub enum VaultError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("secret {0:?} cannot be decrypted: the secret key changed, or the data was altered")]
+    Undecryptable(String),
+    #[error("secret key: {0}")]
+    Key(String),
+}
+
+pub struct Vault {
+    key: LessSafeKey,
+    store: Arc<dyn Store>,
+}
+
+impl Vault {
+    /// The key from configuration (base64 of 32 bytes), else the key file,
+    /// created on first start.
+    pub fn open(store: Arc<dyn Store>, data_dir: &Path, configured: Option<&Secret>) -> Result<Self, VaultError> {
+        let bytes = match configured {
+            Some(text) => B64
+                .decode(text.expose().trim())
+                .map_err(|e| VaultError::Key(format!("secret_key is not base64: {e}")))?,
+            None => {
+                let path = data_dir.join("secret-key");
+                match std::fs::read(&path) {
+                    Ok(bytes) => bytes,
+                    Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                        let bytes = crate::auth::random_bytes(32);
+                        crate::auth::write_private(&path, &bytes)
+                            .map_err(|e| VaultError::Key(format!("{}: {e}", path.display())))?;
+                        bytes
+                    }
+                    Err(err) => return Err(VaultError::Key(format!("{}: {err}", path.display()))),
+                }
+            }
+        };
+        let key = UnboundKey::new(&AES_256_GCM, &bytes).map_err(|_| VaultError::Key("it must be 32 bytes".into()))?;
+        Ok(Self { key: LessSafeKey::new(key), store })
+    }
+
+    pub async fn set(&self, name: &str, value: &Secret) -> Result<(), VaultError> {
+        let nonce_bytes = crate::auth::random_bytes(NONCE_LEN);
+        let nonce = Nonce::try_assume_unique_for_key(&nonce_bytes).expect("nonce length");
+        let mut data = value.expose().as_bytes().to_vec();
+        self.key
+            .seal_in_place_append_tag(nonce, Aad::from(name.as_bytes()), &mut data)
+            .map_err(|_| VaultError::Key("encryption failed".into()))?;
+        self.store.put_secret(name, &nonce_bytes, &data).await?;
+        Ok(())
+    }
+
+    /// Every secret, decrypted.
+    pub async fn all(&self) -> Result<BTreeMap<String, Secret>, VaultError> {
+        let mut out = BTreeMap::new();
+        for sealed in self.store.secrets().await? {
+            let nonce = Nonce::try_assume_unique_for_key(&sealed.nonce)
+                .map_err(|_| VaultError::Undecryptable(sealed.name.clone()))?;
+            let mut data = sealed.ciphertext;
+            let plain = self
+                .key
+                .open_in_place(nonce, Aad::from(sealed.name.as_bytes()), &mut data)
+                .map_err(|_| VaultError::Undecryptable(sealed.name.clone()))?;
+            let text = String::from_utf8(plain.to_vec()).map_err(|_| VaultError::Undecryptable(sealed.name.clone()))?;
+            out.insert(sealed.name, Secret::new(text));
+        }
+        Ok(out)
+    }
+
+    /// Names and last-change times; never values.
+    pub async fn names(&self) -> Result<Vec<(String, std::time::SystemTime)>, VaultError> {
+        Ok(self.store.secrets().await?.into_iter().map(|s| (s.name, s.updated_at)).collect())
+    }
+
+    pub async fn delete(&self, name: &str) -> Result<bool, VaultError> {
+        Ok(self.store.delete_secret(name).await?)
+    }
+}
+
+/// Secret names are what `{{secrets.NAME}}` can spell.
+pub fn validate_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if ok { Ok(()) } else { Err(format!("invalid secret name {name:?}: use letters, digits, '_' and '-'")) }
+}
+
+/// Replaces every secret value in `text` with the mask.
+pub fn scrub(text: &str, secrets: &BTreeMap<String, Secret>) -> String {
+    let mut out = text.to_owned();
+    for secret in secrets.values() {
+        if secret.expose().len() >= 4 {
+            out = out.replace(secret.expose(), borealis_core::secret::MASK);
+        }
+    }
+    out
+}

@@ -1,0 +1,370 @@
+//! [`Store`] on SQLite: one file in the data directory, WAL mode, and
+//! `synchronous = FULL` so that what was acknowledged survives a crash.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::{Duration, SystemTime};
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+
+use crate::*;
+
+#[derive(Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+impl SqliteStore {
+    /// Opens (creating if needed) `borealis.db` in `data_dir`, readable by its owner only.
+    pub async fn open_in(data_dir: &Path) -> Result<Self, StoreError> {
+        let path = data_dir.join("borealis.db");
+        let store = Self::open_sqlite(SqliteConnectOptions::new().filename(&path)).await?;
+        for file in [path.clone(), path.with_extension("db-wal"), path.with_extension("db-shm")] {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600));
+        }
+        Ok(store)
+    }
+
+    /// Opens a database by URL (`sqlite://PATH` or `sqlite::memory:`).
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        if !url.starts_with("sqlite:") {
+            return Err(StoreError::InvalidUrl {
+                url: url.to_owned(),
+                reason: "only sqlite: URLs are supported by this build".into(),
+            });
+        }
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|e| StoreError::InvalidUrl { url: url.to_owned(), reason: e.to_string() })?;
+        Self::open_sqlite(options).await
+    }
+
+    async fn open_sqlite(options: SqliteConnectOptions) -> Result<Self, StoreError> {
+        let options = options
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(5))
+            .foreign_keys(true);
+        // Each connection to `:memory:` is its own database: keep one.
+        let in_memory = options.get_filename() == Path::new(":memory:");
+        let pool =
+            SqlitePoolOptions::new().max_connections(if in_memory { 1 } else { 8 }).connect_with(options).await?;
+        MIGRATIONS.run(&pool).await?;
+        Ok(Self { pool })
+    }
+}
+
+fn credential_from(row: &SqliteRow) -> Credential {
+    Credential {
+        client_id: row.get("client_id"),
+        kind: CredentialKind::parse(row.get("kind")),
+        subject: row.get("subject"),
+        secret_hash: row.get("secret_hash"),
+        created_at: from_unix_ms(row.get("created_at")),
+        revoked_at: row.get::<Option<i64>, _>("revoked_at").map(from_unix_ms),
+    }
+}
+
+fn time(row: &SqliteRow, column: &str) -> Option<SystemTime> {
+    row.get::<Option<i64>, _>(column).map(from_unix_ms)
+}
+
+fn run_from(row: &SqliteRow) -> RunRecord {
+    RunRecord {
+        id: row.get("id"),
+        callback_id: row.get("callback_id"),
+        webhook: row.get("webhook"),
+        environment: row.get("environment"),
+        spec: row.get("spec"),
+        request: row.get("request"),
+        state: RunState::parse(row.get("state")).unwrap_or(RunState::Failed),
+        attempts: row.get::<i64, _>("attempts") as u32,
+        next_attempt_at: time(row, "next_attempt_at"),
+        deadline_at: time(row, "deadline_at"),
+        success: row.get::<Option<i64>, _>("success").map(|s| s != 0),
+        md_message: row.get("md_message"),
+        reason: row.get("reason"),
+        callback_at: time(row, "callback_at"),
+        created_at: from_unix_ms(row.get("created_at")),
+        updated_at: from_unix_ms(row.get("updated_at")),
+        finished_at: time(row, "finished_at"),
+    }
+}
+
+fn now_ms() -> i64 {
+    unix_ms(SystemTime::now())
+}
+
+#[async_trait::async_trait]
+impl Store for SqliteStore {
+    async fn setting_or_init(&self, key: &str, init: Vec<u8>) -> Result<Vec<u8>, StoreError> {
+        sqlx::query("INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING")
+            .bind(key)
+            .bind(init)
+            .execute(&self.pool)
+            .await?;
+        let row = sqlx::query("SELECT value FROM settings WHERE key = ?").bind(key).fetch_one(&self.pool).await?;
+        Ok(row.get("value"))
+    }
+
+    async fn create_credential(
+        &self,
+        kind: CredentialKind,
+        subject: &str,
+        client_id: &str,
+        secret_hash: &[u8],
+    ) -> Result<Credential, StoreError> {
+        let now = SystemTime::now();
+        let result = sqlx::query(
+            "INSERT INTO credentials (client_id, kind, subject, secret_hash, created_at) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(client_id)
+        .bind(kind.as_str())
+        .bind(subject)
+        .bind(secret_hash)
+        .bind(unix_ms(now))
+        .execute(&self.pool)
+        .await;
+        match result {
+            Ok(_) => Ok(Credential {
+                client_id: client_id.to_owned(),
+                kind,
+                subject: subject.to_owned(),
+                secret_hash: secret_hash.to_vec(),
+                created_at: now,
+                revoked_at: None,
+            }),
+            Err(sqlx::Error::Database(db)) if db.is_unique_violation() => Err(StoreError::Conflict(format!(
+                "{} {subject:?} already has credentials; revoke them first",
+                kind.as_str()
+            ))),
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    async fn credential(&self, client_id: &str) -> Result<Option<Credential>, StoreError> {
+        let row = sqlx::query("SELECT * FROM credentials WHERE client_id = ?")
+            .bind(client_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|row| credential_from(&row)))
+    }
+
+    async fn active_credential(&self, kind: CredentialKind, subject: &str) -> Result<Option<Credential>, StoreError> {
+        let row = sqlx::query("SELECT * FROM credentials WHERE kind = ? AND subject = ? AND revoked_at IS NULL")
+            .bind(kind.as_str())
+            .bind(subject)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|row| credential_from(&row)))
+    }
+
+    async fn active_credentials(&self, kind: CredentialKind) -> Result<Vec<Credential>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM credentials WHERE kind = ? AND revoked_at IS NULL ORDER BY subject")
+            .bind(kind.as_str())
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(credential_from).collect())
+    }
+
+    async fn revoke(&self, kind: CredentialKind, subject: &str) -> Result<bool, StoreError> {
+        let done =
+            sqlx::query("UPDATE credentials SET revoked_at = ? WHERE kind = ? AND subject = ? AND revoked_at IS NULL")
+                .bind(now_ms())
+                .bind(kind.as_str())
+                .bind(subject)
+                .execute(&self.pool)
+                .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn put_secret(&self, name: &str, nonce: &[u8], ciphertext: &[u8]) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO secrets (name, nonce, ciphertext, updated_at) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (name) DO UPDATE SET nonce = excluded.nonce, ciphertext = excluded.ciphertext, updated_at = excluded.updated_at",
+        )
+        .bind(name)
+        .bind(nonce)
+        .bind(ciphertext)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn secrets(&self) -> Result<Vec<EncryptedSecret>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM secrets ORDER BY name").fetch_all(&self.pool).await?;
+        Ok(rows
+            .iter()
+            .map(|row| EncryptedSecret {
+                name: row.get("name"),
+                nonce: row.get("nonce"),
+                ciphertext: row.get("ciphertext"),
+                updated_at: from_unix_ms(row.get("updated_at")),
+            })
+            .collect())
+    }
+
+    async fn delete_secret(&self, name: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM secrets WHERE name = ?").bind(name).execute(&self.pool).await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn insert_run(&self, run: &NewRun) -> Result<(), StoreError> {
+        let now = now_ms();
+        sqlx::query(
+            "INSERT INTO webhook_runs (id, callback_id, webhook, environment, spec, state, next_attempt_at, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?)",
+        )
+        .bind(&run.id)
+        .bind(&run.callback_id)
+        .bind(&run.webhook)
+        .bind(&run.environment)
+        .bind(&run.spec)
+        .bind(now)
+        .bind(now)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn run(&self, id: &str) -> Result<Option<RunRecord>, StoreError> {
+        let row = sqlx::query("SELECT * FROM webhook_runs WHERE id = ?").bind(id).fetch_optional(&self.pool).await?;
+        Ok(row.map(|row| run_from(&row)))
+    }
+
+    async fn run_by_callback(&self, callback_id: &str) -> Result<Option<RunRecord>, StoreError> {
+        let row = sqlx::query("SELECT * FROM webhook_runs WHERE callback_id = ?")
+            .bind(callback_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|row| run_from(&row)))
+    }
+
+    async fn runs(&self, limit: u32) -> Result<Vec<RunRecord>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM webhook_runs ORDER BY created_at DESC, id LIMIT ?")
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(run_from).collect())
+    }
+
+    async fn unfinished_runs(&self) -> Result<Vec<RunRecord>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM webhook_runs WHERE finished_at IS NULL").fetch_all(&self.pool).await?;
+        Ok(rows.iter().map(run_from).collect())
+    }
+
+    async fn attempts(&self, run_id: &str) -> Result<Vec<Attempt>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM webhook_attempts WHERE run_id = ? ORDER BY number")
+            .bind(run_id)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|row| Attempt {
+                number: row.get::<i64, _>("number") as u32,
+                started_at: from_unix_ms(row.get("started_at")),
+                latency_ms: row.get::<i64, _>("latency_ms") as u64,
+                status: row.get::<Option<i64>, _>("status").map(|s| s as u16),
+                error: row.get("error"),
+                reply: row.get("reply"),
+            })
+            .collect())
+    }
+
+    async fn start_attempt(&self, id: &str, number: u32, request: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE webhook_runs SET state = 'calling', attempts = ?, request = ?, next_attempt_at = NULL, updated_at = ? \
+             WHERE id = ? AND state = 'pending'",
+        )
+        .bind(i64::from(number))
+        .bind(request)
+        .bind(now_ms())
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn record_attempt(&self, run_id: &str, attempt: &Attempt) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO webhook_attempts (run_id, number, started_at, latency_ms, status, error, reply) VALUES (?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (run_id, number) DO NOTHING",
+        )
+        .bind(run_id)
+        .bind(i64::from(attempt.number))
+        .bind(unix_ms(attempt.started_at))
+        .bind(attempt.latency_ms as i64)
+        .bind(attempt.status.map(i64::from))
+        .bind(&attempt.error)
+        .bind(&attempt.reply)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn retry_at(&self, id: &str, at: SystemTime, reason: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE webhook_runs SET state = 'pending', next_attempt_at = ?, reason = ?, updated_at = ? \
+             WHERE id = ? AND state = 'calling'",
+        )
+        .bind(unix_ms(at))
+        .bind(reason)
+        .bind(now_ms())
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn await_callback(&self, id: &str, deadline: SystemTime) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE webhook_runs SET state = 'awaiting_callback', deadline_at = ?, reason = NULL, updated_at = ? \
+             WHERE id = ? AND state = 'calling'",
+        )
+        .bind(unix_ms(deadline))
+        .bind(now_ms())
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn finish(&self, id: &str, from: &[RunState], outcome: &Outcome) -> Result<bool, StoreError> {
+        let now = now_ms();
+        let states: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
+        let placeholders = vec!["?"; states.len()].join(", ");
+        let sql = format!(
+            "UPDATE webhook_runs SET state = ?, success = ?, md_message = ?, reason = ?, callback_at = ?, \
+             next_attempt_at = NULL, finished_at = ?, updated_at = ? WHERE id = ? AND state IN ({placeholders})"
+        );
+        // Only `?` placeholders are interpolated; every value is bound.
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(outcome.state.as_str())
+            .bind(outcome.success.map(i64::from))
+            .bind(&outcome.md_message)
+            .bind(&outcome.reason)
+            .bind(outcome.by_callback.then_some(now))
+            .bind(now)
+            .bind(now)
+            .bind(id);
+        for state in states {
+            query = query.bind(state);
+        }
+        Ok(query.execute(&self.pool).await?.rows_affected() == 1)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}
