@@ -75,9 +75,34 @@ echo "$NONCE" > "$WORK/www/nonce.txt"
 ip netns exec "$NS" python3 -m http.server "$PORT" --bind 127.0.0.1 --directory "$WORK/www" > "$WORK/server.log" 2>&1 &
 PIDS+=($!)
 
-# The relay outside. Direct mode may try loopback and the veth range, so a
-# failure below is the network's doing, not the address guard's.
-"$BIN/borealis-relay" --data-dir "$WORK/relay" --listen 127.0.0.1:0 --agent-listen "$HOST_ADDR:0" \
+# An external system inside the namespace: it takes a webhook, then calls
+# the relay back over the veth with a token it gets itself.
+EXT_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+cat > "$WORK/external.py" <<'PY'
+import http.server, json, sys, threading, urllib.parse, urllib.request
+relay, client_id, client_secret, port = sys.argv[1:5]
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("content-length") or 0))
+        callback = self.headers["Location"]
+        self.send_response(202)
+        self.end_headers()
+        def answer():
+            form = urllib.parse.urlencode({"grant_type": "client_credentials", "client_id": client_id, "client_secret": client_secret})
+            token = json.load(urllib.request.urlopen(relay + "/oauth/token", data=form.encode()))["access_token"]
+            body = json.dumps({"success": True, "mdMessage": "private check passed"}).encode()
+            headers = {"Authorization": "Bearer " + token, "Content-Type": "application/json"}
+            urllib.request.urlopen(urllib.request.Request(callback, data=body, headers=headers))
+        threading.Thread(target=answer).start()
+    def log_message(self, *args):
+        pass
+http.server.HTTPServer(("127.0.0.1", int(port)), Handler).serve_forever()
+PY
+
+# The relay outside; its HTTP side on the veth, so callbacks from inside
+# reach it. Direct mode may try loopback and the veth range, so a failure
+# below is the network's doing, not the address guard's.
+"$BIN/borealis-relay" --data-dir "$WORK/relay" --listen "$HOST_ADDR:0" --agent-listen "$HOST_ADDR:0" \
   --direct-allow 127.0.0.0/8 --direct-allow 10.213.77.0/30 > "$WORK/relay.log" 2>&1 &
 PIDS+=($!)
 wait_for "$WORK/relay.log" "relay ready" 20
@@ -91,8 +116,24 @@ export BOREALIS_ADMIN_TOKEN
 CLIENT_ID=$(awk '/^client_id:/ {print $2}' "$WORK/creds.txt")
 CLIENT_SECRET=$(awk '/^client_secret:/ {print $2}' "$WORK/creds.txt")
 ip netns exec "$NS" "$BIN/borealis-agent" --relay "$AGENTS_URL" --client-id "$CLIENT_ID" --client-secret "$CLIENT_SECRET" \
-  --allow "127.0.0.1:$PORT" > "$WORK/agent.log" 2>&1 &
+  --allow "127.0.0.1:$PORT" --allow "127.0.0.1:$EXT_PORT" > "$WORK/agent.log" 2>&1 &
 PIDS+=($!)
+"$BIN/borealis" clients create private-ci > "$WORK/client.txt" 2>/dev/null
+ip netns exec "$NS" python3 "$WORK/external.py" "$HTTP_URL" \
+  "$(awk '/^client_id:/ {print $2}' "$WORK/client.txt")" "$(awk '/^client_secret:/ {print $2}' "$WORK/client.txt")" "$EXT_PORT" \
+  > "$WORK/external.log" 2>&1 &
+PIDS+=($!)
+cat > "$WORK/deploy.yaml" <<YAML
+webhooks:
+  - name: private-check
+    method: POST
+    uriTemplate: http://127.0.0.1:$EXT_PORT/check
+    networkMode: remoteNetworkAgent
+    agentIdentifier: e2e
+    headers:
+      - key: Location
+        value: '{{armory.callbackUri}}/callback'
+YAML
 wait_for "$WORK/agent.log" "connected to the relay" 20
 
 direct_cannot_reach() {
@@ -114,6 +155,13 @@ agent_reaches() {
   [ "$out" = "$NONCE" ]
 }
 
+webhook_through_agent() {
+  local out
+  out=$("$BIN/borealis" webhook run -f "$WORK/deploy.yaml" --name private-check --wait 2>&1) || { echo "$out" >&2; return 1; }
+  echo "  webhook run -> $(tr '\n' ' ' <<< "$out")"
+  grep -q "private check passed" <<< "$out"
+}
+
 agent_listed() {
   "$BIN/borealis" agents list | grep -E '^e2e +yes'
 }
@@ -121,6 +169,7 @@ agent_listed() {
 check "the agent inside the namespace is connected" agent_listed
 check "borealis proxy (direct) cannot reach the private server" direct_cannot_reach
 check "borealis proxy --agent e2e reaches it" agent_reaches
+check "a remoteNetworkAgent webhook runs through the agent and is called back" webhook_through_agent
 
 echo "e2e-private-network: $passed passed, $failed failed"
 [ "$failed" = 0 ]

@@ -5,6 +5,7 @@
 //! Binaries are taken from the cargo target dir next to the test executable;
 //! `scripts/test.sh` builds them before running the tests.
 
+pub mod external;
 pub mod process;
 pub mod servers;
 

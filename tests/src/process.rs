@@ -150,8 +150,23 @@ impl RelayProcess {
 
     /// Registers an agent identifier; returns (client_id, client_secret).
     pub fn create_agent(&self, id: &str) -> (String, String) {
-        let out = self.cli().args(["agents", "create", id]).run();
-        assert!(out.status.success(), "agents create {id}: {}", out.stderr_text());
+        self.create_credentials("agents", id)
+    }
+
+    /// Credentials for an external system's callbacks; returns (client_id, client_secret).
+    pub fn create_client(&self, name: &str) -> (String, String) {
+        self.create_credentials("clients", name)
+    }
+
+    /// An external system that calls back with a client credential of its own.
+    pub async fn external_system(&self) -> (std::net::SocketAddr, crate::external::External) {
+        let (client_id, secret) = self.create_client("ci-system");
+        crate::external::start(&self.http_url, &client_id, &secret).await
+    }
+
+    fn create_credentials(&self, kind: &str, id: &str) -> (String, String) {
+        let out = self.cli().args([kind, "create", id]).run();
+        assert!(out.status.success(), "{kind} create {id}: {}", out.stderr_text());
         let text = out.stdout_text();
         let value = |key: &str| {
             text.lines()
@@ -289,6 +304,7 @@ pub fn run_agent_to_exit(args: &[&str], within: Duration) -> (std::process::Exit
 /// A `borealis` CLI invocation.
 pub struct Cli {
     command: Command,
+    stdin: Option<String>,
 }
 
 pub fn cli() -> Cli {
@@ -299,7 +315,7 @@ impl Cli {
     pub fn new() -> Self {
         let mut command = Command::new(binary("borealis"));
         command.env_remove("BOREALIS_RELAY").env_remove("BOREALIS_ADMIN_TOKEN");
-        Self { command }
+        Self { command, stdin: None }
     }
 
     pub fn env(mut self, key: &str, value: &str) -> Self {
@@ -312,9 +328,21 @@ impl Cli {
         self
     }
 
+    /// Feeds `text` to the command's standard input.
+    pub fn stdin_text(mut self, text: &str) -> Self {
+        self.stdin = Some(text.to_owned());
+        self
+    }
+
     pub fn run(mut self) -> Output {
-        self.command.stdin(Stdio::null());
-        self.command.output().expect("run borealis")
+        let Some(input) = self.stdin.take() else {
+            self.command.stdin(Stdio::null());
+            return self.command.output().expect("run borealis");
+        };
+        self.command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = self.command.spawn().expect("run borealis");
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), input.as_bytes()).unwrap();
+        child.wait_with_output().expect("run borealis")
     }
 
     /// Runs on a blocking thread, so a test's servers keep running meanwhile.

@@ -931,4 +931,18 @@ targets:
             "  value: '{{a.b}}/x'\n  - '{{c.d}}'\n# value: {{e}}\n"
         );
     }
+
+    #[test]
+    fn the_seed_examples_parse_as_written() {
+        let github = parse(include_str!("../../../tests/fixtures/seed003-github-webhook.yaml")).unwrap();
+        let hook = &github.file.webhooks[0];
+        assert_eq!((hook.name.as_str(), hook.retry_count, hook.network_mode), ("myWebhook", 3, NetworkMode::Direct));
+        assert_eq!(hook.headers[0].value, "token {{secrets.github_token}}");
+        assert!(github.warnings.is_empty(), "{:?}", github.warnings);
+        let agent = parse(include_str!("../../../tests/fixtures/seed003-agent-webhook.yaml")).unwrap();
+        let hook = &agent.file.webhooks[0];
+        assert_eq!(hook.agent_identifier.as_deref(), Some("test-rna"));
+        assert_eq!(hook.headers[1].value, "{{armory.callbackUri}}/callback");
+        assert_eq!(hook.headers[3].value, "{{context.environment}}");
+    }
 }

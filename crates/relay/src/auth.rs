@@ -210,3 +210,42 @@ pub fn validate_name(what: &str, name: &str) -> Result<(), String> {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn authority() -> Authority {
+        let store: Arc<dyn Store> = Arc::new(borealis_store::SqliteStore::open("sqlite::memory:").await.unwrap());
+        Authority::new(store, &Secret::new("admin-token-for-tests")).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn tokens_expire_and_cannot_be_altered() {
+        let auth = authority().await;
+        let (client_id, secret) = auth.create_credential(CredentialKind::Callback, "ci").await.unwrap();
+        let (token, _) = auth.issue_token(&client_id, &secret).await.unwrap();
+        assert_eq!(auth.verify(&token).unwrap().sub, "ci");
+
+        let expired = Claims { kind: "callback".into(), sub: "ci".into(), client_id: client_id.clone(), exp: 1 };
+        assert!(matches!(auth.verify(&auth.sign(&expired)), Err(AuthError::Expired)));
+
+        let (payload, tag) = token.split_once('.').unwrap();
+        let mut forged: Claims = serde_json::from_slice(&B64.decode(payload).unwrap()).unwrap();
+        forged.kind = "agent".into();
+        let forged = format!("{}.{tag}", B64.encode(serde_json::to_vec(&forged).unwrap()));
+        assert!(matches!(auth.verify(&forged), Err(AuthError::BadSignature)));
+        assert!(matches!(auth.verify("garbage"), Err(AuthError::Malformed)));
+    }
+
+    #[tokio::test]
+    async fn wrong_and_revoked_secrets_get_no_token() {
+        let auth = authority().await;
+        let (client_id, secret) = auth.create_credential(CredentialKind::Agent, "rna").await.unwrap();
+        assert!(matches!(auth.issue_token(&client_id, &Secret::new("wrong")).await, Err(AuthError::InvalidClient)));
+        assert!(matches!(auth.issue_token("nobody", &secret).await, Err(AuthError::InvalidClient)));
+        auth.store.revoke(CredentialKind::Agent, "rna").await.unwrap();
+        assert!(matches!(auth.issue_token(&client_id, &secret).await, Err(AuthError::Revoked)));
+        assert!(auth.is_admin("admin-token-for-tests") && !auth.is_admin("admin-token-for-test"));
+    }
+}

@@ -274,4 +274,34 @@ mod tests {
         assert_eq!(store.setting_or_init("k", b"one".to_vec()).await.unwrap(), b"one");
         assert_eq!(store.setting_or_init("k", b"two".to_vec()).await.unwrap(), b"one");
     }
+
+    #[tokio::test]
+    async fn run_transitions_are_compare_and_set() {
+        let store = SqliteStore::open("sqlite::memory:").await.unwrap();
+        let run = NewRun {
+            id: "r".into(),
+            callback_id: "c".into(),
+            webhook: "w".into(),
+            environment: None,
+            spec: "{}".into(),
+        };
+        store.insert_run(&run).await.unwrap();
+        assert!(store.start_attempt("r", 1, "{}").await.unwrap());
+        assert!(!store.start_attempt("r", 1, "{}").await.unwrap(), "only a pending run starts an attempt");
+        assert!(store.await_callback("r", SystemTime::now()).await.unwrap());
+        assert!(!store.retry_at("r", SystemTime::now(), "x").await.unwrap(), "only a calling run is retried");
+        let verdict = |success: bool| Outcome {
+            state: if success { RunState::Succeeded } else { RunState::Failed },
+            success: Some(success),
+            md_message: Some("m".into()),
+            reason: None,
+            by_callback: true,
+        };
+        assert!(store.finish("r", &RunState::UNFINISHED, &verdict(true)).await.unwrap());
+        assert!(!store.finish("r", &RunState::UNFINISHED, &verdict(false)).await.unwrap(), "the first verdict wins");
+        let stored = store.run_by_callback("c").await.unwrap().unwrap();
+        assert_eq!((stored.state, stored.success, stored.attempts), (RunState::Succeeded, Some(true), 1));
+        assert!(stored.callback_at.is_some() && stored.finished_at.is_some());
+        assert!(store.unfinished_runs().await.unwrap().is_empty());
+    }
 }

@@ -161,7 +161,10 @@ pub async fn callback(
             ));
         }
         None => {
-            return Err(Problem::bad_request("invalid-callback", "success is required: send {\"success\": true|false}"));
+            return Err(Problem::bad_request(
+                "invalid-callback",
+                "success is required: send {\"success\": true|false}",
+            ));
         }
     };
     let md_message = match verdict.get("mdMessage") {

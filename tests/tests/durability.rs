@@ -1,0 +1,192 @@
+//! Runs survive a relay that is killed (SIGKILL) and started again.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use borealis_tests::{RelayOptions, RelayProcess, eventually};
+use futures_util::{StreamExt, stream};
+
+fn relay(extra: &[&str]) -> RelayProcess {
+    RelayProcess::start(RelayOptions {
+        direct_allow: vec!["127.0.0.0/8".into()],
+        extra_args: extra.iter().map(|s| s.to_string()).collect(),
+    })
+}
+
+fn file(url: &str, retry_count: u32) -> String {
+    format!(
+        "webhooks:
+  - name: job
+    method: POST
+    uriTemplate: {url}
+    networkMode: direct
+    retryCount: {retry_count}
+    headers:
+      - key: Location
+        value: '{{{{armory.callbackUri}}}}/callback'
+"
+    )
+}
+
+struct Api {
+    client: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Api {
+    fn new(relay: &RelayProcess) -> Self {
+        Self { client: reqwest::Client::new(), base: relay.http_url.clone(), token: relay.admin_token() }
+    }
+
+    async fn start(&self, file: &str) -> serde_json::Value {
+        let reply = self
+            .client
+            .post(format!("{}/api/v1/webhook-runs", self.base))
+            .bearer_auth(&self.token)
+            .json(&serde_json::json!({ "file": file, "name": "job" }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(reply.status(), 201);
+        reply.json().await.unwrap()
+    }
+
+    async fn run(&self, id: &str) -> serde_json::Value {
+        let reply = self
+            .client
+            .get(format!("{}/api/v1/webhook-runs/{id}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap();
+        reply.json().await.unwrap()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_thousand_runs_awaiting_callbacks_survive_sigkill() {
+    const RUNS: usize = 1000;
+    let relay = relay(&[]);
+    let (addr, system) = relay.external_system().await;
+    let api = Api::new(&relay);
+    let text = file(&format!("http://{addr}/silent"), 0);
+    let started: Vec<serde_json::Value> =
+        stream::iter(0..RUNS).map(|_| api.start(&text)).buffer_unordered(32).collect().await;
+    let ids: Vec<String> = started.iter().map(|r| r["id"].as_str().unwrap().to_owned()).collect();
+    let by_callback: HashMap<String, String> = started
+        .iter()
+        .map(|r| (format!("{}/callback", r["callbackUri"].as_str().unwrap()), r["id"].as_str().unwrap().to_owned()))
+        .collect();
+    eventually("every webhook was called", Duration::from_secs(60), || async {
+        (system.received().len() >= RUNS).then_some(())
+    })
+    .await;
+    eventually("every run awaits its callback", Duration::from_secs(30), || async {
+        let api = &api;
+        let waiting = stream::iter(ids.iter())
+            .map(|id| async move { api.run(id).await["state"] == "awaiting_callback" })
+            .buffer_unordered(32)
+            .filter(|ok| std::future::ready(*ok))
+            .count()
+            .await;
+        (waiting == RUNS).then_some(())
+    })
+    .await;
+
+    let relay = relay.kill_and_restart();
+    let api = Api::new(&relay);
+
+    // Even runs pass, odd runs fail; each callback exactly once.
+    let callbacks: Vec<(String, bool)> = system
+        .received()
+        .iter()
+        .map(|r| {
+            let uri = r.callback_uri.clone().unwrap();
+            let index = ids.iter().position(|id| by_callback[&uri] == *id).unwrap();
+            (uri, index % 2 == 0)
+        })
+        .collect();
+    let replies: Vec<u16> = stream::iter(callbacks)
+        .map(|(uri, success)| {
+            let system = system.clone();
+            async move {
+                system
+                    .call_back(
+                        &uri,
+                        serde_json::json!({ "success": success, "mdMessage": format!("verdict {success}") }),
+                    )
+                    .await
+                    .status
+            }
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    assert_eq!(replies.len(), RUNS);
+    assert!(replies.iter().all(|&s| s == 200), "every callback is accepted after the restart");
+
+    let api = &api;
+    let states: Vec<(usize, serde_json::Value)> = stream::iter(ids.iter().enumerate())
+        .map(|(i, id)| async move { (i, api.run(id).await) })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    for (i, run) in states {
+        let expected = if i % 2 == 0 { "succeeded" } else { "failed" };
+        assert_eq!(run["state"], expected, "run {i}");
+        assert_eq!(run["mdMessage"], format!("verdict {}", i % 2 == 0));
+        assert_eq!(run["attempts"], 1, "run {i} was called once, not again after the restart");
+    }
+    assert_eq!(system.received().len(), RUNS, "no webhook was sent twice");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_between_attempts_resumes_after_sigkill() {
+    let relay = relay(&["--retry-base-delay", "1500ms"]);
+    let (addr, system) = relay.external_system().await;
+    let api = Api::new(&relay);
+    let run = api.start(&file(&format!("http://{addr}/flaky/1"), 2)).await;
+    let id = run["id"].as_str().unwrap().to_owned();
+    eventually("the first attempt failed and a retry is pending", Duration::from_secs(10), || async {
+        let run = api.run(&id).await;
+        (run["state"] == "pending" && run["attempts"] == 1).then_some(())
+    })
+    .await;
+    let relay = relay.kill_and_restart();
+    let api = Api::new(&relay);
+    let run = eventually("the run resumed and succeeded", Duration::from_secs(20), || async {
+        let run = api.run(&id).await;
+        (run["state"] == "succeeded").then_some(run)
+    })
+    .await;
+    assert_eq!(run["attempts"], 2);
+    assert_eq!(system.received().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_callback_deadline_holds_across_sigkill() {
+    let relay = relay(&["--callback-timeout", "3s"]);
+    let (addr, _system) = relay.external_system().await;
+    let api = Api::new(&relay);
+    let created = Instant::now();
+    let run = api.start(&file(&format!("http://{addr}/silent"), 0)).await;
+    let id = run["id"].as_str().unwrap().to_owned();
+    eventually("the run awaits its callback", Duration::from_secs(10), || async {
+        (api.run(&id).await["state"] == "awaiting_callback").then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let relay = relay.kill_and_restart();
+    let api = Api::new(&relay);
+    let run = eventually("the run timed out", Duration::from_secs(10), || async {
+        let run = api.run(&id).await;
+        (run["state"] == "timed_out").then_some(run)
+    })
+    .await;
+    let elapsed = created.elapsed();
+    println!("timed out {elapsed:?} after creation");
+    // On the original deadline (3 s after the call), not 3 s after the restart.
+    assert!(elapsed < Duration::from_millis(4400), "took {elapsed:?}");
+    assert!(run["reason"].as_str().unwrap().contains("no callback within 3s"));
+}
