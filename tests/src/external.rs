@@ -6,7 +6,9 @@
 //! - `/pass...`: 202, then calls back `success: true`;
 //! - `/fail...`: 202, then calls back `success: false`;
 //! - `/silent...`: 202 and nothing more;
-//! - `/flaky/N...`: 503 for the first N requests, then as `/pass`.
+//! - `/flaky/N...`: 503 for the first N requests, then as `/pass`;
+//! - `/throttled/N...`: 429 with `Retry-After: 1` for the first N, then as `/pass`;
+//! - `/reject...`: 403.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -117,12 +119,22 @@ async fn handle(State(external): State<External>, request: Request) -> impl Into
         body,
         callback_uri: callback_uri.clone(),
     });
-    let verdict = if let Some(rest) = path.strip_prefix("/flaky/") {
-        let failures: usize = rest.split('/').next().unwrap_or("0").parse().unwrap_or(0);
-        if external.flaky_seen.fetch_add(1, Ordering::SeqCst) < failures {
+    let failing = |prefix: &str| {
+        let failures: usize = path.strip_prefix(prefix)?.split('/').next()?.parse().ok()?;
+        Some(external.flaky_seen.fetch_add(1, Ordering::SeqCst) < failures)
+    };
+    let verdict = if let Some(down) = failing("/flaky/") {
+        if down {
             return (StatusCode::SERVICE_UNAVAILABLE, "down for now").into_response();
         }
         Some(true)
+    } else if let Some(throttled) = failing("/throttled/") {
+        if throttled {
+            return (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "1")], "slow down").into_response();
+        }
+        Some(true)
+    } else if path.starts_with("/reject") {
+        return (StatusCode::FORBIDDEN, "not for you").into_response();
     } else if path.starts_with("/pass") {
         Some(true)
     } else if path.starts_with("/fail") {

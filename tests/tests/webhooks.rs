@@ -436,3 +436,80 @@ async fn template_and_file_errors_name_the_problem_and_secrets_never_show() {
         assert!(!text.contains(secret), "the secret leaked into: {text}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retry_after_is_honoured_and_other_4xx_replies_are_not_retried() {
+    let relay = relay(&[]);
+    let (addr, system) = relay.external_system().await;
+    let dir = TempDir::new("retry-after");
+    let throttled =
+        write_file(&dir, "throttled.yaml", &direct_file(&format!("http://{addr}/throttled/1"), "    retryCount: 2\n"));
+    let out = relay
+        .cli()
+        .args(["webhook", "run", "-f", &throttled, "--name", "tests", "--environment", "staging", "--wait"])
+        .run_async()
+        .await;
+    assert_eq!(out.status.code(), Some(0), "{}\n{}", out.stdout_text(), out.stderr_text());
+    let calls = system.received();
+    assert_eq!(calls.len(), 2);
+    let run: serde_json::Value = serde_json::from_str(
+        &relay.cli().args(["--json", "runs", "show", &run_id(&relay)]).run_async().await.stdout_text(),
+    )
+    .unwrap();
+    let log = run["attemptLog"].as_array().unwrap();
+    let started = |i: usize| humantime::parse_rfc3339(log[i]["startedAt"].as_str().unwrap()).unwrap();
+    let gap = started(1).duration_since(started(0)).unwrap();
+    // The base delay is 50 ms; Retry-After: 1 asks for a second.
+    assert!(gap >= Duration::from_millis(950), "retried after {gap:?}");
+
+    let rejected =
+        write_file(&dir, "reject.yaml", &direct_file(&format!("http://{addr}/reject"), "    retryCount: 3\n"));
+    let out = relay
+        .cli()
+        .args(["webhook", "run", "-f", &rejected, "--name", "tests", "--environment", "staging", "--wait"])
+        .run_async()
+        .await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        out.stdout_text().contains("HTTP 403; a 4xx other than 408 and 429 is not retried"),
+        "{}",
+        out.stdout_text()
+    );
+    assert_eq!(system.received().len(), 3, "a 403 is tried once");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn disable_callback_lets_the_reply_decide_and_runs_can_be_cancelled() {
+    let relay = relay(&[]);
+    let (addr, system) = relay.external_system().await;
+    let dir = TempDir::new("no-callback");
+    let decided =
+        write_file(&dir, "decided.yaml", &direct_file(&format!("http://{addr}/silent"), "    disableCallback: true\n"));
+    let out = relay
+        .cli()
+        .args(["webhook", "run", "-f", &decided, "--name", "tests", "--environment", "staging", "--wait"])
+        .run_async()
+        .await;
+    assert_eq!(out.status.code(), Some(0), "{}\n{}", out.stdout_text(), out.stderr_text());
+    assert!(out.stdout_text().contains("callbacks are disabled"), "{}", out.stdout_text());
+
+    let waiting = write_file(&dir, "waiting.yaml", &direct_file(&format!("http://{addr}/silent"), ""));
+    let out = relay
+        .cli()
+        .args(["webhook", "run", "-f", &waiting, "--name", "tests", "--environment", "staging"])
+        .run_async()
+        .await;
+    assert!(out.status.success());
+    let id = run_id(&relay);
+    let callback = borealis_tests::eventually("the webhook was called", Duration::from_secs(10), || async {
+        system.received().get(1).and_then(|r| r.callback_uri.clone())
+    })
+    .await;
+    let out = relay.cli().args(["runs", "cancel", &id]).run_async().await;
+    assert!(out.stdout_text().contains("cancelled"), "{}", out.stderr_text());
+    let reply = system.call_back(&callback, serde_json::json!({ "success": true })).await;
+    assert_eq!(reply.status, 409, "{}", reply.body);
+    assert!(reply.body.contains("already ended as cancelled"), "{}", reply.body);
+    let out = relay.cli().args(["runs", "cancel", &id]).run_async().await;
+    assert_eq!(out.status.code(), Some(2), "cancelling twice is refused: {}", out.stderr_text());
+}

@@ -91,6 +91,8 @@ enum RunsCommand {
     List,
     /// One run with its attempts.
     Show { id: String },
+    /// Cancel a run that has not ended.
+    Cancel { id: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -312,6 +314,15 @@ async fn run(cli: &Cli) -> Result<(), Failure> {
                 println!("{reply:#}");
             } else {
                 print_runs(&reply);
+            }
+        }
+        Command::Runs(RunsCommand::Cancel { id }) => {
+            let path = format!("/api/v1/webhook-runs/{}/cancel", urlencode(id));
+            let reply = relay.call(reqwest::Method::POST, &path, None).await?;
+            if cli.json {
+                println!("{reply:#}");
+            } else {
+                println!("run {id}: {}", reply["state"].as_str().unwrap_or_default());
             }
         }
         Command::Runs(RunsCommand::Show { id }) => {

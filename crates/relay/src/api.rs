@@ -96,6 +96,7 @@ pub fn http_router(state: Arc<AppState>) -> Router {
         .route("/api/v1/proxy", any(proxy))
         .route("/api/v1/webhook-runs", post(runs::create_run).get(runs::list_runs))
         .route("/api/v1/webhook-runs/{id}", get(runs::show_run))
+        .route("/api/v1/webhook-runs/{id}/cancel", post(runs::cancel_run))
         .route("/api/v1/secrets", get(runs::list_secrets))
         .route("/api/v1/secrets/{name}", axum::routing::put(runs::put_secret).delete(runs::delete_secret))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));

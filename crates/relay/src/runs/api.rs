@@ -88,6 +88,35 @@ pub async fn show_run(
     }
 }
 
+/// Ends an unfinished run as cancelled. A later callback gets 409.
+pub async fn cancel_run(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Response, Problem> {
+    let outcome = Outcome {
+        state: RunState::Cancelled,
+        success: None,
+        md_message: None,
+        reason: Some("cancelled by an operator".into()),
+        by_callback: false,
+    };
+    if !state.store.finish(&id, &RunState::UNFINISHED, &outcome).await.map_err(Problem::internal)? {
+        let run = state
+            .store
+            .run(&id)
+            .await
+            .map_err(Problem::internal)?
+            .ok_or_else(|| Problem::new(StatusCode::NOT_FOUND, "unknown-run", format!("no webhook run {id:?}")))?;
+        return Err(Problem::new(
+            StatusCode::CONFLICT,
+            "run-finished",
+            format!("run {id} already ended as {}", run.state.as_str()),
+        ));
+    }
+    state.engine.changed(&id);
+    tracing::info!(run = %id, "webhook run cancelled");
+    let run =
+        state.store.run(&id).await.map_err(Problem::internal)?.ok_or_else(|| Problem::internal("run vanished"))?;
+    Ok(Json(describe(&state, &run, true).await.map_err(Problem::internal)?).into_response())
+}
+
 pub async fn put_secret(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
