@@ -72,7 +72,7 @@ PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); p
 NONCE="private-$ID-$RANDOM"
 mkdir -p "$WORK/www"
 echo "$NONCE" > "$WORK/www/nonce.txt"
-ip netns exec "$NS" python3 -m http.server "$PORT" --bind 127.0.0.1 --directory "$WORK/www" > "$WORK/server.log" 2>&1 &
+ip netns exec "$NS" python3 -u -m http.server "$PORT" --bind 127.0.0.1 --directory "$WORK/www" > "$WORK/server.log" 2>&1 &
 PIDS+=($!)
 
 # An external system inside the namespace: it takes a webhook, then calls
@@ -96,7 +96,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         threading.Thread(target=answer).start()
     def log_message(self, *args):
         pass
-http.server.HTTPServer(("127.0.0.1", int(port)), Handler).serve_forever()
+server = http.server.HTTPServer(("127.0.0.1", int(port)), Handler)
+print("ready", flush=True)
+server.serve_forever()
 PY
 
 # The relay outside; its HTTP side on the veth, so callbacks from inside
@@ -123,6 +125,8 @@ ip netns exec "$NS" python3 "$WORK/external.py" "$HTTP_URL" \
   "$(awk '/^client_id:/ {print $2}' "$WORK/client.txt")" "$(awk '/^client_secret:/ {print $2}' "$WORK/client.txt")" "$EXT_PORT" \
   > "$WORK/external.log" 2>&1 &
 PIDS+=($!)
+wait_for "$WORK/server.log" "Serving HTTP" 20
+wait_for "$WORK/external.log" "ready" 20
 cat > "$WORK/deploy.yaml" <<YAML
 webhooks:
   - name: private-check

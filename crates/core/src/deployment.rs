@@ -153,6 +153,59 @@ pub struct Strategy {
     pub location: Location,
 }
 
+/// Flagger's hook types (seed 004).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HookType {
+    ConfirmRollout,
+    PreRollout,
+    Rollout,
+    ConfirmTrafficIncrease,
+    ConfirmPromotion,
+    PostRollout,
+    Rollback,
+    Event,
+}
+
+impl HookType {
+    pub const ALL: [(&'static str, HookType); 8] = [
+        ("confirm-rollout", HookType::ConfirmRollout),
+        ("pre-rollout", HookType::PreRollout),
+        ("rollout", HookType::Rollout),
+        ("confirm-traffic-increase", HookType::ConfirmTrafficIncrease),
+        ("confirm-promotion", HookType::ConfirmPromotion),
+        ("post-rollout", HookType::PostRollout),
+        ("rollback", HookType::Rollback),
+        ("event", HookType::Event),
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        Self::ALL.iter().find(|(_, t)| *t == self).map(|(n, _)| *n).expect("every type is listed")
+    }
+
+    /// A gate is asked again until it opens.
+    pub fn is_gate(self) -> bool {
+        matches!(self, HookType::ConfirmRollout | HookType::ConfirmTrafficIncrease | HookType::ConfirmPromotion)
+    }
+}
+
+/// A Flagger-style hook from `analysis.webhooks`: the reply's status decides.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FlaggerHook {
+    pub name: String,
+    pub kind: HookType,
+    pub url: String,
+    /// Per-call time limit, in milliseconds.
+    pub timeout_ms: Option<u64>,
+    pub metadata: BTreeMap<String, String>,
+    pub retries: u32,
+    /// Borealis extension: `direct` (default) or `remoteNetworkAgent`.
+    pub network_mode: NetworkMode,
+    pub agent_identifier: Option<String>,
+    pub location: Location,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct DeploymentFile {
     pub application: Option<String>,
@@ -160,6 +213,8 @@ pub struct DeploymentFile {
     pub strategies: Vec<Strategy>,
     pub webhooks: Vec<Webhook>,
     pub context: BTreeMap<String, String>,
+    /// Flagger-style hooks, applied to every target's rollout.
+    pub hooks: Vec<FlaggerHook>,
 }
 
 impl DeploymentFile {
@@ -176,7 +231,7 @@ impl DeploymentFile {
     }
 
     /// Every step of a target, its strategy's included, with where it runs.
-    fn steps_of<'a>(&'a self, target: &'a Target) -> impl Iterator<Item = &'a Step> + 'a {
+    pub fn steps_of<'a>(&'a self, target: &'a Target) -> impl Iterator<Item = &'a Step> + 'a {
         let strategy = target.strategy.as_deref().and_then(|s| self.strategy(s));
         let strategy_steps: Vec<&Step> = match strategy.map(|s| &s.kind) {
             Some(StrategyKind::Canary { steps }) => steps.iter().collect(),
@@ -469,6 +524,21 @@ impl Reader {
                 }
             }
         }
+        if let Some(node) = map.get_node("analysis")
+            && let Some(analysis) = self.mapping(
+                "analysis",
+                node,
+                &["webhooks", "interval", "threshold", "maxWeight", "stepWeight", "metrics"],
+            )
+            && let Some(hooks) = analysis.get_node("webhooks")
+            && let Some(items) = self.list("analysis.webhooks", hooks)
+        {
+            for (i, item) in items.iter().enumerate() {
+                if let Some(hook) = self.hook(&format!("analysis.webhooks[{i}]"), item) {
+                    file.hooks.push(hook);
+                }
+            }
+        }
         if let Some(node) = map.get_node("strategies")
             && let Some(strategies) = self.mapping_of_named("strategies", node)
         {
@@ -614,6 +684,74 @@ impl Reader {
         })
     }
 
+    fn hook(&mut self, path: &str, node: &Node) -> Option<FlaggerHook> {
+        const KNOWN: &[&str] =
+            &["name", "type", "url", "timeout", "metadata", "retries", "muteAlert", "networkMode", "agentIdentifier"];
+        let map = self.mapping(path, node, KNOWN)?;
+        let name = self.required_string(path, map, node, "name");
+        let url = self.required_string(path, map, node, "url");
+        let kind = match map.get_node("type") {
+            None => Some(HookType::Rollout),
+            Some(t) => {
+                let text = self.string(&join(path, "type"), t)?;
+                let found = HookType::ALL.iter().find(|(n, _)| *n == text).map(|(_, k)| *k);
+                if found.is_none() {
+                    let names: Vec<&str> = HookType::ALL.iter().map(|(n, _)| *n).collect();
+                    self.error(
+                        &join(path, "type"),
+                        t,
+                        format!("unknown hook type {text:?} (types: {})", names.join(", ")),
+                    );
+                }
+                found
+            }
+        };
+        let timeout_ms = match map.get_node("timeout") {
+            None => Some(None),
+            Some(t) => match self.string(&join(path, "timeout"), t).map(|text| crate::duration::parse(&text)) {
+                Some(Ok(d)) => Some(Some(d.as_millis() as u64)),
+                Some(Err(e)) => {
+                    self.error(&join(path, "timeout"), t, e.to_string());
+                    None
+                }
+                None => None,
+            },
+        };
+        let metadata =
+            map.get_node("metadata").map(|m| self.dictionary(&join(path, "metadata"), m)).unwrap_or_default();
+        let retries = match map.get_node("retries") {
+            Some(n) => self.number(&join(path, "retries"), n, 100).map(|n| n as u32),
+            None => Some(0),
+        };
+        let network_mode = match map.get_node("networkMode") {
+            None => Some(NetworkMode::Direct),
+            Some(m) => match self.string(&join(path, "networkMode"), m).as_deref() {
+                Some("direct") => Some(NetworkMode::Direct),
+                Some("remoteNetworkAgent") => Some(NetworkMode::RemoteNetworkAgent),
+                Some(other) => {
+                    self.error(
+                        &join(path, "networkMode"),
+                        m,
+                        format!("expected direct or remoteNetworkAgent, found {other:?}"),
+                    );
+                    None
+                }
+                None => None,
+            },
+        };
+        Some(FlaggerHook {
+            name: name?,
+            kind: kind?,
+            url: url?,
+            timeout_ms: timeout_ms?,
+            metadata,
+            retries: retries?,
+            network_mode: network_mode?,
+            agent_identifier: self.optional_string(path, map, "agentIdentifier"),
+            location: location(path, node),
+        })
+    }
+
     fn steps(&mut self, path: &str, node: &Node) -> Vec<Step> {
         let Some(items) = self.list(path, node) else { return Vec::new() };
         let mut steps = Vec::new();
@@ -629,7 +767,8 @@ impl Reader {
             }
             let (kind, value) = map.iter().next().expect("one entry");
             let kind_path = join(&step_path, kind.as_str());
-            let at = location(&kind_path, value);
+            let (line, column) = scalar_position(kind);
+            let at = Location { path: kind_path.clone(), line, column };
             match kind.as_str() {
                 "runWebhook" => {
                     let Some(run) = self.mapping(&kind_path, value, &["name", "context"]) else { continue };
@@ -809,12 +948,6 @@ fn validate(file: &DeploymentFile, reader: &mut Reader) {
         }
     }
     for target in &file.targets {
-        if let Some(strategy) = &target.strategy
-            && file.strategy(strategy).is_none()
-            && !file.strategies.is_empty()
-        {
-            reader.error_at(&target.location, format!("strategy {strategy:?} is not defined under strategies"));
-        }
         for step in file.steps_of(target) {
             let Step::RunWebhook(run) = step else { continue };
             let Some(webhook) = file.webhook(&run.name) else { continue };
@@ -832,6 +965,83 @@ fn validate(file: &DeploymentFile, reader: &mut Reader) {
             }
         }
     }
+}
+
+/// What a deployment needs beyond a valid file: targets, a `dependsOn`
+/// graph without unknown names or cycles, defined strategies, and only
+/// steps this version runs.
+pub fn validate_deployment(file: &DeploymentFile) -> Vec<Diagnostic> {
+    let mut errors = Vec::new();
+    let mut error = |at: &Location, message: String| {
+        errors.push(Diagnostic { path: at.path.clone(), message, line: at.line, column: at.column });
+    };
+    if file.targets.is_empty() {
+        error(&Location::default(), "a deployment needs at least one target under targets".into());
+    }
+    let names: Vec<&str> = file.targets.iter().map(|t| t.name.as_str()).collect();
+    for target in &file.targets {
+        for dep in &target.constraints.depends_on {
+            if !names.contains(&dep.as_str()) {
+                error(
+                    &target.location,
+                    format!("dependsOn names target {dep:?}, which is not defined (targets: {})", names.join(", ")),
+                );
+            } else if dep == &target.name {
+                error(&target.location, "a target cannot depend on itself".into());
+            }
+        }
+        match &target.strategy {
+            Some(strategy) if file.strategy(strategy).is_none() => {
+                let defined: Vec<&str> = file.strategies.iter().map(|s| s.name.as_str()).collect();
+                error(
+                    &target.location,
+                    format!("strategy {strategy:?} is not defined (strategies: {})", defined.join(", ")),
+                );
+            }
+            _ => {}
+        }
+        for step in file.steps_of(target) {
+            if let Step::Unsupported { kind, location } = step {
+                error(location, format!("{kind} steps are not supported yet"));
+            }
+        }
+        for step in target.constraints.before_deployment.iter().chain(&target.constraints.after_deployment) {
+            if let Step::SetWeight { location, .. } = step {
+                error(location, "setWeight belongs in a canary strategy's steps, not in constraints".into());
+            }
+        }
+    }
+    if let Some(cycle) = dependency_cycle(file) {
+        let at = file.target(&cycle[0]).map(|t| t.location.clone()).unwrap_or_default();
+        error(&at, format!("dependsOn forms a cycle: {}", cycle.join(" -> ")));
+    }
+    errors.sort_by_key(|d| (d.line, d.column));
+    errors
+}
+
+/// A cycle in `dependsOn`, as the names along it, first repeated at the end.
+fn dependency_cycle(file: &DeploymentFile) -> Option<Vec<String>> {
+    fn visit(file: &DeploymentFile, name: &str, path: &mut Vec<String>, done: &mut Vec<String>) -> Option<Vec<String>> {
+        if let Some(start) = path.iter().position(|n| n == name) {
+            let mut cycle = path[start..].to_vec();
+            cycle.push(name.to_owned());
+            return Some(cycle);
+        }
+        if done.iter().any(|n| n == name) {
+            return None;
+        }
+        path.push(name.to_owned());
+        for dep in file.target(name).map(|t| t.constraints.depends_on.clone()).unwrap_or_default() {
+            if let Some(cycle) = visit(file, &dep, path, done) {
+                return Some(cycle);
+            }
+        }
+        path.pop();
+        done.push(name.to_owned());
+        None
+    }
+    let mut done = Vec::new();
+    file.targets.iter().find_map(|t| visit(file, &t.name, &mut Vec::new(), &mut done))
 }
 
 #[cfg(test)]
@@ -944,5 +1154,54 @@ targets:
         assert_eq!(hook.agent_identifier.as_deref(), Some("test-rna"));
         assert_eq!(hook.headers[1].value, "{{armory.callbackUri}}/callback");
         assert_eq!(hook.headers[3].value, "{{context.environment}}");
+    }
+
+    #[test]
+    fn deployments_refuse_cycles_unknown_targets_strategies_and_unsupported_steps() {
+        let text = "\
+targets:
+  staging:
+    strategy: missing
+    constraints:
+      dependsOn: [prod]
+  prod:
+    strategy: bg
+    constraints:
+      dependsOn: [staging, qa]
+strategies:
+  bg:
+    blueGreen:
+      redirectTrafficAfter:
+        - analysis:
+            interval: 7
+";
+        let file = parse(text).unwrap_or_else(|e| panic!("{e:?}")).file;
+        let found: Vec<String> = validate_deployment(&file).iter().map(|d| d.to_string()).collect();
+        assert!(found.iter().any(|e| e.contains("strategy \"missing\" is not defined")), "{found:?}");
+        assert!(found.iter().any(|e| e.contains("dependsOn names target \"qa\", which is not defined")), "{found:?}");
+        assert!(found.iter().any(|e| e.contains("dependsOn forms a cycle: staging -> prod -> staging")), "{found:?}");
+        assert!(found.iter().any(|e| e.starts_with("strategies.bg.blueGreen.redirectTrafficAfter[0].analysis: analysis steps are not supported yet at 14:11")), "{found:?}");
+    }
+
+    #[test]
+    fn the_flagger_seed_parses_as_it_stands() {
+        let seed = include_str!("../../../tests/fixtures/seed004-flagger-hooks.yaml");
+        let parsed = parse(seed).unwrap_or_else(|e| panic!("{e:?}"));
+        let kinds: Vec<&str> = parsed.file.hooks.iter().map(|h| h.kind.as_str()).collect();
+        assert_eq!(
+            kinds,
+            [
+                "confirm-rollout",
+                "pre-rollout",
+                "rollout",
+                "confirm-traffic-increase",
+                "confirm-promotion",
+                "post-rollout",
+                "rollback",
+                "event"
+            ]
+        );
+        assert_eq!(parsed.file.hooks[1].timeout_ms, Some(180_000));
+        assert_eq!(parsed.file.hooks[1].metadata["cmd"], "test podinfo -n test");
     }
 }

@@ -197,6 +197,69 @@ pub struct EncryptedSecret {
     pub updated_at: SystemTime,
 }
 
+#[derive(Debug, Clone)]
+pub struct DeploymentRecord {
+    pub id: String,
+    pub application: String,
+    /// The deployment file's text.
+    pub file: String,
+    /// JSON object of the caller's context.
+    pub context: String,
+    pub state: String,
+    pub reason: Option<String>,
+    pub created_at: SystemTime,
+    pub updated_at: SystemTime,
+    pub finished_at: Option<SystemTime>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TargetRecord {
+    pub target: String,
+    pub state: String,
+    pub step: Option<String>,
+    pub reason: Option<String>,
+    #[serde(serialize_with = "serialize_time")]
+    pub updated_at: SystemTime,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EventRecord {
+    #[serde(serialize_with = "serialize_time")]
+    pub at: SystemTime,
+    pub target: Option<String>,
+    pub kind: String,
+    pub message: String,
+}
+
+/// An approval a pause waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApprovalState {
+    Pending,
+    Approved,
+    Rejected,
+    Cancelled,
+}
+
+impl ApprovalState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApprovalState::Pending => "pending",
+            ApprovalState::Approved => "approved",
+            ApprovalState::Rejected => "rejected",
+            ApprovalState::Cancelled => "cancelled",
+        }
+    }
+
+    pub(crate) fn parse(text: &str) -> Self {
+        match text {
+            "approved" => ApprovalState::Approved,
+            "rejected" => ApprovalState::Rejected,
+            "cancelled" => ApprovalState::Cancelled,
+            _ => ApprovalState::Pending,
+        }
+    }
+}
+
 /// Everything the relay keeps. One implementation per database.
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -238,6 +301,40 @@ pub trait Store: Send + Sync + 'static {
     async fn await_callback(&self, id: &str, deadline: SystemTime) -> Result<bool, StoreError>;
     /// Any of `from` -> a finished state. False if the run was not in `from`.
     async fn finish(&self, id: &str, from: &[RunState], outcome: &Outcome) -> Result<bool, StoreError>;
+
+    /// Stores a running deployment. Fails with `Conflict` naming the
+    /// deployment already running for the application.
+    async fn insert_deployment(&self, id: &str, application: &str, file: &str, context: &str)
+    -> Result<(), StoreError>;
+    async fn deployment(&self, id: &str) -> Result<Option<DeploymentRecord>, StoreError>;
+    /// The newest first.
+    async fn deployments(&self, limit: u32) -> Result<Vec<DeploymentRecord>, StoreError>;
+    async fn unfinished_deployments(&self) -> Result<Vec<DeploymentRecord>, StoreError>;
+    async fn finish_deployment(&self, id: &str, state: &str, reason: Option<&str>) -> Result<(), StoreError>;
+    async fn set_target(
+        &self,
+        id: &str,
+        target: &str,
+        state: &str,
+        step: Option<&str>,
+        reason: Option<&str>,
+    ) -> Result<(), StoreError>;
+    async fn targets(&self, id: &str) -> Result<Vec<TargetRecord>, StoreError>;
+    async fn journal(&self, id: &str) -> Result<Vec<(String, String)>, StoreError>;
+    /// Records a step's value; a key already recorded keeps its first value.
+    async fn put_journal(&self, id: &str, key: &str, value: &str) -> Result<(), StoreError>;
+    /// Overwrites a step's value (a step moving from started to done).
+    async fn replace_journal(&self, id: &str, key: &str, value: &str) -> Result<(), StoreError>;
+    async fn add_event(&self, id: &str, target: Option<&str>, kind: &str, message: &str) -> Result<(), StoreError>;
+    async fn events(&self, id: &str) -> Result<Vec<EventRecord>, StoreError>;
+    /// Opens an approval (once; a replay finds it as it is).
+    async fn request_approval(&self, id: &str, target: &str, step_key: &str) -> Result<ApprovalState, StoreError>;
+    async fn approval(&self, id: &str, step_key: &str) -> Result<Option<ApprovalState>, StoreError>;
+    /// Decides the pending approvals of `target`. Returns how many there were.
+    async fn decide_approvals(&self, id: &str, target: &str, decision: ApprovalState) -> Result<u64, StoreError>;
+    /// Marks one approval cancelled if it is still pending.
+    async fn cancel_approval(&self, id: &str, step_key: &str) -> Result<(), StoreError>;
+    async fn pending_approvals(&self, id: &str) -> Result<Vec<(String, String)>, StoreError>;
 
     /// A cheap round trip, for readiness.
     async fn ping(&self) -> Result<(), StoreError>;

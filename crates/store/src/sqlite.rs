@@ -95,6 +95,20 @@ fn run_from(row: &SqliteRow) -> RunRecord {
     }
 }
 
+fn deployment_from(row: &SqliteRow) -> DeploymentRecord {
+    DeploymentRecord {
+        id: row.get("id"),
+        application: row.get("application"),
+        file: row.get("file"),
+        context: row.get("context"),
+        state: row.get("state"),
+        reason: row.get("reason"),
+        created_at: from_unix_ms(row.get("created_at")),
+        updated_at: from_unix_ms(row.get("updated_at")),
+        finished_at: time(row, "finished_at"),
+    }
+}
+
 fn now_ms() -> i64 {
     unix_ms(SystemTime::now())
 }
@@ -357,6 +371,229 @@ impl Store for SqliteStore {
             query = query.bind(state);
         }
         Ok(query.execute(&self.pool).await?.rows_affected() == 1)
+    }
+
+    async fn insert_deployment(
+        &self,
+        id: &str,
+        application: &str,
+        file: &str,
+        context: &str,
+    ) -> Result<(), StoreError> {
+        let now = now_ms();
+        let result = sqlx::query(
+            "INSERT INTO deployments (id, application, file, context, state, created_at, updated_at) VALUES (?, ?, ?, ?, 'running', ?, ?)",
+        )
+        .bind(id)
+        .bind(application)
+        .bind(file)
+        .bind(context)
+        .bind(now)
+        .bind(now)
+        .execute(&self.pool)
+        .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
+                let running: Option<String> =
+                    sqlx::query("SELECT id FROM deployments WHERE application = ? AND finished_at IS NULL")
+                        .bind(application)
+                        .fetch_optional(&self.pool)
+                        .await?
+                        .map(|row| row.get("id"));
+                Err(StoreError::Conflict(format!(
+                    "deployment {} of application {application:?} is still in progress; one deployment per application runs at a time",
+                    running.unwrap_or_default()
+                )))
+            }
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    async fn deployment(&self, id: &str) -> Result<Option<DeploymentRecord>, StoreError> {
+        let row = sqlx::query("SELECT * FROM deployments WHERE id = ?").bind(id).fetch_optional(&self.pool).await?;
+        Ok(row.map(|row| deployment_from(&row)))
+    }
+
+    async fn deployments(&self, limit: u32) -> Result<Vec<DeploymentRecord>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM deployments ORDER BY created_at DESC, id LIMIT ?")
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(deployment_from).collect())
+    }
+
+    async fn unfinished_deployments(&self) -> Result<Vec<DeploymentRecord>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM deployments WHERE finished_at IS NULL").fetch_all(&self.pool).await?;
+        Ok(rows.iter().map(deployment_from).collect())
+    }
+
+    async fn finish_deployment(&self, id: &str, state: &str, reason: Option<&str>) -> Result<(), StoreError> {
+        let now = now_ms();
+        sqlx::query("UPDATE deployments SET state = ?, reason = ?, finished_at = ?, updated_at = ? WHERE id = ? AND finished_at IS NULL")
+            .bind(state)
+            .bind(reason)
+            .bind(now)
+            .bind(now)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn set_target(
+        &self,
+        id: &str,
+        target: &str,
+        state: &str,
+        step: Option<&str>,
+        reason: Option<&str>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO deployment_targets (deployment_id, target, state, step, reason, updated_at) VALUES (?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (deployment_id, target) DO UPDATE SET state = excluded.state, step = excluded.step, \
+             reason = excluded.reason, updated_at = excluded.updated_at",
+        )
+        .bind(id)
+        .bind(target)
+        .bind(state)
+        .bind(step)
+        .bind(reason)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn targets(&self, id: &str) -> Result<Vec<TargetRecord>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM deployment_targets WHERE deployment_id = ? ORDER BY rowid")
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|row| TargetRecord {
+                target: row.get("target"),
+                state: row.get("state"),
+                step: row.get("step"),
+                reason: row.get("reason"),
+                updated_at: from_unix_ms(row.get("updated_at")),
+            })
+            .collect())
+    }
+
+    async fn journal(&self, id: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = sqlx::query("SELECT key, value FROM deployment_journal WHERE deployment_id = ?")
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(|row| (row.get("key"), row.get("value"))).collect())
+    }
+
+    async fn put_journal(&self, id: &str, key: &str, value: &str) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO deployment_journal (deployment_id, key, value, recorded_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING")
+            .bind(id)
+            .bind(key)
+            .bind(value)
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn replace_journal(&self, id: &str, key: &str, value: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO deployment_journal (deployment_id, key, value, recorded_at) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (deployment_id, key) DO UPDATE SET value = excluded.value, recorded_at = excluded.recorded_at",
+        )
+        .bind(id)
+        .bind(key)
+        .bind(value)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn add_event(&self, id: &str, target: Option<&str>, kind: &str, message: &str) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO deployment_events (deployment_id, at, target, kind, message) VALUES (?, ?, ?, ?, ?)")
+            .bind(id)
+            .bind(now_ms())
+            .bind(target)
+            .bind(kind)
+            .bind(message)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn events(&self, id: &str) -> Result<Vec<EventRecord>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM deployment_events WHERE deployment_id = ? ORDER BY id")
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|row| EventRecord {
+                at: from_unix_ms(row.get("at")),
+                target: row.get("target"),
+                kind: row.get("kind"),
+                message: row.get("message"),
+            })
+            .collect())
+    }
+
+    async fn request_approval(&self, id: &str, target: &str, step_key: &str) -> Result<ApprovalState, StoreError> {
+        sqlx::query(
+            "INSERT INTO approvals (deployment_id, step_key, target, state, requested_at) VALUES (?, ?, ?, 'pending', ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(id)
+        .bind(step_key)
+        .bind(target)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(self.approval(id, step_key).await?.unwrap_or(ApprovalState::Pending))
+    }
+
+    async fn approval(&self, id: &str, step_key: &str) -> Result<Option<ApprovalState>, StoreError> {
+        let row = sqlx::query("SELECT state FROM approvals WHERE deployment_id = ? AND step_key = ?")
+            .bind(id)
+            .bind(step_key)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|row| ApprovalState::parse(row.get("state"))))
+    }
+
+    async fn decide_approvals(&self, id: &str, target: &str, decision: ApprovalState) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE approvals SET state = ?, decided_at = ? WHERE deployment_id = ? AND target = ? AND state = 'pending'",
+        )
+        .bind(decision.as_str())
+        .bind(now_ms())
+        .bind(id)
+        .bind(target)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn cancel_approval(&self, id: &str, step_key: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE approvals SET state = 'cancelled', decided_at = ? WHERE deployment_id = ? AND step_key = ? AND state = 'pending'")
+            .bind(now_ms())
+            .bind(id)
+            .bind(step_key)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn pending_approvals(&self, id: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = sqlx::query("SELECT target, step_key FROM approvals WHERE deployment_id = ? AND state = 'pending'")
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(|row| (row.get("target"), row.get("step_key"))).collect())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
