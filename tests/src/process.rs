@@ -266,6 +266,20 @@ impl AgentProcess {
             .unwrap_or(0.0)
     }
 
+    /// Waits until a metric reaches `value`: an agent counts a request once
+    /// the relay closed its call, a moment after the caller has its reply.
+    pub async fn wait_metric(&self, series: &str, value: f64) {
+        let start = std::time::Instant::now();
+        loop {
+            let now = self.metric(series).await;
+            if now == value {
+                return;
+            }
+            assert!(start.elapsed() < Duration::from_secs(5), "{series} is {now}, expected {value}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub fn pid(&self) -> u32 {
         self.process.child.id()
     }

@@ -185,3 +185,35 @@ pub async fn connect_proxy() -> (SocketAddr, Arc<AtomicUsize>) {
     });
     (addr, tunnels)
 }
+
+/// A request as a [`recorder`] saw it.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub path: String,
+    pub body: serde_json::Value,
+}
+
+/// Decides the status for the `n`th request (from 0) to `path`.
+pub type Answer = Arc<dyn Fn(&str, usize) -> u16 + Send + Sync>;
+
+/// Records every request in order and answers by `answer`.
+pub async fn recorder(answer: Answer) -> (SocketAddr, Arc<std::sync::Mutex<Vec<Recorded>>>) {
+    let seen: Arc<std::sync::Mutex<Vec<Recorded>>> = Arc::default();
+    let log = seen.clone();
+    let router = Router::new().fallback(move |uri: axum::http::Uri, body: Bytes| {
+        let log = log.clone();
+        let answer = answer.clone();
+        async move {
+            let path = uri.path().to_owned();
+            let body = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+            let count = {
+                let mut log = log.lock().unwrap();
+                let count = log.iter().filter(|r| r.path == path).count();
+                log.push(Recorded { path: path.clone(), body });
+                count
+            };
+            StatusCode::from_u16(answer(&path, count)).unwrap()
+        }
+    });
+    (serve(router).await, seen)
+}

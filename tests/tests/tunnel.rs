@@ -152,7 +152,7 @@ async fn the_allow_list_refuses_a_destination_outside_it_and_sends_nothing() {
     let stderr = out.stderr_text();
     assert!(stderr.contains("not allowed") && stderr.contains("403"), "{stderr}");
     assert_eq!(forbidden_hits.hits(), 0, "nothing may reach a refused destination");
-    assert_eq!(agent.metric("borealis_agent_requests_total{outcome=\"destination-not-allowed\"}").await, 1.0);
+    agent.wait_metric("borealis_agent_requests_total{outcome=\"destination-not-allowed\"}", 1.0).await;
 
     let out = relay.cli().args(["proxy", "--agent", "test-rna", &format!("http://{allowed}/fast")]).run_async().await;
     assert_eq!(out.stdout_text(), "fast");
@@ -176,17 +176,24 @@ async fn a_pool_shares_requests_and_survives_losing_an_instance() {
         assert_eq!(response.text().await.unwrap(), "fast");
     }
     const SERVED: &str = "borealis_agent_requests_total{outcome=\"2xx\"}";
-    let (one, two) = (first.metric(SERVED).await, second.metric(SERVED).await);
+    // An agent counts a request once the relay closed its call, a moment after the reply.
+    let (one, two) = eventually("the agents counted all 20", Duration::from_secs(5), || async {
+        let counts = (first.metric(SERVED).await, second.metric(SERVED).await);
+        (counts.0 + counts.1 == 20.0).then_some(counts)
+    })
+    .await;
     println!("instance one served {one}, instance two served {two}");
     assert!(one > 0.0 && two > 0.0, "both instances receive requests: {one} and {two}");
-    assert_eq!(one + two, 20.0);
 
     first.kill();
     for i in 0..20 {
         let response = proxy_request(&relay, &client, Some("test-rna"), &url).send().await.unwrap();
         assert_eq!(response.status(), 200, "request {i} after losing an instance");
     }
-    assert_eq!(second.metric(SERVED).await, two + 20.0);
+    eventually("the survivor served the rest", Duration::from_secs(5), || async {
+        (second.metric(SERVED).await == two + 20.0).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -112,7 +112,7 @@ async fn a_webhook_through_an_agent_reaches_what_direct_mode_cannot() {
     let path = write_file(&dir, "agent.yaml", &file);
     let out = relay.cli().args(["webhook", "run", "-f", &path, "--name", "private-tests", "--wait"]).run_async().await;
     assert_eq!(out.status.code(), Some(0), "{}\n{}", out.stdout_text(), out.stderr_text());
-    assert_eq!(agent.metric("borealis_agent_requests_total{outcome=\"2xx\"}").await, 1.0, "the agent made the call");
+    agent.wait_metric("borealis_agent_requests_total{outcome=\"2xx\"}", 1.0).await;
 
     let direct = path.replace("agent.yaml", "direct.yaml");
     std::fs::write(&direct, file.replace("remoteNetworkAgent", "direct")).unwrap();
@@ -193,7 +193,7 @@ async fn the_seed_examples_render_exactly_the_headers_and_body_they_describe() {
     assert_eq!(second.headers["content-type"], "application/json");
     assert_eq!(second.headers["environment"], "staging");
     assert_eq!(second.body, "", "the second example has no body");
-    assert_eq!(agent.metric("borealis_agent_requests_total{outcome=\"2xx\"}").await, 1.0);
+    agent.wait_metric("borealis_agent_requests_total{outcome=\"2xx\"}", 1.0).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -48,6 +48,36 @@ enum Command {
     /// Webhook runs: their state, attempts and messages.
     #[command(subcommand)]
     Runs(RunsCommand),
+    /// Start a deployment. With --wait: exit 0 on success, 1 on failure.
+    Deploy(DeployArgs),
+    /// Deployments: targets, steps, webhook runs and history.
+    #[command(subcommand)]
+    Deployments(DeploymentsCommand),
+    /// Approve a target's pending manual approval.
+    Approve { deployment: String, target: String },
+    /// Reject a target's pending manual approval (the target rolls back).
+    Reject { deployment: String, target: String },
+}
+
+#[derive(Args, Debug)]
+struct DeployArgs {
+    /// The deployment file.
+    #[arg(short = 'f', long = "file")]
+    file: PathBuf,
+    /// A context value, KEY=VALUE (repeatable).
+    #[arg(long = "context", value_name = "KEY=VALUE")]
+    context: Vec<String>,
+    /// Wait until the deployment ends.
+    #[arg(long)]
+    wait: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum DeploymentsCommand {
+    /// The newest deployments.
+    List,
+    /// One deployment: targets, their steps and webhook runs, and its history.
+    Show { id: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -206,6 +236,17 @@ impl Relay {
         self.send(request).await
     }
 
+    /// GETs `path` with a long poll until `finished` says so.
+    async fn wait_until_finished(&self, path: &str, finished: impl Fn(&Value) -> bool) -> Result<Value, Failure> {
+        let path = format!("{path}?wait=30s");
+        loop {
+            let current = self.call(reqwest::Method::GET, &path, None).await?;
+            if finished(&current) {
+                return Ok(current);
+            }
+        }
+    }
+
     async fn send(&self, request: reqwest::RequestBuilder) -> Result<Value, Failure> {
         let response = request.send().await.map_err(|e| self.unreachable(e))?;
         let status = response.status();
@@ -308,6 +349,47 @@ async fn run(cli: &Cli) -> Result<(), Failure> {
             println!("deleted secret {name}");
         }
         Command::Webhook(WebhookCommand::Run(args)) => webhook_run(&relay, cli.json, args).await?,
+        Command::Deploy(args) => deploy(&relay, cli.json, args).await?,
+        Command::Deployments(DeploymentsCommand::List) => {
+            let reply = relay.call(reqwest::Method::GET, "/api/v1/deployments", None).await?;
+            if cli.json {
+                println!("{reply:#}");
+            } else {
+                let mut rows = vec![["DEPLOYMENT", "APPLICATION", "STATE", "CREATED", "TARGETS"].map(String::from)];
+                for d in reply["deployments"].as_array().into_iter().flatten() {
+                    let targets: Vec<String> = d["targets"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|t| {
+                            format!(
+                                "{}={}",
+                                t["name"].as_str().unwrap_or_default(),
+                                t["state"].as_str().unwrap_or_default()
+                            )
+                        })
+                        .collect();
+                    let text = |key: &str| d[key].as_str().unwrap_or("-").to_owned();
+                    rows.push([text("id"), text("application"), text("state"), text("createdAt"), targets.join(" ")]);
+                }
+                print_table(rows);
+            }
+        }
+        Command::Deployments(DeploymentsCommand::Show { id }) => {
+            let reply =
+                relay.call(reqwest::Method::GET, &format!("/api/v1/deployments/{}", urlencode(id)), None).await?;
+            if cli.json {
+                println!("{reply:#}");
+            } else {
+                print_deployment(&reply);
+            }
+        }
+        Command::Approve { deployment, target } | Command::Reject { deployment, target } => {
+            let verb = if matches!(cli.command, Command::Approve { .. }) { "approve" } else { "reject" };
+            let path = format!("/api/v1/deployments/{}/targets/{}/{verb}", urlencode(deployment), urlencode(target));
+            let reply = relay.call(reqwest::Method::POST, &path, None).await?;
+            println!("{target} of {deployment}: {}", reply["decision"].as_str().unwrap_or_default());
+        }
         Command::Runs(RunsCommand::List) => {
             let reply = relay.call(reqwest::Method::GET, "/api/v1/webhook-runs", None).await?;
             if cli.json {
@@ -341,40 +423,15 @@ async fn run(cli: &Cli) -> Result<(), Failure> {
 async fn webhook_run(relay: &Relay, json: bool, args: &WebhookRunArgs) -> Result<(), Failure> {
     let file =
         std::fs::read_to_string(&args.file).map_err(|e| Failure::bad_input(format!("{}: {e}", args.file.display())))?;
-    let mut context = serde_json::Map::new();
-    for pair in &args.context {
-        let (key, value) = pair
-            .split_once('=')
-            .ok_or_else(|| Failure::bad_input(format!("--context {pair:?}: expected KEY=VALUE")))?;
-        context.insert(key.to_owned(), Value::String(value.to_owned()));
-    }
     let body = serde_json::json!({
         "file": file,
         "name": args.name,
         "environment": args.environment,
-        "context": context,
+        "context": context_map(&args.context)?,
     });
-    let created = relay.call(reqwest::Method::POST, "/api/v1/webhook-runs", Some(body)).await?;
-    for warning in created["warnings"].as_array().into_iter().flatten() {
-        eprintln!("warning: {}", warning.as_str().unwrap_or_default());
-    }
-    let id = created["id"].as_str().unwrap_or_default().to_owned();
-    if !args.wait {
-        if json {
-            println!("{created:#}");
-        } else {
-            println!("run {id} started ({})", created["state"].as_str().unwrap_or_default());
-        }
-        return Ok(());
-    }
-    eprintln!("run {id} started; waiting for it to finish");
-    let path = format!("/api/v1/webhook-runs/{}?wait=30s", urlencode(&id));
-    let run = loop {
-        let run = relay.call(reqwest::Method::GET, &path, None).await?;
-        if matches!(run["state"].as_str(), Some("succeeded" | "failed" | "timed_out" | "cancelled")) {
-            break run;
-        }
-    };
+    let Some(id) = start(relay, json, "/api/v1/webhook-runs", body, "run", args.wait).await? else { return Ok(()) };
+    let path = format!("/api/v1/webhook-runs/{}", urlencode(&id));
+    let run = relay.wait_until_finished(&path, |run| !run["finishedAt"].is_null()).await?;
     if json {
         println!("{run:#}");
     } else {
@@ -390,6 +447,99 @@ async fn webhook_run(relay: &Relay, json: bool, args: &WebhookRunArgs) -> Result
         Some("succeeded") => Ok(()),
         Some(state) => Err(Failure { code: 1, message: format!("webhook run {id} {}", state.replace('_', " ")) }),
         None => Err(Failure::failed("the relay sent a run without a state")),
+    }
+}
+
+fn context_map(pairs: &[String]) -> Result<serde_json::Map<String, Value>, Failure> {
+    let mut context = serde_json::Map::new();
+    for pair in pairs {
+        let (key, value) = pair
+            .split_once('=')
+            .ok_or_else(|| Failure::bad_input(format!("--context {pair:?}: expected KEY=VALUE")))?;
+        context.insert(key.to_owned(), Value::String(value.to_owned()));
+    }
+    Ok(context)
+}
+
+/// POSTs something to start, shows the relay's warnings, and says it
+/// started. Returns its id when the caller is to wait for it.
+async fn start(
+    relay: &Relay,
+    json: bool,
+    path: &str,
+    body: Value,
+    what: &str,
+    wait: bool,
+) -> Result<Option<String>, Failure> {
+    let created = relay.call(reqwest::Method::POST, path, Some(body)).await?;
+    for warning in created["warnings"].as_array().into_iter().flatten() {
+        eprintln!("warning: {}", warning.as_str().unwrap_or_default());
+    }
+    let id = created["id"].as_str().unwrap_or_default().to_owned();
+    if wait {
+        eprintln!("{what} {id} started; waiting for it to finish");
+        return Ok(Some(id));
+    }
+    if json {
+        println!("{created:#}");
+    } else {
+        println!("{what} {id} started");
+    }
+    Ok(None)
+}
+
+async fn deploy(relay: &Relay, json: bool, args: &DeployArgs) -> Result<(), Failure> {
+    let file =
+        std::fs::read_to_string(&args.file).map_err(|e| Failure::bad_input(format!("{}: {e}", args.file.display())))?;
+    let body = serde_json::json!({ "file": file, "context": context_map(&args.context)? });
+    let Some(id) = start(relay, json, "/api/v1/deployments", body, "deployment", args.wait).await? else {
+        return Ok(());
+    };
+    let path = format!("/api/v1/deployments/{}", urlencode(&id));
+    let done = relay.wait_until_finished(&path, |d| !d["finishedAt"].is_null()).await?;
+    if json {
+        println!("{done:#}");
+    } else {
+        print_deployment(&done);
+    }
+    match done["state"].as_str() {
+        Some("succeeded") => Ok(()),
+        Some(state) => Err(Failure { code: 1, message: format!("deployment {id} {state}") }),
+        None => Err(Failure::failed("the relay sent a deployment without a state")),
+    }
+}
+
+fn print_deployment(d: &Value) {
+    let text = |v: &Value, key: &str| v[key].as_str().unwrap_or("-").to_owned();
+    println!("deployment {} ({}): {}", text(d, "id"), text(d, "application"), text(d, "state"));
+    if let Some(reason) = d["reason"].as_str() {
+        println!("  {reason}");
+    }
+    println!();
+    let mut rows = vec![["TARGET", "STATE", "STEP", "REASON"].map(String::from)];
+    for t in d["targets"].as_array().into_iter().flatten() {
+        rows.push([text(t, "name"), text(t, "state"), text(t, "step"), text(t, "reason")]);
+    }
+    print_table(rows);
+    let runs: Vec<&Value> = d["targets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|t| t["webhookRuns"].as_array().into_iter().flatten())
+        .collect();
+    if !runs.is_empty() {
+        println!();
+        let mut rows = vec![["RUN", "WEBHOOK", "STATE", "MESSAGE"].map(String::from)];
+        for r in runs {
+            let message = r["mdMessage"].as_str().or(r["reason"].as_str()).unwrap_or("-").replace('\n', " ");
+            rows.push([text(r, "id"), text(r, "webhook"), text(r, "state"), message]);
+        }
+        print_table(rows);
+    }
+    println!();
+    for e in d["events"].as_array().into_iter().flatten() {
+        let target = e["target"].as_str().map(|t| format!(" [{t}]")).unwrap_or_default();
+        println!("{}{target} {}: {}", text(e, "at"), text(e, "kind"), text(e, "message"));
     }
 }
 

@@ -117,8 +117,28 @@ pub enum Step {
 #[serde(rename_all = "camelCase")]
 pub struct Constraints {
     pub depends_on: Vec<String>,
+    /// Where each `dependsOn` entry stands.
+    pub depends_on_locations: Vec<Location>,
     pub before_deployment: Vec<Step>,
     pub after_deployment: Vec<Step>,
+}
+
+/// How a target's rollout actions are carried out.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Driver {
+    /// Actions are only recorded in the deployment's history.
+    #[default]
+    Record,
+    /// Each action is POSTed as JSON to `url`; a non-2xx reply fails it.
+    #[serde(rename_all = "camelCase")]
+    Webhook {
+        url: String,
+        network_mode: NetworkMode,
+        agent_identifier: Option<String>,
+        /// Whether repeating an action is harmless (after a restart mid-call).
+        idempotent: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -128,6 +148,7 @@ pub struct Target {
     pub namespace: Option<String>,
     pub strategy: Option<String>,
     pub constraints: Constraints,
+    pub driver: Driver,
     pub location: Location,
 }
 
@@ -498,6 +519,7 @@ impl Reader {
             "context",
             "manifests",
             "analysis",
+            "spec",
             "trafficManagement",
         ];
         let mut file = DeploymentFile::default();
@@ -524,20 +546,21 @@ impl Reader {
                 }
             }
         }
-        if let Some(node) = map.get_node("analysis")
-            && let Some(analysis) = self.mapping(
-                "analysis",
-                node,
-                &["webhooks", "interval", "threshold", "maxWeight", "stepWeight", "metrics"],
+        if let Some(node) = map.get_node("analysis") {
+            let hooks = self.analysis("analysis", node);
+            file.hooks.extend(hooks);
+        }
+        // A Flagger Canary's `spec`, pasted as it stands.
+        if let Some(spec) = map.get_node("spec")
+            && let Some(spec_map) = self.mapping(
+                "spec",
+                spec,
+                &["analysis", "targetRef", "service", "progressDeadlineSeconds", "autoscalerRef"],
             )
-            && let Some(hooks) = analysis.get_node("webhooks")
-            && let Some(items) = self.list("analysis.webhooks", hooks)
+            && let Some(node) = spec_map.get_node("analysis")
         {
-            for (i, item) in items.iter().enumerate() {
-                if let Some(hook) = self.hook(&format!("analysis.webhooks[{i}]"), item) {
-                    file.hooks.push(hook);
-                }
-            }
+            let hooks = self.analysis("spec.analysis", node);
+            file.hooks.extend(hooks);
         }
         if let Some(node) = map.get_node("strategies")
             && let Some(strategies) = self.mapping_of_named("strategies", node)
@@ -682,6 +705,16 @@ impl Reader {
             disable_callback: disable_callback?,
             location: location(path, node),
         })
+    }
+
+    /// Flagger's `analysis` block; only its `webhooks` are used.
+    fn analysis(&mut self, path: &str, node: &Node) -> Vec<FlaggerHook> {
+        let known = ["webhooks", "interval", "threshold", "iterations", "maxWeight", "stepWeight", "metrics", "alerts"];
+        let Some(analysis) = self.mapping(path, node, &known) else { return Vec::new() };
+        let Some(hooks) = analysis.get_node("webhooks") else { return Vec::new() };
+        let hooks_path = join(path, "webhooks");
+        let Some(items) = self.list(&hooks_path, hooks) else { return Vec::new() };
+        items.iter().enumerate().filter_map(|(i, item)| self.hook(&format!("{hooks_path}[{i}]"), item)).collect()
     }
 
     fn hook(&mut self, path: &str, node: &Node) -> Option<FlaggerHook> {
@@ -845,7 +878,11 @@ impl Reader {
     }
 
     fn target(&mut self, path: &str, name: &str, node: &Node) -> Option<Target> {
-        let map = self.mapping(path, node, &["account", "namespace", "strategy", "constraints"])?;
+        let map = self.mapping(path, node, &["account", "namespace", "strategy", "constraints", "driver"])?;
+        let driver = match map.get_node("driver") {
+            Some(d) => self.driver(&join(path, "driver"), d)?,
+            None => Driver::Record,
+        };
         let mut constraints = Constraints::default();
         if let Some(c) = map.get_node("constraints") {
             let c_path = join(path, "constraints");
@@ -854,8 +891,10 @@ impl Reader {
                     && let Some(items) = self.list(&join(&c_path, "dependsOn"), deps)
                 {
                     for (i, item) in items.iter().enumerate() {
-                        if let Some(dep) = self.string(&format!("{c_path}.dependsOn[{i}]"), item) {
+                        let item_path = format!("{c_path}.dependsOn[{i}]");
+                        if let Some(dep) = self.string(&item_path, item) {
                             constraints.depends_on.push(dep);
+                            constraints.depends_on_locations.push(location(&item_path, item));
                         }
                     }
                 }
@@ -873,7 +912,46 @@ impl Reader {
             namespace: self.optional_string(path, map, "namespace"),
             strategy: self.optional_string(path, map, "strategy"),
             constraints,
+            driver,
             location: location(path, node),
+        })
+    }
+
+    fn driver(&mut self, path: &str, node: &Node) -> Option<Driver> {
+        if node.as_scalar().is_some_and(|s| s.as_str() == "record") {
+            return Some(Driver::Record);
+        }
+        let map = self.mapping(path, node, &["record", "webhook"])?;
+        let Some(hook) = map.get_node("webhook") else {
+            return Some(Driver::Record);
+        };
+        let w_path = join(path, "webhook");
+        let w = self.mapping(&w_path, hook, &["url", "networkMode", "agentIdentifier", "idempotent"])?;
+        let url = self.required_string(&w_path, w, hook, "url")?;
+        let network_mode = match w.get_node("networkMode") {
+            None => NetworkMode::Direct,
+            Some(m) => match self.string(&join(&w_path, "networkMode"), m)?.as_str() {
+                "direct" => NetworkMode::Direct,
+                "remoteNetworkAgent" => NetworkMode::RemoteNetworkAgent,
+                other => {
+                    self.error(
+                        &join(&w_path, "networkMode"),
+                        m,
+                        format!("expected direct or remoteNetworkAgent, found {other:?}"),
+                    );
+                    return None;
+                }
+            },
+        };
+        let idempotent = match w.get_node("idempotent") {
+            Some(b) => self.bool(&join(&w_path, "idempotent"), b)?,
+            None => false,
+        };
+        Some(Driver::Webhook {
+            url,
+            network_mode,
+            agent_identifier: self.optional_string(&w_path, w, "agentIdentifier"),
+            idempotent,
         })
     }
 
@@ -980,14 +1058,15 @@ pub fn validate_deployment(file: &DeploymentFile) -> Vec<Diagnostic> {
     }
     let names: Vec<&str> = file.targets.iter().map(|t| t.name.as_str()).collect();
     for target in &file.targets {
-        for dep in &target.constraints.depends_on {
+        let deps = &target.constraints;
+        for (dep, at) in deps.depends_on.iter().zip(&deps.depends_on_locations) {
             if !names.contains(&dep.as_str()) {
                 error(
-                    &target.location,
+                    at,
                     format!("dependsOn names target {dep:?}, which is not defined (targets: {})", names.join(", ")),
                 );
             } else if dep == &target.name {
-                error(&target.location, "a target cannot depend on itself".into());
+                error(at, "a target cannot depend on itself".into());
             }
         }
         match &target.strategy {
@@ -1012,7 +1091,10 @@ pub fn validate_deployment(file: &DeploymentFile) -> Vec<Diagnostic> {
         }
     }
     if let Some(cycle) = dependency_cycle(file) {
-        let at = file.target(&cycle[0]).map(|t| t.location.clone()).unwrap_or_default();
+        let at = file
+            .target(&cycle[0])
+            .and_then(|t| t.constraints.depends_on_locations.first().cloned())
+            .unwrap_or_default();
         error(&at, format!("dependsOn forms a cycle: {}", cycle.join(" -> ")));
     }
     errors.sort_by_key(|d| (d.line, d.column));

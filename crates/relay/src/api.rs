@@ -15,6 +15,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::auth::{self, AuthError, TOKEN_TTL};
+use crate::deployments::api as deployments;
 use crate::proxy::{self, ProxyQuery};
 use crate::runs::api as runs;
 use crate::state::AppState;
@@ -87,6 +88,41 @@ impl From<AuthError> for Problem {
     }
 }
 
+/// `?wait=D` on a GET: hold the request until the thing changes, up to a minute.
+#[derive(Debug, Deserialize)]
+pub struct WaitQuery {
+    wait: Option<String>,
+}
+
+impl WaitQuery {
+    /// When this request must answer (now, without `wait`).
+    pub fn deadline(&self) -> Result<tokio::time::Instant, Problem> {
+        let wait = match &self.wait {
+            Some(text) => borealis_core::duration::parse(text)
+                .map_err(|e| Problem::bad_request("invalid-wait", e.to_string()))?
+                .min(std::time::Duration::from_secs(60)),
+            None => std::time::Duration::ZERO,
+        };
+        Ok(tokio::time::Instant::now() + wait)
+    }
+}
+
+/// Waits until `id` is announced on `events`, or until `deadline`.
+pub async fn changed(events: &mut tokio::sync::broadcast::Receiver<String>, id: &str, deadline: tokio::time::Instant) {
+    use tokio::sync::broadcast::error::RecvError;
+    let _ = tokio::time::timeout_at(deadline, async {
+        loop {
+            match events.recv().await {
+                Ok(changed) if changed == id => return,
+                Ok(_) => {}
+                Err(RecvError::Lagged(_)) => return,
+                Err(RecvError::Closed) => std::future::pending().await,
+            }
+        }
+    })
+    .await;
+}
+
 /// The relay's HTTP listener.
 pub fn http_router(state: Arc<AppState>) -> Router {
     let admin = Router::new()
@@ -97,6 +133,10 @@ pub fn http_router(state: Arc<AppState>) -> Router {
         .route("/api/v1/webhook-runs", post(runs::create_run).get(runs::list_runs))
         .route("/api/v1/webhook-runs/{id}", get(runs::show_run))
         .route("/api/v1/webhook-runs/{id}/cancel", post(runs::cancel_run))
+        .route("/api/v1/deployments", post(deployments::create).get(deployments::list))
+        .route("/api/v1/deployments/{id}", get(deployments::show))
+        .route("/api/v1/deployments/{id}/targets/{target}/approve", post(deployments::approve))
+        .route("/api/v1/deployments/{id}/targets/{target}/reject", post(deployments::reject))
         .route("/api/v1/secrets", get(runs::list_secrets))
         .route("/api/v1/secrets/{name}", axum::routing::put(runs::put_secret).delete(runs::delete_secret))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));

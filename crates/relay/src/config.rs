@@ -52,6 +52,9 @@ pub struct RelayConfig {
     /// First delay between webhook retries; it doubles, with jitter.
     #[serde(with = "serde_human")]
     pub retry_base_delay: Duration,
+    /// How often a closed Flagger gate is asked again.
+    #[serde(with = "serde_human")]
+    pub gate_interval: Duration,
 }
 
 /// Every key a config file may set, for the unknown-key check.
@@ -100,6 +103,7 @@ impl Default for RelayConfig {
             secret_key: None,
             webhook_timeout: Duration::from_secs(60),
             retry_base_delay: Duration::from_secs(1),
+            gate_interval: Duration::from_secs(10),
         }
     }
 }
@@ -125,6 +129,7 @@ impl RelayConfig {
             .and_then(|b| b.set_default("shutdown_grace", "30s"))
             .and_then(|b| b.set_default("webhook_timeout", "60s"))
             .and_then(|b| b.set_default("retry_base_delay", "1s"))
+            .and_then(|b| b.set_default("gate_interval", "10s"))
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         if let Some(path) = file {
             check_file_keys(path)?;

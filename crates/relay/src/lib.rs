@@ -12,6 +12,7 @@
 //! - [`hub`]: live agent sessions, pools, offers and drain.
 //! - [`proxy`]: forwarding one request, direct or through an agent.
 //! - [`runs`]: webhook runs: calls, retries, callbacks, deadlines, resume.
+//! - [`deployments`]: targets as a DAG, constraints, strategies, drivers, Flagger hooks.
 //! - [`vault`]: secrets, encrypted at rest.
 //! - [`auth`]: credentials, tokens and the admin token.
 //!
@@ -21,6 +22,7 @@
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod deployments;
 pub mod hub;
 pub mod metrics;
 pub mod proxy;
@@ -113,6 +115,7 @@ pub async fn run(
         vault,
         engine,
         public_base,
+        deployment_events: tokio::sync::broadcast::channel(1024).0,
     });
 
     let tunnel = TunnelServer::new(tunnel::TunnelService { state: state.clone() })
@@ -123,6 +126,7 @@ pub async fn run(
     let agents_addr = listeners.agents.local_addr().ok();
     let stop = CancellationToken::new();
     let engine = tokio::spawn(runs::engine::run(state.clone(), engine_task, stop.clone()));
+    deployments::resume(&state).await;
     let servers = [
         tokio::spawn(serve::serve(
             "http",

@@ -62,6 +62,9 @@ struct Flags {
     /// First delay between webhook retries; it doubles, with jitter [default: 1s].
     #[arg(long, value_name = "DURATION")]
     retry_base_delay: Option<String>,
+    /// How often a closed Flagger gate is asked again [default: 10s].
+    #[arg(long, value_name = "DURATION")]
+    gate_interval: Option<String>,
 }
 
 impl Flags {
@@ -86,6 +89,7 @@ impl Flags {
         put("shutdown_grace", self.shutdown_grace.clone());
         put("webhook_timeout", self.webhook_timeout.clone());
         put("retry_base_delay", self.retry_base_delay.clone());
+        put("gate_interval", self.gate_interval.clone());
         if !self.direct_allow.is_empty() {
             set.push(("direct_allow", self.direct_allow.clone().into()));
         }

@@ -24,4 +24,12 @@ pub struct AppState {
     pub engine: Engine,
     /// Base of callback URIs: `public_url`, else this relay's HTTP address.
     pub public_base: String,
+    /// Ids of deployments that changed (approvals, steps), for waiters.
+    pub deployment_events: tokio::sync::broadcast::Sender<String>,
+}
+
+impl AppState {
+    pub fn deployment_changed(&self, id: &str) {
+        let _ = self.deployment_events.send(id.to_owned());
+    }
 }

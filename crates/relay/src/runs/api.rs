@@ -1,7 +1,6 @@
 //! Routes for runs, secrets and callbacks.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -13,13 +12,10 @@ use serde_json::json;
 
 use super::create::{self, CreateRun};
 use super::engine::describe;
-use crate::api::{Problem, json_body};
+use crate::api::{Problem, WaitQuery, changed, json_body};
 use crate::auth::{self, AuthError};
 use crate::state::AppState;
 use crate::vault;
-
-/// The longest a `GET ...?wait=` holds the request.
-const MAX_WAIT: Duration = Duration::from_secs(60);
 
 pub async fn create_run(State(state): State<Arc<AppState>>, body: axum::body::Bytes) -> Result<Response, Problem> {
     let request: CreateRun = json_body(&body)?;
@@ -44,25 +40,13 @@ pub async fn list_runs(State(state): State<Arc<AppState>>) -> Result<Response, P
     Ok(Json(json!({ "runs": items })).into_response())
 }
 
-#[derive(serde::Deserialize)]
-pub struct WaitQuery {
-    /// Hold the request until the run finishes, up to this long (e.g. 30s).
-    wait: Option<String>,
-}
-
 pub async fn show_run(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
     Query(query): Query<WaitQuery>,
 ) -> Result<Response, Problem> {
-    let wait = match &query.wait {
-        Some(text) => borealis_core::duration::parse(text)
-            .map_err(|e| Problem::bad_request("invalid-wait", e.to_string()))?
-            .min(MAX_WAIT),
-        None => Duration::ZERO,
-    };
+    let deadline = query.deadline()?;
     let mut events = state.engine.subscribe();
-    let deadline = tokio::time::Instant::now() + wait;
     loop {
         let run = state
             .store
@@ -73,18 +57,7 @@ pub async fn show_run(
         if run.state.is_finished() || tokio::time::Instant::now() >= deadline {
             return Ok(Json(describe(&state, &run, true).await.map_err(Problem::internal)?).into_response());
         }
-        // Wake on a change to this run, or re-read at the deadline.
-        let changed = async {
-            loop {
-                match events.recv().await {
-                    Ok(changed) if changed == id => return,
-                    Ok(_) => {}
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => std::future::pending().await,
-                }
-            }
-        };
-        let _ = tokio::time::timeout_at(deadline, changed).await;
+        changed(&mut events, &id, deadline).await;
     }
 }
 

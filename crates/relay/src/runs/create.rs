@@ -22,6 +22,17 @@ pub struct CreateRun {
     pub environment: Option<String>,
     #[serde(default)]
     pub context: BTreeMap<String, String>,
+    /// Set when a deployment step starts the run.
+    #[serde(skip)]
+    pub link: Option<RunLink>,
+}
+
+/// The deployment step a run belongs to.
+#[derive(Debug, Clone)]
+pub struct RunLink {
+    pub deployment_id: String,
+    /// The step's own `runWebhook.context`.
+    pub step_context: BTreeMap<String, String>,
 }
 
 pub struct Created {
@@ -123,7 +134,16 @@ pub async fn create(state: &Arc<AppState>, request: CreateRun) -> Result<Created
     put("environmentName", request.environment.as_ref());
     put("accountName", target.and_then(|t| t.account.as_ref()));
     put("namespace", target.and_then(|t| t.namespace.as_ref()));
-    let context = context_for(&file, &webhook.name, request.environment.as_deref(), &request.context);
+    let context = match &request.link {
+        // A deployment step: the file's context, the step's, then the deployment's.
+        Some(link) => {
+            let mut context = file.context.clone();
+            context.extend(link.step_context.clone());
+            context.extend(request.context.clone());
+            context
+        }
+        None => context_for(&file, &webhook.name, request.environment.as_deref(), &request.context),
+    };
 
     // Render once now, so that bad input is refused before anything is sent.
     let secrets = state.vault.all().await.map_err(Problem::internal)?;

@@ -1,0 +1,192 @@
+//! `/api/v1/deployments` and approvals.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use borealis_core::deployment;
+use borealis_store::{ApprovalState, DeploymentRecord, StoreError};
+use serde_json::json;
+
+use crate::api::{Problem, WaitQuery, changed, json_body};
+use crate::state::AppState;
+
+#[derive(serde::Deserialize)]
+pub struct CreateDeployment {
+    /// The deployment file's text.
+    file: String,
+    #[serde(default)]
+    context: BTreeMap<String, String>,
+}
+
+fn invalid(detail: String, errors: Vec<String>) -> Problem {
+    Problem::new(StatusCode::BAD_REQUEST, "invalid-deployment", detail).with_errors(errors)
+}
+
+pub async fn create(State(state): State<Arc<AppState>>, body: axum::body::Bytes) -> Result<Response, Problem> {
+    let request: CreateDeployment = json_body(&body)?;
+    let parsed = deployment::parse(&request.file).map_err(|errors| {
+        let lines: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        invalid(format!("the deployment file is invalid:\n{}", lines.join("\n")), lines)
+    })?;
+    let mut errors: Vec<String> = deployment::validate_deployment(&parsed.file).iter().map(|e| e.to_string()).collect();
+    if parsed.file.application.is_none() {
+        errors.insert(0, "application: a deployment needs an application name".into());
+    }
+    if !errors.is_empty() {
+        return Err(invalid(format!("the deployment cannot run:\n{}", errors.join("\n")), errors));
+    }
+    let application = parsed.file.application.clone().expect("checked");
+    let id = uuid::Uuid::new_v4().to_string();
+    let context = serde_json::to_string(&request.context).expect("json");
+    state.store.insert_deployment(&id, &application, &request.file, &context).await.map_err(|err| match err {
+        StoreError::Conflict(message) => Problem::new(StatusCode::CONFLICT, "deployment-in-progress", message),
+        other => Problem::internal(other),
+    })?;
+    for target in &parsed.file.targets {
+        state
+            .store
+            .set_target(&id, &target.name, "waiting", Some("waiting to start"), None)
+            .await
+            .map_err(Problem::internal)?;
+    }
+    tracing::info!(deployment = %id, %application, "deployment started");
+    tokio::spawn(super::orchestrator::run(state.clone(), id.clone()));
+    let record =
+        state.store.deployment(&id).await.map_err(Problem::internal)?.ok_or_else(|| Problem::internal("vanished"))?;
+    let mut value = describe(&state, &record).await.map_err(Problem::internal)?;
+    value["warnings"] = json!(parsed.warnings.iter().map(|w| w.to_string()).collect::<Vec<_>>());
+    Ok((StatusCode::CREATED, Json(value)).into_response())
+}
+
+pub async fn list(State(state): State<Arc<AppState>>) -> Result<Response, Problem> {
+    let records = state.store.deployments(100).await.map_err(Problem::internal)?;
+    let mut items = Vec::new();
+    for record in &records {
+        let targets = state.store.targets(&record.id).await.map_err(Problem::internal)?;
+        items.push(json!({
+            "id": record.id,
+            "application": record.application,
+            "state": record.state,
+            "reason": record.reason,
+            "createdAt": humantime::format_rfc3339_millis(record.created_at).to_string(),
+            "targets": targets.iter().map(|t| json!({ "name": t.target, "state": t.state })).collect::<Vec<_>>(),
+        }));
+    }
+    Ok(Json(json!({ "deployments": items })).into_response())
+}
+
+pub async fn show(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    Query(query): Query<WaitQuery>,
+) -> Result<Response, Problem> {
+    let deadline = query.deadline()?;
+    let mut changes = state.deployment_events.subscribe();
+    loop {
+        let record = state.store.deployment(&id).await.map_err(Problem::internal)?.ok_or_else(|| {
+            Problem::new(StatusCode::NOT_FOUND, "unknown-deployment", format!("no deployment {id:?}"))
+        })?;
+        if record.finished_at.is_some() || tokio::time::Instant::now() >= deadline {
+            return Ok(Json(describe(&state, &record).await.map_err(Problem::internal)?).into_response());
+        }
+        changed(&mut changes, &id, deadline).await;
+    }
+}
+
+pub async fn approve(
+    State(state): State<Arc<AppState>>,
+    Path((id, target)): Path<(String, String)>,
+) -> Result<Response, Problem> {
+    decide(&state, &id, &target, ApprovalState::Approved).await
+}
+
+pub async fn reject(
+    State(state): State<Arc<AppState>>,
+    Path((id, target)): Path<(String, String)>,
+) -> Result<Response, Problem> {
+    decide(&state, &id, &target, ApprovalState::Rejected).await
+}
+
+async fn decide(state: &Arc<AppState>, id: &str, target: &str, decision: ApprovalState) -> Result<Response, Problem> {
+    let record =
+        state.store.deployment(id).await.map_err(Problem::internal)?.ok_or_else(|| {
+            Problem::new(StatusCode::NOT_FOUND, "unknown-deployment", format!("no deployment {id:?}"))
+        })?;
+    let decided = state.store.decide_approvals(id, target, decision).await.map_err(Problem::internal)?;
+    if decided == 0 {
+        let waiting: Vec<String> =
+            state.store.pending_approvals(id).await.map_err(Problem::internal)?.into_iter().map(|(t, _)| t).collect();
+        let known = state.store.targets(id).await.map_err(Problem::internal)?.iter().any(|t| t.target == target);
+        let detail = if !known {
+            format!("deployment {id} has no target {target:?}")
+        } else if waiting.is_empty() {
+            format!("target {target:?} of deployment {id} is not waiting for approval (no target is)")
+        } else {
+            format!(
+                "target {target:?} of deployment {id} is not waiting for approval (waiting: {})",
+                waiting.join(", ")
+            )
+        };
+        return Err(Problem::new(StatusCode::CONFLICT, "not-awaiting-approval", detail));
+    }
+    state.deployment_changed(id);
+    tracing::info!(deployment = %id, target, decision = decision.as_str(), "approval decided");
+    Ok(Json(json!({ "deployment": record.id, "target": target, "decision": decision.as_str() })).into_response())
+}
+
+/// A deployment as the API shows it: targets, their webhook runs, history.
+async fn describe(state: &AppState, record: &DeploymentRecord) -> Result<serde_json::Value, StoreError> {
+    let time = |t: std::time::SystemTime| humantime::format_rfc3339_millis(t).to_string();
+    let targets = state.store.targets(&record.id).await?;
+    let journal = state.store.journal(&record.id).await?;
+    let mut target_values = Vec::new();
+    for target in &targets {
+        let prefix = format!("{}/", target.target);
+        let mut runs = Vec::new();
+        for (key, value) in &journal {
+            if key.starts_with(&prefix)
+                && key.ends_with("/run")
+                && let Some(run) = state.store.run(value).await?
+            {
+                runs.push(json!({
+                    "id": run.id,
+                    "webhook": run.webhook,
+                    "state": run.state,
+                    "mdMessage": run.md_message,
+                    "reason": run.reason,
+                }));
+            }
+        }
+        target_values.push(json!({
+            "name": target.target,
+            "state": target.state,
+            "step": target.step,
+            "reason": target.reason,
+            "updatedAt": time(target.updated_at),
+            "webhookRuns": runs,
+        }));
+    }
+    let events: Vec<serde_json::Value> = state
+        .store
+        .events(&record.id)
+        .await?
+        .iter()
+        .map(|e| json!({ "at": time(e.at), "target": e.target, "kind": e.kind, "message": e.message }))
+        .collect();
+    let pending: Vec<String> = state.store.pending_approvals(&record.id).await?.into_iter().map(|(t, _)| t).collect();
+    Ok(json!({
+        "id": record.id,
+        "application": record.application,
+        "state": record.state,
+        "reason": record.reason,
+        "createdAt": time(record.created_at),
+        "finishedAt": record.finished_at.map(time),
+        "pendingApprovals": pending,
+        "targets": target_values,
+        "events": events,
+    }))
+}

@@ -1,0 +1,132 @@
+//! Rollout drivers. Borealis does not talk to Kubernetes itself: every
+//! action goes through a driver.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use borealis_core::deployment::{Driver, NetworkMode, Target};
+use serde_json::json;
+
+use crate::state::AppState;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActionKind {
+    Deploy,
+    SetWeight,
+    RedirectTraffic,
+    Promote,
+    Rollback,
+    Cancel,
+}
+
+impl ActionKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionKind::Deploy => "deploy",
+            ActionKind::SetWeight => "setWeight",
+            ActionKind::RedirectTraffic => "redirectTraffic",
+            ActionKind::Promote => "promote",
+            ActionKind::Rollback => "rollback",
+            ActionKind::Cancel => "cancel",
+        }
+    }
+}
+
+/// One action on one target.
+#[derive(Debug, Clone)]
+pub struct Action {
+    pub deployment_id: String,
+    pub application: String,
+    pub target: String,
+    pub account: Option<String>,
+    pub namespace: Option<String>,
+    pub kind: ActionKind,
+    pub weight: Option<u32>,
+}
+
+impl Action {
+    pub fn to_json(&self) -> serde_json::Value {
+        json!({
+            "deploymentId": self.deployment_id,
+            "application": self.application,
+            "target": self.target,
+            "account": self.account,
+            "namespace": self.namespace,
+            "action": self.kind.as_str(),
+            "weight": self.weight,
+        })
+    }
+}
+
+/// Carries out rollout actions.
+#[async_trait::async_trait]
+pub trait RolloutDriver: Send + Sync {
+    fn name(&self) -> &'static str;
+    /// Whether repeating an action is harmless, so that one cut off by a
+    /// restart may be performed again.
+    fn idempotent(&self) -> bool;
+    async fn act(&self, action: &Action) -> Result<(), String>;
+}
+
+/// Records actions in the deployment's history (which the orchestrator
+/// does for every driver) and nothing else.
+pub struct RecordDriver;
+
+#[async_trait::async_trait]
+impl RolloutDriver for RecordDriver {
+    fn name(&self) -> &'static str {
+        "record"
+    }
+
+    fn idempotent(&self) -> bool {
+        true
+    }
+
+    async fn act(&self, _action: &Action) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// POSTs each action as JSON to the target's URL, direct or through an agent.
+pub struct WebhookDriver {
+    state: Arc<AppState>,
+    url: String,
+    agent: Option<String>,
+    idempotent: bool,
+}
+
+#[async_trait::async_trait]
+impl RolloutDriver for WebhookDriver {
+    fn name(&self) -> &'static str {
+        "webhook"
+    }
+
+    fn idempotent(&self) -> bool {
+        self.idempotent
+    }
+
+    async fn act(&self, action: &Action) -> Result<(), String> {
+        let timeout = self.state.config.webhook_timeout.min(Duration::from_secs(300));
+        match super::post_json(&self.state, self.agent.as_deref(), &self.url, &action.to_json(), timeout).await {
+            Ok(status) if (200..300).contains(&status) => Ok(()),
+            Ok(status) => Err(format!("the {} driver at {} answered HTTP {status}", self.name(), self.url)),
+            Err(reason) => Err(format!("the {} driver at {} could not be reached: {reason}", self.name(), self.url)),
+        }
+    }
+}
+
+/// The driver a target names (record by default).
+pub fn for_target(state: &Arc<AppState>, target: &Target) -> Arc<dyn RolloutDriver> {
+    match &target.driver {
+        Driver::Record => Arc::new(RecordDriver),
+        Driver::Webhook { url, network_mode, agent_identifier, idempotent } => Arc::new(WebhookDriver {
+            state: state.clone(),
+            url: url.clone(),
+            agent: match network_mode {
+                NetworkMode::Direct => None,
+                NetworkMode::RemoteNetworkAgent => agent_identifier.clone().or_else(|| target.account.clone()),
+            },
+            idempotent: *idempotent,
+        }),
+    }
+}

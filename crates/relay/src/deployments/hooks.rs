@@ -1,0 +1,64 @@
+//! Flagger's hook model (seed 004): the reply's status decides. The payload
+//! is Flagger's `{name, namespace, phase, checksum, metadata}`; event hooks
+//! also get `eventMessage`, `eventType` and `timestamp`.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use borealis_core::deployment::{FlaggerHook, NetworkMode, Target};
+use serde_json::json;
+
+use crate::state::AppState;
+
+/// Per-call limit when a hook sets no `timeout`.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub fn payload(
+    application: &str,
+    target: &Target,
+    phase: &str,
+    checksum: &str,
+    hook: &FlaggerHook,
+) -> serde_json::Value {
+    json!({
+        "name": application,
+        "namespace": target.namespace.clone().unwrap_or_default(),
+        "phase": phase,
+        "checksum": checksum,
+        "metadata": hook.metadata,
+    })
+}
+
+pub fn event_payload(base: serde_json::Value, message: &str, warning: bool) -> serde_json::Value {
+    let mut body = base;
+    body["eventMessage"] = json!(message);
+    body["eventType"] = json!(if warning { "Warning" } else { "Normal" });
+    let millis = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+    body["timestamp"] = json!(millis.to_string());
+    body
+}
+
+/// Calls a hook once (plus its `retries` when the call cannot be made).
+pub async fn call(
+    state: &Arc<AppState>,
+    hook: &FlaggerHook,
+    target: &Target,
+    body: &serde_json::Value,
+) -> Result<u16, String> {
+    let agent = match hook.network_mode {
+        NetworkMode::Direct => None,
+        NetworkMode::RemoteNetworkAgent => hook.agent_identifier.clone().or_else(|| target.account.clone()),
+    };
+    let timeout = hook.timeout_ms.map(Duration::from_millis).unwrap_or(DEFAULT_TIMEOUT);
+    let mut last = String::new();
+    for attempt in 0..=hook.retries {
+        if attempt > 0 {
+            tokio::time::sleep(state.config.retry_base_delay * attempt).await;
+        }
+        match super::post_json(state, agent.as_deref(), &hook.url, body, timeout).await {
+            Ok(status) => return Ok(status),
+            Err(reason) => last = reason,
+        }
+    }
+    Err(format!("hook {:?} could not be called: {last}", hook.name))
+}

@@ -1,0 +1,637 @@
+//! One deployment's run.
+//!
+//! Targets run concurrently, each after its `dependsOn` targets deployed.
+//! A target goes: confirm-rollout gates, `beforeDeployment`, deploy,
+//! pre-rollout hooks, its strategy, confirm-promotion gates, promote,
+//! post-rollout hooks, `afterDeployment`. The items of a constraint list run
+//! in parallel; the first failure cancels the others.
+//!
+//! Every step's outcome goes into the journal under a stable key. After a
+//! restart the run is replayed: journalled steps are not done again, a
+//! webhook step waits on the run it started, a pause keeps its deadline, and
+//! an action cut off mid-call is repeated only if the driver is idempotent.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use borealis_core::deployment::{
+    self, DeploymentFile, FlaggerHook, HookType, Pause, RunWebhook, Step, StrategyKind, Target,
+};
+use borealis_store::{ApprovalState, Outcome, RunState, unix_ms};
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::driver::{self, Action, ActionKind, RolloutDriver};
+use super::hooks;
+use crate::runs::create::{CreateRun, RunLink};
+use crate::state::AppState;
+
+/// How a target ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetOutcome {
+    Deployed,
+    /// Deployed, then an `afterDeployment` item failed: kept, dependents cancelled.
+    AfterDeploymentFailed,
+    RolledBack,
+    Cancelled,
+    /// Even the rollback failed, or an action could not safely be repeated.
+    Failed,
+}
+
+impl TargetOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TargetOutcome::Deployed => "deployed",
+            TargetOutcome::AfterDeploymentFailed => "after_deployment_failed",
+            TargetOutcome::RolledBack => "rolled_back",
+            TargetOutcome::Cancelled => "cancelled",
+            TargetOutcome::Failed => "failed",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "deployed" => TargetOutcome::Deployed,
+            "after_deployment_failed" => TargetOutcome::AfterDeploymentFailed,
+            "rolled_back" => TargetOutcome::RolledBack,
+            "cancelled" => TargetOutcome::Cancelled,
+            "failed" => TargetOutcome::Failed,
+            _ => return None,
+        })
+    }
+}
+
+/// Why a step failed, for the record.
+#[derive(Debug, Clone)]
+struct Failure(String);
+
+const CANCELLED: &str = "cancelled because another item in the same list failed";
+
+struct Deployment {
+    state: Arc<AppState>,
+    id: String,
+    application: String,
+    text: String,
+    file: DeploymentFile,
+    context: BTreeMap<String, String>,
+    checksum: String,
+    journal: Mutex<HashMap<String, String>>,
+}
+
+/// Runs (or resumes) deployment `id` to its end.
+pub async fn run(state: Arc<AppState>, id: String) {
+    if let Err(err) = run_inner(&state, &id).await {
+        tracing::error!(deployment = %id, error = %err, "deployment stopped on an internal error");
+        let _ = state.store.finish_deployment(&id, "failed", Some(&format!("internal error: {err}"))).await;
+        state.deployment_changed(&id);
+    }
+}
+
+async fn run_inner(state: &Arc<AppState>, id: &str) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let record = state.store.deployment(id).await?.ok_or("deployment vanished")?;
+    let file = deployment::parse(&record.file).map_err(|e| format!("the stored file no longer parses: {e:?}"))?.file;
+    let context: BTreeMap<String, String> = serde_json::from_str(&record.context).unwrap_or_default();
+    let journal: HashMap<String, String> = state.store.journal(id).await?.into_iter().collect();
+    let checksum = {
+        let digest = ring::digest::digest(&ring::digest::SHA256, record.file.as_bytes());
+        digest.as_ref().iter().take(8).map(|b| format!("{b:02x}")).collect::<String>()
+    };
+    let finished: HashMap<String, TargetOutcome> = state
+        .store
+        .targets(id)
+        .await?
+        .into_iter()
+        .filter_map(|t| TargetOutcome::parse(&t.state).map(|o| (t.target, o)))
+        .collect();
+    let deployment = Arc::new(Deployment {
+        state: state.clone(),
+        id: id.to_owned(),
+        application: record.application.clone(),
+        text: record.file.clone(),
+        file,
+        context,
+        checksum,
+        journal: Mutex::new(journal),
+    });
+    deployment.once("started", None, "deployment-started", "deployment started".into()).await;
+
+    let mut outcomes: HashMap<String, watch::Receiver<Option<TargetOutcome>>> = HashMap::new();
+    let mut senders = Vec::new();
+    for target in &deployment.file.targets {
+        let (tx, rx) = watch::channel(None);
+        outcomes.insert(target.name.clone(), rx);
+        senders.push((target.clone(), tx));
+    }
+    let mut tasks = Vec::new();
+    for (target, tx) in senders {
+        let deployment = deployment.clone();
+        let outcomes = outcomes.clone();
+        let earlier = finished.get(&target.name).copied();
+        tasks.push(tokio::spawn(async move {
+            let outcome = match earlier {
+                Some(outcome) => outcome,
+                None => {
+                    let outcome = deployment.target(&target, &outcomes).await;
+                    deployment.finish_target(&target, outcome).await;
+                    outcome
+                }
+            };
+            let _ = tx.send(Some(outcome));
+            (target.name.clone(), outcome)
+        }));
+    }
+    let mut results = Vec::new();
+    for task in tasks {
+        results.push(task.await?);
+    }
+    let failed: Vec<String> = results
+        .iter()
+        .filter(|(_, o)| *o != TargetOutcome::Deployed)
+        .map(|(t, o)| format!("{t}: {}", o.as_str()))
+        .collect();
+    let (final_state, reason) =
+        if failed.is_empty() { ("succeeded", None) } else { ("failed", Some(failed.join(", "))) };
+    deployment.event(None, "deployment-finished", format!("deployment {final_state}")).await;
+    state.store.finish_deployment(id, final_state, reason.as_deref()).await?;
+    state.deployment_changed(id);
+    tracing::info!(deployment = %id, state = final_state, "deployment finished");
+    Ok(())
+}
+
+impl Deployment {
+    fn journal_get(&self, key: &str) -> Option<String> {
+        self.journal.lock().expect("journal lock").get(key).cloned()
+    }
+
+    async fn journal_put(&self, key: &str, value: &str) {
+        if let Err(err) = self.state.store.replace_journal(&self.id, key, value).await {
+            tracing::error!(deployment = %self.id, key, error = %err, "journal write failed");
+        }
+        self.journal.lock().expect("journal lock").insert(key.to_owned(), value.to_owned());
+    }
+
+    /// Records an event, and tells Flagger-style event hooks.
+    async fn event(&self, target: Option<&Target>, kind: &str, message: String) {
+        let name = target.map(|t| t.name.as_str());
+        if let Err(err) = self.state.store.add_event(&self.id, name, kind, &message).await {
+            tracing::error!(deployment = %self.id, error = %err, "event write failed");
+        }
+        self.state.deployment_changed(&self.id);
+        let warning = kind.contains("fail") || kind.contains("rolled-back") || kind.contains("cancel");
+        for hook in self.hooks(HookType::Event) {
+            let Some(target) = target.or(self.file.targets.first()) else { continue };
+            let base = hooks::payload(&self.application, target, "Progressing", &self.checksum, hook);
+            let body = hooks::event_payload(base, &message, warning);
+            if let Err(reason) = hooks::call(&self.state, hook, target, &body).await {
+                tracing::warn!(deployment = %self.id, hook = %hook.name, %reason, "event hook failed");
+            }
+        }
+    }
+
+    /// An event recorded once, even across replays.
+    async fn once(&self, key: &str, target: Option<&Target>, kind: &str, message: String) {
+        let key = format!("event/{key}");
+        if self.journal_get(&key).is_none() {
+            self.journal_put(&key, "done").await;
+            self.event(target, kind, message).await;
+        }
+    }
+
+    async fn step(&self, target: &Target, state: &str, step: &str) {
+        let _ = self.state.store.set_target(&self.id, &target.name, state, Some(step), None).await;
+        self.state.deployment_changed(&self.id);
+    }
+
+    async fn finish_target(&self, target: &Target, outcome: TargetOutcome) {
+        let reason = self.journal_get(&format!("{}/reason", target.name));
+        let _ = self.state.store.set_target(&self.id, &target.name, outcome.as_str(), None, reason.as_deref()).await;
+        self.state.deployment_changed(&self.id);
+    }
+
+    fn hooks(&self, kind: HookType) -> impl Iterator<Item = &FlaggerHook> {
+        self.file.hooks.iter().filter(move |h| h.kind == kind)
+    }
+
+    /// The whole program of one target.
+    async fn target(
+        &self,
+        target: &Target,
+        outcomes: &HashMap<String, watch::Receiver<Option<TargetOutcome>>>,
+    ) -> TargetOutcome {
+        let name = &target.name;
+        self.step(target, "waiting", "waiting for dependencies").await;
+        for dep in &target.constraints.depends_on {
+            let Some(mut rx) = outcomes.get(dep).cloned() else { continue };
+            let outcome = match rx.wait_for(|o| o.is_some()).await {
+                Ok(o) => o.expect("waited for some"),
+                Err(_) => TargetOutcome::Failed,
+            };
+            if outcome != TargetOutcome::Deployed {
+                let reason = format!("cancelled: dependency {dep} ended {}", outcome.as_str());
+                self.journal_put(&format!("{name}/reason"), &reason).await;
+                self.once(&format!("{name}/cancelled"), Some(target), "target-cancelled", reason).await;
+                let _ = self.act(target, "cancel", ActionKind::Cancel, None).await;
+                return TargetOutcome::Cancelled;
+            }
+        }
+        self.step(target, "running", "starting").await;
+        self.once(&format!("{name}/started"), Some(target), "target-started", format!("target {name} started")).await;
+
+        if let Err(f) = self.gates(target, HookType::ConfirmRollout, "Initialized").await {
+            return self.roll_back(target, f, false).await;
+        }
+        if let Err(f) = self.items(target, "beforeDeployment", &target.constraints.before_deployment).await {
+            return self.roll_back(target, f, false).await;
+        }
+        if let Err(f) = self.act(target, "deploy", ActionKind::Deploy, None).await {
+            return self.roll_back(target, f, true).await;
+        }
+        if let Err(f) = self.checks(target, HookType::PreRollout, "Progressing").await {
+            return self.roll_back(target, f, true).await;
+        }
+        let strategy = target.strategy.as_deref().and_then(|s| self.file.strategy(s)).map(|s| s.kind.clone());
+        match strategy {
+            Some(StrategyKind::Canary { steps }) => {
+                for (i, step) in steps.iter().enumerate() {
+                    if let Err(f) = self.rollback_requested(target).await {
+                        return self.roll_back(target, f, true).await;
+                    }
+                    let result = match step {
+                        Step::SetWeight { weight, .. } => self.set_weight(target, i, *weight).await,
+                        other => self.item(target, format!("{name}/canary/{i}"), other, CancellationToken::new()).await,
+                    };
+                    if let Err(f) = result {
+                        return self.roll_back(target, f, true).await;
+                    }
+                }
+            }
+            Some(StrategyKind::BlueGreen { redirect_traffic_after, shut_down_old_version_after, .. }) => {
+                if let Err(f) = self.items(target, "redirectTrafficAfter", &redirect_traffic_after).await {
+                    return self.roll_back(target, f, true).await;
+                }
+                if let Err(f) = self.act(target, "redirect", ActionKind::RedirectTraffic, None).await {
+                    return self.roll_back(target, f, true).await;
+                }
+                if let Err(f) = self.items(target, "shutDownOldVersionAfter", &shut_down_old_version_after).await {
+                    return self.roll_back(target, f, true).await;
+                }
+            }
+            None => {}
+        }
+        if let Err(f) = self.rollback_requested(target).await {
+            return self.roll_back(target, f, true).await;
+        }
+        if let Err(f) = self.gates(target, HookType::ConfirmPromotion, "Promoting").await {
+            return self.roll_back(target, f, true).await;
+        }
+        if let Err(f) = self.act(target, "promote", ActionKind::Promote, None).await {
+            return self.roll_back(target, f, true).await;
+        }
+        self.post_rollout(target, "Succeeded").await;
+        self.step(target, "deployed", "afterDeployment").await;
+        self.once(&format!("{name}/deployed"), Some(target), "target-deployed", format!("target {name} deployed"))
+            .await;
+        if let Err(Failure(reason)) = self.items(target, "afterDeployment", &target.constraints.after_deployment).await
+        {
+            let reason =
+                format!("afterDeployment failed: {reason}; the target stays deployed and its dependents are cancelled");
+            self.journal_put(&format!("{name}/reason"), &reason).await;
+            self.once(&format!("{name}/after-failed"), Some(target), "after-deployment-failed", reason).await;
+            return TargetOutcome::AfterDeploymentFailed;
+        }
+        TargetOutcome::Deployed
+    }
+
+    async fn roll_back(&self, target: &Target, Failure(reason): Failure, deployed: bool) -> TargetOutcome {
+        let name = &target.name;
+        self.journal_put(&format!("{name}/reason"), &reason).await;
+        self.once(&format!("{name}/failure"), Some(target), "target-failed", reason.clone()).await;
+        let outcome = if deployed {
+            match self.act(target, "rollback", ActionKind::Rollback, None).await {
+                Ok(()) => TargetOutcome::RolledBack,
+                Err(Failure(why)) => {
+                    self.journal_put(&format!("{name}/reason"), &format!("{reason}; then the rollback failed: {why}"))
+                        .await;
+                    TargetOutcome::Failed
+                }
+            }
+        } else {
+            // Nothing was deployed: the failure itself is the rollback.
+            TargetOutcome::RolledBack
+        };
+        self.post_rollout(target, "Failed").await;
+        self.once(
+            &format!("{name}/rolled-back"),
+            Some(target),
+            "target-rolled-back",
+            format!("target {name} rolled back: {reason}"),
+        )
+        .await;
+        outcome
+    }
+
+    /// One rollout action through the target's driver, at most once unless
+    /// the driver is idempotent.
+    async fn act(&self, target: &Target, key: &str, kind: ActionKind, weight: Option<u32>) -> Result<(), Failure> {
+        let key = format!("{}/action/{key}", target.name);
+        let driver: Arc<dyn RolloutDriver> = driver::for_target(&self.state, target);
+        match self.journal_get(&key).as_deref() {
+            Some("done") => return Ok(()),
+            Some("started") if !driver.idempotent() => {
+                return Err(Failure(format!(
+                    "the relay restarted during {}; the {} driver is not idempotent, so it was not repeated",
+                    kind.as_str(),
+                    driver.name()
+                )));
+            }
+            _ => self.journal_put(&key, "started").await,
+        }
+        self.step(target, "running", kind.as_str()).await;
+        let action = Action {
+            deployment_id: self.id.clone(),
+            application: self.application.clone(),
+            target: target.name.clone(),
+            account: target.account.clone(),
+            namespace: target.namespace.clone(),
+            kind,
+            weight,
+        };
+        let described = match weight {
+            Some(w) => format!("{} {w}% on {} ({} driver)", kind.as_str(), target.name, driver.name()),
+            None => format!("{} on {} ({} driver)", kind.as_str(), target.name, driver.name()),
+        };
+        driver.act(&action).await.map_err(|e| Failure(format!("{} failed: {e}", kind.as_str())))?;
+        self.journal_put(&key, "done").await;
+        self.event(Some(target), "action", described).await;
+        Ok(())
+    }
+
+    async fn set_weight(&self, target: &Target, index: usize, weight: u32) -> Result<(), Failure> {
+        self.gates(target, HookType::ConfirmTrafficIncrease, "Progressing").await?;
+        self.act(target, &format!("canary/{index}"), ActionKind::SetWeight, Some(weight)).await?;
+        self.checks(target, HookType::Rollout, "Progressing").await
+    }
+
+    /// Runs a constraint list: all items at once, all must pass.
+    async fn items(&self, target: &Target, list: &str, items: &[Step]) -> Result<(), Failure> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let cancel = CancellationToken::new();
+        let mut running: FuturesUnordered<_> = items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| self.item(target, format!("{}/{list}/{i}", target.name), item, cancel.clone()))
+            .collect();
+        let mut first: Option<Failure> = None;
+        while let Some(result) = running.next().await {
+            if let Err(failure) = result
+                && first.is_none()
+            {
+                first = Some(failure);
+                cancel.cancel();
+            }
+        }
+        match first {
+            None => Ok(()),
+            Some(Failure(reason)) => Err(Failure(format!("{list}: {reason}"))),
+        }
+    }
+
+    /// One item: a webhook, a pause or an approval.
+    async fn item(&self, target: &Target, key: String, item: &Step, cancel: CancellationToken) -> Result<(), Failure> {
+        let key = key.as_str();
+        match self.journal_get(key).as_deref() {
+            Some("ok") => return Ok(()),
+            Some(failed) if failed.starts_with("failed: ") => {
+                return Err(Failure(failed["failed: ".len()..].to_owned()));
+            }
+            _ => {}
+        }
+        let result = match item {
+            Step::RunWebhook(run) => self.webhook(target, key, run, &cancel).await,
+            Step::Pause { pause: Pause::UntilApproved, .. } => self.approval(target, key, &cancel).await,
+            Step::Pause { pause: Pause::Seconds(seconds), .. } => self.pause(target, key, *seconds, &cancel).await,
+            Step::SetWeight { .. } | Step::Unsupported { .. } => Err(Failure("this step is not supported here".into())),
+        };
+        match &result {
+            Ok(()) => self.journal_put(key, "ok").await,
+            Err(Failure(reason)) if reason != CANCELLED => self.journal_put(key, &format!("failed: {reason}")).await,
+            Err(_) => {}
+        }
+        result
+    }
+
+    async fn webhook(
+        &self,
+        target: &Target,
+        key: &str,
+        run: &RunWebhook,
+        cancel: &CancellationToken,
+    ) -> Result<(), Failure> {
+        let run_key = format!("{key}/run");
+        let run_id = match self.journal_get(&run_key) {
+            Some(id) => id,
+            None => {
+                let request = CreateRun {
+                    file: self.text.clone(),
+                    name: run.name.clone(),
+                    environment: Some(target.name.clone()),
+                    context: self.context.clone(),
+                    link: Some(RunLink { deployment_id: self.id.clone(), step_context: run.context.clone() }),
+                };
+                let created = crate::runs::create::create(&self.state, request)
+                    .await
+                    .map_err(|p| Failure(format!("webhook {} could not start: {}", run.name, p.detail)))?;
+                self.journal_put(&run_key, &created.id).await;
+                self.event(
+                    Some(target),
+                    "webhook-started",
+                    format!("webhook {} started (run {})", run.name, created.id),
+                )
+                .await;
+                created.id
+            }
+        };
+        self.step(target, "running", &format!("waiting for webhook {}", run.name)).await;
+        let mut events = self.state.engine.subscribe();
+        loop {
+            let record = self
+                .state
+                .store
+                .run(&run_id)
+                .await
+                .map_err(|e| Failure(e.to_string()))?
+                .ok_or_else(|| Failure(format!("webhook run {run_id} vanished")))?;
+            if record.state.is_finished() {
+                let message = record.md_message.clone().or(record.reason.clone()).unwrap_or_default();
+                return if record.state == RunState::Succeeded {
+                    self.event(Some(target), "webhook-succeeded", format!("webhook {} succeeded: {message}", run.name))
+                        .await;
+                    Ok(())
+                } else {
+                    let why = format!("webhook {} {}: {message}", run.name, record.state.as_str().replace('_', " "));
+                    self.event(Some(target), "webhook-failed", why.clone()).await;
+                    Err(Failure(why))
+                };
+            }
+            tokio::select! {
+                _ = events.recv() => {}
+                () = tokio::time::sleep(Duration::from_secs(5)) => {}
+                () = cancel.cancelled() => {
+                    let outcome = Outcome {
+                        state: RunState::Cancelled,
+                        success: None,
+                        md_message: None,
+                        reason: Some(CANCELLED.into()),
+                        by_callback: false,
+                    };
+                    let _ = self.state.store.finish(&run_id, &RunState::UNFINISHED, &outcome).await;
+                    self.state.engine.changed(&run_id);
+                    return Err(Failure(CANCELLED.into()));
+                }
+            }
+        }
+    }
+
+    async fn approval(&self, target: &Target, key: &str, cancel: &CancellationToken) -> Result<(), Failure> {
+        let store = &self.state.store;
+        let mut changes = self.state.deployment_events.subscribe();
+        // The target says it waits before the approval shows as pending.
+        self.step(target, "awaiting_approval", "waiting for approval").await;
+        let mut state =
+            store.request_approval(&self.id, &target.name, key).await.map_err(|e| Failure(e.to_string()))?;
+        self.once(
+            &format!("{key}/requested"),
+            Some(target),
+            "approval-requested",
+            format!("target {} waits for approval", target.name),
+        )
+        .await;
+        loop {
+            match state {
+                ApprovalState::Approved => {
+                    self.event(Some(target), "approved", format!("target {} approved", target.name)).await;
+                    return Ok(());
+                }
+                ApprovalState::Rejected => return Err(Failure("rejected by an operator".into())),
+                ApprovalState::Cancelled => return Err(Failure(CANCELLED.into())),
+                ApprovalState::Pending => {}
+            }
+            tokio::select! {
+                _ = changes.recv() => {}
+                () = tokio::time::sleep(Duration::from_secs(5)) => {}
+                () = cancel.cancelled() => {
+                    let _ = store.cancel_approval(&self.id, key).await;
+                    self.event(Some(target), "approval-cancelled", format!("the approval of {} is no longer pending", target.name)).await;
+                    return Err(Failure(CANCELLED.into()));
+                }
+            }
+            state = store
+                .approval(&self.id, key)
+                .await
+                .map_err(|e| Failure(e.to_string()))?
+                .unwrap_or(ApprovalState::Pending);
+        }
+    }
+
+    async fn pause(&self, target: &Target, key: &str, seconds: u64, cancel: &CancellationToken) -> Result<(), Failure> {
+        let until_key = format!("{key}/until");
+        let until: i64 = match self.journal_get(&until_key).and_then(|v| v.parse().ok()) {
+            Some(until) => until,
+            None => {
+                let until = unix_ms(SystemTime::now() + Duration::from_secs(seconds));
+                self.journal_put(&until_key, &until.to_string()).await;
+                until
+            }
+        };
+        self.step(target, "running", &format!("pausing {seconds}s")).await;
+        let wait = Duration::from_millis((until - unix_ms(SystemTime::now())).max(0) as u64);
+        tokio::select! {
+            () = tokio::time::sleep(wait) => Ok(()),
+            () = cancel.cancelled() => Err(Failure(CANCELLED.into())),
+        }
+    }
+
+    /// Gates are asked again, every gate interval, until they answer 2xx.
+    async fn gates(&self, target: &Target, kind: HookType, phase: &str) -> Result<(), Failure> {
+        for hook in self.hooks(kind).cloned().collect::<Vec<_>>() {
+            let key = format!("{}/gate/{}/{}", target.name, kind.as_str(), hook.name);
+            if self.journal_get(&key).is_some() {
+                continue;
+            }
+            self.step(target, "running", &format!("waiting for gate {:?}", hook.name)).await;
+            let body = hooks::payload(&self.application, target, phase, &self.checksum, &hook);
+            let deadline = tokio::time::Instant::now() + self.state.config.callback_timeout;
+            loop {
+                match hooks::call(&self.state, &hook, target, &body).await {
+                    Ok(status) if (200..300).contains(&status) => break,
+                    Ok(status) => tracing::debug!(hook = %hook.name, status, "gate closed"),
+                    Err(reason) => tracing::debug!(hook = %hook.name, %reason, "gate unreachable"),
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(Failure(format!(
+                        "gate {:?} ({}) stayed closed until its deadline",
+                        hook.name,
+                        kind.as_str()
+                    )));
+                }
+                tokio::time::sleep(self.state.config.gate_interval).await;
+            }
+            self.journal_put(&key, "open").await;
+            self.event(Some(target), "gate-opened", format!("gate {:?} ({}) opened", hook.name, kind.as_str())).await;
+        }
+        Ok(())
+    }
+
+    /// Pre-rollout and rollout hooks: a non-2xx reply fails the rollout.
+    async fn checks(&self, target: &Target, kind: HookType, phase: &str) -> Result<(), Failure> {
+        for hook in self.hooks(kind).cloned().collect::<Vec<_>>() {
+            let body = hooks::payload(&self.application, target, phase, &self.checksum, &hook);
+            match hooks::call(&self.state, &hook, target, &body).await {
+                Ok(status) if (200..300).contains(&status) => {
+                    self.event(Some(target), "hook-passed", format!("{} hook {:?} passed", kind.as_str(), hook.name))
+                        .await;
+                }
+                Ok(status) => {
+                    return Err(Failure(format!("{} hook {:?} answered HTTP {status}", kind.as_str(), hook.name)));
+                }
+                Err(reason) => return Err(Failure(reason)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Rollback hooks: a 2xx reply asks for a rollback.
+    async fn rollback_requested(&self, target: &Target) -> Result<(), Failure> {
+        for hook in self.hooks(HookType::Rollback).cloned().collect::<Vec<_>>() {
+            let body = hooks::payload(&self.application, target, "Progressing", &self.checksum, &hook);
+            if let Ok(status) = hooks::call(&self.state, &hook, target, &body).await
+                && (200..300).contains(&status)
+            {
+                return Err(Failure(format!("rollback hook {:?} asked for a rollback", hook.name)));
+            }
+        }
+        Ok(())
+    }
+
+    /// Post-rollout hooks run whatever the outcome; their failures are noted only.
+    async fn post_rollout(&self, target: &Target, phase: &str) {
+        for hook in self.hooks(HookType::PostRollout).cloned().collect::<Vec<_>>() {
+            let key = format!("{}/post-rollout/{}", target.name, hook.name);
+            if self.journal_get(&key).is_some() {
+                continue;
+            }
+            let body = hooks::payload(&self.application, target, phase, &self.checksum, &hook);
+            let note = match hooks::call(&self.state, &hook, target, &body).await {
+                Ok(status) => format!("post-rollout hook {:?} answered HTTP {status}", hook.name),
+                Err(reason) => reason,
+            };
+            self.journal_put(&key, "done").await;
+            self.event(Some(target), "post-rollout", note).await;
+        }
+    }
+}

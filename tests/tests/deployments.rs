@@ -1,0 +1,536 @@
+//! Deployments end to end: constraint semantics as the seeds state them,
+//! strategies, Flagger's hooks, drivers, and a relay killed mid-way.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use borealis_tests::process::OutputText;
+use borealis_tests::servers::{self, Recorded};
+use borealis_tests::{AgentProcess, RelayOptions, RelayProcess, TempDir, eventually};
+
+fn relay(options: RelayOptions) -> RelayProcess {
+    let mut options = options;
+    options.extra_args.extend(["--retry-base-delay", "50ms", "--gate-interval", "100ms"].map(String::from));
+    RelayProcess::start(options)
+}
+
+fn loopback_relay() -> RelayProcess {
+    relay(RelayOptions { direct_allow: vec!["127.0.0.0/8".into()], ..Default::default() })
+}
+
+/// Webhooks that answer by callback: `pass` and `fail` at the external system.
+fn webhooks(external: std::net::SocketAddr) -> String {
+    format!(
+        "webhooks:
+  - name: pass
+    method: POST
+    uriTemplate: http://{external}/pass
+    networkMode: direct
+    headers:
+      - key: Location
+        value: '{{{{armory.callbackUri}}}}/callback'
+  - name: fail
+    method: POST
+    uriTemplate: http://{external}/fail
+    networkMode: direct
+    headers:
+      - key: Location
+        value: '{{{{armory.callbackUri}}}}/callback'
+"
+    )
+}
+
+struct Deployer<'a> {
+    relay: &'a RelayProcess,
+    dir: TempDir,
+}
+
+impl<'a> Deployer<'a> {
+    fn new(relay: &'a RelayProcess) -> Self {
+        Self { relay, dir: TempDir::new("deploy") }
+    }
+
+    /// Starts a deployment; returns its id.
+    async fn start(&self, file: &str) -> String {
+        let path = self.dir.path().join(format!("d{}.yaml", file.len()));
+        std::fs::write(&path, file).unwrap();
+        let out = self.relay.cli().args(["--json", "deploy", "-f", path.to_str().unwrap()]).run_async().await;
+        assert!(out.status.success(), "deploy: {}", out.stderr_text());
+        let value: serde_json::Value = serde_json::from_str(&out.stdout_text()).unwrap();
+        value["id"].as_str().unwrap().to_owned()
+    }
+
+    async fn show(&self, id: &str) -> serde_json::Value {
+        let out = self.relay.cli().args(["--json", "deployments", "show", id]).run_async().await;
+        assert!(out.status.success(), "{}", out.stderr_text());
+        serde_json::from_str(&out.stdout_text()).unwrap()
+    }
+
+    async fn until(&self, id: &str, what: &str, check: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+        eventually(what, Duration::from_secs(20), || async {
+            let d = self.show(id).await;
+            check(&d).then_some(d)
+        })
+        .await
+    }
+
+    async fn finished(&self, id: &str) -> serde_json::Value {
+        self.until(id, "the deployment finished", |d| !d["finishedAt"].is_null()).await
+    }
+
+    async fn approve(&self, id: &str, target: &str) -> std::process::Output {
+        self.relay.cli().args(["approve", id, target]).run_async().await
+    }
+}
+
+fn target<'v>(d: &'v serde_json::Value, name: &str) -> &'v serde_json::Value {
+    d["targets"].as_array().unwrap().iter().find(|t| t["name"] == name).unwrap()
+}
+
+fn kinds(d: &serde_json::Value, target: &str) -> Vec<String> {
+    d["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["target"] == target)
+        .map(|e| format!("{}: {}", e["kind"].as_str().unwrap(), e["message"].as_str().unwrap()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_approval_releases_a_pause_and_a_failing_webhook_beside_one_rolls_back_at_once() {
+    let relay = loopback_relay();
+    let (external, _system) = relay.external_system().await;
+    let deployer = Deployer::new(&relay);
+    let approve_only = format!(
+        "application: shop\ntargets:\n  staging:\n    constraints:\n      beforeDeployment:\n        - pause:\n            untilApproved: true\n{}",
+        webhooks(external)
+    );
+    let id = deployer.start(&approve_only).await;
+    let waiting = deployer
+        .until(&id, "staging waits for approval", |d| d["pendingApprovals"] == serde_json::json!(["staging"]))
+        .await;
+    assert_eq!(target(&waiting, "staging")["state"], "awaiting_approval");
+    let out = deployer.approve(&id, "staging").await;
+    assert!(out.status.success(), "{}", out.stderr_text());
+    let done = deployer.finished(&id).await;
+    assert_eq!(done["state"], "succeeded");
+    assert_eq!(target(&done, "staging")["state"], "deployed");
+
+    let with_failure = format!(
+        "application: shop\ntargets:\n  staging:\n    constraints:\n      beforeDeployment:\n        - pause:\n            untilApproved: true\n        - runWebhook:\n            name: fail\n{}",
+        webhooks(external)
+    );
+    let id = deployer.start(&with_failure).await;
+    // No approval is given: the failing webhook alone ends the target.
+    let done = deployer.finished(&id).await;
+    assert_eq!(done["state"], "failed");
+    let staging = target(&done, "staging");
+    assert_eq!(staging["state"], "rolled_back");
+    assert!(staging["reason"].as_str().unwrap().contains("webhook fail failed"), "{staging}");
+    assert_eq!(done["pendingApprovals"], serde_json::json!([]), "the approval is no longer pending");
+    assert!(
+        kinds(&done, "staging").iter().any(|k| k.starts_with("approval-cancelled")),
+        "{:?}",
+        kinds(&done, "staging")
+    );
+    let out = deployer.approve(&id, "staging").await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stderr_text().contains("is not waiting for approval"), "{}", out.stderr_text());
+
+    // A rejection rolls the target back.
+    let id = deployer.start(&approve_only).await;
+    deployer.until(&id, "staging waits again", |d| d["pendingApprovals"] == serde_json::json!(["staging"])).await;
+    let out = relay.cli().args(["reject", &id, "staging"]).run_async().await;
+    assert!(out.status.success(), "{}", out.stderr_text());
+    let done = deployer.finished(&id).await;
+    assert_eq!(target(&done, "staging")["state"], "rolled_back");
+    assert!(target(&done, "staging")["reason"].as_str().unwrap().contains("rejected by an operator"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_after_deployment_failure_cancels_dependents_and_keeps_the_target_deployed() {
+    let relay = loopback_relay();
+    let (external, _system) = relay.external_system().await;
+    let deployer = Deployer::new(&relay);
+    let file = format!(
+        "application: shop
+targets:
+  staging:
+    constraints:
+      afterDeployment:
+        - runWebhook:
+            name: fail
+  prod:
+    constraints:
+      dependsOn: [staging]
+  dr:
+    constraints:
+      dependsOn: [prod]
+{}",
+        webhooks(external)
+    );
+    let id = deployer.start(&file).await;
+    let done = deployer.finished(&id).await;
+    assert_eq!(done["state"], "failed");
+    assert_eq!(target(&done, "staging")["state"], "after_deployment_failed");
+    assert!(target(&done, "staging")["reason"].as_str().unwrap().contains("stays deployed"));
+    assert_eq!(target(&done, "prod")["state"], "cancelled");
+    assert_eq!(target(&done, "dr")["state"], "cancelled", "transitive dependents are cancelled too");
+    let staging = kinds(&done, "staging");
+    assert!(staging.iter().any(|k| k.starts_with("action: deploy on staging")), "{staging:?}");
+    assert!(!staging.iter().any(|k| k.starts_with("action: rollback")), "staging is not rolled back: {staging:?}");
+    assert!(!kinds(&done, "prod").iter().any(|k| k.starts_with("action: deploy")), "prod was never deployed");
+    assert_eq!(target(&done, "staging")["webhookRuns"][0]["mdMessage"], "**3** tests failed: see the report");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_blue_green_webhook_failure_rolls_back_and_cancels_its_parallel_pause() {
+    let relay = loopback_relay();
+    let (external, _system) = relay.external_system().await;
+    let deployer = Deployer::new(&relay);
+    let file = format!(
+        "application: shop
+targets:
+  prod:
+    strategy: bg
+strategies:
+  bg:
+    blueGreen:
+      activeService: shop-external
+      previewService: shop-preview
+      redirectTrafficAfter:
+        - pause:
+            untilApproved: true
+        - runWebhook:
+            name: fail
+{}",
+        webhooks(external)
+    );
+    let id = deployer.start(&file).await;
+    let done = deployer.finished(&id).await;
+    let prod = target(&done, "prod");
+    assert_eq!(prod["state"], "rolled_back");
+    assert!(prod["reason"].as_str().unwrap().starts_with("redirectTrafficAfter: webhook fail failed"), "{prod}");
+    let events = kinds(&done, "prod");
+    assert!(events.iter().any(|k| k.starts_with("approval-cancelled")), "{events:?}");
+    assert!(events.iter().any(|k| k.starts_with("action: rollback on prod")), "{events:?}");
+    assert!(!events.iter().any(|k| k.starts_with("action: redirectTraffic")), "traffic never moved: {events:?}");
+    assert_eq!(done["pendingApprovals"], serde_json::json!([]));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn canary_steps_run_in_order_and_a_webhook_failure_after_set_weight_rolls_back() {
+    let relay = loopback_relay();
+    let (external, _system) = relay.external_system().await;
+    let deployer = Deployer::new(&relay);
+    let file = |second: &str| {
+        format!(
+            "application: shop
+targets:
+  staging:
+    strategy: rolling
+strategies:
+  rolling:
+    canary:
+      steps:
+        - setWeight:
+            weight: 25
+        - runWebhook:
+            name: pass
+        - pause:
+            duration: 1
+            unit: seconds
+        - setWeight:
+            weight: 75
+        - runWebhook:
+            name: {second}
+{}",
+            webhooks(external)
+        )
+    };
+    let id = deployer.start(&file("pass")).await;
+    let done = deployer.finished(&id).await;
+    assert_eq!(done["state"], "succeeded");
+    let order: Vec<String> = kinds(&done, "staging")
+        .into_iter()
+        .filter(|k| k.starts_with("action") || k.starts_with("webhook-succeeded"))
+        .map(|k| k.split(" (").next().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        order,
+        [
+            "action: deploy on staging",
+            "action: setWeight 25% on staging",
+            "webhook-succeeded: webhook pass succeeded: All **42** tests passed",
+            "action: setWeight 75% on staging",
+            "webhook-succeeded: webhook pass succeeded: All **42** tests passed",
+            "action: promote on staging",
+        ]
+    );
+
+    let id = deployer.start(&file("fail")).await;
+    let done = deployer.finished(&id).await;
+    assert_eq!(target(&done, "staging")["state"], "rolled_back");
+    let events = kinds(&done, "staging");
+    let position = |prefix: &str| {
+        events.iter().position(|k| k.starts_with(prefix)).unwrap_or_else(|| panic!("{prefix}: {events:?}"))
+    };
+    assert!(
+        position("action: setWeight 75%") < position("webhook-failed")
+            && position("webhook-failed") < position("action: rollback")
+    );
+    assert!(!events.iter().any(|k| k.starts_with("action: promote")), "{events:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn independent_targets_run_concurrently_and_one_deployment_per_application() {
+    let relay = loopback_relay();
+    let (external, _system) = relay.external_system().await;
+    let deployer = Deployer::new(&relay);
+    let pause = "    constraints:\n      beforeDeployment:\n        - pause:\n            untilApproved: true\n";
+    let file = format!("application: shop\ntargets:\n  east:\n{pause}  west:\n{pause}{}", webhooks(external));
+    let id = deployer.start(&file).await;
+    // Both wait at the same time: neither waits for the other.
+    let both = deployer
+        .until(&id, "both targets wait together", |d| {
+            let mut pending: Vec<String> =
+                d["pendingApprovals"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_owned()).collect();
+            pending.sort();
+            pending == ["east", "west"]
+        })
+        .await;
+    assert_eq!(target(&both, "east")["state"], "awaiting_approval");
+    assert_eq!(target(&both, "west")["state"], "awaiting_approval");
+
+    let path = deployer.dir.path().join("again.yaml");
+    std::fs::write(&path, &file).unwrap();
+    let out = relay.cli().args(["deploy", "-f", path.to_str().unwrap()]).run_async().await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        out.stderr_text().contains(&format!("deployment {id} of application \"shop\" is still in progress")),
+        "{}",
+        out.stderr_text()
+    );
+
+    for name in ["west", "east"] {
+        assert!(deployer.approve(&id, name).await.status.success());
+    }
+    assert_eq!(deployer.finished(&id).await["state"], "succeeded");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_deployments_are_refused_with_locations_and_leave_nothing_behind() {
+    let relay = loopback_relay();
+    let dir = TempDir::new("bad-deploy");
+    let cases = [
+        (
+            "application: a\ntargets:\n  x:\n    constraints:\n      dependsOn: [y]\n  y:\n    constraints:\n      dependsOn: [x]\n",
+            "dependsOn forms a cycle: x -> y -> x",
+        ),
+        (
+            "application: a\ntargets:\n  x:\n    constraints:\n      dependsOn: [nowhere]\n",
+            "targets.x.constraints.dependsOn[0]: dependsOn names target \"nowhere\", which is not defined (targets: x) at 5:19",
+        ),
+        ("application: a\ntargets:\n  x:\n    strategy: missing\n", "strategy \"missing\" is not defined"),
+        (
+            "application: a\ntargets:\n  x:\n    strategy: s\nstrategies:\n  s:\n    canary:\n      steps:\n        - exposeServices:\n            services: [a]\n",
+            "strategies.s.canary.steps[0].exposeServices: exposeServices steps are not supported yet at 9:11",
+        ),
+        ("targets:\n  x: {}\n", "a deployment needs an application name"),
+    ];
+    for (i, (file, says)) in cases.iter().enumerate() {
+        let path = dir.path().join(format!("bad{i}.yaml"));
+        std::fs::write(&path, file).unwrap();
+        let out = relay.cli().args(["deploy", "-f", path.to_str().unwrap()]).run_async().await;
+        assert_eq!(out.status.code(), Some(2), "{says}");
+        assert!(out.stderr_text().contains(says), "expected {says:?} in {}", out.stderr_text());
+    }
+    let out = relay.cli().args(["--json", "deployments", "list"]).run_async().await;
+    let list: serde_json::Value = serde_json::from_str(&out.stdout_text()).unwrap();
+    assert_eq!(list["deployments"], serde_json::json!([]), "no half-created deployment");
+    let out = relay.cli().args(["approve", "nope", "x"]).run_async().await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stderr_text().contains("no deployment \"nope\""), "{}", out.stderr_text());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_relay_killed_during_a_pause_completes_the_deployment_after_approval() {
+    let relay = loopback_relay();
+    let (external, _system) = relay.external_system().await;
+    let file = format!(
+        "application: shop
+targets:
+  staging:
+    constraints:
+      beforeDeployment:
+        - pause:
+            untilApproved: true
+  prod:
+    constraints:
+      dependsOn: [staging]
+      beforeDeployment:
+        - runWebhook:
+            name: pass
+{}",
+        webhooks(external)
+    );
+    let id = {
+        let deployer = Deployer::new(&relay);
+        let id = deployer.start(&file).await;
+        deployer.until(&id, "staging waits", |d| d["pendingApprovals"] == serde_json::json!(["staging"])).await;
+        id
+    };
+    let relay = relay.kill_and_restart();
+    let deployer = Deployer::new(&relay);
+    let shown = deployer.show(&id).await;
+    assert_eq!(shown["pendingApprovals"], serde_json::json!(["staging"]), "the approval survives the restart");
+    assert!(deployer.approve(&id, "staging").await.status.success());
+    let done = deployer.finished(&id).await;
+    assert_eq!(done["state"], "succeeded", "{done:#}");
+    let deploys = kinds(&done, "staging").into_iter().filter(|k| k.starts_with("action: deploy")).count();
+    assert_eq!(deploys, 1, "no action twice");
+    assert_eq!(target(&done, "prod")["webhookRuns"][0]["state"], "succeeded");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_webhook_driver_through_an_agent_receives_every_action_in_order() {
+    let relay = relay(RelayOptions::default());
+    let (driver, actions) = servers::recorder(Arc::new(|_, _| 200)).await;
+    let (client_id, secret) = relay.create_agent("prod-rna");
+    let agent = AgentProcess::start(&relay.agents_url, &client_id, &secret, &["--allow", &driver.to_string()]);
+    agent.wait_connected(Duration::from_secs(10)).await;
+    let file = format!(
+        "application: shop
+targets:
+  prod:
+    account: prod-rna
+    namespace: shop-prod
+    strategy: rolling
+    driver:
+      webhook:
+        url: http://{driver}/actions
+        networkMode: remoteNetworkAgent
+strategies:
+  rolling:
+    canary:
+      steps:
+        - setWeight:
+            weight: 20
+        - setWeight:
+            weight: 60
+"
+    );
+    let deployer = Deployer::new(&relay);
+    let id = deployer.start(&file).await;
+    assert_eq!(deployer.finished(&id).await["state"], "succeeded");
+    let seen: Vec<(String, Option<u64>)> = actions
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| (r.body["action"].as_str().unwrap().to_owned(), r.body["weight"].as_u64()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("deploy".into(), None),
+            ("setWeight".into(), Some(20)),
+            ("setWeight".into(), Some(60)),
+            ("promote".into(), None)
+        ]
+    );
+    let first = actions.lock().unwrap()[0].clone();
+    assert_eq!(first.body["deploymentId"], id.as_str());
+    assert_eq!(first.body["namespace"], "shop-prod");
+    // Every action went through the agent.
+    agent.wait_metric("borealis_agent_requests_total{outcome=\"2xx\"}", 4.0).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn flaggers_hooks_fire_at_their_points_with_flaggers_payload() {
+    let relay = loopback_relay();
+    // Like Flagger's load tester: gates closed for the first two asks, then
+    // open; rollback/check says no rollback; everything else passes.
+    let (tester, calls) = servers::recorder(Arc::new(|path: &str, n| match path {
+        "/gate/approve" if n < 2 => 403,
+        "/rollback/check" => 400,
+        _ => 200,
+    }))
+    .await;
+    let seed = include_str!("../fixtures/seed004-flagger-hooks.yaml")
+        .replace("http://flagger-loadtester.test/", &format!("http://{tester}/"))
+        .replace("http://flagger-helmtester.flagger/", &format!("http://{tester}/helm/"))
+        .replace("http://telegram.bot:8080/", &format!("http://{tester}/telegram/"))
+        .replace("http://event-recevier.notifications/slack", &format!("http://{tester}/slack"));
+    let file = format!(
+        "application: podinfo
+targets:
+  test:
+    namespace: test
+    strategy: progressive
+strategies:
+  progressive:
+    canary:
+      steps:
+        - setWeight:
+            weight: 10
+        - setWeight:
+            weight: 50
+spec:
+{seed}"
+    );
+    let deployer = Deployer::new(&relay);
+    let id = deployer.start(&file).await;
+    let done = deployer.finished(&id).await;
+    assert_eq!(done["state"], "succeeded", "{done:#}");
+
+    let calls: Vec<Recorded> = calls.lock().unwrap().clone();
+    let order: Vec<&str> = calls.iter().filter(|c| c.path != "/slack").map(|c| c.path.as_str()).collect();
+    let first =
+        |path: &str| order.iter().position(|p| *p == path).unwrap_or_else(|| panic!("{path} never called: {order:?}"));
+    let last = |path: &str| order.iter().rposition(|p| *p == path).unwrap();
+    // confirm-rollout (closed twice, then open), pre-rollout, then per step:
+    // rollback check, traffic gate, load test; then the promotion gate and notify.
+    assert_eq!(&order[..3], ["/gate/approve", "/gate/approve", "/gate/approve"], "{order:?}");
+    assert!(first("/helm/") > 2 && first("/helm/") < first("/"), "{order:?}");
+    assert!(first("/rollback/check") > first("/helm/"), "{order:?}");
+    assert_eq!(order.iter().filter(|p| **p == "/").count(), 2, "a rollout hook per canary step: {order:?}");
+    assert!(last("/gate/approve") > last("/"), "the promotion gate comes after the steps: {order:?}");
+    assert_eq!(order.last(), Some(&"/telegram/"), "post-rollout comes last: {order:?}");
+
+    let helm = calls.iter().find(|c| c.path == "/helm/").unwrap();
+    assert_eq!(helm.body["name"], "podinfo");
+    assert_eq!(helm.body["namespace"], "test");
+    assert_eq!(helm.body["phase"], "Progressing");
+    assert!(helm.body["checksum"].as_str().is_some_and(|c| !c.is_empty()));
+    assert_eq!(helm.body["metadata"]["type"], "helmv3");
+    assert_eq!(helm.body["metadata"]["cmd"], "test podinfo -n test");
+    let notify = calls.iter().find(|c| c.path == "/telegram/").unwrap();
+    assert_eq!(notify.body["phase"], "Succeeded");
+    assert_eq!(notify.body["metadata"]["some"], "message");
+    let events: Vec<&Recorded> = calls.iter().filter(|c| c.path == "/slack").collect();
+    assert!(events.len() >= 6, "every action and state change is an event: {}", events.len());
+    assert!(events.iter().all(|e| e.body["eventMessage"].is_string()
+        && e.body["eventType"].is_string()
+        && e.body["timestamp"].is_string()));
+    assert!(events.iter().any(|e| e.body["eventMessage"].as_str().unwrap().contains("setWeight 50%")));
+    assert_eq!(events[0].body["metadata"]["cluster"], "flagger-test");
+
+    // A rollback check that answers 2xx rolls the target back.
+    let (tester, calls) = servers::recorder(Arc::new(|_, _| 200)).await;
+    let seed = include_str!("../fixtures/seed004-flagger-hooks.yaml")
+        .replace("http://flagger-loadtester.test/", &format!("http://{tester}/"))
+        .replace("http://flagger-helmtester.flagger/", &format!("http://{tester}/helm/"))
+        .replace("http://telegram.bot:8080/", &format!("http://{tester}/telegram/"))
+        .replace("http://event-recevier.notifications/slack", &format!("http://{tester}/slack"));
+    let id = deployer.start(&format!("{}{seed}", &file[..file.find("  analysis:").unwrap()])).await;
+    let done = deployer.finished(&id).await;
+    let test = target(&done, "test");
+    assert_eq!(test["state"], "rolled_back", "{done:#}");
+    assert!(
+        test["reason"].as_str().unwrap().contains("rollback hook \"rollback gate\" asked for a rollback"),
+        "{test}"
+    );
+    let notify = calls.lock().unwrap().iter().find(|c| c.path == "/telegram/").cloned().unwrap();
+    assert_eq!(notify.body["phase"], "Failed", "post-rollout runs after a rollback too");
+}
