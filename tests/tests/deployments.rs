@@ -534,3 +534,33 @@ spec:
     let notify = calls.lock().unwrap().iter().find(|c| c.path == "/telegram/").cloned().unwrap();
     assert_eq!(notify.body["phase"], "Failed", "post-rollout runs after a rollback too");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_timed_pause_keeps_its_deadline_across_sigkill() {
+    let relay = loopback_relay();
+    let file = "application: shop
+targets:
+  staging:
+    constraints:
+      beforeDeployment:
+        - pause:
+            duration: 3
+            unit: seconds
+";
+    let started = std::time::Instant::now();
+    let id = {
+        let deployer = Deployer::new(&relay);
+        let id = deployer.start(file).await;
+        deployer.until(&id, "staging pauses", |d| target(d, "staging")["step"] == "pausing 3s").await;
+        id
+    };
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let relay = relay.kill_and_restart();
+    let deployer = Deployer::new(&relay);
+    let done = deployer.finished(&id).await;
+    let elapsed = started.elapsed();
+    assert_eq!(done["state"], "succeeded");
+    println!("finished {elapsed:?} after the start");
+    // The pause ends 3 s after it began, not 3 s after the restart.
+    assert!(elapsed >= Duration::from_secs(3) && elapsed < Duration::from_millis(4400), "{elapsed:?}");
+}
