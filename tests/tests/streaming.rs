@@ -151,3 +151,23 @@ async fn max_concurrency_bounds_what_the_agent_sends_at_once() {
     assert_eq!(counts.hits(), 6);
     assert_eq!(counts.most_active(), 2, "the destination never saw more than --max-concurrency at once");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn more_than_a_thousand_requests_share_one_session() {
+    // h2 closes a connection after 1024 locally reset streams: calls must end cleanly.
+    let (upstream, _) = servers::upstream().await;
+    let (relay, agent) = relay_with_agent(&upstream.to_string(), &[]).await;
+    let client = reqwest::Client::new();
+    let url = format!("http://{upstream}/echo");
+    let statuses: Vec<u16> = futures_util::stream::iter(0..1500)
+        .map(|i| {
+            let request = via_agent(&relay, &client, &url).body(format!("request {i}"));
+            async move { request.send().await.map(|r| r.status().as_u16()).unwrap_or(0) }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    let failed = statuses.iter().filter(|s| **s != 200).count();
+    assert_eq!(failed, 0, "{failed} of 1500 requests failed");
+    assert_eq!(agent.metric("borealis_agent_sessions_total").await, 1.0, "the session was never lost");
+}

@@ -167,20 +167,40 @@ fn frame(request_id: &str, frame: relay_frame::Frame) -> Result<v1::RelayFrame, 
     Ok(v1::RelayFrame { request_id: request_id.to_owned(), frame: Some(frame) })
 }
 
-/// Tells the agent to stop unless the exchange finished: dropped with the
-/// response body when the caller goes away.
-struct CancelGuard {
-    outbound: FrameSender,
+/// One agent call from the relay's side. However it ends (complete, failed,
+/// or abandoned by the caller), it closes in the order HTTP/2 needs: a
+/// `Cancel` first if the exchange did not finish, then the agent's side is
+/// read to its end, and only then is ours ended, in the background.
+///
+/// Ending ours first makes the server reset the stream; the agent's
+/// end-of-stream then arrives on a closed stream and h2 resets again. h2
+/// counts those resets and closes the connection, the whole tunnel, after
+/// 1024 of them (its rapid-reset guard).
+struct Call {
+    inbound: Option<Streaming<v1::AgentFrame>>,
+    outbound: Option<FrameSender>,
     request_id: String,
     finished: bool,
 }
 
-impl Drop for CancelGuard {
+impl Call {
+    fn inbound(&mut self) -> &mut Streaming<v1::AgentFrame> {
+        self.inbound.as_mut().expect("present until drop")
+    }
+}
+
+impl Drop for Call {
     fn drop(&mut self) {
+        let (Some(mut inbound), Some(outbound)) = (self.inbound.take(), self.outbound.take()) else { return };
         if !self.finished {
             let cancel = v1::Cancel { request_id: self.request_id.clone(), reason: ErrorCode::Cancelled as i32 };
-            let _ = self.outbound.try_send(frame(&self.request_id, relay_frame::Frame::Cancel(cancel)));
+            let _ = outbound.try_send(frame(&self.request_id, relay_frame::Frame::Cancel(cancel)));
         }
+        tokio::spawn(async move {
+            let rest = async { while let Ok(Some(_)) = inbound.message().await {} };
+            let _ = tokio::time::timeout(Duration::from_secs(10), rest).await;
+            drop(outbound);
+        });
     }
 }
 
@@ -215,8 +235,13 @@ async fn via_agent(state: &Arc<AppState>, agent_id: &str, outbound: Outbound) ->
                 }
             }
         })?;
-    let mut inbound = call.inbound;
-    let mut guard = CancelGuard { outbound: call.outbound.clone(), request_id: request_id.clone(), finished: false };
+    let upload_frames = call.outbound.clone();
+    let mut call = Call {
+        inbound: Some(call.inbound),
+        outbound: Some(call.outbound),
+        request_id: request_id.clone(),
+        finished: false,
+    };
     let head = v1::RequestHead {
         method: method.to_string(),
         url: url.to_owned(),
@@ -229,19 +254,19 @@ async fn via_agent(state: &Arc<AppState>, agent_id: &str, outbound: Outbound) ->
         has_body: !http_body::Body::is_end_stream(&body),
     };
     let lost = || failure_problem(ErrorCode::Internal, format!("agent {agent_id:?} went away before answering"));
-    call.outbound.send(frame(&request_id, relay_frame::Frame::RequestHead(head))).await.map_err(|_| lost())?;
+    upload_frames.send(frame(&request_id, relay_frame::Frame::RequestHead(head))).await.map_err(|_| lost())?;
 
     let (upload_failed, mut upload_error) = tokio::sync::oneshot::channel();
     let upload = AbortOnDropHandle::new(tokio::spawn(upload_body(
         body,
-        call.outbound,
+        upload_frames,
         request_id.clone(),
         limit,
         upload_failed,
     )));
 
     let first = tokio::select! {
-        frame = inbound.message() => frame,
+        frame = call.inbound().message() => frame,
         Ok(problem) = &mut upload_error => return Err(problem),
         () = tokio::time::sleep_until(deadline) => {
             return Err(failure_problem(ErrorCode::Timeout, format!("agent {agent_id:?} did not answer within {timeout:?}")));
@@ -250,7 +275,7 @@ async fn via_agent(state: &Arc<AppState>, agent_id: &str, outbound: Outbound) ->
     let head = match first.ok().flatten().and_then(|f| f.frame) {
         Some(agent_frame::Frame::ResponseHead(head)) => head,
         Some(agent_frame::Frame::Failure(failure)) => {
-            guard.finished = true;
+            call.finished = true;
             return Err(failure_problem(failure.error_code(), format!("agent {agent_id:?}: {}", failure.message)));
         }
         _ => return Err(lost()),
@@ -268,7 +293,11 @@ async fn via_agent(state: &Arc<AppState>, agent_id: &str, outbound: Outbound) ->
         }
         *map = end_to_end(map);
     }
-    let body = ResponseBody { inbound, guard, _lease: lease, _upload: upload, received: 0, limit };
+    let expected = reply
+        .headers_ref()
+        .and_then(|h| h.get(http::header::CONTENT_LENGTH))
+        .and_then(|v| v.to_str().ok()?.parse().ok());
+    let body = ResponseBody { call, _lease: lease, _upload: upload, received: 0, expected, limit };
     Ok(reply.body(Body::from_stream(body.into_stream())).expect("status and headers were validated"))
 }
 
@@ -307,12 +336,22 @@ async fn upload_body(
 
 /// The agent's response body, read frame by frame as the caller reads.
 struct ResponseBody {
-    inbound: Streaming<v1::AgentFrame>,
-    guard: CancelGuard,
+    call: Call,
     _lease: Lease,
     _upload: AbortOnDropHandle<()>,
     received: u64,
+    /// The body's declared length: the caller may stop reading once it has
+    /// it all, before the agent's end frame is read.
+    expected: Option<u64>,
     limit: u64,
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        if self.expected == Some(self.received) {
+            self.call.finished = true;
+        }
+    }
 }
 
 impl ResponseBody {
@@ -320,7 +359,7 @@ impl ResponseBody {
         futures_util::stream::unfold(Some(self), |state| async move {
             let mut body = state?;
             let broken = |msg: String| Some((Err(std::io::Error::other(msg)), None));
-            match body.inbound.message().await {
+            match body.call.inbound().message().await {
                 Ok(Some(v1::AgentFrame { frame: Some(agent_frame::Frame::ResponseBody(chunk)), .. })) => {
                     body.received += chunk.data.len() as u64;
                     if body.received > body.limit {
@@ -329,13 +368,13 @@ impl ResponseBody {
                     Some((Ok(chunk.data), Some(body)))
                 }
                 Ok(Some(v1::AgentFrame { frame: Some(agent_frame::Frame::ResponseEnd(_)), .. })) => {
-                    body.guard.finished = true;
+                    body.call.finished = true;
                     None
                 }
                 Ok(Some(v1::AgentFrame {
                     frame: Some(agent_frame::Frame::Failure(Failure { message, .. })), ..
                 })) => {
-                    body.guard.finished = true;
+                    body.call.finished = true;
                     broken(format!("agent broke off the response: {message}"))
                 }
                 Ok(Some(_)) => broken("agent sent an unexpected frame".into()),

@@ -1,0 +1,15 @@
+//! The Borealis benchmark: it starts an echo server, a relay and an agent as
+//! real processes and drives them with a load generator of its own.
+//!
+//! - [`load`]: keep-alive HTTP/1.1 load at a fixed concurrency for a fixed
+//!   time, latency in an HDR histogram.
+//! - [`echo`]: the echo server (`borealis-bench echo`), streaming both ways.
+//! - [`procs`]: the processes, their CPU time and resident memory.
+//! - [`scenarios`]: `forward` and `stream`, with their targets.
+//! - [`report`]: the table, `bench/results/latest.md` and `latest.json`.
+
+pub mod echo;
+pub mod load;
+pub mod procs;
+pub mod report;
+pub mod scenarios;

@@ -1,0 +1,114 @@
+//! `borealis-bench`: runs the benchmark scenarios, or points the load
+//! generator at any URL.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use borealis_bench::{echo, load, procs, report::Report, scenarios};
+use clap::{Parser, Subcommand};
+
+/// Benchmarks Borealis with real relay, agent and echo processes.
+#[derive(Parser, Debug)]
+#[command(name = "borealis-bench")]
+struct Flags {
+    /// Run one scenario: forward or stream.
+    #[arg(long)]
+    only: Option<String>,
+    /// Length of each load case.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Measure any HTTP URL with the load generator instead.
+    #[arg(long)]
+    url: Option<url::Url>,
+    /// With --url: connections.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// With --url: request body size (POST when above 0).
+    #[arg(long, default_value_t = 0)]
+    body_bytes: usize,
+    /// With --url: a request header, "Name: value" (repeatable).
+    #[arg(short = 'H', long = "header")]
+    headers: Vec<String>,
+    /// Where latest.md and latest.json go.
+    #[arg(long, default_value = "bench/results")]
+    out: PathBuf,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// The echo server the scenarios run against (started by the benchmark).
+    Echo {
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: String,
+    },
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text).map_err(|e| e.to_string())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let flags = Flags::parse();
+    if let Some(Command::Echo { listen }) = &flags.command {
+        return echo::serve(tokio::net::TcpListener::bind(listen).await?).await;
+    }
+    if let Some(url) = &flags.url {
+        let spec = load::LoadSpec {
+            url: url.clone(),
+            method: if flags.body_bytes > 0 { http::Method::POST } else { http::Method::GET },
+            headers: flags
+                .headers
+                .iter()
+                .map(|h| h.split_once(':').map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned())))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| anyhow::anyhow!("--header takes \"Name: value\""))?,
+            body: bytes::Bytes::from(vec![b'b'; flags.body_bytes]),
+            concurrency: flags.concurrency,
+            duration: flags.duration,
+        };
+        let result = load::run(&spec).await?;
+        println!(
+            "{url}: {:.0} req/s, p50 {:.3} ms, p99 {:.3} ms, max {:.1} ms, {} errors{}",
+            result.per_second(),
+            result.millis(0.5),
+            result.millis(0.99),
+            result.max_millis(),
+            result.errors,
+            result.first_error.map(|e| format!(" (first: {e})")).unwrap_or_default()
+        );
+        return Ok(());
+    }
+    let scenarios = ["forward", "stream"];
+    if let Some(only) = &flags.only {
+        anyhow::ensure!(
+            scenarios.contains(&only.as_str()),
+            "unknown scenario {only:?}; scenarios: {}",
+            scenarios.join(", ")
+        );
+    }
+    let wanted = |name: &str| flags.only.as_deref().is_none_or(|only| only == name);
+    let mut report = Report::default();
+    let stack = procs::Stack::start().await?;
+    println!("relay pid {}, agent pid {}, echo pid {}", stack.relay.pid(), stack.agent.pid(), stack.echo.pid());
+    if wanted("forward") {
+        scenarios::forward(&stack, flags.duration, &mut report).await?;
+    }
+    if wanted("stream") {
+        scenarios::stream(&stack, &mut report).await?;
+    }
+    report.print_targets();
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let commit = std::process::Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|| "unknown".into());
+    report.write(&flags.out, cores, &commit, &humantime::format_duration(flags.duration).to_string())?;
+    println!("\nwrote {}/latest.md and latest.json", flags.out.display());
+    Ok(())
+}

@@ -1,0 +1,207 @@
+//! The measured processes: relay, agent and echo server, started from the
+//! release binaries, with their CPU time and resident memory.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+
+pub struct Process {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Process {
+    pub fn spawn(name: &str, mut command: Command) -> anyhow::Result<Self> {
+        command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = command.spawn().with_context(|| format!("starting {name}"))?;
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        for pipe in [
+            child.stdout.take().map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+            child.stderr.take().map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let sink = lines.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    sink.lock().unwrap().push(line);
+                }
+            });
+        }
+        Ok(Self { child, lines })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The first output line containing `needle`.
+    pub fn wait_for(&mut self, needle: &str) -> anyhow::Result<String> {
+        for _ in 0..400 {
+            if let Some(line) = self.lines.lock().unwrap().iter().find(|l| l.contains(needle)) {
+                return Ok(line.clone());
+            }
+            if let Some(status) = self.child.try_wait()? {
+                anyhow::bail!("exited with {status}: {}", self.lines.lock().unwrap().join("\n"));
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        anyhow::bail!("no {needle:?} within 10 s")
+    }
+
+    /// User plus system CPU time so far.
+    pub fn cpu_seconds(&self) -> f64 {
+        cpu_seconds(self.pid())
+    }
+
+    pub fn rss_kib(&self) -> u64 {
+        rss_kib(self.pid())
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn clock_ticks() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(100.0)
+    })
+}
+
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> =
+        stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / clock_ticks()
+}
+
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Peak resident memory of some processes while `work` runs, in KiB.
+pub async fn peak_rss<T>(pids: &[u32], work: impl std::future::Future<Output = T>) -> (T, Vec<u64>) {
+    let pids = pids.to_vec();
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = done.clone();
+    let sampler = tokio::spawn(async move {
+        let mut peaks = vec![0u64; pids.len()];
+        while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+            for (peak, pid) in peaks.iter_mut().zip(&pids) {
+                *peak = (*peak).max(rss_kib(*pid));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        peaks
+    });
+    let result = work.await;
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    (result, sampler.await.unwrap_or_default())
+}
+
+/// Where the binaries are: next to this one (`target/release`).
+pub fn bin_dir() -> PathBuf {
+    std::env::current_exe().ok().and_then(|p| p.parent().map(Path::to_path_buf)).unwrap_or_default()
+}
+
+/// A running relay, agent and echo server, wired together.
+pub struct Stack {
+    pub relay: Process,
+    pub agent: Process,
+    pub echo: Process,
+    pub relay_http: String,
+    pub echo_addr: String,
+    pub admin_token: String,
+    _data_dir: TempDir,
+}
+
+pub struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn field(line: &str, key: &str) -> anyhow::Result<String> {
+    let start = line.find(&format!("{key}=")).ok_or_else(|| anyhow::anyhow!("no {key}= in {line}"))? + key.len() + 1;
+    Ok(line[start..].split_whitespace().next().unwrap_or_default().to_owned())
+}
+
+impl Stack {
+    pub async fn start() -> anyhow::Result<Self> {
+        let bins = bin_dir();
+        let data = std::env::temp_dir().join(format!("borealis-bench-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&data);
+        let mut echo_cmd = Command::new(bins.join("borealis-bench"));
+        echo_cmd.arg("echo");
+        let mut echo = Process::spawn("echo server", echo_cmd)?;
+        let echo_addr = echo.wait_for("listening on")?.rsplit(' ').next().unwrap_or_default().to_owned();
+
+        let mut relay_cmd = Command::new(bins.join("borealis-relay"));
+        relay_cmd
+            .arg("--data-dir")
+            .arg(&data)
+            .args(["--listen", "127.0.0.1:0", "--agent-listen", "127.0.0.1:0", "--direct-allow", "127.0.0.0/8"])
+            .args(["--max-body-bytes", &(4u64 << 30).to_string(), "--request-timeout", "10m"])
+            .env("BOREALIS_LOG", "warn,borealis_relay=info")
+            .env_remove("BOREALIS_ADMIN_TOKEN");
+        let mut relay = Process::spawn("relay", relay_cmd)?;
+        let ready = relay.wait_for("relay ready")?;
+        let relay_http = field(&ready, "http")?;
+        let agents = field(&ready, "agents")?;
+        let admin_token = std::fs::read_to_string(data.join("admin-token"))?.trim().to_owned();
+
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let created: serde_json::Value = reqwest::Client::new()
+            .post(format!("{relay_http}/api/v1/agents"))
+            .bearer_auth(&admin_token)
+            .json(&serde_json::json!({ "id": "bench" }))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let mut agent_cmd = Command::new(bins.join("borealis-agent"));
+        agent_cmd
+            .args(["--relay", &agents, "--client-id", created["client_id"].as_str().unwrap_or_default()])
+            .args(["--client-secret", created["client_secret"].as_str().unwrap_or_default(), "--allow", &echo_addr])
+            .args(["--max-concurrency", "1024", "--max-body-bytes", &(4u64 << 30).to_string()])
+            .env("BOREALIS_LOG", "warn,borealis_agent::session=info");
+        let mut agent = Process::spawn("agent", agent_cmd)?;
+        agent.wait_for("connected to the relay")?;
+        Ok(Self { relay, agent, echo, relay_http, echo_addr, admin_token, _data_dir: TempDir(data) })
+    }
+
+    /// `/api/v1/proxy` for `target`, direct or through the agent.
+    pub fn proxy_url(&self, target: &str, via_agent: bool) -> url::Url {
+        let mut url = url::Url::parse(&format!("{}/api/v1/proxy", self.relay_http)).expect("valid");
+        url.query_pairs_mut().append_pair("url", target);
+        if via_agent {
+            url.query_pairs_mut().append_pair("agent", "bench");
+        }
+        url
+    }
+}

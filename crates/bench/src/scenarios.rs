@@ -1,0 +1,149 @@
+//! The scenarios, and the targets each one checks.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+
+use crate::load::{self, LoadSpec};
+use crate::procs::{Stack, peak_rss};
+use crate::report::{Report, Row, Target};
+
+const KIB: usize = 1024;
+const MIB: usize = 1024 * 1024;
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+/// `forward`: straight to the echo server (the baseline), through
+/// `/api/v1/proxy` direct, and through the agent; 1 KiB and 1 MiB bodies
+/// at concurrency 1, 16 and 64, all in one run.
+pub async fn forward(stack: &Stack, duration: Duration, report: &mut Report) -> anyhow::Result<()> {
+    let echo = format!("http://{}/echo", stack.echo_addr);
+    let auth = vec![("proxy-authorization".to_owned(), format!("Bearer {}", stack.admin_token))];
+    let mut results: Vec<(String, usize, usize, f64, f64)> = Vec::new();
+    for body in [KIB, MIB] {
+        for concurrency in [1, 16, 64] {
+            for path in ["baseline", "direct", "agent"] {
+                let (url, headers) = match path {
+                    "baseline" => (url::Url::parse(&echo)?, Vec::new()),
+                    "direct" => (stack.proxy_url(&echo, false), auth.clone()),
+                    _ => (stack.proxy_url(&echo, true), auth.clone()),
+                };
+                let spec = LoadSpec {
+                    url,
+                    method: http::Method::POST,
+                    headers,
+                    body: Bytes::from(vec![b'b'; body]),
+                    concurrency,
+                    duration,
+                };
+                let cpu_before = (stack.relay.cpu_seconds(), stack.agent.cpu_seconds());
+                let (result, peaks) = peak_rss(&[stack.relay.pid(), stack.agent.pid()], load::run(&spec)).await;
+                let result = result?;
+                let cpu = (stack.relay.cpu_seconds() - cpu_before.0, stack.agent.cpu_seconds() - cpu_before.1);
+                let per_k = |seconds: f64| (result.requests > 0).then(|| seconds / result.requests as f64 * 1000.0);
+                let case = format!("{path} {} c{concurrency}", if body == KIB { "1KiB" } else { "1MiB" });
+                results.push((path.to_owned(), body, concurrency, result.per_second(), result.millis(0.5)));
+                report.rows.push(Row {
+                    scenario: "forward".into(),
+                    case,
+                    requests_per_second: Some(result.per_second()),
+                    p50_ms: Some(result.millis(0.5)),
+                    p99_ms: Some(result.millis(0.99)),
+                    max_ms: Some(result.max_millis()),
+                    errors: result.errors,
+                    relay_cpu_per_1k: if path == "baseline" { None } else { per_k(cpu.0) },
+                    agent_cpu_per_1k: if path == "agent" { per_k(cpu.1) } else { None },
+                    relay_peak_mib: (path != "baseline").then(|| mib(peaks[0])),
+                    agent_peak_mib: (path == "agent").then(|| mib(peaks[1])),
+                    note: result.first_error.unwrap_or_default(),
+                });
+                report.print_last();
+            }
+        }
+    }
+    let find = |path: &str, body: usize, concurrency: usize| {
+        results
+            .iter()
+            .find(|r| r.0 == path && r.1 == body && r.2 == concurrency)
+            .map(|r| (r.3, r.4))
+            .unwrap_or((0.0, 0.0))
+    };
+    let (base64, _) = find("baseline", KIB, 64);
+    let (agent64, _) = find("agent", KIB, 64);
+    report.targets.push(Target::at_least(
+        "via agent, 1 KiB, c64: requests/s vs baseline",
+        agent64 / base64 * 100.0,
+        40.0,
+        "%",
+    ));
+    let (_, base_p50) = find("baseline", KIB, 1);
+    let (_, agent_p50) = find("agent", KIB, 1);
+    report.targets.push(Target::at_most("via agent, 1 KiB, c1: p50 above baseline", agent_p50 - base_p50, 0.5, "ms"));
+    let (direct64, _) = find("direct", KIB, 64);
+    report.targets.push(Target::at_least(
+        "direct, 1 KiB, c64: requests/s vs baseline",
+        direct64 / base64 * 100.0,
+        60.0,
+        "%",
+    ));
+    Ok(())
+}
+
+/// `stream`: 1 GiB up and 1 GiB back down through the agent at once.
+pub async fn stream(stack: &Stack, report: &mut Report) -> anyhow::Result<()> {
+    const SIZE: u64 = 1 << 30;
+    let url = stack.proxy_url(&format!("http://{}/echo", stack.echo_addr), true);
+    let client = reqwest::Client::new();
+    let chunk = Bytes::from(vec![b's'; 64 * KIB]);
+    let chunks = (SIZE / chunk.len() as u64) as usize;
+    let upload = futures_util::stream::iter((0..chunks).map(move |_| Ok::<_, std::io::Error>(chunk.clone())));
+    let before = (stack.relay.rss_kib(), stack.agent.rss_kib());
+    let started = Instant::now();
+    let work = async {
+        let response = client
+            .post(url)
+            .header("proxy-authorization", format!("Bearer {}", stack.admin_token))
+            .header("content-length", SIZE.to_string())
+            .body(reqwest::Body::wrap_stream(upload))
+            .send()
+            .await?;
+        anyhow::ensure!(response.status().is_success(), "HTTP {}", response.status());
+        let mut body = response.bytes_stream();
+        let mut received = 0u64;
+        while let Some(chunk) = body.next().await {
+            received += chunk?.len() as u64;
+        }
+        Ok(received)
+    };
+    let (received, peaks) = peak_rss(&[stack.relay.pid(), stack.agent.pid()], work).await;
+    let received = received?;
+    let elapsed = started.elapsed();
+    anyhow::ensure!(received == SIZE, "received {received} of {SIZE} bytes");
+    let throughput = SIZE as f64 / (1 << 20) as f64 / elapsed.as_secs_f64();
+    let growth = (mib(peaks[0].saturating_sub(before.0)), mib(peaks[1].saturating_sub(before.1)));
+    report.rows.push(Row {
+        scenario: "stream".into(),
+        case: "1 GiB each way via agent".into(),
+        requests_per_second: None,
+        p50_ms: None,
+        p99_ms: None,
+        max_ms: Some(elapsed.as_secs_f64() * 1000.0),
+        errors: 0,
+        relay_cpu_per_1k: None,
+        agent_cpu_per_1k: None,
+        relay_peak_mib: Some(mib(peaks[0])),
+        agent_peak_mib: Some(mib(peaks[1])),
+        note: format!(
+            "{throughput:.0} MiB/s each way; RSS growth relay {:.1} MiB, agent {:.1} MiB",
+            growth.0, growth.1
+        ),
+    });
+    report.print_last();
+    report.targets.push(Target::at_least("stream: throughput each way", throughput, 200.0, "MiB/s"));
+    report.targets.push(Target::at_most("stream: relay RSS growth", growth.0, 64.0, "MiB"));
+    report.targets.push(Target::at_most("stream: agent RSS growth", growth.1, 64.0, "MiB"));
+    Ok(())
+}
