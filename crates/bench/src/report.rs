@@ -108,7 +108,7 @@ impl Report {
     pub fn write(&self, dir: &Path, cores: usize, commit: &str, duration: &str) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir)?;
         let mut md = format!(
-            "# Benchmark results\n\nCommit `{commit}`, {cores} cores, {duration} per load case, everything on loopback.\n\n| {} |\n|{}|\n",
+            "# Benchmark results\n\nCommit `{commit}`, {cores} cores, {duration} per load case, everything on loopback.\n\n| {} |\n|{}\n",
             HEADER.join(" | "),
             " --- |".repeat(HEADER.len())
         );
