@@ -5,7 +5,8 @@
 //!   time, latency in an HDR histogram.
 //! - [`echo`]: the echo server (`borealis-bench echo`), streaming both ways.
 //! - [`procs`]: the processes, their CPU time and resident memory.
-//! - [`scenarios`]: `forward` and `stream`, with their targets.
+//! - [`scenarios`]: `forward`, `stream` and `agents`, with their targets.
+//! - [`sim`]: simulated agents, many sessions from one process.
 //! - [`report`]: the table, `bench/results/latest.md` and `latest.json`.
 
 pub mod echo;
@@ -13,3 +14,4 @@ pub mod load;
 pub mod procs;
 pub mod report;
 pub mod scenarios;
+pub mod sim;

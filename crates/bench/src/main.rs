@@ -11,9 +11,12 @@ use clap::{Parser, Subcommand};
 #[derive(Parser, Debug)]
 #[command(name = "borealis-bench")]
 struct Flags {
-    /// Run one scenario: forward or stream.
+    /// Run one scenario: forward, stream or agents.
     #[arg(long)]
     only: Option<String>,
+    /// Agent sessions in the agents scenario.
+    #[arg(long, default_value_t = 10_000)]
+    sessions: usize,
     /// Length of each load case.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     duration: Duration,
@@ -81,7 +84,7 @@ async fn main() -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    let scenarios = ["forward", "stream"];
+    let scenarios = ["forward", "stream", "agents"];
     if let Some(only) = &flags.only {
         anyhow::ensure!(
             scenarios.contains(&only.as_str()),
@@ -91,13 +94,17 @@ async fn main() -> anyhow::Result<()> {
     }
     let wanted = |name: &str| flags.only.as_deref().is_none_or(|only| only == name);
     let mut report = Report::default();
-    let stack = procs::Stack::start().await?;
+    let mut stack = procs::Stack::start().await?;
     println!("relay pid {}, agent pid {}, echo pid {}", stack.relay.pid(), stack.agent.pid(), stack.echo.pid());
     if wanted("forward") {
         scenarios::forward(&stack, flags.duration, &mut report).await?;
     }
     if wanted("stream") {
         scenarios::stream(&stack, &mut report).await?;
+    }
+    // Last: it restarts the relay.
+    if wanted("agents") {
+        scenarios::agents(&mut stack, flags.sessions, &mut report).await?;
     }
     report.print_targets();
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);

@@ -40,6 +40,12 @@ impl Process {
         self.child.id()
     }
 
+    /// SIGKILL, and wait for it to be gone.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// The first output line containing `needle`.
     pub fn wait_for(&mut self, needle: &str) -> anyhow::Result<String> {
         for _ in 0..400 {
@@ -133,9 +139,11 @@ pub struct Stack {
     pub agent: Process,
     pub echo: Process,
     pub relay_http: String,
+    /// The agents' listener, `http://127.0.0.1:PORT`.
+    pub agents_url: String,
     pub echo_addr: String,
     pub admin_token: String,
-    _data_dir: TempDir,
+    data_dir: TempDir,
 }
 
 pub struct TempDir(PathBuf);
@@ -144,6 +152,18 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+fn spawn_relay(data: &Path, listen: &str, agent_listen: &str) -> anyhow::Result<Process> {
+    let mut command = Command::new(bin_dir().join("borealis-relay"));
+    command
+        .arg("--data-dir")
+        .arg(data)
+        .args(["--listen", listen, "--agent-listen", agent_listen, "--direct-allow", "127.0.0.0/8"])
+        .args(["--max-body-bytes", &(4u64 << 30).to_string(), "--request-timeout", "10m"])
+        .env("BOREALIS_LOG", "warn,borealis_relay=info")
+        .env_remove("BOREALIS_ADMIN_TOKEN");
+    Process::spawn("relay", command)
 }
 
 fn field(line: &str, key: &str) -> anyhow::Result<String> {
@@ -161,15 +181,7 @@ impl Stack {
         let mut echo = Process::spawn("echo server", echo_cmd)?;
         let echo_addr = echo.wait_for("listening on")?.rsplit(' ').next().unwrap_or_default().to_owned();
 
-        let mut relay_cmd = Command::new(bins.join("borealis-relay"));
-        relay_cmd
-            .arg("--data-dir")
-            .arg(&data)
-            .args(["--listen", "127.0.0.1:0", "--agent-listen", "127.0.0.1:0", "--direct-allow", "127.0.0.0/8"])
-            .args(["--max-body-bytes", &(4u64 << 30).to_string(), "--request-timeout", "10m"])
-            .env("BOREALIS_LOG", "warn,borealis_relay=info")
-            .env_remove("BOREALIS_ADMIN_TOKEN");
-        let mut relay = Process::spawn("relay", relay_cmd)?;
+        let mut relay = spawn_relay(&data, "127.0.0.1:0", "127.0.0.1:0")?;
         let ready = relay.wait_for("relay ready")?;
         let relay_http = field(&ready, "http")?;
         let agents = field(&ready, "agents")?;
@@ -192,7 +204,18 @@ impl Stack {
             .env("BOREALIS_LOG", "warn,borealis_agent::session=info");
         let mut agent = Process::spawn("agent", agent_cmd)?;
         agent.wait_for("connected to the relay")?;
-        Ok(Self { relay, agent, echo, relay_http, echo_addr, admin_token, _data_dir: TempDir(data) })
+        Ok(Self { relay, agent, echo, relay_http, agents_url: agents, echo_addr, admin_token, data_dir: TempDir(data) })
+    }
+
+    /// SIGKILL, then a new relay on the same ports and data dir.
+    pub fn restart_relay(&mut self) -> anyhow::Result<()> {
+        let address = |url: &str| url.trim_start_matches("http://").to_owned();
+        let (http, agents) = (address(&self.relay_http), address(&self.agents_url));
+        self.relay.kill();
+        let mut relay = spawn_relay(&self.data_dir.0, &http, &agents)?;
+        relay.wait_for("relay ready")?;
+        self.relay = relay;
+        Ok(())
     }
 
     /// `/api/v1/proxy` for `target`, direct or through the agent.

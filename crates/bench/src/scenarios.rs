@@ -8,6 +8,7 @@ use futures_util::StreamExt;
 use crate::load::{self, LoadSpec};
 use crate::procs::{Stack, peak_rss};
 use crate::report::{Report, Row, Target};
+use crate::sim;
 
 const KIB: usize = 1024;
 const MIB: usize = 1024 * 1024;
@@ -146,4 +147,103 @@ pub async fn stream(stack: &Stack, report: &mut Report) -> anyhow::Result<()> {
     report.targets.push(Target::at_most("stream: relay RSS growth", growth.0, 64.0, "MiB"));
     report.targets.push(Target::at_most("stream: agent RSS growth", growth.1, 64.0, "MiB"));
     Ok(())
+}
+
+/// `agents`: `sessions` agent sessions held open by simulated agents that
+/// speak the real protocol; the relay's memory per session, and the time
+/// for all of them to come back after the relay is killed and restarted.
+pub async fn agents(stack: &mut Stack, sessions: usize, report: &mut Report) -> anyhow::Result<()> {
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
+    let http = reqwest::Client::new();
+    let created: serde_json::Value = http
+        .post(format!("{}/api/v1/agents", stack.relay_http))
+        .bearer_auth(&stack.admin_token)
+        .json(&serde_json::json!({ "id": "fleet" }))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let form = [
+        ("grant_type", "client_credentials"),
+        ("client_id", created["client_id"].as_str().unwrap_or_default()),
+        ("client_secret", created["client_secret"].as_str().unwrap_or_default()),
+    ];
+    let token: serde_json::Value =
+        http.post(format!("{}/oauth/token", stack.relay_http)).form(&form).send().await?.json().await?;
+    let token = token["access_token"].as_str().ok_or_else(|| anyhow::anyhow!("no token"))?.to_owned();
+
+    let before = stack.relay.rss_kib();
+    let fleet = Arc::new(sim::Fleet::default());
+    let started = Instant::now();
+    sim::launch(sessions, stack.agents_url.clone(), token, fleet.clone());
+    let wait_for = |what: &'static str, limit: Duration, done: Box<dyn Fn() -> bool + Send>| async move {
+        let start = Instant::now();
+        while !done() {
+            anyhow::ensure!(start.elapsed() < limit, "{what}: not within {limit:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(start.elapsed())
+    };
+    let connected = fleet.clone();
+    wait_for(
+        "every session connected",
+        Duration::from_secs(300),
+        Box::new(move || connected.connected.load(Ordering::Relaxed) >= sessions),
+    )
+    .await?;
+    let connect_time = started.elapsed();
+    // Let heartbeats and buffers settle before reading memory.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = stack.relay.rss_kib();
+    let per_session = after.saturating_sub(before) as f64 / sessions as f64;
+
+    let welcomes = fleet.welcomes.load(Ordering::Relaxed);
+    let restarted = Instant::now();
+    stack.restart_relay()?;
+    let back = fleet.clone();
+    let result = wait_for(
+        "every session back after a restart",
+        Duration::from_secs(120),
+        Box::new(move || {
+            back.welcomes.load(Ordering::Relaxed) >= welcomes + sessions
+                && back.connected.load(Ordering::Relaxed) >= sessions
+        }),
+    )
+    .await;
+    let back_in = restarted.elapsed();
+    let note = match &result {
+        Ok(_) => format!(
+            "{sessions} sessions connected in {:.1} s; relay RSS {} -> {} MiB, {per_session:.1} KiB per session; all back {:.1} s after a restart",
+            connect_time.as_secs_f64(),
+            before / 1024,
+            after / 1024,
+            back_in.as_secs_f64()
+        ),
+        Err(err) => format!("{err}"),
+    };
+    report.rows.push(Row {
+        scenario: "agents".into(),
+        case: format!("{sessions} sessions"),
+        requests_per_second: None,
+        p50_ms: None,
+        p99_ms: None,
+        max_ms: None,
+        errors: u64::from(result.is_err()),
+        relay_cpu_per_1k: None,
+        agent_cpu_per_1k: None,
+        relay_peak_mib: Some(mib(after)),
+        agent_peak_mib: None,
+        note,
+    });
+    report.print_last();
+    report.targets.push(Target::at_most(
+        &format!("agents: relay memory for {sessions} sessions"),
+        mib(after),
+        1024.0,
+        "MiB",
+    ));
+    report.targets.push(Target::at_most("agents: relay memory per session", per_session, 100.0, "KiB"));
+    report.targets.push(Target::at_most("agents: all sessions back after a restart", back_in.as_secs_f64(), 30.0, "s"));
+    result.map(|_| ())
 }

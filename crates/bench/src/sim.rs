@@ -1,0 +1,105 @@
+//! Simulated agents: many sessions from one process, speaking the real
+//! tunnel protocol (token, `Control`, hello/welcome, heartbeats), each
+//! reconnecting like the real agent when its session ends.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use backon::BackoffBuilder;
+use borealis_protocol::v1::{self, agent_control, relay_control, tunnel_client::TunnelClient};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Endpoint;
+
+/// Counts sessions that currently hold a welcome.
+#[derive(Default)]
+pub struct Fleet {
+    pub connected: AtomicUsize,
+    pub welcomes: AtomicUsize,
+}
+
+/// Starts `count` sessions against `agents_url` with one bearer token; they
+/// run until the process ends.
+pub fn launch(count: usize, agents_url: String, token: String, fleet: Arc<Fleet>) {
+    let gate = Arc::new(tokio::sync::Semaphore::new(256));
+    for n in 0..count {
+        let (url, token, fleet, gate) = (agents_url.clone(), token.clone(), fleet.clone(), gate.clone());
+        tokio::spawn(async move { session_loop(n, url, token, fleet, gate).await });
+    }
+}
+
+async fn session_loop(n: usize, url: String, token: String, fleet: Arc<Fleet>, gate: Arc<tokio::sync::Semaphore>) {
+    let mut delays = backoff();
+    loop {
+        let permit = gate.clone().acquire_owned().await.expect("never closed");
+        // A session that ended cleanly starts the backoff over, as the agent does.
+        if session(n, &url, &token, &fleet, permit).await.is_ok() {
+            delays = backoff();
+        }
+        tokio::time::sleep(delays.next().unwrap_or(Duration::from_secs(30))).await;
+    }
+}
+
+/// The real agent's reconnect policy.
+fn backoff() -> impl Iterator<Item = Duration> {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_secs(30))
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+async fn session(
+    n: usize,
+    url: &str,
+    token: &str,
+    fleet: &Fleet,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) -> anyhow::Result<()> {
+    let channel = Endpoint::from_shared(url.to_owned())?.connect_timeout(Duration::from_secs(10)).connect().await?;
+    let (tx, rx) = mpsc::channel(4);
+    let hello = v1::Hello {
+        agent_id: String::new(),
+        version: "bench".into(),
+        capacity: 1,
+        instance: format!("sim-{n}"),
+        protocol_version: borealis_protocol::PROTOCOL_VERSION,
+    };
+    tx.send(v1::AgentControl { msg: Some(agent_control::Msg::Hello(hello)) }).await?;
+    let mut request = tonic::Request::new(ReceiverStream::new(rx));
+    request.metadata_mut().insert(borealis_protocol::AUTHORIZATION, format!("Bearer {token}").parse()?);
+    let mut inbound = TunnelClient::new(channel).control(request).await?.into_inner();
+    let interval = match inbound.message().await? {
+        Some(v1::RelayControl { msg: Some(relay_control::Msg::Welcome(w)) }) => {
+            Duration::from_millis(u64::from(w.heartbeat_interval_ms))
+        }
+        _ => anyhow::bail!("no welcome"),
+    };
+    // Connected: let the next session start.
+    drop(permit);
+    fleet.connected.fetch_add(1, Ordering::Relaxed);
+    fleet.welcomes.fetch_add(1, Ordering::Relaxed);
+    let mut ticker = tokio::time::interval(interval);
+    let mut sequence = 0;
+    let result = loop {
+        tokio::select! {
+            msg = inbound.message() => match msg {
+                Ok(Some(_)) => {}
+                Ok(None) => break Ok(()),
+                Err(status) => break Err(anyhow::anyhow!(status)),
+            },
+            _ = ticker.tick() => {
+                sequence += 1;
+                let beat = v1::Heartbeat { sequence, in_flight: 0 };
+                if tx.send(v1::AgentControl { msg: Some(agent_control::Msg::Heartbeat(beat)) }).await.is_err() {
+                    break Ok(());
+                }
+            }
+        }
+    };
+    fleet.connected.fetch_sub(1, Ordering::Relaxed);
+    result
+}
