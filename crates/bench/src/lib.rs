@@ -5,7 +5,7 @@
 //!   time, latency in an HDR histogram.
 //! - [`echo`]: the echo server (`borealis-bench echo`), streaming both ways.
 //! - [`procs`]: the processes, their CPU time and resident memory.
-//! - [`scenarios`]: `forward`, `stream` and `agents`, with their targets.
+//! - [`scenarios`]: `forward`, `stream`, `runs` and `agents`, with their targets.
 //! - [`sim`]: simulated agents, many sessions from one process.
 //! - [`report`]: the table, `bench/results/latest.md` and `latest.json`.
 

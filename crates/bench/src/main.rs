@@ -11,12 +11,15 @@ use clap::{Parser, Subcommand};
 #[derive(Parser, Debug)]
 #[command(name = "borealis-bench")]
 struct Flags {
-    /// Run one scenario: forward, stream or agents.
+    /// Run one scenario: forward, stream, runs or agents.
     #[arg(long)]
     only: Option<String>,
     /// Agent sessions in the agents scenario.
     #[arg(long, default_value_t = 10_000)]
     sessions: usize,
+    /// Webhook runs in the runs scenario.
+    #[arg(long, default_value_t = 100_000)]
+    runs: usize,
     /// Length of each load case.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     duration: Duration,
@@ -84,7 +87,7 @@ async fn main() -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    let scenarios = ["forward", "stream", "agents"];
+    let scenarios = ["forward", "stream", "runs", "agents"];
     if let Some(only) = &flags.only {
         anyhow::ensure!(
             scenarios.contains(&only.as_str()),
@@ -101,6 +104,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if wanted("stream") {
         scenarios::stream(&stack, &mut report).await?;
+    }
+    if wanted("runs") {
+        scenarios::runs(&stack, flags.runs, &mut report).await?;
     }
     // Last: it restarts the relay.
     if wanted("agents") {

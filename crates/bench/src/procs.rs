@@ -207,6 +207,10 @@ impl Stack {
         Ok(Self { relay, agent, echo, relay_http, agents_url: agents, echo_addr, admin_token, data_dir: TempDir(data) })
     }
 
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir.0
+    }
+
     /// SIGKILL, then a new relay on the same ports and data dir.
     pub fn restart_relay(&mut self) -> anyhow::Result<()> {
         let address = |url: &str| url.trim_start_matches("http://").to_owned();

@@ -247,3 +247,163 @@ pub async fn agents(stack: &mut Stack, sessions: usize, report: &mut Report) -> 
     report.targets.push(Target::at_most("agents: all sessions back after a restart", back_in.as_secs_f64(), 30.0, "s"));
     result.map(|_| ())
 }
+
+/// `runs`: `count` webhook runs waiting for their callbacks; the relay's
+/// memory, the store's size on disk, then the rate of accepted (and so
+/// durable) callbacks at concurrency 64.
+pub async fn runs(stack: &Stack, count: usize, report: &mut Report) -> anyhow::Result<()> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    const CONCURRENCY: usize = 64;
+    let http = reqwest::Client::new();
+    let created: serde_json::Value = http
+        .post(format!("{}/api/v1/clients", stack.relay_http))
+        .bearer_auth(&stack.admin_token)
+        .json(&serde_json::json!({ "name": "bench-ci" }))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let form = [
+        ("grant_type", "client_credentials"),
+        ("client_id", created["client_id"].as_str().unwrap_or_default()),
+        ("client_secret", created["client_secret"].as_str().unwrap_or_default()),
+    ];
+    let token: serde_json::Value =
+        http.post(format!("{}/oauth/token", stack.relay_http)).form(&form).send().await?.json().await?;
+    let token = token["access_token"].as_str().ok_or_else(|| anyhow::anyhow!("no token"))?.to_owned();
+    let file = format!(
+        "webhooks:\n  - name: job\n    method: POST\n    uriTemplate: http://{}/echo\n    networkMode: direct\n    bodyTemplate:\n      inline: '{{\"callbackUri\": \"{{{{armory.callbackUri}}}}/callback\"}}'\n",
+        stack.echo_addr
+    );
+    let before = stack.relay.rss_kib();
+
+    // Start the runs, 64 at a time.
+    let started = Instant::now();
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut workers = Vec::new();
+    for _ in 0..CONCURRENCY {
+        let (http, next, base, admin, file) =
+            (http.clone(), next.clone(), stack.relay_http.clone(), stack.admin_token.clone(), file.clone());
+        workers.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            while next.fetch_add(1, Ordering::Relaxed) < count {
+                let run: serde_json::Value = http
+                    .post(format!("{base}/api/v1/webhook-runs"))
+                    .bearer_auth(&admin)
+                    .json(&serde_json::json!({ "file": file, "name": "job" }))
+                    .send()
+                    .await?
+                    .json()
+                    .await?;
+                let id = run["id"].as_str().unwrap_or_default().to_owned();
+                let callback = format!("{}/callback", run["callbackUri"].as_str().unwrap_or_default());
+                mine.push((id, callback));
+            }
+            Ok::<_, anyhow::Error>(mine)
+        }));
+    }
+    let mut pending = Vec::with_capacity(count);
+    for worker in workers {
+        pending.extend(worker.await??);
+    }
+    let creation = started.elapsed();
+    // Every run has had its call and now waits for its callback.
+    let waiting = |id: String| {
+        let (http, base, admin) = (http.clone(), stack.relay_http.clone(), stack.admin_token.clone());
+        async move {
+            loop {
+                let run: serde_json::Value = http
+                    .get(format!("{base}/api/v1/webhook-runs/{id}"))
+                    .bearer_auth(&admin)
+                    .send()
+                    .await?
+                    .json()
+                    .await?;
+                match run["state"].as_str() {
+                    Some("awaiting_callback") => return Ok::<_, anyhow::Error>(()),
+                    Some("pending" | "calling") => tokio::time::sleep(Duration::from_millis(100)).await,
+                    other => anyhow::bail!("run {id} is {other:?}"),
+                }
+            }
+        }
+    };
+    let checks: Vec<anyhow::Result<()>> = futures_util::stream::iter(pending.iter().map(|(id, _)| waiting(id.clone())))
+        .buffer_unordered(CONCURRENCY)
+        .collect()
+        .await;
+    checks.into_iter().collect::<anyhow::Result<Vec<()>>>()?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let memory = stack.relay.rss_kib();
+    let store_bytes: u64 = ["borealis.db", "borealis.db-wal", "borealis.db-shm"]
+        .iter()
+        .filter_map(|f| std::fs::metadata(stack.data_dir().join(f)).ok())
+        .map(|m| m.len())
+        .sum();
+
+    // The callbacks, 64 at a time; a 200 means the decision is on disk.
+    let pending = Arc::new(pending);
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..CONCURRENCY {
+        let (http, next, pending, token) = (http.clone(), next.clone(), pending.clone(), token.clone());
+        workers.push(tokio::spawn(async move {
+            let mut latency = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
+            let mut errors = 0u64;
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some((_, callback)) = pending.get(i) else { break };
+                let sent = Instant::now();
+                let body = serde_json::json!({ "success": i % 2 == 0, "mdMessage": "bench" });
+                match http.post(callback).bearer_auth(&token).json(&body).send().await {
+                    Ok(r) if r.status() == 200 => {
+                        let _ = latency.record(sent.elapsed().as_micros().max(1) as u64);
+                    }
+                    _ => errors += 1,
+                }
+            }
+            (latency, errors)
+        }));
+    }
+    let mut latency = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut errors = 0;
+    for worker in workers {
+        let (l, e) = worker.await?;
+        latency.add(&l)?;
+        errors += e;
+    }
+    let elapsed = started.elapsed();
+    let rate = latency.len() as f64 / elapsed.as_secs_f64();
+    let per_run = memory.saturating_sub(before) as f64 / count as f64;
+    report.rows.push(Row {
+        scenario: "runs".into(),
+        case: format!("{count} runs, callbacks at c{CONCURRENCY}"),
+        requests_per_second: Some(rate),
+        p50_ms: Some(latency.value_at_quantile(0.5) as f64 / 1000.0),
+        p99_ms: Some(latency.value_at_quantile(0.99) as f64 / 1000.0),
+        max_ms: Some(latency.max() as f64 / 1000.0),
+        errors,
+        relay_cpu_per_1k: None,
+        agent_cpu_per_1k: None,
+        relay_peak_mib: Some(mib(memory)),
+        agent_peak_mib: None,
+        note: format!(
+            "started in {:.1} s ({:.0}/s); relay RSS {} -> {} MiB ({per_run:.1} KiB per run); store {:.1} MiB on disk",
+            creation.as_secs_f64(),
+            count as f64 / creation.as_secs_f64(),
+            before / 1024,
+            memory / 1024,
+            store_bytes as f64 / (1 << 20) as f64
+        ),
+    });
+    report.print_last();
+    report.targets.push(Target::at_most(
+        &format!("runs: relay memory with {count} pending"),
+        mib(memory),
+        512.0,
+        "MiB",
+    ));
+    report.targets.push(Target::at_least("runs: durable callbacks per second at c64", rate, 2000.0, "/s"));
+    Ok(())
+}
