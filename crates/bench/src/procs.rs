@@ -207,6 +207,31 @@ impl Stack {
         Ok(Self { relay, agent, echo, relay_http, agents_url: agents, echo_addr, admin_token, data_dir: TempDir(data) })
     }
 
+    /// Creates a credential (`kind` is `agents` or `clients`) and returns a
+    /// bearer token for it.
+    pub async fn token(&self, kind: &str, body: serde_json::Value) -> anyhow::Result<String> {
+        let http = reqwest::Client::new();
+        let created: serde_json::Value = http
+            .post(format!("{}/api/v1/{kind}", self.relay_http))
+            .bearer_auth(&self.admin_token)
+            .json(&body)
+            .send()
+            .await?
+            .json()
+            .await?;
+        let form = [
+            ("grant_type", "client_credentials"),
+            ("client_id", created["client_id"].as_str().unwrap_or_default()),
+            ("client_secret", created["client_secret"].as_str().unwrap_or_default()),
+        ];
+        let token: serde_json::Value =
+            http.post(format!("{}/oauth/token", self.relay_http)).form(&form).send().await?.json().await?;
+        Ok(token["access_token"]
+            .as_str()
+            .ok_or_else(|| anyhow::anyhow!("no token for the {kind} credential"))?
+            .to_owned())
+    }
+
     pub fn data_dir(&self) -> &Path {
         &self.data_dir.0
     }

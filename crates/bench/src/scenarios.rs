@@ -155,23 +155,7 @@ pub async fn stream(stack: &Stack, report: &mut Report) -> anyhow::Result<()> {
 pub async fn agents(stack: &mut Stack, sessions: usize, report: &mut Report) -> anyhow::Result<()> {
     use std::sync::Arc;
     use std::sync::atomic::Ordering;
-    let http = reqwest::Client::new();
-    let created: serde_json::Value = http
-        .post(format!("{}/api/v1/agents", stack.relay_http))
-        .bearer_auth(&stack.admin_token)
-        .json(&serde_json::json!({ "id": "fleet" }))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let form = [
-        ("grant_type", "client_credentials"),
-        ("client_id", created["client_id"].as_str().unwrap_or_default()),
-        ("client_secret", created["client_secret"].as_str().unwrap_or_default()),
-    ];
-    let token: serde_json::Value =
-        http.post(format!("{}/oauth/token", stack.relay_http)).form(&form).send().await?.json().await?;
-    let token = token["access_token"].as_str().ok_or_else(|| anyhow::anyhow!("no token"))?.to_owned();
+    let token = stack.token("agents", serde_json::json!({ "id": "fleet" })).await?;
 
     let before = stack.relay.rss_kib();
     let fleet = Arc::new(sim::Fleet::default());
@@ -256,22 +240,7 @@ pub async fn runs(stack: &Stack, count: usize, report: &mut Report) -> anyhow::R
     use std::sync::atomic::{AtomicUsize, Ordering};
     const CONCURRENCY: usize = 64;
     let http = reqwest::Client::new();
-    let created: serde_json::Value = http
-        .post(format!("{}/api/v1/clients", stack.relay_http))
-        .bearer_auth(&stack.admin_token)
-        .json(&serde_json::json!({ "name": "bench-ci" }))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let form = [
-        ("grant_type", "client_credentials"),
-        ("client_id", created["client_id"].as_str().unwrap_or_default()),
-        ("client_secret", created["client_secret"].as_str().unwrap_or_default()),
-    ];
-    let token: serde_json::Value =
-        http.post(format!("{}/oauth/token", stack.relay_http)).form(&form).send().await?.json().await?;
-    let token = token["access_token"].as_str().ok_or_else(|| anyhow::anyhow!("no token"))?.to_owned();
+    let token = stack.token("clients", serde_json::json!({ "name": "bench-ci" })).await?;
     let file = format!(
         "webhooks:\n  - name: job\n    method: POST\n    uriTemplate: http://{}/echo\n    networkMode: direct\n    bodyTemplate:\n      inline: '{{\"callbackUri\": \"{{{{armory.callbackUri}}}}/callback\"}}'\n",
         stack.echo_addr
