@@ -87,14 +87,22 @@ pub async fn show(
     let deadline = query.deadline()?;
     let mut changes = state.deployment_events.subscribe();
     loop {
-        let record = state.store.deployment(&id).await.map_err(Problem::internal)?.ok_or_else(|| {
-            Problem::new(StatusCode::NOT_FOUND, "unknown-deployment", format!("no deployment {id:?}"))
-        })?;
+        let record = find_deployment(&state, &id).await?;
         if record.finished_at.is_some() || tokio::time::Instant::now() >= deadline {
             return Ok(Json(describe(&state, &record).await.map_err(Problem::internal)?).into_response());
         }
         changed(&mut changes, &id, deadline).await;
     }
+}
+
+/// The deployment `id`, or a 404 naming it.
+async fn find_deployment(state: &AppState, id: &str) -> Result<DeploymentRecord, Problem> {
+    state
+        .store
+        .deployment(id)
+        .await
+        .map_err(Problem::internal)?
+        .ok_or_else(|| Problem::new(StatusCode::NOT_FOUND, "unknown-deployment", format!("no deployment {id:?}")))
 }
 
 pub async fn approve(
@@ -112,10 +120,7 @@ pub async fn reject(
 }
 
 async fn decide(state: &Arc<AppState>, id: &str, target: &str, decision: ApprovalState) -> Result<Response, Problem> {
-    let record =
-        state.store.deployment(id).await.map_err(Problem::internal)?.ok_or_else(|| {
-            Problem::new(StatusCode::NOT_FOUND, "unknown-deployment", format!("no deployment {id:?}"))
-        })?;
+    let record = find_deployment(state, id).await?;
     let decided = state.store.decide_approvals(id, target, decision).await.map_err(Problem::internal)?;
     if decided == 0 {
         let waiting: Vec<String> =

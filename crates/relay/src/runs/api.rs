@@ -48,17 +48,22 @@ pub async fn show_run(
     let deadline = query.deadline()?;
     let mut events = state.engine.subscribe();
     loop {
-        let run = state
-            .store
-            .run(&id)
-            .await
-            .map_err(Problem::internal)?
-            .ok_or_else(|| Problem::new(StatusCode::NOT_FOUND, "unknown-run", format!("no webhook run {id:?}")))?;
+        let run = find_run(&state, &id).await?;
         if run.state.is_finished() || tokio::time::Instant::now() >= deadline {
             return Ok(Json(describe(&state, &run, true).await.map_err(Problem::internal)?).into_response());
         }
         changed(&mut events, &id, deadline).await;
     }
+}
+
+/// The run `id`, or a 404 naming it.
+async fn find_run(state: &AppState, id: &str) -> Result<borealis_store::RunRecord, Problem> {
+    state
+        .store
+        .run(id)
+        .await
+        .map_err(Problem::internal)?
+        .ok_or_else(|| Problem::new(StatusCode::NOT_FOUND, "unknown-run", format!("no webhook run {id:?}")))
 }
 
 /// Ends an unfinished run as cancelled. A later callback gets 409.
@@ -71,12 +76,7 @@ pub async fn cancel_run(State(state): State<Arc<AppState>>, Path(id): Path<Strin
         by_callback: false,
     };
     if !state.store.finish(&id, &RunState::UNFINISHED, &outcome).await.map_err(Problem::internal)? {
-        let run = state
-            .store
-            .run(&id)
-            .await
-            .map_err(Problem::internal)?
-            .ok_or_else(|| Problem::new(StatusCode::NOT_FOUND, "unknown-run", format!("no webhook run {id:?}")))?;
+        let run = find_run(&state, &id).await?;
         return Err(Problem::new(
             StatusCode::CONFLICT,
             "run-finished",
