@@ -189,6 +189,8 @@ async fn a_pool_shares_requests_and_survives_losing_an_instance() {
     for i in 0..20 {
         let response = proxy_request(&relay, &client, Some("test-rna"), &url).send().await.unwrap();
         assert_eq!(response.status(), 200, "request {i} after losing an instance");
+        // Read the body: dropping a response unread cancels the request.
+        assert_eq!(response.text().await.unwrap(), "fast");
     }
     eventually("the survivor served the rest", Duration::from_secs(5), || async {
         (second.metric(SERVED).await == two + 20.0).then_some(())
