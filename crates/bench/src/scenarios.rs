@@ -318,7 +318,7 @@ pub async fn runs(stack: &Stack, count: usize, report: &mut Report) -> anyhow::R
     for _ in 0..CONCURRENCY {
         let (http, next, pending, token) = (http.clone(), next.clone(), pending.clone(), token.clone());
         workers.push(tokio::spawn(async move {
-            let mut latency = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
+            let mut latency = load::histogram();
             let mut errors = 0u64;
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
@@ -335,7 +335,7 @@ pub async fn runs(stack: &Stack, count: usize, report: &mut Report) -> anyhow::R
             (latency, errors)
         }));
     }
-    let mut latency = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut latency = load::histogram();
     let mut errors = 0;
     for worker in workers {
         let (l, e) = worker.await?;

@@ -167,6 +167,25 @@ pub enum StrategyKind {
     },
 }
 
+impl StrategyKind {
+    /// Every step of the strategy, in file order.
+    pub fn steps(&self) -> Box<dyn Iterator<Item = &Step> + '_> {
+        match self {
+            StrategyKind::Canary { steps } => Box::new(steps.iter()),
+            StrategyKind::BlueGreen { redirect_traffic_after, shut_down_old_version_after, .. } => {
+                Box::new(redirect_traffic_after.iter().chain(shut_down_old_version_after))
+            }
+        }
+    }
+}
+
+impl Constraints {
+    /// `beforeDeployment`, then `afterDeployment`.
+    pub fn steps(&self) -> impl Iterator<Item = &Step> {
+        self.before_deployment.iter().chain(&self.after_deployment)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Strategy {
     pub name: String,
@@ -254,30 +273,14 @@ impl DeploymentFile {
     /// Every step of a target, its strategy's included, with where it runs.
     pub fn steps_of<'a>(&'a self, target: &'a Target) -> impl Iterator<Item = &'a Step> + 'a {
         let strategy = target.strategy.as_deref().and_then(|s| self.strategy(s));
-        let strategy_steps: Vec<&Step> = match strategy.map(|s| &s.kind) {
-            Some(StrategyKind::Canary { steps }) => steps.iter().collect(),
-            Some(StrategyKind::BlueGreen { redirect_traffic_after, shut_down_old_version_after, .. }) => {
-                redirect_traffic_after.iter().chain(shut_down_old_version_after).collect()
-            }
-            None => Vec::new(),
-        };
-        target.constraints.before_deployment.iter().chain(&target.constraints.after_deployment).chain(strategy_steps)
+        target.constraints.steps().chain(strategy.into_iter().flat_map(|s| s.kind.steps()))
     }
 
     /// All `runWebhook` steps anywhere in the file.
     pub fn run_webhooks(&self) -> Vec<&RunWebhook> {
-        let constraint_steps = self
-            .targets
-            .iter()
-            .flat_map(|t| t.constraints.before_deployment.iter().chain(&t.constraints.after_deployment));
-        let strategy_steps = self.strategies.iter().flat_map(|s| match &s.kind {
-            StrategyKind::Canary { steps } => steps.iter().collect::<Vec<_>>(),
-            StrategyKind::BlueGreen { redirect_traffic_after, shut_down_old_version_after, .. } => {
-                redirect_traffic_after.iter().chain(shut_down_old_version_after).collect()
-            }
-        });
+        let constraint_steps = self.targets.iter().flat_map(|t| t.constraints.steps());
         constraint_steps
-            .chain(strategy_steps)
+            .chain(self.strategies.iter().flat_map(|s| s.kind.steps()))
             .filter_map(|step| match step {
                 Step::RunWebhook(run) => Some(run),
                 _ => None,
@@ -1084,7 +1087,7 @@ pub fn validate_deployment(file: &DeploymentFile) -> Vec<Diagnostic> {
                 error(location, format!("{kind} steps are not supported yet"));
             }
         }
-        for step in target.constraints.before_deployment.iter().chain(&target.constraints.after_deployment) {
+        for step in target.constraints.steps() {
             if let Step::SetWeight { location, .. } = step {
                 error(location, "setWeight belongs in a canary strategy's steps, not in constraints".into());
             }

@@ -231,7 +231,8 @@ async fn create_credential(
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
-fn rfc3339(time: SystemTime) -> String {
+/// UTC with milliseconds, as every API reply shows times.
+pub(crate) fn rfc3339(time: SystemTime) -> String {
     humantime::format_rfc3339_millis(time).to_string()
 }
 

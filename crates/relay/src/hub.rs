@@ -252,6 +252,11 @@ impl Hub {
                         () = session.closed.cancelled() => None,
                         () = tokio::time::sleep_until(deadline) => {
                             self.pending.lock().expect("hub lock").remove(&request_id);
+                            // The agent may still be working on it: tell it to stop.
+                            let cancel = v1::Cancel { request_id, reason: v1::ErrorCode::Timeout as i32 };
+                            let _ = session
+                                .control
+                                .try_send(Ok(v1::RelayControl { msg: Some(relay_control::Msg::Cancel(cancel)) }));
                             return Err(DispatchError::NotTaken(agent_id.to_owned()));
                         }
                     }

@@ -11,7 +11,7 @@ use borealis_core::deployment;
 use borealis_store::{ApprovalState, DeploymentRecord, StoreError};
 use serde_json::json;
 
-use crate::api::{Problem, WaitQuery, changed, json_body};
+use crate::api::{Problem, WaitQuery, changed, json_body, rfc3339};
 use crate::state::AppState;
 
 #[derive(serde::Deserialize)]
@@ -72,7 +72,7 @@ pub async fn list(State(state): State<Arc<AppState>>) -> Result<Response, Proble
             "application": record.application,
             "state": record.state,
             "reason": record.reason,
-            "createdAt": humantime::format_rfc3339_millis(record.created_at).to_string(),
+            "createdAt": rfc3339(record.created_at),
             "targets": targets.iter().map(|t| json!({ "name": t.target, "state": t.state })).collect::<Vec<_>>(),
         }));
     }
@@ -145,7 +145,7 @@ async fn decide(state: &Arc<AppState>, id: &str, target: &str, decision: Approva
 
 /// A deployment as the API shows it: targets, their webhook runs, history.
 async fn describe(state: &AppState, record: &DeploymentRecord) -> Result<serde_json::Value, StoreError> {
-    let time = |t: std::time::SystemTime| humantime::format_rfc3339_millis(t).to_string();
+    let time = rfc3339;
     let targets = state.store.targets(&record.id).await?;
     let journal = state.store.journal(&record.id).await?;
     let mut target_values = Vec::new();

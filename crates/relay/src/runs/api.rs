@@ -108,10 +108,8 @@ pub async fn put_secret(
 
 pub async fn list_secrets(State(state): State<Arc<AppState>>) -> Result<Response, Problem> {
     let names = state.vault.names().await.map_err(Problem::internal)?;
-    let items: Vec<serde_json::Value> = names
-        .into_iter()
-        .map(|(name, at)| json!({ "name": name, "updatedAt": humantime::format_rfc3339_millis(at).to_string() }))
-        .collect();
+    let items: Vec<serde_json::Value> =
+        names.into_iter().map(|(name, at)| json!({ "name": name, "updatedAt": crate::api::rfc3339(at) })).collect();
     Ok(Json(json!({ "secrets": items })).into_response())
 }
 

@@ -54,23 +54,13 @@ fn context_for(
     caller: &BTreeMap<String, String>,
 ) -> BTreeMap<String, String> {
     let mut context = file.context.clone();
-    if let Some(target) = environment.and_then(|e| file.target(e)) {
-        let steps = target.constraints.before_deployment.iter().chain(&target.constraints.after_deployment);
-        let strategy_steps: Vec<&Step> =
-            match target.strategy.as_deref().and_then(|s| file.strategy(s)).map(|s| &s.kind) {
-                Some(deployment::StrategyKind::Canary { steps }) => steps.iter().collect(),
-                Some(deployment::StrategyKind::BlueGreen { redirect_traffic_after, .. }) => {
-                    redirect_traffic_after.iter().collect()
-                }
-                None => Vec::new(),
-            };
-        if let Some(run) = steps.chain(strategy_steps).find_map(|s| match s {
-            Step::RunWebhook(run) if run.name == name => Some(run),
+    let step_context = environment.and_then(|e| file.target(e)).and_then(|target| {
+        file.steps_of(target).find_map(|s| match s {
+            Step::RunWebhook(run) if run.name == name => Some(&run.context),
             _ => None,
-        }) {
-            context.extend(run.context.clone());
-        }
-    }
+        })
+    });
+    context.extend(step_context.cloned().unwrap_or_default());
     context.extend(caller.clone());
     context
 }

@@ -394,7 +394,7 @@ pub async fn describe(
     run: &RunRecord,
     with_attempts: bool,
 ) -> Result<serde_json::Value, borealis_store::StoreError> {
-    let time = |t: Option<SystemTime>| t.map(|t| humantime::format_rfc3339_millis(t).to_string());
+    let time = |t: Option<SystemTime>| t.map(crate::api::rfc3339);
     let spec: Option<RunSpec> = serde_json::from_str(&run.spec).ok();
     let mut value = serde_json::json!({
         "id": run.id,
