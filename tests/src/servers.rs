@@ -47,6 +47,7 @@ impl Upstream {
 /// - `GET /status/{code}`: that status, `x-test: yes`, body `status {code}`.
 /// - `GET /fast`: `fast`. `GET /slow`: after 300 ms. `GET /stall`: after 10 s.
 /// - `GET /bytes/{n}`: `n` bytes, streamed in 64 KiB chunks.
+/// - `GET /chunked/{n}`: the same without a `content-length`.
 pub async fn upstream() -> (SocketAddr, Upstream) {
     let state = Upstream::default();
     let router = Router::new()
@@ -68,6 +69,7 @@ pub async fn upstream() -> (SocketAddr, Upstream) {
             }),
         )
         .route("/bytes/{n}", get(bytes))
+        .route("/chunked/{n}", get(chunked))
         .layer(axum::middleware::from_fn_with_state(state.clone(), count))
         .with_state(state.clone());
     (serve(router).await, state)
@@ -93,6 +95,11 @@ async fn status(Path(code): Path<u16>) -> Response {
 }
 
 async fn bytes(Path(n): Path<u64>) -> Response {
+    ([("content-length", n.to_string())], chunked(Path(n)).await).into_response()
+}
+
+/// `n` bytes of `x` in 64 KiB chunks, of undeclared length.
+async fn chunked(Path(n): Path<u64>) -> Body {
     const CHUNK: usize = 64 * 1024;
     let chunk = Bytes::from(vec![b'x'; CHUNK]);
     let stream = futures_util::stream::unfold(n, move |left| {
@@ -105,7 +112,7 @@ async fn bytes(Path(n): Path<u64>) -> Response {
             Some((Ok::<_, std::io::Error>(chunk.slice(..take as usize)), left - take))
         }
     });
-    ([("content-length", n.to_string())], Body::from_stream(stream)).into_response()
+    Body::from_stream(stream)
 }
 
 /// A raw HTTP/1.1 endpoint that sends a response head, then one chunk every

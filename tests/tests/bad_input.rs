@@ -42,8 +42,18 @@ async fn proxy_calls_name_what_is_wrong() {
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         assert!(out.stderr_text().contains("larger than the limit of 1024 bytes"), "{}", out.stderr_text());
     }
+    // A reply that declares its oversize length is refused before anything
+    // is passed on; one of undeclared length is cut off at the limit.
     let out =
         relay.cli().args(["proxy", "--agent", "test-rna", &format!("http://{upstream}/bytes/4096")]).run_async().await;
+    assert_eq!(out.status.code(), Some(2), "{}", out.stderr_text());
+    assert!(out.stderr_text().contains("(4096 bytes) is larger than 1024 bytes"), "{}", out.stderr_text());
+    assert!(out.stdout.is_empty());
+    let out = relay
+        .cli()
+        .args(["proxy", "--agent", "test-rna", &format!("http://{upstream}/chunked/4096")])
+        .run_async()
+        .await;
     assert_eq!(out.status.code(), Some(1), "an oversize reply is cut off, not delivered whole");
     assert!(out.stdout.len() <= 1024, "at most the limit was passed on: {}", out.stdout.len());
 

@@ -16,8 +16,17 @@ async fn relay_with_agent(allow: &str, agent_args: &[&str]) -> (RelayProcess, Ag
 }
 
 fn via_agent(relay: &RelayProcess, client: &reqwest::Client, url: &str) -> reqwest::RequestBuilder {
+    method_via_agent(relay, client, reqwest::Method::GET, url)
+}
+
+fn method_via_agent(
+    relay: &RelayProcess,
+    client: &reqwest::Client,
+    method: reqwest::Method,
+    url: &str,
+) -> reqwest::RequestBuilder {
     client
-        .get(format!("{}/api/v1/proxy", relay.http_url))
+        .request(method, format!("{}/api/v1/proxy", relay.http_url))
         .query(&[("url", url), ("agent", "test-rna")])
         .header("proxy-authorization", format!("Bearer {}", relay.admin_token()))
 }
@@ -170,4 +179,43 @@ async fn more_than_a_thousand_requests_share_one_session() {
     let failed = statuses.iter().filter(|s| **s != 200).count();
     assert_eq!(failed, 0, "{failed} of 1500 requests failed");
     assert_eq!(agent.metric("borealis_agent_sessions_total").await, 1.0, "the session was never lost");
+}
+
+/// Small bodies of known length travel inside the request and response
+/// heads; larger ones, and bodies of unknown length, stream in frames.
+/// Every size on both sides of that limit must arrive byte for byte.
+#[tokio::test(flavor = "multi_thread")]
+async fn bodies_on_either_side_of_the_inline_limit_arrive_whole() {
+    let (upstream, _) = servers::upstream().await;
+    let (relay, _agent) = relay_with_agent(&upstream.to_string(), &[]).await;
+    let client = reqwest::Client::new();
+    let limit = borealis_protocol::MAX_INLINE_BODY_BYTES;
+    for size in [0, 1, limit - 1, limit, limit + 1, 5 * limit + 7] {
+        let body: Vec<u8> = (0..size as u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8).collect();
+        let echoed = method_via_agent(&relay, &client, reqwest::Method::POST, &format!("http://{upstream}/echo"))
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(echoed.status(), 200, "POST of {size} bytes");
+        assert_eq!(echoed.headers()["x-echo-method"], "POST");
+        assert_eq!(echoed.bytes().await.unwrap(), body, "echo of {size} bytes");
+
+        // Of unknown length: sent chunked, so never inline.
+        let chunks: Vec<Result<Vec<u8>, std::io::Error>> = body.chunks(1000).map(|c| Ok(c.to_vec())).collect();
+        let echoed = method_via_agent(&relay, &client, reqwest::Method::POST, &format!("http://{upstream}/echo"))
+            .body(reqwest::Body::wrap_stream(futures_util::stream::iter(chunks)))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(echoed.status(), 200, "chunked POST of {size} bytes");
+        assert_eq!(echoed.bytes().await.unwrap(), body, "chunked echo of {size} bytes");
+
+        let fetched = via_agent(&relay, &client, &format!("http://{upstream}/bytes/{size}")).send().await.unwrap();
+        assert_eq!(fetched.status(), 200);
+        assert_eq!(fetched.headers()["content-length"], size.to_string().as_str());
+        let fetched = fetched.bytes().await.unwrap();
+        assert_eq!(fetched.len(), size, "GET of {size} bytes");
+        assert!(fetched.iter().all(|&b| b == b'x'));
+    }
 }

@@ -211,3 +211,34 @@ async fn after_a_relay_restart_the_agent_reconnects_and_forwarding_works() {
     assert_eq!(out.stdout_text(), "fast");
     assert!(agent.metric("borealis_agent_sessions_total").await >= 2.0);
 }
+
+/// Two relay replicas share one store. An agent connected to the second is
+/// cut off when its credential is revoked through the first.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_revocation_through_another_replica_ends_the_session() {
+    let (upstream, _) = servers::upstream().await;
+    let first = RelayProcess::start(RelayOptions::default());
+    let database = format!("sqlite://{}", first.data_dir.path().join("borealis.db").display());
+    let second = RelayProcess::start(RelayOptions {
+        extra_args: vec!["--database-url".into(), database],
+        ..RelayOptions::default()
+    });
+    let (client_id, secret) = first.create_agent("replicated");
+    let mut agent = AgentProcess::start(&second.agents_url, &client_id, &secret, &["--allow", &upstream.to_string()]);
+    agent.wait_connected(Duration::from_secs(10)).await;
+    let out =
+        second.cli().args(["proxy", "--agent", "replicated", &format!("http://{upstream}/fast")]).run_async().await;
+    assert!(out.status.success(), "{}", out.stderr_text());
+
+    let out = first.cli().args(["agents", "revoke", "replicated"]).run_async().await;
+    assert!(out.status.success(), "{}", out.stderr_text());
+    assert!(out.stdout_text().contains("0 live session(s) closed"), "{}", out.stdout_text());
+    let revoked = Instant::now();
+    // The tests' heartbeat interval is 1 s: the second replica notices
+    // within about that long.
+    let status = agent.wait_exit(Duration::from_secs(10)).expect("the agent is cut off and exits");
+    println!("cut off {:?} after the revocation on the other replica", revoked.elapsed());
+    assert!(!status.success());
+    assert!(agent.log().contains("revoked"), "{}", agent.log());
+    assert!(second.log().contains("ended sessions of revoked agent credentials"), "{}", second.log());
+}

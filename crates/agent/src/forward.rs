@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use borealis_egress::headers::end_to_end;
 use borealis_egress::reqwest;
-use borealis_protocol::MAX_CHUNK_BYTES;
 use borealis_protocol::v1::{self, ErrorCode, agent_frame, relay_frame};
+use borealis_protocol::{MAX_CHUNK_BYTES, MAX_INLINE_BODY_BYTES};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use tokio::sync::mpsc;
@@ -72,18 +72,19 @@ async fn forward(agent: &Arc<Agent>, link: &SessionLink, offer: v1::Offer, cance
 
     // Request body: fed from the relay's frames by a reader that also
     // watches for cancel, so a cancel arriving mid-response is seen at once.
+    // Both run in this task, side by side.
     let (body_tx, body_rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(8);
     let finished = CancellationToken::new();
-    let reader =
-        tokio::spawn(read_relay_frames(inbound, head.has_body.then_some(body_tx), cancel.clone(), finished.clone()));
-    let reader = tokio_util::task::AbortOnDropHandle::new(reader);
-    let outcome = exchange(agent, &request_id, head, &frames, body_rx, &cancel, &finished, until_deadline).await;
-    // Close our side and let the relay end the call: dropping it instead
-    // would reset the stream and could discard our last frames unread.
-    finished.cancel();
-    drop(frames);
-    let _ = tokio::time::timeout(CLOSE_WAIT, reader).await;
-    outcome
+    let reader = read_relay_frames(inbound, head.has_body.then_some(body_tx), cancel.clone(), finished.clone());
+    let work = async {
+        let outcome = exchange(agent, &request_id, head, &frames, body_rx, &cancel, &finished, until_deadline).await;
+        // Close our side and let the relay end the call: dropping it instead
+        // would reset the stream and could discard our last frames unread.
+        finished.cancel();
+        drop(frames);
+        outcome
+    };
+    tokio::join!(work, reader).0
 }
 
 /// How long to wait for the relay to close a finished call.
@@ -132,7 +133,16 @@ async fn exchange<D: std::future::Future<Output = ()>>(
         () = until_deadline() => return fail(ErrorCode::Timeout, "the agent was at --max-concurrency until the deadline".into()).await,
     };
 
-    let body = head.has_body.then(|| reqwest::Body::wrap_stream(ReceiverStream::new(body_rx)));
+    let body = match (head.has_body, head.body.is_empty()) {
+        (false, true) => None,
+        (false, false) => Some(reqwest::Body::from(head.body)),
+        (true, _) => {
+            let first =
+                futures_util::stream::iter((!head.body.is_empty()).then_some(Ok::<_, std::io::Error>(head.body)));
+            use futures_util::StreamExt;
+            Some(reqwest::Body::wrap_stream(first.chain(ReceiverStream::new(body_rx))))
+        }
+    };
     let started = Instant::now();
     let response = tokio::select! {
         response = agent.egress.send(method, url.clone(), headers, body) => response,
@@ -148,44 +158,76 @@ async fn exchange<D: std::future::Future<Output = ()>>(
     };
     agent.metrics.latency.observe(started.elapsed().as_secs_f64());
     let status = response.status().as_u16();
-    let reply_head = v1::ResponseHead {
-        status: u32::from(status),
-        headers: end_to_end(response.headers())
-            .iter()
-            .map(|(name, value)| v1::Header { name: name.to_string(), value: Bytes::copy_from_slice(value.as_bytes()) })
-            .collect(),
-    };
-    if frames.send(frame(request_id, agent_frame::Frame::ResponseHead(reply_head))).await.is_err() {
-        return "relay-gone".into();
-    }
-
     let limit = if head.max_response_bytes == 0 {
         agent.config.max_body_bytes
     } else {
         head.max_response_bytes.min(agent.config.max_body_bytes)
     };
+    let mut reply_head = v1::ResponseHead {
+        status: u32::from(status),
+        headers: end_to_end(response.headers())
+            .iter()
+            .map(|(name, value)| v1::Header { name: name.to_string(), value: Bytes::copy_from_slice(value.as_bytes()) })
+            .collect(),
+        body: Bytes::new(),
+        complete: false,
+    };
+    let length = response.content_length();
+    if let Some(length) = length.filter(|&length| length > limit) {
+        return fail(
+            ErrorCode::BodyTooLarge,
+            format!("the response body ({length} bytes) is larger than {limit} bytes"),
+        )
+        .await;
+    }
     let mut sent = 0u64;
-    loop {
+    let mut next_chunk = async || {
         let chunk = tokio::select! {
             chunk = response.chunk() => chunk,
-            () = cancel.cancelled() => return "cancelled".into(),
-            () = until_deadline() => return fail(ErrorCode::Timeout, "the response did not finish before the deadline".into()).await,
+            () = cancel.cancelled() => return Err(None),
+            () = until_deadline() => return Err(Some((ErrorCode::Timeout, "the response did not finish before the deadline".to_owned()))),
         };
-        let chunk = match chunk {
+        let chunk = chunk.map_err(|err| {
+            let cause = borealis_egress::client::root_cause(&err);
+            Some((ErrorCode::UpstreamFailed, format!("the destination broke off the response: {cause}")))
+        })?;
+        if let Some(chunk) = &chunk {
+            sent += chunk.len() as u64;
+            if sent > limit {
+                return Err(Some((ErrorCode::BodyTooLarge, format!("the response body is larger than {limit} bytes"))));
+            }
+        }
+        Ok(chunk)
+    };
+    // A small body of known length is read whole and sent in the head.
+    if length.is_some_and(|length| length <= MAX_INLINE_BODY_BYTES as u64) {
+        let mut whole = bytes::BytesMut::new();
+        loop {
+            match next_chunk().await {
+                Ok(Some(chunk)) => whole.extend_from_slice(&chunk),
+                Ok(None) => break,
+                Err(None) => return "cancelled".into(),
+                Err(Some((code, message))) => return fail(code, message).await,
+            }
+        }
+        reply_head.body = whole.freeze();
+        reply_head.complete = true;
+        finished.cancel();
+    }
+    let complete = reply_head.complete;
+    if frames.send(frame(request_id, agent_frame::Frame::ResponseHead(reply_head))).await.is_err() {
+        return "relay-gone".into();
+    }
+    if complete {
+        return format!("{}xx", status / 100);
+    }
+    loop {
+        let chunk = match next_chunk().await {
             Ok(Some(chunk)) => chunk,
             Ok(None) => break,
-            Err(err) => {
-                return fail(
-                    ErrorCode::UpstreamFailed,
-                    format!("the destination broke off the response: {}", borealis_egress::client::root_cause(&err)),
-                )
-                .await;
-            }
+            Err(None) => return "cancelled".into(),
+            Err(Some((code, message))) => return fail(code, message).await,
         };
-        sent += chunk.len() as u64;
-        if sent > limit {
-            return fail(ErrorCode::BodyTooLarge, format!("the response body is larger than {limit} bytes")).await;
-        }
         if !send_chunks(frames, request_id, chunk, cancel).await {
             return "cancelled".into();
         }
@@ -220,10 +262,16 @@ async fn read_relay_frames(
     cancel: CancellationToken,
     finished: CancellationToken,
 ) {
+    let close_wait = async {
+        finished.cancelled().await;
+        tokio::time::sleep(CLOSE_WAIT).await;
+    };
+    tokio::pin!(close_wait);
     loop {
         let frame = tokio::select! {
             frame = inbound.message() => frame,
             () = cancel.cancelled() => return,
+            () = &mut close_wait => return,
         };
         match frame {
             Ok(Some(v1::RelayFrame { frame: Some(relay_frame::Frame::RequestBody(chunk)), .. })) => {

@@ -49,6 +49,9 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: String,
     },
+    /// Start echo, relay and agent, print their addresses and pids, and
+    /// hold them until Ctrl-C: for profiling one path with --url.
+    Up,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -85,6 +88,18 @@ async fn main() -> anyhow::Result<()> {
             result.errors,
             result.first_error.map(|e| format!(" (first: {e})")).unwrap_or_default()
         );
+        return Ok(());
+    }
+    if let Some(Command::Up) = &flags.command {
+        let stack = procs::Stack::start().await?;
+        let echo = format!("http://{}/echo", stack.echo_addr);
+        println!("relay pid {}, agent pid {}, echo pid {}", stack.relay.pid(), stack.agent.pid(), stack.echo.pid());
+        println!("baseline: {echo}");
+        println!("direct:   {}", stack.proxy_url(&echo, false));
+        println!("agent:    {}", stack.proxy_url(&echo, true));
+        println!("header:   -H 'proxy-authorization: Bearer {}'", stack.admin_token);
+        println!("Ctrl-C stops them.");
+        tokio::signal::ctrl_c().await?;
         return Ok(());
     }
     let scenarios = ["forward", "stream", "runs", "agents"];

@@ -10,10 +10,14 @@ pub mod v1 {
 }
 
 /// The protocol version this build speaks, sent in `Hello`.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// Version 2 added small bodies carried in the heads.
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Largest body chunk either side puts in one frame.
 pub const MAX_CHUNK_BYTES: usize = 64 * 1024;
+
+/// Largest body that travels inside a request or response head.
+pub const MAX_INLINE_BODY_BYTES: usize = MAX_CHUNK_BYTES;
 
 /// Largest encoded frame either side accepts (a chunk plus headers, with room).
 pub const MAX_FRAME_BYTES: usize = 4 * 1024 * 1024;

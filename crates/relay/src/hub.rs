@@ -6,9 +6,9 @@
 //! agent to open a `Forward` call for it. An offer whose instance dies before
 //! taking it goes to another instance: nothing was sent upstream yet.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -128,6 +128,9 @@ pub struct Hub {
     pools: Mutex<HashMap<String, Vec<Arc<Session>>>>,
     pending: Mutex<HashMap<String, Pending>>,
     rotation: AtomicUsize,
+    /// Request ids are this relay's instance id and a sequence number:
+    /// unique without a random draw per request.
+    next_request: AtomicU64,
     in_flight: AtomicUsize,
     idle: Notify,
     draining: AtomicBool,
@@ -141,6 +144,7 @@ impl Hub {
             pools: Mutex::default(),
             pending: Mutex::default(),
             rotation: AtomicUsize::new(0),
+            next_request: AtomicU64::new(1),
             in_flight: AtomicUsize::new(0),
             idle: Notify::new(),
             draining: AtomicBool::new(false),
@@ -201,6 +205,23 @@ impl Hub {
         sessions.len()
     }
 
+    /// Ends the sessions older than `listed_at` whose credential is not
+    /// among `active`, the credentials live at `listed_at`: those revoked
+    /// through another relay replica. Returns how many.
+    pub fn end_revoked(&self, active: &HashSet<String>, listed_at: SystemTime) -> usize {
+        let revoked: Vec<Arc<Session>> = self
+            .sessions()
+            .into_values()
+            .flatten()
+            .filter(|session| session.connected_at < listed_at && !active.contains(&session.info.client_id))
+            .collect();
+        for session in &revoked {
+            session.kick(Status::unauthenticated("the credential was revoked"));
+            self.unregister(session);
+        }
+        revoked.len()
+    }
+
     /// Picks the least-loaded available instance, rotating among equals so
     /// that a pool shares even a sequential load.
     fn pick(&self, agent_id: &str, skip: &[String]) -> Option<Arc<Session>> {
@@ -238,7 +259,8 @@ impl Hub {
             session.in_flight.fetch_add(1, Ordering::Relaxed);
             self.in_flight.fetch_add(1, Ordering::AcqRel);
             let lease = Lease { session: session.clone(), hub: self.clone() };
-            let request_id = uuid::Uuid::new_v4().to_string();
+            let request_id =
+                format!("{}-{}", self.relay_instance_id, self.next_request.fetch_add(1, Ordering::Relaxed));
             let (accept, taken) = oneshot::channel();
             self.pending
                 .lock()

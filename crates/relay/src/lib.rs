@@ -126,6 +126,7 @@ pub async fn run(
     let agents_addr = listeners.agents.local_addr().ok();
     let stop = CancellationToken::new();
     let engine = tokio::spawn(runs::engine::run(state.clone(), engine_task, stop.clone()));
+    let sweeper = tokio::spawn(tunnel::sweep_revoked(state.clone(), stop.clone()));
     deployments::resume(&state).await;
     let servers = [
         tokio::spawn(serve::serve(
@@ -161,6 +162,7 @@ pub async fn run(
         let _ = server.await;
     }
     let _ = engine.await;
+    let _ = sweeper.await;
     store.close().await;
     tracing::info!("relay stopped");
     Ok(())

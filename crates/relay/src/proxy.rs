@@ -10,10 +10,10 @@ use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use borealis_egress::headers::end_to_end;
 use borealis_protocol::v1::{self, ErrorCode, agent_frame, relay_frame};
-use borealis_protocol::{MAX_CHUNK_BYTES, v1::Failure};
+use borealis_protocol::{MAX_CHUNK_BYTES, MAX_INLINE_BODY_BYTES, v1::Failure};
 use borealis_store::CredentialKind;
 use bytes::Bytes;
-use futures_util::{Stream, StreamExt};
+use futures_util::{FutureExt, Stream, StreamExt};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use tokio_util::task::AbortOnDropHandle;
 use tonic::Streaming;
@@ -187,6 +187,16 @@ impl Call {
     fn inbound(&mut self) -> &mut Streaming<v1::AgentFrame> {
         self.inbound.as_mut().expect("present until drop")
     }
+
+    /// For an exchange that is over: if the agent's side has already ended,
+    /// ends ours now, sparing the background task of `drop`.
+    fn close_if_ended(&mut self) {
+        if let Some(Ok(None)) = self.inbound().message().now_or_never() {
+            self.finished = true;
+            self.inbound = None;
+            self.outbound = None;
+        }
+    }
 }
 
 impl Drop for Call {
@@ -215,26 +225,49 @@ async fn via_agent(state: &Arc<AppState>, agent_id: &str, outbound: Outbound) ->
             format!("invalid URL {url:?}: it must be an http or https URL with a host"),
         ));
     }
-    let registered = state.store.active_credential(CredentialKind::Agent, agent_id).await.map_err(Problem::internal)?;
-    if registered.is_none() {
-        return Err(Problem::new(
-            StatusCode::NOT_FOUND,
-            "unknown-agent",
-            format!("agent {agent_id:?} is not registered (borealis agents create {agent_id})"),
-        ));
-    }
     let deadline = tokio::time::Instant::now() + timeout;
-    let (request_id, lease, call) =
-        state.hub.dispatch(agent_id, timeout.as_millis() as u64, TAKE_WITHIN.min(timeout)).await.map_err(|err| {
-            match err {
-                DispatchError::NoInstance(_) | DispatchError::Draining => {
-                    Problem::new(StatusCode::SERVICE_UNAVAILABLE, "agent-unavailable", err.to_string())
-                }
-                DispatchError::NotTaken(_) => {
-                    Problem::new(StatusCode::GATEWAY_TIMEOUT, "agent-unavailable", err.to_string())
-                }
+    let timed_out =
+        || failure_problem(ErrorCode::Timeout, format!("agent {agent_id:?} did not answer within {timeout:?}"));
+    // A small body of known length is read before the offer and travels in
+    // the head: one frame instead of three, and no upload task.
+    let (inline, body) = match http_body::Body::size_hint(&body).exact() {
+        Some(length) if length <= MAX_INLINE_BODY_BYTES as u64 => {
+            let collected = tokio::time::timeout_at(deadline, http_body_util::BodyExt::collect(body))
+                .await
+                .map_err(|_| timed_out())?
+                .map_err(|_| failure_problem(ErrorCode::Cancelled, "the request body was cut off".into()))?;
+            let inline = collected.to_bytes();
+            if inline.len() as u64 > limit {
+                return Err(too_large("request", limit));
             }
-        })?;
+            (inline, None)
+        }
+        _ => (Bytes::new(), Some(body)),
+    };
+    // A connected session proves the credential is live (revocation ends
+    // sessions), so the store is asked only when none is.
+    let (request_id, lease, call) =
+        match state.hub.dispatch(agent_id, timeout.as_millis() as u64, TAKE_WITHIN.min(timeout)).await {
+            Ok(dispatched) => dispatched,
+            Err(err @ DispatchError::NoInstance(_)) => {
+                let registered =
+                    state.store.active_credential(CredentialKind::Agent, agent_id).await.map_err(Problem::internal)?;
+                return Err(match registered {
+                    None => Problem::new(
+                        StatusCode::NOT_FOUND,
+                        "unknown-agent",
+                        format!("agent {agent_id:?} is not registered (borealis agents create {agent_id})"),
+                    ),
+                    Some(_) => Problem::new(StatusCode::SERVICE_UNAVAILABLE, "agent-unavailable", err.to_string()),
+                });
+            }
+            Err(err @ DispatchError::Draining) => {
+                return Err(Problem::new(StatusCode::SERVICE_UNAVAILABLE, "agent-unavailable", err.to_string()));
+            }
+            Err(err @ DispatchError::NotTaken(_)) => {
+                return Err(Problem::new(StatusCode::GATEWAY_TIMEOUT, "agent-unavailable", err.to_string()));
+            }
+        };
     let upload_frames = call.outbound.clone();
     let mut call = Call {
         inbound: Some(call.inbound),
@@ -251,26 +284,21 @@ async fn via_agent(state: &Arc<AppState>, agent_id: &str, outbound: Outbound) ->
             .collect(),
         timeout_ms: timeout.as_millis() as u64,
         max_response_bytes: limit,
-        has_body: !http_body::Body::is_end_stream(&body),
+        has_body: body.is_some(),
+        body: inline,
     };
     let lost = || failure_problem(ErrorCode::Internal, format!("agent {agent_id:?} went away before answering"));
     upload_frames.send(frame(&request_id, relay_frame::Frame::RequestHead(head))).await.map_err(|_| lost())?;
 
     let (upload_failed, mut upload_error) = tokio::sync::oneshot::channel();
-    let upload = AbortOnDropHandle::new(tokio::spawn(upload_body(
-        body,
-        upload_frames,
-        request_id.clone(),
-        limit,
-        upload_failed,
-    )));
+    let upload = body.map(|body| {
+        AbortOnDropHandle::new(tokio::spawn(upload_body(body, upload_frames, request_id.clone(), limit, upload_failed)))
+    });
 
     let first = tokio::select! {
         frame = call.inbound().message() => frame,
         Ok(problem) = &mut upload_error => return Err(problem),
-        () = tokio::time::sleep_until(deadline) => {
-            return Err(failure_problem(ErrorCode::Timeout, format!("agent {agent_id:?} did not answer within {timeout:?}")));
-        }
+        () = tokio::time::sleep_until(deadline) => return Err(timed_out()),
     };
     let head = match first.ok().flatten().and_then(|f| f.frame) {
         Some(agent_frame::Frame::ResponseHead(head)) => head,
@@ -293,11 +321,27 @@ async fn via_agent(state: &Arc<AppState>, agent_id: &str, outbound: Outbound) ->
         }
         *map = end_to_end(map);
     }
+    if head.body.len() as u64 > limit {
+        return Err(too_large("response", limit));
+    }
+    if head.complete {
+        call.finished = true;
+        call.close_if_ended();
+        return Ok(reply.body(Body::from(head.body)).expect("status and headers were validated"));
+    }
     let expected = reply
         .headers_ref()
         .and_then(|h| h.get(http::header::CONTENT_LENGTH))
         .and_then(|v| v.to_str().ok()?.parse().ok());
-    let body = ResponseBody { call, _lease: lease, _upload: upload, received: 0, expected, limit };
+    let body = ResponseBody {
+        call,
+        _lease: lease,
+        _upload: upload,
+        first: (!head.body.is_empty()).then_some(head.body),
+        received: 0,
+        expected,
+        limit,
+    };
     Ok(reply.body(Body::from_stream(body.into_stream())).expect("status and headers were validated"))
 }
 
@@ -338,7 +382,9 @@ async fn upload_body(
 struct ResponseBody {
     call: Call,
     _lease: Lease,
-    _upload: AbortOnDropHandle<()>,
+    _upload: Option<AbortOnDropHandle<()>>,
+    /// Body bytes that came in the head.
+    first: Option<Bytes>,
     received: u64,
     /// The body's declared length: the caller may stop reading once it has
     /// it all, before the agent's end frame is read.
@@ -359,6 +405,10 @@ impl ResponseBody {
         futures_util::stream::unfold(Some(self), |state| async move {
             let mut body = state?;
             let broken = |msg: String| Some((Err(std::io::Error::other(msg)), None));
+            if let Some(first) = body.first.take() {
+                body.received += first.len() as u64;
+                return Some((Ok(first), Some(body)));
+            }
             match body.call.inbound().message().await {
                 Ok(Some(v1::AgentFrame { frame: Some(agent_frame::Frame::ResponseBody(chunk)), .. })) => {
                     body.received += chunk.data.len() as u64;

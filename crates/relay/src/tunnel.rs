@@ -5,9 +5,11 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use borealis_protocol::v1::{self, agent_control, agent_frame, relay_control, tunnel_server::Tunnel};
+use borealis_store::CredentialKind;
 use futures_util::Stream;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::{self, AuthError, Claims};
@@ -43,6 +45,31 @@ impl TunnelService {
             return Err(Status::permission_denied("this token was not issued to an agent credential"));
         }
         Ok(claims)
+    }
+}
+
+/// Every heartbeat interval, ends the sessions whose credential was revoked
+/// through another relay replica sharing the store. A revocation made here
+/// ends them at once ([`crate::hub::Hub::disconnect`]).
+pub async fn sweep_revoked(state: Arc<AppState>, stop: CancellationToken) {
+    let mut ticker = tokio::time::interval(state.config.heartbeat_interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        let listed_at = SystemTime::now();
+        match state.store.active_credentials(CredentialKind::Agent).await {
+            Ok(active) => {
+                let active = active.into_iter().map(|c| c.client_id).collect();
+                let ended = state.hub.end_revoked(&active, listed_at);
+                if ended > 0 {
+                    tracing::info!(sessions_closed = ended, "ended sessions of revoked agent credentials");
+                }
+            }
+            Err(err) => tracing::warn!(error = %err, "could not check agent credentials for revocation"),
+        }
     }
 }
 
