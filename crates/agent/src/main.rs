@@ -8,11 +8,6 @@ use borealis_agent::{AgentConfig, AgentError};
 use borealis_egress::AllowRule;
 use clap::Parser;
 
-// Many small per-request allocations on several threads: glibc malloc
-// spent a sixth of the CPU on them under load (see the README).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// The Borealis agent: dials out to the relay and forwards its webhook calls
 /// to destinations inside this network that --allow permits.
 #[derive(Parser, Debug)]

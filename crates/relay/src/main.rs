@@ -6,11 +6,6 @@ use anyhow::Context;
 use borealis_relay::{Listeners, RelayConfig};
 use clap::Parser;
 
-// Many small per-request allocations on several threads: glibc malloc
-// spent a sixth of the CPU on them under load (see the README).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// The Borealis relay: runs webhook-gated deployments and the agents' tunnel.
 ///
 /// Every option can also be set in the TOML file given to --config, and as a
