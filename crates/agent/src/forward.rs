@@ -126,6 +126,9 @@ async fn exchange<D: std::future::Future<Output = ()>>(
         }
     }
     let headers = end_to_end(&headers);
+    if head.has_body && !head.body.is_empty() {
+        return fail(ErrorCode::InvalidRequest, "a head with body frames to follow carries a body too".into()).await;
+    }
 
     let _permit = tokio::select! {
         permit = agent.limiter.clone().acquire_owned() => permit.expect("the limiter is never closed"),
@@ -133,15 +136,10 @@ async fn exchange<D: std::future::Future<Output = ()>>(
         () = until_deadline() => return fail(ErrorCode::Timeout, "the agent was at --max-concurrency until the deadline".into()).await,
     };
 
-    let body = match (head.has_body, head.body.is_empty()) {
-        (false, true) => None,
-        (false, false) => Some(reqwest::Body::from(head.body)),
-        (true, _) => {
-            let first =
-                futures_util::stream::iter((!head.body.is_empty()).then_some(Ok::<_, std::io::Error>(head.body)));
-            use futures_util::StreamExt;
-            Some(reqwest::Body::wrap_stream(first.chain(ReceiverStream::new(body_rx))))
-        }
+    let body = if head.has_body {
+        Some(reqwest::Body::wrap_stream(ReceiverStream::new(body_rx)))
+    } else {
+        (!head.body.is_empty()).then(|| reqwest::Body::from(head.body))
     };
     let started = Instant::now();
     let response = tokio::select! {
@@ -180,22 +178,28 @@ async fn exchange<D: std::future::Future<Output = ()>>(
         )
         .await;
     }
+    // The next piece of the response body; on failure, the outcome.
     let mut sent = 0u64;
     let mut next_chunk = async || {
         let chunk = tokio::select! {
             chunk = response.chunk() => chunk,
-            () = cancel.cancelled() => return Err(None),
-            () = until_deadline() => return Err(Some((ErrorCode::Timeout, "the response did not finish before the deadline".to_owned()))),
+            () = cancel.cancelled() => return Err("cancelled".to_owned()),
+            () = until_deadline() => return Err(fail(ErrorCode::Timeout, "the response did not finish before the deadline".into()).await),
         };
-        let chunk = chunk.map_err(|err| {
-            let cause = borealis_egress::client::root_cause(&err);
-            Some((ErrorCode::UpstreamFailed, format!("the destination broke off the response: {cause}")))
-        })?;
-        if let Some(chunk) = &chunk {
-            sent += chunk.len() as u64;
-            if sent > limit {
-                return Err(Some((ErrorCode::BodyTooLarge, format!("the response body is larger than {limit} bytes"))));
+        let chunk = match chunk {
+            Ok(chunk) => chunk,
+            Err(err) => {
+                let cause = borealis_egress::client::root_cause(&err);
+                return Err(fail(
+                    ErrorCode::UpstreamFailed,
+                    format!("the destination broke off the response: {cause}"),
+                )
+                .await);
             }
+        };
+        sent += chunk.as_ref().map_or(0, |c| c.len() as u64);
+        if sent > limit {
+            return Err(fail(ErrorCode::BodyTooLarge, format!("the response body is larger than {limit} bytes")).await);
         }
         Ok(chunk)
     };
@@ -206,8 +210,7 @@ async fn exchange<D: std::future::Future<Output = ()>>(
             match next_chunk().await {
                 Ok(Some(chunk)) => whole.extend_from_slice(&chunk),
                 Ok(None) => break,
-                Err(None) => return "cancelled".into(),
-                Err(Some((code, message))) => return fail(code, message).await,
+                Err(outcome) => return outcome,
             }
         }
         reply_head.body = whole.freeze();
@@ -225,8 +228,7 @@ async fn exchange<D: std::future::Future<Output = ()>>(
         let chunk = match next_chunk().await {
             Ok(Some(chunk)) => chunk,
             Ok(None) => break,
-            Err(None) => return "cancelled".into(),
-            Err(Some((code, message))) => return fail(code, message).await,
+            Err(outcome) => return outcome,
         };
         if !send_chunks(frames, request_id, chunk, cancel).await {
             return "cancelled".into();

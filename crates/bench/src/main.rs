@@ -93,7 +93,6 @@ async fn main() -> anyhow::Result<()> {
     if let Some(Command::Up) = &flags.command {
         let stack = procs::Stack::start().await?;
         let echo = format!("http://{}/echo", stack.echo_addr);
-        println!("relay pid {}, agent pid {}, echo pid {}", stack.relay.pid(), stack.agent.pid(), stack.echo.pid());
         println!("baseline: {echo}");
         println!("direct:   {}", stack.proxy_url(&echo, false));
         println!("agent:    {}", stack.proxy_url(&echo, true));
@@ -113,7 +112,6 @@ async fn main() -> anyhow::Result<()> {
     let wanted = |name: &str| flags.only.as_deref().is_none_or(|only| only == name);
     let mut report = Report::default();
     let mut stack = procs::Stack::start().await?;
-    println!("relay pid {}, agent pid {}, echo pid {}", stack.relay.pid(), stack.agent.pid(), stack.echo.pid());
     if wanted("forward") {
         scenarios::forward(&stack, flags.duration, &mut report).await?;
     }

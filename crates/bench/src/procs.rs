@@ -204,6 +204,7 @@ impl Stack {
             .env("BOREALIS_LOG", "warn,borealis_agent::session=info");
         let mut agent = Process::spawn("agent", agent_cmd)?;
         agent.wait_for("connected to the relay")?;
+        println!("relay pid {}, agent pid {}, echo pid {}", relay.pid(), agent.pid(), echo.pid());
         Ok(Self { relay, agent, echo, relay_http, agents_url: agents, echo_addr, admin_token, data_dir: TempDir(data) })
     }
 

@@ -51,6 +51,15 @@ impl Problem {
         tracing::error!(error = %err, "internal error");
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the relay's log")
     }
+
+    /// A store lookup's record, or a 404 with `slug` and `detail`.
+    pub fn found<T>(
+        lookup: Result<Option<T>, borealis_store::StoreError>,
+        slug: &'static str,
+        detail: impl FnOnce() -> String,
+    ) -> Result<T, Self> {
+        lookup.map_err(Self::internal)?.ok_or_else(|| Self::new(StatusCode::NOT_FOUND, slug, detail()))
+    }
 }
 
 impl IntoResponse for Problem {

@@ -79,6 +79,12 @@ impl Session {
     pub async fn send(&self, msg: relay_control::Msg) -> bool {
         self.control.send(Ok(v1::RelayControl { msg: Some(msg) })).await.is_ok()
     }
+
+    /// Sends `msg` if the control queue has room; for messages that must
+    /// not wait (cancel, drain).
+    fn send_now(&self, msg: relay_control::Msg) {
+        let _ = self.control.try_send(Ok(v1::RelayControl { msg: Some(msg) }));
+    }
 }
 
 /// The agent's side of one forwarded request, once it has taken the offer.
@@ -195,31 +201,30 @@ impl Hub {
         self.pools.lock().expect("hub lock").clone()
     }
 
+    /// Ends every session `ends` picks, telling each agent `status`.
+    /// Returns how many.
+    fn end_where(&self, status: &Status, ends: impl Fn(&Session) -> bool) -> usize {
+        let ending: Vec<Arc<Session>> =
+            self.pools.lock().expect("hub lock").values().flatten().filter(|s| ends(s)).cloned().collect();
+        for session in &ending {
+            session.kick(status.clone());
+            self.unregister(session);
+        }
+        ending.len()
+    }
+
     /// Ends every session of `agent_id` (revocation). Returns how many.
     pub fn disconnect(&self, agent_id: &str, status: Status) -> usize {
-        let sessions = self.pools.lock().expect("hub lock").remove(agent_id).unwrap_or_default();
-        self.gauge(agent_id).set(0);
-        for session in &sessions {
-            session.kick(status.clone());
-        }
-        sessions.len()
+        self.end_where(&status, |session| session.info.agent_id == agent_id)
     }
 
     /// Ends the sessions older than `listed_at` whose credential is not
     /// among `active`, the credentials live at `listed_at`: those revoked
     /// through another relay replica. Returns how many.
     pub fn end_revoked(&self, active: &HashSet<String>, listed_at: SystemTime) -> usize {
-        let revoked: Vec<Arc<Session>> = self
-            .sessions()
-            .into_values()
-            .flatten()
-            .filter(|session| session.connected_at < listed_at && !active.contains(&session.info.client_id))
-            .collect();
-        for session in &revoked {
-            session.kick(Status::unauthenticated("the credential was revoked"));
-            self.unregister(session);
-        }
-        revoked.len()
+        self.end_where(&Status::unauthenticated("the credential was revoked"), |session| {
+            session.connected_at < listed_at && !active.contains(&session.info.client_id)
+        })
     }
 
     /// Picks the least-loaded available instance, rotating among equals so
@@ -276,9 +281,7 @@ impl Hub {
                             self.pending.lock().expect("hub lock").remove(&request_id);
                             // The agent may still be working on it: tell it to stop.
                             let cancel = v1::Cancel { request_id, reason: v1::ErrorCode::Timeout as i32 };
-                            let _ = session
-                                .control
-                                .try_send(Ok(v1::RelayControl { msg: Some(relay_control::Msg::Cancel(cancel)) }));
+                            session.send_now(relay_control::Msg::Cancel(cancel));
                             return Err(DispatchError::NotTaken(agent_id.to_owned()));
                         }
                     }
@@ -322,8 +325,7 @@ impl Hub {
         let sessions: Vec<Arc<Session>> = self.sessions().into_values().flatten().collect();
         let drain = v1::Drain { reason: "relay shutting down".into(), grace_ms: grace.as_millis() as u32 };
         for session in &sessions {
-            let _ =
-                session.control.try_send(Ok(v1::RelayControl { msg: Some(relay_control::Msg::Drain(drain.clone())) }));
+            session.send_now(relay_control::Msg::Drain(drain.clone()));
         }
         let idle = async {
             loop {
@@ -344,9 +346,6 @@ impl Hub {
 
     /// Shutdown, second half: end every session.
     pub fn close_all(&self) {
-        for session in self.sessions().into_values().flatten() {
-            session.kick(Status::unavailable("relay shut down"));
-            self.unregister(&session);
-        }
+        self.end_where(&Status::unavailable("relay shut down"), |_| true);
     }
 }

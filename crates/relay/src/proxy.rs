@@ -188,11 +188,10 @@ impl Call {
         self.inbound.as_mut().expect("present until drop")
     }
 
-    /// For an exchange that is over: if the agent's side has already ended,
-    /// ends ours now, sparing the background task of `drop`.
+    /// For a finished exchange: if the agent's side has already ended, ends
+    /// ours now, sparing the background task of `drop`.
     fn close_if_ended(&mut self) {
         if let Some(Ok(None)) = self.inbound().message().now_or_never() {
-            self.finished = true;
             self.inbound = None;
             self.outbound = None;
         }
@@ -244,29 +243,10 @@ async fn via_agent(state: &Arc<AppState>, agent_id: &str, outbound: Outbound) ->
         }
         _ => (Bytes::new(), Some(body)),
     };
-    // A connected session proves the credential is live (revocation ends
-    // sessions), so the store is asked only when none is.
     let (request_id, lease, call) =
         match state.hub.dispatch(agent_id, timeout.as_millis() as u64, TAKE_WITHIN.min(timeout)).await {
             Ok(dispatched) => dispatched,
-            Err(err @ DispatchError::NoInstance(_)) => {
-                let registered =
-                    state.store.active_credential(CredentialKind::Agent, agent_id).await.map_err(Problem::internal)?;
-                return Err(match registered {
-                    None => Problem::new(
-                        StatusCode::NOT_FOUND,
-                        "unknown-agent",
-                        format!("agent {agent_id:?} is not registered (borealis agents create {agent_id})"),
-                    ),
-                    Some(_) => Problem::new(StatusCode::SERVICE_UNAVAILABLE, "agent-unavailable", err.to_string()),
-                });
-            }
-            Err(err @ DispatchError::Draining) => {
-                return Err(Problem::new(StatusCode::SERVICE_UNAVAILABLE, "agent-unavailable", err.to_string()));
-            }
-            Err(err @ DispatchError::NotTaken(_)) => {
-                return Err(Problem::new(StatusCode::GATEWAY_TIMEOUT, "agent-unavailable", err.to_string()));
-            }
+            Err(err) => return Err(dispatch_problem(state, agent_id, err).await),
         };
     let upload_frames = call.outbound.clone();
     let mut call = Call {
@@ -321,6 +301,9 @@ async fn via_agent(state: &Arc<AppState>, agent_id: &str, outbound: Outbound) ->
         }
         *map = end_to_end(map);
     }
+    if !head.complete && !head.body.is_empty() {
+        return Err(Problem::internal(format!("agent {agent_id:?} sent a body in a head that is not complete")));
+    }
     if head.body.len() as u64 > limit {
         return Err(too_large("response", limit));
     }
@@ -333,16 +316,30 @@ async fn via_agent(state: &Arc<AppState>, agent_id: &str, outbound: Outbound) ->
         .headers_ref()
         .and_then(|h| h.get(http::header::CONTENT_LENGTH))
         .and_then(|v| v.to_str().ok()?.parse().ok());
-    let body = ResponseBody {
-        call,
-        _lease: lease,
-        _upload: upload,
-        first: (!head.body.is_empty()).then_some(head.body),
-        received: 0,
-        expected,
-        limit,
-    };
+    let body = ResponseBody { call, _lease: lease, _upload: upload, received: 0, expected, limit };
     Ok(reply.body(Body::from_stream(body.into_stream())).expect("status and headers were validated"))
+}
+
+/// Why no agent took the request. A connected session proves the credential
+/// is live (revocation ends sessions), so the store is asked only when no
+/// instance is connected, to tell "not registered" from "not connected".
+async fn dispatch_problem(state: &AppState, agent_id: &str, err: DispatchError) -> Problem {
+    let status = match err {
+        DispatchError::NoInstance(_) => match state.store.active_credential(CredentialKind::Agent, agent_id).await {
+            Err(err) => return Problem::internal(err),
+            Ok(None) => {
+                return Problem::new(
+                    StatusCode::NOT_FOUND,
+                    "unknown-agent",
+                    format!("agent {agent_id:?} is not registered (borealis agents create {agent_id})"),
+                );
+            }
+            Ok(Some(_)) => StatusCode::SERVICE_UNAVAILABLE,
+        },
+        DispatchError::Draining => StatusCode::SERVICE_UNAVAILABLE,
+        DispatchError::NotTaken(_) => StatusCode::GATEWAY_TIMEOUT,
+    };
+    Problem::new(status, "agent-unavailable", err.to_string())
 }
 
 async fn upload_body(
@@ -383,8 +380,6 @@ struct ResponseBody {
     call: Call,
     _lease: Lease,
     _upload: Option<AbortOnDropHandle<()>>,
-    /// Body bytes that came in the head.
-    first: Option<Bytes>,
     received: u64,
     /// The body's declared length: the caller may stop reading once it has
     /// it all, before the agent's end frame is read.
@@ -405,10 +400,6 @@ impl ResponseBody {
         futures_util::stream::unfold(Some(self), |state| async move {
             let mut body = state?;
             let broken = |msg: String| Some((Err(std::io::Error::other(msg)), None));
-            if let Some(first) = body.first.take() {
-                body.received += first.len() as u64;
-                return Some((Ok(first), Some(body)));
-            }
             match body.call.inbound().message().await {
                 Ok(Some(v1::AgentFrame { frame: Some(agent_frame::Frame::ResponseBody(chunk)), .. })) => {
                     body.received += chunk.data.len() as u64;

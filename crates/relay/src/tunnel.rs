@@ -52,7 +52,10 @@ impl TunnelService {
 /// through another relay replica sharing the store. A revocation made here
 /// ends them at once ([`crate::hub::Hub::disconnect`]).
 pub async fn sweep_revoked(state: Arc<AppState>, stop: CancellationToken) {
-    let mut ticker = tokio::time::interval(state.config.heartbeat_interval);
+    // Sessions start with a checked credential: the first look is one
+    // interval in, not at start-up.
+    let every = state.config.heartbeat_interval;
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {

@@ -97,12 +97,7 @@ pub async fn show(
 
 /// The deployment `id`, or a 404 naming it.
 async fn find_deployment(state: &AppState, id: &str) -> Result<DeploymentRecord, Problem> {
-    state
-        .store
-        .deployment(id)
-        .await
-        .map_err(Problem::internal)?
-        .ok_or_else(|| Problem::new(StatusCode::NOT_FOUND, "unknown-deployment", format!("no deployment {id:?}")))
+    Problem::found(state.store.deployment(id).await, "unknown-deployment", || format!("no deployment {id:?}"))
 }
 
 pub async fn approve(

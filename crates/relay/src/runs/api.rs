@@ -58,12 +58,7 @@ pub async fn show_run(
 
 /// The run `id`, or a 404 naming it.
 async fn find_run(state: &AppState, id: &str) -> Result<borealis_store::RunRecord, Problem> {
-    state
-        .store
-        .run(id)
-        .await
-        .map_err(Problem::internal)?
-        .ok_or_else(|| Problem::new(StatusCode::NOT_FOUND, "unknown-run", format!("no webhook run {id:?}")))
+    Problem::found(state.store.run(id).await, "unknown-run", || format!("no webhook run {id:?}"))
 }
 
 /// Ends an unfinished run as cancelled. A later callback gets 409.
@@ -174,10 +169,9 @@ pub async fn callback(
             return Err(Problem::bad_request("invalid-callback", format!("mdMessage must be a string, found {other}")));
         }
     };
-    let run =
-        state.store.run_by_callback(&callback_id).await.map_err(Problem::internal)?.ok_or_else(|| {
-            Problem::new(StatusCode::NOT_FOUND, "unknown-run", "no webhook run has this callback URI")
-        })?;
+    let run = Problem::found(state.store.run_by_callback(&callback_id).await, "unknown-run", || {
+        "no webhook run has this callback URI".into()
+    })?;
     let outcome = Outcome {
         state: if success { RunState::Succeeded } else { RunState::Failed },
         success: Some(success),
