@@ -8,6 +8,7 @@
 //! Runs change state only by compare-and-set on their current state, so a
 //! callback racing an attempt, a deadline or a restart never applies twice.
 
+mod group_commit;
 mod sqlite;
 
 pub use sqlite::SqliteStore;
@@ -352,6 +353,7 @@ pub fn from_unix_ms(ms: i64) -> SystemTime {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     #[tokio::test]
     async fn one_live_credential_per_subject_and_revocation() {
@@ -400,5 +402,66 @@ mod tests {
         assert_eq!((stored.state, stored.success, stored.attempts), (RunState::Succeeded, Some(true), 1));
         assert!(stored.callback_at.is_some() && stored.finished_at.is_some());
         assert!(store.unfinished_runs().await.unwrap().is_empty());
+    }
+
+    /// Writes that share a group commit keep their own answers: a conflict
+    /// or a lost compare-and-set in one does not undo the others, and what
+    /// was acknowledged is in the file when it is opened again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_writes_keep_their_own_answers_and_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SqliteStore::open_in(dir.path()).await.unwrap());
+        let new_run = |i: usize| NewRun {
+            id: format!("r{i}"),
+            callback_id: format!("c{i}"),
+            webhook: "w".into(),
+            environment: None,
+            spec: "{}".into(),
+        };
+        store.insert_run(&new_run(0)).await.unwrap();
+        assert!(store.start_attempt("r0", 1, "{}").await.unwrap());
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 1..=200 {
+            let (runs, credentials, verdicts) = (store.clone(), store.clone(), store.clone());
+            let run = new_run(i);
+            tasks.spawn(async move { ("run", runs.insert_run(&run).await.map(|()| true)) });
+            // Two credentials per subject: one of each pair is refused.
+            let (subject, client_id) = (format!("s{}", i / 2), format!("id{i}"));
+            tasks.spawn(async move {
+                let made = credentials.create_credential(CredentialKind::Callback, &subject, &client_id, b"h").await;
+                let made = match made {
+                    Ok(_) => Ok(true),
+                    Err(StoreError::Conflict(_)) => Ok(false),
+                    Err(other) => Err(other),
+                };
+                ("credential", made)
+            });
+            // Everyone races to decide run r0: one wins.
+            tasks.spawn(async move {
+                let outcome = Outcome {
+                    state: RunState::Succeeded,
+                    success: Some(true),
+                    md_message: Some(format!("by {i}")),
+                    reason: None,
+                    by_callback: true,
+                };
+                ("finish", verdicts.finish("r0", &RunState::UNFINISHED, &outcome).await)
+            });
+        }
+        let mut counts = std::collections::HashMap::<(&str, bool), usize>::new();
+        while let Some(done) = tasks.join_next().await {
+            let (kind, result) = done.unwrap();
+            *counts.entry((kind, result.unwrap())).or_default() += 1;
+        }
+        assert_eq!(counts.get(&("run", true)), Some(&200));
+        assert_eq!((counts.get(&("credential", true)), counts.get(&("credential", false))), (Some(&101), Some(&99)));
+        assert_eq!((counts.get(&("finish", true)), counts.get(&("finish", false))), (Some(&1), Some(&199)));
+        store.close().await;
+        drop(store);
+
+        let reopened = SqliteStore::open_in(dir.path()).await.unwrap();
+        assert_eq!(reopened.runs(1000).await.unwrap().len(), 201);
+        assert_eq!(reopened.active_credentials(CredentialKind::Callback).await.unwrap().len(), 101);
+        assert_eq!(reopened.run("r0").await.unwrap().unwrap().state, RunState::Succeeded);
     }
 }

@@ -1,5 +1,6 @@
 //! [`Store`] on SQLite: one file in the data directory, WAL mode, and
 //! `synchronous = FULL` so that what was acknowledged survives a crash.
+//! Writes are committed in groups ([`GroupCommit`]); reads go to the pool.
 
 use std::path::Path;
 use std::str::FromStr;
@@ -8,11 +9,14 @@ use std::time::{Duration, SystemTime};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
+use crate::group_commit::GroupCommit;
 use crate::*;
 
 #[derive(Clone)]
 pub struct SqliteStore {
+    /// Reads; and the connections the writes are committed on.
     pool: SqlitePool,
+    writes: GroupCommit,
 }
 
 static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -54,7 +58,7 @@ impl SqliteStore {
         let pool =
             SqlitePoolOptions::new().max_connections(if in_memory { 1 } else { 8 }).connect_with(options).await?;
         MIGRATIONS.run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self { writes: GroupCommit::start(pool.clone()), pool })
     }
 }
 
@@ -116,10 +120,12 @@ fn now_ms() -> i64 {
 #[async_trait::async_trait]
 impl Store for SqliteStore {
     async fn setting_or_init(&self, key: &str, init: Vec<u8>) -> Result<Vec<u8>, StoreError> {
-        sqlx::query("INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING")
-            .bind(key)
-            .bind(init)
-            .execute(&self.pool)
+        self.writes
+            .execute(
+                sqlx::query("INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING")
+                    .bind(key)
+                    .bind(init),
+            )
             .await?;
         let row = sqlx::query("SELECT value FROM settings WHERE key = ?").bind(key).fetch_one(&self.pool).await?;
         Ok(row.get("value"))
@@ -133,15 +139,14 @@ impl Store for SqliteStore {
         secret_hash: &[u8],
     ) -> Result<Credential, StoreError> {
         let now = SystemTime::now();
-        let result = sqlx::query(
+        let result = self.writes.execute(sqlx::query(
             "INSERT INTO credentials (client_id, kind, subject, secret_hash, created_at) VALUES (?, ?, ?, ?, ?)",
         )
         .bind(client_id)
         .bind(kind.as_str())
         .bind(subject)
         .bind(secret_hash)
-        .bind(unix_ms(now))
-        .execute(&self.pool)
+        .bind(unix_ms(now)))
         .await;
         match result {
             Ok(_) => Ok(Credential {
@@ -186,26 +191,29 @@ impl Store for SqliteStore {
     }
 
     async fn revoke(&self, kind: CredentialKind, subject: &str) -> Result<bool, StoreError> {
-        let done =
-            sqlx::query("UPDATE credentials SET revoked_at = ? WHERE kind = ? AND subject = ? AND revoked_at IS NULL")
+        let done = self
+            .writes
+            .execute(
+                sqlx::query(
+                    "UPDATE credentials SET revoked_at = ? WHERE kind = ? AND subject = ? AND revoked_at IS NULL",
+                )
                 .bind(now_ms())
                 .bind(kind.as_str())
-                .bind(subject)
-                .execute(&self.pool)
-                .await?;
+                .bind(subject),
+            )
+            .await?;
         Ok(done.rows_affected() > 0)
     }
 
     async fn put_secret(&self, name: &str, nonce: &[u8], ciphertext: &[u8]) -> Result<(), StoreError> {
-        sqlx::query(
+        self.writes.execute(sqlx::query(
             "INSERT INTO secrets (name, nonce, ciphertext, updated_at) VALUES (?, ?, ?, ?) \
              ON CONFLICT (name) DO UPDATE SET nonce = excluded.nonce, ciphertext = excluded.ciphertext, updated_at = excluded.updated_at",
         )
         .bind(name)
         .bind(nonce)
         .bind(ciphertext)
-        .bind(now_ms())
-        .execute(&self.pool)
+        .bind(now_ms()))
         .await?;
         Ok(())
     }
@@ -224,13 +232,13 @@ impl Store for SqliteStore {
     }
 
     async fn delete_secret(&self, name: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM secrets WHERE name = ?").bind(name).execute(&self.pool).await?;
+        let done = self.writes.execute(sqlx::query("DELETE FROM secrets WHERE name = ?").bind(name)).await?;
         Ok(done.rows_affected() > 0)
     }
 
     async fn insert_run(&self, run: &NewRun) -> Result<(), StoreError> {
         let now = now_ms();
-        sqlx::query(
+        self.writes.execute(sqlx::query(
             "INSERT INTO webhook_runs (id, callback_id, webhook, environment, spec, state, next_attempt_at, created_at, updated_at) \
              VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?)",
         )
@@ -241,8 +249,7 @@ impl Store for SqliteStore {
         .bind(&run.spec)
         .bind(now)
         .bind(now)
-        .bind(now)
-        .execute(&self.pool)
+        .bind(now))
         .await?;
         Ok(())
     }
@@ -292,21 +299,20 @@ impl Store for SqliteStore {
     }
 
     async fn start_attempt(&self, id: &str, number: u32, request: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query(
+        let done = self.writes.execute(sqlx::query(
             "UPDATE webhook_runs SET state = 'calling', attempts = ?, request = ?, next_attempt_at = NULL, updated_at = ? \
              WHERE id = ? AND state = 'pending'",
         )
         .bind(i64::from(number))
         .bind(request)
         .bind(now_ms())
-        .bind(id)
-        .execute(&self.pool)
+        .bind(id))
         .await?;
         Ok(done.rows_affected() == 1)
     }
 
     async fn record_attempt(&self, run_id: &str, attempt: &Attempt) -> Result<(), StoreError> {
-        sqlx::query(
+        self.writes.execute(sqlx::query(
             "INSERT INTO webhook_attempts (run_id, number, started_at, latency_ms, status, error, reply) VALUES (?, ?, ?, ?, ?, ?, ?) \
              ON CONFLICT (run_id, number) DO NOTHING",
         )
@@ -316,35 +322,36 @@ impl Store for SqliteStore {
         .bind(attempt.latency_ms as i64)
         .bind(attempt.status.map(i64::from))
         .bind(&attempt.error)
-        .bind(&attempt.reply)
-        .execute(&self.pool)
+        .bind(&attempt.reply))
         .await?;
         Ok(())
     }
 
     async fn retry_at(&self, id: &str, at: SystemTime, reason: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE webhook_runs SET state = 'pending', next_attempt_at = ?, reason = ?, updated_at = ? \
+        let done = self
+            .writes
+            .execute(
+                sqlx::query(
+                    "UPDATE webhook_runs SET state = 'pending', next_attempt_at = ?, reason = ?, updated_at = ? \
              WHERE id = ? AND state = 'calling'",
-        )
-        .bind(unix_ms(at))
-        .bind(reason)
-        .bind(now_ms())
-        .bind(id)
-        .execute(&self.pool)
-        .await?;
+                )
+                .bind(unix_ms(at))
+                .bind(reason)
+                .bind(now_ms())
+                .bind(id),
+            )
+            .await?;
         Ok(done.rows_affected() == 1)
     }
 
     async fn await_callback(&self, id: &str, deadline: SystemTime) -> Result<bool, StoreError> {
-        let done = sqlx::query(
+        let done = self.writes.execute(sqlx::query(
             "UPDATE webhook_runs SET state = 'awaiting_callback', deadline_at = ?, reason = NULL, updated_at = ? \
              WHERE id = ? AND state = 'calling'",
         )
         .bind(unix_ms(deadline))
         .bind(now_ms())
-        .bind(id)
-        .execute(&self.pool)
+        .bind(id))
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -370,7 +377,7 @@ impl Store for SqliteStore {
         for state in states {
             query = query.bind(state);
         }
-        Ok(query.execute(&self.pool).await?.rows_affected() == 1)
+        Ok(self.writes.execute(query).await?.rows_affected() == 1)
     }
 
     async fn insert_deployment(
@@ -381,7 +388,7 @@ impl Store for SqliteStore {
         context: &str,
     ) -> Result<(), StoreError> {
         let now = now_ms();
-        let result = sqlx::query(
+        let result = self.writes.execute(sqlx::query(
             "INSERT INTO deployments (id, application, file, context, state, created_at, updated_at) VALUES (?, ?, ?, ?, 'running', ?, ?)",
         )
         .bind(id)
@@ -389,8 +396,7 @@ impl Store for SqliteStore {
         .bind(file)
         .bind(context)
         .bind(now)
-        .bind(now)
-        .execute(&self.pool)
+        .bind(now))
         .await;
         match result {
             Ok(_) => Ok(()),
@@ -430,13 +436,12 @@ impl Store for SqliteStore {
 
     async fn finish_deployment(&self, id: &str, state: &str, reason: Option<&str>) -> Result<(), StoreError> {
         let now = now_ms();
-        sqlx::query("UPDATE deployments SET state = ?, reason = ?, finished_at = ?, updated_at = ? WHERE id = ? AND finished_at IS NULL")
+        self.writes.execute(sqlx::query("UPDATE deployments SET state = ?, reason = ?, finished_at = ?, updated_at = ? WHERE id = ? AND finished_at IS NULL")
             .bind(state)
             .bind(reason)
             .bind(now)
             .bind(now)
-            .bind(id)
-            .execute(&self.pool)
+            .bind(id))
             .await?;
         Ok(())
     }
@@ -449,7 +454,7 @@ impl Store for SqliteStore {
         step: Option<&str>,
         reason: Option<&str>,
     ) -> Result<(), StoreError> {
-        sqlx::query(
+        self.writes.execute(sqlx::query(
             "INSERT INTO deployment_targets (deployment_id, target, state, step, reason, updated_at) VALUES (?, ?, ?, ?, ?, ?) \
              ON CONFLICT (deployment_id, target) DO UPDATE SET state = excluded.state, step = excluded.step, \
              reason = excluded.reason, updated_at = excluded.updated_at",
@@ -459,8 +464,7 @@ impl Store for SqliteStore {
         .bind(state)
         .bind(step)
         .bind(reason)
-        .bind(now_ms())
-        .execute(&self.pool)
+        .bind(now_ms()))
         .await?;
         Ok(())
     }
@@ -491,38 +495,43 @@ impl Store for SqliteStore {
     }
 
     async fn put_journal(&self, id: &str, key: &str, value: &str) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO deployment_journal (deployment_id, key, value, recorded_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING")
+        self.writes.execute(sqlx::query("INSERT INTO deployment_journal (deployment_id, key, value, recorded_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING")
             .bind(id)
             .bind(key)
             .bind(value)
-            .bind(now_ms())
-            .execute(&self.pool)
+            .bind(now_ms()))
             .await?;
         Ok(())
     }
 
     async fn replace_journal(&self, id: &str, key: &str, value: &str) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO deployment_journal (deployment_id, key, value, recorded_at) VALUES (?, ?, ?, ?) \
+        self.writes
+            .execute(
+                sqlx::query(
+                    "INSERT INTO deployment_journal (deployment_id, key, value, recorded_at) VALUES (?, ?, ?, ?) \
              ON CONFLICT (deployment_id, key) DO UPDATE SET value = excluded.value, recorded_at = excluded.recorded_at",
-        )
-        .bind(id)
-        .bind(key)
-        .bind(value)
-        .bind(now_ms())
-        .execute(&self.pool)
-        .await?;
+                )
+                .bind(id)
+                .bind(key)
+                .bind(value)
+                .bind(now_ms()),
+            )
+            .await?;
         Ok(())
     }
 
     async fn add_event(&self, id: &str, target: Option<&str>, kind: &str, message: &str) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO deployment_events (deployment_id, at, target, kind, message) VALUES (?, ?, ?, ?, ?)")
-            .bind(id)
-            .bind(now_ms())
-            .bind(target)
-            .bind(kind)
-            .bind(message)
-            .execute(&self.pool)
+        self.writes
+            .execute(
+                sqlx::query(
+                    "INSERT INTO deployment_events (deployment_id, at, target, kind, message) VALUES (?, ?, ?, ?, ?)",
+                )
+                .bind(id)
+                .bind(now_ms())
+                .bind(target)
+                .bind(kind)
+                .bind(message),
+            )
             .await?;
         Ok(())
     }
@@ -544,14 +553,13 @@ impl Store for SqliteStore {
     }
 
     async fn request_approval(&self, id: &str, target: &str, step_key: &str) -> Result<ApprovalState, StoreError> {
-        sqlx::query(
+        self.writes.execute(sqlx::query(
             "INSERT INTO approvals (deployment_id, step_key, target, state, requested_at) VALUES (?, ?, ?, 'pending', ?) ON CONFLICT DO NOTHING",
         )
         .bind(id)
         .bind(step_key)
         .bind(target)
-        .bind(now_ms())
-        .execute(&self.pool)
+        .bind(now_ms()))
         .await?;
         Ok(self.approval(id, step_key).await?.unwrap_or(ApprovalState::Pending))
     }
@@ -566,24 +574,22 @@ impl Store for SqliteStore {
     }
 
     async fn decide_approvals(&self, id: &str, target: &str, decision: ApprovalState) -> Result<u64, StoreError> {
-        let done = sqlx::query(
+        let done = self.writes.execute(sqlx::query(
             "UPDATE approvals SET state = ?, decided_at = ? WHERE deployment_id = ? AND target = ? AND state = 'pending'",
         )
         .bind(decision.as_str())
         .bind(now_ms())
         .bind(id)
-        .bind(target)
-        .execute(&self.pool)
+        .bind(target))
         .await?;
         Ok(done.rows_affected())
     }
 
     async fn cancel_approval(&self, id: &str, step_key: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE approvals SET state = 'cancelled', decided_at = ? WHERE deployment_id = ? AND step_key = ? AND state = 'pending'")
+        self.writes.execute(sqlx::query("UPDATE approvals SET state = 'cancelled', decided_at = ? WHERE deployment_id = ? AND step_key = ? AND state = 'pending'")
             .bind(now_ms())
             .bind(id)
-            .bind(step_key)
-            .execute(&self.pool)
+            .bind(step_key))
             .await?;
         Ok(())
     }
