@@ -141,6 +141,10 @@ async fn decide(state: &Arc<AppState>, id: &str, target: &str, decision: Approva
 /// A deployment as the API shows it: targets, their webhook runs, history.
 async fn describe(state: &AppState, record: &DeploymentRecord) -> Result<serde_json::Value, StoreError> {
     let time = rfc3339;
+    // Approvals before targets: a target is marked as waiting before its
+    // approval is requested, so a pending approval read first always finds
+    // its target waiting (or further on), never still running.
+    let pending: Vec<String> = state.store.pending_approvals(&record.id).await?.into_iter().map(|(t, _)| t).collect();
     let targets = state.store.targets(&record.id).await?;
     let journal = state.store.journal(&record.id).await?;
     let mut target_values = Vec::new();
@@ -177,7 +181,6 @@ async fn describe(state: &AppState, record: &DeploymentRecord) -> Result<serde_j
         .iter()
         .map(|e| json!({ "at": time(e.at), "target": e.target, "kind": e.kind, "message": e.message }))
         .collect();
-    let pending: Vec<String> = state.store.pending_approvals(&record.id).await?.into_iter().map(|(t, _)| t).collect();
     Ok(json!({
         "id": record.id,
         "application": record.application,

@@ -201,7 +201,9 @@ impl Deployment {
     }
 
     async fn step(&self, target: &Target, state: &str, step: &str) {
-        let _ = self.state.store.set_target(&self.id, &target.name, state, Some(step), None).await;
+        if let Err(err) = self.state.store.set_target(&self.id, &target.name, state, Some(step), None).await {
+            tracing::warn!(deployment = %self.id, target = %target.name, state, error = %err, "could not record the target's step");
+        }
         self.state.deployment_changed(&self.id);
     }
 
