@@ -113,6 +113,9 @@ async fn exchange<D: std::future::Future<Output = ()>>(
             return fail(err.code(), err.to_string()).await;
         }
     };
+    if head.has_body && !head.body.is_empty() {
+        return fail(ErrorCode::InvalidRequest, "a head with body frames to follow carries a body too".into()).await;
+    }
     let Ok(method) = http::Method::from_bytes(head.method.as_bytes()) else {
         return fail(ErrorCode::InvalidRequest, format!("invalid method {:?}", head.method)).await;
     };
@@ -126,9 +129,6 @@ async fn exchange<D: std::future::Future<Output = ()>>(
         }
     }
     let headers = end_to_end(&headers);
-    if head.has_body && !head.body.is_empty() {
-        return fail(ErrorCode::InvalidRequest, "a head with body frames to follow carries a body too".into()).await;
-    }
 
     let _permit = tokio::select! {
         permit = agent.limiter.clone().acquire_owned() => permit.expect("the limiter is never closed"),

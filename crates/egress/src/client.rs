@@ -108,16 +108,9 @@ impl Egress {
 
     /// Parses a destination URL and checks it by name. Nothing is sent.
     pub fn check_url(&self, text: &str) -> Result<url::Url, EgressError> {
-        let invalid = |reason: &str| EgressError::InvalidUrl { url: text.to_owned(), reason: reason.to_owned() };
-        let url = url::Url::parse(text).map_err(|e| invalid(&e.to_string()))?;
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(invalid("only http and https are supported"));
-        }
-        if !url.username().is_empty() || url.password().is_some() {
-            return Err(invalid("credentials in the URL are not supported; send an Authorization header"));
-        }
-        let host = url.host().ok_or_else(|| invalid("it has no host"))?;
-        let port = url.port_or_known_default().ok_or_else(|| invalid("it has no port"))?;
+        let url = parse_url(text)?;
+        let host = url.host().expect("parse_url checked the host");
+        let port = url.port_or_known_default().expect("parse_url checked the port");
         match self.policy.check_name(&host, port).map_err(EgressError::NotAllowed)? {
             NameDecision::Allowed | NameDecision::CheckAddresses => Ok(url),
         }
@@ -138,6 +131,26 @@ impl Egress {
         }
         request.send().await.map_err(|err| classify(&destination, err))
     }
+}
+
+/// Parses a destination URL: http or https, with a host and a port, and no
+/// credentials in it. No policy is applied.
+pub fn parse_url(text: &str) -> Result<url::Url, EgressError> {
+    let invalid = |reason: &str| EgressError::InvalidUrl { url: text.to_owned(), reason: reason.to_owned() };
+    let url = url::Url::parse(text).map_err(|e| invalid(&e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(invalid("only http and https are supported"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(invalid("credentials in the URL are not supported; send an Authorization header"));
+    }
+    if url.host().is_none() {
+        return Err(invalid("it has no host"));
+    }
+    if url.port_or_known_default().is_none() {
+        return Err(invalid("it has no port"));
+    }
+    Ok(url)
 }
 
 /// `host:port` of a URL, for messages.

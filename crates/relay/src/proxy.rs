@@ -215,15 +215,9 @@ impl Drop for Call {
 
 async fn via_agent(state: &Arc<AppState>, agent_id: &str, outbound: Outbound) -> Result<Response, Problem> {
     let Outbound { method, url, headers, body, timeout, limit } = outbound;
-    let url = url.as_str();
-    let parsed = url::Url::parse(url)
-        .map_err(|e| failure_problem(ErrorCode::InvalidRequest, format!("invalid URL {url:?}: {e}")))?;
-    if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
-        return Err(failure_problem(
-            ErrorCode::InvalidRequest,
-            format!("invalid URL {url:?}: it must be an http or https URL with a host"),
-        ));
-    }
+    // Checked here too, so a malformed URL never costs an offer; the
+    // destination policy is the agent's.
+    borealis_egress::client::parse_url(&url).map_err(|e| failure_problem(e.code(), e.to_string()))?;
     let deadline = tokio::time::Instant::now() + timeout;
     let timed_out =
         || failure_problem(ErrorCode::Timeout, format!("agent {agent_id:?} did not answer within {timeout:?}"));
@@ -257,7 +251,7 @@ async fn via_agent(state: &Arc<AppState>, agent_id: &str, outbound: Outbound) ->
     };
     let head = v1::RequestHead {
         method: method.to_string(),
-        url: url.to_owned(),
+        url,
         headers: headers
             .iter()
             .map(|(name, value)| v1::Header { name: name.to_string(), value: Bytes::copy_from_slice(value.as_bytes()) })

@@ -7,12 +7,15 @@
 //! Writers also stop contending for SQLite's write lock, which they would
 //! otherwise wait for by sleeping in its busy handler.
 
+use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{SqliteArguments, SqliteQueryResult};
 use sqlx::{Execute, Executor, SqlStr, Sqlite, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
 /// Most writes in one transaction: a bound on how long the first waits.
 const MAX_GROUP: usize = 256;
+
+type Query<'q> = sqlx::query::Query<'q, Sqlite, SqliteArguments>;
 
 type Outcome = Result<SqliteQueryResult, sqlx::Error>;
 
@@ -23,9 +26,10 @@ struct Write {
 }
 
 impl Write {
-    /// The statement, rebuilt for each execution (a failed group is retried write by write).
-    fn query(&self) -> sqlx::query::Query<'static, Sqlite, SqliteArguments> {
-        sqlx::query_with(self.sql.clone(), self.arguments.clone())
+    /// Runs the statement on `connection`, inside whatever transaction it is
+    /// in. It is rebuilt for each run: a failed group is retried write by write.
+    async fn apply(&self, connection: &mut PoolConnection<Sqlite>) -> Outcome {
+        connection.execute(sqlx::query_with(self.sql.clone(), self.arguments.clone())).await
     }
 }
 
@@ -44,11 +48,10 @@ impl GroupCommit {
     }
 
     /// Executes one statement and returns once it is committed.
-    pub(crate) async fn execute(&self, mut query: sqlx::query::Query<'_, Sqlite, SqliteArguments>) -> Outcome {
+    pub(crate) async fn execute(&self, mut query: Query<'_>) -> Outcome {
         let arguments = query.take_arguments().map_err(sqlx::Error::Encode)?.unwrap_or_default();
         let (done, outcome) = oneshot::channel();
-        let write = Write { sql: query.sql(), arguments, done };
-        self.queue.send(write).await.map_err(|_| sqlx::Error::PoolClosed)?;
+        self.queue.send(Write { sql: query.sql(), arguments, done }).await.map_err(|_| sqlx::Error::PoolClosed)?;
         outcome.await.map_err(|_| sqlx::Error::PoolClosed)?
     }
 }
@@ -56,13 +59,17 @@ impl GroupCommit {
 async fn write_groups(pool: SqlitePool, mut writes: mpsc::Receiver<Write>) {
     let mut group = Vec::with_capacity(MAX_GROUP);
     while writes.recv_many(&mut group, MAX_GROUP).await > 0 {
-        let outcomes = match group.len() {
-            1 => None,
-            _ => commit_together(&pool, &group).await,
-        };
-        let outcomes = match outcomes {
-            Some(outcomes) => outcomes,
-            None => one_by_one(&pool, &group).await,
+        let outcomes: Vec<Outcome> = match commit(&pool, &group).await {
+            Ok(done) => done.into_iter().map(Ok).collect(),
+            Err(err) if group.len() == 1 => vec![Err(err)],
+            // Nothing was committed: each write gets its own answer.
+            Err(_) => {
+                let mut outcomes = Vec::with_capacity(group.len());
+                for write in &group {
+                    outcomes.push(commit(&pool, std::slice::from_ref(write)).await.map(|mut one| one.remove(0)));
+                }
+                outcomes
+            }
         };
         for (write, outcome) in group.drain(..).zip(outcomes) {
             let _ = write.done.send(outcome);
@@ -70,33 +77,27 @@ async fn write_groups(pool: SqlitePool, mut writes: mpsc::Receiver<Write>) {
     }
 }
 
-/// All writes in one transaction, or `None` with nothing committed if any
-/// of them failed (each then gets its own answer from [`one_by_one`]).
-async fn commit_together(pool: &SqlitePool, group: &[Write]) -> Option<Vec<Outcome>> {
-    let mut connection = pool.acquire().await.ok()?;
-    connection.execute("BEGIN IMMEDIATE").await.ok()?;
-    let mut outcomes = Vec::with_capacity(group.len());
-    for write in group {
-        match connection.execute(write.query()).await {
-            Ok(done) => outcomes.push(Ok(done)),
-            Err(_) => {
+/// Commits `writes` in one transaction, or none of them. A lone write
+/// runs on its own, without the statements that open and close one.
+async fn commit(pool: &SqlitePool, writes: &[Write]) -> Result<Vec<SqliteQueryResult>, sqlx::Error> {
+    let mut connection = pool.acquire().await?;
+    if let [write] = writes {
+        return Ok(vec![write.apply(&mut connection).await?]);
+    }
+    connection.execute("BEGIN IMMEDIATE").await?;
+    let mut outcomes = Vec::with_capacity(writes.len());
+    for write in writes {
+        match write.apply(&mut connection).await {
+            Ok(done) => outcomes.push(done),
+            Err(err) => {
                 let _ = connection.execute("ROLLBACK").await;
-                return None;
+                return Err(err);
             }
         }
     }
-    if connection.execute("COMMIT").await.is_err() {
+    if let Err(err) = connection.execute("COMMIT").await {
         let _ = connection.execute("ROLLBACK").await;
-        return None;
+        return Err(err);
     }
-    Some(outcomes)
-}
-
-/// Each write in its own transaction, with its own outcome.
-async fn one_by_one(pool: &SqlitePool, group: &[Write]) -> Vec<Outcome> {
-    let mut outcomes = Vec::with_capacity(group.len());
-    for write in group {
-        outcomes.push(pool.execute(write.query()).await);
-    }
-    outcomes
+    Ok(outcomes)
 }
