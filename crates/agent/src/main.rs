@@ -76,6 +76,10 @@ fn host_name() -> String {
         .unwrap_or_else(|| "agent".into())
 }
 
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let flags = Flags::parse();
