@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 /// Most writes in one transaction: a bound on how long the first waits.
 const MAX_GROUP: usize = 256;
 
-type Query<'q> = sqlx::query::Query<'q, Sqlite, SqliteArguments>;
+pub(crate) type Query<'q> = sqlx::query::Query<'q, Sqlite, SqliteArguments>;
 
 type Outcome = Result<SqliteQueryResult, sqlx::Error>;
 

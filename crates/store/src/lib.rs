@@ -213,6 +213,20 @@ pub struct DeploymentRecord {
     pub finished_at: Option<SystemTime>,
 }
 
+/// A deployment as of one moment: nothing in it is older or newer than the rest.
+#[derive(Debug, Clone)]
+pub struct DeploymentView {
+    pub record: DeploymentRecord,
+    pub targets: Vec<TargetRecord>,
+    /// Step keys and their values.
+    pub journal: Vec<(String, String)>,
+    /// The webhook runs the journal names.
+    pub runs: Vec<RunRecord>,
+    /// Targets and step keys.
+    pub pending_approvals: Vec<(String, String)>,
+    pub events: Vec<EventRecord>,
+}
+
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct TargetRecord {
     pub target: String,
@@ -320,6 +334,8 @@ pub trait Store: Send + Sync + 'static {
         step: Option<&str>,
         reason: Option<&str>,
     ) -> Result<(), StoreError>;
+    /// A deployment and everything shown with it, read as one snapshot.
+    async fn deployment_view(&self, id: &str) -> Result<Option<DeploymentView>, StoreError>;
     async fn targets(&self, id: &str) -> Result<Vec<TargetRecord>, StoreError>;
     async fn journal(&self, id: &str) -> Result<Vec<(String, String)>, StoreError>;
     /// Records a step's value; a key already recorded keeps its first value.
@@ -327,7 +343,6 @@ pub trait Store: Send + Sync + 'static {
     /// Overwrites a step's value (a step moving from started to done).
     async fn replace_journal(&self, id: &str, key: &str, value: &str) -> Result<(), StoreError>;
     async fn add_event(&self, id: &str, target: Option<&str>, kind: &str, message: &str) -> Result<(), StoreError>;
-    async fn events(&self, id: &str) -> Result<Vec<EventRecord>, StoreError>;
     /// Opens an approval (once; a replay finds it as it is).
     async fn request_approval(&self, id: &str, target: &str, step_key: &str) -> Result<ApprovalState, StoreError>;
     async fn approval(&self, id: &str, step_key: &str) -> Result<Option<ApprovalState>, StoreError>;
@@ -355,6 +370,16 @@ mod tests {
     use super::*;
     use std::sync::Arc;
 
+    fn new_run(id: &str, callback_id: &str) -> NewRun {
+        NewRun {
+            id: id.into(),
+            callback_id: callback_id.into(),
+            webhook: "w".into(),
+            environment: None,
+            spec: "{}".into(),
+        }
+    }
+
     #[tokio::test]
     async fn one_live_credential_per_subject_and_revocation() {
         let store = SqliteStore::open("sqlite::memory:").await.unwrap();
@@ -377,13 +402,7 @@ mod tests {
     #[tokio::test]
     async fn run_transitions_are_compare_and_set() {
         let store = SqliteStore::open("sqlite::memory:").await.unwrap();
-        let run = NewRun {
-            id: "r".into(),
-            callback_id: "c".into(),
-            webhook: "w".into(),
-            environment: None,
-            spec: "{}".into(),
-        };
+        let run = new_run("r", "c");
         store.insert_run(&run).await.unwrap();
         assert!(store.start_attempt("r", 1, "{}").await.unwrap());
         assert!(!store.start_attempt("r", 1, "{}").await.unwrap(), "only a pending run starts an attempt");
@@ -404,6 +423,51 @@ mod tests {
         assert!(store.unfinished_runs().await.unwrap().is_empty());
     }
 
+    /// A deployment's view is one snapshot: while a writer adds a journal
+    /// entry, then an event, then moves the target on, round after round, no
+    /// view shows a later write without the earlier ones.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_deployment_view_is_one_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SqliteStore::open_in(dir.path()).await.unwrap());
+        assert!(store.deployment_view("d").await.unwrap().is_none());
+        store.insert_deployment("d", "app", "file", "{}").await.unwrap();
+        let run = new_run("r", "c");
+        store.insert_run(&run).await.unwrap();
+        store.set_target("d", "t", "0", None, None).await.unwrap();
+        const ROUNDS: usize = 150;
+        let writer = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for round in 1..=ROUNDS {
+                    let value = if round == 1 { "r".to_owned() } else { format!("v{round}") };
+                    store.put_journal("d", &format!("t/{round}/run"), &value).await.unwrap();
+                    store.add_event("d", Some("t"), "step", &format!("round {round}")).await.unwrap();
+                    store.set_target("d", "t", &round.to_string(), None, None).await.unwrap();
+                }
+            })
+        };
+        let mut views = 0;
+        loop {
+            let finished = writer.is_finished();
+            let view = store.deployment_view("d").await.unwrap().expect("the deployment exists");
+            let (journal, events) = (view.journal.len(), view.events.len());
+            let round: usize = view.targets[0].state.parse().unwrap();
+            assert!(
+                journal >= events && events >= round && journal <= round + 1,
+                "a torn view: {journal} journal entries, {events} events, target at round {round}"
+            );
+            assert_eq!(view.runs.len(), usize::from(journal > 0), "the journal's run is in the view with it");
+            views += 1;
+            if finished {
+                assert_eq!((journal, events, round), (ROUNDS, ROUNDS, ROUNDS));
+                break;
+            }
+        }
+        assert!(views > 1, "the view was read while the writer ran");
+        writer.await.unwrap();
+    }
+
     /// Writes that share a group commit keep their own answers: a conflict
     /// or a lost compare-and-set in one does not undo the others, and what
     /// was acknowledged is in the file when it is opened again.
@@ -411,19 +475,12 @@ mod tests {
     async fn concurrent_writes_keep_their_own_answers_and_survive_a_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(SqliteStore::open_in(dir.path()).await.unwrap());
-        let new_run = |i: usize| NewRun {
-            id: format!("r{i}"),
-            callback_id: format!("c{i}"),
-            webhook: "w".into(),
-            environment: None,
-            spec: "{}".into(),
-        };
-        store.insert_run(&new_run(0)).await.unwrap();
+        store.insert_run(&new_run("r0", "c0")).await.unwrap();
         assert!(store.start_attempt("r0", 1, "{}").await.unwrap());
         let mut tasks = tokio::task::JoinSet::new();
         for i in 1..=200 {
             let (runs, credentials, verdicts) = (store.clone(), store.clone(), store.clone());
-            let run = new_run(i);
+            let run = new_run(&format!("r{i}"), &format!("c{i}"));
             tasks.spawn(async move { ("run", runs.insert_run(&run).await.map(|()| true)) });
             // Two credentials per subject: one of each pair is refused.
             let (subject, client_id) = (format!("s{}", i / 2), format!("id{i}"));

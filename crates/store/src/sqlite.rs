@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
-use crate::group_commit::GroupCommit;
+use crate::group_commit::{GroupCommit, Query};
 use crate::*;
 
 #[derive(Clone)]
@@ -111,6 +111,52 @@ fn deployment_from(row: &SqliteRow) -> DeploymentRecord {
         updated_at: from_unix_ms(row.get("updated_at")),
         finished_at: time(row, "finished_at"),
     }
+}
+
+// The reads a deployment's view is made of, each written once for both a
+// lone read and the view's snapshot.
+
+fn deployment_query(id: &str) -> Query<'_> {
+    sqlx::query("SELECT * FROM deployments WHERE id = ?").bind(id)
+}
+
+fn targets_query(id: &str) -> Query<'_> {
+    sqlx::query("SELECT * FROM deployment_targets WHERE deployment_id = ? ORDER BY rowid").bind(id)
+}
+
+fn target_from(row: &SqliteRow) -> TargetRecord {
+    TargetRecord {
+        target: row.get("target"),
+        state: row.get("state"),
+        step: row.get("step"),
+        reason: row.get("reason"),
+        updated_at: from_unix_ms(row.get("updated_at")),
+    }
+}
+
+fn journal_query(id: &str) -> Query<'_> {
+    sqlx::query("SELECT key, value FROM deployment_journal WHERE deployment_id = ?").bind(id)
+}
+
+fn pair_from(row: &SqliteRow) -> (String, String) {
+    (row.get(0), row.get(1))
+}
+
+fn events_query(id: &str) -> Query<'_> {
+    sqlx::query("SELECT * FROM deployment_events WHERE deployment_id = ? ORDER BY id").bind(id)
+}
+
+fn event_from(row: &SqliteRow) -> EventRecord {
+    EventRecord {
+        at: from_unix_ms(row.get("at")),
+        target: row.get("target"),
+        kind: row.get("kind"),
+        message: row.get("message"),
+    }
+}
+
+fn pending_approvals_query(id: &str) -> Query<'_> {
+    sqlx::query("SELECT target, step_key FROM approvals WHERE deployment_id = ? AND state = 'pending'").bind(id)
 }
 
 fn now_ms() -> i64 {
@@ -417,8 +463,30 @@ impl Store for SqliteStore {
     }
 
     async fn deployment(&self, id: &str) -> Result<Option<DeploymentRecord>, StoreError> {
-        let row = sqlx::query("SELECT * FROM deployments WHERE id = ?").bind(id).fetch_optional(&self.pool).await?;
+        let row = deployment_query(id).fetch_optional(&self.pool).await?;
         Ok(row.map(|row| deployment_from(&row)))
+    }
+
+    async fn deployment_view(&self, id: &str) -> Result<Option<DeploymentView>, StoreError> {
+        // One read transaction: in WAL mode every read in it sees the same
+        // commit, so no write lands between two parts of the view.
+        let mut tx = self.pool.begin().await?;
+        let Some(record) = deployment_query(id).fetch_optional(&mut *tx).await? else { return Ok(None) };
+        let targets = targets_query(id).fetch_all(&mut *tx).await?.iter().map(target_from).collect();
+        let journal = journal_query(id).fetch_all(&mut *tx).await?.iter().map(pair_from).collect();
+        let runs = sqlx::query(
+            "SELECT * FROM webhook_runs WHERE id IN (SELECT value FROM deployment_journal WHERE deployment_id = ?)",
+        )
+        .bind(id)
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(run_from)
+        .collect();
+        let pending_approvals = pending_approvals_query(id).fetch_all(&mut *tx).await?.iter().map(pair_from).collect();
+        let events = events_query(id).fetch_all(&mut *tx).await?.iter().map(event_from).collect();
+        tx.rollback().await?;
+        Ok(Some(DeploymentView { record: deployment_from(&record), targets, journal, runs, pending_approvals, events }))
     }
 
     async fn deployments(&self, limit: u32) -> Result<Vec<DeploymentRecord>, StoreError> {
@@ -470,28 +538,11 @@ impl Store for SqliteStore {
     }
 
     async fn targets(&self, id: &str) -> Result<Vec<TargetRecord>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM deployment_targets WHERE deployment_id = ? ORDER BY rowid")
-            .bind(id)
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows
-            .iter()
-            .map(|row| TargetRecord {
-                target: row.get("target"),
-                state: row.get("state"),
-                step: row.get("step"),
-                reason: row.get("reason"),
-                updated_at: from_unix_ms(row.get("updated_at")),
-            })
-            .collect())
+        Ok(targets_query(id).fetch_all(&self.pool).await?.iter().map(target_from).collect())
     }
 
     async fn journal(&self, id: &str) -> Result<Vec<(String, String)>, StoreError> {
-        let rows = sqlx::query("SELECT key, value FROM deployment_journal WHERE deployment_id = ?")
-            .bind(id)
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows.iter().map(|row| (row.get("key"), row.get("value"))).collect())
+        Ok(journal_query(id).fetch_all(&self.pool).await?.iter().map(pair_from).collect())
     }
 
     async fn put_journal(&self, id: &str, key: &str, value: &str) -> Result<(), StoreError> {
@@ -534,22 +585,6 @@ impl Store for SqliteStore {
             )
             .await?;
         Ok(())
-    }
-
-    async fn events(&self, id: &str) -> Result<Vec<EventRecord>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM deployment_events WHERE deployment_id = ? ORDER BY id")
-            .bind(id)
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows
-            .iter()
-            .map(|row| EventRecord {
-                at: from_unix_ms(row.get("at")),
-                target: row.get("target"),
-                kind: row.get("kind"),
-                message: row.get("message"),
-            })
-            .collect())
     }
 
     async fn request_approval(&self, id: &str, target: &str, step_key: &str) -> Result<ApprovalState, StoreError> {
@@ -595,11 +630,7 @@ impl Store for SqliteStore {
     }
 
     async fn pending_approvals(&self, id: &str) -> Result<Vec<(String, String)>, StoreError> {
-        let rows = sqlx::query("SELECT target, step_key FROM approvals WHERE deployment_id = ? AND state = 'pending'")
-            .bind(id)
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows.iter().map(|row| (row.get("target"), row.get("step_key"))).collect())
+        Ok(pending_approvals_query(id).fetch_all(&self.pool).await?.iter().map(pair_from).collect())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -8,7 +8,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use borealis_core::deployment;
-use borealis_store::{ApprovalState, DeploymentRecord, StoreError};
+use borealis_store::{ApprovalState, DeploymentRecord, DeploymentView, StoreError};
 use serde_json::json;
 
 use crate::api::{Problem, WaitQuery, changed, json_body, rfc3339};
@@ -55,9 +55,7 @@ pub async fn create(State(state): State<Arc<AppState>>, body: axum::body::Bytes)
     }
     tracing::info!(deployment = %id, %application, "deployment started");
     tokio::spawn(super::orchestrator::run(state.clone(), id.clone()));
-    let record =
-        state.store.deployment(&id).await.map_err(Problem::internal)?.ok_or_else(|| Problem::internal("vanished"))?;
-    let mut value = describe(&state, &record).await.map_err(Problem::internal)?;
+    let mut value = describe(&find_view(&state, &id).await?);
     value["warnings"] = json!(parsed.warnings.iter().map(|w| w.to_string()).collect::<Vec<_>>());
     Ok((StatusCode::CREATED, Json(value)).into_response())
 }
@@ -87,17 +85,26 @@ pub async fn show(
     let deadline = query.deadline()?;
     let mut changes = state.deployment_events.subscribe();
     loop {
-        let record = find_deployment(&state, &id).await?;
-        if record.finished_at.is_some() || tokio::time::Instant::now() >= deadline {
-            return Ok(Json(describe(&state, &record).await.map_err(Problem::internal)?).into_response());
+        let view = find_view(&state, &id).await?;
+        if view.record.finished_at.is_some() || tokio::time::Instant::now() >= deadline {
+            return Ok(Json(describe(&view)).into_response());
         }
         changed(&mut changes, &id, deadline).await;
     }
 }
 
+fn unknown_deployment(id: &str) -> String {
+    format!("no deployment {id:?}")
+}
+
 /// The deployment `id`, or a 404 naming it.
 async fn find_deployment(state: &AppState, id: &str) -> Result<DeploymentRecord, Problem> {
-    Problem::found(state.store.deployment(id).await, "unknown-deployment", || format!("no deployment {id:?}"))
+    Problem::found(state.store.deployment(id).await, "unknown-deployment", || unknown_deployment(id))
+}
+
+/// The deployment `id` with all it shows, as of one moment, or a 404 naming it.
+async fn find_view(state: &AppState, id: &str) -> Result<DeploymentView, Problem> {
+    Problem::found(state.store.deployment_view(id).await, "unknown-deployment", || unknown_deployment(id))
 }
 
 pub async fn approve(
@@ -139,32 +146,28 @@ async fn decide(state: &Arc<AppState>, id: &str, target: &str, decision: Approva
 }
 
 /// A deployment as the API shows it: targets, their webhook runs, history.
-async fn describe(state: &AppState, record: &DeploymentRecord) -> Result<serde_json::Value, StoreError> {
+fn describe(view: &DeploymentView) -> serde_json::Value {
     let time = rfc3339;
-    // Approvals before targets: a target is marked as waiting before its
-    // approval is requested, so a pending approval read first always finds
-    // its target waiting (or further on), never still running.
-    let pending: Vec<String> = state.store.pending_approvals(&record.id).await?.into_iter().map(|(t, _)| t).collect();
-    let targets = state.store.targets(&record.id).await?;
-    let journal = state.store.journal(&record.id).await?;
+    let record = &view.record;
+    let pending: Vec<&str> = view.pending_approvals.iter().map(|(target, _)| target.as_str()).collect();
     let mut target_values = Vec::new();
-    for target in &targets {
+    for target in &view.targets {
         let prefix = format!("{}/", target.target);
-        let mut runs = Vec::new();
-        for (key, value) in &journal {
-            if key.starts_with(&prefix)
-                && key.ends_with("/run")
-                && let Some(run) = state.store.run(value).await?
-            {
-                runs.push(json!({
+        let runs: Vec<serde_json::Value> = view
+            .journal
+            .iter()
+            .filter(|(key, _)| key.starts_with(&prefix) && key.ends_with("/run"))
+            .filter_map(|(_, run_id)| view.runs.iter().find(|run| &run.id == run_id))
+            .map(|run| {
+                json!({
                     "id": run.id,
                     "webhook": run.webhook,
                     "state": run.state,
                     "mdMessage": run.md_message,
                     "reason": run.reason,
-                }));
-            }
-        }
+                })
+            })
+            .collect();
         target_values.push(json!({
             "name": target.target,
             "state": target.state,
@@ -174,14 +177,12 @@ async fn describe(state: &AppState, record: &DeploymentRecord) -> Result<serde_j
             "webhookRuns": runs,
         }));
     }
-    let events: Vec<serde_json::Value> = state
-        .store
-        .events(&record.id)
-        .await?
+    let events: Vec<serde_json::Value> = view
+        .events
         .iter()
         .map(|e| json!({ "at": time(e.at), "target": e.target, "kind": e.kind, "message": e.message }))
         .collect();
-    Ok(json!({
+    json!({
         "id": record.id,
         "application": record.application,
         "state": record.state,
@@ -191,5 +192,5 @@ async fn describe(state: &AppState, record: &DeploymentRecord) -> Result<serde_j
         "pendingApprovals": pending,
         "targets": target_values,
         "events": events,
-    }))
+    })
 }
