@@ -85,9 +85,10 @@ pub async fn show(
     let deadline = query.deadline()?;
     let mut changes = state.deployment_events.subscribe();
     loop {
-        let view = find_view(&state, &id).await?;
-        if view.record.finished_at.is_some() || tokio::time::Instant::now() >= deadline {
-            return Ok(Json(describe(&view)).into_response());
+        // The record alone while waiting; the whole view once, to answer.
+        let record = find_deployment(&state, &id).await?;
+        if record.finished_at.is_some() || tokio::time::Instant::now() >= deadline {
+            return Ok(Json(describe(&find_view(&state, &id).await?)).into_response());
         }
         changed(&mut changes, &id, deadline).await;
     }
