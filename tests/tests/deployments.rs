@@ -137,6 +137,9 @@ async fn an_approval_releases_a_pause_and_a_failing_webhook_beside_one_rolls_bac
     let out = deployer.approve(&id, "staging").await;
     assert_eq!(out.status.code(), Some(2));
     assert!(out.stderr_text().contains("is not waiting for approval"), "{}", out.stderr_text());
+    let out = deployer.approve(&id, "nowhere").await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stderr_text().contains("has no target \"nowhere\""), "{}", out.stderr_text());
 
     // A rejection rolls the target back.
     let id = deployer.start(&approve_only).await;

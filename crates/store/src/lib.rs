@@ -350,7 +350,6 @@ pub trait Store: Send + Sync + 'static {
     async fn decide_approvals(&self, id: &str, target: &str, decision: ApprovalState) -> Result<u64, StoreError>;
     /// Marks one approval cancelled if it is still pending.
     async fn cancel_approval(&self, id: &str, step_key: &str) -> Result<(), StoreError>;
-    async fn pending_approvals(&self, id: &str) -> Result<Vec<(String, String)>, StoreError>;
 
     /// A cheap round trip, for readiness.
     async fn ping(&self) -> Result<(), StoreError>;

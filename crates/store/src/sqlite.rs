@@ -113,8 +113,8 @@ fn deployment_from(row: &SqliteRow) -> DeploymentRecord {
     }
 }
 
-// The reads a deployment's view is made of, each written once for both a
-// lone read and the view's snapshot.
+// The reads a deployment's view is made of. Those also made alone
+// (record, targets, journal) serve both.
 
 fn deployment_query(id: &str) -> Query<'_> {
     sqlx::query("SELECT * FROM deployments WHERE id = ?").bind(id)
@@ -627,10 +627,6 @@ impl Store for SqliteStore {
             .bind(step_key))
             .await?;
         Ok(())
-    }
-
-    async fn pending_approvals(&self, id: &str) -> Result<Vec<(String, String)>, StoreError> {
-        Ok(pending_approvals_query(id).fetch_all(&self.pool).await?.iter().map(pair_from).collect())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -1,6 +1,6 @@
 //! `/api/v1/deployments` and approvals.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use axum::Json;
@@ -8,7 +8,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use borealis_core::deployment;
-use borealis_store::{ApprovalState, DeploymentRecord, DeploymentView, StoreError};
+use borealis_store::{ApprovalState, DeploymentRecord, DeploymentView, RunRecord, StoreError};
 use serde_json::json;
 
 use crate::api::{Problem, WaitQuery, changed, json_body, rfc3339};
@@ -126,9 +126,9 @@ async fn decide(state: &Arc<AppState>, id: &str, target: &str, decision: Approva
     let record = find_deployment(state, id).await?;
     let decided = state.store.decide_approvals(id, target, decision).await.map_err(Problem::internal)?;
     if decided == 0 {
-        let waiting: Vec<String> =
-            state.store.pending_approvals(id).await.map_err(Problem::internal)?.into_iter().map(|(t, _)| t).collect();
-        let known = state.store.targets(id).await.map_err(Problem::internal)?.iter().any(|t| t.target == target);
+        let view = find_view(state, id).await?;
+        let waiting: Vec<&str> = view.pending_approvals.iter().map(|(t, _)| t.as_str()).collect();
+        let known = view.targets.iter().any(|t| t.target == target);
         let detail = if !known {
             format!("deployment {id} has no target {target:?}")
         } else if waiting.is_empty() {
@@ -151,14 +151,14 @@ fn describe(view: &DeploymentView) -> serde_json::Value {
     let time = rfc3339;
     let record = &view.record;
     let pending: Vec<&str> = view.pending_approvals.iter().map(|(target, _)| target.as_str()).collect();
+    let runs_by_id: HashMap<&str, &RunRecord> = view.runs.iter().map(|run| (run.id.as_str(), run)).collect();
     let mut target_values = Vec::new();
     for target in &view.targets {
-        let prefix = format!("{}/", target.target);
         let runs: Vec<serde_json::Value> = view
             .journal
             .iter()
-            .filter(|(key, _)| key.starts_with(&prefix) && key.ends_with("/run"))
-            .filter_map(|(_, run_id)| view.runs.iter().find(|run| &run.id == run_id))
+            .filter(|(key, _)| super::orchestrator::is_run_key_of(key, &target.target))
+            .filter_map(|(_, run_id)| runs_by_id.get(run_id.as_str()))
             .map(|run| {
                 json!({
                     "id": run.id,

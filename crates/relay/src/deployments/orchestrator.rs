@@ -434,7 +434,7 @@ impl Deployment {
         run: &RunWebhook,
         cancel: &CancellationToken,
     ) -> Result<(), Failure> {
-        let run_key = format!("{key}/run");
+        let run_key = run_key(key);
         let run_id = match self.journal_get(&run_key) {
             Some(id) => id,
             None => {
@@ -636,4 +636,15 @@ impl Deployment {
             self.event(Some(target), "post-rollout", note).await;
         }
     }
+}
+
+/// The journal key under which the step `step_key` records its webhook run.
+fn run_key(step_key: &str) -> String {
+    format!("{step_key}/run")
+}
+
+/// Whether a journal key records a webhook run of one of `target`'s steps
+/// (step keys start with the target's name).
+pub(super) fn is_run_key_of(key: &str, target: &str) -> bool {
+    key.strip_prefix(target).is_some_and(|rest| rest.starts_with('/') && rest.ends_with("/run"))
 }
