@@ -112,4 +112,20 @@ async fn an_agent_with_nothing_allowed_refuses_to_start_and_says_how_to_fix_it()
     );
     assert_eq!(status.code(), Some(2));
     assert!(stderr.contains("invalid allow rule \"*.\""), "{stderr}");
+    let (status, stderr) = borealis_tests::process::run_agent_to_exit(
+        &[
+            "--relay",
+            "http://127.0.0.1:9",
+            "--client-id",
+            "x",
+            "--client-secret",
+            "y",
+            "--allow-any",
+            "--worker-threads",
+            "0",
+        ],
+        Duration::from_secs(10),
+    );
+    assert_eq!(status.code(), Some(2));
+    assert!(stderr.contains("--worker-threads") && stderr.contains("1..=1024"), "{stderr}");
 }

@@ -165,7 +165,13 @@ async fn a_pool_shares_requests_and_survives_losing_an_instance() {
     let (client_id, secret) = relay.create_agent("test-rna");
     let allow = upstream.to_string();
     let first = AgentProcess::start(&relay.agents_url, &client_id, &secret, &["--allow", &allow, "--instance", "one"]);
-    let second = AgentProcess::start(&relay.agents_url, &client_id, &secret, &["--allow", &allow, "--instance", "two"]);
+    // The default runs on one thread; the second instance runs on two, so both runtimes forward.
+    let second = AgentProcess::start(
+        &relay.agents_url,
+        &client_id,
+        &secret,
+        &["--allow", &allow, "--instance", "two", "--worker-threads", "2"],
+    );
     first.wait_connected(Duration::from_secs(10)).await;
     second.wait_connected(Duration::from_secs(10)).await;
 

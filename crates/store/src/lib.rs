@@ -213,6 +213,13 @@ pub struct DeploymentRecord {
     pub finished_at: Option<SystemTime>,
 }
 
+/// A run and its attempts as of one moment.
+#[derive(Debug, Clone)]
+pub struct RunView {
+    pub run: RunRecord,
+    pub attempts: Vec<Attempt>,
+}
+
 /// A deployment as of one moment: nothing in it is older or newer than the rest.
 #[derive(Debug, Clone)]
 pub struct DeploymentView {
@@ -305,7 +312,8 @@ pub trait Store: Send + Sync + 'static {
     /// The newest runs first.
     async fn runs(&self, limit: u32) -> Result<Vec<RunRecord>, StoreError>;
     async fn unfinished_runs(&self) -> Result<Vec<RunRecord>, StoreError>;
-    async fn attempts(&self, run_id: &str) -> Result<Vec<Attempt>, StoreError>;
+    /// A run and its attempts, read as one snapshot.
+    async fn run_view(&self, id: &str) -> Result<Option<RunView>, StoreError>;
 
     /// pending -> calling, counting attempt `number`. False if the run moved on.
     async fn start_attempt(&self, id: &str, number: u32, request: &str) -> Result<bool, StoreError>;
@@ -323,7 +331,8 @@ pub trait Store: Send + Sync + 'static {
     -> Result<(), StoreError>;
     async fn deployment(&self, id: &str) -> Result<Option<DeploymentRecord>, StoreError>;
     /// The newest first.
-    async fn deployments(&self, limit: u32) -> Result<Vec<DeploymentRecord>, StoreError>;
+    /// The newest deployments with their targets, read as one snapshot.
+    async fn deployments(&self, limit: u32) -> Result<Vec<(DeploymentRecord, Vec<TargetRecord>)>, StoreError>;
     async fn unfinished_deployments(&self) -> Result<Vec<DeploymentRecord>, StoreError>;
     async fn finish_deployment(&self, id: &str, state: &str, reason: Option<&str>) -> Result<(), StoreError>;
     async fn set_target(
@@ -465,6 +474,82 @@ mod tests {
         }
         assert!(views > 1, "the view was read while the writer ran");
         writer.await.unwrap();
+    }
+
+    /// A run's view is one snapshot: while a writer starts an attempt,
+    /// logs it and sets the run back to pending, round after round, no view
+    /// shows more attempts logged than the run has started, nor a pending
+    /// run whose last attempt is missing from the log.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_run_view_is_one_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SqliteStore::open_in(dir.path()).await.unwrap());
+        assert!(store.run_view("r").await.unwrap().is_none());
+        store.insert_run(&new_run("r", "c")).await.unwrap();
+        const ROUNDS: u32 = 150;
+        let writer = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for number in 1..=ROUNDS {
+                    let attempt = Attempt {
+                        number,
+                        started_at: SystemTime::now(),
+                        latency_ms: 1,
+                        status: Some(500),
+                        error: None,
+                        reply: None,
+                    };
+                    // Queued together, the two often share one commit: a
+                    // view read in two parts can then straddle it.
+                    let (started, logged) =
+                        tokio::join!(store.start_attempt("r", number, "{}"), store.record_attempt("r", &attempt));
+                    assert!(started.unwrap());
+                    logged.unwrap();
+                    assert!(store.retry_at("r", SystemTime::now(), "again").await.unwrap());
+                }
+            })
+        };
+        let mut views = 0;
+        loop {
+            let finished = writer.is_finished();
+            let RunView { run, attempts } = store.run_view("r").await.unwrap().expect("the run exists");
+            let logged = attempts.len() as u32;
+            assert!(
+                logged <= run.attempts && (run.state != RunState::Pending || logged == run.attempts),
+                "a torn view: run {} with {} attempts started, {logged} logged",
+                run.state.as_str(),
+                run.attempts
+            );
+            assert!(attempts.iter().zip(1..).all(|(a, n)| a.number == n), "the log is in order");
+            views += 1;
+            if finished {
+                assert_eq!((run.attempts, logged), (ROUNDS, ROUNDS));
+                break;
+            }
+        }
+        assert!(views > 1, "the view was read while the writer ran");
+        writer.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_deployment_list_carries_each_deployments_own_targets_newest_first() {
+        let store = SqliteStore::open("sqlite::memory:").await.unwrap();
+        for (id, targets) in [("d1", &["a", "b"][..]), ("d2", &["c"][..]), ("d3", &[][..])] {
+            store.insert_deployment(id, &format!("app-{id}"), "file", "{}").await.unwrap();
+            for target in targets {
+                store.set_target(id, target, "waiting", None, None).await.unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let listed = store.deployments(2).await.unwrap();
+        let shown: Vec<(&str, Vec<&str>)> = listed
+            .iter()
+            .map(|(record, targets)| (record.id.as_str(), targets.iter().map(|t| t.target.as_str()).collect()))
+            .collect();
+        assert_eq!(shown, [("d3", vec![]), ("d2", vec!["c"])]);
+        let all = store.deployments(10).await.unwrap();
+        assert_eq!(all[2].0.id, "d1");
+        assert_eq!(all[2].1.iter().map(|t| t.target.as_str()).collect::<Vec<_>>(), ["a", "b"]);
     }
 
     /// Writes that share a group commit keep their own answers: a conflict

@@ -2,6 +2,7 @@
 //! `synchronous = FULL` so that what was acknowledged survives a crash.
 //! Writes are committed in groups ([`GroupCommit`]); reads go to the pool.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
 use std::time::{Duration, SystemTime};
@@ -326,12 +327,19 @@ impl Store for SqliteStore {
         Ok(rows.iter().map(run_from).collect())
     }
 
-    async fn attempts(&self, run_id: &str) -> Result<Vec<Attempt>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM webhook_attempts WHERE run_id = ? ORDER BY number")
-            .bind(run_id)
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows
+    async fn run_view(&self, id: &str) -> Result<Option<RunView>, StoreError> {
+        // One read transaction, as in `deployment_view`: the attempt log
+        // matches the run's state.
+        let mut tx = self.pool.begin().await?;
+        let Some(run) =
+            sqlx::query("SELECT * FROM webhook_runs WHERE id = ?").bind(id).fetch_optional(&mut *tx).await?
+        else {
+            return Ok(None);
+        };
+        let attempts = sqlx::query("SELECT * FROM webhook_attempts WHERE run_id = ? ORDER BY number")
+            .bind(id)
+            .fetch_all(&mut *tx)
+            .await?
             .iter()
             .map(|row| Attempt {
                 number: row.get::<i64, _>("number") as u32,
@@ -341,7 +349,9 @@ impl Store for SqliteStore {
                 error: row.get("error"),
                 reply: row.get("reply"),
             })
-            .collect())
+            .collect();
+        tx.rollback().await?;
+        Ok(Some(RunView { run: run_from(&run), attempts }))
     }
 
     async fn start_attempt(&self, id: &str, number: u32, request: &str) -> Result<bool, StoreError> {
@@ -489,12 +499,31 @@ impl Store for SqliteStore {
         Ok(Some(DeploymentView { record: deployment_from(&record), targets, journal, runs, pending_approvals, events }))
     }
 
-    async fn deployments(&self, limit: u32) -> Result<Vec<DeploymentRecord>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM deployments ORDER BY created_at DESC, id LIMIT ?")
+    async fn deployments(&self, limit: u32) -> Result<Vec<(DeploymentRecord, Vec<TargetRecord>)>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let records = sqlx::query("SELECT * FROM deployments ORDER BY created_at DESC, id LIMIT ?")
             .bind(i64::from(limit))
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *tx)
             .await?;
-        Ok(rows.iter().map(deployment_from).collect())
+        let mut listed: Vec<(DeploymentRecord, Vec<TargetRecord>)> =
+            records.iter().map(|row| (deployment_from(row), Vec::new())).collect();
+        let position: HashMap<String, usize> =
+            listed.iter().enumerate().map(|(i, (record, _))| (record.id.clone(), i)).collect();
+        // The targets of all listed deployments in one query, not one each.
+        let targets = sqlx::query(
+            "SELECT * FROM deployment_targets WHERE deployment_id IN \
+             (SELECT id FROM deployments ORDER BY created_at DESC, id LIMIT ?) ORDER BY rowid",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.rollback().await?;
+        for row in &targets {
+            if let Some(&i) = position.get(row.get::<&str, _>("deployment_id")) {
+                listed[i].1.push(target_from(row));
+            }
+        }
+        Ok(listed)
     }
 
     async fn unfinished_deployments(&self) -> Result<Vec<DeploymentRecord>, StoreError> {

@@ -61,10 +61,9 @@ pub async fn create(State(state): State<Arc<AppState>>, body: axum::body::Bytes)
 }
 
 pub async fn list(State(state): State<Arc<AppState>>) -> Result<Response, Problem> {
-    let records = state.store.deployments(100).await.map_err(Problem::internal)?;
-    let mut items = Vec::new();
-    for record in &records {
-        let targets = state.store.targets(&record.id).await.map_err(Problem::internal)?;
+    let listed = state.store.deployments(100).await.map_err(Problem::internal)?;
+    let mut items = Vec::with_capacity(listed.len());
+    for (record, targets) in &listed {
         items.push(json!({
             "id": record.id,
             "application": record.application,

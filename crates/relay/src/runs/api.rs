@@ -7,7 +7,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use borealis_core::Secret;
-use borealis_store::{Outcome, RunState};
+use borealis_store::{Outcome, RunState, RunView};
 use serde_json::json;
 
 use super::create::{self, CreateRun};
@@ -26,17 +26,14 @@ pub async fn create_run(State(state): State<Arc<AppState>>, body: axum::body::By
         .await
         .map_err(Problem::internal)?
         .ok_or_else(|| Problem::internal("run vanished"))?;
-    let mut value = describe(&state, &run, false).await.map_err(Problem::internal)?;
+    let mut value = describe(&run, None);
     value["warnings"] = json!(created.warnings);
     Ok((StatusCode::CREATED, Json(value)).into_response())
 }
 
 pub async fn list_runs(State(state): State<Arc<AppState>>) -> Result<Response, Problem> {
     let runs = state.store.runs(200).await.map_err(Problem::internal)?;
-    let mut items = Vec::with_capacity(runs.len());
-    for run in &runs {
-        items.push(describe(&state, run, false).await.map_err(Problem::internal)?);
-    }
+    let items: Vec<serde_json::Value> = runs.iter().map(|run| describe(run, None)).collect();
     Ok(Json(json!({ "runs": items })).into_response())
 }
 
@@ -48,17 +45,17 @@ pub async fn show_run(
     let deadline = query.deadline()?;
     let mut events = state.engine.subscribe();
     loop {
-        let run = find_run(&state, &id).await?;
-        if run.state.is_finished() || tokio::time::Instant::now() >= deadline {
-            return Ok(Json(describe(&state, &run, true).await.map_err(Problem::internal)?).into_response());
+        let view = find_run(&state, &id).await?;
+        if view.run.state.is_finished() || tokio::time::Instant::now() >= deadline {
+            return Ok(Json(describe(&view.run, Some(&view.attempts))).into_response());
         }
         changed(&mut events, &id, deadline).await;
     }
 }
 
-/// The run `id`, or a 404 naming it.
-async fn find_run(state: &AppState, id: &str) -> Result<borealis_store::RunRecord, Problem> {
-    Problem::found(state.store.run(id).await, "unknown-run", || format!("no webhook run {id:?}"))
+/// The run `id` with its attempts, or a 404 naming it.
+async fn find_run(state: &AppState, id: &str) -> Result<RunView, Problem> {
+    Problem::found(state.store.run_view(id).await, "unknown-run", || format!("no webhook run {id:?}"))
 }
 
 /// Ends an unfinished run as cancelled. A later callback gets 409.
@@ -71,18 +68,17 @@ pub async fn cancel_run(State(state): State<Arc<AppState>>, Path(id): Path<Strin
         by_callback: false,
     };
     if !state.store.finish(&id, &RunState::UNFINISHED, &outcome).await.map_err(Problem::internal)? {
-        let run = find_run(&state, &id).await?;
+        let view = find_run(&state, &id).await?;
         return Err(Problem::new(
             StatusCode::CONFLICT,
             "run-finished",
-            format!("run {id} already ended as {}", run.state.as_str()),
+            format!("run {id} already ended as {}", view.run.state.as_str()),
         ));
     }
     state.engine.changed(&id);
     tracing::info!(run = %id, "webhook run cancelled");
-    let run =
-        state.store.run(&id).await.map_err(Problem::internal)?.ok_or_else(|| Problem::internal("run vanished"))?;
-    Ok(Json(describe(&state, &run, true).await.map_err(Problem::internal)?).into_response())
+    let view = find_run(&state, &id).await?;
+    Ok(Json(describe(&view.run, Some(&view.attempts))).into_response())
 }
 
 pub async fn put_secret(

@@ -388,12 +388,9 @@ async fn attempt(state: &Arc<AppState>, id: &str) -> StepResult {
     Ok(())
 }
 
-/// A run as the API shows it.
-pub async fn describe(
-    state: &AppState,
-    run: &RunRecord,
-    with_attempts: bool,
-) -> Result<serde_json::Value, borealis_store::StoreError> {
+/// A run as the API shows it; with its attempts, also the attempt log and
+/// the last request sent.
+pub fn describe(run: &RunRecord, attempts: Option<&[Attempt]>) -> serde_json::Value {
     let time = |t: Option<SystemTime>| t.map(crate::api::rfc3339);
     let spec: Option<RunSpec> = serde_json::from_str(&run.spec).ok();
     let mut value = serde_json::json!({
@@ -415,8 +412,7 @@ pub async fn describe(
         "callbackAt": time(run.callback_at),
         "finishedAt": time(run.finished_at),
     });
-    if with_attempts {
-        let attempts = state.store.attempts(&run.id).await?;
+    if let Some(attempts) = attempts {
         value["attemptLog"] = serde_json::to_value(
             attempts
                 .iter()
@@ -435,5 +431,5 @@ pub async fn describe(
         .expect("json");
         value["request"] = run.request.as_deref().and_then(|r| serde_json::from_str(r).ok()).unwrap_or_default();
     }
-    Ok(value)
+    value
 }
