@@ -115,12 +115,19 @@ async fn a_webhook_through_an_agent_reaches_what_direct_mode_cannot() {
     agent.wait_metric("borealis_agent_requests_total{outcome=\"2xx\"}", 1.0).await;
 
     let direct = path.replace("agent.yaml", "direct.yaml");
-    std::fs::write(&direct, file.replace("remoteNetworkAgent", "direct")).unwrap();
+    // A refusal is the request's own fault: retrying cannot help, so retryCount does not apply.
+    std::fs::write(&direct, file.replace("networkMode: remoteNetworkAgent", "networkMode: direct\n    retryCount: 3"))
+        .unwrap();
     let out =
         relay.cli().args(["webhook", "run", "-f", &direct, "--name", "private-tests", "--wait"]).run_async().await;
     assert_eq!(out.status.code(), Some(1));
     assert!(out.stdout_text().contains("not allowed"), "{}", out.stdout_text());
     assert_eq!(system.received().len(), 1, "direct mode sent nothing");
+    let run: serde_json::Value = serde_json::from_str(
+        &relay.cli().args(["--json", "runs", "show", &run_id(&relay)]).run_async().await.stdout_text(),
+    )
+    .unwrap();
+    assert_eq!(run["attempts"], 1, "a refused destination is tried once: {run}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -43,6 +43,17 @@ impl v1::ErrorCode {
             UpstreamFailed => "upstream-failed",
         }
     }
+
+    /// Whether another try may succeed. A refusal of the request itself
+    /// (not allowed, malformed, too large) gets the same answer again; the
+    /// destination, the path to it and our own faults may pass.
+    pub fn is_retryable(self) -> bool {
+        use v1::ErrorCode::*;
+        match self {
+            DestinationNotAllowed | InvalidRequest | BodyTooLarge => false,
+            ConnectFailed | Timeout | UpstreamFailed | Cancelled | Internal | Unspecified => true,
+        }
+    }
 }
 
 impl v1::Failure {

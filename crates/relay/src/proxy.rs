@@ -32,8 +32,22 @@ pub struct ProxyQuery {
     pub timeout: Option<String>,
 }
 
+/// A request that could not be forwarded: the problem its caller is told,
+/// and whether another try may succeed (what webhook retries go by).
+#[derive(Debug)]
+pub struct ForwardError {
+    pub problem: Problem,
+    pub retryable: bool,
+}
+
+impl From<ForwardError> for Problem {
+    fn from(err: ForwardError) -> Self {
+        err.problem
+    }
+}
+
 /// A failure of a forwarded request, in the tunnel's terms.
-pub fn failure_problem(code: ErrorCode, detail: String) -> Problem {
+pub fn failed(code: ErrorCode, detail: String) -> ForwardError {
     let status = match code {
         ErrorCode::DestinationNotAllowed => StatusCode::FORBIDDEN,
         ErrorCode::InvalidRequest => StatusCode::BAD_REQUEST,
@@ -42,7 +56,7 @@ pub fn failure_problem(code: ErrorCode, detail: String) -> Problem {
         ErrorCode::ConnectFailed | ErrorCode::UpstreamFailed | ErrorCode::Cancelled => StatusCode::BAD_GATEWAY,
         ErrorCode::Internal | ErrorCode::Unspecified => StatusCode::INTERNAL_SERVER_ERROR,
     };
-    Problem::new(status, code.slug(), detail)
+    ForwardError { problem: Problem::new(status, code.slug(), detail), retryable: code.is_retryable() }
 }
 
 pub async fn handle(state: Arc<AppState>, query: ProxyQuery, request: axum::extract::Request) -> Response {
@@ -77,11 +91,11 @@ async fn forward(
         parts.headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
         && length > limit
     {
-        return Err(too_large("request", limit));
+        return Err(too_large("request", limit).into());
     }
     let outbound =
         Outbound { method: parts.method, url: query.url, headers: end_to_end(&parts.headers), body, timeout, limit };
-    send(state, query.agent.as_deref(), outbound).await
+    Ok(send(state, query.agent.as_deref(), outbound).await?)
 }
 
 /// One request on its way out, direct or through an agent.
@@ -96,7 +110,11 @@ pub struct Outbound {
 }
 
 /// Sends a request direct (`agent` is `None`) or through an agent.
-pub async fn send(state: &Arc<AppState>, agent: Option<&str>, mut outbound: Outbound) -> Result<Response, Problem> {
+pub async fn send(
+    state: &Arc<AppState>,
+    agent: Option<&str>,
+    mut outbound: Outbound,
+) -> Result<Response, ForwardError> {
     // A body of known size goes out with its length, not chunked: not every
     // destination reads chunked requests.
     if !outbound.headers.contains_key(http::header::CONTENT_LENGTH)
@@ -111,16 +129,16 @@ pub async fn send(state: &Arc<AppState>, agent: Option<&str>, mut outbound: Outb
     }
 }
 
-fn too_large(what: &str, limit: u64) -> Problem {
-    failure_problem(
+fn too_large(what: &str, limit: u64) -> ForwardError {
+    failed(
         ErrorCode::BodyTooLarge,
         format!("the {what} body is larger than the limit of {limit} bytes (max_body_bytes)"),
     )
 }
 
-async fn direct(state: &AppState, outbound: Outbound) -> Result<Response, Problem> {
+async fn direct(state: &AppState, outbound: Outbound) -> Result<Response, ForwardError> {
     let Outbound { method, url, headers, body, timeout, limit } = outbound;
-    let url = state.egress.check_url(&url).map_err(|e| failure_problem(e.code(), e.to_string()))?;
+    let url = state.egress.check_url(&url).map_err(|e| failed(e.code(), e.to_string()))?;
     let over = Arc::new(AtomicBool::new(false));
     let upload = (!http_body::Body::is_end_stream(&body))
         .then(|| borealis_egress::reqwest::Body::wrap_stream(limited(body.into_data_stream(), limit, over.clone())));
@@ -128,13 +146,10 @@ async fn direct(state: &AppState, outbound: Outbound) -> Result<Response, Proble
     let response = match sent {
         Err(_) => {
             let destination = borealis_egress::client::destination(&url);
-            return Err(failure_problem(
-                ErrorCode::Timeout,
-                format!("{destination} did not answer within {timeout:?}"),
-            ));
+            return Err(failed(ErrorCode::Timeout, format!("{destination} did not answer within {timeout:?}")));
         }
         Ok(Err(_)) if over.load(Ordering::Relaxed) => return Err(too_large("request", limit)),
-        Ok(Err(err)) => return Err(failure_problem(err.code(), err.to_string())),
+        Ok(Err(err)) => return Err(failed(err.code(), err.to_string())),
         Ok(Ok(response)) => response,
     };
     let mut reply = Response::builder().status(response.status());
@@ -213,14 +228,13 @@ impl Drop for Call {
     }
 }
 
-async fn via_agent(state: &Arc<AppState>, agent_id: &str, outbound: Outbound) -> Result<Response, Problem> {
+async fn via_agent(state: &Arc<AppState>, agent_id: &str, outbound: Outbound) -> Result<Response, ForwardError> {
     let Outbound { method, url, headers, body, timeout, limit } = outbound;
     // Checked here too, so a malformed URL never costs an offer; the
     // destination policy is the agent's.
-    borealis_egress::client::parse_url(&url).map_err(|e| failure_problem(e.code(), e.to_string()))?;
+    borealis_egress::client::parse_url(&url).map_err(|e| failed(e.code(), e.to_string()))?;
     let deadline = tokio::time::Instant::now() + timeout;
-    let timed_out =
-        || failure_problem(ErrorCode::Timeout, format!("agent {agent_id:?} did not answer within {timeout:?}"));
+    let timed_out = || failed(ErrorCode::Timeout, format!("agent {agent_id:?} did not answer within {timeout:?}"));
     // A small body of known length is read before the offer and travels in
     // the head: one frame instead of three, and no upload task.
     let (inline, body) = match http_body::Body::size_hint(&body).exact() {
@@ -228,7 +242,7 @@ async fn via_agent(state: &Arc<AppState>, agent_id: &str, outbound: Outbound) ->
             let collected = tokio::time::timeout_at(deadline, http_body_util::BodyExt::collect(body))
                 .await
                 .map_err(|_| timed_out())?
-                .map_err(|_| failure_problem(ErrorCode::Cancelled, "the request body was cut off".into()))?;
+                .map_err(|_| failed(ErrorCode::Cancelled, "the request body was cut off".into()))?;
             let inline = collected.to_bytes();
             if inline.len() as u64 > limit {
                 return Err(too_large("request", limit));
@@ -261,7 +275,7 @@ async fn via_agent(state: &Arc<AppState>, agent_id: &str, outbound: Outbound) ->
         has_body: body.is_some(),
         body: inline,
     };
-    let lost = || failure_problem(ErrorCode::Internal, format!("agent {agent_id:?} went away before answering"));
+    let lost = || failed(ErrorCode::Internal, format!("agent {agent_id:?} went away before answering"));
     upload_frames.send(frame(&request_id, relay_frame::Frame::RequestHead(head))).await.map_err(|_| lost())?;
 
     let (upload_failed, mut upload_error) = tokio::sync::oneshot::channel();
@@ -278,12 +292,12 @@ async fn via_agent(state: &Arc<AppState>, agent_id: &str, outbound: Outbound) ->
         Some(agent_frame::Frame::ResponseHead(head)) => head,
         Some(agent_frame::Frame::Failure(failure)) => {
             call.finished = true;
-            return Err(failure_problem(failure.error_code(), format!("agent {agent_id:?}: {}", failure.message)));
+            return Err(failed(failure.error_code(), format!("agent {agent_id:?}: {}", failure.message)));
         }
         _ => return Err(lost()),
     };
     let status = StatusCode::from_u16(head.status as u16)
-        .map_err(|_| Problem::internal(format!("agent sent status {}", head.status)))?;
+        .map_err(|_| failed(ErrorCode::Internal, format!("agent {agent_id:?} sent status {}", head.status)))?;
     let mut reply = Response::builder().status(status);
     if let Some(map) = reply.headers_mut() {
         for header in head.headers {
@@ -296,7 +310,10 @@ async fn via_agent(state: &Arc<AppState>, agent_id: &str, outbound: Outbound) ->
         *map = end_to_end(map);
     }
     if !head.complete && !head.body.is_empty() {
-        return Err(Problem::internal(format!("agent {agent_id:?} sent a body in a head that is not complete")));
+        return Err(failed(
+            ErrorCode::Internal,
+            format!("agent {agent_id:?} sent a body in a head that is not complete"),
+        ));
     }
     if head.body.len() as u64 > limit {
         return Err(too_large("response", limit));
@@ -317,23 +334,25 @@ async fn via_agent(state: &Arc<AppState>, agent_id: &str, outbound: Outbound) ->
 /// Why no agent took the request. A connected session proves the credential
 /// is live (revocation ends sessions), so the store is asked only when no
 /// instance is connected, to tell "not registered" from "not connected".
-async fn dispatch_problem(state: &AppState, agent_id: &str, err: DispatchError) -> Problem {
+/// An agent that is not connected may connect before the next try; one
+/// that is not registered will not.
+async fn dispatch_problem(state: &AppState, agent_id: &str, err: DispatchError) -> ForwardError {
     let status = match err {
         DispatchError::NoInstance(_) => match state.store.active_credential(CredentialKind::Agent, agent_id).await {
-            Err(err) => return Problem::internal(err),
+            Err(err) => return ForwardError { problem: Problem::internal(err), retryable: true },
             Ok(None) => {
-                return Problem::new(
-                    StatusCode::NOT_FOUND,
-                    "unknown-agent",
-                    format!("agent {agent_id:?} is not registered (borealis agents create {agent_id})"),
-                );
+                let detail = format!("agent {agent_id:?} is not registered (borealis agents create {agent_id})");
+                return ForwardError {
+                    problem: Problem::new(StatusCode::NOT_FOUND, "unknown-agent", detail),
+                    retryable: false,
+                };
             }
             Ok(Some(_)) => StatusCode::SERVICE_UNAVAILABLE,
         },
         DispatchError::Draining => StatusCode::SERVICE_UNAVAILABLE,
         DispatchError::NotTaken(_) => StatusCode::GATEWAY_TIMEOUT,
     };
-    Problem::new(status, "agent-unavailable", err.to_string())
+    ForwardError { problem: Problem::new(status, "agent-unavailable", err.to_string()), retryable: true }
 }
 
 async fn upload_body(
@@ -341,19 +360,19 @@ async fn upload_body(
     outbound: FrameSender,
     request_id: String,
     limit: u64,
-    failed: tokio::sync::oneshot::Sender<Problem>,
+    report: tokio::sync::oneshot::Sender<ForwardError>,
 ) {
     let mut chunks = body.into_data_stream();
     let mut sent = 0u64;
     while let Some(chunk) = chunks.next().await {
         let Ok(chunk) = chunk else {
             // The caller broke off its upload: the request cannot complete.
-            let _ = failed.send(failure_problem(ErrorCode::Cancelled, "the request body was cut off".into()));
+            let _ = report.send(failed(ErrorCode::Cancelled, "the request body was cut off".into()));
             return;
         };
         sent += chunk.len() as u64;
         if sent > limit {
-            let _ = failed.send(too_large("request", limit));
+            let _ = report.send(too_large("request", limit));
             return;
         }
         let mut offset = 0;

@@ -60,7 +60,7 @@ pub async fn post_json(
                 let _ = axum::body::to_bytes(response.into_body(), 64 * 1024).await;
                 Ok(status)
             }
-            Err(problem) => Err(problem.detail),
+            Err(err) => Err(err.problem.detail),
         }
     };
     tokio::time::timeout(timeout, call)

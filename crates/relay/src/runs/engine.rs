@@ -188,11 +188,7 @@ async fn deadline(state: &Arc<AppState>, id: &str) -> StepResult {
 /// What one call produced.
 enum Answer {
     Status { status: u16, retry_after: Option<Duration>, reply: String },
-    Failed { slug: &'static str, detail: String },
-}
-
-fn retryable(slug: &str) -> bool {
-    matches!(slug, "connect-failed" | "timeout" | "upstream-failed" | "agent-unavailable" | "cancelled" | "internal")
+    Failed { retryable: bool, detail: String },
 }
 
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
@@ -211,11 +207,11 @@ async fn call(state: &Arc<AppState>, spec: &RunSpec, request: &template::Rendere
             (Ok(name), Ok(value)) => {
                 headers.append(name, value);
             }
-            _ => return Answer::Failed { slug: "invalid-request", detail: format!("header {name:?} cannot be sent") },
+            _ => return Answer::Failed { retryable: false, detail: format!("header {name:?} cannot be sent") },
         }
     }
     let Ok(method) = http::Method::from_bytes(request.method.as_bytes()) else {
-        return Answer::Failed { slug: "invalid-request", detail: format!("invalid method {:?}", request.method) };
+        return Answer::Failed { retryable: false, detail: format!("invalid method {:?}", request.method) };
     };
     let timeout = state.config.webhook_timeout;
     let outbound = Outbound {
@@ -228,7 +224,7 @@ async fn call(state: &Arc<AppState>, spec: &RunSpec, request: &template::Rendere
     };
     let exchange = async {
         match proxy::send(state, spec.agent.as_deref(), outbound).await {
-            Err(problem) => Answer::Failed { slug: problem.slug, detail: problem.detail },
+            Err(err) => Answer::Failed { retryable: err.retryable, detail: err.problem.detail },
             Ok(response) => {
                 let status = response.status().as_u16();
                 let retry_after = retry_after(response.headers());
@@ -248,7 +244,7 @@ async fn call(state: &Arc<AppState>, spec: &RunSpec, request: &template::Rendere
     match tokio::time::timeout(timeout, exchange).await {
         Ok(answer) => answer,
         Err(_) => Answer::Failed {
-            slug: "timeout",
+            retryable: true,
             detail: format!("no complete answer within {}", humantime::format_duration(timeout)),
         },
     }
@@ -338,7 +334,7 @@ async fn attempt(state: &Arc<AppState>, id: &str) -> StepResult {
             )
             .await;
         }
-        Answer::Failed { slug, detail } if retryable(slug) => {
+        Answer::Failed { retryable: true, detail } => {
             (format!("attempt {number}: {}", scrub(&detail, &values.secrets)), None)
         }
         Answer::Failed { detail, .. } => {
