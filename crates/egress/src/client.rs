@@ -4,21 +4,11 @@ use std::error::Error as _;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use borealis_protocol::Fault;
 use borealis_protocol::v1::ErrorCode;
 
 use crate::resolve::PolicyResolver;
 use crate::{NameDecision, Policy, Refusal};
-
-/// Whose fault a failure is, which decides whether a retry may help.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fault {
-    /// The request or its configuration: a retry gives the same answer.
-    Caller,
-    /// The destination or the path to it: a retry may succeed.
-    Upstream,
-    /// Ours.
-    Internal,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum EgressError {
@@ -48,16 +38,14 @@ impl EgressError {
         }
     }
 
+    /// The same classification as the code it travels as, so a failure is
+    /// judged alike whether the relay or an agent met it.
     pub fn fault(&self) -> Fault {
-        match self {
-            EgressError::NotAllowed(_) | EgressError::InvalidUrl { .. } => Fault::Caller,
-            EgressError::Connect { .. } | EgressError::Timeout { .. } | EgressError::Upstream { .. } => Fault::Upstream,
-            EgressError::Internal(_) => Fault::Internal,
-        }
+        self.code().fault()
     }
 
     pub fn is_retryable(&self) -> bool {
-        self.fault() == Fault::Upstream
+        self.code().is_retryable()
     }
 }
 

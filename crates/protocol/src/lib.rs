@@ -44,16 +44,33 @@ impl v1::ErrorCode {
         }
     }
 
-    /// Whether another try may succeed. A refusal of the request itself
-    /// (not allowed, malformed, too large) gets the same answer again; the
-    /// destination, the path to it and our own faults may pass.
-    pub fn is_retryable(self) -> bool {
+    /// Whose fault a failure with this code is.
+    pub fn fault(self) -> Fault {
         use v1::ErrorCode::*;
         match self {
-            DestinationNotAllowed | InvalidRequest | BodyTooLarge => false,
-            ConnectFailed | Timeout | UpstreamFailed | Cancelled | Internal | Unspecified => true,
+            DestinationNotAllowed | InvalidRequest | BodyTooLarge => Fault::Caller,
+            ConnectFailed | Timeout | UpstreamFailed | Cancelled => Fault::Upstream,
+            Internal | Unspecified => Fault::Internal,
         }
     }
+
+    /// Whether another try may succeed: a refusal of the request itself gets
+    /// the same answer again; the destination, the path to it (an agent that
+    /// went away) and our own faults may pass.
+    pub fn is_retryable(self) -> bool {
+        self.fault() != Fault::Caller
+    }
+}
+
+/// Whose fault a failure is, which decides whether a retry may help.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The request or its configuration: a retry gives the same answer.
+    Caller,
+    /// The destination or the path to it: a retry may succeed.
+    Upstream,
+    /// Ours.
+    Internal,
 }
 
 impl v1::Failure {

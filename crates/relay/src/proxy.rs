@@ -254,7 +254,7 @@ async fn via_agent(state: &Arc<AppState>, agent_id: &str, outbound: Outbound) ->
     let (request_id, lease, call) =
         match state.hub.dispatch(agent_id, timeout.as_millis() as u64, TAKE_WITHIN.min(timeout)).await {
             Ok(dispatched) => dispatched,
-            Err(err) => return Err(dispatch_problem(state, agent_id, err).await),
+            Err(err) => return Err(dispatch_error(state, agent_id, err).await),
         };
     let upload_frames = call.outbound.clone();
     let mut call = Call {
@@ -336,7 +336,7 @@ async fn via_agent(state: &Arc<AppState>, agent_id: &str, outbound: Outbound) ->
 /// instance is connected, to tell "not registered" from "not connected".
 /// An agent that is not connected may connect before the next try; one
 /// that is not registered will not.
-async fn dispatch_problem(state: &AppState, agent_id: &str, err: DispatchError) -> ForwardError {
+async fn dispatch_error(state: &AppState, agent_id: &str, err: DispatchError) -> ForwardError {
     let status = match err {
         DispatchError::NoInstance(_) => match state.store.active_credential(CredentialKind::Agent, agent_id).await {
             Err(err) => return ForwardError { problem: Problem::internal(err), retryable: true },

@@ -114,6 +114,10 @@ fn deployment_from(row: &SqliteRow) -> DeploymentRecord {
     }
 }
 
+fn run_query(id: &str) -> Query<'_> {
+    sqlx::query("SELECT * FROM webhook_runs WHERE id = ?").bind(id)
+}
+
 // The reads a deployment's view is made of. Those also made alone
 // (record, targets, journal) serve both.
 
@@ -302,7 +306,7 @@ impl Store for SqliteStore {
     }
 
     async fn run(&self, id: &str) -> Result<Option<RunRecord>, StoreError> {
-        let row = sqlx::query("SELECT * FROM webhook_runs WHERE id = ?").bind(id).fetch_optional(&self.pool).await?;
+        let row = run_query(id).fetch_optional(&self.pool).await?;
         Ok(row.map(|row| run_from(&row)))
     }
 
@@ -331,11 +335,7 @@ impl Store for SqliteStore {
         // One read transaction, as in `deployment_view`: the attempt log
         // matches the run's state.
         let mut tx = self.pool.begin().await?;
-        let Some(run) =
-            sqlx::query("SELECT * FROM webhook_runs WHERE id = ?").bind(id).fetch_optional(&mut *tx).await?
-        else {
-            return Ok(None);
-        };
+        let Some(run) = run_query(id).fetch_optional(&mut *tx).await? else { return Ok(None) };
         let attempts = sqlx::query("SELECT * FROM webhook_attempts WHERE run_id = ? ORDER BY number")
             .bind(id)
             .fetch_all(&mut *tx)
