@@ -192,6 +192,42 @@ impl RelayProcess {
         self.process.signal("TERM");
         wait_exit(&mut self.process.child, within).expect("relay exits after SIGTERM")
     }
+
+    /// The value of a metric line (`name{labels}`), 0 when absent.
+    pub async fn metric(&self, series: &str) -> f64 {
+        metric(&self.http_url, series).await
+    }
+
+    /// The connected instances of `agent`, as `GET /api/v1/agents` lists them.
+    pub async fn instances(&self, agent: &str) -> Vec<serde_json::Value> {
+        let json = self.cli().args(["--json", "agents", "list"]).run_async().await.stdout_text();
+        let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+        let agents = value["agents"].as_array().cloned().unwrap_or_default();
+        agents
+            .into_iter()
+            .find(|a| a["agent_id"] == agent)
+            .and_then(|a| a["instances"].as_array().cloned())
+            .unwrap_or_default()
+    }
+
+    /// Waits until the relay holds `count` idle standby calls of the one
+    /// instance of `agent`.
+    pub async fn wait_standby_idle(&self, agent: &str, count: u64) {
+        crate::eventually("the standby calls are open", Duration::from_secs(5), || async {
+            let instances = self.instances(agent).await;
+            (instances.len() == 1 && instances[0]["standby_idle"] == count).then_some(())
+        })
+        .await;
+    }
+}
+
+/// The value of a metric line (`name{labels}`) at `base/metrics`, 0 when absent.
+async fn metric(base: &str, series: &str) -> f64 {
+    let text = reqwest::get(format!("{base}/metrics")).await.unwrap().text().await.unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+        .map(|v| v.trim().parse().unwrap())
+        .unwrap_or(0.0)
 }
 
 fn wait_exit(child: &mut Child, within: Duration) -> Option<std::process::ExitStatus> {
@@ -259,11 +295,7 @@ impl AgentProcess {
 
     /// The value of a metric line (`name{labels}`), 0 when absent.
     pub async fn metric(&self, series: &str) -> f64 {
-        let text = reqwest::get(format!("{}/metrics", self.health_url)).await.unwrap().text().await.unwrap();
-        text.lines()
-            .find_map(|line| line.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
-            .map(|v| v.trim().parse().unwrap())
-            .unwrap_or(0.0)
+        metric(&self.health_url, series).await
     }
 
     /// Waits until a metric reaches `value`: an agent counts a request once
@@ -286,6 +318,12 @@ impl AgentProcess {
 
     pub fn kill(self) {
         self.process.signal("KILL");
+    }
+
+    /// SIGTERM; returns the exit status.
+    pub fn terminate(&mut self, within: Duration) -> std::process::ExitStatus {
+        self.process.signal("TERM");
+        wait_exit(&mut self.process.child, within).expect("agent exits after SIGTERM")
     }
 
     pub fn log(&self) -> String {

@@ -89,17 +89,23 @@ async fn health_readiness_and_metrics_on_both_sides() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn sigterm_drains_agents_and_lets_requests_in_flight_finish() {
+/// A destination whose `/slow` answers "finished" after 1.5 s: long enough
+/// to stop a process while the request is in flight.
+async fn slow_server() -> std::net::SocketAddr {
     use axum::routing::get;
-    let slow = servers::serve(axum::Router::new().route(
+    servers::serve(axum::Router::new().route(
         "/slow",
         get(|| async {
             tokio::time::sleep(Duration::from_millis(1500)).await;
             "finished"
         }),
     ))
-    .await;
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_drains_agents_and_lets_requests_in_flight_finish() {
+    let slow = slow_server().await;
     let mut relay = RelayProcess::start(RelayOptions::default());
     let (client_id, secret) = relay.create_agent("test-rna");
     let agent = AgentProcess::start(&relay.agents_url, &client_id, &secret, &["--allow", &slow.to_string()]);
@@ -114,4 +120,41 @@ async fn sigterm_drains_agents_and_lets_requests_in_flight_finish() {
     assert_eq!(out.stdout_text(), "finished", "the request in flight completed: {}", out.stderr_text());
     assert_eq!(agent.metric("borealis_agent_drains_total").await, 1.0, "the agent was told to drain");
     assert!(relay.log().contains("draining agents"), "{}", relay.log());
+}
+
+/// An agent told to stop drains: the relay closes its standby calls and
+/// sends it nothing new, the request in flight finishes, and the agent exits
+/// at once after it rather than waiting out its grace period.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_on_the_agent_finishes_the_request_in_flight_and_exits_promptly() {
+    let slow = slow_server().await;
+    let relay = RelayProcess::start(RelayOptions::default());
+    let (client_id, secret) = relay.create_agent("test-rna");
+    let mut agent = AgentProcess::start(
+        &relay.agents_url,
+        &client_id,
+        &secret,
+        &["--allow", &slow.to_string(), "--shutdown-grace", "60s"],
+    );
+    agent.wait_connected(Duration::from_secs(10)).await;
+    relay.wait_standby_idle("test-rna", 8).await;
+
+    let request = relay.cli().args(["proxy", "--agent", "test-rna", &format!("http://{slow}/slow")]).run_async();
+    let in_flight = tokio::spawn(request);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let stopped = std::time::Instant::now();
+    let status = agent.terminate(Duration::from_secs(20));
+    let took = stopped.elapsed();
+    assert!(status.success(), "the agent exits cleanly after SIGTERM: {status}\n{}", agent.log());
+    let out = in_flight.await.unwrap();
+    assert_eq!(out.stdout_text(), "finished", "the request in flight completed: {}", out.stderr_text());
+    println!("the agent exited {took:?} after SIGTERM");
+    assert!(took < Duration::from_secs(10), "the agent waited {took:?}, towards its 60 s grace");
+    let log = relay.log();
+    assert!(log.contains("agent is draining"), "{log}");
+    // The agent left by itself, not cut off by the relay's heartbeat
+    // watchdog while it waited for standby calls to close.
+    assert!(!log.contains("heartbeats stopped"), "{log}");
+    // The relay counts it served.
+    assert_eq!(relay.metric("borealis_forwarded_requests_total{mode=\"agent\",outcome=\"2xx\"}").await, 1.0);
 }

@@ -192,6 +192,14 @@ async fn a_pool_shares_requests_and_survives_losing_an_instance() {
     assert!(one > 0.0 && two > 0.0, "both instances receive requests: {one} and {two}");
 
     first.kill();
+    // A request sent down a standby call in the instant its instance dies
+    // fails (it may have started: nothing is sent twice); once the relay has
+    // seen the connection close, which takes milliseconds, every request
+    // goes to the survivor.
+    eventually("the relay saw instance one go", Duration::from_secs(5), || async {
+        (relay.instances("test-rna").await.len() == 1).then_some(())
+    })
+    .await;
     for i in 0..20 {
         let response = proxy_request(&relay, &client, Some("test-rna"), &url).send().await.unwrap();
         assert_eq!(response.status(), 200, "request {i} after losing an instance");
@@ -247,4 +255,63 @@ async fn a_revocation_through_another_replica_ends_the_session() {
     assert!(!status.success());
     assert!(agent.log().contains("revoked"), "{}", agent.log());
     assert!(second.log().contains("ended sessions of revoked agent credentials"), "{}", second.log());
+}
+
+const BY_STANDBY: &str = "borealis_agent_dispatches_total{way=\"standby\"}";
+const BY_OFFER: &str = "borealis_agent_dispatches_total{way=\"offer\"}";
+
+/// An agent keeps calls open in advance; a request goes straight down an
+/// idle one, and the agent opens another in its place. A burst larger than
+/// them falls back to offers, and an agent that keeps none (as older agents
+/// do) gets every request as an offer.
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_go_down_standby_calls_and_offers_remain_the_fallback() {
+    let (upstream, _) = servers::upstream().await;
+    let relay = RelayProcess::start(RelayOptions::default());
+    let (client_id, secret) = relay.create_agent("test-rna");
+    let allow = upstream.to_string();
+    let agent =
+        AgentProcess::start(&relay.agents_url, &client_id, &secret, &["--allow", &allow, "--standby-calls", "3"]);
+    agent.wait_connected(Duration::from_secs(10)).await;
+    relay.wait_standby_idle("test-rna", 3).await;
+    assert_eq!(relay.instances("test-rna").await[0]["standby_calls"], 3);
+
+    let client = reqwest::Client::new();
+    let fast = format!("http://{upstream}/fast");
+    for i in 0..10 {
+        let response = proxy_request(&relay, &client, Some("test-rna"), &fast).send().await.unwrap();
+        assert_eq!(response.text().await.unwrap(), "fast", "request {i}");
+    }
+    assert_eq!(relay.metric(BY_STANDBY).await, 10.0, "each request found an idle standby call");
+    assert_eq!(relay.metric(BY_OFFER).await, 0.0);
+    // Each used call was replaced.
+    relay.wait_standby_idle("test-rna", 3).await;
+
+    // Twenty at once: more than three standby calls; the rest are offered.
+    let slow = format!("http://{upstream}/slow");
+    let burst = (0..20).map(|_| {
+        let request = proxy_request(&relay, &client, Some("test-rna"), &slow);
+        async move { request.send().await.unwrap().text().await.unwrap() }
+    });
+    let bodies = futures_util::future::join_all(burst).await;
+    assert!(bodies.iter().all(|b| b == "slow"), "{bodies:?}");
+    let (standby, offered) = (relay.metric(BY_STANDBY).await - 10.0, relay.metric(BY_OFFER).await);
+    println!("burst of 20: {standby} down standby calls, {offered} offered");
+    assert_eq!(standby + offered, 20.0);
+    assert!(standby >= 3.0, "the three idle standby calls were used: {standby}");
+    drop(agent);
+
+    // An agent that keeps no standby calls gets offers only.
+    let relay = RelayProcess::start(RelayOptions::default());
+    let (client_id, secret) = relay.create_agent("test-rna");
+    let agent =
+        AgentProcess::start(&relay.agents_url, &client_id, &secret, &["--allow", &allow, "--standby-calls", "0"]);
+    agent.wait_connected(Duration::from_secs(10)).await;
+    for i in 0..5 {
+        let response = proxy_request(&relay, &client, Some("test-rna"), &fast).send().await.unwrap();
+        assert_eq!(response.text().await.unwrap(), "fast", "request {i}");
+    }
+    assert_eq!(relay.metric(BY_OFFER).await, 5.0);
+    assert_eq!(relay.metric(BY_STANDBY).await, 0.0);
+    assert_eq!(relay.instances("test-rna").await[0]["standby_idle"], 0);
 }

@@ -1,6 +1,6 @@
-//! One forwarded request: take the offer, check the destination, call it,
-//! and stream the reply back, stopping as soon as the relay cancels or the
-//! deadline passes.
+//! One forwarded request: take the offer (or receive it on a standby call),
+//! check the destination, call it, and stream the reply back, stopping as
+//! soon as the relay cancels or the deadline passes.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,7 +11,7 @@ use borealis_protocol::v1::{self, ErrorCode, agent_frame, relay_frame};
 use borealis_protocol::{MAX_CHUNK_BYTES, MAX_INLINE_BODY_BYTES};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
@@ -28,46 +28,144 @@ fn failure(request_id: &str, code: ErrorCode, message: impl Into<String>) -> v1:
     frame(request_id, agent_frame::Frame::Failure(v1::Failure::new(code, message)))
 }
 
-pub async fn handle_offer(agent: Arc<Agent>, link: Arc<SessionLink>, offer: v1::Offer, cancel: CancellationToken) {
-    let request_id = offer.request_id.clone();
-    let started = Instant::now();
-    agent.metrics.in_flight.inc();
-    let outcome = forward(&agent, &link, offer, cancel).await;
-    agent.metrics.in_flight.dec();
-    agent.idle.notify_waiters();
-    link.cancels.lock().expect("cancels lock").remove(&request_id);
-    agent.metrics.count(outcome.clone());
-    tracing::debug!(request = %request_id, %outcome, elapsed = ?started.elapsed(), "request done");
+/// Counts a request in flight while it lives; shutdown waits for none.
+struct InFlight<'a>(&'a Agent);
+
+impl<'a> InFlight<'a> {
+    fn new(agent: &'a Agent) -> Self {
+        agent.metrics.in_flight.inc();
+        Self(agent)
+    }
 }
 
-/// Returns the outcome label: a status class or a failure code.
-async fn forward(agent: &Arc<Agent>, link: &SessionLink, offer: v1::Offer, cancel: CancellationToken) -> String {
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.metrics.in_flight.dec();
+        self.0.idle.notify_waiters();
+    }
+}
+
+fn done(agent: &Agent, request_id: &str, outcome: String, started: Instant) {
+    tracing::debug!(request = %request_id, %outcome, elapsed = ?started.elapsed(), "request done");
+    agent.metrics.count(outcome);
+}
+
+/// Opens a `Forward` call whose first frame is `first`.
+async fn open_call(
+    link: &SessionLink,
+    first: v1::AgentFrame,
+) -> Result<(Frames, tonic::Streaming<v1::RelayFrame>), tonic::Status> {
+    let (frames, outbound) = mpsc::channel::<v1::AgentFrame>(16);
+    let _ = frames.send(first).await;
+    let mut call = tonic::Request::new(ReceiverStream::new(outbound));
+    link.authorize(&mut call);
+    let inbound = link.client().forward(call).await?.into_inner();
+    Ok((frames, inbound))
+}
+
+/// Takes an offer: opens the request's own call, naming the offer.
+pub async fn handle_offer(agent: Arc<Agent>, link: Arc<SessionLink>, offer: v1::Offer, cancel: CancellationToken) {
     let request_id = offer.request_id;
-    let deadline =
-        (offer.timeout_ms > 0).then(|| tokio::time::Instant::now() + Duration::from_millis(offer.timeout_ms));
+    let started = Instant::now();
+    let in_flight = InFlight::new(&agent);
+    let accept = frame(&request_id, agent_frame::Frame::Accept(v1::Accept { session_id: link.session_id.clone() }));
+    let outcome = match open_call(&link, accept).await {
+        Err(status) => {
+            tracing::debug!(request = %request_id, %status, "relay refused the forward call");
+            "refused".into()
+        }
+        Ok((frames, mut inbound)) => match inbound.message().await {
+            Ok(Some(v1::RelayFrame { frame: Some(relay_frame::Frame::RequestHead(head)), .. })) => {
+                serve(&agent, &request_id, head, frames, inbound, cancel).await
+            }
+            _ => "relay-gone".into(),
+        },
+    };
+    drop(in_flight);
+    link.cancels.lock().expect("cancels lock").remove(&request_id);
+    done(&agent, &request_id, outcome, started);
+}
+
+/// Keeps `slots` standby calls open for the session until it drains or
+/// ends: whenever one takes a request, another is opened in its place.
+pub async fn keep_standby(agent: Arc<Agent>, link: Arc<SessionLink>, slots: Arc<Semaphore>) {
+    loop {
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => slot.expect("the standby slots are never closed"),
+            () = link.draining.cancelled() => return,
+        };
+        tokio::spawn(stand_by(agent.clone(), link.clone(), slot));
+    }
+}
+
+/// How long a standby call the relay refused keeps its slot, so that the
+/// keeper does not spin against a relay that keeps refusing.
+const STANDBY_RETRY: Duration = Duration::from_secs(1);
+
+/// One standby call: opened in advance, it waits for the relay to send a
+/// request down it, then serves that request like any other. Its slot is
+/// given back as soon as the request arrives (counted in flight first, so
+/// that a drain waiting for both misses nothing).
+async fn stand_by(agent: Arc<Agent>, link: Arc<SessionLink>, slot: OwnedSemaphorePermit) {
+    let standby = v1::AgentFrame {
+        request_id: String::new(),
+        frame: Some(agent_frame::Frame::Standby(v1::Standby { session_id: link.session_id.clone() })),
+    };
+    let opened = tokio::select! {
+        opened = open_call(&link, standby) => opened,
+        () = link.ended.cancelled() => return,
+    };
+    let (frames, mut inbound) = match opened {
+        Ok(call) => call,
+        Err(status) => {
+            tracing::debug!(%status, "the relay did not take a standby call");
+            tokio::select! {
+                () = tokio::time::sleep(STANDBY_RETRY) => {}
+                () = link.draining.cancelled() => {}
+            }
+            return;
+        }
+    };
+    let first = tokio::select! {
+        first = inbound.message() => first,
+        () = link.ended.cancelled() => return,
+    };
+    match first {
+        Ok(Some(v1::RelayFrame { request_id, frame: Some(relay_frame::Frame::RequestHead(head)) })) => {
+            let started = Instant::now();
+            let in_flight = InFlight::new(&agent);
+            drop(slot);
+            let outcome = serve(&agent, &request_id, head, frames, inbound, CancellationToken::new()).await;
+            drop(in_flight);
+            done(&agent, &request_id, outcome, started);
+        }
+        // Closed unused (a cancel, or the relay ending its side): end ours
+        // first, then read theirs to its end, the order HTTP/2 needs.
+        Ok(Some(_)) | Ok(None) => {
+            drop(frames);
+            let rest = async { while let Ok(Some(_)) = inbound.message().await {} };
+            let _ = tokio::time::timeout(CLOSE_WAIT, rest).await;
+        }
+        Err(_) => {}
+    }
+}
+
+/// Serves one request whose head has arrived on its call; returns the
+/// outcome label: a status class or a failure code.
+async fn serve(
+    agent: &Arc<Agent>,
+    request_id: &str,
+    head: v1::RequestHead,
+    frames: Frames,
+    inbound: tonic::Streaming<v1::RelayFrame>,
+    cancel: CancellationToken,
+) -> String {
+    let deadline = (head.timeout_ms > 0).then(|| tokio::time::Instant::now() + Duration::from_millis(head.timeout_ms));
     let until_deadline = || async move {
         match deadline {
             Some(at) => tokio::time::sleep_until(at).await,
             None => std::future::pending().await,
         }
-    };
-
-    // Take the offer: open this request's own call.
-    let (frames, outbound) = mpsc::channel::<v1::AgentFrame>(16);
-    let accept = frame(&request_id, agent_frame::Frame::Accept(v1::Accept { session_id: link.session_id.clone() }));
-    let _ = frames.send(accept).await;
-    let mut call = tonic::Request::new(ReceiverStream::new(outbound));
-    link.authorize(&mut call);
-    let mut inbound = match link.client().forward(call).await {
-        Ok(response) => response.into_inner(),
-        Err(status) => {
-            tracing::debug!(request = %request_id, %status, "relay refused the forward call");
-            return "refused".into();
-        }
-    };
-    let head = match inbound.message().await {
-        Ok(Some(v1::RelayFrame { frame: Some(relay_frame::Frame::RequestHead(head)), .. })) => head,
-        _ => return "relay-gone".into(),
     };
 
     // Request body: fed from the relay's frames by a reader that also
@@ -77,7 +175,7 @@ async fn forward(agent: &Arc<Agent>, link: &SessionLink, offer: v1::Offer, cance
     let finished = CancellationToken::new();
     let reader = read_relay_frames(inbound, head.has_body.then_some(body_tx), cancel.clone(), finished.clone());
     let work = async {
-        let outcome = exchange(agent, &request_id, head, &frames, body_rx, &cancel, &finished, until_deadline).await;
+        let outcome = exchange(agent, request_id, head, &frames, body_rx, &cancel, &finished, until_deadline).await;
         // Close our side and let the relay end the call: dropping it instead
         // would reset the stream and could discard our last frames unread.
         finished.cancel();

@@ -1,15 +1,15 @@
 //! The Borealis agent.
 //!
 //! The agent runs inside a private network. It dials out to the relay, holds
-//! one control stream, and for every request the relay offers opens a call of
-//! its own, performs the HTTP request against the private destination (only
+//! one control stream, and gives every request a call of its own (opened in
+//! advance as a standby call, or for an offer), performs the HTTP request against the private destination (only
 //! if its allow-list permits), and streams the reply back.
 //!
 //! Layout:
 //! - [`config`]: settings and their validation.
 //! - [`run`]: the reconnect loop (jittered exponential backoff, capped).
 //! - [`connect`]: the channel to the relay (TLS, proxy) and its token.
-//! - [`session`]: one session: hello, welcome, heartbeats, offers, drain.
+//! - [`session`]: one session: hello, welcome, heartbeats, offers, standby calls, drain.
 //! - [`forward`]: one forwarded request.
 //! - [`health`]: `/healthz`, `/readyz` and `/metrics` on `--health-listen`.
 

@@ -37,6 +37,11 @@ struct Flags {
     /// Most requests forwarded at once.
     #[arg(long, env = "BOREALIS_MAX_CONCURRENCY", default_value_t = 256)]
     max_concurrency: usize,
+    /// Calls to the relay kept open in advance, so that a request skips the
+    /// offer round trip (0: none).
+    #[arg(long, env = "BOREALIS_STANDBY_CALLS", value_name = "N", default_value_t = 8,
+          value_parser = clap::value_parser!(u32).range(0..=64))]
+    standby_calls: u32,
     /// Largest response body forwarded, in bytes.
     #[arg(long, env = "BOREALIS_MAX_BODY_BYTES", default_value_t = 1 << 30)]
     max_body_bytes: u64,
@@ -121,6 +126,7 @@ async fn run(flags: Flags) -> ExitCode {
         allow_any: flags.allow_any,
         ca_file: flags.ca_file,
         max_concurrency: flags.max_concurrency,
+        standby_calls: flags.standby_calls,
         max_body_bytes: flags.max_body_bytes,
         instance: flags.instance.unwrap_or_else(host_name),
         max_backoff: flags.max_backoff.min(std::time::Duration::from_secs(30)),

@@ -1,11 +1,12 @@
-//! One session with the relay: hello, welcome, heartbeats, offers, drain.
+//! One session with the relay: hello, welcome, heartbeats, offers, standby
+//! calls, drain.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use borealis_protocol::v1::{self, agent_control, relay_control, tunnel_client::TunnelClient};
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
@@ -27,8 +28,14 @@ pub struct SessionLink {
     pub channel: Channel,
     pub session_id: String,
     pub token: RwLock<Token>,
-    /// Requests of this session by id, to cancel them on the relay's word.
+    /// Offered requests of this session by id, to cancel them on the
+    /// relay's word.
     pub cancels: Mutex<HashMap<String, CancellationToken>>,
+    /// Fires when the session is over: idle standby calls stop waiting.
+    pub ended: CancellationToken,
+    /// Fires when the session takes no new work (a child of `ended`): no
+    /// new standby calls are opened.
+    pub draining: CancellationToken,
 }
 
 impl SessionLink {
@@ -83,6 +90,7 @@ pub async fn run_session(
         capacity: config.max_concurrency as u32,
         instance: config.instance.clone(),
         protocol_version: borealis_protocol::PROTOCOL_VERSION,
+        standby_calls: config.standby_calls,
     };
     to_relay
         .send(control(agent_control::Msg::Hello(hello)))
@@ -96,12 +104,23 @@ pub async fn run_session(
         Some(v1::RelayControl { msg: Some(relay_control::Msg::Welcome(welcome)) }) => welcome,
         _ => return Err(AgentError::Unreachable("the relay did not send welcome".into())),
     };
+    let ended = CancellationToken::new();
     let link = Arc::new(SessionLink {
         channel,
         session_id: welcome.session_id.clone(),
         token: RwLock::new(token),
         cancels: Mutex::default(),
+        draining: ended.child_token(),
+        ended,
     });
+    let _ended = link.ended.clone().drop_guard();
+    // A relay that keeps no standby calls grants none; every request then
+    // comes as an offer.
+    let standby_calls = welcome.standby_calls.min(config.standby_calls) as usize;
+    let standby = Arc::new(Semaphore::new(standby_calls));
+    if standby_calls > 0 {
+        tokio::spawn(crate::forward::keep_standby(agent.clone(), link.clone(), standby.clone()));
+    }
     let interval = Duration::from_millis(u64::from(welcome.heartbeat_interval_ms.max(100)));
     tracing::info!(agent = %welcome.agent_id, session = %welcome.session_id, relay = %welcome.relay_instance_id, "connected to the relay");
     agent.metrics.connected.set(1);
@@ -154,9 +173,15 @@ pub async fn run_session(
                 }
             }
             () = stop.cancelled() => {
+                let grace_ends = tokio::time::Instant::now() + config.shutdown_grace;
+                link.draining.cancel();
                 let drain = v1::Drain { reason: "agent shutting down".into(), grace_ms: config.shutdown_grace.as_millis() as u32 };
                 let _ = to_relay.send(control(agent_control::Msg::Drain(drain))).await;
-                agent.wait_idle(config.shutdown_grace).await;
+                // On the drain the relay closes our standby calls; a request
+                // it sent down one just before still arrives first, and is
+                // then waited for with the rest.
+                let _ = tokio::time::timeout_at(grace_ends, standby.acquire_many(standby_calls as u32)).await;
+                agent.wait_idle(grace_ends.saturating_duration_since(tokio::time::Instant::now())).await;
                 return Ok(SessionEnd::Shutdown);
             }
         }

@@ -67,6 +67,8 @@ async fn session(
         capacity: 1,
         instance: format!("sim-{n}"),
         protocol_version: borealis_protocol::PROTOCOL_VERSION,
+        // Held sessions only: no request is forwarded through them.
+        standby_calls: 0,
     };
     tx.send(v1::AgentControl { msg: Some(agent_control::Msg::Hello(hello)) }).await?;
     let mut request = tonic::Request::new(ReceiverStream::new(rx));

@@ -265,6 +265,8 @@ async fn list_agents(State(state): State<Arc<AppState>>) -> Result<Response, Pro
                         "last_heartbeat": rfc3339(s.last_heartbeat()),
                         "in_flight": s.in_flight(),
                         "capacity": s.info.capacity,
+                        "standby_calls": s.info.standby_calls,
+                        "standby_idle": s.standby_idle(),
                         "draining": s.is_draining(),
                     })
                 })

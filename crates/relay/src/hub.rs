@@ -2,9 +2,11 @@
 //! waiting for an agent to take them.
 //!
 //! To forward a request the relay picks the least-loaded live instance of the
-//! identifier, sends it an `Offer` on its control stream, and waits for the
-//! agent to open a `Forward` call for it. An offer whose instance dies before
-//! taking it goes to another instance: nothing was sent upstream yet.
+//! identifier. If that instance has a standby `Forward` call idle, the
+//! request goes down it at once. Otherwise the relay sends an `Offer` on the
+//! control stream and waits for the agent to open a call for it. An offer
+//! whose instance dies before taking it goes to another instance: nothing
+//! was sent upstream yet.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -17,7 +19,10 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tonic::{Status, Streaming};
 
-use crate::metrics::{AgentLabels, Metrics};
+use crate::metrics::{AgentLabels, DispatchLabels, Metrics};
+
+/// Most standby calls the relay keeps for one session, whatever it asks.
+pub const MAX_STANDBY_CALLS: u32 = 64;
 
 pub type ControlSender = mpsc::Sender<Result<v1::RelayControl, Status>>;
 pub type FrameSender = mpsc::Sender<Result<v1::RelayFrame, Status>>;
@@ -31,6 +36,8 @@ pub struct Session {
     in_flight: AtomicUsize,
     draining: AtomicBool,
     control: ControlSender,
+    /// Idle standby calls, each waiting for a request.
+    standby: Mutex<Vec<ForwardCall>>,
     /// Fires when the session ends, for whatever reason.
     pub closed: CancellationToken,
 }
@@ -43,6 +50,9 @@ pub struct SessionInfo {
     pub version: String,
     pub remote_addr: Option<SocketAddr>,
     pub capacity: u32,
+    /// How many standby calls this session may keep open (as granted in
+    /// `Welcome`).
+    pub standby_calls: u32,
 }
 
 impl Session {
@@ -58,8 +68,10 @@ impl Session {
         self.in_flight.load(Ordering::Relaxed)
     }
 
+    /// No new work for this session: its standby calls are closed.
     pub fn set_draining(&self) {
         self.draining.store(true, Ordering::Relaxed);
+        self.release_standby();
     }
 
     pub fn is_draining(&self) -> bool {
@@ -85,12 +97,118 @@ impl Session {
     fn send_now(&self, msg: relay_control::Msg) {
         let _ = self.control.try_send(Ok(v1::RelayControl { msg: Some(msg) }));
     }
+
+    /// Keeps an agent's standby call until a request needs it. Checked under
+    /// the same lock that [`Session::release_standby`] takes after the
+    /// session stops being available, so no call is kept past that.
+    fn park(&self, call: ForwardCall) -> Result<(), Status> {
+        let mut standby = self.standby.lock().expect("standby lock");
+        let refusal = if !self.available() {
+            Status::unavailable("this session is draining or closed")
+        } else if standby.len() >= self.info.standby_calls as usize {
+            Status::resource_exhausted(format!("this session may keep {} standby calls", self.info.standby_calls))
+        } else {
+            standby.push(call);
+            return Ok(());
+        };
+        drop(standby);
+        call.discard();
+        Err(refusal)
+    }
+
+    /// An idle standby call whose agent side is still open.
+    fn take_standby(&self) -> Option<ForwardCall> {
+        loop {
+            let call = self.standby.lock().expect("standby lock").pop()?;
+            if !call.is_closed() {
+                return Some(call);
+            }
+        }
+    }
+
+    /// Closes every idle standby call: the agent is told to end each.
+    fn release_standby(&self) {
+        let released = std::mem::take(&mut *self.standby.lock().expect("standby lock"));
+        drop(released);
+    }
+
+    pub fn standby_idle(&self) -> usize {
+        self.standby.lock().expect("standby lock").len()
+    }
 }
 
-/// The agent's side of one forwarded request, once it has taken the offer.
+/// One `Forward` call from the relay's side. However it ends (complete,
+/// failed, abandoned by the caller, or a standby call never used), it closes
+/// in the order HTTP/2 needs: a `Cancel` first if the exchange did not
+/// finish, then the agent's side is read to its end, and only then is ours
+/// ended, in the background.
+///
+/// Ending ours first makes the server reset the stream; the agent's
+/// end-of-stream then arrives on a closed stream and h2 resets again. h2
+/// counts those resets and closes the connection, the whole tunnel, after
+/// 1024 of them (its rapid-reset guard).
 pub struct ForwardCall {
-    pub inbound: Streaming<v1::AgentFrame>,
-    pub outbound: FrameSender,
+    inbound: Option<Streaming<v1::AgentFrame>>,
+    outbound: Option<FrameSender>,
+    /// The request on this call; empty for a standby call not yet used.
+    pub request_id: String,
+    /// Set once the exchange is over and nothing more is to be said.
+    pub finished: bool,
+}
+
+impl ForwardCall {
+    pub fn new(request_id: String, inbound: Streaming<v1::AgentFrame>, outbound: FrameSender) -> Self {
+        Self { inbound: Some(inbound), outbound: Some(outbound), request_id, finished: false }
+    }
+
+    pub fn inbound(&mut self) -> &mut Streaming<v1::AgentFrame> {
+        self.inbound.as_mut().expect("present until drop")
+    }
+
+    /// Where to send this call's frames to the agent.
+    pub fn sender(&self) -> FrameSender {
+        self.outbound.clone().expect("present until drop")
+    }
+
+    /// Whether the agent's side is gone (its stream was reset or closed).
+    fn is_closed(&self) -> bool {
+        self.outbound.as_ref().is_none_or(|o| o.is_closed())
+    }
+
+    /// For a finished exchange: if the agent's side has already ended, ends
+    /// ours now, sparing the background task of `drop`.
+    pub fn close_if_ended(&mut self) {
+        use futures_util::FutureExt;
+        if let Some(Ok(None)) = self.inbound().message().now_or_never() {
+            self.inbound = None;
+            self.outbound = None;
+        }
+    }
+
+    /// Drops a call that was refused with a status: the status ends it.
+    fn discard(mut self) {
+        self.inbound = None;
+        self.outbound = None;
+    }
+}
+
+impl Drop for ForwardCall {
+    fn drop(&mut self) {
+        let (Some(mut inbound), Some(outbound)) = (self.inbound.take(), self.outbound.take()) else { return };
+        if !self.finished {
+            let cancel = v1::Cancel { request_id: self.request_id.clone(), reason: v1::ErrorCode::Cancelled as i32 };
+            let frame = v1::RelayFrame {
+                request_id: self.request_id.clone(),
+                frame: Some(v1::relay_frame::Frame::Cancel(cancel)),
+            };
+            let _ = outbound.try_send(Ok(frame));
+        }
+        tokio::spawn(async move {
+            let rest = async { while let Ok(Some(_)) = inbound.message().await {} };
+            let _ = tokio::time::timeout(Duration::from_secs(10), rest).await;
+            drop(outbound);
+        });
+    }
 }
 
 struct Pending {
@@ -171,6 +289,7 @@ impl Hub {
             in_flight: AtomicUsize::new(0),
             draining: AtomicBool::new(false),
             control,
+            standby: Mutex::default(),
             closed: CancellationToken::new(),
         });
         let mut pools = self.pools.lock().expect("hub lock");
@@ -182,6 +301,7 @@ impl Hub {
 
     pub fn unregister(&self, session: &Arc<Session>) {
         session.closed.cancel();
+        session.release_standby();
         let mut pools = self.pools.lock().expect("hub lock");
         if let Some(pool) = pools.get_mut(&session.info.agent_id) {
             pool.retain(|s| !Arc::ptr_eq(s, session));
@@ -246,14 +366,15 @@ impl Hub {
         best.cloned()
     }
 
-    /// Offers a request to an instance of `agent_id` and waits until one
-    /// takes it, trying the next instance when one is lost on the way.
+    /// Hands a request to an instance of `agent_id`: down an idle standby
+    /// call if the instance has one, else as an offer, waiting until it is
+    /// taken and trying the next instance when one is lost on the way.
     pub async fn dispatch(
         self: &Arc<Self>,
         agent_id: &str,
         timeout_ms: u64,
         take_within: Duration,
-    ) -> Result<(String, Lease, ForwardCall), DispatchError> {
+    ) -> Result<(Lease, ForwardCall), DispatchError> {
         if self.is_draining() {
             return Err(DispatchError::Draining);
         }
@@ -266,6 +387,11 @@ impl Hub {
             let lease = Lease { session: session.clone(), hub: self.clone() };
             let request_id =
                 format!("{}-{}", self.relay_instance_id, self.next_request.fetch_add(1, Ordering::Relaxed));
+            if let Some(mut call) = session.take_standby() {
+                call.request_id = request_id;
+                self.count_dispatch("standby");
+                return Ok((lease, call));
+            }
             let (accept, taken) = oneshot::channel();
             self.pending
                 .lock()
@@ -292,7 +418,10 @@ impl Hub {
                 }
             };
             match outcome {
-                Some(call) => return Ok((request_id, lease, call)),
+                Some(call) => {
+                    self.count_dispatch("offer");
+                    return Ok((lease, call));
+                }
                 None => {
                     self.pending.lock().expect("hub lock").remove(&request_id);
                     tracing::debug!(agent = agent_id, session = %session.id, "instance lost before taking an offer; trying another");
@@ -302,20 +431,48 @@ impl Hub {
         }
     }
 
+    fn count_dispatch(&self, way: &'static str) {
+        self.metrics.agent_dispatches.get_or_create(&DispatchLabels { way }).inc();
+    }
+
     /// Hands an agent's `Forward` call to the request waiting for it, if the
     /// offer is still open and was made to this agent's session.
-    pub fn take(&self, request_id: &str, session_id: &str, agent_id: &str, call: ForwardCall) -> Result<(), Status> {
+    pub fn take(&self, session_id: &str, agent_id: &str, call: ForwardCall) -> Result<(), Status> {
+        let request_id = call.request_id.clone();
         let mut pending = self.pending.lock().expect("hub lock");
-        match pending.get(request_id) {
-            None => return Err(Status::not_found(format!("no open offer {request_id}: it expired or was taken"))),
+        let refusal = match pending.get(&request_id) {
+            None => Some(Status::not_found(format!("no open offer {request_id}: it expired or was taken"))),
             Some(p) if p.session.id != session_id || p.session.info.agent_id != agent_id => {
-                return Err(Status::permission_denied(format!("offer {request_id} was not made to this session")));
+                Some(Status::permission_denied(format!("offer {request_id} was not made to this session")))
             }
-            Some(_) => {}
+            Some(_) => None,
+        };
+        if let Some(status) = refusal {
+            drop(pending);
+            call.discard();
+            return Err(status);
         }
-        let waiting = pending.remove(request_id).expect("checked above");
+        let waiting = pending.remove(&request_id).expect("checked above");
         drop(pending);
-        waiting.accept.send(call).map_err(|_| Status::cancelled("the request was abandoned before it was taken"))
+        waiting.accept.send(call).map_err(|call| {
+            call.discard();
+            Status::cancelled("the request was abandoned before it was taken")
+        })
+    }
+
+    /// Keeps an agent's standby call for the next request to its session.
+    pub fn park(&self, session_id: &str, agent_id: &str, call: ForwardCall) -> Result<(), Status> {
+        let session = self
+            .pools
+            .lock()
+            .expect("hub lock")
+            .get(agent_id)
+            .and_then(|pool| pool.iter().find(|s| s.id == session_id).cloned());
+        let Some(session) = session else {
+            call.discard();
+            return Err(Status::not_found(format!("agent {agent_id:?} has no live session {session_id}")));
+        };
+        session.park(call)
     }
 
     /// Shutdown, first half: refuse new work, tell agents to drain, and wait
@@ -326,6 +483,7 @@ impl Hub {
         let drain = v1::Drain { reason: "relay shutting down".into(), grace_ms: grace.as_millis() as u32 };
         for session in &sessions {
             session.send_now(relay_control::Msg::Drain(drain.clone()));
+            session.release_standby();
         }
         let idle = async {
             loop {

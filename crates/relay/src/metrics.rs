@@ -25,9 +25,16 @@ pub struct ModeLabels {
     pub mode: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DispatchLabels {
+    /// "standby" (down a call the agent opened in advance) or "offer".
+    pub way: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub agent_sessions: Family<AgentLabels, Gauge>,
+    pub agent_dispatches: Family<DispatchLabels, Counter>,
     pub forwarded: Family<ForwardLabels, Counter>,
     pub forward_latency: Family<ModeLabels, Histogram>,
 }
@@ -37,6 +44,12 @@ impl Default for Metrics {
         let mut registry = Registry::with_prefix("borealis");
         let agent_sessions = Family::<AgentLabels, Gauge>::default();
         registry.register("agent_sessions", "Connected agent instances per identifier", agent_sessions.clone());
+        let agent_dispatches = Family::<DispatchLabels, Counter>::default();
+        registry.register(
+            "agent_dispatches",
+            "Requests handed to agents, by way: a standby call or an offer",
+            agent_dispatches.clone(),
+        );
         let forwarded = Family::<ForwardLabels, Counter>::default();
         registry.register("forwarded_requests", "Forwarded requests by mode and outcome", forwarded.clone());
         let forward_latency = Family::<ModeLabels, Histogram>::new_with_constructor(|| {
@@ -47,7 +60,7 @@ impl Default for Metrics {
             "Time from a forwarded request's arrival to its response head",
             forward_latency.clone(),
         );
-        Self { registry, agent_sessions, forwarded, forward_latency }
+        Self { registry, agent_sessions, agent_dispatches, forwarded, forward_latency }
     }
 }
 

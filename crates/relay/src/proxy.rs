@@ -13,13 +13,12 @@ use borealis_protocol::v1::{self, ErrorCode, agent_frame, relay_frame};
 use borealis_protocol::{MAX_CHUNK_BYTES, MAX_INLINE_BODY_BYTES, v1::Failure};
 use borealis_store::CredentialKind;
 use bytes::Bytes;
-use futures_util::{FutureExt, Stream, StreamExt};
+use futures_util::{Stream, StreamExt};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use tokio_util::task::AbortOnDropHandle;
-use tonic::Streaming;
 
 use crate::api::Problem;
-use crate::hub::{DispatchError, FrameSender, Lease};
+use crate::hub::{DispatchError, ForwardCall, FrameSender, Lease};
 use crate::state::AppState;
 
 /// How long an agent may take to pick up an offer.
@@ -182,52 +181,6 @@ fn frame(request_id: &str, frame: relay_frame::Frame) -> Result<v1::RelayFrame, 
     Ok(v1::RelayFrame { request_id: request_id.to_owned(), frame: Some(frame) })
 }
 
-/// One agent call from the relay's side. However it ends (complete, failed,
-/// or abandoned by the caller), it closes in the order HTTP/2 needs: a
-/// `Cancel` first if the exchange did not finish, then the agent's side is
-/// read to its end, and only then is ours ended, in the background.
-///
-/// Ending ours first makes the server reset the stream; the agent's
-/// end-of-stream then arrives on a closed stream and h2 resets again. h2
-/// counts those resets and closes the connection, the whole tunnel, after
-/// 1024 of them (its rapid-reset guard).
-struct Call {
-    inbound: Option<Streaming<v1::AgentFrame>>,
-    outbound: Option<FrameSender>,
-    request_id: String,
-    finished: bool,
-}
-
-impl Call {
-    fn inbound(&mut self) -> &mut Streaming<v1::AgentFrame> {
-        self.inbound.as_mut().expect("present until drop")
-    }
-
-    /// For a finished exchange: if the agent's side has already ended, ends
-    /// ours now, sparing the background task of `drop`.
-    fn close_if_ended(&mut self) {
-        if let Some(Ok(None)) = self.inbound().message().now_or_never() {
-            self.inbound = None;
-            self.outbound = None;
-        }
-    }
-}
-
-impl Drop for Call {
-    fn drop(&mut self) {
-        let (Some(mut inbound), Some(outbound)) = (self.inbound.take(), self.outbound.take()) else { return };
-        if !self.finished {
-            let cancel = v1::Cancel { request_id: self.request_id.clone(), reason: ErrorCode::Cancelled as i32 };
-            let _ = outbound.try_send(frame(&self.request_id, relay_frame::Frame::Cancel(cancel)));
-        }
-        tokio::spawn(async move {
-            let rest = async { while let Ok(Some(_)) = inbound.message().await {} };
-            let _ = tokio::time::timeout(Duration::from_secs(10), rest).await;
-            drop(outbound);
-        });
-    }
-}
-
 async fn via_agent(state: &Arc<AppState>, agent_id: &str, outbound: Outbound) -> Result<Response, ForwardError> {
     let Outbound { method, url, headers, body, timeout, limit } = outbound;
     // Checked here too, so a malformed URL never costs an offer; the
@@ -251,18 +204,13 @@ async fn via_agent(state: &Arc<AppState>, agent_id: &str, outbound: Outbound) ->
         }
         _ => (Bytes::new(), Some(body)),
     };
-    let (request_id, lease, call) =
+    let (lease, mut call) =
         match state.hub.dispatch(agent_id, timeout.as_millis() as u64, TAKE_WITHIN.min(timeout)).await {
             Ok(dispatched) => dispatched,
             Err(err) => return Err(dispatch_error(state, agent_id, err).await),
         };
-    let upload_frames = call.outbound.clone();
-    let mut call = Call {
-        inbound: Some(call.inbound),
-        outbound: Some(call.outbound),
-        request_id: request_id.clone(),
-        finished: false,
-    };
+    let request_id = call.request_id.clone();
+    let upload_frames = call.sender();
     let head = v1::RequestHead {
         method: method.to_string(),
         url,
@@ -390,7 +338,7 @@ async fn upload_body(
 
 /// The agent's response body, read frame by frame as the caller reads.
 struct ResponseBody {
-    call: Call,
+    call: ForwardCall,
     _lease: Lease,
     _upload: Option<AbortOnDropHandle<()>>,
     received: u64,

@@ -13,11 +13,11 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::{self, AuthError, Claims};
-use crate::hub::{ForwardCall, SessionInfo};
+use crate::hub::{ForwardCall, MAX_STANDBY_CALLS, SessionInfo};
 use crate::serve::RemoteAddr;
 use crate::state::AppState;
 
-/// How long an agent has to say hello, or to name the offer it takes.
+/// How long an agent has to say hello, or to open a call's first frame.
 const FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(10);
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -134,6 +134,7 @@ impl Tunnel for TunnelService {
             version: hello.version.clone(),
             remote_addr,
             capacity: hello.capacity,
+            standby_calls: hello.standby_calls.min(MAX_STANDBY_CALLS),
         };
         let session = state.hub.register(info, control);
         tracing::info!(agent = %session.info.agent_id, session = %session.id, instance = %session.info.instance, version = %session.info.version,
@@ -145,6 +146,7 @@ impl Tunnel for TunnelService {
                 relay_instance_id: state.hub.relay_instance_id.clone(),
                 heartbeat_interval_ms: interval.as_millis() as u32,
                 agent_id: session.info.agent_id.clone(),
+                standby_calls: session.info.standby_calls,
             }))
             .await;
 
@@ -203,12 +205,16 @@ impl Tunnel for TunnelService {
     ) -> Result<Response<Self::ForwardStream>, Status> {
         let claims = self.claims(&request)?;
         let mut inbound = request.into_inner();
-        let first = first_frame(&mut inbound, "accept").await?;
-        let Some(agent_frame::Frame::Accept(accept)) = first.frame else {
-            return Err(Status::invalid_argument("the first forward frame must be accept"));
-        };
+        let first = first_frame(&mut inbound, "accept or standby").await?;
         let (outbound, frames) = mpsc::channel(16);
-        self.state.hub.take(&first.request_id, &accept.session_id, &claims.sub, ForwardCall { inbound, outbound })?;
+        let call = ForwardCall::new(first.request_id, inbound, outbound);
+        match first.frame {
+            Some(agent_frame::Frame::Accept(accept)) => self.state.hub.take(&accept.session_id, &claims.sub, call)?,
+            Some(agent_frame::Frame::Standby(standby)) => {
+                self.state.hub.park(&standby.session_id, &claims.sub, call)?
+            }
+            _ => return Err(Status::invalid_argument("the first forward frame must be accept or standby")),
+        }
         Ok(Response::new(Box::pin(ReceiverStream::new(frames))))
     }
 }
