@@ -2,8 +2,9 @@
 //!
 //! The agent runs inside a private network. It dials out to the relay, holds
 //! one control stream, and gives every request a call of its own (opened in
-//! advance as a standby call, or for an offer), performs the HTTP request against the private destination (only
-//! if its allow-list permits), and streams the reply back.
+//! advance as a standby call, or for an offer). It performs the HTTP request
+//! against the private destination (only if its allow-list permits), and
+//! streams the reply back.
 //!
 //! Layout:
 //! - [`config`]: settings and their validation.
