@@ -4,6 +4,8 @@
 //! here are the few conversions both sides need, so that each side speaks the
 //! same limits and codes.
 
+pub mod codec;
+
 pub mod v1 {
     #![allow(clippy::all, missing_docs)]
     tonic::include_proto!("borealis.tunnel.v1");

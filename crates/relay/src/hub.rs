@@ -25,7 +25,9 @@ use crate::metrics::{AgentLabels, DispatchLabels, Metrics};
 pub const MAX_STANDBY_CALLS: u32 = 64;
 
 pub type ControlSender = mpsc::Sender<Result<v1::RelayControl, Status>>;
-pub type FrameSender = mpsc::Sender<Result<v1::RelayFrame, Status>>;
+/// Frames to the agent on one `Forward` call. Boxed, so that the channel's
+/// first block of slots stays small on the many calls that sit idle.
+pub type FrameSender = mpsc::Sender<Box<v1::RelayFrame>>;
 
 /// One connected agent instance.
 pub struct Session {
@@ -201,7 +203,7 @@ impl Drop for ForwardCall {
                 request_id: self.request_id.clone(),
                 frame: Some(v1::relay_frame::Frame::Cancel(cancel)),
             };
-            let _ = outbound.try_send(Ok(frame));
+            let _ = outbound.try_send(Box::new(frame));
         }
         tokio::spawn(async move {
             let rest = async { while let Ok(Some(_)) = inbound.message().await {} };

@@ -177,8 +177,8 @@ fn limited<E: std::fmt::Display>(
     })
 }
 
-fn frame(request_id: &str, frame: relay_frame::Frame) -> Result<v1::RelayFrame, tonic::Status> {
-    Ok(v1::RelayFrame { request_id: request_id.to_owned(), frame: Some(frame) })
+fn frame(request_id: &str, frame: relay_frame::Frame) -> Box<v1::RelayFrame> {
+    Box::new(v1::RelayFrame { request_id: request_id.to_owned(), frame: Some(frame) })
 }
 
 async fn via_agent(state: &Arc<AppState>, agent_id: &str, outbound: Outbound) -> Result<Response, ForwardError> {

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use borealis_protocol::v1::{self, agent_control, agent_frame, relay_control, tunnel_server::Tunnel};
 use borealis_store::CredentialKind;
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -215,6 +215,6 @@ impl Tunnel for TunnelService {
             }
             _ => return Err(Status::invalid_argument("the first forward frame must be accept or standby")),
         }
-        Ok(Response::new(Box::pin(ReceiverStream::new(frames))))
+        Ok(Response::new(Box::pin(ReceiverStream::new(frames).map(|frame| Ok(*frame)))))
     }
 }
