@@ -137,7 +137,7 @@ async fn sigterm_on_the_agent_finishes_the_request_in_flight_and_exits_promptly(
         &["--allow", &slow.to_string(), "--shutdown-grace", "60s"],
     );
     agent.wait_connected(Duration::from_secs(10)).await;
-    relay.wait_standby_idle("test-rna", 8).await;
+    relay.wait_standby_idle("test-rna", 2).await;
 
     let request = relay.cli().args(["proxy", "--agent", "test-rna", &format!("http://{slow}/slow")]).run_async();
     let in_flight = tokio::spawn(request);

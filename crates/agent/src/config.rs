@@ -21,8 +21,9 @@ pub struct AgentConfig {
     pub ca_file: Option<PathBuf>,
     /// Most requests in flight at once.
     pub max_concurrency: usize,
-    /// `Forward` calls kept open in advance, so that a request skips the
-    /// offer round trip. 0: every request comes as an offer.
+    /// Most `Forward` calls kept open in advance, so that a request skips
+    /// the offer round trip. A session starts with a few and keeps one more
+    /// each time a request comes as an offer. 0: every request is an offer.
     pub standby_calls: u32,
     /// Largest response body forwarded, in bytes.
     pub max_body_bytes: u64,

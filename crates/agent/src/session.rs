@@ -116,9 +116,10 @@ pub async fn run_session(
     let _ended = link.ended.clone().drop_guard();
     // A relay that keeps no standby calls grants none; every request then
     // comes as an offer.
-    let standby_calls = welcome.standby_calls.min(config.standby_calls) as usize;
-    let standby = Arc::new(Semaphore::new(standby_calls));
-    if standby_calls > 0 {
+    let most_standby = welcome.standby_calls.min(config.standby_calls);
+    let mut kept_standby = most_standby.min(borealis_protocol::STANDBY_CALLS_AT_START);
+    let standby = Arc::new(Semaphore::new(kept_standby as usize));
+    if most_standby > 0 {
         tokio::spawn(crate::forward::keep_standby(agent.clone(), link.clone(), standby.clone()));
     }
     let interval = Duration::from_millis(u64::from(welcome.heartbeat_interval_ms.max(100)));
@@ -139,6 +140,11 @@ pub async fn run_session(
                 last_heard = Instant::now();
                 match msg.map_err(status_error)? {
                     Some(v1::RelayControl { msg: Some(relay_control::Msg::Offer(offer)) }) => {
+                        // An offer means no standby call was idle: keep one more.
+                        if kept_standby < most_standby {
+                            kept_standby += 1;
+                            standby.add_permits(1);
+                        }
                         let cancel = CancellationToken::new();
                         link.cancels.lock().expect("cancels lock").insert(offer.request_id.clone(), cancel.clone());
                         tokio::spawn(crate::forward::handle_offer(agent.clone(), link.clone(), offer, cancel));
@@ -180,7 +186,7 @@ pub async fn run_session(
                 // On the drain the relay closes our standby calls; a request
                 // it sent down one just before still arrives first, and is
                 // then waited for with the rest.
-                let _ = tokio::time::timeout_at(grace_ends, standby.acquire_many(standby_calls as u32)).await;
+                let _ = tokio::time::timeout_at(grace_ends, standby.acquire_many(kept_standby)).await;
                 agent.wait_idle(grace_ends.saturating_duration_since(tokio::time::Instant::now())).await;
                 return Ok(SessionEnd::Shutdown);
             }

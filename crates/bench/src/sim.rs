@@ -1,13 +1,15 @@
 //! Simulated agents: many sessions from one process, speaking the real
-//! tunnel protocol (token, `Control`, hello/welcome, heartbeats), each
-//! reconnecting like the real agent when its session ends.
+//! tunnel protocol (token, `Control`, hello/welcome, heartbeats, the standby
+//! calls a quiet agent keeps), each reconnecting like the real agent when
+//! its session ends.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use backon::BackoffBuilder;
-use borealis_protocol::v1::{self, agent_control, relay_control, tunnel_client::TunnelClient};
+use borealis_protocol::STANDBY_CALLS_AT_START;
+use borealis_protocol::v1::{self, agent_control, agent_frame, relay_control, tunnel_client::TunnelClient};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Endpoint;
@@ -67,19 +69,32 @@ async fn session(
         capacity: 1,
         instance: format!("sim-{n}"),
         protocol_version: borealis_protocol::PROTOCOL_VERSION,
-        // Held sessions only: no request is forwarded through them.
-        standby_calls: 0,
+        // No request is forwarded through them: they keep the calls a quiet
+        // agent starts with.
+        standby_calls: STANDBY_CALLS_AT_START,
     };
     tx.send(v1::AgentControl { msg: Some(agent_control::Msg::Hello(hello)) }).await?;
     let mut request = tonic::Request::new(ReceiverStream::new(rx));
     request.metadata_mut().insert(borealis_protocol::AUTHORIZATION, format!("Bearer {token}").parse()?);
-    let mut inbound = TunnelClient::new(channel).control(request).await?.into_inner();
-    let interval = match inbound.message().await? {
-        Some(v1::RelayControl { msg: Some(relay_control::Msg::Welcome(w)) }) => {
-            Duration::from_millis(u64::from(w.heartbeat_interval_ms))
-        }
+    let mut client = TunnelClient::new(channel);
+    let mut inbound = client.control(request).await?.into_inner();
+    let welcome = match inbound.message().await? {
+        Some(v1::RelayControl { msg: Some(relay_control::Msg::Welcome(welcome)) }) => welcome,
         _ => anyhow::bail!("no welcome"),
     };
+    let interval = Duration::from_millis(u64::from(welcome.heartbeat_interval_ms));
+    // Held open, unused, until the session ends.
+    let mut _standby = Vec::new();
+    for _ in 0..welcome.standby_calls {
+        let (frames, outbound) = mpsc::channel(1);
+        let standby = v1::Standby { session_id: welcome.session_id.clone() };
+        frames
+            .send(v1::AgentFrame { request_id: String::new(), frame: Some(agent_frame::Frame::Standby(standby)) })
+            .await?;
+        let mut call = tonic::Request::new(ReceiverStream::new(outbound));
+        call.metadata_mut().insert(borealis_protocol::AUTHORIZATION, format!("Bearer {token}").parse()?);
+        _standby.push((frames, client.forward(call).await?.into_inner()));
+    }
     // Connected: let the next session start.
     drop(permit);
     fleet.connected.fetch_add(1, Ordering::Relaxed);

@@ -15,6 +15,12 @@ pub mod v1 {
 /// Version 2 added small bodies carried in the heads.
 pub const PROTOCOL_VERSION: u32 = 2;
 
+/// Standby calls an agent keeps when a session starts. It keeps one more
+/// each time a request comes as an offer (none was idle), up to what
+/// `Welcome.standby_calls` grants, so a quiet agent holds few calls and a
+/// busy one as many as its load needs.
+pub const STANDBY_CALLS_AT_START: u32 = 2;
+
 /// Largest body chunk either side puts in one frame.
 pub const MAX_CHUNK_BYTES: usize = 64 * 1024;
 
