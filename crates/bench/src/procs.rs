@@ -257,4 +257,15 @@ impl Stack {
         }
         url
     }
+
+    /// Requests the relay has handed to agents so far: (down standby calls,
+    /// as offers), from its `/metrics`.
+    pub async fn dispatches(&self) -> anyhow::Result<(f64, f64)> {
+        let text = reqwest::get(format!("{}/metrics", self.relay_http)).await?.text().await?;
+        let count = |way: &str| {
+            let series = format!("borealis_agent_dispatches_total{{way=\"{way}\"}} ");
+            text.lines().find_map(|l| l.strip_prefix(&series)).and_then(|v| v.trim().parse().ok()).unwrap_or(0.0)
+        };
+        Ok((count("standby"), count("offer")))
+    }
 }

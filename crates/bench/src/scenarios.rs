@@ -41,9 +41,14 @@ pub async fn forward(stack: &Stack, duration: Duration, report: &mut Report) -> 
                     duration,
                 };
                 let cpu_before = (stack.relay.cpu_seconds(), stack.agent.cpu_seconds());
+                let dispatched_before = stack.dispatches().await?;
                 let (result, peaks) = peak_rss(&[stack.relay.pid(), stack.agent.pid()], load::run(&spec)).await;
                 let result = result?;
                 let cpu = (stack.relay.cpu_seconds() - cpu_before.0, stack.agent.cpu_seconds() - cpu_before.1);
+                let dispatched = stack.dispatches().await?;
+                let (standby, offered) = (dispatched.0 - dispatched_before.0, dispatched.1 - dispatched_before.1);
+                let standby_share = (path == "agent" && standby + offered > 0.0)
+                    .then(|| format!("{:.0} % down standby calls", standby / (standby + offered) * 100.0));
                 let per_k = |seconds: f64| (result.requests > 0).then(|| seconds / result.requests as f64 * 1000.0);
                 let case = format!("{path} {} c{concurrency}", if body == KIB { "1KiB" } else { "1MiB" });
                 results.push((path.to_owned(), body, concurrency, result.per_second(), result.millis(0.5)));
@@ -59,7 +64,7 @@ pub async fn forward(stack: &Stack, duration: Duration, report: &mut Report) -> 
                     agent_cpu_per_1k: if path == "agent" { per_k(cpu.1) } else { None },
                     relay_peak_mib: (path != "baseline").then(|| mib(peaks[0])),
                     agent_peak_mib: (path == "agent").then(|| mib(peaks[1])),
-                    note: result.first_error.unwrap_or_default(),
+                    note: [result.first_error, standby_share].into_iter().flatten().collect::<Vec<_>>().join("; "),
                 });
                 report.print_last();
             }
