@@ -40,7 +40,7 @@ struct Flags {
     /// Most calls to the relay kept open in advance, so that a request
     /// skips the offer round trip. Each session starts with 2 and keeps one
     /// more whenever a request finds none idle (0: none).
-    #[arg(long, env = "BOREALIS_STANDBY_CALLS", value_name = "N", default_value_t = 32,
+    #[arg(long, env = "BOREALIS_STANDBY_CALLS", value_name = "N", default_value_t = 64,
           value_parser = clap::value_parser!(u32).range(0..=64))]
     standby_calls: u32,
     /// Largest response body forwarded, in bytes.
