@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use borealis_tests::process::OutputText;
-use borealis_tests::{AgentProcess, RelayOptions, RelayProcess, servers};
+use borealis_tests::{AgentProcess, RelayOptions, RelayProcess, eventually, servers};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_token_endpoint_speaks_client_credentials_including_the_guides_curl_form() {
@@ -111,13 +111,26 @@ async fn sigterm_drains_agents_and_lets_requests_in_flight_finish() {
     let agent = AgentProcess::start(&relay.agents_url, &client_id, &secret, &["--allow", &slow.to_string()]);
     agent.wait_connected(Duration::from_secs(10)).await;
 
-    let request = relay.cli().args(["proxy", "--agent", "test-rna", &format!("http://{slow}/slow")]).run_async();
-    let in_flight = tokio::spawn(request);
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    relay.wait_standby_idle("test-rna", 2).await;
+
+    // Six at once: two go down the standby calls, the rest come as offers.
+    let in_flight: Vec<_> = (0..6)
+        .map(|_| {
+            let request =
+                relay.cli().args(["proxy", "--agent", "test-rna", &format!("http://{slow}/slow")]).run_async();
+            tokio::spawn(request)
+        })
+        .collect();
+    eventually("all six reached the agent", Duration::from_secs(5), || async {
+        (agent.metric("borealis_agent_in_flight").await == 6.0).then_some(())
+    })
+    .await;
     let status = relay.terminate(Duration::from_secs(15));
     assert!(status.success(), "relay exits cleanly after SIGTERM: {status}");
-    let out = in_flight.await.unwrap();
-    assert_eq!(out.stdout_text(), "finished", "the request in flight completed: {}", out.stderr_text());
+    for request in in_flight {
+        let out = request.await.unwrap();
+        assert_eq!(out.stdout_text(), "finished", "a request in flight completed: {}", out.stderr_text());
+    }
     assert_eq!(agent.metric("borealis_agent_drains_total").await, 1.0, "the agent was told to drain");
     assert!(relay.log().contains("draining agents"), "{}", relay.log());
 }

@@ -113,7 +113,6 @@ pub async fn run_session(
         draining: ended.child_token(),
         ended,
     });
-    let _ended = link.ended.clone().drop_guard();
     // A relay that keeps no standby calls grants none; every request then
     // comes as an offer.
     let most_standby = welcome.standby_calls.min(config.standby_calls);
@@ -134,64 +133,75 @@ pub async fn run_session(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_heard = Instant::now();
     let mut sequence = 0u64;
-    loop {
-        tokio::select! {
-            msg = inbound.message() => {
-                last_heard = Instant::now();
-                match msg.map_err(status_error)? {
-                    Some(v1::RelayControl { msg: Some(relay_control::Msg::Offer(offer)) }) => {
-                        // An offer means no standby call was idle: keep one more.
-                        if kept_standby < most_standby {
-                            kept_standby += 1;
-                            standby.add_permits(1);
+    let outcome: Result<SessionEnd, AgentError> = async {
+        loop {
+            tokio::select! {
+                msg = inbound.message() => {
+                    last_heard = Instant::now();
+                    match msg.map_err(status_error)? {
+                        Some(v1::RelayControl { msg: Some(relay_control::Msg::Offer(offer)) }) => {
+                            // An offer means no standby call was idle: keep one more.
+                            if kept_standby < most_standby {
+                                kept_standby += 1;
+                                standby.add_permits(1);
+                            }
+                            let cancel = CancellationToken::new();
+                            link.cancels.lock().expect("cancels lock").insert(offer.request_id.clone(), cancel.clone());
+                            tokio::spawn(crate::forward::handle_offer(agent.clone(), link.clone(), offer, cancel));
                         }
-                        let cancel = CancellationToken::new();
-                        link.cancels.lock().expect("cancels lock").insert(offer.request_id.clone(), cancel.clone());
-                        tokio::spawn(crate::forward::handle_offer(agent.clone(), link.clone(), offer, cancel));
-                    }
-                    Some(v1::RelayControl { msg: Some(relay_control::Msg::Cancel(cancel)) }) => {
-                        if let Some(token) = link.cancels.lock().expect("cancels lock").get(&cancel.request_id) {
-                            token.cancel();
+                        Some(v1::RelayControl { msg: Some(relay_control::Msg::Cancel(cancel)) }) => {
+                            if let Some(token) = link.cancels.lock().expect("cancels lock").get(&cancel.request_id) {
+                                token.cancel();
+                            }
                         }
+                        Some(v1::RelayControl { msg: Some(relay_control::Msg::Drain(drain)) }) => {
+                            tracing::info!(reason = %drain.reason, "relay is draining; requests in flight finish, then reconnecting");
+                            agent.metrics.drains.inc();
+                            return Ok(SessionEnd::Drained);
+                        }
+                        Some(_) => {}
+                        None => return Err(AgentError::Unreachable("the relay closed the session".into())),
                     }
-                    Some(v1::RelayControl { msg: Some(relay_control::Msg::Drain(drain)) }) => {
-                        tracing::info!(reason = %drain.reason, "relay is draining; requests in flight finish, then reconnecting");
-                        agent.metrics.drains.inc();
-                        return Ok(SessionEnd::Drained);
+                }
+                _ = ticker.tick() => {
+                    if last_heard.elapsed() > interval * 3 {
+                        return Err(AgentError::Unreachable("the relay stopped answering heartbeats".into()));
                     }
-                    Some(_) => {}
-                    None => return Err(AgentError::Unreachable("the relay closed the session".into())),
+                    sequence += 1;
+                    let beat = v1::Heartbeat { sequence, in_flight: agent.metrics.in_flight.get() as u32 };
+                    if to_relay.send(control(agent_control::Msg::Heartbeat(beat))).await.is_err() {
+                        return Err(AgentError::Unreachable("control stream closed".into()));
+                    }
+                    let due = Instant::now() >= link.token.read().expect("token lock").refresh_at;
+                    if due {
+                        let fresh = fetch_token(&link.channel, &config.client_id, &config.client_secret).await?;
+                        *link.token.write().expect("token lock") = fresh;
+                    }
                 }
-            }
-            _ = ticker.tick() => {
-                if last_heard.elapsed() > interval * 3 {
-                    return Err(AgentError::Unreachable("the relay stopped answering heartbeats".into()));
+                () = stop.cancelled() => {
+                    let grace_ends = tokio::time::Instant::now() + config.shutdown_grace;
+                    link.draining.cancel();
+                    let drain = v1::Drain { reason: "agent shutting down".into(), grace_ms: config.shutdown_grace.as_millis() as u32 };
+                    let _ = to_relay.send(control(agent_control::Msg::Drain(drain))).await;
+                    // On the drain the relay closes our standby calls; a request
+                    // it sent down one just before still arrives first, and is
+                    // then waited for with the rest.
+                    let _ = tokio::time::timeout_at(grace_ends, standby.acquire_many(kept_standby)).await;
+                    agent.wait_idle(grace_ends.saturating_duration_since(tokio::time::Instant::now())).await;
+                    return Ok(SessionEnd::Shutdown);
                 }
-                sequence += 1;
-                let beat = v1::Heartbeat { sequence, in_flight: agent.metrics.in_flight.get() as u32 };
-                if to_relay.send(control(agent_control::Msg::Heartbeat(beat))).await.is_err() {
-                    return Err(AgentError::Unreachable("control stream closed".into()));
-                }
-                let due = Instant::now() >= link.token.read().expect("token lock").refresh_at;
-                if due {
-                    let fresh = fetch_token(&link.channel, &config.client_id, &config.client_secret).await?;
-                    *link.token.write().expect("token lock") = fresh;
-                }
-            }
-            () = stop.cancelled() => {
-                let grace_ends = tokio::time::Instant::now() + config.shutdown_grace;
-                link.draining.cancel();
-                let drain = v1::Drain { reason: "agent shutting down".into(), grace_ms: config.shutdown_grace.as_millis() as u32 };
-                let _ = to_relay.send(control(agent_control::Msg::Drain(drain))).await;
-                // On the drain the relay closes our standby calls; a request
-                // it sent down one just before still arrives first, and is
-                // then waited for with the rest.
-                let _ = tokio::time::timeout_at(grace_ends, standby.acquire_many(kept_standby)).await;
-                agent.wait_idle(grace_ends.saturating_duration_since(tokio::time::Instant::now())).await;
-                return Ok(SessionEnd::Shutdown);
             }
         }
     }
+    .await;
+    match outcome {
+        // Ended in order: the relay closes the standby calls itself, after
+        // any request it sent down one, which is then served.
+        Ok(_) => link.draining.cancel(),
+        // Lost: nothing more comes down them.
+        Err(_) => link.ended.cancel(),
+    }
+    outcome
 }
 
 /// Runs `f` when dropped.

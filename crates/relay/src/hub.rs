@@ -474,6 +474,10 @@ impl Hub {
             call.discard();
             return Err(Status::not_found(format!("agent {agent_id:?} has no live session {session_id}")));
         };
+        if self.is_draining() {
+            call.discard();
+            return Err(Status::unavailable("the relay is shutting down"));
+        }
         session.park(call)
     }
 
