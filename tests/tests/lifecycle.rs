@@ -89,14 +89,14 @@ async fn health_readiness_and_metrics_on_both_sides() {
     }
 }
 
-/// A destination whose `/slow` answers "finished" after 1.5 s: long enough
-/// to stop a process while the request is in flight.
-async fn slow_server() -> std::net::SocketAddr {
+/// A destination whose `/slow` answers "finished" after `delay`: long
+/// enough to stop a process while the request is in flight.
+async fn slow_server(delay: Duration) -> std::net::SocketAddr {
     use axum::routing::get;
     servers::serve(axum::Router::new().route(
         "/slow",
-        get(|| async {
-            tokio::time::sleep(Duration::from_millis(1500)).await;
+        get(move || async move {
+            tokio::time::sleep(delay).await;
             "finished"
         }),
     ))
@@ -105,7 +105,7 @@ async fn slow_server() -> std::net::SocketAddr {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_drains_agents_and_lets_requests_in_flight_finish() {
-    let slow = slow_server().await;
+    let slow = slow_server(Duration::from_millis(1500)).await;
     let mut relay = RelayProcess::start(RelayOptions::default());
     let (client_id, secret) = relay.create_agent("test-rna");
     let agent = AgentProcess::start(&relay.agents_url, &client_id, &secret, &["--allow", &slow.to_string()]);
@@ -137,10 +137,12 @@ async fn sigterm_drains_agents_and_lets_requests_in_flight_finish() {
 
 /// An agent told to stop drains: the relay closes its standby calls and
 /// sends it nothing new, the request in flight finishes, and the agent exits
-/// at once after it rather than waiting out its grace period.
+/// at once after it rather than waiting out its grace period. It goes on
+/// beating while it drains, so the relay keeps the session, marked draining,
+/// past three heartbeat intervals (1 s each in the tests).
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_on_the_agent_finishes_the_request_in_flight_and_exits_promptly() {
-    let slow = slow_server().await;
+    let slow = slow_server(Duration::from_secs(4)).await;
     let relay = RelayProcess::start(RelayOptions::default());
     let (client_id, secret) = relay.create_agent("test-rna");
     let mut agent = AgentProcess::start(
@@ -156,7 +158,13 @@ async fn sigterm_on_the_agent_finishes_the_request_in_flight_and_exits_promptly(
     let in_flight = tokio::spawn(request);
     tokio::time::sleep(Duration::from_millis(400)).await;
     let stopped = std::time::Instant::now();
-    let status = agent.terminate(Duration::from_secs(20));
+    agent.signal("TERM");
+    eventually("the relay lists the instance as draining", Duration::from_secs(5), || async {
+        let instances = relay.instances("test-rna").await;
+        (instances.len() == 1 && instances[0]["draining"] == true).then_some(())
+    })
+    .await;
+    let status = agent.wait_exit(Duration::from_secs(20)).expect("agent exits after SIGTERM");
     let took = stopped.elapsed();
     assert!(status.success(), "the agent exits cleanly after SIGTERM: {status}\n{}", agent.log());
     let out = in_flight.await.unwrap();
@@ -166,7 +174,7 @@ async fn sigterm_on_the_agent_finishes_the_request_in_flight_and_exits_promptly(
     let log = relay.log();
     assert!(log.contains("agent is draining"), "{log}");
     // The agent left by itself, not cut off by the relay's heartbeat
-    // watchdog while it waited for standby calls to close.
+    // watchdog while it drained.
     assert!(!log.contains("heartbeats stopped"), "{log}");
     // The relay counts it served.
     assert_eq!(relay.metric("borealis_forwarded_requests_total{mode=\"agent\",outcome=\"2xx\"}").await, 1.0);

@@ -133,6 +133,8 @@ pub async fn run_session(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_heard = Instant::now();
     let mut sequence = 0u64;
+    // Set once the agent is stopping: done when the session has drained.
+    let mut drained: Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>> = None;
     let outcome: Result<SessionEnd, AgentError> = async {
         loop {
             tokio::select! {
@@ -141,7 +143,7 @@ pub async fn run_session(
                     match msg.map_err(status_error)? {
                         Some(v1::RelayControl { msg: Some(relay_control::Msg::Offer(offer)) }) => {
                             // An offer means no standby call was idle: keep one more.
-                            if kept_standby < most_standby {
+                            if kept_standby < most_standby && !link.draining.is_cancelled() {
                                 kept_standby += 1;
                                 standby.add_permits(1);
                             }
@@ -178,16 +180,22 @@ pub async fn run_session(
                         *link.token.write().expect("token lock") = fresh;
                     }
                 }
-                () = stop.cancelled() => {
+                () = stop.cancelled(), if drained.is_none() => {
                     let grace_ends = tokio::time::Instant::now() + config.shutdown_grace;
                     link.draining.cancel();
                     let drain = v1::Drain { reason: "agent shutting down".into(), grace_ms: config.shutdown_grace.as_millis() as u32 };
                     let _ = to_relay.send(control(agent_control::Msg::Drain(drain))).await;
                     // On the drain the relay closes our standby calls; a request
                     // it sent down one just before still arrives first, and is
-                    // then waited for with the rest.
-                    let _ = tokio::time::timeout_at(grace_ends, standby.acquire_many(kept_standby)).await;
-                    agent.wait_idle(grace_ends.saturating_duration_since(tokio::time::Instant::now())).await;
+                    // then waited for with the rest. Meanwhile this loop goes on
+                    // beating, so the relay keeps the session while it drains.
+                    let (standby, agent, kept) = (standby.clone(), agent.clone(), kept_standby);
+                    drained = Some(Box::pin(async move {
+                        let _ = tokio::time::timeout_at(grace_ends, standby.acquire_many(kept)).await;
+                        agent.wait_idle(grace_ends.saturating_duration_since(tokio::time::Instant::now())).await;
+                    }));
+                }
+                () = async { drained.as_mut().expect("enabled only when set").await }, if drained.is_some() => {
                     return Ok(SessionEnd::Shutdown);
                 }
             }
