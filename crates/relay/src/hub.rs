@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use borealis_protocol::v1::{self, relay_control};
+use prometheus_client::metrics::counter::Counter;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tonic::{Status, Streaming};
@@ -261,10 +262,16 @@ pub struct Hub {
     idle: Notify,
     draining: AtomicBool,
     metrics: Arc<Metrics>,
+    /// Requests handed over down standby calls and as offers: looked up
+    /// once, not per request.
+    by_standby: Counter,
+    by_offer: Counter,
 }
 
 impl Hub {
     pub fn new(metrics: Arc<Metrics>) -> Arc<Self> {
+        let dispatches = |way| metrics.agent_dispatches.get_or_create(&DispatchLabels { way }).clone();
+        let (by_standby, by_offer) = (dispatches("standby"), dispatches("offer"));
         Arc::new(Self {
             relay_instance_id: uuid::Uuid::new_v4().to_string(),
             pools: Mutex::default(),
@@ -275,6 +282,8 @@ impl Hub {
             idle: Notify::new(),
             draining: AtomicBool::new(false),
             metrics,
+            by_standby,
+            by_offer,
         })
     }
 
@@ -391,7 +400,7 @@ impl Hub {
                 format!("{}-{}", self.relay_instance_id, self.next_request.fetch_add(1, Ordering::Relaxed));
             if let Some(mut call) = session.take_standby() {
                 call.request_id = request_id;
-                self.count_dispatch("standby");
+                self.by_standby.inc();
                 return Ok((lease, call));
             }
             let (accept, taken) = oneshot::channel();
@@ -421,7 +430,7 @@ impl Hub {
             };
             match outcome {
                 Some(call) => {
-                    self.count_dispatch("offer");
+                    self.by_offer.inc();
                     return Ok((lease, call));
                 }
                 None => {
@@ -431,10 +440,6 @@ impl Hub {
                 }
             }
         }
-    }
-
-    fn count_dispatch(&self, way: &'static str) {
-        self.metrics.agent_dispatches.get_or_create(&DispatchLabels { way }).inc();
     }
 
     /// Hands an agent's `Forward` call to the request waiting for it, if the
