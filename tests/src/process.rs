@@ -317,7 +317,7 @@ impl AgentProcess {
     }
 
     pub fn kill(self) {
-        self.process.signal("KILL");
+        self.signal("KILL");
     }
 
     /// Sends a signal ("TERM", "KILL").

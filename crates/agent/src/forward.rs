@@ -86,9 +86,49 @@ pub async fn handle_offer(agent: Arc<Agent>, link: Arc<SessionLink>, offer: v1::
     done(&agent, &request_id, outcome, started);
 }
 
+/// The standby calls of one session: a few at the start, one more each time
+/// a request comes as an offer (none was idle), up to what both the relay
+/// granted and `--standby-calls` allow.
+pub struct StandbyPool {
+    slots: Arc<Semaphore>,
+    kept: u32,
+    most: u32,
+}
+
+impl StandbyPool {
+    /// Starts keeping calls for the session. A relay that keeps none grants
+    /// none; every request then comes as an offer.
+    pub fn start(agent: &Arc<Agent>, link: &Arc<SessionLink>, granted: u32) -> Self {
+        let most = granted.min(agent.config.standby_calls);
+        let kept = most.min(borealis_protocol::STANDBY_CALLS_AT_START);
+        let slots = Arc::new(Semaphore::new(kept as usize));
+        if most > 0 {
+            tokio::spawn(keep_standby(agent.clone(), link.clone(), slots.clone()));
+        }
+        Self { slots, kept, most }
+    }
+
+    /// A request came as an offer: keep one more call, unless draining.
+    pub fn grow(&mut self, link: &SessionLink) {
+        if self.kept < self.most && !link.draining.is_cancelled() {
+            self.kept += 1;
+            self.slots.add_permits(1);
+        }
+    }
+
+    /// Done once every call has ended unused or taken its request (which
+    /// is then counted in flight).
+    pub fn closed(&self) -> impl Future<Output = ()> + Send + 'static {
+        let (slots, kept) = (self.slots.clone(), self.kept);
+        async move {
+            let _ = slots.acquire_many(kept).await;
+        }
+    }
+}
+
 /// Keeps `slots` standby calls open for the session until it drains or
 /// ends: whenever one takes a request, another is opened in its place.
-pub async fn keep_standby(agent: Arc<Agent>, link: Arc<SessionLink>, slots: Arc<Semaphore>) {
+async fn keep_standby(agent: Arc<Agent>, link: Arc<SessionLink>, slots: Arc<Semaphore>) {
     loop {
         let slot = tokio::select! {
             slot = slots.clone().acquire_owned() => slot.expect("the standby slots are never closed"),

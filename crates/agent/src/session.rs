@@ -6,12 +6,13 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use borealis_protocol::v1::{self, agent_control, relay_control, tunnel_client::TunnelClient};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
 use crate::connect::{Token, fetch_token};
+use crate::forward::StandbyPool;
 use crate::{Agent, AgentError};
 
 /// How a session ended, when it was not an error.
@@ -113,14 +114,7 @@ pub async fn run_session(
         draining: ended.child_token(),
         ended,
     });
-    // A relay that keeps no standby calls grants none; every request then
-    // comes as an offer.
-    let most_standby = welcome.standby_calls.min(config.standby_calls);
-    let mut kept_standby = most_standby.min(borealis_protocol::STANDBY_CALLS_AT_START);
-    let standby = Arc::new(Semaphore::new(kept_standby as usize));
-    if most_standby > 0 {
-        tokio::spawn(crate::forward::keep_standby(agent.clone(), link.clone(), standby.clone()));
-    }
+    let mut standby = StandbyPool::start(agent, &link, welcome.standby_calls);
     let interval = Duration::from_millis(u64::from(welcome.heartbeat_interval_ms.max(100)));
     tracing::info!(agent = %welcome.agent_id, session = %welcome.session_id, relay = %welcome.relay_instance_id, "connected to the relay");
     agent.metrics.connected.set(1);
@@ -142,11 +136,7 @@ pub async fn run_session(
                     last_heard = Instant::now();
                     match msg.map_err(status_error)? {
                         Some(v1::RelayControl { msg: Some(relay_control::Msg::Offer(offer)) }) => {
-                            // An offer means no standby call was idle: keep one more.
-                            if kept_standby < most_standby && !link.draining.is_cancelled() {
-                                kept_standby += 1;
-                                standby.add_permits(1);
-                            }
+                            standby.grow(&link);
                             let cancel = CancellationToken::new();
                             link.cancels.lock().expect("cancels lock").insert(offer.request_id.clone(), cancel.clone());
                             tokio::spawn(crate::forward::handle_offer(agent.clone(), link.clone(), offer, cancel));
@@ -189,9 +179,9 @@ pub async fn run_session(
                     // it sent down one just before still arrives first, and is
                     // then waited for with the rest. Meanwhile this loop goes on
                     // beating, so the relay keeps the session while it drains.
-                    let (standby, agent, kept) = (standby.clone(), agent.clone(), kept_standby);
+                    let (standby_closed, agent) = (standby.closed(), agent.clone());
                     drained = Some(Box::pin(async move {
-                        let _ = tokio::time::timeout_at(grace_ends, standby.acquire_many(kept)).await;
+                        let _ = tokio::time::timeout_at(grace_ends, standby_closed).await;
                         agent.wait_idle(grace_ends.saturating_duration_since(tokio::time::Instant::now())).await;
                     }));
                 }

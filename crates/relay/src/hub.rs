@@ -30,6 +30,11 @@ pub type ControlSender = mpsc::Sender<Result<v1::RelayControl, Status>>;
 /// first block of slots stays small on the many calls that sit idle.
 pub type FrameSender = mpsc::Sender<Box<v1::RelayFrame>>;
 
+/// A frame to the agent on a `Forward` call.
+pub fn relay_frame(request_id: &str, frame: v1::relay_frame::Frame) -> Box<v1::RelayFrame> {
+    Box::new(v1::RelayFrame { request_id: request_id.to_owned(), frame: Some(frame) })
+}
+
 /// One connected agent instance.
 pub struct Session {
     pub id: String,
@@ -200,11 +205,7 @@ impl Drop for ForwardCall {
         let (Some(mut inbound), Some(outbound)) = (self.inbound.take(), self.outbound.take()) else { return };
         if !self.finished {
             let cancel = v1::Cancel { request_id: self.request_id.clone(), reason: v1::ErrorCode::Cancelled as i32 };
-            let frame = v1::RelayFrame {
-                request_id: self.request_id.clone(),
-                frame: Some(v1::relay_frame::Frame::Cancel(cancel)),
-            };
-            let _ = outbound.try_send(Box::new(frame));
+            let _ = outbound.try_send(relay_frame(&self.request_id, v1::relay_frame::Frame::Cancel(cancel)));
         }
         tokio::spawn(async move {
             let rest = async { while let Ok(Some(_)) = inbound.message().await {} };
@@ -469,6 +470,12 @@ impl Hub {
 
     /// Keeps an agent's standby call for the next request to its session.
     pub fn park(&self, session_id: &str, agent_id: &str, call: ForwardCall) -> Result<(), Status> {
+        // Sessions are marked draining when the relay drains; this also
+        // covers one that registered while it began.
+        if self.is_draining() {
+            call.discard();
+            return Err(Status::unavailable("the relay is shutting down"));
+        }
         let session = self
             .pools
             .lock()
@@ -479,10 +486,6 @@ impl Hub {
             call.discard();
             return Err(Status::not_found(format!("agent {agent_id:?} has no live session {session_id}")));
         };
-        if self.is_draining() {
-            call.discard();
-            return Err(Status::unavailable("the relay is shutting down"));
-        }
         session.park(call)
     }
 
@@ -494,7 +497,7 @@ impl Hub {
         let drain = v1::Drain { reason: "relay shutting down".into(), grace_ms: grace.as_millis() as u32 };
         for session in &sessions {
             session.send_now(relay_control::Msg::Drain(drain.clone()));
-            session.release_standby();
+            session.set_draining();
         }
         let idle = async {
             loop {

@@ -18,7 +18,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use tokio_util::task::AbortOnDropHandle;
 
 use crate::api::Problem;
-use crate::hub::{DispatchError, ForwardCall, FrameSender, Lease};
+use crate::hub::{DispatchError, ForwardCall, FrameSender, Lease, relay_frame as frame};
 use crate::state::AppState;
 
 /// How long an agent may take to pick up an offer.
@@ -175,10 +175,6 @@ fn limited<E: std::fmt::Display>(
         }
         Ok(chunk)
     })
-}
-
-fn frame(request_id: &str, frame: relay_frame::Frame) -> Box<v1::RelayFrame> {
-    Box::new(v1::RelayFrame { request_id: request_id.to_owned(), frame: Some(frame) })
 }
 
 async fn via_agent(state: &Arc<AppState>, agent_id: &str, outbound: Outbound) -> Result<Response, ForwardError> {
