@@ -6,11 +6,15 @@
 //!   from changing a request's shape.
 //! - [`secret`]: [`Secret`], a string whose `Debug`, `Display` and
 //!   serialization never show its value.
+//! - [`scrub`]: [`Scrubber`], which masks secrets in text, also when encoded
+//!   (percent, JSON, base64) or case-mapped.
 //! - [`duration`]: parsing of human durations such as `24h` or `500ms`.
 
 pub mod deployment;
 pub mod duration;
+pub mod scrub;
 pub mod secret;
 pub mod template;
 
+pub use scrub::Scrubber;
 pub use secret::Secret;
