@@ -7,7 +7,9 @@
 //! - [`secret`]: [`Secret`], a string whose `Debug`, `Display` and
 //!   serialization never show its value.
 //! - [`duration`]: parsing of human durations such as `24h` or `500ms`.
+//! - [`backoff`]: retry and reconnect delays, jittered and capped.
 
+pub mod backoff;
 pub mod deployment;
 pub mod duration;
 pub mod secret;
