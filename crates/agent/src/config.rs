@@ -58,6 +58,9 @@ impl AgentConfig {
                 "--client-id and --client-secret are required (from `borealis agents create ID`)".into(),
             ));
         }
+        if self.max_backoff.is_zero() {
+            return Err(ConfigError("--max-backoff must be more than 0".into()));
+        }
         if self.max_concurrency == 0 {
             return Err(ConfigError("--max-concurrency must be at least 1".into()));
         }

@@ -17,11 +17,16 @@ use tower::{Service, ServiceExt};
 use crate::AgentError;
 use crate::config::AgentConfig;
 
+/// How long one connect attempt may take. Short: a SYN that a dead link
+/// dropped is only retried when this runs out, and an attempt still hanging
+/// when the link heals would delay serving again.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// Builds the relay endpoint (not yet connected).
 pub fn endpoint(config: &AgentConfig) -> Result<Endpoint, AgentError> {
     let mut endpoint = Endpoint::from_shared(config.relay.as_str().trim_end_matches('/').to_owned())
         .map_err(|e| AgentError::Config(format!("--relay {}: {e}", config.relay)))?
-        .connect_timeout(Duration::from_secs(10))
+        .connect_timeout(CONNECT_TIMEOUT)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(20))
         .keep_alive_timeout(Duration::from_secs(20))

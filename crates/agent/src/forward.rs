@@ -45,9 +45,71 @@ impl Drop for InFlight<'_> {
     }
 }
 
-fn done(agent: &Agent, request_id: &str, outcome: String, started: Instant) {
-    tracing::debug!(request = %request_id, %outcome, elapsed = ?started.elapsed(), "request done");
-    agent.metrics.count(outcome);
+/// Why a request did not complete.
+struct Failure {
+    /// A failure code's slug, or `cancelled`, `relay-gone`, `refused`.
+    error: &'static str,
+    detail: Option<String>,
+}
+
+impl Failure {
+    fn bare(error: &'static str) -> Self {
+        Self { error, detail: None }
+    }
+}
+
+/// How one request went: its log line and its metrics label.
+#[derive(Default)]
+struct Report {
+    method: Option<String>,
+    url: Option<String>,
+    /// The destination's status, once its reply head arrived.
+    status: Option<u16>,
+    failure: Option<Failure>,
+}
+
+/// One line per request at info, which a relay's log line for the same
+/// request id can be matched with. Its strings carry what the relay sent,
+/// so they are `&str` values (escaped in text).
+fn done(agent: &Agent, request_id: &str, report: Report, started: Instant) {
+    let (error, detail) = match &report.failure {
+        Some(failure) => (Some(failure.error), failure.detail.as_deref()),
+        None => (None, None),
+    };
+    tracing::info!(
+        request = request_id,
+        method = report.method.as_deref(),
+        url = report.url.as_deref(),
+        status = report.status,
+        error,
+        detail,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "request done"
+    );
+    match (error, report.status) {
+        (Some(error), _) => agent.metrics.count(error),
+        (None, Some(status)) => agent.metrics.count(format!("{}xx", status / 100)),
+        (None, None) => agent.metrics.count("internal"),
+    }
+}
+
+/// The URL as logged: without user info, query and fragment, where
+/// templated secrets usually sit (the agent cannot know which values are
+/// secret). A query is shown as `?…`.
+fn loggable_url(raw: &str) -> String {
+    let Ok(mut url) = url::Url::parse(raw) else {
+        return "(not a URL)".into();
+    };
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    url.set_fragment(None);
+    let had_query = url.query().is_some();
+    url.set_query(None);
+    let mut shown = String::from(url);
+    if had_query {
+        shown.push_str("?…");
+    }
+    shown
 }
 
 /// Opens a `Forward` call whose first frame is `first`.
@@ -69,21 +131,21 @@ pub async fn handle_offer(agent: Arc<Agent>, link: Arc<SessionLink>, offer: v1::
     let started = Instant::now();
     let in_flight = InFlight::new(&agent);
     let accept = frame(&request_id, agent_frame::Frame::Accept(v1::Accept { session_id: link.session_id.clone() }));
-    let outcome = match open_call(&link, accept).await {
-        Err(status) => {
-            tracing::debug!(request = %request_id, %status, "relay refused the forward call");
-            "refused".into()
-        }
+    let report = match open_call(&link, accept).await {
+        Err(status) => Report {
+            failure: Some(Failure { error: "refused", detail: Some(status.message().to_owned()) }),
+            ..Report::default()
+        },
         Ok((frames, mut inbound)) => match inbound.message().await {
             Ok(Some(v1::RelayFrame { frame: Some(relay_frame::Frame::RequestHead(head)), .. })) => {
                 serve(&agent, &request_id, head, frames, inbound, cancel).await
             }
-            _ => "relay-gone".into(),
+            _ => Report { failure: Some(Failure::bare("relay-gone")), ..Report::default() },
         },
     };
     drop(in_flight);
     link.cancels.lock().expect("cancels lock").remove(&request_id);
-    done(&agent, &request_id, outcome, started);
+    done(&agent, &request_id, report, started);
 }
 
 /// The standby calls of one session: a few at the start, one more each time
@@ -158,7 +220,7 @@ async fn stand_by(agent: Arc<Agent>, link: Arc<SessionLink>, slot: OwnedSemaphor
     let (frames, mut inbound) = match opened {
         Ok(call) => call,
         Err(status) => {
-            tracing::debug!(%status, "the relay did not take a standby call");
+            tracing::debug!(status = ?status, "the relay did not take a standby call");
             tokio::select! {
                 () = tokio::time::sleep(STANDBY_RETRY) => {}
                 () = link.draining.cancelled() => {}
@@ -175,9 +237,9 @@ async fn stand_by(agent: Arc<Agent>, link: Arc<SessionLink>, slot: OwnedSemaphor
             let started = Instant::now();
             let in_flight = InFlight::new(&agent);
             drop(slot);
-            let outcome = serve(&agent, &request_id, head, frames, inbound, CancellationToken::new()).await;
+            let report = serve(&agent, &request_id, head, frames, inbound, CancellationToken::new()).await;
             drop(in_flight);
-            done(&agent, &request_id, outcome, started);
+            done(&agent, &request_id, report, started);
         }
         // Closed unused (a cancel, or the relay ending its side): end ours
         // first, then read theirs to its end, the order HTTP/2 needs.
@@ -190,8 +252,7 @@ async fn stand_by(agent: Arc<Agent>, link: Arc<SessionLink>, slot: OwnedSemaphor
     }
 }
 
-/// Serves one request whose head has arrived on its call; returns the
-/// outcome label: a status class or a failure code.
+/// Serves one request whose head has arrived on its call.
 async fn serve(
     agent: &Arc<Agent>,
     request_id: &str,
@@ -199,7 +260,9 @@ async fn serve(
     frames: Frames,
     inbound: tonic::Streaming<v1::RelayFrame>,
     cancel: CancellationToken,
-) -> String {
+) -> Report {
+    let (method, url) = (head.method.clone(), loggable_url(&head.url));
+    let mut status = None;
     let deadline = (head.timeout_ms > 0).then(|| tokio::time::Instant::now() + Duration::from_millis(head.timeout_ms));
     let until_deadline = || async move {
         match deadline {
@@ -215,14 +278,16 @@ async fn serve(
     let finished = CancellationToken::new();
     let reader = read_relay_frames(inbound, head.has_body.then_some(body_tx), cancel.clone(), finished.clone());
     let work = async {
-        let outcome = exchange(agent, request_id, head, &frames, body_rx, &cancel, &finished, until_deadline).await;
+        let ended =
+            exchange(agent, request_id, head, &frames, body_rx, &cancel, &finished, until_deadline, &mut status).await;
         // Close our side and let the relay end the call: dropping it instead
         // would reset the stream and could discard our last frames unread.
         finished.cancel();
         drop(frames);
-        outcome
+        ended
     };
-    tokio::join!(work, reader).0
+    let ended = tokio::join!(work, reader).0;
+    Report { method: Some(method), url: Some(url), status, failure: ended.err() }
 }
 
 /// How long to wait for the relay to close a finished call.
@@ -238,24 +303,24 @@ async fn exchange<D: std::future::Future<Output = ()>>(
     cancel: &CancellationToken,
     finished: &CancellationToken,
     until_deadline: impl Fn() -> D,
-) -> String {
+    status_seen: &mut Option<u16>,
+) -> Result<(), Failure> {
     let fail = |code: ErrorCode, message: String| async move {
-        let _ = frames.send(failure(request_id, code, message)).await;
-        code.slug().to_owned()
+        let _ = frames.send(failure(request_id, code, message.clone())).await;
+        Failure { error: code.slug(), detail: Some(message) }
     };
 
     let url = match agent.egress.check_url(&head.url) {
         Ok(url) => url,
-        Err(err) => {
-            tracing::info!(request = %request_id, url = %head.url, error = %err, "refused");
-            return fail(err.code(), err.to_string()).await;
-        }
+        Err(err) => return Err(fail(err.code(), err.to_string()).await),
     };
     if head.has_body && !head.body.is_empty() {
-        return fail(ErrorCode::InvalidRequest, "a head with body frames to follow carries a body too".into()).await;
+        return Err(
+            fail(ErrorCode::InvalidRequest, "a head with body frames to follow carries a body too".into()).await
+        );
     }
     let Ok(method) = http::Method::from_bytes(head.method.as_bytes()) else {
-        return fail(ErrorCode::InvalidRequest, format!("invalid method {:?}", head.method)).await;
+        return Err(fail(ErrorCode::InvalidRequest, format!("invalid method {:?}", head.method)).await);
     };
     let mut headers = HeaderMap::with_capacity(head.headers.len());
     for header in &head.headers {
@@ -263,15 +328,15 @@ async fn exchange<D: std::future::Future<Output = ()>>(
             (Ok(name), Ok(value)) => {
                 headers.append(name, value);
             }
-            _ => return fail(ErrorCode::InvalidRequest, format!("invalid header {:?}", header.name)).await,
+            _ => return Err(fail(ErrorCode::InvalidRequest, format!("invalid header {:?}", header.name)).await),
         }
     }
     let headers = end_to_end(&headers);
 
     let _permit = tokio::select! {
         permit = agent.limiter.clone().acquire_owned() => permit.expect("the limiter is never closed"),
-        () = cancel.cancelled() => return "cancelled".into(),
-        () = until_deadline() => return fail(ErrorCode::Timeout, "the agent was at --max-concurrency until the deadline".into()).await,
+        () = cancel.cancelled() => return Err(Failure::bare("cancelled")),
+        () = until_deadline() => return Err(fail(ErrorCode::Timeout, "the agent was at --max-concurrency until the deadline".into()).await),
     };
 
     let body = if head.has_body {
@@ -282,18 +347,19 @@ async fn exchange<D: std::future::Future<Output = ()>>(
     let started = Instant::now();
     let response = tokio::select! {
         response = agent.egress.send(method, url.clone(), headers, body) => response,
-        () = cancel.cancelled() => return "cancelled".into(),
+        () = cancel.cancelled() => return Err(Failure::bare("cancelled")),
         () = until_deadline() => {
             let destination = borealis_egress::client::destination(&url);
-            return fail(ErrorCode::Timeout, format!("{destination} did not answer before the deadline")).await;
+            return Err(fail(ErrorCode::Timeout, format!("{destination} did not answer before the deadline")).await);
         }
     };
     let mut response = match response {
         Ok(response) => response,
-        Err(err) => return fail(err.code(), err.to_string()).await,
+        Err(err) => return Err(fail(err.code(), err.to_string()).await),
     };
     agent.metrics.latency.observe(started.elapsed().as_secs_f64());
     let status = response.status().as_u16();
+    *status_seen = Some(status);
     let limit = if head.max_response_bytes == 0 {
         agent.config.max_body_bytes
     } else {
@@ -310,18 +376,18 @@ async fn exchange<D: std::future::Future<Output = ()>>(
     };
     let length = response.content_length();
     if let Some(length) = length.filter(|&length| length > limit) {
-        return fail(
+        return Err(fail(
             ErrorCode::BodyTooLarge,
             format!("the response body ({length} bytes) is larger than {limit} bytes"),
         )
-        .await;
+        .await);
     }
-    // The next piece of the response body; on failure, the outcome.
+    // The next piece of the response body.
     let mut sent = 0u64;
     let mut next_chunk = async || {
         let chunk = tokio::select! {
             chunk = response.chunk() => chunk,
-            () = cancel.cancelled() => return Err("cancelled".to_owned()),
+            () = cancel.cancelled() => return Err(Failure::bare("cancelled")),
             () = until_deadline() => return Err(fail(ErrorCode::Timeout, "the response did not finish before the deadline".into()).await),
         };
         let chunk = match chunk {
@@ -348,7 +414,7 @@ async fn exchange<D: std::future::Future<Output = ()>>(
             match next_chunk().await {
                 Ok(Some(chunk)) => whole.extend_from_slice(&chunk),
                 Ok(None) => break,
-                Err(outcome) => return outcome,
+                Err(failure) => return Err(failure),
             }
         }
         reply_head.body = whole.freeze();
@@ -357,24 +423,24 @@ async fn exchange<D: std::future::Future<Output = ()>>(
     }
     let complete = reply_head.complete;
     if frames.send(frame(request_id, agent_frame::Frame::ResponseHead(reply_head))).await.is_err() {
-        return "relay-gone".into();
+        return Err(Failure::bare("relay-gone"));
     }
     if complete {
-        return format!("{}xx", status / 100);
+        return Ok(());
     }
     loop {
         let chunk = match next_chunk().await {
             Ok(Some(chunk)) => chunk,
             Ok(None) => break,
-            Err(outcome) => return outcome,
+            Err(failure) => return Err(failure),
         };
         if !send_chunks(frames, request_id, chunk, cancel).await {
-            return "cancelled".into();
+            return Err(Failure::bare("cancelled"));
         }
     }
     finished.cancel();
     let _ = frames.send(frame(request_id, agent_frame::Frame::ResponseEnd(v1::End {}))).await;
-    format!("{}xx", status / 100)
+    Ok(())
 }
 
 /// Sends a body chunk as frames of at most [`MAX_CHUNK_BYTES`]. False when
@@ -436,4 +502,16 @@ async fn read_relay_frames(
         }
     }
     cancel.cancel();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::loggable_url;
+
+    #[test]
+    fn logged_urls_drop_user_info_query_and_fragment() {
+        assert_eq!(loggable_url("https://u:p@ci.internal:8443/hook?token=s3cret#x"), "https://ci.internal:8443/hook?…");
+        assert_eq!(loggable_url("http://10.0.0.1/a/b"), "http://10.0.0.1/a/b");
+        assert_eq!(loggable_url("not a url\n"), "(not a URL)");
+    }
 }

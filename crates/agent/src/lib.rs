@@ -6,9 +6,26 @@
 //! against the private destination (only if its allow-list permits), and
 //! streams the reply back.
 //!
+//! Reconnects: network trouble is retried forever. The n-th delay is random
+//! in `[b, 2b)` with `b = min(200 ms·2ⁿ, cap)/2` (equal jitter, seeded per
+//! process so a fleet does not reconnect in lockstep), so no delay reaches
+//! the cap. The cap is `--max-backoff`, except for
+//! [`RECENT_OUTAGE`](reconnect::RECENT_OUTAGE) (5 minutes) after a session
+//! that was up ended: then it is [`RECENT_CAP`](reconnect::RECENT_CAP)
+//! (2 s), so an outage that heals, however long it lasted, is served again
+//! within seconds. A session that held 10 s, or was drained, starts the
+//! delays over. One connect attempt gives up after
+//! [`CONNECT_TIMEOUT`](connect::CONNECT_TIMEOUT) (3 s), so an attempt that a
+//! dead link stalled does not hold up the first one after the heal. Every
+//! delay is logged: `retry_in_ms`, `attempt`, message `reconnecting`.
+//!
+//! Logging: strings the relay chose (ids, URLs, reasons, its error
+//! messages) are logged as `&str` values or with `?`, never with `%`; see
+//! `borealis_logging`.
+//!
 //! Layout:
 //! - [`config`]: settings and their validation.
-//! - [`run`]: the reconnect loop (jittered exponential backoff, capped).
+//! - [`run`]: the reconnect loop; [`reconnect`]: its delays.
 //! - [`connect`]: the channel to the relay (TLS, proxy) and its token.
 //! - [`session`]: one session: hello, welcome, heartbeats, offers, standby calls, drain.
 //! - [`forward`]: one forwarded request.
@@ -19,13 +36,13 @@ pub mod connect;
 pub mod forward;
 pub mod health;
 pub mod metrics;
+pub mod reconnect;
 pub mod session;
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use backon::BackoffBuilder;
 use borealis_egress::{Egress, EgressOptions, Policy};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, Semaphore};
@@ -34,6 +51,7 @@ use tokio_util::sync::CancellationToken;
 pub use config::AgentConfig;
 
 use crate::metrics::Metrics;
+use crate::reconnect::Reconnect;
 use crate::session::SessionEnd;
 
 #[derive(Debug, thiserror::Error)]
@@ -88,19 +106,6 @@ impl Agent {
     }
 }
 
-/// A session that lasted this long resets the backoff.
-const STABLE_SESSION: Duration = Duration::from_secs(10);
-
-fn backoff(cap: Duration) -> impl Iterator<Item = Duration> {
-    backon::ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(200))
-        .with_max_delay(cap)
-        .with_factor(2.0)
-        .with_jitter()
-        .without_max_times()
-        .build()
-}
-
 /// Runs the agent until `shutdown` completes or the relay refuses its
 /// credentials (an error: the process should exit non-zero).
 pub async fn run(
@@ -126,36 +131,38 @@ pub async fn run(
     let relay = agent.config.relay.clone();
     let stopper = stop.clone();
     let sessions = async {
-        let mut delays = backoff(agent.config.max_backoff);
+        let mut reconnect = Reconnect::new(agent.config.max_backoff);
         let mut token_retry = false;
         loop {
-            let started = Instant::now();
+            let mut up_since = None;
             let result = match connect::connect(&endpoint).await {
-                Ok(channel) => session::run_session(&agent, channel, &stop).await,
+                Ok(channel) => session::run_session(&agent, channel, &stop, &mut up_since).await,
                 Err(err) => {
                     Err(AgentError::Unreachable(format!("{relay}: {}", borealis_egress::client::root_cause(&err))))
                 }
             };
+            if let Some(since) = up_since {
+                let drained = matches!(result, Ok(SessionEnd::Drained));
+                if reconnect.session_ended(since, drained, Instant::now()) {
+                    token_retry = false;
+                }
+            }
             match result {
                 Ok(SessionEnd::Shutdown) => return Ok(()),
-                Ok(SessionEnd::Drained) => delays = backoff(agent.config.max_backoff),
+                Ok(SessionEnd::Drained) => {}
                 Err(AgentError::TokenRejected(reason)) if !token_retry => {
                     // A fresh token settles it: the next attempt fetches one,
                     // and a revoked credential is refused at that point.
-                    tracing::warn!(%reason, "the relay refused our token; fetching a new one");
+                    tracing::warn!(reason = reason.as_str(), "the relay refused our token; fetching a new one");
                     token_retry = true;
                     continue;
                 }
                 Err(AgentError::TokenRejected(reason)) => return Err(AgentError::Rejected(reason)),
                 Err(err) if !err.is_retryable() => return Err(err),
-                Err(err) => tracing::warn!(error = %err, "session ended"),
+                Err(err) => tracing::warn!(error = err.to_string().as_str(), "session ended"),
             }
-            if started.elapsed() > STABLE_SESSION {
-                delays = backoff(agent.config.max_backoff);
-                token_retry = false;
-            }
-            let delay = delays.next().unwrap_or(agent.config.max_backoff);
-            tracing::info!(retry_in = ?delay, "reconnecting");
+            let (delay, attempt) = reconnect.next_delay(Instant::now());
+            tracing::info!(retry_in_ms = delay.as_millis() as u64, attempt, "reconnecting");
             tokio::select! {
                 () = tokio::time::sleep(delay) => {}
                 () = stop.cancelled() => return Ok(()),

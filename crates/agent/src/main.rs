@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use borealis_agent::{AgentConfig, AgentError};
 use borealis_egress::AllowRule;
+use borealis_logging::LogFormat;
 use clap::Parser;
 
 /// The Borealis agent: dials out to the relay and forwards its webhook calls
@@ -52,7 +53,7 @@ struct Flags {
     /// Address for /healthz, /readyz and /metrics.
     #[arg(long, env = "BOREALIS_HEALTH_LISTEN", value_name = "ADDR")]
     health_listen: Option<SocketAddr>,
-    /// Longest wait between reconnect attempts.
+    /// Longest wait between reconnect attempts (at most 30s).
     #[arg(long, env = "BOREALIS_MAX_BACKOFF", default_value = "30s", value_parser = parse_duration)]
     max_backoff: std::time::Duration,
     /// On SIGTERM, how long in-flight requests may still run.
@@ -64,20 +65,13 @@ struct Flags {
     #[arg(long, env = "BOREALIS_WORKER_THREADS", value_name = "N", default_value_t = 1,
           value_parser = clap::value_parser!(u16).range(1..=1024))]
     worker_threads: u16,
+    /// How log lines are written: text, or json (one object per line).
+    #[arg(long, env = "BOREALIS_LOG_FORMAT", value_name = "FORMAT", default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
 }
 
 fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     borealis_core::duration::parse(text).map_err(|e| e.to_string())
-}
-
-fn init_logging() {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("BOREALIS_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
 }
 
 fn host_name() -> String {
@@ -94,7 +88,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> ExitCode {
     let flags = Flags::parse();
-    init_logging();
+    borealis_logging::init(flags.log_format);
     match runtime(flags.worker_threads) {
         Ok(runtime) => runtime.block_on(run(flags)),
         Err(err) => {

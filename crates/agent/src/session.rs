@@ -76,11 +76,13 @@ fn control(msg: agent_control::Msg) -> v1::AgentControl {
     v1::AgentControl { msg: Some(msg) }
 }
 
-/// Runs one session on a connected channel until it ends.
+/// Runs one session on a connected channel until it ends. `up_since` is set
+/// when the relay welcomes the session.
 pub async fn run_session(
     agent: &Arc<Agent>,
     channel: Channel,
     stop: &CancellationToken,
+    up_since: &mut Option<Instant>,
 ) -> Result<SessionEnd, AgentError> {
     let config = &agent.config;
     let token = fetch_token(&channel, &config.client_id, &config.client_secret).await?;
@@ -116,7 +118,13 @@ pub async fn run_session(
     });
     let mut standby = StandbyPool::start(agent, &link, welcome.standby_calls);
     let interval = Duration::from_millis(u64::from(welcome.heartbeat_interval_ms.max(100)));
-    tracing::info!(agent = %welcome.agent_id, session = %welcome.session_id, relay = %welcome.relay_instance_id, "connected to the relay");
+    tracing::info!(
+        agent = welcome.agent_id.as_str(),
+        session = welcome.session_id.as_str(),
+        relay = welcome.relay_instance_id.as_str(),
+        "connected to the relay"
+    );
+    *up_since = Some(Instant::now());
     agent.metrics.connected.set(1);
     agent.metrics.sessions.inc();
     let _connected = scopeguard(|| {
@@ -147,7 +155,7 @@ pub async fn run_session(
                             }
                         }
                         Some(v1::RelayControl { msg: Some(relay_control::Msg::Drain(drain)) }) => {
-                            tracing::info!(reason = %drain.reason, "relay is draining; requests in flight finish, then reconnecting");
+                            tracing::info!(reason = drain.reason.as_str(), "relay is draining; requests in flight finish, then reconnecting");
                             agent.metrics.drains.inc();
                             return Ok(SessionEnd::Drained);
                         }

@@ -5,9 +5,9 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use backon::BackoffBuilder;
+use borealis_core::backoff::jittered;
 use borealis_protocol::STANDBY_CALLS_AT_START;
 use borealis_protocol::v1::{self, agent_control, agent_frame, relay_control, tunnel_client::TunnelClient};
 use tokio::sync::mpsc;
@@ -31,27 +31,34 @@ pub fn launch(count: usize, agents_url: String, token: String, fleet: Arc<Fleet>
     }
 }
 
+// The real agent's reconnect policy (`borealis_agent::run`): delays from
+// 200 ms, capped at 2 s for 5 minutes after a session that was up ended,
+// else at 30 s; a session that held 10 s or ended cleanly starts them over.
+const FIRST_DELAY: Duration = Duration::from_millis(200);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+const RECENT_CAP: Duration = Duration::from_secs(2);
+const RECENT_OUTAGE: Duration = Duration::from_secs(5 * 60);
+const STABLE_SESSION: Duration = Duration::from_secs(10);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
 async fn session_loop(n: usize, url: String, token: String, fleet: Arc<Fleet>, gate: Arc<tokio::sync::Semaphore>) {
-    let mut delays = backoff();
+    let fresh = || (jittered(FIRST_DELAY, RECENT_CAP), jittered(FIRST_DELAY, MAX_BACKOFF));
+    let (mut recent_delays, mut delays) = fresh();
+    let mut lost_at: Option<Instant> = None;
     loop {
         let permit = gate.clone().acquire_owned().await.expect("never closed");
-        // A session that ended cleanly starts the backoff over, as the agent does.
-        if session(n, &url, &token, &fleet, permit).await.is_ok() {
-            delays = backoff();
+        let mut up_since = None;
+        let ended = session(n, &url, &token, &fleet, permit, &mut up_since).await;
+        if let Some(since) = up_since {
+            lost_at = Some(Instant::now());
+            if ended.is_ok() || since.elapsed() > STABLE_SESSION {
+                (recent_delays, delays) = fresh();
+            }
         }
-        tokio::time::sleep(delays.next().unwrap_or(Duration::from_secs(30))).await;
+        let recent = lost_at.is_some_and(|at| at.elapsed() < RECENT_OUTAGE);
+        let (recent_delay, delay) = (recent_delays.next(), delays.next());
+        tokio::time::sleep(if recent { recent_delay } else { delay }.expect("jittered delays never end")).await;
     }
-}
-
-/// The real agent's reconnect policy.
-fn backoff() -> impl Iterator<Item = Duration> {
-    backon::ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(200))
-        .with_max_delay(Duration::from_secs(30))
-        .with_factor(2.0)
-        .with_jitter()
-        .without_max_times()
-        .build()
 }
 
 async fn session(
@@ -60,8 +67,9 @@ async fn session(
     token: &str,
     fleet: &Fleet,
     permit: tokio::sync::OwnedSemaphorePermit,
+    up_since: &mut Option<Instant>,
 ) -> anyhow::Result<()> {
-    let channel = Endpoint::from_shared(url.to_owned())?.connect_timeout(Duration::from_secs(10)).connect().await?;
+    let channel = Endpoint::from_shared(url.to_owned())?.connect_timeout(CONNECT_TIMEOUT).connect().await?;
     let (tx, rx) = mpsc::channel(4);
     let hello = v1::Hello {
         agent_id: String::new(),
@@ -96,6 +104,7 @@ async fn session(
         _standby.push((frames, client.forward(call).await?.into_inner()));
     }
     // Connected: let the next session start.
+    *up_since = Some(Instant::now());
     drop(permit);
     fleet.connected.fetch_add(1, Ordering::Relaxed);
     fleet.welcomes.fetch_add(1, Ordering::Relaxed);

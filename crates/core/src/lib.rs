@@ -9,7 +9,9 @@
 //! - [`scrub`]: [`Scrubber`], which masks secrets in text, also when encoded
 //!   (percent, JSON, base64) or case-mapped.
 //! - [`duration`]: parsing of human durations such as `24h` or `500ms`.
+//! - [`backoff`]: retry and reconnect delays, jittered and capped.
 
+pub mod backoff;
 pub mod deployment;
 pub mod duration;
 pub mod scrub;

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
+use borealis_logging::LogFormat;
 use borealis_relay::{Listeners, RelayConfig};
 use clap::Parser;
 
@@ -65,6 +66,9 @@ struct Flags {
     /// How often a closed Flagger gate is asked again [default: 10s].
     #[arg(long, value_name = "DURATION")]
     gate_interval: Option<String>,
+    /// How log lines are written: text, or json (one object per line).
+    #[arg(long, env = "BOREALIS_LOG_FORMAT", value_name = "FORMAT", default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
 }
 
 impl Flags {
@@ -97,16 +101,6 @@ impl Flags {
     }
 }
 
-fn init_logging() {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("BOREALIS_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-}
-
 #[cfg(not(target_env = "msvc"))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
@@ -114,7 +108,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let flags = Flags::parse();
-    init_logging();
+    borealis_logging::init(flags.log_format);
     let config = RelayConfig::load(flags.config.as_deref(), std::env::vars(), &flags.overrides())?;
     let http = tokio::net::TcpListener::bind(config.listen)
         .await
