@@ -84,6 +84,8 @@ fn field(line: &str, key: &str) -> String {
 pub struct RelayOptions {
     pub direct_allow: Vec<String>,
     pub extra_args: Vec<String>,
+    /// A command the relay runs under, e.g. `prlimit --nofile=1024:1024 --`.
+    pub wrapper: Vec<String>,
 }
 
 pub struct RelayProcess {
@@ -104,7 +106,14 @@ impl RelayProcess {
 
     fn start_in(data_dir: TempDir, listen: &str, agent_listen: &str, options: RelayOptions) -> Self {
         crate::install_crypto();
-        let mut command = Command::new(binary("borealis-relay"));
+        let mut command = match options.wrapper.split_first() {
+            None => Command::new(binary("borealis-relay")),
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(binary("borealis-relay"));
+                command
+            }
+        };
         command
             .arg("--data-dir")
             .arg(data_dir.path())

@@ -12,6 +12,7 @@ async fn proxy_calls_name_what_is_wrong() {
     let relay = RelayProcess::start(RelayOptions {
         direct_allow: vec!["127.0.0.0/8".into()],
         extra_args: vec!["--max-body-bytes".into(), "1024".into()],
+        ..Default::default()
     });
     let (client_id, secret) = relay.create_agent("test-rna");
     relay.create_agent("idle");

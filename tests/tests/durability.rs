@@ -10,6 +10,7 @@ fn relay(extra: &[&str]) -> RelayProcess {
     RelayProcess::start(RelayOptions {
         direct_allow: vec!["127.0.0.0/8".into()],
         extra_args: extra.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
     })
 }
 

@@ -10,7 +10,7 @@ use borealis_tests::{AgentProcess, RelayOptions, RelayProcess, TempDir};
 fn relay(extra: &[&str]) -> RelayProcess {
     let mut extra_args = vec!["--retry-base-delay".to_owned(), "50ms".to_owned()];
     extra_args.extend(extra.iter().map(|s| s.to_string()));
-    RelayProcess::start(RelayOptions { direct_allow: vec!["127.0.0.0/8".into()], extra_args })
+    RelayProcess::start(RelayOptions { direct_allow: vec!["127.0.0.0/8".into()], extra_args, ..Default::default() })
 }
 
 fn write_file(dir: &TempDir, name: &str, text: &str) -> String {

@@ -139,6 +139,8 @@ enum AgentsCommand {
 enum ClientsCommand {
     /// Create credentials for an external system's callbacks; printed once.
     Create { name: String },
+    /// Revoke a callback client: its tokens are refused from now on.
+    Revoke { name: String },
 }
 
 #[derive(Args, Debug)]
@@ -314,6 +316,15 @@ async fn run(cli: &Cli) -> Result<(), Failure> {
                 relay.call(reqwest::Method::POST, "/api/v1/clients", Some(serde_json::json!({ "name": name }))).await?;
             print_credentials(cli.json, &reply, &["name", "client_id", "client_secret"]);
         }
+        Command::Clients(ClientsCommand::Revoke { name }) => {
+            let path = format!("/api/v1/clients/{}", urlencode(name));
+            let reply = relay.call(reqwest::Method::DELETE, &path, None).await?;
+            if cli.json {
+                println!("{reply:#}");
+            } else {
+                println!("revoked callback client {name}; its tokens are refused from now on");
+            }
+        }
         Command::Proxy(args) => proxy(&relay, args).await?,
         Command::Secrets(SecretsCommand::Set { name }) => {
             let mut value = String::new();
@@ -438,9 +449,9 @@ async fn webhook_run(relay: &Relay, json: bool, args: &WebhookRunArgs) -> Result
         let state = run["state"].as_str().unwrap_or_default();
         println!("run {id}: {state}");
         if let Some(message) = run["mdMessage"].as_str() {
-            println!("{message}");
+            println!("{}", safe(message, true));
         } else if let Some(reason) = run["reason"].as_str() {
-            println!("{reason}");
+            println!("{}", safe(reason, false));
         }
     }
     match run["state"].as_str() {
@@ -511,9 +522,9 @@ async fn deploy(relay: &Relay, json: bool, args: &DeployArgs) -> Result<(), Fail
 
 fn print_deployment(d: &Value) {
     let text = |v: &Value, key: &str| v[key].as_str().unwrap_or("-").to_owned();
-    println!("deployment {} ({}): {}", text(d, "id"), text(d, "application"), text(d, "state"));
+    println!("deployment {} ({}): {}", text(d, "id"), safe(&text(d, "application"), false), text(d, "state"));
     if let Some(reason) = d["reason"].as_str() {
-        println!("  {reason}");
+        println!("  {}", safe(reason, false));
     }
     println!();
     let mut rows = vec![["TARGET", "STATE", "STEP", "REASON"].map(String::from)];
@@ -539,7 +550,7 @@ fn print_deployment(d: &Value) {
     println!();
     for e in d["events"].as_array().into_iter().flatten() {
         let target = e["target"].as_str().map(|t| format!(" [{t}]")).unwrap_or_default();
-        println!("{}{target} {}: {}", text(e, "at"), text(e, "kind"), text(e, "message"));
+        println!("{}{} {}: {}", text(e, "at"), safe(&target, false), text(e, "kind"), safe(&text(e, "message"), false));
     }
 }
 
@@ -584,15 +595,15 @@ fn print_run(run: &Value) {
         ("reason", "reason"),
     ] {
         if run[key].is_string() {
-            println!("{label:>13}: {}", text(key));
+            println!("{label:>13}: {}", safe(&text(key), false));
         }
     }
     if let Some(request) = run["request"].as_object() {
         println!(
             "{:>13}: {} {}",
             "request",
-            request["method"].as_str().unwrap_or_default(),
-            request["url"].as_str().unwrap_or_default()
+            safe(request["method"].as_str().unwrap_or_default(), false),
+            safe(request["url"].as_str().unwrap_or_default(), false)
         );
     }
     let attempts = run["attemptLog"].as_array().cloned().unwrap_or_default();
@@ -614,11 +625,33 @@ fn print_run(run: &Value) {
     }
     if let Some(message) = run["mdMessage"].as_str() {
         println!();
-        println!("{message}");
+        println!("{}", safe(message, true));
     }
 }
 
+/// Text from agents and external systems with its control characters
+/// escaped, so it cannot move the cursor, recolour or forge lines on the
+/// operator's terminal. `keep_lines` keeps newlines and tabs (a Markdown
+/// message printed on its own).
+fn safe(text: &str, keep_lines: bool) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\n' | '\t' if keep_lines => out.push(c),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}') => {
+                out.push_str(&c.escape_unicode().to_string())
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 fn print_table<const N: usize>(rows: Vec<[String; N]>) {
+    let rows: Vec<[String; N]> = rows.into_iter().map(|row| row.map(|cell| safe(&cell, false))).collect();
     let widths: Vec<usize> = (0..N).map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
     for row in rows {
         let line: Vec<String> = row.iter().zip(&widths).map(|(cell, width)| format!("{cell:width$}")).collect();

@@ -18,6 +18,7 @@ use crate::auth::{self, AuthError, TOKEN_TTL};
 use crate::deployments::api as deployments;
 use crate::proxy::{self, ProxyQuery};
 use crate::runs::api as runs;
+use crate::serve::RemoteAddr;
 use crate::state::AppState;
 
 /// Header that marks an error the relay produced (not the destination).
@@ -97,6 +98,48 @@ impl From<AuthError> for Problem {
     }
 }
 
+/// A store failure as the caller sees it: a key reused with another request
+/// is the caller's mistake (422, as the IETF Idempotency-Key draft says).
+pub(crate) fn store_problem(err: borealis_store::StoreError) -> Problem {
+    match err {
+        borealis_store::StoreError::IdempotencyKeyUsed { id, .. } => Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency-key-reused",
+            format!("this Idempotency-Key was already used for {id}, with a different request; use a new key"),
+        ),
+        other => Problem::internal(other),
+    }
+}
+
+/// The `Idempotency-Key` header of a POST, with a hash of its body.
+pub(crate) fn idempotency_key(
+    headers: &http::HeaderMap,
+    body: &[u8],
+) -> Result<Option<borealis_store::IdempotencyKey>, Problem> {
+    let Some(value) = headers.get("idempotency-key") else { return Ok(None) };
+    let key = value
+        .to_str()
+        .ok()
+        .map(|k| k.trim().trim_matches('"'))
+        .filter(|k| !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| b.is_ascii_graphic()))
+        .ok_or_else(|| {
+            Problem::bad_request("invalid-idempotency-key", "Idempotency-Key must be 1 to 255 visible ASCII characters")
+        })?;
+    let digest = ring::digest::digest(&ring::digest::SHA256, body);
+    let request_hash = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    Ok(Some(borealis_store::IdempotencyKey { key: key.to_owned(), request_hash }))
+}
+
+/// `201 Created`; a repeat of an earlier request with its `Idempotency-Key`
+/// gets the same status, marked `Idempotent-Replayed: true`.
+pub(crate) fn created(body: impl IntoResponse, replayed: bool) -> Response {
+    let mut response = (StatusCode::CREATED, body).into_response();
+    if replayed {
+        response.headers_mut().insert("idempotent-replayed", http::HeaderValue::from_static("true"));
+    }
+    response
+}
+
 /// `?wait=D` on a GET: hold the request until the thing changes, up to a minute.
 #[derive(Debug, Deserialize)]
 pub struct WaitQuery {
@@ -138,6 +181,7 @@ pub fn http_router(state: Arc<AppState>) -> Router {
         .route("/api/v1/agents", post(create_agent).get(list_agents))
         .route("/api/v1/agents/{id}", axum::routing::delete(revoke_agent))
         .route("/api/v1/clients", post(create_client))
+        .route("/api/v1/clients/{name}", axum::routing::delete(revoke_client))
         .route("/api/v1/proxy", any(proxy))
         .route("/api/v1/webhook-runs", post(runs::create_run).get(runs::list_runs))
         .route("/api/v1/webhook-runs/{id}", get(runs::show_run))
@@ -169,18 +213,40 @@ pub fn agent_router(state: Arc<AppState>, tunnel: Router) -> Router {
 /// `Proxy-Authorization`, so that `Authorization` can go to the destination.
 /// The header that carried the admin token is removed before the handler.
 async fn require_admin(State(state): State<Arc<AppState>>, mut request: Request, next: Next) -> Response {
+    let peer = request.extensions().get::<RemoteAddr>().map(|r| r.0.ip());
+    if let Err(wait) = state.auth_guard.check(peer) {
+        return too_many_failures(wait);
+    }
+    let mut presented = false;
     for name in [header::AUTHORIZATION, header::PROXY_AUTHORIZATION] {
-        if auth::bearer(request.headers().get(&name)).is_some_and(|token| state.auth.is_admin(token)) {
+        let Some(token) = auth::bearer(request.headers().get(&name)) else { continue };
+        if state.auth.is_admin(token) {
             request.headers_mut().remove(&name);
             return next.run(request).await;
         }
+        presented = true;
     }
+    let detail = if presented { "wrong admin token" } else { "no admin token" };
+    state.auth_guard.failed(peer, "admin_token", &format!("{detail} for {} {}", request.method(), request.uri().path()));
     Problem::new(
         StatusCode::UNAUTHORIZED,
         "unauthorized",
         "this route needs the admin token: Authorization: Bearer <token>",
     )
     .into_response()
+}
+
+/// 429 for a peer that failed authentication too often.
+pub(crate) fn too_many_failures(wait: std::time::Duration) -> Response {
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    let mut response = Problem::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too-many-failed-authentications",
+        format!("too many failed authentications from this address; try again in {seconds} s"),
+    )
+    .into_response();
+    response.headers_mut().insert(header::RETRY_AFTER, http::HeaderValue::from(seconds.max(1)));
+    response
 }
 
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
@@ -283,6 +349,19 @@ async fn list_agents(State(state): State<Arc<AppState>>) -> Result<Response, Pro
     Ok(Json(json!({ "agents": agents })).into_response())
 }
 
+async fn revoke_client(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Result<Response, Problem> {
+    let revoked = state.store.revoke(CredentialKind::Callback, &name).await.map_err(Problem::internal)?;
+    if !revoked {
+        return Err(Problem::new(
+            StatusCode::NOT_FOUND,
+            "unknown-client",
+            format!("no callback client named {name:?} is registered"),
+        ));
+    }
+    tracing::info!(client = ?name, "callback client revoked");
+    Ok(Json(json!({ "name": name, "revoked": true })).into_response())
+}
+
 async fn revoke_agent(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Response, Problem> {
     let revoked = state.store.revoke(CredentialKind::Agent, &id).await.map_err(Problem::internal)?;
     if !revoked {
@@ -311,7 +390,16 @@ async fn proxy(State(state): State<Arc<AppState>>, request: Request) -> Response
 ///
 /// Takes the form body, or the client in HTTP Basic auth. Also takes the body
 /// exactly as the callback guide's curl sends it, with a leading `data=`.
-async fn token(State(state): State<Arc<AppState>>, headers: http::HeaderMap, body: axum::body::Bytes) -> Response {
+async fn token(
+    State(state): State<Arc<AppState>>,
+    remote: Option<axum::Extension<RemoteAddr>>,
+    headers: http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let peer = remote.map(|r| r.0.0.ip());
+    if let Err(wait) = state.auth_guard.check(peer) {
+        return too_many_failures(wait);
+    }
     let oauth_error = |status: StatusCode, error: &str, description: &str| {
         (status, Json(json!({ "error": error, "error_description": description }))).into_response()
     };
@@ -364,9 +452,11 @@ async fn token(State(state): State<Arc<AppState>>, headers: http::HeaderMap, bod
             Json(json!({ "access_token": token, "token_type": "Bearer", "expires_in": TOKEN_TTL.as_secs(), "scope": scope })).into_response()
         }
         Err(AuthError::InvalidClient) => {
+            state.auth_guard.failed(peer, "client_secret", &format!("unknown client or wrong secret for {client_id}"));
             oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "unknown client or wrong secret")
         }
         Err(AuthError::Revoked) => {
+            state.auth_guard.failed(peer, "client_secret", &format!("revoked credential {client_id}"));
             oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "the credential was revoked")
         }
         Err(err) => Problem::internal(err).into_response(),

@@ -9,9 +9,10 @@ use std::time::Duration;
 use borealis_core::Secret;
 use borealis_core::duration::serde_human;
 use ipnet::IpNet;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default)]
 pub struct RelayConfig {
     /// Where the relay keeps its state: database, admin token, secrets.
     pub data_dir: PathBuf,
@@ -55,25 +56,35 @@ pub struct RelayConfig {
     /// How often a closed Flagger gate is asked again.
     #[serde(with = "serde_human")]
     pub gate_interval: Duration,
+    /// Most open connections on both listeners together; 0: half the
+    /// process's descriptor limit.
+    pub max_connections: usize,
+    /// Most open connections from one peer address; 0: a quarter of
+    /// `max_connections`. Raise it behind a load balancer.
+    pub max_connections_per_peer: usize,
+    /// How long a new connection may take to send a complete request head.
+    #[serde(with = "serde_human")]
+    pub header_timeout: Duration,
+    /// How long a connection may stay open with no request in flight.
+    #[serde(with = "serde_human")]
+    pub idle_timeout: Duration,
+    /// Failed authentications one peer address may make per minute before
+    /// the token endpoint and admin routes answer it 429.
+    pub auth_failures_per_minute: u32,
+    /// Largest rendered template field (URI, one header value, the body).
+    pub max_rendered_field_bytes: usize,
+    /// Largest rendered webhook request, all fields together.
+    pub max_rendered_request_bytes: usize,
 }
 
-/// Every key a config file may set, for the unknown-key check.
-const KEYS: &[&str] = &[
-    "data_dir",
-    "listen",
-    "agent_listen",
-    "public_url",
-    "database_url",
-    "direct_allow",
-    "callback_timeout",
-    "tls_cert",
-    "tls_key",
-    "admin_token",
-    "max_body_bytes",
-    "request_timeout",
-    "heartbeat_interval",
-    "shutdown_grace",
-];
+/// Every key a config file may set: the fields of [`RelayConfig`], read off
+/// its serialized defaults so that the list cannot drift from the type.
+pub fn known_keys() -> Vec<String> {
+    match serde_json::to_value(RelayConfig::default()) {
+        Ok(serde_json::Value::Object(map)) => map.keys().cloned().collect(),
+        _ => Vec::new(),
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -104,6 +115,13 @@ impl Default for RelayConfig {
             webhook_timeout: Duration::from_secs(60),
             retry_base_delay: Duration::from_secs(1),
             gate_interval: Duration::from_secs(10),
+            max_connections: 0,
+            max_connections_per_peer: 0,
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(120),
+            auth_failures_per_minute: 30,
+            max_rendered_field_bytes: 64 << 10,
+            max_rendered_request_bytes: 256 << 10,
         }
     }
 }
@@ -116,21 +134,9 @@ impl RelayConfig {
         env: impl IntoIterator<Item = (String, String)>,
         overrides: &[(&str, config::Value)],
     ) -> Result<Self, ConfigError> {
-        let defaults = RelayConfig::default();
-        let mut builder = config::Config::builder()
-            .set_default("data_dir", defaults.data_dir.display().to_string())
-            .and_then(|b| b.set_default("listen", defaults.listen.to_string()))
-            .and_then(|b| b.set_default("agent_listen", defaults.agent_listen.to_string()))
-            .and_then(|b| b.set_default("direct_allow", Vec::<String>::new()))
-            .and_then(|b| b.set_default("callback_timeout", "24h"))
-            .and_then(|b| b.set_default("max_body_bytes", defaults.max_body_bytes))
-            .and_then(|b| b.set_default("request_timeout", "5m"))
-            .and_then(|b| b.set_default("heartbeat_interval", "10s"))
-            .and_then(|b| b.set_default("shutdown_grace", "30s"))
-            .and_then(|b| b.set_default("webhook_timeout", "60s"))
-            .and_then(|b| b.set_default("retry_base_delay", "1s"))
-            .and_then(|b| b.set_default("gate_interval", "10s"))
-            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let defaults = config::Config::try_from(&RelayConfig::default())
+            .map_err(|e| ConfigError::Invalid(format!("defaults: {e}")))?;
+        let mut builder = config::Config::builder().add_source(defaults);
         if let Some(path) = file {
             check_file_keys(path)?;
             builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml).required(true));
@@ -177,6 +183,12 @@ impl RelayConfig {
         if self.max_body_bytes == 0 {
             return invalid("max_body_bytes must be larger than 0");
         }
+        if self.header_timeout.is_zero() || self.idle_timeout.is_zero() {
+            return invalid("header_timeout and idle_timeout must be longer than 0");
+        }
+        if self.max_rendered_field_bytes == 0 || self.max_rendered_request_bytes == 0 {
+            return invalid("max_rendered_field_bytes and max_rendered_request_bytes must be larger than 0");
+        }
         if self.admin_token.as_ref().is_some_and(|t| t.expose().len() < 16) {
             return invalid("the admin token must be at least 16 characters long");
         }
@@ -196,9 +208,10 @@ fn check_file_keys(path: &Path) -> Result<(), ConfigError> {
         .build()
         .and_then(|c| c.try_deserialize())
         .map_err(|e| fail(e.to_string()))?;
+    let known = known_keys();
     for key in table.keys() {
-        if !KEYS.contains(&key.as_str()) {
-            return Err(fail(format!("unknown setting {key:?}; known settings: {}", KEYS.join(", "))));
+        if !known.contains(key) {
+            return Err(fail(format!("unknown setting {key:?}; known settings: {}", known.join(", "))));
         }
     }
     Ok(())
@@ -237,6 +250,22 @@ mod tests {
         assert_eq!(config.direct_allow.len(), 2);
         assert_eq!(config.callback_timeout, Duration::from_secs(300));
         assert_eq!(config.data_dir, PathBuf::from("./borealis-data"));
+    }
+
+    #[test]
+    fn every_setting_is_a_file_key() {
+        let keys = known_keys();
+        for key in ["secret_key", "webhook_timeout", "retry_base_delay", "gate_interval", "admin_token", "idle_timeout"] {
+            assert!(keys.iter().any(|k| k == key), "{key} missing from {keys:?}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("relay.toml");
+        std::fs::write(&file, "webhook_timeout = \"5s\"\ngate_interval = \"2s\"\nmax_connections = 10\n").unwrap();
+        let config = RelayConfig::load(Some(&file), env(&[]), &[]).unwrap();
+        assert_eq!(config.webhook_timeout, Duration::from_secs(5));
+        assert_eq!(config.gate_interval, Duration::from_secs(2));
+        assert_eq!(config.max_connections, 10);
+        assert_eq!(config.idle_timeout, RelayConfig::default().idle_timeout);
     }
 
     #[test]

@@ -61,6 +61,8 @@ pub struct SessionInfo {
     /// How many standby calls this session may keep open (as granted in
     /// `Welcome`).
     pub standby_calls: u32,
+    /// The agent's connection, closed when the relay gives up on the session.
+    pub connection: Option<crate::serve::ConnectionHandle>,
 }
 
 impl Session {
@@ -94,6 +96,17 @@ impl Session {
     pub fn kick(&self, status: Status) {
         let _ = self.control.try_send(Err(status));
         self.closed.cancel();
+    }
+
+    /// Ends a session the agent stopped answering on: its requests in
+    /// flight fail at once (they wait on `closed`), and its connection is
+    /// closed, so an agent that can still hear learns it now rather than
+    /// from its own timer.
+    pub fn lose(&self, status: Status) {
+        self.kick(status);
+        if let Some(connection) = &self.info.connection {
+            connection.close();
+        }
     }
 
     pub async fn send(&self, msg: relay_control::Msg) -> bool {

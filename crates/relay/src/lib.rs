@@ -15,6 +15,7 @@
 //! - [`deployments`]: targets as a DAG, constraints, strategies, drivers, Flagger hooks.
 //! - [`vault`]: secrets, encrypted at rest.
 //! - [`auth`]: credentials, tokens and the admin token.
+//! - [`throttle`]: failed authentication logged, counted and limited per peer.
 //!
 //! The binary (`main.rs`) only parses flags, binds, and waits for a signal;
 //! tests call [`run`] with listeners on port 0.
@@ -29,6 +30,7 @@ pub mod proxy;
 pub mod runs;
 pub mod serve;
 pub mod state;
+pub mod throttle;
 pub mod tls;
 pub mod tunnel;
 pub mod vault;
@@ -96,6 +98,23 @@ pub async fn run(
     let egress =
         Egress::new(Policy::Guarded(AddressGuard::new(config.direct_allow.clone())), EgressOptions::default())?;
     let metrics = Arc::new(Metrics::default());
+    let descriptors = serve::raise_descriptor_limit();
+    let max_total = match config.max_connections {
+        0 => serve::default_max_connections(descriptors),
+        n => n,
+    };
+    let limits = serve::ConnectionLimits {
+        max_total,
+        max_per_peer: match config.max_connections_per_peer {
+            0 => (max_total / 4).max(16),
+            n => n,
+        },
+        header_timeout: config.header_timeout,
+        idle_timeout: config.idle_timeout,
+    };
+    tracing::debug!(descriptors, ?limits, "connection limits");
+    let connections = serve::Connections::new(limits, &metrics);
+    let auth_guard = throttle::AuthGuard::new(config.auth_failures_per_minute, &metrics);
     let hub = Hub::new(metrics.clone());
     let grace = config.shutdown_grace;
     let vault = vault::Vault::open(store.clone(), &data_dir, config.secret_key.as_ref())?;
@@ -116,6 +135,7 @@ pub async fn run(
         engine,
         public_base,
         deployment_events: tokio::sync::broadcast::channel(1024).0,
+        auth_guard,
     });
 
     let tunnel = TunnelServer::new(tunnel::TunnelService { state: state.clone() })
@@ -134,6 +154,7 @@ pub async fn run(
             listeners.http,
             tls.clone(),
             api::http_router(state.clone()),
+            connections.clone(),
             stop.clone(),
             grace,
         )),
@@ -142,6 +163,7 @@ pub async fn run(
             listeners.agents,
             tls,
             api::agent_router(state.clone(), tunnel_router),
+            connections,
             stop.clone(),
             grace,
         )),
@@ -172,11 +194,20 @@ fn addr_text(addr: Option<std::net::SocketAddr>) -> String {
     addr.map(|a| a.to_string()).unwrap_or_else(|| "?".into())
 }
 
+/// Creates the data dir readable by its owner only, and narrows one that
+/// already exists wider (systemd's `StateDirectory=` makes it 0755): it
+/// holds the admin token, the secret key and the database.
 fn create_private_dir(path: &std::path::Path) -> std::io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     match std::fs::DirBuilder::new().recursive(true).mode(0o700).create(path) {
-        Ok(()) => Ok(()),
-        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(err) => Err(err),
+        Ok(()) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(err) => return Err(err),
     }
+    let mode = std::fs::metadata(path)?.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))?;
+        tracing::warn!(path = %path.display(), was = %format!("{mode:o}"), "the data directory was readable by others; its mode is now 0700");
+    }
+    Ok(())
 }

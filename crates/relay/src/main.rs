@@ -69,6 +69,27 @@ struct Flags {
     /// How log lines are written: text, or json (one object per line).
     #[arg(long, env = "BOREALIS_LOG_FORMAT", value_name = "FORMAT", default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Most open connections on both listeners [default: half the open-file limit].
+    #[arg(long, value_name = "N")]
+    max_connections: Option<u64>,
+    /// Most open connections from one address [default: a quarter of --max-connections].
+    #[arg(long, value_name = "N")]
+    max_connections_per_peer: Option<u64>,
+    /// How long a new connection may take to send a request head [default: 10s].
+    #[arg(long, value_name = "DURATION")]
+    header_timeout: Option<String>,
+    /// How long a connection may stay open with no request in flight [default: 2m].
+    #[arg(long, value_name = "DURATION")]
+    idle_timeout: Option<String>,
+    /// Failed authentications per minute one address may make before 429 [default: 30].
+    #[arg(long, value_name = "N")]
+    auth_failures_per_minute: Option<u64>,
+    /// Largest rendered template field, in bytes [default: 65536].
+    #[arg(long, value_name = "BYTES")]
+    max_rendered_field_bytes: Option<u64>,
+    /// Largest rendered webhook request, in bytes [default: 262144].
+    #[arg(long, value_name = "BYTES")]
+    max_rendered_request_bytes: Option<u64>,
 }
 
 impl Flags {
@@ -94,6 +115,17 @@ impl Flags {
         put("webhook_timeout", self.webhook_timeout.clone());
         put("retry_base_delay", self.retry_base_delay.clone());
         put("gate_interval", self.gate_interval.clone());
+        put("header_timeout", self.header_timeout.clone());
+        put("idle_timeout", self.idle_timeout.clone());
+        for (key, value) in [
+            ("max_connections", self.max_connections),
+            ("max_connections_per_peer", self.max_connections_per_peer),
+            ("auth_failures_per_minute", self.auth_failures_per_minute),
+            ("max_rendered_field_bytes", self.max_rendered_field_bytes),
+            ("max_rendered_request_bytes", self.max_rendered_request_bytes),
+        ] {
+            put(key, value.map(|n| n.to_string()));
+        }
         if !self.direct_allow.is_empty() {
             set.push(("direct_allow", self.direct_allow.clone().into()));
         }

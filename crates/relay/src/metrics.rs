@@ -31,8 +31,27 @@ pub struct DispatchLabels {
     pub way: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConnectionLabels {
+    /// "http" or "agents".
+    pub listener: &'static str,
+    /// Which cap refused it: "peer" or "total".
+    pub cap: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AuthFailureLabels {
+    /// What was presented: "admin_token", "client_secret", "callback_token", "agent_token".
+    pub credential: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
+    pub connections_open: Gauge,
+    pub connections_refused: Family<ConnectionLabels, Counter>,
+    pub connections_idle_closed: Counter,
+    pub auth_failures: Family<AuthFailureLabels, Counter>,
+    pub rate_limited: Counter,
     pub agent_sessions: Family<AgentLabels, Gauge>,
     pub agent_dispatches: Family<DispatchLabels, Counter>,
     pub forwarded: Family<ForwardLabels, Counter>,
@@ -60,7 +79,40 @@ impl Default for Metrics {
             "Time from a forwarded request's arrival to its response head",
             forward_latency.clone(),
         );
-        Self { registry, agent_sessions, agent_dispatches, forwarded, forward_latency }
+        let connections_open = Gauge::default();
+        registry.register("connections_open", "Open connections on both listeners", connections_open.clone());
+        let connections_refused = Family::<ConnectionLabels, Counter>::default();
+        registry.register(
+            "connections_refused",
+            "Connections closed at accept because a connection cap was reached",
+            connections_refused.clone(),
+        );
+        let connections_idle_closed = Counter::default();
+        registry.register(
+            "connections_idle_closed",
+            "Connections closed for sending no request within the header timeout, or idling past the idle timeout",
+            connections_idle_closed.clone(),
+        );
+        let auth_failures = Family::<AuthFailureLabels, Counter>::default();
+        registry.register("auth_failures", "Failed authentications by the credential presented", auth_failures.clone());
+        let rate_limited = Counter::default();
+        registry.register(
+            "rate_limited_requests",
+            "Requests refused with 429 because their peer failed authentication too often",
+            rate_limited.clone(),
+        );
+        Self {
+            registry,
+            connections_open,
+            connections_refused,
+            connections_idle_closed,
+            auth_failures,
+            rate_limited,
+            agent_sessions,
+            agent_dispatches,
+            forwarded,
+            forward_latency,
+        }
     }
 }
 

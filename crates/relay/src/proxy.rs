@@ -58,6 +58,25 @@ pub fn failed(code: ErrorCode, detail: String) -> ForwardError {
     ForwardError { problem: Problem::new(status, code.slug(), detail), retryable: code.is_retryable() }
 }
 
+/// A failure that happened on the agent's side: the agent is the gateway, so
+/// it is never the relay's 500. `Internal` from the agent is its own fault.
+fn agent_failed(code: ErrorCode, detail: String) -> ForwardError {
+    match code {
+        ErrorCode::Internal | ErrorCode::Unspecified => ForwardError {
+            problem: Problem::new(StatusCode::BAD_GATEWAY, "agent-failed", detail),
+            retryable: true,
+        },
+        other => failed(other, detail),
+    }
+}
+
+/// The agent broke the exchange (went away, or broke the protocol): 502.
+/// Retryable: a request that was cut off may pass on another try, and the
+/// webhook engine's `webhook-id` lets a receiver drop a repeat.
+fn agent_lost(detail: String) -> ForwardError {
+    ForwardError { problem: Problem::new(StatusCode::BAD_GATEWAY, "agent-lost", detail), retryable: true }
+}
+
 pub async fn handle(state: Arc<AppState>, query: ProxyQuery, request: axum::extract::Request) -> Response {
     let started = Instant::now();
     let mode = if query.agent.is_some() { "agent" } else { "direct" };
@@ -219,7 +238,8 @@ async fn via_agent(state: &Arc<AppState>, agent_id: &str, outbound: Outbound) ->
         has_body: body.is_some(),
         body: inline,
     };
-    let lost = || failed(ErrorCode::Internal, format!("agent {agent_id:?} went away before answering"));
+    let lost = || agent_lost(format!("agent {agent_id:?} went away before answering"));
+    let session = lease.session().clone();
     upload_frames.send(frame(&request_id, relay_frame::Frame::RequestHead(head))).await.map_err(|_| lost())?;
 
     let (upload_failed, mut upload_error) = tokio::sync::oneshot::channel();
@@ -231,17 +251,21 @@ async fn via_agent(state: &Arc<AppState>, agent_id: &str, outbound: Outbound) ->
         frame = call.inbound().message() => frame,
         Ok(problem) = &mut upload_error => return Err(problem),
         () = tokio::time::sleep_until(deadline) => return Err(timed_out()),
+        () = session.closed.cancelled() => {
+            return Err(agent_lost(format!("agent {agent_id:?} was lost (its session ended) before answering")));
+        }
     };
     let head = match first.ok().flatten().and_then(|f| f.frame) {
         Some(agent_frame::Frame::ResponseHead(head)) => head,
         Some(agent_frame::Frame::Failure(failure)) => {
             call.finished = true;
-            return Err(failed(failure.error_code(), format!("agent {agent_id:?}: {}", failure.message)));
+            return Err(agent_failed(failure.error_code(), format!("agent {agent_id:?}: {}", failure.message)));
         }
-        _ => return Err(lost()),
+        Some(_) => return Err(agent_lost(format!("agent {agent_id:?} sent an unexpected frame instead of a response"))),
+        None => return Err(lost()),
     };
     let status = StatusCode::from_u16(head.status as u16)
-        .map_err(|_| failed(ErrorCode::Internal, format!("agent {agent_id:?} sent status {}", head.status)))?;
+        .map_err(|_| agent_lost(format!("agent {agent_id:?} sent the invalid status {}", head.status)))?;
     let mut reply = Response::builder().status(status);
     if let Some(map) = reply.headers_mut() {
         for header in head.headers {
@@ -254,10 +278,7 @@ async fn via_agent(state: &Arc<AppState>, agent_id: &str, outbound: Outbound) ->
         *map = end_to_end(map);
     }
     if !head.complete && !head.body.is_empty() {
-        return Err(failed(
-            ErrorCode::Internal,
-            format!("agent {agent_id:?} sent a body in a head that is not complete"),
-        ));
+        return Err(agent_lost(format!("agent {agent_id:?} sent a body in a head that is not complete")));
     }
     if head.body.len() as u64 > limit {
         return Err(too_large("response", limit));
@@ -357,7 +378,12 @@ impl ResponseBody {
         futures_util::stream::unfold(Some(self), |state| async move {
             let mut body = state?;
             let broken = |msg: String| Some((Err(std::io::Error::other(msg)), None));
-            match body.call.inbound().message().await {
+            let session = body._lease.session().clone();
+            let frame = tokio::select! {
+                frame = body.call.inbound().message() => frame,
+                () = session.closed.cancelled() => return broken("agent was lost mid-response (its session ended)".into()),
+            };
+            match frame {
                 Ok(Some(v1::AgentFrame { frame: Some(agent_frame::Frame::ResponseBody(chunk)), .. })) => {
                     body.received += chunk.data.len() as u64;
                     if body.received > body.limit {

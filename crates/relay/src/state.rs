@@ -10,6 +10,7 @@ use crate::config::RelayConfig;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::runs::engine::Engine;
+use crate::throttle::AuthGuard;
 use crate::vault::Vault;
 
 pub struct AppState {
@@ -26,6 +27,8 @@ pub struct AppState {
     pub public_base: String,
     /// Ids of deployments that changed (approvals, steps), for waiters.
     pub deployment_events: tokio::sync::broadcast::Sender<String>,
+    /// Failed authentication: logged, counted, limited per peer.
+    pub auth_guard: AuthGuard,
 }
 
 impl AppState {

@@ -14,7 +14,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::{self, AuthError, Claims};
 use crate::hub::{ForwardCall, MAX_STANDBY_CALLS, SessionInfo};
-use crate::serve::RemoteAddr;
+use crate::serve::{ConnectionHandle, RemoteAddr};
 use crate::state::AppState;
 
 /// How long an agent has to say hello, or to open a call's first frame.
@@ -28,6 +28,11 @@ pub struct TunnelService {
 
 impl TunnelService {
     fn claims<T>(&self, request: &Request<T>) -> Result<Claims, Status> {
+        let peer = request.extensions().get::<RemoteAddr>().map(|r| r.0.ip());
+        let refused = |detail: String| {
+            self.state.auth_guard.failed(peer, "agent_token", &detail);
+            Status::unauthenticated(detail)
+        };
         let token = auth::bearer(
             request
                 .metadata()
@@ -38,9 +43,9 @@ impl TunnelService {
                 })
                 .as_ref(),
         )
-        .ok_or_else(|| Status::unauthenticated("missing bearer token: get one from POST /oauth/token"))?
+        .ok_or_else(|| refused("missing bearer token: get one from POST /oauth/token".into()))?
         .to_owned();
-        let claims = self.state.auth.verify(&token).map_err(|e| Status::unauthenticated(e.to_string()))?;
+        let claims = self.state.auth.verify(&token).map_err(|e| refused(e.to_string()))?;
         if !claims.is_agent() {
             return Err(Status::permission_denied("this token was not issued to an agent credential"));
         }
@@ -107,6 +112,7 @@ impl Tunnel for TunnelService {
             Err(err) => return Err(Status::unavailable(err.to_string())),
         }
         let remote_addr = request.extensions().get::<RemoteAddr>().map(|r| r.0);
+        let connection = request.extensions().get::<ConnectionHandle>().cloned();
         let mut inbound = request.into_inner();
         let hello = match first_frame(&mut inbound, "hello").await?.msg {
             Some(agent_control::Msg::Hello(hello)) => hello,
@@ -135,10 +141,12 @@ impl Tunnel for TunnelService {
             remote_addr,
             capacity: hello.capacity,
             standby_calls: hello.standby_calls.min(MAX_STANDBY_CALLS),
+            connection,
         };
         let session = state.hub.register(info, control);
-        tracing::info!(agent = %session.info.agent_id, session = %session.id, instance = %session.info.instance, version = %session.info.version,
-            remote = ?remote_addr, "agent connected");
+        // The instance name and version are the agent's words: `?` escapes them.
+        tracing::info!(agent = %session.info.agent_id, session = %session.id, instance = ?session.info.instance,
+            version = ?session.info.version, remote = ?remote_addr, "agent connected");
         let interval = state.config.heartbeat_interval;
         session
             .send(relay_control::Msg::Welcome(v1::Welcome {
@@ -154,7 +162,11 @@ impl Tunnel for TunnelService {
         let watched = session.clone();
         tokio::spawn(async move {
             let session = watched;
-            let mut watchdog = tokio::time::interval(interval);
+            // Checked every quarter interval: a session silent for 2¾
+            // intervals is lost, so it is always declared lost within three
+            // intervals of the last beat it sent.
+            let mut watchdog = tokio::time::interval(interval / 4);
+            watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let reason = loop {
                 tokio::select! {
                     msg = inbound.message() => match msg {
@@ -173,8 +185,8 @@ impl Tunnel for TunnelService {
                     },
                     _ = watchdog.tick() => {
                         let silent = SystemTime::now().duration_since(session.last_heartbeat()).unwrap_or_default();
-                        if silent > interval * 3 {
-                            session.kick(Status::deadline_exceeded("no heartbeat for three intervals"));
+                        if silent > interval * 11 / 4 {
+                            session.lose(Status::deadline_exceeded("no heartbeat for almost three intervals"));
                             break "heartbeats stopped";
                         }
                     }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use borealis_core::Secret;
+use borealis_core::{Scrubber, Secret};
 use borealis_store::{Store, StoreError};
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 
@@ -26,6 +26,9 @@ pub enum VaultError {
 pub struct Vault {
     key: LessSafeKey,
     store: Arc<dyn Store>,
+    /// The scrubber of the last set of secrets seen, by a digest of them:
+    /// building one costs far more than checking that the set is the same.
+    scrubber: std::sync::Mutex<Option<(ring::digest::Digest, Arc<Scrubber>)>>,
 }
 
 impl Vault {
@@ -51,7 +54,7 @@ impl Vault {
             }
         };
         let key = UnboundKey::new(&AES_256_GCM, &bytes).map_err(|_| VaultError::Key("it must be 32 bytes".into()))?;
-        Ok(Self { key: LessSafeKey::new(key), store })
+        Ok(Self { key: LessSafeKey::new(key), store, scrubber: std::sync::Mutex::default() })
     }
 
     pub async fn set(&self, name: &str, value: &Secret) -> Result<(), VaultError> {
@@ -100,13 +103,30 @@ pub fn validate_name(name: &str) -> Result<(), String> {
     if ok { Ok(()) } else { Err(format!("invalid secret name {name:?}: use letters, digits, '_' and '-'")) }
 }
 
-/// Replaces every secret value in `text` with the mask.
-pub fn scrub(text: &str, secrets: &BTreeMap<String, Secret>) -> String {
-    let mut out = text.to_owned();
-    for secret in secrets.values() {
-        if secret.expose().len() >= 4 {
-            out = out.replace(secret.expose(), borealis_core::secret::MASK);
+impl Vault {
+    /// A scrubber for `secrets` (as [`Vault::all`] gave them).
+    pub fn scrubber(&self, secrets: &BTreeMap<String, Secret>) -> Arc<Scrubber> {
+        let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
+        for (name, value) in secrets {
+            for part in [name.as_str(), value.expose()] {
+                digest.update(&(part.len() as u64).to_le_bytes());
+                digest.update(part.as_bytes());
+            }
         }
+        let digest = digest.finish();
+        let mut cached = self.scrubber.lock().expect("scrubber lock");
+        if let Some((seen, scrubber)) = cached.as_ref()
+            && seen.as_ref() == digest.as_ref()
+        {
+            return scrubber.clone();
+        }
+        let scrubber = Arc::new(Scrubber::new(secrets.values()));
+        *cached = Some((digest, scrubber.clone()));
+        scrubber
     }
-    out
+
+    /// A scrubber for every secret stored now.
+    pub async fn current_scrubber(&self) -> Result<Arc<Scrubber>, VaultError> {
+        Ok(self.scrubber(&self.all().await?))
+    }
 }

@@ -19,6 +19,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub enum StoreError {
     #[error("{0}")]
     Conflict(String),
+    /// The Idempotency-Key was used before, for the row `id`.
+    #[error("the Idempotency-Key was already used, for {id}")]
+    IdempotencyKeyUsed { id: String, same_request: bool },
     #[error("invalid database URL {url:?}: {reason}")]
     InvalidUrl { url: String, reason: String },
     #[error("database error: {0}")]
@@ -160,6 +163,14 @@ pub struct NewRun {
     pub webhook: String,
     pub environment: Option<String>,
     pub spec: String,
+    pub idempotency: Option<IdempotencyKey>,
+}
+
+/// A client's `Idempotency-Key` and a hash of the request it came with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyKey {
+    pub key: String,
+    pub request_hash: String,
 }
 
 /// One try at calling the webhook.
@@ -320,15 +331,23 @@ pub trait Store: Send + Sync + 'static {
     async fn record_attempt(&self, run_id: &str, attempt: &Attempt) -> Result<(), StoreError>;
     /// calling -> pending, to try again at `at`.
     async fn retry_at(&self, id: &str, at: SystemTime, reason: &str) -> Result<bool, StoreError>;
-    /// calling -> awaiting_callback until `deadline`.
-    async fn await_callback(&self, id: &str, deadline: SystemTime) -> Result<bool, StoreError>;
+    /// calling -> awaiting_callback until `deadline`; `reason` says why when
+    /// it is not the usual 2xx.
+    async fn await_callback(&self, id: &str, deadline: SystemTime, reason: Option<&str>) -> Result<bool, StoreError>;
     /// Any of `from` -> a finished state. False if the run was not in `from`.
     async fn finish(&self, id: &str, from: &[RunState], outcome: &Outcome) -> Result<bool, StoreError>;
 
     /// Stores a running deployment. Fails with `Conflict` naming the
-    /// deployment already running for the application.
-    async fn insert_deployment(&self, id: &str, application: &str, file: &str, context: &str)
-    -> Result<(), StoreError>;
+    /// deployment already running for the application, and with
+    /// `IdempotencyKeyUsed` when the key was used before.
+    async fn insert_deployment(
+        &self,
+        id: &str,
+        application: &str,
+        file: &str,
+        context: &str,
+        idempotency: Option<&IdempotencyKey>,
+    ) -> Result<(), StoreError>;
     async fn deployment(&self, id: &str) -> Result<Option<DeploymentRecord>, StoreError>;
     /// The newest first.
     /// The newest deployments with their targets, read as one snapshot.
@@ -385,6 +404,7 @@ mod tests {
             webhook: "w".into(),
             environment: None,
             spec: "{}".into(),
+            idempotency: None,
         }
     }
 
@@ -401,6 +421,27 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_idempotency_key_creates_one_row() {
+        let store = SqliteStore::open("sqlite::memory:").await.unwrap();
+        let key = |hash: &str| Some(IdempotencyKey { key: "k1".into(), request_hash: hash.into() });
+        store.insert_run(&NewRun { idempotency: key("h"), ..new_run("r1", "c1") }).await.unwrap();
+        let again = store.insert_run(&NewRun { idempotency: key("h"), ..new_run("r2", "c2") }).await.unwrap_err();
+        assert!(matches!(again, StoreError::IdempotencyKeyUsed { ref id, same_request: true } if id == "r1"), "{again}");
+        let other = store.insert_run(&NewRun { idempotency: key("x"), ..new_run("r3", "c3") }).await.unwrap_err();
+        assert!(matches!(other, StoreError::IdempotencyKeyUsed { same_request: false, .. }), "{other}");
+        assert!(store.run("r2").await.unwrap().is_none());
+        store.insert_run(&new_run("r4", "c4")).await.unwrap();
+        store.insert_run(&new_run("r5", "c5")).await.unwrap();
+
+        let deployment_key = IdempotencyKey { key: "k1".into(), request_hash: "h".into() };
+        store.insert_deployment("d1", "app", "f", "{}", Some(&deployment_key)).await.unwrap();
+        let again = store.insert_deployment("d2", "app", "f", "{}", Some(&deployment_key)).await.unwrap_err();
+        assert!(matches!(again, StoreError::IdempotencyKeyUsed { ref id, same_request: true } if id == "d1"), "{again}");
+        let running = store.insert_deployment("d3", "app", "f", "{}", None).await.unwrap_err();
+        assert!(matches!(running, StoreError::Conflict(_)), "{running}");
+    }
+
+    #[tokio::test]
     async fn settings_keep_the_first_value() {
         let store = SqliteStore::open("sqlite::memory:").await.unwrap();
         assert_eq!(store.setting_or_init("k", b"one".to_vec()).await.unwrap(), b"one");
@@ -414,7 +455,7 @@ mod tests {
         store.insert_run(&run).await.unwrap();
         assert!(store.start_attempt("r", 1, "{}").await.unwrap());
         assert!(!store.start_attempt("r", 1, "{}").await.unwrap(), "only a pending run starts an attempt");
-        assert!(store.await_callback("r", SystemTime::now()).await.unwrap());
+        assert!(store.await_callback("r", SystemTime::now(), None).await.unwrap());
         assert!(!store.retry_at("r", SystemTime::now(), "x").await.unwrap(), "only a calling run is retried");
         let verdict = |success: bool| Outcome {
             state: if success { RunState::Succeeded } else { RunState::Failed },
@@ -439,7 +480,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(SqliteStore::open_in(dir.path()).await.unwrap());
         assert!(store.deployment_view("d").await.unwrap().is_none());
-        store.insert_deployment("d", "app", "file", "{}").await.unwrap();
+        store.insert_deployment("d", "app", "file", "{}", None).await.unwrap();
         let run = new_run("r", "c");
         store.insert_run(&run).await.unwrap();
         store.set_target("d", "t", "0", None, None).await.unwrap();
@@ -535,7 +576,7 @@ mod tests {
     async fn the_deployment_list_carries_each_deployments_own_targets_newest_first() {
         let store = SqliteStore::open("sqlite::memory:").await.unwrap();
         for (id, targets) in [("d1", &["a", "b"][..]), ("d2", &["c"][..]), ("d3", &[][..])] {
-            store.insert_deployment(id, &format!("app-{id}"), "file", "{}").await.unwrap();
+            store.insert_deployment(id, &format!("app-{id}"), "file", "{}", None).await.unwrap();
             for target in targets {
                 store.set_target(id, target, "waiting", None, None).await.unwrap();
             }

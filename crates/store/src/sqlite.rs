@@ -22,6 +22,33 @@ pub struct SqliteStore {
 
 static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
+/// The tables whose rows an Idempotency-Key can name.
+#[derive(Clone, Copy)]
+enum Keyed {
+    Runs,
+    Deployments,
+}
+
+impl SqliteStore {
+    /// After a unique violation: whether `key` was the reason, as the error
+    /// that names the row it created.
+    async fn key_used(&self, table: Keyed, key: Option<&IdempotencyKey>) -> Result<Option<StoreError>, StoreError> {
+        let Some(key) = key else { return Ok(None) };
+        let query = match table {
+            Keyed::Runs => "SELECT id, request_hash FROM webhook_runs WHERE idempotency_key = ?",
+            Keyed::Deployments => "SELECT id, request_hash FROM deployments WHERE idempotency_key = ?",
+        };
+        let row = sqlx::query(query).bind(&key.key).fetch_optional(&self.pool).await?;
+        Ok(row.map(|row| {
+            let hash: Option<String> = row.get("request_hash");
+            StoreError::IdempotencyKeyUsed {
+                id: row.get("id"),
+                same_request: hash.as_deref() == Some(key.request_hash.as_str()),
+            }
+        }))
+    }
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) `borealis.db` in `data_dir`, readable by its owner only.
     pub async fn open_in(data_dir: &Path) -> Result<Self, StoreError> {
@@ -289,9 +316,9 @@ impl Store for SqliteStore {
 
     async fn insert_run(&self, run: &NewRun) -> Result<(), StoreError> {
         let now = now_ms();
-        self.writes.execute(sqlx::query(
-            "INSERT INTO webhook_runs (id, callback_id, webhook, environment, spec, state, next_attempt_at, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?)",
+        let result = self.writes.execute(sqlx::query(
+            "INSERT INTO webhook_runs (id, callback_id, webhook, environment, spec, state, next_attempt_at, created_at, updated_at, \
+             idempotency_key, request_hash) VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?)",
         )
         .bind(&run.id)
         .bind(&run.callback_id)
@@ -300,9 +327,19 @@ impl Store for SqliteStore {
         .bind(&run.spec)
         .bind(now)
         .bind(now)
-        .bind(now))
-        .await?;
-        Ok(())
+        .bind(now)
+        .bind(run.idempotency.as_ref().map(|k| &k.key))
+        .bind(run.idempotency.as_ref().map(|k| &k.request_hash)))
+        .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
+                Err(self.key_used(Keyed::Runs, run.idempotency.as_ref()).await?.unwrap_or(StoreError::Database(
+                    sqlx::Error::Database(db),
+                )))
+            }
+            Err(err) => Err(err.into()),
+        }
     }
 
     async fn run(&self, id: &str) -> Result<Option<RunRecord>, StoreError> {
@@ -400,12 +437,13 @@ impl Store for SqliteStore {
         Ok(done.rows_affected() == 1)
     }
 
-    async fn await_callback(&self, id: &str, deadline: SystemTime) -> Result<bool, StoreError> {
+    async fn await_callback(&self, id: &str, deadline: SystemTime, reason: Option<&str>) -> Result<bool, StoreError> {
         let done = self.writes.execute(sqlx::query(
-            "UPDATE webhook_runs SET state = 'awaiting_callback', deadline_at = ?, reason = NULL, updated_at = ? \
+            "UPDATE webhook_runs SET state = 'awaiting_callback', deadline_at = ?, reason = ?, updated_at = ? \
              WHERE id = ? AND state = 'calling'",
         )
         .bind(unix_ms(deadline))
+        .bind(reason)
         .bind(now_ms())
         .bind(id))
         .await?;
@@ -442,21 +480,28 @@ impl Store for SqliteStore {
         application: &str,
         file: &str,
         context: &str,
+        idempotency: Option<&IdempotencyKey>,
     ) -> Result<(), StoreError> {
         let now = now_ms();
         let result = self.writes.execute(sqlx::query(
-            "INSERT INTO deployments (id, application, file, context, state, created_at, updated_at) VALUES (?, ?, ?, ?, 'running', ?, ?)",
+            "INSERT INTO deployments (id, application, file, context, state, created_at, updated_at, idempotency_key, request_hash) \
+             VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?)",
         )
         .bind(id)
         .bind(application)
         .bind(file)
         .bind(context)
         .bind(now)
-        .bind(now))
+        .bind(now)
+        .bind(idempotency.map(|k| &k.key))
+        .bind(idempotency.map(|k| &k.request_hash)))
         .await;
         match result {
             Ok(_) => Ok(()),
             Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
+                if let Some(used) = self.key_used(Keyed::Deployments, idempotency).await? {
+                    return Err(used);
+                }
                 let running: Option<String> =
                     sqlx::query("SELECT id FROM deployments WHERE application = ? AND finished_at IS NULL")
                         .bind(application)

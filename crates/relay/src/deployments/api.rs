@@ -26,8 +26,13 @@ fn invalid(detail: String, errors: Vec<String>) -> Problem {
     Problem::new(StatusCode::BAD_REQUEST, "invalid-deployment", detail).with_errors(errors)
 }
 
-pub async fn create(State(state): State<Arc<AppState>>, body: axum::body::Bytes) -> Result<Response, Problem> {
+pub async fn create(
+    State(state): State<Arc<AppState>>,
+    headers: http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, Problem> {
     let request: CreateDeployment = json_body(&body)?;
+    let idempotency = crate::api::idempotency_key(&headers, &body)?;
     let parsed = deployment::parse(&request.file).map_err(|errors| {
         let lines: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
         invalid(format!("the deployment file is invalid:\n{}", lines.join("\n")), lines)
@@ -42,10 +47,17 @@ pub async fn create(State(state): State<Arc<AppState>>, body: axum::body::Bytes)
     let application = parsed.file.application.clone().expect("checked");
     let id = uuid::Uuid::new_v4().to_string();
     let context = serde_json::to_string(&request.context).expect("json");
-    state.store.insert_deployment(&id, &application, &request.file, &context).await.map_err(|err| match err {
-        StoreError::Conflict(message) => Problem::new(StatusCode::CONFLICT, "deployment-in-progress", message),
-        other => Problem::internal(other),
-    })?;
+    let inserted = state.store.insert_deployment(&id, &application, &request.file, &context, idempotency.as_ref()).await;
+    match inserted {
+        Ok(()) => {}
+        Err(StoreError::IdempotencyKeyUsed { id, same_request: true }) => {
+            return Ok(crate::api::created(Json(describe(&find_view(&state, &id).await?)), true));
+        }
+        Err(StoreError::Conflict(message)) => {
+            return Err(Problem::new(StatusCode::CONFLICT, "deployment-in-progress", message));
+        }
+        Err(other) => return Err(crate::api::store_problem(other)),
+    }
     for target in &parsed.file.targets {
         state
             .store

@@ -444,6 +444,12 @@ impl Deployment {
                     environment: Some(target.name.clone()),
                     context: self.context.clone(),
                     link: Some(RunLink { deployment_id: self.id.clone(), step_context: run.context.clone() }),
+                    // A relay that dies between creating the run and
+                    // journalling it finds the same run again on resume.
+                    idempotency: Some(borealis_store::IdempotencyKey {
+                        key: format!("deployment:{}:{run_key}", self.id),
+                        request_hash: "deployment-step".into(),
+                    }),
                 };
                 let created = crate::runs::create::create(&self.state, request)
                     .await

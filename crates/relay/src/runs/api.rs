@@ -17,8 +17,13 @@ use crate::auth::{self, AuthError};
 use crate::state::AppState;
 use crate::vault;
 
-pub async fn create_run(State(state): State<Arc<AppState>>, body: axum::body::Bytes) -> Result<Response, Problem> {
-    let request: CreateRun = json_body(&body)?;
+pub async fn create_run(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, Problem> {
+    let mut request: CreateRun = json_body(&body)?;
+    request.idempotency = crate::api::idempotency_key(&headers, &body)?;
     let created = create::create(&state, request).await?;
     let run = state
         .store
@@ -28,7 +33,7 @@ pub async fn create_run(State(state): State<Arc<AppState>>, body: axum::body::By
         .ok_or_else(|| Problem::internal("run vanished"))?;
     let mut value = describe(&run, None);
     value["warnings"] = json!(created.warnings);
-    Ok((StatusCode::CREATED, Json(value)).into_response())
+    Ok(crate::api::created(Json(value), created.replayed))
 }
 
 pub async fn list_runs(State(state): State<Arc<AppState>>) -> Result<Response, Problem> {
@@ -120,22 +125,29 @@ fn unauthorized(detail: impl Into<String>) -> Problem {
 pub async fn callback(
     State(state): State<Arc<AppState>>,
     Path(callback_id): Path<String>,
+    remote: Option<axum::Extension<crate::serve::RemoteAddr>>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Response, Problem> {
+    let peer = remote.map(|r| r.0.0.ip());
+    let refused = |detail: String| {
+        state.auth_guard.failed(peer, "callback_token", &detail);
+        unauthorized(detail)
+    };
     let token = auth::bearer(headers.get(header::AUTHORIZATION)).ok_or_else(|| {
-        unauthorized("missing bearer token: get one from POST /oauth/token with your client credentials")
+        refused("missing bearer token: get one from POST /oauth/token with your client credentials".into())
     })?;
-    let claims = state.auth.verify(token).map_err(|e| unauthorized(format!("invalid token: {e}")))?;
+    let claims = state.auth.verify(token).map_err(|e| refused(format!("invalid token: {e}")))?;
     if claims.is_agent() {
-        return Err(unauthorized(
-            "this token was issued to an agent credential; callbacks need a client credential (borealis clients create NAME)",
+        return Err(refused(
+            "this token was issued to an agent credential; callbacks need a client credential (borealis clients create NAME)"
+                .into(),
         ));
     }
     match state.auth.ensure_active(&claims).await {
         Ok(()) => {}
         Err(AuthError::Store(err)) => return Err(Problem::internal(err)),
-        Err(err) => return Err(unauthorized(format!("invalid token: {err}"))),
+        Err(err) => return Err(refused(format!("invalid token: {err}"))),
     }
     let verdict: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
         Problem::bad_request(
@@ -164,6 +176,11 @@ pub async fn callback(
         Some(other) => {
             return Err(Problem::bad_request("invalid-callback", format!("mdMessage must be a string, found {other}")));
         }
+    };
+    // An external system may echo a secret back in its message.
+    let md_message = match md_message {
+        Some(text) => Some(state.vault.current_scrubber().await.map_err(Problem::internal)?.scrub(&text).into_owned()),
+        None => None,
     };
     let run = Problem::found(state.store.run_by_callback(&callback_id).await, "unknown-run", || {
         "no webhook run has this callback URI".into()

@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use base64::Engine;
 use borealis_core::deployment::{self, DeploymentFile, NetworkMode, Step};
 use borealis_core::template::{self, Values};
-use borealis_store::{CredentialKind, NewRun};
+use borealis_store::{CredentialKind, IdempotencyKey, NewRun, StoreError};
 
 use super::RunSpec;
 use crate::api::Problem;
@@ -25,6 +25,9 @@ pub struct CreateRun {
     /// Set when a deployment step starts the run.
     #[serde(skip)]
     pub link: Option<RunLink>,
+    /// The caller's `Idempotency-Key`, from the request's header.
+    #[serde(skip)]
+    pub idempotency: Option<IdempotencyKey>,
 }
 
 /// The deployment step a run belongs to.
@@ -39,6 +42,8 @@ pub struct Created {
     pub id: String,
     pub callback_uri: String,
     pub warnings: Vec<String>,
+    /// The `Idempotency-Key` named an earlier run, which `id` is.
+    pub replayed: bool,
 }
 
 fn invalid(detail: impl Into<String>) -> Problem {
@@ -150,8 +155,15 @@ pub async fn create(state: &Arc<AppState>, request: CreateRun) -> Result<Created
         webhook: request.name,
         environment: request.environment,
         spec: serde_json::to_string(&spec).expect("the spec serializes"),
+        idempotency: request.idempotency,
     };
-    state.store.insert_run(&run).await.map_err(Problem::internal)?;
+    match state.store.insert_run(&run).await {
+        Ok(()) => {}
+        Err(StoreError::IdempotencyKeyUsed { id, same_request: true }) => {
+            return Ok(Created { id, callback_uri: String::new(), warnings, replayed: true });
+        }
+        Err(err) => return Err(crate::api::store_problem(err)),
+    }
     state.engine.attempt_now(&id);
-    Ok(Created { id, callback_uri, warnings })
+    Ok(Created { id, callback_uri, warnings, replayed: false })
 }

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use axum::body::Body;
-use backon::BackoffBuilder;
 use borealis_core::template::{self, Values};
 use borealis_store::{Attempt, Outcome, RunRecord, RunState, unix_ms};
 use futures_util::StreamExt;
@@ -17,8 +16,9 @@ use tokio_util::sync::CancellationToken;
 use super::RunSpec;
 use crate::proxy::{self, Outbound};
 use crate::state::AppState;
-use crate::vault::scrub;
 
+/// The header that carries the run's id on every attempt.
+pub const WEBHOOK_ID: HeaderName = HeaderName::from_static("webhook-id");
 /// How much of a reply body an attempt keeps.
 const REPLY_LIMIT: usize = 2048;
 /// Attempts running at once.
@@ -133,23 +133,51 @@ async fn resume(state: &Arc<AppState>) -> StepResult {
             RunState::AwaitingCallback => {
                 state.engine.deadline_at(&run.id, run.deadline_at.unwrap_or_else(SystemTime::now))
             }
-            RunState::Calling => {
-                // Whether the interrupted call arrived is unknown: it counts as
-                // a failed attempt, retried if retries are left.
-                let spec: RunSpec = serde_json::from_str(&run.spec)?;
-                let reason = format!("the relay restarted during attempt {}", run.attempts);
-                if run.attempts <= spec.webhook.retry_count {
-                    state.store.retry_at(&run.id, SystemTime::now(), &reason).await?;
-                    state.engine.attempt_now(&run.id);
-                } else {
-                    fail(state, &run.id, RunState::Calling, format!("{reason}, and no retries were left")).await?;
-                }
-            }
+            RunState::Calling => resume_cut_off(state, &run).await?,
             _ => {}
         }
     }
     Ok(())
 }
+
+/// A call cut off by a restart: whether it arrived is unknown. It is
+/// recorded as a failed attempt and retried, with the same `webhook-id`, if
+/// retries are left. With none left, a run that expects a callback waits
+/// for it (the destination may well have received the call and will answer;
+/// failing now would turn its answer into a 409), until the usual deadline;
+/// a run whose 2xx reply was the decision fails, since that reply is lost.
+async fn resume_cut_off(state: &Arc<AppState>, run: &RunRecord) -> StepResult {
+    let spec: RunSpec = serde_json::from_str(&run.spec)?;
+    let number = run.attempts;
+    let cut_off = Attempt {
+        number,
+        started_at: run.updated_at,
+        latency_ms: 0,
+        status: None,
+        error: Some(CUT_OFF.to_owned()),
+        reply: None,
+    };
+    state.store.record_attempt(&run.id, &cut_off).await?;
+    let reason = format!("attempt {number}: {CUT_OFF}");
+    if number <= spec.webhook.retry_count {
+        state.store.retry_at(&run.id, SystemTime::now(), &format!("{reason}; retrying now")).await?;
+        state.engine.attempt_now(&run.id);
+    } else if !spec.webhook.disable_callback {
+        let deadline = SystemTime::now() + state.config.callback_timeout;
+        let waiting = format!("{reason}; no retries are left, so its callback decides (until the deadline)");
+        if state.store.await_callback(&run.id, deadline, Some(&waiting)).await? {
+            state.engine.deadline_at(&run.id, deadline);
+        }
+    } else {
+        let failed = format!("{reason}; no retries are left, and with callbacks disabled its lost reply was the decision");
+        fail(state, &run.id, RunState::Calling, failed).await?;
+    }
+    state.engine.changed(&run.id);
+    Ok(())
+}
+
+/// What the history says of an attempt a restart cut off.
+const CUT_OFF: &str = "cut off by a relay restart; the destination may have received it";
 
 async fn fail(state: &AppState, id: &str, from: RunState, reason: String) -> StepResult {
     let outcome =
@@ -200,13 +228,19 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     Some(at.duration_since(SystemTime::now()).unwrap_or_default())
 }
 
-async fn call(state: &Arc<AppState>, spec: &RunSpec, request: &template::RenderedRequest) -> Answer {
+async fn call(state: &Arc<AppState>, id: &str, spec: &RunSpec, request: &template::RenderedRequest) -> Answer {
     let mut headers = HeaderMap::new();
+    // The same on every attempt of the run, so a receiver can drop a repeat
+    // (Standard Webhooks' `webhook-id`).
+    if let Ok(value) = HeaderValue::from_str(id) {
+        headers.insert(WEBHOOK_ID, value);
+    }
     for (name, value) in &request.headers {
         match (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
-            (Ok(name), Ok(value)) => {
+            (Ok(name), Ok(value)) if name != WEBHOOK_ID => {
                 headers.append(name, value);
             }
+            (Ok(_), Ok(_)) => {}
             _ => return Answer::Failed { retryable: false, detail: format!("header {name:?} cannot be sent") },
         }
     }
@@ -271,6 +305,8 @@ async fn attempt(state: &Arc<AppState>, id: &str) -> StepResult {
         }
     };
     let masked = template::render_webhook(&spec.webhook, &values, true).ok();
+    let scrubber = state.vault.scrubber(&values.secrets);
+    let scrub = |text: &str| scrubber.scrub(text).into_owned();
     let number = run.attempts + 1;
     let masked_json = serde_json::to_string(&masked)?;
     if !state.store.start_attempt(id, number, &masked_json).await? {
@@ -279,7 +315,7 @@ async fn attempt(state: &Arc<AppState>, id: &str) -> StepResult {
     state.engine.changed(id);
     let started_at = SystemTime::now();
     let started = tokio::time::Instant::now();
-    let answer = call(state, &spec, &rendered).await;
+    let answer = call(state, id, &spec, &rendered).await;
     let latency_ms = started.elapsed().as_millis() as u64;
     let record = match &answer {
         Answer::Status { status, reply, .. } => Attempt {
@@ -288,14 +324,14 @@ async fn attempt(state: &Arc<AppState>, id: &str) -> StepResult {
             latency_ms,
             status: Some(*status),
             error: None,
-            reply: Some(scrub(reply, &values.secrets)),
+            reply: Some(scrub(reply)),
         },
         Answer::Failed { detail, .. } => Attempt {
             number,
             started_at,
             latency_ms,
             status: None,
-            error: Some(scrub(detail, &values.secrets)),
+            error: Some(scrub(detail)),
             reply: None,
         },
     };
@@ -315,7 +351,7 @@ async fn attempt(state: &Arc<AppState>, id: &str) -> StepResult {
                 state.store.finish(id, &[RunState::Calling], &outcome).await?;
             } else {
                 let deadline = SystemTime::now() + state.config.callback_timeout;
-                if state.store.await_callback(id, deadline).await? {
+                if state.store.await_callback(id, deadline, None).await? {
                     state.engine.deadline_at(id, deadline);
                 }
             }
@@ -335,14 +371,14 @@ async fn attempt(state: &Arc<AppState>, id: &str) -> StepResult {
             .await;
         }
         Answer::Failed { retryable: true, detail } => {
-            (format!("attempt {number}: {}", scrub(&detail, &values.secrets)), None)
+            (format!("attempt {number}: {}", scrub(&detail)), None)
         }
         Answer::Failed { detail, .. } => {
             return fail(
                 state,
                 id,
                 RunState::Calling,
-                format!("attempt {number}: {}", scrub(&detail, &values.secrets)),
+                format!("attempt {number}: {}", scrub(&detail)),
             )
             .await;
         }
@@ -355,15 +391,11 @@ async fn attempt(state: &Arc<AppState>, id: &str) -> StepResult {
         };
         return fail(state, id, RunState::Calling, reason).await;
     }
-    let backoff = backon::ExponentialBuilder::default()
-        .with_min_delay(state.config.retry_base_delay)
-        .with_max_delay(MAX_RETRY_DELAY)
-        .with_factor(2.0)
-        .with_jitter()
-        .without_max_times()
-        .build()
-        .nth(number as usize - 1)
-        .unwrap_or(state.config.retry_base_delay);
+    // The first retry waits [base, 2·base), each later one twice as long,
+    // below MAX_RETRY_DELAY; drawn per run, so runs do not retry in step.
+    let base = state.config.retry_base_delay;
+    let backoff =
+        borealis_core::backoff::jittered(base * 2, MAX_RETRY_DELAY).nth(number as usize - 1).unwrap_or(base);
     let delay = backoff.max(wait_at_least.unwrap_or_default()).min(MAX_RETRY_DELAY);
     let at = SystemTime::now() + delay;
     if state

@@ -1,0 +1,401 @@
+//! What an attacker on the network, a hostile deployment file or a lost
+//! machine must not be able to do to the relay: each test attacks the real
+//! relay process the way the finding describes.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use borealis_tests::process::OutputText;
+use borealis_tests::{AgentProcess, RelayOptions, RelayProcess, TempDir, eventually};
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpSocket, TcpStream};
+
+fn host_port(url: &str) -> SocketAddr {
+    url.split("://").nth(1).unwrap().parse().unwrap()
+}
+
+/// Opens `count` connections to `to` from `from` that never send a byte.
+async fn idle_connections(from: [u8; 4], to: SocketAddr, count: usize) -> Vec<TcpStream> {
+    let mut streams = Vec::with_capacity(count);
+    for _ in 0..count {
+        let socket = TcpSocket::new_v4().unwrap();
+        socket.bind(SocketAddr::from((from, 0))).unwrap();
+        match tokio::time::timeout(Duration::from_secs(5), socket.connect(to)).await {
+            Ok(Ok(stream)) => streams.push(stream),
+            Ok(Err(err)) => panic!("connect {to}: {err}"),
+            Err(_) => panic!("connect {to} timed out"),
+        }
+    }
+    streams
+}
+
+/// Waits until every stream is closed by the far side; returns how long the
+/// last one took.
+async fn all_closed(streams: Vec<TcpStream>, within: Duration) -> Duration {
+    let start = Instant::now();
+    let mut waits = tokio::task::JoinSet::new();
+    for mut stream in streams {
+        waits.spawn(async move {
+            let mut byte = [0u8; 1];
+            // EOF or a reset: either way the relay closed it.
+            let _ = tokio::time::timeout(within, stream.read(&mut byte)).await.expect("the relay closed the connection");
+        });
+    }
+    while let Some(done) = waits.join_next().await {
+        done.unwrap();
+    }
+    start.elapsed()
+}
+
+async fn healthz_within(url: &str, limit: Duration) {
+    let start = Instant::now();
+    let client = reqwest::Client::builder().timeout(limit).build().unwrap();
+    let reply = client.get(format!("{url}/healthz")).send().await.unwrap_or_else(|e| panic!("/healthz: {e}"));
+    assert!(reply.status().is_success(), "/healthz: {}", reply.status());
+    assert!(start.elapsed() < limit, "/healthz took {:?}", start.elapsed());
+}
+
+/// 2 000 idle connections to each listener from one address, under a soft
+/// and hard limit of 1 024 descriptors: the API keeps answering, an agent
+/// connects, and the idle connections are closed within the header timeout.
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_connections_cannot_lock_out_the_api() {
+    // The test holds 4 000 sockets itself.
+    let _ = rlimit::increase_nofile_limit(16_384);
+    let relay = RelayProcess::start(RelayOptions {
+        extra_args: vec!["--header-timeout".into(), "3s".into()],
+        wrapper: vec!["prlimit".into(), "--nofile=1024:1024".into(), "--".into()],
+        ..Default::default()
+    });
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", relay.pid())).unwrap();
+    let open_files = limits.lines().find(|l| l.starts_with("Max open files")).unwrap().to_owned();
+    assert!(open_files.split_whitespace().filter(|w| *w == "1024").count() == 2, "{open_files}");
+
+    let attacker = [127, 0, 0, 2];
+    let started = Instant::now();
+    let mut held = idle_connections(attacker, host_port(&relay.http_url), 2000).await;
+    held.extend(idle_connections(attacker, host_port(&relay.agents_url), 2000).await);
+    let opened_in = started.elapsed();
+
+    // Throughout: the API answers, credentials are issued, an agent connects.
+    healthz_within(&relay.http_url, Duration::from_secs(1)).await;
+    let (client_id, secret) = relay.create_agent("under-attack");
+    healthz_within(&relay.http_url, Duration::from_secs(1)).await;
+    let agent = AgentProcess::start(&relay.agents_url, &client_id, &secret, &["--allow-any"]);
+    agent.wait_connected(Duration::from_secs(10)).await;
+    healthz_within(&relay.http_url, Duration::from_secs(1)).await;
+    assert!(relay.metric("borealis_connections_refused_total{listener=\"http\",cap=\"peer\"}").await > 0.0);
+
+    // Every idle connection is gone within the header timeout (3 s) of its
+    // start, with a second of slack for a loaded machine.
+    let waited = all_closed(held, Duration::from_secs(4) + opened_in).await;
+    assert!(waited <= Duration::from_secs(4) + opened_in, "took {waited:?}");
+    assert!(relay.metric("borealis_connections_idle_closed_total").await > 0.0);
+    healthz_within(&relay.http_url, Duration::from_secs(1)).await;
+    assert!(agent.metric("borealis_agent_connected").await == 1.0, "the agent's session is not idle");
+    assert!(!relay.log().contains("Too many open files"), "the relay ran out of descriptors");
+}
+
+/// A client that retries a POST cut off on its way back sends the same
+/// `Idempotency-Key`, and gets the same run, not a second one.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_repeated_post_with_the_same_idempotency_key_returns_the_same_run() {
+    let relay = RelayProcess::start(RelayOptions { direct_allow: vec!["127.0.0.0/8".into()], ..Default::default() });
+    let (addr, _system) = relay.external_system().await;
+    let file = format!(
+        "webhooks:\n  - name: w\n    method: POST\n    uriTemplate: http://{addr}/x\n    networkMode: direct\n    disableCallback: true\n"
+    );
+    let client = reqwest::Client::new();
+    let post = |key: &str, name: &str| {
+        client
+            .post(format!("{}/api/v1/webhook-runs", relay.http_url))
+            .bearer_auth(relay.admin_token())
+            .header("Idempotency-Key", key)
+            .json(&serde_json::json!({ "file": file, "name": name }))
+            .send()
+    };
+    let first = post("retry-1", "w").await.unwrap();
+    assert_eq!(first.status(), 201);
+    let first: serde_json::Value = first.json().await.unwrap();
+    let again = post("retry-1", "w").await.unwrap();
+    assert_eq!(again.status(), 201);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    let again: serde_json::Value = again.json().await.unwrap();
+    assert_eq!(first["id"], again["id"]);
+    let other = post("retry-2", "w").await.unwrap().json::<serde_json::Value>().await.unwrap();
+    assert_ne!(first["id"], other["id"]);
+    let reused = client
+        .post(format!("{}/api/v1/webhook-runs", relay.http_url))
+        .bearer_auth(relay.admin_token())
+        .header("Idempotency-Key", "retry-1")
+        .json(&serde_json::json!({ "file": file, "name": "w", "context": {"changed": "yes"} }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reused.status(), 422, "the same key with another request is refused");
+
+    let listed = relay.cli().args(["--json", "runs", "list"]).run_async().await.stdout_text();
+    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    assert_eq!(listed["runs"].as_array().unwrap().len(), 2, "{listed:#}");
+
+    // Held at an approval, so the first is still running when the repeat comes.
+    let deployment = "application: idem\ntargets:\n  dev:\n    constraints:\n      beforeDeployment:\n        - pause:\n            untilApproved: true\n";
+    let deploy = || {
+        client
+            .post(format!("{}/api/v1/deployments", relay.http_url))
+            .bearer_auth(relay.admin_token())
+            .header("Idempotency-Key", "deploy-1")
+            .json(&serde_json::json!({ "file": deployment }))
+            .send()
+    };
+    let first = deploy().await.unwrap();
+    assert_eq!(first.status(), 201);
+    let first: serde_json::Value = first.json().await.unwrap();
+    let again = deploy().await.unwrap();
+    assert_eq!(again.status(), 201, "not 409 deployment-in-progress");
+    assert_eq!(again.json::<serde_json::Value>().await.unwrap()["id"], first["id"]);
+}
+
+/// Revoked callback clients are refused; guessing secrets is limited per
+/// peer, logged with the peer's address, and counted.
+#[tokio::test(flavor = "multi_thread")]
+async fn failed_authentication_is_limited_logged_and_counted_and_clients_can_be_revoked() {
+    let relay = RelayProcess::start(RelayOptions {
+        direct_allow: vec!["127.0.0.0/8".into()],
+        extra_args: vec!["--auth-failures-per-minute".into(), "20".into()],
+    ..Default::default()
+    });
+    let (addr, system) = relay.external_system().await;
+    let token = system.token().await;
+    let out = relay.cli().args(["clients", "revoke", "ci-system"]).run_async().await;
+    assert!(out.status.success(), "{}", out.stderr_text());
+    let file = format!(
+        "webhooks:\n  - name: w\n    method: POST\n    uriTemplate: http://{addr}/x\n    networkMode: direct\n    headers:\n      - key: Location\n        value: '{{{{armory.callbackUri}}}}/callback'\n"
+    );
+    let dir = TempDir::new("revoke");
+    let path = dir.path().join("w.yaml");
+    std::fs::write(&path, file).unwrap();
+    let out = relay.cli().args(["--json", "webhook", "run", "-f", path.to_str().unwrap(), "--name", "w"]).run_async().await;
+    let run: serde_json::Value = serde_json::from_str(&out.stdout_text()).unwrap();
+    let callback = format!("{}/callback", run["callbackUri"].as_str().unwrap());
+    let refused = reqwest::Client::new()
+        .post(&callback)
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"success": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401, "a revoked client's token is refused");
+    let out = relay.cli().args(["clients", "revoke", "ci-system"]).run_async().await;
+    assert!(!out.status.success() && out.stderr_text().contains("no callback client"), "{}", out.stderr_text());
+
+    // 200 wrong secrets in a burst: 401 until the allowance of 20 is used
+    // up (the refused callback above took one), then 429.
+    let client = reqwest::Client::new();
+    let mut statuses = Vec::new();
+    for i in 0..200 {
+        let reply = client
+            .post(format!("{}/oauth/token", relay.http_url))
+            .form(&[("grant_type", "client_credentials"), ("client_id", "agt_guess"), ("client_secret", &format!("guess-{i}"))])
+            .send()
+            .await
+            .unwrap();
+        if reply.status() == 429 {
+            let wait: u64 = reply.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+            assert!((1..=60).contains(&wait), "Retry-After {wait}");
+        }
+        statuses.push(reply.status().as_u16());
+    }
+    let unauthorized = statuses.iter().filter(|s| **s == 401).count();
+    assert!((19..=21).contains(&unauthorized), "{unauthorized} answered 401 before the limit: {statuses:?}");
+    assert!(statuses[25..].iter().all(|s| *s == 429), "{statuses:?}");
+    // The admin routes share the limit: even the right token waits now.
+    let admin = client.get(format!("{}/api/v1/agents", relay.http_url)).bearer_auth(relay.admin_token()).send().await;
+    assert_eq!(admin.unwrap().status(), 429);
+
+    let log = relay.log();
+    let failures: Vec<&str> = log.lines().filter(|l| l.contains("authentication failed")).collect();
+    assert!(failures.len() >= 20, "{} failures logged", failures.len());
+    assert!(failures.iter().all(|l| l.contains("peer=127.0.0.1")), "{failures:?}");
+    assert!(!log.contains("guess-1"), "a presented secret was logged");
+    assert_eq!(relay.metric("borealis_auth_failures_total{credential=\"client_secret\"}").await, unauthorized as f64);
+    assert!(relay.metric("borealis_auth_failures_total{credential=\"callback_token\"}").await >= 1.0);
+    assert!(relay.metric("borealis_rate_limited_requests_total").await >= 170.0);
+}
+
+/// An agent that stops answering (frozen, as a dead link looks) has its
+/// request in flight failed with 502 within three heartbeat intervals, not
+/// after TCP gives up; and the agent, once it runs again, serves within 5 s.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lost_agent_fails_its_requests_with_502_at_once() {
+    let relay = RelayProcess::start(RelayOptions::default());
+    let (upstream, _) = borealis_tests::servers::upstream().await;
+    let (client_id, secret) = relay.create_agent("frozen");
+    let agent = AgentProcess::start(&relay.agents_url, &client_id, &secret, &["--allow-any"]);
+    agent.wait_connected(Duration::from_secs(10)).await;
+
+    let url = format!("{}/api/v1/proxy?agent=frozen&url=http://{upstream}/stall", relay.http_url);
+    let token = relay.admin_token();
+    let request = tokio::spawn(async move {
+        let reply = reqwest::Client::new().get(url).bearer_auth(token).send().await.unwrap();
+        (reply.status().as_u16(), reply.headers().get("borealis-error").cloned(), Instant::now())
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    agent.signal("STOP");
+    let frozen_at = Instant::now();
+    let (status, slug, answered_at) = request.await.unwrap();
+    agent.signal("CONT");
+    assert_eq!(status, 502);
+    assert_eq!(slug.unwrap(), "agent-lost");
+    // Heartbeats are 1 s apart here; the last one may have been just before the freeze.
+    let after = answered_at - frozen_at;
+    assert!(after <= Duration::from_millis(3300), "502 came {after:?} after the agent froze");
+    assert!(relay.log().contains("heartbeats stopped"));
+
+    let thawed = Instant::now();
+    eventually("the agent serves again", Duration::from_secs(10), || async {
+        let out = relay.cli().args(["proxy", "--agent", "frozen", &format!("http://{upstream}/fast")]).run_async().await;
+        (out.status.success() && out.stdout_text() == "fast").then_some(())
+    })
+    .await;
+    assert!(thawed.elapsed() < Duration::from_secs(5), "served again {:?} after it woke", thawed.elapsed());
+}
+
+/// A relay restart cuts off a call: the retry carries the same
+/// `webhook-id`, and the run's history shows the attempt that was cut off.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_call_cut_off_by_a_restart_is_retried_with_the_same_webhook_id() {
+    use std::sync::{Arc, Mutex};
+    let calls: Arc<Mutex<Vec<String>>> = Arc::default();
+    let seen = calls.clone();
+    let router = axum::Router::new().fallback(move |headers: axum::http::HeaderMap| {
+        let seen = seen.clone();
+        async move {
+            let id = headers.get("webhook-id").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+            let first = {
+                let mut seen = seen.lock().unwrap();
+                seen.push(id);
+                seen.len() == 1
+            };
+            if first {
+                // Holds the first call until the relay is killed.
+                tokio::time::sleep(Duration::from_secs(60)).await;
+            }
+            axum::http::StatusCode::OK
+        }
+    });
+    let addr = borealis_tests::servers::serve(router).await;
+    let relay = RelayProcess::start(RelayOptions {
+        direct_allow: vec!["127.0.0.0/8".into()],
+        extra_args: vec!["--retry-base-delay".into(), "50ms".into()],
+        ..Default::default()
+    });
+    let dir = TempDir::new("cutoff");
+    let path = dir.path().join("w.yaml");
+    std::fs::write(
+        &path,
+        format!("webhooks:\n  - name: w\n    method: POST\n    uriTemplate: http://{addr}/x\n    networkMode: direct\n    disableCallback: true\n    retryCount: 2\n"),
+    )
+    .unwrap();
+    let out = relay.cli().args(["--json", "webhook", "run", "-f", path.to_str().unwrap(), "--name", "w"]).run_async().await;
+    let run: serde_json::Value = serde_json::from_str(&out.stdout_text()).unwrap();
+    let id = run["id"].as_str().unwrap().to_owned();
+    eventually("the first call arrives", Duration::from_secs(10), || async { (calls.lock().unwrap().len() == 1).then_some(()) })
+        .await;
+    let relay = relay.kill_and_restart();
+    let out = relay.cli().args(["--json", "runs", "show", &id]).run_async().await;
+    let mut shown: serde_json::Value = serde_json::from_str(&out.stdout_text()).unwrap();
+    for _ in 0..100 {
+        if shown["state"] == "succeeded" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let out = relay.cli().args(["--json", "runs", "show", &id]).run_async().await;
+        shown = serde_json::from_str(&out.stdout_text()).unwrap();
+    }
+    assert_eq!(shown["state"], "succeeded", "{shown:#}");
+    let calls = calls.lock().unwrap().clone();
+    assert_eq!(calls, vec![id.clone(), id.clone()], "both calls carry the run's webhook-id");
+    let log = shown["attemptLog"].as_array().unwrap();
+    assert_eq!(log.len(), 2, "{shown:#}");
+    assert!(log[0]["error"].as_str().unwrap().contains("the destination may have received it"), "{shown:#}");
+    assert_eq!(log[1]["status"], 200);
+    let text = relay.cli().args(["runs", "show", &id]).run_async().await.stdout_text();
+    assert!(text.contains("cut off by a relay restart"), "{text}");
+}
+
+/// Newlines and escape sequences an agent or an external system sends are
+/// escaped in the relay's log and in the CLI's tables.
+#[tokio::test(flavor = "multi_thread")]
+async fn control_characters_from_peers_are_escaped_in_logs_and_tables() {
+    let relay = RelayProcess::start(RelayOptions { direct_allow: vec!["127.0.0.0/8".into()], ..Default::default() });
+    let (client_id, secret) = relay.create_agent("evil");
+    let instance = "pod\nINFO forged line\x1b[31mred";
+    let agent = AgentProcess::start(&relay.agents_url, &client_id, &secret, &["--allow-any", "--instance", instance]);
+    agent.wait_connected(Duration::from_secs(10)).await;
+    let log = relay.log();
+    let connected = log.lines().find(|l| l.contains("agent connected")).unwrap();
+    assert!(connected.contains(r#"instance="pod\nINFO forged line\u{1b}[31mred""#), "{connected}");
+    assert!(!log.lines().any(|l| l.starts_with("INFO forged line")), "a forged line reached the log");
+    assert!(!log.contains('\x1b'), "a raw escape reached the log");
+    let listed = relay.cli().args(["agents", "list"]).run_async().await.stdout_text();
+    assert!(!listed.contains('\x1b') && listed.lines().count() == 2, "{listed}");
+    assert!(listed.contains(r"pod\nINFO forged line\u{1b}[31mred"), "{listed}");
+
+    let (addr, system) = relay.external_system().await;
+    let dir = TempDir::new("escape");
+    let path = dir.path().join("w.yaml");
+    std::fs::write(
+        &path,
+        format!("webhooks:\n  - name: w\n    method: POST\n    uriTemplate: http://{addr}/x\n    networkMode: direct\n    headers:\n      - key: Location\n        value: '{{{{armory.callbackUri}}}}/callback'\n"),
+    )
+    .unwrap();
+    let out = relay.cli().args(["--json", "webhook", "run", "-f", path.to_str().unwrap(), "--name", "w"]).run_async().await;
+    let run: serde_json::Value = serde_json::from_str(&out.stdout_text()).unwrap();
+    let id = run["id"].as_str().unwrap().to_owned();
+    eventually("the webhook is called", Duration::from_secs(10), || async { (!system.received().is_empty()).then_some(()) })
+        .await;
+    let message = "**done**\n\x1b]0;owned\x07\x1b[2J line two";
+    let callback = format!("{}/callback", run["callbackUri"].as_str().unwrap());
+    system.call_back(&callback, serde_json::json!({"success": true, "mdMessage": message})).await;
+    let shown = relay.cli().args(["runs", "show", &id]).run_async().await.stdout_text();
+    assert!(!shown.contains('\x1b') && !shown.contains('\x07'), "{shown:?}");
+    assert!(shown.contains(r"\u{1b}]0;owned\u{7}\u{1b}[2J line two"), "{shown}");
+    assert!(shown.contains("**done**\n"), "a Markdown message keeps its lines: {shown}");
+    let listed = relay.cli().args(["runs", "list"]).run_async().await.stdout_text();
+    assert!(!listed.contains('\x1b'), "{listed:?}");
+}
+
+/// Two agents that lose the relay at the same moment wait different,
+/// random times before reconnecting, and never longer than the cap.
+#[tokio::test(flavor = "multi_thread")]
+async fn agents_draw_their_own_reconnect_delays_within_the_cap() {
+    let relay = RelayProcess::start(RelayOptions::default());
+    let (client_id, secret) = relay.create_agent("pair");
+    let args = ["--allow-any", "--max-backoff", "4s"];
+    let first = AgentProcess::start(&relay.agents_url, &client_id, &secret, &args);
+    let second = AgentProcess::start(&relay.agents_url, &client_id, &secret, &args);
+    first.wait_connected(Duration::from_secs(10)).await;
+    second.wait_connected(Duration::from_secs(10)).await;
+    let relay_pid = relay.pid();
+    let _ = std::process::Command::new("kill").args(["-KILL", &relay_pid.to_string()]).status();
+    let delays = |agent: &AgentProcess| -> Vec<u64> {
+        agent
+            .log()
+            .lines()
+            .filter(|l| l.contains("reconnecting"))
+            .map(|l| {
+                let at = l.find("retry_in_ms=").expect("retry_in_ms field") + "retry_in_ms=".len();
+                l[at..].split(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap()
+            })
+            .collect()
+    };
+    eventually("both agents retried four times", Duration::from_secs(20), || async {
+        (delays(&first).len() >= 4 && delays(&second).len() >= 4).then_some(())
+    })
+    .await;
+    let (a, b) = (delays(&first), delays(&second));
+    assert_ne!(a[..4], b[..4], "the two agents waited the same times: {a:?}");
+    // Within five minutes of losing a session the cap is 2 s.
+    assert!(a.iter().chain(&b).all(|d| *d < 2000), "{a:?} {b:?}");
+}
