@@ -1181,6 +1181,31 @@ targets:
     }
 
     #[test]
+    fn placeholders_that_dump_or_grow_are_refused_when_parsed() {
+        let text = "\
+webhooks:
+  - name: a
+    method: POST
+    uriTemplate: https://x/{{ range(3)|join }}
+    networkMode: direct
+    headers:
+      - key: X-All
+        value: '{{ secrets }}'
+    bodyTemplate:
+      inline: '{{ \"x\" * 100000000 }}'
+";
+        let found = errors(text);
+        assert_eq!(
+            found,
+            [
+                "webhooks[0].uriTemplate: placeholder {{ range(3)|join }}: function calls are not supported in placeholders: found range(...) at 4:18",
+                "webhooks[0].headers[0].value: placeholder {{ secrets }}: {{ secrets }} would render every secret; name one, as {{ secrets.NAME }} at 7:12",
+                "webhooks[0].bodyTemplate.inline: placeholder {{ \"x\" * 100000000 }}: the * operator is not supported in placeholders at 10:13",
+            ],
+        );
+    }
+
+    #[test]
     fn duplicate_names_and_agentless_remote_webhooks_are_errors() {
         let text = "\
 webhooks:

@@ -2,15 +2,20 @@
 //! `{{secrets.*}}`.
 //!
 //! Undefined is an error that names the placeholder, never an empty string.
-//! A substituted value cannot change the shape of the request: it is
-//! percent-encoded in a URI's path, query or fragment, refused in a header
-//! value if it holds a line break, and JSON-string-escaped inside a JSON
-//! body. Simple paths are looked up directly (context keys may contain `-`);
-//! anything else is a minijinja expression evaluated with strict undefined.
+//! A substituted value cannot change the shape of the request: it must be a
+//! plain host name inside a URI's authority, is percent-encoded in its path,
+//! query or fragment, refused in a header value if it holds a line break, and
+//! JSON-string-escaped inside a JSON body. Simple paths are looked up
+//! directly (context keys may contain `-`); anything else is a minijinja
+//! expression, evaluated with strict undefined and fuel after a check of its
+//! syntax tree: no function calls, no `*` or `**`, no namespace used whole,
+//! only [`FILTERS`], and an upper bound of its size within [`RenderLimits`].
 
+use std::cell::{Cell, OnceCell};
 use std::collections::BTreeMap;
 
-use minijinja::{Environment, UndefinedBehavior, Value};
+use minijinja::machinery::ast::{BinOp, BinOpKind, Call, CallArg, CallType, Expr, Filter, Map, UnaryOpKind};
+use minijinja::{Environment, ErrorKind, UndefinedBehavior, Value};
 use percent_encoding::{AsciiSet, CONTROLS, NON_ALPHANUMERIC, utf8_percent_encode};
 
 use crate::Secret;
@@ -20,6 +25,38 @@ use crate::secret::MASK;
 /// The values `{{armory.*}}` offers.
 pub const ARMORY_KEYS: &[&str] =
     &["callbackUri", "applicationName", "environmentName", "deploymentId", "accountName", "namespace"];
+
+/// The filters a placeholder may use; each has a known bound on its output.
+pub const FILTERS: &[&str] = &[
+    "upper",
+    "lower",
+    "title",
+    "capitalize",
+    "trim",
+    "replace",
+    "default",
+    "d",
+    "join",
+    "length",
+    "count",
+    "first",
+    "last",
+    "string",
+    "int",
+    "float",
+    "abs",
+    "round",
+    "bool",
+];
+
+const NAMESPACES: &[&str] = &["armory", "context", "secrets"];
+
+/// The longest expression a placeholder may hold. The parser builds chains
+/// such as `a ~ b ~ ...` without a depth limit, and one of 100,000 links
+/// overflows the stack.
+const MAX_EXPRESSION: usize = 2048;
+/// How deep a placeholder's syntax tree may be; real ones are a few levels.
+const MAX_DEPTH: usize = 64;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TemplateError {
@@ -33,6 +70,64 @@ pub enum TemplateError {
     Statement,
     #[error("{0}")]
     Result(String),
+    /// A placeholder's bound (`placeholder` set) or the rendered field so far
+    /// is over [`RenderLimits::field_bytes`].
+    #[error("{}", too_large(.placeholder.as_deref(), *.size, *.limit))]
+    TooLarge { placeholder: Option<String>, size: u64, limit: u64 },
+    /// URI, headers and body together are over [`RenderLimits::request_bytes`].
+    #[error("the rendered request is {}, over the {} limit", human(*.size), human(*.limit))]
+    RequestTooLarge { size: u64, limit: u64 },
+}
+
+fn too_large(placeholder: Option<&str>, size: u64, limit: u64) -> String {
+    match placeholder {
+        Some(p) => {
+            format!("placeholder {p} renders up to {}, over the {} limit of one field", human(size), human(limit))
+        }
+        None => format!("renders at least {}, over the {} limit of one field", human(size), human(limit)),
+    }
+}
+
+/// `1536` as `1.5 KiB`, rounded up so that a size over a limit never reads
+/// as the limit itself.
+fn human(bytes: u64) -> String {
+    if bytes < 1024 {
+        return format!("{bytes} bytes");
+    }
+    let units = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < units.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    let tenths = (value * 10.0).ceil();
+    if tenths % 10.0 == 0.0 {
+        format!("{} {}", tenths / 10.0, units[unit])
+    } else {
+        format!("{:.1} {}", tenths / 10.0, units[unit])
+    }
+}
+
+/// How much one rendering may produce and spend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenderLimits {
+    /// The most one field (URI, a header value, the body) may render to.
+    pub field_bytes: usize,
+    /// The most URI, headers and body may render to together.
+    pub request_bytes: usize,
+    /// minijinja fuel for evaluating one placeholder: about one unit per
+    /// instruction, and one per 64 bytes produced.
+    pub fuel: u64,
+}
+
+impl Default for RenderLimits {
+    /// 64 KiB a field and 256 KiB a request, well under the relay's 1 MiB
+    /// body limit and far above any real webhook; 10,000 fuel pays for a
+    /// field-sized result several times over.
+    fn default() -> Self {
+        Self { field_bytes: 64 * 1024, request_bytes: 256 * 1024, fuel: 10_000 }
+    }
 }
 
 /// What the placeholders of one run resolve to.
@@ -90,70 +185,404 @@ fn simple_path(expr: &str) -> Option<(&str, &str)> {
     (ns_ok && key_ok).then_some((ns, key))
 }
 
-fn environment() -> Environment<'static> {
+fn environment(fuel: u64) -> Environment<'static> {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_fuel(Some(fuel));
     env
 }
 
-/// Checks a template without values: syntax, namespaces, `armory` keys.
+fn not_a_namespace(raw: &str, ns: &str) -> TemplateError {
+    TemplateError::Unknown {
+        placeholder: raw.to_owned(),
+        reason: format!("{ns:?} is not a namespace; use armory, context or secrets"),
+    }
+}
+
+fn armory_offers(raw: &str) -> TemplateError {
+    TemplateError::Unknown { placeholder: raw.to_owned(), reason: format!("armory offers {}", ARMORY_KEYS.join(", ")) }
+}
+
+/// An upper bound of what a value renders to, and of what iterating it gives.
+#[derive(Debug, Clone, Copy)]
+struct Size {
+    /// Bytes of its rendering.
+    len: u64,
+    /// Items when iterated (characters, list items, map keys).
+    count: u64,
+    /// Bytes of those items' renderings together.
+    items: u64,
+}
+
+/// Both bounds are at most `len` for every value, so a scalar is its length.
+const fn scalar(len: u64) -> Size {
+    Size { len, count: len, items: len }
+}
+
+/// `True` or `False`.
+const BOOL: Size = scalar(5);
+/// The longest rendered number: `-5e-324` is written out as 327 characters.
+const NUMBER: Size = scalar(330);
+
+impl Size {
+    fn max(self, other: Size) -> Size {
+        Size { len: self.len.max(other.len), count: self.count.max(other.count), items: self.items.max(other.items) }
+    }
+
+    /// Inside a list or map a string is quoted, and a control character can
+    /// become a four-byte `\xNN`.
+    fn repr(self) -> u64 {
+        self.len.saturating_mul(4).saturating_add(2)
+    }
+}
+
+/// A filter's or test's argument.
+struct Arg<'e> {
+    keyword: Option<&'e str>,
+    expr: &'e Expr<'e>,
+    size: Size,
+}
+
+/// Walks a placeholder's syntax tree: refuses what could dump a namespace or
+/// grow without bound, and with `values` bounds the rendered size.
+struct Walker<'a> {
+    raw: &'a str,
+    values: Option<(&'a Values, bool)>,
+    /// Applies to every node, as an intermediate value (say, the operand of
+    /// `==` or of `length`) takes memory too.
+    limit: u64,
+    depth: Cell<usize>,
+}
+
+impl Walker<'_> {
+    fn invalid(&self, reason: impl Into<String>) -> TemplateError {
+        TemplateError::Invalid { placeholder: self.raw.to_owned(), reason: reason.into() }
+    }
+
+    /// A variable that is not directly the object of `.key` or `["key"]`.
+    fn whole(&self, name: &str) -> TemplateError {
+        let every = match name {
+            "secrets" => "every secret",
+            "armory" => "every armory value",
+            "context" => "the whole context",
+            other => return not_a_namespace(self.raw, other),
+        };
+        self.invalid(format!("{{{{ {name} }}}} would render {every}; name one, as {{{{ {name}.NAME }}}}"))
+    }
+
+    fn entry(&self, ns: &str, key: &str) -> Result<Size, TemplateError> {
+        if !NAMESPACES.contains(&ns) {
+            return Err(not_a_namespace(self.raw, ns));
+        }
+        if ns == "armory" && !ARMORY_KEYS.contains(&key) {
+            return Err(armory_offers(self.raw));
+        }
+        let Some((values, mask)) = self.values else { return Ok(scalar(0)) };
+        // A missing key renders nothing, or what `default` gives instead.
+        let len = match ns {
+            "armory" => values.armory.get(key).map_or(0, String::len),
+            "context" => values.context.get(key).map_or(0, String::len),
+            _ if mask => values.secrets.get(key).map_or(0, |_| MASK.len()),
+            _ => values.secrets.get(key).map_or(0, |s| s.expose().len()),
+        };
+        Ok(scalar(len as u64))
+    }
+
+    /// Recursion is one level per link of a chain such as `a ~ b ~ ...`, here
+    /// and when minijinja compiles and evaluates, so depth is limited.
+    fn walk(&self, expr: &Expr<'_>) -> Result<Size, TemplateError> {
+        let depth = self.depth.get();
+        if depth >= MAX_DEPTH {
+            return Err(self.invalid(format!("it nests more than {MAX_DEPTH} operations deep")));
+        }
+        self.depth.set(depth + 1);
+        let size = self.node(expr);
+        self.depth.set(depth);
+        match size {
+            Ok(size) if size.len > self.limit => Err(TemplateError::TooLarge {
+                placeholder: Some(self.raw.to_owned()),
+                size: size.len,
+                limit: self.limit,
+            }),
+            other => other,
+        }
+    }
+
+    fn node(&self, expr: &Expr<'_>) -> Result<Size, TemplateError> {
+        match expr {
+            Expr::Var(var) => Err(self.whole(var.id)),
+            Expr::Const(c) => Ok(scalar(c.value.to_string().len() as u64)),
+            Expr::GetAttr(attr) => match &attr.expr {
+                Expr::Var(var) => self.entry(var.id, attr.name),
+                // Part of the value's rendering; not its items' bounds, as
+                // an item can itself be a longer list.
+                inner => Ok(scalar(self.walk(inner)?.len)),
+            },
+            Expr::GetItem(item) => self.get_item(&item.expr, &item.subscript_expr),
+            Expr::Slice(slice) => {
+                for bound in [&slice.start, &slice.stop, &slice.step].into_iter().flatten() {
+                    self.walk(bound)?;
+                }
+                self.walk(&slice.expr)
+            }
+            Expr::UnaryOp(op) => {
+                self.walk(&op.expr)?;
+                Ok(match op.op {
+                    UnaryOpKind::Not => BOOL,
+                    UnaryOpKind::Neg => NUMBER,
+                })
+            }
+            Expr::BinOp(op) => self.bin_op(op),
+            Expr::Compare(cmp) => {
+                self.walk(&cmp.expr)?;
+                for op in &cmp.ops {
+                    self.walk(&op.expr)?;
+                }
+                Ok(BOOL)
+            }
+            Expr::IfExpr(e) => {
+                self.walk(&e.test_expr)?;
+                let otherwise = match &e.false_expr {
+                    Some(f) => self.walk(f)?,
+                    None => scalar(0),
+                };
+                Ok(self.walk(&e.true_expr)?.max(otherwise))
+            }
+            Expr::Filter(filter) => self.filter(filter),
+            Expr::Test(test) => {
+                self.walk(&test.expr)?;
+                self.args(&test.args)?;
+                Ok(BOOL)
+            }
+            Expr::Call(call) => Err(self.call(call)),
+            Expr::List(list) => self.sequence(&list.items),
+            Expr::Tuple(tuple) => self.sequence(&tuple.items),
+            Expr::Map(map) => self.map(map),
+        }
+    }
+
+    fn get_item(&self, expr: &Expr<'_>, subscript: &Expr<'_>) -> Result<Size, TemplateError> {
+        match (expr, subscript) {
+            (Expr::Var(var), Expr::Const(key)) if key.value.as_str().is_some() => {
+                self.entry(var.id, key.value.as_str().unwrap_or_default())
+            }
+            (Expr::Var(var), _) => Err(self.whole(var.id)),
+            (inner, subscript) => {
+                self.walk(subscript)?;
+                Ok(scalar(self.walk(inner)?.len))
+            }
+        }
+    }
+
+    fn bin_op(&self, op: &BinOp<'_>) -> Result<Size, TemplateError> {
+        // Strings and lists repeat with `*`, and `**` grows numbers.
+        match op.op {
+            BinOpKind::Mul => return Err(self.invalid("the * operator is not supported in placeholders")),
+            BinOpKind::Pow => return Err(self.invalid("the ** operator is not supported in placeholders")),
+            _ => {}
+        }
+        let (left, right) = (self.walk(&op.left)?, self.walk(&op.right)?);
+        Ok(match op.op {
+            BinOpKind::Concat => scalar(left.len.saturating_add(right.len)),
+            // Numbers, or strings and lists put end to end.
+            BinOpKind::Add => Size {
+                len: left.len.saturating_add(right.len).max(NUMBER.len),
+                count: left.count.saturating_add(right.count),
+                items: left.items.saturating_add(right.items),
+            },
+            BinOpKind::Sub | BinOpKind::Div | BinOpKind::FloorDiv | BinOpKind::Rem => NUMBER,
+            BinOpKind::ScAnd | BinOpKind::ScOr => left.max(right),
+            _ => BOOL,
+        })
+    }
+
+    fn call(&self, call: &Call<'_>) -> TemplateError {
+        let name = match call.identify_call() {
+            CallType::Function("debug") => return self.invalid("debug() is unavailable in placeholders"),
+            CallType::Function(name) | CallType::Method(_, name) => name,
+            _ => "a value",
+        };
+        self.invalid(format!("function calls are not supported in placeholders: found {name}(...)"))
+    }
+
+    fn map(&self, map: &Map<'_>) -> Result<Size, TemplateError> {
+        let mut size = Size { len: 2, count: map.keys.len() as u64, items: 0 };
+        for (key, value) in map.keys.iter().zip(&map.values) {
+            let (key, value) = (self.walk(key)?, self.walk(value)?);
+            size.len = size.len.saturating_add(key.repr()).saturating_add(value.repr()).saturating_add(4);
+            size.items = size.items.saturating_add(key.len);
+        }
+        Ok(size)
+    }
+
+    /// `[a, b]` or `(a,)`.
+    fn sequence(&self, items: &[Expr<'_>]) -> Result<Size, TemplateError> {
+        let mut size = Size { len: 2, count: items.len() as u64, items: 0 };
+        for item in items {
+            let item = self.walk(item)?;
+            size.len = size.len.saturating_add(item.repr()).saturating_add(2);
+            size.items = size.items.saturating_add(item.len);
+        }
+        Ok(size)
+    }
+
+    /// Each argument's size, with its keyword if it has one.
+    fn args<'e>(&self, args: &'e [CallArg<'e>]) -> Result<Vec<Arg<'e>>, TemplateError> {
+        args.iter()
+            .map(|arg| match arg {
+                CallArg::Pos(e) => Ok(Arg { keyword: None, expr: e, size: self.walk(e)? }),
+                CallArg::Kwarg(name, e) => Ok(Arg { keyword: Some(*name), expr: e, size: self.walk(e)? }),
+                CallArg::PosSplat(_) | CallArg::KwargSplat(_) => {
+                    Err(self.invalid("argument splats (*args, **kwargs) are not supported in placeholders"))
+                }
+            })
+            .collect()
+    }
+
+    fn filter(&self, filter: &Filter<'_>) -> Result<Size, TemplateError> {
+        let input = match &filter.expr {
+            Some(e) => self.walk(e)?,
+            None => scalar(0),
+        };
+        if !FILTERS.contains(&filter.name) {
+            return Err(self.invalid(format!(
+                "the filter {:?} is not available in placeholders; use one of {}",
+                filter.name,
+                FILTERS.join(", ")
+            )));
+        }
+        let args = self.args(&filter.args)?;
+        Ok(filter_bound(filter.name, input, &args))
+    }
+}
+
+/// What filter `name` can make of `input` and `args`.
+fn filter_bound(name: &str, input: Size, args: &[Arg<'_>]) -> Size {
+    // Whichever argument is the separator or the replacement, it is at
+    // most the widest one.
+    let widest = args.iter().fold(scalar(0), |acc, arg| acc.max(arg.size));
+    match name {
+        // Unicode case mapping can make a character longer (`ΐ` is three).
+        "upper" | "lower" | "title" | "capitalize" => scalar(input.len.saturating_mul(4)),
+        "trim" | "string" => scalar(input.len),
+        // An empty `old` puts `new` around every character.
+        "replace" => scalar(input.len.saturating_mul(widest.len.saturating_add(1)).saturating_add(widest.len)),
+        "join" => scalar(input.items.saturating_add(input.count.saturating_mul(widest.len))),
+        "default" | "d" => input.max(widest),
+        "first" | "last" => scalar(input.items),
+        "int" | "float" => NUMBER.max(widest),
+        "round" => {
+            // Floats are written with `precision` digits; above 1074 the
+            // value is kept as it is.
+            let precision = args
+                .iter()
+                .find(|arg| matches!(arg.keyword, None | Some("precision")))
+                .map_or(Some(0), |arg| match arg.expr {
+                    Expr::Const(c) => i64::try_from(c.value.clone()).ok(),
+                    _ => None,
+                })
+                .map_or(1074, |p| p.clamp(0, 1074) as u64);
+            scalar(NUMBER.len + precision)
+        }
+        "length" | "count" => scalar(20),
+        "abs" => NUMBER,
+        _ => BOOL,
+    }
+}
+
+/// Parses a placeholder's expression and checks its shape; with `values`,
+/// also bounds the size of its result and of every step to `limit`.
+fn analyze(expr: &str, raw: &str, values: Option<(&Values, bool)>, limit: u64) -> Result<u64, TemplateError> {
+    let invalid = |reason: String| TemplateError::Invalid { placeholder: raw.to_owned(), reason };
+    if expr.len() > MAX_EXPRESSION {
+        return Err(invalid(format!("a placeholder may hold at most {MAX_EXPRESSION} characters")));
+    }
+    let ast = minijinja::machinery::parse_expr(expr).map_err(|e| invalid(e.to_string()))?;
+    Ok(Walker { raw, values, limit, depth: Cell::new(0) }.walk(&ast)?.len)
+}
+
+/// Checks a template without values: syntax, namespaces, `armory` keys, and
+/// what expressions may use.
 pub fn check(text: &str) -> Result<(), TemplateError> {
     for piece in pieces(text)? {
         let Piece::Placeholder { expr, raw, .. } = piece else { continue };
-        let unknown = |reason: String| TemplateError::Unknown { placeholder: raw.to_owned(), reason };
         match simple_path(expr) {
-            Some(("armory", key)) if !ARMORY_KEYS.contains(&key) => {
-                return Err(unknown(format!("armory offers {}", ARMORY_KEYS.join(", "))));
-            }
+            Some(("armory", key)) if !ARMORY_KEYS.contains(&key) => return Err(armory_offers(raw)),
             Some(("armory" | "context" | "secrets", _)) => {}
-            Some((ns, _)) => return Err(unknown(format!("{ns:?} is not a namespace; use armory, context or secrets"))),
+            Some((ns, _)) => return Err(not_a_namespace(raw, ns)),
             None => {
-                environment()
-                    .compile_expression(expr)
-                    .map_err(|e| TemplateError::Invalid { placeholder: raw.to_owned(), reason: e.to_string() })?;
+                analyze(expr, raw, None, u64::MAX)?;
             }
         }
     }
     Ok(())
 }
 
-fn lookup(expr: &str, raw: &str, values: &Values, mask: bool) -> Result<String, TemplateError> {
-    let unknown = |reason: String| TemplateError::Unknown { placeholder: raw.to_owned(), reason };
-    if let Some((ns, key)) = simple_path(expr) {
-        return match ns {
-            "armory" => values.armory.get(key).cloned().ok_or_else(|| unknown(format!("armory offers {}", ARMORY_KEYS.join(", ")))),
-            "context" => values.context.get(key).cloned().ok_or_else(|| {
-                unknown(format!(
-                    "the context has no key {key:?} (set it in runWebhook.context, the file's context, or --context {key}=VALUE)"
-                ))
-            }),
-            "secrets" => match values.secrets.get(key) {
-                Some(_) if mask => Ok(MASK.to_owned()),
-                Some(secret) => Ok(secret.expose().to_owned()),
-                None => Err(unknown(format!("no secret named {key:?} (store one with: borealis secrets set {key})"))),
+/// Evaluates placeholders for one template: one environment, and the scope
+/// expressions see built once, on first use.
+struct Evaluator<'a> {
+    values: &'a Values,
+    mask: bool,
+    limits: &'a RenderLimits,
+    env: Environment<'static>,
+    scope: OnceCell<Value>,
+}
+
+impl Evaluator<'_> {
+    fn scope(&self) -> Value {
+        self.scope
+            .get_or_init(|| {
+                let secrets: BTreeMap<String, String> = self
+                    .values
+                    .secrets
+                    .iter()
+                    .map(|(k, v)| (k.clone(), if self.mask { MASK.to_owned() } else { v.expose().to_owned() }))
+                    .collect();
+                minijinja::context! {
+                    armory => Value::from_object(self.values.armory.clone()),
+                    context => Value::from_object(self.values.context.clone()),
+                    secrets => Value::from_object(secrets),
+                }
+            })
+            .clone()
+    }
+
+    fn lookup(&self, expr: &str, raw: &str) -> Result<String, TemplateError> {
+        let unknown = |reason: String| TemplateError::Unknown { placeholder: raw.to_owned(), reason };
+        let (values, mask) = (self.values, self.mask);
+        if let Some((ns, key)) = simple_path(expr) {
+            return match ns {
+                "armory" => values.armory.get(key).cloned().ok_or_else(|| armory_offers(raw)),
+                "context" => values.context.get(key).cloned().ok_or_else(|| {
+                    unknown(format!(
+                        "the context has no key {key:?} (set it in runWebhook.context, the file's context, or --context {key}=VALUE)"
+                    ))
+                }),
+                "secrets" => match values.secrets.get(key) {
+                    Some(_) if mask => Ok(MASK.to_owned()),
+                    Some(secret) => Ok(secret.expose().to_owned()),
+                    None => Err(unknown(format!("no secret named {key:?} (store one with: borealis secrets set {key})"))),
+                },
+                other => Err(not_a_namespace(raw, other)),
+            };
+        }
+        analyze(expr, raw, Some((values, mask)), self.limits.field_bytes as u64)?;
+        let compiled = self
+            .env
+            .compile_expression(expr)
+            .map_err(|e| TemplateError::Invalid { placeholder: raw.to_owned(), reason: e.to_string() })?;
+        let value = compiled.eval(self.scope()).map_err(|e| match e.kind() {
+            ErrorKind::OutOfFuel => TemplateError::Invalid {
+                placeholder: raw.to_owned(),
+                reason: format!("it takes more work than the limit allows ({} fuel)", self.limits.fuel),
             },
-            other => Err(unknown(format!("{other:?} is not a namespace; use armory, context or secrets"))),
-        };
+            _ => unknown(e.to_string()),
+        })?;
+        if value.is_undefined() || value.is_none() {
+            return Err(unknown("it evaluates to nothing".into()));
+        }
+        Ok(value.to_string())
     }
-    let env = environment();
-    let compiled = env
-        .compile_expression(expr)
-        .map_err(|e| TemplateError::Invalid { placeholder: raw.to_owned(), reason: e.to_string() })?;
-    let secrets: BTreeMap<String, String> = values
-        .secrets
-        .iter()
-        .map(|(k, v)| (k.clone(), if mask { MASK.to_owned() } else { v.expose().to_owned() }))
-        .collect();
-    let scope = minijinja::context! {
-        armory => Value::from_object(values.armory.clone()),
-        context => Value::from_object(values.context.clone()),
-        secrets => Value::from_object(secrets),
-    };
-    let value = compiled.eval(scope).map_err(|e| unknown(e.to_string()))?;
-    if value.is_undefined() || value.is_none() {
-        return Err(unknown("it evaluates to nothing".into()));
-    }
-    Ok(value.to_string())
 }
 
 /// Characters a value may not carry unescaped into a path segment.
@@ -172,28 +601,41 @@ const PATH_SEGMENT: &AsciiSet = &CONTROLS
 /// Everything but unreserved characters, for query and fragment values.
 const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum UriPart {
-    /// Before the path: scheme, host, port, or a placeholder that is the base URL.
-    Prefix,
+    /// Before `://`, or before the first `/` when there is none: the scheme,
+    /// or a placeholder that is the whole base URL. Pasted as it is.
+    Base,
+    /// Between `://` and the path: host and port.
+    Host,
     Path,
     Component,
 }
 
-fn uri_part(template: &str, offset: usize) -> UriPart {
-    let Some(scheme_end) = template.find("://") else { return UriPart::Prefix };
-    let authority = scheme_end + 3;
-    if offset < authority {
-        return UriPart::Prefix;
-    }
-    let path_start = template[authority..].find(['/', '?', '#']).map_or(template.len(), |i| authority + i);
+/// Where `offset` lies in a URI template. `skeleton` is the template with
+/// every placeholder blanked out, so that the text of an expression cannot
+/// pass for a `/` or `?` of the URI.
+fn uri_part(skeleton: &[u8], offset: usize) -> UriPart {
+    let find = |from: usize, set: &[u8]| {
+        skeleton[from..].iter().position(|b| set.contains(b)).map_or(skeleton.len(), |i| from + i)
+    };
+    let first = find(0, b"/?#");
+    let authority =
+        (first > 0 && skeleton[first - 1] == b':' && skeleton[first..].starts_with(b"//")).then_some(first + 2);
+    let path_start = match authority {
+        Some(start) if offset < start => return UriPart::Base,
+        Some(start) => find(start, b"/?#"),
+        None => first,
+    };
     if offset < path_start {
-        return UriPart::Prefix;
+        return if authority.is_some() { UriPart::Host } else { UriPart::Base };
     }
-    match template.find(['?', '#']) {
-        Some(q) if offset > q => UriPart::Component,
-        _ => UriPart::Path,
-    }
+    if offset < find(path_start, b"?#") { UriPart::Path } else { UriPart::Component }
+}
+
+/// Only these keep a value from adding a port, userinfo or path to a host.
+fn host_safe(value: &str) -> bool {
+    !value.is_empty() && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
 }
 
 /// Whether `offset` in a JSON template lies inside a string literal.
@@ -218,8 +660,20 @@ fn in_json_string(template: &str, offset: usize, placeholders: &[(usize, usize)]
     inside
 }
 
-/// Renders one template for `slot`. With `mask`, secrets render as `********`.
+/// Renders one template for `slot` within the default [`RenderLimits`].
+/// With `mask`, secrets render as `********`.
 pub fn render(template: &str, slot: Slot, values: &Values, mask: bool) -> Result<String, TemplateError> {
+    render_with(template, slot, values, mask, &RenderLimits::default())
+}
+
+/// Renders one template for `slot` within `limits`.
+pub fn render_with(
+    template: &str,
+    slot: Slot,
+    values: &Values,
+    mask: bool,
+    limits: &RenderLimits,
+) -> Result<String, TemplateError> {
     let parts = pieces(template)?;
     let spans: Vec<(usize, usize)> = parts
         .iter()
@@ -228,15 +682,28 @@ pub fn render(template: &str, slot: Slot, values: &Values, mask: bool) -> Result
             Piece::Text(_) => None,
         })
         .collect();
-    let mut out = String::with_capacity(template.len());
+    let mut skeleton = template.as_bytes().to_vec();
+    for &(start, end) in &spans {
+        skeleton[start..end].fill(b'x');
+    }
+    let evaluator = Evaluator { values, mask, limits, env: environment(limits.fuel), scope: OnceCell::new() };
+    let limit = limits.field_bytes;
+    let mut out = String::with_capacity(template.len().min(limit));
     for piece in parts {
         match piece {
             Piece::Text(text) => out.push_str(text),
             Piece::Placeholder { expr, raw, offset } => {
-                let value = lookup(expr, raw, values, mask)?;
+                let value = evaluator.lookup(expr, raw)?;
                 match slot {
-                    Slot::Uri => match uri_part(template, offset) {
-                        UriPart::Prefix => out.push_str(&value),
+                    Slot::Uri => match uri_part(&skeleton, offset) {
+                        UriPart::Base => out.push_str(&value),
+                        UriPart::Host if host_safe(&value) => out.push_str(&value),
+                        UriPart::Host => {
+                            return Err(TemplateError::Invalid {
+                                placeholder: raw.to_owned(),
+                                reason: "a placeholder in the URI's host may hold only letters, digits, '-' and '.', and may not be empty".into(),
+                            });
+                        }
                         UriPart::Path => out.extend(utf8_percent_encode(&value, PATH_SEGMENT)),
                         UriPart::Component => out.extend(utf8_percent_encode(&value, COMPONENT)),
                     },
@@ -265,6 +732,11 @@ pub fn render(template: &str, slot: Slot, values: &Values, mask: bool) -> Result
                 }
             }
         }
+        // Checked as it grows: many placeholders, each within its bound, or
+        // escaping, can still add up past the limit.
+        if out.len() > limit {
+            return Err(TemplateError::TooLarge { placeholder: None, size: out.len() as u64, limit: limit as u64 });
+        }
     }
     Ok(out)
 }
@@ -291,8 +763,20 @@ impl std::fmt::Display for FieldError {
     }
 }
 
-/// Renders a webhook's URI, headers and body; every problem is reported.
+/// Renders a webhook's URI, headers and body within the default
+/// [`RenderLimits`]; every problem is reported.
 pub fn render_webhook(webhook: &Webhook, values: &Values, mask: bool) -> Result<RenderedRequest, Vec<FieldError>> {
+    render_webhook_with(webhook, values, mask, &RenderLimits::default())
+}
+
+/// Renders a webhook's URI, headers and body within `limits`; every problem
+/// is reported.
+pub fn render_webhook_with(
+    webhook: &Webhook,
+    values: &Values,
+    mask: bool,
+    limits: &RenderLimits,
+) -> Result<RenderedRequest, Vec<FieldError>> {
     let path = &webhook.location.path;
     let mut errors = Vec::new();
     let mut field = |field: String, result: Result<String, TemplateError>| match result {
@@ -302,14 +786,14 @@ pub fn render_webhook(webhook: &Webhook, values: &Values, mask: bool) -> Result<
             None
         }
     };
-    let url = field(format!("{path}.uriTemplate"), render(&webhook.uri_template, Slot::Uri, values, mask));
+    let render = |template: &str, slot: Slot| render_with(template, slot, values, mask, limits);
+    let url = field(format!("{path}.uriTemplate"), render(&webhook.uri_template, Slot::Uri));
     let headers: Vec<Option<(String, String)>> = webhook
         .headers
         .iter()
         .enumerate()
         .map(|(i, h)| {
-            field(format!("{path}.headers[{i}].value"), render(&h.value, Slot::HeaderValue, values, mask))
-                .map(|v| (h.key.clone(), v))
+            field(format!("{path}.headers[{i}].value"), render(&h.value, Slot::HeaderValue)).map(|v| (h.key.clone(), v))
         })
         .collect();
     let json = webhook.body_template.as_deref().is_some_and(|b| b.trim_start().starts_with(['{', '[']))
@@ -317,7 +801,7 @@ pub fn render_webhook(webhook: &Webhook, values: &Values, mask: bool) -> Result<
     let body = webhook
         .body_template
         .as_ref()
-        .map(|b| field(format!("{path}.bodyTemplate.inline"), render(b, Slot::Body { json }, values, mask)));
+        .map(|b| field(format!("{path}.bodyTemplate.inline"), render(b, Slot::Body { json })));
     if let Some(url) = &url
         && !mask
         && let Err(e) = url::Url::parse(url).map_err(|e| e.to_string()).and_then(|u| {
@@ -336,12 +820,22 @@ pub fn render_webhook(webhook: &Webhook, values: &Values, mask: bool) -> Result<
     if !errors.is_empty() {
         return Err(errors);
     }
-    Ok(RenderedRequest {
+    let request = RenderedRequest {
         method: webhook.method.clone(),
         url: url.expect("no error"),
         headers: headers.into_iter().map(|h| h.expect("no error")).collect(),
         body: body.map(|b| b.expect("no error")),
-    })
+    };
+    let size = request.url.len()
+        + request.headers.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
+        + request.body.as_ref().map_or(0, String::len);
+    if size > limits.request_bytes {
+        return Err(vec![FieldError {
+            field: path.clone(),
+            error: TemplateError::RequestTooLarge { size: size as u64, limit: limits.request_bytes as u64 },
+        }]);
+    }
+    Ok(request)
 }
 
 #[cfg(test)]
@@ -419,5 +913,296 @@ mod tests {
             "STAGING & PROD\"QUOTED\""
         );
         assert!(render("{{ context.nothere | upper }}", Slot::Body { json: false }, &values(), false).is_err());
+    }
+
+    fn webhook(uri: &str, header: &str, body: &str) -> Webhook {
+        use crate::deployment::{HeaderTemplate, Location, NetworkMode};
+        Webhook {
+            name: "hook".into(),
+            method: "POST".into(),
+            uri_template: uri.into(),
+            network_mode: NetworkMode::Direct,
+            agent_identifier: None,
+            headers: vec![HeaderTemplate { key: "X-Run".into(), value: header.into() }],
+            body_template: Some(body.into()),
+            retry_count: 0,
+            disable_callback: false,
+            location: Location { path: "webhooks[0]".into(), line: 1, column: 1 },
+        }
+    }
+
+    fn body_error(body: &str) -> String {
+        let errors = render_webhook(&webhook("https://ci/x", "run", body), &values(), false).unwrap_err();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        errors[0].to_string()
+    }
+
+    fn text(template: &str) -> Result<String, TemplateError> {
+        render(template, Slot::Body { json: false }, &values(), false)
+    }
+
+    #[test]
+    fn bombs_are_refused_before_they_run() {
+        let field = "webhooks[0].bodyTemplate.inline: placeholder ";
+        for (bomb, reason) in [
+            (
+                "{{ range(10000)|join(range(10000)|join) }}",
+                "function calls are not supported in placeholders: found range(...)",
+            ),
+            ("{{ \"x\" * 100000000 }}", "the * operator is not supported in placeholders"),
+            ("{{ [\"x\"] * 100000000 }}", "the * operator is not supported"),
+            ("{{ 9 ** 9 ** 9 }}", "the ** operator is not supported"),
+        ] {
+            let err = body_error(bomb);
+            assert!(err.starts_with(field) && err.contains(reason), "{bomb}: {err}");
+            assert!(check(bomb).unwrap_err().to_string().contains(reason), "{bomb}");
+        }
+        // Each replace multiplies; the bound is computed from the real values.
+        let e = "context.environment";
+        for bomb in [
+            format!("{{{{ {e}|replace(\"\", {e})|replace(\"\", {e})|replace(\"\", {e}) }}}}"),
+            format!("{{{{ \"x\"{} }}}}", "|replace(\"\", \"xxxxxxxxxx\")".repeat(5)),
+            format!("{{{{ {e}|join({e}|join({e}|join({e}))) }}}}"),
+            // A small result does not excuse a large step.
+            format!("{{{{ ({e}|replace('', {e})|replace('', {e})|replace('', {e})|replace('', {e})) == '' }}}}"),
+            format!("{{{{ {e}|replace('', {e})|replace('', {e})|replace('', {e})|length }}}}"),
+            format!("{{{{ 'a' if {e}|replace('', {e})|replace('', {e})|replace('', {e}) else 'b' }}}}"),
+        ] {
+            check(&bomb).unwrap();
+            let err = body_error(&bomb);
+            assert!(err.starts_with(field) && err.ends_with("over the 64 KiB limit of one field"), "{bomb}: {err}");
+            assert!(err.contains(" renders up to "), "{err}");
+        }
+        let errors = render_webhook(&webhook("https://ci/x", "{{ \"x\" * 3 }}", "ok"), &values(), false).unwrap_err();
+        assert!(errors[0].to_string().starts_with("webhooks[0].headers[0].value: placeholder {{ \"x\" * 3 }}: the *"));
+    }
+
+    #[test]
+    fn whole_namespaces_and_functions_are_refused() {
+        for (expr, reason) in [
+            ("{{ secrets }}", "{{ secrets }} would render every secret; name one, as {{ secrets.NAME }}"),
+            ("{{ secrets|items }}", "would render every secret"),
+            ("{{ secrets|string }}", "would render every secret"),
+            ("{{ 'token' in secrets }}", "would render every secret"),
+            ("{{ secrets[context.count] }}", "would render every secret"),
+            ("{{ secrets is mapping }}", "would render every secret"),
+            ("{{ armory }}", "{{ armory }} would render every armory value; name one, as {{ armory.NAME }}"),
+            ("{{ context|length }}", "{{ context }} would render the whole context"),
+            ("{{ debug() }}", "debug() is unavailable in placeholders"),
+            ("{{ range(3) }}", "function calls are not supported in placeholders: found range(...)"),
+            ("{{ dict(a=1) }}", "found dict(...)"),
+            ("{{ namespace() }}", "found namespace(...)"),
+            ("{{ lipsum() }}", "found lipsum(...)"),
+            ("{{ context.environment.upper() }}", "found upper(...)"),
+            ("{{ \"x\" * 3 }}", "the * operator is not supported in placeholders"),
+            ("{{ 2 ** 3 }}", "the ** operator is not supported in placeholders"),
+            (
+                "{{ context.environment|reverse }}",
+                "the filter \"reverse\" is not available in placeholders; use one of upper, lower",
+            ),
+            ("{{ context.environment|tojson }}", "the filter \"tojson\" is not available"),
+            ("{{ context.environment|pprint }}", "the filter \"pprint\" is not available"),
+            ("{{ context.environment|dictsort }}", "the filter \"dictsort\" is not available"),
+            ("{{ context.environment|list }}", "the filter \"list\" is not available"),
+            ("{{ context.environment|replace(*[\"a\", \"b\"]) }}", "argument splats"),
+            ("{{ env }}", "\"env\" is not a namespace"),
+            ("{{ loop.index }}", "\"loop\" is not a namespace"),
+            ("{{ env.x|upper }}", "\"env\" is not a namespace"),
+            ("{{ armory[\"nope\"] }}", "armory offers callbackUri"),
+            ("{{ armory.nope|upper }}", "armory offers callbackUri"),
+        ] {
+            let at_parse = check(expr).unwrap_err().to_string();
+            assert!(at_parse.contains(reason), "{expr}: {at_parse}");
+            let at_render = text(expr).unwrap_err().to_string();
+            assert!(at_render.contains(reason), "{expr}: {at_render}");
+            assert!(!at_render.contains("s3cr3t"), "{at_render}");
+        }
+    }
+
+    #[test]
+    fn long_or_deep_expressions_are_refused() {
+        // 100,000 chained `~` overflow the parser's callers' stack.
+        let deep = format!("{{{{ {} }}}}", vec!["1"; 100_000].join("~"));
+        assert!(check(&deep).unwrap_err().to_string().contains("at most 2048 characters"));
+        assert!(text(&deep).unwrap_err().to_string().contains("at most 2048 characters"));
+        let deep = format!("{{{{ {} }}}}", vec!["1"; 1000].join("~"));
+        assert!(check(&deep).unwrap_err().to_string().contains("it nests more than 64 operations deep"));
+        let fine = format!("{{{{ {} }}}}", vec!["1"; 60].join("~"));
+        assert_eq!(text(&fine).unwrap(), "1".repeat(60));
+    }
+
+    #[test]
+    fn useful_expressions_still_render() {
+        let mut v = values();
+        v.context.insert("pick".into(), "b".into());
+        for (expr, expected) in [
+            ("{{ context.environment | upper }}", "STAGING & PROD\"QUOTED\""),
+            ("{{ secrets.token }}", "s3cr3t"),
+            ("{{ secrets[\"token\"] }}", "s3cr3t"),
+            ("{{ secrets['token'] | upper }}", "S3CR3T"),
+            ("{{ armory[\"callbackUri\"] }}", "https://relay.example/callbacks/abc"),
+            ("{{ context.x | default(\"y\") }}", "y"),
+            ("{{ context.x | d(context.count) }}", "5"),
+            ("{{ context[\"team-name\"] | replace(\"/\", \"-\") | title }}", "A-B C"),
+            ("{{ context.environment[:7] | capitalize }}", "Staging"),
+            ("{{ 'prod' if context.environment is startingwith('staging') else 'dev' }}", "prod"),
+            ("{{ {\"a\": \"alpha\", \"b\": \"beta\"}[context.pick] }}", "beta"),
+            ("{{ [context.count, \"b\"] | join(\"-\") }}", "5-b"),
+            ("{{ context.count | int + 1 }}", "6"),
+            ("{{ (context.count | float / 2) | round(1) }}", "2.5"),
+            ("{{ context.environment | length }}", "22"),
+            ("{{ context.environment | first ~ context.environment | last }}", "s\""),
+            ("{{ '  x ' | trim ~ context.count }}", "x5"),
+            ("{{ context.count == '5' }}", "True"),
+        ] {
+            assert_eq!(render(expr, Slot::Body { json: false }, &v, false).unwrap(), expected, "{expr}");
+        }
+        assert_eq!(render("{{ secrets['token'] }}", Slot::HeaderValue, &v, true).unwrap(), MASK);
+    }
+
+    #[test]
+    fn the_bound_holds_and_normal_templates_stay_under_it() {
+        let mut v = values();
+        v.context.insert("greek".into(), "ΐΰ".into());
+        v.context.insert("controls".into(), "\u{1}\u{85}\t".into());
+        v.context.insert("pi".into(), "-3.14159e-300".into());
+        for expr in [
+            "context.greek|upper",
+            "context.greek|title",
+            "context.greek|capitalize",
+            "[context.controls, context.controls]",
+            "(context.controls,)",
+            "{context.controls: context.controls}",
+            "context.environment|replace('', context.count)",
+            "context.environment|join(context.count)",
+            "[context.environment, context.count]|join('--')",
+            "[context.environment]|first",
+            "[[context.environment, context.environment, context.count]][0]|join(context.environment)",
+            "{'a': [context.environment, context.count]}.a|join(context.environment)",
+            "context.pi|float",
+            "context.pi|float|round(300)",
+            "context.pi|float / 7",
+            "context.count|int - 99999999999999999999",
+            "context.environment ~ context.count + context.count",
+            "[context.count] + [context.environment]",
+            "context.missing|default(context.environment)",
+            "context.environment and context.count",
+            "secrets.token|upper",
+        ] {
+            let bound = analyze(expr, expr, Some((&v, false)), u64::MAX).unwrap();
+            let rendered = render(&format!("{{{{ {expr} }}}}"), Slot::Body { json: false }, &v, false).unwrap();
+            assert!(rendered.len() as u64 <= bound, "{expr}: {rendered:?} is over {bound}");
+            assert!(bound <= RenderLimits::default().field_bytes as u64, "{expr}: {bound}");
+        }
+        // `mask` bounds a secret at the mask's length.
+        assert_eq!(analyze("secrets.token ~ ''", "", Some((&v, true)), u64::MAX).unwrap(), MASK.len() as u64);
+        for number in [Value::from(-5e-324), Value::from(-f64::MAX), Value::from(i128::MIN), Value::from(u128::MAX)] {
+            assert!(number.to_string().len() as u64 <= NUMBER.len, "{number}");
+        }
+    }
+
+    #[test]
+    fn the_rendered_field_is_checked_too() {
+        let small = RenderLimits { field_bytes: 16, ..RenderLimits::default() };
+        let plain = Slot::Body { json: false };
+        let err = render_with("aaaaaaaaaa {{context.count}} aaaaaaaaaa", plain, &values(), false, &small).unwrap_err();
+        assert_eq!(err.to_string(), "renders at least 23 bytes, over the 16 bytes limit of one field");
+        // Each value fits; escaping them does not.
+        let mut v = values();
+        v.context.insert("quotes".into(), "\"".repeat(8));
+        let json = Slot::Body { json: true };
+        assert!(render_with("\"{{context.quotes}}\"", json, &v, false, &small).is_err());
+        assert_eq!(render_with("\"{{context.quotes}}\"", plain, &v, false, &small).unwrap(), "\"".repeat(10));
+        let err = render(&"a".repeat(70 * 1024), plain, &v, false).unwrap_err();
+        assert_eq!(err.to_string(), "renders at least 70 KiB, over the 64 KiB limit of one field");
+        // Through a webhook, the field is named.
+        let errors = render_webhook_with(&webhook("https://ci/x", "{{context.environment}}", "ok"), &v, false, &small)
+            .unwrap_err();
+        assert_eq!(
+            errors[0].to_string(),
+            "webhooks[0].headers[0].value: renders at least 22 bytes, over the 16 bytes limit of one field"
+        );
+    }
+
+    #[test]
+    fn the_whole_request_is_checked() {
+        let limits = RenderLimits { request_bytes: 50, ..RenderLimits::default() };
+        let hook = webhook("https://ci/{{context.count}}", "{{secrets.token}}", &"b".repeat(40));
+        let errors = render_webhook_with(&hook, &values(), false, &limits).unwrap_err();
+        assert_eq!(
+            errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            ["webhooks[0]: the rendered request is 63 bytes, over the 50 bytes limit"]
+        );
+        assert!(render_webhook(&hook, &values(), false).is_ok());
+        let err = TemplateError::RequestTooLarge { size: 300 * 1024, limit: 256 * 1024 };
+        assert_eq!(err.to_string(), "the rendered request is 300 KiB, over the 256 KiB limit");
+    }
+
+    #[test]
+    fn fuel_is_limited() {
+        let starved = RenderLimits { fuel: 1, ..RenderLimits::default() };
+        let err = render_with("{{ context.environment | upper }}", Slot::HeaderValue, &values(), false, &starved)
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "placeholder {{ context.environment | upper }}: it takes more work than the limit allows (1 fuel)"
+        );
+        // The default pays for a result near the field limit.
+        let mut v = values();
+        v.context.insert("big".into(), "a".repeat(20_000));
+        let out = render("{{ context.big | replace('a', 'bc') }}", Slot::Body { json: false }, &v, false).unwrap();
+        assert_eq!(out.len(), 40_000);
+    }
+
+    #[test]
+    fn a_placeholder_in_the_host_cannot_change_host_port_or_path() {
+        let mut v = values();
+        for evil in ["a.com:9/x", "a.com/x", "a.com?x", "a.com#x", "user@a.com", "a.com%2f", "[::1]", "a.com x", ""] {
+            v.context.insert("host".into(), evil.into());
+            for template in [
+                "https://{{context.host}}/x",
+                "https://{{ context.host | lower }}.example/x",
+                "https://a.{{context.host}}",
+            ] {
+                let err = render(template, Slot::Uri, &v, false).unwrap_err();
+                assert!(
+                    err.to_string()
+                        .contains("a placeholder in the URI's host may hold only letters, digits, '-' and '.'"),
+                    "{evil:?}: {err}"
+                );
+            }
+        }
+        v.context.insert("host".into(), "a-1.example.com".into());
+        v.context.insert("port".into(), "8443".into());
+        let url =
+            render("https://{{context.host}}:{{context.port}}/x?q={{context.host}}", Slot::Uri, &v, false).unwrap();
+        let parsed = url::Url::parse(&url).unwrap();
+        assert_eq!((parsed.host_str(), parsed.port(), parsed.path()), (Some("a-1.example.com"), Some(8443), "/x"));
+        // The expression's own text does not count as the URI's `/`.
+        v.context.insert("host".into(), "a.com/x".into());
+        assert_eq!(
+            render("https://{{ context.host|replace('/', '') }}/y", Slot::Uri, &v, false).unwrap(),
+            "https://a.comx/y"
+        );
+        // A placeholder before `://` is the user's base URL, pasted as it is;
+        // what follows it is still encoded.
+        v.context.insert("base".into(), "https://a.com:9/x?".into());
+        assert_eq!(render("{{context.base}}", Slot::Uri, &v, false).unwrap(), "https://a.com:9/x?");
+        assert_eq!(
+            render("{{context.base}}/{{context.team-name}}?e={{context.environment}}", Slot::Uri, &v, false).unwrap(),
+            "https://a.com:9/x?/a%2Fb%20c?e=staging%20%26%20prod%22quoted%22"
+        );
+        v.context.insert("scheme".into(), "http".into());
+        assert_eq!(render("{{context.scheme}}://ci/x", Slot::Uri, &v, false).unwrap(), "http://ci/x");
+    }
+
+    #[test]
+    fn sizes_read_in_human_units() {
+        assert_eq!(human(100), "100 bytes");
+        assert_eq!(human(1536), "1.5 KiB");
+        assert_eq!(human(64 * 1024), "64 KiB");
+        assert_eq!(human(64 * 1024 + 1), "64.1 KiB");
+        assert_eq!(human(388_900_000), "370.9 MiB");
+        assert_eq!(human(u64::MAX), "16 EiB");
     }
 }
