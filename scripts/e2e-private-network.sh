@@ -5,6 +5,10 @@
 #
 # Traffic goes only to the loopback interfaces and to the two veth addresses
 # this script creates (10.213.77.1 and 10.213.77.2).
+#
+# Last, the link is cut for 45 s with a request in flight: the request must
+# fail with 502 within three heartbeat intervals (1 s here), and once the
+# link is back the agent must serve again within 5 s.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -82,10 +86,19 @@ cat > "$WORK/external.py" <<'PY'
 import http.server, json, sys, threading, urllib.parse, urllib.request
 relay, client_id, client_secret, port = sys.argv[1:5]
 class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        # /slow answers only after a minute: a request in flight during a cut.
+        import time
+        time.sleep(60)
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
     def do_POST(self):
         self.rfile.read(int(self.headers.get("content-length") or 0))
         callback = self.headers["Location"]
         self.send_response(202)
+        self.send_header("Content-Length", "0")
         self.end_headers()
         def answer():
             form = urllib.parse.urlencode({"grant_type": "client_credentials", "client_id": client_id, "client_secret": client_secret})
@@ -96,7 +109,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         threading.Thread(target=answer).start()
     def log_message(self, *args):
         pass
-server = http.server.HTTPServer(("127.0.0.1", int(port)), Handler)
+server = http.server.ThreadingHTTPServer(("127.0.0.1", int(port)), Handler)
 print("ready", flush=True)
 server.serve_forever()
 PY
@@ -104,8 +117,9 @@ PY
 # The relay outside; its HTTP side on the veth, so callbacks from inside
 # reach it. Direct mode may try loopback and the veth range, so a failure
 # below is the network's doing, not the address guard's.
+# Heartbeats every second, so that a cut link is noticed in seconds.
 "$BIN/borealis-relay" --data-dir "$WORK/relay" --listen "$HOST_ADDR:0" --agent-listen "$HOST_ADDR:0" \
-  --direct-allow 127.0.0.0/8 --direct-allow 10.213.77.0/30 > "$WORK/relay.log" 2>&1 &
+  --direct-allow 127.0.0.0/8 --direct-allow 10.213.77.0/30 --heartbeat-interval 1s > "$WORK/relay.log" 2>&1 &
 PIDS+=($!)
 wait_for "$WORK/relay.log" "relay ready" 20
 HTTP_URL=$(grep -o 'http=[^ ]*' "$WORK/relay.log" | head -1 | cut -d= -f2)
@@ -170,10 +184,51 @@ agent_listed() {
   "$BIN/borealis" agents list | grep -E '^e2e +yes'
 }
 
+now() { date +%s.%N; }
+elapsed() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.2f}')" "$1" "$2"; }
+within() { python3 -c "import sys; sys.exit(0 if float(sys.argv[1]) <= float(sys.argv[2]) else 1)" "$1" "$2"; }
+
+# The link is cut with a request in flight: 502 within three heartbeat
+# intervals (3 s), not after TCP gives up.
+cut_fails_fast() {
+  "$BIN/borealis" proxy --agent e2e --timeout 120s "http://127.0.0.1:$EXT_PORT/slow" > "$WORK/cut.out" 2>&1 &
+  local request=$! cut_at answered_at
+  sleep 1
+  ip netns exec "$NS" ip link set "$NS_IF" down
+  cut_at=$(now)
+  CUT_AT=$cut_at
+  wait "$request" && { echo "the request succeeded across a cut link" >&2; return 1; }
+  answered_at=$(now)
+  echo "  in flight at the cut -> $(cat "$WORK/cut.out") after $(elapsed "$cut_at" "$answered_at") s"
+  grep -q "(502 Bad Gateway)" "$WORK/cut.out" && within "$(elapsed "$cut_at" "$answered_at")" 3.3
+}
+
+# After 45 s the link heals: the agent serves again within 5 s.
+heal_serves_fast() {
+  sleep "$(python3 -c "import sys, time; print(max(0, 45 - (time.time() - float(sys.argv[1]))))" "$CUT_AT")"
+  ip netns exec "$NS" ip link set "$NS_IF" up
+  local healed_at served_at out
+  healed_at=$(now)
+  for _ in $(seq 1 100); do
+    if out=$("$BIN/borealis" proxy --agent e2e --timeout 2s "http://127.0.0.1:$PORT/nonce.txt" 2>/dev/null) && [ "$out" = "$NONCE" ]; then
+      served_at=$(now)
+      echo "  served again $(elapsed "$healed_at" "$served_at") s after the link came back"
+      within "$(elapsed "$healed_at" "$served_at")" 5
+      return
+    fi
+    sleep 0.1
+  done
+  echo "the agent did not serve again within 10 s of the heal" >&2
+  tail -20 "$WORK/agent.log" >&2
+  return 1
+}
+
 check "the agent inside the namespace is connected" agent_listed
 check "borealis proxy (direct) cannot reach the private server" direct_cannot_reach
 check "borealis proxy --agent e2e reaches it" agent_reaches
 check "a remoteNetworkAgent webhook runs through the agent and is called back" webhook_through_agent
+check "a request in flight when the link is cut fails with 502 within three heartbeats" cut_fails_fast
+check "45 s later the link heals and the agent serves again within 5 s" heal_serves_fast
 
 echo "e2e-private-network: $passed passed, $failed failed"
 [ "$failed" = 0 ]

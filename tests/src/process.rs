@@ -74,8 +74,15 @@ impl Drop for Logged {
     }
 }
 
-/// `key=value` from a log line.
+/// `key=value` from a text log line, or `"key": value` from a JSON one.
 fn field(line: &str, key: &str) -> String {
+    if let Ok(serde_json::Value::Object(record)) = serde_json::from_str(line) {
+        return match record.get(key) {
+            Some(serde_json::Value::String(text)) => text.clone(),
+            Some(other) => other.to_string(),
+            None => panic!("no {key} in {line:?}"),
+        };
+    }
     let start = line.find(&format!("{key}=")).unwrap_or_else(|| panic!("no {key}= in {line:?}")) + key.len() + 1;
     line[start..].split_whitespace().next().unwrap().to_owned()
 }

@@ -38,7 +38,8 @@ async fn all_closed(streams: Vec<TcpStream>, within: Duration) -> Duration {
         waits.spawn(async move {
             let mut byte = [0u8; 1];
             // EOF or a reset: either way the relay closed it.
-            let _ = tokio::time::timeout(within, stream.read(&mut byte)).await.expect("the relay closed the connection");
+            let _ =
+                tokio::time::timeout(within, stream.read(&mut byte)).await.expect("the relay closed the connection");
         });
     }
     while let Some(done) = waits.join_next().await {
@@ -163,7 +164,7 @@ async fn failed_authentication_is_limited_logged_and_counted_and_clients_can_be_
     let relay = RelayProcess::start(RelayOptions {
         direct_allow: vec!["127.0.0.0/8".into()],
         extra_args: vec!["--auth-failures-per-minute".into(), "20".into()],
-    ..Default::default()
+        ..Default::default()
     });
     let (addr, system) = relay.external_system().await;
     let token = system.token().await;
@@ -175,7 +176,8 @@ async fn failed_authentication_is_limited_logged_and_counted_and_clients_can_be_
     let dir = TempDir::new("revoke");
     let path = dir.path().join("w.yaml");
     std::fs::write(&path, file).unwrap();
-    let out = relay.cli().args(["--json", "webhook", "run", "-f", path.to_str().unwrap(), "--name", "w"]).run_async().await;
+    let out =
+        relay.cli().args(["--json", "webhook", "run", "-f", path.to_str().unwrap(), "--name", "w"]).run_async().await;
     let run: serde_json::Value = serde_json::from_str(&out.stdout_text()).unwrap();
     let callback = format!("{}/callback", run["callbackUri"].as_str().unwrap());
     let refused = reqwest::Client::new()
@@ -196,7 +198,11 @@ async fn failed_authentication_is_limited_logged_and_counted_and_clients_can_be_
     for i in 0..200 {
         let reply = client
             .post(format!("{}/oauth/token", relay.http_url))
-            .form(&[("grant_type", "client_credentials"), ("client_id", "agt_guess"), ("client_secret", &format!("guess-{i}"))])
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", "agt_guess"),
+                ("client_secret", &format!("guess-{i}")),
+            ])
             .send()
             .await
             .unwrap();
@@ -254,7 +260,8 @@ async fn a_lost_agent_fails_its_requests_with_502_at_once() {
 
     let thawed = Instant::now();
     eventually("the agent serves again", Duration::from_secs(10), || async {
-        let out = relay.cli().args(["proxy", "--agent", "frozen", &format!("http://{upstream}/fast")]).run_async().await;
+        let out =
+            relay.cli().args(["proxy", "--agent", "frozen", &format!("http://{upstream}/fast")]).run_async().await;
         (out.status.success() && out.stdout_text() == "fast").then_some(())
     })
     .await;
@@ -297,11 +304,14 @@ async fn a_call_cut_off_by_a_restart_is_retried_with_the_same_webhook_id() {
         format!("webhooks:\n  - name: w\n    method: POST\n    uriTemplate: http://{addr}/x\n    networkMode: direct\n    disableCallback: true\n    retryCount: 2\n"),
     )
     .unwrap();
-    let out = relay.cli().args(["--json", "webhook", "run", "-f", path.to_str().unwrap(), "--name", "w"]).run_async().await;
+    let out =
+        relay.cli().args(["--json", "webhook", "run", "-f", path.to_str().unwrap(), "--name", "w"]).run_async().await;
     let run: serde_json::Value = serde_json::from_str(&out.stdout_text()).unwrap();
     let id = run["id"].as_str().unwrap().to_owned();
-    eventually("the first call arrives", Duration::from_secs(10), || async { (calls.lock().unwrap().len() == 1).then_some(()) })
-        .await;
+    eventually("the first call arrives", Duration::from_secs(10), || async {
+        (calls.lock().unwrap().len() == 1).then_some(())
+    })
+    .await;
     let relay = relay.kill_and_restart();
     let out = relay.cli().args(["--json", "runs", "show", &id]).run_async().await;
     let mut shown: serde_json::Value = serde_json::from_str(&out.stdout_text()).unwrap();
@@ -350,11 +360,14 @@ async fn control_characters_from_peers_are_escaped_in_logs_and_tables() {
         format!("webhooks:\n  - name: w\n    method: POST\n    uriTemplate: http://{addr}/x\n    networkMode: direct\n    headers:\n      - key: Location\n        value: '{{{{armory.callbackUri}}}}/callback'\n"),
     )
     .unwrap();
-    let out = relay.cli().args(["--json", "webhook", "run", "-f", path.to_str().unwrap(), "--name", "w"]).run_async().await;
+    let out =
+        relay.cli().args(["--json", "webhook", "run", "-f", path.to_str().unwrap(), "--name", "w"]).run_async().await;
     let run: serde_json::Value = serde_json::from_str(&out.stdout_text()).unwrap();
     let id = run["id"].as_str().unwrap().to_owned();
-    eventually("the webhook is called", Duration::from_secs(10), || async { (!system.received().is_empty()).then_some(()) })
-        .await;
+    eventually("the webhook is called", Duration::from_secs(10), || async {
+        (!system.received().is_empty()).then_some(())
+    })
+    .await;
     let message = "**done**\n\x1b]0;owned\x07\x1b[2J line two";
     let callback = format!("{}/callback", run["callbackUri"].as_str().unwrap());
     system.call_back(&callback, serde_json::json!({"success": true, "mdMessage": message})).await;
@@ -398,4 +411,223 @@ async fn agents_draw_their_own_reconnect_delays_within_the_cap() {
     assert_ne!(a[..4], b[..4], "the two agents waited the same times: {a:?}");
     // Within five minutes of losing a session the cap is 2 s.
     assert!(a.iter().chain(&b).all(|d| *d < 2000), "{a:?} {b:?}");
+}
+
+async fn post_run(relay: &RelayProcess, file: &str, context: serde_json::Value) -> (u16, serde_json::Value) {
+    let reply = reqwest::Client::new()
+        .post(format!("{}/api/v1/webhook-runs", relay.http_url))
+        .bearer_auth(relay.admin_token())
+        .json(&serde_json::json!({ "file": file, "name": "w", "context": context }))
+        .send()
+        .await
+        .unwrap();
+    (reply.status().as_u16(), reply.json().await.unwrap())
+}
+
+fn body_file(body: &str) -> String {
+    format!(
+        "webhooks:\n  - name: w\n    method: POST\n    uriTemplate: http://127.0.0.1:9/x\n    networkMode: direct\n    bodyTemplate:\n      inline: '{body}'\n"
+    )
+}
+
+/// A few bytes of template must not make the relay render hundreds of
+/// megabytes, nor dump every secret to whatever URL the file names.
+#[tokio::test(flavor = "multi_thread")]
+async fn template_bombs_and_whole_map_dumps_are_refused() {
+    let relay = RelayProcess::start(RelayOptions::default());
+    let out = relay.cli().args(["secrets", "set", "token"]).stdin_text("s3cr3t-value").run_async().await;
+    assert!(out.status.success(), "{}", out.stderr_text());
+
+    // Four at once, as the attack did.
+    let bomb = body_file("{{ range(10000)|join(range(10000)|join) }}");
+    let attempts = (0..4).map(|_| post_run(&relay, &bomb, serde_json::json!({})));
+    for (status, problem) in futures_util::future::join_all(attempts).await {
+        assert_eq!(status, 400, "{problem:#}");
+        let detail = problem["detail"].as_str().unwrap();
+        assert!(detail.contains("webhooks[0].bodyTemplate.inline"), "{detail}");
+    }
+    healthz_within(&relay.http_url, Duration::from_secs(1)).await;
+
+    for (body, says) in [
+        (r#"{{ "x" * 100000000 }}"#, "operator"),
+        ("{{ secrets }}", "every secret"),
+        ("{{ secrets|items }}", "every secret"),
+        ("{{ armory }}", "armory"),
+        ("{{ debug() }}", "debug() is unavailable"),
+        ("{{ context.big|replace(\"a\", context.big)|replace(\"a\", context.big) }}", "over the 64 KiB limit"),
+    ] {
+        let (status, problem) = post_run(&relay, &body_file(body), serde_json::json!({"big": "a".repeat(4000)})).await;
+        assert_eq!(status, 400, "{body}: {problem:#}");
+        let detail = problem["detail"].as_str().unwrap();
+        assert!(detail.contains("webhooks[0].bodyTemplate.inline") && detail.contains(says), "{body}: {detail}");
+        assert!(!detail.contains("s3cr3t-value"), "{detail}");
+    }
+    // The limit is the relay's setting; a placeholder within it renders.
+    let (status, created) =
+        post_run(&relay, &body_file("{{ context.big|upper }}"), serde_json::json!({"big": "a".repeat(4000)})).await;
+    assert_eq!(status, 201, "{created:#}");
+    healthz_within(&relay.http_url, Duration::from_secs(1)).await;
+}
+
+/// An endpoint that fails and echoes what it got, in its own encodings: the
+/// secret in it is masked in the API, the CLI, the log and the database.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_secret_echoed_back_is_masked_in_every_representation() {
+    use base64::Engine;
+    let secret = "p+ss/w=rd \"q\\ üx€";
+    let router =
+        axum::Router::new().fallback(|uri: axum::http::Uri, headers: axum::http::HeaderMap, body: String| async move {
+            let query = uri.query().unwrap_or_default().to_owned();
+            let token: String = url::form_urlencoded::parse(query.as_bytes())
+                .find(|(k, _)| k == "token")
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or_default();
+            let header = |name: &str| {
+                headers.get(name).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()).unwrap_or_default()
+            };
+            let echo = format!(
+                "denied. query: {query} | form: {} | json: {} | auth: {} | upper: {} | lower: {} | body: {body}",
+                url::form_urlencoded::byte_serialize(token.as_bytes()).collect::<String>(),
+                serde_json::to_string(&token).unwrap(),
+                header("authorization"),
+                header("x-upper"),
+                token.to_lowercase(),
+            );
+            (axum::http::StatusCode::FORBIDDEN, echo)
+        });
+    let addr = borealis_tests::servers::serve(router).await;
+    let relay = RelayProcess::start(RelayOptions { direct_allow: vec!["127.0.0.0/8".into()], ..Default::default() });
+    let out = relay.cli().args(["secrets", "set", "pw"]).stdin_text(secret).run_async().await;
+    assert!(out.status.success(), "{}", out.stderr_text());
+    let file = format!(
+        r#"webhooks:
+  - name: w
+    method: POST
+    uriTemplate: http://{addr}/login?token={{{{secrets.pw}}}}
+    networkMode: direct
+    headers:
+      - key: Authorization
+        value: 'Basic {{{{ ("user:" ~ secrets.pw) | b64encode }}}}'
+      - key: X-Upper
+        value: '{{{{ secrets.pw | upper }}}}'
+      - key: Content-Type
+        value: application/json
+    bodyTemplate:
+      inline: '{{"password": "{{{{secrets.pw}}}}"}}'
+"#
+    );
+    let (status, created) = post_run(&relay, &file, serde_json::json!({})).await;
+    assert_eq!(status, 201, "{created:#}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    let shown = eventually("the run fails", Duration::from_secs(10), || async {
+        let out = relay.cli().args(["--json", "runs", "show", &id]).run_async().await.stdout_text();
+        let run: serde_json::Value = serde_json::from_str(&out).ok()?;
+        (run["state"] == "failed").then_some(out)
+    })
+    .await;
+    let run: serde_json::Value = serde_json::from_str(&shown).unwrap();
+    let reply = run["attemptLog"][0]["reply"].as_str().unwrap();
+    assert!(reply.starts_with("denied. query: token=********"), "the echo was stored, masked: {reply}");
+    assert_eq!(reply.matches("********").count(), 7, "{reply}");
+
+    let json_escaped = serde_json::to_string(secret).unwrap();
+    let representations = [
+        secret.to_owned(),
+        url::form_urlencoded::byte_serialize(secret.as_bytes()).collect::<String>(),
+        utf8_percent_encode(secret),
+        json_escaped[1..json_escaped.len() - 1].to_owned(),
+        base64::engine::general_purpose::STANDARD.encode(format!("user:{secret}")),
+        secret.to_uppercase(),
+        secret.to_lowercase(),
+    ];
+    let api = reqwest::Client::new()
+        .get(format!("{}/api/v1/webhook-runs/{id}", relay.http_url))
+        .bearer_auth(relay.admin_token())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let table = relay.cli().args(["runs", "show", &id]).run_async().await.stdout_text();
+    let mut stored = Vec::new();
+    for entry in std::fs::read_dir(relay.data_dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.file_name().unwrap().to_string_lossy().starts_with("borealis.db") {
+            stored.extend(std::fs::read(&path).unwrap());
+        }
+    }
+    let stored = String::from_utf8_lossy(&stored).into_owned();
+    for (place, text) in
+        [("API", &api), ("CLI --json", &shown), ("CLI", &table), ("log", &relay.log()), ("database", &stored)]
+    {
+        for form in &representations {
+            assert!(!text.contains(form.as_str()), "{place} shows the secret as {form:?}");
+        }
+    }
+}
+
+/// Every byte outside the unreserved set as %XX, as a query value carries it.
+fn utf8_percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// With `--log-format json`, every line either side writes is one JSON
+/// object, and a forwarded request is found by its id in both logs.
+#[tokio::test(flavor = "multi_thread")]
+async fn json_logs_parse_and_carry_the_request_id_on_both_sides() {
+    let relay = RelayProcess::start(RelayOptions {
+        extra_args: vec!["--log-format".into(), "json".into()],
+        ..Default::default()
+    });
+    let (upstream, _) = borealis_tests::servers::upstream().await;
+    let (client_id, secret) = relay.create_agent("logged");
+    let agent = AgentProcess::start_with_env(
+        &relay.agents_url,
+        &client_id,
+        &secret,
+        &["--allow-any"],
+        &[("BOREALIS_LOG_FORMAT", "json")],
+    );
+    agent.wait_connected(Duration::from_secs(10)).await;
+    let out = relay.cli().args(["proxy", "--agent", "logged", &format!("http://{upstream}/fast")]).run_async().await;
+    assert!(out.status.success(), "{}", out.stderr_text());
+
+    let records = |log: String| -> Vec<serde_json::Value> {
+        log.lines()
+            .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line:?}")))
+            .collect()
+    };
+    let relay_records = records(relay.log());
+    let forwarded = relay_records.iter().find(|r| r["message"] == "forwarded through an agent").expect("relay line");
+    assert_eq!(forwarded["status"], 200);
+    let request = forwarded["request"].as_str().unwrap().to_owned();
+    let agent_records = eventually("the agent logs the request", Duration::from_secs(5), || {
+        let records = records(agent.log());
+        let found = records.iter().any(|r| r["message"] == "request done" && r["request"] == request.as_str());
+        async move { found.then_some(records) }
+    })
+    .await;
+    assert!(agent_records.iter().all(|r| r["level"].is_string() && r["timestamp"].is_string()));
+}
+
+/// The data dir holds the admin token, the key and the database: one that
+/// others may read is narrowed to 0700 at start, with a warning.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_data_dir_readable_by_others_is_narrowed_at_start() {
+    use std::os::unix::fs::PermissionsExt;
+    let relay = RelayProcess::start(RelayOptions::default());
+    std::fs::set_permissions(relay.data_dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let relay = relay.kill_and_restart();
+    let mode = std::fs::metadata(relay.data_dir.path()).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "{mode:o}");
+    assert!(relay.log().contains("its mode is now 0700"), "{}", relay.log());
 }

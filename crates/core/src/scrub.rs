@@ -10,7 +10,10 @@ use aho_corasick::{AhoCorasick, MatchKind};
 use base64::Engine;
 use base64::engine::GeneralPurpose;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
-use percent_encoding::{AsciiSet, CONTROLS, NON_ALPHANUMERIC, utf8_percent_encode};
+use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
+
+// The sets the relay's own templates encode with: a query value, a path segment.
+use crate::template::{COMPONENT, PATH_SEGMENT as RELAY_PATH_SEGMENT};
 
 use crate::Secret;
 use crate::secret::MASK;
@@ -137,25 +140,10 @@ impl fmt::Debug for Scrubber {
     }
 }
 
-/// All but RFC 3986 unreserved characters.
-const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
 /// Python's `urllib.parse.quote` with its default `safe="/"`.
 const COMPONENT_KEEP_SLASH: &AsciiSet = &COMPONENT.remove(b'/');
 /// JavaScript's `encodeURIComponent`.
 const JS_COMPONENT: &AsciiSet = &COMPONENT.remove(b'!').remove(b'\'').remove(b'(').remove(b')').remove(b'*');
-/// The template's `PATH_SEGMENT` (crate::template), what the relay sends.
-const RELAY_PATH_SEGMENT: &AsciiSet = &CONTROLS
-    .add(b' ')
-    .add(b'"')
-    .add(b'#')
-    .add(b'<')
-    .add(b'>')
-    .add(b'?')
-    .add(b'`')
-    .add(b'{')
-    .add(b'}')
-    .add(b'/')
-    .add(b'%');
 /// What a URL parser does at the least: controls and space (and non-ASCII).
 const MINIMAL: &AsciiSet = &CONTROLS.add(b' ');
 // The WHATWG URL sets, as the `url` crate spells them.

@@ -47,6 +47,7 @@ pub const FILTERS: &[&str] = &[
     "abs",
     "round",
     "bool",
+    "b64encode",
 ];
 
 const NAMESPACES: &[&str] = &["armory", "context", "secrets"];
@@ -189,6 +190,11 @@ fn environment(fuel: u64) -> Environment<'static> {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.set_fuel(Some(fuel));
+    // For HTTP Basic auth: `{{ ("user:" ~ secrets.pw) | b64encode }}`.
+    env.add_filter("b64encode", |value: String| {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(value)
+    });
     env
 }
 
@@ -465,6 +471,7 @@ fn filter_bound(name: &str, input: Size, args: &[Arg<'_>]) -> Size {
         // Unicode case mapping can make a character longer (`ΐ` is three).
         "upper" | "lower" | "title" | "capitalize" => scalar(input.len.saturating_mul(4)),
         "trim" | "string" => scalar(input.len),
+        "b64encode" => scalar(input.len.div_ceil(3).saturating_mul(4)),
         // An empty `old` puts `new` around every character.
         "replace" => scalar(input.len.saturating_mul(widest.len.saturating_add(1)).saturating_add(widest.len)),
         "join" => scalar(input.items.saturating_add(input.count.saturating_mul(widest.len))),
@@ -586,7 +593,7 @@ impl Evaluator<'_> {
 }
 
 /// Characters a value may not carry unescaped into a path segment.
-const PATH_SEGMENT: &AsciiSet = &CONTROLS
+pub(crate) const PATH_SEGMENT: &AsciiSet = &CONTROLS
     .add(b' ')
     .add(b'"')
     .add(b'#')
@@ -597,9 +604,11 @@ const PATH_SEGMENT: &AsciiSet = &CONTROLS
     .add(b'{')
     .add(b'}')
     .add(b'/')
+    // URL parsers read `\` as `/` in http(s) paths.
+    .add(b'\\')
     .add(b'%');
 /// Everything but unreserved characters, for query and fragment values.
-const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+pub(crate) const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum UriPart {
@@ -850,6 +859,17 @@ mod tests {
         v.context.insert("count".into(), "5".into());
         v.secrets.insert("token".into(), Secret::new("s3cr3t"));
         v
+    }
+
+    #[test]
+    fn basic_auth_is_one_filter_and_backslashes_stay_in_their_segment() {
+        let header = render("Basic {{ (\"user:\" ~ secrets.token) | b64encode }}", Slot::HeaderValue, &values(), false);
+        assert_eq!(header.unwrap(), "Basic dXNlcjpzM2NyM3Q=");
+        let mut v = values();
+        v.context.insert("name".into(), r"a\..\admin".into());
+        let url = render("https://ci/files/{{context.name}}", Slot::Uri, &v, false).unwrap();
+        assert_eq!(url, "https://ci/files/a%5C..%5Cadmin");
+        assert_eq!(url::Url::parse(&url).unwrap().path(), "/files/a%5C..%5Cadmin");
     }
 
     #[test]

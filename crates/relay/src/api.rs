@@ -227,7 +227,11 @@ async fn require_admin(State(state): State<Arc<AppState>>, mut request: Request,
         presented = true;
     }
     let detail = if presented { "wrong admin token" } else { "no admin token" };
-    state.auth_guard.failed(peer, "admin_token", &format!("{detail} for {} {}", request.method(), request.uri().path()));
+    state.auth_guard.failed(
+        peer,
+        "admin_token",
+        &format!("{detail} for {} {}", request.method(), request.uri().path()),
+    );
     Problem::new(
         StatusCode::UNAUTHORIZED,
         "unauthorized",

@@ -195,6 +195,15 @@ impl RelayConfig {
         Ok(())
     }
 
+    /// How large a rendered webhook may be.
+    pub fn render_limits(&self) -> borealis_core::template::RenderLimits {
+        borealis_core::template::RenderLimits {
+            field_bytes: self.max_rendered_field_bytes,
+            request_bytes: self.max_rendered_request_bytes,
+            ..Default::default()
+        }
+    }
+
     pub fn tls_enabled(&self) -> bool {
         self.tls_cert.is_some()
     }
@@ -255,7 +264,8 @@ mod tests {
     #[test]
     fn every_setting_is_a_file_key() {
         let keys = known_keys();
-        for key in ["secret_key", "webhook_timeout", "retry_base_delay", "gate_interval", "admin_token", "idle_timeout"] {
+        for key in ["secret_key", "webhook_timeout", "retry_base_delay", "gate_interval", "admin_token", "idle_timeout"]
+        {
             assert!(keys.iter().any(|k| k == key), "{key} missing from {keys:?}");
         }
         let dir = tempfile::tempdir().unwrap();

@@ -48,6 +48,10 @@ pub struct Session {
     standby: Mutex<Vec<ForwardCall>>,
     /// Fires when the session ends, for whatever reason.
     pub closed: CancellationToken,
+    /// Fires when the relay gives up on an agent that stopped answering:
+    /// its requests in flight fail at once. (A session that ends in order
+    /// lets its requests finish on their own calls.)
+    pub lost: CancellationToken,
 }
 
 /// What an agent instance said about itself, and where it came from.
@@ -99,10 +103,11 @@ impl Session {
     }
 
     /// Ends a session the agent stopped answering on: its requests in
-    /// flight fail at once (they wait on `closed`), and its connection is
+    /// flight fail at once (they wait on `lost`), and its connection is
     /// closed, so an agent that can still hear learns it now rather than
     /// from its own timer.
     pub fn lose(&self, status: Status) {
+        self.lost.cancel();
         self.kick(status);
         if let Some(connection) = &self.info.connection {
             connection.close();
@@ -316,6 +321,7 @@ impl Hub {
             control,
             standby: Mutex::default(),
             closed: CancellationToken::new(),
+            lost: CancellationToken::new(),
         });
         let mut pools = self.pools.lock().expect("hub lock");
         let pool = pools.entry(session.info.agent_id.clone()).or_default();

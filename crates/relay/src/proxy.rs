@@ -62,10 +62,9 @@ pub fn failed(code: ErrorCode, detail: String) -> ForwardError {
 /// it is never the relay's 500. `Internal` from the agent is its own fault.
 fn agent_failed(code: ErrorCode, detail: String) -> ForwardError {
     match code {
-        ErrorCode::Internal | ErrorCode::Unspecified => ForwardError {
-            problem: Problem::new(StatusCode::BAD_GATEWAY, "agent-failed", detail),
-            retryable: true,
-        },
+        ErrorCode::Internal | ErrorCode::Unspecified => {
+            ForwardError { problem: Problem::new(StatusCode::BAD_GATEWAY, "agent-failed", detail), retryable: true }
+        }
         other => failed(other, detail),
     }
 }
@@ -225,75 +224,101 @@ async fn via_agent(state: &Arc<AppState>, agent_id: &str, outbound: Outbound) ->
             Err(err) => return Err(dispatch_error(state, agent_id, err).await),
         };
     let request_id = call.request_id.clone();
-    let upload_frames = call.sender();
-    let head = v1::RequestHead {
-        method: method.to_string(),
-        url,
-        headers: headers
-            .iter()
-            .map(|(name, value)| v1::Header { name: name.to_string(), value: Bytes::copy_from_slice(value.as_bytes()) })
-            .collect(),
-        timeout_ms: timeout.as_millis() as u64,
-        max_response_bytes: limit,
-        has_body: body.is_some(),
-        body: inline,
-    };
-    let lost = || agent_lost(format!("agent {agent_id:?} went away before answering"));
-    let session = lease.session().clone();
-    upload_frames.send(frame(&request_id, relay_frame::Frame::RequestHead(head))).await.map_err(|_| lost())?;
+    let started = Instant::now();
+    let result: Result<Response, ForwardError> = async {
+        let upload_frames = call.sender();
+        let head = v1::RequestHead {
+            method: method.to_string(),
+            url,
+            headers: headers
+                .iter()
+                .map(|(name, value)| v1::Header { name: name.to_string(), value: Bytes::copy_from_slice(value.as_bytes()) })
+                .collect(),
+            timeout_ms: timeout.as_millis() as u64,
+            max_response_bytes: limit,
+            has_body: body.is_some(),
+            body: inline,
+        };
+        let lost = || agent_lost(format!("agent {agent_id:?} went away before answering"));
+        let session = lease.session().clone();
+        upload_frames.send(frame(&request_id, relay_frame::Frame::RequestHead(head))).await.map_err(|_| lost())?;
 
-    let (upload_failed, mut upload_error) = tokio::sync::oneshot::channel();
-    let upload = body.map(|body| {
-        AbortOnDropHandle::new(tokio::spawn(upload_body(body, upload_frames, request_id.clone(), limit, upload_failed)))
-    });
+        let (upload_failed, mut upload_error) = tokio::sync::oneshot::channel();
+        let upload = body.map(|body| {
+            AbortOnDropHandle::new(tokio::spawn(upload_body(body, upload_frames, request_id.clone(), limit, upload_failed)))
+        });
 
-    let first = tokio::select! {
-        frame = call.inbound().message() => frame,
-        Ok(problem) = &mut upload_error => return Err(problem),
-        () = tokio::time::sleep_until(deadline) => return Err(timed_out()),
-        () = session.closed.cancelled() => {
-            return Err(agent_lost(format!("agent {agent_id:?} was lost (its session ended) before answering")));
-        }
-    };
-    let head = match first.ok().flatten().and_then(|f| f.frame) {
-        Some(agent_frame::Frame::ResponseHead(head)) => head,
-        Some(agent_frame::Frame::Failure(failure)) => {
-            call.finished = true;
-            return Err(agent_failed(failure.error_code(), format!("agent {agent_id:?}: {}", failure.message)));
-        }
-        Some(_) => return Err(agent_lost(format!("agent {agent_id:?} sent an unexpected frame instead of a response"))),
-        None => return Err(lost()),
-    };
-    let status = StatusCode::from_u16(head.status as u16)
-        .map_err(|_| agent_lost(format!("agent {agent_id:?} sent the invalid status {}", head.status)))?;
-    let mut reply = Response::builder().status(status);
-    if let Some(map) = reply.headers_mut() {
-        for header in head.headers {
-            if let (Ok(name), Ok(value)) =
-                (HeaderName::from_bytes(header.name.as_bytes()), HeaderValue::from_bytes(&header.value))
-            {
-                map.append(name, value);
+        let first = tokio::select! {
+            frame = call.inbound().message() => frame,
+            Ok(problem) = &mut upload_error => return Err(problem),
+            () = tokio::time::sleep_until(deadline) => return Err(timed_out()),
+            () = session.lost.cancelled() => {
+                return Err(agent_lost(format!("agent {agent_id:?} was lost (it stopped answering heartbeats) before answering")));
             }
+        };
+        let head = match first.ok().flatten().and_then(|f| f.frame) {
+            Some(agent_frame::Frame::ResponseHead(head)) => head,
+            Some(agent_frame::Frame::Failure(failure)) => {
+                // Ended by the agent: nothing to cancel when the call closes.
+                call.finished = true;
+                drop(call);
+                return Err(agent_failed(failure.error_code(), format!("agent {agent_id:?}: {}", failure.message)));
+            }
+            Some(_) => return Err(agent_lost(format!("agent {agent_id:?} sent an unexpected frame instead of a response"))),
+            None => return Err(lost()),
+        };
+        let status = StatusCode::from_u16(head.status as u16)
+            .map_err(|_| agent_lost(format!("agent {agent_id:?} sent the invalid status {}", head.status)))?;
+        let mut reply = Response::builder().status(status);
+        if let Some(map) = reply.headers_mut() {
+            for header in head.headers {
+                if let (Ok(name), Ok(value)) =
+                    (HeaderName::from_bytes(header.name.as_bytes()), HeaderValue::from_bytes(&header.value))
+                {
+                    map.append(name, value);
+                }
+            }
+            *map = end_to_end(map);
         }
-        *map = end_to_end(map);
+        if !head.complete && !head.body.is_empty() {
+            return Err(agent_lost(format!("agent {agent_id:?} sent a body in a head that is not complete")));
+        }
+        if head.body.len() as u64 > limit {
+            return Err(too_large("response", limit));
+        }
+        if head.complete {
+            call.finished = true;
+            call.close_if_ended();
+            return Ok(reply.body(Body::from(head.body)).expect("status and headers were validated"));
+        }
+        let expected = reply
+            .headers_ref()
+            .and_then(|h| h.get(http::header::CONTENT_LENGTH))
+            .and_then(|v| v.to_str().ok()?.parse().ok());
+        let body = ResponseBody { call, _lease: lease, _upload: upload, received: 0, expected, limit };
+        Ok(reply.body(Body::from_stream(body.into_stream())).expect("status and headers were validated"))
     }
-    if !head.complete && !head.body.is_empty() {
-        return Err(agent_lost(format!("agent {agent_id:?} sent a body in a head that is not complete")));
+    .await;
+    // One line per request, with the id the agent logs it under too.
+    let elapsed_ms = started.elapsed().as_millis() as u64;
+    match &result {
+        Ok(response) => tracing::info!(
+            request = request_id.as_str(),
+            agent = agent_id,
+            status = response.status().as_u16(),
+            elapsed_ms,
+            "forwarded through an agent"
+        ),
+        Err(err) => tracing::info!(
+            request = request_id.as_str(),
+            agent = agent_id,
+            error = err.problem.slug,
+            detail = err.problem.detail.as_str(),
+            elapsed_ms,
+            "forwarded through an agent"
+        ),
     }
-    if head.body.len() as u64 > limit {
-        return Err(too_large("response", limit));
-    }
-    if head.complete {
-        call.finished = true;
-        call.close_if_ended();
-        return Ok(reply.body(Body::from(head.body)).expect("status and headers were validated"));
-    }
-    let expected = reply
-        .headers_ref()
-        .and_then(|h| h.get(http::header::CONTENT_LENGTH))
-        .and_then(|v| v.to_str().ok()?.parse().ok());
-    let body = ResponseBody { call, _lease: lease, _upload: upload, received: 0, expected, limit };
-    Ok(reply.body(Body::from_stream(body.into_stream())).expect("status and headers were validated"))
+    result
 }
 
 /// Why no agent took the request. A connected session proves the credential
@@ -381,7 +406,7 @@ impl ResponseBody {
             let session = body._lease.session().clone();
             let frame = tokio::select! {
                 frame = body.call.inbound().message() => frame,
-                () = session.closed.cancelled() => return broken("agent was lost mid-response (its session ended)".into()),
+                () = session.lost.cancelled() => return broken("agent was lost mid-response (it stopped answering heartbeats)".into()),
             };
             match frame {
                 Ok(Some(v1::AgentFrame { frame: Some(agent_frame::Frame::ResponseBody(chunk)), .. })) => {

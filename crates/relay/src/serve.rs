@@ -168,11 +168,8 @@ impl Activity {
     /// Resolves when the connection has been idle too long, or was closed.
     async fn expired(&self, limits: ConnectionLimits) -> bool {
         loop {
-            let limit = if self.requests.load(Ordering::Relaxed) == 0 {
-                limits.header_timeout
-            } else {
-                limits.idle_timeout
-            };
+            let limit =
+                if self.requests.load(Ordering::Relaxed) == 0 { limits.header_timeout } else { limits.idle_timeout };
             let wait = if self.in_flight.load(Ordering::Acquire) > 0 {
                 limit
             } else {

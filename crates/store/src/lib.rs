@@ -426,7 +426,10 @@ mod tests {
         let key = |hash: &str| Some(IdempotencyKey { key: "k1".into(), request_hash: hash.into() });
         store.insert_run(&NewRun { idempotency: key("h"), ..new_run("r1", "c1") }).await.unwrap();
         let again = store.insert_run(&NewRun { idempotency: key("h"), ..new_run("r2", "c2") }).await.unwrap_err();
-        assert!(matches!(again, StoreError::IdempotencyKeyUsed { ref id, same_request: true } if id == "r1"), "{again}");
+        assert!(
+            matches!(again, StoreError::IdempotencyKeyUsed { ref id, same_request: true } if id == "r1"),
+            "{again}"
+        );
         let other = store.insert_run(&NewRun { idempotency: key("x"), ..new_run("r3", "c3") }).await.unwrap_err();
         assert!(matches!(other, StoreError::IdempotencyKeyUsed { same_request: false, .. }), "{other}");
         assert!(store.run("r2").await.unwrap().is_none());
@@ -436,7 +439,10 @@ mod tests {
         let deployment_key = IdempotencyKey { key: "k1".into(), request_hash: "h".into() };
         store.insert_deployment("d1", "app", "f", "{}", Some(&deployment_key)).await.unwrap();
         let again = store.insert_deployment("d2", "app", "f", "{}", Some(&deployment_key)).await.unwrap_err();
-        assert!(matches!(again, StoreError::IdempotencyKeyUsed { ref id, same_request: true } if id == "d1"), "{again}");
+        assert!(
+            matches!(again, StoreError::IdempotencyKeyUsed { ref id, same_request: true } if id == "d1"),
+            "{again}"
+        );
         let running = store.insert_deployment("d3", "app", "f", "{}", None).await.unwrap_err();
         assert!(matches!(running, StoreError::Conflict(_)), "{running}");
     }

@@ -333,11 +333,10 @@ impl Store for SqliteStore {
         .await;
         match result {
             Ok(_) => Ok(()),
-            Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
-                Err(self.key_used(Keyed::Runs, run.idempotency.as_ref()).await?.unwrap_or(StoreError::Database(
-                    sqlx::Error::Database(db),
-                )))
-            }
+            Err(sqlx::Error::Database(db)) if db.is_unique_violation() => Err(self
+                .key_used(Keyed::Runs, run.idempotency.as_ref())
+                .await?
+                .unwrap_or(StoreError::Database(sqlx::Error::Database(db)))),
             Err(err) => Err(err.into()),
         }
     }
@@ -438,15 +437,19 @@ impl Store for SqliteStore {
     }
 
     async fn await_callback(&self, id: &str, deadline: SystemTime, reason: Option<&str>) -> Result<bool, StoreError> {
-        let done = self.writes.execute(sqlx::query(
-            "UPDATE webhook_runs SET state = 'awaiting_callback', deadline_at = ?, reason = ?, updated_at = ? \
+        let done = self
+            .writes
+            .execute(
+                sqlx::query(
+                    "UPDATE webhook_runs SET state = 'awaiting_callback', deadline_at = ?, reason = ?, updated_at = ? \
              WHERE id = ? AND state = 'calling'",
-        )
-        .bind(unix_ms(deadline))
-        .bind(reason)
-        .bind(now_ms())
-        .bind(id))
-        .await?;
+                )
+                .bind(unix_ms(deadline))
+                .bind(reason)
+                .bind(now_ms())
+                .bind(id),
+            )
+            .await?;
         Ok(done.rows_affected() == 1)
     }
 

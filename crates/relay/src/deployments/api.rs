@@ -47,7 +47,8 @@ pub async fn create(
     let application = parsed.file.application.clone().expect("checked");
     let id = uuid::Uuid::new_v4().to_string();
     let context = serde_json::to_string(&request.context).expect("json");
-    let inserted = state.store.insert_deployment(&id, &application, &request.file, &context, idempotency.as_ref()).await;
+    let inserted =
+        state.store.insert_deployment(&id, &application, &request.file, &context, idempotency.as_ref()).await;
     match inserted {
         Ok(()) => {}
         Err(StoreError::IdempotencyKeyUsed { id, same_request: true }) => {

@@ -143,7 +143,7 @@ pub async fn create(state: &Arc<AppState>, request: CreateRun) -> Result<Created
     // Render once now, so that bad input is refused before anything is sent.
     let secrets = state.vault.all().await.map_err(Problem::internal)?;
     let values = Values { armory: armory.clone(), context: context.clone(), secrets };
-    if let Err(errors) = template::render_webhook(&webhook, &values, false) {
+    if let Err(errors) = template::render_webhook_with(&webhook, &values, false, &state.config.render_limits()) {
         let lines: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
         return Err(invalid(format!("the webhook cannot be rendered:\n{}", lines.join("\n"))).with_errors(lines));
     }

@@ -169,7 +169,8 @@ async fn resume_cut_off(state: &Arc<AppState>, run: &RunRecord) -> StepResult {
             state.engine.deadline_at(&run.id, deadline);
         }
     } else {
-        let failed = format!("{reason}; no retries are left, and with callbacks disabled its lost reply was the decision");
+        let failed =
+            format!("{reason}; no retries are left, and with callbacks disabled its lost reply was the decision");
         fail(state, &run.id, RunState::Calling, failed).await?;
     }
     state.engine.changed(&run.id);
@@ -296,7 +297,7 @@ async fn attempt(state: &Arc<AppState>, id: &str) -> StepResult {
     let spec: RunSpec = serde_json::from_str(&run.spec)?;
     let secrets = state.vault.all().await?;
     let values = Values { armory: spec.armory.clone(), context: spec.context.clone(), secrets };
-    let rendered = match template::render_webhook(&spec.webhook, &values, false) {
+    let rendered = match template::render_webhook_with(&spec.webhook, &values, false, &state.config.render_limits()) {
         Ok(rendered) => rendered,
         Err(errors) => {
             let lines: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
@@ -304,7 +305,7 @@ async fn attempt(state: &Arc<AppState>, id: &str) -> StepResult {
                 .await;
         }
     };
-    let masked = template::render_webhook(&spec.webhook, &values, true).ok();
+    let masked = template::render_webhook_with(&spec.webhook, &values, true, &state.config.render_limits()).ok();
     let scrubber = state.vault.scrubber(&values.secrets);
     let scrub = |text: &str| scrubber.scrub(text).into_owned();
     let number = run.attempts + 1;
@@ -318,22 +319,12 @@ async fn attempt(state: &Arc<AppState>, id: &str) -> StepResult {
     let answer = call(state, id, &spec, &rendered).await;
     let latency_ms = started.elapsed().as_millis() as u64;
     let record = match &answer {
-        Answer::Status { status, reply, .. } => Attempt {
-            number,
-            started_at,
-            latency_ms,
-            status: Some(*status),
-            error: None,
-            reply: Some(scrub(reply)),
-        },
-        Answer::Failed { detail, .. } => Attempt {
-            number,
-            started_at,
-            latency_ms,
-            status: None,
-            error: Some(scrub(detail)),
-            reply: None,
-        },
+        Answer::Status { status, reply, .. } => {
+            Attempt { number, started_at, latency_ms, status: Some(*status), error: None, reply: Some(scrub(reply)) }
+        }
+        Answer::Failed { detail, .. } => {
+            Attempt { number, started_at, latency_ms, status: None, error: Some(scrub(detail)), reply: None }
+        }
     };
     state.store.record_attempt(id, &record).await?;
     tracing::info!(run = %id, webhook = %spec.webhook.name, attempt = number, status = ?record.status, error = ?record.error, latency_ms, "webhook attempt");
@@ -370,17 +361,9 @@ async fn attempt(state: &Arc<AppState>, id: &str) -> StepResult {
             )
             .await;
         }
-        Answer::Failed { retryable: true, detail } => {
-            (format!("attempt {number}: {}", scrub(&detail)), None)
-        }
+        Answer::Failed { retryable: true, detail } => (format!("attempt {number}: {}", scrub(&detail)), None),
         Answer::Failed { detail, .. } => {
-            return fail(
-                state,
-                id,
-                RunState::Calling,
-                format!("attempt {number}: {}", scrub(&detail)),
-            )
-            .await;
+            return fail(state, id, RunState::Calling, format!("attempt {number}: {}", scrub(&detail))).await;
         }
     };
     if number > spec.webhook.retry_count {
@@ -394,8 +377,7 @@ async fn attempt(state: &Arc<AppState>, id: &str) -> StepResult {
     // The first retry waits [base, 2·base), each later one twice as long,
     // below MAX_RETRY_DELAY; drawn per run, so runs do not retry in step.
     let base = state.config.retry_base_delay;
-    let backoff =
-        borealis_core::backoff::jittered(base * 2, MAX_RETRY_DELAY).nth(number as usize - 1).unwrap_or(base);
+    let backoff = borealis_core::backoff::jittered(base * 2, MAX_RETRY_DELAY).nth(number as usize - 1).unwrap_or(base);
     let delay = backoff.max(wait_at_least.unwrap_or_default()).min(MAX_RETRY_DELAY);
     let at = SystemTime::now() + delay;
     if state
