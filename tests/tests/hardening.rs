@@ -72,6 +72,24 @@ async fn idle_connections_cannot_lock_out_the_api() {
     let open_files = limits.lines().find(|l| l.starts_with("Max open files")).unwrap().to_owned();
     assert!(open_files.split_whitespace().filter(|w| *w == "1024").count() == 2, "{open_files}");
 
+    // /healthz is asked every 100 ms for the whole attack; each answer must
+    // come within a second.
+    let watching = tokio_util::sync::CancellationToken::new();
+    let watcher = tokio::spawn({
+        let (url, stop) = (relay.http_url.clone(), watching.clone());
+        async move {
+            let mut slowest = Duration::ZERO;
+            let mut asked = 0;
+            while !stop.is_cancelled() {
+                let start = Instant::now();
+                healthz_within(&url, Duration::from_secs(1)).await;
+                slowest = slowest.max(start.elapsed());
+                asked += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            (asked, slowest)
+        }
+    });
     let attacker = [127, 0, 0, 2];
     let started = Instant::now();
     let mut held = idle_connections(attacker, host_port(&relay.http_url), 2000).await;
@@ -94,6 +112,10 @@ async fn idle_connections_cannot_lock_out_the_api() {
     assert!(relay.metric("borealis_connections_idle_closed_total").await > 0.0);
     healthz_within(&relay.http_url, Duration::from_secs(1)).await;
     assert!(agent.metric("borealis_agent_connected").await == 1.0, "the agent's session is not idle");
+    watching.cancel();
+    let (asked, slowest) = watcher.await.expect("every /healthz answered within a second");
+    assert!(asked >= 20, "/healthz was asked {asked} times");
+    eprintln!("/healthz asked {asked} times during the attack; slowest answer {slowest:?}");
     assert!(!relay.log().contains("Too many open files"), "the relay ran out of descriptors");
 }
 
@@ -630,4 +652,51 @@ async fn a_data_dir_readable_by_others_is_narrowed_at_start() {
     let mode = std::fs::metadata(relay.data_dir.path()).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o700, "{mode:o}");
     assert!(relay.log().contains("its mode is now 0700"), "{}", relay.log());
+}
+
+/// A run with no retries whose one call a restart cut off waits for its
+/// callback: the destination most likely got the call and answers, and that
+/// answer decides the run rather than meeting a 409.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cut_off_call_with_no_retries_left_waits_for_its_callback() {
+    use std::sync::{Arc, Mutex};
+    let callbacks: Arc<Mutex<Vec<String>>> = Arc::default();
+    let seen = callbacks.clone();
+    let router = axum::Router::new().fallback(move |headers: axum::http::HeaderMap| {
+        let seen = seen.clone();
+        async move {
+            let location = headers.get("location").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+            seen.lock().unwrap().push(location);
+            // Never answers: the relay is killed while it waits.
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            axum::http::StatusCode::OK
+        }
+    });
+    let addr = borealis_tests::servers::serve(router).await;
+    let relay = RelayProcess::start(RelayOptions { direct_allow: vec!["127.0.0.0/8".into()], ..Default::default() });
+    let (_, system) = relay.external_system().await;
+    let file = format!(
+        "webhooks:\n  - name: w\n    method: POST\n    uriTemplate: http://{addr}/x\n    networkMode: direct\n    headers:\n      - key: Location\n        value: '{{{{armory.callbackUri}}}}/callback'\n"
+    );
+    let (status, created) = post_run(&relay, &file, serde_json::json!({})).await;
+    assert_eq!(status, 201, "{created:#}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    let callback = eventually("the call arrives", Duration::from_secs(10), || async {
+        callbacks.lock().unwrap().first().cloned()
+    })
+    .await;
+    let relay = relay.kill_and_restart();
+    let shown = eventually("the run waits for its callback", Duration::from_secs(10), || async {
+        let out = relay.cli().args(["--json", "runs", "show", &id]).run_async().await.stdout_text();
+        let run: serde_json::Value = serde_json::from_str(&out).ok()?;
+        (run["state"] == "awaiting_callback").then_some(run)
+    })
+    .await;
+    assert!(shown["reason"].as_str().unwrap().contains("its callback decides"), "{shown:#}");
+    assert!(shown["attemptLog"][0]["error"].as_str().unwrap().contains("may have received it"), "{shown:#}");
+    let reply = system.call_back(&callback, serde_json::json!({"success": true, "mdMessage": "done"})).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let out = relay.cli().args(["--json", "runs", "show", &id]).run_async().await.stdout_text();
+    let run: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(run["state"], "succeeded", "{run:#}");
 }
