@@ -9,7 +9,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use borealis_tests::process::OutputText;
 use borealis_tests::receiver::{Received, Receiver};
-use borealis_tests::{RelayOptions, RelayProcess, TempDir};
+use borealis_tests::{AgentProcess, RelayOptions, RelayProcess, TempDir};
 
 /// The Standard Webhooks specification's example secret.
 const SPEC_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -144,7 +144,7 @@ async fn a_signed_webhook_verifies_with_the_reference_library_and_its_retry_is_s
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_key_rotation_sends_one_signature_per_key_and_either_key_alone_verifies() {
+async fn a_key_rotation_through_an_agent_sends_one_signature_per_key_and_either_key_alone_verifies() {
     let relay = relay(&["--retry-base-delay", "50ms"]);
     let new = format!("whsec_{}", STANDARD.encode([0x5au8; 32]));
     let old = "the old key, a plain string";
@@ -153,14 +153,20 @@ async fn a_key_rotation_sends_one_signature_per_key_and_either_key_alone_verifie
     store_secret(&relay, "old_key", old).await;
     let old_spec = format!("raw:{old}");
     let receiver = Receiver::start(&[&new, &old_spec, &unrelated]);
+    // Through an agent: what it sends is what was signed.
+    let (client_id, secret) = relay.create_agent("sign-rna");
+    let agent = AgentProcess::start(&relay.agents_url, &client_id, &secret, &["--allow", &receiver.addr.to_string()]);
+    agent.wait_connected(Duration::from_secs(10)).await;
     let dir = TempDir::new("rotation");
     let file = signed_webhook(
         &receiver.url("/rotating"),
         "\n      secrets:\n        - \"{{secrets.new_key}}\"\n        - \"{{secrets.old_key}}\"",
-    );
+    )
+    .replace("networkMode: direct", "networkMode: remoteNetworkAgent\n    agentIdentifier: sign-rna");
     let path = write_file(&dir, "rotation.yaml", &file);
     let out = relay.cli().args(["webhook", "run", "-f", &path, "--name", "signed", "--wait"]).run_async().await;
     assert_eq!(out.status.code(), Some(0), "{}\n{}", out.stdout_text(), out.stderr_text());
+    agent.wait_metric("borealis_agent_requests_total{outcome=\"2xx\"}", 1.0).await;
 
     let calls = receiver.records().await;
     assert_eq!(calls.len(), 1);
