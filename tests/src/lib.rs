@@ -7,6 +7,7 @@
 
 pub mod external;
 pub mod process;
+pub mod receiver;
 pub mod servers;
 
 pub use process::{AgentProcess, Cli, RelayOptions, RelayProcess, cli, rss_kib};

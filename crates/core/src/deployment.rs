@@ -73,6 +73,20 @@ pub struct Webhook {
     pub body_template: Option<String>,
     pub retry_count: u32,
     pub disable_callback: bool,
+    /// Standard Webhooks signatures; without it, the relay's
+    /// `webhook_signing_secret` (if set) signs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing: Option<Signing>,
+    pub location: Location,
+}
+
+/// `signing: {secret: "{{secrets.NAME}}"}` (or `secrets: [...]`, several
+/// during a key rotation): the stored secrets whose keys sign each call, one
+/// `v1,` signature per key. Secrets are named, never written in the file.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Signing {
+    /// Names of stored secrets, in file order.
+    pub secrets: Vec<String>,
     pub location: Location,
 }
 
@@ -138,6 +152,9 @@ pub enum Driver {
         agent_identifier: Option<String>,
         /// Whether repeating an action is harmless (after a restart mid-call).
         idempotent: bool,
+        /// Standard Webhooks signatures; default: the relay's `webhook_signing_secret`.
+        #[serde(default)]
+        signing: Option<Signing>,
     },
 }
 
@@ -243,6 +260,10 @@ pub struct FlaggerHook {
     /// Borealis extension: `direct` (default) or `remoteNetworkAgent`.
     pub network_mode: NetworkMode,
     pub agent_identifier: Option<String>,
+    /// Borealis extension: Standard Webhooks signatures; default: the
+    /// relay's `webhook_signing_secret`.
+    #[serde(default)]
+    pub signing: Option<Signing>,
     pub location: Location,
 }
 
@@ -598,6 +619,7 @@ impl Reader {
             "bodyTemplate",
             "retryCount",
             "disableCallback",
+            "signing",
         ];
         let map = self.mapping(path, node, KNOWN)?;
         let name = self.required_string(path, map, node, "name");
@@ -649,6 +671,15 @@ impl Reader {
                 };
                 if let Some(key) = &key {
                     let key_node = header.get_node("key").unwrap_or(item);
+                    if crate::signing::is_signing_header(key) {
+                        let (line, column) = position(key_node);
+                        self.warn(
+                            &join(&header_path, "key"),
+                            line,
+                            column,
+                            "ignored: the relay sets webhook-id, webhook-timestamp and webhook-signature itself",
+                        );
+                    }
                     if key.contains("{{") {
                         self.error(
                             &join(&header_path, "key"),
@@ -679,6 +710,10 @@ impl Reader {
             Some(b) => self.bool(&join(path, "disableCallback"), b),
             None => Some(false),
         };
+        let signing = match map.get_node("signing") {
+            Some(n) => self.signing(&join(path, "signing"), n).map(Some),
+            None => Some(None),
+        };
         // Check placeholders now, so that a typo fails before anything runs.
         let mut templates: Vec<(String, &Node, &str)> = Vec::new();
         if let (Some(n), Some(t)) = (map.get_node("uriTemplate"), uri_template.as_deref()) {
@@ -706,6 +741,7 @@ impl Reader {
             body_template,
             retry_count: retry_count?,
             disable_callback: disable_callback?,
+            signing: signing?,
             location: location(path, node),
         })
     }
@@ -721,8 +757,18 @@ impl Reader {
     }
 
     fn hook(&mut self, path: &str, node: &Node) -> Option<FlaggerHook> {
-        const KNOWN: &[&str] =
-            &["name", "type", "url", "timeout", "metadata", "retries", "muteAlert", "networkMode", "agentIdentifier"];
+        const KNOWN: &[&str] = &[
+            "name",
+            "type",
+            "url",
+            "timeout",
+            "metadata",
+            "retries",
+            "muteAlert",
+            "networkMode",
+            "agentIdentifier",
+            "signing",
+        ];
         let map = self.mapping(path, node, KNOWN)?;
         let name = self.required_string(path, map, node, "name");
         let url = self.required_string(path, map, node, "url");
@@ -775,6 +821,10 @@ impl Reader {
                 None => None,
             },
         };
+        let signing = match map.get_node("signing") {
+            Some(n) => self.signing(&join(path, "signing"), n).map(Some),
+            None => Some(None),
+        };
         Some(FlaggerHook {
             name: name?,
             kind: kind?,
@@ -784,8 +834,70 @@ impl Reader {
             retries: retries?,
             network_mode: network_mode?,
             agent_identifier: self.optional_string(path, map, "agentIdentifier"),
+            signing: signing?,
             location: location(path, node),
         })
+    }
+
+    /// `signing: {secret: "{{secrets.NAME}}"}`, `secret` a list of them, or
+    /// `secrets: [...]`.
+    fn signing(&mut self, path: &str, node: &Node) -> Option<Signing> {
+        let map = self.mapping(path, node, &["secret", "secrets"])?;
+        let entries: Vec<(String, &Node)> = match (map.get_node("secret"), map.get_node("secrets")) {
+            (Some(_), Some(both)) => {
+                self.error(&join(path, "secrets"), both, "give secret or secrets, not both");
+                return None;
+            }
+            (None, None) => {
+                self.error(
+                    path,
+                    node,
+                    "signing needs secret: \"{{secrets.NAME}}\" (or secrets: a list of them, during a key rotation)",
+                );
+                return None;
+            }
+            (Some(one), None) if one.as_scalar().is_some() => vec![(join(path, "secret"), one)],
+            (Some(list), None) => {
+                let items = self.list(&join(path, "secret"), list)?;
+                items.iter().enumerate().map(|(i, item)| (format!("{path}.secret[{i}]"), item)).collect()
+            }
+            (None, Some(list)) => {
+                let items = self.list(&join(path, "secrets"), list)?;
+                items.iter().enumerate().map(|(i, item)| (format!("{path}.secrets[{i}]"), item)).collect()
+            }
+        };
+        if entries.is_empty() {
+            self.error(path, node, "signing needs at least one secret");
+            return None;
+        }
+        let mut secrets = Vec::new();
+        let mut ok = true;
+        for (entry_path, entry) in entries {
+            let Some(text) = self.string(&entry_path, entry) else {
+                ok = false;
+                continue;
+            };
+            let name = text
+                .trim()
+                .strip_prefix("{{")
+                .and_then(|t| t.strip_suffix("}}"))
+                .and_then(|t| t.trim().strip_prefix("secrets."))
+                .filter(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'));
+            match name {
+                Some(name) => secrets.push(name.to_owned()),
+                None => {
+                    ok = false;
+                    self.error(
+                        &entry_path,
+                        entry,
+                        format!(
+                            "expected {{{{secrets.NAME}}}}, naming a stored secret, found {text:?} (a signing key is never written in the file: store it with borealis secrets set NAME)"
+                        ),
+                    );
+                }
+            }
+        }
+        ok.then(|| Signing { secrets, location: location(path, node) })
     }
 
     fn steps(&mut self, path: &str, node: &Node) -> Vec<Step> {
@@ -929,7 +1041,7 @@ impl Reader {
             return Some(Driver::Record);
         };
         let w_path = join(path, "webhook");
-        let w = self.mapping(&w_path, hook, &["url", "networkMode", "agentIdentifier", "idempotent"])?;
+        let w = self.mapping(&w_path, hook, &["url", "networkMode", "agentIdentifier", "idempotent", "signing"])?;
         let url = self.required_string(&w_path, w, hook, "url")?;
         let network_mode = match w.get_node("networkMode") {
             None => NetworkMode::Direct,
@@ -950,11 +1062,16 @@ impl Reader {
             Some(b) => self.bool(&join(&w_path, "idempotent"), b)?,
             None => false,
         };
+        let signing = match w.get_node("signing") {
+            Some(n) => Some(self.signing(&join(&w_path, "signing"), n)?),
+            None => None,
+        };
         Some(Driver::Webhook {
             url,
             network_mode,
             agent_identifier: self.optional_string(&w_path, w, "agentIdentifier"),
             idempotent,
+            signing,
         })
     }
 
@@ -1235,6 +1352,126 @@ targets:
             "{}",
             parsed.warnings[0]
         );
+    }
+
+    #[test]
+    fn signing_names_stored_secrets_one_or_several() {
+        let text = "\
+webhooks:
+  - name: one
+    method: POST
+    uriTemplate: https://x/
+    networkMode: direct
+    signing: {secret: \"{{secrets.wh_key}}\"}
+  - name: rotating
+    method: POST
+    uriTemplate: https://x/
+    networkMode: direct
+    signing:
+      secrets:
+        - {{secrets.new_key}}
+        - \"{{ secrets.old-key }}\"
+  - name: listed
+    method: POST
+    uriTemplate: https://x/
+    networkMode: direct
+    signing:
+      secret: [\"{{secrets.a}}\", \"{{secrets.b}}\"]
+  - name: plain
+    method: POST
+    uriTemplate: https://x/
+    networkMode: direct
+    headers:
+      - {key: Webhook-Signature, value: forged}
+analysis:
+  webhooks:
+    - name: gate
+      type: confirm-rollout
+      url: http://x/gate
+      signing: {secret: \"{{secrets.hook_key}}\"}
+targets:
+  prod:
+    driver:
+      webhook:
+        url: http://x/actions
+        signing: {secret: \"{{secrets.driver_key}}\"}
+";
+        let parsed = parse(text).unwrap_or_else(|e| panic!("{e:?}"));
+        let names = |s: &Option<Signing>| s.as_ref().map(|s| s.secrets.clone()).unwrap_or_default();
+        let hooks = &parsed.file.webhooks;
+        assert_eq!(names(&hooks[0].signing), ["wh_key"]);
+        assert_eq!(hooks[0].signing.as_ref().unwrap().location.path, "webhooks[0].signing");
+        assert_eq!(names(&hooks[1].signing), ["new_key", "old-key"]);
+        assert_eq!(names(&hooks[2].signing), ["a", "b"]);
+        assert_eq!(hooks[3].signing, None);
+        assert_eq!(names(&parsed.file.hooks[0].signing), ["hook_key"]);
+        let Driver::Webhook { signing, .. } = &parsed.file.targets[0].driver else { panic!("a webhook driver") };
+        assert_eq!(names(signing), ["driver_key"]);
+        let warnings: Vec<String> = parsed.warnings.iter().map(|w| w.to_string()).collect();
+        assert_eq!(
+            warnings,
+            [
+                "webhooks[3].headers[0].key: ignored: the relay sets webhook-id, webhook-timestamp and webhook-signature itself at 26:15"
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_signing_is_reported_where_it_stands() {
+        let text = "\
+webhooks:
+  - name: literal
+    method: POST
+    uriTemplate: https://x/
+    networkMode: direct
+    signing: {secret: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw}
+  - name: both
+    method: POST
+    uriTemplate: https://x/
+    networkMode: direct
+    signing:
+      secret: \"{{secrets.a}}\"
+      secrets: [\"{{secrets.b}}\"]
+  - name: none
+    method: POST
+    uriTemplate: https://x/
+    networkMode: direct
+    signing: {secrets: [], colour: blue}
+  - name: context
+    method: POST
+    uriTemplate: https://x/
+    networkMode: direct
+    signing:
+      secrets: [\"{{secrets.ok}}\", \"{{context.key}}\"]
+";
+        assert_eq!(
+            errors(text),
+            [
+                "webhooks[0].signing.secret: expected {{secrets.NAME}}, naming a stored secret, found \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\" (a signing key is never written in the file: store it with borealis secrets set NAME) at 6:23",
+                "webhooks[1].signing.secrets: give secret or secrets, not both at 13:16",
+                "webhooks[2].signing: signing needs at least one secret at 18:14",
+                "webhooks[3].signing.secrets[1]: expected {{secrets.NAME}}, naming a stored secret, found \"{{context.key}}\" (a signing key is never written in the file: store it with borealis secrets set NAME) at 24:35",
+            ]
+        );
+        let missing =
+            "webhooks:\n  - {name: a, method: POST, uriTemplate: 'https://x/', networkMode: direct, signing: {}}\n";
+        assert_eq!(
+            errors(missing),
+            [
+                "webhooks[0].signing: signing needs secret: \"{{secrets.NAME}}\" (or secrets: a list of them, during a key rotation) at 2:86"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_stored_spec_from_before_signing_still_reads() {
+        let parsed =
+            parse("webhooks:\n  - {name: a, method: POST, uriTemplate: 'https://x/', networkMode: direct}\n").unwrap();
+        let mut value = serde_json::to_value(&parsed.file.webhooks[0]).unwrap();
+        assert!(value.get("signing").is_none(), "an unsigned webhook serializes as before");
+        value.as_object_mut().unwrap().remove("signing");
+        let back: Webhook = serde_json::from_value(value).unwrap();
+        assert_eq!(back.signing, None);
     }
 
     #[test]

@@ -10,12 +10,14 @@
 //!   (percent, JSON, base64) or case-mapped.
 //! - [`duration`]: parsing of human durations such as `24h` or `500ms`.
 //! - [`backoff`]: retry and reconnect delays, jittered and capped.
+//! - [`signing`]: Standard Webhooks signatures of outgoing calls.
 
 pub mod backoff;
 pub mod deployment;
 pub mod duration;
 pub mod scrub;
 pub mod secret;
+pub mod signing;
 pub mod template;
 
 pub use scrub::Scrubber;

@@ -947,6 +947,7 @@ mod tests {
             body_template: Some(body.into()),
             retry_count: 0,
             disable_callback: false,
+            signing: None,
             location: Location { path: "webhooks[0]".into(), line: 1, column: 1 },
         }
     }

@@ -75,6 +75,10 @@ pub struct RelayConfig {
     pub max_rendered_field_bytes: usize,
     /// Largest rendered webhook request, all fields together.
     pub max_rendered_request_bytes: usize,
+    /// The stored secret whose key signs every outgoing call (webhooks,
+    /// Flagger hooks, driver calls) that has no `signing:` of its own,
+    /// Standard Webhooks style. Its name, never its value.
+    pub webhook_signing_secret: Option<String>,
 }
 
 /// Every key a config file may set: the fields of [`RelayConfig`], read off
@@ -122,6 +126,7 @@ impl Default for RelayConfig {
             auth_failures_per_minute: 30,
             max_rendered_field_bytes: 64 << 10,
             max_rendered_request_bytes: 256 << 10,
+            webhook_signing_secret: None,
         }
     }
 }
@@ -188,6 +193,13 @@ impl RelayConfig {
         }
         if self.max_rendered_field_bytes == 0 || self.max_rendered_request_bytes == 0 {
             return invalid("max_rendered_field_bytes and max_rendered_request_bytes must be larger than 0");
+        }
+        if let Some(name) = &self.webhook_signing_secret
+            && let Err(reason) = crate::vault::validate_name(name)
+        {
+            return Err(ConfigError::Invalid(format!(
+                "webhook_signing_secret names a stored secret (borealis secrets set NAME): {reason}"
+            )));
         }
         if self.admin_token.as_ref().is_some_and(|t| t.expose().len() < 16) {
             return invalid("the admin token must be at least 16 characters long");
@@ -264,8 +276,15 @@ mod tests {
     #[test]
     fn every_setting_is_a_file_key() {
         let keys = known_keys();
-        for key in ["secret_key", "webhook_timeout", "retry_base_delay", "gate_interval", "admin_token", "idle_timeout"]
-        {
+        for key in [
+            "secret_key",
+            "webhook_timeout",
+            "retry_base_delay",
+            "gate_interval",
+            "admin_token",
+            "idle_timeout",
+            "webhook_signing_secret",
+        ] {
             assert!(keys.iter().any(|k| k == key), "{key} missing from {keys:?}");
         }
         let dir = tempfile::tempdir().unwrap();
@@ -276,6 +295,26 @@ mod tests {
         assert_eq!(config.gate_interval, Duration::from_secs(2));
         assert_eq!(config.max_connections, 10);
         assert_eq!(config.idle_timeout, RelayConfig::default().idle_timeout);
+    }
+
+    #[test]
+    fn the_signing_secret_is_a_file_key_an_env_var_and_a_flag() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("relay.toml");
+        std::fs::write(&file, "webhook_signing_secret = \"from_file\"\n").unwrap();
+        let load = |env: &[(&str, &str)], flags: &[(&str, config::Value)]| {
+            RelayConfig::load(Some(&file), self::env(env), flags).map(|c| c.webhook_signing_secret)
+        };
+        assert_eq!(load(&[], &[]).unwrap().as_deref(), Some("from_file"));
+        let env = [("BOREALIS_WEBHOOK_SIGNING_SECRET", "from_env")];
+        assert_eq!(load(&env, &[]).unwrap().as_deref(), Some("from_env"));
+        assert_eq!(
+            load(&env, &[("webhook_signing_secret", "from_flag".into())]).unwrap().as_deref(),
+            Some("from_flag")
+        );
+        assert_eq!(RelayConfig::default().webhook_signing_secret, None);
+        let err = load(&[("BOREALIS_WEBHOOK_SIGNING_SECRET", "whsec_abc+/=")], &[]).unwrap_err().to_string();
+        assert!(err.contains("webhook_signing_secret names a stored secret"), "{err}");
     }
 
     #[test]

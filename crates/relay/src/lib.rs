@@ -14,6 +14,7 @@
 //! - [`runs`]: webhook runs: calls, retries, callbacks, deadlines, resume.
 //! - [`deployments`]: targets as a DAG, constraints, strategies, drivers, Flagger hooks.
 //! - [`vault`]: secrets, encrypted at rest.
+//! - [`signing`]: Standard Webhooks headers on every outgoing call.
 //! - [`auth`]: credentials, tokens and the admin token.
 //! - [`throttle`]: failed authentication logged, counted and limited per peer.
 //!
@@ -29,6 +30,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod runs;
 pub mod serve;
+pub mod signing;
 pub mod state;
 pub mod throttle;
 pub mod tls;
@@ -118,6 +120,12 @@ pub async fn run(
     let hub = Hub::new(metrics.clone());
     let grace = config.shutdown_grace;
     let vault = vault::Vault::open(store.clone(), &data_dir, config.secret_key.as_ref())?;
+    if let Some(name) = &config.webhook_signing_secret {
+        match signing::keys(&config, None, &vault.all().await?) {
+            Ok(_) => tracing::info!(secret = %name, "outgoing calls are signed (Standard Webhooks)"),
+            Err(reason) => tracing::warn!(%reason, "outgoing calls fail until the signing secret is stored"),
+        }
+    }
     let (engine, engine_task) = runs::engine::Engine::new();
     let scheme = if tls.is_some() { "https" } else { "http" };
     let public_base = match &config.public_url {

@@ -90,6 +90,10 @@ struct Flags {
     /// Largest rendered webhook request, in bytes [default: 262144].
     #[arg(long, value_name = "BYTES")]
     max_rendered_request_bytes: Option<u64>,
+    /// The stored secret that signs every outgoing call without a signing: of
+    /// its own (Standard Webhooks: webhook-id, webhook-timestamp, webhook-signature).
+    #[arg(long, value_name = "NAME")]
+    webhook_signing_secret: Option<String>,
 }
 
 impl Flags {
@@ -117,6 +121,7 @@ impl Flags {
         put("gate_interval", self.gate_interval.clone());
         put("header_timeout", self.header_timeout.clone());
         put("idle_timeout", self.idle_timeout.clone());
+        put("webhook_signing_secret", self.webhook_signing_secret.clone());
         for (key, value) in [
             ("max_connections", self.max_connections),
             ("max_connections_per_peer", self.max_connections_per_peer),

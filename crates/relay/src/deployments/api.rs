@@ -41,6 +41,8 @@ pub async fn create(
     if parsed.file.application.is_none() {
         errors.insert(0, "application: a deployment needs an application name".into());
     }
+    let secrets = state.vault.all().await.map_err(Problem::internal)?;
+    errors.extend(crate::signing::check_file(&state.config, &parsed.file, &secrets));
     if !errors.is_empty() {
         return Err(invalid(format!("the deployment cannot run:\n{}", errors.join("\n")), errors));
     }

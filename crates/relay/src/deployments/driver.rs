@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use borealis_core::deployment::{Driver, NetworkMode, Target};
+use borealis_core::deployment::{Driver, NetworkMode, Signing, Target};
 use serde_json::json;
 
 use crate::state::AppState;
@@ -35,6 +35,9 @@ impl ActionKind {
 /// One action on one target.
 #[derive(Debug, Clone)]
 pub struct Action {
+    /// The action's `webhook-id`: `<deployment id>:<its journal key>`, so a
+    /// repeat after a restart carries the same id.
+    pub id: String,
     pub deployment_id: String,
     pub application: String,
     pub target: String,
@@ -93,6 +96,7 @@ pub struct WebhookDriver {
     url: String,
     agent: Option<String>,
     idempotent: bool,
+    signing: Option<Signing>,
 }
 
 #[async_trait::async_trait]
@@ -107,7 +111,18 @@ impl RolloutDriver for WebhookDriver {
 
     async fn act(&self, action: &Action) -> Result<(), String> {
         let timeout = self.state.config.webhook_timeout.min(Duration::from_secs(300));
-        match super::post_json(&self.state, self.agent.as_deref(), &self.url, &action.to_json(), timeout).await {
+        let signing = self.signing.as_ref();
+        let sent = super::post_json(
+            &self.state,
+            self.agent.as_deref(),
+            &self.url,
+            &action.to_json(),
+            timeout,
+            &action.id,
+            signing,
+        )
+        .await;
+        match sent {
             Ok(status) if (200..300).contains(&status) => Ok(()),
             Ok(status) => Err(format!("the {} driver at {} answered HTTP {status}", self.name(), self.url)),
             Err(reason) => Err(format!("the {} driver at {} could not be reached: {reason}", self.name(), self.url)),
@@ -119,7 +134,7 @@ impl RolloutDriver for WebhookDriver {
 pub fn for_target(state: &Arc<AppState>, target: &Target) -> Arc<dyn RolloutDriver> {
     match &target.driver {
         Driver::Record => Arc::new(RecordDriver),
-        Driver::Webhook { url, network_mode, agent_identifier, idempotent } => Arc::new(WebhookDriver {
+        Driver::Webhook { url, network_mode, agent_identifier, idempotent, signing } => Arc::new(WebhookDriver {
             state: state.clone(),
             url: url.clone(),
             agent: match network_mode {
@@ -127,6 +142,7 @@ pub fn for_target(state: &Arc<AppState>, target: &Target) -> Arc<dyn RolloutDriv
                 NetworkMode::RemoteNetworkAgent => agent_identifier.clone().or_else(|| target.account.clone()),
             },
             idempotent: *idempotent,
+            signing: signing.clone(),
         }),
     }
 }

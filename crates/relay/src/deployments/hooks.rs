@@ -39,11 +39,13 @@ pub fn event_payload(base: serde_json::Value, message: &str, warning: bool) -> s
 }
 
 /// Calls a hook once (plus its `retries` when the call cannot be made).
+/// Every try carries `webhook-id: <id>`; give a gate's re-asks the same id.
 pub async fn call(
     state: &Arc<AppState>,
     hook: &FlaggerHook,
     target: &Target,
     body: &serde_json::Value,
+    id: &str,
 ) -> Result<u16, String> {
     let agent = match hook.network_mode {
         NetworkMode::Direct => None,
@@ -55,7 +57,7 @@ pub async fn call(
         if attempt > 0 {
             tokio::time::sleep(state.config.retry_base_delay * attempt).await;
         }
-        match super::post_json(state, agent.as_deref(), &hook.url, body, timeout).await {
+        match super::post_json(state, agent.as_deref(), &hook.url, body, timeout, id, hook.signing.as_ref()).await {
             Ok(status) => return Ok(status),
             Err(reason) => last = reason,
         }

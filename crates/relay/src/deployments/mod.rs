@@ -16,9 +16,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
+use borealis_core::deployment::Signing;
 use http::{HeaderMap, HeaderValue, header};
 
 use crate::proxy::{self, Outbound};
+use crate::signing::{self, Stamp};
 use crate::state::AppState;
 
 /// Starts every deployment a previous run of the relay left unfinished.
@@ -35,20 +37,27 @@ pub async fn resume(state: &Arc<AppState>) {
 }
 
 /// POSTs JSON, direct or through an agent; the reply's status, or why none.
+/// The call carries `webhook-id: <id>` and, signed by `signing` or else the
+/// relay's `webhook_signing_secret`, this attempt's timestamp and signature.
 pub async fn post_json(
     state: &Arc<AppState>,
     agent: Option<&str>,
     url: &str,
     body: &serde_json::Value,
     timeout: Duration,
+    id: &str,
+    signing: Option<&Signing>,
 ) -> Result<u16, String> {
+    let keys = signing::keys_from_vault(state, signing).await?;
+    let body = body.to_string();
     let mut headers = HeaderMap::new();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    Stamp::new(id, body.as_bytes(), &keys).apply(&mut headers);
     let outbound = Outbound {
         method: http::Method::POST,
         url: url.to_owned(),
         headers,
-        body: Body::from(body.to_string()),
+        body: Body::from(body),
         timeout,
         limit: state.config.max_body_bytes,
     };

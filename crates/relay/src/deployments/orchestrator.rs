@@ -181,11 +181,14 @@ impl Deployment {
         }
         self.state.deployment_changed(&self.id);
         let warning = kind.contains("fail") || kind.contains("rolled-back") || kind.contains("cancel");
+        // Each event is a message of its own; its retries share its id.
+        let event = uuid::Uuid::new_v4();
         for hook in self.hooks(HookType::Event) {
             let Some(target) = target.or(self.file.targets.first()) else { continue };
             let base = hooks::payload(&self.application, target, "Progressing", &self.checksum, hook);
             let body = hooks::event_payload(base, &message, warning);
-            if let Err(reason) = hooks::call(&self.state, hook, target, &body).await {
+            let id = self.call_id(&format!("event/{event}/{}", hook.name));
+            if let Err(reason) = hooks::call(&self.state, hook, target, &body, &id).await {
                 tracing::warn!(deployment = %self.id, hook = %hook.name, %reason, "event hook failed");
             }
         }
@@ -215,6 +218,13 @@ impl Deployment {
 
     fn hooks(&self, kind: HookType) -> impl Iterator<Item = &FlaggerHook> {
         self.file.hooks.iter().filter(move |h| h.kind == kind)
+    }
+
+    /// The `webhook-id` of a hook or driver call: `<deployment id>:<key>`,
+    /// with `key` naming the step, so that retries and re-asks of one call
+    /// (and its repeat after a restart) carry the same id.
+    fn call_id(&self, key: &str) -> String {
+        format!("{}:{key}", self.id)
     }
 
     /// The whole program of one target.
@@ -251,14 +261,14 @@ impl Deployment {
         if let Err(f) = self.act(target, "deploy", ActionKind::Deploy, None).await {
             return self.roll_back(target, f, true).await;
         }
-        if let Err(f) = self.checks(target, HookType::PreRollout, "Progressing").await {
+        if let Err(f) = self.checks(target, HookType::PreRollout, "Progressing", "pre-rollout").await {
             return self.roll_back(target, f, true).await;
         }
         let strategy = target.strategy.as_deref().and_then(|s| self.file.strategy(s)).map(|s| s.kind.clone());
         match strategy {
             Some(StrategyKind::Canary { steps }) => {
                 for (i, step) in steps.iter().enumerate() {
-                    if let Err(f) = self.rollback_requested(target).await {
+                    if let Err(f) = self.rollback_requested(target, &format!("canary/{i}")).await {
                         return self.roll_back(target, f, true).await;
                     }
                     let result = match step {
@@ -283,7 +293,7 @@ impl Deployment {
             }
             None => {}
         }
-        if let Err(f) = self.rollback_requested(target).await {
+        if let Err(f) = self.rollback_requested(target, "promotion").await {
             return self.roll_back(target, f, true).await;
         }
         if let Err(f) = self.gates(target, HookType::ConfirmPromotion, "Promoting").await {
@@ -353,6 +363,7 @@ impl Deployment {
         }
         self.step(target, "running", kind.as_str()).await;
         let action = Action {
+            id: self.call_id(&key),
             deployment_id: self.id.clone(),
             application: self.application.clone(),
             target: target.name.clone(),
@@ -374,7 +385,7 @@ impl Deployment {
     async fn set_weight(&self, target: &Target, index: usize, weight: u32) -> Result<(), Failure> {
         self.gates(target, HookType::ConfirmTrafficIncrease, "Progressing").await?;
         self.act(target, &format!("canary/{index}"), ActionKind::SetWeight, Some(weight)).await?;
-        self.checks(target, HookType::Rollout, "Progressing").await
+        self.checks(target, HookType::Rollout, "Progressing", &format!("canary/{index}/rollout")).await
     }
 
     /// Runs a constraint list: all items at once, all must pass.
@@ -574,8 +585,10 @@ impl Deployment {
             self.step(target, "running", &format!("waiting for gate {:?}", hook.name)).await;
             let body = hooks::payload(&self.application, target, phase, &self.checksum, &hook);
             let deadline = tokio::time::Instant::now() + self.state.config.callback_timeout;
+            // Every re-ask of the gate is the same question: the same id.
+            let id = self.call_id(&key);
             loop {
-                match hooks::call(&self.state, &hook, target, &body).await {
+                match hooks::call(&self.state, &hook, target, &body, &id).await {
                     Ok(status) if (200..300).contains(&status) => break,
                     Ok(status) => tracing::debug!(hook = %hook.name, status, "gate closed"),
                     Err(reason) => tracing::debug!(hook = %hook.name, %reason, "gate unreachable"),
@@ -596,10 +609,12 @@ impl Deployment {
     }
 
     /// Pre-rollout and rollout hooks: a non-2xx reply fails the rollout.
-    async fn checks(&self, target: &Target, kind: HookType, phase: &str) -> Result<(), Failure> {
+    /// `step` names where they run (`pre-rollout`, `canary/1/rollout`).
+    async fn checks(&self, target: &Target, kind: HookType, phase: &str, step: &str) -> Result<(), Failure> {
         for hook in self.hooks(kind).cloned().collect::<Vec<_>>() {
             let body = hooks::payload(&self.application, target, phase, &self.checksum, &hook);
-            match hooks::call(&self.state, &hook, target, &body).await {
+            let id = self.call_id(&format!("{}/{step}/{}", target.name, hook.name));
+            match hooks::call(&self.state, &hook, target, &body, &id).await {
                 Ok(status) if (200..300).contains(&status) => {
                     self.event(Some(target), "hook-passed", format!("{} hook {:?} passed", kind.as_str(), hook.name))
                         .await;
@@ -613,11 +628,13 @@ impl Deployment {
         Ok(())
     }
 
-    /// Rollback hooks: a 2xx reply asks for a rollback.
-    async fn rollback_requested(&self, target: &Target) -> Result<(), Failure> {
+    /// Rollback hooks: a 2xx reply asks for a rollback. `step` names where
+    /// they are asked (`canary/0`, `promotion`).
+    async fn rollback_requested(&self, target: &Target, step: &str) -> Result<(), Failure> {
         for hook in self.hooks(HookType::Rollback).cloned().collect::<Vec<_>>() {
             let body = hooks::payload(&self.application, target, "Progressing", &self.checksum, &hook);
-            if let Ok(status) = hooks::call(&self.state, &hook, target, &body).await
+            let id = self.call_id(&format!("{}/{step}/rollback/{}", target.name, hook.name));
+            if let Ok(status) = hooks::call(&self.state, &hook, target, &body, &id).await
                 && (200..300).contains(&status)
             {
                 return Err(Failure(format!("rollback hook {:?} asked for a rollback", hook.name)));
@@ -634,7 +651,7 @@ impl Deployment {
                 continue;
             }
             let body = hooks::payload(&self.application, target, phase, &self.checksum, &hook);
-            let note = match hooks::call(&self.state, &hook, target, &body).await {
+            let note = match hooks::call(&self.state, &hook, target, &body, &self.call_id(&key)).await {
                 Ok(status) => format!("post-rollout hook {:?} answered HTTP {status}", hook.name),
                 Err(reason) => reason,
             };

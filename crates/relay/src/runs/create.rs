@@ -147,6 +147,9 @@ pub async fn create(state: &Arc<AppState>, request: CreateRun) -> Result<Created
         let lines: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
         return Err(invalid(format!("the webhook cannot be rendered:\n{}", lines.join("\n"))).with_errors(lines));
     }
+    if let Err(reason) = crate::signing::keys(&state.config, webhook.signing.as_ref(), &values.secrets) {
+        return Err(invalid(format!("the webhook cannot be signed: {reason}")));
+    }
 
     let spec = RunSpec { webhook, armory, context, agent };
     let run = NewRun {

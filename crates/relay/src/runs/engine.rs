@@ -15,10 +15,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::RunSpec;
 use crate::proxy::{self, Outbound};
+use crate::signing::{self, Stamp};
 use crate::state::AppState;
-
-/// The header that carries the run's id on every attempt.
-pub const WEBHOOK_ID: HeaderName = HeaderName::from_static("webhook-id");
 /// How much of a reply body an attempt keeps.
 const REPLY_LIMIT: usize = 2048;
 /// Attempts running at once.
@@ -229,22 +227,19 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     Some(at.duration_since(SystemTime::now()).unwrap_or_default())
 }
 
-async fn call(state: &Arc<AppState>, id: &str, spec: &RunSpec, request: &template::RenderedRequest) -> Answer {
+async fn call(state: &Arc<AppState>, spec: &RunSpec, request: &template::RenderedRequest, stamp: &Stamp) -> Answer {
     let mut headers = HeaderMap::new();
-    // The same on every attempt of the run, so a receiver can drop a repeat
-    // (Standard Webhooks' `webhook-id`).
-    if let Ok(value) = HeaderValue::from_str(id) {
-        headers.insert(WEBHOOK_ID, value);
-    }
     for (name, value) in &request.headers {
         match (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
-            (Ok(name), Ok(value)) if name != WEBHOOK_ID => {
+            (Ok(name), Ok(value)) => {
                 headers.append(name, value);
             }
-            (Ok(_), Ok(_)) => {}
             _ => return Answer::Failed { retryable: false, detail: format!("header {name:?} cannot be sent") },
         }
     }
+    // `webhook-id` is the run's id, the same on every attempt, so a receiver
+    // can drop a repeat; signed, also this attempt's timestamp and signature.
+    stamp.apply(&mut headers);
     let Ok(method) = http::Method::from_bytes(request.method.as_bytes()) else {
         return Answer::Failed { retryable: false, detail: format!("invalid method {:?}", request.method) };
     };
@@ -305,7 +300,22 @@ async fn attempt(state: &Arc<AppState>, id: &str) -> StepResult {
                 .await;
         }
     };
-    let masked = template::render_webhook_with(&spec.webhook, &values, true, &state.config.render_limits()).ok();
+    let keys = match signing::keys(&state.config, spec.webhook.signing.as_ref(), &values.secrets) {
+        Ok(keys) => keys,
+        Err(reason) => {
+            return fail(state, id, RunState::Pending, format!("the webhook cannot be signed: {reason}")).await;
+        }
+    };
+    // Signed over exactly the body sent; the stored request shows these
+    // headers as sent (the signature, never the key).
+    let stamp = Stamp::new(id, rendered.body.as_deref().unwrap_or_default().as_bytes(), &keys);
+    let masked = template::render_webhook_with(&spec.webhook, &values, true, &state.config.render_limits()).ok().map(
+        |mut masked| {
+            masked.headers.retain(|(name, _)| !borealis_core::signing::is_signing_header(name));
+            masked.headers.extend(stamp.pairs());
+            masked
+        },
+    );
     let scrubber = state.vault.scrubber(&values.secrets);
     let scrub = |text: &str| scrubber.scrub(text).into_owned();
     let number = run.attempts + 1;
@@ -316,7 +326,7 @@ async fn attempt(state: &Arc<AppState>, id: &str) -> StepResult {
     state.engine.changed(id);
     let started_at = SystemTime::now();
     let started = tokio::time::Instant::now();
-    let answer = call(state, id, &spec, &rendered).await;
+    let answer = call(state, &spec, &rendered, &stamp).await;
     let latency_ms = started.elapsed().as_millis() as u64;
     let record = match &answer {
         Answer::Status { status, reply, .. } => {
