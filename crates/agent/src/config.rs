@@ -64,6 +64,14 @@ impl AgentConfig {
         if self.max_concurrency == 0 {
             return Err(ConfigError("--max-concurrency must be at least 1".into()));
         }
+        // The relay refuses a hello with longer names.
+        let most = borealis_protocol::MAX_NAME_BYTES;
+        if self.instance.len() > most {
+            return Err(ConfigError(format!("--instance must be at most {most} bytes long")));
+        }
+        if self.agent_id.as_ref().is_some_and(|id| id.len() > most) {
+            return Err(ConfigError(format!("--agent-id must be at most {most} bytes long")));
+        }
         if self.ca_file.is_some() && self.relay.scheme() != "https" {
             return Err(ConfigError("--ca-file is set but --relay is not an https:// URL".into()));
         }

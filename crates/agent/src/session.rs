@@ -90,7 +90,7 @@ pub async fn run_session(
     let hello = v1::Hello {
         agent_id: config.agent_id.clone().unwrap_or_default(),
         version: env!("CARGO_PKG_VERSION").into(),
-        capacity: config.max_concurrency as u32,
+        capacity: u32::try_from(config.max_concurrency).unwrap_or(u32::MAX),
         instance: config.instance.clone(),
         protocol_version: borealis_protocol::PROTOCOL_VERSION,
         standby_calls: config.standby_calls,

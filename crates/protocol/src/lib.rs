@@ -11,7 +11,9 @@ pub mod v1 {
     tonic::include_proto!("borealis.tunnel.v1");
 }
 
-/// The protocol version this build speaks, sent in `Hello`.
+/// The protocol version this build speaks, sent in `Hello`. The package
+/// (`borealis.tunnel.v1`) is the wire-compatibility line; this number is
+/// what a peer must do with those messages (see `docs/tunnel-protocol.md`).
 /// Version 2 added small bodies carried in the heads.
 pub const PROTOCOL_VERSION: u32 = 2;
 
@@ -29,6 +31,11 @@ pub const MAX_INLINE_BODY_BYTES: usize = MAX_CHUNK_BYTES;
 
 /// Largest encoded frame either side accepts (a chunk plus headers, with room).
 pub const MAX_FRAME_BYTES: usize = 4 * 1024 * 1024;
+
+/// Longest id or name a peer sends: `Hello.agent_id`, `Hello.version`,
+/// `Hello.instance`, and the `request_id` and `session_id` of a call's first
+/// frame.
+pub const MAX_NAME_BYTES: usize = 256;
 
 /// gRPC metadata key on every call: `Bearer <token>`.
 pub const AUTHORIZATION: &str = "authorization";

@@ -11,7 +11,7 @@
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use borealis_protocol::v1::{self, relay_control};
@@ -163,6 +163,22 @@ impl Session {
     }
 }
 
+/// How far the agent's answer on a call has got, which decides how the call
+/// is closed and what may still arrive on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// Not finished (or given up on): closing the call sends `Cancel`
+    /// first, and whatever the agent sends after it is read and dropped.
+    Open,
+    /// The caller has every byte the response's `Content-Length` declared
+    /// and stopped reading: the agent's `ResponseEnd` may still come, and
+    /// nothing else.
+    BodyReceived,
+    /// The agent sent its final frame (`ResponseEnd`, `Failure`, or a
+    /// complete `ResponseHead`): any frame after it breaks the protocol.
+    Done,
+}
+
 /// One `Forward` call from the relay's side. However it ends (complete,
 /// failed, abandoned by the caller, or a standby call never used), it closes
 /// in the order HTTP/2 needs: a `Cancel` first if the exchange did not
@@ -173,18 +189,43 @@ impl Session {
 /// end-of-stream then arrives on a closed stream and h2 resets again. h2
 /// counts those resets and closes the connection, the whole tunnel, after
 /// 1024 of them (its rapid-reset guard).
+///
+/// A call on which the agent broke the protocol ([`ForwardCall::violated`])
+/// ends, in the same order, with `INVALID_ARGUMENT` naming the violation.
 pub struct ForwardCall {
     inbound: Option<Streaming<v1::AgentFrame>>,
     outbound: Option<FrameSender>,
     /// The request on this call; empty for a standby call not yet used.
     pub request_id: String,
-    /// Set once the exchange is over and nothing more is to be said.
-    pub finished: bool,
+    /// The identifier and session the call belongs to, for logs.
+    pub agent_id: String,
+    pub session_id: String,
+    /// How far the agent's answer has got.
+    pub answer: Answer,
+    /// The status the relay ends its side with; `OK` when unset.
+    verdict: Arc<OnceLock<Status>>,
+    /// A frame read after the answer was done, checked when the call closes.
+    stray: Option<v1::AgentFrame>,
 }
 
 impl ForwardCall {
-    pub fn new(request_id: String, inbound: Streaming<v1::AgentFrame>, outbound: FrameSender) -> Self {
-        Self { inbound: Some(inbound), outbound: Some(outbound), request_id, finished: false }
+    pub fn new(
+        request_id: String,
+        agent_id: String,
+        session_id: String,
+        inbound: Streaming<v1::AgentFrame>,
+        outbound: FrameSender,
+    ) -> Self {
+        Self {
+            inbound: Some(inbound),
+            outbound: Some(outbound),
+            request_id,
+            agent_id,
+            session_id,
+            answer: Answer::Open,
+            verdict: Arc::default(),
+            stray: None,
+        }
     }
 
     pub fn inbound(&mut self) -> &mut Streaming<v1::AgentFrame> {
@@ -196,6 +237,32 @@ impl ForwardCall {
         self.outbound.clone().expect("present until drop")
     }
 
+    /// The status the relay's side of the call ends with, once it ends:
+    /// set when the agent broke the protocol.
+    pub fn verdict(&self) -> Arc<OnceLock<Status>> {
+        self.verdict.clone()
+    }
+
+    /// The agent sent its final frame.
+    pub fn finish(&mut self) {
+        self.answer = Answer::Done;
+    }
+
+    /// The caller has the whole body its `Content-Length` declared.
+    pub fn body_received(&mut self) {
+        if self.answer == Answer::Open && self.verdict.get().is_none() {
+            self.answer = Answer::BodyReceived;
+        }
+    }
+
+    /// The agent broke the tunnel protocol on this call: logged at warn with
+    /// the agent, session and request, and the call is cancelled and ends
+    /// with `INVALID_ARGUMENT` naming `reason`.
+    pub fn violated(&mut self, reason: &str) {
+        self.answer = Answer::Open;
+        violation(&self.agent_id, &self.session_id, &self.request_id, reason, &self.verdict);
+    }
+
     /// Whether the agent's side is gone (its stream was reset or closed).
     fn is_closed(&self) -> bool {
         self.outbound.as_ref().is_none_or(|o| o.is_closed())
@@ -205,9 +272,14 @@ impl ForwardCall {
     /// ours now, sparing the background task of `drop`.
     pub fn close_if_ended(&mut self) {
         use futures_util::FutureExt;
-        if let Some(Ok(None)) = self.inbound().message().now_or_never() {
-            self.inbound = None;
-            self.outbound = None;
+        match self.inbound().message().now_or_never() {
+            Some(Ok(None)) => {
+                self.inbound = None;
+                self.outbound = None;
+            }
+            // Checked when the call closes, like any frame after the end.
+            Some(Ok(Some(frame))) => self.stray = Some(frame),
+            _ => {}
         }
     }
 
@@ -218,15 +290,86 @@ impl ForwardCall {
     }
 }
 
+/// Logs a protocol violation and sets the status its call ends with.
+fn violation(agent_id: &str, session_id: &str, request_id: &str, reason: &str, verdict: &OnceLock<Status>) {
+    // The reason may quote what the agent sent: a `&str` value is escaped.
+    tracing::warn!(
+        agent = agent_id,
+        session = session_id,
+        request = request_id,
+        reason,
+        "agent broke the tunnel protocol"
+    );
+    let _ = verdict.set(Status::invalid_argument(format!("protocol violation: {reason}")));
+}
+
+/// Whether `frame` may still arrive once the answer has got to `answer`;
+/// `None` when it may, else what is wrong with it.
+fn after_answer(answer: Answer, end_pending: &mut bool, request_id: &str, frame: &v1::AgentFrame) -> Option<String> {
+    use v1::agent_frame::Frame;
+    match answer {
+        Answer::Open => None,
+        Answer::BodyReceived
+            if *end_pending && frame.request_id == request_id && matches!(frame.frame, Some(Frame::ResponseEnd(_))) =>
+        {
+            *end_pending = false;
+            None
+        }
+        Answer::BodyReceived | Answer::Done => {
+            Some(format!("{} after the end of the answer", frame_name(frame.frame.as_ref())))
+        }
+    }
+}
+
+/// The name of an agent frame's kind, for logs and statuses.
+pub fn frame_name(frame: Option<&v1::agent_frame::Frame>) -> &'static str {
+    use v1::agent_frame::Frame;
+    match frame {
+        Some(Frame::Accept(_)) => "Accept",
+        Some(Frame::Standby(_)) => "Standby",
+        Some(Frame::ResponseHead(_)) => "ResponseHead",
+        Some(Frame::ResponseBody(_)) => "ResponseBody",
+        Some(Frame::ResponseEnd(_)) => "ResponseEnd",
+        Some(Frame::Failure(_)) => "Failure",
+        None => "a frame with no content",
+    }
+}
+
 impl Drop for ForwardCall {
     fn drop(&mut self) {
         let (Some(mut inbound), Some(outbound)) = (self.inbound.take(), self.outbound.take()) else { return };
-        if !self.finished {
-            let cancel = v1::Cancel { request_id: self.request_id.clone(), reason: v1::ErrorCode::Cancelled as i32 };
-            let _ = outbound.try_send(relay_frame(&self.request_id, v1::relay_frame::Frame::Cancel(cancel)));
+        let cancel = |request_id: &str| {
+            let cancel = v1::Cancel { request_id: request_id.to_owned(), reason: v1::ErrorCode::Cancelled as i32 };
+            relay_frame(request_id, v1::relay_frame::Frame::Cancel(cancel))
+        };
+        if self.answer == Answer::Open {
+            let _ = outbound.try_send(cancel(&self.request_id));
         }
+        let (answer, stray, verdict) = (self.answer, self.stray.take(), self.verdict.clone());
+        let ids = (std::mem::take(&mut self.agent_id), std::mem::take(&mut self.session_id), self.request_id.clone());
         tokio::spawn(async move {
-            let rest = async { while let Ok(Some(_)) = inbound.message().await {} };
+            let (agent_id, session_id, request_id) = ids;
+            let rest = async {
+                let mut end_pending = answer == Answer::BodyReceived;
+                let mut next = stray;
+                loop {
+                    let frame = match next.take() {
+                        Some(frame) => frame,
+                        None => match inbound.message().await {
+                            Ok(Some(frame)) => frame,
+                            _ => break,
+                        },
+                    };
+                    // After a violation, or a cancel, the rest is dropped unread.
+                    if verdict.get().is_some() {
+                        continue;
+                    }
+                    if let Some(reason) = after_answer(answer, &mut end_pending, &request_id, &frame) {
+                        violation(&agent_id, &session_id, &request_id, &reason, &verdict);
+                        let _ = outbound.try_send(cancel(&request_id));
+                    }
+                }
+            };
             let _ = tokio::time::timeout(Duration::from_secs(10), rest).await;
             drop(outbound);
         });

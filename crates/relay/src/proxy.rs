@@ -10,7 +10,7 @@ use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use borealis_egress::headers::end_to_end;
 use borealis_protocol::v1::{self, ErrorCode, agent_frame, relay_frame};
-use borealis_protocol::{MAX_CHUNK_BYTES, MAX_INLINE_BODY_BYTES, v1::Failure};
+use borealis_protocol::{MAX_CHUNK_BYTES, MAX_FRAME_BYTES, MAX_INLINE_BODY_BYTES, v1::Failure};
 use borealis_store::CredentialKind;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
@@ -18,7 +18,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use tokio_util::task::AbortOnDropHandle;
 
 use crate::api::Problem;
-use crate::hub::{DispatchError, ForwardCall, FrameSender, Lease, relay_frame as frame};
+use crate::hub::{DispatchError, ForwardCall, FrameSender, Lease, frame_name, relay_frame as frame};
 use crate::state::AppState;
 
 /// How long an agent may take to pick up an offer.
@@ -69,11 +69,50 @@ fn agent_failed(code: ErrorCode, detail: String) -> ForwardError {
     }
 }
 
-/// The agent broke the exchange (went away, or broke the protocol): 502.
-/// Retryable: a request that was cut off may pass on another try, and the
-/// webhook engine's `webhook-id` lets a receiver drop a repeat.
+/// The agent went away mid-exchange: 502. Retryable: a request that was cut
+/// off may pass on another try, and the webhook engine's `webhook-id` lets a
+/// receiver drop a repeat.
 fn agent_lost(detail: String) -> ForwardError {
     ForwardError { problem: Problem::new(StatusCode::BAD_GATEWAY, "agent-lost", detail), retryable: true }
+}
+
+/// The agent broke the tunnel protocol on `call`: 502. The call is cancelled
+/// and ends with `INVALID_ARGUMENT`, and the violation is logged at warn
+/// ([`ForwardCall::violated`]). Retryable, as for a lost agent: another
+/// instance may answer properly.
+fn protocol_error(call: &mut ForwardCall, reason: String) -> ForwardError {
+    call.violated(&reason);
+    let detail = format!("agent {:?} broke the tunnel protocol: {reason}", call.agent_id);
+    ForwardError { problem: Problem::new(StatusCode::BAD_GATEWAY, "agent-protocol-error", detail), retryable: true }
+}
+
+/// The agent's next frame on a call, with the rules every frame follows
+/// checked.
+enum Read {
+    Frame(agent_frame::Frame),
+    /// A frame that breaks the protocol whatever comes before it.
+    Violation(String),
+    /// The agent ended its side of the call (or reset it).
+    Ended,
+    /// The connection failed.
+    Lost,
+}
+
+async fn read(call: &mut ForwardCall) -> Read {
+    match call.inbound().message().await {
+        Ok(Some(frame)) if frame.request_id != call.request_id => {
+            let theirs = crate::throttle::shortened(&frame.request_id, 80);
+            Read::Violation(format!("a frame for request {theirs:?} on the call of request {}", call.request_id))
+        }
+        Ok(Some(v1::AgentFrame { frame: Some(frame), .. })) => Read::Frame(frame),
+        Ok(Some(v1::AgentFrame { frame: None, .. })) => Read::Violation("a frame with no content".into()),
+        // tonic reads a reset from the client as the end of its stream.
+        Ok(None) => Read::Ended,
+        Err(status) if status.code() == tonic::Code::OutOfRange => {
+            Read::Violation(format!("a frame over the limit of {MAX_FRAME_BYTES} bytes"))
+        }
+        Err(_) => Read::Lost,
+    }
 }
 
 pub async fn handle(state: Arc<AppState>, query: ProxyQuery, request: axum::extract::Request) -> Response {
@@ -249,26 +288,41 @@ async fn via_agent(state: &Arc<AppState>, agent_id: &str, outbound: Outbound) ->
         });
 
         let first = tokio::select! {
-            frame = call.inbound().message() => frame,
+            read = read(&mut call) => read,
             Ok(problem) = &mut upload_error => return Err(problem),
             () = tokio::time::sleep_until(deadline) => return Err(timed_out()),
             () = session.lost.cancelled() => {
                 return Err(agent_lost(format!("agent {agent_id:?} was lost (it stopped answering heartbeats) before answering")));
             }
         };
-        let head = match first.ok().flatten().and_then(|f| f.frame) {
-            Some(agent_frame::Frame::ResponseHead(head)) => head,
-            Some(agent_frame::Frame::Failure(failure)) => {
+        let head = match first {
+            Read::Frame(agent_frame::Frame::ResponseHead(head)) => head,
+            Read::Frame(agent_frame::Frame::Failure(failure)) => {
                 // Ended by the agent: nothing to cancel when the call closes.
-                call.finished = true;
+                call.finish();
                 drop(call);
                 return Err(agent_failed(failure.error_code(), format!("agent {agent_id:?}: {}", failure.message)));
             }
-            Some(_) => return Err(agent_lost(format!("agent {agent_id:?} sent an unexpected frame instead of a response"))),
-            None => return Err(lost()),
+            Read::Frame(other) => {
+                let reason = format!("{} instead of ResponseHead or Failure", frame_name(Some(&other)));
+                return Err(protocol_error(&mut call, reason));
+            }
+            Read::Violation(reason) => return Err(protocol_error(&mut call, reason)),
+            Read::Ended => return Err(protocol_error(&mut call, "it ended the call without answering".into())),
+            Read::Lost => return Err(lost()),
         };
-        let status = StatusCode::from_u16(head.status as u16)
-            .map_err(|_| agent_lost(format!("agent {agent_id:?} sent the invalid status {}", head.status)))?;
+        if !(100..=999).contains(&head.status) {
+            return Err(protocol_error(&mut call, format!("the invalid status {}", head.status)));
+        }
+        if !head.complete && !head.body.is_empty() {
+            return Err(protocol_error(&mut call, "a body in a ResponseHead that is not complete".into()));
+        }
+        if head.body.len() > MAX_INLINE_BODY_BYTES {
+            let reason =
+                format!("an inline body of {} bytes, over the limit of {MAX_INLINE_BODY_BYTES}", head.body.len());
+            return Err(protocol_error(&mut call, reason));
+        }
+        let status = StatusCode::from_u16(head.status as u16).expect("checked above");
         let mut reply = Response::builder().status(status);
         if let Some(map) = reply.headers_mut() {
             for header in head.headers {
@@ -280,14 +334,12 @@ async fn via_agent(state: &Arc<AppState>, agent_id: &str, outbound: Outbound) ->
             }
             *map = end_to_end(map);
         }
-        if !head.complete && !head.body.is_empty() {
-            return Err(agent_lost(format!("agent {agent_id:?} sent a body in a head that is not complete")));
-        }
         if head.body.len() as u64 > limit {
-            return Err(too_large("response", limit));
+            let reason = format!("an inline body of {} bytes, over max_response_bytes ({limit})", head.body.len());
+            return Err(protocol_error(&mut call, reason));
         }
         if head.complete {
-            call.finished = true;
+            call.finish();
             call.close_if_ended();
             return Ok(reply.body(Body::from(head.body)).expect("status and headers were validated"));
         }
@@ -393,7 +445,7 @@ struct ResponseBody {
 impl Drop for ResponseBody {
     fn drop(&mut self) {
         if self.expected == Some(self.received) {
-            self.call.finished = true;
+            self.call.body_received();
         }
     }
 }
@@ -404,30 +456,47 @@ impl ResponseBody {
             let mut body = state?;
             let broken = |msg: String| Some((Err(std::io::Error::other(msg)), None));
             let session = body._lease.session().clone();
-            let frame = tokio::select! {
-                frame = body.call.inbound().message() => frame,
+            let read = tokio::select! {
+                read = read(&mut body.call) => read,
                 () = session.lost.cancelled() => return broken("agent was lost mid-response (it stopped answering heartbeats)".into()),
             };
-            match frame {
-                Ok(Some(v1::AgentFrame { frame: Some(agent_frame::Frame::ResponseBody(chunk)), .. })) => {
+            // The caller has the status already: a violation now breaks the body off.
+            let violated = |body: &mut ResponseBody, reason: String| {
+                let detail = format!("agent broke the tunnel protocol mid-response: {reason}");
+                body.call.violated(&reason);
+                broken(detail)
+            };
+            match read {
+                Read::Frame(agent_frame::Frame::ResponseBody(chunk)) => {
+                    if chunk.data.len() > MAX_CHUNK_BYTES {
+                        let reason = format!(
+                            "a ResponseBody chunk of {} bytes, over the limit of {MAX_CHUNK_BYTES}",
+                            chunk.data.len()
+                        );
+                        return violated(&mut body, reason);
+                    }
                     body.received += chunk.data.len() as u64;
                     if body.received > body.limit {
-                        return broken(format!("response body larger than {} bytes", body.limit));
+                        let reason = format!("more response body than max_response_bytes ({})", body.limit);
+                        return violated(&mut body, reason);
                     }
                     Some((Ok(chunk.data), Some(body)))
                 }
-                Ok(Some(v1::AgentFrame { frame: Some(agent_frame::Frame::ResponseEnd(_)), .. })) => {
-                    body.call.finished = true;
+                Read::Frame(agent_frame::Frame::ResponseEnd(_)) => {
+                    body.call.finish();
                     None
                 }
-                Ok(Some(v1::AgentFrame {
-                    frame: Some(agent_frame::Frame::Failure(Failure { message, .. })), ..
-                })) => {
-                    body.call.finished = true;
+                Read::Frame(agent_frame::Frame::Failure(Failure { message, .. })) => {
+                    body.call.finish();
                     broken(format!("agent broke off the response: {message}"))
                 }
-                Ok(Some(_)) => broken("agent sent an unexpected frame".into()),
-                Ok(None) | Err(_) => broken("agent went away mid-response".into()),
+                Read::Frame(other) => {
+                    let reason = format!("{} in the middle of the response body", frame_name(Some(&other)));
+                    violated(&mut body, reason)
+                }
+                Read::Violation(reason) => violated(&mut body, reason),
+                Read::Ended => violated(&mut body, "it ended the call before ResponseEnd".into()),
+                Read::Lost => broken("agent went away mid-response".into()),
             }
         })
     }

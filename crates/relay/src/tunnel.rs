@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use borealis_protocol::v1::{self, agent_control, agent_frame, relay_control, tunnel_server::Tunnel};
+use borealis_protocol::{MAX_FRAME_BYTES, MAX_NAME_BYTES};
 use borealis_store::CredentialKind;
 use futures_util::{Stream, StreamExt};
 use tokio::sync::mpsc;
@@ -27,7 +28,7 @@ pub struct TunnelService {
 }
 
 impl TunnelService {
-    fn claims<T>(&self, request: &Request<T>) -> Result<Claims, Status> {
+    fn claims<T>(&self, call: &str, request: &Request<T>) -> Result<Claims, Status> {
         let peer = request.extensions().get::<RemoteAddr>().map(|r| r.0.ip());
         let refused = |detail: String| {
             self.state.auth_guard.failed(peer, "agent_token", &detail);
@@ -47,10 +48,47 @@ impl TunnelService {
         .to_owned();
         let claims = self.state.auth.verify(&token).map_err(|e| refused(e.to_string()))?;
         if !claims.is_agent() {
-            return Err(Status::permission_denied("this token was not issued to an agent credential"));
+            let status = Status::permission_denied("this token was not issued to an agent credential");
+            log_refusal(call, &self::peer(request), Some(&claims), &status);
+            return Err(status);
         }
         Ok(claims)
     }
+}
+
+/// The peer of a call, as logged.
+fn peer<T>(request: &Request<T>) -> String {
+    request.extensions().get::<RemoteAddr>().map_or_else(|| "-".to_owned(), |r| r.0.to_string())
+}
+
+/// Logs a refused `Control` or `Forward` call at warn: the reason, the peer
+/// and the credential (never the token). Failed authentication is logged by
+/// the auth guard instead, with the peer.
+fn log_refusal(call: &str, peer: &str, claims: Option<&Claims>, status: &Status) {
+    // The reason may quote what the agent sent: a `&str` value is escaped.
+    tracing::warn!(
+        call,
+        peer,
+        agent = claims.map(|c| c.sub.as_str()),
+        client_id = claims.map(|c| c.client_id.as_str()),
+        code = ?status.code(),
+        reason = status.message(),
+        "refused an agent's call"
+    );
+}
+
+/// Fails unless each of the peer's `(what, value)` names and ids is at most
+/// [`MAX_NAME_BYTES`] long.
+fn check_lengths(fields: &[(&str, &str)]) -> Result<(), Status> {
+    for (what, value) in fields {
+        if value.len() > MAX_NAME_BYTES {
+            return Err(Status::invalid_argument(format!(
+                "{what} is {} bytes long; at most {MAX_NAME_BYTES} are allowed",
+                value.len()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Every heartbeat interval, ends the sessions whose credential was revoked
@@ -99,12 +137,38 @@ impl Tunnel for TunnelService {
         &self,
         request: Request<Streaming<v1::AgentControl>>,
     ) -> Result<Response<Self::ControlStream>, Status> {
-        let claims = self.claims(&request)?;
+        let claims = self.claims("Control", &request)?;
+        let peer = peer(&request);
+        self.open_session(&claims, request)
+            .await
+            .inspect_err(|status| log_refusal("Control", &peer, Some(&claims), status))
+    }
+
+    async fn forward(
+        &self,
+        request: Request<Streaming<v1::AgentFrame>>,
+    ) -> Result<Response<Self::ForwardStream>, Status> {
+        let claims = self.claims("Forward", &request)?;
+        let peer = peer(&request);
+        self.open_call(&claims, request)
+            .await
+            .inspect_err(|status| log_refusal("Forward", &peer, Some(&claims), status))
+    }
+}
+
+impl TunnelService {
+    /// A `Control` call: checks the hello, registers the session and
+    /// serves it until it ends.
+    async fn open_session(
+        &self,
+        claims: &Claims,
+        request: Request<Streaming<v1::AgentControl>>,
+    ) -> Result<Response<BoxStream<v1::RelayControl>>, Status> {
         let state = &self.state;
         if state.hub.is_draining() {
             return Err(Status::unavailable("relay is shutting down; reconnect later"));
         }
-        match state.auth.ensure_active(&claims).await {
+        match state.auth.ensure_active(claims).await {
             Ok(()) => {}
             Err(err @ (AuthError::Revoked | AuthError::InvalidClient)) => {
                 return Err(Status::unauthenticated(err.to_string()));
@@ -118,18 +182,30 @@ impl Tunnel for TunnelService {
             Some(agent_control::Msg::Hello(hello)) => hello,
             _ => return Err(Status::invalid_argument("the first control message must be hello")),
         };
-        if !hello.agent_id.is_empty() && hello.agent_id != claims.sub {
-            return Err(Status::permission_denied(format!(
-                "this credential belongs to agent {:?}; it cannot serve agent {:?}",
-                claims.sub, hello.agent_id
-            )));
-        }
+        // First: what the other fields mean depends on the version.
         if hello.protocol_version != borealis_protocol::PROTOCOL_VERSION {
             return Err(Status::failed_precondition(format!(
                 "agent speaks tunnel protocol {}, this relay speaks {}",
                 hello.protocol_version,
                 borealis_protocol::PROTOCOL_VERSION
             )));
+        }
+        check_lengths(&[
+            ("Hello.agent_id", &hello.agent_id),
+            ("Hello.version", &hello.version),
+            ("Hello.instance", &hello.instance),
+        ])?;
+        // Empty: the credential's identifier.
+        if !hello.agent_id.is_empty() && hello.agent_id != claims.sub {
+            return Err(Status::permission_denied(format!(
+                "this credential belongs to agent {:?}; it cannot serve agent {:?}",
+                claims.sub, hello.agent_id
+            )));
+        }
+        if hello.capacity == 0 {
+            return Err(Status::invalid_argument(
+                "Hello.capacity is 0: an instance that can run no request cannot serve (send 1 or more)",
+            ));
         }
 
         let (control, outbound) = mpsc::channel(256);
@@ -179,8 +255,22 @@ impl Tunnel for TunnelService {
                             tracing::info!(agent = %session.info.agent_id, session = %session.id, "agent is draining");
                             session.set_draining();
                         }
-                        Ok(Some(_)) => {}
+                        Ok(Some(v1::AgentControl { msg })) => {
+                            let reason = match msg {
+                                Some(_) => "a second Hello on the control stream",
+                                None => "a control message with no content",
+                            };
+                            tracing::warn!(agent = %session.info.agent_id, session = %session.id, reason, "agent broke the tunnel protocol");
+                            session.kick(Status::invalid_argument(format!("protocol violation: {reason}")));
+                            break "protocol violation";
+                        }
                         Ok(None) => break "agent closed the session",
+                        Err(status) if status.code() == tonic::Code::OutOfRange => {
+                            let reason = format!("a control message over {MAX_FRAME_BYTES} bytes");
+                            tracing::warn!(agent = %session.info.agent_id, session = %session.id, reason = reason.as_str(), "agent broke the tunnel protocol");
+                            session.kick(Status::invalid_argument(format!("protocol violation: {reason}")));
+                            break "protocol violation";
+                        }
                         Err(_) => break "connection lost",
                     },
                     _ = watchdog.tick() => {
@@ -211,22 +301,39 @@ impl Tunnel for TunnelService {
         Ok(Response::new(Box::pin(stream)))
     }
 
-    async fn forward(
+    /// A `Forward` call: binds it to the offer its `Accept` names, or keeps
+    /// it as a standby call of the session its `Standby` names.
+    async fn open_call(
         &self,
+        claims: &Claims,
         request: Request<Streaming<v1::AgentFrame>>,
-    ) -> Result<Response<Self::ForwardStream>, Status> {
-        let claims = self.claims(&request)?;
+    ) -> Result<Response<BoxStream<v1::RelayFrame>>, Status> {
         let mut inbound = request.into_inner();
         let first = first_frame(&mut inbound, "accept or standby").await?;
-        let (outbound, frames) = mpsc::channel(16);
-        let call = ForwardCall::new(first.request_id, inbound, outbound);
-        match first.frame {
-            Some(agent_frame::Frame::Accept(accept)) => self.state.hub.take(&accept.session_id, &claims.sub, call)?,
-            Some(agent_frame::Frame::Standby(standby)) => {
-                self.state.hub.park(&standby.session_id, &claims.sub, call)?
-            }
+        let (accept, session_id) = match first.frame {
+            Some(agent_frame::Frame::Accept(accept)) => (true, accept.session_id),
+            Some(agent_frame::Frame::Standby(standby)) => (false, standby.session_id),
             _ => return Err(Status::invalid_argument("the first forward frame must be accept or standby")),
+        };
+        check_lengths(&[("request_id", &first.request_id), ("session_id", &session_id)])?;
+        if !accept && !first.request_id.is_empty() {
+            return Err(Status::invalid_argument(
+                "a standby call has no request yet: the request_id of its Standby frame must be empty",
+            ));
         }
-        Ok(Response::new(Box::pin(ReceiverStream::new(frames).map(|frame| Ok(*frame)))))
+        let (outbound, frames) = mpsc::channel(16);
+        let call = ForwardCall::new(first.request_id, claims.sub.clone(), session_id.clone(), inbound, outbound);
+        let verdict = call.verdict();
+        if accept {
+            self.state.hub.take(&session_id, &claims.sub, call)?;
+        } else {
+            self.state.hub.park(&session_id, &claims.sub, call)?;
+        }
+        // The relay's side ends once the call is closed (see `ForwardCall`),
+        // with the status a protocol violation set, if any.
+        let frames = ReceiverStream::new(frames).map(|frame| Ok(*frame));
+        let verdict = futures_util::stream::once(async move { verdict.get().cloned() })
+            .filter_map(|status| std::future::ready(status.map(Err)));
+        Ok(Response::new(Box::pin(frames.chain(verdict))))
     }
 }

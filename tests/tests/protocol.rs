@@ -1,0 +1,963 @@
+//! The tunnel contract (`docs/tunnel-protocol.md`), rule by rule: a raw
+//! gRPC client plays the agent, breaks one rule, and sees the documented
+//! refusal: a gRPC status, a caller-side `502 agent-protocol-error`, a warn
+//! line in the relay's log.
+
+use std::time::{Duration, Instant};
+
+use borealis_protocol::v1::{
+    self, agent_control, agent_frame, relay_control, relay_frame, tunnel_client::TunnelClient,
+};
+use borealis_protocol::{MAX_CHUNK_BYTES, MAX_FRAME_BYTES, MAX_INLINE_BODY_BYTES, MAX_NAME_BYTES, PROTOCOL_VERSION};
+use borealis_tests::{RelayOptions, RelayProcess, eventually};
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::task::AbortOnDropHandle;
+use tonic::transport::Channel;
+use tonic::{Code, Status, Streaming};
+
+/// The identifier the raw agent serves.
+const AGENT: &str = "raw";
+/// The destination named in requests: the raw agent never calls it.
+const DESTINATION: &str = "http://destination.invalid/hook";
+/// The relay's heartbeat interval in these tests (`RelayProcess` sets 1 s).
+const INTERVAL: Duration = Duration::from_secs(1);
+
+/// A relay, agent `raw` registered, and a connection to its agents' listener.
+struct Raw {
+    relay: RelayProcess,
+    channel: Channel,
+    token: String,
+}
+
+impl Raw {
+    async fn start() -> Self {
+        Self::start_with(RelayOptions::default()).await
+    }
+
+    async fn start_with(options: RelayOptions) -> Self {
+        let relay = RelayProcess::start(options);
+        let (client_id, secret) = relay.create_agent(AGENT);
+        let token = token(&relay, &client_id, &secret).await["access_token"].as_str().unwrap().to_owned();
+        let channel = Channel::from_shared(relay.agents_url.clone()).unwrap().connect().await.unwrap();
+        Self { relay, channel, token }
+    }
+
+    fn client(&self) -> TunnelClient<Channel> {
+        // No encoding limit on our side: some tests send frames the relay must refuse.
+        TunnelClient::new(self.channel.clone()).max_encoding_message_size(usize::MAX)
+    }
+
+    fn authorized<T>(&self, message: T) -> tonic::Request<T> {
+        with_token(&self.token, message)
+    }
+
+    /// Opens `Control` with `first` queued; the sender sends more.
+    async fn control(
+        &self,
+        first: Vec<v1::AgentControl>,
+    ) -> Result<(mpsc::Sender<v1::AgentControl>, Streaming<v1::RelayControl>), Status> {
+        let (tx, rx) = mpsc::channel(16);
+        for message in first {
+            tx.send(message).await.unwrap();
+        }
+        let inbound = self.client().control(self.authorized(ReceiverStream::new(rx))).await?.into_inner();
+        Ok((tx, inbound))
+    }
+
+    /// `Control` with `hello` as its first message: the relay's answer to it.
+    async fn hello(&self, hello: v1::Hello) -> Result<Session, Status> {
+        let (tx, mut inbound) = self.control(vec![hello_message(hello)]).await?;
+        let welcome = match within(inbound.message()).await? {
+            Some(v1::RelayControl { msg: Some(relay_control::Msg::Welcome(welcome)) }) => welcome,
+            other => panic!("expected Welcome, got {other:?}"),
+        };
+        Ok(Session { tx, inbound, welcome, beats: None })
+    }
+
+    /// A session that sends heartbeats as the contract asks.
+    async fn session(&self, hello: v1::Hello) -> Session {
+        let mut session = self.hello(hello).await.expect("the relay welcomes a proper hello");
+        session.beat();
+        session
+    }
+
+    /// Opens `Forward` with `first` as its first frame.
+    async fn forward(
+        &self,
+        first: v1::AgentFrame,
+    ) -> Result<(mpsc::Sender<v1::AgentFrame>, Streaming<v1::RelayFrame>), Status> {
+        let (tx, rx) = mpsc::channel(16);
+        tx.send(first).await.unwrap();
+        let inbound = self.client().forward(self.authorized(ReceiverStream::new(rx))).await?.into_inner();
+        Ok((tx, inbound))
+    }
+
+    /// A request through the agent, sent by a caller in the background.
+    fn call(&self, query: &str) -> tokio::task::JoinHandle<Reply> {
+        let url = format!("{}/api/v1/proxy?agent={AGENT}&url={DESTINATION}{query}", self.relay.http_url);
+        let admin = self.relay.admin_token();
+        tokio::spawn(async move {
+            let response = match reqwest::Client::new().get(url).bearer_auth(admin).send().await {
+                Ok(response) => response,
+                // Broken off before the head reached us.
+                Err(err) => return Reply { status: 0, slug: None, body: Err(err.to_string()) },
+            };
+            let status = response.status().as_u16();
+            let slug = response.headers().get("borealis-error").map(|v| v.to_str().unwrap().to_owned());
+            let body = response.bytes().await.map_err(|e| e.to_string());
+            Reply { status, slug, body }
+        })
+    }
+
+    /// A caller's request, offered to `session` and accepted: the call, its
+    /// request id and head, and the caller's reply to come.
+    async fn take(&self, session: &mut Session, query: &str) -> Taken {
+        let reply = self.call(query);
+        let offer = session.next_offer().await;
+        let (tx, mut rx) = self.forward(accept(&offer.request_id, &session.welcome.session_id)).await.unwrap();
+        match within(rx.message()).await.unwrap() {
+            Some(v1::RelayFrame { request_id, frame: Some(relay_frame::Frame::RequestHead(head)) }) => {
+                assert_eq!(request_id, offer.request_id, "the head names the offered request");
+                assert_eq!(head.url, DESTINATION);
+            }
+            other => panic!("expected RequestHead, got {other:?}"),
+        }
+        Taken { request_id: offer.request_id, tx, rx, reply }
+    }
+
+    /// The first line of the relay's log at warn with every one of `needles`.
+    async fn warned(&self, needles: &[&str]) -> String {
+        eventually(&format!("a warn line with {needles:?}"), Duration::from_secs(5), || async move {
+            self.relay
+                .log()
+                .lines()
+                .find(|line| line.contains("WARN") && needles.iter().all(|n| line.contains(n)))
+                .map(str::to_owned)
+        })
+        .await
+    }
+}
+
+/// `POST /oauth/token` on the agents' listener: the reply's JSON.
+async fn token(relay: &RelayProcess, client_id: &str, secret: &str) -> serde_json::Value {
+    let form = [("grant_type", "client_credentials"), ("client_id", client_id), ("client_secret", secret)];
+    let reply = reqwest::Client::new()
+        .post(format!("{}{}", relay.agents_url, borealis_protocol::TOKEN_PATH))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 200);
+    reply.json().await.unwrap()
+}
+
+fn with_token<T>(token: &str, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert(borealis_protocol::AUTHORIZATION, format!("Bearer {token}").parse().unwrap());
+    request
+}
+
+/// Waits at most 15 s: a test that would hang fails instead.
+async fn within<F: std::future::Future>(future: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(15), future).await.expect("timed out")
+}
+
+fn hello() -> v1::Hello {
+    v1::Hello {
+        agent_id: String::new(),
+        version: "protocol-test".into(),
+        capacity: 4,
+        instance: "raw-client".into(),
+        protocol_version: PROTOCOL_VERSION,
+        standby_calls: 0,
+    }
+}
+
+fn hello_message(hello: v1::Hello) -> v1::AgentControl {
+    v1::AgentControl { msg: Some(agent_control::Msg::Hello(hello)) }
+}
+
+fn frame(request_id: &str, frame: agent_frame::Frame) -> v1::AgentFrame {
+    v1::AgentFrame { request_id: request_id.to_owned(), frame: Some(frame) }
+}
+
+fn accept(request_id: &str, session_id: &str) -> v1::AgentFrame {
+    frame(request_id, agent_frame::Frame::Accept(v1::Accept { session_id: session_id.to_owned() }))
+}
+
+fn standby(session_id: &str) -> v1::AgentFrame {
+    frame("", agent_frame::Frame::Standby(v1::Standby { session_id: session_id.to_owned() }))
+}
+
+fn response_head(status: u32, body: &[u8], complete: bool) -> agent_frame::Frame {
+    agent_frame::Frame::ResponseHead(v1::ResponseHead {
+        status,
+        headers: vec![v1::Header { name: "x-raw".into(), value: Bytes::from_static(b"yes") }],
+        body: Bytes::copy_from_slice(body),
+        complete,
+    })
+}
+
+fn chunk(size: usize) -> agent_frame::Frame {
+    agent_frame::Frame::ResponseBody(v1::BodyChunk { data: Bytes::from(vec![b'x'; size]) })
+}
+
+fn end() -> agent_frame::Frame {
+    agent_frame::Frame::ResponseEnd(v1::End {})
+}
+
+/// What the caller of the proxy got.
+struct Reply {
+    /// 0 when the response broke off before its head arrived.
+    status: u16,
+    slug: Option<String>,
+    /// The body, or why it broke off.
+    body: Result<Bytes, String>,
+}
+
+impl std::fmt::Debug for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let body = match &self.body {
+            Ok(bytes) if bytes.len() > 200 => format!("{} bytes", bytes.len()),
+            Ok(bytes) => format!("{:?}", String::from_utf8_lossy(bytes)),
+            Err(err) => format!("broken off: {err}"),
+        };
+        write!(f, "Reply {{ status: {}, slug: {:?}, body: {body} }}", self.status, self.slug)
+    }
+}
+
+impl Reply {
+    /// The head was passed on, so the status could not change: the response
+    /// broke off (the caller may not even have seen the head yet).
+    fn assert_broken_off(&self) {
+        assert!(matches!(self.status, 0 | 200) && self.body.is_err(), "{self:?}");
+    }
+}
+
+/// A live session of the raw agent.
+struct Session {
+    tx: mpsc::Sender<v1::AgentControl>,
+    inbound: Streaming<v1::RelayControl>,
+    welcome: v1::Welcome,
+    beats: Option<AbortOnDropHandle<()>>,
+}
+
+impl Session {
+    /// Beats every quarter interval from now on.
+    fn beat(&mut self) {
+        let tx = self.tx.clone();
+        self.beats = Some(AbortOnDropHandle::new(tokio::spawn(async move {
+            for sequence in 1.. {
+                let beat = v1::Heartbeat { sequence, in_flight: 0 };
+                if tx.send(v1::AgentControl { msg: Some(agent_control::Msg::Heartbeat(beat)) }).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(INTERVAL / 4).await;
+            }
+        })));
+    }
+
+    /// The relay's next control message that is not a heartbeat.
+    async fn next(&mut self) -> Result<Option<relay_control::Msg>, Status> {
+        loop {
+            match within(self.inbound.message()).await? {
+                Some(v1::RelayControl { msg: Some(relay_control::Msg::Heartbeat(_)) }) => {}
+                Some(v1::RelayControl { msg }) => return Ok(msg),
+                None => return Ok(None),
+            }
+        }
+    }
+
+    async fn next_offer(&mut self) -> v1::Offer {
+        match self.next().await {
+            Ok(Some(relay_control::Msg::Offer(offer))) => offer,
+            other => panic!("expected an offer, got {other:?}"),
+        }
+    }
+
+    async fn send(&self, msg: agent_control::Msg) {
+        self.tx.send(v1::AgentControl { msg: Some(msg) }).await.unwrap();
+    }
+}
+
+/// Closes our side of a call and reads the relay's to its end: the status it
+/// ends with, and whether it sent `Cancel` first.
+async fn close(tx: mpsc::Sender<v1::AgentFrame>, mut rx: Streaming<v1::RelayFrame>) -> (Status, bool) {
+    drop(tx);
+    let mut cancelled = false;
+    loop {
+        match within(rx.message()).await {
+            Ok(Some(v1::RelayFrame { frame: Some(relay_frame::Frame::Cancel(_)), .. })) => cancelled = true,
+            Ok(Some(_)) => {}
+            Ok(None) => return (Status::ok(""), cancelled),
+            Err(status) => return (status, cancelled),
+        }
+    }
+}
+
+/// A request the raw agent has taken.
+struct Taken {
+    request_id: String,
+    tx: mpsc::Sender<v1::AgentFrame>,
+    rx: Streaming<v1::RelayFrame>,
+    reply: tokio::task::JoinHandle<Reply>,
+}
+
+impl Taken {
+    async fn send(&self, frame: agent_frame::Frame) {
+        self.send_as(&self.request_id.clone(), frame).await;
+    }
+
+    async fn send_as(&self, request_id: &str, frame: agent_frame::Frame) {
+        self.tx.send(self::frame(request_id, frame)).await.unwrap();
+    }
+
+    async fn reply(&mut self) -> Reply {
+        within(&mut self.reply).await.unwrap()
+    }
+
+    /// Ends our side of the call without a word.
+    fn end_our_side(&mut self) {
+        self.tx = mpsc::channel(1).0;
+    }
+
+    async fn close(self) -> (Status, bool) {
+        close(self.tx, self.rx).await
+    }
+
+    /// The caller got `502 agent-protocol-error`; the relay cancelled the
+    /// call, ended it with `INVALID_ARGUMENT` naming `reason`, and logged it.
+    async fn expect_protocol_error(mut self, raw: &Raw, reason: &str) {
+        let reply = self.reply().await;
+        assert_eq!((reply.status, reply.slug.as_deref()), (502, Some("agent-protocol-error")), "{reply:?}");
+        let problem: serde_json::Value = serde_json::from_slice(reply.body.as_ref().unwrap()).unwrap();
+        let detail = problem["detail"].as_str().unwrap();
+        assert!(detail.contains(reason), "the problem names the violation: {detail}");
+        self.expect_call_ended(raw, reason).await;
+    }
+
+    /// The relay cancelled the call, ended it with `INVALID_ARGUMENT` naming
+    /// `reason`, and logged the violation with the agent, session and request.
+    async fn expect_call_ended(self, raw: &Raw, reason: &str) {
+        let request_id = self.request_id.clone();
+        let (status, cancelled) = self.close().await;
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        assert!(status.message().starts_with("protocol violation: "), "{status:?}");
+        assert!(status.message().contains(reason), "{status:?}");
+        assert!(cancelled, "the relay sends Cancel before it ends the call");
+        let line = raw.warned(&["agent broke the tunnel protocol", &request_id]).await;
+        assert!(line.contains("agent=\"raw\"") && line.contains("session="), "{line}");
+    }
+}
+
+// ------------------------------------------------------------------ auth
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_token_reply_has_the_documented_fields() {
+    let relay = RelayProcess::start(RelayOptions::default());
+    let (client_id, secret) = relay.create_agent(AGENT);
+    let reply = token(&relay, &client_id, &secret).await;
+    assert!(reply["access_token"].as_str().is_some_and(|t| !t.is_empty()), "{reply}");
+    assert_eq!(reply["token_type"], "Bearer");
+    assert_eq!(reply["expires_in"], 86_400);
+    assert_eq!(reply["scope"], "agent:tunnel");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn calls_without_an_agent_token_are_refused() {
+    let raw = Raw::start().await;
+    // No token, and one that is not ours.
+    let bare = raw.client().control(tonic::Request::new(tokio_stream::iter(vec![hello_message(hello())]))).await;
+    assert_eq!(bare.unwrap_err().code(), Code::Unauthenticated);
+    let forged = with_token("not-a-token", tokio_stream::iter(vec![standby("s")]));
+    assert_eq!(raw.client().forward(forged).await.unwrap_err().code(), Code::Unauthenticated);
+    raw.warned(&["authentication failed", "agent_token", "peer=127.0.0.1"]).await;
+
+    // A callback client's token is a valid token, for the wrong purpose.
+    let (client_id, secret) = raw.relay.create_client("ci");
+    let callback = token(&raw.relay, &client_id, &secret).await["access_token"].as_str().unwrap().to_owned();
+    let request = with_token(&callback, tokio_stream::iter(vec![hello_message(hello())]));
+    let refused = raw.client().control(request).await.err().unwrap();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    let line = raw.warned(&["refused an agent's call", "PermissionDenied"]).await;
+    assert!(line.contains(&client_id) && line.contains("peer=\"127.0.0.1:"), "{line}");
+    assert!(!line.contains(&callback), "the token is never logged: {line}");
+}
+
+// ----------------------------------------------------------------- hello
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hello_of_another_protocol_version_is_refused_and_logged() {
+    let raw = Raw::start().await;
+    for version in [1, PROTOCOL_VERSION + 1] {
+        let status = raw.hello(v1::Hello { protocol_version: version, ..hello() }).await.err().unwrap();
+        assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+        assert!(status.message().contains(&format!("this relay speaks {PROTOCOL_VERSION}")), "{status:?}");
+    }
+    let line = raw.warned(&["refused an agent's call", "FailedPrecondition", "call=\"Control\""]).await;
+    assert!(line.contains("agent=\"raw\"") && line.contains("peer=\"127.0.0.1:"), "{line}");
+    assert!(line.contains("client_id=\"agt_"), "{line}");
+    assert!(!raw.relay.log().contains(&raw.token), "the token is never logged");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hello_for_another_identifier_is_refused_and_logged() {
+    let raw = Raw::start().await;
+    raw.relay.create_agent("other");
+    let status = raw.hello(v1::Hello { agent_id: "other".into(), ..hello() }).await.err().unwrap();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert!(status.message().contains("belongs to agent \"raw\""), "{status:?}");
+    let line = raw.warned(&["refused an agent's call", "PermissionDenied"]).await;
+    assert!(line.contains("agent=\"raw\"") && line.contains("peer=\"127.0.0.1:"), "{line}");
+
+    // The credential's own identifier, named or left empty, is welcomed.
+    let named = raw.hello(v1::Hello { agent_id: AGENT.into(), ..hello() }).await.unwrap();
+    assert_eq!(named.welcome.agent_id, AGENT);
+    let empty = raw.hello(hello()).await.unwrap();
+    assert_eq!(empty.welcome.agent_id, AGENT, "empty means the credential's identifier");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hello_with_capacity_zero_is_refused() {
+    let raw = Raw::start().await;
+    let status = raw.hello(v1::Hello { capacity: 0, ..hello() }).await.err().unwrap();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("capacity"), "{status:?}");
+    raw.warned(&["refused an agent's call", "InvalidArgument", "capacity"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn names_over_the_limit_are_refused() {
+    let raw = Raw::start().await;
+    let long = "x".repeat(MAX_NAME_BYTES + 1);
+    for hello in [
+        v1::Hello { instance: long.clone(), ..hello() },
+        v1::Hello { version: long.clone(), ..hello() },
+        v1::Hello { agent_id: long.clone(), ..hello() },
+    ] {
+        let status = raw.hello(hello).await.err().unwrap();
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        assert!(status.message().contains(&format!("at most {MAX_NAME_BYTES}")), "{status:?}");
+    }
+    let at_limit = "x".repeat(MAX_NAME_BYTES);
+    raw.hello(v1::Hello { instance: at_limit, ..hello() }).await.expect("a name at the limit is taken");
+
+    let session = raw.session(hello()).await;
+    let refused = raw.forward(accept(&long, &session.welcome.session_id)).await.err().unwrap();
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    let refused = raw.forward(standby(&long)).await.err().unwrap();
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_first_control_message_must_be_hello() {
+    let raw = Raw::start().await;
+    let beat = v1::AgentControl { msg: Some(agent_control::Msg::Heartbeat(v1::Heartbeat::default())) };
+    let status = raw.control(vec![beat]).await.err().unwrap();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("must be hello"), "{status:?}");
+
+    // A stream that ends before its hello.
+    let (tx, rx) = mpsc::channel::<v1::AgentControl>(1);
+    drop(tx);
+    let status = raw.client().control(raw.authorized(ReceiverStream::new(rx))).await.err().unwrap();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    raw.warned(&["refused an agent's call", "InvalidArgument", "before hello"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_hello_within_ten_seconds_is_refused() {
+    let raw = Raw::start().await;
+    let started = Instant::now();
+    let status = raw.control(Vec::new()).await.err().unwrap();
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_secs(9) && waited < Duration::from_secs(14), "refused after {waited:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_hello_ends_the_session() {
+    let raw = Raw::start().await;
+    let mut session = raw.session(hello()).await;
+    session.send(agent_control::Msg::Hello(hello())).await;
+    let status = session.next().await.err().unwrap();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("a second Hello"), "{status:?}");
+    raw.warned(&["agent broke the tunnel protocol", "a second Hello"]).await;
+    eventually("the session is gone", Duration::from_secs(5), || async {
+        raw.relay.instances(AGENT).await.is_empty().then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_empty_or_oversized_control_message_ends_the_session() {
+    let raw = Raw::start().await;
+    let mut session = raw.session(hello()).await;
+    session.tx.send(v1::AgentControl { msg: None }).await.unwrap();
+    let status = session.next().await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("no content"), "{status:?}");
+
+    let mut session = raw.session(hello()).await;
+    let huge = v1::Hello { instance: "x".repeat(MAX_FRAME_BYTES), ..hello() };
+    session.send(agent_control::Msg::Hello(huge)).await;
+    let status = session.next().await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains(&format!("over {MAX_FRAME_BYTES} bytes")), "{status:?}");
+    raw.warned(&["agent broke the tunnel protocol", "a control message over"]).await;
+}
+
+// ------------------------------------------------------------ heartbeats
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_relay_answers_each_beat_and_drops_a_silent_agent() {
+    let raw = Raw::start().await;
+    let mut session = raw.hello(hello()).await.unwrap();
+    assert_eq!(session.welcome.heartbeat_interval_ms, INTERVAL.as_millis() as u32);
+    // The relay sends no beat of its own: it answers ours, with our sequence.
+    session.send(agent_control::Msg::Heartbeat(v1::Heartbeat { sequence: 41, in_flight: 0 })).await;
+    match within(session.inbound.message()).await.unwrap() {
+        Some(v1::RelayControl { msg: Some(relay_control::Msg::Heartbeat(beat)) }) => assert_eq!(beat.sequence, 41),
+        other => panic!("expected the answer to our beat, got {other:?}"),
+    }
+    let last_beat = Instant::now();
+    // Silent from now on: lost after 2¾ intervals, the connection closed.
+    let ended = within(session.inbound.message()).await;
+    let after = last_beat.elapsed();
+    assert!(ended.is_err(), "the session ends with an error: {ended:?}");
+    assert!(after >= INTERVAL * 5 / 2 && after < INTERVAL * 4, "dropped {after:?} after the last beat");
+    eventually("the relay logs why", Duration::from_secs(5), || async {
+        raw.relay.log().contains("heartbeats stopped").then_some(())
+    })
+    .await;
+}
+
+// ------------------------------------------------------------ standby calls
+
+#[tokio::test(flavor = "multi_thread")]
+async fn standby_calls_are_granted_up_to_what_was_asked_and_the_relays_most() {
+    let raw = Raw::start().await;
+    let greedy = raw.session(v1::Hello { standby_calls: 1000, ..hello() }).await;
+    assert_eq!(greedy.welcome.standby_calls, 64);
+    let none = raw.session(hello()).await;
+    assert_eq!(none.welcome.standby_calls, 0);
+    let refused = raw.forward(standby(&none.welcome.session_id)).await.err().unwrap();
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+
+    let one = raw.session(v1::Hello { standby_calls: 1, ..hello() }).await;
+    assert_eq!(one.welcome.standby_calls, 1);
+    let _kept = raw.forward(standby(&one.welcome.session_id)).await.unwrap();
+    let refused = raw.forward(standby(&one.welcome.session_id)).await.err().unwrap();
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    raw.warned(&["refused an agent's call", "ResourceExhausted", "call=\"Forward\""]).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_standby_call_names_a_live_session_and_no_request() {
+    let raw = Raw::start().await;
+    let session = raw.session(v1::Hello { standby_calls: 4, ..hello() }).await;
+    let refused = raw.forward(standby("no-such-session")).await.err().unwrap();
+    assert_eq!(refused.code(), Code::NotFound, "{refused:?}");
+    let named =
+        frame("r-1", agent_frame::Frame::Standby(v1::Standby { session_id: session.welcome.session_id.clone() }));
+    let refused = raw.forward(named).await.err().unwrap();
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    assert!(refused.message().contains("must be empty"), "{refused:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_down_a_standby_call_is_named_by_its_head() {
+    let raw = Raw::start().await;
+    let session = raw.session(v1::Hello { standby_calls: 1, ..hello() }).await;
+    let (tx, mut rx) = raw.forward(standby(&session.welcome.session_id)).await.unwrap();
+    raw.relay.wait_standby_idle(AGENT, 1).await;
+    let mut reply = raw.call("");
+    let request_id = match within(rx.message()).await.unwrap() {
+        Some(v1::RelayFrame { request_id, frame: Some(relay_frame::Frame::RequestHead(head)) }) => {
+            assert_eq!(head.url, DESTINATION);
+            assert!(!request_id.is_empty());
+            request_id
+        }
+        other => panic!("expected RequestHead, got {other:?}"),
+    };
+    tx.send(frame(&request_id, response_head(200, b"via standby", true))).await.unwrap();
+    let reply = within(&mut reply).await.unwrap();
+    assert_eq!((reply.status, reply.body.unwrap()), (200, Bytes::from_static(b"via standby")));
+    let (status, cancelled) = close(tx, rx).await;
+    assert_eq!(status.code(), Code::Ok, "{status:?}");
+    assert!(!cancelled, "a finished call is not cancelled");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn after_the_agent_drains_its_standby_calls_are_closed_and_no_work_comes() {
+    let raw = Raw::start().await;
+    let session = raw.session(v1::Hello { standby_calls: 2, ..hello() }).await;
+    let (tx, mut rx) = raw.forward(standby(&session.welcome.session_id)).await.unwrap();
+    raw.relay.wait_standby_idle(AGENT, 1).await;
+    session.send(agent_control::Msg::Drain(v1::Drain { reason: "test".into(), grace_ms: 1000 })).await;
+    match within(rx.message()).await.unwrap() {
+        Some(v1::RelayFrame { request_id, frame: Some(relay_frame::Frame::Cancel(_)) }) => {
+            assert!(request_id.is_empty())
+        }
+        other => panic!("expected Cancel on the idle standby call, got {other:?}"),
+    }
+    // We end our side; the relay then ends its own, with OK.
+    drop(tx);
+    assert!(within(rx.message()).await.unwrap().is_none());
+
+    let refused = raw.forward(standby(&session.welcome.session_id)).await.err().unwrap();
+    assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+    let reply = within(raw.call("")).await.unwrap();
+    assert_eq!((reply.status, reply.slug.as_deref()), (503, Some("agent-unavailable")), "{reply:?}");
+}
+
+// ------------------------------------------------------------------ offers
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_offer_comes_with_its_deadline_and_the_head_with_the_relays_limits() {
+    let raw = Raw::start_with(RelayOptions {
+        extra_args: vec!["--max-body-bytes".into(), "1000".into()],
+        ..RelayOptions::default()
+    })
+    .await;
+    let mut session = raw.session(hello()).await;
+    let reply = raw.call("&timeout=7s");
+    let offer = session.next_offer().await;
+    assert_eq!(offer.timeout_ms, 7000);
+    let (tx, mut rx) = raw.forward(accept(&offer.request_id, &session.welcome.session_id)).await.unwrap();
+    let request = match within(rx.message()).await.unwrap() {
+        Some(v1::RelayFrame { frame: Some(relay_frame::Frame::RequestHead(head)), .. }) => head,
+        other => panic!("expected RequestHead, got {other:?}"),
+    };
+    assert_eq!((request.method.as_str(), request.url.as_str()), ("GET", DESTINATION));
+    assert_eq!((request.timeout_ms, request.max_response_bytes), (7000, 1000));
+    assert!(!request.has_body && request.body.is_empty());
+    let mut taken = Taken { request_id: offer.request_id, tx, rx, reply };
+    // Over max_response_bytes, though under the inline limit.
+    taken.send(response_head(200, &[b'x'; 1001], true)).await;
+    let _ = taken.reply().await;
+    taken.expect_call_ended(&raw, "over max_response_bytes").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_offer_not_taken_in_time_is_cancelled_and_refused_later() {
+    let raw = Raw::start().await;
+    let mut session = raw.session(hello()).await;
+    let started = Instant::now();
+    let reply = raw.call("&timeout=2s");
+    let offer = session.next_offer().await;
+    match session.next().await.unwrap() {
+        Some(relay_control::Msg::Cancel(cancel)) => {
+            assert_eq!(cancel.request_id, offer.request_id);
+            assert_eq!(cancel.reason, v1::ErrorCode::Timeout as i32);
+        }
+        other => panic!("expected Cancel, got {other:?}"),
+    }
+    let reply = within(reply).await.unwrap();
+    assert_eq!((reply.status, reply.slug.as_deref()), (504, Some("agent-unavailable")), "{reply:?}");
+    assert!(started.elapsed() < Duration::from_secs(5), "the take time is the request's timeout when shorter");
+    let refused = raw.forward(accept(&offer.request_id, &session.welcome.session_id)).await.err().unwrap();
+    assert_eq!(refused.code(), Code::NotFound, "{refused:?}");
+    raw.warned(&["refused an agent's call", "NotFound", &offer.request_id]).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_accept_names_an_open_offer_of_its_own_session() {
+    let raw = Raw::start().await;
+    let mut session = raw.session(hello()).await;
+    let refused = raw.forward(accept("no-such-request", &session.welcome.session_id)).await.err().unwrap();
+    assert_eq!(refused.code(), Code::NotFound, "{refused:?}");
+
+    let reply = raw.call("");
+    let offer = session.next_offer().await;
+    let other = raw.session(hello()).await;
+    let refused = raw.forward(accept(&offer.request_id, &other.welcome.session_id)).await.err().unwrap();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    // Still open for the session it was made to.
+    let (tx, mut rx) = raw.forward(accept(&offer.request_id, &session.welcome.session_id)).await.unwrap();
+    assert!(matches!(
+        within(rx.message()).await.unwrap(),
+        Some(v1::RelayFrame { frame: Some(relay_frame::Frame::RequestHead(_)), .. })
+    ));
+    tx.send(frame(&offer.request_id, response_head(204, b"", true))).await.unwrap();
+    assert_eq!(within(reply).await.unwrap().status, 204);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_first_forward_frame_must_be_accept_or_standby() {
+    let raw = Raw::start().await;
+    let refused = raw.forward(frame("r", end())).await.err().unwrap();
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    raw.warned(&["refused an agent's call", "call=\"Forward\"", "accept or standby"]).await;
+}
+
+// ------------------------------------------------------ the agent's answer
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_inline_body_over_the_limit_is_a_protocol_error() {
+    let raw = Raw::start().await;
+    let mut session = raw.session(hello()).await;
+    let at_limit = raw.take(&mut session, "").await;
+    at_limit.send(response_head(200, &vec![b'x'; MAX_INLINE_BODY_BYTES], true)).await;
+    let mut at_limit = at_limit;
+    assert_eq!(at_limit.reply().await.body.unwrap().len(), MAX_INLINE_BODY_BYTES);
+
+    let over = raw.take(&mut session, "").await;
+    over.send(response_head(200, &vec![b'x'; MAX_INLINE_BODY_BYTES + 1], true)).await;
+    over.expect_protocol_error(&raw, "an inline body of 65537 bytes").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_body_in_a_head_that_is_not_complete_is_a_protocol_error() {
+    let raw = Raw::start().await;
+    let mut session = raw.session(hello()).await;
+    let taken = raw.take(&mut session, "").await;
+    taken.send(response_head(200, b"early", false)).await;
+    taken.expect_protocol_error(&raw, "not complete").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_invalid_status_is_a_protocol_error() {
+    let raw = Raw::start().await;
+    let mut session = raw.session(hello()).await;
+    let taken = raw.take(&mut session, "").await;
+    taken.send(response_head(42, b"", true)).await;
+    taken.expect_protocol_error(&raw, "the invalid status 42").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_frame_for_another_request_is_a_protocol_error() {
+    let raw = Raw::start().await;
+    let mut session = raw.session(hello()).await;
+    let taken = raw.take(&mut session, "").await;
+    taken.send_as("someone-else", response_head(200, b"", true)).await;
+    taken.expect_protocol_error(&raw, "a frame for request \"someone-else\"").await;
+
+    // Mid-body too: the caller's body breaks off.
+    let mut taken = raw.take(&mut session, "").await;
+    taken.send(response_head(200, b"", false)).await;
+    taken.send_as("", chunk(10)).await;
+    let reply = taken.reply().await;
+    reply.assert_broken_off();
+    taken.expect_call_ended(&raw, "a frame for request \"\"").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ending_the_call_without_answering_is_a_protocol_error() {
+    let raw = Raw::start().await;
+    let mut session = raw.session(hello()).await;
+    let mut taken = raw.take(&mut session, "").await;
+    taken.end_our_side();
+    taken.expect_protocol_error(&raw, "ended the call without answering").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_accept_or_standby_after_the_first_frame_is_a_protocol_error() {
+    let raw = Raw::start().await;
+    let mut session = raw.session(hello()).await;
+    let taken = raw.take(&mut session, "").await;
+    let again = accept(&taken.request_id, &session.welcome.session_id).frame.unwrap();
+    taken.send(again).await;
+    taken.expect_protocol_error(&raw, "Accept instead of ResponseHead or Failure").await;
+
+    let taken = raw.take(&mut session, "").await;
+    taken.send(standby(&session.welcome.session_id).frame.unwrap()).await;
+    taken.expect_protocol_error(&raw, "Standby instead of ResponseHead or Failure").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_response_head_is_a_protocol_error() {
+    let raw = Raw::start().await;
+    let mut session = raw.session(hello()).await;
+    let mut taken = raw.take(&mut session, "").await;
+    taken.send(response_head(200, b"", false)).await;
+    taken.send(response_head(500, b"", false)).await;
+    taken.send(end()).await;
+    // The caller has the first head's status already: its body breaks off.
+    let reply = taken.reply().await;
+    reply.assert_broken_off();
+    taken.expect_call_ended(&raw, "ResponseHead in the middle of the response body").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_chunk_over_64_kib_is_a_protocol_error() {
+    let raw = Raw::start().await;
+    let mut session = raw.session(hello()).await;
+    let mut taken = raw.take(&mut session, "").await;
+    taken.send(response_head(200, b"", false)).await;
+    taken.send(chunk(MAX_CHUNK_BYTES)).await;
+    taken.send(chunk(200 * 1024)).await;
+    taken.send(end()).await;
+    let reply = taken.reply().await;
+    reply.assert_broken_off();
+    taken.expect_call_ended(&raw, "a ResponseBody chunk of 204800 bytes").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_frame_over_the_frame_limit_is_a_protocol_error() {
+    let raw = Raw::start().await;
+    let mut session = raw.session(hello()).await;
+    let taken = raw.take(&mut session, "").await;
+    let huge = v1::Header { name: "x-huge".into(), value: Bytes::from(vec![b'h'; MAX_FRAME_BYTES]) };
+    let frame = agent_frame::Frame::ResponseHead(v1::ResponseHead {
+        status: 200,
+        headers: vec![huge],
+        body: Bytes::new(),
+        complete: true,
+    });
+    taken.send(frame).await;
+    taken.expect_protocol_error(&raw, &format!("a frame over the limit of {MAX_FRAME_BYTES} bytes")).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_frame_after_the_end_of_the_answer_is_a_protocol_error() {
+    let raw = Raw::start().await;
+    let mut session = raw.session(hello()).await;
+    // After a complete head: the caller has its whole answer.
+    let mut taken = raw.take(&mut session, "").await;
+    taken.send(response_head(200, b"whole", true)).await;
+    taken.send(end()).await;
+    let reply = taken.reply().await;
+    assert_eq!((reply.status, reply.body.unwrap()), (200, Bytes::from_static(b"whole")));
+    taken.expect_call_ended(&raw, "ResponseEnd after the end of the answer").await;
+
+    // After ResponseEnd.
+    let mut taken = raw.take(&mut session, "").await;
+    taken.send(response_head(200, b"", false)).await;
+    taken.send(chunk(5)).await;
+    taken.send(end()).await;
+    taken.send(chunk(5)).await;
+    let reply = taken.reply().await;
+    assert_eq!((reply.status, reply.body.unwrap().len()), (200, 5));
+    taken.expect_call_ended(&raw, "ResponseBody after the end of the answer").await;
+
+    // After a Failure.
+    let mut taken = raw.take(&mut session, "").await;
+    taken.send(agent_frame::Frame::Failure(v1::Failure::new(v1::ErrorCode::ConnectFailed, "refused"))).await;
+    taken.send(end()).await;
+    assert_eq!(taken.reply().await.status, 502);
+    taken.expect_call_ended(&raw, "ResponseEnd after the end of the answer").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_proper_streamed_answer_ends_the_call_cleanly() {
+    let raw = Raw::start().await;
+    let mut session = raw.session(hello()).await;
+    let mut taken = raw.take(&mut session, "").await;
+    taken.send(response_head(201, b"", false)).await;
+    for _ in 0..3 {
+        taken.send(chunk(MAX_CHUNK_BYTES)).await;
+    }
+    taken.send(end()).await;
+    let reply = taken.reply().await;
+    assert_eq!((reply.status, reply.body.unwrap().len()), (201, 3 * MAX_CHUNK_BYTES));
+    let (status, cancelled) = taken.close().await;
+    assert_eq!(status.code(), Code::Ok, "{status:?}");
+    assert!(!cancelled);
+    assert!(!raw.relay.log().contains("agent broke the tunnel protocol"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failure_codes_reach_the_caller_as_documented() {
+    use v1::ErrorCode::*;
+    let raw = Raw::start().await;
+    let mut session = raw.session(hello()).await;
+    let table = [
+        (DestinationNotAllowed as i32, 403, "destination-not-allowed"),
+        (ConnectFailed as i32, 502, "connect-failed"),
+        (Timeout as i32, 504, "timeout"),
+        (Cancelled as i32, 502, "cancelled"),
+        (BodyTooLarge as i32, 413, "body-too-large"),
+        (Internal as i32, 502, "agent-failed"),
+        (InvalidRequest as i32, 400, "invalid-request"),
+        (UpstreamFailed as i32, 502, "upstream-failed"),
+        (Unspecified as i32, 502, "agent-failed"),
+        // A code from a newer agent reads as internal.
+        (99, 502, "agent-failed"),
+    ];
+    for (code, status, slug) in table {
+        let mut taken = raw.take(&mut session, "").await;
+        taken.send(agent_frame::Frame::Failure(v1::Failure { code, message: "from the raw agent".into() })).await;
+        let reply = taken.reply().await;
+        assert_eq!((reply.status, reply.slug.as_deref()), (status, Some(slug)), "code {code}: {reply:?}");
+        let (ended, cancelled) = taken.close().await;
+        assert_eq!(ended.code(), Code::Ok, "code {code}: {ended:?}");
+        assert!(!cancelled, "a failure ends the exchange: nothing to cancel");
+    }
+}
+
+// ------------------------------------------------------ the relay's request
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_relay_sends_end_to_end_headers_and_bodies_in_bounded_frames() {
+    let raw = Raw::start().await;
+    let mut session = raw.session(hello()).await;
+    let url = format!("{}/api/v1/proxy?agent={AGENT}&url={DESTINATION}", raw.relay.http_url);
+    let admin = raw.relay.admin_token();
+    let send = |body: Vec<u8>| {
+        let (url, admin) = (url.clone(), admin.clone());
+        tokio::spawn(async move {
+            let response = reqwest::Client::new()
+                .post(url)
+                .bearer_auth(admin)
+                .header("connection", "x-private")
+                .header("x-private", "1")
+                .header("keep-alive", "timeout=5")
+                .header("x-kept", "yes")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            response.status().as_u16()
+        })
+    };
+
+    // A small body travels in the head.
+    let reply = send(b"small".to_vec());
+    let offer = session.next_offer().await;
+    let (tx, mut rx) = raw.forward(accept(&offer.request_id, &session.welcome.session_id)).await.unwrap();
+    let request = match within(rx.message()).await.unwrap() {
+        Some(v1::RelayFrame { frame: Some(relay_frame::Frame::RequestHead(head)), .. }) => head,
+        other => panic!("expected RequestHead, got {other:?}"),
+    };
+    let names: Vec<&str> = request.headers.iter().map(|h| h.name.as_str()).collect();
+    for dropped in ["host", "connection", "keep-alive", "x-private", "authorization"] {
+        assert!(!names.contains(&dropped), "{dropped} is not passed on: {names:?}");
+    }
+    assert!(names.contains(&"x-kept") && names.contains(&"content-length"), "{names:?}");
+    assert_eq!(request.method, "POST");
+    assert!(!request.has_body);
+    assert_eq!(request.body, Bytes::from_static(b"small"));
+    tx.send(frame(&offer.request_id, response_head(200, b"", true))).await.unwrap();
+    assert_eq!(within(reply).await.unwrap(), 200);
+
+    // A larger one follows in chunks of at most 64 KiB, then RequestEnd.
+    let size = 3 * MAX_CHUNK_BYTES + 10;
+    let reply = send(vec![b'b'; size]);
+    let offer = session.next_offer().await;
+    let (tx, mut rx) = raw.forward(accept(&offer.request_id, &session.welcome.session_id)).await.unwrap();
+    let mut received = 0;
+    let mut has_body = false;
+    loop {
+        let frame = within(rx.message()).await.unwrap().expect("the relay keeps its side open");
+        assert_eq!(frame.request_id, offer.request_id, "every frame carries the request id");
+        match frame.frame {
+            Some(relay_frame::Frame::RequestHead(head)) => {
+                assert!(head.has_body && head.body.is_empty());
+                has_body = true;
+            }
+            Some(relay_frame::Frame::RequestBody(chunk)) => {
+                assert!(has_body && chunk.data.len() <= MAX_CHUNK_BYTES, "{}", chunk.data.len());
+                received += chunk.data.len();
+            }
+            Some(relay_frame::Frame::RequestEnd(_)) => break,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(received, size);
+    tx.send(frame(&offer.request_id, response_head(200, b"", true))).await.unwrap();
+    assert_eq!(within(reply).await.unwrap(), 200);
+}
