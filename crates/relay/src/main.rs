@@ -67,8 +67,8 @@ struct Flags {
     #[arg(long, value_name = "DURATION")]
     gate_interval: Option<String>,
     /// How log lines are written: text, or json (one object per line).
-    #[arg(long, env = "BOREALIS_LOG_FORMAT", value_name = "FORMAT", default_value_t = LogFormat::Text)]
-    log_format: LogFormat,
+    #[arg(long, value_name = "FORMAT", value_parser = parse_log_format)]
+    log_format: Option<LogFormat>,
     /// Most open connections on both listeners [default: half the open-file limit].
     #[arg(long, value_name = "N")]
     max_connections: Option<u64>,
@@ -122,6 +122,7 @@ impl Flags {
         put("header_timeout", self.header_timeout.clone());
         put("idle_timeout", self.idle_timeout.clone());
         put("webhook_signing_secret", self.webhook_signing_secret.clone());
+        put("log_format", self.log_format.map(|f| f.to_string()));
         for (key, value) in [
             ("max_connections", self.max_connections),
             ("max_connections_per_peer", self.max_connections_per_peer),
@@ -138,6 +139,10 @@ impl Flags {
     }
 }
 
+fn parse_log_format(text: &str) -> Result<LogFormat, String> {
+    text.parse()
+}
+
 #[cfg(not(target_env = "msvc"))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
@@ -145,8 +150,10 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let flags = Flags::parse();
-    borealis_logging::init(flags.log_format);
+    // Logging starts once the configuration (which may set its format) is
+    // read; an error before that is printed by itself.
     let config = RelayConfig::load(flags.config.as_deref(), std::env::vars(), &flags.overrides())?;
+    borealis_logging::init(config.log_format());
     let http = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {} (--listen)", config.listen))?;
@@ -163,5 +170,105 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// A value other than the default for every setting, as a flag value,
+    /// an environment value and a TOML value.
+    const SAMPLES: &[(&str, &str, &str)] = &[
+        ("data_dir", "/tmp/borealis-sample", "\"/tmp/borealis-sample\""),
+        ("listen", "127.0.0.1:7001", "\"127.0.0.1:7001\""),
+        ("agent_listen", "127.0.0.1:7002", "\"127.0.0.1:7002\""),
+        ("public_url", "https://relay.example.com/", "\"https://relay.example.com/\""),
+        ("database_url", "sqlite:///tmp/sample.db", "\"sqlite:///tmp/sample.db\""),
+        ("direct_allow", "10.9.0.0/16", "[\"10.9.0.0/16\"]"),
+        ("callback_timeout", "7h", "\"7h\""),
+        ("tls_cert", "/tmp/sample-cert.pem", "\"/tmp/sample-cert.pem\""),
+        ("tls_key", "/tmp/sample-key.pem", "\"/tmp/sample-key.pem\""),
+        ("admin_token", "a-sample-admin-token-0123", "\"a-sample-admin-token-0123\""),
+        ("max_body_bytes", "7000", "7000"),
+        ("request_timeout", "7s", "\"7s\""),
+        ("heartbeat_interval", "7s", "\"7s\""),
+        ("shutdown_grace", "7s", "\"7s\""),
+        ("secret_key", "c2FtcGxlLXNlY3JldC1rZXktb2YtMzItYnl0ZXMhIQ==", "\"c2FtcGxlLXNlY3JldC1rZXktb2YtMzItYnl0ZXMhIQ==\""),
+        ("webhook_timeout", "7s", "\"7s\""),
+        ("retry_base_delay", "7s", "\"7s\""),
+        ("gate_interval", "7s", "\"7s\""),
+        ("max_connections", "77", "77"),
+        ("max_connections_per_peer", "7", "7"),
+        ("header_timeout", "7s", "\"7s\""),
+        ("idle_timeout", "7s", "\"7s\""),
+        ("auth_failures_per_minute", "7", "7"),
+        ("max_rendered_field_bytes", "7000", "7000"),
+        ("max_rendered_request_bytes", "70000", "70000"),
+        ("log_format", "json", "\"json\""),
+        ("webhook_signing_secret", "sample_key", "\"sample_key\""),
+    ];
+
+    /// Secrets are not flags, so that they stay out of the process list.
+    const NOT_FLAGS: &[&str] = &["admin_token", "secret_key"];
+
+    /// TLS needs its certificate and key together.
+    fn with_partner(key: &str) -> Vec<&'static (&'static str, &'static str, &'static str)> {
+        let partner = match key {
+            "tls_cert" => Some("tls_key"),
+            "tls_key" => Some("tls_cert"),
+            _ => None,
+        };
+        SAMPLES.iter().filter(|(k, _, _)| *k == key || Some(*k) == partner).collect()
+    }
+
+    fn value_of(config: &RelayConfig, key: &str) -> serde_json::Value {
+        serde_json::to_value(config).unwrap()[key].clone()
+    }
+
+    #[test]
+    fn every_setting_works_as_a_flag_a_file_key_and_an_environment_variable() {
+        let mut keys: Vec<String> = borealis_relay::config::known_keys();
+        keys.sort();
+        let mut sampled: Vec<String> = SAMPLES.iter().map(|(k, _, _)| k.to_string()).collect();
+        sampled.sort();
+        assert_eq!(keys, sampled, "every setting needs a sample here");
+
+        let defaults = RelayConfig::default();
+        let dir = tempfile::tempdir().unwrap();
+        for (key, _, _) in SAMPLES {
+            let set = with_partner(key);
+            let env: Vec<(String, String)> =
+                set.iter().map(|(k, v, _)| (format!("BOREALIS_{}", k.to_uppercase()), v.to_string())).collect();
+            let from_env = RelayConfig::load(None, env, &[]).unwrap_or_else(|e| panic!("{key} from env: {e}"));
+            let expected = value_of(&from_env, key);
+            assert_ne!(expected, value_of(&defaults, key), "{key}: the sample is the default");
+
+            let file = dir.path().join(format!("{key}.toml"));
+            let text: String = set.iter().map(|(k, _, toml)| format!("{k} = {toml}\n")).collect();
+            std::fs::write(&file, text).unwrap();
+            let from_file = RelayConfig::load(Some(&file), Vec::new(), &[]).unwrap_or_else(|e| panic!("{key}: {e}"));
+            assert_eq!(value_of(&from_file, key), expected, "{key} in the file");
+
+            if NOT_FLAGS.contains(key) {
+                let flag = format!("--{}", key.replace('_', "-"));
+                assert!(Flags::try_parse_from(["borealis-relay", &flag, "x"]).is_err(), "{flag} is a flag");
+                continue;
+            }
+            let mut argv = vec!["borealis-relay".to_owned()];
+            for (k, v, _) in &set {
+                argv.push(format!("--{}", k.replace('_', "-")));
+                argv.push(v.to_string());
+            }
+            let flags = Flags::try_parse_from(&argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+            let from_flags = RelayConfig::load(None, Vec::new(), &flags.overrides()).unwrap();
+            assert_eq!(value_of(&from_flags, key), expected, "{key} as a flag");
+        }
+        // And the help lists them.
+        let help = Flags::command().render_long_help().to_string();
+        for (key, _, _) in SAMPLES.iter().filter(|(k, _, _)| !NOT_FLAGS.contains(k)) {
+            assert!(help.contains(&format!("--{}", key.replace('_', "-"))), "--help lacks {key}");
+        }
     }
 }
