@@ -426,9 +426,11 @@ impl Deployment {
         }
         let result = match item {
             Step::RunWebhook(run) => self.webhook(target, key, run, &cancel).await,
-            Step::Pause { pause: Pause::UntilApproved, .. } => self.approval(target, key, &cancel).await,
+            Step::Pause { pause: Pause::UntilApproved { .. }, .. } => self.approval(target, key, &cancel).await,
             Step::Pause { pause: Pause::Seconds(seconds), .. } => self.pause(target, key, *seconds, &cancel).await,
-            Step::SetWeight { .. } | Step::Unsupported { .. } => Err(Failure("this step is not supported here".into())),
+            Step::SetWeight { .. } | Step::Analysis(_) | Step::Unsupported { .. } => {
+                Err(Failure("this step is not supported here".into()))
+            }
         };
         match &result {
             Ok(()) => self.journal_put(key, "ok").await,
