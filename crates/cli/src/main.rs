@@ -42,6 +42,9 @@ enum Command {
     /// Secrets for {{secrets.NAME}} placeholders.
     #[command(subcommand)]
     Secrets(SecretsCommand),
+    /// Metric providers that analysis steps query.
+    #[command(subcommand)]
+    Providers(ProvidersCommand),
     /// Run webhooks from a deployment file.
     #[command(subcommand)]
     Webhook(WebhookCommand),
@@ -78,6 +81,33 @@ enum DeploymentsCommand {
     List,
     /// One deployment: targets, their steps and webhook runs, and its history.
     Show { id: String },
+}
+
+#[derive(Subcommand, Debug)]
+enum ProvidersCommand {
+    /// Define a metric provider.
+    Create(ProviderCreateArgs),
+    /// List metric providers.
+    List,
+    /// Delete a metric provider.
+    Delete { name: String },
+}
+
+#[derive(Args, Debug)]
+struct ProviderCreateArgs {
+    name: String,
+    /// The provider's type (supported: prometheus).
+    #[arg(long = "type")]
+    kind: String,
+    /// Its base URL, e.g. http://prometheus:9090.
+    #[arg(long)]
+    url: String,
+    /// Query through this agent's tunnel; without it, direct.
+    #[arg(long)]
+    agent: Option<String>,
+    /// A header sent with every query, "Name: value" ({{secrets.NAME}} allowed; repeatable).
+    #[arg(long = "header")]
+    headers: Vec<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -358,6 +388,47 @@ async fn run(cli: &Cli) -> Result<(), Failure> {
         Command::Secrets(SecretsCommand::Delete { name }) => {
             relay.call(reqwest::Method::DELETE, &format!("/api/v1/secrets/{}", urlencode(name)), None).await?;
             println!("deleted secret {name}");
+        }
+        Command::Providers(ProvidersCommand::Create(args)) => {
+            let mut headers = Vec::new();
+            for header in &args.headers {
+                let (key, value) = header
+                    .split_once(':')
+                    .ok_or_else(|| Failure::bad_input(format!("--header {header:?}: expected \"Name: value\"")))?;
+                headers.push(serde_json::json!({ "key": key.trim(), "value": value.trim() }));
+            }
+            let body = serde_json::json!({
+                "name": args.name,
+                "type": args.kind,
+                "url": args.url,
+                "agent": args.agent,
+                "headers": headers,
+            });
+            let reply = relay.call(reqwest::Method::POST, "/api/v1/metric-providers", Some(body)).await?;
+            if cli.json {
+                println!("{reply:#}");
+            } else {
+                let via = args.agent.as_ref().map(|a| format!(" through agent {a}")).unwrap_or_default();
+                println!("created metric provider {} ({} at {}{via})", args.name, args.kind, args.url);
+            }
+        }
+        Command::Providers(ProvidersCommand::List) => {
+            let reply = relay.call(reqwest::Method::GET, "/api/v1/metric-providers", None).await?;
+            if cli.json {
+                println!("{reply:#}");
+            } else {
+                let mut rows = vec![["NAME", "TYPE", "URL", "AGENT"].map(String::from)];
+                for p in reply["providers"].as_array().into_iter().flatten() {
+                    let text = |key: &str| p[key].as_str().unwrap_or("-").to_owned();
+                    rows.push([text("name"), text("type"), text("url"), text("agent")]);
+                }
+                print_table(rows);
+            }
+        }
+        Command::Providers(ProvidersCommand::Delete { name }) => {
+            let path = format!("/api/v1/metric-providers/{}", urlencode(name));
+            relay.call(reqwest::Method::DELETE, &path, None).await?;
+            println!("deleted metric provider {name}");
         }
         Command::Webhook(WebhookCommand::Run(args)) => webhook_run(&relay, cli.json, args).await?,
         Command::Deploy(args) => deploy(&relay, cli.json, args).await?,

@@ -201,6 +201,19 @@ pub struct Outcome {
     pub by_callback: bool,
 }
 
+/// A metric provider analysis steps query: `kind` is `prometheus`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricProvider {
+    pub name: String,
+    pub kind: String,
+    pub url: String,
+    /// Queries go through this agent's tunnel; without, direct.
+    pub agent: Option<String>,
+    /// `(key, value template)`, in order.
+    pub headers: Vec<(String, String)>,
+    pub created_at: SystemTime,
+}
+
 #[derive(Debug, Clone)]
 pub struct EncryptedSecret {
     pub name: String,
@@ -316,6 +329,12 @@ pub trait Store: Send + Sync + 'static {
     async fn put_secret(&self, name: &str, nonce: &[u8], ciphertext: &[u8]) -> Result<(), StoreError>;
     async fn secrets(&self) -> Result<Vec<EncryptedSecret>, StoreError>;
     async fn delete_secret(&self, name: &str) -> Result<bool, StoreError>;
+
+    /// Adds a provider; [`StoreError::Conflict`] when the name is taken.
+    async fn insert_provider(&self, provider: &MetricProvider) -> Result<(), StoreError>;
+    async fn providers(&self) -> Result<Vec<MetricProvider>, StoreError>;
+    async fn provider(&self, name: &str) -> Result<Option<MetricProvider>, StoreError>;
+    async fn delete_provider(&self, name: &str) -> Result<bool, StoreError>;
 
     async fn insert_run(&self, run: &NewRun) -> Result<(), StoreError>;
     async fn run(&self, id: &str) -> Result<Option<RunRecord>, StoreError>;

@@ -43,6 +43,7 @@ pub async fn create(
     }
     let secrets = state.vault.all().await.map_err(Problem::internal)?;
     errors.extend(crate::signing::check_file(&state.config, &parsed.file, &secrets));
+    errors.extend(check_providers(&state, &parsed.file).await?);
     if !errors.is_empty() {
         return Err(invalid(format!("the deployment cannot run:\n{}", errors.join("\n")), errors));
     }
@@ -73,6 +74,38 @@ pub async fn create(
     let mut value = describe(&find_view(&state, &id).await?);
     value["warnings"] = json!(parsed.warnings.iter().map(|w| w.to_string()).collect::<Vec<_>>());
     Ok((StatusCode::CREATED, Json(value)).into_response())
+}
+
+/// Every analysis step's provider must be defined on this relay.
+async fn check_providers(state: &AppState, file: &deployment::DeploymentFile) -> Result<Vec<String>, Problem> {
+    let analyses = file.analyses();
+    if analyses.is_empty() {
+        return Ok(Vec::new());
+    }
+    let providers = state.store.providers().await.map_err(Problem::internal)?;
+    let names: Vec<&str> = providers.iter().map(|p| p.name.as_str()).collect();
+    let mut errors = Vec::new();
+    for analysis in analyses {
+        let Some(provider) = file.provider_of(analysis) else { continue };
+        if !names.contains(&provider.name.as_str()) {
+            let defined =
+                if names.is_empty() { "none is defined".to_owned() } else { format!("defined: {}", names.join(", ")) };
+            let at = &provider.location;
+            errors.push(
+                deployment::Diagnostic {
+                    path: at.path.clone(),
+                    message: format!(
+                        "unknown metric provider {:?} ({defined}; create it with borealis providers create)",
+                        provider.name
+                    ),
+                    line: at.line,
+                    column: at.column,
+                }
+                .to_string(),
+            );
+        }
+    }
+    Ok(errors)
 }
 
 pub async fn list(State(state): State<Arc<AppState>>) -> Result<Response, Problem> {
