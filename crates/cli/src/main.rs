@@ -60,6 +60,10 @@ enum Command {
     Approve { deployment: String, target: String },
     /// Reject a target's pending manual approval (the target rolls back).
     Reject { deployment: String, target: String },
+    /// Roll back a target whose analysis step waits for a decision.
+    Rollback { deployment: String, target: String },
+    /// Let a target whose analysis step waits for a decision proceed.
+    Continue { deployment: String, target: String },
 }
 
 #[derive(Args, Debug)]
@@ -468,6 +472,12 @@ async fn run(cli: &Cli) -> Result<(), Failure> {
         }
         Command::Approve { deployment, target } | Command::Reject { deployment, target } => {
             let verb = if matches!(cli.command, Command::Approve { .. }) { "approve" } else { "reject" };
+            let path = format!("/api/v1/deployments/{}/targets/{}/{verb}", urlencode(deployment), urlencode(target));
+            let reply = relay.call(reqwest::Method::POST, &path, None).await?;
+            println!("{target} of {deployment}: {}", reply["decision"].as_str().unwrap_or_default());
+        }
+        Command::Rollback { deployment, target } | Command::Continue { deployment, target } => {
+            let verb = if matches!(cli.command, Command::Rollback { .. }) { "rollback" } else { "continue" };
             let path = format!("/api/v1/deployments/{}/targets/{}/{verb}", urlencode(deployment), urlencode(target));
             let reply = relay.call(reqwest::Method::POST, &path, None).await?;
             println!("{target} of {deployment}: {}", reply["decision"].as_str().unwrap_or_default());

@@ -190,6 +190,8 @@ pub fn http_router(state: Arc<AppState>) -> Router {
         .route("/api/v1/deployments/{id}", get(deployments::show))
         .route("/api/v1/deployments/{id}/targets/{target}/approve", post(deployments::approve))
         .route("/api/v1/deployments/{id}/targets/{target}/reject", post(deployments::reject))
+        .route("/api/v1/deployments/{id}/targets/{target}/rollback", post(deployments::rollback))
+        .route("/api/v1/deployments/{id}/targets/{target}/continue", post(deployments::proceed))
         .route(
             "/api/v1/metric-providers",
             post(crate::deployments::providers::create).get(crate::deployments::providers::list),

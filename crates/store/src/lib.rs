@@ -201,6 +201,10 @@ pub struct Outcome {
     pub by_callback: bool,
 }
 
+/// The step-key suffix of an analysis step's rollback-or-continue decision,
+/// kept in the approvals table: `approved` continues, `rejected` rolls back.
+pub const DECISION_SUFFIX: &str = "/decision";
+
 /// A metric provider analysis steps query: `kind` is `prometheus`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MetricProvider {
@@ -394,7 +398,15 @@ pub trait Store: Send + Sync + 'static {
     async fn request_approval(&self, id: &str, target: &str, step_key: &str) -> Result<ApprovalState, StoreError>;
     async fn approval(&self, id: &str, step_key: &str) -> Result<Option<ApprovalState>, StoreError>;
     /// Decides the pending approvals of `target`. Returns how many there were.
-    async fn decide_approvals(&self, id: &str, target: &str, decision: ApprovalState) -> Result<u64, StoreError>;
+    /// With `decisions`, only the rollback-or-continue decisions of analysis
+    /// steps (step keys ending in [`DECISION_SUFFIX`]); without, only the rest.
+    async fn decide_approvals(
+        &self,
+        id: &str,
+        target: &str,
+        decision: ApprovalState,
+        decisions: bool,
+    ) -> Result<u64, StoreError>;
     /// Marks one approval cancelled if it is still pending.
     async fn cancel_approval(&self, id: &str, step_key: &str) -> Result<(), StoreError>;
 

@@ -726,14 +726,24 @@ impl Store for SqliteStore {
         Ok(row.map(|row| ApprovalState::parse(row.get("state"))))
     }
 
-    async fn decide_approvals(&self, id: &str, target: &str, decision: ApprovalState) -> Result<u64, StoreError> {
+    async fn decide_approvals(
+        &self,
+        id: &str,
+        target: &str,
+        decision: ApprovalState,
+        decisions: bool,
+    ) -> Result<u64, StoreError> {
         let done = self.writes.execute(sqlx::query(
-            "UPDATE approvals SET state = ?, decided_at = ? WHERE deployment_id = ? AND target = ? AND state = 'pending'",
+            "UPDATE approvals SET state = ?, decided_at = ? WHERE deployment_id = ? AND target = ? AND state = 'pending' \
+             AND (substr(step_key, -length(?)) = ?) = ?",
         )
         .bind(decision.as_str())
         .bind(now_ms())
         .bind(id)
-        .bind(target))
+        .bind(target)
+        .bind(DECISION_SUFFIX)
+        .bind(DECISION_SUFFIX)
+        .bind(decisions))
         .await?;
         Ok(done.rows_affected())
     }
