@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use borealis_tests::process::OutputText;
 use borealis_tests::prometheus::{Exporter, Prometheus};
-use borealis_tests::{RelayOptions, RelayProcess, TempDir, eventually};
+use borealis_tests::{AgentProcess, RelayOptions, RelayProcess, TempDir, eventually};
 use serde_json::Value;
 
 fn loopback_relay() -> RelayProcess {
@@ -404,4 +404,97 @@ async fn empty_non_numeric_erroring_and_unreachable_prometheus_each_fail_with_th
         assert!(why.contains(reason) && why.contains("query q"), "{query}: {why}");
         assert!(prod["analysisRuns"][0]["queries"][0]["error"].as_str().is_some(), "{prod}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_provider_through_an_agent_crosses_the_tunnel_and_its_allow_list_applies() {
+    // No direct loopback: only the agent can reach Prometheus.
+    let relay = RelayProcess::start(RelayOptions::default());
+    let (_exporter, prometheus) = prometheus_with_gauge(5.0).await;
+    let (client_id, secret) = relay.create_agent("metrics-rna");
+    let agent = AgentProcess::start(&relay.agents_url, &client_id, &secret, &["--allow", &prometheus.addr.to_string()]);
+    agent.wait_connected(Duration::from_secs(10)).await;
+    provider(&relay, "prom", &prometheus.url, Some("metrics-rna"));
+    let outside = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    provider(&relay, "outside", &format!("http://{outside}"), Some("metrics-rna"));
+    let deployer = Deployer::new(&relay);
+    let queries = "    - {name: gauge, queryTemplate: borealis_test_gauge, upperLimit: 10}";
+    let before = agent.metric("borealis_agent_requests_total{outcome=\"2xx\"}").await;
+    let id = deployer
+        .start(&canary(
+            "        - analysis: {interval: 1, units: seconds, numberOfJudgmentRuns: 2, queries: [gauge]}",
+            queries,
+        ))
+        .await;
+    let done = deployer.finished(&id).await;
+    assert_eq!(done["state"], "succeeded", "{done:#}");
+    assert_eq!(target(&done, "prod")["analysisRuns"][1]["queries"][0]["value"], 5.0);
+    agent.wait_metric("borealis_agent_requests_total{outcome=\"2xx\"}", before + 2.0).await;
+
+    let step = "        - analysis: {metricProviderName: outside, interval: 1, units: seconds, queries: [gauge]}";
+    let id = deployer.start(&canary(step, queries)).await;
+    let done = deployer.finished(&id).await;
+    let prod = target(&done, "prod");
+    assert_eq!(prod["state"], "rolled_back", "{done:#}");
+    let why = prod["reason"].as_str().unwrap();
+    assert!(
+        why.contains("provider outside (through agent metrics-rna) could not be queried")
+            && why.contains("is not allowed"),
+        "{why}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_relay_killed_between_judgment_runs_keeps_the_first_and_finishes_the_rest() {
+    let relay = loopback_relay();
+    let (_exporter, prometheus) = prometheus_with_gauge(5.0).await;
+    provider(&relay, "prom", &prometheus.url, None);
+    let queries = "    - {name: gauge, queryTemplate: borealis_test_gauge, upperLimit: 10}";
+    let step = "        - analysis: {interval: 2, units: seconds, numberOfJudgmentRuns: 3, queries: [gauge]}";
+    let (id, first) = {
+        let deployer = Deployer::new(&relay);
+        let id = deployer.start(&canary(step, queries)).await;
+        let shown = deployer
+            .until(&id, "the first judgment run", |d| {
+                target(d, "prod")["analysisRuns"].as_array().is_some_and(|r| r.len() == 1)
+            })
+            .await;
+        (id, target(&shown, "prod")["analysisRuns"][0].clone())
+    };
+    let relay = relay.kill_and_restart();
+    let deployer = Deployer::new(&relay);
+    let done = deployer.finished(&id).await;
+    assert_eq!(done["state"], "succeeded", "{done:#}");
+    let runs = target(&done, "prod")["analysisRuns"].as_array().unwrap().clone();
+    assert_eq!(runs.iter().map(|r| r["run"].as_u64().unwrap()).collect::<Vec<_>>(), [1, 2, 3], "{runs:?}");
+    assert_eq!(runs[0], first, "the first run is kept as judged before the kill");
+    let judged = kinds(&done, "prod").into_iter().filter(|k| k.starts_with("judgment-passed")).count();
+    assert_eq!(judged, 3, "no run judged twice");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_approval_not_given_before_its_expiration_fails_the_target() {
+    let relay = loopback_relay();
+    let deployer = Deployer::new(&relay);
+    let file = "\
+application: shop
+targets:
+  prod:
+    constraints:
+      beforeDeployment:
+        - pause:
+            untilApproved: true
+            approvalExpiration: {duration: 1, unit: seconds}
+";
+    let id = deployer.start(file).await;
+    let done = deployer.finished(&id).await;
+    let prod = target(&done, "prod");
+    assert_eq!(prod["state"], "rolled_back", "{done:#}");
+    assert!(
+        prod["reason"].as_str().unwrap().contains("the approval expired: target prod was not approved within 1s"),
+        "{prod}"
+    );
+    assert_eq!(done["pendingApprovals"], serde_json::json!([]));
+    let out = relay.cli().args(["approve", &id, "prod"]).run_async().await;
+    assert!(!out.status.success(), "an expired approval cannot be given");
 }
