@@ -228,6 +228,12 @@ async fn the_seed_blue_green_analysis_proceeds_inside_its_limits_and_waits_for_a
     assert_eq!(runs[0]["queries"][0]["upperLimit"], 10.0);
     assert_eq!(runs[0]["queries"][0]["rendered"], "max_over_time(borealis_test_gauge{job=\"test\"}[7s])");
     assert!(runs[0]["window"]["start"].is_string() && runs[0]["window"]["end"].is_string(), "{runs:?}");
+    let table = relay.cli().args(["deployments", "show", &id]).run_async().await.stdout_text();
+    assert!(
+        table.contains("prod/redirectTrafficAfter/0")
+            && table.contains("passed: every query within its limits (avgCPUUsage-pass=5.0)"),
+        "{table}"
+    );
 
     // Outside: rollBackMode manual holds the target; rollback rolls it back.
     let outside = seed_blue_green(external, "pass", query, "upperLimit: 4");
@@ -258,21 +264,27 @@ async fn the_seed_blue_green_analysis_proceeds_inside_its_limits_and_waits_for_a
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failing_webhook_beside_the_analysis_rolls_back_at_once_while_the_analysis_waits() {
     let relay = loopback_relay();
-    let (external, _system) = relay.external_system().await;
+    let (external, system) = relay.external_system().await;
     let (_exporter, prometheus) = prometheus_with_gauge(5.0).await;
     provider(&relay, "prom", &prometheus.url, None);
     let deployer = Deployer::new(&relay);
     // The analysis fails and waits for a manual decision; the webhook
-    // beside it fails as well, and rolls the target back automatically.
-    let file = seed_blue_green(external, "fail", "borealis_test_gauge", "upperLimit: 1");
+    // beside it (held until the test calls back) then fails, and rolls the
+    // target back automatically without that decision.
+    let file = seed_blue_green(external, "hold", "borealis_test_gauge", "upperLimit: 1");
     let id = deployer.start(&file).await;
+    deployer
+        .until(&id, "the analysis waits for a decision", |d| d["pendingDecisions"] == serde_json::json!(["prod"]))
+        .await;
+    let callback = system.received().iter().find_map(|r| r.callback_uri.clone()).expect("the webhook was called");
+    let callback = if callback.ends_with("/callback") { callback } else { format!("{callback}/callback") };
+    system.call_back(&callback, serde_json::json!({ "success": false, "mdMessage": "CVE found" })).await;
     let done = deployer.finished(&id).await;
     let prod = target(&done, "prod");
     assert_eq!(prod["state"], "rolled_back", "{done:#}");
-    assert!(prod["reason"].as_str().unwrap().contains("webhook security-scan failed"), "{prod}");
+    assert!(prod["reason"].as_str().unwrap().contains("webhook security-scan failed: CVE found"), "{prod}");
     assert_eq!(done["pendingDecisions"], serde_json::json!([]), "the decision is no longer pending");
-    // The rollback did not wait for the analysis (its one run is 7 s away).
-    assert_eq!(prod["analysisRuns"], serde_json::json!([]), "{prod}");
+    assert_eq!(prod["analysisRuns"][0]["passed"], false, "{prod}");
     assert!(kinds(&done, "prod").iter().any(|k| k.starts_with("action: rollback")), "{:?}", kinds(&done, "prod"));
 }
 

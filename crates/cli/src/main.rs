@@ -619,6 +619,26 @@ fn print_deployment(d: &Value) {
         .flatten()
         .flat_map(|t| t["webhookRuns"].as_array().into_iter().flatten())
         .collect();
+    let judgments: Vec<&Value> = d["targets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|t| t["analysisRuns"].as_array().into_iter().flatten())
+        .collect();
+    if !judgments.is_empty() {
+        println!();
+        let mut rows = vec![["ANALYSIS", "RUN", "AT", "RESULT"].map(String::from)];
+        for j in judgments {
+            let run = format!("{}/{}", j["run"], j["of"]);
+            let result = format!(
+                "{}: {}",
+                if j["passed"] == true { "passed" } else { "failed" },
+                j["summary"].as_str().unwrap_or_default()
+            );
+            rows.push([text(j, "step"), run, text(j, "at"), safe(&result, false)]);
+        }
+        print_table(rows);
+    }
     if !runs.is_empty() {
         println!();
         let mut rows = vec![["RUN", "WEBHOOK", "STATE", "MESSAGE"].map(String::from)];
