@@ -1267,4 +1267,20 @@ mod tests {
         assert_eq!(human(388_900_000), "370.9 MiB");
         assert_eq!(human(u64::MAX), "16 EiB");
     }
+
+    #[test]
+    fn analysis_queries_render_the_window_and_webhooks_do_not_get_it() {
+        let mut v = values();
+        for key in ANALYSIS_KEYS {
+            v.armory.insert((*key).into(), "60".into());
+        }
+        let plain = Slot::Body { json: false };
+        assert_eq!(render("rate(x[{{armory.promQlStepInterval}}])", plain, &v, false).unwrap(), "rate(x[60])");
+        assert_eq!(render("{{ armory.intervalSeconds | int + 1 }}", plain, &v, false).unwrap(), "61");
+        assert!(check_query("{{ armory.endTimeEpochSeconds | int }}").is_ok());
+        let err = check("{{ armory.endTimeEpochSeconds | int }}").unwrap_err().to_string();
+        assert!(err.contains("armory offers callbackUri") && !err.contains("promQlStepInterval"), "{err}");
+        let err = render("{{ armory.intervalSeconds }}", plain, &values(), false).unwrap_err().to_string();
+        assert!(err.contains("unknown placeholder {{ armory.intervalSeconds }}"), "{err}");
+    }
 }

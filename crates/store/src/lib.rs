@@ -513,6 +513,36 @@ mod tests {
     /// entry, then an event, then moves the target on, round after round, no
     /// view shows a later write without the earlier ones.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn providers_and_decisions_keep_to_themselves() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open_in(dir.path()).await.unwrap();
+        let provider = MetricProvider {
+            name: "prom".into(),
+            kind: "prometheus".into(),
+            url: "http://p:9090".into(),
+            agent: Some("rna".into()),
+            headers: vec![("Authorization".into(), "Bearer {{secrets.t}}".into())],
+            created_at: UNIX_EPOCH + Duration::from_secs(1),
+        };
+        store.insert_provider(&provider).await.unwrap();
+        assert!(matches!(store.insert_provider(&provider).await, Err(StoreError::Conflict(_))));
+        assert_eq!(store.provider("prom").await.unwrap(), Some(provider.clone()));
+        assert_eq!(store.providers().await.unwrap(), [provider]);
+        assert!(store.delete_provider("prom").await.unwrap());
+        assert!(!store.delete_provider("prom").await.unwrap());
+
+        store.insert_deployment("d", "app", "file", "{}", None).await.unwrap();
+        store.request_approval("d", "t", "t/beforeDeployment/0").await.unwrap();
+        store.request_approval("d", "t", &format!("t/beforeDeployment/1{DECISION_SUFFIX}")).await.unwrap();
+        assert_eq!(store.decide_approvals("d", "t", ApprovalState::Approved, true).await.unwrap(), 1);
+        assert_eq!(store.approval("d", "t/beforeDeployment/0").await.unwrap(), Some(ApprovalState::Pending));
+        assert_eq!(store.decide_approvals("d", "t", ApprovalState::Rejected, false).await.unwrap(), 1);
+        assert_eq!(store.approval("d", "t/beforeDeployment/0").await.unwrap(), Some(ApprovalState::Rejected));
+        let decision = format!("t/beforeDeployment/1{DECISION_SUFFIX}");
+        assert_eq!(store.approval("d", &decision).await.unwrap(), Some(ApprovalState::Approved));
+    }
+
+    #[tokio::test]
     async fn a_deployment_view_is_one_snapshot() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(SqliteStore::open_in(dir.path()).await.unwrap());
