@@ -7,6 +7,7 @@
 
 pub mod external;
 pub mod process;
+pub mod prometheus;
 pub mod receiver;
 pub mod servers;
 

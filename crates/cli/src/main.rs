@@ -42,6 +42,9 @@ enum Command {
     /// Secrets for {{secrets.NAME}} placeholders.
     #[command(subcommand)]
     Secrets(SecretsCommand),
+    /// Metric providers that analysis steps query.
+    #[command(subcommand)]
+    Providers(ProvidersCommand),
     /// Run webhooks from a deployment file.
     #[command(subcommand)]
     Webhook(WebhookCommand),
@@ -57,6 +60,10 @@ enum Command {
     Approve { deployment: String, target: String },
     /// Reject a target's pending manual approval (the target rolls back).
     Reject { deployment: String, target: String },
+    /// Roll back a target whose analysis step waits for a decision.
+    Rollback { deployment: String, target: String },
+    /// Let a target whose analysis step waits for a decision proceed.
+    Continue { deployment: String, target: String },
 }
 
 #[derive(Args, Debug)]
@@ -78,6 +85,33 @@ enum DeploymentsCommand {
     List,
     /// One deployment: targets, their steps and webhook runs, and its history.
     Show { id: String },
+}
+
+#[derive(Subcommand, Debug)]
+enum ProvidersCommand {
+    /// Define a metric provider.
+    Create(ProviderCreateArgs),
+    /// List metric providers.
+    List,
+    /// Delete a metric provider.
+    Delete { name: String },
+}
+
+#[derive(Args, Debug)]
+struct ProviderCreateArgs {
+    name: String,
+    /// The provider's type (supported: prometheus).
+    #[arg(long = "type")]
+    kind: String,
+    /// Its base URL, e.g. http://prometheus:9090.
+    #[arg(long)]
+    url: String,
+    /// Query through this agent's tunnel; without it, direct.
+    #[arg(long)]
+    agent: Option<String>,
+    /// A header sent with every query, "Name: value" ({{secrets.NAME}} allowed; repeatable).
+    #[arg(long = "header")]
+    headers: Vec<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -359,6 +393,47 @@ async fn run(cli: &Cli) -> Result<(), Failure> {
             relay.call(reqwest::Method::DELETE, &format!("/api/v1/secrets/{}", urlencode(name)), None).await?;
             println!("deleted secret {name}");
         }
+        Command::Providers(ProvidersCommand::Create(args)) => {
+            let mut headers = Vec::new();
+            for header in &args.headers {
+                let (key, value) = header
+                    .split_once(':')
+                    .ok_or_else(|| Failure::bad_input(format!("--header {header:?}: expected \"Name: value\"")))?;
+                headers.push(serde_json::json!({ "key": key.trim(), "value": value.trim() }));
+            }
+            let body = serde_json::json!({
+                "name": args.name,
+                "type": args.kind,
+                "url": args.url,
+                "agent": args.agent,
+                "headers": headers,
+            });
+            let reply = relay.call(reqwest::Method::POST, "/api/v1/metric-providers", Some(body)).await?;
+            if cli.json {
+                println!("{reply:#}");
+            } else {
+                let via = args.agent.as_ref().map(|a| format!(" through agent {a}")).unwrap_or_default();
+                println!("created metric provider {} ({} at {}{via})", args.name, args.kind, args.url);
+            }
+        }
+        Command::Providers(ProvidersCommand::List) => {
+            let reply = relay.call(reqwest::Method::GET, "/api/v1/metric-providers", None).await?;
+            if cli.json {
+                println!("{reply:#}");
+            } else {
+                let mut rows = vec![["NAME", "TYPE", "URL", "AGENT"].map(String::from)];
+                for p in reply["providers"].as_array().into_iter().flatten() {
+                    let text = |key: &str| p[key].as_str().unwrap_or("-").to_owned();
+                    rows.push([text("name"), text("type"), text("url"), text("agent")]);
+                }
+                print_table(rows);
+            }
+        }
+        Command::Providers(ProvidersCommand::Delete { name }) => {
+            let path = format!("/api/v1/metric-providers/{}", urlencode(name));
+            relay.call(reqwest::Method::DELETE, &path, None).await?;
+            println!("deleted metric provider {name}");
+        }
         Command::Webhook(WebhookCommand::Run(args)) => webhook_run(&relay, cli.json, args).await?,
         Command::Deploy(args) => deploy(&relay, cli.json, args).await?,
         Command::Deployments(DeploymentsCommand::List) => {
@@ -397,6 +472,12 @@ async fn run(cli: &Cli) -> Result<(), Failure> {
         }
         Command::Approve { deployment, target } | Command::Reject { deployment, target } => {
             let verb = if matches!(cli.command, Command::Approve { .. }) { "approve" } else { "reject" };
+            let path = format!("/api/v1/deployments/{}/targets/{}/{verb}", urlencode(deployment), urlencode(target));
+            let reply = relay.call(reqwest::Method::POST, &path, None).await?;
+            println!("{target} of {deployment}: {}", reply["decision"].as_str().unwrap_or_default());
+        }
+        Command::Rollback { deployment, target } | Command::Continue { deployment, target } => {
+            let verb = if matches!(cli.command, Command::Rollback { .. }) { "rollback" } else { "continue" };
             let path = format!("/api/v1/deployments/{}/targets/{}/{verb}", urlencode(deployment), urlencode(target));
             let reply = relay.call(reqwest::Method::POST, &path, None).await?;
             println!("{target} of {deployment}: {}", reply["decision"].as_str().unwrap_or_default());
@@ -538,6 +619,26 @@ fn print_deployment(d: &Value) {
         .flatten()
         .flat_map(|t| t["webhookRuns"].as_array().into_iter().flatten())
         .collect();
+    let judgments: Vec<&Value> = d["targets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|t| t["analysisRuns"].as_array().into_iter().flatten())
+        .collect();
+    if !judgments.is_empty() {
+        println!();
+        let mut rows = vec![["ANALYSIS", "RUN", "AT", "RESULT"].map(String::from)];
+        for j in judgments {
+            let run = format!("{}/{}", j["run"], j["of"]);
+            let result = format!(
+                "{}: {}",
+                if j["passed"] == true { "passed" } else { "failed" },
+                j["summary"].as_str().unwrap_or_default()
+            );
+            rows.push([text(j, "step"), run, text(j, "at"), safe(&result, false)]);
+        }
+        print_table(rows);
+    }
     if !runs.is_empty() {
         println!();
         let mut rows = vec![["RUN", "WEBHOOK", "STATE", "MESSAGE"].map(String::from)];

@@ -101,14 +101,15 @@ pub struct RunWebhook {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum Pause {
-    /// Waits for an operator's approval.
-    UntilApproved,
+    /// Waits for an operator's approval; with `approvalExpiration`, for at
+    /// most this many seconds, after which the target fails.
+    UntilApproved { expires_after: Option<u64> },
     /// Waits this many seconds.
     Seconds(u64),
 }
 
 /// One item of a constraint list or a strategy's steps.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum Step {
     RunWebhook(RunWebhook),
@@ -120,6 +121,8 @@ pub enum Step {
         weight: u32,
         location: Location,
     },
+    /// `- analysis: {...}`: metric queries judged at intervals.
+    Analysis(Analysis),
     /// A step this version parses but does not run (`analysis`, `exposeServices`, ...).
     Unsupported {
         kind: String,
@@ -127,7 +130,77 @@ pub enum Step {
     },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+/// `manual` or `automatic`, for `rollBackMode` and `rollForwardMode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum DecisionMode {
+    Manual,
+    #[default]
+    Automatic,
+}
+
+/// Which window each judgment run queries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum LookbackMethod {
+    /// From the step's start to the run.
+    #[default]
+    Growing,
+    /// The last interval before the run.
+    Sliding,
+}
+
+/// A name used in an analysis step, with where it stands.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NameRef {
+    pub name: String,
+    pub location: Location,
+}
+
+/// `- analysis: {...}` (Armory's shape, plus `lookbackMethod`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Analysis {
+    /// Default: the top-level `analysis.defaultMetricProviderName`.
+    pub metric_provider_name: Option<NameRef>,
+    pub context: BTreeMap<String, String>,
+    /// `interval` in `units`, in seconds.
+    pub interval_seconds: u64,
+    pub number_of_judgment_runs: u32,
+    pub roll_back_mode: DecisionMode,
+    pub roll_forward_mode: DecisionMode,
+    pub queries: Vec<NameRef>,
+    pub lookback_method: LookbackMethod,
+    pub location: Location,
+}
+
+/// One entry of the top-level `analysis.queries`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AnalysisQuery {
+    pub name: String,
+    pub query_template: String,
+    pub upper_limit: Option<f64>,
+    pub lower_limit: Option<f64>,
+    pub location: Location,
+}
+
+impl AnalysisQuery {
+    /// Whether `value` lies inside the limits (both inclusive).
+    pub fn within(&self, value: f64) -> bool {
+        self.lower_limit.is_none_or(|low| value >= low) && self.upper_limit.is_none_or(|high| value <= high)
+    }
+}
+
+/// The top-level `analysis:` block's metric part.
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Metrics {
+    pub default_metric_provider_name: Option<NameRef>,
+    pub queries: Vec<AnalysisQuery>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Constraints {
     pub depends_on: Vec<String>,
@@ -158,7 +231,7 @@ pub enum Driver {
     },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Target {
     pub name: String,
     pub account: Option<String>,
@@ -169,7 +242,7 @@ pub struct Target {
     pub location: Location,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum StrategyKind {
     Canary {
@@ -203,7 +276,7 @@ impl Constraints {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Strategy {
     pub name: String,
     pub kind: StrategyKind,
@@ -267,7 +340,7 @@ pub struct FlaggerHook {
     pub location: Location,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub struct DeploymentFile {
     pub application: Option<String>,
     pub targets: Vec<Target>,
@@ -276,6 +349,9 @@ pub struct DeploymentFile {
     pub context: BTreeMap<String, String>,
     /// Flagger-style hooks, applied to every target's rollout.
     pub hooks: Vec<FlaggerHook>,
+    /// The top-level `analysis` block's queries and default provider.
+    #[serde(default)]
+    pub metrics: Metrics,
 }
 
 impl DeploymentFile {
@@ -295,6 +371,27 @@ impl DeploymentFile {
     pub fn steps_of<'a>(&'a self, target: &'a Target) -> impl Iterator<Item = &'a Step> + 'a {
         let strategy = target.strategy.as_deref().and_then(|s| self.strategy(s));
         target.constraints.steps().chain(strategy.into_iter().flat_map(|s| s.kind.steps()))
+    }
+
+    pub fn query(&self, name: &str) -> Option<&AnalysisQuery> {
+        self.metrics.queries.iter().find(|q| q.name == name)
+    }
+
+    /// All `analysis` steps anywhere in the file.
+    pub fn analyses(&self) -> Vec<&Analysis> {
+        let constraint_steps = self.targets.iter().flat_map(|t| t.constraints.steps());
+        constraint_steps
+            .chain(self.strategies.iter().flat_map(|s| s.kind.steps()))
+            .filter_map(|step| match step {
+                Step::Analysis(a) => Some(a),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The provider an analysis step queries: its own, else the file's default.
+    pub fn provider_of<'a>(&'a self, analysis: &'a Analysis) -> Option<&'a NameRef> {
+        analysis.metric_provider_name.as_ref().or(self.metrics.default_metric_provider_name.as_ref())
     }
 
     /// All `runWebhook` steps anywhere in the file.
@@ -573,6 +670,7 @@ impl Reader {
         if let Some(node) = map.get_node("analysis") {
             let hooks = self.analysis("analysis", node);
             file.hooks.extend(hooks);
+            file.metrics = self.metrics("analysis", node);
         }
         // A Flagger Canary's `spec`, pasted as it stands.
         if let Some(spec) = map.get_node("spec")
@@ -748,12 +846,228 @@ impl Reader {
 
     /// Flagger's `analysis` block; only its `webhooks` are used.
     fn analysis(&mut self, path: &str, node: &Node) -> Vec<FlaggerHook> {
-        let known = ["webhooks", "interval", "threshold", "iterations", "maxWeight", "stepWeight", "metrics", "alerts"];
+        let known = [
+            "webhooks",
+            "interval",
+            "threshold",
+            "iterations",
+            "maxWeight",
+            "stepWeight",
+            "metrics",
+            "alerts",
+            "defaultMetricProviderName",
+            "queries",
+        ];
         let Some(analysis) = self.mapping(path, node, &known) else { return Vec::new() };
         let Some(hooks) = analysis.get_node("webhooks") else { return Vec::new() };
         let hooks_path = join(path, "webhooks");
         let Some(items) = self.list(&hooks_path, hooks) else { return Vec::new() };
         items.iter().enumerate().filter_map(|(i, item)| self.hook(&format!("{hooks_path}[{i}]"), item)).collect()
+    }
+
+    /// Armory's metric part of the top-level `analysis` block:
+    /// `defaultMetricProviderName` and `queries`. (Unknown keys were
+    /// reported by [`Reader::analysis`].)
+    fn metrics(&mut self, path: &str, node: &Node) -> Metrics {
+        let mut metrics = Metrics::default();
+        let Some(map) = node.as_mapping() else { return metrics };
+        if let Some(n) = map.get_node("defaultMetricProviderName")
+            && let Some(name) = self.string(&join(path, "defaultMetricProviderName"), n)
+        {
+            metrics.default_metric_provider_name =
+                Some(NameRef { name, location: location(&join(path, "defaultMetricProviderName"), n) });
+        }
+        let Some(list) = map.get_node("queries") else { return metrics };
+        let q_path = join(path, "queries");
+        let Some(items) = self.list(&q_path, list) else { return metrics };
+        let mut seen: BTreeMap<String, Location> = BTreeMap::new();
+        for (i, item) in items.iter().enumerate() {
+            let item_path = format!("{q_path}[{i}]");
+            let Some(query) = self.query(&item_path, item) else { continue };
+            if let Some(first) = seen.get(&query.name) {
+                self.error(
+                    &join(&item_path, "name"),
+                    item,
+                    format!("duplicate query name {:?} (first defined at {first})", query.name),
+                );
+                continue;
+            }
+            seen.insert(query.name.clone(), query.location.clone());
+            metrics.queries.push(query);
+        }
+        metrics
+    }
+
+    fn query(&mut self, path: &str, node: &Node) -> Option<AnalysisQuery> {
+        let map = self.mapping(path, node, &["name", "queryTemplate", "upperLimit", "lowerLimit"])?;
+        let name = self.required_string(path, map, node, "name");
+        let query_template = self.required_string(path, map, node, "queryTemplate");
+        if let (Some(text), Some(at)) = (&query_template, map.get_node("queryTemplate"))
+            && let Err(err) = template::check_query(text)
+        {
+            self.error(&join(path, "queryTemplate"), at, err.to_string());
+        }
+        let mut limit = |key: &str| -> Result<Option<f64>, ()> {
+            let Some(n) = map.get_node(key) else { return Ok(None) };
+            let text = n.as_scalar().map(|s| s.as_str().trim().to_owned());
+            match text.as_deref().map(str::parse::<f64>) {
+                Some(Ok(v)) if v.is_finite() => Ok(Some(v)),
+                _ => {
+                    let found = text.map(|t| format!("{t:?}")).unwrap_or_else(|| kind_of(n).to_owned());
+                    self.error(&join(path, key), n, format!("expected a number, found {found}"));
+                    Err(())
+                }
+            }
+        };
+        let upper = limit("upperLimit");
+        let lower = limit("lowerLimit");
+        if let (Ok(Some(high)), Ok(Some(low))) = (upper, lower)
+            && low > high
+        {
+            let at = map.get_node("lowerLimit").unwrap_or(node);
+            self.error(&join(path, "lowerLimit"), at, format!("lowerLimit {low} is above upperLimit {high}"));
+            return None;
+        }
+        Some(AnalysisQuery {
+            name: name?,
+            query_template: query_template?,
+            upper_limit: upper.ok()?,
+            lower_limit: lower.ok()?,
+            location: location(path, node),
+        })
+    }
+
+    /// An `analysis` step.
+    fn analysis_step(&mut self, path: &str, node: &Node) -> Option<Analysis> {
+        const KNOWN: &[&str] = &[
+            "metricProviderName",
+            "context",
+            "interval",
+            "units",
+            "numberOfJudgmentRuns",
+            "rollBackMode",
+            "rollForwardMode",
+            "queries",
+            "lookbackMethod",
+        ];
+        let map = self.mapping(path, node, KNOWN)?;
+        let metric_provider_name = match map.get_node("metricProviderName") {
+            Some(n) => {
+                let p = join(path, "metricProviderName");
+                Some(self.string(&p, n).map(|name| NameRef { name, location: location(&p, n) }))
+            }
+            None => Some(None),
+        };
+        let context = map.get_node("context").map(|c| self.dictionary(&join(path, "context"), c)).unwrap_or_default();
+        let interval = match map.get_node("interval") {
+            Some(n) => match self.number(&join(path, "interval"), n, u32::MAX as u64) {
+                Some(0) => {
+                    self.error(&join(path, "interval"), n, "interval must be at least 1");
+                    None
+                }
+                other => other,
+            },
+            None => {
+                self.error(
+                    &join(path, "interval"),
+                    node,
+                    "interval is required (with units: seconds, minutes or hours)",
+                );
+                None
+            }
+        };
+        let unit = match map.get_node("units") {
+            Some(n) => self.unit(&join(path, "units"), n),
+            None => {
+                self.error(&join(path, "units"), node, "units is required with interval: seconds, minutes or hours");
+                None
+            }
+        };
+        let runs = match map.get_node("numberOfJudgmentRuns") {
+            Some(n) => match self.number(&join(path, "numberOfJudgmentRuns"), n, 10_000) {
+                Some(0) => {
+                    self.error(&join(path, "numberOfJudgmentRuns"), n, "numberOfJudgmentRuns must be at least 1");
+                    None
+                }
+                other => other.map(|n| n as u32),
+            },
+            None => Some(1),
+        };
+        let mut mode = |key: &str| -> Option<DecisionMode> {
+            let Some(n) = map.get_node(key) else { return Some(DecisionMode::Automatic) };
+            match self.string(&join(path, key), n)?.as_str() {
+                "manual" | "MANUAL" => Some(DecisionMode::Manual),
+                "automatic" | "AUTOMATIC" => Some(DecisionMode::Automatic),
+                other => {
+                    self.error(&join(path, key), n, format!("expected manual or automatic, found {other:?}"));
+                    None
+                }
+            }
+        };
+        let roll_back_mode = mode("rollBackMode");
+        let roll_forward_mode = mode("rollForwardMode");
+        let lookback_method = match map.get_node("lookbackMethod") {
+            None => Some(LookbackMethod::Growing),
+            Some(n) => match self.string(&join(path, "lookbackMethod"), n).as_deref() {
+                Some("growing" | "GROWING") => Some(LookbackMethod::Growing),
+                Some("sliding" | "SLIDING") => Some(LookbackMethod::Sliding),
+                Some(other) => {
+                    self.error(
+                        &join(path, "lookbackMethod"),
+                        n,
+                        format!("expected growing or sliding, found {other:?}"),
+                    );
+                    None
+                }
+                None => None,
+            },
+        };
+        let mut queries = Vec::new();
+        match map.get_node("queries") {
+            Some(list) => {
+                let q_path = join(path, "queries");
+                if let Some(items) = self.list(&q_path, list) {
+                    for (i, item) in items.iter().enumerate() {
+                        let item_path = format!("{q_path}[{i}]");
+                        if let Some(name) = self.string(&item_path, item) {
+                            queries.push(NameRef { name, location: location(&item_path, item) });
+                        }
+                    }
+                    if items.is_empty() {
+                        self.error(&q_path, list, "an analysis step needs at least one query");
+                    }
+                }
+            }
+            None => self.error(
+                &join(path, "queries"),
+                node,
+                "queries is required: names from the top-level analysis.queries",
+            ),
+        }
+        Some(Analysis {
+            metric_provider_name: metric_provider_name?,
+            context,
+            interval_seconds: interval? * unit?,
+            number_of_judgment_runs: runs?,
+            roll_back_mode: roll_back_mode?,
+            roll_forward_mode: roll_forward_mode?,
+            queries,
+            lookback_method: lookback_method?,
+            location: location(path, node),
+        })
+    }
+
+    /// `seconds`, `minutes` or `hours`, as seconds.
+    fn unit(&mut self, path: &str, node: &Node) -> Option<u64> {
+        match self.string(path, node)?.as_str() {
+            "seconds" | "SECONDS" => Some(1),
+            "minutes" | "MINUTES" => Some(60),
+            "hours" | "HOURS" => Some(3600),
+            other => {
+                self.error(path, node, format!("expected seconds, minutes or hours, found {other:?}"));
+                None
+            }
+        }
     }
 
     fn hook(&mut self, path: &str, node: &Node) -> Option<FlaggerHook> {
@@ -943,6 +1257,13 @@ impl Reader {
                         None => self.error(&join(&kind_path, "weight"), value, "weight is required"),
                     }
                 }
+                "analysis" => {
+                    if let Some(mut analysis) = self.analysis_step(&kind_path, value) {
+                        // Where the step's name stands, as for the other kinds.
+                        analysis.location = at;
+                        steps.push(Step::Analysis(analysis));
+                    }
+                }
                 other => steps.push(Step::Unsupported { kind: other.to_owned(), location: at }),
             }
         }
@@ -953,8 +1274,12 @@ impl Reader {
         let map =
             self.mapping(path, node, &["untilApproved", "duration", "unit", "approvalExpiration", "requiresRoles"])?;
         if let Some(approved) = map.get_node("untilApproved") {
+            let expires_after = match map.get_node("approvalExpiration") {
+                Some(n) => Some(self.approval_expiration(&join(path, "approvalExpiration"), n)?),
+                None => None,
+            };
             return match self.bool(&join(path, "untilApproved"), approved)? {
-                true => Some(Pause::UntilApproved),
+                true => Some(Pause::UntilApproved { expires_after }),
                 false => {
                     self.error(
                         &join(path, "untilApproved"),
@@ -971,25 +1296,28 @@ impl Reader {
         };
         let amount = self.number(&join(path, "duration"), duration, u32::MAX as u64)?;
         let unit = match map.get_node("unit") {
-            Some(unit) => match self.string(&join(path, "unit"), unit)?.as_str() {
-                "seconds" | "SECONDS" => 1,
-                "minutes" | "MINUTES" => 60,
-                "hours" | "HOURS" => 3600,
-                other => {
-                    self.error(
-                        &join(path, "unit"),
-                        unit,
-                        format!("expected seconds, minutes or hours, found {other:?}"),
-                    );
-                    return None;
-                }
-            },
+            Some(unit) => self.unit(&join(path, "unit"), unit)?,
             None => {
                 self.error(&join(path, "unit"), node, "unit is required with duration: seconds, minutes or hours");
                 return None;
             }
         };
         Some(Pause::Seconds(amount * unit))
+    }
+
+    /// `approvalExpiration: {duration, unit}`, in seconds.
+    fn approval_expiration(&mut self, path: &str, node: &Node) -> Option<u64> {
+        let map = self.mapping(path, node, &["duration", "unit"])?;
+        let Some(duration) = map.get_node("duration") else {
+            self.error(&join(path, "duration"), node, "duration is required (with unit: seconds, minutes or hours)");
+            return None;
+        };
+        let amount = self.number(&join(path, "duration"), duration, u32::MAX as u64)?;
+        let Some(unit) = map.get_node("unit") else {
+            self.error(&join(path, "unit"), node, "unit is required with duration: seconds, minutes or hours");
+            return None;
+        };
+        Some(amount * self.unit(&join(path, "unit"), unit)?)
     }
 
     fn target(&mut self, path: &str, name: &str, node: &Node) -> Option<Target> {
@@ -1142,6 +1470,25 @@ fn validate(file: &DeploymentFile, reader: &mut Reader) {
             reader.error_at(
                 &run.location,
                 format!("runWebhook names webhook {:?}, which is not defined ({known})", run.name),
+            );
+        }
+    }
+    for analysis in file.analyses() {
+        for query in &analysis.queries {
+            if file.query(&query.name).is_none() {
+                let defined: Vec<&str> = file.metrics.queries.iter().map(|q| q.name.as_str()).collect();
+                let known = if defined.is_empty() {
+                    "none is defined under analysis.queries".to_owned()
+                } else {
+                    format!("defined: {}", defined.join(", "))
+                };
+                reader.error_at(&query.location, format!("unknown query {:?} ({known})", query.name));
+            }
+        }
+        if file.provider_of(analysis).is_none() {
+            reader.error_at(
+                &analysis.location,
+                "no metric provider: give metricProviderName, or analysis.defaultMetricProviderName at the top level",
             );
         }
     }
@@ -1504,7 +1851,7 @@ webhooks:
     }
 
     #[test]
-    fn deployments_refuse_cycles_unknown_targets_strategies_and_unsupported_steps() {
+    fn deployments_refuse_cycles_unknown_targets_and_strategies() {
         let text = "\
 targets:
   staging:
@@ -1521,13 +1868,18 @@ strategies:
       redirectTrafficAfter:
         - analysis:
             interval: 7
+            units: seconds
+            queries: [q]
+analysis:
+  defaultMetricProviderName: prom
+  queries: [{name: q, queryTemplate: up}]
 ";
         let file = parse(text).unwrap_or_else(|e| panic!("{e:?}")).file;
         let found: Vec<String> = validate_deployment(&file).iter().map(|d| d.to_string()).collect();
         assert!(found.iter().any(|e| e.contains("strategy \"missing\" is not defined")), "{found:?}");
         assert!(found.iter().any(|e| e.contains("dependsOn names target \"qa\", which is not defined")), "{found:?}");
         assert!(found.iter().any(|e| e.contains("dependsOn forms a cycle: staging -> prod -> staging")), "{found:?}");
-        assert!(found.iter().any(|e| e.starts_with("strategies.bg.blueGreen.redirectTrafficAfter[0].analysis: analysis steps are not supported yet at 14:11")), "{found:?}");
+        assert!(!found.iter().any(|e| e.contains("analysis")), "analysis steps run: {found:?}");
     }
 
     #[test]
@@ -1550,5 +1902,123 @@ strategies:
         );
         assert_eq!(parsed.file.hooks[1].timeout_ms, Some(180_000));
         assert_eq!(parsed.file.hooks[1].metadata["cmd"], "test podinfo -n test");
+    }
+
+    const SEED003_BLUE_GREEN: &str = "\
+application: myApp
+targets:
+  prod:
+    account: prod-cluster
+    strategy: myBlueGreen
+analysis:
+  defaultMetricProviderName: prometheus-prod
+  queries:
+    - name: avgCPUUsage-pass
+      upperLimit: 10000
+      lowerLimit: 0
+      queryTemplate: >-
+        avg (avg_over_time(container_cpu_system_seconds_total{job=\"kubernetes-cadvisor\"}[{{armory.promQlStepInterval}}]) * on (pod)  group_left (annotation_app)
+        sum(kube_pod_annotations{job=\"kubernetes-pods\",annotation_app=\"{{armory.applicationName}}\"})
+        by (annotation_app, pod)) by (annotation_app)
+  webhooks:
+    - name: gate
+      type: confirm-rollout
+      url: http://x/gate
+webhooks:
+  - name: security-scan
+    method: POST
+    uriTemplate: https://scanner/
+    networkMode: direct
+strategies:
+  myBlueGreen:
+    blueGreen:
+      activeService: myApp-external
+      previewService: myApp-preview
+      redirectTrafficAfter:
+        - analysis:
+            interval: 7
+            units: seconds
+            numberOfJudgmentRuns: 1
+            rollBackMode: manual
+            rollForwardMode: automatic
+            queries:
+              - avgCPUUsage-pass
+        - runWebhook:
+            name: security-scan
+";
+
+    #[test]
+    fn the_seed_blue_green_analysis_parses_beside_flagger_hooks() {
+        let parsed = parse(SEED003_BLUE_GREEN).unwrap_or_else(|e| panic!("{e:?}"));
+        assert!(parsed.warnings.is_empty(), "{:?}", parsed.warnings);
+        let file = parsed.file;
+        assert_eq!(file.hooks.len(), 1, "analysis.webhooks still read");
+        assert_eq!(file.metrics.default_metric_provider_name.as_ref().unwrap().name, "prometheus-prod");
+        let query = file.query("avgCPUUsage-pass").unwrap();
+        assert_eq!((query.lower_limit, query.upper_limit), (Some(0.0), Some(10000.0)));
+        let analyses = file.analyses();
+        let a = analyses[0];
+        assert_eq!((a.interval_seconds, a.number_of_judgment_runs), (7, 1));
+        assert_eq!((a.roll_back_mode, a.roll_forward_mode), (DecisionMode::Manual, DecisionMode::Automatic));
+        assert_eq!(a.lookback_method, LookbackMethod::Growing);
+        assert_eq!(file.provider_of(a).unwrap().name, "prometheus-prod");
+        assert_eq!(a.location.path, "strategies.myBlueGreen.blueGreen.redirectTrafficAfter[0].analysis");
+    }
+
+    #[test]
+    fn analysis_problems_are_reported_at_once_where_they_stand() {
+        let text = "\
+analysis:
+  queries:
+    - {name: a, queryTemplate: 'up', upperLimit: high}
+    - {name: b, queryTemplate: 'up', upperLimit: 1, lowerLimit: 2}
+    - {name: c, queryTemplate: 'x{{armory.nope}}'}
+    - {name: d, queryTemplate: 'x[{{armory.promQlStepInterval}}]', lowerLimit: -1.5}
+targets:
+  dev:
+    constraints:
+      beforeDeployment:
+        - analysis:
+            interval: 1
+            units: fortnights
+            queries: [d, missing]
+            lookbackMethod: sliding
+      afterDeployment:
+        - pause: {untilApproved: true, approvalExpiration: {duration: 3, unit: seconds}}
+";
+        assert_eq!(
+            errors(text),
+            [
+                "analysis.queries[0].upperLimit: expected a number, found \"high\" at 3:50",
+                "analysis.queries[1].lowerLimit: lowerLimit 2 is above upperLimit 1 at 4:65",
+                "analysis.queries[2].queryTemplate: unknown placeholder {{armory.nope}}: armory offers callbackUri, applicationName, environmentName, deploymentId, accountName, namespace, startTimeIso8601, startTimeEpochSeconds, startTimeEpochMillis, endTimeIso8601, endTimeEpochSeconds, endTimeEpochMillis, intervalMillis, intervalSeconds, promQlStepInterval at 5:32",
+                "targets.dev.constraints.beforeDeployment[0].analysis.units: expected seconds, minutes or hours, found \"fortnights\" at 13:20",
+            ]
+        );
+        let fixed =
+            text.replace("fortnights", "seconds").replace("high", "3").replace("lowerLimit: 2", "lowerLimit: 0");
+        let fixed = fixed.replace("{{armory.nope}}", "{{context.job}}");
+        assert_eq!(
+            errors(&fixed),
+            [
+                "targets.dev.constraints.beforeDeployment[0].analysis: no metric provider: give metricProviderName, or analysis.defaultMetricProviderName at the top level at 11:11",
+                "targets.dev.constraints.beforeDeployment[0].analysis.queries[1]: unknown query \"missing\" (defined: a, b, c, d) at 14:26",
+            ]
+        );
+        let fixed =
+            fixed.replace("interval: 1", "interval: 1\n            metricProviderName: prom").replace(", missing", "");
+        let file = parse(&fixed).unwrap_or_else(|e| panic!("{e:?}")).file;
+        let a = file.analyses()[0];
+        assert_eq!((a.lookback_method, a.queries[0].name.as_str()), (LookbackMethod::Sliding, "d"));
+        assert_eq!(file.query("d").unwrap().lower_limit, Some(-1.5));
+        let Step::Pause { pause, .. } = &file.targets[0].constraints.after_deployment[0] else { panic!("a pause") };
+        assert_eq!(*pause, Pause::UntilApproved { expires_after: Some(3) });
+    }
+
+    #[test]
+    fn webhook_templates_do_not_get_the_analysis_window() {
+        let text = "webhooks:\n  - {name: a, method: POST, uriTemplate: 'https://x/{{armory.startTimeIso8601}}', networkMode: direct}\n";
+        let found = errors(text);
+        assert!(found[0].contains("unknown placeholder {{armory.startTimeIso8601}}: armory offers callbackUri, applicationName, environmentName, deploymentId, accountName, namespace at"), "{found:?}");
     }
 }

@@ -26,6 +26,20 @@ use crate::secret::MASK;
 pub const ARMORY_KEYS: &[&str] =
     &["callbackUri", "applicationName", "environmentName", "deploymentId", "accountName", "namespace"];
 
+/// What `{{armory.*}}` offers beyond [`ARMORY_KEYS`] in an analysis query's
+/// `queryTemplate`: the judgment run's window, as Armory's queries use it.
+pub const ANALYSIS_KEYS: &[&str] = &[
+    "startTimeIso8601",
+    "startTimeEpochSeconds",
+    "startTimeEpochMillis",
+    "endTimeIso8601",
+    "endTimeEpochSeconds",
+    "endTimeEpochMillis",
+    "intervalMillis",
+    "intervalSeconds",
+    "promQlStepInterval",
+];
+
 /// The filters a placeholder may use; each has a known bound on its output.
 pub const FILTERS: &[&str] = &[
     "upper",
@@ -205,8 +219,15 @@ fn not_a_namespace(raw: &str, ns: &str) -> TemplateError {
     }
 }
 
-fn armory_offers(raw: &str) -> TemplateError {
-    TemplateError::Unknown { placeholder: raw.to_owned(), reason: format!("armory offers {}", ARMORY_KEYS.join(", ")) }
+fn armory_offers(raw: &str, extra: &[&str]) -> TemplateError {
+    let offered: Vec<&str> = ARMORY_KEYS.iter().chain(extra).copied().collect();
+    TemplateError::Unknown { placeholder: raw.to_owned(), reason: format!("armory offers {}", offered.join(", ")) }
+}
+
+/// The `armory` keys a template may name beyond [`ARMORY_KEYS`]: those of
+/// an analysis query when `values` carries them, else none.
+fn extra_keys(values: &Values) -> &'static [&'static str] {
+    if ANALYSIS_KEYS.iter().all(|k| values.armory.contains_key(*k)) { ANALYSIS_KEYS } else { &[] }
 }
 
 /// An upper bound of what a value renders to, and of what iterating it gives.
@@ -258,6 +279,8 @@ struct Walker<'a> {
     /// `==` or of `length`) takes memory too.
     limit: u64,
     depth: Cell<usize>,
+    /// `armory` keys allowed beyond [`ARMORY_KEYS`].
+    extra: &'a [&'a str],
 }
 
 impl Walker<'_> {
@@ -280,8 +303,8 @@ impl Walker<'_> {
         if !NAMESPACES.contains(&ns) {
             return Err(not_a_namespace(self.raw, ns));
         }
-        if ns == "armory" && !ARMORY_KEYS.contains(&key) {
-            return Err(armory_offers(self.raw));
+        if ns == "armory" && !ARMORY_KEYS.contains(&key) && !self.extra.contains(&key) {
+            return Err(armory_offers(self.raw, self.extra));
         }
         let Some((values, mask)) = self.values else { return Ok(scalar(0)) };
         // A missing key renders nothing, or what `default` gives instead.
@@ -499,26 +522,44 @@ fn filter_bound(name: &str, input: Size, args: &[Arg<'_>]) -> Size {
 
 /// Parses a placeholder's expression and checks its shape; with `values`,
 /// also bounds the size of its result and of every step to `limit`.
-fn analyze(expr: &str, raw: &str, values: Option<(&Values, bool)>, limit: u64) -> Result<u64, TemplateError> {
+fn analyze(
+    expr: &str,
+    raw: &str,
+    values: Option<(&Values, bool)>,
+    limit: u64,
+    extra: &[&str],
+) -> Result<u64, TemplateError> {
     let invalid = |reason: String| TemplateError::Invalid { placeholder: raw.to_owned(), reason };
     if expr.len() > MAX_EXPRESSION {
         return Err(invalid(format!("a placeholder may hold at most {MAX_EXPRESSION} characters")));
     }
     let ast = minijinja::machinery::parse_expr(expr).map_err(|e| invalid(e.to_string()))?;
-    Ok(Walker { raw, values, limit, depth: Cell::new(0) }.walk(&ast)?.len)
+    Ok(Walker { raw, values, limit, depth: Cell::new(0), extra }.walk(&ast)?.len)
 }
 
 /// Checks a template without values: syntax, namespaces, `armory` keys, and
 /// what expressions may use.
 pub fn check(text: &str) -> Result<(), TemplateError> {
+    check_keys(text, &[])
+}
+
+/// [`check`] for an analysis query's `queryTemplate`, which may also name
+/// the judgment run's window ([`ANALYSIS_KEYS`]).
+pub fn check_query(text: &str) -> Result<(), TemplateError> {
+    check_keys(text, ANALYSIS_KEYS)
+}
+
+fn check_keys(text: &str, extra: &[&str]) -> Result<(), TemplateError> {
     for piece in pieces(text)? {
         let Piece::Placeholder { expr, raw, .. } = piece else { continue };
         match simple_path(expr) {
-            Some(("armory", key)) if !ARMORY_KEYS.contains(&key) => return Err(armory_offers(raw)),
+            Some(("armory", key)) if !ARMORY_KEYS.contains(&key) && !extra.contains(&key) => {
+                return Err(armory_offers(raw, extra));
+            }
             Some(("armory" | "context" | "secrets", _)) => {}
             Some((ns, _)) => return Err(not_a_namespace(raw, ns)),
             None => {
-                analyze(expr, raw, None, u64::MAX)?;
+                analyze(expr, raw, None, u64::MAX, extra)?;
             }
         }
     }
@@ -559,7 +600,7 @@ impl Evaluator<'_> {
         let (values, mask) = (self.values, self.mask);
         if let Some((ns, key)) = simple_path(expr) {
             return match ns {
-                "armory" => values.armory.get(key).cloned().ok_or_else(|| armory_offers(raw)),
+                "armory" => values.armory.get(key).cloned().ok_or_else(|| armory_offers(raw, extra_keys(values))),
                 "context" => values.context.get(key).cloned().ok_or_else(|| {
                     unknown(format!(
                         "the context has no key {key:?} (set it in runWebhook.context, the file's context, or --context {key}=VALUE)"
@@ -573,7 +614,7 @@ impl Evaluator<'_> {
                 other => Err(not_a_namespace(raw, other)),
             };
         }
-        analyze(expr, raw, Some((values, mask)), self.limits.field_bytes as u64)?;
+        analyze(expr, raw, Some((values, mask)), self.limits.field_bytes as u64, extra_keys(values))?;
         let compiled = self
             .env
             .compile_expression(expr)
@@ -1110,13 +1151,13 @@ mod tests {
             "context.environment and context.count",
             "secrets.token|upper",
         ] {
-            let bound = analyze(expr, expr, Some((&v, false)), u64::MAX).unwrap();
+            let bound = analyze(expr, expr, Some((&v, false)), u64::MAX, &[]).unwrap();
             let rendered = render(&format!("{{{{ {expr} }}}}"), Slot::Body { json: false }, &v, false).unwrap();
             assert!(rendered.len() as u64 <= bound, "{expr}: {rendered:?} is over {bound}");
             assert!(bound <= RenderLimits::default().field_bytes as u64, "{expr}: {bound}");
         }
         // `mask` bounds a secret at the mask's length.
-        assert_eq!(analyze("secrets.token ~ ''", "", Some((&v, true)), u64::MAX).unwrap(), MASK.len() as u64);
+        assert_eq!(analyze("secrets.token ~ ''", "", Some((&v, true)), u64::MAX, &[]).unwrap(), MASK.len() as u64);
         for number in [Value::from(-5e-324), Value::from(-f64::MAX), Value::from(i128::MIN), Value::from(u128::MAX)] {
             assert!(number.to_string().len() as u64 <= NUMBER.len, "{number}");
         }
@@ -1225,5 +1266,21 @@ mod tests {
         assert_eq!(human(64 * 1024 + 1), "64.1 KiB");
         assert_eq!(human(388_900_000), "370.9 MiB");
         assert_eq!(human(u64::MAX), "16 EiB");
+    }
+
+    #[test]
+    fn analysis_queries_render_the_window_and_webhooks_do_not_get_it() {
+        let mut v = values();
+        for key in ANALYSIS_KEYS {
+            v.armory.insert((*key).into(), "60".into());
+        }
+        let plain = Slot::Body { json: false };
+        assert_eq!(render("rate(x[{{armory.promQlStepInterval}}])", plain, &v, false).unwrap(), "rate(x[60])");
+        assert_eq!(render("{{ armory.intervalSeconds | int + 1 }}", plain, &v, false).unwrap(), "61");
+        assert!(check_query("{{ armory.endTimeEpochSeconds | int }}").is_ok());
+        let err = check("{{ armory.endTimeEpochSeconds | int }}").unwrap_err().to_string();
+        assert!(err.contains("armory offers callbackUri") && !err.contains("promQlStepInterval"), "{err}");
+        let err = render("{{ armory.intervalSeconds }}", plain, &values(), false).unwrap_err().to_string();
+        assert!(err.contains("unknown placeholder {{ armory.intervalSeconds }}"), "{err}");
     }
 }

@@ -190,6 +190,13 @@ pub fn http_router(state: Arc<AppState>) -> Router {
         .route("/api/v1/deployments/{id}", get(deployments::show))
         .route("/api/v1/deployments/{id}/targets/{target}/approve", post(deployments::approve))
         .route("/api/v1/deployments/{id}/targets/{target}/reject", post(deployments::reject))
+        .route("/api/v1/deployments/{id}/targets/{target}/rollback", post(deployments::rollback))
+        .route("/api/v1/deployments/{id}/targets/{target}/continue", post(deployments::proceed))
+        .route(
+            "/api/v1/metric-providers",
+            post(crate::deployments::providers::create).get(crate::deployments::providers::list),
+        )
+        .route("/api/v1/metric-providers/{name}", axum::routing::delete(crate::deployments::providers::delete))
         .route("/api/v1/secrets", get(runs::list_secrets))
         .route("/api/v1/secrets/{name}", axum::routing::put(runs::put_secret).delete(runs::delete_secret))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));

@@ -201,6 +201,23 @@ pub struct Outcome {
     pub by_callback: bool,
 }
 
+/// The step-key suffix of an analysis step's rollback-or-continue decision,
+/// kept in the approvals table: `approved` continues, `rejected` rolls back.
+pub const DECISION_SUFFIX: &str = "/decision";
+
+/// A metric provider analysis steps query: `kind` is `prometheus`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricProvider {
+    pub name: String,
+    pub kind: String,
+    pub url: String,
+    /// Queries go through this agent's tunnel; without, direct.
+    pub agent: Option<String>,
+    /// `(key, value template)`, in order.
+    pub headers: Vec<(String, String)>,
+    pub created_at: SystemTime,
+}
+
 #[derive(Debug, Clone)]
 pub struct EncryptedSecret {
     pub name: String,
@@ -317,6 +334,12 @@ pub trait Store: Send + Sync + 'static {
     async fn secrets(&self) -> Result<Vec<EncryptedSecret>, StoreError>;
     async fn delete_secret(&self, name: &str) -> Result<bool, StoreError>;
 
+    /// Adds a provider; [`StoreError::Conflict`] when the name is taken.
+    async fn insert_provider(&self, provider: &MetricProvider) -> Result<(), StoreError>;
+    async fn providers(&self) -> Result<Vec<MetricProvider>, StoreError>;
+    async fn provider(&self, name: &str) -> Result<Option<MetricProvider>, StoreError>;
+    async fn delete_provider(&self, name: &str) -> Result<bool, StoreError>;
+
     async fn insert_run(&self, run: &NewRun) -> Result<(), StoreError>;
     async fn run(&self, id: &str) -> Result<Option<RunRecord>, StoreError>;
     async fn run_by_callback(&self, callback_id: &str) -> Result<Option<RunRecord>, StoreError>;
@@ -375,7 +398,15 @@ pub trait Store: Send + Sync + 'static {
     async fn request_approval(&self, id: &str, target: &str, step_key: &str) -> Result<ApprovalState, StoreError>;
     async fn approval(&self, id: &str, step_key: &str) -> Result<Option<ApprovalState>, StoreError>;
     /// Decides the pending approvals of `target`. Returns how many there were.
-    async fn decide_approvals(&self, id: &str, target: &str, decision: ApprovalState) -> Result<u64, StoreError>;
+    /// With `decisions`, only the rollback-or-continue decisions of analysis
+    /// steps (step keys ending in [`DECISION_SUFFIX`]); without, only the rest.
+    async fn decide_approvals(
+        &self,
+        id: &str,
+        target: &str,
+        decision: ApprovalState,
+        decisions: bool,
+    ) -> Result<u64, StoreError>;
     /// Marks one approval cancelled if it is still pending.
     async fn cancel_approval(&self, id: &str, step_key: &str) -> Result<(), StoreError>;
 
@@ -482,6 +513,36 @@ mod tests {
     /// entry, then an event, then moves the target on, round after round, no
     /// view shows a later write without the earlier ones.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn providers_and_decisions_keep_to_themselves() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open_in(dir.path()).await.unwrap();
+        let provider = MetricProvider {
+            name: "prom".into(),
+            kind: "prometheus".into(),
+            url: "http://p:9090".into(),
+            agent: Some("rna".into()),
+            headers: vec![("Authorization".into(), "Bearer {{secrets.t}}".into())],
+            created_at: UNIX_EPOCH + Duration::from_secs(1),
+        };
+        store.insert_provider(&provider).await.unwrap();
+        assert!(matches!(store.insert_provider(&provider).await, Err(StoreError::Conflict(_))));
+        assert_eq!(store.provider("prom").await.unwrap(), Some(provider.clone()));
+        assert_eq!(store.providers().await.unwrap(), [provider]);
+        assert!(store.delete_provider("prom").await.unwrap());
+        assert!(!store.delete_provider("prom").await.unwrap());
+
+        store.insert_deployment("d", "app", "file", "{}", None).await.unwrap();
+        store.request_approval("d", "t", "t/beforeDeployment/0").await.unwrap();
+        store.request_approval("d", "t", &format!("t/beforeDeployment/1{DECISION_SUFFIX}")).await.unwrap();
+        assert_eq!(store.decide_approvals("d", "t", ApprovalState::Approved, true).await.unwrap(), 1);
+        assert_eq!(store.approval("d", "t/beforeDeployment/0").await.unwrap(), Some(ApprovalState::Pending));
+        assert_eq!(store.decide_approvals("d", "t", ApprovalState::Rejected, false).await.unwrap(), 1);
+        assert_eq!(store.approval("d", "t/beforeDeployment/0").await.unwrap(), Some(ApprovalState::Rejected));
+        let decision = format!("t/beforeDeployment/1{DECISION_SUFFIX}");
+        assert_eq!(store.approval("d", &decision).await.unwrap(), Some(ApprovalState::Approved));
+    }
+
+    #[tokio::test]
     async fn a_deployment_view_is_one_snapshot() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(SqliteStore::open_in(dir.path()).await.unwrap());

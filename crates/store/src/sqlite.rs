@@ -314,6 +314,47 @@ impl Store for SqliteStore {
         Ok(done.rows_affected() > 0)
     }
 
+    async fn insert_provider(&self, provider: &MetricProvider) -> Result<(), StoreError> {
+        let headers = serde_json::to_string(&provider.headers).expect("headers serialize");
+        let result = self
+            .writes
+            .execute(
+                sqlx::query(
+                    "INSERT INTO metric_providers (name, kind, url, agent, headers, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                )
+                .bind(&provider.name)
+                .bind(&provider.kind)
+                .bind(&provider.url)
+                .bind(&provider.agent)
+                .bind(headers)
+                .bind(unix_ms(provider.created_at)),
+            )
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
+                Err(StoreError::Conflict(format!("a metric provider named {:?} exists already", provider.name)))
+            }
+            Err(other) => Err(other.into()),
+        }
+    }
+
+    async fn providers(&self) -> Result<Vec<MetricProvider>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM metric_providers ORDER BY name").fetch_all(&self.pool).await?;
+        Ok(rows.iter().map(provider_row).collect())
+    }
+
+    async fn provider(&self, name: &str) -> Result<Option<MetricProvider>, StoreError> {
+        let row =
+            sqlx::query("SELECT * FROM metric_providers WHERE name = ?").bind(name).fetch_optional(&self.pool).await?;
+        Ok(row.as_ref().map(provider_row))
+    }
+
+    async fn delete_provider(&self, name: &str) -> Result<bool, StoreError> {
+        let done = self.writes.execute(sqlx::query("DELETE FROM metric_providers WHERE name = ?").bind(name)).await?;
+        Ok(done.rows_affected() > 0)
+    }
+
     async fn insert_run(&self, run: &NewRun) -> Result<(), StoreError> {
         let now = now_ms();
         let result = self.writes.execute(sqlx::query(
@@ -685,14 +726,24 @@ impl Store for SqliteStore {
         Ok(row.map(|row| ApprovalState::parse(row.get("state"))))
     }
 
-    async fn decide_approvals(&self, id: &str, target: &str, decision: ApprovalState) -> Result<u64, StoreError> {
+    async fn decide_approvals(
+        &self,
+        id: &str,
+        target: &str,
+        decision: ApprovalState,
+        decisions: bool,
+    ) -> Result<u64, StoreError> {
         let done = self.writes.execute(sqlx::query(
-            "UPDATE approvals SET state = ?, decided_at = ? WHERE deployment_id = ? AND target = ? AND state = 'pending'",
+            "UPDATE approvals SET state = ?, decided_at = ? WHERE deployment_id = ? AND target = ? AND state = 'pending' \
+             AND (substr(step_key, -length(?)) = ?) = ?",
         )
         .bind(decision.as_str())
         .bind(now_ms())
         .bind(id)
-        .bind(target))
+        .bind(target)
+        .bind(DECISION_SUFFIX)
+        .bind(DECISION_SUFFIX)
+        .bind(decisions))
         .await?;
         Ok(done.rows_affected())
     }
@@ -713,5 +764,17 @@ impl Store for SqliteStore {
 
     async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+fn provider_row(row: &SqliteRow) -> MetricProvider {
+    let headers: String = row.get("headers");
+    MetricProvider {
+        name: row.get("name"),
+        kind: row.get("kind"),
+        url: row.get("url"),
+        agent: row.get("agent"),
+        headers: serde_json::from_str(&headers).unwrap_or_default(),
+        created_at: from_unix_ms(row.get("created_at")),
     }
 }

@@ -43,6 +43,7 @@ pub async fn create(
     }
     let secrets = state.vault.all().await.map_err(Problem::internal)?;
     errors.extend(crate::signing::check_file(&state.config, &parsed.file, &secrets));
+    errors.extend(check_providers(&state, &parsed.file).await?);
     if !errors.is_empty() {
         return Err(invalid(format!("the deployment cannot run:\n{}", errors.join("\n")), errors));
     }
@@ -73,6 +74,38 @@ pub async fn create(
     let mut value = describe(&find_view(&state, &id).await?);
     value["warnings"] = json!(parsed.warnings.iter().map(|w| w.to_string()).collect::<Vec<_>>());
     Ok((StatusCode::CREATED, Json(value)).into_response())
+}
+
+/// Every analysis step's provider must be defined on this relay.
+async fn check_providers(state: &AppState, file: &deployment::DeploymentFile) -> Result<Vec<String>, Problem> {
+    let analyses = file.analyses();
+    if analyses.is_empty() {
+        return Ok(Vec::new());
+    }
+    let providers = state.store.providers().await.map_err(Problem::internal)?;
+    let names: Vec<&str> = providers.iter().map(|p| p.name.as_str()).collect();
+    let mut errors = Vec::new();
+    for analysis in analyses {
+        let Some(provider) = file.provider_of(analysis) else { continue };
+        if !names.contains(&provider.name.as_str()) {
+            let defined =
+                if names.is_empty() { "none is defined".to_owned() } else { format!("defined: {}", names.join(", ")) };
+            let at = &provider.location;
+            errors.push(
+                deployment::Diagnostic {
+                    path: at.path.clone(),
+                    message: format!(
+                        "unknown metric provider {:?} ({defined}; create it with borealis providers create)",
+                        provider.name
+                    ),
+                    line: at.line,
+                    column: at.column,
+                }
+                .to_string(),
+            );
+        }
+    }
+    Ok(errors)
 }
 
 pub async fn list(State(state): State<Arc<AppState>>) -> Result<Response, Problem> {
@@ -126,22 +159,65 @@ pub async fn approve(
     State(state): State<Arc<AppState>>,
     Path((id, target)): Path<(String, String)>,
 ) -> Result<Response, Problem> {
-    decide(&state, &id, &target, ApprovalState::Approved).await
+    decide(&state, &id, &target, ApprovalState::Approved, false).await
 }
 
 pub async fn reject(
     State(state): State<Arc<AppState>>,
     Path((id, target)): Path<(String, String)>,
 ) -> Result<Response, Problem> {
-    decide(&state, &id, &target, ApprovalState::Rejected).await
+    decide(&state, &id, &target, ApprovalState::Rejected, false).await
 }
 
-async fn decide(state: &Arc<AppState>, id: &str, target: &str, decision: ApprovalState) -> Result<Response, Problem> {
+/// `rollback`: an analysis step held for a decision rolls its target back.
+pub async fn rollback(
+    State(state): State<Arc<AppState>>,
+    Path((id, target)): Path<(String, String)>,
+) -> Result<Response, Problem> {
+    decide(&state, &id, &target, ApprovalState::Rejected, true).await
+}
+
+/// `continue`: an analysis step held for a decision lets its target proceed.
+pub async fn proceed(
+    State(state): State<Arc<AppState>>,
+    Path((id, target)): Path<(String, String)>,
+) -> Result<Response, Problem> {
+    decide(&state, &id, &target, ApprovalState::Approved, true).await
+}
+
+fn is_decision(step_key: &str) -> bool {
+    step_key.ends_with(borealis_store::DECISION_SUFFIX)
+}
+
+async fn decide(
+    state: &Arc<AppState>,
+    id: &str,
+    target: &str,
+    decision: ApprovalState,
+    decisions: bool,
+) -> Result<Response, Problem> {
     let record = find_deployment(state, id).await?;
-    let decided = state.store.decide_approvals(id, target, decision).await.map_err(Problem::internal)?;
+    let decided = state.store.decide_approvals(id, target, decision, decisions).await.map_err(Problem::internal)?;
+    if decided == 0 && decisions {
+        let view = find_view(state, id).await?;
+        let waiting: Vec<&str> =
+            view.pending_approvals.iter().filter(|(_, k)| is_decision(k)).map(|(t, _)| t.as_str()).collect();
+        let known = view.targets.iter().any(|t| t.target == target);
+        let detail = if !known {
+            format!("deployment {id} has no target {target:?}")
+        } else {
+            let others =
+                if waiting.is_empty() { "no target is".to_owned() } else { format!("waiting: {}", waiting.join(", ")) };
+            format!(
+                "target {target:?} of deployment {id} is not waiting for a rollback or continue decision ({others})"
+            )
+        };
+        return Err(Problem::new(StatusCode::CONFLICT, "not-awaiting-decision", detail));
+    }
     if decided == 0 {
         let view = find_view(state, id).await?;
-        let waiting: Vec<&str> = view.pending_approvals.iter().map(|(t, _)| t.as_str()).collect();
+        let waiting: Vec<&str> =
+            view.pending_approvals.iter().filter(|(_, k)| !is_decision(k)).map(|(t, _)| t.as_str()).collect();
         let known = view.targets.iter().any(|t| t.target == target);
         let detail = if !known {
             format!("deployment {id} has no target {target:?}")
@@ -156,15 +232,23 @@ async fn decide(state: &Arc<AppState>, id: &str, target: &str, decision: Approva
         return Err(Problem::new(StatusCode::CONFLICT, "not-awaiting-approval", detail));
     }
     state.deployment_changed(id);
-    tracing::info!(deployment = %id, target, decision = decision.as_str(), "approval decided");
-    Ok(Json(json!({ "deployment": record.id, "target": target, "decision": decision.as_str() })).into_response())
+    let said = match (decisions, decision) {
+        (false, _) => decision.as_str(),
+        (true, ApprovalState::Approved) => "continue",
+        (true, _) => "rollback",
+    };
+    tracing::info!(deployment = %id, target, decision = said, "decision taken");
+    Ok(Json(json!({ "deployment": record.id, "target": target, "decision": said })).into_response())
 }
 
 /// A deployment as the API shows it: targets, their webhook runs, history.
 fn describe(view: &DeploymentView) -> serde_json::Value {
     let time = rfc3339;
     let record = &view.record;
-    let pending: Vec<&str> = view.pending_approvals.iter().map(|(target, _)| target.as_str()).collect();
+    let pending: Vec<&str> =
+        view.pending_approvals.iter().filter(|(_, k)| !is_decision(k)).map(|(target, _)| target.as_str()).collect();
+    let decisions: Vec<&str> =
+        view.pending_approvals.iter().filter(|(_, k)| is_decision(k)).map(|(target, _)| target.as_str()).collect();
     let runs_by_id: HashMap<&str, &RunRecord> = view.runs.iter().map(|run| (run.id.as_str(), run)).collect();
     let mut target_values = Vec::new();
     for target in &view.targets {
@@ -190,6 +274,7 @@ fn describe(view: &DeploymentView) -> serde_json::Value {
             "reason": target.reason,
             "updatedAt": time(target.updated_at),
             "webhookRuns": runs,
+            "analysisRuns": super::orchestrator::judgments_of(&view.journal, &target.target),
         }));
     }
     let events: Vec<serde_json::Value> = view
@@ -205,6 +290,7 @@ fn describe(view: &DeploymentView) -> serde_json::Value {
         "createdAt": time(record.created_at),
         "finishedAt": record.finished_at.map(time),
         "pendingApprovals": pending,
+        "pendingDecisions": decisions,
         "targets": target_values,
         "events": events,
     })

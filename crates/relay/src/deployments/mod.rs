@@ -6,11 +6,13 @@
 //! - [`driver`]: the `record` and `webhook` rollout drivers.
 //! - [`hooks`]: Flagger's hook types: gates, checks and events.
 //! - [`api`]: `/api/v1/deployments` and approvals.
+//! - [`providers`]: metric providers, and the Prometheus query analysis steps make.
 
 pub mod api;
 pub mod driver;
 pub mod hooks;
 pub mod orchestrator;
+pub mod providers;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -16,16 +16,20 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use borealis_core::deployment::{
-    self, DeploymentFile, FlaggerHook, HookType, Pause, RunWebhook, Step, StrategyKind, Target,
+    self, Analysis, DecisionMode, DeploymentFile, FlaggerHook, HookType, LookbackMethod, Pause, RunWebhook, Step,
+    StrategyKind, Target,
 };
+use borealis_core::template::{self, Slot, Values};
 use borealis_store::{ApprovalState, Outcome, RunState, unix_ms};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
+use serde_json::json;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::driver::{self, Action, ActionKind, RolloutDriver};
 use super::hooks;
+use super::providers;
 use crate::runs::create::{CreateRun, RunLink};
 use crate::state::AppState;
 
@@ -426,7 +430,10 @@ impl Deployment {
         }
         let result = match item {
             Step::RunWebhook(run) => self.webhook(target, key, run, &cancel).await,
-            Step::Pause { pause: Pause::UntilApproved, .. } => self.approval(target, key, &cancel).await,
+            Step::Pause { pause: Pause::UntilApproved { expires_after }, .. } => {
+                self.approval(target, key, *expires_after, &cancel).await
+            }
+            Step::Analysis(analysis) => self.analysis(target, key, analysis, &cancel).await,
             Step::Pause { pause: Pause::Seconds(seconds), .. } => self.pause(target, key, *seconds, &cancel).await,
             Step::SetWeight { .. } | Step::Unsupported { .. } => Err(Failure("this step is not supported here".into())),
         };
@@ -516,7 +523,28 @@ impl Deployment {
         }
     }
 
-    async fn approval(&self, target: &Target, key: &str, cancel: &CancellationToken) -> Result<(), Failure> {
+    async fn approval(
+        &self,
+        target: &Target,
+        key: &str,
+        expires_after: Option<u64>,
+        cancel: &CancellationToken,
+    ) -> Result<(), Failure> {
+        // An expiring approval keeps its deadline across restarts.
+        let expires_at = match expires_after {
+            None => None,
+            Some(seconds) => {
+                let until_key = format!("{key}/expires");
+                Some(match self.journal_get(&until_key).and_then(|v| v.parse::<i64>().ok()) {
+                    Some(at) => at,
+                    None => {
+                        let at = unix_ms(SystemTime::now() + Duration::from_secs(seconds));
+                        self.journal_put(&until_key, &at.to_string()).await;
+                        at
+                    }
+                })
+            }
+        };
         let store = &self.state.store;
         let mut changes = self.state.deployment_events.subscribe();
         // The target says it waits before the approval shows as pending.
@@ -540,9 +568,32 @@ impl Deployment {
                 ApprovalState::Cancelled => return Err(Failure(CANCELLED.into())),
                 ApprovalState::Pending => {}
             }
+            let expiry = async {
+                match expires_at {
+                    Some(at) => {
+                        tokio::time::sleep(Duration::from_millis((at - unix_ms(SystemTime::now())).max(0) as u64)).await
+                    }
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = changes.recv() => {}
                 () = tokio::time::sleep(Duration::from_secs(5)) => {}
+                () = expiry => {
+                    let _ = store.cancel_approval(&self.id, key).await;
+                    // An approval given at the last moment still counts.
+                    if store.approval(&self.id, key).await.ok().flatten() == Some(ApprovalState::Approved) {
+                        state = ApprovalState::Approved;
+                        continue;
+                    }
+                    let why = format!(
+                        "the approval expired: target {} was not approved within {}",
+                        target.name,
+                        humantime::format_duration(Duration::from_secs(expires_after.unwrap_or_default()))
+                    );
+                    self.event(Some(target), "approval-expired", why.clone()).await;
+                    return Err(Failure(why));
+                }
                 () = cancel.cancelled() => {
                     let _ = store.cancel_approval(&self.id, key).await;
                     self.event(Some(target), "approval-cancelled", format!("the approval of {} is no longer pending", target.name)).await;
@@ -551,6 +602,231 @@ impl Deployment {
             }
             state = store
                 .approval(&self.id, key)
+                .await
+                .map_err(|e| Failure(e.to_string()))?
+                .unwrap_or(ApprovalState::Pending);
+        }
+    }
+
+    /// An analysis step: `numberOfJudgmentRuns` runs, one per interval, each
+    /// journalled with its values, then the decision its modes call for.
+    async fn analysis(
+        &self,
+        target: &Target,
+        key: &str,
+        analysis: &Analysis,
+        cancel: &CancellationToken,
+    ) -> Result<(), Failure> {
+        let start_key = format!("{key}/start");
+        let start: i64 = match self.journal_get(&start_key).and_then(|v| v.parse().ok()) {
+            Some(start) => start,
+            None => {
+                let now = unix_ms(SystemTime::now());
+                self.journal_put(&start_key, &now.to_string()).await;
+                now
+            }
+        };
+        let provider_name = self.file.provider_of(analysis).map(|p| p.name.clone()).unwrap_or_default();
+        let provider = self
+            .state
+            .store
+            .provider(&provider_name)
+            .await
+            .map_err(|e| Failure(e.to_string()))?
+            .ok_or_else(|| Failure(format!("analysis: metric provider {provider_name:?} is no longer defined")))?;
+        let interval_ms = analysis.interval_seconds as i64 * 1000;
+        let runs = analysis.number_of_judgment_runs;
+        let mut failure: Option<String> = None;
+        for n in 1..=runs {
+            let run_key = format!("{key}/judgment/{n}");
+            let judged: Option<serde_json::Value> =
+                self.journal_get(&run_key).and_then(|v| serde_json::from_str(&v).ok());
+            let judged = match judged {
+                Some(judged) => judged,
+                None => {
+                    let at = start + n as i64 * interval_ms;
+                    self.step(target, "running", &format!("analysis: judgment run {n} of {runs}")).await;
+                    let wait = Duration::from_millis((at - unix_ms(SystemTime::now())).max(0) as u64);
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        () = cancel.cancelled() => return Err(Failure(CANCELLED.into())),
+                    }
+                    let judged = self.judge(target, analysis, &provider, start, at, n).await;
+                    self.journal_put(&run_key, &judged.to_string()).await;
+                    let kind = if judged["passed"] == true { "judgment-passed" } else { "judgment-failed" };
+                    self.event(
+                        Some(target),
+                        kind,
+                        format!("analysis run {n} of {runs}: {}", judged["summary"].as_str().unwrap_or_default()),
+                    )
+                    .await;
+                    judged
+                }
+            };
+            if judged["passed"] != true {
+                failure = Some(format!(
+                    "analysis failed at judgment run {n} of {runs}: {}",
+                    judged["summary"].as_str().unwrap_or_default()
+                ));
+                break;
+            }
+        }
+        match (failure, analysis.roll_back_mode, analysis.roll_forward_mode) {
+            (None, _, DecisionMode::Automatic) => Ok(()),
+            (Some(reason), DecisionMode::Automatic, _) => Err(Failure(reason)),
+            (None, _, DecisionMode::Manual) => {
+                let why = format!("analysis passed {runs} judgment runs; rollForwardMode is manual");
+                self.decision(target, key, "awaiting_continue_decision", why, cancel).await
+            }
+            (Some(reason), DecisionMode::Manual, _) => {
+                let why = format!("{reason}; rollBackMode is manual");
+                self.decision(target, key, "awaiting_rollback_decision", why, cancel).await
+            }
+        }
+    }
+
+    /// One judgment run: every query over its window, at time `at`.
+    async fn judge(
+        &self,
+        target: &Target,
+        analysis: &Analysis,
+        provider: &borealis_store::MetricProvider,
+        start: i64,
+        at: i64,
+        n: u32,
+    ) -> serde_json::Value {
+        let interval_ms = analysis.interval_seconds as i64 * 1000;
+        let window_start = match analysis.lookback_method {
+            LookbackMethod::Growing => start,
+            LookbackMethod::Sliding => at - interval_ms,
+        };
+        let time = |ms: i64| SystemTime::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
+        let window_seconds = ((at - window_start) / 1000).max(1);
+        let mut armory: BTreeMap<String, String> = BTreeMap::new();
+        armory.insert("applicationName".into(), self.application.clone());
+        armory.insert("environmentName".into(), target.name.clone());
+        armory.insert("deploymentId".into(), self.id.clone());
+        if let Some(account) = &target.account {
+            armory.insert("accountName".into(), account.clone());
+        }
+        if let Some(namespace) = &target.namespace {
+            armory.insert("namespace".into(), namespace.clone());
+        }
+        armory.insert("startTimeIso8601".into(), crate::api::rfc3339(time(window_start)));
+        armory.insert("startTimeEpochSeconds".into(), (window_start / 1000).to_string());
+        armory.insert("startTimeEpochMillis".into(), window_start.to_string());
+        armory.insert("endTimeIso8601".into(), crate::api::rfc3339(time(at)));
+        armory.insert("endTimeEpochSeconds".into(), (at / 1000).to_string());
+        armory.insert("endTimeEpochMillis".into(), at.to_string());
+        armory.insert("intervalMillis".into(), interval_ms.to_string());
+        armory.insert("intervalSeconds".into(), analysis.interval_seconds.to_string());
+        armory.insert("promQlStepInterval".into(), format!("{window_seconds}s"));
+        let mut context = self.context.clone();
+        context.extend(self.file.context.clone());
+        context.extend(analysis.context.clone());
+        let values = Values { armory, context, secrets: BTreeMap::new() };
+        let mut results = Vec::new();
+        let mut problems = Vec::new();
+        for name in &analysis.queries {
+            let Some(query) = self.file.query(&name.name) else { continue };
+            let outcome = match template::render(&query.query_template, Slot::Body { json: false }, &values, false) {
+                Err(err) => Err(format!("query {}: {err}", query.name)),
+                Ok(text) => providers::query(&self.state, provider, &text, time(at))
+                    .await
+                    .map(|v| (text, v))
+                    .map_err(|e| format!("query {}: {e}", query.name)),
+            };
+            let mut entry = json!({
+                "query": query.name,
+                "lowerLimit": query.lower_limit,
+                "upperLimit": query.upper_limit,
+            });
+            match outcome {
+                Ok((text, value)) => {
+                    let within = query.within(value);
+                    entry["rendered"] = json!(text);
+                    entry["value"] = json!(value);
+                    entry["within"] = json!(within);
+                    if !within {
+                        let bounds = match (query.lower_limit, query.upper_limit) {
+                            (Some(low), Some(high)) => format!("[{low}, {high}]"),
+                            (Some(low), None) => format!("at least {low}"),
+                            (None, Some(high)) => format!("at most {high}"),
+                            (None, None) => "no limits".into(),
+                        };
+                        problems.push(format!("query {} returned {value}, outside its limits ({bounds})", query.name));
+                    }
+                }
+                Err(reason) => {
+                    entry["error"] = json!(reason);
+                    problems.push(reason);
+                }
+            }
+            results.push(entry);
+        }
+        let passed = problems.is_empty();
+        let summary = if passed {
+            let values: Vec<String> =
+                results.iter().map(|r| format!("{}={}", r["query"].as_str().unwrap_or_default(), r["value"])).collect();
+            format!("every query within its limits ({})", values.join(", "))
+        } else {
+            problems.join("; ")
+        };
+        json!({
+            "run": n,
+            "of": analysis.number_of_judgment_runs,
+            "at": crate::api::rfc3339(time(at)),
+            "window": { "start": crate::api::rfc3339(time(window_start)), "end": crate::api::rfc3339(time(at)), "lookback": match analysis.lookback_method { LookbackMethod::Growing => "growing", LookbackMethod::Sliding => "sliding" } },
+            "provider": provider.name,
+            "queries": results,
+            "passed": passed,
+            "summary": summary,
+        })
+    }
+
+    /// Holds the target until an operator says `rollback` or `continue`.
+    async fn decision(
+        &self,
+        target: &Target,
+        key: &str,
+        state_name: &str,
+        why: String,
+        cancel: &CancellationToken,
+    ) -> Result<(), Failure> {
+        let store = &self.state.store;
+        let decision_key = format!("{key}{}", borealis_store::DECISION_SUFFIX);
+        let mut changes = self.state.deployment_events.subscribe();
+        self.step(target, state_name, &why).await;
+        let mut state =
+            store.request_approval(&self.id, &target.name, &decision_key).await.map_err(|e| Failure(e.to_string()))?;
+        self.once(
+            &format!("{decision_key}/requested"),
+            Some(target),
+            "decision-requested",
+            format!("target {} waits for rollback or continue: {why}", target.name),
+        )
+        .await;
+        loop {
+            match state {
+                ApprovalState::Approved => {
+                    self.event(Some(target), "continued", format!("target {} continued by an operator", target.name))
+                        .await;
+                    return Ok(());
+                }
+                ApprovalState::Rejected => return Err(Failure(format!("rolled back by an operator: {why}"))),
+                ApprovalState::Cancelled => return Err(Failure(CANCELLED.into())),
+                ApprovalState::Pending => {}
+            }
+            tokio::select! {
+                _ = changes.recv() => {}
+                () = tokio::time::sleep(Duration::from_secs(5)) => {}
+                () = cancel.cancelled() => {
+                    let _ = store.cancel_approval(&self.id, &decision_key).await;
+                    return Err(Failure(CANCELLED.into()));
+                }
+            }
+            state = store
+                .approval(&self.id, &decision_key)
                 .await
                 .map_err(|e| Failure(e.to_string()))?
                 .unwrap_or(ApprovalState::Pending);
@@ -659,6 +935,22 @@ impl Deployment {
             self.event(Some(target), "post-rollout", note).await;
         }
     }
+}
+
+/// The judgment runs `target`'s analysis steps journalled, in order.
+pub(super) fn judgments_of(journal: &[(String, String)], target: &str) -> Vec<serde_json::Value> {
+    let mut runs: Vec<(String, u32, serde_json::Value)> = journal
+        .iter()
+        .filter_map(|(key, value)| {
+            let rest = key.strip_prefix(target)?.strip_prefix('/')?;
+            let (step, n) = rest.rsplit_once("/judgment/")?;
+            let mut value: serde_json::Value = serde_json::from_str(value).ok()?;
+            value["step"] = json!(format!("{target}/{step}"));
+            Some((step.to_owned(), n.parse().ok()?, value))
+        })
+        .collect();
+    runs.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+    runs.into_iter().map(|(_, _, v)| v).collect()
 }
 
 /// The journal key under which the step `step_key` records its webhook run.
