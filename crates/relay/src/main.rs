@@ -195,7 +195,11 @@ mod tests {
         ("request_timeout", "7s", "\"7s\""),
         ("heartbeat_interval", "7s", "\"7s\""),
         ("shutdown_grace", "7s", "\"7s\""),
-        ("secret_key", "c2FtcGxlLXNlY3JldC1rZXktb2YtMzItYnl0ZXMhIQ==", "\"c2FtcGxlLXNlY3JldC1rZXktb2YtMzItYnl0ZXMhIQ==\""),
+        (
+            "secret_key",
+            "c2FtcGxlLXNlY3JldC1rZXktb2YtMzItYnl0ZXMhIQ==",
+            "\"c2FtcGxlLXNlY3JldC1rZXktb2YtMzItYnl0ZXMhIQ==\"",
+        ),
         ("webhook_timeout", "7s", "\"7s\""),
         ("retry_base_delay", "7s", "\"7s\""),
         ("gate_interval", "7s", "\"7s\""),
