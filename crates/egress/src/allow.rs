@@ -45,6 +45,11 @@ impl FromStr for AllowRule {
         if host.is_empty() || host.contains(['/', '@', '?', '#', ' ']) {
             return Err(fail("not a host name"));
         }
+        // Only an IPv6 address has colons, and then only as `[v6]:port`
+        // (without a port it is a network, above).
+        if host.contains(':') && host.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err(fail("not a host name"));
+        }
         if let Some(domain) = host.strip_prefix("*.") {
             if domain.is_empty() || domain.contains('*') {
                 return Err(fail("a wildcard needs a domain after '*.'"));
@@ -81,6 +86,8 @@ impl fmt::Display for AllowRule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             AllowRule::Host { host, port: None } => write!(f, "{host}"),
+            // Bracketed, so that it reads back as this rule and not as an address.
+            AllowRule::Host { host, port: Some(p) } if host.contains(':') => write!(f, "[{host}]:{p}"),
             AllowRule::Host { host, port: Some(p) } => write!(f, "{host}:{p}"),
             AllowRule::Subdomains { domain, port: None } => write!(f, "*.{domain}"),
             AllowRule::Subdomains { domain, port: Some(p) } => write!(f, "*.{domain}:{p}"),
@@ -219,6 +226,21 @@ mod tests {
         for bad in ["", "host:0", "host:99999", "a*b", "*.", "10.0.0.0/99", "http://x/"] {
             let err = bad.parse::<AllowRule>().unwrap_err().to_string();
             assert!(err.contains("invalid allow rule"), "{bad}: {err}");
+        }
+    }
+
+    /// Found by fuzz/fuzz_targets/egress_url.rs: `[::1]:80` was shown as
+    /// `::1:80` (in refusals that list the rules), which reads back as the
+    /// address `::1:80`; and a host with colons that no URL can name was taken.
+    #[test]
+    fn rules_read_back_as_shown() {
+        for text in ["[::1]:80", "[2001:db8::1]:8443", "Api.Internal.:8080", "*.corp:443", "10.0.0.0/8", "::1", "ci"] {
+            let rule: AllowRule = text.parse().unwrap();
+            assert_eq!(rule.to_string().parse::<AllowRule>().unwrap(), rule, "{text} shown as {rule}");
+        }
+        assert_eq!("[::1]:80".parse::<AllowRule>().unwrap().to_string(), "[::1]:80");
+        for bad in ["a:b:c", "[*.a:b]:80", "[a:b:c]:80"] {
+            assert!(bad.parse::<AllowRule>().is_err(), "{bad}");
         }
     }
 
