@@ -19,25 +19,24 @@ if ! command -v cargo-fuzz >/dev/null; then
   echo "fuzz-smoke: cargo-fuzz is missing; install it with: cargo install cargo-fuzz --locked" >&2
   exit 1
 fi
-FUZZ=(cargo fuzz --fuzz-dir fuzz)
-BUILD=(--sanitizer none --target-dir "$TARGET_DIR")
+BUILD=(--fuzz-dir fuzz --sanitizer none --target-dir "$TARGET_DIR")
 
 started=$(date +%s)
 echo "fuzz-smoke: building every target (instrumented, into $TARGET_DIR)"
-"${FUZZ[@]}" build "${BUILD[@]}"
+cargo fuzz build "${BUILD[@]}"
 built=$(date +%s)
 echo "fuzz-smoke: build took $((built - started)) s"
 
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 failed=()
-for target in $("${FUZZ[@]}" list); do
+for target in $(cargo fuzz list --fuzz-dir fuzz); do
   mkdir -p "$WORK/$target/corpus" "$WORK/$target/artifacts"
   log="$WORK/$target/log"
   status=0
   # The first corpus directory takes what the run finds; the committed one
   # is only read. -timeout: one input may take 10 s; -rss_limit_mb: 2 GiB.
-  "${FUZZ[@]}" run "${BUILD[@]}" "$target" "$WORK/$target/corpus" "fuzz/corpus/$target" -- \
+  cargo fuzz run "${BUILD[@]}" "$target" "$WORK/$target/corpus" "fuzz/corpus/$target" -- \
     -max_total_time="$SECONDS_PER_TARGET" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
     -artifact_prefix="$WORK/$target/artifacts/" >"$log" 2>&1 || status=$?
   runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
@@ -61,7 +60,7 @@ for target in $("${FUZZ[@]}" list); do
     mkdir -p "fuzz/artifacts/$target"
     cp "$artifact" "fuzz/artifacts/$target/"
     echo "fuzz-smoke: kept as fuzz/artifacts/$target/$(basename "$artifact");" \
-      "reproduce with: cargo fuzz run --fuzz-dir fuzz --sanitizer none $target fuzz/artifacts/$target/$(basename "$artifact")"
+      "reproduce with: cargo fuzz run --sanitizer none $target fuzz/artifacts/$target/$(basename "$artifact")"
   done
   if [ "$found" = 0 ]; then
     echo "fuzz-smoke: $target left no input; the end of its log:"
