@@ -42,7 +42,21 @@ impl FromStr for AllowRule {
         }
         let (host, port) = split_port(rule).ok_or_else(|| fail("the port is not a number from 1 to 65535"))?;
         let host = normalize(host);
-        if host.is_empty() || host.contains(['/', '@', '?', '#', ' ']) {
+        // An address however written (`10.0.0.1.`, `[0:0::1]:80`): without a
+        // port a network of one address, as above; with one, kept in the form
+        // an address in a URL is compared in.
+        if let Ok(ip) = host.parse::<IpAddr>() {
+            return Ok(match port {
+                None => AllowRule::Network(IpNet::from(ip)),
+                Some(port) => AllowRule::Host { host: ip.to_string(), port: Some(port) },
+            });
+        }
+        // What no host in a URL holds (the URL standard's forbidden domain
+        // code points, and whitespace): such a rule could match nothing, and
+        // `trim` and the `[`/`]` of `[v6]:port` would drop some of it from
+        // the rule as shown, which would then read back as another rule.
+        if host.is_empty() || host.chars().any(|c| c.is_whitespace() || c.is_control() || "#%/:<>?@[\\]^|".contains(c))
+        {
             return Err(fail("not a host name"));
         }
         if let Some(domain) = host.strip_prefix("*.") {
@@ -81,6 +95,8 @@ impl fmt::Display for AllowRule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             AllowRule::Host { host, port: None } => write!(f, "{host}"),
+            // Bracketed, so that it reads back as this rule and not as an address.
+            AllowRule::Host { host, port: Some(p) } if host.contains(':') => write!(f, "[{host}]:{p}"),
             AllowRule::Host { host, port: Some(p) } => write!(f, "{host}:{p}"),
             AllowRule::Subdomains { domain, port: None } => write!(f, "*.{domain}"),
             AllowRule::Subdomains { domain, port: Some(p) } => write!(f, "*.{domain}:{p}"),
@@ -219,6 +235,45 @@ mod tests {
         for bad in ["", "host:0", "host:99999", "a*b", "*.", "10.0.0.0/99", "http://x/"] {
             let err = bad.parse::<AllowRule>().unwrap_err().to_string();
             assert!(err.contains("invalid allow rule"), "{bad}: {err}");
+        }
+    }
+
+    /// Found by fuzz/fuzz_targets/egress_url.rs: `[::1]:80` was shown as
+    /// `::1:80` (in refusals that list the rules), which reads back as the
+    /// address `::1:80`; a host with colons that no URL can name was taken;
+    /// and so was one with whitespace or controls, shown without some of it.
+    #[test]
+    fn rules_read_back_as_shown() {
+        for text in ["[::1]:80", "[2001:db8::1]:8443", "Api.Internal.:8080", "*.corp:443", "10.0.0.0/8", "::1", "ci"] {
+            let rule: AllowRule = text.parse().unwrap();
+            assert_eq!(rule.to_string().parse::<AllowRule>().unwrap(), rule, "{text} shown as {rule}");
+        }
+        assert_eq!("[::1]:80".parse::<AllowRule>().unwrap().to_string(), "[::1]:80");
+        // fuzz/corpus/egress_url/crash-ip-host-rule: `10.207.0.0.` was the host
+        // `10.207.0.0`, shown as that, which reads back as a network.
+        assert_eq!("10.207.0.0.".parse::<AllowRule>().unwrap(), "10.207.0.0/32".parse::<AllowRule>().unwrap());
+        // Written otherwise than an address in a URL is, it matched nothing.
+        let rules = list(&["[0:0::1]:80", "[::FFFF:10.0.0.1]:80", "10.0.0.2.:8080"]);
+        for url in ["http://[::1]/", "http://[::ffff:10.0.0.1]/", "http://10.0.0.2:8080/"] {
+            assert_eq!(decide(&rules, url).unwrap(), NameDecision::Allowed, "{url}");
+        }
+        // The fourth (fuzz/corpus/egress_url/crash-whitespace-host-rule):
+        // `trim` took the leading controls, the `]` behind them was dropped
+        // with the port split, and the host kept the controls after it.
+        for bad in [
+            "a:b:c",
+            "[*.a:b]:80",
+            "[a:b:c]:80",
+            "\u{b}\u{b}]\u{b}\u{b}\u{b}\u{fffd}l\u{b}\u{b}\u{b}e:79",
+            "a\tb",
+            "[ a]:80",
+            // fuzz/corpus/egress_url/crash-bracket-host-rule: shown as
+            // `7[:9615`, read back as `7:9615`.
+            "7[.:9615",
+            "a]b",
+            "a%2fb",
+        ] {
+            assert!(bad.parse::<AllowRule>().is_err(), "{bad}");
         }
     }
 
