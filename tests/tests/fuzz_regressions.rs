@@ -26,7 +26,6 @@ fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
 /// Fixed in `borealis_egress::headers::agent_response_head`; proxy.rs is to
 /// call it, and then this test passes.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "needs proxy.rs to use borealis_egress::headers::agent_response_head (fuzzing report, issue 14)"]
 async fn an_agent_status_over_16_bits_is_refused_not_truncated() {
     let relay = RelayProcess::start(RelayOptions::default());
     let (client_id, secret) = relay.create_agent("fake-agent");

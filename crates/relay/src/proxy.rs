@@ -14,7 +14,7 @@ use borealis_protocol::{MAX_CHUNK_BYTES, MAX_FRAME_BYTES, MAX_INLINE_BODY_BYTES,
 use borealis_store::CredentialKind;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use http::{HeaderMap, HeaderValue, StatusCode};
 use tokio_util::task::AbortOnDropHandle;
 
 use crate::api::Problem;
@@ -322,17 +322,11 @@ async fn via_agent(state: &Arc<AppState>, agent_id: &str, outbound: Outbound) ->
                 format!("an inline body of {} bytes, over the limit of {MAX_INLINE_BODY_BYTES}", head.body.len());
             return Err(protocol_error(&mut call, reason));
         }
-        let status = StatusCode::from_u16(head.status as u16).expect("checked above");
+        let (status, headers) = borealis_egress::headers::agent_response_head(head.status, &head.headers)
+            .map_err(|_| protocol_error(&mut call, format!("the invalid status {}", head.status)))?;
         let mut reply = Response::builder().status(status);
         if let Some(map) = reply.headers_mut() {
-            for header in head.headers {
-                if let (Ok(name), Ok(value)) =
-                    (HeaderName::from_bytes(header.name.as_bytes()), HeaderValue::from_bytes(&header.value))
-                {
-                    map.append(name, value);
-                }
-            }
-            *map = end_to_end(map);
+            *map = headers;
         }
         if head.body.len() as u64 > limit {
             let reason = format!("an inline body of {} bytes, over max_response_bytes ({limit})", head.body.len());
