@@ -6,6 +6,9 @@
 # Traffic goes only to the loopback interfaces and to the two veth addresses
 # this script creates (10.213.77.1 and 10.213.77.2).
 #
+# A real Prometheus inside the namespace serves seed 003's blue/green
+# analysis step, through the agent only (a provider with --agent).
+#
 # Last, the link is cut for 45 s with a request in flight: the request must
 # fail with 502 within three heartbeat intervals (1 s here), and once the
 # link is back the agent must serve again within 5 s.
@@ -76,7 +79,25 @@ PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); p
 NONCE="private-$ID-$RANDOM"
 mkdir -p "$WORK/www"
 echo "$NONCE" > "$WORK/www/nonce.txt"
+# A metric for the analysis step, scraped by a Prometheus inside the namespace.
+printf '# TYPE borealis_e2e_cpu gauge\nborealis_e2e_cpu 0.42\n' > "$WORK/www/metrics.txt"
 ip netns exec "$NS" python3 -u -m http.server "$PORT" --bind 127.0.0.1 --directory "$WORK/www" > "$WORK/server.log" 2>&1 &
+PIDS+=($!)
+
+# A real Prometheus inside the namespace, on its own loopback: only the agent
+# reaches it.
+PROM_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+cat > "$WORK/prometheus.yml" <<YAML
+global:
+  scrape_interval: 1s
+scrape_configs:
+  - job_name: e2e
+    metrics_path: /metrics.txt
+    static_configs:
+      - targets: ["127.0.0.1:$PORT"]
+YAML
+ip netns exec "$NS" prometheus --config.file="$WORK/prometheus.yml" --storage.tsdb.path="$WORK/prometheus-data" \
+  --web.listen-address="127.0.0.1:$PROM_PORT" > "$WORK/prometheus.log" 2>&1 &
 PIDS+=($!)
 
 # An external system inside the namespace: it takes a webhook, then calls
@@ -132,7 +153,7 @@ export BOREALIS_ADMIN_TOKEN
 CLIENT_ID=$(awk '/^client_id:/ {print $2}' "$WORK/creds.txt")
 CLIENT_SECRET=$(awk '/^client_secret:/ {print $2}' "$WORK/creds.txt")
 ip netns exec "$NS" "$BIN/borealis-agent" --relay "$AGENTS_URL" --client-id "$CLIENT_ID" --client-secret "$CLIENT_SECRET" \
-  --allow "127.0.0.1:$PORT" --allow "127.0.0.1:$EXT_PORT" > "$WORK/agent.log" 2>&1 &
+  --allow "127.0.0.1:$PORT" --allow "127.0.0.1:$EXT_PORT" --allow "127.0.0.1:$PROM_PORT" > "$WORK/agent.log" 2>&1 &
 PIDS+=($!)
 "$BIN/borealis" clients create private-ci > "$WORK/client.txt" 2>/dev/null
 ip netns exec "$NS" python3 "$WORK/external.py" "$HTTP_URL" \
@@ -153,6 +174,48 @@ webhooks:
         value: '{{armory.callbackUri}}/callback'
 YAML
 wait_for "$WORK/agent.log" "connected to the relay" 20
+"$BIN/borealis" providers create prom --type prometheus --url "http://127.0.0.1:$PROM_PORT" --agent e2e > /dev/null
+# Seed 003's blue/green example; only the URL, the provider and the query are ours.
+cat > "$WORK/blue-green.yaml" <<YAML
+application: myApp
+targets:
+  prod:
+    account: prod-cluster
+    namespace: myApp-prod
+    strategy: myBlueGreen
+analysis:
+  defaultMetricProviderName: prom
+  queries:
+    - name: avgCPUUsage-pass
+      queryTemplate: borealis_e2e_cpu
+      upperLimit: 1
+      lowerLimit: 0
+webhooks:
+  - name: security-scan
+    method: POST
+    uriTemplate: http://127.0.0.1:$EXT_PORT/scan
+    networkMode: remoteNetworkAgent
+    agentIdentifier: e2e
+    headers:
+      - key: Location
+        value: '{{armory.callbackUri}}/callback'
+strategies:
+  myBlueGreen:
+    blueGreen:
+      activeService: myApp-external
+      previewService: myApp-preview
+      redirectTrafficAfter:
+        - analysis:
+            interval: 2
+            units: seconds
+            numberOfJudgmentRuns: 1
+            rollBackMode: manual
+            rollForwardMode: automatic
+            queries:
+              - avgCPUUsage-pass
+        - runWebhook:
+            name: security-scan
+YAML
 
 direct_cannot_reach() {
   local url out
@@ -182,6 +245,27 @@ webhook_through_agent() {
 
 agent_listed() {
   "$BIN/borealis" agents list | grep -E '^e2e +yes'
+}
+
+# The analysis step's Prometheus is reachable only through the agent; the
+# deployment waits for a first sample, then runs and is judged by it.
+analysis_through_agent() {
+  local query="http://127.0.0.1:$PROM_PORT/api/v1/query?query=borealis_e2e_cpu" out
+  if "$BIN/borealis" proxy --timeout 3s "$query" > /dev/null 2>&1; then
+    echo "direct mode reached the private Prometheus" >&2
+    return 1
+  fi
+  for _ in $(seq 1 300); do
+    out=$("$BIN/borealis" proxy --agent e2e "$query" 2>/dev/null) && grep -q '"0.42"' <<< "$out" && break
+    sleep 0.1
+  done
+  grep -q '"0.42"' <<< "$out" || { echo "Prometheus never scraped the metric: $out" >&2; tail -5 "$WORK/prometheus.log" >&2; return 1; }
+  out=$(timeout 120 "$BIN/borealis" deploy -f "$WORK/blue-green.yaml" --wait 2>&1) || { echo "$out" >&2; return 1; }
+  local id
+  id=$("$BIN/borealis" --json deployments list | python3 -c 'import json, sys; print(json.load(sys.stdin)["deployments"][0]["id"])')
+  out=$("$BIN/borealis" deployments show "$id")
+  echo "  deploy -> succeeded; $(grep -c 0.42 <<< "$out") judgment value(s) of 0.42 shown"
+  grep -q "0.42" <<< "$out"
 }
 
 now() { date +%s.%N; }
@@ -227,6 +311,7 @@ check "the agent inside the namespace is connected" agent_listed
 check "borealis proxy (direct) cannot reach the private server" direct_cannot_reach
 check "borealis proxy --agent e2e reaches it" agent_reaches
 check "a remoteNetworkAgent webhook runs through the agent and is called back" webhook_through_agent
+check "seed 003's blue/green analysis queries the private Prometheus through the agent" analysis_through_agent
 check "a request in flight when the link is cut fails with 502 within three heartbeats" cut_fails_fast
 check "45 s later the link heals and the agent serves again within 5 s" heal_serves_fast
 
