@@ -15,7 +15,7 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
-BIN=${BOREALIS_BIN_DIR:-target/debug}
+BIN=${BOREALIS_BIN_DIR:-${CARGO_TARGET_DIR:-target}/debug}
 if [ "$(id -u)" != 0 ]; then
   echo "e2e-private-network: must run as root (it creates a network namespace)" >&2
   exit 1
