@@ -166,6 +166,7 @@ fuzz_target!(|data: &[u8]| {
             body_template: body,
             retry_count: 0,
             disable_callback: false,
+            signing: None,
             location: Location { path: "webhooks[0]".into(), line: 1, column: 1 },
         };
         let (result, peak) = measured(|| template::render_webhook_with(&webhook, &values, mask, &limits));
