@@ -377,11 +377,15 @@ impl DeploymentFile {
         self.metrics.queries.iter().find(|q| q.name == name)
     }
 
+    /// Every step anywhere in the file: targets' constraints and strategies.
+    fn all_steps(&self) -> impl Iterator<Item = &Step> {
+        let constraint_steps = self.targets.iter().flat_map(|t| t.constraints.steps());
+        constraint_steps.chain(self.strategies.iter().flat_map(|s| s.kind.steps()))
+    }
+
     /// All `analysis` steps anywhere in the file.
     pub fn analyses(&self) -> Vec<&Analysis> {
-        let constraint_steps = self.targets.iter().flat_map(|t| t.constraints.steps());
-        constraint_steps
-            .chain(self.strategies.iter().flat_map(|s| s.kind.steps()))
+        self.all_steps()
             .filter_map(|step| match step {
                 Step::Analysis(a) => Some(a),
                 _ => None,
@@ -396,9 +400,7 @@ impl DeploymentFile {
 
     /// All `runWebhook` steps anywhere in the file.
     pub fn run_webhooks(&self) -> Vec<&RunWebhook> {
-        let constraint_steps = self.targets.iter().flat_map(|t| t.constraints.steps());
-        constraint_steps
-            .chain(self.strategies.iter().flat_map(|s| s.kind.steps()))
+        self.all_steps()
             .filter_map(|step| match step {
                 Step::RunWebhook(run) => Some(run),
                 _ => None,

@@ -35,8 +35,10 @@ use tracing_subscriber::util::SubscriberInitExt;
 /// The environment variable holding the filter, e.g. `info,borealis_agent=debug`.
 pub const FILTER_ENV: &str = "BOREALIS_LOG";
 
-/// How log lines are written.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// How log lines are written. In a configuration it is the string `text`
+/// or `json`, read with the same rule as the flag.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub enum LogFormat {
     /// Human-readable lines.
     #[default]
@@ -54,6 +56,20 @@ impl FromStr for LogFormat {
             "json" => Ok(LogFormat::Json),
             _ => Err(format!("unknown log format {text:?}: expected text or json")),
         }
+    }
+}
+
+impl TryFrom<String> for LogFormat {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        text.parse()
+    }
+}
+
+impl From<LogFormat> for String {
+    fn from(format: LogFormat) -> Self {
+        format.to_string()
     }
 }
 

@@ -76,7 +76,7 @@ pub struct RelayConfig {
     /// Largest rendered webhook request, all fields together.
     pub max_rendered_request_bytes: usize,
     /// How log lines are written: `text`, or `json` (one object per line).
-    pub log_format: String,
+    pub log_format: borealis_logging::LogFormat,
     /// The stored secret whose key signs every outgoing call (webhooks,
     /// Flagger hooks, driver calls) that has no `signing:` of its own,
     /// Standard Webhooks style. Its name, never its value.
@@ -128,7 +128,7 @@ impl Default for RelayConfig {
             auth_failures_per_minute: 30,
             max_rendered_field_bytes: 64 << 10,
             max_rendered_request_bytes: 256 << 10,
-            log_format: borealis_logging::LogFormat::Text.to_string(),
+            log_format: borealis_logging::LogFormat::Text,
             webhook_signing_secret: None,
         }
     }
@@ -204,17 +204,10 @@ impl RelayConfig {
                 "webhook_signing_secret names a stored secret (borealis secrets set NAME): {reason}"
             )));
         }
-        if let Err(err) = self.log_format.parse::<borealis_logging::LogFormat>() {
-            return Err(ConfigError::Invalid(format!("log_format: {err}")));
-        }
         if self.admin_token.as_ref().is_some_and(|t| t.expose().len() < 16) {
             return invalid("the admin token must be at least 16 characters long");
         }
         Ok(())
-    }
-
-    pub fn log_format(&self) -> borealis_logging::LogFormat {
-        self.log_format.parse().unwrap_or_default()
     }
 
     /// How large a rendered webhook may be.

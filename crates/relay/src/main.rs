@@ -153,7 +153,7 @@ async fn main() -> anyhow::Result<()> {
     // Logging starts once the configuration (which may set its format) is
     // read; an error before that is printed by itself.
     let config = RelayConfig::load(flags.config.as_deref(), std::env::vars(), &flags.overrides())?;
-    borealis_logging::init(config.log_format());
+    borealis_logging::init(config.log_format);
     let http = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {} (--listen)", config.listen))?;

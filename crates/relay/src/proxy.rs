@@ -449,10 +449,11 @@ impl ResponseBody {
         futures_util::stream::unfold(Some(self), |state| async move {
             let mut body = state?;
             let broken = |msg: String| Some((Err(std::io::Error::other(msg)), None));
-            let session = body._lease.session().clone();
+            // Disjoint fields: the call is read while the lease's session is watched.
+            let lost = &body._lease.session().lost;
             let read = tokio::select! {
                 read = read(&mut body.call) => read,
-                () = session.lost.cancelled() => return broken("agent was lost mid-response (it stopped answering heartbeats)".into()),
+                () = lost.cancelled() => return broken("agent was lost mid-response (it stopped answering heartbeats)".into()),
             };
             // The caller has the status already: a violation now breaks the body off.
             let violated = |body: &mut ResponseBody, reason: String| {

@@ -40,7 +40,6 @@ pub struct RunLink {
 
 pub struct Created {
     pub id: String,
-    pub callback_uri: String,
     pub warnings: Vec<String>,
     /// The `Idempotency-Key` named an earlier run, which `id` is.
     pub replayed: bool,
@@ -163,10 +162,10 @@ pub async fn create(state: &Arc<AppState>, request: CreateRun) -> Result<Created
     match state.store.insert_run(&run).await {
         Ok(()) => {}
         Err(StoreError::IdempotencyKeyUsed { id, same_request: true }) => {
-            return Ok(Created { id, callback_uri: String::new(), warnings, replayed: true });
+            return Ok(Created { id, warnings, replayed: true });
         }
         Err(err) => return Err(crate::api::store_problem(err)),
     }
     state.engine.attempt_now(&id);
-    Ok(Created { id, callback_uri, warnings, replayed: false })
+    Ok(Created { id, warnings, replayed: false })
 }
