@@ -16,7 +16,6 @@ use serde_json::json;
 
 use crate::auth::{self, AuthError, TOKEN_TTL};
 use crate::deployments::api as deployments;
-use crate::proxy::{self, ProxyQuery};
 use crate::runs::api as runs;
 use crate::serve::RemoteAddr;
 use crate::state::AppState;
@@ -182,7 +181,7 @@ pub fn http_router(state: Arc<AppState>) -> Router {
         .route("/api/v1/agents/{id}", axum::routing::delete(revoke_agent))
         .route("/api/v1/clients", post(create_client))
         .route("/api/v1/clients/{name}", axum::routing::delete(revoke_client))
-        .route("/api/v1/proxy", any(proxy))
+        .route("/api/v1/proxy", any(crate::http::proxy::proxy))
         .route("/api/v1/webhook-runs", post(runs::create_run).get(runs::list_runs))
         .route("/api/v1/webhook-runs/{id}", get(runs::show_run))
         .route("/api/v1/webhook-runs/{id}/cancel", post(runs::cancel_run))
@@ -381,20 +380,6 @@ async fn revoke_agent(State(state): State<Arc<AppState>>, Path(id): Path<String>
     let closed = state.hub.disconnect(&id, tonic::Status::unauthenticated("the credential was revoked"));
     tracing::info!(agent = %id, sessions_closed = closed, "agent revoked");
     Ok(Json(json!({ "agent_id": id, "revoked": true, "sessions_closed": closed })).into_response())
-}
-
-async fn proxy(State(state): State<Arc<AppState>>, request: Request) -> Response {
-    let query = match axum::extract::Query::<ProxyQuery>::try_from_uri(request.uri()) {
-        Ok(query) => query.0,
-        Err(err) => {
-            return Problem::bad_request(
-                "invalid-query",
-                format!("{}; expected ?url=URL[&agent=ID][&timeout=30s]", err.body_text()),
-            )
-            .into_response();
-        }
-    };
-    proxy::handle(state, query, request).await
 }
 
 /// The OAuth 2.0 client-credentials grant (RFC 6749 §4.4).

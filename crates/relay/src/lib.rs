@@ -23,11 +23,13 @@
 
 pub mod api;
 pub mod auth;
+pub mod clock;
 pub mod config;
 pub mod deployments;
+pub mod forward;
+pub mod http;
 pub mod hub;
 pub mod metrics;
-pub mod proxy;
 pub mod runs;
 pub mod serve;
 pub mod signing;
@@ -48,8 +50,13 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::RelayConfig;
 
+use crate::clock::Clock;
+use crate::deployments::caller::Caller;
+use crate::deployments::{DeploymentSettings, Deployments};
+use crate::forward::Forwarder;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
+use crate::runs::{RunSettings, Runs};
 use crate::state::AppState;
 
 /// The relay's two listeners, bound by the caller.
@@ -121,28 +128,45 @@ pub async fn run(
     let grace = config.shutdown_grace;
     let vault = vault::Vault::open(store.clone(), &data_dir, config.secret_key.as_ref())?;
     if let Some(name) = &config.webhook_signing_secret {
-        match signing::keys(&config, None, &vault.all().await?) {
+        match signing::keys(Some(name), None, &vault.all().await?) {
             Ok(_) => tracing::info!(secret = %name, "outgoing calls are signed (Standard Webhooks)"),
             Err(reason) => tracing::warn!(%reason, "outgoing calls fail until the signing secret is stored"),
         }
     }
-    let (engine, engine_task) = runs::engine::Engine::new();
     let scheme = if tls.is_some() { "https" } else { "http" };
     let public_base = match &config.public_url {
         Some(url) => url.to_string(),
         None => format!("{scheme}://{}", addr_text(listeners.http.local_addr().ok())),
     };
+    let vault = Arc::new(vault);
+    let forwarder = Arc::new(Forwarder::new(egress, hub.clone(), store.clone()));
+    let clock = Clock::system();
+    let (runs, scheduler) = Runs::new(
+        store.clone(),
+        vault.clone(),
+        forwarder.clone(),
+        RunSettings::from_config(&config, public_base),
+        clock,
+    );
+    let caller = Arc::new(Caller::new(
+        forwarder.clone(),
+        vault.clone(),
+        config.webhook_signing_secret.clone(),
+        config.max_body_bytes,
+        config.retry_base_delay,
+    ));
+    let deployments =
+        Deployments::new(store.clone(), runs.clone(), caller, vault.clone(), DeploymentSettings::from_config(&config));
     let state = Arc::new(AppState {
         config,
         store: store.clone(),
         auth,
         hub: hub.clone(),
-        egress,
+        forwarder,
         metrics,
         vault,
-        engine,
-        public_base,
-        deployment_events: tokio::sync::broadcast::channel(1024).0,
+        runs: runs.clone(),
+        deployments: deployments.clone(),
         auth_guard,
     });
 
@@ -153,9 +177,9 @@ pub async fn run(
     let http_addr = listeners.http.local_addr().ok();
     let agents_addr = listeners.agents.local_addr().ok();
     let stop = CancellationToken::new();
-    let engine = tokio::spawn(runs::engine::run(state.clone(), engine_task, stop.clone()));
+    let engine = tokio::spawn(runs::engine::run(runs.clone(), scheduler));
     let sweeper = tokio::spawn(tunnel::sweep_revoked(state.clone(), stop.clone()));
-    deployments::resume(&state).await;
+    deployments.resume().await;
     let servers = [
         tokio::spawn(serve::serve(
             "http",
@@ -184,8 +208,12 @@ pub async fn run(
     );
 
     shutdown.await;
+    // Stop intake, drain, wait within the grace, then close the store.
     tracing::info!(grace = ?grace, "shutting down: draining agents");
+    let started = tokio::time::Instant::now();
     hub.drain(grace).await;
+    deployments.close().await;
+    runs.close(grace.saturating_sub(started.elapsed())).await;
     hub.close_all();
     stop.cancel();
     for server in servers {

@@ -14,13 +14,12 @@ use borealis_core::deployment::{DeploymentFile, Driver, Signing};
 use borealis_core::signing::{self, SigningKey};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::config::RelayConfig;
-use crate::state::AppState;
+use crate::vault::Vault;
 
 /// The keys that sign a call with `own` signing (or none), from `secrets`
 /// (as the vault gave them). An error names the field or the option.
 pub fn keys(
-    config: &RelayConfig,
+    default: Option<&str>,
     own: Option<&Signing>,
     secrets: &BTreeMap<String, Secret>,
 ) -> Result<Vec<SigningKey>, String> {
@@ -31,7 +30,7 @@ pub fn keys(
         SigningKey::from_secret(secret.expose())
             .map_err(|e| format!("{} names secret {name:?}, which cannot be a signing key: {e}", from()))
     };
-    match (own, &config.webhook_signing_secret) {
+    match (own, default) {
         (Some(own), _) => own.secrets.iter().map(|name| key(name, &|| own.location.path.clone())).collect(),
         (None, Some(name)) => Ok(vec![key(name, &|| "the relay's webhook_signing_secret".to_owned())?]),
         (None, None) => Ok(Vec::new()),
@@ -41,7 +40,7 @@ pub fn keys(
 /// Every signing problem of a deployment file: each `signing:` (webhooks,
 /// Flagger hooks, webhook drivers) must name stored, usable secrets, and so
 /// must the relay's default if a call in the file has none of its own.
-pub fn check_file(config: &RelayConfig, file: &DeploymentFile, secrets: &BTreeMap<String, Secret>) -> Vec<String> {
+pub fn check_file(default: Option<&str>, file: &DeploymentFile, secrets: &BTreeMap<String, Secret>) -> Vec<String> {
     let drivers = file.targets.iter().filter_map(|t| match &t.driver {
         Driver::Webhook { signing, .. } => Some(signing.as_ref()),
         Driver::Record => None,
@@ -54,9 +53,9 @@ pub fn check_file(config: &RelayConfig, file: &DeploymentFile, secrets: &BTreeMa
         .chain(drivers)
         .collect();
     let mut problems: Vec<String> =
-        signings.iter().flatten().filter_map(|s| keys(config, Some(s), secrets).err()).collect();
+        signings.iter().flatten().filter_map(|s| keys(default, Some(s), secrets).err()).collect();
     if signings.iter().any(Option::is_none)
-        && let Err(problem) = keys(config, None, secrets)
+        && let Err(problem) = keys(default, None, secrets)
     {
         problems.push(problem);
     }
@@ -64,12 +63,16 @@ pub fn check_file(config: &RelayConfig, file: &DeploymentFile, secrets: &BTreeMa
 }
 
 /// [`keys`], reading the vault only when a key is needed.
-pub async fn keys_from_vault(state: &AppState, own: Option<&Signing>) -> Result<Vec<SigningKey>, String> {
-    if own.is_none() && state.config.webhook_signing_secret.is_none() {
+pub async fn keys_from_vault(
+    vault: &Vault,
+    default: Option<&str>,
+    own: Option<&Signing>,
+) -> Result<Vec<SigningKey>, String> {
+    if own.is_none() && default.is_none() {
         return Ok(Vec::new());
     }
-    let secrets = state.vault.all().await.map_err(|e| format!("the signing secrets cannot be read: {e}"))?;
-    keys(&state.config, own, &secrets)
+    let secrets = vault.all().await.map_err(|e| format!("the signing secrets cannot be read: {e}"))?;
+    keys(default, own, &secrets)
 }
 
 /// The Standard Webhooks headers of one attempt, made now.
@@ -131,19 +134,19 @@ mod tests {
 
     #[test]
     fn a_calls_own_signing_wins_over_the_relays_default() {
-        let mut config = RelayConfig::default();
-        assert!(keys(&config, None, &secrets()).unwrap().is_empty());
-        config.webhook_signing_secret = Some("old".into());
-        assert_eq!(keys(&config, None, &secrets()).unwrap().len(), 1);
-        assert_eq!(keys(&config, Some(&own(&["new", "old"])), &secrets()).unwrap().len(), 2);
+        let mut config: Option<&str> = None;
+        assert!(keys(config, None, &secrets()).unwrap().is_empty());
+        config = Some("old");
+        assert_eq!(keys(config, None, &secrets()).unwrap().len(), 1);
+        assert_eq!(keys(config, Some(&own(&["new", "old"])), &secrets()).unwrap().len(), 2);
     }
 
     #[test]
     fn missing_or_unusable_secrets_are_named() {
-        let mut config = RelayConfig::default();
-        let err = keys(&config, Some(&own(&["new", "gone"])), &secrets()).unwrap_err();
+        let mut config: Option<&str> = None;
+        let err = keys(config, Some(&own(&["new", "gone"])), &secrets()).unwrap_err();
         assert_eq!(err, "webhooks[0].signing names secret \"gone\", which is not stored (borealis secrets set gone)");
-        let err = keys(&config, Some(&own(&["broken"])), &secrets()).unwrap_err();
+        let err = keys(config, Some(&own(&["broken"])), &secrets()).unwrap_err();
         assert!(
             err.starts_with(
                 "webhooks[0].signing names secret \"broken\", which cannot be a signing key: it starts with whsec_"
@@ -151,8 +154,8 @@ mod tests {
             "{err}"
         );
         assert!(!err.contains("***"), "the value is not shown: {err}");
-        config.webhook_signing_secret = Some("gone".into());
-        let err = keys(&config, None, &secrets()).unwrap_err();
+        config = Some("gone");
+        let err = keys(config, None, &secrets()).unwrap_err();
         assert!(err.starts_with("the relay's webhook_signing_secret names secret \"gone\""), "{err}");
     }
 
@@ -170,13 +173,13 @@ targets:
       webhook: {url: 'http://x/actions'}
 ";
         let file = borealis_core::deployment::parse(text).unwrap().file;
-        let mut config = RelayConfig::default();
-        let problems = check_file(&config, &file, &secrets());
+        let mut config: Option<&str> = None;
+        let problems = check_file(config, &file, &secrets());
         assert_eq!(problems.len(), 2, "{problems:?}");
         assert!(problems[0].starts_with("webhooks[0].signing names secret \"gone\""), "{problems:?}");
         assert!(problems[1].starts_with("analysis.webhooks[0].signing names secret \"broken\""), "{problems:?}");
-        config.webhook_signing_secret = Some("missing".into());
-        let problems = check_file(&config, &file, &secrets());
+        config = Some("missing");
+        let problems = check_file(config, &file, &secrets());
         assert!(
             problems[2].starts_with("the relay's webhook_signing_secret"),
             "the driver uses the default: {problems:?}"
@@ -185,7 +188,7 @@ targets:
 
     #[test]
     fn a_stamp_replaces_the_headers_it_owns() {
-        let keys = keys(&RelayConfig::default(), Some(&own(&["new"])), &secrets()).unwrap();
+        let keys = keys(None, Some(&own(&["new"])), &secrets()).unwrap();
         let mut headers = HeaderMap::new();
         headers.insert("webhook-signature", HeaderValue::from_static("v1,forged"));
         headers.insert("webhook-timestamp", HeaderValue::from_static("1"));

@@ -7,11 +7,11 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use borealis_core::deployment;
-use borealis_store::{ApprovalState, DeploymentRecord, DeploymentView, RunRecord, StoreError};
+use borealis_store::{DeploymentView, RunRecord};
 use serde_json::json;
 
-use crate::api::{Problem, WaitQuery, changed, json_body, rfc3339};
+use super::{Decision, is_decision};
+use crate::api::{Problem, WaitQuery, json_body, rfc3339};
 use crate::state::AppState;
 
 #[derive(serde::Deserialize)]
@@ -22,10 +22,6 @@ pub struct CreateDeployment {
     context: BTreeMap<String, String>,
 }
 
-fn invalid(detail: String, errors: Vec<String>) -> Problem {
-    Problem::new(StatusCode::BAD_REQUEST, "invalid-deployment", detail).with_errors(errors)
-}
-
 pub async fn create(
     State(state): State<Arc<AppState>>,
     headers: http::HeaderMap,
@@ -33,83 +29,17 @@ pub async fn create(
 ) -> Result<Response, Problem> {
     let request: CreateDeployment = json_body(&body)?;
     let idempotency = crate::api::idempotency_key(&headers, &body)?;
-    let parsed = deployment::parse(&request.file).map_err(|errors| {
-        let lines: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
-        invalid(format!("the deployment file is invalid:\n{}", lines.join("\n")), lines)
-    })?;
-    let mut errors: Vec<String> = deployment::validate_deployment(&parsed.file).iter().map(|e| e.to_string()).collect();
-    if parsed.file.application.is_none() {
-        errors.insert(0, "application: a deployment needs an application name".into());
+    let started = state.deployments.create(&request.file, &request.context, idempotency.as_ref()).await?;
+    if started.replayed {
+        return Ok(crate::api::created(Json(describe(&started.view)), true));
     }
-    let secrets = state.vault.all().await.map_err(Problem::internal)?;
-    errors.extend(crate::signing::check_file(&state.config, &parsed.file, &secrets));
-    errors.extend(check_providers(&state, &parsed.file).await?);
-    if !errors.is_empty() {
-        return Err(invalid(format!("the deployment cannot run:\n{}", errors.join("\n")), errors));
-    }
-    let application = parsed.file.application.clone().expect("checked");
-    let id = uuid::Uuid::new_v4().to_string();
-    let context = serde_json::to_string(&request.context).expect("json");
-    let inserted =
-        state.store.insert_deployment(&id, &application, &request.file, &context, idempotency.as_ref()).await;
-    match inserted {
-        Ok(()) => {}
-        Err(StoreError::IdempotencyKeyUsed { id, same_request: true }) => {
-            return Ok(crate::api::created(Json(describe(&find_view(&state, &id).await?)), true));
-        }
-        Err(StoreError::Conflict(message)) => {
-            return Err(Problem::new(StatusCode::CONFLICT, "deployment-in-progress", message));
-        }
-        Err(other) => return Err(crate::api::store_problem(other)),
-    }
-    for target in &parsed.file.targets {
-        state
-            .store
-            .set_target(&id, &target.name, "waiting", Some("waiting to start"), None)
-            .await
-            .map_err(Problem::internal)?;
-    }
-    tracing::info!(deployment = %id, %application, "deployment started");
-    tokio::spawn(super::orchestrator::run(state.clone(), id.clone()));
-    let mut value = describe(&find_view(&state, &id).await?);
-    value["warnings"] = json!(parsed.warnings.iter().map(|w| w.to_string()).collect::<Vec<_>>());
+    let mut value = describe(&started.view);
+    value["warnings"] = json!(started.warnings);
     Ok((StatusCode::CREATED, Json(value)).into_response())
 }
 
-/// Every analysis step's provider must be defined on this relay.
-async fn check_providers(state: &AppState, file: &deployment::DeploymentFile) -> Result<Vec<String>, Problem> {
-    let analyses = file.analyses();
-    if analyses.is_empty() {
-        return Ok(Vec::new());
-    }
-    let providers = state.store.providers().await.map_err(Problem::internal)?;
-    let names: Vec<&str> = providers.iter().map(|p| p.name.as_str()).collect();
-    let mut errors = Vec::new();
-    for analysis in analyses {
-        let Some(provider) = file.provider_of(analysis) else { continue };
-        if !names.contains(&provider.name.as_str()) {
-            let defined =
-                if names.is_empty() { "none is defined".to_owned() } else { format!("defined: {}", names.join(", ")) };
-            let at = &provider.location;
-            errors.push(
-                deployment::Diagnostic {
-                    path: at.path.clone(),
-                    message: format!(
-                        "unknown metric provider {:?} ({defined}; create it with borealis providers create)",
-                        provider.name
-                    ),
-                    line: at.line,
-                    column: at.column,
-                }
-                .to_string(),
-            );
-        }
-    }
-    Ok(errors)
-}
-
 pub async fn list(State(state): State<Arc<AppState>>) -> Result<Response, Problem> {
-    let listed = state.store.deployments(100).await.map_err(Problem::internal)?;
+    let listed = state.deployments.list(100).await?;
     let mut items = Vec::with_capacity(listed.len());
     for (record, targets) in &listed {
         items.push(json!({
@@ -130,43 +60,22 @@ pub async fn show(
     Query(query): Query<WaitQuery>,
 ) -> Result<Response, Problem> {
     let deadline = query.deadline()?;
-    let mut changes = state.deployment_events.subscribe();
-    loop {
-        // The record alone while waiting; the whole view once, to answer.
-        let record = find_deployment(&state, &id).await?;
-        if record.finished_at.is_some() || tokio::time::Instant::now() >= deadline {
-            return Ok(Json(describe(&find_view(&state, &id).await?)).into_response());
-        }
-        changed(&mut changes, &id, deadline).await;
-    }
-}
-
-fn unknown_deployment(id: &str) -> String {
-    format!("no deployment {id:?}")
-}
-
-/// The deployment `id`, or a 404 naming it.
-async fn find_deployment(state: &AppState, id: &str) -> Result<DeploymentRecord, Problem> {
-    Problem::found(state.store.deployment(id).await, "unknown-deployment", || unknown_deployment(id))
-}
-
-/// The deployment `id` with all it shows, as of one moment, or a 404 naming it.
-async fn find_view(state: &AppState, id: &str) -> Result<DeploymentView, Problem> {
-    Problem::found(state.store.deployment_view(id).await, "unknown-deployment", || unknown_deployment(id))
+    let view = state.deployments.view_when_finished(&id, deadline).await?;
+    Ok(Json(describe(&view)).into_response())
 }
 
 pub async fn approve(
     State(state): State<Arc<AppState>>,
     Path((id, target)): Path<(String, String)>,
 ) -> Result<Response, Problem> {
-    decide(&state, &id, &target, ApprovalState::Approved, false).await
+    decide(&state, &id, &target, Decision::Approve).await
 }
 
 pub async fn reject(
     State(state): State<Arc<AppState>>,
     Path((id, target)): Path<(String, String)>,
 ) -> Result<Response, Problem> {
-    decide(&state, &id, &target, ApprovalState::Rejected, false).await
+    decide(&state, &id, &target, Decision::Reject).await
 }
 
 /// `rollback`: an analysis step held for a decision rolls its target back.
@@ -174,7 +83,7 @@ pub async fn rollback(
     State(state): State<Arc<AppState>>,
     Path((id, target)): Path<(String, String)>,
 ) -> Result<Response, Problem> {
-    decide(&state, &id, &target, ApprovalState::Rejected, true).await
+    decide(&state, &id, &target, Decision::Rollback).await
 }
 
 /// `continue`: an analysis step held for a decision lets its target proceed.
@@ -182,63 +91,12 @@ pub async fn proceed(
     State(state): State<Arc<AppState>>,
     Path((id, target)): Path<(String, String)>,
 ) -> Result<Response, Problem> {
-    decide(&state, &id, &target, ApprovalState::Approved, true).await
+    decide(&state, &id, &target, Decision::Continue).await
 }
 
-fn is_decision(step_key: &str) -> bool {
-    step_key.ends_with(borealis_store::DECISION_SUFFIX)
-}
-
-async fn decide(
-    state: &Arc<AppState>,
-    id: &str,
-    target: &str,
-    decision: ApprovalState,
-    decisions: bool,
-) -> Result<Response, Problem> {
-    let record = find_deployment(state, id).await?;
-    let decided = state.store.decide_approvals(id, target, decision, decisions).await.map_err(Problem::internal)?;
-    if decided == 0 && decisions {
-        let view = find_view(state, id).await?;
-        let waiting: Vec<&str> =
-            view.pending_approvals.iter().filter(|(_, k)| is_decision(k)).map(|(t, _)| t.as_str()).collect();
-        let known = view.targets.iter().any(|t| t.target == target);
-        let detail = if !known {
-            format!("deployment {id} has no target {target:?}")
-        } else {
-            let others =
-                if waiting.is_empty() { "no target is".to_owned() } else { format!("waiting: {}", waiting.join(", ")) };
-            format!(
-                "target {target:?} of deployment {id} is not waiting for a rollback or continue decision ({others})"
-            )
-        };
-        return Err(Problem::new(StatusCode::CONFLICT, "not-awaiting-decision", detail));
-    }
-    if decided == 0 {
-        let view = find_view(state, id).await?;
-        let waiting: Vec<&str> =
-            view.pending_approvals.iter().filter(|(_, k)| !is_decision(k)).map(|(t, _)| t.as_str()).collect();
-        let known = view.targets.iter().any(|t| t.target == target);
-        let detail = if !known {
-            format!("deployment {id} has no target {target:?}")
-        } else if waiting.is_empty() {
-            format!("target {target:?} of deployment {id} is not waiting for approval (no target is)")
-        } else {
-            format!(
-                "target {target:?} of deployment {id} is not waiting for approval (waiting: {})",
-                waiting.join(", ")
-            )
-        };
-        return Err(Problem::new(StatusCode::CONFLICT, "not-awaiting-approval", detail));
-    }
-    state.deployment_changed(id);
-    let said = match (decisions, decision) {
-        (false, _) => decision.as_str(),
-        (true, ApprovalState::Approved) => "continue",
-        (true, _) => "rollback",
-    };
-    tracing::info!(deployment = %id, target, decision = said, "decision taken");
-    Ok(Json(json!({ "deployment": record.id, "target": target, "decision": said })).into_response())
+async fn decide(state: &AppState, id: &str, target: &str, decision: Decision) -> Result<Response, Problem> {
+    state.deployments.decide(id, target, decision).await?;
+    Ok(Json(json!({ "deployment": id, "target": target, "decision": decision.as_str() })).into_response())
 }
 
 /// A deployment as the API shows it: targets, their webhook runs, history.

@@ -7,7 +7,7 @@ use std::time::Duration;
 use borealis_core::deployment::{Driver, NetworkMode, Signing, Target};
 use serde_json::json;
 
-use crate::state::AppState;
+use super::caller::Caller;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ActionKind {
@@ -68,7 +68,16 @@ pub trait RolloutDriver: Send + Sync {
     /// Whether repeating an action is harmless, so that one cut off by a
     /// restart may be performed again.
     fn idempotent(&self) -> bool;
-    async fn act(&self, action: &Action) -> Result<(), String>;
+    async fn act(&self, action: &Action) -> Result<(), DriverError>;
+}
+
+/// An action the driver could not carry out.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{detail}")]
+pub struct DriverError {
+    pub detail: String,
+    /// Whether the same action may succeed if tried again.
+    pub retryable: bool,
 }
 
 /// Records actions in the deployment's history (which the orchestrator
@@ -85,14 +94,15 @@ impl RolloutDriver for RecordDriver {
         true
     }
 
-    async fn act(&self, _action: &Action) -> Result<(), String> {
+    async fn act(&self, _action: &Action) -> Result<(), DriverError> {
         Ok(())
     }
 }
 
 /// POSTs each action as JSON to the target's URL, direct or through an agent.
 pub struct WebhookDriver {
-    state: Arc<AppState>,
+    caller: Arc<Caller>,
+    timeout: Duration,
     url: String,
     agent: Option<String>,
     idempotent: bool,
@@ -109,33 +119,33 @@ impl RolloutDriver for WebhookDriver {
         self.idempotent
     }
 
-    async fn act(&self, action: &Action) -> Result<(), String> {
-        let timeout = self.state.config.webhook_timeout.min(Duration::from_secs(300));
+    async fn act(&self, action: &Action) -> Result<(), DriverError> {
         let signing = self.signing.as_ref();
-        let sent = super::post_json(
-            &self.state,
-            self.agent.as_deref(),
-            &self.url,
-            &action.to_json(),
-            timeout,
-            &action.id,
-            signing,
-        )
-        .await;
+        let sent = self
+            .caller
+            .post_json(self.agent.as_deref(), &self.url, &action.to_json(), self.timeout, &action.id, signing)
+            .await;
         match sent {
             Ok(status) if (200..300).contains(&status) => Ok(()),
-            Ok(status) => Err(format!("the {} driver at {} answered HTTP {status}", self.name(), self.url)),
-            Err(reason) => Err(format!("the {} driver at {} could not be reached: {reason}", self.name(), self.url)),
+            Ok(status) => Err(DriverError {
+                detail: format!("the {} driver at {} answered HTTP {status}", self.name(), self.url),
+                retryable: status == 408 || status == 429 || status >= 500,
+            }),
+            Err(err) => Err(DriverError {
+                detail: format!("the {} driver at {} could not be reached: {}", self.name(), self.url, err.detail),
+                retryable: err.retryable,
+            }),
         }
     }
 }
 
 /// The driver a target names (record by default).
-pub fn for_target(state: &Arc<AppState>, target: &Target) -> Arc<dyn RolloutDriver> {
+pub fn for_target(caller: &Arc<Caller>, timeout: Duration, target: &Target) -> Arc<dyn RolloutDriver> {
     match &target.driver {
         Driver::Record => Arc::new(RecordDriver),
         Driver::Webhook { url, network_mode, agent_identifier, idempotent, signing } => Arc::new(WebhookDriver {
-            state: state.clone(),
+            caller: caller.clone(),
+            timeout,
             url: url.clone(),
             agent: match network_mode {
                 NetworkMode::Direct => None,

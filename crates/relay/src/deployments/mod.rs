@@ -2,79 +2,349 @@
 //! constraints, strategy and Flagger-style hooks, with every action going
 //! through a [`driver::RolloutDriver`].
 //!
+//! - [`Deployments`]: the handle the HTTP edge uses: start, watch, decide.
 //! - [`orchestrator`]: one deployment's run, and its replay after a restart.
+//! - [`caller`]: the outgoing calls hooks, drivers and metric queries make.
 //! - [`driver`]: the `record` and `webhook` rollout drivers.
 //! - [`hooks`]: Flagger's hook types: gates, checks and events.
 //! - [`api`]: `/api/v1/deployments` and approvals.
 //! - [`providers`]: metric providers, and the Prometheus query analysis steps make.
 
 pub mod api;
+pub mod caller;
 pub mod driver;
 pub mod hooks;
 pub mod orchestrator;
 pub mod providers;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Body;
-use borealis_core::deployment::Signing;
-use http::{HeaderMap, HeaderValue, header};
+use borealis_core::deployment::{self, DeploymentFile};
+use borealis_store::{ApprovalState, DeploymentRecord, DeploymentView, IdempotencyKey, Store, StoreError};
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-use crate::proxy::{self, Outbound};
-use crate::signing::{self, Stamp};
-use crate::state::AppState;
+use crate::clock::Clock;
+use crate::config::RelayConfig;
+use crate::runs::Runs;
+use crate::vault::{Vault, VaultError};
+use caller::Caller;
 
-/// Starts every deployment a previous run of the relay left unfinished.
-pub async fn resume(state: &Arc<AppState>) {
-    match state.store.unfinished_deployments().await {
-        Ok(deployments) => {
-            for deployment in deployments {
-                tracing::info!(deployment = %deployment.id, "resuming deployment");
-                tokio::spawn(orchestrator::run(state.clone(), deployment.id));
-            }
+/// What deployments take from the relay's configuration.
+#[derive(Debug, Clone)]
+pub struct DeploymentSettings {
+    /// How long a gate is asked, and a webhook step waits.
+    pub callback_timeout: Duration,
+    /// How often a closed gate is asked again.
+    pub gate_interval: Duration,
+    /// Time limit of one driver call.
+    pub driver_timeout: Duration,
+    pub signing_default: Option<String>,
+}
+
+impl DeploymentSettings {
+    pub fn from_config(config: &RelayConfig) -> Self {
+        Self {
+            callback_timeout: config.callback_timeout,
+            gate_interval: config.gate_interval,
+            driver_timeout: config.webhook_timeout.min(Duration::from_secs(300)),
+            signing_default: config.webhook_signing_secret.clone(),
         }
-        Err(err) => tracing::error!(error = %err, "could not resume deployments"),
     }
 }
 
-/// POSTs JSON, direct or through an agent; the reply's status, or why none.
-/// The call carries `webhook-id: <id>` and, signed by `signing` or else the
-/// relay's `webhook_signing_secret`, this attempt's timestamp and signature.
-pub async fn post_json(
-    state: &Arc<AppState>,
-    agent: Option<&str>,
-    url: &str,
-    body: &serde_json::Value,
-    timeout: Duration,
-    id: &str,
-    signing: Option<&Signing>,
-) -> Result<u16, String> {
-    let keys = signing::keys_from_vault(state, signing).await?;
-    let body = body.to_string();
-    let mut headers = HeaderMap::new();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    Stamp::new(id, body.as_bytes(), &keys).apply(&mut headers);
-    let outbound = Outbound {
-        method: http::Method::POST,
-        url: url.to_owned(),
-        headers,
-        body: Body::from(body),
-        timeout,
-        limit: state.config.max_body_bytes,
-    };
-    let call = async {
-        match proxy::send(state, agent, outbound).await {
-            Ok(response) => {
-                let status = response.status().as_u16();
-                // Read (and discard) the reply so the connection is reused.
-                let _ = axum::body::to_bytes(response.into_body(), 64 * 1024).await;
-                Ok(status)
-            }
-            Err(err) => Err(err.problem.detail),
+#[derive(Debug, thiserror::Error)]
+pub enum DeploymentError {
+    /// The file cannot run: each line names a problem and where it is.
+    #[error("{detail}")]
+    Invalid { detail: String, errors: Vec<String> },
+    #[error("this Idempotency-Key was already used for {id}, with a different request; use a new key")]
+    IdempotencyKeyReused { id: String },
+    /// Another deployment of the application is still running.
+    #[error("{0}")]
+    InProgress(String),
+    #[error("no deployment {0:?}")]
+    Unknown(String),
+    #[error("{0}")]
+    NotAwaitingApproval(String),
+    #[error("{0}")]
+    NotAwaitingDecision(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Vault(#[from] VaultError),
+}
+
+/// A deployment just started (or found again by its `Idempotency-Key`).
+pub struct Started {
+    pub view: DeploymentView,
+    pub warnings: Vec<String>,
+    pub replayed: bool,
+}
+
+/// What an operator decided on a target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Approve,
+    Reject,
+    /// An analysis step held for a decision lets its target proceed.
+    Continue,
+    /// An analysis step held for a decision rolls its target back.
+    Rollback,
+}
+
+impl Decision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Approve => "approved",
+            Decision::Reject => "rejected",
+            Decision::Continue => "continue",
+            Decision::Rollback => "rollback",
         }
-    };
-    tokio::time::timeout(timeout, call)
-        .await
-        .unwrap_or_else(|_| Err(format!("no answer within {}", humantime::format_duration(timeout))))
+    }
+}
+
+/// The deployments: start, watch, decide; each runs as a task of its own
+/// that shutdown waits for.
+pub struct Deployments {
+    store: Arc<dyn Store>,
+    runs: Arc<Runs>,
+    caller: Arc<Caller>,
+    vault: Arc<Vault>,
+    clock: Clock,
+    settings: DeploymentSettings,
+    /// Ids of deployments that changed (approvals, steps), for waiters.
+    events: broadcast::Sender<String>,
+    tasks: TaskTracker,
+    /// Ends every deployment's task at shutdown; the journal resumes them.
+    stop: CancellationToken,
+}
+
+impl Deployments {
+    pub fn new(
+        store: Arc<dyn Store>,
+        runs: Arc<Runs>,
+        caller: Arc<Caller>,
+        vault: Arc<Vault>,
+        settings: DeploymentSettings,
+    ) -> Arc<Self> {
+        let clock = runs.clock().clone();
+        let events = broadcast::channel(1024).0;
+        let (tasks, stop) = (TaskTracker::new(), CancellationToken::new());
+        Arc::new(Self { store, runs, caller, vault, clock, settings, events, tasks, stop })
+    }
+
+    pub(crate) fn changed(&self, id: &str) {
+        let _ = self.events.send(id.to_owned());
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<String> {
+        self.events.subscribe()
+    }
+
+    fn start(self: &Arc<Self>, id: String) {
+        let (deployments, stop) = (self.clone(), self.stop.clone());
+        self.tasks.spawn(async move {
+            tokio::select! {
+                () = orchestrator::run(deployments, id) => {}
+                () = stop.cancelled() => {}
+            }
+        });
+    }
+
+    /// Starts every deployment a previous run of the relay left unfinished.
+    pub async fn resume(self: &Arc<Self>) {
+        match self.store.unfinished_deployments().await {
+            Ok(deployments) => {
+                for deployment in deployments {
+                    tracing::info!(deployment = %deployment.id, "resuming deployment");
+                    self.start(deployment.id);
+                }
+            }
+            Err(err) => tracing::error!(error = %err, "could not resume deployments"),
+        }
+    }
+
+    /// Checks the file `text` and starts it, with `context` for its templates.
+    pub async fn create(
+        self: &Arc<Self>,
+        text: &str,
+        context: &BTreeMap<String, String>,
+        idempotency: Option<&IdempotencyKey>,
+    ) -> Result<Started, DeploymentError> {
+        let invalid = |heading: &str, errors: Vec<String>| DeploymentError::Invalid {
+            detail: format!("{heading}:\n{}", errors.join("\n")),
+            errors,
+        };
+        let parsed = deployment::parse(text).map_err(|errors| {
+            invalid("the deployment file is invalid", errors.iter().map(|e| e.to_string()).collect())
+        })?;
+        let mut errors: Vec<String> =
+            deployment::validate_deployment(&parsed.file).iter().map(|e| e.to_string()).collect();
+        if parsed.file.application.is_none() {
+            errors.insert(0, "application: a deployment needs an application name".into());
+        }
+        let secrets = self.vault.all().await?;
+        errors.extend(crate::signing::check_file(self.settings.signing_default.as_deref(), &parsed.file, &secrets));
+        errors.extend(self.check_providers(&parsed.file).await?);
+        if !errors.is_empty() {
+            return Err(invalid("the deployment cannot run", errors));
+        }
+        let warnings = parsed.warnings.iter().map(|w| w.to_string()).collect();
+        let application = parsed.file.application.clone().expect("checked");
+        let id = uuid::Uuid::new_v4().to_string();
+        let context_json = serde_json::to_string(context).expect("a map of strings serializes");
+        match self.store.insert_deployment(&id, &application, text, &context_json, idempotency).await {
+            Ok(()) => {}
+            Err(StoreError::IdempotencyKeyUsed { id, same_request: true }) => {
+                return Ok(Started { view: self.view(&id).await?, warnings, replayed: true });
+            }
+            Err(StoreError::IdempotencyKeyUsed { id, .. }) => return Err(DeploymentError::IdempotencyKeyReused { id }),
+            Err(StoreError::Conflict(message)) => return Err(DeploymentError::InProgress(message)),
+            Err(other) => return Err(other.into()),
+        }
+        for target in &parsed.file.targets {
+            self.store.set_target(&id, &target.name, "waiting", Some("waiting to start"), None).await?;
+        }
+        tracing::info!(deployment = %id, %application, "deployment started");
+        self.start(id.clone());
+        Ok(Started { view: self.view(&id).await?, warnings, replayed: false })
+    }
+
+    /// Every analysis step's provider must be defined on this relay.
+    async fn check_providers(&self, file: &DeploymentFile) -> Result<Vec<String>, DeploymentError> {
+        let analyses = file.analyses();
+        if analyses.is_empty() {
+            return Ok(Vec::new());
+        }
+        let providers = self.store.providers().await?;
+        let names: Vec<&str> = providers.iter().map(|p| p.name.as_str()).collect();
+        let mut errors = Vec::new();
+        for analysis in analyses {
+            let Some(provider) = file.provider_of(analysis) else { continue };
+            if !names.contains(&provider.name.as_str()) {
+                let defined = if names.is_empty() {
+                    "none is defined".to_owned()
+                } else {
+                    format!("defined: {}", names.join(", "))
+                };
+                let at = &provider.location;
+                errors.push(
+                    deployment::Diagnostic {
+                        path: at.path.clone(),
+                        message: format!(
+                            "unknown metric provider {:?} ({defined}; create it with borealis providers create)",
+                            provider.name
+                        ),
+                        line: at.line,
+                        column: at.column,
+                    }
+                    .to_string(),
+                );
+            }
+        }
+        Ok(errors)
+    }
+
+    pub async fn record(&self, id: &str) -> Result<DeploymentRecord, DeploymentError> {
+        self.store.deployment(id).await?.ok_or_else(|| DeploymentError::Unknown(id.to_owned()))
+    }
+
+    /// The deployment `id` with all it shows, as of one moment.
+    pub async fn view(&self, id: &str) -> Result<DeploymentView, DeploymentError> {
+        self.store.deployment_view(id).await?.ok_or_else(|| DeploymentError::Unknown(id.to_owned()))
+    }
+
+    /// The deployment once it has finished, or as it is at `deadline`.
+    pub async fn view_when_finished(
+        &self,
+        id: &str,
+        deadline: tokio::time::Instant,
+    ) -> Result<DeploymentView, DeploymentError> {
+        let mut changes = self.subscribe();
+        loop {
+            // The record alone while waiting; the whole view once, to answer.
+            let record = self.record(id).await?;
+            if record.finished_at.is_some() || tokio::time::Instant::now() >= deadline {
+                return self.view(id).await;
+            }
+            crate::runs::changed(&mut changes, id, deadline).await;
+        }
+    }
+
+    pub async fn list(
+        &self,
+        limit: u32,
+    ) -> Result<Vec<(DeploymentRecord, Vec<borealis_store::TargetRecord>)>, DeploymentError> {
+        Ok(self.store.deployments(limit).await?)
+    }
+
+    /// An operator's decision on `target`: approve or reject a pending
+    /// approval, or continue or roll back an analysis held for a decision.
+    pub async fn decide(&self, id: &str, target: &str, decision: Decision) -> Result<(), DeploymentError> {
+        self.record(id).await?;
+        let (state, on_decisions) = match decision {
+            Decision::Approve => (ApprovalState::Approved, false),
+            Decision::Reject => (ApprovalState::Rejected, false),
+            Decision::Continue => (ApprovalState::Approved, true),
+            Decision::Rollback => (ApprovalState::Rejected, true),
+        };
+        let decided = self.store.decide_approvals(id, target, state, on_decisions).await?;
+        if decided == 0 {
+            let view = self.view(id).await?;
+            let waiting: Vec<&str> = view
+                .pending_approvals
+                .iter()
+                .filter(|(_, k)| is_decision(k) == on_decisions)
+                .map(|(t, _)| t.as_str())
+                .collect();
+            let known = view.targets.iter().any(|t| t.target == target);
+            if !known {
+                let detail = format!("deployment {id} has no target {target:?}");
+                return Err(if on_decisions {
+                    DeploymentError::NotAwaitingDecision(detail)
+                } else {
+                    DeploymentError::NotAwaitingApproval(detail)
+                });
+            }
+            if on_decisions {
+                let others = if waiting.is_empty() {
+                    "no target is".to_owned()
+                } else {
+                    format!("waiting: {}", waiting.join(", "))
+                };
+                return Err(DeploymentError::NotAwaitingDecision(format!(
+                    "target {target:?} of deployment {id} is not waiting for a rollback or continue decision ({others})"
+                )));
+            }
+            let detail = if waiting.is_empty() {
+                format!("target {target:?} of deployment {id} is not waiting for approval (no target is)")
+            } else {
+                format!(
+                    "target {target:?} of deployment {id} is not waiting for approval (waiting: {})",
+                    waiting.join(", ")
+                )
+            };
+            return Err(DeploymentError::NotAwaitingApproval(detail));
+        }
+        self.changed(id);
+        tracing::info!(deployment = %id, target, decision = decision.as_str(), "decision taken");
+        Ok(())
+    }
+
+    /// Ends every deployment's task where it is, as a crash would (the
+    /// journal resumes each on the next start), and waits until they are gone.
+    pub async fn close(&self) {
+        self.tasks.close();
+        self.stop.cancel();
+        self.tasks.wait().await;
+    }
+}
+
+/// Whether a pending approval's step key is an analysis decision.
+pub fn is_decision(step_key: &str) -> bool {
+    step_key.ends_with(borealis_store::DECISION_SUFFIX)
 }

@@ -28,10 +28,9 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::driver::{self, Action, ActionKind, RolloutDriver};
-use super::hooks;
 use super::providers;
-use crate::runs::create::{CreateRun, RunLink};
-use crate::state::AppState;
+use super::{Deployments, hooks};
+use crate::runs::{RunLink, RunRequest};
 
 /// How a target ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,7 +74,7 @@ struct Failure(String);
 const CANCELLED: &str = "cancelled because another item in the same list failed";
 
 struct Deployment {
-    state: Arc<AppState>,
+    service: Arc<Deployments>,
     id: String,
     application: String,
     text: String,
@@ -86,15 +85,15 @@ struct Deployment {
 }
 
 /// Runs (or resumes) deployment `id` to its end.
-pub async fn run(state: Arc<AppState>, id: String) {
-    if let Err(err) = run_inner(&state, &id).await {
+pub async fn run(service: Arc<Deployments>, id: String) {
+    if let Err(err) = run_inner(&service, &id).await {
         tracing::error!(deployment = %id, error = %err, "deployment stopped on an internal error");
-        let _ = state.store.finish_deployment(&id, "failed", Some(&format!("internal error: {err}"))).await;
-        state.deployment_changed(&id);
+        let _ = service.store.finish_deployment(&id, "failed", Some(&format!("internal error: {err}"))).await;
+        service.changed(&id);
     }
 }
 
-async fn run_inner(state: &Arc<AppState>, id: &str) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+async fn run_inner(state: &Arc<Deployments>, id: &str) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let record = state.store.deployment(id).await?.ok_or("deployment vanished")?;
     let file = deployment::parse(&record.file).map_err(|e| format!("the stored file no longer parses: {e:?}"))?.file;
     let context: BTreeMap<String, String> = serde_json::from_str(&record.context).unwrap_or_default();
@@ -111,7 +110,7 @@ async fn run_inner(state: &Arc<AppState>, id: &str) -> Result<(), Box<dyn std::e
         .filter_map(|t| TargetOutcome::parse(&t.state).map(|o| (t.target, o)))
         .collect();
     let deployment = Arc::new(Deployment {
-        state: state.clone(),
+        service: state.clone(),
         id: id.to_owned(),
         application: record.application.clone(),
         text: record.file.clone(),
@@ -134,7 +133,7 @@ async fn run_inner(state: &Arc<AppState>, id: &str) -> Result<(), Box<dyn std::e
         let deployment = deployment.clone();
         let outcomes = outcomes.clone();
         let earlier = finished.get(&target.name).copied();
-        tasks.push(tokio::spawn(async move {
+        tasks.push(tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
             let outcome = match earlier {
                 Some(outcome) => outcome,
                 None => {
@@ -145,7 +144,7 @@ async fn run_inner(state: &Arc<AppState>, id: &str) -> Result<(), Box<dyn std::e
             };
             let _ = tx.send(Some(outcome));
             (target.name.clone(), outcome)
-        }));
+        })));
     }
     let mut results = Vec::new();
     for task in tasks {
@@ -160,7 +159,7 @@ async fn run_inner(state: &Arc<AppState>, id: &str) -> Result<(), Box<dyn std::e
         if failed.is_empty() { ("succeeded", None) } else { ("failed", Some(failed.join(", "))) };
     deployment.event(None, "deployment-finished", format!("deployment {final_state}")).await;
     state.store.finish_deployment(id, final_state, reason.as_deref()).await?;
-    state.deployment_changed(id);
+    state.changed(id);
     tracing::info!(deployment = %id, state = final_state, "deployment finished");
     Ok(())
 }
@@ -171,7 +170,7 @@ impl Deployment {
     }
 
     async fn journal_put(&self, key: &str, value: &str) {
-        if let Err(err) = self.state.store.replace_journal(&self.id, key, value).await {
+        if let Err(err) = self.service.store.replace_journal(&self.id, key, value).await {
             tracing::error!(deployment = %self.id, key, error = %err, "journal write failed");
         }
         self.journal.lock().expect("journal lock").insert(key.to_owned(), value.to_owned());
@@ -180,10 +179,10 @@ impl Deployment {
     /// Records an event, and tells Flagger-style event hooks.
     async fn event(&self, target: Option<&Target>, kind: &str, message: String) {
         let name = target.map(|t| t.name.as_str());
-        if let Err(err) = self.state.store.add_event(&self.id, name, kind, &message).await {
+        if let Err(err) = self.service.store.add_event(&self.id, name, kind, &message).await {
             tracing::error!(deployment = %self.id, error = %err, "event write failed");
         }
-        self.state.deployment_changed(&self.id);
+        self.service.changed(&self.id);
         let warning = kind.contains("fail") || kind.contains("rolled-back") || kind.contains("cancel");
         // Each event is a message of its own; its retries share its id.
         let event = uuid::Uuid::new_v4();
@@ -192,7 +191,7 @@ impl Deployment {
             let base = hooks::payload(&self.application, target, "Progressing", &self.checksum, hook);
             let body = hooks::event_payload(base, &message, warning);
             let id = self.call_id(&format!("event/{event}/{}", hook.name));
-            if let Err(reason) = hooks::call(&self.state, hook, target, &body, &id).await {
+            if let Err(reason) = hooks::call(&self.service.caller, hook, target, &body, &id).await {
                 tracing::warn!(deployment = %self.id, hook = %hook.name, %reason, "event hook failed");
             }
         }
@@ -208,16 +207,16 @@ impl Deployment {
     }
 
     async fn step(&self, target: &Target, state: &str, step: &str) {
-        if let Err(err) = self.state.store.set_target(&self.id, &target.name, state, Some(step), None).await {
+        if let Err(err) = self.service.store.set_target(&self.id, &target.name, state, Some(step), None).await {
             tracing::warn!(deployment = %self.id, target = %target.name, state, error = %err, "could not record the target's step");
         }
-        self.state.deployment_changed(&self.id);
+        self.service.changed(&self.id);
     }
 
     async fn finish_target(&self, target: &Target, outcome: TargetOutcome) {
         let reason = self.journal_get(&format!("{}/reason", target.name));
-        let _ = self.state.store.set_target(&self.id, &target.name, outcome.as_str(), None, reason.as_deref()).await;
-        self.state.deployment_changed(&self.id);
+        let _ = self.service.store.set_target(&self.id, &target.name, outcome.as_str(), None, reason.as_deref()).await;
+        self.service.changed(&self.id);
     }
 
     fn hooks(&self, kind: HookType) -> impl Iterator<Item = &FlaggerHook> {
@@ -353,7 +352,8 @@ impl Deployment {
     /// the driver is idempotent.
     async fn act(&self, target: &Target, key: &str, kind: ActionKind, weight: Option<u32>) -> Result<(), Failure> {
         let key = format!("{}/action/{key}", target.name);
-        let driver: Arc<dyn RolloutDriver> = driver::for_target(&self.state, target);
+        let driver: Arc<dyn RolloutDriver> =
+            driver::for_target(&self.service.caller, self.service.settings.driver_timeout, target);
         match self.journal_get(&key).as_deref() {
             Some("done") => return Ok(()),
             Some("started") if !driver.idempotent() => {
@@ -456,7 +456,7 @@ impl Deployment {
         let run_id = match self.journal_get(&run_key) {
             Some(id) => id,
             None => {
-                let request = CreateRun {
+                let request = RunRequest {
                     file: self.text.clone(),
                     name: run.name.clone(),
                     environment: Some(target.name.clone()),
@@ -469,9 +469,12 @@ impl Deployment {
                         request_hash: "deployment-step".into(),
                     }),
                 };
-                let created = crate::runs::create::create(&self.state, request)
+                let created = self
+                    .service
+                    .runs
+                    .create(request)
                     .await
-                    .map_err(|p| Failure(format!("webhook {} could not start: {}", run.name, p.detail)))?;
+                    .map_err(|e| Failure(format!("webhook {} could not start: {e}", run.name)))?;
                 self.journal_put(&run_key, &created.id).await;
                 self.event(
                     Some(target),
@@ -483,10 +486,10 @@ impl Deployment {
             }
         };
         self.step(target, "running", &format!("waiting for webhook {}", run.name)).await;
-        let mut events = self.state.engine.subscribe();
+        let mut events = self.service.runs.subscribe();
         loop {
             let record = self
-                .state
+                .service
                 .store
                 .run(&run_id)
                 .await
@@ -515,8 +518,8 @@ impl Deployment {
                         reason: Some(CANCELLED.into()),
                         by_callback: false,
                     };
-                    let _ = self.state.store.finish(&run_id, &RunState::UNFINISHED, &outcome).await;
-                    self.state.engine.changed(&run_id);
+                    let _ = self.service.store.finish(&run_id, &RunState::UNFINISHED, &outcome).await;
+                    self.service.runs.changed(&run_id);
                     return Err(Failure(CANCELLED.into()));
                 }
             }
@@ -538,15 +541,15 @@ impl Deployment {
                 Some(match self.journal_get(&until_key).and_then(|v| v.parse::<i64>().ok()) {
                     Some(at) => at,
                     None => {
-                        let at = unix_ms(SystemTime::now() + Duration::from_secs(seconds));
+                        let at = unix_ms(self.service.clock.now() + Duration::from_secs(seconds));
                         self.journal_put(&until_key, &at.to_string()).await;
                         at
                     }
                 })
             }
         };
-        let store = &self.state.store;
-        let mut changes = self.state.deployment_events.subscribe();
+        let store = &self.service.store;
+        let mut changes = self.service.subscribe();
         // The target says it waits before the approval shows as pending.
         self.step(target, "awaiting_approval", "waiting for approval").await;
         let mut state =
@@ -570,9 +573,7 @@ impl Deployment {
             }
             let expiry = async {
                 match expires_at {
-                    Some(at) => {
-                        tokio::time::sleep(Duration::from_millis((at - unix_ms(SystemTime::now())).max(0) as u64)).await
-                    }
+                    Some(at) => self.service.clock.sleep_until(from_unix_ms(at)).await,
                     None => std::future::pending().await,
                 }
             };
@@ -621,14 +622,14 @@ impl Deployment {
         let start: i64 = match self.journal_get(&start_key).and_then(|v| v.parse().ok()) {
             Some(start) => start,
             None => {
-                let now = unix_ms(SystemTime::now());
+                let now = unix_ms(self.service.clock.now());
                 self.journal_put(&start_key, &now.to_string()).await;
                 now
             }
         };
         let provider_name = self.file.provider_of(analysis).map(|p| p.name.clone()).unwrap_or_default();
         let provider = self
-            .state
+            .service
             .store
             .provider(&provider_name)
             .await
@@ -646,9 +647,8 @@ impl Deployment {
                 None => {
                     let at = start + n as i64 * interval_ms;
                     self.step(target, "running", &format!("analysis: judgment run {n} of {runs}")).await;
-                    let wait = Duration::from_millis((at - unix_ms(SystemTime::now())).max(0) as u64);
                     tokio::select! {
-                        () = tokio::time::sleep(wait) => {}
+                        () = self.service.clock.sleep_until(from_unix_ms(at)) => {}
                         () = cancel.cancelled() => return Err(Failure(CANCELLED.into())),
                     }
                     let judged = self.judge(target, analysis, &provider, start, at, n).await;
@@ -731,7 +731,7 @@ impl Deployment {
             let Some(query) = self.file.query(&name.name) else { continue };
             let outcome = match template::render(&query.query_template, Slot::Body { json: false }, &values, false) {
                 Err(err) => Err(format!("query {}: {err}", query.name)),
-                Ok(text) => providers::query(&self.state, provider, &text, time(at))
+                Ok(text) => providers::query(&self.service.caller, provider, &text, time(at))
                     .await
                     .map(|v| (text, v))
                     .map_err(|e| format!("query {}: {e}", query.name)),
@@ -793,9 +793,9 @@ impl Deployment {
         why: String,
         cancel: &CancellationToken,
     ) -> Result<(), Failure> {
-        let store = &self.state.store;
+        let store = &self.service.store;
         let decision_key = format!("{key}{}", borealis_store::DECISION_SUFFIX);
-        let mut changes = self.state.deployment_events.subscribe();
+        let mut changes = self.service.subscribe();
         self.step(target, state_name, &why).await;
         let mut state =
             store.request_approval(&self.id, &target.name, &decision_key).await.map_err(|e| Failure(e.to_string()))?;
@@ -838,15 +838,14 @@ impl Deployment {
         let until: i64 = match self.journal_get(&until_key).and_then(|v| v.parse().ok()) {
             Some(until) => until,
             None => {
-                let until = unix_ms(SystemTime::now() + Duration::from_secs(seconds));
+                let until = unix_ms(self.service.clock.now() + Duration::from_secs(seconds));
                 self.journal_put(&until_key, &until.to_string()).await;
                 until
             }
         };
         self.step(target, "running", &format!("pausing {seconds}s")).await;
-        let wait = Duration::from_millis((until - unix_ms(SystemTime::now())).max(0) as u64);
         tokio::select! {
-            () = tokio::time::sleep(wait) => Ok(()),
+            () = self.service.clock.sleep_until(from_unix_ms(until)) => Ok(()),
             () = cancel.cancelled() => Err(Failure(CANCELLED.into())),
         }
     }
@@ -860,23 +859,23 @@ impl Deployment {
             }
             self.step(target, "running", &format!("waiting for gate {:?}", hook.name)).await;
             let body = hooks::payload(&self.application, target, phase, &self.checksum, &hook);
-            let deadline = tokio::time::Instant::now() + self.state.config.callback_timeout;
+            let deadline = self.service.clock.now() + self.service.settings.callback_timeout;
             // Every re-ask of the gate is the same question: the same id.
             let id = self.call_id(&key);
             loop {
-                match hooks::call(&self.state, &hook, target, &body, &id).await {
+                match hooks::call(&self.service.caller, &hook, target, &body, &id).await {
                     Ok(status) if (200..300).contains(&status) => break,
                     Ok(status) => tracing::debug!(hook = %hook.name, status, "gate closed"),
                     Err(reason) => tracing::debug!(hook = %hook.name, %reason, "gate unreachable"),
                 }
-                if tokio::time::Instant::now() >= deadline {
+                if self.service.clock.now() >= deadline {
                     return Err(Failure(format!(
                         "gate {:?} ({}) stayed closed until its deadline",
                         hook.name,
                         kind.as_str()
                     )));
                 }
-                tokio::time::sleep(self.state.config.gate_interval).await;
+                self.service.clock.sleep(self.service.settings.gate_interval).await;
             }
             self.journal_put(&key, "open").await;
             self.event(Some(target), "gate-opened", format!("gate {:?} ({}) opened", hook.name, kind.as_str())).await;
@@ -890,7 +889,7 @@ impl Deployment {
         for hook in self.hooks(kind).cloned().collect::<Vec<_>>() {
             let body = hooks::payload(&self.application, target, phase, &self.checksum, &hook);
             let id = self.call_id(&format!("{}/{step}/{}", target.name, hook.name));
-            match hooks::call(&self.state, &hook, target, &body, &id).await {
+            match hooks::call(&self.service.caller, &hook, target, &body, &id).await {
                 Ok(status) if (200..300).contains(&status) => {
                     self.event(Some(target), "hook-passed", format!("{} hook {:?} passed", kind.as_str(), hook.name))
                         .await;
@@ -898,7 +897,7 @@ impl Deployment {
                 Ok(status) => {
                     return Err(Failure(format!("{} hook {:?} answered HTTP {status}", kind.as_str(), hook.name)));
                 }
-                Err(reason) => return Err(Failure(reason)),
+                Err(err) => return Err(Failure(err.detail)),
             }
         }
         Ok(())
@@ -910,7 +909,7 @@ impl Deployment {
         for hook in self.hooks(HookType::Rollback).cloned().collect::<Vec<_>>() {
             let body = hooks::payload(&self.application, target, "Progressing", &self.checksum, &hook);
             let id = self.call_id(&format!("{}/{step}/rollback/{}", target.name, hook.name));
-            if let Ok(status) = hooks::call(&self.state, &hook, target, &body, &id).await
+            if let Ok(status) = hooks::call(&self.service.caller, &hook, target, &body, &id).await
                 && (200..300).contains(&status)
             {
                 return Err(Failure(format!("rollback hook {:?} asked for a rollback", hook.name)));
@@ -927,9 +926,9 @@ impl Deployment {
                 continue;
             }
             let body = hooks::payload(&self.application, target, phase, &self.checksum, &hook);
-            let note = match hooks::call(&self.state, &hook, target, &body, &self.call_id(&key)).await {
+            let note = match hooks::call(&self.service.caller, &hook, target, &body, &self.call_id(&key)).await {
                 Ok(status) => format!("post-rollout hook {:?} answered HTTP {status}", hook.name),
-                Err(reason) => reason,
+                Err(err) => err.detail,
             };
             self.journal_put(&key, "done").await;
             self.event(Some(target), "post-rollout", note).await;
@@ -951,6 +950,11 @@ pub(super) fn judgments_of(journal: &[(String, String)], target: &str) -> Vec<se
         .collect();
     runs.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
     runs.into_iter().map(|(_, _, v)| v).collect()
+}
+
+/// The wall-clock instant of a journalled time.
+fn from_unix_ms(ms: i64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)
 }
 
 /// The journal key under which the step `step_key` records its webhook run.

@@ -4,13 +4,12 @@
 //!
 //! A provider with an agent is queried through that agent's tunnel, so the
 //! agent's allow-list applies; without one, direct under the address guard.
-//! Both go through [`crate::proxy::send`], like every other outgoing call.
+//! Both go through the [`Caller`], like every other outgoing call.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use axum::Json;
-use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -19,8 +18,9 @@ use borealis_store::{MetricProvider, StoreError};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::json;
 
+use super::caller::Caller;
 use crate::api::{Problem, json_body, rfc3339};
-use crate::proxy::{self, Outbound};
+use crate::forward::Outbound;
 use crate::state::AppState;
 
 /// The provider types this version queries.
@@ -120,13 +120,8 @@ pub async fn delete(State(state): State<Arc<AppState>>, Path(name): Path<String>
 }
 
 /// Asks `provider` for the value of `query` at `time`: one number, or why not.
-pub async fn query(
-    state: &Arc<AppState>,
-    provider: &MetricProvider,
-    query: &str,
-    time: SystemTime,
-) -> Result<f64, String> {
-    let secrets = state.vault.all().await.map_err(|e| e.to_string())?;
+pub async fn query(caller: &Caller, provider: &MetricProvider, query: &str, time: SystemTime) -> Result<f64, String> {
+    let secrets = caller.vault().all().await.map_err(|e| e.to_string())?;
     let values = Values { secrets, ..Values::default() };
     let mut headers = HeaderMap::new();
     for (key, value) in &provider.headers {
@@ -148,20 +143,21 @@ pub async fn query(
         method: http::Method::GET,
         url: url.to_string(),
         headers,
-        body: Body::empty(),
+        body: crate::forward::full(bytes::Bytes::new()),
         timeout,
-        limit: state.config.max_body_bytes,
+        limit: caller.max_body_bytes,
     };
     let via = match &provider.agent {
         Some(agent) => format!("provider {} (through agent {agent})", provider.name),
         None => format!("provider {}", provider.name),
     };
     let call = async {
-        let response = proxy::send(state, provider.agent.as_deref(), outbound)
+        let response = caller
+            .send(provider.agent.as_deref(), outbound)
             .await
-            .map_err(|e| format!("{via} could not be queried: {}", e.problem.detail))?;
+            .map_err(|e| format!("{via} could not be queried: {}", e.detail))?;
         let status = response.status();
-        let body = axum::body::to_bytes(response.into_body(), 1024 * 1024)
+        let body = crate::forward::read_body(response.into_body(), 1024 * 1024)
             .await
             .map_err(|e| format!("{via}: the reply could not be read: {e}"))?;
         Ok::<_, String>((status, body))

@@ -7,37 +7,41 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use borealis_core::Secret;
-use borealis_store::{Outcome, RunState, RunView};
 use serde_json::json;
 
-use super::create::{self, CreateRun};
+use super::RunRequest;
 use super::engine::describe;
-use crate::api::{Problem, WaitQuery, changed, json_body};
+use crate::api::{Problem, WaitQuery, json_body};
 use crate::auth::{self, AuthError};
 use crate::state::AppState;
 use crate::vault;
+
+#[derive(Debug, serde::Deserialize)]
+struct CreateRun {
+    file: String,
+    name: String,
+    environment: Option<String>,
+    #[serde(default)]
+    context: std::collections::BTreeMap<String, String>,
+}
 
 pub async fn create_run(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Response, Problem> {
-    let mut request: CreateRun = json_body(&body)?;
-    request.idempotency = crate::api::idempotency_key(&headers, &body)?;
-    let created = create::create(&state, request).await?;
-    let run = state
-        .store
-        .run(&created.id)
-        .await
-        .map_err(Problem::internal)?
-        .ok_or_else(|| Problem::internal("run vanished"))?;
+    let CreateRun { file, name, environment, context } = json_body(&body)?;
+    let idempotency = crate::api::idempotency_key(&headers, &body)?;
+    let request = RunRequest { file, name, environment, context, link: None, idempotency };
+    let created = state.runs.create(request).await?;
+    let run = state.runs.record(&created.id).await?;
     let mut value = describe(&run, None);
     value["warnings"] = json!(created.warnings);
     Ok(crate::api::created(Json(value), created.replayed))
 }
 
 pub async fn list_runs(State(state): State<Arc<AppState>>) -> Result<Response, Problem> {
-    let runs = state.store.runs(200).await.map_err(Problem::internal)?;
+    let runs = state.runs.list(200).await?;
     let items: Vec<serde_json::Value> = runs.iter().map(|run| describe(run, None)).collect();
     Ok(Json(json!({ "runs": items })).into_response())
 }
@@ -48,41 +52,14 @@ pub async fn show_run(
     Query(query): Query<WaitQuery>,
 ) -> Result<Response, Problem> {
     let deadline = query.deadline()?;
-    let mut events = state.engine.subscribe();
-    loop {
-        let view = find_run(&state, &id).await?;
-        if view.run.state.is_finished() || tokio::time::Instant::now() >= deadline {
-            return Ok(Json(describe(&view.run, Some(&view.attempts))).into_response());
-        }
-        changed(&mut events, &id, deadline).await;
-    }
-}
-
-/// The run `id` with its attempts, or a 404 naming it.
-async fn find_run(state: &AppState, id: &str) -> Result<RunView, Problem> {
-    Problem::found(state.store.run_view(id).await, "unknown-run", || format!("no webhook run {id:?}"))
+    let view = state.runs.view_when_finished(&id, deadline).await?;
+    Ok(Json(describe(&view.run, Some(&view.attempts))).into_response())
 }
 
 /// Ends an unfinished run as cancelled. A later callback gets 409.
 pub async fn cancel_run(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Response, Problem> {
-    let outcome = Outcome {
-        state: RunState::Cancelled,
-        success: None,
-        md_message: None,
-        reason: Some("cancelled by an operator".into()),
-        by_callback: false,
-    };
-    if !state.store.finish(&id, &RunState::UNFINISHED, &outcome).await.map_err(Problem::internal)? {
-        let view = find_run(&state, &id).await?;
-        return Err(Problem::new(
-            StatusCode::CONFLICT,
-            "run-finished",
-            format!("run {id} already ended as {}", view.run.state.as_str()),
-        ));
-    }
-    state.engine.changed(&id);
+    let view = state.runs.cancel(&id, "cancelled by an operator").await?;
     tracing::info!(run = %id, "webhook run cancelled");
-    let view = find_run(&state, &id).await?;
     Ok(Json(describe(&view.run, Some(&view.attempts))).into_response())
 }
 
@@ -177,42 +154,10 @@ pub async fn callback(
             return Err(Problem::bad_request("invalid-callback", format!("mdMessage must be a string, found {other}")));
         }
     };
-    // An external system may echo a secret back in its message.
-    let md_message = match md_message {
-        Some(text) => Some(state.vault.current_scrubber().await.map_err(Problem::internal)?.scrub(&text).into_owned()),
-        None => None,
-    };
-    let run = Problem::found(state.store.run_by_callback(&callback_id).await, "unknown-run", || {
-        "no webhook run has this callback URI".into()
-    })?;
-    let outcome = Outcome {
-        state: if success { RunState::Succeeded } else { RunState::Failed },
-        success: Some(success),
-        md_message: md_message.clone(),
-        reason: Some(format!("callback from {:?}", claims.sub)),
-        by_callback: true,
-    };
-    // Durable before the reply: `finish` commits with synchronous=FULL.
-    if state.store.finish(&run.id, &RunState::UNFINISHED, &outcome).await.map_err(Problem::internal)? {
-        state.engine.changed(&run.id);
-        tracing::info!(run = %run.id, success, md_message = ?md_message, "callback accepted");
-        return Ok(Json(json!({ "runId": run.id, "state": outcome.state })).into_response());
+    let accepted = state.runs.callback(&callback_id, success, md_message, &claims.sub).await?;
+    let mut reply = json!({ "runId": accepted.run_id, "state": accepted.state });
+    if accepted.repeat {
+        reply["repeat"] = json!(true);
     }
-    let now =
-        state.store.run(&run.id).await.map_err(Problem::internal)?.ok_or_else(|| Problem::internal("run vanished"))?;
-    match (now.callback_at, now.success) {
-        (Some(_), Some(first)) if first == success => {
-            Ok(Json(json!({ "runId": now.id, "state": now.state, "repeat": true })).into_response())
-        }
-        (Some(_), Some(first)) => Err(Problem::new(
-            StatusCode::CONFLICT,
-            "callback-conflict",
-            format!("run {} was already decided by a callback with success: {first}", now.id),
-        )),
-        _ => Err(Problem::new(
-            StatusCode::CONFLICT,
-            "run-finished",
-            format!("run {} already ended as {}: {}", now.id, now.state.as_str(), now.reason.unwrap_or_default()),
-        )),
-    }
+    Ok(Json(reply).into_response())
 }

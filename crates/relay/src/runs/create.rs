@@ -1,32 +1,26 @@
 //! Turning a deployment file and a webhook name into a stored run.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
-use axum::http::StatusCode;
 use base64::Engine;
 use borealis_core::deployment::{self, DeploymentFile, NetworkMode, Step};
 use borealis_core::template::{self, Values};
 use borealis_store::{CredentialKind, IdempotencyKey, NewRun, StoreError};
 
-use super::RunSpec;
-use crate::api::Problem;
-use crate::state::AppState;
+use super::{RunError, RunSpec, Runs};
 
-#[derive(Debug, serde::Deserialize)]
-pub struct CreateRun {
+/// A run to start.
+#[derive(Debug)]
+pub struct RunRequest {
     /// The deployment file's text.
     pub file: String,
     /// The webhook to run.
     pub name: String,
     pub environment: Option<String>,
-    #[serde(default)]
     pub context: BTreeMap<String, String>,
     /// Set when a deployment step starts the run.
-    #[serde(skip)]
     pub link: Option<RunLink>,
-    /// The caller's `Idempotency-Key`, from the request's header.
-    #[serde(skip)]
+    /// The caller's `Idempotency-Key`.
     pub idempotency: Option<IdempotencyKey>,
 }
 
@@ -45,8 +39,12 @@ pub struct Created {
     pub replayed: bool,
 }
 
-fn invalid(detail: impl Into<String>) -> Problem {
-    Problem::new(StatusCode::BAD_REQUEST, "invalid-webhook-run", detail)
+fn invalid(detail: impl Into<String>) -> RunError {
+    RunError::invalid(detail)
+}
+
+fn invalid_lines(heading: &str, lines: Vec<String>) -> RunError {
+    RunError::Invalid { detail: format!("{heading}:\n{}", lines.join("\n")), errors: lines }
 }
 
 /// The context a run sees: the file's, then the `runWebhook` that names
@@ -69,10 +67,9 @@ fn context_for(
     context
 }
 
-pub async fn create(state: &Arc<AppState>, request: CreateRun) -> Result<Created, Problem> {
+pub async fn create(runs: &Runs, request: RunRequest) -> Result<Created, RunError> {
     let parsed = deployment::parse(&request.file).map_err(|errors| {
-        let lines: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
-        invalid(format!("the deployment file is invalid:\n{}", lines.join("\n"))).with_errors(lines)
+        invalid_lines("the deployment file is invalid", errors.iter().map(|e| e.to_string()).collect())
     })?;
     let file = parsed.file;
     let warnings: Vec<String> = parsed.warnings.iter().map(|w| w.to_string()).collect();
@@ -107,8 +104,7 @@ pub async fn create(state: &Arc<AppState>, request: CreateRun) -> Result<Created
         ),
     };
     if let Some(agent) = &agent {
-        let registered =
-            state.store.active_credential(CredentialKind::Agent, agent).await.map_err(Problem::internal)?;
+        let registered = runs.store.active_credential(CredentialKind::Agent, agent).await?;
         if registered.is_none() {
             return Err(invalid(format!("agent {agent:?} is not registered (borealis agents create {agent})")));
         }
@@ -116,7 +112,7 @@ pub async fn create(state: &Arc<AppState>, request: CreateRun) -> Result<Created
 
     let id = uuid::Uuid::new_v4().to_string();
     let callback_id = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(crate::auth::random_bytes(18));
-    let callback_uri = format!("{}/callbacks/{callback_id}", state.public_base.trim_end_matches('/'));
+    let callback_uri = format!("{}/callbacks/{callback_id}", runs.settings.public_base.trim_end_matches('/'));
     let mut armory =
         BTreeMap::from([("callbackUri".to_owned(), callback_uri.clone()), ("deploymentId".to_owned(), id.clone())]);
     let mut put = |key: &str, value: Option<&String>| {
@@ -140,13 +136,13 @@ pub async fn create(state: &Arc<AppState>, request: CreateRun) -> Result<Created
     };
 
     // Render once now, so that bad input is refused before anything is sent.
-    let secrets = state.vault.all().await.map_err(Problem::internal)?;
+    let secrets = runs.vault.all().await?;
     let values = Values { armory: armory.clone(), context: context.clone(), secrets };
-    if let Err(errors) = template::render_webhook_with(&webhook, &values, false, &state.config.render_limits()) {
-        let lines: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
-        return Err(invalid(format!("the webhook cannot be rendered:\n{}", lines.join("\n"))).with_errors(lines));
+    if let Err(errors) = template::render_webhook_with(&webhook, &values, false, &runs.settings.render_limits) {
+        return Err(invalid_lines("the webhook cannot be rendered", errors.iter().map(|e| e.to_string()).collect()));
     }
-    if let Err(reason) = crate::signing::keys(&state.config, webhook.signing.as_ref(), &values.secrets) {
+    let default_key = runs.settings.signing_default.as_deref();
+    if let Err(reason) = crate::signing::keys(default_key, webhook.signing.as_ref(), &values.secrets) {
         return Err(invalid(format!("the webhook cannot be signed: {reason}")));
     }
 
@@ -159,13 +155,14 @@ pub async fn create(state: &Arc<AppState>, request: CreateRun) -> Result<Created
         spec: serde_json::to_string(&spec).expect("the spec serializes"),
         idempotency: request.idempotency,
     };
-    match state.store.insert_run(&run).await {
+    match runs.store.insert_run(&run).await {
         Ok(()) => {}
         Err(StoreError::IdempotencyKeyUsed { id, same_request: true }) => {
             return Ok(Created { id, warnings, replayed: true });
         }
-        Err(err) => return Err(crate::api::store_problem(err)),
+        Err(StoreError::IdempotencyKeyUsed { id, .. }) => return Err(RunError::IdempotencyKeyReused { id }),
+        Err(err) => return Err(err.into()),
     }
-    state.engine.attempt_now(&id);
+    runs.attempt_now(&id);
     Ok(Created { id, warnings, replayed: false })
 }

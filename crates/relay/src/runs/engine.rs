@@ -5,18 +5,17 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use axum::body::Body;
 use borealis_core::template::{self, Values};
 use borealis_store::{Attempt, Outcome, RunRecord, RunState, unix_ms};
 use futures_util::StreamExt;
 use http::{HeaderMap, HeaderName, HeaderValue};
-use tokio::sync::{Semaphore, broadcast, mpsc};
-use tokio_util::sync::CancellationToken;
+use http_body_util::BodyExt;
+use tokio::sync::Semaphore;
 
-use super::RunSpec;
-use crate::proxy::{self, Outbound};
+use super::{RunSpec, Runs, Scheduler, Wake};
+use crate::forward::{self, Outbound};
 use crate::signing::{self, Stamp};
-use crate::state::AppState;
+
 /// How much of a reply body an attempt keeps.
 const REPLY_LIMIT: usize = 2048;
 /// Attempts running at once.
@@ -24,67 +23,25 @@ const CONCURRENT_ATTEMPTS: usize = 256;
 /// The longest wait between attempts, `Retry-After` included.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(600);
 
-#[derive(Debug)]
-enum Wake {
-    Attempt(String, SystemTime),
-    Deadline(String, SystemTime),
-}
-
-/// The handle handlers use: schedule work, and hear of changes.
-pub struct Engine {
-    wake: mpsc::UnboundedSender<Wake>,
-    events: broadcast::Sender<String>,
-}
-
-pub struct EngineTask(mpsc::UnboundedReceiver<Wake>);
-
-impl Engine {
-    pub fn new() -> (Self, EngineTask) {
-        let (wake, wakes) = mpsc::unbounded_channel();
-        let (events, _) = broadcast::channel(1024);
-        (Self { wake, events }, EngineTask(wakes))
-    }
-
-    pub fn attempt_now(&self, id: &str) {
-        self.attempt_at(id, SystemTime::now());
-    }
-
-    fn attempt_at(&self, id: &str, at: SystemTime) {
-        let _ = self.wake.send(Wake::Attempt(id.to_owned(), at));
-    }
-
-    fn deadline_at(&self, id: &str, at: SystemTime) {
-        let _ = self.wake.send(Wake::Deadline(id.to_owned(), at));
-    }
-
-    /// Tells waiters (`GET ...?wait=`) that run `id` changed.
-    pub fn changed(&self, id: &str) {
-        let _ = self.events.send(id.to_owned());
-    }
-
-    pub fn subscribe(&self) -> broadcast::Receiver<String> {
-        self.events.subscribe()
-    }
-}
-
 /// Picks up every unfinished run after a start, then runs the timeline
-/// until `stop`.
-pub async fn run(state: Arc<AppState>, task: EngineTask, stop: CancellationToken) {
-    if let Err(err) = resume(&state).await {
+/// until `stop`. Each due attempt or deadline runs as a task of the runs'
+/// tracker once it has a permit, so at most [`CONCURRENT_ATTEMPTS`] run at
+/// once and shutdown can wait for them.
+pub async fn run(runs: Arc<Runs>, scheduler: Scheduler) {
+    let stop = runs.stop.clone();
+    if let Err(err) = resume(&runs).await {
         tracing::error!(error = %err, "could not resume webhook runs");
     }
-    let EngineTask(mut wakes) = task;
+    let Scheduler(mut wakes) = scheduler;
     let limiter = Arc::new(Semaphore::new(CONCURRENT_ATTEMPTS));
     // (when, kind, run id): kind 0 is an attempt, 1 a deadline.
     let mut timeline: BTreeSet<(i64, u8, String)> = BTreeSet::new();
     loop {
         let next = timeline.first().map(|(at, _, _)| *at);
-        let sleep = async {
+        let clock = runs.clock.clone();
+        let sleep = async move {
             match next {
-                Some(at) => {
-                    let wait = (at - unix_ms(SystemTime::now())).max(0) as u64;
-                    tokio::time::sleep(Duration::from_millis(wait)).await
-                }
+                Some(at) => clock.sleep_until(SystemTime::UNIX_EPOCH + Duration::from_millis(at.max(0) as u64)).await,
                 None => std::future::pending().await,
             }
         };
@@ -95,18 +52,28 @@ pub async fn run(state: Arc<AppState>, task: EngineTask, stop: CancellationToken
                 None => return,
             },
             () = sleep => {
-                let now = unix_ms(SystemTime::now());
+                let now = unix_ms(runs.clock.now());
                 while let Some(first) = timeline.first().cloned() {
                     if first.0 > now {
                         break;
                     }
                     timeline.remove(&first);
                     let (_, kind, id) = first;
-                    let state = state.clone();
-                    let limiter = limiter.clone();
-                    tokio::spawn(async move {
-                        let _permit = limiter.acquire_owned().await;
-                        let result = if kind == 0 { attempt(&state, &id).await } else { deadline(&state, &id).await };
+                    let permit = tokio::select! {
+                        permit = limiter.clone().acquire_owned() => permit.expect("the limiter is never closed"),
+                        () = stop.cancelled() => return,
+                    };
+                    let task_runs = runs.clone();
+                    runs.tasks.spawn(async move {
+                        let _permit = permit;
+                        let runs = &task_runs;
+                        let step = async {
+                            if kind == 0 { attempt(runs, &id).await } else { deadline(runs, &id).await }
+                        };
+                        let result = tokio::select! {
+                            result = step => result,
+                            () = runs.cut_off.cancelled() => return,
+                        };
                         if let Err(err) = result {
                             tracing::error!(run = %id, error = %err, "webhook run step failed");
                         }
@@ -120,18 +87,17 @@ pub async fn run(state: Arc<AppState>, task: EngineTask, stop: CancellationToken
 
 type StepResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 
-async fn resume(state: &Arc<AppState>) -> StepResult {
-    let runs = state.store.unfinished_runs().await?;
-    if !runs.is_empty() {
-        tracing::info!(count = runs.len(), "resuming unfinished webhook runs");
+async fn resume(runs: &Runs) -> StepResult {
+    let unfinished = runs.store.unfinished_runs().await?;
+    if !unfinished.is_empty() {
+        tracing::info!(count = unfinished.len(), "resuming unfinished webhook runs");
     }
-    for run in runs {
+    let now = runs.clock.now();
+    for run in unfinished {
         match run.state {
-            RunState::Pending => state.engine.attempt_at(&run.id, run.next_attempt_at.unwrap_or_else(SystemTime::now)),
-            RunState::AwaitingCallback => {
-                state.engine.deadline_at(&run.id, run.deadline_at.unwrap_or_else(SystemTime::now))
-            }
-            RunState::Calling => resume_cut_off(state, &run).await?,
+            RunState::Pending => runs.attempt_at(&run.id, run.next_attempt_at.unwrap_or(now)),
+            RunState::AwaitingCallback => runs.deadline_at(&run.id, run.deadline_at.unwrap_or(now)),
+            RunState::Calling => resume_cut_off(runs, &run).await?,
             _ => {}
         }
     }
@@ -144,7 +110,7 @@ async fn resume(state: &Arc<AppState>) -> StepResult {
 /// for it (the destination may well have received the call and will answer;
 /// failing now would turn its answer into a 409), until the usual deadline;
 /// a run whose 2xx reply was the decision fails, since that reply is lost.
-async fn resume_cut_off(state: &Arc<AppState>, run: &RunRecord) -> StepResult {
+async fn resume_cut_off(runs: &Runs, run: &RunRecord) -> StepResult {
     let spec: RunSpec = serde_json::from_str(&run.spec)?;
     let number = run.attempts;
     let cut_off = Attempt {
@@ -155,49 +121,49 @@ async fn resume_cut_off(state: &Arc<AppState>, run: &RunRecord) -> StepResult {
         error: Some(CUT_OFF.to_owned()),
         reply: None,
     };
-    state.store.record_attempt(&run.id, &cut_off).await?;
+    runs.store.record_attempt(&run.id, &cut_off).await?;
     let reason = format!("attempt {number}: {CUT_OFF}");
     if number <= spec.webhook.retry_count {
-        state.store.retry_at(&run.id, SystemTime::now(), &format!("{reason}; retrying now")).await?;
-        state.engine.attempt_now(&run.id);
+        runs.store.retry_at(&run.id, runs.clock.now(), &format!("{reason}; retrying now")).await?;
+        runs.attempt_now(&run.id);
     } else if !spec.webhook.disable_callback {
-        let deadline = SystemTime::now() + state.config.callback_timeout;
+        let deadline = runs.clock.now() + runs.settings.callback_timeout;
         let waiting = format!("{reason}; no retries are left, so its callback decides (until the deadline)");
-        if state.store.await_callback(&run.id, deadline, Some(&waiting)).await? {
-            state.engine.deadline_at(&run.id, deadline);
+        if runs.store.await_callback(&run.id, deadline, Some(&waiting)).await? {
+            runs.deadline_at(&run.id, deadline);
         }
     } else {
         let failed =
             format!("{reason}; no retries are left, and with callbacks disabled its lost reply was the decision");
-        fail(state, &run.id, RunState::Calling, failed).await?;
+        fail(runs, &run.id, RunState::Calling, failed).await?;
     }
-    state.engine.changed(&run.id);
+    runs.changed(&run.id);
     Ok(())
 }
 
 /// What the history says of an attempt a restart cut off.
 const CUT_OFF: &str = "cut off by a relay restart; the destination may have received it";
 
-async fn fail(state: &AppState, id: &str, from: RunState, reason: String) -> StepResult {
+async fn fail(runs: &Runs, id: &str, from: RunState, reason: String) -> StepResult {
     let outcome =
         Outcome { state: RunState::Failed, success: None, md_message: None, reason: Some(reason), by_callback: false };
-    if state.store.finish(id, &[from], &outcome).await? {
-        state.engine.changed(id);
+    if runs.store.finish(id, &[from], &outcome).await? {
+        runs.changed(id);
     }
     Ok(())
 }
 
-async fn deadline(state: &Arc<AppState>, id: &str) -> StepResult {
-    let Some(run) = state.store.run(id).await? else { return Ok(()) };
+async fn deadline(runs: &Runs, id: &str) -> StepResult {
+    let Some(run) = runs.store.run(id).await? else { return Ok(()) };
     if run.state != RunState::AwaitingCallback {
         return Ok(());
     }
-    if run.deadline_at.is_some_and(|d| d > SystemTime::now()) {
+    if run.deadline_at.is_some_and(|d| d > runs.clock.now()) {
         // Moved later since this wake-up was scheduled.
-        state.engine.deadline_at(id, run.deadline_at.expect("checked"));
+        runs.deadline_at(id, run.deadline_at.expect("checked"));
         return Ok(());
     }
-    let timeout = humantime::format_duration(state.config.callback_timeout);
+    let timeout = humantime::format_duration(runs.settings.callback_timeout);
     let outcome = Outcome {
         state: RunState::TimedOut,
         success: None,
@@ -205,9 +171,9 @@ async fn deadline(state: &Arc<AppState>, id: &str) -> StepResult {
         reason: Some(format!("no callback within {timeout}")),
         by_callback: false,
     };
-    if state.store.finish(id, &[RunState::AwaitingCallback], &outcome).await? {
+    if runs.store.finish(id, &[RunState::AwaitingCallback], &outcome).await? {
         tracing::info!(run = %id, "webhook run timed out waiting for its callback");
-        state.engine.changed(id);
+        runs.changed(id);
     }
     Ok(())
 }
@@ -227,7 +193,7 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     Some(at.duration_since(SystemTime::now()).unwrap_or_default())
 }
 
-async fn call(state: &Arc<AppState>, spec: &RunSpec, request: &template::RenderedRequest, stamp: &Stamp) -> Answer {
+async fn call(runs: &Runs, spec: &RunSpec, request: &template::RenderedRequest, stamp: &Stamp) -> Answer {
     let mut headers = HeaderMap::new();
     for (name, value) in &request.headers {
         match (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
@@ -243,18 +209,18 @@ async fn call(state: &Arc<AppState>, spec: &RunSpec, request: &template::Rendere
     let Ok(method) = http::Method::from_bytes(request.method.as_bytes()) else {
         return Answer::Failed { retryable: false, detail: format!("invalid method {:?}", request.method) };
     };
-    let timeout = state.config.webhook_timeout;
+    let timeout = runs.settings.webhook_timeout;
     let outbound = Outbound {
         method,
         url: request.url.clone(),
         headers,
-        body: request.body.clone().map(Body::from).unwrap_or_else(Body::empty),
+        body: forward::full(request.body.clone().unwrap_or_default()),
         timeout,
-        limit: state.config.max_body_bytes,
+        limit: runs.settings.max_body_bytes,
     };
     let exchange = async {
-        match proxy::send(state, spec.agent.as_deref(), outbound).await {
-            Err(err) => Answer::Failed { retryable: err.retryable, detail: err.problem.detail },
+        match runs.forwarder.send(spec.agent.as_deref(), outbound).await {
+            Err(err) => Answer::Failed { retryable: err.retryable(), detail: err.detail },
             Ok(response) => {
                 let status = response.status().as_u16();
                 let retry_after = retry_after(response.headers());
@@ -280,53 +246,54 @@ async fn call(state: &Arc<AppState>, spec: &RunSpec, request: &template::Rendere
     }
 }
 
-async fn attempt(state: &Arc<AppState>, id: &str) -> StepResult {
-    let Some(run) = state.store.run(id).await? else { return Ok(()) };
+async fn attempt(runs: &Runs, id: &str) -> StepResult {
+    let Some(run) = runs.store.run(id).await? else { return Ok(()) };
     if run.state != RunState::Pending {
         return Ok(());
     }
-    if run.next_attempt_at.is_some_and(|at| at > SystemTime::now() + Duration::from_millis(5)) {
-        state.engine.attempt_at(id, run.next_attempt_at.expect("checked"));
+    if run.next_attempt_at.is_some_and(|at| at > runs.clock.now() + Duration::from_millis(5)) {
+        runs.attempt_at(id, run.next_attempt_at.expect("checked"));
         return Ok(());
     }
     let spec: RunSpec = serde_json::from_str(&run.spec)?;
-    let secrets = state.vault.all().await?;
+    let secrets = runs.vault.all().await?;
     let values = Values { armory: spec.armory.clone(), context: spec.context.clone(), secrets };
-    let rendered = match template::render_webhook_with(&spec.webhook, &values, false, &state.config.render_limits()) {
+    let rendered = match template::render_webhook_with(&spec.webhook, &values, false, &runs.settings.render_limits) {
         Ok(rendered) => rendered,
         Err(errors) => {
             let lines: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
-            return fail(state, id, RunState::Pending, format!("the webhook cannot be rendered: {}", lines.join("; ")))
+            return fail(runs, id, RunState::Pending, format!("the webhook cannot be rendered: {}", lines.join("; ")))
                 .await;
         }
     };
-    let keys = match signing::keys(&state.config, spec.webhook.signing.as_ref(), &values.secrets) {
-        Ok(keys) => keys,
-        Err(reason) => {
-            return fail(state, id, RunState::Pending, format!("the webhook cannot be signed: {reason}")).await;
-        }
-    };
+    let keys =
+        match signing::keys(runs.settings.signing_default.as_deref(), spec.webhook.signing.as_ref(), &values.secrets) {
+            Ok(keys) => keys,
+            Err(reason) => {
+                return fail(runs, id, RunState::Pending, format!("the webhook cannot be signed: {reason}")).await;
+            }
+        };
     // Signed over exactly the body sent; the stored request shows these
     // headers as sent (the signature, never the key).
     let stamp = Stamp::new(id, rendered.body.as_deref().unwrap_or_default().as_bytes(), &keys);
-    let masked = template::render_webhook_with(&spec.webhook, &values, true, &state.config.render_limits()).ok().map(
+    let masked = template::render_webhook_with(&spec.webhook, &values, true, &runs.settings.render_limits).ok().map(
         |mut masked| {
             masked.headers.retain(|(name, _)| !borealis_core::signing::is_signing_header(name));
             masked.headers.extend(stamp.pairs());
             masked
         },
     );
-    let scrubber = state.vault.scrubber(&values.secrets);
+    let scrubber = runs.vault.scrubber(&values.secrets);
     let scrub = |text: &str| scrubber.scrub(text).into_owned();
     let number = run.attempts + 1;
     let masked_json = serde_json::to_string(&masked)?;
-    if !state.store.start_attempt(id, number, &masked_json).await? {
+    if !runs.store.start_attempt(id, number, &masked_json).await? {
         return Ok(());
     }
-    state.engine.changed(id);
-    let started_at = SystemTime::now();
+    runs.changed(id);
+    let started_at = runs.clock.now();
     let started = tokio::time::Instant::now();
-    let answer = call(state, &spec, &rendered, &stamp).await;
+    let answer = call(runs, &spec, &rendered, &stamp).await;
     let latency_ms = started.elapsed().as_millis() as u64;
     let record = match &answer {
         Answer::Status { status, reply, .. } => {
@@ -336,7 +303,7 @@ async fn attempt(state: &Arc<AppState>, id: &str) -> StepResult {
             Attempt { number, started_at, latency_ms, status: None, error: Some(scrub(detail)), reply: None }
         }
     };
-    state.store.record_attempt(id, &record).await?;
+    runs.store.record_attempt(id, &record).await?;
     tracing::info!(run = %id, webhook = %spec.webhook.name, attempt = number, status = ?record.status, error = ?record.error, latency_ms, "webhook attempt");
 
     let (retry_reason, wait_at_least) = match answer {
@@ -349,14 +316,14 @@ async fn attempt(state: &Arc<AppState>, id: &str) -> StepResult {
                     reason: Some(format!("HTTP {status}; callbacks are disabled, so the reply decides")),
                     by_callback: false,
                 };
-                state.store.finish(id, &[RunState::Calling], &outcome).await?;
+                runs.store.finish(id, &[RunState::Calling], &outcome).await?;
             } else {
-                let deadline = SystemTime::now() + state.config.callback_timeout;
-                if state.store.await_callback(id, deadline, None).await? {
-                    state.engine.deadline_at(id, deadline);
+                let deadline = runs.clock.now() + runs.settings.callback_timeout;
+                if runs.store.await_callback(id, deadline, None).await? {
+                    runs.deadline_at(id, deadline);
                 }
             }
-            state.engine.changed(id);
+            runs.changed(id);
             return Ok(());
         }
         Answer::Status { status, retry_after, .. } if status == 408 || status == 429 || status >= 500 => {
@@ -364,7 +331,7 @@ async fn attempt(state: &Arc<AppState>, id: &str) -> StepResult {
         }
         Answer::Status { status, .. } => {
             return fail(
-                state,
+                runs,
                 id,
                 RunState::Calling,
                 format!("attempt {number}: HTTP {status}; a 4xx other than 408 and 429 is not retried"),
@@ -373,7 +340,7 @@ async fn attempt(state: &Arc<AppState>, id: &str) -> StepResult {
         }
         Answer::Failed { retryable: true, detail } => (format!("attempt {number}: {}", scrub(&detail)), None),
         Answer::Failed { detail, .. } => {
-            return fail(state, id, RunState::Calling, format!("attempt {number}: {}", scrub(&detail))).await;
+            return fail(runs, id, RunState::Calling, format!("attempt {number}: {}", scrub(&detail))).await;
         }
     };
     if number > spec.webhook.retry_count {
@@ -382,15 +349,15 @@ async fn attempt(state: &Arc<AppState>, id: &str) -> StepResult {
         } else {
             format!("{retry_reason}; gave up after {number} attempts (retryCount {})", spec.webhook.retry_count)
         };
-        return fail(state, id, RunState::Calling, reason).await;
+        return fail(runs, id, RunState::Calling, reason).await;
     }
     // The first retry waits [base, 2·base), each later one twice as long,
     // below MAX_RETRY_DELAY; drawn per run, so runs do not retry in step.
-    let base = state.config.retry_base_delay;
+    let base = runs.settings.retry_base_delay;
     let backoff = borealis_core::backoff::jittered(base * 2, MAX_RETRY_DELAY).nth(number as usize - 1).unwrap_or(base);
     let delay = backoff.max(wait_at_least.unwrap_or_default()).min(MAX_RETRY_DELAY);
-    let at = SystemTime::now() + delay;
-    if state
+    let at = runs.clock.now() + delay;
+    if runs
         .store
         .retry_at(
             id,
@@ -402,9 +369,9 @@ async fn attempt(state: &Arc<AppState>, id: &str) -> StepResult {
         )
         .await?
     {
-        state.engine.attempt_at(id, at);
+        runs.attempt_at(id, at);
     }
-    state.engine.changed(id);
+    runs.changed(id);
     Ok(())
 }
 

@@ -6,6 +6,7 @@
 //! until the deadline. Every step is a compare-and-set in the store, so a
 //! relay killed at any point resumes where it was.
 //!
+//! - [`Runs`]: the handle the HTTP edge and deployments use.
 //! - [`create`]: validation and the run's stored spec.
 //! - [`engine`]: the scheduler, attempts, deadlines and resume.
 //! - [`api`]: `/api/v1/webhook-runs`, `/api/v1/secrets` and the callback route.
@@ -15,8 +16,22 @@ pub mod create;
 pub mod engine;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use borealis_core::deployment::Webhook;
+use borealis_core::template::RenderLimits;
+use borealis_store::{Outcome, RunRecord, RunState, RunView, Store, StoreError};
+use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::clock::Clock;
+use crate::config::RelayConfig;
+use crate::forward::Forwarder;
+use crate::vault::{Vault, VaultError};
+
+pub use create::{Created, RunLink, RunRequest};
 
 /// Everything needed to render a run's request again, without secret values.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -26,4 +41,263 @@ pub struct RunSpec {
     pub context: BTreeMap<String, String>,
     /// The agent that makes the call, for remoteNetworkAgent webhooks.
     pub agent: Option<String>,
+}
+
+/// What runs take from the relay's configuration.
+#[derive(Debug, Clone)]
+pub struct RunSettings {
+    /// Base of callback URIs: `public_url`, else the relay's HTTP address.
+    pub public_base: String,
+    pub callback_timeout: Duration,
+    pub webhook_timeout: Duration,
+    pub retry_base_delay: Duration,
+    pub max_body_bytes: u64,
+    pub render_limits: RenderLimits,
+    /// The stored secret that signs calls with no `signing:` of their own.
+    pub signing_default: Option<String>,
+}
+
+impl RunSettings {
+    pub fn from_config(config: &RelayConfig, public_base: String) -> Self {
+        Self {
+            public_base,
+            callback_timeout: config.callback_timeout,
+            webhook_timeout: config.webhook_timeout,
+            retry_base_delay: config.retry_base_delay,
+            max_body_bytes: config.max_body_bytes,
+            render_limits: config.render_limits(),
+            signing_default: config.webhook_signing_secret.clone(),
+        }
+    }
+}
+
+/// Why a run operation was refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The request is wrong: the file, the webhook name, the agent, a template.
+    #[error("{detail}")]
+    Invalid { detail: String, errors: Vec<String> },
+    #[error("this Idempotency-Key was already used for {id}, with a different request; use a new key")]
+    IdempotencyKeyReused { id: String },
+    #[error("no webhook run {0:?}")]
+    Unknown(String),
+    #[error("no webhook run has this callback URI")]
+    UnknownCallback,
+    /// The run ended before this operation could change it.
+    #[error("{0}")]
+    Finished(String),
+    #[error("run {id} was already decided by a callback with success: {first}")]
+    CallbackConflict { id: String, first: bool },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Vault(#[from] VaultError),
+}
+
+impl RunError {
+    pub(crate) fn invalid(detail: impl Into<String>) -> Self {
+        Self::Invalid { detail: detail.into(), errors: Vec::new() }
+    }
+}
+
+/// An accepted callback.
+#[derive(Debug)]
+pub struct CallbackAccepted {
+    pub run_id: String,
+    pub state: RunState,
+    /// The same verdict came before; nothing changed.
+    pub repeat: bool,
+}
+
+#[derive(Debug)]
+enum Wake {
+    Attempt(String, SystemTime),
+    Deadline(String, SystemTime),
+}
+
+/// The runs: create, cancel, call back, watch. Changes are announced to
+/// subscribers (long polls, deployment steps) by the handle itself.
+pub struct Runs {
+    store: Arc<dyn Store>,
+    vault: Arc<Vault>,
+    forwarder: Arc<Forwarder>,
+    settings: RunSettings,
+    clock: Clock,
+    wake: mpsc::UnboundedSender<Wake>,
+    events: broadcast::Sender<String>,
+    /// Attempts and deadline checks in flight, awaited on shutdown.
+    tasks: TaskTracker,
+    /// Ends the scheduler at shutdown.
+    stop: CancellationToken,
+    /// Ends attempts still running once the shutdown grace is over.
+    cut_off: CancellationToken,
+}
+
+/// The scheduler's end of [`Runs`]: give it to [`engine::run`].
+pub struct Scheduler(mpsc::UnboundedReceiver<Wake>);
+
+impl Runs {
+    pub fn new(
+        store: Arc<dyn Store>,
+        vault: Arc<Vault>,
+        forwarder: Arc<Forwarder>,
+        settings: RunSettings,
+        clock: Clock,
+    ) -> (Arc<Self>, Scheduler) {
+        let (wake, wakes) = mpsc::unbounded_channel();
+        let (events, _) = broadcast::channel(1024);
+        let tasks = TaskTracker::new();
+        let (stop, cut_off) = (CancellationToken::new(), CancellationToken::new());
+        let runs = Self { store, vault, forwarder, settings, clock, wake, events, tasks, stop, cut_off };
+        (Arc::new(runs), Scheduler(wakes))
+    }
+
+    pub fn settings(&self) -> &RunSettings {
+        &self.settings
+    }
+
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    pub(crate) fn attempt_now(&self, id: &str) {
+        self.attempt_at(id, self.clock.now());
+    }
+
+    pub(crate) fn attempt_at(&self, id: &str, at: SystemTime) {
+        let _ = self.wake.send(Wake::Attempt(id.to_owned(), at));
+    }
+
+    pub(crate) fn deadline_at(&self, id: &str, at: SystemTime) {
+        let _ = self.wake.send(Wake::Deadline(id.to_owned(), at));
+    }
+
+    /// Tells waiters (`GET ...?wait=`, deployment steps) that run `id` changed.
+    pub(crate) fn changed(&self, id: &str) {
+        let _ = self.events.send(id.to_owned());
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<String> {
+        self.events.subscribe()
+    }
+
+    /// Starts a run; see [`create::create`].
+    pub async fn create(&self, request: RunRequest) -> Result<Created, RunError> {
+        create::create(self, request).await
+    }
+
+    pub async fn record(&self, id: &str) -> Result<RunRecord, RunError> {
+        self.store.run(id).await?.ok_or_else(|| RunError::Unknown(id.to_owned()))
+    }
+
+    /// The run `id` with its attempts.
+    pub async fn view(&self, id: &str) -> Result<RunView, RunError> {
+        self.store.run_view(id).await?.ok_or_else(|| RunError::Unknown(id.to_owned()))
+    }
+
+    /// The run `id` once it has finished, or as it is at `deadline`.
+    pub async fn view_when_finished(&self, id: &str, deadline: tokio::time::Instant) -> Result<RunView, RunError> {
+        let mut events = self.subscribe();
+        loop {
+            let view = self.view(id).await?;
+            if view.run.state.is_finished() || tokio::time::Instant::now() >= deadline {
+                return Ok(view);
+            }
+            changed(&mut events, id, deadline).await;
+        }
+    }
+
+    /// The newest runs, newest first.
+    pub async fn list(&self, limit: u32) -> Result<Vec<RunRecord>, RunError> {
+        Ok(self.store.runs(limit).await?)
+    }
+
+    /// Ends an unfinished run as cancelled, with `reason`. A later callback gets a conflict.
+    pub async fn cancel(&self, id: &str, reason: &str) -> Result<RunView, RunError> {
+        let outcome = Outcome {
+            state: RunState::Cancelled,
+            success: None,
+            md_message: None,
+            reason: Some(reason.to_owned()),
+            by_callback: false,
+        };
+        if !self.store.finish(id, &RunState::UNFINISHED, &outcome).await? {
+            let view = self.view(id).await?;
+            return Err(RunError::Finished(format!("run {id} already ended as {}", view.run.state.as_str())));
+        }
+        self.changed(id);
+        self.view(id).await
+    }
+
+    /// The external system's verdict on the run whose callback URI ends in
+    /// `callback_id`, from the callback client `from`. Its message is
+    /// scrubbed of secrets first: a system may echo one back.
+    pub async fn callback(
+        &self,
+        callback_id: &str,
+        success: bool,
+        md_message: Option<String>,
+        from: &str,
+    ) -> Result<CallbackAccepted, RunError> {
+        let md_message = match md_message {
+            Some(text) => Some(self.vault.current_scrubber().await?.scrub(&text).into_owned()),
+            None => None,
+        };
+        let run = self.store.run_by_callback(callback_id).await?.ok_or(RunError::UnknownCallback)?;
+        let outcome = Outcome {
+            state: if success { RunState::Succeeded } else { RunState::Failed },
+            success: Some(success),
+            md_message: md_message.clone(),
+            reason: Some(format!("callback from {from:?}")),
+            by_callback: true,
+        };
+        // Durable before the reply: `finish` commits with synchronous=FULL.
+        if self.store.finish(&run.id, &RunState::UNFINISHED, &outcome).await? {
+            self.changed(&run.id);
+            tracing::info!(run = %run.id, success, md_message = ?md_message, "callback accepted");
+            return Ok(CallbackAccepted { run_id: run.id, state: outcome.state, repeat: false });
+        }
+        let now = self.record(&run.id).await?;
+        match (now.callback_at, now.success) {
+            (Some(_), Some(first)) if first == success => {
+                Ok(CallbackAccepted { run_id: now.id, state: now.state, repeat: true })
+            }
+            (Some(_), Some(first)) => Err(RunError::CallbackConflict { id: now.id, first }),
+            _ => Err(RunError::Finished(format!(
+                "run {} already ended as {}: {}",
+                now.id,
+                now.state.as_str(),
+                now.reason.unwrap_or_default()
+            ))),
+        }
+    }
+
+    /// Stops the scheduler and waits up to `grace` for attempts in flight;
+    /// then cuts the rest off, as a crash would: on the next start they
+    /// count as cut-off attempts.
+    pub async fn close(&self, grace: Duration) {
+        self.stop.cancel();
+        self.tasks.close();
+        if tokio::time::timeout(grace, self.tasks.wait()).await.is_err() {
+            tracing::warn!(attempts = self.tasks.len(), "shutdown grace over with webhook attempts in flight");
+        }
+        self.cut_off.cancel();
+        self.tasks.wait().await;
+    }
+}
+
+/// Waits until `id` is announced on `events`, or until `deadline`.
+pub async fn changed(events: &mut broadcast::Receiver<String>, id: &str, deadline: tokio::time::Instant) {
+    use tokio::sync::broadcast::error::RecvError;
+    let _ = tokio::time::timeout_at(deadline, async {
+        loop {
+            match events.recv().await {
+                Ok(changed) if changed == id => return,
+                Ok(_) => {}
+                Err(RecvError::Lagged(_)) => return,
+                Err(RecvError::Closed) => std::future::pending().await,
+            }
+        }
+    })
+    .await;
 }

@@ -1,89 +1,160 @@
-//! `ANY /api/v1/proxy?url=U[&agent=ID][&timeout=D]`: one request, sent
-//! direct (under the address guard) or through an agent, with the reply
-//! streamed back. Bodies flow in bounded chunks both ways.
+//! Forwarding one request, direct (under the address guard) or through an
+//! agent, with the reply streamed back. Bodies flow in bounded chunks both
+//! ways. Failures are [`ForwardError`]s: what went wrong, whose fault it is
+//! and whether another try may help; the HTTP edge turns them into replies.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
-use axum::response::{IntoResponse, Response};
+use borealis_egress::Egress;
 use borealis_egress::headers::end_to_end;
 use borealis_protocol::v1::{self, ErrorCode, agent_frame, relay_frame};
-use borealis_protocol::{MAX_CHUNK_BYTES, MAX_FRAME_BYTES, MAX_INLINE_BODY_BYTES, v1::Failure};
-use borealis_store::CredentialKind;
+use borealis_protocol::{Fault, MAX_CHUNK_BYTES, MAX_FRAME_BYTES, MAX_INLINE_BODY_BYTES, v1::Failure};
+use borealis_store::{CredentialKind, Store};
 use bytes::Bytes;
-use futures_util::{Stream, StreamExt};
-use http::{HeaderMap, HeaderValue, StatusCode};
+use futures_util::{Stream, StreamExt, TryStreamExt};
+use http::{HeaderMap, HeaderValue};
+use http_body_util::BodyExt;
 use tokio_util::task::AbortOnDropHandle;
 
-use crate::api::Problem;
-use crate::hub::{DispatchError, ForwardCall, FrameSender, Lease, frame_name, relay_frame as frame};
-use crate::state::AppState;
+use crate::hub::{DispatchError, ForwardCall, FrameSender, Hub, Lease, frame_name, relay_frame as frame};
 
 /// How long an agent may take to pick up an offer.
 const TAKE_WITHIN: Duration = Duration::from_secs(10);
 
-#[derive(Debug, serde::Deserialize)]
-pub struct ProxyQuery {
-    pub url: String,
-    pub agent: Option<String>,
-    pub timeout: Option<String>,
+/// A body either way: any stream of bytes, boxed.
+pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A body of bytes in memory.
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    http_body_util::Full::new(bytes.into()).map_err(|never| match never {}).boxed_unsync()
 }
 
-/// A request that could not be forwarded: the problem its caller is told,
-/// and whether another try may succeed (what webhook retries go by).
-#[derive(Debug)]
+/// A body read from `stream` as it goes.
+pub fn streamed(stream: impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static) -> Body {
+    let frames = stream.map_ok(http_body::Frame::data).map_err(|e| -> BoxError { Box::new(e) });
+    http_body_util::StreamBody::new(frames).boxed_unsync()
+}
+
+/// Reads `body` whole, failing once it is larger than `limit` bytes.
+pub async fn read_body(mut body: Body, limit: usize) -> Result<Bytes, String> {
+    let mut read = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| e.to_string())?;
+        if let Ok(data) = frame.into_data() {
+            if read.len() + data.len() > limit {
+                return Err(format!("the body is larger than {limit} bytes"));
+            }
+            read.extend_from_slice(&data);
+        }
+    }
+    Ok(read.freeze())
+}
+
+/// The reply a forwarded request got: the destination's status and headers.
+pub type Reply = http::Response<Body>;
+
+/// Why a request could not be forwarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForwardFailure {
+    /// A failure in the tunnel's terms: the relay's own checks, direct
+    /// mode, or the agent's report of one.
+    Code(ErrorCode),
+    /// No credential of that agent identifier exists.
+    UnknownAgent,
+    /// Registered, but no instance is connected now.
+    AgentNotConnected,
+    /// The relay is shutting down and takes no new work.
+    Draining,
+    /// No instance took the request in time.
+    NotTaken,
+    /// The agent failed on its own side (its internal error).
+    AgentFailed,
+    /// The agent went away, or stopped answering heartbeats, mid-exchange.
+    AgentLost,
+    /// The agent broke the tunnel protocol.
+    AgentProtocol,
+    /// The relay's own state could not be read.
+    Internal,
+}
+
+/// A request that could not be forwarded: what went wrong, and a message for
+/// whoever sent it.
+#[derive(Debug, thiserror::Error)]
+#[error("{detail}")]
 pub struct ForwardError {
-    pub problem: Problem,
-    pub retryable: bool,
+    pub failure: ForwardFailure,
+    pub detail: String,
 }
 
-impl From<ForwardError> for Problem {
-    fn from(err: ForwardError) -> Self {
-        err.problem
+impl ForwardError {
+    pub fn new(failure: ForwardFailure, detail: impl Into<String>) -> Self {
+        Self { failure, detail: detail.into() }
+    }
+
+    /// A stable name, used in metrics, logs and problem types.
+    pub fn slug(&self) -> &'static str {
+        match self.failure {
+            ForwardFailure::Code(code) => code.slug(),
+            ForwardFailure::UnknownAgent => "unknown-agent",
+            ForwardFailure::AgentNotConnected | ForwardFailure::Draining | ForwardFailure::NotTaken => {
+                "agent-unavailable"
+            }
+            ForwardFailure::AgentFailed => "agent-failed",
+            ForwardFailure::AgentLost => "agent-lost",
+            ForwardFailure::AgentProtocol => "agent-protocol-error",
+            ForwardFailure::Internal => "internal",
+        }
+    }
+
+    /// Whose fault it is. The path through an agent counts as upstream: the
+    /// agent is the gateway.
+    pub fn fault(&self) -> Fault {
+        match self.failure {
+            ForwardFailure::Code(code) => code.fault(),
+            ForwardFailure::UnknownAgent => Fault::Caller,
+            ForwardFailure::Internal => Fault::Internal,
+            _ => Fault::Upstream,
+        }
+    }
+
+    /// Whether another try may succeed (what webhook retries go by). An agent
+    /// that is not connected may connect before the next try; one that is
+    /// not registered will not. A request cut off by a lost agent may pass on
+    /// another try, and `webhook-id` lets a receiver drop a repeat.
+    pub fn retryable(&self) -> bool {
+        self.fault() != Fault::Caller
     }
 }
 
 /// A failure of a forwarded request, in the tunnel's terms.
 pub fn failed(code: ErrorCode, detail: String) -> ForwardError {
-    let status = match code {
-        ErrorCode::DestinationNotAllowed => StatusCode::FORBIDDEN,
-        ErrorCode::InvalidRequest => StatusCode::BAD_REQUEST,
-        ErrorCode::Timeout => StatusCode::GATEWAY_TIMEOUT,
-        ErrorCode::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-        ErrorCode::ConnectFailed | ErrorCode::UpstreamFailed | ErrorCode::Cancelled => StatusCode::BAD_GATEWAY,
-        ErrorCode::Internal | ErrorCode::Unspecified => StatusCode::INTERNAL_SERVER_ERROR,
-    };
-    ForwardError { problem: Problem::new(status, code.slug(), detail), retryable: code.is_retryable() }
+    ForwardError::new(ForwardFailure::Code(code), detail)
 }
 
-/// A failure that happened on the agent's side: the agent is the gateway, so
-/// it is never the relay's 500. `Internal` from the agent is its own fault.
+/// A failure that happened on the agent's side. `Internal` from the agent is
+/// its own fault, never the relay's.
 fn agent_failed(code: ErrorCode, detail: String) -> ForwardError {
     match code {
-        ErrorCode::Internal | ErrorCode::Unspecified => {
-            ForwardError { problem: Problem::new(StatusCode::BAD_GATEWAY, "agent-failed", detail), retryable: true }
-        }
+        ErrorCode::Internal | ErrorCode::Unspecified => ForwardError::new(ForwardFailure::AgentFailed, detail),
         other => failed(other, detail),
     }
 }
 
-/// The agent went away mid-exchange: 502. Retryable: a request that was cut
-/// off may pass on another try, and the webhook engine's `webhook-id` lets a
-/// receiver drop a repeat.
 fn agent_lost(detail: String) -> ForwardError {
-    ForwardError { problem: Problem::new(StatusCode::BAD_GATEWAY, "agent-lost", detail), retryable: true }
+    ForwardError::new(ForwardFailure::AgentLost, detail)
 }
 
-/// The agent broke the tunnel protocol on `call`: 502. The call is cancelled
-/// and ends with `INVALID_ARGUMENT`, and the violation is logged at warn
+/// The agent broke the tunnel protocol on `call`. The call is cancelled and
+/// ends with `INVALID_ARGUMENT`, and the violation is logged at warn
 /// ([`ForwardCall::violated`]). Retryable, as for a lost agent: another
 /// instance may answer properly.
 fn protocol_error(call: &mut ForwardCall, reason: String) -> ForwardError {
     call.violated(&reason);
     let detail = format!("agent {:?} broke the tunnel protocol: {reason}", call.agent_id);
-    ForwardError { problem: Problem::new(StatusCode::BAD_GATEWAY, "agent-protocol-error", detail), retryable: true }
+    ForwardError::new(ForwardFailure::AgentProtocol, detail)
 }
 
 /// The agent's next frame on a call, with the rules every frame follows
@@ -115,45 +186,6 @@ async fn read(call: &mut ForwardCall) -> Read {
     }
 }
 
-pub async fn handle(state: Arc<AppState>, query: ProxyQuery, request: axum::extract::Request) -> Response {
-    let started = Instant::now();
-    let mode = if query.agent.is_some() { "agent" } else { "direct" };
-    let result = forward(&state, query, request).await;
-    let outcome = match &result {
-        Ok(response) => crate::metrics::status_class(response.status().as_u16()),
-        Err(problem) => problem.slug.to_owned(),
-    };
-    state.metrics.record(mode, outcome, started.elapsed().as_secs_f64());
-    match result {
-        Ok(response) => response,
-        Err(problem) => problem.into_response(),
-    }
-}
-
-async fn forward(
-    state: &Arc<AppState>,
-    query: ProxyQuery,
-    request: axum::extract::Request,
-) -> Result<Response, Problem> {
-    let timeout = match &query.timeout {
-        Some(text) => {
-            borealis_core::duration::parse(text).map_err(|e| Problem::bad_request("invalid-timeout", e.to_string()))?
-        }
-        None => state.config.request_timeout,
-    };
-    let limit = state.config.max_body_bytes;
-    let (parts, body) = request.into_parts();
-    if let Some(length) =
-        parts.headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-        && length > limit
-    {
-        return Err(too_large("request", limit).into());
-    }
-    let outbound =
-        Outbound { method: parts.method, url: query.url, headers: end_to_end(&parts.headers), body, timeout, limit };
-    Ok(send(state, query.agent.as_deref(), outbound).await?)
-}
-
 /// One request on its way out, direct or through an agent.
 pub struct Outbound {
     pub method: http::Method,
@@ -165,12 +197,27 @@ pub struct Outbound {
     pub limit: u64,
 }
 
-/// Sends a request direct (`agent` is `None`) or through an agent.
-pub async fn send(
-    state: &Arc<AppState>,
-    agent: Option<&str>,
-    mut outbound: Outbound,
-) -> Result<Response, ForwardError> {
+/// What forwarding needs: direct mode's guarded client, the agents'
+/// sessions, and the credentials that tell an unknown agent from a
+/// disconnected one.
+pub struct Forwarder {
+    egress: Egress,
+    hub: Arc<Hub>,
+    credentials: Arc<dyn Store>,
+}
+
+impl Forwarder {
+    pub fn new(egress: Egress, hub: Arc<Hub>, credentials: Arc<dyn Store>) -> Self {
+        Self { egress, hub, credentials }
+    }
+
+    /// Sends a request direct (`agent` is `None`) or through an agent.
+    pub async fn send(&self, agent: Option<&str>, outbound: Outbound) -> Result<Reply, ForwardError> {
+        send(self, agent, outbound).await
+    }
+}
+
+async fn send(state: &Forwarder, agent: Option<&str>, mut outbound: Outbound) -> Result<Reply, ForwardError> {
     // A body of known size goes out with its length, not chunked: not every
     // destination reads chunked requests.
     if !outbound.headers.contains_key(http::header::CONTENT_LENGTH)
@@ -185,14 +232,14 @@ pub async fn send(
     }
 }
 
-fn too_large(what: &str, limit: u64) -> ForwardError {
+pub fn too_large(what: &str, limit: u64) -> ForwardError {
     failed(
         ErrorCode::BodyTooLarge,
         format!("the {what} body is larger than the limit of {limit} bytes (max_body_bytes)"),
     )
 }
 
-async fn direct(state: &AppState, outbound: Outbound) -> Result<Response, ForwardError> {
+async fn direct(state: &Forwarder, outbound: Outbound) -> Result<Reply, ForwardError> {
     let Outbound { method, url, headers, body, timeout, limit } = outbound;
     let url = state.egress.check_url(&url).map_err(|e| failed(e.code(), e.to_string()))?;
     let over = Arc::new(AtomicBool::new(false));
@@ -208,12 +255,12 @@ async fn direct(state: &AppState, outbound: Outbound) -> Result<Response, Forwar
         Ok(Err(err)) => return Err(failed(err.code(), err.to_string())),
         Ok(Ok(response)) => response,
     };
-    let mut reply = Response::builder().status(response.status());
+    let mut reply = http::Response::builder().status(response.status());
     if let Some(map) = reply.headers_mut() {
         *map = end_to_end(response.headers());
     }
     let download = limited(response.bytes_stream(), limit, Arc::new(AtomicBool::new(false)));
-    Ok(reply.body(Body::from_stream(download)).expect("status and headers come from a valid response"))
+    Ok(reply.body(streamed(download)).expect("status and headers come from a valid response"))
 }
 
 /// Passes chunks through until more than `limit` bytes went by, then fails.
@@ -234,7 +281,7 @@ fn limited<E: std::fmt::Display>(
     })
 }
 
-async fn via_agent(state: &Arc<AppState>, agent_id: &str, outbound: Outbound) -> Result<Response, ForwardError> {
+async fn via_agent(state: &Forwarder, agent_id: &str, outbound: Outbound) -> Result<Reply, ForwardError> {
     let Outbound { method, url, headers, body, timeout, limit } = outbound;
     // Checked here too, so a malformed URL never costs an offer; the
     // destination policy is the agent's.
@@ -245,7 +292,7 @@ async fn via_agent(state: &Arc<AppState>, agent_id: &str, outbound: Outbound) ->
     // the head: one frame instead of three, and no upload task.
     let (inline, body) = match http_body::Body::size_hint(&body).exact() {
         Some(length) if length <= MAX_INLINE_BODY_BYTES as u64 => {
-            let collected = tokio::time::timeout_at(deadline, http_body_util::BodyExt::collect(body))
+            let collected = tokio::time::timeout_at(deadline, body.collect())
                 .await
                 .map_err(|_| timed_out())?
                 .map_err(|_| failed(ErrorCode::Cancelled, "the request body was cut off".into()))?;
@@ -264,7 +311,7 @@ async fn via_agent(state: &Arc<AppState>, agent_id: &str, outbound: Outbound) ->
         };
     let request_id = call.request_id.clone();
     let started = Instant::now();
-    let result: Result<Response, ForwardError> = async {
+    let result: Result<Reply, ForwardError> = async {
         let upload_frames = call.sender();
         let head = v1::RequestHead {
             method: method.to_string(),
@@ -324,7 +371,7 @@ async fn via_agent(state: &Arc<AppState>, agent_id: &str, outbound: Outbound) ->
         }
         let (status, headers) = borealis_egress::headers::agent_response_head(head.status, &head.headers)
             .map_err(|_| protocol_error(&mut call, format!("the invalid status {}", head.status)))?;
-        let mut reply = Response::builder().status(status);
+        let mut reply = http::Response::builder().status(status);
         if let Some(map) = reply.headers_mut() {
             *map = headers;
         }
@@ -335,14 +382,14 @@ async fn via_agent(state: &Arc<AppState>, agent_id: &str, outbound: Outbound) ->
         if head.complete {
             call.finish();
             call.close_if_ended();
-            return Ok(reply.body(Body::from(head.body)).expect("status and headers were validated"));
+            return Ok(reply.body(full(head.body)).expect("status and headers were validated"));
         }
         let expected = reply
             .headers_ref()
             .and_then(|h| h.get(http::header::CONTENT_LENGTH))
             .and_then(|v| v.to_str().ok()?.parse().ok());
         let body = ResponseBody { call, _lease: lease, _upload: upload, received: 0, expected, limit };
-        Ok(reply.body(Body::from_stream(body.into_stream())).expect("status and headers were validated"))
+        Ok(reply.body(streamed(body.into_stream())).expect("status and headers were validated"))
     }
     .await;
     // One line per request, with the id the agent logs it under too.
@@ -358,8 +405,8 @@ async fn via_agent(state: &Arc<AppState>, agent_id: &str, outbound: Outbound) ->
         Err(err) => tracing::info!(
             request = request_id.as_str(),
             agent = agent_id,
-            error = err.problem.slug,
-            detail = err.problem.detail.as_str(),
+            error = err.slug(),
+            detail = err.detail.as_str(),
             elapsed_ms,
             "forwarded through an agent"
         ),
@@ -372,23 +419,27 @@ async fn via_agent(state: &Arc<AppState>, agent_id: &str, outbound: Outbound) ->
 /// instance is connected, to tell "not registered" from "not connected".
 /// An agent that is not connected may connect before the next try; one
 /// that is not registered will not.
-async fn dispatch_error(state: &AppState, agent_id: &str, err: DispatchError) -> ForwardError {
-    let status = match err {
-        DispatchError::NoInstance(_) => match state.store.active_credential(CredentialKind::Agent, agent_id).await {
-            Err(err) => return ForwardError { problem: Problem::internal(err), retryable: true },
-            Ok(None) => {
-                let detail = format!("agent {agent_id:?} is not registered (borealis agents create {agent_id})");
-                return ForwardError {
-                    problem: Problem::new(StatusCode::NOT_FOUND, "unknown-agent", detail),
-                    retryable: false,
-                };
+async fn dispatch_error(state: &Forwarder, agent_id: &str, err: DispatchError) -> ForwardError {
+    let failure = match err {
+        DispatchError::NoInstance(_) => {
+            match state.credentials.active_credential(CredentialKind::Agent, agent_id).await {
+                Err(err) => {
+                    return ForwardError::new(
+                        ForwardFailure::Internal,
+                        format!("the agent credentials cannot be read: {err}"),
+                    );
+                }
+                Ok(None) => {
+                    let detail = format!("agent {agent_id:?} is not registered (borealis agents create {agent_id})");
+                    return ForwardError::new(ForwardFailure::UnknownAgent, detail);
+                }
+                Ok(Some(_)) => ForwardFailure::AgentNotConnected,
             }
-            Ok(Some(_)) => StatusCode::SERVICE_UNAVAILABLE,
-        },
-        DispatchError::Draining => StatusCode::SERVICE_UNAVAILABLE,
-        DispatchError::NotTaken(_) => StatusCode::GATEWAY_TIMEOUT,
+        }
+        DispatchError::Draining => ForwardFailure::Draining,
+        DispatchError::NotTaken(_) => ForwardFailure::NotTaken,
     };
-    ForwardError { problem: Problem::new(status, "agent-unavailable", err.to_string()), retryable: true }
+    ForwardError::new(failure, err.to_string())
 }
 
 async fn upload_body(

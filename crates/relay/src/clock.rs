@@ -1,0 +1,112 @@
+//! Wall-clock time for everything the relay schedules: retry times, callback
+//! deadlines, approval expiry, timed pauses and analysis intervals.
+//!
+//! These are stored as wall-clock instants (they outlive the process), so
+//! they are read from a [`Clock`], not from `SystemTime::now` directly. A
+//! [`Clock::manual`] clock moves only when a test advances it, so a test can
+//! cross a 24 h deadline without waiting. (`tokio::time::pause` cannot do
+//! this here: it advances time whenever the runtime idles, which it does
+//! while SQLite's worker thread or a socket is busy, and that fires the
+//! timeouts of real I/O early.) Timeouts of network calls stay on tokio's
+//! clock: they measure elapsed time, not an instant in the schedule.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::watch;
+
+#[derive(Clone)]
+pub struct Clock(Arc<Source>);
+
+enum Source {
+    System,
+    Manual(watch::Sender<SystemTime>),
+}
+
+impl std::fmt::Debug for Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &*self.0 {
+            Source::System => f.write_str("Clock::System"),
+            Source::Manual(now) => write!(f, "Clock::Manual({:?})", *now.borrow()),
+        }
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Self::system()
+    }
+}
+
+impl Clock {
+    /// The machine's clock.
+    pub fn system() -> Self {
+        Self(Arc::new(Source::System))
+    }
+
+    /// A clock that stands at `start` until [`Clock::advance`] moves it.
+    pub fn manual(start: SystemTime) -> Self {
+        Self(Arc::new(Source::Manual(watch::Sender::new(start))))
+    }
+
+    pub fn now(&self) -> SystemTime {
+        match &*self.0 {
+            Source::System => SystemTime::now(),
+            Source::Manual(now) => *now.borrow(),
+        }
+    }
+
+    /// Moves a manual clock forward, waking every sleeper whose time came.
+    ///
+    /// # Panics
+    /// On the system clock, which no one may move.
+    pub fn advance(&self, by: Duration) {
+        match &*self.0 {
+            Source::System => panic!("the system clock cannot be advanced"),
+            Source::Manual(now) => now.send_modify(|now| *now += by),
+        }
+    }
+
+    /// Returns once the clock reads `at` or later.
+    pub async fn sleep_until(&self, at: SystemTime) {
+        match &*self.0 {
+            Source::System => loop {
+                // Checked again after each sleep: the wall clock may be set back.
+                match at.duration_since(SystemTime::now()) {
+                    Ok(wait) if !wait.is_zero() => tokio::time::sleep(wait).await,
+                    _ => return,
+                }
+            },
+            Source::Manual(now) => {
+                let mut now = now.subscribe();
+                // The sender lives as long as this clock does.
+                let _ = now.wait_for(|now| *now >= at).await;
+            }
+        }
+    }
+
+    pub async fn sleep(&self, wait: Duration) {
+        self.sleep_until(self.now() + wait).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_manual_clock_wakes_sleepers_only_when_advanced_past_their_time() {
+        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let clock = Clock::manual(start);
+        let sleeper = tokio::spawn({
+            let clock = clock.clone();
+            async move { clock.sleep_until(start + Duration::from_secs(86_400)).await }
+        });
+        clock.advance(Duration::from_secs(86_399));
+        tokio::task::yield_now().await;
+        assert!(!sleeper.is_finished(), "woke a second early");
+        clock.advance(Duration::from_secs(1));
+        sleeper.await.expect("the sleeper wakes");
+        assert_eq!(clock.now(), start + Duration::from_secs(86_400));
+    }
+}
