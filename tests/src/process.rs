@@ -60,6 +60,10 @@ impl Logged {
         self.lines.lock().unwrap().join("\n")
     }
 
+    fn line(&self, needles: &[&str]) -> Option<String> {
+        self.lines.lock().unwrap().iter().find(|l| needles.iter().all(|n| l.contains(n))).cloned()
+    }
+
     fn signal(&self, signal: &str) {
         let status =
             Command::new("kill").arg(format!("-{signal}")).arg(self.child.id().to_string()).status().expect("kill");
@@ -75,7 +79,7 @@ impl Drop for Logged {
 }
 
 /// `key=value` from a text log line, or `"key": value` from a JSON one.
-fn field(line: &str, key: &str) -> String {
+pub fn field(line: &str, key: &str) -> String {
     if let Ok(serde_json::Value::Object(record)) = serde_json::from_str(line) {
         return match record.get(key) {
             Some(serde_json::Value::String(text)) => text.clone(),
@@ -157,6 +161,45 @@ impl RelayProcess {
 
     pub fn log(&self) -> String {
         self.process.log()
+    }
+
+    /// When this relay process started, by its own clock: the timestamp of
+    /// the first line it logged (before its engine or orchestrator ran).
+    pub fn started_at(&self) -> std::time::SystemTime {
+        let first = self.process.lines.lock().unwrap().first().cloned().expect("the relay logged a line");
+        crate::log_time(&first)
+    }
+
+    /// The first line of this process's log holding every one of `needles`.
+    pub fn log_line(&self, needles: &[&str]) -> Option<String> {
+        self.process.line(needles)
+    }
+
+    /// Waits for a line of this process's log holding every one of `needles`.
+    pub async fn wait_log_line(&self, needles: &[&str]) -> String {
+        crate::eventually(&format!("the relay logs a line with {needles:?}"), crate::PATIENCE, || async {
+            self.log_line(needles)
+        })
+        .await
+    }
+
+    /// The webhook run `id` once it is finished, read with the API's own
+    /// long poll (`GET /api/v1/webhook-runs/{id}?wait=30s`).
+    pub async fn wait_run(&self, id: &str) -> serde_json::Value {
+        let url = format!("{}/api/v1/webhook-runs/{id}?wait=30s", self.http_url);
+        let token = self.admin_token();
+        let client = reqwest::Client::new();
+        let mut last = serde_json::Value::Null;
+        for _ in 0..4 {
+            let reply = client.get(&url).bearer_auth(&token).send().await.expect("GET the run");
+            assert!(reply.status().is_success(), "GET the run: {}", reply.status());
+            last = reply.json().await.expect("the run as JSON");
+            let state = last["state"].as_str().unwrap_or_default();
+            if !["pending", "calling", "awaiting_callback"].contains(&state) {
+                return last;
+            }
+        }
+        panic!("the run never finished: {last:#}")
     }
 
     /// A `borealis` command aimed at this relay with its admin token.
@@ -317,15 +360,10 @@ impl AgentProcess {
     /// Waits until a metric reaches `value`: an agent counts a request once
     /// the relay closed its call, a moment after the caller has its reply.
     pub async fn wait_metric(&self, series: &str, value: f64) {
-        let start = std::time::Instant::now();
-        loop {
-            let now = self.metric(series).await;
-            if now == value {
-                return;
-            }
-            assert!(start.elapsed() < Duration::from_secs(5), "{series} is {now}, expected {value}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        crate::eventually(&format!("the agent's {series} is {value}"), crate::PATIENCE, || async {
+            (self.metric(series).await == value).then_some(())
+        })
+        .await;
     }
 
     pub fn pid(&self) -> u32 {
@@ -343,6 +381,12 @@ impl AgentProcess {
 
     pub fn log(&self) -> String {
         self.process.log()
+    }
+
+    /// Every line of this process's log holding every one of `needles`.
+    pub fn log_lines(&self, needles: &[&str]) -> Vec<String> {
+        let lines = self.process.lines.lock().unwrap();
+        lines.iter().filter(|l| needles.iter().all(|n| l.contains(n))).cloned().collect()
     }
 
     /// Waits for the agent to exit by itself; returns its status.

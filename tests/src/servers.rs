@@ -29,6 +29,7 @@ pub struct Upstream {
     pub hits: Arc<AtomicUsize>,
     active: Arc<AtomicUsize>,
     most_active: Arc<AtomicUsize>,
+    released: tokio_util::sync::CancellationToken,
 }
 
 impl Upstream {
@@ -40,12 +41,23 @@ impl Upstream {
     pub fn most_active(&self) -> usize {
         self.most_active.load(Ordering::SeqCst)
     }
+
+    /// The requests this server is working on now.
+    pub fn active(&self) -> usize {
+        self.active.load(Ordering::SeqCst)
+    }
+
+    /// Lets every `GET /hold` answer, now and from now on.
+    pub fn release(&self) {
+        self.released.cancel();
+    }
 }
 
 /// Starts the test upstream. Routes:
 /// - `ANY /echo`: 200, echoes the body; `x-echo-method`, `x-echo-authorization`.
 /// - `GET /status/{code}`: that status, `x-test: yes`, body `status {code}`.
 /// - `GET /fast`: `fast`. `GET /slow`: after 300 ms. `GET /stall`: after 10 s.
+/// - `GET /hold`: `released`, once the test calls [`Upstream::release`].
 /// - `GET /bytes/{n}`: `n` bytes, streamed in 64 KiB chunks.
 /// - `GET /chunked/{n}`: the same without a `content-length`.
 pub async fn upstream() -> (SocketAddr, Upstream) {
@@ -66,6 +78,13 @@ pub async fn upstream() -> (SocketAddr, Upstream) {
             get(|| async {
                 tokio::time::sleep(Duration::from_secs(10)).await;
                 "late"
+            }),
+        )
+        .route(
+            "/hold",
+            get(|State(state): State<Upstream>| async move {
+                state.released.cancelled().await;
+                "released"
             }),
         )
         .route("/bytes/{n}", get(bytes))

@@ -29,36 +29,42 @@ async fn idle_connections(from: [u8; 4], to: SocketAddr, count: usize) -> Vec<Tc
     streams
 }
 
-/// Waits until every stream is closed by the far side; returns how long the
-/// last one took.
-async fn all_closed(streams: Vec<TcpStream>, within: Duration) -> Duration {
-    let start = Instant::now();
+/// Waits until every stream is closed by the far side (EOF or a reset);
+/// fails, after [`borealis_tests::PATIENCE`], if one never is.
+async fn all_closed(streams: Vec<TcpStream>) {
     let mut waits = tokio::task::JoinSet::new();
     for mut stream in streams {
         waits.spawn(async move {
             let mut byte = [0u8; 1];
             // EOF or a reset: either way the relay closed it.
-            let _ =
-                tokio::time::timeout(within, stream.read(&mut byte)).await.expect("the relay closed the connection");
+            let _ = tokio::time::timeout(borealis_tests::PATIENCE, stream.read(&mut byte))
+                .await
+                .expect("the relay never closed an idle connection");
         });
     }
     while let Some(done) = waits.join_next().await {
         done.unwrap();
     }
-    start.elapsed()
 }
 
-async fn healthz_within(url: &str, limit: Duration) {
-    let start = Instant::now();
-    let client = reqwest::Client::builder().timeout(limit).build().unwrap();
+/// `/healthz` answers 2xx; a client timeout of [`borealis_tests::PATIENCE`]
+/// only keeps a test that would hang from hanging.
+async fn healthz(url: &str) {
+    let client = reqwest::Client::builder().timeout(borealis_tests::PATIENCE).build().unwrap();
     let reply = client.get(format!("{url}/healthz")).send().await.unwrap_or_else(|e| panic!("/healthz: {e}"));
     assert!(reply.status().is_success(), "/healthz: {}", reply.status());
-    assert!(start.elapsed() < limit, "/healthz took {:?}", start.elapsed());
+}
+
+/// The relay's count of connections it refused on `listener` at `cap`.
+async fn refused(relay: &RelayProcess, listener: &str, cap: &str) -> f64 {
+    relay.metric(&format!("borealis_connections_refused_total{{listener=\"{listener}\",cap=\"{cap}\"}}")).await
 }
 
 /// 2 000 idle connections to each listener from one address, under a soft
-/// and hard limit of 1 024 descriptors: the API keeps answering, an agent
-/// connects, and the idle connections are closed within the header timeout.
+/// and hard limit of 1 024 descriptors: the API keeps answering (the relay
+/// never refuses a connection for want of room in the process), an agent
+/// connects, and the relay closes every idle connection on its header
+/// timeout (its own count says so).
 #[tokio::test(flavor = "multi_thread")]
 async fn idle_connections_cannot_lock_out_the_api() {
     // The test holds 4 000 sockets itself.
@@ -72,8 +78,7 @@ async fn idle_connections_cannot_lock_out_the_api() {
     let open_files = limits.lines().find(|l| l.starts_with("Max open files")).unwrap().to_owned();
     assert!(open_files.split_whitespace().filter(|w| *w == "1024").count() == 2, "{open_files}");
 
-    // /healthz is asked every 100 ms for the whole attack; each answer must
-    // come within a second.
+    // /healthz is asked every 100 ms for the whole attack; each must answer.
     let watching = tokio_util::sync::CancellationToken::new();
     let watcher = tokio::spawn({
         let (url, stop) = (relay.http_url.clone(), watching.clone());
@@ -82,7 +87,7 @@ async fn idle_connections_cannot_lock_out_the_api() {
             let mut asked = 0;
             while !stop.is_cancelled() {
                 let start = Instant::now();
-                healthz_within(&url, Duration::from_secs(1)).await;
+                healthz(&url).await;
                 slowest = slowest.max(start.elapsed());
                 asked += 1;
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -91,29 +96,32 @@ async fn idle_connections_cannot_lock_out_the_api() {
         }
     });
     let attacker = [127, 0, 0, 2];
-    let started = Instant::now();
     let mut held = idle_connections(attacker, host_port(&relay.http_url), 2000).await;
     held.extend(idle_connections(attacker, host_port(&relay.agents_url), 2000).await);
-    let opened_in = started.elapsed();
 
     // Throughout: the API answers, credentials are issued, an agent connects.
-    healthz_within(&relay.http_url, Duration::from_secs(1)).await;
+    healthz(&relay.http_url).await;
     let (client_id, secret) = relay.create_agent("under-attack");
-    healthz_within(&relay.http_url, Duration::from_secs(1)).await;
+    healthz(&relay.http_url).await;
     let agent = AgentProcess::start(&relay.agents_url, &client_id, &secret, &["--allow-any"]);
     agent.wait_connected(Duration::from_secs(10)).await;
-    healthz_within(&relay.http_url, Duration::from_secs(1)).await;
-    assert!(relay.metric("borealis_connections_refused_total{listener=\"http\",cap=\"peer\"}").await > 0.0);
+    healthz(&relay.http_url).await;
+    assert!(refused(&relay, "http", "peer").await > 0.0);
 
-    // Every idle connection is gone within the header timeout (3 s) of its
-    // start, with a second of slack for a loaded machine.
-    let waited = all_closed(held, Duration::from_secs(4) + opened_in).await;
-    assert!(waited <= Duration::from_secs(4) + opened_in, "took {waited:?}");
-    assert!(relay.metric("borealis_connections_idle_closed_total").await > 0.0);
-    healthz_within(&relay.http_url, Duration::from_secs(1)).await;
+    // Every idle connection is closed by the relay: those over the peer's
+    // cap at once, the others on the header timeout, which the relay counts.
+    let attack = held.len() as f64;
+    all_closed(held).await;
+    let at_the_cap = refused(&relay, "http", "peer").await + refused(&relay, "agents", "peer").await;
+    let idle_closed = relay.metric("borealis_connections_idle_closed_total").await;
+    assert!(idle_closed > 0.0);
+    assert!(at_the_cap + idle_closed >= attack, "{at_the_cap} refused + {idle_closed} closed idle of {attack}");
+    // No one else was refused: the attacker never filled the process.
+    assert_eq!(refused(&relay, "http", "total").await + refused(&relay, "agents", "total").await, 0.0);
+    healthz(&relay.http_url).await;
     assert!(agent.metric("borealis_agent_connected").await == 1.0, "the agent's session is not idle");
     watching.cancel();
-    let (asked, slowest) = watcher.await.expect("every /healthz answered within a second");
+    let (asked, slowest) = watcher.await.expect("every /healthz answered");
     assert!(asked >= 20, "/healthz was asked {asked} times");
     eprintln!("/healthz asked {asked} times during the attack; slowest answer {slowest:?}");
     assert!(!relay.log().contains("Too many open files"), "the relay ran out of descriptors");
@@ -252,42 +260,60 @@ async fn failed_authentication_is_limited_logged_and_counted_and_clients_can_be_
 }
 
 /// An agent that stops answering (frozen, as a dead link looks) has its
-/// request in flight failed with 502 within three heartbeat intervals, not
-/// after TCP gives up; and the agent, once it runs again, serves within 5 s.
+/// request in flight failed with 502 within three heartbeat intervals of
+/// its last beat, not after TCP gives up; and the agent, once it runs again,
+/// reconnects on the short delays that follow a lost session (under 2 s) and
+/// serves. The times checked are the relay's and the agent's own records.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_lost_agent_fails_its_requests_with_502_at_once() {
     let relay = RelayProcess::start(RelayOptions::default());
-    let (upstream, _) = borealis_tests::servers::upstream().await;
+    let (upstream, state) = borealis_tests::servers::upstream().await;
     let (client_id, secret) = relay.create_agent("frozen");
     let agent = AgentProcess::start(&relay.agents_url, &client_id, &secret, &["--allow-any"]);
     agent.wait_connected(Duration::from_secs(10)).await;
 
-    let url = format!("{}/api/v1/proxy?agent=frozen&url=http://{upstream}/stall", relay.http_url);
+    let url = format!("{}/api/v1/proxy?agent=frozen&url=http://{upstream}/hold", relay.http_url);
     let token = relay.admin_token();
     let request = tokio::spawn(async move {
         let reply = reqwest::Client::new().get(url).bearer_auth(token).send().await.unwrap();
-        (reply.status().as_u16(), reply.headers().get("borealis-error").cloned(), Instant::now())
+        (reply.status().as_u16(), reply.headers().get("borealis-error").cloned())
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    eventually("the request reaches the upstream through the agent", Duration::ZERO, || async {
+        (state.active() == 1).then_some(())
+    })
+    .await;
     agent.signal("STOP");
-    let frozen_at = Instant::now();
-    let (status, slug, answered_at) = request.await.unwrap();
+    // Frozen: no beat is sent from now on, so this is its last one.
+    let instances = relay.instances("frozen").await;
+    let last_beat = borealis_tests::api_time(&instances[0]["last_heartbeat"]);
+    let (status, slug) = request.await.unwrap();
     agent.signal("CONT");
     assert_eq!(status, 502);
     assert_eq!(slug.unwrap(), "agent-lost");
-    // Heartbeats are 1 s apart here; the last one may have been just before the freeze.
-    let after = answered_at - frozen_at;
-    assert!(after <= Duration::from_millis(3300), "502 came {after:?} after the agent froze");
-    assert!(relay.log().contains("heartbeats stopped"));
+    let lost = relay.wait_log_line(&["agent disconnected", "heartbeats stopped"]).await;
+    let failed = relay.wait_log_line(&["forwarded through an agent", "agent-lost"]).await;
+    // Heartbeats are 1 s apart here; the session is lost 2¾ s after its
+    // last beat, and its request fails with it.
+    let (lost_at, failed_at) = (borealis_tests::log_time(&lost), borealis_tests::log_time(&failed));
+    let after = borealis_tests::between(last_beat, failed_at);
+    assert!(after <= Duration::from_millis(3300), "502 came {after:?} after the agent's last beat: {failed}");
+    assert!(failed_at >= lost_at, "the request failed because the session was lost: {lost}\n{failed}");
+    state.release();
 
-    let thawed = Instant::now();
     eventually("the agent serves again", Duration::from_secs(10), || async {
         let out =
             relay.cli().args(["proxy", "--agent", "frozen", &format!("http://{upstream}/fast")]).run_async().await;
         (out.status.success() && out.stdout_text() == "fast").then_some(())
     })
     .await;
-    assert!(thawed.elapsed() < Duration::from_secs(5), "served again {:?} after it woke", thawed.elapsed());
+    // What it waited before each attempt, as the agent logged it: the cap
+    // after a lost session, so it is back within seconds of waking.
+    let delays = agent.log_lines(&["reconnecting"]);
+    assert!(!delays.is_empty(), "{}", agent.log());
+    for line in &delays {
+        let waited: u64 = borealis_tests::process::field(line, "retry_in_ms").parse().unwrap();
+        assert!(waited < 2000, "a reconnect delay of {waited} ms after a lost session: {line}");
+    }
 }
 
 /// A relay restart cuts off a call: the retry carries the same
@@ -335,16 +361,7 @@ async fn a_call_cut_off_by_a_restart_is_retried_with_the_same_webhook_id() {
     })
     .await;
     let relay = relay.kill_and_restart();
-    let out = relay.cli().args(["--json", "runs", "show", &id]).run_async().await;
-    let mut shown: serde_json::Value = serde_json::from_str(&out.stdout_text()).unwrap();
-    for _ in 0..100 {
-        if shown["state"] == "succeeded" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let out = relay.cli().args(["--json", "runs", "show", &id]).run_async().await;
-        shown = serde_json::from_str(&out.stdout_text()).unwrap();
-    }
+    let shown = relay.wait_run(&id).await;
     assert_eq!(shown["state"], "succeeded", "{shown:#}");
     let calls = calls.lock().unwrap().clone();
     assert_eq!(calls, vec![id.clone(), id.clone()], "both calls carry the run's webhook-id");
@@ -468,7 +485,7 @@ async fn template_bombs_and_whole_map_dumps_are_refused() {
         let detail = problem["detail"].as_str().unwrap();
         assert!(detail.contains("webhooks[0].bodyTemplate.inline"), "{detail}");
     }
-    healthz_within(&relay.http_url, Duration::from_secs(1)).await;
+    healthz(&relay.http_url).await;
 
     for (body, says) in [
         (r#"{{ "x" * 100000000 }}"#, "operator"),
@@ -488,7 +505,7 @@ async fn template_bombs_and_whole_map_dumps_are_refused() {
     let (status, created) =
         post_run(&relay, &body_file("{{ context.big|upper }}"), serde_json::json!({"big": "a".repeat(4000)})).await;
     assert_eq!(status, 201, "{created:#}");
-    healthz_within(&relay.http_url, Duration::from_secs(1)).await;
+    healthz(&relay.http_url).await;
 }
 
 /// An endpoint that fails and echoes what it got, in its own encodings: the

@@ -304,6 +304,18 @@ analysis:
         "{}",
         out.stderr_text()
     );
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Refused before it was stored: there is no deployment that could send
+    // anything, so the receiver's count can be read at once.
+    let listed: serde_json::Value = reqwest::Client::new()
+        .get(format!("{}/api/v1/deployments", relay.http_url))
+        .bearer_auth(relay.admin_token())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = listed["deployments"].as_array().unwrap().iter().map(|d| d["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, [id], "the refused deployment was not stored");
     assert_eq!(receiver.records().await.len(), calls.len(), "nothing was sent for it");
 }

@@ -33,30 +33,43 @@ fn method_via_agent(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stalled_request_does_not_delay_a_hundred_others() {
-    let (upstream, _) = servers::upstream().await;
-    let (relay, _agent) = relay_with_agent(&upstream.to_string(), &[]).await;
+    let (upstream, state) = servers::upstream().await;
+    let (relay, agent) = relay_with_agent(&upstream.to_string(), &[]).await;
     let client = reqwest::Client::new();
 
-    let stalled = tokio::spawn(via_agent(&relay, &client, &format!("http://{upstream}/stall")).send());
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(!stalled.is_finished());
+    // Held at the upstream until the test lets it go, however long that is.
+    let stalled = tokio::spawn(via_agent(&relay, &client, &format!("http://{upstream}/hold")).send());
+    borealis_tests::eventually("the stalled request reaches the upstream", Duration::ZERO, || async {
+        (state.active() == 1).then_some(())
+    })
+    .await;
 
-    let started = Instant::now();
     let fast: Vec<_> = (0..100)
         .map(|_| {
             let request = via_agent(&relay, &client, &format!("http://{upstream}/fast"));
             tokio::spawn(async move { request.send().await.unwrap().text().await.unwrap() })
         })
         .collect();
-    for task in fast {
-        assert_eq!(task.await.unwrap(), "fast");
-    }
-    let elapsed = started.elapsed();
-    println!("100 requests beside a stalled one took {elapsed:?}");
-    // The stalled call holds its stream for 10 s; the others must not wait on it.
-    assert!(elapsed < Duration::from_secs(2), "100 requests took {elapsed:?}");
+    // The stalled call holds its stream until it is released; had the
+    // others waited on it, they would never finish.
+    let all = async {
+        for task in fast {
+            assert_eq!(task.await.unwrap(), "fast");
+        }
+    };
+    tokio::time::timeout(borealis_tests::PATIENCE, all)
+        .await
+        .expect("the 100 requests never finished beside the stalled one");
     assert!(!stalled.is_finished(), "the stalled request is still waiting");
-    stalled.abort();
+    assert_eq!(state.active(), 1, "the stalled request is still in flight at the upstream");
+    assert_eq!(state.hits(), 101);
+    // The agent still holds the stalled one (it counts the others done a
+    // moment after their callers have the replies).
+    agent.wait_metric("borealis_agent_in_flight", 1.0).await;
+
+    state.release();
+    let reply = stalled.await.unwrap().unwrap();
+    assert_eq!(reply.text().await.unwrap(), "released");
 }
 
 #[tokio::test(flavor = "multi_thread")]

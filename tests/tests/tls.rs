@@ -54,14 +54,15 @@ async fn the_agent_trusts_a_private_ca_and_forwards_over_tls() {
         &field("client_secret"),
         &["--allow", &upstream.to_string()],
     );
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Its attempt failed on the certificate (it logs why), and it holds no session.
+    borealis_tests::eventually("the untrusting agent's connect fails on the certificate", Duration::ZERO, || async {
+        let log = untrusting.log();
+        (log.contains("certificate") || log.contains("UnknownIssuer")).then_some(())
+    })
+    .await;
     let ready = reqwest::get(format!("{}/readyz", untrusting.health_url)).await.unwrap();
     assert_eq!(ready.status(), 503);
-    assert!(
-        untrusting.log().contains("certificate") || untrusting.log().contains("UnknownIssuer"),
-        "{}",
-        untrusting.log()
-    );
+    assert_eq!(untrusting.metric("borealis_agent_sessions_total").await, 0.0, "{}", untrusting.log());
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -245,7 +245,6 @@ async fn an_unanswered_webhook_times_out_on_a_short_deadline() {
     let (addr, _system) = relay.external_system().await;
     let dir = TempDir::new("timeout");
     let silent = write_file(&dir, "silent.yaml", &direct_file(&format!("http://{addr}/silent"), ""));
-    let started = std::time::Instant::now();
     let out = relay
         .cli()
         .args(["webhook", "run", "-f", &silent, "--name", "tests", "--environment", "staging", "--wait"])
@@ -257,7 +256,17 @@ async fn an_unanswered_webhook_times_out_on_a_short_deadline() {
         "{}",
         out.stdout_text()
     );
-    assert!(started.elapsed() >= Duration::from_secs(1));
+    // The run's own record: it ended on its deadline, a second after the call.
+    let runs: serde_json::Value =
+        serde_json::from_str(&relay.cli().args(["--json", "runs", "list"]).run_async().await.stdout_text()).unwrap();
+    let id = runs["runs"][0]["id"].as_str().unwrap();
+    let run = relay.wait_run(id).await;
+    assert_eq!(run["state"], "timed_out", "{run:#}");
+    let called = borealis_tests::api_time(&run["attemptLog"][0]["startedAt"]);
+    let (deadline, finished) =
+        (borealis_tests::api_time(&run["deadlineAt"]), borealis_tests::api_time(&run["finishedAt"]));
+    assert!(borealis_tests::between(called, deadline) >= Duration::from_secs(1), "{run:#}");
+    assert!(finished >= deadline, "it timed out on its deadline, not before: {run:#}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -16,7 +16,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::Agent;
-use crate::session::SessionLink;
+use crate::link::SessionLink;
 
 type Frames = mpsc::Sender<v1::AgentFrame>;
 

@@ -28,83 +28,41 @@
 //! - [`run`]: the reconnect loop; [`reconnect`]: its delays.
 //! - [`connect`]: the channel to the relay (TLS, proxy) and its token.
 //! - [`session`]: one session: hello, welcome, heartbeats, offers, standby calls, drain.
+//! - [`link`]: what a session's forwarding tasks share (its channel, token, cancels).
 //! - [`forward`]: one forwarded request.
+//! - [`agent`]: what every part of a running agent shares; [`error`]: how it fails.
+//!
+//! No module depends on itself through others (`tests/tests/module_graph.rs`):
+//! the root only wires the modules together, and defines nothing they use.
 //! - [`health`]: `/healthz`, `/readyz` and `/metrics` on `--health-listen`.
 
+pub mod agent;
 pub mod config;
 pub mod connect;
+pub mod error;
 pub mod forward;
 pub mod health;
+pub mod link;
 pub mod metrics;
 pub mod reconnect;
 pub mod session;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use borealis_egress::{Egress, EgressOptions, Policy};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+pub use agent::Agent;
 pub use config::AgentConfig;
+pub use error::AgentError;
 
 use crate::metrics::Metrics;
 use crate::reconnect::Reconnect;
 use crate::session::SessionEnd;
-
-#[derive(Debug, thiserror::Error)]
-pub enum AgentError {
-    /// Our identity was refused: retrying cannot help.
-    #[error("credentials rejected: {0}")]
-    Rejected(String),
-    /// A token the relay no longer takes (expired, or the credential revoked).
-    #[error("token rejected: {0}")]
-    TokenRejected(String),
-    #[error("configuration: {0}")]
-    Config(String),
-    #[error("relay unreachable: {0}")]
-    Unreachable(String),
-    #[error("internal: {0}")]
-    Internal(String),
-}
-
-impl AgentError {
-    /// Whether reconnecting may help.
-    pub fn is_retryable(&self) -> bool {
-        matches!(self, AgentError::Unreachable(_) | AgentError::TokenRejected(_) | AgentError::Internal(_))
-    }
-}
-
-/// What every part of a running agent shares.
-pub struct Agent {
-    pub config: AgentConfig,
-    pub egress: Egress,
-    pub metrics: Metrics,
-    pub limiter: Arc<Semaphore>,
-    idle: Notify,
-}
-
-impl Agent {
-    /// Waits until no request is in flight, or `grace` passes.
-    pub async fn wait_idle(&self, grace: Duration) {
-        let idle = async {
-            loop {
-                let notified = self.idle.notified();
-                if self.metrics.in_flight.get() == 0 {
-                    return;
-                }
-                notified.await;
-            }
-        };
-        let _ = tokio::time::timeout(grace, idle).await;
-    }
-
-    pub fn is_connected(&self) -> bool {
-        self.metrics.connected.get() == 1
-    }
-}
 
 /// Runs the agent until `shutdown` completes or the relay refuses its
 /// credentials (an error: the process should exit non-zero).

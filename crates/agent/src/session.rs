@@ -1,18 +1,18 @@
 //! One session with the relay: hello, welcome, heartbeats, offers, standby
 //! calls, drain.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use borealis_protocol::v1::{self, agent_control, relay_control, tunnel_client::TunnelClient};
+use borealis_protocol::v1::{self, agent_control, relay_control};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
-use crate::connect::{Token, fetch_token};
+use crate::connect::fetch_token;
 use crate::forward::StandbyPool;
+use crate::link::{SessionLink, authorize, tunnel_client};
 use crate::{Agent, AgentError};
 
 /// How a session ended, when it was not an error.
@@ -22,43 +22,6 @@ pub enum SessionEnd {
     Shutdown,
     /// The relay asked agents to go elsewhere (it is shutting down).
     Drained,
-}
-
-/// What the forwarding tasks of a session share.
-pub struct SessionLink {
-    pub channel: Channel,
-    pub session_id: String,
-    pub token: RwLock<Token>,
-    /// Offered requests of this session by id, to cancel them on the
-    /// relay's word.
-    pub cancels: Mutex<HashMap<String, CancellationToken>>,
-    /// Fires when the session is over: idle standby calls stop waiting.
-    pub ended: CancellationToken,
-    /// Fires when the session takes no new work (a child of `ended`): no
-    /// new standby calls are opened.
-    pub draining: CancellationToken,
-}
-
-impl SessionLink {
-    pub fn client(&self) -> TunnelClient<Channel> {
-        tunnel_client(self.channel.clone())
-    }
-
-    pub fn authorize<T>(&self, request: &mut tonic::Request<T>) {
-        authorize(request, &self.token.read().expect("token lock").value);
-    }
-}
-
-fn tunnel_client(channel: Channel) -> TunnelClient<Channel> {
-    TunnelClient::new(channel)
-        .max_decoding_message_size(borealis_protocol::MAX_FRAME_BYTES)
-        .max_encoding_message_size(borealis_protocol::MAX_FRAME_BYTES)
-}
-
-fn authorize<T>(request: &mut tonic::Request<T>, token: &borealis_core::Secret) {
-    if let Ok(value) = format!("Bearer {}", token.expose()).parse() {
-        request.metadata_mut().insert(borealis_protocol::AUTHORIZATION, value);
-    }
 }
 
 /// Maps a failed call to the relay: a refusal of who we are is final, the
