@@ -57,6 +57,12 @@ pub enum TargetState {
     /// Not started: waiting to start, or for its dependencies.
     Waiting,
     Running,
+    /// A pause waits for an operator's approve or reject.
+    AwaitingApproval,
+    /// An analysis step's judgment passed, and it waits for `continue` (or `rollback`).
+    AwaitingContinueDecision,
+    /// An analysis step's judgment failed, and it waits for `rollback` (or `continue`).
+    AwaitingRollbackDecision,
     /// Deployed (also while its `afterDeployment` items run).
     Deployed,
     /// Deployed, then an `afterDeployment` item failed.
@@ -71,6 +77,9 @@ impl TargetState {
         match self {
             TargetState::Waiting => "waiting",
             TargetState::Running => "running",
+            TargetState::AwaitingApproval => "awaiting_approval",
+            TargetState::AwaitingContinueDecision => "awaiting_continue_decision",
+            TargetState::AwaitingRollbackDecision => "awaiting_rollback_decision",
             TargetState::Deployed => "deployed",
             TargetState::AfterDeploymentFailed => "after_deployment_failed",
             TargetState::RolledBack => "rolled_back",
@@ -83,6 +92,9 @@ impl TargetState {
         Some(match text {
             "waiting" => TargetState::Waiting,
             "running" => TargetState::Running,
+            "awaiting_approval" => TargetState::AwaitingApproval,
+            "awaiting_continue_decision" => TargetState::AwaitingContinueDecision,
+            "awaiting_rollback_decision" => TargetState::AwaitingRollbackDecision,
             "deployed" => TargetState::Deployed,
             "after_deployment_failed" => TargetState::AfterDeploymentFailed,
             "rolled_back" => TargetState::RolledBack,

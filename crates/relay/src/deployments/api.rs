@@ -8,7 +8,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use borealis_core::deployment;
-use borealis_store::{ApprovalState, DeploymentRecord, DeploymentView, RunRecord, StoreError};
+use borealis_store::{ApprovalState, Conflict, DeploymentRecord, DeploymentView, RunRecord, StoreError, TargetState};
 use serde_json::json;
 
 use crate::api::{Problem, WaitQuery, changed, json_body, rfc3339};
@@ -54,18 +54,18 @@ pub async fn create(
         state.store.insert_deployment(&id, &application, &request.file, &context, idempotency.as_ref()).await;
     match inserted {
         Ok(()) => {}
-        Err(StoreError::IdempotencyKeyUsed { id, same_request: true }) => {
+        Err(StoreError::Conflict(Conflict::IdempotencyKeyUsed { id, same_request: true })) => {
             return Ok(crate::api::created(Json(describe(&find_view(&state, &id).await?)), true));
         }
-        Err(StoreError::Conflict(message)) => {
-            return Err(Problem::new(StatusCode::CONFLICT, "deployment-in-progress", message));
+        Err(StoreError::Conflict(conflict @ Conflict::DeploymentInProgress { .. })) => {
+            return Err(Problem::new(StatusCode::CONFLICT, "deployment-in-progress", conflict.to_string()));
         }
         Err(other) => return Err(crate::api::store_problem(other)),
     }
     for target in &parsed.file.targets {
         state
             .store
-            .set_target(&id, &target.name, "waiting", Some("waiting to start"), None)
+            .set_target(&id, &target.name, TargetState::Waiting, Some("waiting to start"), None)
             .await
             .map_err(Problem::internal)?;
     }

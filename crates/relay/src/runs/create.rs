@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use base64::Engine;
 use borealis_core::deployment::{self, DeploymentFile, NetworkMode, Step};
 use borealis_core::template::{self, Values};
-use borealis_store::{CredentialKind, IdempotencyKey, NewRun, StoreError};
+use borealis_store::{Conflict, CredentialKind, IdempotencyKey, NewRun, StoreError};
 
 use super::RunSpec;
 use crate::api::Problem;
@@ -161,7 +161,7 @@ pub async fn create(state: &Arc<AppState>, request: CreateRun) -> Result<Created
     };
     match state.store.insert_run(&run).await {
         Ok(()) => {}
-        Err(StoreError::IdempotencyKeyUsed { id, same_request: true }) => {
+        Err(StoreError::Conflict(Conflict::IdempotencyKeyUsed { id, same_request: true })) => {
             return Ok(Created { id, warnings, replayed: true });
         }
         Err(err) => return Err(crate::api::store_problem(err)),
