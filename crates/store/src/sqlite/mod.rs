@@ -22,6 +22,7 @@ mod tests {
 
     use super::SqliteStore;
     use crate::conformance::Harness;
+    use crate::deployments::{DeploymentStore, TargetState};
     use crate::error::StoreError;
 
     /// A database file in a directory of its own, removed with it.
@@ -43,6 +44,41 @@ mod tests {
     }
 
     crate::conformance_suite!(TempSqlite::new());
+
+    /// A database made before targets had a position keeps their rowid
+    /// order, and a target added after goes last.
+    #[tokio::test]
+    async fn migration_6_backfills_target_positions_from_rowid() {
+        let dir = tempfile::tempdir().unwrap();
+        let options =
+            sqlx::sqlite::SqliteConnectOptions::new().filename(dir.path().join("borealis.db")).create_if_missing(true);
+        let old = sqlx::SqlitePool::connect_with(options).await.unwrap();
+        super::store::MIGRATIONS.run_to(5, &old).await.unwrap();
+        for (deployment, target) in [("d", "b"), ("e", "x"), ("d", "a"), ("d", "c")] {
+            sqlx::query("INSERT OR IGNORE INTO deployments (id, application, file, context, state, created_at, updated_at) VALUES (?, ?, '', '{}', 'running', 0, 0)")
+                .bind(deployment)
+                .bind(deployment)
+                .execute(&old)
+                .await
+                .unwrap();
+            sqlx::query(
+                "INSERT INTO deployment_targets (deployment_id, target, state, updated_at) VALUES (?, ?, 'waiting', 0)",
+            )
+            .bind(deployment)
+            .bind(target)
+            .execute(&old)
+            .await
+            .unwrap();
+        }
+        old.close().await;
+
+        let store = SqliteStore::open_in(dir.path()).await.unwrap();
+        store.set_target("d", "a", TargetState::Running, None, None).await.unwrap();
+        store.set_target("d", "0", TargetState::Waiting, None, None).await.unwrap();
+        let names = |targets: Vec<crate::TargetRecord>| targets.into_iter().map(|t| t.target).collect::<Vec<_>>();
+        assert_eq!(names(store.targets("d").await.unwrap()), ["b", "a", "c", "0"]);
+        assert_eq!(names(store.targets("e").await.unwrap()), ["x"]);
+    }
 
     #[tokio::test]
     async fn open_picks_the_backend_by_scheme() {

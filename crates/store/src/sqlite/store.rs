@@ -21,7 +21,7 @@ pub struct SqliteStore {
     pub(super) writes: GroupCommit,
 }
 
-static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+pub(super) static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 impl SqliteStore {
     /// Opens (creating if needed) `borealis.db` in `data_dir`, readable by its owner only.
