@@ -13,7 +13,7 @@
 //!
 //! Errors are backend-neutral ([`StoreError`]): each backend decides which
 //! variant its database's errors are. [`open`] picks the backend by URL.
-//! [`conformance`] (feature `conformance`) is the suite every backend passes.
+//! `conformance` (feature `conformance`) is the suite every backend passes.
 
 mod credentials;
 mod deployments;
