@@ -88,8 +88,8 @@ impl IntoResponse for Problem {
 impl From<AuthError> for Problem {
     fn from(err: AuthError) -> Self {
         match err {
-            AuthError::Store(borealis_store::StoreError::Conflict(msg)) => {
-                Problem::new(StatusCode::CONFLICT, "conflict", msg)
+            AuthError::Store(borealis_store::StoreError::Conflict(conflict)) => {
+                Problem::new(StatusCode::CONFLICT, "conflict", conflict.to_string())
             }
             AuthError::Store(err) => Problem::internal(err),
             other => Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", other.to_string()),
@@ -101,7 +101,7 @@ impl From<AuthError> for Problem {
 /// is the caller's mistake (422, as the IETF Idempotency-Key draft says).
 pub(crate) fn store_problem(err: borealis_store::StoreError) -> Problem {
     match err {
-        borealis_store::StoreError::IdempotencyKeyUsed { id, .. } => Problem::new(
+        borealis_store::StoreError::Conflict(borealis_store::Conflict::IdempotencyKeyUsed { id, .. }) => Problem::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "idempotency-key-reused",
             format!("this Idempotency-Key was already used for {id}, with a different request; use a new key"),

@@ -44,7 +44,7 @@ use std::sync::Arc;
 
 use borealis_egress::{AddressGuard, Egress, EgressOptions, Policy};
 use borealis_protocol::v1::tunnel_server::TunnelServer;
-use borealis_store::{SqliteStore, Store};
+use borealis_store::Store;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -94,10 +94,8 @@ pub async fn run(
     let data_dir = config.data_dir.clone();
     let dir_error = |source| RelayError::DataDir { path: data_dir.clone(), source };
     create_private_dir(&data_dir).map_err(dir_error)?;
-    let store: Arc<dyn Store> = match &config.database_url {
-        Some(url) => Arc::new(SqliteStore::open(url.expose()).await?),
-        None => Arc::new(SqliteStore::open_in(&data_dir).await?),
-    };
+    let store: Arc<dyn Store> =
+        borealis_store::open(config.database_url.as_ref().map(|url| url.expose()), &data_dir).await?;
     let admin_token = auth::load_or_create_admin_token(&data_dir, config.admin_token.as_ref()).map_err(dir_error)?;
     let auth = auth::Authority::new(store.clone(), &admin_token).await?;
     let tls = match (&config.tls_cert, &config.tls_key) {

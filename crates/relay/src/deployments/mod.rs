@@ -22,7 +22,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use borealis_core::deployment::{self, DeploymentFile};
-use borealis_store::{ApprovalState, DeploymentRecord, DeploymentView, IdempotencyKey, Store, StoreError};
+use borealis_store::{
+    ApprovalState, Conflict, DeploymentRecord, DeploymentView, IdempotencyKey, Store, StoreError, TargetState,
+};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -199,15 +201,19 @@ impl Deployments {
         let context_json = serde_json::to_string(context).expect("a map of strings serializes");
         match self.store.insert_deployment(&id, &application, text, &context_json, idempotency).await {
             Ok(()) => {}
-            Err(StoreError::IdempotencyKeyUsed { id, same_request: true }) => {
+            Err(StoreError::Conflict(Conflict::IdempotencyKeyUsed { id, same_request: true })) => {
                 return Ok(Started { view: self.view(&id).await?, warnings, replayed: true });
             }
-            Err(StoreError::IdempotencyKeyUsed { id, .. }) => return Err(DeploymentError::IdempotencyKeyReused { id }),
-            Err(StoreError::Conflict(message)) => return Err(DeploymentError::InProgress(message)),
+            Err(StoreError::Conflict(Conflict::IdempotencyKeyUsed { id, .. })) => {
+                return Err(DeploymentError::IdempotencyKeyReused { id });
+            }
+            Err(StoreError::Conflict(conflict @ Conflict::DeploymentInProgress { .. })) => {
+                return Err(DeploymentError::InProgress(conflict.to_string()));
+            }
             Err(other) => return Err(other.into()),
         }
         for target in &parsed.file.targets {
-            self.store.set_target(&id, &target.name, "waiting", Some("waiting to start"), None).await?;
+            self.store.set_target(&id, &target.name, TargetState::Waiting, Some("waiting to start"), None).await?;
         }
         tracing::info!(deployment = %id, %application, "deployment started");
         self.start(id.clone());

@@ -20,7 +20,7 @@ use borealis_core::deployment::{
     StrategyKind, Target,
 };
 use borealis_core::template::{self, Slot, Values};
-use borealis_store::{ApprovalState, Outcome, RunState, unix_ms};
+use borealis_store::{ApprovalState, DeploymentState, Outcome, RunState, TargetState, unix_ms};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use serde_json::json;
@@ -52,6 +52,17 @@ impl TargetOutcome {
             TargetOutcome::RolledBack => "rolled_back",
             TargetOutcome::Cancelled => "cancelled",
             TargetOutcome::Failed => "failed",
+        }
+    }
+
+    /// The target's stored state once it ended so.
+    fn state(self) -> TargetState {
+        match self {
+            TargetOutcome::Deployed => TargetState::Deployed,
+            TargetOutcome::AfterDeploymentFailed => TargetState::AfterDeploymentFailed,
+            TargetOutcome::RolledBack => TargetState::RolledBack,
+            TargetOutcome::Cancelled => TargetState::Cancelled,
+            TargetOutcome::Failed => TargetState::Failed,
         }
     }
 
@@ -88,7 +99,10 @@ struct Deployment {
 pub async fn run(service: Arc<Deployments>, id: String) {
     if let Err(err) = run_inner(&service, &id).await {
         tracing::error!(deployment = %id, error = %err, "deployment stopped on an internal error");
-        let _ = service.store.finish_deployment(&id, "failed", Some(&format!("internal error: {err}"))).await;
+        let _ = service
+            .store
+            .finish_deployment(&id, DeploymentState::Failed, Some(&format!("internal error: {err}")))
+            .await;
         service.changed(&id);
     }
 }
@@ -107,7 +121,7 @@ async fn run_inner(state: &Arc<Deployments>, id: &str) -> Result<(), Box<dyn std
         .targets(id)
         .await?
         .into_iter()
-        .filter_map(|t| TargetOutcome::parse(&t.state).map(|o| (t.target, o)))
+        .filter_map(|t| TargetOutcome::parse(t.state.as_str()).map(|o| (t.target, o)))
         .collect();
     let deployment = Arc::new(Deployment {
         service: state.clone(),
@@ -155,12 +169,15 @@ async fn run_inner(state: &Arc<Deployments>, id: &str) -> Result<(), Box<dyn std
         .filter(|(_, o)| *o != TargetOutcome::Deployed)
         .map(|(t, o)| format!("{t}: {}", o.as_str()))
         .collect();
-    let (final_state, reason) =
-        if failed.is_empty() { ("succeeded", None) } else { ("failed", Some(failed.join(", "))) };
+    let (final_state, reason) = if failed.is_empty() {
+        (DeploymentState::Succeeded, None)
+    } else {
+        (DeploymentState::Failed, Some(failed.join(", ")))
+    };
     deployment.event(None, "deployment-finished", format!("deployment {final_state}")).await;
     state.store.finish_deployment(id, final_state, reason.as_deref()).await?;
     state.changed(id);
-    tracing::info!(deployment = %id, state = final_state, "deployment finished");
+    tracing::info!(deployment = %id, state = final_state.as_str(), "deployment finished");
     Ok(())
 }
 
@@ -206,16 +223,16 @@ impl Deployment {
         }
     }
 
-    async fn step(&self, target: &Target, state: &str, step: &str) {
+    async fn step(&self, target: &Target, state: TargetState, step: &str) {
         if let Err(err) = self.service.store.set_target(&self.id, &target.name, state, Some(step), None).await {
-            tracing::warn!(deployment = %self.id, target = %target.name, state, error = %err, "could not record the target's step");
+            tracing::warn!(deployment = %self.id, target = %target.name, state = state.as_str(), error = %err, "could not record the target's step");
         }
         self.service.changed(&self.id);
     }
 
     async fn finish_target(&self, target: &Target, outcome: TargetOutcome) {
         let reason = self.journal_get(&format!("{}/reason", target.name));
-        let _ = self.service.store.set_target(&self.id, &target.name, outcome.as_str(), None, reason.as_deref()).await;
+        let _ = self.service.store.set_target(&self.id, &target.name, outcome.state(), None, reason.as_deref()).await;
         self.service.changed(&self.id);
     }
 
@@ -237,7 +254,7 @@ impl Deployment {
         outcomes: &HashMap<String, watch::Receiver<Option<TargetOutcome>>>,
     ) -> TargetOutcome {
         let name = &target.name;
-        self.step(target, "waiting", "waiting for dependencies").await;
+        self.step(target, TargetState::Waiting, "waiting for dependencies").await;
         for dep in &target.constraints.depends_on {
             let Some(mut rx) = outcomes.get(dep).cloned() else { continue };
             let outcome = match rx.wait_for(|o| o.is_some()).await {
@@ -252,7 +269,7 @@ impl Deployment {
                 return TargetOutcome::Cancelled;
             }
         }
-        self.step(target, "running", "starting").await;
+        self.step(target, TargetState::Running, "starting").await;
         self.once(&format!("{name}/started"), Some(target), "target-started", format!("target {name} started")).await;
 
         if let Err(f) = self.gates(target, HookType::ConfirmRollout, "Initialized").await {
@@ -306,7 +323,7 @@ impl Deployment {
             return self.roll_back(target, f, true).await;
         }
         self.post_rollout(target, "Succeeded").await;
-        self.step(target, "deployed", "afterDeployment").await;
+        self.step(target, TargetState::Deployed, "afterDeployment").await;
         self.once(&format!("{name}/deployed"), Some(target), "target-deployed", format!("target {name} deployed"))
             .await;
         if let Err(Failure(reason)) = self.items(target, "afterDeployment", &target.constraints.after_deployment).await
@@ -365,7 +382,7 @@ impl Deployment {
             }
             _ => self.journal_put(&key, "started").await,
         }
-        self.step(target, "running", kind.as_str()).await;
+        self.step(target, TargetState::Running, kind.as_str()).await;
         let action = Action {
             id: self.call_id(&key),
             deployment_id: self.id.clone(),
@@ -485,7 +502,7 @@ impl Deployment {
                 created.id
             }
         };
-        self.step(target, "running", &format!("waiting for webhook {}", run.name)).await;
+        self.step(target, TargetState::Running, &format!("waiting for webhook {}", run.name)).await;
         let mut events = self.service.runs.subscribe();
         loop {
             let record = self
@@ -551,7 +568,7 @@ impl Deployment {
         let store = &self.service.store;
         let mut changes = self.service.subscribe();
         // The target says it waits before the approval shows as pending.
-        self.step(target, "awaiting_approval", "waiting for approval").await;
+        self.step(target, TargetState::AwaitingApproval, "waiting for approval").await;
         let mut state =
             store.request_approval(&self.id, &target.name, key).await.map_err(|e| Failure(e.to_string()))?;
         self.once(
@@ -646,7 +663,7 @@ impl Deployment {
                 Some(judged) => judged,
                 None => {
                     let at = start + n as i64 * interval_ms;
-                    self.step(target, "running", &format!("analysis: judgment run {n} of {runs}")).await;
+                    self.step(target, TargetState::Running, &format!("analysis: judgment run {n} of {runs}")).await;
                     tokio::select! {
                         () = self.service.clock.sleep_until(from_unix_ms(at)) => {}
                         () = cancel.cancelled() => return Err(Failure(CANCELLED.into())),
@@ -676,11 +693,11 @@ impl Deployment {
             (Some(reason), DecisionMode::Automatic, _) => Err(Failure(reason)),
             (None, _, DecisionMode::Manual) => {
                 let why = format!("analysis passed {runs} judgment runs; rollForwardMode is manual");
-                self.decision(target, key, "awaiting_continue_decision", why, cancel).await
+                self.decision(target, key, TargetState::AwaitingContinueDecision, why, cancel).await
             }
             (Some(reason), DecisionMode::Manual, _) => {
                 let why = format!("{reason}; rollBackMode is manual");
-                self.decision(target, key, "awaiting_rollback_decision", why, cancel).await
+                self.decision(target, key, TargetState::AwaitingRollbackDecision, why, cancel).await
             }
         }
     }
@@ -789,7 +806,7 @@ impl Deployment {
         &self,
         target: &Target,
         key: &str,
-        state_name: &str,
+        state_name: TargetState,
         why: String,
         cancel: &CancellationToken,
     ) -> Result<(), Failure> {
@@ -843,7 +860,7 @@ impl Deployment {
                 until
             }
         };
-        self.step(target, "running", &format!("pausing {seconds}s")).await;
+        self.step(target, TargetState::Running, &format!("pausing {seconds}s")).await;
         tokio::select! {
             () = self.service.clock.sleep_until(from_unix_ms(until)) => Ok(()),
             () = cancel.cancelled() => Err(Failure(CANCELLED.into())),
@@ -857,7 +874,7 @@ impl Deployment {
             if self.journal_get(&key).is_some() {
                 continue;
             }
-            self.step(target, "running", &format!("waiting for gate {:?}", hook.name)).await;
+            self.step(target, TargetState::Running, &format!("waiting for gate {:?}", hook.name)).await;
             let body = hooks::payload(&self.application, target, phase, &self.checksum, &hook);
             let deadline = self.service.clock.now() + self.service.settings.callback_timeout;
             // Every re-ask of the gate is the same question: the same id.

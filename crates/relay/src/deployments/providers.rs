@@ -93,8 +93,8 @@ pub async fn create(State(state): State<Arc<AppState>>, body: axum::body::Bytes)
     };
     match state.store.insert_provider(&provider).await {
         Ok(()) => {}
-        Err(StoreError::Conflict(message)) => {
-            return Err(Problem::new(StatusCode::CONFLICT, "metric-provider-exists", message));
+        Err(StoreError::Conflict(conflict)) => {
+            return Err(Problem::new(StatusCode::CONFLICT, "metric-provider-exists", conflict.to_string()));
         }
         Err(other) => return Err(crate::api::store_problem(other)),
     }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use base64::Engine;
 use borealis_core::deployment::{self, DeploymentFile, NetworkMode, Step};
 use borealis_core::template::{self, Values};
-use borealis_store::{CredentialKind, IdempotencyKey, NewRun, StoreError};
+use borealis_store::{Conflict, CredentialKind, IdempotencyKey, NewRun, StoreError};
 
 use super::{RunError, RunSpec, Runs};
 
@@ -157,10 +157,12 @@ pub async fn create(runs: &Runs, request: RunRequest) -> Result<Created, RunErro
     };
     match runs.store.insert_run(&run).await {
         Ok(()) => {}
-        Err(StoreError::IdempotencyKeyUsed { id, same_request: true }) => {
+        Err(StoreError::Conflict(Conflict::IdempotencyKeyUsed { id, same_request: true })) => {
             return Ok(Created { id, warnings, replayed: true });
         }
-        Err(StoreError::IdempotencyKeyUsed { id, .. }) => return Err(RunError::IdempotencyKeyReused { id }),
+        Err(StoreError::Conflict(Conflict::IdempotencyKeyUsed { id, .. })) => {
+            return Err(RunError::IdempotencyKeyReused { id });
+        }
         Err(err) => return Err(err.into()),
     }
     runs.attempt_now(&id);

@@ -1,0 +1,373 @@
+//! The behaviour every backend must show, as a suite any backend runs: each
+//! case is an `async fn` taking a [`Harness`], and [`conformance_suite!`]
+//! expands to one `#[tokio::test]` per case. A backend's tests invoke it:
+//!
+//! ```ignore
+//! borealis_store::conformance_suite!(MyHarness::new());
+//! ```
+//!
+//! The expression is evaluated once per test, so each case gets a fresh
+//! database. The calling crate needs `tokio` (`macros`, `rt-multi-thread`).
+//! Compiled for this crate's tests and with the `conformance` feature.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::credentials::{CredentialKind, CredentialStore};
+use crate::deployments::{ApprovalState, DECISION_SUFFIX, DeploymentState, DeploymentStore, TargetState};
+use crate::error::{Conflict, StoreError};
+use crate::idempotency::IdempotencyKey;
+use crate::providers::{MetricProvider, MetricProviderStore};
+use crate::runs::{Attempt, NewRun, Outcome, RunState, RunStore, RunView};
+use crate::settings::SettingStore;
+use crate::store::{Lifecycle, Store};
+
+/// A database for one test case.
+#[async_trait::async_trait]
+pub trait Harness: Send + Sync {
+    type Store: Store;
+
+    /// Opens the database: empty the first time, and as it was left (every
+    /// acknowledged write in it) each time after, as a restarted relay finds it.
+    async fn open(&self) -> Self::Store;
+}
+
+/// One `#[tokio::test]` per conformance case, each on a fresh `$harness`.
+#[macro_export]
+macro_rules! conformance_suite {
+    ($harness:expr) => {
+        $crate::conformance_suite!(@cases $harness;
+            one_live_credential_per_subject_and_revocation,
+            an_idempotency_key_creates_one_row,
+            settings_keep_the_first_value,
+            run_transitions_are_compare_and_set,
+            providers_and_decisions_keep_to_themselves,
+            a_deployment_view_is_one_snapshot,
+            a_run_view_is_one_snapshot,
+            the_deployment_list_carries_each_deployments_own_targets_newest_first,
+            targets_keep_the_place_they_were_first_recorded_in,
+            concurrent_writes_keep_their_own_answers_and_survive_a_reopen,
+        );
+    };
+    (@cases $harness:expr; $($case:ident),* $(,)?) => {
+        $(
+            // Two workers for all: the snapshot cases need a writer running
+            // beside the reader.
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                $crate::conformance::$case(&$harness).await;
+            }
+        )*
+    };
+}
+
+fn new_run(id: &str, callback_id: &str) -> NewRun {
+    NewRun {
+        id: id.into(),
+        callback_id: callback_id.into(),
+        webhook: "w".into(),
+        environment: None,
+        spec: "{}".into(),
+        idempotency: None,
+    }
+}
+
+pub async fn one_live_credential_per_subject_and_revocation<H: Harness>(harness: &H) {
+    let store = harness.open().await;
+    store.create_credential(CredentialKind::Agent, "rna", "c1", b"h1").await.unwrap();
+    let err = store.create_credential(CredentialKind::Agent, "rna", "c2", b"h2").await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::Conflict(Conflict::CredentialExists { ref subject, .. }) if subject == "rna"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("\"rna\""), "{err}");
+    assert!(!err.is_retryable());
+    assert!(store.revoke(CredentialKind::Agent, "rna").await.unwrap());
+    assert!(!store.credential("c1").await.unwrap().unwrap().is_active());
+    store.create_credential(CredentialKind::Agent, "rna", "c2", b"h2").await.unwrap();
+    assert_eq!(store.active_credential(CredentialKind::Agent, "rna").await.unwrap().unwrap().client_id, "c2");
+}
+
+pub async fn an_idempotency_key_creates_one_row<H: Harness>(harness: &H) {
+    let store = harness.open().await;
+    let key = |hash: &str| Some(IdempotencyKey { key: "k1".into(), request_hash: hash.into() });
+    store.insert_run(&NewRun { idempotency: key("h"), ..new_run("r1", "c1") }).await.unwrap();
+    let again = store.insert_run(&NewRun { idempotency: key("h"), ..new_run("r2", "c2") }).await.unwrap_err();
+    assert!(
+        matches!(again, StoreError::Conflict(Conflict::IdempotencyKeyUsed { ref id, same_request: true }) if id == "r1"),
+        "{again}"
+    );
+    let other = store.insert_run(&NewRun { idempotency: key("x"), ..new_run("r3", "c3") }).await.unwrap_err();
+    assert!(matches!(other, StoreError::Conflict(Conflict::IdempotencyKeyUsed { same_request: false, .. })), "{other}");
+    assert!(store.run("r2").await.unwrap().is_none());
+    store.insert_run(&new_run("r4", "c4")).await.unwrap();
+    store.insert_run(&new_run("r5", "c5")).await.unwrap();
+
+    let deployment_key = IdempotencyKey { key: "k1".into(), request_hash: "h".into() };
+    store.insert_deployment("d1", "app", "f", "{}", Some(&deployment_key)).await.unwrap();
+    let again = store.insert_deployment("d2", "app", "f", "{}", Some(&deployment_key)).await.unwrap_err();
+    assert!(
+        matches!(again, StoreError::Conflict(Conflict::IdempotencyKeyUsed { ref id, same_request: true }) if id == "d1"),
+        "{again}"
+    );
+    let running = store.insert_deployment("d3", "app", "f", "{}", None).await.unwrap_err();
+    assert!(
+        matches!(running, StoreError::Conflict(Conflict::DeploymentInProgress { running: ref id, .. }) if id == "d1"),
+        "{running}"
+    );
+}
+
+pub async fn settings_keep_the_first_value<H: Harness>(harness: &H) {
+    let store = harness.open().await;
+    assert_eq!(store.setting_or_init("k", b"one".to_vec()).await.unwrap(), b"one");
+    assert_eq!(store.setting_or_init("k", b"two".to_vec()).await.unwrap(), b"one");
+}
+
+pub async fn run_transitions_are_compare_and_set<H: Harness>(harness: &H) {
+    let store = harness.open().await;
+    let run = new_run("r", "c");
+    store.insert_run(&run).await.unwrap();
+    assert!(store.start_attempt("r", 1, "{}").await.unwrap());
+    assert!(!store.start_attempt("r", 1, "{}").await.unwrap(), "only a pending run starts an attempt");
+    assert!(store.await_callback("r", SystemTime::now(), None).await.unwrap());
+    assert!(!store.retry_at("r", SystemTime::now(), "x").await.unwrap(), "only a calling run is retried");
+    let verdict = |success: bool| Outcome {
+        state: if success { RunState::Succeeded } else { RunState::Failed },
+        success: Some(success),
+        md_message: Some("m".into()),
+        reason: None,
+        by_callback: true,
+    };
+    assert!(store.finish("r", &RunState::UNFINISHED, &verdict(true)).await.unwrap());
+    assert!(!store.finish("r", &RunState::UNFINISHED, &verdict(false)).await.unwrap(), "the first verdict wins");
+    let stored = store.run_by_callback("c").await.unwrap().unwrap();
+    assert_eq!((stored.state, stored.success, stored.attempts), (RunState::Succeeded, Some(true), 1));
+    assert!(stored.callback_at.is_some() && stored.finished_at.is_some());
+    assert!(store.unfinished_runs().await.unwrap().is_empty());
+}
+
+pub async fn providers_and_decisions_keep_to_themselves<H: Harness>(harness: &H) {
+    let store = harness.open().await;
+    let provider = MetricProvider {
+        name: "prom".into(),
+        kind: "prometheus".into(),
+        url: "http://p:9090".into(),
+        agent: Some("rna".into()),
+        headers: vec![("Authorization".into(), "Bearer {{secrets.t}}".into())],
+        created_at: UNIX_EPOCH + Duration::from_secs(1),
+    };
+    store.insert_provider(&provider).await.unwrap();
+    assert!(matches!(
+        store.insert_provider(&provider).await,
+        Err(StoreError::Conflict(Conflict::ProviderExists { ref name })) if name == "prom"
+    ));
+    assert_eq!(store.provider("prom").await.unwrap(), Some(provider.clone()));
+    assert_eq!(store.providers().await.unwrap(), [provider]);
+    assert!(store.delete_provider("prom").await.unwrap());
+    assert!(!store.delete_provider("prom").await.unwrap());
+
+    store.insert_deployment("d", "app", "file", "{}", None).await.unwrap();
+    store.request_approval("d", "t", "t/beforeDeployment/0").await.unwrap();
+    store.request_approval("d", "t", &format!("t/beforeDeployment/1{DECISION_SUFFIX}")).await.unwrap();
+    assert_eq!(store.decide_approvals("d", "t", ApprovalState::Approved, true).await.unwrap(), 1);
+    assert_eq!(store.approval("d", "t/beforeDeployment/0").await.unwrap(), Some(ApprovalState::Pending));
+    assert_eq!(store.decide_approvals("d", "t", ApprovalState::Rejected, false).await.unwrap(), 1);
+    assert_eq!(store.approval("d", "t/beforeDeployment/0").await.unwrap(), Some(ApprovalState::Rejected));
+    let decision = format!("t/beforeDeployment/1{DECISION_SUFFIX}");
+    assert_eq!(store.approval("d", &decision).await.unwrap(), Some(ApprovalState::Approved));
+}
+
+/// A deployment's view is one snapshot: while a writer adds a journal
+/// entry, then an event, then moves the target on, round after round, no
+/// view shows a later write without the earlier ones.
+pub async fn a_deployment_view_is_one_snapshot<H: Harness>(harness: &H) {
+    let store = Arc::new(harness.open().await);
+    assert!(store.deployment_view("d").await.unwrap().is_none());
+    store.insert_deployment("d", "app", "file", "{}", None).await.unwrap();
+    let run = new_run("r", "c");
+    store.insert_run(&run).await.unwrap();
+    store.set_target("d", "t", TargetState::Running, Some("0"), None).await.unwrap();
+    const ROUNDS: usize = 150;
+    let writer = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            for round in 1..=ROUNDS {
+                let value = if round == 1 { "r".to_owned() } else { format!("v{round}") };
+                store.put_journal("d", &format!("t/{round}/run"), &value).await.unwrap();
+                store.add_event("d", Some("t"), "step", &format!("round {round}")).await.unwrap();
+                store.set_target("d", "t", TargetState::Running, Some(&round.to_string()), None).await.unwrap();
+            }
+        })
+    };
+    let mut views = 0;
+    loop {
+        let finished = writer.is_finished();
+        let view = store.deployment_view("d").await.unwrap().expect("the deployment exists");
+        let (journal, events) = (view.journal.len(), view.events.len());
+        let round: usize = view.targets[0].step.as_deref().expect("the round").parse().unwrap();
+        assert!(
+            journal >= events && events >= round && journal <= round + 1,
+            "a torn view: {journal} journal entries, {events} events, target at round {round}"
+        );
+        assert_eq!(view.runs.len(), usize::from(journal > 0), "the journal's run is in the view with it");
+        views += 1;
+        if finished {
+            assert_eq!((journal, events, round), (ROUNDS, ROUNDS, ROUNDS));
+            break;
+        }
+    }
+    assert!(views > 1, "the view was read while the writer ran");
+    writer.await.unwrap();
+}
+
+/// A run's view is one snapshot: while a writer starts an attempt,
+/// logs it and sets the run back to pending, round after round, no view
+/// shows more attempts logged than the run has started, nor a pending
+/// run whose last attempt is missing from the log.
+pub async fn a_run_view_is_one_snapshot<H: Harness>(harness: &H) {
+    let store = Arc::new(harness.open().await);
+    assert!(store.run_view("r").await.unwrap().is_none());
+    store.insert_run(&new_run("r", "c")).await.unwrap();
+    const ROUNDS: u32 = 150;
+    let writer = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            for number in 1..=ROUNDS {
+                let attempt = Attempt {
+                    number,
+                    started_at: SystemTime::now(),
+                    latency_ms: 1,
+                    status: Some(500),
+                    error: None,
+                    reply: None,
+                };
+                // Queued together, the two often share one commit: a
+                // view read in two parts can then straddle it.
+                let (started, logged) =
+                    tokio::join!(store.start_attempt("r", number, "{}"), store.record_attempt("r", &attempt));
+                assert!(started.unwrap());
+                logged.unwrap();
+                assert!(store.retry_at("r", SystemTime::now(), "again").await.unwrap());
+            }
+        })
+    };
+    let mut views = 0;
+    loop {
+        let finished = writer.is_finished();
+        let RunView { run, attempts } = store.run_view("r").await.unwrap().expect("the run exists");
+        let logged = attempts.len() as u32;
+        assert!(
+            logged <= run.attempts && (run.state != RunState::Pending || logged == run.attempts),
+            "a torn view: run {} with {} attempts started, {logged} logged",
+            run.state.as_str(),
+            run.attempts
+        );
+        assert!(attempts.iter().zip(1..).all(|(a, n)| a.number == n), "the log is in order");
+        views += 1;
+        if finished {
+            assert_eq!((run.attempts, logged), (ROUNDS, ROUNDS));
+            break;
+        }
+    }
+    assert!(views > 1, "the view was read while the writer ran");
+    writer.await.unwrap();
+}
+
+pub async fn the_deployment_list_carries_each_deployments_own_targets_newest_first<H: Harness>(harness: &H) {
+    let store = harness.open().await;
+    for (id, targets) in [("d1", &["a", "b"][..]), ("d2", &["c"][..]), ("d3", &[][..])] {
+        store.insert_deployment(id, &format!("app-{id}"), "file", "{}", None).await.unwrap();
+        for target in targets {
+            store.set_target(id, target, TargetState::Waiting, None, None).await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let listed = store.deployments(2).await.unwrap();
+    let shown: Vec<(&str, Vec<&str>)> = listed
+        .iter()
+        .map(|(record, targets)| (record.id.as_str(), targets.iter().map(|t| t.target.as_str()).collect()))
+        .collect();
+    assert_eq!(shown, [("d3", vec![]), ("d2", vec!["c"])]);
+    let all = store.deployments(10).await.unwrap();
+    assert_eq!(all[2].0.id, "d1");
+    assert_eq!(all[2].1.iter().map(|t| t.target.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+}
+
+/// Targets are listed in the order they were first recorded, whatever their
+/// names and however often they change; a finished deployment keeps its state.
+pub async fn targets_keep_the_place_they_were_first_recorded_in<H: Harness>(harness: &H) {
+    let store = harness.open().await;
+    store.insert_deployment("d", "app", "file", "{}", None).await.unwrap();
+    for target in ["zeta", "alpha", "mid"] {
+        store.set_target("d", target, TargetState::Waiting, Some("waiting to start"), None).await.unwrap();
+    }
+    store.set_target("d", "alpha", TargetState::Deployed, None, None).await.unwrap();
+    store.set_target("d", "zeta", TargetState::RolledBack, None, Some("why")).await.unwrap();
+    let targets = store.targets("d").await.unwrap();
+    let shown: Vec<(&str, TargetState)> = targets.iter().map(|t| (t.target.as_str(), t.state)).collect();
+    assert_eq!(
+        shown,
+        [("zeta", TargetState::RolledBack), ("alpha", TargetState::Deployed), ("mid", TargetState::Waiting)]
+    );
+    assert_eq!(serde_json::to_value(&targets[0]).unwrap()["state"], "rolled_back");
+    let view = store.deployment_view("d").await.unwrap().unwrap();
+    assert_eq!(view.targets.iter().map(|t| t.target.as_str()).collect::<Vec<_>>(), ["zeta", "alpha", "mid"]);
+    assert_eq!(view.record.state, DeploymentState::Running);
+    store.finish_deployment("d", DeploymentState::Failed, Some("zeta: rolled_back")).await.unwrap();
+    store.finish_deployment("d", DeploymentState::Succeeded, None).await.unwrap();
+    let record = store.deployment("d").await.unwrap().unwrap();
+    assert_eq!((record.state, record.reason.as_deref()), (DeploymentState::Failed, Some("zeta: rolled_back")));
+    assert!(store.unfinished_deployments().await.unwrap().is_empty());
+}
+
+/// Writes that share a group commit keep their own answers: a conflict
+/// or a lost compare-and-set in one does not undo the others, and what
+/// was acknowledged is in the file when it is opened again.
+pub async fn concurrent_writes_keep_their_own_answers_and_survive_a_reopen<H: Harness>(harness: &H) {
+    let store = Arc::new(harness.open().await);
+    store.insert_run(&new_run("r0", "c0")).await.unwrap();
+    assert!(store.start_attempt("r0", 1, "{}").await.unwrap());
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 1..=200 {
+        let (runs, credentials, verdicts) = (store.clone(), store.clone(), store.clone());
+        let run = new_run(&format!("r{i}"), &format!("c{i}"));
+        tasks.spawn(async move { ("run", runs.insert_run(&run).await.map(|()| true)) });
+        // Two credentials per subject: one of each pair is refused.
+        let (subject, client_id) = (format!("s{}", i / 2), format!("id{i}"));
+        tasks.spawn(async move {
+            let made = credentials.create_credential(CredentialKind::Callback, &subject, &client_id, b"h").await;
+            let made = match made {
+                Ok(_) => Ok(true),
+                Err(StoreError::Conflict(_)) => Ok(false),
+                Err(other) => Err(other),
+            };
+            ("credential", made)
+        });
+        // Everyone races to decide run r0: one wins.
+        tasks.spawn(async move {
+            let outcome = Outcome {
+                state: RunState::Succeeded,
+                success: Some(true),
+                md_message: Some(format!("by {i}")),
+                reason: None,
+                by_callback: true,
+            };
+            ("finish", verdicts.finish("r0", &RunState::UNFINISHED, &outcome).await)
+        });
+    }
+    let mut counts = std::collections::HashMap::<(&str, bool), usize>::new();
+    while let Some(done) = tasks.join_next().await {
+        let (kind, result) = done.unwrap();
+        *counts.entry((kind, result.unwrap())).or_default() += 1;
+    }
+    assert_eq!(counts.get(&("run", true)), Some(&200));
+    assert_eq!((counts.get(&("credential", true)), counts.get(&("credential", false))), (Some(&101), Some(&99)));
+    assert_eq!((counts.get(&("finish", true)), counts.get(&("finish", false))), (Some(&1), Some(&199)));
+    store.close().await;
+    drop(store);
+
+    let reopened = harness.open().await;
+    assert_eq!(reopened.runs(1000).await.unwrap().len(), 201);
+    assert_eq!(reopened.active_credentials(CredentialKind::Callback).await.unwrap().len(), 101);
+    assert_eq!(reopened.run("r0").await.unwrap().unwrap().state, RunState::Succeeded);
+}

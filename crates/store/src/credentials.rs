@@ -1,0 +1,64 @@
+//! OAuth client credentials: agents' and callers', secrets only as hashes.
+
+use std::time::SystemTime;
+
+use crate::error::StoreError;
+
+/// Who a credential belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CredentialKind {
+    /// An agent; the subject is its identifier.
+    Agent,
+    /// An external system that calls back; the subject is its name.
+    Callback,
+}
+
+impl CredentialKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CredentialKind::Agent => "agent",
+            CredentialKind::Callback => "callback",
+        }
+    }
+
+    pub fn parse(text: &str) -> Self {
+        if text == "agent" { CredentialKind::Agent } else { CredentialKind::Callback }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Credential {
+    pub client_id: String,
+    pub kind: CredentialKind,
+    pub subject: String,
+    pub secret_hash: Vec<u8>,
+    pub created_at: SystemTime,
+    pub revoked_at: Option<SystemTime>,
+}
+
+impl Credential {
+    pub fn is_active(&self) -> bool {
+        self.revoked_at.is_none()
+    }
+}
+
+#[async_trait::async_trait]
+pub trait CredentialStore: Send + Sync + 'static {
+    /// Stores a new credential. Fails with [`Conflict::CredentialExists`]
+    /// while `subject` has a live one.
+    ///
+    /// [`Conflict::CredentialExists`]: crate::Conflict::CredentialExists
+    async fn create_credential(
+        &self,
+        kind: CredentialKind,
+        subject: &str,
+        client_id: &str,
+        secret_hash: &[u8],
+    ) -> Result<Credential, StoreError>;
+    async fn credential(&self, client_id: &str) -> Result<Option<Credential>, StoreError>;
+    async fn active_credential(&self, kind: CredentialKind, subject: &str) -> Result<Option<Credential>, StoreError>;
+    /// Ordered by subject.
+    async fn active_credentials(&self, kind: CredentialKind) -> Result<Vec<Credential>, StoreError>;
+    /// Revokes the live credential of `subject`. Returns whether there was one.
+    async fn revoke(&self, kind: CredentialKind, subject: &str) -> Result<bool, StoreError>;
+}

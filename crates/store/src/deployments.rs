@@ -1,0 +1,257 @@
+//! Deployments and what belongs to them: targets, the step journal,
+//! approvals and events. They are one aggregate: a deployment's view reads
+//! them all at once.
+
+use std::fmt;
+use std::time::SystemTime;
+
+use crate::error::StoreError;
+use crate::idempotency::IdempotencyKey;
+use crate::runs::RunRecord;
+use crate::time::serialize_time;
+
+/// The step-key suffix of an analysis step's rollback-or-continue decision,
+/// kept in the approvals table: `approved` continues, `rejected` rolls back.
+pub const DECISION_SUFFIX: &str = "/decision";
+
+/// Where a deployment stands. Serialized as `as_str`, as the API shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeploymentState {
+    Running,
+    /// Every target deployed.
+    Succeeded,
+    /// A target did not deploy, or the relay could not go on.
+    Failed,
+}
+
+impl DeploymentState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeploymentState::Running => "running",
+            DeploymentState::Succeeded => "succeeded",
+            DeploymentState::Failed => "failed",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "running" => DeploymentState::Running,
+            "succeeded" => DeploymentState::Succeeded,
+            "failed" => DeploymentState::Failed,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for DeploymentState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where one target of a deployment stands. Serialized as `as_str`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TargetState {
+    /// Not started: waiting to start, or for its dependencies.
+    Waiting,
+    Running,
+    /// A pause waits for an operator's approve or reject.
+    AwaitingApproval,
+    /// An analysis step's judgment passed, and it waits for `continue` (or `rollback`).
+    AwaitingContinueDecision,
+    /// An analysis step's judgment failed, and it waits for `rollback` (or `continue`).
+    AwaitingRollbackDecision,
+    /// Deployed (also while its `afterDeployment` items run).
+    Deployed,
+    /// Deployed, then an `afterDeployment` item failed.
+    AfterDeploymentFailed,
+    RolledBack,
+    Cancelled,
+    Failed,
+}
+
+impl TargetState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TargetState::Waiting => "waiting",
+            TargetState::Running => "running",
+            TargetState::AwaitingApproval => "awaiting_approval",
+            TargetState::AwaitingContinueDecision => "awaiting_continue_decision",
+            TargetState::AwaitingRollbackDecision => "awaiting_rollback_decision",
+            TargetState::Deployed => "deployed",
+            TargetState::AfterDeploymentFailed => "after_deployment_failed",
+            TargetState::RolledBack => "rolled_back",
+            TargetState::Cancelled => "cancelled",
+            TargetState::Failed => "failed",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "waiting" => TargetState::Waiting,
+            "running" => TargetState::Running,
+            "awaiting_approval" => TargetState::AwaitingApproval,
+            "awaiting_continue_decision" => TargetState::AwaitingContinueDecision,
+            "awaiting_rollback_decision" => TargetState::AwaitingRollbackDecision,
+            "deployed" => TargetState::Deployed,
+            "after_deployment_failed" => TargetState::AfterDeploymentFailed,
+            "rolled_back" => TargetState::RolledBack,
+            "cancelled" => TargetState::Cancelled,
+            "failed" => TargetState::Failed,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for TargetState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An approval a pause waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApprovalState {
+    Pending,
+    Approved,
+    Rejected,
+    Cancelled,
+}
+
+impl ApprovalState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApprovalState::Pending => "pending",
+            ApprovalState::Approved => "approved",
+            ApprovalState::Rejected => "rejected",
+            ApprovalState::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(text: &str) -> Self {
+        match text {
+            "approved" => ApprovalState::Approved,
+            "rejected" => ApprovalState::Rejected,
+            "cancelled" => ApprovalState::Cancelled,
+            _ => ApprovalState::Pending,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct DeploymentRecord {
+    pub id: String,
+    pub application: String,
+    /// The deployment file's text.
+    pub file: String,
+    /// JSON object of the caller's context.
+    pub context: String,
+    pub state: DeploymentState,
+    pub reason: Option<String>,
+    pub created_at: SystemTime,
+    pub updated_at: SystemTime,
+    pub finished_at: Option<SystemTime>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TargetRecord {
+    pub target: String,
+    pub state: TargetState,
+    pub step: Option<String>,
+    pub reason: Option<String>,
+    #[serde(serialize_with = "serialize_time")]
+    pub updated_at: SystemTime,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EventRecord {
+    #[serde(serialize_with = "serialize_time")]
+    pub at: SystemTime,
+    pub target: Option<String>,
+    pub kind: String,
+    pub message: String,
+}
+
+/// A deployment as of one moment: nothing in it is older or newer than the rest.
+#[derive(Debug, Clone)]
+pub struct DeploymentView {
+    pub record: DeploymentRecord,
+    /// In the order they were first recorded (the file's: the relay records
+    /// every target when it creates the deployment).
+    pub targets: Vec<TargetRecord>,
+    /// Step keys and their values, by key.
+    pub journal: Vec<(String, String)>,
+    /// The webhook runs the journal names, in no particular order.
+    pub runs: Vec<RunRecord>,
+    /// Targets and step keys, by step key.
+    pub pending_approvals: Vec<(String, String)>,
+    /// In the order they were added.
+    pub events: Vec<EventRecord>,
+}
+
+#[async_trait::async_trait]
+pub trait DeploymentStore: Send + Sync + 'static {
+    /// Stores a running deployment. Fails with
+    /// [`Conflict::DeploymentInProgress`] naming the deployment already
+    /// running for the application, and with [`Conflict::IdempotencyKeyUsed`]
+    /// when the key was used before.
+    ///
+    /// [`Conflict::DeploymentInProgress`]: crate::Conflict::DeploymentInProgress
+    /// [`Conflict::IdempotencyKeyUsed`]: crate::Conflict::IdempotencyKeyUsed
+    async fn insert_deployment(
+        &self,
+        id: &str,
+        application: &str,
+        file: &str,
+        context: &str,
+        idempotency: Option<&IdempotencyKey>,
+    ) -> Result<(), StoreError>;
+    async fn deployment(&self, id: &str) -> Result<Option<DeploymentRecord>, StoreError>;
+    /// The newest deployments (by creation time, then id) with their
+    /// targets, read as one snapshot.
+    async fn deployments(&self, limit: u32) -> Result<Vec<(DeploymentRecord, Vec<TargetRecord>)>, StoreError>;
+    async fn unfinished_deployments(&self) -> Result<Vec<DeploymentRecord>, StoreError>;
+    /// Ends a deployment in `state`; one already finished keeps its end.
+    async fn finish_deployment(&self, id: &str, state: DeploymentState, reason: Option<&str>)
+    -> Result<(), StoreError>;
+    /// Creates or updates a target. A new target goes after the ones
+    /// recorded before it; an update keeps its place.
+    async fn set_target(
+        &self,
+        id: &str,
+        target: &str,
+        state: TargetState,
+        step: Option<&str>,
+        reason: Option<&str>,
+    ) -> Result<(), StoreError>;
+    /// A deployment and everything shown with it, read as one snapshot:
+    /// every backend must read it all in one read transaction that sees one
+    /// commit, so no write lands between two parts of the view.
+    async fn deployment_view(&self, id: &str) -> Result<Option<DeploymentView>, StoreError>;
+    /// In the order of [`DeploymentView::targets`].
+    async fn targets(&self, id: &str) -> Result<Vec<TargetRecord>, StoreError>;
+    /// By key.
+    async fn journal(&self, id: &str) -> Result<Vec<(String, String)>, StoreError>;
+    /// Records a step's value; a key already recorded keeps its first value.
+    async fn put_journal(&self, id: &str, key: &str, value: &str) -> Result<(), StoreError>;
+    /// Overwrites a step's value (a step moving from started to done).
+    async fn replace_journal(&self, id: &str, key: &str, value: &str) -> Result<(), StoreError>;
+    async fn add_event(&self, id: &str, target: Option<&str>, kind: &str, message: &str) -> Result<(), StoreError>;
+    /// Opens an approval (once; a replay finds it as it is).
+    async fn request_approval(&self, id: &str, target: &str, step_key: &str) -> Result<ApprovalState, StoreError>;
+    async fn approval(&self, id: &str, step_key: &str) -> Result<Option<ApprovalState>, StoreError>;
+    /// Decides the pending approvals of `target`. Returns how many there were.
+    /// With `decisions`, only the rollback-or-continue decisions of analysis
+    /// steps (step keys ending in [`DECISION_SUFFIX`]); without, only the rest.
+    async fn decide_approvals(
+        &self,
+        id: &str,
+        target: &str,
+        decision: ApprovalState,
+        decisions: bool,
+    ) -> Result<u64, StoreError>;
+    /// Marks one approval cancelled if it is still pending.
+    async fn cancel_approval(&self, id: &str, step_key: &str) -> Result<(), StoreError>;
+}

@@ -1,0 +1,362 @@
+use std::collections::HashMap;
+
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+
+use super::error::{db, is_unique_violation};
+use super::group_commit::Query;
+use super::runs::{Keyed, run_from};
+use super::store::{SqliteStore, now_ms, state, time};
+use crate::deployments::{
+    ApprovalState, DECISION_SUFFIX, DeploymentRecord, DeploymentState, DeploymentStore, DeploymentView, EventRecord,
+    TargetRecord, TargetState,
+};
+use crate::error::{Conflict, StoreError};
+use crate::idempotency::IdempotencyKey;
+use crate::time::from_unix_ms;
+
+fn deployment_from(row: &SqliteRow) -> Result<DeploymentRecord, StoreError> {
+    Ok(DeploymentRecord {
+        id: row.get("id"),
+        application: row.get("application"),
+        file: row.get("file"),
+        context: row.get("context"),
+        state: state(row, "state", DeploymentState::parse)?,
+        reason: row.get("reason"),
+        created_at: from_unix_ms(row.get("created_at")),
+        updated_at: from_unix_ms(row.get("updated_at")),
+        finished_at: time(row, "finished_at"),
+    })
+}
+
+// The reads a deployment's view is made of. Those also made alone
+// (record, targets, journal) serve both.
+
+fn deployment_query(id: &str) -> Query<'_> {
+    sqlx::query("SELECT * FROM deployments WHERE id = ?").bind(id)
+}
+
+fn targets_query(id: &str) -> Query<'_> {
+    sqlx::query("SELECT * FROM deployment_targets WHERE deployment_id = ? ORDER BY position").bind(id)
+}
+
+fn target_from(row: &SqliteRow) -> Result<TargetRecord, StoreError> {
+    Ok(TargetRecord {
+        target: row.get("target"),
+        state: state(row, "state", TargetState::parse)?,
+        step: row.get("step"),
+        reason: row.get("reason"),
+        updated_at: from_unix_ms(row.get("updated_at")),
+    })
+}
+
+fn journal_query(id: &str) -> Query<'_> {
+    sqlx::query("SELECT key, value FROM deployment_journal WHERE deployment_id = ? ORDER BY key").bind(id)
+}
+
+fn pair_from(row: &SqliteRow) -> (String, String) {
+    (row.get(0), row.get(1))
+}
+
+fn events_query(id: &str) -> Query<'_> {
+    sqlx::query("SELECT * FROM deployment_events WHERE deployment_id = ? ORDER BY id").bind(id)
+}
+
+fn event_from(row: &SqliteRow) -> EventRecord {
+    EventRecord {
+        at: from_unix_ms(row.get("at")),
+        target: row.get("target"),
+        kind: row.get("kind"),
+        message: row.get("message"),
+    }
+}
+
+fn pending_approvals_query(id: &str) -> Query<'_> {
+    sqlx::query(
+        "SELECT target, step_key FROM approvals WHERE deployment_id = ? AND state = 'pending' ORDER BY step_key",
+    )
+    .bind(id)
+}
+
+#[async_trait::async_trait]
+impl DeploymentStore for SqliteStore {
+    async fn insert_deployment(
+        &self,
+        id: &str,
+        application: &str,
+        file: &str,
+        context: &str,
+        idempotency: Option<&IdempotencyKey>,
+    ) -> Result<(), StoreError> {
+        let now = now_ms();
+        let result = self.writes.execute(sqlx::query(
+            "INSERT INTO deployments (id, application, file, context, state, created_at, updated_at, idempotency_key, request_hash) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(id)
+        .bind(application)
+        .bind(file)
+        .bind(context)
+        .bind(DeploymentState::Running.as_str())
+        .bind(now)
+        .bind(now)
+        .bind(idempotency.map(|k| &k.key))
+        .bind(idempotency.map(|k| &k.request_hash)))
+        .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(err) if is_unique_violation(&err) => {
+                if let Some(used) = self.key_used(Keyed::Deployments, idempotency).await? {
+                    return Err(used.into());
+                }
+                let running: Option<String> =
+                    sqlx::query("SELECT id FROM deployments WHERE application = ? AND finished_at IS NULL")
+                        .bind(application)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(db)?
+                        .map(|row| row.get("id"));
+                match running {
+                    Some(running) => {
+                        Err(Conflict::DeploymentInProgress { application: application.to_owned(), running }.into())
+                    }
+                    // Not the running one, so the id was taken.
+                    None => Err(db(err)),
+                }
+            }
+            Err(err) => Err(db(err)),
+        }
+    }
+
+    async fn deployment(&self, id: &str) -> Result<Option<DeploymentRecord>, StoreError> {
+        let row = deployment_query(id).fetch_optional(&self.pool).await.map_err(db)?;
+        row.as_ref().map(deployment_from).transpose()
+    }
+
+    async fn deployment_view(&self, id: &str) -> Result<Option<DeploymentView>, StoreError> {
+        let mut tx = self.snapshot().await?;
+        let Some(record) = deployment_query(id).fetch_optional(&mut *tx).await.map_err(db)? else { return Ok(None) };
+        let targets = targets_query(id)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db)?
+            .iter()
+            .map(target_from)
+            .collect::<Result<_, _>>()?;
+        let journal = journal_query(id).fetch_all(&mut *tx).await.map_err(db)?.iter().map(pair_from).collect();
+        let runs = sqlx::query(
+            "SELECT * FROM webhook_runs WHERE id IN (SELECT value FROM deployment_journal WHERE deployment_id = ?)",
+        )
+        .bind(id)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db)?
+        .iter()
+        .map(run_from)
+        .collect();
+        let pending_approvals =
+            pending_approvals_query(id).fetch_all(&mut *tx).await.map_err(db)?.iter().map(pair_from).collect();
+        let events = events_query(id).fetch_all(&mut *tx).await.map_err(db)?.iter().map(event_from).collect();
+        tx.rollback().await.map_err(db)?;
+        Ok(Some(DeploymentView {
+            record: deployment_from(&record)?,
+            targets,
+            journal,
+            runs,
+            pending_approvals,
+            events,
+        }))
+    }
+
+    async fn deployments(&self, limit: u32) -> Result<Vec<(DeploymentRecord, Vec<TargetRecord>)>, StoreError> {
+        let mut tx = self.snapshot().await?;
+        let records = sqlx::query("SELECT * FROM deployments ORDER BY created_at DESC, id LIMIT ?")
+            .bind(i64::from(limit))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db)?;
+        let mut listed: Vec<(DeploymentRecord, Vec<TargetRecord>)> =
+            records.iter().map(|row| Ok((deployment_from(row)?, Vec::new()))).collect::<Result<_, StoreError>>()?;
+        let index: HashMap<String, usize> =
+            listed.iter().enumerate().map(|(i, (record, _))| (record.id.clone(), i)).collect();
+        // The targets of all listed deployments in one query, not one each.
+        let targets = sqlx::query(
+            "SELECT * FROM deployment_targets WHERE deployment_id IN \
+             (SELECT id FROM deployments ORDER BY created_at DESC, id LIMIT ?) ORDER BY deployment_id, position",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db)?;
+        tx.rollback().await.map_err(db)?;
+        for row in &targets {
+            if let Some(&i) = index.get(row.get::<&str, _>("deployment_id")) {
+                listed[i].1.push(target_from(row)?);
+            }
+        }
+        Ok(listed)
+    }
+
+    async fn unfinished_deployments(&self) -> Result<Vec<DeploymentRecord>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM deployments WHERE finished_at IS NULL")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        rows.iter().map(deployment_from).collect()
+    }
+
+    async fn finish_deployment(
+        &self,
+        id: &str,
+        state: DeploymentState,
+        reason: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let now = now_ms();
+        self.writes.execute(sqlx::query("UPDATE deployments SET state = ?, reason = ?, finished_at = ?, updated_at = ? WHERE id = ? AND finished_at IS NULL")
+            .bind(state.as_str())
+            .bind(reason)
+            .bind(now)
+            .bind(now)
+            .bind(id))
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn set_target(
+        &self,
+        id: &str,
+        target: &str,
+        state: TargetState,
+        step: Option<&str>,
+        reason: Option<&str>,
+    ) -> Result<(), StoreError> {
+        // A new target goes last; the upsert leaves an old one's position.
+        // One statement, and writes are serialized, so no two get one place.
+        self.writes.execute(sqlx::query(
+            "INSERT INTO deployment_targets (deployment_id, target, state, step, reason, updated_at, position) \
+             VALUES (?, ?, ?, ?, ?, ?, (SELECT COALESCE(MAX(position), 0) + 1 FROM deployment_targets WHERE deployment_id = ?)) \
+             ON CONFLICT (deployment_id, target) DO UPDATE SET state = excluded.state, step = excluded.step, \
+             reason = excluded.reason, updated_at = excluded.updated_at",
+        )
+        .bind(id)
+        .bind(target)
+        .bind(state.as_str())
+        .bind(step)
+        .bind(reason)
+        .bind(now_ms())
+        .bind(id))
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn targets(&self, id: &str) -> Result<Vec<TargetRecord>, StoreError> {
+        targets_query(id).fetch_all(&self.pool).await.map_err(db)?.iter().map(target_from).collect()
+    }
+
+    async fn journal(&self, id: &str) -> Result<Vec<(String, String)>, StoreError> {
+        Ok(journal_query(id).fetch_all(&self.pool).await.map_err(db)?.iter().map(pair_from).collect())
+    }
+
+    async fn put_journal(&self, id: &str, key: &str, value: &str) -> Result<(), StoreError> {
+        self.writes.execute(sqlx::query("INSERT INTO deployment_journal (deployment_id, key, value, recorded_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING")
+            .bind(id)
+            .bind(key)
+            .bind(value)
+            .bind(now_ms()))
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn replace_journal(&self, id: &str, key: &str, value: &str) -> Result<(), StoreError> {
+        self.writes
+            .execute(
+                sqlx::query(
+                    "INSERT INTO deployment_journal (deployment_id, key, value, recorded_at) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (deployment_id, key) DO UPDATE SET value = excluded.value, recorded_at = excluded.recorded_at",
+                )
+                .bind(id)
+                .bind(key)
+                .bind(value)
+                .bind(now_ms()),
+            )
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn add_event(&self, id: &str, target: Option<&str>, kind: &str, message: &str) -> Result<(), StoreError> {
+        self.writes
+            .execute(
+                sqlx::query(
+                    "INSERT INTO deployment_events (deployment_id, at, target, kind, message) VALUES (?, ?, ?, ?, ?)",
+                )
+                .bind(id)
+                .bind(now_ms())
+                .bind(target)
+                .bind(kind)
+                .bind(message),
+            )
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn request_approval(&self, id: &str, target: &str, step_key: &str) -> Result<ApprovalState, StoreError> {
+        self.writes.execute(sqlx::query(
+            "INSERT INTO approvals (deployment_id, step_key, target, state, requested_at) VALUES (?, ?, ?, 'pending', ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(id)
+        .bind(step_key)
+        .bind(target)
+        .bind(now_ms()))
+        .await
+        .map_err(db)?;
+        Ok(self.approval(id, step_key).await?.unwrap_or(ApprovalState::Pending))
+    }
+
+    async fn approval(&self, id: &str, step_key: &str) -> Result<Option<ApprovalState>, StoreError> {
+        let row = sqlx::query("SELECT state FROM approvals WHERE deployment_id = ? AND step_key = ?")
+            .bind(id)
+            .bind(step_key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(row.map(|row| ApprovalState::parse(row.get("state"))))
+    }
+
+    async fn decide_approvals(
+        &self,
+        id: &str,
+        target: &str,
+        decision: ApprovalState,
+        decisions: bool,
+    ) -> Result<u64, StoreError> {
+        let done = self.writes.execute(sqlx::query(
+            "UPDATE approvals SET state = ?, decided_at = ? WHERE deployment_id = ? AND target = ? AND state = 'pending' \
+             AND (substr(step_key, -length(?)) = ?) = ?",
+        )
+        .bind(decision.as_str())
+        .bind(now_ms())
+        .bind(id)
+        .bind(target)
+        .bind(DECISION_SUFFIX)
+        .bind(DECISION_SUFFIX)
+        .bind(decisions))
+        .await
+        .map_err(db)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn cancel_approval(&self, id: &str, step_key: &str) -> Result<(), StoreError> {
+        self.writes.execute(sqlx::query("UPDATE approvals SET state = 'cancelled', decided_at = ? WHERE deployment_id = ? AND step_key = ? AND state = 'pending'")
+            .bind(now_ms())
+            .bind(id)
+            .bind(step_key))
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+}

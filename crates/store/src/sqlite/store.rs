@@ -1,0 +1,100 @@
+//! The SQLite store's handle, how it is opened, and what every aggregate's
+//! queries share.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::{Duration, SystemTime};
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::{Row, Sqlite, SqlitePool, Transaction};
+
+use super::error::db;
+use super::group_commit::GroupCommit;
+use crate::error::StoreError;
+use crate::store::Lifecycle;
+use crate::time::{from_unix_ms, unix_ms};
+
+#[derive(Clone)]
+pub struct SqliteStore {
+    /// Reads; and the connections the writes are committed on.
+    pub(super) pool: SqlitePool,
+    pub(super) writes: GroupCommit,
+}
+
+pub(super) static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+impl SqliteStore {
+    /// Opens (creating if needed) `borealis.db` in `data_dir`, readable by its owner only.
+    pub async fn open_in(data_dir: &Path) -> Result<Self, StoreError> {
+        let path = data_dir.join("borealis.db");
+        let store = Self::open_sqlite(SqliteConnectOptions::new().filename(&path)).await?;
+        for file in [path.clone(), path.with_extension("db-wal"), path.with_extension("db-shm")] {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600));
+        }
+        Ok(store)
+    }
+
+    /// Opens a database by URL (`sqlite://PATH` or `sqlite::memory:`).
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        if !url.starts_with("sqlite:") {
+            return Err(StoreError::InvalidUrl(format!("{url:?} is not a sqlite: URL")));
+        }
+        let options =
+            SqliteConnectOptions::from_str(url).map_err(|e| StoreError::InvalidUrl(format!("{url:?}: {e}")))?;
+        Self::open_sqlite(options).await
+    }
+
+    async fn open_sqlite(options: SqliteConnectOptions) -> Result<Self, StoreError> {
+        let options = options
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(5))
+            .foreign_keys(true);
+        // Each connection to `:memory:` is its own database: keep one.
+        let in_memory = options.get_filename() == Path::new(":memory:");
+        let pool = SqlitePoolOptions::new()
+            .max_connections(if in_memory { 1 } else { 8 })
+            .connect_with(options)
+            .await
+            .map_err(db)?;
+        MIGRATIONS.run(&pool).await.map_err(|e| StoreError::Migration(Box::new(e)))?;
+        Ok(Self { writes: GroupCommit::start(pool.clone()), pool })
+    }
+
+    /// A read transaction all of whose reads see one commit. SQLite holds a
+    /// transaction to the snapshot of its first read until it ends (in WAL
+    /// mode by its read mark, in rollback mode by its shared lock), so this
+    /// holds whatever the journal mode.
+    pub(super) async fn snapshot(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
+        self.pool.begin_with("BEGIN DEFERRED").await.map_err(db)
+    }
+}
+
+#[async_trait::async_trait]
+impl Lifecycle for SqliteStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await.map_err(db)?;
+        Ok(())
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+pub(super) fn now_ms() -> i64 {
+    unix_ms(SystemTime::now())
+}
+
+pub(super) fn time(row: &SqliteRow, column: &str) -> Option<SystemTime> {
+    row.get::<Option<i64>, _>(column).map(from_unix_ms)
+}
+
+/// A state column read with `parse`; a value this version does not know is
+/// corruption (or a newer relay's), not something to guess at.
+pub(super) fn state<T>(row: &SqliteRow, column: &str, parse: fn(&str) -> Option<T>) -> Result<T, StoreError> {
+    let text: &str = row.get(column);
+    parse(text).ok_or_else(|| StoreError::corrupt(format!("unknown {column} {text:?}")))
+}
