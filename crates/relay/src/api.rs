@@ -12,7 +12,6 @@ use axum::routing::{any, get, post};
 use axum::{Json, Router};
 use borealis_store::CredentialKind;
 use serde::Deserialize;
-use serde_json::json;
 
 use crate::auth::{self, AuthError, TOKEN_TTL};
 use crate::deployments::api as deployments;
@@ -65,22 +64,20 @@ impl Problem {
 
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
-        let mut body = json!({
-            "type": format!("urn:borealis:problem:{}", self.slug),
-            "title": self.status.canonical_reason().unwrap_or("error"),
-            "status": self.status.as_u16(),
-            "detail": self.detail,
-        });
-        if !self.errors.is_empty() {
-            body["errors"] = json!(self.errors);
-        }
+        let body = borealis_api::Problem {
+            kind: format!("urn:borealis:problem:{}", self.slug),
+            title: self.status.canonical_reason().unwrap_or("error").to_owned(),
+            status: self.status.as_u16(),
+            detail: self.detail,
+            errors: self.errors,
+        };
         (
             self.status,
             [
                 (header::CONTENT_TYPE, "application/problem+json"),
                 (header::HeaderName::from_static(ERROR_HEADER), self.slug),
             ],
-            body.to_string(),
+            serde_json::to_string(&body).expect("json"),
         )
             .into_response()
     }
@@ -275,37 +272,27 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         .into_response()
 }
 
-#[derive(Deserialize)]
-struct CreateAgent {
-    id: String,
-}
-
-#[derive(Deserialize)]
-struct CreateClient {
-    name: String,
-}
-
 pub(crate) fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Problem> {
     serde_json::from_slice(body).map_err(|e| Problem::bad_request("invalid-body", format!("invalid JSON body: {e}")))
 }
 
 async fn create_agent(State(state): State<Arc<AppState>>, body: axum::body::Bytes) -> Result<Response, Problem> {
-    let CreateAgent { id } = json_body(&body)?;
-    create_credential(&state, CredentialKind::Agent, "agent_id", &id).await
+    let borealis_api::CreateAgent { id } = json_body(&body)?;
+    let (client_id, client_secret) = create_credential(&state, CredentialKind::Agent, &id).await?;
+    let body = borealis_api::AgentCredentials { agent_id: id, client_id, client_secret };
+    Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
 async fn create_client(State(state): State<Arc<AppState>>, body: axum::body::Bytes) -> Result<Response, Problem> {
-    let CreateClient { name } = json_body(&body)?;
-    create_credential(&state, CredentialKind::Callback, "name", &name).await
+    let borealis_api::CreateClient { name } = json_body(&body)?;
+    let (client_id, client_secret) = create_credential(&state, CredentialKind::Callback, &name).await?;
+    let body = borealis_api::ClientCredentials { name, client_id, client_secret };
+    Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
-/// Validates the name, creates the credential, and returns the secret once.
-async fn create_credential(
-    state: &AppState,
-    kind: CredentialKind,
-    key: &str,
-    subject: &str,
-) -> Result<Response, Problem> {
+/// Validates the name, creates the credential, and returns its client id
+/// and secret, to be shown once.
+async fn create_credential(state: &AppState, kind: CredentialKind, subject: &str) -> Result<(String, String), Problem> {
     let (what, slug) = match kind {
         CredentialKind::Agent => ("agent identifier", "invalid-agent-id"),
         CredentialKind::Callback => ("client name", "invalid-client-name"),
@@ -313,8 +300,7 @@ async fn create_credential(
     auth::validate_name(what, subject).map_err(|e| Problem::bad_request(slug, e))?;
     let (client_id, secret) = state.auth.create_credential(kind, subject).await?;
     tracing::info!(kind = kind.as_str(), subject, %client_id, "credential created");
-    let body = json!({ key: subject, "client_id": client_id, "client_secret": secret.expose() });
-    Ok((StatusCode::CREATED, Json(body)).into_response())
+    Ok((client_id, secret.expose().to_owned()))
 }
 
 /// UTC with milliseconds, as every API reply shows times.
@@ -325,39 +311,37 @@ pub(crate) fn rfc3339(time: SystemTime) -> String {
 async fn list_agents(State(state): State<Arc<AppState>>) -> Result<Response, Problem> {
     let credentials = state.store.active_credentials(CredentialKind::Agent).await.map_err(Problem::internal)?;
     let sessions = state.hub.sessions();
-    let agents: Vec<serde_json::Value> = credentials
+    let agents: Vec<borealis_api::Agent> = credentials
         .iter()
         .map(|credential| {
-            let instances: Vec<serde_json::Value> = sessions
+            let instances: Vec<borealis_api::AgentInstance> = sessions
                 .get(&credential.subject)
                 .into_iter()
                 .flatten()
-                .map(|s| {
-                    json!({
-                        "session_id": s.id,
-                        "instance": s.info.instance,
-                        "version": s.info.version,
-                        "remote_addr": s.info.remote_addr.map(|a| a.to_string()),
-                        "connected_since": rfc3339(s.connected_at),
-                        "last_heartbeat": rfc3339(s.last_heartbeat()),
-                        "in_flight": s.in_flight(),
-                        "capacity": s.info.capacity,
-                        "standby_calls": s.info.standby_calls,
-                        "standby_idle": s.standby_idle(),
-                        "draining": s.is_draining(),
-                    })
+                .map(|s| borealis_api::AgentInstance {
+                    session_id: s.id.clone(),
+                    instance: s.info.instance.clone(),
+                    version: s.info.version.clone(),
+                    remote_addr: s.info.remote_addr.map(|a| a.to_string()),
+                    connected_since: rfc3339(s.connected_at),
+                    last_heartbeat: rfc3339(s.last_heartbeat()),
+                    in_flight: s.in_flight() as u64,
+                    capacity: s.info.capacity,
+                    standby_calls: s.info.standby_calls,
+                    standby_idle: s.standby_idle() as u64,
+                    draining: s.is_draining(),
                 })
                 .collect();
-            json!({
-                "agent_id": credential.subject,
-                "client_id": credential.client_id,
-                "created_at": rfc3339(credential.created_at),
-                "connected": !instances.is_empty(),
-                "instances": instances,
-            })
+            borealis_api::Agent {
+                agent_id: credential.subject.clone(),
+                client_id: credential.client_id.clone(),
+                created_at: rfc3339(credential.created_at),
+                connected: !instances.is_empty(),
+                instances,
+            }
         })
         .collect();
-    Ok(Json(json!({ "agents": agents })).into_response())
+    Ok(Json(borealis_api::AgentList { agents }).into_response())
 }
 
 async fn revoke_client(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Result<Response, Problem> {
@@ -370,7 +354,7 @@ async fn revoke_client(State(state): State<Arc<AppState>>, Path(name): Path<Stri
         ));
     }
     tracing::info!(client = ?name, "callback client revoked");
-    Ok(Json(json!({ "name": name, "revoked": true })).into_response())
+    Ok(Json(borealis_api::ClientRevoked { name, revoked: true }).into_response())
 }
 
 async fn revoke_agent(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Response, Problem> {
@@ -380,7 +364,7 @@ async fn revoke_agent(State(state): State<Arc<AppState>>, Path(id): Path<String>
     }
     let closed = state.hub.disconnect(&id, tonic::Status::unauthenticated("the credential was revoked"));
     tracing::info!(agent = %id, sessions_closed = closed, "agent revoked");
-    Ok(Json(json!({ "agent_id": id, "revoked": true, "sessions_closed": closed })).into_response())
+    Ok(Json(borealis_api::AgentRevoked { agent_id: id, revoked: true, sessions_closed: closed as u64 }).into_response())
 }
 
 async fn proxy(State(state): State<Arc<AppState>>, request: Request) -> Response {
@@ -412,7 +396,8 @@ async fn token(
         return too_many_failures(wait);
     }
     let oauth_error = |status: StatusCode, error: &str, description: &str| {
-        (status, Json(json!({ "error": error, "error_description": description }))).into_response()
+        let body = borealis_api::TokenError { error: error.to_owned(), error_description: description.to_owned() };
+        (status, Json(body)).into_response()
     };
     let mut grant_type = None;
     let mut client_id = None;
@@ -460,7 +445,13 @@ async fn token(
                 CredentialKind::Agent => "agent:tunnel",
                 CredentialKind::Callback => "webhook:callback",
             };
-            Json(json!({ "access_token": token, "token_type": "Bearer", "expires_in": TOKEN_TTL.as_secs(), "scope": scope })).into_response()
+            let body = borealis_api::TokenResponse {
+                access_token: token,
+                token_type: "Bearer".to_owned(),
+                expires_in: TOKEN_TTL.as_secs(),
+                scope: scope.to_owned(),
+            };
+            Json(body).into_response()
         }
         Err(AuthError::InvalidClient) => {
             state.auth_guard.failed(peer, "client_secret", &format!("unknown client or wrong secret for {client_id}"));

@@ -1,6 +1,6 @@
 //! `/api/v1/deployments` and approvals.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Json;
@@ -9,18 +9,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use borealis_core::deployment;
 use borealis_store::{ApprovalState, DeploymentRecord, DeploymentView, RunRecord, StoreError};
-use serde_json::json;
 
 use crate::api::{Problem, WaitQuery, changed, json_body, rfc3339};
 use crate::state::AppState;
-
-#[derive(serde::Deserialize)]
-pub struct CreateDeployment {
-    /// The deployment file's text.
-    file: String,
-    #[serde(default)]
-    context: BTreeMap<String, String>,
-}
 
 fn invalid(detail: String, errors: Vec<String>) -> Problem {
     Problem::new(StatusCode::BAD_REQUEST, "invalid-deployment", detail).with_errors(errors)
@@ -31,7 +22,7 @@ pub async fn create(
     headers: http::HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Response, Problem> {
-    let request: CreateDeployment = json_body(&body)?;
+    let request: borealis_api::CreateDeployment = json_body(&body)?;
     let idempotency = crate::api::idempotency_key(&headers, &body)?;
     let parsed = deployment::parse(&request.file).map_err(|errors| {
         let lines: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
@@ -72,7 +63,7 @@ pub async fn create(
     tracing::info!(deployment = %id, %application, "deployment started");
     tokio::spawn(super::orchestrator::run(state.clone(), id.clone()));
     let mut value = describe(&find_view(&state, &id).await?);
-    value["warnings"] = json!(parsed.warnings.iter().map(|w| w.to_string()).collect::<Vec<_>>());
+    value.warnings = Some(parsed.warnings.iter().map(|w| w.to_string()).collect());
     Ok((StatusCode::CREATED, Json(value)).into_response())
 }
 
@@ -112,16 +103,19 @@ pub async fn list(State(state): State<Arc<AppState>>) -> Result<Response, Proble
     let listed = state.store.deployments(100).await.map_err(Problem::internal)?;
     let mut items = Vec::with_capacity(listed.len());
     for (record, targets) in &listed {
-        items.push(json!({
-            "id": record.id,
-            "application": record.application,
-            "state": record.state,
-            "reason": record.reason,
-            "createdAt": rfc3339(record.created_at),
-            "targets": targets.iter().map(|t| json!({ "name": t.target, "state": t.state })).collect::<Vec<_>>(),
-        }));
+        items.push(borealis_api::DeploymentSummary {
+            id: record.id.clone(),
+            application: record.application.clone(),
+            state: deployment_state(&record.state),
+            reason: record.reason.clone(),
+            created_at: rfc3339(record.created_at),
+            targets: targets
+                .iter()
+                .map(|t| borealis_api::TargetSummary { name: t.target.clone(), state: target_state(&t.state) })
+                .collect(),
+        });
     }
-    Ok(Json(json!({ "deployments": items })).into_response())
+    Ok(Json(borealis_api::DeploymentList { deployments: items }).into_response())
 }
 
 pub async fn show(
@@ -233,65 +227,88 @@ async fn decide(
     }
     state.deployment_changed(id);
     let said = match (decisions, decision) {
-        (false, _) => decision.as_str(),
-        (true, ApprovalState::Approved) => "continue",
-        (true, _) => "rollback",
+        (false, ApprovalState::Approved) => borealis_api::Decision::Approved,
+        (false, _) => borealis_api::Decision::Rejected,
+        (true, ApprovalState::Approved) => borealis_api::Decision::Continue,
+        (true, _) => borealis_api::Decision::Rollback,
     };
-    tracing::info!(deployment = %id, target, decision = said, "decision taken");
-    Ok(Json(json!({ "deployment": record.id, "target": target, "decision": said })).into_response())
+    tracing::info!(deployment = %id, target, decision = said.as_str(), "decision taken");
+    let reply = borealis_api::DecisionTaken { deployment: record.id, target: target.to_owned(), decision: said };
+    Ok(Json(reply).into_response())
+}
+
+/// The store keeps states as text; one it does not know (a newer relay's,
+/// on a shared database) shows as running rather than failing the reply.
+fn deployment_state(text: &str) -> borealis_api::DeploymentState {
+    text.parse().unwrap_or_else(|err| {
+        tracing::warn!(error = %err, "deployment state");
+        borealis_api::DeploymentState::Running
+    })
+}
+
+/// As [`deployment_state`], for a target.
+fn target_state(text: &str) -> borealis_api::TargetState {
+    text.parse().unwrap_or_else(|err| {
+        tracing::warn!(error = %err, "target state");
+        borealis_api::TargetState::Running
+    })
 }
 
 /// A deployment as the API shows it: targets, their webhook runs, history.
-fn describe(view: &DeploymentView) -> serde_json::Value {
+fn describe(view: &DeploymentView) -> borealis_api::Deployment {
     let time = rfc3339;
     let record = &view.record;
-    let pending: Vec<&str> =
-        view.pending_approvals.iter().filter(|(_, k)| !is_decision(k)).map(|(target, _)| target.as_str()).collect();
-    let decisions: Vec<&str> =
-        view.pending_approvals.iter().filter(|(_, k)| is_decision(k)).map(|(target, _)| target.as_str()).collect();
+    let pending: Vec<String> =
+        view.pending_approvals.iter().filter(|(_, k)| !is_decision(k)).map(|(target, _)| target.clone()).collect();
+    let decisions: Vec<String> =
+        view.pending_approvals.iter().filter(|(_, k)| is_decision(k)).map(|(target, _)| target.clone()).collect();
     let runs_by_id: HashMap<&str, &RunRecord> = view.runs.iter().map(|run| (run.id.as_str(), run)).collect();
     let mut target_values = Vec::new();
     for target in &view.targets {
-        let runs: Vec<serde_json::Value> = view
+        let runs: Vec<borealis_api::TargetWebhookRun> = view
             .journal
             .iter()
             .filter(|(key, _)| super::orchestrator::is_run_key_of(key, &target.target))
             .filter_map(|(_, run_id)| runs_by_id.get(run_id.as_str()))
-            .map(|run| {
-                json!({
-                    "id": run.id,
-                    "webhook": run.webhook,
-                    "state": run.state,
-                    "mdMessage": run.md_message,
-                    "reason": run.reason,
-                })
+            .map(|run| borealis_api::TargetWebhookRun {
+                id: run.id.clone(),
+                webhook: run.webhook.clone(),
+                state: crate::runs::engine::api_state(run.state),
+                md_message: run.md_message.clone(),
+                reason: run.reason.clone(),
             })
             .collect();
-        target_values.push(json!({
-            "name": target.target,
-            "state": target.state,
-            "step": target.step,
-            "reason": target.reason,
-            "updatedAt": time(target.updated_at),
-            "webhookRuns": runs,
-            "analysisRuns": super::orchestrator::judgments_of(&view.journal, &target.target),
-        }));
+        target_values.push(borealis_api::Target {
+            name: target.target.clone(),
+            state: target_state(&target.state),
+            step: target.step.clone(),
+            reason: target.reason.clone(),
+            updated_at: time(target.updated_at),
+            webhook_runs: runs,
+            analysis_runs: super::orchestrator::judgments_of(&view.journal, &target.target),
+        });
     }
-    let events: Vec<serde_json::Value> = view
+    let events: Vec<borealis_api::DeploymentEvent> = view
         .events
         .iter()
-        .map(|e| json!({ "at": time(e.at), "target": e.target, "kind": e.kind, "message": e.message }))
+        .map(|e| borealis_api::DeploymentEvent {
+            at: time(e.at),
+            target: e.target.clone(),
+            kind: e.kind.clone(),
+            message: e.message.clone(),
+        })
         .collect();
-    json!({
-        "id": record.id,
-        "application": record.application,
-        "state": record.state,
-        "reason": record.reason,
-        "createdAt": time(record.created_at),
-        "finishedAt": record.finished_at.map(time),
-        "pendingApprovals": pending,
-        "pendingDecisions": decisions,
-        "targets": target_values,
-        "events": events,
-    })
+    borealis_api::Deployment {
+        id: record.id.clone(),
+        application: record.application.clone(),
+        state: deployment_state(&record.state),
+        reason: record.reason.clone(),
+        created_at: time(record.created_at),
+        finished_at: record.finished_at.map(time),
+        pending_approvals: pending,
+        pending_decisions: decisions,
+        targets: target_values,
+        events,
+        warnings: None,
+    }
 }

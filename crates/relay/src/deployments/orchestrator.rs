@@ -23,7 +23,6 @@ use borealis_core::template::{self, Slot, Values};
 use borealis_store::{ApprovalState, Outcome, RunState, unix_ms};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
-use serde_json::json;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -639,7 +638,7 @@ impl Deployment {
         let mut failure: Option<String> = None;
         for n in 1..=runs {
             let run_key = format!("{key}/judgment/{n}");
-            let judged: Option<serde_json::Value> =
+            let judged: Option<borealis_api::JudgmentRun> =
                 self.journal_get(&run_key).and_then(|v| serde_json::from_str(&v).ok());
             let judged = match judged {
                 Some(judged) => judged,
@@ -652,22 +651,14 @@ impl Deployment {
                         () = cancel.cancelled() => return Err(Failure(CANCELLED.into())),
                     }
                     let judged = self.judge(target, analysis, &provider, start, at, n).await;
-                    self.journal_put(&run_key, &judged.to_string()).await;
-                    let kind = if judged["passed"] == true { "judgment-passed" } else { "judgment-failed" };
-                    self.event(
-                        Some(target),
-                        kind,
-                        format!("analysis run {n} of {runs}: {}", judged["summary"].as_str().unwrap_or_default()),
-                    )
-                    .await;
+                    self.journal_put(&run_key, &serde_json::to_string(&judged).expect("json")).await;
+                    let kind = if judged.passed { "judgment-passed" } else { "judgment-failed" };
+                    self.event(Some(target), kind, format!("analysis run {n} of {runs}: {}", judged.summary)).await;
                     judged
                 }
             };
-            if judged["passed"] != true {
-                failure = Some(format!(
-                    "analysis failed at judgment run {n} of {runs}: {}",
-                    judged["summary"].as_str().unwrap_or_default()
-                ));
+            if !judged.passed {
+                failure = Some(format!("analysis failed at judgment run {n} of {runs}: {}", judged.summary));
                 break;
             }
         }
@@ -694,7 +685,7 @@ impl Deployment {
         start: i64,
         at: i64,
         n: u32,
-    ) -> serde_json::Value {
+    ) -> borealis_api::JudgmentRun {
         let interval_ms = analysis.interval_seconds as i64 * 1000;
         let window_start = match analysis.lookback_method {
             LookbackMethod::Growing => start,
@@ -736,17 +727,21 @@ impl Deployment {
                     .map(|v| (text, v))
                     .map_err(|e| format!("query {}: {e}", query.name)),
             };
-            let mut entry = json!({
-                "query": query.name,
-                "lowerLimit": query.lower_limit,
-                "upperLimit": query.upper_limit,
-            });
+            let mut entry = borealis_api::QueryResult {
+                query: query.name.clone(),
+                lower_limit: query.lower_limit,
+                upper_limit: query.upper_limit,
+                rendered: None,
+                value: None,
+                within: None,
+                error: None,
+            };
             match outcome {
                 Ok((text, value)) => {
                     let within = query.within(value);
-                    entry["rendered"] = json!(text);
-                    entry["value"] = json!(value);
-                    entry["within"] = json!(within);
+                    entry.rendered = Some(text);
+                    entry.value = Some(value);
+                    entry.within = Some(within);
                     if !within {
                         let bounds = match (query.lower_limit, query.upper_limit) {
                             (Some(low), Some(high)) => format!("[{low}, {high}]"),
@@ -758,7 +753,7 @@ impl Deployment {
                     }
                 }
                 Err(reason) => {
-                    entry["error"] = json!(reason);
+                    entry.error = Some(reason.clone());
                     problems.push(reason);
                 }
             }
@@ -766,22 +761,33 @@ impl Deployment {
         }
         let passed = problems.is_empty();
         let summary = if passed {
-            let values: Vec<String> =
-                results.iter().map(|r| format!("{}={}", r["query"].as_str().unwrap_or_default(), r["value"])).collect();
+            // JSON's spelling of the value (`2.0`, not `2`), as the summary always showed it.
+            let values: Vec<String> = results
+                .iter()
+                .map(|r| format!("{}={}", r.query, r.value.map_or(serde_json::Value::Null, serde_json::Value::from)))
+                .collect();
             format!("every query within its limits ({})", values.join(", "))
         } else {
             problems.join("; ")
         };
-        json!({
-            "run": n,
-            "of": analysis.number_of_judgment_runs,
-            "at": crate::api::rfc3339(time(at)),
-            "window": { "start": crate::api::rfc3339(time(window_start)), "end": crate::api::rfc3339(time(at)), "lookback": match analysis.lookback_method { LookbackMethod::Growing => "growing", LookbackMethod::Sliding => "sliding" } },
-            "provider": provider.name,
-            "queries": results,
-            "passed": passed,
-            "summary": summary,
-        })
+        borealis_api::JudgmentRun {
+            run: n,
+            of: analysis.number_of_judgment_runs,
+            at: crate::api::rfc3339(time(at)),
+            window: borealis_api::JudgmentWindow {
+                start: crate::api::rfc3339(time(window_start)),
+                end: crate::api::rfc3339(time(at)),
+                lookback: match analysis.lookback_method {
+                    LookbackMethod::Growing => borealis_api::Lookback::Growing,
+                    LookbackMethod::Sliding => borealis_api::Lookback::Sliding,
+                },
+            },
+            provider: provider.name.clone(),
+            queries: results,
+            passed,
+            summary,
+            step: None,
+        }
     }
 
     /// Holds the target until an operator says `rollback` or `continue`.
@@ -938,14 +944,14 @@ impl Deployment {
 }
 
 /// The judgment runs `target`'s analysis steps journalled, in order.
-pub(super) fn judgments_of(journal: &[(String, String)], target: &str) -> Vec<serde_json::Value> {
-    let mut runs: Vec<(String, u32, serde_json::Value)> = journal
+pub(super) fn judgments_of(journal: &[(String, String)], target: &str) -> Vec<borealis_api::JudgmentRun> {
+    let mut runs: Vec<(String, u32, borealis_api::JudgmentRun)> = journal
         .iter()
         .filter_map(|(key, value)| {
             let rest = key.strip_prefix(target)?.strip_prefix('/')?;
             let (step, n) = rest.rsplit_once("/judgment/")?;
-            let mut value: serde_json::Value = serde_json::from_str(value).ok()?;
-            value["step"] = json!(format!("{target}/{step}"));
+            let mut value: borealis_api::JudgmentRun = serde_json::from_str(value).ok()?;
+            value.step = Some(format!("{target}/{step}"));
             Some((step.to_owned(), n.parse().ok()?, value))
         })
         .collect();

@@ -17,7 +17,6 @@ use axum::response::{IntoResponse, Response};
 use borealis_core::template::{self, Slot, Values};
 use borealis_store::{MetricProvider, StoreError};
 use http::{HeaderMap, HeaderName, HeaderValue};
-use serde_json::json;
 
 use crate::api::{Problem, json_body, rfc3339};
 use crate::proxy::{self, Outbound};
@@ -26,37 +25,19 @@ use crate::state::AppState;
 /// The provider types this version queries.
 pub const SUPPORTED_TYPES: &[&str] = &["prometheus"];
 
-#[derive(serde::Deserialize)]
-struct HeaderIn {
-    key: String,
-    value: String,
-}
-
-#[derive(serde::Deserialize)]
-struct CreateProvider {
-    name: String,
-    #[serde(rename = "type")]
-    kind: String,
-    url: String,
-    #[serde(default)]
-    agent: Option<String>,
-    #[serde(default)]
-    headers: Vec<HeaderIn>,
-}
-
-fn describe(p: &MetricProvider) -> serde_json::Value {
-    json!({
-        "name": p.name,
-        "type": p.kind,
-        "url": p.url,
-        "agent": p.agent,
-        "headers": p.headers.iter().map(|(k, v)| json!({ "key": k, "value": v })).collect::<Vec<_>>(),
-        "createdAt": rfc3339(p.created_at),
-    })
+fn describe(p: &MetricProvider) -> borealis_api::MetricProvider {
+    borealis_api::MetricProvider {
+        name: p.name.clone(),
+        kind: p.kind.clone(),
+        url: p.url.clone(),
+        agent: p.agent.clone(),
+        headers: p.headers.iter().map(|(k, v)| borealis_api::HeaderPair { key: k.clone(), value: v.clone() }).collect(),
+        created_at: rfc3339(p.created_at),
+    }
 }
 
 pub async fn create(State(state): State<Arc<AppState>>, body: axum::body::Bytes) -> Result<Response, Problem> {
-    let request: CreateProvider = json_body(&body)?;
+    let request: borealis_api::CreateMetricProvider = json_body(&body)?;
     let bad = |detail: String| Problem::bad_request("invalid-metric-provider", detail);
     let name_ok = !request.name.is_empty()
         && request.name.len() <= 128
@@ -104,12 +85,12 @@ pub async fn create(State(state): State<Arc<AppState>>, body: axum::body::Bytes)
 
 pub async fn list(State(state): State<Arc<AppState>>) -> Result<Response, Problem> {
     let providers = state.store.providers().await.map_err(Problem::internal)?;
-    Ok(Json(json!({ "providers": providers.iter().map(describe).collect::<Vec<_>>() })).into_response())
+    Ok(Json(borealis_api::MetricProviderList { providers: providers.iter().map(describe).collect() }).into_response())
 }
 
 pub async fn delete(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Result<Response, Problem> {
     if state.store.delete_provider(&name).await.map_err(Problem::internal)? {
-        Ok(Json(json!({ "name": name, "deleted": true })).into_response())
+        Ok(Json(borealis_api::MetricProviderDeleted { name, deleted: true }).into_response())
     } else {
         Err(Problem::new(
             StatusCode::NOT_FOUND,

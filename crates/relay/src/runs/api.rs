@@ -8,10 +8,9 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use borealis_core::Secret;
 use borealis_store::{Outcome, RunState, RunView};
-use serde_json::json;
 
 use super::create::{self, CreateRun};
-use super::engine::describe;
+use super::engine::{api_state, describe};
 use crate::api::{Problem, WaitQuery, changed, json_body};
 use crate::auth::{self, AuthError};
 use crate::state::AppState;
@@ -22,8 +21,9 @@ pub async fn create_run(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Response, Problem> {
-    let mut request: CreateRun = json_body(&body)?;
-    request.idempotency = crate::api::idempotency_key(&headers, &body)?;
+    let borealis_api::CreateWebhookRun { file, name, environment, context } = json_body(&body)?;
+    let idempotency = crate::api::idempotency_key(&headers, &body)?;
+    let request = CreateRun { file, name, environment, context, link: None, idempotency };
     let created = create::create(&state, request).await?;
     let run = state
         .store
@@ -32,14 +32,14 @@ pub async fn create_run(
         .map_err(Problem::internal)?
         .ok_or_else(|| Problem::internal("run vanished"))?;
     let mut value = describe(&run, None);
-    value["warnings"] = json!(created.warnings);
+    value.warnings = Some(created.warnings);
     Ok(crate::api::created(Json(value), created.replayed))
 }
 
 pub async fn list_runs(State(state): State<Arc<AppState>>) -> Result<Response, Problem> {
     let runs = state.store.runs(200).await.map_err(Problem::internal)?;
-    let items: Vec<serde_json::Value> = runs.iter().map(|run| describe(run, None)).collect();
-    Ok(Json(json!({ "runs": items })).into_response())
+    let runs = runs.iter().map(|run| describe(run, None)).collect();
+    Ok(Json(borealis_api::WebhookRunList { runs }).into_response())
 }
 
 pub async fn show_run(
@@ -99,19 +99,21 @@ pub async fn put_secret(
     }
     state.vault.set(&name, &Secret::new(value)).await.map_err(Problem::internal)?;
     tracing::info!(secret = %name, "secret stored");
-    Ok(Json(json!({ "name": name, "stored": true })).into_response())
+    Ok(Json(borealis_api::SecretStored { name, stored: true }).into_response())
 }
 
 pub async fn list_secrets(State(state): State<Arc<AppState>>) -> Result<Response, Problem> {
     let names = state.vault.names().await.map_err(Problem::internal)?;
-    let items: Vec<serde_json::Value> =
-        names.into_iter().map(|(name, at)| json!({ "name": name, "updatedAt": crate::api::rfc3339(at) })).collect();
-    Ok(Json(json!({ "secrets": items })).into_response())
+    let secrets = names
+        .into_iter()
+        .map(|(name, at)| borealis_api::SecretSummary { name, updated_at: crate::api::rfc3339(at) })
+        .collect();
+    Ok(Json(borealis_api::SecretList { secrets }).into_response())
 }
 
 pub async fn delete_secret(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Result<Response, Problem> {
     if state.vault.delete(&name).await.map_err(Problem::internal)? {
-        Ok(Json(json!({ "name": name, "deleted": true })).into_response())
+        Ok(Json(borealis_api::SecretDeleted { name, deleted: true }).into_response())
     } else {
         Err(Problem::new(StatusCode::NOT_FOUND, "unknown-secret", format!("no secret named {name:?}")))
     }
@@ -196,13 +198,16 @@ pub async fn callback(
     if state.store.finish(&run.id, &RunState::UNFINISHED, &outcome).await.map_err(Problem::internal)? {
         state.engine.changed(&run.id);
         tracing::info!(run = %run.id, success, md_message = ?md_message, "callback accepted");
-        return Ok(Json(json!({ "runId": run.id, "state": outcome.state })).into_response());
+        let reply = borealis_api::CallbackAccepted { run_id: run.id, state: api_state(outcome.state), repeat: None };
+        return Ok(Json(reply).into_response());
     }
     let now =
         state.store.run(&run.id).await.map_err(Problem::internal)?.ok_or_else(|| Problem::internal("run vanished"))?;
     match (now.callback_at, now.success) {
         (Some(_), Some(first)) if first == success => {
-            Ok(Json(json!({ "runId": now.id, "state": now.state, "repeat": true })).into_response())
+            let reply =
+                borealis_api::CallbackAccepted { run_id: now.id, state: api_state(now.state), repeat: Some(true) };
+            Ok(Json(reply).into_response())
         }
         (Some(_), Some(first)) => Err(Problem::new(
             StatusCode::CONFLICT,

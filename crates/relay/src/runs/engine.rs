@@ -410,46 +410,59 @@ async fn attempt(state: &Arc<AppState>, id: &str) -> StepResult {
 
 /// A run as the API shows it; with its attempts, also the attempt log and
 /// the last request sent.
-pub fn describe(run: &RunRecord, attempts: Option<&[Attempt]>) -> serde_json::Value {
+pub fn describe(run: &RunRecord, attempts: Option<&[Attempt]>) -> borealis_api::WebhookRun {
     let time = |t: Option<SystemTime>| t.map(crate::api::rfc3339);
     let spec: Option<RunSpec> = serde_json::from_str(&run.spec).ok();
-    let mut value = serde_json::json!({
-        "id": run.id,
-        "webhook": run.webhook,
-        "environment": run.environment,
-        "state": run.state,
-        "success": run.success,
-        "mdMessage": run.md_message,
-        "reason": run.reason,
-        "attempts": run.attempts,
-        "networkMode": spec.as_ref().map(|s| s.webhook.network_mode),
-        "agent": spec.as_ref().and_then(|s| s.agent.clone()),
-        "callbackUri": spec.as_ref().and_then(|s| s.armory.get("callbackUri").cloned()),
-        "createdAt": time(Some(run.created_at)),
-        "updatedAt": time(Some(run.updated_at)),
-        "nextAttemptAt": time(run.next_attempt_at),
-        "deadlineAt": time(run.deadline_at),
-        "callbackAt": time(run.callback_at),
-        "finishedAt": time(run.finished_at),
-    });
-    if let Some(attempts) = attempts {
-        value["attemptLog"] = serde_json::to_value(
+    borealis_api::WebhookRun {
+        id: run.id.clone(),
+        webhook: run.webhook.clone(),
+        environment: run.environment.clone(),
+        state: api_state(run.state),
+        success: run.success,
+        md_message: run.md_message.clone(),
+        reason: run.reason.clone(),
+        attempts: run.attempts,
+        network_mode: spec.as_ref().map(|s| match s.webhook.network_mode {
+            borealis_core::deployment::NetworkMode::Direct => borealis_api::NetworkMode::Direct,
+            borealis_core::deployment::NetworkMode::RemoteNetworkAgent => borealis_api::NetworkMode::RemoteNetworkAgent,
+        }),
+        agent: spec.as_ref().and_then(|s| s.agent.clone()),
+        callback_uri: spec.as_ref().and_then(|s| s.armory.get("callbackUri").cloned()),
+        created_at: crate::api::rfc3339(run.created_at),
+        updated_at: crate::api::rfc3339(run.updated_at),
+        next_attempt_at: time(run.next_attempt_at),
+        deadline_at: time(run.deadline_at),
+        callback_at: time(run.callback_at),
+        finished_at: time(run.finished_at),
+        attempt_log: attempts.map(|attempts| {
             attempts
                 .iter()
-                .map(|a| {
-                    serde_json::json!({
-                        "number": a.number,
-                        "startedAt": time(Some(a.started_at)),
-                        "latencyMs": a.latency_ms,
-                        "status": a.status,
-                        "error": a.error,
-                        "reply": a.reply,
-                    })
+                .map(|a| borealis_api::Attempt {
+                    number: a.number,
+                    started_at: crate::api::rfc3339(a.started_at),
+                    latency_ms: a.latency_ms,
+                    status: a.status,
+                    error: a.error.clone(),
+                    reply: a.reply.clone(),
                 })
-                .collect::<Vec<_>>(),
-        )
-        .expect("json");
-        value["request"] = run.request.as_deref().and_then(|r| serde_json::from_str(r).ok()).unwrap_or_default();
+                .collect()
+        }),
+        request: attempts.map(|_| run.request.as_deref().and_then(|r| serde_json::from_str(r).ok())),
+        warnings: None,
     }
-    value
+}
+
+/// A run's state as the API spells it.
+pub fn api_state(state: borealis_store::RunState) -> borealis_api::RunState {
+    use borealis_api::RunState as Api;
+    use borealis_store::RunState;
+    match state {
+        RunState::Pending => Api::Pending,
+        RunState::Calling => Api::Calling,
+        RunState::AwaitingCallback => Api::AwaitingCallback,
+        RunState::Succeeded => Api::Succeeded,
+        RunState::Failed => Api::Failed,
+        RunState::TimedOut => Api::TimedOut,
+        RunState::Cancelled => Api::Cancelled,
+    }
 }
