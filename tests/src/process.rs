@@ -221,7 +221,7 @@ impl RelayProcess {
         let agents = value["agents"].as_array().cloned().unwrap_or_default();
         agents
             .into_iter()
-            .find(|a| a["agent_id"] == agent)
+            .find(|a| a["agentId"] == agent)
             .and_then(|a| a["instances"].as_array().cloned())
             .unwrap_or_default()
     }
@@ -231,7 +231,7 @@ impl RelayProcess {
     pub async fn wait_standby_idle(&self, agent: &str, count: u64) {
         crate::eventually("the standby calls are open", Duration::from_secs(5), || async {
             let instances = self.instances(agent).await;
-            (instances.len() == 1 && instances[0]["standby_idle"] == count).then_some(())
+            (instances.len() == 1 && instances[0]["standbyIdle"] == count).then_some(())
         })
         .await;
     }
