@@ -54,6 +54,7 @@ fn it_is_openapi_3_1_with_every_route() {
     ] {
         assert!(paths.contains_key(path), "{path} is missing");
     }
+    assert_eq!(doc["paths"]["/api/v1/proxy"]["x-borealis-passthrough"], true);
     let schemes = doc["components"]["securitySchemes"].as_object().unwrap();
     assert!(schemes.contains_key("adminToken") && schemes.contains_key("callbackToken"));
 }
