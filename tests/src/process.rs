@@ -264,7 +264,7 @@ impl RelayProcess {
         let agents = value["agents"].as_array().cloned().unwrap_or_default();
         agents
             .into_iter()
-            .find(|a| a["agent_id"] == agent)
+            .find(|a| a["agentId"] == agent)
             .and_then(|a| a["instances"].as_array().cloned())
             .unwrap_or_default()
     }
@@ -274,7 +274,7 @@ impl RelayProcess {
     pub async fn wait_standby_idle(&self, agent: &str, count: u64) {
         crate::eventually("the standby calls are open", Duration::from_secs(5), || async {
             let instances = self.instances(agent).await;
-            (instances.len() == 1 && instances[0]["standby_idle"] == count).then_some(())
+            (instances.len() == 1 && instances[0]["standbyIdle"] == count).then_some(())
         })
         .await;
     }

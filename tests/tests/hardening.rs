@@ -285,7 +285,7 @@ async fn a_lost_agent_fails_its_requests_with_502_at_once() {
     agent.signal("STOP");
     // Frozen: no beat is sent from now on, so this is its last one.
     let instances = relay.instances("frozen").await;
-    let last_beat = borealis_tests::api_time(&instances[0]["last_heartbeat"]);
+    let last_beat = borealis_tests::api_time(&instances[0]["lastHeartbeat"]);
     let (status, slug) = request.await.unwrap();
     agent.signal("CONT");
     assert_eq!(status, 502);

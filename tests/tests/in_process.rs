@@ -48,14 +48,21 @@ async fn an_in_process_relay_forwards_through_an_agent_runs_a_webhook_and_stops_
     })
     .await;
 
+    // The API's document as served is the one committed for readers and tools.
+    let served = reqwest::get(format!("{http_url}/api/v1/openapi.json")).await.unwrap();
+    assert_eq!(served.status(), 200);
+    assert_eq!(served.headers()["content-type"], "application/json");
+    let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/openapi.json")).unwrap();
+    assert!(served.text().await.unwrap() == committed, "docs/openapi.json differs from what the relay serves");
+
     // An agent credential through the HTTP API, and the real agent binary.
     let (upstream, hits) = servers::upstream().await;
     let (status, credential) = post(&http_url, "/api/v1/agents", serde_json::json!({ "id": "in-process" })).await;
     assert_eq!(status, 201, "{credential}");
     let agent = AgentProcess::start(
         &agents_url,
-        credential["client_id"].as_str().unwrap(),
-        credential["client_secret"].as_str().unwrap(),
+        credential["clientId"].as_str().unwrap(),
+        credential["clientSecret"].as_str().unwrap(),
         &["--allow", &upstream.to_string()],
     );
     agent.wait_connected(Duration::from_secs(20)).await;
@@ -77,7 +84,7 @@ async fn an_in_process_relay_forwards_through_an_agent_runs_a_webhook_and_stops_
     let (status, client) = post(&http_url, "/api/v1/clients", serde_json::json!({ "name": "ci-system" })).await;
     assert_eq!(status, 201, "{client}");
     let (system_addr, system) =
-        external::start(&http_url, client["client_id"].as_str().unwrap(), client["client_secret"].as_str().unwrap())
+        external::start(&http_url, client["clientId"].as_str().unwrap(), client["clientSecret"].as_str().unwrap())
             .await;
     let file = format!(
         "webhooks:

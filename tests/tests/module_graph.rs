@@ -98,7 +98,6 @@ fn the_agent_has_no_module_cycle() {
 }
 
 #[test]
-#[ignore = "cycles being removed in the http/ restructure"]
 fn the_relay_has_no_module_cycle() {
     if let Err(report) = check_crate(&crate_src("relay")) {
         panic!("borealis-relay: {report}");

@@ -526,7 +526,7 @@ async fn the_relay_answers_each_beat_and_drops_a_silent_agent() {
     // The relay's record of our last beat (it answered it, so it is noted).
     let instances = raw.relay.instances(AGENT).await;
     assert_eq!(instances.len(), 1, "{instances:?}");
-    let last_beat = borealis_tests::api_time(&instances[0]["last_heartbeat"]);
+    let last_beat = borealis_tests::api_time(&instances[0]["lastHeartbeat"]);
     // Silent from now on: lost after 2¾ intervals, the connection closed.
     let ended = within(session.inbound.message()).await;
     assert!(ended.is_err(), "the session ends with an error: {ended:?}");

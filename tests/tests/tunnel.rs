@@ -59,7 +59,7 @@ async fn registration_shows_the_agent_connected_on_its_first_attempt() {
     let json = relay.cli().args(["--json", "agents", "list"]).run_async().await.stdout_text();
     let value: serde_json::Value = serde_json::from_str(&json).unwrap();
     let instance = &value["agents"][0]["instances"][0];
-    for key in ["session_id", "remote_addr", "version", "connected_since", "last_heartbeat"] {
+    for key in ["sessionId", "remoteAddr", "version", "connectedSince", "lastHeartbeat"] {
         assert!(instance[key].is_string(), "{key} missing in {instance}");
     }
 }
@@ -280,7 +280,7 @@ async fn requests_go_down_standby_calls_and_offers_remain_the_fallback() {
     agent.wait_connected(Duration::from_secs(10)).await;
     // A session starts with two.
     relay.wait_standby_idle("test-rna", 2).await;
-    assert_eq!(relay.instances("test-rna").await[0]["standby_calls"], 6, "the relay granted what was asked");
+    assert_eq!(relay.instances("test-rna").await[0]["standbyCalls"], 6, "the relay granted what was asked");
 
     let client = reqwest::Client::new();
     let fast = format!("http://{upstream}/fast");
@@ -322,5 +322,5 @@ async fn requests_go_down_standby_calls_and_offers_remain_the_fallback() {
     }
     assert_eq!(relay.metric(BY_OFFER).await, 5.0);
     assert_eq!(relay.metric(BY_STANDBY).await, 0.0);
-    assert_eq!(relay.instances("test-rna").await[0]["standby_idle"], 0);
+    assert_eq!(relay.instances("test-rna").await[0]["standbyIdle"], 0);
 }

@@ -200,8 +200,8 @@ impl Stack {
             .await?;
         let mut agent_cmd = Command::new(bins.join("borealis-agent"));
         agent_cmd
-            .args(["--relay", &agents, "--client-id", created["client_id"].as_str().unwrap_or_default()])
-            .args(["--client-secret", created["client_secret"].as_str().unwrap_or_default(), "--allow", &echo_addr])
+            .args(["--relay", &agents, "--client-id", created["clientId"].as_str().unwrap_or_default()])
+            .args(["--client-secret", created["clientSecret"].as_str().unwrap_or_default(), "--allow", &echo_addr])
             .args(["--max-concurrency", "1024", "--max-body-bytes", &(4u64 << 30).to_string()])
             .env("BOREALIS_LOG", "warn,borealis_agent::session=info");
         let mut agent = Process::spawn("agent", agent_cmd)?;
@@ -224,8 +224,8 @@ impl Stack {
             .await?;
         let form = [
             ("grant_type", "client_credentials"),
-            ("client_id", created["client_id"].as_str().unwrap_or_default()),
-            ("client_secret", created["client_secret"].as_str().unwrap_or_default()),
+            ("client_id", created["clientId"].as_str().unwrap_or_default()),
+            ("client_secret", created["clientSecret"].as_str().unwrap_or_default()),
         ];
         let token: serde_json::Value =
             http.post(format!("{}/oauth/token", self.relay_http)).form(&form).send().await?.json().await?;

@@ -90,6 +90,11 @@ impl Clock {
     }
 }
 
+/// UTC with milliseconds, as every API reply and template shows times.
+pub fn rfc3339(time: SystemTime) -> String {
+    humantime::format_rfc3339_millis(time).to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,10 +7,11 @@
 //! - [`config`]: layered configuration (defaults, file, env, flags, validate).
 //! - [`run`]: starts everything on listeners the caller bound, until shutdown.
 //! - [`serve`]: the accept loop both listeners share (TLS, HTTP/1.1, HTTP/2).
-//! - [`api`]: the HTTP API, token endpoint, health and metrics.
+//! - [`http`]: the HTTP edge: routes, problems, one module per resource.
+//! - [`clock`]: the wall clock schedules read (a manual one in tests).
+//! - [`forward`]: forwarding one request, direct or through an agent.
 //! - [`tunnel`]: the `Tunnel` gRPC service agents call.
 //! - [`hub`]: live agent sessions, pools, offers and drain.
-//! - [`proxy`]: forwarding one request, direct or through an agent.
 //! - [`runs`]: webhook runs: calls, retries, callbacks, deadlines, resume.
 //! - [`deployments`]: targets as a DAG, constraints, strategies, drivers, Flagger hooks.
 //! - [`vault`]: secrets, encrypted at rest.
@@ -21,7 +22,6 @@
 //! The binary (`main.rs`) only parses flags, binds, and waits for a signal;
 //! tests call [`run`] with listeners on port 0.
 
-pub mod api;
 pub mod auth;
 pub mod clock;
 pub mod config;
@@ -183,7 +183,7 @@ pub async fn run(
             "http",
             listeners.http,
             tls.clone(),
-            api::http_router(state.clone()),
+            http::http_router(state.clone()),
             connections.clone(),
             stop.clone(),
             grace,
@@ -192,7 +192,7 @@ pub async fn run(
             "agents",
             listeners.agents,
             tls,
-            api::agent_router(state.clone(), tunnel_router),
+            http::agent_router(state.clone(), tunnel_router),
             connections,
             stop.clone(),
             grace,

@@ -7,10 +7,8 @@
 //! - [`caller`]: the outgoing calls hooks, drivers and metric queries make.
 //! - [`driver`]: the `record` and `webhook` rollout drivers.
 //! - [`hooks`]: Flagger's hook types: gates, checks and events.
-//! - [`api`]: `/api/v1/deployments` and approvals.
 //! - [`providers`]: metric providers, and the Prometheus query analysis steps make.
 
-pub mod api;
 pub mod caller;
 pub mod driver;
 pub mod hooks;
@@ -19,44 +17,20 @@ pub mod providers;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use borealis_core::deployment::{self, DeploymentFile};
 use borealis_store::{
     ApprovalState, Conflict, DeploymentRecord, DeploymentView, IdempotencyKey, Store, StoreError, TargetState,
 };
 use tokio::sync::broadcast;
+
+pub use orchestrator::{Context, DeploymentSettings};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::clock::Clock;
-use crate::config::RelayConfig;
 use crate::runs::Runs;
 use crate::vault::{Vault, VaultError};
 use caller::Caller;
-
-/// What deployments take from the relay's configuration.
-#[derive(Debug, Clone)]
-pub struct DeploymentSettings {
-    /// How long a gate is asked, and a webhook step waits.
-    pub callback_timeout: Duration,
-    /// How often a closed gate is asked again.
-    pub gate_interval: Duration,
-    /// Time limit of one driver call.
-    pub driver_timeout: Duration,
-    pub signing_default: Option<String>,
-}
-
-impl DeploymentSettings {
-    pub fn from_config(config: &RelayConfig) -> Self {
-        Self {
-            callback_timeout: config.callback_timeout,
-            gate_interval: config.gate_interval,
-            driver_timeout: config.webhook_timeout.min(Duration::from_secs(300)),
-            signing_default: config.webhook_signing_secret.clone(),
-        }
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeploymentError {
@@ -112,14 +86,9 @@ impl Decision {
 /// The deployments: start, watch, decide; each runs as a task of its own
 /// that shutdown waits for.
 pub struct Deployments {
-    store: Arc<dyn Store>,
-    runs: Arc<Runs>,
-    caller: Arc<Caller>,
+    /// What each deployment's run uses.
+    context: Arc<Context>,
     vault: Arc<Vault>,
-    clock: Clock,
-    settings: DeploymentSettings,
-    /// Ids of deployments that changed (approvals, steps), for waiters.
-    events: broadcast::Sender<String>,
     tasks: TaskTracker,
     /// Ends every deployment's task at shutdown; the journal resumes them.
     stop: CancellationToken,
@@ -135,23 +104,24 @@ impl Deployments {
     ) -> Arc<Self> {
         let clock = runs.clock().clone();
         let events = broadcast::channel(1024).0;
+        let context = Arc::new(Context { store, runs, caller, clock, settings, events });
         let (tasks, stop) = (TaskTracker::new(), CancellationToken::new());
-        Arc::new(Self { store, runs, caller, vault, clock, settings, events, tasks, stop })
+        Arc::new(Self { context, vault, tasks, stop })
     }
 
     pub(crate) fn changed(&self, id: &str) {
-        let _ = self.events.send(id.to_owned());
+        self.context.changed(id);
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<String> {
-        self.events.subscribe()
+        self.context.subscribe()
     }
 
-    fn start(self: &Arc<Self>, id: String) {
-        let (deployments, stop) = (self.clone(), self.stop.clone());
+    fn start(&self, id: String) {
+        let (context, stop) = (self.context.clone(), self.stop.clone());
         self.tasks.spawn(async move {
             tokio::select! {
-                () = orchestrator::run(deployments, id) => {}
+                () = orchestrator::run(context, id) => {}
                 () = stop.cancelled() => {}
             }
         });
@@ -159,7 +129,7 @@ impl Deployments {
 
     /// Starts every deployment a previous run of the relay left unfinished.
     pub async fn resume(self: &Arc<Self>) {
-        match self.store.unfinished_deployments().await {
+        match self.context.store.unfinished_deployments().await {
             Ok(deployments) => {
                 for deployment in deployments {
                     tracing::info!(deployment = %deployment.id, "resuming deployment");
@@ -190,7 +160,11 @@ impl Deployments {
             errors.insert(0, "application: a deployment needs an application name".into());
         }
         let secrets = self.vault.all().await?;
-        errors.extend(crate::signing::check_file(self.settings.signing_default.as_deref(), &parsed.file, &secrets));
+        errors.extend(crate::signing::check_file(
+            self.context.settings.signing_default.as_deref(),
+            &parsed.file,
+            &secrets,
+        ));
         errors.extend(self.check_providers(&parsed.file).await?);
         if !errors.is_empty() {
             return Err(invalid("the deployment cannot run", errors));
@@ -199,7 +173,7 @@ impl Deployments {
         let application = parsed.file.application.clone().expect("checked");
         let id = uuid::Uuid::new_v4().to_string();
         let context_json = serde_json::to_string(context).expect("a map of strings serializes");
-        match self.store.insert_deployment(&id, &application, text, &context_json, idempotency).await {
+        match self.context.store.insert_deployment(&id, &application, text, &context_json, idempotency).await {
             Ok(()) => {}
             Err(StoreError::Conflict(Conflict::IdempotencyKeyUsed { id, same_request: true })) => {
                 return Ok(Started { view: self.view(&id).await?, warnings, replayed: true });
@@ -213,7 +187,10 @@ impl Deployments {
             Err(other) => return Err(other.into()),
         }
         for target in &parsed.file.targets {
-            self.store.set_target(&id, &target.name, TargetState::Waiting, Some("waiting to start"), None).await?;
+            self.context
+                .store
+                .set_target(&id, &target.name, TargetState::Waiting, Some("waiting to start"), None)
+                .await?;
         }
         tracing::info!(deployment = %id, %application, "deployment started");
         self.start(id.clone());
@@ -226,7 +203,7 @@ impl Deployments {
         if analyses.is_empty() {
             return Ok(Vec::new());
         }
-        let providers = self.store.providers().await?;
+        let providers = self.context.store.providers().await?;
         let names: Vec<&str> = providers.iter().map(|p| p.name.as_str()).collect();
         let mut errors = Vec::new();
         for analysis in analyses {
@@ -256,12 +233,12 @@ impl Deployments {
     }
 
     pub async fn record(&self, id: &str) -> Result<DeploymentRecord, DeploymentError> {
-        self.store.deployment(id).await?.ok_or_else(|| DeploymentError::Unknown(id.to_owned()))
+        self.context.store.deployment(id).await?.ok_or_else(|| DeploymentError::Unknown(id.to_owned()))
     }
 
     /// The deployment `id` with all it shows, as of one moment.
     pub async fn view(&self, id: &str) -> Result<DeploymentView, DeploymentError> {
-        self.store.deployment_view(id).await?.ok_or_else(|| DeploymentError::Unknown(id.to_owned()))
+        self.context.store.deployment_view(id).await?.ok_or_else(|| DeploymentError::Unknown(id.to_owned()))
     }
 
     /// The deployment once it has finished, or as it is at `deadline`.
@@ -285,7 +262,7 @@ impl Deployments {
         &self,
         limit: u32,
     ) -> Result<Vec<(DeploymentRecord, Vec<borealis_store::TargetRecord>)>, DeploymentError> {
-        Ok(self.store.deployments(limit).await?)
+        Ok(self.context.store.deployments(limit).await?)
     }
 
     /// An operator's decision on `target`: approve or reject a pending
@@ -298,7 +275,7 @@ impl Deployments {
             Decision::Continue => (ApprovalState::Approved, true),
             Decision::Rollback => (ApprovalState::Rejected, true),
         };
-        let decided = self.store.decide_approvals(id, target, state, on_decisions).await?;
+        let decided = self.context.store.decide_approvals(id, target, state, on_decisions).await?;
         if decided == 0 {
             let view = self.view(id).await?;
             let waiting: Vec<&str> = view

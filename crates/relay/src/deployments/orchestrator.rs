@@ -23,14 +23,17 @@ use borealis_core::template::{self, Slot, Values};
 use borealis_store::{ApprovalState, DeploymentState, Outcome, RunState, TargetState, unix_ms};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
-use serde_json::json;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use super::caller::Caller;
 use super::driver::{self, Action, ActionKind, RolloutDriver};
+use super::hooks;
 use super::providers;
-use super::{Deployments, hooks};
-use crate::runs::{RunLink, RunRequest};
+use crate::clock::Clock;
+use crate::config::RelayConfig;
+use crate::runs::Runs;
+use crate::runs::create::{RunLink, RunRequest};
 
 /// How a target ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,7 +88,7 @@ struct Failure(String);
 const CANCELLED: &str = "cancelled because another item in the same list failed";
 
 struct Deployment {
-    service: Arc<Deployments>,
+    service: Arc<Context>,
     id: String,
     application: String,
     text: String,
@@ -95,8 +98,52 @@ struct Deployment {
     journal: Mutex<HashMap<String, String>>,
 }
 
+/// What deployments take from the relay's configuration.
+#[derive(Debug, Clone)]
+pub struct DeploymentSettings {
+    /// How long a gate is asked, and a webhook step waits.
+    pub callback_timeout: Duration,
+    /// How often a closed gate is asked again.
+    pub gate_interval: Duration,
+    /// Time limit of one driver call.
+    pub driver_timeout: Duration,
+    pub signing_default: Option<String>,
+}
+
+impl DeploymentSettings {
+    pub fn from_config(config: &RelayConfig) -> Self {
+        Self {
+            callback_timeout: config.callback_timeout,
+            gate_interval: config.gate_interval,
+            driver_timeout: config.webhook_timeout.min(Duration::from_secs(300)),
+            signing_default: config.webhook_signing_secret.clone(),
+        }
+    }
+}
+
+/// What a deployment's run uses, shared by all of them.
+pub struct Context {
+    pub store: Arc<dyn borealis_store::Store>,
+    pub runs: Arc<Runs>,
+    pub caller: Arc<Caller>,
+    pub clock: Clock,
+    pub settings: DeploymentSettings,
+    /// Ids of deployments that changed (approvals, steps), for waiters.
+    pub events: tokio::sync::broadcast::Sender<String>,
+}
+
+impl Context {
+    pub fn changed(&self, id: &str) {
+        let _ = self.events.send(id.to_owned());
+    }
+
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<String> {
+        self.events.subscribe()
+    }
+}
+
 /// Runs (or resumes) deployment `id` to its end.
-pub async fn run(service: Arc<Deployments>, id: String) {
+pub async fn run(service: Arc<Context>, id: String) {
     if let Err(err) = run_inner(&service, &id).await {
         tracing::error!(deployment = %id, error = %err, "deployment stopped on an internal error");
         let _ = service
@@ -107,7 +154,7 @@ pub async fn run(service: Arc<Deployments>, id: String) {
     }
 }
 
-async fn run_inner(state: &Arc<Deployments>, id: &str) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+async fn run_inner(state: &Arc<Context>, id: &str) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let record = state.store.deployment(id).await?.ok_or("deployment vanished")?;
     let file = deployment::parse(&record.file).map_err(|e| format!("the stored file no longer parses: {e:?}"))?.file;
     let context: BTreeMap<String, String> = serde_json::from_str(&record.context).unwrap_or_default();
@@ -657,7 +704,7 @@ impl Deployment {
         let mut failure: Option<String> = None;
         for n in 1..=runs {
             let run_key = format!("{key}/judgment/{n}");
-            let judged: Option<serde_json::Value> =
+            let judged: Option<borealis_api::JudgmentRun> =
                 self.journal_get(&run_key).and_then(|v| serde_json::from_str(&v).ok());
             let judged = match judged {
                 Some(judged) => judged,
@@ -669,22 +716,14 @@ impl Deployment {
                         () = cancel.cancelled() => return Err(Failure(CANCELLED.into())),
                     }
                     let judged = self.judge(target, analysis, &provider, start, at, n).await;
-                    self.journal_put(&run_key, &judged.to_string()).await;
-                    let kind = if judged["passed"] == true { "judgment-passed" } else { "judgment-failed" };
-                    self.event(
-                        Some(target),
-                        kind,
-                        format!("analysis run {n} of {runs}: {}", judged["summary"].as_str().unwrap_or_default()),
-                    )
-                    .await;
+                    self.journal_put(&run_key, &serde_json::to_string(&judged).expect("json")).await;
+                    let kind = if judged.passed { "judgment-passed" } else { "judgment-failed" };
+                    self.event(Some(target), kind, format!("analysis run {n} of {runs}: {}", judged.summary)).await;
                     judged
                 }
             };
-            if judged["passed"] != true {
-                failure = Some(format!(
-                    "analysis failed at judgment run {n} of {runs}: {}",
-                    judged["summary"].as_str().unwrap_or_default()
-                ));
+            if !judged.passed {
+                failure = Some(format!("analysis failed at judgment run {n} of {runs}: {}", judged.summary));
                 break;
             }
         }
@@ -711,7 +750,7 @@ impl Deployment {
         start: i64,
         at: i64,
         n: u32,
-    ) -> serde_json::Value {
+    ) -> borealis_api::JudgmentRun {
         let interval_ms = analysis.interval_seconds as i64 * 1000;
         let window_start = match analysis.lookback_method {
             LookbackMethod::Growing => start,
@@ -729,10 +768,10 @@ impl Deployment {
         if let Some(namespace) = &target.namespace {
             armory.insert("namespace".into(), namespace.clone());
         }
-        armory.insert("startTimeIso8601".into(), crate::api::rfc3339(time(window_start)));
+        armory.insert("startTimeIso8601".into(), crate::clock::rfc3339(time(window_start)));
         armory.insert("startTimeEpochSeconds".into(), (window_start / 1000).to_string());
         armory.insert("startTimeEpochMillis".into(), window_start.to_string());
-        armory.insert("endTimeIso8601".into(), crate::api::rfc3339(time(at)));
+        armory.insert("endTimeIso8601".into(), crate::clock::rfc3339(time(at)));
         armory.insert("endTimeEpochSeconds".into(), (at / 1000).to_string());
         armory.insert("endTimeEpochMillis".into(), at.to_string());
         armory.insert("intervalMillis".into(), interval_ms.to_string());
@@ -753,17 +792,21 @@ impl Deployment {
                     .map(|v| (text, v))
                     .map_err(|e| format!("query {}: {e}", query.name)),
             };
-            let mut entry = json!({
-                "query": query.name,
-                "lowerLimit": query.lower_limit,
-                "upperLimit": query.upper_limit,
-            });
+            let mut entry = borealis_api::QueryResult {
+                query: query.name.clone(),
+                lower_limit: query.lower_limit,
+                upper_limit: query.upper_limit,
+                rendered: None,
+                value: None,
+                within: None,
+                error: None,
+            };
             match outcome {
                 Ok((text, value)) => {
                     let within = query.within(value);
-                    entry["rendered"] = json!(text);
-                    entry["value"] = json!(value);
-                    entry["within"] = json!(within);
+                    entry.rendered = Some(text);
+                    entry.value = Some(value);
+                    entry.within = Some(within);
                     if !within {
                         let bounds = match (query.lower_limit, query.upper_limit) {
                             (Some(low), Some(high)) => format!("[{low}, {high}]"),
@@ -775,7 +818,7 @@ impl Deployment {
                     }
                 }
                 Err(reason) => {
-                    entry["error"] = json!(reason);
+                    entry.error = Some(reason.clone());
                     problems.push(reason);
                 }
             }
@@ -783,22 +826,33 @@ impl Deployment {
         }
         let passed = problems.is_empty();
         let summary = if passed {
-            let values: Vec<String> =
-                results.iter().map(|r| format!("{}={}", r["query"].as_str().unwrap_or_default(), r["value"])).collect();
+            // JSON's spelling of the value (`2.0`, not `2`), as the summary always showed it.
+            let values: Vec<String> = results
+                .iter()
+                .map(|r| format!("{}={}", r.query, r.value.map_or(serde_json::Value::Null, serde_json::Value::from)))
+                .collect();
             format!("every query within its limits ({})", values.join(", "))
         } else {
             problems.join("; ")
         };
-        json!({
-            "run": n,
-            "of": analysis.number_of_judgment_runs,
-            "at": crate::api::rfc3339(time(at)),
-            "window": { "start": crate::api::rfc3339(time(window_start)), "end": crate::api::rfc3339(time(at)), "lookback": match analysis.lookback_method { LookbackMethod::Growing => "growing", LookbackMethod::Sliding => "sliding" } },
-            "provider": provider.name,
-            "queries": results,
-            "passed": passed,
-            "summary": summary,
-        })
+        borealis_api::JudgmentRun {
+            run: n,
+            of: analysis.number_of_judgment_runs,
+            at: crate::clock::rfc3339(time(at)),
+            window: borealis_api::JudgmentWindow {
+                start: crate::clock::rfc3339(time(window_start)),
+                end: crate::clock::rfc3339(time(at)),
+                lookback: match analysis.lookback_method {
+                    LookbackMethod::Growing => borealis_api::Lookback::Growing,
+                    LookbackMethod::Sliding => borealis_api::Lookback::Sliding,
+                },
+            },
+            provider: provider.name.clone(),
+            queries: results,
+            passed,
+            summary,
+            step: None,
+        }
     }
 
     /// Holds the target until an operator says `rollback` or `continue`.
@@ -954,14 +1008,14 @@ impl Deployment {
 }
 
 /// The judgment runs `target`'s analysis steps journalled, in order.
-pub(super) fn judgments_of(journal: &[(String, String)], target: &str) -> Vec<serde_json::Value> {
-    let mut runs: Vec<(String, u32, serde_json::Value)> = journal
+pub fn judgments_of(journal: &[(String, String)], target: &str) -> Vec<borealis_api::JudgmentRun> {
+    let mut runs: Vec<(String, u32, borealis_api::JudgmentRun)> = journal
         .iter()
         .filter_map(|(key, value)| {
             let rest = key.strip_prefix(target)?.strip_prefix('/')?;
             let (step, n) = rest.rsplit_once("/judgment/")?;
-            let mut value: serde_json::Value = serde_json::from_str(value).ok()?;
-            value["step"] = json!(format!("{target}/{step}"));
+            let mut value: borealis_api::JudgmentRun = serde_json::from_str(value).ok()?;
+            value.step = Some(format!("{target}/{step}"));
             Some((step.to_owned(), n.parse().ok()?, value))
         })
         .collect();
@@ -981,6 +1035,6 @@ fn run_key(step_key: &str) -> String {
 
 /// Whether a journal key records a webhook run of one of `target`'s steps
 /// (step keys start with the target's name).
-pub(super) fn is_run_key_of(key: &str, target: &str) -> bool {
+pub fn is_run_key_of(key: &str, target: &str) -> bool {
     key.strip_prefix(target).is_some_and(|rest| rest.starts_with('/') && rest.ends_with("/run"))
 }

@@ -1,123 +1,18 @@
-//! Metric providers (`/api/v1/metric-providers`) and the one query an
-//! analysis step makes of them: Prometheus' instant query,
-//! `GET <url>/api/v1/query?query=...&time=...`.
+//! The one query an analysis step makes of a metric provider: Prometheus'
+//! instant query, `GET <url>/api/v1/query?query=...&time=...`.
 //!
 //! A provider with an agent is queried through that agent's tunnel, so the
 //! agent's allow-list applies; without one, direct under the address guard.
 //! Both go through the [`Caller`], like every other outgoing call.
 
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use axum::Json;
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use borealis_core::template::{self, Slot, Values};
-use borealis_store::{MetricProvider, StoreError};
+use borealis_store::MetricProvider;
 use http::{HeaderMap, HeaderName, HeaderValue};
-use serde_json::json;
 
 use super::caller::Caller;
-use crate::api::{Problem, json_body, rfc3339};
 use crate::forward::Outbound;
-use crate::state::AppState;
-
-/// The provider types this version queries.
-pub const SUPPORTED_TYPES: &[&str] = &["prometheus"];
-
-#[derive(serde::Deserialize)]
-struct HeaderIn {
-    key: String,
-    value: String,
-}
-
-#[derive(serde::Deserialize)]
-struct CreateProvider {
-    name: String,
-    #[serde(rename = "type")]
-    kind: String,
-    url: String,
-    #[serde(default)]
-    agent: Option<String>,
-    #[serde(default)]
-    headers: Vec<HeaderIn>,
-}
-
-fn describe(p: &MetricProvider) -> serde_json::Value {
-    json!({
-        "name": p.name,
-        "type": p.kind,
-        "url": p.url,
-        "agent": p.agent,
-        "headers": p.headers.iter().map(|(k, v)| json!({ "key": k, "value": v })).collect::<Vec<_>>(),
-        "createdAt": rfc3339(p.created_at),
-    })
-}
-
-pub async fn create(State(state): State<Arc<AppState>>, body: axum::body::Bytes) -> Result<Response, Problem> {
-    let request: CreateProvider = json_body(&body)?;
-    let bad = |detail: String| Problem::bad_request("invalid-metric-provider", detail);
-    let name_ok = !request.name.is_empty()
-        && request.name.len() <= 128
-        && request.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
-    if !name_ok {
-        return Err(bad(format!("provider name {:?} must be 1 to 128 letters, digits, '-', '_' or '.'", request.name)));
-    }
-    if !SUPPORTED_TYPES.contains(&request.kind.as_str()) {
-        return Err(bad(format!(
-            "unsupported provider type {:?} (supported: {})",
-            request.kind,
-            SUPPORTED_TYPES.join(", ")
-        )));
-    }
-    match url::Url::parse(&request.url) {
-        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
-        _ => return Err(bad(format!("url {:?} is not an http(s) URL", request.url))),
-    }
-    let mut headers = Vec::new();
-    for h in request.headers {
-        if HeaderName::from_bytes(h.key.as_bytes()).is_err() {
-            return Err(bad(format!("{:?} is not a valid header name", h.key)));
-        }
-        template::check(&h.value).map_err(|e| bad(format!("header {}: {e}", h.key)))?;
-        headers.push((h.key, h.value));
-    }
-    let provider = MetricProvider {
-        name: request.name,
-        kind: request.kind,
-        url: request.url,
-        agent: request.agent.filter(|a| !a.is_empty()),
-        headers,
-        created_at: SystemTime::now(),
-    };
-    match state.store.insert_provider(&provider).await {
-        Ok(()) => {}
-        Err(StoreError::Conflict(conflict)) => {
-            return Err(Problem::new(StatusCode::CONFLICT, "metric-provider-exists", conflict.to_string()));
-        }
-        Err(other) => return Err(crate::api::store_problem(other)),
-    }
-    tracing::info!(provider = %provider.name, "metric provider created");
-    Ok((StatusCode::CREATED, Json(describe(&provider))).into_response())
-}
-
-pub async fn list(State(state): State<Arc<AppState>>) -> Result<Response, Problem> {
-    let providers = state.store.providers().await.map_err(Problem::internal)?;
-    Ok(Json(json!({ "providers": providers.iter().map(describe).collect::<Vec<_>>() })).into_response())
-}
-
-pub async fn delete(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Result<Response, Problem> {
-    if state.store.delete_provider(&name).await.map_err(Problem::internal)? {
-        Ok(Json(json!({ "name": name, "deleted": true })).into_response())
-    } else {
-        Err(Problem::new(
-            StatusCode::NOT_FOUND,
-            "unknown-metric-provider",
-            format!("no metric provider named {name:?}"),
-        ))
-    }
-}
 
 /// Asks `provider` for the value of `query` at `time`: one number, or why not.
 pub async fn query(caller: &Caller, provider: &MetricProvider, query: &str, time: SystemTime) -> Result<f64, String> {

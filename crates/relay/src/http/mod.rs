@@ -1,7 +1,104 @@
-//! The HTTP edge: routes, extractors, and the one place domain errors
-//! become problems (RFC 9457).
+//! The HTTP edge: the router, problems (RFC 9457), extractors, and one
+//! module per resource. Handlers are thin: they parse, call a domain handle,
+//! and render; domain errors become problems in [`problem`] only.
 
+pub mod credentials;
+pub mod deployments;
+pub mod extract;
+pub mod health;
 pub mod problem;
+pub mod providers;
 pub mod proxy;
+pub mod runs;
+pub mod secrets;
+pub mod token;
 
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, delete, get, post, put};
+
+use crate::auth;
+use crate::serve::RemoteAddr;
 pub use crate::state::AppState;
+use problem::{Problem, too_many_failures};
+
+/// The relay's HTTP listener.
+pub fn http_router(state: Arc<AppState>) -> Router {
+    let admin = Router::new()
+        .route("/api/v1/agents", post(credentials::create_agent).get(credentials::list_agents))
+        .route("/api/v1/agents/{id}", delete(credentials::revoke_agent))
+        .route("/api/v1/clients", post(credentials::create_client))
+        .route("/api/v1/clients/{name}", delete(credentials::revoke_client))
+        .route("/api/v1/proxy", any(proxy::proxy))
+        .route("/api/v1/webhook-runs", post(runs::create_run).get(runs::list_runs))
+        .route("/api/v1/webhook-runs/{id}", get(runs::show_run))
+        .route("/api/v1/webhook-runs/{id}/cancel", post(runs::cancel_run))
+        .route("/api/v1/deployments", post(deployments::create).get(deployments::list))
+        .route("/api/v1/deployments/{id}", get(deployments::show))
+        .route("/api/v1/deployments/{id}/targets/{target}/approve", post(deployments::approve))
+        .route("/api/v1/deployments/{id}/targets/{target}/reject", post(deployments::reject))
+        .route("/api/v1/deployments/{id}/targets/{target}/rollback", post(deployments::rollback))
+        .route("/api/v1/deployments/{id}/targets/{target}/continue", post(deployments::proceed))
+        .route("/api/v1/metric-providers", post(providers::create).get(providers::list))
+        .route("/api/v1/metric-providers/{name}", delete(providers::delete))
+        .route("/api/v1/secrets", get(secrets::list_secrets))
+        .route("/api/v1/secrets/{name}", put(secrets::put_secret).delete(secrets::delete_secret))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
+    Router::new()
+        .merge(admin)
+        .route(borealis_protocol::TOKEN_PATH, post(token::token))
+        .route("/callbacks/{callback_id}/callback", post(runs::callback))
+        .route("/api/v1/openapi.json", get(openapi))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "not-found", "no such route") })
+        .with_state(state)
+}
+
+/// The API's OpenAPI 3.1 document; `docs/openapi.json` is the same text.
+async fn openapi() -> Response {
+    static DOCUMENT: std::sync::LazyLock<String> = std::sync::LazyLock::new(borealis_api::openapi_json);
+    ([(header::CONTENT_TYPE, "application/json")], DOCUMENT.as_str()).into_response()
+}
+
+/// The agents' listener: the tunnel and its token endpoint.
+pub fn agent_router(state: Arc<AppState>, tunnel: Router) -> Router {
+    tunnel.route(borealis_protocol::TOKEN_PATH, post(token::token).with_state(state))
+}
+
+/// Admin routes take `Authorization: Bearer <admin token>`, or on the proxy
+/// `Proxy-Authorization`, so that `Authorization` can go to the destination.
+/// The header that carried the admin token is removed before the handler.
+async fn require_admin(State(state): State<Arc<AppState>>, mut request: Request, next: Next) -> Response {
+    let peer = request.extensions().get::<RemoteAddr>().map(|r| r.0.ip());
+    if let Err(wait) = state.auth_guard.check(peer) {
+        return too_many_failures(wait);
+    }
+    let mut presented = false;
+    for name in [header::AUTHORIZATION, header::PROXY_AUTHORIZATION] {
+        let Some(token) = auth::bearer(request.headers().get(&name)) else { continue };
+        if state.auth.is_admin(token) {
+            request.headers_mut().remove(&name);
+            return next.run(request).await;
+        }
+        presented = true;
+    }
+    let detail = if presented { "wrong admin token" } else { "no admin token" };
+    state.auth_guard.failed(
+        peer,
+        "admin_token",
+        &format!("{detail} for {} {}", request.method(), request.uri().path()),
+    );
+    Problem::new(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "this route needs the admin token: Authorization: Bearer <token>",
+    )
+    .into_response()
+}

@@ -1,10 +1,109 @@
-//! Domain errors as problems: the one place that picks HTTP statuses.
+//! RFC 9457 problems, and domain errors as problems: the one place that
+//! picks HTTP statuses.
 
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use borealis_protocol::v1::ErrorCode;
 
-pub use crate::api::Problem;
+use crate::auth::AuthError;
 use crate::forward::{ForwardError, ForwardFailure};
+
+/// Header that marks an error the relay produced (not the destination).
+pub const ERROR_HEADER: &str = "borealis-error";
+
+/// An RFC 9457 problem. `slug` is stable and also sent as `Borealis-Error`.
+#[derive(Debug)]
+pub struct Problem {
+    pub status: StatusCode,
+    pub slug: &'static str,
+    pub detail: String,
+    /// One line per problem, when there are several (a file's validation errors).
+    pub errors: Vec<String>,
+}
+
+impl Problem {
+    pub fn new(status: StatusCode, slug: &'static str, detail: impl Into<String>) -> Self {
+        Self { status, slug, detail: detail.into(), errors: Vec::new() }
+    }
+
+    pub fn with_errors(mut self, errors: Vec<String>) -> Self {
+        self.errors = errors;
+        self
+    }
+
+    pub fn bad_request(slug: &'static str, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, slug, detail)
+    }
+
+    pub fn internal(err: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %err, "internal error");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the relay's log")
+    }
+
+    /// A store lookup's record, or a 404 with `slug` and `detail`.
+    pub fn found<T>(
+        lookup: Result<Option<T>, borealis_store::StoreError>,
+        slug: &'static str,
+        detail: impl FnOnce() -> String,
+    ) -> Result<T, Self> {
+        lookup.map_err(Self::internal)?.ok_or_else(|| Self::new(StatusCode::NOT_FOUND, slug, detail()))
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let body = borealis_api::Problem {
+            kind: format!("urn:borealis:problem:{}", self.slug),
+            title: self.status.canonical_reason().unwrap_or("error").to_owned(),
+            status: self.status.as_u16(),
+            detail: self.detail,
+            errors: self.errors,
+        };
+        (
+            self.status,
+            [
+                (header::CONTENT_TYPE, "application/problem+json"),
+                (header::HeaderName::from_static(ERROR_HEADER), self.slug),
+            ],
+            serde_json::to_string(&body).expect("json"),
+        )
+            .into_response()
+    }
+}
+
+impl From<AuthError> for Problem {
+    fn from(err: AuthError) -> Self {
+        match err {
+            AuthError::Store(borealis_store::StoreError::Conflict(conflict)) => {
+                Problem::new(StatusCode::CONFLICT, "conflict", conflict.to_string())
+            }
+            AuthError::Store(err) => Problem::internal(err),
+            other => Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", other.to_string()),
+        }
+    }
+}
+
+/// A store failure as the caller sees it: a key reused with another request
+/// is the caller's mistake (422, as the IETF Idempotency-Key draft says).
+pub(crate) fn store_problem(err: borealis_store::StoreError) -> Problem {
+    match err {
+        borealis_store::StoreError::Conflict(borealis_store::Conflict::IdempotencyKeyUsed { id, .. }) => Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency-key-reused",
+            format!("this Idempotency-Key was already used for {id}, with a different request; use a new key"),
+        ),
+        // The database cannot be reached now: another try may pass.
+        err @ borealis_store::StoreError::Unavailable(_) => {
+            tracing::warn!(error = %err, "store unavailable");
+            Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store-unavailable",
+                "the relay's database is unavailable; try again",
+            )
+        }
+        other => Problem::internal(other),
+    }
+}
 
 impl From<ForwardError> for Problem {
     fn from(err: ForwardError) -> Self {
@@ -47,7 +146,7 @@ impl From<crate::runs::RunError> for Problem {
             err @ RunError::CallbackConflict { .. } => {
                 Problem::new(StatusCode::CONFLICT, "callback-conflict", err.to_string())
             }
-            RunError::Store(err) => Problem::internal(err),
+            RunError::Store(err) => store_problem(err),
             RunError::Vault(err) => Problem::internal(err),
         }
     }
@@ -73,8 +172,21 @@ impl From<crate::deployments::DeploymentError> for Problem {
             DeploymentError::NotAwaitingDecision(detail) => {
                 Problem::new(StatusCode::CONFLICT, "not-awaiting-decision", detail)
             }
-            DeploymentError::Store(err) => Problem::internal(err),
+            DeploymentError::Store(err) => store_problem(err),
             DeploymentError::Vault(err) => Problem::internal(err),
         }
     }
+}
+
+/// 429 for a peer that failed authentication too often.
+pub fn too_many_failures(wait: std::time::Duration) -> Response {
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    let mut response = Problem::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too-many-failed-authentications",
+        format!("too many failed authentications from this address; try again in {seconds} s"),
+    )
+    .into_response();
+    response.headers_mut().insert(header::RETRY_AFTER, http::HeaderValue::from(seconds.max(1)));
+    response
 }

@@ -67,7 +67,14 @@ fn context_for(
     context
 }
 
-pub async fn create(runs: &Runs, request: RunRequest) -> Result<Created, RunError> {
+impl Runs {
+    /// Checks a run's request, stores the run and schedules its first attempt.
+    pub async fn create(&self, request: RunRequest) -> Result<Created, RunError> {
+        create(self, request).await
+    }
+}
+
+async fn create(runs: &Runs, request: RunRequest) -> Result<Created, RunError> {
     let parsed = deployment::parse(&request.file).map_err(|errors| {
         invalid_lines("the deployment file is invalid", errors.iter().map(|e| e.to_string()).collect())
     })?;

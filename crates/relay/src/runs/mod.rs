@@ -9,9 +9,7 @@
 //! - [`Runs`]: the handle the HTTP edge and deployments use.
 //! - [`create`]: validation and the run's stored spec.
 //! - [`engine`]: the scheduler, attempts, deadlines and resume.
-//! - [`api`]: `/api/v1/webhook-runs`, `/api/v1/secrets` and the callback route.
 
-pub mod api;
 pub mod create;
 pub mod engine;
 
@@ -30,8 +28,6 @@ use crate::clock::Clock;
 use crate::config::RelayConfig;
 use crate::forward::Forwarder;
 use crate::vault::{Vault, VaultError};
-
-pub use create::{Created, RunLink, RunRequest};
 
 /// Everything needed to render a run's request again, without secret values.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -179,11 +175,6 @@ impl Runs {
 
     pub fn subscribe(&self) -> broadcast::Receiver<String> {
         self.events.subscribe()
-    }
-
-    /// Starts a run; see [`create::create`].
-    pub async fn create(&self, request: RunRequest) -> Result<Created, RunError> {
-        create::create(self, request).await
     }
 
     pub async fn record(&self, id: &str) -> Result<RunRecord, RunError> {

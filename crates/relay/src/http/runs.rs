@@ -1,4 +1,4 @@
-//! Routes for runs, secrets and callbacks.
+//! `/api/v1/webhook-runs` and the callback route.
 
 use std::sync::Arc;
 
@@ -6,44 +6,37 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use borealis_core::Secret;
-use serde_json::json;
+use std::time::SystemTime;
 
-use super::RunRequest;
-use super::engine::describe;
-use crate::api::{Problem, WaitQuery, json_body};
+use borealis_store::{Attempt, RunRecord};
+
+use super::AppState;
+use super::extract::{self, WaitQuery, idempotency_key, json_body};
+use super::problem::Problem;
 use crate::auth::{self, AuthError};
-use crate::state::AppState;
-use crate::vault;
-
-#[derive(Debug, serde::Deserialize)]
-struct CreateRun {
-    file: String,
-    name: String,
-    environment: Option<String>,
-    #[serde(default)]
-    context: std::collections::BTreeMap<String, String>,
-}
+use crate::clock::rfc3339;
+use crate::runs::RunSpec;
+use crate::runs::create::RunRequest;
 
 pub async fn create_run(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Response, Problem> {
-    let CreateRun { file, name, environment, context } = json_body(&body)?;
-    let idempotency = crate::api::idempotency_key(&headers, &body)?;
+    let borealis_api::CreateWebhookRun { file, name, environment, context } = json_body(&body)?;
+    let idempotency = idempotency_key(&headers, &body)?;
     let request = RunRequest { file, name, environment, context, link: None, idempotency };
     let created = state.runs.create(request).await?;
     let run = state.runs.record(&created.id).await?;
     let mut value = describe(&run, None);
-    value["warnings"] = json!(created.warnings);
-    Ok(crate::api::created(Json(value), created.replayed))
+    value.warnings = Some(created.warnings);
+    Ok(extract::created(Json(value), created.replayed))
 }
 
 pub async fn list_runs(State(state): State<Arc<AppState>>) -> Result<Response, Problem> {
     let runs = state.runs.list(200).await?;
-    let items: Vec<serde_json::Value> = runs.iter().map(|run| describe(run, None)).collect();
-    Ok(Json(json!({ "runs": items })).into_response())
+    let runs = runs.iter().map(|run| describe(run, None)).collect();
+    Ok(Json(borealis_api::WebhookRunList { runs }).into_response())
 }
 
 pub async fn show_run(
@@ -61,37 +54,6 @@ pub async fn cancel_run(State(state): State<Arc<AppState>>, Path(id): Path<Strin
     let view = state.runs.cancel(&id, "cancelled by an operator").await?;
     tracing::info!(run = %id, "webhook run cancelled");
     Ok(Json(describe(&view.run, Some(&view.attempts))).into_response())
-}
-
-pub async fn put_secret(
-    State(state): State<Arc<AppState>>,
-    Path(name): Path<String>,
-    body: axum::body::Bytes,
-) -> Result<Response, Problem> {
-    vault::validate_name(&name).map_err(|e| Problem::bad_request("invalid-secret-name", e))?;
-    let value = String::from_utf8(body.to_vec())
-        .map_err(|_| Problem::bad_request("invalid-secret", "the secret value must be UTF-8 text"))?;
-    if value.is_empty() {
-        return Err(Problem::bad_request("invalid-secret", "the secret value is empty"));
-    }
-    state.vault.set(&name, &Secret::new(value)).await.map_err(Problem::internal)?;
-    tracing::info!(secret = %name, "secret stored");
-    Ok(Json(json!({ "name": name, "stored": true })).into_response())
-}
-
-pub async fn list_secrets(State(state): State<Arc<AppState>>) -> Result<Response, Problem> {
-    let names = state.vault.names().await.map_err(Problem::internal)?;
-    let items: Vec<serde_json::Value> =
-        names.into_iter().map(|(name, at)| json!({ "name": name, "updatedAt": crate::api::rfc3339(at) })).collect();
-    Ok(Json(json!({ "secrets": items })).into_response())
-}
-
-pub async fn delete_secret(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Result<Response, Problem> {
-    if state.vault.delete(&name).await.map_err(Problem::internal)? {
-        Ok(Json(json!({ "name": name, "deleted": true })).into_response())
-    } else {
-        Err(Problem::new(StatusCode::NOT_FOUND, "unknown-secret", format!("no secret named {name:?}")))
-    }
 }
 
 fn unauthorized(detail: impl Into<String>) -> Problem {
@@ -155,9 +117,69 @@ pub async fn callback(
         }
     };
     let accepted = state.runs.callback(&callback_id, success, md_message, &claims.sub).await?;
-    let mut reply = json!({ "runId": accepted.run_id, "state": accepted.state });
-    if accepted.repeat {
-        reply["repeat"] = json!(true);
-    }
+    let reply = borealis_api::CallbackAccepted {
+        run_id: accepted.run_id,
+        state: api_state(accepted.state),
+        repeat: accepted.repeat.then_some(true),
+    };
     Ok(Json(reply).into_response())
+}
+
+/// A run as the API shows it; with its attempts, also the attempt log and
+/// the last request sent.
+pub fn describe(run: &RunRecord, attempts: Option<&[Attempt]>) -> borealis_api::WebhookRun {
+    let time = |t: Option<SystemTime>| t.map(rfc3339);
+    let spec: Option<RunSpec> = serde_json::from_str(&run.spec).ok();
+    borealis_api::WebhookRun {
+        id: run.id.clone(),
+        webhook: run.webhook.clone(),
+        environment: run.environment.clone(),
+        state: api_state(run.state),
+        success: run.success,
+        md_message: run.md_message.clone(),
+        reason: run.reason.clone(),
+        attempts: run.attempts,
+        network_mode: spec.as_ref().map(|s| match s.webhook.network_mode {
+            borealis_core::deployment::NetworkMode::Direct => borealis_api::NetworkMode::Direct,
+            borealis_core::deployment::NetworkMode::RemoteNetworkAgent => borealis_api::NetworkMode::RemoteNetworkAgent,
+        }),
+        agent: spec.as_ref().and_then(|s| s.agent.clone()),
+        callback_uri: spec.as_ref().and_then(|s| s.armory.get("callbackUri").cloned()),
+        created_at: rfc3339(run.created_at),
+        updated_at: rfc3339(run.updated_at),
+        next_attempt_at: time(run.next_attempt_at),
+        deadline_at: time(run.deadline_at),
+        callback_at: time(run.callback_at),
+        finished_at: time(run.finished_at),
+        attempt_log: attempts.map(|attempts| {
+            attempts
+                .iter()
+                .map(|a| borealis_api::Attempt {
+                    number: a.number,
+                    started_at: rfc3339(a.started_at),
+                    latency_ms: a.latency_ms,
+                    status: a.status,
+                    error: a.error.clone(),
+                    reply: a.reply.clone(),
+                })
+                .collect()
+        }),
+        request: attempts.map(|_| run.request.as_deref().and_then(|r| serde_json::from_str(r).ok())),
+        warnings: None,
+    }
+}
+
+/// A run's state as the API spells it.
+pub fn api_state(state: borealis_store::RunState) -> borealis_api::RunState {
+    use borealis_api::RunState as Api;
+    use borealis_store::RunState;
+    match state {
+        RunState::Pending => Api::Pending,
+        RunState::Calling => Api::Calling,
+        RunState::AwaitingCallback => Api::AwaitingCallback,
+        RunState::Succeeded => Api::Succeeded,
+        RunState::Failed => Api::Failed,
+        RunState::TimedOut => Api::TimedOut,
+        RunState::Cancelled => Api::Cancelled,
+    }
 }

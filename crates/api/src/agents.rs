@@ -1,0 +1,97 @@
+//! Agents and callback clients: their credentials and connected instances.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// `POST /api/v1/agents`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CreateAgent {
+    /// The agent identifier webhooks name in `agentIdentifier`.
+    pub id: String,
+}
+
+/// A new agent's credentials; the secret is shown this once.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentCredentials {
+    pub agent_id: String,
+    pub client_id: String,
+    pub client_secret: String,
+}
+
+/// `POST /api/v1/clients`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CreateClient {
+    /// The external system's name.
+    pub name: String,
+}
+
+/// A callback client's credentials; the secret is shown this once.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientCredentials {
+    pub name: String,
+    pub client_id: String,
+    pub client_secret: String,
+}
+
+/// `GET /api/v1/agents`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AgentList {
+    pub agents: Vec<Agent>,
+}
+
+/// A registered agent identifier and its connected instances.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Agent {
+    pub agent_id: String,
+    pub client_id: String,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    /// Whether any instance is connected.
+    pub connected: bool,
+    pub instances: Vec<AgentInstance>,
+}
+
+/// One connected agent process (one tunnel session).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentInstance {
+    pub session_id: String,
+    /// The instance name the agent sent (its host name, by default).
+    pub instance: String,
+    pub version: String,
+    /// The agent's address as the relay sees it.
+    pub remote_addr: Option<String>,
+    #[schema(format = DateTime)]
+    pub connected_since: String,
+    #[schema(format = DateTime)]
+    pub last_heartbeat: String,
+    /// Requests under way on this instance.
+    pub in_flight: u64,
+    /// Requests it takes at once.
+    pub capacity: u32,
+    /// Standby calls it may keep open.
+    pub standby_calls: u32,
+    /// Standby calls open and idle now.
+    pub standby_idle: u64,
+    pub draining: bool,
+}
+
+/// `DELETE /api/v1/agents/{id}`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentRevoked {
+    pub agent_id: String,
+    pub revoked: bool,
+    /// Live sessions closed by the revocation.
+    pub sessions_closed: u64,
+}
+
+/// `DELETE /api/v1/clients/{name}`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ClientRevoked {
+    pub name: String,
+    pub revoked: bool,
+}

@@ -1,0 +1,237 @@
+//! Deployments, their targets, approvals and analysis runs.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::RunState;
+
+/// Spellings of a string enum, for `FromStr`.
+macro_rules! string_enum {
+    ($name:ident { $($variant:ident = $text:literal),+ $(,)? }) => {
+        impl $name {
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = String;
+            fn from_str(text: &str) -> Result<Self, String> {
+                match text {
+                    $($text => Ok($name::$variant),)+
+                    other => Err(format!("unknown {} {other:?}", stringify!($name))),
+                }
+            }
+        }
+    };
+}
+
+/// Where a deployment stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DeploymentState {
+    Running,
+    Succeeded,
+    Failed,
+}
+
+string_enum!(DeploymentState { Running = "running", Succeeded = "succeeded", Failed = "failed" });
+
+/// Where one target of a deployment stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TargetState {
+    Waiting,
+    Running,
+    AwaitingApproval,
+    AwaitingContinueDecision,
+    AwaitingRollbackDecision,
+    Deployed,
+    /// Deployed, then an `afterDeployment` item failed: kept, dependents cancelled.
+    AfterDeploymentFailed,
+    RolledBack,
+    Cancelled,
+    /// Even the rollback failed, or an action could not safely be repeated.
+    Failed,
+}
+
+string_enum!(TargetState {
+    Waiting = "waiting",
+    Running = "running",
+    AwaitingApproval = "awaiting_approval",
+    AwaitingContinueDecision = "awaiting_continue_decision",
+    AwaitingRollbackDecision = "awaiting_rollback_decision",
+    Deployed = "deployed",
+    AfterDeploymentFailed = "after_deployment_failed",
+    RolledBack = "rolled_back",
+    Cancelled = "cancelled",
+    Failed = "failed",
+});
+
+/// `POST /api/v1/deployments`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CreateDeployment {
+    /// The deployment file's text (YAML).
+    pub file: String,
+    /// `{{context.KEY}}` values, over the file's.
+    #[serde(default)]
+    pub context: BTreeMap<String, String>,
+}
+
+/// `GET /api/v1/deployments`: the newest deployments.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DeploymentList {
+    pub deployments: Vec<DeploymentSummary>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeploymentSummary {
+    pub id: String,
+    pub application: String,
+    pub state: DeploymentState,
+    pub reason: Option<String>,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    pub targets: Vec<TargetSummary>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TargetSummary {
+    pub name: String,
+    pub state: TargetState,
+}
+
+/// A deployment: its targets, their webhook and analysis runs, its history.
+/// `warnings` only in the reply that created it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Deployment {
+    pub id: String,
+    pub application: String,
+    pub state: DeploymentState,
+    pub reason: Option<String>,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    #[schema(format = DateTime)]
+    pub finished_at: Option<String>,
+    /// Targets waiting for a manual approval.
+    pub pending_approvals: Vec<String>,
+    /// Targets whose analysis step waits for `rollback` or `continue`.
+    pub pending_decisions: Vec<String>,
+    pub targets: Vec<Target>,
+    pub events: Vec<DeploymentEvent>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warnings: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Target {
+    pub name: String,
+    pub state: TargetState,
+    /// What it is doing or waiting for.
+    pub step: Option<String>,
+    pub reason: Option<String>,
+    #[schema(format = DateTime)]
+    pub updated_at: String,
+    pub webhook_runs: Vec<TargetWebhookRun>,
+    pub analysis_runs: Vec<JudgmentRun>,
+}
+
+/// A webhook run a target's step started (`GET /api/v1/webhook-runs/{id}` has the rest).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetWebhookRun {
+    pub id: String,
+    pub webhook: String,
+    pub state: RunState,
+    pub md_message: Option<String>,
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DeploymentEvent {
+    #[schema(format = DateTime)]
+    pub at: String,
+    pub target: Option<String>,
+    pub kind: String,
+    pub message: String,
+}
+
+/// One judgment run of an analysis step: every query over its window.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JudgmentRun {
+    /// The run's number, from 1.
+    pub run: u32,
+    /// `numberOfJudgmentRuns`.
+    pub of: u32,
+    #[schema(format = DateTime)]
+    pub at: String,
+    pub window: JudgmentWindow,
+    pub provider: String,
+    pub queries: Vec<QueryResult>,
+    pub passed: bool,
+    pub summary: String,
+    /// `<target>/<step key>`; set when the API shows the run (not journalled).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct JudgmentWindow {
+    #[schema(format = DateTime)]
+    pub start: String,
+    #[schema(format = DateTime)]
+    pub end: String,
+    pub lookback: Lookback,
+}
+
+/// `growing` windows start with the analysis; `sliding` ones are one interval long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Lookback {
+    Growing,
+    Sliding,
+}
+
+/// One query of a judgment run: its value and whether it is within limits,
+/// or why it has none.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct QueryResult {
+    pub query: String,
+    pub lower_limit: Option<f64>,
+    pub upper_limit: Option<f64>,
+    /// The query as sent, placeholders resolved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rendered: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub within: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The reply to approve, reject, rollback and continue.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DecisionTaken {
+    pub deployment: String,
+    pub target: String,
+    pub decision: Decision,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    Approved,
+    Rejected,
+    Continue,
+    Rollback,
+}
+
+string_enum!(Decision { Approved = "approved", Rejected = "rejected", Continue = "continue", Rollback = "rollback" });

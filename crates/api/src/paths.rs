@@ -1,0 +1,420 @@
+//! The routes, declared on marker functions for `#[utoipa::path]`: the
+//! relay's handlers live in the relay, and their bodies are this crate's
+//! types. The functions are never called.
+#![allow(dead_code)]
+
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::*;
+
+/// Every admin route's answer to a missing or wrong admin token, and to a
+/// peer that failed too often.
+macro_rules! admin_path {
+    ($(#[$doc:meta])* $method:ident $path:literal, $name:ident, { $($rest:tt)* }, responses($($response:tt)*)) => {
+        $(#[$doc])*
+        #[utoipa::path(
+            $method,
+            path = $path,
+            security(("adminToken" = [])),
+            $($rest)*
+            responses(
+                $($response)*
+                (status = 401, description = "No admin token, or a wrong one", body = Problem, content_type = "application/problem+json"),
+                (status = 429, description = "Too many failed authentications from this address; see Retry-After", body = Problem, content_type = "application/problem+json",
+                    headers(("Retry-After" = u64, description = "Seconds to wait"))),
+            )
+        )]
+        pub fn $name() {}
+    };
+}
+
+const PROBLEM: &str = "application/problem+json";
+
+admin_path!(
+    /// Register an agent identifier; the secret is returned once.
+    post "/api/v1/agents", create_agent,
+    { tag = "agents", request_body = CreateAgent, },
+    responses(
+        (status = 201, description = "Registered", body = AgentCredentials),
+        (status = 400, description = "Invalid body or agent identifier", body = Problem, content_type = PROBLEM),
+        (status = 409, description = "The identifier is already registered", body = Problem, content_type = PROBLEM),
+    )
+);
+
+admin_path!(
+    /// Agents and their connected instances.
+    get "/api/v1/agents", list_agents,
+    { tag = "agents", },
+    responses((status = 200, description = "Registered agents", body = AgentList),)
+);
+
+admin_path!(
+    /// Revoke an agent's credentials and disconnect its instances.
+    delete "/api/v1/agents/{id}", revoke_agent,
+    { tag = "agents", params(("id" = String, Path, description = "Agent identifier")), },
+    responses(
+        (status = 200, description = "Revoked", body = AgentRevoked),
+        (status = 404, description = "No such agent", body = Problem, content_type = PROBLEM),
+    )
+);
+
+admin_path!(
+    /// Credentials for an external system's callbacks; the secret is returned once.
+    post "/api/v1/clients", create_client,
+    { tag = "clients", request_body = CreateClient, },
+    responses(
+        (status = 201, description = "Created", body = ClientCredentials),
+        (status = 400, description = "Invalid body or client name", body = Problem, content_type = PROBLEM),
+        (status = 409, description = "The name is already registered", body = Problem, content_type = PROBLEM),
+    )
+);
+
+admin_path!(
+    /// Revoke a callback client: its tokens are refused from now on.
+    delete "/api/v1/clients/{name}", revoke_client,
+    { tag = "clients", params(("name" = String, Path, description = "Client name")), },
+    responses(
+        (status = 200, description = "Revoked", body = ClientRevoked),
+        (status = 404, description = "No such client", body = Problem, content_type = PROBLEM),
+    )
+);
+
+/// Any method: sends one request to `url`, through the agent `agent` or
+/// direct, streaming the body both ways. The answer is the destination's
+/// status, headers and body, whatever they are; only an answer carrying a
+/// `Borealis-Error` header is the relay's own, as a problem. The admin token
+/// may ride in `Proxy-Authorization`, so that `Authorization` reaches the
+/// destination.
+#[utoipa::path(
+    method(get, post, put, patch, delete, head, options),
+    path = "/api/v1/proxy",
+    tag = "proxy",
+    security(("adminToken" = [])),
+    params(
+        ("url" = String, Query, description = "The destination URL"),
+        ("agent" = Option<String>, Query, description = "Send through this agent; without it, direct"),
+        ("timeout" = Option<String>, Query, description = "Time limit for the whole request, e.g. 30s"),
+    ),
+    request_body(content = String, content_type = "*/*", description = "Any body (any bytes), streamed to the destination"),
+    responses(
+        (status = "default", description = "The destination's reply, streamed: its status, headers and body", content_type = "*/*", body = String),
+        (status = 400, description = "Invalid query, or a request the destination cannot be sent", body = Problem, content_type = PROBLEM),
+        (status = 401, description = "No admin token, or a wrong one", body = Problem, content_type = PROBLEM),
+        (status = 403, description = "The destination is not allowed (address guard or the agent's allow-list)", body = Problem, content_type = PROBLEM),
+        (status = 404, description = "No such agent", body = Problem, content_type = PROBLEM),
+        (status = 413, description = "A body over the limit", body = Problem, content_type = PROBLEM),
+        (status = 429, description = "Too many failed authentications from this address", body = Problem, content_type = PROBLEM),
+        (status = 502, description = "The destination or the agent failed", body = Problem, content_type = PROBLEM),
+        (status = 503, description = "The agent is not connected, or the relay is draining", body = Problem, content_type = PROBLEM),
+        (status = 504, description = "No answer in time", body = Problem, content_type = PROBLEM),
+    )
+)]
+pub fn proxy() {}
+
+admin_path!(
+    /// Start a webhook run from a deployment file.
+    post "/api/v1/webhook-runs", create_webhook_run,
+    {
+        tag = "webhook-runs",
+        params(("Idempotency-Key" = Option<String>, Header, description = "A repeat with the same key and body gets the first run, marked Idempotent-Replayed")),
+        request_body = CreateWebhookRun,
+    },
+    responses(
+        (status = 201, description = "Started (or replayed)", body = WebhookRun,
+            headers(("Idempotent-Replayed" = bool, description = "true when the Idempotency-Key named an earlier run"))),
+        (status = 400, description = "Invalid body, file, webhook or Idempotency-Key", body = Problem, content_type = PROBLEM),
+        (status = 422, description = "The Idempotency-Key was used with another request", body = Problem, content_type = PROBLEM),
+    )
+);
+
+admin_path!(
+    /// The newest webhook runs.
+    get "/api/v1/webhook-runs", list_webhook_runs,
+    { tag = "webhook-runs", },
+    responses((status = 200, description = "Runs, newest first", body = WebhookRunList),)
+);
+
+admin_path!(
+    /// One run with its attempts; with `wait`, held until it ends or the wait is over.
+    get "/api/v1/webhook-runs/{id}", show_webhook_run,
+    {
+        tag = "webhook-runs",
+        params(
+            ("id" = String, Path, description = "Run id"),
+            ("wait" = Option<String>, Query, description = "Wait up to this long (at most 60s) for the run to end, e.g. 30s"),
+        ),
+    },
+    responses(
+        (status = 200, description = "The run", body = WebhookRun),
+        (status = 400, description = "Invalid wait", body = Problem, content_type = PROBLEM),
+        (status = 404, description = "No such run", body = Problem, content_type = PROBLEM),
+    )
+);
+
+admin_path!(
+    /// End a run that has not ended as cancelled.
+    post "/api/v1/webhook-runs/{id}/cancel", cancel_webhook_run,
+    { tag = "webhook-runs", params(("id" = String, Path, description = "Run id")), },
+    responses(
+        (status = 200, description = "Cancelled", body = WebhookRun),
+        (status = 404, description = "No such run", body = Problem, content_type = PROBLEM),
+        (status = 409, description = "The run already ended", body = Problem, content_type = PROBLEM),
+    )
+);
+
+admin_path!(
+    /// Start a deployment.
+    post "/api/v1/deployments", create_deployment,
+    {
+        tag = "deployments",
+        params(("Idempotency-Key" = Option<String>, Header, description = "A repeat with the same key and body gets the first deployment, marked Idempotent-Replayed")),
+        request_body = CreateDeployment,
+    },
+    responses(
+        (status = 201, description = "Started (or replayed)", body = Deployment,
+            headers(("Idempotent-Replayed" = bool, description = "true when the Idempotency-Key named an earlier deployment"))),
+        (status = 400, description = "Invalid body, file or Idempotency-Key; `errors` lists the file's problems", body = Problem, content_type = PROBLEM),
+        (status = 409, description = "A deployment of this application is in progress", body = Problem, content_type = PROBLEM),
+        (status = 422, description = "The Idempotency-Key was used with another request", body = Problem, content_type = PROBLEM),
+    )
+);
+
+admin_path!(
+    /// The newest deployments.
+    get "/api/v1/deployments", list_deployments,
+    { tag = "deployments", },
+    responses((status = 200, description = "Deployments, newest first", body = DeploymentList),)
+);
+
+admin_path!(
+    /// One deployment; with `wait`, held until it ends or the wait is over.
+    get "/api/v1/deployments/{id}", show_deployment,
+    {
+        tag = "deployments",
+        params(
+            ("id" = String, Path, description = "Deployment id"),
+            ("wait" = Option<String>, Query, description = "Wait up to this long (at most 60s) for the deployment to end, e.g. 30s"),
+        ),
+    },
+    responses(
+        (status = 200, description = "The deployment", body = Deployment),
+        (status = 400, description = "Invalid wait", body = Problem, content_type = PROBLEM),
+        (status = 404, description = "No such deployment", body = Problem, content_type = PROBLEM),
+    )
+);
+
+/// The four decisions share their parameters and answers.
+macro_rules! decision_path {
+    ($(#[$doc:meta])* $path:literal, $name:ident, $conflict:literal) => {
+        admin_path!(
+            $(#[$doc])*
+            post $path, $name,
+            {
+                tag = "deployments",
+                params(
+                    ("id" = String, Path, description = "Deployment id"),
+                    ("target" = String, Path, description = "Target (environment) name"),
+                ),
+            },
+            responses(
+                (status = 200, description = "Decided", body = DecisionTaken),
+                (status = 404, description = "No such deployment", body = Problem, content_type = PROBLEM),
+                (status = 409, description = $conflict, body = Problem, content_type = PROBLEM),
+            )
+        );
+    };
+}
+
+decision_path!(
+    /// Approve a target's pending manual approval.
+    "/api/v1/deployments/{id}/targets/{target}/approve", approve,
+    "No such target, or it is not waiting for approval"
+);
+decision_path!(
+    /// Reject a target's pending manual approval: the target rolls back.
+    "/api/v1/deployments/{id}/targets/{target}/reject", reject,
+    "No such target, or it is not waiting for approval"
+);
+decision_path!(
+    /// Roll back a target whose analysis step waits for a decision.
+    "/api/v1/deployments/{id}/targets/{target}/rollback", rollback,
+    "No such target, or it is not waiting for a rollback or continue decision"
+);
+decision_path!(
+    /// Let a target whose analysis step waits for a decision proceed.
+    "/api/v1/deployments/{id}/targets/{target}/continue", proceed,
+    "No such target, or it is not waiting for a rollback or continue decision"
+);
+
+admin_path!(
+    /// Define a metric provider for analysis steps.
+    post "/api/v1/metric-providers", create_metric_provider,
+    { tag = "metric-providers", request_body = CreateMetricProvider, },
+    responses(
+        (status = 201, description = "Created", body = MetricProvider),
+        (status = 400, description = "Invalid body, name, type, URL or header", body = Problem, content_type = PROBLEM),
+        (status = 409, description = "A provider of this name exists", body = Problem, content_type = PROBLEM),
+    )
+);
+
+admin_path!(
+    /// The metric providers.
+    get "/api/v1/metric-providers", list_metric_providers,
+    { tag = "metric-providers", },
+    responses((status = 200, description = "Providers", body = MetricProviderList),)
+);
+
+admin_path!(
+    /// Delete a metric provider.
+    delete "/api/v1/metric-providers/{name}", delete_metric_provider,
+    { tag = "metric-providers", params(("name" = String, Path, description = "Provider name")), },
+    responses(
+        (status = 200, description = "Deleted", body = MetricProviderDeleted),
+        (status = 404, description = "No such provider", body = Problem, content_type = PROBLEM),
+    )
+);
+
+admin_path!(
+    /// Secret names and when they were set; never values.
+    get "/api/v1/secrets", list_secrets,
+    { tag = "secrets", },
+    responses((status = 200, description = "Secrets", body = SecretList),)
+);
+
+admin_path!(
+    /// Store a secret for `{{secrets.NAME}}`; the body is its value.
+    put "/api/v1/secrets/{name}", put_secret,
+    {
+        tag = "secrets",
+        params(("name" = String, Path, description = "Secret name")),
+        request_body(content = String, content_type = "text/plain", description = "The value, UTF-8, not empty"),
+    },
+    responses(
+        (status = 200, description = "Stored", body = SecretStored),
+        (status = 400, description = "Invalid name, or an empty or non-UTF-8 value", body = Problem, content_type = PROBLEM),
+    )
+);
+
+admin_path!(
+    /// Delete a secret.
+    delete "/api/v1/secrets/{name}", delete_secret,
+    { tag = "secrets", params(("name" = String, Path, description = "Secret name")), },
+    responses(
+        (status = 200, description = "Deleted", body = SecretDeleted),
+        (status = 404, description = "No such secret", body = Problem, content_type = PROBLEM),
+    )
+);
+
+/// The external system's verdict on a webhook run; needs a callback
+/// client's token, not the admin token.
+#[utoipa::path(
+    post,
+    path = "/callbacks/{id}/callback",
+    tag = "callbacks",
+    security(("callbackToken" = [])),
+    params(("id" = String, Path, description = "The run's callback id, from {{armory.callbackUri}}")),
+    request_body = CallbackRequest,
+    responses(
+        (status = 200, description = "Accepted, or a repeat of the verdict already taken", body = CallbackAccepted),
+        (status = 400, description = "Not a verdict", body = Problem, content_type = PROBLEM),
+        (status = 401, description = "No callback token, an invalid one, or an agent's", body = Problem, content_type = PROBLEM),
+        (status = 404, description = "No run has this callback URI", body = Problem, content_type = PROBLEM),
+        (status = 409, description = "The run already ended, or a callback decided it otherwise", body = Problem, content_type = PROBLEM),
+    )
+)]
+pub fn callback() {}
+
+/// OAuth 2.0 client credentials (RFC 6749 §4.4), for agents and callback
+/// clients. The client is in the form or in HTTP Basic auth.
+#[utoipa::path(
+    post,
+    path = "/oauth/token",
+    tag = "oauth",
+    security((), ("clientBasic" = [])),
+    request_body(content = TokenRequest, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "A token", body = TokenResponse),
+        (status = 400, description = "A missing or unsupported grant, or no client", body = TokenError),
+        (status = 401, description = "Unknown client, wrong secret, or a revoked credential", body = TokenError),
+        (status = 429, description = "Too many failed authentications from this address; see Retry-After", body = Problem, content_type = PROBLEM,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+    )
+)]
+pub fn token() {}
+
+/// Liveness.
+#[utoipa::path(get, path = "/healthz", tag = "health",
+    responses((status = 200, description = "`ok`", body = String, content_type = "text/plain")))]
+pub fn healthz() {}
+
+/// Readiness: the store answers and the relay is not draining.
+#[utoipa::path(get, path = "/readyz", tag = "health",
+    responses(
+        (status = 200, description = "`ready`", body = String, content_type = "text/plain"),
+        (status = 503, description = "Draining, or the store is unavailable", body = String, content_type = "text/plain"),
+    ))]
+pub fn readyz() {}
+
+/// Prometheus metrics (OpenMetrics text).
+#[utoipa::path(get, path = "/metrics", tag = "health",
+    responses((status = 200, description = "Metrics", body = String, content_type = "application/openmetrics-text")))]
+pub fn metrics() {}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Borealis relay API",
+        description = "The relay's HTTP API. Fields are camelCase, except the OAuth token endpoint's (RFC 6749) and the problem body's (RFC 9457). Errors are application/problem+json.",
+    ),
+    paths(
+        create_agent, list_agents, revoke_agent, create_client, revoke_client, proxy,
+        create_webhook_run, list_webhook_runs, show_webhook_run, cancel_webhook_run,
+        create_deployment, list_deployments, show_deployment, approve, reject, rollback, proceed,
+        create_metric_provider, list_metric_providers, delete_metric_provider,
+        list_secrets, put_secret, delete_secret, callback, token, healthz, readyz, metrics,
+    ),
+    modifiers(&SecuritySchemes, &Passthrough),
+)]
+pub(crate) struct ApiDoc;
+
+/// Marks the proxy as a pass-through, so that a checker of the relay's
+/// answers (schemathesis) can tell it from our own routes and leave it out.
+struct Passthrough;
+
+impl Modify for Passthrough {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        if let Some(item) = openapi.paths.paths.get_mut("/api/v1/proxy") {
+            let marks = utoipa::openapi::extensions::ExtensionsBuilder::new()
+                .add("x-borealis-passthrough", serde_json::Value::Bool(true))
+                .build();
+            item.extensions.get_or_insert_with(Default::default).merge(marks);
+        }
+    }
+}
+
+struct SecuritySchemes;
+
+impl Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        let bearer = |description: &str| {
+            let mut http = Http::new(HttpAuthScheme::Bearer);
+            http.description = Some(description.to_owned());
+            SecurityScheme::Http(http)
+        };
+        components.add_security_scheme(
+            "adminToken",
+            bearer("The admin token (<data-dir>/admin-token or BOREALIS_ADMIN_TOKEN). On the proxy it may come in Proxy-Authorization instead."),
+        );
+        components.add_security_scheme(
+            "callbackToken",
+            bearer(
+                "A token from POST /oauth/token with a callback client's credentials (borealis clients create NAME).",
+            ),
+        );
+        let mut basic = Http::new(HttpAuthScheme::Basic);
+        basic.description = Some("client_id and client_secret as HTTP Basic credentials".to_owned());
+        components.add_security_scheme("clientBasic", SecurityScheme::Http(basic));
+    }
+}

@@ -1,0 +1,137 @@
+//! The relay's HTTP API as the CLI calls it: the admin token, typed JSON
+//! calls, and problem+json replies turned into failures.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::Cli;
+
+/// A failure, with the exit code it deserves: 1 failed, 2 bad input.
+pub struct Failure {
+    pub code: u8,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn failed(message: impl Into<String>) -> Self {
+        Self { code: 1, message: message.into() }
+    }
+
+    pub fn bad_input(message: impl Into<String>) -> Self {
+        Self { code: 2, message: message.into() }
+    }
+}
+
+pub struct Relay {
+    pub http: reqwest::Client,
+    base: url::Url,
+    pub token: String,
+}
+
+impl Relay {
+    pub fn new(cli: &Cli) -> Result<Self, Failure> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let token = match &cli.token {
+            Some(token) => token.clone(),
+            None => std::fs::read_to_string("borealis-data/admin-token").map(|t| t.trim().to_owned()).map_err(|_| {
+                Failure::bad_input(
+                    "no admin token: pass --token, set BOREALIS_ADMIN_TOKEN, or run where ./borealis-data/admin-token is",
+                )
+            })?,
+        };
+        let mut builder = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none());
+        if let Some(path) = &cli.ca_file {
+            let pem =
+                std::fs::read(path).map_err(|e| Failure::bad_input(format!("--ca-file {}: {e}", path.display())))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| Failure::bad_input(format!("--ca-file {}: {e}", path.display())))?;
+            builder = builder.tls_certs_only(certs);
+        }
+        let http = builder.build().map_err(|e| Failure::failed(format!("HTTP client: {e}")))?;
+        Ok(Self { http, base: cli.relay.clone(), token })
+    }
+
+    /// The relay's URL for `path`, which may carry a `?query`.
+    pub fn url(&self, path: &str) -> url::Url {
+        let (path, query) = path.split_once('?').map_or((path, None), |(p, q)| (p, Some(q)));
+        let mut url = self.base.clone();
+        let base_path = url.path().trim_end_matches('/').to_owned();
+        url.set_path(&format!("{base_path}{path}"));
+        url.set_query(query);
+        url
+    }
+
+    pub fn unreachable(&self, err: reqwest::Error) -> Failure {
+        let mut cause: &dyn std::error::Error = &err;
+        while let Some(next) = cause.source() {
+            cause = next;
+        }
+        Failure::failed(format!("cannot reach the relay at {}: {cause}", self.base))
+    }
+
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, Failure> {
+        self.send(self.http.get(self.url(path)).bearer_auth(&self.token)).await
+    }
+
+    pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, Failure> {
+        self.send(self.http.delete(self.url(path)).bearer_auth(&self.token)).await
+    }
+
+    /// POSTs `body` as JSON.
+    pub async fn post<T: DeserializeOwned>(&self, path: &str, body: &impl Serialize) -> Result<T, Failure> {
+        self.send(self.http.post(self.url(path)).bearer_auth(&self.token).json(body)).await
+    }
+
+    /// POSTs with no body (a decision, a cancel).
+    pub async fn post_empty<T: DeserializeOwned>(&self, path: &str) -> Result<T, Failure> {
+        self.send(self.http.post(self.url(path)).bearer_auth(&self.token)).await
+    }
+
+    /// PUTs `text` as the body.
+    pub async fn put_text<T: DeserializeOwned>(&self, path: &str, text: String) -> Result<T, Failure> {
+        self.send(self.http.put(self.url(path)).bearer_auth(&self.token).body(text)).await
+    }
+
+    /// GETs `path` with a long poll until `finished` says so.
+    pub async fn wait_until_finished<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        finished: impl Fn(&T) -> bool,
+    ) -> Result<T, Failure> {
+        let path = format!("{path}?wait=30s");
+        loop {
+            let current = self.get(&path).await?;
+            if finished(&current) {
+                return Ok(current);
+            }
+        }
+    }
+
+    async fn send<T: DeserializeOwned>(&self, request: reqwest::RequestBuilder) -> Result<T, Failure> {
+        let response = request.send().await.map_err(|e| self.unreachable(e))?;
+        let status = response.status();
+        let bytes = response.bytes().await.map_err(|e| self.unreachable(e))?;
+        if status.is_success() {
+            return serde_json::from_slice(&bytes)
+                .map_err(|e| Failure::failed(format!("the relay sent invalid JSON: {e}")));
+        }
+        Err(problem_failure(status, &bytes))
+    }
+}
+
+/// Turns a problem+json reply into a failure; 400-class input errors exit 2.
+pub fn problem_failure(status: reqwest::StatusCode, body: &[u8]) -> Failure {
+    let detail = serde_json::from_slice::<borealis_api::Problem>(body)
+        .map(|problem| problem.detail)
+        .unwrap_or_else(|_| String::from_utf8_lossy(body).trim().to_owned());
+    let message = format!("{detail} ({status})");
+    match status.as_u16() {
+        400 | 404 | 409 | 413 | 422 => Failure::bad_input(message),
+        _ => Failure::failed(message),
+    }
+}
+
+/// `text` as one path segment.
+pub fn urlencode(text: &str) -> String {
+    url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}

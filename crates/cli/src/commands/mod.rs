@@ -1,0 +1,78 @@
+//! One module per group of subcommands: each builds the request from its
+//! arguments, calls the relay, and hands the reply to `render`.
+
+pub mod agents;
+pub mod clients;
+pub mod deployments;
+pub mod providers;
+pub mod proxy;
+pub mod runs;
+pub mod secrets;
+
+use std::collections::BTreeMap;
+
+use crate::client::{Failure, Relay};
+use crate::render;
+
+/// `--context KEY=VALUE` pairs as a map.
+fn context_map(pairs: &[String]) -> Result<BTreeMap<String, String>, Failure> {
+    let mut context = BTreeMap::new();
+    for pair in pairs {
+        let (key, value) = pair
+            .split_once('=')
+            .ok_or_else(|| Failure::bad_input(format!("--context {pair:?}: expected KEY=VALUE")))?;
+        context.insert(key.to_owned(), value.to_owned());
+    }
+    Ok(context)
+}
+
+/// A reply that starts something: its id and the relay's warnings.
+trait Started: serde::Serialize + serde::de::DeserializeOwned {
+    fn id(&self) -> &str;
+    fn warnings(&self) -> &[String];
+}
+
+impl Started for borealis_api::WebhookRun {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn warnings(&self) -> &[String] {
+        self.warnings.as_deref().unwrap_or_default()
+    }
+}
+
+impl Started for borealis_api::Deployment {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn warnings(&self) -> &[String] {
+        self.warnings.as_deref().unwrap_or_default()
+    }
+}
+
+/// POSTs something to start, shows the relay's warnings, and says it
+/// started. Returns its id when the caller is to wait for it.
+async fn start<T: Started>(
+    relay: &Relay,
+    json: bool,
+    path: &str,
+    body: &impl serde::Serialize,
+    what: &str,
+    wait: bool,
+) -> Result<Option<String>, Failure> {
+    let created: T = relay.post(path, body).await?;
+    for warning in created.warnings() {
+        eprintln!("warning: {warning}");
+    }
+    let id = created.id().to_owned();
+    if wait {
+        eprintln!("{what} {id} started; waiting for it to finish");
+        return Ok(Some(id));
+    }
+    if json {
+        render::json(&created);
+    } else {
+        println!("{what} {id} started");
+    }
+    Ok(None)
+}

@@ -1,0 +1,59 @@
+use borealis_api::{CreateWebhookRun, RunState, WebhookRun, WebhookRunList};
+
+use super::{context_map, start};
+use crate::client::{Failure, Relay, urlencode};
+use crate::render::{self, safe};
+use crate::{RunsCommand, WebhookRunArgs};
+
+pub async fn run(relay: &Relay, json: bool, command: &RunsCommand) -> Result<(), Failure> {
+    match command {
+        RunsCommand::List => {
+            let reply: WebhookRunList = relay.get("/api/v1/webhook-runs").await?;
+            if json { render::json(&reply) } else { render::runs(&reply) }
+        }
+        RunsCommand::Cancel { id } => {
+            let reply: WebhookRun = relay.post_empty(&format!("/api/v1/webhook-runs/{}/cancel", urlencode(id))).await?;
+            if json {
+                render::json(&reply);
+            } else {
+                println!("run {id}: {}", reply.state.as_str());
+            }
+        }
+        RunsCommand::Show { id } => {
+            let reply: WebhookRun = relay.get(&format!("/api/v1/webhook-runs/{}", urlencode(id))).await?;
+            if json { render::json(&reply) } else { render::run(&reply) }
+        }
+    }
+    Ok(())
+}
+
+/// `webhook run`: starts a run; with `--wait`, exits 0 on success and 1 otherwise.
+pub async fn webhook_run(relay: &Relay, json: bool, args: &WebhookRunArgs) -> Result<(), Failure> {
+    let file =
+        std::fs::read_to_string(&args.file).map_err(|e| Failure::bad_input(format!("{}: {e}", args.file.display())))?;
+    let body = CreateWebhookRun {
+        file,
+        name: args.name.clone(),
+        environment: args.environment.clone(),
+        context: context_map(&args.context)?,
+    };
+    let Some(id) = start::<WebhookRun>(relay, json, "/api/v1/webhook-runs", &body, "run", args.wait).await? else {
+        return Ok(());
+    };
+    let path = format!("/api/v1/webhook-runs/{}", urlencode(&id));
+    let run: WebhookRun = relay.wait_until_finished(&path, |run: &WebhookRun| run.finished_at.is_some()).await?;
+    if json {
+        render::json(&run);
+    } else {
+        println!("run {id}: {}", run.state.as_str());
+        if let Some(message) = &run.md_message {
+            println!("{}", safe(message, true));
+        } else if let Some(reason) = &run.reason {
+            println!("{}", safe(reason, false));
+        }
+    }
+    match run.state {
+        RunState::Succeeded => Ok(()),
+        state => Err(Failure { code: 1, message: format!("webhook run {id} {}", state.as_str().replace('_', " ")) }),
+    }
+}

@@ -1,0 +1,33 @@
+use borealis_api::{SecretDeleted, SecretList, SecretStored};
+
+use crate::SecretsCommand;
+use crate::client::{Failure, Relay, urlencode};
+use crate::render;
+
+pub async fn run(relay: &Relay, json: bool, command: &SecretsCommand) -> Result<(), Failure> {
+    match command {
+        SecretsCommand::Set { name } => {
+            let mut value = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut value)
+                .map_err(|e| Failure::bad_input(format!("reading the secret from stdin: {e}")))?;
+            let value = value.strip_suffix('\n').map(|v| v.strip_suffix('\r').unwrap_or(v)).unwrap_or(&value);
+            if value.is_empty() {
+                return Err(Failure::bad_input(
+                    "no secret value on standard input (try: printf %s VALUE | borealis secrets set NAME)",
+                ));
+            }
+            let _: SecretStored =
+                relay.put_text(&format!("/api/v1/secrets/{}", urlencode(name)), value.to_owned()).await?;
+            println!("stored secret {name}");
+        }
+        SecretsCommand::List => {
+            let reply: SecretList = relay.get("/api/v1/secrets").await?;
+            if json { render::json(&reply) } else { render::secrets(&reply) }
+        }
+        SecretsCommand::Delete { name } => {
+            let _: SecretDeleted = relay.delete(&format!("/api/v1/secrets/{}", urlencode(name))).await?;
+            println!("deleted secret {name}");
+        }
+    }
+    Ok(())
+}

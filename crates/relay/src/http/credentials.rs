@@ -1,0 +1,101 @@
+//! `/api/v1/agents` and `/api/v1/clients`: credentials, shown once.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use borealis_store::CredentialKind;
+
+use super::AppState;
+use super::extract::json_body;
+use super::problem::Problem;
+use crate::auth;
+use crate::clock::rfc3339;
+
+pub async fn create_agent(State(state): State<Arc<AppState>>, body: axum::body::Bytes) -> Result<Response, Problem> {
+    let borealis_api::CreateAgent { id } = json_body(&body)?;
+    let (client_id, client_secret) = create_credential(&state, CredentialKind::Agent, &id).await?;
+    let body = borealis_api::AgentCredentials { agent_id: id, client_id, client_secret };
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+pub async fn create_client(State(state): State<Arc<AppState>>, body: axum::body::Bytes) -> Result<Response, Problem> {
+    let borealis_api::CreateClient { name } = json_body(&body)?;
+    let (client_id, client_secret) = create_credential(&state, CredentialKind::Callback, &name).await?;
+    let body = borealis_api::ClientCredentials { name, client_id, client_secret };
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+/// Validates the name, creates the credential, and returns its client id
+/// and secret, to be shown once.
+async fn create_credential(state: &AppState, kind: CredentialKind, subject: &str) -> Result<(String, String), Problem> {
+    let (what, slug) = match kind {
+        CredentialKind::Agent => ("agent identifier", "invalid-agent-id"),
+        CredentialKind::Callback => ("client name", "invalid-client-name"),
+    };
+    auth::validate_name(what, subject).map_err(|e| Problem::bad_request(slug, e))?;
+    let (client_id, secret) = state.auth.create_credential(kind, subject).await?;
+    tracing::info!(kind = kind.as_str(), subject, %client_id, "credential created");
+    Ok((client_id, secret.expose().to_owned()))
+}
+
+pub async fn list_agents(State(state): State<Arc<AppState>>) -> Result<Response, Problem> {
+    let credentials = state.store.active_credentials(CredentialKind::Agent).await.map_err(Problem::internal)?;
+    let sessions = state.hub.sessions();
+    let agents: Vec<borealis_api::Agent> = credentials
+        .iter()
+        .map(|credential| {
+            let instances: Vec<borealis_api::AgentInstance> = sessions
+                .get(&credential.subject)
+                .into_iter()
+                .flatten()
+                .map(|s| borealis_api::AgentInstance {
+                    session_id: s.id.clone(),
+                    instance: s.info.instance.clone(),
+                    version: s.info.version.clone(),
+                    remote_addr: s.info.remote_addr.map(|a| a.to_string()),
+                    connected_since: rfc3339(s.connected_at),
+                    last_heartbeat: rfc3339(s.last_heartbeat()),
+                    in_flight: s.in_flight() as u64,
+                    capacity: s.info.capacity,
+                    standby_calls: s.info.standby_calls,
+                    standby_idle: s.standby_idle() as u64,
+                    draining: s.is_draining(),
+                })
+                .collect();
+            borealis_api::Agent {
+                agent_id: credential.subject.clone(),
+                client_id: credential.client_id.clone(),
+                created_at: rfc3339(credential.created_at),
+                connected: !instances.is_empty(),
+                instances,
+            }
+        })
+        .collect();
+    Ok(Json(borealis_api::AgentList { agents }).into_response())
+}
+
+pub async fn revoke_client(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Result<Response, Problem> {
+    let revoked = state.store.revoke(CredentialKind::Callback, &name).await.map_err(Problem::internal)?;
+    if !revoked {
+        return Err(Problem::new(
+            StatusCode::NOT_FOUND,
+            "unknown-client",
+            format!("no callback client named {name:?} is registered"),
+        ));
+    }
+    tracing::info!(client = ?name, "callback client revoked");
+    Ok(Json(borealis_api::ClientRevoked { name, revoked: true }).into_response())
+}
+
+pub async fn revoke_agent(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Response, Problem> {
+    let revoked = state.store.revoke(CredentialKind::Agent, &id).await.map_err(Problem::internal)?;
+    if !revoked {
+        return Err(Problem::new(StatusCode::NOT_FOUND, "unknown-agent", format!("agent {id:?} is not registered")));
+    }
+    let closed = state.hub.disconnect(&id, tonic::Status::unauthenticated("the credential was revoked"));
+    tracing::info!(agent = %id, sessions_closed = closed, "agent revoked");
+    Ok(Json(borealis_api::AgentRevoked { agent_id: id, revoked: true, sessions_closed: closed as u64 }).into_response())
+}

@@ -1,0 +1,186 @@
+//! `/api/v1/deployments` and approvals.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use borealis_store::{DeploymentState, DeploymentView, RunRecord, TargetState};
+
+use super::AppState;
+use super::extract::{WaitQuery, created, idempotency_key, json_body};
+use super::problem::Problem;
+use crate::clock::rfc3339;
+use crate::deployments::{Decision, is_decision};
+
+pub async fn create(
+    State(state): State<Arc<AppState>>,
+    headers: http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, Problem> {
+    let request: borealis_api::CreateDeployment = json_body(&body)?;
+    let idempotency = idempotency_key(&headers, &body)?;
+    let started = state.deployments.create(&request.file, &request.context, idempotency.as_ref()).await?;
+    if started.replayed {
+        return Ok(created(Json(describe(&started.view)), true));
+    }
+    let mut value = describe(&started.view);
+    value.warnings = Some(started.warnings);
+    Ok((StatusCode::CREATED, Json(value)).into_response())
+}
+
+pub async fn list(State(state): State<Arc<AppState>>) -> Result<Response, Problem> {
+    let listed = state.deployments.list(100).await?;
+    let mut items = Vec::with_capacity(listed.len());
+    for (record, targets) in &listed {
+        items.push(borealis_api::DeploymentSummary {
+            id: record.id.clone(),
+            application: record.application.clone(),
+            state: deployment_state(record.state),
+            reason: record.reason.clone(),
+            created_at: rfc3339(record.created_at),
+            targets: targets
+                .iter()
+                .map(|t| borealis_api::TargetSummary { name: t.target.clone(), state: target_state(t.state) })
+                .collect(),
+        });
+    }
+    Ok(Json(borealis_api::DeploymentList { deployments: items }).into_response())
+}
+
+pub async fn show(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    Query(query): Query<WaitQuery>,
+) -> Result<Response, Problem> {
+    let deadline = query.deadline()?;
+    let view = state.deployments.view_when_finished(&id, deadline).await?;
+    Ok(Json(describe(&view)).into_response())
+}
+
+pub async fn approve(
+    State(state): State<Arc<AppState>>,
+    Path((id, target)): Path<(String, String)>,
+) -> Result<Response, Problem> {
+    decide(&state, &id, &target, Decision::Approve).await
+}
+
+pub async fn reject(
+    State(state): State<Arc<AppState>>,
+    Path((id, target)): Path<(String, String)>,
+) -> Result<Response, Problem> {
+    decide(&state, &id, &target, Decision::Reject).await
+}
+
+/// `rollback`: an analysis step held for a decision rolls its target back.
+pub async fn rollback(
+    State(state): State<Arc<AppState>>,
+    Path((id, target)): Path<(String, String)>,
+) -> Result<Response, Problem> {
+    decide(&state, &id, &target, Decision::Rollback).await
+}
+
+/// `continue`: an analysis step held for a decision lets its target proceed.
+pub async fn proceed(
+    State(state): State<Arc<AppState>>,
+    Path((id, target)): Path<(String, String)>,
+) -> Result<Response, Problem> {
+    decide(&state, &id, &target, Decision::Continue).await
+}
+
+async fn decide(state: &AppState, id: &str, target: &str, decision: Decision) -> Result<Response, Problem> {
+    state.deployments.decide(id, target, decision).await?;
+    let decision = match decision {
+        Decision::Approve => borealis_api::Decision::Approved,
+        Decision::Reject => borealis_api::Decision::Rejected,
+        Decision::Continue => borealis_api::Decision::Continue,
+        Decision::Rollback => borealis_api::Decision::Rollback,
+    };
+    let taken = borealis_api::DecisionTaken { deployment: id.to_owned(), target: target.to_owned(), decision };
+    Ok(Json(taken).into_response())
+}
+
+fn deployment_state(state: DeploymentState) -> borealis_api::DeploymentState {
+    match state {
+        DeploymentState::Running => borealis_api::DeploymentState::Running,
+        DeploymentState::Succeeded => borealis_api::DeploymentState::Succeeded,
+        DeploymentState::Failed => borealis_api::DeploymentState::Failed,
+    }
+}
+
+fn target_state(state: TargetState) -> borealis_api::TargetState {
+    use borealis_api::TargetState as Api;
+    match state {
+        TargetState::Waiting => Api::Waiting,
+        TargetState::Running => Api::Running,
+        TargetState::AwaitingApproval => Api::AwaitingApproval,
+        TargetState::AwaitingContinueDecision => Api::AwaitingContinueDecision,
+        TargetState::AwaitingRollbackDecision => Api::AwaitingRollbackDecision,
+        TargetState::Deployed => Api::Deployed,
+        TargetState::AfterDeploymentFailed => Api::AfterDeploymentFailed,
+        TargetState::RolledBack => Api::RolledBack,
+        TargetState::Cancelled => Api::Cancelled,
+        TargetState::Failed => Api::Failed,
+    }
+}
+
+/// A deployment as the API shows it: targets, their webhook runs, history.
+fn describe(view: &DeploymentView) -> borealis_api::Deployment {
+    let time = rfc3339;
+    let record = &view.record;
+    let pending: Vec<String> =
+        view.pending_approvals.iter().filter(|(_, k)| !is_decision(k)).map(|(target, _)| target.clone()).collect();
+    let decisions: Vec<String> =
+        view.pending_approvals.iter().filter(|(_, k)| is_decision(k)).map(|(target, _)| target.clone()).collect();
+    let runs_by_id: HashMap<&str, &RunRecord> = view.runs.iter().map(|run| (run.id.as_str(), run)).collect();
+    let mut target_values = Vec::new();
+    for target in &view.targets {
+        let runs: Vec<borealis_api::TargetWebhookRun> = view
+            .journal
+            .iter()
+            .filter(|(key, _)| crate::deployments::orchestrator::is_run_key_of(key, &target.target))
+            .filter_map(|(_, run_id)| runs_by_id.get(run_id.as_str()))
+            .map(|run| borealis_api::TargetWebhookRun {
+                id: run.id.clone(),
+                webhook: run.webhook.clone(),
+                state: super::runs::api_state(run.state),
+                md_message: run.md_message.clone(),
+                reason: run.reason.clone(),
+            })
+            .collect();
+        target_values.push(borealis_api::Target {
+            name: target.target.clone(),
+            state: target_state(target.state),
+            step: target.step.clone(),
+            reason: target.reason.clone(),
+            updated_at: time(target.updated_at),
+            webhook_runs: runs,
+            analysis_runs: crate::deployments::orchestrator::judgments_of(&view.journal, &target.target),
+        });
+    }
+    let events: Vec<borealis_api::DeploymentEvent> = view
+        .events
+        .iter()
+        .map(|e| borealis_api::DeploymentEvent {
+            at: time(e.at),
+            target: e.target.clone(),
+            kind: e.kind.clone(),
+            message: e.message.clone(),
+        })
+        .collect();
+    borealis_api::Deployment {
+        id: record.id.clone(),
+        application: record.application.clone(),
+        state: deployment_state(record.state),
+        reason: record.reason.clone(),
+        created_at: time(record.created_at),
+        finished_at: record.finished_at.map(time),
+        pending_approvals: pending,
+        pending_decisions: decisions,
+        targets: target_values,
+        events,
+        warnings: None,
+    }
+}

@@ -1,0 +1,59 @@
+//! What handlers read from requests, and the created reply.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use super::problem::Problem;
+
+/// The `Idempotency-Key` header of a POST, with a hash of its body.
+pub(crate) fn idempotency_key(
+    headers: &http::HeaderMap,
+    body: &[u8],
+) -> Result<Option<borealis_store::IdempotencyKey>, Problem> {
+    let Some(value) = headers.get("idempotency-key") else { return Ok(None) };
+    let key = value
+        .to_str()
+        .ok()
+        .map(|k| k.trim().trim_matches('"'))
+        .filter(|k| !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| b.is_ascii_graphic()))
+        .ok_or_else(|| {
+            Problem::bad_request("invalid-idempotency-key", "Idempotency-Key must be 1 to 255 visible ASCII characters")
+        })?;
+    let digest = ring::digest::digest(&ring::digest::SHA256, body);
+    let request_hash = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    Ok(Some(borealis_store::IdempotencyKey { key: key.to_owned(), request_hash }))
+}
+
+/// `201 Created`; a repeat of an earlier request with its `Idempotency-Key`
+/// gets the same status, marked `Idempotent-Replayed: true`.
+pub(crate) fn created(body: impl IntoResponse, replayed: bool) -> Response {
+    let mut response = (StatusCode::CREATED, body).into_response();
+    if replayed {
+        response.headers_mut().insert("idempotent-replayed", http::HeaderValue::from_static("true"));
+    }
+    response
+}
+
+/// `?wait=D` on a GET: hold the request until the thing changes, up to a minute.
+#[derive(Debug, Deserialize)]
+pub struct WaitQuery {
+    wait: Option<String>,
+}
+
+impl WaitQuery {
+    /// When this request must answer (now, without `wait`).
+    pub fn deadline(&self) -> Result<tokio::time::Instant, Problem> {
+        let wait = match &self.wait {
+            Some(text) => borealis_core::duration::parse(text)
+                .map_err(|e| Problem::bad_request("invalid-wait", e.to_string()))?
+                .min(std::time::Duration::from_secs(60)),
+            None => std::time::Duration::ZERO,
+        };
+        Ok(tokio::time::Instant::now() + wait)
+    }
+}
+
+pub(crate) fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Problem> {
+    serde_json::from_slice(body).map_err(|e| Problem::bad_request("invalid-body", format!("invalid JSON body: {e}")))
+}
