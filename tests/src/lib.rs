@@ -69,27 +69,18 @@ pub fn between(earlier: std::time::SystemTime, later: std::time::SystemTime) -> 
     later.duration_since(earlier).unwrap_or_else(|_| panic!("{later:?} is before {earlier:?}"))
 }
 
-/// A fresh directory under the system temp dir, removed on drop.
-pub struct TempDir(pub std::path::PathBuf);
+/// A fresh directory under the system temp dir, removed on drop; `tag`
+/// starts its name, to tell in `/tmp` which test left it.
+pub struct TempDir(tempfile::TempDir);
 
 impl TempDir {
     pub fn new(tag: &str) -> Self {
-        static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!("borealis-test-{tag}-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).expect("create temp dir");
-        Self(path)
+        let dir = tempfile::Builder::new().prefix(&format!("borealis-test-{tag}-")).tempdir().expect("create temp dir");
+        Self(dir)
     }
 
     pub fn path(&self) -> &std::path::Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        self.0.path()
     }
 }
 

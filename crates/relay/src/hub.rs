@@ -16,8 +16,10 @@ use std::time::{Duration, SystemTime};
 
 use borealis_protocol::v1::{self, relay_control};
 use prometheus_client::metrics::counter::Counter;
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tokio_util::task::task_tracker::TaskTrackerToken;
 use tonic::{Status, Streaming};
 
 use crate::metrics::{AgentLabels, DispatchLabels, Metrics};
@@ -206,6 +208,25 @@ pub struct ForwardCall {
     verdict: Arc<OnceLock<Status>>,
     /// A frame read after the answer was done, checked when the call closes.
     stray: Option<v1::AgentFrame>,
+    /// Where the call goes to be read to its end once it is dropped.
+    closer: Closer,
+}
+
+/// The hub's end for calls whose request is done: each is read to its end
+/// (or for 10 s) by a task the hub owns, not one spawned by `Drop`.
+#[derive(Clone)]
+pub struct Closer(mpsc::UnboundedSender<Closing>);
+
+/// What is left of a dropped call.
+struct Closing {
+    inbound: Streaming<v1::AgentFrame>,
+    outbound: FrameSender,
+    answer: Answer,
+    stray: Option<v1::AgentFrame>,
+    verdict: Arc<OnceLock<Status>>,
+    agent_id: String,
+    session_id: String,
+    request_id: String,
 }
 
 impl ForwardCall {
@@ -215,8 +236,10 @@ impl ForwardCall {
         session_id: String,
         inbound: Streaming<v1::AgentFrame>,
         outbound: FrameSender,
+        closer: Closer,
     ) -> Self {
         Self {
+            closer,
             inbound: Some(inbound),
             outbound: Some(outbound),
             request_id,
@@ -335,44 +358,58 @@ pub fn frame_name(frame: Option<&v1::agent_frame::Frame>) -> &'static str {
     }
 }
 
+fn cancel_frame(request_id: &str) -> Box<v1::RelayFrame> {
+    let cancel = v1::Cancel { request_id: request_id.to_owned(), reason: v1::ErrorCode::Cancelled as i32 };
+    relay_frame(request_id, v1::relay_frame::Frame::Cancel(cancel))
+}
+
 impl Drop for ForwardCall {
     fn drop(&mut self) {
-        let (Some(mut inbound), Some(outbound)) = (self.inbound.take(), self.outbound.take()) else { return };
-        let cancel = |request_id: &str| {
-            let cancel = v1::Cancel { request_id: request_id.to_owned(), reason: v1::ErrorCode::Cancelled as i32 };
-            relay_frame(request_id, v1::relay_frame::Frame::Cancel(cancel))
-        };
+        let (Some(inbound), Some(outbound)) = (self.inbound.take(), self.outbound.take()) else { return };
         if self.answer == Answer::Open {
-            let _ = outbound.try_send(cancel(&self.request_id));
+            let _ = outbound.try_send(cancel_frame(&self.request_id));
         }
-        let (answer, stray, verdict) = (self.answer, self.stray.take(), self.verdict.clone());
-        let ids = (std::mem::take(&mut self.agent_id), std::mem::take(&mut self.session_id), self.request_id.clone());
-        tokio::spawn(async move {
-            let (agent_id, session_id, request_id) = ids;
-            let rest = async {
-                let mut end_pending = answer == Answer::BodyReceived;
-                let mut next = stray;
-                loop {
-                    let frame = match next.take() {
-                        Some(frame) => frame,
-                        None => match inbound.message().await {
-                            Ok(Some(frame)) => frame,
-                            _ => break,
-                        },
-                    };
-                    // After a violation, or a cancel, the rest is dropped unread.
-                    if verdict.get().is_some() {
-                        continue;
-                    }
-                    if let Some(reason) = after_answer(answer, &mut end_pending, &request_id, &frame) {
-                        violation(&agent_id, &session_id, &request_id, &reason, &verdict);
-                        let _ = outbound.try_send(cancel(&request_id));
-                    }
-                }
-            };
-            let _ = tokio::time::timeout(Duration::from_secs(10), rest).await;
-            drop(outbound);
+        let _ = self.closer.0.send(Closing {
+            inbound,
+            outbound,
+            answer: self.answer,
+            stray: self.stray.take(),
+            verdict: self.verdict.clone(),
+            agent_id: std::mem::take(&mut self.agent_id),
+            session_id: std::mem::take(&mut self.session_id),
+            request_id: self.request_id.clone(),
         });
+    }
+}
+
+impl Closing {
+    /// Reads what the agent still sends on the call, checking each frame
+    /// against the rules for frames after the answer, for 10 s at most.
+    async fn finish(self) {
+        let Closing { mut inbound, outbound, answer, stray, verdict, agent_id, session_id, request_id } = self;
+        let rest = async {
+            let mut end_pending = answer == Answer::BodyReceived;
+            let mut next = stray;
+            loop {
+                let frame = match next.take() {
+                    Some(frame) => frame,
+                    None => match inbound.message().await {
+                        Ok(Some(frame)) => frame,
+                        _ => break,
+                    },
+                };
+                // After a violation, or a cancel, the rest is dropped unread.
+                if verdict.get().is_some() {
+                    continue;
+                }
+                if let Some(reason) = after_answer(answer, &mut end_pending, &request_id, &frame) {
+                    violation(&agent_id, &session_id, &request_id, &reason, &verdict);
+                    let _ = outbound.try_send(cancel_frame(&request_id));
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(10), rest).await;
+        drop(outbound);
     }
 }
 
@@ -384,7 +421,8 @@ struct Pending {
 /// Counts a request against its session (and the relay) while it lives.
 pub struct Lease {
     session: Arc<Session>,
-    hub: Arc<Hub>,
+    /// Counts the request in the hub's, which drain waits for.
+    _request: TaskTrackerToken,
 }
 
 impl Lease {
@@ -396,9 +434,6 @@ impl Lease {
 impl Drop for Lease {
     fn drop(&mut self) {
         self.session.in_flight.fetch_sub(1, Ordering::Relaxed);
-        if self.hub.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.hub.idle.notify_waiters();
-        }
     }
 }
 
@@ -420,8 +455,13 @@ pub struct Hub {
     /// Request ids are this relay's instance id and a sequence number:
     /// unique without a random draw per request.
     next_request: AtomicU64,
-    in_flight: AtomicUsize,
-    idle: Notify,
+    /// Requests in flight through any agent (as tokens), which drain waits for.
+    requests: TaskTracker,
+    /// Session watchdogs and closing calls.
+    tasks: TaskTracker,
+    closer: Closer,
+    /// Ends the closer's loop at shutdown.
+    stop: CancellationToken,
     draining: AtomicBool,
     metrics: Arc<Metrics>,
     /// Requests handed over down standby calls and as offers: looked up
@@ -434,14 +474,30 @@ impl Hub {
     pub fn new(metrics: Arc<Metrics>) -> Arc<Self> {
         let dispatches = |way| metrics.agent_dispatches.get_or_create(&DispatchLabels { way }).clone();
         let (by_standby, by_offer) = (dispatches("standby"), dispatches("offer"));
+        let (closing, mut closings) = mpsc::unbounded_channel::<Closing>();
+        let (tasks, stop) = (TaskTracker::new(), CancellationToken::new());
+        let (owner, ended) = (tasks.clone(), stop.clone());
+        tasks.spawn(async move {
+            loop {
+                tokio::select! {
+                    closing = closings.recv() => match closing {
+                        Some(closing) => { owner.spawn(closing.finish()); }
+                        None => return,
+                    },
+                    () = ended.cancelled() => return,
+                }
+            }
+        });
         Arc::new(Self {
             relay_instance_id: uuid::Uuid::new_v4().to_string(),
             pools: Mutex::default(),
             pending: Mutex::default(),
             rotation: AtomicUsize::new(0),
             next_request: AtomicU64::new(1),
-            in_flight: AtomicUsize::new(0),
-            idle: Notify::new(),
+            requests: TaskTracker::new(),
+            tasks,
+            closer: Closer(closing),
+            stop,
             draining: AtomicBool::new(false),
             metrics,
             by_standby,
@@ -557,8 +613,7 @@ impl Hub {
         loop {
             let session = self.pick(agent_id, &tried).ok_or_else(|| DispatchError::NoInstance(agent_id.to_owned()))?;
             session.in_flight.fetch_add(1, Ordering::Relaxed);
-            self.in_flight.fetch_add(1, Ordering::AcqRel);
-            let lease = Lease { session: session.clone(), hub: self.clone() };
+            let lease = Lease { session: session.clone(), _request: self.requests.token() };
             let request_id =
                 format!("{}-{}", self.relay_instance_id, self.next_request.fetch_add(1, Ordering::Relaxed));
             if let Some(mut call) = session.take_standby() {
@@ -661,25 +716,32 @@ impl Hub {
             session.send_now(relay_control::Msg::Drain(drain.clone()));
             session.set_draining();
         }
-        let idle = async {
-            loop {
-                let notified = self.idle.notified();
-                if self.in_flight.load(Ordering::Acquire) == 0 {
-                    return;
-                }
-                notified.await;
-            }
-        };
-        if tokio::time::timeout(grace, idle).await.is_err() {
-            tracing::warn!(
-                in_flight = self.in_flight.load(Ordering::Acquire),
-                "shutdown grace period over with requests in flight"
-            );
+        self.requests.close();
+        if tokio::time::timeout(grace, self.requests.wait()).await.is_err() {
+            tracing::warn!(in_flight = self.requests.len(), "shutdown grace over with requests in flight");
         }
     }
 
     /// Shutdown, second half: end every session.
     pub fn close_all(&self) {
         self.end_where(&Status::unavailable("relay shut down"), |_| true);
+    }
+
+    /// Where calls go to be closed; every `ForwardCall` takes one.
+    pub fn closer(&self) -> Closer {
+        self.closer.clone()
+    }
+
+    /// Runs a session's task (its watchdog) as one the hub owns.
+    pub fn spawn_session_task(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.tasks.spawn(task);
+    }
+
+    /// Shutdown, last: waits for session tasks and closing calls (each ends
+    /// within 10 s once its session is closed).
+    pub async fn close(&self) {
+        self.stop.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
     }
 }

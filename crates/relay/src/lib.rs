@@ -219,6 +219,7 @@ pub async fn run(
     }
     let _ = engine.await;
     let _ = sweeper.await;
+    hub.close().await;
     store.close().await;
     tracing::info!("relay stopped");
     Ok(())

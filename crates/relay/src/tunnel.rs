@@ -236,7 +236,7 @@ impl TunnelService {
 
         let hub = state.hub.clone();
         let watched = session.clone();
-        tokio::spawn(async move {
+        state.hub.spawn_session_task(async move {
             let session = watched;
             // Checked every quarter interval: a session silent for 2¾
             // intervals is lost, so it is always declared lost within three
@@ -322,7 +322,14 @@ impl TunnelService {
             ));
         }
         let (outbound, frames) = mpsc::channel(16);
-        let call = ForwardCall::new(first.request_id, claims.sub.clone(), session_id.clone(), inbound, outbound);
+        let call = ForwardCall::new(
+            first.request_id,
+            claims.sub.clone(),
+            session_id.clone(),
+            inbound,
+            outbound,
+            self.state.hub.closer(),
+        );
         let verdict = call.verdict();
         if accept {
             self.state.hub.take(&session_id, &claims.sub, call)?;
