@@ -36,8 +36,14 @@ impl PostgresStore {
     /// holds a Postgres advisory lock while it runs, so relays starting at
     /// once apply each migration once, one after the other.
     pub async fn open_with(options: PgConnectOptions) -> Result<Self, StoreError> {
+        Self::open_pool(options, 16).await
+    }
+
+    /// [`Self::open_with`] with at most `max_connections` (tests keep few,
+    /// so that many at once stay under the server's limit).
+    pub(super) async fn open_pool(options: PgConnectOptions, max_connections: u32) -> Result<Self, StoreError> {
         let pool = PgPoolOptions::new()
-            .max_connections(16)
+            .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options)
             .await

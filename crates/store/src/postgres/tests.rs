@@ -21,6 +21,9 @@ use crate::runs::{NewRun, Outcome, RunState, RunStore};
 use crate::settings::SettingStore;
 use crate::store::Lifecycle;
 
+/// Connections per store: tests run many at once against one server.
+const POOL: u32 = 4;
+
 const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 
 fn url() -> String {
@@ -67,7 +70,7 @@ impl Harness for TempSchema {
             .await
             .unwrap();
         admin.close().await.unwrap();
-        PostgresStore::open_with(self.options()).await.unwrap()
+        PostgresStore::open_pool(self.options(), POOL).await.unwrap()
     }
 }
 
@@ -281,7 +284,7 @@ async fn relays_starting_at_once_migrate_once() {
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {}", harness.schema))).execute(&mut admin).await.unwrap();
     let mut starting = tokio::task::JoinSet::new();
     for _ in 0..4 {
-        starting.spawn(PostgresStore::open_with(harness.options()));
+        starting.spawn(PostgresStore::open_pool(harness.options(), POOL));
     }
     for store in starting.join_all().await {
         let store = store.expect("every relay starts");
@@ -334,4 +337,26 @@ async fn a_lost_compare_and_set_is_not_an_error_and_a_stale_run_is_not_finished_
     assert!(!b.start_attempt(&stale.id, 1, "{}").await.unwrap(), "the run moved on");
     assert!(a.await_callback("r", SystemTime::now(), None).await.unwrap());
     assert!(!b.retry_at("r", SystemTime::now(), "late").await.unwrap());
+}
+
+/// `sslmode=require` in the URL: the connection is TLS (rustls), as the
+/// server reports it. Needs a server with `ssl = on`, as CI's and the
+/// default Debian package are.
+#[tokio::test]
+async fn sslmode_in_the_url_makes_the_connection_tls() {
+    let harness = TempSchema::new();
+    drop(harness.open().await);
+    let url = url();
+    let url = format!(
+        "{url}{}sslmode=require&options=-c%20search_path%3D{}",
+        if url.contains('?') { "&" } else { "?" },
+        harness.schema
+    );
+    let store = PostgresStore::open(&url).await.expect("a TLS connection (is ssl on in the server?)");
+    let tls: bool = sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+        .fetch_one(&store.pool)
+        .await
+        .unwrap();
+    assert!(tls, "sslmode=require connected in the clear");
+    store.close().await;
 }
