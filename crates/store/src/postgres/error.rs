@@ -3,8 +3,8 @@
 use crate::error::{Conflict, StoreError};
 
 /// SQLSTATEs a retry may pass: serialization failure and deadlock (another
-/// writer won; this backend does not retry them itself), and a server that
-/// is going away or out of connections.
+/// writer won; this backend does not retry them itself), too many
+/// connections, a server shutting down or starting, a lock not available.
 const RETRYABLE: [&str; 7] = ["40001", "40P01", "53300", "57P01", "57P02", "57P03", "55P03"];
 
 /// No connection, a pool timeout, I/O trouble, or a lost race with another

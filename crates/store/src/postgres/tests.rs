@@ -360,3 +360,25 @@ async fn sslmode_in_the_url_makes_the_connection_tls() {
     assert!(tls, "sslmode=require connected in the clear");
     store.close().await;
 }
+
+/// The SQLSTATEs as the server raises them: a lost serialization race or
+/// a deadlock is retryable, a unique violation a conflict, the rest `Backend`.
+#[tokio::test]
+async fn error_codes_map_to_the_variants() {
+    let harness = TempSchema::new();
+    let store = harness.open().await;
+    let raise = |code: &'static str| {
+        let pool = store.pool.clone();
+        async move {
+            let sql = format!("DO $$ BEGIN RAISE EXCEPTION 'raised' USING ERRCODE = '{code}'; END $$");
+            super::error::db(sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&pool).await.unwrap_err())
+        }
+    };
+    for code in ["40001", "40P01", "57P01", "08006", "53300"] {
+        let err = raise(code).await;
+        assert!(err.is_retryable(), "{code}: {err:?}");
+    }
+    assert!(matches!(raise("23505").await, StoreError::Conflict(Conflict::Duplicate(_))));
+    assert!(matches!(raise("42P01").await, StoreError::Backend(_)));
+    assert!(matches!(raise("22P02").await, StoreError::Backend(_)));
+}
