@@ -12,7 +12,9 @@
 //! can give it just that.
 //!
 //! Errors are backend-neutral ([`StoreError`]): each backend decides which
-//! variant its database's errors are. [`open`] picks the backend by URL.
+//! variant its database's errors are. [`open`] picks the backend by URL:
+//! SQLite ([`SqliteStore`], one relay) or PostgreSQL ([`PostgresStore`],
+//! replicas sharing one database).
 //! `conformance` (feature `conformance`) is the suite every backend passes.
 
 mod credentials;
@@ -20,6 +22,7 @@ mod deployments;
 mod error;
 mod idempotency;
 mod open;
+mod postgres;
 mod providers;
 mod runs;
 mod secrets;
@@ -39,6 +42,7 @@ pub use deployments::{
 pub use error::{BoxError, Conflict, StoreError};
 pub use idempotency::IdempotencyKey;
 pub use open::{SUPPORTED_SCHEMES, open};
+pub use postgres::PostgresStore;
 pub use providers::{MetricProvider, MetricProviderStore};
 pub use runs::{Attempt, NewRun, Outcome, RunRecord, RunState, RunStore, RunView};
 pub use secrets::{EncryptedSecret, SecretStore};

@@ -4,11 +4,12 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::error::StoreError;
+use crate::postgres::PostgresStore;
 use crate::sqlite::SqliteStore;
 use crate::store::Store;
 
 /// The URL schemes [`open`] knows.
-pub const SUPPORTED_SCHEMES: &[&str] = &["sqlite"];
+pub const SUPPORTED_SCHEMES: &[&str] = &["sqlite", "postgres", "postgresql"];
 
 /// Opens the store `url` names, by its scheme; without a URL, SQLite's
 /// `borealis.db` in `data_dir`. An unknown scheme is refused by name,
@@ -22,6 +23,7 @@ pub async fn open(url: Option<&str>, data_dir: &Path) -> Result<Arc<dyn Store>, 
     });
     match scheme.as_deref() {
         Some("sqlite") => Ok(Arc::new(SqliteStore::open(url).await?)),
+        Some("postgres" | "postgresql") => Ok(Arc::new(PostgresStore::open(url).await?)),
         Some(scheme) => Err(StoreError::UnsupportedScheme { scheme: scheme.to_owned(), supported: SUPPORTED_SCHEMES }),
         None => Err(StoreError::InvalidUrl(format!(
             "a database URL starts with its scheme ({}:...)",

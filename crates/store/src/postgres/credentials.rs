@@ -1,0 +1,99 @@
+use std::time::SystemTime;
+
+use sqlx::Row;
+use sqlx::postgres::PgRow;
+
+use super::error::{db, unique_violation};
+use super::store::{PostgresStore, now_ms, time};
+use crate::credentials::{Credential, CredentialKind, CredentialStore};
+use crate::error::{Conflict, StoreError};
+use crate::time::{from_unix_ms, unix_ms};
+
+fn credential_from(row: &PgRow) -> Credential {
+    Credential {
+        client_id: row.get("client_id"),
+        kind: CredentialKind::parse(row.get("kind")),
+        subject: row.get("subject"),
+        secret_hash: row.get("secret_hash"),
+        created_at: from_unix_ms(row.get("created_at")),
+        revoked_at: time(row, "revoked_at"),
+    }
+}
+
+#[async_trait::async_trait]
+impl CredentialStore for PostgresStore {
+    async fn create_credential(
+        &self,
+        kind: CredentialKind,
+        subject: &str,
+        client_id: &str,
+        secret_hash: &[u8],
+    ) -> Result<Credential, StoreError> {
+        let now = SystemTime::now();
+        let result = sqlx::query(
+            "INSERT INTO credentials (client_id, kind, subject, secret_hash, created_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(client_id)
+        .bind(kind.as_str())
+        .bind(subject)
+        .bind(secret_hash)
+        .bind(unix_ms(now))
+        .execute(&self.pool)
+        .await;
+        match result {
+            Ok(_) => Ok(Credential {
+                client_id: client_id.to_owned(),
+                kind,
+                subject: subject.to_owned(),
+                secret_hash: secret_hash.to_vec(),
+                created_at: now,
+                revoked_at: None,
+            }),
+            Err(err) if unique_violation(&err) == Some("credentials_one_active") => {
+                Err(Conflict::CredentialExists { kind: kind.as_str(), subject: subject.to_owned() }.into())
+            }
+            Err(err) => Err(db(err)),
+        }
+    }
+
+    async fn credential(&self, client_id: &str) -> Result<Option<Credential>, StoreError> {
+        let row = sqlx::query("SELECT * FROM credentials WHERE client_id = $1")
+            .bind(client_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(row.map(|row| credential_from(&row)))
+    }
+
+    async fn active_credential(&self, kind: CredentialKind, subject: &str) -> Result<Option<Credential>, StoreError> {
+        let row = sqlx::query("SELECT * FROM credentials WHERE kind = $1 AND subject = $2 AND revoked_at IS NULL")
+            .bind(kind.as_str())
+            .bind(subject)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(row.map(|row| credential_from(&row)))
+    }
+
+    async fn active_credentials(&self, kind: CredentialKind) -> Result<Vec<Credential>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM credentials WHERE kind = $1 AND revoked_at IS NULL ORDER BY subject")
+            .bind(kind.as_str())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(rows.iter().map(credential_from).collect())
+    }
+
+    async fn revoke(&self, kind: CredentialKind, subject: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE credentials SET revoked_at = $1 WHERE kind = $2 AND subject = $3 AND revoked_at IS NULL",
+        )
+        .bind(now_ms())
+        .bind(kind.as_str())
+        .bind(subject)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(done.rows_affected() > 0)
+    }
+}

@@ -1,0 +1,388 @@
+use std::collections::HashMap;
+
+use sqlx::Row;
+use sqlx::postgres::PgRow;
+
+use super::error::{db, unique_violation};
+use super::runs::{Keyed, Query, key_vanished, run_from};
+use super::store::{PostgresStore, now_ms, state, time};
+use crate::deployments::{
+    ApprovalState, DECISION_SUFFIX, DeploymentRecord, DeploymentState, DeploymentStore, DeploymentView, EventRecord,
+    TargetRecord, TargetState,
+};
+use crate::error::{Conflict, StoreError};
+use crate::idempotency::IdempotencyKey;
+use crate::time::from_unix_ms;
+
+/// How often an insert that lost to a deployment finishing at that very
+/// moment is tried again before the caller hears `Unavailable`.
+const RUNNING_RACE_TRIES: usize = 3;
+
+fn deployment_from(row: &PgRow) -> Result<DeploymentRecord, StoreError> {
+    Ok(DeploymentRecord {
+        id: row.get("id"),
+        application: row.get("application"),
+        file: row.get("file"),
+        context: row.get("context"),
+        state: state(row, "state", DeploymentState::parse)?,
+        reason: row.get("reason"),
+        created_at: from_unix_ms(row.get("created_at")),
+        updated_at: from_unix_ms(row.get("updated_at")),
+        finished_at: time(row, "finished_at"),
+    })
+}
+
+// The reads a deployment's view is made of. Those also made alone
+// (record, targets, journal) serve both.
+
+fn deployment_query(id: &str) -> Query<'_> {
+    sqlx::query("SELECT * FROM deployments WHERE id = $1").bind(id)
+}
+
+fn targets_query(id: &str) -> Query<'_> {
+    sqlx::query("SELECT * FROM deployment_targets WHERE deployment_id = $1 ORDER BY position").bind(id)
+}
+
+fn target_from(row: &PgRow) -> Result<TargetRecord, StoreError> {
+    Ok(TargetRecord {
+        target: row.get("target"),
+        state: state(row, "state", TargetState::parse)?,
+        step: row.get("step"),
+        reason: row.get("reason"),
+        updated_at: from_unix_ms(row.get("updated_at")),
+    })
+}
+
+fn journal_query(id: &str) -> Query<'_> {
+    sqlx::query("SELECT key, value FROM deployment_journal WHERE deployment_id = $1 ORDER BY key").bind(id)
+}
+
+fn pair_from(row: &PgRow) -> (String, String) {
+    (row.get(0), row.get(1))
+}
+
+fn events_query(id: &str) -> Query<'_> {
+    sqlx::query("SELECT * FROM deployment_events WHERE deployment_id = $1 ORDER BY id").bind(id)
+}
+
+fn event_from(row: &PgRow) -> EventRecord {
+    EventRecord {
+        at: from_unix_ms(row.get("at")),
+        target: row.get("target"),
+        kind: row.get("kind"),
+        message: row.get("message"),
+    }
+}
+
+fn pending_approvals_query(id: &str) -> Query<'_> {
+    sqlx::query(
+        "SELECT target, step_key FROM approvals WHERE deployment_id = $1 AND state = 'pending' ORDER BY step_key",
+    )
+    .bind(id)
+}
+
+#[async_trait::async_trait]
+impl DeploymentStore for PostgresStore {
+    async fn insert_deployment(
+        &self,
+        id: &str,
+        application: &str,
+        file: &str,
+        context: &str,
+        idempotency: Option<&IdempotencyKey>,
+    ) -> Result<(), StoreError> {
+        for _ in 0..RUNNING_RACE_TRIES {
+            let now = now_ms();
+            // The key's claim and the insert are one statement; the unique
+            // index on running deployments refuses a second one per application.
+            let result = sqlx::query(
+                "INSERT INTO deployments (id, application, file, context, state, created_at, updated_at, idempotency_key, request_hash) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $6, $7, $8) \
+                 ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING",
+            )
+            .bind(id)
+            .bind(application)
+            .bind(file)
+            .bind(context)
+            .bind(DeploymentState::Running.as_str())
+            .bind(now)
+            .bind(idempotency.map(|k| &k.key))
+            .bind(idempotency.map(|k| &k.request_hash))
+            .execute(&self.pool)
+            .await;
+            let err = match result {
+                Ok(done) if done.rows_affected() == 1 => return Ok(()),
+                Ok(_) => {
+                    return Err(self.key_used(Keyed::Deployments, idempotency).await?.ok_or_else(key_vanished)?.into());
+                }
+                Err(err) => err,
+            };
+            let Some(constraint) = unique_violation(&err) else { return Err(db(err)) };
+            // A racing insert with the same key may trip the running index
+            // first; the key is the better answer.
+            if let Some(used) = self.key_used(Keyed::Deployments, idempotency).await? {
+                return Err(used.into());
+            }
+            if constraint != "deployments_one_running" {
+                return Err(db(err));
+            }
+            let running: Option<String> =
+                sqlx::query("SELECT id FROM deployments WHERE application = $1 AND finished_at IS NULL")
+                    .bind(application)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(db)?
+                    .map(|row| row.get("id"));
+            if let Some(running) = running {
+                return Err(Conflict::DeploymentInProgress { application: application.to_owned(), running }.into());
+            }
+            // It finished between the insert and the read: try again.
+        }
+        Err(StoreError::Unavailable(
+            format!("deployments of application {application:?} kept starting and finishing; try again").into(),
+        ))
+    }
+
+    async fn deployment(&self, id: &str) -> Result<Option<DeploymentRecord>, StoreError> {
+        let row = deployment_query(id).fetch_optional(&self.pool).await.map_err(db)?;
+        row.as_ref().map(deployment_from).transpose()
+    }
+
+    async fn deployment_view(&self, id: &str) -> Result<Option<DeploymentView>, StoreError> {
+        let mut tx = self.snapshot().await?;
+        let Some(record) = deployment_query(id).fetch_optional(&mut *tx).await.map_err(db)? else { return Ok(None) };
+        let targets = targets_query(id)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db)?
+            .iter()
+            .map(target_from)
+            .collect::<Result<_, _>>()?;
+        let journal = journal_query(id).fetch_all(&mut *tx).await.map_err(db)?.iter().map(pair_from).collect();
+        let runs = sqlx::query(
+            "SELECT * FROM webhook_runs WHERE id IN (SELECT value FROM deployment_journal WHERE deployment_id = $1)",
+        )
+        .bind(id)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db)?
+        .iter()
+        .map(run_from)
+        .collect();
+        let pending_approvals =
+            pending_approvals_query(id).fetch_all(&mut *tx).await.map_err(db)?.iter().map(pair_from).collect();
+        let events = events_query(id).fetch_all(&mut *tx).await.map_err(db)?.iter().map(event_from).collect();
+        tx.rollback().await.map_err(db)?;
+        Ok(Some(DeploymentView {
+            record: deployment_from(&record)?,
+            targets,
+            journal,
+            runs,
+            pending_approvals,
+            events,
+        }))
+    }
+
+    async fn deployments(&self, limit: u32) -> Result<Vec<(DeploymentRecord, Vec<TargetRecord>)>, StoreError> {
+        let mut tx = self.snapshot().await?;
+        let records = sqlx::query("SELECT * FROM deployments ORDER BY created_at DESC, id LIMIT $1")
+            .bind(i64::from(limit))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db)?;
+        let mut listed: Vec<(DeploymentRecord, Vec<TargetRecord>)> =
+            records.iter().map(|row| Ok((deployment_from(row)?, Vec::new()))).collect::<Result<_, StoreError>>()?;
+        let index: HashMap<String, usize> =
+            listed.iter().enumerate().map(|(i, (record, _))| (record.id.clone(), i)).collect();
+        // The targets of all listed deployments in one query, not one each.
+        let ids: Vec<&str> = listed.iter().map(|(record, _)| record.id.as_str()).collect();
+        let targets = sqlx::query(
+            "SELECT * FROM deployment_targets WHERE deployment_id = ANY($1) ORDER BY deployment_id, position",
+        )
+        .bind(ids)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db)?;
+        tx.rollback().await.map_err(db)?;
+        for row in &targets {
+            if let Some(&i) = index.get(row.get::<&str, _>("deployment_id")) {
+                listed[i].1.push(target_from(row)?);
+            }
+        }
+        Ok(listed)
+    }
+
+    async fn unfinished_deployments(&self) -> Result<Vec<DeploymentRecord>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM deployments WHERE finished_at IS NULL")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        rows.iter().map(deployment_from).collect()
+    }
+
+    async fn finish_deployment(
+        &self,
+        id: &str,
+        state: DeploymentState,
+        reason: Option<&str>,
+    ) -> Result<(), StoreError> {
+        // Compare-and-set on `finished_at`: the first end stays.
+        sqlx::query(
+            "UPDATE deployments SET state = $1, reason = $2, finished_at = $3, updated_at = $3 \
+             WHERE id = $4 AND finished_at IS NULL",
+        )
+        .bind(state.as_str())
+        .bind(reason)
+        .bind(now_ms())
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn set_target(
+        &self,
+        id: &str,
+        target: &str,
+        state: TargetState,
+        step: Option<&str>,
+        reason: Option<&str>,
+    ) -> Result<(), StoreError> {
+        // `position` is an identity column: a new target draws the next
+        // place from a sequence (no two writers get one), and the upsert
+        // leaves an old one's place.
+        sqlx::query(
+            "INSERT INTO deployment_targets (deployment_id, target, state, step, reason, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (deployment_id, target) DO UPDATE SET state = excluded.state, step = excluded.step, \
+             reason = excluded.reason, updated_at = excluded.updated_at",
+        )
+        .bind(id)
+        .bind(target)
+        .bind(state.as_str())
+        .bind(step)
+        .bind(reason)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn targets(&self, id: &str) -> Result<Vec<TargetRecord>, StoreError> {
+        targets_query(id).fetch_all(&self.pool).await.map_err(db)?.iter().map(target_from).collect()
+    }
+
+    async fn journal(&self, id: &str) -> Result<Vec<(String, String)>, StoreError> {
+        Ok(journal_query(id).fetch_all(&self.pool).await.map_err(db)?.iter().map(pair_from).collect())
+    }
+
+    async fn put_journal(&self, id: &str, key: &str, value: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO deployment_journal (deployment_id, key, value, recorded_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(id)
+        .bind(key)
+        .bind(value)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn replace_journal(&self, id: &str, key: &str, value: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO deployment_journal (deployment_id, key, value, recorded_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (deployment_id, key) DO UPDATE SET value = excluded.value, recorded_at = excluded.recorded_at",
+        )
+        .bind(id)
+        .bind(key)
+        .bind(value)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn add_event(&self, id: &str, target: Option<&str>, kind: &str, message: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO deployment_events (deployment_id, at, target, kind, message) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(id)
+        .bind(now_ms())
+        .bind(target)
+        .bind(kind)
+        .bind(message)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn request_approval(&self, id: &str, target: &str, step_key: &str) -> Result<ApprovalState, StoreError> {
+        sqlx::query(
+            "INSERT INTO approvals (deployment_id, step_key, target, state, requested_at) VALUES ($1, $2, $3, 'pending', $4) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(id)
+        .bind(step_key)
+        .bind(target)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(self.approval(id, step_key).await?.unwrap_or(ApprovalState::Pending))
+    }
+
+    async fn approval(&self, id: &str, step_key: &str) -> Result<Option<ApprovalState>, StoreError> {
+        let row = sqlx::query("SELECT state FROM approvals WHERE deployment_id = $1 AND step_key = $2")
+            .bind(id)
+            .bind(step_key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(row.map(|row| ApprovalState::parse(row.get("state"))))
+    }
+
+    async fn decide_approvals(
+        &self,
+        id: &str,
+        target: &str,
+        decision: ApprovalState,
+        decisions: bool,
+    ) -> Result<u64, StoreError> {
+        // Compare-and-set on `pending`: an approval is decided once.
+        let done = sqlx::query(
+            "UPDATE approvals SET state = $1, decided_at = $2 WHERE deployment_id = $3 AND target = $4 \
+             AND state = 'pending' AND (right(step_key, char_length($5::text)) = $5::text) = $6",
+        )
+        .bind(decision.as_str())
+        .bind(now_ms())
+        .bind(id)
+        .bind(target)
+        .bind(DECISION_SUFFIX)
+        .bind(decisions)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn cancel_approval(&self, id: &str, step_key: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE approvals SET state = 'cancelled', decided_at = $1 WHERE deployment_id = $2 AND step_key = $3 \
+             AND state = 'pending'",
+        )
+        .bind(now_ms())
+        .bind(id)
+        .bind(step_key)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+}

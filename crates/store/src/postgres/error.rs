@@ -1,0 +1,34 @@
+//! Which [`StoreError`] an sqlx error on PostgreSQL is.
+
+use crate::error::{Conflict, StoreError};
+
+/// SQLSTATEs a retry may pass: serialization failure and deadlock (another
+/// writer won; this backend does not retry them itself), too many
+/// connections, a server shutting down or starting, a lock not available.
+const RETRYABLE: [&str; 7] = ["40001", "40P01", "53300", "57P01", "57P02", "57P03", "55P03"];
+
+/// No connection, a pool timeout, I/O trouble, or a lost race with another
+/// writer may pass on a retry; a unique violation is the caller's conflict;
+/// the rest is a bug or corruption.
+pub(super) fn db(err: sqlx::Error) -> StoreError {
+    match &err {
+        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) => StoreError::Unavailable(Box::new(err)),
+        sqlx::Error::Database(db) => match db.code() {
+            // Class 08: connection exceptions.
+            Some(code) if RETRYABLE.contains(&code.as_ref()) || code.starts_with("08") => {
+                StoreError::Unavailable(Box::new(err))
+            }
+            _ if db.is_unique_violation() => StoreError::Conflict(Conflict::Duplicate(db.message().to_owned())),
+            _ => StoreError::Backend(Box::new(err)),
+        },
+        _ => StoreError::Backend(Box::new(err)),
+    }
+}
+
+/// The unique constraint (or index) a write failed on, if that is why.
+pub(super) fn unique_violation(err: &sqlx::Error) -> Option<&str> {
+    match err {
+        sqlx::Error::Database(db) if db.is_unique_violation() => Some(db.constraint().unwrap_or("")),
+        _ => None,
+    }
+}

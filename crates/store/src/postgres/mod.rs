@@ -1,0 +1,21 @@
+//! The store on PostgreSQL, for relay replicas sharing one database. Every
+//! write is one statement that holds against writers in other processes: a
+//! compare-and-set (`UPDATE ... WHERE state = ...`), an upsert, or an insert
+//! a unique index arbitrates (idempotency keys, one running deployment per
+//! application); target order comes from a sequence. Snapshot reads are one
+//! `REPEATABLE READ READ ONLY` transaction. This backend alone knows
+//! Postgres's error codes ([`error`]).
+
+mod credentials;
+mod deployments;
+mod error;
+mod providers;
+mod runs;
+mod secrets;
+mod settings;
+mod store;
+
+pub use store::PostgresStore;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,69 @@
+use sqlx::Row;
+use sqlx::postgres::PgRow;
+
+use super::error::{db, unique_violation};
+use super::store::PostgresStore;
+use crate::error::{Conflict, StoreError};
+use crate::providers::{MetricProvider, MetricProviderStore};
+use crate::time::{from_unix_ms, unix_ms};
+
+fn provider_from(row: &PgRow) -> MetricProvider {
+    let headers: String = row.get("headers");
+    MetricProvider {
+        name: row.get("name"),
+        kind: row.get("kind"),
+        url: row.get("url"),
+        agent: row.get("agent"),
+        headers: serde_json::from_str(&headers).unwrap_or_default(),
+        created_at: from_unix_ms(row.get("created_at")),
+    }
+}
+
+#[async_trait::async_trait]
+impl MetricProviderStore for PostgresStore {
+    async fn insert_provider(&self, provider: &MetricProvider) -> Result<(), StoreError> {
+        let headers = serde_json::to_string(&provider.headers).expect("headers serialize");
+        let result = sqlx::query(
+            "INSERT INTO metric_providers (name, kind, url, agent, headers, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&provider.name)
+        .bind(&provider.kind)
+        .bind(&provider.url)
+        .bind(&provider.agent)
+        .bind(headers)
+        .bind(unix_ms(provider.created_at))
+        .execute(&self.pool)
+        .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(err) if unique_violation(&err).is_some() => {
+                Err(Conflict::ProviderExists { name: provider.name.clone() }.into())
+            }
+            Err(err) => Err(db(err)),
+        }
+    }
+
+    async fn providers(&self) -> Result<Vec<MetricProvider>, StoreError> {
+        let rows =
+            sqlx::query("SELECT * FROM metric_providers ORDER BY name").fetch_all(&self.pool).await.map_err(db)?;
+        Ok(rows.iter().map(provider_from).collect())
+    }
+
+    async fn provider(&self, name: &str) -> Result<Option<MetricProvider>, StoreError> {
+        let row = sqlx::query("SELECT * FROM metric_providers WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(row.as_ref().map(provider_from))
+    }
+
+    async fn delete_provider(&self, name: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM metric_providers WHERE name = $1")
+            .bind(name)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected() > 0)
+    }
+}

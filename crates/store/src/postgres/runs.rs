@@ -1,0 +1,259 @@
+use std::time::SystemTime;
+
+use sqlx::Row;
+use sqlx::postgres::{PgArguments, PgRow};
+
+use super::error::{db, unique_violation};
+use super::store::{PostgresStore, now_ms, time};
+use crate::error::{Conflict, StoreError};
+use crate::idempotency::IdempotencyKey;
+use crate::runs::{Attempt, NewRun, Outcome, RunRecord, RunState, RunStore, RunView};
+use crate::time::{from_unix_ms, unix_ms};
+
+pub(super) type Query<'q> = sqlx::query::Query<'q, sqlx::Postgres, PgArguments>;
+
+/// The tables whose rows an Idempotency-Key can name.
+#[derive(Clone, Copy)]
+pub(super) enum Keyed {
+    Runs,
+    Deployments,
+}
+
+impl PostgresStore {
+    /// The conflict naming the row `key` created, if it was used. Read in a
+    /// statement of its own after the insert lost: that one waited for the
+    /// winner to commit, so this one's snapshot has the winner's row.
+    pub(super) async fn key_used(
+        &self,
+        table: Keyed,
+        key: Option<&IdempotencyKey>,
+    ) -> Result<Option<Conflict>, StoreError> {
+        let Some(key) = key else { return Ok(None) };
+        let query = match table {
+            Keyed::Runs => "SELECT id, request_hash FROM webhook_runs WHERE idempotency_key = $1",
+            Keyed::Deployments => "SELECT id, request_hash FROM deployments WHERE idempotency_key = $1",
+        };
+        let row = sqlx::query(query).bind(&key.key).fetch_optional(&self.pool).await.map_err(db)?;
+        Ok(row.map(|row| {
+            let hash: Option<String> = row.get("request_hash");
+            Conflict::IdempotencyKeyUsed {
+                id: row.get("id"),
+                same_request: hash.as_deref() == Some(key.request_hash.as_str()),
+            }
+        }))
+    }
+}
+
+/// A key claimed by a row that cannot be read back: only a row deleted in
+/// between does that, and a retry would claim the key afresh.
+pub(super) fn key_vanished() -> StoreError {
+    StoreError::Unavailable("the row holding the Idempotency-Key changed while it was read; try again".into())
+}
+
+pub(super) fn run_from(row: &PgRow) -> RunRecord {
+    RunRecord {
+        id: row.get("id"),
+        callback_id: row.get("callback_id"),
+        webhook: row.get("webhook"),
+        environment: row.get("environment"),
+        spec: row.get("spec"),
+        request: row.get("request"),
+        state: RunState::parse(row.get("state")).unwrap_or(RunState::Failed),
+        attempts: row.get::<i64, _>("attempts") as u32,
+        next_attempt_at: time(row, "next_attempt_at"),
+        deadline_at: time(row, "deadline_at"),
+        success: row.get("success"),
+        md_message: row.get("md_message"),
+        reason: row.get("reason"),
+        callback_at: time(row, "callback_at"),
+        created_at: from_unix_ms(row.get("created_at")),
+        updated_at: from_unix_ms(row.get("updated_at")),
+        finished_at: time(row, "finished_at"),
+    }
+}
+
+fn run_query(id: &str) -> Query<'_> {
+    sqlx::query("SELECT * FROM webhook_runs WHERE id = $1").bind(id)
+}
+
+fn attempt_from(row: &PgRow) -> Attempt {
+    Attempt {
+        number: row.get::<i64, _>("number") as u32,
+        started_at: from_unix_ms(row.get("started_at")),
+        latency_ms: row.get::<i64, _>("latency_ms") as u64,
+        status: row.get::<Option<i64>, _>("status").map(|s| s as u16),
+        error: row.get("error"),
+        reply: row.get("reply"),
+    }
+}
+
+#[async_trait::async_trait]
+impl RunStore for PostgresStore {
+    async fn insert_run(&self, run: &NewRun) -> Result<(), StoreError> {
+        let now = now_ms();
+        // Claiming the key and inserting the run are one statement: of
+        // replicas racing one key, one inserts and the rest insert nothing.
+        let result = sqlx::query(
+            "INSERT INTO webhook_runs (id, callback_id, webhook, environment, spec, state, next_attempt_at, created_at, updated_at, \
+             idempotency_key, request_hash) VALUES ($1, $2, $3, $4, $5, 'pending', $6, $6, $6, $7, $8) \
+             ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING",
+        )
+        .bind(&run.id)
+        .bind(&run.callback_id)
+        .bind(&run.webhook)
+        .bind(&run.environment)
+        .bind(&run.spec)
+        .bind(now)
+        .bind(run.idempotency.as_ref().map(|k| &k.key))
+        .bind(run.idempotency.as_ref().map(|k| &k.request_hash))
+        .execute(&self.pool)
+        .await;
+        match result {
+            Ok(done) if done.rows_affected() == 1 => Ok(()),
+            Ok(_) => Err(self.key_used(Keyed::Runs, run.idempotency.as_ref()).await?.ok_or_else(key_vanished)?.into()),
+            // The id or callback id is taken; or the key, by a row that
+            // was not committed yet when this insert checked it.
+            Err(err) if unique_violation(&err).is_some() => {
+                match self.key_used(Keyed::Runs, run.idempotency.as_ref()).await? {
+                    Some(used) => Err(used.into()),
+                    None => Err(db(err)),
+                }
+            }
+            Err(err) => Err(db(err)),
+        }
+    }
+
+    async fn run(&self, id: &str) -> Result<Option<RunRecord>, StoreError> {
+        let row = run_query(id).fetch_optional(&self.pool).await.map_err(db)?;
+        Ok(row.map(|row| run_from(&row)))
+    }
+
+    async fn run_by_callback(&self, callback_id: &str) -> Result<Option<RunRecord>, StoreError> {
+        let row = sqlx::query("SELECT * FROM webhook_runs WHERE callback_id = $1")
+            .bind(callback_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(row.map(|row| run_from(&row)))
+    }
+
+    async fn runs(&self, limit: u32) -> Result<Vec<RunRecord>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM webhook_runs ORDER BY created_at DESC, id LIMIT $1")
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(rows.iter().map(run_from).collect())
+    }
+
+    async fn unfinished_runs(&self) -> Result<Vec<RunRecord>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM webhook_runs WHERE finished_at IS NULL")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(rows.iter().map(run_from).collect())
+    }
+
+    async fn run_view(&self, id: &str) -> Result<Option<RunView>, StoreError> {
+        let mut tx = self.snapshot().await?;
+        let Some(run) = run_query(id).fetch_optional(&mut *tx).await.map_err(db)? else { return Ok(None) };
+        let attempts = sqlx::query("SELECT * FROM webhook_attempts WHERE run_id = $1 ORDER BY number")
+            .bind(id)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db)?
+            .iter()
+            .map(attempt_from)
+            .collect();
+        tx.rollback().await.map_err(db)?;
+        Ok(Some(RunView { run: run_from(&run), attempts }))
+    }
+
+    // The transitions are compare-and-set on `state` in one UPDATE: one that
+    // waits on a racing writer's row lock checks its WHERE again against
+    // the row that writer committed, so of two racing, one matches.
+
+    async fn start_attempt(&self, id: &str, number: u32, request: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE webhook_runs SET state = 'calling', attempts = $1, request = $2, next_attempt_at = NULL, updated_at = $3 \
+             WHERE id = $4 AND state = 'pending'",
+        )
+        .bind(i64::from(number))
+        .bind(request)
+        .bind(now_ms())
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn record_attempt(&self, run_id: &str, attempt: &Attempt) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO webhook_attempts (run_id, number, started_at, latency_ms, status, error, reply) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (run_id, number) DO NOTHING",
+        )
+        .bind(run_id)
+        .bind(i64::from(attempt.number))
+        .bind(unix_ms(attempt.started_at))
+        .bind(attempt.latency_ms as i64)
+        .bind(attempt.status.map(i64::from))
+        .bind(&attempt.error)
+        .bind(&attempt.reply)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn retry_at(&self, id: &str, at: SystemTime, reason: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE webhook_runs SET state = 'pending', next_attempt_at = $1, reason = $2, updated_at = $3 \
+             WHERE id = $4 AND state = 'calling'",
+        )
+        .bind(unix_ms(at))
+        .bind(reason)
+        .bind(now_ms())
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn await_callback(&self, id: &str, deadline: SystemTime, reason: Option<&str>) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE webhook_runs SET state = 'awaiting_callback', deadline_at = $1, reason = $2, updated_at = $3 \
+             WHERE id = $4 AND state = 'calling'",
+        )
+        .bind(unix_ms(deadline))
+        .bind(reason)
+        .bind(now_ms())
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn finish(&self, id: &str, from: &[RunState], outcome: &Outcome) -> Result<bool, StoreError> {
+        let now = now_ms();
+        let states: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
+        let done = sqlx::query(
+            "UPDATE webhook_runs SET state = $1, success = $2, md_message = $3, reason = $4, callback_at = $5, \
+             next_attempt_at = NULL, finished_at = $6, updated_at = $6 WHERE id = $7 AND state = ANY($8)",
+        )
+        .bind(outcome.state.as_str())
+        .bind(outcome.success)
+        .bind(&outcome.md_message)
+        .bind(&outcome.reason)
+        .bind(outcome.by_callback.then_some(now))
+        .bind(now)
+        .bind(id)
+        .bind(states)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(done.rows_affected() == 1)
+    }
+}

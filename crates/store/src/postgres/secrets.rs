@@ -1,0 +1,44 @@
+use sqlx::Row;
+
+use super::error::db;
+use super::store::{PostgresStore, now_ms};
+use crate::error::StoreError;
+use crate::secrets::{EncryptedSecret, SecretStore};
+use crate::time::from_unix_ms;
+
+#[async_trait::async_trait]
+impl SecretStore for PostgresStore {
+    async fn put_secret(&self, name: &str, nonce: &[u8], ciphertext: &[u8]) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO secrets (name, nonce, ciphertext, updated_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (name) DO UPDATE SET nonce = excluded.nonce, ciphertext = excluded.ciphertext, updated_at = excluded.updated_at",
+        )
+        .bind(name)
+        .bind(nonce)
+        .bind(ciphertext)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn secrets(&self) -> Result<Vec<EncryptedSecret>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM secrets ORDER BY name").fetch_all(&self.pool).await.map_err(db)?;
+        Ok(rows
+            .iter()
+            .map(|row| EncryptedSecret {
+                name: row.get("name"),
+                nonce: row.get("nonce"),
+                ciphertext: row.get("ciphertext"),
+                updated_at: from_unix_ms(row.get("updated_at")),
+            })
+            .collect())
+    }
+
+    async fn delete_secret(&self, name: &str) -> Result<bool, StoreError> {
+        let done =
+            sqlx::query("DELETE FROM secrets WHERE name = $1").bind(name).execute(&self.pool).await.map_err(db)?;
+        Ok(done.rows_affected() > 0)
+    }
+}

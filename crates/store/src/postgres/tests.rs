@@ -1,0 +1,384 @@
+//! The conformance suite on PostgreSQL, and what only several processes
+//! sharing one database show: two stores (two pools, as two relays) racing
+//! the same writes. They need a server (`BOREALIS_TEST_POSTGRES_URL`, by
+//! default `postgres://postgres@127.0.0.1:5432/test`) and fail without one:
+//! a skipped backend would pass unseen.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{Connection, PgConnection};
+
+use super::PostgresStore;
+use crate::conformance::Harness;
+use crate::credentials::{CredentialKind, CredentialStore};
+use crate::deployments::{DeploymentState, DeploymentStore, TargetState};
+use crate::error::{Conflict, StoreError};
+use crate::idempotency::IdempotencyKey;
+use crate::runs::{NewRun, Outcome, RunState, RunStore};
+use crate::settings::SettingStore;
+use crate::store::Lifecycle;
+
+/// Connections per store: tests run many at once against one server.
+const POOL: u32 = 4;
+
+const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+fn url() -> String {
+    std::env::var("BOREALIS_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_URL.to_owned())
+}
+
+/// A schema of its own in the test database, made on first open and
+/// dropped with the harness (also when the case panics).
+struct TempSchema {
+    base: PgConnectOptions,
+    schema: String,
+}
+
+impl TempSchema {
+    fn new() -> Self {
+        let base = PgConnectOptions::from_str(&url()).expect("BOREALIS_TEST_POSTGRES_URL is a postgres:// URL");
+        Self { base, schema: format!("bt_{}", uuid::Uuid::new_v4().simple()) }
+    }
+
+    async fn admin(&self) -> PgConnection {
+        PgConnection::connect_with(&self.base).await.unwrap_or_else(|err| {
+            panic!(
+                "PostgreSQL is unreachable at {}:{} ({err}). These tests need a server: start one, or set \
+                 BOREALIS_TEST_POSTGRES_URL (default {DEFAULT_URL})",
+                self.base.get_host(),
+                self.base.get_port()
+            )
+        })
+    }
+
+    fn options(&self) -> PgConnectOptions {
+        self.base.clone().options([("search_path", self.schema.as_str())])
+    }
+}
+
+#[async_trait::async_trait]
+impl Harness for TempSchema {
+    type Store = PostgresStore;
+
+    async fn open(&self) -> PostgresStore {
+        let mut admin = self.admin().await;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA IF NOT EXISTS {}", self.schema)))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        admin.close().await.unwrap();
+        PostgresStore::open_pool(self.options(), POOL).await.unwrap()
+    }
+}
+
+impl Drop for TempSchema {
+    fn drop(&mut self) {
+        // Drop runs outside async: a runtime of its own on a thread of its own.
+        let (base, schema) = (self.base.clone(), self.schema.clone());
+        let dropped = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async move {
+                let mut admin = PgConnection::connect_with(&base).await?;
+                sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {schema} CASCADE")))
+                    .execute(&mut admin)
+                    .await?;
+                admin.close().await
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) {
+            eprintln!("could not drop test schema {}", self.schema);
+        }
+    }
+}
+
+crate::conformance_suite!(TempSchema::new());
+
+/// Two relays on one database: two pools on the same schema.
+async fn two_replicas(harness: &TempSchema) -> (Arc<PostgresStore>, Arc<PostgresStore>) {
+    (Arc::new(harness.open().await), Arc::new(harness.open().await))
+}
+
+fn new_run(id: &str, key: Option<&str>) -> NewRun {
+    NewRun {
+        id: id.into(),
+        callback_id: format!("cb-{id}"),
+        webhook: "w".into(),
+        environment: None,
+        spec: "{}".into(),
+        idempotency: key.map(|key| IdempotencyKey { key: key.into(), request_hash: "h".into() }),
+    }
+}
+
+const ROUNDS: usize = 25;
+/// Writers per replica in each round.
+const RACERS: usize = 4;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_racing_one_finish_have_one_winner() {
+    let harness = TempSchema::new();
+    let (a, b) = two_replicas(&harness).await;
+    for round in 0..ROUNDS {
+        let id = format!("r{round}");
+        a.insert_run(&new_run(&id, None)).await.unwrap();
+        assert!(a.start_attempt(&id, 1, "{}").await.unwrap());
+        let mut racers = tokio::task::JoinSet::new();
+        for racer in 0..2 * RACERS {
+            let store = if racer % 2 == 0 { a.clone() } else { b.clone() };
+            let id = id.clone();
+            racers.spawn(async move {
+                let outcome = Outcome {
+                    state: RunState::Succeeded,
+                    success: Some(true),
+                    md_message: Some(format!("by {racer}")),
+                    reason: None,
+                    by_callback: true,
+                };
+                (racer, store.finish(&id, &RunState::UNFINISHED, &outcome).await.unwrap())
+            });
+        }
+        let winners: Vec<usize> = racers.join_all().await.into_iter().filter(|(_, won)| *won).map(|(r, _)| r).collect();
+        assert_eq!(winners.len(), 1, "round {round}: exactly one finish applies, not {winners:?}");
+        let stored = b.run(&id).await.unwrap().unwrap();
+        assert_eq!(stored.md_message, Some(format!("by {}", winners[0])), "the winner's verdict is the one stored");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_racing_one_idempotency_key_make_one_row() {
+    let harness = TempSchema::new();
+    let (a, b) = two_replicas(&harness).await;
+    for round in 0..ROUNDS {
+        let key = format!("k{round}");
+        let mut racers = tokio::task::JoinSet::new();
+        for racer in 0..2 * RACERS {
+            let store = if racer % 2 == 0 { a.clone() } else { b.clone() };
+            let (run, deployment) = (new_run(&format!("r{round}-{racer}"), Some(&key)), format!("d{round}-{racer}"));
+            let key = IdempotencyKey { key: key.clone(), request_hash: "h".into() };
+            racers.spawn(async move {
+                let run = store.insert_run(&run).await.map(|()| run.id);
+                // Each round's deployments are of one application too: the key decides first.
+                let made = store.insert_deployment(&deployment, "app", "f", "{}", Some(&key)).await;
+                (run, made.map(|()| deployment))
+            });
+        }
+        let (runs, deployments): (Vec<_>, Vec<_>) = racers.join_all().await.into_iter().unzip();
+        for made in [&runs, &deployments] {
+            one_winner_and_losers_told_its_id(round, made);
+        }
+        let winner = deployments.iter().find_map(|made| made.as_ref().ok()).unwrap();
+        a.finish_deployment(winner, DeploymentState::Succeeded, None).await.unwrap();
+    }
+    assert_eq!(a.runs(1000).await.unwrap().len(), ROUNDS);
+    assert_eq!(b.deployments(1000).await.unwrap().len(), ROUNDS);
+}
+
+fn one_winner_and_losers_told_its_id(round: usize, answers: &[Result<String, StoreError>]) {
+    let winners: Vec<&String> = answers.iter().filter_map(|made| made.as_ref().ok()).collect();
+    assert_eq!(winners.len(), 1, "round {round}: one row per key, not {winners:?}");
+    for made in answers {
+        match made {
+            Ok(_) => {}
+            Err(StoreError::Conflict(Conflict::IdempotencyKeyUsed { id, same_request: true })) => {
+                assert_eq!(id, winners[0], "every loser is told the winner's id")
+            }
+            Err(other) => panic!("round {round}: a loser got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_racing_one_application_run_one_deployment() {
+    let harness = TempSchema::new();
+    let (a, b) = two_replicas(&harness).await;
+    let mut previous: Option<String> = None;
+    for round in 0..ROUNDS {
+        let mut racers = tokio::task::JoinSet::new();
+        for racer in 0..2 * RACERS {
+            let store = if racer % 2 == 0 { a.clone() } else { b.clone() };
+            let id = format!("d{round}-{racer}");
+            racers.spawn(async move { store.insert_deployment(&id, "app", "f", "{}", None).await.map(|()| id) });
+        }
+        // The one running before ends while they race: each insert either
+        // wins or names the deployment it lost to, never another error.
+        let ending = previous.take();
+        if let Some(ending) = &ending {
+            b.finish_deployment(ending, DeploymentState::Succeeded, None).await.unwrap();
+        }
+        let answers = racers.join_all().await;
+        let winners: Vec<&String> = answers.iter().filter_map(|made| made.as_ref().ok()).collect();
+        assert!(winners.len() <= 1, "round {round}: one running deployment per application, not {winners:?}");
+        let running: Vec<String> = a.unfinished_deployments().await.unwrap().into_iter().map(|d| d.id).collect();
+        assert!(running.len() <= 1, "round {round}: {running:?} run at once");
+        for made in &answers {
+            match made {
+                Ok(_) => {}
+                // Lost to the one ending, or to this round's winner.
+                Err(StoreError::Conflict(Conflict::DeploymentInProgress { application, running: lost_to })) => {
+                    assert_eq!(application, "app");
+                    let known = ending.as_ref() == Some(lost_to) || winners.contains(&lost_to);
+                    assert!(known, "round {round}: lost to {lost_to}, neither {ending:?} nor {winners:?}");
+                }
+                Err(other) => panic!("round {round}: a loser got {other:?}"),
+            }
+        }
+        previous = running.into_iter().next();
+        if previous.is_none() {
+            // Every racer lost to the one that was ending: the next round starts clean.
+            a.insert_deployment(&format!("d{round}-x"), "app", "f", "{}", None).await.unwrap();
+            previous = Some(format!("d{round}-x"));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_adding_targets_at_once_keep_one_order() {
+    let harness = TempSchema::new();
+    let (a, b) = two_replicas(&harness).await;
+    a.insert_deployment("d", "app", "f", "{}", None).await.unwrap();
+    let mut racers = tokio::task::JoinSet::new();
+    for racer in 0..40 {
+        let store = if racer % 2 == 0 { a.clone() } else { b.clone() };
+        racers.spawn(async move {
+            // Each target twice: the second write is an update that keeps its place.
+            for _ in 0..2 {
+                store.set_target("d", &format!("t{racer}"), TargetState::Waiting, None, None).await.unwrap();
+            }
+        });
+    }
+    racers.join_all().await;
+    let order: Vec<String> = a.targets("d").await.unwrap().into_iter().map(|t| t.target).collect();
+    assert_eq!(order.len(), 40, "every target recorded once: {order:?}");
+    for target in order.iter().rev() {
+        b.set_target("d", target, TargetState::Deployed, None, None).await.unwrap();
+    }
+    let again: Vec<String> = b.targets("d").await.unwrap().into_iter().map(|t| t.target).collect();
+    assert_eq!(again, order, "updates keep the order of first recording");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_racing_settings_and_credentials_agree() {
+    let harness = TempSchema::new();
+    let (a, b) = two_replicas(&harness).await;
+    let (one, two) = tokio::join!(a.setting_or_init("key", b"a".to_vec()), b.setting_or_init("key", b"b".to_vec()));
+    assert_eq!(one.unwrap(), two.unwrap(), "both replicas sign with the first key stored");
+    let (one, two) = tokio::join!(
+        a.create_credential(CredentialKind::Agent, "rna", "c1", b"h"),
+        b.create_credential(CredentialKind::Agent, "rna", "c2", b"h")
+    );
+    let refused = [one.err(), two.err()].into_iter().flatten().collect::<Vec<_>>();
+    assert!(
+        matches!(&refused[..], [StoreError::Conflict(Conflict::CredentialExists { .. })]),
+        "one live credential per subject: {refused:?}"
+    );
+}
+
+/// Relays starting at once against an empty schema: the migrator's
+/// advisory lock lets one migrate and the others find it done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relays_starting_at_once_migrate_once() {
+    let harness = TempSchema::new();
+    let mut admin = harness.admin().await;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {}", harness.schema))).execute(&mut admin).await.unwrap();
+    let mut starting = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        starting.spawn(PostgresStore::open_pool(harness.options(), POOL));
+    }
+    for store in starting.join_all().await {
+        let store = store.expect("every relay starts");
+        store.ping().await.unwrap();
+    }
+    let applied: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT count(*) FROM {}._sqlx_migrations WHERE success",
+        harness.schema
+    )))
+    .fetch_one(&mut admin)
+    .await
+    .unwrap();
+    assert_eq!(applied as usize, super::store::MIGRATIONS.iter().count());
+}
+
+#[tokio::test]
+async fn open_takes_postgres_urls_and_says_when_the_server_is_away() {
+    let harness = TempSchema::new();
+    drop(harness.open().await);
+    // Both schemes, by `open`; the schema by the URL's `options`.
+    let search_path = format!("options=-c%20search_path%3D{}", harness.schema);
+    for scheme in ["postgres", "postgresql"] {
+        let url = url().replacen("postgres", scheme, 1);
+        let url = format!("{url}{}{search_path}", if url.contains('?') { "&" } else { "?" });
+        let store = crate::open(Some(&url), std::path::Path::new("/nonexistent")).await.unwrap();
+        assert_eq!(store.setting_or_init("k", b"v".to_vec()).await.unwrap(), b"v", "{scheme}");
+        store.close().await;
+    }
+    // Nothing listens on port 1: retryable, and the password is not echoed.
+    let away = crate::open(Some("postgres://u:hunter2@127.0.0.1:1/db"), std::path::Path::new("/")).await.err().unwrap();
+    assert!(matches!(away, StoreError::Unavailable(_)), "{away:?}");
+    assert!(!away.to_string().contains("hunter2"), "{away}");
+    let bad = crate::open(Some("postgres://u:hunter2@db/x?sslmode=sometimes"), std::path::Path::new("/"))
+        .await
+        .err()
+        .unwrap();
+    assert!(matches!(bad, StoreError::InvalidUrl(_)), "{bad:?}");
+    assert!(!bad.to_string().contains("hunter2"), "{bad}");
+}
+
+#[tokio::test]
+async fn a_lost_compare_and_set_is_not_an_error_and_a_stale_run_is_not_finished_twice() {
+    // The same as SQLite's, across two pools: a replica acting on a stale
+    // read (the run it loaded as pending) changes nothing.
+    let harness = TempSchema::new();
+    let (a, b) = two_replicas(&harness).await;
+    a.insert_run(&new_run("r", None)).await.unwrap();
+    let stale = b.run("r").await.unwrap().unwrap();
+    assert!(a.start_attempt("r", 1, "{}").await.unwrap());
+    assert!(!b.start_attempt(&stale.id, 1, "{}").await.unwrap(), "the run moved on");
+    assert!(a.await_callback("r", SystemTime::now(), None).await.unwrap());
+    assert!(!b.retry_at("r", SystemTime::now(), "late").await.unwrap());
+}
+
+/// `sslmode=require` in the URL: the connection is TLS (rustls), as the
+/// server reports it. Needs a server with `ssl = on`, as CI's and the
+/// default Debian package are.
+#[tokio::test]
+async fn sslmode_in_the_url_makes_the_connection_tls() {
+    let harness = TempSchema::new();
+    drop(harness.open().await);
+    let url = url();
+    let url = format!(
+        "{url}{}sslmode=require&options=-c%20search_path%3D{}",
+        if url.contains('?') { "&" } else { "?" },
+        harness.schema
+    );
+    let store = PostgresStore::open(&url).await.expect("a TLS connection (is ssl on in the server?)");
+    let tls: bool = sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+        .fetch_one(&store.pool)
+        .await
+        .unwrap();
+    assert!(tls, "sslmode=require connected in the clear");
+    store.close().await;
+}
+
+/// The SQLSTATEs as the server raises them: a lost serialization race or
+/// a deadlock is retryable, a unique violation a conflict, the rest `Backend`.
+#[tokio::test]
+async fn error_codes_map_to_the_variants() {
+    let harness = TempSchema::new();
+    let store = harness.open().await;
+    let raise = |code: &'static str| {
+        let pool = store.pool.clone();
+        async move {
+            let sql = format!("DO $$ BEGIN RAISE EXCEPTION 'raised' USING ERRCODE = '{code}'; END $$");
+            super::error::db(sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&pool).await.unwrap_err())
+        }
+    };
+    for code in ["40001", "40P01", "57P01", "08006", "53300"] {
+        let err = raise(code).await;
+        assert!(err.is_retryable(), "{code}: {err:?}");
+    }
+    assert!(matches!(raise("23505").await, StoreError::Conflict(Conflict::Duplicate(_))));
+    assert!(matches!(raise("42P01").await, StoreError::Backend(_)));
+    assert!(matches!(raise("22P02").await, StoreError::Backend(_)));
+}
