@@ -24,6 +24,7 @@ mod idempotency;
 mod open;
 mod postgres;
 mod providers;
+mod rows;
 mod runs;
 mod secrets;
 mod settings;

@@ -1,24 +1,11 @@
 use std::time::SystemTime;
 
-use sqlx::Row;
-use sqlx::postgres::PgRow;
-
 use super::error::{db, unique_violation};
-use super::store::{PostgresStore, now_ms, time};
+use super::store::{PostgresStore, now_ms};
 use crate::credentials::{Credential, CredentialKind, CredentialStore};
 use crate::error::{Conflict, StoreError};
-use crate::time::{from_unix_ms, unix_ms};
-
-fn credential_from(row: &PgRow) -> Credential {
-    Credential {
-        client_id: row.get("client_id"),
-        kind: CredentialKind::parse(row.get("kind")),
-        subject: row.get("subject"),
-        secret_hash: row.get("secret_hash"),
-        created_at: from_unix_ms(row.get("created_at")),
-        revoked_at: time(row, "revoked_at"),
-    }
-}
+use crate::rows;
+use crate::time::unix_ms;
 
 #[async_trait::async_trait]
 impl CredentialStore for PostgresStore {
@@ -62,7 +49,7 @@ impl CredentialStore for PostgresStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(db)?;
-        Ok(row.map(|row| credential_from(&row)))
+        Ok(row.map(|row| rows::credential(&row)))
     }
 
     async fn active_credential(&self, kind: CredentialKind, subject: &str) -> Result<Option<Credential>, StoreError> {
@@ -72,7 +59,7 @@ impl CredentialStore for PostgresStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(db)?;
-        Ok(row.map(|row| credential_from(&row)))
+        Ok(row.map(|row| rows::credential(&row)))
     }
 
     async fn active_credentials(&self, kind: CredentialKind) -> Result<Vec<Credential>, StoreError> {
@@ -81,7 +68,7 @@ impl CredentialStore for PostgresStore {
             .fetch_all(&self.pool)
             .await
             .map_err(db)?;
-        Ok(rows.iter().map(credential_from).collect())
+        Ok(rows.iter().map(rows::credential).collect())
     }
 
     async fn revoke(&self, kind: CredentialKind, subject: &str) -> Result<bool, StoreError> {

@@ -1,36 +1,21 @@
 use std::collections::HashMap;
 
 use sqlx::Row;
-use sqlx::postgres::PgRow;
 
 use super::error::{db, unique_violation};
-use super::runs::{Keyed, Query, key_vanished, run_from};
-use super::store::{PostgresStore, now_ms, state, time};
+use super::runs::{Keyed, Query, key_vanished};
+use super::store::{PostgresStore, now_ms};
 use crate::deployments::{
-    ApprovalState, DECISION_SUFFIX, DeploymentRecord, DeploymentState, DeploymentStore, DeploymentView, EventRecord,
-    TargetRecord, TargetState,
+    ApprovalState, DECISION_SUFFIX, DeploymentRecord, DeploymentState, DeploymentStore, DeploymentView, TargetRecord,
+    TargetState,
 };
 use crate::error::{Conflict, StoreError};
 use crate::idempotency::IdempotencyKey;
-use crate::time::from_unix_ms;
+use crate::rows;
 
 /// How often an insert that lost to a deployment finishing at that very
 /// moment is tried again before the caller hears `Unavailable`.
 const RUNNING_RACE_TRIES: usize = 3;
-
-fn deployment_from(row: &PgRow) -> Result<DeploymentRecord, StoreError> {
-    Ok(DeploymentRecord {
-        id: row.get("id"),
-        application: row.get("application"),
-        file: row.get("file"),
-        context: row.get("context"),
-        state: state(row, "state", DeploymentState::parse)?,
-        reason: row.get("reason"),
-        created_at: from_unix_ms(row.get("created_at")),
-        updated_at: from_unix_ms(row.get("updated_at")),
-        finished_at: time(row, "finished_at"),
-    })
-}
 
 // The reads a deployment's view is made of. Those also made alone
 // (record, targets, journal) serve both.
@@ -43,35 +28,12 @@ fn targets_query(id: &str) -> Query<'_> {
     sqlx::query("SELECT * FROM deployment_targets WHERE deployment_id = $1 ORDER BY position").bind(id)
 }
 
-fn target_from(row: &PgRow) -> Result<TargetRecord, StoreError> {
-    Ok(TargetRecord {
-        target: row.get("target"),
-        state: state(row, "state", TargetState::parse)?,
-        step: row.get("step"),
-        reason: row.get("reason"),
-        updated_at: from_unix_ms(row.get("updated_at")),
-    })
-}
-
 fn journal_query(id: &str) -> Query<'_> {
     sqlx::query("SELECT key, value FROM deployment_journal WHERE deployment_id = $1 ORDER BY key").bind(id)
 }
 
-fn pair_from(row: &PgRow) -> (String, String) {
-    (row.get(0), row.get(1))
-}
-
 fn events_query(id: &str) -> Query<'_> {
     sqlx::query("SELECT * FROM deployment_events WHERE deployment_id = $1 ORDER BY id").bind(id)
-}
-
-fn event_from(row: &PgRow) -> EventRecord {
-    EventRecord {
-        at: from_unix_ms(row.get("at")),
-        target: row.get("target"),
-        kind: row.get("kind"),
-        message: row.get("message"),
-    }
 }
 
 fn pending_approvals_query(id: &str) -> Query<'_> {
@@ -145,7 +107,7 @@ impl DeploymentStore for PostgresStore {
 
     async fn deployment(&self, id: &str) -> Result<Option<DeploymentRecord>, StoreError> {
         let row = deployment_query(id).fetch_optional(&self.pool).await.map_err(db)?;
-        row.as_ref().map(deployment_from).transpose()
+        row.as_ref().map(rows::deployment).transpose()
     }
 
     async fn deployment_view(&self, id: &str) -> Result<Option<DeploymentView>, StoreError> {
@@ -156,9 +118,9 @@ impl DeploymentStore for PostgresStore {
             .await
             .map_err(db)?
             .iter()
-            .map(target_from)
+            .map(rows::target)
             .collect::<Result<_, _>>()?;
-        let journal = journal_query(id).fetch_all(&mut *tx).await.map_err(db)?.iter().map(pair_from).collect();
+        let journal = journal_query(id).fetch_all(&mut *tx).await.map_err(db)?.iter().map(rows::pair).collect();
         let runs = sqlx::query(
             "SELECT * FROM webhook_runs WHERE id IN (SELECT value FROM deployment_journal WHERE deployment_id = $1)",
         )
@@ -167,14 +129,14 @@ impl DeploymentStore for PostgresStore {
         .await
         .map_err(db)?
         .iter()
-        .map(run_from)
+        .map(rows::run)
         .collect();
         let pending_approvals =
-            pending_approvals_query(id).fetch_all(&mut *tx).await.map_err(db)?.iter().map(pair_from).collect();
-        let events = events_query(id).fetch_all(&mut *tx).await.map_err(db)?.iter().map(event_from).collect();
+            pending_approvals_query(id).fetch_all(&mut *tx).await.map_err(db)?.iter().map(rows::pair).collect();
+        let events = events_query(id).fetch_all(&mut *tx).await.map_err(db)?.iter().map(rows::event).collect();
         tx.rollback().await.map_err(db)?;
         Ok(Some(DeploymentView {
-            record: deployment_from(&record)?,
+            record: rows::deployment(&record)?,
             targets,
             journal,
             runs,
@@ -191,7 +153,7 @@ impl DeploymentStore for PostgresStore {
             .await
             .map_err(db)?;
         let mut listed: Vec<(DeploymentRecord, Vec<TargetRecord>)> =
-            records.iter().map(|row| Ok((deployment_from(row)?, Vec::new()))).collect::<Result<_, StoreError>>()?;
+            records.iter().map(|row| Ok((rows::deployment(row)?, Vec::new()))).collect::<Result<_, StoreError>>()?;
         let index: HashMap<String, usize> =
             listed.iter().enumerate().map(|(i, (record, _))| (record.id.clone(), i)).collect();
         // The targets of all listed deployments in one query, not one each.
@@ -206,7 +168,7 @@ impl DeploymentStore for PostgresStore {
         tx.rollback().await.map_err(db)?;
         for row in &targets {
             if let Some(&i) = index.get(row.get::<&str, _>("deployment_id")) {
-                listed[i].1.push(target_from(row)?);
+                listed[i].1.push(rows::target(row)?);
             }
         }
         Ok(listed)
@@ -217,7 +179,7 @@ impl DeploymentStore for PostgresStore {
             .fetch_all(&self.pool)
             .await
             .map_err(db)?;
-        rows.iter().map(deployment_from).collect()
+        rows.iter().map(rows::deployment).collect()
     }
 
     async fn finish_deployment(
@@ -271,11 +233,11 @@ impl DeploymentStore for PostgresStore {
     }
 
     async fn targets(&self, id: &str) -> Result<Vec<TargetRecord>, StoreError> {
-        targets_query(id).fetch_all(&self.pool).await.map_err(db)?.iter().map(target_from).collect()
+        targets_query(id).fetch_all(&self.pool).await.map_err(db)?.iter().map(rows::target).collect()
     }
 
     async fn journal(&self, id: &str) -> Result<Vec<(String, String)>, StoreError> {
-        Ok(journal_query(id).fetch_all(&self.pool).await.map_err(db)?.iter().map(pair_from).collect())
+        Ok(journal_query(id).fetch_all(&self.pool).await.map_err(db)?.iter().map(rows::pair).collect())
     }
 
     async fn put_journal(&self, id: &str, key: &str, value: &str) -> Result<(), StoreError> {

@@ -1,14 +1,15 @@
 use std::time::SystemTime;
 
 use sqlx::Row;
-use sqlx::postgres::{PgArguments, PgRow};
+use sqlx::postgres::PgArguments;
 
 use super::error::{db, unique_violation};
-use super::store::{PostgresStore, now_ms, time};
+use super::store::{PostgresStore, now_ms};
 use crate::error::{Conflict, StoreError};
 use crate::idempotency::IdempotencyKey;
+use crate::rows;
 use crate::runs::{Attempt, NewRun, Outcome, RunRecord, RunState, RunStore, RunView};
-use crate::time::{from_unix_ms, unix_ms};
+use crate::time::unix_ms;
 
 pub(super) type Query<'q> = sqlx::query::Query<'q, sqlx::Postgres, PgArguments>;
 
@@ -50,41 +51,8 @@ pub(super) fn key_vanished() -> StoreError {
     StoreError::Unavailable("the row holding the Idempotency-Key changed while it was read; try again".into())
 }
 
-pub(super) fn run_from(row: &PgRow) -> RunRecord {
-    RunRecord {
-        id: row.get("id"),
-        callback_id: row.get("callback_id"),
-        webhook: row.get("webhook"),
-        environment: row.get("environment"),
-        spec: row.get("spec"),
-        request: row.get("request"),
-        state: RunState::parse(row.get("state")).unwrap_or(RunState::Failed),
-        attempts: row.get::<i64, _>("attempts") as u32,
-        next_attempt_at: time(row, "next_attempt_at"),
-        deadline_at: time(row, "deadline_at"),
-        success: row.get("success"),
-        md_message: row.get("md_message"),
-        reason: row.get("reason"),
-        callback_at: time(row, "callback_at"),
-        created_at: from_unix_ms(row.get("created_at")),
-        updated_at: from_unix_ms(row.get("updated_at")),
-        finished_at: time(row, "finished_at"),
-    }
-}
-
 fn run_query(id: &str) -> Query<'_> {
     sqlx::query("SELECT * FROM webhook_runs WHERE id = $1").bind(id)
-}
-
-fn attempt_from(row: &PgRow) -> Attempt {
-    Attempt {
-        number: row.get::<i64, _>("number") as u32,
-        started_at: from_unix_ms(row.get("started_at")),
-        latency_ms: row.get::<i64, _>("latency_ms") as u64,
-        status: row.get::<Option<i64>, _>("status").map(|s| s as u16),
-        error: row.get("error"),
-        reply: row.get("reply"),
-    }
 }
 
 #[async_trait::async_trait]
@@ -125,7 +93,7 @@ impl RunStore for PostgresStore {
 
     async fn run(&self, id: &str) -> Result<Option<RunRecord>, StoreError> {
         let row = run_query(id).fetch_optional(&self.pool).await.map_err(db)?;
-        Ok(row.map(|row| run_from(&row)))
+        Ok(row.map(|row| rows::run(&row)))
     }
 
     async fn run_by_callback(&self, callback_id: &str) -> Result<Option<RunRecord>, StoreError> {
@@ -134,7 +102,7 @@ impl RunStore for PostgresStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(db)?;
-        Ok(row.map(|row| run_from(&row)))
+        Ok(row.map(|row| rows::run(&row)))
     }
 
     async fn runs(&self, limit: u32) -> Result<Vec<RunRecord>, StoreError> {
@@ -143,7 +111,7 @@ impl RunStore for PostgresStore {
             .fetch_all(&self.pool)
             .await
             .map_err(db)?;
-        Ok(rows.iter().map(run_from).collect())
+        Ok(rows.iter().map(rows::run).collect())
     }
 
     async fn unfinished_runs(&self) -> Result<Vec<RunRecord>, StoreError> {
@@ -151,7 +119,7 @@ impl RunStore for PostgresStore {
             .fetch_all(&self.pool)
             .await
             .map_err(db)?;
-        Ok(rows.iter().map(run_from).collect())
+        Ok(rows.iter().map(rows::run).collect())
     }
 
     async fn run_view(&self, id: &str) -> Result<Option<RunView>, StoreError> {
@@ -163,10 +131,10 @@ impl RunStore for PostgresStore {
             .await
             .map_err(db)?
             .iter()
-            .map(attempt_from)
+            .map(rows::attempt)
             .collect();
         tx.rollback().await.map_err(db)?;
-        Ok(Some(RunView { run: run_from(&run), attempts }))
+        Ok(Some(RunView { run: rows::run(&run), attempts }))
     }
 
     // The transitions are compare-and-set on `state` in one UPDATE: one that

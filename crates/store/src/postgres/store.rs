@@ -4,13 +4,13 @@
 use std::str::FromStr;
 use std::time::{Duration, SystemTime};
 
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
-use sqlx::{PgPool, Postgres, Row, Transaction};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgPool, Postgres, Transaction};
 
 use super::error::db;
 use crate::error::StoreError;
 use crate::store::Lifecycle;
-use crate::time::{from_unix_ms, unix_ms};
+use crate::time::unix_ms;
 
 /// Several relays may share one database: every write is one statement
 /// that is safe against the others (a compare-and-set, an upsert, or a
@@ -75,13 +75,4 @@ pub(super) fn now_ms() -> i64 {
     unix_ms(SystemTime::now())
 }
 
-pub(super) fn time(row: &PgRow, column: &str) -> Option<SystemTime> {
-    row.get::<Option<i64>, _>(column).map(from_unix_ms)
-}
-
-/// A state column read with `parse`; a value this version does not know is
-/// corruption (or a newer relay's), not something to guess at.
-pub(super) fn state<T>(row: &PgRow, column: &str, parse: fn(&str) -> Option<T>) -> Result<T, StoreError> {
-    let text: &str = row.get(column);
-    parse(text).ok_or_else(|| StoreError::corrupt(format!("unknown {column} {text:?}")))
-}
+crate::rows::sqlx_columns!(sqlx::postgres::PgRow, |row, column| sqlx::Row::get(row, column));

@@ -1,23 +1,9 @@
-use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
-
 use super::error::{db, is_unique_violation};
 use super::store::SqliteStore;
 use crate::error::{Conflict, StoreError};
 use crate::providers::{MetricProvider, MetricProviderStore};
-use crate::time::{from_unix_ms, unix_ms};
-
-fn provider_from(row: &SqliteRow) -> MetricProvider {
-    let headers: String = row.get("headers");
-    MetricProvider {
-        name: row.get("name"),
-        kind: row.get("kind"),
-        url: row.get("url"),
-        agent: row.get("agent"),
-        headers: serde_json::from_str(&headers).unwrap_or_default(),
-        created_at: from_unix_ms(row.get("created_at")),
-    }
-}
+use crate::rows;
+use crate::time::unix_ms;
 
 #[async_trait::async_trait]
 impl MetricProviderStore for SqliteStore {
@@ -49,7 +35,7 @@ impl MetricProviderStore for SqliteStore {
     async fn providers(&self) -> Result<Vec<MetricProvider>, StoreError> {
         let rows =
             sqlx::query("SELECT * FROM metric_providers ORDER BY name").fetch_all(&self.pool).await.map_err(db)?;
-        Ok(rows.iter().map(provider_from).collect())
+        Ok(rows.iter().map(rows::provider).collect())
     }
 
     async fn provider(&self, name: &str) -> Result<Option<MetricProvider>, StoreError> {
@@ -58,7 +44,7 @@ impl MetricProviderStore for SqliteStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(db)?;
-        Ok(row.as_ref().map(provider_from))
+        Ok(row.as_ref().map(rows::provider))
     }
 
     async fn delete_provider(&self, name: &str) -> Result<bool, StoreError> {

@@ -1,15 +1,15 @@
 use std::time::SystemTime;
 
 use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
 
 use super::error::{db, is_unique_violation};
 use super::group_commit::Query;
-use super::store::{SqliteStore, now_ms, time};
+use super::store::{SqliteStore, now_ms};
 use crate::error::{Conflict, StoreError};
 use crate::idempotency::IdempotencyKey;
+use crate::rows;
 use crate::runs::{Attempt, NewRun, Outcome, RunRecord, RunState, RunStore, RunView};
-use crate::time::{from_unix_ms, unix_ms};
+use crate::time::unix_ms;
 
 /// The tables whose rows an Idempotency-Key can name.
 #[derive(Clone, Copy)]
@@ -42,41 +42,8 @@ impl SqliteStore {
     }
 }
 
-pub(super) fn run_from(row: &SqliteRow) -> RunRecord {
-    RunRecord {
-        id: row.get("id"),
-        callback_id: row.get("callback_id"),
-        webhook: row.get("webhook"),
-        environment: row.get("environment"),
-        spec: row.get("spec"),
-        request: row.get("request"),
-        state: RunState::parse(row.get("state")).unwrap_or(RunState::Failed),
-        attempts: row.get::<i64, _>("attempts") as u32,
-        next_attempt_at: time(row, "next_attempt_at"),
-        deadline_at: time(row, "deadline_at"),
-        success: row.get::<Option<i64>, _>("success").map(|s| s != 0),
-        md_message: row.get("md_message"),
-        reason: row.get("reason"),
-        callback_at: time(row, "callback_at"),
-        created_at: from_unix_ms(row.get("created_at")),
-        updated_at: from_unix_ms(row.get("updated_at")),
-        finished_at: time(row, "finished_at"),
-    }
-}
-
 fn run_query(id: &str) -> Query<'_> {
     sqlx::query("SELECT * FROM webhook_runs WHERE id = ?").bind(id)
-}
-
-fn attempt_from(row: &SqliteRow) -> Attempt {
-    Attempt {
-        number: row.get::<i64, _>("number") as u32,
-        started_at: from_unix_ms(row.get("started_at")),
-        latency_ms: row.get::<i64, _>("latency_ms") as u64,
-        status: row.get::<Option<i64>, _>("status").map(|s| s as u16),
-        error: row.get("error"),
-        reply: row.get("reply"),
-    }
 }
 
 #[async_trait::async_trait]
@@ -112,7 +79,7 @@ impl RunStore for SqliteStore {
 
     async fn run(&self, id: &str) -> Result<Option<RunRecord>, StoreError> {
         let row = run_query(id).fetch_optional(&self.pool).await.map_err(db)?;
-        Ok(row.map(|row| run_from(&row)))
+        Ok(row.map(|row| rows::run(&row)))
     }
 
     async fn run_by_callback(&self, callback_id: &str) -> Result<Option<RunRecord>, StoreError> {
@@ -121,7 +88,7 @@ impl RunStore for SqliteStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(db)?;
-        Ok(row.map(|row| run_from(&row)))
+        Ok(row.map(|row| rows::run(&row)))
     }
 
     async fn runs(&self, limit: u32) -> Result<Vec<RunRecord>, StoreError> {
@@ -130,7 +97,7 @@ impl RunStore for SqliteStore {
             .fetch_all(&self.pool)
             .await
             .map_err(db)?;
-        Ok(rows.iter().map(run_from).collect())
+        Ok(rows.iter().map(rows::run).collect())
     }
 
     async fn unfinished_runs(&self) -> Result<Vec<RunRecord>, StoreError> {
@@ -138,7 +105,7 @@ impl RunStore for SqliteStore {
             .fetch_all(&self.pool)
             .await
             .map_err(db)?;
-        Ok(rows.iter().map(run_from).collect())
+        Ok(rows.iter().map(rows::run).collect())
     }
 
     async fn run_view(&self, id: &str) -> Result<Option<RunView>, StoreError> {
@@ -150,10 +117,10 @@ impl RunStore for SqliteStore {
             .await
             .map_err(db)?
             .iter()
-            .map(attempt_from)
+            .map(rows::attempt)
             .collect();
         tx.rollback().await.map_err(db)?;
-        Ok(Some(RunView { run: run_from(&run), attempts }))
+        Ok(Some(RunView { run: rows::run(&run), attempts }))
     }
 
     async fn start_attempt(&self, id: &str, number: u32, request: &str) -> Result<bool, StoreError> {

@@ -5,14 +5,14 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::{Duration, SystemTime};
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
-use sqlx::{Row, Sqlite, SqlitePool, Transaction};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Sqlite, SqlitePool, Transaction};
 
 use super::error::db;
 use super::group_commit::GroupCommit;
 use crate::error::StoreError;
 use crate::store::Lifecycle;
-use crate::time::{from_unix_ms, unix_ms};
+use crate::time::unix_ms;
 
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -88,13 +88,5 @@ pub(super) fn now_ms() -> i64 {
     unix_ms(SystemTime::now())
 }
 
-pub(super) fn time(row: &SqliteRow, column: &str) -> Option<SystemTime> {
-    row.get::<Option<i64>, _>(column).map(from_unix_ms)
-}
-
-/// A state column read with `parse`; a value this version does not know is
-/// corruption (or a newer relay's), not something to guess at.
-pub(super) fn state<T>(row: &SqliteRow, column: &str, parse: fn(&str) -> Option<T>) -> Result<T, StoreError> {
-    let text: &str = row.get(column);
-    parse(text).ok_or_else(|| StoreError::corrupt(format!("unknown {column} {text:?}")))
-}
+crate::rows::sqlx_columns!(sqlx::sqlite::SqliteRow, |row, column| sqlx::Row::get::<Option<i64>, _>(row, column)
+    .map(|flag| flag != 0));

@@ -1,0 +1,167 @@
+//! Records read from rows, once for every backend: a backend only says how
+//! its rows give up the few column types the records are stored as.
+
+use std::time::SystemTime;
+
+use crate::credentials::{Credential, CredentialKind};
+use crate::deployments::{DeploymentRecord, DeploymentState, EventRecord, TargetRecord, TargetState};
+use crate::error::StoreError;
+use crate::providers::MetricProvider;
+use crate::runs::{Attempt, RunRecord, RunState};
+use crate::time::from_unix_ms;
+
+/// The column types records are stored as. Times are milliseconds since the
+/// epoch; `flag` is a nullable boolean (SQLite keeps it as an integer).
+pub(crate) trait Columns {
+    fn text(&self, column: &str) -> String;
+    fn text_opt(&self, column: &str) -> Option<String>;
+    fn str(&self, column: &str) -> &str;
+    fn int(&self, column: &str) -> i64;
+    fn int_opt(&self, column: &str) -> Option<i64>;
+    fn bytes(&self, column: &str) -> Vec<u8>;
+    fn flag(&self, column: &str) -> Option<bool>;
+    /// The first two columns, as text.
+    fn pair(&self) -> (String, String);
+}
+
+/// Implements [`Columns`] for a sqlx row type; `$flag` reads a nullable
+/// boolean column the way that backend stores it.
+macro_rules! sqlx_columns {
+    ($row:ty, $flag:expr) => {
+        impl $crate::rows::Columns for $row {
+            fn text(&self, column: &str) -> String {
+                sqlx::Row::get(self, column)
+            }
+            fn text_opt(&self, column: &str) -> Option<String> {
+                sqlx::Row::get(self, column)
+            }
+            fn str(&self, column: &str) -> &str {
+                sqlx::Row::get(self, column)
+            }
+            fn int(&self, column: &str) -> i64 {
+                sqlx::Row::get(self, column)
+            }
+            fn int_opt(&self, column: &str) -> Option<i64> {
+                sqlx::Row::get(self, column)
+            }
+            fn bytes(&self, column: &str) -> Vec<u8> {
+                sqlx::Row::get(self, column)
+            }
+            fn flag(&self, column: &str) -> Option<bool> {
+                let read: fn(&Self, &str) -> Option<bool> = $flag;
+                read(self, column)
+            }
+            fn pair(&self) -> (String, String) {
+                (sqlx::Row::get(self, 0), sqlx::Row::get(self, 1))
+            }
+        }
+    };
+}
+pub(crate) use sqlx_columns;
+
+fn time(row: &impl Columns, column: &str) -> SystemTime {
+    from_unix_ms(row.int(column))
+}
+
+fn time_opt(row: &impl Columns, column: &str) -> Option<SystemTime> {
+    row.int_opt(column).map(from_unix_ms)
+}
+
+/// A state column read with `parse`; a value this version does not know is
+/// corruption (or a newer relay's), not something to guess at.
+fn state<T>(row: &impl Columns, column: &str, parse: fn(&str) -> Option<T>) -> Result<T, StoreError> {
+    let text = row.str(column);
+    parse(text).ok_or_else(|| StoreError::corrupt(format!("unknown {column} {text:?}")))
+}
+
+pub(crate) fn credential(row: &impl Columns) -> Credential {
+    Credential {
+        client_id: row.text("client_id"),
+        kind: CredentialKind::parse(row.str("kind")),
+        subject: row.text("subject"),
+        secret_hash: row.bytes("secret_hash"),
+        created_at: time(row, "created_at"),
+        revoked_at: time_opt(row, "revoked_at"),
+    }
+}
+
+pub(crate) fn provider(row: &impl Columns) -> MetricProvider {
+    MetricProvider {
+        name: row.text("name"),
+        kind: row.text("kind"),
+        url: row.text("url"),
+        agent: row.text_opt("agent"),
+        headers: serde_json::from_str(row.str("headers")).unwrap_or_default(),
+        created_at: time(row, "created_at"),
+    }
+}
+
+pub(crate) fn run(row: &impl Columns) -> RunRecord {
+    RunRecord {
+        id: row.text("id"),
+        callback_id: row.text("callback_id"),
+        webhook: row.text("webhook"),
+        environment: row.text_opt("environment"),
+        spec: row.text("spec"),
+        request: row.text_opt("request"),
+        state: RunState::parse(row.str("state")).unwrap_or(RunState::Failed),
+        attempts: row.int("attempts") as u32,
+        next_attempt_at: time_opt(row, "next_attempt_at"),
+        deadline_at: time_opt(row, "deadline_at"),
+        success: row.flag("success"),
+        md_message: row.text_opt("md_message"),
+        reason: row.text_opt("reason"),
+        callback_at: time_opt(row, "callback_at"),
+        created_at: time(row, "created_at"),
+        updated_at: time(row, "updated_at"),
+        finished_at: time_opt(row, "finished_at"),
+    }
+}
+
+pub(crate) fn attempt(row: &impl Columns) -> Attempt {
+    Attempt {
+        number: row.int("number") as u32,
+        started_at: time(row, "started_at"),
+        latency_ms: row.int("latency_ms") as u64,
+        status: row.int_opt("status").map(|s| s as u16),
+        error: row.text_opt("error"),
+        reply: row.text_opt("reply"),
+    }
+}
+
+pub(crate) fn deployment(row: &impl Columns) -> Result<DeploymentRecord, StoreError> {
+    Ok(DeploymentRecord {
+        id: row.text("id"),
+        application: row.text("application"),
+        file: row.text("file"),
+        context: row.text("context"),
+        state: state(row, "state", DeploymentState::parse)?,
+        reason: row.text_opt("reason"),
+        created_at: time(row, "created_at"),
+        updated_at: time(row, "updated_at"),
+        finished_at: time_opt(row, "finished_at"),
+    })
+}
+
+pub(crate) fn target(row: &impl Columns) -> Result<TargetRecord, StoreError> {
+    Ok(TargetRecord {
+        target: row.text("target"),
+        state: state(row, "state", TargetState::parse)?,
+        step: row.text_opt("step"),
+        reason: row.text_opt("reason"),
+        updated_at: time(row, "updated_at"),
+    })
+}
+
+pub(crate) fn event(row: &impl Columns) -> EventRecord {
+    EventRecord {
+        at: time(row, "at"),
+        target: row.text_opt("target"),
+        kind: row.text("kind"),
+        message: row.text("message"),
+    }
+}
+
+pub(crate) fn pair(row: &impl Columns) -> (String, String) {
+    row.pair()
+}
