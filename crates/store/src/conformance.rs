@@ -13,12 +13,15 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::cluster::{ClusterStore, ReplicaRecord, SessionRecord};
 use crate::credentials::{CredentialKind, CredentialStore};
-use crate::deployments::{ApprovalState, DECISION_SUFFIX, DeploymentState, DeploymentStore, TargetState};
+use crate::deployments::{
+    ApprovalState, DECISION_SUFFIX, DeploymentLease, DeploymentState, DeploymentStore, TargetState,
+};
 use crate::error::{Conflict, StoreError};
 use crate::idempotency::IdempotencyKey;
 use crate::providers::{MetricProvider, MetricProviderStore};
-use crate::runs::{Attempt, NewRun, Outcome, RunState, RunStore, RunView};
+use crate::runs::{Attempt, Claim, Fence, NewRun, Outcome, RunState, RunStore, RunView};
 use crate::settings::SettingStore;
 use crate::store::{Lifecycle, Store};
 
@@ -47,6 +50,9 @@ macro_rules! conformance_suite {
             the_deployment_list_carries_each_deployments_own_targets_newest_first,
             targets_keep_the_place_they_were_first_recorded_in,
             concurrent_writes_keep_their_own_answers_and_survive_a_reopen,
+            an_attempt_is_claimed_once_and_fenced_by_its_lease,
+            a_deployment_lease_fences_its_journal_and_is_taken_over_when_it_lapses,
+            replicas_and_their_sessions,
         );
     };
     (@cases $harness:expr; $($case:ident),* $(,)?) => {
@@ -104,13 +110,13 @@ pub async fn an_idempotency_key_creates_one_row<H: Harness>(harness: &H) {
     store.insert_run(&new_run("r5", "c5")).await.unwrap();
 
     let deployment_key = IdempotencyKey { key: "k1".into(), request_hash: "h".into() };
-    store.insert_deployment("d1", "app", "f", "{}", Some(&deployment_key)).await.unwrap();
-    let again = store.insert_deployment("d2", "app", "f", "{}", Some(&deployment_key)).await.unwrap_err();
+    store.insert_deployment("d1", "app", "f", "{}", Some(&deployment_key), &lease()).await.unwrap();
+    let again = store.insert_deployment("d2", "app", "f", "{}", Some(&deployment_key), &lease()).await.unwrap_err();
     assert!(
         matches!(again, StoreError::Conflict(Conflict::IdempotencyKeyUsed { ref id, same_request: true }) if id == "d1"),
         "{again}"
     );
-    let running = store.insert_deployment("d3", "app", "f", "{}", None).await.unwrap_err();
+    let running = store.insert_deployment("d3", "app", "f", "{}", None, &lease()).await.unwrap_err();
     assert!(
         matches!(running, StoreError::Conflict(Conflict::DeploymentInProgress { running: ref id, .. }) if id == "d1"),
         "{running}"
@@ -127,10 +133,11 @@ pub async fn run_transitions_are_compare_and_set<H: Harness>(harness: &H) {
     let store = harness.open().await;
     let run = new_run("r", "c");
     store.insert_run(&run).await.unwrap();
-    assert!(store.start_attempt("r", 1, "{}").await.unwrap());
-    assert!(!store.start_attempt("r", 1, "{}").await.unwrap(), "only a pending run starts an attempt");
-    assert!(store.await_callback("r", SystemTime::now(), None).await.unwrap());
-    assert!(!store.retry_at("r", SystemTime::now(), "x").await.unwrap(), "only a calling run is retried");
+    assert_eq!(claim(&store, "a", Some("r")).await, ["r"]);
+    assert!(claim(&store, "a", Some("r")).await.is_empty(), "only a pending run starts an attempt");
+    let fence = Fence { owner: "a", attempt: 1 };
+    assert!(store.await_callback("r", &fence, SystemTime::now(), None).await.unwrap());
+    assert!(!store.retry_at("r", &fence, SystemTime::now(), "x").await.unwrap(), "only a calling run is retried");
     let verdict = |success: bool| Outcome {
         state: if success { RunState::Succeeded } else { RunState::Failed },
         success: Some(success),
@@ -166,7 +173,7 @@ pub async fn providers_and_decisions_keep_to_themselves<H: Harness>(harness: &H)
     assert!(store.delete_provider("prom").await.unwrap());
     assert!(!store.delete_provider("prom").await.unwrap());
 
-    store.insert_deployment("d", "app", "file", "{}", None).await.unwrap();
+    store.insert_deployment("d", "app", "file", "{}", None, &lease()).await.unwrap();
     store.request_approval("d", "t", "t/beforeDeployment/0").await.unwrap();
     store.request_approval("d", "t", &format!("t/beforeDeployment/1{DECISION_SUFFIX}")).await.unwrap();
     assert_eq!(store.decide_approvals("d", "t", ApprovalState::Approved, true).await.unwrap(), 1);
@@ -183,7 +190,7 @@ pub async fn providers_and_decisions_keep_to_themselves<H: Harness>(harness: &H)
 pub async fn a_deployment_view_is_one_snapshot<H: Harness>(harness: &H) {
     let store = Arc::new(harness.open().await);
     assert!(store.deployment_view("d").await.unwrap().is_none());
-    store.insert_deployment("d", "app", "file", "{}", None).await.unwrap();
+    store.insert_deployment("d", "app", "file", "{}", None, &lease()).await.unwrap();
     let run = new_run("r", "c");
     store.insert_run(&run).await.unwrap();
     store.set_target("d", "t", TargetState::Running, Some("0"), None).await.unwrap();
@@ -245,9 +252,10 @@ pub async fn a_run_view_is_one_snapshot<H: Harness>(harness: &H) {
                 // once have no order on a backend with a pool of writers
                 // (Postgres), so the log could be ahead of the run for real.
                 // A view read in two parts can still straddle the two commits.
-                assert!(store.start_attempt("r", number, "{}").await.unwrap());
-                store.record_attempt("r", &attempt).await.unwrap();
-                assert!(store.retry_at("r", SystemTime::now(), "again").await.unwrap());
+                assert_eq!(claim(&*store, "a", Some("r")).await, ["r"]);
+                let fence = Fence { owner: "a", attempt: number };
+                assert!(store.record_attempt("r", &fence, &attempt).await.unwrap());
+                assert!(store.retry_at("r", &fence, SystemTime::now(), "again").await.unwrap());
             }
         })
     };
@@ -276,7 +284,7 @@ pub async fn a_run_view_is_one_snapshot<H: Harness>(harness: &H) {
 pub async fn the_deployment_list_carries_each_deployments_own_targets_newest_first<H: Harness>(harness: &H) {
     let store = harness.open().await;
     for (id, targets) in [("d1", &["a", "b"][..]), ("d2", &["c"][..]), ("d3", &[][..])] {
-        store.insert_deployment(id, &format!("app-{id}"), "file", "{}", None).await.unwrap();
+        store.insert_deployment(id, &format!("app-{id}"), "file", "{}", None, &lease()).await.unwrap();
         for target in targets {
             store.set_target(id, target, TargetState::Waiting, None, None).await.unwrap();
         }
@@ -297,7 +305,7 @@ pub async fn the_deployment_list_carries_each_deployments_own_targets_newest_fir
 /// names and however often they change; a finished deployment keeps its state.
 pub async fn targets_keep_the_place_they_were_first_recorded_in<H: Harness>(harness: &H) {
     let store = harness.open().await;
-    store.insert_deployment("d", "app", "file", "{}", None).await.unwrap();
+    store.insert_deployment("d", "app", "file", "{}", None, &lease()).await.unwrap();
     for target in ["zeta", "alpha", "mid"] {
         store.set_target("d", target, TargetState::Waiting, Some("waiting to start"), None).await.unwrap();
     }
@@ -313,8 +321,8 @@ pub async fn targets_keep_the_place_they_were_first_recorded_in<H: Harness>(harn
     let view = store.deployment_view("d").await.unwrap().unwrap();
     assert_eq!(view.targets.iter().map(|t| t.target.as_str()).collect::<Vec<_>>(), ["zeta", "alpha", "mid"]);
     assert_eq!(view.record.state, DeploymentState::Running);
-    store.finish_deployment("d", DeploymentState::Failed, Some("zeta: rolled_back")).await.unwrap();
-    store.finish_deployment("d", DeploymentState::Succeeded, None).await.unwrap();
+    store.finish_deployment("d", OWNER, DeploymentState::Failed, Some("zeta: rolled_back")).await.unwrap();
+    store.finish_deployment("d", OWNER, DeploymentState::Succeeded, None).await.unwrap();
     let record = store.deployment("d").await.unwrap().unwrap();
     assert_eq!((record.state, record.reason.as_deref()), (DeploymentState::Failed, Some("zeta: rolled_back")));
     assert!(store.unfinished_deployments().await.unwrap().is_empty());
@@ -326,7 +334,7 @@ pub async fn targets_keep_the_place_they_were_first_recorded_in<H: Harness>(harn
 pub async fn concurrent_writes_keep_their_own_answers_and_survive_a_reopen<H: Harness>(harness: &H) {
     let store = Arc::new(harness.open().await);
     store.insert_run(&new_run("r0", "c0")).await.unwrap();
-    assert!(store.start_attempt("r0", 1, "{}").await.unwrap());
+    assert_eq!(claim(&*store, "a", Some("r0")).await, ["r0"]);
     let mut tasks = tokio::task::JoinSet::new();
     for i in 1..=200 {
         let (runs, credentials, verdicts) = (store.clone(), store.clone(), store.clone());
@@ -370,4 +378,177 @@ pub async fn concurrent_writes_keep_their_own_answers_and_survive_a_reopen<H: Ha
     assert_eq!(reopened.runs(1000).await.unwrap().len(), 201);
     assert_eq!(reopened.active_credentials(CredentialKind::Callback).await.unwrap().len(), 101);
     assert_eq!(reopened.run("r0").await.unwrap().unwrap().state, RunState::Succeeded);
+}
+
+/// The replica that creates deployments in these cases.
+const OWNER: &str = "replica-a";
+
+fn lease() -> DeploymentLease<'static> {
+    DeploymentLease { owner: OWNER, until: SystemTime::now() + Duration::from_secs(60) }
+}
+
+/// Claims due attempts for `owner` (just `only`, if given) with a minute's
+/// lease; returns the ids claimed.
+async fn claim(store: &impl RunStore, owner: &str, only: Option<&str>) -> Vec<String> {
+    let claim =
+        Claim { owner, now: SystemTime::now(), lease_until: SystemTime::now() + Duration::from_secs(60), limit: 100 };
+    store.claim_due(&claim, only).await.unwrap().into_iter().map(|run| run.id).collect()
+}
+
+/// Of two replicas claiming the same due runs, each run goes to one; the
+/// attempt's writes land only while its owner holds the lease; a lease that
+/// lapses is taken over with the attempt's number, and the first owner's
+/// late writes then change nothing.
+pub async fn an_attempt_is_claimed_once_and_fenced_by_its_lease<H: Harness>(harness: &H) {
+    let store = Arc::new(harness.open().await);
+    for i in 0..20 {
+        store.insert_run(&new_run(&format!("r{i}"), &format!("c{i}"))).await.unwrap();
+    }
+    let (a, b) = tokio::join!(claim(&*store, "a", None), claim(&*store, "b", None));
+    let mut all: Vec<&String> = a.iter().chain(&b).collect();
+    all.sort();
+    all.dedup();
+    assert_eq!((a.len() + b.len(), all.len()), (20, 20), "every run claimed once: a {a:?}, b {b:?}");
+    let run = store.run("r0").await.unwrap().unwrap();
+    let owner = run.lease_owner.clone().expect("a claimed run names its owner");
+    let other = if owner == "a" { "b" } else { "a" };
+    assert_eq!((run.state, run.attempts), (RunState::Calling, 1));
+
+    let attempt = |error: &str| Attempt {
+        number: 1,
+        started_at: SystemTime::now(),
+        latency_ms: 0,
+        status: None,
+        error: Some(error.into()),
+        reply: None,
+    };
+    let wrong = Fence { owner: other, attempt: 1 };
+    assert!(!store.set_request("r0", &wrong, "{}").await.unwrap());
+    assert!(!store.record_attempt("r0", &wrong, &attempt("not the owner")).await.unwrap());
+    assert!(!store.retry_at("r0", &wrong, SystemTime::now(), "x").await.unwrap());
+    assert!(!store.await_callback("r0", &Fence { owner: &owner, attempt: 2 }, SystemTime::now(), None).await.unwrap());
+    assert!(store.run_view("r0").await.unwrap().unwrap().attempts.is_empty());
+
+    // Nothing lapsed yet; then the owner "dies" and the lease runs out.
+    let now = SystemTime::now();
+    let takeover = Claim { owner: other, now, lease_until: now + Duration::from_secs(60), limit: 100 };
+    assert!(store.claim_expired(&takeover).await.unwrap().is_empty());
+    let owned = if owner == "a" { a.len() } else { b.len() };
+    assert_eq!(store.renew_run_leases(&owner, now - Duration::from_secs(1)).await.unwrap(), owned as u64);
+    let taken = store.claim_expired(&takeover).await.unwrap();
+    assert_eq!(taken.len(), owned, "the first owner's runs");
+    assert!(taken.iter().all(|run| run.lease_owner.as_deref() == Some(other) && run.attempts == 1));
+    assert!(store.claim_expired(&takeover).await.unwrap().is_empty(), "taken over once");
+
+    let late = Fence { owner: &owner, attempt: 1 };
+    let new = Fence { owner: other, attempt: 1 };
+    assert!(!store.record_attempt("r0", &late, &attempt("late")).await.unwrap(), "the lost owner writes nothing");
+    assert!(store.record_attempt("r0", &new, &attempt("cut off")).await.unwrap());
+    assert!(!store.finish_attempt("r0", &late, &failed()).await.unwrap());
+    assert!(store.retry_at("r0", &new, SystemTime::now(), "again").await.unwrap());
+    let view = store.run_view("r0").await.unwrap().unwrap();
+    assert_eq!(view.attempts.len(), 1);
+    assert_eq!(view.attempts[0].error.as_deref(), Some("cut off"));
+    assert_eq!(claim(&*store, &owner, Some("r0")).await, ["r0"], "the retry is claimed afresh");
+    let run = store.run("r0").await.unwrap().unwrap();
+    assert_eq!((run.state, run.attempts), (RunState::Calling, 2));
+    assert!(store.finish_attempt("r0", &Fence { owner: &owner, attempt: 2 }, &failed()).await.unwrap());
+    assert_eq!(store.run("r0").await.unwrap().unwrap().state, RunState::Failed);
+
+    // Deadlines due are found by anyone.
+    store.insert_run(&new_run("w", "cw")).await.unwrap();
+    assert_eq!(claim(&*store, "a", Some("w")).await, ["w"]);
+    let fence = Fence { owner: "a", attempt: 1 };
+    assert!(store.await_callback("w", &fence, SystemTime::now() - Duration::from_secs(1), None).await.unwrap());
+    let due = store.due_deadlines(SystemTime::now(), 100).await.unwrap();
+    assert_eq!(due.iter().map(|run| run.id.as_str()).collect::<Vec<_>>(), ["w"]);
+}
+
+fn failed() -> Outcome {
+    Outcome { state: RunState::Failed, success: None, md_message: None, reason: Some("x".into()), by_callback: false }
+}
+
+/// A deployment belongs to the replica that created it; its journal and
+/// its end are written only by the lease's holder; when the lease lapses
+/// (or is released) another replica claims it, once.
+pub async fn a_deployment_lease_fences_its_journal_and_is_taken_over_when_it_lapses<H: Harness>(harness: &H) {
+    let store = harness.open().await;
+    store.insert_deployment("d", "app", "file", "{}", None, &lease()).await.unwrap();
+    store.replace_journal("d", OWNER, "t/deploy", "started").await.unwrap();
+    let lost = store.replace_journal("d", "replica-b", "t/deploy", "done").await.unwrap_err();
+    assert!(matches!(lost, StoreError::Conflict(Conflict::LeaseLost { .. })), "{lost}");
+    let now = SystemTime::now();
+    let claim = |owner| Claim { owner, now, lease_until: now + Duration::from_secs(60), limit: 10 };
+    assert!(store.claim_deployments(&claim("replica-b")).await.unwrap().is_empty(), "the lease holds");
+    assert_eq!(store.renew_deployment_leases(OWNER, now + Duration::from_secs(30)).await.unwrap(), ["d"]);
+
+    store.release_deployments(OWNER).await.unwrap();
+    let (b, c) = (
+        store.claim_deployments(&claim("replica-b")).await.unwrap(),
+        store.claim_deployments(&claim("replica-c")).await.unwrap(),
+    );
+    assert_eq!((b.as_slice(), c.as_slice()), (&["d".to_owned()][..], &[][..]));
+    assert!(store.renew_deployment_leases(OWNER, now).await.unwrap().is_empty(), "the first owner lost it");
+    let lost = store.replace_journal("d", OWNER, "t/deploy", "done").await.unwrap_err();
+    assert!(matches!(lost, StoreError::Conflict(Conflict::LeaseLost { .. })), "{lost}");
+    let lost = store.finish_deployment("d", OWNER, DeploymentState::Succeeded, None).await.unwrap_err();
+    assert!(matches!(lost, StoreError::Conflict(Conflict::LeaseLost { .. })), "{lost}");
+    store.replace_journal("d", "replica-b", "t/deploy", "done").await.unwrap();
+    assert_eq!(store.journal("d").await.unwrap(), [("t/deploy".to_owned(), "done".to_owned())]);
+    store.finish_deployment("d", "replica-b", DeploymentState::Succeeded, None).await.unwrap();
+    // Finished: the end stays, whoever asks.
+    store.finish_deployment("d", OWNER, DeploymentState::Failed, None).await.unwrap();
+    assert_eq!(store.deployment("d").await.unwrap().unwrap().state, DeploymentState::Succeeded);
+    assert!(store.claim_deployments(&claim("replica-c")).await.unwrap().is_empty());
+}
+
+/// Replicas record themselves and their agents' sessions; a replica not
+/// seen lately hides its sessions, and forgetting it removes them.
+pub async fn replicas_and_their_sessions<H: Harness>(harness: &H) {
+    let store = harness.open().await;
+    let now = SystemTime::now();
+    let replica = |id: &str, seen_at| ReplicaRecord {
+        id: id.into(),
+        name: format!("relay-{id}"),
+        peer_url: Some(format!("http://{id}")),
+        started_at: now - Duration::from_secs(100),
+        seen_at,
+    };
+    store.replica_seen(&replica("a", now)).await.unwrap();
+    store.replica_seen(&replica("b", now - Duration::from_secs(60))).await.unwrap();
+    let session = |id: &str, replica: &str, agent: &str| SessionRecord {
+        session_id: id.into(),
+        replica_id: replica.into(),
+        agent_id: agent.into(),
+        instance: format!("host-{id}"),
+        version: "1.0".into(),
+        remote_addr: Some("127.0.0.1:1".into()),
+        connected_at: now,
+    };
+    store.put_session(&session("s1", "a", "rna")).await.unwrap();
+    store.put_session(&session("s2", "b", "rna")).await.unwrap();
+    store.put_session(&session("s3", "a", "other")).await.unwrap();
+    let since = now - Duration::from_secs(10);
+    let live: Vec<String> =
+        store.sessions(Some("rna"), since).await.unwrap().into_iter().map(|s| s.session_id).collect();
+    assert_eq!(live, ["s1"], "b was not seen lately");
+    assert_eq!(store.sessions(None, since).await.unwrap().len(), 2);
+    assert_eq!(
+        store.replicas(since).await.unwrap(),
+        [replica("a", now)].map(|mut r| {
+            r.seen_at = crate::time::from_unix_ms(crate::time::unix_ms(r.seen_at));
+            r.started_at = crate::time::from_unix_ms(crate::time::unix_ms(r.started_at));
+            r
+        })
+    );
+    store.replica_seen(&replica("b", now)).await.unwrap();
+    assert_eq!(store.sessions(Some("rna"), since).await.unwrap().len(), 2, "b is back");
+    store.remove_session("s2").await.unwrap();
+    assert_eq!(store.sessions(Some("rna"), since).await.unwrap().len(), 1);
+    store.replica_seen(&replica("b", now - Duration::from_secs(60))).await.unwrap();
+    store.put_session(&session("s4", "b", "rna")).await.unwrap();
+    assert_eq!(store.forget_replicas(since).await.unwrap(), 1);
+    assert!(store.replicas(now - Duration::from_secs(3600)).await.unwrap().iter().all(|r| r.id == "a"));
+    store.replica_gone("a").await.unwrap();
+    assert!(store.sessions(None, now - Duration::from_secs(3600)).await.unwrap().is_empty());
 }

@@ -7,7 +7,7 @@ use std::time::SystemTime;
 
 use crate::error::StoreError;
 use crate::idempotency::IdempotencyKey;
-use crate::runs::RunRecord;
+use crate::runs::{Claim, RunRecord};
 use crate::time::serialize_time;
 
 /// The step-key suffix of an analysis step's rollback-or-continue decision,
@@ -174,6 +174,13 @@ pub struct EventRecord {
     pub message: String,
 }
 
+/// A replica's hold on a deployment's run, from its creation.
+#[derive(Debug, Clone, Copy)]
+pub struct DeploymentLease<'a> {
+    pub owner: &'a str,
+    pub until: SystemTime,
+}
+
 /// A deployment as of one moment: nothing in it is older or newer than the rest.
 #[derive(Debug, Clone)]
 pub struct DeploymentView {
@@ -207,15 +214,36 @@ pub trait DeploymentStore: Send + Sync + 'static {
         file: &str,
         context: &str,
         idempotency: Option<&IdempotencyKey>,
+        lease: &DeploymentLease<'_>,
     ) -> Result<(), StoreError>;
+    /// Claims unfinished deployments whose lease ran out before
+    /// `claim.now` (their replica died or stopped): leased to `claim.owner`
+    /// until `claim.lease_until`, at most `claim.limit`. Of replicas
+    /// claiming at once, one gets each. Returns their ids.
+    async fn claim_deployments(&self, claim: &Claim<'_>) -> Result<Vec<String>, StoreError>;
+    /// Extends the leases `owner` holds on unfinished deployments; returns
+    /// the ids it still holds.
+    async fn renew_deployment_leases(&self, owner: &str, lease_until: SystemTime) -> Result<Vec<String>, StoreError>;
+    /// Lets go of every deployment `owner` holds, so another replica can
+    /// take them over at once (a replica stopping in order).
+    async fn release_deployments(&self, owner: &str) -> Result<(), StoreError>;
     async fn deployment(&self, id: &str) -> Result<Option<DeploymentRecord>, StoreError>;
     /// The newest deployments (by creation time, then id) with their
     /// targets, read as one snapshot.
     async fn deployments(&self, limit: u32) -> Result<Vec<(DeploymentRecord, Vec<TargetRecord>)>, StoreError>;
     async fn unfinished_deployments(&self) -> Result<Vec<DeploymentRecord>, StoreError>;
-    /// Ends a deployment in `state`; one already finished keeps its end.
-    async fn finish_deployment(&self, id: &str, state: DeploymentState, reason: Option<&str>)
-    -> Result<(), StoreError>;
+    /// Ends a deployment in `state`, by the replica holding its lease; one
+    /// already finished keeps its end. Fails with [`Conflict::LeaseLost`]
+    /// when `owner` no longer holds it.
+    ///
+    /// [`Conflict::LeaseLost`]: crate::Conflict::LeaseLost
+    async fn finish_deployment(
+        &self,
+        id: &str,
+        owner: &str,
+        state: DeploymentState,
+        reason: Option<&str>,
+    ) -> Result<(), StoreError>;
     /// Creates or updates a target. A new target goes after the ones
     /// recorded before it; an update keeps its place.
     async fn set_target(
@@ -236,8 +264,12 @@ pub trait DeploymentStore: Send + Sync + 'static {
     async fn journal(&self, id: &str) -> Result<Vec<(String, String)>, StoreError>;
     /// Records a step's value; a key already recorded keeps its first value.
     async fn put_journal(&self, id: &str, key: &str, value: &str) -> Result<(), StoreError>;
-    /// Overwrites a step's value (a step moving from started to done).
-    async fn replace_journal(&self, id: &str, key: &str, value: &str) -> Result<(), StoreError>;
+    /// Overwrites a step's value (a step moving from started to done), by
+    /// the replica holding the deployment's lease: a compare-and-set on the
+    /// lease, failing with [`Conflict::LeaseLost`] when `owner` lost it.
+    ///
+    /// [`Conflict::LeaseLost`]: crate::Conflict::LeaseLost
+    async fn replace_journal(&self, id: &str, owner: &str, key: &str, value: &str) -> Result<(), StoreError>;
     async fn add_event(&self, id: &str, target: Option<&str>, kind: &str, message: &str) -> Result<(), StoreError>;
     /// Opens an approval (once; a replay finds it as it is).
     async fn request_approval(&self, id: &str, target: &str, step_key: &str) -> Result<ApprovalState, StoreError>;

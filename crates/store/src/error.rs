@@ -55,6 +55,10 @@ pub enum Conflict {
     CredentialExists { kind: &'static str, subject: String },
     #[error("a metric provider named {name:?} exists already")]
     ProviderExists { name: String },
+    /// A write fenced by a lease, by a replica that no longer holds it:
+    /// another replica took the work over.
+    #[error("the lease on {what} is held by another replica now")]
+    LeaseLost { what: String },
     /// Another uniqueness rule refused the write (an id used twice).
     #[error("already exists: {0}")]
     Duplicate(String),

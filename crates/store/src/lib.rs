@@ -5,7 +5,7 @@
 //!
 //! One trait per aggregate, each in its module with its records:
 //! [`CredentialStore`], [`SecretStore`], [`MetricProviderStore`],
-//! [`RunStore`], [`DeploymentStore`], [`SettingStore`]; and [`Lifecycle`]
+//! [`RunStore`], [`DeploymentStore`], [`SettingStore`], [`ClusterStore`]; and [`Lifecycle`]
 //! (`ping`, `close`). [`Store`] is all of them, for whoever holds the one
 //! handle (the relay's `Arc<dyn Store>`); code that needs one aggregate
 //! should take the narrowest trait it needs, so a test or another backend
@@ -17,6 +17,7 @@
 //! replicas sharing one database).
 //! `conformance` (feature `conformance`) is the suite every backend passes.
 
+mod cluster;
 mod credentials;
 mod deployments;
 mod error;
@@ -35,17 +36,18 @@ mod time;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 
+pub use cluster::{Change, ClusterStore, ReplicaRecord, SessionRecord};
 pub use credentials::{Credential, CredentialKind, CredentialStore};
 pub use deployments::{
-    ApprovalState, DECISION_SUFFIX, DeploymentRecord, DeploymentState, DeploymentStore, DeploymentView, EventRecord,
-    TargetRecord, TargetState,
+    ApprovalState, DECISION_SUFFIX, DeploymentLease, DeploymentRecord, DeploymentState, DeploymentStore,
+    DeploymentView, EventRecord, TargetRecord, TargetState,
 };
 pub use error::{BoxError, Conflict, StoreError};
 pub use idempotency::IdempotencyKey;
 pub use open::{SUPPORTED_SCHEMES, open};
 pub use postgres::PostgresStore;
 pub use providers::{MetricProvider, MetricProviderStore};
-pub use runs::{Attempt, NewRun, Outcome, RunRecord, RunState, RunStore, RunView};
+pub use runs::{Attempt, Claim, Fence, NewRun, Outcome, RunRecord, RunState, RunStore, RunView};
 pub use secrets::{EncryptedSecret, SecretStore};
 pub use settings::SettingStore;
 pub use sqlite::SqliteStore;

@@ -3,6 +3,7 @@
 
 use std::time::SystemTime;
 
+use crate::cluster::{ReplicaRecord, SessionRecord};
 use crate::credentials::{Credential, CredentialKind};
 use crate::deployments::{DeploymentRecord, DeploymentState, EventRecord, TargetRecord, TargetState};
 use crate::error::StoreError;
@@ -115,6 +116,8 @@ pub(crate) fn run(row: &impl Columns) -> RunRecord {
         created_at: time(row, "created_at"),
         updated_at: time(row, "updated_at"),
         finished_at: time_opt(row, "finished_at"),
+        lease_owner: row.text_opt("lease_owner"),
+        lease_until: time_opt(row, "lease_until"),
     }
 }
 
@@ -164,4 +167,26 @@ pub(crate) fn event(row: &impl Columns) -> EventRecord {
 
 pub(crate) fn pair(row: &impl Columns) -> (String, String) {
     row.pair()
+}
+
+pub(crate) fn replica(row: &impl Columns) -> ReplicaRecord {
+    ReplicaRecord {
+        id: row.text("id"),
+        name: row.text("name"),
+        peer_url: row.text_opt("peer_url"),
+        started_at: time(row, "started_at"),
+        seen_at: time(row, "seen_at"),
+    }
+}
+
+pub(crate) fn session(row: &impl Columns) -> SessionRecord {
+    SessionRecord {
+        session_id: row.text("session_id"),
+        replica_id: row.text("replica_id"),
+        agent_id: row.text("agent_id"),
+        instance: row.text("instance"),
+        version: row.text("version"),
+        remote_addr: row.text_opt("remote_addr"),
+        connected_at: time(row, "connected_at"),
+    }
 }

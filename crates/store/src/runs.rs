@@ -81,6 +81,9 @@ pub struct RunRecord {
     pub created_at: SystemTime,
     pub updated_at: SystemTime,
     pub finished_at: Option<SystemTime>,
+    /// The replica that owns the attempt under way (or last owned one).
+    pub lease_owner: Option<String>,
+    pub lease_until: Option<SystemTime>,
 }
 
 #[derive(Debug, Clone)]
@@ -117,6 +120,24 @@ pub struct Outcome {
     pub by_callback: bool,
 }
 
+/// What a claim takes: who claims, as of when, until when, how many.
+#[derive(Debug, Clone, Copy)]
+pub struct Claim<'a> {
+    pub owner: &'a str,
+    pub now: SystemTime,
+    pub lease_until: SystemTime,
+    pub limit: u32,
+}
+
+/// The fence of an attempt's writes: they land only while the run is
+/// calling, on attempt `attempt`, leased to `owner`. A replica that lost its
+/// lease (another took the run over) thus writes nothing.
+#[derive(Debug, Clone, Copy)]
+pub struct Fence<'a> {
+    pub owner: &'a str,
+    pub attempt: u32,
+}
+
 /// A run and its attempts as of one moment.
 #[derive(Debug, Clone)]
 pub struct RunView {
@@ -144,15 +165,38 @@ pub trait RunStore: Send + Sync + 'static {
     /// the attempt log always matches the run's state.
     async fn run_view(&self, id: &str) -> Result<Option<RunView>, StoreError>;
 
-    /// pending -> calling, counting attempt `number`. False if the run moved on.
-    async fn start_attempt(&self, id: &str, number: u32, request: &str) -> Result<bool, StoreError>;
-    /// Logs an attempt; a number logged before keeps its first record.
-    async fn record_attempt(&self, run_id: &str, attempt: &Attempt) -> Result<(), StoreError>;
-    /// calling -> pending, to try again at `at`.
-    async fn retry_at(&self, id: &str, at: SystemTime, reason: &str) -> Result<bool, StoreError>;
+    /// Claims due attempts for replica `owner`: each pending run whose next
+    /// attempt is due at `now` moves to calling with its attempt count one
+    /// higher, leased to `owner` until `lease_until`. Of replicas claiming
+    /// at once, one gets each run. At most `limit` runs; with `only`, just
+    /// that one. The runs are returned as claimed.
+    async fn claim_due(&self, claim: &Claim<'_>, only: Option<&str>) -> Result<Vec<RunRecord>, StoreError>;
+    /// Claims calling runs whose lease ran out before `claim.now`: their
+    /// owner died (or lost the database) mid-attempt. The attempt count
+    /// stays: the caller records that attempt as cut off.
+    async fn claim_expired(&self, claim: &Claim<'_>) -> Result<Vec<RunRecord>, StoreError>;
+    /// Extends every lease `owner` holds on a calling run; returns how many.
+    async fn renew_run_leases(&self, owner: &str, lease_until: SystemTime) -> Result<u64, StoreError>;
+    /// Awaiting-callback runs whose deadline is at or before `now`.
+    async fn due_deadlines(&self, now: SystemTime, limit: u32) -> Result<Vec<RunRecord>, StoreError>;
+    /// Records the request the fenced attempt sends (secrets masked).
+    async fn set_request(&self, id: &str, fence: &Fence<'_>, request: &str) -> Result<bool, StoreError>;
+    /// Logs the fenced attempt; a number logged before keeps its first
+    /// record. False when the fence no longer holds.
+    async fn record_attempt(&self, run_id: &str, fence: &Fence<'_>, attempt: &Attempt) -> Result<bool, StoreError>;
+    /// calling -> pending, to try again at `at`; fenced.
+    async fn retry_at(&self, id: &str, fence: &Fence<'_>, at: SystemTime, reason: &str) -> Result<bool, StoreError>;
     /// calling -> awaiting_callback until `deadline`; `reason` says why when
-    /// it is not the usual 2xx.
-    async fn await_callback(&self, id: &str, deadline: SystemTime, reason: Option<&str>) -> Result<bool, StoreError>;
+    /// it is not the usual 2xx. Fenced.
+    async fn await_callback(
+        &self,
+        id: &str,
+        fence: &Fence<'_>,
+        deadline: SystemTime,
+        reason: Option<&str>,
+    ) -> Result<bool, StoreError>;
+    /// calling -> a finished state, by the attempt's owner. Fenced.
+    async fn finish_attempt(&self, id: &str, fence: &Fence<'_>, outcome: &Outcome) -> Result<bool, StoreError>;
     /// Any of `from` -> a finished state. False if the run was not in `from`.
     async fn finish(&self, id: &str, from: &[RunState], outcome: &Outcome) -> Result<bool, StoreError>;
 }

@@ -1,6 +1,7 @@
 //! The traits of the whole store: what every backend does besides holding
 //! data, and [`Store`], every aggregate at once.
 
+use crate::cluster::ClusterStore;
 use crate::credentials::CredentialStore;
 use crate::deployments::DeploymentStore;
 use crate::error::StoreError;
@@ -16,16 +17,34 @@ pub trait Lifecycle: Send + Sync + 'static {
     async fn ping(&self) -> Result<(), StoreError>;
     /// Closes the connections; acknowledged writes are durable already.
     async fn close(&self);
+    /// Whether other relay processes may use this store at the same time
+    /// (PostgreSQL). Where not, whatever the store says is leased belongs to
+    /// a previous life of this relay, and is taken over at start at once.
+    fn shared(&self) -> bool;
 }
 
 /// Every aggregate's trait, for the one handle that needs them all. Prefer
 /// the narrowest trait in signatures; this one exists for `Arc<dyn Store>`.
 pub trait Store:
-    CredentialStore + SecretStore + MetricProviderStore + RunStore + DeploymentStore + SettingStore + Lifecycle
+    CredentialStore
+    + SecretStore
+    + MetricProviderStore
+    + RunStore
+    + DeploymentStore
+    + SettingStore
+    + ClusterStore
+    + Lifecycle
 {
 }
 
 impl<T> Store for T where
-    T: CredentialStore + SecretStore + MetricProviderStore + RunStore + DeploymentStore + SettingStore + Lifecycle
+    T: CredentialStore
+        + SecretStore
+        + MetricProviderStore
+        + RunStore
+        + DeploymentStore
+        + SettingStore
+        + ClusterStore
+        + Lifecycle
 {
 }

@@ -1,4 +1,5 @@
 use std::collections::HashMap;
+use std::time::SystemTime;
 
 use sqlx::Row;
 
@@ -6,12 +7,14 @@ use super::error::{db, unique_violation};
 use super::runs::{Keyed, Query, key_vanished};
 use super::store::{PostgresStore, now_ms};
 use crate::deployments::{
-    ApprovalState, DECISION_SUFFIX, DeploymentRecord, DeploymentState, DeploymentStore, DeploymentView, TargetRecord,
-    TargetState,
+    ApprovalState, DECISION_SUFFIX, DeploymentLease, DeploymentRecord, DeploymentState, DeploymentStore,
+    DeploymentView, TargetRecord, TargetState,
 };
 use crate::error::{Conflict, StoreError};
 use crate::idempotency::IdempotencyKey;
 use crate::rows;
+use crate::runs::Claim;
+use crate::time::unix_ms;
 
 /// How often an insert that lost to a deployment finishing at that very
 /// moment is tried again before the caller hears `Unavailable`.
@@ -52,14 +55,15 @@ impl DeploymentStore for PostgresStore {
         file: &str,
         context: &str,
         idempotency: Option<&IdempotencyKey>,
+        lease: &DeploymentLease<'_>,
     ) -> Result<(), StoreError> {
         for _ in 0..RUNNING_RACE_TRIES {
             let now = now_ms();
             // The key's claim and the insert are one statement; the unique
             // index on running deployments refuses a second one per application.
             let result = sqlx::query(
-                "INSERT INTO deployments (id, application, file, context, state, created_at, updated_at, idempotency_key, request_hash) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $6, $7, $8) \
+                "INSERT INTO deployments (id, application, file, context, state, created_at, updated_at, idempotency_key, \
+                 request_hash, lease_owner, lease_until) VALUES ($1, $2, $3, $4, $5, $6, $6, $7, $8, $9, $10) \
                  ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING",
             )
             .bind(id)
@@ -70,6 +74,8 @@ impl DeploymentStore for PostgresStore {
             .bind(now)
             .bind(idempotency.map(|k| &k.key))
             .bind(idempotency.map(|k| &k.request_hash))
+            .bind(lease.owner)
+            .bind(unix_ms(lease.until))
             .execute(&self.pool)
             .await;
             let err = match result {
@@ -182,25 +188,77 @@ impl DeploymentStore for PostgresStore {
         rows.iter().map(rows::deployment).collect()
     }
 
+    async fn claim_deployments(&self, claim: &Claim<'_>) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query(
+            "UPDATE deployments d SET lease_owner = $1, lease_until = $2 \
+             FROM (SELECT id FROM deployments WHERE finished_at IS NULL AND (lease_until IS NULL OR lease_until < $3) \
+                   ORDER BY created_at LIMIT $4 FOR UPDATE SKIP LOCKED) lapsed \
+             WHERE d.id = lapsed.id RETURNING d.id",
+        )
+        .bind(claim.owner)
+        .bind(unix_ms(claim.lease_until))
+        .bind(unix_ms(claim.now))
+        .bind(i64::from(claim.limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(rows.iter().map(|row| row.get("id")).collect())
+    }
+
+    async fn renew_deployment_leases(&self, owner: &str, lease_until: SystemTime) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query(
+            "UPDATE deployments SET lease_until = $1 WHERE lease_owner = $2 AND finished_at IS NULL RETURNING id",
+        )
+        .bind(unix_ms(lease_until))
+        .bind(owner)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(rows.iter().map(|row| row.get("id")).collect())
+    }
+
+    async fn release_deployments(&self, owner: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE deployments SET lease_until = NULL WHERE lease_owner = $1 AND finished_at IS NULL")
+            .bind(owner)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
     async fn finish_deployment(
         &self,
         id: &str,
+        owner: &str,
         state: DeploymentState,
         reason: Option<&str>,
     ) -> Result<(), StoreError> {
-        // Compare-and-set on `finished_at`: the first end stays.
-        sqlx::query(
-            "UPDATE deployments SET state = $1, reason = $2, finished_at = $3, updated_at = $3 \
-             WHERE id = $4 AND finished_at IS NULL",
+        // Compare-and-set on `finished_at` and the lease: the first end stays.
+        let done = sqlx::query(
+            "UPDATE deployments SET state = $1, reason = $2, finished_at = $3, updated_at = $3, lease_until = NULL \
+             WHERE id = $4 AND finished_at IS NULL AND lease_owner = $5",
         )
         .bind(state.as_str())
         .bind(reason)
         .bind(now_ms())
         .bind(id)
+        .bind(owner)
         .execute(&self.pool)
         .await
         .map_err(db)?;
-        Ok(())
+        if done.rows_affected() == 1 {
+            return Ok(());
+        }
+        let finished: Option<Option<i64>> = sqlx::query("SELECT finished_at FROM deployments WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?
+            .map(|row| row.get("finished_at"));
+        match finished {
+            Some(Some(_)) => Ok(()),
+            _ => Err(Conflict::LeaseLost { what: format!("deployment {id}") }.into()),
+        }
     }
 
     async fn set_target(
@@ -255,18 +313,26 @@ impl DeploymentStore for PostgresStore {
         Ok(())
     }
 
-    async fn replace_journal(&self, id: &str, key: &str, value: &str) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO deployment_journal (deployment_id, key, value, recorded_at) VALUES ($1, $2, $3, $4) \
+    async fn replace_journal(&self, id: &str, owner: &str, key: &str, value: &str) -> Result<(), StoreError> {
+        // FOR SHARE: a takeover (which locks the deployment's row to change
+        // its owner) waits for this write to commit, so the new owner reads
+        // it; or this write sees the new owner and writes nothing.
+        let done = sqlx::query(
+            "WITH lease AS (SELECT id FROM deployments WHERE id = $1 AND lease_owner = $5 AND finished_at IS NULL FOR SHARE) \
+             INSERT INTO deployment_journal (deployment_id, key, value, recorded_at) SELECT id, $2, $3, $4 FROM lease \
              ON CONFLICT (deployment_id, key) DO UPDATE SET value = excluded.value, recorded_at = excluded.recorded_at",
         )
         .bind(id)
         .bind(key)
         .bind(value)
         .bind(now_ms())
+        .bind(owner)
         .execute(&self.pool)
         .await
         .map_err(db)?;
+        if done.rows_affected() == 0 {
+            return Err(Conflict::LeaseLost { what: format!("deployment {id}") }.into());
+        }
         Ok(())
     }
 

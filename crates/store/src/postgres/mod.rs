@@ -6,6 +6,7 @@
 //! `REPEATABLE READ READ ONLY` transaction. This backend alone knows
 //! Postgres's error codes ([`error`]).
 
+mod cluster;
 mod credentials;
 mod deployments;
 mod error;

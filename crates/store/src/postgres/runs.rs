@@ -8,7 +8,7 @@ use super::store::{PostgresStore, now_ms};
 use crate::error::{Conflict, StoreError};
 use crate::idempotency::IdempotencyKey;
 use crate::rows;
-use crate::runs::{Attempt, NewRun, Outcome, RunRecord, RunState, RunStore, RunView};
+use crate::runs::{Attempt, Claim, Fence, NewRun, Outcome, RunRecord, RunState, RunStore, RunView};
 use crate::time::unix_ms;
 
 pub(super) type Query<'q> = sqlx::query::Query<'q, sqlx::Postgres, PgArguments>;
@@ -49,6 +49,26 @@ impl PostgresStore {
 /// between does that, and a retry would claim the key afresh.
 pub(super) fn key_vanished() -> StoreError {
     StoreError::Unavailable("the row holding the Idempotency-Key changed while it was read; try again".into())
+}
+
+/// An attempt's fence, with the owner and number bound at the placeholders given.
+macro_rules! fenced {
+    ($owner:literal, $attempt:literal) => {
+        concat!("state = 'calling' AND lease_owner = ", $owner, " AND attempts = ", $attempt)
+    };
+}
+
+impl PostgresStore {
+    async fn fence_holds(&self, id: &str, fence: &Fence<'_>) -> Result<bool, StoreError> {
+        let row = sqlx::query(concat!("SELECT 1 FROM webhook_runs WHERE id = $1 AND ", fenced!("$2", "$3")))
+            .bind(id)
+            .bind(fence.owner)
+            .bind(i64::from(fence.attempt))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(row.is_some())
+    }
 }
 
 fn run_query(id: &str) -> Query<'_> {
@@ -139,27 +159,94 @@ impl RunStore for PostgresStore {
 
     // The transitions are compare-and-set on `state` in one UPDATE: one that
     // waits on a racing writer's row lock checks its WHERE again against
-    // the row that writer committed, so of two racing, one matches.
+    // the row that writer committed, so of two racing, one matches. An
+    // attempt's writes are also fenced by its lease: owner and number.
 
-    async fn start_attempt(&self, id: &str, number: u32, request: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE webhook_runs SET state = 'calling', attempts = $1, request = $2, next_attempt_at = NULL, updated_at = $3 \
-             WHERE id = $4 AND state = 'pending'",
+    async fn claim_due(&self, claim: &Claim<'_>, only: Option<&str>) -> Result<Vec<RunRecord>, StoreError> {
+        // SKIP LOCKED: replicas claiming at once take different runs, and
+        // none waits on another's.
+        let rows = sqlx::query(
+            "UPDATE webhook_runs r SET state = 'calling', attempts = r.attempts + 1, next_attempt_at = NULL, \
+             lease_owner = $1, lease_until = $2, updated_at = $3 \
+             FROM (SELECT id FROM webhook_runs WHERE state = 'pending' AND next_attempt_at <= $4 \
+                   AND ($6::text IS NULL OR id = $6) \
+                   ORDER BY next_attempt_at LIMIT $5 FOR UPDATE SKIP LOCKED) due \
+             WHERE r.id = due.id RETURNING r.*",
         )
-        .bind(i64::from(number))
-        .bind(request)
+        .bind(claim.owner)
+        .bind(unix_ms(claim.lease_until))
         .bind(now_ms())
-        .bind(id)
-        .execute(&self.pool)
+        .bind(unix_ms(claim.now))
+        .bind(i64::from(claim.limit))
+        .bind(only)
+        .fetch_all(&self.pool)
         .await
         .map_err(db)?;
+        Ok(rows.iter().map(rows::run).collect())
+    }
+
+    async fn claim_expired(&self, claim: &Claim<'_>) -> Result<Vec<RunRecord>, StoreError> {
+        let rows = sqlx::query(
+            "UPDATE webhook_runs r SET lease_owner = $1, lease_until = $2, updated_at = $3 \
+             FROM (SELECT id FROM webhook_runs WHERE state = 'calling' AND (lease_until IS NULL OR lease_until < $4) \
+                   ORDER BY lease_until NULLS FIRST LIMIT $5 FOR UPDATE SKIP LOCKED) lapsed \
+             WHERE r.id = lapsed.id RETURNING r.*",
+        )
+        .bind(claim.owner)
+        .bind(unix_ms(claim.lease_until))
+        .bind(now_ms())
+        .bind(unix_ms(claim.now))
+        .bind(i64::from(claim.limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(rows.iter().map(rows::run).collect())
+    }
+
+    async fn renew_run_leases(&self, owner: &str, lease_until: SystemTime) -> Result<u64, StoreError> {
+        let done = sqlx::query("UPDATE webhook_runs SET lease_until = $1 WHERE lease_owner = $2 AND state = 'calling'")
+            .bind(unix_ms(lease_until))
+            .bind(owner)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn due_deadlines(&self, now: SystemTime, limit: u32) -> Result<Vec<RunRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM webhook_runs WHERE state = 'awaiting_callback' AND deadline_at <= $1 \
+             ORDER BY deadline_at LIMIT $2",
+        )
+        .bind(unix_ms(now))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(rows.iter().map(rows::run).collect())
+    }
+
+    async fn set_request(&self, id: &str, fence: &Fence<'_>, request: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query(concat!("UPDATE webhook_runs SET request = $1 WHERE id = $2 AND ", fenced!("$3", "$4")))
+            .bind(request)
+            .bind(id)
+            .bind(fence.owner)
+            .bind(i64::from(fence.attempt))
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
         Ok(done.rows_affected() == 1)
     }
 
-    async fn record_attempt(&self, run_id: &str, attempt: &Attempt) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO webhook_attempts (run_id, number, started_at, latency_ms, status, error, reply) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (run_id, number) DO NOTHING",
+    async fn record_attempt(&self, run_id: &str, fence: &Fence<'_>, attempt: &Attempt) -> Result<bool, StoreError> {
+        // FOR SHARE: a takeover (which locks the run's row to change its
+        // owner) waits for this insert to commit, or this insert sees the
+        // new owner and writes nothing.
+        let done = sqlx::query(
+            "WITH lease AS (SELECT id FROM webhook_runs WHERE id = $1 AND state = 'calling' AND lease_owner = $8 \
+                            AND attempts = $9 FOR SHARE) \
+             INSERT INTO webhook_attempts (run_id, number, started_at, latency_ms, status, error, reply) \
+             SELECT id, $2, $3, $4, $5, $6, $7 FROM lease ON CONFLICT (run_id, number) DO NOTHING",
         )
         .bind(run_id)
         .bind(i64::from(attempt.number))
@@ -168,36 +255,75 @@ impl RunStore for PostgresStore {
         .bind(attempt.status.map(i64::from))
         .bind(&attempt.error)
         .bind(&attempt.reply)
+        .bind(fence.owner)
+        .bind(i64::from(fence.attempt))
         .execute(&self.pool)
         .await
         .map_err(db)?;
-        Ok(())
+        if done.rows_affected() == 1 {
+            return Ok(true);
+        }
+        // Nothing inserted: an earlier record of the number, or a lost fence.
+        self.fence_holds(run_id, fence).await
     }
 
-    async fn retry_at(&self, id: &str, at: SystemTime, reason: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE webhook_runs SET state = 'pending', next_attempt_at = $1, reason = $2, updated_at = $3 \
-             WHERE id = $4 AND state = 'calling'",
-        )
+    async fn retry_at(&self, id: &str, fence: &Fence<'_>, at: SystemTime, reason: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query(concat!(
+            "UPDATE webhook_runs SET state = 'pending', next_attempt_at = $1, reason = $2, updated_at = $3, \
+             lease_until = NULL WHERE id = $4 AND ",
+            fenced!("$5", "$6")
+        ))
         .bind(unix_ms(at))
         .bind(reason)
         .bind(now_ms())
         .bind(id)
+        .bind(fence.owner)
+        .bind(i64::from(fence.attempt))
         .execute(&self.pool)
         .await
         .map_err(db)?;
         Ok(done.rows_affected() == 1)
     }
 
-    async fn await_callback(&self, id: &str, deadline: SystemTime, reason: Option<&str>) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE webhook_runs SET state = 'awaiting_callback', deadline_at = $1, reason = $2, updated_at = $3 \
-             WHERE id = $4 AND state = 'calling'",
-        )
+    async fn await_callback(
+        &self,
+        id: &str,
+        fence: &Fence<'_>,
+        deadline: SystemTime,
+        reason: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(concat!(
+            "UPDATE webhook_runs SET state = 'awaiting_callback', deadline_at = $1, reason = $2, updated_at = $3, \
+             lease_until = NULL WHERE id = $4 AND ",
+            fenced!("$5", "$6")
+        ))
         .bind(unix_ms(deadline))
         .bind(reason)
         .bind(now_ms())
         .bind(id)
+        .bind(fence.owner)
+        .bind(i64::from(fence.attempt))
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn finish_attempt(&self, id: &str, fence: &Fence<'_>, outcome: &Outcome) -> Result<bool, StoreError> {
+        let now = now_ms();
+        let done = sqlx::query(concat!(
+            "UPDATE webhook_runs SET state = $1, success = $2, md_message = $3, reason = $4, next_attempt_at = NULL, \
+             lease_until = NULL, finished_at = $5, updated_at = $5 WHERE id = $6 AND ",
+            fenced!("$7", "$8")
+        ))
+        .bind(outcome.state.as_str())
+        .bind(outcome.success)
+        .bind(&outcome.md_message)
+        .bind(&outcome.reason)
+        .bind(now)
+        .bind(id)
+        .bind(fence.owner)
+        .bind(i64::from(fence.attempt))
         .execute(&self.pool)
         .await
         .map_err(db)?;

@@ -69,6 +69,10 @@ impl Lifecycle for PostgresStore {
     async fn close(&self) {
         self.pool.close().await;
     }
+
+    fn shared(&self) -> bool {
+        true
+    }
 }
 
 pub(super) fn now_ms() -> i64 {

@@ -12,12 +12,13 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection};
 
 use super::PostgresStore;
+use crate::cluster::{Change, ClusterStore};
 use crate::conformance::Harness;
 use crate::credentials::{CredentialKind, CredentialStore};
-use crate::deployments::{DeploymentState, DeploymentStore, TargetState};
+use crate::deployments::{ApprovalState, DeploymentLease, DeploymentState, DeploymentStore, TargetState};
 use crate::error::{Conflict, StoreError};
 use crate::idempotency::IdempotencyKey;
-use crate::runs::{NewRun, Outcome, RunState, RunStore};
+use crate::runs::{Claim, Fence, NewRun, Outcome, RunState, RunStore};
 use crate::settings::SettingStore;
 use crate::store::Lifecycle;
 
@@ -123,7 +124,7 @@ async fn replicas_racing_one_finish_have_one_winner() {
     for round in 0..ROUNDS {
         let id = format!("r{round}");
         a.insert_run(&new_run(&id, None)).await.unwrap();
-        assert!(a.start_attempt(&id, 1, "{}").await.unwrap());
+        assert_eq!(claim(&a, "a", &id).await, 1);
         let mut racers = tokio::task::JoinSet::new();
         for racer in 0..2 * RACERS {
             let store = if racer % 2 == 0 { a.clone() } else { b.clone() };
@@ -160,7 +161,7 @@ async fn replicas_racing_one_idempotency_key_make_one_row() {
             racers.spawn(async move {
                 let run = store.insert_run(&run).await.map(|()| run.id);
                 // Each round's deployments are of one application too: the key decides first.
-                let made = store.insert_deployment(&deployment, "app", "f", "{}", Some(&key)).await;
+                let made = store.insert_deployment(&deployment, "app", "f", "{}", Some(&key), &lease()).await;
                 (run, made.map(|()| deployment))
             });
         }
@@ -169,7 +170,7 @@ async fn replicas_racing_one_idempotency_key_make_one_row() {
             one_winner_and_losers_told_its_id(round, made);
         }
         let winner = deployments.iter().find_map(|made| made.as_ref().ok()).unwrap();
-        a.finish_deployment(winner, DeploymentState::Succeeded, None).await.unwrap();
+        a.finish_deployment(winner, "a", DeploymentState::Succeeded, None).await.unwrap();
     }
     assert_eq!(a.runs(1000).await.unwrap().len(), ROUNDS);
     assert_eq!(b.deployments(1000).await.unwrap().len(), ROUNDS);
@@ -199,13 +200,15 @@ async fn replicas_racing_one_application_run_one_deployment() {
         for racer in 0..2 * RACERS {
             let store = if racer % 2 == 0 { a.clone() } else { b.clone() };
             let id = format!("d{round}-{racer}");
-            racers.spawn(async move { store.insert_deployment(&id, "app", "f", "{}", None).await.map(|()| id) });
+            racers.spawn(
+                async move { store.insert_deployment(&id, "app", "f", "{}", None, &lease()).await.map(|()| id) },
+            );
         }
         // The one running before ends while they race: each insert either
         // wins or names the deployment it lost to, never another error.
         let ending = previous.take();
         if let Some(ending) = &ending {
-            b.finish_deployment(ending, DeploymentState::Succeeded, None).await.unwrap();
+            b.finish_deployment(ending, "a", DeploymentState::Succeeded, None).await.unwrap();
         }
         let answers = racers.join_all().await;
         let winners: Vec<&String> = answers.iter().filter_map(|made| made.as_ref().ok()).collect();
@@ -227,7 +230,7 @@ async fn replicas_racing_one_application_run_one_deployment() {
         previous = running.into_iter().next();
         if previous.is_none() {
             // Every racer lost to the one that was ending: the next round starts clean.
-            a.insert_deployment(&format!("d{round}-x"), "app", "f", "{}", None).await.unwrap();
+            a.insert_deployment(&format!("d{round}-x"), "app", "f", "{}", None, &lease()).await.unwrap();
             previous = Some(format!("d{round}-x"));
         }
     }
@@ -237,7 +240,7 @@ async fn replicas_racing_one_application_run_one_deployment() {
 async fn replicas_adding_targets_at_once_keep_one_order() {
     let harness = TempSchema::new();
     let (a, b) = two_replicas(&harness).await;
-    a.insert_deployment("d", "app", "f", "{}", None).await.unwrap();
+    a.insert_deployment("d", "app", "f", "{}", None, &lease()).await.unwrap();
     let mut racers = tokio::task::JoinSet::new();
     for racer in 0..40 {
         let store = if racer % 2 == 0 { a.clone() } else { b.clone() };
@@ -333,10 +336,12 @@ async fn a_lost_compare_and_set_is_not_an_error_and_a_stale_run_is_not_finished_
     let (a, b) = two_replicas(&harness).await;
     a.insert_run(&new_run("r", None)).await.unwrap();
     let stale = b.run("r").await.unwrap().unwrap();
-    assert!(a.start_attempt("r", 1, "{}").await.unwrap());
-    assert!(!b.start_attempt(&stale.id, 1, "{}").await.unwrap(), "the run moved on");
-    assert!(a.await_callback("r", SystemTime::now(), None).await.unwrap());
-    assert!(!b.retry_at("r", SystemTime::now(), "late").await.unwrap());
+    assert_eq!(claim(&a, "a", "r").await, 1);
+    assert_eq!(claim(&b, "b", &stale.id).await, 0, "the run moved on");
+    let fence = |owner| Fence { owner, attempt: 1 };
+    assert!(a.await_callback("r", &fence("a"), SystemTime::now(), None).await.unwrap());
+    assert!(!b.retry_at("r", &fence("b"), SystemTime::now(), "late").await.unwrap());
+    assert!(!a.retry_at("r", &fence("a"), SystemTime::now(), "late").await.unwrap(), "no longer calling");
 }
 
 /// `sslmode=require` in the URL: the connection is TLS (rustls), as the
@@ -381,4 +386,75 @@ async fn error_codes_map_to_the_variants() {
     assert!(matches!(raise("23505").await, StoreError::Conflict(Conflict::Duplicate(_))));
     assert!(matches!(raise("42P01").await, StoreError::Backend(_)));
     assert!(matches!(raise("22P02").await, StoreError::Backend(_)));
+}
+
+/// Claims run `id` for `owner` if it is due; returns how many were claimed.
+async fn claim(store: &PostgresStore, owner: &str, id: &str) -> usize {
+    let now = SystemTime::now();
+    let claim = Claim { owner, now, lease_until: now + std::time::Duration::from_secs(60), limit: 1 };
+    store.claim_due(&claim, Some(id)).await.unwrap().len()
+}
+
+fn lease() -> DeploymentLease<'static> {
+    DeploymentLease { owner: "a", until: SystemTime::now() + std::time::Duration::from_secs(60) }
+}
+
+/// Two replicas claiming the same due runs in many small batches at once:
+/// every run is claimed, none twice (SKIP LOCKED, and the re-check of the
+/// state under the row lock).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_claiming_at_once_claim_each_run_once() {
+    const RUNS: usize = 300;
+    let harness = TempSchema::new();
+    let (a, b) = two_replicas(&harness).await;
+    for i in 0..RUNS {
+        a.insert_run(&new_run(&format!("r{i}"), None)).await.unwrap();
+    }
+    let mut claimers = tokio::task::JoinSet::new();
+    for worker in 0..8 {
+        let (store, owner) = if worker % 2 == 0 { (a.clone(), "a") } else { (b.clone(), "b") };
+        claimers.spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let now = SystemTime::now();
+                let claim = Claim { owner, now, lease_until: now + std::time::Duration::from_secs(60), limit: 7 };
+                let batch = store.claim_due(&claim, None).await.unwrap();
+                if batch.is_empty() {
+                    return mine;
+                }
+                mine.extend(batch.into_iter().map(|run| run.id));
+            }
+        });
+    }
+    let mut all = Vec::new();
+    while let Some(mine) = claimers.join_next().await {
+        all.extend(mine.unwrap());
+    }
+    let claimed = all.len();
+    all.sort();
+    all.dedup();
+    assert_eq!((claimed, all.len()), (RUNS, RUNS), "each run claimed exactly once");
+}
+
+/// What one replica commits reaches another replica's change feed, with
+/// the id; a relay on another schema hears nothing of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_committed_by_one_replica_reach_the_others_feed() {
+    let harness = TempSchema::new();
+    let elsewhere = TempSchema::new();
+    let (a, b) = two_replicas(&harness).await;
+    let other = elsewhere.open().await;
+    let mut feed = b.changes().await.unwrap().expect("postgres has a feed");
+    let mut other_feed = other.changes().await.unwrap().expect("postgres has a feed");
+    a.insert_run(&new_run("r", None)).await.unwrap();
+    assert_eq!(claim(&a, "a", "r").await, 1);
+    let next = tokio::time::timeout(std::time::Duration::from_secs(10), feed.recv()).await.expect("within 10 s");
+    assert_eq!(next, Some(Change::Run("r".into())));
+    a.insert_deployment("d", "app", "f", "{}", None, &lease()).await.unwrap();
+    a.request_approval("d", "t", "t/0").await.unwrap();
+    assert_eq!(b.approval("d", "t/0").await.unwrap(), Some(ApprovalState::Pending));
+    let next = tokio::time::timeout(std::time::Duration::from_secs(10), feed.recv()).await.unwrap();
+    assert_eq!(next, Some(Change::Deployment("d".into())));
+    let quiet = tokio::time::timeout(std::time::Duration::from_millis(500), other_feed.recv()).await;
+    assert!(quiet.is_err(), "another schema's relays hear nothing: {quiet:?}");
 }

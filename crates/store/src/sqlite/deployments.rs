@@ -1,4 +1,5 @@
 use std::collections::HashMap;
+use std::time::SystemTime;
 
 use sqlx::Row;
 
@@ -7,12 +8,14 @@ use super::group_commit::Query;
 use super::runs::Keyed;
 use super::store::{SqliteStore, now_ms};
 use crate::deployments::{
-    ApprovalState, DECISION_SUFFIX, DeploymentRecord, DeploymentState, DeploymentStore, DeploymentView, TargetRecord,
-    TargetState,
+    ApprovalState, DECISION_SUFFIX, DeploymentLease, DeploymentRecord, DeploymentState, DeploymentStore,
+    DeploymentView, TargetRecord, TargetState,
 };
 use crate::error::{Conflict, StoreError};
 use crate::idempotency::IdempotencyKey;
 use crate::rows;
+use crate::runs::Claim;
+use crate::time::unix_ms;
 
 // The reads a deployment's view is made of. Those also made alone
 // (record, targets, journal) serve both.
@@ -49,11 +52,12 @@ impl DeploymentStore for SqliteStore {
         file: &str,
         context: &str,
         idempotency: Option<&IdempotencyKey>,
+        lease: &DeploymentLease<'_>,
     ) -> Result<(), StoreError> {
         let now = now_ms();
         let result = self.writes.execute(sqlx::query(
-            "INSERT INTO deployments (id, application, file, context, state, created_at, updated_at, idempotency_key, request_hash) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO deployments (id, application, file, context, state, created_at, updated_at, idempotency_key, \
+             request_hash, lease_owner, lease_until) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(id)
         .bind(application)
@@ -63,7 +67,9 @@ impl DeploymentStore for SqliteStore {
         .bind(now)
         .bind(now)
         .bind(idempotency.map(|k| &k.key))
-        .bind(idempotency.map(|k| &k.request_hash)))
+        .bind(idempotency.map(|k| &k.request_hash))
+        .bind(lease.owner)
+        .bind(unix_ms(lease.until)))
         .await;
         match result {
             Ok(_) => Ok(()),
@@ -167,22 +173,101 @@ impl DeploymentStore for SqliteStore {
         rows.iter().map(rows::deployment).collect()
     }
 
+    async fn claim_deployments(&self, claim: &Claim<'_>) -> Result<Vec<String>, StoreError> {
+        let lapsed: Vec<String> = sqlx::query(
+            "SELECT id FROM deployments WHERE finished_at IS NULL AND (lease_until IS NULL OR lease_until < ?) \
+             ORDER BY created_at LIMIT ?",
+        )
+        .bind(unix_ms(claim.now))
+        .bind(i64::from(claim.limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?
+        .iter()
+        .map(|row| row.get("id"))
+        .collect();
+        let mut claimed = Vec::with_capacity(lapsed.len());
+        for id in lapsed {
+            let done = self
+                .writes
+                .execute(
+                    sqlx::query(
+                        "UPDATE deployments SET lease_owner = ?, lease_until = ? WHERE id = ? AND finished_at IS NULL \
+                         AND (lease_until IS NULL OR lease_until < ?)",
+                    )
+                    .bind(claim.owner)
+                    .bind(unix_ms(claim.lease_until))
+                    .bind(&id)
+                    .bind(unix_ms(claim.now)),
+                )
+                .await
+                .map_err(db)?;
+            if done.rows_affected() == 1 {
+                claimed.push(id);
+            }
+        }
+        Ok(claimed)
+    }
+
+    async fn renew_deployment_leases(&self, owner: &str, lease_until: SystemTime) -> Result<Vec<String>, StoreError> {
+        self.writes
+            .execute(
+                sqlx::query("UPDATE deployments SET lease_until = ? WHERE lease_owner = ? AND finished_at IS NULL")
+                    .bind(unix_ms(lease_until))
+                    .bind(owner),
+            )
+            .await
+            .map_err(db)?;
+        let held = sqlx::query("SELECT id FROM deployments WHERE lease_owner = ? AND finished_at IS NULL")
+            .bind(owner)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(held.iter().map(|row| row.get("id")).collect())
+    }
+
+    async fn release_deployments(&self, owner: &str) -> Result<(), StoreError> {
+        self.writes
+            .execute(
+                sqlx::query("UPDATE deployments SET lease_until = NULL WHERE lease_owner = ? AND finished_at IS NULL")
+                    .bind(owner),
+            )
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
     async fn finish_deployment(
         &self,
         id: &str,
+        owner: &str,
         state: DeploymentState,
         reason: Option<&str>,
     ) -> Result<(), StoreError> {
         let now = now_ms();
-        self.writes.execute(sqlx::query("UPDATE deployments SET state = ?, reason = ?, finished_at = ?, updated_at = ? WHERE id = ? AND finished_at IS NULL")
-            .bind(state.as_str())
-            .bind(reason)
-            .bind(now)
-            .bind(now)
-            .bind(id))
+        let done = self
+            .writes
+            .execute(
+                sqlx::query(
+                    "UPDATE deployments SET state = ?, reason = ?, finished_at = ?, updated_at = ?, lease_until = NULL \
+                     WHERE id = ? AND finished_at IS NULL AND lease_owner = ?",
+                )
+                .bind(state.as_str())
+                .bind(reason)
+                .bind(now)
+                .bind(now)
+                .bind(id)
+                .bind(owner),
+            )
             .await
             .map_err(db)?;
-        Ok(())
+        if done.rows_affected() == 1 {
+            return Ok(());
+        }
+        match self.deployment(id).await? {
+            Some(record) if record.finished_at.is_some() => Ok(()),
+            _ => Err(Conflict::LeaseLost { what: format!("deployment {id}") }.into()),
+        }
     }
 
     async fn set_target(
@@ -232,20 +317,26 @@ impl DeploymentStore for SqliteStore {
         Ok(())
     }
 
-    async fn replace_journal(&self, id: &str, key: &str, value: &str) -> Result<(), StoreError> {
-        self.writes
+    async fn replace_journal(&self, id: &str, owner: &str, key: &str, value: &str) -> Result<(), StoreError> {
+        let done = self
+            .writes
             .execute(
                 sqlx::query(
-                    "INSERT INTO deployment_journal (deployment_id, key, value, recorded_at) VALUES (?, ?, ?, ?) \
-             ON CONFLICT (deployment_id, key) DO UPDATE SET value = excluded.value, recorded_at = excluded.recorded_at",
+                    "INSERT INTO deployment_journal (deployment_id, key, value, recorded_at) \
+                     SELECT id, ?, ?, ? FROM deployments WHERE id = ? AND lease_owner = ? AND finished_at IS NULL \
+                     ON CONFLICT (deployment_id, key) DO UPDATE SET value = excluded.value, recorded_at = excluded.recorded_at",
                 )
-                .bind(id)
                 .bind(key)
                 .bind(value)
-                .bind(now_ms()),
+                .bind(now_ms())
+                .bind(id)
+                .bind(owner),
             )
             .await
             .map_err(db)?;
+        if done.rows_affected() == 0 {
+            return Err(Conflict::LeaseLost { what: format!("deployment {id}") }.into());
+        }
         Ok(())
     }
 

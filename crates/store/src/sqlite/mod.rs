@@ -4,6 +4,7 @@
 //! One file per aggregate implements its trait; this backend alone knows
 //! sqlx and SQLite's error codes ([`error`]).
 
+mod cluster;
 mod credentials;
 mod deployments;
 mod error;

@@ -8,7 +8,7 @@ use super::store::{SqliteStore, now_ms};
 use crate::error::{Conflict, StoreError};
 use crate::idempotency::IdempotencyKey;
 use crate::rows;
-use crate::runs::{Attempt, NewRun, Outcome, RunRecord, RunState, RunStore, RunView};
+use crate::runs::{Attempt, Claim, Fence, NewRun, Outcome, RunRecord, RunState, RunStore, RunView};
 use crate::time::unix_ms;
 
 /// The tables whose rows an Idempotency-Key can name.
@@ -40,6 +40,13 @@ impl SqliteStore {
             }
         }))
     }
+}
+
+/// An attempt's fence; owner and number are bound after what precedes it.
+macro_rules! fenced {
+    () => {
+        "state = 'calling' AND lease_owner = ? AND attempts = ?"
+    };
 }
 
 fn run_query(id: &str) -> Query<'_> {
@@ -123,67 +130,230 @@ impl RunStore for SqliteStore {
         Ok(Some(RunView { run: rows::run(&run), attempts }))
     }
 
-    async fn start_attempt(&self, id: &str, number: u32, request: &str) -> Result<bool, StoreError> {
-        let done = self.writes.execute(sqlx::query(
-            "UPDATE webhook_runs SET state = 'calling', attempts = ?, request = ?, next_attempt_at = NULL, updated_at = ? \
-             WHERE id = ? AND state = 'pending'",
+    // One relay writes this database, through one writer task, so a
+    // claim's read and its compare-and-set cannot interleave with another
+    // replica's; the fences still hold the two backends to one behaviour.
+
+    async fn claim_due(&self, claim: &Claim<'_>, only: Option<&str>) -> Result<Vec<RunRecord>, StoreError> {
+        let due: Vec<String> = sqlx::query(
+            "SELECT id FROM webhook_runs WHERE state = 'pending' AND next_attempt_at <= ? AND (? IS NULL OR id = ?) \
+             ORDER BY next_attempt_at LIMIT ?",
         )
-        .bind(i64::from(number))
-        .bind(request)
-        .bind(now_ms())
-        .bind(id))
+        .bind(unix_ms(claim.now))
+        .bind(only)
+        .bind(only)
+        .bind(i64::from(claim.limit))
+        .fetch_all(&self.pool)
         .await
-        .map_err(db)?;
-        Ok(done.rows_affected() == 1)
+        .map_err(db)?
+        .iter()
+        .map(|row| row.get("id"))
+        .collect();
+        let mut claimed = Vec::with_capacity(due.len());
+        for id in due {
+            let done = self
+                .writes
+                .execute(
+                    sqlx::query(
+                        "UPDATE webhook_runs SET state = 'calling', attempts = attempts + 1, next_attempt_at = NULL, \
+                         lease_owner = ?, lease_until = ?, updated_at = ? WHERE id = ? AND state = 'pending'",
+                    )
+                    .bind(claim.owner)
+                    .bind(unix_ms(claim.lease_until))
+                    .bind(now_ms())
+                    .bind(&id),
+                )
+                .await
+                .map_err(db)?;
+            if done.rows_affected() == 1
+                && let Some(run) = self.run(&id).await?
+            {
+                claimed.push(run);
+            }
+        }
+        Ok(claimed)
     }
 
-    async fn record_attempt(&self, run_id: &str, attempt: &Attempt) -> Result<(), StoreError> {
-        self.writes.execute(sqlx::query(
-            "INSERT INTO webhook_attempts (run_id, number, started_at, latency_ms, status, error, reply) VALUES (?, ?, ?, ?, ?, ?, ?) \
-             ON CONFLICT (run_id, number) DO NOTHING",
+    async fn claim_expired(&self, claim: &Claim<'_>) -> Result<Vec<RunRecord>, StoreError> {
+        let lapsed: Vec<String> = sqlx::query(
+            "SELECT id FROM webhook_runs WHERE state = 'calling' AND (lease_until IS NULL OR lease_until < ?) LIMIT ?",
         )
-        .bind(run_id)
-        .bind(i64::from(attempt.number))
-        .bind(unix_ms(attempt.started_at))
-        .bind(attempt.latency_ms as i64)
-        .bind(attempt.status.map(i64::from))
-        .bind(&attempt.error)
-        .bind(&attempt.reply))
+        .bind(unix_ms(claim.now))
+        .bind(i64::from(claim.limit))
+        .fetch_all(&self.pool)
         .await
-        .map_err(db)?;
-        Ok(())
+        .map_err(db)?
+        .iter()
+        .map(|row| row.get("id"))
+        .collect();
+        let mut claimed = Vec::with_capacity(lapsed.len());
+        for id in lapsed {
+            let done = self
+                .writes
+                .execute(
+                    sqlx::query(
+                        "UPDATE webhook_runs SET lease_owner = ?, lease_until = ?, updated_at = ? \
+                         WHERE id = ? AND state = 'calling' AND (lease_until IS NULL OR lease_until < ?)",
+                    )
+                    .bind(claim.owner)
+                    .bind(unix_ms(claim.lease_until))
+                    .bind(now_ms())
+                    .bind(&id)
+                    .bind(unix_ms(claim.now)),
+                )
+                .await
+                .map_err(db)?;
+            if done.rows_affected() == 1
+                && let Some(run) = self.run(&id).await?
+            {
+                claimed.push(run);
+            }
+        }
+        Ok(claimed)
     }
 
-    async fn retry_at(&self, id: &str, at: SystemTime, reason: &str) -> Result<bool, StoreError> {
+    async fn renew_run_leases(&self, owner: &str, lease_until: SystemTime) -> Result<u64, StoreError> {
         let done = self
             .writes
             .execute(
-                sqlx::query(
-                    "UPDATE webhook_runs SET state = 'pending', next_attempt_at = ?, reason = ?, updated_at = ? \
-             WHERE id = ? AND state = 'calling'",
-                )
-                .bind(unix_ms(at))
-                .bind(reason)
-                .bind(now_ms())
-                .bind(id),
+                sqlx::query("UPDATE webhook_runs SET lease_until = ? WHERE lease_owner = ? AND state = 'calling'")
+                    .bind(unix_ms(lease_until))
+                    .bind(owner),
+            )
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn due_deadlines(&self, now: SystemTime, limit: u32) -> Result<Vec<RunRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM webhook_runs WHERE state = 'awaiting_callback' AND deadline_at <= ? ORDER BY deadline_at LIMIT ?",
+        )
+        .bind(unix_ms(now))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(rows.iter().map(rows::run).collect())
+    }
+
+    async fn set_request(&self, id: &str, fence: &Fence<'_>, request: &str) -> Result<bool, StoreError> {
+        let done = self
+            .writes
+            .execute(
+                sqlx::query(concat!("UPDATE webhook_runs SET request = ? WHERE id = ? AND ", fenced!()))
+                    .bind(request)
+                    .bind(id)
+                    .bind(fence.owner)
+                    .bind(i64::from(fence.attempt)),
             )
             .await
             .map_err(db)?;
         Ok(done.rows_affected() == 1)
     }
 
-    async fn await_callback(&self, id: &str, deadline: SystemTime, reason: Option<&str>) -> Result<bool, StoreError> {
+    async fn record_attempt(&self, run_id: &str, fence: &Fence<'_>, attempt: &Attempt) -> Result<bool, StoreError> {
         let done = self
             .writes
             .execute(
-                sqlx::query(
-                    "UPDATE webhook_runs SET state = 'awaiting_callback', deadline_at = ?, reason = ?, updated_at = ? \
-             WHERE id = ? AND state = 'calling'",
-                )
+                sqlx::query(concat!(
+                    "INSERT INTO webhook_attempts (run_id, number, started_at, latency_ms, status, error, reply) \
+                     SELECT id, ?, ?, ?, ?, ?, ? FROM webhook_runs WHERE id = ? AND ",
+                    fenced!(),
+                    " ON CONFLICT (run_id, number) DO NOTHING"
+                ))
+                .bind(i64::from(attempt.number))
+                .bind(unix_ms(attempt.started_at))
+                .bind(attempt.latency_ms as i64)
+                .bind(attempt.status.map(i64::from))
+                .bind(&attempt.error)
+                .bind(&attempt.reply)
+                .bind(run_id)
+                .bind(fence.owner)
+                .bind(i64::from(fence.attempt)),
+            )
+            .await
+            .map_err(db)?;
+        if done.rows_affected() == 1 {
+            return Ok(true);
+        }
+        let holds = sqlx::query(concat!("SELECT 1 FROM webhook_runs WHERE id = ? AND ", fenced!()))
+            .bind(run_id)
+            .bind(fence.owner)
+            .bind(i64::from(fence.attempt))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(holds.is_some())
+    }
+
+    async fn retry_at(&self, id: &str, fence: &Fence<'_>, at: SystemTime, reason: &str) -> Result<bool, StoreError> {
+        let done = self
+            .writes
+            .execute(
+                sqlx::query(concat!(
+                    "UPDATE webhook_runs SET state = 'pending', next_attempt_at = ?, reason = ?, updated_at = ?, \
+                     lease_until = NULL WHERE id = ? AND ",
+                    fenced!()
+                ))
+                .bind(unix_ms(at))
+                .bind(reason)
+                .bind(now_ms())
+                .bind(id)
+                .bind(fence.owner)
+                .bind(i64::from(fence.attempt)),
+            )
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn await_callback(
+        &self,
+        id: &str,
+        fence: &Fence<'_>,
+        deadline: SystemTime,
+        reason: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let done = self
+            .writes
+            .execute(
+                sqlx::query(concat!(
+                    "UPDATE webhook_runs SET state = 'awaiting_callback', deadline_at = ?, reason = ?, updated_at = ?, \
+                     lease_until = NULL WHERE id = ? AND ",
+                    fenced!()
+                ))
                 .bind(unix_ms(deadline))
                 .bind(reason)
                 .bind(now_ms())
-                .bind(id),
+                .bind(id)
+                .bind(fence.owner)
+                .bind(i64::from(fence.attempt)),
+            )
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn finish_attempt(&self, id: &str, fence: &Fence<'_>, outcome: &Outcome) -> Result<bool, StoreError> {
+        let now = now_ms();
+        let done = self
+            .writes
+            .execute(
+                sqlx::query(concat!(
+                    "UPDATE webhook_runs SET state = ?, success = ?, md_message = ?, reason = ?, next_attempt_at = NULL, \
+                     lease_until = NULL, finished_at = ?, updated_at = ? WHERE id = ? AND ",
+                    fenced!()
+                ))
+                .bind(outcome.state.as_str())
+                .bind(outcome.success.map(i64::from))
+                .bind(&outcome.md_message)
+                .bind(&outcome.reason)
+                .bind(now)
+                .bind(now)
+                .bind(id)
+                .bind(fence.owner)
+                .bind(i64::from(fence.attempt)),
             )
             .await
             .map_err(db)?;

@@ -82,6 +82,10 @@ impl Lifecycle for SqliteStore {
     async fn close(&self) {
         self.pool.close().await;
     }
+
+    fn shared(&self) -> bool {
+        false
+    }
 }
 
 pub(super) fn now_ms() -> i64 {

@@ -1,0 +1,145 @@
+use std::time::SystemTime;
+
+use sqlx::Row;
+use sqlx::postgres::PgListener;
+use tokio::sync::mpsc;
+
+use super::error::db;
+use super::store::PostgresStore;
+use crate::cluster::{Change, ClusterStore, ReplicaRecord, SessionRecord};
+use crate::error::StoreError;
+use crate::rows;
+use crate::time::unix_ms;
+
+/// Changes queued for the relay before the feed drops the rest (they are
+/// wake-ups; waiters poll too).
+const FEED_BUFFER: usize = 4096;
+
+#[async_trait::async_trait]
+impl ClusterStore for PostgresStore {
+    async fn replica_seen(&self, replica: &ReplicaRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO relay_replicas (id, name, peer_url, started_at, seen_at) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (id) DO UPDATE SET seen_at = excluded.seen_at, peer_url = excluded.peer_url",
+        )
+        .bind(&replica.id)
+        .bind(&replica.name)
+        .bind(&replica.peer_url)
+        .bind(unix_ms(replica.started_at))
+        .bind(unix_ms(replica.seen_at))
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn replica_gone(&self, id: &str) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        sqlx::query("DELETE FROM agent_sessions WHERE replica_id = $1").bind(id).execute(&mut *tx).await.map_err(db)?;
+        sqlx::query("DELETE FROM relay_replicas WHERE id = $1").bind(id).execute(&mut *tx).await.map_err(db)?;
+        tx.commit().await.map_err(db)
+    }
+
+    async fn replicas(&self, since: SystemTime) -> Result<Vec<ReplicaRecord>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM relay_replicas WHERE seen_at >= $1 ORDER BY name, id")
+            .bind(unix_ms(since))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(rows.iter().map(rows::replica).collect())
+    }
+
+    async fn forget_replicas(&self, before: SystemTime) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        sqlx::query(
+            "DELETE FROM agent_sessions WHERE replica_id IN (SELECT id FROM relay_replicas WHERE seen_at < $1) \
+             OR replica_id NOT IN (SELECT id FROM relay_replicas)",
+        )
+        .bind(unix_ms(before))
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        let gone = sqlx::query("DELETE FROM relay_replicas WHERE seen_at < $1")
+            .bind(unix_ms(before))
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(gone.rows_affected())
+    }
+
+    async fn put_session(&self, session: &SessionRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO agent_sessions (session_id, replica_id, agent_id, instance, version, remote_addr, connected_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (session_id) DO NOTHING",
+        )
+        .bind(&session.session_id)
+        .bind(&session.replica_id)
+        .bind(&session.agent_id)
+        .bind(&session.instance)
+        .bind(&session.version)
+        .bind(&session.remote_addr)
+        .bind(unix_ms(session.connected_at))
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn remove_session(&self, session_id: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM agent_sessions WHERE session_id = $1")
+            .bind(session_id)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn sessions(&self, agent: Option<&str>, since: SystemTime) -> Result<Vec<SessionRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT s.* FROM agent_sessions s JOIN relay_replicas r ON r.id = s.replica_id \
+             WHERE r.seen_at >= $1 AND ($2::text IS NULL OR s.agent_id = $2) ORDER BY s.agent_id, s.connected_at, s.session_id",
+        )
+        .bind(unix_ms(since))
+        .bind(agent)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(rows.iter().map(rows::session).collect())
+    }
+
+    async fn changes(&self) -> Result<Option<mpsc::Receiver<Change>>, StoreError> {
+        // The channel the migrations' triggers notify: one per schema.
+        let channel: String = sqlx::query("SELECT 'borealis_' || left(md5(current_schema()), 16) AS channel")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db)?
+            .get("channel");
+        let mut listener = PgListener::connect_with(&self.pool).await.map_err(db)?;
+        listener.listen(&channel).await.map_err(db)?;
+        let (sender, receiver) = mpsc::channel(FEED_BUFFER);
+        tokio::spawn(async move {
+            loop {
+                // `recv` reconnects (and listens again) after a lost
+                // connection; what was sent meanwhile is lost, which the
+                // waiters' polling covers.
+                let notification = tokio::select! {
+                    notification = listener.recv() => notification,
+                    () = sender.closed() => return,
+                };
+                match notification {
+                    Ok(notification) => {
+                        if let Some(change) = Change::parse(notification.payload()) {
+                            let _ = sender.try_send(change);
+                        }
+                    }
+                    Err(err) => {
+                        tracing::warn!(error = %err, "the change feed lost the database; listening again");
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        });
+        Ok(Some(receiver))
+    }
+}

@@ -1,0 +1,114 @@
+use std::time::SystemTime;
+
+use tokio::sync::mpsc;
+
+use super::error::db;
+use super::store::SqliteStore;
+use crate::cluster::{Change, ClusterStore, ReplicaRecord, SessionRecord};
+use crate::error::StoreError;
+use crate::rows;
+use crate::time::unix_ms;
+
+#[async_trait::async_trait]
+impl ClusterStore for SqliteStore {
+    async fn replica_seen(&self, replica: &ReplicaRecord) -> Result<(), StoreError> {
+        self.writes
+            .execute(
+                sqlx::query(
+                    "INSERT INTO relay_replicas (id, name, peer_url, started_at, seen_at) VALUES (?, ?, ?, ?, ?) \
+                     ON CONFLICT (id) DO UPDATE SET seen_at = excluded.seen_at, peer_url = excluded.peer_url",
+                )
+                .bind(&replica.id)
+                .bind(&replica.name)
+                .bind(&replica.peer_url)
+                .bind(unix_ms(replica.started_at))
+                .bind(unix_ms(replica.seen_at)),
+            )
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn replica_gone(&self, id: &str) -> Result<(), StoreError> {
+        self.writes
+            .execute(sqlx::query("DELETE FROM agent_sessions WHERE replica_id = ?").bind(id))
+            .await
+            .map_err(db)?;
+        self.writes.execute(sqlx::query("DELETE FROM relay_replicas WHERE id = ?").bind(id)).await.map_err(db)?;
+        Ok(())
+    }
+
+    async fn replicas(&self, since: SystemTime) -> Result<Vec<ReplicaRecord>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM relay_replicas WHERE seen_at >= ? ORDER BY name, id")
+            .bind(unix_ms(since))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(rows.iter().map(rows::replica).collect())
+    }
+
+    async fn forget_replicas(&self, before: SystemTime) -> Result<u64, StoreError> {
+        self.writes
+            .execute(
+                sqlx::query(
+                    "DELETE FROM agent_sessions WHERE replica_id IN (SELECT id FROM relay_replicas WHERE seen_at < ?) \
+                     OR replica_id NOT IN (SELECT id FROM relay_replicas)",
+                )
+                .bind(unix_ms(before)),
+            )
+            .await
+            .map_err(db)?;
+        let gone = self
+            .writes
+            .execute(sqlx::query("DELETE FROM relay_replicas WHERE seen_at < ?").bind(unix_ms(before)))
+            .await
+            .map_err(db)?;
+        Ok(gone.rows_affected())
+    }
+
+    async fn put_session(&self, session: &SessionRecord) -> Result<(), StoreError> {
+        self.writes
+            .execute(
+                sqlx::query(
+                    "INSERT INTO agent_sessions (session_id, replica_id, agent_id, instance, version, remote_addr, connected_at) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (session_id) DO NOTHING",
+                )
+                .bind(&session.session_id)
+                .bind(&session.replica_id)
+                .bind(&session.agent_id)
+                .bind(&session.instance)
+                .bind(&session.version)
+                .bind(&session.remote_addr)
+                .bind(unix_ms(session.connected_at)),
+            )
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn remove_session(&self, session_id: &str) -> Result<(), StoreError> {
+        self.writes
+            .execute(sqlx::query("DELETE FROM agent_sessions WHERE session_id = ?").bind(session_id))
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn sessions(&self, agent: Option<&str>, since: SystemTime) -> Result<Vec<SessionRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT s.* FROM agent_sessions s JOIN relay_replicas r ON r.id = s.replica_id \
+             WHERE r.seen_at >= ? AND (? IS NULL OR s.agent_id = ?) ORDER BY s.agent_id, s.connected_at, s.session_id",
+        )
+        .bind(unix_ms(since))
+        .bind(agent)
+        .bind(agent)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(rows.iter().map(rows::session).collect())
+    }
+
+    async fn changes(&self) -> Result<Option<mpsc::Receiver<Change>>, StoreError> {
+        Ok(None)
+    }
+}
