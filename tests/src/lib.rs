@@ -5,8 +5,10 @@
 //! Binaries are taken from the cargo target dir next to the test executable;
 //! `scripts/test.sh` builds them before running the tests.
 
+pub mod balancer;
 pub mod external;
 pub mod module_graph;
+pub mod postgres;
 pub mod process;
 pub mod prometheus;
 pub mod receiver;

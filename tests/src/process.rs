@@ -97,6 +97,9 @@ pub struct RelayOptions {
     pub extra_args: Vec<String>,
     /// A command the relay runs under, e.g. `prlimit --nofile=1024:1024 --`.
     pub wrapper: Vec<String>,
+    /// Environment variables for the relay (`BOREALIS_ADMIN_TOKEN` among
+    /// them makes [`RelayProcess::admin_token`] that token).
+    pub env: Vec<(String, String)>,
 }
 
 pub struct RelayProcess {
@@ -144,6 +147,9 @@ impl RelayProcess {
             command.args(["--direct-allow", range]);
         }
         command.args(&options.extra_args);
+        for (key, value) in &options.env {
+            command.env(key, value);
+        }
         let mut process = Logged::spawn("relay", command);
         let ready = process.wait_for_line("relay ready", Duration::from_secs(20));
         let http_url = field(&ready, "http");
@@ -152,6 +158,9 @@ impl RelayProcess {
     }
 
     pub fn admin_token(&self) -> String {
+        if let Some((_, token)) = self.options.env.iter().find(|(key, _)| key == "BOREALIS_ADMIN_TOKEN") {
+            return token.clone();
+        }
         std::fs::read_to_string(self.data_dir.path().join("admin-token")).expect("admin token").trim().to_owned()
     }
 

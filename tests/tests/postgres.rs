@@ -6,55 +6,15 @@
 
 use std::time::Duration;
 
+use borealis_tests::postgres::Schema;
 use borealis_tests::{RelayOptions, RelayProcess, eventually};
 use futures_util::{StreamExt, stream};
-
-fn server_url() -> String {
-    std::env::var("BOREALIS_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
-
-fn psql(sql: &str) -> String {
-    let out = std::process::Command::new("psql")
-        .args([&server_url(), "-v", "ON_ERROR_STOP=1", "-tAc", sql])
-        .output()
-        .expect("psql (PostgreSQL's client) runs");
-    assert!(out.status.success(), "psql {sql:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-/// A fresh schema, dropped when the test ends.
-struct Schema(String);
-
-impl Schema {
-    fn new() -> Self {
-        let name = format!("relay_{}", uuid::Uuid::new_v4().simple());
-        psql(&format!("CREATE SCHEMA {name}"));
-        Self(name)
-    }
-
-    /// The relay's `--database-url`: the server, with this schema first on the search path.
-    fn database_url(&self) -> String {
-        let separator = if server_url().contains('?') { '&' } else { '?' };
-        format!("{}{separator}options=-c%20search_path%3D{}", server_url(), self.0)
-    }
-
-    fn count(&self, table: &str) -> u64 {
-        psql(&format!("SELECT count(*) FROM {}.{table}", self.0)).parse().unwrap()
-    }
-}
-
-impl Drop for Schema {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("psql")
-            .args([&server_url(), "-qc", &format!("DROP SCHEMA IF EXISTS {} CASCADE", self.0)])
-            .output();
-    }
-}
 
 fn relay(schema: &Schema) -> RelayProcess {
     RelayProcess::start(RelayOptions {
         direct_allow: vec!["127.0.0.0/8".into()],
-        extra_args: vec!["--database-url".into(), schema.database_url()],
+        // A short lease: a killed relay's work is taken over soon after its restart.
+        extra_args: vec!["--database-url".into(), schema.database_url(), "--lease-duration".into(), "3s".into()],
         ..Default::default()
     })
 }

@@ -77,6 +77,13 @@ pub struct AgentInstance {
     /// Standby calls open and idle now.
     pub standby_idle: u64,
     pub draining: bool,
+    /// The name of the relay replica that holds this session.
+    pub replica: String,
+    /// Whether the replica that answered holds it. Only the holder knows
+    /// the live counters (`inFlight`, `standbyIdle`, `draining`); for a
+    /// session another replica holds they are 0 and `lastHeartbeat` is when
+    /// that replica last vouched for it.
+    pub held_here: bool,
 }
 
 /// `DELETE /api/v1/agents/{id}`.

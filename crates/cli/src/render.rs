@@ -56,12 +56,22 @@ pub fn credentials(fields: &[(&str, &str)]) {
 
 pub fn agents(reply: &AgentList) {
     let mut rows = vec![
-        ["AGENT", "CONNECTED", "INSTANCE", "VERSION", "REMOTE", "CONNECTED SINCE", "LAST HEARTBEAT"].map(String::from),
+        ["AGENT", "CONNECTED", "INSTANCE", "VERSION", "REMOTE", "REPLICA", "CONNECTED SINCE", "LAST HEARTBEAT"]
+            .map(String::from),
     ];
     for agent in &reply.agents {
         let id = agent.agent_id.clone();
         if agent.instances.is_empty() {
-            rows.push([id.clone(), "no".into(), "-".into(), "-".into(), "-".into(), "-".into(), "-".into()]);
+            rows.push([
+                id.clone(),
+                "no".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+            ]);
         }
         for instance in &agent.instances {
             let state = if instance.draining { "draining" } else { "yes" };
@@ -71,6 +81,7 @@ pub fn agents(reply: &AgentList) {
                 instance.instance.clone(),
                 instance.version.clone(),
                 cell(instance.remote_addr.as_deref()),
+                instance.replica.clone(),
                 instance.connected_since.clone(),
                 instance.last_heartbeat.clone(),
             ]);

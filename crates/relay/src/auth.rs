@@ -77,6 +77,11 @@ impl Authority {
         Ok(Self { store, signing: hmac::Key::new(hmac::HMAC_SHA256, &key), admin_check, admin_tag })
     }
 
+    /// The key replicas sign their requests to each other with.
+    pub fn peer_key(&self) -> PeerKey {
+        PeerKey(self.signing.clone())
+    }
+
     pub fn is_admin(&self, presented: &str) -> bool {
         hmac::verify(&self.admin_check, presented.as_bytes(), self.admin_tag.as_ref()).is_ok()
     }
@@ -142,6 +147,36 @@ impl Authority {
             Some(_) => Err(AuthError::Revoked),
             None => Err(AuthError::InvalidClient),
         }
+    }
+}
+
+/// What replicas prove themselves to each other with: a short-lived tag
+/// under the token signing key every replica of one database shares.
+#[derive(Clone)]
+pub struct PeerKey(hmac::Key);
+
+/// How long a peer tag is good for: one request's start.
+const PEER_TAG_TTL: Duration = Duration::from_secs(60);
+
+impl PeerKey {
+    /// A tag naming `replica`: `<expiry>.<replica>.<mac>`.
+    pub fn mint(&self, replica: &str) -> String {
+        let payload = format!("peer:{}.{}", unix_secs(SystemTime::now() + PEER_TAG_TTL), B64.encode(replica));
+        let tag = hmac::sign(&self.0, payload.as_bytes());
+        format!("{payload}.{}", B64.encode(tag.as_ref()))
+    }
+
+    /// The replica a tag names, if it verifies and has not expired.
+    pub fn verify(&self, presented: &str) -> Result<String, AuthError> {
+        let (payload, tag) = presented.rsplit_once('.').ok_or(AuthError::Malformed)?;
+        let tag = B64.decode(tag).map_err(|_| AuthError::Malformed)?;
+        hmac::verify(&self.0, payload.as_bytes(), &tag).map_err(|_| AuthError::BadSignature)?;
+        let (expiry, replica) =
+            payload.strip_prefix("peer:").and_then(|p| p.split_once('.')).ok_or(AuthError::Malformed)?;
+        if expiry.parse::<u64>().map_err(|_| AuthError::Malformed)? <= unix_secs(SystemTime::now()) {
+            return Err(AuthError::Expired);
+        }
+        String::from_utf8(B64.decode(replica).map_err(|_| AuthError::Malformed)?).map_err(|_| AuthError::Malformed)
     }
 }
 

@@ -81,6 +81,23 @@ pub struct RelayConfig {
     /// Flagger hooks, driver calls) that has no `signing:` of its own,
     /// Standard Webhooks style. Its name, never its value.
     pub webhook_signing_secret: Option<String>,
+    /// This replica's name as operators see it (`agents list`, logs);
+    /// default: the host name and the HTTP port.
+    pub replica_name: Option<String>,
+    /// Where the other replicas reach this one directly (not through the
+    /// balancer) to forward requests for the agents it holds; default:
+    /// `http(s)://` and the HTTP listener's address, unless that is a
+    /// wildcard address.
+    pub peer_url: Option<url::Url>,
+    /// How long a replica owns a webhook attempt or a deployment without
+    /// renewing its lease: a replica that dies loses its work to the
+    /// others after at most this long.
+    #[serde(with = "serde_human")]
+    pub lease_duration: Duration,
+    /// How often a replica looks in the database for work that is due or
+    /// whose owner died, and for changes it was not told about.
+    #[serde(with = "serde_human")]
+    pub poll_interval: Duration,
 }
 
 /// Every key a config file may set: the fields of [`RelayConfig`], read off
@@ -128,6 +145,10 @@ impl Default for RelayConfig {
             auth_failures_per_minute: 30,
             max_rendered_field_bytes: 64 << 10,
             max_rendered_request_bytes: 256 << 10,
+            replica_name: None,
+            peer_url: None,
+            lease_duration: Duration::from_secs(15),
+            poll_interval: Duration::from_secs(1),
             log_format: borealis_logging::LogFormat::Text,
             webhook_signing_secret: None,
         }
@@ -187,6 +208,17 @@ impl RelayConfig {
         }
         if self.heartbeat_interval < Duration::from_millis(100) {
             return invalid("heartbeat_interval must be at least 100ms");
+        }
+        if self.lease_duration < Duration::from_secs(1) {
+            return invalid("lease_duration must be at least 1s");
+        }
+        if self.poll_interval.is_zero() || self.poll_interval > self.lease_duration {
+            return invalid("poll_interval must be longer than 0 and at most lease_duration");
+        }
+        if let Some(url) = &self.peer_url
+            && !matches!(url.scheme(), "http" | "https")
+        {
+            return invalid("peer_url must be an http:// or https:// URL");
         }
         if self.max_body_bytes == 0 {
             return invalid("max_body_bytes must be larger than 0");

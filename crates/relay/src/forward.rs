@@ -204,20 +204,50 @@ pub struct Forwarder {
     egress: Egress,
     hub: Arc<Hub>,
     credentials: Arc<dyn Store>,
+    /// The way to agents whose sessions other replicas hold.
+    peers: std::sync::OnceLock<Arc<dyn PeerRoute>>,
+}
+
+/// Where a request goes when no instance of its agent is connected here.
+pub trait PeerRoute: Send + Sync {
+    /// Sends `outbound` to a replica that holds a session of `agent_id`, if
+    /// one does; gives it back untouched when none does (nothing was sent).
+    fn send<'a>(
+        &'a self,
+        agent_id: &'a str,
+        outbound: Outbound,
+    ) -> futures_util::future::BoxFuture<'a, Result<Result<Reply, ForwardError>, Outbound>>;
 }
 
 impl Forwarder {
     pub fn new(egress: Egress, hub: Arc<Hub>, credentials: Arc<dyn Store>) -> Self {
-        Self { egress, hub, credentials }
+        Self { egress, hub, credentials, peers: std::sync::OnceLock::new() }
     }
 
-    /// Sends a request direct (`agent` is `None`) or through an agent.
+    /// Lets requests for agents held by other replicas go there.
+    pub fn set_peers(&self, peers: Arc<dyn PeerRoute>) {
+        let _ = self.peers.set(peers);
+    }
+
+    /// Sends a request direct (`agent` is `None`) or through an agent,
+    /// connected here or to another replica.
     pub async fn send(&self, agent: Option<&str>, outbound: Outbound) -> Result<Reply, ForwardError> {
-        send(self, agent, outbound).await
+        send(self, agent, outbound, true).await
+    }
+
+    /// Sends a request through an agent connected to this replica only: a
+    /// peer's request, which must not hop again.
+    pub async fn send_here(&self, agent: &str, outbound: Outbound) -> Result<Reply, ForwardError> {
+        send(self, Some(agent), outbound, false).await
     }
 }
 
-async fn send(state: &Forwarder, agent: Option<&str>, mut outbound: Outbound) -> Result<Reply, ForwardError> {
+async fn send(
+    state: &Forwarder,
+    agent: Option<&str>,
+    mut outbound: Outbound,
+    may_hop: bool,
+) -> Result<Reply, ForwardError> {
     // A body of known size goes out with its length, not chunked: not every
     // destination reads chunked requests.
     if !outbound.headers.contains_key(http::header::CONTENT_LENGTH)
@@ -228,6 +258,13 @@ async fn send(state: &Forwarder, agent: Option<&str>, mut outbound: Outbound) ->
     }
     match agent {
         None => direct(state, outbound).await,
+        Some(agent) if may_hop && !state.hub.has_instance(agent) => match state.peers.get() {
+            Some(peers) => match peers.send(agent, outbound).await {
+                Ok(result) => result,
+                Err(outbound) => via_agent(state, agent, outbound).await,
+            },
+            None => via_agent(state, agent, outbound).await,
+        },
         Some(agent) => via_agent(state, agent, outbound).await,
     }
 }

@@ -546,6 +546,11 @@ impl Hub {
         self.metrics.agent_sessions.get_or_create(&AgentLabels { agent: agent_id.to_owned() }).clone()
     }
 
+    /// Whether an instance of `agent_id` is connected here.
+    pub fn has_instance(&self, agent_id: &str) -> bool {
+        self.pools.lock().expect("hub lock").get(agent_id).is_some_and(|pool| !pool.is_empty())
+    }
+
     /// All live sessions, by identifier.
     pub fn sessions(&self) -> HashMap<String, Vec<Arc<Session>>> {
         self.pools.lock().expect("hub lock").clone()

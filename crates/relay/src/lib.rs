@@ -9,6 +9,8 @@
 //! - [`serve`]: the accept loop both listeners share (TLS, HTTP/1.1, HTTP/2).
 //! - [`http`]: the HTTP edge: routes, problems, one module per resource.
 //! - [`clock`]: the wall clock schedules read (a manual one in tests).
+//! - [`cluster`]: this replica among those sharing the database: identity,
+//!   heartbeat, the change feed; [`changes`]: where announced changes go.
 //! - [`forward`]: forwarding one request, direct or through an agent.
 //! - [`tunnel`]: the `Tunnel` gRPC service agents call.
 //! - [`hub`]: live agent sessions, pools, offers and drain.
@@ -23,13 +25,16 @@
 //! tests call [`run`] with listeners on port 0.
 
 pub mod auth;
+pub mod changes;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod deployments;
 pub mod forward;
 pub mod http;
 pub mod hub;
 pub mod metrics;
+pub mod peer;
 pub mod runs;
 pub mod serve;
 pub mod signing;
@@ -137,10 +142,29 @@ pub async fn run(
         None => format!("{scheme}://{}", addr_text(listeners.http.local_addr().ok())),
     };
     let vault = Arc::new(vault);
+    let http_addr = listeners.http.local_addr().ok();
+    let peer_url = match (&config.peer_url, http_addr) {
+        (Some(url), _) => Some(url.as_str().trim_end_matches('/').to_owned()),
+        (None, Some(addr)) if !addr.ip().is_unspecified() => Some(format!("{scheme}://{addr}")),
+        (None, _) => None,
+    };
+    let replica_name =
+        config.replica_name.clone().unwrap_or_else(|| cluster::default_name(http_addr.map(|a| a.port())));
+    let replica = Arc::new(cluster::Replica::new(replica_name, peer_url, config.lease_duration));
+    if let Err(err) = replica.beat(&*store).await {
+        tracing::warn!(error = %err, "could not record this replica in the database");
+    }
     let forwarder = Arc::new(Forwarder::new(egress, hub.clone(), store.clone()));
+    if store.shared() {
+        let peers = peer::Peers::new(replica.clone(), store.clone(), auth.peer_key(), metrics.clone())
+            .map_err(|e| RelayError::Egress(borealis_egress::EgressError::Internal(e.to_string())))?;
+        forwarder.set_peers(Arc::new(peers));
+    }
     let clock = Clock::system();
     let (runs, scheduler) = Runs::new(
         store.clone(),
+        replica.clone(),
+        metrics.clone(),
         vault.clone(),
         forwarder.clone(),
         RunSettings::from_config(&config, public_base),
@@ -153,8 +177,17 @@ pub async fn run(
         config.max_body_bytes,
         config.retry_base_delay,
     ));
-    let deployments =
-        Deployments::new(store.clone(), runs.clone(), caller, vault.clone(), DeploymentSettings::from_config(&config));
+    let deployments = Deployments::new(
+        store.clone(),
+        replica.clone(),
+        metrics.clone(),
+        runs.clone(),
+        caller,
+        vault.clone(),
+        DeploymentSettings::from_config(&config),
+    );
+    let poll_interval = config.poll_interval;
+    let revocations = Arc::new(tokio::sync::Notify::new());
     let state = Arc::new(AppState {
         config,
         store: store.clone(),
@@ -166,18 +199,24 @@ pub async fn run(
         runs: runs.clone(),
         deployments: deployments.clone(),
         auth_guard,
+        replica: replica.clone(),
+        revocations: revocations.clone(),
     });
 
     let tunnel = TunnelServer::new(tunnel::TunnelService { state: state.clone() })
         .max_decoding_message_size(borealis_protocol::MAX_FRAME_BYTES)
         .max_encoding_message_size(borealis_protocol::MAX_FRAME_BYTES);
     let tunnel_router = tonic::service::Routes::new(tunnel).prepare().into_axum_router();
-    let http_addr = listeners.http.local_addr().ok();
     let agents_addr = listeners.agents.local_addr().ok();
     let stop = CancellationToken::new();
     let engine = tokio::spawn(runs::engine::run(runs.clone(), scheduler));
     let sweeper = tokio::spawn(tunnel::sweep_revoked(state.clone(), stop.clone()));
-    deployments.resume().await;
+    let waiters = Arc::new(changes::LocalWaiters { runs: runs.clone(), deployments: deployments.clone(), revocations });
+    let background = [
+        tokio::spawn(cluster::heartbeat(replica.clone(), store.clone(), stop.clone())),
+        tokio::spawn(cluster::follow_changes(store.clone(), waiters, stop.clone())),
+        tokio::spawn(deployments.clone().keep(poll_interval, stop.clone())),
+    ];
     let servers = [
         tokio::spawn(serve::serve(
             "http",
@@ -202,6 +241,7 @@ pub async fn run(
         http = %format!("{scheme}://{}", addr_text(http_addr)),
         agents = %format!("{scheme}://{}", addr_text(agents_addr)),
         data_dir = %data_dir.display(),
+        replica = %replica.id,
         "relay ready"
     );
 
@@ -219,7 +259,13 @@ pub async fn run(
     }
     let _ = engine.await;
     let _ = sweeper.await;
+    for task in background {
+        let _ = task.await;
+    }
     hub.close().await;
+    if let Err(err) = store.replica_gone(&replica.id).await {
+        tracing::warn!(error = %err, "could not remove this replica's record");
+    }
     store.close().await;
     tracing::info!("relay stopped");
     Ok(())

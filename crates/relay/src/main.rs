@@ -94,6 +94,19 @@ struct Flags {
     /// its own (Standard Webhooks: webhook-id, webhook-timestamp, webhook-signature).
     #[arg(long, value_name = "NAME")]
     webhook_signing_secret: Option<String>,
+    /// This replica's name in `agents list` and logs [default: host name and HTTP port].
+    #[arg(long, value_name = "NAME")]
+    replica_name: Option<String>,
+    /// Where other replicas reach this one directly, to forward requests
+    /// for the agents it holds [default: the HTTP listener's address].
+    #[arg(long, value_name = "URL")]
+    peer_url: Option<String>,
+    /// How long a replica owns work without renewing its lease [default: 15s].
+    #[arg(long, value_name = "DURATION")]
+    lease_duration: Option<String>,
+    /// How often a replica looks for due or orphaned work [default: 1s].
+    #[arg(long, value_name = "DURATION")]
+    poll_interval: Option<String>,
 }
 
 impl Flags {
@@ -122,6 +135,10 @@ impl Flags {
         put("header_timeout", self.header_timeout.clone());
         put("idle_timeout", self.idle_timeout.clone());
         put("webhook_signing_secret", self.webhook_signing_secret.clone());
+        put("replica_name", self.replica_name.clone());
+        put("peer_url", self.peer_url.clone());
+        put("lease_duration", self.lease_duration.clone());
+        put("poll_interval", self.poll_interval.clone());
         put("log_format", self.log_format.map(|f| f.to_string()));
         for (key, value) in [
             ("max_connections", self.max_connections),
@@ -212,6 +229,10 @@ mod tests {
         ("max_rendered_request_bytes", "70000", "70000"),
         ("log_format", "json", "\"json\""),
         ("webhook_signing_secret", "sample_key", "\"sample_key\""),
+        ("replica_name", "relay-7", "\"relay-7\""),
+        ("peer_url", "http://10.0.0.7:8080/", "\"http://10.0.0.7:8080/\""),
+        ("lease_duration", "7s", "\"7s\""),
+        ("poll_interval", "700ms", "\"700ms\""),
     ];
 
     /// Secrets are not flags, so that they stay out of the process list.

@@ -45,6 +45,19 @@ pub struct AuthFailureLabels {
     pub credential: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClaimLabels {
+    /// "attempt" (a due webhook attempt), "takeover" (an attempt whose
+    /// lease lapsed) or "deployment".
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PeerLabels {
+    /// "sent" (to the replica holding the agent) or "received" (from a peer).
+    pub direction: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub connections_open: Gauge,
@@ -56,6 +69,12 @@ pub struct Metrics {
     pub agent_dispatches: Family<DispatchLabels, Counter>,
     pub forwarded: Family<ForwardLabels, Counter>,
     pub forward_latency: Family<ModeLabels, Histogram>,
+    /// Work this replica claimed in the shared store.
+    pub claims: Family<ClaimLabels, Counter>,
+    /// Leases this replica found taken over when it wrote.
+    pub lease_losses: Family<ClaimLabels, Counter>,
+    /// Requests for agents held by another replica.
+    pub peer_forwarded: Family<PeerLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -101,8 +120,25 @@ impl Default for Metrics {
             "Requests refused with 429 because their peer failed authentication too often",
             rate_limited.clone(),
         );
+        let claims = Family::<ClaimLabels, Counter>::default();
+        registry.register("claims", "Work this replica claimed: attempts, takeovers, deployments", claims.clone());
+        let lease_losses = Family::<ClaimLabels, Counter>::default();
+        registry.register(
+            "lease_losses",
+            "Leases this replica lost to another before it could write its result",
+            lease_losses.clone(),
+        );
+        let peer_forwarded = Family::<PeerLabels, Counter>::default();
+        registry.register(
+            "peer_forwarded_requests",
+            "Requests for agents held by another replica, sent there or received from there",
+            peer_forwarded.clone(),
+        );
         Self {
             registry,
+            claims,
+            lease_losses,
+            peer_forwarded,
             connections_open,
             connections_refused,
             connections_idle_closed,

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use borealis_store::Store;
 
 use crate::auth::Authority;
+use crate::cluster::Replica;
 use crate::config::RelayConfig;
 use crate::deployments::Deployments;
 use crate::forward::Forwarder;
@@ -28,4 +29,8 @@ pub struct AppState {
     pub deployments: Arc<Deployments>,
     /// Failed authentication: logged, counted, limited per peer.
     pub auth_guard: AuthGuard,
+    /// This replica, as the cluster knows it.
+    pub replica: Arc<Replica>,
+    /// Wakes the revocation sweep when another replica revoked a credential.
+    pub revocations: Arc<tokio::sync::Notify>,
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use borealis_protocol::v1::{self, agent_control, agent_frame, relay_control, tunnel_server::Tunnel};
 use borealis_protocol::{MAX_FRAME_BYTES, MAX_NAME_BYTES};
-use borealis_store::CredentialKind;
+use borealis_store::{CredentialKind, SessionRecord};
 use futures_util::{Stream, StreamExt};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -103,6 +103,7 @@ pub async fn sweep_revoked(state: Arc<AppState>, stop: CancellationToken) {
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
+            () = state.revocations.notified() => {}
             () = stop.cancelled() => return,
         }
         let listed_at = SystemTime::now();
@@ -220,6 +221,20 @@ impl TunnelService {
             connection,
         };
         let session = state.hub.register(info, control);
+        // Recorded for the other replicas, so a request for this agent that
+        // reaches one of them comes here.
+        let record = SessionRecord {
+            session_id: session.id.clone(),
+            replica_id: state.replica.id.clone(),
+            agent_id: session.info.agent_id.clone(),
+            instance: session.info.instance.clone(),
+            version: session.info.version.clone(),
+            remote_addr: remote_addr.map(|a| a.to_string()),
+            connected_at: session.connected_at,
+        };
+        if let Err(err) = state.store.put_session(&record).await {
+            tracing::warn!(session = %session.id, error = %err, "could not record the agent's session for the other replicas");
+        }
         // The instance name and version are the agent's words: `?` escapes them.
         tracing::info!(agent = %session.info.agent_id, session = %session.id, instance = ?session.info.instance,
             version = ?session.info.version, remote = ?remote_addr, "agent connected");
@@ -235,6 +250,7 @@ impl TunnelService {
             .await;
 
         let hub = state.hub.clone();
+        let store = state.store.clone();
         let watched = session.clone();
         state.hub.spawn_session_task(async move {
             let session = watched;
@@ -284,6 +300,9 @@ impl TunnelService {
                 }
             };
             hub.unregister(&session);
+            if let Err(err) = store.remove_session(&session.id).await {
+                tracing::warn!(session = %session.id, error = %err, "could not remove the agent's session record; it lapses with this replica");
+            }
             tracing::info!(agent = %session.info.agent_id, session = %session.id, reason, "agent disconnected");
         });
 

@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime};
 use borealis_core::template::RenderLimits;
 use borealis_egress::{AddressGuard, Egress, EgressOptions, Policy};
 use borealis_relay::clock::Clock;
+use borealis_relay::cluster::Replica;
 use borealis_relay::deployments::caller::Caller;
 use borealis_relay::deployments::{DeploymentSettings, Deployments};
 use borealis_relay::forward::Forwarder;
@@ -50,8 +51,19 @@ async fn relay() -> Relay {
         max_body_bytes: 1 << 20,
         render_limits: RenderLimits::default(),
         signing_default: None,
+        poll_interval: Duration::from_secs(1),
     };
-    let (runs, scheduler) = Runs::new(store.clone(), vault.clone(), forwarder.clone(), settings, clock.clone());
+    let replica = Arc::new(Replica::new("schedules".into(), None, Duration::from_secs(15)));
+    let metrics = Arc::new(Metrics::default());
+    let (runs, scheduler) = Runs::new(
+        store.clone(),
+        replica.clone(),
+        metrics.clone(),
+        vault.clone(),
+        forwarder.clone(),
+        settings,
+        clock.clone(),
+    );
     tokio::spawn(engine::run(runs.clone(), scheduler));
     let caller = Arc::new(Caller::new(forwarder, vault.clone(), None, 1 << 20, Duration::from_secs(1)));
     let settings = DeploymentSettings {
@@ -60,7 +72,7 @@ async fn relay() -> Relay {
         driver_timeout: Duration::from_secs(30),
         signing_default: None,
     };
-    let deployments = Deployments::new(store, runs.clone(), caller, vault, settings);
+    let deployments = Deployments::new(store, replica, metrics, runs.clone(), caller, vault, settings);
     Relay { runs, deployments, clock, _dir: dir }
 }
 

@@ -15,12 +15,14 @@ pub mod hooks;
 pub mod orchestrator;
 pub mod providers;
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use borealis_core::deployment::{self, DeploymentFile};
 use borealis_store::{
-    ApprovalState, Conflict, DeploymentRecord, DeploymentView, IdempotencyKey, Store, StoreError, TargetState,
+    ApprovalState, Claim, Conflict, DeploymentLease, DeploymentRecord, DeploymentView, IdempotencyKey, Store,
+    StoreError, TargetState,
 };
 use tokio::sync::broadcast;
 
@@ -28,6 +30,8 @@ pub use orchestrator::{Context, DeploymentSettings};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::cluster::Replica;
+use crate::metrics::{ClaimLabels, Metrics};
 use crate::runs::Runs;
 use crate::vault::{Vault, VaultError};
 use caller::Caller;
@@ -92,11 +96,16 @@ pub struct Deployments {
     tasks: TaskTracker,
     /// Ends every deployment's task at shutdown; the journal resumes them.
     stop: CancellationToken,
+    /// The deployments running here, each with the token that ends its
+    /// task when this replica loses its lease.
+    running: Mutex<HashMap<String, CancellationToken>>,
 }
 
 impl Deployments {
     pub fn new(
         store: Arc<dyn Store>,
+        replica: Arc<Replica>,
+        metrics: Arc<Metrics>,
         runs: Arc<Runs>,
         caller: Arc<Caller>,
         vault: Arc<Vault>,
@@ -104,9 +113,9 @@ impl Deployments {
     ) -> Arc<Self> {
         let clock = runs.clock().clone();
         let events = broadcast::channel(1024).0;
-        let context = Arc::new(Context { store, runs, caller, clock, settings, events });
+        let context = Arc::new(Context { store, replica, metrics, runs, caller, clock, settings, events });
         let (tasks, stop) = (TaskTracker::new(), CancellationToken::new());
-        Arc::new(Self { context, vault, tasks, stop })
+        Arc::new(Self { context, vault, tasks, stop, running: Mutex::default() })
     }
 
     pub(crate) fn changed(&self, id: &str) {
@@ -117,26 +126,87 @@ impl Deployments {
         self.context.subscribe()
     }
 
-    fn start(&self, id: String) {
-        let (context, stop) = (self.context.clone(), self.stop.clone());
+    /// Runs deployment `id` here (this replica holds its lease), unless it
+    /// runs here already.
+    fn start(self: &Arc<Self>, id: String) {
+        let lost = {
+            let mut running = self.running.lock().expect("running lock");
+            if running.contains_key(&id) {
+                return;
+            }
+            let lost = self.stop.child_token();
+            running.insert(id.clone(), lost.clone());
+            lost
+        };
+        let deployments = self.clone();
         self.tasks.spawn(async move {
             tokio::select! {
-                () = orchestrator::run(context, id) => {}
-                () = stop.cancelled() => {}
+                () = orchestrator::run(deployments.context.clone(), id.clone(), lost.clone()) => {}
+                () = lost.cancelled() => {}
             }
+            deployments.running.lock().expect("running lock").remove(&id);
         });
     }
 
-    /// Starts every deployment a previous run of the relay left unfinished.
-    pub async fn resume(self: &Arc<Self>) {
-        match self.context.store.unfinished_deployments().await {
-            Ok(deployments) => {
-                for deployment in deployments {
-                    tracing::info!(deployment = %deployment.id, "resuming deployment");
-                    self.start(deployment.id);
+    /// Keeps this replica's deployments until `stop`: renews their leases
+    /// every third of a lease (ending the run of any lease found lost), and
+    /// every poll interval claims the deployments whose lease lapsed (their
+    /// replica died or stopped) and resumes them from their journal. At
+    /// start, where no other relay shares the store, every unfinished
+    /// deployment is this relay's own from before a restart: claimed at once.
+    pub async fn keep(self: Arc<Self>, poll_interval: Duration, stop: CancellationToken) {
+        let replica = self.context.replica.clone();
+        let store = self.context.store.clone();
+        if !store.shared() {
+            let forever = SystemTime::now() + Duration::from_secs(365 * 24 * 3600);
+            self.claim(forever).await;
+        }
+        let mut poll = tokio::time::interval(poll_interval);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut renew = tokio::time::interval(replica.lease / 3);
+        renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = poll.tick() => {
+                    if replica.reachable() {
+                        self.claim(SystemTime::now()).await;
+                    }
+                }
+                _ = renew.tick() => self.renew().await,
+                () = stop.cancelled() => return,
+            }
+        }
+    }
+
+    async fn claim(self: &Arc<Self>, expired_before: SystemTime) {
+        let replica = &self.context.replica;
+        let claim = Claim { owner: &replica.id, now: expired_before, lease_until: replica.lease_until(), limit: 64 };
+        match self.context.store.claim_deployments(&claim).await {
+            Ok(ids) => {
+                for id in ids {
+                    self.context.metrics.claims.get_or_create(&ClaimLabels { kind: "deployment" }).inc();
+                    tracing::info!(deployment = %id, "resuming deployment (its lease lapsed)");
+                    self.start(id);
                 }
             }
-            Err(err) => tracing::error!(error = %err, "could not resume deployments"),
+            Err(err) => tracing::warn!(error = %err, "could not look for deployments to take over"),
+        }
+    }
+
+    async fn renew(&self) {
+        let replica = &self.context.replica;
+        match self.context.store.renew_deployment_leases(&replica.id, replica.lease_until()).await {
+            Ok(held) => {
+                let running = self.running.lock().expect("running lock");
+                for (id, lost) in running.iter() {
+                    if !held.contains(id) && !lost.is_cancelled() {
+                        self.context.metrics.lease_losses.get_or_create(&ClaimLabels { kind: "deployment" }).inc();
+                        tracing::warn!(deployment = %id, "lost the deployment's lease to another replica; stopping here");
+                        lost.cancel();
+                    }
+                }
+            }
+            Err(err) => tracing::warn!(error = %err, "could not renew the leases of running deployments"),
         }
     }
 
@@ -173,7 +243,9 @@ impl Deployments {
         let application = parsed.file.application.clone().expect("checked");
         let id = uuid::Uuid::new_v4().to_string();
         let context_json = serde_json::to_string(context).expect("a map of strings serializes");
-        match self.context.store.insert_deployment(&id, &application, text, &context_json, idempotency).await {
+        let replica = &self.context.replica;
+        let lease = DeploymentLease { owner: &replica.id, until: replica.lease_until() };
+        match self.context.store.insert_deployment(&id, &application, text, &context_json, idempotency, &lease).await {
             Ok(()) => {}
             Err(StoreError::Conflict(Conflict::IdempotencyKeyUsed { id, same_request: true })) => {
                 return Ok(Started { view: self.view(&id).await?, warnings, replayed: true });
@@ -319,11 +391,15 @@ impl Deployments {
     }
 
     /// Ends every deployment's task where it is, as a crash would (the
-    /// journal resumes each on the next start), and waits until they are gone.
+    /// journal resumes each), waits until they are gone, and lets go of
+    /// their leases so that another replica takes them over at once.
     pub async fn close(&self) {
         self.tasks.close();
         self.stop.cancel();
         self.tasks.wait().await;
+        if let Err(err) = self.context.store.release_deployments(&self.context.replica.id).await {
+            tracing::warn!(error = %err, "could not release the deployments' leases; they lapse on their own");
+        }
     }
 }
 

@@ -96,6 +96,8 @@ struct Deployment {
     context: BTreeMap<String, String>,
     checksum: String,
     journal: Mutex<HashMap<String, String>>,
+    /// Cancelled when a journal write fails: this replica stops the run.
+    lost: CancellationToken,
 }
 
 /// What deployments take from the relay's configuration.
@@ -124,6 +126,9 @@ impl DeploymentSettings {
 /// What a deployment's run uses, shared by all of them.
 pub struct Context {
     pub store: Arc<dyn borealis_store::Store>,
+    /// Whose lease this relay's deployments run under.
+    pub replica: Arc<crate::cluster::Replica>,
+    pub metrics: Arc<crate::metrics::Metrics>,
     pub runs: Arc<Runs>,
     pub caller: Arc<Caller>,
     pub clock: Clock,
@@ -142,19 +147,34 @@ impl Context {
     }
 }
 
-/// Runs (or resumes) deployment `id` to its end.
-pub async fn run(service: Arc<Context>, id: String) {
-    if let Err(err) = run_inner(&service, &id).await {
+/// Runs (or resumes) deployment `id` to its end, under this replica's
+/// lease. A store error stops it where it is, and it is not failed for it:
+/// `lost` is cancelled, and the deployment is resumed from its journal by
+/// whichever replica holds its lease next (this one, once the database
+/// answers again, or another, once the lease lapsed).
+pub async fn run(service: Arc<Context>, id: String, lost: CancellationToken) {
+    if let Err(err) = run_inner(&service, &id, &lost).await {
+        if let Some(store_error) = err.downcast_ref::<borealis_store::StoreError>() {
+            tracing::warn!(deployment = %id, error = %store_error, "deployment stopped here on a store error; its journal resumes it");
+            lost.cancel();
+            return;
+        }
         tracing::error!(deployment = %id, error = %err, "deployment stopped on an internal error");
-        let _ = service
-            .store
-            .finish_deployment(&id, DeploymentState::Failed, Some(&format!("internal error: {err}")))
-            .await;
+        let reason = format!("internal error: {err}");
+        if let Err(err) =
+            service.store.finish_deployment(&id, &service.replica.id, DeploymentState::Failed, Some(&reason)).await
+        {
+            tracing::warn!(deployment = %id, error = %err, "could not record the deployment's failure");
+        }
         service.changed(&id);
     }
 }
 
-async fn run_inner(state: &Arc<Context>, id: &str) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+async fn run_inner(
+    state: &Arc<Context>,
+    id: &str,
+    lost: &CancellationToken,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let record = state.store.deployment(id).await?.ok_or("deployment vanished")?;
     let file = deployment::parse(&record.file).map_err(|e| format!("the stored file no longer parses: {e:?}"))?.file;
     let context: BTreeMap<String, String> = serde_json::from_str(&record.context).unwrap_or_default();
@@ -179,6 +199,7 @@ async fn run_inner(state: &Arc<Context>, id: &str) -> Result<(), Box<dyn std::er
         context,
         checksum,
         journal: Mutex::new(journal),
+        lost: lost.clone(),
     });
     deployment.once("started", None, "deployment-started", "deployment started".into()).await;
 
@@ -222,7 +243,7 @@ async fn run_inner(state: &Arc<Context>, id: &str) -> Result<(), Box<dyn std::er
         (DeploymentState::Failed, Some(failed.join(", ")))
     };
     deployment.event(None, "deployment-finished", format!("deployment {final_state}")).await;
-    state.store.finish_deployment(id, final_state, reason.as_deref()).await?;
+    state.store.finish_deployment(id, &state.replica.id, final_state, reason.as_deref()).await?;
     state.changed(id);
     tracing::info!(deployment = %id, state = final_state.as_str(), "deployment finished");
     Ok(())
@@ -233,11 +254,24 @@ impl Deployment {
         self.journal.lock().expect("journal lock").get(key).cloned()
     }
 
+    /// Records a step. A write that fails (the database is away, or
+    /// another replica holds the lease now) is never passed over: this
+    /// replica stops the deployment here, and it resumes from its journal.
     async fn journal_put(&self, key: &str, value: &str) {
-        if let Err(err) = self.service.store.replace_journal(&self.id, key, value).await {
-            tracing::error!(deployment = %self.id, key, error = %err, "journal write failed");
+        let owner = &self.service.replica.id;
+        if let Err(err) = self.service.store.replace_journal(&self.id, owner, key, value).await {
+            self.halt::<()>(key, err).await;
         }
         self.journal.lock().expect("journal lock").insert(key.to_owned(), value.to_owned());
+    }
+
+    /// Stops this deployment's run here and never returns: the task that
+    /// runs it ends on `lost`. For store errors, which are never taken for
+    /// a step's failure (that would roll a target back for a database blip).
+    async fn halt<T>(&self, key: &str, err: borealis_store::StoreError) -> T {
+        tracing::warn!(deployment = %self.id, key, error = %err, "store error; stopping the deployment here so that its journal resumes it");
+        self.lost.cancel();
+        std::future::pending().await
     }
 
     /// Records an event, and tells Flagger-style event hooks.
@@ -552,13 +586,11 @@ impl Deployment {
         self.step(target, TargetState::Running, &format!("waiting for webhook {}", run.name)).await;
         let mut events = self.service.runs.subscribe();
         loop {
-            let record = self
-                .service
-                .store
-                .run(&run_id)
-                .await
-                .map_err(|e| Failure(e.to_string()))?
-                .ok_or_else(|| Failure(format!("webhook run {run_id} vanished")))?;
+            let record = match self.service.store.run(&run_id).await {
+                Ok(record) => record,
+                Err(err) => self.halt("webhook run", err).await,
+            }
+            .ok_or_else(|| Failure(format!("webhook run {run_id} vanished")))?;
             if record.state.is_finished() {
                 let message = record.md_message.clone().or(record.reason.clone()).unwrap_or_default();
                 return if record.state == RunState::Succeeded {
@@ -616,8 +648,10 @@ impl Deployment {
         let mut changes = self.service.subscribe();
         // The target says it waits before the approval shows as pending.
         self.step(target, TargetState::AwaitingApproval, "waiting for approval").await;
-        let mut state =
-            store.request_approval(&self.id, &target.name, key).await.map_err(|e| Failure(e.to_string()))?;
+        let mut state = match store.request_approval(&self.id, &target.name, key).await {
+            Ok(state) => state,
+            Err(err) => self.halt(key, err).await,
+        };
         self.once(
             &format!("{key}/requested"),
             Some(target),
@@ -665,11 +699,11 @@ impl Deployment {
                     return Err(Failure(CANCELLED.into()));
                 }
             }
-            state = store
-                .approval(&self.id, key)
-                .await
-                .map_err(|e| Failure(e.to_string()))?
-                .unwrap_or(ApprovalState::Pending);
+            state = match store.approval(&self.id, key).await {
+                Ok(state) => state,
+                Err(err) => self.halt(key, err).await,
+            }
+            .unwrap_or(ApprovalState::Pending);
         }
     }
 
@@ -692,13 +726,11 @@ impl Deployment {
             }
         };
         let provider_name = self.file.provider_of(analysis).map(|p| p.name.clone()).unwrap_or_default();
-        let provider = self
-            .service
-            .store
-            .provider(&provider_name)
-            .await
-            .map_err(|e| Failure(e.to_string()))?
-            .ok_or_else(|| Failure(format!("analysis: metric provider {provider_name:?} is no longer defined")))?;
+        let provider = match self.service.store.provider(&provider_name).await {
+            Ok(provider) => provider,
+            Err(err) => self.halt("metric provider", err).await,
+        }
+        .ok_or_else(|| Failure(format!("analysis: metric provider {provider_name:?} is no longer defined")))?;
         let interval_ms = analysis.interval_seconds as i64 * 1000;
         let runs = analysis.number_of_judgment_runs;
         let mut failure: Option<String> = None;
@@ -868,8 +900,10 @@ impl Deployment {
         let decision_key = format!("{key}{}", borealis_store::DECISION_SUFFIX);
         let mut changes = self.service.subscribe();
         self.step(target, state_name, &why).await;
-        let mut state =
-            store.request_approval(&self.id, &target.name, &decision_key).await.map_err(|e| Failure(e.to_string()))?;
+        let mut state = match store.request_approval(&self.id, &target.name, &decision_key).await {
+            Ok(state) => state,
+            Err(err) => self.halt(&decision_key, err).await,
+        };
         self.once(
             &format!("{decision_key}/requested"),
             Some(target),
@@ -896,11 +930,11 @@ impl Deployment {
                     return Err(Failure(CANCELLED.into()));
                 }
             }
-            state = store
-                .approval(&self.id, &decision_key)
-                .await
-                .map_err(|e| Failure(e.to_string()))?
-                .unwrap_or(ApprovalState::Pending);
+            state = match store.approval(&self.id, &decision_key).await {
+                Ok(state) => state,
+                Err(err) => self.halt(&decision_key, err).await,
+            }
+            .unwrap_or(ApprovalState::Pending);
         }
     }
 

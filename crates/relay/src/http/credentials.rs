@@ -44,10 +44,33 @@ async fn create_credential(state: &AppState, kind: CredentialKind, subject: &str
 pub async fn list_agents(State(state): State<Arc<AppState>>) -> Result<Response, Problem> {
     let credentials = state.store.active_credentials(CredentialKind::Agent).await.map_err(Problem::internal)?;
     let sessions = state.hub.sessions();
+    // Sessions other live replicas hold, with their replica's name.
+    let since = state.replica.alive_since();
+    let replicas: std::collections::HashMap<String, borealis_store::ReplicaRecord> =
+        state.store.replicas(since).await.map_err(Problem::internal)?.into_iter().map(|r| (r.id.clone(), r)).collect();
+    let mut elsewhere: std::collections::HashMap<String, Vec<borealis_api::AgentInstance>> = Default::default();
+    for record in state.store.sessions(None, since).await.map_err(Problem::internal)? {
+        let Some(replica) = replicas.get(&record.replica_id).filter(|r| r.id != state.replica.id) else { continue };
+        elsewhere.entry(record.agent_id.clone()).or_default().push(borealis_api::AgentInstance {
+            session_id: record.session_id,
+            instance: record.instance,
+            version: record.version,
+            remote_addr: record.remote_addr,
+            connected_since: rfc3339(record.connected_at),
+            last_heartbeat: rfc3339(replica.seen_at),
+            in_flight: 0,
+            capacity: 0,
+            standby_calls: 0,
+            standby_idle: 0,
+            draining: false,
+            replica: replica.name.clone(),
+            held_here: false,
+        });
+    }
     let agents: Vec<borealis_api::Agent> = credentials
         .iter()
         .map(|credential| {
-            let instances: Vec<borealis_api::AgentInstance> = sessions
+            let mut instances: Vec<borealis_api::AgentInstance> = sessions
                 .get(&credential.subject)
                 .into_iter()
                 .flatten()
@@ -63,8 +86,11 @@ pub async fn list_agents(State(state): State<Arc<AppState>>) -> Result<Response,
                     standby_calls: s.info.standby_calls,
                     standby_idle: s.standby_idle() as u64,
                     draining: s.is_draining(),
+                    replica: state.replica.name.clone(),
+                    held_here: true,
                 })
                 .collect();
+            instances.extend(elsewhere.remove(&credential.subject).unwrap_or_default());
             borealis_api::Agent {
                 agent_id: credential.subject.clone(),
                 client_id: credential.client_id.clone(),

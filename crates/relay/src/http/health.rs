@@ -12,6 +12,10 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     if state.hub.is_draining() {
         return (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response();
     }
+    if !state.replica.reachable() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "the database was unreachable at the last heartbeat\n")
+            .into_response();
+    }
     match state.store.ping().await {
         Ok(()) => "ready\n".into_response(),
         Err(err) => (StatusCode::SERVICE_UNAVAILABLE, format!("store unavailable: {err}\n")).into_response(),

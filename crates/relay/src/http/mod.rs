@@ -6,6 +6,7 @@ pub mod credentials;
 pub mod deployments;
 pub mod extract;
 pub mod health;
+pub mod peer;
 pub mod problem;
 pub mod providers;
 pub mod proxy;
@@ -54,6 +55,7 @@ pub fn http_router(state: Arc<AppState>) -> Router {
         .route(borealis_protocol::TOKEN_PATH, post(token::token))
         .route("/callbacks/{callback_id}/callback", post(runs::callback))
         .route("/api/v1/openapi.json", get(openapi))
+        .route(crate::peer::FORWARD_PATH, any(peer::forward))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))

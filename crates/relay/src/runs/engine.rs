@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use borealis_core::template::{self, Values};
-use borealis_store::{Attempt, Outcome, RunRecord, RunState, unix_ms};
+use borealis_store::{Attempt, Claim, Fence, Outcome, RunRecord, RunState, unix_ms};
 use futures_util::StreamExt;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use http_body_util::BodyExt;
@@ -14,6 +14,7 @@ use tokio::sync::Semaphore;
 
 use super::{RunSpec, Runs, Scheduler, Wake};
 use crate::forward::{self, Outbound};
+use crate::metrics::ClaimLabels;
 use crate::signing::{self, Stamp};
 
 /// How much of a reply body an attempt keeps.
@@ -23,10 +24,21 @@ const CONCURRENT_ATTEMPTS: usize = 256;
 /// The longest wait between attempts, `Retry-After` included.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(600);
 
-/// Picks up every unfinished run after a start, then runs the timeline
-/// until `stop`. Each due attempt or deadline runs as a task of the runs'
-/// tracker once it has a permit, so at most [`CONCURRENT_ATTEMPTS`] run at
-/// once and shutdown can wait for them.
+/// Runs the timeline until `stop`. Work is claimed in the store, so
+/// replicas sharing a database never start the same attempt twice:
+///
+/// - the timeline holds this replica's own wake-ups (runs it created or
+///   retried, deadlines it set, and at start every unfinished run), so its
+///   attempts start on time; each due attempt is claimed before it runs;
+/// - every poll interval it also claims what is due anywhere (a run whose
+///   replica died before its attempt), takes over attempts whose lease
+///   lapsed (their replica died mid-call: recorded as cut off), and times
+///   out callbacks past their deadline;
+/// - every third of a lease it renews the leases of its attempts in flight.
+///
+/// Each claimed attempt runs as a task of the runs' tracker once it has a
+/// permit, so at most [`CONCURRENT_ATTEMPTS`] run at once and shutdown can
+/// wait for them.
 pub async fn run(runs: Arc<Runs>, scheduler: Scheduler) {
     let stop = runs.stop.clone();
     if let Err(err) = resume(&runs).await {
@@ -36,6 +48,10 @@ pub async fn run(runs: Arc<Runs>, scheduler: Scheduler) {
     let limiter = Arc::new(Semaphore::new(CONCURRENT_ATTEMPTS));
     // (when, kind, run id): kind 0 is an attempt, 1 a deadline.
     let mut timeline: BTreeSet<(i64, u8, String)> = BTreeSet::new();
+    let mut poll = tokio::time::interval(runs.settings.poll_interval);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut renew = tokio::time::interval(runs.replica.lease / 3);
+    renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let next = timeline.first().map(|(at, _, _)| *at);
         let clock = runs.clock.clone();
@@ -68,7 +84,7 @@ pub async fn run(runs: Arc<Runs>, scheduler: Scheduler) {
                         let _permit = permit;
                         let runs = &task_runs;
                         let step = async {
-                            if kind == 0 { attempt(runs, &id).await } else { deadline(runs, &id).await }
+                            if kind == 0 { claim_and_attempt(runs, &id).await } else { deadline(runs, &id).await }
                         };
                         let result = tokio::select! {
                             result = step => result,
@@ -80,6 +96,16 @@ pub async fn run(runs: Arc<Runs>, scheduler: Scheduler) {
                     });
                 }
             }
+            _ = poll.tick() => {
+                if let Err(err) = sweep(&runs, &limiter, false).await {
+                    tracing::warn!(error = %err, "could not look for due webhook work");
+                }
+            }
+            _ = renew.tick() => {
+                if let Err(err) = runs.store.renew_run_leases(&runs.replica.id, runs.replica.lease_until()).await {
+                    tracing::warn!(error = %err, "could not renew the leases of webhook attempts in flight");
+                }
+            }
             () = stop.cancelled() => return,
         }
     }
@@ -87,7 +113,90 @@ pub async fn run(runs: Arc<Runs>, scheduler: Scheduler) {
 
 type StepResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 
-async fn resume(runs: &Runs) -> StepResult {
+/// Most runs one sweep claims of each kind.
+const SWEEP_BATCH: u32 = 64;
+
+/// Claims what is due in the store: attempts whose lease lapsed (taken
+/// over and recorded as cut off), due attempts, and deadlines passed.
+/// `at_start` on a store no other relay uses: every lease is this relay's
+/// own from before a restart, so it is taken over at once.
+async fn sweep(runs: &Arc<Runs>, limiter: &Arc<Semaphore>, at_start: bool) -> StepResult {
+    let replica = &runs.replica;
+    if !replica.reachable() && !at_start {
+        // Its leases may have lapsed meanwhile; claim nothing until the
+        // heartbeat says the database is back.
+        return Ok(());
+    }
+    let expired_before =
+        if at_start { SystemTime::now() + Duration::from_secs(365 * 24 * 3600) } else { SystemTime::now() };
+    let lapsed = runs
+        .store
+        .claim_expired(&Claim {
+            owner: &replica.id,
+            now: expired_before,
+            lease_until: replica.lease_until(),
+            limit: SWEEP_BATCH,
+        })
+        .await?;
+    for run in lapsed {
+        if runs.in_flight(&run.id) {
+            // Its own attempt, still running here: the lease was late, not lost.
+            continue;
+        }
+        runs.metrics.claims.get_or_create(&ClaimLabels { kind: "takeover" }).inc();
+        tracing::info!(run = %run.id, previous = ?run.lease_owner, "took over a webhook attempt whose lease lapsed");
+        resume_cut_off(runs, &run).await?;
+    }
+
+    let mut permits = Vec::new();
+    while permits.len() < SWEEP_BATCH as usize {
+        match limiter.clone().try_acquire_owned() {
+            Ok(permit) => permits.push(permit),
+            Err(_) => break,
+        }
+    }
+    if !permits.is_empty() {
+        let claim = Claim {
+            owner: &replica.id,
+            now: runs.clock.now(),
+            lease_until: replica.lease_until(),
+            limit: permits.len() as u32,
+        };
+        for (run, permit) in runs.store.claim_due(&claim, None).await?.into_iter().zip(permits) {
+            spawn_attempt(runs, run, permit);
+        }
+    }
+
+    for run in runs.store.due_deadlines(runs.clock.now(), SWEEP_BATCH).await? {
+        deadline(runs, &run.id).await?;
+    }
+    Ok(())
+}
+
+/// Runs a claimed attempt as a task of the runs' tracker.
+fn spawn_attempt(runs: &Arc<Runs>, run: RunRecord, permit: tokio::sync::OwnedSemaphorePermit) {
+    runs.metrics.claims.get_or_create(&ClaimLabels { kind: "attempt" }).inc();
+    let task_runs = runs.clone();
+    runs.tasks.spawn(async move {
+        let _permit = permit;
+        let runs = &task_runs;
+        let id = run.id.clone();
+        let _flight = runs.flight(&id);
+        let result = tokio::select! {
+            result = attempt(runs, run) => result,
+            () = runs.cut_off.cancelled() => return,
+        };
+        if let Err(err) = result {
+            tracing::error!(run = %id, error = %err, "webhook attempt failed");
+        }
+    });
+}
+
+/// On start: every unfinished run goes on the timeline (pending ones at
+/// their time, waiting ones at their deadline), and attempts cut off are
+/// taken over when their lease lapses: at once where no other relay
+/// shares the store, since the lease is this relay's own from before.
+async fn resume(runs: &Arc<Runs>) -> StepResult {
     let unfinished = runs.store.unfinished_runs().await?;
     if !unfinished.is_empty() {
         tracing::info!(count = unfinished.len(), "resuming unfinished webhook runs");
@@ -97,22 +206,47 @@ async fn resume(runs: &Runs) -> StepResult {
         match run.state {
             RunState::Pending => runs.attempt_at(&run.id, run.next_attempt_at.unwrap_or(now)),
             RunState::AwaitingCallback => runs.deadline_at(&run.id, run.deadline_at.unwrap_or(now)),
-            RunState::Calling => resume_cut_off(runs, &run).await?,
             _ => {}
         }
+    }
+    if !runs.store.shared() {
+        let none = Arc::new(Semaphore::new(0));
+        sweep(runs, &none, true).await?;
     }
     Ok(())
 }
 
-/// A call cut off by a restart: whether it arrived is unknown. It is
-/// recorded as a failed attempt and retried, with the same `webhook-id`, if
-/// retries are left. With none left, a run that expects a callback waits
-/// for it (the destination may well have received the call and will answer;
-/// failing now would turn its answer into a 409), until the usual deadline;
-/// a run whose 2xx reply was the decision fails, since that reply is lost.
+/// Claims the attempt the timeline says is due, and makes it.
+async fn claim_and_attempt(runs: &Arc<Runs>, id: &str) -> StepResult {
+    let claim =
+        Claim { owner: &runs.replica.id, now: runs.clock.now(), lease_until: runs.replica.lease_until(), limit: 1 };
+    let Some(run) = runs.store.claim_due(&claim, Some(id)).await?.into_iter().next() else {
+        // Not due (moved later), claimed elsewhere, or finished.
+        if let Some(run) = runs.store.run(id).await?
+            && run.state == RunState::Pending
+            && let Some(at) = run.next_attempt_at
+            && at > runs.clock.now()
+        {
+            runs.attempt_at(id, at);
+        }
+        return Ok(());
+    };
+    runs.metrics.claims.get_or_create(&ClaimLabels { kind: "attempt" }).inc();
+    let _flight = runs.flight(id);
+    attempt(runs, run).await
+}
+
+/// A call cut off by a restart or by its replica's death: whether it
+/// arrived is unknown. It is recorded as a failed attempt and retried, with
+/// the same `webhook-id`, if retries are left. With none left, a run that
+/// expects a callback waits for it (the destination may well have received
+/// the call and will answer; failing now would turn its answer into a 409),
+/// until the usual deadline; a run whose 2xx reply was the decision fails,
+/// since that reply is lost. `run` is leased to this replica.
 async fn resume_cut_off(runs: &Runs, run: &RunRecord) -> StepResult {
     let spec: RunSpec = serde_json::from_str(&run.spec)?;
     let number = run.attempts;
+    let fence = Fence { owner: &runs.replica.id, attempt: number };
     let cut_off = Attempt {
         number,
         started_at: run.updated_at,
@@ -121,34 +255,40 @@ async fn resume_cut_off(runs: &Runs, run: &RunRecord) -> StepResult {
         error: Some(CUT_OFF.to_owned()),
         reply: None,
     };
-    runs.store.record_attempt(&run.id, &cut_off).await?;
+    if !runs.store.record_attempt(&run.id, &fence, &cut_off).await? {
+        return Ok(());
+    }
     let reason = format!("attempt {number}: {CUT_OFF}");
     if number <= spec.webhook.retry_count {
-        runs.store.retry_at(&run.id, runs.clock.now(), &format!("{reason}; retrying now")).await?;
-        runs.attempt_now(&run.id);
+        if runs.store.retry_at(&run.id, &fence, runs.clock.now(), &format!("{reason}; retrying now")).await? {
+            runs.attempt_now(&run.id);
+        }
     } else if !spec.webhook.disable_callback {
         let deadline = runs.clock.now() + runs.settings.callback_timeout;
         let waiting = format!("{reason}; no retries are left, so its callback decides (until the deadline)");
-        if runs.store.await_callback(&run.id, deadline, Some(&waiting)).await? {
+        if runs.store.await_callback(&run.id, &fence, deadline, Some(&waiting)).await? {
             runs.deadline_at(&run.id, deadline);
         }
     } else {
         let failed =
             format!("{reason}; no retries are left, and with callbacks disabled its lost reply was the decision");
-        fail(runs, &run.id, RunState::Calling, failed).await?;
+        fail(runs, &run.id, &fence, failed).await?;
     }
     runs.changed(&run.id);
     Ok(())
 }
 
 /// What the history says of an attempt a restart cut off.
-const CUT_OFF: &str = "cut off by a relay restart; the destination may have received it";
+const CUT_OFF: &str = "cut off by a relay restart or a replica's loss; the destination may have received it";
 
-async fn fail(runs: &Runs, id: &str, from: RunState, reason: String) -> StepResult {
+/// Fails the fenced attempt's run.
+async fn fail(runs: &Runs, id: &str, fence: &Fence<'_>, reason: String) -> StepResult {
     let outcome =
         Outcome { state: RunState::Failed, success: None, md_message: None, reason: Some(reason), by_callback: false };
-    if runs.store.finish(id, &[from], &outcome).await? {
+    if runs.store.finish_attempt(id, fence, &outcome).await? {
         runs.changed(id);
+    } else {
+        runs.lease_lost(id);
     }
     Ok(())
 }
@@ -246,15 +386,14 @@ async fn call(runs: &Runs, spec: &RunSpec, request: &template::RenderedRequest, 
     }
 }
 
-async fn attempt(runs: &Runs, id: &str) -> StepResult {
-    let Some(run) = runs.store.run(id).await? else { return Ok(()) };
-    if run.state != RunState::Pending {
-        return Ok(());
-    }
-    if run.next_attempt_at.is_some_and(|at| at > runs.clock.now() + Duration::from_millis(5)) {
-        runs.attempt_at(id, run.next_attempt_at.expect("checked"));
-        return Ok(());
-    }
+/// Makes the attempt `run` was claimed for (it is calling, leased to this
+/// replica, `run.attempts` its number). Every write is fenced: a replica
+/// that lost the lease meanwhile writes nothing, and the run's new owner
+/// has recorded this attempt as cut off.
+async fn attempt(runs: &Runs, run: RunRecord) -> StepResult {
+    let id = run.id.as_str();
+    let number = run.attempts;
+    let fence = Fence { owner: &runs.replica.id, attempt: number };
     let spec: RunSpec = serde_json::from_str(&run.spec)?;
     let secrets = runs.vault.all().await?;
     let values = Values { armory: spec.armory.clone(), context: spec.context.clone(), secrets };
@@ -262,15 +401,14 @@ async fn attempt(runs: &Runs, id: &str) -> StepResult {
         Ok(rendered) => rendered,
         Err(errors) => {
             let lines: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
-            return fail(runs, id, RunState::Pending, format!("the webhook cannot be rendered: {}", lines.join("; ")))
-                .await;
+            return fail(runs, id, &fence, format!("the webhook cannot be rendered: {}", lines.join("; "))).await;
         }
     };
     let keys =
         match signing::keys(runs.settings.signing_default.as_deref(), spec.webhook.signing.as_ref(), &values.secrets) {
             Ok(keys) => keys,
             Err(reason) => {
-                return fail(runs, id, RunState::Pending, format!("the webhook cannot be signed: {reason}")).await;
+                return fail(runs, id, &fence, format!("the webhook cannot be signed: {reason}")).await;
             }
         };
     // Signed over exactly the body sent; the stored request shows these
@@ -285,9 +423,9 @@ async fn attempt(runs: &Runs, id: &str) -> StepResult {
     );
     let scrubber = runs.vault.scrubber(&values.secrets);
     let scrub = |text: &str| scrubber.scrub(text).into_owned();
-    let number = run.attempts + 1;
     let masked_json = serde_json::to_string(&masked)?;
-    if !runs.store.start_attempt(id, number, &masked_json).await? {
+    if !runs.store.set_request(id, &fence, &masked_json).await? {
+        runs.lease_lost(id);
         return Ok(());
     }
     runs.changed(id);
@@ -303,7 +441,10 @@ async fn attempt(runs: &Runs, id: &str) -> StepResult {
             Attempt { number, started_at, latency_ms, status: None, error: Some(scrub(detail)), reply: None }
         }
     };
-    runs.store.record_attempt(id, &record).await?;
+    if !runs.store.record_attempt(id, &fence, &record).await? {
+        runs.lease_lost(id);
+        return Ok(());
+    }
     tracing::info!(run = %id, webhook = %spec.webhook.name, attempt = number, status = ?record.status, error = ?record.error, latency_ms, "webhook attempt");
 
     let (retry_reason, wait_at_least) = match answer {
@@ -316,11 +457,15 @@ async fn attempt(runs: &Runs, id: &str) -> StepResult {
                     reason: Some(format!("HTTP {status}; callbacks are disabled, so the reply decides")),
                     by_callback: false,
                 };
-                runs.store.finish(id, &[RunState::Calling], &outcome).await?;
+                if !runs.store.finish_attempt(id, &fence, &outcome).await? {
+                    runs.lease_lost(id);
+                }
             } else {
                 let deadline = runs.clock.now() + runs.settings.callback_timeout;
-                if runs.store.await_callback(id, deadline, None).await? {
+                if runs.store.await_callback(id, &fence, deadline, None).await? {
                     runs.deadline_at(id, deadline);
+                } else {
+                    runs.lease_lost(id);
                 }
             }
             runs.changed(id);
@@ -333,14 +478,14 @@ async fn attempt(runs: &Runs, id: &str) -> StepResult {
             return fail(
                 runs,
                 id,
-                RunState::Calling,
+                &fence,
                 format!("attempt {number}: HTTP {status}; a 4xx other than 408 and 429 is not retried"),
             )
             .await;
         }
         Answer::Failed { retryable: true, detail } => (format!("attempt {number}: {}", scrub(&detail)), None),
         Answer::Failed { detail, .. } => {
-            return fail(runs, id, RunState::Calling, format!("attempt {number}: {}", scrub(&detail))).await;
+            return fail(runs, id, &fence, format!("attempt {number}: {}", scrub(&detail))).await;
         }
     };
     if number > spec.webhook.retry_count {
@@ -349,7 +494,7 @@ async fn attempt(runs: &Runs, id: &str) -> StepResult {
         } else {
             format!("{retry_reason}; gave up after {number} attempts (retryCount {})", spec.webhook.retry_count)
         };
-        return fail(runs, id, RunState::Calling, reason).await;
+        return fail(runs, id, &fence, reason).await;
     }
     // The first retry waits [base, 2·base), each later one twice as long,
     // below MAX_RETRY_DELAY; drawn per run, so runs do not retry in step.
@@ -361,6 +506,7 @@ async fn attempt(runs: &Runs, id: &str) -> StepResult {
         .store
         .retry_at(
             id,
+            &fence,
             at,
             &format!(
                 "{retry_reason}; retrying in {}",
@@ -370,6 +516,8 @@ async fn attempt(runs: &Runs, id: &str) -> StepResult {
         .await?
     {
         runs.attempt_at(id, at);
+    } else {
+        runs.lease_lost(id);
     }
     runs.changed(id);
     Ok(())

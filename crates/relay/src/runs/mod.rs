@@ -13,8 +13,8 @@
 pub mod create;
 pub mod engine;
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use borealis_core::deployment::Webhook;
@@ -25,8 +25,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::clock::Clock;
+use crate::cluster::Replica;
 use crate::config::RelayConfig;
 use crate::forward::Forwarder;
+use crate::metrics::Metrics;
 use crate::vault::{Vault, VaultError};
 
 /// Everything needed to render a run's request again, without secret values.
@@ -51,6 +53,8 @@ pub struct RunSettings {
     pub render_limits: RenderLimits,
     /// The stored secret that signs calls with no `signing:` of their own.
     pub signing_default: Option<String>,
+    /// How often the store is searched for due or orphaned work.
+    pub poll_interval: Duration,
 }
 
 impl RunSettings {
@@ -63,6 +67,7 @@ impl RunSettings {
             max_body_bytes: config.max_body_bytes,
             render_limits: config.render_limits(),
             signing_default: config.webhook_signing_secret.clone(),
+            poll_interval: config.poll_interval,
         }
     }
 }
@@ -115,6 +120,11 @@ enum Wake {
 /// subscribers (long polls, deployment steps) by the handle itself.
 pub struct Runs {
     store: Arc<dyn Store>,
+    /// Whose leases this relay's attempts are under.
+    replica: Arc<Replica>,
+    metrics: Arc<Metrics>,
+    /// Runs whose attempt is under way in this process.
+    in_flight: Mutex<HashSet<String>>,
     vault: Arc<Vault>,
     forwarder: Arc<Forwarder>,
     settings: RunSettings,
@@ -129,12 +139,26 @@ pub struct Runs {
     cut_off: CancellationToken,
 }
 
+/// A run's attempt under way in this process; see [`Runs::flight`].
+pub(crate) struct InFlight<'a> {
+    runs: &'a Runs,
+    id: String,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.runs.in_flight.lock().expect("in-flight lock").remove(&self.id);
+    }
+}
+
 /// The scheduler's end of [`Runs`]: give it to [`engine::run`].
 pub struct Scheduler(mpsc::UnboundedReceiver<Wake>);
 
 impl Runs {
     pub fn new(
         store: Arc<dyn Store>,
+        replica: Arc<Replica>,
+        metrics: Arc<Metrics>,
         vault: Arc<Vault>,
         forwarder: Arc<Forwarder>,
         settings: RunSettings,
@@ -144,8 +168,39 @@ impl Runs {
         let (events, _) = broadcast::channel(1024);
         let tasks = TaskTracker::new();
         let (stop, cut_off) = (CancellationToken::new(), CancellationToken::new());
-        let runs = Self { store, vault, forwarder, settings, clock, wake, events, tasks, stop, cut_off };
+        let runs = Self {
+            store,
+            replica,
+            metrics,
+            in_flight: Mutex::default(),
+            vault,
+            forwarder,
+            settings,
+            clock,
+            wake,
+            events,
+            tasks,
+            stop,
+            cut_off,
+        };
         (Arc::new(runs), Scheduler(wakes))
+    }
+
+    /// Marks run `id`'s attempt as under way here until the guard drops.
+    pub(crate) fn flight(&self, id: &str) -> InFlight<'_> {
+        self.in_flight.lock().expect("in-flight lock").insert(id.to_owned());
+        InFlight { runs: self, id: id.to_owned() }
+    }
+
+    pub(crate) fn in_flight(&self, id: &str) -> bool {
+        self.in_flight.lock().expect("in-flight lock").contains(id)
+    }
+
+    /// An attempt's fenced write found the lease gone: another replica took
+    /// the run over (this one could not renew it in time).
+    pub(crate) fn lease_lost(&self, id: &str) {
+        self.metrics.lease_losses.get_or_create(&crate::metrics::ClaimLabels { kind: "attempt" }).inc();
+        tracing::warn!(run = %id, "lost the lease of a webhook attempt: another replica took the run over");
     }
 
     pub fn settings(&self) -> &RunSettings {

@@ -1,0 +1,151 @@
+//! This relay among the replicas sharing its database: who it is, its
+//! heartbeat in the store, and the changes the others announce.
+//!
+//! A replica's id is new with every start, so a restarted process never
+//! holds the leases of its previous life (they lapse, and whoever claims
+//! them first, maybe itself, takes the work over). Its name is for people.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime};
+
+use borealis_store::{Change, ReplicaRecord, Store};
+use tokio_util::sync::CancellationToken;
+
+/// This replica.
+#[derive(Debug)]
+pub struct Replica {
+    pub id: String,
+    pub name: String,
+    /// Where other replicas reach this one's internal routes.
+    pub peer_url: Option<String>,
+    pub started_at: SystemTime,
+    /// How long its leases last without renewal; also how long it counts
+    /// as alive after its last heartbeat.
+    pub lease: Duration,
+    /// False while the last heartbeat could not reach the database.
+    reachable: AtomicBool,
+}
+
+impl Replica {
+    pub fn new(name: String, peer_url: Option<String>, lease: Duration) -> Self {
+        let id = format!("{name}/{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        Self { id, name, peer_url, started_at: SystemTime::now(), lease, reachable: AtomicBool::new(true) }
+    }
+
+    /// A lease taken or renewed now runs until then.
+    pub fn lease_until(&self) -> SystemTime {
+        SystemTime::now() + self.lease
+    }
+
+    /// Replicas seen since then count as alive.
+    pub fn alive_since(&self) -> SystemTime {
+        SystemTime::now() - self.lease
+    }
+
+    /// Whether the last heartbeat reached the database.
+    pub fn reachable(&self) -> bool {
+        self.reachable.load(Ordering::Relaxed)
+    }
+
+    fn record(&self) -> ReplicaRecord {
+        ReplicaRecord {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            peer_url: self.peer_url.clone(),
+            started_at: self.started_at,
+            seen_at: SystemTime::now(),
+        }
+    }
+
+    /// Records this replica as alive now.
+    pub async fn beat(&self, store: &dyn Store) -> Result<(), borealis_store::StoreError> {
+        let result = store.replica_seen(&self.record()).await;
+        let reachable = result.is_ok();
+        if self.reachable.swap(reachable, Ordering::Relaxed) != reachable {
+            if reachable {
+                tracing::info!(replica = %self.id, "the database is reachable again");
+            } else {
+                tracing::warn!(replica = %self.id, "the database is unreachable: this replica claims no work until it returns");
+            }
+        }
+        result
+    }
+}
+
+/// The default replica name: the host name and the HTTP port.
+pub fn default_name(http_port: Option<u16>) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "relay".into());
+    match http_port {
+        Some(port) => format!("{host}:{port}"),
+        None => host,
+    }
+}
+
+/// Beats every quarter lease until `stop`, and forgets replicas not seen
+/// for three leases (with the sessions they recorded).
+pub async fn heartbeat(replica: Arc<Replica>, store: Arc<dyn Store>, stop: CancellationToken) {
+    let mut every = tokio::time::interval(replica.lease / 4);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        if let Err(err) = replica.beat(&*store).await {
+            tracing::debug!(error = %err, "heartbeat not recorded");
+            continue;
+        }
+        let long_gone = SystemTime::now() - 3 * replica.lease;
+        match store.forget_replicas(long_gone).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(replicas = n, "forgot replicas not seen for three lease periods"),
+            Err(err) => tracing::debug!(error = %err, "could not forget old replicas"),
+        }
+    }
+}
+
+/// Where announced changes go.
+pub trait ChangeSink: Send + Sync {
+    fn run_changed(&self, id: &str);
+    fn deployment_changed(&self, id: &str);
+    fn credential_changed(&self, id: &str);
+}
+
+/// Passes the changes other replicas announce to `sink` until `stop`. A
+/// store without a feed (SQLite: no other writer) ends at once.
+pub async fn follow_changes(store: Arc<dyn Store>, sink: Arc<dyn ChangeSink>, stop: CancellationToken) {
+    loop {
+        let feed = tokio::select! {
+            feed = store.changes() => feed,
+            () = stop.cancelled() => return,
+        };
+        let mut feed = match feed {
+            Ok(Some(feed)) => feed,
+            Ok(None) => return,
+            Err(err) => {
+                tracing::warn!(error = %err, "could not listen for other replicas' changes; trying again");
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    () = stop.cancelled() => return,
+                }
+            }
+        };
+        loop {
+            let change = tokio::select! {
+                change = feed.recv() => change,
+                () = stop.cancelled() => return,
+            };
+            match change {
+                Some(Change::Run(id)) => sink.run_changed(&id),
+                Some(Change::Deployment(id)) => sink.deployment_changed(&id),
+                Some(Change::Credential(id)) => sink.credential_changed(&id),
+                None => break,
+            }
+        }
+    }
+}

@@ -1,0 +1,68 @@
+//! `ANY /internal/v1/forward?agent=ID&url=U`: a peer replica's request for
+//! an agent whose session this replica holds (see [`crate::peer`]).
+//! Authenticated by the peer's tag, not the admin token.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use borealis_egress::headers::end_to_end;
+use http::HeaderValue;
+use http_body_util::BodyExt;
+
+use super::AppState;
+use super::problem::Problem;
+use crate::forward::{self, Outbound};
+use crate::metrics::PeerLabels;
+use crate::peer::{FAILURE_HEADER, LIMIT_HEADER, TAG_HEADER, TIMEOUT_HEADER, encode_failure, is_hop_header};
+
+#[derive(Debug, serde::Deserialize)]
+pub struct PeerQuery {
+    pub agent: String,
+    pub url: String,
+}
+
+pub async fn forward(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let tag = parts.headers.get(TAG_HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let peer = match state.auth.peer_key().verify(tag) {
+        Ok(peer) => peer,
+        Err(err) => {
+            return Problem::new(http::StatusCode::UNAUTHORIZED, "unauthorized", format!("peer tag refused: {err}"))
+                .into_response();
+        }
+    };
+    let query = match axum::extract::Query::<PeerQuery>::try_from_uri(&parts.uri) {
+        Ok(query) => query.0,
+        Err(err) => return Problem::bad_request("invalid-query", err.body_text()).into_response(),
+    };
+    let number = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let timeout = number(TIMEOUT_HEADER).map(Duration::from_millis).unwrap_or(state.config.request_timeout);
+    let limit = number(LIMIT_HEADER).unwrap_or(state.config.max_body_bytes).min(state.config.max_body_bytes);
+    state.metrics.peer_forwarded.get_or_create(&PeerLabels { direction: "received" }).inc();
+    tracing::debug!(peer, agent = &query.agent, "request from a peer replica");
+    let mut headers = end_to_end(&parts.headers);
+    let hop: Vec<_> = headers.keys().filter(|name| is_hop_header(name.as_str())).cloned().collect();
+    for name in hop {
+        headers.remove(name);
+    }
+    let outbound = Outbound {
+        method: parts.method,
+        url: query.url,
+        headers,
+        body: body.map_err(|e| -> forward::BoxError { Box::new(e) }).boxed_unsync(),
+        timeout,
+        limit,
+    };
+    match state.forwarder.send_here(&query.agent, outbound).await {
+        Ok(reply) => reply.map(Body::new),
+        Err(err) => {
+            let failure = encode_failure(err.failure);
+            let mut response = Problem::from(err).into_response();
+            response.headers_mut().insert(FAILURE_HEADER, HeaderValue::try_from(failure).expect("ASCII"));
+            response
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! Requests for agents whose sessions another replica holds. The replica
+//! that receives such a request finds the holder in the store's session
+//! records and sends the request to the holder's internal route
+//! ([`FORWARD_PATH`], tagged with a [`PeerKey`] tag), which forwards it
+//! down its own session and streams the reply back. Bodies stream both
+//! ways; the deadline travels in a header; a caller that goes away closes
+//! the hop's connection, which the holder reads as a cancel. One holder is
+//! asked, once: nothing is sent to an agent twice.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use borealis_egress::headers::end_to_end;
+use borealis_egress::reqwest;
+use borealis_protocol::v1::ErrorCode;
+use borealis_store::Store;
+use futures_util::TryStreamExt;
+use futures_util::future::BoxFuture;
+use http::HeaderValue;
+use http_body_util::BodyExt;
+
+use crate::auth::PeerKey;
+use crate::cluster::Replica;
+use crate::forward::{ForwardError, ForwardFailure, Outbound, PeerRoute, Reply, failed, streamed};
+use crate::metrics::{Metrics, PeerLabels};
+
+/// The holder's route for requests from its peers.
+pub const FORWARD_PATH: &str = "/internal/v1/forward";
+/// The sending replica's tag.
+pub const TAG_HEADER: &str = "x-borealis-peer";
+/// What is left of the request's time limit, in milliseconds.
+pub const TIMEOUT_HEADER: &str = "x-borealis-timeout-ms";
+/// The largest body either way, in bytes.
+pub const LIMIT_HEADER: &str = "x-borealis-max-body-bytes";
+/// On a reply that is the holder's failure, not the destination's answer:
+/// the failure, as [`encode_failure`] writes it.
+pub const FAILURE_HEADER: &str = "x-borealis-forward-failure";
+
+/// The headers of the hop itself, never passed on to the destination.
+pub fn is_hop_header(name: &str) -> bool {
+    [TAG_HEADER, TIMEOUT_HEADER, LIMIT_HEADER, FAILURE_HEADER].contains(&name)
+}
+
+pub struct Peers {
+    replica: Arc<Replica>,
+    store: Arc<dyn Store>,
+    key: PeerKey,
+    client: reqwest::Client,
+    metrics: Arc<Metrics>,
+}
+
+impl Peers {
+    pub fn new(
+        replica: Arc<Replica>,
+        store: Arc<dyn Store>,
+        key: PeerKey,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .tcp_nodelay(true)
+            .build()?;
+        Ok(Self { replica, store, key, client, metrics })
+    }
+
+    /// The internal URL of the live replica holding most sessions of
+    /// `agent_id`, if another replica holds any.
+    async fn holder(&self, agent_id: &str) -> Result<Option<String>, borealis_store::StoreError> {
+        let since = self.replica.alive_since();
+        let mut held: BTreeMap<String, usize> = BTreeMap::new();
+        for session in self.store.sessions(Some(agent_id), since).await? {
+            if session.replica_id != self.replica.id {
+                *held.entry(session.replica_id).or_default() += 1;
+            }
+        }
+        if held.is_empty() {
+            return Ok(None);
+        }
+        let replicas = self.store.replicas(since).await?;
+        Ok(replicas
+            .into_iter()
+            .filter_map(|r| Some((held.get(&r.id).copied()?, r.peer_url?)))
+            .max_by_key(|(count, _)| *count)
+            .map(|(_, url)| url))
+    }
+
+    async fn forward(&self, peer: &str, agent_id: &str, outbound: Outbound) -> Result<Reply, ForwardError> {
+        let Outbound { method, url, mut headers, body, timeout, limit } = outbound;
+        let mut target = reqwest::Url::parse(&format!("{peer}{FORWARD_PATH}"))
+            .map_err(|e| ForwardError::new(ForwardFailure::Internal, format!("peer URL {peer:?}: {e}")))?;
+        target.query_pairs_mut().append_pair("agent", agent_id).append_pair("url", &url);
+        let tag = HeaderValue::try_from(self.key.mint(&self.replica.id)).expect("a tag is ASCII");
+        headers.insert(TAG_HEADER, tag);
+        headers.insert(TIMEOUT_HEADER, HeaderValue::from(timeout.as_millis() as u64));
+        headers.insert(LIMIT_HEADER, HeaderValue::from(limit));
+        let mut request = self.client.request(method, target).headers(headers);
+        if !http_body::Body::is_end_stream(&body) {
+            request = request.body(reqwest::Body::wrap_stream(body.into_data_stream()));
+        }
+        self.metrics.peer_forwarded.get_or_create(&PeerLabels { direction: "sent" }).inc();
+        let response = match tokio::time::timeout(timeout, request.send()).await {
+            Err(_) => {
+                return Err(failed(
+                    ErrorCode::Timeout,
+                    format!("agent {agent_id:?} did not answer within {timeout:?}"),
+                ));
+            }
+            Ok(Err(err)) => {
+                // The holder is gone (it died, and its records have not
+                // lapsed yet): the agent reconnects to a live replica.
+                let detail = format!("the replica holding agent {agent_id:?} cannot be reached ({err})");
+                return Err(ForwardError::new(ForwardFailure::AgentNotConnected, detail));
+            }
+            Ok(Ok(response)) => response,
+        };
+        if let Some(failure) = response.headers().get(FAILURE_HEADER).and_then(|v| v.to_str().ok()) {
+            let failure = decode_failure(failure);
+            let problem: serde_json::Value = response.json().await.unwrap_or_default();
+            let detail = problem["detail"].as_str().unwrap_or("the replica holding the agent failed").to_owned();
+            return Err(ForwardError::new(failure, detail));
+        }
+        let mut reply = http::Response::builder().status(response.status());
+        if let Some(map) = reply.headers_mut() {
+            *map = end_to_end(response.headers());
+        }
+        let download = response.bytes_stream().map_err(std::io::Error::other);
+        Ok(reply.body(streamed(download)).expect("status and headers come from a valid response"))
+    }
+}
+
+impl PeerRoute for Peers {
+    fn send<'a>(
+        &'a self,
+        agent_id: &'a str,
+        outbound: Outbound,
+    ) -> BoxFuture<'a, Result<Result<Reply, ForwardError>, Outbound>> {
+        Box::pin(async move {
+            let peer = match self.holder(agent_id).await {
+                Ok(Some(peer)) => peer,
+                Ok(None) => return Err(outbound),
+                Err(err) => {
+                    let detail = format!("the agents' sessions cannot be read: {err}");
+                    return Ok(Err(ForwardError::new(ForwardFailure::Internal, detail)));
+                }
+            };
+            Ok(self.forward(&peer, agent_id, outbound).await)
+        })
+    }
+}
+
+/// A failure as it crosses the hop.
+pub fn encode_failure(failure: ForwardFailure) -> String {
+    match failure {
+        ForwardFailure::Code(code) => format!("code:{}", code as i32),
+        ForwardFailure::UnknownAgent => "unknown-agent".into(),
+        ForwardFailure::AgentNotConnected => "agent-not-connected".into(),
+        ForwardFailure::Draining => "draining".into(),
+        ForwardFailure::NotTaken => "not-taken".into(),
+        ForwardFailure::AgentFailed => "agent-failed".into(),
+        ForwardFailure::AgentLost => "agent-lost".into(),
+        ForwardFailure::AgentProtocol => "agent-protocol".into(),
+        ForwardFailure::Internal => "internal".into(),
+    }
+}
+
+pub fn decode_failure(text: &str) -> ForwardFailure {
+    match text {
+        "unknown-agent" => ForwardFailure::UnknownAgent,
+        "agent-not-connected" => ForwardFailure::AgentNotConnected,
+        "draining" => ForwardFailure::Draining,
+        "not-taken" => ForwardFailure::NotTaken,
+        "agent-failed" => ForwardFailure::AgentFailed,
+        "agent-lost" => ForwardFailure::AgentLost,
+        "agent-protocol" => ForwardFailure::AgentProtocol,
+        other => match other.strip_prefix("code:").and_then(|n| n.parse::<i32>().ok()) {
+            Some(code) => ForwardFailure::Code(ErrorCode::try_from(code).unwrap_or(ErrorCode::Internal)),
+            None => ForwardFailure::Internal,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_cross_the_hop_unchanged() {
+        let all = [
+            ForwardFailure::Code(ErrorCode::Timeout),
+            ForwardFailure::Code(ErrorCode::DestinationNotAllowed),
+            ForwardFailure::UnknownAgent,
+            ForwardFailure::AgentNotConnected,
+            ForwardFailure::Draining,
+            ForwardFailure::NotTaken,
+            ForwardFailure::AgentFailed,
+            ForwardFailure::AgentLost,
+            ForwardFailure::AgentProtocol,
+            ForwardFailure::Internal,
+        ];
+        for failure in all {
+            assert_eq!(decode_failure(&encode_failure(failure)), failure);
+        }
+        assert_eq!(decode_failure("nonsense"), ForwardFailure::Internal);
+    }
+}
