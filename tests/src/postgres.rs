@@ -50,3 +50,63 @@ impl Drop for Schema {
             .output();
     }
 }
+
+/// A TCP relay between one relay process and the database that the test
+/// can cut (every connection closed, new ones refused at once) and
+/// restore: a replica losing its database while the others keep theirs.
+pub struct Cuttable {
+    pub addr: std::net::SocketAddr,
+    open: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    cut: std::sync::Arc<std::sync::Mutex<tokio_util::sync::CancellationToken>>,
+}
+
+impl Cuttable {
+    /// Starts relaying 127.0.0.1:PORT to the test database's server.
+    pub async fn start() -> Self {
+        use std::sync::atomic::Ordering;
+        let server = url::Url::parse(&server_url()).expect("the database URL parses");
+        let upstream = format!("{}:{}", server.host_str().unwrap_or("127.0.0.1"), server.port().unwrap_or(5432));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let cut = std::sync::Arc::new(std::sync::Mutex::new(tokio_util::sync::CancellationToken::new()));
+        let (accepting, cutting) = (open.clone(), cut.clone());
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !accepting.load(Ordering::SeqCst) {
+                    continue; // dropped: the connection closes at once
+                }
+                let token = cutting.lock().unwrap().clone();
+                let upstream = upstream.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(&upstream).await else { return };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        () = token.cancelled() => {}
+                    }
+                });
+            }
+        });
+        Self { addr, open, cut }
+    }
+
+    /// `url` (a database URL of the test server) through this relay.
+    pub fn through(&self, url: &str) -> String {
+        let mut url = url::Url::parse(url).expect("the database URL parses");
+        url.set_host(Some("127.0.0.1")).unwrap();
+        url.set_port(Some(self.addr.port())).unwrap();
+        url.to_string()
+    }
+
+    /// Closes every connection and refuses new ones.
+    pub fn cut(&self) {
+        self.open.store(false, std::sync::atomic::Ordering::SeqCst);
+        let mut token = self.cut.lock().unwrap();
+        token.cancel();
+        *token = tokio_util::sync::CancellationToken::new();
+    }
+
+    pub fn restore(&self) {
+        self.open.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}

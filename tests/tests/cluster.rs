@@ -30,13 +30,17 @@ struct Cluster {
 }
 
 fn replica(schema: &Schema, n: usize, public_url: &str) -> RelayProcess {
+    replica_on(&schema.database_url(), &format!("relay-{n}"), public_url)
+}
+
+fn replica_on(database_url: &str, name: &str, public_url: &str) -> RelayProcess {
     RelayProcess::start(RelayOptions {
         direct_allow: vec!["127.0.0.0/8".into()],
         extra_args: [
             "--database-url",
-            &schema.database_url(),
+            database_url,
             "--replica-name",
-            &format!("relay-{n}"),
+            name,
             // Callback URIs name the balancer, so any replica takes them.
             "--public-url",
             public_url,
@@ -427,4 +431,63 @@ targets:
     assert_eq!(cluster.schema.count("deployments"), 1);
     let took_over = cluster.replicas.iter().any(|r| r.log_line(&["resuming deployment", &deployment_id]).is_some());
     assert!(took_over, "a live replica took the killed one's deployment over");
+}
+
+async fn ready(base: &str) -> bool {
+    client().get(format!("{base}/readyz")).send().await.is_ok_and(|r| r.status().is_success())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replica_that_loses_the_database_claims_nothing_until_it_returns() {
+    const RUNS: usize = 20;
+    let schema = Schema::new();
+    let link = borealis_tests::postgres::Cuttable::start().await;
+    let public_url = format!("http://{}", free_port());
+    // A replica whose database connections go through the link the test cuts.
+    let cut_off = replica_on(&link.through(&schema.database_url()), "relay-cut", &public_url);
+    let other = replica(&schema, 2, &public_url);
+    let counter = Counter::default();
+    let hook = counter.start().await;
+    let body = serde_json::json!({
+        "file": format!("webhooks:\n  - name: job\n    method: POST\n    uriTemplate: http://{hook}/hook\n    networkMode: direct\n    disableCallback: true\n"),
+        "name": "job",
+    });
+    let claims = || async { cut_off.metric("borealis_claims_total{kind=\"attempt\"}").await };
+    assert!(ready(&cut_off.http_url).await);
+
+    link.cut();
+    eventually("the cut-off replica reports not ready", Duration::from_secs(30), || async {
+        (!ready(&cut_off.http_url).await).then_some(())
+    })
+    .await;
+    let before = claims().await;
+    let mut ids = Vec::new();
+    for _ in 0..RUNS {
+        let run = api(&other.http_url, reqwest::Method::POST, "/api/v1/webhook-runs", Some(body.clone())).await;
+        ids.push(run["id"].as_str().unwrap().to_owned());
+    }
+    for id in &ids {
+        let run =
+            api(&other.http_url, reqwest::Method::GET, &format!("/api/v1/webhook-runs/{id}?wait=30s"), None).await;
+        assert_eq!(run["state"], "succeeded", "{run:#}");
+    }
+    assert_eq!(claims().await, before, "no claim while the database was away");
+    assert!(ready(&other.http_url).await, "the other replica stayed ready");
+
+    link.restore();
+    eventually("the replica is ready again", Duration::from_secs(30), || async {
+        ready(&cut_off.http_url).await.then_some(())
+    })
+    .await;
+    for _ in 0..RUNS {
+        let run = api(&cut_off.http_url, reqwest::Method::POST, "/api/v1/webhook-runs", Some(body.clone())).await;
+        ids.push(run["id"].as_str().unwrap().to_owned());
+    }
+    for id in &ids {
+        let run =
+            api(&cut_off.http_url, reqwest::Method::GET, &format!("/api/v1/webhook-runs/{id}?wait=30s"), None).await;
+        assert_eq!(run["state"], "succeeded", "{run:#}");
+        assert_eq!(counter.calls(id), 1, "run {id} was called once: {run:#}");
+    }
+    assert!(claims().await > before, "the replica claims again once the database is back");
 }
