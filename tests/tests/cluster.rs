@@ -491,3 +491,29 @@ async fn a_replica_that_loses_the_database_claims_nothing_until_it_returns() {
     }
     assert!(claims().await > before, "the replica claims again once the database is back");
 }
+
+/// The first replica on a database creates the admin token; a replica
+/// started later with none of its own takes that one (its hash is in the
+/// database) and writes no token file.
+#[tokio::test(flavor = "multi_thread")]
+async fn replicas_take_the_admin_token_the_first_one_created() {
+    let schema = Schema::new();
+    let start = || {
+        RelayProcess::start(RelayOptions {
+            extra_args: ["--database-url", &schema.database_url(), "--lease-duration", "3s"].map(String::from).to_vec(),
+            env: vec![("BOREALIS_SECRET_KEY".into(), SECRET_KEY.into())],
+            ..Default::default()
+        })
+    };
+    let first = start();
+    let token = first.admin_token();
+    let second = start();
+    assert!(!second.data_dir.path().join("admin-token").exists(), "the second replica wrote no token of its own");
+    for (relay, presented, expected) in
+        [(&first, token.as_str(), 200), (&second, token.as_str(), 200), (&second, "bat_not-the-token-at-all", 401)]
+    {
+        let reply =
+            client().get(format!("{}/api/v1/agents", relay.http_url)).bearer_auth(presented).send().await.unwrap();
+        assert_eq!(reply.status().as_u16(), expected, "{} with {presented:?}", relay.http_url);
+    }
+}

@@ -63,18 +63,35 @@ impl Claims {
 pub struct Authority {
     store: Arc<dyn Store>,
     signing: hmac::Key,
-    /// HMAC of the admin token under a per-process key: comparing tags with
-    /// `hmac::verify` is constant-time.
+    /// HMACs, under a per-process key, of the SHA-256 of each admin token
+    /// this replica accepts: comparing tags with `hmac::verify` is
+    /// constant-time.
     admin_check: hmac::Key,
-    admin_tag: hmac::Tag,
+    admin_tags: Vec<hmac::Tag>,
 }
 
+/// The setting that holds the SHA-256 of the admin token replicas share.
+pub const ADMIN_TOKEN_HASH_SETTING: &str = "admin_token_sha256";
+
 impl Authority {
-    pub async fn new(store: Arc<dyn Store>, admin_token: &Secret) -> Result<Self, AuthError> {
+    /// `admin_token` is this replica's own (configured, or from its data
+    /// dir); `shared_hash` the SHA-256 of the one recorded in a database
+    /// replicas share. A presented token matching either is the admin's.
+    pub async fn new(
+        store: Arc<dyn Store>,
+        admin_token: Option<&Secret>,
+        shared_hash: Option<&[u8]>,
+    ) -> Result<Self, AuthError> {
         let key = store.setting_or_init(SIGNING_KEY_SETTING, random_bytes(32)).await?;
         let admin_check = hmac::Key::new(hmac::HMAC_SHA256, &random_bytes(32));
-        let admin_tag = hmac::sign(&admin_check, admin_token.expose().as_bytes());
-        Ok(Self { store, signing: hmac::Key::new(hmac::HMAC_SHA256, &key), admin_check, admin_tag })
+        let mut admin_tags = Vec::new();
+        if let Some(token) = admin_token {
+            admin_tags.push(hmac::sign(&admin_check, &admin_token_hash(token)));
+        }
+        if let Some(hash) = shared_hash {
+            admin_tags.push(hmac::sign(&admin_check, hash));
+        }
+        Ok(Self { store, signing: hmac::Key::new(hmac::HMAC_SHA256, &key), admin_check, admin_tags })
     }
 
     /// The key replicas sign their requests to each other with.
@@ -83,7 +100,11 @@ impl Authority {
     }
 
     pub fn is_admin(&self, presented: &str) -> bool {
-        hmac::verify(&self.admin_check, presented.as_bytes(), self.admin_tag.as_ref()).is_ok()
+        let hash = admin_token_hash(&Secret::new(presented));
+        // Every tag is checked, so the time taken says nothing about which matched.
+        self.admin_tags
+            .iter()
+            .fold(false, |found, tag| hmac::verify(&self.admin_check, &hash, tag.as_ref()).is_ok() | found)
     }
 
     /// Creates a credential; the secret is returned once and never stored.
@@ -187,6 +208,11 @@ pub fn bearer(value: Option<&http::HeaderValue>) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
+/// The SHA-256 of an admin token, as replicas record it.
+pub fn admin_token_hash(token: &Secret) -> Vec<u8> {
+    hash_secret(token)
+}
+
 fn hash_secret(secret: &Secret) -> Vec<u8> {
     digest::digest(&digest::SHA256, secret.expose().as_bytes()).as_ref().to_vec()
 }
@@ -252,7 +278,7 @@ mod tests {
 
     async fn authority() -> Authority {
         let store: Arc<dyn Store> = Arc::new(borealis_store::SqliteStore::open("sqlite::memory:").await.unwrap());
-        Authority::new(store, &Secret::new("admin-token-for-tests")).await.unwrap()
+        Authority::new(store, Some(&Secret::new("admin-token-for-tests")), None).await.unwrap()
     }
 
     #[tokio::test]

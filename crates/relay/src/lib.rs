@@ -101,8 +101,12 @@ pub async fn run(
     create_private_dir(&data_dir).map_err(dir_error)?;
     let store: Arc<dyn Store> =
         borealis_store::open(config.database_url.as_ref().map(|url| url.expose()), &data_dir).await?;
-    let admin_token = auth::load_or_create_admin_token(&data_dir, config.admin_token.as_ref()).map_err(dir_error)?;
-    let auth = auth::Authority::new(store.clone(), &admin_token).await?;
+    let (admin_token, shared_admin_hash) =
+        admin_token(&*store, &data_dir, config.admin_token.as_ref()).await.map_err(|e| match e {
+            AdminTokenError::Dir(source) => dir_error(source),
+            AdminTokenError::Store(err) => RelayError::Store(err),
+        })?;
+    let auth = auth::Authority::new(store.clone(), admin_token.as_ref(), shared_admin_hash.as_deref()).await?;
     let tls = match (&config.tls_cert, &config.tls_key) {
         (Some(cert), Some(key)) => Some(tls::server_config(cert, key)?),
         _ => None,
@@ -269,6 +273,41 @@ pub async fn run(
     store.close().await;
     tracing::info!("relay stopped");
     Ok(())
+}
+
+enum AdminTokenError {
+    Dir(std::io::Error),
+    Store(borealis_store::StoreError),
+}
+
+/// This replica's admin token, and the hash of the one replicas sharing
+/// the database use. On a shared database the first replica to start
+/// records its token's hash; a replica started later with neither a
+/// configured token nor one in its data dir takes that one and writes no
+/// file. Without a shared database: the configured token, else the data
+/// dir's, created on first start.
+async fn admin_token(
+    store: &dyn Store,
+    data_dir: &std::path::Path,
+    configured: Option<&borealis_core::Secret>,
+) -> Result<(Option<borealis_core::Secret>, Option<Vec<u8>>), AdminTokenError> {
+    if !store.shared() {
+        let token = auth::load_or_create_admin_token(data_dir, configured).map_err(AdminTokenError::Dir)?;
+        return Ok((Some(token), None));
+    }
+    let recorded = store.setting(auth::ADMIN_TOKEN_HASH_SETTING).await.map_err(AdminTokenError::Store)?;
+    if configured.is_none() && !data_dir.join("admin-token").exists() && recorded.is_some() {
+        tracing::info!(
+            "the admin token is the one the first replica on this database created (in its data dir), or set BOREALIS_ADMIN_TOKEN"
+        );
+        return Ok((None, recorded));
+    }
+    let token = auth::load_or_create_admin_token(data_dir, configured).map_err(AdminTokenError::Dir)?;
+    let shared = store
+        .setting_or_init(auth::ADMIN_TOKEN_HASH_SETTING, auth::admin_token_hash(&token))
+        .await
+        .map_err(AdminTokenError::Store)?;
+    Ok((Some(token), Some(shared)))
 }
 
 fn addr_text(addr: Option<std::net::SocketAddr>) -> String {

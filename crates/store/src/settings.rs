@@ -6,4 +6,6 @@ use crate::error::StoreError;
 pub trait SettingStore: Send + Sync + 'static {
     /// Reads a setting, first storing `init` if it is absent; the first writer wins.
     async fn setting_or_init(&self, key: &str, init: Vec<u8>) -> Result<Vec<u8>, StoreError>;
+    /// Reads a setting, if it was stored.
+    async fn setting(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
 }

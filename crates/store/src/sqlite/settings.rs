@@ -23,4 +23,13 @@ impl SettingStore for SqliteStore {
             .map_err(db)?;
         Ok(row.get("value"))
     }
+
+    async fn setting(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let row = sqlx::query("SELECT value FROM settings WHERE key = ?")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(row.map(|row| row.get("value")))
+    }
 }
