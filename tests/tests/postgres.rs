@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use borealis_tests::postgres::Schema;
+use borealis_tests::process::OutputText;
 use borealis_tests::{RelayOptions, RelayProcess, eventually};
 use futures_util::{StreamExt, stream};
 
@@ -120,3 +121,150 @@ targets:
     assert_eq!(states, ["deployed", "deployed"], "{done:#}");
     assert_eq!(schema.count("deployments"), 1);
 }
+
+/// `borealis-relay migrate` moves a single relay's SQLite state into an
+/// empty PostgreSQL database; a relay started on it finishes what the
+/// single relay left: runs awaiting callbacks, and a deployment paused for
+/// an approval. Credentials (by their secrets), secrets (by the same secret
+/// key) and the admin token carry over; a second migrate is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn migrate_moves_a_single_relay_into_postgres_and_a_replica_finishes_its_work() {
+    const RUNS: usize = 5;
+    let mut single =
+        RelayProcess::start(RelayOptions { direct_allow: vec!["127.0.0.0/8".into()], ..Default::default() });
+    let (client_id, client_secret) = single.create_client("ci");
+    let (agent_id, agent_secret) = single.create_agent("rna");
+    let out = single.cli().args(["secrets", "set", "api_token"]).stdin_text("s3cr3t-value").run();
+    assert!(out.status.success(), "{}", out.stderr_text());
+    let (addr, system) = borealis_tests::external::start(&single.http_url, &client_id, &client_secret).await;
+    let file = format!(
+        "webhooks:
+  - name: job
+    method: POST
+    uriTemplate: http://{addr}/silent
+    networkMode: direct
+    headers:
+      - key: Location
+        value: '{{{{armory.callbackUri}}}}/callback'
+      - key: Authorization
+        value: 'Bearer {{{{secrets.api_token}}}}'
+"
+    );
+    let mut runs = Vec::new();
+    for _ in 0..RUNS {
+        let body = serde_json::json!({ "file": file, "name": "job" });
+        runs.push(api(&single, reqwest::Method::POST, "/api/v1/webhook-runs", Some(body)).await);
+    }
+    eventually("every webhook was called", PATIENCE_LONG, || async { (system.received().len() >= RUNS).then_some(()) })
+        .await;
+    // A run waiting to retry: its destination refuses connections.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let retrying = format!(
+        "webhooks:\n  - name: down\n    method: POST\n    uriTemplate: http://{closed}/x\n    networkMode: direct\n    retryCount: 2\n"
+    );
+    let pending = api(
+        &single,
+        reqwest::Method::POST,
+        "/api/v1/webhook-runs",
+        Some(serde_json::json!({ "file": retrying, "name": "down" })),
+    )
+    .await;
+    let pending_id = pending["id"].as_str().unwrap().to_owned();
+    eventually("the run waits to retry", PATIENCE_LONG, || async {
+        let run = api(&single, reqwest::Method::GET, &format!("/api/v1/webhook-runs/{pending_id}"), None).await;
+        (run["state"] == "pending" && run["attempts"].as_u64() >= Some(1)).then_some(())
+    })
+    .await;
+    let deployment = "application: shop
+targets:
+  staging:
+    constraints:
+      beforeDeployment:
+        - pause:
+            untilApproved: true
+";
+    let created =
+        api(&single, reqwest::Method::POST, "/api/v1/deployments", Some(serde_json::json!({ "file": deployment })))
+            .await;
+    let deployment_id = created["id"].as_str().unwrap().to_owned();
+    eventually("staging waits for approval", PATIENCE_LONG, || async {
+        let d = api(&single, reqwest::Method::GET, &format!("/api/v1/deployments/{deployment_id}"), None).await;
+        (d["pendingApprovals"] == serde_json::json!(["staging"])).then_some(())
+    })
+    .await;
+    let admin_token = single.admin_token();
+    // As the migrate command says: BOREALIS_SECRET_KEY=$(base64 -w0 DATA_DIR/secret-key).
+    let secret_key = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD
+            .encode(std::fs::read(single.data_dir.path().join("secret-key")).unwrap())
+    };
+    assert!(single.terminate(Duration::from_secs(20)).success());
+
+    let schema = Schema::new();
+    let from = format!("sqlite://{}", single.data_dir.path().join("borealis.db").display());
+    let migrate = || {
+        std::process::Command::new(borealis_tests::process::binary("borealis-relay"))
+            .args(["migrate", "--from", &from, "--to", &schema.database_url()])
+            .output()
+            .unwrap()
+    };
+    let out = migrate();
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{said}{}", String::from_utf8_lossy(&out.stderr));
+    for line in ["webhook_runs: 6", "deployments: 1", "secrets: 1", "credentials: 2", "approvals: 1"] {
+        assert!(said.contains(line), "{line:?} in {said}");
+    }
+    assert_eq!(schema.count("webhook_runs"), RUNS as u64 + 1);
+    let again = migrate();
+    assert!(!again.status.success());
+    let refused = String::from_utf8_lossy(&again.stderr);
+    assert!(refused.contains("the target database is not empty"), "{refused}");
+
+    let replica = RelayProcess::start(RelayOptions {
+        direct_allow: vec!["127.0.0.0/8".into()],
+        extra_args: vec!["--database-url".into(), schema.database_url(), "--lease-duration".into(), "3s".into()],
+        env: vec![("BOREALIS_ADMIN_TOKEN".into(), admin_token), ("BOREALIS_SECRET_KEY".into(), secret_key)],
+        ..Default::default()
+    });
+    // The callback client's credentials were copied: a token from the new
+    // relay, and each run's callback (same path, the new relay's address).
+    let (_, caller) = borealis_tests::external::start(&replica.http_url, &client_id, &client_secret).await;
+    for (i, call) in system.received().iter().enumerate() {
+        let uri = call.callback_uri.clone().unwrap();
+        let path = &uri[uri.find("/callbacks/").unwrap()..];
+        let reply = caller
+            .call_back(&format!("{}{path}", replica.http_url), serde_json::json!({ "success": i % 2 == 0 }))
+            .await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        assert_eq!(call.headers.get("authorization").unwrap(), "Bearer s3cr3t-value");
+    }
+    for run in &runs {
+        let done = replica.wait_run(run["id"].as_str().unwrap()).await;
+        assert!(["succeeded", "failed"].contains(&done["state"].as_str().unwrap()), "{done:#}");
+        assert_eq!(done["attempts"], 1, "{done:#}");
+    }
+    api(&replica, reqwest::Method::POST, &format!("/api/v1/deployments/{deployment_id}/targets/staging/approve"), None)
+        .await;
+    let done =
+        api(&replica, reqwest::Method::GET, &format!("/api/v1/deployments/{deployment_id}?wait=30s"), None).await;
+    assert_eq!(done["state"], "succeeded", "{done:#}");
+    // The agent's credential and the stored secret came along.
+    let token = reqwest::Client::new()
+        .post(format!("{}/oauth/token", replica.agents_url))
+        .form(&[("grant_type", "client_credentials"), ("client_id", &agent_id), ("client_secret", &agent_secret)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(token.status(), 200);
+    // The pending run went on with its retries on the new relay, and gave up after them.
+    let down = replica.wait_run(&pending_id).await;
+    assert_eq!((down["state"].as_str(), down["attempts"].as_u64()), (Some("failed"), Some(3)), "{down:#}");
+    let last = borealis_tests::api_time(&down["attemptLog"][2]["startedAt"]);
+    assert!(last >= replica.started_at(), "the last retry was made by the new relay: {down:#}");
+    let secrets = api(&replica, reqwest::Method::GET, "/api/v1/secrets", None).await;
+    assert_eq!(secrets["secrets"][0]["name"], "api_token", "{secrets}");
+    assert_eq!(system.received().len(), RUNS, "no webhook was sent again");
+}
+
+const PATIENCE_LONG: Duration = Duration::from_secs(60);

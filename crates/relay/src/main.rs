@@ -15,6 +15,8 @@ use clap::Parser;
 #[derive(Parser, Debug)]
 #[command(name = "borealis-relay", version)]
 struct Flags {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// TOML configuration file.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -109,6 +111,21 @@ struct Flags {
     poll_interval: Option<String>,
 }
 
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Copies a single relay's state (SQLite) into an empty PostgreSQL
+    /// database, for replicas: credentials, secrets, settings, metric
+    /// providers, webhook runs and deployments. Stop the relay first.
+    Migrate {
+        /// The relay's database: sqlite://PATH (its data dir's borealis.db).
+        #[arg(long, value_name = "URL")]
+        from: String,
+        /// The PostgreSQL database replicas will share: postgres://...
+        #[arg(long, value_name = "URL")]
+        to: String,
+    },
+}
+
 impl Flags {
     fn overrides(&self) -> Vec<(&'static str, config::Value)> {
         let mut set: Vec<(&'static str, config::Value)> = Vec::new();
@@ -167,6 +184,9 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let flags = Flags::parse();
+    if let Some(Command::Migrate { from, to }) = &flags.command {
+        return migrate(from, to).await;
+    }
     // Logging starts once the configuration (which may set its format) is
     // read; an error before that is printed by itself.
     let config = RelayConfig::load(flags.config.as_deref(), std::env::vars(), &flags.overrides())?;
@@ -179,6 +199,35 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {} (--agent-listen)", config.agent_listen))?;
     borealis_relay::run(config, Listeners { http, agents }, shutdown_signal()).await?;
     Ok(())
+}
+
+/// `borealis-relay migrate`: says what it copied, or why it copied nothing.
+async fn migrate(from: &str, to: &str) -> anyhow::Result<()> {
+    if !from.starts_with("sqlite:") {
+        anyhow::bail!("--from must be a sqlite:// URL (the single relay's borealis.db), not {:?}", scheme(from));
+    }
+    if !(to.starts_with("postgres:") || to.starts_with("postgresql:")) {
+        anyhow::bail!("--to must be a postgres:// URL, not {:?}", scheme(to));
+    }
+    let source = borealis_store::SqliteStore::open(from).await.context("--from")?;
+    let target = borealis_store::PostgresStore::open(to).await.context("--to")?;
+    let copied = borealis_store::migrate::sqlite_to_postgres(&source, &target).await?;
+    println!("copied into PostgreSQL:");
+    for (table, rows) in &copied.0 {
+        println!("  {table}: {rows}");
+    }
+    println!(
+        "Start every replica with --database-url set to the target and with this relay's secret key, or the \
+         copied secrets cannot be read: BOREALIS_SECRET_KEY=$(base64 -w0 DATA_DIR/secret-key), unless it \
+         already had BOREALIS_SECRET_KEY. Its admin token is copied as the shared one only if a replica starts \
+         with it (BOREALIS_ADMIN_TOKEN=$(cat DATA_DIR/admin-token))."
+    );
+    Ok(())
+}
+
+/// A URL's scheme only: the rest may hold a password.
+fn scheme(url: &str) -> &str {
+    url.split_once(':').map(|(scheme, _)| scheme).unwrap_or("(none)")
 }
 
 async fn shutdown_signal() {

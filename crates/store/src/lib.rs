@@ -22,6 +22,7 @@ mod credentials;
 mod deployments;
 mod error;
 mod idempotency;
+pub mod migrate;
 mod open;
 mod postgres;
 mod providers;

@@ -54,6 +54,11 @@ impl PostgresStore {
 
     /// A read-only transaction whose reads all see one snapshot: in
     /// REPEATABLE READ, Postgres takes it at the first statement and keeps it.
+    /// The connection pool, for the copy between backends (`migrate`).
+    pub(crate) fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
     pub(super) async fn snapshot(&self) -> Result<Transaction<'static, Postgres>, StoreError> {
         self.pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await.map_err(db)
     }

@@ -67,6 +67,11 @@ impl SqliteStore {
     /// transaction to the snapshot of its first read until it ends (in WAL
     /// mode by its read mark, in rollback mode by its shared lock), so this
     /// holds whatever the journal mode.
+    /// The connection pool, for the copy between backends (`migrate`).
+    pub(crate) fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
     pub(super) async fn snapshot(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
         self.pool.begin_with("BEGIN DEFERRED").await.map_err(db)
     }

@@ -1,0 +1,281 @@
+//! Copies a single relay's SQLite state into an empty PostgreSQL database,
+//! so that an installation can grow into replicas: `borealis-relay migrate
+//! --from sqlite://PATH --to postgres://URL`.
+//!
+//! Everything durable is copied, table by table, as stored: settings (the
+//! token signing key, so issued tokens stay valid), credentials with their
+//! hashes and revocations, secrets as encrypted (the same secret key reads
+//! them), metric providers, webhook runs with their attempts and deadlines,
+//! deployments with targets, journal, events and approvals. Leases are not:
+//! a copied attempt under way is taken over as cut off by the first replica,
+//! as after a crash. The source is read in one snapshot; the target is
+//! written in one transaction, so a failed copy leaves it empty.
+
+use sqlx::{Row, postgres::PgArguments, query::Query};
+
+use crate::error::StoreError;
+use crate::postgres::PostgresStore;
+use crate::sqlite::SqliteStore;
+
+/// How a column is stored: SQLite keeps booleans as integers.
+#[derive(Clone, Copy)]
+enum Kind {
+    Text,
+    Int,
+    Bytes,
+    Bool,
+}
+
+use Kind::{Bool, Bytes, Int, Text};
+
+/// One table: its name, its columns in order, and how its rows are ordered.
+struct Table {
+    name: &'static str,
+    columns: &'static [(&'static str, Kind)],
+    order: &'static str,
+    /// Identity columns Postgres generates, inserted as they were.
+    identity: Option<&'static str>,
+}
+
+/// Parents before children, as the foreign keys need.
+const TABLES: &[Table] = &[
+    Table { name: "settings", columns: &[("key", Text), ("value", Bytes)], order: "key", identity: None },
+    Table {
+        name: "credentials",
+        columns: &[
+            ("client_id", Text),
+            ("kind", Text),
+            ("subject", Text),
+            ("secret_hash", Bytes),
+            ("created_at", Int),
+            ("revoked_at", Int),
+        ],
+        order: "created_at, client_id",
+        identity: None,
+    },
+    Table {
+        name: "secrets",
+        columns: &[("name", Text), ("nonce", Bytes), ("ciphertext", Bytes), ("updated_at", Int)],
+        order: "name",
+        identity: None,
+    },
+    Table {
+        name: "metric_providers",
+        columns: &[
+            ("name", Text),
+            ("kind", Text),
+            ("url", Text),
+            ("agent", Text),
+            ("headers", Text),
+            ("created_at", Int),
+        ],
+        order: "name",
+        identity: None,
+    },
+    Table {
+        name: "webhook_runs",
+        columns: &[
+            ("id", Text),
+            ("callback_id", Text),
+            ("webhook", Text),
+            ("environment", Text),
+            ("spec", Text),
+            ("request", Text),
+            ("state", Text),
+            ("attempts", Int),
+            ("next_attempt_at", Int),
+            ("deadline_at", Int),
+            ("success", Bool),
+            ("md_message", Text),
+            ("reason", Text),
+            ("callback_at", Int),
+            ("created_at", Int),
+            ("updated_at", Int),
+            ("finished_at", Int),
+            ("idempotency_key", Text),
+            ("request_hash", Text),
+        ],
+        order: "created_at, id",
+        identity: None,
+    },
+    Table {
+        name: "webhook_attempts",
+        columns: &[
+            ("run_id", Text),
+            ("number", Int),
+            ("started_at", Int),
+            ("latency_ms", Int),
+            ("status", Int),
+            ("error", Text),
+            ("reply", Text),
+        ],
+        order: "run_id, number",
+        identity: None,
+    },
+    Table {
+        name: "deployments",
+        columns: &[
+            ("id", Text),
+            ("application", Text),
+            ("file", Text),
+            ("context", Text),
+            ("state", Text),
+            ("reason", Text),
+            ("created_at", Int),
+            ("updated_at", Int),
+            ("finished_at", Int),
+            ("idempotency_key", Text),
+            ("request_hash", Text),
+        ],
+        order: "created_at, id",
+        identity: None,
+    },
+    Table {
+        name: "deployment_targets",
+        columns: &[
+            ("deployment_id", Text),
+            ("target", Text),
+            ("state", Text),
+            ("step", Text),
+            ("reason", Text),
+            ("updated_at", Int),
+            ("position", Int),
+        ],
+        order: "position",
+        identity: Some("position"),
+    },
+    Table {
+        name: "deployment_journal",
+        columns: &[("deployment_id", Text), ("key", Text), ("value", Text), ("recorded_at", Int)],
+        order: "deployment_id, key",
+        identity: None,
+    },
+    Table {
+        name: "deployment_events",
+        columns: &[
+            ("id", Int),
+            ("deployment_id", Text),
+            ("at", Int),
+            ("target", Text),
+            ("kind", Text),
+            ("message", Text),
+        ],
+        order: "id",
+        identity: Some("id"),
+    },
+    Table {
+        name: "approvals",
+        columns: &[
+            ("deployment_id", Text),
+            ("step_key", Text),
+            ("target", Text),
+            ("state", Text),
+            ("requested_at", Int),
+            ("decided_at", Int),
+        ],
+        order: "deployment_id, step_key",
+        identity: None,
+    },
+];
+
+/// The tables whose rows make a database "in use".
+const IN_USE: &[&str] = &["settings", "credentials", "secrets", "metric_providers", "webhook_runs", "deployments"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum MigrateError {
+    /// The target holds data already: nothing was copied.
+    #[error(
+        "the target database is not empty ({0}); migrate copies into an empty one only, so that nothing is overwritten or mixed"
+    )]
+    TargetNotEmpty(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// How many rows of each table were copied, in copy order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Copied(pub Vec<(&'static str, u64)>);
+
+impl Copied {
+    pub fn rows(&self, table: &str) -> u64 {
+        self.0.iter().find(|(name, _)| *name == table).map(|(_, n)| *n).unwrap_or_default()
+    }
+}
+
+/// A value read from SQLite, as Postgres takes it.
+enum Value {
+    Text(Option<String>),
+    Int(Option<i64>),
+    Bytes(Option<Vec<u8>>),
+    Bool(Option<bool>),
+}
+
+fn read(row: &sqlx::sqlite::SqliteRow, column: &str, kind: Kind) -> Result<Value, StoreError> {
+    let backend = |e: sqlx::Error| StoreError::Backend(Box::new(e));
+    Ok(match kind {
+        Text => Value::Text(row.try_get(column).map_err(backend)?),
+        Int => Value::Int(row.try_get(column).map_err(backend)?),
+        Bytes => Value::Bytes(row.try_get(column).map_err(backend)?),
+        Bool => Value::Bool(row.try_get::<Option<i64>, _>(column).map_err(backend)?.map(|v| v != 0)),
+    })
+}
+
+fn bind(query: Query<'_, sqlx::Postgres, PgArguments>, value: Value) -> Query<'_, sqlx::Postgres, PgArguments> {
+    match value {
+        Value::Text(v) => query.bind(v),
+        Value::Int(v) => query.bind(v),
+        Value::Bytes(v) => query.bind(v),
+        Value::Bool(v) => query.bind(v),
+    }
+}
+
+/// Copies `from` into `to`, which must be empty. Returns what was copied.
+pub async fn sqlite_to_postgres(from: &SqliteStore, to: &PostgresStore) -> Result<Copied, MigrateError> {
+    let pg = |e: sqlx::Error| StoreError::Backend(Box::new(e));
+    let mut used = Vec::new();
+    for table in IN_USE {
+        let sql = format!("SELECT count(*) AS n FROM {table}");
+        let n: i64 = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_one(to.pool()).await.map_err(pg)?.get("n");
+        if n > 0 {
+            used.push(format!("{table}: {n} rows"));
+        }
+    }
+    if !used.is_empty() {
+        return Err(MigrateError::TargetNotEmpty(used.join(", ")));
+    }
+    let mut source = from.pool().begin_with("BEGIN DEFERRED").await.map_err(pg)?;
+    let mut target = to.pool().begin().await.map_err(pg)?;
+    let mut copied = Vec::new();
+    for table in TABLES {
+        let names: Vec<&str> = table.columns.iter().map(|(name, _)| *name).collect();
+        let select = format!("SELECT {} FROM {} ORDER BY {}", names.join(", "), table.name, table.order);
+        let rows = sqlx::query(sqlx::AssertSqlSafe(select)).fetch_all(&mut *source).await.map_err(pg)?;
+        let placeholders: Vec<String> = (1..=names.len()).map(|i| format!("${i}")).collect();
+        let overriding = if table.identity.is_some() { " OVERRIDING SYSTEM VALUE" } else { "" };
+        let insert = format!(
+            "INSERT INTO {} ({}){overriding} VALUES ({})",
+            table.name,
+            names.join(", "),
+            placeholders.join(", ")
+        );
+        for row in &rows {
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(insert.clone()));
+            for (column, kind) in table.columns {
+                query = bind(query, read(row, column, *kind)?);
+            }
+            query.execute(&mut *target).await.map_err(pg)?;
+        }
+        if let Some(column) = table.identity {
+            // The next generated value follows the copied ones.
+            let reset = format!(
+                "SELECT setval(pg_get_serial_sequence('{name}', '{column}'), COALESCE(MAX({column}), 0) + 1, false) FROM {name}",
+                name = table.name
+            );
+            sqlx::query(sqlx::AssertSqlSafe(reset)).execute(&mut *target).await.map_err(pg)?;
+        }
+        copied.push((table.name, rows.len() as u64));
+    }
+    target.commit().await.map_err(pg)?;
+    source.rollback().await.map_err(pg)?;
+    Ok(Copied(copied))
+}
