@@ -517,3 +517,239 @@ async fn replicas_take_the_admin_token_the_first_one_created() {
         assert_eq!(reply.status().as_u16(), expected, "{} with {presented:?}", relay.http_url);
     }
 }
+
+/// An API call through the balancer that survives the replica behind it
+/// dying mid-request: repeated on a transport error or a 502/503 (a POST
+/// with its `Idempotency-Key`, so the repeat creates nothing twice).
+async fn api_retrying(
+    base: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+    key: Option<&str>,
+) -> serde_json::Value {
+    let mut last = String::new();
+    for _ in 0..50 {
+        let mut request = client().request(method.clone(), format!("{base}{path}")).bearer_auth(ADMIN_TOKEN);
+        if let Some(body) = &body {
+            request = request.json(body);
+        }
+        if let Some(key) = key {
+            request = request.header("idempotency-key", key);
+        }
+        match request.send().await {
+            Ok(reply) if reply.status().is_success() => return reply.json().await.unwrap(),
+            Ok(reply) if [502, 503].contains(&reply.status().as_u16()) => last = reply.status().to_string(),
+            Ok(reply) => {
+                let status = reply.status();
+                panic!("{path}: {status} {}", reply.text().await.unwrap_or_default());
+            }
+            Err(err) => last = err.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("{path}: still failing: {last}")
+}
+
+/// The chaos the issue describes: 1 000 runs (direct and through agents,
+/// half decided by callbacks) and 10 deployments with approvals, timed
+/// pauses and a webhook gate; one replica SIGKILLed a third of the way in,
+/// a second killed and restarted two thirds in; callbacks and approvals
+/// through the balancer throughout. Every run ends, none is lost, no
+/// attempt is called twice, every deployment ends as its gate decided, and
+/// every agent that lost its replica is connected again within 5 s.
+#[tokio::test(flavor = "multi_thread")]
+async fn chaos_two_replicas_die_and_nothing_is_lost_or_done_twice() {
+    const RUNS: usize = 1000;
+    const DEPLOYMENTS: usize = 10;
+    let mut cluster = Cluster::start();
+    let base = cluster.http();
+    let (client_id, client_secret) = {
+        let out = cluster.cli().args(["clients", "create", "ci"]).run();
+        assert!(out.status.success(), "{}", out.stderr_text());
+        let text = out.stdout_text();
+        let value = |key: &str| text.lines().find_map(|l| l.strip_prefix(&format!("{key}: "))).unwrap().to_owned();
+        (value("client_id"), value("client_secret"))
+    };
+    // The external system calls back through the balancer.
+    let (system_addr, system) = borealis_tests::external::start(&base, &client_id, &client_secret).await;
+    let mut agents = Vec::new();
+    for id in ["east", "west"] {
+        let (agent_client, secret) = cluster.create_agent(id);
+        for n in 1..=2 {
+            let name = format!("{id}-{n}");
+            let agent = AgentProcess::start(
+                &cluster.balancer.url("agents"),
+                &agent_client,
+                &secret,
+                &["--allow", "127.0.0.0/8", "--instance", &name],
+            );
+            agent.wait_connected(Duration::from_secs(30)).await;
+            agents.push(agent);
+        }
+    }
+
+    let deployment = |k: usize| {
+        let verdict = if k % 2 == 0 { "pass" } else { "fail" };
+        format!(
+            "application: app-{k}
+webhooks:
+  - name: gate
+    method: POST
+    uriTemplate: http://{system_addr}/{verdict}/deployment-{k}
+    networkMode: direct
+    headers:
+      - key: Location
+        value: '{{{{armory.callbackUri}}}}/callback'
+targets:
+  staging:
+    constraints:
+      beforeDeployment:
+        - pause:
+            untilApproved: true
+  prod:
+    dependsOn: [staging]
+    constraints:
+      beforeDeployment:
+        - pause:
+            duration: 2
+            unit: SECONDS
+        - runWebhook:
+            name: gate
+"
+        )
+    };
+    let mut deployments = Vec::new();
+    for k in 0..DEPLOYMENTS {
+        let body = serde_json::json!({ "file": deployment(k) });
+        let created =
+            api_retrying(&base, reqwest::Method::POST, "/api/v1/deployments", Some(body), Some(&format!("d-{k}")))
+                .await;
+        deployments.push(created["id"].as_str().unwrap().to_owned());
+    }
+
+    // Run i: direct or through an agent; decided by its 2xx or by a callback.
+    let run_file = |i: usize| {
+        let network = match i % 4 {
+            0 | 1 => "networkMode: direct".to_owned(),
+            2 => "networkMode: remoteNetworkAgent\n    agentIdentifier: east".to_owned(),
+            _ => "networkMode: remoteNetworkAgent\n    agentIdentifier: west".to_owned(),
+        };
+        let (path, callbacks) = if i % 2 == 0 { ("pass", "false") } else { ("silent", "true") };
+        format!(
+            "webhooks:
+  - name: job
+    method: POST
+    uriTemplate: http://{system_addr}/{path}/run-{i}
+    {network}
+    retryCount: 5
+    disableCallback: {callbacks}
+    headers:
+      - key: Location
+        value: '{{{{armory.callbackUri}}}}/callback'
+"
+        )
+    };
+    let start_runs = |range: std::ops::Range<usize>| {
+        let base = base.clone();
+        stream::iter(range)
+            .map(move |i| {
+                let (base, body) = (base.clone(), serde_json::json!({ "file": run_file(i), "name": "job" }));
+                async move {
+                    let key = format!("run-{i}");
+                    let run =
+                        api_retrying(&base, reqwest::Method::POST, "/api/v1/webhook-runs", Some(body), Some(&key))
+                            .await;
+                    run["id"].as_str().unwrap().to_owned()
+                }
+            })
+            .buffer_unordered(16)
+            .collect::<Vec<String>>()
+    };
+    let mut runs = start_runs(0..RUNS / 3).await;
+    // The first replica dies.
+    drop(cluster.replicas.remove(0));
+    runs.extend(start_runs(RUNS / 3..2 * RUNS / 3).await);
+    // The second dies and comes back on the same addresses.
+    let second = cluster.replicas.remove(0).kill_and_restart();
+    cluster.replicas.insert(0, second);
+    runs.extend(start_runs(2 * RUNS / 3..RUNS).await);
+    assert_eq!(runs.len(), RUNS);
+
+    for id in &deployments {
+        eventually(&format!("deployment {id} waits for approval"), Duration::from_secs(60), || async {
+            let d = api_retrying(&base, reqwest::Method::GET, &format!("/api/v1/deployments/{id}"), None, None).await;
+            (d["pendingApprovals"] == serde_json::json!(["staging"])).then_some(())
+        })
+        .await;
+        let path = format!("/api/v1/deployments/{id}/targets/staging/approve");
+        api_retrying(&base, reqwest::Method::POST, &path, None, None).await;
+    }
+
+    // Every run ends. A callback the external system sent as its replica
+    // died is sent again, as a real system retries (a repeat of the same
+    // verdict is accepted).
+    for id in &runs {
+        let done = eventually(&format!("run {id} ends"), Duration::from_secs(120), || async {
+            let path = format!("/api/v1/webhook-runs/{id}?wait=5s");
+            let run = api_retrying(&base, reqwest::Method::GET, &path, None, None).await;
+            match run["state"].as_str().unwrap_or_default() {
+                "pending" | "calling" => None,
+                "awaiting_callback" => {
+                    let uri = format!("{}/callback", run["callbackUri"].as_str().unwrap());
+                    system.call_back(&uri, serde_json::json!({ "success": true, "mdMessage": "again" })).await;
+                    None
+                }
+                _ => Some(run),
+            }
+        })
+        .await;
+        assert_eq!(done["state"], "succeeded", "{done:#}");
+    }
+    // No attempt was called twice; every run was called.
+    let mut calls: HashMap<(String, String), usize> = HashMap::new();
+    for call in system.received() {
+        let header = |name: &str| call.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+        if call.uri.contains("/run-") {
+            *calls.entry((header("webhook-id"), header("borealis-attempt"))).or_default() += 1;
+        }
+    }
+    let twice: Vec<_> = calls.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "attempts called more than once: {twice:?}");
+    for id in &runs {
+        assert!(calls.keys().any(|(run, _)| run == id), "run {id} was never called");
+    }
+    for (k, id) in deployments.iter().enumerate() {
+        let path = format!("/api/v1/deployments/{id}?wait=30s");
+        let done = api_retrying(&base, reqwest::Method::GET, &path, None, None).await;
+        let expected = if k % 2 == 0 { "succeeded" } else { "failed" };
+        assert_eq!(done["state"], expected, "deployment {k}: {done:#}");
+    }
+    // The dead replicas' deployments were taken over.
+    let took_over = cluster.replicas.iter().any(|r| r.log_line(&["resuming deployment (its lease lapsed)"]).is_some());
+    assert!(took_over, "no live replica took a deployment over");
+    // Every agent that lost its replica was connected again within 5 s, by
+    // its own log; and each serves through the balancer now.
+    let mut losses = 0;
+    for agent in &agents {
+        let lines = agent.log_lines(&[]);
+        for (n, line) in lines.iter().enumerate() {
+            if !line.contains("session ended") {
+                continue;
+            }
+            losses += 1;
+            let lost = borealis_tests::log_time(line);
+            let back = lines[n..]
+                .iter()
+                .find(|l| l.contains("connected to the relay"))
+                .unwrap_or_else(|| panic!("the agent never came back after {line}"));
+            let gap = borealis_tests::between(lost, borealis_tests::log_time(back));
+            assert!(gap <= Duration::from_secs(5), "reconnected {gap:?} after losing its replica: {line} / {back}");
+        }
+    }
+    assert!(losses > 0, "no agent instance was on a replica that died");
+    for id in ["east", "west"] {
+        let (status, body) = proxy_get(&base, id, &format!("http://{system_addr}/pass/hello")).await;
+        assert!(status == 202 || status == 200, "{id}: {status} {body}");
+    }
+}

@@ -333,7 +333,11 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     Some(at.duration_since(SystemTime::now()).unwrap_or_default())
 }
 
-async fn call(runs: &Runs, spec: &RunSpec, request: &template::RenderedRequest, stamp: &Stamp) -> Answer {
+/// The header that numbers a run's calls (1 for the first attempt), so a
+/// receiver can tell a retry from a repeat of the same attempt.
+pub const ATTEMPT_HEADER: &str = "borealis-attempt";
+
+async fn call(runs: &Runs, spec: &RunSpec, request: &template::RenderedRequest, stamp: &Stamp, number: u32) -> Answer {
     let mut headers = HeaderMap::new();
     for (name, value) in &request.headers {
         match (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
@@ -346,6 +350,7 @@ async fn call(runs: &Runs, spec: &RunSpec, request: &template::RenderedRequest, 
     // `webhook-id` is the run's id, the same on every attempt, so a receiver
     // can drop a repeat; signed, also this attempt's timestamp and signature.
     stamp.apply(&mut headers);
+    headers.insert(ATTEMPT_HEADER, HeaderValue::from(number));
     let Ok(method) = http::Method::from_bytes(request.method.as_bytes()) else {
         return Answer::Failed { retryable: false, detail: format!("invalid method {:?}", request.method) };
     };
@@ -418,6 +423,7 @@ async fn attempt(runs: &Runs, run: RunRecord) -> StepResult {
         |mut masked| {
             masked.headers.retain(|(name, _)| !borealis_core::signing::is_signing_header(name));
             masked.headers.extend(stamp.pairs());
+            masked.headers.push((ATTEMPT_HEADER.to_owned(), number.to_string()));
             masked
         },
     );
@@ -431,7 +437,7 @@ async fn attempt(runs: &Runs, run: RunRecord) -> StepResult {
     runs.changed(id);
     let started_at = runs.clock.now();
     let started = tokio::time::Instant::now();
-    let answer = call(runs, &spec, &rendered, &stamp).await;
+    let answer = call(runs, &spec, &rendered, &stamp, number).await;
     let latency_ms = started.elapsed().as_millis() as u64;
     let record = match &answer {
         Answer::Status { status, reply, .. } => {
