@@ -590,7 +590,7 @@ async fn chaos_two_replicas_die_and_nothing_is_lost_or_done_twice() {
     }
 
     let deployment = |k: usize| {
-        let verdict = if k % 2 == 0 { "pass" } else { "fail" };
+        let verdict = if k.is_multiple_of(2) { "pass" } else { "fail" };
         format!(
             "application: app-{k}
 webhooks:
@@ -635,7 +635,7 @@ targets:
             2 => "networkMode: remoteNetworkAgent\n    agentIdentifier: east".to_owned(),
             _ => "networkMode: remoteNetworkAgent\n    agentIdentifier: west".to_owned(),
         };
-        let (path, callbacks) = if i % 2 == 0 { ("pass", "false") } else { ("silent", "true") };
+        let (path, callbacks) = if i.is_multiple_of(2) { ("pass", "false") } else { ("silent", "true") };
         format!(
             "webhooks:
   - name: job
@@ -722,7 +722,7 @@ targets:
     for (k, id) in deployments.iter().enumerate() {
         let path = format!("/api/v1/deployments/{id}?wait=30s");
         let done = api_retrying(&base, reqwest::Method::GET, &path, None, None).await;
-        let expected = if k % 2 == 0 { "succeeded" } else { "failed" };
+        let expected = if k.is_multiple_of(2) { "succeeded" } else { "failed" };
         assert_eq!(done["state"], expected, "deployment {k}: {done:#}");
     }
     // The dead replicas' deployments were taken over.
@@ -752,4 +752,54 @@ targets:
         let (status, body) = proxy_get(&base, id, &format!("http://{system_addr}/pass/hello")).await;
         assert!(status == 202 || status == 200, "{id}: {status} {body}");
     }
+}
+
+/// A revocation made through one replica reaches the others at once: the
+/// agent's session on another replica ends, and a callback client's token
+/// is refused there (it no longer counts as live).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_revocation_through_one_replica_holds_on_the_others() {
+    let schema = Schema::new();
+    let public_url = format!("http://{}", free_port());
+    let (one, two) = (replica(&schema, 1, &public_url), replica(&schema, 2, &public_url));
+    let (agent_client, agent_secret) = one.create_agent("rna");
+    let mut agent = AgentProcess::start(&one.agents_url, &agent_client, &agent_secret, &["--allow", "127.0.0.0/8"]);
+    agent.wait_connected(Duration::from_secs(30)).await;
+    let (client_id, client_secret) = one.create_client("ci");
+    let (_, system) = borealis_tests::external::start(&one.http_url, &client_id, &client_secret).await;
+    let callback = format!("{}/callbacks/no-such-run/callback", one.http_url);
+    // Live: the token is taken (and the unknown run is a 404).
+    let early_token = system.token().await;
+    let post = |token: String| {
+        let callback = callback.clone();
+        async move {
+            let body = serde_json::json!({ "success": true });
+            client().post(&callback).bearer_auth(token).json(&body).send().await.unwrap().status().as_u16()
+        }
+    };
+    assert_eq!(post(early_token.clone()).await, 404);
+
+    let out = two.cli().args(["clients", "revoke", "ci"]).run();
+    assert!(out.status.success(), "{}", out.stderr_text());
+    let out = two.cli().args(["agents", "revoke", "rna"]).run();
+    assert!(out.status.success(), "{}", out.stderr_text());
+    // Replica 1 ends the session; the agent, refused a new token, exits.
+    let exited = agent.wait_exit(Duration::from_secs(30)).expect("the revoked agent exits");
+    assert!(!exited.success());
+    assert!(one.log_line(&["ended sessions of revoked agent credentials"]).is_some(), "replica 1 ended the session");
+    let token: serde_json::Value = client()
+        .post(format!("{}/oauth/token", one.http_url))
+        .form(&[("grant_type", "client_credentials"), ("client_id", &client_id), ("client_secret", &client_secret)])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(token.get("access_token").is_none(), "a revoked client gets no token: {token}");
+    // A token issued before the revocation is refused on replica 1 too.
+    eventually("replica 1 refuses the revoked client's callback", Duration::from_secs(30), || async {
+        (post(early_token.clone()).await == 401).then_some(())
+    })
+    .await;
 }

@@ -122,7 +122,11 @@ async fn idle_connections_cannot_lock_out_the_api() {
     assert!(agent.metric("borealis_agent_connected").await == 1.0, "the agent's session is not idle");
     watching.cancel();
     let (asked, slowest) = watcher.await.expect("every /healthz answered");
-    assert!(asked >= 20, "/healthz was asked {asked} times");
+    // The attack lasts at least the 3 s header timeout, and /healthz is
+    // asked every 100 ms after its last answer: at least 10 asks show it was
+    // asked throughout, however slow the loaded machine made each answer
+    // (20 failed a run where answers took 60 ms).
+    assert!(asked >= 10, "/healthz was asked {asked} times");
     eprintln!("/healthz asked {asked} times during the attack; slowest answer {slowest:?}");
     assert!(!relay.log().contains("Too many open files"), "the relay ran out of descriptors");
 }

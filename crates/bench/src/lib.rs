@@ -5,12 +5,16 @@
 //!   time, latency in an HDR histogram.
 //! - [`echo`]: the echo server (`borealis-bench echo`), streaming both ways.
 //! - [`procs`]: the processes, their CPU time and resident memory.
-//! - [`scenarios`]: `forward`, `stream`, `runs` and `agents`, with their targets.
+//! - [`scenarios`]: `forward`, `stream`, `runs`, `cluster` and `agents`, with
+//!   their targets.
+//! - [`postgres`]: the PostgreSQL server of `cluster` (relay replicas on one
+//!   database), a fresh schema per case.
 //! - [`sim`]: simulated agents, many sessions from one process.
 //! - [`report`]: the table, `bench/results/latest.md` and `latest.json`.
 
 pub mod echo;
 pub mod load;
+pub mod postgres;
 pub mod procs;
 pub mod report;
 pub mod scenarios;

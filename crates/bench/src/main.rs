@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 #[derive(Parser, Debug)]
 #[command(name = "borealis-bench")]
 struct Flags {
-    /// Run one scenario: forward, stream, runs or agents.
+    /// Run one scenario: forward, stream, runs, cluster or agents.
     #[arg(long)]
     only: Option<String>,
     /// Agent sessions in the agents scenario.
@@ -20,6 +20,14 @@ struct Flags {
     /// Webhook runs in the runs scenario.
     #[arg(long, default_value_t = 100_000)]
     runs: usize,
+    /// Webhook runs in each callbacks case of the cluster scenario.
+    #[arg(long, default_value_t = 20_000)]
+    cluster_runs: usize,
+    /// The PostgreSQL server of the cluster scenario: each case gets a
+    /// schema of its own in its database; without an answer, the cases are
+    /// reported as skipped.
+    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/test")]
+    postgres_url: String,
     /// Length of each load case.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     duration: Duration,
@@ -101,7 +109,7 @@ async fn main() -> anyhow::Result<()> {
         tokio::signal::ctrl_c().await?;
         return Ok(());
     }
-    let scenarios = ["forward", "stream", "runs", "agents"];
+    let scenarios = ["forward", "stream", "runs", "cluster", "agents"];
     if let Some(only) = &flags.only {
         anyhow::ensure!(
             scenarios.contains(&only.as_str()),
@@ -120,6 +128,10 @@ async fn main() -> anyhow::Result<()> {
     }
     if wanted("runs") {
         scenarios::runs(&stack, flags.runs, &mut report).await?;
+    }
+    // Its own relays, on PostgreSQL; only the echo server is shared.
+    if wanted("cluster") {
+        scenarios::cluster(&stack, &flags.postgres_url, flags.cluster_runs, flags.duration, &mut report).await?;
     }
     // Last: it restarts the relay.
     if wanted("agents") {

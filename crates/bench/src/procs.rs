@@ -148,13 +148,39 @@ pub struct Stack {
 
 pub struct TempDir(PathBuf);
 
+impl TempDir {
+    /// `borealis-bench-<pid>-<label>` in the system's temporary directory,
+    /// emptied of what a run before left there.
+    pub fn new(label: &str) -> Self {
+        let path = std::env::temp_dir().join(format!("borealis-bench-{}-{label}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        Self(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
-fn spawn_relay(data: &Path, listen: &str, agent_listen: &str) -> anyhow::Result<Process> {
+/// How a relay starts beyond the flags every benchmark relay gets: by
+/// default on SQLite in its data dir, with an admin token of its own;
+/// with `database_url` and the shared `env`, as one replica of several.
+#[derive(Clone, Debug, Default)]
+pub struct RelayOptions {
+    pub database_url: Option<String>,
+    pub replica_name: Option<String>,
+    /// Such as `BOREALIS_ADMIN_TOKEN` and `BOREALIS_SECRET_KEY`, which
+    /// replicas must share.
+    pub env: Vec<(String, String)>,
+}
+
+fn spawn_relay(data: &Path, listen: &str, agent_listen: &str, options: &RelayOptions) -> anyhow::Result<Process> {
     let mut command = Command::new(bin_dir().join("borealis-relay"));
     command
         .arg("--data-dir")
@@ -165,7 +191,16 @@ fn spawn_relay(data: &Path, listen: &str, agent_listen: &str) -> anyhow::Result<
         // as the agent's is: the benchmark measures forwarding, not logging.
         .env("BOREALIS_LOG", "warn,borealis_relay=info,borealis_relay::proxy=warn")
         .env_remove("BOREALIS_ADMIN_TOKEN");
-    Process::spawn("relay", command)
+    if let Some(url) = &options.database_url {
+        command.args(["--database-url", url]);
+    }
+    if let Some(name) = &options.replica_name {
+        command.args(["--replica-name", name]);
+    }
+    for (key, value) in &options.env {
+        command.env(key, value);
+    }
+    Process::spawn(options.replica_name.as_deref().unwrap_or("relay"), command)
 }
 
 fn field(line: &str, key: &str) -> anyhow::Result<String> {
@@ -173,39 +208,121 @@ fn field(line: &str, key: &str) -> anyhow::Result<String> {
     Ok(line[start..].split_whitespace().next().unwrap_or_default().to_owned())
 }
 
+/// A relay process and where its two listeners are.
+pub struct Relay {
+    pub process: Process,
+    /// The HTTP API, `http://127.0.0.1:PORT`.
+    pub http: String,
+    /// The agents' listener, `http://127.0.0.1:PORT`.
+    pub agents: String,
+}
+
+impl Relay {
+    /// Starts a relay on free loopback ports and waits until it is ready.
+    pub fn start(data: &Path, options: &RelayOptions) -> anyhow::Result<Self> {
+        let mut process = spawn_relay(data, "127.0.0.1:0", "127.0.0.1:0", options)?;
+        let ready = process.wait_for("relay ready")?;
+        Ok(Self { http: field(&ready, "http")?, agents: field(&ready, "agents")?, process })
+    }
+
+    /// The value of one series (`name{labels}`) of its `/metrics`, 0 when absent.
+    pub async fn metric(&self, series: &str) -> anyhow::Result<f64> {
+        let text = reqwest::get(format!("{}/metrics", self.http)).await?.text().await?;
+        let prefix = format!("{series} ");
+        Ok(text.lines().find_map(|l| l.strip_prefix(&prefix)).and_then(|v| v.trim().parse().ok()).unwrap_or(0.0))
+    }
+}
+
+/// reqwest is built without a default TLS crypto provider: install one
+/// before the first client is made.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Registers agent `id` with the relay at `relay_http`; returns its client
+/// id and secret.
+pub async fn create_agent(relay_http: &str, admin_token: &str, id: &str) -> anyhow::Result<(String, String)> {
+    let created: serde_json::Value = reqwest::Client::new()
+        .post(format!("{relay_http}/api/v1/agents"))
+        .bearer_auth(admin_token)
+        .json(&serde_json::json!({ "id": id }))
+        .send()
+        .await?
+        .json()
+        .await?;
+    match (created["clientId"].as_str(), created["clientSecret"].as_str()) {
+        (Some(client_id), Some(secret)) => Ok((client_id.to_owned(), secret.to_owned())),
+        _ => anyhow::bail!("creating agent {id:?}: {created}"),
+    }
+}
+
+/// Starts a real agent against the agents' listener at `agents_url`,
+/// allowed to reach the echo server only, and waits until it is connected.
+pub fn start_agent(agents_url: &str, client_id: &str, client_secret: &str, echo_addr: &str) -> anyhow::Result<Process> {
+    let mut command = Command::new(bin_dir().join("borealis-agent"));
+    command
+        .args(["--relay", agents_url, "--client-id", client_id])
+        .args(["--client-secret", client_secret, "--allow", echo_addr])
+        .args(["--max-concurrency", "1024", "--max-body-bytes", &(4u64 << 30).to_string()])
+        .env("BOREALIS_LOG", "warn,borealis_agent::session=info");
+    let mut agent = Process::spawn("agent", command)?;
+    agent.wait_for("connected to the relay")?;
+    Ok(agent)
+}
+
+/// Creates a credential (`kind` is `agents` or `clients`) on the relay at
+/// `relay_http` and returns a bearer token for it.
+pub async fn credential_token(
+    relay_http: &str,
+    admin_token: &str,
+    kind: &str,
+    body: serde_json::Value,
+) -> anyhow::Result<String> {
+    let http = reqwest::Client::new();
+    let created: serde_json::Value = http
+        .post(format!("{relay_http}/api/v1/{kind}"))
+        .bearer_auth(admin_token)
+        .json(&body)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let form = [
+        ("grant_type", "client_credentials"),
+        ("client_id", created["clientId"].as_str().unwrap_or_default()),
+        ("client_secret", created["clientSecret"].as_str().unwrap_or_default()),
+    ];
+    let token: serde_json::Value =
+        http.post(format!("{relay_http}/oauth/token")).form(&form).send().await?.json().await?;
+    Ok(token["access_token"].as_str().ok_or_else(|| anyhow::anyhow!("no token for the {kind} credential"))?.to_owned())
+}
+
+/// `/api/v1/proxy` of the relay at `relay_http` for `target`, direct or
+/// through `agent`.
+pub fn proxy_url(relay_http: &str, target: &str, agent: Option<&str>) -> url::Url {
+    let mut url = url::Url::parse(&format!("{relay_http}/api/v1/proxy")).expect("valid");
+    url.query_pairs_mut().append_pair("url", target);
+    if let Some(agent) = agent {
+        url.query_pairs_mut().append_pair("agent", agent);
+    }
+    url
+}
+
 impl Stack {
     pub async fn start() -> anyhow::Result<Self> {
-        let bins = bin_dir();
         let data = std::env::temp_dir().join(format!("borealis-bench-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&data);
-        let mut echo_cmd = Command::new(bins.join("borealis-bench"));
+        let mut echo_cmd = Command::new(bin_dir().join("borealis-bench"));
         echo_cmd.arg("echo");
         let mut echo = Process::spawn("echo server", echo_cmd)?;
         let echo_addr = echo.wait_for("listening on")?.rsplit(' ').next().unwrap_or_default().to_owned();
 
-        let mut relay = spawn_relay(&data, "127.0.0.1:0", "127.0.0.1:0")?;
-        let ready = relay.wait_for("relay ready")?;
-        let relay_http = field(&ready, "http")?;
-        let agents = field(&ready, "agents")?;
+        let Relay { process: relay, http: relay_http, agents } = Relay::start(&data, &RelayOptions::default())?;
         let admin_token = std::fs::read_to_string(data.join("admin-token"))?.trim().to_owned();
 
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let created: serde_json::Value = reqwest::Client::new()
-            .post(format!("{relay_http}/api/v1/agents"))
-            .bearer_auth(&admin_token)
-            .json(&serde_json::json!({ "id": "bench" }))
-            .send()
-            .await?
-            .json()
-            .await?;
-        let mut agent_cmd = Command::new(bins.join("borealis-agent"));
-        agent_cmd
-            .args(["--relay", &agents, "--client-id", created["clientId"].as_str().unwrap_or_default()])
-            .args(["--client-secret", created["clientSecret"].as_str().unwrap_or_default(), "--allow", &echo_addr])
-            .args(["--max-concurrency", "1024", "--max-body-bytes", &(4u64 << 30).to_string()])
-            .env("BOREALIS_LOG", "warn,borealis_agent::session=info");
-        let mut agent = Process::spawn("agent", agent_cmd)?;
-        agent.wait_for("connected to the relay")?;
+        install_crypto_provider();
+        let (client_id, client_secret) = create_agent(&relay_http, &admin_token, "bench").await?;
+        let agent = start_agent(&agents, &client_id, &client_secret, &echo_addr)?;
         println!("relay pid {}, agent pid {}, echo pid {}", relay.pid(), agent.pid(), echo.pid());
         Ok(Self { relay, agent, echo, relay_http, agents_url: agents, echo_addr, admin_token, data_dir: TempDir(data) })
     }
@@ -213,26 +330,7 @@ impl Stack {
     /// Creates a credential (`kind` is `agents` or `clients`) and returns a
     /// bearer token for it.
     pub async fn token(&self, kind: &str, body: serde_json::Value) -> anyhow::Result<String> {
-        let http = reqwest::Client::new();
-        let created: serde_json::Value = http
-            .post(format!("{}/api/v1/{kind}", self.relay_http))
-            .bearer_auth(&self.admin_token)
-            .json(&body)
-            .send()
-            .await?
-            .json()
-            .await?;
-        let form = [
-            ("grant_type", "client_credentials"),
-            ("client_id", created["clientId"].as_str().unwrap_or_default()),
-            ("client_secret", created["clientSecret"].as_str().unwrap_or_default()),
-        ];
-        let token: serde_json::Value =
-            http.post(format!("{}/oauth/token", self.relay_http)).form(&form).send().await?.json().await?;
-        Ok(token["access_token"]
-            .as_str()
-            .ok_or_else(|| anyhow::anyhow!("no token for the {kind} credential"))?
-            .to_owned())
+        credential_token(&self.relay_http, &self.admin_token, kind, body).await
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -244,7 +342,7 @@ impl Stack {
         let address = |url: &str| url.trim_start_matches("http://").to_owned();
         let (http, agents) = (address(&self.relay_http), address(&self.agents_url));
         self.relay.kill();
-        let mut relay = spawn_relay(&self.data_dir.0, &http, &agents)?;
+        let mut relay = spawn_relay(&self.data_dir.0, &http, &agents, &RelayOptions::default())?;
         relay.wait_for("relay ready")?;
         self.relay = relay;
         Ok(())
@@ -252,12 +350,7 @@ impl Stack {
 
     /// `/api/v1/proxy` for `target`, direct or through the agent.
     pub fn proxy_url(&self, target: &str, via_agent: bool) -> url::Url {
-        let mut url = url::Url::parse(&format!("{}/api/v1/proxy", self.relay_http)).expect("valid");
-        url.query_pairs_mut().append_pair("url", target);
-        if via_agent {
-            url.query_pairs_mut().append_pair("agent", "bench");
-        }
-        url
+        proxy_url(&self.relay_http, target, via_agent.then_some("bench"))
     }
 
     /// Requests the relay has handed to agents so far: (down standby calls,

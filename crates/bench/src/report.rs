@@ -28,19 +28,41 @@ pub struct Target {
     pub limit: f64,
     pub unit: &'static str,
     pub at_least: bool,
+    /// The limit itself misses: the measure must be above it (or below).
+    pub strict: bool,
 }
 
 impl Target {
     pub fn at_least(name: &str, measured: f64, limit: f64, unit: &'static str) -> Self {
-        Self { name: name.into(), measured, limit, unit, at_least: true }
+        Self { name: name.into(), measured, limit, unit, at_least: true, strict: false }
+    }
+
+    /// More than the limit: reaching it is not enough, as for a gain.
+    pub fn above(name: &str, measured: f64, limit: f64, unit: &'static str) -> Self {
+        Self { strict: true, ..Self::at_least(name, measured, limit, unit) }
     }
 
     pub fn at_most(name: &str, measured: f64, limit: f64, unit: &'static str) -> Self {
-        Self { name: name.into(), measured, limit, unit, at_least: false }
+        Self { name: name.into(), measured, limit, unit, at_least: false, strict: false }
     }
 
     pub fn met(&self) -> bool {
-        if self.at_least { self.measured >= self.limit } else { self.measured <= self.limit }
+        match (self.at_least, self.strict) {
+            (true, false) => self.measured >= self.limit,
+            (true, true) => self.measured > self.limit,
+            (false, false) => self.measured <= self.limit,
+            (false, true) => self.measured < self.limit,
+        }
+    }
+
+    /// The goal in words and as a sign.
+    fn goal(&self) -> (&'static str, &'static str) {
+        match (self.at_least, self.strict) {
+            (true, false) => ("at least", "≥"),
+            (true, true) => ("above", ">"),
+            (false, false) => ("at most", "≤"),
+            (false, true) => ("below", "<"),
+        }
     }
 }
 
@@ -96,7 +118,7 @@ impl Report {
     pub fn print_targets(&self) {
         println!();
         for target in &self.targets {
-            let goal = if target.at_least { "at least" } else { "at most" };
+            let (goal, _) = target.goal();
             let verdict = if target.met() { "met" } else { "MISSED" };
             println!(
                 "{verdict:>6}  {}: {:.2} {} ({goal} {} {})",
@@ -117,7 +139,7 @@ impl Report {
         }
         md.push_str("\n| target | measured | goal | |\n| --- | --- | --- | --- |\n");
         for t in &self.targets {
-            let goal = if t.at_least { "≥" } else { "≤" };
+            let (_, goal) = t.goal();
             md.push_str(&format!(
                 "| {} | {:.2} {} | {goal} {} {} | {} |\n",
                 t.name,
@@ -144,7 +166,7 @@ impl Report {
         let targets: Vec<serde_json::Value> = self
             .targets
             .iter()
-            .map(|t| json!({ "name": t.name, "measured": t.measured, "limit": t.limit, "unit": t.unit, "atLeast": t.at_least, "met": t.met() }))
+            .map(|t| json!({ "name": t.name, "measured": t.measured, "limit": t.limit, "unit": t.unit, "atLeast": t.at_least, "strict": t.strict, "met": t.met() }))
             .collect();
         let value =
             json!({ "commit": commit, "cores": cores, "durationPerCase": duration, "rows": rows, "targets": targets });

@@ -68,7 +68,14 @@ pub struct Authority {
     /// constant-time.
     admin_check: hmac::Key,
     admin_tags: Vec<hmac::Tag>,
+    /// Credentials found live lately, by client id, and when: a callback
+    /// then costs no read. Cleared on every revocation here or announced by
+    /// another replica, and trusted for [`LIVE_FOR`] at most in any case.
+    live: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
 }
+
+/// The longest a credential found live is trusted without reading it again.
+const LIVE_FOR: Duration = Duration::from_secs(1);
 
 /// The setting that holds the SHA-256 of the admin token replicas share.
 pub const ADMIN_TOKEN_HASH_SETTING: &str = "admin_token_sha256";
@@ -91,7 +98,13 @@ impl Authority {
         if let Some(hash) = shared_hash {
             admin_tags.push(hmac::sign(&admin_check, hash));
         }
-        Ok(Self { store, signing: hmac::Key::new(hmac::HMAC_SHA256, &key), admin_check, admin_tags })
+        Ok(Self {
+            store,
+            signing: hmac::Key::new(hmac::HMAC_SHA256, &key),
+            admin_check,
+            admin_tags,
+            live: Default::default(),
+        })
     }
 
     /// The key replicas sign their requests to each other with.
@@ -161,10 +174,27 @@ impl Authority {
         Ok(claims)
     }
 
+    /// Forgets which credentials were found live: one was revoked.
+    pub fn forget_live(&self) {
+        self.live.lock().expect("live lock").clear();
+    }
+
     /// Fails unless the token's credential is still live.
     pub async fn ensure_active(&self, claims: &Claims) -> Result<(), AuthError> {
+        if self.live.lock().expect("live lock").get(&claims.client_id).is_some_and(|at| at.elapsed() < LIVE_FOR) {
+            return Ok(());
+        }
+        let asked_at = std::time::Instant::now();
         match self.store.credential(&claims.client_id).await? {
-            Some(credential) if credential.is_active() => Ok(()),
+            Some(credential) if credential.is_active() => {
+                let mut live = self.live.lock().expect("live lock");
+                // Bounded by the credentials that exist: stale entries go.
+                if live.len() > 10_000 {
+                    live.retain(|_, at| at.elapsed() < LIVE_FOR);
+                }
+                live.insert(claims.client_id.clone(), asked_at);
+                Ok(())
+            }
             Some(_) => Err(AuthError::Revoked),
             None => Err(AuthError::InvalidClient),
         }

@@ -1,32 +1,30 @@
 //! Where the changes other replicas announce go: to this replica's runs
-//! and deployments (waking long polls and deployment steps) and to the
-//! revocation sweep.
+//! and deployments (waking long polls and deployment steps), to the
+//! revocation sweep and the credentials found live, and to the vault's copy
+//! of the secrets.
 
 use std::sync::Arc;
 
-use tokio::sync::Notify;
-
 use crate::cluster::ChangeSink;
-use crate::deployments::Deployments;
-use crate::runs::Runs;
+use crate::state::AppState;
 
-pub struct LocalWaiters {
-    pub runs: Arc<Runs>,
-    pub deployments: Arc<Deployments>,
-    /// Wakes the revocation sweep.
-    pub revocations: Arc<Notify>,
-}
+pub struct LocalWaiters(pub Arc<AppState>);
 
 impl ChangeSink for LocalWaiters {
     fn run_changed(&self, id: &str) {
-        self.runs.changed(id);
+        self.0.runs.changed(id);
     }
 
     fn deployment_changed(&self, id: &str) {
-        self.deployments.changed(id);
+        self.0.deployments.changed(id);
     }
 
     fn credential_changed(&self, _client_id: &str) {
-        self.revocations.notify_one();
+        self.0.auth.forget_live();
+        self.0.revocations.notify_one();
+    }
+
+    fn secret_changed(&self, _name: &str) {
+        self.0.vault.forget();
     }
 }

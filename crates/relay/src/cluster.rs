@@ -114,6 +114,7 @@ pub trait ChangeSink: Send + Sync {
     fn run_changed(&self, id: &str);
     fn deployment_changed(&self, id: &str);
     fn credential_changed(&self, id: &str);
+    fn secret_changed(&self, name: &str);
 }
 
 /// Passes the changes other replicas announce to `sink` until `stop`. A
@@ -144,6 +145,7 @@ pub async fn follow_changes(store: Arc<dyn Store>, sink: Arc<dyn ChangeSink>, st
                 Some(Change::Run(id)) => sink.run_changed(&id),
                 Some(Change::Deployment(id)) => sink.deployment_changed(&id),
                 Some(Change::Credential(id)) => sink.credential_changed(&id),
+                Some(Change::Secret(name)) => sink.secret_changed(&name),
                 None => break,
             }
         }

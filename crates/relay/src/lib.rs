@@ -204,7 +204,7 @@ pub async fn run(
         deployments: deployments.clone(),
         auth_guard,
         replica: replica.clone(),
-        revocations: revocations.clone(),
+        revocations,
     });
 
     let tunnel = TunnelServer::new(tunnel::TunnelService { state: state.clone() })
@@ -215,7 +215,7 @@ pub async fn run(
     let stop = CancellationToken::new();
     let engine = tokio::spawn(runs::engine::run(runs.clone(), scheduler));
     let sweeper = tokio::spawn(tunnel::sweep_revoked(state.clone(), stop.clone()));
-    let waiters = Arc::new(changes::LocalWaiters { runs: runs.clone(), deployments: deployments.clone(), revocations });
+    let waiters = Arc::new(changes::LocalWaiters(state.clone()));
     let background = [
         tokio::spawn(cluster::heartbeat(replica.clone(), store.clone(), stop.clone())),
         tokio::spawn(cluster::follow_changes(store.clone(), waiters, stop.clone())),

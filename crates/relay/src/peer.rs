@@ -47,7 +47,14 @@ pub struct Peers {
     key: PeerKey,
     client: reqwest::Client,
     metrics: Arc<Metrics>,
+    /// Holders found lately, by agent: the lookup is two reads, too many
+    /// for every request. An entry is dropped when its holder cannot be
+    /// reached or says it no longer holds the agent.
+    holders: std::sync::Mutex<std::collections::HashMap<String, (String, std::time::Instant)>>,
 }
+
+/// How long a holder found in the store is used without looking again.
+const HOLDER_TTL: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Peers {
     pub fn new(
@@ -62,7 +69,31 @@ impl Peers {
             .connect_timeout(std::time::Duration::from_secs(5))
             .tcp_nodelay(true)
             .build()?;
-        Ok(Self { replica, store, key, client, metrics })
+        Ok(Self { replica, store, key, client, metrics, holders: Default::default() })
+    }
+
+    /// The holder of `agent_id`'s sessions, from the cache while it is fresh.
+    async fn holder_cached(&self, agent_id: &str) -> Result<Option<String>, borealis_store::StoreError> {
+        if let Some((url, at)) = self.holders.lock().expect("holders lock").get(agent_id)
+            && at.elapsed() < HOLDER_TTL
+        {
+            return Ok(Some(url.clone()));
+        }
+        let found = self.holder(agent_id).await?;
+        let mut holders = self.holders.lock().expect("holders lock");
+        match &found {
+            Some(url) => {
+                holders.insert(agent_id.to_owned(), (url.clone(), std::time::Instant::now()));
+            }
+            None => {
+                holders.remove(agent_id);
+            }
+        }
+        Ok(found)
+    }
+
+    fn forget(&self, agent_id: &str) {
+        self.holders.lock().expect("holders lock").remove(agent_id);
     }
 
     /// The internal URL of the live replica holding most sessions of
@@ -137,7 +168,7 @@ impl PeerRoute for Peers {
         outbound: Outbound,
     ) -> BoxFuture<'a, Result<Result<Reply, ForwardError>, Outbound>> {
         Box::pin(async move {
-            let peer = match self.holder(agent_id).await {
+            let peer = match self.holder_cached(agent_id).await {
                 Ok(Some(peer)) => peer,
                 Ok(None) => return Err(outbound),
                 Err(err) => {
@@ -145,7 +176,14 @@ impl PeerRoute for Peers {
                     return Ok(Err(ForwardError::new(ForwardFailure::Internal, detail)));
                 }
             };
-            Ok(self.forward(&peer, agent_id, outbound).await)
+            let result = self.forward(&peer, agent_id, outbound).await;
+            if let Err(err) = &result
+                && matches!(err.failure, ForwardFailure::AgentNotConnected | ForwardFailure::UnknownAgent)
+            {
+                // The holder is gone, or holds no instance any more: look again next time.
+                self.forget(agent_id);
+            }
+            Ok(result)
         })
     }
 }

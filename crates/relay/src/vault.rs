@@ -29,7 +29,19 @@ pub struct Vault {
     /// The scrubber of the last set of secrets seen, by a digest of them:
     /// building one costs far more than checking that the set is the same.
     scrubber: std::sync::Mutex<Option<(ring::digest::Digest, Arc<Scrubber>)>>,
+    /// The secrets as last read, and when: every attempt and callback needs
+    /// them. Dropped when a secret changes here, or another replica says
+    /// one changed; read again at least every [`FRESH_FOR`] in any case.
+    cached: std::sync::Mutex<Option<ReadAt>>,
+    /// Counts changes, so a read that overlapped one is not kept.
+    changes: std::sync::atomic::AtomicU64,
 }
+
+/// The secrets as read, and when.
+type ReadAt = (Arc<BTreeMap<String, Secret>>, std::time::Instant);
+
+/// The longest the secrets are used as read, without news of a change.
+const FRESH_FOR: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Vault {
     /// The key from configuration (base64 of 32 bytes), else the key file,
@@ -54,7 +66,13 @@ impl Vault {
             }
         };
         let key = UnboundKey::new(&AES_256_GCM, &bytes).map_err(|_| VaultError::Key("it must be 32 bytes".into()))?;
-        Ok(Self { key: LessSafeKey::new(key), store, scrubber: std::sync::Mutex::default() })
+        Ok(Self {
+            key: LessSafeKey::new(key),
+            store,
+            scrubber: std::sync::Mutex::default(),
+            cached: std::sync::Mutex::default(),
+            changes: std::sync::atomic::AtomicU64::new(0),
+        })
     }
 
     pub async fn set(&self, name: &str, value: &Secret) -> Result<(), VaultError> {
@@ -65,11 +83,34 @@ impl Vault {
             .seal_in_place_append_tag(nonce, Aad::from(name.as_bytes()), &mut data)
             .map_err(|_| VaultError::Key("encryption failed".into()))?;
         self.store.put_secret(name, &nonce_bytes, &data).await?;
+        self.forget();
         Ok(())
     }
 
     /// Every secret, decrypted.
+    /// Drops the secrets as last read: one changed.
+    pub fn forget(&self) {
+        self.changes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        *self.cached.lock().expect("vault cache lock") = None;
+    }
+
+    /// Every secret, decrypted.
     pub async fn all(&self) -> Result<BTreeMap<String, Secret>, VaultError> {
+        if let Some((secrets, at)) = self.cached.lock().expect("vault cache lock").as_ref()
+            && at.elapsed() < FRESH_FOR
+        {
+            return Ok(secrets.as_ref().clone());
+        }
+        let (read_at, before) = (std::time::Instant::now(), self.changes.load(std::sync::atomic::Ordering::SeqCst));
+        let secrets = self.read_all().await?;
+        let mut cached = self.cached.lock().expect("vault cache lock");
+        if self.changes.load(std::sync::atomic::Ordering::SeqCst) == before {
+            *cached = Some((Arc::new(secrets.clone()), read_at));
+        }
+        Ok(secrets)
+    }
+
+    async fn read_all(&self) -> Result<BTreeMap<String, Secret>, VaultError> {
         let mut out = BTreeMap::new();
         for sealed in self.store.secrets().await? {
             let nonce = Nonce::try_assume_unique_for_key(&sealed.nonce)
@@ -91,7 +132,9 @@ impl Vault {
     }
 
     pub async fn delete(&self, name: &str) -> Result<bool, VaultError> {
-        Ok(self.store.delete_secret(name).await?)
+        let deleted = self.store.delete_secret(name).await?;
+        self.forget();
+        Ok(deleted)
     }
 }
 

@@ -42,10 +42,12 @@ pub enum Change {
     Deployment(String),
     /// A credential was revoked (or created): sessions may need cutting.
     Credential(String),
+    /// A secret was set or deleted: decrypted copies are stale.
+    Secret(String),
 }
 
 impl Change {
-    /// Reads the payload the database sends (`run:ID`, `deployment:ID`, `credential:ID`).
+    /// Reads the payload the database sends (`run:ID`, `deployment:ID`, `credential:ID`, `secret:NAME`).
     pub fn parse(payload: &str) -> Option<Self> {
         let (kind, id) = payload.split_once(':')?;
         let id = id.to_owned();
@@ -53,6 +55,7 @@ impl Change {
             "run" => Change::Run(id),
             "deployment" => Change::Deployment(id),
             "credential" => Change::Credential(id),
+            "secret" => Change::Secret(id),
             _ => return None,
         })
     }

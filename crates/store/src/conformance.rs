@@ -145,7 +145,9 @@ pub async fn run_transitions_are_compare_and_set<H: Harness>(harness: &H) {
         reason: None,
         by_callback: true,
     };
-    assert!(store.finish("r", &RunState::UNFINISHED, &verdict(true)).await.unwrap());
+    assert_eq!(store.finish_by_callback("no-such-callback", &verdict(true)).await.unwrap(), None);
+    assert_eq!(store.finish_by_callback("c", &verdict(true)).await.unwrap().as_deref(), Some("r"));
+    assert_eq!(store.finish_by_callback("c", &verdict(false)).await.unwrap(), None, "the first verdict wins");
     assert!(!store.finish("r", &RunState::UNFINISHED, &verdict(false)).await.unwrap(), "the first verdict wins");
     let stored = store.run_by_callback("c").await.unwrap().unwrap();
     assert_eq!((stored.state, stored.success, stored.attempts), (RunState::Succeeded, Some(true), 1));

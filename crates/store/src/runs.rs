@@ -197,6 +197,11 @@ pub trait RunStore: Send + Sync + 'static {
     ) -> Result<bool, StoreError>;
     /// calling -> a finished state, by the attempt's owner. Fenced.
     async fn finish_attempt(&self, id: &str, fence: &Fence<'_>, outcome: &Outcome) -> Result<bool, StoreError>;
+    /// The run whose callback id is `callback_id`, if it is unfinished ->
+    /// the finished state of `outcome`, in one step where the backend can.
+    /// Returns the run's id when it changed; `None` when no run has that
+    /// callback id or it had finished (read the run to tell which).
+    async fn finish_by_callback(&self, callback_id: &str, outcome: &Outcome) -> Result<Option<String>, StoreError>;
     /// Any of `from` -> a finished state. False if the run was not in `from`.
     async fn finish(&self, id: &str, from: &[RunState], outcome: &Outcome) -> Result<bool, StoreError>;
 }

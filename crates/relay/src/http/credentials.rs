@@ -105,6 +105,7 @@ pub async fn list_agents(State(state): State<Arc<AppState>>) -> Result<Response,
 
 pub async fn revoke_client(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Result<Response, Problem> {
     let revoked = state.store.revoke(CredentialKind::Callback, &name).await.map_err(Problem::internal)?;
+    state.auth.forget_live();
     if !revoked {
         return Err(Problem::new(
             StatusCode::NOT_FOUND,
@@ -118,6 +119,7 @@ pub async fn revoke_client(State(state): State<Arc<AppState>>, Path(name): Path<
 
 pub async fn revoke_agent(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Response, Problem> {
     let revoked = state.store.revoke(CredentialKind::Agent, &id).await.map_err(Problem::internal)?;
+    state.auth.forget_live();
     if !revoked {
         return Err(Problem::new(StatusCode::NOT_FOUND, "unknown-agent", format!("agent {id:?} is not registered")));
     }

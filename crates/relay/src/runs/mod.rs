@@ -289,7 +289,6 @@ impl Runs {
             Some(text) => Some(self.vault.current_scrubber().await?.scrub(&text).into_owned()),
             None => None,
         };
-        let run = self.store.run_by_callback(callback_id).await?.ok_or(RunError::UnknownCallback)?;
         let outcome = Outcome {
             state: if success { RunState::Succeeded } else { RunState::Failed },
             success: Some(success),
@@ -297,13 +296,13 @@ impl Runs {
             reason: Some(format!("callback from {from:?}")),
             by_callback: true,
         };
-        // Durable before the reply: `finish` commits with synchronous=FULL.
-        if self.store.finish(&run.id, &RunState::UNFINISHED, &outcome).await? {
-            self.changed(&run.id);
-            tracing::info!(run = %run.id, success, md_message = ?md_message, "callback accepted");
-            return Ok(CallbackAccepted { run_id: run.id, state: outcome.state, repeat: false });
+        // Durable before the reply: the store acknowledges committed writes only.
+        if let Some(run_id) = self.store.finish_by_callback(callback_id, &outcome).await? {
+            self.changed(&run_id);
+            tracing::info!(run = %run_id, success, md_message = ?md_message, "callback accepted");
+            return Ok(CallbackAccepted { run_id, state: outcome.state, repeat: false });
         }
-        let now = self.record(&run.id).await?;
+        let now = self.store.run_by_callback(callback_id).await?.ok_or(RunError::UnknownCallback)?;
         match (now.callback_at, now.success) {
             (Some(_), Some(first)) if first == success => {
                 Ok(CallbackAccepted { run_id: now.id, state: now.state, repeat: true })

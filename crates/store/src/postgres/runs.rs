@@ -330,6 +330,25 @@ impl RunStore for PostgresStore {
         Ok(done.rows_affected() == 1)
     }
 
+    async fn finish_by_callback(&self, callback_id: &str, outcome: &Outcome) -> Result<Option<String>, StoreError> {
+        let now = now_ms();
+        let row = sqlx::query(
+            "UPDATE webhook_runs SET state = $1, success = $2, md_message = $3, reason = $4, callback_at = $5, \
+             next_attempt_at = NULL, lease_until = NULL, finished_at = $5, updated_at = $5 \
+             WHERE callback_id = $6 AND finished_at IS NULL RETURNING id",
+        )
+        .bind(outcome.state.as_str())
+        .bind(outcome.success)
+        .bind(&outcome.md_message)
+        .bind(&outcome.reason)
+        .bind(now)
+        .bind(callback_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(row.map(|row| row.get("id")))
+    }
+
     async fn finish(&self, id: &str, from: &[RunState], outcome: &Outcome) -> Result<bool, StoreError> {
         let now = now_ms();
         let states: Vec<&str> = from.iter().map(|s| s.as_str()).collect();

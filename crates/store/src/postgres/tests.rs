@@ -19,6 +19,7 @@ use crate::deployments::{ApprovalState, DeploymentLease, DeploymentState, Deploy
 use crate::error::{Conflict, StoreError};
 use crate::idempotency::IdempotencyKey;
 use crate::runs::{Claim, Fence, NewRun, Outcome, RunState, RunStore};
+use crate::secrets::SecretStore;
 use crate::settings::SettingStore;
 use crate::store::Lifecycle;
 
@@ -455,6 +456,12 @@ async fn changes_committed_by_one_replica_reach_the_others_feed() {
     assert_eq!(b.approval("d", "t/0").await.unwrap(), Some(ApprovalState::Pending));
     let next = tokio::time::timeout(std::time::Duration::from_secs(10), feed.recv()).await.unwrap();
     assert_eq!(next, Some(Change::Deployment("d".into())));
+    a.put_secret("token", b"nonce", b"sealed").await.unwrap();
+    let next = tokio::time::timeout(std::time::Duration::from_secs(10), feed.recv()).await.unwrap();
+    assert_eq!(next, Some(Change::Secret("token".into())));
+    assert!(a.delete_secret("token").await.unwrap());
+    let next = tokio::time::timeout(std::time::Duration::from_secs(10), feed.recv()).await.unwrap();
+    assert_eq!(next, Some(Change::Secret("token".into())));
     let quiet = tokio::time::timeout(std::time::Duration::from_millis(500), other_feed.recv()).await;
     assert!(quiet.is_err(), "another schema's relays hear nothing: {quiet:?}");
 }

@@ -360,6 +360,12 @@ impl RunStore for SqliteStore {
         Ok(done.rows_affected() == 1)
     }
 
+    async fn finish_by_callback(&self, callback_id: &str, outcome: &Outcome) -> Result<Option<String>, StoreError> {
+        // The group-commit writer returns no rows: read the id, then finish.
+        let Some(run) = self.run_by_callback(callback_id).await? else { return Ok(None) };
+        Ok(self.finish(&run.id, &RunState::UNFINISHED, outcome).await?.then_some(run.id))
+    }
+
     async fn finish(&self, id: &str, from: &[RunState], outcome: &Outcome) -> Result<bool, StoreError> {
         let now = now_ms();
         let states: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
