@@ -156,6 +156,9 @@ pub trait RunStore: Send + Sync + 'static {
     async fn insert_run(&self, run: &NewRun) -> Result<(), StoreError>;
     async fn run(&self, id: &str) -> Result<Option<RunRecord>, StoreError>;
     async fn run_by_callback(&self, callback_id: &str) -> Result<Option<RunRecord>, StoreError>;
+    /// Marks the run as waited for: its state changes are announced to the
+    /// other replicas sharing the store from now on.
+    async fn watch_run(&self, id: &str) -> Result<(), StoreError>;
     /// The newest runs first (by creation time, then id).
     async fn runs(&self, limit: u32) -> Result<Vec<RunRecord>, StoreError>;
     /// In no particular order.

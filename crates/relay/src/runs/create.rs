@@ -162,7 +162,10 @@ async fn create(runs: &Runs, request: RunRequest) -> Result<Created, RunError> {
         spec: serde_json::to_string(&spec).expect("the spec serializes"),
         idempotency: request.idempotency,
     };
+    let watched = request.link.is_some();
     match runs.store.insert_run(&run).await {
+        // A deployment's step waits for it, maybe on another replica.
+        Ok(()) if watched => runs.store.watch_run(&id).await?,
         Ok(()) => {}
         Err(StoreError::Conflict(Conflict::IdempotencyKeyUsed { id, same_request: true })) => {
             return Ok(Created { id, warnings, replayed: true });

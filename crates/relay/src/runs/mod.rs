@@ -244,6 +244,10 @@ impl Runs {
     /// The run `id` once it has finished, or as it is at `deadline`.
     pub async fn view_when_finished(&self, id: &str, deadline: tokio::time::Instant) -> Result<RunView, RunError> {
         let mut events = self.subscribe();
+        if self.store.shared() {
+            // Its changes may happen on another replica: have them announced.
+            self.store.watch_run(id).await?;
+        }
         loop {
             let view = self.view(id).await?;
             if view.run.state.is_finished() || tokio::time::Instant::now() >= deadline {
@@ -331,10 +335,16 @@ impl Runs {
     }
 }
 
-/// Waits until `id` is announced on `events`, or until `deadline`.
+/// How long a waiter goes without reading again, announced or not: an
+/// announcement from another replica can be lost.
+const RECHECK: Duration = Duration::from_secs(1);
+
+/// Waits until `id` is announced on `events`, until [`RECHECK`] has passed,
+/// or until `deadline`, whichever is first; the caller reads again.
 pub async fn changed(events: &mut broadcast::Receiver<String>, id: &str, deadline: tokio::time::Instant) {
     use tokio::sync::broadcast::error::RecvError;
-    let _ = tokio::time::timeout_at(deadline, async {
+    let until = deadline.min(tokio::time::Instant::now() + RECHECK);
+    let _ = tokio::time::timeout_at(until, async {
         loop {
             match events.recv().await {
                 Ok(changed) if changed == id => return,

@@ -59,6 +59,28 @@ macro_rules! fenced {
 }
 
 impl PostgresStore {
+    /// Tells the other replicas that run `id` ended (see migration 9): best
+    /// effort, as every waiter also reads again on its own.
+    async fn announce_run(&self, id: &str) {
+        let sent = sqlx::query("SELECT pg_notify('borealis_' || left(md5(current_schema()), 16), 'run:' || $1)")
+            .bind(id)
+            .execute(&self.pool)
+            .await;
+        if let Err(err) = sent {
+            tracing::debug!(run = id, error = %err, "could not announce the run's end");
+        }
+    }
+
+    /// After a finishing UPDATE ... RETURNING watched: whether it changed the
+    /// run, announcing the end when someone waits for it.
+    async fn ended(&self, id: &str, row: Option<sqlx::postgres::PgRow>) -> bool {
+        let Some(row) = row else { return false };
+        if row.get::<bool, _>("watched") {
+            self.announce_run(id).await;
+        }
+        true
+    }
+
     async fn fence_holds(&self, id: &str, fence: &Fence<'_>) -> Result<bool, StoreError> {
         let row = sqlx::query(concat!("SELECT 1 FROM webhook_runs WHERE id = $1 AND ", fenced!("$2", "$3")))
             .bind(id)
@@ -123,6 +145,15 @@ impl RunStore for PostgresStore {
             .await
             .map_err(db)?;
         Ok(row.map(|row| rows::run(&row)))
+    }
+
+    async fn watch_run(&self, id: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE webhook_runs SET watched = true WHERE id = $1 AND NOT watched")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
     }
 
     async fn runs(&self, limit: u32) -> Result<Vec<RunRecord>, StoreError> {
@@ -314,7 +345,8 @@ impl RunStore for PostgresStore {
         let done = sqlx::query(concat!(
             "UPDATE webhook_runs SET state = $1, success = $2, md_message = $3, reason = $4, next_attempt_at = NULL, \
              lease_until = NULL, finished_at = $5, updated_at = $5 WHERE id = $6 AND ",
-            fenced!("$7", "$8")
+            fenced!("$7", "$8"),
+            " RETURNING watched"
         ))
         .bind(outcome.state.as_str())
         .bind(outcome.success)
@@ -324,10 +356,10 @@ impl RunStore for PostgresStore {
         .bind(id)
         .bind(fence.owner)
         .bind(i64::from(fence.attempt))
-        .execute(&self.pool)
+        .fetch_optional(&self.pool)
         .await
         .map_err(db)?;
-        Ok(done.rows_affected() == 1)
+        Ok(self.ended(id, done).await)
     }
 
     async fn finish_by_callback(&self, callback_id: &str, outcome: &Outcome) -> Result<Option<String>, StoreError> {
@@ -335,7 +367,7 @@ impl RunStore for PostgresStore {
         let row = sqlx::query(
             "UPDATE webhook_runs SET state = $1, success = $2, md_message = $3, reason = $4, callback_at = $5, \
              next_attempt_at = NULL, lease_until = NULL, finished_at = $5, updated_at = $5 \
-             WHERE callback_id = $6 AND finished_at IS NULL RETURNING id",
+             WHERE callback_id = $6 AND finished_at IS NULL RETURNING id, watched",
         )
         .bind(outcome.state.as_str())
         .bind(outcome.success)
@@ -346,7 +378,12 @@ impl RunStore for PostgresStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(db)?;
-        Ok(row.map(|row| row.get("id")))
+        let Some(row) = row else { return Ok(None) };
+        let id: String = row.get("id");
+        if row.get::<bool, _>("watched") {
+            self.announce_run(&id).await;
+        }
+        Ok(Some(id))
     }
 
     async fn finish(&self, id: &str, from: &[RunState], outcome: &Outcome) -> Result<bool, StoreError> {
@@ -354,7 +391,7 @@ impl RunStore for PostgresStore {
         let states: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
         let done = sqlx::query(
             "UPDATE webhook_runs SET state = $1, success = $2, md_message = $3, reason = $4, callback_at = $5, \
-             next_attempt_at = NULL, finished_at = $6, updated_at = $6 WHERE id = $7 AND state = ANY($8)",
+             next_attempt_at = NULL, finished_at = $6, updated_at = $6 WHERE id = $7 AND state = ANY($8) RETURNING watched",
         )
         .bind(outcome.state.as_str())
         .bind(outcome.success)
@@ -364,9 +401,9 @@ impl RunStore for PostgresStore {
         .bind(now)
         .bind(id)
         .bind(states)
-        .execute(&self.pool)
+        .fetch_optional(&self.pool)
         .await
         .map_err(db)?;
-        Ok(done.rows_affected() == 1)
+        Ok(self.ended(id, done).await)
     }
 }

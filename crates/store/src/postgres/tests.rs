@@ -447,8 +447,15 @@ async fn changes_committed_by_one_replica_reach_the_others_feed() {
     let other = elsewhere.open().await;
     let mut feed = b.changes().await.unwrap().expect("postgres has a feed");
     let mut other_feed = other.changes().await.unwrap().expect("postgres has a feed");
+    // A run's end is announced when someone waits for it, and only then.
+    let ended =
+        Outcome { state: RunState::Succeeded, success: Some(true), md_message: None, reason: None, by_callback: true };
+    a.insert_run(&new_run("quiet", None)).await.unwrap();
+    assert!(a.finish("quiet", &RunState::UNFINISHED, &ended).await.unwrap());
     a.insert_run(&new_run("r", None)).await.unwrap();
+    a.watch_run("r").await.unwrap();
     assert_eq!(claim(&a, "a", "r").await, 1);
+    assert!(a.finish_attempt("r", &Fence { owner: "a", attempt: 1 }, &ended).await.unwrap());
     let next = tokio::time::timeout(std::time::Duration::from_secs(10), feed.recv()).await.expect("within 10 s");
     assert_eq!(next, Some(Change::Run("r".into())));
     a.insert_deployment("d", "app", "f", "{}", None, &lease()).await.unwrap();

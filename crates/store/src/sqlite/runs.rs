@@ -98,6 +98,14 @@ impl RunStore for SqliteStore {
         Ok(row.map(|row| rows::run(&row)))
     }
 
+    async fn watch_run(&self, id: &str) -> Result<(), StoreError> {
+        self.writes
+            .execute(sqlx::query("UPDATE webhook_runs SET watched = 1 WHERE id = ? AND watched = 0").bind(id))
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
     async fn runs(&self, limit: u32) -> Result<Vec<RunRecord>, StoreError> {
         let rows = sqlx::query("SELECT * FROM webhook_runs ORDER BY created_at DESC, id LIMIT ?")
             .bind(i64::from(limit))
