@@ -803,3 +803,67 @@ async fn a_revocation_through_one_replica_holds_on_the_others() {
     })
     .await;
 }
+
+/// A request that takes the hop to the replica holding the agent keeps its
+/// deadline there (a stalled destination is a 504 at the caller's
+/// timeout), and a caller that goes away cancels it all the way to the
+/// destination's connection.
+#[tokio::test(flavor = "multi_thread")]
+async fn deadlines_and_cancels_cross_the_peer_hop() {
+    let schema = Schema::new();
+    let public_url = format!("http://{}", free_port());
+    let (holder, other) = (replica(&schema, 1, &public_url), replica(&schema, 2, &public_url));
+    let (agent_client, agent_secret) = holder.create_agent("rna");
+    let agent = AgentProcess::start(&holder.agents_url, &agent_client, &agent_secret, &["--allow", "127.0.0.0/8"]);
+    agent.wait_connected(Duration::from_secs(30)).await;
+    eventually("the other replica sees the session", Duration::from_secs(30), || async {
+        (cluster_instances(&other.http_url, "rna").await == 1).then_some(())
+    })
+    .await;
+    let (upstream, _) = borealis_tests::servers::upstream().await;
+    let proxy = |url: String, timeout: &str| {
+        client()
+            .get(format!("{}/api/v1/proxy", other.http_url))
+            .query(&[("agent", "rna"), ("url", url.as_str()), ("timeout", timeout)])
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+    };
+    let reply = proxy(format!("http://{upstream}/stall"), "1s").await.unwrap();
+    let status = reply.status().as_u16();
+    let body = reply.text().await.unwrap();
+    assert_eq!(status, 504, "{body}");
+    // The holder's own timeout, not the forwarding replica's backstop.
+    assert!(body.contains(r#"agent \"rna\" did not answer within 1s"#), "{body}");
+    assert!(!body.contains("the replica holding"), "{body}");
+    let hops = other.metric("borealis_peer_forwarded_requests_total{direction=\"sent\"}").await;
+    assert!(hops >= 1.0, "the request took the hop");
+
+    let (drip, mut closed) = borealis_tests::servers::drip().await;
+    let mut reply = proxy(format!("http://{drip}/"), "60s").await.unwrap();
+    assert_eq!(reply.status(), 200);
+    let first = reply.chunk().await.unwrap();
+    assert!(first.is_some(), "the stream started");
+    drop(reply);
+    tokio::time::timeout(borealis_tests::PATIENCE, closed.recv())
+        .await
+        .expect("the destination's connection closes once the caller went away");
+    drop(agent);
+}
+
+/// How many instances of `agent` replica `base` lists.
+async fn cluster_instances(base: &str, agent: &str) -> usize {
+    let list: serde_json::Value = client()
+        .get(format!("{base}/api/v1/agents"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    list["agents"]
+        .as_array()
+        .and_then(|agents| agents.iter().find(|a| a["agentId"] == agent))
+        .and_then(|a| a["instances"].as_array().map(Vec::len))
+        .unwrap_or(0)
+}

@@ -24,6 +24,10 @@ use crate::cluster::Replica;
 use crate::forward::{ForwardError, ForwardFailure, Outbound, PeerRoute, Reply, failed, streamed};
 use crate::metrics::{Metrics, PeerLabels};
 
+/// How much longer than the request's time limit the forwarding replica
+/// waits for the holder's answer, which carries the holder's own timeout.
+const HOP_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The holder's route for requests from its peers.
 pub const FORWARD_PATH: &str = "/internal/v1/forward";
 /// The sending replica's tag.
@@ -131,12 +135,12 @@ impl Peers {
             request = request.body(reqwest::Body::wrap_stream(body.into_data_stream()));
         }
         self.metrics.peer_forwarded.get_or_create(&PeerLabels { direction: "sent" }).inc();
-        let response = match tokio::time::timeout(timeout, request.send()).await {
+        // The holder keeps the deadline and answers a typed timeout; this
+        // one, a little later, only covers a holder that stopped answering.
+        let response = match tokio::time::timeout(timeout + HOP_GRACE, request.send()).await {
             Err(_) => {
-                return Err(failed(
-                    ErrorCode::Timeout,
-                    format!("agent {agent_id:?} did not answer within {timeout:?}"),
-                ));
+                let detail = format!("the replica holding agent {agent_id:?} did not answer within {timeout:?}");
+                return Err(failed(ErrorCode::Timeout, detail));
             }
             Ok(Err(err)) => {
                 // The holder is gone (it died, and its records have not
