@@ -265,6 +265,49 @@ async fn every_replica_reaches_every_agent_behind_the_balancer() {
         let body: serde_json::Value = reply.json().await.unwrap();
         assert_eq!((body["length"].as_u64(), body["sha256"].as_str()), (Some(SIZE as u64), Some(sha.as_str())));
     }
+    // The same through a replica that holds no instance of the agent: the
+    // body crosses the hop streamed, so neither replica's memory grows by it.
+    let names: Vec<String> = (1..=3).map(|n| format!("relay-{n}")).collect();
+    let east_holders: Vec<&String> =
+        holders.iter().filter(|(instance, _)| instance.starts_with("east")).map(|(_, replica)| replica).collect();
+    let forwarder = names.iter().position(|name| !east_holders.contains(&name)).expect("a replica without east");
+    let pids: Vec<u32> = cluster.replicas.iter().map(|r| r.pid()).collect();
+    let before: Vec<u64> = pids.iter().map(|pid| borealis_tests::rss_kib(*pid)).collect();
+    let peak = Arc::new(Mutex::new(before.clone()));
+    let sampling = tokio_util::sync::CancellationToken::new();
+    let sampler = tokio::spawn({
+        let (peak, stop, pids) = (peak.clone(), sampling.clone(), pids.clone());
+        async move {
+            while !stop.is_cancelled() {
+                {
+                    let mut peak = peak.lock().unwrap();
+                    for (i, pid) in pids.iter().enumerate() {
+                        peak[i] = peak[i].max(borealis_tests::rss_kib(*pid));
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    });
+    let (body, sha) = pattern(SIZE);
+    let reply = client()
+        .post(format!("{}/api/v1/proxy", cluster.replicas[forwarder].http_url))
+        .query(&[("agent", "east"), ("url", &format!("http://{destination}/upload"))])
+        .bearer_auth(ADMIN_TOKEN)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 200);
+    let answer: serde_json::Value = reply.json().await.unwrap();
+    assert_eq!((answer["length"].as_u64(), answer["sha256"].as_str()), (Some(SIZE as u64), Some(sha.as_str())));
+    sampling.cancel();
+    sampler.await.unwrap();
+    let peak = peak.lock().unwrap().clone();
+    for (i, (was, most)) in before.iter().zip(&peak).enumerate() {
+        let growth_mib = most.saturating_sub(*was) / 1024;
+        assert!(growth_mib <= 64, "relay-{} grew by {growth_mib} MiB carrying 100 MiB", i + 1);
+    }
     // An agent nobody registered is unknown on every replica (the hop does
     // not make it a 502).
     let (status, body) = proxy_get(&cluster.replicas[0].http_url, "nobody", &format!("http://{destination}/x")).await;
