@@ -228,6 +228,10 @@ async fn after_a_relay_restart_the_agent_reconnects_and_forwarding_works() {
     assert!(out.status.success(), "{}", out.stderr_text());
     assert_eq!(out.stdout_text(), "fast");
     assert!(agent.metric("borealis_agent_sessions_total").await >= 2.0);
+    // Only the new session is listed: the one the killed relay held went with it.
+    let instances = relay.instances("test-rna").await;
+    assert_eq!(instances.len(), 1, "{instances:#?}");
+    assert_eq!(instances[0]["heldHere"], true, "{instances:#?}");
 }
 
 /// Two relay replicas share one store. An agent connected to the second is

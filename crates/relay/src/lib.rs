@@ -158,6 +158,18 @@ pub async fn run(
     if let Err(err) = replica.beat(&*store).await {
         tracing::warn!(error = %err, "could not record this replica in the database");
     }
+    if !store.shared() {
+        // One relay uses this store: any other replica record is this
+        // relay's previous life, and the sessions it held are gone.
+        if let Err(err) = store.forget_replicas(replica.started_at).await {
+            tracing::warn!(error = %err, "could not forget the previous start's agent sessions");
+        }
+    } else if replica.peer_url.is_none() {
+        tracing::warn!(
+            "the HTTP listener is a wildcard address and --peer-url is not set: other replicas cannot forward \
+             requests for the agents connected here"
+        );
+    }
     let forwarder = Arc::new(Forwarder::new(egress, hub.clone(), store.clone()));
     if store.shared() {
         let peers = peer::Peers::new(replica.clone(), store.clone(), auth.peer_key(), metrics.clone())
