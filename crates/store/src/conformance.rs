@@ -435,8 +435,15 @@ pub async fn an_attempt_is_claimed_once_and_fenced_by_its_lease<H: Harness>(harn
     let now = SystemTime::now();
     let takeover = Claim { owner: other, now, lease_until: now + Duration::from_secs(60), limit: 100 };
     assert!(store.claim_expired(&takeover).await.unwrap().is_empty());
-    let owned = if owner == "a" { a.len() } else { b.len() };
-    assert_eq!(store.renew_run_leases(&owner, now - Duration::from_secs(1)).await.unwrap(), owned as u64);
+    let owned_ids = if owner == "a" { &a } else { &b };
+    let owned = owned_ids.len();
+    assert_eq!(store.renew_run_leases(&owner, &[], now + Duration::from_secs(60)).await.unwrap(), 0);
+    assert_eq!(
+        store.renew_run_leases(other, owned_ids, now + Duration::from_secs(60)).await.unwrap(),
+        0,
+        "only the owner renews"
+    );
+    assert_eq!(store.renew_run_leases(&owner, owned_ids, now - Duration::from_secs(1)).await.unwrap(), owned as u64);
     let taken = store.claim_expired(&takeover).await.unwrap();
     assert_eq!(taken.len(), owned, "the first owner's runs");
     assert!(taken.iter().all(|run| run.lease_owner.as_deref() == Some(other) && run.attempts == 1));

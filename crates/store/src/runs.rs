@@ -178,8 +178,10 @@ pub trait RunStore: Send + Sync + 'static {
     /// owner died (or lost the database) mid-attempt. The attempt count
     /// stays: the caller records that attempt as cut off.
     async fn claim_expired(&self, claim: &Claim<'_>) -> Result<Vec<RunRecord>, StoreError>;
-    /// Extends every lease `owner` holds on a calling run; returns how many.
-    async fn renew_run_leases(&self, owner: &str, lease_until: SystemTime) -> Result<u64, StoreError>;
+    /// Extends the leases `owner` holds on the calling runs `ids` (its
+    /// attempts under way); returns how many. A lease of an attempt no
+    /// longer under way is left to lapse, so another replica takes it over.
+    async fn renew_run_leases(&self, owner: &str, ids: &[String], lease_until: SystemTime) -> Result<u64, StoreError>;
     /// Awaiting-callback runs whose deadline is at or before `now`.
     async fn due_deadlines(&self, now: SystemTime, limit: u32) -> Result<Vec<RunRecord>, StoreError>;
     /// Records the request the fenced attempt sends (secrets masked).

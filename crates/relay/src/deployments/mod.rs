@@ -193,17 +193,31 @@ impl Deployments {
         }
     }
 
-    async fn renew(&self) {
+    /// Renews this replica's deployment leases. A run whose lease another
+    /// replica took is stopped here; a deployment whose lease this replica
+    /// still holds but which no longer runs here (it stopped on a store
+    /// error) is resumed from its journal.
+    async fn renew(self: &Arc<Self>) {
         let replica = &self.context.replica;
         match self.context.store.renew_deployment_leases(&replica.id, replica.lease_until()).await {
             Ok(held) => {
-                let running = self.running.lock().expect("running lock");
-                for (id, lost) in running.iter() {
-                    if !held.contains(id) && !lost.is_cancelled() {
-                        self.context.metrics.lease_losses.get_or_create(&ClaimLabels { kind: "deployment" }).inc();
-                        tracing::warn!(deployment = %id, "lost the deployment's lease to another replica; stopping here");
-                        lost.cancel();
+                let stopped: Vec<String> = {
+                    let running = self.running.lock().expect("running lock");
+                    for (id, lost) in running.iter() {
+                        if !held.contains(id) && !lost.is_cancelled() {
+                            self.context.metrics.lease_losses.get_or_create(&ClaimLabels { kind: "deployment" }).inc();
+                            tracing::warn!(deployment = %id, "lost the deployment's lease to another replica; stopping here");
+                            lost.cancel();
+                        }
                     }
+                    held.into_iter().filter(|id| !running.contains_key(id)).collect()
+                };
+                for id in stopped {
+                    if self.stop.is_cancelled() {
+                        break;
+                    }
+                    tracing::info!(deployment = %id, "resuming deployment (it stopped here on a store error)");
+                    self.start(id);
                 }
             }
             Err(err) => tracing::warn!(error = %err, "could not renew the leases of running deployments"),

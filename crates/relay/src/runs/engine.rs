@@ -102,7 +102,10 @@ pub async fn run(runs: Arc<Runs>, scheduler: Scheduler) {
                 }
             }
             _ = renew.tick() => {
-                if let Err(err) = runs.store.renew_run_leases(&runs.replica.id, runs.replica.lease_until()).await {
+                // Only attempts under way here: one whose task ended without
+                // its result (a store error) is left to lapse and be taken over.
+                let in_flight = runs.in_flight_ids();
+                if let Err(err) = runs.store.renew_run_leases(&runs.replica.id, &in_flight, runs.replica.lease_until()).await {
                     tracing::warn!(error = %err, "could not renew the leases of webhook attempts in flight");
                 }
             }

@@ -192,6 +192,10 @@ impl Runs {
         InFlight { runs: self, id: id.to_owned() }
     }
 
+    pub(crate) fn in_flight_ids(&self) -> Vec<String> {
+        self.in_flight.lock().expect("in-flight lock").iter().cloned().collect()
+    }
+
     pub(crate) fn in_flight(&self, id: &str) -> bool {
         self.in_flight.lock().expect("in-flight lock").contains(id)
     }

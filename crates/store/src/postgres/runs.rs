@@ -234,13 +234,19 @@ impl RunStore for PostgresStore {
         Ok(rows.iter().map(rows::run).collect())
     }
 
-    async fn renew_run_leases(&self, owner: &str, lease_until: SystemTime) -> Result<u64, StoreError> {
-        let done = sqlx::query("UPDATE webhook_runs SET lease_until = $1 WHERE lease_owner = $2 AND state = 'calling'")
-            .bind(unix_ms(lease_until))
-            .bind(owner)
-            .execute(&self.pool)
-            .await
-            .map_err(db)?;
+    async fn renew_run_leases(&self, owner: &str, ids: &[String], lease_until: SystemTime) -> Result<u64, StoreError> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let done = sqlx::query(
+            "UPDATE webhook_runs SET lease_until = $1 WHERE lease_owner = $2 AND state = 'calling' AND id = ANY($3)",
+        )
+        .bind(unix_ms(lease_until))
+        .bind(owner)
+        .bind(ids)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
         Ok(done.rows_affected())
     }
 

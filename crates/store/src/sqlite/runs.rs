@@ -220,17 +220,24 @@ impl RunStore for SqliteStore {
         Ok(claimed)
     }
 
-    async fn renew_run_leases(&self, owner: &str, lease_until: SystemTime) -> Result<u64, StoreError> {
-        let done = self
-            .writes
-            .execute(
-                sqlx::query("UPDATE webhook_runs SET lease_until = ? WHERE lease_owner = ? AND state = 'calling'")
+    async fn renew_run_leases(&self, owner: &str, ids: &[String], lease_until: SystemTime) -> Result<u64, StoreError> {
+        let mut renewed = 0;
+        for id in ids {
+            let done = self
+                .writes
+                .execute(
+                    sqlx::query(
+                        "UPDATE webhook_runs SET lease_until = ? WHERE lease_owner = ? AND state = 'calling' AND id = ?",
+                    )
                     .bind(unix_ms(lease_until))
-                    .bind(owner),
-            )
-            .await
-            .map_err(db)?;
-        Ok(done.rows_affected())
+                    .bind(owner)
+                    .bind(id),
+                )
+                .await
+                .map_err(db)?;
+            renewed += done.rows_affected();
+        }
+        Ok(renewed)
     }
 
     async fn due_deadlines(&self, now: SystemTime, limit: u32) -> Result<Vec<RunRecord>, StoreError> {
