@@ -201,33 +201,91 @@ impl Authority {
     }
 }
 
-/// What replicas prove themselves to each other with: a short-lived tag
-/// under the token signing key every replica of one database shares.
+/// What replicas prove themselves to each other with: a tag under the
+/// token signing key every replica of one database shares, bound to one
+/// hop: who sends it, to which replica, the method, the agent and the URL,
+/// and a random value the receiver accepts once, for a few seconds.
 #[derive(Clone)]
 pub struct PeerKey(hmac::Key);
 
 /// How long a peer tag is good for: one request's start.
-const PEER_TAG_TTL: Duration = Duration::from_secs(60);
+pub const PEER_TAG_TTL: Duration = Duration::from_secs(10);
+
+/// The one request a peer tag is for.
+pub struct PeerHop<'a> {
+    pub from: &'a str,
+    pub to: &'a str,
+    pub method: &'a str,
+    pub agent: &'a str,
+    pub url: &'a str,
+}
+
+/// What a verified peer tag says: its sender, its single-use value and
+/// when it expires (seconds since the epoch).
+pub struct PeerTag {
+    pub from: String,
+    pub nonce: String,
+    pub expires: u64,
+}
 
 impl PeerKey {
-    /// A tag naming `replica`: `<expiry>.<replica>.<mac>`.
-    pub fn mint(&self, replica: &str) -> String {
-        let payload = format!("peer:{}.{}", unix_secs(SystemTime::now() + PEER_TAG_TTL), B64.encode(replica));
-        let tag = hmac::sign(&self.0, payload.as_bytes());
-        format!("{payload}.{}", B64.encode(tag.as_ref()))
+    /// `peer:<expiry>.<nonce>.<from>.<mac>`, the MAC over that and the hop.
+    pub fn mint(&self, hop: &PeerHop<'_>) -> String {
+        let payload = format!(
+            "peer:{}.{}.{}",
+            unix_secs(SystemTime::now() + PEER_TAG_TTL),
+            B64.encode(random_bytes(16)),
+            B64.encode(hop.from)
+        );
+        format!("{payload}.{}", B64.encode(self.mac(&payload, hop).as_ref()))
     }
 
-    /// The replica a tag names, if it verifies and has not expired.
-    pub fn verify(&self, presented: &str) -> Result<String, AuthError> {
+    fn mac(&self, payload: &str, hop: &PeerHop<'_>) -> hmac::Tag {
+        let signed = [payload, hop.to, hop.method, hop.agent, hop.url].join("\n");
+        hmac::sign(&self.0, signed.as_bytes())
+    }
+
+    /// The tag's sender and single-use value, if it verifies for this hop
+    /// (`hop.from` is ignored: the tag says it) and has not expired.
+    pub fn verify(&self, presented: &str, hop: &PeerHop<'_>) -> Result<PeerTag, AuthError> {
         let (payload, tag) = presented.rsplit_once('.').ok_or(AuthError::Malformed)?;
         let tag = B64.decode(tag).map_err(|_| AuthError::Malformed)?;
-        hmac::verify(&self.0, payload.as_bytes(), &tag).map_err(|_| AuthError::BadSignature)?;
-        let (expiry, replica) =
-            payload.strip_prefix("peer:").and_then(|p| p.split_once('.')).ok_or(AuthError::Malformed)?;
-        if expiry.parse::<u64>().map_err(|_| AuthError::Malformed)? <= unix_secs(SystemTime::now()) {
+        let signed = [payload, hop.to, hop.method, hop.agent, hop.url].join("\n");
+        hmac::verify(&self.0, signed.as_bytes(), &tag).map_err(|_| AuthError::BadSignature)?;
+        let mut parts = payload.strip_prefix("peer:").ok_or(AuthError::Malformed)?.splitn(3, '.');
+        let (Some(expiry), Some(nonce), Some(from)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(AuthError::Malformed);
+        };
+        let expires = expiry.parse::<u64>().map_err(|_| AuthError::Malformed)?;
+        if expires <= unix_secs(SystemTime::now()) {
             return Err(AuthError::Expired);
         }
-        String::from_utf8(B64.decode(replica).map_err(|_| AuthError::Malformed)?).map_err(|_| AuthError::Malformed)
+        let from =
+            String::from_utf8(B64.decode(from).map_err(|_| AuthError::Malformed)?).map_err(|_| AuthError::Malformed)?;
+        Ok(PeerTag { from, nonce: nonce.to_owned(), expires })
+    }
+}
+
+/// The single-use values of peer tags seen lately, so a tag seen on the
+/// wire cannot be sent again. Bounded: past [`PeerNonces::MAX`] unexpired
+/// values, new tags are refused until some expire.
+#[derive(Default)]
+pub struct PeerNonces(std::sync::Mutex<std::collections::HashMap<String, u64>>);
+
+impl PeerNonces {
+    pub const MAX: usize = 200_000;
+
+    /// Records `tag`'s value; false if it was seen before (or no room is left).
+    pub fn first_use(&self, tag: &PeerTag) -> bool {
+        let mut seen = self.0.lock().expect("nonces lock");
+        if seen.len() >= Self::MAX {
+            let now = unix_secs(SystemTime::now());
+            seen.retain(|_, expires| *expires > now);
+            if seen.len() >= Self::MAX {
+                return false;
+            }
+        }
+        seen.insert(tag.nonce.clone(), tag.expires).is_none()
     }
 }
 
@@ -327,6 +385,29 @@ mod tests {
         let forged = format!("{}.{tag}", B64.encode(serde_json::to_vec(&forged).unwrap()));
         assert!(matches!(auth.verify(&forged), Err(AuthError::BadSignature)));
         assert!(matches!(auth.verify("garbage"), Err(AuthError::Malformed)));
+    }
+
+    #[tokio::test]
+    async fn a_peer_tag_is_for_one_hop_once() {
+        let auth = authority().await;
+        let key = auth.peer_key();
+        let hop = PeerHop { from: "a/1", to: "b/2", method: "POST", agent: "rna", url: "http://10.0.0.1/x" };
+        let tag = key.mint(&hop);
+        let verified = key.verify(&tag, &hop).unwrap();
+        assert_eq!(verified.from, "a/1");
+        for other in [
+            PeerHop { to: "c/3", ..hop },
+            PeerHop { method: "GET", ..hop },
+            PeerHop { agent: "other", ..hop },
+            PeerHop { url: "http://10.0.0.1/y", ..hop },
+        ] {
+            assert!(matches!(key.verify(&tag, &other), Err(AuthError::BadSignature)), "a tag for another hop");
+        }
+        let nonces = PeerNonces::default();
+        assert!(nonces.first_use(&verified));
+        assert!(!nonces.first_use(&key.verify(&tag, &hop).unwrap()), "a replay is refused");
+        assert!(nonces.first_use(&key.verify(&key.mint(&hop), &hop).unwrap()), "a new tag is not");
+        assert!(matches!(key.verify("garbage", &hop), Err(AuthError::Malformed)));
     }
 
     #[tokio::test]

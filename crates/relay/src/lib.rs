@@ -217,6 +217,7 @@ pub async fn run(
         auth_guard,
         replica: replica.clone(),
         revocations,
+        peer_nonces: Default::default(),
     });
 
     let tunnel = TunnelServer::new(tunnel::TunnelService { state: state.clone() })

@@ -19,7 +19,7 @@ use futures_util::future::BoxFuture;
 use http::HeaderValue;
 use http_body_util::BodyExt;
 
-use crate::auth::PeerKey;
+use crate::auth::{PeerHop, PeerKey};
 use crate::cluster::Replica;
 use crate::forward::{ForwardError, ForwardFailure, Outbound, PeerRoute, Reply, failed, streamed};
 use crate::metrics::{Metrics, PeerLabels};
@@ -54,7 +54,14 @@ pub struct Peers {
     /// Holders found lately, by agent: the lookup is two reads, too many
     /// for every request. An entry is dropped when its holder cannot be
     /// reached or says it no longer holds the agent.
-    holders: std::sync::Mutex<std::collections::HashMap<String, (String, std::time::Instant)>>,
+    holders: std::sync::Mutex<std::collections::HashMap<String, (Holder, std::time::Instant)>>,
+}
+
+/// A replica holding an agent's session: its id and internal URL.
+#[derive(Clone)]
+struct Holder {
+    id: String,
+    url: String,
 }
 
 /// How long a holder found in the store is used without looking again.
@@ -77,17 +84,17 @@ impl Peers {
     }
 
     /// The holder of `agent_id`'s sessions, from the cache while it is fresh.
-    async fn holder_cached(&self, agent_id: &str) -> Result<Option<String>, borealis_store::StoreError> {
-        if let Some((url, at)) = self.holders.lock().expect("holders lock").get(agent_id)
+    async fn holder_cached(&self, agent_id: &str) -> Result<Option<Holder>, borealis_store::StoreError> {
+        if let Some((holder, at)) = self.holders.lock().expect("holders lock").get(agent_id)
             && at.elapsed() < HOLDER_TTL
         {
-            return Ok(Some(url.clone()));
+            return Ok(Some(holder.clone()));
         }
         let found = self.holder(agent_id).await?;
         let mut holders = self.holders.lock().expect("holders lock");
         match &found {
-            Some(url) => {
-                holders.insert(agent_id.to_owned(), (url.clone(), std::time::Instant::now()));
+            Some(holder) => {
+                holders.insert(agent_id.to_owned(), (holder.clone(), std::time::Instant::now()));
             }
             None => {
                 holders.remove(agent_id);
@@ -100,9 +107,9 @@ impl Peers {
         self.holders.lock().expect("holders lock").remove(agent_id);
     }
 
-    /// The internal URL of the live replica holding most sessions of
-    /// `agent_id`, if another replica holds any.
-    async fn holder(&self, agent_id: &str) -> Result<Option<String>, borealis_store::StoreError> {
+    /// The live replica holding most sessions of `agent_id`, if another
+    /// replica holds any.
+    async fn holder(&self, agent_id: &str) -> Result<Option<Holder>, borealis_store::StoreError> {
         let since = self.replica.alive_since();
         let mut held: BTreeMap<String, usize> = BTreeMap::new();
         for session in self.store.sessions(Some(agent_id), since).await? {
@@ -116,17 +123,20 @@ impl Peers {
         let replicas = self.store.replicas(since).await?;
         Ok(replicas
             .into_iter()
-            .filter_map(|r| Some((held.get(&r.id).copied()?, r.peer_url?)))
+            .filter_map(|r| Some((held.get(&r.id).copied()?, Holder { url: r.peer_url?, id: r.id })))
             .max_by_key(|(count, _)| *count)
-            .map(|(_, url)| url))
+            .map(|(_, holder)| holder))
     }
 
-    async fn forward(&self, peer: &str, agent_id: &str, outbound: Outbound) -> Result<Reply, ForwardError> {
+    async fn forward(&self, holder: &Holder, agent_id: &str, outbound: Outbound) -> Result<Reply, ForwardError> {
         let Outbound { method, url, mut headers, body, timeout, limit } = outbound;
+        let peer = &holder.url;
         let mut target = reqwest::Url::parse(&format!("{peer}{FORWARD_PATH}"))
             .map_err(|e| ForwardError::new(ForwardFailure::Internal, format!("peer URL {peer:?}: {e}")))?;
         target.query_pairs_mut().append_pair("agent", agent_id).append_pair("url", &url);
-        let tag = HeaderValue::try_from(self.key.mint(&self.replica.id)).expect("a tag is ASCII");
+        let hop =
+            PeerHop { from: &self.replica.id, to: &holder.id, method: method.as_str(), agent: agent_id, url: &url };
+        let tag = HeaderValue::try_from(self.key.mint(&hop)).expect("a tag is ASCII");
         headers.insert(TAG_HEADER, tag);
         headers.insert(TIMEOUT_HEADER, HeaderValue::from(timeout.as_millis() as u64));
         headers.insert(LIMIT_HEADER, HeaderValue::from(limit));
@@ -151,8 +161,14 @@ impl Peers {
             Ok(Ok(response)) => response,
         };
         if let Some(failure) = response.headers().get(FAILURE_HEADER).and_then(|v| v.to_str().ok()) {
+            // The holder's own failure (it strips this header from every
+            // destination's reply), its problem read up to a bound.
             let failure = decode_failure(failure);
-            let problem: serde_json::Value = response.json().await.unwrap_or_default();
+            let body =
+                crate::forward::read_body(streamed(response.bytes_stream().map_err(std::io::Error::other)), 16 << 10)
+                    .await
+                    .unwrap_or_default();
+            let problem: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
             let detail = problem["detail"].as_str().unwrap_or("the replica holding the agent failed").to_owned();
             return Err(ForwardError::new(failure, detail));
         }

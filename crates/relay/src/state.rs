@@ -33,4 +33,6 @@ pub struct AppState {
     pub replica: Arc<Replica>,
     /// Wakes the revocation sweep when another replica revoked a credential.
     pub revocations: Arc<tokio::sync::Notify>,
+    /// The peer tags used lately, each accepted once.
+    pub peer_nonces: crate::auth::PeerNonces,
 }

@@ -94,6 +94,7 @@ const TABLES: &[Table] = &[
             ("finished_at", Int),
             ("idempotency_key", Text),
             ("request_hash", Text),
+            ("watched", Bool),
         ],
         order: "created_at, id",
         identity: None,

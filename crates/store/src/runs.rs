@@ -187,7 +187,9 @@ pub trait RunStore: Send + Sync + 'static {
     /// Records the request the fenced attempt sends (secrets masked).
     async fn set_request(&self, id: &str, fence: &Fence<'_>, request: &str) -> Result<bool, StoreError>;
     /// Logs the fenced attempt; a number logged before keeps its first
-    /// record. False when the fence no longer holds.
+    /// record. Fenced by owner and number only: a callback may end the run
+    /// while its attempt is under way, and the attempt is still logged.
+    /// False when another replica took the run over.
     async fn record_attempt(&self, run_id: &str, fence: &Fence<'_>, attempt: &Attempt) -> Result<bool, StoreError>;
     /// calling -> pending, to try again at `at`; fenced.
     async fn retry_at(&self, id: &str, fence: &Fence<'_>, at: SystemTime, reason: &str) -> Result<bool, StoreError>;

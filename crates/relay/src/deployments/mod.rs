@@ -165,6 +165,8 @@ impl Deployments {
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut renew = tokio::time::interval(replica.lease / 3);
         renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Ends with the deployments (`close`), before their leases are released.
+        let closing = self.stop.clone();
         loop {
             tokio::select! {
                 _ = poll.tick() => {
@@ -174,11 +176,15 @@ impl Deployments {
                 }
                 _ = renew.tick() => self.renew().await,
                 () = stop.cancelled() => return,
+                () = closing.cancelled() => return,
             }
         }
     }
 
     async fn claim(self: &Arc<Self>, expired_before: SystemTime) {
+        if self.stop.is_cancelled() {
+            return;
+        }
         let replica = &self.context.replica;
         let claim = Claim { owner: &replica.id, now: expired_before, lease_until: replica.lease_until(), limit: 64 };
         match self.context.store.claim_deployments(&claim).await {
@@ -199,18 +205,24 @@ impl Deployments {
     /// error) is resumed from its journal.
     async fn renew(self: &Arc<Self>) {
         let replica = &self.context.replica;
+        // Only runs that began before the renewal are judged by it: one
+        // created meanwhile may not be in what it returns.
+        let before: Vec<(String, CancellationToken)> =
+            self.running.lock().expect("running lock").iter().map(|(id, lost)| (id.clone(), lost.clone())).collect();
         match self.context.store.renew_deployment_leases(&replica.id, replica.lease_until()).await {
             Ok(held) => {
                 let stopped: Vec<String> = {
                     let running = self.running.lock().expect("running lock");
-                    for (id, lost) in running.iter() {
+                    for (id, lost) in &before {
                         if !held.contains(id) && !lost.is_cancelled() {
                             self.context.metrics.lease_losses.get_or_create(&ClaimLabels { kind: "deployment" }).inc();
                             tracing::warn!(deployment = %id, "lost the deployment's lease to another replica; stopping here");
                             lost.cancel();
                         }
                     }
-                    held.into_iter().filter(|id| !running.contains_key(id)).collect()
+                    held.into_iter()
+                        .filter(|id| !running.contains_key(id) && !before.iter().any(|(was, _)| was == id))
+                        .collect()
                 };
                 for id in stopped {
                     if self.stop.is_cancelled() {

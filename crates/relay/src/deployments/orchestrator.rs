@@ -176,6 +176,10 @@ async fn run_inner(
     lost: &CancellationToken,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let record = state.store.deployment(id).await?.ok_or("deployment vanished")?;
+    if record.finished_at.is_some() {
+        // Ended between the claim (or a restart's renewal) and now.
+        return Ok(());
+    }
     let file = deployment::parse(&record.file).map_err(|e| format!("the stored file no longer parses: {e:?}"))?.file;
     let context: BTreeMap<String, String> = serde_json::from_str(&record.context).unwrap_or_default();
     let journal: HashMap<String, String> = state.store.journal(id).await?.into_iter().collect();
@@ -567,12 +571,12 @@ impl Deployment {
                         request_hash: "deployment-step".into(),
                     }),
                 };
-                let created = self
-                    .service
-                    .runs
-                    .create(request)
-                    .await
-                    .map_err(|e| Failure(format!("webhook {} could not start: {e}", run.name)))?;
+                let created = match self.service.runs.create(request).await {
+                    Ok(created) => created,
+                    // The run's idempotency key finds it again on resume.
+                    Err(crate::runs::RunError::Store(err)) => self.halt(&run_key, err).await,
+                    Err(e) => return Err(Failure(format!("webhook {} could not start: {e}", run.name))),
+                };
                 self.journal_put(&run_key, &created.id).await;
                 self.event(
                     Some(target),

@@ -14,6 +14,7 @@ use http_body_util::BodyExt;
 
 use super::AppState;
 use super::problem::Problem;
+use crate::auth::PeerHop;
 use crate::forward::{self, Outbound};
 use crate::metrics::PeerLabels;
 use crate::peer::{FAILURE_HEADER, LIMIT_HEADER, TAG_HEADER, TIMEOUT_HEADER, encode_failure, is_hop_header};
@@ -24,22 +25,36 @@ pub struct PeerQuery {
     pub url: String,
 }
 
+/// The longest time limit a peer's request may carry.
+const MAX_HOP_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+
+fn refused(detail: &str) -> Response {
+    Problem::new(http::StatusCode::UNAUTHORIZED, "unauthorized", detail.to_owned()).into_response()
+}
+
 pub async fn forward(State(state): State<Arc<AppState>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
-    let tag = parts.headers.get(TAG_HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default();
-    let peer = match state.auth.peer_key().verify(tag) {
-        Ok(peer) => peer,
-        Err(err) => {
-            return Problem::new(http::StatusCode::UNAUTHORIZED, "unauthorized", format!("peer tag refused: {err}"))
-                .into_response();
-        }
-    };
     let query = match axum::extract::Query::<PeerQuery>::try_from_uri(&parts.uri) {
         Ok(query) => query.0,
         Err(err) => return Problem::bad_request("invalid-query", err.body_text()).into_response(),
     };
+    let presented = parts.headers.get(TAG_HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let hop = PeerHop {
+        from: "",
+        to: &state.replica.id,
+        method: parts.method.as_str(),
+        agent: &query.agent,
+        url: &query.url,
+    };
+    let peer = match state.auth.peer_key().verify(presented, &hop) {
+        Ok(tag) if state.peer_nonces.first_use(&tag) => tag.from,
+        Ok(_) => return refused("peer tag refused: it was used before"),
+        Err(err) => return refused(&format!("peer tag refused: {err}")),
+    };
     let number = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    let timeout = number(TIMEOUT_HEADER).map(Duration::from_millis).unwrap_or(state.config.request_timeout);
+    // The caller's time limit, bounded all the same.
+    let timeout =
+        number(TIMEOUT_HEADER).map(Duration::from_millis).unwrap_or(state.config.request_timeout).min(MAX_HOP_TIMEOUT);
     let limit = number(LIMIT_HEADER).unwrap_or(state.config.max_body_bytes).min(state.config.max_body_bytes);
     state.metrics.peer_forwarded.get_or_create(&PeerLabels { direction: "received" }).inc();
     tracing::debug!(peer, agent = &query.agent, "request from a peer replica");
@@ -57,7 +72,15 @@ pub async fn forward(State(state): State<Arc<AppState>>, request: Request) -> Re
         limit,
     };
     match state.forwarder.send_here(&query.agent, outbound).await {
-        Ok(reply) => reply.map(Body::new),
+        Ok(mut reply) => {
+            // The destination's reply must not pass for the hop's own failure.
+            let hop_headers: Vec<_> =
+                reply.headers().keys().filter(|name| is_hop_header(name.as_str())).cloned().collect();
+            for name in hop_headers {
+                reply.headers_mut().remove(name);
+            }
+            reply.map(Body::new)
+        }
         Err(err) => {
             let failure = encode_failure(err.failure);
             let mut response = Problem::from(err).into_response();

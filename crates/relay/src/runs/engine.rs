@@ -291,7 +291,7 @@ async fn fail(runs: &Runs, id: &str, fence: &Fence<'_>, reason: String) -> StepR
     if runs.store.finish_attempt(id, fence, &outcome).await? {
         runs.changed(id);
     } else {
-        runs.lease_lost(id);
+        runs.lease_lost(id).await;
     }
     Ok(())
 }
@@ -434,7 +434,7 @@ async fn attempt(runs: &Runs, run: RunRecord) -> StepResult {
     let scrub = |text: &str| scrubber.scrub(text).into_owned();
     let masked_json = serde_json::to_string(&masked)?;
     if !runs.store.set_request(id, &fence, &masked_json).await? {
-        runs.lease_lost(id);
+        runs.lease_lost(id).await;
         return Ok(());
     }
     runs.changed(id);
@@ -451,7 +451,7 @@ async fn attempt(runs: &Runs, run: RunRecord) -> StepResult {
         }
     };
     if !runs.store.record_attempt(id, &fence, &record).await? {
-        runs.lease_lost(id);
+        runs.lease_lost(id).await;
         return Ok(());
     }
     tracing::info!(run = %id, webhook = %spec.webhook.name, attempt = number, status = ?record.status, error = ?record.error, latency_ms, "webhook attempt");
@@ -467,14 +467,14 @@ async fn attempt(runs: &Runs, run: RunRecord) -> StepResult {
                     by_callback: false,
                 };
                 if !runs.store.finish_attempt(id, &fence, &outcome).await? {
-                    runs.lease_lost(id);
+                    runs.lease_lost(id).await;
                 }
             } else {
                 let deadline = runs.clock.now() + runs.settings.callback_timeout;
                 if runs.store.await_callback(id, &fence, deadline, None).await? {
                     runs.deadline_at(id, deadline);
                 } else {
-                    runs.lease_lost(id);
+                    runs.lease_lost(id).await;
                 }
             }
             runs.changed(id);
@@ -526,7 +526,7 @@ async fn attempt(runs: &Runs, run: RunRecord) -> StepResult {
     {
         runs.attempt_at(id, at);
     } else {
-        runs.lease_lost(id);
+        runs.lease_lost(id).await;
     }
     runs.changed(id);
     Ok(())

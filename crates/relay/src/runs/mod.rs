@@ -200,11 +200,21 @@ impl Runs {
         self.in_flight.lock().expect("in-flight lock").contains(id)
     }
 
-    /// An attempt's fenced write found the lease gone: another replica took
-    /// the run over (this one could not renew it in time).
-    pub(crate) fn lease_lost(&self, id: &str) {
-        self.metrics.lease_losses.get_or_create(&crate::metrics::ClaimLabels { kind: "attempt" }).inc();
-        tracing::warn!(run = %id, "lost the lease of a webhook attempt: another replica took the run over");
+    /// An attempt's fenced write changed nothing: a callback or a cancel
+    /// ended the run meanwhile (nothing to do), or another replica took the
+    /// run over (this one could not renew its lease in time).
+    pub(crate) async fn lease_lost(&self, id: &str) {
+        match self.store.run(id).await {
+            Ok(Some(run))
+                if run.state.is_finished() && run.lease_owner.as_deref() == Some(self.replica.id.as_str()) =>
+            {
+                tracing::debug!(run = %id, state = run.state.as_str(), "the run ended while its attempt was under way");
+            }
+            _ => {
+                self.metrics.lease_losses.get_or_create(&crate::metrics::ClaimLabels { kind: "attempt" }).inc();
+                tracing::warn!(run = %id, "lost the lease of a webhook attempt: another replica took the run over");
+            }
+        }
     }
 
     pub fn settings(&self) -> &RunSettings {

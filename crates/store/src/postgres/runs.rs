@@ -82,7 +82,9 @@ impl PostgresStore {
     }
 
     async fn fence_holds(&self, id: &str, fence: &Fence<'_>) -> Result<bool, StoreError> {
-        let row = sqlx::query(concat!("SELECT 1 FROM webhook_runs WHERE id = $1 AND ", fenced!("$2", "$3")))
+        // As `record_attempt`'s fence: owner and number (a callback may have
+        // ended the run while the attempt was under way).
+        let row = sqlx::query("SELECT 1 FROM webhook_runs WHERE id = $1 AND lease_owner = $2 AND attempts = $3")
             .bind(id)
             .bind(fence.owner)
             .bind(i64::from(fence.attempt))
@@ -280,8 +282,7 @@ impl RunStore for PostgresStore {
         // owner) waits for this insert to commit, or this insert sees the
         // new owner and writes nothing.
         let done = sqlx::query(
-            "WITH lease AS (SELECT id FROM webhook_runs WHERE id = $1 AND state = 'calling' AND lease_owner = $8 \
-                            AND attempts = $9 FOR SHARE) \
+            "WITH lease AS (SELECT id FROM webhook_runs WHERE id = $1 AND lease_owner = $8 AND attempts = $9 FOR SHARE) \
              INSERT INTO webhook_attempts (run_id, number, started_at, latency_ms, status, error, reply) \
              SELECT id, $2, $3, $4, $5, $6, $7 FROM lease ON CONFLICT (run_id, number) DO NOTHING",
         )

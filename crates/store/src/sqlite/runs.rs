@@ -273,8 +273,7 @@ impl RunStore for SqliteStore {
             .execute(
                 sqlx::query(concat!(
                     "INSERT INTO webhook_attempts (run_id, number, started_at, latency_ms, status, error, reply) \
-                     SELECT id, ?, ?, ?, ?, ?, ? FROM webhook_runs WHERE id = ? AND ",
-                    fenced!(),
+                     SELECT id, ?, ?, ?, ?, ?, ? FROM webhook_runs WHERE id = ? AND lease_owner = ? AND attempts = ?",
                     " ON CONFLICT (run_id, number) DO NOTHING"
                 ))
                 .bind(i64::from(attempt.number))
@@ -292,7 +291,7 @@ impl RunStore for SqliteStore {
         if done.rows_affected() == 1 {
             return Ok(true);
         }
-        let holds = sqlx::query(concat!("SELECT 1 FROM webhook_runs WHERE id = ? AND ", fenced!()))
+        let holds = sqlx::query("SELECT 1 FROM webhook_runs WHERE id = ? AND lease_owner = ? AND attempts = ?")
             .bind(run_id)
             .bind(fence.owner)
             .bind(i64::from(fence.attempt))
