@@ -99,6 +99,8 @@ pub struct Deployments {
     /// The deployments running here, each with the token that ends its
     /// task when this replica loses its lease.
     running: Mutex<HashMap<String, CancellationToken>>,
+    /// When this replica last renewed its deployment leases.
+    renewed_at: Mutex<tokio::time::Instant>,
 }
 
 impl Deployments {
@@ -115,7 +117,8 @@ impl Deployments {
         let events = broadcast::channel(1024).0;
         let context = Arc::new(Context { store, replica, metrics, runs, caller, clock, settings, events });
         let (tasks, stop) = (TaskTracker::new(), CancellationToken::new());
-        Arc::new(Self { context, vault, tasks, stop, running: Mutex::default() })
+        let renewed_at = Mutex::new(tokio::time::Instant::now());
+        Arc::new(Self { context, vault, tasks, stop, running: Mutex::default(), renewed_at })
     }
 
     pub(crate) fn changed(&self, id: &str) {
@@ -232,8 +235,25 @@ impl Deployments {
                     self.start(id);
                 }
             }
-            Err(err) => tracing::warn!(error = %err, "could not renew the leases of running deployments"),
+            Err(err) => {
+                tracing::warn!(error = %err, "could not renew the leases of running deployments");
+                // Past two thirds of a lease without renewing, another
+                // replica may take them over soon: stop them here first, so
+                // that no step runs on two replicas (they resume from the
+                // journal wherever the lease goes).
+                let unrenewed = self.renewed_at.lock().expect("renewed lock").elapsed();
+                if unrenewed >= replica.lease * 2 / 3 {
+                    for (id, lost) in self.running.lock().expect("running lock").iter() {
+                        if !lost.is_cancelled() {
+                            tracing::warn!(deployment = %id, "stopping the deployment here: its lease could not be renewed");
+                            lost.cancel();
+                        }
+                    }
+                }
+                return;
+            }
         }
+        *self.renewed_at.lock().expect("renewed lock") = tokio::time::Instant::now();
     }
 
     /// Checks the file `text` and starts it, with `context` for its templates.

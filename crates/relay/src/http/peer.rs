@@ -28,8 +28,15 @@ pub struct PeerQuery {
 /// The longest time limit a peer's request may carry.
 const MAX_HOP_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
+/// A tag this replica does not accept. Also the answer to a peer that took
+/// a stale record (a replica restarted on the same address has a new id)
+/// for this one, so it crosses the hop as "not connected here": the sender
+/// looks the holder up again, and a webhook retries.
 fn refused(detail: &str) -> Response {
-    Problem::new(http::StatusCode::UNAUTHORIZED, "unauthorized", detail.to_owned()).into_response()
+    let mut response = Problem::new(http::StatusCode::UNAUTHORIZED, "unauthorized", detail.to_owned()).into_response();
+    let failure = encode_failure(crate::forward::ForwardFailure::AgentNotConnected);
+    response.headers_mut().insert(FAILURE_HEADER, HeaderValue::try_from(failure).expect("ASCII"));
+    response
 }
 
 pub async fn forward(State(state): State<Arc<AppState>>, request: Request) -> Response {
