@@ -233,16 +233,7 @@ impl RelayProcess {
     }
 
     fn create_credentials(&self, kind: &str, id: &str) -> (String, String) {
-        let out = self.cli().args([kind, "create", id]).run();
-        assert!(out.status.success(), "{kind} create {id}: {}", out.stderr_text());
-        let text = out.stdout_text();
-        let value = |key: &str| {
-            text.lines()
-                .find_map(|l| l.strip_prefix(&format!("{key}: ")))
-                .unwrap_or_else(|| panic!("no {key} in {text:?}"))
-                .to_owned()
-        };
-        (value("client_id"), value("client_secret"))
+        create_credentials(self.cli(), kind, id)
     }
 
     /// SIGKILL, then a new relay on the same ports and data dir.
@@ -287,6 +278,21 @@ impl RelayProcess {
         })
         .await;
     }
+}
+
+/// Creates credentials with `cli` (`kind` is "agents" or "clients");
+/// returns (client_id, client_secret) as the CLI printed them.
+pub fn create_credentials(cli: Cli, kind: &str, id: &str) -> (String, String) {
+    let out = cli.args([kind, "create", id]).run();
+    assert!(out.status.success(), "{kind} create {id}: {}", out.stderr_text());
+    let text = out.stdout_text();
+    let value = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}: ")))
+            .unwrap_or_else(|| panic!("no {key} in {text:?}"))
+            .to_owned()
+    };
+    (value("client_id"), value("client_secret"))
 }
 
 /// The value of a metric line (`name{labels}`) at `base/metrics`, 0 when absent.

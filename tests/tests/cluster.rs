@@ -13,7 +13,7 @@ use axum::extract::Request;
 use axum::routing::{any, post};
 use borealis_tests::balancer::{Balancer, free_port};
 use borealis_tests::postgres::Schema;
-use borealis_tests::process::OutputText;
+use borealis_tests::process::{OutputText, create_credentials};
 use borealis_tests::servers::serve;
 use borealis_tests::{AgentProcess, RelayOptions, RelayProcess, eventually};
 use futures_util::{StreamExt, stream};
@@ -91,11 +91,31 @@ impl Cluster {
     }
 
     fn create_agent(&self, id: &str) -> (String, String) {
-        let out = self.cli().args(["agents", "create", id]).run();
-        assert!(out.status.success(), "agents create {id}: {}", out.stderr_text());
-        let text = out.stdout_text();
-        let value = |key: &str| text.lines().find_map(|l| l.strip_prefix(&format!("{key}: "))).unwrap().to_owned();
-        (value("client_id"), value("client_secret"))
+        create_credentials(self.cli(), "agents", id)
+    }
+
+    fn create_client(&self, name: &str) -> (String, String) {
+        create_credentials(self.cli(), "clients", name)
+    }
+
+    /// Agents `east` and `west`, two instances each, through the balancer.
+    async fn start_agents(&self) -> Vec<AgentProcess> {
+        let mut agents = Vec::new();
+        for id in ["east", "west"] {
+            let (client_id, secret) = self.create_agent(id);
+            for n in 1..=2 {
+                let name = format!("{id}-{n}");
+                let agent = AgentProcess::start(
+                    &self.balancer.url("agents"),
+                    &client_id,
+                    &secret,
+                    &["--allow", "127.0.0.0/8", "--instance", &name],
+                );
+                agent.wait_connected(Duration::from_secs(30)).await;
+                agents.push(agent);
+            }
+        }
+        agents
     }
 
     /// The instances of `agent` as replica `base` lists them: (instance, replica).
@@ -197,21 +217,7 @@ async fn peer_hops(cluster: &Cluster, direction: &str) -> f64 {
 async fn every_replica_reaches_every_agent_behind_the_balancer() {
     let cluster = Cluster::start();
     let destination = destination().await;
-    let mut agents = Vec::new();
-    for id in ["east", "west"] {
-        let (client_id, secret) = cluster.create_agent(id);
-        for n in 1..=2 {
-            let name = format!("{id}-{n}");
-            let agent = AgentProcess::start(
-                &cluster.balancer.url("agents"),
-                &client_id,
-                &secret,
-                &["--allow", "127.0.0.0/8", "--instance", &name],
-            );
-            agent.wait_connected(Duration::from_secs(30)).await;
-            agents.push(agent);
-        }
-    }
+    let agents = cluster.start_agents().await;
     // Every replica lists all four instances, each with the replica holding it.
     let mut holders = HashMap::new();
     for relay in &cluster.replicas {
@@ -426,13 +432,7 @@ targets:
         .await;
 
     // Callbacks for the runs that wait for one, through the balancer.
-    let (client_id, secret) = {
-        let out = cluster.cli().args(["clients", "create", "ci"]).run();
-        assert!(out.status.success(), "{}", out.stderr_text());
-        let text = out.stdout_text();
-        let value = |key: &str| text.lines().find_map(|l| l.strip_prefix(&format!("{key}: "))).unwrap().to_owned();
-        (value("client_id"), value("client_secret"))
-    };
+    let (client_id, secret) = cluster.create_client("ci");
     let token: serde_json::Value = client()
         .post(format!("{base}/oauth/token"))
         .form(&[("grant_type", "client_credentials"), ("client_id", &client_id), ("client_secret", &secret)])
@@ -607,30 +607,10 @@ async fn chaos_two_replicas_die_and_nothing_is_lost_or_done_twice() {
     const DEPLOYMENTS: usize = 10;
     let mut cluster = Cluster::start();
     let base = cluster.http();
-    let (client_id, client_secret) = {
-        let out = cluster.cli().args(["clients", "create", "ci"]).run();
-        assert!(out.status.success(), "{}", out.stderr_text());
-        let text = out.stdout_text();
-        let value = |key: &str| text.lines().find_map(|l| l.strip_prefix(&format!("{key}: "))).unwrap().to_owned();
-        (value("client_id"), value("client_secret"))
-    };
+    let (client_id, client_secret) = cluster.create_client("ci");
     // The external system calls back through the balancer.
     let (system_addr, system) = borealis_tests::external::start(&base, &client_id, &client_secret).await;
-    let mut agents = Vec::new();
-    for id in ["east", "west"] {
-        let (agent_client, secret) = cluster.create_agent(id);
-        for n in 1..=2 {
-            let name = format!("{id}-{n}");
-            let agent = AgentProcess::start(
-                &cluster.balancer.url("agents"),
-                &agent_client,
-                &secret,
-                &["--allow", "127.0.0.0/8", "--instance", &name],
-            );
-            agent.wait_connected(Duration::from_secs(30)).await;
-            agents.push(agent);
-        }
-    }
+    let agents = cluster.start_agents().await;
 
     let deployment = |k: usize| {
         let verdict = if k.is_multiple_of(2) { "pass" } else { "fail" };

@@ -40,9 +40,12 @@ pub const LIMIT_HEADER: &str = "x-borealis-max-body-bytes";
 /// the failure, as [`encode_failure`] writes it.
 pub const FAILURE_HEADER: &str = "x-borealis-forward-failure";
 
-/// The headers of the hop itself, never passed on to the destination.
-pub fn is_hop_header(name: &str) -> bool {
-    [TAG_HEADER, TIMEOUT_HEADER, LIMIT_HEADER, FAILURE_HEADER].contains(&name)
+/// Removes the headers of the hop itself: from a request before it goes to
+/// the destination, and from the destination's reply before it crosses back.
+pub fn strip_hop_headers(headers: &mut http::HeaderMap) {
+    for name in [TAG_HEADER, TIMEOUT_HEADER, LIMIT_HEADER, FAILURE_HEADER] {
+        headers.remove(name);
+    }
 }
 
 pub struct Peers {

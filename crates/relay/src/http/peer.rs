@@ -17,7 +17,7 @@ use super::problem::Problem;
 use crate::auth::PeerHop;
 use crate::forward::{self, Outbound};
 use crate::metrics::PeerLabels;
-use crate::peer::{FAILURE_HEADER, LIMIT_HEADER, TAG_HEADER, TIMEOUT_HEADER, encode_failure, is_hop_header};
+use crate::peer::{FAILURE_HEADER, LIMIT_HEADER, TAG_HEADER, TIMEOUT_HEADER, encode_failure, strip_hop_headers};
 
 #[derive(Debug, serde::Deserialize)]
 pub struct PeerQuery {
@@ -66,10 +66,7 @@ pub async fn forward(State(state): State<Arc<AppState>>, request: Request) -> Re
     state.metrics.peer_forwarded.get_or_create(&PeerLabels { direction: "received" }).inc();
     tracing::debug!(peer, agent = &query.agent, "request from a peer replica");
     let mut headers = end_to_end(&parts.headers);
-    let hop: Vec<_> = headers.keys().filter(|name| is_hop_header(name.as_str())).cloned().collect();
-    for name in hop {
-        headers.remove(name);
-    }
+    strip_hop_headers(&mut headers);
     let outbound = Outbound {
         method: parts.method,
         url: query.url,
@@ -81,11 +78,7 @@ pub async fn forward(State(state): State<Arc<AppState>>, request: Request) -> Re
     match state.forwarder.send_here(&query.agent, outbound).await {
         Ok(mut reply) => {
             // The destination's reply must not pass for the hop's own failure.
-            let hop_headers: Vec<_> =
-                reply.headers().keys().filter(|name| is_hop_header(name.as_str())).cloned().collect();
-            for name in hop_headers {
-                reply.headers_mut().remove(name);
-            }
+            strip_hop_headers(reply.headers_mut());
             reply.map(Body::new)
         }
         Err(err) => {
