@@ -258,14 +258,18 @@ impl Runs {
     /// The run `id` once it has finished, or as it is at `deadline`.
     pub async fn view_when_finished(&self, id: &str, deadline: tokio::time::Instant) -> Result<RunView, RunError> {
         let mut events = self.subscribe();
-        if self.store.shared() {
-            // Its changes may happen on another replica: have them announced.
-            self.store.watch_run(id).await?;
-        }
+        let mut watched = false;
         loop {
             let view = self.view(id).await?;
             if view.run.state.is_finished() || tokio::time::Instant::now() >= deadline {
                 return Ok(view);
+            }
+            if !watched && self.store.shared() {
+                // Its end may come on another replica: have it announced
+                // (a write, so only once, and only for a run still going).
+                self.store.watch_run(id).await?;
+                watched = true;
+                continue;
             }
             changed(&mut events, id, deadline).await;
         }
