@@ -120,6 +120,19 @@ impl Authority {
             .fold(false, |found, tag| hmac::verify(&self.admin_check, &hash, tag.as_ref()).is_ok() | found)
     }
 
+    /// The CSRF token of console session `session_id`: its HMAC under the
+    /// key replicas share, apart from tokens by its prefix.
+    pub fn console_csrf(&self, session_id: &str) -> String {
+        B64.encode(hmac::sign(&self.signing, format!("console-csrf\n{session_id}").as_bytes()).as_ref())
+    }
+
+    /// Whether `presented` is session `session_id`'s CSRF token (in constant time).
+    pub fn console_csrf_matches(&self, session_id: &str, presented: &str) -> bool {
+        B64.decode(presented).is_ok_and(|tag| {
+            hmac::verify(&self.signing, format!("console-csrf\n{session_id}").as_bytes(), &tag).is_ok()
+        })
+    }
+
     /// Creates a credential; the secret is returned once and never stored.
     pub async fn create_credential(&self, kind: CredentialKind, subject: &str) -> Result<(String, Secret), AuthError> {
         let prefix = match kind {

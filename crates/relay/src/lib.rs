@@ -8,6 +8,7 @@
 //! - [`run`]: starts everything on listeners the caller bound, until shutdown.
 //! - [`serve`]: the accept loop both listeners share (TLS, HTTP/1.1, HTTP/2).
 //! - [`http`]: the HTTP edge: routes, problems, one module per resource.
+//! - [`console`]: the web console on the same listener: pages, sessions.
 //! - [`clock`]: the wall clock schedules read (a manual one in tests).
 //! - [`cluster`]: this replica among those sharing the database: identity,
 //!   heartbeat, the change feed; [`changes`]: where announced changes go.
@@ -29,6 +30,7 @@ pub mod changes;
 pub mod clock;
 pub mod cluster;
 pub mod config;
+pub mod console;
 pub mod deployments;
 pub mod forward;
 pub mod http;
@@ -218,6 +220,7 @@ pub async fn run(
         replica: replica.clone(),
         revocations,
         peer_nonces: Default::default(),
+        agents_addr: listeners.agents.local_addr().ok(),
     });
 
     let tunnel = TunnelServer::new(tunnel::TunnelService { state: state.clone() })
@@ -239,7 +242,7 @@ pub async fn run(
             "http",
             listeners.http,
             tls.clone(),
-            http::http_router(state.clone()),
+            http::http_router(state.clone()).merge(console::router(state.clone())),
             connections.clone(),
             stop.clone(),
             grace,

@@ -35,4 +35,6 @@ pub struct AppState {
     pub revocations: Arc<tokio::sync::Notify>,
     /// The peer tags used lately, each accepted once.
     pub peer_nonces: crate::auth::PeerNonces,
+    /// The agents' listener, for the command line the console shows.
+    pub agents_addr: Option<std::net::SocketAddr>,
 }

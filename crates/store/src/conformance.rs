@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::cluster::{ClusterStore, ReplicaRecord, SessionRecord};
+use crate::console::ConsoleSessionStore;
 use crate::credentials::{CredentialKind, CredentialStore};
 use crate::deployments::{
     ApprovalState, DECISION_SUFFIX, DeploymentLease, DeploymentState, DeploymentStore, TargetState,
@@ -53,6 +54,7 @@ macro_rules! conformance_suite {
             an_attempt_is_claimed_once_and_fenced_by_its_lease,
             a_deployment_lease_fences_its_journal_and_is_taken_over_when_it_lapses,
             replicas_and_their_sessions,
+            console_sessions_expire_and_end,
         );
     };
     (@cases $harness:expr; $($case:ident),* $(,)?) => {
@@ -127,6 +129,26 @@ pub async fn settings_keep_the_first_value<H: Harness>(harness: &H) {
     let store = harness.open().await;
     assert_eq!(store.setting_or_init("k", b"one".to_vec()).await.unwrap(), b"one");
     assert_eq!(store.setting_or_init("k", b"two".to_vec()).await.unwrap(), b"one");
+}
+
+pub async fn console_sessions_expire_and_end<H: Harness>(harness: &H) {
+    let store = harness.open().await;
+    let now = SystemTime::now();
+    let hour = Duration::from_secs(3600);
+    store.create_console_session(b"old", now - 2 * hour, now - hour).await.unwrap();
+    store.create_console_session(b"live", now, now + hour).await.unwrap();
+    let expires = store.console_session(b"live", now).await.unwrap().expect("a live session is found");
+    assert_eq!(crate::unix_ms(expires), crate::unix_ms(now + hour));
+    assert_eq!(store.console_session(b"live", now + 2 * hour).await.unwrap(), None, "an expired session is not found");
+    assert_eq!(
+        store.console_session(b"old", now - 2 * hour).await.unwrap(),
+        None,
+        "a sign-in forgets expired sessions"
+    );
+    assert_eq!(store.console_session(b"unknown", now).await.unwrap(), None);
+    assert!(store.end_console_session(b"live").await.unwrap());
+    assert!(!store.end_console_session(b"live").await.unwrap(), "a session ends once");
+    assert_eq!(store.console_session(b"live", now).await.unwrap(), None, "an ended session is not found");
 }
 
 pub async fn run_transitions_are_compare_and_set<H: Harness>(harness: &H) {

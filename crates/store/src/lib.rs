@@ -5,7 +5,7 @@
 //!
 //! One trait per aggregate, each in its module with its records:
 //! [`CredentialStore`], [`SecretStore`], [`MetricProviderStore`],
-//! [`RunStore`], [`DeploymentStore`], [`SettingStore`], [`ClusterStore`]; and [`Lifecycle`]
+//! [`RunStore`], [`DeploymentStore`], [`SettingStore`], [`ClusterStore`], [`ConsoleSessionStore`]; and [`Lifecycle`]
 //! (`ping`, `close`). [`Store`] is all of them, for whoever holds the one
 //! handle (the relay's `Arc<dyn Store>`); code that needs one aggregate
 //! should take the narrowest trait it needs, so a test or another backend
@@ -18,6 +18,7 @@
 //! `conformance` (feature `conformance`) is the suite every backend passes.
 
 mod cluster;
+mod console;
 mod credentials;
 mod deployments;
 mod error;
@@ -38,6 +39,7 @@ mod time;
 pub mod conformance;
 
 pub use cluster::{Change, ClusterStore, ReplicaRecord, SessionRecord};
+pub use console::ConsoleSessionStore;
 pub use credentials::{Credential, CredentialKind, CredentialStore};
 pub use deployments::{
     ApprovalState, DECISION_SUFFIX, DeploymentLease, DeploymentRecord, DeploymentState, DeploymentStore,

@@ -2,6 +2,7 @@
 //! data, and [`Store`], every aggregate at once.
 
 use crate::cluster::ClusterStore;
+use crate::console::ConsoleSessionStore;
 use crate::credentials::CredentialStore;
 use crate::deployments::DeploymentStore;
 use crate::error::StoreError;
@@ -33,6 +34,7 @@ pub trait Store:
     + DeploymentStore
     + SettingStore
     + ClusterStore
+    + ConsoleSessionStore
     + Lifecycle
 {
 }
@@ -45,6 +47,7 @@ impl<T> Store for T where
         + DeploymentStore
         + SettingStore
         + ClusterStore
+        + ConsoleSessionStore
         + Lifecycle
 {
 }

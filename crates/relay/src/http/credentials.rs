@@ -30,7 +30,11 @@ pub async fn create_client(State(state): State<Arc<AppState>>, body: axum::body:
 
 /// Validates the name, creates the credential, and returns its client id
 /// and secret, to be shown once.
-async fn create_credential(state: &AppState, kind: CredentialKind, subject: &str) -> Result<(String, String), Problem> {
+pub(crate) async fn create_credential(
+    state: &AppState,
+    kind: CredentialKind,
+    subject: &str,
+) -> Result<(String, String), Problem> {
     let (what, slug) = match kind {
         CredentialKind::Agent => ("agent identifier", "invalid-agent-id"),
         CredentialKind::Callback => ("client name", "invalid-client-name"),
@@ -42,6 +46,12 @@ async fn create_credential(state: &AppState, kind: CredentialKind, subject: &str
 }
 
 pub async fn list_agents(State(state): State<Arc<AppState>>) -> Result<Response, Problem> {
+    let agents = agents(&state).await?;
+    Ok(Json(borealis_api::AgentList { agents }).into_response())
+}
+
+/// Every registered agent with the instances connected to any live replica.
+pub(crate) async fn agents(state: &AppState) -> Result<Vec<borealis_api::Agent>, Problem> {
     let credentials = state.store.active_credentials(CredentialKind::Agent).await.map_err(Problem::internal)?;
     let sessions = state.hub.sessions();
     // Sessions other live replicas hold, with their replica's name.
@@ -100,11 +110,16 @@ pub async fn list_agents(State(state): State<Arc<AppState>>) -> Result<Response,
             }
         })
         .collect();
-    Ok(Json(borealis_api::AgentList { agents }).into_response())
+    Ok(agents)
 }
 
 pub async fn revoke_client(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Result<Response, Problem> {
-    let revoked = state.store.revoke(CredentialKind::Callback, &name).await.map_err(Problem::internal)?;
+    revoke_client_named(&state, &name).await?;
+    Ok(Json(borealis_api::ClientRevoked { name, revoked: true }).into_response())
+}
+
+pub(crate) async fn revoke_client_named(state: &AppState, name: &str) -> Result<(), Problem> {
+    let revoked = state.store.revoke(CredentialKind::Callback, name).await.map_err(Problem::internal)?;
     state.auth.forget_live();
     if !revoked {
         return Err(Problem::new(
@@ -114,16 +129,22 @@ pub async fn revoke_client(State(state): State<Arc<AppState>>, Path(name): Path<
         ));
     }
     tracing::info!(client = ?name, "callback client revoked");
-    Ok(Json(borealis_api::ClientRevoked { name, revoked: true }).into_response())
+    Ok(())
 }
 
 pub async fn revoke_agent(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Response, Problem> {
-    let revoked = state.store.revoke(CredentialKind::Agent, &id).await.map_err(Problem::internal)?;
+    let closed = revoke_agent_named(&state, &id).await?;
+    Ok(Json(borealis_api::AgentRevoked { agent_id: id, revoked: true, sessions_closed: closed as u64 }).into_response())
+}
+
+/// Revokes agent `id` and ends its sessions here; how many ended.
+pub(crate) async fn revoke_agent_named(state: &AppState, id: &str) -> Result<usize, Problem> {
+    let revoked = state.store.revoke(CredentialKind::Agent, id).await.map_err(Problem::internal)?;
     state.auth.forget_live();
     if !revoked {
         return Err(Problem::new(StatusCode::NOT_FOUND, "unknown-agent", format!("agent {id:?} is not registered")));
     }
-    let closed = state.hub.disconnect(&id, tonic::Status::unauthenticated("the credential was revoked"));
+    let closed = state.hub.disconnect(id, tonic::Status::unauthenticated("the credential was revoked"));
     tracing::info!(agent = %id, sessions_closed = closed, "agent revoked");
-    Ok(Json(borealis_api::AgentRevoked { agent_id: id, revoked: true, sessions_closed: closed as u64 }).into_response())
+    Ok(closed)
 }

@@ -32,6 +32,12 @@ pub async fn create(
 }
 
 pub async fn list(State(state): State<Arc<AppState>>) -> Result<Response, Problem> {
+    let deployments = summaries(&state).await?;
+    Ok(Json(borealis_api::DeploymentList { deployments }).into_response())
+}
+
+/// The newest 100 deployments with their targets' states.
+pub(crate) async fn summaries(state: &AppState) -> Result<Vec<borealis_api::DeploymentSummary>, Problem> {
     let listed = state.deployments.list(100).await?;
     let mut items = Vec::with_capacity(listed.len());
     for (record, targets) in &listed {
@@ -47,7 +53,7 @@ pub async fn list(State(state): State<Arc<AppState>>) -> Result<Response, Proble
                 .collect(),
         });
     }
-    Ok(Json(borealis_api::DeploymentList { deployments: items }).into_response())
+    Ok(items)
 }
 
 pub async fn show(
@@ -127,7 +133,7 @@ fn target_state(state: TargetState) -> borealis_api::TargetState {
 }
 
 /// A deployment as the API shows it: targets, their webhook runs, history.
-fn describe(view: &DeploymentView) -> borealis_api::Deployment {
+pub(crate) fn describe(view: &DeploymentView) -> borealis_api::Deployment {
     let time = rfc3339;
     let record = &view.record;
     let pending: Vec<String> =

@@ -18,15 +18,21 @@ pub async fn put_secret(
     Path(name): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Response, Problem> {
-    vault::validate_name(&name).map_err(|e| Problem::bad_request("invalid-secret-name", e))?;
     let value = String::from_utf8(body.to_vec())
         .map_err(|_| Problem::bad_request("invalid-secret", "the secret value must be UTF-8 text"))?;
+    store_secret(&state, &name, value).await?;
+    Ok(Json(borealis_api::SecretStored { name, stored: true }).into_response())
+}
+
+/// Validates and stores (encrypted) secret `name`.
+pub(crate) async fn store_secret(state: &AppState, name: &str, value: String) -> Result<(), Problem> {
+    vault::validate_name(name).map_err(|e| Problem::bad_request("invalid-secret-name", e))?;
     if value.is_empty() {
         return Err(Problem::bad_request("invalid-secret", "the secret value is empty"));
     }
-    state.vault.set(&name, &Secret::new(value)).await.map_err(Problem::internal)?;
+    state.vault.set(name, &Secret::new(value)).await.map_err(Problem::internal)?;
     tracing::info!(secret = %name, "secret stored");
-    Ok(Json(borealis_api::SecretStored { name, stored: true }).into_response())
+    Ok(())
 }
 
 pub async fn list_secrets(State(state): State<Arc<AppState>>) -> Result<Response, Problem> {

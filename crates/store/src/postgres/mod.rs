@@ -7,6 +7,7 @@
 //! Postgres's error codes ([`error`]).
 
 mod cluster;
+mod console;
 mod credentials;
 mod deployments;
 mod error;

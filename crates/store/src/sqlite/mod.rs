@@ -5,6 +5,7 @@
 //! sqlx and SQLite's error codes ([`error`]).
 
 mod cluster;
+mod console;
 mod credentials;
 mod deployments;
 mod error;

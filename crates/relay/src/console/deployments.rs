@@ -1,0 +1,433 @@
+//! The Deployments screens: the list, and one deployment with its targets
+//! as a graph, their steps, webhook runs, analysis runs and events, and the
+//! decisions an operator can take. `/deployments/{id}/live` tells the page
+//! (server-sent events) when the deployment changed.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use askama::Template;
+use axum::Extension;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{Redirect, Response};
+use borealis_core::deployment::{self, Pause, Step, StrategyKind};
+use futures_util::Stream;
+use tokio::sync::broadcast::error::RecvError;
+
+use super::graph::{self, BOX_HEIGHT, BOX_WIDTH};
+use super::markdown;
+use super::page::{Chrome, Failure, Operator, render, segment, state_words, when};
+use crate::deployments::Decision;
+use crate::http::deployments as api;
+use crate::http::problem::Problem;
+use crate::state::AppState;
+
+/// How long one live stream lasts; the browser then opens another.
+const LIVE_FOR: Duration = Duration::from_secs(600);
+
+#[derive(Template)]
+#[template(path = "console/deployments.html")]
+struct ListPage {
+    chrome: Chrome,
+    deployments: Vec<Row>,
+}
+
+struct Row {
+    id: String,
+    application: String,
+    state: (String, String),
+    created_at: String,
+    targets: Vec<(String, (String, String))>,
+}
+
+#[derive(Template)]
+#[template(path = "console/deployment.html")]
+struct DetailPage {
+    chrome: Chrome,
+    id: String,
+    application: String,
+    state: (String, String),
+    reason: Option<String>,
+    created_at: String,
+    finished_at: Option<String>,
+    finished: bool,
+    graph: GraphView,
+    targets: Vec<TargetView>,
+    events: Vec<EventRow>,
+}
+
+struct GraphView {
+    width: u32,
+    height: u32,
+    boxes: Vec<GraphBox>,
+    edges: Vec<String>,
+}
+
+struct GraphBox {
+    name: String,
+    state: (String, String),
+    x: u32,
+    y: u32,
+    width: u32,
+    height: u32,
+    text_x: u32,
+    name_y: u32,
+    state_y: u32,
+}
+
+struct TargetView {
+    name: String,
+    anchor: String,
+    state: (String, String),
+    step: Option<String>,
+    reason: Option<String>,
+    updated_at: String,
+    depends_on: Vec<String>,
+    steps: Vec<StepRow>,
+    runs: Vec<RunRow>,
+    analysis: Vec<AnalysisRow>,
+    actions: Vec<Action>,
+}
+
+struct StepRow {
+    label: String,
+    state: &'static str,
+}
+
+struct RunRow {
+    id: String,
+    webhook: String,
+    state: (String, String),
+    reason: Option<String>,
+    message: Option<String>,
+}
+
+struct AnalysisRow {
+    step: String,
+    run: u32,
+    of: u32,
+    at: String,
+    passed: bool,
+    summary: String,
+    queries: Vec<QueryRow>,
+}
+
+struct QueryRow {
+    query: String,
+    value: String,
+    limits: String,
+    verdict: &'static str,
+}
+
+struct Action {
+    path: String,
+    label: &'static str,
+    danger: bool,
+}
+
+struct EventRow {
+    at: String,
+    target: String,
+    kind: String,
+    message: String,
+}
+
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    Extension(operator): Extension<Operator>,
+) -> Result<Response, Failure> {
+    let deployments = api::summaries(&state)
+        .await?
+        .into_iter()
+        .map(|d| Row {
+            id: d.id,
+            application: d.application,
+            state: state_words(&d.state),
+            created_at: when(&d.created_at),
+            targets: d.targets.into_iter().map(|t| (t.name, state_words(&t.state))).collect(),
+        })
+        .collect();
+    Ok(render(&ListPage { chrome: Chrome::new("deployments", &operator), deployments }, StatusCode::OK))
+}
+
+pub async fn page(
+    State(state): State<Arc<AppState>>,
+    Extension(operator): Extension<Operator>,
+    Path(id): Path<String>,
+) -> Result<Response, Failure> {
+    let view = state.deployments.view(&id).await?;
+    let file = deployment::parse(&view.record.file).ok().map(|parsed| parsed.file);
+    let shown = api::describe(&view);
+    let targets_in_file = file.as_ref().map(|f| f.targets.as_slice()).unwrap_or_default();
+    let depends_on = |name: &str| {
+        targets_in_file.iter().find(|t| t.name == name).map(|t| t.constraints.depends_on.clone()).unwrap_or_default()
+    };
+    let deps: Vec<Vec<String>> = shown.targets.iter().map(|t| depends_on(&t.name)).collect();
+    let nodes: Vec<graph::Node<'_>> =
+        shown.targets.iter().zip(&deps).map(|(t, d)| graph::Node { name: &t.name, depends_on: d }).collect();
+    let laid = graph::layout(&nodes);
+    let graph = GraphView {
+        width: laid.width,
+        height: laid.height,
+        boxes: laid
+            .boxes
+            .iter()
+            .map(|b| GraphBox {
+                name: shown.targets[b.index].name.clone(),
+                state: state_words(&shown.targets[b.index].state),
+                x: b.x,
+                y: b.y,
+                width: BOX_WIDTH,
+                height: BOX_HEIGHT,
+                text_x: b.x + 12,
+                name_y: b.y + 22,
+                state_y: b.y + 40,
+            })
+            .collect(),
+        edges: laid.edges.into_iter().map(|e| e.path).collect(),
+    };
+    let targets = shown
+        .targets
+        .iter()
+        .zip(deps)
+        .map(|(target, depends_on)| {
+            let spec = targets_in_file.iter().find(|t| t.name == target.name);
+            let steps = spec.map(|spec| steps_of(file.as_ref(), spec, &view.journal, target.state)).unwrap_or_default();
+            let mut actions = Vec::new();
+            let base = format!("/deployments/{}/targets/{}", segment(&id), segment(&target.name));
+            if shown.pending_approvals.contains(&target.name) {
+                actions.push(Action { path: format!("{base}/approve"), label: "Approve", danger: false });
+                actions.push(Action { path: format!("{base}/reject"), label: "Reject", danger: true });
+            }
+            if shown.pending_decisions.contains(&target.name) {
+                actions.push(Action { path: format!("{base}/continue"), label: "Continue", danger: false });
+                actions.push(Action { path: format!("{base}/rollback"), label: "Roll back", danger: true });
+            }
+            TargetView {
+                name: target.name.clone(),
+                anchor: format!("target-{}", segment(&target.name)),
+                state: state_words(&target.state),
+                step: target.step.clone(),
+                reason: target.reason.clone(),
+                updated_at: when(&target.updated_at),
+                depends_on,
+                steps,
+                runs: target
+                    .webhook_runs
+                    .iter()
+                    .map(|run| RunRow {
+                        id: run.id.clone(),
+                        webhook: run.webhook.clone(),
+                        state: state_words(&run.state),
+                        reason: run.reason.clone(),
+                        message: run.md_message.as_deref().map(markdown::render),
+                    })
+                    .collect(),
+                analysis: target.analysis_runs.iter().map(analysis_row).collect(),
+                actions,
+            }
+        })
+        .collect();
+    let events = shown
+        .events
+        .iter()
+        .rev()
+        .map(|e| EventRow {
+            at: when(&e.at),
+            target: e.target.clone().unwrap_or_default(),
+            kind: e.kind.clone(),
+            message: e.message.clone(),
+        })
+        .collect();
+    let page = DetailPage {
+        chrome: Chrome::new("deployments", &operator),
+        id: shown.id.clone(),
+        application: shown.application.clone(),
+        state: state_words(&shown.state),
+        reason: shown.reason.clone(),
+        created_at: when(&shown.created_at),
+        finished_at: shown.finished_at.as_deref().map(when),
+        finished: shown.finished_at.is_some(),
+        graph,
+        targets,
+        events,
+    };
+    Ok(render(&page, StatusCode::OK))
+}
+
+/// Approve, Reject, Continue or Roll back; back to the deployment after.
+pub async fn decide(
+    State(state): State<Arc<AppState>>,
+    Path((id, target, decision)): Path<(String, String, String)>,
+) -> Result<Redirect, Failure> {
+    let decision = match decision.as_str() {
+        "approve" => Decision::Approve,
+        "reject" => Decision::Reject,
+        "continue" => Decision::Continue,
+        "rollback" => Decision::Rollback,
+        other => {
+            return Err(Failure(Problem::new(
+                StatusCode::NOT_FOUND,
+                "not-found",
+                format!("no decision named {other:?}"),
+            )));
+        }
+    };
+    state.deployments.decide(&id, &target, decision).await?;
+    tracing::info!(deployment = %id, %target, decision = ?decision, "decision taken in the console");
+    Ok(Redirect::to(&format!("/deployments/{}", segment(&id))))
+}
+
+/// A `change` event each time deployment `id` changes, for [`LIVE_FOR`].
+pub async fn live(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, Failure> {
+    state.deployments.record(&id).await?;
+    let changes = state.deployments.subscribe();
+    let until = tokio::time::Instant::now() + LIVE_FOR;
+    let stream = futures_util::stream::unfold((changes, id), move |(mut changes, id)| async move {
+        loop {
+            match tokio::time::timeout_at(until, changes.recv()).await {
+                Err(_) | Ok(Err(RecvError::Closed)) => return None,
+                Ok(Ok(changed)) if changed != id => continue,
+                Ok(Ok(_)) | Ok(Err(RecvError::Lagged(_))) => {
+                    // Changes come in bursts: one event for all that are queued.
+                    while changes.try_recv().is_ok() {}
+                    return Some((Ok(Event::default().event("change").data(id.clone())), (changes, id)));
+                }
+            }
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+fn analysis_row(run: &borealis_api::JudgmentRun) -> AnalysisRow {
+    AnalysisRow {
+        step: run.step.clone().unwrap_or_default(),
+        run: run.run,
+        of: run.of,
+        at: when(&run.at),
+        passed: run.passed,
+        summary: run.summary.clone(),
+        queries: run
+            .queries
+            .iter()
+            .map(|q| QueryRow {
+                query: q.rendered.clone().unwrap_or_else(|| q.query.clone()),
+                value: match (&q.value, &q.error) {
+                    (Some(value), _) => format!("{value}"),
+                    (None, Some(error)) => error.clone(),
+                    (None, None) => "no value".into(),
+                },
+                limits: match (q.lower_limit, q.upper_limit) {
+                    (Some(lo), Some(hi)) => format!("{lo} to {hi}"),
+                    (Some(lo), None) => format!("at least {lo}"),
+                    (None, Some(hi)) => format!("at most {hi}"),
+                    (None, None) => "none".into(),
+                },
+                verdict: match q.within {
+                    Some(true) => "within",
+                    Some(false) => "outside",
+                    None => "not judged",
+                },
+            })
+            .collect(),
+    }
+}
+
+/// A target's steps in the order they run, each with where it stands, read
+/// from the deployment's journal: an item records "ok" or "failed: ..."
+/// under its key when it ends, and an action "started" then "done". The
+/// items of one constraint list run together; the groups run one after
+/// another, so a group after a started one is done.
+fn steps_of(
+    file: Option<&deployment::DeploymentFile>,
+    target: &deployment::Target,
+    journal: &[(String, String)],
+    state: borealis_api::TargetState,
+) -> Vec<StepRow> {
+    let name = &target.name;
+    // (label, journal key, group)
+    let mut planned: Vec<(String, String, usize)> = Vec::new();
+    let mut group = 0;
+    let list = |planned: &mut Vec<(String, String, usize)>, group: &mut usize, list: &str, items: &[Step]| {
+        for (i, item) in items.iter().enumerate() {
+            planned.push((format!("{list}: {}", describe(item)), format!("{name}/{list}/{i}"), *group));
+        }
+        *group += usize::from(!items.is_empty());
+    };
+    let single = |planned: &mut Vec<(String, String, usize)>, group: &mut usize, label: String, key: String| {
+        planned.push((label, key, *group));
+        *group += 1;
+    };
+    list(&mut planned, &mut group, "beforeDeployment", &target.constraints.before_deployment);
+    single(&mut planned, &mut group, "deploy".into(), format!("{name}/action/deploy"));
+    let strategy = target.strategy.as_deref().and_then(|s| file.and_then(|f| f.strategy(s))).map(|s| &s.kind);
+    match strategy {
+        Some(StrategyKind::Canary { steps }) => {
+            for (i, step) in steps.iter().enumerate() {
+                single(&mut planned, &mut group, format!("canary: {}", describe(step)), format!("{name}/canary/{i}"));
+            }
+        }
+        Some(StrategyKind::BlueGreen { redirect_traffic_after, shut_down_old_version_after, .. }) => {
+            list(&mut planned, &mut group, "redirectTrafficAfter", redirect_traffic_after);
+            single(&mut planned, &mut group, "redirect traffic".into(), format!("{name}/action/redirect"));
+            list(&mut planned, &mut group, "shutDownOldVersionAfter", shut_down_old_version_after);
+        }
+        None => {}
+    }
+    single(&mut planned, &mut group, "promote".into(), format!("{name}/action/promote"));
+    let after_group = group;
+    list(&mut planned, &mut group, "afterDeployment", &target.constraints.after_deployment);
+
+    use borealis_api::TargetState as T;
+    let recorded = |key: &str| journal.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
+    let touched = |key: &str| {
+        let below = format!("{key}/");
+        journal.iter().any(|(k, _)| k == key || k.starts_with(&below))
+    };
+    let active = matches!(
+        state,
+        T::Running | T::AwaitingApproval | T::AwaitingContinueDecision | T::AwaitingRollbackDecision | T::Deployed
+    );
+    // A step that waits (an approval, a pause) records nothing until it ends:
+    // a target under way with nothing recorded is in its first group.
+    let last_started = planned
+        .iter()
+        .filter(|(_, key, _)| touched(key))
+        .map(|(_, _, g)| *g)
+        .max()
+        .or((active && state != T::Deployed).then_some(0));
+    let deployed = matches!(state, T::Deployed | T::AfterDeploymentFailed);
+    planned
+        .into_iter()
+        .map(|(label, key, group)| {
+            let state = match recorded(&key) {
+                Some("ok" | "done") => "done",
+                Some(value) if value.starts_with("failed") => "failed",
+                _ if deployed && group < after_group => "done",
+                _ if last_started.is_some_and(|last| group < last) => "done",
+                _ if last_started == Some(group) && active => "current",
+                _ if last_started == Some(group) => "stopped",
+                _ if matches!(state, T::Cancelled | T::Failed | T::RolledBack) => "skipped",
+                _ => "pending",
+            };
+            StepRow { label, state }
+        })
+        .collect()
+}
+
+fn describe(step: &Step) -> String {
+    match step {
+        Step::RunWebhook(run) => format!("webhook {}", run.name),
+        Step::Pause { pause: Pause::UntilApproved { .. }, .. } => "manual approval".into(),
+        Step::Pause { pause: Pause::Seconds(seconds), .. } => format!("pause {seconds}s"),
+        Step::SetWeight { weight, .. } => format!("set weight {weight}%"),
+        Step::Analysis(_) => "analysis".into(),
+        Step::Unsupported { kind, .. } => format!("{kind} (not run)"),
+    }
+}

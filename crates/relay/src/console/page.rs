@@ -1,0 +1,110 @@
+//! What every console page shares: the frame (section, CSRF token), the
+//! rendering of a template, failures shown as pages, and the small
+//! formatting helpers.
+
+use askama::Template;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::http::problem::Problem;
+
+/// The signed-in operator, as the pages see them.
+#[derive(Clone)]
+pub struct Operator {
+    /// The token this session's forms carry.
+    pub csrf: String,
+    /// The SHA-256 of the session id, as the store keys it.
+    pub(super) session_hash: Vec<u8>,
+}
+
+/// What every signed-in page's frame needs: the section it belongs to and
+/// the CSRF token its forms carry.
+pub struct Chrome {
+    pub section: &'static str,
+    pub csrf: String,
+}
+
+impl Chrome {
+    pub fn new(section: &'static str, operator: &Operator) -> Self {
+        Self { section, csrf: operator.csrf.clone() }
+    }
+}
+
+/// A page, rendered; a template that fails to render is the relay's fault.
+pub fn render(page: &impl Template, status: StatusCode) -> Response {
+    match page.render() {
+        Ok(html) => (status, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response(),
+        Err(err) => Failure(Problem::internal(err)).into_response(),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "console/error.html")]
+struct ErrorPage<'a> {
+    status: u16,
+    title: &'a str,
+    detail: &'a str,
+}
+
+/// A failure shown as a page: the problem's status and detail.
+pub struct Failure(pub Problem);
+
+impl<E: Into<Problem>> From<E> for Failure {
+    fn from(err: E) -> Self {
+        Self(err.into())
+    }
+}
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        let Problem { status, detail, .. } = self.0;
+        let page =
+            ErrorPage { status: status.as_u16(), title: status.canonical_reason().unwrap_or("Error"), detail: &detail };
+        match page.render() {
+            Ok(html) => (status, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response(),
+            Err(_) => (status, detail).into_response(),
+        }
+    }
+}
+
+/// A form's outcome: done, or refused for a reason the operator can
+/// correct (the page is shown again, naming it); anything else (the
+/// relay's fault) fails the request.
+pub fn correctable<T>(result: Result<T, Problem>) -> Result<Result<T, Problem>, Failure> {
+    match result {
+        Err(problem) if !problem.status.is_client_error() => Err(Failure(problem)),
+        other => Ok(other),
+    }
+}
+
+/// "2026-12-06T03:14:16.123Z" as "2026-12-06 03:14:16 UTC".
+pub fn when(rfc3339: &str) -> String {
+    match rfc3339.split_once('T') {
+        Some((day, time)) => format!("{day} {} UTC", time.get(..8).unwrap_or(time)),
+        None => rfc3339.to_owned(),
+    }
+}
+
+/// A state as a word for people ("awaiting_approval" → "awaiting approval")
+/// and as the CSS class that colours it.
+pub fn state_words(state: &impl serde::Serialize) -> (String, String) {
+    let slug = serde_json::to_value(state).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+    (slug.replace('_', " "), slug)
+}
+
+#[derive(Template)]
+#[template(path = "console/confirm.html")]
+pub struct ConfirmPage {
+    pub chrome: Chrome,
+    pub title: String,
+    pub question: String,
+    pub consequence: String,
+    pub action: String,
+    pub button: String,
+    pub cancel: String,
+}
+
+/// A name as one path segment.
+pub fn segment(name: &str) -> String {
+    url::form_urlencoded::byte_serialize(name.as_bytes()).collect::<String>().replace('+', "%20")
+}

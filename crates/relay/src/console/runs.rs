@@ -1,0 +1,125 @@
+//! The Webhook runs screens: the newest runs, and one run with every
+//! attempt and its `mdMessage`.
+
+use std::sync::Arc;
+
+use askama::Template;
+use axum::Extension;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{Redirect, Response};
+
+use super::markdown;
+use super::page::{Chrome, Failure, Operator, render, segment, state_words, when};
+use crate::http::runs::describe;
+use crate::state::AppState;
+
+#[derive(Template)]
+#[template(path = "console/runs.html")]
+struct ListPage {
+    chrome: Chrome,
+    runs: Vec<Row>,
+}
+
+struct Row {
+    id: String,
+    webhook: String,
+    environment: Option<String>,
+    state: (String, String),
+    network_mode: String,
+    agent: String,
+    created_at: String,
+}
+
+#[derive(Template)]
+#[template(path = "console/run.html")]
+struct DetailPage {
+    chrome: Chrome,
+    run: Row,
+    finished: bool,
+    reason: Option<String>,
+    /// Whether the reason is what went wrong (not a callback's verdict).
+    reason_is_error: bool,
+    success: Option<bool>,
+    message: Option<String>,
+    callback_uri: Option<String>,
+    updated_at: String,
+    next_attempt_at: Option<String>,
+    deadline_at: Option<String>,
+    finished_at: Option<String>,
+    attempts: Vec<AttemptRow>,
+}
+
+struct AttemptRow {
+    number: u32,
+    started_at: String,
+    latency: String,
+    status: String,
+    error: Option<String>,
+    reply: Option<String>,
+}
+
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    Extension(operator): Extension<Operator>,
+) -> Result<Response, Failure> {
+    let runs = state.runs.list(200).await?.iter().map(|run| row(&describe(run, None))).collect();
+    Ok(render(&ListPage { chrome: Chrome::new("runs", &operator), runs }, StatusCode::OK))
+}
+
+pub async fn page(
+    State(state): State<Arc<AppState>>,
+    Extension(operator): Extension<Operator>,
+    Path(id): Path<String>,
+) -> Result<Response, Failure> {
+    let view = state.runs.view_when_finished(&id, tokio::time::Instant::now()).await?;
+    let run = describe(&view.run, Some(&view.attempts));
+    let attempts = run
+        .attempt_log
+        .iter()
+        .flatten()
+        .map(|a| AttemptRow {
+            number: a.number,
+            started_at: when(&a.started_at),
+            latency: format!("{} ms", a.latency_ms),
+            status: a.status.map(|s| s.to_string()).unwrap_or_else(|| "—".into()),
+            error: a.error.clone(),
+            reply: a.reply.clone(),
+        })
+        .collect();
+    let page = DetailPage {
+        chrome: Chrome::new("runs", &operator),
+        run: row(&run),
+        finished: run.finished_at.is_some(),
+        reason: run.reason.clone(),
+        reason_is_error: run.success.is_none()
+            && matches!(run.state, borealis_api::RunState::Failed | borealis_api::RunState::TimedOut),
+        success: run.success,
+        message: run.md_message.as_deref().map(markdown::render),
+        callback_uri: run.callback_uri.clone(),
+        updated_at: when(&run.updated_at),
+        next_attempt_at: run.next_attempt_at.as_deref().map(when),
+        deadline_at: run.deadline_at.as_deref().map(when),
+        finished_at: run.finished_at.as_deref().map(when),
+        attempts,
+    };
+    Ok(render(&page, StatusCode::OK))
+}
+
+/// Ends an unfinished run as cancelled.
+pub async fn cancel(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Redirect, Failure> {
+    state.runs.cancel(&id, "cancelled by an operator in the console").await?;
+    Ok(Redirect::to(&format!("/runs/{}", segment(&id))))
+}
+
+fn row(run: &borealis_api::WebhookRun) -> Row {
+    Row {
+        id: run.id.clone(),
+        webhook: run.webhook.clone(),
+        environment: run.environment.clone(),
+        state: state_words(&run.state),
+        network_mode: run.network_mode.as_ref().map(|m| state_words(m).1).unwrap_or_default(),
+        agent: run.agent.clone().unwrap_or_default(),
+        created_at: when(&run.created_at),
+    }
+}

@@ -1,0 +1,218 @@
+//! Signing in to the console with the admin token, the session cookie, and
+//! the CSRF check every form passes.
+//!
+//! A session is a random id in an HttpOnly, SameSite=Strict cookie; the
+//! store keeps only its SHA-256 and its expiry, so every replica sharing
+//! the database knows it and sign-out ends it everywhere. Each form carries
+//! a CSRF token, an HMAC of the session id under the key replicas share; a
+//! form posted without it (from another origin, which SameSite alone does
+//! not stop on the same site) is refused, as is one whose `Origin` is not
+//! the console's.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use askama::Template;
+use axum::Form;
+use axum::body::Body;
+use axum::extract::{Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Redirect, Response};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use serde::Deserialize;
+
+use super::page::{Failure, Operator, render};
+use crate::auth;
+use crate::http::problem::{Problem, too_many_failures};
+use crate::serve::RemoteAddr;
+use crate::state::AppState;
+
+/// The session cookie's name.
+pub const COOKIE: &str = "borealis_console";
+/// How long a session lasts from sign-in.
+pub const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
+/// The largest form the console takes (a secret's value is the largest field).
+pub const MAX_FORM_BYTES: usize = 64 * 1024;
+
+#[derive(Template)]
+#[template(path = "console/sign_in.html")]
+struct SignInPage<'a> {
+    next: &'a str,
+    error: Option<&'a str>,
+    token_file: String,
+}
+
+#[derive(Deserialize)]
+pub struct NextQuery {
+    next: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct SignInForm {
+    token: String,
+    next: Option<String>,
+}
+
+pub async fn sign_in_page(State(state): State<Arc<AppState>>, Query(query): Query<NextQuery>) -> Response {
+    let next = safe_next(query.next.as_deref());
+    render(&SignInPage { next, error: None, token_file: token_file(&state) }, StatusCode::OK)
+}
+
+pub async fn sign_in(
+    State(state): State<Arc<AppState>>,
+    remote: Option<axum::Extension<RemoteAddr>>,
+    headers: HeaderMap,
+    Form(form): Form<SignInForm>,
+) -> Result<Response, Failure> {
+    let peer = remote.map(|r| r.0.0.ip());
+    check_origin(&state, &headers)?;
+    if let Err(wait) = state.auth_guard.check(peer) {
+        return Ok(too_many_failures(wait));
+    }
+    let next = safe_next(form.next.as_deref());
+    if !state.auth.is_admin(form.token.trim()) {
+        state.auth_guard.failed(peer, "console_sign_in", "wrong admin token at the console's sign-in");
+        let page = SignInPage { next, error: Some("That is not the admin token."), token_file: token_file(&state) };
+        return Ok(render(&page, StatusCode::UNAUTHORIZED));
+    }
+    let id = B64.encode(auth::random_bytes(32));
+    let now = SystemTime::now();
+    state.store.create_console_session(&hash(&id), now, now + SESSION_TTL).await.map_err(Problem::internal)?;
+    tracing::info!(peer = ?peer, "console sign-in");
+    let mut response = Redirect::to(next).into_response();
+    set_cookie(&mut response, &cookie(&state, &id, SESSION_TTL.as_secs()));
+    Ok(response)
+}
+
+pub async fn sign_out(
+    State(state): State<Arc<AppState>>,
+    axum::Extension(operator): axum::Extension<Operator>,
+) -> Result<Response, Failure> {
+    state.store.end_console_session(&operator.session_hash).await.map_err(Problem::internal)?;
+    let mut response = Redirect::to("/sign-in").into_response();
+    set_cookie(&mut response, &cookie(&state, "", 0));
+    Ok(response)
+}
+
+/// Lets a request through with its [`Operator`] if it carries a live
+/// session, and, for a form, the session's CSRF token. Without a session a
+/// page redirects to the sign-in, which comes back here after.
+pub async fn require_session(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    match admit(&state, request).await {
+        Ok(request) => next.run(request).await,
+        Err(refused) => refused,
+    }
+}
+
+async fn admit(state: &AppState, mut request: Request) -> Result<Request, Response> {
+    let session = session_id(request.headers());
+    let found = match &session {
+        Some(id) => state
+            .store
+            .console_session(&hash(id), SystemTime::now())
+            .await
+            .map_err(|e| Failure(Problem::internal(e)).into_response())?,
+        None => None,
+    };
+    let (Some(id), Some(_)) = (session, found) else {
+        let here = request.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        let target = if request.method() == http::Method::GET { here } else { "/" };
+        let location =
+            format!("/sign-in?next={}", url::form_urlencoded::byte_serialize(target.as_bytes()).collect::<String>());
+        return Err(Redirect::to(&location).into_response());
+    };
+    let operator = Operator { csrf: state.auth.console_csrf(&id), session_hash: hash(&id) };
+    if request.method() != http::Method::GET && request.method() != http::Method::HEAD {
+        check_origin(state, request.headers()).map_err(IntoResponse::into_response)?;
+        let (parts, body) = request.into_parts();
+        let bytes = axum::body::to_bytes(body, MAX_FORM_BYTES).await.map_err(|_| {
+            Failure(Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "form-too-large", "the form is larger than 64 KiB"))
+                .into_response()
+        })?;
+        let presented = url::form_urlencoded::parse(&bytes).find(|(k, _)| k == "csrf").map(|(_, v)| v.into_owned());
+        if !presented.is_some_and(|token| state.auth.console_csrf_matches(&id, &token)) {
+            tracing::warn!(path = %parts.uri.path(), "console form refused: missing or wrong CSRF token");
+            return Err(Failure(Problem::new(
+                StatusCode::FORBIDDEN,
+                "csrf",
+                "this form's security token is missing or wrong: open the page again and resubmit it",
+            ))
+            .into_response());
+        }
+        request = Request::from_parts(parts, Body::from(bytes));
+    }
+    request.extensions_mut().insert(operator);
+    Ok(request)
+}
+
+/// A form posted from another origin is refused whatever else it carries.
+/// Browsers send `Origin` on every POST; its authority must be the one the
+/// browser addressed (`Host`) or the configured public URL's.
+fn check_origin(state: &AppState, headers: &HeaderMap) -> Result<(), Failure> {
+    let Some(origin) = headers.get(header::ORIGIN) else { return Ok(()) };
+    let authority = origin.to_str().ok().and_then(|o| url::Url::parse(o).ok()).map(|url| {
+        let host = url.host_str().unwrap_or_default().to_owned();
+        match url.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host,
+        }
+    });
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    let public = state.config.public_url.as_ref().map(|url| match url.port() {
+        Some(port) => format!("{}:{port}", url.host_str().unwrap_or_default()),
+        None => url.host_str().unwrap_or_default().to_owned(),
+    });
+    match authority {
+        Some(authority) if Some(authority.as_str()) == host || Some(&authority) == public.as_ref() => Ok(()),
+        _ => {
+            tracing::warn!(origin = ?origin, "console form refused: posted from another origin");
+            Err(Failure(Problem::new(StatusCode::FORBIDDEN, "cross-origin", "this form was posted from another site")))
+        }
+    }
+}
+
+/// Where to go after signing in: a path on this site, never another's.
+fn safe_next(next: Option<&str>) -> &str {
+    match next {
+        Some(path) if path.starts_with('/') && !path.starts_with("//") && !path.contains('\\') => path,
+        _ => "/agents",
+    }
+}
+
+fn token_file(state: &AppState) -> String {
+    let dir = std::fs::canonicalize(&state.config.data_dir).unwrap_or_else(|_| state.config.data_dir.clone());
+    dir.join("admin-token").display().to_string()
+}
+
+fn session_id(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, value)| *name == COOKIE && !value.is_empty())
+        .map(|(_, value)| value.to_owned())
+}
+
+fn hash(id: &str) -> Vec<u8> {
+    ring::digest::digest(&ring::digest::SHA256, id.as_bytes()).as_ref().to_vec()
+}
+
+/// The session cookie; `Secure` where the console is reached over HTTPS.
+fn cookie(state: &AppState, value: &str, max_age: u64) -> String {
+    let secure =
+        state.config.tls_cert.is_some() || state.config.public_url.as_ref().is_some_and(|url| url.scheme() == "https");
+    format!(
+        "{COOKIE}={value}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Strict{}",
+        if secure { "; Secure" } else { "" }
+    )
+}
+
+fn set_cookie(response: &mut Response, cookie: &str) {
+    if let Ok(value) = HeaderValue::from_str(cookie) {
+        response.headers_mut().append(header::SET_COOKIE, value);
+    }
+}

@@ -1,0 +1,153 @@
+//! The Secrets screen (names only; set and delete) and the Callback
+//! clients screen (create, its secret shown once; revoke).
+
+use std::sync::Arc;
+
+use askama::Template;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{Redirect, Response};
+use axum::{Extension, Form};
+use borealis_store::CredentialKind;
+use serde::Deserialize;
+
+use super::page::{Chrome, ConfirmPage, Failure, Operator, correctable, render, segment, when};
+use crate::http::problem::Problem;
+use crate::http::{credentials, secrets as api};
+use crate::state::AppState;
+
+#[derive(Template)]
+#[template(path = "console/secrets.html")]
+struct SecretsPage {
+    chrome: Chrome,
+    secrets: Vec<(String, String)>,
+    error: Option<String>,
+    stored: Option<String>,
+    typed: String,
+}
+
+#[derive(Deserialize)]
+pub struct SecretForm {
+    name: String,
+    value: String,
+}
+
+pub async fn secrets(
+    State(state): State<Arc<AppState>>,
+    Extension(operator): Extension<Operator>,
+) -> Result<Response, Failure> {
+    Ok(render(&secrets_page(&state, &operator, None, None, String::new()).await?, StatusCode::OK))
+}
+
+pub async fn set_secret(
+    State(state): State<Arc<AppState>>,
+    Extension(operator): Extension<Operator>,
+    Form(form): Form<SecretForm>,
+) -> Result<Response, Failure> {
+    let name = form.name.trim().to_owned();
+    match correctable(api::store_secret(&state, &name, form.value).await)? {
+        Ok(()) => Ok(render(&secrets_page(&state, &operator, None, Some(name), String::new()).await?, StatusCode::OK)),
+        Err(problem) => {
+            Ok(render(&secrets_page(&state, &operator, Some(problem.detail), None, name).await?, problem.status))
+        }
+    }
+}
+
+pub async fn delete_secret(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Result<Redirect, Failure> {
+    if !state.vault.delete(&name).await.map_err(Problem::internal)? {
+        return Err(Failure(Problem::new(
+            StatusCode::NOT_FOUND,
+            "unknown-secret",
+            format!("no secret named {name:?}"),
+        )));
+    }
+    tracing::info!(secret = %name, "secret deleted in the console");
+    Ok(Redirect::to("/secrets"))
+}
+
+async fn secrets_page(
+    state: &AppState,
+    operator: &Operator,
+    error: Option<String>,
+    stored: Option<String>,
+    typed: String,
+) -> Result<SecretsPage, Failure> {
+    let secrets = state.vault.names().await.map_err(Problem::internal)?;
+    let secrets = secrets.into_iter().map(|(name, at)| (name, when(&crate::clock::rfc3339(at)))).collect();
+    Ok(SecretsPage { chrome: Chrome::new("secrets", operator), secrets, error, stored, typed })
+}
+
+#[derive(Template)]
+#[template(path = "console/clients.html")]
+struct ClientsPage {
+    chrome: Chrome,
+    clients: Vec<(String, String, String)>,
+    created: Option<(String, String, String)>,
+    error: Option<String>,
+    typed: String,
+}
+
+#[derive(Deserialize)]
+pub struct ClientForm {
+    name: String,
+}
+
+pub async fn clients(
+    State(state): State<Arc<AppState>>,
+    Extension(operator): Extension<Operator>,
+) -> Result<Response, Failure> {
+    Ok(render(&clients_page(&state, &operator, None, None, String::new()).await?, StatusCode::OK))
+}
+
+pub async fn create_client(
+    State(state): State<Arc<AppState>>,
+    Extension(operator): Extension<Operator>,
+    Form(form): Form<ClientForm>,
+) -> Result<Response, Failure> {
+    let name = form.name.trim().to_owned();
+    match correctable(credentials::create_credential(&state, CredentialKind::Callback, &name).await)? {
+        Ok((client_id, secret)) => {
+            let page = clients_page(&state, &operator, Some((name, client_id, secret)), None, String::new()).await?;
+            Ok(render(&page, StatusCode::CREATED))
+        }
+        Err(problem) => {
+            Ok(render(&clients_page(&state, &operator, None, Some(problem.detail), name).await?, problem.status))
+        }
+    }
+}
+
+pub async fn confirm_revoke_client(Extension(operator): Extension<Operator>, Path(name): Path<String>) -> Response {
+    let page = ConfirmPage {
+        chrome: Chrome::new("clients", &operator),
+        title: format!("Revoke callback client {name}"),
+        question: format!("Revoke callback client {name}?"),
+        consequence: "Its tokens stop working at once: callbacks sent with them are refused.".into(),
+        action: format!("/clients/{}/revoke", segment(&name)),
+        button: format!("Revoke {name}"),
+        cancel: "/clients".into(),
+    };
+    render(&page, StatusCode::OK)
+}
+
+pub async fn revoke_client(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Result<Redirect, Failure> {
+    credentials::revoke_client_named(&state, &name).await?;
+    Ok(Redirect::to("/clients"))
+}
+
+async fn clients_page(
+    state: &AppState,
+    operator: &Operator,
+    created: Option<(String, String, String)>,
+    error: Option<String>,
+    typed: String,
+) -> Result<ClientsPage, Failure> {
+    let clients = state
+        .store
+        .active_credentials(CredentialKind::Callback)
+        .await
+        .map_err(Problem::internal)?
+        .into_iter()
+        .map(|c| (c.subject, c.client_id, when(&crate::clock::rfc3339(c.created_at))))
+        .collect();
+    Ok(ClientsPage { chrome: Chrome::new("clients", operator), clients, created, error, typed })
+}

@@ -1,0 +1,53 @@
+use std::time::SystemTime;
+
+use sqlx::Row;
+
+use super::error::db;
+use super::store::PostgresStore;
+use crate::console::ConsoleSessionStore;
+use crate::error::StoreError;
+use crate::time::{from_unix_ms, unix_ms};
+
+#[async_trait::async_trait]
+impl ConsoleSessionStore for PostgresStore {
+    async fn create_console_session(
+        &self,
+        id_hash: &[u8],
+        now: SystemTime,
+        expires_at: SystemTime,
+    ) -> Result<(), StoreError> {
+        let now = unix_ms(now);
+        sqlx::query("DELETE FROM console_sessions WHERE expires_at <= $1")
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        sqlx::query("INSERT INTO console_sessions (id_hash, created_at, expires_at) VALUES ($1, $2, $3)")
+            .bind(id_hash)
+            .bind(now)
+            .bind(unix_ms(expires_at))
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn console_session(&self, id_hash: &[u8], now: SystemTime) -> Result<Option<SystemTime>, StoreError> {
+        let row = sqlx::query("SELECT expires_at FROM console_sessions WHERE id_hash = $1 AND expires_at > $2")
+            .bind(id_hash)
+            .bind(unix_ms(now))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(row.map(|row| from_unix_ms(row.get("expires_at"))))
+    }
+
+    async fn end_console_session(&self, id_hash: &[u8]) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM console_sessions WHERE id_hash = $1")
+            .bind(id_hash)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected() > 0)
+    }
+}

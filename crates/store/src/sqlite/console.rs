@@ -1,0 +1,54 @@
+use std::time::SystemTime;
+
+use sqlx::Row;
+
+use super::error::db;
+use super::store::SqliteStore;
+use crate::console::ConsoleSessionStore;
+use crate::error::StoreError;
+use crate::time::{from_unix_ms, unix_ms};
+
+#[async_trait::async_trait]
+impl ConsoleSessionStore for SqliteStore {
+    async fn create_console_session(
+        &self,
+        id_hash: &[u8],
+        now: SystemTime,
+        expires_at: SystemTime,
+    ) -> Result<(), StoreError> {
+        let now = unix_ms(now);
+        self.writes
+            .execute(sqlx::query("DELETE FROM console_sessions WHERE expires_at <= ?").bind(now))
+            .await
+            .map_err(db)?;
+        self.writes
+            .execute(
+                sqlx::query("INSERT INTO console_sessions (id_hash, created_at, expires_at) VALUES (?, ?, ?)")
+                    .bind(id_hash)
+                    .bind(now)
+                    .bind(unix_ms(expires_at)),
+            )
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn console_session(&self, id_hash: &[u8], now: SystemTime) -> Result<Option<SystemTime>, StoreError> {
+        let row = sqlx::query("SELECT expires_at FROM console_sessions WHERE id_hash = ? AND expires_at > ?")
+            .bind(id_hash)
+            .bind(unix_ms(now))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(row.map(|row| from_unix_ms(row.get("expires_at"))))
+    }
+
+    async fn end_console_session(&self, id_hash: &[u8]) -> Result<bool, StoreError> {
+        let done = self
+            .writes
+            .execute(sqlx::query("DELETE FROM console_sessions WHERE id_hash = ?").bind(id_hash))
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected() > 0)
+    }
+}

@@ -1,0 +1,433 @@
+// The web console in a real browser (Debian's Chromium, driven by
+// playwright-core) against a real relay, agent and CLI on loopback.
+
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { test } from 'node:test';
+
+import {
+  callback,
+  cli,
+  cliJson,
+  createClient,
+  eventually,
+  launchBrowser,
+  newPage,
+  repoRoot,
+  startAgent,
+  startRelay,
+} from './harness.mjs';
+
+// Where the screenshots go; `CONSOLE_SCREENSHOTS=docs/console` refreshes the README's.
+const SCREENSHOTS = path.resolve(repoRoot, process.env.CONSOLE_SCREENSHOTS || 'target/console-screenshots');
+const LIVE_WITHIN_MS = 15_000;
+
+async function screenshot(page, name) {
+  mkdirSync(SCREENSHOTS, { recursive: true });
+  await page.screenshot({ path: path.join(SCREENSHOTS, name), fullPage: true });
+}
+
+async function signIn(page, relay) {
+  await page.goto(`${relay.httpUrl}/sign-in`);
+  await page.fill('#token', relay.adminToken);
+  await Promise.all([page.waitForURL((url) => url.pathname !== '/sign-in'), page.click('button[type=submit]')]);
+}
+
+/** Waits until the first element matching `selector` holds `text`. */
+async function waitForText(page, selector, text, timeout = LIVE_WITHIN_MS) {
+  try {
+    await page.waitForFunction(
+      ([selector, text]) => document.querySelector(selector)?.textContent.includes(text),
+      [selector, text],
+      { timeout },
+    );
+  } catch (err) {
+    const found = await page.evaluate((selector) => document.querySelector(selector)?.textContent, selector);
+    throw new Error(`${selector} did not come to hold ${JSON.stringify(text)}; it holds ${JSON.stringify(found)}`, { cause: err });
+  }
+}
+
+/** Marks the page, so that a later check can tell it was never reloaded. */
+async function markPage(page) {
+  await page.evaluate(() => {
+    window.borealisTestMark = 'not reloaded';
+  });
+}
+
+async function assertNotReloaded(page) {
+  assert.equal(await page.evaluate(() => window.borealisTestMark), 'not reloaded', 'the page was reloaded');
+}
+
+/**
+ * An external system that takes webhooks (202) and keeps each call's
+ * callback URI, so the test decides when and what it calls back.
+ */
+async function startExternalSystem() {
+  const calls = [];
+  const server = http.createServer((req, res) => {
+    req.resume();
+    req.on('end', () => {
+      calls.push({ url: req.url, callbackUri: req.headers.location });
+      res.writeHead(202).end();
+    });
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  test.after?.(() => {});
+  return {
+    address: `127.0.0.1:${server.address().port}`,
+    calls,
+    waitForCalls: (count) =>
+      eventually(`${count} webhook call(s)`, LIVE_WITHIN_MS, () => calls.length >= count && calls),
+    close: () => {
+      server.closeAllConnections();
+      return new Promise((resolve) => server.close(resolve));
+    },
+  };
+}
+
+function webhooksYaml(external) {
+  return `webhooks:
+  - name: smoke-tests
+    method: POST
+    uriTemplate: http://${external.address}/smoke-tests
+    networkMode: direct
+    headers:
+      - key: Location
+        value: '{{armory.callbackUri}}/callback'
+`;
+}
+
+function writeFile(name, text) {
+  const dir = mkdtempSync(path.join(tmpdir(), 'borealis-console-file-'));
+  const file = path.join(dir, name);
+  writeFileSync(file, text);
+  return file;
+}
+
+test('signing in: a wrong token is refused, pages redirect to the sign-in, sign-out ends the session', async (t) => {
+  const relay = await startRelay();
+  t.after(relay.stop);
+  const browser = await launchBrowser();
+  const { page, consoleErrors, pageErrors } = await newPage(browser);
+
+  // Without a session every page sends the browser to the sign-in, and back after.
+  for (const route of ['/agents', '/deployments', '/runs', '/secrets', '/clients', '/']) {
+    await page.goto(`${relay.httpUrl}${route}`);
+    const url = new URL(page.url());
+    assert.equal(url.pathname, '/sign-in', `${route} without a session`);
+    assert.equal(url.searchParams.get('next'), route);
+  }
+  await page.goto(`${relay.httpUrl}/deployments`);
+  assert.match(await page.textContent('#token-help'), new RegExp(`${relay.dataDir}.*admin-token`));
+
+  const refused = page.waitForResponse((r) => r.url().endsWith('/sign-in') && r.request().method() === 'POST');
+  await page.fill('#token', 'not-the-admin-token');
+  await page.click('button[type=submit]');
+  assert.equal((await refused).status(), 401);
+  assert.equal(new URL(page.url()).pathname, '/sign-in');
+  assert.match(await page.textContent('[role=alert]'), /not the admin token/);
+  assert.deepEqual(await page.context().cookies(), [], 'a refused sign-in sets no cookie');
+
+  await page.fill('#token', relay.adminToken);
+  await Promise.all([page.waitForURL(`${relay.httpUrl}/deployments`), page.click('button[type=submit]')]);
+  assert.equal(await page.textContent('h1'), 'Deployments');
+
+  const [cookie] = await page.context().cookies();
+  assert.equal(cookie.name, 'borealis_console');
+  assert.equal(cookie.httpOnly, true);
+  assert.equal(cookie.sameSite, 'Strict');
+  const hours = (cookie.expires * 1000 - Date.now()) / 3_600_000;
+  assert.ok(hours > 11.9 && hours <= 12, `the session expires in 12 hours, not ${hours}`);
+  assert.equal(await page.evaluate(() => document.cookie), '', 'script cannot read the session cookie');
+
+  // The headers of a signed-in page, of the sign-in page and of an asset.
+  for (const route of ['/agents', '/sign-in', '/assets/console.js']) {
+    const response = await page.request.get(`${relay.httpUrl}${route}`);
+    assert.equal(response.status(), 200, route);
+    const headers = response.headers();
+    const csp = headers['content-security-policy'];
+    assert.match(csp, /default-src 'none'/, route);
+    assert.match(csp, /script-src 'self'(;|$)/, route);
+    assert.match(csp, /frame-ancestors 'none'/, route);
+    assert.doesNotMatch(csp, /unsafe-inline|unsafe-eval/, route);
+    assert.equal(headers['x-frame-options'], 'DENY', route);
+    assert.equal(headers['x-content-type-options'], 'nosniff', route);
+  }
+
+  await Promise.all([page.waitForURL((url) => url.pathname === '/sign-in'), page.click('text=Sign out')]);
+  await page.goto(`${relay.httpUrl}/agents`);
+  assert.equal(new URL(page.url()).pathname, '/sign-in', 'signed out');
+  // The old cookie, presented again, is refused: sign-out ended the session on the relay.
+  const replay = await fetch(`${relay.httpUrl}/agents`, {
+    headers: { cookie: `${cookie.name}=${cookie.value}` },
+    redirect: 'manual',
+  });
+  assert.equal(replay.status, 303);
+  assert.match(replay.headers.get('location'), /^\/sign-in/);
+
+  assert.deepEqual(pageErrors, []);
+  assert.deepEqual(consoleErrors.filter((e) => !e.text.includes('401')), []);
+});
+
+test('an agent registered in the browser connects, shows up without a reload, and goes when killed', async (t) => {
+  const relay = await startRelay();
+  t.after(relay.stop);
+  const browser = await launchBrowser();
+  const { page, dialogs, consoleErrors, pageErrors } = await newPage(browser);
+  await page.context().grantPermissions(['clipboard-read', 'clipboard-write'], { origin: relay.httpUrl });
+  await signIn(page, relay);
+  assert.equal(new URL(page.url()).pathname, '/agents');
+
+  await page.fill('#agent-id', 'edge-1');
+  await page.click('text=Register agent');
+  await page.waitForSelector('#new-credentials');
+  const clientId = (await page.textContent('#client-id')).trim();
+  const clientSecret = (await page.textContent('#client-secret')).trim();
+  assert.match(clientId, /^agt_/);
+  assert.match(clientSecret, /^bsk_/);
+  const command = await page.textContent('#start-command');
+  assert.ok(command.includes(`--relay ${relay.agentsUrl}`), command);
+  assert.ok(command.includes(clientId) && command.includes(clientSecret), command);
+  await page.click('button[data-copy=client-secret]');
+  assert.equal(await page.evaluate(() => navigator.clipboard.readText()), clientSecret, 'Copy copies the secret');
+
+  // A failed registration names the problem and keeps what was typed.
+  await page.fill('#agent-id', 'edge 1!');
+  await page.evaluate(() => document.querySelector('#agent-id').removeAttribute('pattern'));
+  await page.click('text=Register agent');
+  assert.match(await page.textContent('[role=alert]'), /invalid agent identifier "edge 1!"/);
+  assert.equal(await page.inputValue('#agent-id'), 'edge 1!');
+  assert.equal(await page.$('#new-credentials'), null, 'the secret is not shown again');
+
+  await page.goto(`${relay.httpUrl}/agents`);
+  await waitForText(page, 'tr[data-agent="edge-1"] .status', 'disconnected');
+  await markPage(page);
+
+  const agent = await startAgent({ relay, clientId, clientSecret });
+  await waitForText(page, 'tr[data-agent="edge-1"] .status', 'connected');
+  await page.waitForSelector('tr[data-agent="edge-1"] [data-instance]');
+  const instance = await page.textContent('tr[data-agent="edge-1"] [data-instance]');
+  for (const fact of ['Version', 'Address', '127.0.0.1', 'Connected since', 'Last heartbeat', 'In flight']) {
+    assert.ok(instance.includes(fact), `${fact} in ${instance}`);
+  }
+  await assertNotReloaded(page);
+  await screenshot(page, 'console-agents.png');
+
+  await agent.kill();
+  await waitForText(page, 'tr[data-agent="edge-1"] .status', 'disconnected');
+  assert.equal(await page.$('tr[data-agent="edge-1"] [data-instance]'), null);
+  await assertNotReloaded(page);
+
+  // Revoking asks first, on a page of its own.
+  await page.click('tr[data-agent="edge-1"] >> text=Revoke');
+  assert.equal(new URL(page.url()).pathname, '/agents/edge-1/revoke');
+  await page.click('text=Cancel');
+  assert.equal((await cliJson(relay, 'agents', 'list')).agents.length, 1, 'cancel revokes nothing');
+  await page.click('tr[data-agent="edge-1"] >> text=Revoke');
+  await Promise.all([page.waitForURL(`${relay.httpUrl}/agents`), page.click('text=Revoke edge-1')]);
+  assert.equal(await page.$('tr[data-agent="edge-1"]'), null);
+  assert.deepEqual((await cliJson(relay, 'agents', 'list')).agents, []);
+
+  assert.deepEqual(dialogs, []);
+  assert.deepEqual(pageErrors, []);
+  assert.deepEqual(consoleErrors.filter((e) => !e.text.includes('400')), []);
+});
+
+test('a deployment approved in the browser progresses to deployed without a reload', async (t) => {
+  const relay = await startRelay();
+  t.after(relay.stop);
+  const external = await startExternalSystem();
+  t.after(external.close);
+  const client = await createClient(relay, 'ci-system');
+  const file = writeFile(
+    'deploy.yml',
+    `application: shop
+targets:
+  staging:
+    constraints:
+      beforeDeployment:
+        - pause:
+            untilApproved: true
+  prod:
+    constraints:
+      dependsOn: [staging]
+      beforeDeployment:
+        - runWebhook:
+            name: smoke-tests
+${webhooksYaml(external)}`,
+  );
+  const started = await cliJson(relay, 'deploy', '-f', file);
+  const id = started.id;
+  assert.ok(id, JSON.stringify(started));
+
+  const browser = await launchBrowser();
+  const { page, dialogs, consoleErrors, pageErrors } = await newPage(browser);
+  await page.setViewportSize({ width: 1280, height: 900 });
+  await signIn(page, relay);
+  await page.click('text=Deployments');
+  await waitForText(page, `tr[data-deployment="${id}"]`, 'awaiting approval');
+  await Promise.all([page.waitForURL(`${relay.httpUrl}/deployments/${id}`), page.click(`tr[data-deployment="${id}"] a`)]);
+
+  await waitForText(page, '[data-target=staging] .state', 'awaiting approval');
+  assert.equal(await page.textContent('[data-target=prod] .state'), 'waiting');
+  assert.equal(await page.locator('svg.graph .edge').count(), 1, 'one dependsOn arrow');
+  const nodes = await page.locator('svg.graph text.node-name').allTextContents();
+  assert.deepEqual(nodes.sort(), ['prod', 'staging']);
+  const steps = await page.locator('[data-target=staging] ol.steps li').allTextContents();
+  assert.deepEqual(
+    steps.map((step) => step.replace(/\s+/g, ' ').trim()),
+    ['current beforeDeployment: manual approval', 'pending deploy', 'pending promote'],
+  );
+  await Promise.all([
+    page.waitForURL(`${relay.httpUrl}/deployments/${id}`),
+    page.click('[data-target=staging] button:has-text("Approve")'),
+  ]);
+  await markPage(page);
+  // The live feed the page follows, watched beside it: the relay must announce the changes.
+  await page.evaluate((id) => {
+    window.borealisChanges = 0;
+    new EventSource(`/deployments/${id}/live`).addEventListener('change', () => (window.borealisChanges += 1));
+  }, id);
+
+  // From here on the page changes only by itself, as the deployment moves on.
+  await waitForText(page, '[data-target=staging] .state', 'deployed');
+  assert.equal(await page.$('[data-target=staging] .actions'), null, 'nothing is left to approve');
+  const [prodCall] = await external.waitForCalls(1);
+  await waitForText(page, '[data-target=prod]', 'waiting for webhook smoke-tests');
+  await waitForText(page, '[data-target=prod] .runs', 'awaiting callback');
+  await screenshot(page, 'console-deployment.png');
+  const reply = await callback(relay, prodCall.callbackUri, { success: true, mdMessage: 'prod: **42** tests passed' }, client);
+  assert.equal(reply.status, 200, reply.body);
+  await waitForText(page, '[data-target=prod] .state', 'deployed');
+  await waitForText(page, '#deployment-state', 'succeeded');
+  assert.equal(await page.textContent('[data-target=prod] .md-message strong'), '42');
+  assert.ok(await page.evaluate(() => window.borealisChanges) > 0, 'the live feed announced the changes');
+  const prodSteps = await page.locator('[data-target=prod] ol.steps li').allTextContents();
+  assert.ok(prodSteps.every((step) => step.trim().startsWith('done')), prodSteps.join(' | '));
+  await assertNotReloaded(page);
+  const events = await page.textContent('#events');
+  assert.match(events, /target staging deployed/);
+
+  assert.deepEqual(dialogs, []);
+  assert.deepEqual(pageErrors, []);
+  assert.deepEqual(consoleErrors, []);
+});
+
+test("a callback's mdMessage renders bold and links, and nothing in it runs", async (t) => {
+  const relay = await startRelay();
+  t.after(relay.stop);
+  const external = await startExternalSystem();
+  t.after(external.close);
+  const client = await createClient(relay, 'scanner');
+  const file = writeFile('hooks.yml', `application: shop\ntargets:\n  staging: {}\n${webhooksYaml(external)}`);
+  const run = await cliJson(relay, 'webhook', 'run', '-f', file, '--name', 'smoke-tests', '--environment', 'staging');
+  const [call] = await external.waitForCalls(1);
+  const message = [
+    '**bold** and [the report](https://reports.example/run/7)',
+    '<script>window.borealisXss = "script"; alert("script")</script>',
+    '<img src=x onerror="window.borealisXss = \'img\'; alert(\'img\')">',
+    '[click me](javascript:alert("link"))',
+    '<a href="https://ok.example" onclick="alert(\'click\')">raw link</a>',
+    '<iframe src="https://evil.example"></iframe><style>body{display:none}</style>',
+  ].join('\n\n');
+  assert.equal((await callback(relay, call.callbackUri, { success: false, mdMessage: message }, client)).status, 200);
+
+  const browser = await launchBrowser();
+  const { page, dialogs, consoleErrors, pageErrors } = await newPage(browser);
+  await page.setViewportSize({ width: 1280, height: 900 });
+  await signIn(page, relay);
+  await page.goto(`${relay.httpUrl}/runs`);
+  await waitForText(page, `tr[data-run="${run.id}"]`, 'failed');
+  await page.click(`tr[data-run="${run.id}"] a`);
+  await page.waitForSelector('#md-message');
+
+  assert.equal(await page.textContent('#md-message strong'), 'bold');
+  const link = page.locator('#md-message a', { hasText: 'the report' });
+  assert.equal(await link.getAttribute('href'), 'https://reports.example/run/7');
+  assert.equal(await link.getAttribute('rel'), 'noopener noreferrer');
+  assert.equal(await page.locator('#md-message a', { hasText: 'raw link' }).getAttribute('onclick'), null);
+  for (const gone of ['script', 'img', 'iframe', 'style', '[onerror]', '[onclick]', 'a[href^="javascript:"]']) {
+    assert.equal(await page.locator(`#md-message ${gone}`).count(), 0, `${gone} in the message`);
+  }
+  assert.doesNotMatch(await page.innerHTML('#md-message'), /javascript:|onerror|<script/i);
+  await page.click('#md-message a:has-text("click me")').catch(() => {});
+  await page.click('#md-message a:has-text("raw link")', { modifiers: [] , trial: true });
+  assert.equal(await page.evaluate(() => window.borealisXss), undefined, 'no script ran');
+  assert.deepEqual(dialogs, [], 'no dialog opened');
+  assert.deepEqual(pageErrors, []);
+  assert.deepEqual(consoleErrors, [], 'no console error (a CSP violation would be one)');
+
+  const attempts = await page.textContent('#attempts');
+  assert.match(attempts, /202/);
+  await screenshot(page, 'console-run.png');
+});
+
+test('a form posted from another origin is refused', async (t) => {
+  const relay = await startRelay();
+  t.after(relay.stop);
+  // Another site on another loopback port: same site for cookies, another origin.
+  const attacker = http.createServer((req, res) => {
+    res.writeHead(200, { 'content-type': 'text/html' }).end(`<!doctype html>
+<form method="post" action="${relay.httpUrl}/agents"><input name="id" value="planted"></form>
+<script>document.forms[0].submit()</script>`);
+  });
+  await new Promise((resolve) => attacker.listen(0, '127.0.0.1', resolve));
+  t.after(() => new Promise((resolve) => attacker.close(resolve)));
+
+  const browser = await launchBrowser();
+  const { page } = await newPage(browser);
+  await signIn(page, relay);
+  const refused = page.waitForResponse((r) => r.url() === `${relay.httpUrl}/agents` && r.request().method() === 'POST');
+  await page.goto(`http://127.0.0.1:${attacker.address().port}/`);
+  const response = await refused;
+  assert.equal(response.status(), 403);
+  const sent = await response.request().allHeaders();
+  assert.ok(sent.cookie?.includes('borealis_console='), 'the browser did send the session cookie');
+  assert.deepEqual((await cliJson(relay, 'agents', 'list')).agents, [], 'nothing was registered');
+
+  // The session's own token, from another origin, is refused too (the Origin check).
+  await page.goto(`${relay.httpUrl}/agents`);
+  const csrf = await page.inputValue('input[name=csrf] >> nth=0');
+  const [cookie] = await page.context().cookies();
+  const forged = await fetch(`${relay.httpUrl}/agents`, {
+    method: 'POST',
+    redirect: 'manual',
+    headers: { cookie: `${cookie.name}=${cookie.value}`, origin: 'http://evil.example', 'content-type': 'application/x-www-form-urlencoded' },
+    body: new URLSearchParams({ csrf, id: 'planted' }),
+  });
+  assert.equal(forged.status, 403);
+  // And the same form from the console itself goes through.
+  await page.fill('#agent-id', 'genuine');
+  await page.click('text=Register agent');
+  await page.waitForSelector('#new-credentials');
+  assert.deepEqual((await cliJson(relay, 'agents', 'list')).agents.map((a) => a.agentId), ['genuine']);
+});
+
+test('pages fit a phone and follow the dark scheme', async (t) => {
+  const relay = await startRelay();
+  t.after(relay.stop);
+  assert.equal((await cli(relay, 'agents', 'create', 'edge-with-a-rather-long-identifier')).code, 0);
+  const browser = await launchBrowser();
+  const { page } = await newPage(browser);
+  await signIn(page, relay);
+  for (const [width, height] of [[1280, 800], [390, 844]]) {
+    await page.setViewportSize({ width, height });
+    for (const route of ['/agents', '/deployments', '/runs', '/secrets', '/clients']) {
+      await page.goto(`${relay.httpUrl}${route}`);
+      const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+      assert.ok(overflow <= 0, `${route} at ${width} px scrolls sideways by ${overflow} px`);
+    }
+  }
+  const background = async (scheme) => {
+    await page.emulateMedia({ colorScheme: scheme });
+    return page.evaluate(() => getComputedStyle(document.body).backgroundColor);
+  };
+  assert.notEqual(await background('dark'), await background('light'));
+  // The first Tab reaches the skip link; the navigation follows.
+  await page.goto(`${relay.httpUrl}/agents`);
+  await page.keyboard.press('Tab');
+  assert.equal(await page.evaluate(() => document.activeElement.textContent), 'Skip to content');
+});
