@@ -3,6 +3,7 @@
 
 import assert from 'node:assert/strict';
 import http from 'node:http';
+import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -75,7 +76,6 @@ async function startExternalSystem() {
     });
   });
   await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
-  test.after?.(() => {});
   return {
     address: `127.0.0.1:${server.address().port}`,
     calls,
@@ -121,7 +121,7 @@ test('signing in: a wrong token is refused, pages redirect to the sign-in, sign-
     assert.equal(url.searchParams.get('next'), route);
   }
   await page.goto(`${relay.httpUrl}/deployments`);
-  assert.match(await page.textContent('#token-help'), new RegExp(`${relay.dataDir}.*admin-token`));
+  assert.match(await page.textContent('#token-help'), /admin-token[\s\S]*BOREALIS_ADMIN_TOKEN/);
 
   const refused = page.waitForResponse((r) => r.url().endsWith('/sign-in') && r.request().method() === 'POST');
   await page.fill('#token', 'not-the-admin-token');
@@ -148,6 +148,7 @@ test('signing in: a wrong token is refused, pages redirect to the sign-in, sign-
     const response = await page.request.get(`${relay.httpUrl}${route}`);
     assert.equal(response.status(), 200, route);
     const headers = response.headers();
+    if (route !== '/assets/console.js') assert.equal(headers['cache-control'], 'no-store', route);
     const csp = headers['content-security-policy'];
     assert.match(csp, /default-src 'none'/, route);
     assert.match(csp, /script-src 'self'(;|$)/, route);
@@ -155,6 +156,18 @@ test('signing in: a wrong token is refused, pages redirect to the sign-in, sign-
     assert.doesNotMatch(csp, /unsafe-inline|unsafe-eval/, route);
     assert.equal(headers['x-frame-options'], 'DENY', route);
     assert.equal(headers['x-content-type-options'], 'nosniff', route);
+  }
+
+  // After signing in, `next` leads only to a path on this site.
+  for (const next of ['https://evil.example/', '//evil.example/', '/\t/evil.example', '/\\evil.example']) {
+    // Outside the browser, whose session this would replace.
+    const reply = await fetch(`${relay.httpUrl}/sign-in`, {
+      method: 'POST',
+      redirect: 'manual',
+      body: new URLSearchParams({ token: relay.adminToken, next }),
+    });
+    assert.equal(reply.status, 303, next);
+    assert.equal(reply.headers.get('location'), '/agents', `next=${JSON.stringify(next)}`);
   }
 
   await Promise.all([page.waitForURL((url) => url.pathname === '/sign-in'), page.click('text=Sign out')]);
@@ -306,6 +319,7 @@ ${webhooksYaml(external)}`,
   assert.equal(await page.textContent('[data-target=prod] .md-message strong'), '42');
   assert.ok(await page.evaluate(() => window.borealisChanges) > 0, 'the live feed announced the changes');
   const prodSteps = await page.locator('[data-target=prod] ol.steps li').allTextContents();
+  assert.equal(prodSteps.length, 3);
   assert.ok(prodSteps.every((step) => step.trim().startsWith('done')), prodSteps.join(' | '));
   await assertNotReloaded(page);
   const events = await page.textContent('#events');
@@ -353,8 +367,9 @@ test("a callback's mdMessage renders bold and links, and nothing in it runs", as
     assert.equal(await page.locator(`#md-message ${gone}`).count(), 0, `${gone} in the message`);
   }
   assert.doesNotMatch(await page.innerHTML('#md-message'), /javascript:|onerror|<script/i);
-  await page.click('#md-message a:has-text("click me")').catch(() => {});
-  await page.click('#md-message a:has-text("raw link")', { modifiers: [] , trial: true });
+  // The link whose javascript: target was removed goes nowhere when clicked.
+  await page.click('#md-message a:has-text("click me")');
+  assert.equal(new URL(page.url()).pathname, `/runs/${run.id}`);
   assert.equal(await page.evaluate(() => window.borealisXss), undefined, 'no script ran');
   assert.deepEqual(dialogs, [], 'no dialog opened');
   assert.deepEqual(pageErrors, []);
@@ -399,6 +414,34 @@ test('a form posted from another origin is refused', async (t) => {
     body: new URLSearchParams({ csrf, id: 'planted' }),
   });
   assert.equal(forged.status, 403);
+  // Same origin, no Origin header: the CSRF token alone decides.
+  const other = await startRelay(); // another relay: a genuine token of another session
+  t.after(other.stop);
+  const { page: otherPage } = await newPage(browser);
+  await signIn(otherPage, other);
+  const otherCsrf = await otherPage.inputValue('input[name=csrf] >> nth=0');
+  const secondSession = await newPage(browser);
+  await signIn(secondSession.page, relay);
+  const secondCsrf = await secondSession.page.inputValue('input[name=csrf] >> nth=0');
+  assert.notEqual(secondCsrf, csrf, 'each session has its own token');
+  for (const [what, fields] of [
+    ['no token', { id: 'planted' }],
+    ['an empty token', { csrf: '', id: 'planted' }],
+    ['a wrong token', { csrf: csrf.slice(0, -2) + (csrf.endsWith('AA') ? 'BB' : 'AA'), id: 'planted' }],
+    ["another session's token", { csrf: secondCsrf, id: 'planted' }],
+    ["another relay's token", { csrf: otherCsrf, id: 'planted' }],
+  ]) {
+    const reply = await fetch(`${relay.httpUrl}/agents`, {
+      method: 'POST',
+      redirect: 'manual',
+      headers: { cookie: `${cookie.name}=${cookie.value}`, 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams(fields),
+    });
+    assert.equal(reply.status, 403, what);
+    assert.match(await reply.text(), /security token is missing or wrong/, what);
+  }
+  assert.deepEqual((await cliJson(relay, 'agents', 'list')).agents, [], 'nothing was registered');
+
   // And the same form from the console itself goes through.
   await page.fill('#agent-id', 'genuine');
   await page.click('text=Register agent');
@@ -430,4 +473,90 @@ test('pages fit a phone and follow the dark scheme', async (t) => {
   await page.goto(`${relay.httpUrl}/agents`);
   await page.keyboard.press('Tab');
   assert.equal(await page.evaluate(() => document.activeElement.textContent), 'Skip to content');
+});
+
+test('secrets are set and deleted by name, and a callback client shows its secret once', async (t) => {
+  const relay = await startRelay();
+  t.after(relay.stop);
+  const browser = await launchBrowser();
+  const { page, dialogs, consoleErrors, pageErrors } = await newPage(browser);
+  await signIn(page, relay);
+
+  await page.click('nav >> text=Secrets');
+  const value = 'hunter2-the-secret-value-4f9a';
+  await page.fill('#secret-name', 'ci-token');
+  await page.fill('#secret-value', value);
+  await page.click('text=Store secret');
+  await page.waitForSelector('tr[data-secret="ci-token"]');
+  assert.match(await page.textContent('[role=status]'), /ci-token/);
+  assert.ok(!(await page.content()).includes(value), 'the value is not on the page');
+  const listed = await cliJson(relay, 'secrets', 'list');
+  assert.deepEqual(listed.secrets.map((s) => s.name), ['ci-token']);
+
+  await page.fill('#secret-name', 'bad name!');
+  await page.fill('#secret-value', value);
+  await page.click('text=Store secret');
+  assert.match(await page.textContent('[role=alert]'), /bad name!/);
+  assert.equal(await page.inputValue('#secret-value'), '', 'a refused value is not sent back');
+  assert.ok(!(await page.content()).includes(value));
+
+  await Promise.all([page.waitForURL(`${relay.httpUrl}/secrets`), page.click('tr[data-secret="ci-token"] button')]);
+  assert.equal(await page.$('tr[data-secret="ci-token"]'), null);
+  assert.deepEqual((await cliJson(relay, 'secrets', 'list')).secrets, []);
+
+  await page.click('nav >> text=Callback clients');
+  await page.fill('#client-name', 'scanner');
+  await page.click('text=Create client');
+  const clientId = (await page.textContent('#client-id')).trim();
+  const clientSecret = (await page.textContent('#client-secret')).trim();
+  // The credentials work: the relay issues a token for them.
+  const token = await fetch(`${relay.httpUrl}/oauth/token`, {
+    method: 'POST',
+    body: new URLSearchParams({ grant_type: 'client_credentials', client_id: clientId, client_secret: clientSecret }),
+  });
+  assert.equal(token.status, 200);
+  await page.goto(`${relay.httpUrl}/clients`);
+  assert.ok((await page.textContent('tr[data-client="scanner"]')).includes(clientId));
+  assert.ok(!(await page.content()).includes(clientSecret), 'the secret is shown once only');
+  await page.click('tr[data-client="scanner"] >> text=Revoke');
+  await Promise.all([page.waitForURL(`${relay.httpUrl}/clients`), page.click('text=Revoke scanner')]);
+  assert.equal(await page.$('tr[data-client="scanner"]'), null);
+  const refused = await fetch(`${relay.httpUrl}/oauth/token`, {
+    method: 'POST',
+    body: new URLSearchParams({ grant_type: 'client_credentials', client_id: clientId, client_secret: clientSecret }),
+  });
+  assert.notEqual(refused.status, 200, 'a revoked client gets no token');
+
+  assert.deepEqual(dialogs, []);
+  assert.deepEqual(pageErrors, []);
+  assert.deepEqual(consoleErrors.filter((e) => !e.text.includes('400')), []);
+});
+
+test('over TLS (HTTP/2) forms work and the session cookie is Secure', async (t) => {
+  // A self-signed certificate for 127.0.0.1, made with openssl.
+  const dir = mkdtempSync(path.join(tmpdir(), 'borealis-console-tls-'));
+  const [cert, key] = [path.join(dir, 'cert.pem'), path.join(dir, 'key.pem')];
+  execFileSync('openssl', [
+    'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
+    '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1',
+  ], { stdio: 'ignore' });
+  const relay = await startRelay({ args: ['--tls-cert', cert, '--tls-key', key] });
+  t.after(relay.stop);
+  assert.match(relay.httpUrl, /^https:/);
+  const browser = await launchBrowser();
+  const { page, consoleErrors, pageErrors } = await newPage(browser, { context: { ignoreHTTPSErrors: true } });
+  await signIn(page, relay);
+  assert.equal(await page.evaluate(() => performance.getEntriesByType('navigation')[0].nextHopProtocol), 'h2');
+  const [cookie] = await page.context().cookies();
+  assert.equal(cookie.secure, true);
+
+  // HTTP/2 carries no Host header: the Origin check must read the request's authority.
+  await page.fill('#agent-id', 'edge-tls');
+  const created = page.waitForResponse((r) => r.url() === `${relay.httpUrl}/agents` && r.request().method() === 'POST');
+  await page.click('text=Register agent');
+  assert.equal((await created).status(), 201);
+  assert.ok((await page.textContent('#start-command')).includes(`--relay ${relay.agentsUrl}`));
+  await Promise.all([page.waitForURL((url) => url.pathname === '/sign-in'), page.click('text=Sign out')]);
+  assert.deepEqual(pageErrors, []);
+  assert.deepEqual(consoleErrors, []);
 });

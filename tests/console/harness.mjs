@@ -349,10 +349,11 @@ export async function launchBrowser() {
  * A page in a fresh browser context. With `watch` (the default) it also
  * collects what must not happen on a page: `dialogs` (alert/confirm/prompt,
  * each dismissed), `consoleErrors` (console messages of type error) and
- * `pageErrors` (uncaught exceptions). Returns { page, dialogs, consoleErrors, pageErrors }.
+ * `pageErrors` (uncaught exceptions). `context` takes Playwright's context options.
+ * Returns { page, dialogs, consoleErrors, pageErrors }.
  */
-export async function newPage(browser, { watch = true } = {}) {
-  const context = await browser.newContext();
+export async function newPage(browser, { watch = true, context: contextOptions = {} } = {}) {
+  const context = await browser.newContext(contextOptions);
   const page = await context.newPage();
   const dialogs = [];
   const consoleErrors = [];

@@ -3,7 +3,8 @@
 // - a region marked data-live reloads its own content from the server:
 //   every data-live-every milliseconds, and at once whenever the
 //   server-sent events at data-live-events announce a change. It stops
-//   when the content it gets is marked data-live-finished.
+//   when the content it gets is marked data-live-finished, and waits while
+//   focus is on something inside it.
 "use strict";
 
 document.addEventListener("click", async (event) => {
@@ -38,6 +39,9 @@ function live(region) {
 
   const refresh = async () => {
     if (busy) { again = true; return; }
+    // Someone is on a button or field in here (by keyboard, say): replacing
+    // it would lose their place. The next tick tries again.
+    if (region.contains(document.activeElement) && document.activeElement !== region) return;
     busy = true;
     try {
       const response = await fetch(window.location.href, { headers: { Accept: "text/html" }, cache: "no-store" });

@@ -67,13 +67,14 @@ pub async fn page(
 pub async fn register(
     State(state): State<Arc<AppState>>,
     Extension(operator): Extension<Operator>,
+    uri: http::Uri,
     headers: HeaderMap,
     Form(form): Form<RegisterForm>,
 ) -> Result<Response, Failure> {
     let id = form.id.trim().to_owned();
     match correctable(credentials::create_credential(&state, CredentialKind::Agent, &id).await)? {
         Ok((client_id, client_secret)) => {
-            let command = start_command(&state, &headers, &client_id, &client_secret);
+            let command = start_command(&state, &uri, &headers, &client_id, &client_secret);
             let registered = Registered { agent_id: id, client_id, client_secret, command };
             let page = agents_page(&state, &operator, Some(registered), None, String::new()).await?;
             Ok(render(&page, StatusCode::CREATED))
@@ -141,15 +142,23 @@ async fn agents_page(
 /// The command that starts the agent with its new credential. The relay's
 /// agent listener as the browser reaches this relay: a wildcard address
 /// becomes the host the browser used.
-fn start_command(state: &AppState, headers: &HeaderMap, client_id: &str, client_secret: &str) -> String {
+fn start_command(
+    state: &AppState,
+    uri: &http::Uri,
+    headers: &HeaderMap,
+    client_id: &str,
+    client_secret: &str,
+) -> String {
     let scheme = if state.config.tls_cert.is_some() { "https" } else { "http" };
     let relay = match state.agents_addr {
         Some(addr) if !addr.ip().is_unspecified() => format!("{scheme}://{addr}"),
         Some(addr) => {
+            // HTTP/1.1 names the host in `Host`, HTTP/2 in the request's authority.
             let host = headers
                 .get(header::HOST)
                 .and_then(|h| h.to_str().ok())
                 .and_then(|h| h.parse::<http::uri::Authority>().ok())
+                .or_else(|| uri.authority().cloned())
                 .map(|a| a.host().to_owned())
                 .unwrap_or_else(|| "RELAY-HOST".into());
             format!("{scheme}://{host}:{}", addr.port())

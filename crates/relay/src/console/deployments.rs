@@ -5,7 +5,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use askama::Template;
 use axum::Extension;
@@ -27,6 +27,10 @@ use crate::state::AppState;
 
 /// How long one live stream lasts; the browser then opens another.
 const LIVE_FOR: Duration = Duration::from_secs(600);
+/// How often a live stream checks that its session still stands.
+const SESSION_CHECK_EVERY: Duration = Duration::from_secs(30);
+/// The newest events a page shows; the API has them all.
+const MAX_EVENTS: usize = 200;
 
 #[derive(Template)]
 #[template(path = "console/deployments.html")]
@@ -57,6 +61,7 @@ struct DetailPage {
     graph: GraphView,
     targets: Vec<TargetView>,
     events: Vec<EventRow>,
+    older_events: usize,
 }
 
 struct GraphView {
@@ -68,6 +73,7 @@ struct GraphView {
 
 struct GraphBox {
     name: String,
+    anchor: String,
     state: (String, String),
     x: u32,
     y: u32,
@@ -177,6 +183,7 @@ pub async fn page(
             .iter()
             .map(|b| GraphBox {
                 name: shown.targets[b.index].name.clone(),
+                anchor: target_anchor(&shown.targets[b.index].name),
                 state: state_words(&shown.targets[b.index].state),
                 x: b.x,
                 y: b.y,
@@ -208,7 +215,7 @@ pub async fn page(
             }
             TargetView {
                 name: target.name.clone(),
-                anchor: format!("target-{}", segment(&target.name)),
+                anchor: target_anchor(&target.name),
                 state: state_words(&target.state),
                 step: target.step.clone(),
                 reason: target.reason.clone(),
@@ -231,10 +238,12 @@ pub async fn page(
             }
         })
         .collect();
+    let older_events = shown.events.len().saturating_sub(MAX_EVENTS);
     let events = shown
         .events
         .iter()
         .rev()
+        .take(MAX_EVENTS)
         .map(|e| EventRow {
             at: when(&e.at),
             target: e.target.clone().unwrap_or_default(),
@@ -254,6 +263,7 @@ pub async fn page(
         graph,
         targets,
         events,
+        older_events,
     };
     Ok(render(&page, StatusCode::OK))
 }
@@ -281,28 +291,72 @@ pub async fn decide(
     Ok(Redirect::to(&format!("/deployments/{}", segment(&id))))
 }
 
-/// A `change` event each time deployment `id` changes, for [`LIVE_FOR`].
+/// A `change` event each time deployment `id` changes, for [`LIVE_FOR`] at
+/// most; the stream ends sooner when the relay stops or the session ends.
 pub async fn live(
     State(state): State<Arc<AppState>>,
+    Extension(operator): Extension<Operator>,
     Path(id): Path<String>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, Failure> {
     state.deployments.record(&id).await?;
-    let changes = state.deployments.subscribe();
-    let until = tokio::time::Instant::now() + LIVE_FOR;
-    let stream = futures_util::stream::unfold((changes, id), move |(mut changes, id)| async move {
-        loop {
-            match tokio::time::timeout_at(until, changes.recv()).await {
-                Err(_) | Ok(Err(RecvError::Closed)) => return None,
-                Ok(Ok(changed)) if changed != id => continue,
-                Ok(Ok(_)) | Ok(Err(RecvError::Lagged(_))) => {
-                    // Changes come in bursts: one event for all that are queued.
-                    while changes.try_recv().is_ok() {}
-                    return Some((Ok(Event::default().event("change").data(id.clone())), (changes, id)));
-                }
-            }
-        }
+    let mut session_checks = tokio::time::interval(SESSION_CHECK_EVERY);
+    session_checks.reset();
+    let live = Live {
+        changes: state.deployments.subscribe(),
+        stopping: state.deployments.stopping(),
+        until: tokio::time::Instant::now() + LIVE_FOR,
+        session_checks,
+        state,
+        operator,
+        id,
+    };
+    let stream = futures_util::stream::unfold(live, |mut live| async move {
+        let event = live.next_change().await?;
+        Some((Ok(event), live))
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+struct Live {
+    changes: tokio::sync::broadcast::Receiver<String>,
+    stopping: tokio_util::sync::CancellationToken,
+    until: tokio::time::Instant,
+    session_checks: tokio::time::Interval,
+    state: Arc<AppState>,
+    operator: Operator,
+    id: String,
+}
+
+impl Live {
+    /// The next change of the deployment, or `None` when the stream is over.
+    async fn next_change(&mut self) -> Option<Event> {
+        loop {
+            tokio::select! {
+                () = self.stopping.cancelled() => return None,
+                () = tokio::time::sleep_until(self.until) => return None,
+                _ = self.session_checks.tick() => {
+                    let found = self.state.store.console_session(&self.operator.session_hash, SystemTime::now()).await;
+                    if !matches!(found, Ok(Some(_))) {
+                        return None;
+                    }
+                }
+                received = self.changes.recv() => match received {
+                    Err(RecvError::Closed) => return None,
+                    Ok(changed) if changed != self.id => {}
+                    Ok(_) | Err(RecvError::Lagged(_)) => {
+                        // Changes come in bursts: one event for all that are queued.
+                        while self.changes.try_recv().is_ok() {}
+                        return Some(Event::default().event("change").data(self.id.clone()));
+                    }
+                },
+            }
+        }
+    }
+}
+
+/// The id of a target's section, for links to it.
+fn target_anchor(name: &str) -> String {
+    format!("target-{}", segment(name))
 }
 
 fn analysis_row(run: &borealis_api::JudgmentRun) -> AnalysisRow {
@@ -370,7 +424,12 @@ fn steps_of(
     match strategy {
         Some(StrategyKind::Canary { steps }) => {
             for (i, step) in steps.iter().enumerate() {
-                single(&mut planned, &mut group, format!("canary: {}", describe(step)), format!("{name}/canary/{i}"));
+                // A weight is set by an action, recorded under the action's key.
+                let key = match step {
+                    Step::SetWeight { .. } => format!("{name}/action/canary/{i}"),
+                    _ => format!("{name}/canary/{i}"),
+                };
+                single(&mut planned, &mut group, format!("canary: {}", describe(step)), key);
             }
         }
         Some(StrategyKind::BlueGreen { redirect_traffic_after, shut_down_old_version_after, .. }) => {
@@ -386,9 +445,11 @@ fn steps_of(
 
     use borealis_api::TargetState as T;
     let recorded = |key: &str| journal.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
+    // Started: something is recorded under the step's key, or an event of
+    // it (an approval records only that it was requested until it ends).
     let touched = |key: &str| {
-        let below = format!("{key}/");
-        journal.iter().any(|(k, _)| k == key || k.starts_with(&below))
+        let (below, event) = (format!("{key}/"), format!("event/{key}/"));
+        journal.iter().any(|(k, _)| k == key || k.starts_with(&below) || k.starts_with(&event))
     };
     let active = matches!(
         state,
@@ -412,7 +473,8 @@ fn steps_of(
                 _ if deployed && group < after_group => "done",
                 _ if last_started.is_some_and(|last| group < last) => "done",
                 _ if last_started == Some(group) && active => "current",
-                _ if last_started == Some(group) => "stopped",
+                _ if last_started == Some(group) && state == T::Cancelled => "cancelled",
+                _ if last_started == Some(group) => "failed",
                 _ if matches!(state, T::Cancelled | T::Failed | T::RolledBack) => "skipped",
                 _ => "pending",
             };

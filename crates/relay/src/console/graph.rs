@@ -42,6 +42,8 @@ pub fn layout(nodes: &[Node<'_>]) -> Graph {
         let mut moved = false;
         for (i, node) in nodes.iter().enumerate() {
             let deepest = node.depends_on.iter().filter_map(|d| index_of(d)).map(|d| column[d] + 1).max().unwrap_or(0);
+            // A cycle could only push columns on: keep them within the graph.
+            let deepest = deepest.min(nodes.len().saturating_sub(1) as u32);
             if deepest > column[i] {
                 column[i] = deepest;
                 moved = true;
@@ -101,5 +103,12 @@ mod tests {
         assert_eq!(graph.edges.len(), 3);
         assert_eq!(graph.width, 2 * MARGIN + 3 * BOX_WIDTH + 2 * COLUMN_GAP);
         assert_eq!(graph.height, 2 * MARGIN + BOX_HEIGHT);
+    }
+
+    #[test]
+    fn a_cycle_is_laid_out_within_the_graph() {
+        let (a, b) = (vec!["b".to_string()], vec!["a".to_string()]);
+        let graph = layout(&[Node { name: "a", depends_on: &a }, Node { name: "b", depends_on: &b }]);
+        assert!(graph.boxes.iter().all(|placed| placed.x + BOX_WIDTH <= graph.width));
     }
 }

@@ -41,7 +41,6 @@ pub const MAX_FORM_BYTES: usize = 64 * 1024;
 struct SignInPage<'a> {
     next: &'a str,
     error: Option<&'a str>,
-    token_file: String,
 }
 
 #[derive(Deserialize)]
@@ -55,26 +54,27 @@ pub struct SignInForm {
     next: Option<String>,
 }
 
-pub async fn sign_in_page(State(state): State<Arc<AppState>>, Query(query): Query<NextQuery>) -> Response {
+pub async fn sign_in_page(Query(query): Query<NextQuery>) -> Response {
     let next = safe_next(query.next.as_deref());
-    render(&SignInPage { next, error: None, token_file: token_file(&state) }, StatusCode::OK)
+    render(&SignInPage { next, error: None }, StatusCode::OK)
 }
 
 pub async fn sign_in(
     State(state): State<Arc<AppState>>,
     remote: Option<axum::Extension<RemoteAddr>>,
+    uri: http::Uri,
     headers: HeaderMap,
     Form(form): Form<SignInForm>,
 ) -> Result<Response, Failure> {
     let peer = remote.map(|r| r.0.0.ip());
-    check_origin(&state, &headers)?;
+    check_origin(&state, &uri, &headers)?;
     if let Err(wait) = state.auth_guard.check(peer) {
         return Ok(too_many_failures(wait));
     }
     let next = safe_next(form.next.as_deref());
     if !state.auth.is_admin(form.token.trim()) {
         state.auth_guard.failed(peer, "console_sign_in", "wrong admin token at the console's sign-in");
-        let page = SignInPage { next, error: Some("That is not the admin token."), token_file: token_file(&state) };
+        let page = SignInPage { next, error: Some("That is not the admin token.") };
         return Ok(render(&page, StatusCode::UNAUTHORIZED));
     }
     let id = B64.encode(auth::random_bytes(32));
@@ -125,7 +125,7 @@ async fn admit(state: &AppState, mut request: Request) -> Result<Request, Respon
     };
     let operator = Operator { csrf: state.auth.console_csrf(&id), session_hash: hash(&id) };
     if request.method() != http::Method::GET && request.method() != http::Method::HEAD {
-        check_origin(state, request.headers()).map_err(IntoResponse::into_response)?;
+        check_origin(state, request.uri(), request.headers()).map_err(IntoResponse::into_response)?;
         let (parts, body) = request.into_parts();
         let bytes = axum::body::to_bytes(body, MAX_FORM_BYTES).await.map_err(|_| {
             Failure(Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "form-too-large", "the form is larger than 64 KiB"))
@@ -149,23 +149,16 @@ async fn admit(state: &AppState, mut request: Request) -> Result<Request, Respon
 
 /// A form posted from another origin is refused whatever else it carries.
 /// Browsers send `Origin` on every POST; its authority must be the one the
-/// browser addressed (`Host`) or the configured public URL's.
-fn check_origin(state: &AppState, headers: &HeaderMap) -> Result<(), Failure> {
+/// browser addressed (`Host`, or in HTTP/2 the request's `:authority`) or
+/// the configured public URL's.
+fn check_origin(state: &AppState, uri: &http::Uri, headers: &HeaderMap) -> Result<(), Failure> {
     let Some(origin) = headers.get(header::ORIGIN) else { return Ok(()) };
-    let authority = origin.to_str().ok().and_then(|o| url::Url::parse(o).ok()).map(|url| {
-        let host = url.host_str().unwrap_or_default().to_owned();
-        match url.port() {
-            Some(port) => format!("{host}:{port}"),
-            None => host,
-        }
-    });
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
-    let public = state.config.public_url.as_ref().map(|url| match url.port() {
-        Some(port) => format!("{}:{port}", url.host_str().unwrap_or_default()),
-        None => url.host_str().unwrap_or_default().to_owned(),
-    });
+    let authority = origin.to_str().ok().and_then(|o| url::Url::parse(o).ok()).map(|url| authority_of(&url));
+    let addressed =
+        headers.get(header::HOST).and_then(|h| h.to_str().ok()).or_else(|| uri.authority().map(|a| a.as_str()));
+    let public = state.config.public_url.as_ref().map(authority_of);
     match authority {
-        Some(authority) if Some(authority.as_str()) == host || Some(&authority) == public.as_ref() => Ok(()),
+        Some(authority) if Some(authority.as_str()) == addressed || Some(&authority) == public.as_ref() => Ok(()),
         _ => {
             tracing::warn!(origin = ?origin, "console form refused: posted from another origin");
             Err(Failure(Problem::new(StatusCode::FORBIDDEN, "cross-origin", "this form was posted from another site")))
@@ -173,17 +166,31 @@ fn check_origin(state: &AppState, headers: &HeaderMap) -> Result<(), Failure> {
     }
 }
 
-/// Where to go after signing in: a path on this site, never another's.
-fn safe_next(next: Option<&str>) -> &str {
-    match next {
-        Some(path) if path.starts_with('/') && !path.starts_with("//") && !path.contains('\\') => path,
-        _ => "/agents",
+/// `host[:port]` of a URL, the port only where it is not the scheme's default.
+fn authority_of(url: &url::Url) -> String {
+    let host = url.host_str().unwrap_or_default();
+    match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_owned(),
     }
 }
 
-fn token_file(state: &AppState) -> String {
-    let dir = std::fs::canonicalize(&state.config.data_dir).unwrap_or_else(|_| state.config.data_dir.clone());
-    dir.join("admin-token").display().to_string()
+/// Where to go after signing in: a path on this site, never another's. Only
+/// visible ASCII: a browser drops tabs and newlines from a URL, which would
+/// turn `/<tab>/host` into `//host`.
+fn safe_next(next: Option<&str>) -> &str {
+    match next {
+        Some(path)
+            if path.starts_with('/')
+                && !path.starts_with("//")
+                && !path.contains('\\')
+                && path.len() <= 2048
+                && path.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
+            path
+        }
+        _ => "/agents",
+    }
 }
 
 fn session_id(headers: &HeaderMap) -> Option<String> {
@@ -193,8 +200,12 @@ fn session_id(headers: &HeaderMap) -> Option<String> {
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, value)| *name == COOKIE && !value.is_empty())
-        .map(|(_, value)| value.to_owned())
+        .find(|(name, _)| *name == COOKIE)
+        .map(|(_, value)| value)
+        // A session id is 32 random bytes in unpadded base64url: anything
+        // else is refused without asking the store.
+        .filter(|value| value.len() == 43 && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+        .map(str::to_owned)
 }
 
 fn hash(id: &str) -> Vec<u8> {

@@ -129,6 +129,11 @@ impl Deployments {
         self.context.subscribe()
     }
 
+    /// Cancelled when this replica starts to shut down: watchers end then.
+    pub fn stopping(&self) -> CancellationToken {
+        self.stop.clone()
+    }
+
     /// Runs deployment `id` here (this replica holds its lease), unless it
     /// runs here already.
     fn start(self: &Arc<Self>, id: String) {
