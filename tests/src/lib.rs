@@ -6,6 +6,7 @@
 //! `scripts/test.sh` builds them before running the tests.
 
 pub mod balancer;
+pub mod console;
 pub mod external;
 pub mod module_graph;
 pub mod postgres;

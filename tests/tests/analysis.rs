@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use borealis_tests::console::Console;
 use borealis_tests::process::OutputText;
 use borealis_tests::prometheus::{Exporter, Prometheus};
 use borealis_tests::{AgentProcess, RelayOptions, RelayProcess, TempDir, eventually};
@@ -246,7 +247,24 @@ async fn the_seed_blue_green_analysis_proceeds_inside_its_limits_and_waits_for_a
     assert!(step.contains("query avgCPUUsage-pass returned 5, outside its limits (at most 4)"), "{step}");
     let out = relay.cli().args(["approve", &id, "prod"]).run_async().await;
     assert!(!out.status.success(), "approve is not a decision on an analysis");
-    deployer.decide("rollback", &id, "prod").await;
+    // The console shows the judgment's values and takes the decision.
+    let console = Console::sign_in(&relay.http_url, &relay.admin_token()).await;
+    let (status, page) = console.get(&format!("{}/deployments/{id}", relay.http_url)).await;
+    assert_eq!(status, 200);
+    for shown in [
+        "judgment run 1 of 1",
+        "max_over_time(borealis_test_gauge{job=&#34;test&#34;}[7s])",
+        "<td>5</td>",
+        "at most 4",
+        "outside",
+    ] {
+        assert!(page.contains(shown), "{shown} on the page:\n{page}");
+    }
+    assert!(!page.contains(&format!("/deployments/{id}/targets/prod/approve")), "no approval is pending");
+    let decide = format!("{}/deployments/{id}/targets/prod/rollback", relay.http_url);
+    assert!(page.contains(&format!("/deployments/{id}/targets/prod/rollback")), "a Roll back button");
+    let (status, location) = console.post(&decide, &Console::csrf(&page), &[]).await;
+    assert_eq!((status, location), (303, Some(format!("/deployments/{id}"))));
     let done = deployer.finished(&id).await;
     assert_eq!(target(&done, "prod")["state"], "rolled_back");
     assert!(target(&done, "prod")["reason"].as_str().unwrap().contains("rolled back by an operator"), "{done:#}");

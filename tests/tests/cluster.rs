@@ -12,6 +12,7 @@ use axum::Router;
 use axum::extract::Request;
 use axum::routing::{any, post};
 use borealis_tests::balancer::{Balancer, free_port};
+use borealis_tests::console::Console;
 use borealis_tests::postgres::Schema;
 use borealis_tests::process::{OutputText, create_credentials};
 use borealis_tests::servers::serve;
@@ -558,6 +559,33 @@ async fn replicas_take_the_admin_token_the_first_one_created() {
         let reply =
             client().get(format!("{}/api/v1/agents", relay.http_url)).bearer_auth(presented).send().await.unwrap();
         assert_eq!(reply.status().as_u16(), expected, "{} with {presented:?}", relay.http_url);
+    }
+}
+
+/// A console session signed in on one replica is good on every other, its
+/// forms' CSRF tokens too; signing out on one ends it on all.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_console_session_holds_on_every_replica_and_sign_out_ends_it_everywhere() {
+    let schema = Schema::new();
+    let (first, second) = (replica(&schema, 1, "http://127.0.0.1:9"), replica(&schema, 2, "http://127.0.0.1:9"));
+    let console = Console::sign_in(&first.http_url, ADMIN_TOKEN).await;
+    let (status, page) = console.get(&format!("{}/agents", first.http_url)).await;
+    assert_eq!(status, 200);
+    let csrf = Console::csrf(&page);
+
+    // The session and the token it got from the first replica, on the second.
+    let (status, _) = console.get(&format!("{}/agents", second.http_url)).await;
+    assert_eq!(status, 200, "the second replica knows the session");
+    let (status, _) = console.post(&format!("{}/agents", second.http_url), &csrf, &[("id", "edge-1")]).await;
+    assert_eq!(status, 201, "the second replica takes the first one's CSRF token");
+    let (_, page) = console.get(&format!("{}/agents", first.http_url)).await;
+    assert!(page.contains(r#"data-agent="edge-1""#), "registered through either replica, listed by both");
+
+    let (status, location) = console.post(&format!("{}/sign-out", second.http_url), &csrf, &[]).await;
+    assert_eq!((status, location.as_deref()), (303, Some("/sign-in")));
+    for relay in [&first, &second] {
+        let (status, _) = console.get(&format!("{}/agents", relay.http_url)).await;
+        assert_eq!(status, 303, "{}: signed out", relay.http_url);
     }
 }
 
