@@ -238,10 +238,16 @@ impl RelayProcess {
 
     /// SIGKILL, then a new relay on the same ports and data dir.
     pub fn kill_and_restart(self) -> Self {
+        self.kill_change_and_restart(|_| {})
+    }
+
+    /// SIGKILL, `change` the data dir, then a new relay on the same ports and data dir.
+    pub fn kill_change_and_restart(self, change: impl FnOnce(&std::path::Path)) -> Self {
         let RelayProcess { mut process, data_dir, http_url, agents_url, options } = self;
         process.signal("KILL");
         let _ = process.child.wait();
         drop(process);
+        change(data_dir.path());
         let host = |url: &str| url.split("://").nth(1).unwrap().to_owned();
         Self::start_in(data_dir, &host(&http_url), &host(&agents_url), options)
     }

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use borealis_tests::console::Console;
 use borealis_tests::process::OutputText;
 use borealis_tests::{AgentProcess, RelayOptions, RelayProcess, eventually, servers};
 
@@ -183,4 +184,24 @@ async fn sigterm_on_the_agent_finishes_the_request_in_flight_and_exits_promptly(
     assert!(!log.contains("heartbeats stopped"), "{log}");
     // The relay counts it served.
     assert_eq!(relay.metric("borealis_forwarded_requests_total{mode=\"agent\",outcome=\"2xx\"}").await, 1.0);
+}
+
+/// Console sessions are stored: a restart keeps them, and a new admin token
+/// ends every session signed in with the old one.
+#[tokio::test(flavor = "multi_thread")]
+async fn console_sessions_survive_a_restart_and_end_with_their_admin_token() {
+    let relay = RelayProcess::start(RelayOptions::default());
+    let console = Console::sign_in(&relay.http_url, &relay.admin_token()).await;
+    let agents = format!("{}/agents", relay.http_url);
+    assert_eq!(console.get(&agents).await.0, 200);
+
+    let relay = relay.kill_and_restart();
+    assert_eq!(console.get(&agents).await.0, 200, "a restart keeps the session");
+
+    let rotated = "bat_a-new-admin-token-for-the-console-test";
+    let relay = relay.kill_change_and_restart(|dir| std::fs::write(dir.join("admin-token"), rotated).unwrap());
+    assert_eq!(relay.admin_token(), rotated);
+    assert_eq!(console.get(&agents).await.0, 303, "the old token's session has ended");
+    let renewed = Console::sign_in(&relay.http_url, rotated).await;
+    assert_eq!(renewed.get(&agents).await.0, 200);
 }

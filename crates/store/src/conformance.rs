@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::cluster::{ClusterStore, ReplicaRecord, SessionRecord};
-use crate::console::ConsoleSessionStore;
+use crate::console::{ConsoleSession, ConsoleSessionStore};
 use crate::credentials::{CredentialKind, CredentialStore};
 use crate::deployments::{
     ApprovalState, DECISION_SUFFIX, DeploymentLease, DeploymentState, DeploymentStore, TargetState,
@@ -135,10 +135,13 @@ pub async fn console_sessions_expire_and_end<H: Harness>(harness: &H) {
     let store = harness.open().await;
     let now = SystemTime::now();
     let hour = Duration::from_secs(3600);
-    store.create_console_session(b"old", now - 2 * hour, now - hour).await.unwrap();
-    store.create_console_session(b"live", now, now + hour).await.unwrap();
-    let expires = store.console_session(b"live", now).await.unwrap().expect("a live session is found");
-    assert_eq!(crate::unix_ms(expires), crate::unix_ms(now + hour));
+    let session =
+        |id: &[u8], expires_at| ConsoleSession { id_hash: id.to_vec(), admin_hash: b"admin".to_vec(), expires_at };
+    store.create_console_session(&session(b"old", now - hour), now - 2 * hour).await.unwrap();
+    store.create_console_session(&session(b"live", now + hour), now).await.unwrap();
+    let found = store.console_session(b"live", now).await.unwrap().expect("a live session is found");
+    assert_eq!(crate::unix_ms(found.expires_at), crate::unix_ms(now + hour));
+    assert_eq!((found.id_hash.as_slice(), found.admin_hash.as_slice()), (&b"live"[..], &b"admin"[..]));
     assert_eq!(store.console_session(b"live", now + 2 * hour).await.unwrap(), None, "an expired session is not found");
     assert_eq!(
         store.console_session(b"old", now - 2 * hour).await.unwrap(),

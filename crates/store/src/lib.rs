@@ -39,7 +39,7 @@ mod time;
 pub mod conformance;
 
 pub use cluster::{Change, ClusterStore, ReplicaRecord, SessionRecord};
-pub use console::ConsoleSessionStore;
+pub use console::{ConsoleSession, ConsoleSessionStore};
 pub use credentials::{Credential, CredentialKind, CredentialStore};
 pub use deployments::{
     ApprovalState, DECISION_SUFFIX, DeploymentLease, DeploymentRecord, DeploymentState, DeploymentStore,

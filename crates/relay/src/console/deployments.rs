@@ -336,7 +336,8 @@ impl Live {
                 () = tokio::time::sleep_until(self.until) => return None,
                 _ = self.session_checks.tick() => {
                     let found = self.state.store.console_session(&self.operator.session_hash, SystemTime::now()).await;
-                    if !matches!(found, Ok(Some(_))) {
+                    let live = matches!(found, Ok(Some(session)) if self.state.auth.is_admin_hash(&session.admin_hash));
+                    if !live {
                         return None;
                     }
                 }

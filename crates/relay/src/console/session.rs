@@ -21,6 +21,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use borealis_store::ConsoleSession;
 use serde::Deserialize;
 
 use super::page::{Failure, Operator, render};
@@ -79,7 +80,12 @@ pub async fn sign_in(
     }
     let id = B64.encode(auth::random_bytes(32));
     let now = SystemTime::now();
-    state.store.create_console_session(&hash(&id), now, now + SESSION_TTL).await.map_err(Problem::internal)?;
+    let session = ConsoleSession {
+        id_hash: hash(&id),
+        admin_hash: auth::admin_token_hash(&borealis_core::Secret::new(form.token.trim())),
+        expires_at: now + SESSION_TTL,
+    };
+    state.store.create_console_session(&session, now).await.map_err(Problem::internal)?;
     tracing::info!(peer = ?peer, "console sign-in");
     let mut response = Redirect::to(next).into_response();
     set_cookie(&mut response, &cookie(&state, &id, SESSION_TTL.as_secs()));
@@ -116,6 +122,9 @@ async fn admit(state: &AppState, mut request: Request) -> Result<Request, Respon
             .map_err(|e| Failure(Problem::internal(e)).into_response())?,
         None => None,
     };
+    // A session signed in with an admin token this relay no longer takes
+    // (the token was changed) has ended.
+    let found = found.filter(|session| state.auth.is_admin_hash(&session.admin_hash));
     let (Some(id), Some(_)) = (session, found) else {
         let here = request.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
         let target = if request.method() == http::Method::GET { here } else { "/" };

@@ -4,42 +4,45 @@ use sqlx::Row;
 
 use super::error::db;
 use super::store::PostgresStore;
-use crate::console::ConsoleSessionStore;
+use crate::console::{ConsoleSession, ConsoleSessionStore};
 use crate::error::StoreError;
 use crate::time::{from_unix_ms, unix_ms};
 
 #[async_trait::async_trait]
 impl ConsoleSessionStore for PostgresStore {
-    async fn create_console_session(
-        &self,
-        id_hash: &[u8],
-        now: SystemTime,
-        expires_at: SystemTime,
-    ) -> Result<(), StoreError> {
+    async fn create_console_session(&self, session: &ConsoleSession, now: SystemTime) -> Result<(), StoreError> {
         let now = unix_ms(now);
         sqlx::query("DELETE FROM console_sessions WHERE expires_at <= $1")
             .bind(now)
             .execute(&self.pool)
             .await
             .map_err(db)?;
-        sqlx::query("INSERT INTO console_sessions (id_hash, created_at, expires_at) VALUES ($1, $2, $3)")
-            .bind(id_hash)
-            .bind(now)
-            .bind(unix_ms(expires_at))
-            .execute(&self.pool)
-            .await
-            .map_err(db)?;
+        sqlx::query(
+            "INSERT INTO console_sessions (id_hash, admin_hash, created_at, expires_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&session.id_hash)
+        .bind(&session.admin_hash)
+        .bind(now)
+        .bind(unix_ms(session.expires_at))
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
         Ok(())
     }
 
-    async fn console_session(&self, id_hash: &[u8], now: SystemTime) -> Result<Option<SystemTime>, StoreError> {
-        let row = sqlx::query("SELECT expires_at FROM console_sessions WHERE id_hash = $1 AND expires_at > $2")
-            .bind(id_hash)
-            .bind(unix_ms(now))
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db)?;
-        Ok(row.map(|row| from_unix_ms(row.get("expires_at"))))
+    async fn console_session(&self, id_hash: &[u8], now: SystemTime) -> Result<Option<ConsoleSession>, StoreError> {
+        let row =
+            sqlx::query("SELECT admin_hash, expires_at FROM console_sessions WHERE id_hash = $1 AND expires_at > $2")
+                .bind(id_hash)
+                .bind(unix_ms(now))
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db)?;
+        Ok(row.map(|row| ConsoleSession {
+            id_hash: id_hash.to_vec(),
+            admin_hash: row.get("admin_hash"),
+            expires_at: from_unix_ms(row.get("expires_at")),
+        }))
     }
 
     async fn end_console_session(&self, id_hash: &[u8]) -> Result<bool, StoreError> {

@@ -4,18 +4,13 @@ use sqlx::Row;
 
 use super::error::db;
 use super::store::SqliteStore;
-use crate::console::ConsoleSessionStore;
+use crate::console::{ConsoleSession, ConsoleSessionStore};
 use crate::error::StoreError;
 use crate::time::{from_unix_ms, unix_ms};
 
 #[async_trait::async_trait]
 impl ConsoleSessionStore for SqliteStore {
-    async fn create_console_session(
-        &self,
-        id_hash: &[u8],
-        now: SystemTime,
-        expires_at: SystemTime,
-    ) -> Result<(), StoreError> {
+    async fn create_console_session(&self, session: &ConsoleSession, now: SystemTime) -> Result<(), StoreError> {
         let now = unix_ms(now);
         self.writes
             .execute(sqlx::query("DELETE FROM console_sessions WHERE expires_at <= ?").bind(now))
@@ -23,24 +18,32 @@ impl ConsoleSessionStore for SqliteStore {
             .map_err(db)?;
         self.writes
             .execute(
-                sqlx::query("INSERT INTO console_sessions (id_hash, created_at, expires_at) VALUES (?, ?, ?)")
-                    .bind(id_hash)
-                    .bind(now)
-                    .bind(unix_ms(expires_at)),
+                sqlx::query(
+                    "INSERT INTO console_sessions (id_hash, admin_hash, created_at, expires_at) VALUES (?, ?, ?, ?)",
+                )
+                .bind(&session.id_hash)
+                .bind(&session.admin_hash)
+                .bind(now)
+                .bind(unix_ms(session.expires_at)),
             )
             .await
             .map_err(db)?;
         Ok(())
     }
 
-    async fn console_session(&self, id_hash: &[u8], now: SystemTime) -> Result<Option<SystemTime>, StoreError> {
-        let row = sqlx::query("SELECT expires_at FROM console_sessions WHERE id_hash = ? AND expires_at > ?")
-            .bind(id_hash)
-            .bind(unix_ms(now))
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db)?;
-        Ok(row.map(|row| from_unix_ms(row.get("expires_at"))))
+    async fn console_session(&self, id_hash: &[u8], now: SystemTime) -> Result<Option<ConsoleSession>, StoreError> {
+        let row =
+            sqlx::query("SELECT admin_hash, expires_at FROM console_sessions WHERE id_hash = ? AND expires_at > ?")
+                .bind(id_hash)
+                .bind(unix_ms(now))
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db)?;
+        Ok(row.map(|row| ConsoleSession {
+            id_hash: id_hash.to_vec(),
+            admin_hash: row.get("admin_hash"),
+            expires_at: from_unix_ms(row.get("expires_at")),
+        }))
     }
 
     async fn end_console_session(&self, id_hash: &[u8]) -> Result<bool, StoreError> {
