@@ -4,6 +4,7 @@
 use std::time::SystemTime;
 
 use crate::cluster::{ReplicaRecord, SessionRecord};
+use crate::console::ConsoleSession;
 use crate::credentials::{Credential, CredentialKind};
 use crate::deployments::{DeploymentRecord, DeploymentState, EventRecord, TargetRecord, TargetState};
 use crate::error::StoreError;
@@ -83,6 +84,14 @@ pub(crate) fn credential(row: &impl Columns) -> Credential {
         secret_hash: row.bytes("secret_hash"),
         created_at: time(row, "created_at"),
         revoked_at: time_opt(row, "revoked_at"),
+    }
+}
+
+pub(crate) fn console_session(row: &impl Columns) -> ConsoleSession {
+    ConsoleSession {
+        id_hash: row.bytes("id_hash"),
+        admin_hash: row.bytes("admin_hash"),
+        expires_at: time(row, "expires_at"),
     }
 }
 

@@ -1,12 +1,11 @@
 use std::time::SystemTime;
 
-use sqlx::Row;
-
 use super::error::db;
 use super::store::SqliteStore;
 use crate::console::{ConsoleSession, ConsoleSessionStore};
 use crate::error::StoreError;
-use crate::time::{from_unix_ms, unix_ms};
+use crate::rows;
+use crate::time::unix_ms;
 
 #[async_trait::async_trait]
 impl ConsoleSessionStore for SqliteStore {
@@ -32,18 +31,13 @@ impl ConsoleSessionStore for SqliteStore {
     }
 
     async fn console_session(&self, id_hash: &[u8], now: SystemTime) -> Result<Option<ConsoleSession>, StoreError> {
-        let row =
-            sqlx::query("SELECT admin_hash, expires_at FROM console_sessions WHERE id_hash = ? AND expires_at > ?")
-                .bind(id_hash)
-                .bind(unix_ms(now))
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(db)?;
-        Ok(row.map(|row| ConsoleSession {
-            id_hash: id_hash.to_vec(),
-            admin_hash: row.get("admin_hash"),
-            expires_at: from_unix_ms(row.get("expires_at")),
-        }))
+        let row = sqlx::query("SELECT * FROM console_sessions WHERE id_hash = ? AND expires_at > ?")
+            .bind(id_hash)
+            .bind(unix_ms(now))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(row.map(|row| rows::console_session(&row)))
     }
 
     async fn end_console_session(&self, id_hash: &[u8]) -> Result<bool, StoreError> {
