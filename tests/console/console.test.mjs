@@ -560,3 +560,31 @@ test('over TLS (HTTP/2) forms work and the session cookie is Secure', async (t) 
   assert.deepEqual(pageErrors, []);
   assert.deepEqual(consoleErrors, []);
 });
+
+test('repeated wrong sign-ins are held off with a page that says how long', async (t) => {
+  const relay = await startRelay({ args: ['--auth-failures-per-minute', '3'] });
+  t.after(relay.stop);
+  const browser = await launchBrowser();
+  const { page } = await newPage(browser);
+  await page.goto(`${relay.httpUrl}/sign-in`);
+  const statuses = [];
+  for (let i = 0; i < 4; i += 1) {
+    await page.fill('#token', `wrong-token-${i}`);
+    const reply = page.waitForResponse((r) => r.url().endsWith('/sign-in') && r.request().method() === 'POST');
+    await page.click('button[type=submit]');
+    statuses.push((await reply).status());
+    if (statuses.at(-1) === 429) break;
+  }
+  assert.deepEqual(statuses, [401, 401, 401, 429]);
+  const held = await page.evaluate(() => document.body.innerText);
+  assert.match(held, /Too Many Requests[\s\S]*try again in \d+ s/);
+  // Even the right token waits now: the limit is per address, not per guess.
+  const reply = await fetch(`${relay.httpUrl}/sign-in`, {
+    method: 'POST',
+    redirect: 'manual',
+    body: new URLSearchParams({ token: relay.adminToken }),
+  });
+  assert.equal(reply.status, 429);
+  assert.ok(Number(reply.headers.get('retry-after')) >= 1);
+  assert.match(reply.headers.get('content-type'), /text\/html/);
+});

@@ -26,7 +26,7 @@ use serde::Deserialize;
 
 use super::page::{Failure, Operator, render};
 use crate::auth;
-use crate::http::problem::{Problem, too_many_failures};
+use crate::http::problem::{Problem, too_many_failures_problem};
 use crate::serve::RemoteAddr;
 use crate::state::AppState;
 
@@ -70,7 +70,10 @@ pub async fn sign_in(
     let peer = remote.map(|r| r.0.0.ip());
     check_origin(&state, &uri, &headers)?;
     if let Err(wait) = state.auth_guard.check(peer) {
-        return Ok(too_many_failures(wait));
+        let (problem, retry_after) = too_many_failures_problem(wait);
+        let mut page = Failure(problem).into_response();
+        page.headers_mut().insert(header::RETRY_AFTER, retry_after);
+        return Ok(page);
     }
     let next = safe_next(form.next.as_deref());
     if !state.auth.is_admin(form.token.trim()) {

@@ -180,13 +180,20 @@ impl From<crate::deployments::DeploymentError> for Problem {
 
 /// 429 for a peer that failed authentication too often.
 pub fn too_many_failures(wait: std::time::Duration) -> Response {
+    let (problem, retry_after) = too_many_failures_problem(wait);
+    let mut response = problem.into_response();
+    response.headers_mut().insert(header::RETRY_AFTER, retry_after);
+    response
+}
+
+/// The problem of a peer over its failed-authentication limit, and the
+/// `Retry-After` value that goes with it.
+pub fn too_many_failures_problem(wait: std::time::Duration) -> (Problem, http::HeaderValue) {
     let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-    let mut response = Problem::new(
+    let problem = Problem::new(
         StatusCode::TOO_MANY_REQUESTS,
         "too-many-failed-authentications",
         format!("too many failed authentications from this address; try again in {seconds} s"),
-    )
-    .into_response();
-    response.headers_mut().insert(header::RETRY_AFTER, http::HeaderValue::from(seconds.max(1)));
-    response
+    );
+    (problem, http::HeaderValue::from(seconds.max(1)))
 }
