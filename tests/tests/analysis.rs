@@ -254,7 +254,7 @@ async fn the_seed_blue_green_analysis_proceeds_inside_its_limits_and_waits_for_a
     for shown in [
         "judgment run 1 of 1",
         "max_over_time(borealis_test_gauge{job=&#34;test&#34;}[7s])",
-        "<td>5</td>",
+        r#"<td data-label="Value">5</td>"#,
         "at most 4",
         "outside",
     ] {
