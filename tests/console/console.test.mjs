@@ -220,7 +220,9 @@ test('an agent registered in the browser connects, shows up without a reload, an
   await markPage(page);
 
   const agent = await startAgent({ relay, clientId, clientSecret });
-  await waitForText(page, 'tr[data-agent="edge-1"] .status', 'connected');
+  // The badge's class, not its text: "disconnected" contains "connected".
+  await page.waitForSelector('tr[data-agent="edge-1"] .status.ok', { timeout: LIVE_WITHIN_MS });
+  assert.equal(await page.textContent('tr[data-agent="edge-1"] .status'), 'connected');
   await page.waitForSelector('tr[data-agent="edge-1"] [data-instance]');
   const instance = await page.textContent('tr[data-agent="edge-1"] [data-instance]');
   for (const fact of ['Version', 'Address', '127.0.0.1', 'Connected since', 'Last heartbeat', 'In flight']) {
@@ -230,17 +232,17 @@ test('an agent registered in the browser connects, shows up without a reload, an
   await screenshot(page, 'console-agents.png');
 
   await agent.kill();
-  await waitForText(page, 'tr[data-agent="edge-1"] .status', 'disconnected');
+  await page.waitForSelector('tr[data-agent="edge-1"] .status.off', { timeout: LIVE_WITHIN_MS });
+  assert.equal(await page.textContent('tr[data-agent="edge-1"] .status'), 'disconnected');
   assert.equal(await page.$('tr[data-agent="edge-1"] [data-instance]'), null);
   await assertNotReloaded(page);
 
   // Revoking asks first, on a page of its own.
-  await page.click('tr[data-agent="edge-1"] >> text=Revoke');
-  assert.equal(new URL(page.url()).pathname, '/agents/edge-1/revoke');
-  await page.click('text=Cancel');
+  await Promise.all([page.waitForURL(`${relay.httpUrl}/agents/edge-1/revoke`), page.click('tr[data-agent="edge-1"] a:has-text("Revoke")')]);
+  await Promise.all([page.waitForURL(`${relay.httpUrl}/agents`), page.click('text=Cancel')]);
   assert.equal((await cliJson(relay, 'agents', 'list')).agents.length, 1, 'cancel revokes nothing');
-  await page.click('tr[data-agent="edge-1"] >> text=Revoke');
-  await Promise.all([page.waitForURL(`${relay.httpUrl}/agents`), page.click('text=Revoke edge-1')]);
+  await Promise.all([page.waitForURL(`${relay.httpUrl}/agents/edge-1/revoke`), page.click('tr[data-agent="edge-1"] a:has-text("Revoke")')]);
+  await Promise.all([page.waitForURL(`${relay.httpUrl}/agents`), page.click('button:has-text("Revoke edge-1")')]);
   assert.equal(await page.$('tr[data-agent="edge-1"]'), null);
   assert.deepEqual((await cliJson(relay, 'agents', 'list')).agents, []);
 
@@ -453,12 +455,22 @@ test('pages fit a phone and follow the dark scheme', async (t) => {
   const relay = await startRelay();
   t.after(relay.stop);
   assert.equal((await cli(relay, 'agents', 'create', 'edge-with-a-rather-long-identifier')).code, 0);
+  // A deployment and a run, so their pages have content to fit.
+  const external = await startExternalSystem();
+  t.after(external.close);
+  const file = writeFile(
+    'fit.yml',
+    `application: shop\ntargets:\n  staging:\n    constraints:\n      beforeDeployment:\n        - pause:\n            untilApproved: true\n  production-eu-west:\n    constraints:\n      dependsOn: [staging]\n${webhooksYaml(external)}`,
+  );
+  const deployment = await cliJson(relay, 'deploy', '-f', file);
+  const run = await cliJson(relay, 'webhook', 'run', '-f', file, '--name', 'smoke-tests', '--environment', 'staging');
+  await external.waitForCalls(1);
   const browser = await launchBrowser();
   const { page } = await newPage(browser);
   await signIn(page, relay);
   for (const [width, height] of [[1280, 800], [390, 844]]) {
     await page.setViewportSize({ width, height });
-    for (const route of ['/agents', '/deployments', '/runs', '/secrets', '/clients']) {
+    for (const route of ['/agents', '/deployments', '/runs', '/secrets', '/clients', `/deployments/${deployment.id}`, `/runs/${run.id}`]) {
       await page.goto(`${relay.httpUrl}${route}`);
       const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
       assert.ok(overflow <= 0, `${route} at ${width} px scrolls sideways by ${overflow} px`);
@@ -500,7 +512,12 @@ test('secrets are set and deleted by name, and a callback client shows its secre
   assert.equal(await page.inputValue('#secret-value'), '', 'a refused value is not sent back');
   assert.ok(!(await page.content()).includes(value));
 
-  await Promise.all([page.waitForURL(`${relay.httpUrl}/secrets`), page.click('tr[data-secret="ci-token"] button')]);
+  await Promise.all([
+    page.waitForURL(`${relay.httpUrl}/secrets/ci-token/delete`),
+    page.click('tr[data-secret="ci-token"] a:has-text("Delete")'),
+  ]);
+  assert.equal((await cliJson(relay, 'secrets', 'list')).secrets.length, 1, 'deleting asks first');
+  await Promise.all([page.waitForURL(`${relay.httpUrl}/secrets`), page.click('button:has-text("Delete ci-token")')]);
   assert.equal(await page.$('tr[data-secret="ci-token"]'), null);
   assert.deepEqual((await cliJson(relay, 'secrets', 'list')).secrets, []);
 
@@ -518,8 +535,8 @@ test('secrets are set and deleted by name, and a callback client shows its secre
   await page.goto(`${relay.httpUrl}/clients`);
   assert.ok((await page.textContent('tr[data-client="scanner"]')).includes(clientId));
   assert.ok(!(await page.content()).includes(clientSecret), 'the secret is shown once only');
-  await page.click('tr[data-client="scanner"] >> text=Revoke');
-  await Promise.all([page.waitForURL(`${relay.httpUrl}/clients`), page.click('text=Revoke scanner')]);
+  await Promise.all([page.waitForURL(`${relay.httpUrl}/clients/scanner/revoke`), page.click('tr[data-client="scanner"] a:has-text("Revoke")')]);
+  await Promise.all([page.waitForURL(`${relay.httpUrl}/clients`), page.click('button:has-text("Revoke scanner")')]);
   assert.equal(await page.$('tr[data-client="scanner"]'), null);
   const refused = await fetch(`${relay.httpUrl}/oauth/token`, {
     method: 'POST',

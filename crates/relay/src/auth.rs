@@ -68,6 +68,9 @@ pub struct Authority {
     /// constant-time.
     admin_check: hmac::Key,
     admin_tags: Vec<hmac::Tag>,
+    /// The SHA-256 of each admin token this replica takes, as HMAC keys:
+    /// console sessions are sealed with the one they were signed in with.
+    admin_seal_keys: Vec<hmac::Key>,
     /// Credentials found live lately, by client id, and when: a callback
     /// then costs no read. Cleared on every revocation here or announced by
     /// another replica, and trusted for [`LIVE_FOR`] at most in any case.
@@ -91,18 +94,16 @@ impl Authority {
     ) -> Result<Self, AuthError> {
         let key = store.setting_or_init(SIGNING_KEY_SETTING, random_bytes(32)).await?;
         let admin_check = hmac::Key::new(hmac::HMAC_SHA256, &random_bytes(32));
-        let mut admin_tags = Vec::new();
-        if let Some(token) = admin_token {
-            admin_tags.push(hmac::sign(&admin_check, &admin_token_hash(token)));
-        }
-        if let Some(hash) = shared_hash {
-            admin_tags.push(hmac::sign(&admin_check, hash));
-        }
+        let hashes: Vec<Vec<u8>> =
+            admin_token.map(admin_token_hash).into_iter().chain(shared_hash.map(<[u8]>::to_vec)).collect();
+        let admin_tags = hashes.iter().map(|hash| hmac::sign(&admin_check, hash)).collect();
+        let admin_seal_keys = hashes.iter().map(|hash| hmac::Key::new(hmac::HMAC_SHA256, hash)).collect();
         Ok(Self {
             store,
             signing: hmac::Key::new(hmac::HMAC_SHA256, &key),
             admin_check,
             admin_tags,
+            admin_seal_keys,
             live: Default::default(),
         })
     }
@@ -113,15 +114,27 @@ impl Authority {
     }
 
     pub fn is_admin(&self, presented: &str) -> bool {
-        self.is_admin_hash(&admin_token_hash(&Secret::new(presented)))
-    }
-
-    /// Whether `hash` is the SHA-256 of an admin token this replica takes.
-    pub fn is_admin_hash(&self, hash: &[u8]) -> bool {
+        let hash = admin_token_hash(&Secret::new(presented));
         // Every tag is checked, so the time taken says nothing about which matched.
         self.admin_tags
             .iter()
-            .fold(false, |found, tag| hmac::verify(&self.admin_check, hash, tag.as_ref()).is_ok() | found)
+            .fold(false, |found, tag| hmac::verify(&self.admin_check, &hash, tag.as_ref()).is_ok() | found)
+    }
+
+    /// The seal of console session `session_id` signed in with admin token
+    /// `token`: an HMAC of the id keyed by the token's SHA-256. Stored with
+    /// the session; without the id (which only the cookie holds) it says
+    /// nothing about the token.
+    pub fn console_seal(&self, token: &Secret, session_id: &str) -> Vec<u8> {
+        let key = hmac::Key::new(hmac::HMAC_SHA256, &admin_token_hash(token));
+        hmac::sign(&key, console_sealed(session_id).as_bytes()).as_ref().to_vec()
+    }
+
+    /// Whether `seal` is session `session_id`'s under an admin token this
+    /// replica still takes (a session signed in with an old token has ended).
+    pub fn console_seal_holds(&self, seal: &[u8], session_id: &str) -> bool {
+        let sealed = console_sealed(session_id);
+        self.admin_seal_keys.iter().fold(false, |found, key| hmac::verify(key, sealed.as_bytes(), seal).is_ok() | found)
     }
 
     /// The CSRF token of console session `session_id`: its HMAC under the
@@ -304,6 +317,10 @@ impl PeerNonces {
         }
         seen.insert(tag.nonce.clone(), tag.expires).is_none()
     }
+}
+
+fn console_sealed(session_id: &str) -> String {
+    format!("console-session\n{session_id}")
 }
 
 /// `Bearer <token>` from a header value.

@@ -136,12 +136,12 @@ pub async fn console_sessions_expire_and_end<H: Harness>(harness: &H) {
     let now = SystemTime::now();
     let hour = Duration::from_secs(3600);
     let session =
-        |id: &[u8], expires_at| ConsoleSession { id_hash: id.to_vec(), admin_hash: b"admin".to_vec(), expires_at };
+        |id: &[u8], expires_at| ConsoleSession { id_hash: id.to_vec(), admin_seal: b"seal".to_vec(), expires_at };
     store.create_console_session(&session(b"old", now - hour), now - 2 * hour).await.unwrap();
     store.create_console_session(&session(b"live", now + hour), now).await.unwrap();
     let found = store.console_session(b"live", now).await.unwrap().expect("a live session is found");
     assert_eq!(crate::unix_ms(found.expires_at), crate::unix_ms(now + hour));
-    assert_eq!((found.id_hash.as_slice(), found.admin_hash.as_slice()), (&b"live"[..], &b"admin"[..]));
+    assert_eq!((found.id_hash.as_slice(), found.admin_seal.as_slice()), (&b"live"[..], &b"seal"[..]));
     assert_eq!(store.console_session(b"live", now + 2 * hour).await.unwrap(), None, "an expired session is not found");
     assert_eq!(
         store.console_session(b"old", now - 2 * hour).await.unwrap(),

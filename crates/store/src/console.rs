@@ -1,5 +1,6 @@
 //! Console sessions: an operator signed in to the web console. Only a hash
-//! of each session's id is kept, so the table alone signs no one in.
+//! of each session's id is kept, so the table alone signs no one in, and a
+//! seal that ties the session to the admin token it was signed in with.
 
 use std::time::SystemTime;
 
@@ -10,8 +11,9 @@ use crate::error::StoreError;
 pub struct ConsoleSession {
     /// The SHA-256 of the session id the cookie carries.
     pub id_hash: Vec<u8>,
-    /// The SHA-256 of the admin token it was signed in with.
-    pub admin_hash: Vec<u8>,
+    /// An HMAC of the session id keyed by the SHA-256 of the admin token it
+    /// was signed in with (the relay checks it; the store only keeps it).
+    pub admin_seal: Vec<u8>,
     pub expires_at: SystemTime,
 }
 

@@ -90,7 +90,7 @@ pub(crate) fn credential(row: &impl Columns) -> Credential {
 pub(crate) fn console_session(row: &impl Columns) -> ConsoleSession {
     ConsoleSession {
         id_hash: row.bytes("id_hash"),
-        admin_hash: row.bytes("admin_hash"),
+        admin_seal: row.bytes("admin_seal"),
         expires_at: time(row, "expires_at"),
     }
 }

@@ -300,6 +300,7 @@ pub async fn live(
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, Failure> {
     state.deployments.record(&id).await?;
     let mut session_checks = tokio::time::interval(SESSION_CHECK_EVERY);
+    session_checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     session_checks.reset();
     let live = Live {
         changes: state.deployments.subscribe(),
@@ -336,7 +337,7 @@ impl Live {
                 () = tokio::time::sleep_until(self.until) => return None,
                 _ = self.session_checks.tick() => {
                     let found = self.state.store.console_session(&self.operator.session_hash, SystemTime::now()).await;
-                    let live = matches!(found, Ok(Some(session)) if self.state.auth.is_admin_hash(&session.admin_hash));
+                    let live = matches!(found, Ok(Some(session)) if self.state.auth.console_seal_holds(&session.admin_seal, &self.operator.session_id));
                     if !live {
                         return None;
                     }
@@ -465,6 +466,12 @@ fn steps_of(
         .max()
         .or((active && state != T::Deployed).then_some(0));
     let deployed = matches!(state, T::Deployed | T::AfterDeploymentFailed);
+    // Groups where an item failed: the others there were cancelled by it.
+    let failed_groups: Vec<usize> = planned
+        .iter()
+        .filter(|(_, key, _)| recorded(key).is_some_and(|v| v.starts_with("failed")))
+        .map(|(_, _, group)| *group)
+        .collect();
     planned
         .into_iter()
         .map(|(label, key, group)| {
@@ -474,7 +481,9 @@ fn steps_of(
                 _ if deployed && group < after_group => "done",
                 _ if last_started.is_some_and(|last| group < last) => "done",
                 _ if last_started == Some(group) && active => "current",
-                _ if last_started == Some(group) && state == T::Cancelled => "cancelled",
+                _ if last_started == Some(group) && (state == T::Cancelled || failed_groups.contains(&group)) => {
+                    "cancelled"
+                }
                 _ if last_started == Some(group) => "failed",
                 _ if matches!(state, T::Cancelled | T::Failed | T::RolledBack) => "skipped",
                 _ => "pending",
@@ -492,5 +501,77 @@ fn describe(step: &Step) -> String {
         Step::SetWeight { weight, .. } => format!("set weight {weight}%"),
         Step::Analysis(_) => "analysis".into(),
         Step::Unsupported { kind, .. } => format!("{kind} (not run)"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use borealis_api::TargetState;
+
+    use super::steps_of;
+
+    fn steps(yaml: &str, target: &str, journal: &[(&str, &str)], state: TargetState) -> Vec<String> {
+        let file = borealis_core::deployment::parse(yaml).expect("the test file parses").file;
+        let target = file.targets.iter().find(|t| t.name == target).expect("the target");
+        let journal: Vec<(String, String)> = journal.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        steps_of(Some(&file), target, &journal, state).into_iter().map(|s| format!("{} {}", s.state, s.label)).collect()
+    }
+
+    const HOOKS: &str = "webhooks:\n  - name: a\n    method: POST\n    uriTemplate: http://127.0.0.1:9/a\n    networkMode: direct\n  - name: b\n    method: POST\n    uriTemplate: http://127.0.0.1:9/b\n    networkMode: direct\n";
+
+    #[test]
+    fn a_canary_weight_is_read_from_its_action_and_the_step_after_it_is_current() {
+        let yaml = format!(
+            "application: shop\ntargets:\n  staging:\n    strategy: c\nstrategies:\n  c:\n    canary:\n      steps:\n        - setWeight:\n            weight: 25\n        - runWebhook:\n            name: a\n        - pause:\n            duration: 1\n            unit: seconds\n{HOOKS}"
+        );
+        let journal = [
+            ("staging/action/deploy", "done"),
+            ("staging/action/canary/0", "done"),
+            ("staging/canary/1/run", "run-id"),
+        ];
+        assert_eq!(
+            steps(&yaml, "staging", &journal, TargetState::Running),
+            [
+                "done deploy",
+                "done canary: set weight 25%",
+                "current canary: webhook a",
+                "pending canary: pause 1s",
+                "pending promote"
+            ]
+        );
+    }
+
+    #[test]
+    fn an_approval_after_the_deploy_is_current_from_its_request() {
+        let yaml = format!(
+            "application: shop\ntargets:\n  prod:\n    strategy: bg\nstrategies:\n  bg:\n    blueGreen:\n      activeService: a\n      previewService: p\n      redirectTrafficAfter:\n        - pause:\n            untilApproved: true\n{HOOKS}"
+        );
+        let journal = [("prod/action/deploy", "done"), ("event/prod/redirectTrafficAfter/0/requested", "done")];
+        assert_eq!(
+            steps(&yaml, "prod", &journal, TargetState::AwaitingApproval),
+            [
+                "done deploy",
+                "current redirectTrafficAfter: manual approval",
+                "pending redirect traffic",
+                "pending promote"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_failed_item_cancels_its_siblings_and_what_follows_is_skipped() {
+        let yaml = format!(
+            "application: shop\ntargets:\n  t:\n    constraints:\n      beforeDeployment:\n        - runWebhook:\n            name: a\n        - runWebhook:\n            name: b\n{HOOKS}"
+        );
+        let journal = [("t/beforeDeployment/0", "failed: webhook a failed"), ("t/beforeDeployment/1/run", "run-id")];
+        assert_eq!(
+            steps(&yaml, "t", &journal, TargetState::RolledBack),
+            [
+                "failed beforeDeployment: webhook a",
+                "cancelled beforeDeployment: webhook b",
+                "skipped deploy",
+                "skipped promote"
+            ]
+        );
     }
 }

@@ -55,7 +55,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/runs/{id}", get(runs::page))
         .route("/runs/{id}/cancel", post(runs::cancel))
         .route("/secrets", get(settings::secrets).post(settings::set_secret))
-        .route("/secrets/{name}/delete", post(settings::delete_secret))
+        .route("/secrets/{name}/delete", get(settings::confirm_delete_secret).post(settings::delete_secret))
         .route("/clients", get(settings::clients).post(settings::create_client))
         .route("/clients/{name}/revoke", get(settings::confirm_revoke_client).post(settings::revoke_client))
         .route_layer(middleware::from_fn_with_state(state.clone(), session::require_session));

@@ -13,6 +13,8 @@ use crate::http::problem::Problem;
 pub struct Operator {
     /// The token this session's forms carry.
     pub csrf: String,
+    /// The session id, from the cookie.
+    pub(super) session_id: String,
     /// The SHA-256 of the session id, as the store keys it.
     pub(super) session_hash: Vec<u8>,
 }

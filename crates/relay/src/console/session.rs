@@ -85,7 +85,7 @@ pub async fn sign_in(
     let now = SystemTime::now();
     let session = ConsoleSession {
         id_hash: hash(&id),
-        admin_hash: auth::admin_token_hash(&borealis_core::Secret::new(form.token.trim())),
+        admin_seal: state.auth.console_seal(&borealis_core::Secret::new(form.token.trim()), &id),
         expires_at: now + SESSION_TTL,
     };
     state.store.create_console_session(&session, now).await.map_err(Problem::internal)?;
@@ -127,7 +127,8 @@ async fn admit(state: &AppState, mut request: Request) -> Result<Request, Respon
     };
     // A session signed in with an admin token this relay no longer takes
     // (the token was changed) has ended.
-    let found = found.filter(|session| state.auth.is_admin_hash(&session.admin_hash));
+    let found =
+        found.filter(|found| session.as_ref().is_some_and(|id| state.auth.console_seal_holds(&found.admin_seal, id)));
     let (Some(id), Some(_)) = (session, found) else {
         let here = request.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
         let target = if request.method() == http::Method::GET { here } else { "/" };
@@ -135,7 +136,7 @@ async fn admit(state: &AppState, mut request: Request) -> Result<Request, Respon
             format!("/sign-in?next={}", url::form_urlencoded::byte_serialize(target.as_bytes()).collect::<String>());
         return Err(Redirect::to(&location).into_response());
     };
-    let operator = Operator { csrf: state.auth.console_csrf(&id), session_hash: hash(&id) };
+    let operator = Operator { csrf: state.auth.console_csrf(&id), session_hash: hash(&id), session_id: id.clone() };
     if request.method() != http::Method::GET && request.method() != http::Method::HEAD {
         check_origin(state, request.uri(), request.headers()).map_err(IntoResponse::into_response)?;
         let (parts, body) = request.into_parts();

@@ -53,6 +53,20 @@ pub async fn set_secret(
     }
 }
 
+pub async fn confirm_delete_secret(Extension(operator): Extension<Operator>, Path(name): Path<String>) -> Response {
+    let page = ConfirmPage {
+        chrome: Chrome::new("secrets", &operator),
+        title: format!("Delete secret {name}"),
+        question: format!("Delete secret {name}?"),
+        consequence: "Webhooks and providers that name it fail until it is set again; its value cannot be recovered."
+            .into(),
+        action: format!("/secrets/{}/delete", segment(&name)),
+        button: format!("Delete {name}"),
+        cancel: "/secrets".into(),
+    };
+    render(&page, StatusCode::OK)
+}
+
 pub async fn delete_secret(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Result<Redirect, Failure> {
     if !state.vault.delete(&name).await.map_err(Problem::internal)? {
         return Err(Failure(Problem::new(

@@ -189,11 +189,11 @@ pub fn too_many_failures(wait: std::time::Duration) -> Response {
 /// The problem of a peer over its failed-authentication limit, and the
 /// `Retry-After` value that goes with it.
 pub fn too_many_failures_problem(wait: std::time::Duration) -> (Problem, http::HeaderValue) {
-    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    let seconds = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
     let problem = Problem::new(
         StatusCode::TOO_MANY_REQUESTS,
         "too-many-failed-authentications",
         format!("too many failed authentications from this address; try again in {seconds} s"),
     );
-    (problem, http::HeaderValue::from(seconds.max(1)))
+    (problem, http::HeaderValue::from(seconds))
 }

@@ -1,9 +1,10 @@
 -- Operators signed in to the web console: the SHA-256 of each session id.
 CREATE TABLE console_sessions (
     id_hash BYTEA PRIMARY KEY,
-    -- The SHA-256 of the admin token signed in with: a session ends when
-    -- the relay no longer takes that token.
-    admin_hash BYTEA NOT NULL,
+    -- An HMAC of the session id under the SHA-256 of the admin token it was
+    -- signed in with: a session ends when the relay no longer takes that
+    -- token, and the row alone says nothing about the token.
+    admin_seal BYTEA NOT NULL,
     created_at BIGINT NOT NULL,
     expires_at BIGINT NOT NULL
 );

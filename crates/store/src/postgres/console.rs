@@ -17,10 +17,10 @@ impl ConsoleSessionStore for PostgresStore {
             .await
             .map_err(db)?;
         sqlx::query(
-            "INSERT INTO console_sessions (id_hash, admin_hash, created_at, expires_at) VALUES ($1, $2, $3, $4)",
+            "INSERT INTO console_sessions (id_hash, admin_seal, created_at, expires_at) VALUES ($1, $2, $3, $4)",
         )
         .bind(&session.id_hash)
-        .bind(&session.admin_hash)
+        .bind(&session.admin_seal)
         .bind(now)
         .bind(unix_ms(session.expires_at))
         .execute(&self.pool)

@@ -18,10 +18,10 @@ impl ConsoleSessionStore for SqliteStore {
         self.writes
             .execute(
                 sqlx::query(
-                    "INSERT INTO console_sessions (id_hash, admin_hash, created_at, expires_at) VALUES (?, ?, ?, ?)",
+                    "INSERT INTO console_sessions (id_hash, admin_seal, created_at, expires_at) VALUES (?, ?, ?, ?)",
                 )
                 .bind(&session.id_hash)
-                .bind(&session.admin_hash)
+                .bind(&session.admin_seal)
                 .bind(now)
                 .bind(unix_ms(session.expires_at)),
             )
