@@ -318,6 +318,7 @@ ${webhooksYaml(external)}`,
   assert.equal(reply.status, 200, reply.body);
   await waitForText(page, '[data-target=prod] .state', 'deployed');
   await waitForText(page, '#deployment-state', 'succeeded');
+  assert.match(await page.textContent('[role=status]#live-status'), /^Updated at /, 'the change was announced');
   assert.equal(await page.textContent('[data-target=prod] .md-message strong'), '42');
   assert.ok(await page.evaluate(() => window.borealisChanges) > 0, 'the live feed announced the changes');
   const prodSteps = await page.locator('[data-target=prod] ol.steps li').allTextContents();

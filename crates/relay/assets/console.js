@@ -50,7 +50,12 @@ function live(region) {
       const page = new DOMParser().parseFromString(await response.text(), "text/html");
       const fresh = page.getElementById(region.id);
       if (!fresh) return;
-      if (fresh.innerHTML !== region.innerHTML) region.innerHTML = fresh.innerHTML;
+      if (fresh.innerHTML !== region.innerHTML) {
+        region.innerHTML = fresh.innerHTML;
+        // Screen readers hear that the page changed, politely.
+        const status = document.getElementById("live-status");
+        if (status) status.textContent = `Updated at ${new Date().toLocaleTimeString()}`;
+      }
       if (fresh.hasAttribute("data-live-finished")) { region.setAttribute("data-live-finished", ""); stop(); }
     } catch {
       // The relay is restarting or the network is down: the next tick tries again.
