@@ -581,6 +581,17 @@ async fn a_console_session_holds_on_every_replica_and_sign_out_ends_it_everywher
     let (_, page) = console.get(&format!("{}/agents", first.http_url)).await;
     assert!(page.contains(r#"data-agent="edge-1""#), "registered through either replica, listed by both");
 
+    // An instance connected to the first replica shows on the second's page,
+    // with what only its holder knows said so.
+    let (client_id, secret) = first.create_agent("edge-2");
+    let agent = AgentProcess::start(&first.agents_url, &client_id, &secret, &["--allow", "127.0.0.0/8"]);
+    agent.wait_connected(Duration::from_secs(20)).await;
+    eventually("the second replica lists the first one's instance", Duration::from_secs(20), || async {
+        let (_, page) = console.get(&format!("{}/agents", second.http_url)).await;
+        page.contains("not known here (held by relay-1)").then_some(())
+    })
+    .await;
+
     let (status, location) = console.post(&format!("{}/sign-out", second.http_url), &csrf, &[]).await;
     assert_eq!((status, location.as_deref()), (303, Some("/sign-in")));
     for relay in [&first, &second] {

@@ -39,7 +39,8 @@ struct InstanceRow {
     remote_addr: String,
     connected_since: String,
     last_heartbeat: String,
-    in_flight: u64,
+    /// Counted where the session is held: another replica's are not known here.
+    in_flight: String,
     draining: bool,
     replica: String,
 }
@@ -129,7 +130,11 @@ async fn agents_page(
                     remote_addr: i.remote_addr.unwrap_or_else(|| "unknown".into()),
                     connected_since: when(&i.connected_since),
                     last_heartbeat: when(&i.last_heartbeat),
-                    in_flight: i.in_flight,
+                    in_flight: if i.held_here {
+                        i.in_flight.to_string()
+                    } else {
+                        format!("not known here (held by {})", i.replica)
+                    },
                     draining: i.draining,
                     replica: i.replica,
                 })
