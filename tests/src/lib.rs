@@ -50,6 +50,21 @@ where
     }
 }
 
+/// `POST <base>/oauth/token` with client credentials (`base` is either
+/// listener): the reply's status and JSON body.
+pub async fn token_reply(base: &str, client_id: &str, client_secret: &str) -> (u16, serde_json::Value) {
+    let reply = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .post(format!("{base}/oauth/token"))
+        .form(&[("grant_type", "client_credentials"), ("client_id", client_id), ("client_secret", client_secret)])
+        .send()
+        .await
+        .unwrap();
+    (reply.status().as_u16(), reply.json().await.unwrap_or_default())
+}
+
 /// The instant a log line was written, from its timestamp: the first word
 /// of a text line, or the `timestamp` of a JSON one. It is the logging
 /// process's own record of when something happened.

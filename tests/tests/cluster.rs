@@ -118,29 +118,29 @@ impl Cluster {
         }
         agents
     }
+}
 
-    /// The instances of `agent` as replica `base` lists them: (instance, replica).
-    async fn instances(&self, base: &str, agent: &str) -> Vec<(String, String)> {
-        let list: serde_json::Value = client()
-            .get(format!("{base}/api/v1/agents"))
-            .bearer_auth(ADMIN_TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let agents = list["agents"].as_array().cloned().unwrap_or_default();
-        let Some(found) = agents.into_iter().find(|a| a["agentId"] == agent) else { return Vec::new() };
-        let mut instances: Vec<(String, String)> = found["instances"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|i| (i["instance"].as_str().unwrap().to_owned(), i["replica"].as_str().unwrap().to_owned()))
-            .collect();
-        instances.sort();
-        instances
-    }
+/// The instances of `agent` as replica `base` lists them: (instance, replica).
+async fn instances(base: &str, agent: &str) -> Vec<(String, String)> {
+    let list: serde_json::Value = client()
+        .get(format!("{base}/api/v1/agents"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let agents = list["agents"].as_array().cloned().unwrap_or_default();
+    let Some(found) = agents.into_iter().find(|a| a["agentId"] == agent) else { return Vec::new() };
+    let mut instances: Vec<(String, String)> = found["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| (i["instance"].as_str().unwrap().to_owned(), i["replica"].as_str().unwrap().to_owned()))
+        .collect();
+    instances.sort();
+    instances
 }
 
 fn client() -> reqwest::Client {
@@ -227,7 +227,7 @@ async fn every_replica_reaches_every_agent_behind_the_balancer() {
                 &format!("{} lists both instances of {id}", relay.http_url),
                 Duration::from_secs(30),
                 || async {
-                    let listed = cluster.instances(&relay.http_url, id).await;
+                    let listed = instances(&relay.http_url, id).await;
                     (listed.len() == 2).then_some(listed)
                 },
             )
@@ -434,15 +434,7 @@ targets:
 
     // Callbacks for the runs that wait for one, through the balancer.
     let (client_id, secret) = cluster.create_client("ci");
-    let token: serde_json::Value = client()
-        .post(format!("{base}/oauth/token"))
-        .form(&[("grant_type", "client_credentials"), ("client_id", &client_id), ("client_secret", &secret)])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, token) = borealis_tests::token_reply(&base, &client_id, &secret).await;
     let token = token["access_token"].as_str().unwrap().to_owned();
     for (id, callback) in &started {
         let run = eventually(&format!("run {id} was called"), Duration::from_secs(60), || async {
@@ -849,15 +841,7 @@ async fn a_revocation_through_one_replica_holds_on_the_others() {
     let exited = agent.wait_exit(Duration::from_secs(30)).expect("the revoked agent exits");
     assert!(!exited.success());
     assert!(one.log_line(&["ended sessions of revoked agent credentials"]).is_some(), "replica 1 ended the session");
-    let token: serde_json::Value = client()
-        .post(format!("{}/oauth/token", one.http_url))
-        .form(&[("grant_type", "client_credentials"), ("client_id", &client_id), ("client_secret", &client_secret)])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, token) = borealis_tests::token_reply(&one.http_url, &client_id, &client_secret).await;
     assert!(token.get("access_token").is_none(), "a revoked client gets no token: {token}");
     // A token issued before the revocation is refused on replica 1 too.
     eventually("replica 1 refuses the revoked client's callback", Duration::from_secs(30), || async {
@@ -879,7 +863,7 @@ async fn deadlines_and_cancels_cross_the_peer_hop() {
     let agent = AgentProcess::start(&holder.agents_url, &agent_client, &agent_secret, &["--allow", "127.0.0.0/8"]);
     agent.wait_connected(Duration::from_secs(30)).await;
     eventually("the other replica sees the session", Duration::from_secs(30), || async {
-        (cluster_instances(&other.http_url, "rna").await == 1).then_some(())
+        (instances(&other.http_url, "rna").await.len() == 1).then_some(())
     })
     .await;
     let (upstream, _) = borealis_tests::servers::upstream().await;
@@ -910,22 +894,4 @@ async fn deadlines_and_cancels_cross_the_peer_hop() {
         .await
         .expect("the destination's connection closes once the caller went away");
     drop(agent);
-}
-
-/// How many instances of `agent` replica `base` lists.
-async fn cluster_instances(base: &str, agent: &str) -> usize {
-    let list: serde_json::Value = client()
-        .get(format!("{base}/api/v1/agents"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    list["agents"]
-        .as_array()
-        .and_then(|agents| agents.iter().find(|a| a["agentId"] == agent))
-        .and_then(|a| a["instances"].as_array().map(Vec::len))
-        .unwrap_or(0)
 }

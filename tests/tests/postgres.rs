@@ -250,13 +250,8 @@ targets:
         api(&replica, reqwest::Method::GET, &format!("/api/v1/deployments/{deployment_id}?wait=30s"), None).await;
     assert_eq!(done["state"], "succeeded", "{done:#}");
     // The agent's credential and the stored secret came along.
-    let token = reqwest::Client::new()
-        .post(format!("{}/oauth/token", replica.agents_url))
-        .form(&[("grant_type", "client_credentials"), ("client_id", &agent_id), ("client_secret", &agent_secret)])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(token.status(), 200);
+    let (status, _) = borealis_tests::token_reply(&replica.agents_url, &agent_id, &agent_secret).await;
+    assert_eq!(status, 200);
     // The pending run went on with its retries on the new relay, and gave up after them.
     let down = replica.wait_run(&pending_id).await;
     assert_eq!((down["state"].as_str(), down["attempts"].as_u64()), (Some("failed"), Some(3)), "{down:#}");

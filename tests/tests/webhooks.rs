@@ -288,15 +288,7 @@ async fn callback_errors_have_their_status_and_a_problem_body() {
     let client = reqwest::Client::new();
     let token = system.token().await;
     let (agent_id, agent_secret) = relay.create_agent("some-agent");
-    let agent_token: serde_json::Value = client
-        .post(format!("{}/oauth/token", relay.http_url))
-        .form(&[("grant_type", "client_credentials"), ("client_id", &agent_id), ("client_secret", &agent_secret)])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, agent_token) = borealis_tests::token_reply(&relay.http_url, &agent_id, &agent_secret).await;
     let agent_token = agent_token["access_token"].as_str().unwrap().to_owned();
 
     let post = |url: String, token: Option<String>, body: &'static str| {

@@ -5,13 +5,13 @@ use std::sync::Arc;
 
 use askama::Template;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Redirect, Response};
 use axum::{Extension, Form};
 use borealis_store::CredentialKind;
 use serde::Deserialize;
 
-use super::page::{Chrome, ConfirmPage, Failure, Operator, correctable, render, segment, when};
+use super::page::{Chrome, ConfirmPage, Failure, Operator, addressed_authority, correctable, render, segment, when};
 use crate::http::credentials;
 use crate::state::AppState;
 
@@ -158,14 +158,8 @@ fn start_command(
     let relay = match state.agents_addr {
         Some(addr) if !addr.ip().is_unspecified() => format!("{scheme}://{addr}"),
         Some(addr) => {
-            // HTTP/1.1 names the host in `Host`, HTTP/2 in the request's authority.
-            let host = headers
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .and_then(|h| h.parse::<http::uri::Authority>().ok())
-                .or_else(|| uri.authority().cloned())
-                .map(|a| a.host().to_owned())
-                .unwrap_or_else(|| "RELAY-HOST".into());
+            let host =
+                addressed_authority(uri, headers).map(|a| a.host().to_owned()).unwrap_or_else(|| "RELAY-HOST".into());
             format!("{scheme}://{host}:{}", addr.port())
         }
         None => format!("{scheme}://RELAY-HOST:PORT"),

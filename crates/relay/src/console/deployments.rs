@@ -57,7 +57,6 @@ struct DetailPage {
     reason: Option<String>,
     created_at: String,
     finished_at: Option<String>,
-    finished: bool,
     graph: GraphView,
     targets: Vec<TargetView>,
     events: Vec<EventRow>,
@@ -67,6 +66,8 @@ struct DetailPage {
 struct GraphView {
     width: u32,
     height: u32,
+    box_width: u32,
+    box_height: u32,
     boxes: Vec<GraphBox>,
     edges: Vec<String>,
 }
@@ -77,11 +78,6 @@ struct GraphBox {
     state: (String, String),
     x: u32,
     y: u32,
-    width: u32,
-    height: u32,
-    text_x: u32,
-    name_y: u32,
-    state_y: u32,
 }
 
 struct TargetView {
@@ -178,6 +174,8 @@ pub async fn page(
     let graph = GraphView {
         width: laid.width,
         height: laid.height,
+        box_width: BOX_WIDTH,
+        box_height: BOX_HEIGHT,
         boxes: laid
             .boxes
             .iter()
@@ -187,11 +185,6 @@ pub async fn page(
                 state: state_words(&shown.targets[b.index].state),
                 x: b.x,
                 y: b.y,
-                width: BOX_WIDTH,
-                height: BOX_HEIGHT,
-                text_x: b.x + 12,
-                name_y: b.y + 22,
-                state_y: b.y + 40,
             })
             .collect(),
         edges: laid.edges.into_iter().map(|e| e.path).collect(),
@@ -259,7 +252,6 @@ pub async fn page(
         reason: shown.reason.clone(),
         created_at: when(&shown.created_at),
         finished_at: shown.finished_at.as_deref().map(when),
-        finished: shown.finished_at.is_some(),
         graph,
         targets,
         events,
@@ -336,7 +328,7 @@ impl Live {
                 () = self.stopping.cancelled() => return None,
                 () = tokio::time::sleep_until(self.until) => return None,
                 _ = self.session_checks.tick() => {
-                    let found = self.state.store.console_session(&self.operator.session_hash, SystemTime::now()).await;
+                    let found = self.state.store.console_session(&self.operator.session_hash(), SystemTime::now()).await;
                     let live = matches!(found, Ok(Some(session)) if self.state.auth.console_seal_holds(&session.admin_seal, &self.operator.session_id));
                     if !live {
                         return None;

@@ -15,8 +15,28 @@ pub struct Operator {
     pub csrf: String,
     /// The session id, from the cookie.
     pub(super) session_id: String,
-    /// The SHA-256 of the session id, as the store keys it.
-    pub(super) session_hash: Vec<u8>,
+}
+
+impl Operator {
+    /// The session's key in the store.
+    pub(super) fn session_hash(&self) -> Vec<u8> {
+        session_hash(&self.session_id)
+    }
+}
+
+/// A session id as the store keys it: its SHA-256.
+pub(super) fn session_hash(id: &str) -> Vec<u8> {
+    ring::digest::digest(&ring::digest::SHA256, id.as_bytes()).as_ref().to_vec()
+}
+
+/// The authority the browser addressed: HTTP/1.1 names it in `Host`,
+/// HTTP/2 in the request's `:authority` (and sends no `Host`).
+pub(super) fn addressed_authority(uri: &http::Uri, headers: &http::HeaderMap) -> Option<http::uri::Authority> {
+    headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.parse::<http::uri::Authority>().ok())
+        .or_else(|| uri.authority().cloned())
 }
 
 /// What every signed-in page's frame needs: the section it belongs to and

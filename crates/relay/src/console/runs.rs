@@ -36,7 +36,6 @@ struct Row {
 struct DetailPage {
     chrome: Chrome,
     run: Row,
-    finished: bool,
     reason: Option<String>,
     /// Whether the reason is what went wrong (not a callback's verdict).
     reason_is_error: bool,
@@ -72,7 +71,7 @@ pub async fn page(
     Extension(operator): Extension<Operator>,
     Path(id): Path<String>,
 ) -> Result<Response, Failure> {
-    let view = state.runs.view_when_finished(&id, tokio::time::Instant::now()).await?;
+    let view = state.runs.view(&id).await?;
     let run = describe(&view.run, Some(&view.attempts));
     let attempts = run
         .attempt_log
@@ -90,7 +89,6 @@ pub async fn page(
     let page = DetailPage {
         chrome: Chrome::new("runs", &operator),
         run: row(&run),
-        finished: run.finished_at.is_some(),
         reason: run.reason.clone(),
         reason_is_error: run.success.is_none()
             && matches!(run.state, borealis_api::RunState::Failed | borealis_api::RunState::TimedOut),

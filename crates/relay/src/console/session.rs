@@ -24,7 +24,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use borealis_store::ConsoleSession;
 use serde::Deserialize;
 
-use super::page::{Failure, Operator, render};
+use super::page::{Failure, Operator, addressed_authority, render, session_hash};
 use crate::auth;
 use crate::http::problem::{Problem, too_many_failures_problem};
 use crate::serve::RemoteAddr;
@@ -84,7 +84,7 @@ pub async fn sign_in(
     let id = B64.encode(auth::random_bytes(32));
     let now = SystemTime::now();
     let session = ConsoleSession {
-        id_hash: hash(&id),
+        id_hash: session_hash(&id),
         admin_seal: state.auth.console_seal(&borealis_core::Secret::new(form.token.trim()), &id),
         expires_at: now + SESSION_TTL,
     };
@@ -99,7 +99,7 @@ pub async fn sign_out(
     State(state): State<Arc<AppState>>,
     axum::Extension(operator): axum::Extension<Operator>,
 ) -> Result<Response, Failure> {
-    state.store.end_console_session(&operator.session_hash).await.map_err(Problem::internal)?;
+    state.store.end_console_session(&operator.session_hash()).await.map_err(Problem::internal)?;
     let mut response = Redirect::to("/sign-in").into_response();
     set_cookie(&mut response, &cookie(&state, "", 0));
     Ok(response)
@@ -120,7 +120,7 @@ async fn admit(state: &AppState, mut request: Request) -> Result<Request, Respon
     let found = match &session {
         Some(id) => state
             .store
-            .console_session(&hash(id), SystemTime::now())
+            .console_session(&session_hash(id), SystemTime::now())
             .await
             .map_err(|e| Failure(Problem::internal(e)).into_response())?,
         None => None,
@@ -136,7 +136,7 @@ async fn admit(state: &AppState, mut request: Request) -> Result<Request, Respon
             format!("/sign-in?next={}", url::form_urlencoded::byte_serialize(target.as_bytes()).collect::<String>());
         return Err(Redirect::to(&location).into_response());
     };
-    let operator = Operator { csrf: state.auth.console_csrf(&id), session_hash: hash(&id), session_id: id.clone() };
+    let operator = Operator { csrf: state.auth.console_csrf(&id), session_id: id.clone() };
     if request.method() != http::Method::GET && request.method() != http::Method::HEAD {
         check_origin(state, request.uri(), request.headers()).map_err(IntoResponse::into_response)?;
         let (parts, body) = request.into_parts();
@@ -167,11 +167,14 @@ async fn admit(state: &AppState, mut request: Request) -> Result<Request, Respon
 fn check_origin(state: &AppState, uri: &http::Uri, headers: &HeaderMap) -> Result<(), Failure> {
     let Some(origin) = headers.get(header::ORIGIN) else { return Ok(()) };
     let authority = origin.to_str().ok().and_then(|o| url::Url::parse(o).ok()).map(|url| authority_of(&url));
-    let addressed =
-        headers.get(header::HOST).and_then(|h| h.to_str().ok()).or_else(|| uri.authority().map(|a| a.as_str()));
+    let addressed = addressed_authority(uri, headers);
     let public = state.config.public_url.as_ref().map(authority_of);
     match authority {
-        Some(authority) if Some(authority.as_str()) == addressed || Some(&authority) == public.as_ref() => Ok(()),
+        Some(authority)
+            if addressed.as_ref().is_some_and(|a| a.as_str() == authority) || Some(&authority) == public.as_ref() =>
+        {
+            Ok(())
+        }
         _ => {
             tracing::warn!(origin = ?origin, "console form refused: posted from another origin");
             Err(Failure(Problem::new(StatusCode::FORBIDDEN, "cross-origin", "this form was posted from another site")))
@@ -219,10 +222,6 @@ fn session_id(headers: &HeaderMap) -> Option<String> {
         // else is refused without asking the store.
         .filter(|value| value.len() == 43 && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
         .map(str::to_owned)
-}
-
-fn hash(id: &str) -> Vec<u8> {
-    ring::digest::digest(&ring::digest::SHA256, id.as_bytes()).as_ref().to_vec()
 }
 
 /// The session cookie; `Secure` where the console is reached over HTTPS.
