@@ -18,7 +18,9 @@
 //! - a header value whose template holds no line break renders to none;
 //! - masked, no character of a secret reaches the output: the secrets below
 //!   are made of private-use characters, which are taken out of the input,
-//!   so the only way one reaches the output is a secret leaking.
+//!   and so is every `\u` escape (a string literal's `\uE001` writes one;
+//!   no filter a placeholder may use makes one from other characters), so
+//!   the only way one reaches the output is a secret leaking.
 #![no_main]
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -94,6 +96,7 @@ fn check_masked(out: &str) {
 fuzz_target!(|data: &[u8]| {
     let [flags, field, fuel, rest @ ..] = data else { return };
     let text: String = String::from_utf8_lossy(rest).chars().map(|c| if is_hidden(c) { 'x' } else { c }).collect();
+    let text = text.replace("\\u", "\\_");
     let mask = flags & 4 != 0;
     let field_bytes = 1 + usize::from(*field) * 8;
     let limits = RenderLimits { field_bytes, request_bytes: field_bytes * 3, fuel: u64::from(*fuel) * 40 };

@@ -13,6 +13,10 @@
 //!
 //! HAProxy's own log (server state changes, one line per connection with the
 //! backend it went to) is in [`Balancer::log`].
+//!
+//! [`Balancer::start_sending_proxy`] makes HAProxy open each connection to a
+//! backend with a PROXY protocol v2 header naming the client, as the
+//! README's set-up does; the relays must then trust it (`--trusted-proxy`).
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -38,10 +42,27 @@ impl Balancer {
         Self::start_on(groups, &frontends)
     }
 
+    /// [`Balancer::start`], with a PROXY protocol v2 header on every
+    /// connection to a backend (`send-proxy-v2`).
+    pub fn start_sending_proxy(groups: &[(&str, Vec<SocketAddr>)]) -> Self {
+        let frontends: Vec<SocketAddr> = groups.iter().map(|_| free_port()).collect();
+        Self::launch(groups, &frontends, true)
+    }
+
+    /// [`Balancer::start_on`], with a PROXY protocol v2 header on every
+    /// connection to a backend (`send-proxy-v2`).
+    pub fn start_on_sending_proxy(groups: &[(&str, Vec<SocketAddr>)], binds: &[SocketAddr]) -> Self {
+        Self::launch(groups, binds, true)
+    }
+
     /// [`Balancer::start`] with each group's frontend on the address given
     /// (from [`free_port`]): for backends that must know the balancer's
     /// address before it starts, as relays do for their `--public-url`.
     pub fn start_on(groups: &[(&str, Vec<SocketAddr>)], binds: &[SocketAddr]) -> Self {
+        Self::launch(groups, binds, false)
+    }
+
+    fn launch(groups: &[(&str, Vec<SocketAddr>)], binds: &[SocketAddr], send_proxy: bool) -> Self {
         assert_eq!(groups.len(), binds.len(), "one frontend address per group");
         let mut names: Vec<&str> = groups.iter().map(|(name, _)| *name).collect();
         for name in &names {
@@ -58,7 +79,7 @@ impl Balancer {
         let sections: Vec<(&str, SocketAddr, &[SocketAddr])> =
             groups.iter().zip(&frontends).map(|((name, backends), (_, bind))| (*name, *bind, &backends[..])).collect();
         let config_path = dir.path().join("haproxy.cfg");
-        std::fs::write(&config_path, config(&sections)).unwrap();
+        std::fs::write(&config_path, config(&sections, send_proxy)).unwrap();
         let log = std::fs::File::create(dir.path().join("haproxy.log")).unwrap();
         // -db: stay in the foreground, one process, alerts on stderr.
         let child = Command::new(program())
@@ -153,7 +174,7 @@ fn program() -> PathBuf {
 /// The HAProxy config: a frontend on `bind` and a backend over `backends`
 /// for each `(name, bind, backends)`; backend servers are `s0`, `s1`, ... in
 /// the order given.
-fn config(sections: &[(&str, SocketAddr, &[SocketAddr])]) -> String {
+fn config(sections: &[(&str, SocketAddr, &[SocketAddr])], send_proxy: bool) -> String {
     // maxconn 20000 wants ~40000 open files; where the hard limit is lower,
     // `no strict-limits` makes that a warning, not a refusal to start.
     // `option redispatch 1`: every retry after a failed connect goes to
@@ -182,7 +203,8 @@ defaults
         out.push_str(&format!("\nfrontend {name}\n    bind {bind}\n    default_backend {name}\n"));
         out.push_str(&format!("\nbackend {name}\n"));
         for (i, backend) in backends.iter().enumerate() {
-            out.push_str(&format!("    server s{i} {backend}\n"));
+            let proxy = if send_proxy { " send-proxy-v2" } else { "" };
+            out.push_str(&format!("    server s{i} {backend}{proxy}\n"));
         }
     }
     out

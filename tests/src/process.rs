@@ -120,14 +120,7 @@ impl RelayProcess {
 
     fn start_in(data_dir: TempDir, listen: &str, agent_listen: &str, options: RelayOptions) -> Self {
         crate::install_crypto();
-        let mut command = match options.wrapper.split_first() {
-            None => Command::new(binary("borealis-relay")),
-            Some((program, args)) => {
-                let mut command = Command::new(program);
-                command.args(args).arg(binary("borealis-relay"));
-                command
-            }
-        };
+        let mut command = command_under(&options.wrapper, "borealis-relay");
         command
             .arg("--data-dir")
             .arg(data_dir.path())
@@ -323,6 +316,19 @@ fn wait_exit(child: &mut Child, within: Duration) -> Option<std::process::ExitSt
     }
 }
 
+/// A command for one of the workspace's binaries, run under `wrapper` (a
+/// command and its arguments, e.g. `prlimit --nofile=256:256 --`) if any.
+fn command_under<S: AsRef<std::ffi::OsStr>>(wrapper: &[S], name: &str) -> Command {
+    match wrapper.split_first() {
+        None => Command::new(binary(name)),
+        Some((program, args)) => {
+            let mut command = Command::new(program);
+            command.args(args).arg(binary(name));
+            command
+        }
+    }
+}
+
 pub struct AgentProcess {
     process: Logged,
     /// `http://127.0.0.1:PORT` of its health listener.
@@ -342,8 +348,21 @@ impl AgentProcess {
         args: &[&str],
         env: &[(&str, &str)],
     ) -> Self {
+        Self::start_under(&[], relay_agents_url, client_id, secret, args, env)
+    }
+
+    /// Starts an agent under `wrapper`, a command it runs under, e.g.
+    /// `prlimit --nofile=256:256 --` (see [`RelayOptions::wrapper`]).
+    pub fn start_under(
+        wrapper: &[&str],
+        relay_agents_url: &str,
+        client_id: &str,
+        secret: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         crate::install_crypto();
-        let mut command = Command::new(binary("borealis-agent"));
+        let mut command = command_under(wrapper, "borealis-agent");
         command
             .args(["--relay", relay_agents_url, "--client-id", client_id, "--client-secret", secret])
             .args(["--health-listen", "127.0.0.1:0"])

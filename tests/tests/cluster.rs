@@ -49,9 +49,9 @@ fn replica_on(database_url: &str, name: &str, public_url: &str) -> RelayProcess 
             "3s",
             "--poll-interval",
             "250ms",
-            // Behind the balancer every connection comes from one address.
-            "--max-connections-per-peer",
-            "10000",
+            // The balancer names each connection's client (PROXY protocol).
+            "--trusted-proxy",
+            "127.0.0.1/32",
         ]
         .map(String::from)
         .to_vec(),
@@ -73,7 +73,7 @@ impl Cluster {
         let fronts = [free_port(), free_port()];
         let public_url = format!("http://{}", fronts[0]);
         let replicas: Vec<RelayProcess> = (1..=3).map(|n| replica(&schema, n, &public_url)).collect();
-        let balancer = Balancer::start_on(
+        let balancer = Balancer::start_on_sending_proxy(
             &[
                 ("http", replicas.iter().map(|r| addr(&r.http_url)).collect()),
                 ("agents", replicas.iter().map(|r| addr(&r.agents_url)).collect()),

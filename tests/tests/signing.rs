@@ -22,8 +22,9 @@ fn relay(extra: &[&str]) -> RelayProcess {
     })
 }
 
+/// A signing key: a secret marked for signing.
 async fn store_secret(relay: &RelayProcess, name: &str, value: &str) {
-    let out = relay.cli().args(["secrets", "set", name]).stdin_text(value).run_async().await;
+    let out = relay.cli().args(["secrets", "set", name, "--use", "signing"]).stdin_text(value).run_async().await;
     assert!(out.status.success(), "{}", out.stderr_text());
 }
 

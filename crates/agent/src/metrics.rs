@@ -1,5 +1,6 @@
 //! The agent's Prometheus metrics, served on `--health-listen` at `/metrics`.
 
+use borealis_serve::ConnectionMetrics;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -21,6 +22,8 @@ pub struct Metrics {
     pub latency: Histogram,
     pub sessions: Counter,
     pub drains: Counter,
+    /// The health listener's connections (`--health-listen`).
+    pub connections: ConnectionMetrics,
 }
 
 impl Default for Metrics {
@@ -38,7 +41,8 @@ impl Default for Metrics {
         registry.register("sessions", "Sessions established with the relay", sessions.clone());
         let drains = Counter::default();
         registry.register("drains", "Drain notices received from the relay", drains.clone());
-        Self { registry, connected, in_flight, requests, latency, sessions, drains }
+        let connections = ConnectionMetrics::register(&mut registry);
+        Self { registry, connected, in_flight, requests, latency, sessions, drains, connections }
     }
 }
 

@@ -283,16 +283,23 @@ admin_path!(
 );
 
 admin_path!(
-    /// Store a secret for `{{secrets.NAME}}`; the body is its value.
+    /// Store a secret for `{{secrets.NAME}}`: the body is its value, or with
+    /// `Content-Type: application/json` its value and where it may be used.
     put "/api/v1/secrets/{name}", put_secret,
     {
         tag = "secrets",
         params(("name" = String, Path, description = "Secret name")),
-        request_body(content = String, content_type = "text/plain", description = "The value, UTF-8, not empty"),
+        request_body(
+            description = "The value (UTF-8, not empty) as text, or as JSON with its uses",
+            content(
+                (String = "text/plain"),
+                (PutSecret = "application/json"),
+            ),
+        ),
     },
     responses(
         (status = 200, description = "Stored", body = SecretStored),
-        (status = 400, description = "Invalid name, or an empty or non-UTF-8 value", body = Problem, content_type = PROBLEM),
+        (status = 400, description = "Invalid name, an empty or non-UTF-8 value, or an unknown use", body = Problem, content_type = PROBLEM),
     )
 );
 

@@ -87,6 +87,11 @@ impl Relay {
         self.send(self.http.post(self.url(path)).bearer_auth(&self.token)).await
     }
 
+    /// PUTs `body` as JSON.
+    pub async fn put<T: DeserializeOwned>(&self, path: &str, body: &impl Serialize) -> Result<T, Failure> {
+        self.send(self.http.put(self.url(path)).bearer_auth(&self.token).json(body)).await
+    }
+
     /// PUTs `text` as the body.
     pub async fn put_text<T: DeserializeOwned>(&self, path: &str, text: String) -> Result<T, Failure> {
         self.send(self.http.put(self.url(path)).bearer_auth(&self.token).body(text)).await

@@ -120,10 +120,54 @@ pub(crate) struct ProviderCreateArgs {
     pub(crate) headers: Vec<String>,
 }
 
+/// `--use` of `secrets set`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SecretUseArg {
+    /// {{secrets.NAME}} in webhooks' URIs, headers and bodies.
+    Webhooks,
+    /// A key of signing: or of the relay's webhook_signing_secret.
+    Signing,
+    /// {{secrets.NAME}} in metric providers' headers.
+    Providers,
+}
+
+impl SecretUseArg {
+    pub(crate) fn to_api(self) -> borealis_api::SecretUse {
+        match self {
+            SecretUseArg::Webhooks => borealis_api::SecretUse::Webhooks,
+            SecretUseArg::Signing => borealis_api::SecretUse::Signing,
+            SecretUseArg::Providers => borealis_api::SecretUse::Providers,
+        }
+    }
+
+    pub(crate) fn from_api(use_: borealis_api::SecretUse) -> Self {
+        match use_ {
+            borealis_api::SecretUse::Webhooks => SecretUseArg::Webhooks,
+            borealis_api::SecretUse::Signing => SecretUseArg::Signing,
+            borealis_api::SecretUse::Providers => SecretUseArg::Providers,
+        }
+    }
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            SecretUseArg::Webhooks => "webhooks",
+            SecretUseArg::Signing => "signing",
+            SecretUseArg::Providers => "providers",
+        }
+    }
+}
+
 #[derive(Subcommand, Debug)]
 pub(crate) enum SecretsCommand {
     /// Store a secret; the value is read from standard input.
-    Set { name: String },
+    Set {
+        name: String,
+        /// Where it may be used (repeatable). Without: webhooks for a new
+        /// secret, and a replaced one keeps its uses. The relay's own
+        /// signing key is never readable by a file, whatever its uses.
+        #[arg(long = "use", value_enum)]
+        uses: Vec<SecretUseArg>,
+    },
     /// List secret names (never values).
     List,
     /// Delete a secret.

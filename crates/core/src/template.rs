@@ -79,6 +79,10 @@ pub enum TemplateError {
     Unknown { placeholder: String, reason: String },
     #[error("placeholder {placeholder}: {reason}")]
     Invalid { placeholder: String, reason: String },
+    /// A stored secret this template may not read; `reason` as
+    /// [`Keyring::get_for`] gives it.
+    #[error("secret {name:?} {reason}")]
+    Withheld { name: String, reason: String },
     #[error("a '{{{{' at character {0} is never closed with '}}}}'")]
     Unclosed(usize),
     #[error("template statements ({{% ... %}}) are not supported; use {{{{ placeholder }}}} only")]
@@ -150,7 +154,170 @@ impl Default for RenderLimits {
 pub struct Values {
     pub armory: BTreeMap<String, String>,
     pub context: BTreeMap<String, String>,
+    /// The secrets this template may read.
     pub secrets: BTreeMap<String, Secret>,
+    /// Stored secrets this template may not read, each with why (as
+    /// [`Keyring::readable`] gives it): naming one is refused with that
+    /// reason, not as an unknown secret.
+    pub withheld: BTreeMap<String, String>,
+}
+
+/// Where a stored secret may be used. Each secret is marked for one or
+/// more; [`SecretUse::Webhooks`] unless said otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SecretUse {
+    /// `{{secrets.NAME}}` in a webhook's URI, headers and body.
+    Webhooks,
+    /// A key of a file's `signing:`, or the relay's `webhook_signing_secret`.
+    Signing,
+    /// `{{secrets.NAME}}` in a metric provider's headers.
+    Providers,
+}
+
+/// The uses one secret is marked for.
+pub type Uses = std::collections::BTreeSet<SecretUse>;
+
+impl SecretUse {
+    pub const ALL: [SecretUse; 3] = [SecretUse::Webhooks, SecretUse::Signing, SecretUse::Providers];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SecretUse::Webhooks => "webhooks",
+            SecretUse::Signing => "signing",
+            SecretUse::Providers => "providers",
+        }
+    }
+
+    /// How an error says where the secret was to be used.
+    fn place(self) -> &'static str {
+        match self {
+            SecretUse::Webhooks => "in webhooks",
+            SecretUse::Signing => "for signing",
+            SecretUse::Providers => "in metric providers",
+        }
+    }
+
+    /// The marks of a secret stored before secrets had them.
+    pub fn default_uses() -> Uses {
+        Uses::from([SecretUse::Webhooks])
+    }
+
+    /// `webhooks,providers`, as stored.
+    pub fn join(uses: &Uses) -> String {
+        uses.iter().map(|u| u.as_str()).collect::<Vec<_>>().join(",")
+    }
+
+    /// Reads [`SecretUse::join`]'s text; at least one use.
+    pub fn split(text: &str) -> Result<Uses, String> {
+        let uses =
+            text.split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::parse).collect::<Result<Uses, _>>()?;
+        if uses.is_empty() {
+            Err("a secret needs at least one use (webhooks, signing or providers)".into())
+        } else {
+            Ok(uses)
+        }
+    }
+}
+
+impl std::fmt::Display for SecretUse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for SecretUse {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        SecretUse::ALL
+            .into_iter()
+            .find(|u| u.as_str() == text)
+            .ok_or_else(|| format!("unknown secret use {text:?}: use webhooks, signing or providers"))
+    }
+}
+
+/// Every stored secret with the uses it is marked for. Derefs to the values
+/// by name, for what masks them all (the scrubber).
+#[derive(Debug, Clone, Default)]
+pub struct Keyring {
+    values: BTreeMap<String, Secret>,
+    uses: BTreeMap<String, Uses>,
+}
+
+impl std::ops::Deref for Keyring {
+    type Target = BTreeMap<String, Secret>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.values
+    }
+}
+
+impl Keyring {
+    pub fn insert(&mut self, name: impl Into<String>, value: Secret, uses: Uses) {
+        let name = name.into();
+        self.uses.insert(name.clone(), uses);
+        self.values.insert(name, value);
+    }
+
+    /// The uses secret `name` is marked for, if it is stored.
+    pub fn uses(&self, name: &str) -> Option<&Uses> {
+        self.uses.get(name)
+    }
+
+    /// Secret `name` for `use_`; else why not, as `may not be used in
+    /// webhooks (it is marked for signing)`, or `None` when it is not
+    /// stored. `reserved` (the relay's own signing key) is never readable
+    /// by a template, whatever its marks.
+    pub fn get_for(&self, name: &str, use_: SecretUse, reserved: Option<&str>) -> Option<Result<&Secret, String>> {
+        let value = self.values.get(name)?;
+        if use_ != SecretUse::Signing && reserved == Some(name) {
+            return Some(Err(format!(
+                "may not be used {} (it is the relay's own signing key, webhook_signing_secret)",
+                use_.place()
+            )));
+        }
+        let uses = self.uses.get(name).cloned().unwrap_or_else(SecretUse::default_uses);
+        if uses.contains(&use_) {
+            return Some(Ok(value));
+        }
+        let marks: Vec<&str> = uses.iter().map(|u| u.as_str()).collect();
+        Some(Err(format!("may not be used {} (it is marked for {})", use_.place(), marks.join(" and "))))
+    }
+
+    /// What a template of `use_` may read, and every other secret with why
+    /// it may not: the two maps of [`Values`].
+    pub fn readable(
+        &self,
+        use_: SecretUse,
+        reserved: Option<&str>,
+    ) -> (BTreeMap<String, Secret>, BTreeMap<String, String>) {
+        let (mut readable, mut withheld) = (BTreeMap::new(), BTreeMap::new());
+        for name in self.values.keys() {
+            match self.get_for(name, use_, reserved) {
+                Some(Ok(value)) => {
+                    readable.insert(name.clone(), value.clone());
+                }
+                Some(Err(why)) => {
+                    withheld.insert(name.clone(), why);
+                }
+                None => {}
+            }
+        }
+        (readable, withheld)
+    }
+
+    /// [`Values`] for a template of `use_`, with `armory` and `context`.
+    pub fn values(
+        &self,
+        use_: SecretUse,
+        reserved: Option<&str>,
+        armory: BTreeMap<String, String>,
+        context: BTreeMap<String, String>,
+    ) -> Values {
+        let (secrets, withheld) = self.readable(use_, reserved);
+        Values { armory, context, secrets, withheld }
+    }
 }
 
 /// Where a template's text goes, which decides how values are escaped.
@@ -158,7 +325,14 @@ pub struct Values {
 pub enum Slot {
     Uri,
     HeaderValue,
-    Body { json: bool },
+    Body {
+        json: bool,
+    },
+    /// A PromQL query: inside a string literal a value is escaped so that
+    /// it cannot close the string; outside one it may be only a name, a
+    /// number or a duration. (A value inside a regex matcher's string is a
+    /// regex, as the query's author chose.)
+    Query,
 }
 
 enum Piece<'a> {
@@ -217,6 +391,10 @@ fn not_a_namespace(raw: &str, ns: &str) -> TemplateError {
         placeholder: raw.to_owned(),
         reason: format!("{ns:?} is not a namespace; use armory, context or secrets"),
     }
+}
+
+fn withheld(name: &str, reason: &str) -> TemplateError {
+    TemplateError::Withheld { name: name.to_owned(), reason: reason.to_owned() }
 }
 
 fn armory_offers(raw: &str, extra: &[&str]) -> TemplateError {
@@ -307,6 +485,11 @@ impl Walker<'_> {
             return Err(armory_offers(self.raw, self.extra));
         }
         let Some((values, mask)) = self.values else { return Ok(scalar(0)) };
+        if ns == "secrets"
+            && let Some(reason) = values.withheld.get(key)
+        {
+            return Err(withheld(key, reason));
+        }
         // A missing key renders nothing, or what `default` gives instead.
         let len = match ns {
             "armory" => values.armory.get(key).map_or(0, String::len),
@@ -566,6 +749,27 @@ fn check_keys(text: &str, extra: &[&str]) -> Result<(), TemplateError> {
     Ok(())
 }
 
+/// Checks that `text` reads no secret `values` withholds (the secrets'
+/// values are not needed, only their names): a file that names a secret
+/// outside its allowed use is refused when it is read, not when it runs.
+pub fn check_secret_uses(text: &str, values: &Values) -> Result<(), TemplateError> {
+    for piece in pieces(text)? {
+        let Piece::Placeholder { expr, raw, .. } = piece else { continue };
+        match simple_path(expr) {
+            Some(("secrets", key)) => {
+                if let Some(reason) = values.withheld.get(key) {
+                    return Err(withheld(key, reason));
+                }
+            }
+            Some(_) => {}
+            None => {
+                analyze(expr, raw, Some((values, true)), u64::MAX, extra_keys(values))?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Evaluates placeholders for one template: one environment, and the scope
 /// expressions see built once, on first use.
 struct Evaluator<'a> {
@@ -609,6 +813,7 @@ impl Evaluator<'_> {
                 "secrets" => match values.secrets.get(key) {
                     Some(_) if mask => Ok(MASK.to_owned()),
                     Some(secret) => Ok(secret.expose().to_owned()),
+                    None if values.withheld.contains_key(key) => Err(withheld(key, &values.withheld[key])),
                     None => Err(unknown(format!("no secret named {key:?} (store one with: borealis secrets set {key})"))),
                 },
                 other => Err(not_a_namespace(raw, other)),
@@ -688,9 +893,23 @@ fn host_safe(value: &str) -> bool {
     !value.is_empty() && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
 }
 
-/// Whether `offset` in a JSON template lies inside a string literal.
-fn in_json_string(template: &str, offset: usize, placeholders: &[(usize, usize)]) -> bool {
-    let mut inside = false;
+/// How string literals are written in a template's language.
+struct Literals {
+    quotes: &'static [u8],
+    /// A quote inside which a backslash escapes nothing.
+    raw: Option<u8>,
+    /// What starts a comment to the end of the line, outside strings.
+    comment: Option<u8>,
+}
+
+const JSON: Literals = Literals { quotes: b"\"", raw: None, comment: None };
+const PROMQL: Literals = Literals { quotes: b"\"'`", raw: Some(b'`'), comment: Some(b'#') };
+
+/// The quote of the string literal that `offset` in `template` lies in, if
+/// any, skipping the placeholders' spans.
+fn open_quote(template: &str, offset: usize, placeholders: &[(usize, usize)], syntax: &Literals) -> Option<u8> {
+    let mut open: Option<u8> = None;
+    let mut comment = false;
     let mut escaped = false;
     let mut i = 0;
     let bytes = template.as_bytes();
@@ -699,15 +918,49 @@ fn in_json_string(template: &str, offset: usize, placeholders: &[(usize, usize)]
             i = end;
             continue;
         }
-        match bytes[i] {
-            _ if escaped => escaped = false,
-            b'\\' if inside => escaped = true,
-            b'"' => inside = !inside,
-            _ => {}
+        let b = bytes[i];
+        match open {
+            _ if comment => comment = b != b'\n',
+            Some(_) if escaped => escaped = false,
+            Some(q) if b == b'\\' && syntax.raw != Some(q) => escaped = true,
+            Some(q) if b == q => open = None,
+            Some(_) => {}
+            None if syntax.comment == Some(b) => comment = true,
+            None if syntax.quotes.contains(&b) => open = Some(b),
+            None => {}
         }
         i += 1;
     }
-    inside
+    open
+}
+
+/// `value` inside a PromQL string literal quoted with `quote`: backslash,
+/// the quote and line breaks escaped. A raw (backtick) string has no
+/// escapes, so a backtick in the value is refused.
+fn promql_escape(value: &str, quote: u8, raw: &str) -> Result<String, TemplateError> {
+    if quote == b'`' {
+        if value.contains('`') {
+            return Err(TemplateError::Invalid {
+                placeholder: raw.to_owned(),
+                reason: "its value contains a backtick, which would end the query's raw string".into(),
+            });
+        }
+        return Ok(value.to_owned());
+    }
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c if c as u32 == u32::from(quote) => {
+                out.push('\\');
+                out.push(c);
+            }
+            c => out.push(c),
+        }
+    }
+    Ok(out)
 }
 
 /// Renders one template for `slot` within the default [`RenderLimits`].
@@ -767,9 +1020,25 @@ pub fn render_with(
                         out.push_str(&value);
                     }
                     Slot::Body { json: false } => out.push_str(&value),
+                    Slot::Query => match open_quote(template, offset, &spans, &PROMQL) {
+                        Some(quote) => out.push_str(&promql_escape(&value, quote, raw)?),
+                        // Outside a string a value is a name, a number or a
+                        // duration; anything else would be query syntax.
+                        None if value.bytes().all(|b| b.is_ascii_alphanumeric() || b"_:.+-".contains(&b)) => {
+                            out.push_str(&value)
+                        }
+                        None => {
+                            return Err(TemplateError::Invalid {
+                                placeholder: raw.to_owned(),
+                                reason: format!(
+                                    "outside a string literal a value may hold only letters, digits and _ : . + -, not {value:?}; put it in quotes"
+                                ),
+                            });
+                        }
+                    },
                     Slot::Body { json: true } => {
                         let quoted = serde_json::to_string(&value).expect("a string serializes");
-                        if in_json_string(template, offset, &spans) {
+                        if open_quote(template, offset, &spans, &JSON).is_some() {
                             out.push_str(&quoted[1..quoted.len() - 1]);
                         } else if serde_json::from_str::<serde_json::Value>(&value)
                             .is_ok_and(|v| !v.is_object() && !v.is_array())
@@ -811,6 +1080,18 @@ impl std::fmt::Display for FieldError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}: {}", self.field, self.error)
     }
+}
+
+/// Every field of `webhook` that reads a secret `values` withholds, as
+/// [`check_secret_uses`] finds them.
+pub fn check_webhook_secrets(webhook: &Webhook, values: &Values) -> Vec<FieldError> {
+    let path = &webhook.location.path;
+    let headers = webhook.headers.iter().enumerate().map(|(i, h)| (format!("{path}.headers[{i}].value"), &h.value));
+    std::iter::once((format!("{path}.uriTemplate"), &webhook.uri_template))
+        .chain(headers)
+        .chain(webhook.body_template.iter().map(|b| (format!("{path}.bodyTemplate.inline"), b)))
+        .filter_map(|(field, text)| check_secret_uses(text, values).err().map(|error| FieldError { field, error }))
+        .collect()
 }
 
 /// Renders a webhook's URI, headers and body within the default
@@ -1282,5 +1563,100 @@ mod tests {
         assert!(err.contains("armory offers callbackUri") && !err.contains("promQlStepInterval"), "{err}");
         let err = render("{{ armory.intervalSeconds }}", plain, &values(), false).unwrap_err().to_string();
         assert!(err.contains("unknown placeholder {{ armory.intervalSeconds }}"), "{err}");
+    }
+
+    fn keyring() -> Keyring {
+        let mut keys = Keyring::default();
+        keys.insert("token", Secret::new("s3cr3t"), SecretUse::default_uses());
+        keys.insert("team_key", Secret::new("team-signing-key"), Uses::from([SecretUse::Signing]));
+        keys.insert("relay_sign", Secret::new("relay-key"), Uses::from(SecretUse::ALL));
+        keys.insert("prom", Secret::new("prom-token"), Uses::from([SecretUse::Webhooks, SecretUse::Providers]));
+        keys
+    }
+
+    #[test]
+    fn a_template_reads_only_secrets_marked_for_its_use() {
+        let keys = keyring();
+        let v = keys.values(SecretUse::Webhooks, Some("relay_sign"), BTreeMap::new(), BTreeMap::new());
+        assert_eq!(v.secrets.keys().collect::<Vec<_>>(), ["prom", "token"]);
+        assert_eq!(render("{{secrets.prom}}", Slot::HeaderValue, &v, false).unwrap(), "prom-token");
+        let err = render("Bearer {{secrets.team_key}}", Slot::HeaderValue, &v, false).unwrap_err();
+        assert_eq!(err.to_string(), "secret \"team_key\" may not be used in webhooks (it is marked for signing)");
+        // The relay's own key, whatever its marks; also inside expressions.
+        for template in [
+            "{{secrets.relay_sign}}",
+            "{{ secrets['relay_sign'] }}",
+            "Basic {{ (\"u:\" ~ secrets.relay_sign) | b64encode }}",
+            "{{ secrets.relay_sign | upper }}",
+        ] {
+            let err = render(template, Slot::HeaderValue, &v, false).unwrap_err().to_string();
+            assert_eq!(
+                err,
+                "secret \"relay_sign\" may not be used in webhooks (it is the relay's own signing key, webhook_signing_secret)",
+                "{template}"
+            );
+            assert_eq!(check_secret_uses(template, &v).unwrap_err().to_string(), err, "{template}");
+            assert!(check(template).is_ok(), "without marks, only the shape is checked: {template}");
+        }
+        assert!(check_secret_uses("Bearer {{secrets.token}} {{context.missing}} {{secrets.unknown}}", &v).is_ok());
+        // Through a webhook, the field is named.
+        let hook = webhook("https://ci/x", "{{secrets.team_key}}", "ok");
+        let errors = render_webhook(&hook, &v, false).unwrap_err();
+        assert_eq!(
+            errors[0].to_string(),
+            "webhooks[0].headers[0].value: secret \"team_key\" may not be used in webhooks (it is marked for signing)"
+        );
+        // Providers read only their own.
+        let p = keys.values(SecretUse::Providers, Some("relay_sign"), BTreeMap::new(), BTreeMap::new());
+        assert_eq!(p.secrets.keys().collect::<Vec<_>>(), ["prom"]);
+        let err = render("{{secrets.token}}", Slot::HeaderValue, &p, false).unwrap_err();
+        assert_eq!(err.to_string(), "secret \"token\" may not be used in metric providers (it is marked for webhooks)");
+        // Without a relay key, a secret marked for everything is readable everywhere.
+        let open = keys.values(SecretUse::Webhooks, None, BTreeMap::new(), BTreeMap::new());
+        assert_eq!(render("{{secrets.relay_sign}}", Slot::HeaderValue, &open, false).unwrap(), "relay-key");
+        // Signing: the relay's key may sign; a webhooks-only secret may not.
+        assert!(matches!(keys.get_for("relay_sign", SecretUse::Signing, Some("relay_sign")), Some(Ok(_))));
+        assert_eq!(
+            keys.get_for("token", SecretUse::Signing, None).unwrap().unwrap_err(),
+            "may not be used for signing (it is marked for webhooks)"
+        );
+        assert!(keys.get_for("absent", SecretUse::Signing, None).is_none());
+    }
+
+    #[test]
+    fn uses_read_and_write_as_stored() {
+        let uses = SecretUse::split("webhooks, providers").unwrap();
+        assert_eq!(SecretUse::join(&uses), "webhooks,providers");
+        assert!(SecretUse::split("").is_err());
+        assert_eq!(
+            SecretUse::split("bogus").unwrap_err(),
+            "unknown secret use \"bogus\": use webhooks, signing or providers"
+        );
+        assert_eq!(serde_json::to_string(&SecretUse::Signing).unwrap(), "\"signing\"");
+    }
+
+    #[test]
+    fn query_values_cannot_leave_their_promql_string() {
+        let mut v = values();
+        v.context.insert("job".into(), "\"} or vector(1) #".into());
+        v.context.insert("path".into(), "a\\b'c\nd".into());
+        let q = |t: &str, v: &Values| render(t, Slot::Query, v, false);
+        assert_eq!(q("up{job=\"{{context.job}}\"}", &v).unwrap(), "up{job=\"\\\"} or vector(1) #\"}");
+        assert_eq!(q("up{p='{{context.path}}'}", &v).unwrap(), "up{p='a\\\\b\\'c\\nd'}");
+        assert_eq!(q("up{p=\"{{context.path}}\"}", &v).unwrap(), "up{p=\"a\\\\b'c\\nd\"}");
+        // Outside a string, a value is a name, a number or a duration.
+        assert_eq!(q("sum(rate({{context.count}}[5m]))", &v).unwrap(), "sum(rate(5[5m]))");
+        v.context.insert("window".into(), "5m".into());
+        assert_eq!(q("rate(x[{{context.window}}])", &v).unwrap(), "rate(x[5m])");
+        v.context.insert("window".into(), "5m]) or vector(1) #".into());
+        let err = q("rate(x[{{context.window}}])", &v).unwrap_err().to_string();
+        assert!(err.contains("outside a string literal"), "{err}");
+        // An escaped quote and a comment's quote do not end or start a string.
+        assert_eq!(q("up{a=\"x\\\"{{context.job}}\"}", &v).unwrap(), "up{a=\"x\\\"\\\"} or vector(1) #\"}");
+        assert_eq!(q("# it's\nup{a=\"{{context.count}}\"}", &v).unwrap(), "# it's\nup{a=\"5\"}");
+        assert_eq!(q("up{a=`{{context.path}}`}", &v).unwrap(), "up{a=`a\\b'c\nd`}");
+        v.context.insert("tick".into(), "`) or vector(1)".into());
+        let err = q("up{a=`{{context.tick}}`}", &v).unwrap_err().to_string();
+        assert!(err.contains("backtick"), "{err}");
     }
 }

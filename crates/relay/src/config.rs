@@ -59,17 +59,32 @@ pub struct RelayConfig {
     /// Most open connections on both listeners together; 0: half the
     /// process's descriptor limit.
     pub max_connections: usize,
-    /// Most open connections from one peer address; 0: a quarter of
-    /// `max_connections`. Raise it behind a load balancer.
+    /// Most open connections from one client address; 0: an eighth of
+    /// `max_connections`, so that a few addresses cannot take them all.
+    /// Behind a balancer, trust it (`trusted_proxies`) so that its clients
+    /// count one by one.
     pub max_connections_per_peer: usize,
+    /// Most requests in flight from one client address, on all its
+    /// connections together; 0: eight times `max_connections_per_peer`.
+    pub max_requests_per_peer: usize,
+    /// How long a request body may take: a whole body within this of its
+    /// head; a streamed one (the proxy) no pause longer than this, and at
+    /// least 1 KiB/s on average after the first such span.
+    #[serde(with = "serde_human")]
+    pub body_timeout: Duration,
+    /// Balancers whose word on the client's address is taken: a PROXY
+    /// protocol header (v1 or v2) on their connections, `X-Forwarded-For`
+    /// on their requests. From anyone else both are ignored.
+    pub trusted_proxies: Vec<IpNet>,
     /// How long a new connection may take to send a complete request head.
     #[serde(with = "serde_human")]
     pub header_timeout: Duration,
     /// How long a connection may stay open with no request in flight.
     #[serde(with = "serde_human")]
     pub idle_timeout: Duration,
-    /// Failed authentications one peer address may make per minute before
-    /// the token endpoint and admin routes answer it 429.
+    /// Failed authentications one client address, and one credential id,
+    /// may make per minute before further failures are answered 429. The
+    /// right credential is never refused for it.
     pub auth_failures_per_minute: u32,
     /// Largest rendered template field (URI, one header value, the body).
     pub max_rendered_field_bytes: usize,
@@ -140,6 +155,9 @@ impl Default for RelayConfig {
             gate_interval: Duration::from_secs(10),
             max_connections: 0,
             max_connections_per_peer: 0,
+            max_requests_per_peer: 0,
+            body_timeout: Duration::from_secs(30),
+            trusted_proxies: Vec::new(),
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(120),
             auth_failures_per_minute: 30,
@@ -177,6 +195,7 @@ impl RelayConfig {
                 .try_parsing(true)
                 .list_separator(",")
                 .with_list_parse_key("direct_allow")
+                .with_list_parse_key("trusted_proxies")
                 .source(Some(env)),
         );
         for (key, value) in overrides {
@@ -223,8 +242,12 @@ impl RelayConfig {
         if self.max_body_bytes == 0 {
             return invalid("max_body_bytes must be larger than 0");
         }
-        if self.header_timeout.is_zero() || self.idle_timeout.is_zero() {
-            return invalid("header_timeout and idle_timeout must be longer than 0");
+        if self.header_timeout.is_zero() || self.idle_timeout.is_zero() || self.body_timeout.is_zero() {
+            return invalid("header_timeout, idle_timeout and body_timeout must be longer than 0");
+        }
+        let day = Duration::from_secs(86_400);
+        if self.header_timeout > day || self.idle_timeout > day || self.body_timeout > day {
+            return invalid("header_timeout, idle_timeout and body_timeout must be at most 24h");
         }
         if self.max_rendered_field_bytes == 0 || self.max_rendered_request_bytes == 0 {
             return invalid("max_rendered_field_bytes and max_rendered_request_bytes must be larger than 0");
@@ -248,6 +271,31 @@ impl RelayConfig {
             field_bytes: self.max_rendered_field_bytes,
             request_bytes: self.max_rendered_request_bytes,
             ..Default::default()
+        }
+    }
+
+    /// The connection limits in force, given the process's descriptor limit.
+    pub fn connection_limits(&self, descriptors: u64) -> crate::serve::EdgeLimits {
+        let max_total = match self.max_connections {
+            0 => crate::serve::default_max_connections(descriptors),
+            n => n,
+        };
+        let max_per_peer = match self.max_connections_per_peer {
+            0 => (max_total / 8).max(16),
+            n => n,
+        };
+        crate::serve::EdgeLimits {
+            connections: borealis_serve::ConnectionLimits {
+                max_total,
+                max_per_peer,
+                max_requests_per_peer: match self.max_requests_per_peer {
+                    0 => max_per_peer.saturating_mul(8),
+                    n => n,
+                },
+                header_timeout: self.header_timeout,
+                idle_timeout: self.idle_timeout,
+            },
+            body_timeout: self.body_timeout,
         }
     }
 
@@ -296,6 +344,7 @@ mod tests {
             env(&[
                 ("BOREALIS_AGENT_LISTEN", "127.0.0.1:3000"),
                 ("BOREALIS_DIRECT_ALLOW", "127.0.0.0/8,10.0.0.0/8"),
+                ("BOREALIS_TRUSTED_PROXIES", "10.1.0.0/16,192.0.2.1/32"),
                 ("HOME", "/x"),
             ]),
             &[("callback_timeout", "5m".into())],
@@ -304,8 +353,23 @@ mod tests {
         assert_eq!(config.listen.port(), 1000);
         assert_eq!(config.agent_listen.port(), 3000);
         assert_eq!(config.direct_allow.len(), 2);
+        assert_eq!(config.trusted_proxies.len(), 2);
         assert_eq!(config.callback_timeout, Duration::from_secs(300));
         assert_eq!(config.data_dir, PathBuf::from("./borealis-data"));
+    }
+
+    #[test]
+    fn derived_connection_limits() {
+        let config = RelayConfig::default();
+        let limits = config.connection_limits(1024).connections;
+        assert_eq!((limits.max_total, limits.max_per_peer, limits.max_requests_per_peer), (512, 64, 512));
+        let limits = config.connection_limits(64).connections;
+        assert_eq!((limits.max_total, limits.max_per_peer), (64, 16), "floors");
+        let set = RelayConfig { max_connections: 100, max_connections_per_peer: 7, max_requests_per_peer: 9, ..config };
+        let limits = set.connection_limits(1024);
+        let caps = limits.connections;
+        assert_eq!((caps.max_total, caps.max_per_peer, caps.max_requests_per_peer), (100, 7, 9));
+        assert_eq!(limits.body_timeout, Duration::from_secs(30));
     }
 
     #[test]

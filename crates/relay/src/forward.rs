@@ -385,6 +385,11 @@ async fn via_agent(state: &Forwarder, agent_id: &str, outbound: Outbound) -> Res
                 // Ended by the agent: nothing to cancel when the call closes.
                 call.finish();
                 drop(call);
+                // The agent's timer started after this one: its timeout,
+                // read once this deadline passed, is this deadline's.
+                if failure.error_code() == ErrorCode::Timeout && tokio::time::Instant::now() >= deadline {
+                    return Err(timed_out());
+                }
                 return Err(agent_failed(failure.error_code(), format!("agent {agent_id:?}: {}", failure.message)));
             }
             Read::Frame(other) => {

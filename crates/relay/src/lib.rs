@@ -117,21 +117,8 @@ pub async fn run(
         Egress::new(Policy::Guarded(AddressGuard::new(config.direct_allow.clone())), EgressOptions::default())?;
     let metrics = Arc::new(Metrics::default());
     let descriptors = serve::raise_descriptor_limit();
-    let max_total = match config.max_connections {
-        0 => serve::default_max_connections(descriptors),
-        n => n,
-    };
-    let limits = serve::ConnectionLimits {
-        max_total,
-        max_per_peer: match config.max_connections_per_peer {
-            0 => (max_total / 4).max(16),
-            n => n,
-        },
-        header_timeout: config.header_timeout,
-        idle_timeout: config.idle_timeout,
-    };
-    tracing::debug!(descriptors, ?limits, "connection limits");
-    let connections = serve::Connections::new(limits, &metrics);
+    let limits = config.connection_limits(descriptors);
+    let edge = serve::Edge::new(limits, serve::TrustedProxies::new(config.trusted_proxies.clone()), &metrics);
     let auth_guard = throttle::AuthGuard::new(config.auth_failures_per_minute, &metrics);
     let hub = Hub::new(metrics.clone());
     let grace = config.shutdown_grace;
@@ -243,7 +230,7 @@ pub async fn run(
             listeners.http,
             tls.clone(),
             http::http_router(state.clone()).merge(console::router(state.clone())),
-            connections.clone(),
+            edge.clone(),
             stop.clone(),
             grace,
         )),
@@ -252,7 +239,7 @@ pub async fn run(
             listeners.agents,
             tls,
             http::agent_router(state.clone(), tunnel_router),
-            connections,
+            edge,
             stop.clone(),
             grace,
         )),

@@ -74,9 +74,20 @@ struct Flags {
     /// Most open connections on both listeners [default: half the open-file limit].
     #[arg(long, value_name = "N")]
     max_connections: Option<u64>,
-    /// Most open connections from one address [default: a quarter of --max-connections].
+    /// Most open connections from one client address [default: an eighth of --max-connections].
     #[arg(long, value_name = "N")]
     max_connections_per_peer: Option<u64>,
+    /// Most requests in flight from one client address [default: 8 x --max-connections-per-peer].
+    #[arg(long, value_name = "N")]
+    max_requests_per_peer: Option<u64>,
+    /// How long a request body may take: whole within it, streamed with no
+    /// longer pause and at least 1 KiB/s after it [default: 30s].
+    #[arg(long, value_name = "DURATION")]
+    body_timeout: Option<String>,
+    /// A balancer whose PROXY protocol header or X-Forwarded-For names the
+    /// client (repeatable); from any other address both are ignored.
+    #[arg(long = "trusted-proxy", value_name = "CIDR")]
+    trusted_proxies: Vec<String>,
     /// How long a new connection may take to send a request head [default: 10s].
     #[arg(long, value_name = "DURATION")]
     header_timeout: Option<String>,
@@ -151,6 +162,7 @@ impl Flags {
         put("gate_interval", self.gate_interval.clone());
         put("header_timeout", self.header_timeout.clone());
         put("idle_timeout", self.idle_timeout.clone());
+        put("body_timeout", self.body_timeout.clone());
         put("webhook_signing_secret", self.webhook_signing_secret.clone());
         put("replica_name", self.replica_name.clone());
         put("peer_url", self.peer_url.clone());
@@ -160,6 +172,7 @@ impl Flags {
         for (key, value) in [
             ("max_connections", self.max_connections),
             ("max_connections_per_peer", self.max_connections_per_peer),
+            ("max_requests_per_peer", self.max_requests_per_peer),
             ("auth_failures_per_minute", self.auth_failures_per_minute),
             ("max_rendered_field_bytes", self.max_rendered_field_bytes),
             ("max_rendered_request_bytes", self.max_rendered_request_bytes),
@@ -168,6 +181,9 @@ impl Flags {
         }
         if !self.direct_allow.is_empty() {
             set.push(("direct_allow", self.direct_allow.clone().into()));
+        }
+        if !self.trusted_proxies.is_empty() {
+            set.push(("trusted_proxies", self.trusted_proxies.clone().into()));
         }
         set
     }
@@ -209,7 +225,15 @@ async fn migrate(from: &str, to: &str) -> anyhow::Result<()> {
     if !(to.starts_with("postgres:") || to.starts_with("postgresql:")) {
         anyhow::bail!("--to must be a postgres:// URL, not {:?}", scheme(to));
     }
-    let source = borealis_store::SqliteStore::open(from).await.context("--from")?;
+    let source = match borealis_store::migrate::open_source(from).await {
+        Ok(source) => source,
+        Err(err @ borealis_store::migrate::MigrateError::SourceMissing { .. }) => {
+            // A usage error, as clap's are: exit 2.
+            eprintln!("Error: --from: {err}");
+            std::process::exit(2);
+        }
+        Err(err) => return Err(err).context("--from"),
+    };
     let target = borealis_store::PostgresStore::open(to).await.context("--to")?;
     let copied = borealis_store::migrate::sqlite_to_postgres(&source, &target).await?;
     println!("copied into PostgreSQL:");
@@ -271,8 +295,11 @@ mod tests {
         ("gate_interval", "7s", "\"7s\""),
         ("max_connections", "77", "77"),
         ("max_connections_per_peer", "7", "7"),
+        ("max_requests_per_peer", "70", "70"),
         ("header_timeout", "7s", "\"7s\""),
         ("idle_timeout", "7s", "\"7s\""),
+        ("body_timeout", "7s", "\"7s\""),
+        ("trusted_proxies", "10.7.0.0/16", "[\"10.7.0.0/16\"]"),
         ("auth_failures_per_minute", "7", "7"),
         ("max_rendered_field_bytes", "7000", "7000"),
         ("max_rendered_request_bytes", "70000", "70000"),
@@ -295,6 +322,14 @@ mod tests {
             _ => None,
         };
         SAMPLES.iter().filter(|(k, _, _)| *k == key || Some(*k) == partner).collect()
+    }
+
+    /// A setting's flag: its name with dashes, singular where it repeats.
+    fn flag(key: &str) -> String {
+        match key {
+            "trusted_proxies" => "--trusted-proxy".to_owned(),
+            key => format!("--{}", key.replace('_', "-")),
+        }
     }
 
     fn value_of(config: &RelayConfig, key: &str) -> serde_json::Value {
@@ -326,13 +361,13 @@ mod tests {
             assert_eq!(value_of(&from_file, key), expected, "{key} in the file");
 
             if NOT_FLAGS.contains(key) {
-                let flag = format!("--{}", key.replace('_', "-"));
+                let flag = flag(key);
                 assert!(Flags::try_parse_from(["borealis-relay", &flag, "x"]).is_err(), "{flag} is a flag");
                 continue;
             }
             let mut argv = vec!["borealis-relay".to_owned()];
             for (k, v, _) in &set {
-                argv.push(format!("--{}", k.replace('_', "-")));
+                argv.push(flag(k));
                 argv.push(v.to_string());
             }
             let flags = Flags::try_parse_from(&argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
@@ -342,7 +377,7 @@ mod tests {
         // And the help lists them.
         let help = Flags::command().render_long_help().to_string();
         for (key, _, _) in SAMPLES.iter().filter(|(k, _, _)| !NOT_FLAGS.contains(k)) {
-            assert!(help.contains(&format!("--{}", key.replace('_', "-"))), "--help lacks {key}");
+            assert!(help.contains(&flag(key)), "--help lacks {key}");
         }
     }
 }

@@ -7,6 +7,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use borealis_serve::ConnectionMetrics;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AgentLabels {
     pub agent: String,
@@ -32,14 +34,6 @@ pub struct DispatchLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ConnectionLabels {
-    /// "http" or "agents".
-    pub listener: &'static str,
-    /// Which cap refused it: "peer" or "total".
-    pub cap: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AuthFailureLabels {
     /// What was presented: "admin_token", "client_secret", "callback_token", "agent_token".
     pub credential: &'static str,
@@ -58,11 +52,19 @@ pub struct PeerLabels {
     pub direction: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PeerRefusalLabels {
+    /// "missing", "malformed", "bad-signature", "expired", "replayed" or
+    /// "body" (a body's tag failed or was missing).
+    pub reason: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
-    pub connections_open: Gauge,
-    pub connections_refused: Family<ConnectionLabels, Counter>,
-    pub connections_idle_closed: Counter,
+    /// Both listeners' connections and requests by client (`borealis_serve`).
+    pub connections: ConnectionMetrics,
+    /// Request bodies that did not arrive within `body_timeout`.
+    pub request_body_timeouts: Counter,
     pub auth_failures: Family<AuthFailureLabels, Counter>,
     pub rate_limited: Counter,
     pub agent_sessions: Family<AgentLabels, Gauge>,
@@ -75,6 +77,8 @@ pub struct Metrics {
     pub lease_losses: Family<ClaimLabels, Counter>,
     /// Requests for agents held by another replica.
     pub peer_forwarded: Family<PeerLabels, Counter>,
+    /// Peer tags this replica refused, by reason.
+    pub peer_tags_refused: Family<PeerRefusalLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -98,26 +102,19 @@ impl Default for Metrics {
             "Time from a forwarded request's arrival to its response head",
             forward_latency.clone(),
         );
-        let connections_open = Gauge::default();
-        registry.register("connections_open", "Open connections on both listeners", connections_open.clone());
-        let connections_refused = Family::<ConnectionLabels, Counter>::default();
+        let connections = ConnectionMetrics::register(&mut registry);
+        let request_body_timeouts = Counter::default();
         registry.register(
-            "connections_refused",
-            "Connections closed at accept because a connection cap was reached",
-            connections_refused.clone(),
-        );
-        let connections_idle_closed = Counter::default();
-        registry.register(
-            "connections_idle_closed",
-            "Connections closed for sending no request within the header timeout, or idling past the idle timeout",
-            connections_idle_closed.clone(),
+            "request_body_timeouts",
+            "Request bodies that did not arrive within the body timeout (their HTTP/1.1 connection is closed)",
+            request_body_timeouts.clone(),
         );
         let auth_failures = Family::<AuthFailureLabels, Counter>::default();
         registry.register("auth_failures", "Failed authentications by the credential presented", auth_failures.clone());
         let rate_limited = Counter::default();
         registry.register(
             "rate_limited_requests",
-            "Requests refused with 429 because their peer failed authentication too often",
+            "Failed authentications answered 429 because their client address or credential id failed too often",
             rate_limited.clone(),
         );
         let claims = Family::<ClaimLabels, Counter>::default();
@@ -134,14 +131,20 @@ impl Default for Metrics {
             "Requests for agents held by another replica, sent there or received from there",
             peer_forwarded.clone(),
         );
+        let peer_tags_refused = Family::<PeerRefusalLabels, Counter>::default();
+        registry.register(
+            "peer_tags_refused",
+            "Requests on the peer route refused for their peer tag or their body's tag, by reason",
+            peer_tags_refused.clone(),
+        );
         Self {
             registry,
+            peer_tags_refused,
             claims,
             lease_losses,
             peer_forwarded,
-            connections_open,
-            connections_refused,
-            connections_idle_closed,
+            connections,
+            request_body_timeouts,
             auth_failures,
             rate_limited,
             agent_sessions,

@@ -5,27 +5,39 @@
 //!
 //! Keys: the call's own `signing:` if it has one, else the relay's
 //! `webhook_signing_secret`, else none (the call carries `webhook-id` only).
+//! Either way a key is a stored secret marked for signing: a file names its
+//! keys and never holds them, and cannot pick one marked for other uses.
 
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
-use borealis_core::Secret;
 use borealis_core::deployment::{DeploymentFile, Driver, Signing};
 use borealis_core::signing::{self, SigningKey};
+use borealis_core::template::{self, Keyring, SecretUse};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::vault::Vault;
 
 /// The keys that sign a call with `own` signing (or none), from `secrets`
-/// (as the vault gave them). An error names the field or the option.
-pub fn keys(
-    default: Option<&str>,
-    own: Option<&Signing>,
-    secrets: &BTreeMap<String, Secret>,
-) -> Result<Vec<SigningKey>, String> {
+/// (as the vault gave them). A file's keys must be marked for signing; the
+/// relay's `default`, which the operator names, signs whatever its marks
+/// (templates can never read it). An error names the field or the option.
+pub fn keys(default: Option<&str>, own: Option<&Signing>, secrets: &Keyring) -> Result<Vec<SigningKey>, String> {
     let key = |name: &str, from: &dyn Fn() -> String| {
-        let Some(secret) = secrets.get(name) else {
-            return Err(format!("{} names secret {name:?}, which is not stored (borealis secrets set {name})", from()));
+        let found = if default == Some(name) {
+            secrets.get(name).map(Ok)
+        } else {
+            secrets.get_for(name, SecretUse::Signing, None)
+        };
+        let secret = match found {
+            Some(Ok(secret)) => secret,
+            Some(Err(why)) => return Err(format!("{} names secret {name:?}, which {why}", from())),
+            None => {
+                return Err(format!(
+                    "{} names secret {name:?}, which is not stored (borealis secrets set {name} --use signing)",
+                    from()
+                ));
+            }
         };
         SigningKey::from_secret(secret.expose())
             .map_err(|e| format!("{} names secret {name:?}, which cannot be a signing key: {e}", from()))
@@ -37,10 +49,12 @@ pub fn keys(
     }
 }
 
-/// Every signing problem of a deployment file: each `signing:` (webhooks,
-/// Flagger hooks, webhook drivers) must name stored, usable secrets, and so
-/// must the relay's default if a call in the file has none of its own.
-pub fn check_file(default: Option<&str>, file: &DeploymentFile, secrets: &BTreeMap<String, Secret>) -> Vec<String> {
+/// Every secret problem of a deployment file: each `signing:` (webhooks,
+/// Flagger hooks, webhook drivers) must name stored, usable secrets marked
+/// for signing, and so must the relay's default if a call in the file has
+/// none of its own; and the webhooks' templates may read only secrets
+/// marked for webhooks, never the relay's own signing key (`default`).
+pub fn check_file(default: Option<&str>, file: &DeploymentFile, secrets: &Keyring) -> Vec<String> {
     let drivers = file.targets.iter().filter_map(|t| match &t.driver {
         Driver::Webhook { signing, .. } => Some(signing.as_ref()),
         Driver::Record => None,
@@ -58,6 +72,10 @@ pub fn check_file(default: Option<&str>, file: &DeploymentFile, secrets: &BTreeM
         && let Err(problem) = keys(default, None, secrets)
     {
         problems.push(problem);
+    }
+    let values = secrets.values(SecretUse::Webhooks, default, BTreeMap::new(), BTreeMap::new());
+    for webhook in &file.webhooks {
+        problems.extend(template::check_webhook_secrets(webhook, &values).iter().map(ToString::to_string));
     }
     problems
 }
@@ -117,12 +135,16 @@ mod tests {
     use super::*;
     use borealis_core::deployment::Location;
 
-    fn secrets() -> BTreeMap<String, Secret> {
-        BTreeMap::from([
-            ("new".to_owned(), Secret::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")),
-            ("old".to_owned(), Secret::new("plain text key")),
-            ("broken".to_owned(), Secret::new("whsec_***")),
-        ])
+    fn secrets() -> Keyring {
+        use borealis_core::Secret;
+        use borealis_core::template::Uses;
+        let mut keys = Keyring::default();
+        let signing = Uses::from([SecretUse::Signing]);
+        keys.insert("new", Secret::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"), signing.clone());
+        keys.insert("old", Secret::new("plain text key"), signing.clone());
+        keys.insert("broken", Secret::new("whsec_***"), signing);
+        keys.insert("api_token", Secret::new("a webhook's token"), SecretUse::default_uses());
+        keys
     }
 
     fn own(names: &[&str]) -> Signing {
@@ -145,7 +167,18 @@ mod tests {
     fn missing_or_unusable_secrets_are_named() {
         let mut config: Option<&str> = None;
         let err = keys(config, Some(&own(&["new", "gone"])), &secrets()).unwrap_err();
-        assert_eq!(err, "webhooks[0].signing names secret \"gone\", which is not stored (borealis secrets set gone)");
+        assert_eq!(
+            err,
+            "webhooks[0].signing names secret \"gone\", which is not stored (borealis secrets set gone --use signing)"
+        );
+        let err = keys(config, Some(&own(&["api_token"])), &secrets()).unwrap_err();
+        assert_eq!(
+            err,
+            "webhooks[0].signing names secret \"api_token\", which may not be used for signing (it is marked for webhooks)"
+        );
+        // The relay's own key, which the operator names, signs whatever its
+        // marks (a plain-text key is a key, as "old" shows).
+        assert_eq!(keys(Some("api_token"), None, &secrets()).unwrap().len(), 1);
         let err = keys(config, Some(&own(&["broken"])), &secrets()).unwrap_err();
         assert!(
             err.starts_with(
@@ -183,6 +216,30 @@ targets:
         assert!(
             problems[2].starts_with("the relay's webhook_signing_secret"),
             "the driver uses the default: {problems:?}"
+        );
+    }
+
+    #[test]
+    fn a_files_templates_read_only_webhook_secrets_and_never_the_relays_key() {
+        let text = "\
+webhooks:
+  - name: a
+    method: POST
+    uriTemplate: 'https://x/{{secrets.api_token}}'
+    networkMode: direct
+    headers:
+      - {key: X-Ok, value: '{{secrets.api_token}}'}
+      - {key: X-Key, value: 'Bearer {{ secrets.old | upper }}'}
+    bodyTemplate: {inline: '{{secrets.new}}'}
+";
+        let file = borealis_core::deployment::parse(text).unwrap().file;
+        let problems = check_file(Some("new"), &file, &secrets());
+        assert_eq!(
+            problems,
+            [
+                "webhooks[0].headers[1].value: secret \"old\" may not be used in webhooks (it is marked for signing)",
+                "webhooks[0].bodyTemplate.inline: secret \"new\" may not be used in webhooks (it is the relay's own signing key, webhook_signing_secret)",
+            ]
         );
     }
 

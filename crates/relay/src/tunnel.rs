@@ -30,8 +30,10 @@ pub struct TunnelService {
 impl TunnelService {
     fn claims<T>(&self, call: &str, request: &Request<T>) -> Result<Claims, Status> {
         let peer = request.extensions().get::<RemoteAddr>().map(|r| r.0.ip());
+        // Counted and logged; an agent whose token is refused stops
+        // anyway, so the answer does not change with the limit.
         let refused = |detail: String| {
-            self.state.auth_guard.failed(peer, "agent_token", &detail);
+            let _limited = self.state.auth_guard.failed(peer, "agent_token", None, &detail);
             Status::unauthenticated(detail)
         };
         let token = auth::bearer(

@@ -1,7 +1,9 @@
 //! Secrets for `{{secrets.NAME}}`: encrypted with AES-256-GCM under a key
 //! that is not in the database: `<data-dir>/secret-key` (mode 0600) or the
 //! `secret_key` setting. The secret's name is bound in as associated data, so
-//! a ciphertext cannot be moved to another name.
+//! a ciphertext cannot be moved to another name. Each secret is marked for
+//! the uses it may serve ([`SecretUse`]); [`Vault::all`] gives the values
+//! with their marks, as a [`Keyring`].
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -9,6 +11,7 @@ use std::sync::Arc;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
+use borealis_core::template::{Keyring, Uses};
 use borealis_core::{Scrubber, Secret};
 use borealis_store::{Store, StoreError};
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
@@ -38,7 +41,7 @@ pub struct Vault {
 }
 
 /// The secrets as read, and when.
-type ReadAt = (Arc<BTreeMap<String, Secret>>, std::time::Instant);
+type ReadAt = (Arc<Keyring>, std::time::Instant);
 
 /// The longest the secrets are used as read, without news of a change.
 const FRESH_FOR: std::time::Duration = std::time::Duration::from_secs(1);
@@ -75,27 +78,28 @@ impl Vault {
         })
     }
 
-    pub async fn set(&self, name: &str, value: &Secret) -> Result<(), VaultError> {
+    /// Stores `value` as secret `name`, marked for `uses`; without, a
+    /// replaced secret keeps its marks and a new one is for webhooks.
+    pub async fn set(&self, name: &str, value: &Secret, uses: Option<&Uses>) -> Result<(), VaultError> {
         let nonce_bytes = crate::auth::random_bytes(NONCE_LEN);
         let nonce = Nonce::try_assume_unique_for_key(&nonce_bytes).expect("nonce length");
         let mut data = value.expose().as_bytes().to_vec();
         self.key
             .seal_in_place_append_tag(nonce, Aad::from(name.as_bytes()), &mut data)
             .map_err(|_| VaultError::Key("encryption failed".into()))?;
-        self.store.put_secret(name, &nonce_bytes, &data).await?;
+        self.store.put_secret_with_uses(name, &nonce_bytes, &data, uses).await?;
         self.forget();
         Ok(())
     }
 
-    /// Every secret, decrypted.
     /// Drops the secrets as last read: one changed.
     pub fn forget(&self) {
         self.changes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         *self.cached.lock().expect("vault cache lock") = None;
     }
 
-    /// Every secret, decrypted.
-    pub async fn all(&self) -> Result<BTreeMap<String, Secret>, VaultError> {
+    /// Every secret, decrypted, with its marks.
+    pub async fn all(&self) -> Result<Keyring, VaultError> {
         if let Some((secrets, at)) = self.cached.lock().expect("vault cache lock").as_ref()
             && at.elapsed() < FRESH_FOR
         {
@@ -110,8 +114,8 @@ impl Vault {
         Ok(secrets)
     }
 
-    async fn read_all(&self) -> Result<BTreeMap<String, Secret>, VaultError> {
-        let mut out = BTreeMap::new();
+    async fn read_all(&self) -> Result<Keyring, VaultError> {
+        let mut out = Keyring::default();
         for sealed in self.store.secrets().await? {
             let nonce = Nonce::try_assume_unique_for_key(&sealed.nonce)
                 .map_err(|_| VaultError::Undecryptable(sealed.name.clone()))?;
@@ -121,14 +125,14 @@ impl Vault {
                 .open_in_place(nonce, Aad::from(sealed.name.as_bytes()), &mut data)
                 .map_err(|_| VaultError::Undecryptable(sealed.name.clone()))?;
             let text = String::from_utf8(plain.to_vec()).map_err(|_| VaultError::Undecryptable(sealed.name.clone()))?;
-            out.insert(sealed.name, Secret::new(text));
+            out.insert(sealed.name, Secret::new(text), sealed.uses);
         }
         Ok(out)
     }
 
-    /// Names and last-change times; never values.
-    pub async fn names(&self) -> Result<Vec<(String, std::time::SystemTime)>, VaultError> {
-        Ok(self.store.secrets().await?.into_iter().map(|s| (s.name, s.updated_at)).collect())
+    /// Names, last-change times and marks; never values.
+    pub async fn names(&self) -> Result<Vec<(String, std::time::SystemTime, Uses)>, VaultError> {
+        Ok(self.store.secrets().await?.into_iter().map(|s| (s.name, s.updated_at, s.uses)).collect())
     }
 
     pub async fn delete(&self, name: &str) -> Result<bool, VaultError> {
@@ -170,6 +174,7 @@ impl Vault {
 
     /// A scrubber for every secret stored now.
     pub async fn current_scrubber(&self) -> Result<Arc<Scrubber>, VaultError> {
-        Ok(self.scrubber(&self.all().await?))
+        let secrets = self.all().await?;
+        Ok(self.scrubber(&secrets))
     }
 }

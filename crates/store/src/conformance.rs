@@ -55,6 +55,8 @@ macro_rules! conformance_suite {
             a_deployment_lease_fences_its_journal_and_is_taken_over_when_it_lapses,
             replicas_and_their_sessions,
             console_sessions_expire_and_end,
+            text_with_nul_is_stored_replaced,
+            secrets_keep_their_uses,
         );
     };
     (@cases $harness:expr; $($case:ident),* $(,)?) => {
@@ -585,4 +587,170 @@ pub async fn replicas_and_their_sessions<H: Harness>(harness: &H) {
     assert!(store.replicas(now - Duration::from_secs(3600)).await.unwrap().iter().all(|r| r.id == "a"));
     store.replica_gone("a").await.unwrap();
     assert!(store.sessions(None, now - Duration::from_secs(3600)).await.unwrap().is_empty());
+}
+
+/// A secret's uses are stored with it: webhooks unless given, kept when its
+/// value is replaced without them, replaced when given, and kept on reopen.
+pub async fn secrets_keep_their_uses<H: Harness>(harness: &H) {
+    use borealis_core::template::{SecretUse, Uses};
+
+    use crate::secrets::SecretStore;
+
+    async fn uses(store: &impl SecretStore, name: &str) -> Option<Uses> {
+        store.secrets().await.unwrap().into_iter().find(|s| s.name == name).map(|s| s.uses)
+    }
+    let store = harness.open().await;
+    store.put_secret("plain", b"n1", b"c1").await.unwrap();
+    assert_eq!(uses(&store, "plain").await, Some(SecretUse::default_uses()));
+    let signing = Uses::from([SecretUse::Signing, SecretUse::Providers]);
+    store.put_secret_with_uses("key", b"n2", b"c2", Some(&signing)).await.unwrap();
+    assert_eq!(uses(&store, "key").await, Some(signing.clone()));
+    // A new value alone keeps the marks; new marks replace them.
+    store.put_secret("key", b"n3", b"c3").await.unwrap();
+    assert_eq!(uses(&store, "key").await, Some(signing));
+    let providers = Uses::from([SecretUse::Providers]);
+    store.put_secret_with_uses("plain", b"n4", b"c4", Some(&providers)).await.unwrap();
+    drop(store);
+    let store = harness.open().await;
+    assert_eq!(uses(&store, "plain").await, Some(providers));
+    let key = store.secrets().await.unwrap().into_iter().find(|s| s.name == "key").unwrap();
+    assert_eq!((key.nonce.as_slice(), key.ciphertext.as_slice()), (&b"n3"[..], &b"c3"[..]));
+}
+
+/// Every text a peer can put a string into is stored with its NULs
+/// replaced (PostgreSQL refuses them), the same on every backend, and a key
+/// holding one is found by the same key.
+pub async fn text_with_nul_is_stored_replaced<H: Harness>(harness: &H) {
+    let nul = |text: &str| format!("{text}\0!");
+    let replaced = |text: &str| format!("{text}\u{FFFD}!");
+    let store = harness.open().await;
+
+    // A run: its request, attempts (reply and error), and the reasons and
+    // messages of its transitions.
+    let run = NewRun { webhook: nul("w"), environment: Some(nul("e")), spec: nul("{}"), ..new_run("r", "c") };
+    store.insert_run(&run).await.unwrap();
+    assert_eq!(claim(&store, "a", Some("r")).await, ["r"]);
+    let fence = Fence { owner: "a", attempt: 1 };
+    assert!(store.set_request("r", &fence, &nul("request")).await.unwrap());
+    let attempt = Attempt {
+        number: 1,
+        started_at: SystemTime::now(),
+        latency_ms: 1,
+        status: Some(200),
+        error: Some(nul("error")),
+        reply: Some(nul("reply")),
+    };
+    assert!(store.record_attempt("r", &fence, &attempt).await.unwrap());
+    assert!(store.retry_at("r", &fence, SystemTime::now(), &nul("retry")).await.unwrap());
+    assert_eq!(store.run("r").await.unwrap().unwrap().reason, Some(replaced("retry")));
+    assert_eq!(claim(&store, "a", Some("r")).await, ["r"]);
+    let fence = Fence { owner: "a", attempt: 2 };
+    let deadline = SystemTime::now() + Duration::from_secs(60);
+    assert!(store.await_callback("r", &fence, deadline, Some(&nul("awaiting"))).await.unwrap());
+    assert_eq!(store.run("r").await.unwrap().unwrap().reason, Some(replaced("awaiting")));
+    let verdict = Outcome {
+        state: RunState::Succeeded,
+        success: Some(true),
+        md_message: Some(nul("md")),
+        reason: Some(nul("callback")),
+        by_callback: true,
+    };
+    assert_eq!(store.finish_by_callback(&nul("c"), &verdict).await.unwrap(), None, "another callback id");
+    assert_eq!(store.finish_by_callback("c", &verdict).await.unwrap().as_deref(), Some("r"));
+    let RunView { run, attempts } = store.run_view("r").await.unwrap().unwrap();
+    assert_eq!(
+        (run.webhook, run.environment, run.spec, run.request),
+        (replaced("w"), Some(replaced("e")), replaced("{}"), Some(replaced("request")))
+    );
+    assert_eq!((run.md_message, run.reason), (Some(replaced("md")), Some(replaced("callback"))));
+    assert_eq!(
+        (attempts[0].error.clone(), attempts[0].reply.clone()),
+        (Some(replaced("error")), Some(replaced("reply")))
+    );
+    for (id, finish) in [("f", true), ("g", false)] {
+        store.insert_run(&new_run(id, &format!("c{id}"))).await.unwrap();
+        assert_eq!(claim(&store, "a", Some(id)).await, [id]);
+        let outcome = Outcome { md_message: Some(nul("md")), reason: Some(nul("end")), ..failed() };
+        let fence = Fence { owner: "a", attempt: 1 };
+        let done = if finish {
+            store.finish(id, &RunState::UNFINISHED, &outcome).await
+        } else {
+            store.finish_attempt(id, &fence, &outcome).await
+        };
+        assert!(done.unwrap());
+        let run = store.run(id).await.unwrap().unwrap();
+        assert_eq!((run.md_message, run.reason), (Some(replaced("md")), Some(replaced("end"))));
+    }
+    assert!(store.run(&nul("r")).await.unwrap().is_none(), "a lookup with a NUL is a lookup");
+    assert!(store.run_by_callback(&nul("c")).await.unwrap().is_none());
+
+    // A deployment: its application, file and context, targets, journal,
+    // events, approvals and end. The target's name holds a NUL too, and
+    // its approvals are found and decided by it.
+    let (target, step_key) = (nul("t"), nul("t/beforeDeployment/0"));
+    store.insert_deployment("d", &nul("app"), &nul("file"), &nul("{}"), None, &lease()).await.unwrap();
+    store.set_target("d", &target, TargetState::Running, Some(&nul("step")), Some(&nul("why"))).await.unwrap();
+    store.put_journal("d", &nul("key"), &nul("value")).await.unwrap();
+    store.replace_journal("d", OWNER, &nul("done"), &nul("result")).await.unwrap();
+    store.add_event("d", Some(&target), &nul("kind"), &nul("message")).await.unwrap();
+    assert_eq!(store.request_approval("d", &target, &step_key).await.unwrap(), ApprovalState::Pending);
+    assert_eq!(store.approval("d", &step_key).await.unwrap(), Some(ApprovalState::Pending));
+    assert_eq!(store.decide_approvals("d", &target, ApprovalState::Approved, false).await.unwrap(), 1);
+    let decision = format!("{step_key}{DECISION_SUFFIX}");
+    store.request_approval("d", &target, &decision).await.unwrap();
+    store.cancel_approval("d", &decision).await.unwrap();
+    assert_eq!(store.approval("d", &decision).await.unwrap(), Some(ApprovalState::Cancelled));
+    let view = store.deployment_view("d").await.unwrap().unwrap();
+    assert_eq!((view.record.application, view.record.file), (replaced("app"), replaced("file")));
+    assert_eq!(view.record.context, replaced("{}"));
+    let t = &view.targets[0];
+    assert_eq!((&t.target, &t.step, &t.reason), (&replaced("t"), &Some(replaced("step")), &Some(replaced("why"))));
+    assert_eq!(view.journal, [(replaced("done"), replaced("result")), (replaced("key"), replaced("value"))]);
+    let event = &view.events[0];
+    assert_eq!(
+        (&event.target, &event.kind, &event.message),
+        (&Some(replaced("t")), &replaced("kind"), &replaced("message"))
+    );
+    store.finish_deployment("d", OWNER, DeploymentState::Failed, Some(&nul("rolled back"))).await.unwrap();
+    assert_eq!(store.deployment("d").await.unwrap().unwrap().reason, Some(replaced("rolled back")));
+
+    // What operators and agents name: providers, credentials, sessions.
+    let provider = MetricProvider {
+        name: nul("prom"),
+        kind: "prometheus".into(),
+        url: nul("http://p:9090/"),
+        agent: Some(nul("rna")),
+        headers: vec![(nul("X"), nul("v"))],
+        created_at: UNIX_EPOCH + Duration::from_secs(1),
+    };
+    store.insert_provider(&provider).await.unwrap();
+    let stored = store.provider(&nul("prom")).await.unwrap().unwrap();
+    assert_eq!(
+        (stored.name, stored.url, stored.agent),
+        (replaced("prom"), replaced("http://p:9090/"), Some(replaced("rna")))
+    );
+    assert_eq!(stored.headers, [(nul("X"), nul("v"))], "headers are stored as JSON, which escapes a NUL");
+    store.create_credential(CredentialKind::Callback, &nul("subject"), "client", b"h").await.unwrap();
+    assert_eq!(store.credential("client").await.unwrap().unwrap().subject, replaced("subject"));
+    assert!(store.credential(&nul("client")).await.unwrap().is_none(), "a client id with a NUL is unknown");
+    let now = SystemTime::now();
+    let replica =
+        ReplicaRecord { id: "a".into(), name: nul("name"), peer_url: Some(nul("url")), started_at: now, seen_at: now };
+    store.replica_seen(&replica).await.unwrap();
+    let session = SessionRecord {
+        session_id: "s".into(),
+        replica_id: "a".into(),
+        agent_id: nul("rna"),
+        instance: nul("i"),
+        version: nul("v"),
+        remote_addr: Some(nul("addr")),
+        connected_at: now,
+    };
+    store.put_session(&session).await.unwrap();
+    let sessions = store.sessions(Some(&nul("rna")), now - Duration::from_secs(60)).await.unwrap();
+    assert_eq!(
+        sessions.iter().map(|s| (&s.instance, &s.remote_addr)).collect::<Vec<_>>(),
+        [(&replaced("i"), &Some(replaced("addr")))]
+    );
+    assert_eq!(store.replicas(now - Duration::from_secs(60)).await.unwrap()[0].name, replaced("name"));
 }

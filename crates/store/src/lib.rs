@@ -15,6 +15,8 @@
 //! variant its database's errors are. [`open`] picks the backend by URL:
 //! SQLite ([`SqliteStore`], one relay) or PostgreSQL ([`PostgresStore`],
 //! replicas sharing one database).
+//! Every text either backend binds goes through [`storable`] first, so a
+//! NUL a peer sent is stored (as U+FFFD) rather than failing the write.
 //! `conformance` (feature `conformance`) is the suite every backend passes.
 
 mod cluster;
@@ -33,6 +35,7 @@ mod secrets;
 mod settings;
 mod sqlite;
 mod store;
+mod text;
 mod time;
 
 #[cfg(any(test, feature = "conformance"))]
@@ -55,4 +58,5 @@ pub use secrets::{EncryptedSecret, SecretStore};
 pub use settings::SettingStore;
 pub use sqlite::SqliteStore;
 pub use store::{Lifecycle, Store};
+pub use text::{NUL_REPLACEMENT, storable, storable_opt};
 pub use time::{from_unix_ms, unix_ms};

@@ -55,7 +55,7 @@ const TABLES: &[Table] = &[
     },
     Table {
         name: "secrets",
-        columns: &[("name", Text), ("nonce", Bytes), ("ciphertext", Bytes), ("updated_at", Int)],
+        columns: &[("name", Text), ("nonce", Bytes), ("ciphertext", Bytes), ("updated_at", Int), ("uses", Text)],
         order: "name",
         identity: None,
     },
@@ -189,8 +189,39 @@ pub enum MigrateError {
         "the target database is not empty ({0}); migrate copies into an empty one only, so that nothing is overwritten or mixed"
     )]
     TargetNotEmpty(String),
+    /// `--from` names no SQLite database (a typo): nothing was created.
+    #[error("no SQLite database at {path} ({reason}); nothing was created or copied")]
+    SourceMissing { path: String, reason: String },
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// Opens the relay database to copy from, which must exist: a path with a
+/// typo is refused, naming it, before anything could create an empty
+/// database there (opening a store creates a missing file). The probe opens
+/// the file read-only and without `create_if_missing`, and reads its schema,
+/// so a file that is no SQLite database is refused the same way.
+pub async fn open_source(url: &str) -> Result<SqliteStore, MigrateError> {
+    use std::str::FromStr;
+    let options = sqlx::sqlite::SqliteConnectOptions::from_str(url)
+        .map_err(|e| StoreError::InvalidUrl(format!("{url:?}: {e}")))?
+        .create_if_missing(false)
+        .read_only(true);
+    let path = options.get_filename().display().to_string();
+    let probe = async {
+        use sqlx::ConnectOptions;
+        let mut connection = options.connect().await?;
+        sqlx::query("SELECT count(*) FROM sqlite_master").fetch_one(&mut connection).await?;
+        sqlx::Connection::close(connection).await
+    };
+    if let Err(err) = probe.await {
+        let reason = match &err {
+            sqlx::Error::Database(db) => db.message().to_owned(),
+            other => other.to_string(),
+        };
+        return Err(MigrateError::SourceMissing { path, reason });
+    }
+    Ok(SqliteStore::open(url).await?)
 }
 
 /// How many rows of each table were copied, in copy order.
@@ -223,7 +254,8 @@ fn read(row: &sqlx::sqlite::SqliteRow, column: &str, kind: Kind) -> Result<Value
 
 fn bind(query: Query<'_, sqlx::Postgres, PgArguments>, value: Value) -> Query<'_, sqlx::Postgres, PgArguments> {
     match value {
-        Value::Text(v) => query.bind(v),
+        // Text SQLite took with a NUL, as PostgreSQL can store it.
+        Value::Text(v) => query.bind(v.map(|v| crate::text::storable(&v).into_owned())),
         Value::Int(v) => query.bind(v),
         Value::Bytes(v) => query.bind(v),
         Value::Bool(v) => query.bind(v),

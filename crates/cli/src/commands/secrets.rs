@@ -1,12 +1,12 @@
-use borealis_api::{SecretDeleted, SecretList, SecretStored};
+use borealis_api::{PutSecret, SecretDeleted, SecretList, SecretStored};
 
-use crate::SecretsCommand;
 use crate::client::{Failure, Relay, urlencode};
 use crate::render;
+use crate::{SecretUseArg, SecretsCommand};
 
 pub async fn run(relay: &Relay, json: bool, command: &SecretsCommand) -> Result<(), Failure> {
     match command {
-        SecretsCommand::Set { name } => {
+        SecretsCommand::Set { name, uses } => {
             let mut value = String::new();
             std::io::Read::read_to_string(&mut std::io::stdin(), &mut value)
                 .map_err(|e| Failure::bad_input(format!("reading the secret from stdin: {e}")))?;
@@ -16,9 +16,19 @@ pub async fn run(relay: &Relay, json: bool, command: &SecretsCommand) -> Result<
                     "no secret value on standard input (try: printf %s VALUE | borealis secrets set NAME)",
                 ));
             }
-            let _: SecretStored =
-                relay.put_text(&format!("/api/v1/secrets/{}", urlencode(name)), value.to_owned()).await?;
-            println!("stored secret {name}");
+            let path = format!("/api/v1/secrets/{}", urlencode(name));
+            if uses.is_empty() {
+                let _: SecretStored = relay.put_text(&path, value.to_owned()).await?;
+                println!("stored secret {name}");
+            } else {
+                let mut marks: Vec<_> = uses.iter().map(|u| u.to_api()).collect();
+                marks.sort();
+                marks.dedup();
+                let names: Vec<&str> = marks.iter().map(|m| SecretUseArg::from_api(*m).name()).collect();
+                let request = PutSecret { value: value.to_owned(), uses: Some(marks) };
+                let _: SecretStored = relay.put(&path, &request).await?;
+                println!("stored secret {name} (for {})", names.join(", "));
+            }
         }
         SecretsCommand::List => {
             let reply: SecretList = relay.get("/api/v1/secrets").await?;

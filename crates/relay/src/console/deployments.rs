@@ -279,7 +279,7 @@ pub async fn decide(
         }
     };
     state.deployments.decide(&id, &target, decision).await?;
-    tracing::info!(deployment = %id, %target, decision = ?decision, "decision taken in the console");
+    tracing::info!(deployment = id.as_str(), target = target.as_str(), decision = ?decision, "decision taken in the console");
     Ok(Redirect::to(&format!("/deployments/{}", segment(&id))))
 }
 

@@ -61,7 +61,12 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), session::require_session));
     Router::new()
         .merge(signed_in)
-        .route("/sign-in", get(session::sign_in_page).post(session::sign_in))
+        .route(
+            "/sign-in",
+            get(session::sign_in_page)
+                .post(session::sign_in)
+                .layer(axum::extract::DefaultBodyLimit::max(session::MAX_SIGN_IN_BYTES)),
+        )
         .route("/assets/console.css", get(|| async { asset("text/css", include_str!("../../assets/console.css")) }))
         .route(
             "/assets/favicon.svg",

@@ -79,13 +79,17 @@ impl<E: Into<Problem>> From<E> for Failure {
 
 impl IntoResponse for Failure {
     fn into_response(self) -> Response {
-        let Problem { status, detail, .. } = self.0;
+        let Problem { status, detail, retry_after, .. } = self.0;
         let page =
             ErrorPage { status: status.as_u16(), title: status.canonical_reason().unwrap_or("Error"), detail: &detail };
-        match page.render() {
+        let mut response = match page.render() {
             Ok(html) => (status, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response(),
             Err(_) => (status, detail).into_response(),
+        };
+        if let Some(seconds) = retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, http::HeaderValue::from(seconds));
         }
+        response
     }
 }
 

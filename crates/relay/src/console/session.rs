@@ -49,6 +49,9 @@ pub struct NextQuery {
     next: Option<String>,
 }
 
+/// The largest sign-in form read: a token and where to go next.
+pub const MAX_SIGN_IN_BYTES: usize = 16 * 1024;
+
 #[derive(Deserialize)]
 pub struct SignInForm {
     token: String,
@@ -69,15 +72,12 @@ pub async fn sign_in(
 ) -> Result<Response, Failure> {
     let peer = remote.map(|r| r.0.0.ip());
     check_origin(&state, &uri, &headers)?;
-    if let Err(wait) = state.auth_guard.check(peer) {
-        let (problem, retry_after) = too_many_failures_problem(wait);
-        let mut page = Failure(problem).into_response();
-        page.headers_mut().insert(header::RETRY_AFTER, retry_after);
-        return Ok(page);
-    }
     let next = safe_next(form.next.as_deref());
     if !state.auth.is_admin(form.token.trim()) {
-        state.auth_guard.failed(peer, "console_sign_in", "wrong admin token at the console's sign-in");
+        let wrong = "wrong admin token at the console's sign-in";
+        if let Some(wait) = state.auth_guard.failed(peer, "console_sign_in", Some("admin"), wrong) {
+            return Ok(Failure(too_many_failures_problem(wait)).into_response());
+        }
         let page = SignInPage { next, error: Some("That is not the admin token.") };
         return Ok(render(&page, StatusCode::UNAUTHORIZED));
     }

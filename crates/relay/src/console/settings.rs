@@ -1,4 +1,4 @@
-//! The Secrets screen (names only; set and delete) and the Callback
+//! The Secrets screen (names and uses only; set and delete) and the Callback
 //! clients screen (create, its secret shown once; revoke).
 
 use std::sync::Arc;
@@ -8,6 +8,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{Redirect, Response};
 use axum::{Extension, Form};
+use borealis_core::template::{SecretUse, Uses};
 use borealis_store::CredentialKind;
 use serde::Deserialize;
 
@@ -20,7 +21,8 @@ use crate::state::AppState;
 #[template(path = "console/secrets.html")]
 struct SecretsPage {
     chrome: Chrome,
-    secrets: Vec<(String, String)>,
+    /// Name, when set, and uses.
+    secrets: Vec<(String, String, String)>,
     error: Option<String>,
     stored: Option<String>,
     typed: String,
@@ -30,6 +32,23 @@ struct SecretsPage {
 pub struct SecretForm {
     name: String,
     value: String,
+    /// A checkbox each: present when ticked.
+    use_webhooks: Option<String>,
+    use_signing: Option<String>,
+    use_providers: Option<String>,
+}
+
+impl SecretForm {
+    fn uses(&self) -> Uses {
+        [
+            (&self.use_webhooks, SecretUse::Webhooks),
+            (&self.use_signing, SecretUse::Signing),
+            (&self.use_providers, SecretUse::Providers),
+        ]
+        .into_iter()
+        .filter_map(|(ticked, use_)| ticked.is_some().then_some(use_))
+        .collect()
+    }
 }
 
 pub async fn secrets(
@@ -45,7 +64,8 @@ pub async fn set_secret(
     Form(form): Form<SecretForm>,
 ) -> Result<Response, Failure> {
     let name = form.name.trim().to_owned();
-    match correctable(api::store_secret(&state, &name, form.value).await)? {
+    let uses = form.uses();
+    match correctable(api::store_secret(&state, &name, form.value, Some(uses)).await)? {
         Ok(()) => Ok(render(&secrets_page(&state, &operator, None, Some(name), String::new()).await?, StatusCode::OK)),
         Err(problem) => {
             Ok(render(&secrets_page(&state, &operator, Some(problem.detail), None, name).await?, problem.status))
@@ -87,7 +107,10 @@ async fn secrets_page(
     typed: String,
 ) -> Result<SecretsPage, Failure> {
     let secrets = state.vault.names().await.map_err(Problem::internal)?;
-    let secrets = secrets.into_iter().map(|(name, at)| (name, when(&crate::clock::rfc3339(at)))).collect();
+    let secrets = secrets
+        .into_iter()
+        .map(|(name, at, uses)| (name, when(&crate::clock::rfc3339(at)), SecretUse::join(&uses).replace(',', ", ")))
+        .collect();
     Ok(SecretsPage { chrome: Chrome::new("secrets", operator), secrets, error, stored, typed })
 }
 

@@ -1,5 +1,11 @@
 //! The outgoing calls of deployments: Flagger hooks, webhook drivers and
 //! metric queries, direct or through an agent, each signed like a webhook.
+//!
+//! Every call goes through [`Caller::call`], and every text that comes back
+//! from one (the reply's body, or why there is none) is scrubbed of every
+//! stored secret there, before any caller can store, log or show it: an
+//! endpoint that echoes the request cannot put a header's secret in a
+//! deployment's history.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,7 +13,7 @@ use std::time::Duration;
 use borealis_core::deployment::Signing;
 use http::{HeaderMap, HeaderValue, header};
 
-use crate::forward::{self, ForwardError, Forwarder, Outbound, Reply};
+use crate::forward::{self, Forwarder, Outbound};
 use crate::signing::{self, Stamp};
 use crate::vault::Vault;
 
@@ -17,6 +23,15 @@ use crate::vault::Vault;
 pub struct CallError {
     pub detail: String,
     pub retryable: bool,
+}
+
+/// What came back from a call, every stored secret masked.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: u16,
+    /// The reply's body as text (invalid UTF-8 replaced), or why it could
+    /// not be read.
+    pub body: Result<String, String>,
 }
 
 /// What hooks, drivers and metric queries need to make calls.
@@ -45,8 +60,50 @@ impl Caller {
         &self.vault
     }
 
-    pub async fn send(&self, agent: Option<&str>, outbound: Outbound) -> Result<Reply, ForwardError> {
-        self.forwarder.send(agent, outbound).await
+    /// The relay's own signing key, which no template may read.
+    pub fn signing_default(&self) -> Option<&str> {
+        self.signing_default.as_deref()
+    }
+
+    /// Makes one call, direct or through `agent`, and reads up to `read`
+    /// bytes of its reply, all within `outbound.timeout`. What comes back is
+    /// scrubbed of every stored secret; if the secrets cannot be read to
+    /// scrub it with, the text is withheld.
+    pub async fn call(&self, agent: Option<&str>, outbound: Outbound, read: usize) -> Result<Answer, CallError> {
+        let timeout = outbound.timeout;
+        let exchange = async {
+            let response = self
+                .forwarder
+                .send(agent, outbound)
+                .await
+                .map_err(|err| CallError { retryable: err.retryable(), detail: err.detail })?;
+            let status = response.status().as_u16();
+            let body = forward::read_body(response.into_body(), read)
+                .await
+                .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+                .map_err(|e| format!("the reply could not be read: {e}"));
+            Ok(Answer { status, body })
+        };
+        let answer = tokio::time::timeout(timeout, exchange).await.unwrap_or_else(|_| {
+            Err(CallError {
+                detail: format!("no answer within {}", humantime::format_duration(timeout)),
+                retryable: true,
+            })
+        });
+        let scrub = match self.vault.current_scrubber().await {
+            Ok(scrubber) => move |text: String| scrubber.scrub(&text).into_owned(),
+            Err(err) => {
+                let withheld = format!("(withheld: the secrets to mask it with cannot be read: {err})");
+                return match answer {
+                    Ok(Answer { status, .. }) => Ok(Answer { status, body: Err(withheld) }),
+                    Err(CallError { retryable, .. }) => Err(CallError { detail: withheld, retryable }),
+                };
+            }
+        };
+        match answer {
+            Ok(Answer { status, body }) => Ok(Answer { status, body: body.map(&scrub).map_err(&scrub) }),
+            Err(CallError { detail, retryable }) => Err(CallError { detail: scrub(detail), retryable }),
+        }
     }
 
     /// POSTs JSON, direct or through an agent; the reply's status, or why none.
@@ -76,22 +133,7 @@ impl Caller {
             timeout,
             limit: self.max_body_bytes,
         };
-        let call = async {
-            match self.send(agent, outbound).await {
-                Ok(response) => {
-                    let status = response.status().as_u16();
-                    // Read (and discard) the reply so the connection is reused.
-                    let _ = forward::read_body(response.into_body(), 64 * 1024).await;
-                    Ok(status)
-                }
-                Err(err) => Err(CallError { retryable: err.retryable(), detail: err.detail }),
-            }
-        };
-        tokio::time::timeout(timeout, call).await.unwrap_or_else(|_| {
-            Err(CallError {
-                detail: format!("no answer within {}", humantime::format_duration(timeout)),
-                retryable: true,
-            })
-        })
+        // The reply is read (and dropped) so the connection is reused.
+        self.call(agent, outbound, 64 * 1024).await.map(|answer| answer.status)
     }
 }

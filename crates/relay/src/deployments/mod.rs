@@ -199,11 +199,11 @@ impl Deployments {
             Ok(ids) => {
                 for id in ids {
                     self.context.metrics.claims.get_or_create(&ClaimLabels { kind: "deployment" }).inc();
-                    tracing::info!(deployment = %id, "resuming deployment (its lease lapsed)");
+                    tracing::info!(deployment = id.as_str(), "resuming deployment (its lease lapsed)");
                     self.start(id);
                 }
             }
-            Err(err) => tracing::warn!(error = %err, "could not look for deployments to take over"),
+            Err(err) => tracing::warn!(error = ?err, "could not look for deployments to take over"),
         }
     }
 
@@ -224,7 +224,10 @@ impl Deployments {
                     for (id, lost) in &before {
                         if !held.contains(id) && !lost.is_cancelled() {
                             self.context.metrics.lease_losses.get_or_create(&ClaimLabels { kind: "deployment" }).inc();
-                            tracing::warn!(deployment = %id, "lost the deployment's lease to another replica; stopping here");
+                            tracing::warn!(
+                                deployment = id.as_str(),
+                                "lost the deployment's lease to another replica; stopping here"
+                            );
                             lost.cancel();
                         }
                     }
@@ -236,12 +239,12 @@ impl Deployments {
                     if self.stop.is_cancelled() {
                         break;
                     }
-                    tracing::info!(deployment = %id, "resuming deployment (it stopped here on a store error)");
+                    tracing::info!(deployment = id.as_str(), "resuming deployment (it stopped here on a store error)");
                     self.start(id);
                 }
             }
             Err(err) => {
-                tracing::warn!(error = %err, "could not renew the leases of running deployments");
+                tracing::warn!(error = ?err, "could not renew the leases of running deployments");
                 // Past two thirds of a lease without renewing, another
                 // replica may take them over soon: stop them here first, so
                 // that no step runs on two replicas (they resume from the
@@ -250,7 +253,10 @@ impl Deployments {
                 if unrenewed >= replica.lease * 2 / 3 {
                     for (id, lost) in self.running.lock().expect("running lock").iter() {
                         if !lost.is_cancelled() {
-                            tracing::warn!(deployment = %id, "stopping the deployment here: its lease could not be renewed");
+                            tracing::warn!(
+                                deployment = id.as_str(),
+                                "stopping the deployment here: its lease could not be renewed"
+                            );
                             lost.cancel();
                         }
                     }
@@ -315,7 +321,7 @@ impl Deployments {
                 .set_target(&id, &target.name, TargetState::Waiting, Some("waiting to start"), None)
                 .await?;
         }
-        tracing::info!(deployment = %id, %application, "deployment started");
+        tracing::info!(deployment = id.as_str(), application = application.as_str(), "deployment started");
         self.start(id.clone());
         Ok(Started { view: self.view(&id).await?, warnings, replayed: false })
     }
@@ -437,7 +443,7 @@ impl Deployments {
             return Err(DeploymentError::NotAwaitingApproval(detail));
         }
         self.changed(id);
-        tracing::info!(deployment = %id, target, decision = decision.as_str(), "decision taken");
+        tracing::info!(deployment = id, target, decision = decision.as_str(), "decision taken");
         Ok(())
     }
 
@@ -449,7 +455,7 @@ impl Deployments {
         self.stop.cancel();
         self.tasks.wait().await;
         if let Err(err) = self.context.store.release_deployments(&self.context.replica.id).await {
-            tracing::warn!(error = %err, "could not release the deployments' leases; they lapse on their own");
+            tracing::warn!(error = ?err, "could not release the deployments' leases; they lapse on their own");
         }
     }
 }

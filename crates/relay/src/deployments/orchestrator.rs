@@ -294,7 +294,7 @@ impl Deployment {
             let body = hooks::event_payload(base, &message, warning);
             let id = self.call_id(&format!("event/{event}/{}", hook.name));
             if let Err(reason) = hooks::call(&self.service.caller, hook, target, &body, &id).await {
-                tracing::warn!(deployment = %self.id, hook = %hook.name, %reason, "event hook failed");
+                tracing::warn!(deployment = %self.id, hook = hook.name.as_str(), reason = reason.detail.as_str(), "event hook failed");
             }
         }
     }
@@ -816,12 +816,14 @@ impl Deployment {
         let mut context = self.context.clone();
         context.extend(self.file.context.clone());
         context.extend(analysis.context.clone());
-        let values = Values { armory, context, secrets: BTreeMap::new() };
+        // A query reads no secret: it is sent in the provider's URL, and
+        // shown with its results.
+        let values = Values { armory, context, ..Values::default() };
         let mut results = Vec::new();
         let mut problems = Vec::new();
         for name in &analysis.queries {
             let Some(query) = self.file.query(&name.name) else { continue };
-            let outcome = match template::render(&query.query_template, Slot::Body { json: false }, &values, false) {
+            let outcome = match template::render(&query.query_template, Slot::Query, &values, false) {
                 Err(err) => Err(format!("query {}: {err}", query.name)),
                 Ok(text) => providers::query(&self.service.caller, provider, &text, time(at))
                     .await
@@ -974,8 +976,10 @@ impl Deployment {
             loop {
                 match hooks::call(&self.service.caller, &hook, target, &body, &id).await {
                     Ok(status) if (200..300).contains(&status) => break,
-                    Ok(status) => tracing::debug!(hook = %hook.name, status, "gate closed"),
-                    Err(reason) => tracing::debug!(hook = %hook.name, %reason, "gate unreachable"),
+                    Ok(status) => tracing::debug!(hook = hook.name.as_str(), status, "gate closed"),
+                    Err(reason) => {
+                        tracing::debug!(hook = hook.name.as_str(), reason = reason.detail.as_str(), "gate unreachable")
+                    }
                 }
                 if self.service.clock.now() >= deadline {
                     return Err(Failure(format!(

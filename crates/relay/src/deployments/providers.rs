@@ -5,19 +5,22 @@
 //! agent's allow-list applies; without one, direct under the address guard.
 //! Both go through the [`Caller`], like every other outgoing call.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
-use borealis_core::template::{self, Slot, Values};
+use borealis_core::template::{self, SecretUse, Slot};
 use borealis_store::MetricProvider;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::caller::Caller;
 use crate::forward::Outbound;
 
-/// Asks `provider` for the value of `query` at `time`: one number, or why not.
+/// Asks `provider` for the value of `query` at `time`: one number, or why
+/// not. Its headers read only secrets marked for providers; what it answers
+/// comes back scrubbed of every secret ([`Caller::call`]).
 pub async fn query(caller: &Caller, provider: &MetricProvider, query: &str, time: SystemTime) -> Result<f64, String> {
     let secrets = caller.vault().all().await.map_err(|e| e.to_string())?;
-    let values = Values { secrets, ..Values::default() };
+    let values = secrets.values(SecretUse::Providers, caller.signing_default(), BTreeMap::new(), BTreeMap::new());
     let mut headers = HeaderMap::new();
     for (key, value) in &provider.headers {
         let rendered = template::render(value, Slot::HeaderValue, &values, false)
@@ -46,21 +49,12 @@ pub async fn query(caller: &Caller, provider: &MetricProvider, query: &str, time
         Some(agent) => format!("provider {} (through agent {agent})", provider.name),
         None => format!("provider {}", provider.name),
     };
-    let call = async {
-        let response = caller
-            .send(provider.agent.as_deref(), outbound)
-            .await
-            .map_err(|e| format!("{via} could not be queried: {}", e.detail))?;
-        let status = response.status();
-        let body = crate::forward::read_body(response.into_body(), 1024 * 1024)
-            .await
-            .map_err(|e| format!("{via}: the reply could not be read: {e}"))?;
-        Ok::<_, String>((status, body))
-    };
-    let (status, body) = tokio::time::timeout(timeout, call)
+    let answer = caller
+        .call(provider.agent.as_deref(), outbound, 1024 * 1024)
         .await
-        .unwrap_or_else(|_| Err(format!("{via} did not answer within {}", humantime::format_duration(timeout))))?;
-    interpret(&via, status.as_u16(), &body)
+        .map_err(|e| format!("{via} could not be queried: {}", e.detail))?;
+    let body = answer.body.map_err(|e| format!("{via}: {e}"))?;
+    interpret(&via, answer.status, body.as_bytes())
 }
 
 /// Prometheus' answer, as one number or a reason it is not one.

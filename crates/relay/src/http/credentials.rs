@@ -145,6 +145,6 @@ pub(crate) async fn revoke_agent_named(state: &AppState, id: &str) -> Result<usi
         return Err(Problem::new(StatusCode::NOT_FOUND, "unknown-agent", format!("agent {id:?} is not registered")));
     }
     let closed = state.hub.disconnect(id, tonic::Status::unauthenticated("the credential was revoked"));
-    tracing::info!(agent = %id, sessions_closed = closed, "agent revoked");
+    tracing::info!(agent = id, sessions_closed = closed, "agent revoked");
     Ok(closed)
 }

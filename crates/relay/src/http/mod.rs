@@ -24,7 +24,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, delete, get, post, put};
 
 use crate::auth;
-use crate::serve::RemoteAddr;
+use crate::serve::{self, RemoteAddr};
 pub use crate::state::AppState;
 use problem::{Problem, too_many_failures};
 
@@ -35,7 +35,7 @@ pub fn http_router(state: Arc<AppState>) -> Router {
         .route("/api/v1/agents/{id}", delete(credentials::revoke_agent))
         .route("/api/v1/clients", post(credentials::create_client))
         .route("/api/v1/clients/{name}", delete(credentials::revoke_client))
-        .route("/api/v1/proxy", any(proxy::proxy))
+        .route("/api/v1/proxy", any(proxy::proxy).layer(middleware::from_fn(serve::stream_bodies)))
         .route("/api/v1/webhook-runs", post(runs::create_run).get(runs::list_runs))
         .route("/api/v1/webhook-runs/{id}", get(runs::show_run))
         .route("/api/v1/webhook-runs/{id}/cancel", post(runs::cancel_run))
@@ -52,10 +52,10 @@ pub fn http_router(state: Arc<AppState>) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
     Router::new()
         .merge(admin)
-        .route(borealis_protocol::TOKEN_PATH, post(token::token))
+        .route(borealis_protocol::TOKEN_PATH, token_route())
         .route("/callbacks/{callback_id}/callback", post(runs::callback))
         .route("/api/v1/openapi.json", get(openapi))
-        .route(crate::peer::FORWARD_PATH, any(peer::forward))
+        .route(crate::peer::FORWARD_PATH, any(peer::forward).layer(middleware::from_fn(serve::stream_bodies)))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
@@ -69,19 +69,24 @@ async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], DOCUMENT.as_str()).into_response()
 }
 
-/// The agents' listener: the tunnel and its token endpoint.
+/// The agents' listener: the tunnel (whose calls stream for as long as a
+/// session lives, authenticated on their head) and its token endpoint.
 pub fn agent_router(state: Arc<AppState>, tunnel: Router) -> Router {
-    tunnel.route(borealis_protocol::TOKEN_PATH, post(token::token).with_state(state))
+    tunnel
+        .layer(middleware::from_fn(serve::unbounded_bodies))
+        .route(borealis_protocol::TOKEN_PATH, token_route().with_state(state))
+}
+
+/// `POST /oauth/token`: its form is a few short fields.
+fn token_route() -> axum::routing::MethodRouter<Arc<AppState>> {
+    post(token::token).layer(axum::extract::DefaultBodyLimit::max(token::MAX_FORM_BYTES))
 }
 
 /// Admin routes take `Authorization: Bearer <admin token>`, or on the proxy
 /// `Proxy-Authorization`, so that `Authorization` can go to the destination.
 /// The header that carried the admin token is removed before the handler.
+/// The body is not read before the token is checked.
 async fn require_admin(State(state): State<Arc<AppState>>, mut request: Request, next: Next) -> Response {
-    let peer = request.extensions().get::<RemoteAddr>().map(|r| r.0.ip());
-    if let Err(wait) = state.auth_guard.check(peer) {
-        return too_many_failures(wait);
-    }
     let mut presented = false;
     for name in [header::AUTHORIZATION, header::PROXY_AUTHORIZATION] {
         let Some(token) = auth::bearer(request.headers().get(&name)) else { continue };
@@ -92,15 +97,27 @@ async fn require_admin(State(state): State<Arc<AppState>>, mut request: Request,
         presented = true;
     }
     let detail = if presented { "wrong admin token" } else { "no admin token" };
-    state.auth_guard.failed(
-        peer,
+    // A wrong token counts against the admin token's id as well; a request
+    // that shows none is no guess at it.
+    let limited = state.auth_guard.failed(
+        client_ip(&request),
         "admin_token",
+        presented.then_some("admin"),
         &format!("{detail} for {} {}", request.method(), request.uri().path()),
     );
+    if let Some(wait) = limited {
+        return too_many_failures(wait);
+    }
     Problem::new(
         StatusCode::UNAUTHORIZED,
         "unauthorized",
         "this route needs the admin token: Authorization: Bearer <token>",
     )
     .into_response()
+}
+
+/// The client's address, as the accept loop found it (behind a trusted
+/// balancer, the one it named).
+pub(crate) fn client_ip<B>(request: &http::Request<B>) -> Option<std::net::IpAddr> {
+    request.extensions().get::<RemoteAddr>().map(|r| r.0.ip())
 }

@@ -1,6 +1,8 @@
 //! `ANY /internal/v1/forward?agent=ID&url=U`: a peer replica's request for
 //! an agent whose session this replica holds (see [`crate::peer`]).
-//! Authenticated by the peer's tag, not the admin token.
+//! Authenticated by the peer's tag, not the admin token: the tag covers the
+//! headers passed on and the body (its own tag, in a trailer), and each
+//! refusal is counted and logged (see [`crate::peer`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +19,11 @@ use super::problem::Problem;
 use crate::auth::PeerHop;
 use crate::forward::{self, Outbound};
 use crate::metrics::PeerLabels;
-use crate::peer::{FAILURE_HEADER, LIMIT_HEADER, TAG_HEADER, TIMEOUT_HEADER, encode_failure, strip_hop_headers};
+use crate::peer::{
+    BODY_HEADER, BodySigner, EMPTY_BODY, FAILURE_HEADER, HEADERS_HEADER, LENGTH_HEADER, LIMIT_HEADER, TAG_HEADER,
+    TIMEOUT_HEADER, TRAILED_BODY, VerifiedBody, covered_url, encode_failure, named_headers, record_refusal,
+    refusal_reason, strip_hop_headers,
+};
 
 #[derive(Debug, serde::Deserialize)]
 pub struct PeerQuery {
@@ -45,18 +51,48 @@ pub async fn forward(State(state): State<Arc<AppState>>, request: Request) -> Re
         Ok(query) => query.0,
         Err(err) => return Problem::bad_request("invalid-query", err.body_text()).into_response(),
     };
-    let presented = parts.headers.get(TAG_HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default();
-    let hop = PeerHop {
-        from: "",
-        to: &state.replica.id,
-        method: parts.method.as_str(),
-        agent: &query.agent,
-        url: &query.url,
+    let peer_addr = parts.extensions.get::<crate::serve::RemoteAddr>().map(|addr| addr.0);
+    let refuse = |reason: &'static str, detail: &str| {
+        record_refusal(&state.metrics, peer_addr, reason, detail);
+        refused(&format!("peer tag refused: {detail}"))
     };
+    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+    let Some(presented) = header(TAG_HEADER) else { return refuse("missing", "no tag") };
+    let (names, body_kind) = (header(HEADERS_HEADER).unwrap_or_default(), header(BODY_HEADER).unwrap_or_default());
+    if ![EMPTY_BODY, TRAILED_BODY].contains(&body_kind) {
+        return refuse("malformed", "it does not say what its body is");
+    }
+    // The headers the tag names, with the request's own content-length
+    // back; any other header was added on the way and is dropped.
+    let mut received = end_to_end(&parts.headers);
+    if let Some(length) = received.get(LENGTH_HEADER).cloned() {
+        received.insert(http::header::CONTENT_LENGTH, length);
+    }
+    strip_hop_headers(&mut received);
+    let headers = named_headers(&received, names);
+    // The hop's own limits, as sent, are covered too.
+    let limits = format!("{},{}", header(TIMEOUT_HEADER).unwrap_or_default(), header(LIMIT_HEADER).unwrap_or_default());
+    let covered = covered_url(&query.url, names, &headers, body_kind, &limits);
+    let hop =
+        PeerHop { from: "", to: &state.replica.id, method: parts.method.as_str(), agent: &query.agent, url: &covered };
     let peer = match state.auth.peer_key().verify(presented, &hop) {
         Ok(tag) if state.peer_nonces.first_use(&tag) => tag.from,
-        Ok(_) => return refused("peer tag refused: it was used before"),
-        Err(err) => return refused(&format!("peer tag refused: {err}")),
+        Ok(_) => return refuse("replayed", "it was used before"),
+        Err(err) => return refuse(refusal_reason(&err), &err.to_string()),
+    };
+    let body = if body_kind == EMPTY_BODY {
+        // Whatever came with it is not the request's: the tag says none.
+        forward::full(bytes::Bytes::new())
+    } else {
+        let signer = BodySigner {
+            key: state.auth.peer_key(),
+            from: peer.clone(),
+            to: state.replica.id.clone(),
+            agent: query.agent.clone(),
+            head_tag: presented.to_owned(),
+        };
+        let body = body.map_err(|e| -> forward::BoxError { Box::new(e) }).boxed_unsync();
+        VerifiedBody::new(body, signer, state.metrics.clone(), peer_addr).boxed_unsync()
     };
     let number = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     // The caller's time limit, bounded all the same.
@@ -65,16 +101,7 @@ pub async fn forward(State(state): State<Arc<AppState>>, request: Request) -> Re
     let limit = number(LIMIT_HEADER).unwrap_or(state.config.max_body_bytes).min(state.config.max_body_bytes);
     state.metrics.peer_forwarded.get_or_create(&PeerLabels { direction: "received" }).inc();
     tracing::debug!(peer, agent = &query.agent, "request from a peer replica");
-    let mut headers = end_to_end(&parts.headers);
-    strip_hop_headers(&mut headers);
-    let outbound = Outbound {
-        method: parts.method,
-        url: query.url,
-        headers,
-        body: body.map_err(|e| -> forward::BoxError { Box::new(e) }).boxed_unsync(),
-        timeout,
-        limit,
-    };
+    let outbound = Outbound { method: parts.method, url: query.url, headers, body, timeout, limit };
     match state.forwarder.send_here(&query.agent, outbound).await {
         Ok(mut reply) => {
             // The destination's reply must not pass for the hop's own failure.

@@ -19,11 +19,13 @@ pub struct Problem {
     pub detail: String,
     /// One line per problem, when there are several (a file's validation errors).
     pub errors: Vec<String>,
+    /// Seconds to wait before another try (`Retry-After`), when known.
+    pub retry_after: Option<u64>,
 }
 
 impl Problem {
     pub fn new(status: StatusCode, slug: &'static str, detail: impl Into<String>) -> Self {
-        Self { status, slug, detail: detail.into(), errors: Vec::new() }
+        Self { status, slug, detail: detail.into(), errors: Vec::new(), retry_after: None }
     }
 
     pub fn with_errors(mut self, errors: Vec<String>) -> Self {
@@ -59,7 +61,7 @@ impl IntoResponse for Problem {
             detail: self.detail,
             errors: self.errors,
         };
-        (
+        let mut response = (
             self.status,
             [
                 (header::CONTENT_TYPE, "application/problem+json"),
@@ -67,7 +69,11 @@ impl IntoResponse for Problem {
             ],
             serde_json::to_string(&body).expect("json"),
         )
-            .into_response()
+            .into_response();
+        if let Some(seconds) = self.retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, http::HeaderValue::from(seconds));
+        }
+        response
     }
 }
 
@@ -180,20 +186,18 @@ impl From<crate::deployments::DeploymentError> for Problem {
 
 /// 429 for a peer that failed authentication too often.
 pub fn too_many_failures(wait: std::time::Duration) -> Response {
-    let (problem, retry_after) = too_many_failures_problem(wait);
-    let mut response = problem.into_response();
-    response.headers_mut().insert(header::RETRY_AFTER, retry_after);
-    response
+    too_many_failures_problem(wait).into_response()
 }
 
-/// The problem of a peer over its failed-authentication limit, and the
-/// `Retry-After` value that goes with it.
-pub fn too_many_failures_problem(wait: std::time::Duration) -> (Problem, http::HeaderValue) {
+/// The problem of a client over its failed-authentication limit, with the
+/// `Retry-After` that goes with it.
+pub fn too_many_failures_problem(wait: std::time::Duration) -> Problem {
     let seconds = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
-    let problem = Problem::new(
+    let mut problem = Problem::new(
         StatusCode::TOO_MANY_REQUESTS,
         "too-many-failed-authentications",
-        format!("too many failed authentications from this address; try again in {seconds} s"),
+        format!("too many failed authentications from this address or for this credential; try again in {seconds} s"),
     );
-    (problem, http::HeaderValue::from(seconds))
+    problem.retry_after = Some(seconds);
+    problem
 }

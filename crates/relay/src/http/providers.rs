@@ -1,5 +1,6 @@
 //! `/api/v1/metric-providers`: what analysis steps query.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -7,7 +8,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use borealis_core::template;
+use borealis_core::template::{self, SecretUse};
 use borealis_store::{MetricProvider, StoreError};
 use http::HeaderName;
 
@@ -19,11 +20,29 @@ use crate::clock::rfc3339;
 /// The provider types this version queries.
 pub const SUPPORTED_TYPES: &[&str] = &["prometheus"];
 
+/// `url` with any user name and password shown as `********`: a provider
+/// stored before they were refused keeps working, and never shows them.
+fn masked_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if !parsed.username().is_empty() || parsed.password().is_some() => {
+            let _ = parsed.set_password(None);
+            let _ = parsed.set_username(borealis_core::secret::MASK);
+            parsed.to_string()
+        }
+        Ok(_) => url.to_owned(),
+        // Stored unparsed; show only up to the authority's end if it has `@`.
+        Err(_) => match url.rsplit_once('@') {
+            Some((_, host)) => format!("{}@{host}", borealis_core::secret::MASK),
+            None => url.to_owned(),
+        },
+    }
+}
+
 fn describe(p: &MetricProvider) -> borealis_api::MetricProvider {
     borealis_api::MetricProvider {
         name: p.name.clone(),
         kind: p.kind.clone(),
-        url: p.url.clone(),
+        url: masked_url(&p.url),
         agent: p.agent.clone(),
         headers: p.headers.iter().map(|(k, v)| borealis_api::HeaderPair { key: k.clone(), value: v.clone() }).collect(),
         created_at: rfc3339(p.created_at),
@@ -47,15 +66,30 @@ pub async fn create(State(state): State<Arc<AppState>>, body: axum::body::Bytes)
         )));
     }
     match url::Url::parse(&request.url) {
+        Ok(u) if !u.username().is_empty() || u.password().is_some() => {
+            return Err(bad(format!(
+                "url {:?} holds credentials; they would be stored and shown in clear. Give the URL without them and \
+                 send them in a header that reads a secret marked for providers, e.g. --header 'Authorization: Bearer \
+                 {{{{secrets.NAME}}}}' after borealis secrets set NAME --use providers",
+                masked_url(&request.url)
+            )));
+        }
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
-        _ => return Err(bad(format!("url {:?} is not an http(s) URL", request.url))),
+        _ => return Err(bad(format!("url {:?} is not an http(s) URL", masked_url(&request.url)))),
     }
+    // Each header may read only secrets marked for providers, never the
+    // relay's own signing key; a secret not stored yet is found at query time.
+    let secrets = state.vault.all().await.map_err(Problem::internal)?;
+    let signing_key = state.config.webhook_signing_secret.as_deref();
+    let values = secrets.values(SecretUse::Providers, signing_key, BTreeMap::new(), BTreeMap::new());
     let mut headers = Vec::new();
     for h in request.headers {
         if HeaderName::from_bytes(h.key.as_bytes()).is_err() {
             return Err(bad(format!("{:?} is not a valid header name", h.key)));
         }
-        template::check(&h.value).map_err(|e| bad(format!("header {}: {e}", h.key)))?;
+        template::check(&h.value)
+            .and_then(|()| template::check_secret_uses(&h.value, &values))
+            .map_err(|e| bad(format!("header {}: {e}", h.key)))?;
         headers.push((h.key, h.value));
     }
     let provider = MetricProvider {
@@ -73,7 +107,7 @@ pub async fn create(State(state): State<Arc<AppState>>, body: axum::body::Bytes)
         }
         Err(other) => return Err(store_problem(other)),
     }
-    tracing::info!(provider = %provider.name, "metric provider created");
+    tracing::info!(provider = provider.name.as_str(), "metric provider created");
     Ok((StatusCode::CREATED, Json(describe(&provider))).into_response())
 }
 
@@ -91,5 +125,18 @@ pub async fn delete(State(state): State<Arc<AppState>>, Path(name): Path<String>
             "unknown-metric-provider",
             format!("no metric provider named {name:?}"),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::masked_url;
+
+    #[test]
+    fn a_stored_urls_credentials_are_never_shown() {
+        assert_eq!(masked_url("https://user:pass@prom.example:9090/x"), "https://********@prom.example:9090/x");
+        assert_eq!(masked_url("http://token@prom/"), "http://********@prom/");
+        assert_eq!(masked_url("http://:pass@prom/"), "http://********@prom/");
+        assert_eq!(masked_url("http://prom:9090/"), "http://prom:9090/");
     }
 }

@@ -52,7 +52,7 @@ pub async fn show_run(
 /// Ends an unfinished run as cancelled. A later callback gets 409.
 pub async fn cancel_run(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Response, Problem> {
     let view = state.runs.cancel(&id, "cancelled by an operator").await?;
-    tracing::info!(run = %id, "webhook run cancelled");
+    tracing::info!(run = id.as_str(), "webhook run cancelled");
     Ok(Json(describe(&view.run, Some(&view.attempts))).into_response())
 }
 
@@ -60,34 +60,63 @@ fn unauthorized(detail: impl Into<String>) -> Problem {
     Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", detail)
 }
 
-/// `POST <callbackUri>/callback`: the external system's verdict.
+/// A refused callback: 401, or 429 when its client failed too often.
+enum Refusal {
+    Unauthorized(Problem),
+    Limited(std::time::Duration),
+}
+
+impl From<Refusal> for Problem {
+    fn from(refusal: Refusal) -> Problem {
+        match refusal {
+            Refusal::Unauthorized(problem) => problem,
+            Refusal::Limited(wait) => super::problem::too_many_failures_problem(wait),
+        }
+    }
+}
+
+/// The largest callback body read: `{"success": ..., "mdMessage": "..."}`
+/// with a long Markdown report.
+pub const MAX_CALLBACK_BYTES: usize = 1 << 20;
+
+/// `POST <callbackUri>/callback`: the external system's verdict. The token
+/// is checked before any of the body is read.
 pub async fn callback(
     State(state): State<Arc<AppState>>,
     Path(callback_id): Path<String>,
     remote: Option<axum::Extension<crate::serve::RemoteAddr>>,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    body: axum::body::Body,
 ) -> Result<Response, Problem> {
     let peer = remote.map(|r| r.0.0.ip());
-    let refused = |detail: String| {
-        state.auth_guard.failed(peer, "callback_token", &detail);
-        unauthorized(detail)
+    let refused = |detail: String, id: Option<&str>| match state.auth_guard.failed(peer, "callback_token", id, &detail)
+    {
+        Some(wait) => Refusal::Limited(wait),
+        None => Refusal::Unauthorized(unauthorized(detail)),
     };
     let token = auth::bearer(headers.get(header::AUTHORIZATION)).ok_or_else(|| {
-        refused("missing bearer token: get one from POST /oauth/token with your client credentials".into())
+        refused("missing bearer token: get one from POST /oauth/token with your client credentials".into(), None)
     })?;
-    let claims = state.auth.verify(token).map_err(|e| refused(format!("invalid token: {e}")))?;
+    let claims = state.auth.verify(token).map_err(|e| refused(format!("invalid token: {e}"), None))?;
     if claims.is_agent() {
         return Err(refused(
             "this token was issued to an agent credential; callbacks need a client credential (borealis clients create NAME)"
                 .into(),
-        ));
+            Some(&claims.client_id),
+        )
+        .into());
     }
     match state.auth.ensure_active(&claims).await {
         Ok(()) => {}
         Err(AuthError::Store(err)) => return Err(Problem::internal(err)),
-        Err(err) => return Err(refused(format!("invalid token: {err}"))),
+        Err(err) => return Err(refused(format!("invalid token: {err}"), Some(&claims.client_id)).into()),
     }
+    let body = axum::body::to_bytes(body, MAX_CALLBACK_BYTES).await.map_err(|e| {
+        Problem::bad_request(
+            "invalid-callback",
+            format!("the body could not be read (at most {MAX_CALLBACK_BYTES} bytes, sent in time): {e}"),
+        )
+    })?;
     let verdict: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
         Problem::bad_request(
             "invalid-callback",

@@ -1,4 +1,4 @@
-//! `/api/v1/secrets`: names only; values go in and never come out.
+//! `/api/v1/secrets`: names and uses only; values go in and never come out.
 
 use std::sync::Arc;
 
@@ -7,38 +7,90 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use borealis_core::Secret;
+use borealis_core::template::{SecretUse, Uses};
 
 use super::AppState;
+use super::extract::json_body;
 use super::problem::Problem;
 use crate::clock::rfc3339;
 use crate::vault;
 
+/// The body is the value; with `Content-Type: application/json` it is a
+/// [`borealis_api::PutSecret`], the value with its uses.
 pub async fn put_secret(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
+    headers: http::HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Response, Problem> {
-    let value = String::from_utf8(body.to_vec())
-        .map_err(|_| Problem::bad_request("invalid-secret", "the secret value must be UTF-8 text"))?;
-    store_secret(&state, &name, value).await?;
+    let json = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json")));
+    let (value, uses) = if json {
+        let request: borealis_api::PutSecret = json_body(&body)?;
+        (request.value, request.uses)
+    } else {
+        let value = String::from_utf8(body.to_vec())
+            .map_err(|_| Problem::bad_request("invalid-secret", "the secret value must be UTF-8 text"))?;
+        (value, None)
+    };
+    store_secret(&state, &name, value, uses.as_deref().map(uses_from_api)).await?;
     Ok(Json(borealis_api::SecretStored { name, stored: true }).into_response())
 }
 
-/// Validates and stores (encrypted) secret `name`.
-pub(crate) async fn store_secret(state: &AppState, name: &str, value: String) -> Result<(), Problem> {
+/// Validates and stores (encrypted) secret `name`, marked for `uses` (an
+/// empty set is refused); without, as [`crate::vault::Vault::set`] says.
+pub(crate) async fn store_secret(
+    state: &AppState,
+    name: &str,
+    value: String,
+    uses: Option<Uses>,
+) -> Result<(), Problem> {
     vault::validate_name(name).map_err(|e| Problem::bad_request("invalid-secret-name", e))?;
     if value.is_empty() {
         return Err(Problem::bad_request("invalid-secret", "the secret value is empty"));
     }
-    state.vault.set(name, &Secret::new(value)).await.map_err(Problem::internal)?;
-    tracing::info!(secret = %name, "secret stored");
+    if uses.as_ref().is_some_and(Uses::is_empty) {
+        return Err(Problem::bad_request(
+            "invalid-secret",
+            "a secret needs at least one use: webhooks, signing or providers",
+        ));
+    }
+    state.vault.set(name, &Secret::new(value), uses.as_ref()).await.map_err(Problem::internal)?;
+    match &uses {
+        Some(uses) => tracing::info!(secret = %name, uses = %SecretUse::join(uses), "secret stored"),
+        None => tracing::info!(secret = %name, "secret stored"),
+    }
     Ok(())
+}
+
+pub(crate) fn uses_from_api(uses: &[borealis_api::SecretUse]) -> Uses {
+    uses.iter()
+        .map(|u| match u {
+            borealis_api::SecretUse::Webhooks => SecretUse::Webhooks,
+            borealis_api::SecretUse::Signing => SecretUse::Signing,
+            borealis_api::SecretUse::Providers => SecretUse::Providers,
+        })
+        .collect()
+}
+
+fn uses_to_api(uses: &Uses) -> Vec<borealis_api::SecretUse> {
+    uses.iter()
+        .map(|u| match u {
+            SecretUse::Webhooks => borealis_api::SecretUse::Webhooks,
+            SecretUse::Signing => borealis_api::SecretUse::Signing,
+            SecretUse::Providers => borealis_api::SecretUse::Providers,
+        })
+        .collect()
 }
 
 pub async fn list_secrets(State(state): State<Arc<AppState>>) -> Result<Response, Problem> {
     let names = state.vault.names().await.map_err(Problem::internal)?;
-    let secrets =
-        names.into_iter().map(|(name, at)| borealis_api::SecretSummary { name, updated_at: rfc3339(at) }).collect();
+    let secrets = names
+        .into_iter()
+        .map(|(name, at, uses)| borealis_api::SecretSummary { name, updated_at: rfc3339(at), uses: uses_to_api(&uses) })
+        .collect();
     Ok(Json(borealis_api::SecretList { secrets }).into_response())
 }
 

@@ -14,6 +14,10 @@ use super::problem::too_many_failures;
 use crate::auth::{AuthError, TOKEN_TTL};
 use crate::serve::RemoteAddr;
 
+/// The largest form the token endpoint reads: its fields are a few short
+/// strings, and its credential is in it, so nothing more is read unchecked.
+pub const MAX_FORM_BYTES: usize = 16 * 1024;
+
 /// The OAuth 2.0 client-credentials grant (RFC 6749 §4.4).
 ///
 /// Takes the form body, or the client in HTTP Basic auth. Also takes the body
@@ -25,9 +29,6 @@ pub async fn token(
     body: axum::body::Bytes,
 ) -> Response {
     let peer = remote.map(|r| r.0.0.ip());
-    if let Err(wait) = state.auth_guard.check(peer) {
-        return too_many_failures(wait);
-    }
     let oauth_error = |status: StatusCode, error: &str, description: &str| {
         let body = borealis_api::TokenError { error: error.to_owned(), error_description: description.to_owned() };
         (status, Json(body)).into_response()
@@ -72,6 +73,11 @@ pub async fn token(
     let (Some(client_id), Some(client_secret)) = (client_id, client_secret) else {
         return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "client_id and client_secret are required");
     };
+    // Client ids are the relay's own (`agt_...`, `cbk_...`): anything else
+    // cannot be one, and is refused before the store is asked.
+    if !plausible_client_id(&client_id) {
+        return refuse(&state, peer, &client_id, "a malformed client id", "unknown client or wrong secret");
+    }
     match state.auth.issue_token(&client_id, &borealis_core::Secret::new(client_secret)).await {
         Ok((token, credential)) => {
             let scope = match credential.kind {
@@ -87,15 +93,28 @@ pub async fn token(
             Json(body).into_response()
         }
         Err(AuthError::InvalidClient) => {
-            state.auth_guard.failed(peer, "client_secret", &format!("unknown client or wrong secret for {client_id}"));
-            oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "unknown client or wrong secret")
+            refuse(&state, peer, &client_id, "an unknown client or a wrong secret", "unknown client or wrong secret")
         }
         Err(AuthError::Revoked) => {
-            state.auth_guard.failed(peer, "client_secret", &format!("revoked credential {client_id}"));
-            oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "the credential was revoked")
+            refuse(&state, peer, &client_id, "a revoked credential", "the credential was revoked")
         }
         Err(err) => Problem::internal(err).into_response(),
     }
+}
+
+/// A failed client authentication: counted, logged, and answered 401, or
+/// 429 once the address or the client id has failed too often.
+fn refuse(state: &AppState, peer: Option<std::net::IpAddr>, client_id: &str, logged: &str, said: &str) -> Response {
+    if let Some(wait) = state.auth_guard.failed(peer, "client_secret", Some(client_id), logged) {
+        return too_many_failures(wait);
+    }
+    let body = borealis_api::TokenError { error: "invalid_client".to_owned(), error_description: said.to_owned() };
+    (StatusCode::UNAUTHORIZED, Json(body)).into_response()
+}
+
+/// Whether `id` could be a client id the relay issued.
+fn plausible_client_id(id: &str) -> bool {
+    (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 fn basic_credentials(headers: &http::HeaderMap) -> Option<(String, String)> {

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use base64::Engine;
 use borealis_core::deployment::{self, DeploymentFile, NetworkMode, Step};
-use borealis_core::template::{self, Values};
+use borealis_core::template::{self, SecretUse};
 use borealis_store::{Conflict, CredentialKind, IdempotencyKey, NewRun, StoreError};
 
 use super::{RunError, RunSpec, Runs};
@@ -142,14 +142,15 @@ async fn create(runs: &Runs, request: RunRequest) -> Result<Created, RunError> {
         None => context_for(&file, &webhook.name, request.environment.as_deref(), &request.context),
     };
 
-    // Render once now, so that bad input is refused before anything is sent.
+    // Render once now, so that bad input is refused before anything is sent:
+    // with only the secrets marked for webhooks, never the relay's own key.
     let secrets = runs.vault.all().await?;
-    let values = Values { armory: armory.clone(), context: context.clone(), secrets };
+    let default_key = runs.settings.signing_default.as_deref();
+    let values = secrets.values(SecretUse::Webhooks, default_key, armory.clone(), context.clone());
     if let Err(errors) = template::render_webhook_with(&webhook, &values, false, &runs.settings.render_limits) {
         return Err(invalid_lines("the webhook cannot be rendered", errors.iter().map(|e| e.to_string()).collect()));
     }
-    let default_key = runs.settings.signing_default.as_deref();
-    if let Err(reason) = crate::signing::keys(default_key, webhook.signing.as_ref(), &values.secrets) {
+    if let Err(reason) = crate::signing::keys(default_key, webhook.signing.as_ref(), &secrets) {
         return Err(invalid(format!("the webhook cannot be signed: {reason}")));
     }
 

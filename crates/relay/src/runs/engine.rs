@@ -5,8 +5,9 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use borealis_core::template::{self, Values};
-use borealis_store::{Attempt, Claim, Fence, Outcome, RunRecord, RunState, unix_ms};
+use backon::{ExponentialBuilder, Retryable};
+use borealis_core::template::{self, SecretUse};
+use borealis_store::{Attempt, Claim, Fence, Outcome, RunRecord, RunState, StoreError, unix_ms};
 use futures_util::StreamExt;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use http_body_util::BodyExt;
@@ -42,7 +43,7 @@ const MAX_RETRY_DELAY: Duration = Duration::from_secs(600);
 pub async fn run(runs: Arc<Runs>, scheduler: Scheduler) {
     let stop = runs.stop.clone();
     if let Err(err) = resume(&runs).await {
-        tracing::error!(error = %err, "could not resume webhook runs");
+        tracing::error!(error = ?err, "could not resume webhook runs");
     }
     let Scheduler(mut wakes) = scheduler;
     let limiter = Arc::new(Semaphore::new(CONCURRENT_ATTEMPTS));
@@ -91,14 +92,14 @@ pub async fn run(runs: Arc<Runs>, scheduler: Scheduler) {
                             () = runs.cut_off.cancelled() => return,
                         };
                         if let Err(err) = result {
-                            tracing::error!(run = %id, error = %err, "webhook run step failed");
+                            tracing::error!(run = id.as_str(), error = ?err, "webhook run step failed");
                         }
                     });
                 }
             }
             _ = poll.tick() => {
                 if let Err(err) = sweep(&runs, &limiter, false).await {
-                    tracing::warn!(error = %err, "could not look for due webhook work");
+                    tracing::warn!(error = ?err, "could not look for due webhook work");
                 }
             }
             _ = renew.tick() => {
@@ -106,7 +107,7 @@ pub async fn run(runs: Arc<Runs>, scheduler: Scheduler) {
                 // its result (a store error) is left to lapse and be taken over.
                 let in_flight = runs.in_flight_ids();
                 if let Err(err) = runs.store.renew_run_leases(&runs.replica.id, &in_flight, runs.replica.lease_until()).await {
-                    tracing::warn!(error = %err, "could not renew the leases of webhook attempts in flight");
+                    tracing::warn!(error = ?err, "could not renew the leases of webhook attempts in flight");
                 }
             }
             () = stop.cancelled() => return,
@@ -147,7 +148,7 @@ async fn sweep(runs: &Arc<Runs>, limiter: &Arc<Semaphore>, at_start: bool) -> St
             continue;
         }
         runs.metrics.claims.get_or_create(&ClaimLabels { kind: "takeover" }).inc();
-        tracing::info!(run = %run.id, previous = ?run.lease_owner, "took over a webhook attempt whose lease lapsed");
+        tracing::info!(run = run.id.as_str(), previous = ?run.lease_owner, "took over a webhook attempt whose lease lapsed");
         resume_cut_off(runs, &run).await?;
     }
 
@@ -190,7 +191,7 @@ fn spawn_attempt(runs: &Arc<Runs>, run: RunRecord, permit: tokio::sync::OwnedSem
             () = runs.cut_off.cancelled() => return,
         };
         if let Err(err) = result {
-            tracing::error!(run = %id, error = %err, "webhook attempt failed");
+            tracing::error!(run = id.as_str(), error = ?err, "webhook attempt failed");
         }
     });
 }
@@ -239,8 +240,10 @@ async fn claim_and_attempt(runs: &Arc<Runs>, id: &str) -> StepResult {
     attempt(runs, run).await
 }
 
-/// A call cut off by a restart or by its replica's death: whether it
-/// arrived is unknown. It is recorded as a failed attempt and retried, with
+/// A call cut off by a restart or by its replica's death. When its reply
+/// was recorded (only the step after it was not written), the run goes on
+/// from that reply as the attempt would have. Otherwise whether it arrived
+/// is unknown: it is recorded as a failed attempt and retried, with
 /// the same `webhook-id`, if retries are left. With none left, a run that
 /// expects a callback waits for it (the destination may well have received
 /// the call and will answer; failing now would turn its answer into a 409),
@@ -250,6 +253,19 @@ async fn resume_cut_off(runs: &Runs, run: &RunRecord) -> StepResult {
     let spec: RunSpec = serde_json::from_str(&run.spec)?;
     let number = run.attempts;
     let fence = Fence { owner: &runs.replica.id, attempt: number };
+    let recorded =
+        runs.store.run_view(&run.id).await?.and_then(|view| view.attempts.into_iter().find(|a| a.number == number));
+    if let Some(status) = recorded.and_then(|attempt| attempt.status) {
+        // Its reply was recorded, and only the step after it was not
+        // written: it goes on from that reply, and is not sent again.
+        tracing::info!(
+            run = run.id.as_str(),
+            attempt = number,
+            status,
+            "the attempt taken over had its reply recorded"
+        );
+        return conclude(runs, &run.id, &fence, &spec, Next::of_status(number, status, None)).await;
+    }
     let cut_off = Attempt {
         number,
         started_at: run.updated_at,
@@ -288,7 +304,7 @@ const CUT_OFF: &str = "cut off by a relay restart or a replica's loss; the desti
 async fn fail(runs: &Runs, id: &str, fence: &Fence<'_>, reason: String) -> StepResult {
     let outcome =
         Outcome { state: RunState::Failed, success: None, md_message: None, reason: Some(reason), by_callback: false };
-    if runs.store.finish_attempt(id, fence, &outcome).await? {
+    if persist(runs, id, || runs.store.finish_attempt(id, fence, &outcome)).await? {
         runs.changed(id);
     } else {
         runs.lease_lost(id).await;
@@ -315,7 +331,7 @@ async fn deadline(runs: &Runs, id: &str) -> StepResult {
         by_callback: false,
     };
     if runs.store.finish(id, &[RunState::AwaitingCallback], &outcome).await? {
-        tracing::info!(run = %id, "webhook run timed out waiting for its callback");
+        tracing::info!(run = id, "webhook run timed out waiting for its callback");
         runs.changed(id);
     }
     Ok(())
@@ -404,7 +420,8 @@ async fn attempt(runs: &Runs, run: RunRecord) -> StepResult {
     let fence = Fence { owner: &runs.replica.id, attempt: number };
     let spec: RunSpec = serde_json::from_str(&run.spec)?;
     let secrets = runs.vault.all().await?;
-    let values = Values { armory: spec.armory.clone(), context: spec.context.clone(), secrets };
+    let default_key = runs.settings.signing_default.as_deref();
+    let values = secrets.values(SecretUse::Webhooks, default_key, spec.armory.clone(), spec.context.clone());
     let rendered = match template::render_webhook_with(&spec.webhook, &values, false, &runs.settings.render_limits) {
         Ok(rendered) => rendered,
         Err(errors) => {
@@ -412,13 +429,12 @@ async fn attempt(runs: &Runs, run: RunRecord) -> StepResult {
             return fail(runs, id, &fence, format!("the webhook cannot be rendered: {}", lines.join("; "))).await;
         }
     };
-    let keys =
-        match signing::keys(runs.settings.signing_default.as_deref(), spec.webhook.signing.as_ref(), &values.secrets) {
-            Ok(keys) => keys,
-            Err(reason) => {
-                return fail(runs, id, &fence, format!("the webhook cannot be signed: {reason}")).await;
-            }
-        };
+    let keys = match signing::keys(default_key, spec.webhook.signing.as_ref(), &secrets) {
+        Ok(keys) => keys,
+        Err(reason) => {
+            return fail(runs, id, &fence, format!("the webhook cannot be signed: {reason}")).await;
+        }
+    };
     // Signed over exactly the body sent; the stored request shows these
     // headers as sent (the signature, never the key).
     let stamp = Stamp::new(id, rendered.body.as_deref().unwrap_or_default().as_bytes(), &keys);
@@ -430,7 +446,7 @@ async fn attempt(runs: &Runs, run: RunRecord) -> StepResult {
             masked
         },
     );
-    let scrubber = runs.vault.scrubber(&values.secrets);
+    let scrubber = runs.vault.scrubber(&secrets);
     let scrub = |text: &str| scrubber.scrub(text).into_owned();
     let masked_json = serde_json::to_string(&masked)?;
     if !runs.store.set_request(id, &fence, &masked_json).await? {
@@ -450,15 +466,56 @@ async fn attempt(runs: &Runs, run: RunRecord) -> StepResult {
             Attempt { number, started_at, latency_ms, status: None, error: Some(scrub(detail)), reply: None }
         }
     };
-    if !runs.store.record_attempt(id, &fence, &record).await? {
+    // The call was made: from here its outcome is written, retried while
+    // the store is away, and the call is never made again for this number.
+    if !persist(runs, id, || runs.store.record_attempt(id, &fence, &record)).await? {
         runs.lease_lost(id).await;
         return Ok(());
     }
-    tracing::info!(run = %id, webhook = %spec.webhook.name, attempt = number, status = ?record.status, error = ?record.error, latency_ms, "webhook attempt");
+    tracing::info!(run = id, webhook = spec.webhook.name.as_str(), attempt = number, status = ?record.status, error = ?record.error, latency_ms, "webhook attempt");
+    let next = match answer {
+        Answer::Status { status, retry_after, .. } => Next::of_status(number, status, retry_after),
+        Answer::Failed { retryable: true, detail } => {
+            Next::Retry { reason: format!("attempt {number}: {}", scrub(&detail)), wait_at_least: None }
+        }
+        Answer::Failed { detail, .. } => Next::Fail(format!("attempt {number}: {}", scrub(&detail))),
+    };
+    conclude(runs, id, &fence, &spec, next).await
+}
 
-    let (retry_reason, wait_at_least) = match answer {
-        Answer::Status { status, .. } if (200..300).contains(&status) => {
-            if spec.webhook.disable_callback {
+/// Where an attempt's answer leads its run.
+enum Next {
+    /// A 2xx: the callback decides, or the reply did when callbacks are off.
+    Accepted {
+        status: u16,
+    },
+    /// May pass on a retry: 408, 429, 5xx, or a call that could not be made.
+    Retry {
+        reason: String,
+        wait_at_least: Option<Duration>,
+    },
+    Fail(String),
+}
+
+impl Next {
+    fn of_status(number: u32, status: u16, retry_after: Option<Duration>) -> Self {
+        match status {
+            200..300 => Next::Accepted { status },
+            408 | 429 | 500.. => {
+                Next::Retry { reason: format!("attempt {number}: HTTP {status}"), wait_at_least: retry_after }
+            }
+            _ => Next::Fail(format!("attempt {number}: HTTP {status}; a 4xx other than 408 and 429 is not retried")),
+        }
+    }
+}
+
+/// Moves the fenced attempt's run on as `next` says, once its attempt is
+/// recorded; every write goes through [`persist`].
+async fn conclude(runs: &Runs, id: &str, fence: &Fence<'_>, spec: &RunSpec, next: Next) -> StepResult {
+    let number = fence.attempt;
+    let (retry_reason, wait_at_least) = match next {
+        Next::Accepted { status } => {
+            let moved = if spec.webhook.disable_callback {
                 let outcome = Outcome {
                     state: RunState::Succeeded,
                     success: Some(true),
@@ -466,36 +523,23 @@ async fn attempt(runs: &Runs, run: RunRecord) -> StepResult {
                     reason: Some(format!("HTTP {status}; callbacks are disabled, so the reply decides")),
                     by_callback: false,
                 };
-                if !runs.store.finish_attempt(id, &fence, &outcome).await? {
-                    runs.lease_lost(id).await;
-                }
+                persist(runs, id, || runs.store.finish_attempt(id, fence, &outcome)).await?
             } else {
                 let deadline = runs.clock.now() + runs.settings.callback_timeout;
-                if runs.store.await_callback(id, &fence, deadline, None).await? {
+                let waiting = persist(runs, id, || runs.store.await_callback(id, fence, deadline, None)).await?;
+                if waiting {
                     runs.deadline_at(id, deadline);
-                } else {
-                    runs.lease_lost(id).await;
                 }
+                waiting
+            };
+            if !moved {
+                runs.lease_lost(id).await;
             }
             runs.changed(id);
             return Ok(());
         }
-        Answer::Status { status, retry_after, .. } if status == 408 || status == 429 || status >= 500 => {
-            (format!("attempt {number}: HTTP {status}"), retry_after)
-        }
-        Answer::Status { status, .. } => {
-            return fail(
-                runs,
-                id,
-                &fence,
-                format!("attempt {number}: HTTP {status}; a 4xx other than 408 and 429 is not retried"),
-            )
-            .await;
-        }
-        Answer::Failed { retryable: true, detail } => (format!("attempt {number}: {}", scrub(&detail)), None),
-        Answer::Failed { detail, .. } => {
-            return fail(runs, id, &fence, format!("attempt {number}: {}", scrub(&detail))).await;
-        }
+        Next::Fail(reason) => return fail(runs, id, fence, reason).await,
+        Next::Retry { reason, wait_at_least } => (reason, wait_at_least),
     };
     if number > spec.webhook.retry_count {
         let reason = if spec.webhook.retry_count == 0 {
@@ -503,7 +547,7 @@ async fn attempt(runs: &Runs, run: RunRecord) -> StepResult {
         } else {
             format!("{retry_reason}; gave up after {number} attempts (retryCount {})", spec.webhook.retry_count)
         };
-        return fail(runs, id, &fence, reason).await;
+        return fail(runs, id, fence, reason).await;
     }
     // The first retry waits [base, 2·base), each later one twice as long,
     // below MAX_RETRY_DELAY; drawn per run, so runs do not retry in step.
@@ -511,19 +555,11 @@ async fn attempt(runs: &Runs, run: RunRecord) -> StepResult {
     let backoff = borealis_core::backoff::jittered(base * 2, MAX_RETRY_DELAY).nth(number as usize - 1).unwrap_or(base);
     let delay = backoff.max(wait_at_least.unwrap_or_default()).min(MAX_RETRY_DELAY);
     let at = runs.clock.now() + delay;
-    if runs
-        .store
-        .retry_at(
-            id,
-            &fence,
-            at,
-            &format!(
-                "{retry_reason}; retrying in {}",
-                humantime::format_duration(Duration::from_millis(delay.as_millis() as u64))
-            ),
-        )
-        .await?
-    {
+    let reason = format!(
+        "{retry_reason}; retrying in {}",
+        humantime::format_duration(Duration::from_millis(delay.as_millis() as u64))
+    );
+    if persist(runs, id, || runs.store.retry_at(id, fence, at, &reason)).await? {
         runs.attempt_at(id, at);
     } else {
         runs.lease_lost(id).await;
@@ -531,3 +567,34 @@ async fn attempt(runs: &Runs, run: RunRecord) -> StepResult {
     runs.changed(id);
     Ok(())
 }
+
+/// Makes one of an attempt's writes, trying it again with growing, jittered
+/// delays for up to a lease while the store is unavailable. The writes are
+/// fenced and idempotent (a number recorded keeps its first record; a
+/// transition applies once), so a write that landed but whose answer was
+/// lost is harmless to repeat. Should the store stay away, the run stays
+/// calling, its lease lapses, and whoever takes it over resolves it from
+/// the attempt's record, or as cut off when there is none (see
+/// [`resume_cut_off`]); the call is not made again for this number.
+async fn persist<T, Fut>(runs: &Runs, id: &str, write: impl FnMut() -> Fut) -> Result<T, StoreError>
+where
+    Fut: Future<Output = Result<T, StoreError>>,
+{
+    let backoff = ExponentialBuilder::default()
+        .with_min_delay(PERSIST_MIN_DELAY)
+        .with_max_delay(PERSIST_MAX_DELAY)
+        .with_max_times(usize::MAX)
+        .with_total_delay(Some(runs.replica.lease))
+        .with_jitter();
+    write
+        .retry(backoff)
+        .when(StoreError::is_retryable)
+        .notify(|err, wait| {
+            tracing::warn!(run = id, error = ?err, ?wait, "could not record a webhook attempt's outcome; trying again");
+        })
+        .await
+}
+
+/// The first and the longest wait of [`persist`].
+const PERSIST_MIN_DELAY: Duration = Duration::from_millis(100);
+const PERSIST_MAX_DELAY: Duration = Duration::from_secs(5);

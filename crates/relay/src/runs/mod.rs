@@ -208,11 +208,11 @@ impl Runs {
             Ok(Some(run))
                 if run.state.is_finished() && run.lease_owner.as_deref() == Some(self.replica.id.as_str()) =>
             {
-                tracing::debug!(run = %id, state = run.state.as_str(), "the run ended while its attempt was under way");
+                tracing::debug!(run = id, state = run.state.as_str(), "the run ended while its attempt was under way");
             }
             _ => {
                 self.metrics.lease_losses.get_or_create(&crate::metrics::ClaimLabels { kind: "attempt" }).inc();
-                tracing::warn!(run = %id, "lost the lease of a webhook attempt: another replica took the run over");
+                tracing::warn!(run = id, "lost the lease of a webhook attempt: another replica took the run over");
             }
         }
     }
@@ -321,7 +321,7 @@ impl Runs {
         // Durable before the reply: the store acknowledges committed writes only.
         if let Some(run_id) = self.store.finish_by_callback(callback_id, &outcome).await? {
             self.changed(&run_id);
-            tracing::info!(run = %run_id, success, md_message = ?md_message, "callback accepted");
+            tracing::info!(run = run_id.as_str(), success, md_message = ?md_message, "callback accepted");
             return Ok(CallbackAccepted { run_id, state: outcome.state, repeat: false });
         }
         let now = self.store.run_by_callback(callback_id).await?.ok_or(RunError::UnknownCallback)?;

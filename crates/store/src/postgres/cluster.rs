@@ -9,6 +9,7 @@ use super::store::PostgresStore;
 use crate::cluster::{Change, ClusterStore, ReplicaRecord, SessionRecord};
 use crate::error::StoreError;
 use crate::rows;
+use crate::text::{storable, storable_opt};
 use crate::time::unix_ms;
 
 /// Changes queued for the relay before the feed drops the rest (they are
@@ -22,9 +23,9 @@ impl ClusterStore for PostgresStore {
             "INSERT INTO relay_replicas (id, name, peer_url, started_at, seen_at) VALUES ($1, $2, $3, $4, $5) \
              ON CONFLICT (id) DO UPDATE SET seen_at = excluded.seen_at, peer_url = excluded.peer_url",
         )
-        .bind(&replica.id)
-        .bind(&replica.name)
-        .bind(&replica.peer_url)
+        .bind(storable(&replica.id))
+        .bind(storable(&replica.name))
+        .bind(storable_opt(replica.peer_url.as_ref()))
         .bind(unix_ms(replica.started_at))
         .bind(unix_ms(replica.seen_at))
         .execute(&self.pool)
@@ -35,8 +36,16 @@ impl ClusterStore for PostgresStore {
 
     async fn replica_gone(&self, id: &str) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await.map_err(db)?;
-        sqlx::query("DELETE FROM agent_sessions WHERE replica_id = $1").bind(id).execute(&mut *tx).await.map_err(db)?;
-        sqlx::query("DELETE FROM relay_replicas WHERE id = $1").bind(id).execute(&mut *tx).await.map_err(db)?;
+        sqlx::query("DELETE FROM agent_sessions WHERE replica_id = $1")
+            .bind(storable(id))
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        sqlx::query("DELETE FROM relay_replicas WHERE id = $1")
+            .bind(storable(id))
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
         tx.commit().await.map_err(db)
     }
 
@@ -73,12 +82,12 @@ impl ClusterStore for PostgresStore {
             "INSERT INTO agent_sessions (session_id, replica_id, agent_id, instance, version, remote_addr, connected_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (session_id) DO NOTHING",
         )
-        .bind(&session.session_id)
-        .bind(&session.replica_id)
-        .bind(&session.agent_id)
-        .bind(&session.instance)
-        .bind(&session.version)
-        .bind(&session.remote_addr)
+        .bind(storable(&session.session_id))
+        .bind(storable(&session.replica_id))
+        .bind(storable(&session.agent_id))
+        .bind(storable(&session.instance))
+        .bind(storable(&session.version))
+        .bind(storable_opt(session.remote_addr.as_ref()))
         .bind(unix_ms(session.connected_at))
         .execute(&self.pool)
         .await
@@ -88,7 +97,7 @@ impl ClusterStore for PostgresStore {
 
     async fn remove_session(&self, session_id: &str) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM agent_sessions WHERE session_id = $1")
-            .bind(session_id)
+            .bind(storable(session_id))
             .execute(&self.pool)
             .await
             .map_err(db)?;
@@ -101,7 +110,7 @@ impl ClusterStore for PostgresStore {
              WHERE r.seen_at >= $1 AND ($2::text IS NULL OR s.agent_id = $2) ORDER BY s.agent_id, s.connected_at, s.session_id",
         )
         .bind(unix_ms(since))
-        .bind(agent)
+        .bind(storable_opt(agent))
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;

@@ -5,6 +5,7 @@ use super::store::{PostgresStore, now_ms};
 use crate::credentials::{Credential, CredentialKind, CredentialStore};
 use crate::error::{Conflict, StoreError};
 use crate::rows;
+use crate::text::storable;
 use crate::time::unix_ms;
 
 #[async_trait::async_trait]
@@ -20,9 +21,9 @@ impl CredentialStore for PostgresStore {
         let result = sqlx::query(
             "INSERT INTO credentials (client_id, kind, subject, secret_hash, created_at) VALUES ($1, $2, $3, $4, $5)",
         )
-        .bind(client_id)
+        .bind(storable(client_id))
         .bind(kind.as_str())
-        .bind(subject)
+        .bind(storable(subject))
         .bind(secret_hash)
         .bind(unix_ms(now))
         .execute(&self.pool)
@@ -45,7 +46,7 @@ impl CredentialStore for PostgresStore {
 
     async fn credential(&self, client_id: &str) -> Result<Option<Credential>, StoreError> {
         let row = sqlx::query("SELECT * FROM credentials WHERE client_id = $1")
-            .bind(client_id)
+            .bind(storable(client_id))
             .fetch_optional(&self.pool)
             .await
             .map_err(db)?;
@@ -55,7 +56,7 @@ impl CredentialStore for PostgresStore {
     async fn active_credential(&self, kind: CredentialKind, subject: &str) -> Result<Option<Credential>, StoreError> {
         let row = sqlx::query("SELECT * FROM credentials WHERE kind = $1 AND subject = $2 AND revoked_at IS NULL")
             .bind(kind.as_str())
-            .bind(subject)
+            .bind(storable(subject))
             .fetch_optional(&self.pool)
             .await
             .map_err(db)?;
@@ -77,7 +78,7 @@ impl CredentialStore for PostgresStore {
         )
         .bind(now_ms())
         .bind(kind.as_str())
-        .bind(subject)
+        .bind(storable(subject))
         .execute(&self.pool)
         .await
         .map_err(db)?;

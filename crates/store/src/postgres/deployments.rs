@@ -14,6 +14,7 @@ use crate::error::{Conflict, StoreError};
 use crate::idempotency::IdempotencyKey;
 use crate::rows;
 use crate::runs::Claim;
+use crate::text::{storable, storable_opt};
 use crate::time::unix_ms;
 
 /// How often an insert that lost to a deployment finishing at that very
@@ -24,26 +25,26 @@ const RUNNING_RACE_TRIES: usize = 3;
 // (record, targets, journal) serve both.
 
 fn deployment_query(id: &str) -> Query<'_> {
-    sqlx::query("SELECT * FROM deployments WHERE id = $1").bind(id)
+    sqlx::query("SELECT * FROM deployments WHERE id = $1").bind(storable(id))
 }
 
 fn targets_query(id: &str) -> Query<'_> {
-    sqlx::query("SELECT * FROM deployment_targets WHERE deployment_id = $1 ORDER BY position").bind(id)
+    sqlx::query("SELECT * FROM deployment_targets WHERE deployment_id = $1 ORDER BY position").bind(storable(id))
 }
 
 fn journal_query(id: &str) -> Query<'_> {
-    sqlx::query("SELECT key, value FROM deployment_journal WHERE deployment_id = $1 ORDER BY key").bind(id)
+    sqlx::query("SELECT key, value FROM deployment_journal WHERE deployment_id = $1 ORDER BY key").bind(storable(id))
 }
 
 fn events_query(id: &str) -> Query<'_> {
-    sqlx::query("SELECT * FROM deployment_events WHERE deployment_id = $1 ORDER BY id").bind(id)
+    sqlx::query("SELECT * FROM deployment_events WHERE deployment_id = $1 ORDER BY id").bind(storable(id))
 }
 
 fn pending_approvals_query(id: &str) -> Query<'_> {
     sqlx::query(
         "SELECT target, step_key FROM approvals WHERE deployment_id = $1 AND state = 'pending' ORDER BY step_key",
     )
-    .bind(id)
+    .bind(storable(id))
 }
 
 #[async_trait::async_trait]
@@ -66,15 +67,15 @@ impl DeploymentStore for PostgresStore {
                  request_hash, lease_owner, lease_until) VALUES ($1, $2, $3, $4, $5, $6, $6, $7, $8, $9, $10) \
                  ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING",
             )
-            .bind(id)
-            .bind(application)
-            .bind(file)
-            .bind(context)
+            .bind(storable(id))
+            .bind(storable(application))
+            .bind(storable(file))
+            .bind(storable(context))
             .bind(DeploymentState::Running.as_str())
             .bind(now)
-            .bind(idempotency.map(|k| &k.key))
-            .bind(idempotency.map(|k| &k.request_hash))
-            .bind(lease.owner)
+            .bind(idempotency.map(|k| storable(&k.key)))
+            .bind(idempotency.map(|k| storable(&k.request_hash)))
+            .bind(storable(lease.owner))
             .bind(unix_ms(lease.until))
             .execute(&self.pool)
             .await;
@@ -96,7 +97,7 @@ impl DeploymentStore for PostgresStore {
             }
             let running: Option<String> =
                 sqlx::query("SELECT id FROM deployments WHERE application = $1 AND finished_at IS NULL")
-                    .bind(application)
+                    .bind(storable(application))
                     .fetch_optional(&self.pool)
                     .await
                     .map_err(db)?
@@ -130,7 +131,7 @@ impl DeploymentStore for PostgresStore {
         let runs = sqlx::query(
             "SELECT * FROM webhook_runs WHERE id IN (SELECT value FROM deployment_journal WHERE deployment_id = $1)",
         )
-        .bind(id)
+        .bind(storable(id))
         .fetch_all(&mut *tx)
         .await
         .map_err(db)?
@@ -195,7 +196,7 @@ impl DeploymentStore for PostgresStore {
                    ORDER BY created_at LIMIT $4 FOR UPDATE SKIP LOCKED) lapsed \
              WHERE d.id = lapsed.id RETURNING d.id",
         )
-        .bind(claim.owner)
+        .bind(storable(claim.owner))
         .bind(unix_ms(claim.lease_until))
         .bind(unix_ms(claim.now))
         .bind(i64::from(claim.limit))
@@ -210,7 +211,7 @@ impl DeploymentStore for PostgresStore {
             "UPDATE deployments SET lease_until = $1 WHERE lease_owner = $2 AND finished_at IS NULL RETURNING id",
         )
         .bind(unix_ms(lease_until))
-        .bind(owner)
+        .bind(storable(owner))
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
@@ -219,7 +220,7 @@ impl DeploymentStore for PostgresStore {
 
     async fn release_deployments(&self, owner: &str) -> Result<(), StoreError> {
         sqlx::query("UPDATE deployments SET lease_until = NULL WHERE lease_owner = $1 AND finished_at IS NULL")
-            .bind(owner)
+            .bind(storable(owner))
             .execute(&self.pool)
             .await
             .map_err(db)?;
@@ -239,10 +240,10 @@ impl DeploymentStore for PostgresStore {
              WHERE id = $4 AND finished_at IS NULL AND lease_owner = $5",
         )
         .bind(state.as_str())
-        .bind(reason)
+        .bind(storable_opt(reason))
         .bind(now_ms())
-        .bind(id)
-        .bind(owner)
+        .bind(storable(id))
+        .bind(storable(owner))
         .execute(&self.pool)
         .await
         .map_err(db)?;
@@ -250,7 +251,7 @@ impl DeploymentStore for PostgresStore {
             return Ok(());
         }
         let finished: Option<Option<i64>> = sqlx::query("SELECT finished_at FROM deployments WHERE id = $1")
-            .bind(id)
+            .bind(storable(id))
             .fetch_optional(&self.pool)
             .await
             .map_err(db)?
@@ -278,11 +279,11 @@ impl DeploymentStore for PostgresStore {
              ON CONFLICT (deployment_id, target) DO UPDATE SET state = excluded.state, step = excluded.step, \
              reason = excluded.reason, updated_at = excluded.updated_at",
         )
-        .bind(id)
-        .bind(target)
+        .bind(storable(id))
+        .bind(storable(target))
         .bind(state.as_str())
-        .bind(step)
-        .bind(reason)
+        .bind(storable_opt(step))
+        .bind(storable_opt(reason))
         .bind(now_ms())
         .execute(&self.pool)
         .await
@@ -303,9 +304,9 @@ impl DeploymentStore for PostgresStore {
             "INSERT INTO deployment_journal (deployment_id, key, value, recorded_at) VALUES ($1, $2, $3, $4) \
              ON CONFLICT DO NOTHING",
         )
-        .bind(id)
-        .bind(key)
-        .bind(value)
+        .bind(storable(id))
+        .bind(storable(key))
+        .bind(storable(value))
         .bind(now_ms())
         .execute(&self.pool)
         .await
@@ -322,11 +323,11 @@ impl DeploymentStore for PostgresStore {
              INSERT INTO deployment_journal (deployment_id, key, value, recorded_at) SELECT id, $2, $3, $4 FROM lease \
              ON CONFLICT (deployment_id, key) DO UPDATE SET value = excluded.value, recorded_at = excluded.recorded_at",
         )
-        .bind(id)
-        .bind(key)
-        .bind(value)
+        .bind(storable(id))
+        .bind(storable(key))
+        .bind(storable(value))
         .bind(now_ms())
-        .bind(owner)
+        .bind(storable(owner))
         .execute(&self.pool)
         .await
         .map_err(db)?;
@@ -340,11 +341,11 @@ impl DeploymentStore for PostgresStore {
         sqlx::query(
             "INSERT INTO deployment_events (deployment_id, at, target, kind, message) VALUES ($1, $2, $3, $4, $5)",
         )
-        .bind(id)
+        .bind(storable(id))
         .bind(now_ms())
-        .bind(target)
-        .bind(kind)
-        .bind(message)
+        .bind(storable_opt(target))
+        .bind(storable(kind))
+        .bind(storable(message))
         .execute(&self.pool)
         .await
         .map_err(db)?;
@@ -356,9 +357,9 @@ impl DeploymentStore for PostgresStore {
             "INSERT INTO approvals (deployment_id, step_key, target, state, requested_at) VALUES ($1, $2, $3, 'pending', $4) \
              ON CONFLICT DO NOTHING",
         )
-        .bind(id)
-        .bind(step_key)
-        .bind(target)
+        .bind(storable(id))
+        .bind(storable(step_key))
+        .bind(storable(target))
         .bind(now_ms())
         .execute(&self.pool)
         .await
@@ -368,8 +369,8 @@ impl DeploymentStore for PostgresStore {
 
     async fn approval(&self, id: &str, step_key: &str) -> Result<Option<ApprovalState>, StoreError> {
         let row = sqlx::query("SELECT state FROM approvals WHERE deployment_id = $1 AND step_key = $2")
-            .bind(id)
-            .bind(step_key)
+            .bind(storable(id))
+            .bind(storable(step_key))
             .fetch_optional(&self.pool)
             .await
             .map_err(db)?;
@@ -390,8 +391,8 @@ impl DeploymentStore for PostgresStore {
         )
         .bind(decision.as_str())
         .bind(now_ms())
-        .bind(id)
-        .bind(target)
+        .bind(storable(id))
+        .bind(storable(target))
         .bind(DECISION_SUFFIX)
         .bind(decisions)
         .execute(&self.pool)
@@ -406,8 +407,8 @@ impl DeploymentStore for PostgresStore {
              AND state = 'pending'",
         )
         .bind(now_ms())
-        .bind(id)
-        .bind(step_key)
+        .bind(storable(id))
+        .bind(storable(step_key))
         .execute(&self.pool)
         .await
         .map_err(db)?;

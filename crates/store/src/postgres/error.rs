@@ -9,10 +9,15 @@ const RETRYABLE: [&str; 7] = ["40001", "40P01", "53300", "57P01", "57P02", "57P0
 
 /// No connection, a pool timeout, I/O trouble, or a lost race with another
 /// writer may pass on a retry; a unique violation is the caller's conflict;
-/// the rest is a bug or corruption.
+/// the rest is a bug or corruption. A connection cut while it is being
+/// opened fails in its TLS or protocol handshake (sqlx reads the server's
+/// `SSLRequest` answer from a closed socket as "unexpected response"): the
+/// database is away, not broken, so those are retryable too.
 pub(super) fn db(err: sqlx::Error) -> StoreError {
     match &err {
-        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) => StoreError::Unavailable(Box::new(err)),
+        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) => {
+            StoreError::Unavailable(Box::new(err))
+        }
         sqlx::Error::Database(db) => match db.code() {
             // Class 08: connection exceptions.
             Some(code) if RETRYABLE.contains(&code.as_ref()) || code.starts_with("08") => {

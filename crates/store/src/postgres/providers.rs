@@ -3,6 +3,7 @@ use super::store::PostgresStore;
 use crate::error::{Conflict, StoreError};
 use crate::providers::{MetricProvider, MetricProviderStore};
 use crate::rows;
+use crate::text::{storable, storable_opt};
 use crate::time::unix_ms;
 
 #[async_trait::async_trait]
@@ -12,10 +13,10 @@ impl MetricProviderStore for PostgresStore {
         let result = sqlx::query(
             "INSERT INTO metric_providers (name, kind, url, agent, headers, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
         )
-        .bind(&provider.name)
-        .bind(&provider.kind)
-        .bind(&provider.url)
-        .bind(&provider.agent)
+        .bind(storable(&provider.name))
+        .bind(storable(&provider.kind))
+        .bind(storable(&provider.url))
+        .bind(storable_opt(provider.agent.as_ref()))
         .bind(headers)
         .bind(unix_ms(provider.created_at))
         .execute(&self.pool)
@@ -37,7 +38,7 @@ impl MetricProviderStore for PostgresStore {
 
     async fn provider(&self, name: &str) -> Result<Option<MetricProvider>, StoreError> {
         let row = sqlx::query("SELECT * FROM metric_providers WHERE name = $1")
-            .bind(name)
+            .bind(storable(name))
             .fetch_optional(&self.pool)
             .await
             .map_err(db)?;
@@ -46,7 +47,7 @@ impl MetricProviderStore for PostgresStore {
 
     async fn delete_provider(&self, name: &str) -> Result<bool, StoreError> {
         let done = sqlx::query("DELETE FROM metric_providers WHERE name = $1")
-            .bind(name)
+            .bind(storable(name))
             .execute(&self.pool)
             .await
             .map_err(db)?;

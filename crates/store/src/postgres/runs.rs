@@ -9,6 +9,7 @@ use crate::error::{Conflict, StoreError};
 use crate::idempotency::IdempotencyKey;
 use crate::rows;
 use crate::runs::{Attempt, Claim, Fence, NewRun, Outcome, RunRecord, RunState, RunStore, RunView};
+use crate::text::{storable, storable_opt};
 use crate::time::unix_ms;
 
 pub(super) type Query<'q> = sqlx::query::Query<'q, sqlx::Postgres, PgArguments>;
@@ -34,7 +35,7 @@ impl PostgresStore {
             Keyed::Runs => "SELECT id, request_hash FROM webhook_runs WHERE idempotency_key = $1",
             Keyed::Deployments => "SELECT id, request_hash FROM deployments WHERE idempotency_key = $1",
         };
-        let row = sqlx::query(query).bind(&key.key).fetch_optional(&self.pool).await.map_err(db)?;
+        let row = sqlx::query(query).bind(storable(&key.key)).fetch_optional(&self.pool).await.map_err(db)?;
         Ok(row.map(|row| {
             let hash: Option<String> = row.get("request_hash");
             Conflict::IdempotencyKeyUsed {
@@ -63,7 +64,7 @@ impl PostgresStore {
     /// effort, as every waiter also reads again on its own.
     async fn announce_run(&self, id: &str) {
         let sent = sqlx::query("SELECT pg_notify('borealis_' || left(md5(current_schema()), 16), 'run:' || $1)")
-            .bind(id)
+            .bind(storable(id))
             .execute(&self.pool)
             .await;
         if let Err(err) = sent {
@@ -85,8 +86,8 @@ impl PostgresStore {
         // As `record_attempt`'s fence: owner and number (a callback may have
         // ended the run while the attempt was under way).
         let row = sqlx::query("SELECT 1 FROM webhook_runs WHERE id = $1 AND lease_owner = $2 AND attempts = $3")
-            .bind(id)
-            .bind(fence.owner)
+            .bind(storable(id))
+            .bind(storable(fence.owner))
             .bind(i64::from(fence.attempt))
             .fetch_optional(&self.pool)
             .await
@@ -96,7 +97,7 @@ impl PostgresStore {
 }
 
 fn run_query(id: &str) -> Query<'_> {
-    sqlx::query("SELECT * FROM webhook_runs WHERE id = $1").bind(id)
+    sqlx::query("SELECT * FROM webhook_runs WHERE id = $1").bind(storable(id))
 }
 
 #[async_trait::async_trait]
@@ -110,14 +111,14 @@ impl RunStore for PostgresStore {
              idempotency_key, request_hash) VALUES ($1, $2, $3, $4, $5, 'pending', $6, $6, $6, $7, $8) \
              ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING",
         )
-        .bind(&run.id)
-        .bind(&run.callback_id)
-        .bind(&run.webhook)
-        .bind(&run.environment)
-        .bind(&run.spec)
+        .bind(storable(&run.id))
+        .bind(storable(&run.callback_id))
+        .bind(storable(&run.webhook))
+        .bind(storable_opt(run.environment.as_ref()))
+        .bind(storable(&run.spec))
         .bind(now)
-        .bind(run.idempotency.as_ref().map(|k| &k.key))
-        .bind(run.idempotency.as_ref().map(|k| &k.request_hash))
+        .bind(run.idempotency.as_ref().map(|k| storable(&k.key)))
+        .bind(run.idempotency.as_ref().map(|k| storable(&k.request_hash)))
         .execute(&self.pool)
         .await;
         match result {
@@ -142,7 +143,7 @@ impl RunStore for PostgresStore {
 
     async fn run_by_callback(&self, callback_id: &str) -> Result<Option<RunRecord>, StoreError> {
         let row = sqlx::query("SELECT * FROM webhook_runs WHERE callback_id = $1")
-            .bind(callback_id)
+            .bind(storable(callback_id))
             .fetch_optional(&self.pool)
             .await
             .map_err(db)?;
@@ -151,7 +152,7 @@ impl RunStore for PostgresStore {
 
     async fn watch_run(&self, id: &str) -> Result<(), StoreError> {
         sqlx::query("UPDATE webhook_runs SET watched = true WHERE id = $1 AND NOT watched")
-            .bind(id)
+            .bind(storable(id))
             .execute(&self.pool)
             .await
             .map_err(db)?;
@@ -179,7 +180,7 @@ impl RunStore for PostgresStore {
         let mut tx = self.snapshot().await?;
         let Some(run) = run_query(id).fetch_optional(&mut *tx).await.map_err(db)? else { return Ok(None) };
         let attempts = sqlx::query("SELECT * FROM webhook_attempts WHERE run_id = $1 ORDER BY number")
-            .bind(id)
+            .bind(storable(id))
             .fetch_all(&mut *tx)
             .await
             .map_err(db)?
@@ -206,12 +207,12 @@ impl RunStore for PostgresStore {
                    ORDER BY next_attempt_at LIMIT $5 FOR UPDATE SKIP LOCKED) due \
              WHERE r.id = due.id RETURNING r.*",
         )
-        .bind(claim.owner)
+        .bind(storable(claim.owner))
         .bind(unix_ms(claim.lease_until))
         .bind(now_ms())
         .bind(unix_ms(claim.now))
         .bind(i64::from(claim.limit))
-        .bind(only)
+        .bind(storable_opt(only))
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
@@ -225,7 +226,7 @@ impl RunStore for PostgresStore {
                    ORDER BY lease_until NULLS FIRST LIMIT $5 FOR UPDATE SKIP LOCKED) lapsed \
              WHERE r.id = lapsed.id RETURNING r.*",
         )
-        .bind(claim.owner)
+        .bind(storable(claim.owner))
         .bind(unix_ms(claim.lease_until))
         .bind(now_ms())
         .bind(unix_ms(claim.now))
@@ -244,7 +245,7 @@ impl RunStore for PostgresStore {
             "UPDATE webhook_runs SET lease_until = $1 WHERE lease_owner = $2 AND state = 'calling' AND id = ANY($3)",
         )
         .bind(unix_ms(lease_until))
-        .bind(owner)
+        .bind(storable(owner))
         .bind(ids)
         .execute(&self.pool)
         .await
@@ -267,9 +268,9 @@ impl RunStore for PostgresStore {
 
     async fn set_request(&self, id: &str, fence: &Fence<'_>, request: &str) -> Result<bool, StoreError> {
         let done = sqlx::query(concat!("UPDATE webhook_runs SET request = $1 WHERE id = $2 AND ", fenced!("$3", "$4")))
-            .bind(request)
-            .bind(id)
-            .bind(fence.owner)
+            .bind(storable(request))
+            .bind(storable(id))
+            .bind(storable(fence.owner))
             .bind(i64::from(fence.attempt))
             .execute(&self.pool)
             .await
@@ -286,14 +287,14 @@ impl RunStore for PostgresStore {
              INSERT INTO webhook_attempts (run_id, number, started_at, latency_ms, status, error, reply) \
              SELECT id, $2, $3, $4, $5, $6, $7 FROM lease ON CONFLICT (run_id, number) DO NOTHING",
         )
-        .bind(run_id)
+        .bind(storable(run_id))
         .bind(i64::from(attempt.number))
         .bind(unix_ms(attempt.started_at))
         .bind(attempt.latency_ms as i64)
         .bind(attempt.status.map(i64::from))
-        .bind(&attempt.error)
-        .bind(&attempt.reply)
-        .bind(fence.owner)
+        .bind(storable_opt(attempt.error.as_ref()))
+        .bind(storable_opt(attempt.reply.as_ref()))
+        .bind(storable(fence.owner))
         .bind(i64::from(fence.attempt))
         .execute(&self.pool)
         .await
@@ -312,10 +313,10 @@ impl RunStore for PostgresStore {
             fenced!("$5", "$6")
         ))
         .bind(unix_ms(at))
-        .bind(reason)
+        .bind(storable(reason))
         .bind(now_ms())
-        .bind(id)
-        .bind(fence.owner)
+        .bind(storable(id))
+        .bind(storable(fence.owner))
         .bind(i64::from(fence.attempt))
         .execute(&self.pool)
         .await
@@ -336,10 +337,10 @@ impl RunStore for PostgresStore {
             fenced!("$5", "$6")
         ))
         .bind(unix_ms(deadline))
-        .bind(reason)
+        .bind(storable_opt(reason))
         .bind(now_ms())
-        .bind(id)
-        .bind(fence.owner)
+        .bind(storable(id))
+        .bind(storable(fence.owner))
         .bind(i64::from(fence.attempt))
         .execute(&self.pool)
         .await
@@ -357,11 +358,11 @@ impl RunStore for PostgresStore {
         ))
         .bind(outcome.state.as_str())
         .bind(outcome.success)
-        .bind(&outcome.md_message)
-        .bind(&outcome.reason)
+        .bind(storable_opt(outcome.md_message.as_ref()))
+        .bind(storable_opt(outcome.reason.as_ref()))
         .bind(now)
-        .bind(id)
-        .bind(fence.owner)
+        .bind(storable(id))
+        .bind(storable(fence.owner))
         .bind(i64::from(fence.attempt))
         .fetch_optional(&self.pool)
         .await
@@ -378,10 +379,10 @@ impl RunStore for PostgresStore {
         )
         .bind(outcome.state.as_str())
         .bind(outcome.success)
-        .bind(&outcome.md_message)
-        .bind(&outcome.reason)
+        .bind(storable_opt(outcome.md_message.as_ref()))
+        .bind(storable_opt(outcome.reason.as_ref()))
         .bind(now)
-        .bind(callback_id)
+        .bind(storable(callback_id))
         .fetch_optional(&self.pool)
         .await
         .map_err(db)?;
@@ -402,11 +403,11 @@ impl RunStore for PostgresStore {
         )
         .bind(outcome.state.as_str())
         .bind(outcome.success)
-        .bind(&outcome.md_message)
-        .bind(&outcome.reason)
+        .bind(storable_opt(outcome.md_message.as_ref()))
+        .bind(storable_opt(outcome.reason.as_ref()))
         .bind(outcome.by_callback.then_some(now))
         .bind(now)
-        .bind(id)
+        .bind(storable(id))
         .bind(states)
         .fetch_optional(&self.pool)
         .await

@@ -1,22 +1,32 @@
+use borealis_core::template::{SecretUse, Uses};
 use sqlx::Row;
 
 use super::error::db;
 use super::store::{PostgresStore, now_ms};
 use crate::error::StoreError;
-use crate::secrets::{EncryptedSecret, SecretStore};
+use crate::secrets::{EncryptedSecret, SecretStore, read_uses};
+use crate::text::storable;
 use crate::time::from_unix_ms;
 
 #[async_trait::async_trait]
 impl SecretStore for PostgresStore {
-    async fn put_secret(&self, name: &str, nonce: &[u8], ciphertext: &[u8]) -> Result<(), StoreError> {
+    async fn put_secret_with_uses(
+        &self,
+        name: &str,
+        nonce: &[u8],
+        ciphertext: &[u8],
+        uses: Option<&Uses>,
+    ) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO secrets (name, nonce, ciphertext, updated_at) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (name) DO UPDATE SET nonce = excluded.nonce, ciphertext = excluded.ciphertext, updated_at = excluded.updated_at",
+            "INSERT INTO secrets (name, nonce, ciphertext, updated_at, uses) VALUES ($1, $2, $3, $4, COALESCE($5, 'webhooks')) \
+             ON CONFLICT (name) DO UPDATE SET nonce = excluded.nonce, ciphertext = excluded.ciphertext, updated_at = excluded.updated_at, \
+             uses = COALESCE($5, secrets.uses)",
         )
-        .bind(name)
+        .bind(storable(name))
         .bind(nonce)
         .bind(ciphertext)
         .bind(now_ms())
+        .bind(uses.map(SecretUse::join))
         .execute(&self.pool)
         .await
         .map_err(db)?;
@@ -32,13 +42,17 @@ impl SecretStore for PostgresStore {
                 nonce: row.get("nonce"),
                 ciphertext: row.get("ciphertext"),
                 updated_at: from_unix_ms(row.get("updated_at")),
+                uses: read_uses(row.get("uses")),
             })
             .collect())
     }
 
     async fn delete_secret(&self, name: &str) -> Result<bool, StoreError> {
-        let done =
-            sqlx::query("DELETE FROM secrets WHERE name = $1").bind(name).execute(&self.pool).await.map_err(db)?;
+        let done = sqlx::query("DELETE FROM secrets WHERE name = $1")
+            .bind(storable(name))
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
         Ok(done.rows_affected() > 0)
     }
 }

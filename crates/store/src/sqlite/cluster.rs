@@ -7,6 +7,7 @@ use super::store::SqliteStore;
 use crate::cluster::{Change, ClusterStore, ReplicaRecord, SessionRecord};
 use crate::error::StoreError;
 use crate::rows;
+use crate::text::{storable, storable_opt};
 use crate::time::unix_ms;
 
 #[async_trait::async_trait]
@@ -18,9 +19,9 @@ impl ClusterStore for SqliteStore {
                     "INSERT INTO relay_replicas (id, name, peer_url, started_at, seen_at) VALUES (?, ?, ?, ?, ?) \
                      ON CONFLICT (id) DO UPDATE SET seen_at = excluded.seen_at, peer_url = excluded.peer_url",
                 )
-                .bind(&replica.id)
-                .bind(&replica.name)
-                .bind(&replica.peer_url)
+                .bind(storable(&replica.id))
+                .bind(storable(&replica.name))
+                .bind(storable_opt(replica.peer_url.as_ref()))
                 .bind(unix_ms(replica.started_at))
                 .bind(unix_ms(replica.seen_at)),
             )
@@ -31,10 +32,13 @@ impl ClusterStore for SqliteStore {
 
     async fn replica_gone(&self, id: &str) -> Result<(), StoreError> {
         self.writes
-            .execute(sqlx::query("DELETE FROM agent_sessions WHERE replica_id = ?").bind(id))
+            .execute(sqlx::query("DELETE FROM agent_sessions WHERE replica_id = ?").bind(storable(id)))
             .await
             .map_err(db)?;
-        self.writes.execute(sqlx::query("DELETE FROM relay_replicas WHERE id = ?").bind(id)).await.map_err(db)?;
+        self.writes
+            .execute(sqlx::query("DELETE FROM relay_replicas WHERE id = ?").bind(storable(id)))
+            .await
+            .map_err(db)?;
         Ok(())
     }
 
@@ -73,12 +77,12 @@ impl ClusterStore for SqliteStore {
                     "INSERT INTO agent_sessions (session_id, replica_id, agent_id, instance, version, remote_addr, connected_at) \
                      VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (session_id) DO NOTHING",
                 )
-                .bind(&session.session_id)
-                .bind(&session.replica_id)
-                .bind(&session.agent_id)
-                .bind(&session.instance)
-                .bind(&session.version)
-                .bind(&session.remote_addr)
+                .bind(storable(&session.session_id))
+                .bind(storable(&session.replica_id))
+                .bind(storable(&session.agent_id))
+                .bind(storable(&session.instance))
+                .bind(storable(&session.version))
+                .bind(storable_opt(session.remote_addr.as_ref()))
                 .bind(unix_ms(session.connected_at)),
             )
             .await
@@ -88,7 +92,7 @@ impl ClusterStore for SqliteStore {
 
     async fn remove_session(&self, session_id: &str) -> Result<(), StoreError> {
         self.writes
-            .execute(sqlx::query("DELETE FROM agent_sessions WHERE session_id = ?").bind(session_id))
+            .execute(sqlx::query("DELETE FROM agent_sessions WHERE session_id = ?").bind(storable(session_id)))
             .await
             .map_err(db)?;
         Ok(())
@@ -100,8 +104,8 @@ impl ClusterStore for SqliteStore {
              WHERE r.seen_at >= ? AND (? IS NULL OR s.agent_id = ?) ORDER BY s.agent_id, s.connected_at, s.session_id",
         )
         .bind(unix_ms(since))
-        .bind(agent)
-        .bind(agent)
+        .bind(storable_opt(agent))
+        .bind(storable_opt(agent))
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;

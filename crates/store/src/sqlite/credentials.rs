@@ -5,6 +5,7 @@ use super::store::{SqliteStore, now_ms};
 use crate::credentials::{Credential, CredentialKind, CredentialStore};
 use crate::error::{Conflict, StoreError};
 use crate::rows;
+use crate::text::storable;
 use crate::time::unix_ms;
 
 #[async_trait::async_trait]
@@ -20,9 +21,9 @@ impl CredentialStore for SqliteStore {
         let result = self.writes.execute(sqlx::query(
             "INSERT INTO credentials (client_id, kind, subject, secret_hash, created_at) VALUES (?, ?, ?, ?, ?)",
         )
-        .bind(client_id)
+        .bind(storable(client_id))
         .bind(kind.as_str())
-        .bind(subject)
+        .bind(storable(subject))
         .bind(secret_hash)
         .bind(unix_ms(now)))
         .await;
@@ -44,7 +45,7 @@ impl CredentialStore for SqliteStore {
 
     async fn credential(&self, client_id: &str) -> Result<Option<Credential>, StoreError> {
         let row = sqlx::query("SELECT * FROM credentials WHERE client_id = ?")
-            .bind(client_id)
+            .bind(storable(client_id))
             .fetch_optional(&self.pool)
             .await
             .map_err(db)?;
@@ -54,7 +55,7 @@ impl CredentialStore for SqliteStore {
     async fn active_credential(&self, kind: CredentialKind, subject: &str) -> Result<Option<Credential>, StoreError> {
         let row = sqlx::query("SELECT * FROM credentials WHERE kind = ? AND subject = ? AND revoked_at IS NULL")
             .bind(kind.as_str())
-            .bind(subject)
+            .bind(storable(subject))
             .fetch_optional(&self.pool)
             .await
             .map_err(db)?;
@@ -79,7 +80,7 @@ impl CredentialStore for SqliteStore {
                 )
                 .bind(now_ms())
                 .bind(kind.as_str())
-                .bind(subject),
+                .bind(storable(subject)),
             )
             .await
             .map_err(db)?;

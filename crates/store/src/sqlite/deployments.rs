@@ -15,32 +15,33 @@ use crate::error::{Conflict, StoreError};
 use crate::idempotency::IdempotencyKey;
 use crate::rows;
 use crate::runs::Claim;
+use crate::text::{storable, storable_opt};
 use crate::time::unix_ms;
 
 // The reads a deployment's view is made of. Those also made alone
 // (record, targets, journal) serve both.
 
 fn deployment_query(id: &str) -> Query<'_> {
-    sqlx::query("SELECT * FROM deployments WHERE id = ?").bind(id)
+    sqlx::query("SELECT * FROM deployments WHERE id = ?").bind(storable(id))
 }
 
 fn targets_query(id: &str) -> Query<'_> {
-    sqlx::query("SELECT * FROM deployment_targets WHERE deployment_id = ? ORDER BY position").bind(id)
+    sqlx::query("SELECT * FROM deployment_targets WHERE deployment_id = ? ORDER BY position").bind(storable(id))
 }
 
 fn journal_query(id: &str) -> Query<'_> {
-    sqlx::query("SELECT key, value FROM deployment_journal WHERE deployment_id = ? ORDER BY key").bind(id)
+    sqlx::query("SELECT key, value FROM deployment_journal WHERE deployment_id = ? ORDER BY key").bind(storable(id))
 }
 
 fn events_query(id: &str) -> Query<'_> {
-    sqlx::query("SELECT * FROM deployment_events WHERE deployment_id = ? ORDER BY id").bind(id)
+    sqlx::query("SELECT * FROM deployment_events WHERE deployment_id = ? ORDER BY id").bind(storable(id))
 }
 
 fn pending_approvals_query(id: &str) -> Query<'_> {
     sqlx::query(
         "SELECT target, step_key FROM approvals WHERE deployment_id = ? AND state = 'pending' ORDER BY step_key",
     )
-    .bind(id)
+    .bind(storable(id))
 }
 
 #[async_trait::async_trait]
@@ -59,16 +60,16 @@ impl DeploymentStore for SqliteStore {
             "INSERT INTO deployments (id, application, file, context, state, created_at, updated_at, idempotency_key, \
              request_hash, lease_owner, lease_until) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
-        .bind(id)
-        .bind(application)
-        .bind(file)
-        .bind(context)
+        .bind(storable(id))
+        .bind(storable(application))
+        .bind(storable(file))
+        .bind(storable(context))
         .bind(DeploymentState::Running.as_str())
         .bind(now)
         .bind(now)
-        .bind(idempotency.map(|k| &k.key))
-        .bind(idempotency.map(|k| &k.request_hash))
-        .bind(lease.owner)
+        .bind(idempotency.map(|k| storable(&k.key)))
+        .bind(idempotency.map(|k| storable(&k.request_hash)))
+        .bind(storable(lease.owner))
         .bind(unix_ms(lease.until)))
         .await;
         match result {
@@ -79,7 +80,7 @@ impl DeploymentStore for SqliteStore {
                 }
                 let running: Option<String> =
                     sqlx::query("SELECT id FROM deployments WHERE application = ? AND finished_at IS NULL")
-                        .bind(application)
+                        .bind(storable(application))
                         .fetch_optional(&self.pool)
                         .await
                         .map_err(db)?
@@ -115,7 +116,7 @@ impl DeploymentStore for SqliteStore {
         let runs = sqlx::query(
             "SELECT * FROM webhook_runs WHERE id IN (SELECT value FROM deployment_journal WHERE deployment_id = ?)",
         )
-        .bind(id)
+        .bind(storable(id))
         .fetch_all(&mut *tx)
         .await
         .map_err(db)?
@@ -195,9 +196,9 @@ impl DeploymentStore for SqliteStore {
                         "UPDATE deployments SET lease_owner = ?, lease_until = ? WHERE id = ? AND finished_at IS NULL \
                          AND (lease_until IS NULL OR lease_until < ?)",
                     )
-                    .bind(claim.owner)
+                    .bind(storable(claim.owner))
                     .bind(unix_ms(claim.lease_until))
-                    .bind(&id)
+                    .bind(storable(&id))
                     .bind(unix_ms(claim.now)),
                 )
                 .await
@@ -214,12 +215,12 @@ impl DeploymentStore for SqliteStore {
             .execute(
                 sqlx::query("UPDATE deployments SET lease_until = ? WHERE lease_owner = ? AND finished_at IS NULL")
                     .bind(unix_ms(lease_until))
-                    .bind(owner),
+                    .bind(storable(owner)),
             )
             .await
             .map_err(db)?;
         let held = sqlx::query("SELECT id FROM deployments WHERE lease_owner = ? AND finished_at IS NULL")
-            .bind(owner)
+            .bind(storable(owner))
             .fetch_all(&self.pool)
             .await
             .map_err(db)?;
@@ -230,7 +231,7 @@ impl DeploymentStore for SqliteStore {
         self.writes
             .execute(
                 sqlx::query("UPDATE deployments SET lease_until = NULL WHERE lease_owner = ? AND finished_at IS NULL")
-                    .bind(owner),
+                    .bind(storable(owner)),
             )
             .await
             .map_err(db)?;
@@ -253,11 +254,11 @@ impl DeploymentStore for SqliteStore {
                      WHERE id = ? AND finished_at IS NULL AND lease_owner = ?",
                 )
                 .bind(state.as_str())
-                .bind(reason)
+                .bind(storable_opt(reason))
                 .bind(now)
                 .bind(now)
-                .bind(id)
-                .bind(owner),
+                .bind(storable(id))
+                .bind(storable(owner)),
             )
             .await
             .map_err(db)?;
@@ -286,13 +287,13 @@ impl DeploymentStore for SqliteStore {
              ON CONFLICT (deployment_id, target) DO UPDATE SET state = excluded.state, step = excluded.step, \
              reason = excluded.reason, updated_at = excluded.updated_at",
         )
-        .bind(id)
-        .bind(target)
+        .bind(storable(id))
+        .bind(storable(target))
         .bind(state.as_str())
-        .bind(step)
-        .bind(reason)
+        .bind(storable_opt(step))
+        .bind(storable_opt(reason))
         .bind(now_ms())
-        .bind(id))
+        .bind(storable(id)))
         .await
         .map_err(db)?;
         Ok(())
@@ -308,9 +309,9 @@ impl DeploymentStore for SqliteStore {
 
     async fn put_journal(&self, id: &str, key: &str, value: &str) -> Result<(), StoreError> {
         self.writes.execute(sqlx::query("INSERT INTO deployment_journal (deployment_id, key, value, recorded_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING")
-            .bind(id)
-            .bind(key)
-            .bind(value)
+            .bind(storable(id))
+            .bind(storable(key))
+            .bind(storable(value))
             .bind(now_ms()))
             .await
             .map_err(db)?;
@@ -326,11 +327,11 @@ impl DeploymentStore for SqliteStore {
                      SELECT id, ?, ?, ? FROM deployments WHERE id = ? AND lease_owner = ? AND finished_at IS NULL \
                      ON CONFLICT (deployment_id, key) DO UPDATE SET value = excluded.value, recorded_at = excluded.recorded_at",
                 )
-                .bind(key)
-                .bind(value)
+                .bind(storable(key))
+                .bind(storable(value))
                 .bind(now_ms())
-                .bind(id)
-                .bind(owner),
+                .bind(storable(id))
+                .bind(storable(owner)),
             )
             .await
             .map_err(db)?;
@@ -346,11 +347,11 @@ impl DeploymentStore for SqliteStore {
                 sqlx::query(
                     "INSERT INTO deployment_events (deployment_id, at, target, kind, message) VALUES (?, ?, ?, ?, ?)",
                 )
-                .bind(id)
+                .bind(storable(id))
                 .bind(now_ms())
-                .bind(target)
-                .bind(kind)
-                .bind(message),
+                .bind(storable_opt(target))
+                .bind(storable(kind))
+                .bind(storable(message)),
             )
             .await
             .map_err(db)?;
@@ -361,9 +362,9 @@ impl DeploymentStore for SqliteStore {
         self.writes.execute(sqlx::query(
             "INSERT INTO approvals (deployment_id, step_key, target, state, requested_at) VALUES (?, ?, ?, 'pending', ?) ON CONFLICT DO NOTHING",
         )
-        .bind(id)
-        .bind(step_key)
-        .bind(target)
+        .bind(storable(id))
+        .bind(storable(step_key))
+        .bind(storable(target))
         .bind(now_ms()))
         .await
         .map_err(db)?;
@@ -372,8 +373,8 @@ impl DeploymentStore for SqliteStore {
 
     async fn approval(&self, id: &str, step_key: &str) -> Result<Option<ApprovalState>, StoreError> {
         let row = sqlx::query("SELECT state FROM approvals WHERE deployment_id = ? AND step_key = ?")
-            .bind(id)
-            .bind(step_key)
+            .bind(storable(id))
+            .bind(storable(step_key))
             .fetch_optional(&self.pool)
             .await
             .map_err(db)?;
@@ -393,8 +394,8 @@ impl DeploymentStore for SqliteStore {
         )
         .bind(decision.as_str())
         .bind(now_ms())
-        .bind(id)
-        .bind(target)
+        .bind(storable(id))
+        .bind(storable(target))
         .bind(DECISION_SUFFIX)
         .bind(DECISION_SUFFIX)
         .bind(decisions))
@@ -406,8 +407,8 @@ impl DeploymentStore for SqliteStore {
     async fn cancel_approval(&self, id: &str, step_key: &str) -> Result<(), StoreError> {
         self.writes.execute(sqlx::query("UPDATE approvals SET state = 'cancelled', decided_at = ? WHERE deployment_id = ? AND step_key = ? AND state = 'pending'")
             .bind(now_ms())
-            .bind(id)
-            .bind(step_key))
+            .bind(storable(id))
+            .bind(storable(step_key)))
             .await
             .map_err(db)?;
         Ok(())

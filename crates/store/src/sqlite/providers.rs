@@ -3,6 +3,7 @@ use super::store::SqliteStore;
 use crate::error::{Conflict, StoreError};
 use crate::providers::{MetricProvider, MetricProviderStore};
 use crate::rows;
+use crate::text::{storable, storable_opt};
 use crate::time::unix_ms;
 
 #[async_trait::async_trait]
@@ -15,10 +16,10 @@ impl MetricProviderStore for SqliteStore {
                 sqlx::query(
                     "INSERT INTO metric_providers (name, kind, url, agent, headers, created_at) VALUES (?, ?, ?, ?, ?, ?)",
                 )
-                .bind(&provider.name)
-                .bind(&provider.kind)
-                .bind(&provider.url)
-                .bind(&provider.agent)
+                .bind(storable(&provider.name))
+                .bind(storable(&provider.kind))
+                .bind(storable(&provider.url))
+                .bind(storable_opt(provider.agent.as_ref()))
                 .bind(headers)
                 .bind(unix_ms(provider.created_at)),
             )
@@ -40,7 +41,7 @@ impl MetricProviderStore for SqliteStore {
 
     async fn provider(&self, name: &str) -> Result<Option<MetricProvider>, StoreError> {
         let row = sqlx::query("SELECT * FROM metric_providers WHERE name = ?")
-            .bind(name)
+            .bind(storable(name))
             .fetch_optional(&self.pool)
             .await
             .map_err(db)?;
@@ -50,7 +51,7 @@ impl MetricProviderStore for SqliteStore {
     async fn delete_provider(&self, name: &str) -> Result<bool, StoreError> {
         let done = self
             .writes
-            .execute(sqlx::query("DELETE FROM metric_providers WHERE name = ?").bind(name))
+            .execute(sqlx::query("DELETE FROM metric_providers WHERE name = ?").bind(storable(name)))
             .await
             .map_err(db)?;
         Ok(done.rows_affected() > 0)

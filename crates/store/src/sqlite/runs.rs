@@ -9,6 +9,7 @@ use crate::error::{Conflict, StoreError};
 use crate::idempotency::IdempotencyKey;
 use crate::rows;
 use crate::runs::{Attempt, Claim, Fence, NewRun, Outcome, RunRecord, RunState, RunStore, RunView};
+use crate::text::{storable, storable_opt};
 use crate::time::unix_ms;
 
 /// The tables whose rows an Idempotency-Key can name.
@@ -31,7 +32,7 @@ impl SqliteStore {
             Keyed::Runs => "SELECT id, request_hash FROM webhook_runs WHERE idempotency_key = ?",
             Keyed::Deployments => "SELECT id, request_hash FROM deployments WHERE idempotency_key = ?",
         };
-        let row = sqlx::query(query).bind(&key.key).fetch_optional(&self.pool).await.map_err(db)?;
+        let row = sqlx::query(query).bind(storable(&key.key)).fetch_optional(&self.pool).await.map_err(db)?;
         Ok(row.map(|row| {
             let hash: Option<String> = row.get("request_hash");
             Conflict::IdempotencyKeyUsed {
@@ -50,7 +51,7 @@ macro_rules! fenced {
 }
 
 fn run_query(id: &str) -> Query<'_> {
-    sqlx::query("SELECT * FROM webhook_runs WHERE id = ?").bind(id)
+    sqlx::query("SELECT * FROM webhook_runs WHERE id = ?").bind(storable(id))
 }
 
 #[async_trait::async_trait]
@@ -61,16 +62,16 @@ impl RunStore for SqliteStore {
             "INSERT INTO webhook_runs (id, callback_id, webhook, environment, spec, state, next_attempt_at, created_at, updated_at, \
              idempotency_key, request_hash) VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?)",
         )
-        .bind(&run.id)
-        .bind(&run.callback_id)
-        .bind(&run.webhook)
-        .bind(&run.environment)
-        .bind(&run.spec)
+        .bind(storable(&run.id))
+        .bind(storable(&run.callback_id))
+        .bind(storable(&run.webhook))
+        .bind(storable_opt(run.environment.as_ref()))
+        .bind(storable(&run.spec))
         .bind(now)
         .bind(now)
         .bind(now)
-        .bind(run.idempotency.as_ref().map(|k| &k.key))
-        .bind(run.idempotency.as_ref().map(|k| &k.request_hash)))
+        .bind(run.idempotency.as_ref().map(|k| storable(&k.key)))
+        .bind(run.idempotency.as_ref().map(|k| storable(&k.request_hash))))
         .await;
         match result {
             Ok(_) => Ok(()),
@@ -91,7 +92,7 @@ impl RunStore for SqliteStore {
 
     async fn run_by_callback(&self, callback_id: &str) -> Result<Option<RunRecord>, StoreError> {
         let row = sqlx::query("SELECT * FROM webhook_runs WHERE callback_id = ?")
-            .bind(callback_id)
+            .bind(storable(callback_id))
             .fetch_optional(&self.pool)
             .await
             .map_err(db)?;
@@ -100,7 +101,7 @@ impl RunStore for SqliteStore {
 
     async fn watch_run(&self, id: &str) -> Result<(), StoreError> {
         self.writes
-            .execute(sqlx::query("UPDATE webhook_runs SET watched = 1 WHERE id = ? AND watched = 0").bind(id))
+            .execute(sqlx::query("UPDATE webhook_runs SET watched = 1 WHERE id = ? AND watched = 0").bind(storable(id)))
             .await
             .map_err(db)?;
         Ok(())
@@ -127,7 +128,7 @@ impl RunStore for SqliteStore {
         let mut tx = self.snapshot().await?;
         let Some(run) = run_query(id).fetch_optional(&mut *tx).await.map_err(db)? else { return Ok(None) };
         let attempts = sqlx::query("SELECT * FROM webhook_attempts WHERE run_id = ? ORDER BY number")
-            .bind(id)
+            .bind(storable(id))
             .fetch_all(&mut *tx)
             .await
             .map_err(db)?
@@ -148,8 +149,8 @@ impl RunStore for SqliteStore {
              ORDER BY next_attempt_at LIMIT ?",
         )
         .bind(unix_ms(claim.now))
-        .bind(only)
-        .bind(only)
+        .bind(storable_opt(only))
+        .bind(storable_opt(only))
         .bind(i64::from(claim.limit))
         .fetch_all(&self.pool)
         .await
@@ -166,10 +167,10 @@ impl RunStore for SqliteStore {
                         "UPDATE webhook_runs SET state = 'calling', attempts = attempts + 1, next_attempt_at = NULL, \
                          lease_owner = ?, lease_until = ?, updated_at = ? WHERE id = ? AND state = 'pending'",
                     )
-                    .bind(claim.owner)
+                    .bind(storable(claim.owner))
                     .bind(unix_ms(claim.lease_until))
                     .bind(now_ms())
-                    .bind(&id),
+                    .bind(storable(&id)),
                 )
                 .await
                 .map_err(db)?;
@@ -203,10 +204,10 @@ impl RunStore for SqliteStore {
                         "UPDATE webhook_runs SET lease_owner = ?, lease_until = ?, updated_at = ? \
                          WHERE id = ? AND state = 'calling' AND (lease_until IS NULL OR lease_until < ?)",
                     )
-                    .bind(claim.owner)
+                    .bind(storable(claim.owner))
                     .bind(unix_ms(claim.lease_until))
                     .bind(now_ms())
-                    .bind(&id)
+                    .bind(storable(&id))
                     .bind(unix_ms(claim.now)),
                 )
                 .await
@@ -230,8 +231,8 @@ impl RunStore for SqliteStore {
                         "UPDATE webhook_runs SET lease_until = ? WHERE lease_owner = ? AND state = 'calling' AND id = ?",
                     )
                     .bind(unix_ms(lease_until))
-                    .bind(owner)
-                    .bind(id),
+                    .bind(storable(owner))
+                    .bind(storable(id)),
                 )
                 .await
                 .map_err(db)?;
@@ -257,9 +258,9 @@ impl RunStore for SqliteStore {
             .writes
             .execute(
                 sqlx::query(concat!("UPDATE webhook_runs SET request = ? WHERE id = ? AND ", fenced!()))
-                    .bind(request)
-                    .bind(id)
-                    .bind(fence.owner)
+                    .bind(storable(request))
+                    .bind(storable(id))
+                    .bind(storable(fence.owner))
                     .bind(i64::from(fence.attempt)),
             )
             .await
@@ -280,10 +281,10 @@ impl RunStore for SqliteStore {
                 .bind(unix_ms(attempt.started_at))
                 .bind(attempt.latency_ms as i64)
                 .bind(attempt.status.map(i64::from))
-                .bind(&attempt.error)
-                .bind(&attempt.reply)
-                .bind(run_id)
-                .bind(fence.owner)
+                .bind(storable_opt(attempt.error.as_ref()))
+                .bind(storable_opt(attempt.reply.as_ref()))
+                .bind(storable(run_id))
+                .bind(storable(fence.owner))
                 .bind(i64::from(fence.attempt)),
             )
             .await
@@ -292,8 +293,8 @@ impl RunStore for SqliteStore {
             return Ok(true);
         }
         let holds = sqlx::query("SELECT 1 FROM webhook_runs WHERE id = ? AND lease_owner = ? AND attempts = ?")
-            .bind(run_id)
-            .bind(fence.owner)
+            .bind(storable(run_id))
+            .bind(storable(fence.owner))
             .bind(i64::from(fence.attempt))
             .fetch_optional(&self.pool)
             .await
@@ -311,10 +312,10 @@ impl RunStore for SqliteStore {
                     fenced!()
                 ))
                 .bind(unix_ms(at))
-                .bind(reason)
+                .bind(storable(reason))
                 .bind(now_ms())
-                .bind(id)
-                .bind(fence.owner)
+                .bind(storable(id))
+                .bind(storable(fence.owner))
                 .bind(i64::from(fence.attempt)),
             )
             .await
@@ -338,10 +339,10 @@ impl RunStore for SqliteStore {
                     fenced!()
                 ))
                 .bind(unix_ms(deadline))
-                .bind(reason)
+                .bind(storable_opt(reason))
                 .bind(now_ms())
-                .bind(id)
-                .bind(fence.owner)
+                .bind(storable(id))
+                .bind(storable(fence.owner))
                 .bind(i64::from(fence.attempt)),
             )
             .await
@@ -361,12 +362,12 @@ impl RunStore for SqliteStore {
                 ))
                 .bind(outcome.state.as_str())
                 .bind(outcome.success.map(i64::from))
-                .bind(&outcome.md_message)
-                .bind(&outcome.reason)
+                .bind(storable_opt(outcome.md_message.as_ref()))
+                .bind(storable_opt(outcome.reason.as_ref()))
                 .bind(now)
                 .bind(now)
-                .bind(id)
-                .bind(fence.owner)
+                .bind(storable(id))
+                .bind(storable(fence.owner))
                 .bind(i64::from(fence.attempt)),
             )
             .await
@@ -392,12 +393,12 @@ impl RunStore for SqliteStore {
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(outcome.state.as_str())
             .bind(outcome.success.map(i64::from))
-            .bind(&outcome.md_message)
-            .bind(&outcome.reason)
+            .bind(storable_opt(outcome.md_message.as_ref()))
+            .bind(storable_opt(outcome.reason.as_ref()))
             .bind(outcome.by_callback.then_some(now))
             .bind(now)
             .bind(now)
-            .bind(id);
+            .bind(storable(id));
         for state in states {
             query = query.bind(state);
         }

@@ -4,6 +4,7 @@ use super::error::db;
 use super::store::SqliteStore;
 use crate::error::StoreError;
 use crate::settings::SettingStore;
+use crate::text::storable;
 
 #[async_trait::async_trait]
 impl SettingStore for SqliteStore {
@@ -11,13 +12,13 @@ impl SettingStore for SqliteStore {
         self.writes
             .execute(
                 sqlx::query("INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING")
-                    .bind(key)
+                    .bind(storable(key))
                     .bind(init),
             )
             .await
             .map_err(db)?;
         let row = sqlx::query("SELECT value FROM settings WHERE key = ?")
-            .bind(key)
+            .bind(storable(key))
             .fetch_one(&self.pool)
             .await
             .map_err(db)?;
@@ -26,7 +27,7 @@ impl SettingStore for SqliteStore {
 
     async fn setting(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let row = sqlx::query("SELECT value FROM settings WHERE key = ?")
-            .bind(key)
+            .bind(storable(key))
             .fetch_optional(&self.pool)
             .await
             .map_err(db)?;
