@@ -345,6 +345,21 @@ async fn signing_takes_only_secrets_marked_for_signing() {
     assert_eq!(status, 200);
     let listed = get_text(&relay, "/api/v1/secrets").await;
     assert!(listed.contains(r#"{"name":"both","#) && listed.contains(r#""uses":["webhooks","providers"]"#), "{listed}");
+    // A new value for a signing key, with the form's default boxes (keep
+    // the uses of a secret that exists), stays a signing key only.
+    let fields = [("name", "signer"), ("value", SIGNING_KEY), ("use_webhooks", "on"), ("keep_uses", "on")];
+    let (status, _) = console.post(&format!("{}/secrets", relay.http_url), &csrf, &fields).await;
+    assert_eq!(status, 200);
+    let listed = get_text(&relay, "/api/v1/secrets").await;
+    assert!(listed.contains(r#"{"name":"signer","#), "{listed}");
+    let signer: Value = serde_json::from_str::<Value>(&listed).unwrap()["secrets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "signer")
+        .cloned()
+        .unwrap();
+    assert_eq!(signer["uses"], json!(["signing"]), "{listed}");
 }
 
 /// The relay's own signing key, named by the operator, signs whatever its

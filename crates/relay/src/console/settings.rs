@@ -36,6 +36,9 @@ pub struct SecretForm {
     use_webhooks: Option<String>,
     use_signing: Option<String>,
     use_providers: Option<String>,
+    /// Ticked: replacing a secret's value keeps its uses (so a new value
+    /// for a signing key does not make it readable by webhooks).
+    keep_uses: Option<String>,
 }
 
 impl SecretForm {
@@ -64,8 +67,12 @@ pub async fn set_secret(
     Form(form): Form<SecretForm>,
 ) -> Result<Response, Failure> {
     let name = form.name.trim().to_owned();
-    let uses = form.uses();
-    match correctable(api::store_secret(&state, &name, form.value, Some(uses)).await)? {
+    let exists = || async { state.vault.names().await.map(|names| names.iter().any(|(n, _, _)| *n == name)) };
+    let uses = match form.keep_uses.is_some() && exists().await.map_err(Problem::internal)? {
+        true => None,
+        false => Some(form.uses()),
+    };
+    match correctable(api::store_secret(&state, &name, form.value, uses).await)? {
         Ok(()) => Ok(render(&secrets_page(&state, &operator, None, Some(name), String::new()).await?, StatusCode::OK)),
         Err(problem) => {
             Ok(render(&secrets_page(&state, &operator, Some(problem.detail), None, name).await?, problem.status))
