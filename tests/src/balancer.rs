@@ -15,8 +15,12 @@
 //! backend it went to) is in [`Balancer::log`].
 //!
 //! [`Balancer::start_sending_proxy`] makes HAProxy open each connection to a
-//! backend with a PROXY protocol v2 header naming the client, as the
-//! README's set-up does; the relays must then trust it (`--trusted-proxy`).
+//! backend with a PROXY protocol v2 header naming the client; the relays
+//! must then trust it (`--trusted-proxy`). [`Balancer::start_replicas`] is
+//! the README's set-up: that, and each server checked with `GET /readyz` on
+//! its replica's HTTP listener, so a replica that hangs (the kernel still
+//! accepts for a stopped process) or lost its database is taken out of
+//! every group.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -49,10 +53,11 @@ impl Balancer {
         Self::launch(groups, &frontends, true)
     }
 
-    /// [`Balancer::start_on`], with a PROXY protocol v2 header on every
-    /// connection to a backend (`send-proxy-v2`).
-    pub fn start_on_sending_proxy(groups: &[(&str, Vec<SocketAddr>)], binds: &[SocketAddr]) -> Self {
-        Self::launch(groups, binds, true)
+    /// [`Balancer::start_on`] as the README sets it up for replicas: a PROXY
+    /// protocol v2 header on every connection to a backend, and server `i`
+    /// of every group checked with `GET /readyz` at `ready[i]`.
+    pub fn start_replicas(groups: &[(&str, Vec<SocketAddr>)], binds: &[SocketAddr], ready: &[SocketAddr]) -> Self {
+        Self::launch_with(groups, binds, true, Some(ready))
     }
 
     /// [`Balancer::start`] with each group's frontend on the address given
@@ -63,6 +68,15 @@ impl Balancer {
     }
 
     fn launch(groups: &[(&str, Vec<SocketAddr>)], binds: &[SocketAddr], send_proxy: bool) -> Self {
+        Self::launch_with(groups, binds, send_proxy, None)
+    }
+
+    fn launch_with(
+        groups: &[(&str, Vec<SocketAddr>)],
+        binds: &[SocketAddr],
+        send_proxy: bool,
+        ready: Option<&[SocketAddr]>,
+    ) -> Self {
         assert_eq!(groups.len(), binds.len(), "one frontend address per group");
         let mut names: Vec<&str> = groups.iter().map(|(name, _)| *name).collect();
         for name in &names {
@@ -79,7 +93,7 @@ impl Balancer {
         let sections: Vec<(&str, SocketAddr, &[SocketAddr])> =
             groups.iter().zip(&frontends).map(|((name, backends), (_, bind))| (*name, *bind, &backends[..])).collect();
         let config_path = dir.path().join("haproxy.cfg");
-        std::fs::write(&config_path, config(&sections, send_proxy)).unwrap();
+        std::fs::write(&config_path, config(&sections, send_proxy, ready)).unwrap();
         let log = std::fs::File::create(dir.path().join("haproxy.log")).unwrap();
         // -db: stay in the foreground, one process, alerts on stderr.
         let child = Command::new(program())
@@ -173,8 +187,10 @@ fn program() -> PathBuf {
 
 /// The HAProxy config: a frontend on `bind` and a backend over `backends`
 /// for each `(name, bind, backends)`; backend servers are `s0`, `s1`, ... in
-/// the order given.
-fn config(sections: &[(&str, SocketAddr, &[SocketAddr])], send_proxy: bool) -> String {
+/// the order given. With `ready`, server `i` is checked with `GET /readyz`
+/// at `ready[i]` (the check carries no PROXY header: it has an address of
+/// its own); without, a TCP connect is the check.
+fn config(sections: &[(&str, SocketAddr, &[SocketAddr])], send_proxy: bool, ready: Option<&[SocketAddr]>) -> String {
     // maxconn 20000 wants ~40000 open files; where the hard limit is lower,
     // `no strict-limits` makes that a warning, not a refusal to start.
     // `option redispatch 1`: every retry after a failed connect goes to
@@ -199,12 +215,21 @@ defaults
     default-server check inter 500ms fall 1 rise 1
 ",
     );
+    if ready.is_some() {
+        out.push_str(
+            "    option httpchk\n    http-check send meth GET uri /readyz\n    http-check expect status 200\n",
+        );
+    }
     for (name, bind, backends) in sections {
         out.push_str(&format!("\nfrontend {name}\n    bind {bind}\n    default_backend {name}\n"));
         out.push_str(&format!("\nbackend {name}\n"));
         for (i, backend) in backends.iter().enumerate() {
             let proxy = if send_proxy { " send-proxy-v2" } else { "" };
-            out.push_str(&format!("    server s{i} {backend}{proxy}\n"));
+            let check = match ready {
+                Some(ready) => format!(" check addr {} port {}", ready[i].ip(), ready[i].port()),
+                None => String::new(),
+            };
+            out.push_str(&format!("    server s{i} {backend}{proxy}{check}\n"));
         }
     }
     out

@@ -73,12 +73,11 @@ impl Cluster {
         let fronts = [free_port(), free_port()];
         let public_url = format!("http://{}", fronts[0]);
         let replicas: Vec<RelayProcess> = (1..=3).map(|n| replica(&schema, n, &public_url)).collect();
-        let balancer = Balancer::start_on_sending_proxy(
-            &[
-                ("http", replicas.iter().map(|r| addr(&r.http_url)).collect()),
-                ("agents", replicas.iter().map(|r| addr(&r.agents_url)).collect()),
-            ],
+        let ready: Vec<SocketAddr> = replicas.iter().map(|r| addr(&r.http_url)).collect();
+        let balancer = Balancer::start_replicas(
+            &[("http", ready.clone()), ("agents", replicas.iter().map(|r| addr(&r.agents_url)).collect())],
             &fronts,
+            &ready,
         );
         Self { replicas, balancer, schema }
     }
@@ -893,5 +892,64 @@ async fn deadlines_and_cancels_cross_the_peer_hop() {
     tokio::time::timeout(borealis_tests::PATIENCE, closed.recv())
         .await
         .expect("the destination's connection closes once the caller went away");
+    drop(agent);
+}
+
+/// A replica that hangs (SIGSTOP: the kernel still accepts its connections,
+/// so a TCP check passes) is taken out of both groups by the balancer's
+/// `GET /readyz` check: every request on a new connection through the
+/// balancer is answered meanwhile, and an agent connecting reaches a replica
+/// that runs. Once it runs again it is back in both groups.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hung_replica_is_taken_out_by_the_balancers_ready_check() {
+    let cluster = Cluster::start();
+    let pid = cluster.replicas[0].pid().to_string();
+    let signal = |name: &str| {
+        let status = std::process::Command::new("kill").args([name, pid.as_str()]).status().unwrap();
+        assert!(status.success(), "kill {name} {pid}");
+    };
+    /// Lets the replica run again however the test ends.
+    struct Resume(String);
+    impl Drop for Resume {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("kill").args(["-CONT", self.0.as_str()]).status();
+        }
+    }
+    let _resume = Resume(pid.clone());
+    signal("-STOP");
+    let down = |log: &str, server: &str| log.lines().any(|l| l.contains(server) && l.contains("is DOWN"));
+    eventually("the balancer takes the stopped replica out of both groups", Duration::from_secs(30), || async {
+        let log = cluster.balancer.log();
+        (down(&log, "http/s0") && down(&log, "agents/s0")).then_some(())
+    })
+    .await;
+    // A new connection each time, as a balancer's clients make them; the
+    // client's timeout is only there to fail a request that hangs.
+    let fresh = reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(0)
+        .timeout(borealis_tests::PATIENCE)
+        .build()
+        .unwrap();
+    for _ in 0..30 {
+        let reply = fresh
+            .get(format!("{}/api/v1/agents", cluster.http()))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .expect("a request through the balancer met the stopped replica");
+        assert_eq!(reply.status(), 200);
+    }
+    let (client_id, secret) = cluster.create_agent("while-hung");
+    let agent = AgentProcess::start(&cluster.balancer.url("agents"), &client_id, &secret, &["--allow", "127.0.0.0/8"]);
+    agent.wait_connected(Duration::from_secs(30)).await;
+    signal("-CONT");
+    let up =
+        |log: &str, server: &str| log.lines().rev().find(|l| l.contains(server)).is_some_and(|l| l.contains("is UP"));
+    eventually("the replica is back in both groups", Duration::from_secs(30), || async {
+        let log = cluster.balancer.log();
+        (up(&log, "http/s0") && up(&log, "agents/s0")).then_some(())
+    })
+    .await;
     drop(agent);
 }
