@@ -754,3 +754,34 @@ pub async fn text_with_nul_is_stored_replaced<H: Harness>(harness: &H) {
     );
     assert_eq!(store.replicas(now - Duration::from_secs(60)).await.unwrap()[0].name, replaced("name"));
 }
+
+/// The id a backend's bulk fill gives the run due `i` ms after its base: a
+/// permutation of the numbers below 100 003 (a prime), in no due order, so
+/// an index on id cannot pass for one on the due time.
+pub fn backlog_id(i: i64) -> String {
+    format!("r{:06}", (i * 7919) % 100_003)
+}
+
+/// On a store a backend filled with 100 000 pending runs, run `i` due
+/// `i` ms after `now` less 90 s ([`backlog_id`]): claims take the earliest
+/// due first, 500 at a time; one run deep in the backlog is claimed by its
+/// id, once, and one not yet due is not.
+pub async fn a_large_backlog_is_claimed_earliest_first(store: &impl RunStore, now: SystemTime) {
+    let lease_until = now + Duration::from_secs(60);
+    let deep = Claim { owner: OWNER, now, lease_until, limit: 1 };
+    let one = store.claim_due(&deep, Some(&backlog_id(70_000))).await.unwrap();
+    assert_eq!(one.iter().map(|run| run.id.clone()).collect::<Vec<_>>(), [backlog_id(70_000)]);
+    assert_eq!((one[0].state, one[0].attempts), (RunState::Calling, 1));
+    assert!(store.claim_due(&deep, Some(&backlog_id(70_000))).await.unwrap().is_empty(), "claimed once");
+    assert!(store.claim_due(&deep, Some(&backlog_id(95_000))).await.unwrap().is_empty(), "not due yet");
+
+    let batch = Claim { owner: OWNER, now, lease_until, limit: 500 };
+    for round in 0..3 {
+        let mut claimed: Vec<String> =
+            store.claim_due(&batch, None).await.unwrap().into_iter().map(|run| run.id).collect();
+        let mut expected: Vec<String> = (round * 500..(round + 1) * 500).map(backlog_id).collect();
+        claimed.sort();
+        expected.sort();
+        assert_eq!(claimed, expected, "batch {round}: the next 500 due, earliest first");
+    }
+}

@@ -88,7 +88,7 @@ pub async fn sign_in(
         admin_seal: state.auth.console_seal(&borealis_core::Secret::new(form.token.trim()), &id),
         expires_at: now + SESSION_TTL,
     };
-    state.store.create_console_session(&session, now).await.map_err(Problem::internal)?;
+    state.store.create_console_session(&session, now).await.map_err(Problem::from)?;
     tracing::info!(peer = ?peer, "console sign-in");
     let mut response = Redirect::to(next).into_response();
     set_cookie(&mut response, &cookie(&state, &id, SESSION_TTL.as_secs()));
@@ -99,7 +99,7 @@ pub async fn sign_out(
     State(state): State<Arc<AppState>>,
     axum::Extension(operator): axum::Extension<Operator>,
 ) -> Result<Response, Failure> {
-    state.store.end_console_session(&operator.session_hash()).await.map_err(Problem::internal)?;
+    state.store.end_console_session(&operator.session_hash()).await.map_err(Problem::from)?;
     let mut response = Redirect::to("/sign-in").into_response();
     set_cookie(&mut response, &cookie(&state, "", 0));
     Ok(response)
@@ -122,7 +122,7 @@ async fn admit(state: &AppState, mut request: Request) -> Result<Request, Respon
             .store
             .console_session(&session_hash(id), SystemTime::now())
             .await
-            .map_err(|e| Failure(Problem::internal(e)).into_response())?,
+            .map_err(|e| Failure::from(e).into_response())?,
         None => None,
     };
     // A session signed in with an admin token this relay no longer takes

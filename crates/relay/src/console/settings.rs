@@ -68,7 +68,7 @@ pub async fn set_secret(
 ) -> Result<Response, Failure> {
     let name = form.name.trim().to_owned();
     let exists = || async { state.vault.names().await.map(|names| names.iter().any(|(n, _, _)| *n == name)) };
-    let uses = match form.keep_uses.is_some() && exists().await.map_err(Problem::internal)? {
+    let uses = match form.keep_uses.is_some() && exists().await.map_err(Problem::from)? {
         true => None,
         false => Some(form.uses()),
     };
@@ -95,7 +95,7 @@ pub async fn confirm_delete_secret(Extension(operator): Extension<Operator>, Pat
 }
 
 pub async fn delete_secret(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Result<Redirect, Failure> {
-    if !state.vault.delete(&name).await.map_err(Problem::internal)? {
+    if !state.vault.delete(&name).await.map_err(Problem::from)? {
         return Err(Failure(Problem::new(
             StatusCode::NOT_FOUND,
             "unknown-secret",
@@ -113,7 +113,7 @@ async fn secrets_page(
     stored: Option<String>,
     typed: String,
 ) -> Result<SecretsPage, Failure> {
-    let secrets = state.vault.names().await.map_err(Problem::internal)?;
+    let secrets = state.vault.names().await.map_err(Problem::from)?;
     let secrets = secrets
         .into_iter()
         .map(|(name, at, uses)| (name, when(&crate::clock::rfc3339(at)), SecretUse::join(&uses).replace(',', ", ")))
@@ -189,7 +189,7 @@ async fn clients_page(
         .store
         .active_credentials(CredentialKind::Callback)
         .await
-        .map_err(Problem::internal)?
+        .map_err(Problem::from)?
         .into_iter()
         .map(|c| (c.subject, c.client_id, when(&crate::clock::rfc3339(c.created_at))))
         .collect();

@@ -52,14 +52,14 @@ pub async fn list_agents(State(state): State<Arc<AppState>>) -> Result<Response,
 
 /// Every registered agent with the instances connected to any live replica.
 pub(crate) async fn agents(state: &AppState) -> Result<Vec<borealis_api::Agent>, Problem> {
-    let credentials = state.store.active_credentials(CredentialKind::Agent).await.map_err(Problem::internal)?;
+    let credentials = state.store.active_credentials(CredentialKind::Agent).await.map_err(Problem::from)?;
     let sessions = state.hub.sessions();
     // Sessions other live replicas hold, with their replica's name.
     let since = state.replica.alive_since();
     let replicas: std::collections::HashMap<String, borealis_store::ReplicaRecord> =
-        state.store.replicas(since).await.map_err(Problem::internal)?.into_iter().map(|r| (r.id.clone(), r)).collect();
+        state.store.replicas(since).await.map_err(Problem::from)?.into_iter().map(|r| (r.id.clone(), r)).collect();
     let mut elsewhere: std::collections::HashMap<String, Vec<borealis_api::AgentInstance>> = Default::default();
-    for record in state.store.sessions(None, since).await.map_err(Problem::internal)? {
+    for record in state.store.sessions(None, since).await.map_err(Problem::from)? {
         let Some(replica) = replicas.get(&record.replica_id).filter(|r| r.id != state.replica.id) else { continue };
         elsewhere.entry(record.agent_id.clone()).or_default().push(borealis_api::AgentInstance {
             session_id: record.session_id,
@@ -119,7 +119,7 @@ pub async fn revoke_client(State(state): State<Arc<AppState>>, Path(name): Path<
 }
 
 pub(crate) async fn revoke_client_named(state: &AppState, name: &str) -> Result<(), Problem> {
-    let revoked = state.store.revoke(CredentialKind::Callback, name).await.map_err(Problem::internal)?;
+    let revoked = state.store.revoke(CredentialKind::Callback, name).await.map_err(Problem::from)?;
     state.auth.forget_live();
     if !revoked {
         return Err(Problem::new(
@@ -139,7 +139,7 @@ pub async fn revoke_agent(State(state): State<Arc<AppState>>, Path(id): Path<Str
 
 /// Revokes agent `id` and ends its sessions here; how many ended.
 pub(crate) async fn revoke_agent_named(state: &AppState, id: &str) -> Result<usize, Problem> {
-    let revoked = state.store.revoke(CredentialKind::Agent, id).await.map_err(Problem::internal)?;
+    let revoked = state.store.revoke(CredentialKind::Agent, id).await.map_err(Problem::from)?;
     state.auth.forget_live();
     if !revoked {
         return Err(Problem::new(StatusCode::NOT_FOUND, "unknown-agent", format!("agent {id:?} is not registered")));

@@ -48,7 +48,7 @@ impl Problem {
         slug: &'static str,
         detail: impl FnOnce() -> String,
     ) -> Result<T, Self> {
-        lookup.map_err(Self::internal)?.ok_or_else(|| Self::new(StatusCode::NOT_FOUND, slug, detail()))
+        lookup.map_err(store_problem)?.ok_or_else(|| Self::new(StatusCode::NOT_FOUND, slug, detail()))
     }
 }
 
@@ -83,14 +83,21 @@ impl From<AuthError> for Problem {
             AuthError::Store(borealis_store::StoreError::Conflict(conflict)) => {
                 Problem::new(StatusCode::CONFLICT, "conflict", conflict.to_string())
             }
-            AuthError::Store(err) => Problem::internal(err),
+            AuthError::Store(err) => store_problem(err),
             other => Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", other.to_string()),
         }
     }
 }
 
+/// Seconds a client is told to wait (`Retry-After`) when the store is
+/// unavailable: a retry soon after may pass (the connection is back, the
+/// disk has room again, the lock is free).
+pub const STORE_RETRY_AFTER: u64 = 1;
+
 /// A store failure as the caller sees it: a key reused with another request
-/// is the caller's mistake (422, as the IETF Idempotency-Key draft says).
+/// is the caller's mistake (422, as the IETF Idempotency-Key draft says); a
+/// store another try may pass (unreachable, busy, full, read-only) is 503
+/// with `Retry-After`, on every route; the rest is the relay's fault (500).
 pub(crate) fn store_problem(err: borealis_store::StoreError) -> Problem {
     match err {
         borealis_store::StoreError::Conflict(borealis_store::Conflict::IdempotencyKeyUsed { id, .. }) => Problem::new(
@@ -98,16 +105,33 @@ pub(crate) fn store_problem(err: borealis_store::StoreError) -> Problem {
             "idempotency-key-reused",
             format!("this Idempotency-Key was already used for {id}, with a different request; use a new key"),
         ),
-        // The database cannot be reached now: another try may pass.
+        // The database cannot be reached or written now: another try may pass.
         err @ borealis_store::StoreError::Unavailable(_) => {
             tracing::warn!(error = %err, "store unavailable");
-            Problem::new(
+            let mut problem = Problem::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "store-unavailable",
-                "the relay's database is unavailable; try again",
-            )
+                "the relay's database is unavailable (unreachable, busy, full or read-only); try again",
+            );
+            problem.retry_after = Some(STORE_RETRY_AFTER);
+            problem
         }
         other => Problem::internal(other),
+    }
+}
+
+impl From<borealis_store::StoreError> for Problem {
+    fn from(err: borealis_store::StoreError) -> Self {
+        store_problem(err)
+    }
+}
+
+impl From<crate::vault::VaultError> for Problem {
+    fn from(err: crate::vault::VaultError) -> Self {
+        match err {
+            crate::vault::VaultError::Store(err) => store_problem(err),
+            other => Problem::internal(other),
+        }
     }
 }
 
@@ -153,7 +177,7 @@ impl From<crate::runs::RunError> for Problem {
                 Problem::new(StatusCode::CONFLICT, "callback-conflict", err.to_string())
             }
             RunError::Store(err) => store_problem(err),
-            RunError::Vault(err) => Problem::internal(err),
+            RunError::Vault(err) => err.into(),
         }
     }
 }
@@ -179,7 +203,7 @@ impl From<crate::deployments::DeploymentError> for Problem {
                 Problem::new(StatusCode::CONFLICT, "not-awaiting-decision", detail)
             }
             DeploymentError::Store(err) => store_problem(err),
-            DeploymentError::Vault(err) => Problem::internal(err),
+            DeploymentError::Vault(err) => err.into(),
         }
     }
 }

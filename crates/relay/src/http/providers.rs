@@ -79,7 +79,7 @@ pub async fn create(State(state): State<Arc<AppState>>, body: axum::body::Bytes)
     }
     // Each header may read only secrets marked for providers, never the
     // relay's own signing key; a secret not stored yet is found at query time.
-    let secrets = state.vault.all().await.map_err(Problem::internal)?;
+    let secrets = state.vault.all().await.map_err(Problem::from)?;
     let signing_key = state.config.webhook_signing_secret.as_deref();
     let values = secrets.values(SecretUse::Providers, signing_key, BTreeMap::new(), BTreeMap::new());
     let mut headers = Vec::new();
@@ -112,12 +112,12 @@ pub async fn create(State(state): State<Arc<AppState>>, body: axum::body::Bytes)
 }
 
 pub async fn list(State(state): State<Arc<AppState>>) -> Result<Response, Problem> {
-    let providers = state.store.providers().await.map_err(Problem::internal)?;
+    let providers = state.store.providers().await.map_err(Problem::from)?;
     Ok(Json(borealis_api::MetricProviderList { providers: providers.iter().map(describe).collect() }).into_response())
 }
 
 pub async fn delete(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Result<Response, Problem> {
-    if state.store.delete_provider(&name).await.map_err(Problem::internal)? {
+    if state.store.delete_provider(&name).await.map_err(Problem::from)? {
         Ok(Json(borealis_api::MetricProviderDeleted { name, deleted: true }).into_response())
     } else {
         Err(Problem::new(

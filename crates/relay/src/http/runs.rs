@@ -108,7 +108,7 @@ pub async fn callback(
     }
     match state.auth.ensure_active(&claims).await {
         Ok(()) => {}
-        Err(AuthError::Store(err)) => return Err(Problem::internal(err)),
+        Err(AuthError::Store(err)) => return Err(err.into()),
         Err(err) => return Err(refused(format!("invalid token: {err}"), Some(&claims.client_id)).into()),
     }
     let body = axum::body::to_bytes(body, MAX_CALLBACK_BYTES).await.map_err(|e| {

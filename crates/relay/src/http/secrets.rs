@@ -57,7 +57,7 @@ pub(crate) async fn store_secret(
             "a secret needs at least one use: webhooks, signing or providers",
         ));
     }
-    state.vault.set(name, &Secret::new(value), uses.as_ref()).await.map_err(Problem::internal)?;
+    state.vault.set(name, &Secret::new(value), uses.as_ref()).await.map_err(Problem::from)?;
     match &uses {
         Some(uses) => tracing::info!(secret = %name, uses = %SecretUse::join(uses), "secret stored"),
         None => tracing::info!(secret = %name, "secret stored"),
@@ -86,7 +86,7 @@ fn uses_to_api(uses: &Uses) -> Vec<borealis_api::SecretUse> {
 }
 
 pub async fn list_secrets(State(state): State<Arc<AppState>>) -> Result<Response, Problem> {
-    let names = state.vault.names().await.map_err(Problem::internal)?;
+    let names = state.vault.names().await.map_err(Problem::from)?;
     let secrets = names
         .into_iter()
         .map(|(name, at, uses)| borealis_api::SecretSummary { name, updated_at: rfc3339(at), uses: uses_to_api(&uses) })
@@ -95,7 +95,7 @@ pub async fn list_secrets(State(state): State<Arc<AppState>>) -> Result<Response
 }
 
 pub async fn delete_secret(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Result<Response, Problem> {
-    if state.vault.delete(&name).await.map_err(Problem::internal)? {
+    if state.vault.delete(&name).await.map_err(Problem::from)? {
         Ok(Json(borealis_api::SecretDeleted { name, deleted: true }).into_response())
     } else {
         Err(Problem::new(StatusCode::NOT_FOUND, "unknown-secret", format!("no secret named {name:?}")))

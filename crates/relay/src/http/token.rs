@@ -98,7 +98,7 @@ pub async fn token(
         Err(AuthError::Revoked) => {
             refuse(&state, peer, &client_id, "a revoked credential", "the credential was revoked")
         }
-        Err(err) => Problem::internal(err).into_response(),
+        Err(err) => Problem::from(err).into_response(),
     }
 }
 

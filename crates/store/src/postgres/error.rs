@@ -3,9 +3,12 @@
 use crate::error::{Conflict, StoreError};
 
 /// SQLSTATEs a retry may pass: serialization failure and deadlock (another
-/// writer won; this backend does not retry them itself), too many
-/// connections, a server shutting down or starting, a lock not available.
-const RETRYABLE: [&str; 7] = ["40001", "40P01", "53300", "57P01", "57P02", "57P03", "55P03"];
+/// writer won; this backend does not retry them itself), a full disk, out
+/// of memory, too many connections, a read-only server (a standby, or
+/// `default_transaction_read_only`), a server shutting down or starting,
+/// a lock not available.
+const RETRYABLE: [&str; 11] =
+    ["40001", "40P01", "53100", "53200", "53300", "25006", "57P01", "57P02", "57P03", "57P05", "55P03"];
 
 /// No connection, a pool timeout, I/O trouble, or a lost race with another
 /// writer may pass on a retry; a unique violation is the caller's conflict;

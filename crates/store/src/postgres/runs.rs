@@ -100,6 +100,23 @@ fn run_query(id: &str) -> Query<'_> {
     sqlx::query("SELECT * FROM webhook_runs WHERE id = $1").bind(storable(id))
 }
 
+/// Claims the due runs, earliest first, through the partial index
+/// `webhook_runs_due`. SKIP LOCKED: replicas claiming at once take
+/// different runs, and none waits on another's. Binds the limit, then
+/// owner, lease end, update time and the time.
+pub(super) const CLAIM_DUE: &str = "UPDATE webhook_runs r SET state = 'calling', attempts = r.attempts + 1, \
+     next_attempt_at = NULL, lease_owner = $2, lease_until = $3, updated_at = $4 \
+     FROM (SELECT id FROM webhook_runs WHERE state = 'pending' AND next_attempt_at <= $5 \
+           ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED) due \
+     WHERE r.id = due.id RETURNING r.*";
+
+/// Claims one run by its primary key if it is still pending and due (a
+/// replica claiming it at once waits for the row, then finds it taken).
+/// Binds the id, then as [`CLAIM_DUE`].
+pub(super) const CLAIM_ONE: &str = "UPDATE webhook_runs SET state = 'calling', attempts = attempts + 1, \
+     next_attempt_at = NULL, lease_owner = $2, lease_until = $3, updated_at = $4 \
+     WHERE id = $1 AND state = 'pending' AND next_attempt_at <= $5 RETURNING *";
+
 #[async_trait::async_trait]
 impl RunStore for PostgresStore {
     async fn insert_run(&self, run: &NewRun) -> Result<(), StoreError> {
@@ -197,25 +214,20 @@ impl RunStore for PostgresStore {
     // attempt's writes are also fenced by its lease: owner and number.
 
     async fn claim_due(&self, claim: &Claim<'_>, only: Option<&str>) -> Result<Vec<RunRecord>, StoreError> {
-        // SKIP LOCKED: replicas claiming at once take different runs, and
-        // none waits on another's.
-        let rows = sqlx::query(
-            "UPDATE webhook_runs r SET state = 'calling', attempts = r.attempts + 1, next_attempt_at = NULL, \
-             lease_owner = $1, lease_until = $2, updated_at = $3 \
-             FROM (SELECT id FROM webhook_runs WHERE state = 'pending' AND next_attempt_at <= $4 \
-                   AND ($6::text IS NULL OR id = $6) \
-                   ORDER BY next_attempt_at LIMIT $5 FOR UPDATE SKIP LOCKED) due \
-             WHERE r.id = due.id RETURNING r.*",
-        )
-        .bind(storable(claim.owner))
-        .bind(unix_ms(claim.lease_until))
-        .bind(now_ms())
-        .bind(unix_ms(claim.now))
-        .bind(i64::from(claim.limit))
-        .bind(storable_opt(only))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db)?;
+        // Two statements, chosen here: one `($6 IS NULL OR id = $6)` query
+        // cannot use the primary key for one run.
+        let query = match only {
+            Some(id) => sqlx::query(CLAIM_ONE).bind(storable(id)),
+            None => sqlx::query(CLAIM_DUE).bind(i64::from(claim.limit)),
+        };
+        let rows = query
+            .bind(storable(claim.owner))
+            .bind(unix_ms(claim.lease_until))
+            .bind(now_ms())
+            .bind(unix_ms(claim.now))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
         Ok(rows.iter().map(rows::run).collect())
     }
 

@@ -175,18 +175,14 @@ impl DeploymentStore for SqliteStore {
     }
 
     async fn claim_deployments(&self, claim: &Claim<'_>) -> Result<Vec<String>, StoreError> {
-        let lapsed: Vec<String> = sqlx::query(
-            "SELECT id FROM deployments WHERE finished_at IS NULL AND (lease_until IS NULL OR lease_until < ?) \
-             ORDER BY created_at LIMIT ?",
-        )
-        .bind(unix_ms(claim.now))
-        .bind(i64::from(claim.limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db)?
-        .iter()
-        .map(|row| row.get("id"))
-        .collect();
+        let lapsed = self
+            .ids(
+                "SELECT id FROM deployments WHERE finished_at IS NULL AND (lease_until IS NULL OR lease_until < ?) \
+                 ORDER BY created_at LIMIT ?",
+                claim.now,
+                claim.limit,
+            )
+            .await?;
         let mut claimed = Vec::with_capacity(lapsed.len());
         for id in lapsed {
             let done = self

@@ -7,6 +7,8 @@
 //! Writers also stop contending for SQLite's write lock, which they would
 //! otherwise wait for by sleeping in its busy handler.
 
+use std::sync::{Arc, Mutex};
+
 use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{SqliteArguments, SqliteQueryResult};
 use sqlx::{Execute, Executor, SqlStr, Sqlite, SqlitePool};
@@ -37,14 +39,24 @@ impl Write {
 #[derive(Clone)]
 pub(crate) struct GroupCommit {
     queue: mpsc::Sender<Write>,
+    /// Why the last commit failed when the disk refused it (full,
+    /// read-only, I/O); cleared by the next commit that lands.
+    fault: Arc<Mutex<Option<String>>>,
 }
 
 impl GroupCommit {
     /// Starts the writing task on the current runtime.
     pub(crate) fn start(pool: SqlitePool) -> Self {
         let (queue, writes) = mpsc::channel(4 * MAX_GROUP);
-        tokio::spawn(write_groups(pool, writes));
-        Self { queue }
+        let fault = Arc::new(Mutex::new(None));
+        tokio::spawn(write_groups(pool, writes, fault.clone()));
+        Self { queue, fault }
+    }
+
+    /// Why writes fail now, if the last commit failed on the disk (full,
+    /// read-only, I/O), for readiness: reads may still pass meanwhile.
+    pub(crate) fn fault(&self) -> Option<String> {
+        self.fault.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     /// Executes one statement and returns once it is committed.
@@ -56,7 +68,7 @@ impl GroupCommit {
     }
 }
 
-async fn write_groups(pool: SqlitePool, mut writes: mpsc::Receiver<Write>) {
+async fn write_groups(pool: SqlitePool, mut writes: mpsc::Receiver<Write>, fault: Arc<Mutex<Option<String>>>) {
     let mut group = Vec::with_capacity(MAX_GROUP);
     while writes.recv_many(&mut group, MAX_GROUP).await > 0 {
         let outcomes: Vec<Outcome> = match commit(&pool, &group).await {
@@ -71,6 +83,16 @@ async fn write_groups(pool: SqlitePool, mut writes: mpsc::Receiver<Write>) {
                 outcomes
             }
         };
+        let landed = outcomes.iter().any(Result::is_ok);
+        let refused =
+            outcomes.iter().find_map(|outcome| outcome.as_ref().err().filter(|err| super::error::is_disk_fault(err)));
+        match (landed, refused) {
+            (true, _) => *fault.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None,
+            (false, Some(err)) => {
+                *fault.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(err.to_string());
+            }
+            (false, None) => {}
+        }
         for (write, outcome) in group.drain(..).zip(outcomes) {
             let _ = write.done.send(outcome);
         }

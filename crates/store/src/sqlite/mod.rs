@@ -21,6 +21,7 @@ pub use store::SqliteStore;
 #[cfg(test)]
 mod tests {
     use std::path::Path;
+    use std::time::SystemTime;
 
     use super::SqliteStore;
     use crate::conformance::Harness;
@@ -98,5 +99,91 @@ mod tests {
         assert!(!message.contains("secret"), "the URL is not echoed: {message}");
         let err = crate::open(Some("/var/lib/borealis.db"), dir.path()).await.err().unwrap();
         assert!(matches!(err, StoreError::InvalidUrl(_)), "{err}");
+    }
+
+    /// Fills `store` with `count` pending runs in one statement: run `i`
+    /// falls due `i` ms after `base`, its id is [`crate::conformance::backlog_id`]`(i)`.
+    async fn fill_pending(store: &SqliteStore, count: i64, base: i64) {
+        // Numbers only are formatted in; then statistics for the planner.
+        let script = format!(
+            "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < {count}) \
+             INSERT INTO webhook_runs (id, callback_id, webhook, spec, state, next_attempt_at, created_at, updated_at) \
+             SELECT printf('r%06d', (i * 7919) % 100003), 'cb-' || i, 'w', '{{}}', 'pending', {base} + i, {base}, {base} \
+             FROM n; ANALYZE;"
+        );
+        sqlx::raw_sql(sqlx::AssertSqlSafe(script)).execute(&store.pool).await.unwrap();
+    }
+
+    /// SQLite's plan for `sql` (binds as the claim makes them), one step a line.
+    async fn plan(store: &SqliteStore, sql: &str, binds: &[Bind<'_>]) -> String {
+        let explain = format!("EXPLAIN QUERY PLAN {sql}");
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(explain));
+        for bind in binds {
+            query = match *bind {
+                Bind::Text(text) => query.bind(text.to_owned()),
+                Bind::Int(int) => query.bind(int),
+            };
+        }
+        let rows = query.fetch_all(&store.pool).await.unwrap();
+        rows.iter().map(|row| sqlx::Row::get::<String, _>(row, "detail")).collect::<Vec<_>>().join("\n")
+    }
+
+    enum Bind<'a> {
+        Text(&'a str),
+        Int(i64),
+    }
+
+    /// Claiming costs the same whatever the backlog: on 20 000 pending runs
+    /// the claim of one run finds it by its primary key, and the due ones
+    /// are read through the partial index on the due time; neither scans.
+    #[tokio::test]
+    async fn claims_use_the_primary_key_and_the_due_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open_in(dir.path()).await.unwrap();
+        let now = crate::time::unix_ms(SystemTime::now());
+        fill_pending(&store, 20_000, now - 10_000).await;
+
+        let one = [Bind::Text("a"), Bind::Int(now + 60_000), Bind::Int(now), Bind::Text("r000007"), Bind::Int(now)];
+        let one = plan(&store, super::runs::CLAIM_ONE, &one).await;
+        assert!(one.contains("USING INDEX sqlite_autoindex_webhook_runs_1 (id=?)"), "by the primary key:\n{one}");
+        assert!(!one.contains("SCAN"), "{one}");
+        let due = plan(&store, super::runs::DUE, &[Bind::Int(now), Bind::Int(64)]).await;
+        assert!(due.contains("USING INDEX webhook_runs_due (next_attempt_at<?)"), "by the due index:\n{due}");
+        assert!(!due.contains("SCAN") && !due.contains("TEMP B-TREE"), "no scan, no sort: {due}");
+    }
+
+    /// From 100 000 pending runs (some not yet due), claims take the
+    /// earliest due first.
+    #[tokio::test]
+    async fn a_large_backlog_is_claimed_earliest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open_in(dir.path()).await.unwrap();
+        let now = SystemTime::now();
+        fill_pending(&store, 100_000, crate::time::unix_ms(now) - 90_000).await;
+        crate::conformance::a_large_backlog_is_claimed_earliest_first(&store, now).await;
+    }
+
+    /// A full disk, a read-only database and a held lock may pass on
+    /// another try: `Unavailable` (a caller answers 503), not `Backend`.
+    #[tokio::test]
+    async fn full_and_read_only_are_unavailable() {
+        let dir = tempfile::tempdir().unwrap();
+        let options =
+            sqlx::sqlite::SqliteConnectOptions::new().filename(dir.path().join("f.db")).create_if_missing(true);
+        let mut connection = sqlx::ConnectOptions::connect(&options).await.unwrap();
+        let mut run =
+            async |sql: &str| sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned())).execute(&mut connection).await;
+        run("CREATE TABLE t (v BLOB); PRAGMA max_page_count = 8").await.unwrap();
+        let full = loop {
+            if let Err(err) = run("INSERT INTO t VALUES (zeroblob(4096))").await {
+                break super::error::db(err);
+            }
+        };
+        assert!(matches!(full, StoreError::Unavailable(_)), "full: {full:?}");
+        run("DELETE FROM t; PRAGMA query_only = 1").await.unwrap();
+        let read_only = super::error::db(run("INSERT INTO t VALUES (1)").await.unwrap_err());
+        assert!(matches!(read_only, StoreError::Unavailable(_)), "read-only: {read_only:?}");
+        let broken = super::error::db(run("SELECT * FROM missing").await.unwrap_err());
+        assert!(matches!(broken, StoreError::Backend(_)), "a bug stays a bug: {broken:?}");
     }
 }

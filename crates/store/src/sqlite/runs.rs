@@ -50,6 +50,17 @@ macro_rules! fenced {
     };
 }
 
+/// The due runs, earliest first, through the partial index `webhook_runs_due`;
+/// binds the time and the limit.
+pub(super) const DUE: &str = "SELECT id FROM webhook_runs WHERE state = 'pending' AND next_attempt_at <= ? \
+                              ORDER BY next_attempt_at LIMIT ?";
+
+/// Claims one run by its primary key if it is still pending and due; binds
+/// owner, lease end, update time, id and the time.
+pub(super) const CLAIM_ONE: &str = "UPDATE webhook_runs SET state = 'calling', attempts = attempts + 1, \
+                                    next_attempt_at = NULL, lease_owner = ?, lease_until = ?, updated_at = ? \
+                                    WHERE id = ? AND state = 'pending' AND next_attempt_at <= ?";
+
 fn run_query(id: &str) -> Query<'_> {
     sqlx::query("SELECT * FROM webhook_runs WHERE id = ?").bind(storable(id))
 }
@@ -144,33 +155,24 @@ impl RunStore for SqliteStore {
     // replica's; the fences still hold the two backends to one behaviour.
 
     async fn claim_due(&self, claim: &Claim<'_>, only: Option<&str>) -> Result<Vec<RunRecord>, StoreError> {
-        let due: Vec<String> = sqlx::query(
-            "SELECT id FROM webhook_runs WHERE state = 'pending' AND next_attempt_at <= ? AND (? IS NULL OR id = ?) \
-             ORDER BY next_attempt_at LIMIT ?",
-        )
-        .bind(unix_ms(claim.now))
-        .bind(storable_opt(only))
-        .bind(storable_opt(only))
-        .bind(i64::from(claim.limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db)?
-        .iter()
-        .map(|row| row.get("id"))
-        .collect();
+        // Two statements, chosen here: one `(? IS NULL OR id = ?)` query
+        // cannot use the primary key, and walked the whole due index for
+        // one run.
+        let due: Vec<String> = match only {
+            Some(id) => vec![id.to_owned()],
+            None => self.ids(DUE, claim.now, claim.limit).await?,
+        };
         let mut claimed = Vec::with_capacity(due.len());
         for id in due {
             let done = self
                 .writes
                 .execute(
-                    sqlx::query(
-                        "UPDATE webhook_runs SET state = 'calling', attempts = attempts + 1, next_attempt_at = NULL, \
-                         lease_owner = ?, lease_until = ?, updated_at = ? WHERE id = ? AND state = 'pending'",
-                    )
-                    .bind(storable(claim.owner))
-                    .bind(unix_ms(claim.lease_until))
-                    .bind(now_ms())
-                    .bind(storable(&id)),
+                    sqlx::query(CLAIM_ONE)
+                        .bind(storable(claim.owner))
+                        .bind(unix_ms(claim.lease_until))
+                        .bind(now_ms())
+                        .bind(storable(&id))
+                        .bind(unix_ms(claim.now)),
                 )
                 .await
                 .map_err(db)?;
@@ -184,17 +186,13 @@ impl RunStore for SqliteStore {
     }
 
     async fn claim_expired(&self, claim: &Claim<'_>) -> Result<Vec<RunRecord>, StoreError> {
-        let lapsed: Vec<String> = sqlx::query(
-            "SELECT id FROM webhook_runs WHERE state = 'calling' AND (lease_until IS NULL OR lease_until < ?) LIMIT ?",
-        )
-        .bind(unix_ms(claim.now))
-        .bind(i64::from(claim.limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db)?
-        .iter()
-        .map(|row| row.get("id"))
-        .collect();
+        let lapsed = self
+            .ids(
+                "SELECT id FROM webhook_runs WHERE state = 'calling' AND (lease_until IS NULL OR lease_until < ?) LIMIT ?",
+                claim.now,
+                claim.limit,
+            )
+            .await?;
         let mut claimed = Vec::with_capacity(lapsed.len());
         for id in lapsed {
             let done = self

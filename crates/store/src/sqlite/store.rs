@@ -72,6 +72,14 @@ impl SqliteStore {
         &self.pool
     }
 
+    /// The `id` column of `sql`, which binds a time and a limit: the
+    /// candidates a claim then takes one by one.
+    pub(super) async fn ids(&self, sql: &'static str, now: SystemTime, limit: u32) -> Result<Vec<String>, StoreError> {
+        let rows =
+            sqlx::query(sql).bind(unix_ms(now)).bind(i64::from(limit)).fetch_all(&self.pool).await.map_err(db)?;
+        Ok(rows.iter().map(|row| sqlx::Row::get(row, "id")).collect())
+    }
+
     pub(super) async fn snapshot(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
         self.pool.begin_with("BEGIN DEFERRED").await.map_err(db)
     }
@@ -79,9 +87,15 @@ impl SqliteStore {
 
 #[async_trait::async_trait]
 impl Lifecycle for SqliteStore {
+    /// Also not ready while the disk refuses writes (full, read-only): the
+    /// last commit failed so, and none has landed since (the heartbeat
+    /// writes every quarter lease, so one lands soon after space returns).
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await.map_err(db)?;
-        Ok(())
+        match self.writes.fault() {
+            Some(fault) => Err(StoreError::Unavailable(format!("writes fail: {fault}").into())),
+            None => Ok(()),
+        }
     }
 
     async fn close(&self) {
