@@ -387,3 +387,25 @@ async fn the_relays_own_signing_key_signs_whatever_its_marks() {
     let reading = webhook_file(addr, "    headers:\n      - key: X-Key\n        value: '{{secrets.relay_sign}}'\n");
     refused_at_read(&relay, &reading, "relay's own signing key").await;
 }
+
+/// A secret value is bounded (every value is masked in all its encodings
+/// in whatever a call brings back): 64 KiB is taken, one byte more is
+/// refused with a clear error, and a webhook run with the largest secret
+/// stored goes through.
+#[tokio::test(flavor = "multi_thread")]
+async fn secret_values_are_bounded() {
+    let relay = relay(&[]);
+    let largest = "k".repeat(64 * 1024);
+    set_secret(&relay, "largest", &largest, &[]).await;
+    let out = relay.cli().args(["secrets", "set", "too_large"]).stdin_text(&format!("{largest}k")).run_async().await;
+    assert!(!out.status.success());
+    assert!(out.stderr_text().contains("at most 65536 are taken"), "{}", out.stderr_text());
+    let (addr, system) = relay.external_system().await;
+    let dir = TempDir::new("largest-secret");
+    let path = dir.path().join("w.yaml");
+    std::fs::write(&path, webhook_file(addr, "")).unwrap();
+    let out =
+        relay.cli().args(["webhook", "run", "-f", path.to_str().unwrap(), "--name", "w", "--wait"]).run_async().await;
+    assert!(out.status.success(), "{}", out.stderr_text());
+    assert_eq!(system.received().len(), 1);
+}

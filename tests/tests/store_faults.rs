@@ -175,10 +175,10 @@ async fn a_full_sqlite_disk_answers_503_and_work_resumes_when_space_returns() {
     assert!(filled > 0, "the filler took the free space");
     // What the WAL already holds may take a few small writes; larger ones
     // need pages the disk no longer has. None may be a 500.
-    let big = "x".repeat(256 * 1024);
+    let big = "x".repeat(64 * 1024);
     let mut refused = None;
     let mut stored = Vec::new();
-    for i in 0..64 {
+    for i in 0..256 {
         let put = api.put_secret(&format!("s{i}"), &big).await;
         assert!(put.status == 200 || put.status == 503, "a full disk is never a {put:?}");
         if put.status == 503 {

@@ -142,6 +142,11 @@ impl Vault {
     }
 }
 
+/// The longest secret value taken: keys, tokens and certificate chains fit;
+/// every value is masked in all its encodings in everything a call brings
+/// back, which costs time with its length.
+pub const MAX_SECRET_BYTES: usize = 64 * 1024;
+
 /// Secret names are what `{{secrets.NAME}}` can spell.
 pub fn validate_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
@@ -161,14 +166,14 @@ impl Vault {
             }
         }
         let digest = digest.finish();
-        let mut cached = self.scrubber.lock().expect("scrubber lock");
-        if let Some((seen, scrubber)) = cached.as_ref()
+        if let Some((seen, scrubber)) = self.scrubber.lock().expect("scrubber lock").as_ref()
             && seen.as_ref() == digest.as_ref()
         {
             return scrubber.clone();
         }
+        // Built outside the lock: others keep the cached one meanwhile.
         let scrubber = Arc::new(Scrubber::new(secrets.values()));
-        *cached = Some((digest, scrubber.clone()));
+        *self.scrubber.lock().expect("scrubber lock") = Some((digest, scrubber.clone()));
         scrubber
     }
 

@@ -51,6 +51,12 @@ pub(crate) async fn store_secret(
     if value.is_empty() {
         return Err(Problem::bad_request("invalid-secret", "the secret value is empty"));
     }
+    if value.len() > vault::MAX_SECRET_BYTES {
+        return Err(Problem::bad_request(
+            "invalid-secret",
+            format!("the secret value is {} bytes; at most {} are taken", value.len(), vault::MAX_SECRET_BYTES),
+        ));
+    }
     if uses.as_ref().is_some_and(Uses::is_empty) {
         return Err(Problem::bad_request(
             "invalid-secret",
