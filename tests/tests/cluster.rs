@@ -489,10 +489,27 @@ async fn a_replica_that_loses_the_database_claims_nothing_until_it_returns() {
     });
     let claims = || async { cut_off.metric("borealis_claims_total{kind=\"attempt\"}").await };
     assert!(ready(&cut_off.http_url).await);
+    // The README's balancer in front: it checks /readyz, so the replica
+    // without its database leaves both groups, and comes back with it.
+    let replicas = [&cut_off, &other];
+    let http: Vec<SocketAddr> = replicas.iter().map(|r| addr(&r.http_url)).collect();
+    let balancer = Balancer::start_replicas(
+        &[("http", http.clone()), ("agents", replicas.iter().map(|r| addr(&r.agents_url)).collect())],
+        &[free_port(), free_port()],
+        &http,
+    );
+    let last_says = |server: &str, state: &str| {
+        let log = balancer.log();
+        log.lines().rev().find(|l| l.contains(server) && l.contains(" is ")).is_some_and(|l| l.contains(state))
+    };
 
     link.cut();
     eventually("the cut-off replica reports not ready", Duration::from_secs(30), || async {
         (!ready(&cut_off.http_url).await).then_some(())
+    })
+    .await;
+    eventually("the balancer takes it out of both groups", Duration::from_secs(30), || async {
+        (last_says("http/s0", "is DOWN") && last_says("agents/s0", "is DOWN")).then_some(())
     })
     .await;
     let before = claims().await;
@@ -512,6 +529,10 @@ async fn a_replica_that_loses_the_database_claims_nothing_until_it_returns() {
     link.restore();
     eventually("the replica is ready again", Duration::from_secs(30), || async {
         ready(&cut_off.http_url).await.then_some(())
+    })
+    .await;
+    eventually("the balancer puts it back in both groups", Duration::from_secs(30), || async {
+        (last_says("http/s0", "is UP") && last_says("agents/s0", "is UP")).then_some(())
     })
     .await;
     for _ in 0..RUNS {
