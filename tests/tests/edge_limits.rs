@@ -337,7 +337,8 @@ async fn a_malformed_client_id_is_a_counted_failure() {
 #[tokio::test(flavor = "multi_thread")]
 async fn http2_streams_in_flight_are_capped_per_address() {
     let relay = RelayProcess::start(RelayOptions {
-        extra_args: vec!["--max-requests-per-peer".into(), "50".into()],
+        // A long body timeout: the 50 in flight must still be waiting at the end.
+        extra_args: vec!["--max-requests-per-peer".into(), "50".into(), "--body-timeout".into(), "10m".into()],
         ..Default::default()
     });
     let attacker = reqwest::Client::builder()
