@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use borealis_tests::process::OutputText;
 use borealis_tests::{AgentProcess, RelayOptions, RelayProcess, servers};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 
 /// The agent's header timeout (`borealis_agent::health::HEADER_TIMEOUT`) is
 /// 5 s; a loaded machine gets this much more before the test gives up.
@@ -19,12 +19,7 @@ const CLOSED_WITHIN: Duration = Duration::from_secs(20);
 async fn stalled_connections(from: [u8; 4], to: SocketAddr, count: usize, first: &[u8]) -> Vec<TcpStream> {
     let mut held = Vec::with_capacity(count);
     while held.len() < count {
-        let socket = TcpSocket::new_v4().unwrap();
-        socket.bind(SocketAddr::from((from, 0))).unwrap();
-        let mut stream = tokio::time::timeout(Duration::from_secs(5), socket.connect(to))
-            .await
-            .unwrap_or_else(|_| panic!("connecting to {to} timed out"))
-            .unwrap_or_else(|e| panic!("connect {to}: {e}"));
+        let mut stream = borealis_tests::connect_from(from, to).await.unwrap_or_else(|e| panic!("connect {to}: {e}"));
         // A connection the agent closed at once (over its cap) may refuse
         // the write: it is closed all the same, which is what is counted.
         let _ = stream.write_all(first).await;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use borealis_tests::balancer::Balancer;
 use borealis_tests::{AgentProcess, RelayOptions, RelayProcess, eventually, rss_kib};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 
 fn host_port(url: &str) -> SocketAddr {
     url.split("://").nth(1).unwrap().trim_end_matches('/').parse().unwrap()
@@ -18,9 +18,7 @@ fn host_port(url: &str) -> SocketAddr {
 /// Connects from `from` to `to` and sends `head` and `body`; `None` when
 /// the relay refused the connection (over a cap) or closed it at once.
 async fn send_partial(from: [u8; 4], to: SocketAddr, head: &str, body: &[u8]) -> Option<TcpStream> {
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.bind(SocketAddr::from((from, 0))).unwrap();
-    let mut stream = tokio::time::timeout(Duration::from_secs(5), socket.connect(to)).await.ok()?.ok()?;
+    let mut stream = borealis_tests::connect_from(from, to).await.ok()?;
     stream.write_all(head.as_bytes()).await.ok()?;
     // A large body fills the socket buffers of a relay that does not read
     // it; what could not be written within a few seconds is not written.

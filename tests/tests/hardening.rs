@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use borealis_tests::process::OutputText;
 use borealis_tests::{AgentProcess, RelayOptions, RelayProcess, TempDir, eventually};
 use tokio::io::AsyncReadExt;
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 
 fn host_port(url: &str) -> SocketAddr {
     url.split("://").nth(1).unwrap().parse().unwrap()
@@ -18,13 +18,7 @@ fn host_port(url: &str) -> SocketAddr {
 async fn idle_connections(from: [u8; 4], to: SocketAddr, count: usize) -> Vec<TcpStream> {
     let mut streams = Vec::with_capacity(count);
     for _ in 0..count {
-        let socket = TcpSocket::new_v4().unwrap();
-        socket.bind(SocketAddr::from((from, 0))).unwrap();
-        match tokio::time::timeout(Duration::from_secs(5), socket.connect(to)).await {
-            Ok(Ok(stream)) => streams.push(stream),
-            Ok(Err(err)) => panic!("connect {to}: {err}"),
-            Err(_) => panic!("connect {to} timed out"),
-        }
+        streams.push(borealis_tests::connect_from(from, to).await.unwrap_or_else(|e| panic!("connect {to}: {e}")));
     }
     streams
 }

@@ -60,21 +60,6 @@ fn unauthorized(detail: impl Into<String>) -> Problem {
     Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", detail)
 }
 
-/// A refused callback: 401, or 429 when its client failed too often.
-enum Refusal {
-    Unauthorized(Problem),
-    Limited(std::time::Duration),
-}
-
-impl From<Refusal> for Problem {
-    fn from(refusal: Refusal) -> Problem {
-        match refusal {
-            Refusal::Unauthorized(problem) => problem,
-            Refusal::Limited(wait) => super::problem::too_many_failures_problem(wait),
-        }
-    }
-}
-
 /// The largest callback body read: `{"success": ..., "mdMessage": "..."}`
 /// with a long Markdown report.
 pub const MAX_CALLBACK_BYTES: usize = 1 << 20;
@@ -91,8 +76,8 @@ pub async fn callback(
     let peer = remote.map(|r| r.0.0.ip());
     let refused = |detail: String, id: Option<&str>| match state.auth_guard.failed(peer, "callback_token", id, &detail)
     {
-        Some(wait) => Refusal::Limited(wait),
-        None => Refusal::Unauthorized(unauthorized(detail)),
+        Some(wait) => super::problem::too_many_failures_problem(wait),
+        None => unauthorized(detail),
     };
     let token = auth::bearer(headers.get(header::AUTHORIZATION)).ok_or_else(|| {
         refused("missing bearer token: get one from POST /oauth/token with your client credentials".into(), None)
@@ -103,13 +88,12 @@ pub async fn callback(
             "this token was issued to an agent credential; callbacks need a client credential (borealis clients create NAME)"
                 .into(),
             Some(&claims.client_id),
-        )
-        .into());
+        ));
     }
     match state.auth.ensure_active(&claims).await {
         Ok(()) => {}
         Err(AuthError::Store(err)) => return Err(err.into()),
-        Err(err) => return Err(refused(format!("invalid token: {err}"), Some(&claims.client_id)).into()),
+        Err(err) => return Err(refused(format!("invalid token: {err}"), Some(&claims.client_id))),
     }
     let body = axum::body::to_bytes(body, MAX_CALLBACK_BYTES).await.map_err(|e| {
         Problem::bad_request(

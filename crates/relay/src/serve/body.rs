@@ -105,7 +105,9 @@ pub struct TimedBody<B> {
     /// Time spent waiting before `waiting_since`.
     waited: Duration,
     received: u64,
-    timer: Pin<Box<Sleep>>,
+    /// Made the first time the body waits: most bodies never do (a GET has
+    /// none, a small one came with its head), so they cost no timer.
+    timer: Option<Pin<Box<Sleep>>>,
     on_timeout: OnTimeout,
     /// Timed out: the body has ended, in error, once.
     failed: bool,
@@ -123,7 +125,7 @@ impl<B> TimedBody<B> {
             waiting_since: None,
             waited: Duration::ZERO,
             received: 0,
-            timer: Box::pin(tokio::time::sleep_until(start + bound)),
+            timer: None,
             on_timeout,
             failed: false,
         };
@@ -192,8 +194,14 @@ where
                         _ => "it came too slowly",
                     });
                 }
-                this.timer.as_mut().reset(deadline);
-                match this.timer.as_mut().poll(cx) {
+                let timer = match this.timer.take() {
+                    Some(mut timer) => {
+                        timer.as_mut().reset(deadline);
+                        this.timer.insert(timer)
+                    }
+                    None => this.timer.insert(Box::pin(tokio::time::sleep_until(deadline))),
+                };
+                match timer.as_mut().poll(cx) {
                     Poll::Ready(()) => this.timed_out("it came too slowly"),
                     Poll::Pending => Poll::Pending,
                 }

@@ -26,7 +26,7 @@
 mod body;
 pub mod client;
 
-pub use body::{BodyPolicy, stream_bodies, unbounded_bodies};
+pub use body::{stream_bodies, unbounded_bodies};
 pub use client::TrustedProxies;
 
 use std::net::SocketAddr;
