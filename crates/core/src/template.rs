@@ -199,24 +199,16 @@ impl SecretUse {
     }
 
     /// The marks of a secret stored before secrets had them.
+    /// What a secret stored without marks may serve.
+    pub const DEFAULT: SecretUse = SecretUse::Webhooks;
+
     pub fn default_uses() -> Uses {
-        Uses::from([SecretUse::Webhooks])
+        Uses::from([Self::DEFAULT])
     }
 
     /// `webhooks,providers`, as stored.
     pub fn join(uses: &Uses) -> String {
         uses.iter().map(|u| u.as_str()).collect::<Vec<_>>().join(",")
-    }
-
-    /// Reads [`SecretUse::join`]'s text; at least one use.
-    pub fn split(text: &str) -> Result<Uses, String> {
-        let uses =
-            text.split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::parse).collect::<Result<Uses, _>>()?;
-        if uses.is_empty() {
-            Err("a secret needs at least one use (webhooks, signing or providers)".into())
-        } else {
-            Ok(uses)
-        }
     }
 }
 
@@ -260,11 +252,6 @@ impl Keyring {
         self.values.insert(name, value);
     }
 
-    /// The uses secret `name` is marked for, if it is stored.
-    pub fn uses(&self, name: &str) -> Option<&Uses> {
-        self.uses.get(name)
-    }
-
     /// Secret `name` for `use_`; else why not, as `may not be used in
     /// webhooks (it is marked for signing)`, or `None` when it is not
     /// stored. `reserved` (the relay's own signing key) is never readable
@@ -277,11 +264,13 @@ impl Keyring {
                 use_.place()
             )));
         }
-        let uses = self.uses.get(name).cloned().unwrap_or_else(SecretUse::default_uses);
-        if uses.contains(&use_) {
+        // Borrowed: this runs for every secret on every attempt.
+        let marked = self.uses.get(name);
+        if marked.map_or(use_ == SecretUse::DEFAULT, |uses| uses.contains(&use_)) {
             return Some(Ok(value));
         }
-        let marks: Vec<&str> = uses.iter().map(|u| u.as_str()).collect();
+        let marks: Vec<&str> =
+            marked.map_or(vec![SecretUse::DEFAULT.as_str()], |u| u.iter().map(|u| u.as_str()).collect());
         Some(Err(format!("may not be used {} (it is marked for {})", use_.place(), marks.join(" and "))))
     }
 
@@ -1625,11 +1614,10 @@ mod tests {
 
     #[test]
     fn uses_read_and_write_as_stored() {
-        let uses = SecretUse::split("webhooks, providers").unwrap();
+        let uses: Uses = ["webhooks", "providers"].iter().map(|u| u.parse().unwrap()).collect();
         assert_eq!(SecretUse::join(&uses), "webhooks,providers");
-        assert!(SecretUse::split("").is_err());
         assert_eq!(
-            SecretUse::split("bogus").unwrap_err(),
+            "bogus".parse::<SecretUse>().unwrap_err(),
             "unknown secret use \"bogus\": use webhooks, signing or providers"
         );
         assert_eq!(serde_json::to_string(&SecretUse::Signing).unwrap(), "\"signing\"");

@@ -65,17 +65,21 @@ pub async fn create(State(state): State<Arc<AppState>>, body: axum::body::Bytes)
             SUPPORTED_TYPES.join(", ")
         )));
     }
-    match url::Url::parse(&request.url) {
-        Ok(u) if !u.username().is_empty() || u.password().is_some() => {
-            return Err(bad(format!(
+    // The outbound path's own check (http(s), a host, no credentials); the
+    // refusal says how providers carry credentials instead.
+    if borealis_egress::client::parse_url(&request.url).is_err() {
+        let credentials =
+            url::Url::parse(&request.url).is_ok_and(|u| !u.username().is_empty() || u.password().is_some());
+        return Err(bad(if credentials {
+            format!(
                 "url {:?} holds credentials; they would be stored and shown in clear. Give the URL without them and \
                  send them in a header that reads a secret marked for providers, e.g. --header 'Authorization: Bearer \
                  {{{{secrets.NAME}}}}' after borealis secrets set NAME --use providers",
                 masked_url(&request.url)
-            )));
-        }
-        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
-        _ => return Err(bad(format!("url {:?} is not an http(s) URL", masked_url(&request.url)))),
+            )
+        } else {
+            format!("url {:?} is not an http(s) URL with a host", masked_url(&request.url))
+        }));
     }
     // Each header may read only secrets marked for providers, never the
     // relay's own signing key; a secret not stored yet is found at query time.
