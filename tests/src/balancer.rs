@@ -187,7 +187,8 @@ fn program() -> PathBuf {
 
 /// The HAProxy config: a frontend on `bind` and a backend over `backends`
 /// for each `(name, bind, backends)`; backend servers are `s0`, `s1`, ... in
-/// the order given. With `ready`, server `i` is checked with `GET /readyz`
+/// the order given; a group named `agents` balances by least connections.
+/// With `ready`, server `i` is checked with `GET /readyz`
 /// at `ready[i]` (the check carries no PROXY header: it has an address of
 /// its own); without, a TCP connect is the check.
 fn config(sections: &[(&str, SocketAddr, &[SocketAddr])], send_proxy: bool, ready: Option<&[SocketAddr]>) -> String {
@@ -223,6 +224,11 @@ defaults
     for (name, bind, backends) in sections {
         out.push_str(&format!("\nfrontend {name}\n    bind {bind}\n    default_backend {name}\n"));
         out.push_str(&format!("\nbackend {name}\n"));
+        if *name == "agents" {
+            // Agents hold their connections for hours: a new one goes to the
+            // replica holding fewest, so agents moved off one spread out.
+            out.push_str("    balance leastconn\n");
+        }
         for (i, backend) in backends.iter().enumerate() {
             let proxy = if send_proxy { " send-proxy-v2" } else { "" };
             let check = match ready {

@@ -6,6 +6,7 @@
 //! - `/pass...`: 202, then calls back `success: true`;
 //! - `/fail...`: 202, then calls back `success: false`;
 //! - `/silent...`: 202 and nothing more;
+//! - `/hang...`: never answers (the test calls back itself);
 //! - `/flaky/N...`: 503 for the first N requests, then as `/pass`;
 //! - `/throttled/N...`: 429 with `Retry-After: 1` for the first N, then as `/pass`;
 //! - `/reject...`: 403.
@@ -119,6 +120,9 @@ async fn handle(State(external): State<External>, request: Request) -> impl Into
         body,
         callback_uri: callback_uri.clone(),
     });
+    if path.starts_with("/hang") {
+        std::future::pending::<()>().await;
+    }
     let failing = |prefix: &str| {
         let failures: usize = path.strip_prefix(prefix)?.split('/').next()?.parse().ok()?;
         Some(external.flaky_seen.fetch_add(1, Ordering::SeqCst) < failures)

@@ -38,6 +38,11 @@ impl Schema {
         format!("{}{separator}options=-c%20search_path%3D{}", server_url(), self.0)
     }
 
+    /// Runs `sql` with this schema first on the search path; what it printed.
+    pub fn sql(&self, sql: &str) -> String {
+        psql(&format!("SET search_path TO {}; {sql}", self.0))
+    }
+
     pub fn count(&self, table: &str) -> u64 {
         psql(&format!("SELECT count(*) FROM {}.{table}", self.0)).parse().unwrap()
     }

@@ -245,6 +245,13 @@ impl RelayProcess {
         Self::start_in(data_dir, &host(&http_url), &host(&agents_url), options)
     }
 
+    /// SIGKILL, and waits for the process to end.
+    pub fn kill(self) {
+        let RelayProcess { mut process, .. } = self;
+        process.signal("KILL");
+        let _ = process.child.wait();
+    }
+
     /// SIGTERM; returns the exit status.
     pub fn terminate(&mut self, within: Duration) -> std::process::ExitStatus {
         self.process.signal("TERM");

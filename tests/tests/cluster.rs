@@ -13,7 +13,7 @@ use axum::extract::Request;
 use axum::routing::{any, post};
 use borealis_tests::balancer::{Balancer, free_port};
 use borealis_tests::console::Console;
-use borealis_tests::postgres::Schema;
+use borealis_tests::postgres::{Cuttable, Schema};
 use borealis_tests::process::{OutputText, create_credentials};
 use borealis_tests::servers::serve;
 use borealis_tests::{AgentProcess, RelayOptions, RelayProcess, eventually};
@@ -35,7 +35,16 @@ fn replica(schema: &Schema, n: usize, public_url: &str) -> RelayProcess {
 }
 
 fn replica_on(database_url: &str, name: &str, public_url: &str) -> RelayProcess {
-    RelayProcess::start(RelayOptions {
+    replica_polling(database_url, name, public_url, "250ms")
+}
+
+/// A replica that looks for due work anywhere every `poll`.
+fn replica_polling(database_url: &str, name: &str, public_url: &str, poll: &str) -> RelayProcess {
+    RelayProcess::start(replica_options(database_url, name, public_url, poll))
+}
+
+fn replica_options(database_url: &str, name: &str, public_url: &str, poll: &str) -> RelayOptions {
+    RelayOptions {
         direct_allow: vec!["127.0.0.0/8".into()],
         extra_args: [
             "--database-url",
@@ -48,7 +57,7 @@ fn replica_on(database_url: &str, name: &str, public_url: &str) -> RelayProcess 
             "--lease-duration",
             "3s",
             "--poll-interval",
-            "250ms",
+            poll,
             // The balancer names each connection's client (PROXY protocol).
             "--trusted-proxy",
             "127.0.0.1/32",
@@ -60,7 +69,7 @@ fn replica_on(database_url: &str, name: &str, public_url: &str) -> RelayProcess 
             ("BOREALIS_SECRET_KEY".into(), SECRET_KEY.into()),
         ],
         ..Default::default()
-    })
+    }
 }
 
 fn addr(url: &str) -> SocketAddr {
@@ -973,4 +982,385 @@ async fn a_hung_replica_is_taken_out_by_the_balancers_ready_check() {
     })
     .await;
     drop(agent);
+}
+
+/// `uri` (a callback URI naming the balancer's address) on replica `base`.
+fn on(base: &str, uri: &str) -> String {
+    let path = uri.split("://").nth(1).and_then(|rest| rest.find('/').map(|i| &rest[i..])).unwrap_or("/");
+    format!("{base}{path}")
+}
+
+/// Starts webhook `job` of `file` on replica `base`; its id.
+async fn start_job(base: &str, file: String) -> String {
+    let body = serde_json::json!({ "file": file, "name": "job" });
+    let run = api(base, reqwest::Method::POST, "/api/v1/webhook-runs", Some(body)).await;
+    run["id"].as_str().unwrap().to_owned()
+}
+
+/// The first request `external` received, once it has one.
+async fn first_request(external: &borealis_tests::external::External) -> borealis_tests::external::Received {
+    eventually("the destination has the request", Duration::from_secs(30), || async {
+        external.received().into_iter().next()
+    })
+    .await
+}
+
+/// The webhook run `id` as `base` shows it, with its attempt log.
+async fn run_view(base: &str, id: &str) -> serde_json::Value {
+    api(base, reqwest::Method::GET, &format!("/api/v1/webhook-runs/{id}"), None).await
+}
+
+/// The replica holding the only agent instance loses its database link
+/// for 60 s (twenty leases): it asks the agent to connect elsewhere, the
+/// agent is served through the other replicas within 5 s of the cut, no
+/// run acknowledged meanwhile fails for want of it, and once the link is
+/// back every replica reaches the agent again (the cut-off replica's
+/// records were forgotten by the others meanwhile).
+#[tokio::test(flavor = "multi_thread")]
+async fn agents_leave_a_replica_that_lost_its_database_and_all_reach_them_after() {
+    let schema = Schema::new();
+    let links = [Cuttable::start().await, Cuttable::start().await, Cuttable::start().await];
+    let fronts = [free_port(), free_port()];
+    let public_url = format!("http://{}", fronts[0]);
+    let replicas: Vec<RelayProcess> = links
+        .iter()
+        .enumerate()
+        .map(|(i, link)| replica_on(&link.through(&schema.database_url()), &format!("relay-{}", i + 1), &public_url))
+        .collect();
+    let checks: Vec<SocketAddr> = replicas.iter().map(|r| addr(&r.http_url)).collect();
+    let balancer = Balancer::start_replicas(
+        &[("http", checks.clone()), ("agents", replicas.iter().map(|r| addr(&r.agents_url)).collect())],
+        &fronts,
+        &checks,
+    );
+    let cli =
+        borealis_tests::cli().env("BOREALIS_RELAY", &balancer.url("http")).env("BOREALIS_ADMIN_TOKEN", ADMIN_TOKEN);
+    let (client_id, secret) = create_credentials(cli, "agents", "rna");
+    let agent = AgentProcess::start(&balancer.url("agents"), &client_id, &secret, &["--allow", "127.0.0.0/8"]);
+    agent.wait_connected(Duration::from_secs(30)).await;
+    let holder = eventually("every replica lists the instance", Duration::from_secs(30), || async {
+        let mut holders = Vec::new();
+        for relay in &replicas {
+            holders.extend(instances(&relay.http_url, "rna").await.into_iter().map(|(_, replica)| replica));
+        }
+        (holders.len() == 3 && holders.iter().all(|h| *h == holders[0])).then(|| holders[0].clone())
+    })
+    .await;
+    let cut = holder.trim_start_matches("relay-").parse::<usize>().unwrap() - 1;
+    let others: Vec<&RelayProcess> = replicas.iter().enumerate().filter(|(i, _)| *i != cut).map(|(_, r)| r).collect();
+    let probe = destination().await;
+    let counter = Counter::default();
+    let hook = counter.start().await;
+
+    // Runs through the balancer all along, every 100 ms (at most 1 500).
+    let body = serde_json::json!({
+        "file": format!("webhooks:\n  - name: job\n    method: POST\n    uriTemplate: http://{hook}/hook\n    networkMode: remoteNetworkAgent\n    agentIdentifier: rna\n    retryCount: 3\n    disableCallback: true\n"),
+        "name": "job",
+    });
+    let loading = tokio_util::sync::CancellationToken::new();
+    let load = tokio::spawn({
+        let (base, stop) = (balancer.url("http"), loading.clone());
+        async move {
+            let mut acknowledged = Vec::new();
+            for _ in 0..1500 {
+                if stop.is_cancelled() {
+                    break;
+                }
+                let reply = client()
+                    .post(format!("{base}/api/v1/webhook-runs"))
+                    .bearer_auth(ADMIN_TOKEN)
+                    .json(&body)
+                    .timeout(Duration::from_secs(10))
+                    .send()
+                    .await;
+                if let Ok(reply) = reply
+                    && reply.status() == 201
+                {
+                    let run: serde_json::Value = reply.json().await.unwrap();
+                    acknowledged.push(run["id"].as_str().unwrap().to_owned());
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            acknowledged
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    links[cut].cut();
+    let cut_at = std::time::Instant::now();
+    for relay in &others {
+        eventually("the agent is served through the other replicas", Duration::from_secs(10), || async {
+            let (status, _) = proxy_get(&relay.http_url, "rna", &format!("http://{probe}/probe")).await;
+            (status == 200).then_some(())
+        })
+        .await;
+    }
+    let served_after = cut_at.elapsed();
+    assert!(served_after <= Duration::from_secs(5), "the agent was away for {served_after:?} after the cut");
+    replicas[cut].wait_log_line(&["asking this replica's agents to connect to another replica"]).await;
+
+    tokio::time::sleep(Duration::from_secs(60).saturating_sub(cut_at.elapsed())).await;
+    links[cut].restore();
+    eventually("the cut-off replica is ready again", Duration::from_secs(30), || async {
+        ready(&replicas[cut].http_url).await.then_some(())
+    })
+    .await;
+    for relay in &replicas {
+        eventually(
+            &format!("{} reaches the agent after the heal", relay.http_url),
+            Duration::from_secs(30),
+            || async {
+                let (status, _) = proxy_get(&relay.http_url, "rna", &format!("http://{probe}/after")).await;
+                (status == 200 && instances(&relay.http_url, "rna").await.len() == 1).then_some(())
+            },
+        )
+        .await;
+    }
+    loading.cancel();
+    let acknowledged = load.await.unwrap();
+    assert!(acknowledged.len() > 300, "only {} runs were acknowledged", acknowledged.len());
+    for id in &acknowledged {
+        let run =
+            api(&balancer.url("http"), reqwest::Method::GET, &format!("/api/v1/webhook-runs/{id}?wait=30s"), None)
+                .await;
+        assert_eq!(run["state"], "succeeded", "an acknowledged run failed: {run:#}");
+        assert!(counter.calls(id) >= 1, "run {id} was never called");
+    }
+    drop(agent);
+}
+
+/// Every agent lands on the one replica the balancer has while the others
+/// hang; once they run again, that replica asks some agents to move (its
+/// share is a third), and each replica ends up holding one.
+#[tokio::test(flavor = "multi_thread")]
+async fn agents_spread_over_the_replicas_when_they_come_back() {
+    let cluster = Cluster::start();
+    let pids: Vec<String> = cluster.replicas[1..].iter().map(|r| r.pid().to_string()).collect();
+    let signal = |name: &str| {
+        for pid in &pids {
+            let status = std::process::Command::new("kill").args([name, pid.as_str()]).status().unwrap();
+            assert!(status.success(), "kill {name} {pid}");
+        }
+    };
+    /// Lets the replicas run again however the test ends.
+    struct Resume(Vec<String>);
+    impl Drop for Resume {
+        fn drop(&mut self) {
+            for pid in &self.0 {
+                let _ = std::process::Command::new("kill").args(["-CONT", pid.as_str()]).status();
+            }
+        }
+    }
+    let _resume = Resume(pids.clone());
+    signal("-STOP");
+    let down = |log: &str, server: &str| log.lines().any(|l| l.contains(server) && l.contains("is DOWN"));
+    eventually("the balancer takes the stopped replicas out", Duration::from_secs(30), || async {
+        let log = cluster.balancer.log();
+        ["http/s1", "http/s2", "agents/s1", "agents/s2"].iter().all(|server| down(&log, server)).then_some(())
+    })
+    .await;
+    let (client_id, secret) = cluster.create_agent("spread");
+    let mut agents = Vec::new();
+    for n in 1..=3 {
+        let name = format!("spread-{n}");
+        let agent = AgentProcess::start(
+            &cluster.balancer.url("agents"),
+            &client_id,
+            &secret,
+            &["--allow", "127.0.0.0/8", "--instance", &name],
+        );
+        agent.wait_connected(Duration::from_secs(30)).await;
+        agents.push(agent);
+    }
+    let listed = instances(&cluster.replicas[0].http_url, "spread").await;
+    assert!(listed.len() == 3 && listed.iter().all(|(_, r)| r == "relay-1"), "{listed:?}");
+
+    signal("-CONT");
+    let spread = eventually("each replica holds one agent instance", Duration::from_secs(90), || async {
+        let listed = instances(&cluster.replicas[0].http_url, "spread").await;
+        let holders: std::collections::BTreeSet<String> = listed.iter().map(|(_, r)| r.clone()).collect();
+        (listed.len() == 3 && holders.len() == 3).then_some(listed)
+    })
+    .await;
+    assert!(
+        cluster.replicas[0].log_line(&["holds more than its share of agent sessions"]).is_some(),
+        "relay-1 asked agents to move: {spread:?}"
+    );
+    // Every replica still reaches the agent.
+    let probe = destination().await;
+    for relay in &cluster.replicas {
+        let (status, body) = proxy_get(&relay.http_url, "spread", &format!("http://{probe}/x")).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    drop(agents);
+}
+
+/// A call through the replica holding the agent, which dies once the
+/// destination has the request: the attempt is recorded as cut off (not as
+/// "not connected"), and the run, with no retries left, waits for its
+/// callback, which then decides it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hop_cut_off_after_the_request_left_leaves_the_run_to_its_callback() {
+    let schema = Schema::new();
+    let public_url = format!("http://{}", free_port());
+    let caller = replica(&schema, 1, &public_url);
+    // Looks for due work seldom, so the replica the run is created on claims it.
+    let holder = replica_polling(&schema.database_url(), "relay-2", &public_url, "3s");
+    let (client_id, secret) = caller.create_agent("rna");
+    let agent = AgentProcess::start(&holder.agents_url, &client_id, &secret, &["--allow", "127.0.0.0/8"]);
+    agent.wait_connected(Duration::from_secs(30)).await;
+    eventually("the caller finds the instance on the holder", Duration::from_secs(30), || async {
+        instances(&caller.http_url, "rna").await.iter().any(|(_, r)| r == "relay-2").then_some(())
+    })
+    .await;
+    let (hook, external) = caller.external_system().await;
+    let file = format!(
+        "webhooks:\n  - name: job\n    method: POST\n    uriTemplate: http://{hook}/hang\n    networkMode: remoteNetworkAgent\n    agentIdentifier: rna\n    retryCount: 0\n    bodyTemplate:\n      inline: '{{\"callbackUri\": \"{{{{armory.callbackUri}}}}\"}}'\n"
+    );
+    let id = start_job(&caller.http_url, file).await;
+    let received = first_request(&external).await;
+    holder.kill();
+    let waiting = eventually("the attempt is recorded", Duration::from_secs(30), || async {
+        let run = run_view(&caller.http_url, &id).await;
+        (run["state"] != "calling").then_some(run)
+    })
+    .await;
+    assert_eq!(waiting["state"], "awaiting_callback", "{waiting:#}");
+    let error = waiting["attemptLog"][0]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("went away after the request was sent"), "{waiting:#}");
+    assert!(!error.contains("not sent"), "{waiting:#}");
+
+    let callback = on(&caller.http_url, &received.callback_uri.expect("the request names its callback URI"));
+    let reply = external.call_back(&format!("{callback}/callback"), serde_json::json!({ "success": true })).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let done = caller.wait_run(&id).await;
+    assert_eq!(done["state"], "succeeded", "{done:#}");
+    assert_eq!(done["attempts"], 1, "{done:#}");
+    drop(agent);
+}
+
+/// A replica claims a run and stops before sending it (its write of the
+/// request is held in the database, and it is killed meanwhile): the
+/// replica that takes the run over records the attempt as not sent and
+/// retries it, so the destination is called once and the run succeeds.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_claimed_but_never_sent_is_retried() {
+    let schema = Schema::new();
+    let public_url = format!("http://{}", free_port());
+    let first = replica(&schema, 1, &public_url);
+    let counter = Counter::default();
+    let hook = counter.start().await;
+    // Holds the first write of a request for 3 s, then fails it.
+    schema.sql(
+        "CREATE FUNCTION hold_request() RETURNS trigger LANGUAGE plpgsql AS $$ \
+         BEGIN PERFORM pg_sleep(3); RAISE EXCEPTION 'held by the test'; END $$; \
+         CREATE TRIGGER hold BEFORE UPDATE OF request ON webhook_runs FOR EACH ROW \
+         WHEN (NEW.request IS DISTINCT FROM OLD.request) EXECUTE FUNCTION hold_request();",
+    );
+    let file = format!(
+        "webhooks:\n  - name: job\n    method: POST\n    uriTemplate: http://{hook}/hook\n    networkMode: direct\n    retryCount: 1\n    disableCallback: true\n"
+    );
+    let id = start_job(&first.http_url, file).await;
+    eventually("the replica is writing the request", Duration::from_secs(30), || async {
+        let held =
+            schema.sql("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'UPDATE webhook_runs SET request%'");
+        (held != "0").then_some(())
+    })
+    .await;
+    first.kill();
+    // Waits for the held write to fail, then lets requests be written.
+    tokio::task::block_in_place(|| schema.sql("DROP TRIGGER hold ON webhook_runs"));
+    let second = replica(&schema, 2, &public_url);
+    let done = second.wait_run(&id).await;
+    assert_eq!(done["state"], "succeeded", "{done:#}");
+    assert_eq!(counter.calls(&id), 1, "called once: {done:#}");
+    let log = done["attemptLog"].as_array().unwrap();
+    assert_eq!(log.len(), 2, "{done:#}");
+    assert!(log[0]["error"].as_str().unwrap_or_default().starts_with("not sent"), "{done:#}");
+    assert_eq!(log[1]["status"], 200, "{done:#}");
+}
+
+/// The callback decides a run while its attempt is under way, and the
+/// replica making the call dies before recording it: the replica that takes
+/// the lapsed lease over records the attempt, so the run shows the call
+/// that was made.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_decided_by_its_callback_shows_the_attempt_its_dead_replica_made() {
+    let schema = Schema::new();
+    let public_url = format!("http://{}", free_port());
+    let first = replica(&schema, 1, &public_url);
+    let other = replica_polling(&schema.database_url(), "relay-2", &public_url, "3s");
+    let (hook, external) = first.external_system().await;
+    let file = format!(
+        "webhooks:\n  - name: job\n    method: POST\n    uriTemplate: http://{hook}/hang\n    networkMode: direct\n    bodyTemplate:\n      inline: '{{\"callbackUri\": \"{{{{armory.callbackUri}}}}\"}}'\n"
+    );
+    let id = start_job(&first.http_url, file).await;
+    let received = first_request(&external).await;
+    let callback = on(&other.http_url, &received.callback_uri.expect("the request names its callback URI"));
+    let reply = external.call_back(&format!("{callback}/callback"), serde_json::json!({ "success": true })).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    first.kill();
+    let shown = eventually("the attempt is recorded", Duration::from_secs(30), || async {
+        let run = run_view(&other.http_url, &id).await;
+        (run["attemptLog"].as_array().is_some_and(|log| !log.is_empty())).then_some(run)
+    })
+    .await;
+    assert_eq!(shown["state"], "succeeded", "{shown:#}");
+    assert_eq!(shown["attempts"], 1, "{shown:#}");
+    let error = shown["attemptLog"][0]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("the run was decided meanwhile"), "{shown:#}");
+}
+
+/// The deployments and the attempts `relay` took over from another replica.
+async fn takeovers(relay: &RelayProcess) -> (f64, f64) {
+    let deployments = relay.metric("borealis_claims_total{kind=\"deployment\"}").await;
+    (deployments, relay.metric("borealis_claims_total{kind=\"takeover\"}").await)
+}
+
+/// A replica whose clock runs 20 s ahead of the database's (libfaketime)
+/// reads leases on the database's clock: while their owner lives, it takes
+/// over neither a deployment waiting for approval nor a call under way;
+/// once the owner dies, it takes both over.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replica_whose_clock_runs_ahead_takes_over_no_lease_early() {
+    let schema = Schema::new();
+    let public_url = format!("http://{}", free_port());
+    let owner = replica(&schema, 1, &public_url);
+    let deployment = "application: shop\ntargets:\n  staging:\n    constraints:\n      beforeDeployment:\n        - pause:\n            untilApproved: true\n";
+    let created = api(
+        &owner.http_url,
+        reqwest::Method::POST,
+        "/api/v1/deployments",
+        Some(serde_json::json!({ "file": deployment })),
+    )
+    .await;
+    let deployment_id = created["id"].as_str().unwrap().to_owned();
+    let (hook, external) = owner.external_system().await;
+    let file = format!(
+        "webhooks:\n  - name: job\n    method: POST\n    uriTemplate: http://{hook}/hang\n    networkMode: direct\n    retryCount: 0\n"
+    );
+    let run_id = start_job(&owner.http_url, file).await;
+    first_request(&external).await;
+
+    let mut options = replica_options(&schema.database_url(), "relay-ahead", &public_url, "250ms");
+    options.wrapper = ["faketime", "-f", "+20"].map(String::from).to_vec();
+    options.env.push(("FAKETIME_DONT_FAKE_MONOTONIC".into(), "1".into()));
+    let ahead = RelayProcess::start(options);
+    ahead.wait_log_line(&["differs from the database's"]).await;
+    // Four leases of 3 s: an early takeover would have happened by now.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert_eq!(takeovers(&ahead).await, (0.0, 0.0), "{}", ahead.log());
+    let waiting =
+        api(&owner.http_url, reqwest::Method::GET, &format!("/api/v1/deployments/{deployment_id}"), None).await;
+    assert_eq!(waiting["pendingApprovals"], serde_json::json!(["staging"]), "{waiting:#}");
+    assert_eq!(run_view(&owner.http_url, &run_id).await["state"], "calling");
+
+    owner.kill();
+    eventually("the replica ahead takes both over once their leases lapse", Duration::from_secs(30), || async {
+        (takeovers(&ahead).await == (1.0, 1.0)).then_some(())
+    })
+    .await;
+    let run = run_view(&ahead.http_url, &run_id).await;
+    let error = run["attemptLog"][0]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("cut off"), "{run:#}");
 }

@@ -14,7 +14,8 @@
 //! that was up ended: then it is [`RECENT_CAP`](reconnect::RECENT_CAP)
 //! (2 s), so an outage that heals, however long it lasted, is served again
 //! within seconds. A session that held 10 s, or was drained, starts the
-//! delays over. One connect attempt gives up after
+//! delays over; after a drain the first attempt is made at once (the relay
+//! asked the agent to move, and it should be away as briefly as it can). One connect attempt gives up after
 //! [`CONNECT_TIMEOUT`](connect::CONNECT_TIMEOUT) (3 s), so an attempt that a
 //! dead link stalled does not hold up the first one after the heal. Every
 //! delay is logged: `retry_in_ms`, `attempt`, message `reconnecting`.
@@ -107,7 +108,13 @@ pub async fn run(
             }
             match result {
                 Ok(SessionEnd::Shutdown) => return Ok(()),
-                Ok(SessionEnd::Drained) => {}
+                // The relay asked us to go elsewhere (it stops, lost its
+                // database, or holds too many agents): the balancer picks
+                // another replica, at once, so the agent is not away.
+                Ok(SessionEnd::Drained) => {
+                    tracing::info!("reconnecting at once after the relay's drain");
+                    continue;
+                }
                 Err(AgentError::TokenRejected(reason)) if !token_retry => {
                     // A fresh token settles it: the next attempt fetches one,
                     // and a revoked credential is refused at that point.

@@ -75,6 +75,8 @@ pub struct Authority {
     /// then costs no read. Cleared on every revocation here or announced by
     /// another replica, and trusted for [`LIVE_FOR`] at most in any case.
     live: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
+    /// The clock peer tags expire on: the database's, which replicas share.
+    clock: Arc<crate::clock::Skew>,
 }
 
 /// The longest a credential found live is trusted without reading it again.
@@ -105,12 +107,19 @@ impl Authority {
             admin_tags,
             admin_seal_keys,
             live: Default::default(),
+            clock: Arc::default(),
         })
+    }
+
+    /// The database's clock against this machine's, as this replica's
+    /// heartbeat measures it.
+    pub fn clock(&self) -> Arc<crate::clock::Skew> {
+        self.clock.clone()
     }
 
     /// The key replicas sign their requests to each other with.
     pub fn peer_key(&self) -> PeerKey {
-        PeerKey(self.signing.clone())
+        PeerKey(self.signing.clone(), self.clock.clone())
     }
 
     pub fn is_admin(&self, presented: &str) -> bool {
@@ -236,7 +245,7 @@ impl Authority {
 /// hop: who sends it, to which replica, the method, the agent and the URL,
 /// and a random value the receiver accepts once, for a few seconds.
 #[derive(Clone)]
-pub struct PeerKey(hmac::Key);
+pub struct PeerKey(hmac::Key, Arc<crate::clock::Skew>);
 
 /// How long a peer tag is good for: one request's start.
 pub const PEER_TAG_TTL: Duration = Duration::from_secs(10);
@@ -263,7 +272,7 @@ impl PeerKey {
     pub fn mint(&self, hop: &PeerHop<'_>) -> String {
         let payload = format!(
             "peer:{}.{}.{}",
-            unix_secs(SystemTime::now() + PEER_TAG_TTL),
+            unix_secs(self.1.now() + PEER_TAG_TTL),
             B64.encode(random_bytes(16)),
             B64.encode(hop.from)
         );
@@ -287,7 +296,7 @@ impl PeerKey {
             return Err(AuthError::Malformed);
         };
         let expires = expiry.parse::<u64>().map_err(|_| AuthError::Malformed)?;
-        if expires <= unix_secs(SystemTime::now()) {
+        if expires <= unix_secs(self.1.now()) {
             return Err(AuthError::Expired);
         }
         let from =
@@ -305,11 +314,12 @@ pub struct PeerNonces(std::sync::Mutex<std::collections::HashMap<String, u64>>);
 impl PeerNonces {
     pub const MAX: usize = 200_000;
 
-    /// Records `tag`'s value; false if it was seen before (or no room is left).
-    pub fn first_use(&self, tag: &PeerTag) -> bool {
+    /// Records `tag`'s value; false if it was seen before (or no room is
+    /// left). `now` by the clock tags expire on.
+    pub fn first_use(&self, tag: &PeerTag, now: SystemTime) -> bool {
         let mut seen = self.0.lock().expect("nonces lock");
         if seen.len() >= Self::MAX {
-            let now = unix_secs(SystemTime::now());
+            let now = unix_secs(now);
             seen.retain(|_, expires| *expires > now);
             if seen.len() >= Self::MAX {
                 return false;
@@ -438,9 +448,10 @@ mod tests {
             assert!(matches!(key.verify(&tag, &other), Err(AuthError::BadSignature)), "a tag for another hop");
         }
         let nonces = PeerNonces::default();
-        assert!(nonces.first_use(&verified));
-        assert!(!nonces.first_use(&key.verify(&tag, &hop).unwrap()), "a replay is refused");
-        assert!(nonces.first_use(&key.verify(&key.mint(&hop), &hop).unwrap()), "a new tag is not");
+        let now = SystemTime::now();
+        assert!(nonces.first_use(&verified, now));
+        assert!(!nonces.first_use(&key.verify(&tag, &hop).unwrap(), now), "a replay is refused");
+        assert!(nonces.first_use(&key.verify(&key.mint(&hop), &hop).unwrap(), now), "a new tag is not");
         assert!(matches!(key.verify("garbage", &hop), Err(AuthError::Malformed)));
     }
 

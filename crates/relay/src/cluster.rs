@@ -6,11 +6,14 @@
 //! them first, maybe itself, takes the work over). Its name is for people.
 
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use borealis_store::{Change, ReplicaRecord, Store};
 use tokio_util::sync::CancellationToken;
+
+use crate::clock::Skew;
 
 /// This replica.
 #[derive(Debug)]
@@ -25,27 +28,64 @@ pub struct Replica {
     pub lease: Duration,
     /// False while the last heartbeat could not reach the database.
     reachable: AtomicBool,
+    /// When the first of the heartbeats that failed since the last one
+    /// that reached the database failed.
+    unreachable_since: Mutex<Option<Instant>>,
+    /// The database's clock against this machine's: lease times are read
+    /// on the database's, which every replica shares.
+    pub skew: Arc<Skew>,
 }
 
 impl Replica {
-    pub fn new(name: String, peer_url: Option<String>, lease: Duration) -> Self {
+    /// `skew`: where this replica records what its heartbeats measure of
+    /// the database's clock against this machine's.
+    pub fn new(name: String, peer_url: Option<String>, lease: Duration, skew: Arc<Skew>) -> Self {
         let id = format!("{name}/{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-        Self { id, name, peer_url, started_at: SystemTime::now(), lease, reachable: AtomicBool::new(true) }
+        Self {
+            id,
+            name,
+            peer_url,
+            started_at: SystemTime::now(),
+            lease,
+            reachable: AtomicBool::new(true),
+            unreachable_since: Mutex::new(None),
+            skew,
+        }
+    }
+
+    /// The time now, by the database's clock.
+    pub fn now(&self) -> SystemTime {
+        self.skew.now()
     }
 
     /// A lease taken or renewed now runs until then.
     pub fn lease_until(&self) -> SystemTime {
-        SystemTime::now() + self.lease
+        self.now() + self.lease
     }
 
     /// Replicas seen since then count as alive.
     pub fn alive_since(&self) -> SystemTime {
-        SystemTime::now() - self.lease
+        self.now() - self.lease
     }
 
     /// Whether the last heartbeat reached the database.
     pub fn reachable(&self) -> bool {
         self.reachable.load(Ordering::Relaxed)
+    }
+
+    /// While the database is unreachable: how long since the first
+    /// heartbeat that could not reach it (one failed beat is not yet an
+    /// outage: it counts from there).
+    pub fn unreachable_for(&self) -> Option<Duration> {
+        self.unreachable_since.lock().expect("heartbeat lock").map(|since| since.elapsed())
+    }
+
+    /// How long the database may be out of reach (from the first heartbeat
+    /// that failed) before this replica's agents are asked to go to another
+    /// replica: well under a lease, so they have moved before the others
+    /// stop counting this one alive.
+    pub fn agents_leave_after(&self) -> Duration {
+        self.lease / 3
     }
 
     fn record(&self) -> ReplicaRecord {
@@ -54,14 +94,46 @@ impl Replica {
             name: self.name.clone(),
             peer_url: self.peer_url.clone(),
             started_at: self.started_at,
-            seen_at: SystemTime::now(),
+            seen_at: self.now(),
         }
     }
 
-    /// Records this replica as alive now.
+    /// Records this replica as alive now. A database that does not answer
+    /// within a quarter lease (a link that drops packets) counts as
+    /// unreachable.
     pub async fn beat(&self, store: &dyn Store) -> Result<(), borealis_store::StoreError> {
-        let result = store.replica_seen(&self.record()).await;
+        let sent = SystemTime::now();
+        let result = match tokio::time::timeout(self.lease / 4, store.replica_seen(&self.record())).await {
+            Ok(Ok(theirs)) => {
+                if let Some(theirs) = theirs {
+                    // The database read its clock about halfway through.
+                    let ours = sent + SystemTime::now().duration_since(sent).unwrap_or_default() / 2;
+                    let before = self.skew.millis();
+                    let skew = self.skew.measure(theirs, ours);
+                    // Logged when it first shows, or moves by a second.
+                    if skew.abs() >= 1000 && (skew - before).abs() >= 1000 {
+                        tracing::warn!(
+                            skew_ms = skew,
+                            "this machine's clock differs from the database's; leases and schedules follow the database's"
+                        );
+                    }
+                }
+                Ok(())
+            }
+            Ok(Err(err)) => Err(err),
+            Err(_) => Err(borealis_store::StoreError::Unavailable(
+                format!("the database did not answer the heartbeat within {:?}", self.lease / 4).into(),
+            )),
+        };
         let reachable = result.is_ok();
+        {
+            let mut since = self.unreachable_since.lock().expect("heartbeat lock");
+            if reachable {
+                *since = None;
+            } else if since.is_none() {
+                *since = Some(Instant::now());
+            }
+        }
         if self.reachable.swap(reachable, Ordering::Relaxed) != reachable {
             if reachable {
                 tracing::info!(replica = %self.id, "the database is reachable again");
@@ -86,21 +158,21 @@ pub fn default_name(http_port: Option<u16>) -> String {
     }
 }
 
-/// Beats every quarter lease until `stop`, and forgets replicas not seen
-/// for three leases (with the sessions they recorded).
+/// Beats every quarter lease until `stop` (every eighth while the
+/// database is unreachable, to notice its return sooner), and forgets
+/// replicas not seen for three leases (with the sessions they recorded).
 pub async fn heartbeat(replica: Arc<Replica>, store: Arc<dyn Store>, stop: CancellationToken) {
-    let mut every = tokio::time::interval(replica.lease / 4);
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        let every = if replica.reachable() { replica.lease / 4 } else { replica.lease / 8 };
         tokio::select! {
-            _ = every.tick() => {}
+            () = tokio::time::sleep(every) => {}
             () = stop.cancelled() => return,
         }
         if let Err(err) = replica.beat(&*store).await {
             tracing::debug!(error = %err, "heartbeat not recorded");
             continue;
         }
-        let long_gone = SystemTime::now() - 3 * replica.lease;
+        let long_gone = replica.now() - 3 * replica.lease;
         match store.forget_replicas(long_gone).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(replicas = n, "forgot replicas not seen for three lease periods"),

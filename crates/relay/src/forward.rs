@@ -127,6 +127,29 @@ impl ForwardError {
     pub fn retryable(&self) -> bool {
         self.fault() != Fault::Caller
     }
+
+    /// Whether the request certainly did not leave for the destination: no
+    /// instance took it, a replica holding the agent could not be reached
+    /// or refused it, or the destination refused the connection.
+    pub fn not_sent(&self) -> bool {
+        matches!(
+            self.failure,
+            ForwardFailure::UnknownAgent
+                | ForwardFailure::AgentNotConnected
+                | ForwardFailure::Draining
+                | ForwardFailure::NotTaken
+                | ForwardFailure::Code(
+                    ErrorCode::ConnectFailed | ErrorCode::DestinationNotAllowed | ErrorCode::InvalidRequest
+                )
+        )
+    }
+
+    /// Whether the path broke after the request left (the agent, or the
+    /// replica holding it, went away mid-exchange): the destination may
+    /// have received it, and only it knows.
+    pub fn cut_off(&self) -> bool {
+        self.failure == ForwardFailure::AgentLost
+    }
 }
 
 /// A failure of a forwarded request, in the tunnel's terms.

@@ -547,8 +547,22 @@ impl Hub {
     }
 
     /// Whether an instance of `agent_id` is connected here.
+    /// Whether an instance of `agent_id` here takes new work (one that is
+    /// draining does not: another replica may hold one that does).
     pub fn has_instance(&self, agent_id: &str) -> bool {
-        self.pools.lock().expect("hub lock").get(agent_id).is_some_and(|pool| !pool.is_empty())
+        self.pools.lock().expect("hub lock").get(agent_id).is_some_and(|pool| pool.iter().any(|s| s.available()))
+    }
+
+    /// Asks the agents of `sessions` to finish what they are doing and
+    /// connect again (through the balancer, to whichever replica it picks);
+    /// they take no new work here meanwhile.
+    pub fn ask_to_leave(&self, sessions: &[Arc<Session>], reason: &str, grace: Duration) {
+        let drain =
+            v1::Drain { reason: reason.to_owned(), grace_ms: grace.as_millis().min(u128::from(u32::MAX)) as u32 };
+        for session in sessions {
+            session.send_now(relay_control::Msg::Drain(drain.clone()));
+            session.set_draining();
+        }
     }
 
     /// All live sessions, by identifier.
@@ -716,11 +730,7 @@ impl Hub {
     pub async fn drain(&self, grace: Duration) {
         self.draining.store(true, Ordering::Relaxed);
         let sessions: Vec<Arc<Session>> = self.sessions().into_values().flatten().collect();
-        let drain = v1::Drain { reason: "relay shutting down".into(), grace_ms: grace.as_millis() as u32 };
-        for session in &sessions {
-            session.send_now(relay_control::Msg::Drain(drain.clone()));
-            session.set_draining();
-        }
+        self.ask_to_leave(&sessions, "relay shutting down", grace);
         self.requests.close();
         if tokio::time::timeout(grace, self.requests.wait()).await.is_err() {
             tracing::warn!(in_flight = self.requests.len(), "shutdown grace over with requests in flight");

@@ -15,6 +15,8 @@
 //! - [`forward`]: forwarding one request, direct or through an agent.
 //! - [`tunnel`]: the `Tunnel` gRPC service agents call.
 //! - [`hub`]: live agent sessions, pools, offers and drain.
+//! - [`placement`]: this replica's session records kept right; agents sent
+//!   elsewhere when the database is lost or this replica holds too many.
 //! - [`runs`]: webhook runs: calls, retries, callbacks, deadlines, resume.
 //! - [`deployments`]: targets as a DAG, constraints, strategies, drivers, Flagger hooks.
 //! - [`vault`]: secrets, encrypted at rest.
@@ -37,6 +39,7 @@ pub mod http;
 pub mod hub;
 pub mod metrics;
 pub mod peer;
+pub mod placement;
 pub mod runs;
 pub mod serve;
 pub mod signing;
@@ -143,7 +146,7 @@ pub async fn run(
     };
     let replica_name =
         config.replica_name.clone().unwrap_or_else(|| cluster::default_name(http_addr.map(|a| a.port())));
-    let replica = Arc::new(cluster::Replica::new(replica_name, peer_url, config.lease_duration));
+    let replica = Arc::new(cluster::Replica::new(replica_name, peer_url, config.lease_duration, auth.clock()));
     if let Err(err) = replica.beat(&*store).await {
         tracing::warn!(error = %err, "could not record this replica in the database");
     }
@@ -165,7 +168,8 @@ pub async fn run(
             .map_err(|e| RelayError::Egress(borealis_egress::EgressError::Internal(e.to_string())))?;
         forwarder.set_peers(Arc::new(peers));
     }
-    let clock = Clock::system();
+    // Schedules read the database's clock, as leases do.
+    let clock = Clock::corrected(replica.skew.clone());
     let (runs, scheduler) = Runs::new(
         store.clone(),
         replica.clone(),
@@ -223,6 +227,7 @@ pub async fn run(
         tokio::spawn(cluster::heartbeat(replica.clone(), store.clone(), stop.clone())),
         tokio::spawn(cluster::follow_changes(store.clone(), waiters, stop.clone())),
         tokio::spawn(deployments.clone().keep(poll_interval, stop.clone())),
+        tokio::spawn(placement::keep(state.clone(), stop.clone())),
     ];
     let servers = [
         tokio::spawn(serve::serve(

@@ -413,24 +413,34 @@ impl Peers {
         self.holders.lock().expect("holders lock").remove(agent_id);
     }
 
-    /// The live replica holding most sessions of `agent_id`, if another
-    /// replica holds any.
+    /// The replica to ask for `agent_id`, if another replica holds a
+    /// session of it: one seen within a lease before one seen longer ago (a
+    /// replica cut from the database still serves its agents until they
+    /// move, and is asked when no other has one), and among those the one
+    /// holding the agent's newest session (an agent that moved is most
+    /// likely where it connected last).
     async fn holder(&self, agent_id: &str) -> Result<Option<Holder>, borealis_store::StoreError> {
-        let since = self.replica.alive_since();
-        let mut held: BTreeMap<String, usize> = BTreeMap::new();
-        for session in self.store.sessions(Some(agent_id), since).await? {
+        // Records stay until their replica is forgotten, three leases on.
+        let recorded_since = self.replica.now() - 3 * self.replica.lease;
+        let mut newest: BTreeMap<String, std::time::SystemTime> = BTreeMap::new();
+        for session in self.store.sessions(Some(agent_id), recorded_since).await? {
             if session.replica_id != self.replica.id {
-                *held.entry(session.replica_id).or_default() += 1;
+                let at = newest.entry(session.replica_id).or_insert(session.connected_at);
+                *at = (*at).max(session.connected_at);
             }
         }
-        if held.is_empty() {
+        if newest.is_empty() {
             return Ok(None);
         }
-        let replicas = self.store.replicas(since).await?;
+        let alive_since = self.replica.alive_since();
+        let replicas = self.store.replicas(recorded_since).await?;
         Ok(replicas
             .into_iter()
-            .filter_map(|r| Some((held.get(&r.id).copied()?, Holder { url: r.peer_url?, id: r.id })))
-            .max_by_key(|(count, _)| *count)
+            .filter_map(|r| {
+                let rank = (r.seen_at >= alive_since, *newest.get(&r.id)?);
+                Some((rank, Holder { url: r.peer_url?, id: r.id }))
+            })
+            .max_by_key(|(rank, _)| *rank)
             .map(|(_, holder)| holder))
     }
 
@@ -482,11 +492,23 @@ impl Peers {
                 let detail = format!("the replica holding agent {agent_id:?} did not answer within {timeout:?}");
                 return Err(failed(ErrorCode::Timeout, detail));
             }
-            Ok(Err(err)) => {
+            Ok(Err(err)) if err.is_connect() => {
                 // The holder is gone (it died, and its records have not
-                // lapsed yet): the agent reconnects to a live replica.
-                let detail = format!("the replica holding agent {agent_id:?} cannot be reached ({err})");
+                // lapsed yet), and nothing was sent: the agent reconnects
+                // to a live replica.
+                let cause = borealis_egress::client::root_cause(&err);
+                let detail = format!("the replica holding agent {agent_id:?} cannot be reached ({cause})");
                 return Err(ForwardError::new(ForwardFailure::AgentNotConnected, detail));
+            }
+            Ok(Err(err)) => {
+                // The request went to the holder, which went away before it
+                // answered: it may have reached the destination.
+                let cause = borealis_egress::client::root_cause(&err);
+                let detail = format!(
+                    "the replica holding agent {agent_id:?} went away after the request was sent to it ({cause}); \
+                     the destination may have received it"
+                );
+                return Err(ForwardError::new(ForwardFailure::AgentLost, detail));
             }
             Ok(Ok(response)) => response,
         };

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use borealis_protocol::v1::{self, agent_control, agent_frame, relay_control, tunnel_server::Tunnel};
 use borealis_protocol::{MAX_FRAME_BYTES, MAX_NAME_BYTES};
-use borealis_store::{CredentialKind, SessionRecord};
+use borealis_store::CredentialKind;
 use futures_util::{Stream, StreamExt};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -171,6 +171,11 @@ impl TunnelService {
         if state.hub.is_draining() {
             return Err(Status::unavailable("relay is shutting down; reconnect later"));
         }
+        if crate::placement::refuses_agents(state) {
+            return Err(Status::unavailable(
+                "this relay replica cannot reach its database; connect to another replica (through the balancer)",
+            ));
+        }
         match state.auth.ensure_active(claims).await {
             Ok(()) => {}
             Err(err @ (AuthError::Revoked | AuthError::InvalidClient)) => {
@@ -225,17 +230,8 @@ impl TunnelService {
         let session = state.hub.register(info, control);
         // Recorded for the other replicas, so a request for this agent that
         // reaches one of them comes here.
-        let record = SessionRecord {
-            session_id: session.id.clone(),
-            replica_id: state.replica.id.clone(),
-            agent_id: session.info.agent_id.clone(),
-            instance: session.info.instance.clone(),
-            version: session.info.version.clone(),
-            remote_addr: remote_addr.map(|a| a.to_string()),
-            connected_at: session.connected_at,
-        };
-        if let Err(err) = state.store.put_session(&record).await {
-            tracing::warn!(session = %session.id, error = %err, "could not record the agent's session for the other replicas");
+        if let Err(err) = state.store.put_session(&crate::placement::record(&state.replica, &session)).await {
+            tracing::warn!(session = %session.id, error = %err, "could not record the agent's session for the other replicas; recording it again at the next heartbeat");
         }
         // The instance name and version are the agent's words: `?` escapes them.
         tracing::info!(agent = %session.info.agent_id, session = %session.id, instance = ?session.info.instance,

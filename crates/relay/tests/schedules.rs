@@ -53,7 +53,7 @@ async fn relay() -> Relay {
         signing_default: None,
         poll_interval: Duration::from_secs(1),
     };
-    let replica = Arc::new(Replica::new("schedules".into(), None, Duration::from_secs(15)));
+    let replica = Arc::new(Replica::new("schedules".into(), None, Duration::from_secs(15), Default::default()));
     let metrics = Arc::new(Metrics::default());
     let (runs, scheduler) = Runs::new(
         store.clone(),

@@ -64,7 +64,10 @@ impl Change {
 #[async_trait::async_trait]
 pub trait ClusterStore: Send + Sync + 'static {
     /// Records `replica` as alive now (insert or refresh its `seen_at`).
-    async fn replica_seen(&self, replica: &ReplicaRecord) -> Result<(), StoreError>;
+    /// A store with a clock of its own (PostgreSQL, which replicas share)
+    /// records its own time instead of `seen_at`, and returns it: replicas
+    /// read leases on that one clock.
+    async fn replica_seen(&self, replica: &ReplicaRecord) -> Result<Option<SystemTime>, StoreError>;
     /// Removes a replica that stops in order, with its sessions.
     async fn replica_gone(&self, id: &str) -> Result<(), StoreError>;
     /// Replicas seen at or after `since`, by name then id.
@@ -77,6 +80,12 @@ pub trait ClusterStore: Send + Sync + 'static {
     /// Sessions held by replicas seen at or after `since`: of `agent`, or
     /// all; by agent, then connection time.
     async fn sessions(&self, agent: Option<&str>, since: SystemTime) -> Result<Vec<SessionRecord>, StoreError>;
+    /// The ids of the sessions `replica_id` recorded, so it can set its
+    /// records right against the sessions it holds.
+    async fn replica_session_ids(&self, replica_id: &str) -> Result<Vec<String>, StoreError>;
+    /// How many sessions each replica seen at or after `since` holds, by
+    /// replica id (a replica holding none is listed with 0).
+    async fn sessions_held(&self, since: SystemTime) -> Result<Vec<(String, u64)>, StoreError>;
     /// Changes other processes commit from now on, for as long as the
     /// receiver is kept. `None` where no other process writes (SQLite).
     /// Delivery is best effort (a lost connection loses what came

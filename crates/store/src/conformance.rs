@@ -52,6 +52,7 @@ macro_rules! conformance_suite {
             targets_keep_the_place_they_were_first_recorded_in,
             concurrent_writes_keep_their_own_answers_and_survive_a_reopen,
             an_attempt_is_claimed_once_and_fenced_by_its_lease,
+            an_attempt_decided_meanwhile_keeps_its_lease_until_recorded,
             a_deployment_lease_fences_its_journal_and_is_taken_over_when_it_lapses,
             replicas_and_their_sessions,
             console_sessions_expire_and_end,
@@ -203,8 +204,8 @@ pub async fn providers_and_decisions_keep_to_themselves<H: Harness>(harness: &H)
     assert!(!store.delete_provider("prom").await.unwrap());
 
     store.insert_deployment("d", "app", "file", "{}", None, &lease()).await.unwrap();
-    store.request_approval("d", "t", "t/beforeDeployment/0").await.unwrap();
-    store.request_approval("d", "t", &format!("t/beforeDeployment/1{DECISION_SUFFIX}")).await.unwrap();
+    store.request_approval("d", OWNER, "t", "t/beforeDeployment/0").await.unwrap();
+    store.request_approval("d", OWNER, "t", &format!("t/beforeDeployment/1{DECISION_SUFFIX}")).await.unwrap();
     assert_eq!(store.decide_approvals("d", "t", ApprovalState::Approved, true).await.unwrap(), 1);
     assert_eq!(store.approval("d", "t/beforeDeployment/0").await.unwrap(), Some(ApprovalState::Pending));
     assert_eq!(store.decide_approvals("d", "t", ApprovalState::Rejected, false).await.unwrap(), 1);
@@ -222,7 +223,7 @@ pub async fn a_deployment_view_is_one_snapshot<H: Harness>(harness: &H) {
     store.insert_deployment("d", "app", "file", "{}", None, &lease()).await.unwrap();
     let run = new_run("r", "c");
     store.insert_run(&run).await.unwrap();
-    store.set_target("d", "t", TargetState::Running, Some("0"), None).await.unwrap();
+    store.set_target("d", OWNER, "t", TargetState::Running, Some("0"), None).await.unwrap();
     const ROUNDS: usize = 150;
     let writer = {
         let store = store.clone();
@@ -230,8 +231,8 @@ pub async fn a_deployment_view_is_one_snapshot<H: Harness>(harness: &H) {
             for round in 1..=ROUNDS {
                 let value = if round == 1 { "r".to_owned() } else { format!("v{round}") };
                 store.put_journal("d", &format!("t/{round}/run"), &value).await.unwrap();
-                store.add_event("d", Some("t"), "step", &format!("round {round}")).await.unwrap();
-                store.set_target("d", "t", TargetState::Running, Some(&round.to_string()), None).await.unwrap();
+                store.add_event("d", OWNER, Some("t"), "step", &format!("round {round}")).await.unwrap();
+                store.set_target("d", OWNER, "t", TargetState::Running, Some(&round.to_string()), None).await.unwrap();
             }
         })
     };
@@ -315,7 +316,7 @@ pub async fn the_deployment_list_carries_each_deployments_own_targets_newest_fir
     for (id, targets) in [("d1", &["a", "b"][..]), ("d2", &["c"][..]), ("d3", &[][..])] {
         store.insert_deployment(id, &format!("app-{id}"), "file", "{}", None, &lease()).await.unwrap();
         for target in targets {
-            store.set_target(id, target, TargetState::Waiting, None, None).await.unwrap();
+            store.set_target(id, OWNER, target, TargetState::Waiting, None, None).await.unwrap();
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -336,10 +337,10 @@ pub async fn targets_keep_the_place_they_were_first_recorded_in<H: Harness>(harn
     let store = harness.open().await;
     store.insert_deployment("d", "app", "file", "{}", None, &lease()).await.unwrap();
     for target in ["zeta", "alpha", "mid"] {
-        store.set_target("d", target, TargetState::Waiting, Some("waiting to start"), None).await.unwrap();
+        store.set_target("d", OWNER, target, TargetState::Waiting, Some("waiting to start"), None).await.unwrap();
     }
-    store.set_target("d", "alpha", TargetState::Deployed, None, None).await.unwrap();
-    store.set_target("d", "zeta", TargetState::RolledBack, None, Some("why")).await.unwrap();
+    store.set_target("d", OWNER, "alpha", TargetState::Deployed, None, None).await.unwrap();
+    store.set_target("d", OWNER, "zeta", TargetState::RolledBack, None, Some("why")).await.unwrap();
     let targets = store.targets("d").await.unwrap();
     let shown: Vec<(&str, TargetState)> = targets.iter().map(|t| (t.target.as_str(), t.state)).collect();
     assert_eq!(
@@ -500,6 +501,56 @@ pub async fn an_attempt_is_claimed_once_and_fenced_by_its_lease<H: Harness>(harn
     assert_eq!(due.iter().map(|run| run.id.as_str()).collect::<Vec<_>>(), ["w"]);
 }
 
+/// An attempt records that its request is going out; a callback that
+/// decides the run while the attempt is under way leaves the attempt's
+/// lease, which the owner renews until it records the attempt and lets go;
+/// should the owner die, whoever takes the lapsed lease over records it.
+pub async fn an_attempt_decided_meanwhile_keeps_its_lease_until_recorded<H: Harness>(harness: &H) {
+    let store = harness.open().await;
+    for id in ["r1", "r2"] {
+        store.insert_run(&new_run(id, &format!("c-{id}"))).await.unwrap();
+        assert_eq!(claim(&store, "a", Some(id)).await, [id]);
+    }
+    let fence = Fence { owner: "a", attempt: 1 };
+    assert_eq!(store.run("r1").await.unwrap().unwrap().request_attempt, None, "claimed, not sent");
+    assert!(store.set_request("r1", &fence, "{}").await.unwrap());
+    assert_eq!(store.run("r1").await.unwrap().unwrap().request_attempt, Some(1));
+
+    let by_callback =
+        Outcome { state: RunState::Succeeded, success: Some(true), md_message: None, reason: None, by_callback: true };
+    for id in ["r1", "r2"] {
+        assert_eq!(store.finish_by_callback(&format!("c-{id}"), &by_callback).await.unwrap().as_deref(), Some(id));
+    }
+    let now = SystemTime::now();
+    let ids = ["r1".to_owned(), "r2".to_owned()];
+    assert_eq!(store.renew_run_leases("a", &ids, now + Duration::from_secs(60)).await.unwrap(), 2, "still leased");
+    let takeover = Claim { owner: "b", now, lease_until: now + Duration::from_secs(60), limit: 10 };
+    assert!(store.claim_expired(&takeover).await.unwrap().is_empty(), "the leases hold");
+
+    // The owner of r1 records its attempt and lets go; r2's owner dies.
+    let answered = Attempt {
+        number: 1,
+        started_at: now,
+        latency_ms: 5,
+        status: Some(202),
+        error: None,
+        reply: Some("accepted".into()),
+    };
+    assert!(store.record_attempt("r1", &fence, &answered).await.unwrap());
+    store.release_finished("r1", &fence).await.unwrap();
+    assert_eq!(store.run("r1").await.unwrap().unwrap().lease_until, None);
+    assert_eq!(store.renew_run_leases("a", &ids, now - Duration::from_secs(1)).await.unwrap(), 1, "r2's only");
+    let taken = store.claim_expired(&takeover).await.unwrap();
+    assert_eq!(taken.iter().map(|run| run.id.as_str()).collect::<Vec<_>>(), ["r2"]);
+    assert_eq!((taken[0].state, taken[0].attempts), (RunState::Succeeded, 1));
+    let by_b = Fence { owner: "b", attempt: 1 };
+    assert!(store.record_attempt("r2", &by_b, &answered).await.unwrap());
+    store.release_finished("r2", &by_b).await.unwrap();
+    assert!(store.claim_expired(&Claim { now: now + Duration::from_secs(3600), ..takeover }).await.unwrap().is_empty());
+    assert_eq!(store.run_view("r2").await.unwrap().unwrap().attempts.len(), 1);
+    assert_eq!(store.run("r2").await.unwrap().unwrap().state, RunState::Succeeded, "the callback's decision stays");
+}
+
 fn failed() -> Outcome {
     Outcome { state: RunState::Failed, success: None, md_message: None, reason: Some("x".into()), by_callback: false }
 }
@@ -531,7 +582,36 @@ pub async fn a_deployment_lease_fences_its_journal_and_is_taken_over_when_it_lap
     assert!(matches!(lost, StoreError::Conflict(Conflict::LeaseLost { .. })), "{lost}");
     store.replace_journal("d", "replica-b", "t/deploy", "done").await.unwrap();
     assert_eq!(store.journal("d").await.unwrap(), [("t/deploy".to_owned(), "done".to_owned())]);
+
+    // Every other write of the lease owner's is fenced the same way.
+    store.insert_run(&new_run("step", "c-step")).await.unwrap();
+    let lost = |result: Result<(), StoreError>, what: &str| {
+        let err = result.expect_err(what);
+        assert!(matches!(err, StoreError::Conflict(Conflict::LeaseLost { .. })), "{what}: {err}");
+    };
+    lost(store.set_target("d", OWNER, "t", TargetState::Running, Some("late"), None).await, "target state");
+    lost(store.add_event("d", OWNER, Some("t"), "late", "from the old owner").await, "event");
+    lost(store.request_approval("d", OWNER, "t", "t/approval").await.map(|_| ()), "approval");
+    lost(store.cancel_approval("d", OWNER, "t/approval").await, "approval's cancel");
+    lost(store.cancel_step_run("d", OWNER, "step", "late").await.map(|_| ()), "step's run");
+    let view = store.deployment_view("d").await.unwrap().unwrap();
+    assert!(view.targets.is_empty() && view.events.is_empty() && view.pending_approvals.is_empty(), "{view:?}");
+    assert_eq!(store.run("step").await.unwrap().unwrap().state, RunState::Pending);
+    store.set_target("d", "replica-b", "t", TargetState::Running, Some("now"), None).await.unwrap();
+    store.add_event("d", "replica-b", Some("t"), "step", "from the new owner").await.unwrap();
+    assert_eq!(store.request_approval("d", "replica-b", "t", "t/approval").await.unwrap(), ApprovalState::Pending);
+    assert_eq!(store.request_approval("d", "replica-b", "t", "t/approval").await.unwrap(), ApprovalState::Pending);
+    assert_eq!(store.deployment_view("d").await.unwrap().unwrap().pending_approvals.len(), 1);
+    store.cancel_approval("d", "replica-b", "t/approval").await.unwrap();
+    store.cancel_approval("d", "replica-b", "t/approval").await.unwrap();
+    assert_eq!(store.approval("d", "t/approval").await.unwrap(), Some(ApprovalState::Cancelled));
+    assert!(store.cancel_step_run("d", "replica-b", "step", "cancelled").await.unwrap());
+    assert!(!store.cancel_step_run("d", "replica-b", "step", "cancelled").await.unwrap(), "once");
+    assert_eq!(store.run("step").await.unwrap().unwrap().state, RunState::Cancelled);
+    let view = store.deployment_view("d").await.unwrap().unwrap();
+    assert_eq!((view.targets.len(), view.events.len()), (1, 1));
     store.finish_deployment("d", "replica-b", DeploymentState::Succeeded, None).await.unwrap();
+    lost(store.add_event("d", "replica-b", None, "late", "after the end").await, "an event after the end");
     // Finished: the end stays, whoever asks.
     store.finish_deployment("d", OWNER, DeploymentState::Failed, None).await.unwrap();
     assert_eq!(store.deployment("d").await.unwrap().unwrap().state, DeploymentState::Succeeded);
@@ -550,8 +630,20 @@ pub async fn replicas_and_their_sessions<H: Harness>(harness: &H) {
         started_at: now - Duration::from_secs(100),
         seen_at,
     };
-    store.replica_seen(&replica("a", now)).await.unwrap();
-    store.replica_seen(&replica("b", now - Duration::from_secs(60))).await.unwrap();
+    // When the store recorded `id` seen: its own clock's time, where it has one.
+    let seen = |id: &'static str| {
+        let store = &store;
+        async move {
+            let record = replica(id, SystemTime::now());
+            let recorded = store.replica_seen(&record).await.unwrap().unwrap_or(record.seen_at);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            recorded
+        }
+    };
+    seen("b").await;
+    let a_seen = seen("a").await;
+    // b was seen before this, a after.
+    let since = a_seen - Duration::from_millis(25);
     let session = |id: &str, replica: &str, agent: &str| SessionRecord {
         session_id: id.into(),
         replica_id: replica.into(),
@@ -564,27 +656,39 @@ pub async fn replicas_and_their_sessions<H: Harness>(harness: &H) {
     store.put_session(&session("s1", "a", "rna")).await.unwrap();
     store.put_session(&session("s2", "b", "rna")).await.unwrap();
     store.put_session(&session("s3", "a", "other")).await.unwrap();
-    let since = now - Duration::from_secs(10);
     let live: Vec<String> =
         store.sessions(Some("rna"), since).await.unwrap().into_iter().map(|s| s.session_id).collect();
     assert_eq!(live, ["s1"], "b was not seen lately");
     assert_eq!(store.sessions(None, since).await.unwrap().len(), 2);
     assert_eq!(
         store.replicas(since).await.unwrap(),
-        [replica("a", now)].map(|mut r| {
+        [replica("a", a_seen)].map(|mut r| {
             r.seen_at = crate::time::from_unix_ms(crate::time::unix_ms(r.seen_at));
             r.started_at = crate::time::from_unix_ms(crate::time::unix_ms(r.started_at));
             r
         })
     );
-    store.replica_seen(&replica("b", now)).await.unwrap();
+    let mut held = store.replica_session_ids("a").await.unwrap();
+    held.sort();
+    assert_eq!(held, ["s1", "s3"]);
+    assert_eq!(store.sessions_held(since).await.unwrap(), [("a".to_owned(), 2)], "b is not counted");
+    seen("b").await;
     assert_eq!(store.sessions(Some("rna"), since).await.unwrap().len(), 2, "b is back");
+    seen("c").await;
+    assert_eq!(
+        store.sessions_held(since).await.unwrap(),
+        [("a".to_owned(), 2), ("b".to_owned(), 1), ("c".to_owned(), 0)],
+        "a replica holding none is listed"
+    );
+    store.replica_gone("c").await.unwrap();
     store.remove_session("s2").await.unwrap();
     assert_eq!(store.sessions(Some("rna"), since).await.unwrap().len(), 1);
-    store.replica_seen(&replica("b", now - Duration::from_secs(60))).await.unwrap();
     store.put_session(&session("s4", "b", "rna")).await.unwrap();
+    // a is seen again, b not: b is forgotten, with its sessions.
+    let since = seen("a").await - Duration::from_millis(25);
     assert_eq!(store.forget_replicas(since).await.unwrap(), 1);
     assert!(store.replicas(now - Duration::from_secs(3600)).await.unwrap().iter().all(|r| r.id == "a"));
+    assert!(store.sessions(None, now - Duration::from_secs(3600)).await.unwrap().iter().all(|s| s.replica_id == "a"));
     store.replica_gone("a").await.unwrap();
     assert!(store.sessions(None, now - Duration::from_secs(3600)).await.unwrap().is_empty());
 }
@@ -689,16 +793,16 @@ pub async fn text_with_nul_is_stored_replaced<H: Harness>(harness: &H) {
     // its approvals are found and decided by it.
     let (target, step_key) = (nul("t"), nul("t/beforeDeployment/0"));
     store.insert_deployment("d", &nul("app"), &nul("file"), &nul("{}"), None, &lease()).await.unwrap();
-    store.set_target("d", &target, TargetState::Running, Some(&nul("step")), Some(&nul("why"))).await.unwrap();
+    store.set_target("d", OWNER, &target, TargetState::Running, Some(&nul("step")), Some(&nul("why"))).await.unwrap();
     store.put_journal("d", &nul("key"), &nul("value")).await.unwrap();
     store.replace_journal("d", OWNER, &nul("done"), &nul("result")).await.unwrap();
-    store.add_event("d", Some(&target), &nul("kind"), &nul("message")).await.unwrap();
-    assert_eq!(store.request_approval("d", &target, &step_key).await.unwrap(), ApprovalState::Pending);
+    store.add_event("d", OWNER, Some(&target), &nul("kind"), &nul("message")).await.unwrap();
+    assert_eq!(store.request_approval("d", OWNER, &target, &step_key).await.unwrap(), ApprovalState::Pending);
     assert_eq!(store.approval("d", &step_key).await.unwrap(), Some(ApprovalState::Pending));
     assert_eq!(store.decide_approvals("d", &target, ApprovalState::Approved, false).await.unwrap(), 1);
     let decision = format!("{step_key}{DECISION_SUFFIX}");
-    store.request_approval("d", &target, &decision).await.unwrap();
-    store.cancel_approval("d", &decision).await.unwrap();
+    store.request_approval("d", OWNER, &target, &decision).await.unwrap();
+    store.cancel_approval("d", OWNER, &decision).await.unwrap();
     assert_eq!(store.approval("d", &decision).await.unwrap(), Some(ApprovalState::Cancelled));
     let view = store.deployment_view("d").await.unwrap().unwrap();
     assert_eq!((view.record.application, view.record.file), (replaced("app"), replaced("file")));

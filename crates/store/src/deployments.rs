@@ -198,6 +198,12 @@ pub struct DeploymentView {
     pub events: Vec<EventRecord>,
 }
 
+/// A fenced write's outcome for deployment `id`: `Conflict::LeaseLost`
+/// unless the fence `held`.
+pub(crate) fn fenced(id: &str, held: bool) -> Result<(), StoreError> {
+    if held { Ok(()) } else { Err(crate::Conflict::LeaseLost { what: format!("deployment {id}") }.into()) }
+}
+
 #[async_trait::async_trait]
 pub trait DeploymentStore: Send + Sync + 'static {
     /// Stores a running deployment. Fails with
@@ -244,11 +250,16 @@ pub trait DeploymentStore: Send + Sync + 'static {
         state: DeploymentState,
         reason: Option<&str>,
     ) -> Result<(), StoreError>;
+    // The writes below are the lease owner's: each is fenced on the lease
+    // (`owner` holds it, and the deployment is unfinished), and fails with
+    // `Conflict::LeaseLost` when `owner` lost it, writing nothing.
+
     /// Creates or updates a target. A new target goes after the ones
     /// recorded before it; an update keeps its place.
     async fn set_target(
         &self,
         id: &str,
+        owner: &str,
         target: &str,
         state: TargetState,
         step: Option<&str>,
@@ -270,9 +281,22 @@ pub trait DeploymentStore: Send + Sync + 'static {
     ///
     /// [`Conflict::LeaseLost`]: crate::Conflict::LeaseLost
     async fn replace_journal(&self, id: &str, owner: &str, key: &str, value: &str) -> Result<(), StoreError>;
-    async fn add_event(&self, id: &str, target: Option<&str>, kind: &str, message: &str) -> Result<(), StoreError>;
+    async fn add_event(
+        &self,
+        id: &str,
+        owner: &str,
+        target: Option<&str>,
+        kind: &str,
+        message: &str,
+    ) -> Result<(), StoreError>;
     /// Opens an approval (once; a replay finds it as it is).
-    async fn request_approval(&self, id: &str, target: &str, step_key: &str) -> Result<ApprovalState, StoreError>;
+    async fn request_approval(
+        &self,
+        id: &str,
+        owner: &str,
+        target: &str,
+        step_key: &str,
+    ) -> Result<ApprovalState, StoreError>;
     async fn approval(&self, id: &str, step_key: &str) -> Result<Option<ApprovalState>, StoreError>;
     /// Decides the pending approvals of `target`. Returns how many there were.
     /// With `decisions`, only the rollback-or-continue decisions of analysis
@@ -285,5 +309,8 @@ pub trait DeploymentStore: Send + Sync + 'static {
         decisions: bool,
     ) -> Result<u64, StoreError>;
     /// Marks one approval cancelled if it is still pending.
-    async fn cancel_approval(&self, id: &str, step_key: &str) -> Result<(), StoreError>;
+    async fn cancel_approval(&self, id: &str, owner: &str, step_key: &str) -> Result<(), StoreError>;
+    /// Cancels webhook run `run_id`, a step of deployment `id`, if it is
+    /// unfinished. True when it changed.
+    async fn cancel_step_run(&self, id: &str, owner: &str, run_id: &str, reason: &str) -> Result<bool, StoreError>;
 }

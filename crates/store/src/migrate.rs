@@ -95,6 +95,7 @@ const TABLES: &[Table] = &[
             ("idempotency_key", Text),
             ("request_hash", Text),
             ("watched", Bool),
+            ("request_attempt", Int),
         ],
         order: "created_at, id",
         identity: None,

@@ -127,6 +127,7 @@ pub(crate) fn run(row: &impl Columns) -> RunRecord {
         finished_at: time_opt(row, "finished_at"),
         lease_owner: row.text_opt("lease_owner"),
         lease_until: time_opt(row, "lease_until"),
+        request_attempt: row.int_opt("request_attempt").map(|n| n as u32),
     }
 }
 

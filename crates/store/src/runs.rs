@@ -84,6 +84,9 @@ pub struct RunRecord {
     /// The replica that owns the attempt under way (or last owned one).
     pub lease_owner: Option<String>,
     pub lease_until: Option<SystemTime>,
+    /// The attempt whose request was recorded as about to go out; a run
+    /// whose attempt number is later was claimed but not sent.
+    pub request_attempt: Option<u32>,
 }
 
 #[derive(Debug, Clone)]
@@ -174,18 +177,24 @@ pub trait RunStore: Send + Sync + 'static {
     /// at once, one gets each run. At most `limit` runs; with `only`, just
     /// that one. The runs are returned as claimed.
     async fn claim_due(&self, claim: &Claim<'_>, only: Option<&str>) -> Result<Vec<RunRecord>, StoreError>;
-    /// Claims calling runs whose lease ran out before `claim.now`: their
-    /// owner died (or lost the database) mid-attempt. The attempt count
-    /// stays: the caller records that attempt as cut off.
+    /// Claims runs whose lease ran out before `claim.now`: their owner
+    /// died (or lost the database) mid-attempt. Calling runs, and finished
+    /// ones a callback or a cancel decided while their attempt was under way
+    /// (the attempt is not recorded yet). The attempt count stays: the
+    /// caller records that attempt.
     async fn claim_expired(&self, claim: &Claim<'_>) -> Result<Vec<RunRecord>, StoreError>;
-    /// Extends the leases `owner` holds on the calling runs `ids` (its
-    /// attempts under way); returns how many. A lease of an attempt no
+    /// Extends the leases `owner` holds on the runs `ids` (its attempts
+    /// under way, the run calling or decided meanwhile); returns how many. A lease of an attempt no
     /// longer under way is left to lapse, so another replica takes it over.
     async fn renew_run_leases(&self, owner: &str, ids: &[String], lease_until: SystemTime) -> Result<u64, StoreError>;
     /// Awaiting-callback runs whose deadline is at or before `now`.
     async fn due_deadlines(&self, now: SystemTime, limit: u32) -> Result<Vec<RunRecord>, StoreError>;
-    /// Records the request the fenced attempt sends (secrets masked).
+    /// Records the request the fenced attempt sends (secrets masked), and
+    /// that this attempt is about to go out.
     async fn set_request(&self, id: &str, fence: &Fence<'_>, request: &str) -> Result<bool, StoreError>;
+    /// Lets go of the lease of a run that finished while the fenced attempt
+    /// was under way, once that attempt is recorded.
+    async fn release_finished(&self, id: &str, fence: &Fence<'_>) -> Result<(), StoreError>;
     /// Logs the fenced attempt; a number logged before keeps its first
     /// record. Fenced by owner and number only: a callback may end the run
     /// while its attempt is under way, and the attempt is still logged.

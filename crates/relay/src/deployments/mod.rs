@@ -179,7 +179,7 @@ impl Deployments {
             tokio::select! {
                 _ = poll.tick() => {
                     if replica.reachable() {
-                        self.claim(SystemTime::now()).await;
+                        self.claim(replica.now()).await;
                     }
                 }
                 _ = renew.tick() => self.renew().await,
@@ -318,7 +318,7 @@ impl Deployments {
         for target in &parsed.file.targets {
             self.context
                 .store
-                .set_target(&id, &target.name, TargetState::Waiting, Some("waiting to start"), None)
+                .set_target(&id, &replica.id, &target.name, TargetState::Waiting, Some("waiting to start"), None)
                 .await?;
         }
         tracing::info!(deployment = id.as_str(), application = application.as_str(), "deployment started");

@@ -20,7 +20,7 @@ use borealis_core::deployment::{
     StrategyKind, Target,
 };
 use borealis_core::template::{self, Slot, Values};
-use borealis_store::{ApprovalState, DeploymentState, Outcome, RunState, TargetState, unix_ms};
+use borealis_store::{ApprovalState, DeploymentState, RunState, TargetState, unix_ms};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use tokio::sync::watch;
@@ -269,6 +269,25 @@ impl Deployment {
         self.journal.lock().expect("journal lock").insert(key.to_owned(), value.to_owned());
     }
 
+    /// The outcome of one of the lease owner's fenced writes (`what`, for
+    /// the log): a write the fence refused (another replica holds the lease
+    /// now) stops this deployment's run here, and the new owner goes on from
+    /// the journal; another store error is logged and passed over, as the
+    /// journal, not this write, is what a resume reads.
+    async fn fenced<T>(&self, what: &str, result: Result<T, borealis_store::StoreError>) -> Option<T> {
+        match result {
+            Ok(value) => Some(value),
+            Err(err @ borealis_store::StoreError::Conflict(borealis_store::Conflict::LeaseLost { .. })) => {
+                tracing::warn!(deployment = %self.id, write = what, error = %err, "the lease fence refused this replica's write: another replica holds the deployment now");
+                self.halt(what, err).await
+            }
+            Err(err) => {
+                tracing::warn!(deployment = %self.id, write = what, error = %err, "a deployment write failed");
+                None
+            }
+        }
+    }
+
     /// Stops this deployment's run here and never returns: the task that
     /// runs it ends on `lost`. For store errors, which are never taken for
     /// a step's failure (that would roll a target back for a database blip).
@@ -281,9 +300,8 @@ impl Deployment {
     /// Records an event, and tells Flagger-style event hooks.
     async fn event(&self, target: Option<&Target>, kind: &str, message: String) {
         let name = target.map(|t| t.name.as_str());
-        if let Err(err) = self.service.store.add_event(&self.id, name, kind, &message).await {
-            tracing::error!(deployment = %self.id, error = %err, "event write failed");
-        }
+        let owner = &self.service.replica.id;
+        self.fenced("event", self.service.store.add_event(&self.id, owner, name, kind, &message).await).await;
         self.service.changed(&self.id);
         let warning = kind.contains("fail") || kind.contains("rolled-back") || kind.contains("cancel");
         // Each event is a message of its own; its retries share its id.
@@ -309,15 +327,21 @@ impl Deployment {
     }
 
     async fn step(&self, target: &Target, state: TargetState, step: &str) {
-        if let Err(err) = self.service.store.set_target(&self.id, &target.name, state, Some(step), None).await {
-            tracing::warn!(deployment = %self.id, target = %target.name, state = state.as_str(), error = %err, "could not record the target's step");
-        }
+        let owner = &self.service.replica.id;
+        let written = self.service.store.set_target(&self.id, owner, &target.name, state, Some(step), None).await;
+        self.fenced("target state", written).await;
         self.service.changed(&self.id);
     }
 
     async fn finish_target(&self, target: &Target, outcome: TargetOutcome) {
         let reason = self.journal_get(&format!("{}/reason", target.name));
-        let _ = self.service.store.set_target(&self.id, &target.name, outcome.state(), None, reason.as_deref()).await;
+        let owner = &self.service.replica.id;
+        let written = self
+            .service
+            .store
+            .set_target(&self.id, owner, &target.name, outcome.state(), None, reason.as_deref())
+            .await;
+        self.fenced("target state", written).await;
         self.service.changed(&self.id);
     }
 
@@ -611,14 +635,9 @@ impl Deployment {
                 _ = events.recv() => {}
                 () = tokio::time::sleep(Duration::from_secs(5)) => {}
                 () = cancel.cancelled() => {
-                    let outcome = Outcome {
-                        state: RunState::Cancelled,
-                        success: None,
-                        md_message: None,
-                        reason: Some(CANCELLED.into()),
-                        by_callback: false,
-                    };
-                    let _ = self.service.store.finish(&run_id, &RunState::UNFINISHED, &outcome).await;
+                    let owner = &self.service.replica.id;
+                    let cancelled = self.service.store.cancel_step_run(&self.id, owner, &run_id, CANCELLED).await;
+                    self.fenced("cancel of a step's run", cancelled).await;
                     self.service.runs.changed(&run_id);
                     return Err(Failure(CANCELLED.into()));
                 }
@@ -652,7 +671,8 @@ impl Deployment {
         let mut changes = self.service.subscribe();
         // The target says it waits before the approval shows as pending.
         self.step(target, TargetState::AwaitingApproval, "waiting for approval").await;
-        let mut state = match store.request_approval(&self.id, &target.name, key).await {
+        let owner = &self.service.replica.id;
+        let mut state = match store.request_approval(&self.id, owner, &target.name, key).await {
             Ok(state) => state,
             Err(err) => self.halt(key, err).await,
         };
@@ -683,7 +703,7 @@ impl Deployment {
                 _ = changes.recv() => {}
                 () = tokio::time::sleep(Duration::from_secs(5)) => {}
                 () = expiry => {
-                    let _ = store.cancel_approval(&self.id, key).await;
+                    self.fenced("approval", store.cancel_approval(&self.id, owner, key).await).await;
                     // An approval given at the last moment still counts.
                     if store.approval(&self.id, key).await.ok().flatten() == Some(ApprovalState::Approved) {
                         state = ApprovalState::Approved;
@@ -698,7 +718,7 @@ impl Deployment {
                     return Err(Failure(why));
                 }
                 () = cancel.cancelled() => {
-                    let _ = store.cancel_approval(&self.id, key).await;
+                    self.fenced("approval", store.cancel_approval(&self.id, owner, key).await).await;
                     self.event(Some(target), "approval-cancelled", format!("the approval of {} is no longer pending", target.name)).await;
                     return Err(Failure(CANCELLED.into()));
                 }
@@ -906,7 +926,8 @@ impl Deployment {
         let decision_key = format!("{key}{}", borealis_store::DECISION_SUFFIX);
         let mut changes = self.service.subscribe();
         self.step(target, state_name, &why).await;
-        let mut state = match store.request_approval(&self.id, &target.name, &decision_key).await {
+        let owner = &self.service.replica.id;
+        let mut state = match store.request_approval(&self.id, owner, &target.name, &decision_key).await {
             Ok(state) => state,
             Err(err) => self.halt(&decision_key, err).await,
         };
@@ -932,7 +953,7 @@ impl Deployment {
                 _ = changes.recv() => {}
                 () = tokio::time::sleep(Duration::from_secs(5)) => {}
                 () = cancel.cancelled() => {
-                    let _ = store.cancel_approval(&self.id, &decision_key).await;
+                    self.fenced("approval", store.cancel_approval(&self.id, owner, &decision_key).await).await;
                     return Err(Failure(CANCELLED.into()));
                 }
             }

@@ -76,7 +76,7 @@ pub async fn forward(State(state): State<Arc<AppState>>, request: Request) -> Re
     let hop =
         PeerHop { from: "", to: &state.replica.id, method: parts.method.as_str(), agent: &query.agent, url: &covered };
     let peer = match state.auth.peer_key().verify(presented, &hop) {
-        Ok(tag) if state.peer_nonces.first_use(&tag) => tag.from,
+        Ok(tag) if state.peer_nonces.first_use(&tag, state.replica.now()) => tag.from,
         Ok(_) => return refuse("replayed", "it was used before"),
         Err(err) => return refuse(refusal_reason(&err), &err.to_string()),
     };

@@ -13,7 +13,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use http_body_util::BodyExt;
 use tokio::sync::Semaphore;
 
-use super::{RunSpec, Runs, Scheduler, Wake};
+use super::{Due, RunSpec, Runs, Scheduler, Wake};
 use crate::forward::{self, Outbound};
 use crate::metrics::ClaimLabels;
 use crate::signing::{self, Stamp};
@@ -47,14 +47,13 @@ pub async fn run(runs: Arc<Runs>, scheduler: Scheduler) {
     }
     let Scheduler(mut wakes) = scheduler;
     let limiter = Arc::new(Semaphore::new(CONCURRENT_ATTEMPTS));
-    // (when, kind, run id): kind 0 is an attempt, 1 a deadline.
-    let mut timeline: BTreeSet<(i64, u8, String)> = BTreeSet::new();
+    let mut timeline: BTreeSet<Wake> = BTreeSet::new();
     let mut poll = tokio::time::interval(runs.settings.poll_interval);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut renew = tokio::time::interval(runs.replica.lease / 3);
     renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let next = timeline.first().map(|(at, _, _)| *at);
+        let next = timeline.first().map(|wake| wake.at);
         let clock = runs.clock.clone();
         let sleep = async move {
             match next {
@@ -64,18 +63,13 @@ pub async fn run(runs: Arc<Runs>, scheduler: Scheduler) {
         };
         tokio::select! {
             wake = wakes.recv() => match wake {
-                Some(Wake::Attempt(id, at)) => { timeline.insert((unix_ms(at), 0, id)); }
-                Some(Wake::Deadline(id, at)) => { timeline.insert((unix_ms(at), 1, id)); }
+                Some(wake) => { timeline.insert(wake); }
                 None => return,
             },
             () = sleep => {
                 let now = unix_ms(runs.clock.now());
-                while let Some(first) = timeline.first().cloned() {
-                    if first.0 > now {
-                        break;
-                    }
-                    timeline.remove(&first);
-                    let (_, kind, id) = first;
+                while timeline.first().is_some_and(|wake| wake.at <= now) {
+                    let Wake { due, run: id, .. } = timeline.pop_first().expect("checked");
                     let permit = tokio::select! {
                         permit = limiter.clone().acquire_owned() => permit.expect("the limiter is never closed"),
                         () = stop.cancelled() => return,
@@ -85,7 +79,10 @@ pub async fn run(runs: Arc<Runs>, scheduler: Scheduler) {
                         let _permit = permit;
                         let runs = &task_runs;
                         let step = async {
-                            if kind == 0 { claim_and_attempt(runs, &id).await } else { deadline(runs, &id).await }
+                            match due {
+                                Due::Attempt => claim_and_attempt(runs, &id).await,
+                                Due::Deadline => deadline(runs, &id).await,
+                            }
                         };
                         let result = tokio::select! {
                             result = step => result,
@@ -131,8 +128,7 @@ async fn sweep(runs: &Arc<Runs>, limiter: &Arc<Semaphore>, at_start: bool) -> St
         // heartbeat says the database is back.
         return Ok(());
     }
-    let expired_before =
-        if at_start { SystemTime::now() + Duration::from_secs(365 * 24 * 3600) } else { SystemTime::now() };
+    let expired_before = if at_start { replica.now() + Duration::from_secs(365 * 24 * 3600) } else { replica.now() };
     let lapsed = runs
         .store
         .claim_expired(&Claim {
@@ -148,7 +144,11 @@ async fn sweep(runs: &Arc<Runs>, limiter: &Arc<Semaphore>, at_start: bool) -> St
             continue;
         }
         runs.metrics.claims.get_or_create(&ClaimLabels { kind: "takeover" }).inc();
-        tracing::info!(run = run.id.as_str(), previous = ?run.lease_owner, "took over a webhook attempt whose lease lapsed");
+        tracing::info!(
+            run = run.id.as_str(),
+            state = run.state.as_str(),
+            "took over a webhook attempt whose lease lapsed"
+        );
         resume_cut_off(runs, &run).await?;
     }
 
@@ -240,24 +240,45 @@ async fn claim_and_attempt(runs: &Arc<Runs>, id: &str) -> StepResult {
     attempt(runs, run).await
 }
 
-/// A call cut off by a restart or by its replica's death. When its reply
-/// was recorded (only the step after it was not written), the run goes on
-/// from that reply as the attempt would have. Otherwise whether it arrived
-/// is unknown: it is recorded as a failed attempt and retried, with
-/// the same `webhook-id`, if retries are left. With none left, a run that
-/// expects a callback waits for it (the destination may well have received
-/// the call and will answer; failing now would turn its answer into a 409),
-/// until the usual deadline; a run whose 2xx reply was the decision fails,
-/// since that reply is lost. `run` is leased to this replica.
+/// An attempt whose replica stopped (a restart, or its death) before its
+/// outcome was written. `run` is leased to this replica.
+///
+/// - Its reply was recorded (only the step after it was not written): the
+///   run goes on from that reply as the attempt would have.
+/// - The run was decided meanwhile (its callback came, or it was
+///   cancelled): the attempt is recorded for the history, nothing more.
+/// - Its request was never recorded as going out: it was claimed but not
+///   sent, and is retried like any other failure.
+/// - Otherwise whether it arrived is unknown: it is recorded as cut off and
+///   retried, with the same `webhook-id`, if retries are left. With none
+///   left, a run that expects a callback waits for it (the destination may
+///   well have received the call and will answer; failing now would turn
+///   its answer into a 409), until the usual deadline; a run whose 2xx
+///   reply was the decision fails, since that reply is lost.
 async fn resume_cut_off(runs: &Runs, run: &RunRecord) -> StepResult {
     let spec: RunSpec = serde_json::from_str(&run.spec)?;
     let number = run.attempts;
     let fence = Fence { owner: &runs.replica.id, attempt: number };
     let recorded =
         runs.store.run_view(&run.id).await?.and_then(|view| view.attempts.into_iter().find(|a| a.number == number));
+    let sent = run.request_attempt == Some(number);
+    let lost = |error: &str| Attempt {
+        number,
+        started_at: run.updated_at,
+        latency_ms: 0,
+        status: None,
+        error: Some(error.to_owned()),
+        reply: None,
+    };
+    if run.state.is_finished() {
+        if recorded.is_none() {
+            let error = if sent { DECIDED_WHILE_CUT_OFF } else { NOT_SENT };
+            runs.store.record_attempt(&run.id, &fence, &lost(error)).await?;
+        }
+        runs.store.release_finished(&run.id, &fence).await?;
+        return Ok(());
+    }
     if let Some(status) = recorded.and_then(|attempt| attempt.status) {
-        // Its reply was recorded, and only the step after it was not
-        // written: it goes on from that reply, and is not sent again.
         tracing::info!(
             run = run.id.as_str(),
             attempt = number,
@@ -266,15 +287,14 @@ async fn resume_cut_off(runs: &Runs, run: &RunRecord) -> StepResult {
         );
         return conclude(runs, &run.id, &fence, &spec, Next::of_status(number, status, None)).await;
     }
-    let cut_off = Attempt {
-        number,
-        started_at: run.updated_at,
-        latency_ms: 0,
-        status: None,
-        error: Some(CUT_OFF.to_owned()),
-        reply: None,
-    };
-    if !runs.store.record_attempt(&run.id, &fence, &cut_off).await? {
+    if !sent {
+        if !runs.store.record_attempt(&run.id, &fence, &lost(NOT_SENT)).await? {
+            return Ok(());
+        }
+        let retry = Next::Retry { reason: format!("attempt {number}: {NOT_SENT}"), wait_at_least: None };
+        return conclude(runs, &run.id, &fence, &spec, retry).await;
+    }
+    if !runs.store.record_attempt(&run.id, &fence, &lost(CUT_OFF)).await? {
         return Ok(());
     }
     let reason = format!("attempt {number}: {CUT_OFF}");
@@ -299,6 +319,10 @@ async fn resume_cut_off(runs: &Runs, run: &RunRecord) -> StepResult {
 
 /// What the history says of an attempt a restart cut off.
 const CUT_OFF: &str = "cut off by a relay restart or a replica's loss; the destination may have received it";
+/// ... of one claimed by a replica that stopped before sending it.
+const NOT_SENT: &str = "not sent: the replica that claimed it stopped before sending it";
+/// ... of one cut off while its callback (or a cancel) decided the run.
+const DECIDED_WHILE_CUT_OFF: &str = "sent, but its reply was lost with the replica making it; the run was decided meanwhile (its callback, or a cancel)";
 
 /// Fails the fenced attempt's run.
 async fn fail(runs: &Runs, id: &str, fence: &Fence<'_>, reason: String) -> StepResult {
@@ -307,7 +331,7 @@ async fn fail(runs: &Runs, id: &str, fence: &Fence<'_>, reason: String) -> StepR
     if persist(runs, id, || runs.store.finish_attempt(id, fence, &outcome)).await? {
         runs.changed(id);
     } else {
-        runs.lease_lost(id).await;
+        runs.lease_lost(id, fence).await;
     }
     Ok(())
 }
@@ -340,7 +364,33 @@ async fn deadline(runs: &Runs, id: &str) -> StepResult {
 /// What one call produced.
 enum Answer {
     Status { status: u16, retry_after: Option<Duration>, reply: String },
-    Failed { retryable: bool, detail: String },
+    Failed { retryable: bool, sent: Sent, detail: String },
+}
+
+/// Whether a call that got no answer reached the destination.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Sent {
+    /// It never left (no agent took it, a hop was refused, the connection
+    /// was refused): retried like any other failure.
+    No,
+    /// The path broke after it left (an agent or the replica holding it
+    /// went away): it may have arrived, so with no retries left its
+    /// callback may still decide the run.
+    CutOff,
+    /// It reached the destination, which failed to answer in time or in full.
+    Yes,
+}
+
+impl Sent {
+    fn of(err: &forward::ForwardError) -> Self {
+        if err.not_sent() {
+            Sent::No
+        } else if err.cut_off() {
+            Sent::CutOff
+        } else {
+            Sent::Yes
+        }
+    }
 }
 
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
@@ -363,7 +413,10 @@ async fn call(runs: &Runs, spec: &RunSpec, request: &template::RenderedRequest, 
             (Ok(name), Ok(value)) => {
                 headers.append(name, value);
             }
-            _ => return Answer::Failed { retryable: false, detail: format!("header {name:?} cannot be sent") },
+            _ => {
+                let detail = format!("header {name:?} cannot be sent");
+                return Answer::Failed { retryable: false, sent: Sent::No, detail };
+            }
         }
     }
     // `webhook-id` is the run's id, the same on every attempt, so a receiver
@@ -371,7 +424,8 @@ async fn call(runs: &Runs, spec: &RunSpec, request: &template::RenderedRequest, 
     stamp.apply(&mut headers);
     headers.insert(ATTEMPT_HEADER, HeaderValue::from(number));
     let Ok(method) = http::Method::from_bytes(request.method.as_bytes()) else {
-        return Answer::Failed { retryable: false, detail: format!("invalid method {:?}", request.method) };
+        let detail = format!("invalid method {:?}", request.method);
+        return Answer::Failed { retryable: false, sent: Sent::No, detail };
     };
     let timeout = runs.settings.webhook_timeout;
     let outbound = Outbound {
@@ -384,7 +438,7 @@ async fn call(runs: &Runs, spec: &RunSpec, request: &template::RenderedRequest, 
     };
     let exchange = async {
         match runs.forwarder.send(spec.agent.as_deref(), outbound).await {
-            Err(err) => Answer::Failed { retryable: err.retryable(), detail: err.detail },
+            Err(err) => Answer::Failed { retryable: err.retryable(), sent: Sent::of(&err), detail: err.detail },
             Ok(response) => {
                 let status = response.status().as_u16();
                 let retry_after = retry_after(response.headers());
@@ -405,6 +459,7 @@ async fn call(runs: &Runs, spec: &RunSpec, request: &template::RenderedRequest, 
         Ok(answer) => answer,
         Err(_) => Answer::Failed {
             retryable: true,
+            sent: Sent::Yes,
             detail: format!("no complete answer within {}", humantime::format_duration(timeout)),
         },
     }
@@ -450,7 +505,7 @@ async fn attempt(runs: &Runs, run: RunRecord) -> StepResult {
     let scrub = |text: &str| scrubber.scrub(text).into_owned();
     let masked_json = serde_json::to_string(&masked)?;
     if !runs.store.set_request(id, &fence, &masked_json).await? {
-        runs.lease_lost(id).await;
+        runs.lease_lost(id, &fence).await;
         return Ok(());
     }
     runs.changed(id);
@@ -462,23 +517,31 @@ async fn attempt(runs: &Runs, run: RunRecord) -> StepResult {
         Answer::Status { status, reply, .. } => {
             Attempt { number, started_at, latency_ms, status: Some(*status), error: None, reply: Some(scrub(reply)) }
         }
-        Answer::Failed { detail, .. } => {
-            Attempt { number, started_at, latency_ms, status: None, error: Some(scrub(detail)), reply: None }
+        Answer::Failed { detail, sent, .. } => {
+            let error = if *sent == Sent::No { format!("not sent: {}", scrub(detail)) } else { scrub(detail) };
+            Attempt { number, started_at, latency_ms, status: None, error: Some(error), reply: None }
         }
     };
     // The call was made: from here its outcome is written, retried while
     // the store is away, and the call is never made again for this number.
     if !persist(runs, id, || runs.store.record_attempt(id, &fence, &record)).await? {
-        runs.lease_lost(id).await;
+        runs.lease_lost(id, &fence).await;
         return Ok(());
     }
     tracing::info!(run = id, webhook = spec.webhook.name.as_str(), attempt = number, status = ?record.status, error = ?record.error, latency_ms, "webhook attempt");
     let next = match answer {
         Answer::Status { status, retry_after, .. } => Next::of_status(number, status, retry_after),
-        Answer::Failed { retryable: true, detail } => {
-            Next::Retry { reason: format!("attempt {number}: {}", scrub(&detail)), wait_at_least: None }
+        Answer::Failed { sent: Sent::CutOff, detail, .. } => {
+            Next::CutOff { reason: format!("attempt {number}: {}", scrub(&detail)) }
         }
-        Answer::Failed { detail, .. } => Next::Fail(format!("attempt {number}: {}", scrub(&detail))),
+        Answer::Failed { retryable: true, detail, sent } => {
+            let not = if sent == Sent::No { "not sent: " } else { "" };
+            Next::Retry { reason: format!("attempt {number}: {not}{}", scrub(&detail)), wait_at_least: None }
+        }
+        Answer::Failed { detail, sent, .. } => {
+            let not = if sent == Sent::No { "not sent: " } else { "" };
+            Next::Fail(format!("attempt {number}: {not}{}", scrub(&detail)))
+        }
     };
     conclude(runs, id, &fence, &spec, next).await
 }
@@ -493,6 +556,11 @@ enum Next {
     Retry {
         reason: String,
         wait_at_least: Option<Duration>,
+    },
+    /// The call may have arrived but its answer was lost on the way: retried
+    /// while retries are left; then its callback decides, if it has one.
+    CutOff {
+        reason: String,
     },
     Fail(String),
 }
@@ -533,13 +601,25 @@ async fn conclude(runs: &Runs, id: &str, fence: &Fence<'_>, spec: &RunSpec, next
                 waiting
             };
             if !moved {
-                runs.lease_lost(id).await;
+                runs.lease_lost(id, fence).await;
             }
             runs.changed(id);
             return Ok(());
         }
         Next::Fail(reason) => return fail(runs, id, fence, reason).await,
         Next::Retry { reason, wait_at_least } => (reason, wait_at_least),
+        Next::CutOff { reason } if number > spec.webhook.retry_count && !spec.webhook.disable_callback => {
+            let deadline = runs.clock.now() + runs.settings.callback_timeout;
+            let waiting = format!("{reason}; no retries are left, so its callback decides (until the deadline)");
+            if persist(runs, id, || runs.store.await_callback(id, fence, deadline, Some(&waiting))).await? {
+                runs.deadline_at(id, deadline);
+            } else {
+                runs.lease_lost(id, fence).await;
+            }
+            runs.changed(id);
+            return Ok(());
+        }
+        Next::CutOff { reason } => (reason, None),
     };
     if number > spec.webhook.retry_count {
         let reason = if spec.webhook.retry_count == 0 {
@@ -562,7 +642,7 @@ async fn conclude(runs: &Runs, id: &str, fence: &Fence<'_>, spec: &RunSpec, next
     if persist(runs, id, || runs.store.retry_at(id, fence, at, &reason)).await? {
         runs.attempt_at(id, at);
     } else {
-        runs.lease_lost(id).await;
+        runs.lease_lost(id, fence).await;
     }
     runs.changed(id);
     Ok(())

@@ -19,7 +19,7 @@ use std::time::{Duration, SystemTime};
 
 use borealis_core::deployment::Webhook;
 use borealis_core::template::RenderLimits;
-use borealis_store::{Outcome, RunRecord, RunState, RunView, Store, StoreError};
+use borealis_store::{Outcome, RunRecord, RunState, RunView, Store, StoreError, unix_ms};
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -110,10 +110,21 @@ pub struct CallbackAccepted {
     pub repeat: bool,
 }
 
-#[derive(Debug)]
-enum Wake {
-    Attempt(String, SystemTime),
-    Deadline(String, SystemTime),
+/// What comes due for a run: its next attempt, or its callback's deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Due {
+    Attempt,
+    Deadline,
+}
+
+/// A wake-up on the engine's timeline: `due` for run `run` at `at`
+/// (milliseconds since the epoch). Ordered by time first, so the timeline
+/// is a sorted set of them.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Wake {
+    at: i64,
+    due: Due,
+    run: String,
 }
 
 /// The runs: create, cancel, call back, watch. Changes are announced to
@@ -203,12 +214,18 @@ impl Runs {
     /// An attempt's fenced write changed nothing: a callback or a cancel
     /// ended the run meanwhile (nothing to do), or another replica took the
     /// run over (this one could not renew its lease in time).
-    pub(crate) async fn lease_lost(&self, id: &str) {
+    /// A fenced write found the attempt's lease gone: the run ended
+    /// meanwhile (its callback, or a cancel), and the attempt, recorded by
+    /// then, lets go of its lease; or another replica took the run over.
+    pub(crate) async fn lease_lost(&self, id: &str, fence: &borealis_store::Fence<'_>) {
         match self.store.run(id).await {
             Ok(Some(run))
                 if run.state.is_finished() && run.lease_owner.as_deref() == Some(self.replica.id.as_str()) =>
             {
                 tracing::debug!(run = id, state = run.state.as_str(), "the run ended while its attempt was under way");
+                if let Err(err) = self.store.release_finished(id, fence).await {
+                    tracing::warn!(run = id, error = %err, "could not let go of a finished run's lease; it lapses");
+                }
             }
             _ => {
                 self.metrics.lease_losses.get_or_create(&crate::metrics::ClaimLabels { kind: "attempt" }).inc();
@@ -230,11 +247,11 @@ impl Runs {
     }
 
     pub(crate) fn attempt_at(&self, id: &str, at: SystemTime) {
-        let _ = self.wake.send(Wake::Attempt(id.to_owned(), at));
+        let _ = self.wake.send(Wake { at: unix_ms(at), due: Due::Attempt, run: id.to_owned() });
     }
 
     pub(crate) fn deadline_at(&self, id: &str, at: SystemTime) {
-        let _ = self.wake.send(Wake::Deadline(id.to_owned(), at));
+        let _ = self.wake.send(Wake { at: unix_ms(at), due: Due::Deadline, run: id.to_owned() });
     }
 
     /// Tells waiters (`GET ...?wait=`, deployment steps) that run `id` changed.

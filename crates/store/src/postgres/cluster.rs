@@ -18,20 +18,20 @@ const FEED_BUFFER: usize = 4096;
 
 #[async_trait::async_trait]
 impl ClusterStore for PostgresStore {
-    async fn replica_seen(&self, replica: &ReplicaRecord) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO relay_replicas (id, name, peer_url, started_at, seen_at) VALUES ($1, $2, $3, $4, $5) \
-             ON CONFLICT (id) DO UPDATE SET seen_at = excluded.seen_at, peer_url = excluded.peer_url",
-        )
+    async fn replica_seen(&self, replica: &ReplicaRecord) -> Result<Option<SystemTime>, StoreError> {
+        let row = sqlx::query(concat!(
+            "INSERT INTO relay_replicas (id, name, peer_url, started_at, seen_at) VALUES ($1, $2, $3, $4, ",
+            db_now_ms!(),
+            ") ON CONFLICT (id) DO UPDATE SET seen_at = excluded.seen_at, peer_url = excluded.peer_url RETURNING seen_at"
+        ))
         .bind(storable(&replica.id))
         .bind(storable(&replica.name))
         .bind(storable_opt(replica.peer_url.as_ref()))
         .bind(unix_ms(replica.started_at))
-        .bind(unix_ms(replica.seen_at))
-        .execute(&self.pool)
+        .fetch_one(&self.pool)
         .await
         .map_err(db)?;
-        Ok(())
+        Ok(Some(crate::time::from_unix_ms(row.get("seen_at"))))
     }
 
     async fn replica_gone(&self, id: &str) -> Result<(), StoreError> {
@@ -115,6 +115,27 @@ impl ClusterStore for PostgresStore {
         .await
         .map_err(db)?;
         Ok(rows.iter().map(rows::session).collect())
+    }
+
+    async fn replica_session_ids(&self, replica_id: &str) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query("SELECT session_id FROM agent_sessions WHERE replica_id = $1")
+            .bind(storable(replica_id))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(rows.iter().map(|row| row.get("session_id")).collect())
+    }
+
+    async fn sessions_held(&self, since: SystemTime) -> Result<Vec<(String, u64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT r.id, count(s.session_id) AS held FROM relay_replicas r \
+             LEFT JOIN agent_sessions s ON s.replica_id = r.id WHERE r.seen_at >= $1 GROUP BY r.id ORDER BY r.id",
+        )
+        .bind(unix_ms(since))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(rows.iter().map(|row| (row.get("id"), row.get::<i64, _>("held") as u64)).collect())
     }
 
     async fn changes(&self) -> Result<Option<mpsc::Receiver<Change>>, StoreError> {

@@ -6,6 +6,7 @@ use sqlx::Row;
 use super::error::{db, unique_violation};
 use super::runs::{Keyed, Query, key_vanished};
 use super::store::{PostgresStore, now_ms};
+use crate::deployments::fenced;
 use crate::deployments::{
     ApprovalState, DECISION_SUFFIX, DeploymentLease, DeploymentRecord, DeploymentState, DeploymentStore,
     DeploymentView, TargetRecord, TargetState,
@@ -45,6 +46,33 @@ fn pending_approvals_query(id: &str) -> Query<'_> {
         "SELECT target, step_key FROM approvals WHERE deployment_id = $1 AND state = 'pending' ORDER BY step_key",
     )
     .bind(storable(id))
+}
+
+/// The lease of deployment `$1` as held by the owner bound at `$owner`, as
+/// a `lease` CTE. FOR SHARE: a takeover (which locks the deployment's row
+/// to change its owner) waits for the write to commit, or the write sees
+/// the new owner and writes nothing.
+macro_rules! leased {
+    ($owner:literal) => {
+        concat!(
+            "WITH lease AS (SELECT id FROM deployments WHERE id = $1 AND lease_owner = ",
+            $owner,
+            " AND finished_at IS NULL FOR SHARE) "
+        )
+    };
+}
+
+impl PostgresStore {
+    /// Whether `owner` holds unfinished deployment `id`'s lease.
+    async fn lease_held(&self, id: &str, owner: &str) -> Result<bool, StoreError> {
+        let row = sqlx::query("SELECT 1 FROM deployments WHERE id = $1 AND lease_owner = $2 AND finished_at IS NULL")
+            .bind(storable(id))
+            .bind(storable(owner))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(row.is_some())
+    }
 }
 
 #[async_trait::async_trait]
@@ -265,6 +293,7 @@ impl DeploymentStore for PostgresStore {
     async fn set_target(
         &self,
         id: &str,
+        owner: &str,
         target: &str,
         state: TargetState,
         step: Option<&str>,
@@ -273,22 +302,24 @@ impl DeploymentStore for PostgresStore {
         // `position` is an identity column: a new target draws the next
         // place from a sequence (no two writers get one), and the upsert
         // leaves an old one's place.
-        sqlx::query(
+        let done = sqlx::query(concat!(
+            leased!("$7"),
             "INSERT INTO deployment_targets (deployment_id, target, state, step, reason, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6) \
+             SELECT id, $2, $3, $4, $5, $6 FROM lease \
              ON CONFLICT (deployment_id, target) DO UPDATE SET state = excluded.state, step = excluded.step, \
-             reason = excluded.reason, updated_at = excluded.updated_at",
-        )
+             reason = excluded.reason, updated_at = excluded.updated_at"
+        ))
         .bind(storable(id))
         .bind(storable(target))
         .bind(state.as_str())
         .bind(storable_opt(step))
         .bind(storable_opt(reason))
         .bind(now_ms())
+        .bind(storable(owner))
         .execute(&self.pool)
         .await
         .map_err(db)?;
-        Ok(())
+        fenced(id, done.rows_affected() == 1)
     }
 
     async fn targets(&self, id: &str) -> Result<Vec<TargetRecord>, StoreError> {
@@ -331,39 +362,57 @@ impl DeploymentStore for PostgresStore {
         .execute(&self.pool)
         .await
         .map_err(db)?;
-        if done.rows_affected() == 0 {
-            return Err(Conflict::LeaseLost { what: format!("deployment {id}") }.into());
-        }
-        Ok(())
+        fenced(id, done.rows_affected() > 0)
     }
 
-    async fn add_event(&self, id: &str, target: Option<&str>, kind: &str, message: &str) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO deployment_events (deployment_id, at, target, kind, message) VALUES ($1, $2, $3, $4, $5)",
-        )
+    async fn add_event(
+        &self,
+        id: &str,
+        owner: &str,
+        target: Option<&str>,
+        kind: &str,
+        message: &str,
+    ) -> Result<(), StoreError> {
+        let done = sqlx::query(concat!(
+            leased!("$6"),
+            "INSERT INTO deployment_events (deployment_id, at, target, kind, message) SELECT id, $2, $3, $4, $5 FROM lease"
+        ))
         .bind(storable(id))
         .bind(now_ms())
         .bind(storable_opt(target))
         .bind(storable(kind))
         .bind(storable(message))
+        .bind(storable(owner))
         .execute(&self.pool)
         .await
         .map_err(db)?;
-        Ok(())
+        fenced(id, done.rows_affected() == 1)
     }
 
-    async fn request_approval(&self, id: &str, target: &str, step_key: &str) -> Result<ApprovalState, StoreError> {
-        sqlx::query(
-            "INSERT INTO approvals (deployment_id, step_key, target, state, requested_at) VALUES ($1, $2, $3, 'pending', $4) \
-             ON CONFLICT DO NOTHING",
-        )
+    async fn request_approval(
+        &self,
+        id: &str,
+        owner: &str,
+        target: &str,
+        step_key: &str,
+    ) -> Result<ApprovalState, StoreError> {
+        let done = sqlx::query(concat!(
+            leased!("$5"),
+            "INSERT INTO approvals (deployment_id, step_key, target, state, requested_at) \
+             SELECT id, $2, $3, 'pending', $4 FROM lease ON CONFLICT DO NOTHING"
+        ))
         .bind(storable(id))
         .bind(storable(step_key))
         .bind(storable(target))
         .bind(now_ms())
+        .bind(storable(owner))
         .execute(&self.pool)
         .await
         .map_err(db)?;
+        // Nothing inserted: opened before (a replay), or the lease is lost.
+        if done.rows_affected() == 0 {
+            fenced(id, self.lease_held(id, owner).await?)?;
+        }
         Ok(self.approval(id, step_key).await?.unwrap_or(ApprovalState::Pending))
     }
 
@@ -401,17 +450,44 @@ impl DeploymentStore for PostgresStore {
         Ok(done.rows_affected())
     }
 
-    async fn cancel_approval(&self, id: &str, step_key: &str) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE approvals SET state = 'cancelled', decided_at = $1 WHERE deployment_id = $2 AND step_key = $3 \
-             AND state = 'pending'",
-        )
-        .bind(now_ms())
+    async fn cancel_approval(&self, id: &str, owner: &str, step_key: &str) -> Result<(), StoreError> {
+        let done = sqlx::query(concat!(
+            leased!("$4"),
+            "UPDATE approvals SET state = 'cancelled', decided_at = $3 WHERE deployment_id = $1 AND step_key = $2 \
+             AND state = 'pending' AND EXISTS (SELECT 1 FROM lease)"
+        ))
         .bind(storable(id))
         .bind(storable(step_key))
+        .bind(now_ms())
+        .bind(storable(owner))
         .execute(&self.pool)
         .await
         .map_err(db)?;
+        // Nothing changed: decided before, or the lease is lost.
+        if done.rows_affected() == 0 {
+            fenced(id, self.lease_held(id, owner).await?)?;
+        }
         Ok(())
+    }
+
+    async fn cancel_step_run(&self, id: &str, owner: &str, run_id: &str, reason: &str) -> Result<bool, StoreError> {
+        let now = now_ms();
+        let row = sqlx::query(concat!(
+            leased!("$4"),
+            "UPDATE webhook_runs SET state = 'cancelled', reason = $3, next_attempt_at = NULL, finished_at = $5, \
+             updated_at = $5 WHERE id = $2 AND finished_at IS NULL AND EXISTS (SELECT 1 FROM lease) RETURNING watched"
+        ))
+        .bind(storable(id))
+        .bind(storable(run_id))
+        .bind(storable(reason))
+        .bind(storable(owner))
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        if row.is_none() {
+            fenced(id, self.lease_held(id, owner).await?)?;
+        }
+        Ok(self.ended(run_id, row).await)
     }
 }

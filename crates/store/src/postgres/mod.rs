@@ -6,6 +6,14 @@
 //! `REPEATABLE READ READ ONLY` transaction. This backend alone knows
 //! Postgres's error codes ([`error`]).
 
+/// The database's clock, in milliseconds since the epoch, as SQL: the one
+/// clock every replica's heartbeat and lease times are read on.
+macro_rules! db_now_ms {
+    () => {
+        "(extract(epoch from clock_timestamp()) * 1000)::bigint"
+    };
+}
+
 mod cluster;
 mod console;
 mod credentials;

@@ -74,7 +74,7 @@ impl PostgresStore {
 
     /// After a finishing UPDATE ... RETURNING watched: whether it changed the
     /// run, announcing the end when someone waits for it.
-    async fn ended(&self, id: &str, row: Option<sqlx::postgres::PgRow>) -> bool {
+    pub(super) async fn ended(&self, id: &str, row: Option<sqlx::postgres::PgRow>) -> bool {
         let Some(row) = row else { return false };
         if row.get::<bool, _>("watched") {
             self.announce_run(id).await;
@@ -232,21 +232,31 @@ impl RunStore for PostgresStore {
     }
 
     async fn claim_expired(&self, claim: &Claim<'_>) -> Result<Vec<RunRecord>, StoreError> {
-        let rows = sqlx::query(
-            "UPDATE webhook_runs r SET lease_owner = $1, lease_until = $2, updated_at = $3 \
-             FROM (SELECT id FROM webhook_runs WHERE state = 'calling' AND (lease_until IS NULL OR lease_until < $4) \
-                   ORDER BY lease_until NULLS FIRST LIMIT $5 FOR UPDATE SKIP LOCKED) lapsed \
-             WHERE r.id = lapsed.id RETURNING r.*",
-        )
-        .bind(storable(claim.owner))
-        .bind(unix_ms(claim.lease_until))
-        .bind(now_ms())
-        .bind(unix_ms(claim.now))
-        .bind(i64::from(claim.limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db)?;
-        Ok(rows.iter().map(rows::run).collect())
+        // Two statements, each through its partial index: calling runs,
+        // then finished ones whose attempt is not recorded yet.
+        let mut claimed = Vec::new();
+        for lapsed in [
+            "SELECT id FROM webhook_runs WHERE state = 'calling' AND (lease_until IS NULL OR lease_until < $4) \
+             ORDER BY lease_until NULLS FIRST LIMIT $5 FOR UPDATE SKIP LOCKED",
+            "SELECT id FROM webhook_runs WHERE finished_at IS NOT NULL AND lease_until IS NOT NULL \
+             AND lease_until < $4 ORDER BY lease_until LIMIT $5 FOR UPDATE SKIP LOCKED",
+        ] {
+            let sql = format!(
+                "UPDATE webhook_runs r SET lease_owner = $1, lease_until = $2, updated_at = $3 \
+                 FROM ({lapsed}) lapsed WHERE r.id = lapsed.id RETURNING r.*"
+            );
+            let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(storable(claim.owner))
+                .bind(unix_ms(claim.lease_until))
+                .bind(now_ms())
+                .bind(unix_ms(claim.now))
+                .bind(i64::from(claim.limit))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db)?;
+            claimed.extend(rows.iter().map(rows::run));
+        }
+        Ok(claimed)
     }
 
     async fn renew_run_leases(&self, owner: &str, ids: &[String], lease_until: SystemTime) -> Result<u64, StoreError> {
@@ -254,7 +264,8 @@ impl RunStore for PostgresStore {
             return Ok(0);
         }
         let done = sqlx::query(
-            "UPDATE webhook_runs SET lease_until = $1 WHERE lease_owner = $2 AND state = 'calling' AND id = ANY($3)",
+            "UPDATE webhook_runs SET lease_until = $1 WHERE lease_owner = $2 AND id = ANY($3) \
+             AND (state = 'calling' OR lease_until IS NOT NULL)",
         )
         .bind(unix_ms(lease_until))
         .bind(storable(owner))
@@ -279,15 +290,32 @@ impl RunStore for PostgresStore {
     }
 
     async fn set_request(&self, id: &str, fence: &Fence<'_>, request: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query(concat!("UPDATE webhook_runs SET request = $1 WHERE id = $2 AND ", fenced!("$3", "$4")))
-            .bind(storable(request))
-            .bind(storable(id))
-            .bind(storable(fence.owner))
-            .bind(i64::from(fence.attempt))
-            .execute(&self.pool)
-            .await
-            .map_err(db)?;
+        let done = sqlx::query(concat!(
+            "UPDATE webhook_runs SET request = $1, request_attempt = attempts WHERE id = $2 AND ",
+            fenced!("$3", "$4")
+        ))
+        .bind(storable(request))
+        .bind(storable(id))
+        .bind(storable(fence.owner))
+        .bind(i64::from(fence.attempt))
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
         Ok(done.rows_affected() == 1)
+    }
+
+    async fn release_finished(&self, id: &str, fence: &Fence<'_>) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE webhook_runs SET lease_until = NULL WHERE id = $1 AND lease_owner = $2 AND attempts = $3 \
+             AND finished_at IS NOT NULL",
+        )
+        .bind(storable(id))
+        .bind(storable(fence.owner))
+        .bind(i64::from(fence.attempt))
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
     }
 
     async fn record_attempt(&self, run_id: &str, fence: &Fence<'_>, attempt: &Attempt) -> Result<bool, StoreError> {
@@ -386,8 +414,8 @@ impl RunStore for PostgresStore {
         let now = now_ms();
         let row = sqlx::query(
             "UPDATE webhook_runs SET state = $1, success = $2, md_message = $3, reason = $4, callback_at = $5, \
-             next_attempt_at = NULL, lease_until = NULL, finished_at = $5, updated_at = $5 \
-             WHERE callback_id = $6 AND finished_at IS NULL RETURNING id, watched",
+             next_attempt_at = NULL, lease_until = CASE WHEN state = 'calling' THEN lease_until END, \
+             finished_at = $5, updated_at = $5 WHERE callback_id = $6 AND finished_at IS NULL RETURNING id, watched",
         )
         .bind(outcome.state.as_str())
         .bind(outcome.success)

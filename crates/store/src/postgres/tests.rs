@@ -248,7 +248,7 @@ async fn replicas_adding_targets_at_once_keep_one_order() {
         racers.spawn(async move {
             // Each target twice: the second write is an update that keeps its place.
             for _ in 0..2 {
-                store.set_target("d", &format!("t{racer}"), TargetState::Waiting, None, None).await.unwrap();
+                store.set_target("d", "a", &format!("t{racer}"), TargetState::Waiting, None, None).await.unwrap();
             }
         });
     }
@@ -256,7 +256,7 @@ async fn replicas_adding_targets_at_once_keep_one_order() {
     let order: Vec<String> = a.targets("d").await.unwrap().into_iter().map(|t| t.target).collect();
     assert_eq!(order.len(), 40, "every target recorded once: {order:?}");
     for target in order.iter().rev() {
-        b.set_target("d", target, TargetState::Deployed, None, None).await.unwrap();
+        b.set_target("d", "a", target, TargetState::Deployed, None, None).await.unwrap();
     }
     let again: Vec<String> = b.targets("d").await.unwrap().into_iter().map(|t| t.target).collect();
     assert_eq!(again, order, "updates keep the order of first recording");
@@ -461,7 +461,7 @@ async fn changes_committed_by_one_replica_reach_the_others_feed() {
     let next = tokio::time::timeout(std::time::Duration::from_secs(10), feed.recv()).await.expect("within 10 s");
     assert_eq!(next, Some(Change::Run("r".into())));
     a.insert_deployment("d", "app", "f", "{}", None, &lease()).await.unwrap();
-    a.request_approval("d", "t", "t/0").await.unwrap();
+    a.request_approval("d", "a", "t", "t/0").await.unwrap();
     assert_eq!(b.approval("d", "t/0").await.unwrap(), Some(ApprovalState::Pending));
     let next = tokio::time::timeout(std::time::Duration::from_secs(10), feed.recv()).await.unwrap();
     assert_eq!(next, Some(Change::Deployment("d".into())));

@@ -1,5 +1,6 @@
 use std::time::SystemTime;
 
+use sqlx::Row;
 use tokio::sync::mpsc;
 
 use super::error::db;
@@ -12,7 +13,7 @@ use crate::time::unix_ms;
 
 #[async_trait::async_trait]
 impl ClusterStore for SqliteStore {
-    async fn replica_seen(&self, replica: &ReplicaRecord) -> Result<(), StoreError> {
+    async fn replica_seen(&self, replica: &ReplicaRecord) -> Result<Option<SystemTime>, StoreError> {
         self.writes
             .execute(
                 sqlx::query(
@@ -27,7 +28,8 @@ impl ClusterStore for SqliteStore {
             )
             .await
             .map_err(db)?;
-        Ok(())
+        // This machine's clock is the only one: nothing to correct.
+        Ok(None)
     }
 
     async fn replica_gone(&self, id: &str) -> Result<(), StoreError> {
@@ -110,6 +112,27 @@ impl ClusterStore for SqliteStore {
         .await
         .map_err(db)?;
         Ok(rows.iter().map(rows::session).collect())
+    }
+
+    async fn replica_session_ids(&self, replica_id: &str) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query("SELECT session_id FROM agent_sessions WHERE replica_id = ?")
+            .bind(storable(replica_id))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(rows.iter().map(|row| row.get("session_id")).collect())
+    }
+
+    async fn sessions_held(&self, since: SystemTime) -> Result<Vec<(String, u64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT r.id, count(s.session_id) AS held FROM relay_replicas r \
+             LEFT JOIN agent_sessions s ON s.replica_id = r.id WHERE r.seen_at >= ? GROUP BY r.id ORDER BY r.id",
+        )
+        .bind(unix_ms(since))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(rows.iter().map(|row| (row.get("id"), row.get::<i64, _>("held") as u64)).collect())
     }
 
     async fn changes(&self) -> Result<Option<mpsc::Receiver<Change>>, StoreError> {

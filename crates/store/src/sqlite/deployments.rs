@@ -7,6 +7,7 @@ use super::error::{db, is_unique_violation};
 use super::group_commit::Query;
 use super::runs::Keyed;
 use super::store::{SqliteStore, now_ms};
+use crate::deployments::fenced;
 use crate::deployments::{
     ApprovalState, DECISION_SUFFIX, DeploymentLease, DeploymentRecord, DeploymentState, DeploymentStore,
     DeploymentView, TargetRecord, TargetState,
@@ -42,6 +43,27 @@ fn pending_approvals_query(id: &str) -> Query<'_> {
         "SELECT target, step_key FROM approvals WHERE deployment_id = ? AND state = 'pending' ORDER BY step_key",
     )
     .bind(storable(id))
+}
+
+/// `FROM deployments WHERE` the deployment bound first is leased to the
+/// owner bound next and unfinished: the fence of the owner's writes.
+macro_rules! leased {
+    () => {
+        "FROM deployments WHERE id = ? AND lease_owner = ? AND finished_at IS NULL"
+    };
+}
+
+impl SqliteStore {
+    /// Whether `owner` holds unfinished deployment `id`'s lease.
+    async fn lease_held(&self, id: &str, owner: &str) -> Result<bool, StoreError> {
+        let row = sqlx::query(concat!("SELECT 1 ", leased!()))
+            .bind(storable(id))
+            .bind(storable(owner))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(row.is_some())
+    }
 }
 
 #[async_trait::async_trait]
@@ -270,6 +292,7 @@ impl DeploymentStore for SqliteStore {
     async fn set_target(
         &self,
         id: &str,
+        owner: &str,
         target: &str,
         state: TargetState,
         step: Option<&str>,
@@ -277,22 +300,24 @@ impl DeploymentStore for SqliteStore {
     ) -> Result<(), StoreError> {
         // A new target goes last; the upsert leaves an old one's position.
         // One statement, and writes are serialized, so no two get one place.
-        self.writes.execute(sqlx::query(
+        let done = self.writes.execute(sqlx::query(
             "INSERT INTO deployment_targets (deployment_id, target, state, step, reason, updated_at, position) \
-             VALUES (?, ?, ?, ?, ?, ?, (SELECT COALESCE(MAX(position), 0) + 1 FROM deployment_targets WHERE deployment_id = ?)) \
+             SELECT id, ?, ?, ?, ?, ?, (SELECT COALESCE(MAX(position), 0) + 1 FROM deployment_targets WHERE deployment_id = ?) \
+             FROM deployments WHERE id = ? AND lease_owner = ? AND finished_at IS NULL \
              ON CONFLICT (deployment_id, target) DO UPDATE SET state = excluded.state, step = excluded.step, \
              reason = excluded.reason, updated_at = excluded.updated_at",
         )
-        .bind(storable(id))
         .bind(storable(target))
         .bind(state.as_str())
         .bind(storable_opt(step))
         .bind(storable_opt(reason))
         .bind(now_ms())
-        .bind(storable(id)))
+        .bind(storable(id))
+        .bind(storable(id))
+        .bind(storable(owner)))
         .await
         .map_err(db)?;
-        Ok(())
+        fenced(id, done.rows_affected() == 1)
     }
 
     async fn targets(&self, id: &str) -> Result<Vec<TargetRecord>, StoreError> {
@@ -331,39 +356,64 @@ impl DeploymentStore for SqliteStore {
             )
             .await
             .map_err(db)?;
-        if done.rows_affected() == 0 {
-            return Err(Conflict::LeaseLost { what: format!("deployment {id}") }.into());
-        }
-        Ok(())
+        fenced(id, done.rows_affected() > 0)
     }
 
-    async fn add_event(&self, id: &str, target: Option<&str>, kind: &str, message: &str) -> Result<(), StoreError> {
-        self.writes
+    async fn add_event(
+        &self,
+        id: &str,
+        owner: &str,
+        target: Option<&str>,
+        kind: &str,
+        message: &str,
+    ) -> Result<(), StoreError> {
+        let done = self
+            .writes
             .execute(
-                sqlx::query(
-                    "INSERT INTO deployment_events (deployment_id, at, target, kind, message) VALUES (?, ?, ?, ?, ?)",
-                )
-                .bind(storable(id))
+                sqlx::query(concat!(
+                    "INSERT INTO deployment_events (deployment_id, at, target, kind, message) SELECT id, ?, ?, ?, ? ",
+                    leased!()
+                ))
                 .bind(now_ms())
                 .bind(storable_opt(target))
                 .bind(storable(kind))
-                .bind(storable(message)),
+                .bind(storable(message))
+                .bind(storable(id))
+                .bind(storable(owner)),
             )
             .await
             .map_err(db)?;
-        Ok(())
+        fenced(id, done.rows_affected() == 1)
     }
 
-    async fn request_approval(&self, id: &str, target: &str, step_key: &str) -> Result<ApprovalState, StoreError> {
-        self.writes.execute(sqlx::query(
-            "INSERT INTO approvals (deployment_id, step_key, target, state, requested_at) VALUES (?, ?, ?, 'pending', ?) ON CONFLICT DO NOTHING",
-        )
-        .bind(storable(id))
-        .bind(storable(step_key))
-        .bind(storable(target))
-        .bind(now_ms()))
-        .await
-        .map_err(db)?;
+    async fn request_approval(
+        &self,
+        id: &str,
+        owner: &str,
+        target: &str,
+        step_key: &str,
+    ) -> Result<ApprovalState, StoreError> {
+        let done = self
+            .writes
+            .execute(
+                sqlx::query(concat!(
+                    "INSERT INTO approvals (deployment_id, step_key, target, state, requested_at) \
+                     SELECT id, ?, ?, 'pending', ? ",
+                    leased!(),
+                    " ON CONFLICT DO NOTHING"
+                ))
+                .bind(storable(step_key))
+                .bind(storable(target))
+                .bind(now_ms())
+                .bind(storable(id))
+                .bind(storable(owner)),
+            )
+            .await
+            .map_err(db)?;
+        // Nothing inserted: opened before (a replay), or the lease is lost.
+        if done.rows_affected() == 0 {
+            fenced(id, self.lease_held(id, owner).await?)?;
+        }
         Ok(self.approval(id, step_key).await?.unwrap_or(ApprovalState::Pending))
     }
 
@@ -400,13 +450,55 @@ impl DeploymentStore for SqliteStore {
         Ok(done.rows_affected())
     }
 
-    async fn cancel_approval(&self, id: &str, step_key: &str) -> Result<(), StoreError> {
-        self.writes.execute(sqlx::query("UPDATE approvals SET state = 'cancelled', decided_at = ? WHERE deployment_id = ? AND step_key = ? AND state = 'pending'")
-            .bind(now_ms())
-            .bind(storable(id))
-            .bind(storable(step_key)))
+    async fn cancel_approval(&self, id: &str, owner: &str, step_key: &str) -> Result<(), StoreError> {
+        let done = self
+            .writes
+            .execute(
+                sqlx::query(concat!(
+                    "UPDATE approvals SET state = 'cancelled', decided_at = ? WHERE deployment_id = ? AND step_key = ? \
+                     AND state = 'pending' AND EXISTS (SELECT 1 ",
+                    leased!(),
+                    ")"
+                ))
+                .bind(now_ms())
+                .bind(storable(id))
+                .bind(storable(step_key))
+                .bind(storable(id))
+                .bind(storable(owner)),
+            )
             .await
             .map_err(db)?;
+        // Nothing changed: decided before, or the lease is lost.
+        if done.rows_affected() == 0 {
+            fenced(id, self.lease_held(id, owner).await?)?;
+        }
         Ok(())
+    }
+
+    async fn cancel_step_run(&self, id: &str, owner: &str, run_id: &str, reason: &str) -> Result<bool, StoreError> {
+        let now = now_ms();
+        let done = self
+            .writes
+            .execute(
+                sqlx::query(concat!(
+                    "UPDATE webhook_runs SET state = 'cancelled', reason = ?, next_attempt_at = NULL, finished_at = ?, \
+                     updated_at = ? WHERE id = ? AND finished_at IS NULL AND EXISTS (SELECT 1 ",
+                    leased!(),
+                    ")"
+                ))
+                .bind(storable(reason))
+                .bind(now)
+                .bind(now)
+                .bind(storable(run_id))
+                .bind(storable(id))
+                .bind(storable(owner)),
+            )
+            .await
+            .map_err(db)?;
+        if done.rows_affected() == 0 {
+            fenced(id, self.lease_held(id, owner).await?)?;
+            return Ok(false);
+        }
+        Ok(true)
     }
 }

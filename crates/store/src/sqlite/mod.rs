@@ -76,8 +76,13 @@ mod tests {
         old.close().await;
 
         let store = SqliteStore::open_in(dir.path()).await.unwrap();
-        store.set_target("d", "a", TargetState::Running, None, None).await.unwrap();
-        store.set_target("d", "0", TargetState::Waiting, None, None).await.unwrap();
+        // A target is written by the replica holding the deployment's lease.
+        let file = sqlx::sqlite::SqliteConnectOptions::new().filename(dir.path().join("borealis.db"));
+        let lease = sqlx::SqlitePool::connect_with(file).await.unwrap();
+        sqlx::query("UPDATE deployments SET lease_owner = 'r'").execute(&lease).await.unwrap();
+        lease.close().await;
+        store.set_target("d", "r", "a", TargetState::Running, None, None).await.unwrap();
+        store.set_target("d", "r", "0", TargetState::Waiting, None, None).await.unwrap();
         let names = |targets: Vec<crate::TargetRecord>| targets.into_iter().map(|t| t.target).collect::<Vec<_>>();
         assert_eq!(names(store.targets("d").await.unwrap()), ["b", "a", "c", "0"]);
         assert_eq!(names(store.targets("e").await.unwrap()), ["x"]);

@@ -186,26 +186,38 @@ impl RunStore for SqliteStore {
     }
 
     async fn claim_expired(&self, claim: &Claim<'_>) -> Result<Vec<RunRecord>, StoreError> {
-        let lapsed = self
+        let mut lapsed = self
             .ids(
                 "SELECT id FROM webhook_runs WHERE state = 'calling' AND (lease_until IS NULL OR lease_until < ?) LIMIT ?",
                 claim.now,
                 claim.limit,
             )
             .await?;
+        // Finished while their attempt was under way, the attempt not recorded.
+        lapsed.extend(
+            self.ids(
+                "SELECT id FROM webhook_runs WHERE finished_at IS NOT NULL AND lease_until IS NOT NULL \
+                 AND lease_until < ? LIMIT ?",
+                claim.now,
+                claim.limit,
+            )
+            .await?,
+        );
         let mut claimed = Vec::with_capacity(lapsed.len());
         for id in lapsed {
             let done = self
                 .writes
                 .execute(
                     sqlx::query(
-                        "UPDATE webhook_runs SET lease_owner = ?, lease_until = ?, updated_at = ? \
-                         WHERE id = ? AND state = 'calling' AND (lease_until IS NULL OR lease_until < ?)",
+                        "UPDATE webhook_runs SET lease_owner = ?, lease_until = ?, updated_at = ? WHERE id = ? \
+                         AND ((state = 'calling' AND (lease_until IS NULL OR lease_until < ?)) \
+                              OR (finished_at IS NOT NULL AND lease_until < ?))",
                     )
                     .bind(storable(claim.owner))
                     .bind(unix_ms(claim.lease_until))
                     .bind(now_ms())
                     .bind(storable(&id))
+                    .bind(unix_ms(claim.now))
                     .bind(unix_ms(claim.now)),
                 )
                 .await
@@ -226,7 +238,8 @@ impl RunStore for SqliteStore {
                 .writes
                 .execute(
                     sqlx::query(
-                        "UPDATE webhook_runs SET lease_until = ? WHERE lease_owner = ? AND state = 'calling' AND id = ?",
+                        "UPDATE webhook_runs SET lease_until = ? WHERE lease_owner = ? AND id = ? \
+                         AND (state = 'calling' OR lease_until IS NOT NULL)",
                     )
                     .bind(unix_ms(lease_until))
                     .bind(storable(owner))
@@ -255,15 +268,34 @@ impl RunStore for SqliteStore {
         let done = self
             .writes
             .execute(
-                sqlx::query(concat!("UPDATE webhook_runs SET request = ? WHERE id = ? AND ", fenced!()))
-                    .bind(storable(request))
-                    .bind(storable(id))
-                    .bind(storable(fence.owner))
-                    .bind(i64::from(fence.attempt)),
+                sqlx::query(concat!(
+                    "UPDATE webhook_runs SET request = ?, request_attempt = attempts WHERE id = ? AND ",
+                    fenced!()
+                ))
+                .bind(storable(request))
+                .bind(storable(id))
+                .bind(storable(fence.owner))
+                .bind(i64::from(fence.attempt)),
             )
             .await
             .map_err(db)?;
         Ok(done.rows_affected() == 1)
+    }
+
+    async fn release_finished(&self, id: &str, fence: &Fence<'_>) -> Result<(), StoreError> {
+        self.writes
+            .execute(
+                sqlx::query(
+                    "UPDATE webhook_runs SET lease_until = NULL WHERE id = ? AND lease_owner = ? AND attempts = ? \
+                     AND finished_at IS NOT NULL",
+                )
+                .bind(storable(id))
+                .bind(storable(fence.owner))
+                .bind(i64::from(fence.attempt)),
+            )
+            .await
+            .map_err(db)?;
+        Ok(())
     }
 
     async fn record_attempt(&self, run_id: &str, fence: &Fence<'_>, attempt: &Attempt) -> Result<bool, StoreError> {
