@@ -35,6 +35,22 @@ pub fn jittered(first: Duration, cap: Duration) -> impl Iterator<Item = Duration
         .map(move |delay| delay.min(below_cap))
 }
 
+/// The delays of at most `times` retries from [`jittered`], stopping
+/// before their sum would pass `total` (when given): what backon's
+/// `retry` takes as a backoff, so every retry loop uses one policy.
+/// Without a `total`, `times` bounds how many are drawn: keep it small.
+pub fn retries(first: Duration, cap: Duration, times: usize, total: Option<Duration>) -> std::vec::IntoIter<Duration> {
+    let mut waited = Duration::ZERO;
+    jittered(first, cap)
+        .take(times)
+        .take_while(|delay| {
+            waited += *delay;
+            total.is_none_or(|total| waited <= total)
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -58,6 +74,18 @@ mod tests {
     #[test]
     fn zero_cap_gives_zero_delays() {
         assert!(jittered(FIRST, Duration::ZERO).take(10).all(|delay| delay == Duration::ZERO));
+    }
+
+    #[test]
+    fn retries_stop_at_their_count_or_their_total() {
+        assert_eq!(retries(FIRST, CAP, 5, None).count(), 5);
+        assert_eq!(retries(FIRST, CAP, 0, None).count(), 0);
+        for _ in 0..100 {
+            let within: Vec<Duration> = retries(FIRST, CAP, usize::MAX, Some(Duration::from_secs(3))).collect();
+            assert!(within.iter().sum::<Duration>() <= Duration::from_secs(3), "{within:?}");
+            assert!(within.len() >= 3, "{within:?}");
+            assert!(retries(Duration::from_secs(100), CAP, 50, None).all(|delay| delay < CAP));
+        }
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use backon::{ExponentialBuilder, Retryable};
+use backon::Retryable;
 use borealis_core::deployment::{FlaggerHook, NetworkMode, Target};
 use serde_json::json;
 
@@ -12,6 +12,14 @@ use super::caller::{CallError, Caller};
 
 /// Per-call limit when a hook sets no `timeout`.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+/// The longest wait between a hook's tries.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(60);
+
+/// The waits between a hook's tries: the first in `[base, 2·base)`, each
+/// later one twice as long, every one below [`MAX_RETRY_DELAY`].
+fn retry_delays(base: Duration, retries: u32) -> impl backon::Backoff {
+    borealis_core::backoff::retries(base * 2, MAX_RETRY_DELAY, retries as usize, None)
+}
 
 pub fn payload(
     application: &str,
@@ -54,14 +62,47 @@ pub async fn call(
         NetworkMode::RemoteNetworkAgent => hook.agent_identifier.clone().or_else(|| target.account.clone()),
     };
     let timeout = hook.timeout_ms.map(Duration::from_millis).unwrap_or(DEFAULT_TIMEOUT);
-    let backoff = ExponentialBuilder::default()
-        .with_min_delay(caller.retry_base_delay)
-        .with_max_delay(Duration::from_secs(60))
-        .with_max_times(hook.retries as usize)
-        .with_jitter();
+    let backoff = retry_delays(caller.retry_base_delay, hook.retries);
     let once = || caller.post_json(agent.as_deref(), &hook.url, body, timeout, id, hook.signing.as_ref());
     once.retry(backoff).when(|err: &CallError| err.retryable).await.map_err(|err| CallError {
         detail: format!("hook {:?} could not be called: {}", hook.name, err.detail),
         retryable: err.retryable,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    /// A hook whose endpoint keeps failing is tried `retries` more times, and
+    /// no wait between tries reaches the cap, however long the base delay
+    /// (the delays are recorded by the sleeper, not timed).
+    #[tokio::test]
+    async fn a_failing_hooks_waits_stay_below_the_cap() {
+        for base in [Duration::from_secs(1), Duration::from_secs(45), Duration::from_secs(600)] {
+            let waits = Arc::new(Mutex::new(Vec::new()));
+            let tries = Arc::new(Mutex::new(0));
+            let failing = || async {
+                *tries.lock().unwrap() += 1;
+                Err::<(), _>(CallError { detail: "HTTP 503".into(), retryable: true })
+            };
+            let recorded = waits.clone();
+            let result = failing
+                .retry(retry_delays(base, 8))
+                .sleep(move |wait| {
+                    recorded.lock().unwrap().push(wait);
+                    std::future::ready(())
+                })
+                .when(|err: &CallError| err.retryable)
+                .await;
+            assert!(result.is_err());
+            assert_eq!(*tries.lock().unwrap(), 9, "the first try and 8 retries");
+            let waits = waits.lock().unwrap();
+            assert_eq!(waits.len(), 8);
+            assert!(waits.iter().all(|wait| *wait < MAX_RETRY_DELAY), "base {base:?}: {waits:?}");
+            assert!(waits[0] >= base.min(MAX_RETRY_DELAY / 2) - Duration::from_millis(1), "{waits:?}");
+        }
+    }
 }

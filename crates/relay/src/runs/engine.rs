@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use backon::{ExponentialBuilder, Retryable};
+use backon::Retryable;
 use borealis_core::template::{self, SecretUse};
 use borealis_store::{Attempt, Claim, Fence, Outcome, RunRecord, RunState, StoreError, unix_ms};
 use futures_util::StreamExt;
@@ -660,12 +660,8 @@ async fn persist<T, Fut>(runs: &Runs, id: &str, write: impl FnMut() -> Fut) -> R
 where
     Fut: Future<Output = Result<T, StoreError>>,
 {
-    let backoff = ExponentialBuilder::default()
-        .with_min_delay(PERSIST_MIN_DELAY)
-        .with_max_delay(PERSIST_MAX_DELAY)
-        .with_max_times(usize::MAX)
-        .with_total_delay(Some(runs.replica.lease))
-        .with_jitter();
+    let backoff =
+        borealis_core::backoff::retries(PERSIST_MIN_DELAY * 2, PERSIST_MAX_DELAY, usize::MAX, Some(runs.replica.lease));
     write
         .retry(backoff)
         .when(StoreError::is_retryable)
