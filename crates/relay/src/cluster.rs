@@ -145,19 +145,6 @@ impl Replica {
     }
 }
 
-/// The default replica name: the host name and the HTTP port.
-pub fn default_name(http_port: Option<u16>) -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "relay".into());
-    match http_port {
-        Some(port) => format!("{host}:{port}"),
-        None => host,
-    }
-}
-
 /// Beats every quarter lease until `stop` (every eighth while the
 /// database is unreachable, to notice its return sooner), and forgets
 /// replicas not seen for three leases (with the sessions they recorded).

@@ -302,6 +302,46 @@ impl RelayConfig {
     pub fn tls_enabled(&self) -> bool {
         self.tls_cert.is_some()
     }
+
+    fn scheme(&self) -> &'static str {
+        if self.tls_enabled() { "https" } else { "http" }
+    }
+
+    /// Where callbacks reach the relay: `public_url`, else the HTTP
+    /// listener's own address (`http`, as bound).
+    pub fn public_base(&self, http: Option<std::net::SocketAddr>) -> String {
+        match &self.public_url {
+            Some(url) => url.to_string(),
+            None => format!("{}://{}", self.scheme(), http.map_or_else(|| "?".to_owned(), |a| a.to_string())),
+        }
+    }
+
+    /// Where other replicas reach this one: `peer_url`, else the HTTP
+    /// listener's address, unless that is a wildcard (no one can dial it).
+    pub fn own_peer_url(&self, http: Option<std::net::SocketAddr>) -> Option<String> {
+        match (&self.peer_url, http) {
+            (Some(url), _) => Some(url.as_str().trim_end_matches('/').to_owned()),
+            (None, Some(addr)) if !addr.ip().is_unspecified() => Some(format!("{}://{addr}", self.scheme())),
+            (None, _) => None,
+        }
+    }
+
+    /// This replica's name for people: `replica_name`, else the host name
+    /// and the HTTP port.
+    pub fn own_replica_name(&self, http: Option<std::net::SocketAddr>) -> String {
+        if let Some(name) = &self.replica_name {
+            return name.clone();
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "relay".into());
+        match http {
+            Some(addr) => format!("{host}:{}", addr.port()),
+            None => host,
+        }
+    }
 }
 
 fn check_file_keys(path: &Path) -> Result<(), ConfigError> {
@@ -324,6 +364,29 @@ fn check_file_keys(path: &Path) -> Result<(), ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn addresses_are_derived_from_the_listener_unless_set() {
+        let bound: std::net::SocketAddr = "10.0.0.7:8080".parse().unwrap();
+        let wildcard: std::net::SocketAddr = "0.0.0.0:8080".parse().unwrap();
+        let config = RelayConfig::default();
+        assert_eq!(config.public_base(Some(bound)), "http://10.0.0.7:8080");
+        assert_eq!(config.own_peer_url(Some(bound)).as_deref(), Some("http://10.0.0.7:8080"));
+        assert_eq!(config.own_peer_url(Some(wildcard)), None, "no one can dial a wildcard");
+        assert!(config.own_replica_name(Some(bound)).ends_with(":8080"));
+        let set = RelayConfig {
+            public_url: Some("https://relay.example/".parse().unwrap()),
+            peer_url: Some("http://10.0.0.7:8080/".parse().unwrap()),
+            replica_name: Some("east-1".into()),
+            tls_cert: Some("cert.pem".into()),
+            ..RelayConfig::default()
+        };
+        assert_eq!(set.public_base(Some(bound)), "https://relay.example/");
+        assert_eq!(set.own_peer_url(Some(wildcard)).as_deref(), Some("http://10.0.0.7:8080"));
+        assert_eq!(set.own_replica_name(Some(bound)), "east-1");
+        let tls = RelayConfig { tls_cert: Some("cert.pem".into()), ..RelayConfig::default() };
+        assert_eq!(tls.own_peer_url(Some(bound)).as_deref(), Some("https://10.0.0.7:8080"));
+    }
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()

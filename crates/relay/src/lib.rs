@@ -133,19 +133,11 @@ pub async fn run(
         }
     }
     let scheme = if tls.is_some() { "https" } else { "http" };
-    let public_base = match &config.public_url {
-        Some(url) => url.to_string(),
-        None => format!("{scheme}://{}", addr_text(listeners.http.local_addr().ok())),
-    };
     let vault = Arc::new(vault);
     let http_addr = listeners.http.local_addr().ok();
-    let peer_url = match (&config.peer_url, http_addr) {
-        (Some(url), _) => Some(url.as_str().trim_end_matches('/').to_owned()),
-        (None, Some(addr)) if !addr.ip().is_unspecified() => Some(format!("{scheme}://{addr}")),
-        (None, _) => None,
-    };
-    let replica_name =
-        config.replica_name.clone().unwrap_or_else(|| cluster::default_name(http_addr.map(|a| a.port())));
+    let public_base = config.public_base(http_addr);
+    let peer_url = config.own_peer_url(http_addr);
+    let replica_name = config.own_replica_name(http_addr);
     let replica = Arc::new(cluster::Replica::new(replica_name, peer_url, config.lease_duration, auth.clock()));
     if let Err(err) = replica.beat(&*store).await {
         tracing::warn!(error = %err, "could not record this replica in the database");
