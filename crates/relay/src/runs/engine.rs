@@ -13,6 +13,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use http_body_util::BodyExt;
 use tokio::sync::Semaphore;
 
+use super::decide::{self, Sent};
 use super::{Due, RunSpec, Runs, Scheduler, Wake};
 use crate::forward::{self, Outbound};
 use crate::metrics::ClaimLabels;
@@ -22,8 +23,6 @@ use crate::signing::{self, Stamp};
 const REPLY_LIMIT: usize = 2048;
 /// Attempts running at once.
 const CONCURRENT_ATTEMPTS: usize = 256;
-/// The longest wait between attempts, `Retry-After` included.
-const MAX_RETRY_DELAY: Duration = Duration::from_secs(600);
 
 /// Runs the timeline until `stop`. Work is claimed in the store, so
 /// replicas sharing a database never start the same attempt twice:
@@ -247,14 +246,9 @@ async fn claim_and_attempt(runs: &Arc<Runs>, id: &str) -> StepResult {
 ///   run goes on from that reply as the attempt would have.
 /// - The run was decided meanwhile (its callback came, or it was
 ///   cancelled): the attempt is recorded for the history, nothing more.
-/// - Its request was never recorded as going out: it was claimed but not
-///   sent, and is retried like any other failure.
-/// - Otherwise whether it arrived is unknown: it is recorded as cut off and
-///   retried, with the same `webhook-id`, if retries are left. With none
-///   left, a run that expects a callback waits for it (the destination may
-///   well have received the call and will answer; failing now would turn
-///   its answer into a 409), until the usual deadline; a run whose 2xx
-///   reply was the decision fails, since that reply is lost.
+/// - Otherwise it is recorded as not sent or cut off, by whether its
+///   request was recorded as going out, and [`decide::after_crash`] says
+///   what follows.
 async fn resume_cut_off(runs: &Runs, run: &RunRecord) -> StepResult {
     let spec: RunSpec = serde_json::from_str(&run.spec)?;
     let number = run.attempts;
@@ -272,124 +266,136 @@ async fn resume_cut_off(runs: &Runs, run: &RunRecord) -> StepResult {
     };
     if run.state.is_finished() {
         if recorded.is_none() {
-            let error = if sent { DECIDED_WHILE_CUT_OFF } else { NOT_SENT };
+            let error = if sent { decide::DECIDED_WHILE_CUT_OFF } else { decide::NOT_SENT };
             runs.store.record_attempt(&run.id, &fence, &lost(error)).await?;
         }
         runs.store.release_finished(&run.id, &fence).await?;
         return Ok(());
     }
-    if let Some(status) = recorded.and_then(|attempt| attempt.status) {
-        tracing::info!(
-            run = run.id.as_str(),
-            attempt = number,
-            status,
-            "the attempt taken over had its reply recorded"
-        );
-        return conclude(runs, &run.id, &fence, &spec, Next::of_status(number, status, None)).await;
-    }
-    if !sent {
-        if !runs.store.record_attempt(&run.id, &fence, &lost(NOT_SENT)).await? {
-            return Ok(());
+    let now = runs.clock.now();
+    let decision = match recorded.and_then(|attempt| attempt.status) {
+        Some(status) => {
+            tracing::info!(
+                run = run.id.as_str(),
+                attempt = number,
+                status,
+                "the attempt taken over had its reply recorded"
+            );
+            let replied = decide::Attempted::Replied { status, retry_after: None };
+            decide::after_attempt(number, &replied, &policy(runs, &spec), now, backoff(runs, number))
         }
-        let retry = Next::Retry { reason: format!("attempt {number}: {NOT_SENT}"), wait_at_least: None };
-        return conclude(runs, &run.id, &fence, &spec, retry).await;
-    }
-    if !runs.store.record_attempt(&run.id, &fence, &lost(CUT_OFF)).await? {
-        return Ok(());
-    }
-    let reason = format!("attempt {number}: {CUT_OFF}");
-    if number <= spec.webhook.retry_count {
-        if runs.store.retry_at(&run.id, &fence, runs.clock.now(), &format!("{reason}; retrying now")).await? {
-            runs.attempt_now(&run.id);
+        None => {
+            if !runs
+                .store
+                .record_attempt(&run.id, &fence, &lost(if sent { decide::CUT_OFF } else { decide::NOT_SENT }))
+                .await?
+            {
+                return Ok(());
+            }
+            decide::after_crash(number, sent, &policy(runs, &spec), now, backoff(runs, number))
         }
-    } else if !spec.webhook.disable_callback {
-        let deadline = runs.clock.now() + runs.settings.callback_timeout;
-        let waiting = format!("{reason}; no retries are left, so its callback decides (until the deadline)");
-        if runs.store.await_callback(&run.id, &fence, deadline, Some(&waiting)).await? {
-            runs.deadline_at(&run.id, deadline);
-        }
-    } else {
-        let failed =
-            format!("{reason}; no retries are left, and with callbacks disabled its lost reply was the decision");
-        fail(runs, &run.id, &fence, failed).await?;
-    }
-    runs.changed(&run.id);
-    Ok(())
+    };
+    apply(runs, &run.id, &fence, decision).await
 }
 
-/// What the history says of an attempt a restart cut off.
-const CUT_OFF: &str = "cut off by a relay restart or a replica's loss; the destination may have received it";
-/// ... of one claimed by a replica that stopped before sending it.
-const NOT_SENT: &str = "not sent: the replica that claimed it stopped before sending it";
-/// ... of one cut off while its callback (or a cancel) decided the run.
-const DECIDED_WHILE_CUT_OFF: &str = "sent, but its reply was lost with the replica making it; the run was decided meanwhile (its callback, or a cancel)";
+/// The rules a run's decisions follow: its webhook's and the relay's.
+fn policy(runs: &Runs, spec: &RunSpec) -> decide::Policy {
+    decide::Policy {
+        retry_count: spec.webhook.retry_count,
+        disable_callback: spec.webhook.disable_callback,
+        callback_timeout: runs.settings.callback_timeout,
+    }
+}
 
-/// Fails the fenced attempt's run.
-async fn fail(runs: &Runs, id: &str, fence: &Fence<'_>, reason: String) -> StepResult {
-    let outcome =
-        Outcome { state: RunState::Failed, success: None, md_message: None, reason: Some(reason), by_callback: false };
-    if persist(runs, id, || runs.store.finish_attempt(id, fence, &outcome)).await? {
-        runs.changed(id);
-    } else {
+/// The wait before retry `number`: the first in `[base, 2·base)`, each later
+/// one twice as long, below the cap; drawn per run, so runs do not retry in
+/// step.
+fn backoff(runs: &Runs, number: u32) -> Duration {
+    let base = runs.settings.retry_base_delay;
+    borealis_core::backoff::jittered(base * 2, decide::MAX_RETRY_DELAY).nth(number as usize - 1).unwrap_or(base)
+}
+
+/// Writes `decision` for the fenced attempt's run, each write through
+/// [`persist`]; a write the fence refuses means the lease was lost.
+async fn apply(runs: &Runs, id: &str, fence: &Fence<'_>, decision: decide::Decision) -> StepResult {
+    let finish = |state: RunState, success: Option<bool>, reason: String| Outcome {
+        state,
+        success,
+        md_message: None,
+        reason: Some(reason),
+        by_callback: false,
+    };
+    let moved = match decision {
+        decide::Decision::Succeed { reason } => {
+            let outcome = finish(RunState::Succeeded, Some(true), reason);
+            persist(runs, id, || runs.store.finish_attempt(id, fence, &outcome)).await?
+        }
+        decide::Decision::Fail { reason } => {
+            let outcome = finish(RunState::Failed, None, reason);
+            persist(runs, id, || runs.store.finish_attempt(id, fence, &outcome)).await?
+        }
+        decide::Decision::AwaitCallback { deadline, reason } => {
+            let waiting =
+                persist(runs, id, || runs.store.await_callback(id, fence, deadline, reason.as_deref())).await?;
+            if waiting {
+                runs.deadline_at(id, deadline);
+            }
+            waiting
+        }
+        decide::Decision::RetryAt { at, reason } => {
+            let pending = persist(runs, id, || runs.store.retry_at(id, fence, at, &reason)).await?;
+            if pending {
+                runs.attempt_at(id, at);
+            }
+            pending
+        }
+    };
+    if !moved {
         runs.lease_lost(id, fence).await;
     }
+    runs.changed(id);
     Ok(())
 }
 
 async fn deadline(runs: &Runs, id: &str) -> StepResult {
     let Some(run) = runs.store.run(id).await? else { return Ok(()) };
-    if run.state != RunState::AwaitingCallback {
-        return Ok(());
-    }
-    if run.deadline_at.is_some_and(|d| d > runs.clock.now()) {
+    match decide::at_deadline(run.state, run.deadline_at, runs.clock.now()) {
+        decide::AtDeadline::Nothing => {}
         // Moved later since this wake-up was scheduled.
-        runs.deadline_at(id, run.deadline_at.expect("checked"));
-        return Ok(());
-    }
-    let timeout = humantime::format_duration(runs.settings.callback_timeout);
-    let outcome = Outcome {
-        state: RunState::TimedOut,
-        success: None,
-        md_message: None,
-        reason: Some(format!("no callback within {timeout}")),
-        by_callback: false,
-    };
-    if runs.store.finish(id, &[RunState::AwaitingCallback], &outcome).await? {
-        tracing::info!(run = id, "webhook run timed out waiting for its callback");
-        runs.changed(id);
+        decide::AtDeadline::WakeAt(at) => runs.deadline_at(id, at),
+        decide::AtDeadline::TimeOut => {
+            let timeout = humantime::format_duration(runs.settings.callback_timeout);
+            let outcome = Outcome {
+                state: RunState::TimedOut,
+                success: None,
+                md_message: None,
+                reason: Some(format!("no callback within {timeout}")),
+                by_callback: false,
+            };
+            if runs.store.finish(id, &[RunState::AwaitingCallback], &outcome).await? {
+                tracing::info!(run = id, "webhook run timed out waiting for its callback");
+                runs.changed(id);
+            }
+        }
     }
     Ok(())
 }
 
-/// What one call produced.
+/// What one call produced: the outcome the decision reads, and the reply
+/// the history shows.
 enum Answer {
     Status { status: u16, retry_after: Option<Duration>, reply: String },
     Failed { retryable: bool, sent: Sent, detail: String },
 }
 
-/// Whether a call that got no answer reached the destination.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Sent {
-    /// It never left (no agent took it, a hop was refused, the connection
-    /// was refused): retried like any other failure.
-    No,
-    /// The path broke after it left (an agent or the replica holding it
-    /// went away): it may have arrived, so with no retries left its
-    /// callback may still decide the run.
-    CutOff,
-    /// It reached the destination, which failed to answer in time or in full.
-    Yes,
-}
-
-impl Sent {
-    fn of(err: &forward::ForwardError) -> Self {
-        if err.not_sent() {
-            Sent::No
-        } else if err.cut_off() {
-            Sent::CutOff
-        } else {
-            Sent::Yes
-        }
+/// Whether a forwarding failure says the request left.
+fn sent(err: &forward::ForwardError) -> Sent {
+    if err.not_sent() {
+        Sent::No
+    } else if err.cut_off() {
+        Sent::CutOff
+    } else {
+        Sent::Yes
     }
 }
 
@@ -438,7 +444,7 @@ async fn call(runs: &Runs, spec: &RunSpec, request: &template::RenderedRequest, 
     };
     let exchange = async {
         match runs.forwarder.send(spec.agent.as_deref(), outbound).await {
-            Err(err) => Answer::Failed { retryable: err.retryable(), sent: Sent::of(&err), detail: err.detail },
+            Err(err) => Answer::Failed { retryable: err.retryable(), sent: sent(&err), detail: err.detail },
             Ok(response) => {
                 let status = response.status().as_u16();
                 let retry_after = retry_after(response.headers());
@@ -481,13 +487,15 @@ async fn attempt(runs: &Runs, run: RunRecord) -> StepResult {
         Ok(rendered) => rendered,
         Err(errors) => {
             let lines: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
-            return fail(runs, id, &fence, format!("the webhook cannot be rendered: {}", lines.join("; "))).await;
+            let reason = format!("the webhook cannot be rendered: {}", lines.join("; "));
+            return apply(runs, id, &fence, decide::Decision::Fail { reason }).await;
         }
     };
     let keys = match signing::keys(default_key, spec.webhook.signing.as_ref(), &secrets) {
         Ok(keys) => keys,
         Err(reason) => {
-            return fail(runs, id, &fence, format!("the webhook cannot be signed: {reason}")).await;
+            let reason = format!("the webhook cannot be signed: {reason}");
+            return apply(runs, id, &fence, decide::Decision::Fail { reason }).await;
         }
     };
     // Signed over exactly the body sent; the stored request shows these
@@ -529,123 +537,15 @@ async fn attempt(runs: &Runs, run: RunRecord) -> StepResult {
         return Ok(());
     }
     tracing::info!(run = id, webhook = spec.webhook.name.as_str(), attempt = number, status = ?record.status, error = ?record.error, latency_ms, "webhook attempt");
-    let next = match answer {
-        Answer::Status { status, retry_after, .. } => Next::of_status(number, status, retry_after),
-        Answer::Failed { sent: Sent::CutOff, detail, .. } => {
-            Next::CutOff { reason: format!("attempt {number}: {}", scrub(&detail)) }
-        }
-        Answer::Failed { retryable: true, detail, sent } => {
-            let not = if sent == Sent::No { "not sent: " } else { "" };
-            Next::Retry { reason: format!("attempt {number}: {not}{}", scrub(&detail)), wait_at_least: None }
-        }
-        Answer::Failed { detail, sent, .. } => {
-            let not = if sent == Sent::No { "not sent: " } else { "" };
-            Next::Fail(format!("attempt {number}: {not}{}", scrub(&detail)))
+    let attempted = match answer {
+        Answer::Status { status, retry_after, .. } => decide::Attempted::Replied { status, retry_after },
+        Answer::Failed { retryable, sent, detail } => {
+            decide::Attempted::Failed { detail: scrub(&detail), sent, retryable }
         }
     };
-    conclude(runs, id, &fence, &spec, next).await
-}
-
-/// Where an attempt's answer leads its run.
-enum Next {
-    /// A 2xx: the callback decides, or the reply did when callbacks are off.
-    Accepted {
-        status: u16,
-    },
-    /// May pass on a retry: 408, 429, 5xx, or a call that could not be made.
-    Retry {
-        reason: String,
-        wait_at_least: Option<Duration>,
-    },
-    /// The call may have arrived but its answer was lost on the way: retried
-    /// while retries are left; then its callback decides, if it has one.
-    CutOff {
-        reason: String,
-    },
-    Fail(String),
-}
-
-impl Next {
-    fn of_status(number: u32, status: u16, retry_after: Option<Duration>) -> Self {
-        match status {
-            200..300 => Next::Accepted { status },
-            408 | 429 | 500.. => {
-                Next::Retry { reason: format!("attempt {number}: HTTP {status}"), wait_at_least: retry_after }
-            }
-            _ => Next::Fail(format!("attempt {number}: HTTP {status}; a 4xx other than 408 and 429 is not retried")),
-        }
-    }
-}
-
-/// Moves the fenced attempt's run on as `next` says, once its attempt is
-/// recorded; every write goes through [`persist`].
-async fn conclude(runs: &Runs, id: &str, fence: &Fence<'_>, spec: &RunSpec, next: Next) -> StepResult {
-    let number = fence.attempt;
-    let (retry_reason, wait_at_least) = match next {
-        Next::Accepted { status } => {
-            let moved = if spec.webhook.disable_callback {
-                let outcome = Outcome {
-                    state: RunState::Succeeded,
-                    success: Some(true),
-                    md_message: None,
-                    reason: Some(format!("HTTP {status}; callbacks are disabled, so the reply decides")),
-                    by_callback: false,
-                };
-                persist(runs, id, || runs.store.finish_attempt(id, fence, &outcome)).await?
-            } else {
-                let deadline = runs.clock.now() + runs.settings.callback_timeout;
-                let waiting = persist(runs, id, || runs.store.await_callback(id, fence, deadline, None)).await?;
-                if waiting {
-                    runs.deadline_at(id, deadline);
-                }
-                waiting
-            };
-            if !moved {
-                runs.lease_lost(id, fence).await;
-            }
-            runs.changed(id);
-            return Ok(());
-        }
-        Next::Fail(reason) => return fail(runs, id, fence, reason).await,
-        Next::Retry { reason, wait_at_least } => (reason, wait_at_least),
-        Next::CutOff { reason } if number > spec.webhook.retry_count && !spec.webhook.disable_callback => {
-            let deadline = runs.clock.now() + runs.settings.callback_timeout;
-            let waiting = format!("{reason}; no retries are left, so its callback decides (until the deadline)");
-            if persist(runs, id, || runs.store.await_callback(id, fence, deadline, Some(&waiting))).await? {
-                runs.deadline_at(id, deadline);
-            } else {
-                runs.lease_lost(id, fence).await;
-            }
-            runs.changed(id);
-            return Ok(());
-        }
-        Next::CutOff { reason } => (reason, None),
-    };
-    if number > spec.webhook.retry_count {
-        let reason = if spec.webhook.retry_count == 0 {
-            format!("{retry_reason} (retryCount is 0)")
-        } else {
-            format!("{retry_reason}; gave up after {number} attempts (retryCount {})", spec.webhook.retry_count)
-        };
-        return fail(runs, id, fence, reason).await;
-    }
-    // The first retry waits [base, 2·base), each later one twice as long,
-    // below MAX_RETRY_DELAY; drawn per run, so runs do not retry in step.
-    let base = runs.settings.retry_base_delay;
-    let backoff = borealis_core::backoff::jittered(base * 2, MAX_RETRY_DELAY).nth(number as usize - 1).unwrap_or(base);
-    let delay = backoff.max(wait_at_least.unwrap_or_default()).min(MAX_RETRY_DELAY);
-    let at = runs.clock.now() + delay;
-    let reason = format!(
-        "{retry_reason}; retrying in {}",
-        humantime::format_duration(Duration::from_millis(delay.as_millis() as u64))
-    );
-    if persist(runs, id, || runs.store.retry_at(id, fence, at, &reason)).await? {
-        runs.attempt_at(id, at);
-    } else {
-        runs.lease_lost(id, fence).await;
-    }
-    runs.changed(id);
-    Ok(())
+    let decision =
+        decide::after_attempt(number, &attempted, &policy(runs, &spec), runs.clock.now(), backoff(runs, number));
+    apply(runs, id, &fence, decision).await
 }
 
 /// Makes one of an attempt's writes, trying it again with growing, jittered

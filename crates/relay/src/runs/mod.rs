@@ -9,8 +9,11 @@
 //! - [`Runs`]: the handle the HTTP edge and deployments use.
 //! - [`create`]: validation and the run's stored spec.
 //! - [`engine`]: the scheduler, attempts, deadlines and resume.
+//! - [`decide`]: what an attempt, a crash, a late callback or a deadline
+//!   means for a run, as pure functions.
 
 pub mod create;
+pub mod decide;
 pub mod engine;
 
 use std::collections::{BTreeMap, HashSet};
@@ -342,12 +345,10 @@ impl Runs {
             return Ok(CallbackAccepted { run_id, state: outcome.state, repeat: false });
         }
         let now = self.store.run_by_callback(callback_id).await?.ok_or(RunError::UnknownCallback)?;
-        match (now.callback_at, now.success) {
-            (Some(_), Some(first)) if first == success => {
-                Ok(CallbackAccepted { run_id: now.id, state: now.state, repeat: true })
-            }
-            (Some(_), Some(first)) => Err(RunError::CallbackConflict { id: now.id, first }),
-            _ => Err(RunError::Finished(format!(
+        match decide::late_callback(now.callback_at, now.success, success) {
+            decide::LateCallback::Repeat => Ok(CallbackAccepted { run_id: now.id, state: now.state, repeat: true }),
+            decide::LateCallback::Conflict { first } => Err(RunError::CallbackConflict { id: now.id, first }),
+            decide::LateCallback::Finished => Err(RunError::Finished(format!(
                 "run {} already ended as {}: {}",
                 now.id,
                 now.state.as_str(),
