@@ -9,6 +9,7 @@
 #![no_main]
 
 use borealis_core::deployment::{self, Step};
+use borealis_core::render;
 use borealis_core::template::{self, ARMORY_KEYS, Values};
 use libfuzzer_sys::fuzz_target;
 
@@ -69,6 +70,6 @@ fuzz_target!(|data: &[u8]| {
         values.armory.insert((*key).to_owned(), format!("https://relay.example/{key}"));
     }
     for webhook in &file.webhooks {
-        let _ = template::render_webhook(webhook, &values, true);
+        let _ = render::render_webhook(webhook, &values, true);
     }
 });

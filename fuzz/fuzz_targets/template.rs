@@ -1,5 +1,5 @@
 //! Template checking and rendering under small limits: `template::check`,
-//! `render_with` for every slot, and `render_webhook_with`.
+//! `render_with` for every slot, and `render::render_webhook_with`.
 //!
 //! Input: three bytes, then UTF-8 text split at NUL. Byte 0: bits 0-1 the
 //! slot (URI, header value, body, JSON body), bit 2 mask, bit 3 a whole
@@ -28,6 +28,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use borealis_core::Secret;
 use borealis_core::deployment::{HeaderTemplate, Location, NetworkMode, Webhook};
+use borealis_core::render;
 use borealis_core::template::{self, ARMORY_KEYS, RenderLimits, Slot, Values};
 use libfuzzer_sys::fuzz_target;
 
@@ -172,7 +173,7 @@ fuzz_target!(|data: &[u8]| {
             signing: None,
             location: Location { path: "webhooks[0]".into(), line: 1, column: 1 },
         };
-        let (result, peak) = measured(|| template::render_webhook_with(&webhook, &values, mask, &limits));
+        let (result, peak) = measured(|| render::render_webhook_with(&webhook, &values, mask, &limits));
         assert!(peak <= ALLOC_BUDGET, "rendering held {peak} bytes at once for {field_bytes}-byte fields");
         match result {
             Ok(request) => {

@@ -27,7 +27,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::TempDir;
+use crate::temp_dir::TempDir;
 
 /// An HAProxy process; killed on drop.
 pub struct Balancer {
@@ -147,7 +147,7 @@ impl Balancer {
                 }
                 let waited = start.elapsed();
                 assert!(
-                    waited < crate::PATIENCE,
+                    waited < crate::time::PATIENCE,
                     "haproxy is not listening for {name} on {addr} after {waited:?}:\n{}",
                     self.log()
                 );

@@ -12,7 +12,8 @@
 //! imports (`crate::Problem` where `lib.rs` has `pub use api::Problem`, or
 //! `super::X` where the parent has `use crate::x::X`) is followed to where
 //! the item comes from; a glob (`use super::*`) depends on the module itself.
-//! `main.rs` is a crate of its own and is left out.
+//! The crate root is `lib.rs`, else `main.rs` (a binary only, as the CLI);
+//! a `main.rs` beside a `lib.rs` is a crate of its own and is left out.
 //!
 //! The reading is lexical (comments, strings and char literals removed,
 //! then tokens), which is enough for paths: no macro is expanded.
@@ -38,10 +39,11 @@ pub struct Graph {
 }
 
 /// The module path of `file` (relative to `src/`), or `None` for a file that
-/// is no module of the library (`main.rs`, `bin/`).
-fn module_of(file: &Path) -> Option<String> {
+/// is no module of the crate `root` (`lib.rs` or `main.rs`) starts: the
+/// other `main.rs`, `bin/`.
+fn module_of(file: &Path, root: &str) -> Option<String> {
     let parts: Vec<String> = file.iter().map(|p| p.to_string_lossy().into_owned()).collect();
-    if parts.first().is_some_and(|p| p == "bin") || parts == ["main.rs"] {
+    if parts.first().is_some_and(|p| p == "bin") || parts == ["main.rs"] && root != "main.rs" {
         return None;
     }
     let mut path = vec!["crate".to_owned()];
@@ -49,7 +51,7 @@ fn module_of(file: &Path) -> Option<String> {
         let last = i + 1 == parts.len();
         if !last {
             path.push(part.clone());
-        } else if part == "lib.rs" && i == 0 || part == "mod.rs" {
+        } else if part == root && i == 0 || part == "mod.rs" {
         } else {
             path.push(part.strip_suffix(".rs")?.to_owned());
         }
@@ -394,11 +396,12 @@ impl Graph {
     pub fn read(src: &Path) -> Graph {
         let mut files = Vec::new();
         rust_files(src, &mut files);
+        let root = if src.join("lib.rs").exists() { "lib.rs" } else { "main.rs" };
         let mut graph = Graph::default();
         let mut read = BTreeMap::new();
         for file in &files {
             let relative = file.strip_prefix(src).unwrap().to_path_buf();
-            let Some(module) = module_of(&relative) else { continue };
+            let Some(module) = module_of(&relative, root) else { continue };
             let text = std::fs::read_to_string(file).unwrap();
             graph.modules.insert(module.clone(), relative.display().to_string());
             read.insert(module.clone(), read_file(&module, &text));

@@ -6,7 +6,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::TempDir;
+use crate::temp_dir::TempDir;
 
 /// Path of a workspace binary, built next to the test executable.
 pub fn binary(name: &str) -> PathBuf {
@@ -119,7 +119,7 @@ impl RelayProcess {
     }
 
     fn start_in(data_dir: TempDir, listen: &str, agent_listen: &str, options: RelayOptions) -> Self {
-        crate::install_crypto();
+        crate::tls::install_crypto();
         let mut command = command_under(&options.wrapper, "borealis-relay");
         command
             .arg("--data-dir")
@@ -169,7 +169,7 @@ impl RelayProcess {
     /// the first line it logged (before its engine or orchestrator ran).
     pub fn started_at(&self) -> std::time::SystemTime {
         let first = self.process.lines.lock().unwrap().first().cloned().expect("the relay logged a line");
-        crate::log_time(&first)
+        crate::time::log_time(&first)
     }
 
     /// The first line of this process's log holding every one of `needles`.
@@ -179,7 +179,7 @@ impl RelayProcess {
 
     /// Waits for a line of this process's log holding every one of `needles`.
     pub async fn wait_log_line(&self, needles: &[&str]) -> String {
-        crate::eventually(&format!("the relay logs a line with {needles:?}"), crate::PATIENCE, || async {
+        crate::time::eventually(&format!("the relay logs a line with {needles:?}"), crate::time::PATIENCE, || async {
             self.log_line(needles)
         })
         .await
@@ -278,7 +278,7 @@ impl RelayProcess {
     /// Waits until the relay holds `count` idle standby calls of the one
     /// instance of `agent`.
     pub async fn wait_standby_idle(&self, agent: &str, count: u64) {
-        crate::eventually("the standby calls are open", Duration::from_secs(5), || async {
+        crate::time::eventually("the standby calls are open", Duration::from_secs(5), || async {
             let instances = self.instances(agent).await;
             (instances.len() == 1 && instances[0]["standbyIdle"] == count).then_some(())
         })
@@ -368,7 +368,7 @@ impl AgentProcess {
         args: &[&str],
         env: &[(&str, &str)],
     ) -> Self {
-        crate::install_crypto();
+        crate::tls::install_crypto();
         let mut command = command_under(wrapper, "borealis-agent");
         command
             .args(["--relay", relay_agents_url, "--client-id", client_id, "--client-secret", secret])
@@ -392,7 +392,7 @@ impl AgentProcess {
     /// Waits until the agent's /readyz says it holds a session.
     pub async fn wait_connected(&self, within: Duration) {
         let url = format!("{}/readyz", self.health_url);
-        crate::eventually("agent connected", within, || {
+        crate::time::eventually("agent connected", within, || {
             let url = url.clone();
             async move { reqwest::get(&url).await.ok().filter(|r| r.status().is_success()).map(|_| ()) }
         })
@@ -407,7 +407,7 @@ impl AgentProcess {
     /// Waits until a metric reaches `value`: an agent counts a request once
     /// the relay closed its call, a moment after the caller has its reply.
     pub async fn wait_metric(&self, series: &str, value: f64) {
-        crate::eventually(&format!("the agent's {series} is {value}"), crate::PATIENCE, || async {
+        crate::time::eventually(&format!("the agent's {series} is {value}"), crate::time::PATIENCE, || async {
             (self.metric(series).await == value).then_some(())
         })
         .await;

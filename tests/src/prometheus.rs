@@ -15,7 +15,8 @@ use axum::Router;
 use axum::extract::State;
 use axum::routing::get;
 
-use crate::{TempDir, eventually};
+use crate::temp_dir::TempDir;
+use crate::time::eventually;
 
 /// The exporter's gauge, `borealis_test_gauge`; `None` serves no series.
 #[derive(Clone, Default)]

@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 
 /// Serves `router` on 127.0.0.1:0 until the test's runtime ends.
 pub async fn serve(router: Router) -> SocketAddr {
-    crate::install_crypto();
+    crate::tls::install_crypto();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });

@@ -1,15 +1,25 @@
 //! The module-cycle check (ARCHITECTURE.md, Conventions): no file module
-//! of `borealis-relay` or `borealis-agent` may depend on itself through
-//! others. `borealis_tests::module_graph` builds the graph from the sources;
-//! the checker itself is tested on small trees first.
+//! of a workspace crate (`crates/*`, and this harness's own `src/`) may
+//! depend on itself through others. `borealis_tests::module_graph` builds the
+//! graph from the sources; the checker itself is tested on small trees first.
 
 use std::path::{Path, PathBuf};
 
 use borealis_tests::TempDir;
 use borealis_tests::module_graph::{Graph, check_crate};
 
-fn crate_src(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates").join(name).join("src")
+/// Each workspace crate (as `crates/NAME`, and `tests`) with its `src/`.
+fn workspace_crates() -> Vec<(String, PathBuf)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut found: Vec<(String, PathBuf)> = std::fs::read_dir(root.join("crates"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|dir| dir.join("src").is_dir())
+        .map(|dir| (format!("crates/{}", dir.file_name().unwrap().to_string_lossy()), dir.join("src")))
+        .collect();
+    found.sort();
+    found.push(("tests".to_owned(), root.join("tests/src")));
+    found
 }
 
 /// Writes `files` (path relative to `src/`, text) into a fresh tree.
@@ -91,15 +101,28 @@ fn a_cyclic_tree_fails_naming_the_cycle() {
 }
 
 #[test]
-fn the_agent_has_no_module_cycle() {
-    if let Err(report) = check_crate(&crate_src("agent")) {
-        panic!("borealis-agent: {report}");
-    }
+fn a_binary_crate_is_read_from_its_main_rs() {
+    let dir = tree(
+        "modgraph-main",
+        &[
+            ("main.rs", "mod run;\npub struct Cli;\nfn main() { run::go(); }\n"),
+            ("run.rs", "pub fn go() { let _ = crate::Cli; }\n"),
+        ],
+    );
+    let report = check_crate(dir.path()).unwrap_err();
+    assert!(report.contains("a cycle: crate -> crate::run -> crate"), "{report}");
+    // Beside a `lib.rs`, `main.rs` is a crate of its own.
+    std::fs::write(dir.path().join("lib.rs"), "pub mod run;\npub struct Cli;\n").unwrap();
+    assert_eq!(check_crate(dir.path()), Ok(()));
 }
 
 #[test]
-fn the_relay_has_no_module_cycle() {
-    if let Err(report) = check_crate(&crate_src("relay")) {
-        panic!("borealis-relay: {report}");
-    }
+fn no_crate_has_a_module_cycle() {
+    let crates = workspace_crates();
+    assert!(crates.iter().any(|(name, _)| name == "crates/relay"), "{crates:?}");
+    let failures: Vec<String> = crates
+        .iter()
+        .filter_map(|(name, src)| check_crate(src).err().map(|report| format!("{name}: {report}")))
+        .collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

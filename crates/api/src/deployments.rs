@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::RunState;
+use crate::runs::RunState;
 
 /// Spellings of a string enum, for `FromStr`.
 macro_rules! string_enum {

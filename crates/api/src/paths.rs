@@ -6,7 +6,8 @@
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::*;
+// The modules themselves, not `crate::*`: the root uses `paths`, so that would be a cycle.
+use crate::{agents::*, deployments::*, oauth::*, problem::*, providers::*, runs::*, secrets::*};
 
 /// Every admin route's answer to a missing or wrong admin token, and to a
 /// peer that failed too often.

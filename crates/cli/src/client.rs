@@ -4,7 +4,7 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::Cli;
+use crate::args::Cli;
 
 /// A failure, with the exit code it deserves: 1 failed, 2 bad input.
 pub struct Failure {

@@ -92,7 +92,7 @@ pub fn agents(reply: &AgentList) {
 
 pub fn secrets(reply: &SecretList) {
     for secret in &reply.secrets {
-        let uses: Vec<&str> = secret.uses.iter().map(|u| crate::SecretUseArg::from_api(*u).name()).collect();
+        let uses: Vec<&str> = secret.uses.iter().map(|u| crate::args::SecretUseArg::from_api(*u).name()).collect();
         println!("{}  {}  {}", secret.name, secret.updated_at, uses.join(","));
     }
 }

@@ -4,6 +4,8 @@
 //!   context) and its parser, whose errors carry a field path and a position.
 //! - [`template`]: placeholders and the escaping that keeps substituted values
 //!   from changing a request's shape.
+//! - [`render`]: a webhook rendered into its request, each problem named by
+//!   its field.
 //! - [`secret`]: [`Secret`], a string whose `Debug`, `Display` and
 //!   serialization never show its value.
 //! - [`scrub`]: [`Scrubber`], which masks secrets in text, also when encoded
@@ -15,6 +17,7 @@
 pub mod backoff;
 pub mod deployment;
 pub mod duration;
+pub mod render;
 pub mod scrub;
 pub mod secret;
 pub mod signing;

@@ -19,7 +19,6 @@ use minijinja::{Environment, ErrorKind, UndefinedBehavior, Value};
 use percent_encoding::{AsciiSet, CONTROLS, NON_ALPHANUMERIC, utf8_percent_encode};
 
 use crate::Secret;
-use crate::deployment::Webhook;
 use crate::secret::MASK;
 
 /// The values `{{armory.*}}` offers.
@@ -1049,115 +1048,6 @@ pub fn render_with(
     Ok(out)
 }
 
-/// A webhook's request with every placeholder resolved.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct RenderedRequest {
-    pub method: String,
-    pub url: String,
-    pub headers: Vec<(String, String)>,
-    pub body: Option<String>,
-}
-
-/// A template problem and the field it is in.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FieldError {
-    pub field: String,
-    pub error: TemplateError,
-}
-
-impl std::fmt::Display for FieldError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.field, self.error)
-    }
-}
-
-/// Every field of `webhook` that reads a secret `values` withholds, as
-/// [`check_secret_uses`] finds them.
-pub fn check_webhook_secrets(webhook: &Webhook, values: &Values) -> Vec<FieldError> {
-    let path = &webhook.location.path;
-    let headers = webhook.headers.iter().enumerate().map(|(i, h)| (format!("{path}.headers[{i}].value"), &h.value));
-    std::iter::once((format!("{path}.uriTemplate"), &webhook.uri_template))
-        .chain(headers)
-        .chain(webhook.body_template.iter().map(|b| (format!("{path}.bodyTemplate.inline"), b)))
-        .filter_map(|(field, text)| check_secret_uses(text, values).err().map(|error| FieldError { field, error }))
-        .collect()
-}
-
-/// Renders a webhook's URI, headers and body within the default
-/// [`RenderLimits`]; every problem is reported.
-pub fn render_webhook(webhook: &Webhook, values: &Values, mask: bool) -> Result<RenderedRequest, Vec<FieldError>> {
-    render_webhook_with(webhook, values, mask, &RenderLimits::default())
-}
-
-/// Renders a webhook's URI, headers and body within `limits`; every problem
-/// is reported.
-pub fn render_webhook_with(
-    webhook: &Webhook,
-    values: &Values,
-    mask: bool,
-    limits: &RenderLimits,
-) -> Result<RenderedRequest, Vec<FieldError>> {
-    let path = &webhook.location.path;
-    let mut errors = Vec::new();
-    let mut field = |field: String, result: Result<String, TemplateError>| match result {
-        Ok(text) => Some(text),
-        Err(error) => {
-            errors.push(FieldError { field, error });
-            None
-        }
-    };
-    let render = |template: &str, slot: Slot| render_with(template, slot, values, mask, limits);
-    let url = field(format!("{path}.uriTemplate"), render(&webhook.uri_template, Slot::Uri));
-    let headers: Vec<Option<(String, String)>> = webhook
-        .headers
-        .iter()
-        .enumerate()
-        .map(|(i, h)| {
-            field(format!("{path}.headers[{i}].value"), render(&h.value, Slot::HeaderValue)).map(|v| (h.key.clone(), v))
-        })
-        .collect();
-    let json = webhook.body_template.as_deref().is_some_and(|b| b.trim_start().starts_with(['{', '[']))
-        || webhook.headers.iter().any(|h| h.key.eq_ignore_ascii_case("content-type") && h.value.contains("json"));
-    let body = webhook
-        .body_template
-        .as_ref()
-        .map(|b| field(format!("{path}.bodyTemplate.inline"), render(b, Slot::Body { json })));
-    if let Some(url) = &url
-        && !mask
-        && let Err(e) = url::Url::parse(url).map_err(|e| e.to_string()).and_then(|u| {
-            if matches!(u.scheme(), "http" | "https") {
-                Ok(())
-            } else {
-                Err("only http and https are supported".into())
-            }
-        })
-    {
-        errors.push(FieldError {
-            field: format!("{path}.uriTemplate"),
-            error: TemplateError::Result(format!("renders to {url:?}, which is not a valid URL: {e}")),
-        });
-    }
-    if !errors.is_empty() {
-        return Err(errors);
-    }
-    let request = RenderedRequest {
-        method: webhook.method.clone(),
-        url: url.expect("no error"),
-        headers: headers.into_iter().map(|h| h.expect("no error")).collect(),
-        body: body.map(|b| b.expect("no error")),
-    };
-    let size = request.url.len()
-        + request.headers.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
-        + request.body.as_ref().map_or(0, String::len);
-    if size > limits.request_bytes {
-        return Err(vec![FieldError {
-            field: path.clone(),
-            error: TemplateError::RequestTooLarge { size: size as u64, limit: limits.request_bytes as u64 },
-        }]);
-    }
-    Ok(request)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1246,36 +1136,13 @@ mod tests {
         assert!(render("{{ context.nothere | upper }}", Slot::Body { json: false }, &values(), false).is_err());
     }
 
-    fn webhook(uri: &str, header: &str, body: &str) -> Webhook {
-        use crate::deployment::{HeaderTemplate, Location, NetworkMode};
-        Webhook {
-            name: "hook".into(),
-            method: "POST".into(),
-            uri_template: uri.into(),
-            network_mode: NetworkMode::Direct,
-            agent_identifier: None,
-            headers: vec![HeaderTemplate { key: "X-Run".into(), value: header.into() }],
-            body_template: Some(body.into()),
-            retry_count: 0,
-            disable_callback: false,
-            signing: None,
-            location: Location { path: "webhooks[0]".into(), line: 1, column: 1 },
-        }
-    }
-
-    fn body_error(body: &str) -> String {
-        let errors = render_webhook(&webhook("https://ci/x", "run", body), &values(), false).unwrap_err();
-        assert_eq!(errors.len(), 1, "{errors:?}");
-        errors[0].to_string()
-    }
-
     fn text(template: &str) -> Result<String, TemplateError> {
         render(template, Slot::Body { json: false }, &values(), false)
     }
 
     #[test]
     fn bombs_are_refused_before_they_run() {
-        let field = "webhooks[0].bodyTemplate.inline: placeholder ";
+        let field = "placeholder ";
         for (bomb, reason) in [
             (
                 "{{ range(10000)|join(range(10000)|join) }}",
@@ -1285,7 +1152,7 @@ mod tests {
             ("{{ [\"x\"] * 100000000 }}", "the * operator is not supported"),
             ("{{ 9 ** 9 ** 9 }}", "the ** operator is not supported"),
         ] {
-            let err = body_error(bomb);
+            let err = text(bomb).unwrap_err().to_string();
             assert!(err.starts_with(field) && err.contains(reason), "{bomb}: {err}");
             assert!(check(bomb).unwrap_err().to_string().contains(reason), "{bomb}");
         }
@@ -1301,12 +1168,10 @@ mod tests {
             format!("{{{{ 'a' if {e}|replace('', {e})|replace('', {e})|replace('', {e}) else 'b' }}}}"),
         ] {
             check(&bomb).unwrap();
-            let err = body_error(&bomb);
+            let err = text(&bomb).unwrap_err().to_string();
             assert!(err.starts_with(field) && err.ends_with("over the 64 KiB limit of one field"), "{bomb}: {err}");
             assert!(err.contains(" renders up to "), "{err}");
         }
-        let errors = render_webhook(&webhook("https://ci/x", "{{ \"x\" * 3 }}", "ok"), &values(), false).unwrap_err();
-        assert!(errors[0].to_string().starts_with("webhooks[0].headers[0].value: placeholder {{ \"x\" * 3 }}: the *"));
     }
 
     #[test]
@@ -1447,27 +1312,6 @@ mod tests {
         assert_eq!(render_with("\"{{context.quotes}}\"", plain, &v, false, &small).unwrap(), "\"".repeat(10));
         let err = render(&"a".repeat(70 * 1024), plain, &v, false).unwrap_err();
         assert_eq!(err.to_string(), "renders at least 70 KiB, over the 64 KiB limit of one field");
-        // Through a webhook, the field is named.
-        let errors = render_webhook_with(&webhook("https://ci/x", "{{context.environment}}", "ok"), &v, false, &small)
-            .unwrap_err();
-        assert_eq!(
-            errors[0].to_string(),
-            "webhooks[0].headers[0].value: renders at least 22 bytes, over the 16 bytes limit of one field"
-        );
-    }
-
-    #[test]
-    fn the_whole_request_is_checked() {
-        let limits = RenderLimits { request_bytes: 50, ..RenderLimits::default() };
-        let hook = webhook("https://ci/{{context.count}}", "{{secrets.token}}", &"b".repeat(40));
-        let errors = render_webhook_with(&hook, &values(), false, &limits).unwrap_err();
-        assert_eq!(
-            errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
-            ["webhooks[0]: the rendered request is 63 bytes, over the 50 bytes limit"]
-        );
-        assert!(render_webhook(&hook, &values(), false).is_ok());
-        let err = TemplateError::RequestTooLarge { size: 300 * 1024, limit: 256 * 1024 };
-        assert_eq!(err.to_string(), "the rendered request is 300 KiB, over the 256 KiB limit");
     }
 
     #[test]
@@ -1588,13 +1432,6 @@ mod tests {
             assert!(check(template).is_ok(), "without marks, only the shape is checked: {template}");
         }
         assert!(check_secret_uses("Bearer {{secrets.token}} {{context.missing}} {{secrets.unknown}}", &v).is_ok());
-        // Through a webhook, the field is named.
-        let hook = webhook("https://ci/x", "{{secrets.team_key}}", "ok");
-        let errors = render_webhook(&hook, &v, false).unwrap_err();
-        assert_eq!(
-            errors[0].to_string(),
-            "webhooks[0].headers[0].value: secret \"team_key\" may not be used in webhooks (it is marked for signing)"
-        );
         // Providers read only their own.
         let p = keys.values(SecretUse::Providers, Some("relay_sign"), BTreeMap::new(), BTreeMap::new());
         assert_eq!(p.secrets.keys().collect::<Vec<_>>(), ["prom"]);

@@ -9,7 +9,7 @@ use std::str::FromStr;
 
 use ipnet::IpNet;
 
-use crate::{NameDecision, Refusal};
+use crate::decision::{NameDecision, Refusal};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AllowRule {

@@ -7,8 +7,9 @@ use std::time::Duration;
 pub use borealis_protocol::Fault;
 use borealis_protocol::v1::ErrorCode;
 
+use crate::decision::{NameDecision, Refusal};
+use crate::policy::Policy;
 use crate::resolve::PolicyResolver;
-use crate::{NameDecision, Policy, Refusal};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EgressError {

@@ -18,7 +18,7 @@ use std::sync::LazyLock;
 
 use ipnet::IpNet;
 
-use crate::Refusal;
+use crate::decision::Refusal;
 
 #[derive(Debug, Clone, Default)]
 pub struct AddressGuard {

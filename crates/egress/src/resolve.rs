@@ -9,7 +9,8 @@ use std::sync::Arc;
 
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
-use crate::{Policy, Refusal};
+use crate::decision::Refusal;
+use crate::policy::Policy;
 
 pub(crate) struct PolicyResolver {
     pub(crate) policy: Arc<Policy>,

@@ -12,8 +12,9 @@ use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use borealis_core::deployment::{DeploymentFile, Driver, Signing};
+use borealis_core::render;
 use borealis_core::signing::{self, SigningKey};
-use borealis_core::template::{self, Keyring, SecretUse};
+use borealis_core::template::{Keyring, SecretUse};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::vault::Vault;
@@ -75,7 +76,7 @@ pub fn check_file(default: Option<&str>, file: &DeploymentFile, secrets: &Keyrin
     }
     let values = secrets.values(SecretUse::Webhooks, default, BTreeMap::new(), BTreeMap::new());
     for webhook in &file.webhooks {
-        problems.extend(template::check_webhook_secrets(webhook, &values).iter().map(ToString::to_string));
+        problems.extend(render::check_webhook_secrets(webhook, &values).iter().map(ToString::to_string));
     }
     problems
 }

@@ -1,6 +1,6 @@
 use borealis_api::{AgentCredentials, AgentList, AgentRevoked, CreateAgent};
 
-use crate::AgentsCommand;
+use crate::args::AgentsCommand;
 use crate::client::{Failure, Relay, urlencode};
 use crate::render;
 

@@ -1,6 +1,6 @@
 use borealis_api::{ClientCredentials, ClientRevoked, CreateClient};
 
-use crate::ClientsCommand;
+use crate::args::ClientsCommand;
 use crate::client::{Failure, Relay, urlencode};
 use crate::render;
 

@@ -1,9 +1,9 @@
 use borealis_api::{CreateDeployment, DecisionTaken, Deployment, DeploymentList, DeploymentState};
 
 use super::{context_map, start};
+use crate::args::{DeployArgs, DeploymentsCommand};
 use crate::client::{Failure, Relay, urlencode};
 use crate::render;
-use crate::{DeployArgs, DeploymentsCommand};
 
 pub async fn run(relay: &Relay, json: bool, command: &DeploymentsCommand) -> Result<(), Failure> {
     match command {

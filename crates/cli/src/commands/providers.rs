@@ -1,6 +1,6 @@
 use borealis_api::{CreateMetricProvider, HeaderPair, MetricProvider, MetricProviderDeleted, MetricProviderList};
 
-use crate::ProvidersCommand;
+use crate::args::ProvidersCommand;
 use crate::client::{Failure, Relay, urlencode};
 use crate::render;
 

@@ -5,7 +5,7 @@ use std::io::Write;
 
 use futures_util::StreamExt;
 
-use crate::ProxyArgs;
+use crate::args::ProxyArgs;
 use crate::client::{Failure, Relay, problem_failure};
 
 pub async fn run(relay: &Relay, args: &ProxyArgs) -> Result<(), Failure> {

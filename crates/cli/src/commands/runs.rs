@@ -1,9 +1,9 @@
 use borealis_api::{CreateWebhookRun, RunState, WebhookRun, WebhookRunList};
 
 use super::{context_map, start};
+use crate::args::{RunsCommand, WebhookRunArgs};
 use crate::client::{Failure, Relay, urlencode};
 use crate::render::{self, safe};
-use crate::{RunsCommand, WebhookRunArgs};
 
 pub async fn run(relay: &Relay, json: bool, command: &RunsCommand) -> Result<(), Failure> {
     match command {

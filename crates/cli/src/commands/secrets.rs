@@ -1,8 +1,8 @@
 use borealis_api::{PutSecret, SecretDeleted, SecretList, SecretStored};
 
+use crate::args::{SecretUseArg, SecretsCommand};
 use crate::client::{Failure, Relay, urlencode};
 use crate::render;
-use crate::{SecretUseArg, SecretsCommand};
 
 pub async fn run(relay: &Relay, json: bool, command: &SecretsCommand) -> Result<(), Failure> {
     match command {

@@ -4,7 +4,8 @@ use std::collections::BTreeMap;
 
 use base64::Engine;
 use borealis_core::deployment::{self, DeploymentFile, NetworkMode, Step};
-use borealis_core::template::{self, SecretUse};
+use borealis_core::render;
+use borealis_core::template::SecretUse;
 use borealis_store::{Conflict, CredentialKind, IdempotencyKey, NewRun, StoreError};
 
 use super::{RunError, RunSpec, Runs};
@@ -147,7 +148,7 @@ async fn create(runs: &Runs, request: RunRequest) -> Result<Created, RunError> {
     let secrets = runs.vault.all().await?;
     let default_key = runs.settings.signing_default.as_deref();
     let values = secrets.values(SecretUse::Webhooks, default_key, armory.clone(), context.clone());
-    if let Err(errors) = template::render_webhook_with(&webhook, &values, false, &runs.settings.render_limits) {
+    if let Err(errors) = render::render_webhook_with(&webhook, &values, false, &runs.settings.render_limits) {
         return Err(invalid_lines("the webhook cannot be rendered", errors.iter().map(|e| e.to_string()).collect()));
     }
     if let Err(reason) = crate::signing::keys(default_key, webhook.signing.as_ref(), &secrets) {

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use backon::Retryable;
-use borealis_core::template::{self, SecretUse};
+use borealis_core::render::{self, RenderedRequest};
+use borealis_core::template::SecretUse;
 use borealis_store::{Attempt, Claim, Fence, Outcome, RunRecord, RunState, StoreError, unix_ms};
 use futures_util::StreamExt;
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -412,7 +413,7 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 /// receiver can tell a retry from a repeat of the same attempt.
 pub const ATTEMPT_HEADER: &str = "borealis-attempt";
 
-async fn call(runs: &Runs, spec: &RunSpec, request: &template::RenderedRequest, stamp: &Stamp, number: u32) -> Answer {
+async fn call(runs: &Runs, spec: &RunSpec, request: &RenderedRequest, stamp: &Stamp, number: u32) -> Answer {
     let mut headers = HeaderMap::new();
     for (name, value) in &request.headers {
         match (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
@@ -483,7 +484,7 @@ async fn attempt(runs: &Runs, run: RunRecord) -> StepResult {
     let secrets = runs.vault.all().await?;
     let default_key = runs.settings.signing_default.as_deref();
     let values = secrets.values(SecretUse::Webhooks, default_key, spec.armory.clone(), spec.context.clone());
-    let rendered = match template::render_webhook_with(&spec.webhook, &values, false, &runs.settings.render_limits) {
+    let rendered = match render::render_webhook_with(&spec.webhook, &values, false, &runs.settings.render_limits) {
         Ok(rendered) => rendered,
         Err(errors) => {
             let lines: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
@@ -501,7 +502,7 @@ async fn attempt(runs: &Runs, run: RunRecord) -> StepResult {
     // Signed over exactly the body sent; the stored request shows these
     // headers as sent (the signature, never the key).
     let stamp = Stamp::new(id, rendered.body.as_deref().unwrap_or_default().as_bytes(), &keys);
-    let masked = template::render_webhook_with(&spec.webhook, &values, true, &runs.settings.render_limits).ok().map(
+    let masked = render::render_webhook_with(&spec.webhook, &values, true, &runs.settings.render_limits).ok().map(
         |mut masked| {
             masked.headers.retain(|(name, _)| !borealis_core::signing::is_signing_header(name));
             masked.headers.extend(stamp.pairs());

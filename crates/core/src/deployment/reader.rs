@@ -1,413 +1,19 @@
-//! The deployment file: its model, and a parser whose every complaint names
-//! a field path and a `line:column`.
-//!
-//! The parser walks a YAML tree that keeps positions (marked-yaml) instead
-//! of deserializing blindly, so that a wrong value is reported where it
-//! stands, unknown fields are warnings, and every error is found in one pass.
+//! The YAML reader: every field checked where it stands, every error
+//! collected, unknown fields warned about.
 
 use std::collections::BTreeMap;
-use std::fmt;
 
 use marked_yaml::types::{MarkedMappingNode, MarkedScalarNode};
 use marked_yaml::{LoaderOptions, Node};
 
+use super::diagnostic::{Diagnostic, Location};
+use super::model::{
+    Analysis, AnalysisQuery, Constraints, DecisionMode, DeploymentFile, Driver, FlaggerHook, HeaderTemplate, HookType,
+    LookbackMethod, Metrics, NameRef, NetworkMode, Pause, RunWebhook, Signing, Step, Strategy, StrategyKind, Target,
+    Webhook,
+};
+use super::validate::validate;
 use crate::template;
-
-/// Where something stands in the file.
-#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-pub struct Location {
-    /// A field path such as `webhooks[2].networkMode`.
-    pub path: String,
-    pub line: usize,
-    pub column: usize,
-}
-
-impl fmt::Display for Location {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.line, self.column)
-    }
-}
-
-/// An error or warning about the file.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Diagnostic {
-    pub path: String,
-    pub message: String,
-    pub line: usize,
-    pub column: usize,
-}
-
-impl fmt::Display for Diagnostic {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.path.is_empty() {
-            write!(f, "{} at {}:{}", self.message, self.line, self.column)
-        } else {
-            write!(f, "{}: {} at {}:{}", self.path, self.message, self.line, self.column)
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum NetworkMode {
-    Direct,
-    RemoteNetworkAgent,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct HeaderTemplate {
-    pub key: String,
-    pub value: String,
-}
-
-/// One entry of the top-level `webhooks` list.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Webhook {
-    pub name: String,
-    pub method: String,
-    pub uri_template: String,
-    pub network_mode: NetworkMode,
-    pub agent_identifier: Option<String>,
-    pub headers: Vec<HeaderTemplate>,
-    pub body_template: Option<String>,
-    pub retry_count: u32,
-    pub disable_callback: bool,
-    /// Standard Webhooks signatures; without it, the relay's
-    /// `webhook_signing_secret` (if set) signs.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub signing: Option<Signing>,
-    pub location: Location,
-}
-
-/// `signing: {secret: "{{secrets.NAME}}"}` (or `secrets: [...]`, several
-/// during a key rotation): the stored secrets whose keys sign each call, one
-/// `v1,` signature per key. Secrets are named, never written in the file.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Signing {
-    /// Names of stored secrets, in file order.
-    pub secrets: Vec<String>,
-    pub location: Location,
-}
-
-/// `- runWebhook: {name, context}`.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct RunWebhook {
-    pub name: String,
-    pub context: BTreeMap<String, String>,
-    pub location: Location,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum Pause {
-    /// Waits for an operator's approval; with `approvalExpiration`, for at
-    /// most this many seconds, after which the target fails.
-    UntilApproved { expires_after: Option<u64> },
-    /// Waits this many seconds.
-    Seconds(u64),
-}
-
-/// One item of a constraint list or a strategy's steps.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum Step {
-    RunWebhook(RunWebhook),
-    Pause {
-        pause: Pause,
-        location: Location,
-    },
-    SetWeight {
-        weight: u32,
-        location: Location,
-    },
-    /// `- analysis: {...}`: metric queries judged at intervals.
-    Analysis(Analysis),
-    /// A step this version parses but does not run (`analysis`, `exposeServices`, ...).
-    Unsupported {
-        kind: String,
-        location: Location,
-    },
-}
-
-/// `manual` or `automatic`, for `rollBackMode` and `rollForwardMode`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum DecisionMode {
-    Manual,
-    #[default]
-    Automatic,
-}
-
-/// Which window each judgment run queries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum LookbackMethod {
-    /// From the step's start to the run.
-    #[default]
-    Growing,
-    /// The last interval before the run.
-    Sliding,
-}
-
-/// A name used in an analysis step, with where it stands.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct NameRef {
-    pub name: String,
-    pub location: Location,
-}
-
-/// `- analysis: {...}` (Armory's shape, plus `lookbackMethod`).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Analysis {
-    /// Default: the top-level `analysis.defaultMetricProviderName`.
-    pub metric_provider_name: Option<NameRef>,
-    pub context: BTreeMap<String, String>,
-    /// `interval` in `units`, in seconds.
-    pub interval_seconds: u64,
-    pub number_of_judgment_runs: u32,
-    pub roll_back_mode: DecisionMode,
-    pub roll_forward_mode: DecisionMode,
-    pub queries: Vec<NameRef>,
-    pub lookback_method: LookbackMethod,
-    pub location: Location,
-}
-
-/// One entry of the top-level `analysis.queries`.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct AnalysisQuery {
-    pub name: String,
-    pub query_template: String,
-    pub upper_limit: Option<f64>,
-    pub lower_limit: Option<f64>,
-    pub location: Location,
-}
-
-impl AnalysisQuery {
-    /// Whether `value` lies inside the limits (both inclusive).
-    pub fn within(&self, value: f64) -> bool {
-        self.lower_limit.is_none_or(|low| value >= low) && self.upper_limit.is_none_or(|high| value <= high)
-    }
-}
-
-/// The top-level `analysis:` block's metric part.
-#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Metrics {
-    pub default_metric_provider_name: Option<NameRef>,
-    pub queries: Vec<AnalysisQuery>,
-}
-
-#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Constraints {
-    pub depends_on: Vec<String>,
-    /// Where each `dependsOn` entry stands.
-    pub depends_on_locations: Vec<Location>,
-    pub before_deployment: Vec<Step>,
-    pub after_deployment: Vec<Step>,
-}
-
-/// How a target's rollout actions are carried out.
-#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum Driver {
-    /// Actions are only recorded in the deployment's history.
-    #[default]
-    Record,
-    /// Each action is POSTed as JSON to `url`; a non-2xx reply fails it.
-    #[serde(rename_all = "camelCase")]
-    Webhook {
-        url: String,
-        network_mode: NetworkMode,
-        agent_identifier: Option<String>,
-        /// Whether repeating an action is harmless (after a restart mid-call).
-        idempotent: bool,
-        /// Standard Webhooks signatures; default: the relay's `webhook_signing_secret`.
-        #[serde(default)]
-        signing: Option<Signing>,
-    },
-}
-
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Target {
-    pub name: String,
-    pub account: Option<String>,
-    pub namespace: Option<String>,
-    pub strategy: Option<String>,
-    pub constraints: Constraints,
-    pub driver: Driver,
-    pub location: Location,
-}
-
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum StrategyKind {
-    Canary {
-        steps: Vec<Step>,
-    },
-    #[serde(rename_all = "camelCase")]
-    BlueGreen {
-        active_service: Option<String>,
-        preview_service: Option<String>,
-        redirect_traffic_after: Vec<Step>,
-        shut_down_old_version_after: Vec<Step>,
-    },
-}
-
-impl StrategyKind {
-    /// Every step of the strategy, in file order.
-    pub fn steps(&self) -> Box<dyn Iterator<Item = &Step> + '_> {
-        match self {
-            StrategyKind::Canary { steps } => Box::new(steps.iter()),
-            StrategyKind::BlueGreen { redirect_traffic_after, shut_down_old_version_after, .. } => {
-                Box::new(redirect_traffic_after.iter().chain(shut_down_old_version_after))
-            }
-        }
-    }
-}
-
-impl Constraints {
-    /// `beforeDeployment`, then `afterDeployment`.
-    pub fn steps(&self) -> impl Iterator<Item = &Step> {
-        self.before_deployment.iter().chain(&self.after_deployment)
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Strategy {
-    pub name: String,
-    pub kind: StrategyKind,
-    pub location: Location,
-}
-
-/// Flagger's hook types (seed 004).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum HookType {
-    ConfirmRollout,
-    PreRollout,
-    Rollout,
-    ConfirmTrafficIncrease,
-    ConfirmPromotion,
-    PostRollout,
-    Rollback,
-    Event,
-}
-
-impl HookType {
-    pub const ALL: [(&'static str, HookType); 8] = [
-        ("confirm-rollout", HookType::ConfirmRollout),
-        ("pre-rollout", HookType::PreRollout),
-        ("rollout", HookType::Rollout),
-        ("confirm-traffic-increase", HookType::ConfirmTrafficIncrease),
-        ("confirm-promotion", HookType::ConfirmPromotion),
-        ("post-rollout", HookType::PostRollout),
-        ("rollback", HookType::Rollback),
-        ("event", HookType::Event),
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        Self::ALL.iter().find(|(_, t)| *t == self).map(|(n, _)| *n).expect("every type is listed")
-    }
-
-    /// A gate is asked again until it opens.
-    pub fn is_gate(self) -> bool {
-        matches!(self, HookType::ConfirmRollout | HookType::ConfirmTrafficIncrease | HookType::ConfirmPromotion)
-    }
-}
-
-/// A Flagger-style hook from `analysis.webhooks`: the reply's status decides.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct FlaggerHook {
-    pub name: String,
-    pub kind: HookType,
-    pub url: String,
-    /// Per-call time limit, in milliseconds.
-    pub timeout_ms: Option<u64>,
-    pub metadata: BTreeMap<String, String>,
-    pub retries: u32,
-    /// Borealis extension: `direct` (default) or `remoteNetworkAgent`.
-    pub network_mode: NetworkMode,
-    pub agent_identifier: Option<String>,
-    /// Borealis extension: Standard Webhooks signatures; default: the
-    /// relay's `webhook_signing_secret`.
-    #[serde(default)]
-    pub signing: Option<Signing>,
-    pub location: Location,
-}
-
-#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
-pub struct DeploymentFile {
-    pub application: Option<String>,
-    pub targets: Vec<Target>,
-    pub strategies: Vec<Strategy>,
-    pub webhooks: Vec<Webhook>,
-    pub context: BTreeMap<String, String>,
-    /// Flagger-style hooks, applied to every target's rollout.
-    pub hooks: Vec<FlaggerHook>,
-    /// The top-level `analysis` block's queries and default provider.
-    #[serde(default)]
-    pub metrics: Metrics,
-}
-
-impl DeploymentFile {
-    pub fn webhook(&self, name: &str) -> Option<&Webhook> {
-        self.webhooks.iter().find(|w| w.name == name)
-    }
-
-    pub fn target(&self, name: &str) -> Option<&Target> {
-        self.targets.iter().find(|t| t.name == name)
-    }
-
-    pub fn strategy(&self, name: &str) -> Option<&Strategy> {
-        self.strategies.iter().find(|s| s.name == name)
-    }
-
-    /// Every step of a target, its strategy's included, with where it runs.
-    pub fn steps_of<'a>(&'a self, target: &'a Target) -> impl Iterator<Item = &'a Step> + 'a {
-        let strategy = target.strategy.as_deref().and_then(|s| self.strategy(s));
-        target.constraints.steps().chain(strategy.into_iter().flat_map(|s| s.kind.steps()))
-    }
-
-    pub fn query(&self, name: &str) -> Option<&AnalysisQuery> {
-        self.metrics.queries.iter().find(|q| q.name == name)
-    }
-
-    /// Every step anywhere in the file: targets' constraints and strategies.
-    fn all_steps(&self) -> impl Iterator<Item = &Step> {
-        let constraint_steps = self.targets.iter().flat_map(|t| t.constraints.steps());
-        constraint_steps.chain(self.strategies.iter().flat_map(|s| s.kind.steps()))
-    }
-
-    /// All `analysis` steps anywhere in the file.
-    pub fn analyses(&self) -> Vec<&Analysis> {
-        self.all_steps()
-            .filter_map(|step| match step {
-                Step::Analysis(a) => Some(a),
-                _ => None,
-            })
-            .collect()
-    }
-
-    /// The provider an analysis step queries: its own, else the file's default.
-    pub fn provider_of<'a>(&'a self, analysis: &'a Analysis) -> Option<&'a NameRef> {
-        analysis.metric_provider_name.as_ref().or(self.metrics.default_metric_provider_name.as_ref())
-    }
-
-    /// All `runWebhook` steps anywhere in the file.
-    pub fn run_webhooks(&self) -> Vec<&RunWebhook> {
-        self.all_steps()
-            .filter_map(|step| match step {
-                Step::RunWebhook(run) => Some(run),
-                _ => None,
-            })
-            .collect()
-    }
-}
 
 /// A file that parsed, with what was noticed on the way.
 #[derive(Debug)]
@@ -427,7 +33,7 @@ pub fn parse(text: &str) -> Result<Parsed, Vec<Diagnostic>> {
     };
     let mut reader = Reader::default();
     let file = reader.file(&root);
-    validate(&file, &mut reader);
+    validate(&file, &mut reader.errors, &mut reader.warnings);
     if reader.errors.is_empty() {
         Ok(Parsed { file, warnings: reader.warnings })
     } else {
@@ -513,15 +119,6 @@ impl Reader {
     fn error(&mut self, path: &str, node: &Node, message: impl Into<String>) {
         let (line, column) = position(node);
         self.errors.push(Diagnostic { path: path.to_owned(), message: message.into(), line, column });
-    }
-
-    fn error_at(&mut self, at: &Location, message: impl Into<String>) {
-        self.errors.push(Diagnostic {
-            path: at.path.clone(),
-            message: message.into(),
-            line: at.line,
-            column: at.column,
-        });
     }
 
     fn warn(&mut self, path: &str, line: usize, column: usize, message: impl Into<String>) {
@@ -1446,158 +1043,10 @@ fn http_token(name: &str) -> Result<(), ()> {
     if ok { Ok(()) } else { Err(()) }
 }
 
-/// Checks across the whole file, after every part parsed.
-fn validate(file: &DeploymentFile, reader: &mut Reader) {
-    let mut seen: BTreeMap<&str, &Location> = BTreeMap::new();
-    for webhook in &file.webhooks {
-        if let Some(first) = seen.insert(&webhook.name, &webhook.location) {
-            reader.error_at(
-                &Location { path: format!("{}.name", webhook.location.path), ..webhook.location.clone() },
-                format!("duplicate webhook name {:?} (first defined at {first})", webhook.name),
-            );
-        }
-        if webhook.network_mode == NetworkMode::Direct && webhook.agent_identifier.is_some() {
-            let at = &webhook.location;
-            reader.warn(&format!("{}.agentIdentifier", at.path), at.line, at.column, "ignored: networkMode is direct");
-        }
-    }
-    for run in file.run_webhooks() {
-        if file.webhook(&run.name).is_none() {
-            let defined: Vec<&str> = file.webhooks.iter().map(|w| w.name.as_str()).collect();
-            let known = if defined.is_empty() {
-                "none is defined".to_owned()
-            } else {
-                format!("defined: {}", defined.join(", "))
-            };
-            reader.error_at(
-                &run.location,
-                format!("runWebhook names webhook {:?}, which is not defined ({known})", run.name),
-            );
-        }
-    }
-    for analysis in file.analyses() {
-        for query in &analysis.queries {
-            if file.query(&query.name).is_none() {
-                let defined: Vec<&str> = file.metrics.queries.iter().map(|q| q.name.as_str()).collect();
-                let known = if defined.is_empty() {
-                    "none is defined under analysis.queries".to_owned()
-                } else {
-                    format!("defined: {}", defined.join(", "))
-                };
-                reader.error_at(&query.location, format!("unknown query {:?} ({known})", query.name));
-            }
-        }
-        if file.provider_of(analysis).is_none() {
-            reader.error_at(
-                &analysis.location,
-                "no metric provider: give metricProviderName, or analysis.defaultMetricProviderName at the top level",
-            );
-        }
-    }
-    for target in &file.targets {
-        for step in file.steps_of(target) {
-            let Step::RunWebhook(run) = step else { continue };
-            let Some(webhook) = file.webhook(&run.name) else { continue };
-            if webhook.network_mode == NetworkMode::RemoteNetworkAgent
-                && webhook.agent_identifier.is_none()
-                && target.account.is_none()
-            {
-                reader.error_at(
-                    &run.location,
-                    format!(
-                        "webhook {:?} uses remoteNetworkAgent with no agentIdentifier, and target {:?} has no account to take it from",
-                        webhook.name, target.name
-                    ),
-                );
-            }
-        }
-    }
-}
-
-/// What a deployment needs beyond a valid file: targets, a `dependsOn`
-/// graph without unknown names or cycles, defined strategies, and only
-/// steps this version runs.
-pub fn validate_deployment(file: &DeploymentFile) -> Vec<Diagnostic> {
-    let mut errors = Vec::new();
-    let mut error = |at: &Location, message: String| {
-        errors.push(Diagnostic { path: at.path.clone(), message, line: at.line, column: at.column });
-    };
-    if file.targets.is_empty() {
-        error(&Location::default(), "a deployment needs at least one target under targets".into());
-    }
-    let names: Vec<&str> = file.targets.iter().map(|t| t.name.as_str()).collect();
-    for target in &file.targets {
-        let deps = &target.constraints;
-        for (dep, at) in deps.depends_on.iter().zip(&deps.depends_on_locations) {
-            if !names.contains(&dep.as_str()) {
-                error(
-                    at,
-                    format!("dependsOn names target {dep:?}, which is not defined (targets: {})", names.join(", ")),
-                );
-            } else if dep == &target.name {
-                error(at, "a target cannot depend on itself".into());
-            }
-        }
-        match &target.strategy {
-            Some(strategy) if file.strategy(strategy).is_none() => {
-                let defined: Vec<&str> = file.strategies.iter().map(|s| s.name.as_str()).collect();
-                error(
-                    &target.location,
-                    format!("strategy {strategy:?} is not defined (strategies: {})", defined.join(", ")),
-                );
-            }
-            _ => {}
-        }
-        for step in file.steps_of(target) {
-            if let Step::Unsupported { kind, location } = step {
-                error(location, format!("{kind} steps are not supported yet"));
-            }
-        }
-        for step in target.constraints.steps() {
-            if let Step::SetWeight { location, .. } = step {
-                error(location, "setWeight belongs in a canary strategy's steps, not in constraints".into());
-            }
-        }
-    }
-    if let Some(cycle) = dependency_cycle(file) {
-        let at = file
-            .target(&cycle[0])
-            .and_then(|t| t.constraints.depends_on_locations.first().cloned())
-            .unwrap_or_default();
-        error(&at, format!("dependsOn forms a cycle: {}", cycle.join(" -> ")));
-    }
-    errors.sort_by_key(|d| (d.line, d.column));
-    errors
-}
-
-/// A cycle in `dependsOn`, as the names along it, first repeated at the end.
-fn dependency_cycle(file: &DeploymentFile) -> Option<Vec<String>> {
-    fn visit(file: &DeploymentFile, name: &str, path: &mut Vec<String>, done: &mut Vec<String>) -> Option<Vec<String>> {
-        if let Some(start) = path.iter().position(|n| n == name) {
-            let mut cycle = path[start..].to_vec();
-            cycle.push(name.to_owned());
-            return Some(cycle);
-        }
-        if done.iter().any(|n| n == name) {
-            return None;
-        }
-        path.push(name.to_owned());
-        for dep in file.target(name).map(|t| t.constraints.depends_on.clone()).unwrap_or_default() {
-            if let Some(cycle) = visit(file, &dep, path, done) {
-                return Some(cycle);
-            }
-        }
-        path.pop();
-        done.push(name.to_owned());
-        None
-    }
-    let mut done = Vec::new();
-    file.targets.iter().find_map(|t| visit(file, &t.name, &mut Vec::new(), &mut done))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::deployment::validate_deployment;
 
     fn errors(text: &str) -> Vec<String> {
         parse(text).unwrap_err().iter().map(|d| d.to_string()).collect()
@@ -1840,12 +1289,12 @@ webhooks:
 
     #[test]
     fn the_seed_examples_parse_as_written() {
-        let github = parse(include_str!("../../../tests/fixtures/seed003-github-webhook.yaml")).unwrap();
+        let github = parse(include_str!("../../../../tests/fixtures/seed003-github-webhook.yaml")).unwrap();
         let hook = &github.file.webhooks[0];
         assert_eq!((hook.name.as_str(), hook.retry_count, hook.network_mode), ("myWebhook", 3, NetworkMode::Direct));
         assert_eq!(hook.headers[0].value, "token {{secrets.github_token}}");
         assert!(github.warnings.is_empty(), "{:?}", github.warnings);
-        let agent = parse(include_str!("../../../tests/fixtures/seed003-agent-webhook.yaml")).unwrap();
+        let agent = parse(include_str!("../../../../tests/fixtures/seed003-agent-webhook.yaml")).unwrap();
         let hook = &agent.file.webhooks[0];
         assert_eq!(hook.agent_identifier.as_deref(), Some("test-rna"));
         assert_eq!(hook.headers[1].value, "{{armory.callbackUri}}/callback");
@@ -1886,7 +1335,7 @@ analysis:
 
     #[test]
     fn the_flagger_seed_parses_as_it_stands() {
-        let seed = include_str!("../../../tests/fixtures/seed004-flagger-hooks.yaml");
+        let seed = include_str!("../../../../tests/fixtures/seed004-flagger-hooks.yaml");
         let parsed = parse(seed).unwrap_or_else(|e| panic!("{e:?}"));
         let kinds: Vec<&str> = parsed.file.hooks.iter().map(|h| h.kind.as_str()).collect();
         assert_eq!(

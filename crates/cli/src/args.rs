@@ -1,0 +1,242 @@
+//! The command line as clap reads it: what `main` parses and each command
+//! takes.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Operate a Borealis relay: agents, credentials, requests through agents.
+#[derive(Parser, Debug)]
+#[command(name = "borealis", version)]
+pub(crate) struct Cli {
+    /// The relay's HTTP API.
+    #[arg(long, global = true, env = "BOREALIS_RELAY", default_value = "http://127.0.0.1:8080")]
+    pub(crate) relay: url::Url,
+    /// Admin token [default: read ./borealis-data/admin-token].
+    #[arg(long, global = true, env = "BOREALIS_ADMIN_TOKEN", hide_env_values = true)]
+    pub(crate) token: Option<String>,
+    /// PEM CA bundle to trust for an https:// relay with a private CA.
+    #[arg(long, global = true, env = "BOREALIS_CA_FILE", value_name = "FILE")]
+    pub(crate) ca_file: Option<PathBuf>,
+    /// Print the relay's JSON instead of a table.
+    #[arg(long, global = true)]
+    pub(crate) json: bool,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum Command {
+    /// Register, list and revoke agents.
+    #[command(subcommand)]
+    Agents(AgentsCommand),
+    /// Credentials for external systems that call back.
+    #[command(subcommand)]
+    Clients(ClientsCommand),
+    /// Send one request, through an agent or direct, and print the reply.
+    Proxy(ProxyArgs),
+    /// Secrets for {{secrets.NAME}} placeholders.
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
+    /// Metric providers that analysis steps query.
+    #[command(subcommand)]
+    Providers(ProvidersCommand),
+    /// Run webhooks from a deployment file.
+    #[command(subcommand)]
+    Webhook(WebhookCommand),
+    /// Webhook runs: their state, attempts and messages.
+    #[command(subcommand)]
+    Runs(RunsCommand),
+    /// Start a deployment. With --wait: exit 0 on success, 1 on failure.
+    Deploy(DeployArgs),
+    /// Deployments: targets, steps, webhook runs and history.
+    #[command(subcommand)]
+    Deployments(DeploymentsCommand),
+    /// Approve a target's pending manual approval.
+    Approve { deployment: String, target: String },
+    /// Reject a target's pending manual approval (the target rolls back).
+    Reject { deployment: String, target: String },
+    /// Roll back a target whose analysis step waits for a decision.
+    Rollback { deployment: String, target: String },
+    /// Let a target whose analysis step waits for a decision proceed.
+    Continue { deployment: String, target: String },
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct DeployArgs {
+    /// The deployment file.
+    #[arg(short = 'f', long = "file")]
+    pub(crate) file: PathBuf,
+    /// A context value, KEY=VALUE (repeatable).
+    #[arg(long = "context", value_name = "KEY=VALUE")]
+    pub(crate) context: Vec<String>,
+    /// Wait until the deployment ends.
+    #[arg(long)]
+    pub(crate) wait: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum DeploymentsCommand {
+    /// The newest deployments.
+    List,
+    /// One deployment: targets, their steps and webhook runs, and its history.
+    Show { id: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum ProvidersCommand {
+    /// Define a metric provider.
+    Create(ProviderCreateArgs),
+    /// List metric providers.
+    List,
+    /// Delete a metric provider.
+    Delete { name: String },
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct ProviderCreateArgs {
+    pub(crate) name: String,
+    /// The provider's type (supported: prometheus).
+    #[arg(long = "type")]
+    pub(crate) kind: String,
+    /// Its base URL, e.g. http://prometheus:9090.
+    #[arg(long)]
+    pub(crate) url: String,
+    /// Query through this agent's tunnel; without it, direct.
+    #[arg(long)]
+    pub(crate) agent: Option<String>,
+    /// A header sent with every query, "Name: value" ({{secrets.NAME}} allowed; repeatable).
+    #[arg(long = "header")]
+    pub(crate) headers: Vec<String>,
+}
+
+/// `--use` of `secrets set`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SecretUseArg {
+    /// {{secrets.NAME}} in webhooks' URIs, headers and bodies.
+    Webhooks,
+    /// A key of signing: or of the relay's webhook_signing_secret.
+    Signing,
+    /// {{secrets.NAME}} in metric providers' headers.
+    Providers,
+}
+
+impl SecretUseArg {
+    pub(crate) fn to_api(self) -> borealis_api::SecretUse {
+        match self {
+            SecretUseArg::Webhooks => borealis_api::SecretUse::Webhooks,
+            SecretUseArg::Signing => borealis_api::SecretUse::Signing,
+            SecretUseArg::Providers => borealis_api::SecretUse::Providers,
+        }
+    }
+
+    pub(crate) fn from_api(use_: borealis_api::SecretUse) -> Self {
+        match use_ {
+            borealis_api::SecretUse::Webhooks => SecretUseArg::Webhooks,
+            borealis_api::SecretUse::Signing => SecretUseArg::Signing,
+            borealis_api::SecretUse::Providers => SecretUseArg::Providers,
+        }
+    }
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            SecretUseArg::Webhooks => "webhooks",
+            SecretUseArg::Signing => "signing",
+            SecretUseArg::Providers => "providers",
+        }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum SecretsCommand {
+    /// Store a secret; the value is read from standard input.
+    Set {
+        name: String,
+        /// Where it may be used (repeatable). Without: webhooks for a new
+        /// secret, and a replaced one keeps its uses. The relay's own
+        /// signing key is never readable by a file, whatever its uses.
+        #[arg(long = "use", value_enum)]
+        uses: Vec<SecretUseArg>,
+    },
+    /// List secret names (never values).
+    List,
+    /// Delete a secret.
+    Delete { name: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum WebhookCommand {
+    /// Start a webhook run. With --wait: exit 0 on success, 1 on failure or timeout.
+    Run(WebhookRunArgs),
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct WebhookRunArgs {
+    /// The deployment file.
+    #[arg(short = 'f', long = "file")]
+    pub(crate) file: PathBuf,
+    /// The webhook's name.
+    #[arg(long)]
+    pub(crate) name: String,
+    /// The target (environment) whose account, namespace and context apply.
+    #[arg(long)]
+    pub(crate) environment: Option<String>,
+    /// A context value, KEY=VALUE (repeatable).
+    #[arg(long = "context", value_name = "KEY=VALUE")]
+    pub(crate) context: Vec<String>,
+    /// Wait until the run ends and print its message.
+    #[arg(long)]
+    pub(crate) wait: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum RunsCommand {
+    /// The newest webhook runs.
+    List,
+    /// One run with its attempts.
+    Show { id: String },
+    /// Cancel a run that has not ended.
+    Cancel { id: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum AgentsCommand {
+    /// Register an agent identifier; prints its client id and secret, once.
+    Create { id: String },
+    /// Show agents and their connected instances.
+    List,
+    /// Revoke an agent's credentials and disconnect its instances.
+    Revoke { id: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum ClientsCommand {
+    /// Create credentials for an external system's callbacks; printed once.
+    Create { name: String },
+    /// Revoke a callback client: its tokens are refused from now on.
+    Revoke { name: String },
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct ProxyArgs {
+    /// Send through this agent (remote network); without it, direct.
+    #[arg(long)]
+    pub(crate) agent: Option<String>,
+    /// HTTP method.
+    #[arg(short = 'X', long = "request", default_value = "GET")]
+    pub(crate) method: String,
+    /// Request body; @FILE reads a file, @- reads stdin.
+    #[arg(short = 'd', long = "data")]
+    pub(crate) data: Option<String>,
+    /// A request header, "Name: value" (repeatable).
+    #[arg(short = 'H', long = "header")]
+    pub(crate) headers: Vec<String>,
+    /// Print the status line and headers before the body.
+    #[arg(short = 'i', long = "include")]
+    pub(crate) include: bool,
+    /// Time limit for the whole request, e.g. 30s.
+    #[arg(long)]
+    pub(crate) timeout: Option<String>,
+    /// The destination URL.
+    pub(crate) url: String,
+}
