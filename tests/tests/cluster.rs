@@ -1311,6 +1311,15 @@ async fn a_run_decided_by_its_callback_shows_the_attempt_its_dead_replica_made()
     assert!(error.contains("the run was decided meanwhile"), "{shown:#}");
 }
 
+/// libfaketime's library for threaded programs (Debian's `faketime` package).
+fn libfaketime() -> String {
+    let found = std::fs::read_dir("/usr/lib")
+        .unwrap()
+        .filter_map(|entry| Some(entry.ok()?.path().join("faketime/libfaketimeMT.so.1")))
+        .find(|path| path.exists());
+    found.expect("libfaketime is installed (Debian's faketime package; .ci/run installs it)").display().to_string()
+}
+
 /// The deployments and the attempts `relay` took over from another replica.
 async fn takeovers(relay: &RelayProcess) -> (f64, f64) {
     let deployments = relay.metric("borealis_claims_total{kind=\"deployment\"}").await;
@@ -1343,8 +1352,13 @@ async fn a_replica_whose_clock_runs_ahead_takes_over_no_lease_early() {
     first_request(&external).await;
 
     let mut options = replica_options(&schema.database_url(), "relay-ahead", &public_url, "250ms");
-    options.wrapper = ["faketime", "-f", "+20"].map(String::from).to_vec();
-    options.env.push(("FAKETIME_DONT_FAKE_MONOTONIC".into(), "1".into()));
+    // Preloaded into the relay itself (the `faketime` command forks, so the
+    // relay would outlive the test's kill).
+    options.env.extend([
+        ("LD_PRELOAD".into(), libfaketime()),
+        ("FAKETIME".into(), "+20".into()),
+        ("FAKETIME_DONT_FAKE_MONOTONIC".into(), "1".into()),
+    ]);
     let ahead = RelayProcess::start(options);
     ahead.wait_log_line(&["differs from the database's"]).await;
     // Four leases of 3 s: an early takeover would have happened by now.
