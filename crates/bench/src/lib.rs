@@ -7,11 +7,14 @@
 //! - [`procs`]: the processes, their CPU time and resident memory.
 //! - [`scenarios`]: `forward`, `stream`, `runs`, `cluster` and `agents`, with
 //!   their targets.
+//! - [`drain`]: pending webhook runs left by a crash, and how fast the next
+//!   relay calls them.
 //! - [`postgres`]: the PostgreSQL server of `cluster` (relay replicas on one
 //!   database), a fresh schema per case.
 //! - [`sim`]: simulated agents, many sessions from one process.
 //! - [`report`]: the table, `bench/results/latest.md` and `latest.json`.
 
+pub mod drain;
 pub mod echo;
 pub mod load;
 pub mod postgres;

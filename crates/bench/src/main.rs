@@ -4,14 +4,14 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use borealis_bench::{echo, load, procs, report::Report, scenarios};
+use borealis_bench::{drain, echo, load, procs, report::Report, scenarios};
 use clap::{Parser, Subcommand};
 
 /// Benchmarks Borealis with real relay, agent and echo processes.
 #[derive(Parser, Debug)]
 #[command(name = "borealis-bench")]
 struct Flags {
-    /// Run one scenario: forward, stream, runs, cluster or agents.
+    /// Run one scenario: drain, forward, stream, runs, cluster or agents.
     #[arg(long)]
     only: Option<String>,
     /// Agent sessions in the agents scenario.
@@ -20,6 +20,9 @@ struct Flags {
     /// Webhook runs in the runs scenario.
     #[arg(long, default_value_t = 100_000)]
     runs: usize,
+    /// Webhook runs pending at the crash in the drain scenario.
+    #[arg(long, default_value_t = 100_000)]
+    drain_runs: usize,
     /// Webhook runs in each callbacks case of the cluster scenario.
     #[arg(long, default_value_t = 20_000)]
     cluster_runs: usize,
@@ -109,7 +112,7 @@ async fn main() -> anyhow::Result<()> {
         tokio::signal::ctrl_c().await?;
         return Ok(());
     }
-    let scenarios = ["forward", "stream", "runs", "cluster", "agents"];
+    let scenarios = ["drain", "forward", "stream", "runs", "cluster", "agents"];
     if let Some(only) = &flags.only {
         anyhow::ensure!(
             scenarios.contains(&only.as_str()),
@@ -119,23 +122,29 @@ async fn main() -> anyhow::Result<()> {
     }
     let wanted = |name: &str| flags.only.as_deref().is_none_or(|only| only == name);
     let mut report = Report::default();
-    let mut stack = procs::Stack::start().await?;
-    if wanted("forward") {
-        scenarios::forward(&stack, flags.duration, &mut report).await?;
+    // First, with nothing else running: its own relay and destination.
+    if wanted("drain") {
+        drain::drain(flags.drain_runs, &mut report).await?;
     }
-    if wanted("stream") {
-        scenarios::stream(&stack, &mut report).await?;
-    }
-    if wanted("runs") {
-        scenarios::runs(&stack, flags.runs, &mut report).await?;
-    }
-    // Its own relays, on PostgreSQL; only the echo server is shared.
-    if wanted("cluster") {
-        scenarios::cluster(&stack, &flags.postgres_url, flags.cluster_runs, flags.duration, &mut report).await?;
-    }
-    // Last: it restarts the relay.
-    if wanted("agents") {
-        scenarios::agents(&mut stack, flags.sessions, &mut report).await?;
+    if scenarios.iter().any(|name| *name != "drain" && wanted(name)) {
+        let mut stack = procs::Stack::start().await?;
+        if wanted("forward") {
+            scenarios::forward(&stack, flags.duration, &mut report).await?;
+        }
+        if wanted("stream") {
+            scenarios::stream(&stack, &mut report).await?;
+        }
+        if wanted("runs") {
+            scenarios::runs(&stack, flags.runs, &mut report).await?;
+        }
+        // Its own relays, on PostgreSQL; only the echo server is shared.
+        if wanted("cluster") {
+            scenarios::cluster(&stack, &flags.postgres_url, flags.cluster_runs, flags.duration, &mut report).await?;
+        }
+        // Last: it restarts the relay.
+        if wanted("agents") {
+            scenarios::agents(&mut stack, flags.sessions, &mut report).await?;
+        }
     }
     report.print_targets();
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);

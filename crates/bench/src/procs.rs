@@ -99,6 +99,23 @@ pub fn cpu_seconds(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) / clock_ticks()
 }
 
+/// CPU time the whole machine has spent busy since boot (user and system,
+/// all cores), in seconds: less the measured processes' own, what else
+/// ran meanwhile on a shared machine.
+pub fn machine_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    // user nice system idle iowait irq softirq steal guest guest_nice; guest
+    // time is already in user and nice.
+    let busy = |(i, value): (usize, &str)| (![3, 4, 8, 9].contains(&i)).then(|| value.parse::<f64>().ok()).flatten();
+    let ticks: f64 = stat
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("cpu "))
+        .map(|rest| rest.split_whitespace().enumerate().filter_map(busy).sum())
+        .unwrap_or(0.0);
+    ticks / clock_ticks()
+}
+
 pub fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()

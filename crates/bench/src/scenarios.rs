@@ -14,7 +14,7 @@ use crate::{postgres, sim};
 const KIB: usize = 1024;
 const MIB: usize = 1024 * 1024;
 
-fn mib(kib: u64) -> f64 {
+pub(crate) fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
 
@@ -247,7 +247,7 @@ const RUNS_TIME_LIMIT: Duration = Duration::from_secs(600);
 
 /// A client for the API whose every request has a time limit, so that no
 /// load loop can hang; loopback only, so no proxy.
-fn api_client() -> anyhow::Result<reqwest::Client> {
+pub(crate) fn api_client() -> anyhow::Result<reqwest::Client> {
     Ok(reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(60)).build()?)
 }
 
