@@ -8,6 +8,7 @@
 pub mod balancer;
 mod client;
 pub mod console;
+pub mod deployer;
 pub mod external;
 pub mod module_graph;
 pub mod postgres;
@@ -22,5 +23,5 @@ mod tls;
 pub use client::{connect_from, token_reply};
 pub use process::{AgentProcess, Cli, RelayOptions, RelayProcess, cli, rss_kib};
 pub use temp_dir::TempDir;
-pub use time::{PATIENCE, api_time, between, eventually, log_time};
+pub use time::{PATIENCE, api_time, api_time_of, between, eventually, log_time};
 pub use tls::{generate_tls, install_crypto};

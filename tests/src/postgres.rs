@@ -7,9 +7,11 @@ pub fn server_url() -> String {
     std::env::var("BOREALIS_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 
+/// Runs `sql` with `psql`; returns the rows it printed, trimmed (`-q`:
+/// no command tags such as `SET`, so a count reads as just the number).
 pub fn psql(sql: &str) -> String {
     let out = std::process::Command::new("psql")
-        .args([&server_url(), "-v", "ON_ERROR_STOP=1", "-tAc", sql])
+        .args([&server_url(), "-q", "-v", "ON_ERROR_STOP=1", "-tAc", sql])
         .output()
         .expect("psql (PostgreSQL's client) runs");
     assert!(out.status.success(), "psql {sql:?}: {}", String::from_utf8_lossy(&out.stderr));

@@ -187,21 +187,21 @@ impl RelayProcess {
 
     /// The webhook run `id` once it is finished, read with the API's own
     /// long poll (`GET /api/v1/webhook-runs/{id}?wait=30s`).
-    pub async fn wait_run(&self, id: &str) -> serde_json::Value {
+    pub async fn wait_run(&self, id: &str) -> borealis_api::WebhookRun {
         let url = format!("{}/api/v1/webhook-runs/{id}?wait=30s", self.http_url);
         let token = self.admin_token();
         let client = reqwest::Client::new();
-        let mut last = serde_json::Value::Null;
+        let mut last = None;
         for _ in 0..4 {
             let reply = client.get(&url).bearer_auth(&token).send().await.expect("GET the run");
             assert!(reply.status().is_success(), "GET the run: {}", reply.status());
-            last = reply.json().await.expect("the run as JSON");
-            let state = last["state"].as_str().unwrap_or_default();
-            if !["pending", "calling", "awaiting_callback"].contains(&state) {
-                return last;
+            let run: borealis_api::WebhookRun = reply.json().await.expect("the run as the API's WebhookRun");
+            if run.state.is_finished() {
+                return run;
             }
+            last = Some(run);
         }
-        panic!("the run never finished: {last:#}")
+        panic!("the run never finished: {last:#?}")
     }
 
     /// A `borealis` command aimed at this relay with its admin token.

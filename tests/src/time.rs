@@ -42,7 +42,11 @@ pub fn log_time(line: &str) -> std::time::SystemTime {
 
 /// An RFC 3339 time as the API writes it (`createdAt`, `startedAt`, ...).
 pub fn api_time(value: &serde_json::Value) -> std::time::SystemTime {
-    let text = value.as_str().unwrap_or_else(|| panic!("not a time: {value}"));
+    api_time_of(value.as_str().unwrap_or_else(|| panic!("not a time: {value}")))
+}
+
+/// A time as the API's types hold it (RFC 3339 text).
+pub fn api_time_of(text: &str) -> std::time::SystemTime {
     humantime::parse_rfc3339(text).unwrap_or_else(|e| panic!("{text:?}: {e}"))
 }
 

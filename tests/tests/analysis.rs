@@ -3,11 +3,12 @@
 
 use std::time::Duration;
 
+use borealis_api::{DeploymentState, Lookback, TargetState};
 use borealis_tests::console::Console;
+use borealis_tests::deployer::{Deployer, kinds, target};
 use borealis_tests::process::OutputText;
 use borealis_tests::prometheus::{Exporter, Prometheus};
-use borealis_tests::{AgentProcess, RelayOptions, RelayProcess, TempDir, eventually};
-use serde_json::Value;
+use borealis_tests::{AgentProcess, RelayOptions, RelayProcess, TempDir};
 
 fn loopback_relay() -> RelayProcess {
     RelayProcess::start(RelayOptions { direct_allow: vec!["127.0.0.0/8".into()], ..Default::default() })
@@ -135,65 +136,6 @@ strategies:
     )
 }
 
-struct Deployer<'a> {
-    relay: &'a RelayProcess,
-    dir: TempDir,
-    n: std::cell::Cell<usize>,
-}
-
-impl<'a> Deployer<'a> {
-    fn new(relay: &'a RelayProcess) -> Self {
-        Self { relay, dir: TempDir::new("analysis"), n: std::cell::Cell::new(0) }
-    }
-
-    async fn start(&self, file: &str) -> String {
-        self.n.set(self.n.get() + 1);
-        let path = self.dir.path().join(format!("d{}.yaml", self.n.get()));
-        std::fs::write(&path, file).unwrap();
-        let out = self.relay.cli().args(["--json", "deploy", "-f", path.to_str().unwrap()]).run_async().await;
-        assert!(out.status.success(), "deploy: {}", out.stderr_text());
-        let value: Value = serde_json::from_str(&out.stdout_text()).unwrap();
-        value["id"].as_str().unwrap().to_owned()
-    }
-
-    async fn show(&self, id: &str) -> Value {
-        let out = self.relay.cli().args(["--json", "deployments", "show", id]).run_async().await;
-        assert!(out.status.success(), "{}", out.stderr_text());
-        serde_json::from_str(&out.stdout_text()).unwrap()
-    }
-
-    async fn until(&self, id: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
-        eventually(what, Duration::from_secs(60), || async {
-            let d = self.show(id).await;
-            check(&d).then_some(d)
-        })
-        .await
-    }
-
-    async fn finished(&self, id: &str) -> Value {
-        self.until(id, "the deployment finished", |d| !d["finishedAt"].is_null()).await
-    }
-
-    async fn decide(&self, verb: &str, id: &str, target: &str) {
-        let out = self.relay.cli().args([verb, id, target]).run_async().await;
-        assert!(out.status.success(), "{verb}: {}", out.stderr_text());
-    }
-}
-
-fn target<'v>(d: &'v Value, name: &str) -> &'v Value {
-    d["targets"].as_array().unwrap().iter().find(|t| t["name"] == name).unwrap()
-}
-
-fn kinds(d: &Value, target: &str) -> Vec<String> {
-    d["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["target"] == target)
-        .map(|e| format!("{}: {}", e["kind"].as_str().unwrap(), e["message"].as_str().unwrap()))
-        .collect()
-}
-
 fn provider(relay: &RelayProcess, name: &str, url: &str, agent: Option<&str>) {
     let mut args = vec!["providers", "create", name, "--type", "prometheus", "--url", url];
     if let Some(agent) = agent {
@@ -222,13 +164,13 @@ async fn the_seed_blue_green_analysis_proceeds_inside_its_limits_and_waits_for_a
     // Inside its limits: the target proceeds.
     let id = deployer.start(&seed_blue_green(external, "pass", query, "upperLimit: 10\n      lowerLimit: 0")).await;
     let done = deployer.finished(&id).await;
-    assert_eq!(done["state"], "succeeded", "{done:#}");
-    let runs = target(&done, "prod")["analysisRuns"].as_array().unwrap().clone();
+    assert_eq!(done.state, DeploymentState::Succeeded, "{done:#?}");
+    let runs = target(&done, "prod").analysis_runs.clone();
     assert_eq!(runs.len(), 1, "{runs:?}");
-    assert_eq!(runs[0]["queries"][0]["value"], 5.0);
-    assert_eq!(runs[0]["queries"][0]["upperLimit"], 10.0);
-    assert_eq!(runs[0]["queries"][0]["rendered"], "max_over_time(borealis_test_gauge{job=\"test\"}[7s])");
-    assert!(runs[0]["window"]["start"].is_string() && runs[0]["window"]["end"].is_string(), "{runs:?}");
+    assert_eq!(runs[0].queries[0].value, Some(5.0));
+    assert_eq!(runs[0].queries[0].upper_limit, Some(10.0));
+    assert_eq!(runs[0].queries[0].rendered.as_deref(), Some("max_over_time(borealis_test_gauge{job=\"test\"}[7s])"));
+    assert!(!runs[0].window.start.is_empty() && !runs[0].window.end.is_empty(), "{runs:?}");
     let table = relay.cli().args(["deployments", "show", &id]).run_async().await.stdout_text();
     assert!(
         table.contains("prod/redirectTrafficAfter/0")
@@ -239,11 +181,9 @@ async fn the_seed_blue_green_analysis_proceeds_inside_its_limits_and_waits_for_a
     // Outside: rollBackMode manual holds the target; rollback rolls it back.
     let outside = seed_blue_green(external, "pass", query, "upperLimit: 4");
     let id = deployer.start(&outside).await;
-    let waiting = deployer
-        .until(&id, "prod waits for a decision", |d| d["pendingDecisions"] == serde_json::json!(["prod"]))
-        .await;
-    assert_eq!(target(&waiting, "prod")["state"], "awaiting_rollback_decision");
-    let step = target(&waiting, "prod")["step"].as_str().unwrap().to_owned();
+    let waiting = deployer.until(&id, "prod waits for a decision", |d| d.pending_decisions == ["prod"]).await;
+    assert_eq!(target(&waiting, "prod").state, TargetState::AwaitingRollbackDecision);
+    let step = target(&waiting, "prod").step.as_deref().unwrap().to_owned();
     assert!(step.contains("query avgCPUUsage-pass returned 5, outside its limits (at most 4)"), "{step}");
     let out = relay.cli().args(["approve", &id, "prod"]).run_async().await;
     assert!(!out.status.success(), "approve is not a decision on an analysis");
@@ -266,16 +206,16 @@ async fn the_seed_blue_green_analysis_proceeds_inside_its_limits_and_waits_for_a
     let (status, location) = console.post(&decide, &Console::csrf(&page), &[]).await;
     assert_eq!((status, location), (303, Some(format!("/deployments/{id}"))));
     let done = deployer.finished(&id).await;
-    assert_eq!(target(&done, "prod")["state"], "rolled_back");
-    assert!(target(&done, "prod")["reason"].as_str().unwrap().contains("rolled back by an operator"), "{done:#}");
+    assert_eq!(target(&done, "prod").state, TargetState::RolledBack);
+    assert!(target(&done, "prod").reason.as_deref().unwrap().contains("rolled back by an operator"), "{done:#?}");
     assert!(!kinds(&done, "prod").iter().any(|k| k.starts_with("action: redirect")), "{:?}", kinds(&done, "prod"));
 
     // Outside again: continue lets it proceed.
     let id = deployer.start(&outside).await;
-    deployer.until(&id, "prod waits again", |d| d["pendingDecisions"] == serde_json::json!(["prod"])).await;
+    deployer.until(&id, "prod waits again", |d| d.pending_decisions == ["prod"]).await;
     deployer.decide("continue", &id, "prod").await;
     let done = deployer.finished(&id).await;
-    assert_eq!(done["state"], "succeeded", "{done:#}");
+    assert_eq!(done.state, DeploymentState::Succeeded, "{done:#?}");
     assert!(kinds(&done, "prod").iter().any(|k| k.starts_with("continued")), "{:?}", kinds(&done, "prod"));
 }
 
@@ -291,18 +231,16 @@ async fn a_failing_webhook_beside_the_analysis_rolls_back_at_once_while_the_anal
     // target back automatically without that decision.
     let file = seed_blue_green(external, "hold", "borealis_test_gauge", "upperLimit: 1");
     let id = deployer.start(&file).await;
-    deployer
-        .until(&id, "the analysis waits for a decision", |d| d["pendingDecisions"] == serde_json::json!(["prod"]))
-        .await;
+    deployer.until(&id, "the analysis waits for a decision", |d| d.pending_decisions == ["prod"]).await;
     let callback = system.received().iter().find_map(|r| r.callback_uri.clone()).expect("the webhook was called");
     let callback = if callback.ends_with("/callback") { callback } else { format!("{callback}/callback") };
     system.call_back(&callback, serde_json::json!({ "success": false, "mdMessage": "CVE found" })).await;
     let done = deployer.finished(&id).await;
     let prod = target(&done, "prod");
-    assert_eq!(prod["state"], "rolled_back", "{done:#}");
-    assert!(prod["reason"].as_str().unwrap().contains("webhook security-scan failed: CVE found"), "{prod}");
-    assert_eq!(done["pendingDecisions"], serde_json::json!([]), "the decision is no longer pending");
-    assert_eq!(prod["analysisRuns"][0]["passed"], false, "{prod}");
+    assert_eq!(prod.state, TargetState::RolledBack, "{done:#?}");
+    assert!(prod.reason.as_deref().unwrap().contains("webhook security-scan failed: CVE found"), "{prod:#?}");
+    assert_eq!(done.pending_decisions, Vec::<String>::new(), "the decision is no longer pending");
+    assert!(!prod.analysis_runs[0].passed, "{prod:#?}");
     assert!(kinds(&done, "prod").iter().any(|k| k.starts_with("action: rollback")), "{:?}", kinds(&done, "prod"));
 }
 
@@ -341,36 +279,32 @@ async fn a_canary_analysis_passes_three_runs_and_rolls_back_automatically_at_the
     };
     let id = deployer.start(&canary(&step(1), queries)).await;
     let done = deployer.finished(&id).await;
-    assert_eq!(done["state"], "succeeded", "{done:#}");
-    let runs = target(&done, "prod")["analysisRuns"].as_array().unwrap().clone();
-    assert_eq!(runs.iter().map(|r| r["run"].as_u64().unwrap()).collect::<Vec<_>>(), [1, 2, 3]);
-    assert!(runs.iter().all(|r| r["passed"] == true && r["window"]["lookback"] == "sliding"), "{runs:?}");
+    assert_eq!(done.state, DeploymentState::Succeeded, "{done:#?}");
+    let runs = target(&done, "prod").analysis_runs.clone();
+    assert_eq!(runs.iter().map(|r| r.run).collect::<Vec<_>>(), [1, 2, 3]);
+    assert!(runs.iter().all(|r| r.passed && r.window.lookback == Lookback::Sliding), "{runs:?}");
     let events = kinds(&done, "prod");
     let weights: Vec<&String> = events.iter().filter(|k| k.starts_with("action: setWeight")).collect();
     assert_eq!(weights.len(), 2, "{events:?}");
 
     // The second judgment goes out of bounds: rolled back at that run.
     let id = deployer.start(&canary(&step(3), queries)).await;
-    deployer
-        .until(&id, "the first judgment run", |d| {
-            target(d, "prod")["analysisRuns"].as_array().is_some_and(|r| r.len() == 1)
-        })
-        .await;
+    deployer.until(&id, "the first judgment run", |d| target(d, "prod").analysis_runs.len() == 1).await;
     exporter.set(Some(50.0));
     prometheus.wait_value("borealis_test_gauge", 50.0).await;
     let done = deployer.finished(&id).await;
     let prod = target(&done, "prod");
-    assert_eq!(prod["state"], "rolled_back", "{done:#}");
-    let runs = prod["analysisRuns"].as_array().unwrap();
+    assert_eq!(prod.state, TargetState::RolledBack, "{done:#?}");
+    let runs = &prod.analysis_runs;
     assert_eq!(runs.len(), 2, "no third run: {runs:?}");
-    assert_eq!((runs[0]["passed"].clone(), runs[1]["passed"].clone()), (Value::Bool(true), Value::Bool(false)));
-    assert_eq!(runs[1]["queries"][0]["value"], 50.0);
+    assert_eq!((runs[0].passed, runs[1].passed), (true, false));
+    assert_eq!(runs[1].queries[0].value, Some(50.0));
     assert!(
-        prod["reason"]
-            .as_str()
+        prod.reason
+            .as_deref()
             .unwrap()
             .contains("analysis failed at judgment run 2 of 3: query gauge returned 50, outside its limits ([1, 10])"),
-        "{prod}"
+        "{prod:#?}"
     );
     let events = kinds(&done, "prod");
     assert_eq!(events.iter().filter(|k| k.starts_with("action: setWeight")).count(), 1, "{events:?}");
@@ -386,13 +320,12 @@ async fn roll_forward_manual_holds_a_passing_step_until_continue() {
     let queries = "    - {name: gauge, queryTemplate: borealis_test_gauge, upperLimit: 10}";
     let step = "        - analysis: {interval: 1, units: seconds, rollForwardMode: manual, queries: [gauge]}";
     let id = deployer.start(&canary(step, queries)).await;
-    let waiting =
-        deployer.until(&id, "prod held after passing", |d| d["pendingDecisions"] == serde_json::json!(["prod"])).await;
-    assert_eq!(target(&waiting, "prod")["state"], "awaiting_continue_decision");
-    assert_eq!(target(&waiting, "prod")["analysisRuns"][0]["passed"], true);
+    let waiting = deployer.until(&id, "prod held after passing", |d| d.pending_decisions == ["prod"]).await;
+    assert_eq!(target(&waiting, "prod").state, TargetState::AwaitingContinueDecision);
+    assert!(target(&waiting, "prod").analysis_runs[0].passed);
     deployer.decide("continue", &id, "prod").await;
     let done = deployer.finished(&id).await;
-    assert_eq!(done["state"], "succeeded", "{done:#}");
+    assert_eq!(done.state, DeploymentState::Succeeded, "{done:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -429,10 +362,10 @@ async fn empty_non_numeric_erroring_and_unreachable_prometheus_each_fail_with_th
         let id = deployer.start(&file).await;
         let done = deployer.finished(&id).await;
         let prod = target(&done, "prod");
-        assert_eq!(prod["state"], "rolled_back", "{query}: {done:#}");
-        let why = prod["reason"].as_str().unwrap();
+        assert_eq!(prod.state, TargetState::RolledBack, "{query}: {done:#?}");
+        let why = prod.reason.as_deref().unwrap();
         assert!(why.contains(reason) && why.contains("query q"), "{query}: {why}");
-        assert!(prod["analysisRuns"][0]["queries"][0]["error"].as_str().is_some(), "{prod}");
+        assert!(prod.analysis_runs[0].queries[0].error.is_some(), "{prod:#?}");
     }
 }
 
@@ -457,16 +390,16 @@ async fn a_provider_through_an_agent_crosses_the_tunnel_and_its_allow_list_appli
         ))
         .await;
     let done = deployer.finished(&id).await;
-    assert_eq!(done["state"], "succeeded", "{done:#}");
-    assert_eq!(target(&done, "prod")["analysisRuns"][1]["queries"][0]["value"], 5.0);
+    assert_eq!(done.state, DeploymentState::Succeeded, "{done:#?}");
+    assert_eq!(target(&done, "prod").analysis_runs[1].queries[0].value, Some(5.0));
     agent.wait_metric("borealis_agent_requests_total{outcome=\"2xx\"}", before + 2.0).await;
 
     let step = "        - analysis: {metricProviderName: outside, interval: 1, units: seconds, queries: [gauge]}";
     let id = deployer.start(&canary(step, queries)).await;
     let done = deployer.finished(&id).await;
     let prod = target(&done, "prod");
-    assert_eq!(prod["state"], "rolled_back", "{done:#}");
-    let why = prod["reason"].as_str().unwrap();
+    assert_eq!(prod.state, TargetState::RolledBack, "{done:#?}");
+    let why = prod.reason.as_deref().unwrap();
     assert!(
         why.contains("provider outside (through agent metrics-rna) could not be queried")
             && why.contains("is not allowed"),
@@ -484,19 +417,15 @@ async fn a_relay_killed_between_judgment_runs_keeps_the_first_and_finishes_the_r
     let (id, first) = {
         let deployer = Deployer::new(&relay);
         let id = deployer.start(&canary(step, queries)).await;
-        let shown = deployer
-            .until(&id, "the first judgment run", |d| {
-                target(d, "prod")["analysisRuns"].as_array().is_some_and(|r| r.len() == 1)
-            })
-            .await;
-        (id, target(&shown, "prod")["analysisRuns"][0].clone())
+        let shown = deployer.until(&id, "the first judgment run", |d| target(d, "prod").analysis_runs.len() == 1).await;
+        (id, target(&shown, "prod").analysis_runs[0].clone())
     };
     let relay = relay.kill_and_restart();
     let deployer = Deployer::new(&relay);
     let done = deployer.finished(&id).await;
-    assert_eq!(done["state"], "succeeded", "{done:#}");
-    let runs = target(&done, "prod")["analysisRuns"].as_array().unwrap().clone();
-    assert_eq!(runs.iter().map(|r| r["run"].as_u64().unwrap()).collect::<Vec<_>>(), [1, 2, 3], "{runs:?}");
+    assert_eq!(done.state, DeploymentState::Succeeded, "{done:#?}");
+    let runs = target(&done, "prod").analysis_runs.clone();
+    assert_eq!(runs.iter().map(|r| r.run).collect::<Vec<_>>(), [1, 2, 3], "{runs:?}");
     assert_eq!(runs[0], first, "the first run is kept as judged before the kill");
     let judged = kinds(&done, "prod").into_iter().filter(|k| k.starts_with("judgment-passed")).count();
     assert_eq!(judged, 3, "no run judged twice");
@@ -519,12 +448,12 @@ targets:
     let id = deployer.start(file).await;
     let done = deployer.finished(&id).await;
     let prod = target(&done, "prod");
-    assert_eq!(prod["state"], "rolled_back", "{done:#}");
+    assert_eq!(prod.state, TargetState::RolledBack, "{done:#?}");
     assert!(
-        prod["reason"].as_str().unwrap().contains("the approval expired: target prod was not approved within 1s"),
-        "{prod}"
+        prod.reason.as_deref().unwrap().contains("the approval expired: target prod was not approved within 1s"),
+        "{prod:#?}"
     );
-    assert_eq!(done["pendingApprovals"], serde_json::json!([]));
+    assert_eq!(done.pending_approvals, Vec::<String>::new());
     let out = relay.cli().args(["approve", &id, "prod"]).run_async().await;
     assert!(!out.status.success(), "an expired approval cannot be given");
 }

@@ -4,9 +4,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use borealis_api::{DeploymentState, RunState, TargetState};
+use borealis_tests::deployer::{Deployer, kinds, target};
 use borealis_tests::process::OutputText;
 use borealis_tests::servers::{self, Recorded};
-use borealis_tests::{AgentProcess, RelayOptions, RelayProcess, TempDir, eventually};
+use borealis_tests::{AgentProcess, RelayOptions, RelayProcess, TempDir, api_time_of};
 
 fn relay(options: RelayOptions) -> RelayProcess {
     let mut options = options;
@@ -40,63 +42,6 @@ fn webhooks(external: std::net::SocketAddr) -> String {
     )
 }
 
-struct Deployer<'a> {
-    relay: &'a RelayProcess,
-    dir: TempDir,
-}
-
-impl<'a> Deployer<'a> {
-    fn new(relay: &'a RelayProcess) -> Self {
-        Self { relay, dir: TempDir::new("deploy") }
-    }
-
-    /// Starts a deployment; returns its id.
-    async fn start(&self, file: &str) -> String {
-        let path = self.dir.path().join(format!("d{}.yaml", file.len()));
-        std::fs::write(&path, file).unwrap();
-        let out = self.relay.cli().args(["--json", "deploy", "-f", path.to_str().unwrap()]).run_async().await;
-        assert!(out.status.success(), "deploy: {}", out.stderr_text());
-        let value: serde_json::Value = serde_json::from_str(&out.stdout_text()).unwrap();
-        value["id"].as_str().unwrap().to_owned()
-    }
-
-    async fn show(&self, id: &str) -> serde_json::Value {
-        let out = self.relay.cli().args(["--json", "deployments", "show", id]).run_async().await;
-        assert!(out.status.success(), "{}", out.stderr_text());
-        serde_json::from_str(&out.stdout_text()).unwrap()
-    }
-
-    async fn until(&self, id: &str, what: &str, check: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
-        eventually(what, Duration::from_secs(20), || async {
-            let d = self.show(id).await;
-            check(&d).then_some(d)
-        })
-        .await
-    }
-
-    async fn finished(&self, id: &str) -> serde_json::Value {
-        self.until(id, "the deployment finished", |d| !d["finishedAt"].is_null()).await
-    }
-
-    async fn approve(&self, id: &str, target: &str) -> std::process::Output {
-        self.relay.cli().args(["approve", id, target]).run_async().await
-    }
-}
-
-fn target<'v>(d: &'v serde_json::Value, name: &str) -> &'v serde_json::Value {
-    d["targets"].as_array().unwrap().iter().find(|t| t["name"] == name).unwrap()
-}
-
-fn kinds(d: &serde_json::Value, target: &str) -> Vec<String> {
-    d["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["target"] == target)
-        .map(|e| format!("{}: {}", e["kind"].as_str().unwrap(), e["message"].as_str().unwrap()))
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn an_approval_releases_a_pause_and_a_failing_webhook_beside_one_rolls_back_at_once() {
     let relay = loopback_relay();
@@ -107,15 +52,13 @@ async fn an_approval_releases_a_pause_and_a_failing_webhook_beside_one_rolls_bac
         webhooks(external)
     );
     let id = deployer.start(&approve_only).await;
-    let waiting = deployer
-        .until(&id, "staging waits for approval", |d| d["pendingApprovals"] == serde_json::json!(["staging"]))
-        .await;
-    assert_eq!(target(&waiting, "staging")["state"], "awaiting_approval");
+    let waiting = deployer.until(&id, "staging waits for approval", |d| d.pending_approvals == ["staging"]).await;
+    assert_eq!(target(&waiting, "staging").state, TargetState::AwaitingApproval);
     let out = deployer.approve(&id, "staging").await;
     assert!(out.status.success(), "{}", out.stderr_text());
     let done = deployer.finished(&id).await;
-    assert_eq!(done["state"], "succeeded");
-    assert_eq!(target(&done, "staging")["state"], "deployed");
+    assert_eq!(done.state, DeploymentState::Succeeded);
+    assert_eq!(target(&done, "staging").state, TargetState::Deployed);
 
     let with_failure = format!(
         "application: shop\ntargets:\n  staging:\n    constraints:\n      beforeDeployment:\n        - pause:\n            untilApproved: true\n        - runWebhook:\n            name: fail\n{}",
@@ -124,11 +67,11 @@ async fn an_approval_releases_a_pause_and_a_failing_webhook_beside_one_rolls_bac
     let id = deployer.start(&with_failure).await;
     // No approval is given: the failing webhook alone ends the target.
     let done = deployer.finished(&id).await;
-    assert_eq!(done["state"], "failed");
+    assert_eq!(done.state, DeploymentState::Failed);
     let staging = target(&done, "staging");
-    assert_eq!(staging["state"], "rolled_back");
-    assert!(staging["reason"].as_str().unwrap().contains("webhook fail failed"), "{staging}");
-    assert_eq!(done["pendingApprovals"], serde_json::json!([]), "the approval is no longer pending");
+    assert_eq!(staging.state, TargetState::RolledBack);
+    assert!(staging.reason.as_deref().unwrap().contains("webhook fail failed"), "{staging:#?}");
+    assert_eq!(done.pending_approvals, Vec::<String>::new(), "the approval is no longer pending");
     assert!(
         kinds(&done, "staging").iter().any(|k| k.starts_with("approval-cancelled")),
         "{:?}",
@@ -143,12 +86,12 @@ async fn an_approval_releases_a_pause_and_a_failing_webhook_beside_one_rolls_bac
 
     // A rejection rolls the target back.
     let id = deployer.start(&approve_only).await;
-    deployer.until(&id, "staging waits again", |d| d["pendingApprovals"] == serde_json::json!(["staging"])).await;
+    deployer.until(&id, "staging waits again", |d| d.pending_approvals == ["staging"]).await;
     let out = relay.cli().args(["reject", &id, "staging"]).run_async().await;
     assert!(out.status.success(), "{}", out.stderr_text());
     let done = deployer.finished(&id).await;
-    assert_eq!(target(&done, "staging")["state"], "rolled_back");
-    assert!(target(&done, "staging")["reason"].as_str().unwrap().contains("rejected by an operator"));
+    assert_eq!(target(&done, "staging").state, TargetState::RolledBack);
+    assert!(target(&done, "staging").reason.as_deref().unwrap().contains("rejected by an operator"));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -175,16 +118,19 @@ targets:
     );
     let id = deployer.start(&file).await;
     let done = deployer.finished(&id).await;
-    assert_eq!(done["state"], "failed");
-    assert_eq!(target(&done, "staging")["state"], "after_deployment_failed");
-    assert!(target(&done, "staging")["reason"].as_str().unwrap().contains("stays deployed"));
-    assert_eq!(target(&done, "prod")["state"], "cancelled");
-    assert_eq!(target(&done, "dr")["state"], "cancelled", "transitive dependents are cancelled too");
+    assert_eq!(done.state, DeploymentState::Failed);
+    assert_eq!(target(&done, "staging").state, TargetState::AfterDeploymentFailed);
+    assert!(target(&done, "staging").reason.as_deref().unwrap().contains("stays deployed"));
+    assert_eq!(target(&done, "prod").state, TargetState::Cancelled);
+    assert_eq!(target(&done, "dr").state, TargetState::Cancelled, "transitive dependents are cancelled too");
     let staging = kinds(&done, "staging");
     assert!(staging.iter().any(|k| k.starts_with("action: deploy on staging")), "{staging:?}");
     assert!(!staging.iter().any(|k| k.starts_with("action: rollback")), "staging is not rolled back: {staging:?}");
     assert!(!kinds(&done, "prod").iter().any(|k| k.starts_with("action: deploy")), "prod was never deployed");
-    assert_eq!(target(&done, "staging")["webhookRuns"][0]["mdMessage"], "**3** tests failed: see the report");
+    assert_eq!(
+        target(&done, "staging").webhook_runs[0].md_message.as_deref(),
+        Some("**3** tests failed: see the report")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -213,13 +159,13 @@ strategies:
     let id = deployer.start(&file).await;
     let done = deployer.finished(&id).await;
     let prod = target(&done, "prod");
-    assert_eq!(prod["state"], "rolled_back");
-    assert!(prod["reason"].as_str().unwrap().starts_with("redirectTrafficAfter: webhook fail failed"), "{prod}");
+    assert_eq!(prod.state, TargetState::RolledBack);
+    assert!(prod.reason.as_deref().unwrap().starts_with("redirectTrafficAfter: webhook fail failed"), "{prod:#?}");
     let events = kinds(&done, "prod");
     assert!(events.iter().any(|k| k.starts_with("approval-cancelled")), "{events:?}");
     assert!(events.iter().any(|k| k.starts_with("action: rollback on prod")), "{events:?}");
     assert!(!events.iter().any(|k| k.starts_with("action: redirectTraffic")), "traffic never moved: {events:?}");
-    assert_eq!(done["pendingApprovals"], serde_json::json!([]));
+    assert_eq!(done.pending_approvals, Vec::<String>::new());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -254,7 +200,7 @@ strategies:
     };
     let id = deployer.start(&file("pass")).await;
     let done = deployer.finished(&id).await;
-    assert_eq!(done["state"], "succeeded");
+    assert_eq!(done.state, DeploymentState::Succeeded);
     let order: Vec<String> = kinds(&done, "staging")
         .into_iter()
         .filter(|k| k.starts_with("action") || k.starts_with("webhook-succeeded"))
@@ -274,7 +220,7 @@ strategies:
 
     let id = deployer.start(&file("fail")).await;
     let done = deployer.finished(&id).await;
-    assert_eq!(target(&done, "staging")["state"], "rolled_back");
+    assert_eq!(target(&done, "staging").state, TargetState::RolledBack);
     let events = kinds(&done, "staging");
     let position = |prefix: &str| {
         events.iter().position(|k| k.starts_with(prefix)).unwrap_or_else(|| panic!("{prefix}: {events:?}"))
@@ -297,17 +243,15 @@ async fn independent_targets_run_concurrently_and_one_deployment_per_application
     // Both wait at the same time: neither waits for the other.
     let both = deployer
         .until(&id, "both targets wait together", |d| {
-            let mut pending: Vec<String> =
-                d["pendingApprovals"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_owned()).collect();
+            let mut pending = d.pending_approvals.clone();
             pending.sort();
             pending == ["east", "west"]
         })
         .await;
-    assert_eq!(target(&both, "east")["state"], "awaiting_approval");
-    assert_eq!(target(&both, "west")["state"], "awaiting_approval");
+    assert_eq!(target(&both, "east").state, TargetState::AwaitingApproval);
+    assert_eq!(target(&both, "west").state, TargetState::AwaitingApproval);
 
-    let path = deployer.dir.path().join("again.yaml");
-    std::fs::write(&path, &file).unwrap();
+    let path = deployer.file("again.yaml", &file);
     let out = relay.cli().args(["deploy", "-f", path.to_str().unwrap()]).run_async().await;
     assert_eq!(out.status.code(), Some(2));
     assert!(
@@ -319,7 +263,7 @@ async fn independent_targets_run_concurrently_and_one_deployment_per_application
     for name in ["west", "east"] {
         assert!(deployer.approve(&id, name).await.status.success());
     }
-    assert_eq!(deployer.finished(&id).await["state"], "succeeded");
+    assert_eq!(deployer.finished(&id).await.state, DeploymentState::Succeeded);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -381,19 +325,19 @@ targets:
     let id = {
         let deployer = Deployer::new(&relay);
         let id = deployer.start(&file).await;
-        deployer.until(&id, "staging waits", |d| d["pendingApprovals"] == serde_json::json!(["staging"])).await;
+        deployer.until(&id, "staging waits", |d| d.pending_approvals == ["staging"]).await;
         id
     };
     let relay = relay.kill_and_restart();
     let deployer = Deployer::new(&relay);
     let shown = deployer.show(&id).await;
-    assert_eq!(shown["pendingApprovals"], serde_json::json!(["staging"]), "the approval survives the restart");
+    assert_eq!(shown.pending_approvals, ["staging"], "the approval survives the restart");
     assert!(deployer.approve(&id, "staging").await.status.success());
     let done = deployer.finished(&id).await;
-    assert_eq!(done["state"], "succeeded", "{done:#}");
+    assert_eq!(done.state, DeploymentState::Succeeded, "{done:#?}");
     let deploys = kinds(&done, "staging").into_iter().filter(|k| k.starts_with("action: deploy")).count();
     assert_eq!(deploys, 1, "no action twice");
-    assert_eq!(target(&done, "prod")["webhookRuns"][0]["state"], "succeeded");
+    assert_eq!(target(&done, "prod").webhook_runs[0].state, RunState::Succeeded);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -426,7 +370,7 @@ strategies:
     );
     let deployer = Deployer::new(&relay);
     let id = deployer.start(&file).await;
-    assert_eq!(deployer.finished(&id).await["state"], "succeeded");
+    assert_eq!(deployer.finished(&id).await.state, DeploymentState::Succeeded);
     let seen: Vec<(String, Option<u64>)> = actions
         .lock()
         .unwrap()
@@ -485,7 +429,7 @@ spec:
     let deployer = Deployer::new(&relay);
     let id = deployer.start(&file).await;
     let done = deployer.finished(&id).await;
-    assert_eq!(done["state"], "succeeded", "{done:#}");
+    assert_eq!(done.state, DeploymentState::Succeeded, "{done:#?}");
 
     let calls: Vec<Recorded> = calls.lock().unwrap().clone();
     let order: Vec<&str> = calls.iter().filter(|c| c.path != "/slack").map(|c| c.path.as_str()).collect();
@@ -529,10 +473,10 @@ spec:
     let id = deployer.start(&format!("{}{seed}", &file[..file.find("  analysis:").unwrap()])).await;
     let done = deployer.finished(&id).await;
     let test = target(&done, "test");
-    assert_eq!(test["state"], "rolled_back", "{done:#}");
+    assert_eq!(test.state, TargetState::RolledBack, "{done:#?}");
     assert!(
-        test["reason"].as_str().unwrap().contains("rollback hook \"rollback gate\" asked for a rollback"),
-        "{test}"
+        test.reason.as_deref().unwrap().contains("rollback hook \"rollback gate\" asked for a rollback"),
+        "{test:#?}"
     );
     let notify = calls.lock().unwrap().iter().find(|c| c.path == "/telegram/").cloned().unwrap();
     assert_eq!(notify.body["phase"], "Failed", "post-rollout runs after a rollback too");
@@ -553,7 +497,7 @@ targets:
     let id = {
         let deployer = Deployer::new(&relay);
         let id = deployer.start(file).await;
-        deployer.until(&id, "staging pauses", |d| target(d, "staging")["step"] == "pausing 3s").await;
+        deployer.until(&id, "staging pauses", |d| target(d, "staging").step.as_deref() == Some("pausing 3s")).await;
         id
     };
     // The scenario: the relay dies in the middle of the pause.
@@ -562,14 +506,13 @@ targets:
     let restarted = relay.started_at();
     let deployer = Deployer::new(&relay);
     let done = deployer.finished(&id).await;
-    assert_eq!(done["state"], "succeeded");
+    assert_eq!(done.state, DeploymentState::Succeeded);
     // The relay's own record: the pause ends 3 s after it began, not 3 s
     // after the restart.
-    let (created, finished) =
-        (borealis_tests::api_time(&done["createdAt"]), borealis_tests::api_time(&done["finishedAt"]));
+    let (created, finished) = (api_time_of(&done.created_at), api_time_of(done.finished_at.as_deref().unwrap()));
     println!("finished {:?} after the start", borealis_tests::between(created, finished));
-    assert!(borealis_tests::between(created, finished) >= Duration::from_secs(3), "{done:#}");
-    assert!(restarted < finished, "the restart came during the pause: {done:#}");
+    assert!(borealis_tests::between(created, finished) >= Duration::from_secs(3), "{done:#?}");
+    assert!(restarted < finished, "the restart came during the pause: {done:#?}");
     let after_restart = borealis_tests::between(restarted, finished);
-    assert!(after_restart < Duration::from_secs(3), "finished {after_restart:?} after the restart: {done:#}");
+    assert!(after_restart < Duration::from_secs(3), "finished {after_restart:?} after the restart: {done:#?}");
 }

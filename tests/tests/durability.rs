@@ -1,9 +1,10 @@
 //! Runs survive a relay that is killed (SIGKILL) and started again.
 
+use borealis_api::RunState;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use borealis_tests::{RelayOptions, RelayProcess, eventually};
+use borealis_tests::{RelayOptions, RelayProcess, api_time_of, eventually};
 use futures_util::{StreamExt, stream};
 
 fn relay(extra: &[&str]) -> RelayProcess {
@@ -182,17 +183,17 @@ async fn a_callback_deadline_holds_across_sigkill() {
     let relay = relay.kill_and_restart();
     let restarted = relay.started_at();
     let run = relay.wait_run(&id).await;
-    assert_eq!(run["state"], "timed_out", "{run:#}");
+    assert_eq!(run.state, RunState::TimedOut, "{run:#?}");
     // The run's own record: on the original deadline (3 s after the call),
     // not 3 s after the restart.
-    let deadline = borealis_tests::api_time(&run["deadlineAt"]);
-    assert_eq!(run["deadlineAt"], waiting["deadlineAt"], "the deadline survived the restart");
-    let called = borealis_tests::api_time(&run["attemptLog"][0]["startedAt"]);
-    assert!(borealis_tests::between(called, deadline) >= Duration::from_secs(3), "{run:#}");
-    let finished = borealis_tests::api_time(&run["finishedAt"]);
+    let deadline = api_time_of(run.deadline_at.as_deref().unwrap());
+    assert_eq!(run.deadline_at.as_deref(), waiting["deadlineAt"].as_str(), "the deadline survived the restart");
+    let called = api_time_of(&run.attempt_log.as_deref().unwrap()[0].started_at);
+    assert!(borealis_tests::between(called, deadline) >= Duration::from_secs(3), "{run:#?}");
+    let finished = api_time_of(run.finished_at.as_deref().unwrap());
     println!("timed out {:?} after the call", borealis_tests::between(called, finished));
-    assert!(finished >= deadline, "{run:#}");
-    assert!(restarted < finished, "the restart came while it waited: {run:#}");
-    assert!(borealis_tests::between(restarted, finished) < Duration::from_secs(3), "{run:#}");
-    assert!(run["reason"].as_str().unwrap().contains("no callback within 3s"));
+    assert!(finished >= deadline, "{run:#?}");
+    assert!(restarted < finished, "the restart came while it waited: {run:#?}");
+    assert!(borealis_tests::between(restarted, finished) < Duration::from_secs(3), "{run:#?}");
+    assert!(run.reason.as_deref().unwrap().contains("no callback within 3s"));
 }

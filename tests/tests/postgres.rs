@@ -4,11 +4,12 @@
 //! machine's PostgreSQL (`BOREALIS_TEST_POSTGRES_URL`, default
 //! `postgres://postgres@127.0.0.1:5432/test`); without one the tests fail.
 
+use borealis_api::RunState;
 use std::time::Duration;
 
 use borealis_tests::postgres::Schema;
 use borealis_tests::process::OutputText;
-use borealis_tests::{RelayOptions, RelayProcess, eventually};
+use borealis_tests::{RelayOptions, RelayProcess, api_time_of, eventually};
 use futures_util::{StreamExt, stream};
 
 fn relay(schema: &Schema) -> RelayProcess {
@@ -79,8 +80,8 @@ async fn runs_awaiting_callbacks_live_in_postgres_and_survive_sigkill() {
         let done = relay.wait_run(id).await;
         let uri = format!("{}/callback", run["callbackUri"].as_str().unwrap());
         let success = ids.iter().find(|(u, _)| *u == uri).map(|(_, s)| *s).unwrap();
-        assert_eq!(done["state"], if success { "succeeded" } else { "failed" }, "{done:#}");
-        assert_eq!(done["attempts"], 1, "called once, not again after the restart");
+        assert_eq!(done.state, if success { RunState::Succeeded } else { RunState::Failed }, "{done:#?}");
+        assert_eq!(done.attempts, 1, "called once, not again after the restart");
     }
     assert_eq!(system.received().len(), RUNS, "no webhook was sent twice");
 }
@@ -241,8 +242,8 @@ targets:
     }
     for run in &runs {
         let done = replica.wait_run(run["id"].as_str().unwrap()).await;
-        assert!(["succeeded", "failed"].contains(&done["state"].as_str().unwrap()), "{done:#}");
-        assert_eq!(done["attempts"], 1, "{done:#}");
+        assert!([RunState::Succeeded, RunState::Failed].contains(&done.state), "{done:#?}");
+        assert_eq!(done.attempts, 1, "{done:#?}");
     }
     api(&replica, reqwest::Method::POST, &format!("/api/v1/deployments/{deployment_id}/targets/staging/approve"), None)
         .await;
@@ -254,9 +255,9 @@ targets:
     assert_eq!(status, 200);
     // The pending run went on with its retries on the new relay, and gave up after them.
     let down = replica.wait_run(&pending_id).await;
-    assert_eq!((down["state"].as_str(), down["attempts"].as_u64()), (Some("failed"), Some(3)), "{down:#}");
-    let last = borealis_tests::api_time(&down["attemptLog"][2]["startedAt"]);
-    assert!(last >= replica.started_at(), "the last retry was made by the new relay: {down:#}");
+    assert_eq!((down.state, down.attempts), (RunState::Failed, 3), "{down:#?}");
+    let last = api_time_of(&down.attempt_log.as_deref().unwrap()[2].started_at);
+    assert!(last >= replica.started_at(), "the last retry was made by the new relay: {down:#?}");
     let secrets = api(&replica, reqwest::Method::GET, "/api/v1/secrets", None).await;
     assert_eq!(secrets["secrets"][0]["name"], "api_token", "{secrets}");
     assert_eq!(system.received().len(), RUNS, "no webhook was sent again");

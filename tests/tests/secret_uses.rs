@@ -6,6 +6,7 @@
 //! CLI, with small servers standing in for Prometheus and a webhook's
 //! endpoint.
 
+use borealis_api::RunState;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -315,7 +316,7 @@ async fn signing_takes_only_secrets_marked_for_signing() {
     let (status, created) = post(&relay, "/api/v1/webhook-runs", json!({"file": file, "name": "w"})).await;
     assert_eq!(status, 201, "{created:#}");
     let run = relay.wait_run(created["id"].as_str().unwrap()).await;
-    assert_eq!(run["state"], "succeeded", "{run:#}");
+    assert_eq!(run.state, RunState::Succeeded, "{run:#?}");
     let calls = seen.all();
     assert_eq!(calls.len(), 1, "{calls:?}");
     assert!(calls[0].2.starts_with("v1,"), "the call is signed: {calls:?}");

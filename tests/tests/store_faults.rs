@@ -3,6 +3,7 @@
 //! never 500, `/readyz` says so, and work resumes once the store is back.
 //! Real relay processes, a real tmpfs and a real PostgreSQL.
 
+use borealis_api::RunState;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -222,7 +223,7 @@ async fn a_full_sqlite_disk_answers_503_and_work_resumes_when_space_returns() {
     assert_eq!(run.status, 201, "{run:?}");
     let id = serde_json::from_str::<serde_json::Value>(&run.body).unwrap()["id"].as_str().unwrap().to_owned();
     let finished = relay.wait_run(&id).await;
-    assert_eq!(finished["state"], "succeeded", "{finished:#}");
+    assert_eq!(finished.state, RunState::Succeeded, "{finished:#?}");
     eventually("/readyz is 200 again", Duration::from_secs(10), || async {
         (api.readyz().await.status == 200).then_some(())
     })

@@ -5,6 +5,7 @@
 //! could not be written while the database was away is not sent again.
 //! And a name with a newline stays in one log line (finding 6).
 
+use borealis_api::RunState;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -108,7 +109,7 @@ async fn recorded_once_then_succeeds(
     let reply = system.call_back(callback, json!({ "success": true, "mdMessage": "done" })).await;
     assert_eq!(reply.status, 200, "{}", reply.body);
     let done = relay.wait_run(id).await;
-    assert_eq!((&done["state"], &done["attempts"]), (&json!("succeeded"), &json!(1)), "{done:#}");
+    assert_eq!((done.state, done.attempts), (RunState::Succeeded, 1), "{done:#?}");
     assert_eq!(destination.calls(), 1, "the destination was called once");
 }
 
@@ -146,8 +147,8 @@ async fn a_callback_whose_md_message_holds_a_nul_is_accepted() {
     let reply = system.call_back(&callback, json!({ "success": false, "mdMessage": "**3** tests\u{0} failed" })).await;
     assert!((200..300).contains(&reply.status), "{} {}", reply.status, reply.body);
     let done = relay.wait_run(&id).await;
-    assert_eq!(done["state"], "failed", "{done:#}");
-    assert_eq!(done["mdMessage"], "**3** tests\u{FFFD} failed", "{done:#}");
+    assert_eq!(done.state, RunState::Failed, "{done:#?}");
+    assert_eq!(done.md_message.as_deref(), Some("**3** tests\u{FFFD} failed"), "{done:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,10 +1,11 @@
 //! Webhook runs end to end: a real relay (and agent), the CLI, and an
 //! external system that calls back as seed 003 describes.
 
+use borealis_api::RunState;
 use std::time::Duration;
 
 use borealis_tests::process::OutputText;
-use borealis_tests::{AgentProcess, RelayOptions, RelayProcess, TempDir};
+use borealis_tests::{AgentProcess, RelayOptions, RelayProcess, TempDir, api_time_of};
 
 /// A relay that may call loopback directly, with fast retries.
 fn relay(extra: &[&str]) -> RelayProcess {
@@ -261,12 +262,12 @@ async fn an_unanswered_webhook_times_out_on_a_short_deadline() {
         serde_json::from_str(&relay.cli().args(["--json", "runs", "list"]).run_async().await.stdout_text()).unwrap();
     let id = runs["runs"][0]["id"].as_str().unwrap();
     let run = relay.wait_run(id).await;
-    assert_eq!(run["state"], "timed_out", "{run:#}");
-    let called = borealis_tests::api_time(&run["attemptLog"][0]["startedAt"]);
+    assert_eq!(run.state, RunState::TimedOut, "{run:#?}");
+    let called = api_time_of(&run.attempt_log.as_deref().unwrap()[0].started_at);
     let (deadline, finished) =
-        (borealis_tests::api_time(&run["deadlineAt"]), borealis_tests::api_time(&run["finishedAt"]));
-    assert!(borealis_tests::between(called, deadline) >= Duration::from_secs(1), "{run:#}");
-    assert!(finished >= deadline, "it timed out on its deadline, not before: {run:#}");
+        (api_time_of(run.deadline_at.as_deref().unwrap()), api_time_of(run.finished_at.as_deref().unwrap()));
+    assert!(borealis_tests::between(called, deadline) >= Duration::from_secs(1), "{run:#?}");
+    assert!(finished >= deadline, "it timed out on its deadline, not before: {run:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

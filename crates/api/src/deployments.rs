@@ -7,27 +7,6 @@ use utoipa::ToSchema;
 
 use crate::runs::RunState;
 
-/// Spellings of a string enum, for `FromStr`.
-macro_rules! string_enum {
-    ($name:ident { $($variant:ident = $text:literal),+ $(,)? }) => {
-        impl $name {
-            pub fn as_str(self) -> &'static str {
-                match self { $($name::$variant => $text),+ }
-            }
-        }
-
-        impl std::str::FromStr for $name {
-            type Err = String;
-            fn from_str(text: &str) -> Result<Self, String> {
-                match text {
-                    $($text => Ok($name::$variant),)+
-                    other => Err(format!("unknown {} {other:?}", stringify!($name))),
-                }
-            }
-        }
-    };
-}
-
 /// Where a deployment stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -162,7 +141,7 @@ pub struct DeploymentEvent {
 }
 
 /// One judgment run of an analysis step: every query over its window.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct JudgmentRun {
     /// The run's number, from 1.
@@ -181,7 +160,7 @@ pub struct JudgmentRun {
     pub step: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct JudgmentWindow {
     #[schema(format = DateTime)]
     pub start: String,
@@ -200,7 +179,7 @@ pub enum Lookback {
 
 /// One query of a judgment run: its value and whether it is within limits,
 /// or why it has none.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct QueryResult {
     pub query: String,

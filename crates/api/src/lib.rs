@@ -23,6 +23,38 @@
 //! as the relay has always spelled them (`awaiting_callback`). Times are
 //! RFC 3339 strings in UTC with milliseconds (schema format `date-time`).
 
+/// Spellings of a string enum: `as_str`, `parse`, `FromStr` and `Display`,
+/// one list of variants and their text (the serde spelling, and the stored one).
+macro_rules! string_enum {
+    ($name:ident { $($variant:ident = $text:literal),+ $(,)? }) => {
+        impl $name {
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+
+            pub fn parse(text: &str) -> Option<Self> {
+                match text {
+                    $($text => Some($name::$variant),)+
+                    _ => None,
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = String;
+            fn from_str(text: &str) -> Result<Self, String> {
+                Self::parse(text).ok_or_else(|| format!("unknown {} {text:?}", stringify!($name)))
+            }
+        }
+    };
+}
+
 mod agents;
 mod deployments;
 mod oauth;

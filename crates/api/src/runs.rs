@@ -20,21 +20,21 @@ pub enum RunState {
     Cancelled,
 }
 
+string_enum!(RunState {
+    Pending = "pending",
+    Calling = "calling",
+    AwaitingCallback = "awaiting_callback",
+    Succeeded = "succeeded",
+    Failed = "failed",
+    TimedOut = "timed_out",
+    Cancelled = "cancelled",
+});
+
 impl RunState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunState::Pending => "pending",
-            RunState::Calling => "calling",
-            RunState::AwaitingCallback => "awaiting_callback",
-            RunState::Succeeded => "succeeded",
-            RunState::Failed => "failed",
-            RunState::TimedOut => "timed_out",
-            RunState::Cancelled => "cancelled",
-        }
-    }
+    pub const UNFINISHED: [RunState; 3] = [RunState::Pending, RunState::Calling, RunState::AwaitingCallback];
 
     pub fn is_finished(self) -> bool {
-        !matches!(self, RunState::Pending | RunState::Calling | RunState::AwaitingCallback)
+        !Self::UNFINISHED.contains(&self)
     }
 }
 

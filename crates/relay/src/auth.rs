@@ -14,7 +14,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use borealis_core::Secret;
 use std::sync::Arc;
 
-use borealis_store::{Credential, CredentialKind, Store, StoreError};
+use borealis_store::{Credential, CredentialKind, CredentialStore, SettingStore, StoreError};
 use ring::rand::SecureRandom;
 use ring::{digest, hmac, rand};
 use serde::{Deserialize, Serialize};
@@ -61,7 +61,7 @@ impl Claims {
 }
 
 pub struct Authority {
-    store: Arc<dyn Store>,
+    store: Arc<dyn CredentialStore>,
     signing: hmac::Key,
     /// HMACs, under a per-process key, of the SHA-256 of each admin token
     /// this replica accepts: comparing tags with `hmac::verify` is
@@ -89,12 +89,14 @@ impl Authority {
     /// `admin_token` is this replica's own (configured, or from its data
     /// dir); `shared_hash` the SHA-256 of the one recorded in a database
     /// replicas share. A presented token matching either is the admin's.
+    /// `settings` keeps the key tokens are signed with, which replicas share.
     pub async fn new(
-        store: Arc<dyn Store>,
+        store: Arc<dyn CredentialStore>,
+        settings: &dyn SettingStore,
         admin_token: Option<&Secret>,
         shared_hash: Option<&[u8]>,
     ) -> Result<Self, AuthError> {
-        let key = store.setting_or_init(SIGNING_KEY_SETTING, random_bytes(32)).await?;
+        let key = settings.setting_or_init(SIGNING_KEY_SETTING, random_bytes(32)).await?;
         let admin_check = hmac::Key::new(hmac::HMAC_SHA256, &random_bytes(32));
         let hashes: Vec<Vec<u8>> =
             admin_token.map(admin_token_hash).into_iter().chain(shared_hash.map(<[u8]>::to_vec)).collect();
@@ -409,8 +411,8 @@ mod tests {
     use super::*;
 
     async fn authority() -> Authority {
-        let store: Arc<dyn Store> = Arc::new(borealis_store::SqliteStore::open("sqlite::memory:").await.unwrap());
-        Authority::new(store, Some(&Secret::new("admin-token-for-tests")), None).await.unwrap()
+        let store = Arc::new(borealis_store::SqliteStore::open("sqlite::memory:").await.unwrap());
+        Authority::new(store.clone(), store.as_ref(), Some(&Secret::new("admin-token-for-tests")), None).await.unwrap()
     }
 
     #[tokio::test]

@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use borealis_store::{Change, ReplicaRecord, Store};
+use borealis_store::{Change, ClusterStore, ReplicaRecord};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Skew;
@@ -101,7 +101,7 @@ impl Replica {
     /// Records this replica as alive now. A database that does not answer
     /// within a quarter lease (a link that drops packets) counts as
     /// unreachable.
-    pub async fn beat(&self, store: &dyn Store) -> Result<(), borealis_store::StoreError> {
+    pub async fn beat(&self, store: &dyn ClusterStore) -> Result<(), borealis_store::StoreError> {
         let sent = SystemTime::now();
         let result = match tokio::time::timeout(self.lease / 4, store.replica_seen(&self.record())).await {
             Ok(Ok(theirs)) => {
@@ -148,7 +148,7 @@ impl Replica {
 /// Beats every quarter lease until `stop` (every eighth while the
 /// database is unreachable, to notice its return sooner), and forgets
 /// replicas not seen for three leases (with the sessions they recorded).
-pub async fn heartbeat(replica: Arc<Replica>, store: Arc<dyn Store>, stop: CancellationToken) {
+pub async fn heartbeat(replica: Arc<Replica>, store: Arc<dyn ClusterStore>, stop: CancellationToken) {
     loop {
         let every = if replica.reachable() { replica.lease / 4 } else { replica.lease / 8 };
         tokio::select! {
@@ -178,7 +178,7 @@ pub trait ChangeSink: Send + Sync {
 
 /// Passes the changes other replicas announce to `sink` until `stop`. A
 /// store without a feed (SQLite: no other writer) ends at once.
-pub async fn follow_changes(store: Arc<dyn Store>, sink: Arc<dyn ChangeSink>, stop: CancellationToken) {
+pub async fn follow_changes(store: Arc<dyn ClusterStore>, sink: Arc<dyn ChangeSink>, stop: CancellationToken) {
     loop {
         let feed = tokio::select! {
             feed = store.changes() => feed,

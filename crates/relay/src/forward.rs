@@ -11,7 +11,7 @@ use borealis_egress::Egress;
 use borealis_egress::headers::end_to_end;
 use borealis_protocol::v1::{self, ErrorCode, agent_frame, relay_frame};
 use borealis_protocol::{Fault, MAX_CHUNK_BYTES, MAX_FRAME_BYTES, MAX_INLINE_BODY_BYTES, v1::Failure};
-use borealis_store::{CredentialKind, Store};
+use borealis_store::{CredentialKind, CredentialStore};
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt, TryStreamExt};
 use http::{HeaderMap, HeaderValue};
@@ -226,7 +226,7 @@ pub struct Outbound {
 pub struct Forwarder {
     egress: Egress,
     hub: Arc<Hub>,
-    credentials: Arc<dyn Store>,
+    credentials: Arc<dyn CredentialStore>,
     /// The way to agents whose sessions other replicas hold.
     peers: std::sync::OnceLock<Arc<dyn PeerRoute>>,
 }
@@ -243,7 +243,7 @@ pub trait PeerRoute: Send + Sync {
 }
 
 impl Forwarder {
-    pub fn new(egress: Egress, hub: Arc<Hub>, credentials: Arc<dyn Store>) -> Self {
+    pub fn new(egress: Egress, hub: Arc<Hub>, credentials: Arc<dyn CredentialStore>) -> Self {
         Self { egress, hub, credentials, peers: std::sync::OnceLock::new() }
     }
 

@@ -111,7 +111,8 @@ pub async fn run(
             AdminTokenError::Dir(source) => dir_error(source),
             AdminTokenError::Store(err) => RelayError::Store(err),
         })?;
-    let auth = auth::Authority::new(store.clone(), admin_token.as_ref(), shared_admin_hash.as_deref()).await?;
+    let auth =
+        auth::Authority::new(store.clone(), store.as_ref(), admin_token.as_ref(), shared_admin_hash.as_deref()).await?;
     let tls = match (&config.tls_cert, &config.tls_key) {
         (Some(cert), Some(key)) => Some(tls::server_config(cert, key)?),
         _ => None,

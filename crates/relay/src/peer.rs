@@ -49,7 +49,7 @@ use std::time::Instant;
 use borealis_egress::headers::end_to_end;
 use borealis_egress::reqwest;
 use borealis_protocol::v1::ErrorCode;
-use borealis_store::Store;
+use borealis_store::ClusterStore;
 use bytes::Bytes;
 use futures_util::TryStreamExt;
 use futures_util::future::BoxFuture;
@@ -353,7 +353,7 @@ pub fn record_refusal(metrics: &Metrics, peer: Option<SocketAddr>, reason: &'sta
 
 pub struct Peers {
     replica: Arc<Replica>,
-    store: Arc<dyn Store>,
+    store: Arc<dyn ClusterStore>,
     key: PeerKey,
     client: reqwest::Client,
     metrics: Arc<Metrics>,
@@ -376,7 +376,7 @@ const HOLDER_TTL: std::time::Duration = std::time::Duration::from_secs(1);
 impl Peers {
     pub fn new(
         replica: Arc<Replica>,
-        store: Arc<dyn Store>,
+        store: Arc<dyn ClusterStore>,
         key: PeerKey,
         metrics: Arc<Metrics>,
     ) -> Result<Self, reqwest::Error> {
@@ -598,8 +598,15 @@ mod tests {
     use super::*;
 
     async fn signer() -> BodySigner {
-        let store: Arc<dyn Store> = Arc::new(borealis_store::SqliteStore::open("sqlite::memory:").await.unwrap());
-        let auth = crate::auth::Authority::new(store, Some(&borealis_core::Secret::new("admin")), None).await.unwrap();
+        let store = Arc::new(borealis_store::SqliteStore::open("sqlite::memory:").await.unwrap());
+        let auth = crate::auth::Authority::new(
+            store.clone(),
+            store.as_ref(),
+            Some(&borealis_core::Secret::new("admin")),
+            None,
+        )
+        .await
+        .unwrap();
         BodySigner {
             key: auth.peer_key(),
             from: "a/1".into(),

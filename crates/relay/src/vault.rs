@@ -13,7 +13,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use borealis_core::template::{Keyring, Uses};
 use borealis_core::{Scrubber, Secret};
-use borealis_store::{Store, StoreError};
+use borealis_store::{SecretStore, StoreError};
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 
 #[derive(Debug, thiserror::Error)]
@@ -28,7 +28,7 @@ pub enum VaultError {
 
 pub struct Vault {
     key: LessSafeKey,
-    store: Arc<dyn Store>,
+    store: Arc<dyn SecretStore>,
     /// The scrubber of the last set of secrets seen, by a digest of them:
     /// building one costs far more than checking that the set is the same.
     scrubber: std::sync::Mutex<Option<(ring::digest::Digest, Arc<Scrubber>)>>,
@@ -49,7 +49,7 @@ const FRESH_FOR: std::time::Duration = std::time::Duration::from_secs(1);
 impl Vault {
     /// The key from configuration (base64 of 32 bytes), else the key file,
     /// created on first start.
-    pub fn open(store: Arc<dyn Store>, data_dir: &Path, configured: Option<&Secret>) -> Result<Self, VaultError> {
+    pub fn open(store: Arc<dyn SecretStore>, data_dir: &Path, configured: Option<&Secret>) -> Result<Self, VaultError> {
         let bytes = match configured {
             Some(text) => B64
                 .decode(text.expose().trim())

@@ -2,7 +2,6 @@
 //! approvals and events. They are one aggregate: a deployment's view reads
 //! them all at once.
 
-use std::fmt;
 use std::time::SystemTime;
 
 use crate::error::StoreError;
@@ -14,102 +13,8 @@ use crate::time::serialize_time;
 /// kept in the approvals table: `approved` continues, `rejected` rolls back.
 pub const DECISION_SUFFIX: &str = "/decision";
 
-/// Where a deployment stands. Serialized as `as_str`, as the API shows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DeploymentState {
-    Running,
-    /// Every target deployed.
-    Succeeded,
-    /// A target did not deploy, or the relay could not go on.
-    Failed,
-}
-
-impl DeploymentState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DeploymentState::Running => "running",
-            DeploymentState::Succeeded => "succeeded",
-            DeploymentState::Failed => "failed",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        Some(match text {
-            "running" => DeploymentState::Running,
-            "succeeded" => DeploymentState::Succeeded,
-            "failed" => DeploymentState::Failed,
-            _ => return None,
-        })
-    }
-}
-
-impl fmt::Display for DeploymentState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Where one target of a deployment stands. Serialized as `as_str`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TargetState {
-    /// Not started: waiting to start, or for its dependencies.
-    Waiting,
-    Running,
-    /// A pause waits for an operator's approve or reject.
-    AwaitingApproval,
-    /// An analysis step's judgment passed, and it waits for `continue` (or `rollback`).
-    AwaitingContinueDecision,
-    /// An analysis step's judgment failed, and it waits for `rollback` (or `continue`).
-    AwaitingRollbackDecision,
-    /// Deployed (also while its `afterDeployment` items run).
-    Deployed,
-    /// Deployed, then an `afterDeployment` item failed.
-    AfterDeploymentFailed,
-    RolledBack,
-    Cancelled,
-    Failed,
-}
-
-impl TargetState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TargetState::Waiting => "waiting",
-            TargetState::Running => "running",
-            TargetState::AwaitingApproval => "awaiting_approval",
-            TargetState::AwaitingContinueDecision => "awaiting_continue_decision",
-            TargetState::AwaitingRollbackDecision => "awaiting_rollback_decision",
-            TargetState::Deployed => "deployed",
-            TargetState::AfterDeploymentFailed => "after_deployment_failed",
-            TargetState::RolledBack => "rolled_back",
-            TargetState::Cancelled => "cancelled",
-            TargetState::Failed => "failed",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        Some(match text {
-            "waiting" => TargetState::Waiting,
-            "running" => TargetState::Running,
-            "awaiting_approval" => TargetState::AwaitingApproval,
-            "awaiting_continue_decision" => TargetState::AwaitingContinueDecision,
-            "awaiting_rollback_decision" => TargetState::AwaitingRollbackDecision,
-            "deployed" => TargetState::Deployed,
-            "after_deployment_failed" => TargetState::AfterDeploymentFailed,
-            "rolled_back" => TargetState::RolledBack,
-            "cancelled" => TargetState::Cancelled,
-            "failed" => TargetState::Failed,
-            _ => return None,
-        })
-    }
-}
-
-impl fmt::Display for TargetState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+/// Where a deployment and its targets stand: the API's vocabulary, stored as its text.
+pub use borealis_api::{DeploymentState, TargetState};
 
 /// An approval a pause waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,53 +8,8 @@ use crate::error::StoreError;
 use crate::idempotency::IdempotencyKey;
 use crate::time::serialize_time;
 
-/// Where a webhook run stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RunState {
-    /// Waiting for its first attempt, or for a retry.
-    Pending,
-    /// An attempt is under way.
-    Calling,
-    AwaitingCallback,
-    Succeeded,
-    Failed,
-    TimedOut,
-    Cancelled,
-}
-
-impl RunState {
-    pub const UNFINISHED: [RunState; 3] = [RunState::Pending, RunState::Calling, RunState::AwaitingCallback];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunState::Pending => "pending",
-            RunState::Calling => "calling",
-            RunState::AwaitingCallback => "awaiting_callback",
-            RunState::Succeeded => "succeeded",
-            RunState::Failed => "failed",
-            RunState::TimedOut => "timed_out",
-            RunState::Cancelled => "cancelled",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        Some(match text {
-            "pending" => RunState::Pending,
-            "calling" => RunState::Calling,
-            "awaiting_callback" => RunState::AwaitingCallback,
-            "succeeded" => RunState::Succeeded,
-            "failed" => RunState::Failed,
-            "timed_out" => RunState::TimedOut,
-            "cancelled" => RunState::Cancelled,
-            _ => return None,
-        })
-    }
-
-    pub fn is_finished(self) -> bool {
-        !Self::UNFINISHED.contains(&self)
-    }
-}
+/// Where a webhook run stands: the API's vocabulary, stored as its text.
+pub use borealis_api::RunState;
 
 /// A webhook run as stored.
 #[derive(Debug, Clone)]

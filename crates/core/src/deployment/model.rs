@@ -4,12 +4,8 @@ use std::collections::BTreeMap;
 
 use super::diagnostic::Location;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum NetworkMode {
-    Direct,
-    RemoteNetworkAgent,
-}
+/// How a webhook is called: the API's vocabulary.
+pub use borealis_api::NetworkMode;
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct HeaderTemplate {

@@ -21,6 +21,7 @@ use super::graph::{self, BOX_HEIGHT, BOX_WIDTH};
 use super::markdown;
 use super::page::{Chrome, Failure, Operator, render, segment, state_words, when};
 use crate::deployments::Decision;
+use crate::deployments::journal::{self, ActionProgress, Journal, StepEnd};
 use crate::http::deployments as api;
 use crate::http::problem::Problem;
 use crate::state::AppState;
@@ -163,6 +164,7 @@ pub async fn page(
     let view = state.deployments.view(&id).await?;
     let file = deployment::parse(&view.record.file).ok().map(|parsed| parsed.file);
     let shown = api::describe(&view);
+    let journal = Journal::new(view.journal.iter().cloned());
     let targets_in_file = file.as_ref().map(|f| f.targets.as_slice()).unwrap_or_default();
     let depends_on = |name: &str| {
         targets_in_file.iter().find(|t| t.name == name).map(|t| t.constraints.depends_on.clone()).unwrap_or_default()
@@ -195,7 +197,7 @@ pub async fn page(
         .zip(deps)
         .map(|(target, depends_on)| {
             let spec = targets_in_file.iter().find(|t| t.name == target.name);
-            let steps = spec.map(|spec| steps_of(file.as_ref(), spec, &view.journal, target.state)).unwrap_or_default();
+            let steps = spec.map(|spec| steps_of(file.as_ref(), spec, &journal, target.state)).unwrap_or_default();
             let mut actions = Vec::new();
             let base = format!("/deployments/{}/targets/{}", segment(&id), segment(&target.name));
             if shown.pending_approvals.contains(&target.name) {
@@ -387,63 +389,78 @@ fn analysis_row(run: &borealis_api::JudgmentRun) -> AnalysisRow {
     }
 }
 
+/// Where a planned step records itself in the journal.
+enum Place {
+    /// An item (a webhook, a pause, an approval, an analysis), under its step key.
+    Item(String),
+    /// A rollout action (a canary's weight too), under the action's name.
+    Action(String),
+}
+
 /// A target's steps in the order they run, each with where it stands, read
-/// from the deployment's journal: an item records "ok" or "failed: ..."
-/// under its key when it ends, and an action "started" then "done". The
-/// items of one constraint list run together; the groups run one after
-/// another, so a group after a started one is done.
+/// from the deployment's journal: an item records how it ended under its
+/// key, and an action that it started and then that it is done. The items
+/// of one constraint list run together; the groups run one after another,
+/// so a group after a started one is done.
 fn steps_of(
     file: Option<&deployment::DeploymentFile>,
     target: &deployment::Target,
-    journal: &[(String, String)],
+    journal: &Journal,
     state: borealis_api::TargetState,
 ) -> Vec<StepRow> {
     let name = &target.name;
-    // (label, journal key, group)
-    let mut planned: Vec<(String, String, usize)> = Vec::new();
+    // (label, place, group)
+    let mut planned: Vec<(String, Place, usize)> = Vec::new();
     let mut group = 0;
-    let list = |planned: &mut Vec<(String, String, usize)>, group: &mut usize, list: &str, items: &[Step]| {
+    let list = |planned: &mut Vec<(String, Place, usize)>, group: &mut usize, list: &str, items: &[Step]| {
         for (i, item) in items.iter().enumerate() {
-            planned.push((format!("{list}: {}", describe(item)), format!("{name}/{list}/{i}"), *group));
+            planned.push((
+                format!("{list}: {}", describe(item)),
+                Place::Item(journal::step_key(name, list, i)),
+                *group,
+            ));
         }
         *group += usize::from(!items.is_empty());
     };
-    let single = |planned: &mut Vec<(String, String, usize)>, group: &mut usize, label: String, key: String| {
-        planned.push((label, key, *group));
+    let single = |planned: &mut Vec<(String, Place, usize)>, group: &mut usize, label: String, place: Place| {
+        planned.push((label, place, *group));
         *group += 1;
     };
     list(&mut planned, &mut group, "beforeDeployment", &target.constraints.before_deployment);
-    single(&mut planned, &mut group, "deploy".into(), format!("{name}/action/deploy"));
+    single(&mut planned, &mut group, "deploy".into(), Place::Action("deploy".into()));
     let strategy = target.strategy.as_deref().and_then(|s| file.and_then(|f| f.strategy(s))).map(|s| &s.kind);
     match strategy {
         Some(StrategyKind::Canary { steps }) => {
             for (i, step) in steps.iter().enumerate() {
-                // A weight is set by an action, recorded under the action's key.
-                let key = match step {
-                    Step::SetWeight { .. } => format!("{name}/action/canary/{i}"),
-                    _ => format!("{name}/canary/{i}"),
+                let place = match step {
+                    Step::SetWeight { .. } => Place::Action(format!("canary/{i}")),
+                    _ => Place::Item(journal::step_key(name, "canary", i)),
                 };
-                single(&mut planned, &mut group, format!("canary: {}", describe(step)), key);
+                single(&mut planned, &mut group, format!("canary: {}", describe(step)), place);
             }
         }
         Some(StrategyKind::BlueGreen { redirect_traffic_after, shut_down_old_version_after, .. }) => {
             list(&mut planned, &mut group, "redirectTrafficAfter", redirect_traffic_after);
-            single(&mut planned, &mut group, "redirect traffic".into(), format!("{name}/action/redirect"));
+            single(&mut planned, &mut group, "redirect traffic".into(), Place::Action("redirect".into()));
             list(&mut planned, &mut group, "shutDownOldVersionAfter", shut_down_old_version_after);
         }
         None => {}
     }
-    single(&mut planned, &mut group, "promote".into(), format!("{name}/action/promote"));
+    single(&mut planned, &mut group, "promote".into(), Place::Action("promote".into()));
     let after_group = group;
     list(&mut planned, &mut group, "afterDeployment", &target.constraints.after_deployment);
 
     use borealis_api::TargetState as T;
-    let recorded = |key: &str| journal.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
-    // Started: something is recorded under the step's key, or an event of
-    // it (an approval records only that it was requested until it ends).
-    let touched = |key: &str| {
-        let (below, event) = (format!("{key}/"), format!("event/{key}/"));
-        journal.iter().any(|(k, _)| k == key || k.starts_with(&below) || k.starts_with(&event))
+    let ended = |place: &Place| match place {
+        Place::Item(key) => journal.step_end(key),
+        Place::Action(action) => {
+            (journal.action(name, action) == Some(ActionProgress::Done)).then_some(StepEnd::Passed)
+        }
+    };
+    // Started: something is recorded of the step, or an event of it.
+    let touched = |place: &Place| match place {
+        Place::Item(key) => journal.touched(key),
+        Place::Action(action) => journal.touched(&journal::action_key(name, action)),
     };
     let active = matches!(
         state,
@@ -453,7 +470,7 @@ fn steps_of(
     // a target under way with nothing recorded is in its first group.
     let last_started = planned
         .iter()
-        .filter(|(_, key, _)| touched(key))
+        .filter(|(_, place, _)| touched(place))
         .map(|(_, _, g)| *g)
         .max()
         .or((active && state != T::Deployed).then_some(0));
@@ -461,15 +478,15 @@ fn steps_of(
     // Groups where an item failed: the others there were cancelled by it.
     let failed_groups: Vec<usize> = planned
         .iter()
-        .filter(|(_, key, _)| recorded(key).is_some_and(|v| v.starts_with("failed")))
+        .filter(|(_, place, _)| matches!(ended(place), Some(StepEnd::Failed(_))))
         .map(|(_, _, group)| *group)
         .collect();
     planned
         .into_iter()
-        .map(|(label, key, group)| {
-            let state = match recorded(&key) {
-                Some("ok" | "done") => "done",
-                Some(value) if value.starts_with("failed") => "failed",
+        .map(|(label, place, group)| {
+            let state = match ended(&place) {
+                Some(StepEnd::Passed) => "done",
+                Some(StepEnd::Failed(_)) => "failed",
                 _ if deployed && group < after_group => "done",
                 _ if last_started.is_some_and(|last| group < last) => "done",
                 _ if last_started == Some(group) && active => "current",
@@ -500,12 +517,12 @@ fn describe(step: &Step) -> String {
 mod tests {
     use borealis_api::TargetState;
 
-    use super::steps_of;
+    use super::{Journal, steps_of};
 
     fn steps(yaml: &str, target: &str, journal: &[(&str, &str)], state: TargetState) -> Vec<String> {
         let file = borealis_core::deployment::parse(yaml).expect("the test file parses").file;
         let target = file.targets.iter().find(|t| t.name == target).expect("the target");
-        let journal: Vec<(String, String)> = journal.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let journal = Journal::new(journal.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         steps_of(Some(&file), target, &journal, state).into_iter().map(|s| format!("{} {}", s.state, s.label)).collect()
     }
 

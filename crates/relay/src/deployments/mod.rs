@@ -10,8 +10,10 @@
 //! - [`providers`]: metric providers, and the Prometheus query analysis steps make.
 
 pub mod caller;
+pub mod decide;
 pub mod driver;
 pub mod hooks;
+pub mod journal;
 pub mod orchestrator;
 pub mod providers;
 

@@ -16,19 +16,21 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use borealis_core::deployment::{
-    self, Analysis, DecisionMode, DeploymentFile, FlaggerHook, HookType, LookbackMethod, Pause, RunWebhook, Step,
-    StrategyKind, Target,
+    self, Analysis, DeploymentFile, FlaggerHook, HookType, LookbackMethod, Pause, RunWebhook, Step, StrategyKind,
+    Target,
 };
 use borealis_core::template::{self, Slot, Values};
-use borealis_store::{ApprovalState, DeploymentState, RunState, TargetState, unix_ms};
+use borealis_store::{ApprovalState, Conflict, DeploymentState, RunState, StoreError, TargetState, unix_ms};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::caller::Caller;
+use super::decide::{self, ActionReplay, AnalysisDecision, CheckDecision, GateDecision};
 use super::driver::{self, Action, ActionKind, RolloutDriver};
 use super::hooks;
+use super::journal::{self, ActionProgress, Entry, Journal, StepEnd, StepTime};
 use super::providers;
 use crate::clock::Clock;
 use crate::config::RelayConfig;
@@ -85,6 +87,71 @@ impl TargetOutcome {
 #[derive(Debug, Clone)]
 struct Failure(String);
 
+/// Why a deployment's run stopped on this replica before its end.
+#[derive(Debug, thiserror::Error)]
+pub enum Halt {
+    /// A read or write failed. Never taken for a step's failure (that would
+    /// roll a target back for a database blip): the deployment resumes from
+    /// its journal, here once the database answers, or on another replica.
+    #[error("store error at {at}: {source}")]
+    Store {
+        at: String,
+        #[source]
+        source: StoreError,
+    },
+    /// The lease fence refused a write: another replica holds the
+    /// deployment now and goes on from the journal.
+    #[error("the lease fence refused this replica's write ({at}): another replica holds the deployment now")]
+    LeaseLost { at: String },
+    /// The deployment cannot go on anywhere (its record vanished, its file
+    /// no longer parses, a target's task panicked): it is failed.
+    #[error("{0}")]
+    Unrunnable(String),
+}
+
+impl Halt {
+    /// A store error at `at` (a journal key, a write's name).
+    fn store(at: &str, source: StoreError) -> Self {
+        match source {
+            StoreError::Conflict(Conflict::LeaseLost { .. }) => Halt::LeaseLost { at: at.to_owned() },
+            source => Halt::Store { at: at.to_owned(), source },
+        }
+    }
+
+    /// Whether the deployment resumes from its journal (rather than fail).
+    fn resumes(&self) -> bool {
+        !matches!(self, Halt::Unrunnable(_))
+    }
+}
+
+/// Why a step did not pass: it failed (its target rolls back), or this
+/// replica's run of the deployment halts here.
+#[derive(Debug)]
+enum Stop {
+    Failed(Failure),
+    Halt(Halt),
+}
+
+impl From<Halt> for Stop {
+    fn from(halt: Halt) -> Self {
+        Stop::Halt(halt)
+    }
+}
+
+fn failed(reason: impl Into<String>) -> Stop {
+    Stop::Failed(Failure(reason.into()))
+}
+
+/// A step's result as its caller handles it: a halt goes on up (`?`), a
+/// failure comes back to be acted on.
+fn failure_of(result: Result<(), Stop>) -> Result<Option<Failure>, Halt> {
+    match result {
+        Ok(()) => Ok(None),
+        Err(Stop::Failed(failure)) => Ok(Some(failure)),
+        Err(Stop::Halt(halt)) => Err(halt),
+    }
+}
+
 const CANCELLED: &str = "cancelled because another item in the same list failed";
 
 struct Deployment {
@@ -95,9 +162,7 @@ struct Deployment {
     file: DeploymentFile,
     context: BTreeMap<String, String>,
     checksum: String,
-    journal: Mutex<HashMap<String, String>>,
-    /// Cancelled when a journal write fails: this replica stops the run.
-    lost: CancellationToken,
+    journal: Mutex<Journal>,
 }
 
 /// What deployments take from the relay's configuration.
@@ -153,36 +218,39 @@ impl Context {
 /// whichever replica holds its lease next (this one, once the database
 /// answers again, or another, once the lease lapsed).
 pub async fn run(service: Arc<Context>, id: String, lost: CancellationToken) {
-    if let Err(err) = run_inner(&service, &id, &lost).await {
-        if let Some(store_error) = err.downcast_ref::<borealis_store::StoreError>() {
-            tracing::warn!(deployment = %id, error = %store_error, "deployment stopped here on a store error; its journal resumes it");
-            lost.cancel();
-            return;
-        }
-        tracing::error!(deployment = %id, error = %err, "deployment stopped on an internal error");
-        let reason = format!("internal error: {err}");
-        if let Err(err) =
-            service.store.finish_deployment(&id, &service.replica.id, DeploymentState::Failed, Some(&reason)).await
-        {
-            tracing::warn!(deployment = %id, error = %err, "could not record the deployment's failure");
-        }
-        service.changed(&id);
+    let Err(halt) = run_inner(&service, &id).await else { return };
+    if halt.resumes() {
+        tracing::warn!(deployment = %id, error = %halt, "deployment stopped here; its journal resumes it");
+        lost.cancel();
+        return;
     }
+    tracing::error!(deployment = %id, error = %halt, "deployment stopped on an internal error");
+    let reason = format!("internal error: {halt}");
+    if let Err(err) =
+        service.store.finish_deployment(&id, &service.replica.id, DeploymentState::Failed, Some(&reason)).await
+    {
+        tracing::warn!(deployment = %id, error = %err, "could not record the deployment's failure");
+    }
+    service.changed(&id);
 }
 
-async fn run_inner(
-    state: &Arc<Context>,
-    id: &str,
-    lost: &CancellationToken,
-) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let record = state.store.deployment(id).await?.ok_or("deployment vanished")?;
+async fn run_inner(state: &Arc<Context>, id: &str) -> Result<(), Halt> {
+    let store_at = |at: &'static str| move |err| Halt::store(at, err);
+    let record = state
+        .store
+        .deployment(id)
+        .await
+        .map_err(store_at("deployment"))?
+        .ok_or_else(|| Halt::Unrunnable("deployment vanished".into()))?;
     if record.finished_at.is_some() {
         // Ended between the claim (or a restart's renewal) and now.
         return Ok(());
     }
-    let file = deployment::parse(&record.file).map_err(|e| format!("the stored file no longer parses: {e:?}"))?.file;
+    let file = deployment::parse(&record.file)
+        .map_err(|e| Halt::Unrunnable(format!("the stored file no longer parses: {e:?}")))?
+        .file;
     let context: BTreeMap<String, String> = serde_json::from_str(&record.context).unwrap_or_default();
-    let journal: HashMap<String, String> = state.store.journal(id).await?.into_iter().collect();
+    let journal = Journal::new(state.store.journal(id).await.map_err(store_at("journal"))?);
     let checksum = {
         let digest = ring::digest::digest(&ring::digest::SHA256, record.file.as_bytes());
         digest.as_ref().iter().take(8).map(|b| format!("{b:02x}")).collect::<String>()
@@ -190,7 +258,8 @@ async fn run_inner(
     let finished: HashMap<String, TargetOutcome> = state
         .store
         .targets(id)
-        .await?
+        .await
+        .map_err(store_at("targets"))?
         .into_iter()
         .filter_map(|t| TargetOutcome::parse(t.state.as_str()).map(|o| (t.target, o)))
         .collect();
@@ -203,9 +272,8 @@ async fn run_inner(
         context,
         checksum,
         journal: Mutex::new(journal),
-        lost: lost.clone(),
     });
-    deployment.once("started", None, "deployment-started", "deployment started".into()).await;
+    deployment.once("started", None, "deployment-started", "deployment started".into()).await?;
 
     let mut outcomes: HashMap<String, watch::Receiver<Option<TargetOutcome>>> = HashMap::new();
     let mut senders = Vec::new();
@@ -214,7 +282,7 @@ async fn run_inner(
         outcomes.insert(target.name.clone(), rx);
         senders.push((target.clone(), tx));
     }
-    let mut tasks = Vec::new();
+    let mut tasks = FuturesUnordered::new();
     for (target, tx) in senders {
         let deployment = deployment.clone();
         let outcomes = outcomes.clone();
@@ -223,19 +291,24 @@ async fn run_inner(
             let outcome = match earlier {
                 Some(outcome) => outcome,
                 None => {
-                    let outcome = deployment.target(&target, &outcomes).await;
-                    deployment.finish_target(&target, outcome).await;
+                    let outcome = deployment.target(&target, &outcomes).await?;
+                    deployment.finish_target(&target, outcome).await?;
                     outcome
                 }
             };
             let _ = tx.send(Some(outcome));
-            (target.name.clone(), outcome)
+            Ok::<_, Halt>((target.name.clone(), outcome))
         })));
     }
+    // The first target to halt halts them all: dropping the tasks aborts them.
     let mut results = Vec::new();
-    for task in tasks {
-        results.push(task.await?);
+    while let Some(done) = tasks.next().await {
+        let done = done.map_err(|e| Halt::Unrunnable(format!("a target's task failed: {e}")))?;
+        results.push(done?);
     }
+    let order: HashMap<&str, usize> =
+        deployment.file.targets.iter().enumerate().map(|(i, t)| (t.name.as_str(), i)).collect();
+    results.sort_by_key(|(name, _)| order.get(name.as_str()).copied());
     let failed: Vec<String> = results
         .iter()
         .filter(|(_, o)| *o != TargetOutcome::Deployed)
@@ -246,62 +319,58 @@ async fn run_inner(
     } else {
         (DeploymentState::Failed, Some(failed.join(", ")))
     };
-    deployment.event(None, "deployment-finished", format!("deployment {final_state}")).await;
-    state.store.finish_deployment(id, &state.replica.id, final_state, reason.as_deref()).await?;
+    deployment.event(None, "deployment-finished", format!("deployment {final_state}")).await?;
+    state
+        .store
+        .finish_deployment(id, &state.replica.id, final_state, reason.as_deref())
+        .await
+        .map_err(store_at("finish"))?;
     state.changed(id);
     tracing::info!(deployment = %id, state = final_state.as_str(), "deployment finished");
     Ok(())
 }
 
 impl Deployment {
-    fn journal_get(&self, key: &str) -> Option<String> {
-        self.journal.lock().expect("journal lock").get(key).cloned()
+    /// What the journal holds: read under its lock, which is never held
+    /// across a wait.
+    fn journal<T>(&self, read: impl FnOnce(&Journal) -> T) -> T {
+        read(&self.journal.lock().expect("journal lock"))
     }
 
     /// Records a step. A write that fails (the database is away, or
     /// another replica holds the lease now) is never passed over: this
-    /// replica stops the deployment here, and it resumes from its journal.
-    async fn journal_put(&self, key: &str, value: &str) {
+    /// replica halts the deployment here, and it resumes from its journal.
+    async fn record(&self, entry: Entry) -> Result<(), Halt> {
+        let (key, value) = entry.encode();
         let owner = &self.service.replica.id;
-        if let Err(err) = self.service.store.replace_journal(&self.id, owner, key, value).await {
-            self.halt::<()>(key, err).await;
+        if let Err(err) = self.service.store.replace_journal(&self.id, owner, &key, &value).await {
+            return Err(Halt::store(&key, err));
         }
-        self.journal.lock().expect("journal lock").insert(key.to_owned(), value.to_owned());
+        self.journal.lock().expect("journal lock").insert(&entry);
+        Ok(())
     }
 
     /// The outcome of one of the lease owner's fenced writes (`what`, for
     /// the log): a write the fence refused (another replica holds the lease
-    /// now) stops this deployment's run here, and the new owner goes on from
+    /// now) halts this deployment's run here, and the new owner goes on from
     /// the journal; another store error is logged and passed over, as the
     /// journal, not this write, is what a resume reads.
-    async fn fenced<T>(&self, what: &str, result: Result<T, borealis_store::StoreError>) -> Option<T> {
+    fn fenced<T>(&self, what: &str, result: Result<T, StoreError>) -> Result<Option<T>, Halt> {
         match result {
-            Ok(value) => Some(value),
-            Err(err @ borealis_store::StoreError::Conflict(borealis_store::Conflict::LeaseLost { .. })) => {
-                tracing::warn!(deployment = %self.id, write = what, error = %err, "the lease fence refused this replica's write: another replica holds the deployment now");
-                self.halt(what, err).await
-            }
+            Ok(value) => Ok(Some(value)),
+            Err(err @ StoreError::Conflict(Conflict::LeaseLost { .. })) => Err(Halt::store(what, err)),
             Err(err) => {
                 tracing::warn!(deployment = %self.id, write = what, error = %err, "a deployment write failed");
-                None
+                Ok(None)
             }
         }
     }
 
-    /// Stops this deployment's run here and never returns: the task that
-    /// runs it ends on `lost`. For store errors, which are never taken for
-    /// a step's failure (that would roll a target back for a database blip).
-    async fn halt<T>(&self, key: &str, err: borealis_store::StoreError) -> T {
-        tracing::warn!(deployment = %self.id, key, error = %err, "store error; stopping the deployment here so that its journal resumes it");
-        self.lost.cancel();
-        std::future::pending().await
-    }
-
     /// Records an event, and tells Flagger-style event hooks.
-    async fn event(&self, target: Option<&Target>, kind: &str, message: String) {
+    async fn event(&self, target: Option<&Target>, kind: &str, message: String) -> Result<(), Halt> {
         let name = target.map(|t| t.name.as_str());
         let owner = &self.service.replica.id;
-        self.fenced("event", self.service.store.add_event(&self.id, owner, name, kind, &message).await).await;
+        self.fenced("event", self.service.store.add_event(&self.id, owner, name, kind, &message).await)?;
         self.service.changed(&self.id);
         let warning = kind.contains("fail") || kind.contains("rolled-back") || kind.contains("cancel");
         // Each event is a message of its own; its retries share its id.
@@ -315,34 +384,42 @@ impl Deployment {
                 tracing::warn!(deployment = %self.id, hook = hook.name.as_str(), reason = reason.detail.as_str(), "event hook failed");
             }
         }
+        Ok(())
     }
 
-    /// An event recorded once, even across replays.
-    async fn once(&self, key: &str, target: Option<&Target>, kind: &str, message: String) {
-        let key = format!("event/{key}");
-        if self.journal_get(&key).is_none() {
-            self.journal_put(&key, "done").await;
-            self.event(target, kind, message).await;
+    /// An event told once, even across replays.
+    async fn once(&self, key: &str, target: Option<&Target>, kind: &str, message: String) -> Result<(), Halt> {
+        if !self.journal(|j| j.told(key)) {
+            self.record(Entry::Told { event: key.to_owned() }).await?;
+            self.event(target, kind, message).await?;
         }
+        Ok(())
     }
 
-    async fn step(&self, target: &Target, state: TargetState, step: &str) {
+    async fn step(&self, target: &Target, state: TargetState, step: &str) -> Result<(), Halt> {
         let owner = &self.service.replica.id;
         let written = self.service.store.set_target(&self.id, owner, &target.name, state, Some(step), None).await;
-        self.fenced("target state", written).await;
+        self.fenced("target state", written)?;
         self.service.changed(&self.id);
+        Ok(())
     }
 
-    async fn finish_target(&self, target: &Target, outcome: TargetOutcome) {
-        let reason = self.journal_get(&format!("{}/reason", target.name));
+    async fn finish_target(&self, target: &Target, outcome: TargetOutcome) -> Result<(), Halt> {
+        let reason = self.journal(|j| j.reason(&target.name));
         let owner = &self.service.replica.id;
         let written = self
             .service
             .store
             .set_target(&self.id, owner, &target.name, outcome.state(), None, reason.as_deref())
             .await;
-        self.fenced("target state", written).await;
+        self.fenced("target state", written)?;
         self.service.changed(&self.id);
+        Ok(())
+    }
+
+    /// Records why `target` ends as it does.
+    async fn reason(&self, target: &Target, reason: String) -> Result<(), Halt> {
+        self.record(Entry::Reason { target: target.name.clone(), reason }).await
     }
 
     fn hooks(&self, kind: HookType) -> impl Iterator<Item = &FlaggerHook> {
@@ -361,9 +438,9 @@ impl Deployment {
         &self,
         target: &Target,
         outcomes: &HashMap<String, watch::Receiver<Option<TargetOutcome>>>,
-    ) -> TargetOutcome {
+    ) -> Result<TargetOutcome, Halt> {
         let name = &target.name;
-        self.step(target, TargetState::Waiting, "waiting for dependencies").await;
+        self.step(target, TargetState::Waiting, "waiting for dependencies").await?;
         for dep in &target.constraints.depends_on {
             let Some(mut rx) = outcomes.get(dep).cloned() else { continue };
             let outcome = match rx.wait_for(|o| o.is_some()).await {
@@ -372,90 +449,99 @@ impl Deployment {
             };
             if outcome != TargetOutcome::Deployed {
                 let reason = format!("cancelled: dependency {dep} ended {}", outcome.as_str());
-                self.journal_put(&format!("{name}/reason"), &reason).await;
-                self.once(&format!("{name}/cancelled"), Some(target), "target-cancelled", reason).await;
-                let _ = self.act(target, "cancel", ActionKind::Cancel, None).await;
-                return TargetOutcome::Cancelled;
+                self.reason(target, reason.clone()).await?;
+                self.once(&format!("{name}/cancelled"), Some(target), "target-cancelled", reason).await?;
+                // The cancel is told to the driver; whether it went through changes nothing here.
+                failure_of(self.act(target, "cancel", ActionKind::Cancel, None).await)?;
+                return Ok(TargetOutcome::Cancelled);
             }
         }
-        self.step(target, TargetState::Running, "starting").await;
-        self.once(&format!("{name}/started"), Some(target), "target-started", format!("target {name} started")).await;
+        self.step(target, TargetState::Running, "starting").await?;
+        self.once(&format!("{name}/started"), Some(target), "target-started", format!("target {name} started")).await?;
 
-        if let Err(f) = self.gates(target, HookType::ConfirmRollout, "Initialized").await {
+        if let Some(f) = failure_of(self.gates(target, HookType::ConfirmRollout, "Initialized").await)? {
             return self.roll_back(target, f, false).await;
         }
-        if let Err(f) = self.items(target, "beforeDeployment", &target.constraints.before_deployment).await {
+        if let Some(f) =
+            failure_of(self.items(target, "beforeDeployment", &target.constraints.before_deployment).await)?
+        {
             return self.roll_back(target, f, false).await;
         }
-        if let Err(f) = self.act(target, "deploy", ActionKind::Deploy, None).await {
+        if let Some(f) = failure_of(self.act(target, "deploy", ActionKind::Deploy, None).await)? {
             return self.roll_back(target, f, true).await;
         }
-        if let Err(f) = self.checks(target, HookType::PreRollout, "Progressing", "pre-rollout").await {
+        if let Some(f) = failure_of(self.checks(target, HookType::PreRollout, "Progressing", "pre-rollout").await)? {
             return self.roll_back(target, f, true).await;
         }
-        let strategy = target.strategy.as_deref().and_then(|s| self.file.strategy(s)).map(|s| s.kind.clone());
+        if let Some(f) = failure_of(self.strategy(target).await)? {
+            return self.roll_back(target, f, true).await;
+        }
+        if let Some(f) = failure_of(self.rollback_requested(target, "promotion").await)? {
+            return self.roll_back(target, f, true).await;
+        }
+        if let Some(f) = failure_of(self.gates(target, HookType::ConfirmPromotion, "Promoting").await)? {
+            return self.roll_back(target, f, true).await;
+        }
+        if let Some(f) = failure_of(self.act(target, "promote", ActionKind::Promote, None).await)? {
+            return self.roll_back(target, f, true).await;
+        }
+        self.post_rollout(target, "Succeeded").await?;
+        self.step(target, TargetState::Deployed, "afterDeployment").await?;
+        self.once(&format!("{name}/deployed"), Some(target), "target-deployed", format!("target {name} deployed"))
+            .await?;
+        if let Some(Failure(reason)) =
+            failure_of(self.items(target, "afterDeployment", &target.constraints.after_deployment).await)?
+        {
+            let reason =
+                format!("afterDeployment failed: {reason}; the target stays deployed and its dependents are cancelled");
+            self.reason(target, reason.clone()).await?;
+            self.once(&format!("{name}/after-failed"), Some(target), "after-deployment-failed", reason).await?;
+            return Ok(TargetOutcome::AfterDeploymentFailed);
+        }
+        Ok(TargetOutcome::Deployed)
+    }
+
+    /// The target's strategy, between deploy and promotion: a canary's
+    /// steps, or blue/green's waits around the traffic switch.
+    async fn strategy(&self, target: &Target) -> Result<(), Stop> {
+        let strategy = target.strategy.as_deref().and_then(|s| self.file.strategy(s)).map(|s| &s.kind);
         match strategy {
             Some(StrategyKind::Canary { steps }) => {
                 for (i, step) in steps.iter().enumerate() {
-                    if let Err(f) = self.rollback_requested(target, &format!("canary/{i}")).await {
-                        return self.roll_back(target, f, true).await;
-                    }
-                    let result = match step {
-                        Step::SetWeight { weight, .. } => self.set_weight(target, i, *weight).await,
-                        other => self.item(target, format!("{name}/canary/{i}"), other, CancellationToken::new()).await,
-                    };
-                    if let Err(f) = result {
-                        return self.roll_back(target, f, true).await;
+                    self.rollback_requested(target, &format!("canary/{i}")).await?;
+                    match step {
+                        Step::SetWeight { weight, .. } => self.set_weight(target, i, *weight).await?,
+                        other => {
+                            let key = journal::step_key(&target.name, "canary", i);
+                            self.item(target, key, other, CancellationToken::new()).await?
+                        }
                     }
                 }
             }
             Some(StrategyKind::BlueGreen { redirect_traffic_after, shut_down_old_version_after, .. }) => {
-                if let Err(f) = self.items(target, "redirectTrafficAfter", &redirect_traffic_after).await {
-                    return self.roll_back(target, f, true).await;
-                }
-                if let Err(f) = self.act(target, "redirect", ActionKind::RedirectTraffic, None).await {
-                    return self.roll_back(target, f, true).await;
-                }
-                if let Err(f) = self.items(target, "shutDownOldVersionAfter", &shut_down_old_version_after).await {
-                    return self.roll_back(target, f, true).await;
-                }
+                self.items(target, "redirectTrafficAfter", redirect_traffic_after).await?;
+                self.act(target, "redirect", ActionKind::RedirectTraffic, None).await?;
+                self.items(target, "shutDownOldVersionAfter", shut_down_old_version_after).await?;
             }
             None => {}
         }
-        if let Err(f) = self.rollback_requested(target, "promotion").await {
-            return self.roll_back(target, f, true).await;
-        }
-        if let Err(f) = self.gates(target, HookType::ConfirmPromotion, "Promoting").await {
-            return self.roll_back(target, f, true).await;
-        }
-        if let Err(f) = self.act(target, "promote", ActionKind::Promote, None).await {
-            return self.roll_back(target, f, true).await;
-        }
-        self.post_rollout(target, "Succeeded").await;
-        self.step(target, TargetState::Deployed, "afterDeployment").await;
-        self.once(&format!("{name}/deployed"), Some(target), "target-deployed", format!("target {name} deployed"))
-            .await;
-        if let Err(Failure(reason)) = self.items(target, "afterDeployment", &target.constraints.after_deployment).await
-        {
-            let reason =
-                format!("afterDeployment failed: {reason}; the target stays deployed and its dependents are cancelled");
-            self.journal_put(&format!("{name}/reason"), &reason).await;
-            self.once(&format!("{name}/after-failed"), Some(target), "after-deployment-failed", reason).await;
-            return TargetOutcome::AfterDeploymentFailed;
-        }
-        TargetOutcome::Deployed
+        Ok(())
     }
 
-    async fn roll_back(&self, target: &Target, Failure(reason): Failure, deployed: bool) -> TargetOutcome {
+    async fn roll_back(
+        &self,
+        target: &Target,
+        Failure(reason): Failure,
+        deployed: bool,
+    ) -> Result<TargetOutcome, Halt> {
         let name = &target.name;
-        self.journal_put(&format!("{name}/reason"), &reason).await;
-        self.once(&format!("{name}/failure"), Some(target), "target-failed", reason.clone()).await;
+        self.reason(target, reason.clone()).await?;
+        self.once(&format!("{name}/failure"), Some(target), "target-failed", reason.clone()).await?;
         let outcome = if deployed {
-            match self.act(target, "rollback", ActionKind::Rollback, None).await {
-                Ok(()) => TargetOutcome::RolledBack,
-                Err(Failure(why)) => {
-                    self.journal_put(&format!("{name}/reason"), &format!("{reason}; then the rollback failed: {why}"))
-                        .await;
+            match failure_of(self.act(target, "rollback", ActionKind::Rollback, None).await)? {
+                None => TargetOutcome::RolledBack,
+                Some(Failure(why)) => {
+                    self.reason(target, format!("{reason}; then the rollback failed: {why}")).await?;
                     TargetOutcome::Failed
                 }
             }
@@ -463,37 +549,39 @@ impl Deployment {
             // Nothing was deployed: the failure itself is the rollback.
             TargetOutcome::RolledBack
         };
-        self.post_rollout(target, "Failed").await;
+        self.post_rollout(target, "Failed").await?;
         self.once(
             &format!("{name}/rolled-back"),
             Some(target),
             "target-rolled-back",
             format!("target {name} rolled back: {reason}"),
         )
-        .await;
-        outcome
+        .await?;
+        Ok(outcome)
     }
 
     /// One rollout action through the target's driver, at most once unless
     /// the driver is idempotent.
-    async fn act(&self, target: &Target, key: &str, kind: ActionKind, weight: Option<u32>) -> Result<(), Failure> {
-        let key = format!("{}/action/{key}", target.name);
+    async fn act(&self, target: &Target, action: &str, kind: ActionKind, weight: Option<u32>) -> Result<(), Stop> {
         let driver: Arc<dyn RolloutDriver> =
             driver::for_target(&self.service.caller, self.service.settings.driver_timeout, target);
-        match self.journal_get(&key).as_deref() {
-            Some("done") => return Ok(()),
-            Some("started") if !driver.idempotent() => {
-                return Err(Failure(format!(
+        let progress = self.journal(|j| j.action(&target.name, action));
+        match decide::action_replay(progress, driver.idempotent()) {
+            ActionReplay::Skip => return Ok(()),
+            ActionReplay::Refuse => {
+                return Err(failed(format!(
                     "the relay restarted during {}; the {} driver is not idempotent, so it was not repeated",
                     kind.as_str(),
                     driver.name()
                 )));
             }
-            _ => self.journal_put(&key, "started").await,
+            ActionReplay::Send => {}
         }
-        self.step(target, TargetState::Running, kind.as_str()).await;
+        let entry = |progress| Entry::Action { target: target.name.clone(), action: action.to_owned(), progress };
+        self.record(entry(ActionProgress::Started)).await?;
+        self.step(target, TargetState::Running, kind.as_str()).await?;
         let action = Action {
-            id: self.call_id(&key),
+            id: self.call_id(&journal::action_key(&target.name, action)),
             deployment_id: self.id.clone(),
             application: self.application.clone(),
             target: target.name.clone(),
@@ -506,20 +594,21 @@ impl Deployment {
             Some(w) => format!("{} {w}% on {} ({} driver)", kind.as_str(), target.name, driver.name()),
             None => format!("{} on {} ({} driver)", kind.as_str(), target.name, driver.name()),
         };
-        driver.act(&action).await.map_err(|e| Failure(format!("{} failed: {e}", kind.as_str())))?;
-        self.journal_put(&key, "done").await;
-        self.event(Some(target), "action", described).await;
+        driver.act(&action).await.map_err(|e| failed(format!("{} failed: {e}", kind.as_str())))?;
+        self.record(entry(ActionProgress::Done)).await?;
+        self.event(Some(target), "action", described).await?;
         Ok(())
     }
 
-    async fn set_weight(&self, target: &Target, index: usize, weight: u32) -> Result<(), Failure> {
+    async fn set_weight(&self, target: &Target, index: usize, weight: u32) -> Result<(), Stop> {
         self.gates(target, HookType::ConfirmTrafficIncrease, "Progressing").await?;
         self.act(target, &format!("canary/{index}"), ActionKind::SetWeight, Some(weight)).await?;
         self.checks(target, HookType::Rollout, "Progressing", &format!("canary/{index}/rollout")).await
     }
 
-    /// Runs a constraint list: all items at once, all must pass.
-    async fn items(&self, target: &Target, list: &str, items: &[Step]) -> Result<(), Failure> {
+    /// Runs a constraint list: all items at once, all must pass. The
+    /// first failure cancels the others; a halt stops them all at once.
+    async fn items(&self, target: &Target, list: &str, items: &[Step]) -> Result<(), Stop> {
         if items.is_empty() {
             return Ok(());
         }
@@ -527,11 +616,11 @@ impl Deployment {
         let mut running: FuturesUnordered<_> = items
             .iter()
             .enumerate()
-            .map(|(i, item)| self.item(target, format!("{}/{list}/{i}", target.name), item, cancel.clone()))
+            .map(|(i, item)| self.item(target, journal::step_key(&target.name, list, i), item, cancel.clone()))
             .collect();
         let mut first: Option<Failure> = None;
         while let Some(result) = running.next().await {
-            if let Err(failure) = result
+            if let Some(failure) = failure_of(result)?
                 && first.is_none()
             {
                 first = Some(failure);
@@ -540,19 +629,17 @@ impl Deployment {
         }
         match first {
             None => Ok(()),
-            Some(Failure(reason)) => Err(Failure(format!("{list}: {reason}"))),
+            Some(Failure(reason)) => Err(failed(format!("{list}: {reason}"))),
         }
     }
 
-    /// One item: a webhook, a pause or an approval.
-    async fn item(&self, target: &Target, key: String, item: &Step, cancel: CancellationToken) -> Result<(), Failure> {
+    /// One item: a webhook, a pause, an approval or an analysis.
+    async fn item(&self, target: &Target, key: String, item: &Step, cancel: CancellationToken) -> Result<(), Stop> {
         let key = key.as_str();
-        match self.journal_get(key).as_deref() {
-            Some("ok") => return Ok(()),
-            Some(failed) if failed.starts_with("failed: ") => {
-                return Err(Failure(failed["failed: ".len()..].to_owned()));
-            }
-            _ => {}
+        match self.journal(|j| j.step_end(key)) {
+            Some(StepEnd::Passed) => return Ok(()),
+            Some(StepEnd::Failed(reason)) => return Err(failed(reason)),
+            None => {}
         }
         let result = match item {
             Step::RunWebhook(run) => self.webhook(target, key, run, &cancel).await,
@@ -561,13 +648,14 @@ impl Deployment {
             }
             Step::Analysis(analysis) => self.analysis(target, key, analysis, &cancel).await,
             Step::Pause { pause: Pause::Seconds(seconds), .. } => self.pause(target, key, *seconds, &cancel).await,
-            Step::SetWeight { .. } | Step::Unsupported { .. } => Err(Failure("this step is not supported here".into())),
+            Step::SetWeight { .. } | Step::Unsupported { .. } => Err(failed("this step is not supported here")),
         };
-        match &result {
-            Ok(()) => self.journal_put(key, "ok").await,
-            Err(Failure(reason)) if reason != CANCELLED => self.journal_put(key, &format!("failed: {reason}")).await,
-            Err(_) => {}
-        }
+        let end = match &result {
+            Ok(()) => StepEnd::Passed,
+            Err(Stop::Failed(Failure(reason))) if reason != CANCELLED => StepEnd::Failed(reason.clone()),
+            Err(_) => return result,
+        };
+        self.record(Entry::StepEnded { step: key.to_owned(), end }).await?;
         result
     }
 
@@ -577,9 +665,8 @@ impl Deployment {
         key: &str,
         run: &RunWebhook,
         cancel: &CancellationToken,
-    ) -> Result<(), Failure> {
-        let run_key = run_key(key);
-        let run_id = match self.journal_get(&run_key) {
+    ) -> Result<(), Stop> {
+        let run_id = match self.journal(|j| j.step_run(key)) {
             Some(id) => id,
             None => {
                 let request = RunRequest {
@@ -591,44 +678,46 @@ impl Deployment {
                     // A relay that dies between creating the run and
                     // journalling it finds the same run again on resume.
                     idempotency: Some(borealis_store::IdempotencyKey {
-                        key: format!("deployment:{}:{run_key}", self.id),
+                        key: format!("deployment:{}:{key}/run", self.id),
                         request_hash: "deployment-step".into(),
                     }),
                 };
                 let created = match self.service.runs.create(request).await {
                     Ok(created) => created,
                     // The run's idempotency key finds it again on resume.
-                    Err(crate::runs::RunError::Store(err)) => self.halt(&run_key, err).await,
-                    Err(e) => return Err(Failure(format!("webhook {} could not start: {e}", run.name))),
+                    Err(crate::runs::RunError::Store(err)) => return Err(Halt::store(key, err).into()),
+                    Err(e) => return Err(failed(format!("webhook {} could not start: {e}", run.name))),
                 };
-                self.journal_put(&run_key, &created.id).await;
+                self.record(Entry::StepRun { step: key.to_owned(), run: created.id.clone() }).await?;
                 self.event(
                     Some(target),
                     "webhook-started",
                     format!("webhook {} started (run {})", run.name, created.id),
                 )
-                .await;
+                .await?;
                 created.id
             }
         };
-        self.step(target, TargetState::Running, &format!("waiting for webhook {}", run.name)).await;
+        self.step(target, TargetState::Running, &format!("waiting for webhook {}", run.name)).await?;
         let mut events = self.service.runs.subscribe();
         loop {
-            let record = match self.service.store.run(&run_id).await {
-                Ok(record) => record,
-                Err(err) => self.halt("webhook run", err).await,
-            }
-            .ok_or_else(|| Failure(format!("webhook run {run_id} vanished")))?;
+            let record = self
+                .service
+                .store
+                .run(&run_id)
+                .await
+                .map_err(|err| Halt::store("webhook run", err))?
+                .ok_or_else(|| failed(format!("webhook run {run_id} vanished")))?;
             if record.state.is_finished() {
                 let message = record.md_message.clone().or(record.reason.clone()).unwrap_or_default();
                 return if record.state == RunState::Succeeded {
                     self.event(Some(target), "webhook-succeeded", format!("webhook {} succeeded: {message}", run.name))
-                        .await;
+                        .await?;
                     Ok(())
                 } else {
                     let why = format!("webhook {} {}: {message}", run.name, record.state.as_str().replace('_', " "));
-                    self.event(Some(target), "webhook-failed", why.clone()).await;
-                    Err(Failure(why))
+                    self.event(Some(target), "webhook-failed", why.clone()).await?;
+                    Err(failed(why))
                 };
             }
             tokio::select! {
@@ -637,12 +726,23 @@ impl Deployment {
                 () = cancel.cancelled() => {
                     let owner = &self.service.replica.id;
                     let cancelled = self.service.store.cancel_step_run(&self.id, owner, &run_id, CANCELLED).await;
-                    self.fenced("cancel of a step's run", cancelled).await;
+                    self.fenced("cancel of a step's run", cancelled)?;
                     self.service.runs.changed(&run_id);
-                    return Err(Failure(CANCELLED.into()));
+                    return Err(failed(CANCELLED));
                 }
             }
         }
+    }
+
+    /// A time the step `key` set on its first run, kept across restarts:
+    /// `after` from now, unless the journal holds it already.
+    async fn step_time(&self, key: &str, time: StepTime, after: Duration) -> Result<i64, Halt> {
+        if let Some(at_ms) = self.journal(|j| j.step_time(key, time)) {
+            return Ok(at_ms);
+        }
+        let at_ms = unix_ms(self.service.clock.now() + after);
+        self.record(Entry::StepTime { step: key.to_owned(), time, at_ms }).await?;
+        Ok(at_ms)
     }
 
     async fn approval(
@@ -651,46 +751,34 @@ impl Deployment {
         key: &str,
         expires_after: Option<u64>,
         cancel: &CancellationToken,
-    ) -> Result<(), Failure> {
+    ) -> Result<(), Stop> {
         // An expiring approval keeps its deadline across restarts.
         let expires_at = match expires_after {
             None => None,
-            Some(seconds) => {
-                let until_key = format!("{key}/expires");
-                Some(match self.journal_get(&until_key).and_then(|v| v.parse::<i64>().ok()) {
-                    Some(at) => at,
-                    None => {
-                        let at = unix_ms(self.service.clock.now() + Duration::from_secs(seconds));
-                        self.journal_put(&until_key, &at.to_string()).await;
-                        at
-                    }
-                })
-            }
+            Some(seconds) => Some(self.step_time(key, StepTime::ApprovalExpires, Duration::from_secs(seconds)).await?),
         };
         let store = &self.service.store;
         let mut changes = self.service.subscribe();
         // The target says it waits before the approval shows as pending.
-        self.step(target, TargetState::AwaitingApproval, "waiting for approval").await;
+        self.step(target, TargetState::AwaitingApproval, "waiting for approval").await?;
         let owner = &self.service.replica.id;
-        let mut state = match store.request_approval(&self.id, owner, &target.name, key).await {
-            Ok(state) => state,
-            Err(err) => self.halt(key, err).await,
-        };
+        let mut state =
+            store.request_approval(&self.id, owner, &target.name, key).await.map_err(|e| Halt::store(key, e))?;
         self.once(
             &format!("{key}/requested"),
             Some(target),
             "approval-requested",
             format!("target {} waits for approval", target.name),
         )
-        .await;
+        .await?;
         loop {
             match state {
                 ApprovalState::Approved => {
-                    self.event(Some(target), "approved", format!("target {} approved", target.name)).await;
+                    self.event(Some(target), "approved", format!("target {} approved", target.name)).await?;
                     return Ok(());
                 }
-                ApprovalState::Rejected => return Err(Failure("rejected by an operator".into())),
-                ApprovalState::Cancelled => return Err(Failure(CANCELLED.into())),
+                ApprovalState::Rejected => return Err(failed("rejected by an operator")),
+                ApprovalState::Cancelled => return Err(failed(CANCELLED)),
                 ApprovalState::Pending => {}
             }
             let expiry = async {
@@ -703,7 +791,7 @@ impl Deployment {
                 _ = changes.recv() => {}
                 () = tokio::time::sleep(Duration::from_secs(5)) => {}
                 () = expiry => {
-                    self.fenced("approval", store.cancel_approval(&self.id, owner, key).await).await;
+                    self.fenced("approval", store.cancel_approval(&self.id, owner, key).await)?;
                     // An approval given at the last moment still counts.
                     if store.approval(&self.id, key).await.ok().flatten() == Some(ApprovalState::Approved) {
                         state = ApprovalState::Approved;
@@ -714,20 +802,17 @@ impl Deployment {
                         target.name,
                         humantime::format_duration(Duration::from_secs(expires_after.unwrap_or_default()))
                     );
-                    self.event(Some(target), "approval-expired", why.clone()).await;
-                    return Err(Failure(why));
+                    self.event(Some(target), "approval-expired", why.clone()).await?;
+                    return Err(failed(why));
                 }
                 () = cancel.cancelled() => {
-                    self.fenced("approval", store.cancel_approval(&self.id, owner, key).await).await;
-                    self.event(Some(target), "approval-cancelled", format!("the approval of {} is no longer pending", target.name)).await;
-                    return Err(Failure(CANCELLED.into()));
+                    self.fenced("approval", store.cancel_approval(&self.id, owner, key).await)?;
+                    self.event(Some(target), "approval-cancelled", format!("the approval of {} is no longer pending", target.name)).await?;
+                    return Err(failed(CANCELLED));
                 }
             }
-            state = match store.approval(&self.id, key).await {
-                Ok(state) => state,
-                Err(err) => self.halt(key, err).await,
-            }
-            .unwrap_or(ApprovalState::Pending);
+            state =
+                store.approval(&self.id, key).await.map_err(|e| Halt::store(key, e))?.unwrap_or(ApprovalState::Pending);
         }
     }
 
@@ -739,42 +824,34 @@ impl Deployment {
         key: &str,
         analysis: &Analysis,
         cancel: &CancellationToken,
-    ) -> Result<(), Failure> {
-        let start_key = format!("{key}/start");
-        let start: i64 = match self.journal_get(&start_key).and_then(|v| v.parse().ok()) {
-            Some(start) => start,
-            None => {
-                let now = unix_ms(self.service.clock.now());
-                self.journal_put(&start_key, &now.to_string()).await;
-                now
-            }
-        };
+    ) -> Result<(), Stop> {
+        let start = self.step_time(key, StepTime::AnalysisStart, Duration::ZERO).await?;
         let provider_name = self.file.provider_of(analysis).map(|p| p.name.clone()).unwrap_or_default();
-        let provider = match self.service.store.provider(&provider_name).await {
-            Ok(provider) => provider,
-            Err(err) => self.halt("metric provider", err).await,
-        }
-        .ok_or_else(|| Failure(format!("analysis: metric provider {provider_name:?} is no longer defined")))?;
+        let provider = self
+            .service
+            .store
+            .provider(&provider_name)
+            .await
+            .map_err(|e| Halt::store("metric provider", e))?
+            .ok_or_else(|| failed(format!("analysis: metric provider {provider_name:?} is no longer defined")))?;
         let interval_ms = analysis.interval_seconds as i64 * 1000;
         let runs = analysis.number_of_judgment_runs;
         let mut failure: Option<String> = None;
         for n in 1..=runs {
-            let run_key = format!("{key}/judgment/{n}");
-            let judged: Option<borealis_api::JudgmentRun> =
-                self.journal_get(&run_key).and_then(|v| serde_json::from_str(&v).ok());
-            let judged = match judged {
+            let judged = match self.journal(|j| j.judgment(key, n)) {
                 Some(judged) => judged,
                 None => {
                     let at = start + n as i64 * interval_ms;
-                    self.step(target, TargetState::Running, &format!("analysis: judgment run {n} of {runs}")).await;
+                    self.step(target, TargetState::Running, &format!("analysis: judgment run {n} of {runs}")).await?;
                     tokio::select! {
                         () = self.service.clock.sleep_until(from_unix_ms(at)) => {}
-                        () = cancel.cancelled() => return Err(Failure(CANCELLED.into())),
+                        () = cancel.cancelled() => return Err(failed(CANCELLED)),
                     }
                     let judged = self.judge(target, analysis, &provider, start, at, n).await;
-                    self.journal_put(&run_key, &serde_json::to_string(&judged).expect("json")).await;
+                    let summary = judged.summary.clone();
                     let kind = if judged.passed { "judgment-passed" } else { "judgment-failed" };
-                    self.event(Some(target), kind, format!("analysis run {n} of {runs}: {}", judged.summary)).await;
+                    self.record(Entry::Judgment { step: key.to_owned(), n, run: Box::new(judged.clone()) }).await?;
+                    self.event(Some(target), kind, format!("analysis run {n} of {runs}: {summary}")).await?;
                     judged
                 }
             };
@@ -783,17 +860,10 @@ impl Deployment {
                 break;
             }
         }
-        match (failure, analysis.roll_back_mode, analysis.roll_forward_mode) {
-            (None, _, DecisionMode::Automatic) => Ok(()),
-            (Some(reason), DecisionMode::Automatic, _) => Err(Failure(reason)),
-            (None, _, DecisionMode::Manual) => {
-                let why = format!("analysis passed {runs} judgment runs; rollForwardMode is manual");
-                self.decision(target, key, TargetState::AwaitingContinueDecision, why, cancel).await
-            }
-            (Some(reason), DecisionMode::Manual, _) => {
-                let why = format!("{reason}; rollBackMode is manual");
-                self.decision(target, key, TargetState::AwaitingRollbackDecision, why, cancel).await
-            }
+        match decide::after_analysis(failure, runs, analysis.roll_back_mode, analysis.roll_forward_mode) {
+            AnalysisDecision::Pass => Ok(()),
+            AnalysisDecision::Fail(reason) => Err(failed(reason)),
+            AnalysisDecision::Ask { state, why } => self.decision(target, key, state, why, cancel).await,
         }
     }
 
@@ -921,117 +991,112 @@ impl Deployment {
         state_name: TargetState,
         why: String,
         cancel: &CancellationToken,
-    ) -> Result<(), Failure> {
+    ) -> Result<(), Stop> {
         let store = &self.service.store;
         let decision_key = format!("{key}{}", borealis_store::DECISION_SUFFIX);
+        let at = |e| Halt::store(&decision_key, e);
         let mut changes = self.service.subscribe();
-        self.step(target, state_name, &why).await;
+        self.step(target, state_name, &why).await?;
         let owner = &self.service.replica.id;
-        let mut state = match store.request_approval(&self.id, owner, &target.name, &decision_key).await {
-            Ok(state) => state,
-            Err(err) => self.halt(&decision_key, err).await,
-        };
+        let mut state = store.request_approval(&self.id, owner, &target.name, &decision_key).await.map_err(at)?;
         self.once(
             &format!("{decision_key}/requested"),
             Some(target),
             "decision-requested",
             format!("target {} waits for rollback or continue: {why}", target.name),
         )
-        .await;
+        .await?;
         loop {
             match state {
                 ApprovalState::Approved => {
                     self.event(Some(target), "continued", format!("target {} continued by an operator", target.name))
-                        .await;
+                        .await?;
                     return Ok(());
                 }
-                ApprovalState::Rejected => return Err(Failure(format!("rolled back by an operator: {why}"))),
-                ApprovalState::Cancelled => return Err(Failure(CANCELLED.into())),
+                ApprovalState::Rejected => return Err(failed(format!("rolled back by an operator: {why}"))),
+                ApprovalState::Cancelled => return Err(failed(CANCELLED)),
                 ApprovalState::Pending => {}
             }
             tokio::select! {
                 _ = changes.recv() => {}
                 () = tokio::time::sleep(Duration::from_secs(5)) => {}
                 () = cancel.cancelled() => {
-                    self.fenced("approval", store.cancel_approval(&self.id, owner, &decision_key).await).await;
-                    return Err(Failure(CANCELLED.into()));
+                    self.fenced("approval", store.cancel_approval(&self.id, owner, &decision_key).await)?;
+                    return Err(failed(CANCELLED));
                 }
             }
-            state = match store.approval(&self.id, &decision_key).await {
-                Ok(state) => state,
-                Err(err) => self.halt(&decision_key, err).await,
-            }
-            .unwrap_or(ApprovalState::Pending);
+            state = store.approval(&self.id, &decision_key).await.map_err(at)?.unwrap_or(ApprovalState::Pending);
         }
     }
 
-    async fn pause(&self, target: &Target, key: &str, seconds: u64, cancel: &CancellationToken) -> Result<(), Failure> {
-        let until_key = format!("{key}/until");
-        let until: i64 = match self.journal_get(&until_key).and_then(|v| v.parse().ok()) {
-            Some(until) => until,
-            None => {
-                let until = unix_ms(self.service.clock.now() + Duration::from_secs(seconds));
-                self.journal_put(&until_key, &until.to_string()).await;
-                until
-            }
-        };
-        self.step(target, TargetState::Running, &format!("pausing {seconds}s")).await;
+    async fn pause(&self, target: &Target, key: &str, seconds: u64, cancel: &CancellationToken) -> Result<(), Stop> {
+        let until = self.step_time(key, StepTime::PauseUntil, Duration::from_secs(seconds)).await?;
+        self.step(target, TargetState::Running, &format!("pausing {seconds}s")).await?;
         tokio::select! {
             () = self.service.clock.sleep_until(from_unix_ms(until)) => Ok(()),
-            () = cancel.cancelled() => Err(Failure(CANCELLED.into())),
+            () = cancel.cancelled() => Err(failed(CANCELLED)),
         }
     }
 
     /// Gates are asked again, every gate interval, until they answer 2xx.
-    async fn gates(&self, target: &Target, kind: HookType, phase: &str) -> Result<(), Failure> {
+    async fn gates(&self, target: &Target, kind: HookType, phase: &str) -> Result<(), Stop> {
         for hook in self.hooks(kind).cloned().collect::<Vec<_>>() {
-            let key = format!("{}/gate/{}/{}", target.name, kind.as_str(), hook.name);
-            if self.journal_get(&key).is_some() {
+            if self.journal(|j| j.gate_opened(&target.name, kind.as_str(), &hook.name)) {
                 continue;
             }
-            self.step(target, TargetState::Running, &format!("waiting for gate {:?}", hook.name)).await;
+            self.step(target, TargetState::Running, &format!("waiting for gate {:?}", hook.name)).await?;
             let body = hooks::payload(&self.application, target, phase, &self.checksum, &hook);
             let deadline = self.service.clock.now() + self.service.settings.callback_timeout;
             // Every re-ask of the gate is the same question: the same id.
-            let id = self.call_id(&key);
+            let id = self.call_id(&format!("{}/gate/{}/{}", target.name, kind.as_str(), hook.name));
             loop {
-                match hooks::call(&self.service.caller, &hook, target, &body, &id).await {
-                    Ok(status) if (200..300).contains(&status) => break,
+                let reply = hooks::call(&self.service.caller, &hook, target, &body, &id).await;
+                match decide::gate_reply(&reply, self.service.clock.now() >= deadline) {
+                    GateDecision::Open => break,
+                    GateDecision::AskAgain => {}
+                    GateDecision::Closed => {
+                        return Err(failed(format!(
+                            "gate {:?} ({}) stayed closed until its deadline",
+                            hook.name,
+                            kind.as_str()
+                        )));
+                    }
+                }
+                match reply {
                     Ok(status) => tracing::debug!(hook = hook.name.as_str(), status, "gate closed"),
                     Err(reason) => {
                         tracing::debug!(hook = hook.name.as_str(), reason = reason.detail.as_str(), "gate unreachable")
                     }
                 }
-                if self.service.clock.now() >= deadline {
-                    return Err(Failure(format!(
-                        "gate {:?} ({}) stayed closed until its deadline",
-                        hook.name,
-                        kind.as_str()
-                    )));
-                }
                 self.service.clock.sleep(self.service.settings.gate_interval).await;
             }
-            self.journal_put(&key, "open").await;
-            self.event(Some(target), "gate-opened", format!("gate {:?} ({}) opened", hook.name, kind.as_str())).await;
+            let opened = Entry::GateOpened {
+                target: target.name.clone(),
+                kind: kind.as_str().to_owned(),
+                hook: hook.name.clone(),
+            };
+            self.record(opened).await?;
+            self.event(Some(target), "gate-opened", format!("gate {:?} ({}) opened", hook.name, kind.as_str())).await?;
         }
         Ok(())
     }
 
     /// Pre-rollout and rollout hooks: a non-2xx reply fails the rollout.
     /// `step` names where they run (`pre-rollout`, `canary/1/rollout`).
-    async fn checks(&self, target: &Target, kind: HookType, phase: &str, step: &str) -> Result<(), Failure> {
+    async fn checks(&self, target: &Target, kind: HookType, phase: &str, step: &str) -> Result<(), Stop> {
         for hook in self.hooks(kind).cloned().collect::<Vec<_>>() {
             let body = hooks::payload(&self.application, target, phase, &self.checksum, &hook);
             let id = self.call_id(&format!("{}/{step}/{}", target.name, hook.name));
-            match hooks::call(&self.service.caller, &hook, target, &body, &id).await {
-                Ok(status) if (200..300).contains(&status) => {
-                    self.event(Some(target), "hook-passed", format!("{} hook {:?} passed", kind.as_str(), hook.name))
-                        .await;
+            let reply = hooks::call(&self.service.caller, &hook, target, &body, &id).await;
+            match decide::check_reply(reply) {
+                CheckDecision::Passed => {
+                    let passed = format!("{} hook {:?} passed", kind.as_str(), hook.name);
+                    self.event(Some(target), "hook-passed", passed).await?;
                 }
-                Ok(status) => {
-                    return Err(Failure(format!("{} hook {:?} answered HTTP {status}", kind.as_str(), hook.name)));
+                CheckDecision::Refused(status) => {
+                    return Err(failed(format!("{} hook {:?} answered HTTP {status}", kind.as_str(), hook.name)));
                 }
-                Err(err) => return Err(Failure(err.detail)),
+                CheckDecision::Unreachable(detail) => return Err(failed(detail)),
             }
         }
         Ok(())
@@ -1039,65 +1104,38 @@ impl Deployment {
 
     /// Rollback hooks: a 2xx reply asks for a rollback. `step` names where
     /// they are asked (`canary/0`, `promotion`).
-    async fn rollback_requested(&self, target: &Target, step: &str) -> Result<(), Failure> {
+    async fn rollback_requested(&self, target: &Target, step: &str) -> Result<(), Stop> {
         for hook in self.hooks(HookType::Rollback).cloned().collect::<Vec<_>>() {
             let body = hooks::payload(&self.application, target, "Progressing", &self.checksum, &hook);
             let id = self.call_id(&format!("{}/{step}/rollback/{}", target.name, hook.name));
-            if let Ok(status) = hooks::call(&self.service.caller, &hook, target, &body, &id).await
-                && (200..300).contains(&status)
-            {
-                return Err(Failure(format!("rollback hook {:?} asked for a rollback", hook.name)));
+            let reply = hooks::call(&self.service.caller, &hook, target, &body, &id).await;
+            if decide::asks_for_rollback(&reply) {
+                return Err(failed(format!("rollback hook {:?} asked for a rollback", hook.name)));
             }
         }
         Ok(())
     }
 
     /// Post-rollout hooks run whatever the outcome; their failures are noted only.
-    async fn post_rollout(&self, target: &Target, phase: &str) {
+    async fn post_rollout(&self, target: &Target, phase: &str) -> Result<(), Halt> {
         for hook in self.hooks(HookType::PostRollout).cloned().collect::<Vec<_>>() {
-            let key = format!("{}/post-rollout/{}", target.name, hook.name);
-            if self.journal_get(&key).is_some() {
+            if self.journal(|j| j.post_rollout_called(&target.name, &hook.name)) {
                 continue;
             }
             let body = hooks::payload(&self.application, target, phase, &self.checksum, &hook);
-            let note = match hooks::call(&self.service.caller, &hook, target, &body, &self.call_id(&key)).await {
+            let id = self.call_id(&format!("{}/post-rollout/{}", target.name, hook.name));
+            let note = match hooks::call(&self.service.caller, &hook, target, &body, &id).await {
                 Ok(status) => format!("post-rollout hook {:?} answered HTTP {status}", hook.name),
                 Err(err) => err.detail,
             };
-            self.journal_put(&key, "done").await;
-            self.event(Some(target), "post-rollout", note).await;
+            self.record(Entry::PostRolloutCalled { target: target.name.clone(), hook: hook.name.clone() }).await?;
+            self.event(Some(target), "post-rollout", note).await?;
         }
+        Ok(())
     }
-}
-
-/// The judgment runs `target`'s analysis steps journalled, in order.
-pub fn judgments_of(journal: &[(String, String)], target: &str) -> Vec<borealis_api::JudgmentRun> {
-    let mut runs: Vec<(String, u32, borealis_api::JudgmentRun)> = journal
-        .iter()
-        .filter_map(|(key, value)| {
-            let rest = key.strip_prefix(target)?.strip_prefix('/')?;
-            let (step, n) = rest.rsplit_once("/judgment/")?;
-            let mut value: borealis_api::JudgmentRun = serde_json::from_str(value).ok()?;
-            value.step = Some(format!("{target}/{step}"));
-            Some((step.to_owned(), n.parse().ok()?, value))
-        })
-        .collect();
-    runs.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
-    runs.into_iter().map(|(_, _, v)| v).collect()
 }
 
 /// The wall-clock instant of a journalled time.
 fn from_unix_ms(ms: i64) -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)
-}
-
-/// The journal key under which the step `step_key` records its webhook run.
-fn run_key(step_key: &str) -> String {
-    format!("{step_key}/run")
-}
-
-/// Whether a journal key records a webhook run of one of `target`'s steps
-/// (step keys start with the target's name).
-pub fn is_run_key_of(key: &str, target: &str) -> bool {
-    key.strip_prefix(target).is_some_and(|rest| rest.starts_with('/') && rest.ends_with("/run"))
 }

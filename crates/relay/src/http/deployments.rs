@@ -7,12 +7,13 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use borealis_store::{DeploymentState, DeploymentView, RunRecord, TargetState};
+use borealis_store::{DeploymentView, RunRecord};
 
 use super::AppState;
 use super::extract::{WaitQuery, created, idempotency_key, json_body};
 use super::problem::Problem;
 use crate::clock::rfc3339;
+use crate::deployments::journal::Journal;
 use crate::deployments::{Decision, is_decision};
 
 pub async fn create(
@@ -44,12 +45,12 @@ pub(crate) async fn summaries(state: &AppState) -> Result<Vec<borealis_api::Depl
         items.push(borealis_api::DeploymentSummary {
             id: record.id.clone(),
             application: record.application.clone(),
-            state: deployment_state(record.state),
+            state: record.state,
             reason: record.reason.clone(),
             created_at: rfc3339(record.created_at),
             targets: targets
                 .iter()
-                .map(|t| borealis_api::TargetSummary { name: t.target.clone(), state: target_state(t.state) })
+                .map(|t| borealis_api::TargetSummary { name: t.target.clone(), state: t.state })
                 .collect(),
         });
     }
@@ -108,30 +109,6 @@ async fn decide(state: &AppState, id: &str, target: &str, decision: Decision) ->
     Ok(Json(taken).into_response())
 }
 
-fn deployment_state(state: DeploymentState) -> borealis_api::DeploymentState {
-    match state {
-        DeploymentState::Running => borealis_api::DeploymentState::Running,
-        DeploymentState::Succeeded => borealis_api::DeploymentState::Succeeded,
-        DeploymentState::Failed => borealis_api::DeploymentState::Failed,
-    }
-}
-
-fn target_state(state: TargetState) -> borealis_api::TargetState {
-    use borealis_api::TargetState as Api;
-    match state {
-        TargetState::Waiting => Api::Waiting,
-        TargetState::Running => Api::Running,
-        TargetState::AwaitingApproval => Api::AwaitingApproval,
-        TargetState::AwaitingContinueDecision => Api::AwaitingContinueDecision,
-        TargetState::AwaitingRollbackDecision => Api::AwaitingRollbackDecision,
-        TargetState::Deployed => Api::Deployed,
-        TargetState::AfterDeploymentFailed => Api::AfterDeploymentFailed,
-        TargetState::RolledBack => Api::RolledBack,
-        TargetState::Cancelled => Api::Cancelled,
-        TargetState::Failed => Api::Failed,
-    }
-}
-
 /// A deployment as the API shows it: targets, their webhook runs, history.
 pub(crate) fn describe(view: &DeploymentView) -> borealis_api::Deployment {
     let time = rfc3339;
@@ -142,28 +119,27 @@ pub(crate) fn describe(view: &DeploymentView) -> borealis_api::Deployment {
         view.pending_approvals.iter().filter(|(_, k)| is_decision(k)).map(|(target, _)| target.clone()).collect();
     let runs_by_id: HashMap<&str, &RunRecord> = view.runs.iter().map(|run| (run.id.as_str(), run)).collect();
     let mut target_values = Vec::new();
+    let journal = Journal::new(view.journal.iter().cloned());
     for target in &view.targets {
-        let runs: Vec<borealis_api::TargetWebhookRun> = view
-            .journal
-            .iter()
-            .filter(|(key, _)| crate::deployments::orchestrator::is_run_key_of(key, &target.target))
-            .filter_map(|(_, run_id)| runs_by_id.get(run_id.as_str()))
+        let runs: Vec<borealis_api::TargetWebhookRun> = journal
+            .runs_of(&target.target)
+            .filter_map(|run_id| runs_by_id.get(run_id))
             .map(|run| borealis_api::TargetWebhookRun {
                 id: run.id.clone(),
                 webhook: run.webhook.clone(),
-                state: super::runs::api_state(run.state),
+                state: run.state,
                 md_message: run.md_message.clone(),
                 reason: run.reason.clone(),
             })
             .collect();
         target_values.push(borealis_api::Target {
             name: target.target.clone(),
-            state: target_state(target.state),
+            state: target.state,
             step: target.step.clone(),
             reason: target.reason.clone(),
             updated_at: time(target.updated_at),
             webhook_runs: runs,
-            analysis_runs: crate::deployments::orchestrator::judgments_of(&view.journal, &target.target),
+            analysis_runs: journal.judgments_of(&target.target),
         });
     }
     let events: Vec<borealis_api::DeploymentEvent> = view
@@ -179,7 +155,7 @@ pub(crate) fn describe(view: &DeploymentView) -> borealis_api::Deployment {
     borealis_api::Deployment {
         id: record.id.clone(),
         application: record.application.clone(),
-        state: deployment_state(record.state),
+        state: record.state,
         reason: record.reason.clone(),
         created_at: time(record.created_at),
         finished_at: record.finished_at.map(time),

@@ -64,6 +64,23 @@ fn unauthorized(detail: impl Into<String>) -> Problem {
 /// with a long Markdown report.
 pub const MAX_CALLBACK_BYTES: usize = 1 << 20;
 
+/// Why a callback body is not a [`borealis_api::CallbackRequest`], naming
+/// the field at fault where serde's message does not.
+fn callback_error(body: &[u8], err: serde_json::Error) -> String {
+    const SEND: &str = "send {\"success\": true|false, \"mdMessage\": \"...\"}";
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return format!("the body is not JSON: {err}; {SEND}");
+    };
+    match (value.get("success"), value.get("mdMessage")) {
+        (None, _) if value.is_object() => format!("success is required: {SEND}"),
+        (Some(success), _) if !success.is_boolean() => format!("success must be true or false, found {success}"),
+        (_, Some(message)) if !message.is_string() && !message.is_null() => {
+            format!("mdMessage must be a string, found {message}")
+        }
+        _ => format!("the body is not a callback: {err}; {SEND}"),
+    }
+}
+
 /// `POST <callbackUri>/callback`: the external system's verdict. The token
 /// is checked before any of the body is read.
 pub async fn callback(
@@ -101,38 +118,13 @@ pub async fn callback(
             format!("the body could not be read (at most {MAX_CALLBACK_BYTES} bytes, sent in time): {e}"),
         )
     })?;
-    let verdict: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
-        Problem::bad_request(
-            "invalid-callback",
-            format!("the body is not JSON: {e}; send {{\"success\": true|false, \"mdMessage\": \"...\"}}"),
-        )
-    })?;
-    let success = match verdict.get("success") {
-        Some(serde_json::Value::Bool(success)) => *success,
-        Some(other) => {
-            return Err(Problem::bad_request(
-                "invalid-callback",
-                format!("success must be true or false, found {other}"),
-            ));
-        }
-        None => {
-            return Err(Problem::bad_request(
-                "invalid-callback",
-                "success is required: send {\"success\": true|false}",
-            ));
-        }
-    };
-    let md_message = match verdict.get("mdMessage") {
-        None | Some(serde_json::Value::Null) => None,
-        Some(serde_json::Value::String(text)) => Some(text.clone()),
-        Some(other) => {
-            return Err(Problem::bad_request("invalid-callback", format!("mdMessage must be a string, found {other}")));
-        }
-    };
+    let verdict: borealis_api::CallbackRequest = serde_json::from_slice(&body)
+        .map_err(|err| Problem::bad_request("invalid-callback", callback_error(&body, err)))?;
+    let borealis_api::CallbackRequest { success, md_message } = verdict;
     let accepted = state.runs.callback(&callback_id, success, md_message, &claims.sub).await?;
     let reply = borealis_api::CallbackAccepted {
         run_id: accepted.run_id,
-        state: api_state(accepted.state),
+        state: accepted.state,
         repeat: accepted.repeat.then_some(true),
     };
     Ok(Json(reply).into_response())
@@ -147,15 +139,12 @@ pub fn describe(run: &RunRecord, attempts: Option<&[Attempt]>) -> borealis_api::
         id: run.id.clone(),
         webhook: run.webhook.clone(),
         environment: run.environment.clone(),
-        state: api_state(run.state),
+        state: run.state,
         success: run.success,
         md_message: run.md_message.clone(),
         reason: run.reason.clone(),
         attempts: run.attempts,
-        network_mode: spec.as_ref().map(|s| match s.webhook.network_mode {
-            borealis_core::deployment::NetworkMode::Direct => borealis_api::NetworkMode::Direct,
-            borealis_core::deployment::NetworkMode::RemoteNetworkAgent => borealis_api::NetworkMode::RemoteNetworkAgent,
-        }),
+        network_mode: spec.as_ref().map(|s| s.webhook.network_mode),
         agent: spec.as_ref().and_then(|s| s.agent.clone()),
         callback_uri: spec.as_ref().and_then(|s| s.armory.get("callbackUri").cloned()),
         created_at: rfc3339(run.created_at),
@@ -179,20 +168,5 @@ pub fn describe(run: &RunRecord, attempts: Option<&[Attempt]>) -> borealis_api::
         }),
         request: attempts.map(|_| run.request.as_deref().and_then(|r| serde_json::from_str(r).ok())),
         warnings: None,
-    }
-}
-
-/// A run's state as the API spells it.
-pub fn api_state(state: borealis_store::RunState) -> borealis_api::RunState {
-    use borealis_api::RunState as Api;
-    use borealis_store::RunState;
-    match state {
-        RunState::Pending => Api::Pending,
-        RunState::Calling => Api::Calling,
-        RunState::AwaitingCallback => Api::AwaitingCallback,
-        RunState::Succeeded => Api::Succeeded,
-        RunState::Failed => Api::Failed,
-        RunState::TimedOut => Api::TimedOut,
-        RunState::Cancelled => Api::Cancelled,
     }
 }

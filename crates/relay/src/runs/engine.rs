@@ -112,7 +112,21 @@ pub async fn run(runs: Arc<Runs>, scheduler: Scheduler) {
     }
 }
 
-type StepResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+/// Why a step of a run stopped before its end. The run stays as stored:
+/// an attempt's lease lapses and a sweep (here or on another replica)
+/// takes it over; a wake-up missed is found by the next sweep.
+#[derive(Debug, thiserror::Error)]
+enum Halt {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The run's stored spec, or its request to record, is not the JSON it should be.
+    #[error("a run's JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error(transparent)]
+    Vault(#[from] crate::vault::VaultError),
+}
+
+type StepResult = Result<(), Halt>;
 
 /// Most runs one sweep claims of each kind.
 const SWEEP_BATCH: u32 = 64;

@@ -110,6 +110,23 @@ pub(super) const CLAIM_DUE: &str = "UPDATE webhook_runs r SET state = 'calling',
            ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED) due \
      WHERE r.id = due.id RETURNING r.*";
 
+/// Calling runs whose lease lapsed, through `webhook_runs_calling`; `$4`
+/// is the time, `$5` the limit.
+pub(super) const LAPSED_CALLING: &str = "SELECT id FROM webhook_runs WHERE state = 'calling' \
+     AND (lease_until IS NULL OR lease_until < $4) ORDER BY lease_until NULLS FIRST LIMIT $5 FOR UPDATE SKIP LOCKED";
+/// Finished runs whose attempt was never recorded, through `webhook_runs_unrecorded`.
+pub(super) const LAPSED_UNRECORDED: &str = "SELECT id FROM webhook_runs WHERE finished_at IS NOT NULL \
+     AND lease_until IS NOT NULL AND lease_until < $4 ORDER BY lease_until LIMIT $5 FOR UPDATE SKIP LOCKED";
+
+/// Takes over the runs `lapsed` selects; binds owner, lease end, update
+/// time, the time and the limit.
+pub(super) fn take_over(lapsed: &str) -> String {
+    format!(
+        "UPDATE webhook_runs r SET lease_owner = $1, lease_until = $2, updated_at = $3 \
+         FROM ({lapsed}) lapsed WHERE r.id = lapsed.id RETURNING r.*"
+    )
+}
+
 /// Claims one run by its primary key if it is still pending and due (a
 /// replica claiming it at once waits for the row, then finds it taken).
 /// Binds the id, then as [`CLAIM_DUE`].
@@ -235,16 +252,8 @@ impl RunStore for PostgresStore {
         // Two statements, each through its partial index: calling runs,
         // then finished ones whose attempt is not recorded yet.
         let mut claimed = Vec::new();
-        for lapsed in [
-            "SELECT id FROM webhook_runs WHERE state = 'calling' AND (lease_until IS NULL OR lease_until < $4) \
-             ORDER BY lease_until NULLS FIRST LIMIT $5 FOR UPDATE SKIP LOCKED",
-            "SELECT id FROM webhook_runs WHERE finished_at IS NOT NULL AND lease_until IS NOT NULL \
-             AND lease_until < $4 ORDER BY lease_until LIMIT $5 FOR UPDATE SKIP LOCKED",
-        ] {
-            let sql = format!(
-                "UPDATE webhook_runs r SET lease_owner = $1, lease_until = $2, updated_at = $3 \
-                 FROM ({lapsed}) lapsed WHERE r.id = lapsed.id RETURNING r.*"
-            );
+        for lapsed in [LAPSED_CALLING, LAPSED_UNRECORDED] {
+            let sql = take_over(lapsed);
             let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(storable(claim.owner))
                 .bind(unix_ms(claim.lease_until))

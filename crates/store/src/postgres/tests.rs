@@ -521,6 +521,36 @@ async fn claims_use_the_primary_key_and_the_due_index() {
     assert!(!due.contains("Seq Scan"), "{due}");
 }
 
+/// The sweep for lapsed leases reads only the runs under way and the
+/// finished ones with an attempt unrecorded, each through its partial
+/// index: on 20 000 pending runs neither statement scans the table.
+#[tokio::test]
+async fn the_lapsed_lease_sweep_reads_its_partial_indexes() {
+    let harness = TempSchema::new();
+    let store = harness.open().await;
+    let now = crate::time::unix_ms(SystemTime::now());
+    fill_pending(&store, 20_000, now - 10_000).await;
+
+    for (lapsed, index) in [
+        (super::runs::LAPSED_CALLING, "webhook_runs_calling"),
+        (super::runs::LAPSED_UNRECORDED, "webhook_runs_unrecorded"),
+    ] {
+        let explain = format!("EXPLAIN {}", super::runs::take_over(lapsed));
+        let lines: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(explain))
+            .bind("a")
+            .bind(now + 60_000)
+            .bind(now)
+            .bind(now)
+            .bind(64_i64)
+            .fetch_all(&store.pool)
+            .await
+            .unwrap();
+        let plan = lines.join("\n");
+        assert!(plan.contains(index), "through {index}:\n{plan}");
+        assert!(!plan.contains("Seq Scan on webhook_runs"), "{plan}");
+    }
+}
+
 /// From 100 000 pending runs (some not yet due), claims take the earliest
 /// due first.
 #[tokio::test]

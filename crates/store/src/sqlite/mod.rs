@@ -157,6 +157,25 @@ mod tests {
         assert!(!due.contains("SCAN") && !due.contains("TEMP B-TREE"), "no scan, no sort: {due}");
     }
 
+    /// The sweep for lapsed leases reads only runs under way or finished
+    /// with an attempt unrecorded: on 20 000 pending runs neither of its
+    /// queries scans the table.
+    #[tokio::test]
+    async fn the_lapsed_lease_sweep_reads_its_partial_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open_in(dir.path()).await.unwrap();
+        let now = crate::time::unix_ms(SystemTime::now());
+        fill_pending(&store, 20_000, now - 10_000).await;
+        let binds = [Bind::Int(now), Bind::Int(64)];
+
+        let calling = plan(&store, super::runs::LAPSED_CALLING, &binds).await;
+        assert!(calling.contains("INDEX webhook_runs_calling"), "by the calling index:\n{calling}");
+        assert!(!calling.contains("SCAN webhook_runs\n") && !calling.ends_with("SCAN webhook_runs"), "{calling}");
+        let unrecorded = plan(&store, super::runs::LAPSED_UNRECORDED, &binds).await;
+        assert!(unrecorded.contains("INDEX webhook_runs_unrecorded"), "by the unrecorded index:\n{unrecorded}");
+        assert!(!unrecorded.contains("SCAN"), "{unrecorded}");
+    }
+
     /// From 100 000 pending runs (some not yet due), claims take the
     /// earliest due first.
     #[tokio::test]

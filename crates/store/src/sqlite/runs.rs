@@ -55,6 +55,14 @@ macro_rules! fenced {
 pub(super) const DUE: &str = "SELECT id FROM webhook_runs WHERE state = 'pending' AND next_attempt_at <= ? \
                               ORDER BY next_attempt_at LIMIT ?";
 
+/// Calling runs whose lease lapsed, through `webhook_runs_calling`; binds
+/// the time and the limit.
+pub(super) const LAPSED_CALLING: &str =
+    "SELECT id FROM webhook_runs WHERE state = 'calling' AND (lease_until IS NULL OR lease_until < ?) LIMIT ?";
+/// Finished runs whose attempt was never recorded, through `webhook_runs_unrecorded`.
+pub(super) const LAPSED_UNRECORDED: &str = "SELECT id FROM webhook_runs WHERE finished_at IS NOT NULL \
+     AND lease_until IS NOT NULL AND lease_until < ? LIMIT ?";
+
 /// Claims one run by its primary key if it is still pending and due; binds
 /// owner, lease end, update time, id and the time.
 pub(super) const CLAIM_ONE: &str = "UPDATE webhook_runs SET state = 'calling', attempts = attempts + 1, \
@@ -186,23 +194,9 @@ impl RunStore for SqliteStore {
     }
 
     async fn claim_expired(&self, claim: &Claim<'_>) -> Result<Vec<RunRecord>, StoreError> {
-        let mut lapsed = self
-            .ids(
-                "SELECT id FROM webhook_runs WHERE state = 'calling' AND (lease_until IS NULL OR lease_until < ?) LIMIT ?",
-                claim.now,
-                claim.limit,
-            )
-            .await?;
+        let mut lapsed = self.ids(LAPSED_CALLING, claim.now, claim.limit).await?;
         // Finished while their attempt was under way, the attempt not recorded.
-        lapsed.extend(
-            self.ids(
-                "SELECT id FROM webhook_runs WHERE finished_at IS NOT NULL AND lease_until IS NOT NULL \
-                 AND lease_until < ? LIMIT ?",
-                claim.now,
-                claim.limit,
-            )
-            .await?,
-        );
+        lapsed.extend(self.ids(LAPSED_UNRECORDED, claim.now, claim.limit).await?);
         let mut claimed = Vec::with_capacity(lapsed.len());
         for id in lapsed {
             let done = self
