@@ -1380,7 +1380,12 @@ async fn a_replica_whose_clock_runs_ahead_takes_over_no_lease_early() {
         (takeovers(&ahead).await == (1.0, 1.0)).then_some(())
     })
     .await;
-    let run = run_view(&ahead.http_url, &run_id).await;
+    // The takeover is counted as it starts; the attempt's record follows.
+    let run = eventually("the attempt taken over is recorded", Duration::from_secs(10), || async {
+        let run = run_view(&ahead.http_url, &run_id).await;
+        (!run["attemptLog"][0].is_null()).then_some(run)
+    })
+    .await;
     let error = run["attemptLog"][0]["error"].as_str().unwrap_or_default();
     assert!(error.contains("cut off"), "{run:#}");
 }

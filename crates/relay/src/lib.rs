@@ -38,6 +38,7 @@ pub mod forward;
 pub mod http;
 pub mod hub;
 pub mod metrics;
+pub mod outcall;
 pub mod peer;
 pub mod placement;
 pub mod runs;

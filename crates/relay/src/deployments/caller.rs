@@ -11,28 +11,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use borealis_core::deployment::Signing;
-use http::{HeaderMap, HeaderValue, header};
 
-use crate::forward::{self, Forwarder, Outbound};
+use crate::forward::Forwarder;
+use crate::outcall::{Failure, Keep, Outcall, Reply};
 use crate::signing::{self, Stamp};
 use crate::vault::Vault;
-
-/// A call that got no reply, and whether another try may get one.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{detail}")]
-pub struct CallError {
-    pub detail: String,
-    pub retryable: bool,
-}
-
-/// What came back from a call, every stored secret masked.
-#[derive(Debug, Clone)]
-pub struct Answer {
-    pub status: u16,
-    /// The reply's body as text (invalid UTF-8 replaced), or why it could
-    /// not be read.
-    pub body: Result<String, String>,
-}
 
 /// What hooks, drivers and metric queries need to make calls.
 pub struct Caller {
@@ -44,6 +27,10 @@ pub struct Caller {
     /// First delay between a hook's retries.
     pub retry_base_delay: Duration,
 }
+
+/// How much of a hook's or a driver's reply is read (and dropped), so the
+/// connection is reused.
+const ACK_BYTES: usize = 64 * 1024;
 
 impl Caller {
     pub fn new(
@@ -65,44 +52,23 @@ impl Caller {
         self.signing_default.as_deref()
     }
 
-    /// Makes one call, direct or through `agent`, and reads up to `read`
-    /// bytes of its reply, all within `outbound.timeout`. What comes back is
-    /// scrubbed of every stored secret; if the secrets cannot be read to
-    /// scrub it with, the text is withheld.
-    pub async fn call(&self, agent: Option<&str>, outbound: Outbound, read: usize) -> Result<Answer, CallError> {
-        let timeout = outbound.timeout;
-        let exchange = async {
-            let response = self
-                .forwarder
-                .send(agent, outbound)
-                .await
-                .map_err(|err| CallError { retryable: err.retryable(), detail: err.detail })?;
-            let status = response.status().as_u16();
-            let body = forward::read_body(response.into_body(), read)
-                .await
-                .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
-                .map_err(|e| format!("the reply could not be read: {e}"));
-            Ok(Answer { status, body })
-        };
-        let answer = tokio::time::timeout(timeout, exchange).await.unwrap_or_else(|_| {
-            Err(CallError {
-                detail: format!("no answer within {}", humantime::format_duration(timeout)),
-                retryable: true,
-            })
-        });
+    /// Makes `call`. What comes back is scrubbed of every stored secret; if
+    /// the secrets cannot be read to scrub it with, the text is withheld.
+    pub async fn call(&self, call: Outcall) -> Result<Reply, Failure> {
+        let answer = call.send(&self.forwarder, self.max_body_bytes).await;
         let scrub = match self.vault.current_scrubber().await {
             Ok(scrubber) => move |text: String| scrubber.scrub(&text).into_owned(),
             Err(err) => {
                 let withheld = format!("(withheld: the secrets to mask it with cannot be read: {err})");
                 return match answer {
-                    Ok(Answer { status, .. }) => Ok(Answer { status, body: Err(withheld) }),
-                    Err(CallError { retryable, .. }) => Err(CallError { detail: withheld, retryable }),
+                    Ok(reply) => Ok(Reply { body: Err(withheld), ..reply }),
+                    Err(failure) => Err(Failure { detail: withheld, ..failure }),
                 };
             }
         };
         match answer {
-            Ok(Answer { status, body }) => Ok(Answer { status, body: body.map(&scrub).map_err(&scrub) }),
-            Err(CallError { detail, retryable }) => Err(CallError { detail: scrub(detail), retryable }),
+            Ok(reply) => Ok(Reply { body: reply.body.map(&scrub).map_err(&scrub), ..reply }),
+            Err(failure) => Err(Failure { detail: scrub(failure.detail), ..failure }),
         }
     }
 
@@ -117,23 +83,13 @@ impl Caller {
         timeout: Duration,
         id: &str,
         signing: Option<&Signing>,
-    ) -> Result<u16, CallError> {
+    ) -> Result<u16, Failure> {
         let keys = signing::keys_from_vault(&self.vault, self.signing_default.as_deref(), signing)
             .await
-            .map_err(|detail| CallError { detail, retryable: false })?;
-        let body = body.to_string();
-        let mut headers = HeaderMap::new();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        Stamp::new(id, body.as_bytes(), &keys).apply(&mut headers);
-        let outbound = Outbound {
-            method: http::Method::POST,
-            url: url.to_owned(),
-            headers,
-            body: forward::full(body),
-            timeout,
-            limit: self.max_body_bytes,
-        };
-        // The reply is read (and dropped) so the connection is reused.
-        self.call(agent, outbound, 64 * 1024).await.map(|answer| answer.status)
+            .map_err(|detail| Failure { detail, retryable: false, sent: crate::outcall::Sent::No })?;
+        let call =
+            Outcall::post_json(agent.map(str::to_owned), url, body).timeout(timeout).keep(Keep::Whole(ACK_BYTES));
+        let stamp = Stamp::new(id, &call.body[..], &keys);
+        self.call(call.stamped(&stamp)).await.map(|reply| reply.status)
     }
 }

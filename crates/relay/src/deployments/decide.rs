@@ -6,8 +6,8 @@
 use borealis_core::deployment::DecisionMode;
 use borealis_store::TargetState;
 
-use super::caller::CallError;
 use super::journal::ActionProgress;
+use crate::outcall::Failure;
 
 /// What to do with a rollout action on (re)play.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,7 +42,7 @@ pub enum GateDecision {
 
 /// A gate (confirm-rollout, confirm-promotion, confirm-traffic-increase)
 /// opens on a 2xx reply; anything else is asked again until `past_deadline`.
-pub fn gate_reply(reply: &Result<u16, CallError>, past_deadline: bool) -> GateDecision {
+pub fn gate_reply(reply: &Result<u16, Failure>, past_deadline: bool) -> GateDecision {
     match reply {
         Ok(status) if is_success(*status) => GateDecision::Open,
         _ if past_deadline => GateDecision::Closed,
@@ -60,7 +60,7 @@ pub enum CheckDecision {
     Unreachable(String),
 }
 
-pub fn check_reply(reply: Result<u16, CallError>) -> CheckDecision {
+pub fn check_reply(reply: Result<u16, Failure>) -> CheckDecision {
     match reply {
         Ok(status) if is_success(status) => CheckDecision::Passed,
         Ok(status) => CheckDecision::Refused(status),
@@ -70,7 +70,7 @@ pub fn check_reply(reply: Result<u16, CallError>) -> CheckDecision {
 
 /// A rollback hook asks for a rollback with a 2xx reply; a hook that
 /// cannot be reached asks for nothing.
-pub fn asks_for_rollback(reply: &Result<u16, CallError>) -> bool {
+pub fn asks_for_rollback(reply: &Result<u16, Failure>) -> bool {
     matches!(reply, Ok(status) if is_success(*status))
 }
 
@@ -115,10 +115,11 @@ fn is_success(status: u16) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::outcall::Sent;
     use DecisionMode::{Automatic, Manual};
 
-    fn unreachable() -> Result<u16, CallError> {
-        Err(CallError { detail: "connection refused".into(), retryable: true })
+    fn unreachable() -> Result<u16, Failure> {
+        Err(Failure { detail: "connection refused".into(), retryable: true, sent: Sent::No })
     }
 
     #[test]

@@ -8,7 +8,8 @@ use backon::Retryable;
 use borealis_core::deployment::{FlaggerHook, NetworkMode, Target};
 use serde_json::json;
 
-use super::caller::{CallError, Caller};
+use super::caller::Caller;
+use crate::outcall::Failure;
 
 /// Per-call limit when a hook sets no `timeout`.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -56,7 +57,7 @@ pub async fn call(
     target: &Target,
     body: &serde_json::Value,
     id: &str,
-) -> Result<u16, CallError> {
+) -> Result<u16, Failure> {
     let agent = match hook.network_mode {
         NetworkMode::Direct => None,
         NetworkMode::RemoteNetworkAgent => hook.agent_identifier.clone().or_else(|| target.account.clone()),
@@ -64,10 +65,10 @@ pub async fn call(
     let timeout = hook.timeout_ms.map(Duration::from_millis).unwrap_or(DEFAULT_TIMEOUT);
     let backoff = retry_delays(caller.retry_base_delay, hook.retries);
     let once = || caller.post_json(agent.as_deref(), &hook.url, body, timeout, id, hook.signing.as_ref());
-    once.retry(backoff).when(|err: &CallError| err.retryable).await.map_err(|err| CallError {
-        detail: format!("hook {:?} could not be called: {}", hook.name, err.detail),
-        retryable: err.retryable,
-    })
+    once.retry(backoff)
+        .when(|err: &Failure| err.retryable)
+        .await
+        .map_err(|err| Failure { detail: format!("hook {:?} could not be called: {}", hook.name, err.detail), ..err })
 }
 
 #[cfg(test)]
@@ -86,7 +87,7 @@ mod tests {
             let tries = Arc::new(Mutex::new(0));
             let failing = || async {
                 *tries.lock().unwrap() += 1;
-                Err::<(), _>(CallError { detail: "HTTP 503".into(), retryable: true })
+                Err::<(), _>(Failure { detail: "HTTP 503".into(), retryable: true, sent: crate::outcall::Sent::Yes })
             };
             let recorded = waits.clone();
             let result = failing
@@ -95,7 +96,7 @@ mod tests {
                     recorded.lock().unwrap().push(wait);
                     std::future::ready(())
                 })
-                .when(|err: &CallError| err.retryable)
+                .when(|err: &Failure| err.retryable)
                 .await;
             assert!(result.is_err());
             assert_eq!(*tries.lock().unwrap(), 9, "the first try and 8 retries");

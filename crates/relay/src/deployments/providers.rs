@@ -13,7 +13,7 @@ use borealis_store::MetricProvider;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::caller::Caller;
-use crate::forward::Outbound;
+use crate::outcall::{Keep, Outcall};
 
 /// Asks `provider` for the value of `query` at `time`: one number, or why
 /// not. Its headers read only secrets marked for providers; what it answers
@@ -36,23 +36,20 @@ pub async fn query(caller: &Caller, provider: &MetricProvider, query: &str, time
     }
     let seconds = time.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_secs_f64();
     url.query_pairs_mut().append_pair("query", query).append_pair("time", &format!("{seconds:.3}"));
-    let timeout = Duration::from_secs(30);
-    let outbound = Outbound {
-        method: http::Method::GET,
-        url: url.to_string(),
-        headers,
-        body: crate::forward::full(bytes::Bytes::new()),
-        timeout,
-        limit: caller.max_body_bytes,
-    };
     let via = match &provider.agent {
         Some(agent) => format!("provider {} (through agent {agent})", provider.name),
         None => format!("provider {}", provider.name),
     };
-    let answer = caller
-        .call(provider.agent.as_deref(), outbound, 1024 * 1024)
-        .await
-        .map_err(|e| format!("{via} could not be queried: {}", e.detail))?;
+    let call = Outcall {
+        agent: provider.agent.clone(),
+        method: http::Method::GET,
+        url: url.to_string(),
+        headers,
+        body: bytes::Bytes::new(),
+        timeout: Duration::from_secs(30),
+        keep: Keep::Whole(1024 * 1024),
+    };
+    let answer = caller.call(call).await.map_err(|e| format!("{via} could not be queried: {}", e.detail))?;
     let body = answer.body.map_err(|e| format!("{via}: {e}"))?;
     interpret(&via, answer.status, body.as_bytes())
 }

@@ -31,18 +31,7 @@ pub enum Attempted {
 }
 
 /// Whether a call that got no answer reached the destination.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Sent {
-    /// It never left (no agent took it, a hop was refused, the connection
-    /// was refused): retried like any other failure.
-    No,
-    /// The path broke after it left (an agent or the replica holding it
-    /// went away): it may have arrived, so with no retries left its
-    /// callback may still decide the run.
-    CutOff,
-    /// It reached the destination, which failed to answer in time or in full.
-    Yes,
-}
+pub use crate::outcall::Sent;
 
 /// Where a run goes next.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,15 +9,13 @@ use backon::Retryable;
 use borealis_core::render::{self, RenderedRequest};
 use borealis_core::template::SecretUse;
 use borealis_store::{Attempt, Claim, Fence, Outcome, RunRecord, RunState, StoreError, unix_ms};
-use futures_util::StreamExt;
-use http::{HeaderMap, HeaderName, HeaderValue};
-use http_body_util::BodyExt;
+use http::HeaderValue;
 use tokio::sync::Semaphore;
 
 use super::decide::{self, Sent};
 use super::{Due, RunSpec, Runs, Scheduler, Wake};
-use crate::forward::{self, Outbound};
 use crate::metrics::ClaimLabels;
+use crate::outcall::{self, Keep, Outcall};
 use crate::signing::{self, Stamp};
 
 /// How much of a reply body an attempt keeps.
@@ -396,94 +394,28 @@ async fn deadline(runs: &Runs, id: &str) -> StepResult {
     Ok(())
 }
 
-/// What one call produced: the outcome the decision reads, and the reply
-/// the history shows.
-enum Answer {
-    Status { status: u16, retry_after: Option<Duration>, reply: String },
-    Failed { retryable: bool, sent: Sent, detail: String },
-}
-
-/// Whether a forwarding failure says the request left.
-fn sent(err: &forward::ForwardError) -> Sent {
-    if err.not_sent() {
-        Sent::No
-    } else if err.cut_off() {
-        Sent::CutOff
-    } else {
-        Sent::Yes
-    }
-}
-
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let value = headers.get(http::header::RETRY_AFTER)?.to_str().ok()?.trim();
-    if let Ok(seconds) = value.parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
-    }
-    let at = httpdate::parse_http_date(value).ok()?;
-    Some(at.duration_since(SystemTime::now()).unwrap_or_default())
-}
-
 /// The header that numbers a run's calls (1 for the first attempt), so a
 /// receiver can tell a retry from a repeat of the same attempt.
 pub const ATTEMPT_HEADER: &str = "borealis-attempt";
 
-async fn call(runs: &Runs, spec: &RunSpec, request: &RenderedRequest, stamp: &Stamp, number: u32) -> Answer {
-    let mut headers = HeaderMap::new();
-    for (name, value) in &request.headers {
-        match (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
-            (Ok(name), Ok(value)) => {
-                headers.append(name, value);
-            }
-            _ => {
-                let detail = format!("header {name:?} cannot be sent");
-                return Answer::Failed { retryable: false, sent: Sent::No, detail };
-            }
-        }
-    }
-    // `webhook-id` is the run's id, the same on every attempt, so a receiver
-    // can drop a repeat; signed, also this attempt's timestamp and signature.
-    stamp.apply(&mut headers);
-    headers.insert(ATTEMPT_HEADER, HeaderValue::from(number));
-    let Ok(method) = http::Method::from_bytes(request.method.as_bytes()) else {
-        let detail = format!("invalid method {:?}", request.method);
-        return Answer::Failed { retryable: false, sent: Sent::No, detail };
-    };
-    let timeout = runs.settings.webhook_timeout;
-    let outbound = Outbound {
-        method,
-        url: request.url.clone(),
-        headers,
-        body: forward::full(request.body.clone().unwrap_or_default()),
-        timeout,
-        limit: runs.settings.max_body_bytes,
-    };
-    let exchange = async {
-        match runs.forwarder.send(spec.agent.as_deref(), outbound).await {
-            Err(err) => Answer::Failed { retryable: err.retryable(), sent: sent(&err), detail: err.detail },
-            Ok(response) => {
-                let status = response.status().as_u16();
-                let retry_after = retry_after(response.headers());
-                let mut body = response.into_body().into_data_stream();
-                let mut reply = Vec::new();
-                while reply.len() < REPLY_LIMIT {
-                    match body.next().await {
-                        Some(Ok(chunk)) => reply.extend_from_slice(&chunk),
-                        _ => break,
-                    }
-                }
-                reply.truncate(REPLY_LIMIT);
-                Answer::Status { status, retry_after, reply: String::from_utf8_lossy(&reply).into_owned() }
-            }
-        }
-    };
-    match tokio::time::timeout(timeout, exchange).await {
-        Ok(answer) => answer,
-        Err(_) => Answer::Failed {
-            retryable: true,
-            sent: Sent::Yes,
-            detail: format!("no complete answer within {}", humantime::format_duration(timeout)),
-        },
-    }
+/// An attempt's call: the rendered request, stamped with the run's
+/// `webhook-id` (the same on every attempt, so a receiver can drop a
+/// repeat), signed when asked, and numbered.
+async fn call(
+    runs: &Runs,
+    spec: &RunSpec,
+    request: &RenderedRequest,
+    stamp: &Stamp,
+    number: u32,
+) -> Result<outcall::Reply, outcall::Failure> {
+    let headers = &request.headers;
+    let mut call =
+        Outcall::from_parts(spec.agent.clone(), &request.method, &request.url, headers, request.body.as_deref())?
+            .timeout(runs.settings.webhook_timeout)
+            .keep(Keep::Prefix(REPLY_LIMIT))
+            .stamped(stamp);
+    call.headers.insert(ATTEMPT_HEADER, HeaderValue::from(number));
+    call.send(&runs.forwarder, runs.settings.max_body_bytes).await
 }
 
 /// Makes the attempt `run` was claimed for (it is calling, leased to this
@@ -537,11 +469,17 @@ async fn attempt(runs: &Runs, run: RunRecord) -> StepResult {
     let answer = call(runs, &spec, &rendered, &stamp, number).await;
     let latency_ms = started.elapsed().as_millis() as u64;
     let record = match &answer {
-        Answer::Status { status, reply, .. } => {
-            Attempt { number, started_at, latency_ms, status: Some(*status), error: None, reply: Some(scrub(reply)) }
-        }
-        Answer::Failed { detail, sent, .. } => {
-            let error = if *sent == Sent::No { format!("not sent: {}", scrub(detail)) } else { scrub(detail) };
+        Ok(reply) => Attempt {
+            number,
+            started_at,
+            latency_ms,
+            status: Some(reply.status),
+            error: None,
+            reply: Some(scrub(reply.body.as_deref().unwrap_or_default())),
+        },
+        Err(failure) => {
+            let detail = scrub(&failure.detail);
+            let error = if failure.sent == Sent::No { format!("not sent: {detail}") } else { detail };
             Attempt { number, started_at, latency_ms, status: None, error: Some(error), reply: None }
         }
     };
@@ -553,10 +491,12 @@ async fn attempt(runs: &Runs, run: RunRecord) -> StepResult {
     }
     tracing::info!(run = id, webhook = spec.webhook.name.as_str(), attempt = number, status = ?record.status, error = ?record.error, latency_ms, "webhook attempt");
     let attempted = match answer {
-        Answer::Status { status, retry_after, .. } => decide::Attempted::Replied { status, retry_after },
-        Answer::Failed { retryable, sent, detail } => {
-            decide::Attempted::Failed { detail: scrub(&detail), sent, retryable }
-        }
+        Ok(reply) => decide::Attempted::Replied { status: reply.status, retry_after: reply.retry_after },
+        Err(failure) => decide::Attempted::Failed {
+            detail: scrub(&failure.detail),
+            sent: failure.sent,
+            retryable: failure.retryable,
+        },
     };
     let decision =
         decide::after_attempt(number, &attempted, &policy(runs, &spec), runs.clock.now(), backoff(runs, number));
