@@ -214,7 +214,7 @@ pub async fn run(
     let tunnel_router = tonic::service::Routes::new(tunnel).prepare().into_axum_router();
     let agents_addr = listeners.agents.local_addr().ok();
     let stop = CancellationToken::new();
-    let engine = tokio::spawn(runs::engine::run(runs.clone(), scheduler));
+    let engine = tokio::spawn(runs::engine::schedule(runs.clone(), scheduler));
     let sweeper = tokio::spawn(tunnel::sweep_revoked(state.clone(), stop.clone()));
     let waiters = Arc::new(changes::LocalWaiters(state.clone()));
     let background = [

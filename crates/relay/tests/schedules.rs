@@ -64,7 +64,7 @@ async fn relay() -> Relay {
         settings,
         clock.clone(),
     );
-    tokio::spawn(engine::run(runs.clone(), scheduler));
+    tokio::spawn(engine::schedule(runs.clone(), scheduler));
     let caller = Arc::new(Caller::new(forwarder, vault.clone(), None, 1 << 20, Duration::from_secs(1)));
     let settings = DeploymentSettings {
         callback_timeout: 24 * HOUR,

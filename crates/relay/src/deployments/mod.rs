@@ -151,7 +151,7 @@ impl Deployments {
         let deployments = self.clone();
         self.tasks.spawn(async move {
             tokio::select! {
-                () = orchestrator::run(deployments.context.clone(), id.clone(), lost.clone()) => {}
+                () = orchestrator::deploy(deployments.context.clone(), id.clone(), lost.clone()) => {}
                 () = lost.cancelled() => {}
             }
             deployments.running.lock().expect("running lock").remove(&id);

@@ -155,12 +155,13 @@ fn failure_of(result: Result<(), Stop>) -> Result<Option<Failure>, Halt> {
 const CANCELLED: &str = "cancelled because another item in the same list failed";
 
 struct Deployment {
-    service: Arc<Context>,
+    context: Arc<Context>,
     id: String,
     application: String,
     text: String,
     file: DeploymentFile,
-    context: BTreeMap<String, String>,
+    /// `{{context.KEY}}` values the deployment was started with.
+    context_values: BTreeMap<String, String>,
     checksum: String,
     journal: Mutex<Journal>,
 }
@@ -217,8 +218,8 @@ impl Context {
 /// `lost` is cancelled, and the deployment is resumed from its journal by
 /// whichever replica holds its lease next (this one, once the database
 /// answers again, or another, once the lease lapsed).
-pub async fn run(service: Arc<Context>, id: String, lost: CancellationToken) {
-    let Err(halt) = run_inner(&service, &id).await else { return };
+pub async fn deploy(context: Arc<Context>, id: String, lost: CancellationToken) {
+    let Err(halt) = deploy_to_end(&context, &id).await else { return };
     if halt.resumes() {
         tracing::warn!(deployment = %id, error = %halt, "deployment stopped here; its journal resumes it");
         lost.cancel();
@@ -227,16 +228,16 @@ pub async fn run(service: Arc<Context>, id: String, lost: CancellationToken) {
     tracing::error!(deployment = %id, error = %halt, "deployment stopped on an internal error");
     let reason = format!("internal error: {halt}");
     if let Err(err) =
-        service.store.finish_deployment(&id, &service.replica.id, DeploymentState::Failed, Some(&reason)).await
+        context.store.finish_deployment(&id, &context.replica.id, DeploymentState::Failed, Some(&reason)).await
     {
         tracing::warn!(deployment = %id, error = %err, "could not record the deployment's failure");
     }
-    service.changed(&id);
+    context.changed(&id);
 }
 
-async fn run_inner(state: &Arc<Context>, id: &str) -> Result<(), Halt> {
+async fn deploy_to_end(context: &Arc<Context>, id: &str) -> Result<(), Halt> {
     let store_at = |at: &'static str| move |err| Halt::store(at, err);
-    let record = state
+    let record = context
         .store
         .deployment(id)
         .await
@@ -249,13 +250,13 @@ async fn run_inner(state: &Arc<Context>, id: &str) -> Result<(), Halt> {
     let file = deployment::parse(&record.file)
         .map_err(|e| Halt::Unrunnable(format!("the stored file no longer parses: {e:?}")))?
         .file;
-    let context: BTreeMap<String, String> = serde_json::from_str(&record.context).unwrap_or_default();
-    let journal = Journal::new(state.store.journal(id).await.map_err(store_at("journal"))?);
+    let context_values: BTreeMap<String, String> = serde_json::from_str(&record.context).unwrap_or_default();
+    let journal = Journal::new(context.store.journal(id).await.map_err(store_at("journal"))?);
     let checksum = {
         let digest = ring::digest::digest(&ring::digest::SHA256, record.file.as_bytes());
         digest.as_ref().iter().take(8).map(|b| format!("{b:02x}")).collect::<String>()
     };
-    let finished: HashMap<String, TargetOutcome> = state
+    let finished: HashMap<String, TargetOutcome> = context
         .store
         .targets(id)
         .await
@@ -264,12 +265,12 @@ async fn run_inner(state: &Arc<Context>, id: &str) -> Result<(), Halt> {
         .filter_map(|t| TargetOutcome::parse(t.state.as_str()).map(|o| (t.target, o)))
         .collect();
     let deployment = Arc::new(Deployment {
-        service: state.clone(),
+        context: context.clone(),
         id: id.to_owned(),
         application: record.application.clone(),
         text: record.file.clone(),
         file,
-        context,
+        context_values,
         checksum,
         journal: Mutex::new(journal),
     });
@@ -320,12 +321,12 @@ async fn run_inner(state: &Arc<Context>, id: &str) -> Result<(), Halt> {
         (DeploymentState::Failed, Some(failed.join(", ")))
     };
     deployment.event(None, "deployment-finished", format!("deployment {final_state}")).await?;
-    state
+    context
         .store
-        .finish_deployment(id, &state.replica.id, final_state, reason.as_deref())
+        .finish_deployment(id, &context.replica.id, final_state, reason.as_deref())
         .await
         .map_err(store_at("finish"))?;
-    state.changed(id);
+    context.changed(id);
     tracing::info!(deployment = %id, state = final_state.as_str(), "deployment finished");
     Ok(())
 }
@@ -342,8 +343,8 @@ impl Deployment {
     /// replica halts the deployment here, and it resumes from its journal.
     async fn record(&self, entry: Entry) -> Result<(), Halt> {
         let (key, value) = entry.encode();
-        let owner = &self.service.replica.id;
-        if let Err(err) = self.service.store.replace_journal(&self.id, owner, &key, &value).await {
+        let owner = &self.context.replica.id;
+        if let Err(err) = self.context.store.replace_journal(&self.id, owner, &key, &value).await {
             return Err(Halt::store(&key, err));
         }
         self.journal.lock().expect("journal lock").insert(&entry);
@@ -369,9 +370,9 @@ impl Deployment {
     /// Records an event, and tells Flagger-style event hooks.
     async fn event(&self, target: Option<&Target>, kind: &str, message: String) -> Result<(), Halt> {
         let name = target.map(|t| t.name.as_str());
-        let owner = &self.service.replica.id;
-        self.fenced("event", self.service.store.add_event(&self.id, owner, name, kind, &message).await)?;
-        self.service.changed(&self.id);
+        let owner = &self.context.replica.id;
+        self.fenced("event", self.context.store.add_event(&self.id, owner, name, kind, &message).await)?;
+        self.context.changed(&self.id);
         let warning = kind.contains("fail") || kind.contains("rolled-back") || kind.contains("cancel");
         // Each event is a message of its own; its retries share its id.
         let event = uuid::Uuid::new_v4();
@@ -380,7 +381,7 @@ impl Deployment {
             let base = hooks::payload(&self.application, target, "Progressing", &self.checksum, hook);
             let body = hooks::event_payload(base, &message, warning);
             let id = self.call_id(&format!("event/{event}/{}", hook.name));
-            if let Err(reason) = hooks::call(&self.service.caller, hook, target, &body, &id).await {
+            if let Err(reason) = hooks::call(&self.context.caller, hook, target, &body, &id).await {
                 tracing::warn!(deployment = %self.id, hook = hook.name.as_str(), reason = reason.detail.as_str(), "event hook failed");
             }
         }
@@ -397,23 +398,23 @@ impl Deployment {
     }
 
     async fn step(&self, target: &Target, state: TargetState, step: &str) -> Result<(), Halt> {
-        let owner = &self.service.replica.id;
-        let written = self.service.store.set_target(&self.id, owner, &target.name, state, Some(step), None).await;
+        let owner = &self.context.replica.id;
+        let written = self.context.store.set_target(&self.id, owner, &target.name, state, Some(step), None).await;
         self.fenced("target state", written)?;
-        self.service.changed(&self.id);
+        self.context.changed(&self.id);
         Ok(())
     }
 
     async fn finish_target(&self, target: &Target, outcome: TargetOutcome) -> Result<(), Halt> {
         let reason = self.journal(|j| j.reason(&target.name));
-        let owner = &self.service.replica.id;
+        let owner = &self.context.replica.id;
         let written = self
-            .service
+            .context
             .store
             .set_target(&self.id, owner, &target.name, outcome.state(), None, reason.as_deref())
             .await;
         self.fenced("target state", written)?;
-        self.service.changed(&self.id);
+        self.context.changed(&self.id);
         Ok(())
     }
 
@@ -564,7 +565,7 @@ impl Deployment {
     /// the driver is idempotent.
     async fn act(&self, target: &Target, action: &str, kind: ActionKind, weight: Option<u32>) -> Result<(), Stop> {
         let driver: Arc<dyn RolloutDriver> =
-            driver::for_target(&self.service.caller, self.service.settings.driver_timeout, target);
+            driver::for_target(&self.context.caller, self.context.settings.driver_timeout, target);
         let progress = self.journal(|j| j.action(&target.name, action));
         match decide::action_replay(progress, driver.idempotent()) {
             ActionReplay::Skip => return Ok(()),
@@ -673,7 +674,7 @@ impl Deployment {
                     file: self.text.clone(),
                     name: run.name.clone(),
                     environment: Some(target.name.clone()),
-                    context: self.context.clone(),
+                    context: self.context_values.clone(),
                     link: Some(RunLink { deployment_id: self.id.clone(), step_context: run.context.clone() }),
                     // A relay that dies between creating the run and
                     // journalling it finds the same run again on resume.
@@ -682,7 +683,7 @@ impl Deployment {
                         request_hash: "deployment-step".into(),
                     }),
                 };
-                let created = match self.service.runs.create(request).await {
+                let created = match self.context.runs.create(request).await {
                     Ok(created) => created,
                     // The run's idempotency key finds it again on resume.
                     Err(crate::runs::RunError::Store(err)) => return Err(Halt::store(key, err).into()),
@@ -699,10 +700,10 @@ impl Deployment {
             }
         };
         self.step(target, TargetState::Running, &format!("waiting for webhook {}", run.name)).await?;
-        let mut events = self.service.runs.subscribe();
+        let mut events = self.context.runs.subscribe();
         loop {
             let record = self
-                .service
+                .context
                 .store
                 .run(&run_id)
                 .await
@@ -724,10 +725,10 @@ impl Deployment {
                 _ = events.recv() => {}
                 () = tokio::time::sleep(Duration::from_secs(5)) => {}
                 () = cancel.cancelled() => {
-                    let owner = &self.service.replica.id;
-                    let cancelled = self.service.store.cancel_step_run(&self.id, owner, &run_id, CANCELLED).await;
+                    let owner = &self.context.replica.id;
+                    let cancelled = self.context.store.cancel_step_run(&self.id, owner, &run_id, CANCELLED).await;
                     self.fenced("cancel of a step's run", cancelled)?;
-                    self.service.runs.changed(&run_id);
+                    self.context.runs.changed(&run_id);
                     return Err(failed(CANCELLED));
                 }
             }
@@ -740,7 +741,7 @@ impl Deployment {
         if let Some(at_ms) = self.journal(|j| j.step_time(key, time)) {
             return Ok(at_ms);
         }
-        let at_ms = unix_ms(self.service.clock.now() + after);
+        let at_ms = unix_ms(self.context.clock.now() + after);
         self.record(Entry::StepTime { step: key.to_owned(), time, at_ms }).await?;
         Ok(at_ms)
     }
@@ -757,11 +758,11 @@ impl Deployment {
             None => None,
             Some(seconds) => Some(self.step_time(key, StepTime::ApprovalExpires, Duration::from_secs(seconds)).await?),
         };
-        let store = &self.service.store;
-        let mut changes = self.service.subscribe();
+        let store = &self.context.store;
+        let mut changes = self.context.subscribe();
         // The target says it waits before the approval shows as pending.
         self.step(target, TargetState::AwaitingApproval, "waiting for approval").await?;
-        let owner = &self.service.replica.id;
+        let owner = &self.context.replica.id;
         let mut state =
             store.request_approval(&self.id, owner, &target.name, key).await.map_err(|e| Halt::store(key, e))?;
         self.once(
@@ -783,7 +784,7 @@ impl Deployment {
             }
             let expiry = async {
                 match expires_at {
-                    Some(at) => self.service.clock.sleep_until(from_unix_ms(at)).await,
+                    Some(at) => self.context.clock.sleep_until(from_unix_ms(at)).await,
                     None => std::future::pending().await,
                 }
             };
@@ -828,7 +829,7 @@ impl Deployment {
         let start = self.step_time(key, StepTime::AnalysisStart, Duration::ZERO).await?;
         let provider_name = self.file.provider_of(analysis).map(|p| p.name.clone()).unwrap_or_default();
         let provider = self
-            .service
+            .context
             .store
             .provider(&provider_name)
             .await
@@ -844,7 +845,7 @@ impl Deployment {
                     let at = start + n as i64 * interval_ms;
                     self.step(target, TargetState::Running, &format!("analysis: judgment run {n} of {runs}")).await?;
                     tokio::select! {
-                        () = self.service.clock.sleep_until(from_unix_ms(at)) => {}
+                        () = self.context.clock.sleep_until(from_unix_ms(at)) => {}
                         () = cancel.cancelled() => return Err(failed(CANCELLED)),
                     }
                     let judged = self.judge(target, analysis, &provider, start, at, n).await;
@@ -903,7 +904,7 @@ impl Deployment {
         armory.insert("intervalMillis".into(), interval_ms.to_string());
         armory.insert("intervalSeconds".into(), analysis.interval_seconds.to_string());
         armory.insert("promQlStepInterval".into(), format!("{window_seconds}s"));
-        let mut context = self.context.clone();
+        let mut context = self.context_values.clone();
         context.extend(self.file.context.clone());
         context.extend(analysis.context.clone());
         // A query reads no secret: it is sent in the provider's URL, and
@@ -915,7 +916,7 @@ impl Deployment {
             let Some(query) = self.file.query(&name.name) else { continue };
             let outcome = match template::render(&query.query_template, Slot::Query, &values, false) {
                 Err(err) => Err(format!("query {}: {err}", query.name)),
-                Ok(text) => providers::query(&self.service.caller, provider, &text, time(at))
+                Ok(text) => providers::query(&self.context.caller, provider, &text, time(at))
                     .await
                     .map(|v| (text, v))
                     .map_err(|e| format!("query {}: {e}", query.name)),
@@ -992,12 +993,12 @@ impl Deployment {
         why: String,
         cancel: &CancellationToken,
     ) -> Result<(), Stop> {
-        let store = &self.service.store;
+        let store = &self.context.store;
         let decision_key = format!("{key}{}", borealis_store::DECISION_SUFFIX);
         let at = |e| Halt::store(&decision_key, e);
-        let mut changes = self.service.subscribe();
+        let mut changes = self.context.subscribe();
         self.step(target, state_name, &why).await?;
-        let owner = &self.service.replica.id;
+        let owner = &self.context.replica.id;
         let mut state = store.request_approval(&self.id, owner, &target.name, &decision_key).await.map_err(at)?;
         self.once(
             &format!("{decision_key}/requested"),
@@ -1033,7 +1034,7 @@ impl Deployment {
         let until = self.step_time(key, StepTime::PauseUntil, Duration::from_secs(seconds)).await?;
         self.step(target, TargetState::Running, &format!("pausing {seconds}s")).await?;
         tokio::select! {
-            () = self.service.clock.sleep_until(from_unix_ms(until)) => Ok(()),
+            () = self.context.clock.sleep_until(from_unix_ms(until)) => Ok(()),
             () = cancel.cancelled() => Err(failed(CANCELLED)),
         }
     }
@@ -1046,12 +1047,12 @@ impl Deployment {
             }
             self.step(target, TargetState::Running, &format!("waiting for gate {:?}", hook.name)).await?;
             let body = hooks::payload(&self.application, target, phase, &self.checksum, &hook);
-            let deadline = self.service.clock.now() + self.service.settings.callback_timeout;
+            let deadline = self.context.clock.now() + self.context.settings.callback_timeout;
             // Every re-ask of the gate is the same question: the same id.
             let id = self.call_id(&format!("{}/gate/{}/{}", target.name, kind.as_str(), hook.name));
             loop {
-                let reply = hooks::call(&self.service.caller, &hook, target, &body, &id).await;
-                match decide::gate_reply(&reply, self.service.clock.now() >= deadline) {
+                let reply = hooks::call(&self.context.caller, &hook, target, &body, &id).await;
+                match decide::gate_reply(&reply, self.context.clock.now() >= deadline) {
                     GateDecision::Open => break,
                     GateDecision::AskAgain => {}
                     GateDecision::Closed => {
@@ -1068,7 +1069,7 @@ impl Deployment {
                         tracing::debug!(hook = hook.name.as_str(), reason = reason.detail.as_str(), "gate unreachable")
                     }
                 }
-                self.service.clock.sleep(self.service.settings.gate_interval).await;
+                self.context.clock.sleep(self.context.settings.gate_interval).await;
             }
             let opened = Entry::GateOpened {
                 target: target.name.clone(),
@@ -1087,7 +1088,7 @@ impl Deployment {
         for hook in self.hooks(kind).cloned().collect::<Vec<_>>() {
             let body = hooks::payload(&self.application, target, phase, &self.checksum, &hook);
             let id = self.call_id(&format!("{}/{step}/{}", target.name, hook.name));
-            let reply = hooks::call(&self.service.caller, &hook, target, &body, &id).await;
+            let reply = hooks::call(&self.context.caller, &hook, target, &body, &id).await;
             match decide::check_reply(reply) {
                 CheckDecision::Passed => {
                     let passed = format!("{} hook {:?} passed", kind.as_str(), hook.name);
@@ -1108,7 +1109,7 @@ impl Deployment {
         for hook in self.hooks(HookType::Rollback).cloned().collect::<Vec<_>>() {
             let body = hooks::payload(&self.application, target, "Progressing", &self.checksum, &hook);
             let id = self.call_id(&format!("{}/{step}/rollback/{}", target.name, hook.name));
-            let reply = hooks::call(&self.service.caller, &hook, target, &body, &id).await;
+            let reply = hooks::call(&self.context.caller, &hook, target, &body, &id).await;
             if decide::asks_for_rollback(&reply) {
                 return Err(failed(format!("rollback hook {:?} asked for a rollback", hook.name)));
             }
@@ -1124,7 +1125,7 @@ impl Deployment {
             }
             let body = hooks::payload(&self.application, target, phase, &self.checksum, &hook);
             let id = self.call_id(&format!("{}/post-rollout/{}", target.name, hook.name));
-            let note = match hooks::call(&self.service.caller, &hook, target, &body, &id).await {
+            let note = match hooks::call(&self.context.caller, &hook, target, &body, &id).await {
                 Ok(status) => format!("post-rollout hook {:?} answered HTTP {status}", hook.name),
                 Err(err) => err.detail,
             };

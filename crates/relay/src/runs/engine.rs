@@ -38,7 +38,7 @@ const CONCURRENT_ATTEMPTS: usize = 256;
 /// Each claimed attempt runs as a task of the runs' tracker once it has a
 /// permit, so at most [`CONCURRENT_ATTEMPTS`] run at once and shutdown can
 /// wait for them.
-pub async fn run(runs: Arc<Runs>, scheduler: Scheduler) {
+pub async fn schedule(runs: Arc<Runs>, scheduler: Scheduler) {
     let stop = runs.stop.clone();
     if let Err(err) = resume(&runs).await {
         tracing::error!(error = ?err, "could not resume webhook runs");

@@ -165,7 +165,7 @@ impl Drop for InFlight<'_> {
     }
 }
 
-/// The scheduler's end of [`Runs`]: give it to [`engine::run`].
+/// The scheduler's end of [`Runs`]: give it to [`engine::schedule`].
 pub struct Scheduler(mpsc::UnboundedReceiver<Wake>);
 
 impl Runs {
