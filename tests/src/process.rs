@@ -185,6 +185,20 @@ impl RelayProcess {
         .await
     }
 
+    /// `GET path` with the admin token; the reply, which must succeed, read
+    /// as the API's type `T`.
+    pub async fn get_as<T: serde::de::DeserializeOwned>(&self, path: &str) -> T {
+        let reply = reqwest::Client::new()
+            .get(format!("{}{path}", self.http_url))
+            .bearer_auth(self.admin_token())
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        assert!(reply.status().is_success(), "GET {path}: {}", reply.status());
+        let text = reply.text().await.unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("GET {path}: {e}: {text}"))
+    }
+
     /// The webhook run `id` once it is finished, read with the API's own
     /// long poll (`GET /api/v1/webhook-runs/{id}?wait=30s`).
     pub async fn wait_run(&self, id: &str) -> borealis_api::WebhookRun {

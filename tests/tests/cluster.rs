@@ -3,7 +3,6 @@
 //! holds its session; and a replica that dies loses no run, callback,
 //! approval or deployment.
 
-use borealis_api::RunState;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -12,6 +11,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::Request;
 use axum::routing::{any, post};
+use borealis_api::{Deployment, DeploymentState, RunState, WebhookRun};
 use borealis_tests::balancer::{Balancer, free_port};
 use borealis_tests::console::Console;
 use borealis_tests::postgres::{Cuttable, Schema};
@@ -447,13 +447,13 @@ targets:
     let token = token["access_token"].as_str().unwrap().to_owned();
     for (id, callback) in &started {
         let run = eventually(&format!("run {id} was called"), Duration::from_secs(60), || async {
-            let run = api(&base, reqwest::Method::GET, &format!("/api/v1/webhook-runs/{id}"), None).await;
-            let state = run["state"].as_str().unwrap_or_default().to_owned();
-            (state != "pending" && state != "calling").then_some(run)
+            let run: WebhookRun =
+                typed(api(&base, reqwest::Method::GET, &format!("/api/v1/webhook-runs/{id}"), None).await);
+            (run.state != RunState::Pending && run.state != RunState::Calling).then_some(run)
         })
         .await;
         if *callback {
-            let uri = format!("{}/callback", run["callbackUri"].as_str().unwrap());
+            let uri = format!("{}/callback", run.callback_uri.as_deref().unwrap());
             let reply = client()
                 .post(&uri)
                 .bearer_auth(&token)
@@ -465,14 +465,16 @@ targets:
         }
     }
     for (id, _) in &started {
-        let run = api(&base, reqwest::Method::GET, &format!("/api/v1/webhook-runs/{id}?wait=30s"), None).await;
-        assert_eq!(run["state"], "succeeded", "{run:#}");
-        let attempts = run["attempts"].as_u64().unwrap() as u32;
+        let run: WebhookRun =
+            typed(api(&base, reqwest::Method::GET, &format!("/api/v1/webhook-runs/{id}?wait=30s"), None).await);
+        assert_eq!(run.state, RunState::Succeeded, "{run:#?}");
+        let attempts = run.attempts;
         let calls = counter.calls(id);
-        assert!(calls >= 1 && calls <= attempts, "run {id}: {calls} calls for {attempts} attempts: {run:#}");
+        assert!(calls >= 1 && calls <= attempts, "run {id}: {calls} calls for {attempts} attempts: {run:#?}");
     }
-    let done = api(&base, reqwest::Method::GET, &format!("/api/v1/deployments/{deployment_id}?wait=30s"), None).await;
-    assert_eq!(done["state"], "succeeded", "{done:#}");
+    let done: Deployment =
+        typed(api(&base, reqwest::Method::GET, &format!("/api/v1/deployments/{deployment_id}?wait=30s"), None).await);
+    assert_eq!(done.state, DeploymentState::Succeeded, "{done:#?}");
     assert_eq!(cluster.schema.count("deployments"), 1);
     let took_over = cluster.replicas.iter().any(|r| r.log_line(&["resuming deployment", &deployment_id]).is_some());
     assert!(took_over, "a live replica took the killed one's deployment over");
@@ -529,9 +531,10 @@ async fn a_replica_that_loses_the_database_claims_nothing_until_it_returns() {
         ids.push(run["id"].as_str().unwrap().to_owned());
     }
     for id in &ids {
-        let run =
-            api(&other.http_url, reqwest::Method::GET, &format!("/api/v1/webhook-runs/{id}?wait=30s"), None).await;
-        assert_eq!(run["state"], "succeeded", "{run:#}");
+        let run: WebhookRun = typed(
+            api(&other.http_url, reqwest::Method::GET, &format!("/api/v1/webhook-runs/{id}?wait=30s"), None).await,
+        );
+        assert_eq!(run.state, RunState::Succeeded, "{run:#?}");
     }
     assert_eq!(claims().await, before, "no claim while the database was away");
     assert!(ready(&other.http_url).await, "the other replica stayed ready");
@@ -550,10 +553,11 @@ async fn a_replica_that_loses_the_database_claims_nothing_until_it_returns() {
         ids.push(run["id"].as_str().unwrap().to_owned());
     }
     for id in &ids {
-        let run =
-            api(&cut_off.http_url, reqwest::Method::GET, &format!("/api/v1/webhook-runs/{id}?wait=30s"), None).await;
-        assert_eq!(run["state"], "succeeded", "{run:#}");
-        assert_eq!(counter.calls(id), 1, "run {id} was called once: {run:#}");
+        let run: WebhookRun = typed(
+            api(&cut_off.http_url, reqwest::Method::GET, &format!("/api/v1/webhook-runs/{id}?wait=30s"), None).await,
+        );
+        assert_eq!(run.state, RunState::Succeeded, "{run:#?}");
+        assert_eq!(counter.calls(id), 1, "run {id} was called once: {run:#?}");
     }
     assert!(claims().await > before, "the replica claims again once the database is back");
 }
@@ -776,11 +780,11 @@ targets:
     for id in &runs {
         let done = eventually(&format!("run {id} ends"), Duration::from_secs(120), || async {
             let path = format!("/api/v1/webhook-runs/{id}?wait=5s");
-            let run = api_retrying(&base, reqwest::Method::GET, &path, None, None).await;
-            match run["state"].as_str().unwrap_or_default() {
-                "pending" | "calling" => None,
-                "awaiting_callback" => {
-                    let uri = format!("{}/callback", run["callbackUri"].as_str().unwrap());
+            let run: WebhookRun = typed(api_retrying(&base, reqwest::Method::GET, &path, None, None).await);
+            match run.state {
+                RunState::Pending | RunState::Calling => None,
+                RunState::AwaitingCallback => {
+                    let uri = format!("{}/callback", run.callback_uri.as_deref().unwrap());
                     system.call_back(&uri, serde_json::json!({ "success": true, "mdMessage": "again" })).await;
                     None
                 }
@@ -788,7 +792,7 @@ targets:
             }
         })
         .await;
-        assert_eq!(done["state"], "succeeded", "{done:#}");
+        assert_eq!(done.state, RunState::Succeeded, "{done:#?}");
     }
     // No attempt was called twice; every run was called.
     let mut calls: HashMap<(String, String), usize> = HashMap::new();
@@ -805,9 +809,9 @@ targets:
     }
     for (k, id) in deployments.iter().enumerate() {
         let path = format!("/api/v1/deployments/{id}?wait=30s");
-        let done = api_retrying(&base, reqwest::Method::GET, &path, None, None).await;
-        let expected = if k.is_multiple_of(2) { "succeeded" } else { "failed" };
-        assert_eq!(done["state"], expected, "deployment {k}: {done:#}");
+        let done: Deployment = typed(api_retrying(&base, reqwest::Method::GET, &path, None, None).await);
+        let expected = if k.is_multiple_of(2) { DeploymentState::Succeeded } else { DeploymentState::Failed };
+        assert_eq!(done.state, expected, "deployment {k}: {done:#?}");
     }
     // The dead replicas' deployments were taken over.
     let took_over = cluster.replicas.iter().any(|r| r.log_line(&["resuming deployment (its lease lapsed)"]).is_some());
@@ -1007,8 +1011,19 @@ async fn first_request(external: &borealis_tests::external::External) -> boreali
 }
 
 /// The webhook run `id` as `base` shows it, with its attempt log.
-async fn run_view(base: &str, id: &str) -> serde_json::Value {
-    api(base, reqwest::Method::GET, &format!("/api/v1/webhook-runs/{id}"), None).await
+async fn run_view(base: &str, id: &str) -> borealis_api::WebhookRun {
+    let run = api(base, reqwest::Method::GET, &format!("/api/v1/webhook-runs/{id}"), None).await;
+    serde_json::from_value(run).expect("the API's WebhookRun")
+}
+
+/// A reply read as the API's type `T`.
+fn typed<T: serde::de::DeserializeOwned>(reply: serde_json::Value) -> T {
+    serde_json::from_value(reply).expect("a reply of the API's type")
+}
+
+/// The error recorded for the first attempt of `run`, if any.
+fn first_error(run: &borealis_api::WebhookRun) -> &str {
+    run.attempt_log.as_deref().and_then(|log| log.first()).and_then(|a| a.error.as_deref()).unwrap_or_default()
 }
 
 /// The replica holding the only agent instance loses its database link
@@ -1121,10 +1136,9 @@ async fn agents_leave_a_replica_that_lost_its_database_and_all_reach_them_after(
     let acknowledged = load.await.unwrap();
     assert!(acknowledged.len() > 300, "only {} runs were acknowledged", acknowledged.len());
     for id in &acknowledged {
-        let run =
-            api(&balancer.url("http"), reqwest::Method::GET, &format!("/api/v1/webhook-runs/{id}?wait=30s"), None)
-                .await;
-        assert_eq!(run["state"], "succeeded", "an acknowledged run failed: {run:#}");
+        let path = format!("/api/v1/webhook-runs/{id}?wait=30s");
+        let run: WebhookRun = typed(api(&balancer.url("http"), reqwest::Method::GET, &path, None).await);
+        assert_eq!(run.state, RunState::Succeeded, "an acknowledged run failed: {run:#?}");
         assert!(counter.calls(id) >= 1, "run {id} was never called");
     }
     drop(agent);
@@ -1223,13 +1237,13 @@ async fn a_hop_cut_off_after_the_request_left_leaves_the_run_to_its_callback() {
     holder.kill();
     let waiting = eventually("the attempt is recorded", Duration::from_secs(30), || async {
         let run = run_view(&caller.http_url, &id).await;
-        (run["state"] != "calling").then_some(run)
+        (run.state != RunState::Calling).then_some(run)
     })
     .await;
-    assert_eq!(waiting["state"], "awaiting_callback", "{waiting:#}");
-    let error = waiting["attemptLog"][0]["error"].as_str().unwrap_or_default();
-    assert!(error.contains("went away after the request was sent"), "{waiting:#}");
-    assert!(!error.contains("not sent"), "{waiting:#}");
+    assert_eq!(waiting.state, RunState::AwaitingCallback, "{waiting:#?}");
+    let error = first_error(&waiting);
+    assert!(error.contains("went away after the request was sent"), "{waiting:#?}");
+    assert!(!error.contains("not sent"), "{waiting:#?}");
 
     let callback = on(&caller.http_url, &received.callback_uri.expect("the request names its callback URI"));
     let reply = external.call_back(&format!("{callback}/callback"), serde_json::json!({ "success": true })).await;
@@ -1308,13 +1322,12 @@ async fn a_run_decided_by_its_callback_shows_the_attempt_its_dead_replica_made()
     first.kill();
     let shown = eventually("the attempt is recorded", Duration::from_secs(30), || async {
         let run = run_view(&other.http_url, &id).await;
-        (run["attemptLog"].as_array().is_some_and(|log| !log.is_empty())).then_some(run)
+        run.attempt_log.as_ref().is_some_and(|log| !log.is_empty()).then_some(run)
     })
     .await;
-    assert_eq!(shown["state"], "succeeded", "{shown:#}");
-    assert_eq!(shown["attempts"], 1, "{shown:#}");
-    let error = shown["attemptLog"][0]["error"].as_str().unwrap_or_default();
-    assert!(error.contains("the run was decided meanwhile"), "{shown:#}");
+    assert_eq!(shown.state, RunState::Succeeded, "{shown:#?}");
+    assert_eq!(shown.attempts, 1, "{shown:#?}");
+    assert!(first_error(&shown).contains("the run was decided meanwhile"), "{shown:#?}");
 }
 
 /// libfaketime's library for threaded programs (Debian's `faketime` package).
@@ -1373,7 +1386,7 @@ async fn a_replica_whose_clock_runs_ahead_takes_over_no_lease_early() {
     let waiting =
         api(&owner.http_url, reqwest::Method::GET, &format!("/api/v1/deployments/{deployment_id}"), None).await;
     assert_eq!(waiting["pendingApprovals"], serde_json::json!(["staging"]), "{waiting:#}");
-    assert_eq!(run_view(&owner.http_url, &run_id).await["state"], "calling");
+    assert_eq!(run_view(&owner.http_url, &run_id).await.state, RunState::Calling);
 
     owner.kill();
     eventually("the replica ahead takes both over once their leases lapse", Duration::from_secs(30), || async {
@@ -1383,9 +1396,8 @@ async fn a_replica_whose_clock_runs_ahead_takes_over_no_lease_early() {
     // The takeover is counted as it starts; the attempt's record follows.
     let run = eventually("the attempt taken over is recorded", Duration::from_secs(10), || async {
         let run = run_view(&ahead.http_url, &run_id).await;
-        (!run["attemptLog"][0].is_null()).then_some(run)
+        run.attempt_log.as_ref().is_some_and(|log| !log.is_empty()).then_some(run)
     })
     .await;
-    let error = run["attemptLog"][0]["error"].as_str().unwrap_or_default();
-    assert!(error.contains("cut off"), "{run:#}");
+    assert!(first_error(&run).contains("cut off"), "{run:#?}");
 }

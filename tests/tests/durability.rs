@@ -1,9 +1,9 @@
 //! Runs survive a relay that is killed (SIGKILL) and started again.
 
-use borealis_api::RunState;
 use std::collections::HashMap;
 use std::time::Duration;
 
+use borealis_api::RunState;
 use borealis_tests::{RelayOptions, RelayProcess, api_time_of, eventually};
 use futures_util::{StreamExt, stream};
 
@@ -41,7 +41,7 @@ impl Api {
         Self { client: reqwest::Client::new(), base: relay.http_url.clone(), token: relay.admin_token() }
     }
 
-    async fn start(&self, file: &str) -> serde_json::Value {
+    async fn start(&self, file: &str) -> borealis_api::WebhookRun {
         let reply = self
             .client
             .post(format!("{}/api/v1/webhook-runs", self.base))
@@ -51,10 +51,10 @@ impl Api {
             .await
             .unwrap();
         assert_eq!(reply.status(), 201);
-        reply.json().await.unwrap()
+        reply.json().await.expect("the API's WebhookRun")
     }
 
-    async fn run(&self, id: &str) -> serde_json::Value {
+    async fn run(&self, id: &str) -> borealis_api::WebhookRun {
         let reply = self
             .client
             .get(format!("{}/api/v1/webhook-runs/{id}", self.base))
@@ -62,7 +62,7 @@ impl Api {
             .send()
             .await
             .unwrap();
-        reply.json().await.unwrap()
+        reply.json().await.expect("the API's WebhookRun")
     }
 }
 
@@ -73,13 +73,11 @@ async fn a_thousand_runs_awaiting_callbacks_survive_sigkill() {
     let (addr, system) = relay.external_system().await;
     let api = Api::new(&relay);
     let text = file(&format!("http://{addr}/silent"), 0);
-    let started: Vec<serde_json::Value> =
+    let started: Vec<borealis_api::WebhookRun> =
         stream::iter(0..RUNS).map(|_| api.start(&text)).buffer_unordered(32).collect().await;
-    let ids: Vec<String> = started.iter().map(|r| r["id"].as_str().unwrap().to_owned()).collect();
-    let by_callback: HashMap<String, String> = started
-        .iter()
-        .map(|r| (format!("{}/callback", r["callbackUri"].as_str().unwrap()), r["id"].as_str().unwrap().to_owned()))
-        .collect();
+    let ids: Vec<String> = started.iter().map(|r| r.id.clone()).collect();
+    let by_callback: HashMap<String, String> =
+        started.iter().map(|r| (format!("{}/callback", r.callback_uri.as_deref().unwrap()), r.id.clone())).collect();
     eventually("every webhook was called", Duration::from_secs(60), || async {
         (system.received().len() >= RUNS).then_some(())
     })
@@ -87,7 +85,7 @@ async fn a_thousand_runs_awaiting_callbacks_survive_sigkill() {
     eventually("every run awaits its callback", Duration::from_secs(30), || async {
         let api = &api;
         let waiting = stream::iter(ids.iter())
-            .map(|id| async move { api.run(id).await["state"] == "awaiting_callback" })
+            .map(|id| async move { api.run(id).await.state == RunState::AwaitingCallback })
             .buffer_unordered(32)
             .filter(|ok| std::future::ready(*ok))
             .count()
@@ -129,16 +127,16 @@ async fn a_thousand_runs_awaiting_callbacks_survive_sigkill() {
     assert!(replies.iter().all(|&s| s == 200), "every callback is accepted after the restart");
 
     let api = &api;
-    let states: Vec<(usize, serde_json::Value)> = stream::iter(ids.iter().enumerate())
+    let states: Vec<(usize, borealis_api::WebhookRun)> = stream::iter(ids.iter().enumerate())
         .map(|(i, id)| async move { (i, api.run(id).await) })
         .buffer_unordered(32)
         .collect()
         .await;
     for (i, run) in states {
-        let expected = if i % 2 == 0 { "succeeded" } else { "failed" };
-        assert_eq!(run["state"], expected, "run {i}");
-        assert_eq!(run["mdMessage"], format!("verdict {}", i % 2 == 0));
-        assert_eq!(run["attempts"], 1, "run {i} was called once, not again after the restart");
+        let expected = if i % 2 == 0 { RunState::Succeeded } else { RunState::Failed };
+        assert_eq!(run.state, expected, "run {i}");
+        assert_eq!(run.md_message, Some(format!("verdict {}", i % 2 == 0)));
+        assert_eq!(run.attempts, 1, "run {i} was called once, not again after the restart");
     }
     assert_eq!(system.received().len(), RUNS, "no webhook was sent twice");
 }
@@ -149,20 +147,20 @@ async fn a_run_between_attempts_resumes_after_sigkill() {
     let (addr, system) = relay.external_system().await;
     let api = Api::new(&relay);
     let run = api.start(&file(&format!("http://{addr}/flaky/1"), 2)).await;
-    let id = run["id"].as_str().unwrap().to_owned();
+    let id = run.id.clone();
     eventually("the first attempt failed and a retry is pending", Duration::from_secs(10), || async {
         let run = api.run(&id).await;
-        (run["state"] == "pending" && run["attempts"] == 1).then_some(())
+        (run.state == RunState::Pending && run.attempts == 1).then_some(())
     })
     .await;
     let relay = relay.kill_and_restart();
     let api = Api::new(&relay);
     let run = eventually("the run resumed and succeeded", Duration::from_secs(20), || async {
         let run = api.run(&id).await;
-        (run["state"] == "succeeded").then_some(run)
+        (run.state == RunState::Succeeded).then_some(run)
     })
     .await;
-    assert_eq!(run["attempts"], 2);
+    assert_eq!(run.attempts, 2);
     assert_eq!(system.received().len(), 2);
 }
 
@@ -172,10 +170,10 @@ async fn a_callback_deadline_holds_across_sigkill() {
     let (addr, _system) = relay.external_system().await;
     let api = Api::new(&relay);
     let run = api.start(&file(&format!("http://{addr}/silent"), 0)).await;
-    let id = run["id"].as_str().unwrap().to_owned();
+    let id = run.id.clone();
     let waiting = eventually("the run awaits its callback", Duration::from_secs(10), || async {
         let run = api.run(&id).await;
-        (run["state"] == "awaiting_callback").then_some(run)
+        (run.state == RunState::AwaitingCallback).then_some(run)
     })
     .await;
     // The scenario: the relay dies while the run waits.
@@ -187,7 +185,7 @@ async fn a_callback_deadline_holds_across_sigkill() {
     // The run's own record: on the original deadline (3 s after the call),
     // not 3 s after the restart.
     let deadline = api_time_of(run.deadline_at.as_deref().unwrap());
-    assert_eq!(run.deadline_at.as_deref(), waiting["deadlineAt"].as_str(), "the deadline survived the restart");
+    assert_eq!(run.deadline_at, waiting.deadline_at, "the deadline survived the restart");
     let called = api_time_of(&run.attempt_log.as_deref().unwrap()[0].started_at);
     assert!(borealis_tests::between(called, deadline) >= Duration::from_secs(3), "{run:#?}");
     let finished = api_time_of(run.finished_at.as_deref().unwrap());

@@ -2,10 +2,10 @@
 //! machine must not be able to do to the relay: each test attacks the real
 //! relay process the way the finding describes.
 
-use borealis_api::RunState;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use borealis_api::{RunState, WebhookRun};
 use borealis_tests::process::OutputText;
 use borealis_tests::{AgentProcess, RelayOptions, RelayProcess, TempDir, eventually};
 use tokio::io::AsyncReadExt;
@@ -567,14 +567,13 @@ async fn a_secret_echoed_back_is_masked_in_every_representation() {
     let (status, created) = post_run(&relay, &file, serde_json::json!({})).await;
     assert_eq!(status, 201, "{created:#}");
     let id = created["id"].as_str().unwrap().to_owned();
-    let shown = eventually("the run fails", Duration::from_secs(10), || async {
+    let (run, shown) = eventually("the run fails", Duration::from_secs(10), || async {
         let out = relay.cli().args(["--json", "runs", "show", &id]).run_async().await.stdout_text();
-        let run: serde_json::Value = serde_json::from_str(&out).ok()?;
-        (run["state"] == "failed").then_some(out)
+        let run: WebhookRun = serde_json::from_str(&out).ok()?;
+        (run.state == RunState::Failed).then_some((run, out))
     })
     .await;
-    let run: serde_json::Value = serde_json::from_str(&shown).unwrap();
-    let reply = run["attemptLog"][0]["reply"].as_str().unwrap();
+    let reply = run.attempt_log.as_deref().unwrap()[0].reply.as_deref().unwrap();
     assert!(reply.starts_with("denied. query: token=********"), "the echo was stored, masked: {reply}");
     assert_eq!(reply.matches("********").count(), 7, "{reply}");
 
@@ -714,15 +713,16 @@ async fn a_cut_off_call_with_no_retries_left_waits_for_its_callback() {
     let relay = relay.kill_and_restart();
     let shown = eventually("the run waits for its callback", Duration::from_secs(10), || async {
         let out = relay.cli().args(["--json", "runs", "show", &id]).run_async().await.stdout_text();
-        let run: serde_json::Value = serde_json::from_str(&out).ok()?;
-        (run["state"] == "awaiting_callback").then_some(run)
+        let run: WebhookRun = serde_json::from_str(&out).ok()?;
+        (run.state == RunState::AwaitingCallback).then_some(run)
     })
     .await;
-    assert!(shown["reason"].as_str().unwrap().contains("its callback decides"), "{shown:#}");
-    assert!(shown["attemptLog"][0]["error"].as_str().unwrap().contains("may have received it"), "{shown:#}");
+    assert!(shown.reason.as_deref().unwrap().contains("its callback decides"), "{shown:#?}");
+    let error = shown.attempt_log.as_deref().unwrap()[0].error.as_deref().unwrap();
+    assert!(error.contains("may have received it"), "{shown:#?}");
     let reply = system.call_back(&callback, serde_json::json!({"success": true, "mdMessage": "done"})).await;
     assert_eq!(reply.status, 200, "{}", reply.body);
     let out = relay.cli().args(["--json", "runs", "show", &id]).run_async().await.stdout_text();
-    let run: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(run["state"], "succeeded", "{run:#}");
+    let run: WebhookRun = serde_json::from_str(&out).unwrap();
+    assert_eq!(run.state, RunState::Succeeded, "{run:#?}");
 }

@@ -101,7 +101,7 @@ async fn an_in_process_relay_forwards_through_an_agent_runs_a_webhook_and_stops_
         post(&http_url, "/api/v1/webhook-runs", serde_json::json!({ "file": file, "name": "job" })).await;
     assert_eq!(status, 201, "{run}");
     let id = run["id"].as_str().unwrap();
-    let run: serde_json::Value = reqwest::Client::new()
+    let run: borealis_api::WebhookRun = reqwest::Client::new()
         .get(format!("{http_url}/api/v1/webhook-runs/{id}?wait=30s"))
         .bearer_auth(ADMIN_TOKEN)
         .send()
@@ -110,9 +110,9 @@ async fn an_in_process_relay_forwards_through_an_agent_runs_a_webhook_and_stops_
         .json()
         .await
         .unwrap();
-    assert_eq!(run["state"], "succeeded", "{run:#}");
-    assert_eq!(run["success"], true, "{run:#}");
-    assert_eq!(run["networkMode"], "direct", "{run:#}");
+    assert_eq!(run.state, borealis_api::RunState::Succeeded, "{run:#?}");
+    assert_eq!(run.success, Some(true), "{run:#?}");
+    assert_eq!(run.network_mode, Some(borealis_api::NetworkMode::Direct), "{run:#?}");
     assert_eq!(system.received().len(), 1);
     // The system records the relay's answer once it has read it.
     let callback = eventually("the system has the relay's answer to its callback", Duration::ZERO, || async {

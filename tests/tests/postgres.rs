@@ -4,9 +4,9 @@
 //! machine's PostgreSQL (`BOREALIS_TEST_POSTGRES_URL`, default
 //! `postgres://postgres@127.0.0.1:5432/test`); without one the tests fail.
 
-use borealis_api::RunState;
 use std::time::Duration;
 
+use borealis_api::{Deployment, DeploymentState, RunState, TargetState, WebhookRun};
 use borealis_tests::postgres::Schema;
 use borealis_tests::process::OutputText;
 use borealis_tests::{RelayOptions, RelayProcess, api_time_of, eventually};
@@ -104,22 +104,22 @@ targets:
         api(&relay, reqwest::Method::POST, "/api/v1/deployments", Some(serde_json::json!({ "file": file }))).await;
     let id = created["id"].as_str().unwrap().to_owned();
     eventually("staging waits for approval", Duration::from_secs(30), || async {
-        let d = api(&relay, reqwest::Method::GET, &format!("/api/v1/deployments/{id}"), None).await;
-        (d["pendingApprovals"] == serde_json::json!(["staging"])).then_some(())
+        let d: Deployment = relay.get_as(&format!("/api/v1/deployments/{id}")).await;
+        (d.pending_approvals == ["staging"]).then_some(())
     })
     .await;
 
     let relay = relay.kill_and_restart();
     eventually("the resumed deployment asks again", Duration::from_secs(30), || async {
-        let d = api(&relay, reqwest::Method::GET, &format!("/api/v1/deployments/{id}"), None).await;
-        (d["pendingApprovals"] == serde_json::json!(["staging"])).then_some(())
+        let d: Deployment = relay.get_as(&format!("/api/v1/deployments/{id}")).await;
+        (d.pending_approvals == ["staging"]).then_some(())
     })
     .await;
     api(&relay, reqwest::Method::POST, &format!("/api/v1/deployments/{id}/targets/staging/approve"), None).await;
-    let done = api(&relay, reqwest::Method::GET, &format!("/api/v1/deployments/{id}?wait=30s"), None).await;
-    assert_eq!(done["state"], "succeeded", "{done:#}");
-    let states: Vec<&str> = done["targets"].as_array().unwrap().iter().map(|t| t["state"].as_str().unwrap()).collect();
-    assert_eq!(states, ["deployed", "deployed"], "{done:#}");
+    let done: Deployment = relay.get_as(&format!("/api/v1/deployments/{id}?wait=30s")).await;
+    assert_eq!(done.state, DeploymentState::Succeeded, "{done:#?}");
+    let states: Vec<TargetState> = done.targets.iter().map(|t| t.state).collect();
+    assert_eq!(states, [TargetState::Deployed, TargetState::Deployed], "{done:#?}");
     assert_eq!(schema.count("deployments"), 1);
 }
 
@@ -172,8 +172,8 @@ async fn migrate_moves_a_single_relay_into_postgres_and_a_replica_finishes_its_w
     .await;
     let pending_id = pending["id"].as_str().unwrap().to_owned();
     eventually("the run waits to retry", PATIENCE_LONG, || async {
-        let run = api(&single, reqwest::Method::GET, &format!("/api/v1/webhook-runs/{pending_id}"), None).await;
-        (run["state"] == "pending" && run["attempts"].as_u64() >= Some(1)).then_some(())
+        let run: WebhookRun = single.get_as(&format!("/api/v1/webhook-runs/{pending_id}")).await;
+        (run.state == RunState::Pending && run.attempts >= 1).then_some(())
     })
     .await;
     let deployment = "application: shop
@@ -247,9 +247,8 @@ targets:
     }
     api(&replica, reqwest::Method::POST, &format!("/api/v1/deployments/{deployment_id}/targets/staging/approve"), None)
         .await;
-    let done =
-        api(&replica, reqwest::Method::GET, &format!("/api/v1/deployments/{deployment_id}?wait=30s"), None).await;
-    assert_eq!(done["state"], "succeeded", "{done:#}");
+    let done: Deployment = replica.get_as(&format!("/api/v1/deployments/{deployment_id}?wait=30s")).await;
+    assert_eq!(done.state, DeploymentState::Succeeded, "{done:#?}");
     // The agent's credential and the stored secret came along.
     let (status, _) = borealis_tests::token_reply(&replica.agents_url, &agent_id, &agent_secret).await;
     assert_eq!(status, 200);

@@ -6,10 +6,10 @@
 //! CLI, with small servers standing in for Prometheus and a webhook's
 //! endpoint.
 
-use borealis_api::RunState;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use borealis_api::{Deployment, DeploymentState, RunState};
 use borealis_tests::console::Console;
 use borealis_tests::process::OutputText;
 use borealis_tests::{RelayOptions, RelayProcess, TempDir, eventually};
@@ -120,17 +120,19 @@ analysis:
     .replace("QUERY", query)
 }
 
-async fn deploy_and_finish(relay: &RelayProcess, file: &str) -> (String, Value) {
+/// Starts a deployment of `file`; returns its id, and the deployment once it
+/// finished with the text `borealis --json deployments show` printed of it.
+async fn deploy_and_finish(relay: &RelayProcess, file: &str) -> (String, Deployment, String) {
     let (status, created) = post(relay, "/api/v1/deployments", json!({ "file": file })).await;
     assert_eq!(status, 201, "{created:#}");
     let id = created["id"].as_str().unwrap().to_owned();
-    let done = eventually("the deployment finishes", Duration::from_secs(60), || async {
-        let out = relay.cli().args(["--json", "deployments", "show", &id]).run_async().await;
-        let d: Value = serde_json::from_str(&out.stdout_text()).ok()?;
-        (!d["finishedAt"].is_null()).then_some(d)
+    let (done, text) = eventually("the deployment finishes", Duration::from_secs(60), || async {
+        let out = relay.cli().args(["--json", "deployments", "show", &id]).run_async().await.stdout_text();
+        let d: Deployment = serde_json::from_str(&out).ok()?;
+        d.finished_at.is_some().then_some((d, out))
     })
     .await;
-    (id, done)
+    (id, done, text)
 }
 
 /// The bytes of the relay's SQLite database and its journal files.
@@ -161,17 +163,16 @@ async fn a_providers_echoed_secret_appears_nowhere_and_its_queries_keep_context_
     assert!(out.status.success(), "{}", out.stderr_text());
 
     // The provider echoes the header back in its error.
-    let (id, done) = deploy_and_finish(&relay, &analysed("echoed", "echo_metric")).await;
-    assert_eq!(done["state"], "failed", "{done:#}");
+    let (id, done, shown) = deploy_and_finish(&relay, &analysed("echoed", "echo_metric")).await;
+    assert_eq!(done.state, DeploymentState::Failed, "{done:#?}");
     let calls = seen.all();
     assert!(
         calls.iter().any(|(q, auth, _)| q == "echo_metric" && auth == &format!("Bearer {token}")),
         "a secret marked for providers is sent in a provider's header: {calls:?}"
     );
-    let shown = done.to_string();
     assert!(
         shown.contains("answered HTTP 400: bad_data: unauthorized; the request had Authorization: Bearer ********"),
-        "the error is stored, masked: {done:#}"
+        "the error is stored, masked: {done:#?}"
     );
     let api = get_text(&relay, &format!("/api/v1/deployments/{id}")).await;
     let table = relay.cli().args(["deployments", "show", &id]).run_async().await.stdout_text();
@@ -190,8 +191,8 @@ async fn a_providers_echoed_secret_appears_nowhere_and_its_queries_keep_context_
     }
 
     // A context value cannot close the label's string and add a matcher.
-    let (_, done) = deploy_and_finish(&relay, &analysed("escaped", "up{job=\"{{context.job}}\"}")).await;
-    assert_eq!(done["state"], "succeeded", "{done:#}");
+    let (_, done, _) = deploy_and_finish(&relay, &analysed("escaped", "up{job=\"{{context.job}}\"}")).await;
+    assert_eq!(done.state, DeploymentState::Succeeded, "{done:#?}");
     let queries: Vec<String> = seen.all().into_iter().map(|(q, _, _)| q).filter(|q| q.starts_with("up")).collect();
     assert_eq!(queries, [r#"up{job="\"} or vector(1) #"}"#], "the provider got the value escaped");
 }

@@ -3,11 +3,11 @@
 //! never 500, `/readyz` says so, and work resumes once the store is back.
 //! Real relay processes, a real tmpfs and a real PostgreSQL.
 
-use borealis_api::RunState;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use borealis_api::RunState;
 use borealis_tests::postgres::{Cuttable, Schema};
 use borealis_tests::process::OutputText;
 use borealis_tests::{RelayOptions, RelayProcess, TempDir, eventually};

@@ -5,13 +5,13 @@
 //! could not be written while the database was away is not sent again.
 //! And a name with a newline stays in one log line (finding 6).
 
-use borealis_api::RunState;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::http::StatusCode;
+use borealis_api::{Deployment, DeploymentState, RunState, TargetState, WebhookRun};
 use borealis_tests::external::External;
 use borealis_tests::postgres::{Cuttable, Schema};
 use borealis_tests::process::OutputText;
@@ -84,11 +84,12 @@ async fn start_run(relay: &RelayProcess, url: &str) -> (String, String) {
 
 /// The run `id` once its first attempt is recorded with a 2xx and it
 /// waits for its callback.
-async fn awaiting_callback(relay: &RelayProcess, id: &str) -> Value {
+async fn awaiting_callback(relay: &RelayProcess, id: &str) -> WebhookRun {
     eventually("the attempt is recorded and the run waits for its callback", Duration::from_secs(60), || async {
-        let run = api(relay, reqwest::Method::GET, &format!("/api/v1/webhook-runs/{id}"), None).await;
-        let answered = run["attemptLog"][0]["status"].as_u64().is_some_and(|s| (200..300).contains(&s));
-        (run["state"] == "awaiting_callback" && answered).then_some(run)
+        let run: WebhookRun = relay.get_as(&format!("/api/v1/webhook-runs/{id}")).await;
+        let first = run.attempt_log.as_deref().and_then(|log| log.first());
+        let answered = first.and_then(|a| a.status).is_some_and(|s| (200..300).contains(&s));
+        (run.state == RunState::AwaitingCallback && answered).then_some(run)
     })
     .await
 }
@@ -104,8 +105,9 @@ async fn recorded_once_then_succeeds(
     reply: &str,
 ) {
     let run = awaiting_callback(relay, id).await;
-    assert_eq!(run["attemptLog"].as_array().unwrap().len(), 1, "{run:#}");
-    assert_eq!(run["attemptLog"][0]["reply"], reply, "{run:#}");
+    let log = run.attempt_log.as_deref().unwrap();
+    assert_eq!(log.len(), 1, "{run:#?}");
+    assert_eq!(log[0].reply.as_deref(), Some(reply), "{run:#?}");
     let reply = system.call_back(callback, json!({ "success": true, "mdMessage": "done" })).await;
     assert_eq!(reply.status, 200, "{}", reply.body);
     let done = relay.wait_run(id).await;
@@ -114,12 +116,12 @@ async fn recorded_once_then_succeeds(
 }
 
 /// Starts a deployment of `file`; returns its id and the deployment once it has ended.
-async fn deploy_to_the_end(relay: &RelayProcess, file: &str) -> (String, Value) {
+async fn deploy_to_the_end(relay: &RelayProcess, file: &str) -> (String, Deployment) {
     let created = api(relay, reqwest::Method::POST, "/api/v1/deployments", Some(json!({ "file": file }))).await;
     let id = created["id"].as_str().unwrap().to_owned();
     let done = eventually("the deployment reaches its end", Duration::from_secs(60), || async {
-        let d = api(relay, reqwest::Method::GET, &format!("/api/v1/deployments/{id}"), None).await;
-        (!d["finishedAt"].is_null()).then_some(d)
+        let d: Deployment = relay.get_as(&format!("/api/v1/deployments/{id}")).await;
+        d.finished_at.is_some().then_some(d)
     })
     .await;
     (id, done)
@@ -183,11 +185,11 @@ strategies:
         - setWeight: {weight: 100}
 ";
     let (_, done) = deploy_to_the_end(&relay, file).await;
-    let prod = done["targets"].as_array().unwrap().iter().find(|t| t["name"] == "prod").unwrap().clone();
-    assert_eq!(prod["state"], "rolled_back", "{done:#}");
-    let why = prod["reason"].as_str().unwrap();
+    let prod = done.targets.iter().find(|t| t.name == "prod").unwrap();
+    assert_eq!(prod.state, TargetState::RolledBack, "{done:#?}");
+    let why = prod.reason.as_deref().unwrap();
     assert!(why.contains("query q") && why.contains("bad_data: x\u{FFFD}y"), "{why}");
-    assert!(prod["analysisRuns"][0]["queries"][0]["error"].is_string(), "{prod:#}");
+    assert!(prod.analysis_runs[0].queries[0].error.is_some(), "{prod:#?}");
 }
 
 /// The database goes away between the call and the write of its reply:
@@ -239,7 +241,7 @@ async fn an_attempt_taken_over_with_its_reply_recorded_is_not_sent_again() {
         ));
     });
     let run = awaiting_callback(&relay, &id).await;
-    assert_eq!((&run["attempts"], run["attemptLog"].as_array().unwrap().len()), (&json!(1), 1), "{run:#}");
+    assert_eq!((run.attempts, run.attempt_log.as_deref().unwrap().len()), (1, 1), "{run:#?}");
     assert_eq!(destination.calls(), 1, "the call was made once");
 }
 
@@ -269,7 +271,7 @@ webhooks:
 "#
     );
     let (id, done) = deploy_to_the_end(&relay, &file).await;
-    assert_eq!(done["state"], "succeeded", "{done:#}");
+    assert_eq!(done.state, DeploymentState::Succeeded, "{done:#?}");
     let started = relay.wait_log_line(&["deployment started", &id]).await;
     assert!(started.contains(&format!(r#"application="shop\n{forged} application""#)), "{started}");
     let attempt = relay.wait_log_line(&["webhook attempt", "status=Some(202)"]).await;

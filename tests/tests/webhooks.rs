@@ -1,9 +1,9 @@
 //! Webhook runs end to end: a real relay (and agent), the CLI, and an
 //! external system that calls back as seed 003 describes.
 
-use borealis_api::RunState;
 use std::time::Duration;
 
+use borealis_api::RunState;
 use borealis_tests::process::OutputText;
 use borealis_tests::{AgentProcess, RelayOptions, RelayProcess, TempDir, api_time_of};
 

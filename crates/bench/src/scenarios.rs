@@ -2,6 +2,7 @@
 
 use std::time::{Duration, Instant};
 
+use borealis_api::RunState;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use hdrhistogram::Histogram;
@@ -316,20 +317,20 @@ async fn start_waiting_runs(
         let (http, base, admin) = (http.clone(), bases[i % bases.len()].clone(), admin_token.to_owned());
         async move {
             loop {
-                let run: serde_json::Value = http
+                let run: borealis_api::WebhookRun = http
                     .get(format!("{base}/api/v1/webhook-runs/{id}"))
                     .bearer_auth(&admin)
                     .send()
                     .await?
                     .json()
                     .await?;
-                match run["state"].as_str() {
-                    Some("awaiting_callback") => return Ok::<_, anyhow::Error>(()),
-                    Some(state @ ("pending" | "calling")) => {
+                match run.state {
+                    RunState::AwaitingCallback => return Ok::<_, anyhow::Error>(()),
+                    state @ (RunState::Pending | RunState::Calling) => {
                         anyhow::ensure!(Instant::now() < deadline, "run {id} still {state} after {RUNS_TIME_LIMIT:?}");
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
-                    other => anyhow::bail!("run {id} is {other:?}"),
+                    other => anyhow::bail!("run {id} is {other}"),
                 }
             }
         }

@@ -378,29 +378,44 @@ async fn via_agent(state: &Forwarder, agent_id: &str, outbound: Outbound) -> Res
             url,
             headers: headers
                 .iter()
-                .map(|(name, value)| v1::Header { name: name.to_string(), value: Bytes::copy_from_slice(value.as_bytes()) })
+                .map(|(name, value)| v1::Header {
+                    name: name.to_string(),
+                    value: Bytes::copy_from_slice(value.as_bytes()),
+                })
                 .collect(),
             timeout_ms: timeout.as_millis() as u64,
             max_response_bytes: limit,
             has_body: body.is_some(),
             body: inline,
         };
-        let lost = || agent_lost(format!("agent {agent_id:?} went away before answering"));
         let session = lease.session().clone();
+        // A session lost to its heartbeats is cancelled before its streams
+        // end: whichever this call notices first, the cause is the same.
+        let lost = || {
+            if session.lost.is_cancelled() {
+                agent_lost(format!("agent {agent_id:?} was lost (it stopped answering heartbeats) before answering"))
+            } else {
+                agent_lost(format!("agent {agent_id:?} went away before answering"))
+            }
+        };
         upload_frames.send(frame(&request_id, relay_frame::Frame::RequestHead(head))).await.map_err(|_| lost())?;
 
         let (upload_failed, mut upload_error) = tokio::sync::oneshot::channel();
         let upload = body.map(|body| {
-            AbortOnDropHandle::new(tokio::spawn(upload_body(body, upload_frames, request_id.clone(), limit, upload_failed)))
+            AbortOnDropHandle::new(tokio::spawn(upload_body(
+                body,
+                upload_frames,
+                request_id.clone(),
+                limit,
+                upload_failed,
+            )))
         });
 
         let first = tokio::select! {
             read = read(&mut call) => read,
             Ok(problem) = &mut upload_error => return Err(problem),
             () = tokio::time::sleep_until(deadline) => return Err(timed_out()),
-            () = session.lost.cancelled() => {
-                return Err(agent_lost(format!("agent {agent_id:?} was lost (it stopped answering heartbeats) before answering")));
-            }
+            () = session.lost.cancelled() => return Err(lost()),
         };
         let head = match first {
             Read::Frame(agent_frame::Frame::ResponseHead(head)) => head,
