@@ -166,6 +166,17 @@ fn agent_failed(code: ErrorCode, detail: String) -> ForwardError {
     }
 }
 
+/// Why the exchange with an agent broke off `when`. A session lost to its
+/// heartbeats has `lost` cancelled before its streams end, so whichever a
+/// call notices first, the cause reads the same.
+fn lost_detail(lost: &tokio_util::sync::CancellationToken, who: &str, when: &str) -> String {
+    if lost.is_cancelled() {
+        format!("{who} was lost {when} (it stopped answering heartbeats)")
+    } else {
+        format!("{who} went away {when}")
+    }
+}
+
 fn agent_lost(detail: String) -> ForwardError {
     ForwardError::new(ForwardFailure::AgentLost, detail)
 }
@@ -389,15 +400,7 @@ async fn via_agent(state: &Forwarder, agent_id: &str, outbound: Outbound) -> Res
             body: inline,
         };
         let session = lease.session().clone();
-        // A session lost to its heartbeats is cancelled before its streams
-        // end: whichever this call notices first, the cause is the same.
-        let lost = || {
-            if session.lost.is_cancelled() {
-                agent_lost(format!("agent {agent_id:?} was lost (it stopped answering heartbeats) before answering"))
-            } else {
-                agent_lost(format!("agent {agent_id:?} went away before answering"))
-            }
-        };
+        let lost = || agent_lost(lost_detail(&session.lost, &format!("agent {agent_id:?}"), "before answering"));
         upload_frames.send(frame(&request_id, relay_frame::Frame::RequestHead(head))).await.map_err(|_| lost())?;
 
         let (upload_failed, mut upload_error) = tokio::sync::oneshot::channel();
@@ -584,7 +587,7 @@ impl ResponseBody {
             let lost = &body._lease.session().lost;
             let read = tokio::select! {
                 read = read(&mut body.call) => read,
-                () = lost.cancelled() => return broken("agent was lost mid-response (it stopped answering heartbeats)".into()),
+                () = lost.cancelled() => return broken(lost_detail(lost, "agent", "mid-response")),
             };
             // The caller has the status already: a violation now breaks the body off.
             let violated = |body: &mut ResponseBody, reason: String| {
@@ -622,7 +625,7 @@ impl ResponseBody {
                 }
                 Read::Violation(reason) => violated(&mut body, reason),
                 Read::Ended => violated(&mut body, "it ended the call before ResponseEnd".into()),
-                Read::Lost => broken("agent went away mid-response".into()),
+                Read::Lost => broken(lost_detail(&body._lease.session().lost, "agent", "mid-response")),
             }
         })
     }

@@ -43,7 +43,7 @@ pub struct Failure {
 
 impl Failure {
     /// A call that could not be made as asked: no try will make it.
-    fn unsendable(detail: String) -> Self {
+    pub fn unsendable(detail: String) -> Self {
         Self { detail, retryable: false, sent: Sent::No }
     }
 }
@@ -98,10 +98,10 @@ impl Outcall {
     /// is a failure of its own, before anything leaves.
     pub fn from_parts(
         agent: Option<String>,
-        method: &str,
-        url: &str,
+        (method, url): (&str, &str),
         headers: &[(String, String)],
         body: Option<&str>,
+        (timeout, keep): (Duration, Keep),
     ) -> Result<Self, Failure> {
         let method = http::Method::from_bytes(method.as_bytes())
             .map_err(|_| Failure::unsendable(format!("invalid method {method:?}")))?;
@@ -120,13 +120,18 @@ impl Outcall {
             url: url.to_owned(),
             headers: map,
             body: Bytes::from(body.unwrap_or_default().to_owned()),
-            timeout: Duration::from_secs(30),
-            keep: Keep::Prefix(0),
+            timeout,
+            keep,
         })
     }
 
     /// A JSON `POST` of `body`.
-    pub fn post_json(agent: Option<String>, url: &str, body: &serde_json::Value) -> Self {
+    pub fn post_json(
+        agent: Option<String>,
+        url: &str,
+        body: &serde_json::Value,
+        (timeout, keep): (Duration, Keep),
+    ) -> Self {
         let mut headers = HeaderMap::new();
         headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         Self {
@@ -135,19 +140,9 @@ impl Outcall {
             url: url.to_owned(),
             headers,
             body: Bytes::from(body.to_string()),
-            timeout: Duration::from_secs(30),
-            keep: Keep::Prefix(0),
+            timeout,
+            keep,
         }
-    }
-
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
-        self
-    }
-
-    pub fn keep(mut self, keep: Keep) -> Self {
-        self.keep = keep;
-        self
     }
 
     /// Carries `stamp`: `webhook-id`, and when signed the timestamp and
@@ -217,13 +212,17 @@ mod tests {
 
     #[test]
     fn parts_that_cannot_be_sent_fail_before_anything_leaves() {
-        let bad_method = Outcall::from_parts(None, "GE T", "http://x/", &[], None).err().unwrap();
+        let limits = (Duration::from_secs(1), Keep::Prefix(0));
+        let bad_method = Outcall::from_parts(None, ("GE T", "http://x/"), &[], None, limits).err().unwrap();
         assert_eq!(bad_method, Failure::unsendable("invalid method \"GE T\"".into()));
-        let bad_header =
-            Outcall::from_parts(None, "POST", "http://x/", &[("a b".into(), "v".into())], None).err().unwrap();
+        let bad_header = Outcall::from_parts(None, ("POST", "http://x/"), &[("a b".into(), "v".into())], None, limits)
+            .err()
+            .unwrap();
         assert_eq!((bad_header.sent, bad_header.retryable), (Sent::No, false));
         assert!(bad_header.detail.contains("\"a b\""), "{bad_header}");
-        let ok = Outcall::from_parts(None, "PUT", "http://x/", &[("x-a".into(), "1".into())], Some("b")).ok().unwrap();
+        let ok = Outcall::from_parts(None, ("PUT", "http://x/"), &[("x-a".into(), "1".into())], Some("b"), limits)
+            .ok()
+            .unwrap();
         assert_eq!((ok.method, ok.headers["x-a"].to_str().unwrap(), &ok.body[..]), (http::Method::PUT, "1", &b"b"[..]));
     }
 

@@ -86,9 +86,8 @@ impl Caller {
     ) -> Result<u16, Failure> {
         let keys = signing::keys_from_vault(&self.vault, self.signing_default.as_deref(), signing)
             .await
-            .map_err(|detail| Failure { detail, retryable: false, sent: crate::outcall::Sent::No })?;
-        let call =
-            Outcall::post_json(agent.map(str::to_owned), url, body).timeout(timeout).keep(Keep::Whole(ACK_BYTES));
+            .map_err(Failure::unsendable)?;
+        let call = Outcall::post_json(agent.map(str::to_owned), url, body, (timeout, Keep::Whole(ACK_BYTES)));
         let stamp = Stamp::new(id, &call.body[..], &keys);
         self.call(call.stamped(&stamp)).await.map(|reply| reply.status)
     }

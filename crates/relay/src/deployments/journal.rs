@@ -180,6 +180,11 @@ impl Journal {
     /// Takes in an entry once the store kept it.
     pub fn insert(&mut self, entry: &Entry) {
         let (key, value) = entry.encode();
+        self.insert_encoded(key, value);
+    }
+
+    /// Takes in an entry the caller encoded already ([`Entry::encode`]).
+    pub fn insert_encoded(&mut self, key: String, value: String) {
         self.entries.insert(key, value);
     }
 

@@ -298,22 +298,21 @@ async fn deploy_to_end(context: &Arc<Context>, id: &str) -> Result<(), Halt> {
                 }
             };
             let _ = tx.send(Some(outcome));
-            Ok::<_, Halt>((target.name.clone(), outcome))
+            Ok::<_, Halt>(())
         })));
     }
     // The first target to halt halts them all: dropping the tasks aborts them.
-    let mut results = Vec::new();
     while let Some(done) = tasks.next().await {
-        let done = done.map_err(|e| Halt::Unrunnable(format!("a target's task failed: {e}")))?;
-        results.push(done?);
+        done.map_err(|e| Halt::Unrunnable(format!("a target's task failed: {e}")))??;
     }
-    let order: HashMap<&str, usize> =
-        deployment.file.targets.iter().enumerate().map(|(i, t)| (t.name.as_str(), i)).collect();
-    results.sort_by_key(|(name, _)| order.get(name.as_str()).copied());
-    let failed: Vec<String> = results
+    // Every target sent its outcome; read them in the file's order.
+    let failed: Vec<String> = deployment
+        .file
+        .targets
         .iter()
+        .filter_map(|t| Some((t, (*outcomes.get(&t.name)?.borrow())?)))
         .filter(|(_, o)| *o != TargetOutcome::Deployed)
-        .map(|(t, o)| format!("{t}: {}", o.as_str()))
+        .map(|(t, o)| format!("{}: {}", t.name, o.as_str()))
         .collect();
     let (final_state, reason) = if failed.is_empty() {
         (DeploymentState::Succeeded, None)
@@ -347,7 +346,7 @@ impl Deployment {
         if let Err(err) = self.context.store.replace_journal(&self.id, owner, &key, &value).await {
             return Err(Halt::store(&key, err));
         }
-        self.journal.lock().expect("journal lock").insert(&entry);
+        self.journal.lock().expect("journal lock").insert_encoded(key, value);
         Ok(())
     }
 

@@ -408,12 +408,10 @@ async fn call(
     stamp: &Stamp,
     number: u32,
 ) -> Result<outcall::Reply, outcall::Failure> {
-    let headers = &request.headers;
-    let mut call =
-        Outcall::from_parts(spec.agent.clone(), &request.method, &request.url, headers, request.body.as_deref())?
-            .timeout(runs.settings.webhook_timeout)
-            .keep(Keep::Prefix(REPLY_LIMIT))
-            .stamped(stamp);
+    let limits = (runs.settings.webhook_timeout, Keep::Prefix(REPLY_LIMIT));
+    let target = (request.method.as_str(), request.url.as_str());
+    let mut call = Outcall::from_parts(spec.agent.clone(), target, &request.headers, request.body.as_deref(), limits)?
+        .stamped(stamp);
     call.headers.insert(ATTEMPT_HEADER, HeaderValue::from(number));
     call.send(&runs.forwarder, runs.settings.max_body_bytes).await
 }
