@@ -1,6 +1,9 @@
 //! A secret value that cannot leak through formatting or serialization.
 
 use std::fmt;
+use std::path::Path;
+
+use ring::rand::{SecureRandom, SystemRandom};
 
 /// What every masked secret prints as.
 pub const MASK: &str = "********";
@@ -52,6 +55,24 @@ impl<'de> serde::Deserialize<'de> for Secret {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         String::deserialize(deserializer).map(Self)
     }
+}
+
+/// `n` bytes from the system's secure random source.
+pub fn random_bytes(n: usize) -> Vec<u8> {
+    let mut bytes = vec![0u8; n];
+    SystemRandom::new().fill(&mut bytes).expect("the system random source works");
+    bytes
+}
+
+/// Writes a file only its owner can read.
+pub fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+    file.write_all(contents)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)
 }
 
 #[cfg(test)]

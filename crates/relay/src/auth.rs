@@ -12,11 +12,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use borealis_core::Secret;
+pub use borealis_core::secret::{random_bytes, write_private};
 use std::sync::Arc;
 
 use borealis_store::{Credential, CredentialKind, CredentialStore, SettingStore, StoreError};
-use ring::rand::SecureRandom;
-use ring::{digest, hmac, rand};
+use ring::{digest, hmac};
 use serde::{Deserialize, Serialize};
 
 /// Tokens live this long, as the callback contract says.
@@ -76,7 +76,7 @@ pub struct Authority {
     /// another replica, and trusted for [`LIVE_FOR`] at most in any case.
     live: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
     /// The clock peer tags expire on: the database's, which replicas share.
-    clock: Arc<crate::clock::Skew>,
+    clock: Arc<borealis_engine::clock::Skew>,
 }
 
 /// The longest a credential found live is trusted without reading it again.
@@ -115,7 +115,7 @@ impl Authority {
 
     /// The database's clock against this machine's, as this replica's
     /// heartbeat measures it.
-    pub fn clock(&self) -> Arc<crate::clock::Skew> {
+    pub fn clock(&self) -> Arc<borealis_engine::clock::Skew> {
         self.clock.clone()
     }
 
@@ -247,7 +247,7 @@ impl Authority {
 /// hop: who sends it, to which replica, the method, the agent and the URL,
 /// and a random value the receiver accepts once, for a few seconds.
 #[derive(Clone)]
-pub struct PeerKey(hmac::Key, Arc<crate::clock::Skew>);
+pub struct PeerKey(hmac::Key, Arc<borealis_engine::clock::Skew>);
 
 /// How long a peer tag is good for: one request's start.
 pub const PEER_TAG_TTL: Duration = Duration::from_secs(10);
@@ -351,12 +351,6 @@ fn hash_secret(secret: &Secret) -> Vec<u8> {
     digest::digest(&digest::SHA256, secret.expose().as_bytes()).as_ref().to_vec()
 }
 
-pub fn random_bytes(n: usize) -> Vec<u8> {
-    let mut bytes = vec![0u8; n];
-    rand::SystemRandom::new().fill(&mut bytes).expect("the system random source works");
-    bytes
-}
-
 fn unix_secs(time: SystemTime) -> u64 {
     time.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
@@ -378,17 +372,6 @@ pub fn load_or_create_admin_token(data_dir: &Path, configured: Option<&Secret>) 
     write_private(&path, token.expose().as_bytes())?;
     tracing::info!(path = %path.display(), "created the admin token");
     Ok(token)
-}
-
-/// Writes a file only its owner can read.
-pub fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
-    file.write_all(contents)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)
 }
 
 /// Agent identifiers and client names: 1 to 63 of letters, digits, `.`, `_`, `-`.

@@ -5,8 +5,8 @@
 
 use std::sync::Arc;
 
-use crate::cluster::ChangeSink;
 use crate::state::AppState;
+use borealis_engine::cluster::ChangeSink;
 
 pub struct LocalWaiters(pub Arc<AppState>);
 

@@ -253,7 +253,7 @@ impl RelayConfig {
             return invalid("max_rendered_field_bytes and max_rendered_request_bytes must be larger than 0");
         }
         if let Some(name) = &self.webhook_signing_secret
-            && let Err(reason) = crate::vault::validate_name(name)
+            && let Err(reason) = borealis_engine::vault::validate_name(name)
         {
             return Err(ConfigError::Invalid(format!(
                 "webhook_signing_secret names a stored secret (borealis secrets set NAME): {reason}"
@@ -271,6 +271,32 @@ impl RelayConfig {
             field_bytes: self.max_rendered_field_bytes,
             request_bytes: self.max_rendered_request_bytes,
             ..Default::default()
+        }
+    }
+
+    /// What webhook runs take from the configuration; callbacks reach
+    /// the relay at `public_base`.
+    pub fn run_settings(&self, public_base: String) -> borealis_engine::runs::RunSettings {
+        borealis_engine::runs::RunSettings {
+            public_base,
+            callback_timeout: self.callback_timeout,
+            webhook_timeout: self.webhook_timeout,
+            retry_base_delay: self.retry_base_delay,
+            max_body_bytes: self.max_body_bytes,
+            render_limits: self.render_limits(),
+            signing_default: self.webhook_signing_secret.clone(),
+            poll_interval: self.poll_interval,
+        }
+    }
+
+    /// What deployments take from the configuration. A driver's call is
+    /// held to the webhook timeout, at most 5 minutes.
+    pub fn deployment_settings(&self) -> borealis_engine::deployments::DeploymentSettings {
+        borealis_engine::deployments::DeploymentSettings {
+            callback_timeout: self.callback_timeout,
+            gate_interval: self.gate_interval,
+            driver_timeout: self.webhook_timeout.min(Duration::from_secs(300)),
+            signing_default: self.webhook_signing_secret.clone(),
         }
     }
 

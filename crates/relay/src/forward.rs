@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use borealis_egress::Egress;
 use borealis_egress::headers::end_to_end;
+use borealis_engine::transport::{Failure as CallFailure, Request, Sent, Transport};
 use borealis_protocol::v1::{self, ErrorCode, agent_frame, relay_frame};
 use borealis_protocol::{Fault, MAX_CHUNK_BYTES, MAX_FRAME_BYTES, MAX_INLINE_BODY_BYTES, v1::Failure};
 use borealis_store::{CredentialKind, CredentialStore};
@@ -23,34 +24,12 @@ use crate::hub::{DispatchError, ForwardCall, FrameSender, Hub, Lease, frame_name
 /// How long an agent may take to pick up an offer.
 const TAKE_WITHIN: Duration = Duration::from_secs(10);
 
-/// A body either way: any stream of bytes, boxed.
-pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// A body of bytes in memory.
-pub fn full(bytes: impl Into<Bytes>) -> Body {
-    http_body_util::Full::new(bytes.into()).map_err(|never| match never {}).boxed_unsync()
-}
+pub use borealis_engine::transport::{Body, BoxError, full, read_body};
 
 /// A body read from `stream` as it goes.
 pub fn streamed(stream: impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static) -> Body {
     let frames = stream.map_ok(http_body::Frame::data).map_err(|e| -> BoxError { Box::new(e) });
     http_body_util::StreamBody::new(frames).boxed_unsync()
-}
-
-/// Reads `body` whole, failing once it is larger than `limit` bytes.
-pub async fn read_body(mut body: Body, limit: usize) -> Result<Bytes, String> {
-    let mut read = bytes::BytesMut::new();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| e.to_string())?;
-        if let Ok(data) = frame.into_data() {
-            if read.len() + data.len() > limit {
-                return Err(format!("the body is larger than {limit} bytes"));
-            }
-            read.extend_from_slice(&data);
-        }
-    }
-    Ok(read.freeze())
 }
 
 /// The reply a forwarded request got: the destination's status and headers.
@@ -238,8 +217,9 @@ pub struct Forwarder {
     egress: Egress,
     hub: Arc<Hub>,
     credentials: Arc<dyn CredentialStore>,
-    /// The way to agents whose sessions other replicas hold.
-    peers: std::sync::OnceLock<Arc<dyn PeerRoute>>,
+    /// The way to agents whose sessions other replicas hold, when the
+    /// database is shared.
+    peers: Option<Arc<dyn PeerRoute>>,
 }
 
 /// Where a request goes when no instance of its agent is connected here.
@@ -254,13 +234,13 @@ pub trait PeerRoute: Send + Sync {
 }
 
 impl Forwarder {
-    pub fn new(egress: Egress, hub: Arc<Hub>, credentials: Arc<dyn CredentialStore>) -> Self {
-        Self { egress, hub, credentials, peers: std::sync::OnceLock::new() }
-    }
-
-    /// Lets requests for agents held by other replicas go there.
-    pub fn set_peers(&self, peers: Arc<dyn PeerRoute>) {
-        let _ = self.peers.set(peers);
+    pub fn new(
+        egress: Egress,
+        hub: Arc<Hub>,
+        credentials: Arc<dyn CredentialStore>,
+        peers: Option<Arc<dyn PeerRoute>>,
+    ) -> Self {
+        Self { egress, hub, credentials, peers }
     }
 
     /// Sends a request direct (`agent` is `None`) or through an agent,
@@ -273,6 +253,25 @@ impl Forwarder {
     /// peer's request, which must not hop again.
     pub async fn send_here(&self, agent: &str, outbound: Outbound) -> Result<Reply, ForwardError> {
         send(self, Some(agent), outbound, false).await
+    }
+}
+
+/// The engine's calls leave the way any forwarded request does.
+#[async_trait::async_trait]
+impl Transport for Forwarder {
+    async fn send(&self, agent: Option<&str>, request: Request) -> Result<Reply, CallFailure> {
+        let Request { method, url, headers, body, timeout, limit } = request;
+        let outbound = Outbound { method, url, headers, body: full(body), timeout, limit };
+        Forwarder::send(self, agent, outbound).await.map_err(|err| {
+            let sent = if err.not_sent() {
+                Sent::No
+            } else if err.cut_off() {
+                Sent::CutOff
+            } else {
+                Sent::Yes
+            };
+            CallFailure { retryable: err.retryable(), sent, detail: err.detail }
+        })
     }
 }
 
@@ -292,7 +291,7 @@ async fn send(
     }
     match agent {
         None => direct(state, outbound).await,
-        Some(agent) if may_hop && !state.hub.has_instance(agent) => match state.peers.get() {
+        Some(agent) if may_hop && !state.hub.has_instance(agent) => match &state.peers {
             Some(peers) => match peers.send(agent, outbound).await {
                 Ok(result) => result,
                 Err(outbound) => via_agent(state, agent, outbound).await,

@@ -9,51 +9,47 @@
 //! - [`serve`]: the accept loop both listeners share (TLS, HTTP/1.1, HTTP/2).
 //! - [`http`]: the HTTP edge: routes, problems, one module per resource.
 //! - [`console`]: the web console on the same listener: pages, sessions.
-//! - [`clock`]: the wall clock schedules read (a manual one in tests).
-//! - [`cluster`]: this replica among those sharing the database: identity,
-//!   heartbeat, the change feed; [`changes`]: where announced changes go.
-//! - [`forward`]: forwarding one request, direct or through an agent.
+//! - [`changes`]: where changes other replicas announce go.
+//! - [`forward`]: forwarding one request, direct or through an agent; the
+//!   engine's [`Transport`](borealis_engine::transport::Transport).
 //! - [`tunnel`]: the `Tunnel` gRPC service agents call.
 //! - [`hub`]: live agent sessions, pools, offers and drain.
 //! - [`placement`]: this replica's session records kept right; agents sent
 //!   elsewhere when the database is lost or this replica holds too many.
-//! - [`runs`]: webhook runs: calls, retries, callbacks, deadlines, resume.
-//! - [`deployments`]: targets as a DAG, constraints, strategies, drivers, Flagger hooks.
-//! - [`vault`]: secrets, encrypted at rest.
-//! - [`signing`]: Standard Webhooks headers on every outgoing call.
 //! - [`auth`]: credentials, tokens and the admin token.
 //! - [`throttle`]: failed authentication logged, counted and limited per peer.
+//!
+//! Webhook runs and deployments, and the calls they make, are the engine's
+//! (`borealis-engine`); the relay gives them a store, a transport and edges.
 //!
 //! The binary (`main.rs`) only parses flags, binds, and waits for a signal;
 //! tests call [`run`] with listeners on port 0.
 
 pub mod auth;
 pub mod changes;
-pub mod clock;
-pub mod cluster;
 pub mod config;
 pub mod console;
-pub mod deployments;
 pub mod forward;
 pub mod http;
 pub mod hub;
 pub mod metrics;
-pub mod outcall;
 pub mod peer;
 pub mod placement;
-pub mod runs;
 pub mod serve;
-pub mod signing;
 pub mod state;
 pub mod throttle;
 pub mod tls;
 pub mod tunnel;
-pub mod vault;
 
 use std::future::Future;
 use std::sync::Arc;
 
 use borealis_egress::{AddressGuard, Egress, EgressOptions, Policy};
+use borealis_engine::clock::Clock;
+use borealis_engine::deployments::Deployments;
+use borealis_engine::deployments::caller::Caller;
+use borealis_engine::runs::Runs;
+use borealis_engine::{cluster, runs, signing, vault};
 use borealis_protocol::v1::tunnel_server::TunnelServer;
 use borealis_store::Store;
 use tokio::net::TcpListener;
@@ -61,13 +57,9 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::RelayConfig;
 
-use crate::clock::Clock;
-use crate::deployments::caller::Caller;
-use crate::deployments::{DeploymentSettings, Deployments};
 use crate::forward::Forwarder;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
-use crate::runs::{RunSettings, Runs};
 use crate::state::AppState;
 
 /// The relay's two listeners, bound by the caller.
@@ -156,21 +148,23 @@ pub async fn run(
              requests for the agents connected here"
         );
     }
-    let forwarder = Arc::new(Forwarder::new(egress, hub.clone(), store.clone()));
-    if store.shared() {
+    let peers: Option<Arc<dyn forward::PeerRoute>> = if store.shared() {
         let peers = peer::Peers::new(replica.clone(), store.clone(), auth.peer_key(), metrics.clone())
             .map_err(|e| RelayError::Egress(borealis_egress::EgressError::Internal(e.to_string())))?;
-        forwarder.set_peers(Arc::new(peers));
-    }
+        Some(Arc::new(peers))
+    } else {
+        None
+    };
+    let forwarder = Arc::new(Forwarder::new(egress, hub.clone(), store.clone(), peers));
     // Schedules read the database's clock, as leases do.
     let clock = Clock::corrected(replica.skew.clone());
     let (runs, scheduler) = Runs::new(
         store.clone(),
         replica.clone(),
-        metrics.clone(),
+        metrics.engine.clone(),
         vault.clone(),
         forwarder.clone(),
-        RunSettings::from_config(&config, public_base),
+        config.run_settings(public_base),
         clock,
     );
     let caller = Arc::new(Caller::new(
@@ -183,11 +177,11 @@ pub async fn run(
     let deployments = Deployments::new(
         store.clone(),
         replica.clone(),
-        metrics.clone(),
+        metrics.engine.clone(),
         runs.clone(),
         caller,
         vault.clone(),
-        DeploymentSettings::from_config(&config),
+        config.deployment_settings(),
     );
     let poll_interval = config.poll_interval;
     let revocations = Arc::new(tokio::sync::Notify::new());

@@ -7,6 +7,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use borealis_engine::metrics::EngineMetrics;
 use borealis_serve::ConnectionMetrics;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -40,13 +41,6 @@ pub struct AuthFailureLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ClaimLabels {
-    /// "attempt" (a due webhook attempt), "takeover" (an attempt whose
-    /// lease lapsed) or "deployment".
-    pub kind: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PeerLabels {
     /// "sent" (to the replica holding the agent) or "received" (from a peer).
     pub direction: &'static str,
@@ -71,10 +65,8 @@ pub struct Metrics {
     pub agent_dispatches: Family<DispatchLabels, Counter>,
     pub forwarded: Family<ForwardLabels, Counter>,
     pub forward_latency: Family<ModeLabels, Histogram>,
-    /// Work this replica claimed in the shared store.
-    pub claims: Family<ClaimLabels, Counter>,
-    /// Leases this replica found taken over when it wrote.
-    pub lease_losses: Family<ClaimLabels, Counter>,
+    /// Claims and lease losses of webhook runs and deployments.
+    pub engine: EngineMetrics,
     /// Requests for agents held by another replica.
     pub peer_forwarded: Family<PeerLabels, Counter>,
     /// Peer tags this replica refused, by reason.
@@ -117,14 +109,7 @@ impl Default for Metrics {
             "Failed authentications answered 429 because their client address or credential id failed too often",
             rate_limited.clone(),
         );
-        let claims = Family::<ClaimLabels, Counter>::default();
-        registry.register("claims", "Work this replica claimed: attempts, takeovers, deployments", claims.clone());
-        let lease_losses = Family::<ClaimLabels, Counter>::default();
-        registry.register(
-            "lease_losses",
-            "Leases this replica lost to another before it could write its result",
-            lease_losses.clone(),
-        );
+        let engine = EngineMetrics::register(&mut registry);
         let peer_forwarded = Family::<PeerLabels, Counter>::default();
         registry.register(
             "peer_forwarded_requests",
@@ -140,8 +125,7 @@ impl Default for Metrics {
         Self {
             registry,
             peer_tags_refused,
-            claims,
-            lease_losses,
+            engine,
             peer_forwarded,
             connections,
             request_body_timeouts,

@@ -58,9 +58,9 @@ use http_body::Frame;
 use ring::digest;
 
 use crate::auth::{AuthError, PeerHop, PeerKey};
-use crate::cluster::Replica;
 use crate::forward::{BoxError, ForwardError, ForwardFailure, Outbound, PeerRoute, Reply, failed, streamed};
 use crate::metrics::{Metrics, PeerLabels, PeerRefusalLabels};
+use borealis_engine::cluster::Replica;
 
 /// How much longer than the request's time limit the forwarding replica
 /// waits for the holder's answer, which carries the holder's own timeout.

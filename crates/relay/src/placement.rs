@@ -20,9 +20,9 @@ use std::time::Duration;
 use borealis_store::SessionRecord;
 use tokio_util::sync::CancellationToken;
 
-use crate::cluster::Replica;
 use crate::hub::Session;
 use crate::state::AppState;
+use borealis_engine::cluster::Replica;
 
 /// The record other replicas read to find `session` here.
 pub fn record(replica: &Replica, session: &Session) -> SessionRecord {

@@ -6,15 +6,15 @@ use std::sync::Arc;
 use borealis_store::Store;
 
 use crate::auth::Authority;
-use crate::cluster::Replica;
 use crate::config::RelayConfig;
-use crate::deployments::Deployments;
 use crate::forward::Forwarder;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
-use crate::runs::Runs;
 use crate::throttle::AuthGuard;
-use crate::vault::Vault;
+use borealis_engine::cluster::Replica;
+use borealis_engine::deployments::Deployments;
+use borealis_engine::runs::Runs;
+use borealis_engine::vault::Vault;
 
 pub struct AppState {
     pub config: RelayConfig,

@@ -20,11 +20,11 @@ use tokio::sync::broadcast::error::RecvError;
 use super::graph::{self, BOX_HEIGHT, BOX_WIDTH};
 use super::markdown;
 use super::page::{Chrome, Failure, Operator, render, segment, state_words, when};
-use crate::deployments::Decision;
-use crate::deployments::journal::{self, ActionProgress, Journal, StepEnd};
 use crate::http::deployments as api;
 use crate::http::problem::Problem;
 use crate::state::AppState;
+use borealis_engine::deployments::Decision;
+use borealis_engine::deployments::journal::{self, ActionProgress, Journal, StepEnd};
 
 /// How long one live stream lasts; the browser then opens another.
 const LIVE_FOR: Duration = Duration::from_secs(600);

@@ -116,7 +116,9 @@ async fn secrets_page(
     let secrets = state.vault.names().await.map_err(Problem::from)?;
     let secrets = secrets
         .into_iter()
-        .map(|(name, at, uses)| (name, when(&crate::clock::rfc3339(at)), SecretUse::join(&uses).replace(',', ", ")))
+        .map(|(name, at, uses)| {
+            (name, when(&borealis_engine::clock::rfc3339(at)), SecretUse::join(&uses).replace(',', ", "))
+        })
         .collect();
     Ok(SecretsPage { chrome: Chrome::new("secrets", operator), secrets, error, stored, typed })
 }
@@ -191,7 +193,7 @@ async fn clients_page(
         .await
         .map_err(Problem::from)?
         .into_iter()
-        .map(|c| (c.subject, c.client_id, when(&crate::clock::rfc3339(c.created_at))))
+        .map(|c| (c.subject, c.client_id, when(&borealis_engine::clock::rfc3339(c.created_at))))
         .collect();
     Ok(ClientsPage { chrome: Chrome::new("clients", operator), clients, created, error, typed })
 }

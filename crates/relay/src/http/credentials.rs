@@ -12,7 +12,7 @@ use super::AppState;
 use super::extract::json_body;
 use super::problem::Problem;
 use crate::auth;
-use crate::clock::rfc3339;
+use borealis_engine::clock::rfc3339;
 
 pub async fn create_agent(State(state): State<Arc<AppState>>, body: axum::body::Bytes) -> Result<Response, Problem> {
     let borealis_api::CreateAgent { id } = json_body(&body)?;

@@ -12,9 +12,9 @@ use borealis_store::{DeploymentView, RunRecord};
 use super::AppState;
 use super::extract::{WaitQuery, created, idempotency_key, json_body};
 use super::problem::Problem;
-use crate::clock::rfc3339;
-use crate::deployments::journal::Journal;
-use crate::deployments::{Decision, is_decision};
+use borealis_engine::clock::rfc3339;
+use borealis_engine::deployments::journal::Journal;
+use borealis_engine::deployments::{Decision, is_decision};
 
 pub async fn create(
     State(state): State<Arc<AppState>>,

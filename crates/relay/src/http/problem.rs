@@ -126,10 +126,10 @@ impl From<borealis_store::StoreError> for Problem {
     }
 }
 
-impl From<crate::vault::VaultError> for Problem {
-    fn from(err: crate::vault::VaultError) -> Self {
+impl From<borealis_engine::vault::VaultError> for Problem {
+    fn from(err: borealis_engine::vault::VaultError) -> Self {
         match err {
-            crate::vault::VaultError::Store(err) => store_problem(err),
+            borealis_engine::vault::VaultError::Store(err) => store_problem(err),
             other => Problem::internal(other),
         }
     }
@@ -159,9 +159,9 @@ impl From<ForwardError> for Problem {
     }
 }
 
-impl From<crate::runs::RunError> for Problem {
-    fn from(err: crate::runs::RunError) -> Self {
-        use crate::runs::RunError;
+impl From<borealis_engine::runs::RunError> for Problem {
+    fn from(err: borealis_engine::runs::RunError) -> Self {
+        use borealis_engine::runs::RunError;
         match err {
             RunError::Invalid { detail, errors } => {
                 Problem::new(StatusCode::BAD_REQUEST, "invalid-webhook-run", detail).with_errors(errors)
@@ -182,9 +182,9 @@ impl From<crate::runs::RunError> for Problem {
     }
 }
 
-impl From<crate::deployments::DeploymentError> for Problem {
-    fn from(err: crate::deployments::DeploymentError) -> Self {
-        use crate::deployments::DeploymentError;
+impl From<borealis_engine::deployments::DeploymentError> for Problem {
+    fn from(err: borealis_engine::deployments::DeploymentError) -> Self {
+        use borealis_engine::deployments::DeploymentError;
         match err {
             DeploymentError::Invalid { detail, errors } => {
                 Problem::new(StatusCode::BAD_REQUEST, "invalid-deployment", detail).with_errors(errors)

@@ -15,7 +15,7 @@ use http::HeaderName;
 use super::AppState;
 use super::extract::json_body;
 use super::problem::{Problem, store_problem};
-use crate::clock::rfc3339;
+use borealis_engine::clock::rfc3339;
 
 /// The provider types this version queries.
 pub const SUPPORTED_TYPES: &[&str] = &["prometheus"];

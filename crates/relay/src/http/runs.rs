@@ -14,9 +14,9 @@ use super::AppState;
 use super::extract::{self, WaitQuery, idempotency_key, json_body};
 use super::problem::Problem;
 use crate::auth::{self, AuthError};
-use crate::clock::rfc3339;
-use crate::runs::RunSpec;
-use crate::runs::create::RunRequest;
+use borealis_engine::clock::rfc3339;
+use borealis_engine::runs::RunSpec;
+use borealis_engine::runs::create::RunRequest;
 
 pub async fn create_run(
     State(state): State<Arc<AppState>>,

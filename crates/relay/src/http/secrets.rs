@@ -12,8 +12,8 @@ use borealis_core::template::{SecretUse, Uses};
 use super::AppState;
 use super::extract::json_body;
 use super::problem::Problem;
-use crate::clock::rfc3339;
-use crate::vault;
+use borealis_engine::clock::rfc3339;
+use borealis_engine::vault;
 
 /// The body is the value; with `Content-Type: application/json` it is a
 /// [`borealis_api::PutSecret`], the value with its uses.
@@ -40,7 +40,7 @@ pub async fn put_secret(
 }
 
 /// Validates and stores (encrypted) secret `name`, marked for `uses` (an
-/// empty set is refused); without, as [`crate::vault::Vault::set`] says.
+/// empty set is refused); without, as [`borealis_engine::vault::Vault::set`] says.
 pub(crate) async fn store_secret(
     state: &AppState,
     name: &str,

@@ -14,7 +14,6 @@ use tokio::sync::Semaphore;
 
 use super::decide::{self, Sent};
 use super::{Due, RunSpec, Runs, Scheduler, Wake};
-use crate::metrics::ClaimLabels;
 use crate::outcall::{self, Keep, Outcall};
 use crate::signing::{self, Stamp};
 
@@ -155,7 +154,7 @@ async fn sweep(runs: &Arc<Runs>, limiter: &Arc<Semaphore>, at_start: bool) -> St
             // Its own attempt, still running here: the lease was late, not lost.
             continue;
         }
-        runs.metrics.claims.get_or_create(&ClaimLabels { kind: "takeover" }).inc();
+        runs.metrics.claimed("takeover");
         tracing::info!(
             run = run.id.as_str(),
             state = run.state.as_str(),
@@ -191,7 +190,7 @@ async fn sweep(runs: &Arc<Runs>, limiter: &Arc<Semaphore>, at_start: bool) -> St
 
 /// Runs a claimed attempt as a task of the runs' tracker.
 fn spawn_attempt(runs: &Arc<Runs>, run: RunRecord, permit: tokio::sync::OwnedSemaphorePermit) {
-    runs.metrics.claims.get_or_create(&ClaimLabels { kind: "attempt" }).inc();
+    runs.metrics.claimed("attempt");
     let task_runs = runs.clone();
     runs.tasks.spawn(async move {
         let _permit = permit;
@@ -247,7 +246,7 @@ async fn claim_and_attempt(runs: &Arc<Runs>, id: &str) -> StepResult {
         }
         return Ok(());
     };
-    runs.metrics.claims.get_or_create(&ClaimLabels { kind: "attempt" }).inc();
+    runs.metrics.claimed("attempt");
     let _flight = runs.flight(id);
     attempt(runs, run).await
 }
@@ -413,7 +412,7 @@ async fn call(
     let mut call = Outcall::from_parts(spec.agent.clone(), target, &request.headers, request.body.as_deref(), limits)?
         .stamped(stamp);
     call.headers.insert(ATTEMPT_HEADER, HeaderValue::from(number));
-    call.send(&runs.forwarder, runs.settings.max_body_bytes).await
+    call.send(&*runs.transport, runs.settings.max_body_bytes).await
 }
 
 /// Makes the attempt `run` was claimed for (it is calling, leased to this

@@ -12,14 +12,14 @@ use std::time::Duration;
 
 use borealis_core::deployment::Signing;
 
-use crate::forward::Forwarder;
 use crate::outcall::{Failure, Keep, Outcall, Reply};
 use crate::signing::{self, Stamp};
+use crate::transport::Transport;
 use crate::vault::Vault;
 
 /// What hooks, drivers and metric queries need to make calls.
 pub struct Caller {
-    forwarder: Arc<Forwarder>,
+    transport: Arc<dyn Transport>,
     vault: Arc<Vault>,
     signing_default: Option<String>,
     /// Largest body either way.
@@ -34,13 +34,13 @@ const ACK_BYTES: usize = 64 * 1024;
 
 impl Caller {
     pub fn new(
-        forwarder: Arc<Forwarder>,
+        transport: Arc<dyn Transport>,
         vault: Arc<Vault>,
         signing_default: Option<String>,
         max_body_bytes: u64,
         retry_base_delay: Duration,
     ) -> Self {
-        Self { forwarder, vault, signing_default, max_body_bytes, retry_base_delay }
+        Self { transport, vault, signing_default, max_body_bytes, retry_base_delay }
     }
 
     pub fn vault(&self) -> &Vault {
@@ -55,7 +55,7 @@ impl Caller {
     /// Makes `call`. What comes back is scrubbed of every stored secret; if
     /// the secrets cannot be read to scrub it with, the text is withheld.
     pub async fn call(&self, call: Outcall) -> Result<Reply, Failure> {
-        let answer = call.send(&self.forwarder, self.max_body_bytes).await;
+        let answer = call.send(&*self.transport, self.max_body_bytes).await;
         let scrub = match self.vault.current_scrubber().await {
             Ok(scrubber) => move |text: String| scrubber.scrub(&text).into_owned(),
             Err(err) => {

@@ -13,53 +13,9 @@ use futures_util::StreamExt;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use http_body_util::BodyExt;
 
-use crate::forward::{self, ForwardError, Forwarder, Outbound};
 use crate::signing::Stamp;
-
-/// Whether a call that got no answer reached the destination.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Sent {
-    /// It never left (no agent took it, a hop was refused, the connection
-    /// was refused, or it could not be built): retried like any other
-    /// failure.
-    No,
-    /// The path broke after it left (an agent or the replica holding it
-    /// went away): it may have arrived, so with no retries left a run's
-    /// callback may still decide it.
-    CutOff,
-    /// It reached the destination, which failed to answer in time or in full.
-    Yes,
-}
-
-/// A call that got no reply.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{detail}")]
-pub struct Failure {
-    pub detail: String,
-    /// Whether another try may pass.
-    pub retryable: bool,
-    pub sent: Sent,
-}
-
-impl Failure {
-    /// A call that could not be made as asked: no try will make it.
-    pub fn unsendable(detail: String) -> Self {
-        Self { detail, retryable: false, sent: Sent::No }
-    }
-}
-
-impl From<ForwardError> for Failure {
-    fn from(err: ForwardError) -> Self {
-        let sent = if err.not_sent() {
-            Sent::No
-        } else if err.cut_off() {
-            Sent::CutOff
-        } else {
-            Sent::Yes
-        };
-        Self { retryable: err.retryable(), sent, detail: err.detail }
-    }
-}
+use crate::transport::{self, Transport};
+pub use crate::transport::{Failure, Sent};
 
 /// How much of a reply's body a caller wants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -152,13 +108,13 @@ impl Outcall {
         self
     }
 
-    /// Sends it through `forwarder` (bodies either way at most `limit`
+    /// Sends it through `transport` (bodies either way at most `limit`
     /// bytes) and reads what comes back.
-    pub async fn send(self, forwarder: &Forwarder, limit: u64) -> Result<Reply, Failure> {
+    pub async fn send(self, transport: &dyn Transport, limit: u64) -> Result<Reply, Failure> {
         let Outcall { agent, method, url, headers, body, timeout, keep } = self;
-        let outbound = Outbound { method, url, headers, body: forward::full(body), timeout, limit };
+        let request = transport::Request { method, url, headers, body, timeout, limit };
         let exchange = async {
-            let response = forwarder.send(agent.as_deref(), outbound).await?;
+            let response = transport.send(agent.as_deref(), request).await?;
             let status = response.status().as_u16();
             let retry_after = retry_after(response.headers());
             let body = read(response.into_body(), keep).await;
@@ -174,10 +130,10 @@ impl Outcall {
     }
 }
 
-async fn read(body: forward::Body, keep: Keep) -> Result<String, String> {
+async fn read(body: transport::Body, keep: Keep) -> Result<String, String> {
     let bytes = match keep {
         Keep::Whole(limit) => {
-            forward::read_body(body, limit).await.map_err(|e| format!("the reply could not be read: {e}"))?
+            transport::read_body(body, limit).await.map_err(|e| format!("the reply could not be read: {e}"))?
         }
         Keep::Prefix(limit) => {
             // What arrived before the body broke off is kept: it is a record.
@@ -240,7 +196,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_prefix_stops_reading_and_whole_refuses_more() {
-        let text = || forward::full(Bytes::from_static(b"0123456789"));
+        let text = || transport::full(Bytes::from_static(b"0123456789"));
         assert_eq!(read(text(), Keep::Prefix(4)).await, Ok("0123".into()));
         assert_eq!(read(text(), Keep::Prefix(64)).await, Ok("0123456789".into()));
         assert_eq!(read(text(), Keep::Whole(64)).await, Ok("0123456789".into()));

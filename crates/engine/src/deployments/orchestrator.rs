@@ -33,7 +33,6 @@ use super::hooks;
 use super::journal::{self, ActionProgress, Entry, Journal, StepEnd, StepTime};
 use super::providers;
 use crate::clock::Clock;
-use crate::config::RelayConfig;
 use crate::runs::Runs;
 use crate::runs::create::{RunLink, RunRequest};
 
@@ -178,23 +177,12 @@ pub struct DeploymentSettings {
     pub signing_default: Option<String>,
 }
 
-impl DeploymentSettings {
-    pub fn from_config(config: &RelayConfig) -> Self {
-        Self {
-            callback_timeout: config.callback_timeout,
-            gate_interval: config.gate_interval,
-            driver_timeout: config.webhook_timeout.min(Duration::from_secs(300)),
-            signing_default: config.webhook_signing_secret.clone(),
-        }
-    }
-}
-
 /// What a deployment's run uses, shared by all of them.
 pub struct Context {
     pub store: Arc<dyn borealis_store::Store>,
     /// Whose lease this relay's deployments run under.
     pub replica: Arc<crate::cluster::Replica>,
-    pub metrics: Arc<crate::metrics::Metrics>,
+    pub metrics: crate::metrics::EngineMetrics,
     pub runs: Arc<Runs>,
     pub caller: Arc<Caller>,
     pub clock: Clock,

@@ -59,8 +59,8 @@ impl Vault {
                 match std::fs::read(&path) {
                     Ok(bytes) => bytes,
                     Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-                        let bytes = crate::auth::random_bytes(32);
-                        crate::auth::write_private(&path, &bytes)
+                        let bytes = borealis_core::secret::random_bytes(32);
+                        borealis_core::secret::write_private(&path, &bytes)
                             .map_err(|e| VaultError::Key(format!("{}: {e}", path.display())))?;
                         bytes
                     }
@@ -81,7 +81,7 @@ impl Vault {
     /// Stores `value` as secret `name`, marked for `uses`; without, a
     /// replaced secret keeps its marks and a new one is for webhooks.
     pub async fn set(&self, name: &str, value: &Secret, uses: Option<&Uses>) -> Result<(), VaultError> {
-        let nonce_bytes = crate::auth::random_bytes(NONCE_LEN);
+        let nonce_bytes = borealis_core::secret::random_bytes(NONCE_LEN);
         let nonce = Nonce::try_assume_unique_for_key(&nonce_bytes).expect("nonce length");
         let mut data = value.expose().as_bytes().to_vec();
         self.key

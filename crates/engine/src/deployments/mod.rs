@@ -33,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::cluster::Replica;
-use crate::metrics::{ClaimLabels, Metrics};
+use crate::metrics::EngineMetrics;
 use crate::runs::Runs;
 use crate::vault::{Vault, VaultError};
 use caller::Caller;
@@ -109,7 +109,7 @@ impl Deployments {
     pub fn new(
         store: Arc<dyn Store>,
         replica: Arc<Replica>,
-        metrics: Arc<Metrics>,
+        metrics: EngineMetrics,
         runs: Arc<Runs>,
         caller: Arc<Caller>,
         vault: Arc<Vault>,
@@ -123,7 +123,9 @@ impl Deployments {
         Arc::new(Self { context, vault, tasks, stop, running: Mutex::default(), renewed_at })
     }
 
-    pub(crate) fn changed(&self, id: &str) {
+    /// Tells waiters that deployment `id` changed: here, or on another
+    /// replica (the relay's change feed).
+    pub fn changed(&self, id: &str) {
         self.context.changed(id);
     }
 
@@ -200,7 +202,7 @@ impl Deployments {
         match self.context.store.claim_deployments(&claim).await {
             Ok(ids) => {
                 for id in ids {
-                    self.context.metrics.claims.get_or_create(&ClaimLabels { kind: "deployment" }).inc();
+                    self.context.metrics.claimed("deployment");
                     tracing::info!(deployment = id.as_str(), "resuming deployment (its lease lapsed)");
                     self.start(id);
                 }
@@ -225,7 +227,7 @@ impl Deployments {
                     let running = self.running.lock().expect("running lock");
                     for (id, lost) in &before {
                         if !held.contains(id) && !lost.is_cancelled() {
-                            self.context.metrics.lease_losses.get_or_create(&ClaimLabels { kind: "deployment" }).inc();
+                            self.context.metrics.lease_lost("deployment");
                             tracing::warn!(
                                 deployment = id.as_str(),
                                 "lost the deployment's lease to another replica; stopping here"

@@ -29,9 +29,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::clock::Clock;
 use crate::cluster::Replica;
-use crate::config::RelayConfig;
-use crate::forward::Forwarder;
-use crate::metrics::Metrics;
+use crate::metrics::EngineMetrics;
+use crate::transport::Transport;
 use crate::vault::{Vault, VaultError};
 
 /// Everything needed to render a run's request again, without secret values.
@@ -58,21 +57,6 @@ pub struct RunSettings {
     pub signing_default: Option<String>,
     /// How often the store is searched for due or orphaned work.
     pub poll_interval: Duration,
-}
-
-impl RunSettings {
-    pub fn from_config(config: &RelayConfig, public_base: String) -> Self {
-        Self {
-            public_base,
-            callback_timeout: config.callback_timeout,
-            webhook_timeout: config.webhook_timeout,
-            retry_base_delay: config.retry_base_delay,
-            max_body_bytes: config.max_body_bytes,
-            render_limits: config.render_limits(),
-            signing_default: config.webhook_signing_secret.clone(),
-            poll_interval: config.poll_interval,
-        }
-    }
 }
 
 /// Why a run operation was refused or failed.
@@ -136,11 +120,11 @@ pub struct Runs {
     store: Arc<dyn Store>,
     /// Whose leases this relay's attempts are under.
     replica: Arc<Replica>,
-    metrics: Arc<Metrics>,
+    metrics: EngineMetrics,
     /// Runs whose attempt is under way in this process.
     in_flight: Mutex<HashSet<String>>,
     vault: Arc<Vault>,
-    forwarder: Arc<Forwarder>,
+    transport: Arc<dyn Transport>,
     settings: RunSettings,
     clock: Clock,
     wake: mpsc::UnboundedSender<Wake>,
@@ -172,9 +156,9 @@ impl Runs {
     pub fn new(
         store: Arc<dyn Store>,
         replica: Arc<Replica>,
-        metrics: Arc<Metrics>,
+        metrics: EngineMetrics,
         vault: Arc<Vault>,
-        forwarder: Arc<Forwarder>,
+        transport: Arc<dyn Transport>,
         settings: RunSettings,
         clock: Clock,
     ) -> (Arc<Self>, Scheduler) {
@@ -188,7 +172,7 @@ impl Runs {
             metrics,
             in_flight: Mutex::default(),
             vault,
-            forwarder,
+            transport,
             settings,
             clock,
             wake,
@@ -231,7 +215,7 @@ impl Runs {
                 }
             }
             _ => {
-                self.metrics.lease_losses.get_or_create(&crate::metrics::ClaimLabels { kind: "attempt" }).inc();
+                self.metrics.lease_lost("attempt");
                 tracing::warn!(run = id, "lost the lease of a webhook attempt: another replica took the run over");
             }
         }
@@ -257,8 +241,9 @@ impl Runs {
         let _ = self.wake.send(Wake { at: unix_ms(at), due: Due::Deadline, run: id.to_owned() });
     }
 
-    /// Tells waiters (`GET ...?wait=`, deployment steps) that run `id` changed.
-    pub(crate) fn changed(&self, id: &str) {
+    /// Tells waiters (`GET ...?wait=`, deployment steps) that run `id`
+    /// changed: here, or on another replica (the relay's change feed).
+    pub fn changed(&self, id: &str) {
         let _ = self.events.send(id.to_owned());
     }
 

@@ -119,7 +119,7 @@ async fn create(runs: &Runs, request: RunRequest) -> Result<Created, RunError> {
     }
 
     let id = uuid::Uuid::new_v4().to_string();
-    let callback_id = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(crate::auth::random_bytes(18));
+    let callback_id = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(borealis_core::secret::random_bytes(18));
     let callback_uri = format!("{}/callbacks/{callback_id}", runs.settings.public_base.trim_end_matches('/'));
     let mut armory =
         BTreeMap::from([("callbackUri".to_owned(), callback_uri.clone()), ("deploymentId".to_owned(), id.clone())]);
