@@ -34,12 +34,17 @@ pub struct Replica {
     /// The database's clock against this machine's: lease times are read
     /// on the database's, which every replica shares.
     pub skew: Arc<Skew>,
+    /// Whether other replicas may use the same store (PostgreSQL). Where
+    /// not, whatever the store says is leased belongs to this relay's
+    /// previous life, and is taken over at start at once.
+    pub shared_store: bool,
 }
 
 impl Replica {
     /// `skew`: where this replica records what its heartbeats measure of
-    /// the database's clock against this machine's.
-    pub fn new(name: String, peer_url: Option<String>, lease: Duration, skew: Arc<Skew>) -> Self {
+    /// the database's clock against this machine's; `shared_store`: whether
+    /// other replicas may use its store.
+    pub fn new(name: String, peer_url: Option<String>, lease: Duration, skew: Arc<Skew>, shared_store: bool) -> Self {
         let id = format!("{name}/{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
         Self {
             id,
@@ -50,6 +55,7 @@ impl Replica {
             reachable: AtomicBool::new(true),
             unreachable_since: Mutex::new(None),
             skew,
+            shared_store,
         }
     }
 

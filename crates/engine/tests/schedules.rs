@@ -18,7 +18,7 @@ use borealis_engine::deployments::caller::Caller;
 use borealis_engine::deployments::{DeploymentSettings, Deployments};
 use borealis_engine::metrics::EngineMetrics;
 use borealis_engine::runs::create::RunRequest;
-use borealis_engine::runs::{RunSettings, Runs, engine};
+use borealis_engine::runs::{RunParts, RunSettings, Runs, engine};
 use borealis_engine::transport::{self, Failure, Request, Response, Sent, Transport};
 use borealis_engine::vault::Vault;
 use borealis_store::{DeploymentState, DeploymentView, RunRecord, RunState, TargetState, unix_ms};
@@ -111,26 +111,26 @@ async fn relay(script: Vec<Answer>, then: Answer) -> Relay {
         signing_default: None,
         poll_interval: Duration::from_secs(1),
     };
-    let replica = Arc::new(Replica::new("schedules".into(), None, Duration::from_secs(15), Default::default()));
-    let metrics = EngineMetrics::default();
-    let (runs, scheduler) = Runs::new(
-        store.clone(),
-        replica.clone(),
-        metrics.clone(),
-        vault.clone(),
-        transport.clone(),
+    let replica = Arc::new(Replica::new("schedules".into(), None, Duration::from_secs(15), Default::default(), false));
+    let (runs, scheduler) = Runs::new(RunParts {
+        store: store.clone(),
+        agents: store.clone(),
+        replica,
+        metrics: EngineMetrics::default(),
+        vault: vault.clone(),
+        transport: transport.clone(),
         settings,
-        clock.clone(),
-    );
+        clock: clock.clone(),
+    });
     tokio::spawn(engine::schedule(runs.clone(), scheduler));
-    let caller = Arc::new(Caller::new(transport.clone(), vault.clone(), None, 1 << 20, Duration::from_secs(1)));
+    let caller = Arc::new(Caller::new(transport.clone(), vault, None, 1 << 20, Duration::from_secs(1)));
     let settings = DeploymentSettings {
         callback_timeout: 24 * HOUR,
         gate_interval: Duration::from_secs(10),
         driver_timeout: Duration::from_secs(30),
         signing_default: None,
     };
-    let deployments = Deployments::new(store, replica, metrics, runs.clone(), caller, vault, settings);
+    let deployments = Deployments::new(store.clone(), store, runs.clone(), caller, settings);
     Relay { runs, deployments, clock, transport, _dir: dir }
 }
 

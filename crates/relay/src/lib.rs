@@ -48,7 +48,7 @@ use borealis_egress::{AddressGuard, Egress, EgressOptions, Policy};
 use borealis_engine::clock::Clock;
 use borealis_engine::deployments::Deployments;
 use borealis_engine::deployments::caller::Caller;
-use borealis_engine::runs::Runs;
+use borealis_engine::runs::{RunParts, Runs};
 use borealis_engine::{cluster, runs, signing, vault};
 use borealis_protocol::v1::tunnel_server::TunnelServer;
 use borealis_store::Store;
@@ -132,7 +132,8 @@ pub async fn run(
     let public_base = config.public_base(http_addr);
     let peer_url = config.own_peer_url(http_addr);
     let replica_name = config.own_replica_name(http_addr);
-    let replica = Arc::new(cluster::Replica::new(replica_name, peer_url, config.lease_duration, auth.clock()));
+    let replica =
+        Arc::new(cluster::Replica::new(replica_name, peer_url, config.lease_duration, auth.clock(), store.shared()));
     if let Err(err) = replica.beat(&*store).await {
         tracing::warn!(error = %err, "could not record this replica in the database");
     }
@@ -158,15 +159,16 @@ pub async fn run(
     let forwarder = Arc::new(Forwarder::new(egress, hub.clone(), store.clone(), peers));
     // Schedules read the database's clock, as leases do.
     let clock = Clock::corrected(replica.skew.clone());
-    let (runs, scheduler) = Runs::new(
-        store.clone(),
-        replica.clone(),
-        metrics.engine.clone(),
-        vault.clone(),
-        forwarder.clone(),
-        config.run_settings(public_base),
+    let (runs, scheduler) = Runs::new(RunParts {
+        store: store.clone(),
+        agents: store.clone(),
+        replica: replica.clone(),
+        metrics: metrics.engine.clone(),
+        vault: vault.clone(),
+        transport: forwarder.clone(),
+        settings: config.run_settings(public_base),
         clock,
-    );
+    });
     let caller = Arc::new(Caller::new(
         forwarder.clone(),
         vault.clone(),
@@ -174,15 +176,8 @@ pub async fn run(
         config.max_body_bytes,
         config.retry_base_delay,
     ));
-    let deployments = Deployments::new(
-        store.clone(),
-        replica.clone(),
-        metrics.engine.clone(),
-        runs.clone(),
-        caller,
-        vault.clone(),
-        config.deployment_settings(),
-    );
+    let deployments =
+        Deployments::new(store.clone(), store.clone(), runs.clone(), caller, config.deployment_settings());
     let poll_interval = config.poll_interval;
     let revocations = Arc::new(tokio::sync::Notify::new());
     let state = Arc::new(AppState {

@@ -23,8 +23,8 @@ use std::time::{Duration, SystemTime};
 
 use borealis_core::deployment::{self, DeploymentFile};
 use borealis_store::{
-    ApprovalState, Claim, Conflict, DeploymentLease, DeploymentRecord, DeploymentView, IdempotencyKey, Store,
-    StoreError, TargetState,
+    ApprovalState, Claim, Conflict, DeploymentLease, DeploymentRecord, DeploymentStore, DeploymentView, IdempotencyKey,
+    MetricProviderStore, StoreError, TargetState,
 };
 use tokio::sync::broadcast;
 
@@ -32,10 +32,8 @@ pub use orchestrator::{Context, DeploymentSettings};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::cluster::Replica;
-use crate::metrics::EngineMetrics;
 use crate::runs::Runs;
-use crate::vault::{Vault, VaultError};
+use crate::vault::VaultError;
 use caller::Caller;
 
 #[derive(Debug, thiserror::Error)]
@@ -94,7 +92,6 @@ impl Decision {
 pub struct Deployments {
     /// What each deployment's run uses.
     context: Arc<Context>,
-    vault: Arc<Vault>,
     tasks: TaskTracker,
     /// Ends every deployment's task at shutdown; the journal resumes them.
     stop: CancellationToken,
@@ -106,21 +103,21 @@ pub struct Deployments {
 }
 
 impl Deployments {
+    /// Deployments run under the same replica's leases, on the same clock
+    /// and counted with the same metrics as `runs`, their webhook steps' runs.
     pub fn new(
-        store: Arc<dyn Store>,
-        replica: Arc<Replica>,
-        metrics: EngineMetrics,
+        store: Arc<dyn DeploymentStore>,
+        providers: Arc<dyn MetricProviderStore>,
         runs: Arc<Runs>,
         caller: Arc<Caller>,
-        vault: Arc<Vault>,
         settings: DeploymentSettings,
     ) -> Arc<Self> {
-        let clock = runs.clock().clone();
+        let (replica, metrics, clock) = (runs.replica().clone(), runs.metrics().clone(), runs.clock().clone());
         let events = broadcast::channel(1024).0;
-        let context = Arc::new(Context { store, replica, metrics, runs, caller, clock, settings, events });
+        let context = Arc::new(Context { store, providers, replica, metrics, runs, caller, clock, settings, events });
         let (tasks, stop) = (TaskTracker::new(), CancellationToken::new());
         let renewed_at = Mutex::new(tokio::time::Instant::now());
-        Arc::new(Self { context, vault, tasks, stop, running: Mutex::default(), renewed_at })
+        Arc::new(Self { context, tasks, stop, running: Mutex::default(), renewed_at })
     }
 
     /// Tells waiters that deployment `id` changed: here, or on another
@@ -168,8 +165,7 @@ impl Deployments {
     /// deployment is this relay's own from before a restart: claimed at once.
     pub async fn keep(self: Arc<Self>, poll_interval: Duration, stop: CancellationToken) {
         let replica = self.context.replica.clone();
-        let store = self.context.store.clone();
-        if !store.shared() {
+        if !replica.shared_store {
             let forever = SystemTime::now() + Duration::from_secs(365 * 24 * 3600);
             self.claim(forever).await;
         }
@@ -290,7 +286,7 @@ impl Deployments {
         if parsed.file.application.is_none() {
             errors.insert(0, "application: a deployment needs an application name".into());
         }
-        let secrets = self.vault.all().await?;
+        let secrets = self.context.caller.vault().all().await?;
         errors.extend(crate::signing::check_file(
             self.context.settings.signing_default.as_deref(),
             &parsed.file,
@@ -336,7 +332,7 @@ impl Deployments {
         if analyses.is_empty() {
             return Ok(Vec::new());
         }
-        let providers = self.context.store.providers().await?;
+        let providers = self.context.providers.providers().await?;
         let names: Vec<&str> = providers.iter().map(|p| p.name.as_str()).collect();
         let mut errors = Vec::new();
         for analysis in analyses {

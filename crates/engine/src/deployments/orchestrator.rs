@@ -179,7 +179,9 @@ pub struct DeploymentSettings {
 
 /// What a deployment's run uses, shared by all of them.
 pub struct Context {
-    pub store: Arc<dyn borealis_store::Store>,
+    pub store: Arc<dyn borealis_store::DeploymentStore>,
+    /// Where an analysis finds its metric provider.
+    pub providers: Arc<dyn borealis_store::MetricProviderStore>,
     /// Whose lease this relay's deployments run under.
     pub replica: Arc<crate::cluster::Replica>,
     pub metrics: crate::metrics::EngineMetrics,
@@ -689,13 +691,12 @@ impl Deployment {
         self.step(target, TargetState::Running, &format!("waiting for webhook {}", run.name)).await?;
         let mut events = self.context.runs.subscribe();
         loop {
-            let record = self
-                .context
-                .store
-                .run(&run_id)
-                .await
-                .map_err(|err| Halt::store("webhook run", err))?
-                .ok_or_else(|| failed(format!("webhook run {run_id} vanished")))?;
+            let record = match self.context.runs.record(&run_id).await {
+                Ok(record) => record,
+                Err(crate::runs::RunError::Store(err)) => return Err(Halt::store("webhook run", err).into()),
+                Err(crate::runs::RunError::Unknown(_)) => return Err(failed(format!("webhook run {run_id} vanished"))),
+                Err(other) => return Err(failed(format!("webhook run {run_id}: {other}"))),
+            };
             if record.state.is_finished() {
                 let message = record.md_message.clone().or(record.reason.clone()).unwrap_or_default();
                 return if record.state == RunState::Succeeded {
@@ -817,7 +818,7 @@ impl Deployment {
         let provider_name = self.file.provider_of(analysis).map(|p| p.name.clone()).unwrap_or_default();
         let provider = self
             .context
-            .store
+            .providers
             .provider(&provider_name)
             .await
             .map_err(|e| Halt::store("metric provider", e))?

@@ -112,7 +112,7 @@ async fn create(runs: &Runs, request: RunRequest) -> Result<Created, RunError> {
         ),
     };
     if let Some(agent) = &agent {
-        let registered = runs.store.active_credential(CredentialKind::Agent, agent).await?;
+        let registered = runs.agents.active_credential(CredentialKind::Agent, agent).await?;
         if registered.is_none() {
             return Err(invalid(format!("agent {agent:?} is not registered (borealis agents create {agent})")));
         }

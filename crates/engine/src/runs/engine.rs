@@ -224,7 +224,7 @@ async fn resume(runs: &Arc<Runs>) -> StepResult {
             _ => {}
         }
     }
-    if !runs.store.shared() {
+    if !runs.replica.shared_store {
         let none = Arc::new(Semaphore::new(0));
         sweep(runs, &none, true).await?;
     }

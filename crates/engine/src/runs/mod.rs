@@ -22,7 +22,7 @@ use std::time::{Duration, SystemTime};
 
 use borealis_core::deployment::Webhook;
 use borealis_core::template::RenderLimits;
-use borealis_store::{Outcome, RunRecord, RunState, RunView, Store, StoreError, unix_ms};
+use borealis_store::{CredentialStore, Outcome, RunRecord, RunState, RunStore, RunView, StoreError, unix_ms};
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -117,7 +117,9 @@ struct Wake {
 /// The runs: create, cancel, call back, watch. Changes are announced to
 /// subscribers (long polls, deployment steps) by the handle itself.
 pub struct Runs {
-    store: Arc<dyn Store>,
+    store: Arc<dyn RunStore>,
+    /// Agents' credentials: a run through an agent names a registered one.
+    agents: Arc<dyn CredentialStore>,
     /// Whose leases this relay's attempts are under.
     replica: Arc<Replica>,
     metrics: EngineMetrics,
@@ -152,22 +154,32 @@ impl Drop for InFlight<'_> {
 /// The scheduler's end of [`Runs`]: give it to [`engine::schedule`].
 pub struct Scheduler(mpsc::UnboundedReceiver<Wake>);
 
+/// What [`Runs`] are made of.
+pub struct RunParts {
+    /// The runs' table.
+    pub store: Arc<dyn RunStore>,
+    /// Agents' credentials: a run through an agent names a registered one.
+    pub agents: Arc<dyn CredentialStore>,
+    /// Whose leases this relay's attempts are under.
+    pub replica: Arc<Replica>,
+    pub metrics: EngineMetrics,
+    pub vault: Arc<Vault>,
+    /// The way calls leave.
+    pub transport: Arc<dyn Transport>,
+    pub settings: RunSettings,
+    pub clock: Clock,
+}
+
 impl Runs {
-    pub fn new(
-        store: Arc<dyn Store>,
-        replica: Arc<Replica>,
-        metrics: EngineMetrics,
-        vault: Arc<Vault>,
-        transport: Arc<dyn Transport>,
-        settings: RunSettings,
-        clock: Clock,
-    ) -> (Arc<Self>, Scheduler) {
+    pub fn new(parts: RunParts) -> (Arc<Self>, Scheduler) {
+        let RunParts { store, agents, replica, metrics, vault, transport, settings, clock } = parts;
         let (wake, wakes) = mpsc::unbounded_channel();
         let (events, _) = broadcast::channel(1024);
         let tasks = TaskTracker::new();
         let (stop, cut_off) = (CancellationToken::new(), CancellationToken::new());
         let runs = Self {
             store,
+            agents,
             replica,
             metrics,
             in_flight: Mutex::default(),
@@ -229,6 +241,15 @@ impl Runs {
         &self.clock
     }
 
+    /// The replica whose leases the attempts are under.
+    pub fn replica(&self) -> &Arc<Replica> {
+        &self.replica
+    }
+
+    pub fn metrics(&self) -> &EngineMetrics {
+        &self.metrics
+    }
+
     pub(crate) fn attempt_now(&self, id: &str) {
         self.attempt_at(id, self.clock.now());
     }
@@ -269,7 +290,7 @@ impl Runs {
             if view.run.state.is_finished() || tokio::time::Instant::now() >= deadline {
                 return Ok(view);
             }
-            if !watched && self.store.shared() {
+            if !watched && self.replica.shared_store {
                 // Its end may come on another replica: have it announced
                 // (a write, so only once, and only for a run still going).
                 self.store.watch_run(id).await?;
