@@ -399,8 +399,8 @@ targets:
         - pause:
             untilApproved: true
   prod:
-    dependsOn: [staging]
     constraints:
+      dependsOn: [staging]
       beforeDeployment:
         - pause:
             duration: 2
@@ -696,8 +696,8 @@ targets:
         - pause:
             untilApproved: true
   prod:
-    dependsOn: [staging]
     constraints:
+      dependsOn: [staging]
       beforeDeployment:
         - pause:
             duration: 2

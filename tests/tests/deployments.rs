@@ -483,6 +483,85 @@ spec:
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn confirm_traffic_increase_is_asked_before_every_increase() {
+    let mut options = RelayOptions { direct_allow: vec!["127.0.0.0/8".into()], ..Default::default() };
+    options.extra_args.extend(["--callback-timeout", "2s"].map(String::from));
+    let relay = relay(options);
+    let deployer = Deployer::new(&relay);
+    let file = |tester: std::net::SocketAddr| {
+        format!(
+            "application: podinfo
+targets:
+  test:
+    namespace: test
+    strategy: progressive
+    driver:
+      webhook:
+        url: http://{tester}/driver
+        networkMode: direct
+strategies:
+  progressive:
+    canary:
+      steps:
+        - setWeight:
+            weight: 10
+        - setWeight:
+            weight: 50
+spec:
+  analysis:
+    webhooks:
+      - name: traffic
+        type: confirm-traffic-increase
+        url: http://{tester}/gate/traffic
+"
+        )
+    };
+    // What the driver was asked to do, and the gate's calls before each.
+    let story = |calls: &[Recorded]| -> Vec<String> {
+        calls
+            .iter()
+            .map(|c| match c.path.as_str() {
+                "/driver" => match c.body["weight"].as_u64() {
+                    Some(weight) => format!("{} {weight}", c.body["action"].as_str().unwrap()),
+                    None => c.body["action"].as_str().unwrap().to_owned(),
+                },
+                path => path.to_owned(),
+            })
+            .collect()
+    };
+
+    // Open every time: asked once before each increase.
+    let (tester, calls) = servers::recorder(Arc::new(|_, _| 200)).await;
+    let id = deployer.start(&file(tester)).await;
+    assert_eq!(deployer.finished(&id).await.state, DeploymentState::Succeeded);
+    assert_eq!(
+        story(&calls.lock().unwrap()),
+        ["deploy", "/gate/traffic", "setWeight 10", "/gate/traffic", "setWeight 50", "promote"]
+    );
+
+    // Open for the first increase, closed after it: the second never happens.
+    let (tester, calls) =
+        servers::recorder(Arc::new(|path: &str, n| if path == "/gate/traffic" && n >= 1 { 403 } else { 200 })).await;
+    let id = deployer.start(&file(tester)).await;
+    let done = deployer.finished(&id).await;
+    let test = target(&done, "test");
+    assert_eq!(test.state, TargetState::RolledBack, "{done:#?}");
+    assert!(
+        test.reason
+            .as_deref()
+            .unwrap_or_default()
+            .contains("gate \"traffic\" (confirm-traffic-increase) stayed closed"),
+        "{test:#?}"
+    );
+    let told = story(&calls.lock().unwrap());
+    let asked_for_50 = told.iter().skip_while(|s| *s != "setWeight 10").filter(|s| *s == "/gate/traffic").count();
+    assert_eq!(&told[..3], ["deploy", "/gate/traffic", "setWeight 10"], "{told:?}");
+    assert!(asked_for_50 >= 2, "the closed gate was asked again until its deadline: {told:?}");
+    assert!(!told.iter().any(|s| s == "setWeight 50"), "{told:?}");
+    assert_eq!(told.last().map(String::as_str), Some("rollback"), "{told:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_timed_pause_keeps_its_deadline_across_sigkill() {
     let relay = loopback_relay();
     let file = "application: shop

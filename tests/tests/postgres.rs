@@ -98,7 +98,8 @@ targets:
         - pause:
             untilApproved: true
   prod:
-    dependsOn: [staging]
+    constraints:
+      dependsOn: [staging]
 ";
     let created =
         api(&relay, reqwest::Method::POST, "/api/v1/deployments", Some(serde_json::json!({ "file": file }))).await;

@@ -59,6 +59,10 @@ pub struct CreateWebhookRun {
     /// `{{context.KEY}}` values, over the file's.
     #[serde(default)]
     pub context: BTreeMap<String, String>,
+    /// Unknown fields in the file are warnings instead of errors (for a
+    /// file written for a newer version).
+    #[serde(default, rename = "allowUnknownFields", skip_serializing_if = "std::ops::Not::not")]
+    pub allow_unknown_fields: bool,
 }
 
 /// A webhook run. `attemptLog` and `request` come with one run, not in lists;

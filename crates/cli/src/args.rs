@@ -47,6 +47,9 @@ pub(crate) enum Command {
     /// Webhook runs: their state, attempts and messages.
     #[command(subcommand)]
     Runs(RunsCommand),
+    /// Check a deployment file here, without a relay: every error with its
+    /// line:column. Exit 0 when it is valid, 1 when not.
+    Validate(ValidateArgs),
     /// Start a deployment. With --wait: exit 0 on success, 1 on failure.
     Deploy(DeployArgs),
     /// Deployments: targets, steps, webhook runs and history.
@@ -62,17 +65,38 @@ pub(crate) enum Command {
     Continue { deployment: String, target: String },
 }
 
+/// A deployment file, and how to read it.
 #[derive(Args, Debug)]
-pub(crate) struct DeployArgs {
+pub(crate) struct FileArgs {
     /// The deployment file.
     #[arg(short = 'f', long = "file")]
     pub(crate) file: PathBuf,
+    /// Unknown fields in the file are warnings instead of errors (for a
+    /// file written for a newer version).
+    #[arg(long)]
+    pub(crate) allow_unknown_fields: bool,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct DeployArgs {
+    #[command(flatten)]
+    pub(crate) file: FileArgs,
     /// A context value, KEY=VALUE (repeatable).
     #[arg(long = "context", value_name = "KEY=VALUE")]
     pub(crate) context: Vec<String>,
     /// Wait until the deployment ends.
     #[arg(long)]
     pub(crate) wait: bool,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct ValidateArgs {
+    #[command(flatten)]
+    pub(crate) file: FileArgs,
+    /// The file is only for `webhook run`: skip what only a deployment
+    /// needs (an application, targets that can run).
+    #[arg(long)]
+    pub(crate) webhooks_only: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -172,9 +196,8 @@ pub(crate) enum WebhookCommand {
 
 #[derive(Args, Debug)]
 pub(crate) struct WebhookRunArgs {
-    /// The deployment file.
-    #[arg(short = 'f', long = "file")]
-    pub(crate) file: PathBuf,
+    #[command(flatten)]
+    pub(crate) file: FileArgs,
     /// The webhook's name.
     #[arg(long)]
     pub(crate) name: String,

@@ -30,6 +30,9 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: &Cli) -> Result<(), Failure> {
+    if let Command::Validate(args) = &cli.command {
+        return commands::validate::run(args);
+    }
     let relay = Relay::new(cli)?;
     let json = cli.json;
     match &cli.command {
@@ -40,6 +43,7 @@ async fn run(cli: &Cli) -> Result<(), Failure> {
         Command::Providers(command) => commands::providers::run(&relay, json, command).await,
         Command::Webhook(WebhookCommand::Run(args)) => commands::runs::webhook_run(&relay, json, args).await,
         Command::Runs(command) => commands::runs::run(&relay, json, command).await,
+        Command::Validate(_) => unreachable!("validated above, without a relay"),
         Command::Deploy(args) => commands::deployments::deploy(&relay, json, args).await,
         Command::Deployments(command) => commands::deployments::run(&relay, json, command).await,
         Command::Approve { deployment, target } => {

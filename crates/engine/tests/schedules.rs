@@ -160,6 +160,7 @@ async fn start_run(relay: &Relay, file: String) -> String {
         context: Default::default(),
         link: None,
         idempotency: None,
+        unknown_fields: Default::default(),
     };
     relay.runs.create(request).await.expect("the run starts").id
 }
@@ -273,7 +274,11 @@ targets:
               duration: 2
               unit: hours
 ";
-    let started = relay.deployments.create(file, &Default::default(), None).await.expect("the deployment starts");
+    let started = relay
+        .deployments
+        .create(file, &Default::default(), None, Default::default())
+        .await
+        .expect("the deployment starts");
     let id = started.view.record.id.clone();
     let t0 = at_ms(relay.clock.now());
     let journalled = |view: &DeploymentView, suffix: &str| {

@@ -1,6 +1,6 @@
 use borealis_api::{CreateDeployment, DecisionTaken, Deployment, DeploymentList, DeploymentState};
 
-use super::{context_map, start};
+use super::{context_map, read_file, start};
 use crate::args::{DeployArgs, DeploymentsCommand};
 use crate::client::{Failure, Relay, urlencode};
 use crate::render;
@@ -21,9 +21,12 @@ pub async fn run(relay: &Relay, json: bool, command: &DeploymentsCommand) -> Res
 
 /// `deploy`: starts a deployment; with `--wait`, exits 0 on success and 1 otherwise.
 pub async fn deploy(relay: &Relay, json: bool, args: &DeployArgs) -> Result<(), Failure> {
-    let file =
-        std::fs::read_to_string(&args.file).map_err(|e| Failure::bad_input(format!("{}: {e}", args.file.display())))?;
-    let body = CreateDeployment { file, context: context_map(&args.context)? };
+    let file = read_file(&args.file)?;
+    let body = CreateDeployment {
+        file,
+        context: context_map(&args.context)?,
+        allow_unknown_fields: args.file.allow_unknown_fields,
+    };
     let Some(id) = start::<Deployment>(relay, json, "/api/v1/deployments", &body, "deployment", args.wait).await?
     else {
         return Ok(());

@@ -8,11 +8,18 @@ pub mod providers;
 pub mod proxy;
 pub mod runs;
 pub mod secrets;
+pub mod validate;
 
 use std::collections::BTreeMap;
 
+use crate::args::FileArgs;
 use crate::client::{Failure, Relay};
 use crate::render;
+
+/// The text of `-f FILE`.
+fn read_file(args: &FileArgs) -> Result<String, Failure> {
+    std::fs::read_to_string(&args.file).map_err(|e| Failure::bad_input(format!("{}: {e}", args.file.display())))
+}
 
 /// `--context KEY=VALUE` pairs as a map.
 fn context_map(pairs: &[String]) -> Result<BTreeMap<String, String>, Failure> {

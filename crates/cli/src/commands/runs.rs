@@ -1,6 +1,6 @@
 use borealis_api::{CreateWebhookRun, RunState, WebhookRun, WebhookRunList};
 
-use super::{context_map, start};
+use super::{context_map, read_file, start};
 use crate::args::{RunsCommand, WebhookRunArgs};
 use crate::client::{Failure, Relay, urlencode};
 use crate::render::{self, safe};
@@ -29,13 +29,13 @@ pub async fn run(relay: &Relay, json: bool, command: &RunsCommand) -> Result<(),
 
 /// `webhook run`: starts a run; with `--wait`, exits 0 on success and 1 otherwise.
 pub async fn webhook_run(relay: &Relay, json: bool, args: &WebhookRunArgs) -> Result<(), Failure> {
-    let file =
-        std::fs::read_to_string(&args.file).map_err(|e| Failure::bad_input(format!("{}: {e}", args.file.display())))?;
+    let file = read_file(&args.file)?;
     let body = CreateWebhookRun {
         file,
         name: args.name.clone(),
         environment: args.environment.clone(),
         context: context_map(&args.context)?,
+        allow_unknown_fields: args.file.allow_unknown_fields,
     };
     let Some(id) = start::<WebhookRun>(relay, json, "/api/v1/webhook-runs", &body, "run", args.wait).await? else {
         return Ok(());

@@ -3,10 +3,11 @@
 //!
 //! The parser walks a YAML tree that keeps positions (marked-yaml) instead
 //! of deserializing blindly, so that a wrong value is reported where it
-//! stands, unknown fields are warnings, and every error is found in one pass.
+//! stands, an unknown field is refused with the known one it looks like (or
+//! warned about, when the caller allows), and every error is found in one pass.
 //!
 //! - `model`: the file's types ([`DeploymentFile`], [`Webhook`], [`Target`], ...).
-//! - `reader`: [`parse`], which reads the YAML and then runs `validate`.
+//! - `reader`: [`parse`] (and [`parse_with`]), which reads the YAML and then runs `validate`.
 //! - `validate`: checks across the whole file, and [`validate_deployment`].
 //! - `diagnostic`: [`Location`] and [`Diagnostic`], what every complaint carries.
 
@@ -21,5 +22,5 @@ pub use model::{
     LookbackMethod, Metrics, NameRef, NetworkMode, Pause, RunWebhook, Signing, Step, Strategy, StrategyKind, Target,
     Webhook,
 };
-pub use reader::{Parsed, parse};
+pub use reader::{Parsed, UnknownFields, parse, parse_with};
 pub use validate::validate_deployment;

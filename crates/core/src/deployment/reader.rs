@@ -1,5 +1,6 @@
 //! The YAML reader: every field checked where it stands, every error
-//! collected, unknown fields warned about.
+//! collected, unknown fields refused (or, when asked, warned about) with the
+//! known field they most look like.
 
 use std::collections::BTreeMap;
 
@@ -22,21 +23,48 @@ pub struct Parsed {
     pub warnings: Vec<Diagnostic>,
 }
 
-/// Parses and validates a deployment file. On failure every error found is
-/// returned, in file order.
+/// What an unknown field is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UnknownFields {
+    /// An error: a misspelled key must not silently drop what it meant
+    /// (`contraints:` is no gate at all).
+    #[default]
+    Refuse,
+    /// A warning, for files written for a newer version (and for files
+    /// stored before fields were refused, read again on resume).
+    Warn,
+}
+
+impl UnknownFields {
+    /// `Warn` when unknown fields are allowed, else `Refuse`.
+    pub fn allowed_if(allow: bool) -> Self {
+        if allow { Self::Warn } else { Self::Refuse }
+    }
+}
+
+/// Parses and validates a deployment file, refusing unknown fields. On
+/// failure every error found is returned, in file order.
 pub fn parse(text: &str) -> Result<Parsed, Vec<Diagnostic>> {
+    parse_with(text, UnknownFields::Refuse)
+}
+
+/// [`parse`], with unknown fields as `unknown` says. When the file fails,
+/// the unknown fields are among the errors either way: a misspelled key
+/// often explains another error (`agentIdentifer:` and "no agentIdentifier").
+pub fn parse_with(text: &str, unknown: UnknownFields) -> Result<Parsed, Vec<Diagnostic>> {
     let prepared = quote_bare_placeholders(text);
     let options = LoaderOptions::default().error_on_duplicate_keys(true);
     let root = match marked_yaml::parse_yaml_with_options(0, &prepared, options) {
         Ok(root) => root,
         Err(err) => return Err(vec![load_error(err)]),
     };
-    let mut reader = Reader::default();
+    let mut reader = Reader { unknown, ..Reader::default() };
     let file = reader.file(&root);
     validate(&file, &mut reader.errors, &mut reader.warnings);
     if reader.errors.is_empty() {
         Ok(Parsed { file, warnings: reader.warnings })
     } else {
+        reader.errors.append(&mut reader.unknown_warned);
         reader.errors.sort_by_key(|d| (d.line, d.column));
         Err(reader.errors)
     }
@@ -92,6 +120,20 @@ fn load_error(err: marked_yaml::LoadError) -> Diagnostic {
 struct Reader {
     errors: Vec<Diagnostic>,
     warnings: Vec<Diagnostic>,
+    unknown: UnknownFields,
+    /// The unknown fields warned about, to report with errors.
+    unknown_warned: Vec<Diagnostic>,
+}
+
+/// The known key `key` most likely meant, if one is close enough.
+fn closest<'k>(key: &str, known: &[&'k str]) -> Option<&'k str> {
+    let key = key.to_ascii_lowercase();
+    known
+        .iter()
+        .map(|k| (strsim::jaro_winkler(&key, &k.to_ascii_lowercase()), *k))
+        .filter(|(score, _)| *score >= 0.85)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, k)| k)
 }
 
 fn position(node: &Node) -> (usize, usize) {
@@ -125,7 +167,7 @@ impl Reader {
         self.warnings.push(Diagnostic { path: path.to_owned(), message: message.into(), line, column });
     }
 
-    /// A mapping, warning about keys outside `known`.
+    /// A mapping; keys outside `known` are refused or warned about.
     fn mapping<'n>(&mut self, path: &str, node: &'n Node, known: &[&str]) -> Option<&'n MarkedMappingNode> {
         let Some(map) = node.as_mapping() else {
             self.error(path, node, format!("expected a mapping, found {}", kind_of(node)));
@@ -134,8 +176,23 @@ impl Reader {
         for key in map.keys() {
             if !known.contains(&key.as_str()) {
                 let (line, column) = scalar_position(key);
-                let field = join(path, key.as_str());
-                self.warn(&field, line, column, format!("unknown field, ignored (known here: {})", known.join(", ")));
+                let path = join(path, key.as_str());
+                let hint = match closest(key.as_str(), known) {
+                    Some(meant) => format!("did you mean {meant}?"),
+                    None => format!("known here: {}", known.join(", ")),
+                };
+                match self.unknown {
+                    UnknownFields::Refuse => {
+                        let message = format!("unknown field ({hint})");
+                        self.errors.push(Diagnostic { path, message, line, column });
+                    }
+                    UnknownFields::Warn => {
+                        let message = format!("unknown field, ignored ({hint})");
+                        let warning = Diagnostic { path, message, line, column };
+                        self.unknown_warned.push(warning.clone());
+                        self.warnings.push(warning);
+                    }
+                }
             }
         }
         Some(map)
@@ -1139,17 +1196,71 @@ targets:
     }
 
     #[test]
-    fn unknown_fields_are_warnings() {
+    fn unknown_fields_are_errors_unless_relaxed_to_warnings() {
         let text =
             "webhooks:\n  - {name: a, method: get, uriTemplate: 'https://x/', networkMode: direct, colour: blue}\n";
-        let parsed = parse(text).unwrap();
+        let refused = parse(text).unwrap_err();
+        assert_eq!(refused.len(), 1, "{refused:?}");
+        assert_eq!(
+            refused[0].to_string(),
+            "webhooks[0].colour: unknown field (known here: name, method, uriTemplate, networkMode, agentIdentifier, \
+             headers, bodyTemplate, retryCount, disableCallback, signing) at 2:76"
+        );
+        let parsed = parse_with(text, UnknownFields::Warn).unwrap();
         assert_eq!(parsed.file.webhooks[0].method, "GET");
         assert_eq!(parsed.warnings.len(), 1);
         assert!(
-            parsed.warnings[0].to_string().starts_with("webhooks[0].colour: unknown field, ignored"),
+            parsed.warnings[0].to_string().starts_with("webhooks[0].colour: unknown field, ignored (known here: "),
             "{}",
             parsed.warnings[0]
         );
+    }
+
+    #[test]
+    fn a_misspelled_key_is_named_with_the_key_it_looks_like() {
+        let text = "\
+application: shop
+targets:
+  staging: {}
+  prod:
+    contraints:
+      dependsOn: [staging]
+      beforeDeployment:
+        - runWebhook: {name: tests}
+";
+        let refused = parse(text).unwrap_err();
+        assert_eq!(
+            refused.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
+            ["targets.prod.contraints: unknown field (did you mean constraints?) at 5:5"]
+        );
+        let relaxed = parse_with(text, UnknownFields::Warn).unwrap();
+        assert_eq!(
+            relaxed.warnings[0].to_string(),
+            "targets.prod.contraints: unknown field, ignored (did you mean constraints?) at 5:5"
+        );
+        assert!(
+            relaxed
+                .file
+                .targets
+                .iter()
+                .all(|t| t.constraints.before_deployment.is_empty() && t.constraints.depends_on.is_empty()),
+            "the gate is dropped when relaxed"
+        );
+    }
+
+    #[test]
+    fn a_misspelled_key_is_reported_with_the_error_it_causes_even_when_relaxed() {
+        let text = "webhooks:\n  - {name: a, methd: POST, uriTemplate: 'https://x/', networkMode: direct}\n";
+        for mode in [UnknownFields::Refuse, UnknownFields::Warn] {
+            let found: Vec<String> = parse_with(text, mode).unwrap_err().iter().map(|d| d.to_string()).collect();
+            assert!(found.iter().any(|e| e.contains("method")), "{mode:?}: {found:?}");
+            assert!(
+                found
+                    .iter()
+                    .any(|e| e.starts_with("webhooks[0].methd: unknown field") && e.contains("did you mean method?")),
+                "{mode:?}: {found:?}"
+            );
+        }
     }
 
     #[test]
@@ -1248,6 +1359,7 @@ webhooks:
                 "webhooks[0].signing.secret: expected {{secrets.NAME}}, naming a stored secret, found \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\" (a signing key is never written in the file: store it with borealis secrets set NAME) at 6:23",
                 "webhooks[1].signing.secrets: give secret or secrets, not both at 13:16",
                 "webhooks[2].signing: signing needs at least one secret at 18:14",
+                "webhooks[2].signing.colour: unknown field (known here: secret, secrets) at 18:28",
                 "webhooks[3].signing.secrets[1]: expected {{secrets.NAME}}, naming a stored secret, found \"{{context.key}}\" (a signing key is never written in the file: store it with borealis secrets set NAME) at 24:35",
             ]
         );

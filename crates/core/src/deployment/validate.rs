@@ -82,6 +82,10 @@ pub(super) fn validate(file: &DeploymentFile, errors: &mut Vec<Diagnostic>, warn
 pub fn validate_deployment(file: &DeploymentFile) -> Vec<Diagnostic> {
     let mut errors = Vec::new();
     let mut error = |at: &Location, message: String| errors.push(Diagnostic::at(at, message));
+    if file.application.is_none() {
+        let at = Location { path: "application".into(), ..Location::default() };
+        error(&at, "a deployment needs an application name".into());
+    }
     if file.targets.is_empty() {
         error(&Location::default(), "a deployment needs at least one target under targets".into());
     }

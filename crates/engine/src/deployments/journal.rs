@@ -86,6 +86,9 @@ pub enum Entry {
         target: String,
         kind: String,
         hook: String,
+        /// Where in the rollout, for a gate asked more than once: the
+        /// canary step (`canary/2`) a traffic increase gate let through.
+        at: Option<String>,
     },
     PostRolloutCalled {
         target: String,
@@ -119,7 +122,9 @@ impl Entry {
             Entry::Judgment { step, n, run } => {
                 (judgment_key(step, *n), serde_json::to_string(run).expect("a judgment run serializes"))
             }
-            Entry::GateOpened { target, kind, hook } => (gate_key(target, kind, hook), "open".into()),
+            Entry::GateOpened { target, kind, hook, at } => {
+                (gate_key(target, kind, at.as_deref(), hook), "open".into())
+            }
             Entry::PostRolloutCalled { target, hook } => (post_rollout_key(target, hook), "done".into()),
         }
     }
@@ -158,8 +163,12 @@ fn judgment_key(step: &str, n: u32) -> String {
     format!("{step}/judgment/{n}")
 }
 
-fn gate_key(target: &str, kind: &str, hook: &str) -> String {
-    format!("{target}/gate/{kind}/{hook}")
+/// The key of a gate that opened; also the id of the question it answers.
+pub fn gate_key(target: &str, kind: &str, at: Option<&str>, hook: &str) -> String {
+    match at {
+        Some(at) => format!("{target}/gate/{kind}/{at}/{hook}"),
+        None => format!("{target}/gate/{kind}/{hook}"),
+    }
 }
 
 fn post_rollout_key(target: &str, hook: &str) -> String {
@@ -228,8 +237,8 @@ impl Journal {
         serde_json::from_str(self.get(&judgment_key(step, n))?).ok()
     }
 
-    pub fn gate_opened(&self, target: &str, kind: &str, hook: &str) -> bool {
-        self.get(&gate_key(target, kind, hook)).is_some()
+    pub fn gate_opened(&self, target: &str, kind: &str, at: Option<&str>, hook: &str) -> bool {
+        self.get(&gate_key(target, kind, at, hook)).is_some()
     }
 
     pub fn post_rollout_called(&self, target: &str, hook: &str) -> bool {
@@ -311,8 +320,18 @@ mod tests {
                 "42",
             ),
             (
-                Entry::GateOpened { target: "prod".into(), kind: "confirm-rollout".into(), hook: "h".into() },
+                Entry::GateOpened { target: "prod".into(), kind: "confirm-rollout".into(), hook: "h".into(), at: None },
                 "prod/gate/confirm-rollout/h",
+                "open",
+            ),
+            (
+                Entry::GateOpened {
+                    target: "prod".into(),
+                    kind: "confirm-traffic-increase".into(),
+                    hook: "h".into(),
+                    at: Some("canary/2".into()),
+                },
+                "prod/gate/confirm-traffic-increase/canary/2/h",
                 "open",
             ),
             (Entry::PostRolloutCalled { target: "prod".into(), hook: "h".into() }, "prod/post-rollout/h", "done"),
@@ -333,7 +352,8 @@ mod tests {
             Entry::StepEnded { step: "t/beforeDeployment/1".into(), end: StepEnd::Passed },
             Entry::StepRun { step: "t/beforeDeployment/1".into(), run: "run-1".into() },
             Entry::StepTime { step: "t/canary/0".into(), time: StepTime::ApprovalExpires, at_ms: 7 },
-            Entry::GateOpened { target: "t".into(), kind: "k".into(), hook: "h".into() },
+            Entry::GateOpened { target: "t".into(), kind: "k".into(), hook: "h".into(), at: None },
+            Entry::GateOpened { target: "t".into(), kind: "k".into(), hook: "h".into(), at: Some("canary/0".into()) },
             Entry::PostRolloutCalled { target: "t".into(), hook: "h".into() },
         ]);
         assert!(journal.told("started") && !journal.told("other"));
@@ -346,7 +366,9 @@ mod tests {
         assert_eq!(journal.step_run("t/beforeDeployment/1").as_deref(), Some("run-1"));
         assert_eq!(journal.step_time("t/canary/0", StepTime::ApprovalExpires), Some(7));
         assert_eq!(journal.step_time("t/canary/0", StepTime::PauseUntil), None);
-        assert!(journal.gate_opened("t", "k", "h") && !journal.gate_opened("t", "k", "other"));
+        assert!(journal.gate_opened("t", "k", None, "h") && !journal.gate_opened("t", "k", None, "other"));
+        assert!(journal.gate_opened("t", "k", Some("canary/0"), "h"));
+        assert!(!journal.gate_opened("t", "k", Some("canary/1"), "h"), "each increase asks its own gate");
         assert!(journal.post_rollout_called("t", "h"));
         assert_eq!(journal.runs_of("t").collect::<Vec<_>>(), ["run-1"]);
         assert_eq!(journal.runs_of("t2").count(), 0, "another target's runs are not this one's");

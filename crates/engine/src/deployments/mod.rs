@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use borealis_core::deployment::{self, DeploymentFile};
+use borealis_core::deployment::{self, DeploymentFile, UnknownFields};
 use borealis_store::{
     ApprovalState, Claim, Conflict, DeploymentLease, DeploymentRecord, DeploymentStore, DeploymentView, IdempotencyKey,
     MetricProviderStore, StoreError, TargetState,
@@ -267,25 +267,24 @@ impl Deployments {
         *self.renewed_at.lock().expect("renewed lock") = tokio::time::Instant::now();
     }
 
-    /// Checks the file `text` and starts it, with `context` for its templates.
+    /// Checks the file `text` and starts it, with `context` for its
+    /// templates; `unknown` says whether an unknown field is an error.
     pub async fn create(
         self: &Arc<Self>,
         text: &str,
         context: &BTreeMap<String, String>,
         idempotency: Option<&IdempotencyKey>,
+        unknown: UnknownFields,
     ) -> Result<Started, DeploymentError> {
         let invalid = |heading: &str, errors: Vec<String>| DeploymentError::Invalid {
             detail: format!("{heading}:\n{}", errors.join("\n")),
             errors,
         };
-        let parsed = deployment::parse(text).map_err(|errors| {
+        let parsed = deployment::parse_with(text, unknown).map_err(|errors| {
             invalid("the deployment file is invalid", errors.iter().map(|e| e.to_string()).collect())
         })?;
         let mut errors: Vec<String> =
             deployment::validate_deployment(&parsed.file).iter().map(|e| e.to_string()).collect();
-        if parsed.file.application.is_none() {
-            errors.insert(0, "application: a deployment needs an application name".into());
-        }
         let secrets = self.context.caller.vault().all().await?;
         errors.extend(crate::signing::check_file(
             self.context.settings.signing_default.as_deref(),
@@ -293,10 +292,12 @@ impl Deployments {
             &secrets,
         ));
         errors.extend(self.check_providers(&parsed.file).await?);
+        let warnings: Vec<String> = parsed.warnings.iter().map(|w| w.to_string()).collect();
         if !errors.is_empty() {
+            // An ignored unknown field may be why: a misspelled key.
+            errors.extend(warnings);
             return Err(invalid("the deployment cannot run", errors));
         }
-        let warnings = parsed.warnings.iter().map(|w| w.to_string()).collect();
         let application = parsed.file.application.clone().expect("checked");
         let id = uuid::Uuid::new_v4().to_string();
         let context_json = serde_json::to_string(context).expect("a map of strings serializes");

@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime};
 
 use borealis_core::deployment::{
     self, Analysis, DeploymentFile, FlaggerHook, HookType, LookbackMethod, Pause, RunWebhook, Step, StrategyKind,
-    Target,
+    Target, UnknownFields,
 };
 use borealis_core::template::{self, Slot, Values};
 use borealis_store::{ApprovalState, Conflict, DeploymentState, RunState, StoreError, TargetState, unix_ms};
@@ -237,7 +237,8 @@ async fn deploy_to_end(context: &Arc<Context>, id: &str) -> Result<(), Halt> {
         // Ended between the claim (or a restart's renewal) and now.
         return Ok(());
     }
-    let file = deployment::parse(&record.file)
+    // Checked when it was created, in the mode its creator chose.
+    let file = deployment::parse_with(&record.file, UnknownFields::Warn)
         .map_err(|e| Halt::Unrunnable(format!("the stored file no longer parses: {e:?}")))?
         .file;
     let context_values: BTreeMap<String, String> = serde_json::from_str(&record.context).unwrap_or_default();
@@ -449,7 +450,7 @@ impl Deployment {
         self.step(target, TargetState::Running, "starting").await?;
         self.once(&format!("{name}/started"), Some(target), "target-started", format!("target {name} started")).await?;
 
-        if let Some(f) = failure_of(self.gates(target, HookType::ConfirmRollout, "Initialized").await)? {
+        if let Some(f) = failure_of(self.gates(target, HookType::ConfirmRollout, "Initialized", None).await)? {
             return self.roll_back(target, f, false).await;
         }
         if let Some(f) =
@@ -469,7 +470,7 @@ impl Deployment {
         if let Some(f) = failure_of(self.rollback_requested(target, "promotion").await)? {
             return self.roll_back(target, f, true).await;
         }
-        if let Some(f) = failure_of(self.gates(target, HookType::ConfirmPromotion, "Promoting").await)? {
+        if let Some(f) = failure_of(self.gates(target, HookType::ConfirmPromotion, "Promoting", None).await)? {
             return self.roll_back(target, f, true).await;
         }
         if let Some(f) = failure_of(self.act(target, "promote", ActionKind::Promote, None).await)? {
@@ -591,7 +592,9 @@ impl Deployment {
     }
 
     async fn set_weight(&self, target: &Target, index: usize, weight: u32) -> Result<(), Stop> {
-        self.gates(target, HookType::ConfirmTrafficIncrease, "Progressing").await?;
+        // Flagger asks before every increase: each step's gate is its own.
+        let step = format!("canary/{index}");
+        self.gates(target, HookType::ConfirmTrafficIncrease, "Progressing", Some(&step)).await?;
         self.act(target, &format!("canary/{index}"), ActionKind::SetWeight, Some(weight)).await?;
         self.checks(target, HookType::Rollout, "Progressing", &format!("canary/{index}/rollout")).await
     }
@@ -665,6 +668,7 @@ impl Deployment {
                     environment: Some(target.name.clone()),
                     context: self.context_values.clone(),
                     link: Some(RunLink { deployment_id: self.id.clone(), step_context: run.context.clone() }),
+                    unknown_fields: UnknownFields::Warn,
                     // A relay that dies between creating the run and
                     // journalling it finds the same run again on resume.
                     idempotency: Some(borealis_store::IdempotencyKey {
@@ -1028,16 +1032,18 @@ impl Deployment {
     }
 
     /// Gates are asked again, every gate interval, until they answer 2xx.
-    async fn gates(&self, target: &Target, kind: HookType, phase: &str) -> Result<(), Stop> {
+    /// Asks `kind`'s gates until each opens; `at` names the canary step for
+    /// a gate asked at every step.
+    async fn gates(&self, target: &Target, kind: HookType, phase: &str, at: Option<&str>) -> Result<(), Stop> {
         for hook in self.hooks(kind).cloned().collect::<Vec<_>>() {
-            if self.journal(|j| j.gate_opened(&target.name, kind.as_str(), &hook.name)) {
+            if self.journal(|j| j.gate_opened(&target.name, kind.as_str(), at, &hook.name)) {
                 continue;
             }
             self.step(target, TargetState::Running, &format!("waiting for gate {:?}", hook.name)).await?;
             let body = hooks::payload(&self.application, target, phase, &self.checksum, &hook);
             let deadline = self.context.clock.now() + self.context.settings.callback_timeout;
             // Every re-ask of the gate is the same question: the same id.
-            let id = self.call_id(&format!("{}/gate/{}/{}", target.name, kind.as_str(), hook.name));
+            let id = self.call_id(&journal::gate_key(&target.name, kind.as_str(), at, &hook.name));
             loop {
                 let reply = hooks::call(&self.context.caller, &hook, target, &body, &id).await;
                 match decide::gate_reply(&reply, self.context.clock.now() >= deadline) {
@@ -1063,9 +1069,12 @@ impl Deployment {
                 target: target.name.clone(),
                 kind: kind.as_str().to_owned(),
                 hook: hook.name.clone(),
+                at: at.map(str::to_owned),
             };
             self.record(opened).await?;
-            self.event(Some(target), "gate-opened", format!("gate {:?} ({}) opened", hook.name, kind.as_str())).await?;
+            let before = at.map(|at| format!(" before {at}")).unwrap_or_default();
+            let told = format!("gate {:?} ({}) opened{before}", hook.name, kind.as_str());
+            self.event(Some(target), "gate-opened", told).await?;
         }
         Ok(())
     }

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use base64::Engine;
-use borealis_core::deployment::{self, DeploymentFile, NetworkMode, Step};
+use borealis_core::deployment::{self, DeploymentFile, NetworkMode, Step, UnknownFields};
 use borealis_core::render;
 use borealis_core::template::SecretUse;
 use borealis_store::{Conflict, CredentialKind, IdempotencyKey, NewRun, StoreError};
@@ -23,6 +23,8 @@ pub struct RunRequest {
     pub link: Option<RunLink>,
     /// The caller's `Idempotency-Key`.
     pub idempotency: Option<IdempotencyKey>,
+    /// Whether an unknown field in the file is an error.
+    pub unknown_fields: UnknownFields,
 }
 
 /// The deployment step a run belongs to.
@@ -76,11 +78,27 @@ impl Runs {
 }
 
 async fn create(runs: &Runs, request: RunRequest) -> Result<Created, RunError> {
-    let parsed = deployment::parse(&request.file).map_err(|errors| {
+    let parsed = deployment::parse_with(&request.file, request.unknown_fields).map_err(|errors| {
         invalid_lines("the deployment file is invalid", errors.iter().map(|e| e.to_string()).collect())
     })?;
-    let file = parsed.file;
     let warnings: Vec<String> = parsed.warnings.iter().map(|w| w.to_string()).collect();
+    create_parsed(runs, request, parsed.file, warnings.clone()).await.map_err(|err| match err {
+        // An ignored unknown field may be why: a misspelled key.
+        RunError::Invalid { detail, mut errors } if !warnings.is_empty() => {
+            let detail = format!("{detail}\n{}", warnings.join("\n"));
+            errors.extend(warnings);
+            RunError::Invalid { detail, errors }
+        }
+        other => other,
+    })
+}
+
+async fn create_parsed(
+    runs: &Runs,
+    request: RunRequest,
+    file: DeploymentFile,
+    warnings: Vec<String>,
+) -> Result<Created, RunError> {
     let Some(webhook) = file.webhook(&request.name).cloned() else {
         let names: Vec<&str> = file.webhooks.iter().map(|w| w.name.as_str()).collect();
         return Err(invalid(format!(

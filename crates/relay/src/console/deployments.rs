@@ -162,7 +162,8 @@ pub async fn page(
     Path(id): Path<String>,
 ) -> Result<Response, Failure> {
     let view = state.deployments.view(&id).await?;
-    let file = deployment::parse(&view.record.file).ok().map(|parsed| parsed.file);
+    let file =
+        deployment::parse_with(&view.record.file, deployment::UnknownFields::Warn).ok().map(|parsed| parsed.file);
     let shown = api::describe(&view);
     let journal = Journal::new(view.journal.iter().cloned());
     let targets_in_file = file.as_ref().map(|f| f.targets.as_slice()).unwrap_or_default();

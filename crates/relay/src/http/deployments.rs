@@ -12,6 +12,7 @@ use borealis_store::{DeploymentView, RunRecord};
 use super::AppState;
 use super::extract::{WaitQuery, created, idempotency_key, json_body};
 use super::problem::Problem;
+use borealis_core::deployment::UnknownFields;
 use borealis_engine::clock::rfc3339;
 use borealis_engine::deployments::journal::Journal;
 use borealis_engine::deployments::{Decision, is_decision};
@@ -23,7 +24,8 @@ pub async fn create(
 ) -> Result<Response, Problem> {
     let request: borealis_api::CreateDeployment = json_body(&body)?;
     let idempotency = idempotency_key(&headers, &body)?;
-    let started = state.deployments.create(&request.file, &request.context, idempotency.as_ref()).await?;
+    let unknown = UnknownFields::allowed_if(request.allow_unknown_fields);
+    let started = state.deployments.create(&request.file, &request.context, idempotency.as_ref(), unknown).await?;
     if started.replayed {
         return Ok(created(Json(describe(&started.view)), true));
     }

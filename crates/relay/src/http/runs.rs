@@ -14,6 +14,7 @@ use super::AppState;
 use super::extract::{self, WaitQuery, idempotency_key, json_body};
 use super::problem::Problem;
 use crate::auth::{self, AuthError};
+use borealis_core::deployment::UnknownFields;
 use borealis_engine::clock::rfc3339;
 use borealis_engine::runs::RunSpec;
 use borealis_engine::runs::create::RunRequest;
@@ -23,9 +24,10 @@ pub async fn create_run(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Response, Problem> {
-    let borealis_api::CreateWebhookRun { file, name, environment, context } = json_body(&body)?;
+    let borealis_api::CreateWebhookRun { file, name, environment, context, allow_unknown_fields } = json_body(&body)?;
     let idempotency = idempotency_key(&headers, &body)?;
-    let request = RunRequest { file, name, environment, context, link: None, idempotency };
+    let unknown_fields = UnknownFields::allowed_if(allow_unknown_fields);
+    let request = RunRequest { file, name, environment, context, link: None, idempotency, unknown_fields };
     let created = state.runs.create(request).await?;
     let run = state.runs.record(&created.id).await?;
     let mut value = describe(&run, None);
