@@ -239,7 +239,7 @@ test('an agent registered in the browser connects, shows up without a reload, an
 
   // Revoking asks first, on a page of its own.
   await Promise.all([page.waitForURL(`${relay.httpUrl}/agents/edge-1/revoke`), page.click('tr[data-agent="edge-1"] a:has-text("Revoke")')]);
-  await Promise.all([page.waitForURL(`${relay.httpUrl}/agents`), page.click('text=Cancel')]);
+  await Promise.all([page.waitForURL(`${relay.httpUrl}/agents`), page.click('a.quiet:text-is("Cancel")')]);
   assert.equal((await cliJson(relay, 'agents', 'list')).agents.length, 1, 'cancel revokes nothing');
   await Promise.all([page.waitForURL(`${relay.httpUrl}/agents/edge-1/revoke`), page.click('tr[data-agent="edge-1"] a:has-text("Revoke")')]);
   await Promise.all([page.waitForURL(`${relay.httpUrl}/agents`), page.click('button:has-text("Revoke edge-1")')]);
@@ -327,6 +327,52 @@ ${webhooksYaml(external)}`,
   await assertNotReloaded(page);
   const events = await page.textContent('#events');
   assert.match(events, /target staging deployed/);
+
+  assert.deepEqual(dialogs, []);
+  assert.deepEqual(pageErrors, []);
+  assert.deepEqual(consoleErrors, []);
+});
+
+test('a deployment aborted in the browser asks first, then ends aborted and frees its application', async (t) => {
+  const relay = await startRelay();
+  t.after(relay.stop);
+  const file = writeFile(
+    'abort.yml',
+    `application: shop
+targets:
+  staging:
+    constraints:
+      beforeDeployment:
+        - pause:
+            untilApproved: true
+`,
+  );
+  const started = await cliJson(relay, 'deploy', '-f', file);
+  const id = started.id;
+  assert.ok(id, JSON.stringify(started));
+
+  const browser = await launchBrowser();
+  const { page, dialogs, consoleErrors, pageErrors } = await newPage(browser);
+  await signIn(page, relay);
+  await page.goto(`${relay.httpUrl}/deployments/${id}`);
+  await waitForText(page, '[data-target=staging] .state', 'awaiting approval');
+  // The link asks first; Cancel leaves the deployment as it was.
+  await Promise.all([page.waitForURL(`${relay.httpUrl}/deployments/${id}/abort`), page.click('#abort')]);
+  assert.match(await page.textContent('h1'), /Abort the shop deployment\?/);
+  await Promise.all([page.waitForURL(`${relay.httpUrl}/deployments/${id}`), page.click('a.quiet:text-is("Cancel")')]);
+  assert.equal(await page.textContent('#deployment-state'), 'running');
+  await Promise.all([page.waitForURL(`${relay.httpUrl}/deployments/${id}/abort`), page.click('#abort')]);
+  await Promise.all([
+    page.waitForURL(`${relay.httpUrl}/deployments/${id}`),
+    page.click('button:has-text("Abort the deployment")'),
+  ]);
+  await waitForText(page, '#deployment-state', 'aborted');
+  await waitForText(page, '[data-target=staging] .state', 'cancelled');
+  assert.equal(await page.$('#abort'), null, 'an ended deployment offers no abort');
+  assert.match(await page.textContent('#events'), /aborted in the console/);
+  // The application is free for the next deployment at once.
+  const next = await cliJson(relay, 'deploy', '-f', file);
+  assert.ok(next.id && next.id !== id, JSON.stringify(next));
 
   assert.deepEqual(dialogs, []);
   assert.deepEqual(pageErrors, []);

@@ -458,8 +458,23 @@ impl AgentProcess {
 
 /// Runs the agent binary to completion (for the refusal cases).
 pub fn run_agent_to_exit(args: &[&str], within: Duration) -> (std::process::ExitStatus, String) {
-    let mut child = Command::new(binary("borealis-agent"))
+    run_agent_to_exit_with_env(args, &[], within)
+}
+
+/// [`run_agent_to_exit`], with `env` set (and none of the agent's own
+/// variables inherited from the test's environment).
+pub fn run_agent_to_exit_with_env(
+    args: &[&str],
+    env: &[(&str, &str)],
+    within: Duration,
+) -> (std::process::ExitStatus, String) {
+    let mut command = Command::new(binary("borealis-agent"));
+    for name in ["BOREALIS_RELAY", "BOREALIS_TUNNEL_URL", "BOREALIS_CLIENT_ID", "BOREALIS_CLIENT_SECRET"] {
+        command.env_remove(name);
+    }
+    let mut child = command
         .args(args)
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

@@ -323,6 +323,16 @@ async fn roll_forward_manual_holds_a_passing_step_until_continue() {
     let waiting = deployer.until(&id, "prod held after passing", |d| d.pending_decisions == ["prod"]).await;
     assert_eq!(target(&waiting, "prod").state, TargetState::AwaitingContinueDecision);
     assert!(target(&waiting, "prod").analysis_runs[0].passed);
+    // Approving is the wrong question: the refusal says which to use.
+    let out = deployer.approve(&id, "prod").await;
+    assert_eq!(out.status.code(), Some(2), "{}", out.stderr_text());
+    assert!(
+        out.stderr_text().contains(
+            "waits for a rollback or continue decision on its analysis, not an approval: use rollback or continue"
+        ),
+        "{}",
+        out.stderr_text()
+    );
     deployer.decide("continue", &id, "prod").await;
     let done = deployer.finished(&id).await;
     assert_eq!(done.state, DeploymentState::Succeeded, "{done:#?}");

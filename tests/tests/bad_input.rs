@@ -99,6 +99,35 @@ async fn garbage_on_either_port_neither_crashes_nor_wedges_the_relay() {
     assert_eq!(agent.metric("borealis_agent_sessions_total").await, 1.0);
 }
 
+/// An agent given the relay's HTTP API address instead of its agents'
+/// listener says so once and exits non-zero, instead of retrying forever.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_pointed_at_the_http_listener_says_so_and_exits() {
+    let relay = borealis_tests::RelayProcess::start(borealis_tests::RelayOptions::default());
+    let (client_id, secret) = relay.create_agent("vm");
+    let (status, stderr) = borealis_tests::process::run_agent_to_exit(
+        &["--relay", &relay.http_url, "--client-id", &client_id, "--client-secret", &secret, "--allow-any"],
+        Duration::from_secs(30),
+    );
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("the server at --relay does not serve the agents' tunnel")
+            && stderr.contains("this is the relay's HTTP API listener")
+            && stderr.contains("--agent-listen"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.matches("reconnecting").count(), 0, "no retries: {stderr}");
+
+    // The agent's old name for its relay still works, with a warning.
+    let (status, stderr) = borealis_tests::process::run_agent_to_exit_with_env(
+        &["--client-id", &client_id, "--client-secret", &secret, "--allow-any"],
+        &[("BOREALIS_RELAY", relay.http_url.as_str())],
+        Duration::from_secs(30),
+    );
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("BOREALIS_RELAY is read as the agent's relay for one more release"), "{stderr}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_agent_with_nothing_allowed_refuses_to_start_and_says_how_to_fix_it() {
     let (status, stderr) = borealis_tests::process::run_agent_to_exit(

@@ -11,7 +11,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::Request;
 use axum::routing::{any, post};
-use borealis_api::{Deployment, DeploymentState, RunState, WebhookRun};
+use borealis_api::{Deployment, DeploymentState, RunState, TargetState, WebhookRun};
 use borealis_tests::balancer::{Balancer, free_port};
 use borealis_tests::console::Console;
 use borealis_tests::postgres::{Cuttable, Schema};
@@ -882,6 +882,42 @@ async fn a_revocation_through_one_replica_holds_on_the_others() {
         (post(early_token.clone()).await == 401).then_some(())
     })
     .await;
+}
+
+/// An abort asked through one replica stops the deployment another runs:
+/// the holder hears of it, cancels the approval it waits for, and ends it.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_abort_through_one_replica_stops_the_deployment_another_runs() {
+    let schema = Schema::new();
+    let public_url = format!("http://{}", free_port());
+    let (one, two) = (replica(&schema, 1, &public_url), replica(&schema, 2, &public_url));
+    let file = "application: shop
+targets:
+  prod:
+    constraints:
+      beforeDeployment:
+        - pause:
+            untilApproved: true
+";
+    let created =
+        api(&one.http_url, reqwest::Method::POST, "/api/v1/deployments", Some(serde_json::json!({ "file": file })))
+            .await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    eventually("prod waits for approval", Duration::from_secs(30), || async {
+        let d: Deployment = one.get_as(&format!("/api/v1/deployments/{id}")).await;
+        (d.pending_approvals == ["prod"]).then_some(())
+    })
+    .await;
+
+    let out = two.cli().args(["--json", "abort", &id, "--reason", "wrong version"]).run_async().await;
+    assert!(out.status.success(), "{}", out.stderr_text());
+    let done: Deployment = serde_json::from_str(&out.stdout_text()).unwrap();
+    assert_eq!(done.state, DeploymentState::Aborted, "{done:#?}");
+    assert_eq!(done.reason.as_deref(), Some("aborted: wrong version"));
+    assert!(done.pending_approvals.is_empty(), "the approval was cancelled: {done:#?}");
+    assert_eq!(done.targets[0].state, TargetState::Cancelled);
+    // Replica 1 held it and ended it.
+    assert!(one.log_line(&["deployment finished", &id]).is_some(), "replica 1 ended it");
 }
 
 /// A request that takes the hop to the replica holding the agent keeps its

@@ -10,6 +10,10 @@ pub enum AgentError {
     TokenRejected(String),
     #[error("configuration: {0}")]
     Config(String),
+    /// `--relay` names a server that does not hold the tunnel (the relay's
+    /// HTTP API listener, say): retrying cannot help.
+    #[error("{0}")]
+    NotTheTunnel(String),
     #[error("relay unreachable: {0}")]
     Unreachable(String),
     #[error("internal: {0}")]

@@ -14,9 +14,11 @@ use clap::Parser;
 #[derive(Parser, Debug)]
 #[command(name = "borealis-agent", version)]
 struct Flags {
-    /// The relay's agent listener, e.g. https://relay.example.com:9090.
-    #[arg(long, env = "BOREALIS_RELAY", value_name = "URL")]
-    relay: url::Url,
+    /// The relay's agent listener, e.g. https://relay.example.com:9090
+    /// (BOREALIS_RELAY, the CLI's API address, is read too for one release,
+    /// with a warning).
+    #[arg(long, env = "BOREALIS_TUNNEL_URL", value_name = "URL")]
+    relay: Option<url::Url>,
     /// Client id from `borealis agents create ID`.
     #[arg(long, env = "BOREALIS_CLIENT_ID", value_name = "ID")]
     client_id: String,
@@ -111,9 +113,32 @@ fn runtime(worker_threads: u16) -> std::io::Result<tokio::runtime::Runtime> {
     builder.enable_all().build()
 }
 
+/// `--relay`, else `BOREALIS_TUNNEL_URL`, else the name it had before
+/// (`BOREALIS_RELAY`, which is the CLI's API address), with a warning.
+fn relay_url(flag: Option<url::Url>) -> Result<url::Url, String> {
+    if let Some(url) = flag {
+        return Ok(url);
+    }
+    let Ok(old) = std::env::var("BOREALIS_RELAY") else {
+        return Err("give the relay's agents' listener as --relay or BOREALIS_TUNNEL_URL".into());
+    };
+    tracing::warn!(
+        "BOREALIS_RELAY is read as the agent's relay for one more release: name the relay's agents' listener in \
+         BOREALIS_TUNNEL_URL (BOREALIS_RELAY is the CLI's address of the HTTP API)"
+    );
+    url::Url::parse(&old).map_err(|e| format!("BOREALIS_RELAY {old:?}: {e}"))
+}
+
 async fn run(flags: Flags) -> ExitCode {
+    let relay = match relay_url(flags.relay) {
+        Ok(url) => url,
+        Err(err) => {
+            eprintln!("borealis-agent: {err}");
+            return ExitCode::from(2);
+        }
+    };
     let config = AgentConfig {
-        relay: flags.relay,
+        relay,
         client_id: flags.client_id,
         client_secret: flags.client_secret.into(),
         agent_id: flags.agent_id,
@@ -147,6 +172,10 @@ async fn run(flags: Flags) -> ExitCode {
     };
     match borealis_agent::run(config, health, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
+        Err(err @ AgentError::NotTheTunnel(_)) => {
+            eprintln!("borealis-agent: {err}");
+            ExitCode::FAILURE
+        }
         Err(err @ AgentError::Rejected(_)) => {
             eprintln!(
                 "borealis-agent: {err}. Check --client-id and --client-secret; a revoked or unknown credential needs `borealis agents create`."

@@ -31,6 +31,10 @@ pub fn status_error(status: tonic::Status) -> AgentError {
     match status.code() {
         Code::Unauthenticated => AgentError::TokenRejected(status.message().to_owned()),
         Code::PermissionDenied | Code::FailedPrecondition => AgentError::Rejected(status.message().to_owned()),
+        Code::Unimplemented => AgentError::NotTheTunnel(format!(
+            "the server at --relay does not serve the agents' tunnel: {}",
+            status.message()
+        )),
         _ => AgentError::Unreachable(format!("{}: {}", status.code(), status.message())),
     }
 }

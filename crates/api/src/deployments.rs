@@ -14,9 +14,11 @@ pub enum DeploymentState {
     Running,
     Succeeded,
     Failed,
+    /// Stopped on request (`POST .../abort`).
+    Aborted,
 }
 
-string_enum!(DeploymentState { Running = "running", Succeeded = "succeeded", Failed = "failed" });
+string_enum!(DeploymentState { Running = "running", Succeeded = "succeeded", Failed = "failed", Aborted = "aborted" });
 
 /// Where one target of a deployment stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -106,8 +108,46 @@ pub struct Deployment {
     pub pending_decisions: Vec<String>,
     pub targets: Vec<Target>,
     pub events: Vec<DeploymentEvent>,
+    /// Someone asked it to stop; it ends `aborted` once it has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abort: Option<AbortRequested>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warnings: Option<Vec<String>>,
+}
+
+/// `POST /api/v1/deployments/{id}/abort`: stop a running deployment. Its
+/// pending steps are cancelled, its webhook runs in flight cancelled, and
+/// the targets that were deploying rolled back through their driver (left
+/// as they are with `rollback: false`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AbortDeployment {
+    /// Why, for the history.
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// Roll back the targets that were deploying (the default).
+    #[serde(default = "yes")]
+    pub rollback: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// No reason given, and a rollback: what an empty body asks.
+impl Default for AbortDeployment {
+    fn default() -> Self {
+        Self { reason: None, rollback: true }
+    }
+}
+
+/// An abort that was asked for.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AbortRequested {
+    pub reason: String,
+    pub rollback: bool,
+    #[schema(format = DateTime)]
+    pub requested_at: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

@@ -249,6 +249,26 @@ decision_path!(
 );
 
 admin_path!(
+    /// Stop a running deployment: pending steps and webhook runs in flight
+    /// are cancelled, targets that were deploying rolled back (unless
+    /// `rollback` is false), and it ends `aborted`. Any replica takes the
+    /// request; the reply comes once it is recorded, and the deployment ends
+    /// soon after (`GET` it with `?wait=`). Asking again changes nothing.
+    post "/api/v1/deployments/{id}/abort", abort_deployment,
+    {
+        tag = "deployments",
+        params(("id" = String, Path, description = "Deployment id")),
+        request_body = AbortDeployment,
+    },
+    responses(
+        (status = 202, description = "Asked; `abort` holds the request that stands", body = Deployment),
+        (status = 400, description = "Invalid body or reason", body = Problem, content_type = PROBLEM),
+        (status = 404, description = "No such deployment", body = Problem, content_type = PROBLEM),
+        (status = 409, description = "The deployment has ended", body = Problem, content_type = PROBLEM),
+    )
+);
+
+admin_path!(
     /// Define a metric provider for analysis steps.
     post "/api/v1/metric-providers", create_metric_provider,
     { tag = "metric-providers", request_body = CreateMetricProvider, },
@@ -378,7 +398,7 @@ pub fn metrics() {}
     paths(
         create_agent, list_agents, revoke_agent, create_client, revoke_client, proxy,
         create_webhook_run, list_webhook_runs, show_webhook_run, cancel_webhook_run,
-        create_deployment, list_deployments, show_deployment, approve, reject, rollback, proceed,
+        create_deployment, list_deployments, show_deployment, approve, reject, rollback, proceed, abort_deployment,
         create_metric_provider, list_metric_providers, delete_metric_provider,
         list_secrets, put_secret, delete_secret, callback, token, healthz, readyz, metrics,
     ),

@@ -18,11 +18,22 @@ pub(crate) struct Cli {
     /// PEM CA bundle to trust for an https:// relay with a private CA.
     #[arg(long, global = true, env = "BOREALIS_CA_FILE", value_name = "FILE")]
     pub(crate) ca_file: Option<PathBuf>,
-    /// Print the relay's JSON instead of a table.
+    /// Print the relay's JSON instead of a table (with --wait: the end only).
     #[arg(long, global = true)]
     pub(crate) json: bool,
+    /// `json`: as --json, and with --wait one JSON object per line as the
+    /// deployment or run moves, for CI logs; the last line is its end.
+    #[arg(long, global = true, value_enum, value_name = "FORMAT")]
+    pub(crate) output: Option<Output>,
     #[command(subcommand)]
     pub(crate) command: Command,
+}
+
+/// How replies are printed.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Output {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -47,6 +58,9 @@ pub(crate) enum Command {
     /// Webhook runs: their state, attempts and messages.
     #[command(subcommand)]
     Runs(RunsCommand),
+    /// Print a shell's completion script: bash, zsh, fish, elvish or
+    /// powershell (e.g. `borealis completions bash > /etc/bash_completion.d/borealis`).
+    Completions { shell: clap_complete::Shell },
     /// Check a deployment file here, without a relay: every error with its
     /// line:column. Exit 0 when it is valid, 1 when not.
     Validate(ValidateArgs),
@@ -63,6 +77,26 @@ pub(crate) enum Command {
     Rollback { deployment: String, target: String },
     /// Let a target whose analysis step waits for a decision proceed.
     Continue { deployment: String, target: String },
+    /// Stop a running deployment: pending steps and webhook runs are
+    /// cancelled, targets that were deploying rolled back. Waits until it
+    /// has ended.
+    Abort(AbortArgs),
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct AbortArgs {
+    /// The deployment's id.
+    pub(crate) deployment: String,
+    /// Why, for the deployment's history.
+    #[arg(long)]
+    pub(crate) reason: Option<String>,
+    /// Leave targets that were deploying as they are instead of rolling
+    /// them back.
+    #[arg(long)]
+    pub(crate) no_rollback: bool,
+    /// Return once the abort is recorded, without waiting for the end.
+    #[arg(long)]
+    pub(crate) no_wait: bool,
 }
 
 /// A deployment file, and how to read it.

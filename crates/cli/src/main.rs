@@ -5,16 +5,27 @@
 //! problems), `commands` does what each subcommand asks, and `render` prints
 //! the replies.
 
+/// `println!` that a closed pipe ends quietly (`out::line`).
+macro_rules! say {
+    () => {
+        $crate::out::line(format_args!(""))
+    };
+    ($($arg:tt)*) => {
+        $crate::out::line(format_args!($($arg)*))
+    };
+}
+
 mod args;
 mod client;
 mod commands;
+mod out;
 mod render;
 
 use std::process::ExitCode;
 
 use clap::Parser;
 
-use args::{Cli, Command, WebhookCommand};
+use args::{Cli, Command, Output, WebhookCommand};
 use client::{Failure, Relay};
 
 #[tokio::main]
@@ -30,11 +41,19 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: &Cli) -> Result<(), Failure> {
-    if let Command::Validate(args) = &cli.command {
-        return commands::validate::run(args);
+    // These need no relay.
+    match &cli.command {
+        Command::Validate(args) => return commands::validate::run(args),
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut <Cli as clap::CommandFactory>::command(), "borealis", &mut script);
+            std::io::Write::write_all(&mut std::io::stdout().lock(), &script).unwrap_or_else(|e| out::gone(e));
+            return Ok(());
+        }
+        _ => {}
     }
     let relay = Relay::new(cli)?;
-    let json = cli.json;
+    let json = cli.json || cli.output == Some(Output::Json);
     match &cli.command {
         Command::Agents(command) => commands::agents::run(&relay, json, command).await,
         Command::Clients(command) => commands::clients::run(&relay, json, command).await,
@@ -43,8 +62,12 @@ async fn run(cli: &Cli) -> Result<(), Failure> {
         Command::Providers(command) => commands::providers::run(&relay, json, command).await,
         Command::Webhook(WebhookCommand::Run(args)) => commands::runs::webhook_run(&relay, json, args).await,
         Command::Runs(command) => commands::runs::run(&relay, json, command).await,
-        Command::Validate(_) => unreachable!("validated above, without a relay"),
-        Command::Deploy(args) => commands::deployments::deploy(&relay, json, args).await,
+        Command::Validate(_) | Command::Completions { .. } => unreachable!("done above, without a relay"),
+        Command::Abort(args) => commands::deployments::abort(&relay, json, args).await,
+        Command::Deploy(args) => {
+            let stream = cli.output == Some(Output::Json);
+            commands::deployments::deploy(&relay, json, stream, args).await
+        }
         Command::Deployments(command) => commands::deployments::run(&relay, json, command).await,
         Command::Approve { deployment, target } => {
             commands::deployments::decide(&relay, deployment, target, "approve").await

@@ -5,7 +5,7 @@ use borealis_api::{AgentList, Deployment, DeploymentList, MetricProviderList, Se
 
 /// A reply as pretty JSON, for `--json`.
 pub fn json(reply: &impl serde::Serialize) {
-    println!("{}", serde_json::to_string_pretty(reply).expect("json"));
+    say!("{}", serde_json::to_string_pretty(reply).expect("json"));
 }
 
 /// Text from agents and external systems with its control characters
@@ -36,7 +36,7 @@ pub fn table<const N: usize>(rows: Vec<[String; N]>) {
     let widths: Vec<usize> = (0..N).map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
     for row in rows {
         let line: Vec<String> = row.iter().zip(&widths).map(|(cell, width)| format!("{cell:width$}")).collect();
-        println!("{}", line.join("  ").trim_end());
+        say!("{}", line.join("  ").trim_end());
     }
 }
 
@@ -49,7 +49,7 @@ fn cell(value: Option<&str>) -> String {
 /// (`client_id`, `client_secret`), and the warning that they show once.
 pub fn credentials(fields: &[(&str, &str)]) {
     for (label, value) in fields {
-        println!("{label}: {value}");
+        say!("{label}: {value}");
     }
     eprintln!("Keep the client secret now: it is not shown again.");
 }
@@ -93,7 +93,7 @@ pub fn agents(reply: &AgentList) {
 pub fn secrets(reply: &SecretList) {
     for secret in &reply.secrets {
         let uses: Vec<&str> = secret.uses.iter().map(|u| crate::args::SecretUseArg::from_api(*u).name()).collect();
-        println!("{}  {}  {}", secret.name, secret.updated_at, uses.join(","));
+        say!("{}  {}  {}", secret.name, secret.updated_at, uses.join(","));
     }
 }
 
@@ -121,11 +121,11 @@ pub fn deployments(reply: &DeploymentList) {
 }
 
 pub fn deployment(d: &Deployment) {
-    println!("deployment {} ({}): {}", d.id, safe(&d.application, false), d.state.as_str());
+    say!("deployment {} ({}): {}", d.id, safe(&d.application, false), d.state.as_str());
     if let Some(reason) = &d.reason {
-        println!("  {}", safe(reason, false));
+        say!("  {}", safe(reason, false));
     }
-    println!();
+    say!();
     let mut rows = vec![["TARGET", "STATE", "STEP", "REASON"].map(String::from)];
     for t in &d.targets {
         rows.push([t.name.clone(), t.state.as_str().to_owned(), cell(t.step.as_deref()), cell(t.reason.as_deref())]);
@@ -133,7 +133,7 @@ pub fn deployment(d: &Deployment) {
     table(rows);
     let judgments: Vec<_> = d.targets.iter().flat_map(|t| &t.analysis_runs).collect();
     if !judgments.is_empty() {
-        println!();
+        say!();
         let mut rows = vec![["ANALYSIS", "RUN", "AT", "RESULT"].map(String::from)];
         for j in judgments {
             let result = format!("{}: {}", if j.passed { "passed" } else { "failed" }, j.summary);
@@ -143,7 +143,7 @@ pub fn deployment(d: &Deployment) {
     }
     let runs: Vec<_> = d.targets.iter().flat_map(|t| &t.webhook_runs).collect();
     if !runs.is_empty() {
-        println!();
+        say!();
         let mut rows = vec![["RUN", "WEBHOOK", "STATE", "MESSAGE"].map(String::from)];
         for r in runs {
             let message = r.md_message.as_deref().or(r.reason.as_deref()).unwrap_or("-").replace('\n', " ");
@@ -151,10 +151,10 @@ pub fn deployment(d: &Deployment) {
         }
         table(rows);
     }
-    println!();
+    say!();
     for e in &d.events {
         let target = e.target.as_ref().map(|t| format!(" [{t}]")).unwrap_or_default();
-        println!("{}{} {}: {}", e.at, safe(&target, false), e.kind, safe(&e.message, false));
+        say!("{}{} {}: {}", e.at, safe(&target, false), e.kind, safe(&e.message, false));
     }
 }
 
@@ -191,15 +191,15 @@ pub fn run(run: &WebhookRun) {
         ("reason", run.reason.as_deref()),
     ] {
         if let Some(value) = value {
-            println!("{label:>13}: {}", safe(value, false));
+            say!("{label:>13}: {}", safe(value, false));
         }
     }
     if let Some(Some(request)) = &run.request {
-        println!("{:>13}: {} {}", "request", safe(&request.method, false), safe(&request.url, false));
+        say!("{:>13}: {} {}", "request", safe(&request.method, false), safe(&request.url, false));
     }
     let attempts = run.attempt_log.as_deref().unwrap_or_default();
     if !attempts.is_empty() {
-        println!();
+        say!();
         let mut rows = vec![["ATTEMPT", "STARTED", "LATENCY", "STATUS", "RESULT"].map(String::from)];
         for attempt in attempts {
             let result = attempt.error.as_deref().or(attempt.reply.as_deref()).unwrap_or("").replace('\n', " ");
@@ -215,7 +215,7 @@ pub fn run(run: &WebhookRun) {
         table(rows);
     }
     if let Some(message) = &run.md_message {
-        println!();
-        println!("{}", safe(message, true));
+        say!();
+        say!("{}", safe(message, true));
     }
 }

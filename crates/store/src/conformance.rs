@@ -58,6 +58,7 @@ macro_rules! conformance_suite {
             console_sessions_expire_and_end,
             text_with_nul_is_stored_replaced,
             secrets_keep_their_uses,
+            an_abort_request_stands_once,
         );
     };
     (@cases $harness:expr; $($case:ident),* $(,)?) => {
@@ -616,6 +617,32 @@ pub async fn a_deployment_lease_fences_its_journal_and_is_taken_over_when_it_lap
     store.finish_deployment("d", OWNER, DeploymentState::Failed, None).await.unwrap();
     assert_eq!(store.deployment("d").await.unwrap().unwrap().state, DeploymentState::Succeeded);
     assert!(store.claim_deployments(&claim("replica-c")).await.unwrap().is_empty());
+}
+
+/// Any replica may ask a deployment to stop: the first request stands, and
+/// an ended deployment is not asked.
+pub async fn an_abort_request_stands_once<H: Harness>(harness: &H) {
+    let store = harness.open().await;
+    assert!(store.request_abort("none", "why", true).await.unwrap().is_none(), "no such deployment");
+    store.insert_deployment("d", "app", "f", "{}", None, &lease()).await.unwrap();
+    store.insert_deployment("e", "other", "f", "{}", None, &lease()).await.unwrap();
+    assert!(store.deployment("d").await.unwrap().unwrap().abort.is_none());
+
+    let asked = store.request_abort("d", "bad build", false).await.unwrap().unwrap();
+    let abort = asked.abort.expect("asked");
+    assert_eq!((abort.reason.as_str(), abort.rollback), ("bad build", false));
+    assert!(abort.requested_at > SystemTime::UNIX_EPOCH);
+    assert_eq!(asked.state, DeploymentState::Running, "asked, not ended: the holder ends it");
+    let again = store.request_abort("d", "second thoughts", true).await.unwrap().unwrap();
+    assert_eq!(again.abort, Some(abort), "the first request stands");
+
+    store.finish_deployment("d", OWNER, DeploymentState::Aborted, Some("aborted: bad build")).await.unwrap();
+    store.finish_deployment("e", OWNER, DeploymentState::Succeeded, None).await.unwrap();
+    let ended = store.request_abort("e", "too late", true).await.unwrap().unwrap();
+    assert!(ended.abort.is_none(), "an ended deployment is not asked");
+    let view = store.deployment_view("d").await.unwrap().unwrap();
+    assert_eq!(view.record.state, DeploymentState::Aborted);
+    assert_eq!(view.record.abort.map(|a| a.reason).as_deref(), Some("bad build"));
 }
 
 /// Replicas record themselves and their agents' sessions; a replica not

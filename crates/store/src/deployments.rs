@@ -58,6 +58,19 @@ pub struct DeploymentRecord {
     pub created_at: SystemTime,
     pub updated_at: SystemTime,
     pub finished_at: Option<SystemTime>,
+    /// Someone asked for it to stop where it is.
+    pub abort: Option<AbortRequest>,
+}
+
+/// A request to stop a running deployment: from any replica, carried out by
+/// the one holding its lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AbortRequest {
+    pub reason: String,
+    /// Whether targets that were deploying are rolled back (else left as
+    /// they are).
+    pub rollback: bool,
+    pub requested_at: SystemTime,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -143,6 +156,17 @@ pub trait DeploymentStore: Send + Sync + 'static {
     /// targets, read as one snapshot.
     async fn deployments(&self, limit: u32) -> Result<Vec<(DeploymentRecord, Vec<TargetRecord>)>, StoreError>;
     async fn unfinished_deployments(&self) -> Result<Vec<DeploymentRecord>, StoreError>;
+
+    /// Asks deployment `id` to stop, unless it has ended or was asked
+    /// already (the first request stands). Any replica may ask; returns the
+    /// deployment as it now stands, `None` when there is none. The replica
+    /// holding its lease hears of it as of any change to the deployment.
+    async fn request_abort(
+        &self,
+        id: &str,
+        reason: &str,
+        rollback: bool,
+    ) -> Result<Option<DeploymentRecord>, StoreError>;
     /// Ends a deployment in `state`, by the replica holding its lease; one
     /// already finished keeps its end. Fails with [`Conflict::LeaseLost`]
     /// when `owner` no longer holds it.

@@ -45,7 +45,7 @@ pub use cluster::{Change, ClusterStore, ReplicaRecord, SessionRecord};
 pub use console::{ConsoleSession, ConsoleSessionStore};
 pub use credentials::{Credential, CredentialKind, CredentialStore};
 pub use deployments::{
-    ApprovalState, DECISION_SUFFIX, DeploymentLease, DeploymentRecord, DeploymentState, DeploymentStore,
+    AbortRequest, ApprovalState, DECISION_SUFFIX, DeploymentLease, DeploymentRecord, DeploymentState, DeploymentStore,
     DeploymentView, EventRecord, TargetRecord, TargetState,
 };
 pub use error::{BoxError, Conflict, StoreError};

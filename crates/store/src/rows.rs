@@ -6,7 +6,7 @@ use std::time::SystemTime;
 use crate::cluster::{ReplicaRecord, SessionRecord};
 use crate::console::ConsoleSession;
 use crate::credentials::{Credential, CredentialKind};
-use crate::deployments::{DeploymentRecord, DeploymentState, EventRecord, TargetRecord, TargetState};
+use crate::deployments::{AbortRequest, DeploymentRecord, DeploymentState, EventRecord, TargetRecord, TargetState};
 use crate::error::StoreError;
 use crate::providers::MetricProvider;
 use crate::runs::{Attempt, RunRecord, RunState};
@@ -153,6 +153,11 @@ pub(crate) fn deployment(row: &impl Columns) -> Result<DeploymentRecord, StoreEr
         created_at: time(row, "created_at"),
         updated_at: time(row, "updated_at"),
         finished_at: time_opt(row, "finished_at"),
+        abort: row.text_opt("abort_reason").map(|reason| AbortRequest {
+            reason,
+            rollback: row.flag("abort_rollback").unwrap_or(true),
+            requested_at: time_opt(row, "abort_requested_at").unwrap_or(SystemTime::UNIX_EPOCH),
+        }),
     })
 }
 

@@ -27,7 +27,7 @@ pub async fn run(relay: &Relay, json: bool, command: &AgentsCommand) -> Result<(
             if json {
                 render::json(&reply);
             } else {
-                println!("revoked agent {id}; {} live session(s) closed", reply.sessions_closed);
+                say!("revoked agent {id}; {} live session(s) closed", reply.sessions_closed);
             }
         }
     }

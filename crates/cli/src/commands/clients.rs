@@ -23,7 +23,7 @@ pub async fn run(relay: &Relay, json: bool, command: &ClientsCommand) -> Result<
             if json {
                 render::json(&reply);
             } else {
-                println!("revoked callback client {name}; its tokens are refused from now on");
+                say!("revoked callback client {name}; its tokens are refused from now on");
             }
         }
     }

@@ -79,7 +79,7 @@ async fn start<T: Started>(
     if json {
         render::json(&created);
     } else {
-        println!("{what} {id} started");
+        say!("{what} {id} started");
     }
     Ok(None)
 }

@@ -26,7 +26,7 @@ pub async fn run(relay: &Relay, json: bool, command: &ProvidersCommand) -> Resul
                 render::json(&reply);
             } else {
                 let via = args.agent.as_ref().map(|a| format!(" through agent {a}")).unwrap_or_default();
-                println!("created metric provider {} ({} at {}{via})", args.name, args.kind, args.url);
+                say!("created metric provider {} ({} at {}{via})", args.name, args.kind, args.url);
             }
         }
         ProvidersCommand::List => {
@@ -36,7 +36,7 @@ pub async fn run(relay: &Relay, json: bool, command: &ProvidersCommand) -> Resul
         ProvidersCommand::Delete { name } => {
             let _: MetricProviderDeleted =
                 relay.delete(&format!("/api/v1/metric-providers/{}", urlencode(name))).await?;
-            println!("deleted metric provider {name}");
+            say!("deleted metric provider {name}");
         }
     }
     Ok(())

@@ -50,7 +50,7 @@ pub async fn run(relay: &Relay, args: &ProxyArgs) -> Result<(), Failure> {
         return Err(problem_failure(status, &body));
     }
     let mut stdout = std::io::stdout().lock();
-    let write_failed = |e: std::io::Error| Failure::failed(format!("stdout: {e}"));
+    let write_failed = |e: std::io::Error| -> Failure { crate::out::gone(e) };
     if args.include {
         writeln!(stdout, "{:?} {}", response.version(), response.status()).map_err(write_failed)?;
         for (name, value) in response.headers() {

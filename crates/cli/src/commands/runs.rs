@@ -16,7 +16,7 @@ pub async fn run(relay: &Relay, json: bool, command: &RunsCommand) -> Result<(),
             if json {
                 render::json(&reply);
             } else {
-                println!("run {id}: {}", reply.state.as_str());
+                say!("run {id}: {}", reply.state.as_str());
             }
         }
         RunsCommand::Show { id } => {
@@ -45,11 +45,11 @@ pub async fn webhook_run(relay: &Relay, json: bool, args: &WebhookRunArgs) -> Re
     if json {
         render::json(&run);
     } else {
-        println!("run {id}: {}", run.state.as_str());
+        say!("run {id}: {}", run.state.as_str());
         if let Some(message) = &run.md_message {
-            println!("{}", safe(message, true));
+            say!("{}", safe(message, true));
         } else if let Some(reason) = &run.reason {
-            println!("{}", safe(reason, false));
+            say!("{}", safe(reason, false));
         }
     }
     match run.state {

@@ -19,7 +19,7 @@ pub async fn run(relay: &Relay, json: bool, command: &SecretsCommand) -> Result<
             let path = format!("/api/v1/secrets/{}", urlencode(name));
             if uses.is_empty() {
                 let _: SecretStored = relay.put_text(&path, value.to_owned()).await?;
-                println!("stored secret {name}");
+                say!("stored secret {name}");
             } else {
                 let mut marks: Vec<_> = uses.iter().map(|u| u.to_api()).collect();
                 marks.sort();
@@ -27,7 +27,7 @@ pub async fn run(relay: &Relay, json: bool, command: &SecretsCommand) -> Result<
                 let names: Vec<&str> = marks.iter().map(|m| SecretUseArg::from_api(*m).name()).collect();
                 let request = PutSecret { value: value.to_owned(), uses: Some(marks) };
                 let _: SecretStored = relay.put(&path, &request).await?;
-                println!("stored secret {name} (for {})", names.join(", "));
+                say!("stored secret {name} (for {})", names.join(", "));
             }
         }
         SecretsCommand::List => {
@@ -36,7 +36,7 @@ pub async fn run(relay: &Relay, json: bool, command: &SecretsCommand) -> Result<
         }
         SecretsCommand::Delete { name } => {
             let _: SecretDeleted = relay.delete(&format!("/api/v1/secrets/{}", urlencode(name))).await?;
-            println!("deleted secret {name}");
+            say!("deleted secret {name}");
         }
     }
     Ok(())

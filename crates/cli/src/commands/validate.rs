@@ -26,7 +26,7 @@ pub fn run(args: &ValidateArgs) -> Result<(), Failure> {
     }
     match errors.len() {
         0 => {
-            println!("{}: valid", safe(&shown, false));
+            say!("{}: valid", safe(&shown, false));
             Ok(())
         }
         1 => Err(Failure::failed(format!("{}: 1 error", safe(&shown, false)))),

@@ -52,11 +52,17 @@ pub enum DeploymentError {
     NotAwaitingApproval(String),
     #[error("{0}")]
     NotAwaitingDecision(String),
+    /// It ended before this could change it.
+    #[error("{0}")]
+    Ended(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
     Vault(#[from] VaultError),
 }
+
+/// The longest reason an abort may give.
+pub const MAX_ABORT_REASON_BYTES: usize = 1024;
 
 /// A deployment just started (or found again by its `Idempotency-Key`).
 pub struct Started {
@@ -415,6 +421,27 @@ impl Deployments {
                 .map(|(t, _)| t.as_str())
                 .collect();
             let known = view.targets.iter().any(|t| t.target == target);
+            // The other kind of question may be the one it waits for.
+            let waits_for_other =
+                view.pending_approvals.iter().any(|(t, k)| t == target && is_decision(k) != on_decisions);
+            if waits_for_other {
+                let detail = if on_decisions {
+                    format!(
+                        "target {target:?} of deployment {id} waits for a manual approval, not a rollback or continue \
+                         decision: use approve or reject"
+                    )
+                } else {
+                    format!(
+                        "target {target:?} of deployment {id} waits for a rollback or continue decision on its analysis, \
+                         not an approval: use rollback or continue"
+                    )
+                };
+                return Err(if on_decisions {
+                    DeploymentError::NotAwaitingDecision(detail)
+                } else {
+                    DeploymentError::NotAwaitingApproval(detail)
+                });
+            }
             if !known {
                 let detail = format!("deployment {id} has no target {target:?}");
                 return Err(if on_decisions {
@@ -446,6 +473,32 @@ impl Deployments {
         self.changed(id);
         tracing::info!(deployment = id, target, decision = decision.as_str(), "decision taken");
         Ok(())
+    }
+
+    /// Asks deployment `id` to stop: its pending steps and webhook runs are
+    /// cancelled, its targets that were deploying rolled back (unless
+    /// `rollback` is false) and it ends `aborted`, by whichever replica runs
+    /// it. Asking again changes nothing: the first request stands.
+    pub async fn abort(
+        &self,
+        id: &str,
+        reason: Option<&str>,
+        rollback: bool,
+    ) -> Result<DeploymentView, DeploymentError> {
+        let reason = reason.map(str::trim).filter(|r| !r.is_empty()).unwrap_or("no reason given");
+        if reason.len() > MAX_ABORT_REASON_BYTES {
+            let detail = format!("the reason is {} bytes; at most {MAX_ABORT_REASON_BYTES} are taken", reason.len());
+            return Err(DeploymentError::Invalid { detail, errors: Vec::new() });
+        }
+        let Some(record) = self.context.store.request_abort(id, reason, rollback).await? else {
+            return Err(DeploymentError::Unknown(id.to_owned()));
+        };
+        if record.abort.is_none() {
+            return Err(DeploymentError::Ended(format!("deployment {id} already ended {}", record.state)));
+        }
+        self.changed(id);
+        tracing::info!(deployment = id, reason, rollback, "abort asked");
+        self.view(id).await
     }
 
     /// Ends every deployment's task where it is, as a crash would (the

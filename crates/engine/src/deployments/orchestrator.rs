@@ -20,7 +20,9 @@ use borealis_core::deployment::{
     Target, UnknownFields,
 };
 use borealis_core::template::{self, Slot, Values};
-use borealis_store::{ApprovalState, Conflict, DeploymentState, RunState, StoreError, TargetState, unix_ms};
+use borealis_store::{
+    AbortRequest, ApprovalState, Conflict, DeploymentState, RunState, StoreError, TargetState, unix_ms,
+};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use tokio::sync::watch;
@@ -266,6 +268,13 @@ async fn deploy_to_end(context: &Arc<Context>, id: &str) -> Result<(), Halt> {
         journal: Mutex::new(journal),
     });
     deployment.once("started", None, "deployment-started", "deployment started".into()).await?;
+    // An abort asked here or on another replica, before or while it runs.
+    let (abort_tx, abort_rx) = watch::channel(record.abort.clone());
+    let _watcher = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(watch_for_abort(
+        context.clone(),
+        id.to_owned(),
+        abort_tx,
+    )));
 
     let mut outcomes: HashMap<String, watch::Receiver<Option<TargetOutcome>>> = HashMap::new();
     let mut senders = Vec::new();
@@ -279,11 +288,17 @@ async fn deploy_to_end(context: &Arc<Context>, id: &str) -> Result<(), Halt> {
         let deployment = deployment.clone();
         let outcomes = outcomes.clone();
         let earlier = finished.get(&target.name).copied();
+        let mut abort = abort_rx.clone();
         tasks.push(tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
             let outcome = match earlier {
                 Some(outcome) => outcome,
                 None => {
-                    let outcome = deployment.target(&target, &outcomes).await?;
+                    // An abort drops whatever the target waits on or does.
+                    let outcome = tokio::select! {
+                        biased;
+                        request = asked(&mut abort) => deployment.abandon(&target, &request).await?,
+                        outcome = deployment.target(&target, &outcomes) => outcome?,
+                    };
                     deployment.finish_target(&target, outcome).await?;
                     outcome
                 }
@@ -305,12 +320,17 @@ async fn deploy_to_end(context: &Arc<Context>, id: &str) -> Result<(), Halt> {
         .filter(|(_, o)| *o != TargetOutcome::Deployed)
         .map(|(t, o)| format!("{}: {}", t.name, o.as_str()))
         .collect();
-    let (final_state, reason) = if failed.is_empty() {
-        (DeploymentState::Succeeded, None)
-    } else {
-        (DeploymentState::Failed, Some(failed.join(", ")))
+    let aborted = abort_rx.borrow().clone();
+    let (final_state, reason) = match aborted {
+        Some(request) => (DeploymentState::Aborted, Some(format!("aborted: {}", request.reason))),
+        None if failed.is_empty() => (DeploymentState::Succeeded, None),
+        None => (DeploymentState::Failed, Some(failed.join(", "))),
     };
-    deployment.event(None, "deployment-finished", format!("deployment {final_state}")).await?;
+    let told = match &reason {
+        Some(reason) if final_state == DeploymentState::Aborted => format!("deployment {final_state} ({reason})"),
+        _ => format!("deployment {final_state}"),
+    };
+    deployment.event(None, "deployment-finished", told).await?;
     context
         .store
         .finish_deployment(id, &context.replica.id, final_state, reason.as_deref())
@@ -319,6 +339,44 @@ async fn deploy_to_end(context: &Arc<Context>, id: &str) -> Result<(), Halt> {
     context.changed(id);
     tracing::info!(deployment = %id, state = final_state.as_str(), "deployment finished");
     Ok(())
+}
+
+/// Waits until an abort of deployment `id` is asked, and sends it: read
+/// again whenever the deployment changes (here, or on another replica, via
+/// the change feed), and every few seconds in case a change went unheard.
+async fn watch_for_abort(context: Arc<Context>, id: String, found: watch::Sender<Option<AbortRequest>>) {
+    if found.borrow().is_some() {
+        return;
+    }
+    let mut events = context.subscribe();
+    loop {
+        tokio::select! {
+            event = events.recv() => match event {
+                Ok(changed) if changed != id => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                _ => {}
+            },
+            () = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
+        match context.store.deployment(&id).await {
+            Ok(Some(record)) if record.abort.is_some() => {
+                let _ = found.send(record.abort);
+                return;
+            }
+            Ok(_) => {}
+            Err(err) => tracing::debug!(deployment = %id, error = %err, "could not look for an abort; looking again"),
+        }
+    }
+}
+
+/// The abort, once asked; never, if no one asks.
+async fn asked(abort: &mut watch::Receiver<Option<AbortRequest>>) -> AbortRequest {
+    // The channel's guard is let go before any wait.
+    let found = abort.wait_for(Option::is_some).await.ok().and_then(|request| request.clone());
+    match found {
+        Some(request) => request,
+        None => std::future::pending().await,
+    }
 }
 
 impl Deployment {
@@ -517,6 +575,45 @@ impl Deployment {
             None => {}
         }
         Ok(())
+    }
+
+    /// Ends `target` on an abort: what it waited on is cancelled (its
+    /// webhook runs, its approvals), and it is rolled back through its driver
+    /// if it was deploying and the abort asks for that, else left.
+    async fn abandon(&self, target: &Target, request: &AbortRequest) -> Result<TargetOutcome, Halt> {
+        let name = &target.name;
+        let reason = format!("aborted: {}", request.reason);
+        let owner = &self.context.replica.id;
+        for run in self.journal(|j| j.runs_of(name).map(str::to_owned).collect::<Vec<_>>()) {
+            let cancelled = self.context.store.cancel_step_run(&self.id, owner, &run, &reason).await;
+            if self.fenced("cancel of a step's run", cancelled)? == Some(true) {
+                self.context.runs.changed(&run);
+            }
+        }
+        let view = self.context.store.deployment_view(&self.id).await.map_err(|e| Halt::store("approvals", e))?;
+        for (_, step_key) in view.iter().flat_map(|v| &v.pending_approvals).filter(|(t, _)| t == name) {
+            let cancelled = self.context.store.cancel_approval(&self.id, owner, step_key).await;
+            self.fenced("cancel of an approval", cancelled)?;
+        }
+        let deploying = self.journal(|j| j.action(name, "deploy").is_some());
+        self.reason(target, reason.clone()).await?;
+        if !(deploying && request.rollback) {
+            let left = if deploying { "; it was deploying and is left as it is (no rollback)" } else { "" };
+            let told = format!("target {name} {reason}{left}");
+            self.once(&format!("{name}/aborted"), Some(target), "target-aborted", told).await?;
+            return Ok(TargetOutcome::Cancelled);
+        }
+        let told = format!("target {name} {reason}; rolling it back");
+        self.once(&format!("{name}/aborted"), Some(target), "target-aborted", told).await?;
+        let outcome = match failure_of(self.act(target, "rollback", ActionKind::Rollback, None).await)? {
+            None => TargetOutcome::RolledBack,
+            Some(Failure(why)) => {
+                self.reason(target, format!("{reason}; then the rollback failed: {why}")).await?;
+                TargetOutcome::Failed
+            }
+        };
+        self.post_rollout(target, "Failed").await?;
+        Ok(outcome)
     }
 
     async fn roll_back(

@@ -19,7 +19,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::graph::{self, BOX_HEIGHT, BOX_WIDTH};
 use super::markdown;
-use super::page::{Chrome, Failure, Operator, render, segment, state_words, when};
+use super::page::{Chrome, ConfirmPage, Failure, Operator, render, segment, state_words, when};
 use crate::http::deployments as api;
 use crate::http::problem::Problem;
 use crate::state::AppState;
@@ -58,6 +58,9 @@ struct DetailPage {
     reason: Option<String>,
     created_at: String,
     finished_at: Option<String>,
+    /// Why an abort was asked, once it was; the Abort link while it can be.
+    abort: Option<String>,
+    abortable: bool,
     graph: GraphView,
     targets: Vec<TargetView>,
     events: Vec<EventRow>,
@@ -255,12 +258,43 @@ pub async fn page(
         reason: shown.reason.clone(),
         created_at: when(&shown.created_at),
         finished_at: shown.finished_at.as_deref().map(when),
+        abort: shown.abort.as_ref().map(|a| a.reason.clone()),
+        abortable: shown.finished_at.is_none() && shown.abort.is_none(),
         graph,
         targets,
         events,
         older_events,
     };
     Ok(render(&page, StatusCode::OK))
+}
+
+/// Asks before aborting: what an abort does cannot be undone.
+pub async fn confirm_abort(
+    State(state): State<Arc<AppState>>,
+    Extension(operator): Extension<Operator>,
+    Path(id): Path<String>,
+) -> Result<Response, Failure> {
+    let view = state.deployments.view(&id).await?;
+    let application = &view.record.application;
+    let page = ConfirmPage {
+        chrome: Chrome::new("deployments", &operator),
+        title: format!("Abort the {application} deployment"),
+        question: format!("Abort the {application} deployment?"),
+        consequence: "Its pending steps and webhook runs are cancelled, the targets that were deploying are rolled \
+                      back through their driver, and it ends aborted. The next deployment of the application can \
+                      start at once."
+            .into(),
+        action: format!("/deployments/{}/abort", segment(&id)),
+        button: "Abort the deployment".into(),
+        cancel: format!("/deployments/{}", segment(&id)),
+    };
+    Ok(render(&page, StatusCode::OK))
+}
+
+pub async fn abort(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Redirect, Failure> {
+    state.deployments.abort(&id, Some("aborted in the console"), true).await?;
+    tracing::info!(deployment = id.as_str(), "abort asked in the console");
+    Ok(Redirect::to(&format!("/deployments/{}", segment(&id))))
 }
 
 /// Approve, Reject, Continue or Roll back; back to the deployment after.

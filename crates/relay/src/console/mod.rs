@@ -51,6 +51,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/deployments/{id}", get(deployments::page))
         .route("/deployments/{id}/live", get(deployments::live))
         .route("/deployments/{id}/targets/{target}/{decision}", post(deployments::decide))
+        .route("/deployments/{id}/abort", get(deployments::confirm_abort).post(deployments::abort))
         .route("/runs", get(runs::list))
         .route("/runs/{id}", get(runs::page))
         .route("/runs/{id}/cancel", post(runs::cancel))

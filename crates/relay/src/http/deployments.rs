@@ -91,6 +91,18 @@ pub async fn rollback(
     decide(&state, &id, &target, Decision::Rollback).await
 }
 
+/// `abort`: an empty body asks for a rollback with no reason.
+pub async fn abort(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, Problem> {
+    let request: borealis_api::AbortDeployment =
+        if body.is_empty() { borealis_api::AbortDeployment::default() } else { json_body(&body)? };
+    let view = state.deployments.abort(&id, request.reason.as_deref(), request.rollback).await?;
+    Ok((StatusCode::ACCEPTED, Json(describe(&view))).into_response())
+}
+
 /// `continue`: an analysis step held for a decision lets its target proceed.
 pub async fn proceed(
     State(state): State<Arc<AppState>>,
@@ -165,6 +177,11 @@ pub(crate) fn describe(view: &DeploymentView) -> borealis_api::Deployment {
         pending_decisions: decisions,
         targets: target_values,
         events,
+        abort: record.abort.as_ref().map(|abort| borealis_api::AbortRequested {
+            reason: abort.reason.clone(),
+            rollback: abort.rollback,
+            requested_at: time(abort.requested_at),
+        }),
         warnings: None,
     }
 }

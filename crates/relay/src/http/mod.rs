@@ -45,6 +45,7 @@ pub fn http_router(state: Arc<AppState>) -> Router {
         .route("/api/v1/deployments/{id}/targets/{target}/reject", post(deployments::reject))
         .route("/api/v1/deployments/{id}/targets/{target}/rollback", post(deployments::rollback))
         .route("/api/v1/deployments/{id}/targets/{target}/continue", post(deployments::proceed))
+        .route("/api/v1/deployments/{id}/abort", post(deployments::abort))
         .route("/api/v1/metric-providers", post(providers::create).get(providers::list))
         .route("/api/v1/metric-providers/{name}", delete(providers::delete))
         .route("/api/v1/secrets", get(secrets::list_secrets))
@@ -59,8 +60,32 @@ pub fn http_router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
-        .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "not-found", "no such route") })
+        .fallback(no_route)
         .with_state(state)
+}
+
+/// Why an agent's gRPC call reached this listener, as a gRPC status it reads.
+pub const NOT_THE_AGENTS_LISTENER: &str = "this is the relay's HTTP API listener; agents connect to its agents' \
+     listener (the relay's --agent-listen, port 9090 by default): give the agent that address as --relay";
+
+/// A request for no route. A gRPC call here is an agent given this
+/// listener's address instead of the agents': it is told so as a status it
+/// does not retry, not as a page it cannot read.
+async fn no_route(headers: http::HeaderMap) -> Response {
+    let grpc = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"));
+    if grpc {
+        let unimplemented = (tonic::Code::Unimplemented as i32).to_string();
+        return ([
+            (header::CONTENT_TYPE.as_str(), "application/grpc"),
+            ("grpc-status", unimplemented.as_str()),
+            ("grpc-message", NOT_THE_AGENTS_LISTENER),
+        ],)
+            .into_response();
+    }
+    Problem::new(StatusCode::NOT_FOUND, "not-found", "no such route").into_response()
 }
 
 /// The API's OpenAPI 3.1 document; `docs/openapi.json` is the same text.

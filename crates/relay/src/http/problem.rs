@@ -202,6 +202,7 @@ impl From<borealis_engine::deployments::DeploymentError> for Problem {
             DeploymentError::NotAwaitingDecision(detail) => {
                 Problem::new(StatusCode::CONFLICT, "not-awaiting-decision", detail)
             }
+            DeploymentError::Ended(detail) => Problem::new(StatusCode::CONFLICT, "deployment-ended", detail),
             DeploymentError::Store(err) => store_problem(err),
             DeploymentError::Vault(err) => err.into(),
         }

@@ -217,6 +217,27 @@ impl DeploymentStore for PostgresStore {
         rows.iter().map(rows::deployment).collect()
     }
 
+    async fn request_abort(
+        &self,
+        id: &str,
+        reason: &str,
+        rollback: bool,
+    ) -> Result<Option<DeploymentRecord>, StoreError> {
+        // A compare-and-set: only an unfinished deployment not asked before.
+        sqlx::query(
+            "UPDATE deployments SET abort_reason = $1, abort_rollback = $2, abort_requested_at = $3, updated_at = $3 \
+             WHERE id = $4 AND finished_at IS NULL AND abort_requested_at IS NULL",
+        )
+        .bind(storable(reason))
+        .bind(rollback)
+        .bind(now_ms())
+        .bind(storable(id))
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        self.deployment(id).await
+    }
+
     async fn claim_deployments(&self, claim: &Claim<'_>) -> Result<Vec<String>, StoreError> {
         let rows = sqlx::query(
             "UPDATE deployments d SET lease_owner = $1, lease_until = $2 \

@@ -196,6 +196,30 @@ impl DeploymentStore for SqliteStore {
         rows.iter().map(rows::deployment).collect()
     }
 
+    async fn request_abort(
+        &self,
+        id: &str,
+        reason: &str,
+        rollback: bool,
+    ) -> Result<Option<DeploymentRecord>, StoreError> {
+        // A compare-and-set: only an unfinished deployment not asked before.
+        self.writes
+            .execute(
+                sqlx::query(
+                    "UPDATE deployments SET abort_reason = ?, abort_rollback = ?, abort_requested_at = ?, updated_at = ? \
+                     WHERE id = ? AND finished_at IS NULL AND abort_requested_at IS NULL",
+                )
+                .bind(storable(reason))
+                .bind(rollback)
+                .bind(now_ms())
+                .bind(now_ms())
+                .bind(storable(id)),
+            )
+            .await
+            .map_err(db)?;
+        self.deployment(id).await
+    }
+
     async fn claim_deployments(&self, claim: &Claim<'_>) -> Result<Vec<String>, StoreError> {
         let lapsed = self
             .ids(

@@ -1,0 +1,115 @@
+//! The CLI as people and CI jobs meet it: `deploy --wait` tells of each
+//! change as it happens (as JSON lines with `--output json`), a closed pipe
+//! ends it quietly, and shells complete its commands.
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+
+use std::time::Duration;
+
+use borealis_tests::deployer::Deployer;
+use borealis_tests::process::{OutputText, binary, cli};
+use borealis_tests::{RelayOptions, RelayProcess};
+use tokio::io::AsyncBufReadExt;
+
+/// Only keeps a broken test from hanging.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deploy_wait_with_json_output_prints_each_change_in_order_then_the_end() {
+    let relay = RelayProcess::start(RelayOptions::default());
+    let deployer = Deployer::new(&relay);
+    let file = deployer.file(
+        "wait.yaml",
+        "application: shop
+targets:
+  staging:
+    constraints:
+      beforeDeployment:
+        - pause:
+            untilApproved: true
+",
+    );
+    let mut following = tokio::process::Command::new(binary("borealis"))
+        .args(["--output", "json", "deploy", "-f", file.to_str().unwrap(), "--wait"])
+        .env("BOREALIS_RELAY", &relay.http_url)
+        .env("BOREALIS_ADMIN_TOKEN", relay.admin_token())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdout = tokio::io::BufReader::new(following.stdout.take().unwrap()).lines();
+    let mut lines: Vec<serde_json::Value> = Vec::new();
+    // Read as it prints, until it tells of the wait for approval.
+    let waiting = tokio::time::timeout(PATIENCE, async {
+        while let Some(line) = stdout.next_line().await.unwrap() {
+            let value: serde_json::Value =
+                serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line:?} is not JSON: {e}"));
+            let waits = value["state"] == "awaiting_approval";
+            lines.push(value);
+            if waits {
+                return;
+            }
+        }
+        panic!("the follower ended before the wait: {lines:?}");
+    })
+    .await;
+    assert!(waiting.is_ok(), "no line told of the wait for approval: {lines:?}");
+    let id = lines[0]["deployment"].as_str().unwrap().to_owned();
+    let out = deployer.approve(&id, "staging").await;
+    assert!(out.status.success(), "{}", out.stderr_text());
+    while let Some(line) = stdout.next_line().await.unwrap() {
+        lines.push(serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line:?} is not JSON: {e}")));
+    }
+    assert!(following.wait().await.unwrap().success());
+    let states: Vec<&str> = lines
+        .iter()
+        .filter(|l| l["type"] == "target" && l["target"] == "staging")
+        .map(|l| l["state"].as_str().unwrap())
+        .collect();
+    let at = |state: &str| states.iter().position(|s| *s == state).unwrap_or_else(|| panic!("no {state}: {states:?}"));
+    assert!(at("awaiting_approval") < at("deployed"), "{states:?}");
+    assert!(lines.iter().all(|l| l["deployment"] == id.as_str()), "{lines:?}");
+    let end = lines.last().unwrap();
+    assert_eq!((end["type"].as_str(), end["state"].as_str()), (Some("finished"), Some("succeeded")), "{end}");
+}
+
+/// `borealis ... | head` once `head` has gone: exit 0, no panic.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_closed_pipe_ends_the_cli_quietly() {
+    let relay = RelayProcess::start(RelayOptions::default());
+    let deployer = Deployer::new(&relay);
+    deployer.start("application: shop\ntargets:\n  staging: {}\n").await;
+    for args in [&["deployments", "list"][..], &["--json", "deployments", "list"], &["completions", "bash"]] {
+        let mut child = Command::new(binary("borealis"))
+            .args(args)
+            .env("BOREALIS_RELAY", &relay.http_url)
+            .env("BOREALIS_ADMIN_TOKEN", relay.admin_token())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The reader goes before anything is written.
+        drop(child.stdout.take());
+        let status = child.wait().unwrap();
+        let mut stderr = String::new();
+        child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+        assert_eq!(status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn completions_cover_every_command_for_each_shell() {
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let out = cli().args(["completions", shell]).run();
+        assert!(out.status.success(), "{shell}: {}", out.stderr_text());
+        let script = out.stdout_text();
+        for command in ["deploy", "abort", "validate", "approve", "agents"] {
+            assert!(script.contains(command), "{shell} completes {command}");
+        }
+    }
+    let out = cli().args(["completions", "tcsh"]).run();
+    assert_eq!(out.status.code(), Some(2), "an unknown shell is refused");
+    assert!(out.stderr_text().contains("invalid value 'tcsh'"), "{}", out.stderr_text());
+}
