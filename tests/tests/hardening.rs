@@ -628,11 +628,14 @@ fn utf8_percent_encode(text: &str) -> String {
 }
 
 /// With `--log-format json`, every line either side writes is one JSON
-/// object, and a forwarded request is found by its id in both logs.
+/// object with typed fields (a status is a number, an absent error is
+/// absent, an agent's words are plain strings), and a forwarded request is
+/// found by its id in both logs.
 #[tokio::test(flavor = "multi_thread")]
 async fn json_logs_parse_and_carry_the_request_id_on_both_sides() {
     let relay = RelayProcess::start(RelayOptions {
         extra_args: vec!["--log-format".into(), "json".into()],
+        direct_allow: vec!["127.0.0.0/8".into()],
         ..Default::default()
     });
     let (upstream, _) = borealis_tests::servers::upstream().await;
@@ -664,6 +667,31 @@ async fn json_logs_parse_and_carry_the_request_id_on_both_sides() {
     })
     .await;
     assert!(agent_records.iter().all(|r| r["level"].is_string() && r["timestamp"].is_string()));
+
+    let connected = relay_records.iter().find(|r| r["message"] == "agent connected").expect("a connect line");
+    let instance = connected["instance"].as_str().expect("the instance is a string");
+    assert!(!instance.is_empty() && !instance.starts_with('"'), "{connected}");
+    assert!(connected["version"].as_str().is_some_and(|v| !v.starts_with('"')), "{connected}");
+
+    // A webhook attempt: its status a number, no error field when none.
+    let (endpoint, _) = borealis_tests::servers::recorder(std::sync::Arc::new(|_, _| 202)).await;
+    let dir = TempDir::new("json-logs");
+    let file = dir.path().join("w.yaml");
+    std::fs::write(
+        &file,
+        format!("webhooks:\n  - {{name: w, method: POST, uriTemplate: 'http://{endpoint}/w', networkMode: direct}}\n"),
+    )
+    .unwrap();
+    let out = relay.cli().args(["webhook", "run", "-f", file.to_str().unwrap(), "--name", "w"]).run_async().await;
+    assert!(out.status.success(), "{}", out.stderr_text());
+    let attempt = eventually("the relay logs the attempt", Duration::from_secs(10), || {
+        let found = records(relay.log()).into_iter().find(|r| r["message"] == "webhook attempt");
+        async move { found }
+    })
+    .await;
+    assert_eq!(attempt["status"], 202, "{attempt}");
+    assert!(attempt.get("error").is_none(), "no error, no field: {attempt}");
+    assert!(attempt["latency_ms"].is_u64(), "{attempt}");
 }
 
 /// The data dir holds the admin token, the key and the database: one that

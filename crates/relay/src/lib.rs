@@ -242,7 +242,7 @@ pub async fn run(
 
     shutdown.await;
     // Stop intake, drain, wait within the grace, then close the store.
-    tracing::info!(grace = ?grace, "shutting down: draining agents");
+    tracing::info!(grace_ms = grace.as_millis() as u64, "shutting down: draining agents");
     let started = tokio::time::Instant::now();
     hub.drain(grace).await;
     deployments.close().await;

@@ -86,7 +86,7 @@ pub async fn keep(state: Arc<AppState>, stop: CancellationToken) {
                 let sessions: Vec<Arc<Session>> = state.hub.sessions().into_values().flatten().collect();
                 tracing::warn!(
                     sessions = sessions.len(),
-                    unreachable_for = ?away,
+                    unreachable_for_ms = away.as_millis() as u64,
                     "the database is out of reach: asking this replica's agents to connect to another replica"
                 );
                 state.hub.ask_to_leave(&sessions, "this relay replica cannot reach its database", replica.lease);

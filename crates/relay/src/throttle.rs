@@ -112,7 +112,7 @@ impl AuthGuard {
             (None, Some(_)) => "id",
             (None, None) => "no",
         };
-        tracing::warn!(peer = %from, credential, id = ?id.as_deref().unwrap_or("-"), limited, detail = ?shortened(detail, 120), "authentication failed");
+        tracing::warn!(peer = %from, credential, id = id.as_deref().unwrap_or("-"), limited, detail = shortened(detail, 120).as_str(), "authentication failed");
         if wait.is_some() {
             self.limited.inc();
         }

@@ -73,7 +73,7 @@ fn log_refusal(call: &str, peer: &str, claims: Option<&Claims>, status: &Status)
         peer,
         agent = claims.map(|c| c.sub.as_str()),
         client_id = claims.map(|c| c.client_id.as_str()),
-        code = ?status.code(),
+        code = %status.code(),
         reason = status.message(),
         "refused an agent's call"
     );
@@ -233,9 +233,9 @@ impl TunnelService {
         if let Err(err) = state.store.put_session(&crate::placement::record(&state.replica, &session)).await {
             tracing::warn!(session = %session.id, error = %err, "could not record the agent's session for the other replicas; recording it again at the next heartbeat");
         }
-        // The instance name and version are the agent's words: `?` escapes them.
-        tracing::info!(agent = %session.info.agent_id, session = %session.id, instance = ?session.info.instance,
-            version = ?session.info.version, remote = ?remote_addr, "agent connected");
+        // The instance name and version are the agent's words: a `&str` value is escaped.
+        tracing::info!(agent = %session.info.agent_id, session = %session.id, instance = session.info.instance.as_str(),
+            version = session.info.version.as_str(), remote = remote_addr.map(tracing::field::display), "agent connected");
         let interval = state.config.heartbeat_interval;
         session
             .send(relay_control::Msg::Welcome(v1::Welcome {

@@ -209,7 +209,7 @@ impl Deployments {
                     self.start(id);
                 }
             }
-            Err(err) => tracing::warn!(error = ?err, "could not look for deployments to take over"),
+            Err(err) => tracing::warn!(error = err.to_string().as_str(), "could not look for deployments to take over"),
         }
     }
 
@@ -250,7 +250,7 @@ impl Deployments {
                 }
             }
             Err(err) => {
-                tracing::warn!(error = ?err, "could not renew the leases of running deployments");
+                tracing::warn!(error = err.to_string().as_str(), "could not renew the leases of running deployments");
                 // Past two thirds of a lease without renewing, another
                 // replica may take them over soon: stop them here first, so
                 // that no step runs on two replicas (they resume from the
@@ -509,7 +509,10 @@ impl Deployments {
         self.stop.cancel();
         self.tasks.wait().await;
         if let Err(err) = self.context.store.release_deployments(&self.context.replica.id).await {
-            tracing::warn!(error = ?err, "could not release the deployments' leases; they lapse on their own");
+            tracing::warn!(
+                error = err.to_string().as_str(),
+                "could not release the deployments' leases; they lapse on their own"
+            );
         }
     }
 }

@@ -40,7 +40,7 @@ const CONCURRENT_ATTEMPTS: usize = 256;
 pub async fn schedule(runs: Arc<Runs>, scheduler: Scheduler) {
     let stop = runs.stop.clone();
     if let Err(err) = resume(&runs).await {
-        tracing::error!(error = ?err, "could not resume webhook runs");
+        tracing::error!(error = err.to_string().as_str(), "could not resume webhook runs");
     }
     let Scheduler(mut wakes) = scheduler;
     let limiter = Arc::new(Semaphore::new(CONCURRENT_ATTEMPTS));
@@ -86,14 +86,14 @@ pub async fn schedule(runs: Arc<Runs>, scheduler: Scheduler) {
                             () = runs.cut_off.cancelled() => return,
                         };
                         if let Err(err) = result {
-                            tracing::error!(run = id.as_str(), error = ?err, "webhook run step failed");
+                            tracing::error!(run = id.as_str(), error = err.to_string().as_str(), "webhook run step failed");
                         }
                     });
                 }
             }
             _ = poll.tick() => {
                 if let Err(err) = sweep(&runs, &limiter, false).await {
-                    tracing::warn!(error = ?err, "could not look for due webhook work");
+                    tracing::warn!(error = err.to_string().as_str(), "could not look for due webhook work");
                 }
             }
             _ = renew.tick() => {
@@ -101,7 +101,7 @@ pub async fn schedule(runs: Arc<Runs>, scheduler: Scheduler) {
                 // its result (a store error) is left to lapse and be taken over.
                 let in_flight = runs.in_flight_ids();
                 if let Err(err) = runs.store.renew_run_leases(&runs.replica.id, &in_flight, runs.replica.lease_until()).await {
-                    tracing::warn!(error = ?err, "could not renew the leases of webhook attempts in flight");
+                    tracing::warn!(error = err.to_string().as_str(), "could not renew the leases of webhook attempts in flight");
                 }
             }
             () = stop.cancelled() => return,
@@ -202,7 +202,7 @@ fn spawn_attempt(runs: &Arc<Runs>, run: RunRecord, permit: tokio::sync::OwnedSem
             () = runs.cut_off.cancelled() => return,
         };
         if let Err(err) = result {
-            tracing::error!(run = id.as_str(), error = ?err, "webhook attempt failed");
+            tracing::error!(run = id.as_str(), error = err.to_string().as_str(), "webhook attempt failed");
         }
     });
 }
@@ -486,7 +486,15 @@ async fn attempt(runs: &Runs, run: RunRecord) -> StepResult {
         runs.lease_lost(id, &fence).await;
         return Ok(());
     }
-    tracing::info!(run = id, webhook = spec.webhook.name.as_str(), attempt = number, status = ?record.status, error = ?record.error, latency_ms, "webhook attempt");
+    tracing::info!(
+        run = id,
+        webhook = spec.webhook.name.as_str(),
+        attempt = number,
+        status = record.status,
+        error = record.error.as_deref(),
+        latency_ms,
+        "webhook attempt"
+    );
     let attempted = match answer {
         Ok(reply) => decide::Attempted::Replied { status: reply.status, retry_after: reply.retry_after },
         Err(failure) => decide::Attempted::Failed {
@@ -518,7 +526,12 @@ where
         .retry(backoff)
         .when(StoreError::is_retryable)
         .notify(|err, wait| {
-            tracing::warn!(run = id, error = ?err, ?wait, "could not record a webhook attempt's outcome; trying again");
+            tracing::warn!(
+                run = id,
+                error = err.to_string().as_str(),
+                retry_in_ms = wait.as_millis() as u64,
+                "could not record a webhook attempt's outcome; trying again"
+            );
         })
         .await
 }

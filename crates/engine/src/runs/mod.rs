@@ -347,7 +347,7 @@ impl Runs {
         // Durable before the reply: the store acknowledges committed writes only.
         if let Some(run_id) = self.store.finish_by_callback(callback_id, &outcome).await? {
             self.changed(&run_id);
-            tracing::info!(run = run_id.as_str(), success, md_message = ?md_message, "callback accepted");
+            tracing::info!(run = run_id.as_str(), success, md_message = md_message.as_deref(), "callback accepted");
             return Ok(CallbackAccepted { run_id, state: outcome.state, repeat: false });
         }
         let now = self.store.run_by_callback(callback_id).await?.ok_or(RunError::UnknownCallback)?;

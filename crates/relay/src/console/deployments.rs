@@ -316,7 +316,12 @@ pub async fn decide(
         }
     };
     state.deployments.decide(&id, &target, decision).await?;
-    tracing::info!(deployment = id.as_str(), target = target.as_str(), decision = ?decision, "decision taken in the console");
+    tracing::info!(
+        deployment = id.as_str(),
+        target = target.as_str(),
+        decision = decision.as_str(),
+        "decision taken in the console"
+    );
     Ok(Redirect::to(&format!("/deployments/{}", segment(&id))))
 }
 

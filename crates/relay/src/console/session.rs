@@ -89,7 +89,7 @@ pub async fn sign_in(
         expires_at: now + SESSION_TTL,
     };
     state.store.create_console_session(&session, now).await.map_err(Problem::from)?;
-    tracing::info!(peer = ?peer, "console sign-in");
+    tracing::info!(peer = peer.map(tracing::field::display), "console sign-in");
     let mut response = Redirect::to(next).into_response();
     set_cookie(&mut response, &cookie(&state, &id, SESSION_TTL.as_secs()));
     Ok(response)
@@ -176,7 +176,10 @@ fn check_origin(state: &AppState, uri: &http::Uri, headers: &HeaderMap) -> Resul
             Ok(())
         }
         _ => {
-            tracing::warn!(origin = ?origin, "console form refused: posted from another origin");
+            tracing::warn!(
+                origin = String::from_utf8_lossy(origin.as_bytes()).as_ref(),
+                "console form refused: posted from another origin"
+            );
             Err(Failure(Problem::new(StatusCode::FORBIDDEN, "cross-origin", "this form was posted from another site")))
         }
     }

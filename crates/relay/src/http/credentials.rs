@@ -128,7 +128,7 @@ pub(crate) async fn revoke_client_named(state: &AppState, name: &str) -> Result<
             format!("no callback client named {name:?} is registered"),
         ));
     }
-    tracing::info!(client = ?name, "callback client revoked");
+    tracing::info!(client = name, "callback client revoked");
     Ok(())
 }
 
