@@ -336,6 +336,9 @@ async fn roll_forward_manual_holds_a_passing_step_until_continue() {
     deployer.decide("continue", &id, "prod").await;
     let done = deployer.finished(&id).await;
     assert_eq!(done.state, DeploymentState::Succeeded, "{done:#?}");
+    let judged = target(&done, "prod").analysis_runs.len() as f64;
+    assert_eq!(relay.metric("borealis_analysis_judgments_total{result=\"passed\"}").await, judged);
+    assert_eq!(relay.metric("borealis_analysis_judgments_total{result=\"failed\"}").await, 0.0);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -46,6 +46,8 @@ pub enum NetworkMode {
     RemoteNetworkAgent,
 }
 
+string_enum!(NetworkMode { Direct = "direct", RemoteNetworkAgent = "remoteNetworkAgent" });
+
 /// `POST /api/v1/webhook-runs`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct CreateWebhookRun {

@@ -41,6 +41,11 @@ pub struct AuthFailureLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    pub version: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PeerLabels {
     /// "sent" (to the replica holding the agent) or "received" (from a peer).
     pub direction: &'static str,
@@ -110,6 +115,9 @@ impl Default for Metrics {
             rate_limited.clone(),
         );
         let engine = EngineMetrics::register(&mut registry);
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        build_info.get_or_create(&BuildLabels { version: env!("CARGO_PKG_VERSION") }).set(1);
+        registry.register("build_info", "The relay's version, as a label; always 1", build_info);
         let peer_forwarded = Family::<PeerLabels, Counter>::default();
         registry.register(
             "peer_forwarded_requests",

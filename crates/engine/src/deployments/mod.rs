@@ -32,6 +32,7 @@ pub use orchestrator::{Context, DeploymentSettings};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::metrics::Held;
 use crate::runs::Runs;
 use crate::vault::VaultError;
 use caller::Caller;
@@ -155,6 +156,7 @@ impl Deployments {
         };
         let deployments = self.clone();
         self.tasks.spawn(async move {
+            let _running = Held::on(&deployments.context.metrics.deployments_running);
             tokio::select! {
                 () = orchestrator::deploy(deployments.context.clone(), id.clone(), lost.clone()) => {}
                 () = lost.cancelled() => {}
@@ -328,6 +330,7 @@ impl Deployments {
                 .set_target(&id, &replica.id, &target.name, TargetState::Waiting, Some("waiting to start"), None)
                 .await?;
         }
+        self.context.metrics.deployments_started.inc();
         tracing::info!(deployment = id.as_str(), application = application.as_str(), "deployment started");
         self.start(id.clone());
         Ok(Started { view: self.view(&id).await?, warnings, replayed: false })

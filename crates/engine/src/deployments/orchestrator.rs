@@ -35,6 +35,7 @@ use super::hooks;
 use super::journal::{self, ActionProgress, Entry, Journal, StepEnd, StepTime};
 use super::providers;
 use crate::clock::Clock;
+use crate::metrics::{Held, ResultLabels, StateLabels};
 use crate::runs::Runs;
 use crate::runs::create::{RunLink, RunRequest};
 
@@ -219,10 +220,12 @@ pub async fn deploy(context: Arc<Context>, id: String, lost: CancellationToken) 
     }
     tracing::error!(deployment = %id, error = %halt, "deployment stopped on an internal error");
     let reason = format!("internal error: {halt}");
-    if let Err(err) =
-        context.store.finish_deployment(&id, &context.replica.id, DeploymentState::Failed, Some(&reason)).await
-    {
-        tracing::warn!(deployment = %id, error = %err, "could not record the deployment's failure");
+    match context.store.finish_deployment(&id, &context.replica.id, DeploymentState::Failed, Some(&reason)).await {
+        Ok(()) => {
+            let failed = StateLabels { state: DeploymentState::Failed.as_str() };
+            context.metrics.deployments_finished.get_or_create(&failed).inc();
+        }
+        Err(err) => tracing::warn!(deployment = %id, error = %err, "could not record the deployment's failure"),
     }
     context.changed(&id);
 }
@@ -336,6 +339,7 @@ async fn deploy_to_end(context: &Arc<Context>, id: &str) -> Result<(), Halt> {
         .finish_deployment(id, &context.replica.id, final_state, reason.as_deref())
         .await
         .map_err(store_at("finish"))?;
+    context.metrics.deployments_finished.get_or_create(&StateLabels { state: final_state.as_str() }).inc();
     context.changed(id);
     tracing::info!(deployment = %id, state = final_state.as_str(), "deployment finished");
     Ok(())
@@ -587,6 +591,7 @@ impl Deployment {
         for run in self.journal(|j| j.runs_of(name).map(str::to_owned).collect::<Vec<_>>()) {
             let cancelled = self.context.store.cancel_step_run(&self.id, owner, &run, &reason).await;
             if self.fenced("cancel of a step's run", cancelled)? == Some(true) {
+                self.context.metrics.run_finished(RunState::Cancelled);
                 self.context.runs.changed(&run);
             }
         }
@@ -816,7 +821,9 @@ impl Deployment {
                 () = cancel.cancelled() => {
                     let owner = &self.context.replica.id;
                     let cancelled = self.context.store.cancel_step_run(&self.id, owner, &run_id, CANCELLED).await;
-                    self.fenced("cancel of a step's run", cancelled)?;
+                    if self.fenced("cancel of a step's run", cancelled)? == Some(true) {
+                        self.context.metrics.run_finished(RunState::Cancelled);
+                    }
                     self.context.runs.changed(&run_id);
                     return Err(failed(CANCELLED));
                 }
@@ -861,6 +868,8 @@ impl Deployment {
             format!("target {} waits for approval", target.name),
         )
         .await?;
+        // Counted while this waits, whichever way the wait ends.
+        let _pending = Held::on(&self.context.metrics.approvals_pending);
         loop {
             match state {
                 ApprovalState::Approved => {
@@ -941,6 +950,8 @@ impl Deployment {
                     let summary = judged.summary.clone();
                     let kind = if judged.passed { "judgment-passed" } else { "judgment-failed" };
                     self.record(Entry::Judgment { step: key.to_owned(), n, run: Box::new(judged.clone()) }).await?;
+                    let result = if judged.passed { "passed" } else { "failed" };
+                    self.context.metrics.judgments.get_or_create(&ResultLabels { result }).inc();
                     self.event(Some(target), kind, format!("analysis run {n} of {runs}: {summary}")).await?;
                     judged
                 }

@@ -195,6 +195,7 @@ async fn create_parsed(
         }
         Err(err) => return Err(err.into()),
     }
+    runs.metrics.runs_started.inc();
     runs.attempt_now(&id);
     Ok(Created { id, warnings, replayed: false })
 }

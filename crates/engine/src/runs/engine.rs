@@ -14,6 +14,7 @@ use tokio::sync::Semaphore;
 
 use super::decide::{self, Sent};
 use super::{Due, RunSpec, Runs, Scheduler, Wake};
+use crate::metrics::{AttemptLabels, ModeLabels};
 use crate::outcall::{self, Keep, Outcall};
 use crate::signing::{self, Stamp};
 
@@ -337,14 +338,20 @@ async fn apply(runs: &Runs, id: &str, fence: &Fence<'_>, decision: decide::Decis
         reason: Some(reason),
         by_callback: false,
     };
+    let ended = |state: RunState, moved: bool| {
+        if moved {
+            runs.metrics.run_finished(state);
+        }
+        moved
+    };
     let moved = match decision {
         decide::Decision::Succeed { reason } => {
             let outcome = finish(RunState::Succeeded, Some(true), reason);
-            persist(runs, id, || runs.store.finish_attempt(id, fence, &outcome)).await?
+            ended(RunState::Succeeded, persist(runs, id, || runs.store.finish_attempt(id, fence, &outcome)).await?)
         }
         decide::Decision::Fail { reason } => {
             let outcome = finish(RunState::Failed, None, reason);
-            persist(runs, id, || runs.store.finish_attempt(id, fence, &outcome)).await?
+            ended(RunState::Failed, persist(runs, id, || runs.store.finish_attempt(id, fence, &outcome)).await?)
         }
         decide::Decision::AwaitCallback { deadline, reason } => {
             let waiting =
@@ -385,12 +392,25 @@ async fn deadline(runs: &Runs, id: &str) -> StepResult {
                 by_callback: false,
             };
             if runs.store.finish(id, &[RunState::AwaitingCallback], &outcome).await? {
+                runs.metrics.deadlines.inc();
+                runs.metrics.run_finished(RunState::TimedOut);
                 tracing::info!(run = id, "webhook run timed out waiting for its callback");
                 runs.changed(id);
             }
         }
     }
     Ok(())
+}
+
+/// A reply's status class, as metrics label it.
+fn status_class(status: u16) -> &'static str {
+    match status / 100 {
+        1 => "1xx",
+        2 => "2xx",
+        3 => "3xx",
+        4 => "4xx",
+        _ => "5xx",
+    }
 }
 
 /// The header that numbers a run's calls (1 for the first attempt), so a
@@ -486,6 +506,10 @@ async fn attempt(runs: &Runs, run: RunRecord) -> StepResult {
         runs.lease_lost(id, &fence).await;
         return Ok(());
     }
+    let network_mode = spec.webhook.network_mode.as_str();
+    let outcome = record.status.map_or("no_reply", status_class);
+    runs.metrics.attempts.get_or_create(&AttemptLabels { network_mode, outcome }).inc();
+    runs.metrics.call_seconds.get_or_create(&ModeLabels { network_mode }).observe(latency_ms as f64 / 1000.0);
     tracing::info!(
         run = id,
         webhook = spec.webhook.name.as_str(),

@@ -319,6 +319,7 @@ impl Runs {
             let view = self.view(id).await?;
             return Err(RunError::Finished(format!("run {id} already ended as {}", view.run.state.as_str())));
         }
+        self.metrics.run_finished(RunState::Cancelled);
         self.changed(id);
         self.view(id).await
     }
@@ -346,12 +347,23 @@ impl Runs {
         };
         // Durable before the reply: the store acknowledges committed writes only.
         if let Some(run_id) = self.store.finish_by_callback(callback_id, &outcome).await? {
+            self.metrics.callback("accepted");
+            self.metrics.run_finished(outcome.state);
             self.changed(&run_id);
             tracing::info!(run = run_id.as_str(), success, md_message = md_message.as_deref(), "callback accepted");
             return Ok(CallbackAccepted { run_id, state: outcome.state, repeat: false });
         }
-        let now = self.store.run_by_callback(callback_id).await?.ok_or(RunError::UnknownCallback)?;
-        match decide::late_callback(now.callback_at, now.success, success) {
+        let Some(now) = self.store.run_by_callback(callback_id).await? else {
+            self.metrics.callback("unknown");
+            return Err(RunError::UnknownCallback);
+        };
+        let late = decide::late_callback(now.callback_at, now.success, success);
+        self.metrics.callback(match late {
+            decide::LateCallback::Repeat => "repeat",
+            decide::LateCallback::Conflict { .. } => "conflict",
+            decide::LateCallback::Finished => "too_late",
+        });
+        match late {
             decide::LateCallback::Repeat => Ok(CallbackAccepted { run_id: now.id, state: now.state, repeat: true }),
             decide::LateCallback::Conflict { first } => Err(RunError::CallbackConflict { id: now.id, first }),
             decide::LateCallback::Finished => Err(RunError::Finished(format!(

@@ -23,6 +23,16 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 }
 
 pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    // A registered agent with no session here reads 0, not nothing.
+    match state.store.active_credentials(borealis_store::CredentialKind::Agent).await {
+        Ok(agents) => {
+            for agent in agents {
+                let _ =
+                    state.metrics.agent_sessions.get_or_create(&crate::metrics::AgentLabels { agent: agent.subject });
+            }
+        }
+        Err(err) => tracing::debug!(error = err.to_string().as_str(), "could not list the agents for /metrics"),
+    }
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], state.metrics.encode())
         .into_response()
 }

@@ -93,10 +93,12 @@ pub async fn callback(
     body: axum::body::Body,
 ) -> Result<Response, Problem> {
     let peer = remote.map(|r| r.0.0.ip());
-    let refused = |detail: String, id: Option<&str>| match state.auth_guard.failed(peer, "callback_token", id, &detail)
-    {
-        Some(wait) => super::problem::too_many_failures_problem(wait),
-        None => unauthorized(detail),
+    let refused = |detail: String, id: Option<&str>| {
+        state.metrics.engine.callback_refused();
+        match state.auth_guard.failed(peer, "callback_token", id, &detail) {
+            Some(wait) => super::problem::too_many_failures_problem(wait),
+            None => unauthorized(detail),
+        }
     };
     let token = auth::bearer(headers.get(header::AUTHORIZATION)).ok_or_else(|| {
         refused("missing bearer token: get one from POST /oauth/token with your client credentials".into(), None)
