@@ -339,6 +339,8 @@ test('a deployment aborted in the browser asks first, then ends aborted and free
   const file = writeFile(
     'abort.yml',
     `application: shop
+artifacts:
+  web: registry.example/shop:1.2.3
 targets:
   staging:
     constraints:
@@ -356,6 +358,7 @@ targets:
   await signIn(page, relay);
   await page.goto(`${relay.httpUrl}/deployments/${id}`);
   await waitForText(page, '[data-target=staging] .state', 'awaiting approval');
+  assert.match(await page.textContent('#artifacts'), /web\s+registry\.example\/shop:1\.2\.3/, 'what is deployed is shown');
   // The link asks first; Cancel leaves the deployment as it was.
   await Promise.all([page.waitForURL(`${relay.httpUrl}/deployments/${id}/abort`), page.click('#abort')]);
   assert.match(await page.textContent('h1'), /Abort the shop deployment\?/);

@@ -219,6 +219,9 @@ async fn flagger_hooks_and_driver_calls_carry_a_webhook_id_and_the_relays_defaul
     let dir = TempDir::new("signed-hooks");
     let file = format!(
         "application: shop
+artifacts:
+  web: registry.example/shop:1.0
+  api: registry.example/api:7
 targets:
   prod:
     namespace: shop-prod
@@ -251,10 +254,19 @@ analysis:
         events = receiver.url("/events"),
     );
     let path = write_file(&dir, "hooks.yaml", &file);
-    let out = relay.cli().args(["--json", "deploy", "-f", &path, "--wait"]).run_async().await;
+    // The caller says what to deploy: over the file's artifacts.
+    let out = relay
+        .cli()
+        .args(["--json", "deploy", "-f", &path, "--wait"])
+        .args(["--context", "image=shop:1.2.3", "--artifact", "web=registry.example/shop:1.2.3"])
+        .run_async()
+        .await;
     assert!(out.status.success(), "{}\n{}", out.stdout_text(), out.stderr_text());
     let done: serde_json::Value = serde_json::from_str(&out.stdout_text()).unwrap();
     let id = done["id"].as_str().unwrap();
+    let deploying = serde_json::json!({"web": "registry.example/shop:1.2.3", "api": "registry.example/api:7"});
+    assert_eq!(done["artifacts"], deploying, "the API shows what is deployed");
+    assert_eq!(done["context"]["image"], "shop:1.2.3");
 
     let calls = receiver.records().await;
     for call in &calls {
@@ -274,6 +286,13 @@ analysis:
     assert!(gate.iter().all(|c| c.header("webhook-id") == Some(gate_id.as_str())), "{gate:?}");
     assert_eq!(on("/smoke")[0].header("webhook-id"), Some(format!("{id}:prod/pre-rollout/smoke").as_str()));
 
+    // The driver is told what to deploy, in every action, signed.
+    for call in on("/actions") {
+        let body: serde_json::Value = serde_json::from_slice(&call.body).unwrap();
+        assert_eq!(body["artifacts"], deploying, "{body}");
+        assert_eq!(body["context"]["image"], "shop:1.2.3", "{body}");
+        assert_eq!(call.verdicts[&relay_key], Ok(()), "the receiver verifies the driver's signature");
+    }
     let actions: Vec<(String, String)> = on("/actions")
         .iter()
         .map(|c| {

@@ -220,7 +220,11 @@ async fn stand_by(agent: Arc<Agent>, link: Arc<SessionLink>, slot: OwnedSemaphor
     let (frames, mut inbound) = match opened {
         Ok(call) => call,
         Err(status) => {
-            tracing::debug!(code = %status.code(), reason = status.message(), "the relay did not take a standby call");
+            tracing::debug!(
+                code = format!("{:?}", status.code()).as_str(),
+                reason = status.message(),
+                "the relay did not take a standby call"
+            );
             tokio::select! {
                 () = tokio::time::sleep(STANDBY_RETRY) => {}
                 () = link.draining.cancelled() => {}

@@ -59,6 +59,10 @@ pub struct CreateDeployment {
     /// `{{context.KEY}}` values, over the file's.
     #[serde(default)]
     pub context: BTreeMap<String, String>,
+    /// What is deployed, by name (image references, versions), over the
+    /// file's `artifacts`: sent with every action to the target's driver.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub artifacts: BTreeMap<String, String>,
     /// Unknown fields in the file are warnings instead of errors (for a
     /// file written for a newer version).
     #[serde(default, rename = "allowUnknownFields", skip_serializing_if = "std::ops::Not::not")]
@@ -108,6 +112,12 @@ pub struct Deployment {
     pub pending_decisions: Vec<String>,
     pub targets: Vec<Target>,
     pub events: Vec<DeploymentEvent>,
+    /// Its context values and artifacts, the file's overlaid with the
+    /// caller's: what its drivers are told to deploy.
+    #[serde(default)]
+    pub context: BTreeMap<String, String>,
+    #[serde(default)]
+    pub artifacts: BTreeMap<String, String>,
     /// Someone asked it to stop; it ends `aborted` once it has.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub abort: Option<AbortRequested>,

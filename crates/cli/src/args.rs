@@ -118,6 +118,10 @@ pub(crate) struct DeployArgs {
     /// A context value, KEY=VALUE (repeatable).
     #[arg(long = "context", value_name = "KEY=VALUE")]
     pub(crate) context: Vec<String>,
+    /// What is deployed, NAME=REFERENCE (repeatable), over the file's
+    /// `artifacts`: sent with every action to the target's driver.
+    #[arg(long = "artifact", value_name = "NAME=REF")]
+    pub(crate) artifacts: Vec<String>,
     /// Wait until the deployment ends.
     #[arg(long)]
     pub(crate) wait: bool,

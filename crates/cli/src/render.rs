@@ -125,6 +125,13 @@ pub fn deployment(d: &Deployment) {
     if let Some(reason) = &d.reason {
         say!("  {}", safe(reason, false));
     }
+    for (what, values) in [("artifacts", &d.artifacts), ("context", &d.context)] {
+        if !values.is_empty() {
+            let shown: Vec<String> =
+                values.iter().map(|(k, v)| format!("{}={}", safe(k, false), safe(v, false))).collect();
+            say!("  {what}: {}", shown.join(" "));
+        }
+    }
     say!();
     let mut rows = vec![["TARGET", "STATE", "STEP", "REASON"].map(String::from)];
     for t in &d.targets {

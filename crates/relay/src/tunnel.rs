@@ -73,7 +73,7 @@ fn log_refusal(call: &str, peer: &str, claims: Option<&Claims>, status: &Status)
         peer,
         agent = claims.map(|c| c.sub.as_str()),
         client_id = claims.map(|c| c.client_id.as_str()),
-        code = %status.code(),
+        code = format!("{:?}", status.code()).as_str(),
         reason = status.message(),
         "refused an agent's call"
     );

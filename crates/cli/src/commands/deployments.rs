@@ -5,7 +5,7 @@ use borealis_api::{
     AbortDeployment, CreateDeployment, DecisionTaken, Deployment, DeploymentList, DeploymentState, TargetState,
 };
 
-use super::{context_map, read_file, start};
+use super::{context_map, pairs_map, read_file, start};
 use crate::args::{AbortArgs, DeployArgs, DeploymentsCommand};
 use crate::client::{Failure, Relay, urlencode};
 use crate::render::{self, safe};
@@ -31,6 +31,7 @@ pub async fn deploy(relay: &Relay, json: bool, stream: bool, args: &DeployArgs) 
     let body = CreateDeployment {
         file,
         context: context_map(&args.context)?,
+        artifacts: pairs_map("--artifact", &args.artifacts)?,
         allow_unknown_fields: args.file.allow_unknown_fields,
     };
     let Some(id) = start::<Deployment>(relay, json, "/api/v1/deployments", &body, "deployment", args.wait).await?

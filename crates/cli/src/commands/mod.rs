@@ -23,14 +23,18 @@ fn read_file(args: &FileArgs) -> Result<String, Failure> {
 
 /// `--context KEY=VALUE` pairs as a map.
 fn context_map(pairs: &[String]) -> Result<BTreeMap<String, String>, Failure> {
-    let mut context = BTreeMap::new();
+    pairs_map("--context", pairs)
+}
+
+/// `FLAG KEY=VALUE` pairs as a map.
+fn pairs_map(flag: &str, pairs: &[String]) -> Result<BTreeMap<String, String>, Failure> {
+    let mut map = BTreeMap::new();
     for pair in pairs {
-        let (key, value) = pair
-            .split_once('=')
-            .ok_or_else(|| Failure::bad_input(format!("--context {pair:?}: expected KEY=VALUE")))?;
-        context.insert(key.to_owned(), value.to_owned());
+        let (key, value) =
+            pair.split_once('=').ok_or_else(|| Failure::bad_input(format!("{flag} {pair:?}: expected KEY=VALUE")))?;
+        map.insert(key.to_owned(), value.to_owned());
     }
-    Ok(context)
+    Ok(map)
 }
 
 /// A reply that starts something: its id and the relay's warnings.

@@ -300,6 +300,10 @@ pub struct DeploymentFile {
     pub strategies: Vec<Strategy>,
     pub webhooks: Vec<Webhook>,
     pub context: BTreeMap<String, String>,
+    /// What is deployed, by name (image references, versions): sent with
+    /// every action to the target's driver.
+    #[serde(default)]
+    pub artifacts: BTreeMap<String, String>,
     /// Flagger-style hooks, applied to every target's rollout.
     pub hooks: Vec<FlaggerHook>,
     /// The top-level `analysis` block's queries and default provider.

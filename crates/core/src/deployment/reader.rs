@@ -294,6 +294,7 @@ impl Reader {
             "strategies",
             "webhooks",
             "context",
+            "artifacts",
             "manifests",
             "analysis",
             "spec",
@@ -304,6 +305,9 @@ impl Reader {
         file.application = self.optional_string("", map, "application");
         if let Some(node) = map.get_node("context") {
             file.context = self.dictionary("context", node);
+        }
+        if let Some(node) = map.get_node("artifacts") {
+            file.artifacts = self.dictionary("artifacts", node);
         }
         if let Some(node) = map.get_node("webhooks")
             && let Some(items) = self.list("webhooks", node)

@@ -1,6 +1,7 @@
 //! Rollout drivers. Borealis does not talk to Kubernetes itself: every
 //! action goes through a driver.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,6 +46,9 @@ pub struct Action {
     pub namespace: Option<String>,
     pub kind: ActionKind,
     pub weight: Option<u32>,
+    /// The deployment's context values and artifacts: what to deploy.
+    pub context: BTreeMap<String, String>,
+    pub artifacts: BTreeMap<String, String>,
 }
 
 impl Action {
@@ -57,6 +61,8 @@ impl Action {
             "namespace": self.namespace,
             "action": self.kind.as_str(),
             "weight": self.weight,
+            "context": self.context,
+            "artifacts": self.artifacts,
         })
     }
 }

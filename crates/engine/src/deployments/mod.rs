@@ -13,11 +13,12 @@ pub mod caller;
 pub mod decide;
 pub mod driver;
 pub mod hooks;
+pub mod inputs;
 pub mod journal;
 pub mod orchestrator;
 pub mod providers;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -36,6 +37,7 @@ use crate::metrics::Held;
 use crate::runs::Runs;
 use crate::vault::VaultError;
 use caller::Caller;
+use inputs::Inputs;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeploymentError {
@@ -275,12 +277,13 @@ impl Deployments {
         *self.renewed_at.lock().expect("renewed lock") = tokio::time::Instant::now();
     }
 
-    /// Checks the file `text` and starts it, with `context` for its
-    /// templates; `unknown` says whether an unknown field is an error.
+    /// Checks the file `text` and starts it, with the caller's `inputs`
+    /// (context for its templates, artifacts for its drivers) over the
+    /// file's; `unknown` says whether an unknown field is an error.
     pub async fn create(
         self: &Arc<Self>,
         text: &str,
-        context: &BTreeMap<String, String>,
+        inputs: &Inputs,
         idempotency: Option<&IdempotencyKey>,
         unknown: UnknownFields,
     ) -> Result<Started, DeploymentError> {
@@ -288,6 +291,7 @@ impl Deployments {
             detail: format!("{heading}:\n{}", errors.join("\n")),
             errors,
         };
+        Inputs::check_artifacts(&inputs.artifacts).map_err(|e| invalid("the artifacts are invalid", vec![e]))?;
         let parsed = deployment::parse_with(text, unknown).map_err(|errors| {
             invalid("the deployment file is invalid", errors.iter().map(|e| e.to_string()).collect())
         })?;
@@ -308,7 +312,7 @@ impl Deployments {
         }
         let application = parsed.file.application.clone().expect("checked");
         let id = uuid::Uuid::new_v4().to_string();
-        let context_json = serde_json::to_string(context).expect("a map of strings serializes");
+        let context_json = inputs.encode();
         let replica = &self.context.replica;
         let lease = DeploymentLease { owner: &replica.id, until: replica.lease_until() };
         match self.context.store.insert_deployment(&id, &application, text, &context_json, idempotency, &lease).await {

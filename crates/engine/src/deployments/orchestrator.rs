@@ -32,6 +32,7 @@ use super::caller::Caller;
 use super::decide::{self, ActionReplay, AnalysisDecision, CheckDecision, GateDecision};
 use super::driver::{self, Action, ActionKind, RolloutDriver};
 use super::hooks;
+use super::inputs::Inputs;
 use super::journal::{self, ActionProgress, Entry, Journal, StepEnd, StepTime};
 use super::providers;
 use crate::clock::Clock;
@@ -164,6 +165,9 @@ struct Deployment {
     file: DeploymentFile,
     /// `{{context.KEY}}` values the deployment was started with.
     context_values: BTreeMap<String, String>,
+    /// What its drivers are told: the file's context and artifacts,
+    /// overlaid with the caller's.
+    told: Inputs,
     checksum: String,
     journal: Mutex<Journal>,
 }
@@ -246,7 +250,9 @@ async fn deploy_to_end(context: &Arc<Context>, id: &str) -> Result<(), Halt> {
     let file = deployment::parse_with(&record.file, UnknownFields::Warn)
         .map_err(|e| Halt::Unrunnable(format!("the stored file no longer parses: {e:?}")))?
         .file;
-    let context_values: BTreeMap<String, String> = serde_json::from_str(&record.context).unwrap_or_default();
+    let inputs = Inputs::decode(&record.context);
+    let told = inputs.over(&file);
+    let context_values = inputs.context;
     let journal = Journal::new(context.store.journal(id).await.map_err(store_at("journal"))?);
     let checksum = {
         let digest = ring::digest::digest(&ring::digest::SHA256, record.file.as_bytes());
@@ -267,6 +273,7 @@ async fn deploy_to_end(context: &Arc<Context>, id: &str) -> Result<(), Halt> {
         text: record.file.clone(),
         file,
         context_values,
+        told,
         checksum,
         journal: Mutex::new(journal),
     });
@@ -682,6 +689,8 @@ impl Deployment {
             namespace: target.namespace.clone(),
             kind,
             weight,
+            context: self.told.context.clone(),
+            artifacts: self.told.artifacts.clone(),
         };
         let described = match weight {
             Some(w) => format!("{} {w}% on {} ({} driver)", kind.as_str(), target.name, driver.name()),

@@ -61,6 +61,9 @@ struct DetailPage {
     /// Why an abort was asked, once it was; the Abort link while it can be.
     abort: Option<String>,
     abortable: bool,
+    /// What its drivers are told to deploy, and its context values.
+    artifacts: Vec<(String, String)>,
+    context: Vec<(String, String)>,
     graph: GraphView,
     targets: Vec<TargetView>,
     events: Vec<EventRow>,
@@ -260,6 +263,8 @@ pub async fn page(
         finished_at: shown.finished_at.as_deref().map(when),
         abort: shown.abort.as_ref().map(|a| a.reason.clone()),
         abortable: shown.finished_at.is_none() && shown.abort.is_none(),
+        artifacts: shown.artifacts.clone().into_iter().collect(),
+        context: shown.context.clone().into_iter().collect(),
         graph,
         targets,
         events,

@@ -14,6 +14,7 @@ use super::extract::{WaitQuery, created, idempotency_key, json_body};
 use super::problem::Problem;
 use borealis_core::deployment::UnknownFields;
 use borealis_engine::clock::rfc3339;
+use borealis_engine::deployments::inputs::Inputs;
 use borealis_engine::deployments::journal::Journal;
 use borealis_engine::deployments::{Decision, is_decision};
 
@@ -25,7 +26,8 @@ pub async fn create(
     let request: borealis_api::CreateDeployment = json_body(&body)?;
     let idempotency = idempotency_key(&headers, &body)?;
     let unknown = UnknownFields::allowed_if(request.allow_unknown_fields);
-    let started = state.deployments.create(&request.file, &request.context, idempotency.as_ref(), unknown).await?;
+    let inputs = Inputs { context: request.context, artifacts: request.artifacts };
+    let started = state.deployments.create(&request.file, &inputs, idempotency.as_ref(), unknown).await?;
     if started.replayed {
         return Ok(created(Json(describe(&started.view)), true));
     }
@@ -127,6 +129,7 @@ async fn decide(state: &AppState, id: &str, target: &str, decision: Decision) ->
 pub(crate) fn describe(view: &DeploymentView) -> borealis_api::Deployment {
     let time = rfc3339;
     let record = &view.record;
+    let told = Inputs::told(record);
     let pending: Vec<String> =
         view.pending_approvals.iter().filter(|(_, k)| !is_decision(k)).map(|(target, _)| target.clone()).collect();
     let decisions: Vec<String> =
@@ -177,6 +180,8 @@ pub(crate) fn describe(view: &DeploymentView) -> borealis_api::Deployment {
         pending_decisions: decisions,
         targets: target_values,
         events,
+        context: told.context,
+        artifacts: told.artifacts,
         abort: record.abort.as_ref().map(|abort| borealis_api::AbortRequested {
             reason: abort.reason.clone(),
             rollback: abort.rollback,
