@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A bounded run of every fuzz target in fuzz/ (README: Fuzzing), from the
+# A bounded run of every fuzz target in fuzz/ (docs/fuzzing.md), from the
 # committed seed corpus. Fails on any crash, timeout or out-of-memory of any
 # target, printing the target, the failure and the input (base64).
 #

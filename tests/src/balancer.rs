@@ -17,7 +17,7 @@
 //! [`Balancer::start_sending_proxy`] makes HAProxy open each connection to a
 //! backend with a PROXY protocol v2 header naming the client; the relays
 //! must then trust it (`--trusted-proxy`). [`Balancer::start_replicas`] is
-//! the README's set-up: that, and each server checked with `GET /readyz` on
+//! the set-up of docs/operations.md: that, and each server checked with `GET /readyz` on
 //! its replica's HTTP listener, so a replica that hangs (the kernel still
 //! accepts for a stopped process) or lost its database is taken out of
 //! every group.
@@ -53,7 +53,7 @@ impl Balancer {
         Self::launch(groups, &frontends, true)
     }
 
-    /// [`Balancer::start_on`] as the README sets it up for replicas: a PROXY
+    /// [`Balancer::start_on`] as docs/operations.md sets it up for replicas: a PROXY
     /// protocol v2 header on every connection to a backend, and server `i`
     /// of every group checked with `GET /readyz` at `ready[i]`.
     pub fn start_replicas(groups: &[(&str, Vec<SocketAddr>)], binds: &[SocketAddr], ready: &[SocketAddr]) -> Self {
