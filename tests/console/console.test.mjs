@@ -320,6 +320,7 @@ ${webhooksYaml(external)}`,
   await waitForText(page, '#deployment-state', 'succeeded');
   assert.match(await page.textContent('[role=status]#live-status'), /^Updated at /, 'the change was announced');
   assert.equal(await page.textContent('[data-target=prod] .md-message strong'), '42');
+  assert.equal(await page.textContent('#events .md-message strong'), '42', 'event messages render as Markdown too');
   assert.ok(await page.evaluate(() => window.borealisChanges) > 0, 'the live feed announced the changes');
   const prodSteps = await page.locator('[data-target=prod] ol.steps li').allTextContents();
   assert.equal(prodSteps.length, 3);

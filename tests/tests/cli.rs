@@ -113,3 +113,42 @@ fn completions_cover_every_command_for_each_shell() {
     assert_eq!(out.status.code(), Some(2), "an unknown shell is refused");
     assert!(out.stderr_text().contains("invalid value 'tcsh'"), "{}", out.stderr_text());
 }
+
+/// A deployment or run is named by the start of its id, as long as that
+/// names one of the newest; an ambiguous or unknown start says so.
+#[tokio::test(flavor = "multi_thread")]
+async fn ids_may_be_given_by_a_unique_prefix() {
+    let relay = RelayProcess::start(RelayOptions::default());
+    let deployer = Deployer::new(&relay);
+    // Seventeen deployments: two of them share a first hex digit.
+    let mut ids = Vec::new();
+    for n in 0..17 {
+        ids.push(deployer.start(&format!("application: app{n}\ntargets:\n  prod: {{}}\n")).await);
+    }
+    let unique = ids
+        .iter()
+        .map(|id| &id[..8])
+        .find(|start| ids.iter().filter(|other| other.starts_with(*start)).count() == 1)
+        .unwrap()
+        .to_owned();
+    let whole = ids.iter().find(|id| id.starts_with(&unique)).unwrap().clone();
+    let out = relay.cli().args(["--json", "deployments", "show", &unique]).run_async().await;
+    assert!(out.status.success(), "{}", out.stderr_text());
+    let shown: serde_json::Value = serde_json::from_str(&out.stdout_text()).unwrap();
+    assert_eq!(shown["id"], whole.as_str());
+
+    let shared = (0..16u32)
+        .map(|d| char::from_digit(d, 16).unwrap().to_string())
+        .find(|c| ids.iter().filter(|id| id.starts_with(c.as_str())).count() >= 2)
+        .unwrap();
+    let out = relay.cli().args(["deployments", "show", &shared]).run_async().await;
+    assert_eq!(out.status.code(), Some(2), "{}", out.stderr_text());
+    assert!(
+        out.stderr_text().contains(&format!("\"{shared}\" starts")) && out.stderr_text().contains("give more of it"),
+        "{}",
+        out.stderr_text()
+    );
+    let out = relay.cli().args(["abort", "zz"]).run_async().await;
+    assert_eq!(out.status.code(), Some(2), "{}", out.stderr_text());
+    assert!(out.stderr_text().contains("no deployment id starts with \"zz\""), "{}", out.stderr_text());
+}

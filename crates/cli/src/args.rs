@@ -85,7 +85,7 @@ pub(crate) enum Command {
 
 #[derive(Args, Debug)]
 pub(crate) struct AbortArgs {
-    /// The deployment's id.
+    /// The deployment's id, or the start of it that names one of the newest.
     pub(crate) deployment: String,
     /// Why, for the deployment's history.
     #[arg(long)]

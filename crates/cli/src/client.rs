@@ -22,6 +22,9 @@ impl Failure {
     }
 }
 
+/// A whole deployment or run id: a UUID's 36 characters.
+const FULL_ID_LEN: usize = 36;
+
 pub struct Relay {
     pub http: reqwest::Client,
     base: url::Url,
@@ -95,6 +98,39 @@ impl Relay {
     /// PUTs `text` as the body.
     pub async fn put_text<T: DeserializeOwned>(&self, path: &str, text: String) -> Result<T, Failure> {
         self.send(self.http.put(self.url(path)).bearer_auth(&self.token).body(text)).await
+    }
+
+    /// The full id of the deployment (`what` is "deployment") or webhook run
+    /// ("run") that `given` names: itself when it is a whole id, else the one
+    /// of the newest whose id starts with it.
+    pub async fn resolve(&self, what: &str, given: &str) -> Result<String, Failure> {
+        if given.len() == FULL_ID_LEN || given.is_empty() {
+            return Ok(given.to_owned());
+        }
+        let ids: Vec<String> = if what == "deployment" {
+            let list: borealis_api::DeploymentList = self.get("/api/v1/deployments").await?;
+            list.deployments.into_iter().map(|d| d.id).collect()
+        } else {
+            let list: borealis_api::WebhookRunList = self.get("/api/v1/webhook-runs").await?;
+            list.runs.into_iter().map(|r| r.id).collect()
+        };
+        let matching: Vec<&String> = ids.iter().filter(|id| id.starts_with(given)).collect();
+        match matching.as_slice() {
+            [one] => Ok((*one).clone()),
+            [] => Err(Failure::bad_input(format!(
+                "no {what} id starts with {given:?} among the newest {}; give more of it, or the whole id",
+                ids.len()
+            ))),
+            several => {
+                let shown: Vec<&str> = several.iter().take(5).map(|id| id.as_str()).collect();
+                Err(Failure::bad_input(format!(
+                    "{given:?} starts {} {what} ids ({}{}): give more of it",
+                    several.len(),
+                    shown.join(", "),
+                    if several.len() > 5 { ", ..." } else { "" }
+                )))
+            }
+        }
     }
 
     /// GETs `path` with a long poll until `finished` says so.

@@ -17,6 +17,7 @@ pub async fn run(relay: &Relay, json: bool, command: &DeploymentsCommand) -> Res
             if json { render::json(&reply) } else { render::deployments(&reply) }
         }
         DeploymentsCommand::Show { id } => {
+            let id = &relay.resolve("deployment", id).await?;
             let reply: Deployment = relay.get(&format!("/api/v1/deployments/{}", urlencode(id))).await?;
             if json { render::json(&reply) } else { render::deployment(&reply) }
         }
@@ -116,7 +117,7 @@ async fn follow(relay: &Relay, id: &str, progress: Progress) -> Result<Deploymen
 /// `abort`: asks the deployment to stop and, unless `--no-wait`, waits until
 /// it has ended; exits 0 once it ended `aborted`.
 pub async fn abort(relay: &Relay, json: bool, args: &AbortArgs) -> Result<(), Failure> {
-    let id = &args.deployment;
+    let id = &relay.resolve("deployment", &args.deployment).await?;
     let path = format!("/api/v1/deployments/{}", urlencode(id));
     let body = AbortDeployment { reason: args.reason.clone(), rollback: !args.no_rollback };
     let asked: Deployment = relay.post(&format!("{path}/abort"), &body).await?;
@@ -143,6 +144,7 @@ pub async fn abort(relay: &Relay, json: bool, args: &AbortArgs) -> Result<(), Fa
 
 /// `approve`, `reject`, `rollback` and `continue`: `verb` is the route's last segment.
 pub async fn decide(relay: &Relay, deployment: &str, target: &str, verb: &str) -> Result<(), Failure> {
+    let deployment = &relay.resolve("deployment", deployment).await?;
     let path = format!("/api/v1/deployments/{}/targets/{}/{verb}", urlencode(deployment), urlencode(target));
     let reply: DecisionTaken = relay.post_empty(&path).await?;
     say!("{target} of {deployment}: {}", reply.decision.as_str());

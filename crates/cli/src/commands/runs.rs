@@ -12,6 +12,7 @@ pub async fn run(relay: &Relay, json: bool, command: &RunsCommand) -> Result<(),
             if json { render::json(&reply) } else { render::runs(&reply) }
         }
         RunsCommand::Cancel { id } => {
+            let id = &relay.resolve("run", id).await?;
             let reply: WebhookRun = relay.post_empty(&format!("/api/v1/webhook-runs/{}/cancel", urlencode(id))).await?;
             if json {
                 render::json(&reply);
@@ -20,6 +21,7 @@ pub async fn run(relay: &Relay, json: bool, command: &RunsCommand) -> Result<(),
             }
         }
         RunsCommand::Show { id } => {
+            let id = &relay.resolve("run", id).await?;
             let reply: WebhookRun = relay.get(&format!("/api/v1/webhook-runs/{}", urlencode(id))).await?;
             if json { render::json(&reply) } else { render::run(&reply) }
         }

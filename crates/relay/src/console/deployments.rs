@@ -141,6 +141,7 @@ struct EventRow {
     at: String,
     target: String,
     kind: String,
+    /// Sanitized HTML: a message may quote an external system's mdMessage.
     message: String,
 }
 
@@ -250,7 +251,7 @@ pub async fn page(
             at: when(&e.at),
             target: e.target.clone().unwrap_or_default(),
             kind: e.kind.clone(),
-            message: e.message.clone(),
+            message: markdown::render_line(&e.message),
         })
         .collect();
     let page = DetailPage {

@@ -33,9 +33,30 @@ pub fn render(text: &str) -> String {
     SANITIZER.clean(&html).to_string()
 }
 
+/// Safe HTML for a one-line `text` (an event's message), without the
+/// paragraph a block would get.
+pub fn render_line(text: &str) -> String {
+    let html = render(text);
+    let trimmed = html.trim_end();
+    match trimmed.strip_prefix("<p>").and_then(|h| h.strip_suffix("</p>")) {
+        Some(inner) if !inner.contains("<p>") => inner.to_owned(),
+        _ => html,
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::render;
+    use super::{render, render_line};
+
+    #[test]
+    fn a_line_renders_without_its_paragraph() {
+        assert_eq!(
+            render_line("webhook smoke succeeded: **42** tests"),
+            "webhook smoke succeeded: <strong>42</strong> tests"
+        );
+        assert_eq!(render_line("a <script>alert(1)</script> b"), "a  b");
+        assert!(render_line("one\n\ntwo").contains("<p>two</p>"), "two paragraphs stay blocks");
+    }
 
     #[test]
     fn markdown_renders_and_nothing_in_it_runs() {
