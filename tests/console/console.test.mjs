@@ -410,6 +410,11 @@ test("a callback's mdMessage renders bold and links, and nothing in it runs", as
   await waitForText(page, `tr[data-run="${run.id}"]`, 'failed');
   await page.click(`tr[data-run="${run.id}"] a`);
   await page.waitForSelector('#md-message');
+  // The request it sent, as recorded.
+  const sent = await page.textContent('#request');
+  assert.ok(sent.includes(`POST http://${external.address}${call.url}`), sent);
+  assert.match(sent, /webhook-id: /, sent);
+  assert.match(sent, /Location: http:\/\/127\.0\.0\.1:\d+\/callbacks\/[^/]+\/callback/, sent);
 
   assert.equal(await page.textContent('#md-message strong'), 'bold');
   const link = page.locator('#md-message a', { hasText: 'the report' });

@@ -152,3 +152,34 @@ async fn ids_may_be_given_by_a_unique_prefix() {
     assert_eq!(out.status.code(), Some(2), "{}", out.stderr_text());
     assert!(out.stderr_text().contains("no deployment id starts with \"zz\""), "{}", out.stderr_text());
 }
+
+/// A run through an agent that is registered but not connected starts, and
+/// says at once why its calls will fail until the agent connects.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_through_a_disconnected_agent_warns_at_once() {
+    let relay = RelayProcess::start(RelayOptions::default());
+    relay.create_agent("idle");
+    let deployer = Deployer::new(&relay);
+    let file = deployer.file(
+        "agent.yaml",
+        "webhooks:\n  - {name: scan, method: POST, uriTemplate: 'http://scanner.internal/', networkMode: remoteNetworkAgent, agentIdentifier: idle}\n",
+    );
+    let out = relay.cli().args(["webhook", "run", "-f", file.to_str().unwrap(), "--name", "scan"]).run_async().await;
+    assert!(out.status.success(), "{}", out.stderr_text());
+    assert!(
+        out.stderr_text().contains("warning: agent \"idle\" is registered but no instance of it is connected"),
+        "{}",
+        out.stderr_text()
+    );
+    // Connected, no warning.
+    let (client_id, secret) = relay.create_agent("live");
+    let agent = borealis_tests::AgentProcess::start(&relay.agents_url, &client_id, &secret, &["--allow-any"]);
+    agent.wait_connected(Duration::from_secs(10)).await;
+    let file = deployer.file(
+        "live.yaml",
+        "webhooks:\n  - {name: scan, method: POST, uriTemplate: 'http://scanner.internal/', networkMode: remoteNetworkAgent, agentIdentifier: live}\n",
+    );
+    let out = relay.cli().args(["webhook", "run", "-f", file.to_str().unwrap(), "--name", "scan"]).run_async().await;
+    assert!(out.status.success(), "{}", out.stderr_text());
+    assert!(!out.stderr_text().contains("warning"), "{}", out.stderr_text());
+}

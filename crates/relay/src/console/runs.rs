@@ -46,6 +46,8 @@ struct DetailPage {
     next_attempt_at: Option<String>,
     deadline_at: Option<String>,
     finished_at: Option<String>,
+    /// The last request sent, as recorded: secrets masked.
+    request: Option<borealis_api::RecordedRequest>,
     attempts: Vec<AttemptRow>,
 }
 
@@ -99,6 +101,7 @@ pub async fn page(
         next_attempt_at: run.next_attempt_at.as_deref().map(when),
         deadline_at: run.deadline_at.as_deref().map(when),
         finished_at: run.finished_at.as_deref().map(when),
+        request: run.request.clone().flatten(),
         attempts,
     };
     Ok(render(&page, StatusCode::OK))
