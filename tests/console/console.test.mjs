@@ -526,7 +526,7 @@ test('pages fit a phone and follow the dark scheme', async (t) => {
   await signIn(page, relay);
   for (const [width, height] of [[1280, 800], [390, 844]]) {
     await page.setViewportSize({ width, height });
-    for (const route of ['/agents', '/deployments', '/runs', '/secrets', '/clients', `/deployments/${deployment.id}`, `/runs/${run.id}`]) {
+    for (const route of ['/agents', '/deployments', '/runs', '/providers', '/secrets', '/clients', `/deployments/${deployment.id}`, `/runs/${run.id}`]) {
       await page.goto(`${relay.httpUrl}${route}`);
       const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
       assert.ok(overflow <= 0, `${route} at ${width} px scrolls sideways by ${overflow} px`);
@@ -541,6 +541,43 @@ test('pages fit a phone and follow the dark scheme', async (t) => {
   await page.goto(`${relay.httpUrl}/agents`);
   await page.keyboard.press('Tab');
   assert.equal(await page.evaluate(() => document.activeElement.textContent), 'Skip to content');
+});
+
+test('metric providers are defined, refused with the reason, and deleted after a confirmation', async (t) => {
+  const relay = await startRelay();
+  t.after(relay.stop);
+  const browser = await launchBrowser();
+  const { page, dialogs, consoleErrors, pageErrors } = await newPage(browser);
+  await signIn(page, relay);
+
+  await page.click('nav >> text=Metric providers');
+  await page.fill('#provider-name', 'prom');
+  await page.fill('#provider-url', 'http://prometheus.internal:9090');
+  await page.fill('#provider-headers', 'Authorization: Bearer {{secrets.prom_token}}');
+  await page.click('button:has-text("Define provider")');
+  await page.waitForSelector('tr[data-provider="prom"]');
+  assert.match(await page.textContent('[role=status]'), /prom/);
+  assert.match(await page.textContent('tr[data-provider="prom"]'), /direct.*Authorization/s);
+  const listed = await cliJson(relay, 'providers', 'list');
+  assert.deepEqual(listed.providers.map((p) => [p.name, p.url]), [['prom', 'http://prometheus.internal:9090']]);
+
+  // Credentials in the URL are refused, saying how to send them instead; what was typed stays.
+  await page.fill('#provider-name', 'leaky');
+  await page.fill('#provider-url', 'http://user:pass@prometheus.internal:9090');
+  await page.click('button:has-text("Define provider")');
+  assert.match(await page.textContent('[role=alert]'), /holds credentials/);
+  assert.equal(await page.inputValue('#provider-name'), 'leaky');
+  assert.ok(!(await page.content()).includes('user:pass'), 'the credentials are not shown back');
+
+  await Promise.all([page.waitForURL(`${relay.httpUrl}/providers/prom/delete`), page.click('tr[data-provider="prom"] a')]);
+  await Promise.all([page.waitForURL(`${relay.httpUrl}/providers`), page.click('button:has-text("Delete prom")')]);
+  assert.match(await page.textContent('main'), /No metric provider is defined/);
+  assert.deepEqual((await cliJson(relay, 'providers', 'list')).providers, []);
+
+  assert.deepEqual(dialogs, []);
+  assert.deepEqual(pageErrors, []);
+  // The refused form's page is a 400: the browser says so, nothing else.
+  assert.deepEqual(consoleErrors.filter((e) => !e.text.includes('400')), []);
 });
 
 test('secrets are set and deleted by name, and a callback client shows its secret once', async (t) => {

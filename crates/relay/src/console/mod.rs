@@ -7,7 +7,7 @@
 //! refreshes the regions marked `data-live`.
 //!
 //! - [`session`]: sign-in with the admin token, the session cookie, CSRF.
-//! - [`agents`], [`deployments`], [`runs`], [`settings`]: one module per screen.
+//! - [`agents`], [`deployments`], [`runs`], [`providers`], [`settings`]: one module per screen.
 //! - [`markdown`]: `mdMessage` as sanitized CommonMark.
 //! - [`graph`]: a deployment's targets laid out as their `dependsOn` graph.
 //! - [`page`]: what every page shares: the frame, rendering, failures as pages.
@@ -20,6 +20,7 @@ pub mod deployments;
 pub mod graph;
 pub mod markdown;
 pub mod page;
+pub mod providers;
 pub mod runs;
 pub mod session;
 pub mod settings;
@@ -55,6 +56,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/runs", get(runs::list))
         .route("/runs/{id}", get(runs::page))
         .route("/runs/{id}/cancel", post(runs::cancel))
+        .route("/providers", get(providers::page).post(providers::create))
+        .route("/providers/{name}/delete", get(providers::confirm_delete).post(providers::delete))
         .route("/secrets", get(settings::secrets).post(settings::set_secret))
         .route("/secrets/{name}/delete", get(settings::confirm_delete_secret).post(settings::delete_secret))
         .route("/clients", get(settings::clients).post(settings::create_client))

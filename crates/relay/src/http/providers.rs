@@ -22,7 +22,7 @@ pub const SUPPORTED_TYPES: &[&str] = &["prometheus"];
 
 /// `url` with any user name and password shown as `********`: a provider
 /// stored before they were refused keeps working, and never shows them.
-fn masked_url(url: &str) -> String {
+pub(crate) fn masked_url(url: &str) -> String {
     match url::Url::parse(url) {
         Ok(mut parsed) if !parsed.username().is_empty() || parsed.password().is_some() => {
             let _ = parsed.set_password(None);
@@ -51,6 +51,15 @@ fn describe(p: &MetricProvider) -> borealis_api::MetricProvider {
 
 pub async fn create(State(state): State<Arc<AppState>>, body: axum::body::Bytes) -> Result<Response, Problem> {
     let request: borealis_api::CreateMetricProvider = json_body(&body)?;
+    let created = create_provider(&state, request).await?;
+    Ok((StatusCode::CREATED, Json(created)).into_response())
+}
+
+/// Checks and stores a provider: for the API and the console alike.
+pub(crate) async fn create_provider(
+    state: &AppState,
+    request: borealis_api::CreateMetricProvider,
+) -> Result<borealis_api::MetricProvider, Problem> {
     let bad = |detail: String| Problem::bad_request("invalid-metric-provider", detail);
     let name_ok = !request.name.is_empty()
         && request.name.len() <= 128
@@ -112,17 +121,28 @@ pub async fn create(State(state): State<Arc<AppState>>, body: axum::body::Bytes)
         Err(other) => return Err(store_problem(other)),
     }
     tracing::info!(provider = provider.name.as_str(), "metric provider created");
-    Ok((StatusCode::CREATED, Json(describe(&provider))).into_response())
+    Ok(describe(&provider))
 }
 
 pub async fn list(State(state): State<Arc<AppState>>) -> Result<Response, Problem> {
+    Ok(Json(borealis_api::MetricProviderList { providers: list_providers(&state).await? }).into_response())
+}
+
+/// Every provider, its URL's credentials masked.
+pub(crate) async fn list_providers(state: &AppState) -> Result<Vec<borealis_api::MetricProvider>, Problem> {
     let providers = state.store.providers().await.map_err(Problem::from)?;
-    Ok(Json(borealis_api::MetricProviderList { providers: providers.iter().map(describe).collect() }).into_response())
+    Ok(providers.iter().map(describe).collect())
 }
 
 pub async fn delete(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Result<Response, Problem> {
-    if state.store.delete_provider(&name).await.map_err(Problem::from)? {
-        Ok(Json(borealis_api::MetricProviderDeleted { name, deleted: true }).into_response())
+    delete_provider(&state, &name).await?;
+    Ok(Json(borealis_api::MetricProviderDeleted { name, deleted: true }).into_response())
+}
+
+pub(crate) async fn delete_provider(state: &AppState, name: &str) -> Result<(), Problem> {
+    if state.store.delete_provider(name).await.map_err(Problem::from)? {
+        tracing::info!(provider = name, "metric provider deleted");
+        Ok(())
     } else {
         Err(Problem::new(
             StatusCode::NOT_FOUND,
