@@ -148,9 +148,12 @@ async fn ids_may_be_given_by_a_unique_prefix() {
         "{}",
         out.stderr_text()
     );
-    let out = relay.cli().args(["abort", "zz"]).run_async().await;
+    let out = relay.cli().args(["abort", "0000000"]).run_async().await;
     assert_eq!(out.status.code(), Some(2), "{}", out.stderr_text());
-    assert!(out.stderr_text().contains("no deployment id starts with \"zz\""), "{}", out.stderr_text());
+    assert!(out.stderr_text().contains("no deployment id starts with \"0000000\""), "{}", out.stderr_text());
+    // What cannot be the start of an id goes to the relay as it is.
+    let out = relay.cli().args(["abort", "no-such-deployment"]).run_async().await;
+    assert!(out.stderr_text().contains("no deployment \"no-such-deployment\""), "{}", out.stderr_text());
 }
 
 /// A run through an agent that is registered but not connected starts, and

@@ -101,10 +101,13 @@ impl Relay {
     }
 
     /// The full id of the deployment (`what` is "deployment") or webhook run
-    /// ("run") that `given` names: itself when it is a whole id, else the one
-    /// of the newest whose id starts with it.
+    /// ("run") that `given` names: the one of the newest whose id starts with
+    /// it, when it is the start of an id; else itself, for the relay to say
+    /// whether there is one.
     pub async fn resolve(&self, what: &str, given: &str) -> Result<String, Failure> {
-        if given.len() == FULL_ID_LEN || given.is_empty() {
+        let a_start =
+            !given.is_empty() && given.len() < FULL_ID_LEN && given.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-');
+        if !a_start {
             return Ok(given.to_owned());
         }
         let ids: Vec<String> = if what == "deployment" {
