@@ -159,6 +159,19 @@ impl EngineMetrics {
     }
 }
 
+/// A reply's status class, as every metric labels it: `1xx` ... `5xx`, or
+/// `other` for a status outside them.
+pub fn status_class(status: u16) -> &'static str {
+    match status / 100 {
+        1 => "1xx",
+        2 => "2xx",
+        3 => "3xx",
+        4 => "4xx",
+        5 => "5xx",
+        _ => "other",
+    }
+}
+
 /// Holds a gauge one higher for as long as it lives.
 pub(crate) struct Held(Gauge);
 

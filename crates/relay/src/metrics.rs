@@ -161,6 +161,4 @@ impl Metrics {
 }
 
 /// "2xx" for 204 and so on.
-pub fn status_class(status: u16) -> String {
-    format!("{}xx", status / 100)
-}
+pub use borealis_engine::metrics::status_class;

@@ -14,7 +14,7 @@ use tokio::sync::Semaphore;
 
 use super::decide::{self, Sent};
 use super::{Due, RunSpec, Runs, Scheduler, Wake};
-use crate::metrics::{AttemptLabels, ModeLabels};
+use crate::metrics::{AttemptLabels, ModeLabels, status_class};
 use crate::outcall::{self, Keep, Outcall};
 use crate::signing::{self, Stamp};
 
@@ -400,17 +400,6 @@ async fn deadline(runs: &Runs, id: &str) -> StepResult {
         }
     }
     Ok(())
-}
-
-/// A reply's status class, as metrics label it.
-fn status_class(status: u16) -> &'static str {
-    match status / 100 {
-        1 => "1xx",
-        2 => "2xx",
-        3 => "3xx",
-        4 => "4xx",
-        _ => "5xx",
-    }
 }
 
 /// The header that numbers a run's calls (1 for the first attempt), so a

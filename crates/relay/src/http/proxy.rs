@@ -36,7 +36,7 @@ pub async fn proxy(State(state): State<Arc<AppState>>, request: Request) -> Resp
     let mode = if query.agent.is_some() { "agent" } else { "direct" };
     let result = send(&state, query, request).await;
     let outcome = match &result {
-        Ok(response) => crate::metrics::status_class(response.status().as_u16()),
+        Ok(response) => crate::metrics::status_class(response.status().as_u16()).to_owned(),
         Err(problem) => problem.slug.to_owned(),
     };
     state.metrics.record(mode, outcome, started.elapsed().as_secs_f64());
