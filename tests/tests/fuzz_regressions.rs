@@ -51,6 +51,7 @@ async fn an_agent_status_over_16_bits_is_refused_not_truncated() {
         instance: "fake-1".into(),
         protocol_version: borealis_protocol::PROTOCOL_VERSION,
         standby_calls: 0,
+        allow_list: None,
     };
     to_relay.send(v1::AgentControl { msg: Some(agent_control::Msg::Hello(hello)) }).await.unwrap();
     let mut control = client.control(with_token(ReceiverStream::new(from_agent), &token)).await.unwrap().into_inner();

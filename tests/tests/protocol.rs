@@ -172,6 +172,7 @@ fn hello() -> v1::Hello {
         instance: "raw-client".into(),
         protocol_version: PROTOCOL_VERSION,
         standby_calls: 0,
+        allow_list: None,
     }
 }
 
@@ -449,6 +450,28 @@ async fn names_over_the_limit_are_refused() {
     assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
     let refused = raw.forward(standby(&long)).await.err().unwrap();
     assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+}
+
+/// An allow-list reported in `Hello` is bounded in rules and in each
+/// rule's length; within them it is taken and shown with the instance.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reported_allow_list_over_its_bounds_is_refused() {
+    let raw = Raw::start().await;
+    let many = v1::AllowList { rules: vec!["api.internal".into(); 1025], any: false };
+    let status = raw.hello(v1::Hello { allow_list: Some(many), ..hello() }).await.err().unwrap();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("at most 1024"), "{status:?}");
+    let long = v1::AllowList { rules: vec!["x".repeat(MAX_NAME_BYTES + 1)], any: false };
+    let status = raw.hello(v1::Hello { allow_list: Some(long), ..hello() }).await.err().unwrap();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("allow_list"), "{status:?}");
+
+    let reported = v1::AllowList { rules: vec!["api.internal:443".into(), "10.0.0.0/8".into()], any: false };
+    let _session = raw.session(v1::Hello { allow_list: Some(reported), ..hello() }).await;
+    let agents: borealis_api::AgentList = raw.relay.get_as("/api/v1/agents").await;
+    let instance = &agents.agents[0].instances[0];
+    let shown = instance.allow_list.as_ref().expect("the reported list is shown");
+    assert_eq!(shown.rules, ["api.internal:443", "10.0.0.0/8"]);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -61,6 +61,7 @@ pub async fn run_session(
         instance: config.instance.clone(),
         protocol_version: borealis_protocol::PROTOCOL_VERSION,
         standby_calls: config.standby_calls,
+        allow_list: Some(allow_report(&config.allow_list())),
     };
     to_relay
         .send(control(agent_control::Msg::Hello(hello)))
@@ -188,4 +189,9 @@ fn scopeguard(f: impl FnOnce()) -> impl Drop {
         }
     }
     Guard(Some(f))
+}
+
+/// The allow-list as the relay reads it in `Hello`, for its dry runs.
+fn allow_report(list: &borealis_egress::AllowList) -> v1::AllowList {
+    v1::AllowList { rules: list.rules().iter().map(ToString::to_string).collect(), any: list.is_any() }
 }

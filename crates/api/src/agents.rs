@@ -76,6 +76,10 @@ pub struct AgentInstance {
     pub standby_calls: u32,
     /// Standby calls open and idle now.
     pub standby_idle: u64,
+    /// The destinations the instance forwards to, as it reported them;
+    /// absent when it did not say (an older agent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_list: Option<AllowListReport>,
     pub draining: bool,
     /// The name of the relay replica that holds this session.
     pub replica: String,
@@ -101,4 +105,14 @@ pub struct AgentRevoked {
 pub struct ClientRevoked {
     pub name: String,
     pub revoked: bool,
+}
+
+/// An agent instance's allow-list, as it reported it when it connected.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AllowListReport {
+    /// Each rule as the agent's operator wrote it: `host`, `host:port`,
+    /// `*.domain`, an address or a CIDR block.
+    pub rules: Vec<String>,
+    /// Every destination passes (`--allow-any`).
+    pub any: bool,
 }

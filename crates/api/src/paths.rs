@@ -7,7 +7,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 // The modules themselves, not `crate::*`: the root uses `paths`, so that would be a cycle.
-use crate::{agents::*, deployments::*, oauth::*, problem::*, providers::*, runs::*, secrets::*};
+use crate::{agents::*, deployments::*, oauth::*, plan::*, problem::*, providers::*, runs::*, secrets::*};
 
 /// Every admin route's answer to a missing or wrong admin token, and to a
 /// peer that failed too often.
@@ -130,6 +130,18 @@ admin_path!(
 );
 
 admin_path!(
+    /// Check a webhook run without starting it: the request it would send
+    /// (secrets masked), and whether its agent, destination, secrets and
+    /// signing keys would let it through. Nothing is sent or stored.
+    post "/api/v1/webhook-runs/dry-run", dry_run_webhook_run,
+    { tag = "webhook-runs", request_body = CreateWebhookRun, },
+    responses(
+        (status = 200, description = "The plan; `ok` is false when a finding is an error", body = Plan),
+        (status = 400, description = "Invalid body, file or webhook name", body = Problem, content_type = PROBLEM),
+    )
+);
+
+admin_path!(
     /// The newest webhook runs.
     get "/api/v1/webhook-runs", list_webhook_runs,
     { tag = "webhook-runs", },
@@ -178,6 +190,19 @@ admin_path!(
         (status = 400, description = "Invalid body, file or Idempotency-Key; `errors` lists the file's problems", body = Problem, content_type = PROBLEM),
         (status = 409, description = "A deployment of this application is in progress", body = Problem, content_type = PROBLEM),
         (status = 422, description = "The Idempotency-Key was used with another request", body = Problem, content_type = PROBLEM),
+    )
+);
+
+admin_path!(
+    /// Check a deployment without starting it: each target's calls as they
+    /// would be sent (secrets masked), and whether each agent, destination,
+    /// secret and metric provider would let them through. Nothing is sent
+    /// or stored.
+    post "/api/v1/deployments/dry-run", dry_run_deployment,
+    { tag = "deployments", request_body = CreateDeployment, },
+    responses(
+        (status = 200, description = "The plan; `ok` is false when a finding is an error", body = Plan),
+        (status = 400, description = "Invalid body or file; `errors` lists the file's problems", body = Problem, content_type = PROBLEM),
     )
 );
 
@@ -397,8 +422,8 @@ pub fn metrics() {}
     ),
     paths(
         create_agent, list_agents, revoke_agent, create_client, revoke_client, proxy,
-        create_webhook_run, list_webhook_runs, show_webhook_run, cancel_webhook_run,
-        create_deployment, list_deployments, show_deployment, approve, reject, rollback, proceed, abort_deployment,
+        create_webhook_run, dry_run_webhook_run, list_webhook_runs, show_webhook_run, cancel_webhook_run,
+        create_deployment, dry_run_deployment, list_deployments, show_deployment, approve, reject, rollback, proceed, abort_deployment,
         create_metric_provider, list_metric_providers, delete_metric_provider,
         list_secrets, put_secret, delete_secret, callback, token, healthz, readyz, metrics,
     ),

@@ -80,6 +80,7 @@ async fn session(
         // No request is forwarded through them: they keep the calls a quiet
         // agent starts with.
         standby_calls: STANDBY_CALLS_AT_START,
+        allow_list: None,
     };
     tx.send(v1::AgentControl { msg: Some(agent_control::Msg::Hello(hello)) }).await?;
     let mut request = tonic::Request::new(ReceiverStream::new(rx));

@@ -125,6 +125,12 @@ pub(crate) struct DeployArgs {
     /// Wait until the deployment ends.
     #[arg(long)]
     pub(crate) wait: bool,
+    /// Start nothing: print each target's calls as they would be sent
+    /// (secrets masked) and what would stop them (an agent not connected,
+    /// a destination its allow-list refuses, a missing secret or metric
+    /// provider). Exits 1 when something would.
+    #[arg(long, conflicts_with = "wait")]
+    pub(crate) dry_run: bool,
 }
 
 #[derive(Args, Debug)]
@@ -248,6 +254,10 @@ pub(crate) struct WebhookRunArgs {
     /// Wait until the run ends and print its message.
     #[arg(long)]
     pub(crate) wait: bool,
+    /// Start nothing: print the call as it would be sent (secrets masked)
+    /// and what would stop it. Exits 1 when something would.
+    #[arg(long, conflicts_with = "wait")]
+    pub(crate) dry_run: bool,
 }
 
 #[derive(Subcommand, Debug)]

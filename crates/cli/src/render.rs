@@ -226,3 +226,52 @@ pub fn run(run: &WebhookRun) {
         say!("{}", safe(message, true));
     }
 }
+
+/// A dry run's plan, target by target: each call, where it goes, and what
+/// was found about it.
+pub fn plan(plan: &borealis_api::Plan) {
+    for warning in &plan.warnings {
+        say!("warning: {}", safe(warning, false));
+    }
+    if let Some(application) = &plan.application {
+        say!("application {}", safe(application, false));
+    }
+    for target in &plan.targets {
+        let after = if target.depends_on.is_empty() {
+            String::new()
+        } else {
+            format!(", after {}", safe(&target.depends_on.join(", "), false))
+        };
+        say!();
+        say!("target {} (driver {}{after})", safe(&target.name, false), safe(&target.driver, false));
+        if target.calls.is_empty() {
+            say!("  no calls");
+        }
+        for call in &target.calls {
+            planned_call(call);
+        }
+    }
+    if let Some(call) = &plan.call {
+        planned_call(call);
+    }
+    say!();
+    say!("{}", if plan.ok { "ok: nothing found that would stop it" } else { "not ok: see the errors above" });
+}
+
+fn planned_call(call: &borealis_api::PlannedCall) {
+    say!("  {} {} via {} ({})", call.kind, safe(&call.name, false), safe(&call.via, false), safe(&call.at, false));
+    if let Some(request) = &call.request {
+        say!("    {} {}", safe(&request.method, false), safe(&request.url, false));
+        for (name, value) in &request.headers {
+            say!("    {}: {}", safe(name, false), safe(value, false));
+        }
+        if let Some(body) = &request.body {
+            let shown: String = body.chars().take(400).collect();
+            let more = if shown.len() < body.len() { " …" } else { "" };
+            say!("    body: {}{more}", safe(&shown, false));
+        }
+    }
+    for finding in &call.findings {
+        say!("    {}: {}", finding.severity, safe(&finding.message, false));
+    }
+}

@@ -150,6 +150,21 @@ impl AllowList {
         &self.rules
     }
 
+    /// Whether every destination passes.
+    pub fn is_any(&self) -> bool {
+        self.any
+    }
+
+    /// Whether a request to `url` would pass by name and port, as far as
+    /// can be told without resolving it: `Ok(Allowed)`, `Ok(CheckAddresses)`
+    /// (the addresses it resolves to decide), or the refusal.
+    pub fn check_url(&self, url: &url::Url) -> Result<NameDecision, Refusal> {
+        match (url.host(), url.port_or_known_default()) {
+            (Some(host), Some(port)) => self.check_name(&host, port),
+            _ => Err(Refusal { destination: url.to_string(), reason: "the URL names no host and port".into() }),
+        }
+    }
+
     pub(crate) fn check_name(&self, host: &url::Host<&str>, port: u16) -> Result<NameDecision, Refusal> {
         if self.any {
             return Ok(NameDecision::Allowed);

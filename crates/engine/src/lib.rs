@@ -21,6 +21,7 @@ pub mod cluster;
 pub mod deployments;
 pub mod metrics;
 pub mod outcall;
+pub mod plan;
 pub mod runs;
 pub mod signing;
 pub mod transport;

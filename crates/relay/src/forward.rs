@@ -243,6 +243,11 @@ impl Forwarder {
         Self { egress, hub, credentials, peers }
     }
 
+    /// The destination policy of direct mode.
+    pub fn direct_policy(&self) -> &borealis_egress::Policy {
+        self.egress.policy()
+    }
+
     /// Sends a request direct (`agent` is `None`) or through an agent,
     /// connected here or to another replica.
     pub async fn send(&self, agent: Option<&str>, outbound: Outbound) -> Result<Reply, ForwardError> {

@@ -67,6 +67,8 @@ pub struct SessionInfo {
     /// How many standby calls this session may keep open (as granted in
     /// `Welcome`).
     pub standby_calls: u32,
+    /// The allow-list the agent reported; `None`: it did not say.
+    pub allow_list: Option<borealis_store::ReportedAllowList>,
     /// The agent's connection, closed when the relay gives up on the session.
     pub connection: Option<crate::serve::ConnectionHandle>,
 }

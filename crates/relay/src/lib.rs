@@ -35,6 +35,7 @@ pub mod hub;
 pub mod metrics;
 pub mod peer;
 pub mod placement;
+pub mod preflight;
 pub mod serve;
 pub mod state;
 pub mod throttle;

@@ -34,6 +34,7 @@ pub fn record(replica: &Replica, session: &Session) -> SessionRecord {
         version: session.info.version.clone(),
         remote_addr: session.info.remote_addr.map(|a| a.to_string()),
         connected_at: session.connected_at,
+        allow_list: session.info.allow_list.clone(),
     }
 }
 

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use borealis_protocol::v1::{self, agent_control, agent_frame, relay_control, tunnel_server::Tunnel};
 use borealis_protocol::{MAX_FRAME_BYTES, MAX_NAME_BYTES};
-use borealis_store::CredentialKind;
+use borealis_store::{CredentialKind, ReportedAllowList};
 use futures_util::{Stream, StreamExt};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -81,6 +81,24 @@ fn log_refusal(call: &str, peer: &str, claims: Option<&Claims>, status: &Status)
 
 /// Fails unless each of the peer's `(what, value)` names and ids is at most
 /// [`MAX_NAME_BYTES`] long.
+/// Most rules a `Hello.allow_list` may hold.
+const MAX_ALLOW_RULES: usize = 1024;
+
+/// The allow-list a `Hello` reports, within its bounds.
+fn reported_allow_list(list: Option<&v1::AllowList>) -> Result<Option<ReportedAllowList>, Status> {
+    let Some(list) = list else { return Ok(None) };
+    if list.rules.len() > MAX_ALLOW_RULES {
+        return Err(Status::invalid_argument(format!(
+            "Hello.allow_list has {} rules; at most {MAX_ALLOW_RULES} are allowed",
+            list.rules.len()
+        )));
+    }
+    for rule in &list.rules {
+        check_lengths(&[("a rule of Hello.allow_list", rule)])?;
+    }
+    Ok(Some(ReportedAllowList { rules: list.rules.clone(), any: list.any }))
+}
+
 fn check_lengths(fields: &[(&str, &str)]) -> Result<(), Status> {
     for (what, value) in fields {
         if value.len() > MAX_NAME_BYTES {
@@ -210,6 +228,7 @@ impl TunnelService {
                 claims.sub, hello.agent_id
             )));
         }
+        let allow_list = reported_allow_list(hello.allow_list.as_ref())?;
         if hello.capacity == 0 {
             return Err(Status::invalid_argument(
                 "Hello.capacity is 0: an instance that can run no request cannot serve (send 1 or more)",
@@ -225,6 +244,7 @@ impl TunnelService {
             remote_addr,
             capacity: hello.capacity,
             standby_calls: hello.standby_calls.min(MAX_STANDBY_CALLS),
+            allow_list,
             connection,
         };
         let session = state.hub.register(info, control);

@@ -33,6 +33,16 @@ pub struct SessionRecord {
     pub version: String,
     pub remote_addr: Option<String>,
     pub connected_at: SystemTime,
+    /// The allow-list the instance reported; `None`: it did not say.
+    pub allow_list: Option<ReportedAllowList>,
+}
+
+/// An agent instance's allow-list as it reported it: its rules' text, or
+/// every destination.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct ReportedAllowList {
+    pub rules: Vec<String>,
+    pub any: bool,
 }
 
 /// Something another replica changed, to wake the waiters here.

@@ -13,7 +13,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::cluster::{ClusterStore, ReplicaRecord, SessionRecord};
+use crate::cluster::{ClusterStore, ReplicaRecord, ReportedAllowList, SessionRecord};
 use crate::console::{ConsoleSession, ConsoleSessionStore};
 use crate::credentials::{CredentialKind, CredentialStore};
 use crate::deployments::{
@@ -679,13 +679,21 @@ pub async fn replicas_and_their_sessions<H: Harness>(harness: &H) {
         version: "1.0".into(),
         remote_addr: Some("127.0.0.1:1".into()),
         connected_at: now,
+        allow_list: None,
     };
-    store.put_session(&session("s1", "a", "rna")).await.unwrap();
+    let reported = ReportedAllowList { rules: vec!["api.internal:443".into(), "10.0.0.0/8".into()], any: false };
+    store
+        .put_session(&SessionRecord { allow_list: Some(reported.clone()), ..session("s1", "a", "rna") })
+        .await
+        .unwrap();
     store.put_session(&session("s2", "b", "rna")).await.unwrap();
     store.put_session(&session("s3", "a", "other")).await.unwrap();
     let live: Vec<String> =
         store.sessions(Some("rna"), since).await.unwrap().into_iter().map(|s| s.session_id).collect();
     assert_eq!(live, ["s1"], "b was not seen lately");
+    let lists: Vec<Option<ReportedAllowList>> =
+        store.sessions(None, since).await.unwrap().into_iter().map(|s| s.allow_list).collect();
+    assert_eq!(lists, [None, Some(reported)], "none where none was reported (agent other), and rna's list");
     assert_eq!(store.sessions(None, since).await.unwrap().len(), 2);
     assert_eq!(
         store.replicas(since).await.unwrap(),
@@ -876,6 +884,7 @@ pub async fn text_with_nul_is_stored_replaced<H: Harness>(harness: &H) {
         version: nul("v"),
         remote_addr: Some(nul("addr")),
         connected_at: now,
+        allow_list: Some(ReportedAllowList { rules: vec![nul("rule")], any: false }),
     };
     store.put_session(&session).await.unwrap();
     let sessions = store.sessions(Some(&nul("rna")), now - Duration::from_secs(60)).await.unwrap();
@@ -883,6 +892,7 @@ pub async fn text_with_nul_is_stored_replaced<H: Harness>(harness: &H) {
         sessions.iter().map(|s| (&s.instance, &s.remote_addr)).collect::<Vec<_>>(),
         [(&replaced("i"), &Some(replaced("addr")))]
     );
+    assert_eq!(sessions[0].allow_list.as_ref().map(|l| l.rules.len()), Some(1), "a rule with a NUL is kept");
     assert_eq!(store.replicas(now - Duration::from_secs(60)).await.unwrap()[0].name, replaced("name"));
 }
 

@@ -41,7 +41,7 @@ mod time;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 
-pub use cluster::{Change, ClusterStore, ReplicaRecord, SessionRecord};
+pub use cluster::{Change, ClusterStore, ReplicaRecord, ReportedAllowList, SessionRecord};
 pub use console::{ConsoleSession, ConsoleSessionStore};
 pub use credentials::{Credential, CredentialKind, CredentialStore};
 pub use deployments::{

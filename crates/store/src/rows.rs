@@ -203,5 +203,12 @@ pub(crate) fn session(row: &impl Columns) -> SessionRecord {
         version: row.text("version"),
         remote_addr: row.text_opt("remote_addr"),
         connected_at: time(row, "connected_at"),
+        // A record this version cannot read says nothing of the list.
+        allow_list: row.text_opt("allow_list").and_then(|text| serde_json::from_str(&text).ok()),
     }
+}
+
+/// A session's allow-list as stored: JSON, or NULL when it said nothing.
+pub(crate) fn allow_list_json(session: &SessionRecord) -> Option<String> {
+    session.allow_list.as_ref().map(|list| serde_json::to_string(list).expect("a list of strings serializes"))
 }

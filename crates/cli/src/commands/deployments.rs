@@ -5,7 +5,7 @@ use borealis_api::{
     AbortDeployment, CreateDeployment, DecisionTaken, Deployment, DeploymentList, DeploymentState, TargetState,
 };
 
-use super::{context_map, pairs_map, read_file, start};
+use super::{context_map, dry_run, pairs_map, read_file, start};
 use crate::args::{AbortArgs, DeployArgs, DeploymentsCommand};
 use crate::client::{Failure, Relay, urlencode};
 use crate::render::{self, safe};
@@ -35,6 +35,9 @@ pub async fn deploy(relay: &Relay, json: bool, stream: bool, args: &DeployArgs) 
         artifacts: pairs_map("--artifact", &args.artifacts)?,
         allow_unknown_fields: args.file.allow_unknown_fields,
     };
+    if args.dry_run {
+        return dry_run(relay, json, "/api/v1/deployments/dry-run", &body).await;
+    }
     let Some(id) = start::<Deployment>(relay, json, "/api/v1/deployments", &body, "deployment", args.wait).await?
     else {
         return Ok(());

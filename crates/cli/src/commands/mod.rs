@@ -61,6 +61,25 @@ impl Started for borealis_api::Deployment {
     }
 }
 
+/// A dry run at `path`: prints the plan, and fails (exit 1) when a finding
+/// is an error.
+async fn dry_run(relay: &Relay, json: bool, path: &str, body: &impl serde::Serialize) -> Result<(), Failure> {
+    let plan: borealis_api::Plan = relay.post(path, body).await?;
+    if json {
+        render::json(&plan)
+    } else {
+        render::plan(&plan)
+    }
+    let errors = plan.calls().flat_map(|c| &c.findings).filter(|f| f.severity == borealis_api::Severity::Error).count();
+    match errors {
+        0 => Ok(()),
+        n => Err(Failure {
+            code: 1,
+            message: format!("the dry run found {n} problem(s) that would stop it; nothing was started"),
+        }),
+    }
+}
+
 /// POSTs something to start, shows the relay's warnings, and says it
 /// started. Returns its id when the caller is to wait for it.
 async fn start<T: Started>(

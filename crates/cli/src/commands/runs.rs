@@ -1,6 +1,6 @@
 use borealis_api::{CreateWebhookRun, RunState, WebhookRun, WebhookRunList};
 
-use super::{context_map, read_file, start};
+use super::{context_map, dry_run, read_file, start};
 use crate::args::{RunsCommand, WebhookRunArgs};
 use crate::client::{Failure, Relay, urlencode};
 use crate::render::{self, safe};
@@ -39,6 +39,9 @@ pub async fn webhook_run(relay: &Relay, json: bool, args: &WebhookRunArgs) -> Re
         context: context_map(&args.context)?,
         allow_unknown_fields: args.file.allow_unknown_fields,
     };
+    if args.dry_run {
+        return dry_run(relay, json, "/api/v1/webhook-runs/dry-run", &body).await;
+    }
     let Some(id) = start::<WebhookRun>(relay, json, "/api/v1/webhook-runs", &body, "run", args.wait).await? else {
         return Ok(());
     };

@@ -16,6 +16,7 @@ pub mod hooks;
 pub mod inputs;
 pub mod journal;
 pub mod orchestrator;
+pub mod plan;
 pub mod providers;
 
 use std::collections::HashMap;
@@ -62,6 +63,28 @@ pub enum DeploymentError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Vault(#[from] VaultError),
+}
+
+fn invalid(heading: &str, errors: Vec<String>) -> DeploymentError {
+    DeploymentError::Invalid { detail: format!("{heading}:\n{}", errors.join("\n")), errors }
+}
+
+/// A deployment file read with `inputs`' artifacts: the file, its
+/// warnings, and what keeps it from running on its own.
+struct ReadFile {
+    file: DeploymentFile,
+    warnings: Vec<String>,
+    errors: Vec<String>,
+}
+
+/// Reads and checks the file `text`; refuses it when it cannot be read.
+fn read_file(text: &str, inputs: &Inputs, unknown: UnknownFields) -> Result<ReadFile, DeploymentError> {
+    Inputs::check_artifacts(&inputs.artifacts).map_err(|e| invalid("the artifacts are invalid", vec![e]))?;
+    let parsed = deployment::parse_with(text, unknown)
+        .map_err(|errors| invalid("the deployment file is invalid", errors.iter().map(|e| e.to_string()).collect()))?;
+    let warnings: Vec<String> = parsed.warnings.iter().map(|w| w.to_string()).collect();
+    let errors: Vec<String> = deployment::validate_deployment(&parsed.file).iter().map(|e| e.to_string()).collect();
+    Ok(ReadFile { file: parsed.file, warnings, errors })
 }
 
 /// The longest reason an abort may give.
@@ -287,30 +310,16 @@ impl Deployments {
         idempotency: Option<&IdempotencyKey>,
         unknown: UnknownFields,
     ) -> Result<Started, DeploymentError> {
-        let invalid = |heading: &str, errors: Vec<String>| DeploymentError::Invalid {
-            detail: format!("{heading}:\n{}", errors.join("\n")),
-            errors,
-        };
-        Inputs::check_artifacts(&inputs.artifacts).map_err(|e| invalid("the artifacts are invalid", vec![e]))?;
-        let parsed = deployment::parse_with(text, unknown).map_err(|errors| {
-            invalid("the deployment file is invalid", errors.iter().map(|e| e.to_string()).collect())
-        })?;
-        let mut errors: Vec<String> =
-            deployment::validate_deployment(&parsed.file).iter().map(|e| e.to_string()).collect();
+        let ReadFile { file, warnings, mut errors } = read_file(text, inputs, unknown)?;
         let secrets = self.context.caller.vault().all().await?;
-        errors.extend(crate::signing::check_file(
-            self.context.settings.signing_default.as_deref(),
-            &parsed.file,
-            &secrets,
-        ));
-        errors.extend(self.check_providers(&parsed.file).await?);
-        let warnings: Vec<String> = parsed.warnings.iter().map(|w| w.to_string()).collect();
+        errors.extend(crate::signing::check_file(self.context.settings.signing_default.as_deref(), &file, &secrets));
+        errors.extend(self.check_providers(&file).await?);
         if !errors.is_empty() {
             // An ignored unknown field may be why: a misspelled key.
             errors.extend(warnings);
             return Err(invalid("the deployment cannot run", errors));
         }
-        let application = parsed.file.application.clone().expect("checked");
+        let application = file.application.clone().expect("checked");
         let id = uuid::Uuid::new_v4().to_string();
         let context_json = inputs.encode();
         let replica = &self.context.replica;
@@ -328,7 +337,7 @@ impl Deployments {
             }
             Err(other) => return Err(other.into()),
         }
-        for target in &parsed.file.targets {
+        for target in &file.targets {
             self.context
                 .store
                 .set_target(&id, &replica.id, &target.name, TargetState::Waiting, Some("waiting to start"), None)

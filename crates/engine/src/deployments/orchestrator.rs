@@ -993,26 +993,9 @@ impl Deployment {
             LookbackMethod::Sliding => at - interval_ms,
         };
         let time = |ms: i64| SystemTime::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
-        let window_seconds = ((at - window_start) / 1000).max(1);
-        let mut armory: BTreeMap<String, String> = BTreeMap::new();
-        armory.insert("applicationName".into(), self.application.clone());
-        armory.insert("environmentName".into(), target.name.clone());
-        armory.insert("deploymentId".into(), self.id.clone());
-        if let Some(account) = &target.account {
-            armory.insert("accountName".into(), account.clone());
-        }
-        if let Some(namespace) = &target.namespace {
-            armory.insert("namespace".into(), namespace.clone());
-        }
-        armory.insert("startTimeIso8601".into(), crate::clock::rfc3339(time(window_start)));
-        armory.insert("startTimeEpochSeconds".into(), (window_start / 1000).to_string());
-        armory.insert("startTimeEpochMillis".into(), window_start.to_string());
-        armory.insert("endTimeIso8601".into(), crate::clock::rfc3339(time(at)));
-        armory.insert("endTimeEpochSeconds".into(), (at / 1000).to_string());
-        armory.insert("endTimeEpochMillis".into(), at.to_string());
-        armory.insert("intervalMillis".into(), interval_ms.to_string());
-        armory.insert("intervalSeconds".into(), analysis.interval_seconds.to_string());
-        armory.insert("promQlStepInterval".into(), format!("{window_seconds}s"));
+        let window =
+            providers::Window { start: time(window_start), end: time(at), interval_seconds: analysis.interval_seconds };
+        let armory = providers::window_values(&self.application, &self.id, target, &window);
         let mut context = self.context_values.clone();
         context.extend(self.file.context.clone());
         context.extend(analysis.context.clone());

@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
+use borealis_core::deployment::Target;
 use borealis_core::template::{self, SecretUse, Slot};
 use borealis_store::MetricProvider;
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -21,21 +22,13 @@ use crate::outcall::{Keep, Outcall};
 pub async fn query(caller: &Caller, provider: &MetricProvider, query: &str, time: SystemTime) -> Result<f64, String> {
     let secrets = caller.vault().all().await.map_err(|e| e.to_string())?;
     let values = secrets.values(SecretUse::Providers, caller.signing_default(), BTreeMap::new(), BTreeMap::new());
+    let (url, pairs) = request(provider, query, time, &values, false)?;
     let mut headers = HeaderMap::new();
-    for (key, value) in &provider.headers {
-        let rendered = template::render(value, Slot::HeaderValue, &values, false)
-            .map_err(|e| format!("provider {} header {key}: {e}", provider.name))?;
+    for (key, value) in pairs {
         let name = HeaderName::from_bytes(key.as_bytes()).map_err(|e| e.to_string())?;
-        let value = HeaderValue::from_str(&rendered).map_err(|e| e.to_string())?;
+        let value = HeaderValue::from_str(&value).map_err(|e| e.to_string())?;
         headers.insert(name, value);
     }
-    let mut url = url::Url::parse(&provider.url).map_err(|e| format!("provider {} url: {e}", provider.name))?;
-    {
-        let path = format!("{}/api/v1/query", url.path().trim_end_matches('/'));
-        url.set_path(&path);
-    }
-    let seconds = time.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_secs_f64();
-    url.query_pairs_mut().append_pair("query", query).append_pair("time", &format!("{seconds:.3}"));
     let via = match &provider.agent {
         Some(agent) => format!("provider {} (through agent {agent})", provider.name),
         None => format!("provider {}", provider.name),
@@ -52,6 +45,62 @@ pub async fn query(caller: &Caller, provider: &MetricProvider, query: &str, time
     let answer = caller.call(call).await.map_err(|e| format!("{via} could not be queried: {}", e.detail))?;
     let body = answer.body.map_err(|e| format!("{via}: {e}"))?;
     interpret(&via, answer.status, body.as_bytes())
+}
+
+/// The instant query's URL for `query` at `time`, and the provider's
+/// headers rendered with `values` (masked, for showing, with `mask`).
+pub fn request(
+    provider: &MetricProvider,
+    query: &str,
+    time: SystemTime,
+    values: &template::Values,
+    mask: bool,
+) -> Result<(url::Url, Vec<(String, String)>), String> {
+    let mut headers = Vec::with_capacity(provider.headers.len());
+    for (key, value) in &provider.headers {
+        let rendered = template::render(value, Slot::HeaderValue, values, mask)
+            .map_err(|e| format!("provider {} header {key}: {e}", provider.name))?;
+        headers.push((key.clone(), rendered));
+    }
+    let mut url = url::Url::parse(&provider.url).map_err(|e| format!("provider {} url: {e}", provider.name))?;
+    let path = format!("{}/api/v1/query", url.path().trim_end_matches('/'));
+    url.set_path(&path);
+    let seconds = time.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_secs_f64();
+    url.query_pairs_mut().append_pair("query", query).append_pair("time", &format!("{seconds:.3}"));
+    Ok((url, headers))
+}
+
+/// A judgment run's window.
+pub struct Window {
+    pub start: SystemTime,
+    pub end: SystemTime,
+    pub interval_seconds: u64,
+}
+
+/// What `{{armory.*}}` holds in a query of deployment `id` over `window`.
+pub fn window_values(application: &str, id: &str, target: &Target, window: &Window) -> BTreeMap<String, String> {
+    let millis = |t: SystemTime| t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_millis() as i64;
+    let (start, end) = (millis(window.start), millis(window.end));
+    let mut armory: BTreeMap<String, String> = BTreeMap::new();
+    armory.insert("applicationName".into(), application.to_owned());
+    armory.insert("environmentName".into(), target.name.clone());
+    armory.insert("deploymentId".into(), id.to_owned());
+    if let Some(account) = &target.account {
+        armory.insert("accountName".into(), account.clone());
+    }
+    if let Some(namespace) = &target.namespace {
+        armory.insert("namespace".into(), namespace.clone());
+    }
+    armory.insert("startTimeIso8601".into(), crate::clock::rfc3339(window.start));
+    armory.insert("startTimeEpochSeconds".into(), (start / 1000).to_string());
+    armory.insert("startTimeEpochMillis".into(), start.to_string());
+    armory.insert("endTimeIso8601".into(), crate::clock::rfc3339(window.end));
+    armory.insert("endTimeEpochSeconds".into(), (end / 1000).to_string());
+    armory.insert("endTimeEpochMillis".into(), end.to_string());
+    armory.insert("intervalMillis".into(), (window.interval_seconds * 1000).to_string());
+    armory.insert("intervalSeconds".into(), window.interval_seconds.to_string());
+    armory.insert("promQlStepInterval".into(), format!("{}s", ((end - start) / 1000).max(1)));
+    armory
 }
 
 /// Prometheus' answer, as one number or a reason it is not one.

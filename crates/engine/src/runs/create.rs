@@ -3,12 +3,14 @@
 use std::collections::BTreeMap;
 
 use base64::Engine;
-use borealis_core::deployment::{self, DeploymentFile, NetworkMode, Step, UnknownFields};
+use borealis_core::deployment::{self, DeploymentFile, NetworkMode, Step, UnknownFields, Webhook};
 use borealis_core::render;
 use borealis_core::template::SecretUse;
 use borealis_store::{Conflict, CredentialKind, IdempotencyKey, NewRun, StoreError};
 
 use super::{RunError, RunSpec, Runs};
+use crate::plan::{ASSIGNED_WHEN_SENT, Planner, Preflight};
+use borealis_api::Plan;
 
 /// A run to start.
 #[derive(Debug)]
@@ -75,14 +77,35 @@ impl Runs {
     pub async fn create(&self, request: RunRequest) -> Result<Created, RunError> {
         create(self, request).await
     }
+
+    /// The call `request` would make, rendered and checked; nothing is
+    /// sent or stored. A request that names no webhook or target of its
+    /// file is refused as [`Runs::create`] refuses it.
+    pub async fn plan(&self, request: RunRequest, preflight: &dyn Preflight) -> Result<Plan, RunError> {
+        let (file, warnings) = parse(&request)?;
+        let settings = &self.settings;
+        let limits = &settings.render_limits;
+        let default_key = settings.signing_default.as_deref();
+        let planner = Planner::new(&self.vault, default_key, limits, &settings.public_base, preflight).await?;
+        let found = resolve(&file, &request, ASSIGNED_WHEN_SENT, &planner.callback_uri())?;
+        let at = found.webhook.location.path.clone();
+        let call = planner.webhook(found.webhook, found.agent, found.armory, found.context, at).await;
+        Ok(Plan { ok: false, application: file.application.clone(), warnings, targets: Vec::new(), call: Some(call) }
+            .conclude())
+    }
 }
 
-async fn create(runs: &Runs, request: RunRequest) -> Result<Created, RunError> {
+/// The request's file, read, and its warnings.
+fn parse(request: &RunRequest) -> Result<(DeploymentFile, Vec<String>), RunError> {
     let parsed = deployment::parse_with(&request.file, request.unknown_fields).map_err(|errors| {
         invalid_lines("the deployment file is invalid", errors.iter().map(|e| e.to_string()).collect())
     })?;
-    let warnings: Vec<String> = parsed.warnings.iter().map(|w| w.to_string()).collect();
-    create_parsed(runs, request, parsed.file, warnings.clone()).await.map_err(|err| match err {
+    Ok((parsed.file, parsed.warnings.iter().map(|w| w.to_string()).collect()))
+}
+
+async fn create(runs: &Runs, request: RunRequest) -> Result<Created, RunError> {
+    let (file, warnings) = parse(&request)?;
+    create_parsed(runs, request, file, warnings.clone()).await.map_err(|err| match err {
         // An ignored unknown field may be why: a misspelled key.
         RunError::Invalid { detail, mut errors } if !warnings.is_empty() => {
             let detail = format!("{detail}\n{}", warnings.join("\n"));
@@ -93,13 +116,25 @@ async fn create(runs: &Runs, request: RunRequest) -> Result<Created, RunError> {
     })
 }
 
-async fn create_parsed(
-    runs: &Runs,
-    request: RunRequest,
-    file: DeploymentFile,
-    warnings: Vec<String>,
-) -> Result<Created, RunError> {
-    let Some(webhook) = file.webhook(&request.name).cloned() else {
+/// What a run request names, found in its file: the webhook, the agent
+/// that would call it, and the values its templates read.
+pub(crate) struct Resolved<'f> {
+    pub webhook: &'f Webhook,
+    /// The agent, or why none can be named.
+    pub agent: Result<Option<String>, String>,
+    pub armory: BTreeMap<String, String>,
+    pub context: BTreeMap<String, String>,
+}
+
+/// Finds what `request` names in `file`; `id` and `callback_uri` are the
+/// run's, or stand-ins where none is made.
+pub(crate) fn resolve<'f>(
+    file: &'f DeploymentFile,
+    request: &RunRequest,
+    id: &str,
+    callback_uri: &str,
+) -> Result<Resolved<'f>, RunError> {
+    let Some(webhook) = file.webhook(&request.name) else {
         let names: Vec<&str> = file.webhooks.iter().map(|w| w.name.as_str()).collect();
         return Err(invalid(format!(
             "no webhook named {:?} in the file (defined: {})",
@@ -115,32 +150,22 @@ async fn create_parsed(
         None => None,
     };
     let agent = match webhook.network_mode {
-        NetworkMode::Direct => None,
-        NetworkMode::RemoteNetworkAgent => Some(
-            webhook
-                .agent_identifier
-                .clone()
-                .or_else(|| target.and_then(|t| t.account.clone()))
-                .ok_or_else(|| {
-                    invalid(format!(
+        NetworkMode::Direct => Ok(None),
+        NetworkMode::RemoteNetworkAgent => {
+            webhook.agent_identifier.clone().or_else(|| target.and_then(|t| t.account.clone())).map(Some).ok_or_else(
+                || {
+                    format!(
                         "webhook {:?} uses remoteNetworkAgent with no agentIdentifier; give --environment with a target that has an account",
                         webhook.name
-                    ))
-                })?,
-        ),
-    };
-    if let Some(agent) = &agent {
-        let registered = runs.agents.active_credential(CredentialKind::Agent, agent).await?;
-        if registered.is_none() {
-            return Err(invalid(format!("agent {agent:?} is not registered (borealis agents create {agent})")));
+                    )
+                },
+            )
         }
-    }
-
-    let id = uuid::Uuid::new_v4().to_string();
-    let callback_id = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(borealis_core::secret::random_bytes(18));
-    let callback_uri = format!("{}/callbacks/{callback_id}", runs.settings.public_base.trim_end_matches('/'));
-    let mut armory =
-        BTreeMap::from([("callbackUri".to_owned(), callback_uri.clone()), ("deploymentId".to_owned(), id.clone())]);
+    };
+    let mut armory = BTreeMap::from([
+        ("callbackUri".to_owned(), callback_uri.to_owned()),
+        ("deploymentId".to_owned(), id.to_owned()),
+    ]);
     let mut put = |key: &str, value: Option<&String>| {
         if let Some(value) = value {
             armory.insert(key.to_owned(), value.clone());
@@ -158,8 +183,29 @@ async fn create_parsed(
             context.extend(request.context.clone());
             context
         }
-        None => context_for(&file, &webhook.name, request.environment.as_deref(), &request.context),
+        None => context_for(file, &webhook.name, request.environment.as_deref(), &request.context),
     };
+    Ok(Resolved { webhook, agent, armory, context })
+}
+
+async fn create_parsed(
+    runs: &Runs,
+    request: RunRequest,
+    file: DeploymentFile,
+    warnings: Vec<String>,
+) -> Result<Created, RunError> {
+    let id = uuid::Uuid::new_v4().to_string();
+    let callback_id = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(borealis_core::secret::random_bytes(18));
+    let callback_uri = format!("{}/callbacks/{callback_id}", runs.settings.public_base.trim_end_matches('/'));
+    let Resolved { webhook, agent, armory, context, .. } = resolve(&file, &request, &id, &callback_uri)?;
+    let webhook = webhook.clone();
+    let agent = agent.map_err(invalid)?;
+    if let Some(agent) = &agent {
+        let registered = runs.agents.active_credential(CredentialKind::Agent, agent).await?;
+        if registered.is_none() {
+            return Err(invalid(format!("agent {agent:?} is not registered (borealis agents create {agent})")));
+        }
+    }
 
     // Render once now, so that bad input is refused before anything is sent:
     // with only the secrets marked for webhooks, never the relay's own key.

@@ -72,6 +72,7 @@ pub(crate) async fn agents(state: &AppState) -> Result<Vec<borealis_api::Agent>,
             capacity: 0,
             standby_calls: 0,
             standby_idle: 0,
+            allow_list: record.allow_list.map(allow_report),
             draining: false,
             replica: replica.name.clone(),
             held_here: false,
@@ -95,6 +96,7 @@ pub(crate) async fn agents(state: &AppState) -> Result<Vec<borealis_api::Agent>,
                     capacity: s.info.capacity,
                     standby_calls: s.info.standby_calls,
                     standby_idle: s.standby_idle() as u64,
+                    allow_list: s.info.allow_list.clone().map(allow_report),
                     draining: s.is_draining(),
                     replica: state.replica.name.clone(),
                     held_here: true,
@@ -147,4 +149,8 @@ pub(crate) async fn revoke_agent_named(state: &AppState, id: &str) -> Result<usi
     let closed = state.hub.disconnect(id, tonic::Status::unauthenticated("the credential was revoked"));
     tracing::info!(agent = id, sessions_closed = closed, "agent revoked");
     Ok(closed)
+}
+
+fn allow_report(list: borealis_store::ReportedAllowList) -> borealis_api::AllowListReport {
+    borealis_api::AllowListReport { rules: list.rules, any: list.any }
 }

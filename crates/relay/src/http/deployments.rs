@@ -12,6 +12,7 @@ use borealis_store::{DeploymentView, RunRecord};
 use super::AppState;
 use super::extract::{WaitQuery, created, idempotency_key, json_body};
 use super::problem::Problem;
+use crate::preflight::RelayPreflight;
 use borealis_core::deployment::UnknownFields;
 use borealis_engine::clock::rfc3339;
 use borealis_engine::deployments::inputs::Inputs;
@@ -34,6 +35,15 @@ pub async fn create(
     let mut value = describe(&started.view);
     value.warnings = Some(started.warnings);
     Ok((StatusCode::CREATED, Json(value)).into_response())
+}
+
+/// `POST /api/v1/deployments/dry-run`: every call the deployment would make, checked.
+pub async fn dry_run(State(state): State<Arc<AppState>>, body: axum::body::Bytes) -> Result<Response, Problem> {
+    let request: borealis_api::CreateDeployment = json_body(&body)?;
+    let unknown = UnknownFields::allowed_if(request.allow_unknown_fields);
+    let inputs = Inputs { context: request.context, artifacts: request.artifacts };
+    let plan = state.deployments.plan(&request.file, &inputs, unknown, &RelayPreflight::new(&state)).await?;
+    Ok(Json(plan).into_response())
 }
 
 pub async fn list(State(state): State<Arc<AppState>>) -> Result<Response, Problem> {

@@ -14,10 +14,20 @@ use super::AppState;
 use super::extract::{self, WaitQuery, idempotency_key, json_body};
 use super::problem::Problem;
 use crate::auth::{self, AuthError};
+use crate::preflight::RelayPreflight;
 use borealis_core::deployment::UnknownFields;
 use borealis_engine::clock::rfc3339;
 use borealis_engine::runs::RunSpec;
 use borealis_engine::runs::create::RunRequest;
+
+/// `POST /api/v1/webhook-runs/dry-run`: the call the run would make, checked.
+pub async fn dry_run(State(state): State<Arc<AppState>>, body: axum::body::Bytes) -> Result<Response, Problem> {
+    let borealis_api::CreateWebhookRun { file, name, environment, context, allow_unknown_fields } = json_body(&body)?;
+    let unknown_fields = UnknownFields::allowed_if(allow_unknown_fields);
+    let request = RunRequest { file, name, environment, context, link: None, idempotency: None, unknown_fields };
+    let plan = state.runs.plan(request, &RelayPreflight::new(&state)).await?;
+    Ok(Json(plan).into_response())
+}
 
 pub async fn create_run(
     State(state): State<Arc<AppState>>,

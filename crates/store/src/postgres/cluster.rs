@@ -79,8 +79,9 @@ impl ClusterStore for PostgresStore {
 
     async fn put_session(&self, session: &SessionRecord) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO agent_sessions (session_id, replica_id, agent_id, instance, version, remote_addr, connected_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (session_id) DO NOTHING",
+            "INSERT INTO agent_sessions \
+             (session_id, replica_id, agent_id, instance, version, remote_addr, connected_at, allow_list) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (session_id) DO NOTHING",
         )
         .bind(storable(&session.session_id))
         .bind(storable(&session.replica_id))
@@ -89,6 +90,7 @@ impl ClusterStore for PostgresStore {
         .bind(storable(&session.version))
         .bind(storable_opt(session.remote_addr.as_ref()))
         .bind(unix_ms(session.connected_at))
+        .bind(crate::rows::allow_list_json(session))
         .execute(&self.pool)
         .await
         .map_err(db)?;

@@ -76,8 +76,9 @@ impl ClusterStore for SqliteStore {
         self.writes
             .execute(
                 sqlx::query(
-                    "INSERT INTO agent_sessions (session_id, replica_id, agent_id, instance, version, remote_addr, connected_at) \
-                     VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (session_id) DO NOTHING",
+                    "INSERT INTO agent_sessions \
+                     (session_id, replica_id, agent_id, instance, version, remote_addr, connected_at, allow_list) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (session_id) DO NOTHING",
                 )
                 .bind(storable(&session.session_id))
                 .bind(storable(&session.replica_id))
@@ -85,7 +86,8 @@ impl ClusterStore for SqliteStore {
                 .bind(storable(&session.instance))
                 .bind(storable(&session.version))
                 .bind(storable_opt(session.remote_addr.as_ref()))
-                .bind(unix_ms(session.connected_at)),
+                .bind(unix_ms(session.connected_at))
+                .bind(crate::rows::allow_list_json(session)),
             )
             .await
             .map_err(db)?;
