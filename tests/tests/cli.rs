@@ -185,4 +185,27 @@ async fn a_run_through_a_disconnected_agent_warns_at_once() {
     let out = relay.cli().args(["webhook", "run", "-f", file.to_str().unwrap(), "--name", "scan"]).run_async().await;
     assert!(out.status.success(), "{}", out.stderr_text());
     assert!(!out.stderr_text().contains("warning"), "{}", out.stderr_text());
+
+    // A deployment warns the same of each agent it names that has no
+    // instance connected (here through the target's account), and only those.
+    let file = deployer.file(
+        "deploy.yaml",
+        "application: shop
+targets:
+  staging:
+    account: idle
+    constraints:
+      beforeDeployment:
+        - runWebhook: {name: scan}
+        - runWebhook: {name: live-scan}
+webhooks:
+  - {name: scan, method: POST, uriTemplate: 'http://scanner.internal/', networkMode: remoteNetworkAgent}
+  - {name: live-scan, method: POST, uriTemplate: 'http://scanner.internal/', networkMode: remoteNetworkAgent, agentIdentifier: live}
+",
+    );
+    let out = relay.cli().args(["deploy", "-f", file.to_str().unwrap()]).run_async().await;
+    assert!(out.status.success(), "{}", out.stderr_text());
+    let said = out.stderr_text();
+    assert!(said.contains("warning: agent \"idle\" is registered but no instance of it is connected"), "{said}");
+    assert!(!said.contains("\"live\""), "{said}");
 }

@@ -171,3 +171,31 @@ async fn direct(policy: &Policy, url: &url::Url, resolve: bool) -> Vec<Finding> 
         vec![Finding::error(format!("direct mode refuses it: {}", refused.join("; ")))]
     }
 }
+
+/// Whether an instance of `agent` is connected here or, by the session
+/// records, to a live replica. A store that cannot say counts as connected:
+/// this only decides a warning.
+async fn is_connected(state: &AppState, agent: &str) -> bool {
+    if state.hub.has_instance(agent) {
+        return true;
+    }
+    match state.store.sessions(Some(agent), state.replica.alive_since()).await {
+        Ok(sessions) => !sessions.is_empty(),
+        Err(_) => true,
+    }
+}
+
+/// A warning for each of `agents` with no instance connected: what was
+/// just started through it fails (and is retried) until one connects.
+pub async fn disconnected_agents<'a>(state: &AppState, agents: impl Iterator<Item = &'a String>) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for agent in agents {
+        if !is_connected(state, agent).await {
+            warnings.push(format!(
+                "agent {agent:?} is registered but no instance of it is connected: calls through it fail (and are \
+                 retried) until one connects"
+            ));
+        }
+    }
+    warnings
+}

@@ -355,6 +355,36 @@ impl DeploymentFile {
         analysis.metric_provider_name.as_ref().or(self.metrics.default_metric_provider_name.as_ref())
     }
 
+    /// Every agent a deployment of this file may call through: its
+    /// `runWebhook` steps', hooks' and drivers' in `remoteNetworkAgent`
+    /// mode, each its own `agentIdentifier` or else its target's account.
+    pub fn agents_used(&self) -> std::collections::BTreeSet<String> {
+        let mut agents = std::collections::BTreeSet::new();
+        let mut add = |mode: NetworkMode, own: Option<&String>, target: &Target| {
+            if mode == NetworkMode::RemoteNetworkAgent
+                && let Some(agent) = own.or(target.account.as_ref())
+            {
+                agents.insert(agent.clone());
+            }
+        };
+        for target in &self.targets {
+            for step in self.steps_of(target) {
+                if let Step::RunWebhook(run) = step
+                    && let Some(webhook) = self.webhook(&run.name)
+                {
+                    add(webhook.network_mode, webhook.agent_identifier.as_ref(), target);
+                }
+            }
+            for hook in &self.hooks {
+                add(hook.network_mode, hook.agent_identifier.as_ref(), target);
+            }
+            if let Driver::Webhook { network_mode, agent_identifier, .. } = &target.driver {
+                add(*network_mode, agent_identifier.as_ref(), target);
+            }
+        }
+        agents
+    }
+
     /// All `runWebhook` steps anywhere in the file.
     pub fn run_webhooks(&self) -> Vec<&RunWebhook> {
         self.all_steps()

@@ -32,8 +32,12 @@ pub async fn create(
     if started.replayed {
         return Ok(created(Json(describe(&started.view)), true));
     }
+    let mut warnings = started.warnings;
+    if let Ok(parsed) = borealis_core::deployment::parse_with(&request.file, UnknownFields::Warn) {
+        warnings.extend(crate::preflight::disconnected_agents(&state, parsed.file.agents_used().iter()).await);
+    }
     let mut value = describe(&started.view);
-    value.warnings = Some(started.warnings);
+    value.warnings = Some(warnings);
     Ok((StatusCode::CREATED, Json(value)).into_response())
 }
 

@@ -42,30 +42,10 @@ pub async fn create_run(
     let run = state.runs.record(&created.id).await?;
     let mut warnings = created.warnings;
     let agent = serde_json::from_str::<RunSpec>(&run.spec).ok().and_then(|spec| spec.agent);
-    if let Some(agent) = agent
-        && !agent_is_connected(&state, &agent).await
-    {
-        warnings.push(format!(
-            "agent {agent:?} is registered but no instance of it is connected: the run's calls fail (and are \
-             retried) until one connects"
-        ));
-    }
+    warnings.extend(crate::preflight::disconnected_agents(&state, agent.iter()).await);
     let mut value = describe(&run, None);
     value.warnings = Some(warnings);
     Ok(extract::created(Json(value), created.replayed))
-}
-
-/// Whether an instance of `agent` is connected here or, by the session
-/// records, to a live replica. A store that cannot say counts as connected:
-/// this only decides a warning.
-async fn agent_is_connected(state: &AppState, agent: &str) -> bool {
-    if state.hub.has_instance(agent) {
-        return true;
-    }
-    match state.store.sessions(Some(agent), state.replica.alive_since()).await {
-        Ok(sessions) => !sessions.is_empty(),
-        Err(_) => true,
-    }
 }
 
 pub async fn list_runs(State(state): State<Arc<AppState>>) -> Result<Response, Problem> {
