@@ -25,6 +25,11 @@ use crate::secret::MASK;
 pub const ARMORY_KEYS: &[&str] =
     &["callbackUri", "applicationName", "environmentName", "deploymentId", "accountName", "namespace"];
 
+/// What `{{armory.*}}` offers beyond [`ARMORY_KEYS`] in a rollout driver's
+/// templates: the action (`deploy`, `setWeight`, ...) and its weight (empty
+/// for an action without one).
+pub const DRIVER_KEYS: &[&str] = &["action", "weight"];
+
 /// What `{{armory.*}}` offers beyond [`ARMORY_KEYS`] in an analysis query's
 /// `queryTemplate`: the judgment run's window, as Armory's queries use it.
 pub const ANALYSIS_KEYS: &[&str] = &[
@@ -63,7 +68,7 @@ pub const FILTERS: &[&str] = &[
     "b64encode",
 ];
 
-const NAMESPACES: &[&str] = &["armory", "context", "secrets"];
+const NAMESPACES: &[&str] = &["armory", "context", "artifacts", "secrets"];
 
 /// The longest expression a placeholder may hold. The parser builds chains
 /// such as `a ~ b ~ ...` without a depth limit, and one of 100,000 links
@@ -153,6 +158,8 @@ impl Default for RenderLimits {
 pub struct Values {
     pub armory: BTreeMap<String, String>,
     pub context: BTreeMap<String, String>,
+    /// What a deployment deploys, by name (`{{artifacts.NAME}}`).
+    pub artifacts: BTreeMap<String, String>,
     /// The secrets this template may read.
     pub secrets: BTreeMap<String, Secret>,
     /// Stored secrets this template may not read, each with why (as
@@ -304,7 +311,7 @@ impl Keyring {
         context: BTreeMap<String, String>,
     ) -> Values {
         let (secrets, withheld) = self.readable(use_, reserved);
-        Values { armory, context, secrets, withheld }
+        Values { armory, context, artifacts: BTreeMap::new(), secrets, withheld }
     }
 }
 
@@ -377,7 +384,7 @@ fn environment(fuel: u64) -> Environment<'static> {
 fn not_a_namespace(raw: &str, ns: &str) -> TemplateError {
     TemplateError::Unknown {
         placeholder: raw.to_owned(),
-        reason: format!("{ns:?} is not a namespace; use armory, context or secrets"),
+        reason: format!("{ns:?} is not a namespace; use armory, context, artifacts or secrets"),
     }
 }
 
@@ -393,7 +400,13 @@ fn armory_offers(raw: &str, extra: &[&str]) -> TemplateError {
 /// The `armory` keys a template may name beyond [`ARMORY_KEYS`]: those of
 /// an analysis query when `values` carries them, else none.
 fn extra_keys(values: &Values) -> &'static [&'static str] {
-    if ANALYSIS_KEYS.iter().all(|k| values.armory.contains_key(*k)) { ANALYSIS_KEYS } else { &[] }
+    if ANALYSIS_KEYS.iter().all(|k| values.armory.contains_key(*k)) {
+        ANALYSIS_KEYS
+    } else if DRIVER_KEYS.iter().all(|k| values.armory.contains_key(*k)) {
+        DRIVER_KEYS
+    } else {
+        &[]
+    }
 }
 
 /// An upper bound of what a value renders to, and of what iterating it gives.
@@ -460,6 +473,7 @@ impl Walker<'_> {
             "secrets" => "every secret",
             "armory" => "every armory value",
             "context" => "the whole context",
+            "artifacts" => "every artifact",
             other => return not_a_namespace(self.raw, other),
         };
         self.invalid(format!("{{{{ {name} }}}} would render {every}; name one, as {{{{ {name}.NAME }}}}"))
@@ -482,6 +496,7 @@ impl Walker<'_> {
         let len = match ns {
             "armory" => values.armory.get(key).map_or(0, String::len),
             "context" => values.context.get(key).map_or(0, String::len),
+            "artifacts" => values.artifacts.get(key).map_or(0, String::len),
             _ if mask => values.secrets.get(key).map_or(0, |_| MASK.len()),
             _ => values.secrets.get(key).map_or(0, |s| s.expose().len()),
         };
@@ -720,6 +735,12 @@ pub fn check_query(text: &str) -> Result<(), TemplateError> {
     check_keys(text, ANALYSIS_KEYS)
 }
 
+/// [`check`] for a rollout driver's header values and body, which may also
+/// name the action ([`DRIVER_KEYS`]).
+pub fn check_driver(text: &str) -> Result<(), TemplateError> {
+    check_keys(text, DRIVER_KEYS)
+}
+
 fn check_keys(text: &str, extra: &[&str]) -> Result<(), TemplateError> {
     for piece in pieces(text)? {
         let Piece::Placeholder { expr, raw, .. } = piece else { continue };
@@ -727,7 +748,7 @@ fn check_keys(text: &str, extra: &[&str]) -> Result<(), TemplateError> {
             Some(("armory", key)) if !ARMORY_KEYS.contains(&key) && !extra.contains(&key) => {
                 return Err(armory_offers(raw, extra));
             }
-            Some(("armory" | "context" | "secrets", _)) => {}
+            Some(("armory" | "context" | "artifacts" | "secrets", _)) => {}
             Some((ns, _)) => return Err(not_a_namespace(raw, ns)),
             None => {
                 analyze(expr, raw, None, u64::MAX, extra)?;
@@ -781,6 +802,7 @@ impl Evaluator<'_> {
                 minijinja::context! {
                     armory => Value::from_object(self.values.armory.clone()),
                     context => Value::from_object(self.values.context.clone()),
+                    artifacts => Value::from_object(self.values.artifacts.clone()),
                     secrets => Value::from_object(secrets),
                 }
             })
@@ -796,6 +818,11 @@ impl Evaluator<'_> {
                 "context" => values.context.get(key).cloned().ok_or_else(|| {
                     unknown(format!(
                         "the context has no key {key:?} (set it in runWebhook.context, the file's context, or --context {key}=VALUE)"
+                    ))
+                }),
+                "artifacts" => values.artifacts.get(key).cloned().ok_or_else(|| {
+                    unknown(format!(
+                        "no artifact named {key:?} (give it with --artifact {key}=REF, or in the file's artifacts)"
                     ))
                 }),
                 "secrets" => match values.secrets.get(key) {
@@ -1060,6 +1087,24 @@ mod tests {
         v.context.insert("count".into(), "5".into());
         v.secrets.insert("token".into(), Secret::new("s3cr3t"));
         v
+    }
+
+    #[test]
+    fn artifacts_are_a_namespace_of_their_own() {
+        let mut v = values();
+        v.artifacts.insert("web".into(), "registry.example/shop:1.2.3".into());
+        let body = render("{\"image\": \"{{artifacts.web}}\"}", Slot::Body { json: true }, &v, false).unwrap();
+        assert_eq!(body, "{\"image\": \"registry.example/shop:1.2.3\"}");
+        let upper = render("{{ artifacts.web | upper }}", Slot::HeaderValue, &v, false).unwrap();
+        assert_eq!(upper, "REGISTRY.EXAMPLE/SHOP:1.2.3");
+        let missing = render("{{artifacts.api}}", Slot::HeaderValue, &v, false).unwrap_err().to_string();
+        assert!(missing.contains("no artifact named \"api\""), "{missing}");
+        let whole = check("{{ artifacts }}").unwrap_err().to_string();
+        assert!(whole.contains("every artifact"), "{whole}");
+        assert!(check("{{artifacts.web}}").is_ok());
+        // The driver's own keys are allowed in a driver's templates only.
+        assert!(check_driver("{{armory.action}} {{armory.weight}}").is_ok());
+        assert!(check("{{armory.action}}").is_err());
     }
 
     #[test]

@@ -38,7 +38,7 @@ pub struct Planner<'a> {
     scrubber: Arc<Scrubber>,
     /// The relay's own signing key, which no template may read.
     pub(crate) signing_default: Option<&'a str>,
-    limits: &'a RenderLimits,
+    pub(crate) limits: &'a RenderLimits,
     public_base: &'a str,
     preflight: &'a dyn Preflight,
 }
@@ -71,12 +71,12 @@ impl<'a> Planner<'a> {
         &self,
         webhook: &Webhook,
         agent: Result<Option<String>, String>,
-        armory: BTreeMap<String, String>,
-        context: BTreeMap<String, String>,
+        (armory, context, artifacts): (BTreeMap<String, String>, BTreeMap<String, String>, BTreeMap<String, String>),
         at: String,
     ) -> PlannedCall {
         let mut findings = Vec::new();
-        let values = self.secrets.values(SecretUse::Webhooks, self.signing_default, armory, context);
+        let mut values = self.secrets.values(SecretUse::Webhooks, self.signing_default, armory, context);
+        values.artifacts = artifacts;
         let request = match render::render_webhook_with(webhook, &values, false, self.limits) {
             Ok(rendered) => Some(rendered),
             Err(errors) => {

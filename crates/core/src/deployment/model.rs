@@ -181,6 +181,14 @@ pub enum Driver {
         /// Standard Webhooks signatures; default: the relay's `webhook_signing_secret`.
         #[serde(default)]
         signing: Option<Signing>,
+        /// Headers of its own, as a webhook's: values are templates.
+        #[serde(default)]
+        headers: Vec<HeaderTemplate>,
+        /// A body of its own instead of the action's JSON: a template over
+        /// `armory` (with `action` and `weight`), `context`, `artifacts`
+        /// and `secrets`.
+        #[serde(default)]
+        body_template: Option<String>,
     },
 }
 

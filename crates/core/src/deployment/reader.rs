@@ -412,54 +412,8 @@ impl Reader {
             }
         };
         let agent_identifier = self.optional_string(path, map, "agentIdentifier");
-        let mut headers = Vec::new();
-        if let Some(list) = map.get_node("headers")
-            && let Some(items) = self.list(&join(path, "headers"), list)
-        {
-            for (i, item) in items.iter().enumerate() {
-                let header_path = format!("{path}.headers[{i}]");
-                let Some(header) = self.mapping(&header_path, item, &["key", "value"]) else { continue };
-                let key = self.required_string(&header_path, header, item, "key");
-                let value = match header.get_node("value") {
-                    Some(v) => self.string(&join(&header_path, "value"), v),
-                    None => {
-                        self.error(&join(&header_path, "value"), item, "value is required");
-                        None
-                    }
-                };
-                if let Some(key) = &key {
-                    let key_node = header.get_node("key").unwrap_or(item);
-                    if crate::signing::is_signing_header(key) {
-                        let (line, column) = position(key_node);
-                        self.warn(
-                            &join(&header_path, "key"),
-                            line,
-                            column,
-                            "ignored: the relay sets webhook-id, webhook-timestamp and webhook-signature itself",
-                        );
-                    }
-                    if key.contains("{{") {
-                        self.error(
-                            &join(&header_path, "key"),
-                            key_node,
-                            "templating is not supported in header keys, only in values",
-                        );
-                    } else if http_token(key).is_err() {
-                        self.error(&join(&header_path, "key"), key_node, format!("{key:?} is not a valid header name"));
-                    }
-                }
-                if let (Some(key), Some(value)) = (key, value) {
-                    headers.push(HeaderTemplate { key, value });
-                }
-            }
-        }
-        let body_template = match map.get_node("bodyTemplate") {
-            Some(body) => {
-                let body_path = join(path, "bodyTemplate");
-                self.mapping(&body_path, body, &["inline"]).and_then(|m| self.optional_string(&body_path, m, "inline"))
-            }
-            None => None,
-        };
+        let headers = self.header_templates(path, map);
+        let body_template = self.body_template(path, map);
         let retry_count = match map.get_node("retryCount") {
             Some(n) => self.number(&join(path, "retryCount"), n, 100).map(|n| n as u32),
             None => Some(0),
@@ -484,11 +438,7 @@ impl Reader {
         if let (Some(b), Some(t)) = (map.get_node("bodyTemplate"), body_template.as_deref()) {
             templates.push((join(path, "bodyTemplate.inline"), b, t));
         }
-        for (field, at, text) in templates {
-            if let Err(err) = template::check(text) {
-                self.error(&field, at, err.to_string());
-            }
-        }
+        self.check_templates(templates, template::check);
         Some(Webhook {
             name: name?,
             method: method?,
@@ -1020,6 +970,77 @@ impl Reader {
         })
     }
 
+    /// A `headers: [{key, value}]` list: keys checked, values kept as templates.
+    fn header_templates(&mut self, path: &str, map: &MarkedMappingNode) -> Vec<HeaderTemplate> {
+        let mut headers = Vec::new();
+        if let Some(list) = map.get_node("headers")
+            && let Some(items) = self.list(&join(path, "headers"), list)
+        {
+            for (i, item) in items.iter().enumerate() {
+                let header_path = format!("{path}.headers[{i}]");
+                let Some(header) = self.mapping(&header_path, item, &["key", "value"]) else { continue };
+                let key = self.required_string(&header_path, header, item, "key");
+                let value = match header.get_node("value") {
+                    Some(v) => self.string(&join(&header_path, "value"), v),
+                    None => {
+                        self.error(&join(&header_path, "value"), item, "value is required");
+                        None
+                    }
+                };
+                if let Some(key) = &key {
+                    let key_node = header.get_node("key").unwrap_or(item);
+                    if crate::signing::is_signing_header(key) {
+                        let (line, column) = position(key_node);
+                        self.warn(
+                            &join(&header_path, "key"),
+                            line,
+                            column,
+                            "ignored: the relay sets webhook-id, webhook-timestamp and webhook-signature itself",
+                        );
+                    }
+                    if key.contains("{{") {
+                        self.error(
+                            &join(&header_path, "key"),
+                            key_node,
+                            "templating is not supported in header keys, only in values",
+                        );
+                    } else if http_token(key).is_err() {
+                        self.error(&join(&header_path, "key"), key_node, format!("{key:?} is not a valid header name"));
+                    }
+                }
+                if let (Some(key), Some(value)) = (key, value) {
+                    headers.push(HeaderTemplate { key, value });
+                }
+            }
+        }
+        headers
+    }
+
+    /// A `bodyTemplate: {inline: TEXT}`.
+    fn body_template(&mut self, path: &str, map: &MarkedMappingNode) -> Option<String> {
+        match map.get_node("bodyTemplate") {
+            Some(body) => {
+                let body_path = join(path, "bodyTemplate");
+                self.mapping(&body_path, body, &["inline"]).and_then(|m| self.optional_string(&body_path, m, "inline"))
+            }
+            None => None,
+        }
+    }
+
+    /// Checks each template of `templates` (a field, where it stands, its
+    /// text) with `check`, so that a typo fails before anything runs.
+    fn check_templates(
+        &mut self,
+        templates: Vec<(String, &Node, &str)>,
+        check: fn(&str) -> Result<(), template::TemplateError>,
+    ) {
+        for (field, at, text) in templates {
+            if let Err(err) = check(text) {
+                self.error(&field, at, err.to_string());
+            }
+        }
+    }
+
     fn driver(&mut self, path: &str, node: &Node) -> Option<Driver> {
         if node.as_scalar().is_some_and(|s| s.as_str() == "record") {
             return Some(Driver::Record);
@@ -1029,7 +1050,8 @@ impl Reader {
             return Some(Driver::Record);
         };
         let w_path = join(path, "webhook");
-        let w = self.mapping(&w_path, hook, &["url", "networkMode", "agentIdentifier", "idempotent", "signing"])?;
+        let known = ["url", "networkMode", "agentIdentifier", "idempotent", "signing", "headers", "bodyTemplate"];
+        let w = self.mapping(&w_path, hook, &known)?;
         let url = self.required_string(&w_path, w, hook, "url")?;
         let network_mode = match w.get_node("networkMode") {
             None => NetworkMode::Direct,
@@ -1054,12 +1076,25 @@ impl Reader {
             Some(n) => Some(self.signing(&join(&w_path, "signing"), n)?),
             None => None,
         };
+        let headers = self.header_templates(&w_path, w);
+        let body_template = self.body_template(&w_path, w);
+        let mut templates: Vec<(String, &Node, &str)> = Vec::new();
+        for (i, h) in headers.iter().enumerate() {
+            let at = w.get_node("headers").and_then(|l| l.as_sequence()).and_then(|s| s.get(i)).unwrap_or(hook);
+            templates.push((format!("{w_path}.headers[{i}].value"), at, h.value.as_str()));
+        }
+        if let (Some(b), Some(t)) = (w.get_node("bodyTemplate"), body_template.as_deref()) {
+            templates.push((join(&w_path, "bodyTemplate.inline"), b, t));
+        }
+        self.check_templates(templates, template::check_driver);
         Some(Driver::Webhook {
             url,
             network_mode,
             agent_identifier: self.optional_string(&w_path, w, "agentIdentifier"),
             idempotent,
             signing,
+            headers,
+            body_template,
         })
     }
 

@@ -84,11 +84,22 @@ impl Caller {
         id: &str,
         signing: Option<&Signing>,
     ) -> Result<u16, Failure> {
+        let call = Outcall::post_json(agent.map(str::to_owned), url, body, (timeout, Keep::Whole(ACK_BYTES)));
+        self.post(call, id, signing).await
+    }
+
+    /// Sends `call` (a POST built by its caller) stamped as
+    /// [`Caller::post_json`] stamps its calls; the reply's status, or why none.
+    pub async fn post(&self, call: Outcall, id: &str, signing: Option<&Signing>) -> Result<u16, Failure> {
         let keys = signing::keys_from_vault(&self.vault, self.signing_default.as_deref(), signing)
             .await
             .map_err(Failure::unsendable)?;
-        let call = Outcall::post_json(agent.map(str::to_owned), url, body, (timeout, Keep::Whole(ACK_BYTES)));
         let stamp = Stamp::new(id, &call.body[..], &keys);
         self.call(call.stamped(&stamp)).await.map(|reply| reply.status)
+    }
+
+    /// How much of a driver's reply is kept.
+    pub fn ack() -> Keep {
+        Keep::Whole(ACK_BYTES)
     }
 }

@@ -5,10 +5,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use borealis_core::deployment::{Driver, NetworkMode, Signing, Target};
+use borealis_core::deployment::{Driver, HeaderTemplate, NetworkMode, Signing, Target};
+use borealis_core::template::{self, Keyring, RenderLimits, SecretUse, Slot, Values};
 use serde_json::json;
 
 use super::caller::Caller;
+use crate::outcall::Outcall;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ActionKind {
@@ -105,7 +107,8 @@ impl RolloutDriver for RecordDriver {
     }
 }
 
-/// POSTs each action as JSON to the target's URL, direct or through an agent.
+/// POSTs each action to the target's URL, direct or through an agent: the
+/// action as JSON, or the driver's own body template, with its headers.
 pub struct WebhookDriver {
     caller: Arc<Caller>,
     timeout: Duration,
@@ -113,6 +116,69 @@ pub struct WebhookDriver {
     agent: Option<String>,
     idempotent: bool,
     signing: Option<Signing>,
+    headers: Vec<HeaderTemplate>,
+    body_template: Option<String>,
+    limits: RenderLimits,
+}
+
+/// What a webhook driver's templates read for `action`: the deployment's
+/// `armory` values with the action and its weight, the context and
+/// artifacts it deploys, and the secrets marked for webhooks in `keyring`.
+pub fn values(action: &Action, keyring: &Keyring, signing_default: Option<&str>) -> Values {
+    let mut armory = BTreeMap::from([
+        ("applicationName".to_owned(), action.application.clone()),
+        ("environmentName".to_owned(), action.target.clone()),
+        ("deploymentId".to_owned(), action.deployment_id.clone()),
+        ("action".to_owned(), action.kind.as_str().to_owned()),
+        ("weight".to_owned(), action.weight.map(|w| w.to_string()).unwrap_or_default()),
+    ]);
+    if let Some(account) = &action.account {
+        armory.insert("accountName".into(), account.clone());
+    }
+    if let Some(namespace) = &action.namespace {
+        armory.insert("namespace".into(), namespace.clone());
+    }
+    let mut values = keyring.values(SecretUse::Webhooks, signing_default, armory, action.context.clone());
+    values.artifacts = action.artifacts.clone();
+    values
+}
+
+/// Header names and values, in order.
+pub type Headers = Vec<(String, String)>;
+
+/// The headers and body a webhook driver sends for an action: its header
+/// templates rendered, and its body template rendered or else the action's
+/// JSON; `content-type: application/json` unless a header says otherwise
+/// or the template's body is not JSON. Secrets are masked with `mask`.
+pub fn request(
+    headers: &[HeaderTemplate],
+    body_template: Option<&str>,
+    action: &Action,
+    values: &Values,
+    (mask, limits): (bool, &RenderLimits),
+) -> Result<(Headers, String), Vec<String>> {
+    let mut errors = Vec::new();
+    let mut rendered = Vec::with_capacity(headers.len() + 1);
+    for (i, header) in headers.iter().enumerate() {
+        match template::render_with(&header.value, Slot::HeaderValue, values, mask, limits) {
+            Ok(value) => rendered.push((header.key.clone(), value)),
+            Err(err) => errors.push(format!("driver.webhook.headers[{i}].value: {err}")),
+        }
+    }
+    let json = body_template.is_none_or(|b| b.trim_start().starts_with(['{', '[']));
+    let body = match body_template {
+        None => Some(action.to_json().to_string()),
+        Some(text) => template::render_with(text, Slot::Body { json }, values, mask, limits)
+            .map_err(|err| errors.push(format!("driver.webhook.bodyTemplate.inline: {err}")))
+            .ok(),
+    };
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    if json && !rendered.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-type")) {
+        rendered.insert(0, ("content-type".to_owned(), "application/json".to_owned()));
+    }
+    Ok((rendered, body.expect("no error")))
 }
 
 #[async_trait::async_trait]
@@ -126,11 +192,25 @@ impl RolloutDriver for WebhookDriver {
     }
 
     async fn act(&self, action: &Action) -> Result<(), DriverError> {
-        let signing = self.signing.as_ref();
-        let sent = self
-            .caller
-            .post_json(self.agent.as_deref(), &self.url, &action.to_json(), self.timeout, &action.id, signing)
-            .await;
+        let keyring = self.caller.vault().all().await.map_err(|err| DriverError {
+            detail: format!("the {} driver's secrets cannot be read: {err}", self.name()),
+            retryable: true,
+        })?;
+        let values = values(action, &keyring, self.caller.signing_default());
+        let limits = (false, &self.limits);
+        let (headers, body) =
+            request(&self.headers, self.body_template.as_deref(), action, &values, limits).map_err(|errors| {
+                DriverError {
+                    detail: format!("the {} driver's request cannot be rendered: {}", self.name(), errors.join("; ")),
+                    retryable: false,
+                }
+            })?;
+        let target = ("POST", self.url.as_str());
+        let parts = (self.timeout, Caller::ack());
+        let sent = match Outcall::from_parts(self.agent.clone(), target, &headers, Some(&body), parts) {
+            Ok(call) => self.caller.post(call, &action.id, self.signing.as_ref()).await,
+            Err(failure) => Err(failure),
+        };
         match sent {
             Ok(status) if (200..300).contains(&status) => Ok(()),
             Ok(status) => Err(DriverError {
@@ -146,19 +226,29 @@ impl RolloutDriver for WebhookDriver {
 }
 
 /// The driver a target names (record by default).
-pub fn for_target(caller: &Arc<Caller>, timeout: Duration, target: &Target) -> Arc<dyn RolloutDriver> {
+pub fn for_target(
+    caller: &Arc<Caller>,
+    timeout: Duration,
+    limits: &RenderLimits,
+    target: &Target,
+) -> Arc<dyn RolloutDriver> {
     match &target.driver {
         Driver::Record => Arc::new(RecordDriver),
-        Driver::Webhook { url, network_mode, agent_identifier, idempotent, signing } => Arc::new(WebhookDriver {
-            caller: caller.clone(),
-            timeout,
-            url: url.clone(),
-            agent: match network_mode {
-                NetworkMode::Direct => None,
-                NetworkMode::RemoteNetworkAgent => agent_identifier.clone().or_else(|| target.account.clone()),
-            },
-            idempotent: *idempotent,
-            signing: signing.clone(),
-        }),
+        Driver::Webhook { url, network_mode, agent_identifier, idempotent, signing, headers, body_template } => {
+            Arc::new(WebhookDriver {
+                caller: caller.clone(),
+                timeout,
+                url: url.clone(),
+                agent: match network_mode {
+                    NetworkMode::Direct => None,
+                    NetworkMode::RemoteNetworkAgent => agent_identifier.clone().or_else(|| target.account.clone()),
+                },
+                idempotent: *idempotent,
+                signing: signing.clone(),
+                headers: headers.clone(),
+                body_template: body_template.clone(),
+                limits: limits.clone(),
+            })
+        }
     }
 }

@@ -663,8 +663,12 @@ impl Deployment {
     /// One rollout action through the target's driver, at most once unless
     /// the driver is idempotent.
     async fn act(&self, target: &Target, action: &str, kind: ActionKind, weight: Option<u32>) -> Result<(), Stop> {
-        let driver: Arc<dyn RolloutDriver> =
-            driver::for_target(&self.context.caller, self.context.settings.driver_timeout, target);
+        let driver: Arc<dyn RolloutDriver> = driver::for_target(
+            &self.context.caller,
+            self.context.settings.driver_timeout,
+            &self.context.runs.settings().render_limits,
+            target,
+        );
         let progress = self.journal(|j| j.action(&target.name, action));
         match decide::action_replay(progress, driver.idempotent()) {
             ActionReplay::Skip => return Ok(()),
@@ -778,7 +782,11 @@ impl Deployment {
                     name: run.name.clone(),
                     environment: Some(target.name.clone()),
                     context: self.context_values.clone(),
-                    link: Some(RunLink { deployment_id: self.id.clone(), step_context: run.context.clone() }),
+                    link: Some(RunLink {
+                        deployment_id: self.id.clone(),
+                        step_context: run.context.clone(),
+                        artifacts: self.told.artifacts.clone(),
+                    }),
                     unknown_fields: UnknownFields::Warn,
                     // A relay that dies between creating the run and
                     // journalling it finds the same run again on resume.
@@ -1001,7 +1009,7 @@ impl Deployment {
         context.extend(analysis.context.clone());
         // A query reads no secret: it is sent in the provider's URL, and
         // shown with its results.
-        let values = Values { armory, context, ..Values::default() };
+        let values = Values { armory, context, artifacts: self.told.artifacts.clone(), ..Values::default() };
         let mut results = Vec::new();
         let mut problems = Vec::new();
         for name in &analysis.queries {

@@ -6,13 +6,13 @@ use std::time::{Duration, SystemTime};
 
 use borealis_api::{CallKind, Finding, Plan, PlannedCall, RecordedRequest, TargetPlan};
 use borealis_core::deployment::{
-    Analysis, DeploymentFile, Driver, FlaggerHook, NetworkMode, Signing, Step, Target, UnknownFields,
+    Analysis, DeploymentFile, Driver, FlaggerHook, NetworkMode, Step, Target, UnknownFields,
 };
 use borealis_core::template::{self, SecretUse, Slot, Values};
 use borealis_store::MetricProvider;
 
 use super::DeploymentError;
-use super::driver::{Action, ActionKind};
+use super::driver::{self, Action, ActionKind};
 use super::inputs::Inputs;
 use super::providers::{self, Window, window_values};
 use crate::plan::{ASSIGNED_WHEN_SENT, Planner, Preflight};
@@ -31,22 +31,30 @@ impl Planner<'_> {
             .await
     }
 
-    /// The target's webhook driver's first action (`deploy`), as it would
-    /// be posted with `payload`.
-    pub async fn driver(
-        &self,
-        target: &Target,
-        url: &str,
-        (network_mode, agent_identifier): (NetworkMode, Option<&String>),
-        signing: Option<&Signing>,
-        payload: &serde_json::Value,
-    ) -> PlannedCall {
+    /// The target's webhook driver's first action, as it would be posted.
+    pub async fn driver(&self, target: &Target, driver: &Driver, action: &Action) -> Option<PlannedCall> {
+        let Driver::Webhook { url, network_mode, agent_identifier, signing, headers, body_template, .. } = driver
+        else {
+            return None;
+        };
         let mut findings = Vec::new();
-        self.check_signing(signing, &mut findings);
-        let agent = agent_of(network_mode, agent_identifier, target, &mut findings);
-        let shown = json_post(url, payload);
+        self.check_signing(signing.as_ref(), &mut findings);
+        let agent = agent_of(*network_mode, agent_identifier.as_ref(), target, &mut findings);
+        let values = driver::values(action, &self.secrets, self.signing_default);
+        let body_template = body_template.as_deref();
+        if let Err(errors) = driver::request(headers, body_template, action, &values, (false, self.limits)) {
+            findings.extend(errors.into_iter().map(|e| Finding::error(format!("cannot be rendered: {e}"))));
+        }
+        let shown = driver::request(headers, body_template, action, &values, (true, self.limits)).ok().map(
+            |(headers, body)| RecordedRequest {
+                method: "POST".into(),
+                url: url.clone(),
+                headers: headers.iter().map(|(k, v)| (k.clone(), self.scrub(v))).collect(),
+                body: Some(self.scrub(&body)),
+            },
+        );
         let at = format!("{}.driver", target.location.path);
-        self.finish(CallKind::Driver, "webhook".into(), at, agent, Some(url.to_owned()), shown, findings).await
+        Some(self.finish(CallKind::Driver, "webhook".into(), at, agent, Some(url.clone()), shown, findings).await)
     }
 
     /// An analysis step's queries of its provider, as a judgment run
@@ -57,7 +65,7 @@ impl Planner<'_> {
         analysis: &Analysis,
         providers: &[MetricProvider],
         target: &Target,
-        context: &BTreeMap<String, String>,
+        (context, artifacts): (&BTreeMap<String, String>, &BTreeMap<String, String>),
     ) -> Vec<PlannedCall> {
         let at = analysis.location.path.clone();
         let Some(name) = file.provider_of(analysis) else { return Vec::new() };
@@ -88,6 +96,7 @@ impl Planner<'_> {
         let values = Values {
             armory: window_values(application, ASSIGNED_WHEN_SENT, target, &window),
             context: context.iter().chain(&analysis.context).map(|(k, v)| (k.clone(), v.clone())).collect(),
+            artifacts: artifacts.clone(),
             ..Values::default()
         };
         let header_values =
@@ -194,7 +203,7 @@ impl super::Deployments {
             }
             let driver = match &target.driver {
                 Driver::Record => "record",
-                Driver::Webhook { url, network_mode, agent_identifier, signing, .. } => {
+                Driver::Webhook { .. } => {
                     let action = Action {
                         id: ASSIGNED_WHEN_SENT.into(),
                         deployment_id: ASSIGNED_WHEN_SENT.into(),
@@ -207,8 +216,7 @@ impl super::Deployments {
                         context: told.context.clone(),
                         artifacts: told.artifacts.clone(),
                     };
-                    let mode = (*network_mode, agent_identifier.as_ref());
-                    calls.push(planner.driver(target, url, mode, signing.as_ref(), &action.to_json()).await);
+                    calls.extend(planner.driver(target, &target.driver, &action).await);
                     "webhook"
                 }
             };
@@ -250,7 +258,11 @@ impl TargetPlanner<'_> {
                     name: run.name.clone(),
                     environment: Some(self.target.name.clone()),
                     context: self.inputs.context.clone(),
-                    link: Some(RunLink { deployment_id: ASSIGNED_WHEN_SENT.into(), step_context: run.context.clone() }),
+                    link: Some(RunLink {
+                        deployment_id: ASSIGNED_WHEN_SENT.into(),
+                        step_context: run.context.clone(),
+                        artifacts: self.inputs.over(self.file).artifacts,
+                    }),
                     idempotency: None,
                     unknown_fields: UnknownFields::Warn,
                 };
@@ -258,13 +270,15 @@ impl TargetPlanner<'_> {
                 // The file was checked: every step names a webhook it defines.
                 let Ok(found) = resolve(self.file, &request, ASSIGNED_WHEN_SENT, &callback) else { return Vec::new() };
                 let at = run.location.path.clone();
-                vec![self.planner.webhook(found.webhook, found.agent, found.armory, found.context, at).await]
+                let values = (found.armory, found.context, found.artifacts);
+                vec![self.planner.webhook(found.webhook, found.agent, values, at).await]
             }
             Step::Analysis(analysis) => {
                 // As the orchestrator layers them: the deployment's, then the file's.
                 let mut context = self.inputs.context.clone();
                 context.extend(self.file.context.clone());
-                self.planner.queries(self.file, analysis, self.providers, self.target, &context).await
+                let artifacts = self.inputs.over(self.file).artifacts;
+                self.planner.queries(self.file, analysis, self.providers, self.target, (&context, &artifacts)).await
             }
             Step::Pause { .. } | Step::SetWeight { .. } | Step::Unsupported { .. } => Vec::new(),
         }

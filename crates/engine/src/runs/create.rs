@@ -35,6 +35,8 @@ pub struct RunLink {
     pub deployment_id: String,
     /// The step's own `runWebhook.context`.
     pub step_context: BTreeMap<String, String>,
+    /// What the deployment deploys (`{{artifacts.NAME}}`).
+    pub artifacts: BTreeMap<String, String>,
 }
 
 pub struct Created {
@@ -89,7 +91,8 @@ impl Runs {
         let planner = Planner::new(&self.vault, default_key, limits, &settings.public_base, preflight).await?;
         let found = resolve(&file, &request, ASSIGNED_WHEN_SENT, &planner.callback_uri())?;
         let at = found.webhook.location.path.clone();
-        let call = planner.webhook(found.webhook, found.agent, found.armory, found.context, at).await;
+        let call =
+            planner.webhook(found.webhook, found.agent, (found.armory, found.context, found.artifacts), at).await;
         Ok(Plan { ok: false, application: file.application.clone(), warnings, targets: Vec::new(), call: Some(call) }
             .conclude())
     }
@@ -124,6 +127,7 @@ pub(crate) struct Resolved<'f> {
     pub agent: Result<Option<String>, String>,
     pub armory: BTreeMap<String, String>,
     pub context: BTreeMap<String, String>,
+    pub artifacts: BTreeMap<String, String>,
 }
 
 /// Finds what `request` names in `file`; `id` and `callback_uri` are the
@@ -185,7 +189,8 @@ pub(crate) fn resolve<'f>(
         }
         None => context_for(file, &webhook.name, request.environment.as_deref(), &request.context),
     };
-    Ok(Resolved { webhook, agent, armory, context })
+    let artifacts = request.link.as_ref().map(|link| link.artifacts.clone()).unwrap_or_default();
+    Ok(Resolved { webhook, agent, armory, context, artifacts })
 }
 
 async fn create_parsed(
@@ -197,7 +202,7 @@ async fn create_parsed(
     let id = uuid::Uuid::new_v4().to_string();
     let callback_id = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(borealis_core::secret::random_bytes(18));
     let callback_uri = format!("{}/callbacks/{callback_id}", runs.settings.public_base.trim_end_matches('/'));
-    let Resolved { webhook, agent, armory, context, .. } = resolve(&file, &request, &id, &callback_uri)?;
+    let Resolved { webhook, agent, armory, context, artifacts } = resolve(&file, &request, &id, &callback_uri)?;
     let webhook = webhook.clone();
     let agent = agent.map_err(invalid)?;
     if let Some(agent) = &agent {
@@ -211,7 +216,8 @@ async fn create_parsed(
     // with only the secrets marked for webhooks, never the relay's own key.
     let secrets = runs.vault.all().await?;
     let default_key = runs.settings.signing_default.as_deref();
-    let values = secrets.values(SecretUse::Webhooks, default_key, armory.clone(), context.clone());
+    let mut values = secrets.values(SecretUse::Webhooks, default_key, armory.clone(), context.clone());
+    values.artifacts = artifacts.clone();
     if let Err(errors) = render::render_webhook_with(&webhook, &values, false, &runs.settings.render_limits) {
         return Err(invalid_lines("the webhook cannot be rendered", errors.iter().map(|e| e.to_string()).collect()));
     }
@@ -219,7 +225,7 @@ async fn create_parsed(
         return Err(invalid(format!("the webhook cannot be signed: {reason}")));
     }
 
-    let spec = RunSpec { webhook, armory, context, agent };
+    let spec = RunSpec { webhook, armory, context, artifacts, agent };
     let run = NewRun {
         id: id.clone(),
         callback_id,

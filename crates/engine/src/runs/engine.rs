@@ -435,7 +435,8 @@ async fn attempt(runs: &Runs, run: RunRecord) -> StepResult {
     let spec: RunSpec = serde_json::from_str(&run.spec)?;
     let secrets = runs.vault.all().await?;
     let default_key = runs.settings.signing_default.as_deref();
-    let values = secrets.values(SecretUse::Webhooks, default_key, spec.armory.clone(), spec.context.clone());
+    let mut values = secrets.values(SecretUse::Webhooks, default_key, spec.armory.clone(), spec.context.clone());
+    values.artifacts = spec.artifacts.clone();
     let rendered = match render::render_webhook_with(&spec.webhook, &values, false, &runs.settings.render_limits) {
         Ok(rendered) => rendered,
         Err(errors) => {

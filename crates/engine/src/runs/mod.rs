@@ -39,6 +39,9 @@ pub struct RunSpec {
     pub webhook: Webhook,
     pub armory: BTreeMap<String, String>,
     pub context: BTreeMap<String, String>,
+    /// What the deployment deploys, for a deployment's step.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub artifacts: BTreeMap<String, String>,
     /// The agent that makes the call, for remoteNetworkAgent webhooks.
     pub agent: Option<String>,
 }
