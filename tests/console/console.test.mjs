@@ -266,6 +266,7 @@ targets:
       beforeDeployment:
         - pause:
             untilApproved: true
+            approvalExpiration: {duration: 2, unit: hours}
   prod:
     constraints:
       dependsOn: [staging]
@@ -293,9 +294,12 @@ ${webhooksYaml(external)}`,
   assert.deepEqual(nodes.sort(), ['prod', 'staging']);
   const steps = await page.locator('[data-target=staging] ol.steps li').allTextContents();
   assert.deepEqual(
-    steps.map((step) => step.replace(/\s+/g, ' ').trim()),
+    steps.map((step) => step.replace(/\s+/g, ' ').replace(/ — .*/, '').trim()),
     ['current beforeDeployment: manual approval', 'pending deploy', 'pending promote'],
   );
+  // The headline names what the target waits for, and until when.
+  const waiting = await page.textContent('[data-target=staging] [data-waiting]');
+  assert.match(waiting, /^Waiting for a manual approval, until \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC$/, waiting);
   await Promise.all([
     page.waitForURL(`${relay.httpUrl}/deployments/${id}`),
     page.click('[data-target=staging] button:has-text("Approve")'),
@@ -311,8 +315,8 @@ ${webhooksYaml(external)}`,
   await waitForText(page, '[data-target=staging] .state', 'deployed');
   assert.equal(await page.$('[data-target=staging] .actions'), null, 'nothing is left to approve');
   const [prodCall] = await external.waitForCalls(1);
-  await waitForText(page, '[data-target=prod]', 'waiting for webhook smoke-tests');
   await waitForText(page, '[data-target=prod] .runs', 'awaiting callback');
+  await waitForText(page, '[data-target=prod] [data-waiting]', 'Waiting for webhook smoke-tests: its callback, until ');
   await screenshot(page, 'console-deployment.png');
   const reply = await callback(relay, prodCall.callbackUri, { success: true, mdMessage: 'prod: **42** tests passed' }, client);
   assert.equal(reply.status, 200, reply.body);
@@ -328,6 +332,10 @@ ${webhooksYaml(external)}`,
   await assertNotReloaded(page);
   const events = await page.textContent('#events');
   assert.match(events, /target staging deployed/);
+  // The step's run links back to its deployment.
+  await Promise.all([page.waitForURL(/\/runs\//), page.click('[data-target=prod] .runs a')]);
+  assert.equal(await page.getAttribute('#run-deployment', 'href'), `/deployments/${id}`);
+  await Promise.all([page.waitForURL(`${relay.httpUrl}/deployments/${id}`), page.click('#run-deployment')]);
 
   assert.deepEqual(dialogs, []);
   assert.deepEqual(pageErrors, []);
@@ -541,6 +549,73 @@ test('pages fit a phone and follow the dark scheme', async (t) => {
   await page.goto(`${relay.httpUrl}/agents`);
   await page.keyboard.press('Tab');
   assert.equal(await page.evaluate(() => document.activeElement.textContent), 'Skip to content');
+});
+
+test('the deployments list filters by state and application and pages through older ones', async (t) => {
+  const relay = await startRelay();
+  t.after(relay.stop);
+  // Four that succeed at once (no steps), of two applications, and one that fails
+  // (its webhook's destination is refused in direct mode).
+  const ids = {};
+  for (const [n, app] of [[1, 'shop'], [2, 'api'], [3, 'shop'], [4, 'api']]) {
+    const file = writeFile(`ok-${n}.yml`, `application: ${app}\ntargets:\n  prod: {}\n`);
+    ids[n] = (await cliJson(relay, 'deploy', '-f', file, '--wait')).id;
+  }
+  const failing = writeFile(
+    'failing.yml',
+    `application: api
+targets:
+  prod:
+    constraints:
+      beforeDeployment:
+        - runWebhook: {name: check}
+webhooks:
+  - {name: check, method: POST, uriTemplate: 'http://127.0.0.1:9/', networkMode: direct}
+`,
+  );
+  const out = await cli(relay, '--json', 'deploy', '-f', failing, '--wait');
+  assert.equal(out.code, 1, out.stderr);
+  ids[5] = JSON.parse(out.stdout).id;
+
+  const browser = await launchBrowser();
+  const { page, dialogs, consoleErrors, pageErrors } = await newPage(browser);
+  await signIn(page, relay);
+  const shown = async () => page.locator('tr[data-deployment]').evaluateAll((rows) => rows.map((r) => r.dataset.deployment));
+
+  // Two a page, newest first; Older goes back in time and nothing is shown twice.
+  await page.goto(`${relay.httpUrl}/deployments?limit=2`);
+  assert.deepEqual(await shown(), [ids[5], ids[4]]);
+  const seen = [...(await shown())];
+  while ((await page.locator('a[rel=next]').count()) > 0) {
+    await Promise.all([page.waitForURL(/after=/), page.click('a[rel=next]')]);
+    seen.push(...(await shown()));
+  }
+  assert.deepEqual(seen, [ids[5], ids[4], ids[3], ids[2], ids[1]]);
+
+  // The filter form.
+  await page.goto(`${relay.httpUrl}/deployments`);
+  await page.selectOption('select[name=state]', 'failed');
+  await Promise.all([page.waitForURL(/state=failed/), page.click('form.filters button')]);
+  assert.deepEqual(await shown(), [ids[5]]);
+  await page.selectOption('select[name=state]', '');
+  await page.fill('input[name=application]', 'shop');
+  await Promise.all([page.waitForURL(/application=shop/), page.click('form.filters button')]);
+  assert.deepEqual(await shown(), [ids[3], ids[1]]);
+  assert.equal(await page.inputValue('input[name=application]'), 'shop', 'the filter stays filled in');
+  await page.fill('input[name=application]', 'nothing-like-it');
+  await Promise.all([page.waitForURL(/application=nothing/), page.click('form.filters button')]);
+  assert.match(await page.textContent('main'), /No deployment matches/);
+  await Promise.all([page.waitForURL(`${relay.httpUrl}/deployments`), page.click('text=Show all, newest first')]);
+  assert.equal((await shown()).length, 5);
+
+  // The runs list filters the same way: the failing deployment's run.
+  await page.goto(`${relay.httpUrl}/runs?state=failed&webhook=check`);
+  assert.equal(await page.locator('tr[data-run]').count(), 1);
+  await page.goto(`${relay.httpUrl}/runs?state=succeeded`);
+  assert.match(await page.textContent('main'), /No run matches/);
+  assert.deepEqual(dialogs, []);
+  assert.deepEqual(pageErrors, []);
+  assert.deepEqual(consoleErrors, []);
 });
 
 test('metric providers are defined, refused with the reason, and deleted after a confirmation', async (t) => {

@@ -209,3 +209,49 @@ webhooks:
     assert!(said.contains("warning: agent \"idle\" is registered but no instance of it is connected"), "{said}");
     assert!(!said.contains("\"live\""), "{said}");
 }
+
+/// `deployments list` and `runs list` filter and page as the API does; a
+/// bad filter is refused naming it.
+#[tokio::test(flavor = "multi_thread")]
+async fn lists_filter_by_state_and_name_and_page_with_a_cursor() {
+    let relay = RelayProcess::start(RelayOptions::default());
+    let deployer = Deployer::new(&relay);
+    let mut ids = Vec::new();
+    for app in ["shop", "api", "shop"] {
+        let file = deployer.file(&format!("{app}.yaml"), &format!("application: {app}\ntargets:\n  prod: {{}}\n"));
+        let out = relay.cli().args(["--json", "deploy", "-f", file.to_str().unwrap(), "--wait"]).run_async().await;
+        assert!(out.status.success(), "{}", out.stderr_text());
+        ids.push(
+            serde_json::from_str::<serde_json::Value>(&out.stdout_text()).unwrap()["id"].as_str().unwrap().to_owned(),
+        );
+    }
+    let list = |args: &[&str]| {
+        let mut cli = relay.cli().args(["--json", "deployments", "list"]);
+        cli = cli.args(args);
+        cli.run_async()
+    };
+    let first = list(&["--limit", "2"]).await;
+    let page: borealis_api::DeploymentList = serde_json::from_str(&first.stdout_text()).unwrap();
+    assert_eq!(page.deployments.iter().map(|d| &d.id).collect::<Vec<_>>(), [&ids[2], &ids[1]]);
+    let next = page.next.expect("a full page has a next cursor");
+    assert!(first.stderr_text().contains(&format!("--after {next}")), "{}", first.stderr_text());
+    let rest: borealis_api::DeploymentList =
+        serde_json::from_str(&list(&["--limit", "2", "--after", &next]).await.stdout_text()).unwrap();
+    assert_eq!(rest.deployments.iter().map(|d| &d.id).collect::<Vec<_>>(), [&ids[0]]);
+    assert!(rest.next.is_none(), "the last page says so");
+    let shop: borealis_api::DeploymentList =
+        serde_json::from_str(&list(&["--application", "shop", "--state", "succeeded"]).await.stdout_text()).unwrap();
+    assert_eq!(shop.deployments.iter().map(|d| &d.id).collect::<Vec<_>>(), [&ids[2], &ids[0]]);
+
+    for (args, says) in [
+        (&["--state", "done"][..], "unknown state \"done\""),
+        (&["--limit", "0"][..], "limit must be 1 to 500"),
+        (&["--after", "not-a-cursor"][..], "after is not a cursor"),
+    ] {
+        let out = list(args).await;
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", out.stderr_text());
+        assert!(out.stderr_text().contains(says), "{args:?}: {}", out.stderr_text());
+    }
+    let runs = relay.cli().args(["runs", "list", "--state", "succeeded", "--webhook", "none"]).run_async().await;
+    assert!(runs.status.success(), "{}", runs.stderr_text());
+}

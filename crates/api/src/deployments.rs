@@ -73,6 +73,9 @@ pub struct CreateDeployment {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct DeploymentList {
     pub deployments: Vec<DeploymentSummary>,
+    /// There may be older ones: pass this as `after` for the next page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

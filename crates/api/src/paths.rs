@@ -144,8 +144,19 @@ admin_path!(
 admin_path!(
     /// The newest webhook runs.
     get "/api/v1/webhook-runs", list_webhook_runs,
-    { tag = "webhook-runs", },
-    responses((status = 200, description = "Runs, newest first", body = WebhookRunList),)
+    {
+        tag = "webhook-runs",
+        params(
+            ("state" = Option<RunState>, Query, description = "Only runs in this state"),
+            ("webhook" = Option<String>, Query, description = "Only runs of this webhook"),
+            ("limit" = Option<u32>, Query, description = "At most this many (1 to 500; default 200)"),
+            ("after" = Option<String>, Query, description = "The page after this one: the `next` of the previous page"),
+        ),
+    },
+    responses(
+        (status = 200, description = "Runs, newest first", body = WebhookRunList),
+        (status = 400, description = "An invalid state, limit or cursor", body = Problem, content_type = PROBLEM),
+    )
 );
 
 admin_path!(
@@ -209,8 +220,19 @@ admin_path!(
 admin_path!(
     /// The newest deployments.
     get "/api/v1/deployments", list_deployments,
-    { tag = "deployments", },
-    responses((status = 200, description = "Deployments, newest first", body = DeploymentList),)
+    {
+        tag = "deployments",
+        params(
+            ("state" = Option<DeploymentState>, Query, description = "Only deployments in this state"),
+            ("application" = Option<String>, Query, description = "Only deployments of this application"),
+            ("limit" = Option<u32>, Query, description = "At most this many (1 to 500; default 100)"),
+            ("after" = Option<String>, Query, description = "The page after this one: the `next` of the previous page"),
+        ),
+    },
+    responses(
+        (status = 200, description = "Deployments, newest first", body = DeploymentList),
+        (status = 400, description = "An invalid state, limit or cursor", body = Problem, content_type = PROBLEM),
+    )
 );
 
 admin_path!(

@@ -86,6 +86,10 @@ pub struct WebhookRun {
     pub attempts: u32,
     pub network_mode: Option<NetworkMode>,
     pub agent: Option<String>,
+    /// The deployment whose step started this run; absent for a run
+    /// started on its own (and for runs from before this field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment_id: Option<String>,
     /// `{{armory.callbackUri}}`; the external system POSTs to `<callbackUri>/callback`.
     pub callback_uri: Option<String>,
     #[schema(format = DateTime)]
@@ -140,6 +144,9 @@ pub struct RecordedRequest {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct WebhookRunList {
     pub runs: Vec<WebhookRun>,
+    /// There may be older ones: pass this as `after` for the next page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }
 
 /// `POST <callbackUri>/callback`: the external system's verdict.

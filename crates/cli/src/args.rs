@@ -146,7 +146,16 @@ pub(crate) struct ValidateArgs {
 #[derive(Subcommand, Debug)]
 pub(crate) enum DeploymentsCommand {
     /// The newest deployments.
-    List,
+    List {
+        /// Only those in this state (running, succeeded, failed, aborted).
+        #[arg(long)]
+        state: Option<String>,
+        /// Only those of this application.
+        #[arg(long)]
+        application: Option<String>,
+        #[command(flatten)]
+        page: PageArgs,
+    },
     /// One deployment: targets, their steps and webhook runs, and its history.
     Show { id: String },
 }
@@ -263,7 +272,16 @@ pub(crate) struct WebhookRunArgs {
 #[derive(Subcommand, Debug)]
 pub(crate) enum RunsCommand {
     /// The newest webhook runs.
-    List,
+    List {
+        /// Only those in this state (pending, calling, awaiting_callback, succeeded, failed, timed_out, cancelled).
+        #[arg(long)]
+        state: Option<String>,
+        /// Only those of this webhook.
+        #[arg(long)]
+        webhook: Option<String>,
+        #[command(flatten)]
+        page: PageArgs,
+    },
     /// One run with its attempts.
     Show { id: String },
     /// Cancel a run that has not ended.
@@ -310,4 +328,30 @@ pub(crate) struct ProxyArgs {
     pub(crate) timeout: Option<String>,
     /// The destination URL.
     pub(crate) url: String,
+}
+
+/// One page of a list.
+#[derive(Args, Debug)]
+pub(crate) struct PageArgs {
+    /// At most this many (1 to 500).
+    #[arg(long)]
+    pub(crate) limit: Option<u32>,
+    /// The page after the one that printed this cursor.
+    #[arg(long)]
+    pub(crate) after: Option<String>,
+}
+
+impl PageArgs {
+    /// The list's query string: `filters` (name, value) then the page.
+    pub(crate) fn query(&self, filters: &[(&str, Option<&String>)]) -> String {
+        let limit = self.limit.map(|l| l.to_string());
+        let pairs = filters.iter().copied().chain([("limit", limit.as_ref()), ("after", self.after.as_ref())]);
+        let mut query = url::form_urlencoded::Serializer::new(String::new());
+        for (name, value) in pairs {
+            if let Some(value) = value {
+                query.append_pair(name, value);
+            }
+        }
+        query.finish()
+    }
 }

@@ -190,6 +190,7 @@ pub fn run(run: &WebhookRun) {
         ("environment", run.environment.as_deref()),
         ("state", Some(run.state.as_str())),
         ("agent", run.agent.as_deref()),
+        ("deployment", run.deployment_id.as_deref()),
         ("callback URI", run.callback_uri.as_deref()),
         ("created", Some(run.created_at.as_str())),
         ("next attempt", run.next_attempt_at.as_deref()),
@@ -273,5 +274,13 @@ fn planned_call(call: &borealis_api::PlannedCall) {
     }
     for finding in &call.findings {
         say!("    {}: {}", finding.severity, safe(&finding.message, false));
+    }
+}
+
+/// Where a list goes on, said on standard error so that its output stays
+/// the list alone.
+pub fn older(next: Option<&str>) {
+    if let Some(cursor) = next {
+        eprintln!("older ones: add --after {cursor}");
     }
 }

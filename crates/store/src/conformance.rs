@@ -49,6 +49,7 @@ macro_rules! conformance_suite {
             a_deployment_view_is_one_snapshot,
             a_run_view_is_one_snapshot,
             the_deployment_list_carries_each_deployments_own_targets_newest_first,
+            lists_page_through_history_by_state_and_name,
             targets_keep_the_place_they_were_first_recorded_in,
             concurrent_writes_keep_their_own_answers_and_survive_a_reopen,
             an_attempt_is_claimed_once_and_fenced_by_its_lease,
@@ -330,6 +331,69 @@ pub async fn the_deployment_list_carries_each_deployments_own_targets_newest_fir
     let all = store.deployments(10).await.unwrap();
     assert_eq!(all[2].0.id, "d1");
     assert_eq!(all[2].1.iter().map(|t| t.target.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+}
+
+/// A page starts after the cursor it is given and keeps to its filters;
+/// every item comes on exactly one page.
+pub async fn lists_page_through_history_by_state_and_name<H: Harness>(harness: &H) {
+    let store = harness.open().await;
+    // Five deployments of two applications; all but the newest ended.
+    for n in 0..5 {
+        let (id, app) = (format!("d{n}"), if n % 2 == 0 { "shop" } else { "api" });
+        store.insert_deployment(&id, app, "file", "{}", None, &lease()).await.unwrap();
+        store.set_target(&id, OWNER, "prod", TargetState::Waiting, None, None).await.unwrap();
+        if n < 4 {
+            let state = if n == 1 { DeploymentState::Failed } else { DeploymentState::Succeeded };
+            store.finish_deployment(&id, OWNER, state, None).await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    let ids = |listed: &[(crate::DeploymentRecord, Vec<crate::TargetRecord>)]| {
+        listed.iter().map(|(d, _)| d.id.clone()).collect::<Vec<_>>()
+    };
+    let mut page = crate::Page { limit: 2, ..Default::default() };
+    let mut seen = Vec::new();
+    loop {
+        let listed = store.deployments_page(&page).await.unwrap();
+        assert!(listed.iter().all(|(_, targets)| targets.len() == 1), "each with its own target");
+        seen.extend(ids(&listed));
+        let Some((last, _)) = listed.last() else { break };
+        page.after = Some(crate::Cursor { created_at: crate::unix_ms(last.created_at), id: last.id.clone() });
+    }
+    assert_eq!(seen, ["d4", "d3", "d2", "d1", "d0"], "every one, once, newest first");
+    let shop = crate::Page { name: Some("shop".into()), limit: 10, ..Default::default() };
+    assert_eq!(ids(&store.deployments_page(&shop).await.unwrap()), ["d4", "d2", "d0"]);
+    let ended = crate::Page { state: Some("succeeded".into()), ..shop.clone() };
+    assert_eq!(ids(&store.deployments_page(&ended).await.unwrap()), ["d2", "d0"]);
+    let failed = crate::Page { state: Some("failed".into()), limit: 10, ..Default::default() };
+    assert_eq!(ids(&store.deployments_page(&failed).await.unwrap()), ["d1"]);
+
+    // Runs the same way, by webhook.
+    for n in 0..4 {
+        let webhook = if n % 2 == 0 { "scan" } else { "tests" };
+        let run = NewRun { webhook: webhook.into(), ..new_run(&format!("r{n}"), &format!("c{n}")) };
+        store.insert_run(&run).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    let outcome = crate::Outcome {
+        state: RunState::Cancelled,
+        success: None,
+        md_message: None,
+        reason: None,
+        by_callback: false,
+    };
+    assert!(store.finish("r2", &RunState::UNFINISHED, &outcome).await.unwrap());
+    let run_ids = |runs: Vec<crate::RunRecord>| runs.into_iter().map(|r| r.id).collect::<Vec<_>>();
+    let scans = crate::Page { name: Some("scan".into()), limit: 1, ..Default::default() };
+    let first = store.runs_page(&scans).await.unwrap();
+    assert_eq!(run_ids(first.clone()), ["r2"]);
+    let next = crate::Page {
+        after: Some(crate::Cursor { created_at: crate::unix_ms(first[0].created_at), id: first[0].id.clone() }),
+        ..scans.clone()
+    };
+    assert_eq!(run_ids(store.runs_page(&next).await.unwrap()), ["r0"]);
+    let pending = crate::Page { state: Some("pending".into()), limit: 10, ..Default::default() };
+    assert_eq!(run_ids(store.runs_page(&pending).await.unwrap()), ["r3", "r1", "r0"]);
 }
 
 /// Targets are listed in the order they were first recorded, whatever their

@@ -154,7 +154,15 @@ pub trait DeploymentStore: Send + Sync + 'static {
     async fn deployment(&self, id: &str) -> Result<Option<DeploymentRecord>, StoreError>;
     /// The newest deployments (by creation time, then id) with their
     /// targets, read as one snapshot.
-    async fn deployments(&self, limit: u32) -> Result<Vec<(DeploymentRecord, Vec<TargetRecord>)>, StoreError>;
+    async fn deployments(&self, limit: u32) -> Result<Vec<(DeploymentRecord, Vec<TargetRecord>)>, StoreError> {
+        self.deployments_page(&crate::Page::first(limit)).await
+    }
+    /// One page of deployments, newest first, with their targets, read as
+    /// one snapshot; `page.name` is the application.
+    async fn deployments_page(
+        &self,
+        page: &crate::Page,
+    ) -> Result<Vec<(DeploymentRecord, Vec<TargetRecord>)>, StoreError>;
     async fn unfinished_deployments(&self) -> Result<Vec<DeploymentRecord>, StoreError>;
 
     /// Asks deployment `id` to stop, unless it has ended or was asked

@@ -27,6 +27,7 @@ mod error;
 mod idempotency;
 pub mod migrate;
 mod open;
+mod page;
 mod postgres;
 mod providers;
 mod rows;
@@ -51,6 +52,7 @@ pub use deployments::{
 pub use error::{BoxError, Conflict, StoreError};
 pub use idempotency::IdempotencyKey;
 pub use open::{SUPPORTED_SCHEMES, open};
+pub use page::{Cursor, Page};
 pub use postgres::PostgresStore;
 pub use providers::{MetricProvider, MetricProviderStore};
 pub use runs::{Attempt, Claim, Fence, NewRun, Outcome, RunRecord, RunState, RunStore, RunView};

@@ -118,7 +118,11 @@ pub trait RunStore: Send + Sync + 'static {
     /// other replicas sharing the store from now on.
     async fn watch_run(&self, id: &str) -> Result<(), StoreError>;
     /// The newest runs first (by creation time, then id).
-    async fn runs(&self, limit: u32) -> Result<Vec<RunRecord>, StoreError>;
+    async fn runs(&self, limit: u32) -> Result<Vec<RunRecord>, StoreError> {
+        self.runs_page(&crate::Page::first(limit)).await
+    }
+    /// One page of runs, newest first; `page.name` is the webhook.
+    async fn runs_page(&self, page: &crate::Page) -> Result<Vec<RunRecord>, StoreError>;
     /// In no particular order.
     async fn unfinished_runs(&self) -> Result<Vec<RunRecord>, StoreError>;
     /// A run and its attempts (by number), read as one snapshot: every

@@ -12,9 +12,15 @@ use crate::render::{self, safe};
 
 pub async fn run(relay: &Relay, json: bool, command: &DeploymentsCommand) -> Result<(), Failure> {
     match command {
-        DeploymentsCommand::List => {
-            let reply: DeploymentList = relay.get("/api/v1/deployments").await?;
-            if json { render::json(&reply) } else { render::deployments(&reply) }
+        DeploymentsCommand::List { state, application, page } => {
+            let query = page.query(&[("state", state.as_ref()), ("application", application.as_ref())]);
+            let reply: DeploymentList = relay.get(&format!("/api/v1/deployments?{query}")).await?;
+            if json {
+                render::json(&reply)
+            } else {
+                render::deployments(&reply)
+            }
+            render::older(reply.next.as_deref());
         }
         DeploymentsCommand::Show { id } => {
             let id = &relay.resolve("deployment", id).await?;

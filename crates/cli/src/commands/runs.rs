@@ -7,9 +7,15 @@ use crate::render::{self, safe};
 
 pub async fn run(relay: &Relay, json: bool, command: &RunsCommand) -> Result<(), Failure> {
     match command {
-        RunsCommand::List => {
-            let reply: WebhookRunList = relay.get("/api/v1/webhook-runs").await?;
-            if json { render::json(&reply) } else { render::runs(&reply) }
+        RunsCommand::List { state, webhook, page } => {
+            let query = page.query(&[("state", state.as_ref()), ("webhook", webhook.as_ref())]);
+            let reply: WebhookRunList = relay.get(&format!("/api/v1/webhook-runs?{query}")).await?;
+            if json {
+                render::json(&reply)
+            } else {
+                render::runs(&reply)
+            }
+            render::older(reply.next.as_deref());
         }
         RunsCommand::Cancel { id } => {
             let id = &relay.resolve("run", id).await?;

@@ -410,11 +410,12 @@ impl Deployments {
         }
     }
 
+    /// One page of deployments, newest first, with their targets.
     pub async fn list(
         &self,
-        limit: u32,
+        page: &borealis_store::Page,
     ) -> Result<Vec<(DeploymentRecord, Vec<borealis_store::TargetRecord>)>, DeploymentError> {
-        Ok(self.context.store.deployments(limit).await?)
+        Ok(self.context.store.deployments_page(page).await?)
     }
 
     /// An operator's decision on `target`: approve or reject a pending

@@ -225,7 +225,8 @@ async fn create_parsed(
         return Err(invalid(format!("the webhook cannot be signed: {reason}")));
     }
 
-    let spec = RunSpec { webhook, armory, context, artifacts, agent };
+    let deployment_id = request.link.as_ref().map(|link| link.deployment_id.clone());
+    let spec = RunSpec { webhook, armory, context, artifacts, deployment_id, agent };
     let run = NewRun {
         id: id.clone(),
         callback_id,

@@ -42,6 +42,9 @@ pub struct RunSpec {
     /// What the deployment deploys, for a deployment's step.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub artifacts: BTreeMap<String, String>,
+    /// The deployment whose step this run is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment_id: Option<String>,
     /// The agent that makes the call, for remoteNetworkAgent webhooks.
     pub agent: Option<String>,
 }
@@ -304,9 +307,9 @@ impl Runs {
         }
     }
 
-    /// The newest runs, newest first.
-    pub async fn list(&self, limit: u32) -> Result<Vec<RunRecord>, RunError> {
-        Ok(self.store.runs(limit).await?)
+    /// One page of runs, newest first.
+    pub async fn list(&self, page: &borealis_store::Page) -> Result<Vec<RunRecord>, RunError> {
+        Ok(self.store.runs_page(page).await?)
     }
 
     /// Ends an unfinished run as cancelled, with `reason`. A later callback gets a conflict.

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use askama::Template;
 use axum::Extension;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Redirect, Response};
@@ -19,8 +19,9 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::graph::{self, BOX_HEIGHT, BOX_WIDTH};
 use super::markdown;
-use super::page::{Chrome, ConfirmPage, Failure, Operator, render, segment, state_words, when};
+use super::page::{Chrome, ConfirmPage, Failure, Filters, Operator, render, segment, state_words, when};
 use crate::http::deployments as api;
+use crate::http::extract::ListQuery;
 use crate::http::problem::Problem;
 use crate::state::AppState;
 use borealis_engine::deployments::Decision;
@@ -38,6 +39,7 @@ const MAX_EVENTS: usize = 200;
 struct ListPage {
     chrome: Chrome,
     deployments: Vec<Row>,
+    filters: Filters,
 }
 
 struct Row {
@@ -92,6 +94,8 @@ struct TargetView {
     anchor: String,
     state: (String, String),
     step: Option<String>,
+    /// Everything its current steps wait for, with their deadlines.
+    waiting: Vec<String>,
     reason: Option<String>,
     updated_at: String,
     depends_on: Vec<String>,
@@ -104,6 +108,8 @@ struct TargetView {
 struct StepRow {
     label: String,
     state: &'static str,
+    /// For a current step: what it waits for, and until when.
+    waiting: Option<String>,
 }
 
 struct RunRow {
@@ -148,9 +154,19 @@ struct EventRow {
 pub async fn list(
     State(state): State<Arc<AppState>>,
     Extension(operator): Extension<Operator>,
+    Query(query): Query<ListQuery>,
 ) -> Result<Response, Failure> {
-    let deployments = api::summaries(&state)
-        .await?
+    let listed = api::summaries(&state, &ListQuery { limit: query.limit.or(Some(50)), ..query.clone() }).await?;
+    let states = ["running", "succeeded", "failed", "aborted"];
+    let filters = Filters::new(
+        ("deployments", "Application", "application"),
+        &query,
+        query.application.as_ref(),
+        &states,
+        listed.next,
+    );
+    let deployments = listed
+        .deployments
         .into_iter()
         .map(|d| Row {
             id: d.id,
@@ -160,7 +176,7 @@ pub async fn list(
             targets: d.targets.into_iter().map(|t| (t.name, state_words(&t.state))).collect(),
         })
         .collect();
-    Ok(render(&ListPage { chrome: Chrome::new("deployments", &operator), deployments }, StatusCode::OK))
+    Ok(render(&ListPage { chrome: Chrome::new("deployments", &operator), deployments, filters }, StatusCode::OK))
 }
 
 pub async fn page(
@@ -205,7 +221,10 @@ pub async fn page(
         .zip(deps)
         .map(|(target, depends_on)| {
             let spec = targets_in_file.iter().find(|t| t.name == target.name);
-            let steps = spec.map(|spec| steps_of(file.as_ref(), spec, &journal, target.state)).unwrap_or_default();
+            let steps = spec
+                .map(|spec| steps_of(file.as_ref(), spec, &journal, target.state, Some(&view.runs)))
+                .unwrap_or_default();
+            let waiting = steps.iter().filter_map(|s| s.waiting.clone()).collect();
             let mut actions = Vec::new();
             let base = format!("/deployments/{}/targets/{}", segment(&id), segment(&target.name));
             if shown.pending_approvals.contains(&target.name) {
@@ -221,6 +240,7 @@ pub async fn page(
                 anchor: target_anchor(&target.name),
                 state: state_words(&target.state),
                 step: target.step.clone(),
+                waiting,
                 reason: target.reason.clone(),
                 updated_at: when(&target.updated_at),
                 depends_on,
@@ -448,28 +468,31 @@ enum Place {
 /// key, and an action that it started and then that it is done. The items
 /// of one constraint list run together; the groups run one after another,
 /// so a group after a started one is done.
-fn steps_of(
-    file: Option<&deployment::DeploymentFile>,
-    target: &deployment::Target,
+fn steps_of<'f>(
+    file: Option<&'f deployment::DeploymentFile>,
+    target: &'f deployment::Target,
     journal: &Journal,
     state: borealis_api::TargetState,
+    runs: Option<&[borealis_store::RunRecord]>,
 ) -> Vec<StepRow> {
     let name = &target.name;
-    // (label, place, group)
-    let mut planned: Vec<(String, Place, usize)> = Vec::new();
+    // (label, place, group, the step when it is one of the file's)
+    type Planned<'f> = Vec<(String, Place, usize, Option<&'f Step>)>;
+    let mut planned: Planned<'f> = Vec::new();
     let mut group = 0;
-    let list = |planned: &mut Vec<(String, Place, usize)>, group: &mut usize, list: &str, items: &[Step]| {
+    let list = |planned: &mut Planned<'f>, group: &mut usize, list: &str, items: &'f [Step]| {
         for (i, item) in items.iter().enumerate() {
             planned.push((
                 format!("{list}: {}", describe(item)),
                 Place::Item(journal::step_key(name, list, i)),
                 *group,
+                Some(item),
             ));
         }
         *group += usize::from(!items.is_empty());
     };
-    let single = |planned: &mut Vec<(String, Place, usize)>, group: &mut usize, label: String, place: Place| {
-        planned.push((label, place, *group));
+    let single = |planned: &mut Planned<'f>, group: &mut usize, label: String, place: Place| {
+        planned.push((label, place, *group, None));
         *group += 1;
     };
     list(&mut planned, &mut group, "beforeDeployment", &target.constraints.before_deployment);
@@ -482,7 +505,8 @@ fn steps_of(
                     Step::SetWeight { .. } => Place::Action(format!("canary/{i}")),
                     _ => Place::Item(journal::step_key(name, "canary", i)),
                 };
-                single(&mut planned, &mut group, format!("canary: {}", describe(step)), place);
+                planned.push((format!("canary: {}", describe(step)), place, group, Some(step)));
+                group += 1;
             }
         }
         Some(StrategyKind::BlueGreen { redirect_traffic_after, shut_down_old_version_after, .. }) => {
@@ -516,20 +540,20 @@ fn steps_of(
     // a target under way with nothing recorded is in its first group.
     let last_started = planned
         .iter()
-        .filter(|(_, place, _)| touched(place))
-        .map(|(_, _, g)| *g)
+        .filter(|(_, place, _, _)| touched(place))
+        .map(|(_, _, g, _)| *g)
         .max()
         .or((active && state != T::Deployed).then_some(0));
     let deployed = matches!(state, T::Deployed | T::AfterDeploymentFailed);
     // Groups where an item failed: the others there were cancelled by it.
     let failed_groups: Vec<usize> = planned
         .iter()
-        .filter(|(_, place, _)| matches!(ended(place), Some(StepEnd::Failed(_))))
-        .map(|(_, _, group)| *group)
+        .filter(|(_, place, _, _)| matches!(ended(place), Some(StepEnd::Failed(_))))
+        .map(|(_, _, group, _)| *group)
         .collect();
     planned
         .into_iter()
-        .map(|(label, place, group)| {
+        .map(|(label, place, group, step)| {
             let state = match ended(&place) {
                 Some(StepEnd::Passed) => "done",
                 Some(StepEnd::Failed(_)) => "failed",
@@ -543,9 +567,73 @@ fn steps_of(
                 _ if matches!(state, T::Cancelled | T::Failed | T::RolledBack) => "skipped",
                 _ => "pending",
             };
-            StepRow { label, state }
+            let waiting = match (state, runs) {
+                ("current", Some(runs)) => waiting_for(step, &place, journal, runs),
+                _ => None,
+            };
+            StepRow { label, state, waiting }
         })
         .collect()
+}
+
+/// What a current step waits for, and until when: a webhook's callback or
+/// next attempt, an approval's expiry, a pause's end, an analysis' next
+/// judgment run or its decision, a driver's action.
+fn waiting_for(
+    step: Option<&Step>,
+    place: &Place,
+    journal: &Journal,
+    runs: &[borealis_store::RunRecord],
+) -> Option<String> {
+    let at = |time: SystemTime| when(&borealis_engine::clock::rfc3339(time));
+    let at_ms = |ms: i64| at(borealis_store::from_unix_ms(ms));
+    let key = match place {
+        Place::Action(action) => {
+            return Some(format!("the driver: {}", action.replace("canary/", "set weight, step ")));
+        }
+        Place::Item(key) => key,
+    };
+    match step? {
+        Step::RunWebhook(run) => {
+            let Some(record) = journal.step_run(key).and_then(|id| runs.iter().find(|r| r.id == id)) else {
+                return Some(format!("webhook {}: starting", run.name));
+            };
+            let until = |time: Option<SystemTime>| time.map(|t| format!(", until {}", at(t))).unwrap_or_default();
+            use borealis_store::RunState as R;
+            Some(match record.state {
+                R::AwaitingCallback => format!("webhook {}: its callback{}", run.name, until(record.deadline_at)),
+                R::Pending => format!(
+                    "webhook {}: attempt {}{}",
+                    run.name,
+                    record.attempts + 1,
+                    record.next_attempt_at.map(|t| format!(" at {}", at(t))).unwrap_or_default()
+                ),
+                R::Calling => format!("webhook {}: attempt {} under way", run.name, record.attempts),
+                _ => return None,
+            })
+        }
+        Step::Pause { pause: Pause::UntilApproved { .. }, .. } => {
+            Some(match journal.step_time(key, journal::StepTime::ApprovalExpires) {
+                Some(ms) => format!("a manual approval, until {}", at_ms(ms)),
+                None => "a manual approval (it does not expire)".to_owned(),
+            })
+        }
+        Step::Pause { pause: Pause::Seconds(_), .. } => {
+            journal.step_time(key, journal::StepTime::PauseUntil).map(|ms| format!("a pause, until {}", at_ms(ms)))
+        }
+        Step::Analysis(analysis) => {
+            let start = journal.step_time(key, journal::StepTime::AnalysisStart)?;
+            let of = analysis.number_of_judgment_runs;
+            Some(match (1..=of).find(|n| journal.judgment(key, *n).is_none()) {
+                Some(n) => format!(
+                    "analysis: judgment run {n} of {of}, at {}",
+                    at_ms(start + i64::from(n) * analysis.interval_seconds as i64 * 1000)
+                ),
+                None => "analysis: a decision (continue or roll back)".to_owned(),
+            })
+        }
+        Step::SetWeight { .. } | Step::Unsupported { .. } => None,
+    }
 }
 
 fn describe(step: &Step) -> String {
@@ -569,7 +657,10 @@ mod tests {
         let file = borealis_core::deployment::parse(yaml).expect("the test file parses").file;
         let target = file.targets.iter().find(|t| t.name == target).expect("the target");
         let journal = Journal::new(journal.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        steps_of(Some(&file), target, &journal, state).into_iter().map(|s| format!("{} {}", s.state, s.label)).collect()
+        steps_of(Some(&file), target, &journal, state, None)
+            .into_iter()
+            .map(|s| format!("{} {}", s.state, s.label))
+            .collect()
     }
 
     const HOOKS: &str = "webhooks:\n  - name: a\n    method: POST\n    uriTemplate: http://127.0.0.1:9/a\n    networkMode: direct\n  - name: b\n    method: POST\n    uriTemplate: http://127.0.0.1:9/b\n    networkMode: direct\n";

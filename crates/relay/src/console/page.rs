@@ -134,3 +134,48 @@ pub struct ConfirmPage {
 pub fn segment(name: &str) -> String {
     url::form_urlencoded::byte_serialize(name.as_bytes()).collect::<String>().replace('+', "%20")
 }
+
+/// A list's filters as its page shows them, and the way to older items.
+pub struct Filters {
+    /// The list's path (`deployments`, `runs`).
+    pub path: &'static str,
+    /// The name filter's label and query parameter.
+    pub name_label: &'static str,
+    pub name_param: &'static str,
+    /// The state chosen, or empty for all.
+    pub state: String,
+    /// The name chosen (an application, a webhook), or empty for all.
+    pub name: String,
+    /// Each state to choose from: its value and its words.
+    pub states: Vec<(String, String)>,
+    /// The query of the next (older) page, when there may be one.
+    pub older: Option<String>,
+    /// Whether this is a later page: a link back to the newest is shown.
+    pub paged: bool,
+}
+
+impl Filters {
+    /// The filters of list `path` as `query` gives them (its name under
+    /// `name_param`, labelled `name_label`), over `states`, with `next`,
+    /// the cursor of the page after this one.
+    pub fn new(
+        (path, name_label, name_param): (&'static str, &'static str, &'static str),
+        query: &crate::http::extract::ListQuery,
+        name: Option<&String>,
+        states: &[&str],
+        next: Option<String>,
+    ) -> Self {
+        let state = query.state.clone().unwrap_or_default();
+        let name = name.cloned().unwrap_or_default();
+        let older = next.map(|cursor| {
+            url::form_urlencoded::Serializer::new(String::new())
+                .append_pair("state", &state)
+                .append_pair(name_param, &name)
+                .append_pair("after", &cursor)
+                .finish()
+        });
+        let states = states.iter().map(|s| ((*s).to_owned(), s.replace('_', " "))).collect();
+        let paged = query.after.as_deref().is_some_and(|a| !a.is_empty());
+        Self { path, name_label, name_param, state, name, states, older, paged }
+    }
+}

@@ -5,12 +5,13 @@ use std::sync::Arc;
 
 use askama::Template;
 use axum::Extension;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{Redirect, Response};
 
 use super::markdown;
-use super::page::{Chrome, Failure, Operator, render, segment, state_words, when};
+use super::page::{Chrome, Failure, Filters, Operator, render, segment, state_words, when};
+use crate::http::extract::ListQuery;
 use crate::http::runs::describe;
 use crate::state::AppState;
 
@@ -19,6 +20,7 @@ use crate::state::AppState;
 struct ListPage {
     chrome: Chrome,
     runs: Vec<Row>,
+    filters: Filters,
 }
 
 struct Row {
@@ -42,6 +44,8 @@ struct DetailPage {
     success: Option<bool>,
     message: Option<String>,
     callback_uri: Option<String>,
+    /// The deployment whose step this run is.
+    deployment_id: Option<String>,
     updated_at: String,
     next_attempt_at: Option<String>,
     deadline_at: Option<String>,
@@ -63,9 +67,14 @@ struct AttemptRow {
 pub async fn list(
     State(state): State<Arc<AppState>>,
     Extension(operator): Extension<Operator>,
+    Query(query): Query<ListQuery>,
 ) -> Result<Response, Failure> {
-    let runs = state.runs.list(200).await?.iter().map(|run| row(&describe(run, None))).collect();
-    Ok(render(&ListPage { chrome: Chrome::new("runs", &operator), runs }, StatusCode::OK))
+    let listed =
+        crate::http::runs::run_list(&state, &ListQuery { limit: query.limit.or(Some(50)), ..query.clone() }).await?;
+    let states = ["pending", "calling", "awaiting_callback", "succeeded", "failed", "timed_out", "cancelled"];
+    let filters = Filters::new(("runs", "Webhook", "webhook"), &query, query.webhook.as_ref(), &states, listed.next);
+    let runs = listed.runs.iter().map(row).collect();
+    Ok(render(&ListPage { chrome: Chrome::new("runs", &operator), runs, filters }, StatusCode::OK))
 }
 
 pub async fn page(
@@ -97,6 +106,7 @@ pub async fn page(
         success: run.success,
         message: run.md_message.as_deref().map(markdown::render),
         callback_uri: run.callback_uri.clone(),
+        deployment_id: run.deployment_id.clone(),
         updated_at: when(&run.updated_at),
         next_attempt_at: run.next_attempt_at.as_deref().map(when),
         deadline_at: run.deadline_at.as_deref().map(when),

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use borealis_store::{DeploymentView, RunRecord};
 
 use super::AppState;
-use super::extract::{WaitQuery, created, idempotency_key, json_body};
+use super::extract::{ListQuery, WaitQuery, created, idempotency_key, json_body, next_cursor};
 use super::problem::Problem;
 use crate::preflight::RelayPreflight;
 use borealis_core::deployment::UnknownFields;
@@ -50,14 +50,16 @@ pub async fn dry_run(State(state): State<Arc<AppState>>, body: axum::body::Bytes
     Ok(Json(plan).into_response())
 }
 
-pub async fn list(State(state): State<Arc<AppState>>) -> Result<Response, Problem> {
-    let deployments = summaries(&state).await?;
-    Ok(Json(borealis_api::DeploymentList { deployments }).into_response())
+pub async fn list(State(state): State<Arc<AppState>>, Query(query): Query<ListQuery>) -> Result<Response, Problem> {
+    Ok(Json(summaries(&state, &query).await?).into_response())
 }
 
-/// The newest 100 deployments with their targets' states.
-pub(crate) async fn summaries(state: &AppState) -> Result<Vec<borealis_api::DeploymentSummary>, Problem> {
-    let listed = state.deployments.list(100).await?;
+/// The page of deployments `query` asks for, with their targets' states.
+pub(crate) async fn summaries(state: &AppState, query: &ListQuery) -> Result<borealis_api::DeploymentList, Problem> {
+    let page = query.page(|s| borealis_api::DeploymentState::parse(s).is_some(), query.application.as_ref(), 100)?;
+    let listed = state.deployments.list(&page).await?;
+    let last = listed.last().map(|(record, _)| (record.created_at, record.id.as_str()));
+    let next = next_cursor(&page, last, listed.len());
     let mut items = Vec::with_capacity(listed.len());
     for (record, targets) in &listed {
         items.push(borealis_api::DeploymentSummary {
@@ -72,7 +74,7 @@ pub(crate) async fn summaries(state: &AppState) -> Result<Vec<borealis_api::Depl
                 .collect(),
         });
     }
-    Ok(items)
+    Ok(borealis_api::DeploymentList { deployments: items, next })
 }
 
 pub async fn show(

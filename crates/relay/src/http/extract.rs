@@ -54,6 +54,61 @@ impl WaitQuery {
     }
 }
 
+/// `?state=&application=` (or `&webhook=`) `&limit=&after=` on a list.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ListQuery {
+    pub state: Option<String>,
+    pub application: Option<String>,
+    pub webhook: Option<String>,
+    pub limit: Option<u32>,
+    pub after: Option<String>,
+}
+
+/// The longest page a list gives.
+pub const MAX_PAGE: u32 = 500;
+
+impl ListQuery {
+    /// The page asked for: `state` must be one `valid` knows, `name` is the
+    /// resource's own filter, `limit` at most [`MAX_PAGE`] (else `default`).
+    /// Empty fields (a form's) count as absent.
+    pub fn page(
+        &self,
+        valid: impl Fn(&str) -> bool,
+        name: Option<&String>,
+        default: u32,
+    ) -> Result<borealis_store::Page, Problem> {
+        let given = |field: Option<&String>| field.filter(|v| !v.is_empty()).cloned();
+        let state = given(self.state.as_ref());
+        if let Some(state) = &state
+            && !valid(state)
+        {
+            return Err(Problem::bad_request("invalid-query", format!("unknown state {state:?}")));
+        }
+        let limit = self.limit.unwrap_or(default);
+        if !(1..=MAX_PAGE).contains(&limit) {
+            return Err(Problem::bad_request("invalid-query", format!("limit must be 1 to {MAX_PAGE}, not {limit}")));
+        }
+        let after = match given(self.after.as_ref()) {
+            Some(text) => Some(borealis_store::Cursor::decode(&text).ok_or_else(|| {
+                Problem::bad_request("invalid-query", "after is not a cursor this relay gave (a list's next)")
+            })?),
+            None => None,
+        };
+        Ok(borealis_store::Page { state, name: given(name), after, limit })
+    }
+}
+
+/// The cursor of the page after `listed`'s, when it was full.
+pub fn next_cursor(
+    page: &borealis_store::Page,
+    last: Option<(std::time::SystemTime, &str)>,
+    listed: usize,
+) -> Option<String> {
+    let (created_at, id) = last?;
+    (listed as u32 >= page.limit)
+        .then(|| borealis_store::Cursor { created_at: borealis_store::unix_ms(created_at), id: id.to_owned() }.encode())
+}
+
 pub(crate) fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Problem> {
     serde_json::from_slice(body).map_err(|e| Problem::bad_request("invalid-body", format!("invalid JSON body: {e}")))
 }

@@ -48,10 +48,23 @@ pub async fn create_run(
     Ok(extract::created(Json(value), created.replayed))
 }
 
-pub async fn list_runs(State(state): State<Arc<AppState>>) -> Result<Response, Problem> {
-    let runs = state.runs.list(200).await?;
-    let runs = runs.iter().map(|run| describe(run, None)).collect();
-    Ok(Json(borealis_api::WebhookRunList { runs }).into_response())
+pub async fn list_runs(
+    State(state): State<Arc<AppState>>,
+    Query(query): Query<extract::ListQuery>,
+) -> Result<Response, Problem> {
+    Ok(Json(run_list(&state, &query).await?).into_response())
+}
+
+/// The page of runs `query` asks for.
+pub(crate) async fn run_list(
+    state: &AppState,
+    query: &extract::ListQuery,
+) -> Result<borealis_api::WebhookRunList, Problem> {
+    let page = query.page(|s| borealis_api::RunState::parse(s).is_some(), query.webhook.as_ref(), 200)?;
+    let runs = state.runs.list(&page).await?;
+    let last = runs.last().map(|run| (run.created_at, run.id.as_str()));
+    let next = extract::next_cursor(&page, last, runs.len());
+    Ok(borealis_api::WebhookRunList { runs: runs.iter().map(|run| describe(run, None)).collect(), next })
 }
 
 pub async fn show_run(
@@ -163,6 +176,7 @@ pub fn describe(run: &RunRecord, attempts: Option<&[Attempt]>) -> borealis_api::
         attempts: run.attempts,
         network_mode: spec.as_ref().map(|s| s.webhook.network_mode),
         agent: spec.as_ref().and_then(|s| s.agent.clone()),
+        deployment_id: spec.as_ref().and_then(|s| s.deployment_id.clone()),
         callback_uri: spec.as_ref().and_then(|s| s.armory.get("callbackUri").cloned()),
         created_at: rfc3339(run.created_at),
         updated_at: rfc3339(run.updated_at),

@@ -180,10 +180,12 @@ impl DeploymentStore for PostgresStore {
         }))
     }
 
-    async fn deployments(&self, limit: u32) -> Result<Vec<(DeploymentRecord, Vec<TargetRecord>)>, StoreError> {
+    async fn deployments_page(
+        &self,
+        page: &crate::Page,
+    ) -> Result<Vec<(DeploymentRecord, Vec<TargetRecord>)>, StoreError> {
         let mut tx = self.snapshot().await?;
-        let records = sqlx::query("SELECT * FROM deployments ORDER BY created_at DESC, id LIMIT $1")
-            .bind(i64::from(limit))
+        let records = crate::page::bind_page!(sqlx::query(crate::page::DEPLOYMENTS), page)
             .fetch_all(&mut *tx)
             .await
             .map_err(db)?;

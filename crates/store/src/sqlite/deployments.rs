@@ -159,10 +159,12 @@ impl DeploymentStore for SqliteStore {
         }))
     }
 
-    async fn deployments(&self, limit: u32) -> Result<Vec<(DeploymentRecord, Vec<TargetRecord>)>, StoreError> {
+    async fn deployments_page(
+        &self,
+        page: &crate::Page,
+    ) -> Result<Vec<(DeploymentRecord, Vec<TargetRecord>)>, StoreError> {
         let mut tx = self.snapshot().await?;
-        let records = sqlx::query("SELECT * FROM deployments ORDER BY created_at DESC, id LIMIT ?")
-            .bind(i64::from(limit))
+        let records = crate::page::bind_page!(sqlx::query(crate::page::DEPLOYMENTS), page)
             .fetch_all(&mut *tx)
             .await
             .map_err(db)?;
@@ -171,11 +173,12 @@ impl DeploymentStore for SqliteStore {
         let index: HashMap<String, usize> =
             listed.iter().enumerate().map(|(i, (record, _))| (record.id.clone(), i)).collect();
         // The targets of all listed deployments in one query, not one each.
+        let ids: Vec<&str> = listed.iter().map(|(record, _)| record.id.as_str()).collect();
         let targets = sqlx::query(
-            "SELECT * FROM deployment_targets WHERE deployment_id IN \
-             (SELECT id FROM deployments ORDER BY created_at DESC, id LIMIT ?) ORDER BY deployment_id, position",
+            "SELECT * FROM deployment_targets WHERE deployment_id IN (SELECT value FROM json_each(?)) \
+             ORDER BY deployment_id, position",
         )
-        .bind(i64::from(limit))
+        .bind(serde_json::to_string(&ids).expect("ids serialize"))
         .fetch_all(&mut *tx)
         .await
         .map_err(db)?;

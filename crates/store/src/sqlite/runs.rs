@@ -126,12 +126,9 @@ impl RunStore for SqliteStore {
         Ok(())
     }
 
-    async fn runs(&self, limit: u32) -> Result<Vec<RunRecord>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM webhook_runs ORDER BY created_at DESC, id LIMIT ?")
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db)?;
+    async fn runs_page(&self, page: &crate::Page) -> Result<Vec<RunRecord>, StoreError> {
+        let rows =
+            crate::page::bind_page!(sqlx::query(crate::page::RUNS), page).fetch_all(&self.pool).await.map_err(db)?;
         Ok(rows.iter().map(rows::run).collect())
     }
 
