@@ -336,6 +336,12 @@ ${webhooksYaml(external)}`,
   await Promise.all([page.waitForURL(/\/runs\//), page.click('[data-target=prod] .runs a')]);
   assert.equal(await page.getAttribute('#run-deployment', 'href'), `/deployments/${id}`);
   await Promise.all([page.waitForURL(`${relay.httpUrl}/deployments/${id}`), page.click('#run-deployment')]);
+  // The approval given in the browser is in the audit trail, with its actor.
+  await Promise.all([page.waitForURL(`${relay.httpUrl}/audit`), page.click('nav >> text=Audit')]);
+  const approved = await page.textContent('tr[data-action="deployment.approve"]');
+  assert.match(approved, /admin: the bootstrap admin token \(console\)/, approved);
+  assert.match(approved, /allowed/, approved);
+  assert.match(approved, new RegExp(`/deployments/${id}/targets/staging/approve`), approved);
 
   assert.deepEqual(dialogs, []);
   assert.deepEqual(pageErrors, []);

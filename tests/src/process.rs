@@ -501,7 +501,11 @@ pub fn cli() -> Cli {
 impl Cli {
     pub fn new() -> Self {
         let mut command = Command::new(binary("borealis"));
-        command.env_remove("BOREALIS_RELAY").env_remove("BOREALIS_ADMIN_TOKEN");
+        command
+            .env_remove("BOREALIS_RELAY")
+            .env_remove("BOREALIS_ADMIN_TOKEN")
+            .env_remove("BOREALIS_TOKEN")
+            .env_remove("BOREALIS_TEAM");
         Self { command, stdin: None }
     }
 

@@ -1345,13 +1345,15 @@ async fn a_run_decided_by_its_callback_shows_the_attempt_its_dead_replica_made()
     let schema = Schema::new();
     let public_url = format!("http://{}", free_port());
     let first = replica(&schema, 1, &public_url);
-    let other = replica_polling(&schema.database_url(), "relay-2", &public_url, "3s");
     let (hook, external) = first.external_system().await;
     let file = format!(
         "webhooks:\n  - name: job\n    method: POST\n    uriTemplate: http://{hook}/hang\n    networkMode: direct\n    bodyTemplate:\n      inline: '{{\"callbackUri\": \"{{{{armory.callbackUri}}}}\"}}'\n"
     );
     let id = start_job(&first.http_url, file).await;
     let received = first_request(&external).await;
+    // Started once the first replica is making the call: started before, it
+    // could claim the run's first attempt itself.
+    let other = replica_polling(&schema.database_url(), "relay-2", &public_url, "3s");
     let callback = on(&other.http_url, &received.callback_uri.expect("the request names its callback URI"));
     let reply = external.call_back(&format!("{callback}/callback"), serde_json::json!({ "success": true })).await;
     assert_eq!(reply.status, 200, "{}", reply.body);

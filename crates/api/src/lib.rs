@@ -57,6 +57,7 @@ macro_rules! string_enum {
 
 mod agents;
 mod deployments;
+mod identities;
 mod oauth;
 pub mod paths;
 mod plan;
@@ -67,6 +68,7 @@ mod secrets;
 
 pub use agents::*;
 pub use deployments::*;
+pub use identities::*;
 pub use oauth::*;
 pub use plan::*;
 pub use problem::*;

@@ -7,7 +7,9 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 // The modules themselves, not `crate::*`: the root uses `paths`, so that would be a cycle.
-use crate::{agents::*, deployments::*, oauth::*, plan::*, problem::*, providers::*, runs::*, secrets::*};
+use crate::{
+    agents::*, deployments::*, identities::*, oauth::*, plan::*, problem::*, providers::*, runs::*, secrets::*,
+};
 
 /// Every admin route's answer to a missing or wrong admin token, and to a
 /// peer that failed too often.
@@ -21,7 +23,8 @@ macro_rules! admin_path {
             $($rest)*
             responses(
                 $($response)*
-                (status = 401, description = "No admin token, or a wrong one", body = Problem, content_type = "application/problem+json"),
+                (status = 401, description = "No token, or a wrong, expired or revoked one", body = Problem, content_type = "application/problem+json"),
+                (status = 403, description = "The caller's roles do not grant what this needs (`Borealis-Error: forbidden`; the detail names the permission)", body = Problem, content_type = "application/problem+json"),
                 (status = 429, description = "Too many failed authentications from this address; see Retry-After", body = Problem, content_type = "application/problem+json",
                     headers(("Retry-After" = u64, description = "Seconds to wait"))),
             )
@@ -418,6 +421,89 @@ pub fn callback() {}
 )]
 pub fn token() {}
 
+admin_path!(
+    /// Create a team (organization admins only).
+    post "/api/v1/teams", create_team,
+    { tag = "teams", request_body = CreateTeam, },
+    responses(
+        (status = 201, description = "Created", body = Team),
+        (status = 400, description = "Invalid name", body = Problem, content_type = PROBLEM),
+        (status = 409, description = "A team of that name exists", body = Problem, content_type = PROBLEM),
+    )
+);
+
+admin_path!(
+    /// The teams the caller has a role in; every team for an organization admin.
+    get "/api/v1/teams", list_teams,
+    { tag = "teams", },
+    responses((status = 200, description = "By name", body = TeamList),)
+);
+
+admin_path!(
+    /// Create a service account with roles in a team; its token is shown once.
+    post "/api/v1/service-accounts", create_service_account,
+    {
+        tag = "teams",
+        params(("team" = Option<String>, Query, description = "Its team (default: the caller's only team, else `default`)")),
+        request_body = CreateServiceAccount,
+    },
+    responses(
+        (status = 201, description = "Created; `token` is shown this once", body = ServiceAccountCreated),
+        (status = 400, description = "Invalid name, role or expiry", body = Problem, content_type = PROBLEM),
+        (status = 404, description = "No such team", body = Problem, content_type = PROBLEM),
+        (status = 409, description = "The team has a live service account of that name", body = Problem, content_type = PROBLEM),
+    )
+);
+
+admin_path!(
+    /// A team's service accounts, revoked and expired ones included.
+    get "/api/v1/service-accounts", list_service_accounts,
+    { tag = "teams", params(("team" = Option<String>, Query, description = "The team (default: the caller's only team, else `default`)")), },
+    responses(
+        (status = 200, description = "By name", body = ServiceAccountList),
+        (status = 400, description = "An invalid team name", body = Problem, content_type = PROBLEM),
+    )
+);
+
+admin_path!(
+    /// Revoke a service account: its token stops working at once.
+    delete "/api/v1/service-accounts/{id}", revoke_service_account,
+    {
+        tag = "teams",
+        params(
+            ("id" = String, Path, description = "Service account id"),
+            ("team" = Option<String>, Query, description = "Its team (default: the caller's only team, else `default`)"),
+        ),
+    },
+    responses(
+        (status = 200, description = "Revoked", body = ServiceAccount),
+        (status = 400, description = "An invalid team name", body = Problem, content_type = PROBLEM),
+        (status = 404, description = "No such live service account in the team", body = Problem, content_type = PROBLEM),
+    )
+);
+
+admin_path!(
+    /// The audit trail, newest first: every state-changing request and every
+    /// refused authorization. Nothing in the API changes it.
+    get "/api/v1/audit", list_audit,
+    {
+        tag = "audit",
+        params(
+            ("team" = Option<String>, Query, description = "Only this team's (an organization admin without it sees every team's)"),
+            ("actor" = Option<String>, Query, description = "Only this actor's (its id)"),
+            ("action" = Option<String>, Query, description = "Only this action (`deployment.create`)"),
+            ("since" = Option<String>, Query, description = "From this time (RFC 3339) or this long ago (`24h`)"),
+            ("until" = Option<String>, Query, description = "Before this time (RFC 3339) or this long ago"),
+            ("limit" = Option<u32>, Query, description = "At most this many (1 to 500; default 100)"),
+            ("before" = Option<String>, Query, description = "The page after this one: the `next` of the previous page"),
+        ),
+    },
+    responses(
+        (status = 200, description = "Entries, newest first", body = AuditList),
+        (status = 400, description = "An invalid filter", body = Problem, content_type = PROBLEM),
+    )
+);
+
 /// Liveness.
 #[utoipa::path(get, path = "/healthz", tag = "health",
     responses((status = 200, description = "`ok`", body = String, content_type = "text/plain")))]
@@ -447,7 +533,9 @@ pub fn metrics() {}
         create_webhook_run, dry_run_webhook_run, list_webhook_runs, show_webhook_run, cancel_webhook_run,
         create_deployment, dry_run_deployment, list_deployments, show_deployment, approve, reject, rollback, proceed, abort_deployment,
         create_metric_provider, list_metric_providers, delete_metric_provider,
-        list_secrets, put_secret, delete_secret, callback, token, healthz, readyz, metrics,
+        list_secrets, put_secret, delete_secret,
+        create_team, list_teams, create_service_account, list_service_accounts, revoke_service_account, list_audit,
+        callback, token, healthz, readyz, metrics,
     ),
     modifiers(&SecuritySchemes, &Passthrough),
 )]
@@ -480,7 +568,7 @@ impl Modify for SecuritySchemes {
         };
         components.add_security_scheme(
             "adminToken",
-            bearer("The admin token (<data-dir>/admin-token or BOREALIS_ADMIN_TOKEN). On the proxy it may come in Proxy-Authorization instead."),
+            bearer("The admin token (<data-dir>/admin-token or BOREALIS_ADMIN_TOKEN), or a service account's token (`bsa_...`), whose roles decide what it may do. On the proxy it may come in Proxy-Authorization instead."),
         );
         components.add_security_scheme(
             "callbackToken",

@@ -12,9 +12,13 @@ pub(crate) struct Cli {
     /// The relay's HTTP API.
     #[arg(long, global = true, env = "BOREALIS_RELAY", default_value = "http://127.0.0.1:8080")]
     pub(crate) relay: url::Url,
-    /// Admin token [default: read ./borealis-data/admin-token].
+    /// Admin token [default: read ./borealis-data/admin-token]. A person's
+    /// or service account's token in BOREALIS_TOKEN is used before it.
     #[arg(long, global = true, env = "BOREALIS_ADMIN_TOKEN", hide_env_values = true)]
     pub(crate) token: Option<String>,
+    /// The team to act in [default: your only team, else `default`].
+    #[arg(long, global = true, env = "BOREALIS_TEAM")]
+    pub(crate) team: Option<String>,
     /// PEM CA bundle to trust for an https:// relay with a private CA.
     #[arg(long, global = true, env = "BOREALIS_CA_FILE", value_name = "FILE")]
     pub(crate) ca_file: Option<PathBuf>,
@@ -81,6 +85,62 @@ pub(crate) enum Command {
     /// cancelled, targets that were deploying rolled back. Waits until it
     /// has ended.
     Abort(AbortArgs),
+    /// Teams: who owns agents, secrets, providers, runs and deployments.
+    #[command(subcommand)]
+    Teams(TeamsCommand),
+    /// Service accounts: tokens with roles in a team, for CI and automation.
+    #[command(subcommand)]
+    ServiceAccounts(ServiceAccountsCommand),
+    /// The audit trail: every change and every refused request, newest first.
+    Audit(AuditArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum TeamsCommand {
+    /// Create a team (the admin token only).
+    Create { name: String },
+    /// The teams you have a role in.
+    List,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum ServiceAccountsCommand {
+    /// Create one in --team with --role (repeatable); its token is printed once.
+    Create {
+        name: String,
+        /// viewer, deployer, approver, operator or admin.
+        #[arg(long = "role", required = true)]
+        roles: Vec<String>,
+        /// How long its token is good for (default 90d, at most 730d).
+        #[arg(long)]
+        expires_in: Option<String>,
+    },
+    /// The service accounts of --team.
+    List,
+    /// Revoke one: its token stops working at once.
+    Revoke { id: String },
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct AuditArgs {
+    /// From this time (RFC 3339) or this long ago (24h).
+    #[arg(long)]
+    pub(crate) since: Option<String>,
+    /// Before this time (RFC 3339) or this long ago.
+    #[arg(long)]
+    pub(crate) until: Option<String>,
+    /// Only this actor's entries (its id).
+    #[arg(long)]
+    pub(crate) actor: Option<String>,
+    /// Only this action (deployment.create, secret.put, ...).
+    #[arg(long)]
+    pub(crate) action: Option<String>,
+    /// At most this many (1 to 500).
+    #[arg(long)]
+    pub(crate) limit: Option<u32>,
+    /// The page after the one that printed this cursor.
+    #[arg(long)]
+    pub(crate) before: Option<String>,
 }
 
 #[derive(Args, Debug)]

@@ -29,18 +29,26 @@ pub struct Relay {
     pub http: reqwest::Client,
     base: url::Url,
     pub token: String,
+    /// `--team`, sent as `?team=` with every request.
+    team: Option<String>,
 }
 
 impl Relay {
     pub fn new(cli: &Cli) -> Result<Self, Failure> {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let token = match &cli.token {
-            Some(token) => token.clone(),
-            None => std::fs::read_to_string("borealis-data/admin-token").map(|t| t.trim().to_owned()).map_err(|_| {
-                Failure::bad_input(
-                    "no admin token: pass --token, set BOREALIS_ADMIN_TOKEN, or run where ./borealis-data/admin-token is",
-                )
-            })?,
+        // A person's or service account's token first, then the admin token.
+        let personal = std::env::var("BOREALIS_TOKEN").ok().filter(|t| !t.trim().is_empty());
+        let token = match (personal, &cli.token) {
+            (Some(token), _) => token.trim().to_owned(),
+            (None, Some(token)) => token.clone(),
+            (None, None) => {
+                std::fs::read_to_string("borealis-data/admin-token").map(|t| t.trim().to_owned()).map_err(|_| {
+                    Failure::bad_input(
+                        "no token: set BOREALIS_TOKEN (a service account's token), pass --token or set \
+                     BOREALIS_ADMIN_TOKEN (the admin token), or run where ./borealis-data/admin-token is",
+                    )
+                })?
+            }
         };
         let mut builder = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none());
         if let Some(path) = &cli.ca_file {
@@ -51,7 +59,7 @@ impl Relay {
             builder = builder.tls_certs_only(certs);
         }
         let http = builder.build().map_err(|e| Failure::failed(format!("HTTP client: {e}")))?;
-        Ok(Self { http, base: cli.relay.clone(), token })
+        Ok(Self { http, base: cli.relay.clone(), token, team: cli.team.clone() })
     }
 
     /// The relay's URL for `path`, which may carry a `?query`.
@@ -61,6 +69,9 @@ impl Relay {
         let base_path = url.path().trim_end_matches('/').to_owned();
         url.set_path(&format!("{base_path}{path}"));
         url.set_query(query);
+        if let Some(team) = &self.team {
+            url.query_pairs_mut().append_pair("team", team);
+        }
         url
     }
 

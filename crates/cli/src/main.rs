@@ -64,6 +64,9 @@ async fn run(cli: &Cli) -> Result<(), Failure> {
         Command::Runs(command) => commands::runs::run(&relay, json, command).await,
         Command::Validate(_) | Command::Completions { .. } => unreachable!("done above, without a relay"),
         Command::Abort(args) => commands::deployments::abort(&relay, json, args).await,
+        Command::Teams(command) => commands::identities::teams(&relay, json, command).await,
+        Command::ServiceAccounts(command) => commands::identities::service_accounts(&relay, json, command).await,
+        Command::Audit(args) => commands::identities::audit(&relay, json, args).await,
         Command::Deploy(args) => {
             let stream = cli.output == Some(Output::Json);
             commands::deployments::deploy(&relay, json, stream, args).await

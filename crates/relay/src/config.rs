@@ -113,6 +113,9 @@ pub struct RelayConfig {
     /// whose owner died, and for changes it was not told about.
     #[serde(with = "serde_human")]
     pub poll_interval: Duration,
+    /// How long the audit trail keeps an entry; 0: forever.
+    #[serde(with = "serde_human")]
+    pub audit_retention: Duration,
 }
 
 /// Every key a config file may set: the fields of [`RelayConfig`], read off
@@ -153,6 +156,7 @@ impl Default for RelayConfig {
             webhook_timeout: Duration::from_secs(60),
             retry_base_delay: Duration::from_secs(1),
             gate_interval: Duration::from_secs(10),
+            audit_retention: Duration::ZERO,
             max_connections: 0,
             max_connections_per_peer: 0,
             max_requests_per_peer: 0,
@@ -224,6 +228,9 @@ impl RelayConfig {
         }
         if self.callback_timeout.is_zero() {
             return invalid("callback_timeout must be longer than 0");
+        }
+        if !self.audit_retention.is_zero() && self.audit_retention < Duration::from_secs(3600) {
+            return invalid("audit_retention must be 0 (forever) or at least 1h");
         }
         if self.heartbeat_interval < Duration::from_millis(100) {
             return invalid("heartbeat_interval must be at least 100ms");

@@ -25,6 +25,7 @@
 //! The binary (`main.rs`) only parses flags, binds, and waits for a signal;
 //! tests call [`run`] with listeners on port 0.
 
+pub mod access;
 pub mod auth;
 pub mod changes;
 pub mod config;
@@ -212,6 +213,7 @@ pub async fn run(
         tokio::spawn(cluster::follow_changes(store.clone(), waiters, stop.clone())),
         tokio::spawn(deployments.clone().keep(poll_interval, stop.clone())),
         tokio::spawn(placement::keep(state.clone(), stop.clone())),
+        tokio::spawn(forget_old_audit(store.clone(), state.config.audit_retention, stop.clone())),
     ];
     let servers = [
         tokio::spawn(serve::serve(
@@ -322,4 +324,25 @@ fn create_private_dir(path: &std::path::Path) -> std::io::Result<()> {
         tracing::warn!(path = %path.display(), was = %format!("{mode:o}"), "the data directory was readable by others; its mode is now 0700");
     }
     Ok(())
+}
+
+/// Every hour, removes the audit entries older than `retention` (none when
+/// it is 0: the trail is kept forever).
+async fn forget_old_audit(store: Arc<dyn Store>, retention: std::time::Duration, stop: CancellationToken) {
+    if retention.is_zero() {
+        return;
+    }
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        let before = std::time::SystemTime::now() - retention;
+        match store.forget_audit_before(before).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(entries = n, "audit entries past their retention removed"),
+            Err(err) => tracing::warn!(error = %err, "could not remove old audit entries"),
+        }
+    }
 }

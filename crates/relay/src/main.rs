@@ -120,6 +120,9 @@ struct Flags {
     /// How often a replica looks for due or orphaned work [default: 1s].
     #[arg(long, value_name = "DURATION")]
     poll_interval: Option<String>,
+    /// How long the audit trail keeps an entry; 0 keeps it forever [default: 0].
+    #[arg(long, value_name = "DURATION")]
+    audit_retention: Option<String>,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -168,6 +171,7 @@ impl Flags {
         put("peer_url", self.peer_url.clone());
         put("lease_duration", self.lease_duration.clone());
         put("poll_interval", self.poll_interval.clone());
+        put("audit_retention", self.audit_retention.clone());
         put("log_format", self.log_format.map(|f| f.to_string()));
         for (key, value) in [
             ("max_connections", self.max_connections),
@@ -309,6 +313,7 @@ mod tests {
         ("peer_url", "http://10.0.0.7:8080/", "\"http://10.0.0.7:8080/\""),
         ("lease_duration", "7s", "\"7s\""),
         ("poll_interval", "700ms", "\"700ms\""),
+        ("audit_retention", "7d", "\"7d\""),
     ];
 
     /// Secrets are not flags, so that they stay out of the process list.

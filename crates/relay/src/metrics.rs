@@ -36,7 +36,9 @@ pub struct DispatchLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AuthFailureLabels {
-    /// What was presented: "admin_token", "client_secret", "callback_token", "agent_token".
+    /// What was presented: "admin_token" (or a token that is no one's),
+    /// "service_account_token" (expired or revoked), "client_secret",
+    /// "callback_token", "agent_token".
     pub credential: &'static str,
 }
 

@@ -13,6 +13,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::audit::AuditStore;
 use crate::cluster::{ClusterStore, ReplicaRecord, ReportedAllowList, SessionRecord};
 use crate::console::{ConsoleSession, ConsoleSessionStore};
 use crate::credentials::{CredentialKind, CredentialStore};
@@ -21,6 +22,7 @@ use crate::deployments::{
 };
 use crate::error::{Conflict, StoreError};
 use crate::idempotency::IdempotencyKey;
+use crate::identities::IdentityStore;
 use crate::providers::{MetricProvider, MetricProviderStore};
 use crate::runs::{Attempt, Claim, Fence, NewRun, Outcome, RunState, RunStore, RunView};
 use crate::settings::SettingStore;
@@ -60,6 +62,8 @@ macro_rules! conformance_suite {
             text_with_nul_is_stored_replaced,
             secrets_keep_their_uses,
             an_abort_request_stands_once,
+            teams_and_service_accounts,
+            the_audit_trail_appends_and_filters,
         );
     };
     (@cases $harness:expr; $($case:ident),* $(,)?) => {
@@ -989,4 +993,97 @@ pub async fn a_large_backlog_is_claimed_earliest_first(store: &impl RunStore, no
         expected.sort();
         assert_eq!(claimed, expected, "batch {round}: the next 500 due, earliest first");
     }
+}
+
+/// The team `default` exists from the start; names are unique; a service
+/// account keeps its roles and hash, expires and is revoked once.
+pub async fn teams_and_service_accounts<H: Harness>(harness: &H) {
+    let store = harness.open().await;
+    let names = |teams: Vec<crate::Team>| teams.into_iter().map(|t| t.name).collect::<Vec<_>>();
+    assert_eq!(names(store.teams().await.unwrap()), [crate::DEFAULT_TEAM]);
+    store.create_team("payments").await.unwrap();
+    let err = store.create_team("payments").await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(Conflict::Duplicate(_))), "{err}");
+    assert_eq!(names(store.teams().await.unwrap()), ["default", "payments"]);
+    assert!(store.team("nope").await.unwrap().is_none());
+
+    let now = SystemTime::now();
+    let account = crate::ServiceAccount {
+        id: "sa1".into(),
+        team: "payments".into(),
+        name: "ci".into(),
+        roles: vec!["deployer".into(), "viewer".into()],
+        secret_hash: vec![1, 2, 3],
+        created_at: now,
+        created_by: "admin".into(),
+        expires_at: Some(now + Duration::from_secs(60)),
+        revoked_at: None,
+    };
+    store.create_service_account(&account).await.unwrap();
+    let again = crate::ServiceAccount { id: "sa2".into(), ..account.clone() };
+    let err = store.create_service_account(&again).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(Conflict::Duplicate(_))), "a live name is taken: {err}");
+    let read = store.service_account("sa1").await.unwrap().unwrap();
+    assert_eq!((read.roles.clone(), read.secret_hash.clone()), (account.roles.clone(), vec![1, 2, 3]));
+    assert!(read.is_usable(now) && !read.is_usable(now + Duration::from_secs(61)), "it expires");
+    assert_eq!(store.service_accounts(Some("payments")).await.unwrap().len(), 1);
+    assert!(store.service_accounts(Some("default")).await.unwrap().is_empty());
+    assert!(store.revoke_service_account("sa1", now).await.unwrap());
+    assert!(!store.revoke_service_account("sa1", now).await.unwrap(), "revoked once");
+    assert!(!store.service_account("sa1").await.unwrap().unwrap().is_usable(now));
+    store.create_service_account(&again).await.expect("the name is free once revoked");
+}
+
+/// Entries come back newest first, filtered, paged by `before`, and go
+/// only by retention.
+pub async fn the_audit_trail_appends_and_filters<H: Harness>(harness: &H) {
+    let store = harness.open().await;
+    let start = SystemTime::now() - Duration::from_secs(100);
+    let entry = |n: u64, team: &str, actor: &str, action: &str| crate::AuditEntry {
+        seq: 0,
+        time: start + Duration::from_secs(n),
+        actor_kind: "service_account".into(),
+        actor_id: actor.into(),
+        actor_name: format!("{actor} (ci)"),
+        team: Some(team.into()),
+        action: action.into(),
+        object: format!("/api/v1/things/{n}"),
+        outcome: if n == 3 { "refused".into() } else { "allowed".into() },
+        status: if n == 3 { 403 } else { 200 },
+        source_address: Some("127.0.0.1".into()),
+        request_id: format!("req-{n}"),
+    };
+    for (n, team, actor, action) in [
+        (1, "a", "sa1", "deployment.create"),
+        (2, "b", "sa2", "secret.put"),
+        (3, "a", "sa2", "deployment.approve"),
+        (4, "a", "sa1", "deployment.abort"),
+    ] {
+        store.append_audit(&entry(n, team, actor, action)).await.unwrap();
+    }
+    let query = |q: crate::AuditQuery| {
+        let store = &store;
+        async move { store.audit(&q).await.unwrap().into_iter().map(|e| e.request_id).collect::<Vec<_>>() }
+    };
+    let all = crate::AuditQuery { limit: 10, ..Default::default() };
+    assert_eq!(query(all.clone()).await, ["req-4", "req-3", "req-2", "req-1"]);
+    let read = store.audit(&all).await.unwrap();
+    assert_eq!(read[1].outcome, "refused");
+    assert_eq!(read[1].status, 403);
+    assert_eq!(read[3].actor_name, "sa1 (ci)");
+    assert_eq!(query(crate::AuditQuery { team: Some("a".into()), ..all.clone() }).await, ["req-4", "req-3", "req-1"]);
+    assert_eq!(query(crate::AuditQuery { actor: Some("sa2".into()), ..all.clone() }).await, ["req-3", "req-2"]);
+    let action = crate::AuditQuery { action: Some("secret.put".into()), ..all.clone() };
+    assert_eq!(query(action).await, ["req-2"]);
+    let window = crate::AuditQuery {
+        since: Some(start + Duration::from_secs(2)),
+        until: Some(start + Duration::from_secs(4)),
+        ..all.clone()
+    };
+    assert_eq!(query(window).await, ["req-3", "req-2"]);
+    let first = store.audit(&crate::AuditQuery { limit: 2, ..all.clone() }).await.unwrap();
+    let next = crate::AuditQuery { before: Some(first[1].seq), ..all.clone() };
+    assert_eq!(query(next).await, ["req-2", "req-1"]);
+    assert_eq!(store.forget_audit_before(start + Duration::from_secs(3)).await.unwrap(), 2);
+    assert_eq!(query(all).await, ["req-4", "req-3"]);
 }

@@ -19,12 +19,14 @@
 //! NUL a peer sent is stored (as U+FFFD) rather than failing the write.
 //! `conformance` (feature `conformance`) is the suite every backend passes.
 
+mod audit;
 mod cluster;
 mod console;
 mod credentials;
 mod deployments;
 mod error;
 mod idempotency;
+mod identities;
 pub mod migrate;
 mod open;
 mod page;
@@ -42,6 +44,7 @@ mod time;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 
+pub use audit::{AuditEntry, AuditQuery, AuditStore};
 pub use cluster::{Change, ClusterStore, ReplicaRecord, ReportedAllowList, SessionRecord};
 pub use console::{ConsoleSession, ConsoleSessionStore};
 pub use credentials::{Credential, CredentialKind, CredentialStore};
@@ -51,6 +54,7 @@ pub use deployments::{
 };
 pub use error::{BoxError, Conflict, StoreError};
 pub use idempotency::IdempotencyKey;
+pub use identities::{DEFAULT_TEAM, IdentityStore, ServiceAccount, Team};
 pub use open::{SUPPORTED_SCHEMES, open};
 pub use page::{Cursor, Page};
 pub use postgres::PostgresStore;

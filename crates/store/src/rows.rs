@@ -212,3 +212,39 @@ pub(crate) fn session(row: &impl Columns) -> SessionRecord {
 pub(crate) fn allow_list_json(session: &SessionRecord) -> Option<String> {
     session.allow_list.as_ref().map(|list| serde_json::to_string(list).expect("a list of strings serializes"))
 }
+
+pub(crate) fn team(row: &impl Columns) -> crate::identities::Team {
+    crate::identities::Team { name: row.text("name"), created_at: time(row, "created_at") }
+}
+
+pub(crate) fn service_account(row: &impl Columns) -> crate::identities::ServiceAccount {
+    crate::identities::ServiceAccount {
+        id: row.text("id"),
+        team: row.text("team"),
+        name: row.text("name"),
+        // Written by this crate from a list of names; unreadable is none.
+        roles: serde_json::from_str(row.str("roles")).unwrap_or_default(),
+        secret_hash: row.bytes("secret_hash"),
+        created_at: time(row, "created_at"),
+        created_by: row.text("created_by"),
+        expires_at: time_opt(row, "expires_at"),
+        revoked_at: time_opt(row, "revoked_at"),
+    }
+}
+
+pub(crate) fn audit_entry(row: &impl Columns) -> crate::audit::AuditEntry {
+    crate::audit::AuditEntry {
+        seq: row.int("seq"),
+        time: time(row, "time"),
+        actor_kind: row.text("actor_kind"),
+        actor_id: row.text("actor_id"),
+        actor_name: row.text("actor_name"),
+        team: row.text_opt("team"),
+        action: row.text("action"),
+        object: row.text("object"),
+        outcome: row.text("outcome"),
+        status: row.int("status") as u16,
+        source_address: row.text_opt("source_address"),
+        request_id: row.text("request_id"),
+    }
+}

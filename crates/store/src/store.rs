@@ -1,11 +1,13 @@
 //! The traits of the whole store: what every backend does besides holding
 //! data, and [`Store`], every aggregate at once.
 
+use crate::audit::AuditStore;
 use crate::cluster::ClusterStore;
 use crate::console::ConsoleSessionStore;
 use crate::credentials::CredentialStore;
 use crate::deployments::DeploymentStore;
 use crate::error::StoreError;
+use crate::identities::IdentityStore;
 use crate::providers::MetricProviderStore;
 use crate::runs::RunStore;
 use crate::secrets::SecretStore;
@@ -35,6 +37,8 @@ pub trait Store:
     + SettingStore
     + ClusterStore
     + ConsoleSessionStore
+    + IdentityStore
+    + AuditStore
     + Lifecycle
 {
 }
@@ -48,6 +52,8 @@ impl<T> Store for T where
         + SettingStore
         + ClusterStore
         + ConsoleSessionStore
+        + IdentityStore
+        + AuditStore
         + Lifecycle
 {
 }

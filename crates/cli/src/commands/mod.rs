@@ -4,6 +4,7 @@
 pub mod agents;
 pub mod clients;
 pub mod deployments;
+pub mod identities;
 pub mod providers;
 pub mod proxy;
 pub mod runs;

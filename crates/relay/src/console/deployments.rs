@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use askama::Template;
 use axum::Extension;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Redirect, Response};
@@ -21,7 +21,7 @@ use super::graph::{self, BOX_HEIGHT, BOX_WIDTH};
 use super::markdown;
 use super::page::{Chrome, ConfirmPage, Failure, Filters, Operator, render, segment, state_words, when};
 use crate::http::deployments as api;
-use crate::http::extract::ListQuery;
+use crate::http::extract::{ListQuery, QueryOf};
 use crate::http::problem::Problem;
 use crate::state::AppState;
 use borealis_engine::deployments::Decision;
@@ -154,7 +154,7 @@ struct EventRow {
 pub async fn list(
     State(state): State<Arc<AppState>>,
     Extension(operator): Extension<Operator>,
-    Query(query): Query<ListQuery>,
+    QueryOf(query): QueryOf<ListQuery>,
 ) -> Result<Response, Failure> {
     let listed = api::summaries(&state, &ListQuery { limit: query.limit.or(Some(50)), ..query.clone() }).await?;
     let states = ["running", "succeeded", "failed", "aborted"];

@@ -7,7 +7,7 @@
 //! refreshes the regions marked `data-live`.
 //!
 //! - [`session`]: sign-in with the admin token, the session cookie, CSRF.
-//! - [`agents`], [`deployments`], [`runs`], [`providers`], [`settings`]: one module per screen.
+//! - [`agents`], [`deployments`], [`runs`], [`providers`], [`settings`], [`audit`]: one module per screen.
 //! - [`markdown`]: `mdMessage` as sanitized CommonMark.
 //! - [`graph`]: a deployment's targets laid out as their `dependsOn` graph.
 //! - [`page`]: what every page shares: the frame, rendering, failures as pages.
@@ -16,6 +16,7 @@
 //! in [`crate::http`]; a [`Problem`] becomes an HTML page only here.
 
 pub mod agents;
+pub mod audit;
 pub mod deployments;
 pub mod graph;
 pub mod markdown;
@@ -62,6 +63,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/secrets/{name}/delete", get(settings::confirm_delete_secret).post(settings::delete_secret))
         .route("/clients", get(settings::clients).post(settings::create_client))
         .route("/clients/{name}/revoke", get(settings::confirm_revoke_client).post(settings::revoke_client))
+        .route("/audit", get(audit::page))
         .route_layer(middleware::from_fn_with_state(state.clone(), session::require_session));
     Router::new()
         .merge(signed_in)

@@ -5,13 +5,13 @@ use std::sync::Arc;
 
 use askama::Template;
 use axum::Extension;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{Redirect, Response};
 
 use super::markdown;
 use super::page::{Chrome, Failure, Filters, Operator, render, segment, state_words, when};
-use crate::http::extract::ListQuery;
+use crate::http::extract::{ListQuery, QueryOf};
 use crate::http::runs::describe;
 use crate::state::AppState;
 
@@ -67,7 +67,7 @@ struct AttemptRow {
 pub async fn list(
     State(state): State<Arc<AppState>>,
     Extension(operator): Extension<Operator>,
-    Query(query): Query<ListQuery>,
+    QueryOf(query): QueryOf<ListQuery>,
 ) -> Result<Response, Failure> {
     let listed =
         crate::http::runs::run_list(&state, &ListQuery { limit: query.limit.or(Some(50)), ..query.clone() }).await?;

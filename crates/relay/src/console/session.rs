@@ -78,6 +78,15 @@ pub async fn sign_in(
         if let Some(wait) = state.auth_guard.failed(peer, "console_sign_in", Some("admin"), wrong) {
             return Ok(Failure(too_many_failures_problem(wait)).into_response());
         }
+        let asked = crate::http::authorize::Asked {
+            action: "console.sign-in",
+            path: uri.path().to_owned(),
+            team: None,
+            source: peer,
+            request_id: uuid::Uuid::new_v4().to_string(),
+        };
+        let anonymous = crate::access::principal::Actor::anonymous();
+        crate::http::authorize::record(&state, &asked, &anonymous, "unauthenticated", StatusCode::UNAUTHORIZED).await;
         let page = SignInPage { next, error: Some("That is not the admin token.") };
         return Ok(render(&page, StatusCode::UNAUTHORIZED));
     }
@@ -109,9 +118,56 @@ pub async fn sign_out(
 /// session, and, for a form, the session's CSRF token. Without a session a
 /// page redirects to the sign-in, which comes back here after.
 pub async fn require_session(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
-    match admit(&state, request).await {
+    let changes = request.method() != http::Method::GET && request.method() != http::Method::HEAD;
+    let matched = request.extensions().get::<axum::extract::MatchedPath>().map(|m| m.as_str().to_owned());
+    let asked = crate::http::authorize::Asked {
+        action: matched.as_deref().map_or("console", |route| console_action(route, request.uri().path())),
+        path: request.uri().path().to_owned(),
+        team: Some(borealis_store::DEFAULT_TEAM.to_owned()),
+        source: crate::http::authorize::client_ip(&request),
+        request_id: uuid::Uuid::new_v4().to_string(),
+    };
+    let response = match admit(&state, request).await {
         Ok(request) => next.run(request).await,
         Err(refused) => refused,
+    };
+    // A form posted: recorded in the audit trail as the API's requests are.
+    if changes {
+        let status = response.status();
+        let outcome = match status.as_u16() {
+            403 => "refused",
+            400.. => "failed",
+            _ => "allowed",
+        };
+        let actor = crate::access::principal::Actor::console_admin();
+        crate::http::authorize::record(&state, &asked, &actor, outcome, status).await;
+    }
+    response
+}
+
+/// The audit action of a console form, as the API's table names the same
+/// action.
+fn console_action(route: &str, path: &str) -> &'static str {
+    match route {
+        "/deployments/{id}/targets/{target}/{decision}" => match path.rsplit('/').next() {
+            Some("approve") => "deployment.approve",
+            Some("reject") => "deployment.reject",
+            Some("rollback") => "deployment.rollback",
+            Some("continue") => "deployment.continue",
+            _ => "deployment.decide",
+        },
+        "/sign-out" => "console.sign-out",
+        "/agents" => "agent.create",
+        "/agents/{id}/revoke" => "agent.revoke",
+        "/deployments/{id}/abort" => "deployment.abort",
+        "/runs/{id}/cancel" => "run.cancel",
+        "/providers" => "provider.create",
+        "/providers/{name}/delete" => "provider.delete",
+        "/secrets" => "secret.put",
+        "/secrets/{name}/delete" => "secret.delete",
+        "/clients" => "client.create",
+        "/clients/{name}/revoke" => "client.revoke",
+        _ => "console",
     }
 }
 

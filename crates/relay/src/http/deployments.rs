@@ -4,13 +4,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use borealis_store::{DeploymentView, RunRecord};
 
 use super::AppState;
-use super::extract::{ListQuery, WaitQuery, created, idempotency_key, json_body, next_cursor};
+use super::extract::{ListQuery, QueryOf, WaitQuery, created, idempotency_key, json_body, next_cursor};
 use super::problem::Problem;
 use crate::preflight::RelayPreflight;
 use borealis_core::deployment::UnknownFields;
@@ -50,7 +50,7 @@ pub async fn dry_run(State(state): State<Arc<AppState>>, body: axum::body::Bytes
     Ok(Json(plan).into_response())
 }
 
-pub async fn list(State(state): State<Arc<AppState>>, Query(query): Query<ListQuery>) -> Result<Response, Problem> {
+pub async fn list(State(state): State<Arc<AppState>>, QueryOf(query): QueryOf<ListQuery>) -> Result<Response, Problem> {
     Ok(Json(summaries(&state, &query).await?).into_response())
 }
 
@@ -80,7 +80,7 @@ pub(crate) async fn summaries(state: &AppState, query: &ListQuery) -> Result<bor
 pub async fn show(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
-    Query(query): Query<WaitQuery>,
+    QueryOf(query): QueryOf<WaitQuery>,
 ) -> Result<Response, Problem> {
     let deadline = query.deadline()?;
     let view = state.deployments.view_when_finished(&id, deadline).await?;

@@ -35,6 +35,21 @@ pub(crate) fn created(body: impl IntoResponse, replayed: bool) -> Response {
     response
 }
 
+/// A query string read into `T`; one that does not fit is a problem
+/// (`invalid-query`) like every other refusal, not the framework's text.
+pub struct QueryOf<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequestParts<S> for QueryOf<T> {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut http::request::Parts, state: &S) -> Result<Self, Problem> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(value)) => Ok(Self(value)),
+            Err(rejection) => Err(Problem::bad_request("invalid-query", rejection.body_text())),
+        }
+    }
+}
+
 /// `?wait=D` on a GET: hold the request until the thing changes, up to a minute.
 #[derive(Debug, Deserialize)]
 pub struct WaitQuery {

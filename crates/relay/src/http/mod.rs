@@ -2,10 +2,12 @@
 //! module per resource. Handlers are thin: they parse, call a domain handle,
 //! and render; domain errors become problems in [`problem`] only.
 
+pub mod authorize;
 pub mod credentials;
 pub mod deployments;
 pub mod extract;
 pub mod health;
+pub mod identities;
 pub mod peer;
 pub mod problem;
 pub mod providers;
@@ -17,16 +19,14 @@ pub mod token;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
-use axum::middleware::{self, Next};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, delete, get, post, put};
 
-use crate::auth;
-use crate::serve::{self, RemoteAddr};
+use crate::serve;
 pub use crate::state::AppState;
-use problem::{Problem, too_many_failures};
+use problem::Problem;
 
 /// The relay's HTTP listener.
 pub fn http_router(state: Arc<AppState>) -> Router {
@@ -52,7 +52,14 @@ pub fn http_router(state: Arc<AppState>) -> Router {
         .route("/api/v1/metric-providers/{name}", delete(providers::delete))
         .route("/api/v1/secrets", get(secrets::list_secrets))
         .route("/api/v1/secrets/{name}", put(secrets::put_secret).delete(secrets::delete_secret))
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
+        .route("/api/v1/teams", post(identities::create_team).get(identities::list_teams))
+        .route(
+            "/api/v1/service-accounts",
+            post(identities::create_service_account).get(identities::list_service_accounts),
+        )
+        .route("/api/v1/service-accounts/{id}", delete(identities::revoke_service_account))
+        .route("/api/v1/audit", get(identities::list_audit))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authorize::authorize));
     Router::new()
         .merge(admin)
         .route(borealis_protocol::TOKEN_PATH, token_route())
@@ -107,44 +114,4 @@ pub fn agent_router(state: Arc<AppState>, tunnel: Router) -> Router {
 /// `POST /oauth/token`: its form is a few short fields.
 fn token_route() -> axum::routing::MethodRouter<Arc<AppState>> {
     post(token::token).layer(axum::extract::DefaultBodyLimit::max(token::MAX_FORM_BYTES))
-}
-
-/// Admin routes take `Authorization: Bearer <admin token>`, or on the proxy
-/// `Proxy-Authorization`, so that `Authorization` can go to the destination.
-/// The header that carried the admin token is removed before the handler.
-/// The body is not read before the token is checked.
-async fn require_admin(State(state): State<Arc<AppState>>, mut request: Request, next: Next) -> Response {
-    let mut presented = false;
-    for name in [header::AUTHORIZATION, header::PROXY_AUTHORIZATION] {
-        let Some(token) = auth::bearer(request.headers().get(&name)) else { continue };
-        if state.auth.is_admin(token) {
-            request.headers_mut().remove(&name);
-            return next.run(request).await;
-        }
-        presented = true;
-    }
-    let detail = if presented { "wrong admin token" } else { "no admin token" };
-    // A wrong token counts against the admin token's id as well; a request
-    // that shows none is no guess at it.
-    let limited = state.auth_guard.failed(
-        client_ip(&request),
-        "admin_token",
-        presented.then_some("admin"),
-        &format!("{detail} for {} {}", request.method(), request.uri().path()),
-    );
-    if let Some(wait) = limited {
-        return too_many_failures(wait);
-    }
-    Problem::new(
-        StatusCode::UNAUTHORIZED,
-        "unauthorized",
-        "this route needs the admin token: Authorization: Bearer <token>",
-    )
-    .into_response()
-}
-
-/// The client's address, as the accept loop found it (behind a trusted
-/// balancer, the one it named).
-pub(crate) fn client_ip<B>(request: &http::Request<B>) -> Option<std::net::IpAddr> {
-    request.extensions().get::<RemoteAddr>().map(|r| r.0.ip())
 }

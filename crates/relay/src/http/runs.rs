@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use std::time::SystemTime;
@@ -11,7 +11,7 @@ use std::time::SystemTime;
 use borealis_store::{Attempt, RunRecord};
 
 use super::AppState;
-use super::extract::{self, WaitQuery, idempotency_key, json_body};
+use super::extract::{self, QueryOf, WaitQuery, idempotency_key, json_body};
 use super::problem::Problem;
 use crate::auth::{self, AuthError};
 use crate::preflight::RelayPreflight;
@@ -50,7 +50,7 @@ pub async fn create_run(
 
 pub async fn list_runs(
     State(state): State<Arc<AppState>>,
-    Query(query): Query<extract::ListQuery>,
+    QueryOf(query): QueryOf<extract::ListQuery>,
 ) -> Result<Response, Problem> {
     Ok(Json(run_list(&state, &query).await?).into_response())
 }
@@ -70,7 +70,7 @@ pub(crate) async fn run_list(
 pub async fn show_run(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
-    Query(query): Query<WaitQuery>,
+    QueryOf(query): QueryOf<WaitQuery>,
 ) -> Result<Response, Problem> {
     let deadline = query.deadline()?;
     let view = state.runs.view_when_finished(&id, deadline).await?;

@@ -14,11 +14,13 @@ macro_rules! db_now_ms {
     };
 }
 
+mod audit;
 mod cluster;
 mod console;
 mod credentials;
 mod deployments;
 mod error;
+mod identities;
 mod providers;
 mod runs;
 mod secrets;

@@ -4,12 +4,14 @@
 //! One file per aggregate implements its trait; this backend alone knows
 //! sqlx and SQLite's error codes ([`error`]).
 
+mod audit;
 mod cluster;
 mod console;
 mod credentials;
 mod deployments;
 mod error;
 mod group_commit;
+mod identities;
 mod providers;
 mod runs;
 mod secrets;

@@ -1,0 +1,115 @@
+//! Teams, service accounts and the audit trail.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// `POST /api/v1/teams`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CreateTeam {
+    /// 1 to 63 letters, digits, `.`, `_` and `-`, starting with a letter or digit.
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Team {
+    pub name: String,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+}
+
+/// `GET /api/v1/teams`: the teams the caller has a role in (every team,
+/// for an organization admin).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TeamList {
+    pub teams: Vec<Team>,
+}
+
+/// `POST /api/v1/service-accounts?team=TEAM`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateServiceAccount {
+    /// Unique among the team's live service accounts.
+    pub name: String,
+    /// `viewer`, `deployer`, `approver`, `operator` or `admin`; at least one.
+    pub roles: Vec<String>,
+    /// How long its token is good for (`90d`, `12h`); default 90 days, at most 2 years.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceAccount {
+    pub id: String,
+    pub team: String,
+    pub name: String,
+    pub roles: Vec<String>,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    /// Who created it: `kind:id`.
+    pub created_by: String,
+    #[schema(format = DateTime)]
+    pub expires_at: Option<String>,
+    #[schema(format = DateTime)]
+    pub revoked_at: Option<String>,
+}
+
+/// The reply to a creation: the token, shown this once.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceAccountCreated {
+    #[serde(flatten)]
+    pub account: ServiceAccount,
+    /// `Authorization: Bearer <token>`. Only its hash is kept.
+    pub token: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceAccountList {
+    pub service_accounts: Vec<ServiceAccount>,
+}
+
+/// Who did something.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Actor {
+    /// `admin` (the bootstrap admin token), `service_account`, `user`, or
+    /// `anonymous` (no credential, or a wrong one).
+    pub kind: String,
+    pub id: String,
+    pub name: String,
+}
+
+/// One entry of the audit trail.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditEntry {
+    /// Its place in the trail: later entries have larger ones.
+    pub seq: i64,
+    #[schema(format = DateTime)]
+    pub time: String,
+    pub actor: Actor,
+    pub team: Option<String>,
+    /// What was asked, as the permission table names it (`deployment.create`).
+    pub action: String,
+    /// The path it was asked of.
+    pub object: String,
+    /// `allowed`, `failed` (allowed, and the request failed), `refused` (403)
+    /// or `unauthenticated` (401).
+    pub outcome: String,
+    /// The HTTP status answered.
+    pub status: u16,
+    pub source_address: Option<String>,
+    /// The `Borealis-Request-Id` the reply carried.
+    pub request_id: String,
+}
+
+/// `GET /api/v1/audit`, newest first.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AuditList {
+    pub entries: Vec<AuditEntry>,
+    /// There may be older ones: pass this as `before` for the next page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}

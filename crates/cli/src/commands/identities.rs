@@ -1,0 +1,122 @@
+//! `teams`, `service-accounts` and `audit`.
+
+use borealis_api::{
+    AuditList, CreateServiceAccount, CreateTeam, ServiceAccount, ServiceAccountCreated, ServiceAccountList, Team,
+    TeamList,
+};
+
+use crate::args::{AuditArgs, ServiceAccountsCommand, TeamsCommand};
+use crate::client::{Failure, Relay, urlencode};
+use crate::render;
+
+pub async fn teams(relay: &Relay, json: bool, command: &TeamsCommand) -> Result<(), Failure> {
+    match command {
+        TeamsCommand::Create { name } => {
+            let team: Team = relay.post("/api/v1/teams", &CreateTeam { name: name.clone() }).await?;
+            if json { render::json(&team) } else { say!("team {} created", team.name) }
+        }
+        TeamsCommand::List => {
+            let list: TeamList = relay.get("/api/v1/teams").await?;
+            if json {
+                render::json(&list);
+            } else {
+                let mut rows = vec![["TEAM", "CREATED"].map(String::from)];
+                rows.extend(list.teams.iter().map(|t| [t.name.clone(), t.created_at.clone()]));
+                render::table(rows);
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn service_accounts(relay: &Relay, json: bool, command: &ServiceAccountsCommand) -> Result<(), Failure> {
+    match command {
+        ServiceAccountsCommand::Create { name, roles, expires_in } => {
+            let body =
+                CreateServiceAccount { name: name.clone(), roles: roles.clone(), expires_in: expires_in.clone() };
+            let created: ServiceAccountCreated = relay.post("/api/v1/service-accounts", &body).await?;
+            if json {
+                render::json(&created);
+            } else {
+                let account = &created.account;
+                let roles = account.roles.join(", ");
+                let expires = account.expires_at.clone().unwrap_or_default();
+                render::credentials(&[
+                    ("id", &account.id),
+                    ("team", &account.team),
+                    ("name", &account.name),
+                    ("roles", &roles),
+                    ("expires", &expires),
+                    ("token", &created.token),
+                ]);
+            }
+        }
+        ServiceAccountsCommand::List => {
+            let list: ServiceAccountList = relay.get("/api/v1/service-accounts").await?;
+            if json {
+                render::json(&list);
+            } else {
+                let mut rows = vec![["ID", "TEAM", "NAME", "ROLES", "EXPIRES", "REVOKED"].map(String::from)];
+                rows.extend(list.service_accounts.iter().map(|a| {
+                    [
+                        a.id.clone(),
+                        a.team.clone(),
+                        a.name.clone(),
+                        a.roles.join(","),
+                        a.expires_at.clone().unwrap_or_else(|| "-".into()),
+                        a.revoked_at.clone().unwrap_or_else(|| "-".into()),
+                    ]
+                }));
+                render::table(rows);
+            }
+        }
+        ServiceAccountsCommand::Revoke { id } => {
+            let account: ServiceAccount = relay.delete(&format!("/api/v1/service-accounts/{}", urlencode(id))).await?;
+            if json {
+                render::json(&account);
+            } else {
+                say!("revoked service account {} ({}); its token is refused from now on", account.name, account.id);
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn audit(relay: &Relay, json: bool, args: &AuditArgs) -> Result<(), Failure> {
+    let limit = args.limit.map(|l| l.to_string());
+    let filters = [
+        ("since", args.since.as_ref()),
+        ("until", args.until.as_ref()),
+        ("actor", args.actor.as_ref()),
+        ("action", args.action.as_ref()),
+        ("limit", limit.as_ref()),
+        ("before", args.before.as_ref()),
+    ];
+    let mut query = url::form_urlencoded::Serializer::new(String::new());
+    for (name, value) in filters {
+        if let Some(value) = value {
+            query.append_pair(name, value);
+        }
+    }
+    let list: AuditList = relay.get(&format!("/api/v1/audit?{}", query.finish())).await?;
+    if json {
+        render::json(&list);
+    } else {
+        let mut rows = vec![["TIME", "ACTOR", "TEAM", "ACTION", "OBJECT", "OUTCOME"].map(String::from)];
+        rows.extend(list.entries.iter().map(|e| {
+            [
+                e.time.clone(),
+                format!("{} {}", e.actor.kind, e.actor.name),
+                e.team.clone().unwrap_or_else(|| "-".into()),
+                e.action.clone(),
+                e.object.clone(),
+                format!("{} {}", e.outcome, e.status),
+            ]
+        }));
+        render::table(rows);
+    }
+    if let Some(before) = &list.next {
+        eprintln!("older ones: add --before {before}");
+    }
+    Ok(())
+}

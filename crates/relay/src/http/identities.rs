@@ -1,0 +1,252 @@
+//! `/api/v1/teams`, `/api/v1/service-accounts` and `/api/v1/audit`.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use borealis_engine::clock::rfc3339;
+use borealis_store::{AuditQuery, Conflict, ServiceAccount, StoreError};
+use serde::Deserialize;
+
+use super::AppState;
+use super::authorize::ActingTeam;
+use super::extract::{MAX_PAGE, QueryOf, json_body};
+use super::problem::Problem;
+use crate::access::principal::{self, Principal};
+use crate::access::rules::Role;
+use crate::auth;
+
+/// A service account's token is good this long unless asked otherwise.
+const DEFAULT_LIFETIME: Duration = Duration::from_secs(90 * 24 * 3600);
+/// And at most this long.
+const MAX_LIFETIME: Duration = Duration::from_secs(2 * 365 * 24 * 3600);
+
+fn conflict(err: StoreError) -> Problem {
+    match err {
+        StoreError::Conflict(Conflict::Duplicate(what)) => {
+            Problem::new(StatusCode::CONFLICT, "conflict", format!("already exists: {what}"))
+        }
+        other => other.into(),
+    }
+}
+
+pub async fn create_team(State(state): State<Arc<AppState>>, body: axum::body::Bytes) -> Result<Response, Problem> {
+    let request: borealis_api::CreateTeam = json_body(&body)?;
+    auth::validate_name("team", &request.name).map_err(|e| Problem::bad_request("invalid-team", e))?;
+    let team = state.store.create_team(&request.name).await.map_err(conflict)?;
+    tracing::info!(team = team.name.as_str(), "team created");
+    let reply = borealis_api::Team { name: team.name, created_at: rfc3339(team.created_at) };
+    Ok((StatusCode::CREATED, Json(reply)).into_response())
+}
+
+pub async fn list_teams(
+    State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Principal>,
+) -> Result<Response, Problem> {
+    let teams = state.store.teams().await?;
+    let mine =
+        |name: &str| principal.grants.organization_admin || principal.grants.roles.iter().any(|(t, _)| t == name);
+    let teams = teams
+        .into_iter()
+        .filter(|t| mine(&t.name))
+        .map(|t| borealis_api::Team { name: t.name, created_at: rfc3339(t.created_at) })
+        .collect();
+    Ok(Json(borealis_api::TeamList { teams }).into_response())
+}
+
+fn describe(account: &ServiceAccount) -> borealis_api::ServiceAccount {
+    borealis_api::ServiceAccount {
+        id: account.id.clone(),
+        team: account.team.clone(),
+        name: account.name.clone(),
+        roles: account.roles.clone(),
+        created_at: rfc3339(account.created_at),
+        created_by: account.created_by.clone(),
+        expires_at: account.expires_at.map(rfc3339),
+        revoked_at: account.revoked_at.map(rfc3339),
+    }
+}
+
+/// The acting team, which must exist.
+async fn existing_team(state: &AppState, team: &str) -> Result<(), Problem> {
+    Problem::found(state.store.team(team).await, "unknown-team", || {
+        format!("no team {team:?} (create it with borealis teams create {team})")
+    })
+    .map(|_| ())
+}
+
+pub async fn create_service_account(
+    State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Principal>,
+    Extension(ActingTeam(team)): Extension<ActingTeam>,
+    body: axum::body::Bytes,
+) -> Result<Response, Problem> {
+    let request: borealis_api::CreateServiceAccount = json_body(&body)?;
+    let invalid = |detail: String| Problem::bad_request("invalid-service-account", detail);
+    auth::validate_name("service account", &request.name).map_err(invalid)?;
+    if request.roles.is_empty() {
+        return Err(invalid("give at least one role (viewer, deployer, approver, operator, admin)".into()));
+    }
+    let mut roles = Vec::new();
+    for role in &request.roles {
+        let role = Role::parse(role).ok_or_else(|| {
+            invalid(format!("unknown role {role:?}: the roles are viewer, deployer, approver, operator and admin"))
+        })?;
+        if !roles.contains(&role) {
+            roles.push(role);
+        }
+    }
+    let lifetime = match &request.expires_in {
+        Some(text) => borealis_core::duration::parse(text).map_err(|e| invalid(format!("expiresIn: {e}")))?,
+        None => DEFAULT_LIFETIME,
+    };
+    if lifetime.is_zero() || lifetime > MAX_LIFETIME {
+        return Err(invalid("expiresIn must be more than 0 and at most 2 years (730d)".into()));
+    }
+    existing_team(&state, &team).await?;
+    let id = principal::new_id();
+    let (token, secret_hash) = principal::mint(&id);
+    let now = SystemTime::now();
+    let account = ServiceAccount {
+        id,
+        team,
+        name: request.name,
+        roles: roles.iter().map(|r| r.as_str().to_owned()).collect(),
+        secret_hash,
+        created_at: now,
+        created_by: principal.actor.label(),
+        expires_at: Some(now + lifetime),
+        revoked_at: None,
+    };
+    state.store.create_service_account(&account).await.map_err(conflict)?;
+    tracing::info!(
+        service_account = account.id.as_str(),
+        team = account.team.as_str(),
+        name = account.name.as_str(),
+        roles = account.roles.join(",").as_str(),
+        "service account created"
+    );
+    let reply = borealis_api::ServiceAccountCreated { account: describe(&account), token: token.expose().to_owned() };
+    Ok((StatusCode::CREATED, Json(reply)).into_response())
+}
+
+pub async fn list_service_accounts(
+    State(state): State<Arc<AppState>>,
+    Extension(ActingTeam(team)): Extension<ActingTeam>,
+) -> Result<Response, Problem> {
+    let accounts = state.store.service_accounts(Some(&team)).await?;
+    let service_accounts = accounts.iter().map(describe).collect();
+    Ok(Json(borealis_api::ServiceAccountList { service_accounts }).into_response())
+}
+
+pub async fn revoke_service_account(
+    State(state): State<Arc<AppState>>,
+    Extension(ActingTeam(team)): Extension<ActingTeam>,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
+    let unknown = || {
+        Problem::new(
+            StatusCode::NOT_FOUND,
+            "unknown-service-account",
+            format!("no live service account {id:?} in team {team:?}"),
+        )
+    };
+    let account = state.store.service_account(&id).await?.filter(|a| a.team == team).ok_or_else(unknown)?;
+    if !state.store.revoke_service_account(&account.id, SystemTime::now()).await? {
+        return Err(unknown());
+    }
+    tracing::info!(service_account = account.id.as_str(), team = account.team.as_str(), "service account revoked");
+    let revoked = state.store.service_account(&account.id).await?.unwrap_or(account);
+    Ok(Json(describe(&revoked)).into_response())
+}
+
+/// `?team=&actor=&action=&since=&until=&limit=&before=`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct AuditParams {
+    pub team: Option<String>,
+    pub actor: Option<String>,
+    pub action: Option<String>,
+    pub since: Option<String>,
+    pub until: Option<String>,
+    pub limit: Option<u32>,
+    pub before: Option<String>,
+}
+
+/// A time: RFC 3339, or a duration meaning that long ago.
+fn time_param(name: &str, text: &str, now: SystemTime) -> Result<SystemTime, Problem> {
+    if let Ok(ago) = borealis_core::duration::parse(text) {
+        return Ok(now.checked_sub(ago).unwrap_or(SystemTime::UNIX_EPOCH));
+    }
+    humantime::parse_rfc3339_weak(text).map_err(|_| {
+        Problem::bad_request(
+            "invalid-query",
+            format!("{name} must be a time (2026-12-07T10:00:00Z) or how long ago (24h), not {text:?}"),
+        )
+    })
+}
+
+pub async fn list_audit(
+    State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Principal>,
+    Extension(ActingTeam(team)): Extension<ActingTeam>,
+    QueryOf(params): QueryOf<AuditParams>,
+) -> Result<Response, Problem> {
+    let organization = principal.grants.organization_admin;
+    Ok(Json(audit_list(&state, organization, team, &params).await?).into_response())
+}
+
+/// The page of the trail `params` asks for, in the acting team (every
+/// team's for an organization admin who names none).
+pub(crate) async fn audit_list(
+    state: &AppState,
+    organization_admin: bool,
+    team: String,
+    params: &AuditParams,
+) -> Result<borealis_api::AuditList, Problem> {
+    let now = SystemTime::now();
+    let given = |v: &Option<String>| v.clone().filter(|v| !v.is_empty());
+    let team = match given(&params.team) {
+        None if organization_admin => None,
+        _ => Some(team),
+    };
+    let limit = params.limit.unwrap_or(100);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(Problem::bad_request("invalid-query", format!("limit must be 1 to {MAX_PAGE}, not {limit}")));
+    }
+    let before = match given(&params.before) {
+        Some(text) => Some(text.parse::<i64>().map_err(|_| {
+            Problem::bad_request("invalid-query", "before is not a cursor this relay gave (a list's next)")
+        })?),
+        None => None,
+    };
+    let query = AuditQuery {
+        team,
+        actor: given(&params.actor),
+        action: given(&params.action),
+        since: given(&params.since).map(|t| time_param("since", &t, now)).transpose()?,
+        until: given(&params.until).map(|t| time_param("until", &t, now)).transpose()?,
+        before,
+        limit,
+    };
+    let entries = state.store.audit(&query).await?;
+    let next = (entries.len() as u32 >= limit).then(|| entries.last().map(|e| e.seq.to_string())).flatten();
+    let entries = entries
+        .into_iter()
+        .map(|e| borealis_api::AuditEntry {
+            seq: e.seq,
+            time: rfc3339(e.time),
+            actor: borealis_api::Actor { kind: e.actor_kind, id: e.actor_id, name: e.actor_name },
+            team: e.team,
+            action: e.action,
+            object: e.object,
+            outcome: e.outcome,
+            status: e.status,
+            source_address: e.source_address,
+            request_id: e.request_id,
+        })
+        .collect();
+    Ok(borealis_api::AuditList { entries, next })
+}

@@ -1,0 +1,61 @@
+//! Teams and service accounts: who may act on the relay besides the
+//! bootstrap admin token. Service-account tokens are kept only as hashes.
+
+use std::time::SystemTime;
+
+use crate::error::StoreError;
+
+/// The team every object belonged to before there were teams.
+pub const DEFAULT_TEAM: &str = "default";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Team {
+    pub name: String,
+    pub created_at: SystemTime,
+}
+
+/// A machine identity in one team, with roles there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceAccount {
+    /// Public; the first part of its token.
+    pub id: String,
+    pub team: String,
+    pub name: String,
+    /// The roles it holds in its team, by name.
+    pub roles: Vec<String>,
+    /// The hash of its token's secret part.
+    pub secret_hash: Vec<u8>,
+    pub created_at: SystemTime,
+    /// Who created it, as the audit trail names actors.
+    pub created_by: String,
+    pub expires_at: Option<SystemTime>,
+    pub revoked_at: Option<SystemTime>,
+}
+
+impl ServiceAccount {
+    /// Whether its token is still good at `now`.
+    pub fn is_usable(&self, now: SystemTime) -> bool {
+        self.revoked_at.is_none() && self.expires_at.is_none_or(|at| now < at)
+    }
+}
+
+#[async_trait::async_trait]
+pub trait IdentityStore: Send + Sync + 'static {
+    /// Adds a team; [`Conflict::Duplicate`] when the name is taken.
+    ///
+    /// [`Conflict::Duplicate`]: crate::Conflict::Duplicate
+    async fn create_team(&self, name: &str) -> Result<Team, StoreError>;
+    /// By name.
+    async fn teams(&self) -> Result<Vec<Team>, StoreError>;
+    async fn team(&self, name: &str) -> Result<Option<Team>, StoreError>;
+    /// Adds a service account; [`Conflict::Duplicate`] when its team has
+    /// a live one of that name.
+    ///
+    /// [`Conflict::Duplicate`]: crate::Conflict::Duplicate
+    async fn create_service_account(&self, account: &ServiceAccount) -> Result<(), StoreError>;
+    async fn service_account(&self, id: &str) -> Result<Option<ServiceAccount>, StoreError>;
+    /// Of `team`, or all; by team, then name, then creation.
+    async fn service_accounts(&self, team: Option<&str>) -> Result<Vec<ServiceAccount>, StoreError>;
+    /// Revokes it at `at`; false when there is none, or it was revoked already.
+    async fn revoke_service_account(&self, id: &str, at: SystemTime) -> Result<bool, StoreError>;
+}
