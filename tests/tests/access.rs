@@ -299,7 +299,12 @@ async fn the_audit_trail_records_each_change_and_refusal_with_its_actor() {
     let later = relay.cli().args(["--json", "audit", "--since", "2999-01-01T00:00:00Z"]).run_async().await;
     let later: borealis_api::AuditList = serde_json::from_str(&later.stdout_text()).unwrap();
     assert!(later.entries.is_empty());
-    assert!(!deployment.id.is_empty());
+
+    // The deployment says who started it, in the API and in its history.
+    assert_eq!(deployment.started_by.as_deref(), Some("ci (default)"));
+    let deployer = borealis_tests::deployer::Deployer::new(&relay);
+    let shown = deployer.finished(&deployment.id).await;
+    assert!(shown.events.iter().any(|e| e.message == "deployment started by ci (default)"), "{:#?}", shown.events);
 
     // A viewer may not read the trail; nothing in the API changes it.
     let out = relay.cli().env("BOREALIS_TOKEN", &viewer).args(["audit"]).run_async().await;
@@ -343,4 +348,53 @@ async fn replicas_on_postgresql_keep_one_trail() {
     let all = b.cli().args(["--json", "audit"]).run_async().await;
     let all: borealis_api::AuditList = serde_json::from_str(&all.stdout_text()).unwrap();
     assert!(all.entries.iter().any(|e| e.action == "team.create"), "{:#?}", all.entries);
+}
+
+/// `requiresRoles` on a manual approval: someone without a listed role is
+/// refused (403, naming the roles), in the API and the CLI; someone with
+/// one decides it; the admin token always may.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_approval_that_requires_a_role_is_refused_to_others_naming_the_roles() {
+    use borealis_api::TargetState;
+    use borealis_tests::deployer::{Deployer, target};
+    let relay = RelayProcess::start(RelayOptions::default());
+    let reviewer = service_account(&relay, "default", "reviewer", &["approver"], &[]).await;
+    let lead = service_account(&relay, "default", "lead", &["admin"], &[]).await;
+    let deployer = Deployer::new(&relay);
+    let file = "application: shop
+targets:
+  prod:
+    constraints:
+      beforeDeployment:
+        - pause:
+            untilApproved: true
+            requiresRoles: [admin, release-managers]
+";
+    let waits = |d: &borealis_api::Deployment| target(d, "prod").state == TargetState::AwaitingApproval;
+    let id = deployer.start(file).await;
+    deployer.until(&id, "prod waits for its approval", waits).await;
+
+    let refused = relay.cli().env("BOREALIS_TOKEN", &reviewer).args(["approve", &id, "prod"]).run_async().await;
+    assert!(!refused.status.success());
+    let said = refused.stderr_text();
+    assert!(
+        said.contains("requires one of the roles admin, release-managers; reviewer (default) holds approver"),
+        "{said}"
+    );
+    let http = reqwest::Client::new();
+    let path = format!("/api/v1/deployments/{id}/targets/prod/reject");
+    let (status, slug, _) = ask(&http, &relay, "POST", &path, Some(&reviewer)).await;
+    assert_eq!((status, slug.as_str()), (403, "forbidden"), "rejecting is deciding too");
+    assert_eq!(target(&deployer.show(&id).await, "prod").state, TargetState::AwaitingApproval, "nothing changed");
+
+    let approved = relay.cli().env("BOREALIS_TOKEN", &lead).args(["approve", &id, "prod"]).run_async().await;
+    assert!(approved.status.success(), "{}", approved.stderr_text());
+    let done = deployer.finished(&id).await;
+    assert_eq!(target(&done, "prod").state, TargetState::Deployed);
+
+    // The admin token is not bound by it.
+    let again = deployer.start(file).await;
+    deployer.until(&again, "prod waits again", waits).await;
+    deployer.decide("approve", &again, "prod").await;
+    assert_eq!(target(&deployer.finished(&again).await, "prod").state, TargetState::Deployed);
 }

@@ -121,6 +121,10 @@ pub struct Deployment {
     pub context: BTreeMap<String, String>,
     #[serde(default)]
     pub artifacts: BTreeMap<String, String>,
+    /// Who started it, as the audit trail names them; absent for
+    /// deployments from before this was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_by: Option<String>,
     /// Someone asked it to stop; it ends `aborted` once it has.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub abort: Option<AbortRequested>,

@@ -125,6 +125,9 @@ pub fn deployment(d: &Deployment) {
     if let Some(reason) = &d.reason {
         say!("  {}", safe(reason, false));
     }
+    if let Some(by) = &d.started_by {
+        say!("  started by {}", safe(by, false));
+    }
     for (what, values) in [("artifacts", &d.artifacts), ("context", &d.context)] {
         if !values.is_empty() {
             let shown: Vec<String> =

@@ -51,12 +51,17 @@ pub struct RunWebhook {
     pub location: Location,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum Pause {
     /// Waits for an operator's approval; with `approvalExpiration`, for at
-    /// most this many seconds, after which the target fails.
-    UntilApproved { expires_after: Option<u64> },
+    /// most this many seconds, after which the target fails. With
+    /// `requiresRoles`, only someone holding one of them may decide it.
+    UntilApproved {
+        expires_after: Option<u64>,
+        #[serde(default)]
+        requires_roles: Vec<String>,
+    },
     /// Waits this many seconds.
     Seconds(u64),
 }

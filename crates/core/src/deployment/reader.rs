@@ -888,8 +888,12 @@ impl Reader {
                 Some(n) => Some(self.approval_expiration(&join(path, "approvalExpiration"), n)?),
                 None => None,
             };
+            let requires_roles = match map.get_node("requiresRoles") {
+                Some(n) => self.requires_roles(&join(path, "requiresRoles"), n)?,
+                None => Vec::new(),
+            };
             return match self.bool(&join(path, "untilApproved"), approved)? {
-                true => Some(Pause::UntilApproved { expires_after }),
+                true => Some(Pause::UntilApproved { expires_after, requires_roles }),
                 false => {
                     self.error(
                         &join(path, "untilApproved"),
@@ -913,6 +917,28 @@ impl Reader {
             }
         };
         Some(Pause::Seconds(amount * unit))
+    }
+
+    /// `requiresRoles: [NAME, ...]`: roles, or groups from the identity
+    /// provider; any one of them may decide the approval.
+    fn requires_roles(&mut self, path: &str, node: &Node) -> Option<Vec<String>> {
+        const MOST: usize = 32;
+        let items = self.list(path, node)?;
+        if items.len() > MOST {
+            self.error(path, node, format!("at most {MOST} roles may be listed"));
+            return None;
+        }
+        let mut roles = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let at = format!("{path}[{i}]");
+            let role = self.string(&at, item)?;
+            if role.trim().is_empty() || role.len() > 128 {
+                self.error(&at, item, "a role is 1 to 128 characters");
+                return None;
+            }
+            roles.push(role);
+        }
+        Some(roles)
     }
 
     /// `approvalExpiration: {duration, unit}`, in seconds.
@@ -1614,7 +1640,7 @@ targets:
         assert_eq!((a.lookback_method, a.queries[0].name.as_str()), (LookbackMethod::Sliding, "d"));
         assert_eq!(file.query("d").unwrap().lower_limit, Some(-1.5));
         let Step::Pause { pause, .. } = &file.targets[0].constraints.after_deployment[0] else { panic!("a pause") };
-        assert_eq!(*pause, Pause::UntilApproved { expires_after: Some(3) });
+        assert_eq!(*pause, Pause::UntilApproved { expires_after: Some(3), requires_roles: Vec::new() });
     }
 
     #[test]

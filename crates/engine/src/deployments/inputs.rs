@@ -11,13 +11,19 @@ use borealis_store::DeploymentRecord;
 pub const MAX_ARTIFACTS: usize = 64;
 pub const MAX_ARTIFACT_BYTES: usize = 1024;
 
-/// The caller's inputs, as stored.
+/// The caller's inputs, as stored. Unknown fields are refused so that a
+/// context stored before there were inputs (a map of any keys) reads as
+/// that context, not as empty inputs.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Inputs {
     #[serde(default)]
     pub context: BTreeMap<String, String>,
     #[serde(default)]
     pub artifacts: BTreeMap<String, String>,
+    /// Who started the deployment, as the audit trail names them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_by: Option<String>,
 }
 
 /// How inputs were stored: as a whole, or (before artifacts) as the context alone.
@@ -37,7 +43,7 @@ impl Inputs {
     pub fn decode(text: &str) -> Self {
         match serde_json::from_str::<Stored>(text) {
             Ok(Stored::Inputs(inputs)) => inputs,
-            Ok(Stored::Context(context)) => Self { context, artifacts: BTreeMap::new() },
+            Ok(Stored::Context(context)) => Self { context, ..Self::default() },
             Err(_) => Self::default(),
         }
     }
@@ -49,7 +55,11 @@ impl Inputs {
             all.extend(top.iter().map(|(k, v)| (k.clone(), v.clone())));
             all
         };
-        Self { context: overlay(&file.context, &self.context), artifacts: overlay(&file.artifacts, &self.artifacts) }
+        Self {
+            context: overlay(&file.context, &self.context),
+            artifacts: overlay(&file.artifacts, &self.artifacts),
+            started_by: self.started_by.clone(),
+        }
     }
 
     /// What deployment `record`'s drivers are told: its stored file's
@@ -95,7 +105,13 @@ mod tests {
         let old = Inputs::decode(r#"{"image":"shop:1","context":"a key named context"}"#);
         assert_eq!(old.context, map(&[("image", "shop:1"), ("context", "a key named context")]));
         assert!(old.artifacts.is_empty());
-        let new = Inputs { context: map(&[("a", "1")]), artifacts: map(&[("web", "shop:2")]) };
+        let plain = Inputs::decode(r#"{"image":"shop:1"}"#);
+        assert_eq!(plain.context, map(&[("image", "shop:1")]), "a context of other keys is a context");
+        let new = Inputs {
+            context: map(&[("a", "1")]),
+            artifacts: map(&[("web", "shop:2")]),
+            started_by: Some("ci (default)".into()),
+        };
         assert_eq!(Inputs::decode(&new.encode()), new);
         assert_eq!(Inputs::decode("not json"), Inputs::default());
     }
@@ -107,7 +123,8 @@ mod tests {
             artifacts: map(&[("web", "shop:1"), ("api", "api:7")]),
             ..Default::default()
         };
-        let caller = Inputs { context: map(&[("env", "caller")]), artifacts: map(&[("web", "shop:2")]) };
+        let caller =
+            Inputs { context: map(&[("env", "caller")]), artifacts: map(&[("web", "shop:2")]), started_by: None };
         let all = caller.over(&file);
         assert_eq!(all.context, map(&[("env", "caller"), ("keep", "k")]));
         assert_eq!(all.artifacts, map(&[("api", "api:7"), ("web", "shop:2")]));

@@ -151,6 +151,31 @@ pub fn step_key(target: &str, list: &str, index: usize) -> String {
     format!("{target}/{list}/{index}")
 }
 
+/// The step of `file` that [`step_key`] named `key`.
+pub fn step_at<'f>(
+    file: &'f borealis_core::deployment::DeploymentFile,
+    key: &str,
+) -> Option<&'f borealis_core::deployment::Step> {
+    use borealis_core::deployment::StrategyKind;
+    let mut parts = key.rsplitn(3, '/');
+    let (index, list, target) = (parts.next()?.parse::<usize>().ok()?, parts.next()?, parts.next()?);
+    let target = file.target(target)?;
+    let strategy = target.strategy.as_deref().and_then(|s| file.strategy(s)).map(|s| &s.kind);
+    let steps = match (list, strategy) {
+        ("beforeDeployment", _) => &target.constraints.before_deployment,
+        ("afterDeployment", _) => &target.constraints.after_deployment,
+        ("canary", Some(StrategyKind::Canary { steps })) => steps,
+        ("redirectTrafficAfter", Some(StrategyKind::BlueGreen { redirect_traffic_after, .. })) => {
+            redirect_traffic_after
+        }
+        ("shutDownOldVersionAfter", Some(StrategyKind::BlueGreen { shut_down_old_version_after, .. })) => {
+            shut_down_old_version_after
+        }
+        _ => return None,
+    };
+    steps.get(index)
+}
+
 fn run_key(step: &str) -> String {
     format!("{step}/run")
 }
@@ -286,6 +311,45 @@ fn is_run_key_of(key: &str, target: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_step_key_names_its_step_in_the_file() {
+        use borealis_core::deployment::{Pause, Step};
+        let file = borealis_core::deployment::parse(
+            "application: shop
+targets:
+  prod:
+    strategy: rolling
+    constraints:
+      beforeDeployment:
+        - pause: {duration: 5, unit: seconds}
+        - pause: {untilApproved: true, requiresRoles: [admin]}
+strategies:
+  rolling:
+    canary:
+      steps:
+        - setWeight: {weight: 50}
+        - pause: {untilApproved: true}
+",
+        )
+        .unwrap()
+        .file;
+        let approval = step_at(&file, &step_key("prod", "beforeDeployment", 1));
+        assert!(
+            matches!(approval, Some(Step::Pause { pause: Pause::UntilApproved { requires_roles, .. }, .. }) if requires_roles == &["admin"]),
+            "{approval:?}"
+        );
+        assert!(matches!(step_at(&file, &step_key("prod", "canary", 1)), Some(Step::Pause { .. })));
+        for missing in [
+            "prod/beforeDeployment/2",
+            "prod/afterDeployment/0",
+            "staging/canary/0",
+            "prod/redirectTrafficAfter/0",
+            "x",
+        ] {
+            assert!(step_at(&file, missing).is_none(), "{missing}");
+        }
+    }
 
     fn journal_of(entries: &[Entry]) -> Journal {
         let mut journal = Journal::default();

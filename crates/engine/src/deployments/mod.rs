@@ -54,6 +54,9 @@ pub enum DeploymentError {
     Unknown(String),
     #[error("{0}")]
     NotAwaitingApproval(String),
+    /// The approval asks for a role the decider does not hold.
+    #[error("{0}")]
+    RoleRequired(String),
     #[error("{0}")]
     NotAwaitingDecision(String),
     /// It ended before this could change it.
@@ -85,6 +88,18 @@ fn read_file(text: &str, inputs: &Inputs, unknown: UnknownFields) -> Result<Read
     let warnings: Vec<String> = parsed.warnings.iter().map(|w| w.to_string()).collect();
     let errors: Vec<String> = deployment::validate_deployment(&parsed.file).iter().map(|e| e.to_string()).collect();
     Ok(ReadFile { file: parsed.file, warnings, errors })
+}
+
+/// Who decides a target's approval, and what they hold in the
+/// deployment's team.
+#[derive(Debug, Clone)]
+pub struct Decider {
+    /// How they are shown (`ci (payments)`).
+    pub name: String,
+    /// The roles (and identity-provider groups) they hold.
+    pub roles: Vec<String>,
+    /// The organization's admin: `requiresRoles` does not bind them.
+    pub unrestricted: bool,
 }
 
 /// The longest reason an abort may give.
@@ -384,6 +399,36 @@ impl Deployments {
         Ok(errors)
     }
 
+    /// Refuses `by` when an approval `target` waits for names
+    /// `requiresRoles` and `by` holds none of them.
+    async fn check_required_roles(
+        &self,
+        record: &DeploymentRecord,
+        target: &str,
+        by: &Decider,
+    ) -> Result<(), DeploymentError> {
+        let Ok(parsed) = deployment::parse_with(&record.file, UnknownFields::Warn) else { return Ok(()) };
+        let view = self.view(&record.id).await?;
+        for (_, key) in view.pending_approvals.iter().filter(|(t, k)| t == target && !is_decision(k)) {
+            let Some(deployment::Step::Pause {
+                pause: deployment::Pause::UntilApproved { requires_roles, .. }, ..
+            }) = journal::step_at(&parsed.file, key)
+            else {
+                continue;
+            };
+            if requires_roles.is_empty() || requires_roles.iter().any(|r| by.roles.contains(r)) {
+                continue;
+            }
+            let holds = if by.roles.is_empty() { "no role".to_owned() } else { by.roles.join(", ") };
+            return Err(DeploymentError::RoleRequired(format!(
+                "the approval of target {target:?} requires one of the roles {}; {} holds {holds}",
+                requires_roles.join(", "),
+                by.name
+            )));
+        }
+        Ok(())
+    }
+
     pub async fn record(&self, id: &str) -> Result<DeploymentRecord, DeploymentError> {
         self.context.store.deployment(id).await?.ok_or_else(|| DeploymentError::Unknown(id.to_owned()))
     }
@@ -420,8 +465,17 @@ impl Deployments {
 
     /// An operator's decision on `target`: approve or reject a pending
     /// approval, or continue or roll back an analysis held for a decision.
-    pub async fn decide(&self, id: &str, target: &str, decision: Decision) -> Result<(), DeploymentError> {
-        self.record(id).await?;
+    pub async fn decide(
+        &self,
+        id: &str,
+        target: &str,
+        decision: Decision,
+        by: &Decider,
+    ) -> Result<(), DeploymentError> {
+        let record = self.record(id).await?;
+        if matches!(decision, Decision::Approve | Decision::Reject) && !by.unrestricted {
+            self.check_required_roles(&record, target, by).await?;
+        }
         let (state, on_decisions) = match decision {
             Decision::Approve => (ApprovalState::Approved, false),
             Decision::Reject => (ApprovalState::Rejected, false),

@@ -251,6 +251,10 @@ async fn deploy_to_end(context: &Arc<Context>, id: &str) -> Result<(), Halt> {
         .map_err(|e| Halt::Unrunnable(format!("the stored file no longer parses: {e:?}")))?
         .file;
     let inputs = Inputs::decode(&record.context);
+    let started = match &inputs.started_by {
+        Some(by) => format!("deployment started by {by}"),
+        None => "deployment started".to_owned(),
+    };
     let told = inputs.over(&file);
     let context_values = inputs.context;
     let journal = Journal::new(context.store.journal(id).await.map_err(store_at("journal"))?);
@@ -277,7 +281,7 @@ async fn deploy_to_end(context: &Arc<Context>, id: &str) -> Result<(), Halt> {
         checksum,
         journal: Mutex::new(journal),
     });
-    deployment.once("started", None, "deployment-started", "deployment started".into()).await?;
+    deployment.once("started", None, "deployment-started", started).await?;
     // An abort asked here or on another replica, before or while it runs.
     let (abort_tx, abort_rx) = watch::channel(record.abort.clone());
     let _watcher = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(watch_for_abort(
@@ -751,7 +755,7 @@ impl Deployment {
         }
         let result = match item {
             Step::RunWebhook(run) => self.webhook(target, key, run, &cancel).await,
-            Step::Pause { pause: Pause::UntilApproved { expires_after }, .. } => {
+            Step::Pause { pause: Pause::UntilApproved { expires_after, .. }, .. } => {
                 self.approval(target, key, *expires_after, &cancel).await
             }
             Step::Analysis(analysis) => self.analysis(target, key, analysis, &cancel).await,

@@ -3,31 +3,35 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use borealis_store::{DeploymentView, RunRecord};
 
 use super::AppState;
+use super::authorize::ActingTeam;
 use super::extract::{ListQuery, QueryOf, WaitQuery, created, idempotency_key, json_body, next_cursor};
 use super::problem::Problem;
+use crate::access::principal::Principal;
 use crate::preflight::RelayPreflight;
 use borealis_core::deployment::UnknownFields;
 use borealis_engine::clock::rfc3339;
 use borealis_engine::deployments::inputs::Inputs;
 use borealis_engine::deployments::journal::Journal;
-use borealis_engine::deployments::{Decision, is_decision};
+use borealis_engine::deployments::{Decider, Decision, is_decision};
 
 pub async fn create(
     State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Principal>,
     headers: http::HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Response, Problem> {
     let request: borealis_api::CreateDeployment = json_body(&body)?;
     let idempotency = idempotency_key(&headers, &body)?;
     let unknown = UnknownFields::allowed_if(request.allow_unknown_fields);
-    let inputs = Inputs { context: request.context, artifacts: request.artifacts };
+    let started_by = Some(principal.actor.name.clone());
+    let inputs = Inputs { context: request.context, artifacts: request.artifacts, started_by };
     let started = state.deployments.create(&request.file, &inputs, idempotency.as_ref(), unknown).await?;
     if started.replayed {
         return Ok(created(Json(describe(&started.view)), true));
@@ -45,7 +49,7 @@ pub async fn create(
 pub async fn dry_run(State(state): State<Arc<AppState>>, body: axum::body::Bytes) -> Result<Response, Problem> {
     let request: borealis_api::CreateDeployment = json_body(&body)?;
     let unknown = UnknownFields::allowed_if(request.allow_unknown_fields);
-    let inputs = Inputs { context: request.context, artifacts: request.artifacts };
+    let inputs = Inputs { context: request.context, artifacts: request.artifacts, started_by: None };
     let plan = state.deployments.plan(&request.file, &inputs, unknown, &RelayPreflight::new(&state)).await?;
     Ok(Json(plan).into_response())
 }
@@ -89,24 +93,30 @@ pub async fn show(
 
 pub async fn approve(
     State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Principal>,
+    Extension(ActingTeam(team)): Extension<ActingTeam>,
     Path((id, target)): Path<(String, String)>,
 ) -> Result<Response, Problem> {
-    decide(&state, &id, &target, Decision::Approve).await
+    decide(&state, &id, &target, Decision::Approve, &decider(&principal, &team)).await
 }
 
 pub async fn reject(
     State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Principal>,
+    Extension(ActingTeam(team)): Extension<ActingTeam>,
     Path((id, target)): Path<(String, String)>,
 ) -> Result<Response, Problem> {
-    decide(&state, &id, &target, Decision::Reject).await
+    decide(&state, &id, &target, Decision::Reject, &decider(&principal, &team)).await
 }
 
 /// `rollback`: an analysis step held for a decision rolls its target back.
 pub async fn rollback(
     State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Principal>,
+    Extension(ActingTeam(team)): Extension<ActingTeam>,
     Path((id, target)): Path<(String, String)>,
 ) -> Result<Response, Problem> {
-    decide(&state, &id, &target, Decision::Rollback).await
+    decide(&state, &id, &target, Decision::Rollback, &decider(&principal, &team)).await
 }
 
 /// `abort`: an empty body asks for a rollback with no reason.
@@ -124,13 +134,32 @@ pub async fn abort(
 /// `continue`: an analysis step held for a decision lets its target proceed.
 pub async fn proceed(
     State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Principal>,
+    Extension(ActingTeam(team)): Extension<ActingTeam>,
     Path((id, target)): Path<(String, String)>,
 ) -> Result<Response, Problem> {
-    decide(&state, &id, &target, Decision::Continue).await
+    decide(&state, &id, &target, Decision::Continue, &decider(&principal, &team)).await
 }
 
-async fn decide(state: &AppState, id: &str, target: &str, decision: Decision) -> Result<Response, Problem> {
-    state.deployments.decide(id, target, decision).await?;
+/// Who decides, as the engine checks `requiresRoles`: the caller's roles in
+/// the acting team.
+pub(crate) fn decider(principal: &Principal, team: &str) -> Decider {
+    let roles = principal.grants.roles.iter().filter(|(t, _)| t == team).map(|(_, r)| r.as_str().to_owned());
+    Decider {
+        name: principal.actor.name.clone(),
+        roles: roles.collect(),
+        unrestricted: principal.grants.organization_admin,
+    }
+}
+
+async fn decide(
+    state: &AppState,
+    id: &str,
+    target: &str,
+    decision: Decision,
+    by: &Decider,
+) -> Result<Response, Problem> {
+    state.deployments.decide(id, target, decision, by).await?;
     let decision = match decision {
         Decision::Approve => borealis_api::Decision::Approved,
         Decision::Reject => borealis_api::Decision::Rejected,
@@ -198,6 +227,7 @@ pub(crate) fn describe(view: &DeploymentView) -> borealis_api::Deployment {
         events,
         context: told.context,
         artifacts: told.artifacts,
+        started_by: told.started_by,
         abort: record.abort.as_ref().map(|abort| borealis_api::AbortRequested {
             reason: abort.reason.clone(),
             rollback: abort.rollback,
