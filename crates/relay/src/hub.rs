@@ -567,6 +567,11 @@ impl Hub {
         }
     }
 
+    /// The live sessions of `agent_id`.
+    pub fn instances(&self, agent_id: &str) -> Vec<Arc<Session>> {
+        self.pools.lock().expect("hub lock").get(agent_id).cloned().unwrap_or_default()
+    }
+
     /// All live sessions, by identifier.
     pub fn sessions(&self) -> HashMap<String, Vec<Arc<Session>>> {
         self.pools.lock().expect("hub lock").clone()

@@ -64,7 +64,7 @@ async fn through_agent(state: &AppState, agent: &str, url: Option<&url::Url>) ->
         Ok(sessions) => sessions,
         Err(err) => return vec![Finding::warning(format!("cannot tell whether agent {agent:?} is connected: {err}"))],
     };
-    let here = state.hub.sessions().remove(agent).unwrap_or_default();
+    let here = state.hub.instances(agent);
     // Each instance's list, by instance name: the records, and the sessions
     // held here (recorded or not).
     let mut instances: BTreeMap<String, Option<ReportedAllowList>> =

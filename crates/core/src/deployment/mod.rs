@@ -20,7 +20,7 @@ pub use diagnostic::{Diagnostic, Location};
 pub use model::{
     Analysis, AnalysisQuery, Constraints, DecisionMode, DeploymentFile, Driver, FlaggerHook, HeaderTemplate, HookType,
     LookbackMethod, Metrics, NameRef, NetworkMode, Pause, RunWebhook, Signing, Step, Strategy, StrategyKind, Target,
-    Webhook,
+    Webhook, agent_for,
 };
 pub use reader::{Parsed, UnknownFields, parse, parse_with};
 pub use validate::validate_deployment;

@@ -197,6 +197,15 @@ pub enum Driver {
     },
 }
 
+/// The agent a call in `mode` goes through: its own `agentIdentifier`,
+/// else the target's account; `None` direct (or when neither names one).
+pub fn agent_for(mode: NetworkMode, own: Option<&String>, target: Option<&Target>) -> Option<String> {
+    match mode {
+        NetworkMode::Direct => None,
+        NetworkMode::RemoteNetworkAgent => own.or(target.and_then(|t| t.account.as_ref())).cloned(),
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Target {
     pub name: String,
@@ -374,11 +383,7 @@ impl DeploymentFile {
     pub fn agents_used(&self) -> std::collections::BTreeSet<String> {
         let mut agents = std::collections::BTreeSet::new();
         let mut add = |mode: NetworkMode, own: Option<&String>, target: &Target| {
-            if mode == NetworkMode::RemoteNetworkAgent
-                && let Some(agent) = own.or(target.account.as_ref())
-            {
-                agents.insert(agent.clone());
-            }
+            agents.extend(agent_for(mode, own, Some(target)));
         };
         for target in &self.targets {
             for step in self.steps_of(target) {

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use borealis_core::deployment::{Driver, HeaderTemplate, NetworkMode, Signing, Target};
+use borealis_core::deployment::{self, Driver, HeaderTemplate, Signing, Target};
 use borealis_core::template::{self, Keyring, RenderLimits, SecretUse, Slot, Values};
 use serde_json::json;
 
@@ -239,10 +239,7 @@ pub fn for_target(
                 caller: caller.clone(),
                 timeout,
                 url: url.clone(),
-                agent: match network_mode {
-                    NetworkMode::Direct => None,
-                    NetworkMode::RemoteNetworkAgent => agent_identifier.clone().or_else(|| target.account.clone()),
-                },
+                agent: deployment::agent_for(*network_mode, agent_identifier.as_ref(), Some(target)),
                 idempotent: *idempotent,
                 signing: signing.clone(),
                 headers: headers.clone(),

@@ -5,7 +5,7 @@
 use std::time::{Duration, SystemTime};
 
 use backon::Retryable;
-use borealis_core::deployment::{FlaggerHook, NetworkMode, Target};
+use borealis_core::deployment::{self, FlaggerHook, Target};
 use serde_json::json;
 
 use super::caller::Caller;
@@ -58,10 +58,7 @@ pub async fn call(
     body: &serde_json::Value,
     id: &str,
 ) -> Result<u16, Failure> {
-    let agent = match hook.network_mode {
-        NetworkMode::Direct => None,
-        NetworkMode::RemoteNetworkAgent => hook.agent_identifier.clone().or_else(|| target.account.clone()),
-    };
+    let agent = deployment::agent_for(hook.network_mode, hook.agent_identifier.as_ref(), Some(target));
     let timeout = hook.timeout_ms.map(Duration::from_millis).unwrap_or(DEFAULT_TIMEOUT);
     let backoff = retry_delays(caller.retry_base_delay, hook.retries);
     let once = || caller.post_json(agent.as_deref(), &hook.url, body, timeout, id, hook.signing.as_ref());

@@ -142,10 +142,7 @@ fn agent_of(
     target: &Target,
     findings: &mut Vec<Finding>,
 ) -> Result<Option<String>, String> {
-    let agent = match mode {
-        NetworkMode::Direct => None,
-        NetworkMode::RemoteNetworkAgent => identifier.or(target.account.as_ref()).cloned(),
-    };
+    let agent = borealis_core::deployment::agent_for(mode, identifier, Some(target));
     if mode == NetworkMode::RemoteNetworkAgent && agent.is_none() {
         findings.push(Finding::warning(
             "remoteNetworkAgent with no agentIdentifier, and the target has no account: it is called direct",

@@ -153,18 +153,12 @@ pub(crate) fn resolve<'f>(
         })?),
         None => None,
     };
-    let agent = match webhook.network_mode {
-        NetworkMode::Direct => Ok(None),
-        NetworkMode::RemoteNetworkAgent => {
-            webhook.agent_identifier.clone().or_else(|| target.and_then(|t| t.account.clone())).map(Some).ok_or_else(
-                || {
-                    format!(
-                        "webhook {:?} uses remoteNetworkAgent with no agentIdentifier; give --environment with a target that has an account",
-                        webhook.name
-                    )
-                },
-            )
-        }
+    let agent = match deployment::agent_for(webhook.network_mode, webhook.agent_identifier.as_ref(), target) {
+        None if webhook.network_mode == NetworkMode::RemoteNetworkAgent => Err(format!(
+            "webhook {:?} uses remoteNetworkAgent with no agentIdentifier; give --environment with a target that has an account",
+            webhook.name
+        )),
+        agent => Ok(agent),
     };
     let mut armory = BTreeMap::from([
         ("callbackUri".to_owned(), callback_uri.to_owned()),

@@ -157,7 +157,7 @@ pub async fn list(
     QueryOf(query): QueryOf<ListQuery>,
 ) -> Result<Response, Failure> {
     let listed = api::summaries(&state, &ListQuery { limit: query.limit.or(Some(50)), ..query.clone() }).await?;
-    let states = ["running", "succeeded", "failed", "aborted"];
+    let states: Vec<&str> = borealis_api::DeploymentState::ALL.iter().map(|s| s.as_str()).collect();
     let filters = Filters::new(
         ("deployments", "Application", "application"),
         &query,

@@ -71,7 +71,7 @@ pub async fn list(
 ) -> Result<Response, Failure> {
     let listed =
         crate::http::runs::run_list(&state, &ListQuery { limit: query.limit.or(Some(50)), ..query.clone() }).await?;
-    let states = ["pending", "calling", "awaiting_callback", "succeeded", "failed", "timed_out", "cancelled"];
+    let states: Vec<&str> = borealis_api::RunState::ALL.iter().map(|s| s.as_str()).collect();
     let filters = Filters::new(("runs", "Webhook", "webhook"), &query, query.webhook.as_ref(), &states, listed.next);
     let runs = listed.runs.iter().map(row).collect();
     Ok(render(&ListPage { chrome: Chrome::new("runs", &operator), runs, filters }, StatusCode::OK))

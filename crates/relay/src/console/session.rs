@@ -118,21 +118,23 @@ pub async fn sign_out(
 /// session, and, for a form, the session's CSRF token. Without a session a
 /// page redirects to the sign-in, which comes back here after.
 pub async fn require_session(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    // A page read is not recorded; a form posted is, as the API's requests are.
     let changes = request.method() != http::Method::GET && request.method() != http::Method::HEAD;
-    let matched = request.extensions().get::<axum::extract::MatchedPath>().map(|m| m.as_str().to_owned());
-    let asked = crate::http::authorize::Asked {
-        action: matched.as_deref().map_or("console", |route| console_action(route, request.uri().path())),
-        path: request.uri().path().to_owned(),
-        team: Some(borealis_store::DEFAULT_TEAM.to_owned()),
-        source: crate::http::authorize::client_ip(&request),
-        request_id: uuid::Uuid::new_v4().to_string(),
-    };
+    let asked = changes.then(|| {
+        let matched = request.extensions().get::<axum::extract::MatchedPath>().map(|m| m.as_str());
+        crate::http::authorize::Asked {
+            action: matched.map_or("console", |route| console_action(route, request.uri().path())),
+            path: request.uri().path().to_owned(),
+            team: Some(borealis_store::DEFAULT_TEAM.to_owned()),
+            source: crate::http::authorize::client_ip(&request),
+            request_id: uuid::Uuid::new_v4().to_string(),
+        }
+    });
     let response = match admit(&state, request).await {
         Ok(request) => next.run(request).await,
         Err(refused) => refused,
     };
-    // A form posted: recorded in the audit trail as the API's requests are.
-    if changes {
+    if let Some(asked) = asked {
         let status = response.status();
         let outcome = match status.as_u16() {
             403 => "refused",

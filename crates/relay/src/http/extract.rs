@@ -99,10 +99,7 @@ impl ListQuery {
         {
             return Err(Problem::bad_request("invalid-query", format!("unknown state {state:?}")));
         }
-        let limit = self.limit.unwrap_or(default);
-        if !(1..=MAX_PAGE).contains(&limit) {
-            return Err(Problem::bad_request("invalid-query", format!("limit must be 1 to {MAX_PAGE}, not {limit}")));
-        }
+        let limit = page_limit(self.limit, default)?;
         let after = match given(self.after.as_ref()) {
             Some(text) => Some(borealis_store::Cursor::decode(&text).ok_or_else(|| {
                 Problem::bad_request("invalid-query", "after is not a cursor this relay gave (a list's next)")
@@ -110,6 +107,16 @@ impl ListQuery {
             None => None,
         };
         Ok(borealis_store::Page { state, name: given(name), after, limit })
+    }
+}
+
+/// A list's `limit`, or `default`; at most [`MAX_PAGE`].
+pub fn page_limit(limit: Option<u32>, default: u32) -> Result<u32, Problem> {
+    let limit = limit.unwrap_or(default);
+    if (1..=MAX_PAGE).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(Problem::bad_request("invalid-query", format!("limit must be 1 to {MAX_PAGE}, not {limit}")))
     }
 }
 

@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 use super::AppState;
 use super::authorize::ActingTeam;
-use super::extract::{MAX_PAGE, QueryOf, json_body};
+use super::extract::{QueryOf, json_body, page_limit};
 use super::problem::Problem;
 use crate::access::principal::{self, Principal};
 use crate::access::rules::Role;
@@ -212,10 +212,7 @@ pub(crate) async fn audit_list(
         None if organization_admin => None,
         _ => Some(team),
     };
-    let limit = params.limit.unwrap_or(100);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(Problem::bad_request("invalid-query", format!("limit must be 1 to {MAX_PAGE}, not {limit}")));
-    }
+    let limit = page_limit(params.limit, 100)?;
     let before = match given(&params.before) {
         Some(text) => Some(text.parse::<i64>().map_err(|_| {
             Problem::bad_request("invalid-query", "before is not a cursor this relay gave (a list's next)")
