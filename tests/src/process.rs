@@ -118,6 +118,11 @@ impl RelayProcess {
         Self::start_in(data_dir, "127.0.0.1:0", "127.0.0.1:0", options)
     }
 
+    /// A relay on `data_dir` as it is (one an earlier release left, say).
+    pub fn start_on(data_dir: TempDir, options: RelayOptions) -> Self {
+        Self::start_in(data_dir, "127.0.0.1:0", "127.0.0.1:0", options)
+    }
+
     fn start_in(data_dir: TempDir, listen: &str, agent_listen: &str, options: RelayOptions) -> Self {
         crate::tls::install_crypto();
         let mut command = command_under(&options.wrapper, "borealis-relay");
@@ -221,6 +226,22 @@ impl RelayProcess {
     /// A `borealis` command aimed at this relay with its admin token.
     pub fn cli(&self) -> Cli {
         Cli::new().env("BOREALIS_RELAY", &self.http_url).env("BOREALIS_ADMIN_TOKEN", &self.admin_token())
+    }
+
+    /// A service account of `team` with `roles` (and `extra` arguments);
+    /// returns its token, printed once.
+    pub async fn service_account(&self, team: &str, name: &str, roles: &[&str], extra: &[&str]) -> String {
+        let mut args = vec!["service-accounts", "create", name, "--team", team];
+        for role in roles {
+            args.extend(["--role", role]);
+        }
+        args.extend(extra);
+        let out = self.cli().args(&args).run_async().await;
+        assert!(out.status.success(), "{}", out.stderr_text());
+        let said = out.stdout_text();
+        let token = said.lines().find_map(|l| l.strip_prefix("token: ")).unwrap_or_else(|| panic!("no token: {said}"));
+        assert!(token.starts_with("bsa_"), "{token}");
+        token.trim().to_owned()
     }
 
     /// Registers an agent identifier; returns (client_id, client_secret).

@@ -12,20 +12,6 @@ use borealis_tests::process::OutputText;
 use borealis_tests::{RelayOptions, RelayProcess, TempDir};
 
 /// A service account's token, created through the CLI as a user would.
-async fn service_account(relay: &RelayProcess, team: &str, name: &str, roles: &[&str], extra: &[&str]) -> String {
-    let mut args = vec!["service-accounts", "create", name, "--team", team];
-    for role in roles {
-        args.extend(["--role", role]);
-    }
-    args.extend(extra);
-    let out = relay.cli().args(&args).run_async().await;
-    assert!(out.status.success(), "{}", out.stderr_text());
-    let said = out.stdout_text();
-    let token = said.lines().find_map(|l| l.strip_prefix("token: ")).unwrap_or_else(|| panic!("no token: {said}"));
-    assert!(token.starts_with("bsa_"), "{token}");
-    token.trim().to_owned()
-}
-
 /// A concrete request for a rule's path: its parameters filled in.
 fn concrete(path: &str) -> String {
     path.replace("{id}", "00000000-0000-0000-0000-000000000000").replace("{name}", "x").replace("{target}", "t")
@@ -72,7 +58,7 @@ async fn the_permission_table_holds_for_every_route_and_every_role() {
     let admin = relay.admin_token();
     let mut tokens: BTreeMap<Role, String> = BTreeMap::new();
     for role in Role::ALL {
-        tokens.insert(role, service_account(&relay, "default", role.as_str(), &[role.as_str()], &[]).await);
+        tokens.insert(role, relay.service_account("default", role.as_str(), &[role.as_str()], &[]).await);
     }
     let http = reqwest::Client::new();
     for rule in RULES {
@@ -167,7 +153,7 @@ fn the_table_covers_every_documented_route_and_the_readme_shows_it() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_refusal_names_the_permission_and_an_expired_or_revoked_token_is_refused() {
     let relay = RelayProcess::start(RelayOptions::default());
-    let viewer = service_account(&relay, "default", "dashboards", &["viewer"], &[]).await;
+    let viewer = relay.service_account("default", "dashboards", &["viewer"], &[]).await;
     let dir = TempDir::new("access");
     let file = dir.path().join("deploy.yaml");
     std::fs::write(&file, "application: shop\ntargets:\n  prod: {}\n").unwrap();
@@ -188,7 +174,7 @@ async fn a_refusal_names_the_permission_and_an_expired_or_revoked_token_is_refus
     // A deployer in another team is refused here too.
     let create = relay.cli().args(["teams", "create", "payments"]).run_async().await;
     assert!(create.status.success(), "{}", create.stderr_text());
-    let elsewhere = service_account(&relay, "payments", "ci", &["deployer"], &[]).await;
+    let elsewhere = relay.service_account("payments", "ci", &["deployer"], &[]).await;
     let out = relay
         .cli()
         .env("BOREALIS_TOKEN", &elsewhere)
@@ -201,12 +187,12 @@ async fn a_refusal_names_the_permission_and_an_expired_or_revoked_token_is_refus
     assert_eq!(teams.teams.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["payments"], "only its own team");
 
     // A deployer in `default` deploys.
-    let deployer = service_account(&relay, "default", "ci", &["deployer"], &[]).await;
+    let deployer = relay.service_account("default", "ci", &["deployer"], &[]).await;
     let out = relay.cli().env("BOREALIS_TOKEN", &deployer).args(["deploy", "-f", file, "--wait"]).run_async().await;
     assert!(out.status.success(), "{}", out.stderr_text());
 
     // Expired.
-    let brief = service_account(&relay, "default", "brief", &["viewer"], &["--expires-in", "1s"]).await;
+    let brief = relay.service_account("default", "brief", &["viewer"], &["--expires-in", "1s"]).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let out = relay.cli().env("BOREALIS_TOKEN", &brief).args(["deployments", "list"]).run_async().await;
     assert!(!out.status.success());
@@ -243,8 +229,8 @@ async fn a_refusal_names_the_permission_and_an_expired_or_revoked_token_is_refus
 #[tokio::test(flavor = "multi_thread")]
 async fn the_audit_trail_records_each_change_and_refusal_with_its_actor() {
     let relay = RelayProcess::start(RelayOptions::default());
-    let deployer = service_account(&relay, "default", "ci", &["deployer"], &[]).await;
-    let viewer = service_account(&relay, "default", "dash", &["viewer"], &[]).await;
+    let deployer = relay.service_account("default", "ci", &["deployer"], &[]).await;
+    let viewer = relay.service_account("default", "dash", &["viewer"], &[]).await;
     let dir = TempDir::new("audit");
     let file = dir.path().join("deploy.yaml");
     std::fs::write(&file, "application: shop\ntargets:\n  prod: {}\n").unwrap();
@@ -338,7 +324,7 @@ async fn replicas_on_postgresql_keep_one_trail() {
     let b = RelayProcess::start(options());
     let out = a.cli().args(["teams", "create", "payments"]).run_async().await;
     assert!(out.status.success(), "{}", out.stderr_text());
-    let token = service_account(&a, "payments", "ci", &["admin"], &[]).await;
+    let token = a.service_account("payments", "ci", &["admin"], &[]).await;
     // The account created on one replica works on the other.
     let out = b.cli().env("BOREALIS_TOKEN", &token).args(["--json", "audit"]).run_async().await;
     assert!(out.status.success(), "{}", out.stderr_text());
@@ -358,8 +344,8 @@ async fn an_approval_that_requires_a_role_is_refused_to_others_naming_the_roles(
     use borealis_api::TargetState;
     use borealis_tests::deployer::{Deployer, target};
     let relay = RelayProcess::start(RelayOptions::default());
-    let reviewer = service_account(&relay, "default", "reviewer", &["approver"], &[]).await;
-    let lead = service_account(&relay, "default", "lead", &["admin"], &[]).await;
+    let reviewer = relay.service_account("default", "reviewer", &["approver"], &[]).await;
+    let lead = relay.service_account("default", "lead", &["admin"], &[]).await;
     let deployer = Deployer::new(&relay);
     let file = "application: shop
 targets:

@@ -87,7 +87,7 @@ analysis:
     assert!(!out.status.success());
     let stderr = out.stderr_text();
     assert!(
-        stderr.contains("targets.prod.constraints.beforeDeployment[0].analysis.metricProviderName: unknown metric provider \"nowhere\" (none is defined; create it with borealis providers create) at 7:33"),
+        stderr.contains("targets.prod.constraints.beforeDeployment[0].analysis.metricProviderName: unknown metric provider \"nowhere\" in team \"default\" (none is defined; create it with borealis providers create) at 7:33"),
         "{stderr}"
     );
 }

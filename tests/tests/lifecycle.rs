@@ -82,7 +82,7 @@ async fn health_readiness_and_metrics_on_both_sides() {
     relay.cli().args(["proxy", "--agent", "test-rna", &format!("http://{upstream}/fast")]).run_async().await;
     let metrics = reqwest::get(format!("{}/metrics", relay.http_url)).await.unwrap().text().await.unwrap();
     for series in [
-        "borealis_agent_sessions{agent=\"test-rna\"} 1",
+        "borealis_agent_sessions{team=\"default\",agent=\"test-rna\"} 1",
         "borealis_forwarded_requests_total{mode=\"agent\",outcome=\"2xx\"} 1",
         "borealis_forward_latency_seconds_count{mode=\"agent\"} 1",
     ] {

@@ -108,6 +108,6 @@ async fn metrics_count_what_runs_callbacks_and_deployments_did() {
 
     // A registered agent that never connected reads 0; the version is shown.
     relay.create_agent("idle");
-    expect(&relay, "borealis_agent_sessions{agent=\"idle\"}", 0.0).await;
+    expect(&relay, "borealis_agent_sessions{team=\"default\",agent=\"idle\"}", 0.0).await;
     expect(&relay, &format!("borealis_build_info{{version=\"{}\"}}", env!("CARGO_PKG_VERSION")), 1.0).await;
 }

@@ -15,6 +15,9 @@ pub struct CreateAgent {
 #[serde(rename_all = "camelCase")]
 pub struct AgentCredentials {
     pub agent_id: String,
+    /// The team it belongs to.
+    #[serde(default)]
+    pub team: String,
     pub client_id: String,
     pub client_secret: String,
 }
@@ -31,6 +34,9 @@ pub struct CreateClient {
 #[serde(rename_all = "camelCase")]
 pub struct ClientCredentials {
     pub name: String,
+    /// The team it belongs to.
+    #[serde(default)]
+    pub team: String,
     pub client_id: String,
     pub client_secret: String,
 }
@@ -46,6 +52,9 @@ pub struct AgentList {
 #[serde(rename_all = "camelCase")]
 pub struct Agent {
     pub agent_id: String,
+    /// The team it belongs to.
+    #[serde(default)]
+    pub team: String,
     pub client_id: String,
     #[schema(format = DateTime)]
     pub created_at: String,

@@ -82,6 +82,9 @@ pub struct DeploymentList {
 #[serde(rename_all = "camelCase")]
 pub struct DeploymentSummary {
     pub id: String,
+    /// The team it belongs to.
+    #[serde(default)]
+    pub team: String,
     pub application: String,
     pub state: DeploymentState,
     pub reason: Option<String>,
@@ -102,6 +105,9 @@ pub struct TargetSummary {
 #[serde(rename_all = "camelCase")]
 pub struct Deployment {
     pub id: String,
+    /// The team it belongs to.
+    #[serde(default)]
+    pub team: String,
     pub application: String,
     pub state: DeploymentState,
     pub reason: Option<String>,

@@ -31,6 +31,9 @@ pub struct CreateMetricProvider {
 #[serde(rename_all = "camelCase")]
 pub struct MetricProvider {
     pub name: String,
+    /// The team it belongs to.
+    #[serde(default)]
+    pub team: String,
     #[serde(rename = "type")]
     pub kind: String,
     pub url: String,

@@ -73,6 +73,9 @@ pub struct CreateWebhookRun {
 #[serde(rename_all = "camelCase")]
 pub struct WebhookRun {
     pub id: String,
+    /// The team it belongs to.
+    #[serde(default)]
+    pub team: String,
     pub webhook: String,
     pub environment: Option<String>,
     pub state: RunState,

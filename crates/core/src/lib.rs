@@ -13,6 +13,7 @@
 //! - [`duration`]: parsing of human durations such as `24h` or `500ms`.
 //! - [`backoff`]: retry and reconnect delays, jittered and capped.
 //! - [`signing`]: Standard Webhooks signatures of outgoing calls.
+//! - [`team`]: what belongs to a team, and an agent named within its team.
 
 pub mod backoff;
 pub mod deployment;
@@ -21,6 +22,7 @@ pub mod render;
 pub mod scrub;
 pub mod secret;
 pub mod signing;
+pub mod team;
 pub mod template;
 
 pub use scrub::Scrubber;

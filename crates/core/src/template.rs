@@ -258,6 +258,16 @@ impl Keyring {
         self.values.insert(name, value);
     }
 
+    /// Secret `name` with its marks, whatever they are.
+    pub fn entry(&self, name: &str) -> Option<(&Secret, &Uses)> {
+        Some((self.values.get(name)?, self.uses.get(name)?))
+    }
+
+    pub fn remove(&mut self, name: &str) {
+        self.values.remove(name);
+        self.uses.remove(name);
+    }
+
     /// Secret `name` for `use_`; else why not, as `may not be used in
     /// webhooks (it is marked for signing)`, or `None` when it is not
     /// stored. `reserved` (the relay's own signing key) is never readable

@@ -8,6 +8,7 @@
 
 use std::time::{Duration, SystemTime};
 
+use borealis_core::team::AgentRef;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -39,7 +40,7 @@ pub struct Reply {
 /// One outbound call.
 pub struct Outcall {
     /// The agent it goes through; direct when none.
-    pub agent: Option<String>,
+    pub agent: Option<AgentRef>,
     pub method: http::Method,
     pub url: String,
     pub headers: HeaderMap,
@@ -53,7 +54,7 @@ impl Outcall {
     /// A call from rendered text: a method or header that cannot be sent
     /// is a failure of its own, before anything leaves.
     pub fn from_parts(
-        agent: Option<String>,
+        agent: Option<AgentRef>,
         (method, url): (&str, &str),
         headers: &[(String, String)],
         body: Option<&str>,
@@ -83,7 +84,7 @@ impl Outcall {
 
     /// A JSON `POST` of `body`.
     pub fn post_json(
-        agent: Option<String>,
+        agent: Option<AgentRef>,
         url: &str,
         body: &serde_json::Value,
         (timeout, keep): (Duration, Keep),
@@ -114,7 +115,7 @@ impl Outcall {
         let Outcall { agent, method, url, headers, body, timeout, keep } = self;
         let request = transport::Request { method, url, headers, body, timeout, limit };
         let exchange = async {
-            let response = transport.send(agent.as_deref(), request).await?;
+            let response = transport.send(agent.as_ref(), request).await?;
             let status = response.status().as_u16();
             let retry_after = retry_after(response.headers());
             let body = read(response.into_body(), keep).await;

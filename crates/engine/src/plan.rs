@@ -14,6 +14,7 @@ use borealis_api::{CallKind, Finding, PlannedCall, RecordedRequest};
 use borealis_core::deployment::Webhook;
 use borealis_core::render;
 use borealis_core::scrub::Scrubber;
+use borealis_core::team::AgentRef;
 use borealis_core::template::{Keyring, RenderLimits, SecretUse};
 
 use crate::vault::{Vault, VaultError};
@@ -25,15 +26,17 @@ pub trait Preflight: Send + Sync {
     /// whether the agent is registered and connected and its allow-list
     /// lets the destination through, or whether the relay's guard does.
     /// Without a URL (it could not be rendered), only the agent is checked.
-    async fn check(&self, agent: Option<&str>, url: Option<&str>) -> Vec<Finding>;
+    async fn check(&self, agent: Option<&AgentRef>, url: Option<&str>) -> Vec<Finding>;
 }
 
 /// What is only known when a call is made, shown in its place.
 pub const ASSIGNED_WHEN_SENT: &str = "(assigned-when-sent)";
 
-/// Where calls are planned from: the secrets as stored now, and the
+/// Where calls are planned from: the team's secrets as stored now, and the
 /// settings that shape each call.
 pub struct Planner<'a> {
+    /// Whose agents and secrets the calls use.
+    team: &'a str,
     pub(crate) secrets: Keyring,
     scrubber: Arc<Scrubber>,
     /// The relay's own signing key, which no template may read.
@@ -46,14 +49,19 @@ pub struct Planner<'a> {
 impl<'a> Planner<'a> {
     pub async fn new(
         vault: &Vault,
+        team: &'a str,
         signing_default: Option<&'a str>,
         limits: &'a RenderLimits,
         public_base: &'a str,
         preflight: &'a dyn Preflight,
     ) -> Result<Self, VaultError> {
-        let secrets = vault.all().await?;
-        let scrubber = vault.scrubber(&secrets);
-        Ok(Self { secrets, scrubber, signing_default, limits, public_base, preflight })
+        let secrets = vault.keyring(team).await?;
+        let scrubber = vault.current_scrubber().await?;
+        Ok(Self { team, secrets, scrubber, signing_default, limits, public_base, preflight })
+    }
+
+    pub fn team(&self) -> &str {
+        self.team
     }
 
     /// A callback URI as a run's would read, its id not yet drawn.
@@ -129,7 +137,8 @@ impl<'a> Planner<'a> {
         match agent {
             Err(why) => findings.push(Finding::error(why)),
             Ok(agent) => {
-                let found = self.preflight.check(agent.as_deref(), url.as_deref()).await;
+                let agent = agent.map(|name| AgentRef::new(self.team, name));
+                let found = self.preflight.check(agent.as_ref(), url.as_deref()).await;
                 findings.extend(found.into_iter().map(|f| Finding { message: self.scrub(&f.message), ..f }));
             }
         }

@@ -84,13 +84,14 @@ pub fn check_file(default: Option<&str>, file: &DeploymentFile, secrets: &Keyrin
 /// [`keys`], reading the vault only when a key is needed.
 pub async fn keys_from_vault(
     vault: &Vault,
+    team: &str,
     default: Option<&str>,
     own: Option<&Signing>,
 ) -> Result<Vec<SigningKey>, String> {
     if own.is_none() && default.is_none() {
         return Ok(Vec::new());
     }
-    let secrets = vault.all().await.map_err(|e| format!("the signing secrets cannot be read: {e}"))?;
+    let secrets = vault.keyring(team).await.map_err(|e| format!("the signing secrets cannot be read: {e}"))?;
     keys(default, own, &secrets)
 }
 

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use borealis_core::team::AgentRef;
 use bytes::Bytes;
 use http::HeaderMap;
 use http_body_util::BodyExt;
@@ -87,5 +88,5 @@ pub trait Transport: Send + Sync {
     /// Sends `request` through `agent`, or direct when there is none. A
     /// call that gets no reply says whether it left and whether another
     /// try may pass.
-    async fn send(&self, agent: Option<&str>, request: Request) -> Result<Response, Failure>;
+    async fn send(&self, agent: Option<&AgentRef>, request: Request) -> Result<Response, Failure>;
 }

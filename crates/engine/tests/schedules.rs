@@ -11,6 +11,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use borealis_core::team::AgentRef;
 use borealis_core::template::RenderLimits;
 use borealis_engine::clock::Clock;
 use borealis_engine::cluster::Replica;
@@ -61,9 +62,9 @@ impl Scripted {
 
 #[async_trait::async_trait]
 impl Transport for Scripted {
-    async fn send(&self, agent: Option<&str>, request: Request) -> Result<Response, Failure> {
+    async fn send(&self, agent: Option<&AgentRef>, request: Request) -> Result<Response, Failure> {
         let at = self.clock.now();
-        self.seen.lock().unwrap().push(Seen { agent: agent.map(str::to_owned), request, at });
+        self.seen.lock().unwrap().push(Seen { agent: agent.map(|a| a.name.clone()), request, at });
         let answer = self.script.lock().unwrap().pop_front().unwrap_or_else(|| self.then.clone());
         match answer {
             Answer::Status(status, retry_after) => {
@@ -154,6 +155,7 @@ webhooks:
 
 async fn start_run(relay: &Relay, file: String) -> String {
     let request = RunRequest {
+        team: "default".into(),
         file,
         name: "check".into(),
         environment: None,
@@ -276,7 +278,7 @@ targets:
 ";
     let started = relay
         .deployments
-        .create(file, &Default::default(), None, Default::default())
+        .create("default", file, &Default::default(), None, Default::default())
         .await
         .expect("the deployment starts");
     let id = started.view.record.id.clone();
@@ -354,8 +356,11 @@ async fn a_retry_after_longer_than_the_backoff_sets_the_next_attempt_and_the_cal
         assert_eq!(request.limit, 1 << 20);
     }
 
-    let accepted =
-        relay.runs.callback(&waiting.callback_id, true, Some("all checks passed".into()), "ci").await.unwrap();
+    let accepted = relay
+        .runs
+        .callback(&waiting.callback_id, true, Some("all checks passed".into()), ("default", "ci"))
+        .await
+        .unwrap();
     assert_eq!((accepted.state, accepted.repeat), (RunState::Succeeded, false));
     let done = relay.runs.record(&id).await.unwrap();
     assert_eq!(
@@ -380,7 +385,7 @@ async fn a_call_cut_off_with_no_retries_left_waits_for_its_callback() {
     );
     assert_eq!(waiting.deadline_at, Some(relay.clock.now() + 24 * HOUR));
 
-    relay.runs.callback(&waiting.callback_id, false, None, "ci").await.unwrap();
+    relay.runs.callback(&waiting.callback_id, false, None, ("default", "ci")).await.unwrap();
     let done = relay.runs.record(&id).await.unwrap();
     assert_eq!(
         (done.state, done.success),

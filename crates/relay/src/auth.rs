@@ -49,14 +49,26 @@ pub struct Claims {
     pub kind: String,
     /// The agent identifier, or the callback client's name.
     pub sub: String,
+    /// The team of the credential (tokens issued before teams: `default`).
+    #[serde(default = "default_team")]
+    pub team: String,
     pub client_id: String,
     /// Expiry, seconds since the epoch.
     pub exp: u64,
 }
 
+fn default_team() -> String {
+    borealis_store::DEFAULT_TEAM.to_owned()
+}
+
 impl Claims {
     pub fn is_agent(&self) -> bool {
         self.kind == CredentialKind::Agent.as_str()
+    }
+
+    /// The agent the token is for.
+    pub fn agent(&self) -> borealis_core::team::AgentRef {
+        borealis_core::team::AgentRef::new(self.team.clone(), self.sub.clone())
     }
 }
 
@@ -161,15 +173,20 @@ impl Authority {
         })
     }
 
-    /// Creates a credential; the secret is returned once and never stored.
-    pub async fn create_credential(&self, kind: CredentialKind, subject: &str) -> Result<(String, Secret), AuthError> {
+    /// Creates a credential in `team`; the secret is returned once and never stored.
+    pub async fn create_credential(
+        &self,
+        kind: CredentialKind,
+        team: &str,
+        subject: &str,
+    ) -> Result<(String, Secret), AuthError> {
         let prefix = match kind {
             CredentialKind::Agent => "agt",
             CredentialKind::Callback => "cbk",
         };
         let client_id = format!("{prefix}_{}", B64.encode(random_bytes(12)));
         let secret = Secret::new(format!("bsk_{}", B64.encode(random_bytes(32))));
-        self.store.create_credential(kind, subject, &client_id, &hash_secret(&secret)).await?;
+        self.store.create_credential(kind, team, subject, &client_id, &hash_secret(&secret)).await?;
         Ok((client_id, secret))
     }
 
@@ -189,6 +206,7 @@ impl Authority {
         let claims = Claims {
             kind: credential.kind.as_str().to_owned(),
             sub: credential.subject.clone(),
+            team: credential.team.clone(),
             client_id: credential.client_id.clone(),
             exp: unix_secs(SystemTime::now() + TOKEN_TTL),
         };
@@ -401,11 +419,17 @@ mod tests {
     #[tokio::test]
     async fn tokens_expire_and_cannot_be_altered() {
         let auth = authority().await;
-        let (client_id, secret) = auth.create_credential(CredentialKind::Callback, "ci").await.unwrap();
+        let (client_id, secret) = auth.create_credential(CredentialKind::Callback, "default", "ci").await.unwrap();
         let (token, _) = auth.issue_token(&client_id, &secret).await.unwrap();
         assert_eq!(auth.verify(&token).unwrap().sub, "ci");
 
-        let expired = Claims { kind: "callback".into(), sub: "ci".into(), client_id: client_id.clone(), exp: 1 };
+        let expired = Claims {
+            kind: "callback".into(),
+            sub: "ci".into(),
+            team: "default".into(),
+            client_id: client_id.clone(),
+            exp: 1,
+        };
         assert!(matches!(auth.verify(&auth.sign(&expired)), Err(AuthError::Expired)));
 
         let (payload, tag) = token.split_once('.').unwrap();
@@ -443,10 +467,10 @@ mod tests {
     #[tokio::test]
     async fn wrong_and_revoked_secrets_get_no_token() {
         let auth = authority().await;
-        let (client_id, secret) = auth.create_credential(CredentialKind::Agent, "rna").await.unwrap();
+        let (client_id, secret) = auth.create_credential(CredentialKind::Agent, "default", "rna").await.unwrap();
         assert!(matches!(auth.issue_token(&client_id, &Secret::new("wrong")).await, Err(AuthError::InvalidClient)));
         assert!(matches!(auth.issue_token("nobody", &secret).await, Err(AuthError::InvalidClient)));
-        auth.store.revoke(CredentialKind::Agent, "rna").await.unwrap();
+        auth.store.revoke(CredentialKind::Agent, "default", "rna").await.unwrap();
         assert!(matches!(auth.issue_token(&client_id, &secret).await, Err(AuthError::Revoked)));
         assert!(auth.is_admin("admin-token-for-tests") && !auth.is_admin("admin-token-for-test"));
     }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use borealis_core::team::AgentRef;
 use borealis_egress::Egress;
 use borealis_egress::headers::end_to_end;
 use borealis_engine::transport::{Failure as CallFailure, Request, Sent, Transport};
@@ -224,11 +225,11 @@ pub struct Forwarder {
 
 /// Where a request goes when no instance of its agent is connected here.
 pub trait PeerRoute: Send + Sync {
-    /// Sends `outbound` to a replica that holds a session of `agent_id`, if
+    /// Sends `outbound` to a replica that holds a session of `agent`, if
     /// one does; gives it back untouched when none does (nothing was sent).
     fn send<'a>(
         &'a self,
-        agent_id: &'a str,
+        agent: &'a AgentRef,
         outbound: Outbound,
     ) -> futures_util::future::BoxFuture<'a, Result<Result<Reply, ForwardError>, Outbound>>;
 }
@@ -250,13 +251,13 @@ impl Forwarder {
 
     /// Sends a request direct (`agent` is `None`) or through an agent,
     /// connected here or to another replica.
-    pub async fn send(&self, agent: Option<&str>, outbound: Outbound) -> Result<Reply, ForwardError> {
+    pub async fn send(&self, agent: Option<&AgentRef>, outbound: Outbound) -> Result<Reply, ForwardError> {
         send(self, agent, outbound, true).await
     }
 
     /// Sends a request through an agent connected to this replica only: a
     /// peer's request, which must not hop again.
-    pub async fn send_here(&self, agent: &str, outbound: Outbound) -> Result<Reply, ForwardError> {
+    pub async fn send_here(&self, agent: &AgentRef, outbound: Outbound) -> Result<Reply, ForwardError> {
         send(self, Some(agent), outbound, false).await
     }
 }
@@ -264,7 +265,7 @@ impl Forwarder {
 /// The engine's calls leave the way any forwarded request does.
 #[async_trait::async_trait]
 impl Transport for Forwarder {
-    async fn send(&self, agent: Option<&str>, request: Request) -> Result<Reply, CallFailure> {
+    async fn send(&self, agent: Option<&AgentRef>, request: Request) -> Result<Reply, CallFailure> {
         let Request { method, url, headers, body, timeout, limit } = request;
         let outbound = Outbound { method, url, headers, body: full(body), timeout, limit };
         Forwarder::send(self, agent, outbound).await.map_err(|err| {
@@ -282,7 +283,7 @@ impl Transport for Forwarder {
 
 async fn send(
     state: &Forwarder,
-    agent: Option<&str>,
+    agent: Option<&AgentRef>,
     mut outbound: Outbound,
     may_hop: bool,
 ) -> Result<Reply, ForwardError> {
@@ -356,7 +357,8 @@ fn limited<E: std::fmt::Display>(
     })
 }
 
-async fn via_agent(state: &Forwarder, agent_id: &str, outbound: Outbound) -> Result<Reply, ForwardError> {
+async fn via_agent(state: &Forwarder, agent: &AgentRef, outbound: Outbound) -> Result<Reply, ForwardError> {
+    let agent_id = agent.name.as_str();
     let Outbound { method, url, headers, body, timeout, limit } = outbound;
     // Checked here too, so a malformed URL never costs an offer; the
     // destination policy is the agent's.
@@ -379,11 +381,11 @@ async fn via_agent(state: &Forwarder, agent_id: &str, outbound: Outbound) -> Res
         }
         _ => (Bytes::new(), Some(body)),
     };
-    let (lease, mut call) =
-        match state.hub.dispatch(agent_id, timeout.as_millis() as u64, TAKE_WITHIN.min(timeout)).await {
-            Ok(dispatched) => dispatched,
-            Err(err) => return Err(dispatch_error(state, agent_id, err).await),
-        };
+    let (lease, mut call) = match state.hub.dispatch(agent, timeout.as_millis() as u64, TAKE_WITHIN.min(timeout)).await
+    {
+        Ok(dispatched) => dispatched,
+        Err(err) => return Err(dispatch_error(state, agent, err).await),
+    };
     let request_id = call.request_id.clone();
     let started = Instant::now();
     let result: Result<Reply, ForwardError> = async {
@@ -506,10 +508,10 @@ async fn via_agent(state: &Forwarder, agent_id: &str, outbound: Outbound) -> Res
 /// instance is connected, to tell "not registered" from "not connected".
 /// An agent that is not connected may connect before the next try; one
 /// that is not registered will not.
-async fn dispatch_error(state: &Forwarder, agent_id: &str, err: DispatchError) -> ForwardError {
+async fn dispatch_error(state: &Forwarder, agent: &AgentRef, err: DispatchError) -> ForwardError {
     let failure = match err {
         DispatchError::NoInstance(_) => {
-            match state.credentials.active_credential(CredentialKind::Agent, agent_id).await {
+            match state.credentials.active_credential(CredentialKind::Agent, &agent.team, &agent.name).await {
                 Err(err) => {
                     return ForwardError::new(
                         ForwardFailure::Internal,
@@ -517,7 +519,11 @@ async fn dispatch_error(state: &Forwarder, agent_id: &str, err: DispatchError) -
                     );
                 }
                 Ok(None) => {
-                    let detail = format!("agent {agent_id:?} is not registered (borealis agents create {agent_id})");
+                    // Another team's agent of that name is not said to exist.
+                    let (name, team) = (&agent.name, &agent.team);
+                    let detail = format!(
+                        "agent {name:?} is not registered in team {team:?} (borealis agents create {name} --team {team})"
+                    );
                     return ForwardError::new(ForwardFailure::UnknownAgent, detail);
                 }
                 Ok(Some(_)) => ForwardFailure::AgentNotConnected,

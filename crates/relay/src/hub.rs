@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering}
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
+use borealis_core::team::AgentRef;
 use borealis_protocol::v1::{self, relay_control};
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::{mpsc, oneshot};
@@ -58,7 +59,8 @@ pub struct Session {
 
 /// What an agent instance said about itself, and where it came from.
 pub struct SessionInfo {
-    pub agent_id: String,
+    /// The agent, within the team of its credential.
+    pub agent: AgentRef,
     pub client_id: String,
     pub instance: String,
     pub version: String,
@@ -451,7 +453,7 @@ pub enum DispatchError {
 
 pub struct Hub {
     pub relay_instance_id: String,
-    pools: Mutex<HashMap<String, Vec<Arc<Session>>>>,
+    pools: Mutex<HashMap<AgentRef, Vec<Arc<Session>>>>,
     pending: Mutex<HashMap<String, Pending>>,
     rotation: AtomicUsize,
     /// Request ids are this relay's instance id and a sequence number:
@@ -525,9 +527,9 @@ impl Hub {
             lost: CancellationToken::new(),
         });
         let mut pools = self.pools.lock().expect("hub lock");
-        let pool = pools.entry(session.info.agent_id.clone()).or_default();
+        let pool = pools.entry(session.info.agent.clone()).or_default();
         pool.push(session.clone());
-        self.gauge(&session.info.agent_id).set(pool.len() as i64);
+        self.gauge(&session.info.agent).set(pool.len() as i64);
         session
     }
 
@@ -535,24 +537,23 @@ impl Hub {
         session.closed.cancel();
         session.release_standby();
         let mut pools = self.pools.lock().expect("hub lock");
-        if let Some(pool) = pools.get_mut(&session.info.agent_id) {
+        if let Some(pool) = pools.get_mut(&session.info.agent) {
             pool.retain(|s| !Arc::ptr_eq(s, session));
-            self.gauge(&session.info.agent_id).set(pool.len() as i64);
+            self.gauge(&session.info.agent).set(pool.len() as i64);
             if pool.is_empty() {
-                pools.remove(&session.info.agent_id);
+                pools.remove(&session.info.agent);
             }
         }
     }
 
-    fn gauge(&self, agent_id: &str) -> prometheus_client::metrics::gauge::Gauge {
-        self.metrics.agent_sessions.get_or_create(&AgentLabels { agent: agent_id.to_owned() }).clone()
+    fn gauge(&self, agent: &AgentRef) -> prometheus_client::metrics::gauge::Gauge {
+        self.metrics.agent_sessions.get_or_create(&AgentLabels::of(agent)).clone()
     }
 
-    /// Whether an instance of `agent_id` is connected here.
-    /// Whether an instance of `agent_id` here takes new work (one that is
+    /// Whether an instance of `agent` here takes new work (one that is
     /// draining does not: another replica may hold one that does).
-    pub fn has_instance(&self, agent_id: &str) -> bool {
-        self.pools.lock().expect("hub lock").get(agent_id).is_some_and(|pool| pool.iter().any(|s| s.available()))
+    pub fn has_instance(&self, agent: &AgentRef) -> bool {
+        self.pools.lock().expect("hub lock").get(agent).is_some_and(|pool| pool.iter().any(|s| s.available()))
     }
 
     /// Asks the agents of `sessions` to finish what they are doing and
@@ -567,13 +568,13 @@ impl Hub {
         }
     }
 
-    /// The live sessions of `agent_id`.
-    pub fn instances(&self, agent_id: &str) -> Vec<Arc<Session>> {
-        self.pools.lock().expect("hub lock").get(agent_id).cloned().unwrap_or_default()
+    /// The live sessions of `agent`.
+    pub fn instances(&self, agent: &AgentRef) -> Vec<Arc<Session>> {
+        self.pools.lock().expect("hub lock").get(agent).cloned().unwrap_or_default()
     }
 
-    /// All live sessions, by identifier.
-    pub fn sessions(&self) -> HashMap<String, Vec<Arc<Session>>> {
+    /// All live sessions, by agent.
+    pub fn sessions(&self) -> HashMap<AgentRef, Vec<Arc<Session>>> {
         self.pools.lock().expect("hub lock").clone()
     }
 
@@ -589,9 +590,9 @@ impl Hub {
         ending.len()
     }
 
-    /// Ends every session of `agent_id` (revocation). Returns how many.
-    pub fn disconnect(&self, agent_id: &str, status: Status) -> usize {
-        self.end_where(&status, |session| session.info.agent_id == agent_id)
+    /// Ends every session of `agent` (revocation). Returns how many.
+    pub fn disconnect(&self, agent: &AgentRef, status: Status) -> usize {
+        self.end_where(&status, |session| session.info.agent == *agent)
     }
 
     /// Ends the sessions older than `listed_at` whose credential is not
@@ -605,9 +606,9 @@ impl Hub {
 
     /// Picks the least-loaded available instance, rotating among equals so
     /// that a pool shares even a sequential load.
-    fn pick(&self, agent_id: &str, skip: &[String]) -> Option<Arc<Session>> {
+    fn pick(&self, agent: &AgentRef, skip: &[String]) -> Option<Arc<Session>> {
         let pools = self.pools.lock().expect("hub lock");
-        let pool = pools.get(agent_id)?;
+        let pool = pools.get(agent)?;
         let start = self.rotation.fetch_add(1, Ordering::Relaxed);
         let mut best: Option<&Arc<Session>> = None;
         for i in 0..pool.len() {
@@ -622,12 +623,12 @@ impl Hub {
         best.cloned()
     }
 
-    /// Hands a request to an instance of `agent_id`: down an idle standby
+    /// Hands a request to an instance of `agent`: down an idle standby
     /// call if the instance has one, else as an offer, waiting until it is
     /// taken and trying the next instance when one is lost on the way.
     pub async fn dispatch(
         self: &Arc<Self>,
-        agent_id: &str,
+        agent: &AgentRef,
         timeout_ms: u64,
         take_within: Duration,
     ) -> Result<(Lease, ForwardCall), DispatchError> {
@@ -637,7 +638,7 @@ impl Hub {
         let deadline = tokio::time::Instant::now() + take_within;
         let mut tried = Vec::new();
         loop {
-            let session = self.pick(agent_id, &tried).ok_or_else(|| DispatchError::NoInstance(agent_id.to_owned()))?;
+            let session = self.pick(agent, &tried).ok_or_else(|| DispatchError::NoInstance(agent.to_string()))?;
             session.in_flight.fetch_add(1, Ordering::Relaxed);
             let lease = Lease { session: session.clone(), _request: self.requests.token() };
             let request_id =
@@ -663,13 +664,13 @@ impl Hub {
                             // The agent may still be working on it: tell it to stop.
                             let cancel = v1::Cancel { request_id, reason: v1::ErrorCode::Timeout as i32 };
                             session.send_now(relay_control::Msg::Cancel(cancel));
-                            return Err(DispatchError::NotTaken(agent_id.to_owned()));
+                            return Err(DispatchError::NotTaken(agent.to_string()));
                         }
                     }
                 } else { None },
                 () = tokio::time::sleep_until(deadline) => {
                     self.pending.lock().expect("hub lock").remove(&request_id);
-                    return Err(DispatchError::NotTaken(agent_id.to_owned()));
+                    return Err(DispatchError::NotTaken(agent.to_string()));
                 }
             };
             match outcome {
@@ -679,7 +680,7 @@ impl Hub {
                 }
                 None => {
                     self.pending.lock().expect("hub lock").remove(&request_id);
-                    tracing::debug!(agent = agent_id, session = %session.id, "instance lost before taking an offer; trying another");
+                    tracing::debug!(agent = %agent, session = %session.id, "instance lost before taking an offer; trying another");
                     tried.push(session.id.clone());
                 }
             }
@@ -688,12 +689,12 @@ impl Hub {
 
     /// Hands an agent's `Forward` call to the request waiting for it, if the
     /// offer is still open and was made to this agent's session.
-    pub fn take(&self, session_id: &str, agent_id: &str, call: ForwardCall) -> Result<(), Status> {
+    pub fn take(&self, session_id: &str, agent: &AgentRef, call: ForwardCall) -> Result<(), Status> {
         let request_id = call.request_id.clone();
         let mut pending = self.pending.lock().expect("hub lock");
         let refusal = match pending.get(&request_id) {
             None => Some(Status::not_found(format!("no open offer {request_id}: it expired or was taken"))),
-            Some(p) if p.session.id != session_id || p.session.info.agent_id != agent_id => {
+            Some(p) if p.session.id != session_id || p.session.info.agent != *agent => {
                 Some(Status::permission_denied(format!("offer {request_id} was not made to this session")))
             }
             Some(_) => None,
@@ -712,7 +713,7 @@ impl Hub {
     }
 
     /// Keeps an agent's standby call for the next request to its session.
-    pub fn park(&self, session_id: &str, agent_id: &str, call: ForwardCall) -> Result<(), Status> {
+    pub fn park(&self, session_id: &str, agent: &AgentRef, call: ForwardCall) -> Result<(), Status> {
         // Sessions are marked draining when the relay drains; this also
         // covers one that registered while it began.
         if self.is_draining() {
@@ -723,11 +724,11 @@ impl Hub {
             .pools
             .lock()
             .expect("hub lock")
-            .get(agent_id)
+            .get(agent)
             .and_then(|pool| pool.iter().find(|s| s.id == session_id).cloned());
         let Some(session) = session else {
             call.discard();
-            return Err(Status::not_found(format!("agent {agent_id:?} has no live session {session_id}")));
+            return Err(Status::not_found(format!("agent {agent} has no live session {session_id}")));
         };
         session.park(call)
     }

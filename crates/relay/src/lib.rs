@@ -121,9 +121,11 @@ pub async fn run(
     let auth_guard = throttle::AuthGuard::new(config.auth_failures_per_minute, &metrics);
     let hub = Hub::new(metrics.clone());
     let grace = config.shutdown_grace;
-    let vault = vault::Vault::open(store.clone(), &data_dir, config.secret_key.as_ref())?;
+    let vault = vault::Vault::open(store.clone(), &data_dir, config.secret_key.as_ref())?
+        .with_relay_key(config.webhook_signing_secret.clone());
     if let Some(name) = &config.webhook_signing_secret {
-        match signing::keys(Some(name), None, &vault.all().await?) {
+        // A secret of team `default`: it signs every team's calls.
+        match signing::keys(Some(name), None, &vault.keyring(borealis_store::DEFAULT_TEAM).await?) {
             Ok(_) => tracing::info!(secret = %name, "outgoing calls are signed (Standard Webhooks)"),
             Err(reason) => tracing::warn!(%reason, "outgoing calls fail until the signing secret is stored"),
         }

@@ -12,7 +12,14 @@ use borealis_serve::ConnectionMetrics;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AgentLabels {
+    pub team: String,
     pub agent: String,
+}
+
+impl AgentLabels {
+    pub fn of(agent: &borealis_core::team::AgentRef) -> Self {
+        Self { team: agent.team.clone(), agent: agent.name.clone() }
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

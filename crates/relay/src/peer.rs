@@ -46,6 +46,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
+use borealis_core::team::AgentRef;
 use borealis_egress::headers::end_to_end;
 use borealis_egress::reqwest;
 use borealis_protocol::v1::ErrorCode;
@@ -151,6 +152,21 @@ fn hex(bytes: &[u8]) -> String {
 /// the URL, the SHA-256 of the head tag and of the body.
 fn body_hop<'a>(from: &'a str, to: &'a str, agent: &'a str, bound: &'a str) -> PeerHop<'a> {
     PeerHop { from, to, method: "", agent, url: bound }
+}
+
+/// An agent as a hop names it (and its tags cover it): `TEAM/NAME`;
+/// neither part can hold a `/`.
+pub fn hop_agent(agent: &AgentRef) -> String {
+    format!("{}/{}", agent.team, agent.name)
+}
+
+/// The agent a hop names; a bare name (a replica from before teams) is of
+/// team `default`.
+pub fn parse_hop_agent(text: &str) -> AgentRef {
+    match text.split_once('/') {
+        Some((team, name)) => AgentRef::new(team, name),
+        None => AgentRef::new(borealis_store::DEFAULT_TEAM, text),
+    }
 }
 
 fn body_binding(head_tag: &str, body: digest::Digest) -> String {
@@ -360,7 +376,7 @@ pub struct Peers {
     /// Holders found lately, by agent: the lookup is two reads, too many
     /// for every request. An entry is dropped when its holder cannot be
     /// reached or says it no longer holds the agent.
-    holders: std::sync::Mutex<std::collections::HashMap<String, (Holder, std::time::Instant)>>,
+    holders: std::sync::Mutex<std::collections::HashMap<AgentRef, (Holder, std::time::Instant)>>,
 }
 
 /// A replica holding an agent's session: its id and internal URL.
@@ -389,41 +405,41 @@ impl Peers {
         Ok(Self { replica, store, key, client, metrics, holders: Default::default() })
     }
 
-    /// The holder of `agent_id`'s sessions, from the cache while it is fresh.
-    async fn holder_cached(&self, agent_id: &str) -> Result<Option<Holder>, borealis_store::StoreError> {
-        if let Some((holder, at)) = self.holders.lock().expect("holders lock").get(agent_id)
+    /// The holder of `agent`'s sessions, from the cache while it is fresh.
+    async fn holder_cached(&self, agent: &AgentRef) -> Result<Option<Holder>, borealis_store::StoreError> {
+        if let Some((holder, at)) = self.holders.lock().expect("holders lock").get(agent)
             && at.elapsed() < HOLDER_TTL
         {
             return Ok(Some(holder.clone()));
         }
-        let found = self.holder(agent_id).await?;
+        let found = self.holder(agent).await?;
         let mut holders = self.holders.lock().expect("holders lock");
         match &found {
             Some(holder) => {
-                holders.insert(agent_id.to_owned(), (holder.clone(), std::time::Instant::now()));
+                holders.insert(agent.clone(), (holder.clone(), std::time::Instant::now()));
             }
             None => {
-                holders.remove(agent_id);
+                holders.remove(agent);
             }
         }
         Ok(found)
     }
 
-    fn forget(&self, agent_id: &str) {
-        self.holders.lock().expect("holders lock").remove(agent_id);
+    fn forget(&self, agent: &AgentRef) {
+        self.holders.lock().expect("holders lock").remove(agent);
     }
 
-    /// The replica to ask for `agent_id`, if another replica holds a
+    /// The replica to ask for `agent`, if another replica holds a
     /// session of it: one seen within a lease before one seen longer ago (a
     /// replica cut from the database still serves its agents until they
     /// move, and is asked when no other has one), and among those the one
     /// holding the agent's newest session (an agent that moved is most
     /// likely where it connected last).
-    async fn holder(&self, agent_id: &str) -> Result<Option<Holder>, borealis_store::StoreError> {
+    async fn holder(&self, agent: &AgentRef) -> Result<Option<Holder>, borealis_store::StoreError> {
         // Records stay until their replica is forgotten, three leases on.
         let recorded_since = self.replica.now() - 3 * self.replica.lease;
         let mut newest: BTreeMap<String, std::time::SystemTime> = BTreeMap::new();
-        for session in self.store.sessions(Some(agent_id), recorded_since).await? {
+        for session in self.store.sessions(Some((&agent.team, &agent.name)), recorded_since).await? {
             if session.replica_id != self.replica.id {
                 let at = newest.entry(session.replica_id).or_insert(session.connected_at);
                 *at = (*at).max(session.connected_at);
@@ -444,12 +460,14 @@ impl Peers {
             .map(|(_, holder)| holder))
     }
 
-    async fn forward(&self, holder: &Holder, agent_id: &str, outbound: Outbound) -> Result<Reply, ForwardError> {
+    async fn forward(&self, holder: &Holder, agent: &AgentRef, outbound: Outbound) -> Result<Reply, ForwardError> {
+        let agent_id = &agent.name;
+        let hop_agent = hop_agent(agent);
         let Outbound { method, url, headers, body, timeout, limit } = outbound;
         let peer = &holder.url;
         let mut target = reqwest::Url::parse(&format!("{peer}{FORWARD_PATH}"))
             .map_err(|e| ForwardError::new(ForwardFailure::Internal, format!("peer URL {peer:?}: {e}")))?;
-        target.query_pairs_mut().append_pair("agent", agent_id).append_pair("url", &url);
+        target.query_pairs_mut().append_pair("agent", &hop_agent).append_pair("url", &url);
         // What the holder passes on, and so what the tag covers: the
         // end-to-end headers, none of the hop's own.
         let mut headers = end_to_end(&headers);
@@ -458,8 +476,13 @@ impl Peers {
         let names = header_names(&headers);
         let limits = format!("{},{limit}", timeout.as_millis());
         let covered = covered_url(&url, &names, &headers, if empty { EMPTY_BODY } else { TRAILED_BODY }, &limits);
-        let hop =
-            PeerHop { from: &self.replica.id, to: &holder.id, method: method.as_str(), agent: agent_id, url: &covered };
+        let hop = PeerHop {
+            from: &self.replica.id,
+            to: &holder.id,
+            method: method.as_str(),
+            agent: &hop_agent,
+            url: &covered,
+        };
         let head_tag = self.key.mint(&hop);
         if let Some(length) = headers.remove(http::header::CONTENT_LENGTH) {
             headers.insert(LENGTH_HEADER, length);
@@ -478,7 +501,7 @@ impl Peers {
                 key: self.key.clone(),
                 from: self.replica.id.clone(),
                 to: holder.id.clone(),
-                agent: agent_id.to_owned(),
+                agent: hop_agent.clone(),
                 head_tag,
             };
             let sha = Some(digest::Context::new(&digest::SHA256));
@@ -536,11 +559,11 @@ impl Peers {
 impl PeerRoute for Peers {
     fn send<'a>(
         &'a self,
-        agent_id: &'a str,
+        agent: &'a AgentRef,
         outbound: Outbound,
     ) -> BoxFuture<'a, Result<Result<Reply, ForwardError>, Outbound>> {
         Box::pin(async move {
-            let peer = match self.holder_cached(agent_id).await {
+            let peer = match self.holder_cached(agent).await {
                 Ok(Some(peer)) => peer,
                 Ok(None) => return Err(outbound),
                 Err(err) => {
@@ -548,12 +571,12 @@ impl PeerRoute for Peers {
                     return Ok(Err(ForwardError::new(ForwardFailure::Internal, detail)));
                 }
             };
-            let result = self.forward(&peer, agent_id, outbound).await;
+            let result = self.forward(&peer, agent, outbound).await;
             if let Err(err) = &result
                 && matches!(err.failure, ForwardFailure::AgentNotConnected | ForwardFailure::UnknownAgent)
             {
                 // The holder is gone, or holds no instance any more: look again next time.
-                self.forget(agent_id);
+                self.forget(agent);
             }
             Ok(result)
         })

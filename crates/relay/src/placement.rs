@@ -29,7 +29,8 @@ pub fn record(replica: &Replica, session: &Session) -> SessionRecord {
     SessionRecord {
         session_id: session.id.clone(),
         replica_id: replica.id.clone(),
-        agent_id: session.info.agent_id.clone(),
+        team: session.info.agent.team.clone(),
+        agent_id: session.info.agent.name.clone(),
         instance: session.info.instance.clone(),
         version: session.info.version.clone(),
         remote_addr: session.info.remote_addr.map(|a| a.to_string()),

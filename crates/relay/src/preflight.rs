@@ -8,6 +8,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use borealis_api::Finding;
+use borealis_core::team::AgentRef;
 use borealis_egress::{AllowList, AllowRule, NameDecision, Policy};
 use borealis_engine::plan::Preflight;
 use borealis_store::{CredentialKind, ReportedAllowList};
@@ -35,7 +36,7 @@ impl<'a> RelayPreflight<'a> {
 
 #[async_trait::async_trait]
 impl Preflight for RelayPreflight<'_> {
-    async fn check(&self, agent: Option<&str>, url: Option<&str>) -> Vec<Finding> {
+    async fn check(&self, agent: Option<&AgentRef>, url: Option<&str>) -> Vec<Finding> {
         let parsed = match url.map(borealis_egress::client::parse_url) {
             Some(Err(err)) => return vec![Finding::error(err.to_string())],
             Some(Ok(url)) => Some(url),
@@ -52,19 +53,22 @@ impl Preflight for RelayPreflight<'_> {
 }
 
 /// An instance's view of `url`, by the allow-list it reported.
-async fn through_agent(state: &AppState, agent: &str, url: Option<&url::Url>) -> Vec<Finding> {
-    match state.store.active_credential(CredentialKind::Agent, agent).await {
+async fn through_agent(state: &AppState, agent_ref: &AgentRef, url: Option<&url::Url>) -> Vec<Finding> {
+    let (agent, team) = (&agent_ref.name, &agent_ref.team);
+    match state.store.active_credential(CredentialKind::Agent, team, agent).await {
         Ok(Some(_)) => {}
         Ok(None) => {
-            return vec![Finding::error(format!("agent {agent:?} is not registered (borealis agents create {agent})"))];
+            return vec![Finding::error(format!(
+                "agent {agent:?} is not registered in team {team:?} (borealis agents create {agent} --team {team})"
+            ))];
         }
         Err(err) => return vec![Finding::warning(format!("cannot tell whether agent {agent:?} is registered: {err}"))],
     }
-    let sessions = match state.store.sessions(Some(agent), state.replica.alive_since()).await {
+    let sessions = match state.store.sessions(Some((team, agent)), state.replica.alive_since()).await {
         Ok(sessions) => sessions,
         Err(err) => return vec![Finding::warning(format!("cannot tell whether agent {agent:?} is connected: {err}"))],
     };
-    let here = state.hub.instances(agent);
+    let here = state.hub.instances(agent_ref);
     // Each instance's list, by instance name: the records, and the sessions
     // held here (recorded or not).
     let mut instances: BTreeMap<String, Option<ReportedAllowList>> =
@@ -175,11 +179,11 @@ async fn direct(policy: &Policy, url: &url::Url, resolve: bool) -> Vec<Finding> 
 /// Whether an instance of `agent` is connected here or, by the session
 /// records, to a live replica. A store that cannot say counts as connected:
 /// this only decides a warning.
-async fn is_connected(state: &AppState, agent: &str) -> bool {
+async fn is_connected(state: &AppState, agent: &AgentRef) -> bool {
     if state.hub.has_instance(agent) {
         return true;
     }
-    match state.store.sessions(Some(agent), state.replica.alive_since()).await {
+    match state.store.sessions(Some((&agent.team, &agent.name)), state.replica.alive_since()).await {
         Ok(sessions) => !sessions.is_empty(),
         Err(_) => true,
     }
@@ -187,13 +191,14 @@ async fn is_connected(state: &AppState, agent: &str) -> bool {
 
 /// A warning for each of `agents` with no instance connected: what was
 /// just started through it fails (and is retried) until one connects.
-pub async fn disconnected_agents<'a>(state: &AppState, agents: impl Iterator<Item = &'a String>) -> Vec<String> {
+pub async fn disconnected_agents(state: &AppState, agents: impl Iterator<Item = AgentRef>) -> Vec<String> {
     let mut warnings = Vec::new();
     for agent in agents {
-        if !is_connected(state, agent).await {
+        if !is_connected(state, &agent).await {
             warnings.push(format!(
-                "agent {agent:?} is registered but no instance of it is connected: calls through it fail (and are \
-                 retried) until one connects"
+                "agent {:?} is registered but no instance of it is connected: calls through it fail (and are \
+                 retried) until one connects",
+                agent.name
             ));
         }
     }

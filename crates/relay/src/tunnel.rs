@@ -127,7 +127,7 @@ pub async fn sweep_revoked(state: Arc<AppState>, stop: CancellationToken) {
             () = stop.cancelled() => return,
         }
         let listed_at = SystemTime::now();
-        match state.store.active_credentials(CredentialKind::Agent).await {
+        match state.store.active_credentials(CredentialKind::Agent, None).await {
             Ok(active) => {
                 let active = active.into_iter().map(|c| c.client_id).collect();
                 let ended = state.hub.end_revoked(&active, listed_at);
@@ -237,7 +237,7 @@ impl TunnelService {
 
         let (control, outbound) = mpsc::channel(256);
         let info = SessionInfo {
-            agent_id: claims.sub.clone(),
+            agent: claims.agent(),
             client_id: claims.client_id.clone(),
             instance: hello.instance.clone(),
             version: hello.version.clone(),
@@ -254,7 +254,7 @@ impl TunnelService {
             tracing::warn!(session = %session.id, error = %err, "could not record the agent's session for the other replicas; recording it again at the next heartbeat");
         }
         // The instance name and version are the agent's words: a `&str` value is escaped.
-        tracing::info!(agent = %session.info.agent_id, session = %session.id, instance = session.info.instance.as_str(),
+        tracing::info!(agent = %session.info.agent, session = %session.id, instance = session.info.instance.as_str(),
             version = session.info.version.as_str(), remote = remote_addr.map(tracing::field::display), "agent connected");
         let interval = state.config.heartbeat_interval;
         session
@@ -262,7 +262,7 @@ impl TunnelService {
                 session_id: session.id.clone(),
                 relay_instance_id: state.hub.relay_instance_id.clone(),
                 heartbeat_interval_ms: interval.as_millis() as u32,
-                agent_id: session.info.agent_id.clone(),
+                agent_id: session.info.agent.name.clone(),
                 standby_calls: session.info.standby_calls,
             }))
             .await;
@@ -286,7 +286,7 @@ impl TunnelService {
                             session.send(relay_control::Msg::Heartbeat(reply)).await;
                         }
                         Ok(Some(v1::AgentControl { msg: Some(agent_control::Msg::Drain(_)) })) => {
-                            tracing::info!(agent = %session.info.agent_id, session = %session.id, "agent is draining");
+                            tracing::info!(agent = %session.info.agent, session = %session.id, "agent is draining");
                             session.set_draining();
                         }
                         Ok(Some(v1::AgentControl { msg })) => {
@@ -294,14 +294,14 @@ impl TunnelService {
                                 Some(_) => "a second Hello on the control stream",
                                 None => "a control message with no content",
                             };
-                            tracing::warn!(agent = %session.info.agent_id, session = %session.id, reason, "agent broke the tunnel protocol");
+                            tracing::warn!(agent = %session.info.agent, session = %session.id, reason, "agent broke the tunnel protocol");
                             session.kick(Status::invalid_argument(format!("protocol violation: {reason}")));
                             break "protocol violation";
                         }
                         Ok(None) => break "agent closed the session",
                         Err(status) if status.code() == tonic::Code::OutOfRange => {
                             let reason = format!("a control message over {MAX_FRAME_BYTES} bytes");
-                            tracing::warn!(agent = %session.info.agent_id, session = %session.id, reason = reason.as_str(), "agent broke the tunnel protocol");
+                            tracing::warn!(agent = %session.info.agent, session = %session.id, reason = reason.as_str(), "agent broke the tunnel protocol");
                             session.kick(Status::invalid_argument(format!("protocol violation: {reason}")));
                             break "protocol violation";
                         }
@@ -321,7 +321,7 @@ impl TunnelService {
             if let Err(err) = store.remove_session(&session.id).await {
                 tracing::warn!(session = %session.id, error = %err, "could not remove the agent's session record; it lapses with this replica");
             }
-            tracing::info!(agent = %session.info.agent_id, session = %session.id, reason, "agent disconnected");
+            tracing::info!(agent = %session.info.agent, session = %session.id, reason, "agent disconnected");
         });
 
         // Deliver what is queued (a final status from `kick` included), and
@@ -361,7 +361,7 @@ impl TunnelService {
         let (outbound, frames) = mpsc::channel(16);
         let call = ForwardCall::new(
             first.request_id,
-            claims.sub.clone(),
+            claims.agent().to_string(),
             session_id.clone(),
             inbound,
             outbound,
@@ -369,9 +369,9 @@ impl TunnelService {
         );
         let verdict = call.verdict();
         if accept {
-            self.state.hub.take(&session_id, &claims.sub, call)?;
+            self.state.hub.take(&session_id, &claims.agent(), call)?;
         } else {
-            self.state.hub.park(&session_id, &claims.sub, call)?;
+            self.state.hub.park(&session_id, &claims.agent(), call)?;
         }
         // The relay's side ends once the call is closed (see `ForwardCall`),
         // with the status a protocol violation set, if any.

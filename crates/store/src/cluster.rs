@@ -28,6 +28,8 @@ pub struct ReplicaRecord {
 pub struct SessionRecord {
     pub session_id: String,
     pub replica_id: String,
+    /// The team of the agent's credential.
+    pub team: String,
     pub agent_id: String,
     pub instance: String,
     pub version: String,
@@ -87,9 +89,9 @@ pub trait ClusterStore: Send + Sync + 'static {
     async fn forget_replicas(&self, before: SystemTime) -> Result<u64, StoreError>;
     async fn put_session(&self, session: &SessionRecord) -> Result<(), StoreError>;
     async fn remove_session(&self, session_id: &str) -> Result<(), StoreError>;
-    /// Sessions held by replicas seen at or after `since`: of `agent`, or
-    /// all; by agent, then connection time.
-    async fn sessions(&self, agent: Option<&str>, since: SystemTime) -> Result<Vec<SessionRecord>, StoreError>;
+    /// Sessions held by replicas seen at or after `since`: of `agent`
+    /// (`(team, identifier)`), or all; by team, agent, then connection time.
+    async fn sessions(&self, agent: Option<(&str, &str)>, since: SystemTime) -> Result<Vec<SessionRecord>, StoreError>;
     /// The ids of the sessions `replica_id` recorded, so it can set its
     /// records right against the sessions it holds.
     async fn replica_session_ids(&self, replica_id: &str) -> Result<Vec<String>, StoreError>;

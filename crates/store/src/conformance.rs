@@ -64,6 +64,9 @@ macro_rules! conformance_suite {
             an_abort_request_stands_once,
             teams_and_service_accounts,
             the_audit_trail_appends_and_filters,
+            names_and_subjects_are_a_teams_own,
+            runs_and_deployments_keep_to_their_team,
+            sessions_are_found_by_team_and_agent,
         );
     };
     (@cases $harness:expr; $($case:ident),* $(,)?) => {
@@ -78,9 +81,13 @@ macro_rules! conformance_suite {
     };
 }
 
+/// The team the cases' objects belong to, unless they are about teams.
+const TEAM: &str = crate::DEFAULT_TEAM;
+
 fn new_run(id: &str, callback_id: &str) -> NewRun {
     NewRun {
         id: id.into(),
+        team: TEAM.into(),
         callback_id: callback_id.into(),
         webhook: "w".into(),
         environment: None,
@@ -91,18 +98,18 @@ fn new_run(id: &str, callback_id: &str) -> NewRun {
 
 pub async fn one_live_credential_per_subject_and_revocation<H: Harness>(harness: &H) {
     let store = harness.open().await;
-    store.create_credential(CredentialKind::Agent, "rna", "c1", b"h1").await.unwrap();
-    let err = store.create_credential(CredentialKind::Agent, "rna", "c2", b"h2").await.unwrap_err();
+    store.create_credential(CredentialKind::Agent, TEAM, "rna", "c1", b"h1").await.unwrap();
+    let err = store.create_credential(CredentialKind::Agent, TEAM, "rna", "c2", b"h2").await.unwrap_err();
     assert!(
         matches!(err, StoreError::Conflict(Conflict::CredentialExists { ref subject, .. }) if subject == "rna"),
         "{err}"
     );
     assert!(err.to_string().contains("\"rna\""), "{err}");
     assert!(!err.is_retryable());
-    assert!(store.revoke(CredentialKind::Agent, "rna").await.unwrap());
+    assert!(store.revoke(CredentialKind::Agent, TEAM, "rna").await.unwrap());
     assert!(!store.credential("c1").await.unwrap().unwrap().is_active());
-    store.create_credential(CredentialKind::Agent, "rna", "c2", b"h2").await.unwrap();
-    assert_eq!(store.active_credential(CredentialKind::Agent, "rna").await.unwrap().unwrap().client_id, "c2");
+    store.create_credential(CredentialKind::Agent, TEAM, "rna", "c2", b"h2").await.unwrap();
+    assert_eq!(store.active_credential(CredentialKind::Agent, TEAM, "rna").await.unwrap().unwrap().client_id, "c2");
 }
 
 pub async fn an_idempotency_key_creates_one_row<H: Harness>(harness: &H) {
@@ -121,13 +128,14 @@ pub async fn an_idempotency_key_creates_one_row<H: Harness>(harness: &H) {
     store.insert_run(&new_run("r5", "c5")).await.unwrap();
 
     let deployment_key = IdempotencyKey { key: "k1".into(), request_hash: "h".into() };
-    store.insert_deployment("d1", "app", "f", "{}", Some(&deployment_key), &lease()).await.unwrap();
-    let again = store.insert_deployment("d2", "app", "f", "{}", Some(&deployment_key), &lease()).await.unwrap_err();
+    store.insert_deployment("d1", TEAM, "app", "f", "{}", Some(&deployment_key), &lease()).await.unwrap();
+    let again =
+        store.insert_deployment("d2", TEAM, "app", "f", "{}", Some(&deployment_key), &lease()).await.unwrap_err();
     assert!(
         matches!(again, StoreError::Conflict(Conflict::IdempotencyKeyUsed { ref id, same_request: true }) if id == "d1"),
         "{again}"
     );
-    let running = store.insert_deployment("d3", "app", "f", "{}", None, &lease()).await.unwrap_err();
+    let running = store.insert_deployment("d3", TEAM, "app", "f", "{}", None, &lease()).await.unwrap_err();
     assert!(
         matches!(running, StoreError::Conflict(Conflict::DeploymentInProgress { running: ref id, .. }) if id == "d1"),
         "{running}"
@@ -192,6 +200,7 @@ pub async fn run_transitions_are_compare_and_set<H: Harness>(harness: &H) {
 pub async fn providers_and_decisions_keep_to_themselves<H: Harness>(harness: &H) {
     let store = harness.open().await;
     let provider = MetricProvider {
+        team: TEAM.into(),
         name: "prom".into(),
         kind: "prometheus".into(),
         url: "http://p:9090".into(),
@@ -204,12 +213,12 @@ pub async fn providers_and_decisions_keep_to_themselves<H: Harness>(harness: &H)
         store.insert_provider(&provider).await,
         Err(StoreError::Conflict(Conflict::ProviderExists { ref name })) if name == "prom"
     ));
-    assert_eq!(store.provider("prom").await.unwrap(), Some(provider.clone()));
-    assert_eq!(store.providers().await.unwrap(), [provider]);
-    assert!(store.delete_provider("prom").await.unwrap());
-    assert!(!store.delete_provider("prom").await.unwrap());
+    assert_eq!(store.provider(TEAM, "prom").await.unwrap(), Some(provider.clone()));
+    assert_eq!(store.providers(None).await.unwrap(), [provider]);
+    assert!(store.delete_provider(TEAM, "prom").await.unwrap());
+    assert!(!store.delete_provider(TEAM, "prom").await.unwrap());
 
-    store.insert_deployment("d", "app", "file", "{}", None, &lease()).await.unwrap();
+    store.insert_deployment("d", TEAM, "app", "file", "{}", None, &lease()).await.unwrap();
     store.request_approval("d", OWNER, "t", "t/beforeDeployment/0").await.unwrap();
     store.request_approval("d", OWNER, "t", &format!("t/beforeDeployment/1{DECISION_SUFFIX}")).await.unwrap();
     assert_eq!(store.decide_approvals("d", "t", ApprovalState::Approved, true).await.unwrap(), 1);
@@ -226,7 +235,7 @@ pub async fn providers_and_decisions_keep_to_themselves<H: Harness>(harness: &H)
 pub async fn a_deployment_view_is_one_snapshot<H: Harness>(harness: &H) {
     let store = Arc::new(harness.open().await);
     assert!(store.deployment_view("d").await.unwrap().is_none());
-    store.insert_deployment("d", "app", "file", "{}", None, &lease()).await.unwrap();
+    store.insert_deployment("d", TEAM, "app", "file", "{}", None, &lease()).await.unwrap();
     let run = new_run("r", "c");
     store.insert_run(&run).await.unwrap();
     store.set_target("d", OWNER, "t", TargetState::Running, Some("0"), None).await.unwrap();
@@ -320,7 +329,7 @@ pub async fn a_run_view_is_one_snapshot<H: Harness>(harness: &H) {
 pub async fn the_deployment_list_carries_each_deployments_own_targets_newest_first<H: Harness>(harness: &H) {
     let store = harness.open().await;
     for (id, targets) in [("d1", &["a", "b"][..]), ("d2", &["c"][..]), ("d3", &[][..])] {
-        store.insert_deployment(id, &format!("app-{id}"), "file", "{}", None, &lease()).await.unwrap();
+        store.insert_deployment(id, TEAM, &format!("app-{id}"), "file", "{}", None, &lease()).await.unwrap();
         for target in targets {
             store.set_target(id, OWNER, target, TargetState::Waiting, None, None).await.unwrap();
         }
@@ -344,7 +353,7 @@ pub async fn lists_page_through_history_by_state_and_name<H: Harness>(harness: &
     // Five deployments of two applications; all but the newest ended.
     for n in 0..5 {
         let (id, app) = (format!("d{n}"), if n % 2 == 0 { "shop" } else { "api" });
-        store.insert_deployment(&id, app, "file", "{}", None, &lease()).await.unwrap();
+        store.insert_deployment(&id, TEAM, app, "file", "{}", None, &lease()).await.unwrap();
         store.set_target(&id, OWNER, "prod", TargetState::Waiting, None, None).await.unwrap();
         if n < 4 {
             let state = if n == 1 { DeploymentState::Failed } else { DeploymentState::Succeeded };
@@ -404,7 +413,7 @@ pub async fn lists_page_through_history_by_state_and_name<H: Harness>(harness: &
 /// names and however often they change; a finished deployment keeps its state.
 pub async fn targets_keep_the_place_they_were_first_recorded_in<H: Harness>(harness: &H) {
     let store = harness.open().await;
-    store.insert_deployment("d", "app", "file", "{}", None, &lease()).await.unwrap();
+    store.insert_deployment("d", TEAM, "app", "file", "{}", None, &lease()).await.unwrap();
     for target in ["zeta", "alpha", "mid"] {
         store.set_target("d", OWNER, target, TargetState::Waiting, Some("waiting to start"), None).await.unwrap();
     }
@@ -442,7 +451,7 @@ pub async fn concurrent_writes_keep_their_own_answers_and_survive_a_reopen<H: Ha
         // Two credentials per subject: one of each pair is refused.
         let (subject, client_id) = (format!("s{}", i / 2), format!("id{i}"));
         tasks.spawn(async move {
-            let made = credentials.create_credential(CredentialKind::Callback, &subject, &client_id, b"h").await;
+            let made = credentials.create_credential(CredentialKind::Callback, TEAM, &subject, &client_id, b"h").await;
             let made = match made {
                 Ok(_) => Ok(true),
                 Err(StoreError::Conflict(_)) => Ok(false),
@@ -475,7 +484,7 @@ pub async fn concurrent_writes_keep_their_own_answers_and_survive_a_reopen<H: Ha
 
     let reopened = harness.open().await;
     assert_eq!(reopened.runs(1000).await.unwrap().len(), 201);
-    assert_eq!(reopened.active_credentials(CredentialKind::Callback).await.unwrap().len(), 101);
+    assert_eq!(reopened.active_credentials(CredentialKind::Callback, None).await.unwrap().len(), 101);
     assert_eq!(reopened.run("r0").await.unwrap().unwrap().state, RunState::Succeeded);
 }
 
@@ -629,7 +638,7 @@ fn failed() -> Outcome {
 /// (or is released) another replica claims it, once.
 pub async fn a_deployment_lease_fences_its_journal_and_is_taken_over_when_it_lapses<H: Harness>(harness: &H) {
     let store = harness.open().await;
-    store.insert_deployment("d", "app", "file", "{}", None, &lease()).await.unwrap();
+    store.insert_deployment("d", TEAM, "app", "file", "{}", None, &lease()).await.unwrap();
     store.replace_journal("d", OWNER, "t/deploy", "started").await.unwrap();
     let lost = store.replace_journal("d", "replica-b", "t/deploy", "done").await.unwrap_err();
     assert!(matches!(lost, StoreError::Conflict(Conflict::LeaseLost { .. })), "{lost}");
@@ -692,8 +701,8 @@ pub async fn a_deployment_lease_fences_its_journal_and_is_taken_over_when_it_lap
 pub async fn an_abort_request_stands_once<H: Harness>(harness: &H) {
     let store = harness.open().await;
     assert!(store.request_abort("none", "why", true).await.unwrap().is_none(), "no such deployment");
-    store.insert_deployment("d", "app", "f", "{}", None, &lease()).await.unwrap();
-    store.insert_deployment("e", "other", "f", "{}", None, &lease()).await.unwrap();
+    store.insert_deployment("d", TEAM, "app", "f", "{}", None, &lease()).await.unwrap();
+    store.insert_deployment("e", TEAM, "other", "f", "{}", None, &lease()).await.unwrap();
     assert!(store.deployment("d").await.unwrap().unwrap().abort.is_none());
 
     let asked = store.request_abort("d", "bad build", false).await.unwrap().unwrap();
@@ -742,6 +751,7 @@ pub async fn replicas_and_their_sessions<H: Harness>(harness: &H) {
     let session = |id: &str, replica: &str, agent: &str| SessionRecord {
         session_id: id.into(),
         replica_id: replica.into(),
+        team: TEAM.into(),
         agent_id: agent.into(),
         instance: format!("host-{id}"),
         version: "1.0".into(),
@@ -757,7 +767,7 @@ pub async fn replicas_and_their_sessions<H: Harness>(harness: &H) {
     store.put_session(&session("s2", "b", "rna")).await.unwrap();
     store.put_session(&session("s3", "a", "other")).await.unwrap();
     let live: Vec<String> =
-        store.sessions(Some("rna"), since).await.unwrap().into_iter().map(|s| s.session_id).collect();
+        store.sessions(Some((TEAM, "rna")), since).await.unwrap().into_iter().map(|s| s.session_id).collect();
     assert_eq!(live, ["s1"], "b was not seen lately");
     let lists: Vec<Option<ReportedAllowList>> =
         store.sessions(None, since).await.unwrap().into_iter().map(|s| s.allow_list).collect();
@@ -776,7 +786,7 @@ pub async fn replicas_and_their_sessions<H: Harness>(harness: &H) {
     assert_eq!(held, ["s1", "s3"]);
     assert_eq!(store.sessions_held(since).await.unwrap(), [("a".to_owned(), 2)], "b is not counted");
     seen("b").await;
-    assert_eq!(store.sessions(Some("rna"), since).await.unwrap().len(), 2, "b is back");
+    assert_eq!(store.sessions(Some((TEAM, "rna")), since).await.unwrap().len(), 2, "b is back");
     seen("c").await;
     assert_eq!(
         store.sessions_held(since).await.unwrap(),
@@ -785,7 +795,7 @@ pub async fn replicas_and_their_sessions<H: Harness>(harness: &H) {
     );
     store.replica_gone("c").await.unwrap();
     store.remove_session("s2").await.unwrap();
-    assert_eq!(store.sessions(Some("rna"), since).await.unwrap().len(), 1);
+    assert_eq!(store.sessions(Some((TEAM, "rna")), since).await.unwrap().len(), 1);
     store.put_session(&session("s4", "b", "rna")).await.unwrap();
     // a is seen again, b not: b is forgotten, with its sessions.
     let since = seen("a").await - Duration::from_millis(25);
@@ -807,16 +817,16 @@ pub async fn secrets_keep_their_uses<H: Harness>(harness: &H) {
         store.secrets().await.unwrap().into_iter().find(|s| s.name == name).map(|s| s.uses)
     }
     let store = harness.open().await;
-    store.put_secret("plain", b"n1", b"c1").await.unwrap();
+    store.put_secret(TEAM, "plain", b"n1", b"c1").await.unwrap();
     assert_eq!(uses(&store, "plain").await, Some(SecretUse::default_uses()));
     let signing = Uses::from([SecretUse::Signing, SecretUse::Providers]);
-    store.put_secret_with_uses("key", b"n2", b"c2", Some(&signing)).await.unwrap();
+    store.put_secret_with_uses(TEAM, "key", b"n2", b"c2", Some(&signing)).await.unwrap();
     assert_eq!(uses(&store, "key").await, Some(signing.clone()));
     // A new value alone keeps the marks; new marks replace them.
-    store.put_secret("key", b"n3", b"c3").await.unwrap();
+    store.put_secret(TEAM, "key", b"n3", b"c3").await.unwrap();
     assert_eq!(uses(&store, "key").await, Some(signing));
     let providers = Uses::from([SecretUse::Providers]);
-    store.put_secret_with_uses("plain", b"n4", b"c4", Some(&providers)).await.unwrap();
+    store.put_secret_with_uses(TEAM, "plain", b"n4", b"c4", Some(&providers)).await.unwrap();
     drop(store);
     let store = harness.open().await;
     assert_eq!(uses(&store, "plain").await, Some(providers));
@@ -895,7 +905,7 @@ pub async fn text_with_nul_is_stored_replaced<H: Harness>(harness: &H) {
     // events, approvals and end. The target's name holds a NUL too, and
     // its approvals are found and decided by it.
     let (target, step_key) = (nul("t"), nul("t/beforeDeployment/0"));
-    store.insert_deployment("d", &nul("app"), &nul("file"), &nul("{}"), None, &lease()).await.unwrap();
+    store.insert_deployment("d", TEAM, &nul("app"), &nul("file"), &nul("{}"), None, &lease()).await.unwrap();
     store.set_target("d", OWNER, &target, TargetState::Running, Some(&nul("step")), Some(&nul("why"))).await.unwrap();
     store.put_journal("d", &nul("key"), &nul("value")).await.unwrap();
     store.replace_journal("d", OWNER, &nul("done"), &nul("result")).await.unwrap();
@@ -923,6 +933,7 @@ pub async fn text_with_nul_is_stored_replaced<H: Harness>(harness: &H) {
 
     // What operators and agents name: providers, credentials, sessions.
     let provider = MetricProvider {
+        team: TEAM.into(),
         name: nul("prom"),
         kind: "prometheus".into(),
         url: nul("http://p:9090/"),
@@ -931,14 +942,17 @@ pub async fn text_with_nul_is_stored_replaced<H: Harness>(harness: &H) {
         created_at: UNIX_EPOCH + Duration::from_secs(1),
     };
     store.insert_provider(&provider).await.unwrap();
-    let stored = store.provider(&nul("prom")).await.unwrap().unwrap();
+    let stored = store.provider(TEAM, &nul("prom")).await.unwrap().unwrap();
     assert_eq!(
         (stored.name, stored.url, stored.agent),
         (replaced("prom"), replaced("http://p:9090/"), Some(replaced("rna")))
     );
     assert_eq!(stored.headers, [(nul("X"), nul("v"))], "headers are stored as JSON, which escapes a NUL");
-    store.create_credential(CredentialKind::Callback, &nul("subject"), "client", b"h").await.unwrap();
-    assert_eq!(store.credential("client").await.unwrap().unwrap().subject, replaced("subject"));
+    store.create_credential(CredentialKind::Callback, &nul("team"), &nul("subject"), "client", b"h").await.unwrap();
+    let stored = store.credential("client").await.unwrap().unwrap();
+    assert_eq!((stored.team, stored.subject), (replaced("team"), replaced("subject")));
+    let found = store.active_credential(CredentialKind::Callback, &nul("team"), &nul("subject")).await.unwrap();
+    assert_eq!(found.map(|c| c.client_id).as_deref(), Some("client"), "found by its team and subject");
     assert!(store.credential(&nul("client")).await.unwrap().is_none(), "a client id with a NUL is unknown");
     let now = SystemTime::now();
     let replica =
@@ -947,6 +961,7 @@ pub async fn text_with_nul_is_stored_replaced<H: Harness>(harness: &H) {
     let session = SessionRecord {
         session_id: "s".into(),
         replica_id: "a".into(),
+        team: nul("team"),
         agent_id: nul("rna"),
         instance: nul("i"),
         version: nul("v"),
@@ -955,10 +970,10 @@ pub async fn text_with_nul_is_stored_replaced<H: Harness>(harness: &H) {
         allow_list: Some(ReportedAllowList { rules: vec![nul("rule")], any: false }),
     };
     store.put_session(&session).await.unwrap();
-    let sessions = store.sessions(Some(&nul("rna")), now - Duration::from_secs(60)).await.unwrap();
+    let sessions = store.sessions(Some((&nul("team"), &nul("rna"))), now - Duration::from_secs(60)).await.unwrap();
     assert_eq!(
-        sessions.iter().map(|s| (&s.instance, &s.remote_addr)).collect::<Vec<_>>(),
-        [(&replaced("i"), &Some(replaced("addr")))]
+        sessions.iter().map(|s| (&s.team, &s.instance, &s.remote_addr)).collect::<Vec<_>>(),
+        [(&replaced("team"), &replaced("i"), &Some(replaced("addr")))]
     );
     assert_eq!(sessions[0].allow_list.as_ref().map(|l| l.rules.len()), Some(1), "a rule with a NUL is kept");
     assert_eq!(store.replicas(now - Duration::from_secs(60)).await.unwrap()[0].name, replaced("name"));
@@ -1086,4 +1101,288 @@ pub async fn the_audit_trail_appends_and_filters<H: Harness>(harness: &H) {
     assert_eq!(query(next).await, ["req-2", "req-1"]);
     assert_eq!(store.forget_audit_before(start + Duration::from_secs(3)).await.unwrap(), 2);
     assert_eq!(query(all).await, ["req-4", "req-3"]);
+}
+
+/// Two teams besides `default`, in the order lists give them.
+const BLUE: &str = "blue";
+const GREEN: &str = "green";
+
+/// A secret, a provider, an agent's and a callback's credential of the same
+/// name in two teams are two objects: each is read, replaced, deleted or
+/// revoked in its team alone, and lists give every team's by team.
+pub async fn names_and_subjects_are_a_teams_own<H: Harness>(harness: &H) {
+    use crate::secrets::SecretStore;
+
+    let store = harness.open().await;
+    for team in [GREEN, BLUE] {
+        store.put_secret(team, "token", team.as_bytes(), b"sealed").await.unwrap();
+    }
+    store.put_secret(BLUE, "token", b"again", b"resealed").await.unwrap();
+    let secrets = || {
+        let store = &store;
+        async move {
+            let secrets = store.secrets().await.unwrap();
+            secrets.into_iter().map(|s| (s.team, s.name, s.nonce)).collect::<Vec<_>>()
+        }
+    };
+    let token = |team: &str, nonce: &[u8]| (team.to_owned(), "token".to_owned(), nonce.to_vec());
+    assert_eq!(secrets().await, [token(BLUE, b"again"), token(GREEN, b"green")], "by team, each its own");
+    assert!(store.delete_secret(BLUE, "token").await.unwrap());
+    assert!(!store.delete_secret(BLUE, "token").await.unwrap());
+    assert!(!store.delete_secret(TEAM, "token").await.unwrap(), "no such secret in default");
+    assert_eq!(secrets().await, [token(GREEN, b"green")]);
+
+    let provider = |team: &str| MetricProvider {
+        team: team.into(),
+        name: "prom".into(),
+        kind: "prometheus".into(),
+        url: format!("http://{team}:9090"),
+        agent: None,
+        headers: Vec::new(),
+        created_at: UNIX_EPOCH + Duration::from_secs(1),
+    };
+    store.insert_provider(&provider(GREEN)).await.unwrap();
+    store.insert_provider(&provider(BLUE)).await.expect("the name is free in another team");
+    let taken = store.insert_provider(&provider(GREEN)).await.unwrap_err();
+    assert!(matches!(taken, StoreError::Conflict(Conflict::ProviderExists { ref name }) if name == "prom"), "{taken}");
+    assert_eq!(store.provider(GREEN, "prom").await.unwrap(), Some(provider(GREEN)));
+    assert_eq!(store.provider(TEAM, "prom").await.unwrap(), None);
+    assert_eq!(store.providers(Some(BLUE)).await.unwrap(), [provider(BLUE)]);
+    assert_eq!(store.providers(None).await.unwrap(), [provider(BLUE), provider(GREEN)], "by team");
+    assert!(store.delete_provider(BLUE, "prom").await.unwrap());
+    assert!(!store.delete_provider(BLUE, "prom").await.unwrap());
+    assert_eq!(store.providers(None).await.unwrap(), [provider(GREEN)]);
+
+    for kind in [CredentialKind::Agent, CredentialKind::Callback] {
+        let id = |team: &str| format!("{}-{team}", kind.as_str());
+        for team in [GREEN, BLUE] {
+            let made = store.create_credential(kind, team, "rna", &id(team), b"h").await.unwrap();
+            assert_eq!(made.team, team);
+        }
+        let again = store.create_credential(kind, GREEN, "rna", "third", b"h").await.unwrap_err();
+        assert!(matches!(again, StoreError::Conflict(Conflict::CredentialExists { .. })), "{again}");
+        assert_eq!(store.credential(&id(BLUE)).await.unwrap().unwrap().team, BLUE);
+        let live = |team| {
+            let store = &store;
+            async move { store.active_credential(kind, team, "rna").await.unwrap().map(|c| (c.team, c.client_id)) }
+        };
+        assert_eq!(live(GREEN).await, Some((GREEN.to_owned(), id(GREEN))));
+        assert_eq!(live(TEAM).await, None);
+        let listed = |team| {
+            let store = &store;
+            async move {
+                let all = store.active_credentials(kind, team).await.unwrap();
+                all.into_iter().map(|c| c.client_id).collect::<Vec<_>>()
+            }
+        };
+        assert_eq!(listed(None).await, [id(BLUE), id(GREEN)], "by team");
+        assert_eq!(listed(Some(GREEN)).await, [id(GREEN)]);
+        assert!(!store.revoke(kind, TEAM, "rna").await.unwrap(), "none in default");
+        assert!(store.revoke(kind, BLUE, "rna").await.unwrap());
+        assert_eq!(live(BLUE).await, None);
+        assert_eq!(live(GREEN).await, Some((GREEN.to_owned(), id(GREEN))), "the other team's stays");
+        store.create_credential(kind, BLUE, "rna", &format!("{}-new", id(BLUE)), b"h").await.unwrap();
+    }
+}
+
+/// One deployment per application runs in each team; an Idempotency-Key
+/// is a team's own; pages of one team give only its runs and deployments;
+/// records carry their team.
+pub async fn runs_and_deployments_keep_to_their_team<H: Harness>(harness: &H) {
+    let store = harness.open().await;
+    let key = |hash: &str| IdempotencyKey { key: "k".into(), request_hash: hash.into() };
+    for (n, team) in [GREEN, BLUE, GREEN].into_iter().enumerate() {
+        let id = format!("d{n}");
+        if n == 2 {
+            // Green's app ended, so another may run.
+            store.finish_deployment("d0", OWNER, DeploymentState::Succeeded, None).await.unwrap();
+        }
+        let keyed = (n < 2).then(|| key("h"));
+        store.insert_deployment(&id, team, "app", "f", "{}", keyed.as_ref(), &lease()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    let running = store.insert_deployment("d3", BLUE, "app", "f", "{}", None, &lease()).await.unwrap_err();
+    assert!(
+        matches!(running, StoreError::Conflict(Conflict::DeploymentInProgress { running: ref id, .. }) if id == "d1"),
+        "the one running in the same team: {running}"
+    );
+    let used = store.insert_deployment("d3", GREEN, "other", "f", "{}", Some(&key("x")), &lease()).await.unwrap_err();
+    assert!(
+        matches!(used, StoreError::Conflict(Conflict::IdempotencyKeyUsed { ref id, same_request: false }) if id == "d0"),
+        "the key green used: {used}"
+    );
+    store
+        .insert_deployment("d3", TEAM, "app", "f", "{}", Some(&key("x")), &lease())
+        .await
+        .expect("default's key is free");
+    assert_eq!(store.deployment("d1").await.unwrap().unwrap().team, BLUE);
+
+    for (n, team) in [GREEN, BLUE, GREEN, TEAM].into_iter().enumerate() {
+        let run =
+            NewRun { team: team.into(), idempotency: Some(key("h")), ..new_run(&format!("r{n}"), &format!("c{n}")) };
+        match n {
+            2 => {
+                let used = store.insert_run(&run).await.unwrap_err();
+                assert!(
+                    matches!(used, StoreError::Conflict(Conflict::IdempotencyKeyUsed { ref id, .. }) if id == "r0"),
+                    "the key green used: {used}"
+                );
+                store.insert_run(&NewRun { idempotency: None, ..run }).await.unwrap();
+            }
+            _ => store.insert_run(&run).await.expect("the key is free in another team"),
+        }
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    assert_eq!(store.run("r1").await.unwrap().unwrap().team, BLUE);
+    assert_eq!(store.run_by_callback("c2").await.unwrap().unwrap().team, GREEN);
+
+    let runs = |page: crate::Page| {
+        let store = &store;
+        async move {
+            let runs = store.runs_page(&page).await.unwrap();
+            runs.into_iter().map(|r| (r.team, r.id)).collect::<Vec<_>>()
+        }
+    };
+    let green = crate::Page { team: Some(GREEN.into()), limit: 10, ..Default::default() };
+    let pair = |team: &str, id: &str| (team.to_owned(), id.to_owned());
+    assert_eq!(runs(green.clone()).await, [pair(GREEN, "r2"), pair(GREEN, "r0")]);
+    assert_eq!(runs(crate::Page { limit: 1, ..green.clone() }).await, [pair(GREEN, "r2")]);
+    assert_eq!(runs(crate::Page { team: Some("none".into()), ..green.clone() }).await, []);
+    assert_eq!(runs(crate::Page::first(10)).await.len(), 4, "every team's");
+    let deployments = |page: crate::Page| {
+        let store = &store;
+        async move {
+            let listed = store.deployments_page(&page).await.unwrap();
+            listed.into_iter().map(|(d, _)| (d.team, d.id)).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(deployments(green.clone()).await, [pair(GREEN, "d2"), pair(GREEN, "d0")]);
+    let first = deployments(crate::Page { limit: 1, ..green.clone() }).await;
+    let created_at = store.deployment(&first[0].1).await.unwrap().unwrap().created_at;
+    let after = Some(crate::Cursor { created_at: crate::unix_ms(created_at), id: first[0].1.clone() });
+    assert_eq!(deployments(crate::Page { after, ..green.clone() }).await, [pair(GREEN, "d0")], "paged within the team");
+    let running = crate::Page { state: Some("running".into()), name: Some("app".into()), ..green.clone() };
+    assert_eq!(deployments(running).await, [pair(GREEN, "d2")]);
+    let blue = crate::Page { team: Some(BLUE.into()), ..green };
+    assert_eq!(deployments(blue).await, [pair(BLUE, "d1")]);
+}
+
+/// The sessions of an agent are its team's: the same identifier in another
+/// team is another agent.
+pub async fn sessions_are_found_by_team_and_agent<H: Harness>(harness: &H) {
+    let store = harness.open().await;
+    let now = SystemTime::now();
+    let replica = ReplicaRecord { id: "a".into(), name: "a".into(), peer_url: None, started_at: now, seen_at: now };
+    store.replica_seen(&replica).await.unwrap();
+    let since = now - Duration::from_secs(60);
+    for (id, team, agent) in [("s1", GREEN, "rna"), ("s2", BLUE, "rna"), ("s3", GREEN, "other"), ("s4", BLUE, "rna")] {
+        let session = SessionRecord {
+            session_id: id.into(),
+            replica_id: "a".into(),
+            team: team.into(),
+            agent_id: agent.into(),
+            instance: format!("host-{id}"),
+            version: "1.0".into(),
+            remote_addr: None,
+            connected_at: now,
+            allow_list: None,
+        };
+        store.put_session(&session).await.unwrap();
+    }
+    let found = |agent| {
+        let store = &store;
+        async move {
+            let sessions = store.sessions(agent, since).await.unwrap();
+            sessions.into_iter().map(|s| format!("{}/{}/{}", s.team, s.agent_id, s.session_id)).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(found(Some((GREEN, "rna"))).await, ["green/rna/s1"]);
+    assert_eq!(found(Some((BLUE, "rna"))).await, ["blue/rna/s2", "blue/rna/s4"]);
+    assert!(found(Some((TEAM, "rna"))).await.is_empty());
+    assert!(found(Some((BLUE, "other"))).await.is_empty());
+    assert_eq!(
+        found(None).await,
+        ["blue/rna/s2", "blue/rna/s4", "green/other/s3", "green/rna/s1"],
+        "by team, then agent"
+    );
+}
+
+/// Rows as a relay stored them before objects had teams (schema version
+/// 16), as SQL for either backend; `bytes` spells a byte string the
+/// backend's way. [`what_was_stored_before_teams_is_the_default_teams`]
+/// reads them back once migrated.
+pub fn stored_before_teams(bytes: fn(&str) -> String) -> String {
+    let hash = bytes("hash");
+    format!(
+        "INSERT INTO secrets (name, nonce, ciphertext, updated_at, uses) \
+           VALUES ('token', {nonce}, {sealed}, 1, 'signing'); \
+         INSERT INTO metric_providers (name, kind, url, agent, headers, created_at) \
+           VALUES ('prom', 'prometheus', 'http://p:9090', 'rna', '[]', 1); \
+         INSERT INTO credentials (client_id, kind, subject, secret_hash, created_at, revoked_at) \
+           VALUES ('agent-old', 'agent', 'rna', {hash}, 1, 2), ('agent', 'agent', 'rna', {hash}, 3, NULL), \
+                  ('callback', 'callback', 'ci', {hash}, 3, NULL); \
+         INSERT INTO webhook_runs (id, callback_id, webhook, spec, state, created_at, updated_at, idempotency_key, request_hash) \
+           VALUES ('r', 'cb', 'w', '{{}}', 'pending', 1, 1, 'k', 'h'); \
+         INSERT INTO deployments (id, application, file, context, state, created_at, updated_at, idempotency_key, request_hash) \
+           VALUES ('d', 'app', 'f', '{{}}', 'running', 1, 1, 'k', 'h'); \
+         INSERT INTO relay_replicas (id, name, started_at, seen_at) VALUES ('a', 'a', 1, 1); \
+         INSERT INTO agent_sessions (session_id, replica_id, agent_id, instance, version, connected_at) \
+           VALUES ('s', 'a', 'rna', 'host', '1.0', 1);",
+        nonce = bytes("nonce"),
+        sealed = bytes("sealed"),
+    )
+}
+
+/// What [`stored_before_teams`] stored is team `default`'s once migrated,
+/// read through the traits, and its rules hold in that team.
+pub async fn what_was_stored_before_teams_is_the_default_teams(store: &impl Store) {
+    use borealis_core::template::{SecretUse, Uses};
+
+    let secrets = store.secrets().await.unwrap();
+    let found: Vec<_> = secrets.iter().map(|s| (s.team.as_str(), s.name.as_str(), s.nonce.as_slice())).collect();
+    assert_eq!(found, [(TEAM, "token", &b"nonce"[..])]);
+    assert_eq!(
+        (secrets[0].ciphertext.as_slice(), &secrets[0].uses),
+        (&b"sealed"[..], &Uses::from([SecretUse::Signing]))
+    );
+    store.put_secret(TEAM, "token", b"n2", b"c2").await.unwrap();
+    let secrets = store.secrets().await.unwrap();
+    assert_eq!((secrets.len(), &secrets[0].uses), (1, &Uses::from([SecretUse::Signing])), "replaced in place");
+
+    let provider = store.provider(TEAM, "prom").await.unwrap().expect("the provider is default's");
+    assert_eq!((provider.team.as_str(), provider.agent.as_deref()), (TEAM, Some("rna")));
+    assert_eq!(store.providers(Some(TEAM)).await.unwrap(), [provider]);
+
+    for (kind, subject, id) in [(CredentialKind::Agent, "rna", "agent"), (CredentialKind::Callback, "ci", "callback")] {
+        let live = store.active_credential(kind, TEAM, subject).await.unwrap().expect("the live credential");
+        assert_eq!(
+            (live.team.as_str(), live.client_id.as_str(), live.secret_hash.as_slice()),
+            (TEAM, id, &b"hash"[..])
+        );
+        let again = store.create_credential(kind, TEAM, subject, "new", b"h").await.unwrap_err();
+        assert!(matches!(again, StoreError::Conflict(Conflict::CredentialExists { .. })), "{again}");
+    }
+    let old = store.credential("agent-old").await.unwrap().unwrap();
+    assert!(old.team == TEAM && !old.is_active());
+
+    assert_eq!(store.run("r").await.unwrap().unwrap().team, TEAM);
+    let key = IdempotencyKey { key: "k".into(), request_hash: "h".into() };
+    let again = NewRun { idempotency: Some(key.clone()), ..new_run("r2", "cb2") };
+    let used = store.insert_run(&again).await.unwrap_err();
+    assert!(
+        matches!(used, StoreError::Conflict(Conflict::IdempotencyKeyUsed { ref id, same_request: true }) if id == "r")
+    );
+    store.insert_run(&NewRun { team: GREEN.into(), ..again }).await.unwrap();
+
+    assert_eq!(store.deployment("d").await.unwrap().unwrap().team, TEAM);
+    let used = store.insert_deployment("d2", TEAM, "other", "f", "{}", Some(&key), &lease()).await.unwrap_err();
+    assert!(matches!(used, StoreError::Conflict(Conflict::IdempotencyKeyUsed { ref id, .. }) if id == "d"), "{used}");
+    let running = store.insert_deployment("d2", TEAM, "app", "f", "{}", None, &lease()).await.unwrap_err();
+    assert!(matches!(running, StoreError::Conflict(Conflict::DeploymentInProgress { .. })), "{running}");
+    store.insert_deployment("d2", GREEN, "app", "f", "{}", Some(&key), &lease()).await.unwrap();
+    let page = crate::Page { team: Some(TEAM.into()), limit: 10, ..Default::default() };
+    assert_eq!(store.deployments_page(&page).await.unwrap().len(), 1);
+
+    let sessions = store.sessions(Some((TEAM, "rna")), UNIX_EPOCH).await.unwrap();
+    assert_eq!(sessions.iter().map(|s| (s.team.as_str(), s.session_id.as_str())).collect::<Vec<_>>(), [(TEAM, "s")]);
 }

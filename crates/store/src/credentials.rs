@@ -30,6 +30,8 @@ impl CredentialKind {
 pub struct Credential {
     pub client_id: String,
     pub kind: CredentialKind,
+    /// The team it belongs to; its subject is unique among that team's.
+    pub team: String,
     pub subject: String,
     pub secret_hash: Vec<u8>,
     pub created_at: SystemTime,
@@ -44,21 +46,28 @@ impl Credential {
 
 #[async_trait::async_trait]
 pub trait CredentialStore: Send + Sync + 'static {
-    /// Stores a new credential. Fails with [`Conflict::CredentialExists`]
-    /// while `subject` has a live one.
+    /// Stores a new credential of `team`. Fails with [`Conflict::CredentialExists`]
+    /// while `subject` has a live one in that team.
     ///
     /// [`Conflict::CredentialExists`]: crate::Conflict::CredentialExists
     async fn create_credential(
         &self,
         kind: CredentialKind,
+        team: &str,
         subject: &str,
         client_id: &str,
         secret_hash: &[u8],
     ) -> Result<Credential, StoreError>;
     async fn credential(&self, client_id: &str) -> Result<Option<Credential>, StoreError>;
-    async fn active_credential(&self, kind: CredentialKind, subject: &str) -> Result<Option<Credential>, StoreError>;
-    /// Ordered by subject.
-    async fn active_credentials(&self, kind: CredentialKind) -> Result<Vec<Credential>, StoreError>;
-    /// Revokes the live credential of `subject`. Returns whether there was one.
-    async fn revoke(&self, kind: CredentialKind, subject: &str) -> Result<bool, StoreError>;
+    async fn active_credential(
+        &self,
+        kind: CredentialKind,
+        team: &str,
+        subject: &str,
+    ) -> Result<Option<Credential>, StoreError>;
+    /// Of `team`, or of every team; ordered by team, then subject.
+    async fn active_credentials(&self, kind: CredentialKind, team: Option<&str>)
+    -> Result<Vec<Credential>, StoreError>;
+    /// Revokes the live credential of `subject` in `team`. Returns whether there was one.
+    async fn revoke(&self, kind: CredentialKind, team: &str, subject: &str) -> Result<bool, StoreError>;
 }

@@ -48,6 +48,8 @@ impl ApprovalState {
 #[derive(Debug, Clone)]
 pub struct DeploymentRecord {
     pub id: String,
+    /// The team it belongs to: its agents, secrets and providers are that team's.
+    pub team: String,
     pub application: String,
     /// The deployment file's text.
     pub file: String,
@@ -124,16 +126,19 @@ pub(crate) fn fenced(id: &str, held: bool) -> Result<(), StoreError> {
 
 #[async_trait::async_trait]
 pub trait DeploymentStore: Send + Sync + 'static {
-    /// Stores a running deployment. Fails with
+    /// Stores a running deployment of `team`. Fails with
     /// [`Conflict::DeploymentInProgress`] naming the deployment already
-    /// running for the application, and with [`Conflict::IdempotencyKeyUsed`]
-    /// when the key was used before.
+    /// running for the application in that team, and with
+    /// [`Conflict::IdempotencyKeyUsed`] when the team used the key before.
     ///
     /// [`Conflict::DeploymentInProgress`]: crate::Conflict::DeploymentInProgress
     /// [`Conflict::IdempotencyKeyUsed`]: crate::Conflict::IdempotencyKeyUsed
+    // Each argument is a part of the new row.
+    #[allow(clippy::too_many_arguments)]
     async fn insert_deployment(
         &self,
         id: &str,
+        team: &str,
         application: &str,
         file: &str,
         context: &str,

@@ -5,8 +5,7 @@ use std::time::SystemTime;
 
 use crate::error::StoreError;
 
-/// The team every object belonged to before there were teams.
-pub const DEFAULT_TEAM: &str = "default";
+pub use borealis_core::team::DEFAULT_TEAM;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Team {

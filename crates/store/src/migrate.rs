@@ -3,10 +3,11 @@
 //! --from sqlite://PATH --to postgres://URL`.
 //!
 //! Everything durable is copied, table by table, as stored: settings (the
-//! token signing key, so issued tokens stay valid), credentials with their
-//! hashes and revocations, secrets as encrypted (the same secret key reads
-//! them), metric providers, webhook runs with their attempts and deadlines,
-//! deployments with targets, journal, events and approvals. Leases are not:
+//! token signing key, so issued tokens stay valid), teams, credentials with
+//! their hashes and revocations, secrets as encrypted (the same secret key
+//! reads them), metric providers, webhook runs with their attempts and
+//! deadlines, deployments with targets, journal, events and approvals,
+//! service accounts (token hashes) and the audit trail. Leases are not:
 //! a copied attempt under way is taken over as cut off by the first replica,
 //! as after a crash. The source is read in one snapshot; the target is
 //! written in one transaction, so a failed copy leaves it empty.
@@ -35,16 +36,32 @@ struct Table {
     order: &'static str,
     /// Identity columns Postgres generates, inserted as they were.
     identity: Option<&'static str>,
+    /// What a row the target's own migrations made (team `default`) yields to.
+    on_conflict: &'static str,
 }
 
 /// Parents before children, as the foreign keys need.
 const TABLES: &[Table] = &[
-    Table { name: "settings", columns: &[("key", Text), ("value", Bytes)], order: "key", identity: None },
+    Table {
+        name: "teams",
+        columns: &[("name", Text), ("created_at", Int)],
+        order: "name",
+        identity: None,
+        on_conflict: " ON CONFLICT (name) DO NOTHING",
+    },
+    Table {
+        name: "settings",
+        columns: &[("key", Text), ("value", Bytes)],
+        order: "key",
+        identity: None,
+        on_conflict: "",
+    },
     Table {
         name: "credentials",
         columns: &[
             ("client_id", Text),
             ("kind", Text),
+            ("team", Text),
             ("subject", Text),
             ("secret_hash", Bytes),
             ("created_at", Int),
@@ -52,16 +69,26 @@ const TABLES: &[Table] = &[
         ],
         order: "created_at, client_id",
         identity: None,
+        on_conflict: "",
     },
     Table {
         name: "secrets",
-        columns: &[("name", Text), ("nonce", Bytes), ("ciphertext", Bytes), ("updated_at", Int), ("uses", Text)],
-        order: "name",
+        columns: &[
+            ("team", Text),
+            ("name", Text),
+            ("nonce", Bytes),
+            ("ciphertext", Bytes),
+            ("updated_at", Int),
+            ("uses", Text),
+        ],
+        order: "team, name",
         identity: None,
+        on_conflict: "",
     },
     Table {
         name: "metric_providers",
         columns: &[
+            ("team", Text),
             ("name", Text),
             ("kind", Text),
             ("url", Text),
@@ -69,13 +96,15 @@ const TABLES: &[Table] = &[
             ("headers", Text),
             ("created_at", Int),
         ],
-        order: "name",
+        order: "team, name",
         identity: None,
+        on_conflict: "",
     },
     Table {
         name: "webhook_runs",
         columns: &[
             ("id", Text),
+            ("team", Text),
             ("callback_id", Text),
             ("webhook", Text),
             ("environment", Text),
@@ -99,6 +128,7 @@ const TABLES: &[Table] = &[
         ],
         order: "created_at, id",
         identity: None,
+        on_conflict: "",
     },
     Table {
         name: "webhook_attempts",
@@ -113,11 +143,13 @@ const TABLES: &[Table] = &[
         ],
         order: "run_id, number",
         identity: None,
+        on_conflict: "",
     },
     Table {
         name: "deployments",
         columns: &[
             ("id", Text),
+            ("team", Text),
             ("application", Text),
             ("file", Text),
             ("context", Text),
@@ -128,9 +160,13 @@ const TABLES: &[Table] = &[
             ("finished_at", Int),
             ("idempotency_key", Text),
             ("request_hash", Text),
+            ("abort_reason", Text),
+            ("abort_rollback", Bool),
+            ("abort_requested_at", Int),
         ],
         order: "created_at, id",
         identity: None,
+        on_conflict: "",
     },
     Table {
         name: "deployment_targets",
@@ -145,12 +181,14 @@ const TABLES: &[Table] = &[
         ],
         order: "position",
         identity: Some("position"),
+        on_conflict: "",
     },
     Table {
         name: "deployment_journal",
         columns: &[("deployment_id", Text), ("key", Text), ("value", Text), ("recorded_at", Int)],
         order: "deployment_id, key",
         identity: None,
+        on_conflict: "",
     },
     Table {
         name: "deployment_events",
@@ -164,6 +202,7 @@ const TABLES: &[Table] = &[
         ],
         order: "id",
         identity: Some("id"),
+        on_conflict: "",
     },
     Table {
         name: "approvals",
@@ -177,11 +216,50 @@ const TABLES: &[Table] = &[
         ],
         order: "deployment_id, step_key",
         identity: None,
+        on_conflict: "",
+    },
+    Table {
+        name: "service_accounts",
+        columns: &[
+            ("id", Text),
+            ("team", Text),
+            ("name", Text),
+            ("roles", Text),
+            ("secret_hash", Bytes),
+            ("created_at", Int),
+            ("created_by", Text),
+            ("expires_at", Int),
+            ("revoked_at", Int),
+        ],
+        order: "id",
+        identity: None,
+        on_conflict: "",
+    },
+    Table {
+        name: "audit_log",
+        columns: &[
+            ("seq", Int),
+            ("time", Int),
+            ("actor_kind", Text),
+            ("actor_id", Text),
+            ("actor_name", Text),
+            ("team", Text),
+            ("action", Text),
+            ("object", Text),
+            ("outcome", Text),
+            ("status", Int),
+            ("source_address", Text),
+            ("request_id", Text),
+        ],
+        order: "seq",
+        identity: Some("seq"),
+        on_conflict: "",
     },
 ];
 
 /// The tables whose rows make a database "in use".
-const IN_USE: &[&str] = &["settings", "credentials", "secrets", "metric_providers", "webhook_runs", "deployments"];
+const IN_USE: &[&str] =
+    &["settings", "credentials", "secrets", "metric_providers", "webhook_runs", "deployments", "service_accounts"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum MigrateError {
@@ -287,10 +365,11 @@ pub async fn sqlite_to_postgres(from: &SqliteStore, to: &PostgresStore) -> Resul
         let placeholders: Vec<String> = (1..=names.len()).map(|i| format!("${i}")).collect();
         let overriding = if table.identity.is_some() { " OVERRIDING SYSTEM VALUE" } else { "" };
         let insert = format!(
-            "INSERT INTO {} ({}){overriding} VALUES ({})",
+            "INSERT INTO {} ({}){overriding} VALUES ({}){}",
             table.name,
             names.join(", "),
-            placeholders.join(", ")
+            placeholders.join(", "),
+            table.on_conflict
         );
         for row in &rows {
             let mut query = sqlx::query(sqlx::AssertSqlSafe(insert.clone()));

@@ -25,6 +25,8 @@ impl Cursor {
 /// Which items, and how many.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Page {
+    /// Only this team's items; `None`: every team's.
+    pub team: Option<String>,
     /// Only items in this state (its stored spelling).
     pub state: Option<String>,
     /// Deployments: of this application; runs: of this webhook.
@@ -49,15 +51,15 @@ impl Page {
     }
 }
 
-/// The `WHERE` clause every page query shares, over parameters 1 to 4:
-/// state, name (in column `$name`), the cursor's time and id. SQLite and
-/// PostgreSQL both read `$N` as the Nth parameter, used twice here.
+/// The `WHERE` clause every page query shares, over parameters 1 to 5:
+/// team, state, name (in column `$name`), the cursor's time and id. SQLite
+/// and PostgreSQL both read `$N` as the Nth parameter, used twice here.
 macro_rules! page_filter {
     ($name:literal) => {
         concat!(
-            "($1 IS NULL OR state = $1) AND ($2 IS NULL OR ",
+            "($1 IS NULL OR team = $1) AND ($2 IS NULL OR state = $2) AND ($3 IS NULL OR ",
             $name,
-            " = $2) AND ($3 IS NULL OR created_at < $3 OR (created_at = $3 AND id > $4))"
+            " = $3) AND ($4 IS NULL OR created_at < $4 OR (created_at = $4 AND id > $5))"
         )
     };
 }
@@ -68,6 +70,7 @@ macro_rules! bind_page {
         let page: &$crate::Page = $page;
         let (created_at, id) = page.after_parts();
         $query
+            .bind($crate::text::storable_opt(page.team.as_ref()))
             .bind($crate::text::storable_opt(page.state.as_ref()))
             .bind($crate::text::storable_opt(page.name.as_ref()))
             .bind(created_at)
@@ -77,13 +80,13 @@ macro_rules! bind_page {
 }
 pub(crate) use bind_page;
 
-/// A page of runs: filters as [`page_filter`], `$5` the limit.
+/// A page of runs: filters as [`page_filter`], `$6` the limit.
 pub(crate) const RUNS: &str =
-    concat!("SELECT * FROM webhook_runs WHERE ", page_filter!("webhook"), " ORDER BY created_at DESC, id LIMIT $5");
+    concat!("SELECT * FROM webhook_runs WHERE ", page_filter!("webhook"), " ORDER BY created_at DESC, id LIMIT $6");
 
-/// A page of deployments: filters as [`page_filter`], `$5` the limit.
+/// A page of deployments: filters as [`page_filter`], `$6` the limit.
 pub(crate) const DEPLOYMENTS: &str =
-    concat!("SELECT * FROM deployments WHERE ", page_filter!("application"), " ORDER BY created_at DESC, id LIMIT $5");
+    concat!("SELECT * FROM deployments WHERE ", page_filter!("application"), " ORDER BY created_at DESC, id LIMIT $6");
 
 #[cfg(test)]
 mod tests {

@@ -7,6 +7,8 @@ use crate::error::StoreError;
 /// A metric provider analysis steps query: `kind` is `prometheus`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MetricProvider {
+    /// The team it belongs to; names are unique within a team.
+    pub team: String,
     pub name: String,
     pub kind: String,
     pub url: String,
@@ -19,12 +21,12 @@ pub struct MetricProvider {
 
 #[async_trait::async_trait]
 pub trait MetricProviderStore: Send + Sync + 'static {
-    /// Adds a provider; [`Conflict::ProviderExists`] when the name is taken.
+    /// Adds a provider; [`Conflict::ProviderExists`] when its team has the name.
     ///
     /// [`Conflict::ProviderExists`]: crate::Conflict::ProviderExists
     async fn insert_provider(&self, provider: &MetricProvider) -> Result<(), StoreError>;
-    /// Ordered by name.
-    async fn providers(&self) -> Result<Vec<MetricProvider>, StoreError>;
-    async fn provider(&self, name: &str) -> Result<Option<MetricProvider>, StoreError>;
-    async fn delete_provider(&self, name: &str) -> Result<bool, StoreError>;
+    /// Of `team`, or of every team; ordered by team, then name.
+    async fn providers(&self, team: Option<&str>) -> Result<Vec<MetricProvider>, StoreError>;
+    async fn provider(&self, team: &str, name: &str) -> Result<Option<MetricProvider>, StoreError>;
+    async fn delete_provider(&self, team: &str, name: &str) -> Result<bool, StoreError>;
 }

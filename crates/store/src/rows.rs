@@ -10,6 +10,7 @@ use crate::deployments::{AbortRequest, DeploymentRecord, DeploymentState, EventR
 use crate::error::StoreError;
 use crate::providers::MetricProvider;
 use crate::runs::{Attempt, RunRecord, RunState};
+use crate::secrets::{EncryptedSecret, read_uses};
 use crate::time::from_unix_ms;
 
 /// The column types records are stored as. Times are milliseconds since the
@@ -80,10 +81,22 @@ pub(crate) fn credential(row: &impl Columns) -> Credential {
     Credential {
         client_id: row.text("client_id"),
         kind: CredentialKind::parse(row.str("kind")),
+        team: row.text("team"),
         subject: row.text("subject"),
         secret_hash: row.bytes("secret_hash"),
         created_at: time(row, "created_at"),
         revoked_at: time_opt(row, "revoked_at"),
+    }
+}
+
+pub(crate) fn secret(row: &impl Columns) -> EncryptedSecret {
+    EncryptedSecret {
+        team: row.text("team"),
+        name: row.text("name"),
+        nonce: row.bytes("nonce"),
+        ciphertext: row.bytes("ciphertext"),
+        updated_at: time(row, "updated_at"),
+        uses: read_uses(row.text("uses")),
     }
 }
 
@@ -97,6 +110,7 @@ pub(crate) fn console_session(row: &impl Columns) -> ConsoleSession {
 
 pub(crate) fn provider(row: &impl Columns) -> MetricProvider {
     MetricProvider {
+        team: row.text("team"),
         name: row.text("name"),
         kind: row.text("kind"),
         url: row.text("url"),
@@ -109,6 +123,7 @@ pub(crate) fn provider(row: &impl Columns) -> MetricProvider {
 pub(crate) fn run(row: &impl Columns) -> RunRecord {
     RunRecord {
         id: row.text("id"),
+        team: row.text("team"),
         callback_id: row.text("callback_id"),
         webhook: row.text("webhook"),
         environment: row.text_opt("environment"),
@@ -145,6 +160,7 @@ pub(crate) fn attempt(row: &impl Columns) -> Attempt {
 pub(crate) fn deployment(row: &impl Columns) -> Result<DeploymentRecord, StoreError> {
     Ok(DeploymentRecord {
         id: row.text("id"),
+        team: row.text("team"),
         application: row.text("application"),
         file: row.text("file"),
         context: row.text("context"),
@@ -198,6 +214,7 @@ pub(crate) fn session(row: &impl Columns) -> SessionRecord {
     SessionRecord {
         session_id: row.text("session_id"),
         replica_id: row.text("replica_id"),
+        team: row.text("team"),
         agent_id: row.text("agent_id"),
         instance: row.text("instance"),
         version: row.text("version"),

@@ -15,6 +15,8 @@ pub use borealis_api::RunState;
 #[derive(Debug, Clone)]
 pub struct RunRecord {
     pub id: String,
+    /// The team it belongs to: its agents, secrets and signing keys are that team's.
+    pub team: String,
     pub callback_id: String,
     pub webhook: String,
     pub environment: Option<String>,
@@ -47,10 +49,12 @@ pub struct RunRecord {
 #[derive(Debug, Clone)]
 pub struct NewRun {
     pub id: String,
+    pub team: String,
     pub callback_id: String,
     pub webhook: String,
     pub environment: Option<String>,
     pub spec: String,
+    /// Unique within the run's team.
     pub idempotency: Option<IdempotencyKey>,
 }
 

@@ -8,6 +8,8 @@ use crate::error::StoreError;
 
 #[derive(Debug, Clone)]
 pub struct EncryptedSecret {
+    /// The team it belongs to; names are unique within a team.
+    pub team: String,
     pub name: String,
     pub nonce: Vec<u8>,
     pub ciphertext: Vec<u8>,
@@ -18,22 +20,23 @@ pub struct EncryptedSecret {
 
 #[async_trait::async_trait]
 pub trait SecretStore: Send + Sync + 'static {
-    /// Creates or replaces the secret `name`, marked for `uses`; without,
+    /// Creates or replaces `team`'s secret `name`, marked for `uses`; without,
     /// a replaced secret keeps its marks and a new one is for webhooks.
     async fn put_secret_with_uses(
         &self,
+        team: &str,
         name: &str,
         nonce: &[u8],
         ciphertext: &[u8],
         uses: Option<&Uses>,
     ) -> Result<(), StoreError>;
     /// [`SecretStore::put_secret_with_uses`] keeping the secret's marks.
-    async fn put_secret(&self, name: &str, nonce: &[u8], ciphertext: &[u8]) -> Result<(), StoreError> {
-        self.put_secret_with_uses(name, nonce, ciphertext, None).await
+    async fn put_secret(&self, team: &str, name: &str, nonce: &[u8], ciphertext: &[u8]) -> Result<(), StoreError> {
+        self.put_secret_with_uses(team, name, nonce, ciphertext, None).await
     }
-    /// Ordered by name.
+    /// Every team's, ordered by team, then name.
     async fn secrets(&self) -> Result<Vec<EncryptedSecret>, StoreError>;
-    async fn delete_secret(&self, name: &str) -> Result<bool, StoreError>;
+    async fn delete_secret(&self, team: &str, name: &str) -> Result<bool, StoreError>;
 }
 
 /// A stored `uses` column; a use this version does not know is left out,

@@ -11,14 +11,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use borealis_core::deployment::Signing;
+use borealis_core::team::{AgentRef, DEFAULT_TEAM};
+use borealis_core::template::Keyring;
 
 use crate::outcall::{Failure, Keep, Outcall, Reply};
 use crate::signing::{self, Stamp};
 use crate::transport::Transport;
 use crate::vault::Vault;
 
-/// What hooks, drivers and metric queries need to make calls.
+/// What hooks, drivers and metric queries need to make calls, for one
+/// team: its agents carry them, its secrets fill and sign them.
+#[derive(Clone)]
 pub struct Caller {
+    team: String,
     transport: Arc<dyn Transport>,
     vault: Arc<Vault>,
     signing_default: Option<String>,
@@ -40,11 +45,31 @@ impl Caller {
         max_body_bytes: u64,
         retry_base_delay: Duration,
     ) -> Self {
-        Self { transport, vault, signing_default, max_body_bytes, retry_base_delay }
+        let team = DEFAULT_TEAM.to_owned();
+        Self { team, transport, vault, signing_default, max_body_bytes, retry_base_delay }
+    }
+
+    /// The same caller, for `team`'s calls.
+    pub fn for_team(&self, team: &str) -> Arc<Self> {
+        Arc::new(Self { team: team.to_owned(), ..self.clone() })
+    }
+
+    pub fn team(&self) -> &str {
+        &self.team
     }
 
     pub fn vault(&self) -> &Vault {
         &self.vault
+    }
+
+    /// The team's secrets, with the relay's own signing key.
+    pub async fn keyring(&self) -> Result<Keyring, crate::vault::VaultError> {
+        self.vault.keyring(&self.team).await
+    }
+
+    /// The team's agent `name`.
+    pub fn agent(&self, name: Option<&String>) -> Option<AgentRef> {
+        name.map(|name| AgentRef::new(self.team.clone(), name.clone()))
     }
 
     /// The relay's own signing key, which no template may read.
@@ -84,14 +109,15 @@ impl Caller {
         id: &str,
         signing: Option<&Signing>,
     ) -> Result<u16, Failure> {
-        let call = Outcall::post_json(agent.map(str::to_owned), url, body, (timeout, Keep::Whole(ACK_BYTES)));
+        let agent = agent.map(|name| AgentRef::new(self.team.clone(), name));
+        let call = Outcall::post_json(agent, url, body, (timeout, Keep::Whole(ACK_BYTES)));
         self.post(call, id, signing).await
     }
 
     /// Sends `call` (a POST built by its caller) stamped as
     /// [`Caller::post_json`] stamps its calls; the reply's status, or why none.
     pub async fn post(&self, call: Outcall, id: &str, signing: Option<&Signing>) -> Result<u16, Failure> {
-        let keys = signing::keys_from_vault(&self.vault, self.signing_default.as_deref(), signing)
+        let keys = signing::keys_from_vault(&self.vault, &self.team, self.signing_default.as_deref(), signing)
             .await
             .map_err(Failure::unsendable)?;
         let stamp = Stamp::new(id, &call.body[..], &keys);

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use borealis_core::deployment::{self, Driver, HeaderTemplate, Signing, Target};
+use borealis_core::team::AgentRef;
 use borealis_core::template::{self, Keyring, RenderLimits, SecretUse, Slot, Values};
 use serde_json::json;
 
@@ -113,7 +114,7 @@ pub struct WebhookDriver {
     caller: Arc<Caller>,
     timeout: Duration,
     url: String,
-    agent: Option<String>,
+    agent: Option<AgentRef>,
     idempotent: bool,
     signing: Option<Signing>,
     headers: Vec<HeaderTemplate>,
@@ -192,7 +193,7 @@ impl RolloutDriver for WebhookDriver {
     }
 
     async fn act(&self, action: &Action) -> Result<(), DriverError> {
-        let keyring = self.caller.vault().all().await.map_err(|err| DriverError {
+        let keyring = self.caller.keyring().await.map_err(|err| DriverError {
             detail: format!("the {} driver's secrets cannot be read: {err}", self.name()),
             retryable: true,
         })?;
@@ -239,7 +240,8 @@ pub fn for_target(
                 caller: caller.clone(),
                 timeout,
                 url: url.clone(),
-                agent: deployment::agent_for(*network_mode, agent_identifier.as_ref(), Some(target)),
+                agent: caller
+                    .agent(deployment::agent_for(*network_mode, agent_identifier.as_ref(), Some(target)).as_ref()),
                 idempotent: *idempotent,
                 signing: signing.clone(),
                 headers: headers.clone(),

@@ -24,6 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use borealis_core::deployment::{self, DeploymentFile, UnknownFields};
+use borealis_core::team::AgentRef;
 use borealis_store::{
     ApprovalState, Claim, Conflict, DeploymentLease, DeploymentRecord, DeploymentStore, DeploymentView, IdempotencyKey,
     MetricProviderStore, StoreError, TargetState,
@@ -320,15 +321,17 @@ impl Deployments {
     /// file's; `unknown` says whether an unknown field is an error.
     pub async fn create(
         self: &Arc<Self>,
+        team: &str,
         text: &str,
         inputs: &Inputs,
         idempotency: Option<&IdempotencyKey>,
         unknown: UnknownFields,
     ) -> Result<Started, DeploymentError> {
         let ReadFile { file, warnings, mut errors } = read_file(text, inputs, unknown)?;
-        let secrets = self.context.caller.vault().all().await?;
+        let secrets = self.context.caller.vault().keyring(team).await?;
         errors.extend(crate::signing::check_file(self.context.settings.signing_default.as_deref(), &file, &secrets));
-        errors.extend(self.check_providers(&file).await?);
+        errors.extend(self.check_providers(team, &file).await?);
+        errors.extend(self.check_agents(team, &file).await?);
         if !errors.is_empty() {
             // An ignored unknown field may be why: a misspelled key.
             errors.extend(warnings);
@@ -339,7 +342,12 @@ impl Deployments {
         let context_json = inputs.encode();
         let replica = &self.context.replica;
         let lease = DeploymentLease { owner: &replica.id, until: replica.lease_until() };
-        match self.context.store.insert_deployment(&id, &application, text, &context_json, idempotency, &lease).await {
+        match self
+            .context
+            .store
+            .insert_deployment(&id, team, &application, text, &context_json, idempotency, &lease)
+            .await
+        {
             Ok(()) => {}
             Err(StoreError::Conflict(Conflict::IdempotencyKeyUsed { id, same_request: true })) => {
                 return Ok(Started { view: self.view(&id).await?, warnings, replayed: true });
@@ -364,13 +372,27 @@ impl Deployments {
         Ok(Started { view: self.view(&id).await?, warnings, replayed: false })
     }
 
-    /// Every analysis step's provider must be defined on this relay.
-    async fn check_providers(&self, file: &DeploymentFile) -> Result<Vec<String>, DeploymentError> {
+    /// Every agent the file names must be registered in its team: another
+    /// team's is not its to use, and whether one exists there is not said.
+    async fn check_agents(&self, team: &str, file: &DeploymentFile) -> Result<Vec<String>, DeploymentError> {
+        let mut errors = Vec::new();
+        for agent in file.agents_used() {
+            if !self.context.runs.registered(&AgentRef::new(team, agent.clone())).await? {
+                errors.push(format!(
+                    "agent {agent:?} is not registered in team {team:?} (borealis agents create {agent} --team {team})"
+                ));
+            }
+        }
+        Ok(errors)
+    }
+
+    /// Every analysis step's provider must be defined in the deployment's team.
+    async fn check_providers(&self, team: &str, file: &DeploymentFile) -> Result<Vec<String>, DeploymentError> {
         let analyses = file.analyses();
         if analyses.is_empty() {
             return Ok(Vec::new());
         }
-        let providers = self.context.providers.providers().await?;
+        let providers = self.context.providers.providers(Some(team)).await?;
         let names: Vec<&str> = providers.iter().map(|p| p.name.as_str()).collect();
         let mut errors = Vec::new();
         for analysis in analyses {
@@ -386,7 +408,7 @@ impl Deployments {
                     deployment::Diagnostic {
                         path: at.path.clone(),
                         message: format!(
-                            "unknown metric provider {:?} ({defined}; create it with borealis providers create)",
+                            "unknown metric provider {:?} in team {team:?} ({defined}; create it with borealis providers create)",
                             provider.name
                         ),
                         line: at.line,

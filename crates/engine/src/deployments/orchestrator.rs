@@ -160,6 +160,10 @@ const CANCELLED: &str = "cancelled because another item in the same list failed"
 struct Deployment {
     context: Arc<Context>,
     id: String,
+    /// Its team, whose agents, secrets and providers it uses.
+    team: String,
+    /// Its calls, made as its team's.
+    caller: Arc<Caller>,
     application: String,
     text: String,
     file: DeploymentFile,
@@ -273,6 +277,8 @@ async fn deploy_to_end(context: &Arc<Context>, id: &str) -> Result<(), Halt> {
     let deployment = Arc::new(Deployment {
         context: context.clone(),
         id: id.to_owned(),
+        caller: context.caller.for_team(&record.team),
+        team: record.team.clone(),
         application: record.application.clone(),
         text: record.file.clone(),
         file,
@@ -444,7 +450,7 @@ impl Deployment {
             let base = hooks::payload(&self.application, target, "Progressing", &self.checksum, hook);
             let body = hooks::event_payload(base, &message, warning);
             let id = self.call_id(&format!("event/{event}/{}", hook.name));
-            if let Err(reason) = hooks::call(&self.context.caller, hook, target, &body, &id).await {
+            if let Err(reason) = hooks::call(&self.caller, hook, target, &body, &id).await {
                 tracing::warn!(deployment = %self.id, hook = hook.name.as_str(), reason = reason.detail.as_str(), "event hook failed");
             }
         }
@@ -668,7 +674,7 @@ impl Deployment {
     /// the driver is idempotent.
     async fn act(&self, target: &Target, action: &str, kind: ActionKind, weight: Option<u32>) -> Result<(), Stop> {
         let driver: Arc<dyn RolloutDriver> = driver::for_target(
-            &self.context.caller,
+            &self.caller,
             self.context.settings.driver_timeout,
             &self.context.runs.settings().render_limits,
             target,
@@ -782,6 +788,7 @@ impl Deployment {
             Some(id) => id,
             None => {
                 let request = RunRequest {
+                    team: self.team.clone(),
                     file: self.text.clone(),
                     name: run.name.clone(),
                     environment: Some(target.name.clone()),
@@ -950,7 +957,7 @@ impl Deployment {
         let provider = self
             .context
             .providers
-            .provider(&provider_name)
+            .provider(&self.team, &provider_name)
             .await
             .map_err(|e| Halt::store("metric provider", e))?
             .ok_or_else(|| failed(format!("analysis: metric provider {provider_name:?} is no longer defined")))?;
@@ -1020,7 +1027,7 @@ impl Deployment {
             let Some(query) = self.file.query(&name.name) else { continue };
             let outcome = match template::render(&query.query_template, Slot::Query, &values, false) {
                 Err(err) => Err(format!("query {}: {err}", query.name)),
-                Ok(text) => providers::query(&self.context.caller, provider, &text, time(at))
+                Ok(text) => providers::query(&self.caller, provider, &text, time(at))
                     .await
                     .map(|v| (text, v))
                     .map_err(|e| format!("query {}: {e}", query.name)),
@@ -1157,7 +1164,7 @@ impl Deployment {
             // Every re-ask of the gate is the same question: the same id.
             let id = self.call_id(&journal::gate_key(&target.name, kind.as_str(), at, &hook.name));
             loop {
-                let reply = hooks::call(&self.context.caller, &hook, target, &body, &id).await;
+                let reply = hooks::call(&self.caller, &hook, target, &body, &id).await;
                 match decide::gate_reply(&reply, self.context.clock.now() >= deadline) {
                     GateDecision::Open => break,
                     GateDecision::AskAgain => {}
@@ -1197,7 +1204,7 @@ impl Deployment {
         for hook in self.hooks(kind).cloned().collect::<Vec<_>>() {
             let body = hooks::payload(&self.application, target, phase, &self.checksum, &hook);
             let id = self.call_id(&format!("{}/{step}/{}", target.name, hook.name));
-            let reply = hooks::call(&self.context.caller, &hook, target, &body, &id).await;
+            let reply = hooks::call(&self.caller, &hook, target, &body, &id).await;
             match decide::check_reply(reply) {
                 CheckDecision::Passed => {
                     let passed = format!("{} hook {:?} passed", kind.as_str(), hook.name);
@@ -1218,7 +1225,7 @@ impl Deployment {
         for hook in self.hooks(HookType::Rollback).cloned().collect::<Vec<_>>() {
             let body = hooks::payload(&self.application, target, "Progressing", &self.checksum, &hook);
             let id = self.call_id(&format!("{}/{step}/rollback/{}", target.name, hook.name));
-            let reply = hooks::call(&self.context.caller, &hook, target, &body, &id).await;
+            let reply = hooks::call(&self.caller, &hook, target, &body, &id).await;
             if decide::asks_for_rollback(&reply) {
                 return Err(failed(format!("rollback hook {:?} asked for a rollback", hook.name)));
             }
@@ -1234,7 +1241,7 @@ impl Deployment {
             }
             let body = hooks::payload(&self.application, target, phase, &self.checksum, &hook);
             let id = self.call_id(&format!("{}/post-rollout/{}", target.name, hook.name));
-            let note = match hooks::call(&self.context.caller, &hook, target, &body, &id).await {
+            let note = match hooks::call(&self.caller, &hook, target, &body, &id).await {
                 Ok(status) => format!("post-rollout hook {:?} answered HTTP {status}", hook.name),
                 Err(err) => err.detail,
             };

@@ -168,6 +168,7 @@ impl super::Deployments {
     /// agent, a refused destination) is a finding of that call.
     pub async fn plan(
         &self,
+        team: &str,
         text: &str,
         inputs: &Inputs,
         unknown: UnknownFields,
@@ -181,6 +182,7 @@ impl super::Deployments {
         let settings = self.context.runs.settings();
         let planner = Planner::new(
             self.context.caller.vault(),
+            team,
             settings.signing_default.as_deref(),
             &settings.render_limits,
             &settings.public_base,
@@ -188,7 +190,7 @@ impl super::Deployments {
         )
         .await?;
         let providers =
-            if file.analyses().is_empty() { Vec::new() } else { self.context.providers.providers().await? };
+            if file.analyses().is_empty() { Vec::new() } else { self.context.providers.providers(Some(team)).await? };
         let told = inputs.over(&file);
         let application = file.application.clone().unwrap_or_default();
         let mut targets = Vec::with_capacity(file.targets.len());
@@ -251,6 +253,7 @@ impl TargetPlanner<'_> {
         match step {
             Step::RunWebhook(run) => {
                 let request = RunRequest {
+                    team: self.planner.team().to_owned(),
                     file: String::new(),
                     name: run.name.clone(),
                     environment: Some(self.target.name.clone()),

@@ -20,7 +20,7 @@ use crate::outcall::{Keep, Outcall};
 /// not. Its headers read only secrets marked for providers; what it answers
 /// comes back scrubbed of every secret ([`Caller::call`]).
 pub async fn query(caller: &Caller, provider: &MetricProvider, query: &str, time: SystemTime) -> Result<f64, String> {
-    let secrets = caller.vault().all().await.map_err(|e| e.to_string())?;
+    let secrets = caller.keyring().await.map_err(|e| e.to_string())?;
     let values = secrets.values(SecretUse::Providers, caller.signing_default(), BTreeMap::new(), BTreeMap::new());
     let (url, pairs) = request(provider, query, time, &values, false)?;
     let mut headers = HeaderMap::new();
@@ -34,7 +34,7 @@ pub async fn query(caller: &Caller, provider: &MetricProvider, query: &str, time
         None => format!("provider {}", provider.name),
     };
     let call = Outcall {
-        agent: provider.agent.clone(),
+        agent: caller.agent(provider.agent.as_ref()),
         method: http::Method::GET,
         url: url.to_string(),
         headers,

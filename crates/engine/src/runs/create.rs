@@ -15,6 +15,8 @@ use borealis_api::Plan;
 /// A run to start.
 #[derive(Debug)]
 pub struct RunRequest {
+    /// The team it belongs to: its agents and secrets are that team's.
+    pub team: String,
     /// The deployment file's text.
     pub file: String,
     /// The webhook to run.
@@ -88,7 +90,8 @@ impl Runs {
         let settings = &self.settings;
         let limits = &settings.render_limits;
         let default_key = settings.signing_default.as_deref();
-        let planner = Planner::new(&self.vault, default_key, limits, &settings.public_base, preflight).await?;
+        let planner =
+            Planner::new(&self.vault, &request.team, default_key, limits, &settings.public_base, preflight).await?;
         let found = resolve(&file, &request, ASSIGNED_WHEN_SENT, &planner.callback_uri())?;
         let at = found.webhook.location.path.clone();
         let call =
@@ -200,15 +203,20 @@ async fn create_parsed(
     let webhook = webhook.clone();
     let agent = agent.map_err(invalid)?;
     if let Some(agent) = &agent {
-        let registered = runs.agents.active_credential(CredentialKind::Agent, agent).await?;
+        // Another team's agent of that name is not this run's, and whether
+        // one exists there is none of its business.
+        let registered = runs.agents.active_credential(CredentialKind::Agent, &request.team, agent).await?;
         if registered.is_none() {
-            return Err(invalid(format!("agent {agent:?} is not registered (borealis agents create {agent})")));
+            return Err(invalid(format!(
+                "agent {agent:?} is not registered in team {:?} (borealis agents create {agent} --team {})",
+                request.team, request.team
+            )));
         }
     }
 
     // Render once now, so that bad input is refused before anything is sent:
     // with only the secrets marked for webhooks, never the relay's own key.
-    let secrets = runs.vault.all().await?;
+    let secrets = runs.vault.keyring(&request.team).await?;
     let default_key = runs.settings.signing_default.as_deref();
     let mut values = secrets.values(SecretUse::Webhooks, default_key, armory.clone(), context.clone());
     values.artifacts = artifacts.clone();
@@ -223,6 +231,7 @@ async fn create_parsed(
     let spec = RunSpec { webhook, armory, context, artifacts, deployment_id, agent };
     let run = NewRun {
         id: id.clone(),
+        team: request.team.clone(),
         callback_id,
         webhook: request.name,
         environment: request.environment,

@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use backon::Retryable;
 use borealis_core::render::{self, RenderedRequest};
+use borealis_core::team::AgentRef;
 use borealis_core::template::SecretUse;
 use borealis_store::{Attempt, Claim, Fence, Outcome, RunRecord, RunState, StoreError, unix_ms};
 use http::HeaderValue;
@@ -411,6 +412,7 @@ pub const ATTEMPT_HEADER: &str = "borealis-attempt";
 /// repeat), signed when asked, and numbered.
 async fn call(
     runs: &Runs,
+    team: &str,
     spec: &RunSpec,
     request: &RenderedRequest,
     stamp: &Stamp,
@@ -418,8 +420,9 @@ async fn call(
 ) -> Result<outcall::Reply, outcall::Failure> {
     let limits = (runs.settings.webhook_timeout, Keep::Prefix(REPLY_LIMIT));
     let target = (request.method.as_str(), request.url.as_str());
-    let mut call = Outcall::from_parts(spec.agent.clone(), target, &request.headers, request.body.as_deref(), limits)?
-        .stamped(stamp);
+    let agent = spec.agent.as_ref().map(|name| AgentRef::new(team, name.clone()));
+    let mut call =
+        Outcall::from_parts(agent, target, &request.headers, request.body.as_deref(), limits)?.stamped(stamp);
     call.headers.insert(ATTEMPT_HEADER, HeaderValue::from(number));
     call.send(&*runs.transport, runs.settings.max_body_bytes).await
 }
@@ -433,7 +436,7 @@ async fn attempt(runs: &Runs, run: RunRecord) -> StepResult {
     let number = run.attempts;
     let fence = Fence { owner: &runs.replica.id, attempt: number };
     let spec: RunSpec = serde_json::from_str(&run.spec)?;
-    let secrets = runs.vault.all().await?;
+    let secrets = runs.vault.keyring(&run.team).await?;
     let default_key = runs.settings.signing_default.as_deref();
     let mut values = secrets.values(SecretUse::Webhooks, default_key, spec.armory.clone(), spec.context.clone());
     values.artifacts = spec.artifacts.clone();
@@ -463,7 +466,7 @@ async fn attempt(runs: &Runs, run: RunRecord) -> StepResult {
             masked
         },
     );
-    let scrubber = runs.vault.scrubber(&secrets);
+    let scrubber = runs.vault.current_scrubber().await?;
     let scrub = |text: &str| scrubber.scrub(text).into_owned();
     let masked_json = serde_json::to_string(&masked)?;
     if !runs.store.set_request(id, &fence, &masked_json).await? {
@@ -473,7 +476,7 @@ async fn attempt(runs: &Runs, run: RunRecord) -> StepResult {
     runs.changed(id);
     let started_at = runs.clock.now();
     let started = tokio::time::Instant::now();
-    let answer = call(runs, &spec, &rendered, &stamp, number).await;
+    let answer = call(runs, &run.team, &spec, &rendered, &stamp, number).await;
     let latency_ms = started.elapsed().as_millis() as u64;
     let record = match &answer {
         Ok(reply) => Attempt {

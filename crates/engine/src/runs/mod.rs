@@ -21,8 +21,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use borealis_core::deployment::Webhook;
+use borealis_core::team::AgentRef;
 use borealis_core::template::RenderLimits;
-use borealis_store::{CredentialStore, Outcome, RunRecord, RunState, RunStore, RunView, StoreError, unix_ms};
+use borealis_store::{
+    CredentialKind, CredentialStore, Outcome, RunRecord, RunState, RunStore, RunView, StoreError, unix_ms,
+};
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -243,6 +246,11 @@ impl Runs {
         &self.settings
     }
 
+    /// Whether `agent` has a live credential in its team.
+    pub async fn registered(&self, agent: &AgentRef) -> Result<bool, StoreError> {
+        Ok(self.agents.active_credential(CredentialKind::Agent, &agent.team, &agent.name).await?.is_some())
+    }
+
     pub fn clock(&self) -> &Clock {
         &self.clock
     }
@@ -331,15 +339,25 @@ impl Runs {
     }
 
     /// The external system's verdict on the run whose callback URI ends in
-    /// `callback_id`, from the callback client `from`. Its message is
-    /// scrubbed of secrets first: a system may echo one back.
+    /// `callback_id`, from the callback client `from` (`(team, name)`): a
+    /// client decides only its own team's runs, and another team's run is
+    /// answered as unknown. Its message is scrubbed of secrets first: a
+    /// system may echo one back.
     pub async fn callback(
         &self,
         callback_id: &str,
         success: bool,
         md_message: Option<String>,
-        from: &str,
+        (team, from): (&str, &str),
     ) -> Result<CallbackAccepted, RunError> {
+        // The run's team never changes: read once, before the decision.
+        match self.store.run_by_callback(callback_id).await? {
+            Some(run) if run.team == team => {}
+            _ => {
+                self.metrics.callback("unknown");
+                return Err(RunError::UnknownCallback);
+            }
+        }
         let md_message = match md_message {
             Some(text) => Some(self.vault.current_scrubber().await?.scrub(&text).into_owned()),
             None => None,

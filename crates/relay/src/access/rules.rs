@@ -106,6 +106,23 @@ pub struct Rule {
     pub action: &'static str,
 }
 
+impl Rule {
+    /// What it needs; the proxy's need depends on whether it goes through an agent.
+    pub fn permission(&self, through_agent: bool) -> Permission {
+        match self.needs {
+            Needs::Permission(permission) => permission,
+            Needs::Proxy if through_agent => Permission::Operate,
+            Needs::Proxy => Permission::Organization,
+        }
+    }
+
+    /// Whether it reaches a run or a deployment by its id: the object's
+    /// team decides, not the caller's.
+    pub fn reaches_by_id(&self) -> bool {
+        self.path.starts_with("/api/v1/webhook-runs/{id}") || self.path.starts_with("/api/v1/deployments/{id}")
+    }
+}
+
 const fn rule(method: &'static str, path: &'static str, needs: Permission, action: &'static str) -> Rule {
     Rule { method, path, needs: Needs::Permission(needs), action }
 }
@@ -195,13 +212,29 @@ impl Grants {
     pub fn allows(&self, permission: Permission, team: &str) -> bool {
         self.organization_admin || self.roles.iter().any(|(t, role)| t == team && role.grants().contains(&permission))
     }
+
+    /// Whether it holds `permission` in any team.
+    pub fn allows_somewhere(&self, permission: Permission) -> bool {
+        self.organization_admin || self.roles.iter().any(|(_, role)| role.grants().contains(&permission))
+    }
+
+    /// The teams it may read (`None`: every team).
+    pub fn readable_teams(&self) -> Option<Vec<String>> {
+        if self.organization_admin {
+            return None;
+        }
+        let mut teams: Vec<String> = self.roles.iter().map(|(team, _)| team.clone()).collect();
+        teams.dedup();
+        Some(teams)
+    }
 }
 
 /// Why a request was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Forbidden {
     pub permission: Permission,
-    pub team: String,
+    /// The team it was needed in; `None`: in any team (an object reached by id).
+    pub team: Option<String>,
 }
 
 impl fmt::Display for Forbidden {
@@ -210,25 +243,36 @@ impl fmt::Display for Forbidden {
             Permission::Organization => {
                 write!(f, "this needs the {} permission: only an organization admin has it", self.permission)
             }
-            permission => write!(
-                f,
-                "this needs the {permission} permission in team {:?} (a role that grants it: {})",
-                self.team,
-                roles_granting(permission).join(", ")
-            ),
+            permission => {
+                let granting = roles_granting(permission).join(", ");
+                match &self.team {
+                    Some(team) => write!(
+                        f,
+                        "this needs the {permission} permission in team {team:?} (a role that grants it: {granting})"
+                    ),
+                    None => write!(f, "this needs the {permission} permission (a role that grants it: {granting})"),
+                }
+            }
         }
     }
 }
 
 /// Whether `grants` may do what `rule` needs in `team`; `through_agent`
 /// says whether a proxied request names an agent.
-pub fn decide(grants: &Grants, rule: &Rule, team: &str, through_agent: bool) -> Result<(), Forbidden> {
-    let permission = match rule.needs {
-        Needs::Permission(permission) => permission,
-        Needs::Proxy if through_agent => Permission::Operate,
-        Needs::Proxy => Permission::Organization,
-    };
-    if grants.allows(permission, team) { Ok(()) } else { Err(Forbidden { permission, team: team.to_owned() }) }
+pub fn decide(grants: &Grants, rule: &Rule, team: &str, through_agent: bool) -> Result<Permission, Forbidden> {
+    let permission = rule.permission(through_agent);
+    if grants.allows(permission, team) {
+        Ok(permission)
+    } else {
+        Err(Forbidden { permission, team: Some(team.to_owned()) })
+    }
+}
+
+/// Whether `grants` may do what `rule` needs in some team: an object
+/// reached by id, whose own team is checked once it is found.
+pub fn decide_in_any_team(grants: &Grants, rule: &Rule) -> Result<Permission, Forbidden> {
+    let permission = rule.permission(false);
+    if grants.allows_somewhere(permission) { Ok(permission) } else { Err(Forbidden { permission, team: None }) }
 }
 
 #[cfg(test)]

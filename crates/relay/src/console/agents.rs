@@ -73,7 +73,7 @@ pub async fn register(
     Form(form): Form<RegisterForm>,
 ) -> Result<Response, Failure> {
     let id = form.id.trim().to_owned();
-    match correctable(credentials::create_credential(&state, CredentialKind::Agent, &id).await)? {
+    match correctable(credentials::create_credential(&state, CredentialKind::Agent, &operator.team, &id).await)? {
         Ok((client_id, client_secret)) => {
             let command = start_command(&state, &uri, &headers, &client_id, &client_secret);
             let registered = Registered { agent_id: id, client_id, client_secret, command };
@@ -101,8 +101,12 @@ pub async fn confirm_revoke(Extension(operator): Extension<Operator>, Path(id): 
     render(&page, StatusCode::OK)
 }
 
-pub async fn revoke(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Redirect, Failure> {
-    credentials::revoke_agent_named(&state, &id).await?;
+pub async fn revoke(
+    State(state): State<Arc<AppState>>,
+    Extension(operator): Extension<Operator>,
+    Path(id): Path<String>,
+) -> Result<Redirect, Failure> {
+    credentials::revoke_agent_named(&state, &borealis_core::team::AgentRef::new(operator.team, id)).await?;
     Ok(Redirect::to("/agents"))
 }
 
@@ -113,7 +117,7 @@ async fn agents_page(
     error: Option<String>,
     typed: String,
 ) -> Result<AgentsPage, Failure> {
-    let agents = credentials::agents(state)
+    let agents = credentials::agents(state, Some(&operator.team))
         .await?
         .into_iter()
         .map(|agent| AgentRow {

@@ -156,7 +156,8 @@ pub async fn list(
     Extension(operator): Extension<Operator>,
     QueryOf(query): QueryOf<ListQuery>,
 ) -> Result<Response, Failure> {
-    let listed = api::summaries(&state, &ListQuery { limit: query.limit.or(Some(50)), ..query.clone() }).await?;
+    let team = Some(operator.team.clone());
+    let listed = api::summaries(&state, team, &ListQuery { limit: query.limit.or(Some(50)), ..query.clone() }).await?;
     let states: Vec<&str> = borealis_api::DeploymentState::ALL.iter().map(|s| s.as_str()).collect();
     let filters = Filters::new(
         ("deployments", "Application", "application"),

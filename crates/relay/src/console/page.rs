@@ -15,6 +15,9 @@ pub struct Operator {
     pub csrf: String,
     /// The session id, from the cookie.
     pub(super) session_id: String,
+    /// The team whose agents, secrets, providers and clients it shows and
+    /// changes (`?team=`, else `default`).
+    pub team: String,
 }
 
 impl Operator {

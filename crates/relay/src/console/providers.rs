@@ -81,7 +81,7 @@ pub async fn create(
     Form(form): Form<ProviderForm>,
 ) -> Result<Response, Failure> {
     let refusal = match form.request() {
-        Ok(request) => match correctable(api::create_provider(&state, request).await)? {
+        Ok(request) => match correctable(api::create_provider(&state, &operator.team, request).await)? {
             Ok(created) => {
                 let page = providers_page(&state, &operator, None, Some(created.name), ProviderForm::default()).await?;
                 return Ok(render(&page, StatusCode::CREATED));
@@ -111,8 +111,12 @@ pub async fn confirm_delete(Extension(operator): Extension<Operator>, Path(name)
     render(&page, StatusCode::OK)
 }
 
-pub async fn delete(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Result<Redirect, Failure> {
-    api::delete_provider(&state, &name).await?;
+pub async fn delete(
+    State(state): State<Arc<AppState>>,
+    Extension(operator): Extension<Operator>,
+    Path(name): Path<String>,
+) -> Result<Redirect, Failure> {
+    api::delete_provider(&state, &operator.team, &name).await?;
     Ok(Redirect::to("/providers"))
 }
 
@@ -123,7 +127,7 @@ async fn providers_page(
     created: Option<String>,
     typed: ProviderForm,
 ) -> Result<ProvidersPage, Failure> {
-    let providers = api::list_providers(state)
+    let providers = api::list_providers(state, Some(&operator.team))
         .await?
         .into_iter()
         .map(|p| Row {

@@ -69,8 +69,12 @@ pub async fn list(
     Extension(operator): Extension<Operator>,
     QueryOf(query): QueryOf<ListQuery>,
 ) -> Result<Response, Failure> {
-    let listed =
-        crate::http::runs::run_list(&state, &ListQuery { limit: query.limit.or(Some(50)), ..query.clone() }).await?;
+    let listed = crate::http::runs::run_list(
+        &state,
+        Some(operator.team.clone()),
+        &ListQuery { limit: query.limit.or(Some(50)), ..query.clone() },
+    )
+    .await?;
     let states: Vec<&str> = borealis_api::RunState::ALL.iter().map(|s| s.as_str()).collect();
     let filters = Filters::new(("runs", "Webhook", "webhook"), &query, query.webhook.as_ref(), &states, listed.next);
     let runs = listed.runs.iter().map(row).collect();

@@ -194,7 +194,10 @@ async fn admit(state: &AppState, mut request: Request) -> Result<Request, Respon
             format!("/sign-in?next={}", url::form_urlencoded::byte_serialize(target.as_bytes()).collect::<String>());
         return Err(Redirect::to(&location).into_response());
     };
-    let operator = Operator { csrf: state.auth.console_csrf(&id), session_id: id.clone() };
+    let team = url::form_urlencoded::parse(request.uri().query().unwrap_or_default().as_bytes())
+        .find(|(key, value)| key == "team" && crate::auth::validate_name("team", value).is_ok())
+        .map_or_else(|| borealis_store::DEFAULT_TEAM.to_owned(), |(_, value)| value.into_owned());
+    let operator = Operator { csrf: state.auth.console_csrf(&id), session_id: id.clone(), team };
     if request.method() != http::Method::GET && request.method() != http::Method::HEAD {
         check_origin(state, request.uri(), request.headers()).map_err(IntoResponse::into_response)?;
         let (parts, body) = request.into_parts();

@@ -67,12 +67,13 @@ pub async fn set_secret(
     Form(form): Form<SecretForm>,
 ) -> Result<Response, Failure> {
     let name = form.name.trim().to_owned();
-    let exists = || async { state.vault.names().await.map(|names| names.iter().any(|(n, _, _)| *n == name)) };
+    let exists =
+        || async { state.vault.names(&operator.team).await.map(|names| names.iter().any(|(n, _, _)| *n == name)) };
     let uses = match form.keep_uses.is_some() && exists().await.map_err(Problem::from)? {
         true => None,
         false => Some(form.uses()),
     };
-    match correctable(api::store_secret(&state, &name, form.value, uses).await)? {
+    match correctable(api::store_secret(&state, &operator.team, &name, form.value, uses).await)? {
         Ok(()) => Ok(render(&secrets_page(&state, &operator, None, Some(name), String::new()).await?, StatusCode::OK)),
         Err(problem) => {
             Ok(render(&secrets_page(&state, &operator, Some(problem.detail), None, name).await?, problem.status))
@@ -94,8 +95,12 @@ pub async fn confirm_delete_secret(Extension(operator): Extension<Operator>, Pat
     render(&page, StatusCode::OK)
 }
 
-pub async fn delete_secret(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Result<Redirect, Failure> {
-    if !state.vault.delete(&name).await.map_err(Problem::from)? {
+pub async fn delete_secret(
+    State(state): State<Arc<AppState>>,
+    Extension(operator): Extension<Operator>,
+    Path(name): Path<String>,
+) -> Result<Redirect, Failure> {
+    if !state.vault.delete(&operator.team, &name).await.map_err(Problem::from)? {
         return Err(Failure(Problem::new(
             StatusCode::NOT_FOUND,
             "unknown-secret",
@@ -113,7 +118,7 @@ async fn secrets_page(
     stored: Option<String>,
     typed: String,
 ) -> Result<SecretsPage, Failure> {
-    let secrets = state.vault.names().await.map_err(Problem::from)?;
+    let secrets = state.vault.names(&operator.team).await.map_err(Problem::from)?;
     let secrets = secrets
         .into_iter()
         .map(|(name, at, uses)| {
@@ -151,7 +156,7 @@ pub async fn create_client(
     Form(form): Form<ClientForm>,
 ) -> Result<Response, Failure> {
     let name = form.name.trim().to_owned();
-    match correctable(credentials::create_credential(&state, CredentialKind::Callback, &name).await)? {
+    match correctable(credentials::create_credential(&state, CredentialKind::Callback, &operator.team, &name).await)? {
         Ok((client_id, secret)) => {
             let page = clients_page(&state, &operator, Some((name, client_id, secret)), None, String::new()).await?;
             Ok(render(&page, StatusCode::CREATED))
@@ -175,8 +180,12 @@ pub async fn confirm_revoke_client(Extension(operator): Extension<Operator>, Pat
     render(&page, StatusCode::OK)
 }
 
-pub async fn revoke_client(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Result<Redirect, Failure> {
-    credentials::revoke_client_named(&state, &name).await?;
+pub async fn revoke_client(
+    State(state): State<Arc<AppState>>,
+    Extension(operator): Extension<Operator>,
+    Path(name): Path<String>,
+) -> Result<Redirect, Failure> {
+    credentials::revoke_client_named(&state, &operator.team, &name).await?;
     Ok(Redirect::to("/clients"))
 }
 
@@ -189,7 +198,7 @@ async fn clients_page(
 ) -> Result<ClientsPage, Failure> {
     let clients = state
         .store
-        .active_credentials(CredentialKind::Callback)
+        .active_credentials(CredentialKind::Callback, Some(&operator.team))
         .await
         .map_err(Problem::from)?
         .into_iter()

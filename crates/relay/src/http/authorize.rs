@@ -30,6 +30,23 @@ const MAX_TEAM_BYTES: usize = 64;
 #[derive(Debug, Clone)]
 pub struct ActingTeam(pub String);
 
+/// What the route needs, and what the caller holds: an object found by id
+/// is the caller's to reach only in a team where it holds that.
+#[derive(Clone)]
+pub struct Reach {
+    grants: rules::Grants,
+    permission: rules::Permission,
+}
+
+impl Reach {
+    /// Whether an object of `team` is within reach. One that is not is
+    /// answered as one that does not exist: its existence is not the
+    /// caller's to learn.
+    pub fn holds(&self, team: &str) -> bool {
+        self.grants.allows(self.permission, team)
+    }
+}
+
 /// A request as its audit entry names it.
 pub(crate) struct Asked {
     pub action: &'static str,
@@ -93,13 +110,24 @@ pub async fn authorize(State(state): State<Arc<AppState>>, mut request: Request,
     }
     asked.team = Some(team.clone());
     let through_agent = param("agent").is_some();
-    if let Err(forbidden) = rules::decide(&principal.grants, rule, &team, through_agent) {
-        let detail = format!("{forbidden}; {} holds {}", principal.actor.name, holdings(&principal));
-        record(&state, &asked, &principal.actor, "refused", StatusCode::FORBIDDEN).await;
-        return with_id(Problem::new(StatusCode::FORBIDDEN, "forbidden", detail).into_response(), &request_id);
-    }
+    // A run or deployment reached by id is judged in its own team, once
+    // found ([`Reach`]); here only whether the caller could hold it anywhere.
+    let decided = if rule.reaches_by_id() && param("team").is_none() {
+        rules::decide_in_any_team(&principal.grants, rule)
+    } else {
+        rules::decide(&principal.grants, rule, &team, through_agent)
+    };
+    let permission = match decided {
+        Ok(permission) => permission,
+        Err(forbidden) => {
+            let detail = format!("{forbidden}; {} holds {}", principal.actor.name, holdings(&principal));
+            record(&state, &asked, &principal.actor, "refused", StatusCode::FORBIDDEN).await;
+            return with_id(Problem::new(StatusCode::FORBIDDEN, "forbidden", detail).into_response(), &request_id);
+        }
+    };
 
     let actor = principal.actor.clone();
+    request.extensions_mut().insert(Reach { grants: principal.grants.clone(), permission });
     request.extensions_mut().insert(principal);
     request.extensions_mut().insert(ActingTeam(team));
     let response = next.run(request).await;

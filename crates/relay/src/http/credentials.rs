@@ -2,37 +2,48 @@
 
 use std::sync::Arc;
 
-use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use borealis_store::CredentialKind;
 
 use super::AppState;
+use super::authorize::ActingTeam;
 use super::extract::json_body;
 use super::problem::Problem;
 use crate::auth;
+use borealis_core::team::AgentRef;
 use borealis_engine::clock::rfc3339;
 
-pub async fn create_agent(State(state): State<Arc<AppState>>, body: axum::body::Bytes) -> Result<Response, Problem> {
+pub async fn create_agent(
+    State(state): State<Arc<AppState>>,
+    Extension(ActingTeam(team)): Extension<ActingTeam>,
+    body: axum::body::Bytes,
+) -> Result<Response, Problem> {
     let borealis_api::CreateAgent { id } = json_body(&body)?;
-    let (client_id, client_secret) = create_credential(&state, CredentialKind::Agent, &id).await?;
-    let body = borealis_api::AgentCredentials { agent_id: id, client_id, client_secret };
+    let (client_id, client_secret) = create_credential(&state, CredentialKind::Agent, &team, &id).await?;
+    let body = borealis_api::AgentCredentials { agent_id: id, team, client_id, client_secret };
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
-pub async fn create_client(State(state): State<Arc<AppState>>, body: axum::body::Bytes) -> Result<Response, Problem> {
+pub async fn create_client(
+    State(state): State<Arc<AppState>>,
+    Extension(ActingTeam(team)): Extension<ActingTeam>,
+    body: axum::body::Bytes,
+) -> Result<Response, Problem> {
     let borealis_api::CreateClient { name } = json_body(&body)?;
-    let (client_id, client_secret) = create_credential(&state, CredentialKind::Callback, &name).await?;
-    let body = borealis_api::ClientCredentials { name, client_id, client_secret };
+    let (client_id, client_secret) = create_credential(&state, CredentialKind::Callback, &team, &name).await?;
+    let body = borealis_api::ClientCredentials { name, team, client_id, client_secret };
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
-/// Validates the name, creates the credential, and returns its client id
-/// and secret, to be shown once.
+/// Validates the name, creates the credential in `team`, and returns its
+/// client id and secret, to be shown once.
 pub(crate) async fn create_credential(
     state: &AppState,
     kind: CredentialKind,
+    team: &str,
     subject: &str,
 ) -> Result<(String, String), Problem> {
     let (what, slug) = match kind {
@@ -40,28 +51,32 @@ pub(crate) async fn create_credential(
         CredentialKind::Callback => ("client name", "invalid-client-name"),
     };
     auth::validate_name(what, subject).map_err(|e| Problem::bad_request(slug, e))?;
-    let (client_id, secret) = state.auth.create_credential(kind, subject).await?;
-    tracing::info!(kind = kind.as_str(), subject, %client_id, "credential created");
+    let (client_id, secret) = state.auth.create_credential(kind, team, subject).await?;
+    tracing::info!(kind = kind.as_str(), team, subject, %client_id, "credential created");
     Ok((client_id, secret.expose().to_owned()))
 }
 
-pub async fn list_agents(State(state): State<Arc<AppState>>) -> Result<Response, Problem> {
-    let agents = agents(&state).await?;
+pub async fn list_agents(
+    State(state): State<Arc<AppState>>,
+    Extension(ActingTeam(team)): Extension<ActingTeam>,
+) -> Result<Response, Problem> {
+    let agents = agents(&state, Some(&team)).await?;
     Ok(Json(borealis_api::AgentList { agents }).into_response())
 }
 
-/// Every registered agent with the instances connected to any live replica.
-pub(crate) async fn agents(state: &AppState) -> Result<Vec<borealis_api::Agent>, Problem> {
-    let credentials = state.store.active_credentials(CredentialKind::Agent).await.map_err(Problem::from)?;
+/// Every agent registered in `team` (or in any team) with the instances
+/// connected to any live replica.
+pub(crate) async fn agents(state: &AppState, team: Option<&str>) -> Result<Vec<borealis_api::Agent>, Problem> {
+    let credentials = state.store.active_credentials(CredentialKind::Agent, team).await.map_err(Problem::from)?;
     let sessions = state.hub.sessions();
     // Sessions other live replicas hold, with their replica's name.
     let since = state.replica.alive_since();
     let replicas: std::collections::HashMap<String, borealis_store::ReplicaRecord> =
         state.store.replicas(since).await.map_err(Problem::from)?.into_iter().map(|r| (r.id.clone(), r)).collect();
-    let mut elsewhere: std::collections::HashMap<String, Vec<borealis_api::AgentInstance>> = Default::default();
+    let mut elsewhere: std::collections::HashMap<AgentRef, Vec<borealis_api::AgentInstance>> = Default::default();
     for record in state.store.sessions(None, since).await.map_err(Problem::from)? {
         let Some(replica) = replicas.get(&record.replica_id).filter(|r| r.id != state.replica.id) else { continue };
-        elsewhere.entry(record.agent_id.clone()).or_default().push(borealis_api::AgentInstance {
+        elsewhere.entry(AgentRef::new(record.team, record.agent_id)).or_default().push(borealis_api::AgentInstance {
             session_id: record.session_id,
             instance: record.instance,
             version: record.version,
@@ -81,8 +96,9 @@ pub(crate) async fn agents(state: &AppState) -> Result<Vec<borealis_api::Agent>,
     let agents: Vec<borealis_api::Agent> = credentials
         .iter()
         .map(|credential| {
+            let agent = AgentRef::new(credential.team.clone(), credential.subject.clone());
             let mut instances: Vec<borealis_api::AgentInstance> = sessions
-                .get(&credential.subject)
+                .get(&agent)
                 .into_iter()
                 .flatten()
                 .map(|s| borealis_api::AgentInstance {
@@ -102,9 +118,10 @@ pub(crate) async fn agents(state: &AppState) -> Result<Vec<borealis_api::Agent>,
                     held_here: true,
                 })
                 .collect();
-            instances.extend(elsewhere.remove(&credential.subject).unwrap_or_default());
+            instances.extend(elsewhere.remove(&agent).unwrap_or_default());
             borealis_api::Agent {
                 agent_id: credential.subject.clone(),
+                team: credential.team.clone(),
                 client_id: credential.client_id.clone(),
                 created_at: rfc3339(credential.created_at),
                 connected: !instances.is_empty(),
@@ -115,39 +132,49 @@ pub(crate) async fn agents(state: &AppState) -> Result<Vec<borealis_api::Agent>,
     Ok(agents)
 }
 
-pub async fn revoke_client(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Result<Response, Problem> {
-    revoke_client_named(&state, &name).await?;
+pub async fn revoke_client(
+    State(state): State<Arc<AppState>>,
+    Extension(ActingTeam(team)): Extension<ActingTeam>,
+    Path(name): Path<String>,
+) -> Result<Response, Problem> {
+    revoke_client_named(&state, &team, &name).await?;
     Ok(Json(borealis_api::ClientRevoked { name, revoked: true }).into_response())
 }
 
-pub(crate) async fn revoke_client_named(state: &AppState, name: &str) -> Result<(), Problem> {
-    let revoked = state.store.revoke(CredentialKind::Callback, name).await.map_err(Problem::from)?;
+pub(crate) async fn revoke_client_named(state: &AppState, team: &str, name: &str) -> Result<(), Problem> {
+    let revoked = state.store.revoke(CredentialKind::Callback, team, name).await.map_err(Problem::from)?;
     state.auth.forget_live();
     if !revoked {
         return Err(Problem::new(
             StatusCode::NOT_FOUND,
             "unknown-client",
-            format!("no callback client named {name:?} is registered"),
+            format!("no callback client named {name:?} is registered in team {team:?}"),
         ));
     }
-    tracing::info!(client = name, "callback client revoked");
+    tracing::info!(client = name, team, "callback client revoked");
     Ok(())
 }
 
-pub async fn revoke_agent(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Response, Problem> {
-    let closed = revoke_agent_named(&state, &id).await?;
+pub async fn revoke_agent(
+    State(state): State<Arc<AppState>>,
+    Extension(ActingTeam(team)): Extension<ActingTeam>,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
+    let closed = revoke_agent_named(&state, &AgentRef::new(team, id.clone())).await?;
     Ok(Json(borealis_api::AgentRevoked { agent_id: id, revoked: true, sessions_closed: closed as u64 }).into_response())
 }
 
-/// Revokes agent `id` and ends its sessions here; how many ended.
-pub(crate) async fn revoke_agent_named(state: &AppState, id: &str) -> Result<usize, Problem> {
-    let revoked = state.store.revoke(CredentialKind::Agent, id).await.map_err(Problem::from)?;
+/// Revokes `agent` and ends its sessions here; how many ended.
+pub(crate) async fn revoke_agent_named(state: &AppState, agent: &AgentRef) -> Result<usize, Problem> {
+    let (id, team) = (&agent.name, &agent.team);
+    let revoked = state.store.revoke(CredentialKind::Agent, team, id).await.map_err(Problem::from)?;
     state.auth.forget_live();
     if !revoked {
-        return Err(Problem::new(StatusCode::NOT_FOUND, "unknown-agent", format!("agent {id:?} is not registered")));
+        let detail = format!("agent {id:?} is not registered in team {team:?}");
+        return Err(Problem::new(StatusCode::NOT_FOUND, "unknown-agent", detail));
     }
-    let closed = state.hub.disconnect(id, tonic::Status::unauthenticated("the credential was revoked"));
-    tracing::info!(agent = id, sessions_closed = closed, "agent revoked");
+    let closed = state.hub.disconnect(agent, tonic::Status::unauthenticated("the credential was revoked"));
+    tracing::info!(agent = id.as_str(), team = team.as_str(), sessions_closed = closed, "agent revoked");
     Ok(closed)
 }
 

@@ -10,20 +10,22 @@ use axum::{Extension, Json};
 use borealis_store::{DeploymentView, RunRecord};
 
 use super::AppState;
-use super::authorize::ActingTeam;
+use super::authorize::{ActingTeam, Reach};
 use super::extract::{ListQuery, QueryOf, WaitQuery, created, idempotency_key, json_body, next_cursor};
 use super::problem::Problem;
 use crate::access::principal::Principal;
 use crate::preflight::RelayPreflight;
 use borealis_core::deployment::UnknownFields;
+use borealis_core::team::AgentRef;
 use borealis_engine::clock::rfc3339;
 use borealis_engine::deployments::inputs::Inputs;
 use borealis_engine::deployments::journal::Journal;
-use borealis_engine::deployments::{Decider, Decision, is_decision};
+use borealis_engine::deployments::{Decider, Decision, DeploymentError, is_decision};
 
 pub async fn create(
     State(state): State<Arc<AppState>>,
     Extension(principal): Extension<Principal>,
+    Extension(ActingTeam(team)): Extension<ActingTeam>,
     headers: http::HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Response, Problem> {
@@ -32,13 +34,14 @@ pub async fn create(
     let unknown = UnknownFields::allowed_if(request.allow_unknown_fields);
     let started_by = Some(principal.actor.name.clone());
     let inputs = Inputs { context: request.context, artifacts: request.artifacts, started_by };
-    let started = state.deployments.create(&request.file, &inputs, idempotency.as_ref(), unknown).await?;
+    let started = state.deployments.create(&team, &request.file, &inputs, idempotency.as_ref(), unknown).await?;
     if started.replayed {
         return Ok(created(Json(describe(&started.view)), true));
     }
     let mut warnings = started.warnings;
     if let Ok(parsed) = borealis_core::deployment::parse_with(&request.file, UnknownFields::Warn) {
-        warnings.extend(crate::preflight::disconnected_agents(&state, parsed.file.agents_used().iter()).await);
+        let agents = parsed.file.agents_used().into_iter().map(|name| AgentRef::new(team.clone(), name));
+        warnings.extend(crate::preflight::disconnected_agents(&state, agents).await);
     }
     let mut value = describe(&started.view);
     value.warnings = Some(warnings);
@@ -46,21 +49,35 @@ pub async fn create(
 }
 
 /// `POST /api/v1/deployments/dry-run`: every call the deployment would make, checked.
-pub async fn dry_run(State(state): State<Arc<AppState>>, body: axum::body::Bytes) -> Result<Response, Problem> {
+pub async fn dry_run(
+    State(state): State<Arc<AppState>>,
+    Extension(ActingTeam(team)): Extension<ActingTeam>,
+    body: axum::body::Bytes,
+) -> Result<Response, Problem> {
     let request: borealis_api::CreateDeployment = json_body(&body)?;
     let unknown = UnknownFields::allowed_if(request.allow_unknown_fields);
     let inputs = Inputs { context: request.context, artifacts: request.artifacts, started_by: None };
-    let plan = state.deployments.plan(&request.file, &inputs, unknown, &RelayPreflight::new(&state)).await?;
+    let plan = state.deployments.plan(&team, &request.file, &inputs, unknown, &RelayPreflight::new(&state)).await?;
     Ok(Json(plan).into_response())
 }
 
-pub async fn list(State(state): State<Arc<AppState>>, QueryOf(query): QueryOf<ListQuery>) -> Result<Response, Problem> {
-    Ok(Json(summaries(&state, &query).await?).into_response())
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    Extension(ActingTeam(team)): Extension<ActingTeam>,
+    QueryOf(query): QueryOf<ListQuery>,
+) -> Result<Response, Problem> {
+    Ok(Json(summaries(&state, Some(team), &query).await?).into_response())
 }
 
-/// The page of deployments `query` asks for, with their targets' states.
-pub(crate) async fn summaries(state: &AppState, query: &ListQuery) -> Result<borealis_api::DeploymentList, Problem> {
-    let page = query.page(|s| borealis_api::DeploymentState::parse(s).is_some(), query.application.as_ref(), 100)?;
+/// The page of deployments `query` asks for, with their targets' states:
+/// of `team`, or of every team.
+pub(crate) async fn summaries(
+    state: &AppState,
+    team: Option<String>,
+    query: &ListQuery,
+) -> Result<borealis_api::DeploymentList, Problem> {
+    let valid = |s: &str| borealis_api::DeploymentState::parse(s).is_some();
+    let page = query.page(team, valid, query.application.as_ref(), 100)?;
     let listed = state.deployments.list(&page).await?;
     let last = listed.last().map(|(record, _)| (record.created_at, record.id.as_str()));
     let next = next_cursor(&page, last, listed.len());
@@ -68,6 +85,7 @@ pub(crate) async fn summaries(state: &AppState, query: &ListQuery) -> Result<bor
     for (record, targets) in &listed {
         items.push(borealis_api::DeploymentSummary {
             id: record.id.clone(),
+            team: record.team.clone(),
             application: record.application.clone(),
             state: record.state,
             reason: record.reason.clone(),
@@ -83,50 +101,68 @@ pub(crate) async fn summaries(state: &AppState, query: &ListQuery) -> Result<bor
 
 pub async fn show(
     State(state): State<Arc<AppState>>,
+    Extension(reach): Extension<Reach>,
     Path(id): Path<String>,
     QueryOf(query): QueryOf<WaitQuery>,
 ) -> Result<Response, Problem> {
     let deadline = query.deadline()?;
+    within_reach(&state, &reach, &id).await?;
     let view = state.deployments.view_when_finished(&id, deadline).await?;
     Ok(Json(describe(&view)).into_response())
+}
+
+/// Deployment `id`, if the caller may reach it in its team; else it is
+/// answered as unknown.
+pub(crate) async fn within_reach(
+    state: &AppState,
+    reach: &Reach,
+    id: &str,
+) -> Result<borealis_store::DeploymentRecord, Problem> {
+    let record = state.deployments.record(id).await?;
+    if !reach.holds(&record.team) {
+        return Err(DeploymentError::Unknown(id.to_owned()).into());
+    }
+    Ok(record)
 }
 
 pub async fn approve(
     State(state): State<Arc<AppState>>,
     Extension(principal): Extension<Principal>,
-    Extension(ActingTeam(team)): Extension<ActingTeam>,
+    Extension(reach): Extension<Reach>,
     Path((id, target)): Path<(String, String)>,
 ) -> Result<Response, Problem> {
-    decide(&state, &id, &target, Decision::Approve, &decider(&principal, &team)).await
+    decide(&state, (&principal, &reach), &id, &target, Decision::Approve).await
 }
 
 pub async fn reject(
     State(state): State<Arc<AppState>>,
     Extension(principal): Extension<Principal>,
-    Extension(ActingTeam(team)): Extension<ActingTeam>,
+    Extension(reach): Extension<Reach>,
     Path((id, target)): Path<(String, String)>,
 ) -> Result<Response, Problem> {
-    decide(&state, &id, &target, Decision::Reject, &decider(&principal, &team)).await
+    decide(&state, (&principal, &reach), &id, &target, Decision::Reject).await
 }
 
 /// `rollback`: an analysis step held for a decision rolls its target back.
 pub async fn rollback(
     State(state): State<Arc<AppState>>,
     Extension(principal): Extension<Principal>,
-    Extension(ActingTeam(team)): Extension<ActingTeam>,
+    Extension(reach): Extension<Reach>,
     Path((id, target)): Path<(String, String)>,
 ) -> Result<Response, Problem> {
-    decide(&state, &id, &target, Decision::Rollback, &decider(&principal, &team)).await
+    decide(&state, (&principal, &reach), &id, &target, Decision::Rollback).await
 }
 
 /// `abort`: an empty body asks for a rollback with no reason.
 pub async fn abort(
     State(state): State<Arc<AppState>>,
+    Extension(reach): Extension<Reach>,
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Response, Problem> {
     let request: borealis_api::AbortDeployment =
         if body.is_empty() { borealis_api::AbortDeployment::default() } else { json_body(&body)? };
+    within_reach(&state, &reach, &id).await?;
     let view = state.deployments.abort(&id, request.reason.as_deref(), request.rollback).await?;
     Ok((StatusCode::ACCEPTED, Json(describe(&view))).into_response())
 }
@@ -135,14 +171,14 @@ pub async fn abort(
 pub async fn proceed(
     State(state): State<Arc<AppState>>,
     Extension(principal): Extension<Principal>,
-    Extension(ActingTeam(team)): Extension<ActingTeam>,
+    Extension(reach): Extension<Reach>,
     Path((id, target)): Path<(String, String)>,
 ) -> Result<Response, Problem> {
-    decide(&state, &id, &target, Decision::Continue, &decider(&principal, &team)).await
+    decide(&state, (&principal, &reach), &id, &target, Decision::Continue).await
 }
 
 /// Who decides, as the engine checks `requiresRoles`: the caller's roles in
-/// the acting team.
+/// the deployment's team.
 pub(crate) fn decider(principal: &Principal, team: &str) -> Decider {
     let roles = principal.grants.roles.iter().filter(|(t, _)| t == team).map(|(_, r)| r.as_str().to_owned());
     Decider {
@@ -154,12 +190,13 @@ pub(crate) fn decider(principal: &Principal, team: &str) -> Decider {
 
 async fn decide(
     state: &AppState,
+    (principal, reach): (&Principal, &Reach),
     id: &str,
     target: &str,
     decision: Decision,
-    by: &Decider,
 ) -> Result<Response, Problem> {
-    state.deployments.decide(id, target, decision, by).await?;
+    let record = within_reach(state, reach, id).await?;
+    state.deployments.decide(id, target, decision, &decider(principal, &record.team)).await?;
     let decision = match decision {
         Decision::Approve => borealis_api::Decision::Approved,
         Decision::Reject => borealis_api::Decision::Rejected,
@@ -216,6 +253,7 @@ pub(crate) fn describe(view: &DeploymentView) -> borealis_api::Deployment {
         .collect();
     borealis_api::Deployment {
         id: record.id.clone(),
+        team: record.team.clone(),
         application: record.application.clone(),
         state: record.state,
         reason: record.reason.clone(),

@@ -86,8 +86,10 @@ impl ListQuery {
     /// The page asked for: `state` must be one `valid` knows, `name` is the
     /// resource's own filter, `limit` at most [`MAX_PAGE`] (else `default`).
     /// Empty fields (a form's) count as absent.
+    /// The page of `team`'s items (or every team's) this query asks for.
     pub fn page(
         &self,
+        team: Option<String>,
         valid: impl Fn(&str) -> bool,
         name: Option<&String>,
         default: u32,
@@ -106,7 +108,7 @@ impl ListQuery {
             })?),
             None => None,
         };
-        Ok(borealis_store::Page { state, name: given(name), after, limit })
+        Ok(borealis_store::Page { team, state, name: given(name), after, limit })
     }
 }
 

@@ -24,11 +24,11 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 
 pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     // A registered agent with no session here reads 0, not nothing.
-    match state.store.active_credentials(borealis_store::CredentialKind::Agent).await {
+    match state.store.active_credentials(borealis_store::CredentialKind::Agent, None).await {
         Ok(agents) => {
             for agent in agents {
-                let _ =
-                    state.metrics.agent_sessions.get_or_create(&crate::metrics::AgentLabels { agent: agent.subject });
+                let labels = crate::metrics::AgentLabels { team: agent.team, agent: agent.subject };
+                let _ = state.metrics.agent_sessions.get_or_create(&labels);
             }
         }
         Err(err) => tracing::debug!(error = err.to_string().as_str(), "could not list the agents for /metrics"),

@@ -102,7 +102,7 @@ pub async fn forward(State(state): State<Arc<AppState>>, request: Request) -> Re
     state.metrics.peer_forwarded.get_or_create(&PeerLabels { direction: "received" }).inc();
     tracing::debug!(peer, agent = &query.agent, "request from a peer replica");
     let outbound = Outbound { method: parts.method, url: query.url, headers, body, timeout, limit };
-    match state.forwarder.send_here(&query.agent, outbound).await {
+    match state.forwarder.send_here(&crate::peer::parse_hop_agent(&query.agent), outbound).await {
         Ok(mut reply) => {
             // The destination's reply must not pass for the hop's own failure.
             strip_hop_headers(reply.headers_mut());

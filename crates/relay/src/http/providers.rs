@@ -4,15 +4,16 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use borealis_core::template::{self, SecretUse};
-use borealis_store::{MetricProvider, StoreError};
+use borealis_store::{CredentialKind, MetricProvider, StoreError};
 use http::HeaderName;
 
 use super::AppState;
+use super::authorize::ActingTeam;
 use super::extract::json_body;
 use super::problem::{Problem, store_problem};
 use borealis_engine::clock::rfc3339;
@@ -41,6 +42,7 @@ pub(crate) fn masked_url(url: &str) -> String {
 fn describe(p: &MetricProvider) -> borealis_api::MetricProvider {
     borealis_api::MetricProvider {
         name: p.name.clone(),
+        team: p.team.clone(),
         kind: p.kind.clone(),
         url: masked_url(&p.url),
         agent: p.agent.clone(),
@@ -49,15 +51,20 @@ fn describe(p: &MetricProvider) -> borealis_api::MetricProvider {
     }
 }
 
-pub async fn create(State(state): State<Arc<AppState>>, body: axum::body::Bytes) -> Result<Response, Problem> {
+pub async fn create(
+    State(state): State<Arc<AppState>>,
+    Extension(ActingTeam(team)): Extension<ActingTeam>,
+    body: axum::body::Bytes,
+) -> Result<Response, Problem> {
     let request: borealis_api::CreateMetricProvider = json_body(&body)?;
-    let created = create_provider(&state, request).await?;
+    let created = create_provider(&state, &team, request).await?;
     Ok((StatusCode::CREATED, Json(created)).into_response())
 }
 
-/// Checks and stores a provider: for the API and the console alike.
+/// Checks and stores `team`'s provider: for the API and the console alike.
 pub(crate) async fn create_provider(
     state: &AppState,
+    team: &str,
     request: borealis_api::CreateMetricProvider,
 ) -> Result<borealis_api::MetricProvider, Problem> {
     let bad = |detail: String| Problem::bad_request("invalid-metric-provider", detail);
@@ -92,7 +99,7 @@ pub(crate) async fn create_provider(
     }
     // Each header may read only secrets marked for providers, never the
     // relay's own signing key; a secret not stored yet is found at query time.
-    let secrets = state.vault.all().await.map_err(Problem::from)?;
+    let secrets = state.vault.keyring(team).await.map_err(Problem::from)?;
     let signing_key = state.config.webhook_signing_secret.as_deref();
     let values = secrets.values(SecretUse::Providers, signing_key, BTreeMap::new(), BTreeMap::new());
     let mut headers = Vec::new();
@@ -105,11 +112,22 @@ pub(crate) async fn create_provider(
             .map_err(|e| bad(format!("header {}: {e}", h.key)))?;
         headers.push((h.key, h.value));
     }
+    let agent = request.agent.filter(|a| !a.is_empty());
+    if let Some(agent) = &agent {
+        // Only the team's own agents; another team's is not said to exist.
+        let registered = state.store.active_credential(CredentialKind::Agent, team, agent).await?;
+        if registered.is_none() {
+            return Err(bad(format!(
+                "agent {agent:?} is not registered in team {team:?} (borealis agents create {agent} --team {team})"
+            )));
+        }
+    }
     let provider = MetricProvider {
+        team: team.to_owned(),
         name: request.name,
         kind: request.kind,
         url: request.url,
-        agent: request.agent.filter(|a| !a.is_empty()),
+        agent,
         headers,
         created_at: SystemTime::now(),
     };
@@ -124,30 +142,41 @@ pub(crate) async fn create_provider(
     Ok(describe(&provider))
 }
 
-pub async fn list(State(state): State<Arc<AppState>>) -> Result<Response, Problem> {
-    Ok(Json(borealis_api::MetricProviderList { providers: list_providers(&state).await? }).into_response())
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    Extension(ActingTeam(team)): Extension<ActingTeam>,
+) -> Result<Response, Problem> {
+    let providers = list_providers(&state, Some(&team)).await?;
+    Ok(Json(borealis_api::MetricProviderList { providers }).into_response())
 }
 
-/// Every provider, its URL's credentials masked.
-pub(crate) async fn list_providers(state: &AppState) -> Result<Vec<borealis_api::MetricProvider>, Problem> {
-    let providers = state.store.providers().await.map_err(Problem::from)?;
+/// `team`'s providers (or every team's), their URLs' credentials masked.
+pub(crate) async fn list_providers(
+    state: &AppState,
+    team: Option<&str>,
+) -> Result<Vec<borealis_api::MetricProvider>, Problem> {
+    let providers = state.store.providers(team).await.map_err(Problem::from)?;
     Ok(providers.iter().map(describe).collect())
 }
 
-pub async fn delete(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Result<Response, Problem> {
-    delete_provider(&state, &name).await?;
+pub async fn delete(
+    State(state): State<Arc<AppState>>,
+    Extension(ActingTeam(team)): Extension<ActingTeam>,
+    Path(name): Path<String>,
+) -> Result<Response, Problem> {
+    delete_provider(&state, &team, &name).await?;
     Ok(Json(borealis_api::MetricProviderDeleted { name, deleted: true }).into_response())
 }
 
-pub(crate) async fn delete_provider(state: &AppState, name: &str) -> Result<(), Problem> {
-    if state.store.delete_provider(name).await.map_err(Problem::from)? {
-        tracing::info!(provider = name, "metric provider deleted");
+pub(crate) async fn delete_provider(state: &AppState, team: &str, name: &str) -> Result<(), Problem> {
+    if state.store.delete_provider(team, name).await.map_err(Problem::from)? {
+        tracing::info!(provider = name, team, "metric provider deleted");
         Ok(())
     } else {
         Err(Problem::new(
             StatusCode::NOT_FOUND,
             "unknown-metric-provider",
-            format!("no metric provider named {name:?}"),
+            format!("no metric provider named {name:?} in team {team:?}"),
         ))
     }
 }

@@ -4,13 +4,16 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use axum::Extension;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
+use borealis_core::team::AgentRef;
 use borealis_egress::headers::end_to_end;
 use http_body_util::BodyExt;
 
 use super::AppState;
+use super::authorize::ActingTeam;
 use super::problem::Problem;
 use crate::forward::{self, Outbound};
 
@@ -21,7 +24,11 @@ pub struct ProxyQuery {
     pub timeout: Option<String>,
 }
 
-pub async fn proxy(State(state): State<Arc<AppState>>, request: Request) -> Response {
+pub async fn proxy(
+    State(state): State<Arc<AppState>>,
+    Extension(ActingTeam(team)): Extension<ActingTeam>,
+    request: Request,
+) -> Response {
     let query = match axum::extract::Query::<ProxyQuery>::try_from_uri(request.uri()) {
         Ok(query) => query.0,
         Err(err) => {
@@ -34,7 +41,7 @@ pub async fn proxy(State(state): State<Arc<AppState>>, request: Request) -> Resp
     };
     let started = Instant::now();
     let mode = if query.agent.is_some() { "agent" } else { "direct" };
-    let result = send(&state, query, request).await;
+    let result = send(&state, &team, query, request).await;
     let outcome = match &result {
         Ok(response) => crate::metrics::status_class(response.status().as_u16()).to_owned(),
         Err(problem) => problem.slug.to_owned(),
@@ -46,7 +53,8 @@ pub async fn proxy(State(state): State<Arc<AppState>>, request: Request) -> Resp
     }
 }
 
-async fn send(state: &AppState, query: ProxyQuery, request: Request) -> Result<Response, Problem> {
+/// Sends it direct, or through `team`'s agent the query names.
+async fn send(state: &AppState, team: &str, query: ProxyQuery, request: Request) -> Result<Response, Problem> {
     let timeout = match &query.timeout {
         Some(text) => {
             borealis_core::duration::parse(text).map_err(|e| Problem::bad_request("invalid-timeout", e.to_string()))?
@@ -69,6 +77,7 @@ async fn send(state: &AppState, query: ProxyQuery, request: Request) -> Result<R
         timeout,
         limit,
     };
-    let reply = state.forwarder.send(query.agent.as_deref(), outbound).await?;
+    let agent = query.agent.map(|name| AgentRef::new(team, name));
+    let reply = state.forwarder.send(agent.as_ref(), outbound).await?;
     Ok(reply.map(Body::new))
 }

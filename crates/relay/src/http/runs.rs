@@ -2,47 +2,56 @@
 
 use std::sync::Arc;
 
-use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use std::time::SystemTime;
 
 use borealis_store::{Attempt, RunRecord};
 
 use super::AppState;
+use super::authorize::{ActingTeam, Reach};
 use super::extract::{self, QueryOf, WaitQuery, idempotency_key, json_body};
 use super::problem::Problem;
 use crate::auth::{self, AuthError};
 use crate::preflight::RelayPreflight;
 use borealis_core::deployment::UnknownFields;
+use borealis_core::team::AgentRef;
 use borealis_engine::clock::rfc3339;
-use borealis_engine::runs::RunSpec;
 use borealis_engine::runs::create::RunRequest;
+use borealis_engine::runs::{RunError, RunSpec};
 
 /// `POST /api/v1/webhook-runs/dry-run`: the call the run would make, checked.
-pub async fn dry_run(State(state): State<Arc<AppState>>, body: axum::body::Bytes) -> Result<Response, Problem> {
+pub async fn dry_run(
+    State(state): State<Arc<AppState>>,
+    Extension(ActingTeam(team)): Extension<ActingTeam>,
+    body: axum::body::Bytes,
+) -> Result<Response, Problem> {
     let borealis_api::CreateWebhookRun { file, name, environment, context, allow_unknown_fields } = json_body(&body)?;
     let unknown_fields = UnknownFields::allowed_if(allow_unknown_fields);
-    let request = RunRequest { file, name, environment, context, link: None, idempotency: None, unknown_fields };
+    let request = RunRequest { team, file, name, environment, context, link: None, idempotency: None, unknown_fields };
     let plan = state.runs.plan(request, &RelayPreflight::new(&state)).await?;
     Ok(Json(plan).into_response())
 }
 
 pub async fn create_run(
     State(state): State<Arc<AppState>>,
+    Extension(ActingTeam(team)): Extension<ActingTeam>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Response, Problem> {
     let borealis_api::CreateWebhookRun { file, name, environment, context, allow_unknown_fields } = json_body(&body)?;
     let idempotency = idempotency_key(&headers, &body)?;
     let unknown_fields = UnknownFields::allowed_if(allow_unknown_fields);
-    let request = RunRequest { file, name, environment, context, link: None, idempotency, unknown_fields };
+    let request =
+        RunRequest { team: team.clone(), file, name, environment, context, link: None, idempotency, unknown_fields };
     let created = state.runs.create(request).await?;
     let run = state.runs.record(&created.id).await?;
     let mut warnings = created.warnings;
     let agent = serde_json::from_str::<RunSpec>(&run.spec).ok().and_then(|spec| spec.agent);
-    warnings.extend(crate::preflight::disconnected_agents(&state, agent.iter()).await);
+    let agent = agent.map(|name| AgentRef::new(team, name));
+    warnings.extend(crate::preflight::disconnected_agents(&state, agent.into_iter()).await);
     let mut value = describe(&run, None);
     value.warnings = Some(warnings);
     Ok(extract::created(Json(value), created.replayed))
@@ -50,17 +59,19 @@ pub async fn create_run(
 
 pub async fn list_runs(
     State(state): State<Arc<AppState>>,
+    Extension(ActingTeam(team)): Extension<ActingTeam>,
     QueryOf(query): QueryOf<extract::ListQuery>,
 ) -> Result<Response, Problem> {
-    Ok(Json(run_list(&state, &query).await?).into_response())
+    Ok(Json(run_list(&state, Some(team), &query).await?).into_response())
 }
 
-/// The page of runs `query` asks for.
+/// The page of runs `query` asks for: of `team`, or of every team.
 pub(crate) async fn run_list(
     state: &AppState,
+    team: Option<String>,
     query: &extract::ListQuery,
 ) -> Result<borealis_api::WebhookRunList, Problem> {
-    let page = query.page(|s| borealis_api::RunState::parse(s).is_some(), query.webhook.as_ref(), 200)?;
+    let page = query.page(team, |s| borealis_api::RunState::parse(s).is_some(), query.webhook.as_ref(), 200)?;
     let runs = state.runs.list(&page).await?;
     let last = runs.last().map(|run| (run.created_at, run.id.as_str()));
     let next = extract::next_cursor(&page, last, runs.len());
@@ -69,19 +80,36 @@ pub(crate) async fn run_list(
 
 pub async fn show_run(
     State(state): State<Arc<AppState>>,
+    Extension(reach): Extension<Reach>,
     Path(id): Path<String>,
     QueryOf(query): QueryOf<WaitQuery>,
 ) -> Result<Response, Problem> {
     let deadline = query.deadline()?;
+    within_reach(&state, &reach, &id).await?;
     let view = state.runs.view_when_finished(&id, deadline).await?;
     Ok(Json(describe(&view.run, Some(&view.attempts))).into_response())
 }
 
 /// Ends an unfinished run as cancelled. A later callback gets 409.
-pub async fn cancel_run(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Response, Problem> {
+pub async fn cancel_run(
+    State(state): State<Arc<AppState>>,
+    Extension(reach): Extension<Reach>,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
+    within_reach(&state, &reach, &id).await?;
     let view = state.runs.cancel(&id, "cancelled by an operator").await?;
     tracing::info!(run = id.as_str(), "webhook run cancelled");
     Ok(Json(describe(&view.run, Some(&view.attempts))).into_response())
+}
+
+/// Run `id`, if the caller may reach it in its team; else it is answered
+/// as unknown.
+async fn within_reach(state: &AppState, reach: &Reach, id: &str) -> Result<RunRecord, Problem> {
+    let run = state.runs.record(id).await?;
+    if !reach.holds(&run.team) {
+        return Err(RunError::Unknown(id.to_owned()).into());
+    }
+    Ok(run)
 }
 
 fn unauthorized(detail: impl Into<String>) -> Problem {
@@ -151,7 +179,7 @@ pub async fn callback(
     let verdict: borealis_api::CallbackRequest = serde_json::from_slice(&body)
         .map_err(|err| Problem::bad_request("invalid-callback", callback_error(&body, err)))?;
     let borealis_api::CallbackRequest { success, md_message } = verdict;
-    let accepted = state.runs.callback(&callback_id, success, md_message, &claims.sub).await?;
+    let accepted = state.runs.callback(&callback_id, success, md_message, (&claims.team, &claims.sub)).await?;
     let reply = borealis_api::CallbackAccepted {
         run_id: accepted.run_id,
         state: accepted.state,
@@ -167,6 +195,7 @@ pub fn describe(run: &RunRecord, attempts: Option<&[Attempt]>) -> borealis_api::
     let spec: Option<RunSpec> = serde_json::from_str(&run.spec).ok();
     borealis_api::WebhookRun {
         id: run.id.clone(),
+        team: run.team.clone(),
         webhook: run.webhook.clone(),
         environment: run.environment.clone(),
         state: run.state,

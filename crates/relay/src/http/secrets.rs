@@ -2,14 +2,15 @@
 
 use std::sync::Arc;
 
-use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use borealis_core::Secret;
 use borealis_core::template::{SecretUse, Uses};
 
 use super::AppState;
+use super::authorize::ActingTeam;
 use super::extract::json_body;
 use super::problem::Problem;
 use borealis_engine::clock::rfc3339;
@@ -19,6 +20,7 @@ use borealis_engine::vault;
 /// [`borealis_api::PutSecret`], the value with its uses.
 pub async fn put_secret(
     State(state): State<Arc<AppState>>,
+    Extension(ActingTeam(team)): Extension<ActingTeam>,
     Path(name): Path<String>,
     headers: http::HeaderMap,
     body: axum::body::Bytes,
@@ -35,14 +37,15 @@ pub async fn put_secret(
             .map_err(|_| Problem::bad_request("invalid-secret", "the secret value must be UTF-8 text"))?;
         (value, None)
     };
-    store_secret(&state, &name, value, uses.as_deref().map(uses_from_api)).await?;
+    store_secret(&state, &team, &name, value, uses.as_deref().map(uses_from_api)).await?;
     Ok(Json(borealis_api::SecretStored { name, stored: true }).into_response())
 }
 
-/// Validates and stores (encrypted) secret `name`, marked for `uses` (an
-/// empty set is refused); without, as [`borealis_engine::vault::Vault::set`] says.
+/// Validates and stores (encrypted) `team`'s secret `name`, marked for `uses`
+/// (an empty set is refused); without, as [`borealis_engine::vault::Vault::set`] says.
 pub(crate) async fn store_secret(
     state: &AppState,
+    team: &str,
     name: &str,
     value: String,
     uses: Option<Uses>,
@@ -63,10 +66,10 @@ pub(crate) async fn store_secret(
             "a secret needs at least one use: webhooks, signing or providers",
         ));
     }
-    state.vault.set(name, &Secret::new(value), uses.as_ref()).await.map_err(Problem::from)?;
+    state.vault.set(team, name, &Secret::new(value), uses.as_ref()).await.map_err(Problem::from)?;
     match &uses {
-        Some(uses) => tracing::info!(secret = %name, uses = %SecretUse::join(uses), "secret stored"),
-        None => tracing::info!(secret = %name, "secret stored"),
+        Some(uses) => tracing::info!(secret = %name, team, uses = %SecretUse::join(uses), "secret stored"),
+        None => tracing::info!(secret = %name, team, "secret stored"),
     }
     Ok(())
 }
@@ -91,8 +94,11 @@ fn uses_to_api(uses: &Uses) -> Vec<borealis_api::SecretUse> {
         .collect()
 }
 
-pub async fn list_secrets(State(state): State<Arc<AppState>>) -> Result<Response, Problem> {
-    let names = state.vault.names().await.map_err(Problem::from)?;
+pub async fn list_secrets(
+    State(state): State<Arc<AppState>>,
+    Extension(ActingTeam(team)): Extension<ActingTeam>,
+) -> Result<Response, Problem> {
+    let names = state.vault.names(&team).await.map_err(Problem::from)?;
     let secrets = names
         .into_iter()
         .map(|(name, at, uses)| borealis_api::SecretSummary { name, updated_at: rfc3339(at), uses: uses_to_api(&uses) })
@@ -100,10 +106,15 @@ pub async fn list_secrets(State(state): State<Arc<AppState>>) -> Result<Response
     Ok(Json(borealis_api::SecretList { secrets }).into_response())
 }
 
-pub async fn delete_secret(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Result<Response, Problem> {
-    if state.vault.delete(&name).await.map_err(Problem::from)? {
+pub async fn delete_secret(
+    State(state): State<Arc<AppState>>,
+    Extension(ActingTeam(team)): Extension<ActingTeam>,
+    Path(name): Path<String>,
+) -> Result<Response, Problem> {
+    if state.vault.delete(&team, &name).await.map_err(Problem::from)? {
         Ok(Json(borealis_api::SecretDeleted { name, deleted: true }).into_response())
     } else {
-        Err(Problem::new(StatusCode::NOT_FOUND, "unknown-secret", format!("no secret named {name:?}")))
+        let detail = format!("no secret named {name:?} in team {team:?}");
+        Err(Problem::new(StatusCode::NOT_FOUND, "unknown-secret", detail))
     }
 }

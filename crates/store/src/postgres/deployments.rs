@@ -80,6 +80,7 @@ impl DeploymentStore for PostgresStore {
     async fn insert_deployment(
         &self,
         id: &str,
+        team: &str,
         application: &str,
         file: &str,
         context: &str,
@@ -89,13 +90,16 @@ impl DeploymentStore for PostgresStore {
         for _ in 0..RUNNING_RACE_TRIES {
             let now = now_ms();
             // The key's claim and the insert are one statement; the unique
-            // index on running deployments refuses a second one per application.
+            // index on running deployments refuses a second one per application
+            // in the team.
             let result = sqlx::query(
-                "INSERT INTO deployments (id, application, file, context, state, created_at, updated_at, idempotency_key, \
-                 request_hash, lease_owner, lease_until) VALUES ($1, $2, $3, $4, $5, $6, $6, $7, $8, $9, $10) \
-                 ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING",
+                "INSERT INTO deployments (id, team, application, file, context, state, created_at, updated_at, \
+                 idempotency_key, request_hash, lease_owner, lease_until) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9, $10, $11) \
+                 ON CONFLICT (team, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING",
             )
             .bind(storable(id))
+            .bind(storable(team))
             .bind(storable(application))
             .bind(storable(file))
             .bind(storable(context))
@@ -110,21 +114,26 @@ impl DeploymentStore for PostgresStore {
             let err = match result {
                 Ok(done) if done.rows_affected() == 1 => return Ok(()),
                 Ok(_) => {
-                    return Err(self.key_used(Keyed::Deployments, idempotency).await?.ok_or_else(key_vanished)?.into());
+                    return Err(self
+                        .key_used(Keyed::Deployments, team, idempotency)
+                        .await?
+                        .ok_or_else(key_vanished)?
+                        .into());
                 }
                 Err(err) => err,
             };
             let Some(constraint) = unique_violation(&err) else { return Err(db(err)) };
             // A racing insert with the same key may trip the running index
             // first; the key is the better answer.
-            if let Some(used) = self.key_used(Keyed::Deployments, idempotency).await? {
+            if let Some(used) = self.key_used(Keyed::Deployments, team, idempotency).await? {
                 return Err(used.into());
             }
             if constraint != "deployments_one_running" {
                 return Err(db(err));
             }
             let running: Option<String> =
-                sqlx::query("SELECT id FROM deployments WHERE application = $1 AND finished_at IS NULL")
+                sqlx::query("SELECT id FROM deployments WHERE team = $1 AND application = $2 AND finished_at IS NULL")
+                    .bind(storable(team))
                     .bind(storable(application))
                     .fetch_optional(&self.pool)
                     .await

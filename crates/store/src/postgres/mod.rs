@@ -1,8 +1,8 @@
 //! The store on PostgreSQL, for relay replicas sharing one database. Every
 //! write is one statement that holds against writers in other processes: a
 //! compare-and-set (`UPDATE ... WHERE state = ...`), an upsert, or an insert
-//! a unique index arbitrates (idempotency keys, one running deployment per
-//! application); target order comes from a sequence. Snapshot reads are one
+//! a unique index arbitrates (a team's idempotency keys, one running
+//! deployment per application in a team); target order comes from a sequence. Snapshot reads are one
 //! `REPEATABLE READ READ ONLY` transaction. This backend alone knows
 //! Postgres's error codes ([`error`]).
 

@@ -28,14 +28,20 @@ impl PostgresStore {
     pub(super) async fn key_used(
         &self,
         table: Keyed,
+        team: &str,
         key: Option<&IdempotencyKey>,
     ) -> Result<Option<Conflict>, StoreError> {
         let Some(key) = key else { return Ok(None) };
         let query = match table {
-            Keyed::Runs => "SELECT id, request_hash FROM webhook_runs WHERE idempotency_key = $1",
-            Keyed::Deployments => "SELECT id, request_hash FROM deployments WHERE idempotency_key = $1",
+            Keyed::Runs => "SELECT id, request_hash FROM webhook_runs WHERE team = $1 AND idempotency_key = $2",
+            Keyed::Deployments => "SELECT id, request_hash FROM deployments WHERE team = $1 AND idempotency_key = $2",
         };
-        let row = sqlx::query(query).bind(storable(&key.key)).fetch_optional(&self.pool).await.map_err(db)?;
+        let row = sqlx::query(query)
+            .bind(storable(team))
+            .bind(storable(&key.key))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
         Ok(row.map(|row| {
             let hash: Option<String> = row.get("request_hash");
             Conflict::IdempotencyKeyUsed {
@@ -141,11 +147,12 @@ impl RunStore for PostgresStore {
         // Claiming the key and inserting the run are one statement: of
         // replicas racing one key, one inserts and the rest insert nothing.
         let result = sqlx::query(
-            "INSERT INTO webhook_runs (id, callback_id, webhook, environment, spec, state, next_attempt_at, created_at, updated_at, \
-             idempotency_key, request_hash) VALUES ($1, $2, $3, $4, $5, 'pending', $6, $6, $6, $7, $8) \
-             ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING",
+            "INSERT INTO webhook_runs (id, team, callback_id, webhook, environment, spec, state, next_attempt_at, created_at, \
+             updated_at, idempotency_key, request_hash) VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $7, $7, $8, $9) \
+             ON CONFLICT (team, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING",
         )
         .bind(storable(&run.id))
+        .bind(storable(&run.team))
         .bind(storable(&run.callback_id))
         .bind(storable(&run.webhook))
         .bind(storable_opt(run.environment.as_ref()))
@@ -157,11 +164,15 @@ impl RunStore for PostgresStore {
         .await;
         match result {
             Ok(done) if done.rows_affected() == 1 => Ok(()),
-            Ok(_) => Err(self.key_used(Keyed::Runs, run.idempotency.as_ref()).await?.ok_or_else(key_vanished)?.into()),
+            Ok(_) => Err(self
+                .key_used(Keyed::Runs, &run.team, run.idempotency.as_ref())
+                .await?
+                .ok_or_else(key_vanished)?
+                .into()),
             // The id or callback id is taken; or the key, by a row that
             // was not committed yet when this insert checked it.
             Err(err) if unique_violation(&err).is_some() => {
-                match self.key_used(Keyed::Runs, run.idempotency.as_ref()).await? {
+                match self.key_used(Keyed::Runs, &run.team, run.idempotency.as_ref()).await? {
                     Some(used) => Err(used.into()),
                     None => Err(db(err)),
                 }

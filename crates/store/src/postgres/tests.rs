@@ -18,6 +18,7 @@ use crate::credentials::{CredentialKind, CredentialStore};
 use crate::deployments::{ApprovalState, DeploymentLease, DeploymentState, DeploymentStore, TargetState};
 use crate::error::{Conflict, StoreError};
 use crate::idempotency::IdempotencyKey;
+use crate::identities::DEFAULT_TEAM;
 use crate::runs::{Claim, Fence, NewRun, Outcome, RunState, RunStore};
 use crate::secrets::SecretStore;
 use crate::settings::SettingStore;
@@ -106,6 +107,7 @@ async fn two_replicas(harness: &TempSchema) -> (Arc<PostgresStore>, Arc<Postgres
 fn new_run(id: &str, key: Option<&str>) -> NewRun {
     NewRun {
         id: id.into(),
+        team: DEFAULT_TEAM.into(),
         callback_id: format!("cb-{id}"),
         webhook: "w".into(),
         environment: None,
@@ -162,7 +164,8 @@ async fn replicas_racing_one_idempotency_key_make_one_row() {
             racers.spawn(async move {
                 let run = store.insert_run(&run).await.map(|()| run.id);
                 // Each round's deployments are of one application too: the key decides first.
-                let made = store.insert_deployment(&deployment, "app", "f", "{}", Some(&key), &lease()).await;
+                let made =
+                    store.insert_deployment(&deployment, DEFAULT_TEAM, "app", "f", "{}", Some(&key), &lease()).await;
                 (run, made.map(|()| deployment))
             });
         }
@@ -201,9 +204,9 @@ async fn replicas_racing_one_application_run_one_deployment() {
         for racer in 0..2 * RACERS {
             let store = if racer % 2 == 0 { a.clone() } else { b.clone() };
             let id = format!("d{round}-{racer}");
-            racers.spawn(
-                async move { store.insert_deployment(&id, "app", "f", "{}", None, &lease()).await.map(|()| id) },
-            );
+            racers.spawn(async move {
+                store.insert_deployment(&id, DEFAULT_TEAM, "app", "f", "{}", None, &lease()).await.map(|()| id)
+            });
         }
         // The one running before ends while they race: each insert either
         // wins or names the deployment it lost to, never another error.
@@ -231,7 +234,7 @@ async fn replicas_racing_one_application_run_one_deployment() {
         previous = running.into_iter().next();
         if previous.is_none() {
             // Every racer lost to the one that was ending: the next round starts clean.
-            a.insert_deployment(&format!("d{round}-x"), "app", "f", "{}", None, &lease()).await.unwrap();
+            a.insert_deployment(&format!("d{round}-x"), DEFAULT_TEAM, "app", "f", "{}", None, &lease()).await.unwrap();
             previous = Some(format!("d{round}-x"));
         }
     }
@@ -241,7 +244,7 @@ async fn replicas_racing_one_application_run_one_deployment() {
 async fn replicas_adding_targets_at_once_keep_one_order() {
     let harness = TempSchema::new();
     let (a, b) = two_replicas(&harness).await;
-    a.insert_deployment("d", "app", "f", "{}", None, &lease()).await.unwrap();
+    a.insert_deployment("d", DEFAULT_TEAM, "app", "f", "{}", None, &lease()).await.unwrap();
     let mut racers = tokio::task::JoinSet::new();
     for racer in 0..40 {
         let store = if racer % 2 == 0 { a.clone() } else { b.clone() };
@@ -269,8 +272,8 @@ async fn replicas_racing_settings_and_credentials_agree() {
     let (one, two) = tokio::join!(a.setting_or_init("key", b"a".to_vec()), b.setting_or_init("key", b"b".to_vec()));
     assert_eq!(one.unwrap(), two.unwrap(), "both replicas sign with the first key stored");
     let (one, two) = tokio::join!(
-        a.create_credential(CredentialKind::Agent, "rna", "c1", b"h"),
-        b.create_credential(CredentialKind::Agent, "rna", "c2", b"h")
+        a.create_credential(CredentialKind::Agent, DEFAULT_TEAM, "rna", "c1", b"h"),
+        b.create_credential(CredentialKind::Agent, DEFAULT_TEAM, "rna", "c2", b"h")
     );
     let refused = [one.err(), two.err()].into_iter().flatten().collect::<Vec<_>>();
     assert!(
@@ -302,6 +305,99 @@ async fn relays_starting_at_once_migrate_once() {
     .await
     .unwrap();
     assert_eq!(applied as usize, super::store::MIGRATIONS.iter().count());
+}
+
+/// A schema from before objects had teams: everything in it is team
+/// `default`'s, read through the traits.
+#[tokio::test]
+async fn migration_17_puts_what_was_stored_in_team_default() {
+    let harness = TempSchema::new();
+    let mut admin = harness.admin().await;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {}", harness.schema))).execute(&mut admin).await.unwrap();
+    admin.close().await.unwrap();
+    let old = sqlx::PgPool::connect_with(harness.options()).await.unwrap();
+    super::store::MIGRATIONS.run_to(16, &old).await.unwrap();
+    let rows = crate::conformance::stored_before_teams(|text| format!("convert_to('{text}', 'UTF8')"));
+    sqlx::raw_sql(sqlx::AssertSqlSafe(rows)).execute(&old).await.unwrap();
+    old.close().await;
+
+    let store = harness.open().await;
+    crate::conformance::what_was_stored_before_teams_is_the_default_teams(&store).await;
+}
+
+/// `migrate` copies each object with its team, the teams themselves, service
+/// accounts, the audit trail and an abort asked.
+#[tokio::test]
+async fn the_copy_from_sqlite_keeps_each_objects_team() {
+    use crate::audit::{AuditEntry, AuditQuery, AuditStore};
+    use crate::identities::{IdentityStore, ServiceAccount};
+    use crate::providers::{MetricProvider, MetricProviderStore};
+
+    let dir = tempfile::tempdir().unwrap();
+    let source = crate::SqliteStore::open_in(dir.path()).await.unwrap();
+    source.create_team("blue").await.unwrap();
+    let account = ServiceAccount {
+        id: "0123456789abcdef".into(),
+        team: "blue".into(),
+        name: "ci".into(),
+        roles: vec!["deployer".into()],
+        secret_hash: b"hash".to_vec(),
+        created_at: SystemTime::UNIX_EPOCH,
+        created_by: "admin:admin".into(),
+        expires_at: None,
+        revoked_at: None,
+    };
+    source.create_service_account(&account).await.unwrap();
+    let entry = AuditEntry {
+        seq: 0,
+        time: SystemTime::UNIX_EPOCH,
+        actor_kind: "admin".into(),
+        actor_id: "admin".into(),
+        actor_name: "the bootstrap admin token".into(),
+        team: Some("blue".into()),
+        action: "team.create".into(),
+        object: "/api/v1/teams".into(),
+        outcome: "allowed".into(),
+        status: 201,
+        source_address: None,
+        request_id: "r1".into(),
+    };
+    source.append_audit(&entry).await.unwrap();
+    source.put_secret("blue", "token", b"nonce", b"sealed").await.unwrap();
+    let provider = MetricProvider {
+        team: "blue".into(),
+        name: "prom".into(),
+        kind: "prometheus".into(),
+        url: "http://p:9090".into(),
+        agent: None,
+        headers: Vec::new(),
+        created_at: SystemTime::UNIX_EPOCH,
+    };
+    source.insert_provider(&provider).await.unwrap();
+    source.create_credential(CredentialKind::Agent, "blue", "rna", "c1", b"h").await.unwrap();
+    source.insert_run(&NewRun { team: "blue".into(), ..new_run("r", None) }).await.unwrap();
+    source.insert_deployment("d", "blue", "app", "f", "{}", None, &lease()).await.unwrap();
+    source.request_abort("d", "stop", false).await.unwrap();
+
+    let harness = TempSchema::new();
+    let target = harness.open().await;
+    crate::migrate::sqlite_to_postgres(&source, &target).await.unwrap();
+    let secrets = target.secrets().await.unwrap();
+    assert_eq!(secrets.iter().map(|s| (s.team.as_str(), s.name.as_str())).collect::<Vec<_>>(), [("blue", "token")]);
+    assert_eq!(target.provider("blue", "prom").await.unwrap(), Some(provider));
+    assert!(target.active_credential(CredentialKind::Agent, "blue", "rna").await.unwrap().is_some());
+    assert_eq!(target.run("r").await.unwrap().unwrap().team, "blue");
+    let deployment = target.deployment("d").await.unwrap().unwrap();
+    assert_eq!(deployment.team, "blue");
+    assert_eq!(deployment.abort.map(|a| (a.reason, a.rollback)), Some(("stop".into(), false)));
+    let teams: Vec<String> = target.teams().await.unwrap().into_iter().map(|t| t.name).collect();
+    let mut teams: Vec<String> = teams;
+    teams.sort();
+    assert_eq!(teams, ["blue", DEFAULT_TEAM], "the default team once, and the copied one");
+    assert_eq!(target.service_account(&account.id).await.unwrap(), Some(account));
+    let trail = target.audit(&AuditQuery { limit: 10, ..Default::default() }).await.unwrap();
+    assert_eq!(trail.len(), 1);
+    assert_eq!((trail[0].action.as_str(), trail[0].team.as_deref()), ("team.create", Some("blue")));
 }
 
 #[tokio::test]
@@ -460,17 +556,21 @@ async fn changes_committed_by_one_replica_reach_the_others_feed() {
     assert!(a.finish_attempt("r", &Fence { owner: "a", attempt: 1 }, &ended).await.unwrap());
     let next = tokio::time::timeout(std::time::Duration::from_secs(10), feed.recv()).await.expect("within 10 s");
     assert_eq!(next, Some(Change::Run("r".into())));
-    a.insert_deployment("d", "app", "f", "{}", None, &lease()).await.unwrap();
+    a.insert_deployment("d", DEFAULT_TEAM, "app", "f", "{}", None, &lease()).await.unwrap();
     a.request_approval("d", "a", "t", "t/0").await.unwrap();
     assert_eq!(b.approval("d", "t/0").await.unwrap(), Some(ApprovalState::Pending));
     let next = tokio::time::timeout(std::time::Duration::from_secs(10), feed.recv()).await.unwrap();
     assert_eq!(next, Some(Change::Deployment("d".into())));
-    a.put_secret("token", b"nonce", b"sealed").await.unwrap();
+    a.put_secret(DEFAULT_TEAM, "token", b"nonce", b"sealed").await.unwrap();
     let next = tokio::time::timeout(std::time::Duration::from_secs(10), feed.recv()).await.unwrap();
     assert_eq!(next, Some(Change::Secret("token".into())));
-    assert!(a.delete_secret("token").await.unwrap());
+    assert!(a.delete_secret(DEFAULT_TEAM, "token").await.unwrap());
     let next = tokio::time::timeout(std::time::Duration::from_secs(10), feed.recv()).await.unwrap();
     assert_eq!(next, Some(Change::Secret("token".into())));
+    // Another team's secret is announced by its name too.
+    a.put_secret("blue", "key", b"nonce", b"sealed").await.unwrap();
+    let next = tokio::time::timeout(std::time::Duration::from_secs(10), feed.recv()).await.unwrap();
+    assert_eq!(next, Some(Change::Secret("key".into())));
     let quiet = tokio::time::timeout(std::time::Duration::from_millis(500), other_feed.recv()).await;
     assert!(quiet.is_err(), "another schema's relays hear nothing: {quiet:?}");
 }

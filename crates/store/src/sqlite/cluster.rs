@@ -77,11 +77,12 @@ impl ClusterStore for SqliteStore {
             .execute(
                 sqlx::query(
                     "INSERT INTO agent_sessions \
-                     (session_id, replica_id, agent_id, instance, version, remote_addr, connected_at, allow_list) \
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (session_id) DO NOTHING",
+                     (session_id, replica_id, team, agent_id, instance, version, remote_addr, connected_at, allow_list) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (session_id) DO NOTHING",
                 )
                 .bind(storable(&session.session_id))
                 .bind(storable(&session.replica_id))
+                .bind(storable(&session.team))
                 .bind(storable(&session.agent_id))
                 .bind(storable(&session.instance))
                 .bind(storable(&session.version))
@@ -102,14 +103,16 @@ impl ClusterStore for SqliteStore {
         Ok(())
     }
 
-    async fn sessions(&self, agent: Option<&str>, since: SystemTime) -> Result<Vec<SessionRecord>, StoreError> {
+    async fn sessions(&self, agent: Option<(&str, &str)>, since: SystemTime) -> Result<Vec<SessionRecord>, StoreError> {
+        let (team, agent_id) = agent.unzip();
         let rows = sqlx::query(
             "SELECT s.* FROM agent_sessions s JOIN relay_replicas r ON r.id = s.replica_id \
-             WHERE r.seen_at >= ? AND (? IS NULL OR s.agent_id = ?) ORDER BY s.agent_id, s.connected_at, s.session_id",
+             WHERE r.seen_at >= ?1 AND (?2 IS NULL OR (s.team = ?2 AND s.agent_id = ?3)) \
+             ORDER BY s.team, s.agent_id, s.connected_at, s.session_id",
         )
         .bind(unix_ms(since))
-        .bind(storable_opt(agent))
-        .bind(storable_opt(agent))
+        .bind(storable_opt(team))
+        .bind(storable_opt(agent_id))
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;

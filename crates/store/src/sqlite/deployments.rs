@@ -71,6 +71,7 @@ impl DeploymentStore for SqliteStore {
     async fn insert_deployment(
         &self,
         id: &str,
+        team: &str,
         application: &str,
         file: &str,
         context: &str,
@@ -79,10 +80,11 @@ impl DeploymentStore for SqliteStore {
     ) -> Result<(), StoreError> {
         let now = now_ms();
         let result = self.writes.execute(sqlx::query(
-            "INSERT INTO deployments (id, application, file, context, state, created_at, updated_at, idempotency_key, \
-             request_hash, lease_owner, lease_until) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO deployments (id, team, application, file, context, state, created_at, updated_at, idempotency_key, \
+             request_hash, lease_owner, lease_until) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(storable(id))
+        .bind(storable(team))
         .bind(storable(application))
         .bind(storable(file))
         .bind(storable(context))
@@ -97,16 +99,18 @@ impl DeploymentStore for SqliteStore {
         match result {
             Ok(_) => Ok(()),
             Err(err) if is_unique_violation(&err) => {
-                if let Some(used) = self.key_used(Keyed::Deployments, idempotency).await? {
+                if let Some(used) = self.key_used(Keyed::Deployments, team, idempotency).await? {
                     return Err(used.into());
                 }
-                let running: Option<String> =
-                    sqlx::query("SELECT id FROM deployments WHERE application = ? AND finished_at IS NULL")
-                        .bind(storable(application))
-                        .fetch_optional(&self.pool)
-                        .await
-                        .map_err(db)?
-                        .map(|row| row.get("id"));
+                let running: Option<String> = sqlx::query(
+                    "SELECT id FROM deployments WHERE team = ? AND application = ? AND finished_at IS NULL",
+                )
+                .bind(storable(team))
+                .bind(storable(application))
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db)?
+                .map(|row| row.get("id"));
                 match running {
                     Some(running) => {
                         Err(Conflict::DeploymentInProgress { application: application.to_owned(), running }.into())

@@ -90,6 +90,24 @@ mod tests {
         assert_eq!(names(store.targets("e").await.unwrap()), ["x"]);
     }
 
+    /// A database from before objects had teams: everything in it is team
+    /// `default`'s, read through the traits, the secrets with their uses
+    /// (their table is rebuilt).
+    #[tokio::test]
+    async fn migration_17_puts_what_was_stored_in_team_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let options =
+            sqlx::sqlite::SqliteConnectOptions::new().filename(dir.path().join("borealis.db")).create_if_missing(true);
+        let old = sqlx::SqlitePool::connect_with(options).await.unwrap();
+        super::store::MIGRATIONS.run_to(16, &old).await.unwrap();
+        let rows = crate::conformance::stored_before_teams(|text| format!("CAST('{text}' AS BLOB)"));
+        sqlx::raw_sql(sqlx::AssertSqlSafe(rows)).execute(&old).await.unwrap();
+        old.close().await;
+
+        let store = SqliteStore::open_in(dir.path()).await.unwrap();
+        crate::conformance::what_was_stored_before_teams_is_the_default_teams(&store).await;
+    }
+
     #[tokio::test]
     async fn open_picks_the_backend_by_scheme() {
         let dir = tempfile::tempdir().unwrap();

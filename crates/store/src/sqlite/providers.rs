@@ -14,8 +14,10 @@ impl MetricProviderStore for SqliteStore {
             .writes
             .execute(
                 sqlx::query(
-                    "INSERT INTO metric_providers (name, kind, url, agent, headers, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO metric_providers (team, name, kind, url, agent, headers, created_at) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?)",
                 )
+                .bind(storable(&provider.team))
                 .bind(storable(&provider.name))
                 .bind(storable(&provider.kind))
                 .bind(storable(&provider.url))
@@ -33,14 +35,18 @@ impl MetricProviderStore for SqliteStore {
         }
     }
 
-    async fn providers(&self) -> Result<Vec<MetricProvider>, StoreError> {
-        let rows =
-            sqlx::query("SELECT * FROM metric_providers ORDER BY name").fetch_all(&self.pool).await.map_err(db)?;
+    async fn providers(&self, team: Option<&str>) -> Result<Vec<MetricProvider>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM metric_providers WHERE (?1 IS NULL OR team = ?1) ORDER BY team, name")
+            .bind(storable_opt(team))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
         Ok(rows.iter().map(rows::provider).collect())
     }
 
-    async fn provider(&self, name: &str) -> Result<Option<MetricProvider>, StoreError> {
-        let row = sqlx::query("SELECT * FROM metric_providers WHERE name = ?")
+    async fn provider(&self, team: &str, name: &str) -> Result<Option<MetricProvider>, StoreError> {
+        let row = sqlx::query("SELECT * FROM metric_providers WHERE team = ? AND name = ?")
+            .bind(storable(team))
             .bind(storable(name))
             .fetch_optional(&self.pool)
             .await
@@ -48,10 +54,14 @@ impl MetricProviderStore for SqliteStore {
         Ok(row.as_ref().map(rows::provider))
     }
 
-    async fn delete_provider(&self, name: &str) -> Result<bool, StoreError> {
+    async fn delete_provider(&self, team: &str, name: &str) -> Result<bool, StoreError> {
         let done = self
             .writes
-            .execute(sqlx::query("DELETE FROM metric_providers WHERE name = ?").bind(storable(name)))
+            .execute(
+                sqlx::query("DELETE FROM metric_providers WHERE team = ? AND name = ?")
+                    .bind(storable(team))
+                    .bind(storable(name)),
+            )
             .await
             .map_err(db)?;
         Ok(done.rows_affected() > 0)

@@ -25,14 +25,20 @@ impl SqliteStore {
     pub(super) async fn key_used(
         &self,
         table: Keyed,
+        team: &str,
         key: Option<&IdempotencyKey>,
     ) -> Result<Option<Conflict>, StoreError> {
         let Some(key) = key else { return Ok(None) };
         let query = match table {
-            Keyed::Runs => "SELECT id, request_hash FROM webhook_runs WHERE idempotency_key = ?",
-            Keyed::Deployments => "SELECT id, request_hash FROM deployments WHERE idempotency_key = ?",
+            Keyed::Runs => "SELECT id, request_hash FROM webhook_runs WHERE team = ? AND idempotency_key = ?",
+            Keyed::Deployments => "SELECT id, request_hash FROM deployments WHERE team = ? AND idempotency_key = ?",
         };
-        let row = sqlx::query(query).bind(storable(&key.key)).fetch_optional(&self.pool).await.map_err(db)?;
+        let row = sqlx::query(query)
+            .bind(storable(team))
+            .bind(storable(&key.key))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
         Ok(row.map(|row| {
             let hash: Option<String> = row.get("request_hash");
             Conflict::IdempotencyKeyUsed {
@@ -78,10 +84,11 @@ impl RunStore for SqliteStore {
     async fn insert_run(&self, run: &NewRun) -> Result<(), StoreError> {
         let now = now_ms();
         let result = self.writes.execute(sqlx::query(
-            "INSERT INTO webhook_runs (id, callback_id, webhook, environment, spec, state, next_attempt_at, created_at, updated_at, \
-             idempotency_key, request_hash) VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?)",
+            "INSERT INTO webhook_runs (id, team, callback_id, webhook, environment, spec, state, next_attempt_at, created_at, \
+             updated_at, idempotency_key, request_hash) VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?)",
         )
         .bind(storable(&run.id))
+        .bind(storable(&run.team))
         .bind(storable(&run.callback_id))
         .bind(storable(&run.webhook))
         .bind(storable_opt(run.environment.as_ref()))
@@ -95,7 +102,7 @@ impl RunStore for SqliteStore {
         match result {
             Ok(_) => Ok(()),
             Err(err) if is_unique_violation(&err) => {
-                match self.key_used(Keyed::Runs, run.idempotency.as_ref()).await? {
+                match self.key_used(Keyed::Runs, &run.team, run.idempotency.as_ref()).await? {
                     Some(used) => Err(used.into()),
                     None => Err(db(err)),
                 }
