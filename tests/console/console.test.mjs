@@ -348,6 +348,63 @@ ${webhooksYaml(external)}`,
   assert.deepEqual(consoleErrors, []);
 });
 
+test('an approval needing two people counts one from the browser and waits; one who may not approve is told why', async (t) => {
+  const relay = await startRelay();
+  t.after(relay.stop);
+  const made = await cli(relay, 'service-accounts', 'create', 'lead', '--team', 'default', '--role', 'approver');
+  assert.equal(made.code, 0, made.stderr);
+  const lead = made.stdout.split('\n').find((l) => l.startsWith('token: ')).slice('token: '.length).trim();
+  const gated = (required) => `application: shop
+targets:
+  prod:
+    constraints:
+      beforeDeployment:
+        - pause:
+            untilApproved: true
+            requiredApprovals: ${required}
+`;
+  const { id } = await cliJson(relay, 'deploy', '-f', writeFile('two.yml', gated(2)));
+
+  const browser = await launchBrowser();
+  const { page, dialogs, consoleErrors, pageErrors } = await newPage(browser);
+  await signIn(page, relay);
+  await page.goto(`${relay.httpUrl}/deployments/${id}`);
+  await waitForText(page, '[data-target=prod] .state', 'awaiting approval');
+  assert.equal(await page.textContent('[data-target=prod] [data-approvals]'), '0 of 2 approvals: no one yet');
+  const approve = '[data-target=prod] button:has-text("Approve")';
+  await Promise.all([page.waitForURL(`${relay.httpUrl}/deployments/${id}`), page.click(approve)]);
+  await waitForText(page, '[data-target=prod] [data-approvals]', '1 of 2 approvals: the bootstrap admin token (console)');
+  assert.equal(await page.textContent('[data-target=prod] .state'), 'awaiting approval', 'one approval is not enough');
+  assert.ok(await page.isDisabled(approve), 'the same person cannot approve twice');
+  assert.match(await page.textContent('[data-target=prod] .why-disabled'), /You approved it already; it waits for approvals from others/);
+  const reason = await page.getAttribute(approve, 'aria-describedby');
+  assert.ok(reason && (await page.$(`#${reason}`)), 'the reason is tied to the button');
+
+  // The second person, through the CLI: the target proceeds.
+  const second = await cli(relay, 'approve', id, 'prod', { env: { BOREALIS_TOKEN: lead } });
+  assert.equal(second.code, 0, second.stderr);
+  await waitForText(page, '[data-target=prod] .state', 'deployed');
+  assert.match(await page.textContent('#events'), /target prod approved by the bootstrap admin token \(console\), lead \(default\)/);
+
+  // The team forbids approving one's own deployment; the admin token started the next one.
+  const forbid = await cli(relay, 'teams', 'update', 'default', '--forbid-self-approval', 'true');
+  assert.equal(forbid.code, 0, forbid.stderr);
+  const own = await cliJson(relay, 'deploy', '-f', writeFile('one.yml', gated(1)));
+  await page.goto(`${relay.httpUrl}/deployments/${own.id}`);
+  await waitForText(page, '[data-target=prod] .state', 'awaiting approval');
+  assert.ok(await page.isDisabled(approve));
+  assert.match(
+    await page.textContent('[data-target=prod] .why-disabled'),
+    /You started this deployment, and team default forbids approving your own: someone else must approve it/,
+  );
+  assert.ok(!(await page.isDisabled('[data-target=prod] button:has-text("Reject")')), 'rejecting stays open');
+  await screenshot(page, 'console-approval-refused.png');
+
+  assert.deepEqual(dialogs, []);
+  assert.deepEqual(pageErrors, []);
+  assert.deepEqual(consoleErrors, []);
+});
+
 test('a deployment aborted in the browser asks first, then ends aborted and frees its application', async (t) => {
   const relay = await startRelay();
   t.after(relay.stop);

@@ -236,12 +236,13 @@ export async function eventually(what, withinMs, probe) {
 /**
  * Runs the `borealis` CLI against `relay` with its admin token (as
  * BOREALIS_RELAY and BOREALIS_ADMIN_TOKEN). A last argument
- * `{ input: 'text' }` is fed to its standard input.
+ * `{ input: 'text' }` is fed to its standard input; `{ env: {...} }` adds
+ * variables (BOREALIS_TOKEN, say).
  * Returns { code, stdout, stderr }.
  */
 export function cli(relay, ...args) {
   const options = typeof args.at(-1) === 'object' ? args.pop() : {};
-  const env = childEnv({ BOREALIS_RELAY: relay.httpUrl, BOREALIS_ADMIN_TOKEN: relay.adminToken });
+  const env = childEnv({ BOREALIS_RELAY: relay.httpUrl, BOREALIS_ADMIN_TOKEN: relay.adminToken, ...options.env });
   return new Promise((resolve, reject) => {
     const child = spawn(binary('borealis'), args, { env, stdio: ['pipe', 'pipe', 'pipe'] });
     let stdout = '';

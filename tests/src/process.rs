@@ -228,6 +228,24 @@ impl RelayProcess {
         Cli::new().env("BOREALIS_RELAY", &self.http_url).env("BOREALIS_ADMIN_TOKEN", &self.admin_token())
     }
 
+    /// `method path` with `token` as the bearer (and `body` as JSON): the
+    /// status and the JSON body (null when there is none).
+    pub async fn call_as(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("a method");
+        let mut request = reqwest::Client::new().request(method, format!("{}{path}", self.http_url)).bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let reply = request.send().await.expect("the relay answers");
+        (reply.status().as_u16(), reply.json().await.unwrap_or_default())
+    }
+
     /// A service account of `team` with `roles` (and `extra` arguments);
     /// returns its token, printed once.
     pub async fn service_account(&self, team: &str, name: &str, roles: &[&str], extra: &[&str]) -> String {

@@ -70,12 +70,12 @@ analysis:
     assert!(out.status.success(), "{}", out.stderr_text());
     let done: Deployment = serde_json::from_str(&out.stdout_text()).unwrap();
     assert_eq!(done.state, DeploymentState::Aborted, "{done:#?}");
-    assert_eq!(done.reason.as_deref(), Some("aborted: bad build"));
+    assert_eq!(done.reason.as_deref(), Some("aborted by the bootstrap admin token: bad build"));
     let abort = done.abort.as_ref().expect("the request is shown");
     assert_eq!((abort.reason.as_str(), abort.rollback), ("bad build", true));
     let prod = target(&done, "prod");
     assert_eq!(prod.state, TargetState::RolledBack, "{prod:#?}");
-    assert_eq!(prod.reason.as_deref(), Some("aborted: bad build"));
+    assert_eq!(prod.reason.as_deref(), Some("aborted by the bootstrap admin token: bad build"));
     assert!(done.events.iter().any(|e| e.kind == "target-aborted" && e.message.contains("rolling it back")));
     let asked_before = {
         let told = story(&calls.lock().unwrap());
@@ -157,7 +157,7 @@ webhooks:
     assert!(out.status.success(), "{}", out.stderr_text());
     let done = deployer.finished(&id).await;
     assert_eq!(done.state, DeploymentState::Aborted, "{done:#?}");
-    assert_eq!(done.reason.as_deref(), Some("aborted: no reason given"));
+    assert_eq!(done.reason.as_deref(), Some("aborted by the bootstrap admin token: no reason given"));
     for name in ["staging", "prod"] {
         assert_eq!(target(&done, name).state, TargetState::Cancelled, "{done:#?}");
     }

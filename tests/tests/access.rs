@@ -14,7 +14,11 @@ use borealis_tests::{RelayOptions, RelayProcess, TempDir};
 /// A service account's token, created through the CLI as a user would.
 /// A concrete request for a rule's path: its parameters filled in.
 fn concrete(path: &str) -> String {
-    path.replace("{id}", "00000000-0000-0000-0000-000000000000").replace("{name}", "x").replace("{target}", "t")
+    // A team named in the path is the team the roles are held in.
+    path.replace("/teams/{name}", "/teams/default")
+        .replace("{id}", "00000000-0000-0000-0000-000000000000")
+        .replace("{name}", "x")
+        .replace("{target}", "t")
 }
 
 /// What a request got: status, `Borealis-Error`, detail.

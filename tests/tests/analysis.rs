@@ -207,7 +207,10 @@ async fn the_seed_blue_green_analysis_proceeds_inside_its_limits_and_waits_for_a
     assert_eq!((status, location), (303, Some(format!("/deployments/{id}"))));
     let done = deployer.finished(&id).await;
     assert_eq!(target(&done, "prod").state, TargetState::RolledBack);
-    assert!(target(&done, "prod").reason.as_deref().unwrap().contains("rolled back by an operator"), "{done:#?}");
+    assert!(
+        target(&done, "prod").reason.as_deref().unwrap().contains("rolled back by the bootstrap admin token"),
+        "{done:#?}"
+    );
     assert!(!kinds(&done, "prod").iter().any(|k| k.starts_with("action: redirect")), "{:?}", kinds(&done, "prod"));
 
     // Outside again: continue lets it proceed.

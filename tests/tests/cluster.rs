@@ -913,7 +913,7 @@ targets:
     assert!(out.status.success(), "{}", out.stderr_text());
     let done: Deployment = serde_json::from_str(&out.stdout_text()).unwrap();
     assert_eq!(done.state, DeploymentState::Aborted, "{done:#?}");
-    assert_eq!(done.reason.as_deref(), Some("aborted: wrong version"));
+    assert_eq!(done.reason.as_deref(), Some("aborted by the bootstrap admin token: wrong version"));
     assert!(done.pending_approvals.is_empty(), "the approval was cancelled: {done:#?}");
     assert_eq!(done.targets[0].state, TargetState::Cancelled);
     // Replica 1 held it and ended it.

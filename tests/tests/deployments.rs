@@ -91,7 +91,7 @@ async fn an_approval_releases_a_pause_and_a_failing_webhook_beside_one_rolls_bac
     assert!(out.status.success(), "{}", out.stderr_text());
     let done = deployer.finished(&id).await;
     assert_eq!(target(&done, "staging").state, TargetState::RolledBack);
-    assert!(target(&done, "staging").reason.as_deref().unwrap().contains("rejected by an operator"));
+    assert!(target(&done, "staging").reason.as_deref().unwrap().contains("rejected by the bootstrap admin token"));
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -27,18 +27,6 @@ async fn set_secret(relay: &RelayProcess, team: &str, name: &str, value: &str) {
     assert!(out.status.success(), "{}", out.stderr_text());
 }
 
-/// `method path` with `token`; the status and the JSON body.
-async fn call(relay: &RelayProcess, method: &str, path: &str, token: &str, body: Option<Value>) -> (u16, Value) {
-    let mut request = reqwest::Client::new()
-        .request(reqwest::Method::from_bytes(method.as_bytes()).unwrap(), format!("{}{path}", relay.http_url))
-        .bearer_auth(token);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let reply = request.send().await.unwrap();
-    (reply.status().as_u16(), reply.json().await.unwrap_or_default())
-}
-
 fn detail(body: &Value) -> String {
     body["detail"].as_str().unwrap_or_default().to_owned()
 }
@@ -168,22 +156,22 @@ async fn another_teams_agent_secret_and_provider_are_refused_as_if_they_did_not_
     let run = |file: String| json!({"file": file, "name": "check"});
     let url = "http://127.0.0.1:9/x";
 
-    let theirs =
-        call(&relay, "POST", "/api/v1/webhook-runs", &deployer, Some(run(webhook_file(url, Some("alpha-rna"), "x"))))
-            .await;
-    let nowhere =
-        call(&relay, "POST", "/api/v1/webhook-runs", &deployer, Some(run(webhook_file(url, Some("ghost-rna"), "x"))))
-            .await;
+    let theirs = relay
+        .call_as("POST", "/api/v1/webhook-runs", &deployer, Some(run(webhook_file(url, Some("alpha-rna"), "x"))))
+        .await;
+    let nowhere = relay
+        .call_as("POST", "/api/v1/webhook-runs", &deployer, Some(run(webhook_file(url, Some("ghost-rna"), "x"))))
+        .await;
     assert_eq!(theirs.0, 400, "{}", theirs.1);
     assert!(detail(&theirs.1).contains("agent \"alpha-rna\" is not registered in team \"bravo\""), "{}", theirs.1);
     same_words(&theirs, &nowhere, "alpha-rna", "ghost-rna");
 
-    let theirs =
-        call(&relay, "POST", "/api/v1/webhook-runs", &deployer, Some(run(webhook_file(url, None, "alpha-token"))))
-            .await;
-    let nowhere =
-        call(&relay, "POST", "/api/v1/webhook-runs", &deployer, Some(run(webhook_file(url, None, "ghost-token"))))
-            .await;
+    let theirs = relay
+        .call_as("POST", "/api/v1/webhook-runs", &deployer, Some(run(webhook_file(url, None, "alpha-token"))))
+        .await;
+    let nowhere = relay
+        .call_as("POST", "/api/v1/webhook-runs", &deployer, Some(run(webhook_file(url, None, "ghost-token"))))
+        .await;
     assert_eq!(theirs.0, 400, "{}", theirs.1);
     assert!(detail(&theirs.1).contains("alpha-token"), "{}", theirs.1);
     same_words(&theirs, &nowhere, "alpha-token", "ghost-token");
@@ -207,8 +195,8 @@ analysis:
         )
     };
     let deploy = |file: String| json!({"file": file});
-    let theirs = call(&relay, "POST", "/api/v1/deployments", &deployer, Some(deploy(analysis("alpha-prom")))).await;
-    let nowhere = call(&relay, "POST", "/api/v1/deployments", &deployer, Some(deploy(analysis("ghost-prom")))).await;
+    let theirs = relay.call_as("POST", "/api/v1/deployments", &deployer, Some(deploy(analysis("alpha-prom")))).await;
+    let nowhere = relay.call_as("POST", "/api/v1/deployments", &deployer, Some(deploy(analysis("ghost-prom")))).await;
     assert_eq!(theirs.0, 400, "{}", theirs.1);
     assert!(detail(&theirs.1).contains("unknown metric provider \"alpha-prom\" in team \"bravo\""), "{}", theirs.1);
     same_words(&theirs, &nowhere, "alpha-prom", "ghost-prom");
@@ -233,22 +221,22 @@ webhooks:
 "
         )
     };
-    let theirs = call(&relay, "POST", "/api/v1/deployments", &deployer, Some(deploy(through("alpha-rna")))).await;
-    let nowhere = call(&relay, "POST", "/api/v1/deployments", &deployer, Some(deploy(through("ghost-rna")))).await;
+    let theirs = relay.call_as("POST", "/api/v1/deployments", &deployer, Some(deploy(through("alpha-rna")))).await;
+    let nowhere = relay.call_as("POST", "/api/v1/deployments", &deployer, Some(deploy(through("ghost-rna")))).await;
     assert_eq!(theirs.0, 400, "{}", theirs.1);
     same_words(&theirs, &nowhere, "alpha-rna", "ghost-rna");
     let provider =
         |agent: &str| json!({"name": "p", "type": "prometheus", "url": "http://127.0.0.1:9", "agent": agent});
-    let theirs = call(&relay, "POST", "/api/v1/metric-providers", &deployer, Some(provider("alpha-rna"))).await;
-    let nowhere = call(&relay, "POST", "/api/v1/metric-providers", &deployer, Some(provider("ghost-rna"))).await;
+    let theirs = relay.call_as("POST", "/api/v1/metric-providers", &deployer, Some(provider("alpha-rna"))).await;
+    let nowhere = relay.call_as("POST", "/api/v1/metric-providers", &deployer, Some(provider("ghost-rna"))).await;
     assert_eq!(theirs.0, 400, "{}", theirs.1);
     same_words(&theirs, &nowhere, "alpha-rna", "ghost-rna");
 
     // Bravo's own names are free for it, whatever alpha holds.
     set_secret(&relay, "bravo", "alpha-token", "bravo's own").await;
-    let mine =
-        call(&relay, "POST", "/api/v1/webhook-runs", &deployer, Some(run(webhook_file(url, None, "alpha-token"))))
-            .await;
+    let mine = relay
+        .call_as("POST", "/api/v1/webhook-runs", &deployer, Some(run(webhook_file(url, None, "alpha-token"))))
+        .await;
     assert_eq!(mine.0, 201, "{}", mine.1);
 }
 
@@ -271,7 +259,7 @@ targets:
         - pause:
             untilApproved: true
 ";
-    let (status, deployment) = call(&relay, "POST", "/api/v1/deployments", &alpha, Some(json!({"file": gated}))).await;
+    let (status, deployment) = relay.call_as("POST", "/api/v1/deployments", &alpha, Some(json!({"file": gated}))).await;
     assert_eq!(status, 201, "{deployment}");
     assert_eq!(deployment["team"], "alpha");
     let id = deployment["id"].as_str().unwrap().to_owned();
@@ -280,7 +268,7 @@ targets:
     let file = webhook_file(&format!("http://{endpoint}/wait"), None, "none")
         .replace("      - key: Authorization\n        value: Bearer {{secrets.none}}\n", "");
     let (status, run) =
-        call(&relay, "POST", "/api/v1/webhook-runs", &alpha, Some(json!({"file": file, "name": "check"}))).await;
+        relay.call_as("POST", "/api/v1/webhook-runs", &alpha, Some(json!({"file": file, "name": "check"}))).await;
     assert_eq!(status, 201, "{run}");
     let run_id = run["id"].as_str().unwrap().to_owned();
     let callback = eventually("the run's call arrives", Duration::from_secs(10), || {
@@ -295,15 +283,15 @@ targets:
         ("POST", "/api/v1/deployments/{id}/targets/prod/approve"),
         ("POST", "/api/v1/deployments/{id}/abort"),
     ] {
-        let theirs = call(&relay, method, &path.replace("{id}", &id), &bravo, None).await;
-        let nowhere = call(&relay, method, &path.replace("{id}", ghost), &bravo, None).await;
+        let theirs = relay.call_as(method, &path.replace("{id}", &id), &bravo, None).await;
+        let nowhere = relay.call_as(method, &path.replace("{id}", ghost), &bravo, None).await;
         assert_eq!(theirs.0, 404, "{method} {path}: {}", theirs.1);
         assert_eq!(theirs.0, nowhere.0);
         assert_eq!(detail(&theirs.1).replace(&id, "ID"), detail(&nowhere.1).replace(ghost, "ID"), "{method} {path}");
     }
     for (method, path) in [("GET", "/api/v1/webhook-runs/{id}"), ("POST", "/api/v1/webhook-runs/{id}/cancel")] {
-        let theirs = call(&relay, method, &path.replace("{id}", &run_id), &bravo, None).await;
-        let nowhere = call(&relay, method, &path.replace("{id}", ghost), &bravo, None).await;
+        let theirs = relay.call_as(method, &path.replace("{id}", &run_id), &bravo, None).await;
+        let nowhere = relay.call_as(method, &path.replace("{id}", ghost), &bravo, None).await;
         assert_eq!(theirs.0, 404, "{method} {path}: {}", theirs.1);
         assert_eq!(
             detail(&theirs.1).replace(&run_id, "ID"),
@@ -311,9 +299,9 @@ targets:
             "{method} {path}"
         );
     }
-    let (_, listed) = call(&relay, "GET", "/api/v1/deployments", &bravo, None).await;
+    let (_, listed) = relay.call_as("GET", "/api/v1/deployments", &bravo, None).await;
     assert_eq!(listed["deployments"], json!([]), "bravo lists none of alpha's");
-    let (_, listed) = call(&relay, "GET", "/api/v1/webhook-runs", &bravo, None).await;
+    let (_, listed) = relay.call_as("GET", "/api/v1/webhook-runs", &bravo, None).await;
     assert_eq!(listed["runs"], json!([]));
 
     // Bravo's client calling back alpha's run: as for a callback URI that
@@ -324,13 +312,13 @@ targets:
     let made_up = format!("{}/callbacks/AAAAAAAAAAAAAAAAAAAAAAAA/callback", relay.http_url);
     let unknown = bravo_system.call_back(&made_up, json!({"success": true})).await;
     assert_eq!(refused.body, unknown.body);
-    let (_, still) = call(&relay, "GET", &format!("/api/v1/webhook-runs/{run_id}"), &alpha, None).await;
+    let (_, still) = relay.call_as("GET", &format!("/api/v1/webhook-runs/{run_id}"), &alpha, None).await;
     assert_eq!(still["state"], "awaiting_callback", "{still}");
 
     // Alpha reaches both, and decides its approval.
     let (status, _) =
-        call(&relay, "POST", &format!("/api/v1/deployments/{id}/targets/prod/approve"), &alpha, None).await;
+        relay.call_as("POST", &format!("/api/v1/deployments/{id}/targets/prod/approve"), &alpha, None).await;
     assert_eq!(status, 200);
-    let (status, _) = call(&relay, "GET", &format!("/api/v1/webhook-runs/{run_id}"), &alpha, None).await;
+    let (status, _) = relay.call_as("GET", &format!("/api/v1/webhook-runs/{run_id}"), &alpha, None).await;
     assert_eq!(status, 200);
 }

@@ -117,6 +117,9 @@ pub struct Deployment {
     pub finished_at: Option<String>,
     /// Targets waiting for a manual approval.
     pub pending_approvals: Vec<String>,
+    /// Each pending approval's progress toward its `requiredApprovals`.
+    #[serde(default)]
+    pub approvals: Vec<ApprovalProgress>,
     /// Targets whose analysis step waits for `rollback` or `continue`.
     pub pending_decisions: Vec<String>,
     pub targets: Vec<Target>,
@@ -171,6 +174,20 @@ pub struct AbortRequested {
     pub rollback: bool,
     #[schema(format = DateTime)]
     pub requested_at: String,
+    /// Who asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_by: Option<String>,
+}
+
+/// A pending manual approval and who approved it so far.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApprovalProgress {
+    pub target: String,
+    /// Distinct people, in the order they approved.
+    pub approved_by: Vec<String>,
+    /// How many it needs (`requiredApprovals`, 1 unless the file says).
+    pub required_approvals: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -269,6 +286,13 @@ pub struct DecisionTaken {
     pub deployment: String,
     pub target: String,
     pub decision: Decision,
+    /// An approval counted toward `requiredApprovals` that it does not
+    /// reach yet (the reply is `202`): who approved so far.
+    #[serde(default, skip_serializing_if = "Option::is_none", rename = "approvedBy")]
+    pub approved_by: Option<Vec<String>>,
+    /// With `approvedBy`: how many distinct people the step needs.
+    #[serde(default, skip_serializing_if = "Option::is_none", rename = "requiredApprovals")]
+    pub required_approvals: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

@@ -16,6 +16,18 @@ pub struct Team {
     pub name: String,
     #[schema(format = DateTime)]
     pub created_at: String,
+    /// Whoever started a deployment may not approve it.
+    #[serde(default)]
+    pub forbid_self_approval: bool,
+}
+
+/// `PATCH /api/v1/teams/{name}`: a team's settings; what is left out stays.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpdateTeam {
+    /// Whether whoever started a deployment is refused when approving it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forbid_self_approval: Option<bool>,
 }
 
 /// `GET /api/v1/teams`: the teams the caller has a role in (every team,

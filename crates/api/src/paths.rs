@@ -440,6 +440,21 @@ admin_path!(
 );
 
 admin_path!(
+    /// Change a team's settings (its admins, or an organization admin).
+    patch "/api/v1/teams/{name}", update_team,
+    {
+        tag = "teams",
+        params(("name" = String, Path, description = "The team")),
+        request_body = UpdateTeam,
+    },
+    responses(
+        (status = 200, description = "The team as it now is", body = Team),
+        (status = 400, description = "An invalid body", body = Problem, content_type = PROBLEM),
+        (status = 404, description = "No such team", body = Problem, content_type = PROBLEM),
+    )
+);
+
+admin_path!(
     /// Create a service account with roles in a team; its token is shown once.
     post "/api/v1/service-accounts", create_service_account,
     {
@@ -534,7 +549,7 @@ pub fn metrics() {}
         create_deployment, dry_run_deployment, list_deployments, show_deployment, approve, reject, rollback, proceed, abort_deployment,
         create_metric_provider, list_metric_providers, delete_metric_provider,
         list_secrets, put_secret, delete_secret,
-        create_team, list_teams, create_service_account, list_service_accounts, revoke_service_account, list_audit,
+        create_team, list_teams, update_team, create_service_account, list_service_accounts, revoke_service_account, list_audit,
         callback, token, healthz, readyz, metrics,
     ),
     modifiers(&SecuritySchemes, &Passthrough),

@@ -101,6 +101,13 @@ pub(crate) enum TeamsCommand {
     Create { name: String },
     /// The teams you have a role in.
     List,
+    /// Change a team's settings (its admins, or the admin token).
+    Update {
+        name: String,
+        /// Whether whoever started a deployment is refused when approving it.
+        #[arg(long, value_name = "true|false")]
+        forbid_self_approval: Option<bool>,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -101,6 +101,11 @@ impl Relay {
         self.send(self.http.post(self.url(path)).bearer_auth(&self.token)).await
     }
 
+    /// PATCHes with `body` as JSON.
+    pub async fn patch<T: DeserializeOwned>(&self, path: &str, body: &impl Serialize) -> Result<T, Failure> {
+        self.send(self.http.patch(self.url(path)).bearer_auth(&self.token).json(body)).await
+    }
+
     /// PUTs `body` as JSON.
     pub async fn put<T: DeserializeOwned>(&self, path: &str, body: &impl Serialize) -> Result<T, Failure> {
         self.send(self.http.put(self.url(path)).bearer_auth(&self.token).json(body)).await

@@ -18,7 +18,7 @@ use crate::cluster::{ClusterStore, ReplicaRecord, ReportedAllowList, SessionReco
 use crate::console::{ConsoleSession, ConsoleSessionStore};
 use crate::credentials::{CredentialKind, CredentialStore};
 use crate::deployments::{
-    ApprovalState, DECISION_SUFFIX, DeploymentLease, DeploymentState, DeploymentStore, TargetState,
+    ApprovalState, DECISION_SUFFIX, DeploymentLease, DeploymentState, DeploymentStore, TargetState, Voter,
 };
 use crate::error::{Conflict, StoreError};
 use crate::idempotency::IdempotencyKey;
@@ -62,7 +62,9 @@ macro_rules! conformance_suite {
             text_with_nul_is_stored_replaced,
             secrets_keep_their_uses,
             an_abort_request_stands_once,
+            approvals_count_each_voter_once_while_pending,
             teams_and_service_accounts,
+            a_team_may_forbid_approving_ones_own_deployment,
             the_audit_trail_appends_and_filters,
             names_and_subjects_are_a_teams_own,
             runs_and_deployments_keep_to_their_team,
@@ -221,12 +223,14 @@ pub async fn providers_and_decisions_keep_to_themselves<H: Harness>(harness: &H)
     store.insert_deployment("d", TEAM, "app", "file", "{}", None, &lease()).await.unwrap();
     store.request_approval("d", OWNER, "t", "t/beforeDeployment/0").await.unwrap();
     store.request_approval("d", OWNER, "t", &format!("t/beforeDeployment/1{DECISION_SUFFIX}")).await.unwrap();
-    assert_eq!(store.decide_approvals("d", "t", ApprovalState::Approved, true).await.unwrap(), 1);
+    assert_eq!(store.decide_approvals("d", "t", ApprovalState::Approved, true, "alice").await.unwrap(), 1);
     assert_eq!(store.approval("d", "t/beforeDeployment/0").await.unwrap(), Some(ApprovalState::Pending));
-    assert_eq!(store.decide_approvals("d", "t", ApprovalState::Rejected, false).await.unwrap(), 1);
+    assert_eq!(store.decide_approvals("d", "t", ApprovalState::Rejected, false, "bob").await.unwrap(), 1);
     assert_eq!(store.approval("d", "t/beforeDeployment/0").await.unwrap(), Some(ApprovalState::Rejected));
     let decision = format!("t/beforeDeployment/1{DECISION_SUFFIX}");
     assert_eq!(store.approval("d", &decision).await.unwrap(), Some(ApprovalState::Approved));
+    assert_eq!(store.approval_decided_by("d", &decision).await.unwrap().as_deref(), Some("alice"));
+    assert_eq!(store.approval_decided_by("d", "t/beforeDeployment/0").await.unwrap().as_deref(), Some("bob"));
 }
 
 /// A deployment's view is one snapshot: while a writer adds a journal
@@ -700,26 +704,90 @@ pub async fn a_deployment_lease_fences_its_journal_and_is_taken_over_when_it_lap
 /// an ended deployment is not asked.
 pub async fn an_abort_request_stands_once<H: Harness>(harness: &H) {
     let store = harness.open().await;
-    assert!(store.request_abort("none", "why", true).await.unwrap().is_none(), "no such deployment");
+    assert!(store.request_abort("none", "why", true, "alice").await.unwrap().is_none(), "no such deployment");
     store.insert_deployment("d", TEAM, "app", "f", "{}", None, &lease()).await.unwrap();
     store.insert_deployment("e", TEAM, "other", "f", "{}", None, &lease()).await.unwrap();
     assert!(store.deployment("d").await.unwrap().unwrap().abort.is_none());
 
-    let asked = store.request_abort("d", "bad build", false).await.unwrap().unwrap();
+    let asked = store.request_abort("d", "bad build", false, "alice").await.unwrap().unwrap();
     let abort = asked.abort.expect("asked");
     assert_eq!((abort.reason.as_str(), abort.rollback), ("bad build", false));
+    assert_eq!(abort.requested_by.as_deref(), Some("alice"));
     assert!(abort.requested_at > SystemTime::UNIX_EPOCH);
     assert_eq!(asked.state, DeploymentState::Running, "asked, not ended: the holder ends it");
-    let again = store.request_abort("d", "second thoughts", true).await.unwrap().unwrap();
-    assert_eq!(again.abort, Some(abort), "the first request stands");
+    let again = store.request_abort("d", "second thoughts", true, "bob").await.unwrap().unwrap();
+    assert_eq!(again.abort, Some(abort), "the first request stands, with who asked");
 
     store.finish_deployment("d", OWNER, DeploymentState::Aborted, Some("aborted: bad build")).await.unwrap();
     store.finish_deployment("e", OWNER, DeploymentState::Succeeded, None).await.unwrap();
-    let ended = store.request_abort("e", "too late", true).await.unwrap().unwrap();
+    let ended = store.request_abort("e", "too late", true, "bob").await.unwrap().unwrap();
     assert!(ended.abort.is_none(), "an ended deployment is not asked");
     let view = store.deployment_view("d").await.unwrap().unwrap();
     assert_eq!(view.record.state, DeploymentState::Aborted);
-    assert_eq!(view.record.abort.map(|a| a.reason).as_deref(), Some("bad build"));
+    let abort = view.record.abort.expect("asked");
+    assert_eq!((abort.reason.as_str(), abort.requested_by.as_deref()), ("bad build", Some("alice")));
+}
+
+/// Each voter (by its id) counts once toward an approval, and only while
+/// it is pending; voters come back in the order they voted. A decision
+/// names who made it. A deployment's view shows the votes of its pending
+/// approvals only. Votes are not the lease holder's: anyone may cast one.
+pub async fn approvals_count_each_voter_once_while_pending<H: Harness>(harness: &H) {
+    let store = harness.open().await;
+    let voter = |id: &str, name: &str| Voter { id: id.into(), name: name.into() };
+    let alice = voter("user:alice", "Alice");
+    let ci = voter("service_account:sa1", "ci (payments)");
+    let carol = voter("user:carol", "Carol");
+    store.insert_deployment("d", TEAM, "app", "f", "{}", None, &lease()).await.unwrap();
+    assert!(store.vote_approval("d", "t/0", &alice).await.unwrap().is_empty(), "no such approval: nothing counts");
+    assert!(store.vote_approval("none", "t/0", &alice).await.unwrap().is_empty(), "no such deployment");
+    for (target, step_key) in [("t", "t/0"), ("t", "t/1"), ("u", "u/0"), ("v", "v/0")] {
+        store.request_approval("d", OWNER, target, step_key).await.unwrap();
+    }
+    assert_eq!(store.approval_decided_by("d", "t/0").await.unwrap(), None, "pending: nobody decided it");
+
+    assert_eq!(store.vote_approval("d", "t/0", &ci).await.unwrap(), std::slice::from_ref(&ci));
+    assert_eq!(store.vote_approval("d", "u/0", &carol).await.unwrap(), std::slice::from_ref(&carol));
+    let both = [ci.clone(), alice.clone()];
+    assert_eq!(store.vote_approval("d", "t/0", &alice).await.unwrap(), both, "in the order they voted");
+    // Voting again, even under another name, counts once and keeps its place.
+    assert_eq!(store.vote_approval("d", "t/0", &voter(&ci.id, "renamed")).await.unwrap(), both);
+    assert_eq!(store.vote_approval("d", "t/0", &alice).await.unwrap(), both);
+    assert_eq!(
+        store.vote_approval("d", "t/1", &alice).await.unwrap(),
+        std::slice::from_ref(&alice),
+        "each approval its own"
+    );
+    assert_eq!(store.vote_approval("d", "v/0", &carol).await.unwrap(), std::slice::from_ref(&carol));
+    let votes = |view: crate::DeploymentView| {
+        view.approval_votes.into_iter().map(|(step_key, voter)| format!("{step_key} {}", voter.id)).collect::<Vec<_>>()
+    };
+    let view = store.deployment_view("d").await.unwrap().unwrap();
+    assert_eq!(
+        votes(view),
+        ["t/0 service_account:sa1", "u/0 user:carol", "t/0 user:alice", "t/1 user:alice", "v/0 user:carol"],
+        "every pending approval's votes, in the order they were cast"
+    );
+
+    // Deciding names the decider of each approval it decides.
+    assert_eq!(store.decide_approvals("d", "t", ApprovalState::Approved, false, "Alice").await.unwrap(), 2);
+    for step_key in ["t/0", "t/1"] {
+        assert_eq!(store.approval_decided_by("d", step_key).await.unwrap().as_deref(), Some("Alice"), "{step_key}");
+    }
+    assert_eq!(store.approval_decided_by("d", "u/0").await.unwrap(), None, "another target's is pending");
+    assert_eq!(store.vote_approval("d", "t/0", &carol).await.unwrap(), both, "decided: the vote records nothing");
+    assert_eq!(store.decide_approvals("d", "u", ApprovalState::Rejected, false, "Carol").await.unwrap(), 1);
+    assert_eq!(store.approval_decided_by("d", "u/0").await.unwrap().as_deref(), Some("Carol"), "a rejection too");
+    assert_eq!(store.decide_approvals("d", "u", ApprovalState::Approved, false, "Alice").await.unwrap(), 0);
+    assert_eq!(store.approval_decided_by("d", "u/0").await.unwrap().as_deref(), Some("Carol"), "decided once");
+    assert_eq!(votes(store.deployment_view("d").await.unwrap().unwrap()), ["v/0 user:carol"], "pending ones' only");
+
+    // A cancelled approval names no decider and takes no more votes.
+    store.cancel_approval("d", OWNER, "v/0").await.unwrap();
+    assert_eq!(store.approval_decided_by("d", "v/0").await.unwrap(), None);
+    assert_eq!(store.vote_approval("d", "v/0", &alice).await.unwrap(), [carol]);
+    assert!(store.deployment_view("d").await.unwrap().unwrap().approval_votes.is_empty());
+    assert_eq!(store.approval_decided_by("d", "none").await.unwrap(), None, "no such approval");
 }
 
 /// Replicas record themselves and their agents' sessions; a replica not
@@ -912,7 +980,20 @@ pub async fn text_with_nul_is_stored_replaced<H: Harness>(harness: &H) {
     store.add_event("d", OWNER, Some(&target), &nul("kind"), &nul("message")).await.unwrap();
     assert_eq!(store.request_approval("d", OWNER, &target, &step_key).await.unwrap(), ApprovalState::Pending);
     assert_eq!(store.approval("d", &step_key).await.unwrap(), Some(ApprovalState::Pending));
-    assert_eq!(store.decide_approvals("d", &target, ApprovalState::Approved, false).await.unwrap(), 1);
+    let voter = Voter { id: nul("user:a"), name: nul("A") };
+    let stored = Voter { id: replaced("user:a"), name: replaced("A") };
+    assert_eq!(store.vote_approval("d", &step_key, &voter).await.unwrap(), std::slice::from_ref(&stored));
+    assert_eq!(
+        store.vote_approval("d", &step_key, &voter).await.unwrap(),
+        std::slice::from_ref(&stored),
+        "found by its id"
+    );
+    let view = store.deployment_view("d").await.unwrap().unwrap();
+    assert_eq!(view.approval_votes, [(replaced("t/beforeDeployment/0"), stored)]);
+    assert_eq!(store.decide_approvals("d", &target, ApprovalState::Approved, false, &nul("by")).await.unwrap(), 1);
+    assert_eq!(store.approval_decided_by("d", &step_key).await.unwrap(), Some(replaced("by")));
+    let asked = store.request_abort("d", &nul("stop"), true, &nul("who")).await.unwrap().unwrap().abort.unwrap();
+    assert_eq!((asked.reason, asked.requested_by), (replaced("stop"), Some(replaced("who"))));
     let decision = format!("{step_key}{DECISION_SUFFIX}");
     store.request_approval("d", OWNER, &target, &decision).await.unwrap();
     store.cancel_approval("d", OWNER, &decision).await.unwrap();
@@ -1047,6 +1128,33 @@ pub async fn teams_and_service_accounts<H: Harness>(harness: &H) {
     assert!(!store.revoke_service_account("sa1", now).await.unwrap(), "revoked once");
     assert!(!store.service_account("sa1").await.unwrap().unwrap().is_usable(now));
     store.create_service_account(&again).await.expect("the name is free once revoked");
+}
+
+/// A team's rule against approving one's own deployment: off for every
+/// team until set, set and cleared by the team's name, and kept; there is
+/// none to set for a team that does not exist.
+pub async fn a_team_may_forbid_approving_ones_own_deployment<H: Harness>(harness: &H) {
+    async fn rules(store: &impl IdentityStore) -> Vec<(String, bool)> {
+        let teams = store.teams().await.unwrap();
+        teams.into_iter().map(|t| (t.name, t.forbid_self_approval)).collect()
+    }
+    let store = harness.open().await;
+    let rule = |name: &str, forbid| (name.to_owned(), forbid);
+    assert_eq!(rules(&store).await, [rule(TEAM, false)]);
+    assert!(!store.create_team("payments").await.unwrap().forbid_self_approval, "a new team allows it");
+    assert!(store.set_forbid_self_approval("payments", true).await.unwrap());
+    assert!(store.set_forbid_self_approval("payments", true).await.unwrap(), "set again: the team exists");
+    assert_eq!(rules(&store).await, [rule(TEAM, false), rule("payments", true)]);
+    assert_eq!(store.team("payments").await.unwrap().map(|t| t.forbid_self_approval), Some(true));
+    assert!(!store.set_forbid_self_approval("nope", true).await.unwrap(), "no such team");
+    assert!(store.team("nope").await.unwrap().is_none(), "nor is one made");
+    assert!(store.set_forbid_self_approval(TEAM, true).await.unwrap());
+    assert!(store.set_forbid_self_approval("payments", false).await.unwrap());
+    store.close().await;
+    drop(store);
+
+    let reopened = harness.open().await;
+    assert_eq!(rules(&reopened).await, [rule(TEAM, true), rule("payments", false)], "kept");
 }
 
 /// Entries come back newest first, filtered, paged by `before`, and go
@@ -1323,8 +1431,11 @@ pub fn stored_before_teams(bytes: fn(&str) -> String) -> String {
                   ('callback', 'callback', 'ci', {hash}, 3, NULL); \
          INSERT INTO webhook_runs (id, callback_id, webhook, spec, state, created_at, updated_at, idempotency_key, request_hash) \
            VALUES ('r', 'cb', 'w', '{{}}', 'pending', 1, 1, 'k', 'h'); \
-         INSERT INTO deployments (id, application, file, context, state, created_at, updated_at, idempotency_key, request_hash) \
-           VALUES ('d', 'app', 'f', '{{}}', 'running', 1, 1, 'k', 'h'); \
+         INSERT INTO deployments (id, application, file, context, state, created_at, updated_at, idempotency_key, request_hash, \
+                                  abort_reason, abort_rollback, abort_requested_at) \
+           VALUES ('d', 'app', 'f', '{{}}', 'running', 1, 1, 'k', 'h', 'stop', TRUE, 2); \
+         INSERT INTO approvals (deployment_id, step_key, target, state, requested_at, decided_at) \
+           VALUES ('d', 't/0', 't', 'approved', 1, 2), ('d', 't/1', 't', 'pending', 1, NULL); \
          INSERT INTO relay_replicas (id, name, started_at, seen_at) VALUES ('a', 'a', 1, 1); \
          INSERT INTO agent_sessions (session_id, replica_id, agent_id, instance, version, connected_at) \
            VALUES ('s', 'a', 'rna', 'host', '1.0', 1);",
@@ -1334,7 +1445,10 @@ pub fn stored_before_teams(bytes: fn(&str) -> String) -> String {
 }
 
 /// What [`stored_before_teams`] stored is team `default`'s once migrated,
-/// read through the traits, and its rules hold in that team.
+/// read through the traits, and its rules hold in that team. What was
+/// stored before approvals by people names nobody: not who asked the abort,
+/// nor who decided the approval; the team allows approving one's own
+/// deployment; and an approval pending then takes votes.
 pub async fn what_was_stored_before_teams_is_the_default_teams(store: &impl Store) {
     use borealis_core::template::{SecretUse, Uses};
 
@@ -1385,4 +1499,16 @@ pub async fn what_was_stored_before_teams_is_the_default_teams(store: &impl Stor
 
     let sessions = store.sessions(Some((TEAM, "rna")), UNIX_EPOCH).await.unwrap();
     assert_eq!(sessions.iter().map(|s| (s.team.as_str(), s.session_id.as_str())).collect::<Vec<_>>(), [(TEAM, "s")]);
+
+    let abort = store.deployment("d").await.unwrap().unwrap().abort.expect("asked before");
+    assert_eq!((abort.reason.as_str(), abort.rollback, abort.requested_by), ("stop", true, None));
+    assert_eq!(store.approval("d", "t/0").await.unwrap(), Some(ApprovalState::Approved));
+    assert_eq!(store.approval_decided_by("d", "t/0").await.unwrap(), None, "decided before deciders were kept");
+    let teams = store.teams().await.unwrap();
+    assert!(teams.iter().all(|team| !team.forbid_self_approval), "{teams:?}");
+    let voter = Voter { id: "user:alice".into(), name: "Alice".into() };
+    assert_eq!(store.vote_approval("d", "t/1", &voter).await.unwrap(), std::slice::from_ref(&voter));
+    assert!(store.vote_approval("d", "t/0", &voter).await.unwrap().is_empty(), "decided before");
+    let view = store.deployment_view("d").await.unwrap().unwrap();
+    assert_eq!(view.approval_votes, [("t/1".to_owned(), voter)]);
 }

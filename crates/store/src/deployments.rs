@@ -73,6 +73,8 @@ pub struct AbortRequest {
     /// they are).
     pub rollback: bool,
     pub requested_at: SystemTime,
+    /// Who asked, as actors are shown; `None` for one asked before this was kept.
+    pub requested_by: Option<String>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -101,6 +103,16 @@ pub struct DeploymentLease<'a> {
     pub until: SystemTime,
 }
 
+/// One person's (or service account's) approval, toward a step's
+/// `requiredApprovals`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Voter {
+    /// The actor's `kind:id`: what makes two approvals one person's.
+    pub id: String,
+    /// As actors are shown.
+    pub name: String,
+}
+
 /// A deployment as of one moment: nothing in it is older or newer than the rest.
 #[derive(Debug, Clone)]
 pub struct DeploymentView {
@@ -114,6 +126,9 @@ pub struct DeploymentView {
     pub runs: Vec<RunRecord>,
     /// Targets and step keys, by step key.
     pub pending_approvals: Vec<(String, String)>,
+    /// Who approved the pending approvals so far: step keys and voters, in
+    /// the order they approved.
+    pub approval_votes: Vec<(String, Voter)>,
     /// In the order they were added.
     pub events: Vec<EventRecord>,
 }
@@ -179,6 +194,7 @@ pub trait DeploymentStore: Send + Sync + 'static {
         id: &str,
         reason: &str,
         rollback: bool,
+        by: &str,
     ) -> Result<Option<DeploymentRecord>, StoreError>;
     /// Ends a deployment in `state`, by the replica holding its lease; one
     /// already finished keeps its end. Fails with [`Conflict::LeaseLost`]
@@ -240,16 +256,25 @@ pub trait DeploymentStore: Send + Sync + 'static {
         step_key: &str,
     ) -> Result<ApprovalState, StoreError>;
     async fn approval(&self, id: &str, step_key: &str) -> Result<Option<ApprovalState>, StoreError>;
-    /// Decides the pending approvals of `target`. Returns how many there were.
-    /// With `decisions`, only the rollback-or-continue decisions of analysis
-    /// steps (step keys ending in [`DECISION_SUFFIX`]); without, only the rest.
+    /// Decides the pending approvals of `target`, as `by` (an actor's name).
+    /// Returns how many there were. With `decisions`, only the
+    /// rollback-or-continue decisions of analysis steps (step keys ending in
+    /// [`DECISION_SUFFIX`]); without, only the rest.
     async fn decide_approvals(
         &self,
         id: &str,
         target: &str,
         decision: ApprovalState,
         decisions: bool,
+        by: &str,
     ) -> Result<u64, StoreError>;
+    /// Who decided approval `step_key` (the last of its approvers, or who
+    /// rejected it); `None` while pending, or for one decided before this was kept.
+    async fn approval_decided_by(&self, id: &str, step_key: &str) -> Result<Option<String>, StoreError>;
+    /// Counts `voter`'s approval of `step_key` while it is pending; a voter
+    /// counts once, however often it approves. Returns every voter so far,
+    /// in the order they approved.
+    async fn vote_approval(&self, id: &str, step_key: &str, voter: &Voter) -> Result<Vec<Voter>, StoreError>;
     /// Marks one approval cancelled if it is still pending.
     async fn cancel_approval(&self, id: &str, owner: &str, step_key: &str) -> Result<(), StoreError>;
     /// Cancels webhook run `run_id`, a step of deployment `id`, if it is

@@ -11,6 +11,8 @@ pub use borealis_core::team::DEFAULT_TEAM;
 pub struct Team {
     pub name: String,
     pub created_at: SystemTime,
+    /// Whoever started a deployment may not approve it.
+    pub forbid_self_approval: bool,
 }
 
 /// A machine identity in one team, with roles there.
@@ -47,6 +49,9 @@ pub trait IdentityStore: Send + Sync + 'static {
     /// By name.
     async fn teams(&self) -> Result<Vec<Team>, StoreError>;
     async fn team(&self, name: &str) -> Result<Option<Team>, StoreError>;
+    /// Sets team `name`'s rule on approving one's own deployment; `false`
+    /// when there is no such team.
+    async fn set_forbid_self_approval(&self, name: &str, forbid: bool) -> Result<bool, StoreError>;
     /// Adds a service account; [`Conflict::Duplicate`] when its team has
     /// a live one of that name.
     ///

@@ -50,7 +50,7 @@ pub use console::{ConsoleSession, ConsoleSessionStore};
 pub use credentials::{Credential, CredentialKind, CredentialStore};
 pub use deployments::{
     AbortRequest, ApprovalState, DECISION_SUFFIX, DeploymentLease, DeploymentRecord, DeploymentState, DeploymentStore,
-    DeploymentView, EventRecord, TargetRecord, TargetState,
+    DeploymentView, EventRecord, TargetRecord, TargetState, Voter,
 };
 pub use error::{BoxError, Conflict, StoreError};
 pub use idempotency::IdempotencyKey;

@@ -6,11 +6,11 @@
 //! token signing key, so issued tokens stay valid), teams, credentials with
 //! their hashes and revocations, secrets as encrypted (the same secret key
 //! reads them), metric providers, webhook runs with their attempts and
-//! deadlines, deployments with targets, journal, events and approvals,
-//! service accounts (token hashes) and the audit trail. Leases are not:
-//! a copied attempt under way is taken over as cut off by the first replica,
-//! as after a crash. The source is read in one snapshot; the target is
-//! written in one transaction, so a failed copy leaves it empty.
+//! deadlines, deployments with targets, journal, events, approvals and
+//! their votes, service accounts (token hashes) and the audit trail. Leases
+//! are not: a copied attempt under way is taken over as cut off by the
+//! first replica, as after a crash. The source is read in one snapshot; the
+//! target is written in one transaction, so a failed copy leaves it empty.
 
 use sqlx::{Row, postgres::PgArguments, query::Query};
 
@@ -36,7 +36,8 @@ struct Table {
     order: &'static str,
     /// Identity columns Postgres generates, inserted as they were.
     identity: Option<&'static str>,
-    /// What a row the target's own migrations made (team `default`) yields to.
+    /// What a row the target's own migrations made (team `default`) does
+    /// with the copied one.
     on_conflict: &'static str,
 }
 
@@ -44,10 +45,11 @@ struct Table {
 const TABLES: &[Table] = &[
     Table {
         name: "teams",
-        columns: &[("name", Text), ("created_at", Int)],
+        columns: &[("name", Text), ("created_at", Int), ("forbid_self_approval", Bool)],
         order: "name",
         identity: None,
-        on_conflict: " ON CONFLICT (name) DO NOTHING",
+        // The target's `default` keeps its creation, and takes the source's rule.
+        on_conflict: " ON CONFLICT (name) DO UPDATE SET forbid_self_approval = excluded.forbid_self_approval",
     },
     Table {
         name: "settings",
@@ -163,6 +165,7 @@ const TABLES: &[Table] = &[
             ("abort_reason", Text),
             ("abort_rollback", Bool),
             ("abort_requested_at", Int),
+            ("abort_requested_by", Text),
         ],
         order: "created_at, id",
         identity: None,
@@ -213,9 +216,24 @@ const TABLES: &[Table] = &[
             ("state", Text),
             ("requested_at", Int),
             ("decided_at", Int),
+            ("decided_by", Text),
         ],
         order: "deployment_id, step_key",
         identity: None,
+        on_conflict: "",
+    },
+    Table {
+        name: "approval_votes",
+        columns: &[
+            ("deployment_id", Text),
+            ("step_key", Text),
+            ("voter_id", Text),
+            ("voter_name", Text),
+            ("voted_at", Int),
+            ("seq", Int),
+        ],
+        order: "deployment_id, seq",
+        identity: Some("seq"),
         on_conflict: "",
     },
     Table {

@@ -6,7 +6,9 @@ use std::time::SystemTime;
 use crate::cluster::{ReplicaRecord, SessionRecord};
 use crate::console::ConsoleSession;
 use crate::credentials::{Credential, CredentialKind};
-use crate::deployments::{AbortRequest, DeploymentRecord, DeploymentState, EventRecord, TargetRecord, TargetState};
+use crate::deployments::{
+    AbortRequest, DeploymentRecord, DeploymentState, EventRecord, TargetRecord, TargetState, Voter,
+};
 use crate::error::StoreError;
 use crate::providers::MetricProvider;
 use crate::runs::{Attempt, RunRecord, RunState};
@@ -173,6 +175,7 @@ pub(crate) fn deployment(row: &impl Columns) -> Result<DeploymentRecord, StoreEr
             reason,
             rollback: row.flag("abort_rollback").unwrap_or(true),
             requested_at: time_opt(row, "abort_requested_at").unwrap_or(SystemTime::UNIX_EPOCH),
+            requested_by: row.text_opt("abort_requested_by"),
         }),
     })
 }
@@ -198,6 +201,16 @@ pub(crate) fn event(row: &impl Columns) -> EventRecord {
 
 pub(crate) fn pair(row: &impl Columns) -> (String, String) {
     row.pair()
+}
+
+/// From `voter_id` and `voter_name`.
+pub(crate) fn voter(row: &impl Columns) -> Voter {
+    Voter { id: row.text("voter_id"), name: row.text("voter_name") }
+}
+
+/// A vote: its `step_key` and [`voter`].
+pub(crate) fn vote(row: &impl Columns) -> (String, Voter) {
+    (row.text("step_key"), voter(row))
 }
 
 pub(crate) fn replica(row: &impl Columns) -> ReplicaRecord {
@@ -231,7 +244,11 @@ pub(crate) fn allow_list_json(session: &SessionRecord) -> Option<String> {
 }
 
 pub(crate) fn team(row: &impl Columns) -> crate::identities::Team {
-    crate::identities::Team { name: row.text("name"), created_at: time(row, "created_at") }
+    crate::identities::Team {
+        name: row.text("name"),
+        created_at: time(row, "created_at"),
+        forbid_self_approval: row.flag("forbid_self_approval").unwrap_or(false),
+    }
 }
 
 pub(crate) fn service_account(row: &impl Columns) -> crate::identities::ServiceAccount {

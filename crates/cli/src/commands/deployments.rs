@@ -156,6 +156,13 @@ pub async fn decide(relay: &Relay, deployment: &str, target: &str, verb: &str) -
     let deployment = &relay.resolve("deployment", deployment).await?;
     let path = format!("/api/v1/deployments/{}/targets/{}/{verb}", urlencode(deployment), urlencode(target));
     let reply: DecisionTaken = relay.post_empty(&path).await?;
-    say!("{target} of {deployment}: {}", reply.decision.as_str());
+    match (&reply.approved_by, reply.required_approvals) {
+        (Some(by), Some(required)) => say!(
+            "{target} of {deployment}: approval counted, {} of {required} ({}); it waits for more",
+            by.len(),
+            by.join(", ")
+        ),
+        _ => say!("{target} of {deployment}: {}", reply.decision.as_str()),
+    }
     Ok(())
 }

@@ -2,7 +2,7 @@
 
 use borealis_api::{
     AuditList, CreateServiceAccount, CreateTeam, ServiceAccount, ServiceAccountCreated, ServiceAccountList, Team,
-    TeamList,
+    TeamList, UpdateTeam,
 };
 
 use crate::args::{AuditArgs, ServiceAccountsCommand, TeamsCommand};
@@ -20,13 +20,22 @@ pub async fn teams(relay: &Relay, json: bool, command: &TeamsCommand) -> Result<
             if json {
                 render::json(&list);
             } else {
-                let mut rows = vec![["TEAM", "CREATED"].map(String::from)];
-                rows.extend(list.teams.iter().map(|t| [t.name.clone(), t.created_at.clone()]));
+                let mut rows = vec![["TEAM", "CREATED", "SELF-APPROVAL"].map(String::from)];
+                rows.extend(list.teams.iter().map(|t| [t.name.clone(), t.created_at.clone(), self_approval(t).into()]));
                 render::table(rows);
             }
         }
+        TeamsCommand::Update { name, forbid_self_approval } => {
+            let body = UpdateTeam { forbid_self_approval: *forbid_self_approval };
+            let team: Team = relay.patch(&format!("/api/v1/teams/{}", urlencode(name)), &body).await?;
+            if json { render::json(&team) } else { say!("team {}: self-approval {}", team.name, self_approval(&team)) }
+        }
     }
     Ok(())
+}
+
+fn self_approval(team: &Team) -> &'static str {
+    if team.forbid_self_approval { "forbidden" } else { "allowed" }
 }
 
 pub async fn service_accounts(relay: &Relay, json: bool, command: &ServiceAccountsCommand) -> Result<(), Failure> {

@@ -56,15 +56,25 @@ pub struct RunWebhook {
 pub enum Pause {
     /// Waits for an operator's approval; with `approvalExpiration`, for at
     /// most this many seconds, after which the target fails. With
-    /// `requiresRoles`, only someone holding one of them may decide it.
+    /// `requiresRoles`, only someone holding one of them may decide it;
+    /// with `requiredApprovals: N`, it passes once N distinct people approved.
     UntilApproved {
         expires_after: Option<u64>,
         #[serde(default)]
         requires_roles: Vec<String>,
+        #[serde(default = "one_approval")]
+        required_approvals: u32,
     },
     /// Waits this many seconds.
     Seconds(u64),
 }
+
+fn one_approval() -> u32 {
+    1
+}
+
+/// The most approvals a pause may ask for.
+pub const MAX_REQUIRED_APPROVALS: u64 = 20;
 
 /// One item of a constraint list or a strategy's steps.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]

@@ -10,8 +10,8 @@ use marked_yaml::{LoaderOptions, Node};
 use super::diagnostic::{Diagnostic, Location};
 use super::model::{
     Analysis, AnalysisQuery, Constraints, DecisionMode, DeploymentFile, Driver, FlaggerHook, HeaderTemplate, HookType,
-    LookbackMethod, Metrics, NameRef, NetworkMode, Pause, RunWebhook, Signing, Step, Strategy, StrategyKind, Target,
-    Webhook,
+    LookbackMethod, MAX_REQUIRED_APPROVALS, Metrics, NameRef, NetworkMode, Pause, RunWebhook, Signing, Step, Strategy,
+    StrategyKind, Target, Webhook,
 };
 use super::validate::validate;
 use crate::template;
@@ -881,8 +881,11 @@ impl Reader {
     }
 
     fn pause(&mut self, path: &str, node: &Node) -> Option<Pause> {
-        let map =
-            self.mapping(path, node, &["untilApproved", "duration", "unit", "approvalExpiration", "requiresRoles"])?;
+        let map = self.mapping(
+            path,
+            node,
+            &["untilApproved", "duration", "unit", "approvalExpiration", "requiresRoles", "requiredApprovals"],
+        )?;
         if let Some(approved) = map.get_node("untilApproved") {
             let expires_after = match map.get_node("approvalExpiration") {
                 Some(n) => Some(self.approval_expiration(&join(path, "approvalExpiration"), n)?),
@@ -892,8 +895,12 @@ impl Reader {
                 Some(n) => self.requires_roles(&join(path, "requiresRoles"), n)?,
                 None => Vec::new(),
             };
+            let required_approvals = match map.get_node("requiredApprovals") {
+                Some(n) => self.required_approvals(&join(path, "requiredApprovals"), n)?,
+                None => 1,
+            };
             return match self.bool(&join(path, "untilApproved"), approved)? {
-                true => Some(Pause::UntilApproved { expires_after, requires_roles }),
+                true => Some(Pause::UntilApproved { expires_after, requires_roles, required_approvals }),
                 false => {
                     self.error(
                         &join(path, "untilApproved"),
@@ -939,6 +946,16 @@ impl Reader {
             roles.push(role);
         }
         Some(roles)
+    }
+
+    /// `requiredApprovals: N`: how many distinct people must approve.
+    fn required_approvals(&mut self, path: &str, node: &Node) -> Option<u32> {
+        let n = self.number(path, node, MAX_REQUIRED_APPROVALS)?;
+        if n == 0 {
+            self.error(path, node, "requiredApprovals is at least 1");
+            return None;
+        }
+        Some(n as u32)
     }
 
     /// `approvalExpiration: {duration, unit}`, in seconds.
@@ -1640,7 +1657,35 @@ targets:
         assert_eq!((a.lookback_method, a.queries[0].name.as_str()), (LookbackMethod::Sliding, "d"));
         assert_eq!(file.query("d").unwrap().lower_limit, Some(-1.5));
         let Step::Pause { pause, .. } = &file.targets[0].constraints.after_deployment[0] else { panic!("a pause") };
-        assert_eq!(*pause, Pause::UntilApproved { expires_after: Some(3), requires_roles: Vec::new() });
+        assert_eq!(
+            *pause,
+            Pause::UntilApproved { expires_after: Some(3), requires_roles: Vec::new(), required_approvals: 1 }
+        );
+    }
+
+    #[test]
+    fn required_approvals_is_a_count_of_people_from_one_to_twenty() {
+        let file = |n: &str| {
+            format!(
+                "application: a\ntargets:\n  prod:\n    constraints:\n      beforeDeployment:\n        - pause:\n            untilApproved: true\n            requiredApprovals: {n}\n"
+            )
+        };
+        let parsed = parse(&file("2")).unwrap_or_else(|e| panic!("{e:?}")).file;
+        let Step::Pause { pause, .. } = &parsed.targets[0].constraints.before_deployment[0] else { panic!("a pause") };
+        assert_eq!(
+            *pause,
+            Pause::UntilApproved { expires_after: None, requires_roles: Vec::new(), required_approvals: 2 }
+        );
+        assert_eq!(
+            errors(&file("0")),
+            [
+                "targets.prod.constraints.beforeDeployment[0].pause.requiredApprovals: requiredApprovals is at least 1 at 8:32"
+            ]
+        );
+        assert!(
+            errors(&file("21"))[0].starts_with("targets.prod.constraints.beforeDeployment[0].pause.requiredApprovals")
+        );
+        assert!(errors(&file("two"))[0].contains("requiredApprovals"));
     }
 
     #[test]

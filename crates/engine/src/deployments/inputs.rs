@@ -24,6 +24,9 @@ pub struct Inputs {
     /// Who started the deployment, as the audit trail names them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_by: Option<String>,
+    /// Their `kind:id`, which a team forbidding self-approval compares.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_by_id: Option<String>,
 }
 
 /// How inputs were stored: as a whole, or (before artifacts) as the context alone.
@@ -59,6 +62,7 @@ impl Inputs {
             context: overlay(&file.context, &self.context),
             artifacts: overlay(&file.artifacts, &self.artifacts),
             started_by: self.started_by.clone(),
+            started_by_id: self.started_by_id.clone(),
         }
     }
 
@@ -111,6 +115,7 @@ mod tests {
             context: map(&[("a", "1")]),
             artifacts: map(&[("web", "shop:2")]),
             started_by: Some("ci (default)".into()),
+            started_by_id: Some("service_account:0123456789abcdef".into()),
         };
         assert_eq!(Inputs::decode(&new.encode()), new);
         assert_eq!(Inputs::decode("not json"), Inputs::default());
@@ -124,7 +129,7 @@ mod tests {
             ..Default::default()
         };
         let caller =
-            Inputs { context: map(&[("env", "caller")]), artifacts: map(&[("web", "shop:2")]), started_by: None };
+            Inputs { context: map(&[("env", "caller")]), artifacts: map(&[("web", "shop:2")]), ..Default::default() };
         let all = caller.over(&file);
         assert_eq!(all.context, map(&[("env", "caller"), ("keep", "k")]));
         assert_eq!(all.artifacts, map(&[("api", "api:7"), ("web", "shop:2")]));

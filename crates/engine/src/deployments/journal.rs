@@ -151,6 +151,16 @@ pub fn step_key(target: &str, list: &str, index: usize) -> String {
     format!("{target}/{list}/{index}")
 }
 
+/// How many distinct people the manual approval at `key` needs (1 for
+/// any other step).
+pub fn required_approvals(file: &borealis_core::deployment::DeploymentFile, key: &str) -> u32 {
+    use borealis_core::deployment::{Pause, Step};
+    match step_at(file, key) {
+        Some(Step::Pause { pause: Pause::UntilApproved { required_approvals, .. }, .. }) => *required_approvals,
+        _ => 1,
+    }
+}
+
 /// The step of `file` that [`step_key`] named `key`.
 pub fn step_at<'f>(
     file: &'f borealis_core::deployment::DeploymentFile,

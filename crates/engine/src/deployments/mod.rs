@@ -27,7 +27,7 @@ use borealis_core::deployment::{self, DeploymentFile, UnknownFields};
 use borealis_core::team::AgentRef;
 use borealis_store::{
     ApprovalState, Claim, Conflict, DeploymentLease, DeploymentRecord, DeploymentStore, DeploymentView, IdempotencyKey,
-    MetricProviderStore, StoreError, TargetState,
+    MetricProviderStore, StoreError, TargetState, Voter,
 };
 use tokio::sync::broadcast;
 
@@ -58,6 +58,10 @@ pub enum DeploymentError {
     /// The approval asks for a role the decider does not hold.
     #[error("{0}")]
     RoleRequired(String),
+    /// The decider started the deployment, and its team forbids approving
+    /// one's own.
+    #[error("{0}")]
+    SelfApproval(String),
     #[error("{0}")]
     NotAwaitingDecision(String),
     /// It ended before this could change it.
@@ -95,12 +99,33 @@ fn read_file(text: &str, inputs: &Inputs, unknown: UnknownFields) -> Result<Read
 /// deployment's team.
 #[derive(Debug, Clone)]
 pub struct Decider {
+    /// Their `kind:id`: two approvals with the same id are one person's.
+    pub id: String,
     /// How they are shown (`ci (payments)`).
     pub name: String,
     /// The roles (and identity-provider groups) they hold.
     pub roles: Vec<String>,
     /// The organization's admin: `requiresRoles` does not bind them.
     pub unrestricted: bool,
+    /// The deployment's team forbids approving a deployment one started.
+    pub self_approval_forbidden: bool,
+}
+
+/// What a decision did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decided {
+    /// It was taken.
+    Taken,
+    /// An approval was counted toward the step's `requiredApprovals`, which
+    /// it does not reach yet: who approved so far, and how many it needs.
+    Counted { approved_by: Vec<String>, required: u32 },
+}
+
+/// What a pending manual approval asks of whoever decides it.
+struct ApprovalRules {
+    key: String,
+    requires_roles: Vec<String>,
+    required_approvals: u32,
 }
 
 /// The longest reason an abort may give.
@@ -421,31 +446,59 @@ impl Deployments {
         Ok(errors)
     }
 
-    /// Refuses `by` when an approval `target` waits for names
-    /// `requiresRoles` and `by` holds none of them.
-    async fn check_required_roles(
+    /// The manual approvals `target` waits for, with what each asks of
+    /// its deciders (none for a file that no longer parses).
+    async fn pending_rules(
         &self,
         record: &DeploymentRecord,
         target: &str,
+    ) -> Result<Vec<ApprovalRules>, DeploymentError> {
+        let Ok(parsed) = deployment::parse_with(&record.file, UnknownFields::Warn) else { return Ok(Vec::new()) };
+        let view = self.view(&record.id).await?;
+        let pending = view.pending_approvals.iter().filter(|(t, k)| t == target && !is_decision(k));
+        Ok(pending
+            .filter_map(|(_, key)| match journal::step_at(&parsed.file, key) {
+                Some(deployment::Step::Pause {
+                    pause: deployment::Pause::UntilApproved { requires_roles, required_approvals, .. },
+                    ..
+                }) => Some(ApprovalRules {
+                    key: key.clone(),
+                    requires_roles: requires_roles.clone(),
+                    required_approvals: *required_approvals,
+                }),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Refuses `by` where the approvals of `target` say they may not decide
+    /// them: a role it does not hold, or (approving) a deployment it started
+    /// where its team forbids that.
+    fn check_decider(
+        record: &DeploymentRecord,
+        target: &str,
+        rules: &[ApprovalRules],
+        decision: Decision,
         by: &Decider,
     ) -> Result<(), DeploymentError> {
-        let Ok(parsed) = deployment::parse_with(&record.file, UnknownFields::Warn) else { return Ok(()) };
-        let view = self.view(&record.id).await?;
-        for (_, key) in view.pending_approvals.iter().filter(|(t, k)| t == target && !is_decision(k)) {
-            let Some(deployment::Step::Pause {
-                pause: deployment::Pause::UntilApproved { requires_roles, .. }, ..
-            }) = journal::step_at(&parsed.file, key)
-            else {
-                continue;
-            };
-            if requires_roles.is_empty() || requires_roles.iter().any(|r| by.roles.contains(r)) {
-                continue;
+        for rule in rules {
+            let allowed = by.unrestricted
+                || rule.requires_roles.is_empty()
+                || rule.requires_roles.iter().any(|r| by.roles.contains(r));
+            if !allowed {
+                let holds = if by.roles.is_empty() { "no role".to_owned() } else { by.roles.join(", ") };
+                return Err(DeploymentError::RoleRequired(format!(
+                    "the approval of target {target:?} requires one of the roles {}; {} holds {holds}",
+                    rule.requires_roles.join(", "),
+                    by.name
+                )));
             }
-            let holds = if by.roles.is_empty() { "no role".to_owned() } else { by.roles.join(", ") };
-            return Err(DeploymentError::RoleRequired(format!(
-                "the approval of target {target:?} requires one of the roles {}; {} holds {holds}",
-                requires_roles.join(", "),
-                by.name
+        }
+        let own = Inputs::decode(&record.context).started_by_id.as_deref() == Some(by.id.as_str());
+        if decision == Decision::Approve && by.self_approval_forbidden && own && !rules.is_empty() {
+            return Err(DeploymentError::SelfApproval(format!(
+                "{} started deployment {} and may not approve it: team {:?} forbids approving one's own deployment",
+                by.name, record.id, record.team
             )));
         }
         Ok(())
@@ -493,10 +546,27 @@ impl Deployments {
         target: &str,
         decision: Decision,
         by: &Decider,
-    ) -> Result<(), DeploymentError> {
+    ) -> Result<Decided, DeploymentError> {
         let record = self.record(id).await?;
-        if matches!(decision, Decision::Approve | Decision::Reject) && !by.unrestricted {
-            self.check_required_roles(&record, target, by).await?;
+        let mut decided_by = by.name.clone();
+        if matches!(decision, Decision::Approve | Decision::Reject) {
+            let rules = self.pending_rules(&record, target).await?;
+            Self::check_decider(&record, target, &rules, decision, by)?;
+            if decision == Decision::Approve {
+                // Each approval asking for more than one person counts this
+                // one's; it passes once enough distinct people approved.
+                let voter = Voter { id: by.id.clone(), name: by.name.clone() };
+                for rule in rules.iter().filter(|r| r.required_approvals > 1) {
+                    let voters = self.context.store.vote_approval(id, &rule.key, &voter).await?;
+                    let approved_by: Vec<String> = voters.into_iter().map(|v| v.name).collect();
+                    if approved_by.len() < rule.required_approvals as usize {
+                        self.changed(id);
+                        tracing::info!(deployment = id, target, approvals = approved_by.len(), "approval counted");
+                        return Ok(Decided::Counted { approved_by, required: rule.required_approvals });
+                    }
+                    decided_by = approved_by.join(", ");
+                }
+            }
         }
         let (state, on_decisions) = match decision {
             Decision::Approve => (ApprovalState::Approved, false),
@@ -504,7 +574,7 @@ impl Deployments {
             Decision::Continue => (ApprovalState::Approved, true),
             Decision::Rollback => (ApprovalState::Rejected, true),
         };
-        let decided = self.context.store.decide_approvals(id, target, state, on_decisions).await?;
+        let decided = self.context.store.decide_approvals(id, target, state, on_decisions, &decided_by).await?;
         if decided == 0 {
             let view = self.view(id).await?;
             let waiting: Vec<&str> = view
@@ -565,7 +635,7 @@ impl Deployments {
         }
         self.changed(id);
         tracing::info!(deployment = id, target, decision = decision.as_str(), "decision taken");
-        Ok(())
+        Ok(Decided::Taken)
     }
 
     /// Asks deployment `id` to stop: its pending steps and webhook runs are
@@ -577,13 +647,14 @@ impl Deployments {
         id: &str,
         reason: Option<&str>,
         rollback: bool,
+        by: &str,
     ) -> Result<DeploymentView, DeploymentError> {
         let reason = reason.map(str::trim).filter(|r| !r.is_empty()).unwrap_or("no reason given");
         if reason.len() > MAX_ABORT_REASON_BYTES {
             let detail = format!("the reason is {} bytes; at most {MAX_ABORT_REASON_BYTES} are taken", reason.len());
             return Err(DeploymentError::Invalid { detail, errors: Vec::new() });
         }
-        let Some(record) = self.context.store.request_abort(id, reason, rollback).await? else {
+        let Some(record) = self.context.store.request_abort(id, reason, rollback, by).await? else {
             return Err(DeploymentError::Unknown(id.to_owned()));
         };
         if record.abort.is_none() {

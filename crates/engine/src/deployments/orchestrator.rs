@@ -157,6 +157,14 @@ fn failure_of(result: Result<(), Stop>) -> Result<Option<Failure>, Halt> {
 
 const CANCELLED: &str = "cancelled because another item in the same list failed";
 
+/// `aborted by NAME: REASON`, as a deployment's and its targets' reason.
+fn aborted_because(request: &AbortRequest) -> String {
+    match &request.requested_by {
+        Some(by) => format!("aborted by {by}: {}", request.reason),
+        None => format!("aborted: {}", request.reason),
+    }
+}
+
 struct Deployment {
     context: Arc<Context>,
     id: String,
@@ -342,7 +350,7 @@ async fn deploy_to_end(context: &Arc<Context>, id: &str) -> Result<(), Halt> {
         .collect();
     let aborted = abort_rx.borrow().clone();
     let (final_state, reason) = match aborted {
-        Some(request) => (DeploymentState::Aborted, Some(format!("aborted: {}", request.reason))),
+        Some(request) => (DeploymentState::Aborted, Some(aborted_because(&request))),
         None if failed.is_empty() => (DeploymentState::Succeeded, None),
         None => (DeploymentState::Failed, Some(failed.join(", "))),
     };
@@ -603,7 +611,7 @@ impl Deployment {
     /// if it was deploying and the abort asks for that, else left.
     async fn abandon(&self, target: &Target, request: &AbortRequest) -> Result<TargetOutcome, Halt> {
         let name = &target.name;
-        let reason = format!("aborted: {}", request.reason);
+        let reason = aborted_because(request);
         let owner = &self.context.replica.id;
         for run in self.journal(|j| j.runs_of(name).map(str::to_owned).collect::<Vec<_>>()) {
             let cancelled = self.context.store.cancel_step_run(&self.id, owner, &run, &reason).await;
@@ -901,10 +909,11 @@ impl Deployment {
         loop {
             match state {
                 ApprovalState::Approved => {
-                    self.event(Some(target), "approved", format!("target {} approved", target.name)).await?;
+                    let by = self.decided_by(key).await?;
+                    self.event(Some(target), "approved", format!("target {} approved by {by}", target.name)).await?;
                     return Ok(());
                 }
-                ApprovalState::Rejected => return Err(failed("rejected by an operator")),
+                ApprovalState::Rejected => return Err(failed(format!("rejected by {}", self.decided_by(key).await?))),
                 ApprovalState::Cancelled => return Err(failed(CANCELLED)),
                 ApprovalState::Pending => {}
             }
@@ -1121,11 +1130,13 @@ impl Deployment {
         loop {
             match state {
                 ApprovalState::Approved => {
-                    self.event(Some(target), "continued", format!("target {} continued by an operator", target.name))
-                        .await?;
+                    let by = self.decided_by(&decision_key).await?;
+                    self.event(Some(target), "continued", format!("target {} continued by {by}", target.name)).await?;
                     return Ok(());
                 }
-                ApprovalState::Rejected => return Err(failed(format!("rolled back by an operator: {why}"))),
+                ApprovalState::Rejected => {
+                    return Err(failed(format!("rolled back by {}: {why}", self.decided_by(&decision_key).await?)));
+                }
                 ApprovalState::Cancelled => return Err(failed(CANCELLED)),
                 ApprovalState::Pending => {}
             }
@@ -1139,6 +1150,12 @@ impl Deployment {
             }
             state = store.approval(&self.id, &decision_key).await.map_err(at)?.unwrap_or(ApprovalState::Pending);
         }
+    }
+
+    /// Who decided approval `key`, as events name them.
+    async fn decided_by(&self, key: &str) -> Result<String, Halt> {
+        let by = self.context.store.approval_decided_by(&self.id, key).await.map_err(|e| Halt::store(key, e))?;
+        Ok(by.unwrap_or_else(|| "an operator".to_owned()))
     }
 
     async fn pause(&self, target: &Target, key: &str, seconds: u64, cancel: &CancellationToken) -> Result<(), Stop> {

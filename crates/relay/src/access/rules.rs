@@ -116,6 +116,11 @@ impl Rule {
         }
     }
 
+    /// Whether the team it acts in is the one its path names.
+    pub fn team_in_path(&self) -> bool {
+        self.path == "/api/v1/teams/{name}"
+    }
+
     /// Whether it reaches a run or a deployment by its id: the object's
     /// team decides, not the caller's.
     pub fn reaches_by_id(&self) -> bool {
@@ -159,6 +164,7 @@ pub const RULES: &[Rule] = &[
     rule("DELETE", "/api/v1/secrets/{name}", Operate, "secret.delete"),
     rule("POST", "/api/v1/teams", Organization, "team.create"),
     rule("GET", "/api/v1/teams", Read, "team.list"),
+    rule("PATCH", "/api/v1/teams/{name}", ManageTeam, "team.update"),
     rule("POST", "/api/v1/service-accounts", ManageTeam, "service-account.create"),
     rule("GET", "/api/v1/service-accounts", ManageTeam, "service-account.list"),
     rule("DELETE", "/api/v1/service-accounts/{id}", ManageTeam, "service-account.revoke"),

@@ -20,12 +20,16 @@ use tokio::sync::broadcast::error::RecvError;
 use super::graph::{self, BOX_HEIGHT, BOX_WIDTH};
 use super::markdown;
 use super::page::{Chrome, ConfirmPage, Failure, Filters, Operator, render, segment, state_words, when};
+use crate::access::principal::Actor;
+use crate::access::rules::Grants;
 use crate::http::deployments as api;
 use crate::http::extract::{ListQuery, QueryOf};
 use crate::http::problem::Problem;
 use crate::state::AppState;
-use borealis_engine::deployments::Decision;
+use borealis_engine::deployments::inputs::Inputs;
 use borealis_engine::deployments::journal::{self, ActionProgress, Journal, StepEnd};
+use borealis_engine::deployments::{Decider, Decision};
+use borealis_store::DeploymentView;
 
 /// How long one live stream lasts; the browser then opens another.
 const LIVE_FOR: Duration = Duration::from_secs(600);
@@ -96,6 +100,8 @@ struct TargetView {
     step: Option<String>,
     /// Everything its current steps wait for, with their deadlines.
     waiting: Vec<String>,
+    /// Pending approvals' progress: `1 of 2 approvals: NAME`.
+    approvals: Vec<String>,
     reason: Option<String>,
     updated_at: String,
     depends_on: Vec<String>,
@@ -141,6 +147,8 @@ struct Action {
     path: String,
     label: &'static str,
     danger: bool,
+    /// Why it cannot be taken now: the button is shown disabled, with this.
+    disabled: Option<String>,
 }
 
 struct EventRow {
@@ -189,6 +197,10 @@ pub async fn page(
     let file =
         deployment::parse_with(&view.record.file, deployment::UnknownFields::Warn).ok().map(|parsed| parsed.file);
     let shown = api::describe(&view);
+    let console = {
+        let (actor, grants) = (Actor::console_admin(), Grants::organization_admin());
+        api::decider(&state, &actor, &grants, &view.record.team).await?
+    };
     let journal = Journal::new(view.journal.iter().cloned());
     let targets_in_file = file.as_ref().map(|f| f.targets.as_slice()).unwrap_or_default();
     let depends_on = |name: &str| {
@@ -228,20 +240,36 @@ pub async fn page(
             let waiting = steps.iter().filter_map(|s| s.waiting.clone()).collect();
             let mut actions = Vec::new();
             let base = format!("/deployments/{}/targets/{}", segment(&id), segment(&target.name));
+            let act =
+                |path: &str, label, danger| Action { path: format!("{base}/{path}"), label, danger, disabled: None };
             if shown.pending_approvals.contains(&target.name) {
-                actions.push(Action { path: format!("{base}/approve"), label: "Approve", danger: false });
-                actions.push(Action { path: format!("{base}/reject"), label: "Reject", danger: true });
+                let approve = Action {
+                    disabled: approve_refusal(&view, &target.name, &console),
+                    ..act("approve", "Approve", false)
+                };
+                actions.push(approve);
+                actions.push(act("reject", "Reject", true));
             }
             if shown.pending_decisions.contains(&target.name) {
-                actions.push(Action { path: format!("{base}/continue"), label: "Continue", danger: false });
-                actions.push(Action { path: format!("{base}/rollback"), label: "Roll back", danger: true });
+                actions.push(act("continue", "Continue", false));
+                actions.push(act("rollback", "Roll back", true));
             }
+            let approvals = shown
+                .approvals
+                .iter()
+                .filter(|a| a.target == target.name && (a.required_approvals > 1 || !a.approved_by.is_empty()))
+                .map(|a| {
+                    let by = if a.approved_by.is_empty() { "no one yet".to_owned() } else { a.approved_by.join(", ") };
+                    format!("{} of {} approvals: {by}", a.approved_by.len(), a.required_approvals)
+                })
+                .collect();
             TargetView {
                 name: target.name.clone(),
                 anchor: target_anchor(&target.name),
                 state: state_words(&target.state),
                 step: target.step.clone(),
                 waiting,
+                approvals,
                 reason: target.reason.clone(),
                 updated_at: when(&target.updated_at),
                 depends_on,
@@ -319,9 +347,26 @@ pub async fn confirm_abort(
 }
 
 pub async fn abort(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Redirect, Failure> {
-    state.deployments.abort(&id, Some("aborted in the console"), true).await?;
+    let by = crate::access::principal::Actor::console_admin().name;
+    state.deployments.abort(&id, Some("aborted in the console"), true, &by).await?;
     tracing::info!(deployment = id.as_str(), "abort asked in the console");
     Ok(Redirect::to(&format!("/deployments/{}", segment(&id))))
+}
+
+/// Why `by` cannot approve `target` now, if it cannot: it started the
+/// deployment and its team forbids that, or it approved already and the
+/// step waits for others.
+fn approve_refusal(view: &DeploymentView, target: &str, by: &Decider) -> Option<String> {
+    let started_by = Inputs::decode(&view.record.context).started_by_id;
+    if by.self_approval_forbidden && started_by.as_deref() == Some(by.id.as_str()) {
+        return Some(format!(
+            "You started this deployment, and team {} forbids approving your own: someone else must approve it.",
+            view.record.team
+        ));
+    }
+    let keys: Vec<&String> = view.pending_approvals.iter().filter(|(t, _)| t == target).map(|(_, k)| k).collect();
+    let voted = view.approval_votes.iter().any(|(key, voter)| keys.contains(&key) && voter.id == by.id);
+    voted.then(|| "You approved it already; it waits for approvals from others.".to_owned())
 }
 
 /// Approve, Reject, Continue or Roll back; back to the deployment after.
@@ -343,11 +388,9 @@ pub async fn decide(
         }
     };
     // The console is the admin token's: `requiresRoles` does not bind it.
-    let by = borealis_engine::deployments::Decider {
-        name: crate::access::principal::Actor::console_admin().name,
-        roles: Vec::new(),
-        unrestricted: true,
-    };
+    let record = state.deployments.record(&id).await?;
+    let (actor, grants) = (Actor::console_admin(), Grants::organization_admin());
+    let by = api::decider(&state, &actor, &grants, &record.team).await?;
     state.deployments.decide(&id, &target, decision, &by).await?;
     tracing::info!(
         deployment = id.as_str(),

@@ -123,7 +123,8 @@ pub async fn page(
 
 /// Ends an unfinished run as cancelled.
 pub async fn cancel(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Redirect, Failure> {
-    state.runs.cancel(&id, "cancelled by an operator in the console").await?;
+    let by = crate::access::principal::Actor::console_admin().name;
+    state.runs.cancel(&id, &format!("cancelled by {by}")).await?;
     Ok(Redirect::to(&format!("/runs/{}", segment(&id))))
 }
 

@@ -103,7 +103,9 @@ pub async fn authorize(State(state): State<Arc<AppState>>, mut request: Request,
         Err(Refused::Store(problem)) => return with_id(problem.into_response(), &request_id),
     };
 
-    let team = param("team").unwrap_or_else(|| principal.grants.default_team().to_owned());
+    // Team names need no escaping: an escaped one is refused as invalid below.
+    let named = rule.team_in_path().then(|| request.uri().path().rsplit('/').next().map(str::to_owned)).flatten();
+    let team = named.or_else(|| param("team")).unwrap_or_else(|| principal.grants.default_team().to_owned());
     if team.len() > MAX_TEAM_BYTES || auth::validate_name("team", &team).is_err() {
         let problem = Problem::bad_request("invalid-team", format!("{:?} is not a team name", shorten(&team)));
         return with_id(problem.into_response(), &request_id);

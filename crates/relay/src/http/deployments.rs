@@ -13,14 +13,15 @@ use super::AppState;
 use super::authorize::{ActingTeam, Reach};
 use super::extract::{ListQuery, QueryOf, WaitQuery, created, idempotency_key, json_body, next_cursor};
 use super::problem::Problem;
-use crate::access::principal::Principal;
+use crate::access::principal::{Actor, Principal};
+use crate::access::rules::Grants;
 use crate::preflight::RelayPreflight;
 use borealis_core::deployment::UnknownFields;
 use borealis_core::team::AgentRef;
 use borealis_engine::clock::rfc3339;
 use borealis_engine::deployments::inputs::Inputs;
-use borealis_engine::deployments::journal::Journal;
-use borealis_engine::deployments::{Decider, Decision, DeploymentError, is_decision};
+use borealis_engine::deployments::journal::{self, Journal};
+use borealis_engine::deployments::{Decided, Decider, Decision, DeploymentError, is_decision};
 
 pub async fn create(
     State(state): State<Arc<AppState>>,
@@ -32,8 +33,12 @@ pub async fn create(
     let request: borealis_api::CreateDeployment = json_body(&body)?;
     let idempotency = idempotency_key(&headers, &body)?;
     let unknown = UnknownFields::allowed_if(request.allow_unknown_fields);
-    let started_by = Some(principal.actor.name.clone());
-    let inputs = Inputs { context: request.context, artifacts: request.artifacts, started_by };
+    let inputs = Inputs {
+        context: request.context,
+        artifacts: request.artifacts,
+        started_by: Some(principal.actor.name.clone()),
+        started_by_id: Some(principal.actor.label()),
+    };
     let started = state.deployments.create(&team, &request.file, &inputs, idempotency.as_ref(), unknown).await?;
     if started.replayed {
         return Ok(created(Json(describe(&started.view)), true));
@@ -56,7 +61,7 @@ pub async fn dry_run(
 ) -> Result<Response, Problem> {
     let request: borealis_api::CreateDeployment = json_body(&body)?;
     let unknown = UnknownFields::allowed_if(request.allow_unknown_fields);
-    let inputs = Inputs { context: request.context, artifacts: request.artifacts, started_by: None };
+    let inputs = Inputs { context: request.context, artifacts: request.artifacts, ..Default::default() };
     let plan = state.deployments.plan(&team, &request.file, &inputs, unknown, &RelayPreflight::new(&state)).await?;
     Ok(Json(plan).into_response())
 }
@@ -156,6 +161,7 @@ pub async fn rollback(
 /// `abort`: an empty body asks for a rollback with no reason.
 pub async fn abort(
     State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Principal>,
     Extension(reach): Extension<Reach>,
     Path(id): Path<String>,
     body: axum::body::Bytes,
@@ -163,7 +169,8 @@ pub async fn abort(
     let request: borealis_api::AbortDeployment =
         if body.is_empty() { borealis_api::AbortDeployment::default() } else { json_body(&body)? };
     within_reach(&state, &reach, &id).await?;
-    let view = state.deployments.abort(&id, request.reason.as_deref(), request.rollback).await?;
+    let by = &principal.actor.name;
+    let view = state.deployments.abort(&id, request.reason.as_deref(), request.rollback, by).await?;
     Ok((StatusCode::ACCEPTED, Json(describe(&view))).into_response())
 }
 
@@ -177,15 +184,18 @@ pub async fn proceed(
     decide(&state, (&principal, &reach), &id, &target, Decision::Continue).await
 }
 
-/// Who decides, as the engine checks `requiresRoles`: the caller's roles in
-/// the deployment's team.
-pub(crate) fn decider(principal: &Principal, team: &str) -> Decider {
-    let roles = principal.grants.roles.iter().filter(|(t, _)| t == team).map(|(_, r)| r.as_str().to_owned());
-    Decider {
-        name: principal.actor.name.clone(),
+/// Who decides, as the engine checks it: the caller's roles in the
+/// deployment's team, and whether that team forbids approving one's own.
+pub(crate) async fn decider(state: &AppState, actor: &Actor, grants: &Grants, team: &str) -> Result<Decider, Problem> {
+    let roles = grants.roles.iter().filter(|(t, _)| t == team).map(|(_, r)| r.as_str().to_owned());
+    let settings = state.store.team(team).await?;
+    Ok(Decider {
+        id: actor.label(),
+        name: actor.name.clone(),
         roles: roles.collect(),
-        unrestricted: principal.grants.organization_admin,
-    }
+        unrestricted: grants.organization_admin,
+        self_approval_forbidden: settings.is_some_and(|t| t.forbid_self_approval),
+    })
 }
 
 async fn decide(
@@ -196,14 +206,25 @@ async fn decide(
     decision: Decision,
 ) -> Result<Response, Problem> {
     let record = within_reach(state, reach, id).await?;
-    state.deployments.decide(id, target, decision, &decider(principal, &record.team)).await?;
+    let by = decider(state, &principal.actor, &principal.grants, &record.team).await?;
+    let decided = state.deployments.decide(id, target, decision, &by).await?;
     let decision = match decision {
         Decision::Approve => borealis_api::Decision::Approved,
         Decision::Reject => borealis_api::Decision::Rejected,
         Decision::Continue => borealis_api::Decision::Continue,
         Decision::Rollback => borealis_api::Decision::Rollback,
     };
-    let taken = borealis_api::DecisionTaken { deployment: id.to_owned(), target: target.to_owned(), decision };
+    let mut taken = borealis_api::DecisionTaken {
+        deployment: id.to_owned(),
+        target: target.to_owned(),
+        decision,
+        approved_by: None,
+        required_approvals: None,
+    };
+    if let Decided::Counted { approved_by, required } = decided {
+        (taken.approved_by, taken.required_approvals) = (Some(approved_by), Some(required));
+        return Ok((StatusCode::ACCEPTED, Json(taken)).into_response());
+    }
     Ok(Json(taken).into_response())
 }
 
@@ -211,7 +232,12 @@ async fn decide(
 pub(crate) fn describe(view: &DeploymentView) -> borealis_api::Deployment {
     let time = rfc3339;
     let record = &view.record;
-    let told = Inputs::told(record);
+    let file = borealis_core::deployment::parse_with(&record.file, UnknownFields::Warn).ok().map(|p| p.file);
+    let caller = Inputs::decode(&record.context);
+    let told = match &file {
+        Some(file) => caller.over(file),
+        None => caller,
+    };
     let pending: Vec<String> =
         view.pending_approvals.iter().filter(|(_, k)| !is_decision(k)).map(|(target, _)| target.clone()).collect();
     let decisions: Vec<String> =
@@ -259,6 +285,7 @@ pub(crate) fn describe(view: &DeploymentView) -> borealis_api::Deployment {
         reason: record.reason.clone(),
         created_at: time(record.created_at),
         finished_at: record.finished_at.map(time),
+        approvals: approval_progress(view, file.as_ref()),
         pending_approvals: pending,
         pending_decisions: decisions,
         targets: target_values,
@@ -270,7 +297,24 @@ pub(crate) fn describe(view: &DeploymentView) -> borealis_api::Deployment {
             reason: abort.reason.clone(),
             rollback: abort.rollback,
             requested_at: time(abort.requested_at),
+            requested_by: abort.requested_by.clone(),
         }),
         warnings: None,
     }
+}
+
+/// Each pending manual approval's voters, and how many it needs.
+fn approval_progress(
+    view: &DeploymentView,
+    file: Option<&borealis_core::deployment::DeploymentFile>,
+) -> Vec<borealis_api::ApprovalProgress> {
+    view.pending_approvals
+        .iter()
+        .filter(|(_, key)| !is_decision(key))
+        .map(|(target, key)| borealis_api::ApprovalProgress {
+            target: target.clone(),
+            approved_by: view.approval_votes.iter().filter(|(k, _)| k == key).map(|(_, v)| v.name.clone()).collect(),
+            required_approvals: file.map_or(1, |file| journal::required_approvals(file, key)),
+        })
+        .collect()
 }

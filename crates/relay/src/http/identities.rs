@@ -38,8 +38,31 @@ pub async fn create_team(State(state): State<Arc<AppState>>, body: axum::body::B
     auth::validate_name("team", &request.name).map_err(|e| Problem::bad_request("invalid-team", e))?;
     let team = state.store.create_team(&request.name).await.map_err(conflict)?;
     tracing::info!(team = team.name.as_str(), "team created");
-    let reply = borealis_api::Team { name: team.name, created_at: rfc3339(team.created_at) };
-    Ok((StatusCode::CREATED, Json(reply)).into_response())
+    Ok((StatusCode::CREATED, Json(describe_team(team))).into_response())
+}
+
+fn describe_team(team: borealis_store::Team) -> borealis_api::Team {
+    borealis_api::Team {
+        name: team.name,
+        created_at: rfc3339(team.created_at),
+        forbid_self_approval: team.forbid_self_approval,
+    }
+}
+
+/// `PATCH /api/v1/teams/{name}`: the team is the acting team (authorized there).
+pub async fn update_team(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, Problem> {
+    let request: borealis_api::UpdateTeam = json_body(&body)?;
+    existing_team(&state, &name).await?;
+    if let Some(forbid) = request.forbid_self_approval {
+        state.store.set_forbid_self_approval(&name, forbid).await?;
+        tracing::info!(team = name.as_str(), forbid_self_approval = forbid, "team updated");
+    }
+    let team = Problem::found(state.store.team(&name).await, "unknown-team", || format!("no team {name:?}"))?;
+    Ok(Json(describe_team(team)).into_response())
 }
 
 pub async fn list_teams(
@@ -49,11 +72,7 @@ pub async fn list_teams(
     let teams = state.store.teams().await?;
     let mine =
         |name: &str| principal.grants.organization_admin || principal.grants.roles.iter().any(|(t, _)| t == name);
-    let teams = teams
-        .into_iter()
-        .filter(|t| mine(&t.name))
-        .map(|t| borealis_api::Team { name: t.name, created_at: rfc3339(t.created_at) })
-        .collect();
+    let teams = teams.into_iter().filter(|t| mine(&t.name)).map(describe_team).collect();
     Ok(Json(borealis_api::TeamList { teams }).into_response())
 }
 

@@ -22,7 +22,7 @@ use axum::Router;
 use axum::http::{StatusCode, header};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, delete, get, post, put};
+use axum::routing::{any, delete, get, patch, post, put};
 
 use crate::serve;
 pub use crate::state::AppState;
@@ -53,6 +53,7 @@ pub fn http_router(state: Arc<AppState>) -> Router {
         .route("/api/v1/secrets", get(secrets::list_secrets))
         .route("/api/v1/secrets/{name}", put(secrets::put_secret).delete(secrets::delete_secret))
         .route("/api/v1/teams", post(identities::create_team).get(identities::list_teams))
+        .route("/api/v1/teams/{name}", patch(identities::update_team))
         .route(
             "/api/v1/service-accounts",
             post(identities::create_service_account).get(identities::list_service_accounts),

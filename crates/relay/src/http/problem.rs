@@ -199,7 +199,9 @@ impl From<borealis_engine::deployments::DeploymentError> for Problem {
             DeploymentError::NotAwaitingApproval(detail) => {
                 Problem::new(StatusCode::CONFLICT, "not-awaiting-approval", detail)
             }
-            DeploymentError::RoleRequired(detail) => Problem::new(StatusCode::FORBIDDEN, "forbidden", detail),
+            DeploymentError::RoleRequired(detail) | DeploymentError::SelfApproval(detail) => {
+                Problem::new(StatusCode::FORBIDDEN, "forbidden", detail)
+            }
             DeploymentError::NotAwaitingDecision(detail) => {
                 Problem::new(StatusCode::CONFLICT, "not-awaiting-decision", detail)
             }

@@ -14,6 +14,7 @@ use super::AppState;
 use super::authorize::{ActingTeam, Reach};
 use super::extract::{self, QueryOf, WaitQuery, idempotency_key, json_body};
 use super::problem::Problem;
+use crate::access::principal::Principal;
 use crate::auth::{self, AuthError};
 use crate::preflight::RelayPreflight;
 use borealis_core::deployment::UnknownFields;
@@ -93,11 +94,12 @@ pub async fn show_run(
 /// Ends an unfinished run as cancelled. A later callback gets 409.
 pub async fn cancel_run(
     State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Principal>,
     Extension(reach): Extension<Reach>,
     Path(id): Path<String>,
 ) -> Result<Response, Problem> {
     within_reach(&state, &reach, &id).await?;
-    let view = state.runs.cancel(&id, "cancelled by an operator").await?;
+    let view = state.runs.cancel(&id, &format!("cancelled by {}", principal.actor.name)).await?;
     tracing::info!(run = id.as_str(), "webhook run cancelled");
     Ok(Json(describe(&view.run, Some(&view.attempts))).into_response())
 }

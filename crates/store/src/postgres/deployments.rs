@@ -9,7 +9,7 @@ use super::store::{PostgresStore, now_ms};
 use crate::deployments::fenced;
 use crate::deployments::{
     ApprovalState, DECISION_SUFFIX, DeploymentLease, DeploymentRecord, DeploymentState, DeploymentStore,
-    DeploymentView, TargetRecord, TargetState,
+    DeploymentView, TargetRecord, TargetState, Voter,
 };
 use crate::error::{Conflict, StoreError};
 use crate::idempotency::IdempotencyKey;
@@ -44,6 +44,16 @@ fn events_query(id: &str) -> Query<'_> {
 fn pending_approvals_query(id: &str) -> Query<'_> {
     sqlx::query(
         "SELECT target, step_key FROM approvals WHERE deployment_id = $1 AND state = 'pending' ORDER BY step_key",
+    )
+    .bind(storable(id))
+}
+
+/// The votes of the deployment's pending approvals, in the order they were cast.
+fn pending_votes_query(id: &str) -> Query<'_> {
+    sqlx::query(
+        "SELECT v.step_key, v.voter_id, v.voter_name FROM approval_votes v JOIN approvals a \
+         ON a.deployment_id = v.deployment_id AND a.step_key = v.step_key \
+         WHERE v.deployment_id = $1 AND a.state = 'pending' ORDER BY v.seq",
     )
     .bind(storable(id))
 }
@@ -177,6 +187,8 @@ impl DeploymentStore for PostgresStore {
         .collect();
         let pending_approvals =
             pending_approvals_query(id).fetch_all(&mut *tx).await.map_err(db)?.iter().map(rows::pair).collect();
+        let approval_votes =
+            pending_votes_query(id).fetch_all(&mut *tx).await.map_err(db)?.iter().map(rows::vote).collect();
         let events = events_query(id).fetch_all(&mut *tx).await.map_err(db)?.iter().map(rows::event).collect();
         tx.rollback().await.map_err(db)?;
         Ok(Some(DeploymentView {
@@ -185,6 +197,7 @@ impl DeploymentStore for PostgresStore {
             journal,
             runs,
             pending_approvals,
+            approval_votes,
             events,
         }))
     }
@@ -233,16 +246,19 @@ impl DeploymentStore for PostgresStore {
         id: &str,
         reason: &str,
         rollback: bool,
+        by: &str,
     ) -> Result<Option<DeploymentRecord>, StoreError> {
         // A compare-and-set: only an unfinished deployment not asked before.
         sqlx::query(
-            "UPDATE deployments SET abort_reason = $1, abort_rollback = $2, abort_requested_at = $3, updated_at = $3 \
+            "UPDATE deployments SET abort_reason = $1, abort_rollback = $2, abort_requested_at = $3, \
+             abort_requested_by = $5, updated_at = $3 \
              WHERE id = $4 AND finished_at IS NULL AND abort_requested_at IS NULL",
         )
         .bind(storable(reason))
         .bind(rollback)
         .bind(now_ms())
         .bind(storable(id))
+        .bind(storable(by))
         .execute(&self.pool)
         .await
         .map_err(db)?;
@@ -464,10 +480,11 @@ impl DeploymentStore for PostgresStore {
         target: &str,
         decision: ApprovalState,
         decisions: bool,
+        by: &str,
     ) -> Result<u64, StoreError> {
         // Compare-and-set on `pending`: an approval is decided once.
         let done = sqlx::query(
-            "UPDATE approvals SET state = $1, decided_at = $2 WHERE deployment_id = $3 AND target = $4 \
+            "UPDATE approvals SET state = $1, decided_at = $2, decided_by = $7 WHERE deployment_id = $3 AND target = $4 \
              AND state = 'pending' AND (right(step_key, char_length($5::text)) = $5::text) = $6",
         )
         .bind(decision.as_str())
@@ -476,10 +493,54 @@ impl DeploymentStore for PostgresStore {
         .bind(storable(target))
         .bind(DECISION_SUFFIX)
         .bind(decisions)
+        .bind(storable(by))
         .execute(&self.pool)
         .await
         .map_err(db)?;
         Ok(done.rows_affected())
+    }
+
+    async fn approval_decided_by(&self, id: &str, step_key: &str) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT decided_by FROM approvals WHERE deployment_id = $1 AND step_key = $2")
+            .bind(storable(id))
+            .bind(storable(step_key))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(row.and_then(|row| row.get("decided_by")))
+    }
+
+    async fn vote_approval(&self, id: &str, step_key: &str, voter: &Voter) -> Result<Vec<Voter>, StoreError> {
+        // Only while pending. FOR SHARE: a decision being made meanwhile
+        // (which locks the approval's row to change its state) commits
+        // first and this vote, seeing it decided, records nothing; or the
+        // decision waits for the vote. A voter already counted is left as
+        // it was; `seq` (a sequence) gives the order.
+        sqlx::query(
+            "WITH pending AS (SELECT deployment_id, step_key FROM approvals \
+             WHERE deployment_id = $1 AND step_key = $2 AND state = 'pending' FOR SHARE) \
+             INSERT INTO approval_votes (deployment_id, step_key, voter_id, voter_name, voted_at) \
+             SELECT deployment_id, step_key, $3, $4, $5 FROM pending \
+             ON CONFLICT (deployment_id, step_key, voter_id) DO NOTHING",
+        )
+        .bind(storable(id))
+        .bind(storable(step_key))
+        .bind(storable(&voter.id))
+        .bind(storable(&voter.name))
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        // A statement of its own: it sees every vote committed by now.
+        let rows = sqlx::query(
+            "SELECT voter_id, voter_name FROM approval_votes WHERE deployment_id = $1 AND step_key = $2 ORDER BY seq",
+        )
+        .bind(storable(id))
+        .bind(storable(step_key))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(rows.iter().map(rows::voter).collect())
     }
 
     async fn cancel_approval(&self, id: &str, owner: &str, step_key: &str) -> Result<(), StoreError> {

@@ -16,7 +16,7 @@ impl IdentityStore for PostgresStore {
             .bind(storable(name))
             .bind(unix_ms(created_at));
         match insert.execute(&self.pool).await {
-            Ok(_) => Ok(Team { name: name.to_owned(), created_at }),
+            Ok(_) => Ok(Team { name: name.to_owned(), created_at, forbid_self_approval: false }),
             Err(err) if unique_violation(&err).is_some() => Err(Conflict::Duplicate(format!("team {name:?}")).into()),
             Err(err) => Err(db(err)),
         }
@@ -34,6 +34,12 @@ impl IdentityStore for PostgresStore {
             .await
             .map_err(db)?;
         Ok(row.as_ref().map(rows::team))
+    }
+
+    async fn set_forbid_self_approval(&self, name: &str, forbid: bool) -> Result<bool, StoreError> {
+        let update =
+            sqlx::query("UPDATE teams SET forbid_self_approval = $1 WHERE name = $2").bind(forbid).bind(storable(name));
+        Ok(update.execute(&self.pool).await.map_err(db)?.rows_affected() > 0)
     }
 
     async fn create_service_account(&self, account: &ServiceAccount) -> Result<(), StoreError> {

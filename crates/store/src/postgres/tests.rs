@@ -15,7 +15,7 @@ use super::PostgresStore;
 use crate::cluster::{Change, ClusterStore};
 use crate::conformance::Harness;
 use crate::credentials::{CredentialKind, CredentialStore};
-use crate::deployments::{ApprovalState, DeploymentLease, DeploymentState, DeploymentStore, TargetState};
+use crate::deployments::{ApprovalState, DeploymentLease, DeploymentState, DeploymentStore, TargetState, Voter};
 use crate::error::{Conflict, StoreError};
 use crate::idempotency::IdempotencyKey;
 use crate::identities::DEFAULT_TEAM;
@@ -240,6 +240,44 @@ async fn replicas_racing_one_application_run_one_deployment() {
     }
 }
 
+/// Replicas voting on one approval while another decides it: each voter
+/// counts once, whichever replica it voted through, and no vote lands
+/// after the decision (the votes read once it is decided are all there
+/// ever are); each voter hears the votes in one order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_voting_while_one_decides_count_each_voter_once_and_none_after() {
+    let harness = TempSchema::new();
+    let (a, b) = two_replicas(&harness).await;
+    let late = Voter { id: "user:late".into(), name: "late".into() };
+    for round in 0..ROUNDS {
+        let id = format!("d{round}");
+        a.insert_deployment(&id, DEFAULT_TEAM, &format!("app{round}"), "f", "{}", None, &lease()).await.unwrap();
+        a.request_approval(&id, "a", "t", "t/0").await.unwrap();
+        let mut racers = tokio::task::JoinSet::new();
+        for racer in 0..2 * RACERS {
+            let store = if racer % 2 == 0 { a.clone() } else { b.clone() };
+            let id = id.clone();
+            // Two racers per voter, one through each replica.
+            let voter = Voter { id: format!("user:{}", racer / 2), name: format!("racer {racer}") };
+            racers.spawn(async move { store.vote_approval(&id, "t/0", &voter).await.unwrap() });
+        }
+        assert_eq!(b.decide_approvals(&id, "t", ApprovalState::Approved, false, "admin").await.unwrap(), 1);
+        let decided = a.vote_approval(&id, "t/0", &late).await.unwrap();
+        let heard = racers.join_all().await;
+        let all = b.vote_approval(&id, "t/0", &late).await.unwrap();
+        assert_eq!(all, decided, "round {round}: a vote landed after the decision");
+        let mut ids: Vec<&str> = all.iter().map(|voter| voter.id.as_str()).collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), all.len(), "round {round}: each voter once: {all:?}");
+        assert!(all.len() <= RACERS, "round {round}: {all:?}");
+        for voters in heard {
+            let mut rest = all.iter();
+            assert!(voters.iter().all(|voter| rest.any(|v| v == voter)), "round {round}: {voters:?} in {all:?}");
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_adding_targets_at_once_keep_one_order() {
     let harness = TempSchema::new();
@@ -325,8 +363,11 @@ async fn migration_17_puts_what_was_stored_in_team_default() {
     crate::conformance::what_was_stored_before_teams_is_the_default_teams(&store).await;
 }
 
-/// `migrate` copies each object with its team, the teams themselves, service
-/// accounts, the audit trail and an abort asked.
+/// `migrate` copies each object with its team, the teams themselves (with
+/// their rule on approving one's own deployment, `default`'s too), service
+/// accounts, the audit trail, an abort asked and by whom, approvals with
+/// their deciders, and votes in their order (a vote cast after the copy
+/// comes after them).
 #[tokio::test]
 async fn the_copy_from_sqlite_keeps_each_objects_team() {
     use crate::audit::{AuditEntry, AuditQuery, AuditStore};
@@ -336,6 +377,9 @@ async fn the_copy_from_sqlite_keeps_each_objects_team() {
     let dir = tempfile::tempdir().unwrap();
     let source = crate::SqliteStore::open_in(dir.path()).await.unwrap();
     source.create_team("blue").await.unwrap();
+    source.create_team("green").await.unwrap();
+    assert!(source.set_forbid_self_approval("blue", true).await.unwrap());
+    assert!(source.set_forbid_self_approval(DEFAULT_TEAM, true).await.unwrap());
     let account = ServiceAccount {
         id: "0123456789abcdef".into(),
         team: "blue".into(),
@@ -377,7 +421,15 @@ async fn the_copy_from_sqlite_keeps_each_objects_team() {
     source.create_credential(CredentialKind::Agent, "blue", "rna", "c1", b"h").await.unwrap();
     source.insert_run(&NewRun { team: "blue".into(), ..new_run("r", None) }).await.unwrap();
     source.insert_deployment("d", "blue", "app", "f", "{}", None, &lease()).await.unwrap();
-    source.request_abort("d", "stop", false).await.unwrap();
+    let voter = |id: &str| Voter { id: format!("user:{id}"), name: id.to_uppercase() };
+    for (target, step_key) in [("t", "t/0"), ("u", "u/0")] {
+        source.request_approval("d", "a", target, step_key).await.unwrap();
+    }
+    for (step_key, id) in [("u/0", "zed"), ("t/0", "bob"), ("u/0", "amy"), ("u/0", "bob")] {
+        source.vote_approval("d", step_key, &voter(id)).await.unwrap();
+    }
+    assert_eq!(source.decide_approvals("d", "t", ApprovalState::Rejected, false, "BOB").await.unwrap(), 1);
+    source.request_abort("d", "stop", false, "ALICE").await.unwrap();
 
     let harness = TempSchema::new();
     let target = harness.open().await;
@@ -389,11 +441,28 @@ async fn the_copy_from_sqlite_keeps_each_objects_team() {
     assert_eq!(target.run("r").await.unwrap().unwrap().team, "blue");
     let deployment = target.deployment("d").await.unwrap().unwrap();
     assert_eq!(deployment.team, "blue");
-    assert_eq!(deployment.abort.map(|a| (a.reason, a.rollback)), Some(("stop".into(), false)));
-    let teams: Vec<String> = target.teams().await.unwrap().into_iter().map(|t| t.name).collect();
-    let mut teams: Vec<String> = teams;
-    teams.sort();
-    assert_eq!(teams, ["blue", DEFAULT_TEAM], "the default team once, and the copied one");
+    assert_eq!(
+        deployment.abort.map(|a| (a.reason, a.rollback, a.requested_by)),
+        Some(("stop".into(), false, Some("ALICE".into())))
+    );
+    assert_eq!(target.approval("d", "t/0").await.unwrap(), Some(ApprovalState::Rejected));
+    assert_eq!(target.approval_decided_by("d", "t/0").await.unwrap().as_deref(), Some("BOB"));
+    assert_eq!(target.approval_decided_by("d", "u/0").await.unwrap(), None, "pending");
+    let view = target.deployment_view("d").await.unwrap().unwrap();
+    let votes: Vec<(&str, &str)> = view.approval_votes.iter().map(|(k, v)| (k.as_str(), v.name.as_str())).collect();
+    assert_eq!(votes, [("u/0", "ZED"), ("u/0", "AMY"), ("u/0", "BOB")], "the pending one's, in their order");
+    let after = target.vote_approval("d", "u/0", &voter("cy")).await.unwrap();
+    assert_eq!(after, ["zed", "amy", "bob", "cy"].map(voter), "a vote after the copy comes after the copied ones");
+    let bob = target.vote_approval("d", "t/0", &voter("cy")).await.unwrap();
+    assert_eq!(bob, [voter("bob")], "a decided approval's vote is copied, and takes no more");
+    let teams: Vec<(String, bool)> =
+        target.teams().await.unwrap().into_iter().map(|t| (t.name, t.forbid_self_approval)).collect();
+    let rule = |name: &str, forbid| (name.to_owned(), forbid);
+    assert_eq!(
+        teams,
+        [rule("blue", true), rule(DEFAULT_TEAM, true), rule("green", false)],
+        "the default team once, with the source's rule, and the copied ones"
+    );
     assert_eq!(target.service_account(&account.id).await.unwrap(), Some(account));
     let trail = target.audit(&AuditQuery { limit: 10, ..Default::default() }).await.unwrap();
     assert_eq!(trail.len(), 1);

@@ -10,7 +10,7 @@ use super::store::{SqliteStore, now_ms};
 use crate::deployments::fenced;
 use crate::deployments::{
     ApprovalState, DECISION_SUFFIX, DeploymentLease, DeploymentRecord, DeploymentState, DeploymentStore,
-    DeploymentView, TargetRecord, TargetState,
+    DeploymentView, TargetRecord, TargetState, Voter,
 };
 use crate::error::{Conflict, StoreError};
 use crate::idempotency::IdempotencyKey;
@@ -41,6 +41,16 @@ fn events_query(id: &str) -> Query<'_> {
 fn pending_approvals_query(id: &str) -> Query<'_> {
     sqlx::query(
         "SELECT target, step_key FROM approvals WHERE deployment_id = ? AND state = 'pending' ORDER BY step_key",
+    )
+    .bind(storable(id))
+}
+
+/// The votes of the deployment's pending approvals, in the order they were cast.
+fn pending_votes_query(id: &str) -> Query<'_> {
+    sqlx::query(
+        "SELECT v.step_key, v.voter_id, v.voter_name FROM approval_votes v JOIN approvals a \
+         ON a.deployment_id = v.deployment_id AND a.step_key = v.step_key \
+         WHERE v.deployment_id = ? AND a.state = 'pending' ORDER BY v.seq",
     )
     .bind(storable(id))
 }
@@ -151,6 +161,8 @@ impl DeploymentStore for SqliteStore {
         .collect();
         let pending_approvals =
             pending_approvals_query(id).fetch_all(&mut *tx).await.map_err(db)?.iter().map(rows::pair).collect();
+        let approval_votes =
+            pending_votes_query(id).fetch_all(&mut *tx).await.map_err(db)?.iter().map(rows::vote).collect();
         let events = events_query(id).fetch_all(&mut *tx).await.map_err(db)?.iter().map(rows::event).collect();
         tx.rollback().await.map_err(db)?;
         Ok(Some(DeploymentView {
@@ -159,6 +171,7 @@ impl DeploymentStore for SqliteStore {
             journal,
             runs,
             pending_approvals,
+            approval_votes,
             events,
         }))
     }
@@ -208,18 +221,22 @@ impl DeploymentStore for SqliteStore {
         id: &str,
         reason: &str,
         rollback: bool,
+        by: &str,
     ) -> Result<Option<DeploymentRecord>, StoreError> {
         // A compare-and-set: only an unfinished deployment not asked before.
+        let now = now_ms();
         self.writes
             .execute(
                 sqlx::query(
-                    "UPDATE deployments SET abort_reason = ?, abort_rollback = ?, abort_requested_at = ?, updated_at = ? \
+                    "UPDATE deployments SET abort_reason = ?, abort_rollback = ?, abort_requested_at = ?, \
+                     abort_requested_by = ?, updated_at = ? \
                      WHERE id = ? AND finished_at IS NULL AND abort_requested_at IS NULL",
                 )
                 .bind(storable(reason))
                 .bind(rollback)
-                .bind(now_ms())
-                .bind(now_ms())
+                .bind(now)
+                .bind(storable(by))
+                .bind(now)
                 .bind(storable(id)),
             )
             .await
@@ -464,13 +481,15 @@ impl DeploymentStore for SqliteStore {
         target: &str,
         decision: ApprovalState,
         decisions: bool,
+        by: &str,
     ) -> Result<u64, StoreError> {
         let done = self.writes.execute(sqlx::query(
-            "UPDATE approvals SET state = ?, decided_at = ? WHERE deployment_id = ? AND target = ? AND state = 'pending' \
-             AND (substr(step_key, -length(?)) = ?) = ?",
+            "UPDATE approvals SET state = ?, decided_at = ?, decided_by = ? WHERE deployment_id = ? AND target = ? \
+             AND state = 'pending' AND (substr(step_key, -length(?)) = ?) = ?",
         )
         .bind(decision.as_str())
         .bind(now_ms())
+        .bind(storable(by))
         .bind(storable(id))
         .bind(storable(target))
         .bind(DECISION_SUFFIX)
@@ -479,6 +498,49 @@ impl DeploymentStore for SqliteStore {
         .await
         .map_err(db)?;
         Ok(done.rows_affected())
+    }
+
+    async fn approval_decided_by(&self, id: &str, step_key: &str) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT decided_by FROM approvals WHERE deployment_id = ? AND step_key = ?")
+            .bind(storable(id))
+            .bind(storable(step_key))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(row.and_then(|row| row.get("decided_by")))
+    }
+
+    async fn vote_approval(&self, id: &str, step_key: &str, voter: &Voter) -> Result<Vec<Voter>, StoreError> {
+        // Only while pending; a voter already counted is left as it was.
+        // One statement, and writes are serialized: no two votes of a
+        // deployment take one place.
+        self.writes
+            .execute(
+                sqlx::query(
+                    "INSERT INTO approval_votes (deployment_id, step_key, voter_id, voter_name, voted_at, seq) \
+                     SELECT deployment_id, step_key, ?, ?, ?, \
+                     (SELECT COALESCE(MAX(seq), 0) + 1 FROM approval_votes WHERE deployment_id = ?) \
+                     FROM approvals WHERE deployment_id = ? AND step_key = ? AND state = 'pending' \
+                     ON CONFLICT (deployment_id, step_key, voter_id) DO NOTHING",
+                )
+                .bind(storable(&voter.id))
+                .bind(storable(&voter.name))
+                .bind(now_ms())
+                .bind(storable(id))
+                .bind(storable(id))
+                .bind(storable(step_key)),
+            )
+            .await
+            .map_err(db)?;
+        let rows = sqlx::query(
+            "SELECT voter_id, voter_name FROM approval_votes WHERE deployment_id = ? AND step_key = ? ORDER BY seq",
+        )
+        .bind(storable(id))
+        .bind(storable(step_key))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(rows.iter().map(rows::voter).collect())
     }
 
     async fn cancel_approval(&self, id: &str, owner: &str, step_key: &str) -> Result<(), StoreError> {

@@ -16,7 +16,7 @@ impl IdentityStore for SqliteStore {
             .bind(storable(name))
             .bind(unix_ms(created_at));
         match self.writes.execute(insert).await {
-            Ok(_) => Ok(Team { name: name.to_owned(), created_at }),
+            Ok(_) => Ok(Team { name: name.to_owned(), created_at, forbid_self_approval: false }),
             Err(err) if is_unique_violation(&err) => Err(Conflict::Duplicate(format!("team {name:?}")).into()),
             Err(err) => Err(db(err)),
         }
@@ -34,6 +34,12 @@ impl IdentityStore for SqliteStore {
             .await
             .map_err(db)?;
         Ok(row.as_ref().map(rows::team))
+    }
+
+    async fn set_forbid_self_approval(&self, name: &str, forbid: bool) -> Result<bool, StoreError> {
+        let update =
+            sqlx::query("UPDATE teams SET forbid_self_approval = ? WHERE name = ?").bind(forbid).bind(storable(name));
+        Ok(self.writes.execute(update).await.map_err(db)?.rows_affected() > 0)
     }
 
     async fn create_service_account(&self, account: &ServiceAccount) -> Result<(), StoreError> {
