@@ -86,9 +86,14 @@ async fn everything_lands_in_team_default(relay: RelayProcess, backend: &str) {
     assert_eq!(run.state, RunState::Succeeded, "{run:?}");
     assert_eq!(external.received()[0].headers["authorization"], "Bearer old-secret-value-1234");
 
+    // Resumed here, it asks for its approval again (the release before may
+    // have stopped before it asked).
+    let deployer = borealis_tests::deployer::Deployer::new(&relay);
+    let waits = |d: &borealis_api::Deployment| d.targets[0].state == borealis_api::TargetState::AwaitingApproval;
+    deployer.until(&id, "the old deployment waits for its approval", waits).await;
     let out = relay.cli().args(["approve", &id, "prod"]).run_async().await;
     assert!(out.status.success(), "{}", out.stderr_text());
-    let done = borealis_tests::deployer::Deployer::new(&relay).finished(&id).await;
+    let done = deployer.finished(&id).await;
     assert_eq!(done.state, DeploymentState::Succeeded, "{done:?}");
     drop(agent);
 }

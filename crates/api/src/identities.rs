@@ -37,6 +37,49 @@ pub struct TeamList {
     pub teams: Vec<Team>,
 }
 
+/// Who a role binding names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BindingKind {
+    /// A person, by the identity provider's `sub`.
+    User,
+    /// A group the identity provider's groups claim names.
+    Group,
+}
+
+/// `POST /api/v1/role-bindings?team=TEAM`: a role in the team, for a person
+/// or a group.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateRoleBinding {
+    pub kind: BindingKind,
+    /// The person's subject, or the group's name (1 to 256 characters).
+    pub subject: String,
+    /// `viewer`, `deployer`, `approver`, `operator` or `admin`.
+    pub role: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RoleBinding {
+    pub id: String,
+    pub team: String,
+    pub kind: BindingKind,
+    pub subject: String,
+    pub role: String,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    /// Who created it: `kind:id`.
+    pub created_by: String,
+}
+
+/// `GET /api/v1/role-bindings?team=TEAM`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RoleBindingList {
+    pub role_bindings: Vec<RoleBinding>,
+}
+
 /// `POST /api/v1/service-accounts?team=TEAM`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]

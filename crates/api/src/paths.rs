@@ -455,6 +455,49 @@ admin_path!(
 );
 
 admin_path!(
+    /// Give a person or a group a role in a team.
+    post "/api/v1/role-bindings", create_role_binding,
+    {
+        tag = "teams",
+        params(("team" = Option<String>, Query, description = "The team (default: the caller's only team, else `default`)")),
+        request_body = CreateRoleBinding,
+    },
+    responses(
+        (status = 201, description = "Created", body = RoleBinding),
+        (status = 400, description = "An invalid subject, role or team name", body = Problem, content_type = PROBLEM),
+        (status = 404, description = "No such team", body = Problem, content_type = PROBLEM),
+        (status = 409, description = "The team binds that role to that subject already", body = Problem, content_type = PROBLEM),
+    )
+);
+
+admin_path!(
+    /// A team's role bindings.
+    get "/api/v1/role-bindings", list_role_bindings,
+    { tag = "teams", params(("team" = Option<String>, Query, description = "The team (default: the caller's only team, else `default`)")), },
+    responses(
+        (status = 200, description = "By kind, subject and role", body = RoleBindingList),
+        (status = 400, description = "An invalid team name", body = Problem, content_type = PROBLEM),
+    )
+);
+
+admin_path!(
+    /// Remove a role binding.
+    delete "/api/v1/role-bindings/{id}", delete_role_binding,
+    {
+        tag = "teams",
+        params(
+            ("id" = String, Path, description = "Role binding id"),
+            ("team" = Option<String>, Query, description = "Its team (default: the caller's only team, else `default`)"),
+        ),
+    },
+    responses(
+        (status = 200, description = "Removed", body = RoleBinding),
+        (status = 400, description = "An invalid team name", body = Problem, content_type = PROBLEM),
+        (status = 404, description = "No such binding in the team", body = Problem, content_type = PROBLEM),
+    )
+);
+
+admin_path!(
     /// Create a service account with roles in a team; its token is shown once.
     post "/api/v1/service-accounts", create_service_account,
     {
@@ -549,7 +592,8 @@ pub fn metrics() {}
         create_deployment, dry_run_deployment, list_deployments, show_deployment, approve, reject, rollback, proceed, abort_deployment,
         create_metric_provider, list_metric_providers, delete_metric_provider,
         list_secrets, put_secret, delete_secret,
-        create_team, list_teams, update_team, create_service_account, list_service_accounts, revoke_service_account, list_audit,
+        create_team, list_teams, update_team, create_role_binding, list_role_bindings, delete_role_binding,
+        create_service_account, list_service_accounts, revoke_service_account, list_audit,
         callback, token, healthz, readyz, metrics,
     ),
     modifiers(&SecuritySchemes, &Passthrough),

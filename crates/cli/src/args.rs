@@ -91,6 +91,9 @@ pub(crate) enum Command {
     /// Service accounts: tokens with roles in a team, for CI and automation.
     #[command(subcommand)]
     ServiceAccounts(ServiceAccountsCommand),
+    /// Roles in a team for people and groups who sign in through the identity provider.
+    #[command(subcommand)]
+    RoleBindings(RoleBindingsCommand),
     /// The audit trail: every change and every refused request, newest first.
     Audit(AuditArgs),
 }
@@ -126,6 +129,26 @@ pub(crate) enum ServiceAccountsCommand {
     List,
     /// Revoke one: its token stops working at once.
     Revoke { id: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum RoleBindingsCommand {
+    /// Give --user or --group a --role in --team.
+    Create {
+        /// A person, by the identity provider's subject (`sub`).
+        #[arg(long, conflicts_with = "group", required_unless_present = "group")]
+        user: Option<String>,
+        /// A group the identity provider's groups claim names.
+        #[arg(long)]
+        group: Option<String>,
+        /// viewer, deployer, approver, operator or admin.
+        #[arg(long)]
+        role: String,
+    },
+    /// The role bindings of --team.
+    List,
+    /// Remove one.
+    Delete { id: String },
 }
 
 #[derive(Args, Debug)]

@@ -66,6 +66,7 @@ async fn run(cli: &Cli) -> Result<(), Failure> {
         Command::Abort(args) => commands::deployments::abort(&relay, json, args).await,
         Command::Teams(command) => commands::identities::teams(&relay, json, command).await,
         Command::ServiceAccounts(command) => commands::identities::service_accounts(&relay, json, command).await,
+        Command::RoleBindings(command) => commands::identities::role_bindings(&relay, json, command).await,
         Command::Audit(args) => commands::identities::audit(&relay, json, args).await,
         Command::Deploy(args) => {
             let stream = cli.output == Some(Output::Json);

@@ -163,14 +163,34 @@ impl Authority {
     /// The CSRF token of console session `session_id`: its HMAC under the
     /// key replicas share, apart from tokens by its prefix.
     pub fn console_csrf(&self, session_id: &str) -> String {
-        B64.encode(hmac::sign(&self.signing, format!("console-csrf\n{session_id}").as_bytes()).as_ref())
+        self.tag("console-csrf", session_id)
     }
 
     /// Whether `presented` is session `session_id`'s CSRF token (in constant time).
     pub fn console_csrf_matches(&self, session_id: &str, presented: &str) -> bool {
-        B64.decode(presented).is_ok_and(|tag| {
-            hmac::verify(&self.signing, format!("console-csrf\n{session_id}").as_bytes(), &tag).is_ok()
-        })
+        self.tag_holds("console-csrf", session_id, presented)
+    }
+
+    /// The seal of a person's console session: a tag of its id under the
+    /// key replicas share (a person has no admin token to key it).
+    pub fn person_seal(&self, session_id: &str) -> Vec<u8> {
+        self.tag("console-person", session_id).into_bytes()
+    }
+
+    /// Whether `seal` is person session `session_id`'s.
+    pub fn person_seal_holds(&self, seal: &[u8], session_id: &str) -> bool {
+        std::str::from_utf8(seal).is_ok_and(|tag| self.tag_holds("console-person", session_id, tag))
+    }
+
+    /// A tag of `data` for `purpose` under the key replicas share (URL-safe).
+    pub fn tag(&self, purpose: &str, data: &str) -> String {
+        B64.encode(hmac::sign(&self.signing, format!("{purpose}\n{data}").as_bytes()).as_ref())
+    }
+
+    /// Whether `tag` is [`Authority::tag`] of `data` for `purpose`.
+    pub fn tag_holds(&self, purpose: &str, data: &str, tag: &str) -> bool {
+        B64.decode(tag)
+            .is_ok_and(|tag| hmac::verify(&self.signing, format!("{purpose}\n{data}").as_bytes(), &tag).is_ok())
     }
 
     /// Creates a credential in `team`; the secret is returned once and never stored.
@@ -390,6 +410,11 @@ pub fn load_or_create_admin_token(data_dir: &Path, configured: Option<&Secret>) 
     write_private(&path, token.expose().as_bytes())?;
     tracing::info!(path = %path.display(), "created the admin token");
     Ok(token)
+}
+
+/// Whether `a` and `b` are equal, in time that does not depend on where they differ.
+pub fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
 }
 
 /// Agent identifiers and client names: 1 to 63 of letters, digits, `.`, `_`, `-`.

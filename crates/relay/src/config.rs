@@ -116,6 +116,28 @@ pub struct RelayConfig {
     /// How long the audit trail keeps an entry; 0: forever.
     #[serde(with = "serde_human")]
     pub audit_retention: Duration,
+    /// People sign in through this OpenID Connect provider (its issuer URL).
+    pub oidc_issuer: Option<url::Url>,
+    /// The relay's client id at the provider.
+    pub oidc_client_id: Option<String>,
+    /// The client's secret (or `oidc_client_secret_file`); never a flag.
+    pub oidc_client_secret: Option<Secret>,
+    /// A file holding the client's secret.
+    pub oidc_client_secret_file: Option<PathBuf>,
+    /// The ID token claim that lists a person's groups.
+    pub oidc_groups_claim: String,
+    /// Scopes asked for at sign-in, space-separated (`openid` is always asked).
+    pub oidc_scopes: String,
+}
+
+/// What people sign in with, derived from the `oidc_*` settings.
+#[derive(Debug, Clone)]
+pub struct OidcSettings {
+    pub issuer: url::Url,
+    pub client_id: String,
+    pub client_secret: Secret,
+    pub groups_claim: String,
+    pub scopes: Vec<String>,
 }
 
 /// Every key a config file may set: the fields of [`RelayConfig`], read off
@@ -157,6 +179,12 @@ impl Default for RelayConfig {
             retry_base_delay: Duration::from_secs(1),
             gate_interval: Duration::from_secs(10),
             audit_retention: Duration::ZERO,
+            oidc_issuer: None,
+            oidc_client_id: None,
+            oidc_client_secret: None,
+            oidc_client_secret_file: None,
+            oidc_groups_claim: "groups".into(),
+            oidc_scopes: "openid profile email".into(),
             max_connections: 0,
             max_connections_per_peer: 0,
             max_requests_per_peer: 0,
@@ -269,7 +297,59 @@ impl RelayConfig {
         if self.admin_token.as_ref().is_some_and(|t| t.expose().len() < 16) {
             return invalid("the admin token must be at least 16 characters long");
         }
+        self.oidc()?;
         Ok(())
+    }
+
+    /// The sign-in settings, when an issuer is set: the client id, and its
+    /// secret from the setting or its file, are required with it.
+    pub fn oidc(&self) -> Result<Option<OidcSettings>, ConfigError> {
+        let invalid = |msg: String| Err(ConfigError::Invalid(msg));
+        let Some(issuer) = &self.oidc_issuer else {
+            if self.oidc_client_id.is_some() || self.oidc_client_secret_file.is_some() {
+                return invalid("oidc_client_id and oidc_client_secret_file need oidc_issuer".into());
+            }
+            return Ok(None);
+        };
+        if !matches!(issuer.scheme(), "http" | "https") {
+            return invalid("oidc_issuer must be an http:// or https:// URL".into());
+        }
+        let Some(client_id) = self.oidc_client_id.clone().filter(|id| !id.is_empty()) else {
+            return invalid("oidc_issuer is set: give oidc_client_id too".into());
+        };
+        let client_secret = match (&self.oidc_client_secret, &self.oidc_client_secret_file) {
+            (Some(_), Some(_)) => {
+                return invalid("give oidc_client_secret or oidc_client_secret_file, not both".into());
+            }
+            (Some(secret), None) => secret.clone(),
+            (None, Some(path)) => match std::fs::read_to_string(path) {
+                Ok(text) if !text.trim().is_empty() => Secret::new(text.trim().to_owned()),
+                Ok(_) => return invalid(format!("oidc_client_secret_file {} is empty", path.display())),
+                Err(err) => return invalid(format!("oidc_client_secret_file {}: {err}", path.display())),
+            },
+            (None, None) => {
+                return invalid(
+                    "oidc_issuer is set: give the client's secret in oidc_client_secret_file or BOREALIS_OIDC_CLIENT_SECRET"
+                        .into(),
+                );
+            }
+        };
+        if self.oidc_groups_claim.trim().is_empty() {
+            return invalid("oidc_groups_claim must name a claim".into());
+        }
+        let mut scopes: Vec<String> = vec!["openid".into()];
+        for scope in self.oidc_scopes.split_whitespace() {
+            if !scopes.iter().any(|s| s == scope) {
+                scopes.push(scope.to_owned());
+            }
+        }
+        Ok(Some(OidcSettings {
+            issuer: issuer.clone(),
+            client_id,
+            client_secret,
+            groups_claim: self.oidc_groups_claim.trim().to_owned(),
+            scopes,
+        }))
     }
 
     /// How large a rendered webhook may be.

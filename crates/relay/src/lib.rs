@@ -86,6 +86,8 @@ pub enum RelayError {
     Egress(#[from] borealis_egress::EgressError),
     #[error(transparent)]
     Vault(#[from] vault::VaultError),
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
 }
 
 /// Runs the relay until `shutdown` completes, then drains agents, lets
@@ -134,6 +136,14 @@ pub async fn run(
     let vault = Arc::new(vault);
     let http_addr = listeners.http.local_addr().ok();
     let public_base = config.public_base(http_addr);
+    let sign_in = match config.oidc()? {
+        Some(settings) => {
+            let sign_in = access::oidc::SignIn::new(settings, &public_base)
+                .map_err(|e| config::ConfigError::Invalid(format!("the identity provider's client: {e}")))?;
+            Some(Arc::new(sign_in))
+        }
+        None => None,
+    };
     let peer_url = config.own_peer_url(http_addr);
     let replica_name = config.own_replica_name(http_addr);
     let replica =
@@ -199,6 +209,7 @@ pub async fn run(
         revocations,
         peer_nonces: Default::default(),
         agents_addr: listeners.agents.local_addr().ok(),
+        sign_in,
     });
 
     let tunnel = TunnelServer::new(tunnel::TunnelService { state: state.clone() })

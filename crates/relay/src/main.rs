@@ -123,6 +123,21 @@ struct Flags {
     /// How long the audit trail keeps an entry; 0 keeps it forever [default: 0].
     #[arg(long, value_name = "DURATION")]
     audit_retention: Option<String>,
+    /// People sign in to the console through this OpenID Connect provider (its issuer URL).
+    #[arg(long, value_name = "URL")]
+    oidc_issuer: Option<String>,
+    /// The relay's client id at the provider.
+    #[arg(long, value_name = "ID")]
+    oidc_client_id: Option<String>,
+    /// A file holding the client's secret (or BOREALIS_OIDC_CLIENT_SECRET; never a flag value).
+    #[arg(long, value_name = "PATH")]
+    oidc_client_secret_file: Option<PathBuf>,
+    /// The ID token claim that lists a person's groups [default: groups].
+    #[arg(long, value_name = "NAME")]
+    oidc_groups_claim: Option<String>,
+    /// Scopes asked for at sign-in, space-separated [default: "openid profile email"].
+    #[arg(long, value_name = "SCOPES")]
+    oidc_scopes: Option<String>,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -172,6 +187,11 @@ impl Flags {
         put("lease_duration", self.lease_duration.clone());
         put("poll_interval", self.poll_interval.clone());
         put("audit_retention", self.audit_retention.clone());
+        put("oidc_issuer", self.oidc_issuer.clone());
+        put("oidc_client_id", self.oidc_client_id.clone());
+        put("oidc_client_secret_file", self.oidc_client_secret_file.as_ref().map(|p| p.display().to_string()));
+        put("oidc_groups_claim", self.oidc_groups_claim.clone());
+        put("oidc_scopes", self.oidc_scopes.clone());
         put("log_format", self.log_format.map(|f| f.to_string()));
         for (key, value) in [
             ("max_connections", self.max_connections),
@@ -314,19 +334,32 @@ mod tests {
         ("lease_duration", "7s", "\"7s\""),
         ("poll_interval", "700ms", "\"700ms\""),
         ("audit_retention", "7d", "\"7d\""),
+        ("oidc_issuer", "https://login.example/", "\"https://login.example/\""),
+        ("oidc_client_id", "borealis", "\"borealis\""),
+        ("oidc_client_secret", "client-secret", "\"client-secret\""),
+        ("oidc_client_secret_file", SECRET_FILE, concat!("\"", env!("CARGO_MANIFEST_DIR"), "/Cargo.toml\"")),
+        ("oidc_groups_claim", "roles", "\"roles\""),
+        ("oidc_scopes", "openid groups", "\"openid groups\""),
     ];
 
     /// Secrets are not flags, so that they stay out of the process list.
-    const NOT_FLAGS: &[&str] = &["admin_token", "secret_key"];
+    const NOT_FLAGS: &[&str] = &["admin_token", "secret_key", "oidc_client_secret"];
 
-    /// TLS needs its certificate and key together.
+    /// A file that exists, for the client secret's file.
+    const SECRET_FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+
+    /// TLS needs its certificate and key together; sign-in its issuer, client id and secret.
     fn with_partner(key: &str) -> Vec<&'static (&'static str, &'static str, &'static str)> {
-        let partner = match key {
-            "tls_cert" => Some("tls_key"),
-            "tls_key" => Some("tls_cert"),
-            _ => None,
+        let partners: &[&str] = match key {
+            "tls_cert" => &["tls_key"],
+            "tls_key" => &["tls_cert"],
+            "oidc_issuer" => &["oidc_client_id", "oidc_client_secret_file"],
+            "oidc_client_id" => &["oidc_issuer", "oidc_client_secret_file"],
+            "oidc_client_secret_file" => &["oidc_issuer", "oidc_client_id"],
+            "oidc_client_secret" => &["oidc_issuer", "oidc_client_id"],
+            _ => &[],
         };
-        SAMPLES.iter().filter(|(k, _, _)| *k == key || Some(*k) == partner).collect()
+        SAMPLES.iter().filter(|(k, _, _)| *k == key || partners.contains(k)).collect()
     }
 
     /// A setting's flag: its name with dashes, singular where it repeats.

@@ -37,4 +37,6 @@ pub struct AppState {
     pub peer_nonces: crate::auth::PeerNonces,
     /// The agents' listener, for the command line the console shows.
     pub agents_addr: Option<std::net::SocketAddr>,
+    /// People's sign-in through the identity provider, when one is set.
+    pub sign_in: Option<Arc<crate::access::oidc::SignIn>>,
 }

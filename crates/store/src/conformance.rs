@@ -15,14 +15,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::audit::AuditStore;
 use crate::cluster::{ClusterStore, ReplicaRecord, ReportedAllowList, SessionRecord};
-use crate::console::{ConsoleSession, ConsoleSessionStore};
+use crate::console::{ConsoleSession, ConsoleSessionStore, Person};
 use crate::credentials::{CredentialKind, CredentialStore};
 use crate::deployments::{
     ApprovalState, DECISION_SUFFIX, DeploymentLease, DeploymentState, DeploymentStore, TargetState, Voter,
 };
 use crate::error::{Conflict, StoreError};
 use crate::idempotency::IdempotencyKey;
-use crate::identities::IdentityStore;
+use crate::identities::{BindingSubject, IdentityStore, RoleBinding};
 use crate::providers::{MetricProvider, MetricProviderStore};
 use crate::runs::{Attempt, Claim, Fence, NewRun, Outcome, RunState, RunStore, RunView};
 use crate::settings::SettingStore;
@@ -59,11 +59,14 @@ macro_rules! conformance_suite {
             a_deployment_lease_fences_its_journal_and_is_taken_over_when_it_lapses,
             replicas_and_their_sessions,
             console_sessions_expire_and_end,
+            a_console_session_keeps_its_person,
             text_with_nul_is_stored_replaced,
             secrets_keep_their_uses,
             an_abort_request_stands_once,
             approvals_count_each_voter_once_while_pending,
             teams_and_service_accounts,
+            role_bindings_give_roles_in_a_team_to_people_and_groups,
+            a_persons_bindings_are_theirs_and_their_groups_in_every_team,
             a_team_may_forbid_approving_ones_own_deployment,
             the_audit_trail_appends_and_filters,
             names_and_subjects_are_a_teams_own,
@@ -154,8 +157,12 @@ pub async fn console_sessions_expire_and_end<H: Harness>(harness: &H) {
     let store = harness.open().await;
     let now = SystemTime::now();
     let hour = Duration::from_secs(3600);
-    let session =
-        |id: &[u8], expires_at| ConsoleSession { id_hash: id.to_vec(), admin_seal: b"seal".to_vec(), expires_at };
+    let session = |id: &[u8], expires_at| ConsoleSession {
+        id_hash: id.to_vec(),
+        admin_seal: b"seal".to_vec(),
+        expires_at,
+        person: None,
+    };
     store.create_console_session(&session(b"old", now - hour), now - 2 * hour).await.unwrap();
     store.create_console_session(&session(b"live", now + hour), now).await.unwrap();
     let found = store.console_session(b"live", now).await.unwrap().expect("a live session is found");
@@ -171,6 +178,42 @@ pub async fn console_sessions_expire_and_end<H: Harness>(harness: &H) {
     assert!(store.end_console_session(b"live").await.unwrap());
     assert!(!store.end_console_session(b"live").await.unwrap(), "a session ends once");
     assert_eq!(store.console_session(b"live", now).await.unwrap(), None, "an ended session is not found");
+}
+
+/// A session signed in as a person keeps who they are, their groups in
+/// order, and reads back so after a reopen; one signed in with the admin
+/// token has no person.
+pub async fn a_console_session_keeps_its_person<H: Harness>(harness: &H) {
+    let store = harness.open().await;
+    let now = SystemTime::now();
+    let expires_at = now + Duration::from_secs(3600);
+    let person = Person {
+        subject: "00u1abc".into(),
+        name: "Ada Lovelace".into(),
+        groups: vec!["platform".into(), "on-call".into(), "admins".into()],
+    };
+    let signed_in = ConsoleSession {
+        id_hash: b"person".to_vec(),
+        admin_seal: b"seal".to_vec(),
+        expires_at,
+        person: Some(person.clone()),
+    };
+    store.create_console_session(&signed_in, now).await.unwrap();
+    let no_groups = Person { groups: Vec::new(), ..person.clone() };
+    let lonely = ConsoleSession { id_hash: b"lonely".to_vec(), person: Some(no_groups.clone()), ..signed_in.clone() };
+    store.create_console_session(&lonely, now).await.unwrap();
+    let admin = ConsoleSession { id_hash: b"admin".to_vec(), person: None, ..signed_in.clone() };
+    store.create_console_session(&admin, now).await.unwrap();
+    store.close().await;
+    drop(store);
+
+    let store = harness.open().await;
+    let found = store.console_session(b"person", now).await.unwrap().expect("found");
+    assert_eq!(found.person, Some(person), "its person, groups in order");
+    assert_eq!(crate::unix_ms(found.expires_at), crate::unix_ms(expires_at));
+    assert_eq!(store.console_session(b"lonely", now).await.unwrap().unwrap().person, Some(no_groups));
+    let found = store.console_session(b"admin", now).await.unwrap().expect("found");
+    assert_eq!(found.person, None, "the admin token's session names no person");
 }
 
 pub async fn run_transitions_are_compare_and_set<H: Harness>(harness: &H) {
@@ -1058,6 +1101,39 @@ pub async fn text_with_nul_is_stored_replaced<H: Harness>(harness: &H) {
     );
     assert_eq!(sessions[0].allow_list.as_ref().map(|l| l.rules.len()), Some(1), "a rule with a NUL is kept");
     assert_eq!(store.replicas(now - Duration::from_secs(60)).await.unwrap()[0].name, replaced("name"));
+
+    // People: their bindings, found by their subject and groups as given,
+    // and who they are in a console session.
+    let bound = |id: &str, subject_kind, subject: &str| RoleBinding {
+        id: id.into(),
+        team: TEAM.into(),
+        subject_kind,
+        subject: subject.into(),
+        role: nul("role"),
+        created_at: now,
+        created_by: nul("by"),
+    };
+    store.create_role_binding(&bound("u", BindingSubject::User, &nul("ada"))).await.unwrap();
+    store.create_role_binding(&bound("g", BindingSubject::Group, &nul("ops"))).await.unwrap();
+    let found = store.bindings_of(&nul("ada"), &[nul("ops")]).await.unwrap();
+    assert_eq!(
+        found.iter().map(|b| (b.id.as_str(), &b.subject, &b.role, &b.created_by)).collect::<Vec<_>>(),
+        [
+            ("g", &replaced("ops"), &replaced("role"), &replaced("by")),
+            ("u", &replaced("ada"), &replaced("role"), &replaced("by"))
+        ]
+    );
+    assert!(store.delete_role_binding(TEAM, "u").await.unwrap());
+    let person = Person { subject: nul("sub"), name: nul("Ada"), groups: vec![nul("ops")] };
+    let session = ConsoleSession {
+        id_hash: b"person".to_vec(),
+        admin_seal: b"seal".to_vec(),
+        expires_at: now + Duration::from_secs(60),
+        person: Some(person),
+    };
+    store.create_console_session(&session, now).await.unwrap();
+    let read = store.console_session(b"person", now).await.unwrap().unwrap().person.unwrap();
+    assert_eq!((read.subject, read.name, read.groups), (replaced("sub"), replaced("Ada"), vec![replaced("ops")]));
 }
 
 /// The id a backend's bulk fill gives the run due `i` ms after its base: a
@@ -1128,6 +1204,108 @@ pub async fn teams_and_service_accounts<H: Harness>(harness: &H) {
     assert!(!store.revoke_service_account("sa1", now).await.unwrap(), "revoked once");
     assert!(!store.service_account("sa1").await.unwrap().unwrap().is_usable(now));
     store.create_service_account(&again).await.expect("the name is free once revoked");
+}
+
+fn binding(id: &str, team: &str, subject_kind: BindingSubject, subject: &str, role: &str) -> RoleBinding {
+    RoleBinding {
+        id: id.into(),
+        team: team.into(),
+        subject_kind,
+        subject: subject.into(),
+        role: role.into(),
+        created_at: UNIX_EPOCH + Duration::from_secs(1),
+        created_by: "admin:admin".into(),
+    }
+}
+
+/// The ids of `bindings`, in their order.
+fn ids(bindings: Vec<RoleBinding>) -> Vec<String> {
+    bindings.into_iter().map(|b| b.id).collect()
+}
+
+/// A binding is kept as made and listed by team, subject kind, subject and
+/// role; a team binds a role to a subject once, while the same name as a
+/// person and as a group are two subjects; deleting takes the binding's
+/// team, and deletes once.
+pub async fn role_bindings_give_roles_in_a_team_to_people_and_groups<H: Harness>(harness: &H) {
+    use BindingSubject::{Group, User};
+    let store = harness.open().await;
+    store.create_team(BLUE).await.unwrap();
+    let made = binding("b1", BLUE, User, "ada", "deployer");
+    store.create_role_binding(&made).await.unwrap();
+    for b in [
+        binding("b2", BLUE, Group, "ada", "deployer"),
+        binding("b3", BLUE, Group, "admins", "viewer"),
+        binding("b4", BLUE, User, "ada", "approver"),
+        binding("b5", TEAM, User, "ada", "deployer"),
+    ] {
+        store.create_role_binding(&b).await.unwrap();
+    }
+    let err = store.create_role_binding(&binding("b6", BLUE, User, "ada", "deployer")).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(Conflict::Duplicate(_))), "bound once: {err}");
+    let err = store.create_role_binding(&binding("b7", BLUE, Group, "ada", "deployer")).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(Conflict::Duplicate(_))), "the group too: {err}");
+
+    let blue = store.role_bindings(Some(BLUE)).await.unwrap();
+    assert_eq!(blue.iter().find(|b| b.id == "b1"), Some(&made), "kept as made");
+    assert_eq!(
+        blue.iter().map(|b| (b.subject_kind, b.subject.as_str(), b.role.as_str())).collect::<Vec<_>>(),
+        [(Group, "ada", "deployer"), (Group, "admins", "viewer"), (User, "ada", "approver"), (User, "ada", "deployer")],
+        "by subject kind, subject, role"
+    );
+    assert_eq!(ids(store.role_bindings(None).await.unwrap()), ["b2", "b3", "b4", "b1", "b5"], "by team first");
+    assert_eq!(ids(store.role_bindings(Some(TEAM)).await.unwrap()), ["b5"]);
+    assert!(store.role_bindings(Some(GREEN)).await.unwrap().is_empty());
+
+    assert!(!store.delete_role_binding(TEAM, "b1").await.unwrap(), "not in that team");
+    assert!(!store.delete_role_binding(BLUE, "nope").await.unwrap());
+    assert!(store.delete_role_binding(BLUE, "b1").await.unwrap());
+    assert!(!store.delete_role_binding(BLUE, "b1").await.unwrap(), "deleted once");
+    assert_eq!(ids(store.role_bindings(Some(BLUE)).await.unwrap()), ["b2", "b3", "b4"]);
+    store.create_role_binding(&binding("b8", BLUE, User, "ada", "deployer")).await.expect("bound again once deleted");
+    assert_eq!(ids(store.role_bindings(Some(TEAM)).await.unwrap()), ["b5"], "another team's is untouched");
+}
+
+/// A person's bindings are those naming them and those naming any of
+/// their groups, in every team, by team then role; a group of their name,
+/// a person of a group's name, and others' are not theirs. Hundreds of
+/// groups are looked up at once.
+pub async fn a_persons_bindings_are_theirs_and_their_groups_in_every_team<H: Harness>(harness: &H) {
+    use BindingSubject::{Group, User};
+    let store = harness.open().await;
+    for team in [BLUE, GREEN] {
+        store.create_team(team).await.unwrap();
+    }
+    for b in [
+        binding("mine", GREEN, User, "ada", "viewer"),
+        binding("ops", BLUE, Group, "ops", "deployer"),
+        binding("admins", TEAM, Group, "admins", "admin"),
+        binding("also", GREEN, Group, "ops", "approver"),
+        // Not hers: a group named as she is, a person named as her group,
+        // another person, another group.
+        binding("group-ada", BLUE, Group, "ada", "admin"),
+        binding("user-ops", BLUE, User, "ops", "admin"),
+        binding("bob", BLUE, User, "bob", "viewer"),
+        binding("devs", GREEN, Group, "devs", "viewer"),
+    ] {
+        store.create_role_binding(&b).await.unwrap();
+    }
+    let groups = |names: &[&str]| names.iter().map(|&name| name.to_owned()).collect::<Vec<_>>();
+    let of = |user: &'static str, groups: Vec<String>| {
+        let store = &store;
+        async move { ids(store.bindings_of(user, &groups).await.unwrap()) }
+    };
+    assert_eq!(of("ada", groups(&["ops", "admins"])).await, ["ops", "admins", "also", "mine"], "by team then role");
+    assert_eq!(of("ada", groups(&[])).await, ["mine"], "no groups: hers only");
+    assert_eq!(of("ada", groups(&["admins", "admins"])).await, ["admins", "mine"], "a group named twice counts once");
+    assert_eq!(of("cy", groups(&["ops"])).await, ["ops", "also"], "by a group alone");
+    assert!(of("cy", groups(&["nope"])).await.is_empty());
+    let read = store.bindings_of("ada", &[]).await.unwrap();
+    assert_eq!(read, [binding("mine", GREEN, User, "ada", "viewer")], "kept as made");
+
+    let mut many: Vec<String> = (0..400).map(|n| format!("group-{n:03}")).collect();
+    many.push("devs".into());
+    assert_eq!(of("ada", many).await, ["devs", "mine"], "one of hundreds of groups");
 }
 
 /// A team's rule against approving one's own deployment: off for every

@@ -1,6 +1,7 @@
-//! Console sessions: an operator signed in to the web console. Only a hash
-//! of each session's id is kept, so the table alone signs no one in, and a
-//! seal that ties the session to the admin token it was signed in with.
+//! Console sessions: an operator signed in to the web console, with the
+//! admin token or as a person through the identity provider. Only a hash of
+//! each session's id is kept, so the table alone signs no one in, and a seal
+//! that ties the session to the credential it was signed in with.
 
 use std::time::SystemTime;
 
@@ -15,6 +16,19 @@ pub struct ConsoleSession {
     /// was signed in with (the relay checks it; the store only keeps it).
     pub admin_seal: Vec<u8>,
     pub expires_at: SystemTime,
+    /// A person signed in through the identity provider; `None`: the admin token.
+    pub person: Option<Person>,
+}
+
+/// A person as the identity provider vouched for them at sign-in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Person {
+    /// The provider's `sub`.
+    pub subject: String,
+    /// How they are shown: their name, else their email, else the subject.
+    pub name: String,
+    /// The groups the provider's groups claim named.
+    pub groups: Vec<String>,
 }
 
 #[async_trait::async_trait]

@@ -40,6 +40,47 @@ impl ServiceAccount {
     }
 }
 
+/// Who a role binding names: a person (by the identity provider's
+/// subject), or a group the provider says people belong to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BindingSubject {
+    User,
+    Group,
+}
+
+impl BindingSubject {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BindingSubject::User => "user",
+            BindingSubject::Group => "group",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "user" => Some(BindingSubject::User),
+            "group" => Some(BindingSubject::Group),
+            _ => None,
+        }
+    }
+}
+
+/// A role in a team, given to a person or to a group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoleBinding {
+    /// Public; 16 hex digits.
+    pub id: String,
+    pub team: String,
+    pub subject_kind: BindingSubject,
+    /// The person's subject (`sub`), or the group's name.
+    pub subject: String,
+    /// A role's name.
+    pub role: String,
+    pub created_at: SystemTime,
+    /// Who created it, as the audit trail names actors.
+    pub created_by: String,
+}
+
 #[async_trait::async_trait]
 pub trait IdentityStore: Send + Sync + 'static {
     /// Adds a team; [`Conflict::Duplicate`] when the name is taken.
@@ -62,4 +103,15 @@ pub trait IdentityStore: Send + Sync + 'static {
     async fn service_accounts(&self, team: Option<&str>) -> Result<Vec<ServiceAccount>, StoreError>;
     /// Revokes it at `at`; false when there is none, or it was revoked already.
     async fn revoke_service_account(&self, id: &str, at: SystemTime) -> Result<bool, StoreError>;
+    /// Adds a binding; [`Conflict::Duplicate`] when its team already binds
+    /// that role to that subject.
+    ///
+    /// [`Conflict::Duplicate`]: crate::Conflict::Duplicate
+    async fn create_role_binding(&self, binding: &RoleBinding) -> Result<(), StoreError>;
+    /// Of `team`, or all; by team, subject kind, subject, role.
+    async fn role_bindings(&self, team: Option<&str>) -> Result<Vec<RoleBinding>, StoreError>;
+    /// Every binding, in any team, that names `user` or one of `groups`.
+    async fn bindings_of(&self, user: &str, groups: &[String]) -> Result<Vec<RoleBinding>, StoreError>;
+    /// Removes binding `id` of `team`; false when there is none there.
+    async fn delete_role_binding(&self, team: &str, id: &str) -> Result<bool, StoreError>;
 }

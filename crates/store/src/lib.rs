@@ -46,7 +46,7 @@ pub mod conformance;
 
 pub use audit::{AuditEntry, AuditQuery, AuditStore};
 pub use cluster::{Change, ClusterStore, ReplicaRecord, ReportedAllowList, SessionRecord};
-pub use console::{ConsoleSession, ConsoleSessionStore};
+pub use console::{ConsoleSession, ConsoleSessionStore, Person};
 pub use credentials::{Credential, CredentialKind, CredentialStore};
 pub use deployments::{
     AbortRequest, ApprovalState, DECISION_SUFFIX, DeploymentLease, DeploymentRecord, DeploymentState, DeploymentStore,
@@ -54,7 +54,7 @@ pub use deployments::{
 };
 pub use error::{BoxError, Conflict, StoreError};
 pub use idempotency::IdempotencyKey;
-pub use identities::{DEFAULT_TEAM, IdentityStore, ServiceAccount, Team};
+pub use identities::{BindingSubject, DEFAULT_TEAM, IdentityStore, RoleBinding, ServiceAccount, Team};
 pub use open::{SUPPORTED_SCHEMES, open};
 pub use page::{Cursor, Page};
 pub use postgres::PostgresStore;

@@ -7,8 +7,9 @@
 //! their hashes and revocations, secrets as encrypted (the same secret key
 //! reads them), metric providers, webhook runs with their attempts and
 //! deadlines, deployments with targets, journal, events, approvals and
-//! their votes, service accounts (token hashes) and the audit trail. Leases
-//! are not: a copied attempt under way is taken over as cut off by the
+//! their votes, service accounts (token hashes), role bindings and the audit
+//! trail. Console sessions are not (whoever was signed in signs in again);
+//! nor are leases: a copied attempt under way is taken over as cut off by the
 //! first replica, as after a crash. The source is read in one snapshot; the
 //! target is written in one transaction, so a failed copy leaves it empty.
 
@@ -254,6 +255,21 @@ const TABLES: &[Table] = &[
         on_conflict: "",
     },
     Table {
+        name: "role_bindings",
+        columns: &[
+            ("id", Text),
+            ("team", Text),
+            ("subject_kind", Text),
+            ("subject", Text),
+            ("role", Text),
+            ("created_at", Int),
+            ("created_by", Text),
+        ],
+        order: "id",
+        identity: None,
+        on_conflict: "",
+    },
+    Table {
         name: "audit_log",
         columns: &[
             ("seq", Int),
@@ -276,8 +292,16 @@ const TABLES: &[Table] = &[
 ];
 
 /// The tables whose rows make a database "in use".
-const IN_USE: &[&str] =
-    &["settings", "credentials", "secrets", "metric_providers", "webhook_runs", "deployments", "service_accounts"];
+const IN_USE: &[&str] = &[
+    "settings",
+    "credentials",
+    "secrets",
+    "metric_providers",
+    "webhook_runs",
+    "deployments",
+    "service_accounts",
+    "role_bindings",
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum MigrateError {

@@ -4,7 +4,7 @@
 use std::time::SystemTime;
 
 use crate::cluster::{ReplicaRecord, SessionRecord};
-use crate::console::ConsoleSession;
+use crate::console::{ConsoleSession, Person};
 use crate::credentials::{Credential, CredentialKind};
 use crate::deployments::{
     AbortRequest, DeploymentRecord, DeploymentState, EventRecord, TargetRecord, TargetState, Voter,
@@ -107,6 +107,27 @@ pub(crate) fn console_session(row: &impl Columns) -> ConsoleSession {
         id_hash: row.bytes("id_hash"),
         admin_seal: row.bytes("admin_seal"),
         expires_at: time(row, "expires_at"),
+        // Groups written by this crate from a list of names; unreadable is none.
+        person: row.text_opt("person_subject").map(|subject| Person {
+            subject,
+            name: row.text_opt("person_name").unwrap_or_default(),
+            groups: row.text_opt("person_groups").and_then(|text| serde_json::from_str(&text).ok()).unwrap_or_default(),
+        }),
+    }
+}
+
+/// A session's person as stored: subject, name and groups (a JSON array),
+/// each text as [`storable`](crate::text::storable) makes it; all NULL for
+/// the admin token.
+pub(crate) fn person_columns(session: &ConsoleSession) -> (Option<String>, Option<String>, Option<String>) {
+    use crate::text::storable;
+    match &session.person {
+        None => (None, None, None),
+        Some(person) => (
+            Some(storable(&person.subject).into_owned()),
+            Some(storable(&person.name).into_owned()),
+            Some(names_json(&person.groups)),
+        ),
     }
 }
 
@@ -264,6 +285,26 @@ pub(crate) fn service_account(row: &impl Columns) -> crate::identities::ServiceA
         expires_at: time_opt(row, "expires_at"),
         revoked_at: time_opt(row, "revoked_at"),
     }
+}
+
+pub(crate) fn role_binding(row: &impl Columns) -> Result<crate::identities::RoleBinding, StoreError> {
+    Ok(crate::identities::RoleBinding {
+        id: row.text("id"),
+        team: row.text("team"),
+        subject_kind: state(row, "subject_kind", crate::identities::BindingSubject::parse)?,
+        subject: row.text("subject"),
+        role: row.text("role"),
+        created_at: time(row, "created_at"),
+        created_by: row.text("created_by"),
+    })
+}
+
+/// Names as one JSON array, each as [`storable`](crate::text::storable)
+/// makes it: a session's groups, and the groups SQLite's
+/// [`bindings_of`](crate::IdentityStore::bindings_of) binds (read with `json_each`).
+pub(crate) fn names_json(names: &[String]) -> String {
+    let names: Vec<_> = names.iter().map(|name| crate::text::storable(name)).collect();
+    serde_json::to_string(&names).expect("names serialize")
 }
 
 pub(crate) fn audit_entry(row: &impl Columns) -> crate::audit::AuditEntry {

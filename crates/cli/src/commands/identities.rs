@@ -1,11 +1,11 @@
 //! `teams`, `service-accounts` and `audit`.
 
 use borealis_api::{
-    AuditList, CreateServiceAccount, CreateTeam, ServiceAccount, ServiceAccountCreated, ServiceAccountList, Team,
-    TeamList, UpdateTeam,
+    AuditList, BindingKind, CreateRoleBinding, CreateServiceAccount, CreateTeam, RoleBinding, RoleBindingList,
+    ServiceAccount, ServiceAccountCreated, ServiceAccountList, Team, TeamList, UpdateTeam,
 };
 
-use crate::args::{AuditArgs, ServiceAccountsCommand, TeamsCommand};
+use crate::args::{AuditArgs, RoleBindingsCommand, ServiceAccountsCommand, TeamsCommand};
 use crate::client::{Failure, Relay, urlencode};
 use crate::render;
 
@@ -89,6 +89,58 @@ pub async fn service_accounts(relay: &Relay, json: bool, command: &ServiceAccoun
         }
     }
     Ok(())
+}
+
+pub async fn role_bindings(relay: &Relay, json: bool, command: &RoleBindingsCommand) -> Result<(), Failure> {
+    match command {
+        RoleBindingsCommand::Create { user, group, role } => {
+            let (kind, subject) = match (user, group) {
+                (Some(user), _) => (BindingKind::User, user.clone()),
+                (None, Some(group)) => (BindingKind::Group, group.clone()),
+                (None, None) => unreachable!("clap requires --user or --group"),
+            };
+            let body = CreateRoleBinding { kind, subject, role: role.clone() };
+            let binding: RoleBinding = relay.post("/api/v1/role-bindings", &body).await?;
+            if json {
+                render::json(&binding)
+            } else {
+                say!(
+                    "{} {} is {} in team {} ({})",
+                    kind_of(&binding),
+                    binding.subject,
+                    binding.role,
+                    binding.team,
+                    binding.id
+                )
+            }
+        }
+        RoleBindingsCommand::List => {
+            let list: RoleBindingList = relay.get("/api/v1/role-bindings").await?;
+            if json {
+                render::json(&list);
+            } else {
+                let mut rows = vec![["ID", "TEAM", "KIND", "SUBJECT", "ROLE"].map(String::from)];
+                rows.extend(
+                    list.role_bindings
+                        .iter()
+                        .map(|b| [b.id.clone(), b.team.clone(), kind_of(b).into(), b.subject.clone(), b.role.clone()]),
+                );
+                render::table(rows);
+            }
+        }
+        RoleBindingsCommand::Delete { id } => {
+            let binding: RoleBinding = relay.delete(&format!("/api/v1/role-bindings/{}", urlencode(id))).await?;
+            if json { render::json(&binding) } else { say!("removed role binding {}", binding.id) }
+        }
+    }
+    Ok(())
+}
+
+fn kind_of(binding: &RoleBinding) -> &'static str {
+    match binding.kind {
+        BindingKind::User => "user",
+        BindingKind::Group => "group",
+    }
 }
 
 pub async fn audit(relay: &Relay, json: bool, args: &AuditArgs) -> Result<(), Failure> {

@@ -1,6 +1,8 @@
 //! Who is asking, and what they may do: principals (the bootstrap admin
-//! token, service accounts), roles in teams, and the one table of what each
-//! route needs. The HTTP edge (`http::authorize`) applies them.
+//! token, service accounts, people signed in through the identity
+//! provider), roles in teams, and the one table of what each route needs.
+//! The HTTP edge (`http::authorize`) and the console apply them.
 
+pub mod oidc;
 pub mod principal;
 pub mod rules;

@@ -6,7 +6,7 @@ use std::time::SystemTime;
 
 use base64::Engine;
 use borealis_core::Secret;
-use borealis_store::{IdentityStore, ServiceAccount, StoreError};
+use borealis_store::{IdentityStore, Person, ServiceAccount, StoreError};
 use ring::digest;
 
 use super::rules::{Grants, Role};
@@ -52,12 +52,32 @@ impl Actor {
 pub struct Principal {
     pub actor: Actor,
     pub grants: Grants,
+    /// The identity provider's groups it is in (a person's); an approval's
+    /// `requiresRoles` may name one.
+    pub groups: Vec<String>,
 }
 
 impl Principal {
     pub fn admin() -> Self {
-        Self { actor: Actor::admin(), grants: Grants::organization_admin() }
+        Self { actor: Actor::admin(), grants: Grants::organization_admin(), groups: Vec::new() }
     }
+
+    /// The admin token, signed in at the console.
+    pub fn console_admin() -> Self {
+        Self { actor: Actor::console_admin(), ..Self::admin() }
+    }
+}
+
+/// A person signed in through the identity provider: the roles their role
+/// bindings give them (as a person, and through their groups) in each team.
+pub async fn person(store: &dyn IdentityStore, person: &Person) -> Result<Principal, StoreError> {
+    let bindings = store.bindings_of(&person.subject, &person.groups).await?;
+    let mut roles: Vec<(String, Role)> =
+        bindings.iter().filter_map(|b| Some((b.team.clone(), Role::parse(&b.role)?))).collect();
+    roles.sort_by(|a, b| (a.0.as_str(), a.1.as_str()).cmp(&(b.0.as_str(), b.1.as_str())));
+    roles.dedup();
+    let actor = Actor { kind: "user", id: person.subject.clone(), name: person.name.clone() };
+    Ok(Principal { actor, grants: Grants { organization_admin: false, roles }, groups: person.groups.clone() })
 }
 
 /// Why a presented token does not authenticate.
@@ -90,11 +110,6 @@ fn hash(secret: &str) -> Vec<u8> {
     digest::digest(&digest::SHA256, secret.as_bytes()).as_ref().to_vec()
 }
 
-/// Compared in time that does not depend on where they differ.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
-}
-
 /// The service account `token` names, if it is one's (`None`: not a
 /// service-account token at all).
 pub async fn service_account(
@@ -108,7 +123,7 @@ pub async fn service_account(
         return Err(Unauthenticated::Wrong);
     }
     let Some(account) = store.service_account(id).await? else { return Err(Unauthenticated::Wrong) };
-    if !same(&hash(secret), &account.secret_hash) {
+    if !crate::auth::same_bytes(&hash(secret), &account.secret_hash) {
         return Err(Unauthenticated::Wrong);
     }
     let actor = Actor::service_account(&account);
@@ -119,7 +134,7 @@ pub async fn service_account(
         return Err(Unauthenticated::Expired { actor, name: account.name });
     }
     let roles = account.roles.iter().filter_map(|r| Role::parse(r)).map(|role| (account.team.clone(), role)).collect();
-    Ok(Some(Principal { actor, grants: Grants { organization_admin: false, roles } }))
+    Ok(Some(Principal { actor, grants: Grants { organization_admin: false, roles }, groups: Vec::new() }))
 }
 
 #[cfg(test)]
@@ -133,8 +148,8 @@ mod tests {
         let rest = token.expose().strip_prefix(TOKEN_PREFIX).unwrap();
         let (named, secret) = rest.split_once('_').unwrap();
         assert_eq!(named, id);
-        assert!(same(&hash(secret), &kept));
-        assert!(!same(&hash("another"), &kept));
+        assert!(crate::auth::same_bytes(&hash(secret), &kept));
+        assert!(!crate::auth::same_bytes(&hash("another"), &kept));
         assert_ne!(mint(&id).0.expose(), token.expose(), "each token is new");
     }
 }

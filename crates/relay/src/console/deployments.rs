@@ -20,8 +20,7 @@ use tokio::sync::broadcast::error::RecvError;
 use super::graph::{self, BOX_HEIGHT, BOX_WIDTH};
 use super::markdown;
 use super::page::{Chrome, ConfirmPage, Failure, Filters, Operator, render, segment, state_words, when};
-use crate::access::principal::Actor;
-use crate::access::rules::Grants;
+use crate::access::rules::Permission;
 use crate::http::deployments as api;
 use crate::http::extract::{ListQuery, QueryOf};
 use crate::http::problem::Problem;
@@ -197,10 +196,7 @@ pub async fn page(
     let file =
         deployment::parse_with(&view.record.file, deployment::UnknownFields::Warn).ok().map(|parsed| parsed.file);
     let shown = api::describe(&view);
-    let console = {
-        let (actor, grants) = (Actor::console_admin(), Grants::organization_admin());
-        api::decider(&state, &actor, &grants, &view.record.team).await?
-    };
+    let console = api::decider(&state, &operator.principal, &view.record.team).await?;
     let journal = Journal::new(view.journal.iter().cloned());
     let targets_in_file = file.as_ref().map(|f| f.targets.as_slice()).unwrap_or_default();
     let depends_on = |name: &str| {
@@ -240,13 +236,19 @@ pub async fn page(
             let waiting = steps.iter().filter_map(|s| s.waiting.clone()).collect();
             let mut actions = Vec::new();
             let base = format!("/deployments/{}/targets/{}", segment(&id), segment(&target.name));
-            let act =
-                |path: &str, label, danger| Action { path: format!("{base}/{path}"), label, danger, disabled: None };
+            // Without the approve permission no decision is the operator's to take.
+            let undecidable = (!operator.principal.grants.allows(Permission::Approve, &view.record.team))
+                .then(|| approve_refusal(&view, None, &target.name, (&operator, &console)))
+                .flatten();
+            let act = |path: &str, label, danger| Action {
+                path: format!("{base}/{path}"),
+                label,
+                danger,
+                disabled: undecidable.clone(),
+            };
             if shown.pending_approvals.contains(&target.name) {
-                let approve = Action {
-                    disabled: approve_refusal(&view, &target.name, &console),
-                    ..act("approve", "Approve", false)
-                };
+                let disabled = approve_refusal(&view, file.as_ref(), &target.name, (&operator, &console));
+                let approve = Action { disabled, ..act("approve", "Approve", false) };
                 actions.push(approve);
                 actions.push(act("reject", "Reject", true));
             }
@@ -346,25 +348,62 @@ pub async fn confirm_abort(
     Ok(render(&page, StatusCode::OK))
 }
 
-pub async fn abort(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Redirect, Failure> {
-    let by = crate::access::principal::Actor::console_admin().name;
-    state.deployments.abort(&id, Some("aborted in the console"), true, &by).await?;
+pub async fn abort(
+    State(state): State<Arc<AppState>>,
+    Extension(operator): Extension<Operator>,
+    Path(id): Path<String>,
+) -> Result<Redirect, Failure> {
+    let by = &operator.principal.actor.name;
+    state.deployments.abort(&id, Some("aborted in the console"), true, by).await?;
     tracing::info!(deployment = id.as_str(), "abort asked in the console");
     Ok(Redirect::to(&format!("/deployments/{}", segment(&id))))
 }
 
-/// Why `by` cannot approve `target` now, if it cannot: it started the
-/// deployment and its team forbids that, or it approved already and the
-/// step waits for others.
-fn approve_refusal(view: &DeploymentView, target: &str, by: &Decider) -> Option<String> {
-    let started_by = Inputs::decode(&view.record.context).started_by_id;
-    if by.self_approval_forbidden && started_by.as_deref() == Some(by.id.as_str()) {
+/// Why the operator (deciding as `by`) cannot approve `target` now, if it
+/// cannot: it lacks the approve permission in the deployment's team, or a
+/// role the approval requires; it started the deployment and its team
+/// forbids that; or it approved already and the step waits for others.
+fn approve_refusal(
+    view: &DeploymentView,
+    file: Option<&deployment::DeploymentFile>,
+    target: &str,
+    (operator, by): (&Operator, &Decider),
+) -> Option<String> {
+    let team = &view.record.team;
+    let grants = &operator.principal.grants;
+    let holds = || if by.roles.is_empty() { "no role".to_owned() } else { by.roles.join(", ") };
+    if !grants.allows(Permission::Approve, team) {
+        let granting = crate::access::rules::roles_granting(Permission::Approve).join(", ");
         return Some(format!(
-            "You started this deployment, and team {} forbids approving your own: someone else must approve it.",
-            view.record.team
+            "Approving needs the approve permission in team {team} (a role that grants it: {granting}); you hold {}.",
+            holds()
         ));
     }
     let keys: Vec<&String> = view.pending_approvals.iter().filter(|(t, _)| t == target).map(|(_, k)| k).collect();
+    for key in &keys {
+        let required = file.and_then(|file| match journal::step_at(file, key) {
+            Some(Step::Pause { pause: Pause::UntilApproved { requires_roles, .. }, .. }) => {
+                Some(requires_roles.clone())
+            }
+            _ => None,
+        });
+        if let Some(required) = required.filter(|r| !r.is_empty())
+            && !by.unrestricted
+            && !required.iter().any(|r| by.roles.contains(r))
+        {
+            return Some(format!(
+                "This approval needs one of the roles {}; you hold {}.",
+                required.join(", "),
+                holds()
+            ));
+        }
+    }
+    let started_by = Inputs::decode(&view.record.context).started_by_id;
+    if by.self_approval_forbidden && started_by.as_deref() == Some(by.id.as_str()) {
+        return Some(format!(
+            "You started this deployment, and team {team} forbids approving your own: someone else must approve it."
+        ));
+    }
     let voted = view.approval_votes.iter().any(|(key, voter)| keys.contains(&key) && voter.id == by.id);
     voted.then(|| "You approved it already; it waits for approvals from others.".to_owned())
 }
@@ -372,6 +411,7 @@ fn approve_refusal(view: &DeploymentView, target: &str, by: &Decider) -> Option<
 /// Approve, Reject, Continue or Roll back; back to the deployment after.
 pub async fn decide(
     State(state): State<Arc<AppState>>,
+    Extension(operator): Extension<Operator>,
     Path((id, target, decision)): Path<(String, String, String)>,
 ) -> Result<Redirect, Failure> {
     let decision = match decision.as_str() {
@@ -387,10 +427,8 @@ pub async fn decide(
             )));
         }
     };
-    // The console is the admin token's: `requiresRoles` does not bind it.
     let record = state.deployments.record(&id).await?;
-    let (actor, grants) = (Actor::console_admin(), Grants::organization_admin());
-    let by = api::decider(&state, &actor, &grants, &record.team).await?;
+    let by = api::decider(&state, &operator.principal, &record.team).await?;
     state.deployments.decide(&id, &target, decision, &by).await?;
     tracing::info!(
         deployment = id.as_str(),

@@ -15,6 +15,7 @@
 //! Like the API handlers, pages call the domain through the same helpers
 //! in [`crate::http`]; a [`Problem`] becomes an HTML page only here.
 
+mod access;
 pub mod agents;
 pub mod audit;
 pub mod deployments;
@@ -67,6 +68,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), session::require_session));
     Router::new()
         .merge(signed_in)
+        .route("/sign-in/oidc", get(session::oidc_start))
+        .route("/sign-in/oidc/callback", get(session::oidc_callback))
         .route(
             "/sign-in",
             get(session::sign_in_page)

@@ -15,9 +15,14 @@ pub struct Operator {
     pub csrf: String,
     /// The session id, from the cookie.
     pub(super) session_id: String,
-    /// The team whose agents, secrets, providers and clients it shows and
-    /// changes (`?team=`, else `default`).
+    /// The team whose agents, secrets, providers, clients, runs and
+    /// deployments it shows and changes: `?team=` (then kept in a cookie),
+    /// else the one chosen before, else the operator's first.
     pub team: String,
+    /// Who it is (the admin token, or a person) and what they may do.
+    pub principal: crate::access::principal::Principal,
+    /// The teams it may switch to (every team for an organization admin).
+    pub teams: Vec<String>,
 }
 
 impl Operator {
@@ -47,11 +52,22 @@ pub(super) fn addressed_authority(uri: &http::Uri, headers: &http::HeaderMap) ->
 pub struct Chrome {
     pub section: &'static str,
     pub csrf: String,
+    /// Who is signed in, as shown.
+    pub who: String,
+    pub team: String,
+    /// The teams to switch to, the current one among them.
+    pub teams: Vec<String>,
 }
 
 impl Chrome {
     pub fn new(section: &'static str, operator: &Operator) -> Self {
-        Self { section, csrf: operator.csrf.clone() }
+        Self {
+            section,
+            csrf: operator.csrf.clone(),
+            who: operator.principal.actor.name.clone(),
+            team: operator.team.clone(),
+            teams: operator.teams.clone(),
+        }
     }
 }
 

@@ -122,8 +122,12 @@ pub async fn page(
 }
 
 /// Ends an unfinished run as cancelled.
-pub async fn cancel(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Redirect, Failure> {
-    let by = crate::access::principal::Actor::console_admin().name;
+pub async fn cancel(
+    State(state): State<Arc<AppState>>,
+    Extension(operator): Extension<Operator>,
+    Path(id): Path<String>,
+) -> Result<Redirect, Failure> {
+    let by = &operator.principal.actor.name;
     state.runs.cancel(&id, &format!("cancelled by {by}")).await?;
     Ok(Redirect::to(&format!("/runs/{}", segment(&id))))
 }

@@ -13,8 +13,7 @@ use super::AppState;
 use super::authorize::{ActingTeam, Reach};
 use super::extract::{ListQuery, QueryOf, WaitQuery, created, idempotency_key, json_body, next_cursor};
 use super::problem::Problem;
-use crate::access::principal::{Actor, Principal};
-use crate::access::rules::Grants;
+use crate::access::principal::Principal;
 use crate::preflight::RelayPreflight;
 use borealis_core::deployment::UnknownFields;
 use borealis_core::team::AgentRef;
@@ -186,13 +185,15 @@ pub async fn proceed(
 
 /// Who decides, as the engine checks it: the caller's roles in the
 /// deployment's team, and whether that team forbids approving one's own.
-pub(crate) async fn decider(state: &AppState, actor: &Actor, grants: &Grants, team: &str) -> Result<Decider, Problem> {
+/// A person's groups count as roles there: `requiresRoles` may name either.
+pub(crate) async fn decider(state: &AppState, principal: &Principal, team: &str) -> Result<Decider, Problem> {
+    let grants = &principal.grants;
     let roles = grants.roles.iter().filter(|(t, _)| t == team).map(|(_, r)| r.as_str().to_owned());
     let settings = state.store.team(team).await?;
     Ok(Decider {
-        id: actor.label(),
-        name: actor.name.clone(),
-        roles: roles.collect(),
+        id: principal.actor.label(),
+        name: principal.actor.name.clone(),
+        roles: roles.chain(principal.groups.iter().cloned()).collect(),
         unrestricted: grants.organization_admin,
         self_approval_forbidden: settings.is_some_and(|t| t.forbid_self_approval),
     })
@@ -206,7 +207,7 @@ async fn decide(
     decision: Decision,
 ) -> Result<Response, Problem> {
     let record = within_reach(state, reach, id).await?;
-    let by = decider(state, &principal.actor, &principal.grants, &record.team).await?;
+    let by = decider(state, principal, &record.team).await?;
     let decided = state.deployments.decide(id, target, decision, &by).await?;
     let decision = match decision {
         Decision::Approve => borealis_api::Decision::Approved,

@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use borealis_engine::clock::rfc3339;
-use borealis_store::{AuditQuery, Conflict, ServiceAccount, StoreError};
+use borealis_store::{AuditQuery, BindingSubject, Conflict, RoleBinding, ServiceAccount, StoreError};
 use serde::Deserialize;
 
 use super::AppState;
@@ -95,6 +95,94 @@ async fn existing_team(state: &AppState, team: &str) -> Result<(), Problem> {
         format!("no team {team:?} (create it with borealis teams create {team})")
     })
     .map(|_| ())
+}
+
+fn describe_binding(binding: &RoleBinding) -> borealis_api::RoleBinding {
+    borealis_api::RoleBinding {
+        id: binding.id.clone(),
+        team: binding.team.clone(),
+        kind: match binding.subject_kind {
+            BindingSubject::User => borealis_api::BindingKind::User,
+            BindingSubject::Group => borealis_api::BindingKind::Group,
+        },
+        subject: binding.subject.clone(),
+        role: binding.role.clone(),
+        created_at: rfc3339(binding.created_at),
+        created_by: binding.created_by.clone(),
+    }
+}
+
+/// The longest subject or group name a binding takes.
+const MAX_SUBJECT_BYTES: usize = 256;
+
+pub async fn create_role_binding(
+    State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Principal>,
+    Extension(ActingTeam(team)): Extension<ActingTeam>,
+    body: axum::body::Bytes,
+) -> Result<Response, Problem> {
+    let request: borealis_api::CreateRoleBinding = json_body(&body)?;
+    let invalid = |detail: String| Problem::bad_request("invalid-role-binding", detail);
+    let subject = request.subject.trim();
+    if subject.is_empty() || subject.len() > MAX_SUBJECT_BYTES || subject.chars().any(char::is_control) {
+        return Err(invalid(format!(
+            "subject must be 1 to {MAX_SUBJECT_BYTES} characters, none of them control characters"
+        )));
+    }
+    let role = Role::parse(&request.role).ok_or_else(|| {
+        invalid(format!(
+            "unknown role {:?}: the roles are viewer, deployer, approver, operator and admin",
+            request.role
+        ))
+    })?;
+    existing_team(&state, &team).await?;
+    let binding = RoleBinding {
+        id: principal::new_id(),
+        team,
+        subject_kind: match request.kind {
+            borealis_api::BindingKind::User => BindingSubject::User,
+            borealis_api::BindingKind::Group => BindingSubject::Group,
+        },
+        subject: subject.to_owned(),
+        role: role.as_str().to_owned(),
+        created_at: SystemTime::now(),
+        created_by: principal.actor.label(),
+    };
+    state.store.create_role_binding(&binding).await.map_err(conflict)?;
+    tracing::info!(
+        team = binding.team.as_str(),
+        kind = binding.subject_kind.as_str(),
+        subject = binding.subject.as_str(),
+        role = binding.role.as_str(),
+        "role binding created"
+    );
+    Ok((StatusCode::CREATED, Json(describe_binding(&binding))).into_response())
+}
+
+pub async fn list_role_bindings(
+    State(state): State<Arc<AppState>>,
+    Extension(ActingTeam(team)): Extension<ActingTeam>,
+) -> Result<Response, Problem> {
+    let bindings = state.store.role_bindings(Some(&team)).await?;
+    let role_bindings = bindings.iter().map(describe_binding).collect();
+    Ok(Json(borealis_api::RoleBindingList { role_bindings }).into_response())
+}
+
+pub async fn delete_role_binding(
+    State(state): State<Arc<AppState>>,
+    Extension(ActingTeam(team)): Extension<ActingTeam>,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
+    let found = state.store.role_bindings(Some(&team)).await?.into_iter().find(|b| b.id == id);
+    let unknown = || {
+        Problem::new(StatusCode::NOT_FOUND, "unknown-role-binding", format!("no role binding {id:?} in team {team:?}"))
+    };
+    let binding = found.ok_or_else(unknown)?;
+    if !state.store.delete_role_binding(&team, &id).await? {
+        return Err(unknown());
+    }
+    tracing::info!(team = team.as_str(), binding = id.as_str(), "role binding removed");
+    Ok(Json(describe_binding(&binding)).into_response())
 }
 
 pub async fn create_service_account(

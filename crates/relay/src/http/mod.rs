@@ -54,6 +54,8 @@ pub fn http_router(state: Arc<AppState>) -> Router {
         .route("/api/v1/secrets/{name}", put(secrets::put_secret).delete(secrets::delete_secret))
         .route("/api/v1/teams", post(identities::create_team).get(identities::list_teams))
         .route("/api/v1/teams/{name}", patch(identities::update_team))
+        .route("/api/v1/role-bindings", post(identities::create_role_binding).get(identities::list_role_bindings))
+        .route("/api/v1/role-bindings/{id}", delete(identities::delete_role_binding))
         .route(
             "/api/v1/service-accounts",
             post(identities::create_service_account).get(identities::list_service_accounts),

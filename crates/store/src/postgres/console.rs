@@ -16,13 +16,19 @@ impl ConsoleSessionStore for PostgresStore {
             .execute(&self.pool)
             .await
             .map_err(db)?;
+        let (subject, name, groups) = rows::person_columns(session);
         sqlx::query(
-            "INSERT INTO console_sessions (id_hash, admin_seal, created_at, expires_at) VALUES ($1, $2, $3, $4)",
+            "INSERT INTO console_sessions \
+             (id_hash, admin_seal, created_at, expires_at, person_subject, person_name, person_groups) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(&session.id_hash)
         .bind(&session.admin_seal)
         .bind(now)
         .bind(unix_ms(session.expires_at))
+        .bind(subject)
+        .bind(name)
+        .bind(groups)
         .execute(&self.pool)
         .await
         .map_err(db)?;

@@ -3,7 +3,7 @@ use std::time::SystemTime;
 use super::error::{db, unique_violation};
 use super::store::PostgresStore;
 use crate::error::{Conflict, StoreError};
-use crate::identities::{IdentityStore, ServiceAccount, Team};
+use crate::identities::{IdentityStore, RoleBinding, ServiceAccount, Team};
 use crate::rows;
 use crate::text::storable;
 use crate::time::unix_ms;
@@ -92,5 +92,67 @@ impl IdentityStore for PostgresStore {
             .bind(unix_ms(at))
             .bind(storable(id));
         Ok(update.execute(&self.pool).await.map_err(db)?.rows_affected() > 0)
+    }
+
+    async fn create_role_binding(&self, binding: &RoleBinding) -> Result<(), StoreError> {
+        let insert = sqlx::query(
+            "INSERT INTO role_bindings (id, team, subject_kind, subject, role, created_at, created_by) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(storable(&binding.id))
+        .bind(storable(&binding.team))
+        .bind(binding.subject_kind.as_str())
+        .bind(storable(&binding.subject))
+        .bind(storable(&binding.role))
+        .bind(unix_ms(binding.created_at))
+        .bind(storable(&binding.created_by));
+        match insert.execute(&self.pool).await {
+            Ok(_) => Ok(()),
+            Err(err) if unique_violation(&err).is_some() => Err(Conflict::Duplicate(format!(
+                "team {:?} already binds role {:?} to {} {:?}",
+                binding.team,
+                binding.role,
+                binding.subject_kind.as_str(),
+                binding.subject
+            ))
+            .into()),
+            Err(err) => Err(db(err)),
+        }
+    }
+
+    async fn role_bindings(&self, team: Option<&str>) -> Result<Vec<RoleBinding>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM role_bindings WHERE $1 IS NULL OR team = $2 ORDER BY team, subject_kind, subject, role",
+        )
+        .bind(team.map(storable))
+        .bind(team.map(storable))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter().map(rows::role_binding).collect()
+    }
+
+    async fn bindings_of(&self, user: &str, groups: &[String]) -> Result<Vec<RoleBinding>, StoreError> {
+        // The groups as one array, however many: each arm is read through
+        // the index on (subject_kind, subject).
+        let groups: Vec<String> = groups.iter().map(|group| storable(group).into_owned()).collect();
+        let rows = sqlx::query(
+            "SELECT * FROM role_bindings \
+             WHERE (subject_kind = 'user' AND subject = $1) OR (subject_kind = 'group' AND subject = ANY($2)) \
+             ORDER BY team, role, subject_kind, subject",
+        )
+        .bind(storable(user))
+        .bind(groups)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter().map(rows::role_binding).collect()
+    }
+
+    async fn delete_role_binding(&self, team: &str, id: &str) -> Result<bool, StoreError> {
+        let delete = sqlx::query("DELETE FROM role_bindings WHERE team = $1 AND id = $2")
+            .bind(storable(team))
+            .bind(storable(id));
+        Ok(delete.execute(&self.pool).await.map_err(db)?.rows_affected() > 0)
     }
 }

@@ -365,13 +365,13 @@ async fn migration_17_puts_what_was_stored_in_team_default() {
 
 /// `migrate` copies each object with its team, the teams themselves (with
 /// their rule on approving one's own deployment, `default`'s too), service
-/// accounts, the audit trail, an abort asked and by whom, approvals with
+/// accounts, role bindings, the audit trail, an abort asked and by whom, approvals with
 /// their deciders, and votes in their order (a vote cast after the copy
 /// comes after them).
 #[tokio::test]
 async fn the_copy_from_sqlite_keeps_each_objects_team() {
     use crate::audit::{AuditEntry, AuditQuery, AuditStore};
-    use crate::identities::{IdentityStore, ServiceAccount};
+    use crate::identities::{BindingSubject, IdentityStore, RoleBinding, ServiceAccount};
     use crate::providers::{MetricProvider, MetricProviderStore};
 
     let dir = tempfile::tempdir().unwrap();
@@ -392,6 +392,16 @@ async fn the_copy_from_sqlite_keeps_each_objects_team() {
         revoked_at: None,
     };
     source.create_service_account(&account).await.unwrap();
+    let binding = RoleBinding {
+        id: "fedcba9876543210".into(),
+        team: "green".into(),
+        subject_kind: BindingSubject::Group,
+        subject: "ops".into(),
+        role: "deployer".into(),
+        created_at: SystemTime::UNIX_EPOCH,
+        created_by: "admin:admin".into(),
+    };
+    source.create_role_binding(&binding).await.unwrap();
     let entry = AuditEntry {
         seq: 0,
         time: SystemTime::UNIX_EPOCH,
@@ -464,6 +474,8 @@ async fn the_copy_from_sqlite_keeps_each_objects_team() {
         "the default team once, with the source's rule, and the copied ones"
     );
     assert_eq!(target.service_account(&account.id).await.unwrap(), Some(account));
+    assert_eq!(target.role_bindings(None).await.unwrap(), std::slice::from_ref(&binding));
+    assert_eq!(target.bindings_of("someone", &["ops".into()]).await.unwrap(), [binding]);
     let trail = target.audit(&AuditQuery { limit: 10, ..Default::default() }).await.unwrap();
     assert_eq!(trail.len(), 1);
     assert_eq!((trail[0].action.as_str(), trail[0].team.as_deref()), ("team.create", Some("blue")));

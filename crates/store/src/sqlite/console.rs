@@ -15,15 +15,21 @@ impl ConsoleSessionStore for SqliteStore {
             .execute(sqlx::query("DELETE FROM console_sessions WHERE expires_at <= ?").bind(now))
             .await
             .map_err(db)?;
+        let (subject, name, groups) = rows::person_columns(session);
         self.writes
             .execute(
                 sqlx::query(
-                    "INSERT INTO console_sessions (id_hash, admin_seal, created_at, expires_at) VALUES (?, ?, ?, ?)",
+                    "INSERT INTO console_sessions \
+                     (id_hash, admin_seal, created_at, expires_at, person_subject, person_name, person_groups) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?)",
                 )
                 .bind(&session.id_hash)
                 .bind(&session.admin_seal)
                 .bind(now)
-                .bind(unix_ms(session.expires_at)),
+                .bind(unix_ms(session.expires_at))
+                .bind(subject)
+                .bind(name)
+                .bind(groups),
             )
             .await
             .map_err(db)?;

@@ -3,10 +3,18 @@ use std::time::SystemTime;
 use super::error::{db, is_unique_violation};
 use super::store::SqliteStore;
 use crate::error::{Conflict, StoreError};
-use crate::identities::{IdentityStore, ServiceAccount, Team};
+use crate::identities::{IdentityStore, RoleBinding, ServiceAccount, Team};
 use crate::rows;
 use crate::text::storable;
 use crate::time::unix_ms;
+
+/// A person's bindings: theirs (by subject), and their groups' (a JSON
+/// array, so one statement whatever their number); each arm is read
+/// through the index on (subject_kind, subject).
+pub(super) const BINDINGS_OF: &str = "SELECT * FROM role_bindings \
+     WHERE (subject_kind = 'user' AND subject = ?) \
+     OR (subject_kind = 'group' AND subject IN (SELECT value FROM json_each(?))) \
+     ORDER BY team, role, subject_kind, subject";
 
 #[async_trait::async_trait]
 impl IdentityStore for SqliteStore {
@@ -92,5 +100,59 @@ impl IdentityStore for SqliteStore {
             .bind(unix_ms(at))
             .bind(storable(id));
         Ok(self.writes.execute(update).await.map_err(db)?.rows_affected() > 0)
+    }
+
+    async fn create_role_binding(&self, binding: &RoleBinding) -> Result<(), StoreError> {
+        let insert = sqlx::query(
+            "INSERT INTO role_bindings (id, team, subject_kind, subject, role, created_at, created_by) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(storable(&binding.id))
+        .bind(storable(&binding.team))
+        .bind(binding.subject_kind.as_str())
+        .bind(storable(&binding.subject))
+        .bind(storable(&binding.role))
+        .bind(unix_ms(binding.created_at))
+        .bind(storable(&binding.created_by));
+        match self.writes.execute(insert).await {
+            Ok(_) => Ok(()),
+            Err(err) if is_unique_violation(&err) => Err(Conflict::Duplicate(format!(
+                "team {:?} already binds role {:?} to {} {:?}",
+                binding.team,
+                binding.role,
+                binding.subject_kind.as_str(),
+                binding.subject
+            ))
+            .into()),
+            Err(err) => Err(db(err)),
+        }
+    }
+
+    async fn role_bindings(&self, team: Option<&str>) -> Result<Vec<RoleBinding>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM role_bindings WHERE ? IS NULL OR team = ? ORDER BY team, subject_kind, subject, role",
+        )
+        .bind(team.map(storable))
+        .bind(team.map(storable))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter().map(rows::role_binding).collect()
+    }
+
+    async fn bindings_of(&self, user: &str, groups: &[String]) -> Result<Vec<RoleBinding>, StoreError> {
+        let rows = sqlx::query(BINDINGS_OF)
+            .bind(storable(user))
+            .bind(rows::names_json(groups))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        rows.iter().map(rows::role_binding).collect()
+    }
+
+    async fn delete_role_binding(&self, team: &str, id: &str) -> Result<bool, StoreError> {
+        let delete =
+            sqlx::query("DELETE FROM role_bindings WHERE team = ? AND id = ?").bind(storable(team)).bind(storable(id));
+        Ok(self.writes.execute(delete).await.map_err(db)?.rows_affected() > 0)
     }
 }

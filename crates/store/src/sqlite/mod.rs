@@ -196,6 +196,27 @@ mod tests {
         assert!(!unrecorded.contains("SCAN"), "{unrecorded}");
     }
 
+    /// A person's bindings are read through the index on their subject,
+    /// their own and each of their groups', among 20 000 others': no scan.
+    #[tokio::test]
+    async fn bindings_of_reads_the_subject_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open_in(dir.path()).await.unwrap();
+        let script = "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < 20000) \
+             INSERT INTO role_bindings (id, team, subject_kind, subject, role, created_at, created_by) \
+             SELECT printf('b%05d', i), 'default', CASE i % 2 WHEN 0 THEN 'user' ELSE 'group' END, \
+             'subject-' || i, 'viewer', 0, 'admin:admin' FROM n; ANALYZE;";
+        sqlx::raw_sql(script).execute(&store.pool).await.unwrap();
+        let groups = ["subject-1".to_owned(), "subject-3".to_owned()];
+        let json = crate::rows::names_json(&groups);
+        let read = plan(&store, super::identities::BINDINGS_OF, &[Bind::Text("subject-0"), Bind::Text(&json)]).await;
+        assert!(read.contains("INDEX role_bindings_by_subject"), "by the subject index:\n{read}");
+        assert!(!read.contains("SCAN role_bindings"), "{read}");
+        let found = crate::IdentityStore::bindings_of(&store, "subject-0", &groups).await.unwrap();
+        let ids: Vec<String> = found.into_iter().map(|b| b.id).collect();
+        assert_eq!(ids, ["b00001", "b00003", "b00000"], "groups' before the person's in one team and role");
+    }
+
     /// From 100 000 pending runs (some not yet due), claims take the
     /// earliest due first.
     #[tokio::test]

@@ -1,0 +1,21 @@
+-- People signed in through the identity provider: roles in teams bound to
+-- a person (by the provider's subject) or to a group the provider names.
+CREATE TABLE role_bindings (
+    id           TEXT PRIMARY KEY,
+    team         TEXT NOT NULL REFERENCES teams (name),
+    subject_kind TEXT NOT NULL CHECK (subject_kind IN ('user', 'group')),
+    subject      TEXT NOT NULL,
+    role         TEXT NOT NULL,
+    created_at   INTEGER NOT NULL,
+    created_by   TEXT NOT NULL,
+    UNIQUE (team, subject_kind, subject, role)
+);
+-- A person's bindings at sign-in: theirs, and their groups'.
+CREATE INDEX role_bindings_by_subject ON role_bindings (subject_kind, subject);
+
+-- A console session signed in as a person: who, as the provider vouched
+-- for them (groups as a JSON array of names). NULL: the admin token, as
+-- every session stored before.
+ALTER TABLE console_sessions ADD COLUMN person_subject TEXT;
+ALTER TABLE console_sessions ADD COLUMN person_name TEXT;
+ALTER TABLE console_sessions ADD COLUMN person_groups TEXT;

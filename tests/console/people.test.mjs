@@ -1,0 +1,175 @@
+// People signing in to the console through a real OpenID Connect provider
+// (oidc-provider, in this process) in a real browser: each sees and does
+// what the role bindings of their groups give them in their teams, and no
+// more; another team's deployment does not exist for them.
+
+import assert from 'node:assert/strict';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { test } from 'node:test';
+
+import { cli, cliJson, eventually, launchBrowser, newPage, startRelay } from './harness.mjs';
+import { logIn, startProvider } from './oidc.mjs';
+
+function writeFile(name, text) {
+  const dir = mkdtempSync(path.join(tmpdir(), 'borealis-people-file-'));
+  const file = path.join(dir, name);
+  writeFileSync(file, text);
+  return file;
+}
+
+async function ok(relay, ...args) {
+  const out = await cli(relay, ...args);
+  assert.equal(out.code, 0, `borealis ${args.join(' ')}: ${out.stderr}`);
+  return out;
+}
+
+/** A relay whose console people sign in to through `op`. */
+async function relayFor(op) {
+  const relay = await startRelay({
+    args: ['--oidc-issuer', op.issuer, '--oidc-client-id', op.clientId, '--oidc-scopes', 'openid profile email groups'],
+    env: { BOREALIS_OIDC_CLIENT_SECRET: op.clientSecret },
+  });
+  op.addRedirectUri(`${relay.httpUrl}/sign-in/oidc/callback`);
+  return relay;
+}
+
+/** Signs `username` in from the console's sign-in page; ends on `/agents`. */
+async function signInAs(page, relay, username) {
+  await page.goto(`${relay.httpUrl}/agents`);
+  await page.waitForURL(/\/sign-in\?/);
+  await Promise.all([page.waitForURL((url) => !url.href.startsWith(relay.httpUrl)), page.click('#sign-in-oidc')]);
+  await logIn(page, username);
+  await page.waitForURL(`${relay.httpUrl}/agents`);
+}
+
+const gated = (application, roles) => `application: ${application}
+targets:
+  prod:
+    constraints:
+      beforeDeployment:
+        - pause:
+            untilApproved: true${roles ? `\n            requiresRoles: [${roles}]` : ''}
+`;
+
+test("alice approves in her team; bob sees none of it and may not approve", async (t) => {
+  const op = await startProvider({ skipConsent: true });
+  t.after(op.stop);
+  const relay = await relayFor(op);
+  t.after(relay.stop);
+  for (const team of ['team-a', 'team-b']) await ok(relay, 'teams', 'create', team);
+  await ok(relay, '--team', 'team-a', 'role-bindings', 'create', '--group', 'team-a-approvers', '--role', 'approver');
+  await ok(relay, '--team', 'team-b', 'role-bindings', 'create', '--group', 'team-b-deployers', '--role', 'deployer');
+  for (const team of ['team-a', 'team-b']) {
+    await ok(relay, '--team', team, 'agents', 'create', `${team}-rna`);
+    await ok(relay, '--team', team, 'secrets', 'set', `${team}-token`, { input: 'a value of sixteen+' });
+  }
+  // Team a's approval asks for the group alice is in: a provider group counts as a role.
+  const a = await cliJson(relay, '--team', 'team-a', 'deploy', '-f', writeFile('a.yml', gated('shop', 'team-a-approvers')));
+  const b = await cliJson(relay, '--team', 'team-b', 'deploy', '-f', writeFile('b.yml', gated('books')));
+  assert.equal(a.team, 'team-a');
+
+  const browser = await launchBrowser();
+  // Alice.
+  const alice = await newPage(browser);
+  await signInAs(alice.page, relay, 'alice');
+  assert.equal(await alice.page.textContent('#signed-in-as'), 'Alice Approver');
+  assert.match(await alice.page.textContent('#team'), /team-a/);
+  const agents = await alice.page.textContent('main');
+  assert.match(agents, /team-a-rna/);
+  assert.doesNotMatch(agents, /team-b-rna/);
+  await alice.page.goto(`${relay.httpUrl}/secrets`);
+  assert.match(await alice.page.textContent('main'), /team-a-token/);
+  assert.doesNotMatch(await alice.page.textContent('main'), /team-b-token/);
+  await alice.page.goto(`${relay.httpUrl}/deployments`);
+  assert.ok(await alice.page.$(`tr[data-deployment="${a.id}"]`), 'her team deployment is listed');
+  assert.equal(await alice.page.$(`tr[data-deployment="${b.id}"]`), null, "team b's is not");
+  // Another team's deployment by its URL does not exist for her.
+  const elsewhere = await alice.page.goto(`${relay.httpUrl}/deployments/${b.id}`);
+  assert.equal(elsewhere.status(), 404);
+  // She approves her team's.
+  await alice.page.goto(`${relay.httpUrl}/deployments/${a.id}`);
+  const approve = '[data-target=prod] button:has-text("Approve")';
+  assert.ok(!(await alice.page.isDisabled(approve)));
+  await Promise.all([alice.page.waitForURL(`${relay.httpUrl}/deployments/${a.id}`), alice.page.click(approve)]);
+  await eventually('the approved target deploys', 15_000, async () => {
+    const shown = await cliJson(relay, 'deployments', 'show', a.id);
+    return shown.state === 'succeeded' ? shown : undefined;
+  });
+  const shown = await cliJson(relay, 'deployments', 'show', a.id);
+  assert.ok(shown.events.some((e) => e.message === 'target prod approved by Alice Approver'), JSON.stringify(shown.events));
+  // The audit trail names her.
+  const trail = await cliJson(relay, 'audit', '--team', 'team-a');
+  const approved = trail.entries.find((e) => e.action === 'deployment.approve');
+  assert.deepEqual(approved.actor, { kind: 'user', id: 'alice', name: 'Alice Approver' });
+
+  // Bob.
+  const bob = await newPage(browser);
+  await signInAs(bob.page, relay, 'bob');
+  assert.equal(await bob.page.textContent('#signed-in-as'), 'Bob Deployer');
+  const bobAgents = await bob.page.textContent('main');
+  assert.match(bobAgents, /team-b-rna/);
+  assert.doesNotMatch(bobAgents, /team-a-rna/);
+  const notHis = await bob.page.goto(`${relay.httpUrl}/deployments/${a.id}`);
+  assert.equal(notHis.status(), 404, "team a's deployment does not exist for bob");
+  // His own team's: a deployer may not approve; the button says why.
+  await bob.page.goto(`${relay.httpUrl}/deployments/${b.id}`);
+  assert.ok(await bob.page.isDisabled(approve));
+  assert.match(
+    await bob.page.textContent('[data-target=prod] .why-disabled'),
+    /Approving needs the approve permission in team team-b \(a role that grants it: approver, admin\); you hold deployer/,
+  );
+  // A form posted anyway (its own session's CSRF token) is refused.
+  const forged = await bob.page.evaluate(async ({ id }) => {
+    const csrf = document.querySelector('input[name=csrf]').value;
+    const reply = await fetch(`/deployments/${id}/targets/prod/approve`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: `csrf=${encodeURIComponent(csrf)}`,
+      redirect: 'manual',
+    });
+    return reply.status;
+  }, { id: b.id });
+  assert.equal(forged, 403);
+  const still = await cliJson(relay, 'deployments', 'show', b.id);
+  assert.equal(still.targets[0].state, 'awaiting_approval');
+  // Team pages a deployer may not change: the secrets form is refused.
+  const secrets = await bob.page.goto(`${relay.httpUrl}/audit`);
+  assert.equal(secrets.status(), 403, 'the audit trail is for team admins');
+
+  for (const who of [alice, bob]) {
+    assert.deepEqual(who.dialogs, []);
+    assert.deepEqual(who.pageErrors, []);
+  }
+});
+
+test('a sign-in that comes back with another state, or none started, is refused and signs no one in', async (t) => {
+  const op = await startProvider({ skipConsent: true });
+  t.after(op.stop);
+  const relay = await relayFor(op);
+  t.after(relay.stop);
+  const browser = await launchBrowser();
+  const { page } = await newPage(browser, { watch: false });
+  await page.goto(`${relay.httpUrl}/agents`);
+  // A sign-in started for real (its sealed cookie set), then a callback
+  // with another state than the one it left with: refused before the code
+  // is even taken to the provider.
+  const asked = [];
+  page.on('request', (request) => asked.push(request.url()));
+  await Promise.all([page.waitForURL((url) => !url.href.startsWith(relay.httpUrl)), page.click('#sign-in-oidc')]);
+  // The state it left with, as the authorization request carried it.
+  const state = asked.map((url) => new URL(url).searchParams.get('state')).find(Boolean);
+  assert.ok(state, asked.join('\n'));
+  const reply = await page.goto(`${relay.httpUrl}/sign-in/oidc/callback?code=any&state=${encodeURIComponent(`${state}x`)}`);
+  assert.equal(reply.status(), 401);
+  assert.match(await page.textContent('#sign-in-error'), /state does not match/);
+  const agents = await page.goto(`${relay.httpUrl}/agents`);
+  assert.match(agents.url(), /\/sign-in\?/, 'no session');
+
+  // A callback with no sign-in started (no cookie) is refused too.
+  const { page: fresh } = await newPage(browser, { watch: false });
+  const unstarted = await fresh.goto(`${relay.httpUrl}/sign-in/oidc/callback?code=abc&state=def`);
+  assert.equal(unstarted.status(), 401);
+  assert.match(await fresh.textContent('#sign-in-error'), /expired or was started elsewhere/);
+});
