@@ -173,3 +173,94 @@ test('a sign-in that comes back with another state, or none started, is refused 
   assert.equal(unstarted.status(), 401);
   assert.match(await fresh.textContent('#sign-in-error'), /expired or was started elsewhere/);
 });
+
+/** The claims of a JWT, unverified: to re-sign them changed. */
+function claimsOf(jwt) {
+  return JSON.parse(Buffer.from(jwt.split('.')[1], 'base64url').toString());
+}
+
+test("an ID token that is not the provider's, not for the relay, expired, unsigned, forged or replayed signs no one in", async (t) => {
+  const op = await startProvider({ skipConsent: true });
+  t.after(op.stop);
+  const relay = await relayFor(op);
+  t.after(relay.stop);
+  await ok(relay, 'role-bindings', 'create', '--group', 'team-a-approvers', '--role', 'viewer');
+  const { generateKeyPair, exportJWK } = await import('jose');
+  const { privateKey: foreign } = await generateKeyPair('RS256', { extractable: true });
+  const foreignJwk = await exportJWK(foreign);
+  // The provider's token endpoint answers as it does, then the answer's ID
+  // token is swapped for the one `tamper` makes of it (when set).
+  let tamper = null;
+  op.provider.use(async (ctx, next) => {
+    await next();
+    if (tamper && ctx.method === 'POST' && ctx.path.endsWith('/token') && ctx.body?.id_token) {
+      ctx.body = { ...ctx.body, id_token: await tamper(ctx.body.id_token) };
+    }
+  });
+  const browser = await launchBrowser();
+  /** A sign-in as alice in a fresh context: the page it ends on. */
+  async function signIn() {
+    const { page } = await newPage(browser, { watch: false });
+    await page.goto(`${relay.httpUrl}/agents`);
+    await Promise.all([page.waitForURL((url) => !url.href.startsWith(relay.httpUrl)), page.click('#sign-in-oidc')]);
+    await logIn(page, 'alice');
+    await page.waitForURL((url) => url.href.startsWith(relay.httpUrl));
+    await page.waitForLoadState('load');
+    return page;
+  }
+  async function refused(why, expected) {
+    const page = await signIn();
+    const said = await page.$('#sign-in-error');
+    assert.ok(said, `${why}: signed in anyway, at ${page.url()}`);
+    assert.match(await said.textContent(), expected, why);
+    const after = await page.goto(`${relay.httpUrl}/agents`);
+    assert.match(after.url(), /\/sign-in\?/, `${why}: no session`);
+    await page.context().close();
+  }
+  // A real sign-in first: its nonce is replayed below.
+  let earlier = null;
+  tamper = async (token) => {
+    earlier = claimsOf(token);
+    return token;
+  };
+  const fine = await signIn();
+  await fine.waitForURL(`${relay.httpUrl}/agents`);
+  assert.equal(await fine.textContent('#signed-in-as'), 'Alice Approver');
+
+  const now = Math.floor(Date.now() / 1000);
+  const changed = (overrides, options) => async (token) => op.signIdToken({ ...claimsOf(token), ...overrides }, options);
+  const cases = [
+    ['a wrong issuer', changed({ iss: 'http://127.0.0.1:1/elsewhere' }), /not acceptable: the ID token/],
+    ['a wrong audience', changed({ aud: 'someone-else' }), /not acceptable: the ID token/],
+    ['an expired token', changed({ iat: now - 1200, exp: now - 600 }), /not acceptable: the ID token/],
+    ['a signature by another key', changed({}, { key: foreignJwk }), /not acceptable: the ID token/],
+    ['alg none', changed({}, { alg: 'none' }), /not acceptable: the ID token/],
+    ['a nonce of an earlier sign-in', async (token) => op.signIdToken({ ...claimsOf(token), nonce: earlier.nonce }), /not acceptable: the ID token/],
+  ];
+  for (const [why, swap, expected] of cases) {
+    tamper = swap;
+    await refused(why, expected);
+  }
+  tamper = null;
+
+  // A code used twice: the callback of a sign-in, replayed with the sign-in's own cookie.
+  const { page } = await newPage(browser, { watch: false });
+  const seen = [];
+  page.on('request', (request) => seen.push(request.url()));
+  await page.goto(`${relay.httpUrl}/agents`);
+  await Promise.all([page.waitForURL((url) => !url.href.startsWith(relay.httpUrl)), page.click('#sign-in-oidc')]);
+  const sealed = (await page.context().cookies()).find((c) => c.name === 'borealis_sign_in');
+  await logIn(page, 'alice');
+  await page.waitForURL(`${relay.httpUrl}/agents`);
+  const callback = seen.find((url) => url.includes('/sign-in/oidc/callback?'));
+  assert.ok(callback && sealed, seen.join('\n'));
+  const { page: replay } = await newPage(browser, { watch: false });
+  await replay.context().addCookies([sealed]);
+  const again = await replay.goto(callback);
+  assert.equal(again.status(), 401);
+  assert.match(await replay.textContent('#sign-in-error'), /refused the sign-in: its token endpoint answered 400/);
+
+  // Every refusal is in the audit trail.
+  const trail = await cliJson(relay, 'audit', '--action', 'console.sign-in');
+  assert.ok(trail.entries.filter((e) => e.outcome === 'unauthenticated').length >= cases.length + 1, JSON.stringify(trail.entries));
+});
