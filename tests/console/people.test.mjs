@@ -264,3 +264,66 @@ test("an ID token that is not the provider's, not for the relay, expired, unsign
   const trail = await cliJson(relay, 'audit', '--action', 'console.sign-in');
   assert.ok(trail.entries.filter((e) => e.outcome === 'unauthenticated').length >= cases.length + 1, JSON.stringify(trail.entries));
 });
+
+test('borealis login signs a person in through the device flow; the CLI then acts as them', async (t) => {
+  const { spawn } = await import('node:child_process');
+  const { statSync, readFileSync } = await import('node:fs');
+  const { binary } = await import('./harness.mjs');
+  const { approveDevice } = await import('./oidc.mjs');
+  const op = await startProvider({ skipConsent: true });
+  t.after(op.stop);
+  const relay = await relayFor(op);
+  t.after(relay.stop);
+  await ok(relay, 'teams', 'create', 'team-b');
+  await ok(relay, '--team', 'team-b', 'role-bindings', 'create', '--group', 'team-b-deployers', '--role', 'deployer');
+  const home = mkdtempSync(path.join(tmpdir(), 'borealis-login-'));
+  const env = { ...process.env, BOREALIS_RELAY: relay.httpUrl, XDG_CONFIG_HOME: home };
+  delete env.BOREALIS_ADMIN_TOKEN;
+  delete env.BOREALIS_TOKEN;
+
+  const login = spawn(binary('borealis'), ['login'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  t.after(() => login.kill('SIGKILL'));
+  let stdout = '';
+  let stderr = '';
+  login.stdout.setEncoding('utf8').on('data', (d) => (stdout += d));
+  login.stderr.setEncoding('utf8').on('data', (d) => (stderr += d));
+  const exited = new Promise((resolve) => login.on('close', resolve));
+  const link = await eventually('borealis login shows the link', 15_000, async () => stderr.match(/open (http\S+)/)?.[1]);
+  assert.match(stderr, /enter the code \S+/);
+
+  const browser = await launchBrowser();
+  const { page } = await newPage(browser, { watch: false });
+  await approveDevice(page, link, 'bob');
+  assert.equal(await exited, 0, stderr);
+  assert.match(stdout, /signed in as Bob Deployer until /);
+  const kept = path.join(home, 'borealis', 'logins.json');
+  assert.equal(statSync(kept).mode & 0o777, 0o600, 'only the user may read the kept token');
+  const stored = JSON.parse(readFileSync(kept, 'utf8'))[relay.httpUrl];
+  assert.match(stored.token, /^bpt_/);
+
+  // The CLI now acts as bob: a deployment in his team, started by him.
+  const run = (args) =>
+    new Promise((resolve) => {
+      const child = spawn(binary('borealis'), args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+      let out = '';
+      let err = '';
+      child.stdout.setEncoding('utf8').on('data', (d) => (out += d));
+      child.stderr.setEncoding('utf8').on('data', (d) => (err += d));
+      child.on('close', (code) => resolve({ code, out, err }));
+    });
+  const deployed = await run(['--json', 'deploy', '-f', writeFile('b.yml', gated('books'))]);
+  assert.equal(deployed.code, 0, deployed.err);
+  const started = JSON.parse(deployed.out);
+  assert.equal(started.team, 'team-b');
+  assert.equal(started.startedBy, 'Bob Deployer');
+  // He holds no approve permission: refused, naming it.
+  const refused = await run(['approve', started.id, 'prod']);
+  assert.notEqual(refused.code, 0);
+  assert.match(refused.err, /needs the approve permission \(a role that grants it: approver, admin\); Bob Deployer holds deployer/);
+  // Signed out, the CLI has no token left to send.
+  const out = await run(['logout']);
+  assert.equal(out.code, 0, out.err);
+  const after = await run(['deployments', 'list']);
+  assert.notEqual(after.code, 0);
+  assert.match(after.err, /no token/);
+});

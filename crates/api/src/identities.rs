@@ -168,3 +168,48 @@ pub struct AuditList {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next: Option<String>,
 }
+
+/// `POST /api/v1/login/device`: a device-flow sign-in, started at the
+/// identity provider for the CLI.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceLogin {
+    /// Shown to the person, who enters it at `verificationUri`.
+    pub user_code: String,
+    pub verification_uri: String,
+    /// The same, with the code filled in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification_uri_complete: Option<String>,
+    /// What the CLI sends back when it polls.
+    pub device_code: String,
+    /// Seconds between polls.
+    pub interval: u64,
+    /// Seconds the code is good for.
+    pub expires_in: u64,
+}
+
+/// `POST /api/v1/login/device/token`: one poll.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DeviceLoginPoll {
+    pub device_code: String,
+}
+
+/// The answer to a poll: not yet (`pending`, with `slowDown` when the
+/// provider asks for longer pauses), or the person's token.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceLoginResult {
+    pub pending: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub slow_down: bool,
+    /// `Authorization: Bearer <token>`: a personal token (`bpt_...`). Only its hash is kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// Who it acts as.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(format = DateTime)]
+    pub expires_at: Option<String>,
+}

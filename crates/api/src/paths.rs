@@ -421,6 +421,40 @@ pub fn callback() {}
 )]
 pub fn token() {}
 
+/// Starts a person's sign-in for the CLI: the OAuth device flow at the
+/// identity provider (404 when none is set).
+#[utoipa::path(
+    post,
+    path = "/api/v1/login/device",
+    tag = "oauth",
+    security(()),
+    responses(
+        (status = 200, description = "The code to show the person, and what to poll with", body = DeviceLogin),
+        (status = 404, description = "No identity provider is set", body = Problem, content_type = PROBLEM),
+        (status = 502, description = "The identity provider cannot be reached or refused", body = Problem, content_type = PROBLEM),
+    )
+)]
+pub fn start_device_login() {}
+
+/// One poll of a device-flow sign-in: pending, or the person's token.
+#[utoipa::path(
+    post,
+    path = "/api/v1/login/device/token",
+    tag = "oauth",
+    security(()),
+    request_body = DeviceLoginPoll,
+    responses(
+        (status = 200, description = "Pending, or signed in: the person's token", body = DeviceLoginResult),
+        (status = 400, description = "Not a poll", body = Problem, content_type = PROBLEM),
+        (status = 401, description = "The provider refused (denied, expired) or its ID token is not acceptable", body = Problem, content_type = PROBLEM),
+        (status = 404, description = "No identity provider is set", body = Problem, content_type = PROBLEM),
+        (status = 429, description = "Too many failed sign-ins from this address; see Retry-After", body = Problem, content_type = PROBLEM,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 502, description = "The identity provider cannot be reached", body = Problem, content_type = PROBLEM),
+    )
+)]
+pub fn poll_device_login() {}
+
 admin_path!(
     /// Create a team (organization admins only).
     post "/api/v1/teams", create_team,
@@ -594,7 +628,7 @@ pub fn metrics() {}
         list_secrets, put_secret, delete_secret,
         create_team, list_teams, update_team, create_role_binding, list_role_bindings, delete_role_binding,
         create_service_account, list_service_accounts, revoke_service_account, list_audit,
-        callback, token, healthz, readyz, metrics,
+        callback, token, start_device_login, poll_device_login, healthz, readyz, metrics,
     ),
     modifiers(&SecuritySchemes, &Passthrough),
 )]

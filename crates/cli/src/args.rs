@@ -62,6 +62,12 @@ pub(crate) enum Command {
     /// Webhook runs: their state, attempts and messages.
     #[command(subcommand)]
     Runs(RunsCommand),
+    /// Sign in as yourself through the identity provider (the device flow:
+    /// open the link shown, on any device); the token is kept for this
+    /// relay in your config directory (mode 0600) and used from then on.
+    Login,
+    /// Forget the sign-in kept for this relay.
+    Logout,
     /// Print a shell's completion script: bash, zsh, fish, elvish or
     /// powershell (e.g. `borealis completions bash > /etc/bash_completion.d/borealis`).
     Completions { shell: clap_complete::Shell },

@@ -36,8 +36,10 @@ pub struct Relay {
 impl Relay {
     pub fn new(cli: &Cli) -> Result<Self, Failure> {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        // A person's or service account's token first, then the admin token.
+        // A person's or service account's token first, then the sign-in
+        // `borealis login` kept for this relay, then the admin token.
         let personal = std::env::var("BOREALIS_TOKEN").ok().filter(|t| !t.trim().is_empty());
+        let personal = personal.or_else(|| crate::login::stored(&cli.relay).map(|login| login.token));
         let token = match (personal, &cli.token) {
             (Some(token), _) => token.trim().to_owned(),
             (None, Some(token)) => token.clone(),
@@ -50,6 +52,12 @@ impl Relay {
                 })?
             }
         };
+        Self::with_token(cli, token)
+    }
+
+    /// A client that presents `token` (empty: none, for the routes anyone may call).
+    pub fn with_token(cli: &Cli, token: String) -> Result<Self, Failure> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let mut builder = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none());
         if let Some(path) = &cli.ca_file {
             let pem =

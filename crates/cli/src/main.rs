@@ -18,6 +18,7 @@ macro_rules! say {
 mod args;
 mod client;
 mod commands;
+mod login;
 mod out;
 mod render;
 
@@ -50,6 +51,8 @@ async fn run(cli: &Cli) -> Result<(), Failure> {
             std::io::Write::write_all(&mut std::io::stdout().lock(), &script).unwrap_or_else(|e| out::gone(e));
             return Ok(());
         }
+        Command::Login => return commands::login::login(&Relay::with_token(cli, String::new())?, &cli.relay).await,
+        Command::Logout => return commands::login::logout(&cli.relay),
         _ => {}
     }
     let relay = Relay::new(cli)?;
@@ -62,7 +65,9 @@ async fn run(cli: &Cli) -> Result<(), Failure> {
         Command::Providers(command) => commands::providers::run(&relay, json, command).await,
         Command::Webhook(WebhookCommand::Run(args)) => commands::runs::webhook_run(&relay, json, args).await,
         Command::Runs(command) => commands::runs::run(&relay, json, command).await,
-        Command::Validate(_) | Command::Completions { .. } => unreachable!("done above, without a relay"),
+        Command::Validate(_) | Command::Completions { .. } | Command::Login | Command::Logout => {
+            unreachable!("done above, without a token")
+        }
         Command::Abort(args) => commands::deployments::abort(&relay, json, args).await,
         Command::Teams(command) => commands::identities::teams(&relay, json, command).await,
         Command::ServiceAccounts(command) => commands::identities::service_accounts(&relay, json, command).await,

@@ -22,7 +22,7 @@ use crate::deployments::{
 };
 use crate::error::{Conflict, StoreError};
 use crate::idempotency::IdempotencyKey;
-use crate::identities::{BindingSubject, IdentityStore, RoleBinding};
+use crate::identities::{BindingSubject, IdentityStore, PersonalToken, RoleBinding};
 use crate::providers::{MetricProvider, MetricProviderStore};
 use crate::runs::{Attempt, Claim, Fence, NewRun, Outcome, RunState, RunStore, RunView};
 use crate::settings::SettingStore;
@@ -68,6 +68,7 @@ macro_rules! conformance_suite {
             role_bindings_give_roles_in_a_team_to_people_and_groups,
             a_persons_bindings_are_theirs_and_their_groups_in_every_team,
             a_team_may_forbid_approving_ones_own_deployment,
+            personal_tokens_are_a_persons_own,
             the_audit_trail_appends_and_filters,
             names_and_subjects_are_a_teams_own,
             runs_and_deployments_keep_to_their_team,
@@ -1306,6 +1307,60 @@ pub async fn a_persons_bindings_are_theirs_and_their_groups_in_every_team<H: Har
     let mut many: Vec<String> = (0..400).map(|n| format!("group-{n:03}")).collect();
     many.push("devs".into());
     assert_eq!(of("ada", many).await, ["devs", "mine"], "one of hundreds of groups");
+}
+
+fn personal_token(id: &str, subject: &str, created_secs: u64) -> PersonalToken {
+    PersonalToken {
+        id: id.into(),
+        person: Person {
+            subject: subject.into(),
+            name: subject.to_uppercase(),
+            groups: vec!["ops".into(), "devs".into()],
+        },
+        secret_hash: format!("hash-{id}").into_bytes(),
+        created_at: UNIX_EPOCH + Duration::from_secs(created_secs),
+        expires_at: UNIX_EPOCH + Duration::from_secs(created_secs + 3600),
+        revoked_at: None,
+    }
+}
+
+/// A personal token is kept as made (its person's groups too) and read by
+/// id; a person's are listed newest first, revoked and expired ones
+/// included, and no one else's; an id is taken once; a person revokes only
+/// their own, and once.
+pub async fn personal_tokens_are_a_persons_own<H: Harness>(harness: &H) {
+    let store = harness.open().await;
+    let first = personal_token("t1", "ada", 10);
+    for token in [&first, &personal_token("t2", "bob", 20), &personal_token("t3", "ada", 30)] {
+        store.create_personal_token(token).await.unwrap();
+    }
+    // Expired long since, and newest: listed all the same.
+    let expired = PersonalToken { expires_at: UNIX_EPOCH + Duration::from_secs(41), ..personal_token("t4", "ada", 40) };
+    store.create_personal_token(&expired).await.unwrap();
+    let err = store.create_personal_token(&personal_token("t1", "cy", 50)).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(Conflict::Duplicate(_))), "an id is taken once: {err}");
+
+    assert_eq!(store.personal_token("t1").await.unwrap(), Some(first.clone()), "kept as made");
+    assert!(store.personal_token("nope").await.unwrap().is_none());
+    let ids = |tokens: Vec<PersonalToken>| tokens.into_iter().map(|t| t.id).collect::<Vec<_>>();
+    assert_eq!(ids(store.personal_tokens("ada").await.unwrap()), ["t4", "t3", "t1"], "newest first");
+    assert_eq!(ids(store.personal_tokens("bob").await.unwrap()), ["t2"]);
+    assert!(store.personal_tokens("cy").await.unwrap().is_empty(), "the duplicate was not stored");
+
+    let at = UNIX_EPOCH + Duration::from_secs(60);
+    assert!(!store.revoke_personal_token("bob", "t1", at).await.unwrap(), "not his");
+    assert!(!store.revoke_personal_token("ada", "nope", at).await.unwrap());
+    assert!(store.revoke_personal_token("ada", "t1", at).await.unwrap());
+    assert!(!store.revoke_personal_token("ada", "t1", at).await.unwrap(), "revoked once");
+    let revoked = store.personal_token("t1").await.unwrap().unwrap();
+    assert_eq!(revoked, PersonalToken { revoked_at: Some(at), ..first });
+    let ada = store.personal_tokens("ada").await.unwrap();
+    assert_eq!(
+        ada.iter().map(|t| (t.id.as_str(), t.revoked_at)).collect::<Vec<_>>(),
+        [("t4", None), ("t3", None), ("t1", Some(at))],
+        "the revoked one is listed, and only it is revoked"
+    );
+    assert_eq!(store.personal_token("t2").await.unwrap().unwrap().revoked_at, None, "another's is untouched");
 }
 
 /// A team's rule against approving one's own deployment: off for every

@@ -81,6 +81,21 @@ pub struct RoleBinding {
     pub created_by: String,
 }
 
+/// A person's own token, for the CLI: made when they sign in there (the
+/// device flow); only its hash is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PersonalToken {
+    /// Public; 16 hex digits, the first part of the token.
+    pub id: String,
+    /// Who it acts as: the person as the provider vouched for them then.
+    pub person: crate::console::Person,
+    /// The hash of the token's secret part.
+    pub secret_hash: Vec<u8>,
+    pub created_at: SystemTime,
+    pub expires_at: SystemTime,
+    pub revoked_at: Option<SystemTime>,
+}
+
 #[async_trait::async_trait]
 pub trait IdentityStore: Send + Sync + 'static {
     /// Adds a team; [`Conflict::Duplicate`] when the name is taken.
@@ -114,4 +129,10 @@ pub trait IdentityStore: Send + Sync + 'static {
     async fn bindings_of(&self, user: &str, groups: &[String]) -> Result<Vec<RoleBinding>, StoreError>;
     /// Removes binding `id` of `team`; false when there is none there.
     async fn delete_role_binding(&self, team: &str, id: &str) -> Result<bool, StoreError>;
+    async fn create_personal_token(&self, token: &PersonalToken) -> Result<(), StoreError>;
+    async fn personal_token(&self, id: &str) -> Result<Option<PersonalToken>, StoreError>;
+    /// A person's (by subject), newest first, revoked and expired ones included.
+    async fn personal_tokens(&self, subject: &str) -> Result<Vec<PersonalToken>, StoreError>;
+    /// Revokes the person's token `id` at `at`; false when they have no live one of that id.
+    async fn revoke_personal_token(&self, subject: &str, id: &str, at: SystemTime) -> Result<bool, StoreError>;
 }

@@ -54,7 +54,7 @@ pub use deployments::{
 };
 pub use error::{BoxError, Conflict, StoreError};
 pub use idempotency::IdempotencyKey;
-pub use identities::{BindingSubject, DEFAULT_TEAM, IdentityStore, RoleBinding, ServiceAccount, Team};
+pub use identities::{BindingSubject, DEFAULT_TEAM, IdentityStore, PersonalToken, RoleBinding, ServiceAccount, Team};
 pub use open::{SUPPORTED_SCHEMES, open};
 pub use page::{Cursor, Page};
 pub use postgres::PostgresStore;

@@ -7,10 +7,10 @@
 //! their hashes and revocations, secrets as encrypted (the same secret key
 //! reads them), metric providers, webhook runs with their attempts and
 //! deadlines, deployments with targets, journal, events, approvals and
-//! their votes, service accounts (token hashes), role bindings and the audit
-//! trail. Console sessions are not (whoever was signed in signs in again);
-//! nor are leases: a copied attempt under way is taken over as cut off by the
-//! first replica, as after a crash. The source is read in one snapshot; the
+//! their votes, service accounts (token hashes), role bindings, people's
+//! personal tokens (hashes) and the audit trail. Console sessions are not
+//! (whoever was signed in signs in again); nor are leases: a copied attempt
+//! under way is taken over as cut off by the first replica, as after a crash. The source is read in one snapshot; the
 //! target is written in one transaction, so a failed copy leaves it empty.
 
 use sqlx::{Row, postgres::PgArguments, query::Query};
@@ -270,6 +270,22 @@ const TABLES: &[Table] = &[
         on_conflict: "",
     },
     Table {
+        name: "personal_tokens",
+        columns: &[
+            ("id", Text),
+            ("subject", Text),
+            ("name", Text),
+            ("groups", Text),
+            ("secret_hash", Bytes),
+            ("created_at", Int),
+            ("expires_at", Int),
+            ("revoked_at", Int),
+        ],
+        order: "id",
+        identity: None,
+        on_conflict: "",
+    },
+    Table {
         name: "audit_log",
         columns: &[
             ("seq", Int),
@@ -301,6 +317,7 @@ const IN_USE: &[&str] = &[
     "deployments",
     "service_accounts",
     "role_bindings",
+    "personal_tokens",
 ];
 
 #[derive(Debug, thiserror::Error)]

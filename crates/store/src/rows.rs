@@ -111,7 +111,7 @@ pub(crate) fn console_session(row: &impl Columns) -> ConsoleSession {
         person: row.text_opt("person_subject").map(|subject| Person {
             subject,
             name: row.text_opt("person_name").unwrap_or_default(),
-            groups: row.text_opt("person_groups").and_then(|text| serde_json::from_str(&text).ok()).unwrap_or_default(),
+            groups: names(row.text_opt("person_groups")),
         }),
     }
 }
@@ -305,6 +305,22 @@ pub(crate) fn role_binding(row: &impl Columns) -> Result<crate::identities::Role
 pub(crate) fn names_json(names: &[String]) -> String {
     let names: Vec<_> = names.iter().map(|name| crate::text::storable(name)).collect();
     serde_json::to_string(&names).expect("names serialize")
+}
+
+/// Names stored by [`names_json`]; unreadable (or NULL) is none.
+fn names(text: Option<String>) -> Vec<String> {
+    text.and_then(|text| serde_json::from_str(&text).ok()).unwrap_or_default()
+}
+
+pub(crate) fn personal_token(row: &impl Columns) -> crate::identities::PersonalToken {
+    crate::identities::PersonalToken {
+        id: row.text("id"),
+        person: Person { subject: row.text("subject"), name: row.text("name"), groups: names(row.text_opt("groups")) },
+        secret_hash: row.bytes("secret_hash"),
+        created_at: time(row, "created_at"),
+        expires_at: time(row, "expires_at"),
+        revoked_at: time_opt(row, "revoked_at"),
+    }
 }
 
 pub(crate) fn audit_entry(row: &impl Columns) -> crate::audit::AuditEntry {

@@ -5,6 +5,7 @@ pub mod agents;
 pub mod clients;
 pub mod deployments;
 pub mod identities;
+pub mod login;
 pub mod providers;
 pub mod proxy;
 pub mod runs;

@@ -13,11 +13,13 @@ use base64::engine::general_purpose::{STANDARD as B64_STANDARD, URL_SAFE_NO_PAD 
 use borealis_egress::reqwest;
 use borealis_store::Person;
 use openidconnect::core::{
-    CoreGenderClaim, CoreJsonWebKey, CoreJweContentEncryptionAlgorithm, CoreJwsSigningAlgorithm, CoreProviderMetadata,
+    CoreAuthDisplay, CoreClaimName, CoreClaimType, CoreClientAuthMethod, CoreGenderClaim, CoreGrantType,
+    CoreJsonWebKey, CoreJweContentEncryptionAlgorithm, CoreJweKeyManagementAlgorithm, CoreJwsSigningAlgorithm,
+    CoreResponseMode, CoreResponseType, CoreSubjectIdentifierType,
 };
 use openidconnect::{
-    AdditionalClaims, ClientId, ClientSecret, IdToken, IdTokenVerifier, IssuerUrl, Nonce, PkceCodeChallenge,
-    PkceCodeVerifier,
+    AdditionalClaims, AdditionalProviderMetadata, ClientId, ClientSecret, IdToken, IdTokenVerifier, IssuerUrl, Nonce,
+    PkceCodeChallenge, PkceCodeVerifier, ProviderMetadata,
 };
 
 use crate::config::OidcSettings;
@@ -42,6 +44,57 @@ struct OtherClaims {
 impl AdditionalClaims for OtherClaims {}
 
 type Token = IdToken<OtherClaims, CoreGenderClaim, CoreJweContentEncryptionAlgorithm, CoreJwsSigningAlgorithm>;
+
+/// Discovery's answer past the core fields: where the device flow starts.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct DeviceEndpoint {
+    #[serde(default)]
+    device_authorization_endpoint: Option<url::Url>,
+}
+
+impl AdditionalProviderMetadata for DeviceEndpoint {}
+
+type Metadata = ProviderMetadata<
+    DeviceEndpoint,
+    CoreAuthDisplay,
+    CoreClientAuthMethod,
+    CoreClaimName,
+    CoreClaimType,
+    CoreGrantType,
+    CoreJweContentEncryptionAlgorithm,
+    CoreJweKeyManagementAlgorithm,
+    CoreJsonWebKey,
+    CoreResponseMode,
+    CoreResponseType,
+    CoreSubjectIdentifierType,
+>;
+
+/// The grant a device flow's polls use.
+const DEVICE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
+
+/// A device flow started at the provider: what the person is shown, and
+/// what the poller sends back.
+#[derive(Debug, Clone)]
+pub struct DeviceStarted {
+    pub device_code: String,
+    pub user_code: String,
+    pub verification_uri: String,
+    pub verification_uri_complete: Option<String>,
+    /// Seconds between polls.
+    pub interval: u64,
+    /// Seconds the code is good for.
+    pub expires_in: u64,
+}
+
+/// A device flow, polled once.
+#[derive(Debug, Clone)]
+pub enum DevicePoll {
+    /// Not approved yet; `slow_down`: the provider asks for longer pauses.
+    Pending {
+        slow_down: bool,
+    },
+    Done(Person),
+}
 
 /// Why a sign-in did not sign anyone in. The detail is for the person
 /// signing in and the log; it never holds a token or a secret.
@@ -77,7 +130,7 @@ pub struct SignIn {
     settings: OidcSettings,
     redirect_uri: String,
     http: reqwest::Client,
-    discovered: tokio::sync::Mutex<Option<(CoreProviderMetadata, std::time::Instant)>>,
+    discovered: tokio::sync::Mutex<Option<(Metadata, std::time::Instant)>>,
 }
 
 fn random(bytes: usize) -> String {
@@ -107,7 +160,7 @@ impl SignIn {
 
     /// The provider's metadata and keys, by discovery; `fresh` asks again
     /// whatever was found before.
-    async fn provider(&self, fresh: bool) -> Result<CoreProviderMetadata, SignInError> {
+    async fn provider(&self, fresh: bool) -> Result<Metadata, SignInError> {
         let mut found = self.discovered.lock().await;
         if let Some((metadata, at)) = found.as_ref()
             && !fresh
@@ -122,16 +175,14 @@ impl SignIn {
             let client = client.clone();
             async move { send(&client, request).await }
         };
-        let metadata = match CoreProviderMetadata::discover_async(issuer.clone(), &http).await {
+        let metadata = match Metadata::discover_async(issuer.clone(), &http).await {
             Ok(metadata) => metadata,
             // Some issuers are written with a trailing slash, and their
             // discovery document says so.
             Err(_) if self.settings.issuer.as_str().ends_with('/') => {
                 let with_slash = IssuerUrl::new(self.settings.issuer.to_string())
                     .map_err(|e| SignInError::Unreachable(e.to_string()))?;
-                CoreProviderMetadata::discover_async(with_slash, &http)
-                    .await
-                    .map_err(|e| SignInError::Unreachable(chain(&e)))?
+                Metadata::discover_async(with_slash, &http).await.map_err(|e| SignInError::Unreachable(chain(&e)))?
             }
             Err(err) => return Err(SignInError::Unreachable(chain(&err))),
         };
@@ -185,23 +236,9 @@ impl SignIn {
         }
     }
 
-    /// The code, exchanged at the token endpoint (the client authenticated
-    /// with HTTP Basic, the PKCE verifier sent): the ID token's text.
-    async fn exchange(
-        &self,
-        metadata: &CoreProviderMetadata,
-        code: &str,
-        verifier: &str,
-    ) -> Result<String, SignInError> {
-        let Some(endpoint) = metadata.token_endpoint() else {
-            return Err(SignInError::Unreachable("the provider names no token endpoint".into()));
-        };
-        let encode = |text: &str| url::form_urlencoded::byte_serialize(text.as_bytes()).collect::<String>();
-        let basic = B64_STANDARD.encode(format!(
-            "{}:{}",
-            encode(&self.settings.client_id),
-            encode(self.settings.client_secret.expose())
-        ));
+    /// The code, exchanged at the token endpoint (the PKCE verifier sent):
+    /// the ID token's text.
+    async fn exchange(&self, metadata: &Metadata, code: &str, verifier: &str) -> Result<String, SignInError> {
         let verifier = PkceCodeVerifier::new(verifier.to_owned());
         let form = [
             ("grant_type", "authorization_code"),
@@ -209,34 +246,122 @@ impl SignIn {
             ("redirect_uri", self.redirect_uri.as_str()),
             ("code_verifier", verifier.secret().as_str()),
         ];
+        match self.token_request(metadata, &form).await? {
+            Ok(value) => id_token_of(&value),
+            Err(refusal) => Err(SignInError::Refused(refusal.to_string())),
+        }
+    }
+
+    /// A device flow, started at the provider for the relay's client.
+    pub async fn start_device(&self) -> Result<DeviceStarted, SignInError> {
+        let metadata = self.provider(false).await?;
+        let Some(endpoint) = metadata.additional_metadata().device_authorization_endpoint.clone() else {
+            return Err(SignInError::Unreachable(
+                "the provider offers no device flow (device_authorization_endpoint)".into(),
+            ));
+        };
+        let scope = self.settings.scopes.join(" ");
+        let value = match self.post_form(endpoint, &[("scope", scope.as_str())]).await? {
+            Ok(value) => value,
+            Err(refusal) => return Err(SignInError::Refused(refusal.to_string())),
+        };
+        let text = |key: &str| value[key].as_str().map(str::to_owned);
+        let (Some(device_code), Some(user_code), Some(verification_uri)) =
+            (text("device_code"), text("user_code"), text("verification_uri"))
+        else {
+            return Err(SignInError::Invalid("the device authorization answer lacks its codes".into()));
+        };
+        Ok(DeviceStarted {
+            device_code,
+            user_code,
+            verification_uri,
+            verification_uri_complete: text("verification_uri_complete"),
+            interval: value["interval"].as_u64().unwrap_or(5).clamp(1, 60),
+            expires_in: value["expires_in"].as_u64().unwrap_or(600),
+        })
+    }
+
+    /// Asks once whether the person approved device flow `device_code`.
+    pub async fn poll_device(&self, device_code: &str) -> Result<DevicePoll, SignInError> {
+        let metadata = self.provider(false).await?;
+        let form = [("grant_type", DEVICE_GRANT), ("device_code", device_code)];
+        let value = match self.token_request(&metadata, &form).await? {
+            Ok(value) => value,
+            Err(refusal) if refusal.error == "authorization_pending" => {
+                return Ok(DevicePoll::Pending { slow_down: false });
+            }
+            Err(refusal) if refusal.error == "slow_down" => return Ok(DevicePoll::Pending { slow_down: true }),
+            Err(refusal) => return Err(SignInError::Refused(refusal.to_string())),
+        };
+        let token: Token = id_token_of(&value)?
+            .parse()
+            .map_err(|e| SignInError::Invalid(format!("the ID token cannot be read: {e}")))?;
+        // A device flow's ID token carries no nonce: none was sent.
+        let no_nonce = |_: Option<&Nonce>| -> Result<(), String> { Ok(()) };
+        match self.person(&metadata, &token, no_nonce) {
+            Ok(person) => Ok(DevicePoll::Done(person)),
+            Err(SignInError::Invalid(_)) => {
+                self.person(&self.provider(true).await?, &token, no_nonce).map(DevicePoll::Done)
+            }
+            Err(other) => Err(other),
+        }
+    }
+
+    /// A form POSTed to the token endpoint.
+    async fn token_request(
+        &self,
+        metadata: &Metadata,
+        form: &[(&str, &str)],
+    ) -> Result<Result<serde_json::Value, Refusal>, SignInError> {
+        let Some(endpoint) = metadata.token_endpoint() else {
+            return Err(SignInError::Unreachable("the provider names no token endpoint".into()));
+        };
+        self.post_form(endpoint.url().clone(), form).await
+    }
+
+    /// `form` POSTed to `endpoint`, the client authenticated with HTTP
+    /// Basic: the JSON answer, or the provider's refusal.
+    async fn post_form(
+        &self,
+        endpoint: url::Url,
+        form: &[(&str, &str)],
+    ) -> Result<Result<serde_json::Value, Refusal>, SignInError> {
+        let encode = |text: &str| url::form_urlencoded::byte_serialize(text.as_bytes()).collect::<String>();
+        let basic = B64_STANDARD.encode(format!(
+            "{}:{}",
+            encode(&self.settings.client_id),
+            encode(self.settings.client_secret.expose())
+        ));
         let reply = self
             .http
-            .post(endpoint.url().clone())
+            .post(endpoint)
             .header(http::header::AUTHORIZATION, format!("Basic {basic}"))
             .header(http::header::ACCEPT, "application/json")
-            .form(&form)
+            .form(form)
             .send()
             .await
-            .map_err(|e| {
-                SignInError::Unreachable(format!("its token endpoint: {}", borealis_egress::client::root_cause(&e)))
-            })?;
+            .map_err(|e| SignInError::Unreachable(borealis_egress::client::root_cause(&e).to_string()))?;
         let status = reply.status();
         let body = read_limited(reply).await.map_err(SignInError::Unreachable)?;
         let value: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-        if !status.is_success() {
-            let error = value["error"].as_str().unwrap_or("no error code");
-            let description = value["error_description"].as_str().map(|d| format!(": {d}")).unwrap_or_default();
-            return Err(SignInError::Refused(format!("its token endpoint answered {status} ({error}{description})")));
+        if status.is_success() {
+            return Ok(Ok(value));
         }
-        value["id_token"]
-            .as_str()
-            .map(str::to_owned)
-            .ok_or_else(|| SignInError::Invalid("the token endpoint's answer holds no ID token".into()))
+        Ok(Err(Refusal {
+            status: status.as_u16(),
+            error: value["error"].as_str().unwrap_or("no error code").chars().take(64).collect(),
+            description: value["error_description"].as_str().map(|d| d.chars().take(200).collect()),
+        }))
     }
 
     /// The ID token checked (signature, issuer, audience, expiry, nonce),
     /// and the person it names.
-    fn person(&self, metadata: &CoreProviderMetadata, token: &Token, nonce: &Nonce) -> Result<Person, SignInError> {
+    fn person(
+        &self,
+        metadata: &Metadata,
+        token: &Token,
+        nonce: impl openidconnect::NonceVerifier,
+    ) -> Result<Person, SignInError> {
         let verifier: IdTokenVerifier<'_, CoreJsonWebKey> = IdTokenVerifier::new_confidential_client(
             ClientId::new(self.settings.client_id.clone()),
             ClientSecret::new(self.settings.client_secret.expose().to_owned()),
@@ -272,6 +397,32 @@ impl SignIn {
         }
         serde_json::from_slice(&B64.decode(body).ok()?).ok()
     }
+}
+
+/// What the provider said when it refused a request.
+#[derive(Debug, Clone)]
+struct Refusal {
+    status: u16,
+    error: String,
+    description: Option<String>,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "its token endpoint answered {} ({}", self.status, self.error)?;
+        if let Some(description) = &self.description {
+            write!(f, ": {description}")?;
+        }
+        f.write_str(")")
+    }
+}
+
+/// The ID token of a token endpoint's answer.
+fn id_token_of(value: &serde_json::Value) -> Result<String, SignInError> {
+    value["id_token"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| SignInError::Invalid("the token endpoint's answer holds no ID token".into()))
 }
 
 /// A groups claim's names: a list of strings, or one string; bounded.

@@ -85,10 +85,12 @@ pub async fn person(store: &dyn IdentityStore, person: &Person) -> Result<Princi
 pub enum Unauthenticated {
     #[error("the token is not valid")]
     Wrong,
-    /// A token that was good: its holder may be told.
-    #[error("service account {name:?} was revoked")]
+    /// A token that was good: its holder may be told. `name` says whose
+    /// (`service account "ci"`).
+    #[error("{name} was revoked")]
     Revoked { actor: Actor, name: String },
-    #[error("the token of service account {name:?} has expired")]
+    /// `name`: whose token (`the token of service account "ci"`).
+    #[error("{name} has expired")]
     Expired { actor: Actor, name: String },
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -101,9 +103,57 @@ pub fn new_id() -> String {
 
 /// A new token for service account `id`, and the hash to keep of it.
 pub fn mint(id: &str) -> (Secret, Vec<u8>) {
+    mint_with(TOKEN_PREFIX, id)
+}
+
+/// A new `<prefix><id>_<secret>` token, and the hash to keep of it.
+fn mint_with(prefix: &str, id: &str) -> (Secret, Vec<u8>) {
     let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(borealis_core::secret::random_bytes(32));
     let hash = hash(&secret);
-    (Secret::new(format!("{TOKEN_PREFIX}{id}_{secret}")), hash)
+    (Secret::new(format!("{prefix}{id}_{secret}")), hash)
+}
+
+/// How a person's own token starts.
+pub const PERSONAL_PREFIX: &str = "bpt_";
+
+/// A new personal token `id`, and the hash to keep of it.
+pub fn mint_personal(id: &str) -> (Secret, Vec<u8>) {
+    mint_with(PERSONAL_PREFIX, id)
+}
+
+/// The id and secret a `<prefix><id>_<secret>` token names; `None`: not
+/// one of `prefix`'s at all; `Some(Err)`: one that cannot be.
+fn parts<'t>(prefix: &str, token: &'t str) -> Option<Result<(&'t str, &'t str), Unauthenticated>> {
+    let rest = token.strip_prefix(prefix)?;
+    let Some((id, secret)) = rest.split_once('_') else { return Some(Err(Unauthenticated::Wrong)) };
+    if id.len() != 16 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Some(Err(Unauthenticated::Wrong));
+    }
+    Some(Ok((id, secret)))
+}
+
+/// The person whose personal token `token` is (`None`: not a personal
+/// token at all), with the roles their bindings give them now.
+pub async fn personal(
+    store: &dyn IdentityStore,
+    token: &str,
+    now: SystemTime,
+) -> Result<Option<Principal>, Unauthenticated> {
+    let Some(found) = parts(PERSONAL_PREFIX, token) else { return Ok(None) };
+    let (id, secret) = found?;
+    let Some(kept) = store.personal_token(id).await? else { return Err(Unauthenticated::Wrong) };
+    if !crate::auth::same_bytes(&hash(secret), &kept.secret_hash) {
+        return Err(Unauthenticated::Wrong);
+    }
+    let signed = person(store, &kept.person).await?;
+    let name = format!("the personal token of {}", kept.person.name);
+    if kept.revoked_at.is_some() {
+        return Err(Unauthenticated::Revoked { actor: signed.actor, name });
+    }
+    if now >= kept.expires_at {
+        return Err(Unauthenticated::Expired { actor: signed.actor, name });
+    }
+    Ok(Some(signed))
 }
 
 fn hash(secret: &str) -> Vec<u8> {
@@ -117,21 +167,19 @@ pub async fn service_account(
     token: &str,
     now: SystemTime,
 ) -> Result<Option<Principal>, Unauthenticated> {
-    let Some(rest) = token.strip_prefix(TOKEN_PREFIX) else { return Ok(None) };
-    let Some((id, secret)) = rest.split_once('_') else { return Err(Unauthenticated::Wrong) };
-    if id.len() != 16 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(Unauthenticated::Wrong);
-    }
+    let Some(found) = parts(TOKEN_PREFIX, token) else { return Ok(None) };
+    let (id, secret) = found?;
     let Some(account) = store.service_account(id).await? else { return Err(Unauthenticated::Wrong) };
     if !crate::auth::same_bytes(&hash(secret), &account.secret_hash) {
         return Err(Unauthenticated::Wrong);
     }
     let actor = Actor::service_account(&account);
     if account.revoked_at.is_some() {
-        return Err(Unauthenticated::Revoked { actor, name: account.name });
+        return Err(Unauthenticated::Revoked { actor, name: format!("service account {:?}", account.name) });
     }
     if !account.is_usable(now) {
-        return Err(Unauthenticated::Expired { actor, name: account.name });
+        let name = format!("the token of service account {:?}", account.name);
+        return Err(Unauthenticated::Expired { actor, name });
     }
     let roles = account.roles.iter().filter_map(|r| Role::parse(r)).map(|role| (account.team.clone(), role)).collect();
     Ok(Some(Principal { actor, grants: Grants { organization_admin: false, roles }, groups: Vec::new() }))
@@ -140,6 +188,56 @@ pub async fn service_account(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A personal token acts as its person with the roles their bindings
+    /// give now; a wrong secret, a revoked or an expired token does not.
+    #[tokio::test]
+    async fn a_personal_token_is_its_persons_until_it_expires_or_is_revoked() {
+        use borealis_store::{BindingSubject, PersonalToken, RoleBinding};
+        let store = borealis_store::SqliteStore::open("sqlite::memory:").await.unwrap();
+        store.create_team("payments").await.unwrap();
+        let binding = RoleBinding {
+            id: new_id(),
+            team: "payments".into(),
+            subject_kind: BindingSubject::Group,
+            subject: "payers".into(),
+            role: "approver".into(),
+            created_at: SystemTime::now(),
+            created_by: "admin:admin".into(),
+        };
+        store.create_role_binding(&binding).await.unwrap();
+        let now = SystemTime::now();
+        let person = Person { subject: "alice".into(), name: "Alice".into(), groups: vec!["payers".into()] };
+        let keep = |expires_at: SystemTime| {
+            let id = new_id();
+            let (token, secret_hash) = mint_personal(&id);
+            let kept = PersonalToken {
+                id,
+                person: person.clone(),
+                secret_hash,
+                created_at: now,
+                expires_at,
+                revoked_at: None,
+            };
+            (token, kept)
+        };
+        let (good, kept) = keep(now + std::time::Duration::from_secs(60));
+        store.create_personal_token(&kept).await.unwrap();
+        let signed = personal(&store, good.expose(), now).await.unwrap().unwrap();
+        assert_eq!(signed.actor, Actor { kind: "user", id: "alice".into(), name: "Alice".into() });
+        assert_eq!(signed.grants.roles, [("payments".to_owned(), Role::Approver)]);
+        assert_eq!(signed.groups, ["payers"]);
+
+        let forged = format!("{PERSONAL_PREFIX}{}_{}", kept.id, "not-the-secret");
+        assert!(matches!(personal(&store, &forged, now).await, Err(Unauthenticated::Wrong)));
+        assert!(personal(&store, "bsa_0123456789abcdef_x", now).await.unwrap().is_none(), "not a personal token");
+        let late = now + std::time::Duration::from_secs(61);
+        let expired = personal(&store, good.expose(), late).await.unwrap_err();
+        assert_eq!(expired.to_string(), "the personal token of Alice has expired");
+        store.revoke_personal_token("alice", &kept.id, now).await.unwrap();
+        let revoked = personal(&store, good.expose(), now).await.unwrap_err();
+        assert_eq!(revoked.to_string(), "the personal token of Alice was revoked");
+    }
 
     #[test]
     fn a_minted_token_names_its_account_and_hashes_to_what_is_kept() {

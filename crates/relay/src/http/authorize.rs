@@ -161,10 +161,13 @@ async fn authenticate(state: &AppState, request: &mut Request) -> Result<Princip
     let mut refusal: Option<(Actor, String)> = None;
     for name in [header::AUTHORIZATION, header::PROXY_AUTHORIZATION] {
         let Some(token) = auth::bearer(request.headers().get(&name)).map(str::to_owned) else { continue };
+        let now = SystemTime::now();
         let found = if state.auth.is_admin(&token) {
             Ok(Some(Principal::admin()))
+        } else if token.starts_with(principal::PERSONAL_PREFIX) {
+            principal::personal(&*state.store, &token, now).await
         } else {
-            principal::service_account(&*state.store, &token, SystemTime::now()).await
+            principal::service_account(&*state.store, &token, now).await
         };
         match found {
             Ok(Some(principal)) => {
@@ -189,16 +192,21 @@ async fn authenticate(state: &AppState, request: &mut Request) -> Result<Princip
     // request that shows none is no guess at one.
     let id = presented.then_some(if actor.id.is_empty() { "admin" } else { actor.id.as_str() });
     let logged = format!("{detail} for {} {}", request.method(), request.uri().path());
-    let credential = if actor.kind == "service_account" { "service_account_token" } else { "admin_token" };
+    let credential = match actor.kind {
+        "service_account" => "service_account_token",
+        "user" => "personal_token",
+        _ => "admin_token",
+    };
     if let Some(wait) = state.auth_guard.failed(client_ip(request), credential, id, &logged) {
         return Err(Refused::Throttled(wait));
     }
     let detail = if presented {
         format!(
-            "{detail}: this route needs the admin token or a service account's token (Authorization: Bearer <token>)"
+            "{detail}: this route needs the admin token, a service account's or a personal token (Authorization: Bearer <token>)"
         )
     } else {
-        "this route needs the admin token or a service account's token: Authorization: Bearer <token>".to_owned()
+        "this route needs the admin token, a service account's or a personal token: Authorization: Bearer <token>"
+            .to_owned()
     };
     Err(Refused::Unauthenticated { actor, detail })
 }

@@ -8,6 +8,7 @@ pub mod deployments;
 pub mod extract;
 pub mod health;
 pub mod identities;
+pub mod login;
 pub mod peer;
 pub mod problem;
 pub mod providers;
@@ -66,6 +67,8 @@ pub fn http_router(state: Arc<AppState>) -> Router {
     Router::new()
         .merge(admin)
         .route(borealis_protocol::TOKEN_PATH, token_route())
+        .route("/api/v1/login/device", post(login::start))
+        .route("/api/v1/login/device/token", post(login::poll))
         .route("/callbacks/{callback_id}/callback", post(runs::callback))
         .route("/api/v1/openapi.json", get(openapi))
         .route(crate::peer::FORWARD_PATH, any(peer::forward).layer(middleware::from_fn(serve::stream_bodies)))

@@ -3,7 +3,7 @@ use std::time::SystemTime;
 use super::error::{db, unique_violation};
 use super::store::PostgresStore;
 use crate::error::{Conflict, StoreError};
-use crate::identities::{IdentityStore, RoleBinding, ServiceAccount, Team};
+use crate::identities::{IdentityStore, PersonalToken, RoleBinding, ServiceAccount, Team};
 use crate::rows;
 use crate::text::storable;
 use crate::time::unix_ms;
@@ -154,5 +154,54 @@ impl IdentityStore for PostgresStore {
             .bind(storable(team))
             .bind(storable(id));
         Ok(delete.execute(&self.pool).await.map_err(db)?.rows_affected() > 0)
+    }
+
+    async fn create_personal_token(&self, token: &PersonalToken) -> Result<(), StoreError> {
+        let insert = sqlx::query(
+            "INSERT INTO personal_tokens (id, subject, name, groups, secret_hash, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(storable(&token.id))
+        .bind(storable(&token.person.subject))
+        .bind(storable(&token.person.name))
+        .bind(rows::names_json(&token.person.groups))
+        .bind(&token.secret_hash[..])
+        .bind(unix_ms(token.created_at))
+        .bind(unix_ms(token.expires_at));
+        match insert.execute(&self.pool).await {
+            Ok(_) => Ok(()),
+            Err(err) if unique_violation(&err).is_some() => {
+                Err(Conflict::Duplicate(format!("personal token {:?}", token.id)).into())
+            }
+            Err(err) => Err(db(err)),
+        }
+    }
+
+    async fn personal_token(&self, id: &str) -> Result<Option<PersonalToken>, StoreError> {
+        let row = sqlx::query("SELECT * FROM personal_tokens WHERE id = $1")
+            .bind(storable(id))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(row.as_ref().map(rows::personal_token))
+    }
+
+    async fn personal_tokens(&self, subject: &str) -> Result<Vec<PersonalToken>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM personal_tokens WHERE subject = $1 ORDER BY created_at DESC, id DESC")
+            .bind(storable(subject))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(rows.iter().map(rows::personal_token).collect())
+    }
+
+    async fn revoke_personal_token(&self, subject: &str, id: &str, at: SystemTime) -> Result<bool, StoreError> {
+        let update = sqlx::query(
+            "UPDATE personal_tokens SET revoked_at = $1 WHERE subject = $2 AND id = $3 AND revoked_at IS NULL",
+        )
+        .bind(unix_ms(at))
+        .bind(storable(subject))
+        .bind(storable(id));
+        Ok(update.execute(&self.pool).await.map_err(db)?.rows_affected() > 0)
     }
 }

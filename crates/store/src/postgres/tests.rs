@@ -365,13 +365,13 @@ async fn migration_17_puts_what_was_stored_in_team_default() {
 
 /// `migrate` copies each object with its team, the teams themselves (with
 /// their rule on approving one's own deployment, `default`'s too), service
-/// accounts, role bindings, the audit trail, an abort asked and by whom, approvals with
-/// their deciders, and votes in their order (a vote cast after the copy
-/// comes after them).
+/// accounts, role bindings, personal tokens (revoked as they were), the
+/// audit trail, an abort asked and by whom, approvals with their deciders,
+/// and votes in their order (a vote cast after the copy comes after them).
 #[tokio::test]
 async fn the_copy_from_sqlite_keeps_each_objects_team() {
     use crate::audit::{AuditEntry, AuditQuery, AuditStore};
-    use crate::identities::{BindingSubject, IdentityStore, RoleBinding, ServiceAccount};
+    use crate::identities::{BindingSubject, IdentityStore, PersonalToken, RoleBinding, ServiceAccount};
     use crate::providers::{MetricProvider, MetricProviderStore};
 
     let dir = tempfile::tempdir().unwrap();
@@ -402,6 +402,16 @@ async fn the_copy_from_sqlite_keeps_each_objects_team() {
         created_by: "admin:admin".into(),
     };
     source.create_role_binding(&binding).await.unwrap();
+    let token = PersonalToken {
+        id: "00112233aabbccdd".into(),
+        person: crate::console::Person { subject: "sub-ada".into(), name: "Ada".into(), groups: vec!["ops".into()] },
+        secret_hash: b"token hash".to_vec(),
+        created_at: SystemTime::UNIX_EPOCH,
+        expires_at: SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(3600),
+        revoked_at: Some(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(60)),
+    };
+    source.create_personal_token(&token).await.unwrap();
+    assert!(source.revoke_personal_token("sub-ada", &token.id, token.revoked_at.unwrap()).await.unwrap());
     let entry = AuditEntry {
         seq: 0,
         time: SystemTime::UNIX_EPOCH,
@@ -476,6 +486,7 @@ async fn the_copy_from_sqlite_keeps_each_objects_team() {
     assert_eq!(target.service_account(&account.id).await.unwrap(), Some(account));
     assert_eq!(target.role_bindings(None).await.unwrap(), std::slice::from_ref(&binding));
     assert_eq!(target.bindings_of("someone", &["ops".into()]).await.unwrap(), [binding]);
+    assert_eq!(target.personal_tokens("sub-ada").await.unwrap(), [token], "with its person and revocation");
     let trail = target.audit(&AuditQuery { limit: 10, ..Default::default() }).await.unwrap();
     assert_eq!(trail.len(), 1);
     assert_eq!((trail[0].action.as_str(), trail[0].team.as_deref()), ("team.create", Some("blue")));
