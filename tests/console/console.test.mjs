@@ -395,7 +395,7 @@ targets:
   assert.ok(await page.isDisabled(approve));
   assert.match(
     await page.textContent('[data-target=prod] .why-disabled'),
-    /You started this deployment, and team default forbids approving your own: someone else must approve it/,
+    new RegExp(`the bootstrap admin token \\(console\\) started deployment ${own.id} and may not approve it: team "default" forbids approving one's own deployment`),
   );
   assert.ok(!(await page.isDisabled('[data-target=prod] button:has-text("Reject")')), 'rejecting stays open');
   await screenshot(page, 'console-approval-refused.png');

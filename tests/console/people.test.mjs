@@ -118,7 +118,7 @@ test("alice approves in her team; bob sees none of it and may not approve", asyn
   assert.ok(await bob.page.isDisabled(approve));
   assert.match(
     await bob.page.textContent('[data-target=prod] .why-disabled'),
-    /Approving needs the approve permission in team team-b \(a role that grants it: approver, admin\); you hold deployer/,
+    /this needs the approve permission in team "team-b" \(a role that grants it: approver, admin\); you hold deployer/,
   );
   // A form posted anyway (its own session's CSRF token) is refused.
   const forged = await bob.page.evaluate(async ({ id }) => {

@@ -128,6 +128,74 @@ struct ApprovalRules {
     required_approvals: u32,
 }
 
+/// The manual approvals `target` waits for in `view`, with what each asks
+/// of its deciders (none for a file that no longer parses).
+fn approval_rules(view: &DeploymentView, file: Option<&DeploymentFile>, target: &str) -> Vec<ApprovalRules> {
+    let Some(file) = file else { return Vec::new() };
+    let pending = view.pending_approvals.iter().filter(|(t, k)| t == target && !is_decision(k));
+    pending
+        .filter_map(|(_, key)| match journal::step_at(file, key) {
+            Some(deployment::Step::Pause {
+                pause: deployment::Pause::UntilApproved { requires_roles, required_approvals, .. },
+                ..
+            }) => Some(ApprovalRules {
+                key: key.clone(),
+                requires_roles: requires_roles.clone(),
+                required_approvals: *required_approvals,
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Refuses `by` where the approvals of `target` say they may not decide
+/// them: a role it does not hold, or (approving) a deployment it started
+/// where its team forbids that.
+fn check_decider(
+    record: &DeploymentRecord,
+    target: &str,
+    rules: &[ApprovalRules],
+    decision: Decision,
+    by: &Decider,
+) -> Result<(), DeploymentError> {
+    for rule in rules {
+        let allowed = by.unrestricted
+            || rule.requires_roles.is_empty()
+            || rule.requires_roles.iter().any(|r| by.roles.contains(r));
+        if !allowed {
+            let holds = if by.roles.is_empty() { "no role".to_owned() } else { by.roles.join(", ") };
+            return Err(DeploymentError::RoleRequired(format!(
+                "the approval of target {target:?} requires one of the roles {}; {} holds {holds}",
+                rule.requires_roles.join(", "),
+                by.name
+            )));
+        }
+    }
+    let own = Inputs::decode(&record.context).started_by_id.as_deref() == Some(by.id.as_str());
+    if decision == Decision::Approve && by.self_approval_forbidden && own && !rules.is_empty() {
+        return Err(DeploymentError::SelfApproval(format!(
+            "{} started deployment {} and may not approve it: team {:?} forbids approving one's own deployment",
+            by.name, record.id, record.team
+        )));
+    }
+    Ok(())
+}
+
+/// Why `by` may not take `decision` on `target` of the deployment `view`
+/// shows (`file` its parsed file), as [`Deployments::decide`] would refuse
+/// it; `None` when it may. For showing before anyone asks (a console's
+/// disabled button).
+pub fn decider_refusal(
+    view: &DeploymentView,
+    file: Option<&DeploymentFile>,
+    target: &str,
+    decision: Decision,
+    by: &Decider,
+) -> Option<String> {
+    let rules = approval_rules(view, file, target);
+    check_decider(&view.record, target, &rules, decision, by).err().map(|e| e.to_string())
+}
+
 /// The longest reason an abort may give.
 pub const MAX_ABORT_REASON_BYTES: usize = 1024;
 
@@ -446,64 +514,6 @@ impl Deployments {
         Ok(errors)
     }
 
-    /// The manual approvals `target` waits for, with what each asks of
-    /// its deciders (none for a file that no longer parses).
-    async fn pending_rules(
-        &self,
-        record: &DeploymentRecord,
-        target: &str,
-    ) -> Result<Vec<ApprovalRules>, DeploymentError> {
-        let Ok(parsed) = deployment::parse_with(&record.file, UnknownFields::Warn) else { return Ok(Vec::new()) };
-        let view = self.view(&record.id).await?;
-        let pending = view.pending_approvals.iter().filter(|(t, k)| t == target && !is_decision(k));
-        Ok(pending
-            .filter_map(|(_, key)| match journal::step_at(&parsed.file, key) {
-                Some(deployment::Step::Pause {
-                    pause: deployment::Pause::UntilApproved { requires_roles, required_approvals, .. },
-                    ..
-                }) => Some(ApprovalRules {
-                    key: key.clone(),
-                    requires_roles: requires_roles.clone(),
-                    required_approvals: *required_approvals,
-                }),
-                _ => None,
-            })
-            .collect())
-    }
-
-    /// Refuses `by` where the approvals of `target` say they may not decide
-    /// them: a role it does not hold, or (approving) a deployment it started
-    /// where its team forbids that.
-    fn check_decider(
-        record: &DeploymentRecord,
-        target: &str,
-        rules: &[ApprovalRules],
-        decision: Decision,
-        by: &Decider,
-    ) -> Result<(), DeploymentError> {
-        for rule in rules {
-            let allowed = by.unrestricted
-                || rule.requires_roles.is_empty()
-                || rule.requires_roles.iter().any(|r| by.roles.contains(r));
-            if !allowed {
-                let holds = if by.roles.is_empty() { "no role".to_owned() } else { by.roles.join(", ") };
-                return Err(DeploymentError::RoleRequired(format!(
-                    "the approval of target {target:?} requires one of the roles {}; {} holds {holds}",
-                    rule.requires_roles.join(", "),
-                    by.name
-                )));
-            }
-        }
-        let own = Inputs::decode(&record.context).started_by_id.as_deref() == Some(by.id.as_str());
-        if decision == Decision::Approve && by.self_approval_forbidden && own && !rules.is_empty() {
-            return Err(DeploymentError::SelfApproval(format!(
-                "{} started deployment {} and may not approve it: team {:?} forbids approving one's own deployment",
-                by.name, record.id, record.team
-            )));
-        }
-        Ok(())
-    }
-
     pub async fn record(&self, id: &str) -> Result<DeploymentRecord, DeploymentError> {
         self.context.store.deployment(id).await?.ok_or_else(|| DeploymentError::Unknown(id.to_owned()))
     }
@@ -550,8 +560,9 @@ impl Deployments {
         let record = self.record(id).await?;
         let mut decided_by = by.name.clone();
         if matches!(decision, Decision::Approve | Decision::Reject) {
-            let rules = self.pending_rules(&record, target).await?;
-            Self::check_decider(&record, target, &rules, decision, by)?;
+            let file = deployment::parse_with(&record.file, UnknownFields::Warn).ok().map(|parsed| parsed.file);
+            let rules = approval_rules(&self.view(id).await?, file.as_ref(), target);
+            check_decider(&record, target, &rules, decision, by)?;
             if decision == Decision::Approve {
                 // Each approval asking for more than one person counts this
                 // one's; it passes once enough distinct people approved.

@@ -261,10 +261,11 @@ impl SignIn {
             ));
         };
         let scope = self.settings.scopes.join(" ");
-        let value = match self.post_form(endpoint, &[("scope", scope.as_str())]).await? {
-            Ok(value) => value,
-            Err(refusal) => return Err(SignInError::Refused(refusal.to_string())),
-        };
+        let value =
+            match self.post_form(("device authorization endpoint", endpoint), &[("scope", scope.as_str())]).await? {
+                Ok(value) => value,
+                Err(refusal) => return Err(SignInError::Refused(refusal.to_string())),
+            };
         let text = |key: &str| value[key].as_str().map(str::to_owned);
         let (Some(device_code), Some(user_code), Some(verification_uri)) =
             (text("device_code"), text("user_code"), text("verification_uri"))
@@ -316,14 +317,14 @@ impl SignIn {
         let Some(endpoint) = metadata.token_endpoint() else {
             return Err(SignInError::Unreachable("the provider names no token endpoint".into()));
         };
-        self.post_form(endpoint.url().clone(), form).await
+        self.post_form(("token endpoint", endpoint.url().clone()), form).await
     }
 
     /// `form` POSTed to `endpoint`, the client authenticated with HTTP
     /// Basic: the JSON answer, or the provider's refusal.
     async fn post_form(
         &self,
-        endpoint: url::Url,
+        (name, endpoint): (&'static str, url::Url),
         form: &[(&str, &str)],
     ) -> Result<Result<serde_json::Value, Refusal>, SignInError> {
         let encode = |text: &str| url::form_urlencoded::byte_serialize(text.as_bytes()).collect::<String>();
@@ -340,7 +341,9 @@ impl SignIn {
             .form(form)
             .send()
             .await
-            .map_err(|e| SignInError::Unreachable(borealis_egress::client::root_cause(&e).to_string()))?;
+            .map_err(|e| {
+                SignInError::Unreachable(format!("its {name}: {}", borealis_egress::client::root_cause(&e)))
+            })?;
         let status = reply.status();
         let body = read_limited(reply).await.map_err(SignInError::Unreachable)?;
         let value: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
@@ -348,6 +351,7 @@ impl SignIn {
             return Ok(Ok(value));
         }
         Ok(Err(Refusal {
+            endpoint: name,
             status: status.as_u16(),
             error: value["error"].as_str().unwrap_or("no error code").chars().take(64).collect(),
             description: value["error_description"].as_str().map(|d| d.chars().take(200).collect()),
@@ -402,6 +406,8 @@ impl SignIn {
 /// What the provider said when it refused a request.
 #[derive(Debug, Clone)]
 struct Refusal {
+    /// Which of its endpoints refused.
+    endpoint: &'static str,
     status: u16,
     error: String,
     description: Option<String>,
@@ -409,7 +415,7 @@ struct Refusal {
 
 impl std::fmt::Display for Refusal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "its token endpoint answered {} ({}", self.status, self.error)?;
+        write!(f, "its {} answered {} ({}", self.endpoint, self.status, self.error)?;
         if let Some(description) = &self.description {
             write!(f, ": {description}")?;
         }

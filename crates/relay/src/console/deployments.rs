@@ -25,7 +25,6 @@ use crate::http::deployments as api;
 use crate::http::extract::{ListQuery, QueryOf};
 use crate::http::problem::Problem;
 use crate::state::AppState;
-use borealis_engine::deployments::inputs::Inputs;
 use borealis_engine::deployments::journal::{self, ActionProgress, Journal, StepEnd};
 use borealis_engine::deployments::{Decider, Decision};
 use borealis_store::DeploymentView;
@@ -360,9 +359,10 @@ pub async fn abort(
 }
 
 /// Why the operator (deciding as `by`) cannot approve `target` now, if it
-/// cannot: it lacks the approve permission in the deployment's team, or a
-/// role the approval requires; it started the deployment and its team
-/// forbids that; or it approved already and the step waits for others.
+/// cannot: it lacks the approve permission in the deployment's team; the
+/// engine would refuse it (a role the approval requires, its own deployment
+/// where its team forbids that); or it approved already and the step waits
+/// for others.
 fn approve_refusal(
     view: &DeploymentView,
     file: Option<&deployment::DeploymentFile>,
@@ -373,37 +373,14 @@ fn approve_refusal(
     let grants = &operator.principal.grants;
     let holds = || if by.roles.is_empty() { "no role".to_owned() } else { by.roles.join(", ") };
     if !grants.allows(Permission::Approve, team) {
-        let granting = crate::access::rules::roles_granting(Permission::Approve).join(", ");
-        return Some(format!(
-            "Approving needs the approve permission in team {team} (a role that grants it: {granting}); you hold {}.",
-            holds()
-        ));
+        let forbidden = crate::access::rules::Forbidden { permission: Permission::Approve, team: Some(team.clone()) };
+        return Some(format!("{forbidden}; you hold {}", holds()));
+    }
+    // The engine's own rules, as it would refuse the approval.
+    if let Some(why) = borealis_engine::deployments::decider_refusal(view, file, target, Decision::Approve, by) {
+        return Some(why);
     }
     let keys: Vec<&String> = view.pending_approvals.iter().filter(|(t, _)| t == target).map(|(_, k)| k).collect();
-    for key in &keys {
-        let required = file.and_then(|file| match journal::step_at(file, key) {
-            Some(Step::Pause { pause: Pause::UntilApproved { requires_roles, .. }, .. }) => {
-                Some(requires_roles.clone())
-            }
-            _ => None,
-        });
-        if let Some(required) = required.filter(|r| !r.is_empty())
-            && !by.unrestricted
-            && !required.iter().any(|r| by.roles.contains(r))
-        {
-            return Some(format!(
-                "This approval needs one of the roles {}; you hold {}.",
-                required.join(", "),
-                holds()
-            ));
-        }
-    }
-    let started_by = Inputs::decode(&view.record.context).started_by_id;
-    if by.self_approval_forbidden && started_by.as_deref() == Some(by.id.as_str()) {
-        return Some(format!(
-            "You started this deployment, and team {team} forbids approving your own: someone else must approve it."
-        ));
-    }
     let voted = view.approval_votes.iter().any(|(key, voter)| keys.contains(&key) && voter.id == by.id);
     voted.then(|| "You approved it already; it waits for approvals from others.".to_owned())
 }
