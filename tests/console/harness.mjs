@@ -145,7 +145,8 @@ function spawnLogged(name, file, args, env) {
  * options: { adminToken, args: [extra flags], env: {extra variables} }.
  */
 export async function startRelay(options = {}) {
-  const adminToken = options.adminToken ?? ADMIN_TOKEN;
+  // `adminToken: null`: none (a relay with the admin token turned off).
+  const adminToken = options.adminToken === null ? null : (options.adminToken ?? ADMIN_TOKEN);
   const dataDir = await mkdtemp(path.join(tmpdir(), 'borealis-console-'));
   const args = [
     '--data-dir', dataDir,
@@ -157,7 +158,11 @@ export async function startRelay(options = {}) {
     '--shutdown-grace', '5s',
     ...(options.args ?? []),
   ];
-  const env = childEnv({ BOREALIS_LOG: 'info,borealis_relay=debug', BOREALIS_ADMIN_TOKEN: adminToken, ...options.env });
+  const env = childEnv({
+    BOREALIS_LOG: 'info,borealis_relay=debug',
+    ...(adminToken === null ? {} : { BOREALIS_ADMIN_TOKEN: adminToken }),
+    ...options.env,
+  });
   const proc = spawnLogged('relay', binary('borealis-relay'), args, env);
   const removeDir = () => rmSync(dataDir, { recursive: true, force: true });
   const stop = track(
@@ -242,7 +247,8 @@ export async function eventually(what, withinMs, probe) {
  */
 export function cli(relay, ...args) {
   const options = typeof args.at(-1) === 'object' ? args.pop() : {};
-  const env = childEnv({ BOREALIS_RELAY: relay.httpUrl, BOREALIS_ADMIN_TOKEN: relay.adminToken, ...options.env });
+  const admin = relay.adminToken === null ? {} : { BOREALIS_ADMIN_TOKEN: relay.adminToken };
+  const env = childEnv({ BOREALIS_RELAY: relay.httpUrl, ...admin, ...options.env });
   return new Promise((resolve, reject) => {
     const child = spawn(binary('borealis'), args, { env, stdio: ['pipe', 'pipe', 'pipe'] });
     let stdout = '';

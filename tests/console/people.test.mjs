@@ -25,10 +25,14 @@ async function ok(relay, ...args) {
   return out;
 }
 
-/** A relay whose console people sign in to through `op`. */
-async function relayFor(op) {
+/** A relay whose console people sign in to through `op`; `options` adds to `startRelay`'s. */
+async function relayFor(op, options = {}) {
   const relay = await startRelay({
-    args: ['--oidc-issuer', op.issuer, '--oidc-client-id', op.clientId, '--oidc-scopes', 'openid profile email groups'],
+    ...options,
+    args: [
+      '--oidc-issuer', op.issuer, '--oidc-client-id', op.clientId, '--oidc-scopes', 'openid profile email groups',
+      ...(options.args ?? []),
+    ],
     env: { BOREALIS_OIDC_CLIENT_SECRET: op.clientSecret },
   });
   op.addRedirectUri(`${relay.httpUrl}/sign-in/oidc/callback`);
@@ -326,4 +330,95 @@ test('borealis login signs a person in through the device flow; the CLI then act
   const after = await run(['deployments', 'list']);
   assert.notEqual(after.code, 0);
   assert.match(after.err, /no token/);
+});
+
+/** Makes a personal token on the console's Personal tokens page; returns it (shown once). */
+async function makeToken(page, relay, description) {
+  await page.goto(`${relay.httpUrl}/tokens`);
+  await page.fill('#token-description', description);
+  await page.selectOption('#token-lifetime', '1');
+  await Promise.all([page.waitForSelector('#personal-token'), page.click('button:has-text("Make token")')]);
+  const token = (await page.textContent('#personal-token')).trim();
+  assert.match(token, /^bpt_[0-9a-f]{16}_/);
+  return token;
+}
+
+test('with the admin token off, a person in the admin group runs the organization; people make, use and revoke their own tokens', async (t) => {
+  const { existsSync } = await import('node:fs');
+  const op = await startProvider({
+    skipConsent: true,
+    accounts: { carol: { name: 'Carol Admin', email: 'carol@example.test', groups: ['platform-admins'] } },
+  });
+  t.after(op.stop);
+  const relay = await relayFor(op, { adminToken: null, args: ['--oidc-admin-group', 'platform-admins', '--disable-admin-token'] });
+  t.after(relay.stop);
+  assert.ok(!existsSync(path.join(relay.dataDir, 'admin-token')), 'no admin token is made');
+  // No token is the admin's: the CLI's, the API's, the console's.
+  const guess = 'an-admin-token-of-old-0123456789';
+  const noAdmin = await cli(relay, 'teams', 'list', { env: { BOREALIS_ADMIN_TOKEN: guess } });
+  assert.notEqual(noAdmin.code, 0);
+  assert.match(noAdmin.stderr, /wrong token/);
+  const form = await fetch(`${relay.httpUrl}/sign-in`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    body: `token=${guess}&next=/agents`,
+    redirect: 'manual',
+  });
+  assert.equal(form.status, 401);
+  assert.match(await form.text(), /The admin token is turned off on this relay/);
+
+  const browser = await launchBrowser();
+  // Carol, in the admin group, signs in; the page offers no admin token.
+  const carol = await newPage(browser);
+  await carol.page.goto(`${relay.httpUrl}/agents`);
+  await carol.page.waitForURL(/\/sign-in\?/);
+  assert.equal(await carol.page.$('#token'), null, 'no admin token field');
+  await Promise.all([carol.page.waitForURL((url) => !url.href.startsWith(relay.httpUrl)), carol.page.click('#sign-in-oidc')]);
+  await logIn(carol.page, 'carol');
+  await carol.page.waitForURL(`${relay.httpUrl}/agents`);
+  // She makes a token for her automation and, with it, a team and its bindings.
+  const carols = await makeToken(carol.page, relay, 'platform automation');
+  const asCarol = { env: { BOREALIS_TOKEN: carols } };
+  await ok(relay, 'teams', 'create', 'team-a', asCarol);
+  await ok(relay, '--team', 'team-a', 'role-bindings', 'create', '--group', 'team-a-approvers', '--role', 'approver', asCarol);
+  const made = (await cliJson(relay, 'audit', '--action', 'team.create', asCarol)).entries[0];
+  assert.deepEqual(made.actor, { kind: 'user', id: 'carol', name: 'Carol Admin' });
+
+  // Alice makes a token in the console and keeps it for the CLI.
+  const alice = await newPage(browser);
+  await signInAs(alice.page, relay, 'alice');
+  const alices = await makeToken(alice.page, relay, 'laptop');
+  assert.ok(await alice.page.$('tr[data-token] >> text=laptop'), 'listed');
+  const home = mkdtempSync(path.join(tmpdir(), 'borealis-token-login-'));
+  const asAlice = { env: { XDG_CONFIG_HOME: home } };
+  const kept = await cli(relay, 'login', '--with-token', { ...asAlice, input: `${alices}\n` });
+  assert.equal(kept.code, 0, kept.stderr);
+  assert.match(kept.stdout, /signed in as Alice Approver until /);
+  const hers = await cliJson(relay, 'personal-tokens', 'list', asAlice);
+  assert.deepEqual(hers.personalTokens.map((p) => [p.description, p.state, p.person.id]), [['laptop', 'live', 'alice']]);
+  // She is no organization admin: no team, no one else's tokens.
+  const noTeam = await cli(relay, 'teams', 'create', 'team-z', asAlice);
+  assert.match(noTeam.stderr, /needs the organization permission/);
+  const notAll = await cli(relay, 'personal-tokens', 'list', '--all', asAlice);
+  assert.match(notAll.stderr, /only an organization admin may see every person's personal tokens/);
+  const notHers = await cli(relay, 'personal-tokens', 'revoke', carols.split('_')[1], asAlice);
+  assert.match(notHers.stderr, /no live personal token "[0-9a-f]{16}" of yours/);
+
+  // She revokes it in the console; the CLI is refused from then on.
+  const id = alices.split('_')[1];
+  await alice.page.goto(`${relay.httpUrl}/tokens`);
+  await Promise.all([alice.page.waitForURL(`${relay.httpUrl}/tokens/${id}/revoke`), alice.page.click(`tr[data-token="${id}"] a:has-text("Revoke")`)]);
+  await Promise.all([alice.page.waitForURL(`${relay.httpUrl}/tokens`), alice.page.click('button:has-text("Revoke the token")')]);
+  assert.match(await alice.page.textContent(`tr[data-token="${id}"]`), /revoked/);
+  const refused = await cli(relay, 'personal-tokens', 'list', asAlice);
+  assert.notEqual(refused.code, 0);
+  assert.match(refused.stderr, /the personal token of Alice Approver was revoked/);
+
+  // Carol sees every person's, alice's revoked one among them, and the trail names who did what.
+  const everyone = await cliJson(relay, 'personal-tokens', 'list', '--all', asCarol);
+  const states = Object.fromEntries(everyone.personalTokens.map((p) => [p.description, `${p.person.id} ${p.state}`]));
+  assert.deepEqual(states, { laptop: 'alice revoked', 'platform automation': 'carol live' });
+  const revoked = (await cliJson(relay, 'audit', '--action', 'personal-token.revoke', asCarol)).entries[0];
+  assert.deepEqual(revoked.actor, { kind: 'user', id: 'alice', name: 'Alice Approver' });
+  assert.equal(revoked.outcome, 'allowed');
 });

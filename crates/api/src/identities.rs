@@ -126,6 +126,34 @@ pub struct ServiceAccountList {
     pub service_accounts: Vec<ServiceAccount>,
 }
 
+/// A person's own token (`bpt_`), made at `borealis login` or in the
+/// console. Its secret is shown only when it is made.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PersonalToken {
+    pub id: String,
+    /// What its person called it (`borealis login` for the CLI's sign-in).
+    pub description: String,
+    /// Whose it is: `kind` is `user`, `id` the provider's subject.
+    pub person: Actor,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    #[schema(format = DateTime)]
+    pub expires_at: String,
+    #[schema(format = DateTime)]
+    pub revoked_at: Option<String>,
+    /// `live`, `expired` or `revoked`.
+    pub state: String,
+}
+
+/// `GET /api/v1/personal-tokens`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PersonalTokenList {
+    /// Newest first; at most 500.
+    pub personal_tokens: Vec<PersonalToken>,
+}
+
 /// Who did something.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Actor {

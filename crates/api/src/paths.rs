@@ -596,6 +596,30 @@ admin_path!(
     )
 );
 
+admin_path!(
+    /// The caller's own personal tokens (a person's), revoked and expired
+    /// ones included; an organization admin sees every person's with `all=true`.
+    get "/api/v1/personal-tokens", list_personal_tokens,
+    {
+        tag = "people",
+        params(("all" = Option<bool>, Query, description = "Every person's (organization admins only)")),
+    },
+    responses(
+        (status = 200, description = "Newest first", body = PersonalTokenList),
+        (status = 400, description = "An invalid query", body = Problem, content_type = PROBLEM),
+    )
+);
+
+admin_path!(
+    /// Revoke a personal token: the caller's own, or (an organization admin) anyone's. It stops working at once.
+    delete "/api/v1/personal-tokens/{id}", revoke_personal_token,
+    { tag = "people", params(("id" = String, Path, description = "The token's id (its first part)")), },
+    responses(
+        (status = 200, description = "Revoked", body = PersonalToken),
+        (status = 404, description = "No live personal token of that id that the caller may revoke", body = Problem, content_type = PROBLEM),
+    )
+);
+
 /// Liveness.
 #[utoipa::path(get, path = "/healthz", tag = "health",
     responses((status = 200, description = "`ok`", body = String, content_type = "text/plain")))]
@@ -628,6 +652,7 @@ pub fn metrics() {}
         list_secrets, put_secret, delete_secret,
         create_team, list_teams, update_team, create_role_binding, list_role_bindings, delete_role_binding,
         create_service_account, list_service_accounts, revoke_service_account, list_audit,
+        list_personal_tokens, revoke_personal_token,
         callback, token, start_device_login, poll_device_login, healthz, readyz, metrics,
     ),
     modifiers(&SecuritySchemes, &Passthrough),

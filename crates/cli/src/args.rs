@@ -65,12 +65,21 @@ pub(crate) enum Command {
     /// Sign in as yourself through the identity provider (the device flow:
     /// open the link shown, on any device); the token is kept for this
     /// relay in your config directory (mode 0600) and used from then on.
-    Login,
-    /// Forget the sign-in kept for this relay.
+    Login {
+        /// Keep a personal token made in the console (read from standard
+        /// input) instead of signing in through the device flow.
+        #[arg(long)]
+        with_token: bool,
+    },
+    /// Your personal tokens (an organization admin: everyone's, with --all).
+    #[command(subcommand)]
+    PersonalTokens(PersonalTokensCommand),
     Logout,
     /// Print a shell's completion script: bash, zsh, fish, elvish or
     /// powershell (e.g. `borealis completions bash > /etc/bash_completion.d/borealis`).
-    Completions { shell: clap_complete::Shell },
+    Completions {
+        shell: clap_complete::Shell,
+    },
     /// Check a deployment file here, without a relay: every error with its
     /// line:column. Exit 0 when it is valid, 1 when not.
     Validate(ValidateArgs),
@@ -80,13 +89,25 @@ pub(crate) enum Command {
     #[command(subcommand)]
     Deployments(DeploymentsCommand),
     /// Approve a target's pending manual approval.
-    Approve { deployment: String, target: String },
+    Approve {
+        deployment: String,
+        target: String,
+    },
     /// Reject a target's pending manual approval (the target rolls back).
-    Reject { deployment: String, target: String },
+    Reject {
+        deployment: String,
+        target: String,
+    },
     /// Roll back a target whose analysis step waits for a decision.
-    Rollback { deployment: String, target: String },
+    Rollback {
+        deployment: String,
+        target: String,
+    },
     /// Let a target whose analysis step waits for a decision proceed.
-    Continue { deployment: String, target: String },
+    Continue {
+        deployment: String,
+        target: String,
+    },
     /// Stop a running deployment: pending steps and webhook runs are
     /// cancelled, targets that were deploying rolled back. Waits until it
     /// has ended.
@@ -134,6 +155,18 @@ pub(crate) enum ServiceAccountsCommand {
     /// The service accounts of --team.
     List,
     /// Revoke one: its token stops working at once.
+    Revoke { id: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum PersonalTokensCommand {
+    /// Yours, newest first, revoked and expired ones included.
+    List {
+        /// Every person's (organization admins only).
+        #[arg(long)]
+        all: bool,
+    },
+    /// Revoke one: it stops working at once.
     Revoke { id: String },
 }
 

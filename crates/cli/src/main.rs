@@ -51,7 +51,10 @@ async fn run(cli: &Cli) -> Result<(), Failure> {
             std::io::Write::write_all(&mut std::io::stdout().lock(), &script).unwrap_or_else(|e| out::gone(e));
             return Ok(());
         }
-        Command::Login => return commands::login::login(&Relay::with_token(cli, String::new())?, &cli.relay).await,
+        Command::Login { with_token: false } => {
+            return commands::login::login(&Relay::with_token(cli, String::new())?, &cli.relay).await;
+        }
+        Command::Login { with_token: true } => return commands::login::login_with_token(cli).await,
         Command::Logout => return commands::login::logout(&cli.relay),
         _ => {}
     }
@@ -65,13 +68,14 @@ async fn run(cli: &Cli) -> Result<(), Failure> {
         Command::Providers(command) => commands::providers::run(&relay, json, command).await,
         Command::Webhook(WebhookCommand::Run(args)) => commands::runs::webhook_run(&relay, json, args).await,
         Command::Runs(command) => commands::runs::run(&relay, json, command).await,
-        Command::Validate(_) | Command::Completions { .. } | Command::Login | Command::Logout => {
+        Command::Validate(_) | Command::Completions { .. } | Command::Login { .. } | Command::Logout => {
             unreachable!("done above, without a token")
         }
         Command::Abort(args) => commands::deployments::abort(&relay, json, args).await,
         Command::Teams(command) => commands::identities::teams(&relay, json, command).await,
         Command::ServiceAccounts(command) => commands::identities::service_accounts(&relay, json, command).await,
         Command::RoleBindings(command) => commands::identities::role_bindings(&relay, json, command).await,
+        Command::PersonalTokens(command) => commands::identities::personal_tokens(&relay, json, command).await,
         Command::Audit(args) => commands::identities::audit(&relay, json, args).await,
         Command::Deploy(args) => {
             let stream = cli.output == Some(Output::Json);

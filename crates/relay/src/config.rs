@@ -34,6 +34,9 @@ pub struct RelayConfig {
     pub tls_key: Option<PathBuf>,
     /// The admin token; default: `<data-dir>/admin-token`, created on first start.
     pub admin_token: Option<Secret>,
+    /// Turns the bootstrap admin token off: no admin token is read, made or
+    /// taken, and organization admins are the people in `oidc_admin_groups`.
+    pub disable_admin_token: bool,
     /// Largest request or response body a forwarded request may carry.
     pub max_body_bytes: u64,
     /// Default time limit of one forwarded request.
@@ -128,6 +131,9 @@ pub struct RelayConfig {
     pub oidc_groups_claim: String,
     /// Scopes asked for at sign-in, space-separated (`openid` is always asked).
     pub oidc_scopes: String,
+    /// People in any of these provider groups are organization admins:
+    /// they manage teams and role bindings everywhere, as the admin token does.
+    pub oidc_admin_groups: Vec<String>,
 }
 
 /// What people sign in with, derived from the `oidc_*` settings.
@@ -138,6 +144,8 @@ pub struct OidcSettings {
     pub client_secret: Secret,
     pub groups_claim: String,
     pub scopes: Vec<String>,
+    /// The groups whose people are organization admins.
+    pub admin_groups: Vec<String>,
 }
 
 /// Every key a config file may set: the fields of [`RelayConfig`], read off
@@ -170,6 +178,7 @@ impl Default for RelayConfig {
             tls_cert: None,
             tls_key: None,
             admin_token: None,
+            disable_admin_token: false,
             max_body_bytes: 1 << 30,
             request_timeout: Duration::from_secs(300),
             heartbeat_interval: Duration::from_secs(10),
@@ -185,6 +194,7 @@ impl Default for RelayConfig {
             oidc_client_secret_file: None,
             oidc_groups_claim: "groups".into(),
             oidc_scopes: "openid profile email".into(),
+            oidc_admin_groups: Vec::new(),
             max_connections: 0,
             max_connections_per_peer: 0,
             max_requests_per_peer: 0,
@@ -228,6 +238,7 @@ impl RelayConfig {
                 .list_separator(",")
                 .with_list_parse_key("direct_allow")
                 .with_list_parse_key("trusted_proxies")
+                .with_list_parse_key("oidc_admin_groups")
                 .source(Some(env)),
         );
         for (key, value) in overrides {
@@ -297,7 +308,20 @@ impl RelayConfig {
         if self.admin_token.as_ref().is_some_and(|t| t.expose().len() < 16) {
             return invalid("the admin token must be at least 16 characters long");
         }
-        self.oidc()?;
+        let oidc = self.oidc()?;
+        if self.disable_admin_token {
+            if self.admin_token.is_some() {
+                return invalid("admin_token is set but disable_admin_token turns it off; give one or the other");
+            }
+            // Without a person who is an organization admin, no one could
+            // make a team or a role binding again.
+            if oidc.is_none_or(|oidc| oidc.admin_groups.is_empty()) {
+                return invalid(
+                    "disable_admin_token leaves no organization admin: set oidc_issuer (people sign in) and \
+                     oidc_admin_groups (the provider groups whose people are organization admins)",
+                );
+            }
+        }
         Ok(())
     }
 
@@ -306,8 +330,13 @@ impl RelayConfig {
     pub fn oidc(&self) -> Result<Option<OidcSettings>, ConfigError> {
         let invalid = |msg: String| Err(ConfigError::Invalid(msg));
         let Some(issuer) = &self.oidc_issuer else {
-            if self.oidc_client_id.is_some() || self.oidc_client_secret_file.is_some() {
-                return invalid("oidc_client_id and oidc_client_secret_file need oidc_issuer".into());
+            if self.oidc_client_id.is_some()
+                || self.oidc_client_secret_file.is_some()
+                || !self.oidc_admin_groups.is_empty()
+            {
+                return invalid(
+                    "oidc_client_id, oidc_client_secret_file and oidc_admin_groups need oidc_issuer".into(),
+                );
             }
             return Ok(None);
         };
@@ -337,6 +366,16 @@ impl RelayConfig {
         if self.oidc_groups_claim.trim().is_empty() {
             return invalid("oidc_groups_claim must name a claim".into());
         }
+        let mut admin_groups: Vec<String> = Vec::new();
+        for group in &self.oidc_admin_groups {
+            let group = group.trim();
+            if group.is_empty() || group.len() > 256 {
+                return invalid(format!("oidc_admin_groups: {group:?} is not a group name (1 to 256 characters)"));
+            }
+            if !admin_groups.iter().any(|g| g == group) {
+                admin_groups.push(group.to_owned());
+            }
+        }
         let mut scopes: Vec<String> = vec!["openid".into()];
         for scope in self.oidc_scopes.split_whitespace() {
             if !scopes.iter().any(|s| s == scope) {
@@ -349,6 +388,7 @@ impl RelayConfig {
             client_secret,
             groups_claim: self.oidc_groups_claim.trim().to_owned(),
             scopes,
+            admin_groups,
         }))
     }
 
@@ -590,6 +630,43 @@ mod tests {
         assert_eq!(RelayConfig::default().webhook_signing_secret, None);
         let err = load(&[("BOREALIS_WEBHOOK_SIGNING_SECRET", "whsec_abc+/=")], &[]).unwrap_err().to_string();
         assert!(err.contains("webhook_signing_secret names a stored secret"), "{err}");
+    }
+
+    /// The admin token can be turned off only where people sign in and
+    /// some of them are organization admins: else no one could manage teams.
+    #[test]
+    fn the_admin_token_goes_off_only_with_organization_admins_among_people() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("client-secret");
+        std::fs::write(&secret, "s3cret\n").unwrap();
+        let people = [
+            ("oidc_issuer", config::Value::from("https://login.example/")),
+            ("oidc_client_id", "borealis".into()),
+            ("oidc_client_secret_file", secret.display().to_string().into()),
+        ];
+        let load = |extra: &[(&str, config::Value)]| {
+            let overrides: Vec<(&str, config::Value)> = people.iter().cloned().chain(extra.iter().cloned()).collect();
+            RelayConfig::load(None, env(&[]), &overrides)
+        };
+        let alone = RelayConfig::load(None, env(&[]), &[("disable_admin_token", true.into())]).unwrap_err();
+        assert!(alone.to_string().contains("leaves no organization admin"), "{alone}");
+        let without_admins = load(&[("disable_admin_token", true.into())]).unwrap_err();
+        assert!(without_admins.to_string().contains("oidc_admin_groups"), "{without_admins}");
+        let admins = vec!["platform".to_owned(), " platform ".to_owned(), "sre".to_owned()];
+        let off = load(&[("disable_admin_token", true.into()), ("oidc_admin_groups", admins.into())]).unwrap();
+        assert!(off.disable_admin_token);
+        assert_eq!(off.oidc().unwrap().unwrap().admin_groups, ["platform", "sre"], "trimmed, once each");
+        let both = load(&[
+            ("disable_admin_token", true.into()),
+            ("oidc_admin_groups", vec!["platform".to_owned()].into()),
+            ("admin_token", "a-sample-admin-token-0123".into()),
+        ])
+        .unwrap_err();
+        assert!(both.to_string().contains("give one or the other"), "{both}");
+        let from_env = RelayConfig::load(None, env(&[("BOREALIS_OIDC_ADMIN_GROUPS", "platform,sre")]), &people);
+        assert_eq!(from_env.unwrap().oidc_admin_groups, ["platform", "sre"]);
+        let no_issuer = RelayConfig::load(None, env(&[("BOREALIS_OIDC_ADMIN_GROUPS", "platform")]), &[]).unwrap_err();
+        assert!(no_issuer.to_string().contains("need oidc_issuer"), "{no_issuer}");
     }
 
     #[test]

@@ -103,11 +103,15 @@ pub async fn run(
     create_private_dir(&data_dir).map_err(dir_error)?;
     let store: Arc<dyn Store> =
         borealis_store::open(config.database_url.as_ref().map(|url| url.expose()), &data_dir).await?;
-    let (admin_token, shared_admin_hash) =
+    let (admin_token, shared_admin_hash) = if config.disable_admin_token {
+        tracing::info!("the admin token is turned off: organization admins are the people in oidc_admin_groups");
+        (None, None)
+    } else {
         admin_token(&*store, &data_dir, config.admin_token.as_ref()).await.map_err(|e| match e {
             AdminTokenError::Dir(source) => dir_error(source),
             AdminTokenError::Store(err) => RelayError::Store(err),
-        })?;
+        })?
+    };
     let auth =
         auth::Authority::new(store.clone(), store.as_ref(), admin_token.as_ref(), shared_admin_hash.as_deref()).await?;
     let tls = match (&config.tls_cert, &config.tls_key) {

@@ -138,6 +138,13 @@ struct Flags {
     /// Scopes asked for at sign-in, space-separated [default: "openid profile email"].
     #[arg(long, value_name = "SCOPES")]
     oidc_scopes: Option<String>,
+    /// People in this provider group are organization admins (repeatable).
+    #[arg(long = "oidc-admin-group", value_name = "GROUP")]
+    oidc_admin_groups: Vec<String>,
+    /// Turns the bootstrap admin token off, once people sign in and
+    /// --oidc-admin-group names the organization admins.
+    #[arg(long)]
+    disable_admin_token: bool,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -208,6 +215,12 @@ impl Flags {
         }
         if !self.trusted_proxies.is_empty() {
             set.push(("trusted_proxies", self.trusted_proxies.clone().into()));
+        }
+        if !self.oidc_admin_groups.is_empty() {
+            set.push(("oidc_admin_groups", self.oidc_admin_groups.clone().into()));
+        }
+        if self.disable_admin_token {
+            set.push(("disable_admin_token", true.into()));
         }
         set
     }
@@ -340,6 +353,8 @@ mod tests {
         ("oidc_client_secret_file", SECRET_FILE, concat!("\"", env!("CARGO_MANIFEST_DIR"), "/Cargo.toml\"")),
         ("oidc_groups_claim", "roles", "\"roles\""),
         ("oidc_scopes", "openid groups", "\"openid groups\""),
+        ("oidc_admin_groups", "platform", "[\"platform\"]"),
+        ("disable_admin_token", "true", "true"),
     ];
 
     /// Secrets are not flags, so that they stay out of the process list.
@@ -357,6 +372,8 @@ mod tests {
             "oidc_client_id" => &["oidc_issuer", "oidc_client_secret_file"],
             "oidc_client_secret_file" => &["oidc_issuer", "oidc_client_id"],
             "oidc_client_secret" => &["oidc_issuer", "oidc_client_id"],
+            "oidc_admin_groups" => &["oidc_issuer", "oidc_client_id", "oidc_client_secret_file"],
+            "disable_admin_token" => &["oidc_issuer", "oidc_client_id", "oidc_client_secret_file", "oidc_admin_groups"],
             _ => &[],
         };
         SAMPLES.iter().filter(|(k, _, _)| *k == key || partners.contains(k)).collect()
@@ -366,6 +383,7 @@ mod tests {
     fn flag(key: &str) -> String {
         match key {
             "trusted_proxies" => "--trusted-proxy".to_owned(),
+            "oidc_admin_groups" => "--oidc-admin-group".to_owned(),
             key => format!("--{}", key.replace('_', "-")),
         }
     }
@@ -406,7 +424,10 @@ mod tests {
             let mut argv = vec!["borealis-relay".to_owned()];
             for (k, v, _) in &set {
                 argv.push(flag(k));
-                argv.push(v.to_string());
+                // A switch takes no value.
+                if *k != "disable_admin_token" {
+                    argv.push(v.to_string());
+                }
             }
             let flags = Flags::try_parse_from(&argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
             let from_flags = RelayConfig::load(None, Vec::new(), &flags.overrides()).unwrap();

@@ -40,3 +40,11 @@ pub struct AppState {
     /// People's sign-in through the identity provider, when one is set.
     pub sign_in: Option<Arc<crate::access::oidc::SignIn>>,
 }
+
+impl AppState {
+    /// The provider groups whose people are organization admins (none
+    /// without sign-in).
+    pub fn admin_groups(&self) -> &[String] {
+        self.sign_in.as_deref().map_or(&[], |sign_in| sign_in.admin_groups())
+    }
+}

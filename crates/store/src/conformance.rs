@@ -1317,6 +1317,8 @@ fn personal_token(id: &str, subject: &str, created_secs: u64) -> PersonalToken {
             name: subject.to_uppercase(),
             groups: vec!["ops".into(), "devs".into()],
         },
+        // Its own per token, so a mixed-up column would show.
+        description: format!("{subject}'s laptop ({id})"),
         secret_hash: format!("hash-{id}").into_bytes(),
         created_at: UNIX_EPOCH + Duration::from_secs(created_secs),
         expires_at: UNIX_EPOCH + Duration::from_secs(created_secs + 3600),
@@ -1324,10 +1326,12 @@ fn personal_token(id: &str, subject: &str, created_secs: u64) -> PersonalToken {
     }
 }
 
-/// A personal token is kept as made (its person's groups too) and read by
-/// id; a person's are listed newest first, revoked and expired ones
-/// included, and no one else's; an id is taken once; a person revokes only
-/// their own, and once.
+/// A personal token is kept as made (its person's groups and description
+/// too) and read by id; a person's are listed newest first, revoked and
+/// expired ones included, and no one else's; everyone's are listed for an
+/// organization admin; a listing holds its limit; an id is taken once; a
+/// person revokes only their own, and once, while an admin revokes
+/// anyone's.
 pub async fn personal_tokens_are_a_persons_own<H: Harness>(harness: &H) {
     let store = harness.open().await;
     let first = personal_token("t1", "ada", 10);
@@ -1341,26 +1345,48 @@ pub async fn personal_tokens_are_a_persons_own<H: Harness>(harness: &H) {
     assert!(matches!(err, StoreError::Conflict(Conflict::Duplicate(_))), "an id is taken once: {err}");
 
     assert_eq!(store.personal_token("t1").await.unwrap(), Some(first.clone()), "kept as made");
+    assert_eq!(store.personal_token("t1").await.unwrap().unwrap().description, "ada's laptop (t1)");
     assert!(store.personal_token("nope").await.unwrap().is_none());
     let ids = |tokens: Vec<PersonalToken>| tokens.into_iter().map(|t| t.id).collect::<Vec<_>>();
-    assert_eq!(ids(store.personal_tokens("ada").await.unwrap()), ["t4", "t3", "t1"], "newest first");
-    assert_eq!(ids(store.personal_tokens("bob").await.unwrap()), ["t2"]);
-    assert!(store.personal_tokens("cy").await.unwrap().is_empty(), "the duplicate was not stored");
+    assert_eq!(ids(store.personal_tokens(Some("ada"), 10).await.unwrap()), ["t4", "t3", "t1"], "newest first");
+    assert_eq!(ids(store.personal_tokens(Some("bob"), 10).await.unwrap()), ["t2"]);
+    assert!(store.personal_tokens(Some("cy"), 10).await.unwrap().is_empty(), "the duplicate was not stored");
+    // An organization admin's view: every person's, interleaved by age.
+    let everyone = store.personal_tokens(None, 10).await.unwrap();
+    assert_eq!(ids(everyone.clone()), ["t4", "t3", "t2", "t1"], "everyone's, newest first");
+    assert_eq!(everyone[3], first, "listed as made");
+    // The newest within the limit, with a subject or without.
+    assert_eq!(ids(store.personal_tokens(Some("ada"), 2).await.unwrap()), ["t4", "t3"]);
+    assert_eq!(ids(store.personal_tokens(None, 3).await.unwrap()), ["t4", "t3", "t2"]);
 
     let at = UNIX_EPOCH + Duration::from_secs(60);
-    assert!(!store.revoke_personal_token("bob", "t1", at).await.unwrap(), "not his");
-    assert!(!store.revoke_personal_token("ada", "nope", at).await.unwrap());
-    assert!(store.revoke_personal_token("ada", "t1", at).await.unwrap());
-    assert!(!store.revoke_personal_token("ada", "t1", at).await.unwrap(), "revoked once");
+    assert!(!store.revoke_personal_token(Some("bob"), "t1", at).await.unwrap(), "not his");
+    assert!(!store.revoke_personal_token(Some("ada"), "nope", at).await.unwrap());
+    assert!(store.revoke_personal_token(Some("ada"), "t1", at).await.unwrap());
+    assert!(!store.revoke_personal_token(Some("ada"), "t1", at).await.unwrap(), "revoked once");
     let revoked = store.personal_token("t1").await.unwrap().unwrap();
     assert_eq!(revoked, PersonalToken { revoked_at: Some(at), ..first });
-    let ada = store.personal_tokens("ada").await.unwrap();
+    let ada = store.personal_tokens(Some("ada"), 10).await.unwrap();
     assert_eq!(
         ada.iter().map(|t| (t.id.as_str(), t.revoked_at)).collect::<Vec<_>>(),
         [("t4", None), ("t3", None), ("t1", Some(at))],
         "the revoked one is listed, and only it is revoked"
     );
     assert_eq!(store.personal_token("t2").await.unwrap().unwrap().revoked_at, None, "another's is untouched");
+
+    // An organization admin revokes a leaked token whoever's it is; still
+    // only a live one, and only one that exists.
+    let later = at + Duration::from_secs(1);
+    assert!(store.revoke_personal_token(None, "t2", later).await.unwrap(), "bob's, by an admin");
+    assert!(!store.revoke_personal_token(None, "t2", later).await.unwrap(), "revoked once");
+    assert!(!store.revoke_personal_token(None, "t1", later).await.unwrap(), "revoked already");
+    assert!(!store.revoke_personal_token(None, "nope", later).await.unwrap());
+    let everyone = store.personal_tokens(None, 10).await.unwrap();
+    assert_eq!(
+        everyone.iter().map(|t| (t.id.as_str(), t.revoked_at)).collect::<Vec<_>>(),
+        [("t4", None), ("t3", None), ("t2", Some(later)), ("t1", Some(at))],
+        "the earlier revocation kept, and no other token touched"
+    );
 }
 
 /// A team's rule against approving one's own deployment: off for every

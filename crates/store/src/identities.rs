@@ -89,6 +89,9 @@ pub struct PersonalToken {
     pub id: String,
     /// Who it acts as: the person as the provider vouched for them then.
     pub person: crate::console::Person,
+    /// What its person called it ("laptop", "borealis login"), so they can
+    /// tell their tokens apart.
+    pub description: String,
     /// The hash of the token's secret part.
     pub secret_hash: Vec<u8>,
     pub created_at: SystemTime,
@@ -131,8 +134,11 @@ pub trait IdentityStore: Send + Sync + 'static {
     async fn delete_role_binding(&self, team: &str, id: &str) -> Result<bool, StoreError>;
     async fn create_personal_token(&self, token: &PersonalToken) -> Result<(), StoreError>;
     async fn personal_token(&self, id: &str) -> Result<Option<PersonalToken>, StoreError>;
-    /// A person's (by subject), newest first, revoked and expired ones included.
-    async fn personal_tokens(&self, subject: &str) -> Result<Vec<PersonalToken>, StoreError>;
-    /// Revokes the person's token `id` at `at`; false when they have no live one of that id.
-    async fn revoke_personal_token(&self, subject: &str, id: &str, at: SystemTime) -> Result<bool, StoreError>;
+    /// A person's (by subject), or everyone's (`None`, for organization
+    /// admins); newest first, at most `limit`, revoked and expired ones included.
+    async fn personal_tokens(&self, subject: Option<&str>, limit: u32) -> Result<Vec<PersonalToken>, StoreError>;
+    /// Revokes token `id` at `at`: the person's (by subject), or whoever's
+    /// it is (`None`, an organization admin revoking a leaked one); false
+    /// when there is no live one of that id (theirs, when a subject is given).
+    async fn revoke_personal_token(&self, subject: Option<&str>, id: &str, at: SystemTime) -> Result<bool, StoreError>;
 }

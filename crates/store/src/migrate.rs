@@ -276,6 +276,7 @@ const TABLES: &[Table] = &[
             ("subject", Text),
             ("name", Text),
             ("groups", Text),
+            ("description", Text),
             ("secret_hash", Bytes),
             ("created_at", Int),
             ("expires_at", Int),

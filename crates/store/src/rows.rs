@@ -316,6 +316,7 @@ pub(crate) fn personal_token(row: &impl Columns) -> crate::identities::PersonalT
     crate::identities::PersonalToken {
         id: row.text("id"),
         person: Person { subject: row.text("subject"), name: row.text("name"), groups: names(row.text_opt("groups")) },
+        description: row.text("description"),
         secret_hash: row.bytes("secret_hash"),
         created_at: time(row, "created_at"),
         expires_at: time(row, "expires_at"),

@@ -1,11 +1,12 @@
-//! `teams`, `service-accounts` and `audit`.
+//! `teams`, `service-accounts`, `role-bindings`, `personal-tokens` and `audit`.
 
 use borealis_api::{
-    AuditList, BindingKind, CreateRoleBinding, CreateServiceAccount, CreateTeam, RoleBinding, RoleBindingList,
-    ServiceAccount, ServiceAccountCreated, ServiceAccountList, Team, TeamList, UpdateTeam,
+    AuditList, BindingKind, CreateRoleBinding, CreateServiceAccount, CreateTeam, PersonalToken, PersonalTokenList,
+    RoleBinding, RoleBindingList, ServiceAccount, ServiceAccountCreated, ServiceAccountList, Team, TeamList,
+    UpdateTeam,
 };
 
-use crate::args::{AuditArgs, RoleBindingsCommand, ServiceAccountsCommand, TeamsCommand};
+use crate::args::{AuditArgs, PersonalTokensCommand, RoleBindingsCommand, ServiceAccountsCommand, TeamsCommand};
 use crate::client::{Failure, Relay, urlencode};
 use crate::render;
 
@@ -178,6 +179,33 @@ pub async fn audit(relay: &Relay, json: bool, args: &AuditArgs) -> Result<(), Fa
     }
     if let Some(before) = &list.next {
         eprintln!("older ones: add --before {before}");
+    }
+    Ok(())
+}
+
+pub async fn personal_tokens(relay: &Relay, json: bool, command: &PersonalTokensCommand) -> Result<(), Failure> {
+    match command {
+        PersonalTokensCommand::List { all } => {
+            let path = if *all { "/api/v1/personal-tokens?all=true" } else { "/api/v1/personal-tokens" };
+            let list: PersonalTokenList = relay.get(path).await?;
+            if json {
+                render::json(&list);
+            } else {
+                let mut rows = vec![["ID", "PERSON", "DESCRIPTION", "STATE", "EXPIRES"].map(String::from)];
+                rows.extend(list.personal_tokens.iter().map(|t| {
+                    [t.id.clone(), t.person.name.clone(), t.description.clone(), t.state.clone(), t.expires_at.clone()]
+                }));
+                render::table(rows);
+            }
+        }
+        PersonalTokensCommand::Revoke { id } => {
+            let token: PersonalToken = relay.delete(&format!("/api/v1/personal-tokens/{}", urlencode(id))).await?;
+            if json {
+                render::json(&token);
+            } else {
+                say!("revoked personal token {} ({}) of {}", token.id, token.description, token.person.name);
+            }
+        }
     }
     Ok(())
 }

@@ -3,8 +3,9 @@
 
 use std::time::Duration;
 
-use borealis_api::{DeviceLogin, DeviceLoginPoll, DeviceLoginResult};
+use borealis_api::{DeviceLogin, DeviceLoginPoll, DeviceLoginResult, PersonalTokenList};
 
+use crate::args::Cli;
 use crate::client::{Failure, Relay};
 use crate::login::{self, Login};
 
@@ -44,6 +45,33 @@ pub async fn login(relay: &Relay, base: &url::Url) -> Result<(), Failure> {
         say!("signed in as {name} until {expires_at} (kept in {})", path.display());
         return Ok(());
     }
+}
+
+/// `login --with-token`: keeps a personal token made in the console, read
+/// from standard input (never a flag: the process list would show it),
+/// once the relay says whose it is.
+pub async fn login_with_token(cli: &Cli) -> Result<(), Failure> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::io::stdin()
+        .take(4096)
+        .read_to_string(&mut text)
+        .map_err(|e| Failure::bad_input(format!("reading the token from standard input: {e}")))?;
+    let token = text.trim().to_owned();
+    let Some(id) = token.strip_prefix("bpt_").and_then(|rest| rest.split_once('_')).map(|(id, _)| id.to_owned()) else {
+        return Err(Failure::bad_input(
+            "standard input holds no personal token (bpt_...): make one on the console's Personal tokens page",
+        ));
+    };
+    let relay = Relay::with_token(cli, token.clone())?;
+    let mine: PersonalTokenList = relay.get("/api/v1/personal-tokens").await?;
+    let Some(found) = mine.personal_tokens.into_iter().find(|t| t.id == id) else {
+        return Err(Failure::failed("the relay does not list this token among its person's"));
+    };
+    let login = Login { token, name: found.person.name.clone(), expires_at: found.expires_at.clone() };
+    let path = login::store(&cli.relay, login).map_err(Failure::failed)?;
+    say!("signed in as {} until {} (kept in {})", found.person.name, found.expires_at, path.display());
+    Ok(())
 }
 
 pub fn logout(base: &url::Url) -> Result<(), Failure> {

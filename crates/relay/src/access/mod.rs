@@ -4,5 +4,6 @@
 //! The HTTP edge (`http::authorize`) and the console apply them.
 
 pub mod oidc;
+pub mod personal;
 pub mod principal;
 pub mod rules;

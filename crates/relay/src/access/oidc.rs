@@ -146,6 +146,11 @@ fn unix_now() -> u64 {
 struct HttpError(String);
 
 impl SignIn {
+    /// The provider groups whose people are organization admins.
+    pub fn admin_groups(&self) -> &[String] {
+        &self.settings.admin_groups
+    }
+
     /// A client whose callback is `<public_base>/sign-in/oidc/callback`.
     pub fn new(settings: OidcSettings, public_base: &str) -> Result<Self, reqwest::Error> {
         let http = reqwest::Client::builder()

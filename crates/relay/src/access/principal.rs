@@ -69,15 +69,22 @@ impl Principal {
 }
 
 /// A person signed in through the identity provider: the roles their role
-/// bindings give them (as a person, and through their groups) in each team.
-pub async fn person(store: &dyn IdentityStore, person: &Person) -> Result<Principal, StoreError> {
+/// bindings give them (as a person, and through their groups) in each team;
+/// an organization admin when one of their groups is in `admin_groups`.
+pub async fn person(
+    store: &dyn IdentityStore,
+    person: &Person,
+    admin_groups: &[String],
+) -> Result<Principal, StoreError> {
     let bindings = store.bindings_of(&person.subject, &person.groups).await?;
     let mut roles: Vec<(String, Role)> =
         bindings.iter().filter_map(|b| Some((b.team.clone(), Role::parse(&b.role)?))).collect();
     roles.sort_by(|a, b| (a.0.as_str(), a.1.as_str()).cmp(&(b.0.as_str(), b.1.as_str())));
     roles.dedup();
+    let organization_admin = person.groups.iter().any(|group| admin_groups.contains(group));
     let actor = Actor { kind: "user", id: person.subject.clone(), name: person.name.clone() };
-    Ok(Principal { actor, grants: Grants { organization_admin: false, roles }, groups: person.groups.clone() })
+    let grants = Grants { organization_admin, person: true, roles };
+    Ok(Principal { actor, grants, groups: person.groups.clone() })
 }
 
 /// Why a presented token does not authenticate.
@@ -138,6 +145,7 @@ pub async fn personal(
     store: &dyn IdentityStore,
     token: &str,
     now: SystemTime,
+    admin_groups: &[String],
 ) -> Result<Option<Principal>, Unauthenticated> {
     let Some(found) = parts(PERSONAL_PREFIX, token) else { return Ok(None) };
     let (id, secret) = found?;
@@ -145,7 +153,7 @@ pub async fn personal(
     if !crate::auth::same_bytes(&hash(secret), &kept.secret_hash) {
         return Err(Unauthenticated::Wrong);
     }
-    let signed = person(store, &kept.person).await?;
+    let signed = person(store, &kept.person, admin_groups).await?;
     let name = format!("the personal token of {}", kept.person.name);
     if kept.revoked_at.is_some() {
         return Err(Unauthenticated::Revoked { actor: signed.actor, name });
@@ -182,7 +190,11 @@ pub async fn service_account(
         return Err(Unauthenticated::Expired { actor, name });
     }
     let roles = account.roles.iter().filter_map(|r| Role::parse(r)).map(|role| (account.team.clone(), role)).collect();
-    Ok(Some(Principal { actor, grants: Grants { organization_admin: false, roles }, groups: Vec::new() }))
+    Ok(Some(Principal {
+        actor,
+        grants: Grants { organization_admin: false, person: false, roles },
+        groups: Vec::new(),
+    }))
 }
 
 #[cfg(test)]
@@ -214,6 +226,7 @@ mod tests {
             let kept = PersonalToken {
                 id,
                 person: person.clone(),
+                description: "laptop".into(),
                 secret_hash,
                 created_at: now,
                 expires_at,
@@ -223,19 +236,19 @@ mod tests {
         };
         let (good, kept) = keep(now + std::time::Duration::from_secs(60));
         store.create_personal_token(&kept).await.unwrap();
-        let signed = personal(&store, good.expose(), now).await.unwrap().unwrap();
+        let signed = personal(&store, good.expose(), now, &[]).await.unwrap().unwrap();
         assert_eq!(signed.actor, Actor { kind: "user", id: "alice".into(), name: "Alice".into() });
         assert_eq!(signed.grants.roles, [("payments".to_owned(), Role::Approver)]);
         assert_eq!(signed.groups, ["payers"]);
 
         let forged = format!("{PERSONAL_PREFIX}{}_{}", kept.id, "not-the-secret");
-        assert!(matches!(personal(&store, &forged, now).await, Err(Unauthenticated::Wrong)));
-        assert!(personal(&store, "bsa_0123456789abcdef_x", now).await.unwrap().is_none(), "not a personal token");
+        assert!(matches!(personal(&store, &forged, now, &[]).await, Err(Unauthenticated::Wrong)));
+        assert!(personal(&store, "bsa_0123456789abcdef_x", now, &[]).await.unwrap().is_none(), "not a personal token");
         let late = now + std::time::Duration::from_secs(61);
-        let expired = personal(&store, good.expose(), late).await.unwrap_err();
+        let expired = personal(&store, good.expose(), late, &[]).await.unwrap_err();
         assert_eq!(expired.to_string(), "the personal token of Alice has expired");
-        store.revoke_personal_token("alice", &kept.id, now).await.unwrap();
-        let revoked = personal(&store, good.expose(), now).await.unwrap_err();
+        store.revoke_personal_token(Some("alice"), &kept.id, now).await.unwrap();
+        let revoked = personal(&store, good.expose(), now, &[]).await.unwrap_err();
         assert_eq!(revoked.to_string(), "the personal token of Alice was revoked");
     }
 

@@ -21,6 +21,9 @@ pub enum Permission {
     ManageTeam,
     /// Teams, and everything everywhere, the direct-mode proxy among it.
     Organization,
+    /// A person's own personal tokens: any person signed in through the
+    /// identity provider has it (an organization admin, for anyone's).
+    Own,
 }
 
 impl Permission {
@@ -32,6 +35,7 @@ impl Permission {
             Permission::Operate => "operate",
             Permission::ManageTeam => "manage-team",
             Permission::Organization => "organization",
+            Permission::Own => "own",
         }
     }
 }
@@ -132,7 +136,7 @@ const fn rule(method: &'static str, path: &'static str, needs: Permission, actio
     Rule { method, path, needs: Needs::Permission(needs), action }
 }
 
-use Permission::{Approve, Deploy, ManageTeam, Operate, Organization, Read};
+use Permission::{Approve, Deploy, ManageTeam, Operate, Organization, Own, Read};
 
 /// Every route behind authentication, and what it needs.
 pub const RULES: &[Rule] = &[
@@ -172,6 +176,8 @@ pub const RULES: &[Rule] = &[
     rule("GET", "/api/v1/service-accounts", ManageTeam, "service-account.list"),
     rule("DELETE", "/api/v1/service-accounts/{id}", ManageTeam, "service-account.revoke"),
     rule("GET", "/api/v1/audit", ManageTeam, "audit.list"),
+    rule("GET", "/api/v1/personal-tokens", Own, "personal-token.list"),
+    rule("DELETE", "/api/v1/personal-tokens/{id}", Own, "personal-token.revoke"),
 ];
 
 /// The rule of a route (its path as the router matched it).
@@ -200,13 +206,16 @@ pub fn methods_for(path: &str) -> Vec<&'static str> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Grants {
     pub organization_admin: bool,
+    /// A person (signed in through the identity provider), who has tokens
+    /// of their own; a service account or the admin token is not.
+    pub person: bool,
     /// (team, role).
     pub roles: Vec<(String, Role)>,
 }
 
 impl Grants {
     pub fn organization_admin() -> Self {
-        Self { organization_admin: true, roles: Vec::new() }
+        Self { organization_admin: true, person: false, roles: Vec::new() }
     }
 
     /// The team a request without `?team=` acts in: the caller's only
@@ -219,12 +228,16 @@ impl Grants {
     }
 
     pub fn allows(&self, permission: Permission, team: &str) -> bool {
-        self.organization_admin || self.roles.iter().any(|(t, role)| t == team && role.grants().contains(&permission))
+        self.organization_admin
+            || (permission == Permission::Own && self.person)
+            || self.roles.iter().any(|(t, role)| t == team && role.grants().contains(&permission))
     }
 
     /// Whether it holds `permission` in any team.
     pub fn allows_somewhere(&self, permission: Permission) -> bool {
-        self.organization_admin || self.roles.iter().any(|(_, role)| role.grants().contains(&permission))
+        self.organization_admin
+            || (permission == Permission::Own && self.person)
+            || self.roles.iter().any(|(_, role)| role.grants().contains(&permission))
     }
 
     /// The teams it may read (`None`: every team).
@@ -252,6 +265,12 @@ impl fmt::Display for Forbidden {
             Permission::Organization => {
                 write!(f, "this needs the {} permission: only an organization admin has it", self.permission)
             }
+            Permission::Own => write!(
+                f,
+                "this needs the {} permission: only a person signed in through the identity provider has \
+                 personal tokens",
+                self.permission
+            ),
             permission => {
                 let granting = roles_granting(permission).join(", ");
                 match &self.team {
@@ -289,7 +308,11 @@ mod tests {
     use super::*;
 
     fn of(team: &str, roles: &[Role]) -> Grants {
-        Grants { organization_admin: false, roles: roles.iter().map(|r| (team.to_owned(), *r)).collect() }
+        Grants {
+            organization_admin: false,
+            person: false,
+            roles: roles.iter().map(|r| (team.to_owned(), *r)).collect(),
+        }
     }
 
     #[test]
@@ -306,6 +329,16 @@ mod tests {
     }
 
     #[test]
+    fn own_tokens_are_a_persons_and_the_organizations() {
+        let tokens = rule_for("GET", "/api/v1/personal-tokens").unwrap();
+        let person = Grants { person: true, ..of("a", &[]) };
+        assert!(decide(&person, tokens, "a", false).is_ok(), "a person with no role has their own tokens");
+        let refused = decide(&of("a", &[Role::Admin]), tokens, "a", false).unwrap_err();
+        assert!(refused.to_string().starts_with("this needs the own permission: only a person"), "{refused}");
+        assert!(decide(&Grants::organization_admin(), tokens, "a", false).is_ok());
+    }
+
+    #[test]
     fn the_direct_proxy_is_the_organizations_alone() {
         let proxy = rule_for("PATCH", "/api/v1/proxy").expect("ANY matches every method");
         assert!(decide(&of("a", &[Role::Operator]), proxy, "a", true).is_ok());
@@ -317,8 +350,11 @@ mod tests {
     #[test]
     fn a_caller_with_one_team_acts_in_it_by_default() {
         assert_eq!(of("payments", &[Role::Viewer, Role::Deployer]).default_team(), "payments");
-        let two =
-            Grants { organization_admin: false, roles: vec![("a".into(), Role::Viewer), ("b".into(), Role::Viewer)] };
+        let two = Grants {
+            organization_admin: false,
+            person: false,
+            roles: vec![("a".into(), Role::Viewer), ("b".into(), Role::Viewer)],
+        };
         assert_eq!(two.default_team(), "default");
         assert_eq!(Grants::organization_admin().default_team(), "default");
     }

@@ -40,6 +40,7 @@ fn needs(method: &Method, route: &str) -> Option<(Permission, Scope)> {
         "/runs/{id}" => (Read, Scope::Run),
         "/runs/{id}/cancel" => (Deploy, Scope::Run),
         "/audit" => (ManageTeam, Scope::Team),
+        "/tokens" | "/tokens/{id}/revoke" => (Permission::Own, Scope::Team),
         // A page without an entry is no one's.
         _ => (Permission::Organization, Scope::Team),
     })

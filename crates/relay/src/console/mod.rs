@@ -7,7 +7,7 @@
 //! refreshes the regions marked `data-live`.
 //!
 //! - [`session`]: sign-in with the admin token, the session cookie, CSRF.
-//! - [`agents`], [`deployments`], [`runs`], [`providers`], [`settings`], [`audit`]: one module per screen.
+//! - [`agents`], [`deployments`], [`runs`], [`providers`], [`settings`], [`audit`], [`tokens`]: one module per screen.
 //! - [`markdown`]: `mdMessage` as sanitized CommonMark.
 //! - [`graph`]: a deployment's targets laid out as their `dependsOn` graph.
 //! - [`page`]: what every page shares: the frame, rendering, failures as pages.
@@ -26,6 +26,7 @@ pub mod providers;
 pub mod runs;
 pub mod session;
 pub mod settings;
+pub mod tokens;
 
 use std::sync::Arc;
 
@@ -65,6 +66,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/clients", get(settings::clients).post(settings::create_client))
         .route("/clients/{name}/revoke", get(settings::confirm_revoke_client).post(settings::revoke_client))
         .route("/audit", get(audit::page))
+        .route("/tokens", get(tokens::page).post(tokens::create))
+        .route("/tokens/{id}/revoke", get(tokens::confirm_revoke).post(tokens::revoke))
         .route_layer(middleware::from_fn_with_state(state.clone(), session::require_session));
     Router::new()
         .merge(signed_in)

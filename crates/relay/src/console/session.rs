@@ -47,9 +47,15 @@ struct SignInPage<'a> {
     error: Option<&'a str>,
     /// People may sign in through the identity provider.
     people: bool,
+    /// The admin token is taken (not turned off).
+    admin_token: bool,
 }
 
-impl SignInPage<'_> {
+impl<'a> SignInPage<'a> {
+    fn new(state: &AppState, next: &'a str, error: Option<&'a str>) -> Self {
+        Self { next, error, people: state.sign_in.is_some(), admin_token: !state.config.disable_admin_token }
+    }
+
     /// `next`, as a query parameter's value.
     fn next_query(&self) -> String {
         url::form_urlencoded::byte_serialize(self.next.as_bytes()).collect()
@@ -81,7 +87,7 @@ pub struct SignInForm {
 
 pub async fn sign_in_page(State(state): State<Arc<AppState>>, Query(query): Query<NextQuery>) -> Response {
     let next = safe_next(query.next.as_deref());
-    render(&SignInPage { next, error: None, people: state.sign_in.is_some() }, StatusCode::OK)
+    render(&SignInPage::new(&state, next, None), StatusCode::OK)
 }
 
 /// The cookie that carries a sign-in from its start to the provider's callback.
@@ -103,7 +109,7 @@ pub async fn oidc_start(
         Err(err) => {
             tracing::warn!(error = %err, "console sign-in could not start");
             let detail = err.to_string();
-            let page = SignInPage { next, error: Some(&detail), people: true };
+            let page = SignInPage::new(&state, next, Some(&detail));
             return Ok(render(&page, StatusCode::BAD_GATEWAY));
         }
     };
@@ -163,7 +169,7 @@ pub async fn oidc_callback(
                 return Ok(Failure(too_many_failures_problem(wait)).into_response());
             }
             record_refused_sign_in(&state, &uri, peer).await;
-            let page = SignInPage { next: &next, error: Some(&detail), people: true };
+            let page = SignInPage::new(&state, &next, Some(&detail));
             let mut response = render(&page, StatusCode::UNAUTHORIZED);
             set_cookie(&mut response, &named_cookie(&state, SIGN_IN_COOKIE, "", 0, "Lax", "/sign-in/oidc"));
             return Ok(response);
@@ -219,13 +225,18 @@ pub async fn sign_in(
     let peer = remote.map(|r| r.0.0.ip());
     check_origin(&state, &uri, &headers)?;
     let next = safe_next(form.next.as_deref());
+    if state.config.disable_admin_token {
+        record_refused_sign_in(&state, &uri, peer).await;
+        let turned_off = "The admin token is turned off on this relay: sign in with your identity provider.";
+        return Ok(render(&SignInPage::new(&state, next, Some(turned_off)), StatusCode::UNAUTHORIZED));
+    }
     if !state.auth.is_admin(form.token.trim()) {
         let wrong = "wrong admin token at the console's sign-in";
         if let Some(wait) = state.auth_guard.failed(peer, "console_sign_in", Some("admin"), wrong) {
             return Ok(Failure(too_many_failures_problem(wait)).into_response());
         }
         record_refused_sign_in(&state, &uri, peer).await;
-        let page = SignInPage { next, error: Some("That is not the admin token."), people: state.sign_in.is_some() };
+        let page = SignInPage::new(&state, next, Some("That is not the admin token."));
         return Ok(render(&page, StatusCode::UNAUTHORIZED));
     }
     let token = borealis_core::Secret::new(form.token.trim());
@@ -326,6 +337,8 @@ fn console_action(route: &str, path: &str) -> &'static str {
         "/secrets/{name}/delete" => "secret.delete",
         "/clients" => "client.create",
         "/clients/{name}/revoke" => "client.revoke",
+        "/tokens" => "personal-token.create",
+        "/tokens/{id}/revoke" => "personal-token.revoke",
         _ => "console",
     }
 }
@@ -356,7 +369,7 @@ async fn admit(state: &AppState, mut request: Request) -> Result<Request, Respon
         return Err(Redirect::to(&location).into_response());
     };
     let principal = match &found.person {
-        Some(person) => crate::access::principal::person(state.store.as_ref(), person)
+        Some(person) => crate::access::principal::person(state.store.as_ref(), person, state.admin_groups())
             .await
             .map_err(|e| Failure::from(e).into_response())?,
         None => crate::access::principal::Principal::console_admin(),

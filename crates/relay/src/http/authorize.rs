@@ -165,7 +165,7 @@ async fn authenticate(state: &AppState, request: &mut Request) -> Result<Princip
         let found = if state.auth.is_admin(&token) {
             Ok(Some(Principal::admin()))
         } else if token.starts_with(principal::PERSONAL_PREFIX) {
-            principal::personal(&*state.store, &token, now).await
+            principal::personal(&*state.store, &token, now, state.admin_groups()).await
         } else {
             principal::service_account(&*state.store, &token, now).await
         };

@@ -15,6 +15,7 @@ use super::AppState;
 use super::authorize::ActingTeam;
 use super::extract::{QueryOf, json_body, page_limit};
 use super::problem::Problem;
+use crate::access::personal::{self, PersonalError};
 use crate::access::principal::{self, Principal};
 use crate::access::rules::Role;
 use crate::auth;
@@ -353,4 +354,67 @@ pub(crate) async fn audit_list(
         })
         .collect();
     Ok(borealis_api::AuditList { entries, next })
+}
+
+/// A personal token as the API shows it.
+pub(crate) fn describe_personal(token: &borealis_store::PersonalToken, now: SystemTime) -> borealis_api::PersonalToken {
+    let state = match (token.revoked_at, personal::is_live(token, now)) {
+        (Some(_), _) => "revoked",
+        (None, true) => "live",
+        (None, false) => "expired",
+    };
+    borealis_api::PersonalToken {
+        id: token.id.clone(),
+        description: token.description.clone(),
+        person: borealis_api::Actor {
+            kind: "user".into(),
+            id: token.person.subject.clone(),
+            name: token.person.name.clone(),
+        },
+        created_at: rfc3339(token.created_at),
+        expires_at: rfc3339(token.expires_at),
+        revoked_at: token.revoked_at.map(rfc3339),
+        state: state.into(),
+    }
+}
+
+/// The reply to a refusal about personal tokens.
+pub(crate) fn personal_problem(err: PersonalError) -> Problem {
+    let detail = err.to_string();
+    match err {
+        PersonalError::Invalid(_) => Problem::bad_request("invalid-personal-token", detail),
+        PersonalError::TooMany { .. } => Problem::new(StatusCode::CONFLICT, "too-many-personal-tokens", detail),
+        PersonalError::NotFound(_) => Problem::new(StatusCode::NOT_FOUND, "unknown-personal-token", detail),
+        PersonalError::NotOrganizationAdmin => Problem::new(StatusCode::FORBIDDEN, "forbidden", detail),
+        PersonalError::Store(err) => err.into(),
+    }
+}
+
+/// `?all=true`: every person's.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct PersonalTokenParams {
+    #[serde(default)]
+    pub all: bool,
+}
+
+pub async fn list_personal_tokens(
+    State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Principal>,
+    QueryOf(params): QueryOf<PersonalTokenParams>,
+) -> Result<Response, Problem> {
+    let tokens = personal::list(&*state.store, &principal, params.all).await.map_err(personal_problem)?;
+    let now = SystemTime::now();
+    let personal_tokens = tokens.iter().map(|token| describe_personal(token, now)).collect();
+    Ok(Json(borealis_api::PersonalTokenList { personal_tokens }).into_response())
+}
+
+pub async fn revoke_personal_token(
+    State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
+    let now = SystemTime::now();
+    let revoked = personal::revoke(&*state.store, &principal, &id, now).await.map_err(personal_problem)?;
+    tracing::info!(token = revoked.id.as_str(), person = revoked.person.subject.as_str(), "personal token revoked");
+    Ok(Json(describe_personal(&revoked, now)).into_response())
 }

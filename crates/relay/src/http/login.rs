@@ -4,24 +4,21 @@
 //! own token (a personal token, kept only as a hash here).
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use borealis_store::PersonalToken;
 
 use super::AppState;
 use super::extract::json_body;
 use super::problem::{Problem, too_many_failures_problem};
 use crate::access::oidc::{DevicePoll, SignIn, SignInError};
-use crate::access::principal;
+use crate::access::personal;
 use crate::serve::RemoteAddr;
 use borealis_engine::clock::rfc3339;
 
-/// How long a personal token made at sign-in is good for.
-pub const PERSONAL_TOKEN_TTL: Duration = Duration::from_secs(12 * 3600);
 /// The longest device code passed on to the provider.
 const MAX_DEVICE_CODE_BYTES: usize = 4096;
 
@@ -82,18 +79,10 @@ pub async fn poll(
             return Err(failed(err));
         }
     };
-    let id = principal::new_id();
-    let (token, secret_hash) = principal::mint_personal(&id);
     let now = SystemTime::now();
-    let kept = PersonalToken {
-        id,
-        person: person.clone(),
-        secret_hash,
-        created_at: now,
-        expires_at: now + PERSONAL_TOKEN_TTL,
-        revoked_at: None,
-    };
-    state.store.create_personal_token(&kept).await?;
+    let (token, kept) = personal::issue(&*state.store, &person, "borealis login", personal::SIGN_IN_LIFETIME, now)
+        .await
+        .map_err(super::identities::personal_problem)?;
     tracing::info!(person = person.subject.as_str(), token = kept.id.as_str(), "signed in through the device flow");
     Ok(Json(borealis_api::DeviceLoginResult {
         pending: false,

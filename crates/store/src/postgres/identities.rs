@@ -158,13 +158,14 @@ impl IdentityStore for PostgresStore {
 
     async fn create_personal_token(&self, token: &PersonalToken) -> Result<(), StoreError> {
         let insert = sqlx::query(
-            "INSERT INTO personal_tokens (id, subject, name, groups, secret_hash, created_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO personal_tokens (id, subject, name, groups, description, secret_hash, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(storable(&token.id))
         .bind(storable(&token.person.subject))
         .bind(storable(&token.person.name))
         .bind(rows::names_json(&token.person.groups))
+        .bind(storable(&token.description))
         .bind(&token.secret_hash[..])
         .bind(unix_ms(token.created_at))
         .bind(unix_ms(token.expires_at));
@@ -186,21 +187,26 @@ impl IdentityStore for PostgresStore {
         Ok(row.as_ref().map(rows::personal_token))
     }
 
-    async fn personal_tokens(&self, subject: &str) -> Result<Vec<PersonalToken>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM personal_tokens WHERE subject = $1 ORDER BY created_at DESC, id DESC")
-            .bind(storable(subject))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db)?;
+    async fn personal_tokens(&self, subject: Option<&str>, limit: u32) -> Result<Vec<PersonalToken>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM personal_tokens WHERE $1 IS NULL OR subject = $2 ORDER BY created_at DESC, id DESC LIMIT $3",
+        )
+        .bind(subject.map(storable))
+        .bind(subject.map(storable))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
         Ok(rows.iter().map(rows::personal_token).collect())
     }
 
-    async fn revoke_personal_token(&self, subject: &str, id: &str, at: SystemTime) -> Result<bool, StoreError> {
+    async fn revoke_personal_token(&self, subject: Option<&str>, id: &str, at: SystemTime) -> Result<bool, StoreError> {
         let update = sqlx::query(
-            "UPDATE personal_tokens SET revoked_at = $1 WHERE subject = $2 AND id = $3 AND revoked_at IS NULL",
+            "UPDATE personal_tokens SET revoked_at = $1 WHERE ($2 IS NULL OR subject = $3) AND id = $4 AND revoked_at IS NULL",
         )
         .bind(unix_ms(at))
-        .bind(storable(subject))
+        .bind(subject.map(storable))
+        .bind(subject.map(storable))
         .bind(storable(id));
         Ok(update.execute(&self.pool).await.map_err(db)?.rows_affected() > 0)
     }

@@ -405,13 +405,14 @@ async fn the_copy_from_sqlite_keeps_each_objects_team() {
     let token = PersonalToken {
         id: "00112233aabbccdd".into(),
         person: crate::console::Person { subject: "sub-ada".into(), name: "Ada".into(), groups: vec!["ops".into()] },
+        description: "laptop".into(),
         secret_hash: b"token hash".to_vec(),
         created_at: SystemTime::UNIX_EPOCH,
         expires_at: SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(3600),
         revoked_at: Some(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(60)),
     };
     source.create_personal_token(&token).await.unwrap();
-    assert!(source.revoke_personal_token("sub-ada", &token.id, token.revoked_at.unwrap()).await.unwrap());
+    assert!(source.revoke_personal_token(Some("sub-ada"), &token.id, token.revoked_at.unwrap()).await.unwrap());
     let entry = AuditEntry {
         seq: 0,
         time: SystemTime::UNIX_EPOCH,
@@ -486,7 +487,11 @@ async fn the_copy_from_sqlite_keeps_each_objects_team() {
     assert_eq!(target.service_account(&account.id).await.unwrap(), Some(account));
     assert_eq!(target.role_bindings(None).await.unwrap(), std::slice::from_ref(&binding));
     assert_eq!(target.bindings_of("someone", &["ops".into()]).await.unwrap(), [binding]);
-    assert_eq!(target.personal_tokens("sub-ada").await.unwrap(), [token], "with its person and revocation");
+    assert_eq!(
+        target.personal_tokens(Some("sub-ada"), 10).await.unwrap(),
+        [token],
+        "with its person, description and revocation"
+    );
     let trail = target.audit(&AuditQuery { limit: 10, ..Default::default() }).await.unwrap();
     assert_eq!(trail.len(), 1);
     assert_eq!((trail[0].action.as_str(), trail[0].team.as_deref()), ("team.create", Some("blue")));
