@@ -151,8 +151,9 @@ export BOREALIS_ADMIN_TOKEN
 
 "$BIN/borealis" agents create e2e > "$WORK/creds.txt" 2>/dev/null
 CLIENT_ID=$(awk '/^client_id:/ {print $2}' "$WORK/creds.txt")
-CLIENT_SECRET=$(awk '/^client_secret:/ {print $2}' "$WORK/creds.txt")
-ip netns exec "$NS" "$BIN/borealis-agent" --relay "$AGENTS_URL" --client-id "$CLIENT_ID" --client-secret "$CLIENT_SECRET" \
+# The secret in a file of mode 0600, as the docs say: never on the command line.
+(umask 077 && awk '/^client_secret:/ {print $2}' "$WORK/creds.txt" > "$WORK/agent-secret")
+ip netns exec "$NS" "$BIN/borealis-agent" --relay "$AGENTS_URL" --client-id "$CLIENT_ID" --client-secret-file "$WORK/agent-secret" \
   --allow "127.0.0.1:$PORT" --allow "127.0.0.1:$EXT_PORT" --allow "127.0.0.1:$PROM_PORT" > "$WORK/agent.log" 2>&1 &
 PIDS+=($!)
 "$BIN/borealis" clients create private-ci > "$WORK/client.txt" 2>/dev/null

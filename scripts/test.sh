@@ -1,11 +1,23 @@
 #!/usr/bin/env bash
-# The whole test suite. The end-to-end tests run the real binaries, so they
-# are built first.
+# The whole test suite, as CI runs it: installs or starts what is missing
+# (scripts/setup.sh says what), builds the binaries the end-to-end tests
+# run, then every part. Arguments go to cargo nextest alone and run only
+# that part (scripts/test.sh -E 'test(tunnel)').
 set -euo pipefail
 cd "$(dirname "$0")/.."
+scripts/setup.sh
 cargo build --workspace --bins
-if [ -n "${CI:-}" ]; then
-  cargo nextest run --workspace --profile ci "$@"
-else
-  cargo nextest run --workspace "$@"
+profile=()
+[ -n "${CI:-}" ] && profile=(--profile ci)
+if [ $# -gt 0 ]; then
+  exec cargo nextest run --workspace "${profile[@]}" "$@"
 fi
+step() { echo "== $*"; "$@"; }
+step cargo nextest run --workspace "${profile[@]}"
+step scripts/console-test.sh
+step scripts/api-fuzz.sh
+step scripts/helm-test.sh
+step scripts/image-test.sh
+# It builds a network namespace: root's.
+if [ "$(id -u)" -eq 0 ]; then step scripts/e2e-private-network.sh; else step sudo -E scripts/e2e-private-network.sh; fi
+step scripts/fuzz-smoke.sh

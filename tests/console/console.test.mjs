@@ -203,7 +203,8 @@ test('an agent registered in the browser connects, shows up without a reload, an
   assert.match(clientSecret, /^bsk_/);
   const command = await page.textContent('#start-command');
   assert.ok(command.includes(`--relay ${relay.agentsUrl}`), command);
-  assert.ok(command.includes(clientId) && command.includes(clientSecret), command);
+  assert.ok(command.includes(clientId) && command.includes('--client-secret-file '), command);
+  assert.ok(!command.includes(clientSecret), `the secret is not in the command: ${command}`);
   await page.click('button[data-copy=client-secret]');
   assert.equal(await page.evaluate(() => navigator.clipboard.readText()), clientSecret, 'Copy copies the secret');
 

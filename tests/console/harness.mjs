@@ -200,8 +200,9 @@ export async function startAgent({ relay, clientId, clientSecret, args = ['--all
   const proc = spawnLogged(
     'agent',
     binary('borealis-agent'),
-    ['--relay', relay.agentsUrl, '--client-id', clientId, '--client-secret', clientSecret, '--health-listen', '127.0.0.1:0', ...args],
-    childEnv({ BOREALIS_LOG: 'info,borealis_agent=debug', ...env }),
+    ['--relay', relay.agentsUrl, '--client-id', clientId, '--health-listen', '127.0.0.1:0', ...args],
+    // The secret from the environment, as the docs say: never on the command line.
+    childEnv({ BOREALIS_LOG: 'info,borealis_agent=debug', BOREALIS_CLIENT_SECRET: clientSecret, ...env }),
   );
   const kill = track(() => proc.signalAndWait('SIGKILL'), proc.killNow);
   try {

@@ -423,8 +423,14 @@ impl AgentProcess {
     ) -> Self {
         crate::tls::install_crypto();
         let mut command = command_under(wrapper, "borealis-agent");
+        // The secret from the environment, as the docs say (a flag would show
+        // it in the process list); empty: `args` names it.
+        command.env_remove("BOREALIS_CLIENT_SECRET").env_remove("BOREALIS_CLIENT_SECRET_FILE");
+        if !secret.is_empty() {
+            command.env("BOREALIS_CLIENT_SECRET", secret);
+        }
         command
-            .args(["--relay", relay_agents_url, "--client-id", client_id, "--client-secret", secret])
+            .args(["--relay", relay_agents_url, "--client-id", client_id])
             .args(["--health-listen", "127.0.0.1:0"])
             .args(args)
             .env("BOREALIS_LOG", "info,borealis_agent=debug");
@@ -508,7 +514,13 @@ pub fn run_agent_to_exit_with_env(
     within: Duration,
 ) -> (std::process::ExitStatus, String) {
     let mut command = Command::new(binary("borealis-agent"));
-    for name in ["BOREALIS_RELAY", "BOREALIS_TUNNEL_URL", "BOREALIS_CLIENT_ID", "BOREALIS_CLIENT_SECRET"] {
+    for name in [
+        "BOREALIS_RELAY",
+        "BOREALIS_TUNNEL_URL",
+        "BOREALIS_CLIENT_ID",
+        "BOREALIS_CLIENT_SECRET",
+        "BOREALIS_CLIENT_SECRET_FILE",
+    ] {
         command.env_remove(name);
     }
     let mut child = command

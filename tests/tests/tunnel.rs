@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use borealis_tests::process::{OutputText, run_agent_to_exit};
+use borealis_tests::process::{OutputText, run_agent_to_exit, run_agent_to_exit_with_env};
 use borealis_tests::{AgentProcess, RelayOptions, RelayProcess, eventually, servers};
 
 /// A relay with agent `test-rna` connected, allowed to reach `allow`.
@@ -94,6 +94,78 @@ async fn forwarding_returns_the_private_endpoints_status_headers_and_body() {
     // The destination gets the caller's Authorization, never the admin token.
     assert!(text.contains("x-echo-authorization: Bearer upstream-secret"), "{text}");
     assert!(text.ends_with("payload-123"), "{text}");
+}
+
+/// The agent's secret comes from a file or the environment, never needing
+/// the command line; on the command line it still works, with a warning;
+/// two sources, or an empty file, are refused naming the problem.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_agent_reads_its_secret_from_a_file_or_the_environment() {
+    let relay = RelayProcess::start(RelayOptions::default());
+    let (id, secret) = relay.create_agent("filed");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("client-secret");
+    std::fs::write(&file, format!("{secret}\n")).unwrap();
+    let path = file.to_str().unwrap();
+
+    let from_file = AgentProcess::start(&relay.agents_url, &id, "", &["--client-secret-file", path, "--allow-any"]);
+    from_file.wait_connected(Duration::from_secs(10)).await;
+    assert!(!from_file.log().contains(&secret), "the secret is not logged");
+    drop(from_file);
+    let from_env = AgentProcess::start_with_env(
+        &relay.agents_url,
+        &id,
+        "",
+        &["--allow-any"],
+        &[("BOREALIS_CLIENT_SECRET_FILE", path)],
+    );
+    from_env.wait_connected(Duration::from_secs(10)).await;
+    drop(from_env);
+    let on_the_line = AgentProcess::start(&relay.agents_url, &id, "", &["--client-secret", &secret, "--allow-any"]);
+    on_the_line.wait_connected(Duration::from_secs(10)).await;
+    assert!(on_the_line.log().contains("--client-secret puts the secret on the command line"), "{}", on_the_line.log());
+    drop(on_the_line);
+
+    let relay_url = relay.agents_url.as_str();
+    let both = ["--relay", relay_url, "--client-id", &id, "--client-secret-file", path, "--allow-any"];
+    let (status, stderr) =
+        run_agent_to_exit_with_env(&both, &[("BOREALIS_CLIENT_SECRET", &secret)], Duration::from_secs(15));
+    assert_eq!(status.code(), Some(2));
+    assert!(stderr.contains("give the client secret once"), "{stderr}");
+    let empty = dir.path().join("empty");
+    std::fs::write(&empty, "\n").unwrap();
+    let args =
+        ["--relay", relay_url, "--client-id", &id, "--client-secret-file", empty.to_str().unwrap(), "--allow-any"];
+    let (status, stderr) = run_agent_to_exit(&args, Duration::from_secs(15));
+    assert_eq!(status.code(), Some(2));
+    assert!(stderr.contains("is empty"), "{stderr}");
+    let (status, stderr) =
+        run_agent_to_exit(&["--relay", relay_url, "--client-id", &id, "--allow-any"], Duration::from_secs(15));
+    assert_eq!(status.code(), Some(2));
+    assert!(stderr.contains("give the client secret from `borealis agents create ID` in a file"), "{stderr}");
+
+    // What users copy never puts it on a command line.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut documents = vec![root.join("README.md"), root.join("deploy/borealis-agent.service")];
+    for dir in ["docs", "deploy/helm/borealis-agent"] {
+        for entry in std::fs::read_dir(root.join(dir)).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "md" || e == "yaml") {
+                documents.push(path);
+            }
+        }
+    }
+    for path in documents {
+        let text = std::fs::read_to_string(&path).unwrap();
+        for (n, line) in text.lines().enumerate() {
+            assert!(
+                !line.contains("--client-secret "),
+                "{}:{}: a secret on a command line: {line}",
+                path.display(),
+                n + 1
+            );
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -55,7 +55,9 @@ impl AgentConfig {
         }
         if self.client_id.is_empty() || self.client_secret.is_empty() {
             return Err(ConfigError(
-                "--client-id and --client-secret are required (from `borealis agents create ID`)".into(),
+                "--client-id and the client secret (--client-secret-file or BOREALIS_CLIENT_SECRET) are required \
+                 (from `borealis agents create ID`)"
+                    .into(),
             ));
         }
         if self.max_backoff.is_zero() {

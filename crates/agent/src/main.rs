@@ -22,9 +22,14 @@ struct Flags {
     /// Client id from `borealis agents create ID`.
     #[arg(long, env = "BOREALIS_CLIENT_ID", value_name = "ID")]
     client_id: String,
-    /// Client secret from `borealis agents create ID`.
+    /// A file holding the client secret from `borealis agents create ID`
+    /// (or the secret itself in BOREALIS_CLIENT_SECRET).
+    #[arg(long, env = "BOREALIS_CLIENT_SECRET_FILE", value_name = "PATH")]
+    client_secret_file: Option<PathBuf>,
+    /// The client secret; as a flag value `ps` shows it to everyone on the
+    /// host, so prefer --client-secret-file or BOREALIS_CLIENT_SECRET.
     #[arg(long, env = "BOREALIS_CLIENT_SECRET", value_name = "SECRET", hide_env_values = true)]
-    client_secret: String,
+    client_secret: Option<String>,
     /// The agent identifier to serve [default: the credential's].
     #[arg(long, env = "BOREALIS_AGENT_ID", value_name = "ID")]
     agent_id: Option<String>,
@@ -89,8 +94,15 @@ fn host_name() -> String {
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> ExitCode {
-    let flags = Flags::parse();
+    let matches = <Flags as clap::CommandFactory>::command().get_matches();
+    let flags = <Flags as clap::FromArgMatches>::from_arg_matches(&matches).unwrap_or_else(|err| err.exit());
     borealis_logging::init(flags.log_format);
+    if matches.value_source("client_secret") == Some(clap::parser::ValueSource::CommandLine) {
+        tracing::warn!(
+            "--client-secret puts the secret on the command line, where every user of this host can read it: \
+             use --client-secret-file PATH or BOREALIS_CLIENT_SECRET"
+        );
+    }
     match runtime(flags.worker_threads) {
         Ok(runtime) => runtime.block_on(run(flags)),
         Err(err) => {
@@ -129,6 +141,25 @@ fn relay_url(flag: Option<url::Url>) -> Result<url::Url, String> {
     url::Url::parse(&old).map_err(|e| format!("BOREALIS_RELAY {old:?}: {e}"))
 }
 
+/// The client secret: the file's (trimmed), else the flag's or the
+/// environment's.
+fn client_secret(given: Option<String>, file: Option<&std::path::Path>) -> Result<borealis_core::Secret, String> {
+    match (given, file) {
+        (Some(_), Some(_)) => Err("give the client secret once: --client-secret-file or BOREALIS_CLIENT_SECRET, \
+             not both"
+            .into()),
+        (None, Some(path)) => match std::fs::read_to_string(path) {
+            Ok(text) if !text.trim().is_empty() => Ok(text.trim().to_owned().into()),
+            Ok(_) => Err(format!("--client-secret-file {} is empty", path.display())),
+            Err(err) => Err(format!("--client-secret-file {}: {err}", path.display())),
+        },
+        (Some(secret), None) => Ok(secret.into()),
+        (None, None) => Err("give the client secret from `borealis agents create ID` in a file \
+             (--client-secret-file PATH, or BOREALIS_CLIENT_SECRET_FILE) or in BOREALIS_CLIENT_SECRET"
+            .into()),
+    }
+}
+
 async fn run(flags: Flags) -> ExitCode {
     let relay = match relay_url(flags.relay) {
         Ok(url) => url,
@@ -137,10 +168,17 @@ async fn run(flags: Flags) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let client_secret = match client_secret(flags.client_secret, flags.client_secret_file.as_deref()) {
+        Ok(secret) => secret,
+        Err(err) => {
+            eprintln!("borealis-agent: {err}");
+            return ExitCode::from(2);
+        }
+    };
     let config = AgentConfig {
         relay,
         client_id: flags.client_id,
-        client_secret: flags.client_secret.into(),
+        client_secret,
         agent_id: flags.agent_id,
         allow: flags.allow,
         allow_any: flags.allow_any,
@@ -178,7 +216,7 @@ async fn run(flags: Flags) -> ExitCode {
         }
         Err(err @ AgentError::Rejected(_)) => {
             eprintln!(
-                "borealis-agent: {err}. Check --client-id and --client-secret; a revoked or unknown credential needs `borealis agents create`."
+                "borealis-agent: {err}. Check the client id and secret; a revoked or unknown credential needs `borealis agents create`."
             );
             ExitCode::FAILURE
         }

@@ -279,7 +279,8 @@ pub fn start_agent(agents_url: &str, client_id: &str, client_secret: &str, echo_
     let mut command = Command::new(bin_dir().join("borealis-agent"));
     command
         .args(["--relay", agents_url, "--client-id", client_id])
-        .args(["--client-secret", client_secret, "--allow", echo_addr])
+        .args(["--allow", echo_addr])
+        .env("BOREALIS_CLIENT_SECRET", client_secret)
         .args(["--max-concurrency", "1024", "--max-body-bytes", &(4u64 << 30).to_string()])
         .env("BOREALIS_LOG", "warn,borealis_agent::session=info");
     let mut agent = Process::spawn("agent", command)?;

@@ -75,7 +75,7 @@ pub async fn register(
     let id = form.id.trim().to_owned();
     match correctable(credentials::create_credential(&state, CredentialKind::Agent, &operator.team, &id).await)? {
         Ok((client_id, client_secret)) => {
-            let command = start_command(&state, &uri, &headers, &client_id, &client_secret);
+            let command = start_command(&state, &uri, &headers, &client_id);
             let registered = Registered { agent_id: id, client_id, client_secret, command };
             let page = agents_page(&state, &operator, Some(registered), None, String::new()).await?;
             Ok(render(&page, StatusCode::CREATED))
@@ -151,13 +151,7 @@ async fn agents_page(
 /// The command that starts the agent with its new credential. The relay's
 /// agent listener as the browser reaches this relay: a wildcard address
 /// becomes the host the browser used.
-fn start_command(
-    state: &AppState,
-    uri: &http::Uri,
-    headers: &HeaderMap,
-    client_id: &str,
-    client_secret: &str,
-) -> String {
+fn start_command(state: &AppState, uri: &http::Uri, headers: &HeaderMap, client_id: &str) -> String {
     let scheme = if state.config.tls_cert.is_some() { "https" } else { "http" };
     let relay = match state.agents_addr {
         Some(addr) if !addr.ip().is_unspecified() => format!("{scheme}://{addr}"),
@@ -168,7 +162,12 @@ fn start_command(
         }
         None => format!("{scheme}://RELAY-HOST:PORT"),
     };
+    // The secret goes in a file, never in the command: the process list
+    // and the shell's history would show it.
     format!(
-        "borealis-agent --relay {relay} \\\n  --client-id {client_id} --client-secret {client_secret} \\\n  --allow HOST:PORT"
+        "# Save the client secret above in a file only the agent's user can read, e.g.\n\
+         # install -m 600 /dev/null /etc/borealis/agent-secret, then paste it in.\n\
+         borealis-agent --relay {relay} \\\n  --client-id {client_id} \\\n  \
+         --client-secret-file /etc/borealis/agent-secret \\\n  --allow HOST:PORT"
     )
 }
