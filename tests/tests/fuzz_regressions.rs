@@ -52,6 +52,7 @@ async fn an_agent_status_over_16_bits_is_refused_not_truncated() {
         protocol_version: borealis_protocol::PROTOCOL_VERSION,
         standby_calls: 0,
         allow_list: None,
+        lanes: 0,
     };
     to_relay.send(v1::AgentControl { msg: Some(agent_control::Msg::Hello(hello)) }).await.unwrap();
     let mut control = client.control(with_token(ReceiverStream::new(from_agent), &token)).await.unwrap().into_inner();

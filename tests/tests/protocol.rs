@@ -173,6 +173,7 @@ fn hello() -> v1::Hello {
         protocol_version: PROTOCOL_VERSION,
         standby_calls: 0,
         allow_list: None,
+        lanes: 0,
     }
 }
 
@@ -578,6 +579,18 @@ async fn standby_calls_are_granted_up_to_what_was_asked_and_the_relays_most() {
     let refused = raw.forward(standby(&one.welcome.session_id)).await.err().unwrap();
     assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
     raw.warned(&["refused an agent's call", "ResourceExhausted", "call=\"Forward\""]).await;
+}
+
+/// An agent that asks for lanes from a relay that serves none is granted
+/// none (`Welcome.lanes` 0, as a relay from before lanes answers): it
+/// falls back to `Forward` calls, which go on serving it.
+#[tokio::test(flavor = "multi_thread")]
+async fn lanes_asked_of_a_relay_that_serves_none_are_not_granted() {
+    let raw = Raw::start().await;
+    let asking = raw.session(v1::Hello { lanes: 8, standby_calls: 1, ..hello() }).await;
+    assert_eq!(asking.welcome.lanes, 0);
+    assert_eq!(asking.welcome.standby_calls, 1, "the rest of the hello is served as ever");
+    let _standby = raw.forward(standby(&asking.welcome.session_id)).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -62,6 +62,8 @@ pub async fn run_session(
         protocol_version: borealis_protocol::PROTOCOL_VERSION,
         standby_calls: config.standby_calls,
         allow_list: Some(allow_report(&config.allow_list())),
+        // Lanes are not spoken yet: requests come on `Forward` calls.
+        lanes: 0,
     };
     to_relay
         .send(control(agent_control::Msg::Hello(hello)))

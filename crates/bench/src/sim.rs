@@ -81,6 +81,7 @@ async fn session(
         // agent starts with.
         standby_calls: STANDBY_CALLS_AT_START,
         allow_list: None,
+        lanes: 0,
     };
     tx.send(v1::AgentControl { msg: Some(agent_control::Msg::Hello(hello)) }).await?;
     let mut request = tonic::Request::new(ReceiverStream::new(rx));

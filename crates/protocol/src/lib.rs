@@ -5,6 +5,7 @@
 //! same limits and codes.
 
 pub mod codec;
+pub mod lanes;
 
 pub mod v1 {
     #![allow(clippy::all, missing_docs)]

@@ -264,6 +264,8 @@ impl TunnelService {
                 heartbeat_interval_ms: interval.as_millis() as u32,
                 agent_id: session.info.agent.name.clone(),
                 standby_calls: session.info.standby_calls,
+                // No lanes are served yet: every request takes a `Forward` call.
+                lanes: 0,
             }))
             .await;
 
