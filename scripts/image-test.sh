@@ -305,17 +305,17 @@ HTTP_PORT=$(free_port)
 AGENTS_PORT=$(free_port)
 HEALTH_PORT=$(free_port)
 ECHO_PORT=$(free_port)
-ADMIN=$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')
 RELAY_URL=http://127.0.0.1:$HTTP_PORT
 
 # The relay: its data volume a tmpfs with the image directory's owner and
 # mode, as a new volume gets them; the addresses on loopback, as `-e` would.
 data_volume="/var/lib/borealis:$(stat -c %a:%u:%g "$RELAY_ROOT/var/lib/borealis")"
 start_image "$RELAY_IMAGE" "$RELAY_ROOT" "$WORK/relay.log" "$data_volume" "" \
-  "BOREALIS_LISTEN=127.0.0.1:$HTTP_PORT" "BOREALIS_AGENT_LISTEN=127.0.0.1:$AGENTS_PORT" \
-  "BOREALIS_ADMIN_TOKEN=$ADMIN" --
+  "BOREALIS_LISTEN=127.0.0.1:$HTTP_PORT" "BOREALIS_AGENT_LISTEN=127.0.0.1:$AGENTS_PORT" --
 RELAY_PID=$STARTED
 wait_for_log "$WORK/relay.log" "relay ready" 30 || fatal "the relay did not start"
+# No admin token given: the relay makes one in its volume, as the README's docker run does.
+ADMIN=$(cat "/proc/$RELAY_PID/root/var/lib/borealis/admin-token") || fatal "no admin-token in the data volume"
 check "relay: /readyz answers 200 ready" wait_for_http "$RELAY_URL/readyz" ready 10 "$RELAY_PID"
 check "relay: /healthz answers ok" wait_for_http "$RELAY_URL/healthz" ok 5 "$RELAY_PID"
 
@@ -339,7 +339,7 @@ check "relay: the root filesystem is read-only ($(root_mount_options "$RELAY_PID
 check "relay: runs /usr/local/bin/borealis-relay" test "$(readlink "/proc/$RELAY_PID/exe")" = "$RELAY_ROOT/usr/local/bin/borealis-relay"
 check "relay: its working directory is the data volume" test "$(readlink "/proc/$RELAY_PID/cwd")" = "$RELAY_ROOT/var/lib/borealis"
 check "relay: the data directory is 0700" test "$(stat -c %a "/proc/$RELAY_PID/root/var/lib/borealis")" = 700
-check "relay: the database is in the data volume" test -n "$(ls -A "/proc/$RELAY_PID/root/var/lib/borealis")"
+check "relay: the database is in the data volume" test -f "/proc/$RELAY_PID/root/var/lib/borealis/borealis.db"
 
 # An agent credential, made with the CLI from the host.
 "$BIN/borealis" --relay "$RELAY_URL" --token "$ADMIN" agents create img-agent >"$WORK/creds.txt" 2>"$WORK/cli.log" \
@@ -351,11 +351,16 @@ if [ -z "$CLIENT_ID" ] || ! [ -s "$WORK/client-secret" ]; then
   cat "$WORK/creds.txt"
   fatal "no credential from the CLI"
 fi
-check "relay: the image's CLI runs in it (as kubectl exec would)" bash -c '
+# In the relay's own namespace and root, as `docker exec` / `kubectl exec`
+# would run it: the image's env only, no token given; it finds the admin
+# token in the data dir the image names (BOREALIS_DATA_DIR).
+check "relay: the image's CLI runs in it with the token from the volume (as docker exec would)" bash -c '
   set -euo pipefail
-  unshare --mount --propagation private -- bash -c "$1" in-image "$2" "" "" / 65532 65532 \
-    PATH=/usr/local/bin "BOREALIS_ADMIN_TOKEN=$3" -- /usr/local/bin/borealis --relay "$4" agents list >"$5" 2>&1
-  grep -q img-agent "$5"' _ "$IN_IMAGE" "$RELAY_ROOT" "$ADMIN" "$RELAY_URL" "$WORK/cli-in-image.log"
+  nsenter=$(command -v nsenter)
+  env -i PATH=/usr/local/bin BOREALIS_DATA_DIR=/var/lib/borealis \
+    "$nsenter" --target "$1" --mount --root --wd --setuid 65532 --setgid 65532 \
+    /usr/local/bin/borealis --relay "$2" agents list >"$3" 2>&1
+  grep -q img-agent "$3" || { cat "$3" >&2; exit 1; }' _ "$RELAY_PID" "$RELAY_URL" "$WORK/cli-in-image.log"
 
 # The agent, its secret in a read-only tmpfs at /run/secret.
 start_image "$AGENT_IMAGE" "$AGENT_ROOT" "$WORK/agent.log" "" "$WORK/client-secret" -- \

@@ -17,7 +17,9 @@ step cargo nextest run --workspace "${profile[@]}"
 step scripts/console-test.sh
 step scripts/api-fuzz.sh
 step scripts/helm-test.sh
-step scripts/image-test.sh
-# It builds a network namespace: root's.
-if [ "$(id -u)" -eq 0 ]; then step scripts/e2e-private-network.sh; else step sudo -E scripts/e2e-private-network.sh; fi
+# These two are root's: the images' filesystems run in a mount namespace,
+# and the end-to-end run builds a network namespace.
+as_root() { if [ "$(id -u)" -eq 0 ]; then step "$@"; else step sudo -E "$@"; fi; }
+as_root scripts/image-test.sh
+as_root scripts/e2e-private-network.sh
 step scripts/fuzz-smoke.sh

@@ -147,7 +147,8 @@ function spawnLogged(name, file, args, env) {
 export async function startRelay(options = {}) {
   // `adminToken: null`: none (a relay with the admin token turned off).
   const adminToken = options.adminToken === null ? null : (options.adminToken ?? ADMIN_TOKEN);
-  const dataDir = await mkdtemp(path.join(tmpdir(), 'borealis-console-'));
+  // `dataDir`: one the test made and keeps (a restart on the same state); else a new one, removed at stop.
+  const dataDir = options.dataDir ?? (await mkdtemp(path.join(tmpdir(), 'borealis-console-')));
   const args = [
     '--data-dir', dataDir,
     '--listen', '127.0.0.1:0',
@@ -164,7 +165,7 @@ export async function startRelay(options = {}) {
     ...options.env,
   });
   const proc = spawnLogged('relay', binary('borealis-relay'), args, env);
-  const removeDir = () => rmSync(dataDir, { recursive: true, force: true });
+  const removeDir = () => options.dataDir || rmSync(dataDir, { recursive: true, force: true });
   const stop = track(
     async () => {
       await proc.signalAndWait('SIGTERM');

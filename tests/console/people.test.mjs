@@ -4,7 +4,7 @@
 // more; another team's deployment does not exist for them.
 
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
@@ -271,7 +271,7 @@ test("an ID token that is not the provider's, not for the relay, expired, unsign
 
 test('borealis login signs a person in through the device flow; the CLI then acts as them', async (t) => {
   const { spawn } = await import('node:child_process');
-  const { statSync, readFileSync } = await import('node:fs');
+  const { statSync } = await import('node:fs');
   const { binary } = await import('./harness.mjs');
   const { approveDevice } = await import('./oidc.mjs');
   const op = await startProvider({ skipConsent: true });
@@ -344,30 +344,47 @@ async function makeToken(page, relay, description) {
 }
 
 test('with the admin token off, a person in the admin group runs the organization; people make, use and revoke their own tokens', async (t) => {
-  const { existsSync } = await import('node:fs');
+  const { existsSync, rmSync } = await import('node:fs');
   const op = await startProvider({
     skipConsent: true,
     accounts: { carol: { name: 'Carol Admin', email: 'carol@example.test', groups: ['platform-admins'] } },
   });
   t.after(op.stop);
-  const relay = await relayFor(op, { adminToken: null, args: ['--oidc-admin-group', 'platform-admins', '--disable-admin-token'] });
+  const browser = await launchBrowser();
+  // First with the admin token: a console session signed in with it, and its file in the data dir.
+  const dataDir = mkdtempSync(path.join(tmpdir(), 'borealis-admin-off-'));
+  t.after(() => rmSync(dataDir, { recursive: true, force: true }));
+  const before = await relayFor(op, { adminToken: null, dataDir });
+  const token = readFileSync(path.join(dataDir, 'admin-token'), 'utf8').trim();
+  const admin = await newPage(browser, { watch: false });
+  await admin.page.goto(`${before.httpUrl}/sign-in`);
+  await admin.page.fill('#token', token);
+  await Promise.all([admin.page.waitForURL(`${before.httpUrl}/agents`), admin.page.click('button[type=submit]')]);
+  assert.equal((await cli(before, 'teams', 'list', { env: { BOREALIS_ADMIN_TOKEN: token } })).code, 0, 'the token works');
+  await before.stop();
+
+  // Then the same state, the admin token off: the file's token is refused, and the session ended.
+  const relay = await relayFor(op, {
+    adminToken: null,
+    dataDir,
+    args: ['--oidc-admin-group', 'platform-admins', '--disable-admin-token'],
+  });
   t.after(relay.stop);
-  assert.ok(!existsSync(path.join(relay.dataDir, 'admin-token')), 'no admin token is made');
-  // No token is the admin's: the CLI's, the API's, the console's.
-  const guess = 'an-admin-token-of-old-0123456789';
-  const noAdmin = await cli(relay, 'teams', 'list', { env: { BOREALIS_ADMIN_TOKEN: guess } });
+  assert.ok(existsSync(path.join(dataDir, 'admin-token')), 'the file is still there');
+  const noAdmin = await cli(relay, 'teams', 'list', { env: { BOREALIS_ADMIN_TOKEN: token } });
   assert.notEqual(noAdmin.code, 0);
   assert.match(noAdmin.stderr, /wrong token/);
+  const ended = await admin.page.goto(`${relay.httpUrl}/agents`);
+  assert.match(new URL(ended.url()).pathname, /^\/sign-in/, 'the admin session signed in before has ended');
   const form = await fetch(`${relay.httpUrl}/sign-in`, {
     method: 'POST',
     headers: { 'content-type': 'application/x-www-form-urlencoded' },
-    body: `token=${guess}&next=/agents`,
+    body: `token=${encodeURIComponent(token)}&next=/agents`,
     redirect: 'manual',
   });
   assert.equal(form.status, 401);
   assert.match(await form.text(), /The admin token is turned off on this relay/);
 
-  const browser = await launchBrowser();
   // Carol, in the admin group, signs in; the page offers no admin token.
   const carol = await newPage(browser);
   await carol.page.goto(`${relay.httpUrl}/agents`);
@@ -400,9 +417,9 @@ test('with the admin token off, a person in the admin group runs the organizatio
   const noTeam = await cli(relay, 'teams', 'create', 'team-z', asAlice);
   assert.match(noTeam.stderr, /needs the organization permission/);
   const notAll = await cli(relay, 'personal-tokens', 'list', '--all', asAlice);
-  assert.match(notAll.stderr, /only an organization admin may see every person's personal tokens/);
+  assert.match(notAll.stderr, /only an organization admin may reach another person's personal tokens/);
   const notHers = await cli(relay, 'personal-tokens', 'revoke', carols.split('_')[1], asAlice);
-  assert.match(notHers.stderr, /no live personal token "[0-9a-f]{16}" of yours/);
+  assert.match(notHers.stderr, /no live personal token "[0-9a-f]{16}" that you may revoke/);
 
   // She revokes it in the console; the CLI is refused from then on.
   const id = alices.split('_')[1];
@@ -421,4 +438,20 @@ test('with the admin token off, a person in the admin group runs the organizatio
   const revoked = (await cliJson(relay, 'audit', '--action', 'personal-token.revoke', asCarol)).entries[0];
   assert.deepEqual(revoked.actor, { kind: 'user', id: 'alice', name: 'Alice Approver' });
   assert.equal(revoked.outcome, 'allowed');
+  // Each token made is in the trail by its id, as its person, and under no team.
+  const tokensMade = (await cliJson(relay, 'audit', '--action', 'personal-token.create', asCarol)).entries;
+  assert.deepEqual(
+    tokensMade.map((e) => [e.actor.id, e.object, e.team ?? null]).sort(),
+    [['alice', `/tokens/${id}`, null], ['carol', `/tokens/${carols.split('_')[1]}`, null]],
+  );
+  // Alice leaves: an admin revokes every live token of hers (none is left, and carol's stay);
+  // then carol revokes all of her own at once.
+  const gone = await cliJson(relay, 'personal-tokens', 'revoke-all', '--person', 'alice', asCarol);
+  assert.deepEqual(gone, { person: 'alice', revoked: 0 });
+  const live = await cliJson(relay, 'personal-tokens', 'list', '--all', '--live', asCarol);
+  assert.deepEqual(live.personalTokens.map((p) => p.description), ['platform automation']);
+  const own = await cliJson(relay, 'personal-tokens', 'revoke-all', asCarol);
+  assert.deepEqual(own, { person: 'carol', revoked: 1 });
+  const after = await cli(relay, 'teams', 'list', asCarol);
+  assert.match(after.stderr, /the personal token of Carol Admin was revoked/);
 });

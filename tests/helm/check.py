@@ -3,17 +3,21 @@
 
     check.py versions CHART_DIR...          the oldest and newest Kubernetes versions to validate
     check.py split-crds IN OUT              OUT: IN without the Prometheus Operator kinds
-    check.py assert --helm H --rendered DIR --kube-version V
+    check.py assert --helm H --rendered DIR --kube-version V [--bin-dir target/debug]
 
 `assert` reads the charts' ci/ values files rendered into DIR/<chart>/<file>
 (at Kubernetes V), renders more variants itself with helm, and prints one line
 per failed check (FAIL ...), then how many checks ran and failed. Exit status
-1 when any failed.
+1 when any failed. It also holds every --flag in the rendered containers' args,
+and every BOREALIS_* variable in their env, against the binaries in --bin-dir
+(their --help; for the relay also the fields of RelayConfig, each of which it
+reads as BOREALIS_<FIELD>): a missing binary fails, saying to build it.
 """
 
 import argparse
 import base64
 import json
+import os
 import re
 import subprocess
 import sys
@@ -27,6 +31,25 @@ HELM_DIR = ROOT / "deploy" / "helm"
 AGENT = "borealis-agent"
 RELAY = "borealis-relay"
 CRD_GROUP = "monitoring.coreos.com/"
+RELAY_CONFIG_RS = ROOT / "crates" / "relay" / "src" / "config.rs"
+DATA_DIR = "/var/lib/borealis/data"
+
+# The binary each chart runs.
+BINARIES = {AGENT: "borealis-agent", RELAY: "borealis-relay"}
+
+# BOREALIS_* variables a binary reads that neither its --help names nor (for the
+# relay) RelayConfig's fields give: the name, the file that reads it (where the
+# name must appear), and why it is not a flag.
+ENV_ONLY = {
+    "borealis-relay": {
+        "BOREALIS_LOG": ("crates/logging/src/lib.rs",
+                         "the log filter (an EnvFilter), read by borealis_logging before the configuration, not a setting"),
+    },
+    "borealis-agent": {
+        "BOREALIS_LOG": ("crates/logging/src/lib.rs",
+                         "the log filter (an EnvFilter), read by borealis_logging before the configuration, not a setting"),
+    },
+}
 
 
 # ---------------------------------------------------------------- reporting
@@ -93,7 +116,7 @@ class Helm:
         p = subprocess.run([self.binary, *args], capture_output=True, text=True)
         return p.returncode, p.stdout, p.stderr
 
-    def template(self, chart, values=(), sets=(), kube=None, release="t"):
+    def template(self, chart, values=(), sets=(), kube=None, release="t", extra=()):
         args = ["template", release, str(HELM_DIR / chart)]
         for v in values:
             args += ["-f", str(v)]
@@ -101,11 +124,11 @@ class Helm:
             args += ["--set", s]
         if kube:
             args += ["--kube-version", kube]
-        return self.run(*args)
+        return self.run(*args, *extra)
 
-    def docs(self, chart, values=(), sets=(), kube=None):
-        rc, out, err = self.template(chart, values, sets, kube)
-        check(rc == 0, f"helm template {chart} {list(map(str, values))} {list(sets)} failed: {err.strip()}")
+    def docs(self, chart, values=(), sets=(), kube=None, extra=()):
+        rc, out, err = self.template(chart, values, sets, kube, extra=extra)
+        check(rc == 0, f"helm template {chart} {list(map(str, values))} {list(sets)} {list(extra)} failed: {err.strip()}")
         return docs_of(out) if rc == 0 else []
 
 
@@ -129,6 +152,11 @@ def container(deploy):
 
 def env_map(c):
     return {e["name"]: e for e in c.get("env", [])}
+
+
+def s_ref(env, name):
+    """The secretKeyRef of env NAME, or {}."""
+    return dig(env.get(name, {}), "valueFrom", "secretKeyRef", default={})
 
 
 def dig(d, *path, default=None):
@@ -185,15 +213,18 @@ def check_probes(deploy):
         check(dig(c, "startupProbe", "httpGet", "path") == "/healthz", "startupProbe path is not /healthz")
 
 
-def check_grace(deploy):
+def check_grace(deploy, factor):
+    """The kubelet waits longer than the binary may take to stop: --shutdown-grace
+    for the agent; twice it for the relay (agents drain for up to the grace, then
+    each listener's requests in flight get up to the grace)."""
     c = container(deploy)
     graces = arg_value(c.get("args", []), "--shutdown-grace")
     check(len(graces) == 1, f"--shutdown-grace given {len(graces)} times")
     if graces:
         grace = duration_seconds(graces[0])
         tgps = pod_spec(deploy).get("terminationGracePeriodSeconds")
-        check(isinstance(tgps, int) and tgps > grace,
-              f"terminationGracePeriodSeconds {tgps} does not exceed --shutdown-grace {graces[0]} ({grace}s)")
+        check(isinstance(tgps, int) and tgps > factor * grace,
+              f"terminationGracePeriodSeconds {tgps} does not exceed {factor} x --shutdown-grace {graces[0]} ({grace}s)")
 
 
 def check_no_secret_in_args_or_env(deploy):
@@ -350,7 +381,7 @@ def check_common(chart, docs, text, given):
     deploy = one(docs, "Deployment")
     check_restricted(deploy)
     check_probes(deploy)
-    check_grace(deploy)
+    check_grace(deploy, 2 if chart == RELAY else 1)
     check_no_secret_in_args_or_env(deploy)
     check_secrets_stay_in_secrets(docs, text, given)
     check_consistency(docs)
@@ -505,16 +536,20 @@ def relay_checks(helm, rendered, kube):
         check(arg_value(args, "--listen") == ["0.0.0.0:8080"], f"--listen is {arg_value(args, '--listen')}")
         check(arg_value(args, "--agent-listen") == ["0.0.0.0:9090"], f"--agent-listen is {arg_value(args, '--agent-listen')}")
         check(dig(env.get("POD_IP", {}), "valueFrom", "fieldRef", "fieldPath") == "status.podIP", "POD_IP is not status.podIP")
-        check(env.get("BOREALIS_PEER_URL", {}).get("value") == "http://$(POD_IP):8080",
-              f"BOREALIS_PEER_URL is {env.get('BOREALIS_PEER_URL')}")
+        peer_host = dig(values, "peer", "host", default="$(POD_IP)")
+        check(env.get("BOREALIS_PEER_URL", {}).get("value") == f"http://{peer_host}:8080",
+              f"BOREALIS_PEER_URL is {env.get('BOREALIS_PEER_URL')}, not http://{peer_host}:8080 (peer.host)")
         names = [e["name"] for e in c.get("env", [])]
         if "POD_IP" in names and "BOREALIS_PEER_URL" in names:
             check(names.index("POD_IP") < names.index("BOREALIS_PEER_URL"), "POD_IP must come before BOREALIS_PEER_URL")
         ports = {p["name"]: p["containerPort"] for p in c.get("ports", [])}
         check(ports == {"http": 8080, "grpc": 9090}, f"container ports are {ports}")
-        # The data dir: a directory inside the volume, on the claim with SQLite.
-        data_dir = arg_value(args, "--data-dir")
-        check(data_dir == ["/var/lib/borealis/data"], f"--data-dir is {data_dir}")
+        # The data dir: a directory inside the volume, on the claim with SQLite; in
+        # BOREALIS_DATA_DIR, not --data-dir, so that the CLI run in the pod finds
+        # the admin token there.
+        check(not arg_value(args, "--data-dir") and "--data-dir" not in args, "--data-dir in the args: the CLI would not see it")
+        check(env.get("BOREALIS_DATA_DIR", {}).get("value") == DATA_DIR,
+              f"BOREALIS_DATA_DIR is {env.get('BOREALIS_DATA_DIR')}, not {DATA_DIR}")
         mounts = {m["name"]: m["mountPath"] for m in c.get("volumeMounts", [])}
         check(mounts.get("data") == "/var/lib/borealis", "the data volume is not at /var/lib/borealis")
         volumes = {v["name"]: v for v in pod_spec(deploy).get("volumes", [])}
@@ -550,12 +585,33 @@ def relay_checks(helm, rendered, kube):
                 check(ref == {"name": existing, "key": dig(values, section, "key", default=default_key)},
                       f"{var} is not from the existing Secret {existing}: {ref}")
         oidc = values.get("oidc", {})
+        # The secret key and the admin token: given ones from their Secrets; none
+        # given, on SQLite none at all (the relay keeps its own in its data dir, which
+        # no rendering changes), with PostgreSQL generated (lookup reads nothing here).
+        def is_given(section):
+            return bool(dig(values, section, "existingSecret") or dig(values, section, "value"))
+        generated = dig(s_ref(env, "BOREALIS_SECRET_KEY"), "name", default="").endswith("-generated")
+        if is_given("secretKey"):
+            check("BOREALIS_SECRET_KEY" in env and not generated, "a given secret key is not the one passed")
+        elif has_db:
+            check(generated, "PostgreSQL without a secret key given: BOREALIS_SECRET_KEY is not from the generated Secret")
+        else:
+            check("BOREALIS_SECRET_KEY" not in env,
+                  "SQLite without a secret key given: BOREALIS_SECRET_KEY is passed; the relay's own (data dir) must be used")
+        generated = dig(s_ref(env, "BOREALIS_ADMIN_TOKEN"), "name", default="").endswith("-generated")
         if oidc.get("disableAdminToken"):
             check("BOREALIS_ADMIN_TOKEN" not in env, "BOREALIS_ADMIN_TOKEN with the admin token turned off")
             check("--disable-admin-token" in args, "no --disable-admin-token")
+        elif is_given("adminToken"):
+            check("BOREALIS_ADMIN_TOKEN" in env and not generated, "a given admin token is not the one passed")
+        elif has_db:
+            check(generated, "PostgreSQL without an admin token given: BOREALIS_ADMIN_TOKEN is not from the generated Secret")
         else:
-            check("BOREALIS_ADMIN_TOKEN" in env, "no BOREALIS_ADMIN_TOKEN")
-        check("BOREALIS_SECRET_KEY" in env, "no BOREALIS_SECRET_KEY")
+            check("BOREALIS_ADMIN_TOKEN" not in env,
+                  "SQLite without an admin token given: BOREALIS_ADMIN_TOKEN is passed; the relay's own (data dir) must be used")
+        if not has_db:
+            check(not [x for x in by_kind(docs, "Secret") if x["metadata"]["name"].endswith("-generated")],
+                  "SQLite: the chart generated a Secret of keys")
         if oidc.get("issuer"):
             check(arg_value(args, "--oidc-issuer") == [oidc["issuer"]], "--oidc-issuer")
             check(arg_value(args, "--oidc-admin-group") == oidc.get("adminGroups", []), "--oidc-admin-group")
@@ -634,8 +690,59 @@ def relay_checks(helm, rendered, kube):
     expect_failure(helm, chart, [default], ["oidc.issuer=https://sso.example.com"], "needs oidc.clientId", kube)
     expect_failure(helm, chart, [default], ["config.admin_token=abcdefghijklmnopq"], "config.admin_token is not taken here", kube)
     expect_failure(helm, chart, [default], ["config.listen=0.0.0.0:1"], "config.listen is not taken here", kube)
-    expect_failure(helm, chart, [default], ["terminationGracePeriodSeconds=30"], "must exceed shutdownGrace", kube)
+    expect_failure(helm, chart, [default], ["config.peer_url=http://x:8080"], "set peer.host", kube)
+    # TLS on the relay itself: refused wherever it could be set.
+    for sets in (["config.tls_cert=/tls/tls.crt"], ["config.tls_key=/tls/tls.key"], ["extraArgs={--tls-cert=/tls/tls.crt}"],
+                 ["extraArgs={--tls-key,/tls/tls.key}"], ["extraEnv[0].name=BOREALIS_TLS_CERT", "extraEnv[0].value=/x"]):
+        expect_failure(helm, chart, [default], sets, "terminate TLS at the Ingress", kube)
+    # Termination grace: over twice shutdownGrace.
+    expect_failure(helm, chart, [default], ["terminationGracePeriodSeconds=30"], "must exceed twice shutdownGrace", kube)
+    expect_failure(helm, chart, [default], ["terminationGracePeriodSeconds=60"], "must exceed twice shutdownGrace", kube)
+    docs = helm.docs(chart, [default], ["terminationGracePeriodSeconds=61"], kube)
+    if docs:
+        check(pod_spec(one(docs, "Deployment")).get("terminationGracePeriodSeconds") == 61,
+              "terminationGracePeriodSeconds=61 (over twice shutdownGrace 30s) is not taken")
     expect_failure(helm, chart, [default], ["secretKey.existingSecret=a", "secretKey.value=b"], "not both", kube)
+    # IPv6: peer.host.
+    docs = helm.docs(chart, [default], ["peer.host=[$(POD_IP)]"], kube)
+    if docs:
+        env = env_map(container(one(docs, "Deployment")))
+        check(env.get("BOREALIS_PEER_URL", {}).get("value") == "http://[$(POD_IP)]:8080",
+              f"peer.host=[$(POD_IP)]: BOREALIS_PEER_URL is {env.get('BOREALIS_PEER_URL')}")
+    # SQLite, nothing given: no key or token passed, no Secret generated, so that
+    # every rendering is the same (helm template, Argo CD) and an upgrade is fine.
+    first = helm.template(chart, [default], [], kube)
+    again = helm.template(chart, [default], [], kube, extra=["--is-upgrade"])
+    check(first[0] == 0 and again[0] == 0 and first[1] == again[1],
+          "SQLite with nothing given: two renderings (install, upgrade) differ, or one failed")
+    docs = docs_of(first[1]) if first[0] == 0 else []
+    if docs:
+        env = env_map(container(one(docs, "Deployment")))
+        check("BOREALIS_SECRET_KEY" not in env and "BOREALIS_ADMIN_TOKEN" not in env,
+              "SQLite with nothing given: BOREALIS_SECRET_KEY or BOREALIS_ADMIN_TOKEN is passed")
+        check(not by_kind(docs, "Secret"), "SQLite with nothing given: the chart makes a Secret")
+    # PostgreSQL, nothing given: generated at install (lookup reads nothing here) ...
+    pg = ["database.url=postgres://borealis@db/borealis"]
+    docs = helm.docs(chart, [default], pg, kube)
+    if docs:
+        env = env_map(container(one(docs, "Deployment")))
+        gen = [x for x in by_kind(docs, "Secret") if x["metadata"]["name"] == "t-borealis-relay-generated"]
+        check(len(gen) == 1 and set(gen[0].get("data", {})) == {"secret-key", "admin-token"},
+              "PostgreSQL with nothing given: no generated Secret of secret-key and admin-token")
+        for var, key in (("BOREALIS_SECRET_KEY", "secret-key"), ("BOREALIS_ADMIN_TOKEN", "admin-token")):
+            check(s_ref(env, var) == {"name": "t-borealis-relay-generated", "key": key}, f"PostgreSQL: {var} is not the generated {key}")
+    # ... and an upgrade that cannot read them back fails, naming what to give.
+    rc, _, err = helm.template(chart, [default], pg, kube, extra=["--is-upgrade"])
+    check(rc != 0 and "would generate a new secret key" in err and "secretKey.existingSecret" in err,
+          f"PostgreSQL upgrade with the generated key unreadable did not fail naming secretKey.existingSecret: {err.strip()}")
+    rc, _, err = helm.template(chart, [default], pg + ["secretKey.existingSecret=keys"], kube, extra=["--is-upgrade"])
+    check(rc != 0 and "would generate a new admin token" in err and "adminToken.existingSecret" in err,
+          f"PostgreSQL upgrade with the generated admin token unreadable did not fail naming adminToken.existingSecret: {err.strip()}")
+    docs = helm.docs(chart, [default], pg + ["secretKey.existingSecret=keys", "adminToken.existingSecret=keys"], kube,
+                     extra=["--is-upgrade"])
+    if docs:
+        check(not [x for x in by_kind(docs, "Secret") if x["metadata"]["name"].endswith("-generated")],
+              "PostgreSQL upgrade with both given: a generated Secret")
     # The checksum follows given secrets and the config file; generated keys do not
     # move it (two renderings generate two keys, and the same checksum).
     def checksum(*sets):
@@ -648,11 +755,16 @@ def relay_checks(helm, rendered, kube):
           "checksum/config did not change with the admin token")
     check(a != checksum("config.callback_timeout=12h"), "checksum/config did not change with config")
     check(a != checksum("database.existingSecret=db", "secretKey.existingSecret=keys"), "checksum/config did not change with the secrets' source")
-    # Termination grace follows shutdownGrace.
+    # Termination grace follows shutdownGrace: twice it (agents drain, then requests
+    # in flight finish), and 15 s.
     docs = helm.docs(chart, [default], ["shutdownGrace=1m"], kube)
     if docs:
+        check(pod_spec(one(docs, "Deployment")).get("terminationGracePeriodSeconds") == 135,
+              "terminationGracePeriodSeconds is not 2 x shutdownGrace (1m) + 15")
+    docs = helm.docs(chart, [default], [], kube)
+    if docs:
         check(pod_spec(one(docs, "Deployment")).get("terminationGracePeriodSeconds") == 75,
-              "terminationGracePeriodSeconds is not shutdownGrace (1m) + 15")
+              "terminationGracePeriodSeconds is not 2 x shutdownGrace (30s) + 15 by default")
     # No persistence: an emptyDir, no claim.
     docs = helm.docs(chart, [default], ["persistence.enabled=false"], kube)
     if docs:
@@ -758,6 +870,71 @@ def docs_checks(chart):
     walk(schema, [])
 
 
+# ---------------------------------------------------------------- the binaries
+
+def relay_config_keys():
+    """The fields of RelayConfig (crates/relay/src/config.rs): the relay reads each
+    as BOREALIS_<FIELD> (config::Environment, prefix BOREALIS)."""
+    text = RELAY_CONFIG_RS.read_text()
+    m = re.search(r"pub struct RelayConfig \{(.*?)\n\}", text, re.S)
+    fields = re.findall(r"^\s*pub (\w+):", m.group(1), re.M) if m else []
+    check(len(fields) > 20 and "data_dir" in fields and "secret_key" in fields,
+          f"{RELAY_CONFIG_RS.relative_to(ROOT)}: could not read RelayConfig's fields (found {fields})")
+    return fields
+
+
+def binary_checks(rendered, bin_dir):
+    """Every --flag in the containers' args and every BOREALIS_* variable in their
+    env, as rendered from every ci/ values file, is one the binary takes: its
+    --help names it; for the relay a variable may also be BOREALIS_<FIELD> of
+    RelayConfig; else it must be in ENV_ONLY, with the reason. And every flag and
+    variable the Deployment template can write is rendered by some ci/ file, so
+    that this covers it."""
+    for chart, binary in BINARIES.items():
+        check.context = f"{chart}: flags and variables against {binary} --help"
+        path = Path(bin_dir) / binary
+        if not (path.is_file() and os.access(path, os.X_OK)):
+            check(False, f"{path} is missing: run `cargo build --workspace --bins` first (scripts/test.sh does)")
+            continue
+        p = subprocess.run([str(path), "--help"], capture_output=True, text=True, timeout=120)
+        check(p.returncode == 0 and p.stdout.strip(), f"{path} --help failed ({p.returncode}): {p.stderr.strip()}")
+        help_text = p.stdout
+        known_flags = set(re.findall(r"(?<![\w-])(--[a-z0-9][a-z0-9-]*)", help_text))
+        known_env = {name: "its --help" for name in re.findall(r"\bBOREALIS_[A-Z0-9_]+\b", help_text)}
+        if binary == "borealis-relay":
+            for field in relay_config_keys():
+                known_env.setdefault(f"BOREALIS_{field.upper()}", f"RelayConfig.{field}")
+        for name, (source, reason) in ENV_ONLY[binary].items():
+            check(name in (ROOT / source).read_text(), f"ENV_ONLY {name}: {source} does not read it ({reason})")
+            known_env.setdefault(name, f"env only: {reason}")
+        flags_seen, env_seen = set(), set()
+        for f in sorted((rendered / chart).glob("*.yaml")):
+            for deploy in by_kind(docs_of(f.read_text()), "Deployment"):
+                spec = pod_spec(deploy)
+                for c in spec.get("containers", []) + spec.get("initContainers", []):
+                    for a in c.get("args", []) + c.get("command", []):
+                        if not isinstance(a, str) or not a.startswith("--"):
+                            continue
+                        flag = a.split("=", 1)[0]
+                        flags_seen.add(flag)
+                        check(flag in known_flags, f"{f.name}: container {c.get('name')} is given {flag}, which {binary} --help does not list")
+                    for e in c.get("env", []):
+                        name = e.get("name", "")
+                        if not name.startswith("BOREALIS_"):
+                            continue
+                        env_seen.add(name)
+                        check(name in known_env,
+                              f"{f.name}: container {c.get('name')} is given {name}: not in {binary} --help"
+                              + (", not a RelayConfig field" if binary == "borealis-relay" else "")
+                              + ", not in check.py's ENV_ONLY")
+        template = (HELM_DIR / chart / "templates" / "deployment.yaml").read_text()
+        for flag in sorted(set(re.findall(r"^\s*- (--[a-z0-9][a-z0-9-]*)\s*$", template, re.M)) - flags_seen):
+            check(False, f"templates/deployment.yaml can pass {flag}, but no ci/ values file renders it: it goes unchecked")
+        for name in sorted(set(re.findall(r"^\s*- name: (BOREALIS_[A-Z0-9_]+)\s*$", template, re.M)) - env_seen):
+            check(False, f"templates/deployment.yaml can set {name}, but no ci/ values file renders it: it goes unchecked")
+        print(f"NOTE {binary}: {len(flags_seen)} flags and {len(env_seen)} BOREALIS_* variables rendered, checked against its --help")
+
+
 # ---------------------------------------------------------------- commands
 
 def cmd_versions(charts):
@@ -795,9 +972,10 @@ def cmd_split(src, dst):
     print(f"{len(kept)} manifests to validate, {len(skipped)} skipped", file=sys.stderr)
 
 
-def cmd_assert(helm_bin, rendered, kube):
+def cmd_assert(helm_bin, rendered, kube, bin_dir):
     helm = Helm(helm_bin)
     rendered = Path(rendered)
+    binary_checks(rendered, bin_dir)
     agent_checks(helm, rendered, kube)
     relay_checks(helm, rendered, kube)
     for chart in (AGENT, RELAY):
@@ -819,13 +997,15 @@ def main():
     a.add_argument("--helm", required=True)
     a.add_argument("--rendered", required=True)
     a.add_argument("--kube-version", required=True)
+    a.add_argument("--bin-dir", default=str(ROOT / "target" / "debug"),
+                   help="where borealis-relay and borealis-agent are (default: target/debug)")
     args = parser.parse_args()
     if args.command == "versions":
         cmd_versions(args.charts)
     elif args.command == "split-crds":
         cmd_split(args.src, args.dst)
     else:
-        sys.exit(cmd_assert(args.helm, args.rendered, args.kube_version))
+        sys.exit(cmd_assert(args.helm, args.rendered, args.kube_version, args.bin_dir))
 
 
 if __name__ == "__main__":

@@ -146,6 +146,16 @@ pub struct PersonalToken {
     pub state: String,
 }
 
+/// The reply to `DELETE /api/v1/personal-tokens`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PersonalTokensRevoked {
+    /// Whose (the subject).
+    pub person: String,
+    /// How many live tokens were revoked.
+    pub revoked: u64,
+}
+
 /// `GET /api/v1/personal-tokens`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]

@@ -602,11 +602,29 @@ admin_path!(
     get "/api/v1/personal-tokens", list_personal_tokens,
     {
         tag = "people",
-        params(("all" = Option<bool>, Query, description = "Every person's (organization admins only)")),
+        params(
+            ("all" = Option<bool>, Query, description = "Every person's (organization admins only)"),
+            ("person" = Option<String>, Query, description = "One person's, by subject (organization admins, or one's own)"),
+            ("state" = Option<String>, Query, description = "`live`: neither revoked nor expired; `all` (the default): every one"),
+        ),
     },
     responses(
-        (status = 200, description = "Newest first", body = PersonalTokenList),
+        (status = 200, description = "Newest first, at most 500", body = PersonalTokenList),
         (status = 400, description = "An invalid query", body = Problem, content_type = PROBLEM),
+    )
+);
+
+admin_path!(
+    /// Revoke every live personal token of a person at once: one's own, or
+    /// (an organization admin) anyone's, for someone who left or whose tokens leaked.
+    delete "/api/v1/personal-tokens", revoke_personal_tokens,
+    {
+        tag = "people",
+        params(("person" = Option<String>, Query, description = "Whose, by subject (required for the admin token); default: one's own")),
+    },
+    responses(
+        (status = 200, description = "Revoked", body = PersonalTokensRevoked),
+        (status = 400, description = "No person named, or an invalid one", body = Problem, content_type = PROBLEM),
     )
 );
 
@@ -652,7 +670,7 @@ pub fn metrics() {}
         list_secrets, put_secret, delete_secret,
         create_team, list_teams, update_team, create_role_binding, list_role_bindings, delete_role_binding,
         create_service_account, list_service_accounts, revoke_service_account, list_audit,
-        list_personal_tokens, revoke_personal_token,
+        list_personal_tokens, revoke_personal_token, revoke_personal_tokens,
         callback, token, start_device_login, poll_device_login, healthz, readyz, metrics,
     ),
     modifiers(&SecuritySchemes, &Passthrough),

@@ -127,7 +127,7 @@ pub(crate) enum Command {
 
 #[derive(Subcommand, Debug)]
 pub(crate) enum TeamsCommand {
-    /// Create a team (the admin token only).
+    /// Create a team (an organization admin).
     Create { name: String },
     /// The teams you have a role in.
     List,
@@ -165,9 +165,21 @@ pub(crate) enum PersonalTokensCommand {
         /// Every person's (organization admins only).
         #[arg(long)]
         all: bool,
+        /// One person's, by the identity provider's subject (organization admins only).
+        #[arg(long, conflicts_with = "all")]
+        person: Option<String>,
+        /// Only live ones (neither revoked nor expired).
+        #[arg(long)]
+        live: bool,
     },
     /// Revoke one: it stops working at once.
     Revoke { id: String },
+    /// Revoke every live one of yours, or of --person (organization admins:
+    /// someone who left, or whose tokens leaked).
+    RevokeAll {
+        #[arg(long)]
+        person: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]

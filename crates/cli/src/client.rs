@@ -44,10 +44,15 @@ impl Relay {
             (Some(token), _) => token.trim().to_owned(),
             (None, Some(token)) => token.clone(),
             (None, None) => {
-                std::fs::read_to_string("borealis-data/admin-token").map(|t| t.trim().to_owned()).map_err(|_| {
+                // The relay's data dir, as the relay names it (in its image,
+                // and under its chart), else the default one here.
+                let data_dir = std::env::var_os("BOREALIS_DATA_DIR").filter(|d| !d.is_empty());
+                let data_dir = data_dir.map_or_else(|| std::path::PathBuf::from("borealis-data"), Into::into);
+                std::fs::read_to_string(data_dir.join("admin-token")).map(|t| t.trim().to_owned()).map_err(|_| {
                     Failure::bad_input(
-                        "no token: set BOREALIS_TOKEN (a service account's token), pass --token or set \
-                     BOREALIS_ADMIN_TOKEN (the admin token), or run where ./borealis-data/admin-token is",
+                        "no token: run borealis login, or set BOREALIS_TOKEN (a personal or service account's \
+                         token), or pass --token or set BOREALIS_ADMIN_TOKEN (the admin token), or run where \
+                         the relay's data dir ($BOREALIS_DATA_DIR, else ./borealis-data) holds admin-token",
                     )
                 })?
             }

@@ -1331,7 +1331,8 @@ fn personal_token(id: &str, subject: &str, created_secs: u64) -> PersonalToken {
 /// expired ones included, and no one else's; everyone's are listed for an
 /// organization admin; a listing holds its limit; an id is taken once; a
 /// person revokes only their own, and once, while an admin revokes
-/// anyone's.
+/// anyone's; live ones are listed alone when asked, and a person's live
+/// ones revoked at once.
 pub async fn personal_tokens_are_a_persons_own<H: Harness>(harness: &H) {
     let store = harness.open().await;
     let first = personal_token("t1", "ada", 10);
@@ -1348,16 +1349,16 @@ pub async fn personal_tokens_are_a_persons_own<H: Harness>(harness: &H) {
     assert_eq!(store.personal_token("t1").await.unwrap().unwrap().description, "ada's laptop (t1)");
     assert!(store.personal_token("nope").await.unwrap().is_none());
     let ids = |tokens: Vec<PersonalToken>| tokens.into_iter().map(|t| t.id).collect::<Vec<_>>();
-    assert_eq!(ids(store.personal_tokens(Some("ada"), 10).await.unwrap()), ["t4", "t3", "t1"], "newest first");
-    assert_eq!(ids(store.personal_tokens(Some("bob"), 10).await.unwrap()), ["t2"]);
-    assert!(store.personal_tokens(Some("cy"), 10).await.unwrap().is_empty(), "the duplicate was not stored");
+    assert_eq!(ids(store.personal_tokens(Some("ada"), None, 10).await.unwrap()), ["t4", "t3", "t1"], "newest first");
+    assert_eq!(ids(store.personal_tokens(Some("bob"), None, 10).await.unwrap()), ["t2"]);
+    assert!(store.personal_tokens(Some("cy"), None, 10).await.unwrap().is_empty(), "the duplicate was not stored");
     // An organization admin's view: every person's, interleaved by age.
-    let everyone = store.personal_tokens(None, 10).await.unwrap();
+    let everyone = store.personal_tokens(None, None, 10).await.unwrap();
     assert_eq!(ids(everyone.clone()), ["t4", "t3", "t2", "t1"], "everyone's, newest first");
     assert_eq!(everyone[3], first, "listed as made");
     // The newest within the limit, with a subject or without.
-    assert_eq!(ids(store.personal_tokens(Some("ada"), 2).await.unwrap()), ["t4", "t3"]);
-    assert_eq!(ids(store.personal_tokens(None, 3).await.unwrap()), ["t4", "t3", "t2"]);
+    assert_eq!(ids(store.personal_tokens(Some("ada"), None, 2).await.unwrap()), ["t4", "t3"]);
+    assert_eq!(ids(store.personal_tokens(None, None, 3).await.unwrap()), ["t4", "t3", "t2"]);
 
     let at = UNIX_EPOCH + Duration::from_secs(60);
     assert!(!store.revoke_personal_token(Some("bob"), "t1", at).await.unwrap(), "not his");
@@ -1366,7 +1367,7 @@ pub async fn personal_tokens_are_a_persons_own<H: Harness>(harness: &H) {
     assert!(!store.revoke_personal_token(Some("ada"), "t1", at).await.unwrap(), "revoked once");
     let revoked = store.personal_token("t1").await.unwrap().unwrap();
     assert_eq!(revoked, PersonalToken { revoked_at: Some(at), ..first });
-    let ada = store.personal_tokens(Some("ada"), 10).await.unwrap();
+    let ada = store.personal_tokens(Some("ada"), None, 10).await.unwrap();
     assert_eq!(
         ada.iter().map(|t| (t.id.as_str(), t.revoked_at)).collect::<Vec<_>>(),
         [("t4", None), ("t3", None), ("t1", Some(at))],
@@ -1381,12 +1382,26 @@ pub async fn personal_tokens_are_a_persons_own<H: Harness>(harness: &H) {
     assert!(!store.revoke_personal_token(None, "t2", later).await.unwrap(), "revoked once");
     assert!(!store.revoke_personal_token(None, "t1", later).await.unwrap(), "revoked already");
     assert!(!store.revoke_personal_token(None, "nope", later).await.unwrap());
-    let everyone = store.personal_tokens(None, 10).await.unwrap();
+    let everyone = store.personal_tokens(None, None, 10).await.unwrap();
     assert_eq!(
         everyone.iter().map(|t| (t.id.as_str(), t.revoked_at)).collect::<Vec<_>>(),
         [("t4", None), ("t3", None), ("t2", Some(later)), ("t1", Some(at))],
         "the earlier revocation kept, and no other token touched"
     );
+
+    // Live ones only: neither revoked nor expired at that time.
+    let now = UNIX_EPOCH + Duration::from_secs(100);
+    assert_eq!(ids(store.personal_tokens(Some("ada"), Some(now), 10).await.unwrap()), ["t3"]);
+    assert_eq!(ids(store.personal_tokens(None, Some(now), 10).await.unwrap()), ["t3"]);
+    let early = UNIX_EPOCH + Duration::from_secs(40);
+    assert_eq!(ids(store.personal_tokens(Some("ada"), Some(early), 10).await.unwrap()), ["t4", "t3"], "t1 revoked");
+    // A person's every live token at once (one who left): only theirs, only live ones.
+    store.create_personal_token(&personal_token("t5", "bob", 90)).await.unwrap();
+    assert_eq!(store.revoke_personal_tokens_of("ada", now).await.unwrap(), 1, "t3 alone was live");
+    assert_eq!(store.revoke_personal_tokens_of("ada", now).await.unwrap(), 0);
+    assert_eq!(store.personal_token("t4").await.unwrap().unwrap().revoked_at, None, "an expired one stays as it was");
+    assert_eq!(store.personal_token("t3").await.unwrap().unwrap().revoked_at, Some(now));
+    assert_eq!(ids(store.personal_tokens(None, Some(now), 10).await.unwrap()), ["t5"], "bob's untouched");
 }
 
 /// A team's rule against approving one's own deployment: off for every

@@ -135,8 +135,17 @@ pub trait IdentityStore: Send + Sync + 'static {
     async fn create_personal_token(&self, token: &PersonalToken) -> Result<(), StoreError>;
     async fn personal_token(&self, id: &str) -> Result<Option<PersonalToken>, StoreError>;
     /// A person's (by subject), or everyone's (`None`, for organization
-    /// admins); newest first, at most `limit`, revoked and expired ones included.
-    async fn personal_tokens(&self, subject: Option<&str>, limit: u32) -> Result<Vec<PersonalToken>, StoreError>;
+    /// admins); newest first, at most `limit`; with `live_at`, only those
+    /// neither revoked nor expired then, else revoked and expired ones too.
+    async fn personal_tokens(
+        &self,
+        subject: Option<&str>,
+        live_at: Option<SystemTime>,
+        limit: u32,
+    ) -> Result<Vec<PersonalToken>, StoreError>;
+    /// Revokes every live token of the person `subject` at `at` (one who
+    /// left, or whose tokens may have leaked); how many.
+    async fn revoke_personal_tokens_of(&self, subject: &str, at: SystemTime) -> Result<u64, StoreError>;
     /// Revokes token `id` at `at`: the person's (by subject), or whoever's
     /// it is (`None`, an organization admin revoking a leaked one); false
     /// when there is no live one of that id (theirs, when a subject is given).

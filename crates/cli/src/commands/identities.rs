@@ -2,8 +2,8 @@
 
 use borealis_api::{
     AuditList, BindingKind, CreateRoleBinding, CreateServiceAccount, CreateTeam, PersonalToken, PersonalTokenList,
-    RoleBinding, RoleBindingList, ServiceAccount, ServiceAccountCreated, ServiceAccountList, Team, TeamList,
-    UpdateTeam,
+    PersonalTokensRevoked, RoleBinding, RoleBindingList, ServiceAccount, ServiceAccountCreated, ServiceAccountList,
+    Team, TeamList, UpdateTeam,
 };
 
 use crate::args::{AuditArgs, PersonalTokensCommand, RoleBindingsCommand, ServiceAccountsCommand, TeamsCommand};
@@ -185,9 +185,18 @@ pub async fn audit(relay: &Relay, json: bool, args: &AuditArgs) -> Result<(), Fa
 
 pub async fn personal_tokens(relay: &Relay, json: bool, command: &PersonalTokensCommand) -> Result<(), Failure> {
     match command {
-        PersonalTokensCommand::List { all } => {
-            let path = if *all { "/api/v1/personal-tokens?all=true" } else { "/api/v1/personal-tokens" };
-            let list: PersonalTokenList = relay.get(path).await?;
+        PersonalTokensCommand::List { all, person, live } => {
+            let mut query = url::form_urlencoded::Serializer::new(String::new());
+            if *all {
+                query.append_pair("all", "true");
+            }
+            if let Some(person) = person {
+                query.append_pair("person", person);
+            }
+            if *live {
+                query.append_pair("state", "live");
+            }
+            let list: PersonalTokenList = relay.get(&format!("/api/v1/personal-tokens?{}", query.finish())).await?;
             if json {
                 render::json(&list);
             } else {
@@ -204,6 +213,18 @@ pub async fn personal_tokens(relay: &Relay, json: bool, command: &PersonalTokens
                 render::json(&token);
             } else {
                 say!("revoked personal token {} ({}) of {}", token.id, token.description, token.person.name);
+            }
+        }
+        PersonalTokensCommand::RevokeAll { person } => {
+            let path = match person {
+                Some(person) => format!("/api/v1/personal-tokens?person={}", urlencode(person)),
+                None => "/api/v1/personal-tokens".to_owned(),
+            };
+            let revoked: PersonalTokensRevoked = relay.delete(&path).await?;
+            if json {
+                render::json(&revoked);
+            } else {
+                say!("revoked {} live personal token(s) of {}", revoked.revoked, revoked.person);
             }
         }
     }

@@ -51,7 +51,10 @@ pub async fn login(relay: &Relay, base: &url::Url) -> Result<(), Failure> {
 /// from standard input (never a flag: the process list would show it),
 /// once the relay says whose it is.
 pub async fn login_with_token(cli: &Cli) -> Result<(), Failure> {
-    use std::io::Read;
+    use std::io::{IsTerminal, Read};
+    if std::io::stdin().is_terminal() {
+        eprintln!("Paste the personal token, then press Enter and Ctrl-D:");
+    }
     let mut text = String::new();
     std::io::stdin()
         .take(4096)

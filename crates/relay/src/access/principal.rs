@@ -11,6 +11,10 @@ use ring::digest;
 
 use super::rules::{Grants, Role};
 
+/// How long a sign-in holds: a token made at the CLI's sign-in, and an
+/// organization admin's reach through a personal token's groups.
+pub const SIGN_IN_LIFETIME: std::time::Duration = std::time::Duration::from_secs(12 * 3600);
+
 /// How a service account's token starts.
 pub const TOKEN_PREFIX: &str = "bsa_";
 
@@ -153,7 +157,14 @@ pub async fn personal(
     if !crate::auth::same_bytes(&hash(secret), &kept.secret_hash) {
         return Err(Unauthenticated::Wrong);
     }
-    let signed = person(store, &kept.person, admin_groups).await?;
+    let mut signed = person(store, &kept.person, admin_groups).await?;
+    // The groups are the provider's word when the token was made. An
+    // organization admin's reach is too much to rest on an old word: it
+    // holds only while the token is as young as a sign-in's own.
+    let age = now.duration_since(kept.created_at).unwrap_or_default();
+    if age > SIGN_IN_LIFETIME {
+        signed.grants.organization_admin = false;
+    }
     let name = format!("the personal token of {}", kept.person.name);
     if kept.revoked_at.is_some() {
         return Err(Unauthenticated::Revoked { actor: signed.actor, name });
@@ -202,7 +213,8 @@ mod tests {
     use super::*;
 
     /// A personal token acts as its person with the roles their bindings
-    /// give now; a wrong secret, a revoked or an expired token does not.
+    /// give now, an organization admin only in its first 12 hours; a wrong
+    /// secret, a revoked or an expired token does not.
     #[tokio::test]
     async fn a_personal_token_is_its_persons_until_it_expires_or_is_revoked() {
         use borealis_store::{BindingSubject, PersonalToken, RoleBinding};
@@ -240,6 +252,17 @@ mod tests {
         assert_eq!(signed.actor, Actor { kind: "user", id: "alice".into(), name: "Alice".into() });
         assert_eq!(signed.grants.roles, [("payments".to_owned(), Role::Approver)]);
         assert_eq!(signed.groups, ["payers"]);
+
+        // In an admin group: an organization admin while the token is young.
+        let admins = ["payers".to_owned()];
+        let (long_lived, kept_long) = keep(now + std::time::Duration::from_secs(30 * 86_400));
+        store.create_personal_token(&kept_long).await.unwrap();
+        let fresh = personal(&store, long_lived.expose(), now, &admins).await.unwrap().unwrap();
+        assert!(fresh.grants.organization_admin);
+        let day_later = now + std::time::Duration::from_secs(86_400);
+        let old = personal(&store, long_lived.expose(), day_later, &admins).await.unwrap().unwrap();
+        assert!(!old.grants.organization_admin, "the groups it carries are a day old");
+        assert_eq!(old.grants.roles, [("payments".to_owned(), Role::Approver)], "its team roles stay");
 
         let forged = format!("{PERSONAL_PREFIX}{}_{}", kept.id, "not-the-secret");
         assert!(matches!(personal(&store, &forged, now, &[]).await, Err(Unauthenticated::Wrong)));

@@ -177,6 +177,7 @@ pub const RULES: &[Rule] = &[
     rule("DELETE", "/api/v1/service-accounts/{id}", ManageTeam, "service-account.revoke"),
     rule("GET", "/api/v1/audit", ManageTeam, "audit.list"),
     rule("GET", "/api/v1/personal-tokens", Own, "personal-token.list"),
+    rule("DELETE", "/api/v1/personal-tokens", Own, "personal-token.revoke-all"),
     rule("DELETE", "/api/v1/personal-tokens/{id}", Own, "personal-token.revoke"),
 ];
 

@@ -226,6 +226,11 @@ pub async fn sign_in(
     check_origin(&state, &uri, &headers)?;
     let next = safe_next(form.next.as_deref());
     if state.config.disable_admin_token {
+        // Counted as any wrong token is, so that no one fills the trail.
+        let turned_off = "an admin token at the console's sign-in, which is turned off";
+        if let Some(wait) = state.auth_guard.failed(peer, "console_sign_in", Some("admin"), turned_off) {
+            return Ok(Failure(too_many_failures_problem(wait)).into_response());
+        }
         record_refused_sign_in(&state, &uri, peer).await;
         let turned_off = "The admin token is turned off on this relay: sign in with your identity provider.";
         return Ok(render(&SignInPage::new(&state, next, Some(turned_off)), StatusCode::UNAUTHORIZED));
@@ -310,6 +315,12 @@ pub async fn require_session(State(state): State<Arc<AppState>>, request: Reques
             400.. => "failed",
             _ => "allowed",
         };
+        if let Some(crate::http::authorize::AuditedObject(object)) = response.extensions().get() {
+            asked.path = object.clone();
+        }
+        if asked.action.starts_with("personal-token.") {
+            asked.team = None;
+        }
         crate::http::authorize::record(&state, &asked, &operator.principal.actor, outcome, status).await;
     }
     response

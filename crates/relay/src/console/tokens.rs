@@ -97,9 +97,12 @@ pub async fn create(
                 "personal token made in the console"
             );
             let expires = when(&borealis_engine::clock::rfc3339(kept.expires_at));
+            let object = crate::http::authorize::AuditedObject(format!("/tokens/{}", kept.id));
             let created = Some((kept.description, token.expose().to_owned(), expires));
             let page = tokens_page(&state, &operator, false, created, None, String::new()).await?;
-            Ok(render(&page, StatusCode::CREATED))
+            let mut response = render(&page, StatusCode::CREATED);
+            response.extensions_mut().insert(object);
+            Ok(response)
         }
         Err(problem) => {
             let page = tokens_page(&state, &operator, false, None, Some(problem.detail), form.description).await?;
@@ -143,8 +146,9 @@ async fn tokens_page(
 ) -> Result<TokensPage, Failure> {
     let grants = &operator.principal.grants;
     let all = all || !grants.person;
-    let tokens = personal::list(&*state.store, &operator.principal, all).await.map_err(personal_problem)?;
     let now = SystemTime::now();
+    let listing = personal::Listing { everyone: all, ..personal::Listing::default() };
+    let tokens = personal::list(&*state.store, &operator.principal, &listing, now).await.map_err(personal_problem)?;
     Ok(TokensPage {
         chrome: Chrome::new("tokens", operator),
         person: grants.person,

@@ -47,6 +47,12 @@ impl Reach {
     }
 }
 
+/// The object a change made, when its path does not name it (a token just
+/// made): a handler puts it in its response's extensions, and the audit
+/// entry names it instead of the path.
+#[derive(Debug, Clone)]
+pub struct AuditedObject(pub String);
+
 /// A request as its audit entry names it.
 pub(crate) struct Asked {
     pub action: &'static str,
@@ -110,7 +116,10 @@ pub async fn authorize(State(state): State<Arc<AppState>>, mut request: Request,
         let problem = Problem::bad_request("invalid-team", format!("{:?} is not a team name", shorten(&team)));
         return with_id(problem.into_response(), &request_id);
     }
-    asked.team = Some(team.clone());
+    // A person's own tokens are no team's: a team named here would file
+    // them in a trail the person may have no part in.
+    let own = rule.permission(false) == rules::Permission::Own;
+    asked.team = (!own).then(|| team.clone());
     let through_agent = param("agent").is_some();
     // A run or deployment reached by id is judged in its own team, once
     // found ([`Reach`]); here only whether the caller could hold it anywhere.
@@ -137,6 +146,9 @@ pub async fn authorize(State(state): State<Arc<AppState>>, mut request: Request,
     let changes = !matches!(rule.method, "GET" | "HEAD") || rule.action == "proxy";
     if changes {
         let outcome = if status.is_client_error() || status.is_server_error() { "failed" } else { "allowed" };
+        if let Some(AuditedObject(object)) = response.extensions().get::<AuditedObject>() {
+            asked.path = object.clone();
+        }
         record(&state, &asked, &actor, outcome, status).await;
     }
     with_id(response, &request_id)

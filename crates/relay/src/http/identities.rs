@@ -386,15 +386,19 @@ pub(crate) fn personal_problem(err: PersonalError) -> Problem {
         PersonalError::TooMany { .. } => Problem::new(StatusCode::CONFLICT, "too-many-personal-tokens", detail),
         PersonalError::NotFound(_) => Problem::new(StatusCode::NOT_FOUND, "unknown-personal-token", detail),
         PersonalError::NotOrganizationAdmin => Problem::new(StatusCode::FORBIDDEN, "forbidden", detail),
+        PersonalError::NoPerson => Problem::bad_request("no-person", detail),
         PersonalError::Store(err) => err.into(),
     }
 }
 
-/// `?all=true`: every person's.
+/// `?all=true`: every person's; `?person=SUBJECT`: one person's;
+/// `?state=live`: only live ones.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct PersonalTokenParams {
     #[serde(default)]
     pub all: bool,
+    pub person: Option<String>,
+    pub state: Option<String>,
 }
 
 pub async fn list_personal_tokens(
@@ -402,8 +406,18 @@ pub async fn list_personal_tokens(
     Extension(principal): Extension<Principal>,
     QueryOf(params): QueryOf<PersonalTokenParams>,
 ) -> Result<Response, Problem> {
-    let tokens = personal::list(&*state.store, &principal, params.all).await.map_err(personal_problem)?;
+    let live_only = match params.state.as_deref() {
+        None | Some("" | "all") => false,
+        Some("live") => true,
+        Some(other) => {
+            let detail = format!("state {:?} is not one of live, all", other.chars().take(32).collect::<String>());
+            return Err(Problem::bad_request("invalid-query", detail));
+        }
+    };
+    let person = params.person.filter(|p| !p.is_empty());
+    let listing = personal::Listing { everyone: params.all, person, live_only };
     let now = SystemTime::now();
+    let tokens = personal::list(&*state.store, &principal, &listing, now).await.map_err(personal_problem)?;
     let personal_tokens = tokens.iter().map(|token| describe_personal(token, now)).collect();
     Ok(Json(borealis_api::PersonalTokenList { personal_tokens }).into_response())
 }
@@ -417,4 +431,28 @@ pub async fn revoke_personal_token(
     let revoked = personal::revoke(&*state.store, &principal, &id, now).await.map_err(personal_problem)?;
     tracing::info!(token = revoked.id.as_str(), person = revoked.person.subject.as_str(), "personal token revoked");
     Ok(Json(describe_personal(&revoked, now)).into_response())
+}
+
+/// `?person=SUBJECT`: whose (an organization admin's reach); else one's own.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct RevokeAllParams {
+    pub person: Option<String>,
+}
+
+pub async fn revoke_personal_tokens(
+    State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Principal>,
+    QueryOf(params): QueryOf<RevokeAllParams>,
+) -> Result<Response, Problem> {
+    let person = params.person.filter(|p| !p.is_empty());
+    let revoked = personal::revoke_all(&*state.store, &principal, person.as_deref(), SystemTime::now())
+        .await
+        .map_err(personal_problem)?;
+    let whose = person.as_deref().unwrap_or(principal.actor.id.as_str());
+    tracing::info!(person = whose, revoked, "every live personal token of a person revoked");
+    let mut response = Json(borealis_api::PersonalTokensRevoked { person: whose.to_owned(), revoked }).into_response();
+    response
+        .extensions_mut()
+        .insert(super::authorize::AuditedObject(format!("/api/v1/personal-tokens?person={whose}")));
+    Ok(response)
 }

@@ -84,6 +84,16 @@ pub async fn poll(
         .await
         .map_err(super::identities::personal_problem)?;
     tracing::info!(person = person.subject.as_str(), token = kept.id.as_str(), "signed in through the device flow");
+    // A token made is a change like any other: in the trail, as its person.
+    let asked = super::authorize::Asked {
+        action: "personal-token.create",
+        path: format!("/api/v1/personal-tokens/{}", kept.id),
+        team: None,
+        source: remote.map(|r| r.0.0.ip()),
+        request_id: uuid::Uuid::new_v4().to_string(),
+    };
+    let actor = crate::access::principal::Actor { kind: "user", id: person.subject.clone(), name: person.name.clone() };
+    super::authorize::record(&state, &asked, &actor, "allowed", StatusCode::OK).await;
     Ok(Json(borealis_api::DeviceLoginResult {
         pending: false,
         slow_down: false,

@@ -63,7 +63,10 @@ pub fn http_router(state: Arc<AppState>) -> Router {
         )
         .route("/api/v1/service-accounts/{id}", delete(identities::revoke_service_account))
         .route("/api/v1/audit", get(identities::list_audit))
-        .route("/api/v1/personal-tokens", get(identities::list_personal_tokens))
+        .route(
+            "/api/v1/personal-tokens",
+            get(identities::list_personal_tokens).delete(identities::revoke_personal_tokens),
+        )
         .route("/api/v1/personal-tokens/{id}", delete(identities::revoke_personal_token))
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize::authorize));
     Router::new()

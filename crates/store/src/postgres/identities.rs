@@ -187,12 +187,21 @@ impl IdentityStore for PostgresStore {
         Ok(row.as_ref().map(rows::personal_token))
     }
 
-    async fn personal_tokens(&self, subject: Option<&str>, limit: u32) -> Result<Vec<PersonalToken>, StoreError> {
+    async fn personal_tokens(
+        &self,
+        subject: Option<&str>,
+        live_at: Option<SystemTime>,
+        limit: u32,
+    ) -> Result<Vec<PersonalToken>, StoreError> {
         let rows = sqlx::query(
-            "SELECT * FROM personal_tokens WHERE $1 IS NULL OR subject = $2 ORDER BY created_at DESC, id DESC LIMIT $3",
+            "SELECT * FROM personal_tokens WHERE ($1 IS NULL OR subject = $2) \
+             AND ($3 IS NULL OR (revoked_at IS NULL AND expires_at > $4)) \
+             ORDER BY created_at DESC, id DESC LIMIT $5",
         )
         .bind(subject.map(storable))
         .bind(subject.map(storable))
+        .bind(live_at.map(unix_ms))
+        .bind(live_at.map(unix_ms))
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await
@@ -209,5 +218,15 @@ impl IdentityStore for PostgresStore {
         .bind(subject.map(storable))
         .bind(storable(id));
         Ok(update.execute(&self.pool).await.map_err(db)?.rows_affected() > 0)
+    }
+
+    async fn revoke_personal_tokens_of(&self, subject: &str, at: SystemTime) -> Result<u64, StoreError> {
+        let update = sqlx::query(
+            "UPDATE personal_tokens SET revoked_at = $1 WHERE subject = $2 AND revoked_at IS NULL AND expires_at > $3",
+        )
+        .bind(unix_ms(at))
+        .bind(storable(subject))
+        .bind(unix_ms(at));
+        Ok(update.execute(&self.pool).await.map_err(db)?.rows_affected())
     }
 }

@@ -488,7 +488,7 @@ async fn the_copy_from_sqlite_keeps_each_objects_team() {
     assert_eq!(target.role_bindings(None).await.unwrap(), std::slice::from_ref(&binding));
     assert_eq!(target.bindings_of("someone", &["ops".into()]).await.unwrap(), [binding]);
     assert_eq!(
-        target.personal_tokens(Some("sub-ada"), 10).await.unwrap(),
+        target.personal_tokens(Some("sub-ada"), None, 10).await.unwrap(),
         [token],
         "with its person, description and revocation"
     );

@@ -187,12 +187,21 @@ impl IdentityStore for SqliteStore {
         Ok(row.as_ref().map(rows::personal_token))
     }
 
-    async fn personal_tokens(&self, subject: Option<&str>, limit: u32) -> Result<Vec<PersonalToken>, StoreError> {
+    async fn personal_tokens(
+        &self,
+        subject: Option<&str>,
+        live_at: Option<SystemTime>,
+        limit: u32,
+    ) -> Result<Vec<PersonalToken>, StoreError> {
         let rows = sqlx::query(
-            "SELECT * FROM personal_tokens WHERE ? IS NULL OR subject = ? ORDER BY created_at DESC, id DESC LIMIT ?",
+            "SELECT * FROM personal_tokens WHERE (? IS NULL OR subject = ?) \
+             AND (? IS NULL OR (revoked_at IS NULL AND expires_at > ?)) \
+             ORDER BY created_at DESC, id DESC LIMIT ?",
         )
         .bind(subject.map(storable))
         .bind(subject.map(storable))
+        .bind(live_at.map(unix_ms))
+        .bind(live_at.map(unix_ms))
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await
@@ -209,5 +218,15 @@ impl IdentityStore for SqliteStore {
         .bind(subject.map(storable))
         .bind(storable(id));
         Ok(self.writes.execute(update).await.map_err(db)?.rows_affected() > 0)
+    }
+
+    async fn revoke_personal_tokens_of(&self, subject: &str, at: SystemTime) -> Result<u64, StoreError> {
+        let update = sqlx::query(
+            "UPDATE personal_tokens SET revoked_at = ? WHERE subject = ? AND revoked_at IS NULL AND expires_at > ?",
+        )
+        .bind(unix_ms(at))
+        .bind(storable(subject))
+        .bind(unix_ms(at));
+        Ok(self.writes.execute(update).await.map_err(db)?.rows_affected())
     }
 }

@@ -62,12 +62,17 @@ rounded up.
 {{- div (add $ms 999) 1000 }}
 {{- end }}
 
-{{/* The termination grace period: the value, or shutdownGrace + 15 s. */}}
+{{/*
+The termination grace period: the value, or 2 x shutdownGrace + 15 s. On SIGTERM
+the relay first waits up to shutdownGrace for its agents to drain, then gives each
+listener up to shutdownGrace more for the requests in flight: up to about twice
+shutdownGrace in all, and 15 s for the rest of the shutdown.
+*/}}
 {{- define "borealis-relay.terminationGracePeriodSeconds" -}}
 {{- if .Values.terminationGracePeriodSeconds }}
 {{- .Values.terminationGracePeriodSeconds | int }}
 {{- else }}
-{{- add (include "borealis-relay.durationSeconds" .Values.shutdownGrace | int) 15 }}
+{{- add (mul (include "borealis-relay.durationSeconds" .Values.shutdownGrace | int) 2) 15 }}
 {{- end }}
 {{- end }}
 
@@ -113,22 +118,45 @@ rounded up.
 {{- end }}
 
 {{/*
+The data of the Secret <fullname>-generated as the cluster has it, as JSON: {}
+when it is not there, or helm cannot read it (lookup reads nothing under
+`helm template`, `--dry-run=client`, or without RBAC to get Secrets).
+*/}}
+{{- define "borealis-relay.generatedInCluster" -}}
+{{- $name := printf "%s-generated" (include "borealis-relay.fullname" .) }}
+{{- dig "data" (dict) (lookup "v1" "Secret" .Release.Namespace $name) | toJson }}
+{{- end }}
+
+{{/*
 Where each secret comes from. Called with (dict "ctx" $ "item" NAME), NAME one
 of secretKey, adminToken, database, oidcClientSecret; gives a YAML map
 {source: existing|given|generated, name, key}, or nothing when the relay gets
-none (no database, no oidc, the admin token turned off).
+none (no database, no oidc, the admin token turned off, or on SQLite the secret
+key and the admin token the relay keeps in its data dir).
+
+The chart generates the secret key and the admin token only with PostgreSQL,
+where replicas share them and an emptyDir data dir cannot keep them. On SQLite
+the relay makes its own, the files secret-key and admin-token in its data dir on
+the claim, which no re-rendering can change; a key an earlier version of this
+chart generated there (found by lookup) is kept, or the data it encrypted would
+be unreadable.
 */}}
 {{- define "borealis-relay.secretSource" -}}
 {{- $v := .ctx.Values }}
 {{- $full := include "borealis-relay.fullname" .ctx }}
+{{- $db := include "borealis-relay.hasDatabase" .ctx }}
 {{- $src := dict }}
 {{- $generate := false }}
+{{- if or (eq .item "secretKey") (eq .item "adminToken") }}
+{{- $old := dict }}
+{{- if not $db }}{{ $old = include "borealis-relay.generatedInCluster" .ctx | fromJson }}{{ end }}
 {{- if eq .item "secretKey" }}
 {{- $src = $v.secretKey }}
-{{- $generate = true }}
-{{- else if eq .item "adminToken" }}
+{{- $generate = or $db (hasKey $old "secret-key") }}
+{{- else }}
 {{- $src = $v.adminToken }}
-{{- $generate = not $v.oidc.disableAdminToken }}
+{{- $generate = and (not $v.oidc.disableAdminToken) (or $db (hasKey $old "admin-token")) }}
+{{- end }}
 {{- else if eq .item "database" }}
 {{- $src = dict "existingSecret" $v.database.existingSecret "key" $v.database.key "value" $v.database.url }}
 {{- else if eq .item "oidcClientSecret" }}
@@ -172,29 +200,35 @@ key: {{ $key }}
 {{- end }}
 
 {{/*
-Settings the chart sets from its own values (or that are secrets): refused in
-.Values.config, with the value to use instead.
+Settings the chart sets from its own values (or that are secrets, or that it
+cannot serve): refused in .Values.config, with what to do instead.
 */}}
 {{- define "borealis-relay.managedSettings" -}}
-data_dir: the chart's data volume (persistence.*)
-listen: the chart (0.0.0.0:8080)
-agent_listen: the chart (0.0.0.0:9090)
-peer_url: the chart (the pod's IP)
-public_url: publicUrl
-shutdown_grace: shutdownGrace
-log_format: logFormat
-trusted_proxies: trustedProxies
-database_url: database.existingSecret (a secret)
-secret_key: secretKey.existingSecret (a secret)
-admin_token: adminToken.existingSecret (a secret)
-oidc_client_secret: oidc.clientSecret.existingSecret (a secret)
-oidc_client_secret_file: oidc.clientSecret.existingSecret
-oidc_issuer: oidc.issuer
-oidc_client_id: oidc.clientId
-oidc_admin_groups: oidc.adminGroups
-oidc_groups_claim: oidc.groupsClaim
-oidc_scopes: oidc.scopes
-disable_admin_token: oidc.disableAdminToken
+data_dir: "set persistence.* (the chart's data volume)"
+listen: "the chart sets it (0.0.0.0:8080)"
+agent_listen: "the chart sets it (0.0.0.0:9090)"
+peer_url: "set peer.host (the chart writes http://<peer.host>:8080)"
+public_url: "set publicUrl"
+shutdown_grace: "set shutdownGrace"
+log_format: "set logFormat"
+trusted_proxies: "set trustedProxies"
+database_url: "set database.existingSecret (a secret)"
+secret_key: "set secretKey.existingSecret (a secret)"
+admin_token: "set adminToken.existingSecret (a secret)"
+oidc_client_secret: "set oidc.clientSecret.existingSecret (a secret)"
+oidc_client_secret_file: "set oidc.clientSecret.existingSecret"
+oidc_issuer: "set oidc.issuer"
+oidc_client_id: "set oidc.clientId"
+oidc_admin_groups: "set oidc.adminGroups"
+oidc_groups_claim: "set oidc.groupsClaim"
+oidc_scopes: "set oidc.scopes"
+disable_admin_token: "set oidc.disableAdminToken"
+tls_cert: {{ include "borealis-relay.noTls" . | quote }}
+tls_key: {{ include "borealis-relay.noTls" . | quote }}
+{{- end }}
+
+{{- define "borealis-relay.noTls" -}}
+this chart runs the relay on plain HTTP (its probes, the peer URL and the Services assume it): terminate TLS at the Ingress (ingress.tls, agentIngress.tls) or at the load balancer (agentService.annotations)
 {{- end }}
 
 {{/* .Values.config as TOML: one `key = value` line each, keys sorted. */}}
@@ -202,7 +236,7 @@ disable_admin_token: oidc.disableAdminToken
 {{- $managed := include "borealis-relay.managedSettings" . | fromYaml }}
 {{- range $k := keys .Values.config | sortAlpha }}
 {{- if hasKey $managed $k }}
-{{- fail (printf "borealis-relay: config.%s is not taken here: set %s" $k (get $managed $k)) }}
+{{- fail (printf "borealis-relay: config.%s is not taken here: %s" $k (get $managed $k)) }}
 {{- end }}
 {{- $val := get $.Values.config $k }}
 {{- if kindIs "slice" $val }}
@@ -287,8 +321,31 @@ disable_admin_token: oidc.disableAdminToken
 {{- fail "borealis-relay: give podDisruptionBudget.minAvailable or podDisruptionBudget.maxUnavailable, not both" }}
 {{- end }}
 {{- $grace := include "borealis-relay.durationSeconds" $v.shutdownGrace | atoi }}
-{{- if and $v.terminationGracePeriodSeconds (le (int $v.terminationGracePeriodSeconds) $grace) }}
-{{- fail (printf "borealis-relay: terminationGracePeriodSeconds (%d) must exceed shutdownGrace (%s = %ds), or the kubelet kills requests the relay is still finishing; 0 computes it" (int $v.terminationGracePeriodSeconds) $v.shutdownGrace $grace) }}
+{{- if and $v.terminationGracePeriodSeconds (le (int $v.terminationGracePeriodSeconds) (mul 2 $grace)) }}
+{{- fail (printf "borealis-relay: terminationGracePeriodSeconds (%d) must exceed twice shutdownGrace (%s = %ds: agents drain for up to shutdownGrace, then requests in flight get up to shutdownGrace), or the kubelet kills requests the relay is still finishing; 0 computes 2 x shutdownGrace + 15" (int $v.terminationGracePeriodSeconds) $v.shutdownGrace $grace) }}
+{{- end }}
+{{- range $v.extraArgs }}
+{{- if regexMatch "^--tls-(cert|key)([= ]|$)" . }}
+{{- fail (printf "borealis-relay: extraArgs %s: %s" . (include "borealis-relay.noTls" $)) }}
+{{- end }}
+{{- end }}
+{{- range $v.extraEnv }}
+{{- if has .name (list "BOREALIS_TLS_CERT" "BOREALIS_TLS_KEY") }}
+{{- fail (printf "borealis-relay: extraEnv %s: %s" .name (include "borealis-relay.noTls" $)) }}
+{{- end }}
+{{- end }}
+{{- /* A key generated anew on an upgrade would not be the one in use: refuse. */}}
+{{- if .Release.IsUpgrade }}
+{{- $old := include "borealis-relay.generatedInCluster" . | fromJson }}
+{{- $full := include "borealis-relay.fullname" . }}
+{{- $s := include "borealis-relay.secretSource" (dict "ctx" . "item" "secretKey") | fromYaml }}
+{{- if and (eq (toString $s.source) "generated") (not (hasKey $old "secret-key")) }}
+{{- fail (printf "borealis-relay: this upgrade would generate a new secret key, and every secret the relay stored would be unreadable under it. The key generated at install (Secret %s-generated, key secret-key) could not be read back: lookup reads nothing under `helm template`, `--dry-run=client` or without RBAC to get Secrets (or there is none: moving from SQLite, the key is the relay's data dir's secret-key file). Give the key in use as secretKey.existingSecret (e.g. a Secret made from `kubectl get secret %s-generated -o jsonpath='{.data.secret-key}' | base64 -d`)" $full $full) }}
+{{- end }}
+{{- $t := include "borealis-relay.secretSource" (dict "ctx" . "item" "adminToken") | fromYaml }}
+{{- if and (eq (toString $t.source) "generated") (not (hasKey $old "admin-token")) }}
+{{- fail (printf "borealis-relay: this upgrade would generate a new admin token: the one generated at install (Secret %s-generated, key admin-token) could not be read back (lookup reads nothing under `helm template`, `--dry-run=client` or without RBAC to get Secrets). Give the token as adminToken.existingSecret, or turn it off (oidc.disableAdminToken)" $full) }}
+{{- end }}
 {{- end }}
 {{- if and $v.agentIngress.enabled (not $v.agentIngress.hosts) }}
 {{- fail "borealis-relay: agentIngress.enabled needs agentIngress.hosts" }}
