@@ -72,6 +72,31 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let flags = Flags::parse();
+    // SIGTERM or Ctrl-C drops the run, and with it every process it
+    // started (each is killed and reaped when dropped): none is left behind.
+    tokio::select! {
+        done = run(flags) => done,
+        signal = stopped() => {
+            let signal = signal?;
+            eprintln!("borealis-bench: {signal}: stopping what it started");
+            Ok(())
+        }
+    }
+}
+
+/// The first SIGTERM, SIGINT or SIGHUP.
+async fn stopped() -> std::io::Result<&'static str> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (mut term, mut int, mut hup) =
+        (signal(SignalKind::terminate())?, signal(SignalKind::interrupt())?, signal(SignalKind::hangup())?);
+    Ok(tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+        _ = hup.recv() => "SIGHUP",
+    })
+}
+
+async fn run(flags: Flags) -> anyhow::Result<()> {
     if let Some(Command::Echo { listen }) = &flags.command {
         return echo::serve(tokio::net::TcpListener::bind(listen).await?).await;
     }
@@ -108,9 +133,9 @@ async fn main() -> anyhow::Result<()> {
         println!("direct:   {}", stack.proxy_url(&echo, false));
         println!("agent:    {}", stack.proxy_url(&echo, true));
         println!("header:   -H 'proxy-authorization: Bearer {}'", stack.admin_token);
-        println!("Ctrl-C stops them.");
-        tokio::signal::ctrl_c().await?;
-        return Ok(());
+        println!("Ctrl-C or SIGTERM stops them.");
+        // Until a signal ends the run (in `main`), which stops them.
+        std::future::pending::<()>().await;
     }
     let scenarios = ["drain", "forward", "stream", "runs", "cluster", "agents"];
     if let Some(only) = &flags.only {
