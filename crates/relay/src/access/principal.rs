@@ -41,6 +41,11 @@ impl Actor {
         Self { kind: "anonymous", id: String::new(), name: "no valid credential".into() }
     }
 
+    /// A person signed in through the identity provider.
+    pub fn person(person: &Person) -> Self {
+        Self { kind: "user", id: person.subject.clone(), name: person.name.clone() }
+    }
+
     pub fn service_account(account: &ServiceAccount) -> Self {
         Self { kind: "service_account", id: account.id.clone(), name: format!("{} ({})", account.name, account.team) }
     }
@@ -86,7 +91,7 @@ pub async fn person(
     roles.sort_by(|a, b| (a.0.as_str(), a.1.as_str()).cmp(&(b.0.as_str(), b.1.as_str())));
     roles.dedup();
     let organization_admin = person.groups.iter().any(|group| admin_groups.contains(group));
-    let actor = Actor { kind: "user", id: person.subject.clone(), name: person.name.clone() };
+    let actor = Actor::person(person);
     let grants = Grants { organization_admin, person: true, roles };
     Ok(Principal { actor, grants, groups: person.groups.clone() })
 }

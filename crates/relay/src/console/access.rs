@@ -46,6 +46,12 @@ fn needs(method: &Method, route: &str) -> Option<(Permission, Scope)> {
     })
 }
 
+/// Whether the page at `route` acts in the operator's team (a person's own
+/// tokens are no team's).
+pub(super) fn acts_in_team(method: &Method, route: Option<&str>) -> bool {
+    needs(method, route.unwrap_or_default()).is_none_or(|(permission, _)| permission != Permission::Own)
+}
+
 /// Lets the request through if `operator` may do what its page does.
 pub(super) async fn check(
     state: &AppState,

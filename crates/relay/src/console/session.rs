@@ -225,24 +225,19 @@ pub async fn sign_in(
     let peer = remote.map(|r| r.0.0.ip());
     check_origin(&state, &uri, &headers)?;
     let next = safe_next(form.next.as_deref());
-    if state.config.disable_admin_token {
-        // Counted as any wrong token is, so that no one fills the trail.
-        let turned_off = "an admin token at the console's sign-in, which is turned off";
-        if let Some(wait) = state.auth_guard.failed(peer, "console_sign_in", Some("admin"), turned_off) {
-            return Ok(Failure(too_many_failures_problem(wait)).into_response());
-        }
-        record_refused_sign_in(&state, &uri, peer).await;
-        let turned_off = "The admin token is turned off on this relay: sign in with your identity provider.";
-        return Ok(render(&SignInPage::new(&state, next, Some(turned_off)), StatusCode::UNAUTHORIZED));
-    }
+    // With the admin token turned off the relay holds none: every token is
+    // refused here, counted and recorded as a wrong one is.
     if !state.auth.is_admin(form.token.trim()) {
         let wrong = "wrong admin token at the console's sign-in";
         if let Some(wait) = state.auth_guard.failed(peer, "console_sign_in", Some("admin"), wrong) {
             return Ok(Failure(too_many_failures_problem(wait)).into_response());
         }
         record_refused_sign_in(&state, &uri, peer).await;
-        let page = SignInPage::new(&state, next, Some("That is not the admin token."));
-        return Ok(render(&page, StatusCode::UNAUTHORIZED));
+        let said = match state.config.disable_admin_token {
+            true => "The admin token is turned off on this relay: sign in with your identity provider.",
+            false => "That is not the admin token.",
+        };
+        return Ok(render(&SignInPage::new(&state, next, Some(said)), StatusCode::UNAUTHORIZED));
     }
     let token = borealis_core::Secret::new(form.token.trim());
     let id = start_session(&state, |id| state.auth.console_seal(&token, id), None).await?;
@@ -295,8 +290,9 @@ pub async fn require_session(State(state): State<Arc<AppState>>, request: Reques
         }
     };
     let operator = request.extensions().get::<Operator>().cloned().expect("admitted");
-    asked.team = Some(operator.team.clone());
     let (method, path) = (request.method().clone(), request.uri().path().to_owned());
+    // As the API files them: a person's own tokens under no team.
+    asked.team = super::access::acts_in_team(&method, matched.as_deref()).then(|| operator.team.clone());
     let response = match super::access::check(&state, &operator, matched.as_deref(), (&method, &path)).await {
         Ok(()) => next.run(request).await,
         Err(refused) => refused.into_response(),
@@ -315,12 +311,7 @@ pub async fn require_session(State(state): State<Arc<AppState>>, request: Reques
             400.. => "failed",
             _ => "allowed",
         };
-        if let Some(crate::http::authorize::AuditedObject(object)) = response.extensions().get() {
-            asked.path = object.clone();
-        }
-        if asked.action.starts_with("personal-token.") {
-            asked.team = None;
-        }
+        asked.name_object_of(&response);
         crate::http::authorize::record(&state, &asked, &operator.principal.actor, outcome, status).await;
     }
     response

@@ -62,6 +62,16 @@ pub(crate) struct Asked {
     pub request_id: String,
 }
 
+impl Asked {
+    /// Names the object a handler said its change made ([`AuditedObject`]),
+    /// instead of the request's path.
+    pub(crate) fn name_object_of(&mut self, response: &Response) {
+        if let Some(AuditedObject(object)) = response.extensions().get::<AuditedObject>() {
+            self.path = object.clone();
+        }
+    }
+}
+
 pub async fn authorize(State(state): State<Arc<AppState>>, mut request: Request, next: Next) -> Response {
     let request_id = uuid::Uuid::new_v4().to_string();
     let matched = request.extensions().get::<MatchedPath>().map(|m| m.as_str().to_owned()).unwrap_or_default();
@@ -146,9 +156,7 @@ pub async fn authorize(State(state): State<Arc<AppState>>, mut request: Request,
     let changes = !matches!(rule.method, "GET" | "HEAD") || rule.action == "proxy";
     if changes {
         let outcome = if status.is_client_error() || status.is_server_error() { "failed" } else { "allowed" };
-        if let Some(AuditedObject(object)) = response.extensions().get::<AuditedObject>() {
-            asked.path = object.clone();
-        }
+        asked.name_object_of(&response);
         record(&state, &asked, &actor, outcome, status).await;
     }
     with_id(response, &request_id)

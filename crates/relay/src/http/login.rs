@@ -92,7 +92,7 @@ pub async fn poll(
         source: remote.map(|r| r.0.0.ip()),
         request_id: uuid::Uuid::new_v4().to_string(),
     };
-    let actor = crate::access::principal::Actor { kind: "user", id: person.subject.clone(), name: person.name.clone() };
+    let actor = crate::access::principal::Actor::person(&person);
     super::authorize::record(&state, &asked, &actor, "allowed", StatusCode::OK).await;
     Ok(Json(borealis_api::DeviceLoginResult {
         pending: false,
