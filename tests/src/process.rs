@@ -331,9 +331,15 @@ impl RelayProcess {
     /// Waits until the relay holds `count` idle standby calls of the one
     /// instance of `agent`.
     pub async fn wait_standby_idle(&self, agent: &str, count: u64) {
-        crate::time::eventually("the standby calls are open", Duration::from_secs(5), || async {
+        self.wait_agent_field(agent, "standbyIdle", count).await;
+    }
+
+    /// Waits until the agent's one instance shows `field` (of the agents
+    /// listing, e.g. `lanesOpen`) at `value`.
+    pub async fn wait_agent_field(&self, agent: &str, field: &str, value: u64) {
+        crate::time::eventually(&format!("{field} is {value}"), Duration::from_secs(5), || async {
             let instances = self.instances(agent).await;
-            (instances.len() == 1 && instances[0]["standbyIdle"] == count).then_some(())
+            (instances.len() == 1 && instances[0][field] == value).then_some(())
         })
         .await;
     }

@@ -60,6 +60,7 @@ impl Upstream {
 /// - `GET /hold`: `released`, once the test calls [`Upstream::release`].
 /// - `GET /bytes/{n}`: `n` bytes, streamed in 64 KiB chunks.
 /// - `GET /chunked/{n}`: the same without a `content-length`.
+/// - `POST /sink`: reads the body as it streams (any size); answers its length.
 pub async fn upstream() -> (SocketAddr, Upstream) {
     let state = Upstream::default();
     let router = Router::new()
@@ -89,6 +90,7 @@ pub async fn upstream() -> (SocketAddr, Upstream) {
         )
         .route("/bytes/{n}", get(bytes))
         .route("/chunked/{n}", get(chunked))
+        .route("/sink", axum::routing::post(sink))
         .layer(axum::middleware::from_fn_with_state(state.clone(), count))
         .with_state(state.clone());
     (serve(router).await, state)
@@ -106,6 +108,16 @@ async fn count(State(state): State<Upstream>, request: Request, next: axum::midd
 async fn echo(method: axum::http::Method, headers: HeaderMap, body: Bytes) -> Response {
     let auth = headers.get("authorization").map(|v| v.to_str().unwrap_or("").to_owned()).unwrap_or_default();
     ([("x-echo-method", method.to_string()), ("x-echo-authorization", auth)], body).into_response()
+}
+
+async fn sink(body: Body) -> Result<String, StatusCode> {
+    use futures_util::StreamExt;
+    let mut stream = body.into_data_stream();
+    let mut length = 0u64;
+    while let Some(chunk) = stream.next().await {
+        length += chunk.map_err(|_| StatusCode::BAD_REQUEST)?.len() as u64;
+    }
+    Ok(length.to_string())
 }
 
 async fn status(Path(code): Path<u16>) -> Response {
@@ -138,6 +150,17 @@ async fn chunked(Path(n): Path<u64>) -> Body {
 /// 100 ms, forever; it reports through the returned receiver when the
 /// client closes the connection.
 pub async fn drip() -> (SocketAddr, tokio::sync::mpsc::Receiver<()>) {
+    raw_endpoint(true).await
+}
+
+/// A raw HTTP/1.1 endpoint that reads a request and never answers; it
+/// reports through the returned receiver when the client closes the
+/// connection.
+pub async fn silent() -> (SocketAddr, tokio::sync::mpsc::Receiver<()>) {
+    raw_endpoint(false).await
+}
+
+async fn raw_endpoint(drips: bool) -> (SocketAddr, tokio::sync::mpsc::Receiver<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (closed, observed) = tokio::sync::mpsc::channel(4);
@@ -155,13 +178,13 @@ pub async fn drip() -> (SocketAddr, tokio::sync::mpsc::Receiver<()>) {
                     }
                 }
                 let head = "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ntransfer-encoding: chunked\r\n\r\n";
-                if socket.write_all(head.as_bytes()).await.is_err() {
+                if drips && socket.write_all(head.as_bytes()).await.is_err() {
                     return;
                 }
                 loop {
                     tokio::select! {
                         read = socket.read(&mut buf) => if matches!(read, Ok(0) | Err(_)) { break },
-                        () = tokio::time::sleep(Duration::from_millis(100)) => {
+                        () = tokio::time::sleep(Duration::from_millis(100)), if drips => {
                             if socket.write_all(b"5\r\ndrip\n\r\n").await.is_err() {
                                 break;
                             }

@@ -581,16 +581,249 @@ async fn standby_calls_are_granted_up_to_what_was_asked_and_the_relays_most() {
     raw.warned(&["refused an agent's call", "ResourceExhausted", "call=\"Forward\""]).await;
 }
 
-/// An agent that asks for lanes from a relay that serves none is granted
-/// none (`Welcome.lanes` 0, as a relay from before lanes answers): it
-/// falls back to `Forward` calls, which go on serving it.
+// ------------------------------------------------------------------ lanes
+
+/// One lane of a raw session: what we send, and the relay's side.
+struct RawLane {
+    tx: mpsc::Sender<v1::AgentLane>,
+    rx: Streaming<v1::RelayLane>,
+    /// Requests read but not yet handed out by `next_request`.
+    ready: std::collections::VecDeque<v1::LaneRequest>,
+}
+
+impl Raw {
+    /// Opens `Lane` with `first` as its first message.
+    async fn lane(&self, first: v1::AgentLane) -> Result<RawLane, Status> {
+        let (tx, rx) = mpsc::channel(16);
+        tx.send(first).await.unwrap();
+        let rx = self.client().lane(self.authorized(ReceiverStream::new(rx))).await?.into_inner();
+        Ok(RawLane { tx, rx, ready: Default::default() })
+    }
+
+    async fn open_lane(&self, session: &Session, lane: u32) -> Result<RawLane, Status> {
+        self.lane(lane_open(&session.welcome.session_id, lane)).await
+    }
+}
+
+impl RawLane {
+    async fn next_request(&mut self) -> v1::LaneRequest {
+        while self.ready.is_empty() {
+            match within(self.rx.message()).await {
+                Ok(Some(message)) => self.ready.extend(message.requests),
+                other => panic!("expected a lane request, got {other:?}"),
+            }
+        }
+        self.ready.pop_front().unwrap()
+    }
+
+    async fn answer(&self, answers: Vec<v1::LaneAnswer>) {
+        self.tx.send(v1::AgentLane { open: None, answers }).await.unwrap();
+    }
+
+    /// How the relay ends its side: the status after whatever it still sends.
+    async fn ending(&mut self) -> Status {
+        loop {
+            match within(self.rx.message()).await {
+                Ok(Some(_)) => {}
+                Ok(None) => return Status::ok(""),
+                Err(status) => return status,
+            }
+        }
+    }
+}
+
+fn lane_open(session_id: &str, lane: u32) -> v1::AgentLane {
+    v1::AgentLane { open: Some(v1::LaneOpen { session_id: session_id.to_owned(), lane }), answers: Vec::new() }
+}
+
+fn lane_response(id: u64, body: &[u8]) -> v1::LaneAnswer {
+    let agent_frame::Frame::ResponseHead(head) = response_head(200, body, true) else { unreachable!() };
+    v1::LaneAnswer { id, answer: Some(v1::lane_answer::Answer::Response(head)) }
+}
+
+/// Lanes are granted up to four, and none by a relay told to serve none
+/// (as a relay from before lanes answers): that agent is served on
+/// `Forward` calls as before.
 #[tokio::test(flavor = "multi_thread")]
-async fn lanes_asked_of_a_relay_that_serves_none_are_not_granted() {
+async fn lanes_are_granted_up_to_four_and_none_where_the_relay_serves_none() {
     let raw = Raw::start().await;
+    let asking = raw.session(v1::Hello { lanes: 8, ..hello() }).await;
+    assert_eq!(asking.welcome.lanes, 4);
+    let none = raw.session(hello()).await;
+    assert_eq!(none.welcome.lanes, 0, "an agent that asks none gets none");
+
+    let raw =
+        Raw::start_with(RelayOptions { extra_args: vec!["--agent-lanes".into(), "0".into()], ..Default::default() })
+            .await;
     let asking = raw.session(v1::Hello { lanes: 8, standby_calls: 1, ..hello() }).await;
     assert_eq!(asking.welcome.lanes, 0);
     assert_eq!(asking.welcome.standby_calls, 1, "the rest of the hello is served as ever");
-    let _standby = raw.forward(standby(&asking.welcome.session_id)).await.unwrap();
+    let refused = raw.open_lane(&asking, 0).await.err().unwrap();
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    assert!(refused.message().contains("lane 0 is unknown"), "{refused:?}");
+    let (tx, mut rx) = raw.forward(standby(&asking.welcome.session_id)).await.unwrap();
+    raw.relay.wait_standby_idle(AGENT, 1).await;
+    let mut reply = raw.call("");
+    let Some(v1::RelayFrame { request_id, frame: Some(relay_frame::Frame::RequestHead(_)) }) =
+        within(rx.message()).await.unwrap()
+    else {
+        panic!("expected the request down the standby call")
+    };
+    tx.send(frame(&request_id, response_head(200, b"no lanes", true))).await.unwrap();
+    assert_eq!(within(&mut reply).await.unwrap().body.unwrap(), Bytes::from_static(b"no lanes"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lane_opens_once_as_a_granted_lane_of_a_live_session() {
+    let raw = Raw::start().await;
+    let session = raw.session(v1::Hello { lanes: 2, ..hello() }).await;
+    let unknown = raw.open_lane(&session, 2).await.err().unwrap();
+    assert_eq!(unknown.code(), Code::InvalidArgument, "{unknown:?}");
+    assert!(unknown.message().contains("lane 2 is unknown: this session has lanes 0 to 1"), "{unknown:?}");
+    let _first = raw.open_lane(&session, 0).await.unwrap();
+    let twice = raw.open_lane(&session, 0).await.err().unwrap();
+    assert_eq!(twice.code(), Code::InvalidArgument, "{twice:?}");
+    assert!(twice.message().contains("lane 0 is open already"), "{twice:?}");
+    let nowhere = raw.lane(lane_open("no-such-session", 1)).await.err().unwrap();
+    assert_eq!(nowhere.code(), Code::NotFound, "{nowhere:?}");
+    let unopened = raw.lane(v1::AgentLane::default()).await.err().unwrap();
+    assert_eq!(unopened.code(), Code::InvalidArgument, "{unopened:?}");
+    assert!(unopened.message().contains("LaneOpen"), "{unopened:?}");
+    raw.warned(&["refused an agent's call", "call=\"Lane\"", "open already"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn small_requests_come_down_a_lane_and_are_answered_in_any_order() {
+    let raw = Raw::start().await;
+    let session = raw.session(v1::Hello { lanes: 1, ..hello() }).await;
+    let mut lane = raw.open_lane(&session, 0).await.unwrap();
+    raw.relay.wait_agent_field(AGENT, "lanesOpen", 1).await;
+    let (mut first, mut second) = (raw.call("%3Fn%3D1"), raw.call("%3Fn%3D2"));
+    let (a, b) = (lane.next_request().await, lane.next_request().await);
+    assert_ne!(a.id, b.id);
+    for request in [&a, &b] {
+        let head = request.head.as_ref().unwrap();
+        assert!(head.url.starts_with(DESTINATION), "{head:?}");
+        assert!(!head.has_body && !request.request_id.is_empty(), "{request:?}");
+    }
+    // Answered in one message, the later one first.
+    let body = |r: &v1::LaneRequest| r.head.as_ref().unwrap().url.rsplit('=').next().unwrap().to_owned();
+    lane.answer(vec![lane_response(b.id, body(&b).as_bytes()), lane_response(a.id, body(&a).as_bytes())]).await;
+    let (first, second) = (within(&mut first).await.unwrap(), within(&mut second).await.unwrap());
+    assert_eq!((first.status, first.body.unwrap()), (200, Bytes::from_static(b"1")));
+    assert_eq!((second.status, second.body.unwrap()), (200, Bytes::from_static(b"2")));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_answer_to_a_request_the_lane_did_not_send_ends_the_lane() {
+    let raw = Raw::start().await;
+    let session = raw.session(v1::Hello { lanes: 1, ..hello() }).await;
+    let mut lane = raw.open_lane(&session, 0).await.unwrap();
+    lane.answer(vec![lane_response(7, b"unasked")]).await;
+    let status = lane.ending().await;
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("request 7, which this lane did not send"), "{status:?}");
+    raw.warned(&["agent broke the tunnel protocol", "did not send"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_answer_ends_the_lane_and_fails_what_is_outstanding_on_it() {
+    let raw = Raw::start().await;
+    let session = raw.session(v1::Hello { lanes: 1, ..hello() }).await;
+    let mut lane = raw.open_lane(&session, 0).await.unwrap();
+    raw.relay.wait_agent_field(AGENT, "lanesOpen", 1).await;
+    let mut answered = raw.call("&n=1");
+    let first = lane.next_request().await;
+    let mut waiting = raw.call("&n=2");
+    let _second = lane.next_request().await;
+    lane.answer(vec![lane_response(first.id, b"once")]).await;
+    assert_eq!(within(&mut answered).await.unwrap().body.unwrap(), Bytes::from_static(b"once"));
+    lane.answer(vec![lane_response(first.id, b"twice")]).await;
+    let status = lane.ending().await;
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains(&format!("a second answer to request {}", first.id)), "{status:?}");
+    let failed = within(&mut waiting).await.unwrap();
+    assert_eq!((failed.status, failed.slug.as_deref()), (502, Some("agent-protocol-error")), "{failed:?}");
+    // The lane may be opened again, and serves.
+    let mut again = raw.open_lane(&session, 0).await.unwrap();
+    raw.relay.wait_agent_field(AGENT, "lanesOpen", 1).await;
+    let mut reply = raw.call("");
+    let request = again.next_request().await;
+    assert_eq!(request.id, 1, "a new lane counts from 1");
+    again.answer(vec![lane_response(request.id, b"again")]).await;
+    assert_eq!(within(&mut reply).await.unwrap().body.unwrap(), Bytes::from_static(b"again"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_oversized_or_incomplete_answer_ends_the_lane() {
+    let raw = Raw::start().await;
+    let session = raw.session(v1::Hello { lanes: 2, ..hello() }).await;
+    let answers = |answers: Vec<v1::LaneAnswer>| v1::AgentLane { open: None, answers };
+    fn incomplete(id: u64) -> v1::LaneAnswer {
+        let agent_frame::Frame::ResponseHead(head) = response_head(200, b"", false) else { unreachable!() };
+        v1::LaneAnswer { id, answer: Some(v1::lane_answer::Answer::Response(head)) }
+    }
+    type Answers = fn(u64) -> Vec<v1::LaneAnswer>;
+    let cases: [(u32, Answers, &str); 3] = [
+        // One message over the relay's limit of 4 MiB.
+        (0, |id| (0..70).map(|_| lane_response(id, &[b'x'; MAX_INLINE_BODY_BYTES])).collect(), "over the limit"),
+        // An answer whose body is over a lane's 64 KiB.
+        (1, |id| vec![lane_response(id, &[b'x'; MAX_INLINE_BODY_BYTES + 1])], "over the 65536 a lane takes"),
+        // A response that is not whole.
+        (0, |id| vec![incomplete(id)], "is not complete"),
+    ];
+    for (index, message, expected) in cases {
+        let mut lane = raw.open_lane(&session, index).await.unwrap();
+        raw.relay.wait_agent_field(AGENT, "lanesOpen", 1).await;
+        let mut reply = raw.call("");
+        let request = lane.next_request().await;
+        lane.tx.send(answers(message(request.id))).await.unwrap();
+        let status = lane.ending().await;
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        assert!(status.message().contains(expected), "{expected}: {status:?}");
+        let failed = within(&mut reply).await.unwrap();
+        assert_eq!((failed.status, failed.slug.as_deref()), (502, Some("agent-protocol-error")), "{failed:?}");
+        raw.relay.wait_agent_field(AGENT, "lanesOpen", 0).await;
+    }
+}
+
+/// A response too large for a lane comes on a `Forward` call that the
+/// agent opens with `Accept` naming the request: before or after its
+/// `Divert` answer. The relay sends no head down it: the agent has the request.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_diverted_response_comes_on_a_call_opened_for_it() {
+    let raw = Raw::start().await;
+    let session = raw.session(v1::Hello { lanes: 1, ..hello() }).await;
+    let mut lane = raw.open_lane(&session, 0).await.unwrap();
+    raw.relay.wait_agent_field(AGENT, "lanesOpen", 1).await;
+    let divert = |id| v1::LaneAnswer { id, answer: Some(v1::lane_answer::Answer::Divert(v1::Divert {})) };
+    for call_first in [false, true] {
+        let mut reply = raw.call("");
+        let request = lane.next_request().await;
+        if !call_first {
+            lane.answer(vec![divert(request.id)]).await;
+        }
+        let (tx, rx) = raw.forward(accept(&request.request_id, &session.welcome.session_id)).await.unwrap();
+        if call_first {
+            lane.answer(vec![divert(request.id)]).await;
+        }
+        tx.send(frame(&request.request_id, response_head(200, b"", false))).await.unwrap();
+        tx.send(frame(&request.request_id, chunk(MAX_CHUNK_BYTES))).await.unwrap();
+        tx.send(frame(&request.request_id, chunk(10))).await.unwrap();
+        tx.send(frame(&request.request_id, end())).await.unwrap();
+        let reply = within(&mut reply).await.unwrap();
+        assert_eq!((reply.status, reply.body.unwrap().len()), (200, MAX_CHUNK_BYTES + 10), "call first: {call_first}");
+        let (status, cancelled) = close(tx, rx).await;
+        assert_eq!(status.code(), Code::Ok, "{status:?}");
+        assert!(!cancelled);
+    }
+    // A call for a request that was answered is refused, as for an expired offer.
+    let mut reply = raw.call("");
+    let request = lane.next_request().await;
+    lane.answer(vec![lane_response(request.id, b"whole")]).await;
+    assert_eq!(within(&mut reply).await.unwrap().body.unwrap(), Bytes::from_static(b"whole"));
+    let late = raw.forward(accept(&request.request_id, &session.welcome.session_id)).await.err().unwrap();
+    assert_eq!(late.code(), Code::NotFound, "{late:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

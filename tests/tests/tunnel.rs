@@ -346,15 +346,20 @@ const BY_OFFER: &str = "borealis_agent_dispatches_total{way=\"offer\"}";
 /// idle one, and the agent opens another in its place. A burst larger than
 /// them falls back to offers, and each offer makes the agent keep one more
 /// call, up to its --standby-calls. An agent that keeps none (as older
-/// agents do) gets every request as an offer.
+/// agents do) gets every request as an offer. (These agents open no lanes,
+/// as agents from before lanes do, so small requests take calls too.)
 #[tokio::test(flavor = "multi_thread")]
 async fn requests_go_down_standby_calls_and_offers_remain_the_fallback() {
     let (upstream, _) = servers::upstream().await;
     let relay = RelayProcess::start(RelayOptions::default());
     let (client_id, secret) = relay.create_agent("test-rna");
     let allow = upstream.to_string();
-    let agent =
-        AgentProcess::start(&relay.agents_url, &client_id, &secret, &["--allow", &allow, "--standby-calls", "6"]);
+    let agent = AgentProcess::start(
+        &relay.agents_url,
+        &client_id,
+        &secret,
+        &["--allow", &allow, "--standby-calls", "6", "--lanes", "0"],
+    );
     agent.wait_connected(Duration::from_secs(10)).await;
     // A session starts with two.
     relay.wait_standby_idle("test-rna", 2).await;
@@ -391,8 +396,12 @@ async fn requests_go_down_standby_calls_and_offers_remain_the_fallback() {
     // An agent that keeps no standby calls gets offers only.
     let relay = RelayProcess::start(RelayOptions::default());
     let (client_id, secret) = relay.create_agent("test-rna");
-    let agent =
-        AgentProcess::start(&relay.agents_url, &client_id, &secret, &["--allow", &allow, "--standby-calls", "0"]);
+    let agent = AgentProcess::start(
+        &relay.agents_url,
+        &client_id,
+        &secret,
+        &["--allow", &allow, "--standby-calls", "0", "--lanes", "0"],
+    );
     agent.wait_connected(Duration::from_secs(10)).await;
     for i in 0..5 {
         let response = proxy_request(&relay, &client, Some("test-rna"), &fast).send().await.unwrap();

@@ -25,6 +25,9 @@ pub struct AgentConfig {
     /// the offer round trip. A session starts with a few and keeps one more
     /// each time a request comes as an offer. 0: every request is an offer.
     pub standby_calls: u32,
+    /// Most lanes opened per session, for small exchanges batched on
+    /// long-lived calls (the relay grants at most 4). 0: none.
+    pub lanes: u32,
     /// Largest response body forwarded, in bytes.
     pub max_body_bytes: u64,
     /// Name shown to operators; default: the host name.

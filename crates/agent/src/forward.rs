@@ -5,22 +5,21 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use borealis_egress::headers::end_to_end;
 use borealis_egress::reqwest;
+use borealis_protocol::MAX_CHUNK_BYTES;
 use borealis_protocol::v1::{self, ErrorCode, agent_frame, relay_frame};
-use borealis_protocol::{MAX_CHUNK_BYTES, MAX_INLINE_BODY_BYTES};
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::Agent;
 use crate::link::SessionLink;
+use crate::upstream::{self, Answered, Deadline, Stop};
 
-type Frames = mpsc::Sender<v1::AgentFrame>;
+pub(crate) type Frames = mpsc::Sender<v1::AgentFrame>;
 
-fn frame(request_id: &str, frame: agent_frame::Frame) -> v1::AgentFrame {
+pub(crate) fn frame(request_id: &str, frame: agent_frame::Frame) -> v1::AgentFrame {
     v1::AgentFrame { request_id: request_id.to_owned(), frame: Some(frame) }
 }
 
@@ -29,16 +28,16 @@ fn failure(request_id: &str, code: ErrorCode, message: impl Into<String>) -> v1:
 }
 
 /// Counts a request in flight while it lives; shutdown waits for none.
-struct InFlight<'a>(&'a Agent);
+pub(crate) struct InFlight(Arc<Agent>);
 
-impl<'a> InFlight<'a> {
-    fn new(agent: &'a Agent) -> Self {
+impl InFlight {
+    pub(crate) fn new(agent: &Arc<Agent>) -> Self {
         agent.metrics.in_flight.inc();
-        Self(agent)
+        Self(agent.clone())
     }
 }
 
-impl Drop for InFlight<'_> {
+impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.metrics.in_flight.dec();
         self.0.idle.notify_waiters();
@@ -46,32 +45,48 @@ impl Drop for InFlight<'_> {
 }
 
 /// Why a request did not complete.
-struct Failure {
+pub(crate) struct Failure {
     /// A failure code's slug, or `cancelled`, `relay-gone`, `refused`.
-    error: &'static str,
-    detail: Option<String>,
+    pub(crate) error: &'static str,
+    pub(crate) detail: Option<String>,
 }
 
 impl Failure {
-    fn bare(error: &'static str) -> Self {
+    pub(crate) fn bare(error: &'static str) -> Self {
         Self { error, detail: None }
+    }
+}
+
+impl From<Stop> for Failure {
+    fn from(stop: Stop) -> Self {
+        match stop {
+            Stop::Cancelled => Failure::bare("cancelled"),
+            Stop::Failed(code, message) => Failure { error: code.slug(), detail: Some(message) },
+        }
     }
 }
 
 /// How one request went: its log line and its metrics label.
 #[derive(Default)]
-struct Report {
-    method: Option<String>,
-    url: Option<String>,
+pub(crate) struct Report {
+    pub(crate) method: Option<String>,
+    pub(crate) url: Option<String>,
     /// The destination's status, once its reply head arrived.
-    status: Option<u16>,
-    failure: Option<Failure>,
+    pub(crate) status: Option<u16>,
+    pub(crate) failure: Option<Failure>,
+}
+
+impl Report {
+    /// What a request's head says, before anything is done with it.
+    pub(crate) fn of(head: &v1::RequestHead) -> Self {
+        Self { method: Some(head.method.clone()), url: Some(loggable_url(&head.url)), ..Self::default() }
+    }
 }
 
 /// One line per request at info, which a relay's log line for the same
 /// request id can be matched with. Its strings carry what the relay sent,
 /// so they are `&str` values (escaped in text).
-fn done(agent: &Agent, request_id: &str, report: Report, started: Instant) {
+pub(crate) fn done(agent: &Agent, request_id: &str, report: Report, started: Instant) {
     let (error, detail) = match &report.failure {
         Some(failure) => (Some(failure.error), failure.detail.as_deref()),
         None => (None, None),
@@ -96,7 +111,7 @@ fn done(agent: &Agent, request_id: &str, report: Report, started: Instant) {
 /// The URL as logged: without user info, query and fragment, where
 /// templated secrets usually sit (the agent cannot know which values are
 /// secret). A query is shown as `?…`.
-fn loggable_url(raw: &str) -> String {
+pub(crate) fn loggable_url(raw: &str) -> String {
     let Ok(mut url) = url::Url::parse(raw) else {
         return "(not a URL)".into();
     };
@@ -113,7 +128,7 @@ fn loggable_url(raw: &str) -> String {
 }
 
 /// Opens a `Forward` call whose first frame is `first`.
-async fn open_call(
+pub(crate) async fn open_call(
     link: &SessionLink,
     first: v1::AgentFrame,
 ) -> Result<(Frames, tonic::Streaming<v1::RelayFrame>), tonic::Status> {
@@ -265,16 +280,8 @@ async fn serve(
     inbound: tonic::Streaming<v1::RelayFrame>,
     cancel: CancellationToken,
 ) -> Report {
-    let (method, url) = (head.method.clone(), loggable_url(&head.url));
-    let mut status = None;
-    let deadline = (head.timeout_ms > 0).then(|| tokio::time::Instant::now() + Duration::from_millis(head.timeout_ms));
-    let until_deadline = || async move {
-        match deadline {
-            Some(at) => tokio::time::sleep_until(at).await,
-            None => std::future::pending().await,
-        }
-    };
-
+    let mut report = Report::of(&head);
+    let deadline = Deadline::in_ms(head.timeout_ms);
     // Request body: fed from the relay's frames by a reader that also
     // watches for cancel, so a cancel arriving mid-response is seen at once.
     // Both run in this task, side by side.
@@ -282,161 +289,67 @@ async fn serve(
     let finished = CancellationToken::new();
     let reader = read_relay_frames(inbound, head.has_body.then_some(body_tx), cancel.clone(), finished.clone());
     let work = async {
-        let ended =
-            exchange(agent, request_id, head, &frames, body_rx, &cancel, &finished, until_deadline, &mut status).await;
+        let upload = head.has_body.then(|| reqwest::Body::wrap_stream(ReceiverStream::new(body_rx)));
+        let ended = match upstream::call(agent, head, upload, &cancel, deadline).await {
+            Ok(answered) => {
+                respond(request_id, answered, &frames, &cancel, &finished, deadline, &mut report.status).await
+            }
+            Err(stop) => Err(tell(&frames, request_id, stop).await),
+        };
         // Close our side and let the relay end the call: dropping it instead
         // would reset the stream and could discard our last frames unread.
         finished.cancel();
         drop(frames);
         ended
     };
-    let ended = tokio::join!(work, reader).0;
-    Report { method: Some(method), url: Some(url), status, failure: ended.err() }
+    report.failure = tokio::join!(work, reader).0.err();
+    report
 }
 
 /// How long to wait for the relay to close a finished call.
 const CLOSE_WAIT: Duration = Duration::from_secs(5);
 
-#[allow(clippy::too_many_arguments)]
-async fn exchange<D: std::future::Future<Output = ()>>(
-    agent: &Arc<Agent>,
+/// Tells the relay of a failure (a cancel it knows of), and says how the
+/// request ended.
+async fn tell(frames: &Frames, request_id: &str, stop: Stop) -> Failure {
+    if let Stop::Failed(code, message) = &stop {
+        let _ = frames.send(failure(request_id, *code, message.clone())).await;
+    }
+    stop.into()
+}
+
+/// Sends the destination's response down a call: whole in the head when it
+/// is small and of known length, else the head, the body in frames, and
+/// the end.
+pub(crate) async fn respond(
     request_id: &str,
-    head: v1::RequestHead,
+    mut answered: Answered,
     frames: &Frames,
-    body_rx: mpsc::Receiver<Result<Bytes, std::io::Error>>,
     cancel: &CancellationToken,
     finished: &CancellationToken,
-    until_deadline: impl Fn() -> D,
+    deadline: Deadline,
     status_seen: &mut Option<u16>,
 ) -> Result<(), Failure> {
-    let fail = |code: ErrorCode, message: String| async move {
-        let _ = frames.send(failure(request_id, code, message.clone())).await;
-        Failure { error: code.slug(), detail: Some(message) }
-    };
-
-    let url = match agent.egress.check_url(&head.url) {
-        Ok(url) => url,
-        Err(err) => return Err(fail(err.code(), err.to_string()).await),
-    };
-    if head.has_body && !head.body.is_empty() {
-        return Err(
-            fail(ErrorCode::InvalidRequest, "a head with body frames to follow carries a body too".into()).await
-        );
-    }
-    let Ok(method) = http::Method::from_bytes(head.method.as_bytes()) else {
-        return Err(fail(ErrorCode::InvalidRequest, format!("invalid method {:?}", head.method)).await);
-    };
-    let mut headers = HeaderMap::with_capacity(head.headers.len());
-    for header in &head.headers {
-        match (HeaderName::from_bytes(header.name.as_bytes()), HeaderValue::from_bytes(&header.value)) {
-            (Ok(name), Ok(value)) => {
-                headers.append(name, value);
-            }
-            _ => return Err(fail(ErrorCode::InvalidRequest, format!("invalid header {:?}", header.name)).await),
+    *status_seen = Some(answered.status);
+    if answered.fits_the_head() {
+        if let Err(stop) = answered.read_into_head(cancel, deadline).await {
+            return Err(tell(frames, request_id, stop).await);
         }
-    }
-    let headers = end_to_end(&headers);
-
-    let _permit = tokio::select! {
-        permit = agent.limiter.clone().acquire_owned() => permit.expect("the limiter is never closed"),
-        () = cancel.cancelled() => return Err(Failure::bare("cancelled")),
-        () = until_deadline() => return Err(fail(ErrorCode::Timeout, "the agent was at --max-concurrency until the deadline".into()).await),
-    };
-
-    let body = if head.has_body {
-        Some(reqwest::Body::wrap_stream(ReceiverStream::new(body_rx)))
-    } else {
-        (!head.body.is_empty()).then(|| reqwest::Body::from(head.body))
-    };
-    let started = Instant::now();
-    let response = tokio::select! {
-        response = agent.egress.send(method, url.clone(), headers, body) => response,
-        () = cancel.cancelled() => return Err(Failure::bare("cancelled")),
-        () = until_deadline() => {
-            let destination = borealis_egress::client::destination(&url);
-            return Err(fail(ErrorCode::Timeout, format!("{destination} did not answer before the deadline")).await);
-        }
-    };
-    let mut response = match response {
-        Ok(response) => response,
-        Err(err) => return Err(fail(err.code(), err.to_string()).await),
-    };
-    agent.metrics.latency.observe(started.elapsed().as_secs_f64());
-    let status = response.status().as_u16();
-    *status_seen = Some(status);
-    let limit = if head.max_response_bytes == 0 {
-        agent.config.max_body_bytes
-    } else {
-        head.max_response_bytes.min(agent.config.max_body_bytes)
-    };
-    let mut reply_head = v1::ResponseHead {
-        status: u32::from(status),
-        headers: end_to_end(response.headers())
-            .iter()
-            .map(|(name, value)| v1::Header { name: name.to_string(), value: Bytes::copy_from_slice(value.as_bytes()) })
-            .collect(),
-        body: Bytes::new(),
-        complete: false,
-    };
-    let length = response.content_length();
-    if let Some(length) = length.filter(|&length| length > limit) {
-        return Err(fail(
-            ErrorCode::BodyTooLarge,
-            format!("the response body ({length} bytes) is larger than {limit} bytes"),
-        )
-        .await);
-    }
-    // The next piece of the response body.
-    let mut sent = 0u64;
-    let mut next_chunk = async || {
-        let chunk = tokio::select! {
-            chunk = response.chunk() => chunk,
-            () = cancel.cancelled() => return Err(Failure::bare("cancelled")),
-            () = until_deadline() => return Err(fail(ErrorCode::Timeout, "the response did not finish before the deadline".into()).await),
-        };
-        let chunk = match chunk {
-            Ok(chunk) => chunk,
-            Err(err) => {
-                let cause = borealis_egress::client::root_cause(&err);
-                return Err(fail(
-                    ErrorCode::UpstreamFailed,
-                    format!("the destination broke off the response: {cause}"),
-                )
-                .await);
-            }
-        };
-        sent += chunk.as_ref().map_or(0, |c| c.len() as u64);
-        if sent > limit {
-            return Err(fail(ErrorCode::BodyTooLarge, format!("the response body is larger than {limit} bytes")).await);
-        }
-        Ok(chunk)
-    };
-    // A small body of known length is read whole and sent in the head.
-    if length.is_some_and(|length| length <= MAX_INLINE_BODY_BYTES as u64) {
-        let mut whole = bytes::BytesMut::new();
-        loop {
-            match next_chunk().await {
-                Ok(Some(chunk)) => whole.extend_from_slice(&chunk),
-                Ok(None) => break,
-                Err(failure) => return Err(failure),
-            }
-        }
-        reply_head.body = whole.freeze();
-        reply_head.complete = true;
         finished.cancel();
     }
-    let complete = reply_head.complete;
-    if frames.send(frame(request_id, agent_frame::Frame::ResponseHead(reply_head))).await.is_err() {
+    let head = std::mem::take(&mut answered.head);
+    let complete = head.complete;
+    if frames.send(frame(request_id, agent_frame::Frame::ResponseHead(head))).await.is_err() {
         return Err(Failure::bare("relay-gone"));
     }
     if complete {
         return Ok(());
     }
     loop {
-        let chunk = match next_chunk().await {
+        let chunk = match answered.next_chunk(cancel, deadline).await {
             Ok(Some(chunk)) => chunk,
             Ok(None) => break,
-            Err(failure) => return Err(failure),
+            Err(stop) => return Err(tell(frames, request_id, stop).await),
         };
         if !send_chunks(frames, request_id, chunk, cancel).await {
             return Err(Failure::bare("cancelled"));
@@ -466,7 +379,7 @@ async fn send_chunks(frames: &Frames, request_id: &str, chunk: Bytes, cancel: &C
 
 /// Reads the relay's side of the call: body chunks into `body`, and cancel
 /// (explicit, or the relay's stream ending before we finished).
-async fn read_relay_frames(
+pub(crate) async fn read_relay_frames(
     mut inbound: tonic::Streaming<v1::RelayFrame>,
     mut body: Option<mpsc::Sender<Result<Bytes, std::io::Error>>>,
     cancel: CancellationToken,

@@ -1,8 +1,9 @@
 //! The Borealis agent.
 //!
 //! The agent runs inside a private network. It dials out to the relay, holds
-//! one control stream, and gives every request a call of its own (opened in
-//! advance as a standby call, or for an offer). It performs the HTTP request
+//! one control stream and a few lanes. A small request (its whole body in its
+//! head) comes down a lane, batched with others; any other gets a call of its
+//! own (opened in advance as a standby call, or for an offer). It performs the HTTP request
 //! against the private destination (only if its allow-list permits), and
 //! streams the reply back.
 //!
@@ -30,7 +31,9 @@
 //! - [`connect`]: the channel to the relay (TLS, proxy) and its token.
 //! - [`session`]: one session: hello, welcome, heartbeats, offers, standby calls, drain.
 //! - [`link`]: what a session's forwarding tasks share (its channel, token, cancels).
-//! - [`forward`]: one forwarded request.
+//! - [`forward`]: one request on a `Forward` call (offered, or down a standby call).
+//! - [`lane`]: a session's lanes, which carry small requests batched.
+//! - [`upstream`]: the destination call either makes.
 //! - [`agent`]: what every part of a running agent shares; [`error`]: how it fails.
 //!
 //! No module depends on itself through others (`tests/tests/module_graph.rs`):
@@ -43,10 +46,12 @@ pub mod connect;
 pub mod error;
 pub mod forward;
 pub mod health;
+pub mod lane;
 pub mod link;
 pub mod metrics;
 pub mod reconnect;
 pub mod session;
+pub mod upstream;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -51,6 +51,12 @@ struct Flags {
     #[arg(long, env = "BOREALIS_STANDBY_CALLS", value_name = "N", default_value_t = 64,
           value_parser = clap::value_parser!(u32).range(0..=64))]
     standby_calls: u32,
+    /// Lanes opened per session: long-lived calls that carry small
+    /// requests and responses (at most 64 KiB of body), batched; larger or
+    /// streamed ones take calls of their own (0: none).
+    #[arg(long, env = "BOREALIS_LANES", value_name = "N", default_value_t = borealis_protocol::lanes::MAX_LANES,
+          value_parser = clap::value_parser!(u32).range(0..=i64::from(borealis_protocol::lanes::MAX_LANES)))]
+    lanes: u32,
     /// Largest response body forwarded, in bytes.
     #[arg(long, env = "BOREALIS_MAX_BODY_BYTES", default_value_t = 1 << 30)]
     max_body_bytes: u64,
@@ -185,6 +191,7 @@ async fn run(flags: Flags) -> ExitCode {
         ca_file: flags.ca_file,
         max_concurrency: flags.max_concurrency,
         standby_calls: flags.standby_calls,
+        lanes: flags.lanes,
         max_body_bytes: flags.max_body_bytes,
         instance: flags.instance.unwrap_or_else(host_name),
         max_backoff: flags.max_backoff.min(std::time::Duration::from_secs(30)),

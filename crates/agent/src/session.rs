@@ -1,5 +1,5 @@
 //! One session with the relay: hello, welcome, heartbeats, offers, standby
-//! calls, drain.
+//! calls, lanes, drain.
 
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -62,8 +62,7 @@ pub async fn run_session(
         protocol_version: borealis_protocol::PROTOCOL_VERSION,
         standby_calls: config.standby_calls,
         allow_list: Some(allow_report(&config.allow_list())),
-        // Lanes are not spoken yet: requests come on `Forward` calls.
-        lanes: 0,
+        lanes: config.lanes,
     };
     to_relay
         .send(control(agent_control::Msg::Hello(hello)))
@@ -87,6 +86,11 @@ pub async fn run_session(
         ended,
     });
     let mut standby = StandbyPool::start(agent, &link, welcome.standby_calls);
+    // A relay from before lanes grants none: every request then comes on a
+    // `Forward` call.
+    for index in 0..welcome.lanes.min(config.lanes) {
+        tokio::spawn(crate::lane::keep_lane(agent.clone(), link.clone(), index));
+    }
     let interval = Duration::from_millis(u64::from(welcome.heartbeat_interval_ms.max(100)));
     tracing::info!(
         agent = welcome.agent_id.as_str(),

@@ -85,6 +85,13 @@ pub struct AgentInstance {
     pub standby_calls: u32,
     /// Standby calls open and idle now.
     pub standby_idle: u64,
+    /// Lanes it may open: long-lived calls carrying small requests,
+    /// batched. 0: every request takes a call of its own.
+    #[serde(default)]
+    pub lanes: u32,
+    /// Lanes open now.
+    #[serde(default)]
+    pub lanes_open: u64,
     /// The destinations the instance forwards to, as it reported them;
     /// absent when it did not say (an older agent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -93,7 +100,7 @@ pub struct AgentInstance {
     /// The name of the relay replica that holds this session.
     pub replica: String,
     /// Whether the replica that answered holds it. Only the holder knows
-    /// the live counters (`inFlight`, `standbyIdle`, `draining`); for a
+    /// the live counters (`inFlight`, `standbyIdle`, `lanesOpen`, `draining`); for a
     /// session another replica holds they are 0 and `lastHeartbeat` is when
     /// that replica last vouched for it.
     pub held_here: bool,

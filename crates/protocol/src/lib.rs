@@ -4,6 +4,7 @@
 //! here are the few conversions both sides need, so that each side speaks the
 //! same limits and codes.
 
+pub mod batch;
 pub mod codec;
 pub mod lanes;
 

@@ -45,6 +45,9 @@ pub struct RelayConfig {
     /// Heartbeat interval the relay asks agents for.
     #[serde(with = "serde_human")]
     pub heartbeat_interval: Duration,
+    /// Most lanes an agent session may open (0 to 4): small exchanges
+    /// batched on long-lived calls. 0: every request takes a call of its own.
+    pub agent_lanes: u32,
     /// On shutdown, how long in-flight requests may still run.
     #[serde(with = "serde_human")]
     pub shutdown_grace: Duration,
@@ -182,6 +185,7 @@ impl Default for RelayConfig {
             max_body_bytes: 1 << 30,
             request_timeout: Duration::from_secs(300),
             heartbeat_interval: Duration::from_secs(10),
+            agent_lanes: borealis_protocol::lanes::MAX_LANES,
             shutdown_grace: Duration::from_secs(30),
             secret_key: None,
             webhook_timeout: Duration::from_secs(60),
@@ -270,6 +274,13 @@ impl RelayConfig {
         }
         if !self.audit_retention.is_zero() && self.audit_retention < Duration::from_secs(3600) {
             return invalid("audit_retention must be 0 (forever) or at least 1h");
+        }
+        if self.agent_lanes > borealis_protocol::lanes::MAX_LANES {
+            return invalid(&format!(
+                "agent_lanes is {}; at most {} lanes are served per agent session",
+                self.agent_lanes,
+                borealis_protocol::lanes::MAX_LANES
+            ));
         }
         if self.heartbeat_interval < Duration::from_millis(100) {
             return invalid("heartbeat_interval must be at least 100ms");

@@ -20,7 +20,12 @@ use http::{HeaderMap, HeaderValue};
 use http_body_util::BodyExt;
 use tokio_util::task::AbortOnDropHandle;
 
-use crate::hub::{DispatchError, ForwardCall, FrameSender, Hub, Lease, frame_name, relay_frame as frame};
+use crate::hub::{
+    DispatchError, Dispatched, ForwardCall, FrameSender, Hub, LaneDispatch, Lease, Session, frame_name,
+    relay_frame as frame,
+};
+use crate::lane::LaneBroken;
+use borealis_protocol::lanes::Settled;
 
 /// How long an agent may take to pick up an offer.
 const TAKE_WITHIN: Duration = Duration::from_secs(10);
@@ -365,10 +370,11 @@ async fn via_agent(state: &Forwarder, agent: &AgentRef, outbound: Outbound) -> R
     borealis_egress::client::parse_url(&url).map_err(|e| failed(e.code(), e.to_string()))?;
     let deadline = tokio::time::Instant::now() + timeout;
     let timed_out = || failed(ErrorCode::Timeout, format!("agent {agent_id:?} did not answer within {timeout:?}"));
-    // A small body of known length is read before the offer and travels in
-    // the head: one frame instead of three, and no upload task.
+    // A small body of known length is read before the dispatch and travels
+    // in the head: one frame instead of three, no upload task, and the
+    // request may take a lane.
     let (inline, body) = match http_body::Body::size_hint(&body).exact() {
-        Some(length) if length <= MAX_INLINE_BODY_BYTES as u64 => {
+        Some(length) if borealis_protocol::lanes::fits_a_lane(usize::try_from(length).ok()) => {
             let collected = tokio::time::timeout_at(deadline, body.collect())
                 .await
                 .map_err(|_| timed_out())?
@@ -381,104 +387,47 @@ async fn via_agent(state: &Forwarder, agent: &AgentRef, outbound: Outbound) -> R
         }
         _ => (Bytes::new(), Some(body)),
     };
-    let (lease, mut call) = match state.hub.dispatch(agent, timeout.as_millis() as u64, TAKE_WITHIN.min(timeout)).await
-    {
+    let head = v1::RequestHead {
+        method: method.to_string(),
+        url,
+        headers: headers
+            .iter()
+            .map(|(name, value)| v1::Header { name: name.to_string(), value: Bytes::copy_from_slice(value.as_bytes()) })
+            .collect(),
+        timeout_ms: timeout.as_millis() as u64,
+        max_response_bytes: limit,
+        has_body: body.is_some(),
+        body: inline,
+    };
+    let small = body.is_none();
+    let (lease, request_id, dispatched) = match state.hub.dispatch(agent, head, small, TAKE_WITHIN.min(timeout)).await {
         Ok(dispatched) => dispatched,
         Err(err) => return Err(dispatch_error(state, agent, err).await),
     };
-    let request_id = call.request_id.clone();
     let started = Instant::now();
+    let exchange = Exchange { agent_id, deadline, timeout, limit };
     let result: Result<Reply, ForwardError> = async {
-        let upload_frames = call.sender();
-        let head = v1::RequestHead {
-            method: method.to_string(),
-            url,
-            headers: headers
-                .iter()
-                .map(|(name, value)| v1::Header {
-                    name: name.to_string(),
-                    value: Bytes::copy_from_slice(value.as_bytes()),
-                })
-                .collect(),
-            timeout_ms: timeout.as_millis() as u64,
-            max_response_bytes: limit,
-            has_body: body.is_some(),
-            body: inline,
-        };
         let session = lease.session().clone();
         let lost = || agent_lost(lost_detail(&session.lost, &format!("agent {agent_id:?}"), "before answering"));
-        upload_frames.send(frame(&request_id, relay_frame::Frame::RequestHead(head))).await.map_err(|_| lost())?;
-
-        let (upload_failed, mut upload_error) = tokio::sync::oneshot::channel();
-        let upload = body.map(|body| {
-            AbortOnDropHandle::new(tokio::spawn(upload_body(
-                body,
-                upload_frames,
-                request_id.clone(),
-                limit,
-                upload_failed,
-            )))
-        });
-
-        let first = tokio::select! {
-            read = read(&mut call) => read,
-            Ok(problem) = &mut upload_error => return Err(problem),
-            () = tokio::time::sleep_until(deadline) => return Err(timed_out()),
-            () = session.lost.cancelled() => return Err(lost()),
-        };
-        let head = match first {
-            Read::Frame(agent_frame::Frame::ResponseHead(head)) => head,
-            Read::Frame(agent_frame::Frame::Failure(failure)) => {
-                // Ended by the agent: nothing to cancel when the call closes.
-                call.finish();
-                drop(call);
-                // The agent's timer started after this one: its timeout,
-                // read once this deadline passed, is this deadline's.
-                if failure.error_code() == ErrorCode::Timeout && tokio::time::Instant::now() >= deadline {
-                    return Err(timed_out());
-                }
-                return Err(agent_failed(failure.error_code(), format!("agent {agent_id:?}: {}", failure.message)));
+        let (call, upload) = match dispatched {
+            Dispatched::Call(call, head) => {
+                call.sender()
+                    .send(frame(&request_id, relay_frame::Frame::RequestHead(head)))
+                    .await
+                    .map_err(|_| lost())?;
+                let upload = body.map(|body| {
+                    let (upload_failed, upload_error) = tokio::sync::oneshot::channel();
+                    let task = tokio::spawn(upload_body(body, call.sender(), request_id.clone(), limit, upload_failed));
+                    (AbortOnDropHandle::new(task), upload_error)
+                });
+                (call, upload)
             }
-            Read::Frame(other) => {
-                let reason = format!("{} instead of ResponseHead or Failure", frame_name(Some(&other)));
-                return Err(protocol_error(&mut call, reason));
-            }
-            Read::Violation(reason) => return Err(protocol_error(&mut call, reason)),
-            Read::Ended => return Err(protocol_error(&mut call, "it ended the call without answering".into())),
-            Read::Lost => return Err(lost()),
+            Dispatched::Lane(on_lane) => match exchange.on_lane(on_lane, &session).await? {
+                LaneEnd::Answered(reply) => return Ok(reply),
+                LaneEnd::Diverted(call) => (call, None),
+            },
         };
-        if !(100..=999).contains(&head.status) {
-            return Err(protocol_error(&mut call, format!("the invalid status {}", head.status)));
-        }
-        if !head.complete && !head.body.is_empty() {
-            return Err(protocol_error(&mut call, "a body in a ResponseHead that is not complete".into()));
-        }
-        if head.body.len() > MAX_INLINE_BODY_BYTES {
-            let reason =
-                format!("an inline body of {} bytes, over the limit of {MAX_INLINE_BODY_BYTES}", head.body.len());
-            return Err(protocol_error(&mut call, reason));
-        }
-        let (status, headers) = borealis_egress::headers::agent_response_head(head.status, &head.headers)
-            .map_err(|_| protocol_error(&mut call, format!("the invalid status {}", head.status)))?;
-        let mut reply = http::Response::builder().status(status);
-        if let Some(map) = reply.headers_mut() {
-            *map = headers;
-        }
-        if head.body.len() as u64 > limit {
-            let reason = format!("an inline body of {} bytes, over max_response_bytes ({limit})", head.body.len());
-            return Err(protocol_error(&mut call, reason));
-        }
-        if head.complete {
-            call.finish();
-            call.close_if_ended();
-            return Ok(reply.body(full(head.body)).expect("status and headers were validated"));
-        }
-        let expected = reply
-            .headers_ref()
-            .and_then(|h| h.get(http::header::CONTENT_LENGTH))
-            .and_then(|v| v.to_str().ok()?.parse().ok());
-        let body = ResponseBody { call, _lease: lease, _upload: upload, received: 0, expected, limit };
-        Ok(reply.body(streamed(body.into_stream())).expect("status and headers were validated"))
+        exchange.on_call(*call, lease, upload).await
     }
     .await;
     // One line per request, with the id the agent logs it under too.
@@ -501,6 +450,176 @@ async fn via_agent(state: &Forwarder, agent: &AgentRef, outbound: Outbound) -> R
         ),
     }
     result
+}
+
+/// How a request on a lane ended there.
+enum LaneEnd {
+    /// With its answer: a whole response, or a failure turned into an error.
+    Answered(Reply),
+    /// The agent sends the response on a `Forward` call of its own.
+    Diverted(Box<ForwardCall>),
+}
+
+/// The parts of one request through an agent that its steps share.
+struct Exchange<'a> {
+    agent_id: &'a str,
+    deadline: tokio::time::Instant,
+    timeout: Duration,
+    limit: u64,
+}
+
+impl Exchange<'_> {
+    fn timed_out(&self) -> ForwardError {
+        failed(ErrorCode::Timeout, format!("agent {:?} did not answer within {:?}", self.agent_id, self.timeout))
+    }
+
+    /// The agent's `Failure` as an error. Its timer started after this
+    /// one: its timeout, read once this deadline passed, is this deadline's.
+    fn failure(&self, failure: &Failure) -> ForwardError {
+        if failure.error_code() == ErrorCode::Timeout && tokio::time::Instant::now() >= self.deadline {
+            return self.timed_out();
+        }
+        agent_failed(failure.error_code(), format!("agent {:?}: {}", self.agent_id, failure.message))
+    }
+
+    /// Waits for the answer to a request sent down a lane (or for the call
+    /// of its divert, whichever comes first).
+    async fn on_lane(&self, on_lane: LaneDispatch, session: &Session) -> Result<LaneEnd, ForwardError> {
+        let mut on_lane = on_lane;
+        let LaneDispatch { ticket, diverted, .. } = &mut on_lane;
+        let lost = |detail: String| agent_lost(format!("agent {:?} {detail} before answering", self.agent_id));
+        let answer = tokio::select! {
+            answer = ticket.answer() => answer,
+            Ok(call) = &mut *diverted => {
+                ticket.forget();
+                return Ok(LaneEnd::Diverted(Box::new(call)));
+            }
+            () = tokio::time::sleep_until(self.deadline) => return Err(self.timed_out()),
+            () = session.lost.cancelled() => return Err(lost("was lost (it stopped answering heartbeats)".into())),
+        };
+        match answer {
+            Ok(Settled::Response(head)) => {
+                let reply = response_head(&head, self.limit).map_err(|reason| {
+                    // The lane stays: the answer was whole and in order,
+                    // only its head cannot be served.
+                    ticket.lane().violated_by_answer(ticket.id, &reason);
+                    ForwardError::new(
+                        ForwardFailure::AgentProtocol,
+                        format!("agent {:?} broke the tunnel protocol: {reason}", self.agent_id),
+                    )
+                })?;
+                Ok(LaneEnd::Answered(reply.body(full(head.body)).expect("status and headers were validated")))
+            }
+            Ok(Settled::Failure(failure)) => Err(self.failure(&failure)),
+            Ok(Settled::Divert) => {
+                let take_within = tokio::time::Instant::now() + TAKE_WITHIN;
+                tokio::select! {
+                    call = &mut *diverted => call.map(|call| LaneEnd::Diverted(Box::new(call))).map_err(|_| lost("went away".into())),
+                    () = tokio::time::sleep_until(take_within.min(self.deadline)) => Err(if take_within < self.deadline {
+                        ForwardError::new(ForwardFailure::AgentProtocol, format!(
+                            "agent {:?} diverted the response but opened no call for it within {TAKE_WITHIN:?}", self.agent_id))
+                    } else {
+                        self.timed_out()
+                    }),
+                    () = session.lost.cancelled() => Err(lost("was lost (it stopped answering heartbeats)".into())),
+                }
+            }
+            Err(LaneBroken::Violation(reason)) => Err(ForwardError::new(
+                ForwardFailure::AgentProtocol,
+                format!("agent {:?} broke the tunnel protocol on its lane: {reason}", self.agent_id),
+            )),
+            Err(LaneBroken::Lost(detail)) => {
+                Err(agent_lost(format!("agent {:?} went away before answering: {detail}", self.agent_id)))
+            }
+        }
+    }
+
+    /// Reads the agent's answer on a call of its own: a head and a body
+    /// streamed as the caller reads it, or a failure.
+    async fn on_call(
+        &self,
+        mut call: ForwardCall,
+        lease: Lease,
+        upload: Option<(AbortOnDropHandle<()>, tokio::sync::oneshot::Receiver<ForwardError>)>,
+    ) -> Result<Reply, ForwardError> {
+        let session = lease.session().clone();
+        let lost = || agent_lost(lost_detail(&session.lost, &format!("agent {:?}", self.agent_id), "before answering"));
+        let (upload, mut upload_error) = match upload {
+            Some((task, error)) => (Some(task), Some(error)),
+            None => (None, None),
+        };
+        let upload_failed = async {
+            match upload_error.as_mut() {
+                Some(error) => match error.await {
+                    Ok(problem) => problem,
+                    Err(_) => std::future::pending().await,
+                },
+                None => std::future::pending().await,
+            }
+        };
+        let first = tokio::select! {
+            read = read(&mut call) => read,
+            problem = upload_failed => return Err(problem),
+            () = tokio::time::sleep_until(self.deadline) => return Err(self.timed_out()),
+            () = session.lost.cancelled() => return Err(lost()),
+        };
+        let head = match first {
+            Read::Frame(agent_frame::Frame::ResponseHead(head)) => head,
+            Read::Frame(agent_frame::Frame::Failure(failure)) => {
+                // Ended by the agent: nothing to cancel when the call closes.
+                call.finish();
+                drop(call);
+                return Err(self.failure(&failure));
+            }
+            Read::Frame(other) => {
+                let reason = format!("{} instead of ResponseHead or Failure", frame_name(Some(&other)));
+                return Err(protocol_error(&mut call, reason));
+            }
+            Read::Violation(reason) => return Err(protocol_error(&mut call, reason)),
+            Read::Ended => return Err(protocol_error(&mut call, "it ended the call without answering".into())),
+            Read::Lost => return Err(lost()),
+        };
+        if !head.complete && !head.body.is_empty() {
+            return Err(protocol_error(&mut call, "a body in a ResponseHead that is not complete".into()));
+        }
+        let reply = match response_head(&head, self.limit) {
+            Ok(reply) => reply,
+            Err(reason) => return Err(protocol_error(&mut call, reason)),
+        };
+        if head.complete {
+            call.finish();
+            call.close_if_ended();
+            return Ok(reply.body(full(head.body)).expect("status and headers were validated"));
+        }
+        let expected = reply
+            .headers_ref()
+            .and_then(|h| h.get(http::header::CONTENT_LENGTH))
+            .and_then(|v| v.to_str().ok()?.parse().ok());
+        let body = ResponseBody { call, _lease: lease, _upload: upload, received: 0, expected, limit: self.limit };
+        Ok(reply.body(streamed(body.into_stream())).expect("status and headers were validated"))
+    }
+}
+
+/// The reply a `ResponseHead` describes, with its rules checked: a status of
+/// 100 to 999, valid headers, and an inline body within both the inline
+/// limit and `limit`. Else what is wrong with it.
+fn response_head(head: &v1::ResponseHead, limit: u64) -> Result<http::response::Builder, String> {
+    if !(100..=999).contains(&head.status) {
+        return Err(format!("the invalid status {}", head.status));
+    }
+    if head.body.len() > MAX_INLINE_BODY_BYTES {
+        return Err(format!("an inline body of {} bytes, over the limit of {MAX_INLINE_BODY_BYTES}", head.body.len()));
+    }
+    if head.body.len() as u64 > limit {
+        return Err(format!("an inline body of {} bytes, over max_response_bytes ({limit})", head.body.len()));
+    }
+    let (status, headers) = borealis_egress::headers::agent_response_head(head.status, &head.headers)
+        .map_err(|_| format!("the invalid status {}", head.status))?;
+    let mut reply = http::Response::builder().status(status);
+    if let Some(map) = reply.headers_mut() {
+        *map = headers;
+    }
+    Ok(reply)
 }
 
 /// Why no agent took the request. A connected session proves the credential

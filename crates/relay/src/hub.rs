@@ -2,11 +2,12 @@
 //! waiting for an agent to take them.
 //!
 //! To forward a request the relay picks the least-loaded live instance of the
-//! identifier. If that instance has a standby `Forward` call idle, the
-//! request goes down it at once. Otherwise the relay sends an `Offer` on the
-//! control stream and waits for the agent to open a call for it. An offer
-//! whose instance dies before taking it goes to another instance: nothing
-//! was sent upstream yet.
+//! identifier. A small request whose body is whole goes down one of the
+//! instance's lanes ([`crate::lane`]) when it has one with room. Otherwise,
+//! if that instance has a standby `Forward` call idle, the request goes down
+//! it at once; else the relay sends an `Offer` on the control stream and
+//! waits for the agent to open a call for it. An offer whose instance dies
+//! before taking it goes to another instance: nothing was sent upstream yet.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -15,6 +16,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use borealis_core::team::AgentRef;
+use borealis_protocol::lanes::{LaneSet, LaneViolation};
 use borealis_protocol::v1::{self, relay_control};
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::{mpsc, oneshot};
@@ -23,6 +25,7 @@ use tokio_util::task::TaskTracker;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 use tonic::{Status, Streaming};
 
+use crate::lane::{Lane, LaneBroken, LaneTicket, Outgoing};
 use crate::metrics::{AgentLabels, DispatchLabels, Metrics};
 
 /// Most standby calls the relay keeps for one session, whatever it asks.
@@ -49,6 +52,10 @@ pub struct Session {
     control: ControlSender,
     /// Idle standby calls, each waiting for a request.
     standby: Mutex<Vec<ForwardCall>>,
+    /// The lanes granted, and those open.
+    lanes: Mutex<SessionLanes>,
+    /// Where the next small request starts looking for a lane with room.
+    lane_turn: AtomicUsize,
     /// Fires when the session ends, for whatever reason.
     pub closed: CancellationToken,
     /// Fires when the relay gives up on an agent that stopped answering:
@@ -69,6 +76,8 @@ pub struct SessionInfo {
     /// How many standby calls this session may keep open (as granted in
     /// `Welcome`).
     pub standby_calls: u32,
+    /// How many lanes this session may open (as granted in `Welcome`).
+    pub lanes: u32,
     /// The allow-list the agent reported; `None`: it did not say.
     pub allow_list: Option<borealis_store::ReportedAllowList>,
     /// The agent's connection, closed when the relay gives up on the session.
@@ -114,6 +123,9 @@ impl Session {
     /// from its own timer.
     pub fn lose(&self, status: Status) {
         self.lost.cancel();
+        for lane in self.open_lanes() {
+            lane.end(LaneBroken::Lost("the agent stopped answering heartbeats".into()));
+        }
         self.kick(status);
         if let Some(connection) = &self.info.connection {
             connection.close();
@@ -167,6 +179,44 @@ impl Session {
     pub fn standby_idle(&self) -> usize {
         self.standby.lock().expect("standby lock").len()
     }
+
+    /// Opens lane `index` of this session, if it was granted and is not
+    /// open: the lane, and the queue its writer sends from.
+    pub fn open_lane(&self, index: u32) -> Result<(Arc<Lane>, mpsc::UnboundedReceiver<Outgoing>), LaneViolation> {
+        let mut lanes = self.lanes.lock().expect("lanes lock");
+        lanes.granted.open(index)?;
+        let (lane, outgoing) = Lane::new(index, self.info.agent.to_string(), self.id.clone());
+        lanes.open.push(lane.clone());
+        Ok((lane, outgoing))
+    }
+
+    /// A lane ended: no request goes down it any more, and its index may
+    /// be opened again.
+    pub fn close_lane(&self, lane: &Arc<Lane>) {
+        let mut lanes = self.lanes.lock().expect("lanes lock");
+        lanes.open.retain(|open| !Arc::ptr_eq(open, lane));
+        lanes.granted.close(lane.index);
+    }
+
+    pub fn open_lanes(&self) -> Vec<Arc<Lane>> {
+        self.lanes.lock().expect("lanes lock").open.clone()
+    }
+
+    /// Sends a small request down a lane with room, taking them in turn;
+    /// leaves the head when no lane has room (or none is open).
+    fn send_on_lane(&self, request_id: &str, head: &mut Option<v1::RequestHead>) -> Option<LaneTicket> {
+        let lanes = self.lanes.lock().expect("lanes lock");
+        let count = lanes.open.len();
+        let start = self.lane_turn.fetch_add(1, Ordering::Relaxed);
+        (0..count).find_map(|i| lanes.open[(start + i) % count].send(request_id, head))
+    }
+}
+
+/// A session's lanes: those granted (each opened at most once at a time)
+/// and those open.
+struct SessionLanes {
+    granted: LaneSet,
+    open: Vec<Arc<Lane>>,
 }
 
 /// How far the agent's answer on a call has got, which decides how the call
@@ -441,6 +491,41 @@ impl Drop for Lease {
     }
 }
 
+/// A request's head is taken only when it goes down a lane, which ends the
+/// dispatch.
+const TAKEN_ONLY_BY_A_LANE: &str = "the head is taken only by a lane";
+
+/// How a dispatched request travels.
+pub enum Dispatched {
+    /// Down a lane; its response may come back on a `Forward` call instead
+    /// (a divert), taken through `diverted`.
+    Lane(LaneDispatch),
+    /// On a call of its own, which gets the head first.
+    Call(Box<ForwardCall>, v1::RequestHead),
+}
+
+/// A request sent down a lane.
+pub struct LaneDispatch {
+    pub ticket: LaneTicket,
+    /// The agent's `Forward` call for the response, if it diverts it.
+    pub diverted: oneshot::Receiver<ForwardCall>,
+    /// Keeps the way open for that call while the request lives.
+    _open: OpenDivert,
+}
+
+/// Removes a lane request's entry for a divert from the hub once the
+/// request is done: a call for it later is refused as for an expired offer.
+struct OpenDivert {
+    hub: Arc<Hub>,
+    request_id: String,
+}
+
+impl Drop for OpenDivert {
+    fn drop(&mut self) {
+        self.hub.pending.lock().expect("hub lock").remove(&self.request_id);
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum DispatchError {
     #[error("no instance of agent {0:?} is connected")]
@@ -472,12 +557,15 @@ pub struct Hub {
     /// once, not per request.
     by_standby: Counter,
     by_offer: Counter,
+    by_lane: Counter,
+    /// Most lanes a session may open (`agent_lanes`).
+    max_lanes: u32,
 }
 
 impl Hub {
-    pub fn new(metrics: Arc<Metrics>) -> Arc<Self> {
+    pub fn new(metrics: Arc<Metrics>, max_lanes: u32) -> Arc<Self> {
         let dispatches = |way| metrics.agent_dispatches.get_or_create(&DispatchLabels { way }).clone();
-        let (by_standby, by_offer) = (dispatches("standby"), dispatches("offer"));
+        let (by_standby, by_offer, by_lane) = (dispatches("standby"), dispatches("offer"), dispatches("lane"));
         let (closing, mut closings) = mpsc::unbounded_channel::<Closing>();
         let (tasks, stop) = (TaskTracker::new(), CancellationToken::new());
         let (owner, ended) = (tasks.clone(), stop.clone());
@@ -506,6 +594,8 @@ impl Hub {
             metrics,
             by_standby,
             by_offer,
+            by_lane,
+            max_lanes,
         })
     }
 
@@ -513,7 +603,13 @@ impl Hub {
         self.draining.load(Ordering::Relaxed)
     }
 
+    /// How many lanes a session is granted when its hello asks for `asked`.
+    pub fn lanes_for(&self, asked: u32) -> u32 {
+        LaneSet::grant(asked.min(self.max_lanes)).granted()
+    }
+
     pub fn register(&self, info: SessionInfo, control: ControlSender) -> Arc<Session> {
+        let granted = LaneSet::grant(info.lanes);
         let session = Arc::new(Session {
             id: uuid::Uuid::new_v4().to_string(),
             info,
@@ -523,6 +619,8 @@ impl Hub {
             draining: AtomicBool::new(false),
             control,
             standby: Mutex::default(),
+            lanes: Mutex::new(SessionLanes { granted, open: Vec::new() }),
+            lane_turn: AtomicUsize::new(0),
             closed: CancellationToken::new(),
             lost: CancellationToken::new(),
         });
@@ -623,15 +721,20 @@ impl Hub {
         best.cloned()
     }
 
-    /// Hands a request to an instance of `agent`: down an idle standby
-    /// call if the instance has one, else as an offer, waiting until it is
-    /// taken and trying the next instance when one is lost on the way.
+    /// Hands a request to an instance of `agent`: down a lane if `small`
+    /// and the instance has one with room, else down an idle standby call if
+    /// it has one, else as an offer, waiting until it is taken and trying
+    /// the next instance when one is lost on the way. Returns the request's
+    /// id with how it travels.
     pub async fn dispatch(
         self: &Arc<Self>,
         agent: &AgentRef,
-        timeout_ms: u64,
+        head: v1::RequestHead,
+        small: bool,
         take_within: Duration,
-    ) -> Result<(Lease, ForwardCall), DispatchError> {
+    ) -> Result<(Lease, String, Dispatched), DispatchError> {
+        let timeout_ms = head.timeout_ms;
+        let mut head = Some(head);
         if self.is_draining() {
             return Err(DispatchError::Draining);
         }
@@ -643,10 +746,27 @@ impl Hub {
             let lease = Lease { session: session.clone(), _request: self.requests.token() };
             let request_id =
                 format!("{}-{}", self.relay_instance_id, self.next_request.fetch_add(1, Ordering::Relaxed));
+            if small {
+                // The way for a divert is open before the request can reach
+                // the agent, which may open its call before its answer says so.
+                let (accept, diverted) = oneshot::channel();
+                let pending = Pending { session: session.clone(), accept };
+                self.pending.lock().expect("hub lock").insert(request_id.clone(), pending);
+                let open = OpenDivert { hub: self.clone(), request_id: request_id.clone() };
+                if let Some(ticket) = session.send_on_lane(&request_id, &mut head) {
+                    self.by_lane.inc();
+                    let lane = LaneDispatch { ticket, diverted, _open: open };
+                    return Ok((lease, request_id, Dispatched::Lane(lane)));
+                }
+            }
             if let Some(mut call) = session.take_standby() {
-                call.request_id = request_id;
+                call.request_id = request_id.clone();
                 self.by_standby.inc();
-                return Ok((lease, call));
+                return Ok((
+                    lease,
+                    request_id,
+                    Dispatched::Call(Box::new(call), head.take().expect(TAKEN_ONLY_BY_A_LANE)),
+                ));
             }
             let (accept, taken) = oneshot::channel();
             self.pending
@@ -676,7 +796,11 @@ impl Hub {
             match outcome {
                 Some(call) => {
                     self.by_offer.inc();
-                    return Ok((lease, call));
+                    return Ok((
+                        lease,
+                        request_id,
+                        Dispatched::Call(Box::new(call), head.take().expect(TAKEN_ONLY_BY_A_LANE)),
+                    ));
                 }
                 None => {
                     self.pending.lock().expect("hub lock").remove(&request_id);
@@ -720,17 +844,23 @@ impl Hub {
             call.discard();
             return Err(Status::unavailable("the relay is shutting down"));
         }
-        let session = self
-            .pools
+        match self.session(agent, session_id) {
+            Ok(session) => session.park(call),
+            Err(status) => {
+                call.discard();
+                Err(status)
+            }
+        }
+    }
+
+    /// The live session `session_id` of `agent`.
+    pub fn session(&self, agent: &AgentRef, session_id: &str) -> Result<Arc<Session>, Status> {
+        self.pools
             .lock()
             .expect("hub lock")
             .get(agent)
-            .and_then(|pool| pool.iter().find(|s| s.id == session_id).cloned());
-        let Some(session) = session else {
-            call.discard();
-            return Err(Status::not_found(format!("agent {agent} has no live session {session_id}")));
-        };
-        session.park(call)
+            .and_then(|pool| pool.iter().find(|s| s.id == session_id).cloned())
+            .ok_or_else(|| Status::not_found(format!("agent {agent} has no live session {session_id}")))
     }
 
     /// Shutdown, first half: refuse new work, tell agents to drain, and wait

@@ -14,6 +14,7 @@
 //!   engine's [`Transport`](borealis_engine::transport::Transport).
 //! - [`tunnel`]: the `Tunnel` gRPC service agents call.
 //! - [`hub`]: live agent sessions, pools, offers and drain.
+//! - [`lane`]: a session's lanes: small exchanges batched on long-lived calls.
 //! - [`placement`]: this replica's session records kept right; agents sent
 //!   elsewhere when the database is lost or this replica holds too many.
 //! - [`auth`]: credentials, tokens and the admin token.
@@ -33,6 +34,7 @@ pub mod console;
 pub mod forward;
 pub mod http;
 pub mod hub;
+pub mod lane;
 pub mod metrics;
 pub mod peer;
 pub mod placement;
@@ -125,7 +127,7 @@ pub async fn run(
     let limits = config.connection_limits(descriptors);
     let edge = serve::Edge::new(limits, serve::TrustedProxies::new(config.trusted_proxies.clone()), &metrics);
     let auth_guard = throttle::AuthGuard::new(config.auth_failures_per_minute, &metrics);
-    let hub = Hub::new(metrics.clone());
+    let hub = Hub::new(metrics.clone(), config.agent_lanes);
     let grace = config.shutdown_grace;
     let vault = vault::Vault::open(store.clone(), &data_dir, config.secret_key.as_ref())?
         .with_relay_key(config.webhook_signing_secret.clone());

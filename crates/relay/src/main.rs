@@ -56,6 +56,9 @@ struct Flags {
     /// Heartbeat interval asked of agents [default: 10s].
     #[arg(long, value_name = "DURATION")]
     heartbeat_interval: Option<String>,
+    /// Most lanes an agent session may open, 0 to 4; 0 sends every request on a call of its own [default: 4].
+    #[arg(long, value_name = "N")]
+    agent_lanes: Option<u32>,
     /// On SIGTERM, how long in-flight requests may still run [default: 30s].
     #[arg(long, value_name = "DURATION")]
     shutdown_grace: Option<String>,
@@ -181,6 +184,7 @@ impl Flags {
         put("max_body_bytes", self.max_body_bytes.map(|n| n.to_string()));
         put("request_timeout", self.request_timeout.clone());
         put("heartbeat_interval", self.heartbeat_interval.clone());
+        put("agent_lanes", self.agent_lanes.map(|n| n.to_string()));
         put("shutdown_grace", self.shutdown_grace.clone());
         put("webhook_timeout", self.webhook_timeout.clone());
         put("retry_base_delay", self.retry_base_delay.clone());
@@ -321,6 +325,7 @@ mod tests {
         ("max_body_bytes", "7000", "7000"),
         ("request_timeout", "7s", "\"7s\""),
         ("heartbeat_interval", "7s", "\"7s\""),
+        ("agent_lanes", "2", "2"),
         ("shutdown_grace", "7s", "\"7s\""),
         (
             "secret_key",

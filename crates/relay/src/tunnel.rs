@@ -153,6 +153,7 @@ async fn first_frame<T>(inbound: &mut Streaming<T>, what: &str) -> Result<T, Sta
 impl Tunnel for TunnelService {
     type ControlStream = BoxStream<v1::RelayControl>;
     type ForwardStream = BoxStream<v1::RelayFrame>;
+    type LaneStream = BoxStream<v1::RelayLane>;
 
     async fn control(
         &self,
@@ -174,6 +175,12 @@ impl Tunnel for TunnelService {
         self.open_call(&claims, request)
             .await
             .inspect_err(|status| log_refusal("Forward", &peer, Some(&claims), status))
+    }
+
+    async fn lane(&self, request: Request<Streaming<v1::AgentLane>>) -> Result<Response<Self::LaneStream>, Status> {
+        let claims = self.claims("Lane", &request)?;
+        let peer = peer(&request);
+        self.open_lane(&claims, request).await.inspect_err(|status| log_refusal("Lane", &peer, Some(&claims), status))
     }
 }
 
@@ -244,6 +251,7 @@ impl TunnelService {
             remote_addr,
             capacity: hello.capacity,
             standby_calls: hello.standby_calls.min(MAX_STANDBY_CALLS),
+            lanes: state.hub.lanes_for(hello.lanes),
             allow_list,
             connection,
         };
@@ -264,8 +272,7 @@ impl TunnelService {
                 heartbeat_interval_ms: interval.as_millis() as u32,
                 agent_id: session.info.agent.name.clone(),
                 standby_calls: session.info.standby_calls,
-                // No lanes are served yet: every request takes a `Forward` call.
-                lanes: 0,
+                lanes: session.info.lanes,
             }))
             .await;
 
@@ -338,6 +345,77 @@ impl TunnelService {
                 item.map(|item| (item, (queue, closed)))
             });
         Ok(Response::new(Box::pin(stream)))
+    }
+
+    /// A `Lane` call: binds it to the session and lane its `LaneOpen` names,
+    /// then reads the agent's answers (a task the hub owns) while the
+    /// response stream writes the lane's requests, batched. The relay ends
+    /// its side once the session is over and nothing is outstanding, or at
+    /// once when the lane breaks.
+    async fn open_lane(
+        &self,
+        claims: &Claims,
+        request: Request<Streaming<v1::AgentLane>>,
+    ) -> Result<Response<BoxStream<v1::RelayLane>>, Status> {
+        use borealis_protocol::lanes::LaneViolation;
+        let mut inbound = request.into_inner();
+        let first = first_frame(&mut inbound, "LaneOpen").await?;
+        let violation = |v: LaneViolation| Status::invalid_argument(format!("protocol violation: {v}"));
+        let Some(open) = first.open else { return Err(violation(LaneViolation::MisplacedOpen)) };
+        if let Some(answer) = first.answers.first() {
+            return Err(violation(LaneViolation::NotSent { id: answer.id }));
+        }
+        check_lengths(&[("LaneOpen.session_id", &open.session_id)])?;
+        let session = self.state.hub.session(&claims.agent(), &open.session_id)?;
+        if session.closed.is_cancelled() {
+            return Err(Status::not_found(format!("session {} is over", open.session_id)));
+        }
+        let (lane, outgoing) = session.open_lane(open.lane).map_err(violation)?;
+        let verdict = Arc::new(std::sync::OnceLock::new());
+        let (reader_lane, reader_verdict, session_closed) = (lane.clone(), verdict.clone(), session.closed.clone());
+        self.state.hub.spawn_session_task(async move {
+            let (lane, session) = (reader_lane, session);
+            let (why, status) = tokio::select! {
+                ended = crate::lane::read_answers(&lane, &mut inbound) => ended,
+                () = session.lost.cancelled() => (crate::lane::LaneBroken::Lost("the agent stopped answering heartbeats".into()), None),
+            };
+            if let Some(status) = status {
+                let _ = reader_verdict.set(status);
+            }
+            let unanswered = lane.outstanding();
+            if unanswered > 0 {
+                tracing::info!(agent = %session.info.agent, session = %session.id, lane = lane.index, unanswered,
+                    reason = ?why, "a lane ended with requests unanswered; they fail");
+            }
+            lane.end(why);
+            session.close_lane(&lane);
+            // The agent's side is read to its end (or for 10 s), so that
+            // ours ends first only when the lane broke.
+            let rest = async { while let Ok(Some(_)) = inbound.message().await {} };
+            let _ = tokio::time::timeout(Duration::from_secs(10), rest).await;
+        });
+        // Ours ends when the lane does, or once the session is over and
+        // every request on the lane is answered.
+        let over = {
+            let lane = lane.clone();
+            async move {
+                let session_over = async {
+                    session_closed.cancelled().await;
+                    lane.quiet().await;
+                };
+                tokio::select! {
+                    () = lane.ended.cancelled() => {}
+                    () = session_over => {}
+                }
+            }
+        };
+        let messages =
+            borealis_protocol::batch::batched(outgoing, crate::lane::Outgoing::encoded_len, crate::lane::relay_lane)
+                .map(Ok)
+                .take_until(over);
+        let verdict = futures_util::stream::once(async move { verdict.get().cloned() })
+            .filter_map(|status| std::future::ready(status.map(Err)));
+        Ok(Response::new(Box::pin(messages.chain(verdict))))
     }
 
     /// A `Forward` call: binds it to the offer its `Accept` names, or keeps
