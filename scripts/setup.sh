@@ -50,6 +50,7 @@ if [ ${#need[@]} -gt 0 ]; then apt_install "${need[@]}"; fi
 python3 -c 'import standardwebhooks' 2>/dev/null || pip_install standardwebhooks   # signatures, checked by the reference library
 command -v schemathesis >/dev/null || pip_install schemathesis                     # the API fuzzed against its OpenAPI document
 command -v kubernetes-validate >/dev/null || pip_install kubernetes-validate       # the charts' manifests against Kubernetes' schemas
+python3 -c 'import grpc, grpc_tools' 2>/dev/null || pip_install grpcio grpcio-tools # the Python agent written from proto/ (tests/python)
 
 # PostgreSQL on 127.0.0.1:5432 with trust on loopback and a database `test`,
 # as BOREALIS_TEST_POSTGRES_URL's default expects (a throwaway machine's).

@@ -21,7 +21,7 @@ mod time;
 mod tls;
 
 pub use client::{connect_from, token_reply};
-pub use process::{AgentProcess, Cli, RelayOptions, RelayProcess, cli, rss_kib};
+pub use process::{AgentProcess, Cli, Logged, RelayOptions, RelayProcess, cli, rss_kib};
 pub use temp_dir::TempDir;
 pub use time::{PATIENCE, api_time, api_time_of, between, eventually, log_time};
 pub use tls::{generate_tls, install_crypto};

@@ -17,15 +17,16 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
-/// A child whose stderr is collected line by line (and never blocks it).
-struct Logged {
+/// A child whose stderr is collected line by line (and never blocks it),
+/// killed and reaped when dropped.
+pub struct Logged {
     child: Child,
     lines: Arc<Mutex<Vec<String>>>,
     name: String,
 }
 
 impl Logged {
-    fn spawn(name: &str, mut command: Command) -> Self {
+    pub fn spawn(name: &str, mut command: Command) -> Self {
         command.stdout(Stdio::null()).stderr(Stdio::piped()).stdin(Stdio::null());
         let mut child = command.spawn().unwrap_or_else(|e| panic!("spawn {name}: {e}"));
         let lines = Arc::new(Mutex::new(Vec::new()));
@@ -42,7 +43,7 @@ impl Logged {
     }
 
     /// Waits for a log line containing `needle` and returns it.
-    fn wait_for_line(&mut self, needle: &str, within: Duration) -> String {
+    pub fn wait_for_line(&mut self, needle: &str, within: Duration) -> String {
         let start = Instant::now();
         loop {
             if let Some(line) = self.lines.lock().unwrap().iter().find(|l| l.contains(needle)) {
@@ -56,7 +57,7 @@ impl Logged {
         }
     }
 
-    fn log(&self) -> String {
+    pub fn log(&self) -> String {
         self.lines.lock().unwrap().join("\n")
     }
 
@@ -294,6 +295,17 @@ impl RelayProcess {
         let _ = process.child.wait();
         drop(process);
         change(data_dir.path());
+        let host = |url: &str| url.split("://").nth(1).unwrap().to_owned();
+        Self::start_in(data_dir, &host(&http_url), &host(&agents_url), options)
+    }
+
+    /// SIGTERM, waits for a clean exit, then a new relay on the same ports
+    /// and data dir.
+    pub fn terminate_and_restart(mut self, within: Duration) -> Self {
+        let status = self.terminate(within);
+        assert!(status.success(), "the relay stopped with {status}");
+        let RelayProcess { process, data_dir, http_url, agents_url, options } = self;
+        drop(process);
         let host = |url: &str| url.split("://").nth(1).unwrap().to_owned();
         Self::start_in(data_dir, &host(&http_url), &host(&agents_url), options)
     }

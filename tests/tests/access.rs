@@ -388,3 +388,57 @@ targets:
     deployer.decide("approve", &again, "prod").await;
     assert_eq!(target(&deployer.finished(&again).await, "prod").state, TargetState::Deployed);
 }
+
+/// Every proxied request is in the trail, allowed or failed, under its
+/// actor; their entries are appended in batches off the request path, and
+/// those still queued when the relay is stopped are written before it exits.
+#[tokio::test(flavor = "multi_thread")]
+async fn proxied_requests_are_in_the_trail_and_a_stop_loses_none_queued() {
+    const REQUESTS: usize = 300;
+    let (upstream, _) = borealis_tests::servers::upstream().await;
+    let relay = RelayProcess::start(RelayOptions { direct_allow: vec!["127.0.0.0/8".into()], ..Default::default() });
+    let http = reqwest::Client::new();
+    let proxy = |path: String| {
+        http.get(format!("{}/api/v1/proxy", relay.http_url))
+            .query(&[("url", format!("http://{upstream}{path}"))])
+            .header("proxy-authorization", format!("Bearer {}", relay.admin_token()))
+            .send()
+    };
+    let sent = futures_util::future::join_all((0..REQUESTS).map(|i| {
+        let path = if i == 0 { "/status/500".to_owned() } else { format!("/fast?n={i}") };
+        proxy(path)
+    }))
+    .await;
+    let request_ids: Vec<String> = sent
+        .into_iter()
+        .map(|reply| reply.unwrap().headers()["borealis-request-id"].to_str().unwrap().to_owned())
+        .collect();
+    // Stopped at once: whatever is still queued must reach the store.
+    let relay = relay.terminate_and_restart(Duration::from_secs(30));
+
+    let mut found = std::collections::HashMap::new();
+    let mut before: Option<String> = None;
+    loop {
+        let mut url = format!("{}/api/v1/audit?action=proxy&limit=500", relay.http_url);
+        if let Some(cursor) = &before {
+            url.push_str(&format!("&before={cursor}"));
+        }
+        let page: borealis_api::AuditList =
+            http.get(url).bearer_auth(relay.admin_token()).send().await.unwrap().json().await.unwrap();
+        for entry in page.entries {
+            found.insert(entry.request_id.clone(), entry);
+        }
+        match page.next {
+            Some(next) => before = Some(next),
+            None => break,
+        }
+    }
+    for (i, id) in request_ids.iter().enumerate() {
+        let entry = found.get(id).unwrap_or_else(|| panic!("request {i} ({id}) is missing from the trail"));
+        assert_eq!(entry.actor.kind, "admin");
+        assert_eq!(entry.object, "/api/v1/proxy");
+        let expected = if i == 0 { ("failed", 500) } else { ("allowed", 200) };
+        assert_eq!((entry.outcome.as_str(), entry.status), expected, "request {i}");
+    }
+    assert_eq!(found.len(), REQUESTS, "each once");
+}

@@ -5,6 +5,7 @@
 //!   time, latency in an HDR histogram.
 //! - [`echo`]: the echo server (`borealis-bench echo`), streaming both ways.
 //! - [`procs`]: the processes, their CPU time and resident memory.
+//! - [`rathole`]: rathole's server and client, the reference for `forward`.
 //! - [`scenarios`]: `forward`, `stream`, `runs`, `cluster` and `agents`, with
 //!   their targets.
 //! - [`drain`]: pending webhook runs left by a crash, and how fast the next
@@ -19,6 +20,7 @@ pub mod echo;
 pub mod load;
 pub mod postgres;
 pub mod procs;
+pub mod rathole;
 pub mod report;
 pub mod scenarios;
 pub mod sim;

@@ -46,6 +46,10 @@ struct Flags {
     /// With --url: a request header, "Name: value" (repeatable).
     #[arg(short = 'H', long = "header")]
     headers: Vec<String>,
+    /// rathole's binary (v0.5.0, built by scripts/bench-reference.sh): the
+    /// forward scenario measures it beside the other paths, with its targets.
+    #[arg(long, value_name = "PATH")]
+    rathole: Option<PathBuf>,
     /// Where latest.md and latest.json go.
     #[arg(long, default_value = "bench/results")]
     out: PathBuf,
@@ -154,7 +158,11 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
     if scenarios.iter().any(|name| *name != "drain" && wanted(name)) {
         let mut stack = procs::Stack::start().await?;
         if wanted("forward") {
-            scenarios::forward(&stack, flags.duration, &mut report).await?;
+            let rathole = match &flags.rathole {
+                Some(binary) => Some(borealis_bench::rathole::Rathole::start(binary, &stack.echo_addr).await?),
+                None => None,
+            };
+            scenarios::forward(&stack, rathole.as_ref(), flags.duration, &mut report).await?;
         }
         if wanted("stream") {
             scenarios::stream(&stack, &mut report).await?;

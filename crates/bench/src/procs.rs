@@ -204,9 +204,11 @@ fn spawn_relay(data: &Path, listen: &str, agent_listen: &str, options: &RelayOpt
         .arg(data)
         .args(["--listen", listen, "--agent-listen", agent_listen, "--direct-allow", "127.0.0.0/8"])
         .args(["--max-body-bytes", &(4u64 << 30).to_string(), "--request-timeout", "10m"])
-        // The per-request line ("forwarded through an agent") is left out,
-        // as the agent's is: the benchmark measures forwarding, not logging.
-        .env("BOREALIS_LOG", "warn,borealis_relay=info,borealis_relay::proxy=warn")
+        // The per-request lines ("forwarded through an agent", and the
+        // audit trail's line for each proxied request) are left out, as the
+        // agent's is: the benchmark measures forwarding, not logging. The
+        // audit trail's entries are still written.
+        .env("BOREALIS_LOG", "warn,borealis_relay=info,borealis_relay::forward=warn,borealis_relay::audit=warn")
         .env_remove("BOREALIS_ADMIN_TOKEN");
     if let Some(url) = &options.database_url {
         command.args(["--database-url", url]);
@@ -371,14 +373,14 @@ impl Stack {
         proxy_url(&self.relay_http, target, via_agent.then_some("bench"))
     }
 
-    /// Requests the relay has handed to agents so far: (down standby calls,
-    /// as offers), from its `/metrics`.
-    pub async fn dispatches(&self) -> anyhow::Result<(f64, f64)> {
+    /// Requests the relay has handed to agents so far: (down lanes, down
+    /// standby calls, as offers), from its `/metrics`.
+    pub async fn dispatches(&self) -> anyhow::Result<(f64, f64, f64)> {
         let text = reqwest::get(format!("{}/metrics", self.relay_http)).await?.text().await?;
         let count = |way: &str| {
             let series = format!("borealis_agent_dispatches_total{{way=\"{way}\"}} ");
             text.lines().find_map(|l| l.strip_prefix(&series)).and_then(|v| v.trim().parse().ok()).unwrap_or(0.0)
         };
-        Ok((count("standby"), count("offer")))
+        Ok((count("lane"), count("standby"), count("offer")))
     }
 }

@@ -9,6 +9,7 @@ use hdrhistogram::Histogram;
 
 use crate::load::{self, LoadSpec};
 use crate::procs::{self, Relay, RelayOptions, Stack, TempDir, peak_rss};
+use crate::rathole::Rathole;
 use crate::report::{Report, Row, Target};
 use crate::{postgres, sim};
 
@@ -19,19 +20,30 @@ pub(crate) fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
 
-/// `forward`: straight to the echo server (the baseline), through
-/// `/api/v1/proxy` direct, and through the agent; 1 KiB and 1 MiB bodies
-/// at concurrency 1, 16 and 64, all in one run.
-pub async fn forward(stack: &Stack, duration: Duration, report: &mut Report) -> anyhow::Result<()> {
+/// `forward`: straight to the echo server (the baseline), through rathole
+/// (when given: the reference tunnel), through `/api/v1/proxy` direct, and
+/// through the agent; 1 KiB and 1 MiB bodies at concurrency 1, 16 and 64,
+/// the paths interleaved at each, all in one run.
+pub async fn forward(
+    stack: &Stack,
+    rathole: Option<&Rathole>,
+    duration: Duration,
+    report: &mut Report,
+) -> anyhow::Result<()> {
     let echo = format!("http://{}/echo", stack.echo_addr);
     let auth = vec![("proxy-authorization".to_owned(), format!("Bearer {}", stack.admin_token))];
-    let mut results: Vec<(String, usize, usize, f64, f64)> = Vec::new();
+    let paths: Vec<&str> = ["baseline", "rathole", "direct", "agent"]
+        .into_iter()
+        .filter(|p| *p != "rathole" || rathole.is_some())
+        .collect();
+    let mut results: Vec<Measured> = Vec::new();
     for body in [KIB, MIB] {
         for concurrency in [1, 16, 64] {
-            for path in ["baseline", "direct", "agent"] {
-                let (url, headers) = match path {
-                    "baseline" => (url::Url::parse(&echo)?, Vec::new()),
-                    "direct" => (stack.proxy_url(&echo, false), auth.clone()),
+            for &path in &paths {
+                let (url, headers) = match (path, rathole) {
+                    ("baseline", _) => (url::Url::parse(&echo)?, Vec::new()),
+                    ("rathole", Some(rathole)) => (rathole.url.clone(), Vec::new()),
+                    ("direct", _) => (stack.proxy_url(&echo, false), auth.clone()),
                     _ => (stack.proxy_url(&echo, true), auth.clone()),
                 };
                 let spec = LoadSpec {
@@ -42,18 +54,48 @@ pub async fn forward(stack: &Stack, duration: Duration, report: &mut Report) -> 
                     concurrency,
                     duration,
                 };
-                let cpu_before = (stack.relay.cpu_seconds(), stack.agent.cpu_seconds());
+                // The two processes of the path: relay and agent, or
+                // rathole's server and client.
+                let cpu_now = || match (path, rathole) {
+                    ("rathole", Some(rathole)) => rathole.cpu_seconds(),
+                    _ => (stack.relay.cpu_seconds(), stack.agent.cpu_seconds()),
+                };
+                let pids = match (path, rathole) {
+                    ("rathole", Some(rathole)) => [rathole.server.pid(), rathole.client.pid()],
+                    _ => [stack.relay.pid(), stack.agent.pid()],
+                };
+                let cpu_before = cpu_now();
                 let dispatched_before = stack.dispatches().await?;
-                let (result, peaks) = peak_rss(&[stack.relay.pid(), stack.agent.pid()], load::run(&spec)).await;
+                let (result, peaks) = peak_rss(&pids, load::run(&spec)).await;
                 let result = result?;
-                let cpu = (stack.relay.cpu_seconds() - cpu_before.0, stack.agent.cpu_seconds() - cpu_before.1);
+                let cpu_after = cpu_now();
+                let cpu = (cpu_after.0 - cpu_before.0, cpu_after.1 - cpu_before.1);
                 let dispatched = stack.dispatches().await?;
-                let (standby, offered) = (dispatched.0 - dispatched_before.0, dispatched.1 - dispatched_before.1);
-                let standby_share = (path == "agent" && standby + offered > 0.0)
-                    .then(|| format!("{:.0} % down standby calls", standby / (standby + offered) * 100.0));
+                let (lane, standby, offered) = (
+                    dispatched.0 - dispatched_before.0,
+                    dispatched.1 - dispatched_before.1,
+                    dispatched.2 - dispatched_before.2,
+                );
+                let all = lane + standby + offered;
+                let way_note = (path == "agent" && all > 0.0).then(|| {
+                    format!("{:.0} % down lanes, {:.0} % down standby calls", lane / all * 100.0, standby / all * 100.0)
+                });
+                let path_note = (path == "rathole").then(|| "CPU: rathole server, client".to_owned());
                 let per_k = |seconds: f64| (result.requests > 0).then(|| seconds / result.requests as f64 * 1000.0);
                 let case = format!("{path} {} c{concurrency}", if body == KIB { "1KiB" } else { "1MiB" });
-                results.push((path.to_owned(), body, concurrency, result.per_second(), result.millis(0.5)));
+                let (first, second) = match path {
+                    "baseline" => (None, None),
+                    "direct" => (per_k(cpu.0), None),
+                    _ => (per_k(cpu.0), per_k(cpu.1)),
+                };
+                results.push(Measured {
+                    path: path.to_owned(),
+                    body,
+                    concurrency,
+                    per_second: result.per_second(),
+                    p50_ms: result.millis(0.5),
+                    cpu_per_1k: first.unwrap_or(0.0) + second.unwrap_or(0.0),
+                });
                 report.rows.push(Row {
                     scenario: "forward".into(),
                     case,
@@ -62,11 +104,15 @@ pub async fn forward(stack: &Stack, duration: Duration, report: &mut Report) -> 
                     p99_ms: Some(result.millis(0.99)),
                     max_ms: Some(result.max_millis()),
                     errors: result.errors,
-                    relay_cpu_per_1k: if path == "baseline" { None } else { per_k(cpu.0) },
-                    agent_cpu_per_1k: if path == "agent" { per_k(cpu.1) } else { None },
+                    relay_cpu_per_1k: first,
+                    agent_cpu_per_1k: second,
                     relay_peak_mib: (path != "baseline").then(|| mib(peaks[0])),
-                    agent_peak_mib: (path == "agent").then(|| mib(peaks[1])),
-                    note: [result.first_error, standby_share].into_iter().flatten().collect::<Vec<_>>().join("; "),
+                    agent_peak_mib: (path == "agent" || path == "rathole").then(|| mib(peaks[1])),
+                    note: [result.first_error, way_note, path_note]
+                        .into_iter()
+                        .flatten()
+                        .collect::<Vec<_>>()
+                        .join("; "),
                 });
                 report.print_last();
             }
@@ -75,29 +121,70 @@ pub async fn forward(stack: &Stack, duration: Duration, report: &mut Report) -> 
     let find = |path: &str, body: usize, concurrency: usize| {
         results
             .iter()
-            .find(|r| r.0 == path && r.1 == body && r.2 == concurrency)
-            .map(|r| (r.3, r.4))
-            .unwrap_or((0.0, 0.0))
+            .find(|r| r.path == path && r.body == body && r.concurrency == concurrency)
+            .cloned()
+            .unwrap_or_default()
     };
-    let (base64, _) = find("baseline", KIB, 64);
-    let (agent64, _) = find("agent", KIB, 64);
+    let (base64, agent64, direct64) = (find("baseline", KIB, 64), find("agent", KIB, 64), find("direct", KIB, 64));
+    let (base1, agent1) = (find("baseline", KIB, 1), find("agent", KIB, 1));
     report.targets.push(Target::at_least(
         "via agent, 1 KiB, c64: requests/s vs baseline",
-        agent64 / base64 * 100.0,
+        agent64.per_second / base64.per_second * 100.0,
         40.0,
         "%",
     ));
-    let (_, base_p50) = find("baseline", KIB, 1);
-    let (_, agent_p50) = find("agent", KIB, 1);
-    report.targets.push(Target::at_most("via agent, 1 KiB, c1: p50 above baseline", agent_p50 - base_p50, 0.5, "ms"));
-    let (direct64, _) = find("direct", KIB, 64);
+    report.targets.push(Target::at_most(
+        "via agent, 1 KiB, c1: p50 above baseline",
+        agent1.p50_ms - base1.p50_ms,
+        0.5,
+        "ms",
+    ));
     report.targets.push(Target::at_least(
         "direct, 1 KiB, c64: requests/s vs baseline",
-        direct64 / base64 * 100.0,
+        direct64.per_second / base64.per_second * 100.0,
         60.0,
         "%",
     ));
+    if rathole.is_some() {
+        let (rathole64, rathole1) = (find("rathole", KIB, 64), find("rathole", KIB, 1));
+        report.targets.push(Target::at_least(
+            "via agent, 1 KiB, c64: requests/s vs rathole",
+            agent64.per_second / rathole64.per_second,
+            0.6,
+            "x",
+        ));
+        report.targets.push(Target::at_most(
+            "via agent, 1 KiB, c64: CPU per request (relay + agent) vs rathole's (server + client)",
+            agent64.cpu_per_1k / rathole64.cpu_per_1k,
+            3.0,
+            "x",
+        ));
+        report.targets.push(Target::at_most(
+            "via agent, 1 KiB, c1: p50 vs rathole",
+            agent1.p50_ms / rathole1.p50_ms,
+            2.0,
+            "x",
+        ));
+        report.targets.push(Target::at_least(
+            "direct, 1 KiB, c64: requests/s vs rathole",
+            direct64.per_second / rathole64.per_second,
+            0.8,
+            "x",
+        ));
+    }
     Ok(())
+}
+
+/// One case of `forward`, for its targets.
+#[derive(Clone, Default)]
+struct Measured {
+    path: String,
+    body: usize,
+    concurrency: usize,
+    per_second: f64,
+    p50_ms: f64,
+    /// CPU seconds per 1000 requests, the path's two processes together.
+    cpu_per_1k: f64,
 }
 
 /// `stream`: 1 GiB up and 1 GiB back down through the agent at once.

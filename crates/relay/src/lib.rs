@@ -200,6 +200,8 @@ pub async fn run(
         Deployments::new(store.clone(), store.clone(), runs.clone(), caller, config.deployment_settings());
     let poll_interval = config.poll_interval;
     let revocations = Arc::new(tokio::sync::Notify::new());
+    let trail_stop = CancellationToken::new();
+    let (proxy_trail, trail_writer) = access::trail::ProxyTrail::start(store.clone(), trail_stop.clone());
     let state = Arc::new(AppState {
         config,
         store: store.clone(),
@@ -216,6 +218,7 @@ pub async fn run(
         peer_nonces: Default::default(),
         agents_addr: listeners.agents.local_addr().ok(),
         sign_in,
+        proxy_trail,
     });
 
     let tunnel = TunnelServer::new(tunnel::TunnelService { state: state.clone() })
@@ -280,6 +283,9 @@ pub async fn run(
         let _ = task.await;
     }
     hub.close().await;
+    // The proxied requests' entries still queued go to the store before it closes.
+    trail_stop.cancel();
+    let _ = trail_writer.await;
     if let Err(err) = store.replica_gone(&replica.id).await {
         tracing::warn!(error = %err, "could not remove this replica's record");
     }

@@ -37,6 +37,8 @@ pub struct AppState {
     pub peer_nonces: crate::auth::PeerNonces,
     /// The agents' listener, for the command line the console shows.
     pub agents_addr: Option<std::net::SocketAddr>,
+    /// Proxied requests' audit entries, appended in batches.
+    pub proxy_trail: crate::access::trail::ProxyTrail,
     /// People's sign-in through the identity provider, when one is set.
     pub sign_in: Option<Arc<crate::access::oidc::SignIn>>,
 }

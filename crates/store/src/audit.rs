@@ -28,6 +28,10 @@ pub struct AuditEntry {
     pub request_id: String,
 }
 
+/// Most entries appended in one statement: well within SQLite's limit of
+/// bound values (11 a row).
+pub const MAX_AUDIT_BATCH: usize = 512;
+
 /// Which entries, and how many.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AuditQuery {
@@ -44,8 +48,9 @@ pub struct AuditQuery {
 
 #[async_trait::async_trait]
 pub trait AuditStore: Send + Sync + 'static {
-    /// Appends `entry` (its `seq` is ignored).
-    async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError>;
+    /// Appends `entries` in order (their `seq` is ignored), in one
+    /// statement per [`MAX_AUDIT_BATCH`].
+    async fn append_audit(&self, entries: &[AuditEntry]) -> Result<(), StoreError>;
     /// Newest first.
     async fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>, StoreError>;
     /// Removes entries older than `before` (the retention setting); returns how many.

@@ -1450,13 +1450,11 @@ pub async fn the_audit_trail_appends_and_filters<H: Harness>(harness: &H) {
         source_address: Some("127.0.0.1".into()),
         request_id: format!("req-{n}"),
     };
-    for (n, team, actor, action) in [
-        (1, "a", "sa1", "deployment.create"),
-        (2, "b", "sa2", "secret.put"),
-        (3, "a", "sa2", "deployment.approve"),
-        (4, "a", "sa1", "deployment.abort"),
-    ] {
-        store.append_audit(&entry(n, team, actor, action)).await.unwrap();
+    // The first two in one batch, in order; the others one by one.
+    let batch = [entry(1, "a", "sa1", "deployment.create"), entry(2, "b", "sa2", "secret.put")];
+    store.append_audit(&batch).await.unwrap();
+    for (n, team, actor, action) in [(3, "a", "sa2", "deployment.approve"), (4, "a", "sa1", "deployment.abort")] {
+        store.append_audit(&[entry(n, team, actor, action)]).await.unwrap();
     }
     let query = |q: crate::AuditQuery| {
         let store = &store;

@@ -44,7 +44,7 @@ mod time;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 
-pub use audit::{AuditEntry, AuditQuery, AuditStore};
+pub use audit::{AuditEntry, AuditQuery, AuditStore, MAX_AUDIT_BATCH};
 pub use cluster::{Change, ClusterStore, ReplicaRecord, ReportedAllowList, SessionRecord};
 pub use console::{ConsoleSession, ConsoleSessionStore, Person};
 pub use credentials::{Credential, CredentialKind, CredentialStore};

@@ -7,3 +7,4 @@ pub mod oidc;
 pub mod personal;
 pub mod principal;
 pub mod rules;
+pub mod trail;

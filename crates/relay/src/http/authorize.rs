@@ -153,11 +153,16 @@ pub async fn authorize(State(state): State<Arc<AppState>>, mut request: Request,
     request.extensions_mut().insert(ActingTeam(team));
     let response = next.run(request).await;
     let status = response.status();
-    let changes = !matches!(rule.method, "GET" | "HEAD") || rule.action == "proxy";
-    if changes {
+    let proxied = rule.action == "proxy";
+    if proxied || !matches!(rule.method, "GET" | "HEAD") {
         let outcome = if status.is_client_error() || status.is_server_error() { "failed" } else { "allowed" };
         asked.name_object_of(&response);
-        record(&state, &asked, &actor, outcome, status).await;
+        let entry = logged_entry(&asked, &actor, outcome, status);
+        if proxied {
+            state.proxy_trail.append(entry).await;
+        } else {
+            append(&state, &entry).await;
+        }
     }
     with_id(response, &request_id)
 }
@@ -255,6 +260,17 @@ fn with_id(mut response: Response, request_id: &str) -> Response {
 /// Appends the request to the audit trail and logs it as one JSON line. A
 /// trail that cannot be written is logged: the request has been served.
 pub(crate) async fn record(state: &AppState, asked: &Asked, actor: &Actor, outcome: &str, status: StatusCode) {
+    append(state, &logged_entry(asked, actor, outcome, status)).await;
+}
+
+async fn append(state: &AppState, entry: &AuditEntry) {
+    if let Err(err) = state.store.append_audit(std::slice::from_ref(entry)).await {
+        tracing::error!(error = %err, request_id = entry.request_id.as_str(), "could not append to the audit trail");
+    }
+}
+
+/// The request's audit entry, logged as one JSON line.
+fn logged_entry(asked: &Asked, actor: &Actor, outcome: &str, status: StatusCode) -> AuditEntry {
     let entry = AuditEntry {
         seq: 0,
         time: SystemTime::now(),
@@ -283,9 +299,7 @@ pub(crate) async fn record(state: &AppState, asked: &Asked, actor: &Actor, outco
         request_id = asked.request_id.as_str(),
         "audit"
     );
-    if let Err(err) = state.store.append_audit(&entry).await {
-        tracing::error!(error = %err, request_id = asked.request_id.as_str(), "could not append to the audit trail");
-    }
+    entry
 }
 
 /// The client's address, as the accept loop found it (behind a trusted

@@ -427,7 +427,7 @@ async fn the_copy_from_sqlite_keeps_each_objects_team() {
         source_address: None,
         request_id: "r1".into(),
     };
-    source.append_audit(&entry).await.unwrap();
+    source.append_audit(std::slice::from_ref(&entry)).await.unwrap();
     source.put_secret("blue", "token", b"nonce", b"sealed").await.unwrap();
     let provider = MetricProvider {
         team: "blue".into(),

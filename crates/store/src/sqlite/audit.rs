@@ -2,7 +2,7 @@ use std::time::SystemTime;
 
 use super::error::db;
 use super::store::SqliteStore;
-use crate::audit::{AuditEntry, AuditQuery, AuditStore};
+use crate::audit::{AuditEntry, AuditQuery, AuditStore, MAX_AUDIT_BATCH};
 use crate::error::StoreError;
 use crate::rows;
 use crate::text::{storable, storable_opt};
@@ -10,23 +10,27 @@ use crate::time::unix_ms;
 
 #[async_trait::async_trait]
 impl AuditStore for SqliteStore {
-    async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
-        let insert = sqlx::query(
-            "INSERT INTO audit_log (time, actor_kind, actor_id, actor_name, team, action, object, outcome, status, \
-             source_address, request_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(unix_ms(entry.time))
-        .bind(storable(&entry.actor_kind))
-        .bind(storable(&entry.actor_id))
-        .bind(storable(&entry.actor_name))
-        .bind(storable_opt(entry.team.as_ref()))
-        .bind(storable(&entry.action))
-        .bind(storable(&entry.object))
-        .bind(storable(&entry.outcome))
-        .bind(i64::from(entry.status))
-        .bind(storable_opt(entry.source_address.as_ref()))
-        .bind(storable(&entry.request_id));
-        self.writes.execute(insert).await.map_err(db)?;
+    async fn append_audit(&self, entries: &[AuditEntry]) -> Result<(), StoreError> {
+        for batch in entries.chunks(MAX_AUDIT_BATCH) {
+            let mut builder = sqlx::QueryBuilder::new(
+                "INSERT INTO audit_log (time, actor_kind, actor_id, actor_name, team, action, object, outcome, \
+                 status, source_address, request_id) ",
+            );
+            builder.push_values(batch, |mut row, entry| {
+                row.push_bind(unix_ms(entry.time))
+                    .push_bind(storable(&entry.actor_kind).into_owned())
+                    .push_bind(storable(&entry.actor_id).into_owned())
+                    .push_bind(storable(&entry.actor_name).into_owned())
+                    .push_bind(storable_opt(entry.team.as_ref()).map(|t| t.into_owned()))
+                    .push_bind(storable(&entry.action).into_owned())
+                    .push_bind(storable(&entry.object).into_owned())
+                    .push_bind(storable(&entry.outcome).into_owned())
+                    .push_bind(i64::from(entry.status))
+                    .push_bind(storable_opt(entry.source_address.as_ref()).map(|a| a.into_owned()))
+                    .push_bind(storable(&entry.request_id).into_owned());
+            });
+            self.writes.execute(builder.build()).await.map_err(db)?;
+        }
         Ok(())
     }
 

@@ -1,0 +1,67 @@
+//! The audit entries of proxied requests, appended in batches off the
+//! request path. The proxy carries traffic: a store write per request, in
+//! the request's time, would bound its rate by the disk's. Entries wait in a
+//! bounded queue (a request waits for room only when the store falls
+//! behind), go to the store as many at a time as are queued, and the queue
+//! is emptied into the store when the relay stops. A crash loses at most
+//! the entries queued at that moment; each one's log line was written
+//! before its response. Every other entry (changes, refusals) is appended
+//! before its response, as ever.
+
+use std::sync::Arc;
+
+use borealis_store::{AuditEntry, MAX_AUDIT_BATCH, Store};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Entries queued at most before a request waits for room.
+const QUEUE: usize = 4 * MAX_AUDIT_BATCH;
+
+pub struct ProxyTrail {
+    queue: mpsc::Sender<AuditEntry>,
+    store: Arc<dyn Store>,
+}
+
+impl ProxyTrail {
+    /// Starts the writer; it empties the queue and ends once `stop` fires.
+    pub fn start(store: Arc<dyn Store>, stop: CancellationToken) -> (Self, JoinHandle<()>) {
+        let (queue, entries) = mpsc::channel(QUEUE);
+        let writer = tokio::spawn(write(store.clone(), entries, stop));
+        (Self { queue, store }, writer)
+    }
+
+    /// Queues `entry`; once the writer has stopped, appends it directly.
+    pub async fn append(&self, entry: AuditEntry) {
+        if let Err(mpsc::error::SendError(entry)) = self.queue.send(entry).await {
+            append(&*self.store, std::slice::from_ref(&entry)).await;
+        }
+    }
+}
+
+async fn write(store: Arc<dyn Store>, mut entries: mpsc::Receiver<AuditEntry>, stop: CancellationToken) {
+    let mut batch = Vec::with_capacity(MAX_AUDIT_BATCH);
+    loop {
+        tokio::select! {
+            biased;
+            received = entries.recv_many(&mut batch, MAX_AUDIT_BATCH) => if received == 0 { return },
+            () = stop.cancelled() => {
+                // No more come through the queue; what is in it is written.
+                entries.close();
+                while entries.recv_many(&mut batch, MAX_AUDIT_BATCH).await > 0 {
+                    append(&*store, &batch).await;
+                    batch.clear();
+                }
+                return;
+            }
+        }
+        append(&*store, &batch).await;
+        batch.clear();
+    }
+}
+
+async fn append(store: &dyn Store, entries: &[AuditEntry]) {
+    if let Err(err) = store.append_audit(entries).await {
+        tracing::error!(entries = entries.len(), error = %err, "could not append proxied requests to the audit trail");
+    }
+}
