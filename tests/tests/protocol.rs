@@ -660,7 +660,7 @@ async fn lanes_are_granted_up_to_four_and_none_where_the_relay_serves_none() {
     assert_eq!(asking.welcome.standby_calls, 1, "the rest of the hello is served as ever");
     let refused = raw.open_lane(&asking, 0).await.err().unwrap();
     assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
-    assert!(refused.message().contains("lane 0 is unknown"), "{refused:?}");
+    assert!(refused.message().contains("lane 0 is unknown: this session has no lanes"), "{refused:?}");
     let (tx, mut rx) = raw.forward(standby(&asking.welcome.session_id)).await.unwrap();
     raw.relay.wait_standby_idle(AGENT, 1).await;
     let mut reply = raw.call("");
@@ -1238,4 +1238,25 @@ async fn the_relay_sends_end_to_end_headers_and_bodies_in_bounded_frames() {
     assert_eq!(received, size);
     tx.send(frame(&offer.request_id, response_head(200, b"", true))).await.unwrap();
     assert_eq!(within(reply).await.unwrap(), 200);
+}
+
+/// A relay that stops while a request on a lane is unanswered (the agent
+/// never answers) waits out its grace, fails that request, and exits: an
+/// agent cannot hold its shutdown.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_relay_stops_though_a_lane_request_is_never_answered() {
+    // The test relay's grace is 10 s.
+    let mut raw = Raw::start().await;
+    let session = raw.session(v1::Hello { lanes: 1, ..hello() }).await;
+    let mut lane = raw.open_lane(&session, 0).await.unwrap();
+    raw.relay.wait_agent_field(AGENT, "lanesOpen", 1).await;
+    let mut reply = raw.call("");
+    let _unanswered = lane.next_request().await;
+    let started = std::time::Instant::now();
+    let status = tokio::task::block_in_place(|| raw.relay.terminate(Duration::from_secs(60)));
+    assert!(status.success(), "{status}");
+    // The grace, then at most 10 s for the agent to end its side.
+    assert!(started.elapsed() < Duration::from_secs(25), "stopped after {:?}", started.elapsed());
+    let failed = within(&mut reply).await.unwrap();
+    assert!(matches!(failed.status, 0 | 502 | 503), "{failed:?}");
 }

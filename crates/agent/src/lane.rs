@@ -26,6 +26,9 @@ use crate::upstream::{self, Answered, Deadline, Stop};
 const REOPEN_AFTER: Duration = Duration::from_secs(1);
 
 /// Keeps lane `index` of the session open until the session drains or ends.
+/// A lane runs until the relay ends it (its session over, its requests
+/// answered) or its call breaks; the requests on it finish either way, as
+/// those on `Forward` calls do.
 pub async fn keep_lane(agent: Arc<Agent>, link: Arc<SessionLink>, index: u32) {
     loop {
         if run_lane(&agent, &link, index).await == LaneEnd::Closed {
@@ -106,7 +109,6 @@ async fn run_lane(agent: &Arc<Agent>, link: &Arc<SessionLink>, index: u32) -> La
                 cancels.remove(&answer.id);
                 let _ = answers.send(answer);
             }
-            () = link.ended.cancelled() => return LaneEnd::Closed,
         }
         if let Some(end) = end.take_if(|_| work.is_empty()) {
             // Ends our side: the writer sends what is queued, then ends.

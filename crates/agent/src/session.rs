@@ -88,9 +88,9 @@ pub async fn run_session(
     let mut standby = StandbyPool::start(agent, &link, welcome.standby_calls);
     // A relay from before lanes grants none: every request then comes on a
     // `Forward` call.
-    for index in 0..welcome.lanes.min(config.lanes) {
-        tokio::spawn(crate::lane::keep_lane(agent.clone(), link.clone(), index));
-    }
+    let lanes: Vec<_> = (0..welcome.lanes.min(config.lanes))
+        .map(|index| tokio::spawn(crate::lane::keep_lane(agent.clone(), link.clone(), index)))
+        .collect();
     let interval = Duration::from_millis(u64::from(welcome.heartbeat_interval_ms.max(100)));
     tracing::info!(
         agent = welcome.agent_id.as_str(),
@@ -180,6 +180,13 @@ pub async fn run_session(
         Ok(_) => link.draining.cancel(),
         // Lost: nothing more comes down them.
         Err(_) => link.ended.cancel(),
+    }
+    if let Ok(SessionEnd::Shutdown) = outcome {
+        // The session ends here; the relay then ends each lane once every
+        // request it sent down it is answered (one it sent before it read
+        // our drain among them), and the process may exit after that.
+        drop(to_relay);
+        let _ = tokio::time::timeout(config.shutdown_grace, futures_util::future::join_all(lanes)).await;
     }
     outcome
 }

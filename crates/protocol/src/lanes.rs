@@ -46,8 +46,9 @@ pub enum LaneViolation {
 impl fmt::Display for LaneViolation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Self::UnknownLane { lane, granted: 0 } => write!(f, "lane {lane} is unknown: this session has no lanes"),
             Self::UnknownLane { lane, granted } => {
-                write!(f, "lane {lane} is unknown: this session has lanes 0 to {}", granted.saturating_sub(1))
+                write!(f, "lane {lane} is unknown: this session has lanes 0 to {}", granted - 1)
             }
             Self::LaneOpenTwice { lane } => write!(f, "lane {lane} is open already"),
             Self::MisplacedOpen => f.write_str("a lane's first message, and only it, carries LaneOpen"),

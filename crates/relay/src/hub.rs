@@ -875,8 +875,14 @@ impl Hub {
         }
     }
 
-    /// Shutdown, second half: end every session.
+    /// Shutdown, second half: end every session. The grace is over, so
+    /// what is still unanswered on a lane fails now.
     pub fn close_all(&self) {
+        for session in self.sessions().into_values().flatten() {
+            for lane in session.open_lanes() {
+                lane.end(LaneBroken::Lost("the relay shut down".into()));
+            }
+        }
         self.end_where(&Status::unavailable("relay shut down"), |_| true);
     }
 

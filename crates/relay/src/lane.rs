@@ -1,8 +1,8 @@
 //! Lanes from the relay's side: a long-lived `Lane` call of one session that
 //! carries many small exchanges, batched both ways.
 //!
-//! A request whose body is whole and small goes down the least-busy lane of
-//! its session as a `LaneRequest` and waits for its `LaneAnswer`; its
+//! A request whose body is whole and small goes down a lane of its session
+//! with room (taken in turn) as a `LaneRequest` and waits for its `LaneAnswer`; its
 //! caller's task waits on a oneshot, so a small request costs no task and no
 //! call of its own. The lane's reader (one task per lane) checks each
 //! answer against the lane's book ([`borealis_protocol::lanes`]) and hands
@@ -10,6 +10,7 @@
 //! whatever is queued as one message.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use borealis_protocol::lanes::{LaneBook, LaneViolation, Settled, check_answer};
@@ -35,12 +36,15 @@ impl Outgoing {
     }
 }
 
-/// The message of one batch.
-pub fn relay_lane(batch: Vec<Outgoing>) -> v1::RelayLane {
+/// The message of one batch, noting on `lane` the requests it writes.
+pub fn relay_lane(lane: &Lane, batch: Vec<Outgoing>) -> v1::RelayLane {
     let mut message = v1::RelayLane::default();
     for item in batch {
         match item {
-            Outgoing::Request(request) => message.requests.push(request),
+            Outgoing::Request(request) => {
+                lane.written.fetch_max(request.id, Ordering::Relaxed);
+                message.requests.push(request);
+            }
             Outgoing::Cancel(cancel) => message.cancels.push(cancel),
         }
     }
@@ -77,6 +81,9 @@ pub struct Lane {
     broken: OnceLock<LaneBroken>,
     /// Signalled when the lane's last outstanding request is answered.
     quiet: Notify,
+    /// The highest id handed to the transport: an answer to a later one
+    /// answers what the agent cannot have read, however it guessed the id.
+    written: AtomicU64,
 }
 
 impl Lane {
@@ -92,6 +99,7 @@ impl Lane {
             ended: CancellationToken::new(),
             broken: OnceLock::new(),
             quiet: Notify::new(),
+            written: AtomicU64::new(0),
         };
         (Arc::new(lane), outgoing)
     }
@@ -161,12 +169,19 @@ impl Lane {
         self.quiet.notify_waiters();
     }
 
-    /// Done once nothing is outstanding on the lane.
-    pub async fn quiet(&self) {
+    /// For a session that is over: ends the lane once nothing is
+    /// outstanding on it. Decided under the book's lock, so a request sent
+    /// meanwhile either counts as outstanding or finds the lane ended (and
+    /// takes another way).
+    pub async fn wind_down(&self) {
         loop {
             let notified = self.quiet.notified();
-            if self.outstanding() == 0 {
-                return;
+            {
+                let book = self.book.lock().expect("lane lock");
+                if book.book.outstanding() == 0 {
+                    self.ended.cancel();
+                    return;
+                }
             }
             notified.await;
         }
@@ -178,8 +193,12 @@ impl Lane {
         if message.open.is_some() {
             return Err(LaneViolation::MisplacedOpen);
         }
+        let written = self.written.load(Ordering::Relaxed);
         let mut book = self.book.lock().expect("lane lock");
         for answer in message.answers {
+            if answer.id > written {
+                return Err(LaneViolation::NotSent { id: answer.id });
+            }
             let (id, settled) = check_answer(&mut book.book, answer)?;
             // No waiter: its caller gave up, and the answer is dropped.
             if let Some(waiter) = book.waiters.remove(&id) {
@@ -239,8 +258,8 @@ pub async fn read_answers(lane: &Lane, inbound: &mut Streaming<v1::AgentLane>) -
     loop {
         let message = tokio::select! {
             message = inbound.message() => message,
-            // Ended by the relay (its session was lost): nothing more is read.
-            () = lane.ended.cancelled() => return (LaneBroken::Lost("the session was lost".into()), None),
+            // Ended by the relay (its session is over or was lost): nothing more is read.
+            () = lane.ended.cancelled() => return (LaneBroken::Lost("the lane ended".into()), None),
         };
         let violation = match message {
             Ok(Some(message)) => match lane.take(message) {
@@ -287,8 +306,12 @@ mod tests {
         let (lane, mut outgoing) = Lane::new(0, "a".into(), "s".into());
         let mut first = lane.send("r-1", &mut Some(head())).unwrap();
         let second = lane.send("r-2", &mut Some(head())).unwrap();
-        assert!(matches!(outgoing.recv().await, Some(Outgoing::Request(r)) if r.id == 1 && r.request_id == "r-1"));
-        assert!(matches!(outgoing.recv().await, Some(Outgoing::Request(r)) if r.id == 2));
+        assert_eq!(lane.take(answer(1)), Err(LaneViolation::NotSent { id: 1 }), "not yet written");
+        let written = relay_lane(&lane, vec![outgoing.recv().await.unwrap(), outgoing.recv().await.unwrap()]);
+        assert_eq!(
+            written.requests.iter().map(|r| (r.id, r.request_id.as_str())).collect::<Vec<_>>(),
+            [(1, "r-1"), (2, "r-2")]
+        );
         drop(second);
         assert!(matches!(outgoing.recv().await, Some(Outgoing::Cancel(c)) if c.id == 2));
         lane.take(answer(1)).unwrap();
@@ -308,6 +331,22 @@ mod tests {
         let mut head = Some(head());
         assert!(lane.send("r-2", &mut head).is_none());
         assert!(head.is_some(), "the head is left for another way");
-        lane.quiet().await;
+    }
+
+    #[tokio::test]
+    async fn a_lane_winds_down_once_quiet_and_then_takes_nothing() {
+        let (lane, mut outgoing) = Lane::new(0, "a".into(), "s".into());
+        let _waiting = lane.send("r-1", &mut Some(head())).unwrap();
+        let _ = relay_lane(&lane, vec![outgoing.recv().await.unwrap()]);
+        let winding = tokio::spawn({
+            let lane = lane.clone();
+            async move { lane.wind_down().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!lane.ended.is_cancelled(), "one is outstanding");
+        lane.take(answer(1)).unwrap();
+        winding.await.unwrap();
+        assert!(lane.ended.is_cancelled());
+        assert!(lane.send("r-2", &mut Some(head())).is_none(), "an ended lane takes nothing");
     }
 }

@@ -282,10 +282,10 @@ pub async fn run(
     for task in background {
         let _ = task.await;
     }
-    hub.close().await;
-    // The proxied requests' entries still queued go to the store before it closes.
+    // The proxied requests' entries still queued go to the store first.
     trail_stop.cancel();
     let _ = trail_writer.await;
+    hub.close().await;
     if let Err(err) = store.replica_gone(&replica.id).await {
         tracing::warn!(error = %err, "could not remove this replica's record");
     }

@@ -21,6 +21,10 @@ use crate::state::AppState;
 /// How long an agent has to say hello, or to open a call's first frame.
 const FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long the lanes of a session that is over (revoked, or its agent
+/// gone in order) may still carry its unanswered requests.
+const LANE_WIND_DOWN: Duration = Duration::from_secs(10);
+
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 pub struct TunnelService {
@@ -371,13 +375,22 @@ impl TunnelService {
             return Err(Status::not_found(format!("session {} is over", open.session_id)));
         }
         let (lane, outgoing) = session.open_lane(open.lane).map_err(violation)?;
+        let session_closed = session.closed.clone();
         let verdict = Arc::new(std::sync::OnceLock::new());
-        let (reader_lane, reader_verdict, session_closed) = (lane.clone(), verdict.clone(), session.closed.clone());
+        let (reader_lane, reader_verdict) = (lane.clone(), verdict.clone());
         self.state.hub.spawn_session_task(async move {
             let (lane, session) = (reader_lane, session);
+            use crate::lane::LaneBroken::Lost;
+            // A session that is over keeps its lanes while their requests
+            // are answered, for a while: then what is left fails.
+            let over_too_long = async {
+                session.closed.cancelled().await;
+                tokio::time::sleep(LANE_WIND_DOWN).await;
+            };
             let (why, status) = tokio::select! {
                 ended = crate::lane::read_answers(&lane, &mut inbound) => ended,
-                () = session.lost.cancelled() => (crate::lane::LaneBroken::Lost("the agent stopped answering heartbeats".into()), None),
+                () = session.lost.cancelled() => (Lost("the agent stopped answering heartbeats".into()), None),
+                () = over_too_long => (Lost("the session ended with requests unanswered".into()), None),
             };
             if let Some(status) = status {
                 let _ = reader_verdict.set(status);
@@ -394,14 +407,14 @@ impl TunnelService {
             let rest = async { while let Ok(Some(_)) = inbound.message().await {} };
             let _ = tokio::time::timeout(Duration::from_secs(10), rest).await;
         });
-        // Ours ends when the lane does, or once the session is over and
-        // every request on the lane is answered.
+        // Ours ends when the lane does: once the session is over and every
+        // request on the lane is answered, or at once when it breaks.
         let over = {
-            let lane = lane.clone();
+            let (lane, session_closed) = (lane.clone(), session_closed);
             async move {
                 let session_over = async {
                     session_closed.cancelled().await;
-                    lane.quiet().await;
+                    lane.wind_down().await;
                 };
                 tokio::select! {
                     () = lane.ended.cancelled() => {}
@@ -409,10 +422,12 @@ impl TunnelService {
                 }
             }
         };
-        let messages =
-            borealis_protocol::batch::batched(outgoing, crate::lane::Outgoing::encoded_len, crate::lane::relay_lane)
-                .map(Ok)
-                .take_until(over);
+        let written = lane.clone();
+        let messages = borealis_protocol::batch::batched(outgoing, crate::lane::Outgoing::encoded_len, move |batch| {
+            crate::lane::relay_lane(&written, batch)
+        })
+        .map(Ok)
+        .take_until(over);
         let verdict = futures_util::stream::once(async move { verdict.get().cloned() })
             .filter_map(|status| std::future::ready(status.map(Err)));
         Ok(Response::new(Box::pin(messages.chain(verdict))))

@@ -60,8 +60,15 @@ async fn write(store: Arc<dyn Store>, mut entries: mpsc::Receiver<AuditEntry>, s
     }
 }
 
+/// Appends a batch; when it fails, each entry on its own, so that one bad
+/// row (or a moment's failure) costs no others.
 async fn append(store: &dyn Store, entries: &[AuditEntry]) {
-    if let Err(err) = store.append_audit(entries).await {
-        tracing::error!(entries = entries.len(), error = %err, "could not append proxied requests to the audit trail");
+    if entries.len() > 1 && store.append_audit(entries).await.is_ok() {
+        return;
+    }
+    for entry in entries {
+        if let Err(err) = store.append_audit(std::slice::from_ref(entry)).await {
+            tracing::error!(request_id = entry.request_id.as_str(), error = %err, "could not append a proxied request to the audit trail");
+        }
     }
 }
