@@ -2,10 +2,11 @@
 //! request path. The proxy carries traffic: a store write per request, in
 //! the request's time, would bound its rate by the disk's. Entries wait in a
 //! bounded queue (a request waits for room only when the store falls
-//! behind), go to the store as many at a time as are queued, and the queue
-//! is emptied into the store when the relay stops. A crash loses at most
-//! the entries queued at that moment; each one's log line was written
-//! before its response. Every other entry (changes, refusals) is appended
+//! behind), and go to the store gathered for [`GATHER`] after the first
+//! (or [`MAX_AUDIT_BATCH`] at once): one commit, with its fsync, for many
+//! requests. The queue is emptied into the store when the relay stops. A
+//! crash loses at most the entries queued at that moment; each one's log
+//! line was written before its response. Every other entry (changes, refusals) is appended
 //! before its response, as ever.
 
 use std::sync::Arc;
@@ -17,6 +18,11 @@ use tokio_util::sync::CancellationToken;
 
 /// Entries queued at most before a request waits for room.
 const QUEUE: usize = 4 * MAX_AUDIT_BATCH;
+
+/// How long the writer gathers entries after the first of a batch: a
+/// profile of the relay under load had a fifth of its CPU in committing
+/// batches of about twenty.
+const GATHER: std::time::Duration = std::time::Duration::from_millis(50);
 
 pub struct ProxyTrail {
     queue: mpsc::Sender<AuditEntry>,
@@ -44,7 +50,21 @@ async fn write(store: Arc<dyn Store>, mut entries: mpsc::Receiver<AuditEntry>, s
     loop {
         tokio::select! {
             biased;
-            received = entries.recv_many(&mut batch, MAX_AUDIT_BATCH) => if received == 0 { return },
+            received = entries.recv_many(&mut batch, MAX_AUDIT_BATCH) => {
+                if received == 0 {
+                    return;
+                }
+                // More come meanwhile; a stop cuts the wait short.
+                let gathered = tokio::time::Instant::now() + GATHER;
+                while batch.len() < MAX_AUDIT_BATCH {
+                    let room = MAX_AUDIT_BATCH - batch.len();
+                    tokio::select! {
+                        received = entries.recv_many(&mut batch, room) => if received == 0 { break },
+                        () = tokio::time::sleep_until(gathered) => break,
+                        () = stop.cancelled() => break,
+                    }
+                }
+            }
             () = stop.cancelled() => {
                 // No more come through the queue; what is in it is written.
                 entries.close();
