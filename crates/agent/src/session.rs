@@ -111,6 +111,8 @@ pub async fn run_session(
     let mut sequence = 0u64;
     // Set once the agent is stopping: done when the session has drained.
     let mut drained: Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>> = None;
+    // When the grace of a shutdown ends: the lanes are waited for within it too.
+    let mut grace_ends = None;
     let outcome: Result<SessionEnd, AgentError> = async {
         loop {
             tokio::select! {
@@ -153,7 +155,7 @@ pub async fn run_session(
                     }
                 }
                 () = stop.cancelled(), if drained.is_none() => {
-                    let grace_ends = tokio::time::Instant::now() + config.shutdown_grace;
+                    let grace_ends = *grace_ends.insert(tokio::time::Instant::now() + config.shutdown_grace);
                     link.draining.cancel();
                     let drain = v1::Drain { reason: "agent shutting down".into(), grace_ms: config.shutdown_grace.as_millis() as u32 };
                     let _ = to_relay.send(control(agent_control::Msg::Drain(drain))).await;
@@ -186,7 +188,8 @@ pub async fn run_session(
         // request it sent down it is answered (one it sent before it read
         // our drain among them), and the process may exit after that.
         drop(to_relay);
-        let _ = tokio::time::timeout(config.shutdown_grace, futures_util::future::join_all(lanes)).await;
+        let ends = grace_ends.unwrap_or_else(|| tokio::time::Instant::now() + config.shutdown_grace);
+        let _ = tokio::time::timeout_at(ends, futures_util::future::join_all(lanes)).await;
     }
     outcome
 }

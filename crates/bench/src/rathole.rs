@@ -62,9 +62,4 @@ impl Rathole {
         }
         anyhow::bail!("rathole did not reach the echo server within 10 s")
     }
-
-    /// CPU time of server and client together.
-    pub fn cpu_seconds(&self) -> (f64, f64) {
-        (self.server.cpu_seconds(), self.client.cpu_seconds())
-    }
 }

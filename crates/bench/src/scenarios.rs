@@ -56,14 +56,12 @@ pub async fn forward(
                 };
                 // The two processes of the path: relay and agent, or
                 // rathole's server and client.
-                let cpu_now = || match (path, rathole) {
-                    ("rathole", Some(rathole)) => rathole.cpu_seconds(),
-                    _ => (stack.relay.cpu_seconds(), stack.agent.cpu_seconds()),
+                let measured = match (path, rathole) {
+                    ("rathole", Some(rathole)) => [&rathole.server, &rathole.client],
+                    _ => [&stack.relay, &stack.agent],
                 };
-                let pids = match (path, rathole) {
-                    ("rathole", Some(rathole)) => [rathole.server.pid(), rathole.client.pid()],
-                    _ => [stack.relay.pid(), stack.agent.pid()],
-                };
+                let cpu_now = || (measured[0].cpu_seconds(), measured[1].cpu_seconds());
+                let pids = measured.map(|process| process.pid());
                 let cpu_before = cpu_now();
                 let dispatched_before = stack.dispatches().await?;
                 let (result, peaks) = peak_rss(&pids, load::run(&spec)).await;

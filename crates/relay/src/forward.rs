@@ -368,16 +368,15 @@ async fn via_agent(state: &Forwarder, agent: &AgentRef, outbound: Outbound) -> R
     // Checked here too, so a malformed URL never costs an offer; the
     // destination policy is the agent's.
     borealis_egress::client::parse_url(&url).map_err(|e| failed(e.code(), e.to_string()))?;
-    let deadline = tokio::time::Instant::now() + timeout;
-    let timed_out = || failed(ErrorCode::Timeout, format!("agent {agent_id:?} did not answer within {timeout:?}"));
+    let exchange = Exchange { agent_id, deadline: tokio::time::Instant::now() + timeout, timeout, limit };
     // A small body of known length is read before the dispatch and travels
     // in the head: one frame instead of three, no upload task, and the
     // request may take a lane.
     let (inline, body) = match http_body::Body::size_hint(&body).exact() {
         Some(length) if borealis_protocol::lanes::fits_a_lane(usize::try_from(length).ok()) => {
-            let collected = tokio::time::timeout_at(deadline, body.collect())
+            let collected = tokio::time::timeout_at(exchange.deadline, body.collect())
                 .await
-                .map_err(|_| timed_out())?
+                .map_err(|_| exchange.timed_out())?
                 .map_err(|_| failed(ErrorCode::Cancelled, "the request body was cut off".into()))?;
             let inline = collected.to_bytes();
             if inline.len() as u64 > limit {
@@ -405,29 +404,14 @@ async fn via_agent(state: &Forwarder, agent: &AgentRef, outbound: Outbound) -> R
         Err(err) => return Err(dispatch_error(state, agent, err).await),
     };
     let started = Instant::now();
-    let exchange = Exchange { agent_id, deadline, timeout, limit };
     let result: Result<Reply, ForwardError> = async {
-        let session = lease.session().clone();
-        let lost = || agent_lost(lost_detail(&session.lost, &format!("agent {agent_id:?}"), "before answering"));
-        let (call, upload) = match dispatched {
-            Dispatched::Call(call, head) => {
-                call.sender()
-                    .send(frame(&request_id, relay_frame::Frame::RequestHead(head)))
-                    .await
-                    .map_err(|_| lost())?;
-                let upload = body.map(|body| {
-                    let (upload_failed, upload_error) = tokio::sync::oneshot::channel();
-                    let task = tokio::spawn(upload_body(body, call.sender(), request_id.clone(), limit, upload_failed));
-                    (AbortOnDropHandle::new(task), upload_error)
-                });
-                (call, upload)
-            }
-            Dispatched::Lane(on_lane) => match exchange.on_lane(on_lane, &session).await? {
-                LaneEnd::Answered(reply) => return Ok(reply),
-                LaneEnd::Diverted(call) => (call, None),
+        match dispatched {
+            Dispatched::Call(call, head) => exchange.on_call(*call, lease, Some((head, body))).await,
+            Dispatched::Lane(on_lane) => match exchange.on_lane(on_lane, lease.session()).await? {
+                LaneEnd::Answered(reply) => Ok(reply),
+                LaneEnd::Diverted(call) => exchange.on_call(*call, lease, None).await,
             },
-        };
-        exchange.on_call(*call, lease, upload).await
+        }
     }
     .await;
     // One line per request, with the id the agent logs it under too.
@@ -534,20 +518,28 @@ impl Exchange<'_> {
         }
     }
 
-    /// Reads the agent's answer on a call of its own: a head and a body
-    /// streamed as the caller reads it, or a failure.
+    /// Sends the request down a call of its own when `request` is given (a
+    /// diverted call has it already), then reads the agent's answer: a head
+    /// and a body streamed as the caller reads it, or a failure.
     async fn on_call(
         &self,
         mut call: ForwardCall,
         lease: Lease,
-        upload: Option<(AbortOnDropHandle<()>, tokio::sync::oneshot::Receiver<ForwardError>)>,
+        request: Option<(v1::RequestHead, Option<Body>)>,
     ) -> Result<Reply, ForwardError> {
         let session = lease.session().clone();
         let lost = || agent_lost(lost_detail(&session.lost, &format!("agent {:?}", self.agent_id), "before answering"));
-        let (upload, mut upload_error) = match upload {
-            Some((task, error)) => (Some(task), Some(error)),
-            None => (None, None),
-        };
+        let (mut upload, mut upload_error) = (None, None);
+        if let Some((head, body)) = request {
+            let request_id = call.request_id.clone();
+            let head = frame(&request_id, relay_frame::Frame::RequestHead(head));
+            call.sender().send(head).await.map_err(|_| lost())?;
+            if let Some(body) = body {
+                let (failed, error) = tokio::sync::oneshot::channel();
+                let task = tokio::spawn(upload_body(body, call.sender(), request_id, self.limit, failed));
+                (upload, upload_error) = (Some(AbortOnDropHandle::new(task)), Some(error));
+            }
+        }
         let upload_failed = async {
             match upload_error.as_mut() {
                 Some(error) => match error.await {

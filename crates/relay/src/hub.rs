@@ -202,6 +202,14 @@ impl Session {
         self.lanes.lock().expect("lanes lock").open.clone()
     }
 
+    pub fn lanes_open(&self) -> usize {
+        self.lanes.lock().expect("lanes lock").open.len()
+    }
+
+    fn has_open_lane(&self) -> bool {
+        self.lanes_open() > 0
+    }
+
     /// Sends a small request down a lane with room, taking them in turn;
     /// leaves the head when no lane has room (or none is open).
     fn send_on_lane(&self, request_id: &str, head: &mut Option<v1::RequestHead>) -> Option<LaneTicket> {
@@ -746,7 +754,7 @@ impl Hub {
             let lease = Lease { session: session.clone(), _request: self.requests.token() };
             let request_id =
                 format!("{}-{}", self.relay_instance_id, self.next_request.fetch_add(1, Ordering::Relaxed));
-            if small {
+            if small && session.has_open_lane() {
                 // The way for a divert is open before the request can reach
                 // the agent, which may open its call before its answer says so.
                 let (accept, diverted) = oneshot::channel();

@@ -115,7 +115,7 @@ pub(crate) async fn agents(state: &AppState, team: Option<&str>) -> Result<Vec<b
                     standby_calls: s.info.standby_calls,
                     standby_idle: s.standby_idle() as u64,
                     lanes: s.info.lanes,
-                    lanes_open: s.open_lanes().len() as u64,
+                    lanes_open: s.lanes_open() as u64,
                     allow_list: s.info.allow_list.clone().map(allow_report),
                     draining: s.is_draining(),
                     replica: state.replica.name.clone(),
