@@ -61,6 +61,18 @@ async fn session_loop(n: usize, url: String, token: String, fleet: Arc<Fleet>, g
     }
 }
 
+/// Sessions that share one source address: a fleet comes from many
+/// addresses, and the relay caps connections per address (an eighth of its
+/// total by default), so all of them from 127.0.0.1 would meet that cap.
+const SESSIONS_PER_ADDRESS: usize = 100;
+
+/// Session `n`'s source address, in 127.1.0.0/16 (all of 127.0.0.0/8 is
+/// this host's).
+fn source_address(n: usize) -> std::net::IpAddr {
+    let group = n / SESSIONS_PER_ADDRESS;
+    std::net::Ipv4Addr::new(127, 1, (group / 250) as u8, (group % 250 + 1) as u8).into()
+}
+
 async fn session(
     n: usize,
     url: &str,
@@ -69,7 +81,11 @@ async fn session(
     permit: tokio::sync::OwnedSemaphorePermit,
     up_since: &mut Option<Instant>,
 ) -> anyhow::Result<()> {
-    let channel = Endpoint::from_shared(url.to_owned())?.connect_timeout(CONNECT_TIMEOUT).connect().await?;
+    let channel = Endpoint::from_shared(url.to_owned())?
+        .local_address(Some(source_address(n)))
+        .connect_timeout(CONNECT_TIMEOUT)
+        .connect()
+        .await?;
     let (tx, rx) = mpsc::channel(4);
     let hello = v1::Hello {
         agent_id: String::new(),

@@ -36,6 +36,25 @@ pub trait Harness: Send + Sync {
     /// Opens the database: empty the first time, and as it was left (every
     /// acknowledged write in it) each time after, as a restarted relay finds it.
     async fn open(&self) -> Self::Store;
+
+    /// Statements the store's connections keep prepared, all together.
+    async fn prepared_statements(&self, store: &Self::Store) -> usize;
+}
+
+/// What every connection of `pool` keeps prepared, all together: each is
+/// held at once, so none is counted twice.
+pub async fn prepared_statements<DB>(pool: &sqlx::Pool<DB>) -> usize
+where
+    DB: sqlx::Database,
+    DB::Connection: sqlx::Connection<Database = DB>,
+    DB: sqlx::database::HasStatementCache,
+{
+    use sqlx::Connection;
+    let mut held = Vec::new();
+    for _ in 0..pool.size() {
+        held.push(pool.acquire().await.unwrap());
+    }
+    held.iter().map(|connection| connection.cached_statements_size()).sum()
 }
 
 /// One `#[tokio::test]` per conformance case, each on a fresh `$harness`.
@@ -70,6 +89,7 @@ macro_rules! conformance_suite {
             a_team_may_forbid_approving_ones_own_deployment,
             personal_tokens_are_a_persons_own,
             the_audit_trail_appends_and_filters,
+            audit_batches_of_every_size_leave_no_statement_prepared,
             names_and_subjects_are_a_teams_own,
             runs_and_deployments_keep_to_their_team,
             sessions_are_found_by_team_and_agent,
@@ -1429,6 +1449,36 @@ pub async fn a_team_may_forbid_approving_ones_own_deployment<H: Harness>(harness
 
     let reopened = harness.open().await;
     assert_eq!(rules(&reopened).await, [rule(TEAM, true), rule("payments", false)], "kept");
+}
+
+/// A multi-row insert is a statement of its own for each batch size: kept
+/// prepared, every connection would hold up to a hundred of them (the
+/// relay's memory grew by about 1 KiB per proxied request until it did).
+pub async fn audit_batches_of_every_size_leave_no_statement_prepared<H: Harness>(harness: &H) {
+    let store = harness.open().await;
+    let entry = |n: usize| crate::AuditEntry {
+        seq: 0,
+        time: SystemTime::now(),
+        actor_kind: "admin".into(),
+        actor_id: "admin".into(),
+        actor_name: "admin".into(),
+        team: None,
+        action: "proxy".into(),
+        object: "/api/v1/proxy".into(),
+        outcome: "allowed".into(),
+        status: 200,
+        source_address: None,
+        request_id: format!("req-{n}"),
+    };
+    store.append_audit(&[entry(0)]).await.unwrap();
+    let before = harness.prepared_statements(&store).await;
+    for size in 2..=21 {
+        store.append_audit(&(0..size).map(entry).collect::<Vec<_>>()).await.unwrap();
+    }
+    let after = harness.prepared_statements(&store).await;
+    assert!(after <= before + 1, "twenty batch sizes left {} more statements prepared", after.saturating_sub(before));
+    let all = crate::AuditQuery { limit: 1000, ..crate::AuditQuery::default() };
+    assert_eq!(store.audit(&all).await.unwrap().len(), 1 + (2..=21).sum::<usize>(), "every entry is kept");
 }
 
 /// Entries come back newest first, filtered, paged by `before`, and go

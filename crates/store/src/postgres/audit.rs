@@ -29,7 +29,9 @@ impl AuditStore for PostgresStore {
                     .push_bind(storable_opt(entry.source_address.as_ref()).map(|a| a.into_owned()))
                     .push_bind(storable(&entry.request_id).into_owned());
             });
-            builder.build().execute(&self.pool).await.map_err(db)?;
+            // Not kept prepared: each batch size is a statement of its own,
+            // and every connection would keep up to a hundred of them.
+            builder.build().persistent(false).execute(&self.pool).await.map_err(db)?;
         }
         Ok(())
     }

@@ -75,6 +75,10 @@ impl Harness for TempSchema {
         admin.close().await.unwrap();
         PostgresStore::open_pool(self.options(), POOL).await.unwrap()
     }
+
+    async fn prepared_statements(&self, store: &PostgresStore) -> usize {
+        crate::conformance::prepared_statements(&store.pool).await
+    }
 }
 
 impl Drop for TempSchema {

@@ -24,6 +24,9 @@ type Outcome = Result<SqliteQueryResult, sqlx::Error>;
 struct Write {
     sql: SqlStr,
     arguments: SqliteArguments,
+    /// Whether the connection keeps the statement prepared, as the query
+    /// asked: a statement whose text varies (a multi-row insert) must not.
+    persistent: bool,
     done: oneshot::Sender<Outcome>,
 }
 
@@ -31,7 +34,7 @@ impl Write {
     /// Runs the statement on `connection`, inside whatever transaction it is
     /// in. It is rebuilt for each run: a failed group is retried write by write.
     async fn apply(&self, connection: &mut PoolConnection<Sqlite>) -> Outcome {
-        connection.execute(sqlx::query_with(self.sql.clone(), self.arguments.clone())).await
+        connection.execute(sqlx::query_with(self.sql.clone(), self.arguments.clone()).persistent(self.persistent)).await
     }
 }
 
@@ -62,8 +65,12 @@ impl GroupCommit {
     /// Executes one statement and returns once it is committed.
     pub(crate) async fn execute(&self, mut query: Query<'_>) -> Outcome {
         let arguments = query.take_arguments().map_err(sqlx::Error::Encode)?.unwrap_or_default();
+        let persistent = Execute::persistent(&query);
         let (done, outcome) = oneshot::channel();
-        self.queue.send(Write { sql: query.sql(), arguments, done }).await.map_err(|_| sqlx::Error::PoolClosed)?;
+        self.queue
+            .send(Write { sql: query.sql(), arguments, persistent, done })
+            .await
+            .map_err(|_| sqlx::Error::PoolClosed)?;
         outcome.await.map_err(|_| sqlx::Error::PoolClosed)?
     }
 }

@@ -46,6 +46,10 @@ mod tests {
         async fn open(&self) -> SqliteStore {
             SqliteStore::open_in(self.0.path()).await.unwrap()
         }
+
+        async fn prepared_statements(&self, store: &SqliteStore) -> usize {
+            crate::conformance::prepared_statements(store.pool()).await
+        }
     }
 
     crate::conformance_suite!(TempSqlite::new());
