@@ -50,6 +50,13 @@ where
     DB: sqlx::database::HasStatementCache,
 {
     use sqlx::Connection;
+    // A connection on its way back to the pool is counted once it is there.
+    for _ in 0..100 {
+        if pool.num_idle() >= pool.size() as usize {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
     let mut held = Vec::new();
     for _ in 0..pool.size() {
         held.push(pool.acquire().await.unwrap());
@@ -1472,13 +1479,17 @@ pub async fn audit_batches_of_every_size_leave_no_statement_prepared<H: Harness>
     };
     store.append_audit(&[entry(0)]).await.unwrap();
     let before = harness.prepared_statements(&store).await;
-    for size in 2..=21 {
+    const SIZES: std::ops::RangeInclusive<usize> = 2..=41;
+    for size in SIZES {
         store.append_audit(&(0..size).map(entry).collect::<Vec<_>>()).await.unwrap();
     }
+    // Kept prepared, each size would be one more (40); a few others may
+    // appear on a connection the pool opened meanwhile.
     let after = harness.prepared_statements(&store).await;
-    assert!(after <= before + 1, "twenty batch sizes left {} more statements prepared", after.saturating_sub(before));
+    let more = after.saturating_sub(before);
+    assert!(more < 10, "forty batch sizes left {more} more statements prepared");
     let all = crate::AuditQuery { limit: 1000, ..crate::AuditQuery::default() };
-    assert_eq!(store.audit(&all).await.unwrap().len(), 1 + (2..=21).sum::<usize>(), "every entry is kept");
+    assert_eq!(store.audit(&all).await.unwrap().len(), 1 + SIZES.sum::<usize>(), "every entry is kept");
 }
 
 /// Entries come back newest first, filtered, paged by `before`, and go
