@@ -76,6 +76,7 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let flags = Flags::parse();
+    procs::raise_descriptor_limit();
     // SIGTERM or Ctrl-C drops the run, and with it every process it
     // started (each is killed and reaped when dropped): none is left behind.
     tokio::select! {

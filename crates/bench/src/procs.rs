@@ -230,16 +230,24 @@ fn spawn_relay(data: &Path, listen: &str, agent_listen: &str, options: &RelayOpt
 /// Descriptors kept out of the benchmark relay's connection cap.
 const RESERVED_DESCRIPTORS: u64 = 1024;
 
-/// The benchmark relay's connection cap: its descriptor limit (which it
-/// inherits from this process, raised as far as it may be) less a reserve.
+/// Raises this process's descriptor limit as far as it may go; the
+/// processes it starts inherit it. The agents scenario holds 10 000
+/// sessions, a connection at each end. Called once, at start.
+pub fn raise_descriptor_limit() {
+    const WANTED: u64 = 1 << 16;
+    // As root the hard limit may rise too; it is never lowered.
+    if let Ok((soft, hard)) = rlimit::getrlimit(rlimit::Resource::NOFILE)
+        && hard < WANTED
+    {
+        let _ = rlimit::setrlimit(rlimit::Resource::NOFILE, soft, WANTED);
+    }
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+}
+
+/// The benchmark relay's connection cap: the descriptor limit it inherits,
+/// less a reserve.
 fn connection_cap() -> u64 {
-    static LIMIT: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    let limit = *LIMIT.get_or_init(|| {
-        // As root the hard limit may go up too; otherwise the soft one goes
-        // up to the hard one.
-        let _ = rlimit::setrlimit(rlimit::Resource::NOFILE, 1 << 16, 1 << 16);
-        rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024)
-    });
+    let limit = rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _)| soft);
     limit.saturating_sub(RESERVED_DESCRIPTORS).max(64)
 }
 

@@ -21,6 +21,27 @@ pub struct Row {
     pub note: String,
 }
 
+impl Row {
+    /// A row of what the load generator measured: rate, latency and
+    /// errors, with its first error as the note; the other columns empty.
+    pub fn of_load(scenario: &str, case: impl Into<String>, result: &crate::load::LoadResult) -> Self {
+        Self {
+            scenario: scenario.into(),
+            case: case.into(),
+            requests_per_second: Some(result.per_second()),
+            p50_ms: Some(result.millis(0.5)),
+            p99_ms: Some(result.millis(0.99)),
+            max_ms: Some(result.max_millis()),
+            errors: result.errors,
+            relay_cpu_per_1k: None,
+            agent_cpu_per_1k: None,
+            relay_peak_mib: None,
+            agent_peak_mib: None,
+            note: result.first_error.clone().unwrap_or_default(),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Target {
     pub name: String,

@@ -95,22 +95,16 @@ pub async fn forward(
                     cpu_per_1k: first.unwrap_or(0.0) + second.unwrap_or(0.0),
                 });
                 report.rows.push(Row {
-                    scenario: "forward".into(),
-                    case,
-                    requests_per_second: Some(result.per_second()),
-                    p50_ms: Some(result.millis(0.5)),
-                    p99_ms: Some(result.millis(0.99)),
-                    max_ms: Some(result.max_millis()),
-                    errors: result.errors,
                     relay_cpu_per_1k: first,
                     agent_cpu_per_1k: second,
                     relay_peak_mib: (path != "baseline").then(|| mib(peaks[0])),
                     agent_peak_mib: (path == "agent" || path == "rathole").then(|| mib(peaks[1])),
-                    note: [result.first_error, way_note, path_note]
+                    note: [result.first_error.clone(), way_note, path_note]
                         .into_iter()
                         .flatten()
                         .collect::<Vec<_>>()
                         .join("; "),
+                    ..Row::of_load("forward", case, &result)
                 });
                 report.print_last();
             }
@@ -300,20 +294,7 @@ async fn beside_a_slow_upload(stack: &Stack, report: &mut Report) -> anyhow::Res
     }
     anyhow::ensure!(upload_done? > load_done, "the slow upload ended before the small requests did");
     for (case, result) in [("1KiB c16 alone", &alone), ("1KiB c16 beside a slow 1 MiB upload", &beside)] {
-        report.rows.push(Row {
-            scenario: "stream".into(),
-            case: case.into(),
-            requests_per_second: Some(result.per_second()),
-            p50_ms: Some(result.millis(0.5)),
-            p99_ms: Some(result.millis(0.99)),
-            max_ms: Some(result.max_millis()),
-            errors: result.errors,
-            relay_cpu_per_1k: None,
-            agent_cpu_per_1k: None,
-            relay_peak_mib: None,
-            agent_peak_mib: None,
-            note: result.first_error.clone().unwrap_or_default(),
-        });
+        report.rows.push(Row::of_load("stream", case, result));
         report.print_last();
     }
     // Within the noise of two runs on a shared machine, and 1 ms.
@@ -858,18 +839,12 @@ async fn peer_hop(stack: &Stack, server: &str, duration: Duration, report: &mut 
             note.push_str(&format!("; first error: {err}"));
         }
         report.rows.push(Row {
-            scenario: "cluster".into(),
-            case: hop_case(through),
-            requests_per_second: Some(rate),
-            p50_ms: Some(result.millis(0.5)),
-            p99_ms: Some(result.millis(0.99)),
-            max_ms: Some(result.max_millis()),
-            errors: result.errors,
             relay_cpu_per_1k: per_k(cpu.0),
             agent_cpu_per_1k: per_k(cpu.1),
             relay_peak_mib: Some(mib(peaks[0] + peaks[1])),
             agent_peak_mib: Some(mib(peaks[2])),
             note: format!("{note}; relay CPU and memory of both replicas"),
+            ..Row::of_load("cluster", hop_case(through), &result)
         });
         report.print_last();
         if holder_rate.is_none() {
